@@ -1,0 +1,323 @@
+"""The event bus on NATS JetStream.
+
+- Streams are declared from the registry in ``switchboard.core.events``.
+- Every event is published with ``Nats-Msg-Id`` = its event id (JetStream de-duplicates a
+  re-publish within the stream's duplicate window) and the W3C ``traceparent`` header.
+- Consumers are durable pull consumers (batch fetch, explicit ack, bounded redelivery with
+  back-off). A message that cannot be decoded or fails validation is logged with its reason and
+  terminated, never redelivered forever; a handler that keeps failing is terminated after
+  ``max_deliver`` attempts. Handlers must be idempotent: delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from switchboard.core import events, telemetry
+from switchboard.core.errors import DomainError, Retry
+
+logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
+
+E = TypeVar("E", bound=Message)
+Handler = Callable[[Any], Awaitable[None]]
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+class MalformedEvent(Exception):
+    """The bytes on the bus are not an event we can read; terminate, do not redeliver."""
+
+
+@dataclass
+class ConsumerOptions:
+    batch: int = 64
+    fetch_timeout: float = 1.0
+    ack_wait: float = 30.0
+    max_deliver: int = 8
+    max_ack_pending: int = 1024
+
+
+def encode(event: Message) -> tuple[str, dict[str, str], bytes]:
+    """Return subject, headers and payload for `event` (validating its meta)."""
+    events.validate_meta(event)
+    spec = events.spec_for(type(event))
+    meta = event.meta  # type: ignore[attr-defined]
+    headers = {"Nats-Msg-Id": meta.event_id, events.TYPE_HEADER: spec.type_name}
+    telemetry.inject(headers)
+    return spec.subject(meta.tenant, meta.channel), headers, event.SerializeToString()
+
+
+def decode(msg: Msg) -> Message:
+    """Decode a bus message into its event, or raise MalformedEvent saying why."""
+    headers = msg.headers or {}
+    type_name = headers.get(events.TYPE_HEADER)
+    if not type_name:
+        raise MalformedEvent(f"missing {events.TYPE_HEADER} header")
+    spec = events.spec_by_name(type_name)
+    if spec is None:
+        raise MalformedEvent(f"unknown event type {type_name!r}")
+    if len(msg.data) > MAX_EVENT_BYTES:
+        raise MalformedEvent(f"payload of {len(msg.data)} bytes exceeds {MAX_EVENT_BYTES}")
+    try:
+        event = spec.type.FromString(msg.data)
+    except DecodeError as exc:
+        raise MalformedEvent(f"payload is not a valid {type_name}: {exc}") from exc
+    try:
+        events.validate_meta(event)
+    except DomainError as exc:
+        raise MalformedEvent(f"invalid {type_name}: {exc}") from exc
+    if msg.subject and events.subject_of(event) != msg.subject:
+        raise MalformedEvent(
+            f"{type_name} on {msg.subject!r} belongs on {events.subject_of(event)!r}"
+        )
+    return event
+
+
+@dataclass
+class _Consumer:
+    durable: str
+    stream: str
+    options: ConsumerOptions
+    handlers: dict[type[Message], Handler] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    sub: Any = None
+    processed: int = 0
+    terminated: int = 0
+
+
+class Bus:
+    """A connection to NATS with JetStream, publishing and consuming Switchboard events."""
+
+    def __init__(self, nc: NATS, source: str) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.source = source
+        self._consumers: dict[tuple[str, str], _Consumer] = {}
+        self._stopping = asyncio.Event()
+
+    @classmethod
+    async def connect(cls, url: str, source: str, **kwargs: Any) -> Bus:
+        """Connect to NATS (retrying while the server starts) and declare the streams."""
+
+        async def _error(exc: Exception) -> None:
+            logger.warning("nats error: %s", exc)
+
+        nc = await nats.connect(
+            url,
+            name=source,
+            connect_timeout=2,
+            reconnect_time_wait=0.5,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+            error_cb=_error,
+            **kwargs,
+        )
+        bus = cls(nc, source)
+        await bus.ensure_streams()
+        return bus
+
+    async def ensure_streams(self) -> None:
+        for name, subjects in events.STREAMS.items():
+            config = js_api.StreamConfig(
+                name=name,
+                subjects=subjects,
+                retention=js_api.RetentionPolicy.LIMITS,
+                storage=js_api.StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                max_age=30 * 24 * 3600,
+                max_msg_size=MAX_EVENT_BYTES,
+            )
+            try:
+                await self.js.stream_info(name)
+                await self.js.update_stream(config)
+            except NotFoundError:
+                await self.js.add_stream(config)
+
+    # ---- publishing -------------------------------------------------------------------------
+
+    async def publish(self, event: Message, timeout: float = 5.0) -> js_api.PubAck:
+        """Publish one event and wait for JetStream to store it (then the source may be acked)."""
+        subject, headers, data = encode(event)
+        with _tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
+            telemetry.inject(headers)
+            return await self.js.publish(subject, data, headers=headers, timeout=timeout)
+
+    async def publish_many(self, batch: Iterable[Message]) -> list[js_api.PubAck]:
+        """Publish several events pipelined with publish_async, then wait for every ack."""
+        futures = []
+        for event in batch:
+            subject, headers, data = encode(event)
+            futures.append(await self.js.publish_async(subject, data, headers=headers))
+        return list(await asyncio.gather(*futures))
+
+    # ---- consuming ---------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        durable: str,
+        event_type: type[E],
+        handler: Callable[[E], Awaitable[None]],
+        options: ConsumerOptions | None = None,
+    ) -> None:
+        """Register `handler` for `event_type` on the durable consumer `durable` (call before start)."""
+        spec = events.spec_for(event_type)
+        key = (durable, spec.stream)
+        consumer = self._consumers.get(key)
+        if consumer is None:
+            consumer = _Consumer(durable, spec.stream, options or ConsumerOptions())
+            self._consumers[key] = consumer
+        consumer.handlers[event_type] = handler
+
+    async def start(self) -> None:
+        for consumer in self._consumers.values():
+            await self._bind(consumer)
+            consumer.task = asyncio.create_task(
+                self._consume(consumer), name=f"consumer:{consumer.durable}"
+            )
+
+    async def _bind(self, consumer: _Consumer) -> None:
+        filters = sorted(events.spec_for(t).filter_subject for t in consumer.handlers)
+        config = js_api.ConsumerConfig(
+            name=consumer.durable,
+            durable_name=consumer.durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            ack_wait=consumer.options.ack_wait,
+            max_deliver=consumer.options.max_deliver,
+            max_ack_pending=consumer.options.max_ack_pending,
+        )
+        if len(filters) == 1:
+            config.filter_subject = filters[0]
+        else:
+            config.filter_subjects = filters
+        # CONSUMER.CREATE creates, or updates a compatible existing durable.
+        await self.js.add_consumer(consumer.stream, config)
+        consumer.sub = await self.js.pull_subscribe_bind(
+            durable=consumer.durable, stream=consumer.stream
+        )
+
+    async def _consume(self, consumer: _Consumer) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await consumer.sub.fetch(
+                    consumer.options.batch, timeout=consumer.options.fetch_timeout
+                )
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection blips: back off and try again
+                if self._stopping.is_set():
+                    return
+                logger.warning("fetch for %s failed: %s", consumer.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._deliver(consumer, msg)
+
+    async def _deliver(self, consumer: _Consumer, msg: Msg) -> None:
+        try:
+            event = decode(msg)
+        except MalformedEvent as exc:
+            consumer.terminated += 1
+            logger.error(
+                "terminating malformed message on %s for %s: %s", msg.subject, consumer.durable, exc
+            )
+            await msg.term()
+            return
+        handler = consumer.handlers.get(type(event))
+        if handler is None:  # a filter overlap; not ours to handle
+            await msg.ack()
+            return
+        delivered = msg.metadata.num_delivered or 1
+        with (
+            telemetry.continued(msg.headers),
+            _tracer.start_as_current_span(
+                f"process {type(event).__name__}",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.consumer.group.name": consumer.durable,
+                    "messaging.message.id": event.meta.event_id,  # type: ignore[attr-defined]
+                    "switchboard.delivery": delivered,
+                },
+            ) as span,
+        ):
+            try:
+                await handler(event)
+            except Retry as exc:
+                await self._retry_or_term(consumer, msg, event, delivered, f"not ready: {exc}")
+                return
+            except DomainError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                consumer.terminated += 1
+                logger.error(
+                    "terminating %s %s for %s: %s",
+                    type(event).__name__,
+                    event.meta.event_id,  # type: ignore[attr-defined]
+                    consumer.durable,
+                    exc,
+                )
+                await msg.term()
+                return
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                logger.exception("handler for %s failed", type(event).__name__)
+                await self._retry_or_term(consumer, msg, event, delivered, repr(exc))
+                return
+        await msg.ack()
+        consumer.processed += 1
+
+    async def _retry_or_term(
+        self, consumer: _Consumer, msg: Msg, event: Message, delivered: int, why: str
+    ) -> None:
+        if delivered >= consumer.options.max_deliver:
+            consumer.terminated += 1
+            logger.error(
+                "giving up on %s %s for %s after %d deliveries: %s",
+                type(event).__name__,
+                event.meta.event_id,  # type: ignore[attr-defined]
+                consumer.durable,
+                delivered,
+                why,
+            )
+            await msg.term()
+        else:
+            await msg.nak(delay=min(0.1 * 2 ** (delivered - 1), 5.0))
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {
+            c.durable: {"processed": c.processed, "terminated": c.terminated}
+            for c in self._consumers.values()
+        }
+
+    async def drain(self) -> None:
+        """Stop fetching, let in-flight handlers finish, then drain the connection."""
+        self._stopping.set()
+        tasks = [c.task for c in self._consumers.values() if c.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+            for t in tasks:
+                t.cancel()
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception as exc:
+                logger.debug("drain: %s", exc)

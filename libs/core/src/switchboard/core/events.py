@@ -1,0 +1,130 @@
+"""The registry of events on the bus: each event type declares its subject and stream.
+
+Subjects follow DESIGN.md: ``contact.<tenant>.<channel>.<event>`` for channel events,
+``routing.<tenant>.<event>`` for the router's decisions. Subscribing is by type, never by string.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from switchboard.core.errors import InvalidArgument
+from switchboard.v1 import contact_pb2, events_pb2
+
+E = TypeVar("E", bound=Message)
+
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+# The header that names the protobuf type of the payload.
+TYPE_HEADER = "Sb-Event-Type"
+
+# Stream name -> subjects. EVENTS holds every fact, so one consumer sees them in causal order.
+STREAMS: dict[str, list[str]] = {
+    "EVENTS": ["contact.>", "routing.>", "case.>"],
+}
+
+CHANNEL_TOKENS = {
+    contact_pb2.CHANNEL_VOICE: "voice",
+    contact_pb2.CHANNEL_EMAIL: "email",
+    contact_pb2.CHANNEL_FAX: "fax",
+    contact_pb2.CHANNEL_CHAT: "chat",
+}
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: type[Message]
+    template: str  # with {tenant} and {channel}
+    stream: str = "EVENTS"
+
+    @property
+    def type_name(self) -> str:
+        return self.type.DESCRIPTOR.full_name
+
+    @property
+    def filter_subject(self) -> str:
+        return self.template.replace("{tenant}", "*").replace("{channel}", "*")
+
+    def subject(self, tenant: str, channel: int) -> str:
+        validate_tenant(tenant)
+        values = {"tenant": tenant}
+        if "{channel}" in self.template:
+            token = CHANNEL_TOKENS.get(channel)  # type: ignore[call-overload]
+            if token is None:
+                raise InvalidArgument("meta.channel", "must name a channel")
+            values["channel"] = token
+        return self.template.format(**values)
+
+
+_SPECS: dict[type[Message], EventSpec] = {}
+_BY_NAME: dict[str, EventSpec] = {}
+
+
+def register(spec: EventSpec) -> None:
+    _SPECS[spec.type] = spec
+    _BY_NAME[spec.type_name] = spec
+
+
+for _spec in (
+    EventSpec(events_pb2.ContactCreated, "contact.{tenant}.{channel}.created"),
+    EventSpec(events_pb2.MessageAdded, "contact.{tenant}.{channel}.message_added"),
+    EventSpec(events_pb2.ContactEnded, "contact.{tenant}.{channel}.ended"),
+    EventSpec(events_pb2.ContactAbandoned, "contact.{tenant}.{channel}.abandoned"),
+    EventSpec(events_pb2.ContactQueued, "routing.{tenant}.queued"),
+    EventSpec(events_pb2.ContactOffered, "routing.{tenant}.offered"),
+    EventSpec(events_pb2.ContactAssigned, "routing.{tenant}.assigned"),
+):
+    register(_spec)
+
+
+def spec_for(event_type: type[Message]) -> EventSpec:
+    try:
+        return _SPECS[event_type]
+    except KeyError:
+        raise KeyError(f"{event_type.__name__} is not a registered event") from None
+
+
+def spec_by_name(type_name: str) -> EventSpec | None:
+    return _BY_NAME.get(type_name)
+
+
+def validate_tenant(tenant: str) -> None:
+    if not tenant:
+        raise InvalidArgument("tenant")
+    if not TENANT_RE.match(tenant):
+        raise InvalidArgument("tenant", f"{tenant!r} is not a valid tenant name ([a-z0-9_-], ≤ 63)")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_meta(tenant: str, channel: int, source: str, event_id: str | None = None) -> Any:
+    """Return an EventMeta with a fresh id and the current time."""
+    meta = events_pb2.EventMeta(
+        event_id=event_id or new_id(), tenant=tenant, channel=channel, source=source
+    )  # type: ignore[arg-type]
+    meta.occurred_at.FromDatetime(datetime.now(UTC))
+    return meta
+
+
+def subject_of(event: Message) -> str:
+    spec = spec_for(type(event))
+    meta = event.meta  # type: ignore[attr-defined]
+    return spec.subject(meta.tenant, meta.channel)
+
+
+def validate_meta(event: Message) -> None:
+    """Every event must carry an id and a tenant; raise InvalidArgument naming what is missing."""
+    if not event.HasField("meta"):  # type: ignore[arg-type]
+        raise InvalidArgument("meta")
+    meta = event.meta  # type: ignore[attr-defined]
+    if not meta.event_id:
+        raise InvalidArgument("meta.event_id")
+    validate_tenant(meta.tenant)

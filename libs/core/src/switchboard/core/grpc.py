@@ -1,0 +1,266 @@
+"""gRPC helpers: a server with health, reflection and Switchboard's interceptor, and client channels.
+
+The server interceptor, for every RPC but health and reflection:
+- authenticates the caller's bearer token and makes its Principal current (``principal()``);
+- continues the caller's trace from the ``traceparent`` metadata in a SERVER span;
+- turns domain errors into status codes (InvalidArgument -> INVALID_ARGUMENT naming the field, ...).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from switchboard.core import auth, telemetry
+from switchboard.core.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+
+logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
+
+_principal: contextvars.ContextVar[auth.Principal | None] = contextvars.ContextVar(
+    "switchboard_principal", default=None
+)
+
+STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+]
+
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def principal() -> auth.Principal:
+    """The authenticated caller of the current RPC."""
+    p = _principal.get()
+    if p is None:
+        raise Unauthenticated("no authenticated caller")
+    return p
+
+
+def status_for(exc: DomainError) -> grpc.StatusCode:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def require(request: Any, *fields: str) -> None:
+    """Raise InvalidArgument naming the first of `fields` that is empty in `request`."""
+    for name in fields:
+        if not getattr(request, name):
+            raise InvalidArgument(name)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, secret: str, known_tenants: frozenset[str] | None = None) -> None:
+        self._secret = secret
+        self._tenants = known_tenants
+
+    def _authenticate(self, metadata: dict[str, str]) -> auth.Principal:
+        header = metadata.get("authorization", "")
+        if not header.startswith("Bearer "):
+            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
+        return auth.verify(self._secret, header[len("Bearer ") :], self._tenants)
+
+    async def intercept_service(
+        self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        interceptor = self
+
+        def scope(context: grpc.aio.ServicerContext) -> Any:
+            return _RpcScope(interceptor, method, metadata, context)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                async with scope(context):
+                    return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async with scope(context):
+                    async for item in inner_stream(request, context):
+                        yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class _RpcScope:
+    """Authenticates, traces and maps errors for one RPC."""
+
+    def __init__(
+        self,
+        interceptor: ServerInterceptor,
+        method: str,
+        metadata: dict[str, str],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        self.i = interceptor
+        self.method = method
+        self.metadata = metadata
+        self.context = context
+        self._stack: list[Any] = []
+
+    async def __aenter__(self) -> None:
+        trace_cm = telemetry.continued(self.metadata)
+        trace_cm.__enter__()
+        self._stack.append(trace_cm)
+        span_cm = _tracer.start_as_current_span(
+            self.method.lstrip("/"), kind=SpanKind.SERVER, attributes={"rpc.system": "grpc"}
+        )
+        self.span = span_cm.__enter__()
+        self._stack.append(span_cm)
+        try:
+            self._token = _principal.set(self.i._authenticate(self.metadata))
+        except DomainError as exc:
+            try:
+                await self._abort(exc)
+            finally:
+                self._close()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            if isinstance(exc, DomainError):
+                await self._abort(exc)
+            elif exc is not None and not isinstance(exc, (grpc.aio.AbortError, GeneratorExit)):
+                self.span.record_exception(exc)
+                self.span.set_status(Status(StatusCode.ERROR, str(exc)))
+            return False
+        finally:
+            if hasattr(self, "_token"):
+                _principal.reset(self._token)
+            self._close()
+
+    def _close(self) -> None:
+        while self._stack:
+            self._stack.pop().__exit__(None, None, None)
+
+    async def _abort(self, exc: DomainError) -> None:
+        code = status_for(exc)
+        self.span.set_status(Status(StatusCode.ERROR, str(exc)))
+        self.span.set_attribute("rpc.grpc.status_code", code.value[0])
+        await self.context.abort(code, str(exc))
+
+
+async def start_server(
+    servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
+    host: str,
+    port: int,
+    secret: str,
+    known_tenants: frozenset[str] | None = None,
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
+    reflection. Returns the server, the bound port (port 0 picks a free one) and the health
+    servicer (every service is SERVING once started)."""
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(secret, known_tenants)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    for add, servicer, name in servicers:
+        add(servicer, server)
+        names.append(name)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(names, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC server to {host}:{port}")
+    await server.start()
+    for name in names:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, bound, health
+
+
+# ---- clients ----------------------------------------------------------------------------------
+
+
+class _ClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
+):
+    """Adds the bearer token and trace context to every call, and a deadline to unary calls."""
+
+    def __init__(self, token: str | None, default_timeout: float) -> None:
+        self._token = token
+        self._timeout = default_timeout
+
+    def _details(self, details: Any, timeout: float | None) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if self._token and "authorization" not in metadata:
+            metadata.add("authorization", f"Bearer {self._token}")
+        if "traceparent" not in metadata:
+            for key, value in telemetry.inject({}).items():
+                metadata.add(key, value)
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout if details.timeout is not None else timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details, self._timeout), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
+        return await continuation(self._details(details, None), request)
+
+
+def channel(target: str, token: str | None = None, default_timeout: float = 10.0) -> grpc.aio.Channel:
+    """An insecure channel to `target` that sends `token` and trace context, with deadlines."""
+    return grpc.aio.insecure_channel(
+        target, interceptors=[_ClientInterceptor(token, default_timeout)]
+    )
+
+
+async def check_health(target: str, timeout: float = 2.0, service: str = "") -> str:
+    """Return the gRPC health status name of `target` (or UNREACHABLE: <reason>)."""
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return f"UNREACHABLE: {exc.code().name}"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

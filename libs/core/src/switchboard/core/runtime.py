@@ -1,0 +1,54 @@
+"""Process runtime: logging, and running a service until SIGTERM/SIGINT, then draining it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """What a composition root returns: started once, stopped once (drain, then exit)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Per-request chatter from libraries is not useful at INFO.
+    for noisy in ("engineio", "socketio", "uvicorn.access", "aiosqlite", "nats"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def serve_until_signalled(service: Service, name: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    logger.info("%s started", name)
+    await stop.wait()
+    logger.info("%s stopping: draining", name)
+    await service.stop()
+    logger.info("%s stopped", name)
+
+
+def run(factory: Callable[[], Awaitable[Service]], name: str, log_level: str = "INFO") -> None:
+    """Build the service with `factory` inside the event loop and run it until signalled."""
+    configure_logging(log_level)
+
+    async def main() -> None:
+        await serve_until_signalled(await factory(), name)
+
+    asyncio.run(main())

@@ -1,0 +1,74 @@
+"""OpenTelemetry setup and W3C trace-context propagation across NATS headers and gRPC metadata.
+
+One contact is one trace: the channel starts it, the bus carries ``traceparent`` in each event's
+headers, consumers continue it, and the router hands it to the agent inside each offer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+logger = logging.getLogger(__name__)
+
+_provider: TracerProvider | None = None
+
+
+def setup_tracing(
+    service_name: str, otlp_endpoint: str = "", processor: SpanProcessor | None = None
+) -> TracerProvider:
+    """Install a tracer provider once per process; later calls add processors to it.
+
+    With an OTLP endpoint, spans are exported there (when the OTLP exporter is installed); a test
+    passes its own processor (an in-memory exporter).
+    """
+    global _provider
+    if _provider is None:
+        _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        trace.set_tracer_provider(_provider)
+        if otlp_endpoint:
+            try:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+                    OTLPSpanExporter,
+                )
+            except ImportError:
+                logger.warning("OTLP endpoint set but opentelemetry-exporter-otlp is not installed")
+            else:
+                _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    if processor is not None:
+        _provider.add_span_processor(processor)
+    return _provider
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Write the current trace context (traceparent, tracestate) into `carrier`."""
+    propagate.inject(carrier)
+    return carrier
+
+
+def current_traceparent() -> str:
+    return inject({}).get("traceparent", "")
+
+
+@contextmanager
+def continued(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Make the trace context found in `carrier` current for the duration of the block."""
+    if not carrier:
+        yield
+        return
+    token = otel_context.attach(propagate.extract(dict(carrier)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -1,0 +1,45 @@
+"""pytest fixtures for Switchboard: real infrastructure on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from switchboard.testing.databases import backends, postgres_database, sqlite_url
+from switchboard.testing.nats_server import NatsServer
+from switchboard.testing.tracing import memory_exporter
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A fresh nats-server with JetStream, on a free port, with its store under tmp_path."""
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    return nats_server.url
+
+
+@pytest.fixture(params=backends())
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A case-store URL: SQLite always, PostgreSQL too when SWITCHBOARD_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        async with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def span_exporter():  # type: ignore[no-untyped-def]
+    exporter = memory_exporter()
+    exporter.clear()
+    yield exporter
+    exporter.clear()

@@ -1,0 +1,13 @@
+"""The router's subscriptions on the bus."""
+
+from __future__ import annotations
+
+from switchboard.core.bus import Bus
+from switchboard.router.handlers import Router
+from switchboard.v1 import events_pb2
+
+
+def subscribe(bus: Bus, router: Router, durable: str) -> None:
+    bus.subscribe(durable, events_pb2.ContactCreated, router.on_contact_created)
+    bus.subscribe(durable, events_pb2.ContactAbandoned, router.on_contact_abandoned)
+    bus.subscribe(durable, events_pb2.ContactEnded, router.on_contact_ended)
