@@ -10,5 +10,5 @@ rm -f "$out"/switchboard/v1/*_pb2*.py "$out"/switchboard/v1/*_pb2*.pyi
 python -m grpc_tools.protoc -I proto -I "$include" \
   --python_out="$out" --grpc_python_out="$out" \
   --mypy_out="$out" --mypy_grpc_out="$out" \
-  proto/switchboard/v1/*.proto
+  proto/switchboard/v1/*.proto 2> >(grep -v "^Writing mypy" >&2)
 echo "generated: $(ls "$out"/switchboard/v1/*_pb2*.py | wc -l) modules"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class _Consumer:
     sub: Any = None
     processed: int = 0
     terminated: int = 0
+    busy: bool = False  # handling a fetched batch (drain waits for it; an idle fetch is cancelled)
 
 
 class Bus:
@@ -227,8 +229,12 @@ class Bus:
                 logger.warning("fetch for %s failed: %s", consumer.durable, exc)
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                await self._deliver(consumer, msg)
+            consumer.busy = True
+            try:
+                for msg in msgs:
+                    await self._deliver(consumer, msg)
+            finally:
+                consumer.busy = False
 
     async def _deliver(self, consumer: _Consumer, msg: Msg) -> None:
         try:
@@ -311,13 +317,23 @@ class Bus:
     async def drain(self) -> None:
         """Stop fetching, let in-flight handlers finish, then drain the connection."""
         self._stopping.set()
+        for c in self._consumers.values():
+            if c.task and not c.busy:
+                c.task.cancel()
         tasks = [c.task for c in self._consumers.values() if c.task]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
             for t in tasks:
                 t.cancel()
+        # Every fetched message has been acked or nakked by now; a pull subscription left to
+        # nc.drain() waits out the whole drain timeout, so unsubscribe them first.
+        for consumer in self._consumers.values():
+            if consumer.sub is not None:
+                with contextlib.suppress(Exception):
+                    await consumer.sub.unsubscribe()
         if not self.nc.is_closed:
             try:
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.drain(), 10)
             except Exception as exc:
                 logger.debug("drain: %s", exc)
+                await self.nc.close()

@@ -216,16 +216,14 @@ async def start_server(
 # ---- clients ----------------------------------------------------------------------------------
 
 
-class _ClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
-    """Adds the bearer token and trace context to every call, and a deadline to unary calls."""
+class _CallDetails:
+    """Adds the bearer token and trace context to a call, and a default deadline."""
 
-    def __init__(self, token: str | None, default_timeout: float) -> None:
+    def __init__(self, token: str | None, default_timeout: float | None) -> None:
         self._token = token
         self._timeout = default_timeout
 
-    def _details(self, details: Any, timeout: float | None) -> grpc.aio.ClientCallDetails:
+    def _details(self, details: Any) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if self._token and "authorization" not in metadata:
             metadata.add("authorization", f"Bearer {self._token}")
@@ -234,24 +232,29 @@ class _ClientInterceptor(
                 metadata.add(key, value)
         return grpc.aio.ClientCallDetails(
             details.method,
-            details.timeout if details.timeout is not None else timeout,
+            details.timeout if details.timeout is not None else self._timeout,
             metadata,
             details.credentials,
             details.wait_for_ready,
         )
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details, self._timeout), request)
 
+# grpc.aio files an interceptor under the first interceptor type it is, so one class per kind.
+class _UnaryUnary(_CallDetails, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStream(_CallDetails, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
-        return await continuation(self._details(details, None), request)
+        return await continuation(self._details(details), request)
 
 
 def channel(target: str, token: str | None = None, default_timeout: float = 10.0) -> grpc.aio.Channel:
     """An insecure channel to `target` that sends `token` and trace context, with deadlines."""
+    # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
     return grpc.aio.insecure_channel(
-        target, interceptors=[_ClientInterceptor(token, default_timeout)]
+        target, interceptors=[_UnaryUnary(token, default_timeout), _UnaryStream(token, None)]
     )
 
 

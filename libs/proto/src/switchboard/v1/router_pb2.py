@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from switchboard.v1 import contact_pb2 as switchboard_dot_v1_dot_contact__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchboard/v1/router.proto\x12\x0eswitchboard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cswitchboard/v1/contact.proto\"6\n\rLanguageSkill\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x13\n\x0bproficiency\x18\x02 \x01(\x05\"*\n\x05Skill\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bproficiency\x18\x02 \x01(\x05\"Q\n\x0f\x43hannelCapacity\x12(\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12\x14\n\x0cmax_contacts\x18\x02 \x01(\x05\"\xf7\x02\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x30\n\tlanguages\x18\x04 \x03(\x0b\x32\x1d.switchboard.v1.LanguageSkill\x12%\n\x06skills\x18\x05 \x03(\x0b\x32\x15.switchboard.v1.Skill\x12\x31\n\x08\x63\x61pacity\x18\x06 \x03(\x0b\x32\x1f.switchboard.v1.ChannelCapacity\x12*\n\x08presence\x18\x07 \x01(\x0e\x32\x18.switchboard.v1.Presence\x12\x17\n\x0fpresence_reason\x18\x08 \x01(\t\x12\x1a\n\x12\x61\x63tive_contact_ids\x18\t \x03(\t\x12.\n\nidle_since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11has_pending_offer\x18\x0b \x01(\x08\"\xef\x01\n\rSignInRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x30\n\tlanguages\x18\x03 \x03(\x0b\x32\x1d.switchboard.v1.LanguageSkill\x12%\n\x06skills\x18\x04 \x03(\x0b\x32\x15.switchboard.v1.Skill\x12\x31\n\x08\x63\x61pacity\x18\x05 \x03(\x0b\x32\x1f.switchboard.v1.ChannelCapacity\x12*\n\x08presence\x18\x06 \x01(\x0e\x32\x18.switchboard.v1.Presence\"\"\n\x0eSignOutRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"b\n\x12SetPresenceRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12*\n\x08presence\x18\x02 \x01(\x0e\x32\x18.switchboard.v1.Presence\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x13StreamOffersRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x9a\x01\n\x05Offer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12(\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x17.switchboard.v1.Contact\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"8\n\x12\x41\x63\x63\x65ptOfferRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08offer_id\x18\x02 \x01(\t\"\xb8\x01\n\nAssignment\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12(\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x17.switchboard.v1.Contact\x12/\n\x0b\x61ssigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06waited\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"I\n\x13\x44\x65\x63lineOfferRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08offer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x16\n\x14\x44\x65\x63lineOfferResponse\"K\n\rWrapUpRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x14\n\x0cwrap_up_code\x18\x03 \x01(\t\"\x10\n\x0eWrapUpResponse\"%\n\x14GetQueueStatsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"L\n\x0f\x41gentStateCount\x12*\n\x08presence\x18\x01 \x01(\x0e\x32\x18.switchboard.v1.Presence\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xc1\x01\n\nQueueStats\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0f\n\x07waiting\x18\x03 \x01(\x05\x12/\n\x0clongest_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07offered\x18\x05 \x01(\x05\x12\x10\n\x08\x61ssigned\x18\x06 \x01(\x05\x12/\n\x06\x61gents\x18\x07 \x03(\x0b\x32\x1f.switchboard.v1.AgentStateCount\"C\n\x15GetQueueStatsResponse\x12*\n\x06queues\x18\x01 \x03(\x0b\x32\x1a.switchboard.v1.QueueStats\"\x13\n\x11ListAgentsRequest\";\n\x12ListAgentsResponse\x12%\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x15.switchboard.v1.Agent*\x8f\x01\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x14\n\x10PRESENCE_OFFLINE\x10\x01\x12\x16\n\x12PRESENCE_AVAILABLE\x10\x02\x12\x11\n\rPRESENCE_BUSY\x10\x03\x12\x14\n\x10PRESENCE_WRAP_UP\x10\x04\x12\x12\n\x0ePRESENCE_BREAK\x10\x05\x32\xcf\x05\n\rRouterService\x12>\n\x06SignIn\x12\x1d.switchboard.v1.SignInRequest\x1a\x15.switchboard.v1.Agent\x12@\n\x07SignOut\x12\x1e.switchboard.v1.SignOutRequest\x1a\x15.switchboard.v1.Agent\x12H\n\x0bSetPresence\x12\".switchboard.v1.SetPresenceRequest\x1a\x15.switchboard.v1.Agent\x12L\n\x0cStreamOffers\x12#.switchboard.v1.StreamOffersRequest\x1a\x15.switchboard.v1.Offer0\x01\x12M\n\x0b\x41\x63\x63\x65ptOffer\x12\".switchboard.v1.AcceptOfferRequest\x1a\x1a.switchboard.v1.Assignment\x12Y\n\x0c\x44\x65\x63lineOffer\x12#.switchboard.v1.DeclineOfferRequest\x1a$.switchboard.v1.DeclineOfferResponse\x12G\n\x06WrapUp\x12\x1d.switchboard.v1.WrapUpRequest\x1a\x1e.switchboard.v1.WrapUpResponse\x12\\\n\rGetQueueStats\x12$.switchboard.v1.GetQueueStatsRequest\x1a%.switchboard.v1.GetQueueStatsResponse\x12S\n\nListAgents\x12!.switchboard.v1.ListAgentsRequest\x1a\".switchboard.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchboard/v1/router.proto\x12\x0eswitchboard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cswitchboard/v1/contact.proto\"6\n\rLanguageSkill\x12\x10\n\x08language\x18\x01 \x01(\t\x12\x13\n\x0bproficiency\x18\x02 \x01(\x05\"*\n\x05Skill\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bproficiency\x18\x02 \x01(\x05\"Q\n\x0f\x43hannelCapacity\x12(\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12\x14\n\x0cmax_contacts\x18\x02 \x01(\x05\"\x8a\x03\n\x05\x41gent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x30\n\tlanguages\x18\x04 \x03(\x0b\x32\x1d.switchboard.v1.LanguageSkill\x12%\n\x06skills\x18\x05 \x03(\x0b\x32\x15.switchboard.v1.Skill\x12\x31\n\x08\x63\x61pacity\x18\x06 \x03(\x0b\x32\x1f.switchboard.v1.ChannelCapacity\x12*\n\x08presence\x18\x07 \x01(\x0e\x32\x18.switchboard.v1.Presence\x12\x17\n\x0fpresence_reason\x18\x08 \x01(\t\x12\x1a\n\x12\x61\x63tive_contact_ids\x18\t \x03(\t\x12.\n\nidle_since\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11has_pending_offer\x18\x0b \x01(\x08\x12\x11\n\tconnected\x18\x0c \x01(\x08\"\xef\x01\n\rSignInRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x30\n\tlanguages\x18\x03 \x03(\x0b\x32\x1d.switchboard.v1.LanguageSkill\x12%\n\x06skills\x18\x04 \x03(\x0b\x32\x15.switchboard.v1.Skill\x12\x31\n\x08\x63\x61pacity\x18\x05 \x03(\x0b\x32\x1f.switchboard.v1.ChannelCapacity\x12*\n\x08presence\x18\x06 \x01(\x0e\x32\x18.switchboard.v1.Presence\"\"\n\x0eSignOutRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"b\n\x12SetPresenceRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12*\n\x08presence\x18\x02 \x01(\x0e\x32\x18.switchboard.v1.Presence\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x13StreamOffersRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x9a\x01\n\x05Offer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12(\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x17.switchboard.v1.Contact\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"8\n\x12\x41\x63\x63\x65ptOfferRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08offer_id\x18\x02 \x01(\t\"\xb8\x01\n\nAssignment\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12(\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x17.switchboard.v1.Contact\x12/\n\x0b\x61ssigned_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06waited\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"I\n\x13\x44\x65\x63lineOfferRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08offer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x16\n\x14\x44\x65\x63lineOfferResponse\"K\n\rWrapUpRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x14\n\x0cwrap_up_code\x18\x03 \x01(\t\"\x10\n\x0eWrapUpResponse\"%\n\x14GetQueueStatsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"L\n\x0f\x41gentStateCount\x12*\n\x08presence\x18\x01 \x01(\x0e\x32\x18.switchboard.v1.Presence\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\xc1\x01\n\nQueueStats\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0f\n\x07waiting\x18\x03 \x01(\x05\x12/\n\x0clongest_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07offered\x18\x05 \x01(\x05\x12\x10\n\x08\x61ssigned\x18\x06 \x01(\x05\x12/\n\x06\x61gents\x18\x07 \x03(\x0b\x32\x1f.switchboard.v1.AgentStateCount\"C\n\x15GetQueueStatsResponse\x12*\n\x06queues\x18\x01 \x03(\x0b\x32\x1a.switchboard.v1.QueueStats\"\x13\n\x11ListAgentsRequest\";\n\x12ListAgentsResponse\x12%\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x15.switchboard.v1.Agent*\x8f\x01\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x14\n\x10PRESENCE_OFFLINE\x10\x01\x12\x16\n\x12PRESENCE_AVAILABLE\x10\x02\x12\x11\n\rPRESENCE_BUSY\x10\x03\x12\x14\n\x10PRESENCE_WRAP_UP\x10\x04\x12\x12\n\x0ePRESENCE_BREAK\x10\x05\x32\xcf\x05\n\rRouterService\x12>\n\x06SignIn\x12\x1d.switchboard.v1.SignInRequest\x1a\x15.switchboard.v1.Agent\x12@\n\x07SignOut\x12\x1e.switchboard.v1.SignOutRequest\x1a\x15.switchboard.v1.Agent\x12H\n\x0bSetPresence\x12\".switchboard.v1.SetPresenceRequest\x1a\x15.switchboard.v1.Agent\x12L\n\x0cStreamOffers\x12#.switchboard.v1.StreamOffersRequest\x1a\x15.switchboard.v1.Offer0\x01\x12M\n\x0b\x41\x63\x63\x65ptOffer\x12\".switchboard.v1.AcceptOfferRequest\x1a\x1a.switchboard.v1.Assignment\x12Y\n\x0c\x44\x65\x63lineOffer\x12#.switchboard.v1.DeclineOfferRequest\x1a$.switchboard.v1.DeclineOfferResponse\x12G\n\x06WrapUp\x12\x1d.switchboard.v1.WrapUpRequest\x1a\x1e.switchboard.v1.WrapUpResponse\x12\\\n\rGetQueueStats\x12$.switchboard.v1.GetQueueStatsRequest\x1a%.switchboard.v1.GetQueueStatsResponse\x12S\n\nListAgents\x12!.switchboard.v1.ListAgentsRequest\x1a\".switchboard.v1.ListAgentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRESENCE']._serialized_start=2183
-  _globals['_PRESENCE']._serialized_end=2326
+  _globals['_PRESENCE']._serialized_start=2202
+  _globals['_PRESENCE']._serialized_end=2345
   _globals['_LANGUAGESKILL']._serialized_start=142
   _globals['_LANGUAGESKILL']._serialized_end=196
   _globals['_SKILL']._serialized_start=198
@@ -43,41 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANNELCAPACITY']._serialized_start=242
   _globals['_CHANNELCAPACITY']._serialized_end=323
   _globals['_AGENT']._serialized_start=326
-  _globals['_AGENT']._serialized_end=701
-  _globals['_SIGNINREQUEST']._serialized_start=704
-  _globals['_SIGNINREQUEST']._serialized_end=943
-  _globals['_SIGNOUTREQUEST']._serialized_start=945
-  _globals['_SIGNOUTREQUEST']._serialized_end=979
-  _globals['_SETPRESENCEREQUEST']._serialized_start=981
-  _globals['_SETPRESENCEREQUEST']._serialized_end=1079
-  _globals['_STREAMOFFERSREQUEST']._serialized_start=1081
-  _globals['_STREAMOFFERSREQUEST']._serialized_end=1120
-  _globals['_OFFER']._serialized_start=1123
-  _globals['_OFFER']._serialized_end=1277
-  _globals['_ACCEPTOFFERREQUEST']._serialized_start=1279
-  _globals['_ACCEPTOFFERREQUEST']._serialized_end=1335
-  _globals['_ASSIGNMENT']._serialized_start=1338
-  _globals['_ASSIGNMENT']._serialized_end=1522
-  _globals['_DECLINEOFFERREQUEST']._serialized_start=1524
-  _globals['_DECLINEOFFERREQUEST']._serialized_end=1597
-  _globals['_DECLINEOFFERRESPONSE']._serialized_start=1599
-  _globals['_DECLINEOFFERRESPONSE']._serialized_end=1621
-  _globals['_WRAPUPREQUEST']._serialized_start=1623
-  _globals['_WRAPUPREQUEST']._serialized_end=1698
-  _globals['_WRAPUPRESPONSE']._serialized_start=1700
-  _globals['_WRAPUPRESPONSE']._serialized_end=1716
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1718
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1755
-  _globals['_AGENTSTATECOUNT']._serialized_start=1757
-  _globals['_AGENTSTATECOUNT']._serialized_end=1833
-  _globals['_QUEUESTATS']._serialized_start=1836
-  _globals['_QUEUESTATS']._serialized_end=2029
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=2031
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=2098
-  _globals['_LISTAGENTSREQUEST']._serialized_start=2100
-  _globals['_LISTAGENTSREQUEST']._serialized_end=2119
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=2121
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=2180
-  _globals['_ROUTERSERVICE']._serialized_start=2329
-  _globals['_ROUTERSERVICE']._serialized_end=3048
+  _globals['_AGENT']._serialized_end=720
+  _globals['_SIGNINREQUEST']._serialized_start=723
+  _globals['_SIGNINREQUEST']._serialized_end=962
+  _globals['_SIGNOUTREQUEST']._serialized_start=964
+  _globals['_SIGNOUTREQUEST']._serialized_end=998
+  _globals['_SETPRESENCEREQUEST']._serialized_start=1000
+  _globals['_SETPRESENCEREQUEST']._serialized_end=1098
+  _globals['_STREAMOFFERSREQUEST']._serialized_start=1100
+  _globals['_STREAMOFFERSREQUEST']._serialized_end=1139
+  _globals['_OFFER']._serialized_start=1142
+  _globals['_OFFER']._serialized_end=1296
+  _globals['_ACCEPTOFFERREQUEST']._serialized_start=1298
+  _globals['_ACCEPTOFFERREQUEST']._serialized_end=1354
+  _globals['_ASSIGNMENT']._serialized_start=1357
+  _globals['_ASSIGNMENT']._serialized_end=1541
+  _globals['_DECLINEOFFERREQUEST']._serialized_start=1543
+  _globals['_DECLINEOFFERREQUEST']._serialized_end=1616
+  _globals['_DECLINEOFFERRESPONSE']._serialized_start=1618
+  _globals['_DECLINEOFFERRESPONSE']._serialized_end=1640
+  _globals['_WRAPUPREQUEST']._serialized_start=1642
+  _globals['_WRAPUPREQUEST']._serialized_end=1717
+  _globals['_WRAPUPRESPONSE']._serialized_start=1719
+  _globals['_WRAPUPRESPONSE']._serialized_end=1735
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1737
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1774
+  _globals['_AGENTSTATECOUNT']._serialized_start=1776
+  _globals['_AGENTSTATECOUNT']._serialized_end=1852
+  _globals['_QUEUESTATS']._serialized_start=1855
+  _globals['_QUEUESTATS']._serialized_end=2048
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=2050
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=2117
+  _globals['_LISTAGENTSREQUEST']._serialized_start=2119
+  _globals['_LISTAGENTSREQUEST']._serialized_end=2138
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=2140
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2199
+  _globals['_ROUTERSERVICE']._serialized_start=2348
+  _globals['_ROUTERSERVICE']._serialized_end=3067
 # @@protoc_insertion_point(module_scope)

@@ -129,12 +129,15 @@ class Agent(_message.Message):
     ACTIVE_CONTACT_IDS_FIELD_NUMBER: _builtins.int
     IDLE_SINCE_FIELD_NUMBER: _builtins.int
     HAS_PENDING_OFFER_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     tenant: _builtins.str
     display_name: _builtins.str
     presence: Global___Presence.ValueType
     presence_reason: _builtins.str
     has_pending_offer: _builtins.bool
+    connected: _builtins.bool
+    """has an open StreamOffers call: offers can reach it"""
     @_builtins.property
     def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageSkill]: ...
     @_builtins.property
@@ -159,10 +162,11 @@ class Agent(_message.Message):
         active_contact_ids: _abc.Iterable[_builtins.str] | None = ...,
         idle_since: _timestamp_pb2.Timestamp | None = ...,
         has_pending_offer: _builtins.bool = ...,
+        connected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_contact_ids", b"active_contact_ids", "agent_id", b"agent_id", "capacity", b"capacity", "display_name", b"display_name", "has_pending_offer", b"has_pending_offer", "idle_since", b"idle_since", "languages", b"languages", "presence", b"presence", "presence_reason", b"presence_reason", "skills", b"skills", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_contact_ids", b"active_contact_ids", "agent_id", b"agent_id", "capacity", b"capacity", "connected", b"connected", "display_name", b"display_name", "has_pending_offer", b"has_pending_offer", "idle_since", b"idle_since", "languages", b"languages", "presence", b"presence", "presence_reason", b"presence_reason", "skills", b"skills", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -313,40 +313,47 @@ class Engine:
         c = state.contact
         return (
             agent.tenant == c.tenant
-            and agent.agent_id not in state.declined_by
             and agent.has_room(c.channel)
             and agent.language_proficiency(c.language) > 0
             and all(s in agent.skills for s in c.skills)
         )
 
-    def _rank(self, agent: AgentState, state: ContactState) -> tuple[int, int, float]:
+    def _rank(self, agent: AgentState, state: ContactState) -> tuple[bool, int, int, float]:
         c = state.contact
         return (
+            agent.agent_id in state.declined_by,  # who let it go before comes last
             -agent.language_proficiency(c.language),
             -sum(agent.skills.get(s, 0) for s in c.skills),
             agent.idle_since,  # longest idle first
         )
 
-    def _match_contact(self, state: ContactState) -> list[Effect]:
+    def _match_contact(self, state: ContactState, skip_agent: str = "") -> list[Effect]:
         candidates = [
-            a for a in self.agents.values() if a.reachable() and self.qualifies(a, state)
+            a
+            for a in self.agents.values()
+            if a.reachable() and a.agent_id != skip_agent and self.qualifies(a, state)
         ]
         if not candidates:
             return []
         best = min(candidates, key=lambda a: self._rank(a, state))
         return [self._offer(best, state)]
 
-    def _match_agent(self, agent: AgentState) -> list[Effect]:
+    def _match_agent(self, agent: AgentState, skip_contact: str = "") -> list[Effect]:
         if not agent.reachable():
             return []
         waiting = [
             c
             for c in self.contacts.values()
-            if c.status == ContactStatus.WAITING and self.qualifies(agent, c)
+            if c.status == ContactStatus.WAITING
+            and c.contact_id != skip_contact
+            and self.qualifies(agent, c)
         ]
         if not waiting:
             return []
-        best = min(waiting, key=lambda c: (-c.contact.priority, c.queued_at, c.seq))
+        best = min(
+            waiting,
+            key=lambda c: (agent.agent_id in c.declined_by, -c.contact.priority, c.queued_at, c.seq),
+        )
         return [self._offer(agent, best)]
 
     def _offer(self, agent: AgentState, state: ContactState) -> Offered:
@@ -378,9 +385,9 @@ class Engine:
             state.status = ContactStatus.WAITING
             state.offer_id = ""
             state.declined_by.add(offer.agent_id)
-            effects += self._match_contact(state)
+            effects += self._match_contact(state, skip_agent=offer.agent_id)
         # The agent is free again for other waiting contacts (not the one it just let go).
         if agent is not None:
-            effects += self._match_agent(agent)
+            effects += self._match_agent(agent, skip_contact=offer.contact_id)
         return effects
 

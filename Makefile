@@ -1,0 +1,54 @@
+# Switchboard: every target installs what it needs (uv from PyPI, then `uv sync`).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv itself comes from PyPI when it is not installed yet.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_ARGS ?=
+MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
+	-p switchboard.router -p switchboard.case -p switchboard.chat \
+	-p switchboard.voice_gateway -p switchboard.email_ingest -p switchboard.fax
+
+# Debian packages the channels need (installed by `make system-deps`; see README).
+SYSTEM_PACKAGES ?=
+
+.PHONY: help uv sync proto proto-check lint format test run bench system-deps
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
+
+sync: uv ## install the workspace (uv sync from uv.lock)
+	@$(UV) sync --locked --quiet
+
+proto: sync ## regenerate libs/proto from proto/
+	@$(UV) run --locked bash scripts/proto_codegen.sh
+
+proto-check: proto ## fail if the generated code is stale
+	@git diff --exit-code --stat -- libs/proto && \
+	test -z "$$(git status --porcelain -- libs/proto)" || \
+	{ echo "libs/proto is stale: run 'make proto' and commit" >&2; exit 1; }
+
+lint: sync ## ruff and mypy on our code
+	@$(UV) run --locked ruff check .
+	@$(UV) run --locked ruff format --check .
+	@$(UV) run --locked mypy $(MYPY_PACKAGES)
+
+format: sync ## apply ruff's fixes and formatting
+	@$(UV) run --locked ruff check --fix .
+	@$(UV) run --locked ruff format .
+
+system-deps: ## install the Debian packages the channels need, if missing
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+test: sync system-deps ## run every test (real nats-server, gRPC, SQLite; PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is set)
+	@$(UV) run --locked pytest $(PYTEST_ARGS)
+
+run: sync system-deps ## start the whole platform on the embedded defaults
+	@$(UV) run --locked switchboard run
+
+bench: sync ## end-to-end and raw-transport figures, written to bench-results.json
+	@$(UV) run --locked python bench/run.py

@@ -1,0 +1,62 @@
+"""The switchboard command-line tool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from switchboard.cli import commands
+from switchboard.cli.endpoints import auth_secret, run_dir
+from switchboard.core import auth
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchboard", description="Operate a Switchboard platform.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the whole platform on the embedded defaults")
+    sub.add_parser("status", help="health of every service (gRPC health) and of NATS")
+    for name, text in (("queues", "queue statistics from the router"), ("agents", "agents the router knows")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("--tenant", help="tenant (default: the embedded default's tenant)")
+    t = sub.add_parser("token", help="mint an access token for an agent, a partner or an operator")
+    t.add_argument("--tenant", required=True)
+    t.add_argument("--subject", required=True, help="agent id, partner id or operator name")
+    t.add_argument("--role", action="append", required=True, choices=sorted(auth.ROLES))
+    t.add_argument("--ttl", type=int, default=3600 * 12, help="seconds (0: never expires)")
+    a = sub.add_parser("agent", help="a terminal agent: sign in, take offers, chat")
+    a.add_argument("--id", required=True, dest="agent_id")
+    a.add_argument("--name", default="")
+    a.add_argument("--tenant", default=None)
+    a.add_argument("--language", action="append", default=[], help="e.g. ko or ko:5 (repeatable)")
+    a.add_argument("--skill", action="append", default=[], help="e.g. billing or billing:4 (repeatable)")
+    a.add_argument("--auto-accept", action="store_true", help="accept every offer")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    directory = run_dir()
+    if args.command == "run":
+        from switchboard.cli import supervisor
+
+        sys.exit(asyncio.run(supervisor.run(directory)))
+    if args.command == "status":
+        sys.exit(asyncio.run(commands.status(directory)))
+    if args.command == "queues":
+        sys.exit(asyncio.run(commands.queues(directory, args.tenant)))
+    if args.command == "agents":
+        sys.exit(asyncio.run(commands.agents(directory, args.tenant)))
+    if args.command == "token":
+        print(auth.mint(auth_secret(directory), args.tenant, args.subject, args.role, args.ttl or None))
+        return
+    if args.command == "agent":
+        from switchboard.cli import agent
+
+        sys.exit(asyncio.run(agent.run(directory, args)))
+
+
+if __name__ == "__main__":
+    main()

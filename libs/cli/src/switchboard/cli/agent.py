@@ -1,0 +1,108 @@
+"""`switchboard agent`: a terminal agent for trying the platform before the browser inbox.
+
+Signs in to the router over gRPC, takes offers from StreamOffers, joins accepted chats over the
+chat service's /agent Socket.IO namespace, and sends what you type. Commands: /accept, /decline,
+/wrap CODE, /quit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from switchboard.cli.endpoints import Endpoints, auth_secret
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.v1 import router_pb2, router_pb2_grpc
+
+
+def _pairs(values: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for value in values:
+        name, _, level = value.partition(":")
+        out.append((name, int(level or 3)))
+    return out
+
+
+async def _lines() -> Any:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        yield line.decode().strip()
+
+
+async def run(directory: Path, args: argparse.Namespace) -> int:
+    ep = Endpoints.load(directory)
+    tenant = args.tenant or ep.tenant
+    token = auth.mint(auth_secret(directory), tenant, args.agent_id, ["agent"], ttl_seconds=12 * 3600)
+    state: dict[str, Any] = {"offer": None, "contact": None}
+    sio = socketio.AsyncClient()
+
+    @sio.on("message", namespace="/agent")
+    async def on_message(data: dict[str, Any]) -> None:
+        if data.get("author") != "agent":
+            print(f"[{data.get('contact_id', '')[:8]}] customer: {data.get('text')}")
+
+    async with sb_grpc.channel(ep.grpc["router"], token) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        await stub.SignIn(
+            router_pb2.SignInRequest(
+                agent_id=args.agent_id,
+                display_name=args.name or args.agent_id,
+                languages=[router_pb2.LanguageSkill(language=n, proficiency=p) for n, p in _pairs(args.language)],
+                skills=[router_pb2.Skill(name=n, proficiency=p) for n, p in _pairs(args.skill)],
+            )
+        )
+        await sio.connect(ep.http["chat"], namespaces=["/agent"], auth={"token": token}, transports=["websocket"])
+        print(f"signed in as {args.agent_id} ({tenant}); waiting for offers. /quit to leave.")
+
+        async def accept(offer: router_pb2.Offer) -> None:
+            await stub.AcceptOffer(
+                router_pb2.AcceptOfferRequest(agent_id=args.agent_id, offer_id=offer.offer_id),
+                metadata=(("traceparent", offer.traceparent),) if offer.traceparent else None,
+            )
+            joined = await sio.call("join", {"contact_id": offer.contact.contact_id}, namespace="/agent")
+            state["contact"], state["offer"] = offer.contact.contact_id, None
+            for m in joined.get("messages", []):
+                print(f"[{offer.contact.contact_id[:8]}] {m['author']}: {m['text']}")
+
+        async def offers() -> None:
+            async for offer in stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id=args.agent_id)):
+                c = offer.contact
+                print(f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} ({c.language}) "
+                      f"skills={list(c.skills)}" + ("" if args.auto_accept else " — /accept or /decline"))
+                state["offer"] = offer
+                if args.auto_accept:
+                    await accept(offer)
+
+        offer_task = asyncio.create_task(offers())
+        try:
+            async for line in _lines():
+                if line == "/quit":
+                    break
+                if line == "/accept" and state["offer"]:
+                    await accept(state["offer"])
+                elif line == "/decline" and state["offer"]:
+                    await stub.DeclineOffer(router_pb2.DeclineOfferRequest(
+                        agent_id=args.agent_id, offer_id=state["offer"].offer_id))
+                    state["offer"] = None
+                elif line.startswith("/wrap") and state["contact"]:
+                    await stub.WrapUp(router_pb2.WrapUpRequest(
+                        agent_id=args.agent_id, contact_id=state["contact"], wrap_up_code=line[5:].strip()))
+                    print("wrapped up")
+                    state["contact"] = None
+                elif line and state["contact"]:
+                    reply = await sio.call("message", {"contact_id": state["contact"], "text": line}, namespace="/agent")
+                    if not reply.get("ok"):
+                        print(f"not sent: {reply.get('error')}")
+        finally:
+            offer_task.cancel()
+            await stub.SignOut(router_pb2.SignOutRequest(agent_id=args.agent_id))
+            await sio.disconnect()
+    return 0

@@ -1,0 +1,95 @@
+"""`switchboard status | queues | agents | token`: what a platform engineer asks of a running platform."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import nats
+from google.protobuf.duration_pb2 import Duration
+
+from switchboard.cli.endpoints import Endpoints, auth_secret
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.events import STREAMS
+from switchboard.v1 import router_pb2, router_pb2_grpc
+
+
+def operator_token(directory: Path, tenant: str) -> str:
+    return auth.mint(auth_secret(directory), tenant, "switchboard-cli", ["admin"], ttl_seconds=300)
+
+
+async def nats_status(url: str) -> tuple[bool, str]:
+    try:
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+    except Exception as exc:
+        return False, f"unreachable: {exc.__class__.__name__}"
+    try:
+        js = nc.jetstream()
+        parts = []
+        for name in STREAMS:
+            try:
+                info = await js.stream_info(name)
+                parts.append(f"{name}: {info.state.messages} msgs, {info.state.consumer_count} consumers")
+            except Exception:
+                parts.append(f"{name}: missing")
+        return True, "; ".join(parts)
+    finally:
+        await nc.close()
+
+
+async def status(directory: Path) -> int:
+    ep = Endpoints.load(directory)
+    ok, detail = await nats_status(ep.nats_url)
+    rows = [("nats", ep.nats_url, "SERVING" if ok else "NOT_SERVING", detail)]
+    results = await asyncio.gather(*(sb_grpc.check_health(t) for t in ep.grpc.values()))
+    for (name, target), state in zip(ep.grpc.items(), results, strict=True):
+        rows.append((name, target, state.split(":")[0], state.partition(": ")[2]))
+    width = max(len(r[0]) for r in rows)
+    for name, target, state, detail in rows:
+        print(f"{name:<{width}}  {state:<12} {target:<24} {detail}".rstrip())
+    healthy = all(r[2] == "SERVING" for r in rows)
+    print("all services healthy" if healthy else "some services are not healthy")
+    return 0 if healthy else 1
+
+
+def _seconds(d: Duration) -> str:
+    return f"{d.seconds + d.nanos / 1e9:.1f}s"
+
+
+async def queues(directory: Path, tenant: str | None) -> int:
+    ep = Endpoints.load(directory)
+    tenant = tenant or ep.tenant
+    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
+        try:
+            resp = await router_pb2_grpc.RouterServiceStub(ch).GetQueueStats(router_pb2.GetQueueStatsRequest())
+        except grpc.aio.AioRpcError as exc:
+            print(f"router: {exc.code().name}: {exc.details()}")
+            return 1
+    print(f"{'queue':<16} {'waiting':>7} {'offered':>7} {'assigned':>8} {'longest wait':>12}")
+    for q in resp.queues:
+        print(f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} {_seconds(q.longest_wait):>12}")
+    if not resp.queues:
+        print(f"(no contacts in any queue of tenant {tenant})")
+    return 0
+
+
+async def agents(directory: Path, tenant: str | None) -> int:
+    ep = Endpoints.load(directory)
+    tenant = tenant or ep.tenant
+    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
+        try:
+            resp = await router_pb2_grpc.RouterServiceStub(ch).ListAgents(router_pb2.ListAgentsRequest())
+        except grpc.aio.AioRpcError as exc:
+            print(f"router: {exc.code().name}: {exc.details()}")
+            return 1
+    print(f"{'agent':<16} {'presence':<10} {'languages':<20} {'skills':<28} active")
+    for a in resp.agents:
+        langs = ",".join(f"{x.language}:{x.proficiency}" for x in a.languages)
+        skills = ",".join(f"{x.name}:{x.proficiency}" for x in a.skills)
+        presence = router_pb2.Presence.Name(a.presence).removeprefix("PRESENCE_").lower()
+        print(f"{a.agent_id:<16} {presence:<10} {langs:<20} {skills:<28} {len(a.active_contact_ids)}")
+    if not resp.agents:
+        print(f"(no agents signed in for tenant {tenant})")
+    return 0

@@ -1,0 +1,83 @@
+"""Where the running platform is: written by `switchboard run` to .run/endpoints.json, read by the
+other commands. Environment variables override the file (for a Kubernetes deployment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from switchboard.core.settings import DEV_AUTH_SECRET
+
+RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str          # folder and log prefix, e.g. email-ingest
+    module: str        # python module run with -m
+    grpc_env: str      # the env var that sets its gRPC port
+    grpc_default: int
+    http_env: str = ""  # the env var of an HTTP port, if it has one
+    http_default: int = 0
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("case", "switchboard.case", "CASE_GRPC_PORT", 50052),
+    ServiceSpec("router", "switchboard.router", "ROUTER_GRPC_PORT", 50051),
+    ServiceSpec("chat", "switchboard.chat", "CHAT_GRPC_PORT", 50053, "CHAT_HTTP_PORT", 8080),
+    ServiceSpec("voice-gateway", "switchboard.voice_gateway", "VOICE_GATEWAY_GRPC_PORT", 50054),
+    ServiceSpec("email-ingest", "switchboard.email_ingest", "EMAIL_INGEST_GRPC_PORT", 50055),
+    ServiceSpec("fax", "switchboard.fax", "FAX_GRPC_PORT", 50056),
+)
+
+
+@dataclass
+class Endpoints:
+    nats_url: str
+    grpc: dict[str, str] = field(default_factory=dict)   # service -> host:port
+    http: dict[str, str] = field(default_factory=dict)   # service -> URL
+    tenant: str = "demo"
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Endpoints:
+        path = run_dir / "endpoints.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        ep = cls(
+            nats_url=data.get("nats_url", "nats://127.0.0.1:4222"),
+            grpc=data.get("grpc", {}),
+            http=data.get("http", {}),
+            tenant=data.get("tenant", "demo"),
+        )
+        ep.nats_url = os.environ.get("NATS_URL", ep.nats_url)
+        for spec in SERVICES:
+            env = f"SWITCHBOARD_{spec.name.upper().replace('-', '_')}_ADDR"
+            if env in os.environ:
+                ep.grpc[spec.name] = os.environ[env]
+            ep.grpc.setdefault(spec.name, f"127.0.0.1:{spec.grpc_default}")
+        return ep
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get(RUN_DIR_ENV, ".run")).resolve()
+
+
+def auth_secret(directory: Path, create: bool = False) -> str:
+    """The platform's token secret: SWITCHBOARD_AUTH_SECRET, else .run/auth-secret (made on first run)."""
+    if os.environ.get("SWITCHBOARD_AUTH_SECRET"):
+        return os.environ["SWITCHBOARD_AUTH_SECRET"]
+    path = directory / "auth-secret"
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return DEV_AUTH_SECRET
+    directory.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value

@@ -1,0 +1,251 @@
+"""`switchboard run`: the embedded default. One nats-server with JetStream, the case store's
+migrations on SQLite, and every service as a local process with prefixed logs.
+
+Ports: each service takes its usual port when it is free and another free port when not; a
+nats-server already on 4222 (or any other program) never breaks the start. NATS_URL, when given,
+is used instead of starting a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from switchboard.cli.endpoints import SERVICES, Endpoints, ServiceSpec, auth_secret
+from switchboard.core.embedded_nats import NatsServer
+from switchboard.core.grpc import check_health
+
+logger = logging.getLogger("switchboard.run")
+
+COLOURS = ["\033[36m", "\033[35m", "\033[32m", "\033[33m", "\033[34m", "\033[31m", "\033[37m"]
+RESET = "\033[0m"
+MAX_RESTARTS = 5
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(preferred: int, taken: set[int], host: str = "127.0.0.1") -> int:
+    if preferred and preferred not in taken and port_is_free(preferred, host):
+        taken.add(preferred)
+        return preferred
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    colour: str
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+
+class Supervisor:
+    def __init__(self, directory: Path, colour: bool | None = None) -> None:
+        self.dir = directory
+        self.colour = sys.stdout.isatty() if colour is None else colour
+        self.children: dict[str, Child] = {}
+        self.stopping = asyncio.Event()
+        self._pumps: list[asyncio.Task[None]] = []
+        self._watchers: list[asyncio.Task[None]] = []
+        self.nats: NatsServer | None = None
+
+    def _print(self, child: Child, line: str) -> None:
+        prefix = f"{child.name:>13} | "
+        if self.colour:
+            prefix = f"{child.colour}{prefix}{RESET}"
+        sys.stdout.write(prefix + line + "\n")
+        sys.stdout.flush()
+
+    async def _spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._pumps.append(asyncio.create_task(self._pump(child, child.proc)))
+
+    async def _pump(self, child: Child, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout
+        async for raw in proc.stdout:
+            self._print(child, raw.decode(errors="replace").rstrip())
+
+    async def _watch(self, child: Child) -> None:
+        """Restart a service that dies while the platform runs (bounded, with back-off)."""
+        while not self.stopping.is_set():
+            assert child.proc
+            code = await child.proc.wait()
+            if self.stopping.is_set():
+                return
+            child.restarts += 1
+            if child.restarts > MAX_RESTARTS:
+                self._print(child, f"exited with {code}; gave up after {MAX_RESTARTS} restarts")
+                self.stopping.set()
+                return
+            delay = min(2 ** child.restarts * 0.25, 10)
+            self._print(child, f"exited with {code}; restarting in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            await self._spawn(child)
+
+    async def start(self) -> Endpoints:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        taken: set[int] = set()
+        secret = auth_secret(self.dir, create=True)
+        base_env = {
+            **os.environ,
+            "SWITCHBOARD_AUTH_SECRET": secret,
+            "SWITCHBOARD_TENANTS": os.environ.get("SWITCHBOARD_TENANTS", "demo"),
+            "PYTHONUNBUFFERED": "1",
+            "CASE_DATABASE_URL": os.environ.get(
+                "CASE_DATABASE_URL", f"sqlite+aiosqlite:///{self.dir / 'case.db'}"
+            ),
+        }
+        nats_url = os.environ.get("NATS_URL", "")
+        if not nats_url:
+            nats_url = await self._start_nats(taken)
+        base_env["NATS_URL"] = nats_url
+        endpoints = Endpoints(nats_url=nats_url)
+
+        await self._migrate(base_env)
+
+        for i, spec in enumerate(SERVICES):
+            env = dict(base_env)
+            grpc_port = choose_port(int(os.environ.get(spec.grpc_env, spec.grpc_default)), taken)
+            env[spec.grpc_env] = str(grpc_port)
+            endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
+            if spec.http_env:
+                http_port = choose_port(int(os.environ.get(spec.http_env, spec.http_default)), taken)
+                env[spec.http_env] = str(http_port)
+                endpoints.http[spec.name] = f"http://127.0.0.1:{http_port}"
+            child = Child(spec.name, [sys.executable, "-m", spec.module], env, COLOURS[i % len(COLOURS)])
+            self.children[spec.name] = child
+            await self._spawn(child)
+        endpoints.save(self.dir / "endpoints.json")
+        for child in self.children.values():
+            self._watchers.append(asyncio.create_task(self._watch(child)))
+        await self._wait_healthy(endpoints)
+        return endpoints
+
+    async def _start_nats(self, taken: set[int]) -> str:
+        port = choose_port(4222, taken)
+        self.nats = NatsServer(self.dir / "nats", port=port)
+        await asyncio.to_thread(self.nats.start, 15.0, self.dir / "nats-server.log")
+        if port != 4222:
+            logger.info("port 4222 is taken; nats-server listens on %d", port)
+        return self.nats.url
+
+    async def _migrate(self, env: dict[str, str]) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "switchboard.case", "migrate",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        for line in out.decode(errors="replace").splitlines():
+            logger.info("migrate | %s", line)
+        if proc.returncode != 0:
+            raise RuntimeError(f"case store migrations failed with exit code {proc.returncode}")
+
+    async def _wait_healthy(self, endpoints: Endpoints, timeout: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = dict(endpoints.grpc)
+        while pending and loop.time() < deadline and not self.stopping.is_set():
+            for name, target in list(pending.items()):
+                if await check_health(target, timeout=1.0) == "SERVING":
+                    del pending[name]
+            if pending:
+                await asyncio.sleep(0.2)
+        if pending:
+            raise RuntimeError(f"not healthy in time: {', '.join(sorted(pending))}")
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await self._terminate(list(self.children.values()))
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.stop)
+        for task in self._watchers + self._pumps:
+            task.cancel()
+
+    async def _terminate(self, children: list[Child], grace: float = 10.0) -> None:
+        live = [c for c in children if c.proc and c.proc.returncode is None]
+        for child in live:
+            assert child.proc
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+        for child in live:
+            assert child.proc
+            try:
+                await asyncio.wait_for(child.proc.wait(), grace)
+            except TimeoutError:
+                self._print(child, "did not stop in time; killing")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                await child.proc.wait()
+
+
+def banner(endpoints: Endpoints, directory: Path) -> str:
+    chat = endpoints.http.get("chat", "")
+    lines = [
+        "",
+        "Switchboard is running.",
+        f"  Web chat (customer):  {chat}/?tenant={endpoints.tenant}",
+        f"  NATS:                 {endpoints.nats_url}",
+    ]
+    for name, target in endpoints.grpc.items():
+        lines.append(f"  gRPC {name + ':':<16} {target}")
+    lines += [
+        f"  State:                {directory}",
+        "",
+        "  switchboard status            health of every service",
+        "  switchboard agent --id ko-1 --language ko --auto-accept   answer chats as an agent",
+        "  switchboard queues | agents   what the router sees",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def run(directory: Path) -> int:
+    supervisor = Supervisor(directory)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        endpoints = await supervisor.start()
+    except Exception as exc:
+        print(f"switchboard run: {exc}", file=sys.stderr)
+        await supervisor.stop()
+        return 1
+    print(banner(endpoints, directory), flush=True)
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(supervisor.stopping.wait())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    print("\nstopping Switchboard…", flush=True)
+    await supervisor.stop()
+    print("stopped.", flush=True)
+    return 0 if stop.is_set() else 1

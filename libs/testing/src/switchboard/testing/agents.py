@@ -1,0 +1,82 @@
+"""A real gRPC agent client for tests: signs in, keeps StreamOffers open, accepts and declines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import grpc
+
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.v1 import router_pb2, router_pb2_grpc
+
+
+class AgentClient:
+    def __init__(self, target: str, secret: str, tenant: str, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.tenant = tenant
+        self.token = auth.mint(secret, tenant, agent_id, ["agent"])
+        self.channel = sb_grpc.channel(target, self.token)
+        self.stub = router_pb2_grpc.RouterServiceStub(self.channel)
+        self.offers: asyncio.Queue[router_pb2.Offer] = asyncio.Queue()
+        self._stream: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.stream_error: grpc.aio.AioRpcError | None = None
+
+    async def sign_in(self, languages: dict[str, int], skills: dict[str, int] | None = None,
+                      name: str = "") -> router_pb2.Agent:
+        agent = await self.stub.SignIn(router_pb2.SignInRequest(
+            agent_id=self.agent_id,
+            display_name=name or self.agent_id,
+            languages=[router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in languages.items()],
+            skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in (skills or {}).items()],
+        ))
+        await self.open_stream()
+        return agent
+
+    async def open_stream(self) -> None:
+        self._stream = self.stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id=self.agent_id))
+        self._task = asyncio.create_task(self._pump())
+        # Offers reach the agent once the router has the stream open; wait until it says so.
+        for _ in range(500):
+            agents = await self.stub.ListAgents(router_pb2.ListAgentsRequest())
+            if any(a.agent_id == self.agent_id and a.connected for a in agents.agents):
+                return
+            if self.stream_error is not None:
+                raise self.stream_error
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"the router never saw {self.agent_id}'s offer stream")
+
+    async def _pump(self) -> None:
+        try:
+            async for offer in self._stream:
+                self.offers.put_nowait(offer)
+        except grpc.aio.AioRpcError as exc:
+            self.stream_error = exc
+        except asyncio.CancelledError:
+            pass
+
+    async def next_offer(self, timeout: float = 15.0) -> router_pb2.Offer:
+        return await asyncio.wait_for(self.offers.get(), timeout)
+
+    async def accept(self, offer: router_pb2.Offer) -> router_pb2.Assignment:
+        metadata = (("traceparent", offer.traceparent),) if offer.traceparent else None
+        return await self.stub.AcceptOffer(
+            router_pb2.AcceptOfferRequest(agent_id=self.agent_id, offer_id=offer.offer_id),
+            metadata=metadata,
+        )
+
+    async def decline(self, offer: router_pb2.Offer, reason: str = "") -> None:
+        await self.stub.DeclineOffer(router_pb2.DeclineOfferRequest(
+            agent_id=self.agent_id, offer_id=offer.offer_id, reason=reason))
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.channel.close()

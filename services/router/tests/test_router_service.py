@@ -1,0 +1,166 @@
+"""The router over real gRPC with a real nats-server: offers, accept, decline, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from nats.js import api as js_api
+
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
+
+SECRET = "router-test-secret"
+
+
+@pytest.fixture
+async def router(nats_url: str) -> AsyncIterator[RouterApp]:
+    settings = RouterSettings(
+        NATS_URL=nats_url, ROUTER_GRPC_PORT=0, SWITCHBOARD_AUTH_SECRET=SECRET,
+        ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0,
+    )
+    app = RouterApp(settings)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    b = await Bus.connect(nats_url, source="test")
+    yield b
+    await b.drain()
+
+
+def created(cid: str, language: str = "ko", tenant: str = "acme") -> events_pb2.ContactCreated:
+    return events_pb2.ContactCreated(
+        meta=events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, "test"),
+        contact=contact_pb2.Contact(contact_id=cid, tenant=tenant, channel=contact_pb2.CHANNEL_CHAT,
+                                    language=language, customer_name="고객"),
+    )
+
+
+async def agent(router: RouterApp, agent_id: str, languages: dict[str, int]) -> AgentClient:
+    client = AgentClient(f"127.0.0.1:{router.port}", SECRET, "acme", agent_id)
+    await client.sign_in(languages)
+    return client
+
+
+async def routing_events(bus: Bus, kind: str, count: int) -> list[bytes]:
+    sub = await bus.js.pull_subscribe(f"routing.acme.{kind}", stream="EVENTS",
+                                      config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL))
+    msgs = await sub.fetch(count, timeout=10)
+    return [m.data for m in msgs]
+
+
+async def test_offer_accept_publishes_assignment(router: RouterApp, bus: Bus) -> None:
+    ko = await agent(router, "ko-1", {"ko": 5})
+    zh = await agent(router, "zh-1", {"zh": 5})
+    await bus.publish(created("c-1", "ko-KR"))
+    offer = await ko.next_offer()
+    assert offer.contact.contact_id == "c-1"
+    assert offer.traceparent  # the contact's trace travels with the offer
+    assignment = await ko.accept(offer)
+    assert assignment.contact.customer_name == "고객"
+    [data] = await routing_events(bus, "assigned", 1)
+    event = events_pb2.ContactAssigned.FromString(data)
+    assert (event.contact_id, event.agent_id) == ("c-1", "ko-1")
+    assert zh.offers.empty()
+    await ko.close()
+    await zh.close()
+
+
+async def test_decline_and_timeout_reoffer(router: RouterApp, bus: Bus) -> None:
+    a = await agent(router, "a", {"ko": 5})
+    b = await agent(router, "b", {"ko": 3})
+    await bus.publish(created("c-2"))
+    first = await a.next_offer()
+    await a.decline(first, "on another call")
+    second = await b.next_offer()
+    assert second.contact.contact_id == "c-2"
+    # b lets the 1 s accept timeout pass: the contact comes back to a, never to both at once
+    third = await a.next_offer()
+    assert third.contact.contact_id == "c-2"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await b.accept(second)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await a.accept(third)
+    await a.close()
+    await b.close()
+
+
+async def test_errors_are_status_codes(router: RouterApp) -> None:
+    target = f"127.0.0.1:{router.port}"
+    token = auth.mint(SECRET, "acme", "ko-1", ["agent"])
+    async with sb_grpc.channel(target, token) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SignIn(router_pb2.SignInRequest())
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "agent_id" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AcceptOffer(router_pb2.AcceptOfferRequest(agent_id="ko-1"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "offer_id" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SetPresence(router_pb2.SetPresenceRequest(agent_id="ko-1", presence=2))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.SignIn(router_pb2.SignInRequest(agent_id="someone-else"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with sb_grpc.channel(target, None) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await router_pb2_grpc.RouterServiceStub(ch).ListAgents(router_pb2.ListAgentsRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with sb_grpc.channel(target, token[:-4] + "AAAA") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await router_pb2_grpc.RouterServiceStub(ch).ListAgents(router_pb2.ListAgentsRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await sb_grpc.check_health(target) == "SERVING"
+
+
+async def test_malformed_event_is_terminated_and_the_router_goes_on(
+    router: RouterApp, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    ko = await agent(router, "ko-1", {"ko": 5})
+    await bus.js.publish("contact.acme.chat.created", b"\xff\x00 not protobuf",
+                         headers={events.TYPE_HEADER: "switchboard.v1.ContactCreated", "Nats-Msg-Id": "bad-1"})
+    await bus.js.publish("contact.acme.chat.created", b"",
+                         headers={events.TYPE_HEADER: "switchboard.v1.Nope", "Nats-Msg-Id": "bad-2"})
+    await bus.publish(created("c-good"))
+    offer = await ko.next_offer()
+    assert offer.contact.contact_id == "c-good"
+    assert router.bus is not None
+    for _ in range(100):
+        if router.bus.stats()["router"]["terminated"] >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert router.bus.stats()["router"]["terminated"] == 2
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "unknown event type 'switchboard.v1.Nope'" in messages
+    assert "not a valid switchboard.v1.ContactCreated" in messages or "invalid" in messages
+    # terminated, not redelivered: the consumer has nothing pending
+    info = await bus.js.consumer_info("EVENTS", "router")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+    await ko.close()
+
+
+async def test_queue_stats_and_agents_are_tenant_scoped(router: RouterApp, bus: Bus) -> None:
+    await bus.publish(created("w-1", "ja"))
+    await bus.publish(created("w-2", "ja", tenant="globex"))
+    target = f"127.0.0.1:{router.port}"
+    async with sb_grpc.channel(target, auth.mint(SECRET, "acme", "sup", ["supervisor"])) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        for _ in range(100):
+            stats = await stub.GetQueueStats(router_pb2.GetQueueStatsRequest())
+            if stats.queues and stats.queues[0].waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert [(q.tenant, q.queue, q.waiting) for q in stats.queues] == [("acme", "general", 1)]
