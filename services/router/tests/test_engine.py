@@ -17,14 +17,32 @@ class Clock:
         return self.now
 
 
-def contact(cid: str, language: str = "ko", skills: tuple[str, ...] = (), priority: int = 0,
-            tenant: str = "acme", channel: int = contact_pb2.CHANNEL_CHAT) -> contact_pb2.Contact:
-    return contact_pb2.Contact(contact_id=cid, tenant=tenant, channel=channel,  # type: ignore[arg-type]
-                               language=language, skills=list(skills), priority=priority)
+def contact(
+    cid: str,
+    language: str = "ko",
+    skills: tuple[str, ...] = (),
+    priority: int = 0,
+    tenant: str = "acme",
+    channel: int = contact_pb2.CHANNEL_CHAT,
+) -> contact_pb2.Contact:
+    return contact_pb2.Contact(
+        contact_id=cid,
+        tenant=tenant,
+        channel=channel,  # type: ignore[arg-type]
+        language=language,
+        skills=list(skills),
+        priority=priority,
+    )
 
 
-def online(engine: model.Engine, agent_id: str, languages: dict[str, int],
-           skills: dict[str, int] | None = None, tenant: str = "acme", **kw: object) -> list[model.Effect]:
+def online(
+    engine: model.Engine,
+    agent_id: str,
+    languages: dict[str, int],
+    skills: dict[str, int] | None = None,
+    tenant: str = "acme",
+    **kw: object,
+) -> list[model.Effect]:
     _, effects = engine.sign_in(tenant, agent_id, agent_id, languages, skills or {}, **kw)  # type: ignore[arg-type]
     return effects + engine.set_connected(tenant, agent_id, True)
 

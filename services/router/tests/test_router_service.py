@@ -23,7 +23,9 @@ SECRET = "router-test-secret"
 @pytest.fixture
 async def router(nats_url: str) -> AsyncIterator[RouterApp]:
     settings = RouterSettings(
-        NATS_URL=nats_url, ROUTER_GRPC_PORT=0, SWITCHBOARD_AUTH_SECRET=SECRET,
+        NATS_URL=nats_url,
+        ROUTER_GRPC_PORT=0,
+        SWITCHBOARD_AUTH_SECRET=SECRET,
         ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0,
     )
     app = RouterApp(settings)
@@ -42,8 +44,13 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 def created(cid: str, language: str = "ko", tenant: str = "acme") -> events_pb2.ContactCreated:
     return events_pb2.ContactCreated(
         meta=events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, "test"),
-        contact=contact_pb2.Contact(contact_id=cid, tenant=tenant, channel=contact_pb2.CHANNEL_CHAT,
-                                    language=language, customer_name="고객"),
+        contact=contact_pb2.Contact(
+            contact_id=cid,
+            tenant=tenant,
+            channel=contact_pb2.CHANNEL_CHAT,
+            language=language,
+            customer_name="고객",
+        ),
     )
 
 
@@ -54,8 +61,11 @@ async def agent(router: RouterApp, agent_id: str, languages: dict[str, int]) -> 
 
 
 async def routing_events(bus: Bus, kind: str, count: int) -> list[bytes]:
-    sub = await bus.js.pull_subscribe(f"routing.acme.{kind}", stream="EVENTS",
-                                      config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL))
+    sub = await bus.js.pull_subscribe(
+        f"routing.acme.{kind}",
+        stream="EVENTS",
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
     msgs = await sub.fetch(count, timeout=10)
     return [m.data for m in msgs]
 
@@ -130,10 +140,16 @@ async def test_malformed_event_is_terminated_and_the_router_goes_on(
     router: RouterApp, bus: Bus, caplog: pytest.LogCaptureFixture
 ) -> None:
     ko = await agent(router, "ko-1", {"ko": 5})
-    await bus.js.publish("contact.acme.chat.created", b"\xff\x00 not protobuf",
-                         headers={events.TYPE_HEADER: "switchboard.v1.ContactCreated", "Nats-Msg-Id": "bad-1"})
-    await bus.js.publish("contact.acme.chat.created", b"",
-                         headers={events.TYPE_HEADER: "switchboard.v1.Nope", "Nats-Msg-Id": "bad-2"})
+    await bus.js.publish(
+        "contact.acme.chat.created",
+        b"\xff\x00 not protobuf",
+        headers={events.TYPE_HEADER: "switchboard.v1.ContactCreated", "Nats-Msg-Id": "bad-1"},
+    )
+    await bus.js.publish(
+        "contact.acme.chat.created",
+        b"",
+        headers={events.TYPE_HEADER: "switchboard.v1.Nope", "Nats-Msg-Id": "bad-2"},
+    )
     await bus.publish(created("c-good"))
     offer = await ko.next_offer()
     assert offer.contact.contact_id == "c-good"

@@ -17,7 +17,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the whole platform on the embedded defaults")
     sub.add_parser("status", help="health of every service (gRPC health) and of NATS")
-    for name, text in (("queues", "queue statistics from the router"), ("agents", "agents the router knows")):
+    for name, text in (
+        ("queues", "queue statistics from the router"),
+        ("agents", "agents the router knows"),
+    ):
         q = sub.add_parser(name, help=text)
         q.add_argument("--tenant", help="tenant (default: the embedded default's tenant)")
     t = sub.add_parser("token", help="mint an access token for an agent, a partner or an operator")
@@ -30,7 +33,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--name", default="")
     a.add_argument("--tenant", default=None)
     a.add_argument("--language", action="append", default=[], help="e.g. ko or ko:5 (repeatable)")
-    a.add_argument("--skill", action="append", default=[], help="e.g. billing or billing:4 (repeatable)")
+    a.add_argument(
+        "--skill", action="append", default=[], help="e.g. billing or billing:4 (repeatable)"
+    )
     a.add_argument("--auto-accept", action="store_true", help="accept every offer")
     return p
 
@@ -50,7 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "agents":
         sys.exit(asyncio.run(commands.agents(directory, args.tenant)))
     if args.command == "token":
-        print(auth.mint(auth_secret(directory), args.tenant, args.subject, args.role, args.ttl or None))
+        print(
+            auth.mint(
+                auth_secret(directory), args.tenant, args.subject, args.role, args.ttl or None
+            )
+        )
         return
     if args.command == "agent":
         from switchboard.cli import agent

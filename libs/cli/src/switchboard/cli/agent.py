@@ -40,7 +40,9 @@ async def _lines() -> Any:
 async def run(directory: Path, args: argparse.Namespace) -> int:
     ep = Endpoints.load(directory)
     tenant = args.tenant or ep.tenant
-    token = auth.mint(auth_secret(directory), tenant, args.agent_id, ["agent"], ttl_seconds=12 * 3600)
+    token = auth.mint(
+        auth_secret(directory), tenant, args.agent_id, ["agent"], ttl_seconds=12 * 3600
+    )
     state: dict[str, Any] = {"offer": None, "contact": None}
     sio = socketio.AsyncClient()
 
@@ -55,11 +57,16 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
             router_pb2.SignInRequest(
                 agent_id=args.agent_id,
                 display_name=args.name or args.agent_id,
-                languages=[router_pb2.LanguageSkill(language=n, proficiency=p) for n, p in _pairs(args.language)],
+                languages=[
+                    router_pb2.LanguageSkill(language=n, proficiency=p)
+                    for n, p in _pairs(args.language)
+                ],
                 skills=[router_pb2.Skill(name=n, proficiency=p) for n, p in _pairs(args.skill)],
             )
         )
-        await sio.connect(ep.http["chat"], namespaces=["/agent"], auth={"token": token}, transports=["websocket"])
+        await sio.connect(
+            ep.http["chat"], namespaces=["/agent"], auth={"token": token}, transports=["websocket"]
+        )
         print(f"signed in as {args.agent_id} ({tenant}); waiting for offers. /quit to leave.")
 
         async def accept(offer: router_pb2.Offer) -> None:
@@ -67,16 +74,23 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
                 router_pb2.AcceptOfferRequest(agent_id=args.agent_id, offer_id=offer.offer_id),
                 metadata=(("traceparent", offer.traceparent),) if offer.traceparent else None,
             )
-            joined = await sio.call("join", {"contact_id": offer.contact.contact_id}, namespace="/agent")
+            joined = await sio.call(
+                "join", {"contact_id": offer.contact.contact_id}, namespace="/agent"
+            )
             state["contact"], state["offer"] = offer.contact.contact_id, None
             for m in joined.get("messages", []):
                 print(f"[{offer.contact.contact_id[:8]}] {m['author']}: {m['text']}")
 
         async def offers() -> None:
-            async for offer in stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id=args.agent_id)):
+            async for offer in stub.StreamOffers(
+                router_pb2.StreamOffersRequest(agent_id=args.agent_id)
+            ):
                 c = offer.contact
-                print(f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} ({c.language}) "
-                      f"skills={list(c.skills)}" + ("" if args.auto_accept else " — /accept or /decline"))
+                print(
+                    f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} ({c.language}) "
+                    f"skills={list(c.skills)}"
+                    + ("" if args.auto_accept else " — /accept or /decline")
+                )
                 state["offer"] = offer
                 if args.auto_accept:
                     await accept(offer)
@@ -89,16 +103,28 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
                 if line == "/accept" and state["offer"]:
                     await accept(state["offer"])
                 elif line == "/decline" and state["offer"]:
-                    await stub.DeclineOffer(router_pb2.DeclineOfferRequest(
-                        agent_id=args.agent_id, offer_id=state["offer"].offer_id))
+                    await stub.DeclineOffer(
+                        router_pb2.DeclineOfferRequest(
+                            agent_id=args.agent_id, offer_id=state["offer"].offer_id
+                        )
+                    )
                     state["offer"] = None
                 elif line.startswith("/wrap") and state["contact"]:
-                    await stub.WrapUp(router_pb2.WrapUpRequest(
-                        agent_id=args.agent_id, contact_id=state["contact"], wrap_up_code=line[5:].strip()))
+                    await stub.WrapUp(
+                        router_pb2.WrapUpRequest(
+                            agent_id=args.agent_id,
+                            contact_id=state["contact"],
+                            wrap_up_code=line[5:].strip(),
+                        )
+                    )
                     print("wrapped up")
                     state["contact"] = None
                 elif line and state["contact"]:
-                    reply = await sio.call("message", {"contact_id": state["contact"], "text": line}, namespace="/agent")
+                    reply = await sio.call(
+                        "message",
+                        {"contact_id": state["contact"], "text": line},
+                        namespace="/agent",
+                    )
                     if not reply.get("ok"):
                         print(f"not sent: {reply.get('error')}")
         finally:

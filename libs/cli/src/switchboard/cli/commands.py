@@ -22,7 +22,9 @@ def operator_token(directory: Path, tenant: str) -> str:
 
 async def nats_status(url: str) -> tuple[bool, str]:
     try:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
+        nc = await nats.connect(
+            url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
+        )
     except Exception as exc:
         return False, f"unreachable: {exc.__class__.__name__}"
     try:
@@ -31,7 +33,9 @@ async def nats_status(url: str) -> tuple[bool, str]:
         for name in STREAMS:
             try:
                 info = await js.stream_info(name)
-                parts.append(f"{name}: {info.state.messages} msgs, {info.state.consumer_count} consumers")
+                parts.append(
+                    f"{name}: {info.state.messages} msgs, {info.state.consumer_count} consumers"
+                )
             except Exception:
                 parts.append(f"{name}: missing")
         return True, "; ".join(parts)
@@ -63,13 +67,17 @@ async def queues(directory: Path, tenant: str | None) -> int:
     tenant = tenant or ep.tenant
     async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
         try:
-            resp = await router_pb2_grpc.RouterServiceStub(ch).GetQueueStats(router_pb2.GetQueueStatsRequest())
+            resp = await router_pb2_grpc.RouterServiceStub(ch).GetQueueStats(
+                router_pb2.GetQueueStatsRequest()
+            )
         except grpc.aio.AioRpcError as exc:
             print(f"router: {exc.code().name}: {exc.details()}")
             return 1
     print(f"{'queue':<16} {'waiting':>7} {'offered':>7} {'assigned':>8} {'longest wait':>12}")
     for q in resp.queues:
-        print(f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} {_seconds(q.longest_wait):>12}")
+        print(
+            f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} {_seconds(q.longest_wait):>12}"
+        )
     if not resp.queues:
         print(f"(no contacts in any queue of tenant {tenant})")
     return 0
@@ -80,7 +88,9 @@ async def agents(directory: Path, tenant: str | None) -> int:
     tenant = tenant or ep.tenant
     async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
         try:
-            resp = await router_pb2_grpc.RouterServiceStub(ch).ListAgents(router_pb2.ListAgentsRequest())
+            resp = await router_pb2_grpc.RouterServiceStub(ch).ListAgents(
+                router_pb2.ListAgentsRequest()
+            )
         except grpc.aio.AioRpcError as exc:
             print(f"router: {exc.code().name}: {exc.details()}")
             return 1
@@ -89,7 +99,9 @@ async def agents(directory: Path, tenant: str | None) -> int:
         langs = ",".join(f"{x.language}:{x.proficiency}" for x in a.languages)
         skills = ",".join(f"{x.name}:{x.proficiency}" for x in a.skills)
         presence = router_pb2.Presence.Name(a.presence).removeprefix("PRESENCE_").lower()
-        print(f"{a.agent_id:<16} {presence:<10} {langs:<20} {skills:<28} {len(a.active_contact_ids)}")
+        print(
+            f"{a.agent_id:<16} {presence:<10} {langs:<20} {skills:<28} {len(a.active_contact_ids)}"
+        )
     if not resp.agents:
         print(f"(no agents signed in for tenant {tenant})")
     return 0

@@ -16,9 +16,9 @@ RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    name: str          # folder and log prefix, e.g. email-ingest
-    module: str        # python module run with -m
-    grpc_env: str      # the env var that sets its gRPC port
+    name: str  # folder and log prefix, e.g. email-ingest
+    module: str  # python module run with -m
+    grpc_env: str  # the env var that sets its gRPC port
     grpc_default: int
     http_env: str = ""  # the env var of an HTTP port, if it has one
     http_default: int = 0
@@ -37,8 +37,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
 @dataclass
 class Endpoints:
     nats_url: str
-    grpc: dict[str, str] = field(default_factory=dict)   # service -> host:port
-    http: dict[str, str] = field(default_factory=dict)   # service -> URL
+    grpc: dict[str, str] = field(default_factory=dict)  # service -> host:port
+    http: dict[str, str] = field(default_factory=dict)  # service -> URL
     tenant: str = "demo"
 
     def save(self, path: Path) -> None:

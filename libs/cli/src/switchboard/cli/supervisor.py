@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard.cli.endpoints import SERVICES, Endpoints, ServiceSpec, auth_secret
+from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
 
@@ -106,7 +106,7 @@ class Supervisor:
                 self._print(child, f"exited with {code}; gave up after {MAX_RESTARTS} restarts")
                 self.stopping.set()
                 return
-            delay = min(2 ** child.restarts * 0.25, 10)
+            delay = min(2**child.restarts * 0.25, 10)
             self._print(child, f"exited with {code}; restarting in {delay:.1f}s")
             await asyncio.sleep(delay)
             await self._spawn(child)
@@ -138,10 +138,14 @@ class Supervisor:
             env[spec.grpc_env] = str(grpc_port)
             endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
             if spec.http_env:
-                http_port = choose_port(int(os.environ.get(spec.http_env, spec.http_default)), taken)
+                http_port = choose_port(
+                    int(os.environ.get(spec.http_env, spec.http_default)), taken
+                )
                 env[spec.http_env] = str(http_port)
                 endpoints.http[spec.name] = f"http://127.0.0.1:{http_port}"
-            child = Child(spec.name, [sys.executable, "-m", spec.module], env, COLOURS[i % len(COLOURS)])
+            child = Child(
+                spec.name, [sys.executable, "-m", spec.module], env, COLOURS[i % len(COLOURS)]
+            )
             self.children[spec.name] = child
             await self._spawn(child)
         endpoints.save(self.dir / "endpoints.json")
@@ -160,8 +164,13 @@ class Supervisor:
 
     async def _migrate(self, env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "switchboard.case", "migrate",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "switchboard.case",
+            "migrate",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
         for line in out.decode(errors="replace").splitlines():

@@ -159,12 +159,15 @@ class Bus:
             telemetry.inject(headers)
             return await self.js.publish(subject, data, headers=headers, timeout=timeout)
 
+    async def publish_async(self, event: Message) -> asyncio.Future[js_api.PubAck]:
+        """Hot path: send without waiting; the returned future resolves when JetStream stores it.
+        Acknowledge a source only after that future has resolved."""
+        subject, headers, data = encode(event)
+        return await self.js.publish_async(subject, data, headers=headers)
+
     async def publish_many(self, batch: Iterable[Message]) -> list[js_api.PubAck]:
         """Publish several events pipelined with publish_async, then wait for every ack."""
-        futures = []
-        for event in batch:
-            subject, headers, data = encode(event)
-            futures.append(await self.js.publish_async(subject, data, headers=headers))
+        futures = [await self.publish_async(event) for event in batch]
         return list(await asyncio.gather(*futures))
 
     # ---- consuming ---------------------------------------------------------------------------
@@ -226,7 +229,7 @@ class Bus:
             except Exception as exc:  # connection blips: back off and try again
                 if self._stopping.is_set():
                     return
-                logger.warning("fetch for %s failed: %s", consumer.durable, exc)
+                logger.warning("fetch for %s failed: %r", consumer.durable, exc)
                 await asyncio.sleep(0.5)
                 continue
             consumer.busy = True

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -56,15 +55,19 @@ class NatsServer:
     def start(self, timeout: float = 10.0, log_to: Path | None = None) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_to or self.store_dir / "nats-server.log"
-        log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
+        log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-a", self.host,
-                "-p", str(self.port),
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
                 "-js",
-                "-sd", str(self.store_dir),
-                "--http_port", "0",
+                "-sd",
+                str(self.store_dir),
+                "--http_port",
+                "0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -108,8 +108,11 @@ def new_id() -> str:
 def new_meta(tenant: str, channel: int, source: str, event_id: str | None = None) -> Any:
     """Return an EventMeta with a fresh id and the current time."""
     meta = events_pb2.EventMeta(
-        event_id=event_id or new_id(), tenant=tenant, channel=channel, source=source
-    )  # type: ignore[arg-type]
+        event_id=event_id or new_id(),
+        tenant=tenant,
+        channel=channel,  # type: ignore[arg-type]
+        source=source,
+    )
     meta.occurred_at.FromDatetime(datetime.now(UTC))
     return meta
 

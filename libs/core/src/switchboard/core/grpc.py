@@ -112,7 +112,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def unary_stream(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 async with scope(context):
                     async for item in inner_stream(request, context):
                         yield item
@@ -250,7 +252,9 @@ class _UnaryStream(_CallDetails, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(details), request)
 
 
-def channel(target: str, token: str | None = None, default_timeout: float = 10.0) -> grpc.aio.Channel:
+def channel(
+    target: str, token: str | None = None, default_timeout: float = 10.0
+) -> grpc.aio.Channel:
     """An insecure channel to `target` that sends `token` and trace context, with deadlines."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
     return grpc.aio.insecure_channel(

@@ -41,7 +41,9 @@ def setup_tracing(
             except ImportError:
                 logger.warning("OTLP endpoint set but opentelemetry-exporter-otlp is not installed")
             else:
-                _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+                _provider.add_span_processor(
+                    BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint))
+                )
     if processor is not None:
         _provider.add_span_processor(processor)
     return _provider

@@ -25,19 +25,35 @@ class AgentClient:
         self._task: asyncio.Task[None] | None = None
         self.stream_error: grpc.aio.AioRpcError | None = None
 
-    async def sign_in(self, languages: dict[str, int], skills: dict[str, int] | None = None,
-                      name: str = "") -> router_pb2.Agent:
-        agent = await self.stub.SignIn(router_pb2.SignInRequest(
-            agent_id=self.agent_id,
-            display_name=name or self.agent_id,
-            languages=[router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in languages.items()],
-            skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in (skills or {}).items()],
-        ))
+    async def sign_in(
+        self,
+        languages: dict[str, int],
+        skills: dict[str, int] | None = None,
+        name: str = "",
+        capacity: dict[int, int] | None = None,
+    ) -> router_pb2.Agent:
+        agent = await self.stub.SignIn(
+            router_pb2.SignInRequest(
+                agent_id=self.agent_id,
+                display_name=name or self.agent_id,
+                languages=[
+                    router_pb2.LanguageSkill(language=k, proficiency=v)
+                    for k, v in languages.items()
+                ],
+                skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in (skills or {}).items()],
+                capacity=[
+                    router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
+                    for ch, n in (capacity or {}).items()
+                ],
+            )
+        )
         await self.open_stream()
         return agent
 
     async def open_stream(self) -> None:
-        self._stream = self.stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id=self.agent_id))
+        self._stream = self.stub.StreamOffers(
+            router_pb2.StreamOffersRequest(agent_id=self.agent_id)
+        )
         self._task = asyncio.create_task(self._pump())
         # Offers reach the agent once the router has the stream open; wait until it says so.
         for _ in range(500):
@@ -69,8 +85,11 @@ class AgentClient:
         )
 
     async def decline(self, offer: router_pb2.Offer, reason: str = "") -> None:
-        await self.stub.DeclineOffer(router_pb2.DeclineOfferRequest(
-            agent_id=self.agent_id, offer_id=offer.offer_id, reason=reason))
+        await self.stub.DeclineOffer(
+            router_pb2.DeclineOfferRequest(
+                agent_id=self.agent_id, offer_id=offer.offer_id, reason=reason
+            )
+        )
 
     async def close(self) -> None:
         if self._stream is not None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.testing.databases import backends, postgres_database, sqlite_url
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing.databases import backends, postgres_database, sqlite_url
 from switchboard.testing.tracing import memory_exporter
 
 

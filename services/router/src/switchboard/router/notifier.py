@@ -53,7 +53,9 @@ class RoutingNotifier:
         event.expires_at.FromSeconds(int(offer.expires_at))
         await self._publish(state, event)
 
-    async def assigned(self, state: model.ContactState, agent: model.AgentState, waited: float) -> None:
+    async def assigned(
+        self, state: model.ContactState, agent: model.AgentState, waited: float
+    ) -> None:
         event = events_pb2.ContactAssigned(
             meta=self._meta(state, f"{state.offer_id or state.contact_id}:assigned"),
             contact_id=state.contact_id,

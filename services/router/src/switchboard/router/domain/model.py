@@ -17,7 +17,7 @@ from switchboard.v1 import contact_pb2
 
 Clock = Callable[[], float]
 
-DEFAULT_CAPACITY = {
+DEFAULT_CAPACITY: dict[int, int] = {
     contact_pb2.CHANNEL_VOICE: 1,
     contact_pb2.CHANNEL_CHAT: 3,
     contact_pb2.CHANNEL_EMAIL: 5,
@@ -240,7 +240,9 @@ class Engine:
         position = sum(
             1
             for c in self.contacts.values()
-            if c.status == ContactStatus.WAITING and c.tenant == state.tenant and c.queue == state.queue
+            if c.status == ContactStatus.WAITING
+            and c.tenant == state.tenant
+            and c.queue == state.queue
         )
         return [Queued(state, position), *self._match_contact(state)]
 
@@ -260,7 +262,9 @@ class Engine:
         offer = self.offers.get(offer_id)
         if offer is None:
             if offer_id in self.expired_offers:
-                raise FailedPrecondition(f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}")
+                raise FailedPrecondition(
+                    f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}"
+                )
             raise NotFound("offer", offer_id)
         if (offer.tenant, offer.agent_id) != (tenant, agent_id):
             raise NotFound("offer", offer_id)
@@ -280,7 +284,9 @@ class Engine:
         offer = self.offers.get(offer_id)
         if offer is None or (offer.tenant, offer.agent_id) != (tenant, agent_id):
             if offer_id in self.expired_offers:
-                raise FailedPrecondition(f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}")
+                raise FailedPrecondition(
+                    f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}"
+                )
             raise NotFound("offer", offer_id)
         return self._withdraw(offer_id, f"declined: {reason}" if reason else "declined")
 
@@ -352,7 +358,12 @@ class Engine:
             return []
         best = min(
             waiting,
-            key=lambda c: (agent.agent_id in c.declined_by, -c.contact.priority, c.queued_at, c.seq),
+            key=lambda c: (
+                agent.agent_id in c.declined_by,
+                -c.contact.priority,
+                c.queued_at,
+                c.seq,
+            ),
         )
         return [self._offer(agent, best)]
 
@@ -390,4 +401,3 @@ class Engine:
         if agent is not None:
             effects += self._match_agent(agent, skip_contact=offer.contact_id)
         return effects
-

@@ -25,7 +25,9 @@ def agent_message(agent: model.AgentState) -> router_pb2.Agent:
         agent_id=agent.agent_id,
         tenant=agent.tenant,
         display_name=agent.display_name,
-        languages=[router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in agent.languages.items()],
+        languages=[
+            router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in agent.languages.items()
+        ],
         skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in agent.skills.items()],
         capacity=[
             router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
@@ -71,11 +73,19 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         if contact_pb2.CHANNEL_UNSPECIFIED in capacity:
             raise InvalidArgument("capacity.channel", "must name a channel")
         presence = (
-            _presence(request.presence, "presence") if request.presence else model.Presence.AVAILABLE
+            _presence(request.presence, "presence")
+            if request.presence
+            else model.Presence.AVAILABLE
         )
         agent, _ = await self.router.run(
             lambda: self.engine.sign_in(
-                tenant, request.agent_id, request.display_name, languages, skills, capacity, presence
+                tenant,
+                request.agent_id,
+                request.display_name,
+                languages,
+                skills,
+                capacity,
+                presence,
             )
         )
         return agent_message(agent)
@@ -133,7 +143,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         tenant = self._acting(request.agent_id)
         require(request, "contact_id")
         await self.router.run(
-            lambda: self.engine.wrap_up(tenant, request.agent_id, request.contact_id, request.wrap_up_code)
+            lambda: self.engine.wrap_up(
+                tenant, request.agent_id, request.contact_id, request.wrap_up_code
+            )
         )
         return router_pb2.WrapUpResponse()
 

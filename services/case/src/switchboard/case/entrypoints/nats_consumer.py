@@ -1,0 +1,17 @@
+"""The case service's subscriptions on the bus."""
+
+from __future__ import annotations
+
+from switchboard.case.handlers import CaseHandlers
+from switchboard.core.bus import Bus
+from switchboard.v1 import events_pb2
+
+
+def subscribe(bus: Bus, handlers: CaseHandlers, durable: str) -> None:
+    bus.subscribe(durable, events_pb2.ContactCreated, handlers.on_contact_created)
+    bus.subscribe(durable, events_pb2.MessageAdded, handlers.on_message_added)
+    bus.subscribe(durable, events_pb2.ContactQueued, handlers.on_contact_queued)
+    bus.subscribe(durable, events_pb2.ContactOffered, handlers.on_contact_offered)
+    bus.subscribe(durable, events_pb2.ContactAssigned, handlers.on_contact_assigned)
+    bus.subscribe(durable, events_pb2.ContactEnded, handlers.on_contact_ended)
+    bus.subscribe(durable, events_pb2.ContactAbandoned, handlers.on_contact_abandoned)

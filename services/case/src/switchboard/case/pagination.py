@@ -1,0 +1,100 @@
+"""Opaque, signed page tokens for ListCases.
+
+A token is ``base64url(json) + "." + base64url(HMAC-SHA256)``. The JSON holds the keyset cursor
+(the last case's created_at and id) and the query it belongs to (tenant and filters), so a token
+cannot be forged, edited, or replayed against another tenant or other filters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from switchboard.core.errors import InvalidArgument
+
+VERSION = 1
+# Domain separation: the auth secret also signs access tokens, which must never verify as these.
+_CONTEXT = b"switchboard.case.page_token.v1."
+
+
+@dataclass(frozen=True)
+class CaseQuery:
+    """What ListCases selects: one tenant's cases, optionally filtered."""
+
+    tenant: str
+    status: int = 0
+    contact_id: str = ""
+    customer_id: str = ""
+
+    def key(self) -> list[object]:
+        return [self.tenant, self.status, self.contact_id, self.customer_id]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The position after the last case of a page (ordering: created_at desc, then id)."""
+
+    created_at: datetime
+    case_id: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _malformed() -> InvalidArgument:
+    return InvalidArgument("page_token", "is tampered or malformed; start again without it")
+
+
+class PageTokens:
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+
+    def _sign(self, body: str) -> bytes:
+        return hmac.new(self._key, _CONTEXT + body.encode(), hashlib.sha256).digest()
+
+    def encode(self, query: CaseQuery, cursor: Cursor) -> str:
+        payload = {
+            "v": VERSION,
+            "q": query.key(),
+            "t": cursor.created_at.isoformat(),
+            "i": cursor.case_id,
+        }
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        return f"{body}.{_b64(self._sign(body))}"
+
+    def decode(self, token: str, query: CaseQuery) -> Cursor:
+        """The cursor in `token`, or InvalidArgument("page_token") if it was not issued by us for
+        exactly this query."""
+        body, _, sig = token.partition(".")
+        if not body or not sig:
+            raise _malformed()
+        try:
+            given = _unb64(sig)
+        except (ValueError, binascii.Error):
+            raise _malformed() from None
+        if not hmac.compare_digest(self._sign(body), given):
+            raise _malformed()
+        try:
+            payload = json.loads(_unb64(body))
+            if payload["v"] != VERSION:
+                raise ValueError("version")
+            created_at = datetime.fromisoformat(payload["t"])
+            case_id = payload["i"]
+            bound = payload["q"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise _malformed() from None
+        if created_at.tzinfo is None or not isinstance(case_id, str):
+            raise _malformed()
+        if bound != query.key():
+            raise InvalidArgument("page_token", "was issued for another tenant or other filters")
+        return Cursor(created_at, case_id)

@@ -1,0 +1,212 @@
+"""The case service end to end: a real nats-server, the real database, CaseService over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import pytest
+
+from switchboard.case.bootstrap import CaseApp, bootstrap
+from switchboard.case.settings import CaseSettings
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+
+SECRET = "case-test-secret"
+CHAT = contact_pb2.CHANNEL_CHAT
+EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
+T = TypeVar("T")
+
+
+@pytest.fixture
+async def app(nats_url: str, database_url: str) -> AsyncIterator[CaseApp]:
+    settings = CaseSettings(  # type: ignore[call-arg]
+        NATS_URL=nats_url,
+        CASE_DATABASE_URL=database_url,
+        CASE_GRPC_PORT=0,
+        SWITCHBOARD_AUTH_SECRET=SECRET,
+        SHUTDOWN_GRACE_SECONDS=1.0,
+    )
+    app = bootstrap(settings)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    b = await Bus.connect(nats_url, source="test")
+    yield b
+    await b.drain()
+
+
+@pytest.fixture
+async def stub(app: CaseApp) -> AsyncIterator[case_pb2_grpc.CaseServiceStub]:
+    token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+    async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
+        yield case_pb2_grpc.CaseServiceStub(ch)
+
+
+def created(contact_id: str, email: str, text: str = "hello") -> events_pb2.ContactCreated:
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("acme", CHAT, "test"),
+        contact=contact_pb2.Contact(
+            contact_id=contact_id,
+            tenant="acme",
+            channel=CHAT,
+            identities=[contact_pb2.CustomerIdentity(kind=EMAIL, value=email)],
+            customer_name="Ana",
+            content=[contact_pb2.ContentPart(content_type="text/plain", text=text)],
+        ),
+    )
+
+
+def message_added(contact_id: str, message_id: str) -> events_pb2.MessageAdded:
+    return events_pb2.MessageAdded(
+        meta=events.new_meta("acme", CHAT, "test"),
+        message=contact_pb2.Message(
+            message_id=message_id,
+            contact_id=contact_id,
+            author=contact_pb2.AUTHOR_CUSTOMER,
+            parts=[contact_pb2.ContentPart(content_type="text/plain", text="more")],
+        ),
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], attempts: int = 400) -> T:
+    """Poll `check` until it returns something truthy; a bounded number of tries, no clock."""
+    for _ in range(attempts):
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("the case service never showed the expected state")
+
+
+async def listed(stub: case_pb2_grpc.CaseServiceStub, n: int) -> list[case_pb2.Case] | None:
+    response = await stub.ListCases(case_pb2.ListCasesRequest(page_size=200))
+    return list(response.cases) if len(response.cases) == n else None
+
+
+async def test_events_become_a_case(
+    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+) -> None:
+    # The message overtakes its contact: the bus redelivers it until the contact is recorded.
+    await bus.publish(message_added("c-1", "m-1"))
+    await bus.publish(created("c-1", "ana@example.com", "My invoice is wrong"))
+    await bus.publish(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", CHAT, "test"), contact_id="c-1", agent_id="agent-7"
+        )
+    )
+
+    async def assigned_with_messages() -> case_pb2.Case | None:
+        cases = await listed(stub, 1)
+        if not cases:
+            return None
+        case = await stub.GetCase(case_pb2.GetCaseRequest(case_id=cases[0].case_id))
+        ready = case.contacts and case.contacts[0].status == "assigned"
+        return case if ready and len(case.contacts[0].messages) == 2 else None
+
+    case = await eventually(assigned_with_messages)
+    assert case.tenant == "acme"
+    assert case.status == case_pb2.CASE_STATUS_ASSIGNED
+    assert case.assigned_agent_id == "agent-7"
+    assert case.subject == "My invoice is wrong"
+    assert [(i.kind, i.value) for i in case.customer.identities] == [(EMAIL, "ana@example.com")]
+    assert {m.message_id for m in case.contacts[0].messages} == {"c-1:initial", "m-1"}
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetCase(case_pb2.GetCaseRequest())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "case_id" in (err.value.details() or "")
+
+    other = auth.mint(SECRET, "globex", "partner-2", ["partner"])
+    async with sb_grpc.channel(f"127.0.0.1:{app.port}", other) as ch:
+        theirs = case_pb2_grpc.CaseServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await theirs.GetCase(case_pb2.GetCaseRequest(case_id=case.case_id))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert not (await theirs.ListCases(case_pb2.ListCasesRequest())).cases
+
+    async with sb_grpc.channel(f"127.0.0.1:{app.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await case_pb2_grpc.CaseServiceStub(ch).ListCases(case_pb2.ListCasesRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_list_cases_pages_and_filters(
+    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+) -> None:
+    await bus.publish_many(created(f"c-{i}", f"customer{i}@example.com") for i in range(5))
+    everything = await eventually(lambda: listed(stub, 5))
+    times = [c.created_at.ToNanoseconds() for c in everything]
+    assert times == sorted(times, reverse=True)
+
+    seen: list[str] = []
+    token, pages = "", 0
+    while True:
+        page = await stub.ListCases(case_pb2.ListCasesRequest(page_size=2, page_token=token))
+        pages += 1
+        seen += [c.case_id for c in page.cases]
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == 3
+    assert seen == [c.case_id for c in everything]
+    assert len(set(seen)) == 5
+
+    first = await stub.ListCases(case_pb2.ListCasesRequest(page_size=2))
+    token = first.next_page_token
+    bad_requests = [
+        case_pb2.ListCasesRequest(
+            page_size=2, page_token=("B" if token[0] != "B" else "C") + token[1:]
+        ),
+        case_pb2.ListCasesRequest(page_size=2, page_token="not-a-token"),
+        # A token replayed with other filters.
+        case_pb2.ListCasesRequest(page_size=2, page_token=token, status=case_pb2.CASE_STATUS_NEW),
+        case_pb2.ListCasesRequest(page_size=201),
+        case_pb2.ListCasesRequest(page_size=-1),
+    ]
+    for request in bad_requests:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListCases(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    target = everything[3]
+    by_customer = await stub.ListCases(
+        case_pb2.ListCasesRequest(customer_id=target.customer.customer_id)
+    )
+    assert [c.case_id for c in by_customer.cases] == [target.case_id]
+    by_contact = await stub.ListCases(
+        case_pb2.ListCasesRequest(contact_id=target.contacts[0].contact_id)
+    )
+    assert [c.case_id for c in by_contact.cases] == [target.case_id]
+    resolved = await stub.ListCases(case_pb2.ListCasesRequest(status=case_pb2.CASE_STATUS_RESOLVED))
+    assert not resolved.cases
+
+
+async def test_malformed_events_are_terminated(
+    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+) -> None:
+    await bus.js.publish(
+        "contact.acme.chat.created",
+        b"\xff\xfe not a protobuf",
+        headers={events.TYPE_HEADER: "switchboard.v1.ContactCreated", "Nats-Msg-Id": "bad-1"},
+    )
+    # Well-formed, but unusable: no contact id.
+    await bus.publish(created("", "nobody@example.com"))
+    await bus.publish(created("c-good", "ana@example.com"))
+
+    cases = await eventually(lambda: listed(stub, 1))
+    assert cases[0].contacts[0].contact_id == "c-good"
+
+    async def terminated() -> int | None:
+        assert app.bus is not None
+        return app.bus.stats()["case"]["terminated"] >= 2 or None
+
+    assert await eventually(terminated)
