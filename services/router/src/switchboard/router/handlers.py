@@ -34,7 +34,12 @@ class Router:
             result = decide()
             effects = result[1] if isinstance(result, tuple) else result
             await self._apply(effects)
-            return result
+            acks = self.notifier.take_pending()
+        # Sent in order under the lock; JetStream's acks are awaited outside it, so one slow ack
+        # does not hold up the next decision. A failed ack fails this call (and so its caller).
+        if acks:
+            await asyncio.gather(*acks)
+        return result
 
     async def _apply(self, effects: list[model.Effect]) -> None:
         for effect in effects:

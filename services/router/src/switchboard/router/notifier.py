@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
@@ -14,20 +15,26 @@ SOURCE = "router"
 
 
 class Publisher(Protocol):
-    async def publish(self, event: Message) -> object: ...
+    async def publish_async(self, event: Message) -> asyncio.Future[Any]: ...
 
 
 class RoutingNotifier:
+    """Sends events in decision order without waiting for each ack; the caller awaits `pending`
+    (all of JetStream's acks) once it no longer holds the router's lock."""
+
     def __init__(self, bus: Publisher) -> None:
         self.bus = bus
+        self.pending: list[asyncio.Future[Any]] = []
 
     async def _publish(self, state: model.ContactState, event: Message) -> None:
         # Decisions made outside the contact's own trace (a timer, a freed agent) still join it.
-        if telemetry.current_traceparent() and not state.traceparent:
-            await self.bus.publish(event)
-            return
-        with telemetry.continued({"traceparent": state.traceparent} if state.traceparent else None):
-            await self.bus.publish(event)
+        carrier = {"traceparent": state.traceparent} if state.traceparent else None
+        with telemetry.continued(carrier):
+            self.pending.append(await self.bus.publish_async(event))
+
+    def take_pending(self) -> list[asyncio.Future[Any]]:
+        pending, self.pending = self.pending, []
+        return pending
 
     def _meta(self, state: model.ContactState, event_id: str | None = None) -> events_pb2.EventMeta:
         return events.new_meta(state.tenant, state.contact.channel, SOURCE, event_id)

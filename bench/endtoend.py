@@ -1,0 +1,148 @@
+"""End-to-end: ContactCreated published on JetStream -> router (own process) -> offer on an agent's
+gRPC stream -> accept -> ContactAssigned -> recorded by the case service (own process, SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.stats import percentile
+from switchboard.core import events
+from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port
+from switchboard.core.grpc import check_health
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2, events_pb2
+
+SECRET = "bench-secret"
+LANGUAGES = ("ko", "zh", "en", "ja")
+
+
+def _spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+
+
+async def _healthy(target: str) -> None:
+    for _ in range(300):
+        if await check_health(target, timeout=1) == "SERVING":
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{target} never became healthy")
+
+
+def _assigned(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM contacts WHERE agent_id IS NOT NULL AND agent_id != ''"
+        ).fetchone()
+    return int(row[0])
+
+
+async def run(
+    nats_url: str, workdir: Path, contacts: int, agents_per_language: int
+) -> dict[str, float]:
+    db = workdir / "case.db"
+    router_port, case_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "SWITCHBOARD_AUTH_SECRET": SECRET,
+        "LOG_LEVEL": "WARNING",
+        "ROUTER_GRPC_PORT": str(router_port),
+        "CASE_GRPC_PORT": str(case_port),
+        "CASE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "ROUTER_ACCEPT_TIMEOUT_SECONDS": "30",
+    }
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "switchboard.case", "migrate"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    procs = [
+        _spawn("switchboard.router", env, workdir / "router.log"),
+        _spawn("switchboard.case", env, workdir / "case.log"),
+    ]
+    try:
+        await _healthy(f"127.0.0.1:{router_port}")
+        await _healthy(f"127.0.0.1:{case_port}")
+        published: dict[str, float] = {}
+        offer_latency: list[float] = []
+        clients = []
+        for lang in LANGUAGES:
+            for i in range(agents_per_language):
+                c = AgentClient(f"127.0.0.1:{router_port}", SECRET, "bench", f"{lang}-{i}")
+                # Benchmark agents take many chats at once: offer and accept are what is measured.
+                await c.sign_in({lang: 4}, capacity={contact_pb2.CHANNEL_CHAT: contacts})
+                clients.append(c)
+
+        last_offer = 0.0
+
+        async def work(client: AgentClient) -> None:
+            nonlocal last_offer
+            while True:
+                offer = await client.offers.get()
+                last_offer = time.perf_counter()
+                offer_latency.append((last_offer - published[offer.contact.contact_id]) * 1e3)
+                await client.accept(offer)
+
+        workers = [asyncio.create_task(work(c)) for c in clients]
+        bus = await Bus.connect(nats_url, source="bench")
+        start = time.perf_counter()
+        futures = []
+        for i in range(contacts):
+            cid = f"bench-{i}"
+            lang = LANGUAGES[i % len(LANGUAGES)]
+            event = events_pb2.ContactCreated(
+                meta=events.new_meta("bench", contact_pb2.CHANNEL_CHAT, "bench"),
+                contact=contact_pb2.Contact(
+                    contact_id=cid,
+                    tenant="bench",
+                    channel=contact_pb2.CHANNEL_CHAT,
+                    language=lang,
+                    identities=[
+                        contact_pb2.CustomerIdentity(
+                            kind=contact_pb2.IDENTITY_KIND_CHAT_VISITOR, value=f"visitor-{i}"
+                        )
+                    ],
+                    content=[contact_pb2.ContentPart(content_type="text/plain", text="안녕하세요")],
+                ),
+            )
+            published[cid] = time.perf_counter()
+            futures.append(await bus.publish_async(event))
+        await asyncio.gather(*futures)
+        # The case store is another process: polling its table is how we see "recorded".
+        while _assigned(db) < contacts:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        for w in workers:
+            w.cancel()
+        for c in clients:
+            await c.close()
+        await bus.drain()
+        return {
+            "contacts": contacts,
+            "agents": len(clients),
+            "contacts_per_s": contacts / elapsed,
+            "offers_per_s": contacts / (last_offer - start),
+            "offer_p50_ms": percentile(offer_latency, 50),
+            "offer_p99_ms": percentile(offer_latency, 99),
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()

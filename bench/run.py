@@ -1,0 +1,104 @@
+"""`make bench`: end-to-end figures beside the raw transports, measured in the same run.
+
+Prints a table and writes the same figures to bench-results.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import endtoend, transport
+from switchboard.core.embedded_nats import NatsServer
+
+CONTACTS = int(os.environ.get("BENCH_CONTACTS", "2000"))
+AGENTS_PER_LANGUAGE = int(os.environ.get("BENCH_AGENTS_PER_LANGUAGE", "5"))
+RAW_MESSAGES = int(os.environ.get("BENCH_RAW_MESSAGES", "20000"))
+
+
+async def main() -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
+        work = Path(tmp)
+        server = NatsServer(work / "nats").start()
+        try:
+            raw_js = await transport.jetstream_publish_consume(server.url, RAW_MESSAGES)
+            raw_grpc = await transport.grpc_stream_hop(RAW_MESSAGES)
+            e2e = await endtoend.run(server.url, work, CONTACTS, AGENTS_PER_LANGUAGE)
+        finally:
+            server.stop()
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "raw": {
+            "jetstream_publish_consume_msgs_per_s": raw_js,
+            "grpc_stream_msgs_per_s": raw_grpc["msgs_per_s"],
+            "grpc_stream_p50_ms": raw_grpc["p50_ms"],
+            "grpc_stream_p99_ms": raw_grpc["p99_ms"],
+        },
+        "end_to_end": e2e,
+        "ratios": {
+            "contacts_per_s_over_raw_jetstream": e2e["contacts_per_s"] / raw_js,
+            "routed_per_s_over_raw_jetstream": e2e["offers_per_s"] / raw_js,
+            "offer_p50_over_raw_grpc_hop_p50": e2e["offer_p50_ms"] / raw_grpc["p50_ms"],
+            "offer_p99_over_raw_grpc_hop_p99": e2e["offer_p99_ms"] / raw_grpc["p99_ms"],
+        },
+    }
+
+
+def table(r: dict[str, dict[str, float]]) -> str:
+    raw, e2e, ratio = r["raw"], r["end_to_end"], r["ratios"]
+    rows = [
+        (
+            "raw JetStream publish+consume",
+            f"{raw['jetstream_publish_consume_msgs_per_s']:,.0f} msgs/s",
+            "",
+        ),
+        (
+            "raw grpc.aio stream hop",
+            f"{raw['grpc_stream_msgs_per_s']:,.0f} msgs/s",
+            f"p50 {raw['grpc_stream_p50_ms']:.2f} ms, p99 {raw['grpc_stream_p99_ms']:.2f} ms",
+        ),
+        (
+            f"end to end ({e2e['contacts']:.0f} contacts, {e2e['agents']:.0f} agents)",
+            f"{e2e['contacts_per_s']:,.0f} contacts/s",
+            f"published->offer p50 {e2e['offer_p50_ms']:.1f} ms, p99 {e2e['offer_p99_ms']:.1f} ms",
+        ),
+        (
+            "  of which routed (last offer on a stream)",
+            f"{e2e['offers_per_s']:,.0f} contacts/s",
+            "the rest is the case store recording every event",
+        ),
+        (
+            "ratio: contacts/s ÷ raw JetStream msgs/s",
+            f"{ratio['contacts_per_s_over_raw_jetstream']:.3f}",
+            "",
+        ),
+        (
+            "ratio: offer p50 ÷ raw gRPC hop p50",
+            f"{ratio['offer_p50_over_raw_grpc_hop_p50']:.1f}",
+            "",
+        ),
+        (
+            "ratio: offer p99 ÷ raw gRPC hop p99",
+            f"{ratio['offer_p99_over_raw_grpc_hop_p99']:.1f}",
+            "",
+        ),
+    ]
+    w = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{w}}  {b:>22}  {c}" for a, b, c in rows)
+
+
+if __name__ == "__main__":
+    results = asyncio.run(main())
+    print(table(results))  # type: ignore[arg-type]
+    Path("bench-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("written to bench-results.json")

@@ -1,0 +1,79 @@
+"""uvicorn, run inside the service's own event loop on a socket we bind (so port 0 works)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service's runtime owns SIGTERM/SIGINT and stops us in order; uvicorn must not.
+        yield
+
+
+class HttpServer:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        grace_seconds: float = 5.0,
+        ws_max_size: int = 1024 * 1024,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self._config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(grace_seconds)),
+            ws_max_size=ws_max_size,
+        )
+        self._server = _Server(self._config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind, start serving, and return once uvicorn listens."""
+        sock = socket.create_server((self.host, self.requested_port))
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="chat-http")
+        async with asyncio.timeout(STARTUP_TIMEOUT_SECONDS):
+            while not self._server.started:
+                if self._task.done():
+                    sock.close()
+                    self._task.result()  # raises what stopped it
+                    raise RuntimeError("the HTTP server stopped while starting")
+                # uvicorn offers no start-up event to await; its own loop ticks every 0.1 s.
+                await asyncio.sleep(0.01)
+        logger.info("chat HTTP on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections, wait for uvicorn to finish."""
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            grace = self._config.timeout_graceful_shutdown or 5
+            await asyncio.wait_for(asyncio.shield(self._task), grace + 2)
+        except TimeoutError:
+            self._server.force_exit = True
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None

@@ -1,0 +1,16 @@
+"""The chat's subscriptions on the bus: every message reaches sockets through these."""
+
+from __future__ import annotations
+
+from switchboard.chat.handlers import Chat
+from switchboard.core.bus import Bus
+from switchboard.v1 import events_pb2
+
+
+def subscribe(bus: Bus, chat: Chat, durable: str) -> None:
+    bus.subscribe(durable, events_pb2.ContactCreated, chat.on_contact_created)
+    bus.subscribe(durable, events_pb2.MessageAdded, chat.on_message_added)
+    bus.subscribe(durable, events_pb2.ContactQueued, chat.on_contact_queued)
+    bus.subscribe(durable, events_pb2.ContactAssigned, chat.on_contact_assigned)
+    bus.subscribe(durable, events_pb2.ContactEnded, chat.on_contact_ended)
+    bus.subscribe(durable, events_pb2.ContactAbandoned, chat.on_contact_abandoned)

@@ -1,0 +1,146 @@
+"""The HTTP side of the chat: the customer page at /, its assets under /static/, /healthz.
+
+Assets are read once at start-up into a fixed table, so no request path ever reaches the file
+system. Socket.IO itself is mounted in front of this app by ``build_asgi``.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".map": "application/json",
+}
+
+# The page needs nothing but its own origin (scripts, styles and the Socket.IO connection).
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    content_type: str
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _content_type(path: Path) -> str:
+    if path.suffix in _TYPES:
+        return _TYPES[path.suffix]
+    if path.name == "LICENSE":
+        return "text/plain; charset=utf-8"
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def load_assets(static_dir: Path, default_tenant: str, max_message_bytes: int) -> dict[str, Asset]:
+    """URL path -> asset, for the page at / and every file under `static_dir` at /static/."""
+    assets: dict[str, Asset] = {}
+    for path in sorted(static_dir.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            url = "/static/" + path.relative_to(static_dir).as_posix()
+            assets[url] = Asset(path.read_bytes(), _content_type(path))
+    page = (static_dir / "index.html").read_text(encoding="utf-8")
+    page = page.replace("__DEFAULT_TENANT__", html.escape(default_tenant, quote=True))
+    page = page.replace("__MAX_MESSAGE_BYTES__", str(int(max_message_bytes)))
+    assets["/"] = Asset(
+        page.encode("utf-8"),
+        _TYPES[".html"],
+        ((b"content-security-policy", PAGE_CSP.encode()), (b"cache-control", b"no-cache")),
+    )
+    assets["/healthz"] = Asset(
+        b"ok", "text/plain; charset=utf-8", ((b"cache-control", b"no-store"),)
+    )
+    return assets
+
+
+class Site:
+    """A minimal ASGI app serving a fixed table of assets (GET and HEAD only)."""
+
+    def __init__(self, assets: dict[str, Asset]) -> None:
+        self.assets = assets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # a websocket to anywhere but /socket.io/
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        method = scope.get("method", "GET")
+        asset = self.assets.get(scope.get("path", ""))
+        if asset is None:
+            await self._respond(send, 404, b"not found", "text/plain; charset=utf-8")
+        elif method not in ("GET", "HEAD"):
+            await self._respond(
+                send,
+                405,
+                b"method not allowed",
+                "text/plain; charset=utf-8",
+                ((b"allow", b"GET, HEAD"),),
+            )
+        else:
+            body = b"" if method == "HEAD" else asset.body
+            await self._respond(
+                send, 200, body, asset.content_type, asset.extra_headers, len(asset.body)
+            )
+
+    async def _respond(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: str,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+        length: int | None = None,
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body) if length is None else length).encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_asgi(
+    sio: socketio.AsyncServer,
+    default_tenant: str,
+    max_message_bytes: int,
+    static_dir: Path = STATIC_DIR,
+) -> socketio.ASGIApp:
+    """Socket.IO at /socket.io/, everything else from the site."""
+    site = Site(load_assets(static_dir, default_tenant, max_message_bytes))
+    return socketio.ASGIApp(sio, other_asgi_app=site)

@@ -1,0 +1,84 @@
+"""The chat's one place for publishing contact events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from switchboard.chat.domain.model import CustomerProfile
+from switchboard.core import events
+from switchboard.v1 import contact_pb2, events_pb2
+
+SOURCE = "chat"
+DEFAULT_QUEUE = "general"
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Message) -> object: ...
+
+
+def _text(text: str) -> contact_pb2.ContentPart:
+    return contact_pb2.ContentPart(content_type="text/plain", text=text)
+
+
+class ChatNotifier:
+    """Publishes and returns once JetStream has stored the event."""
+
+    def __init__(self, bus: Publisher) -> None:
+        self.bus = bus
+
+    async def contact_created(
+        self, contact_id: str, profile: CustomerProfile, visitor_id: str, text: str, at: datetime
+    ) -> None:
+        identities = [
+            contact_pb2.CustomerIdentity(
+                kind=contact_pb2.IDENTITY_KIND_CHAT_VISITOR, value=visitor_id
+            )
+        ]
+        if profile.email:
+            identities.append(
+                contact_pb2.CustomerIdentity(
+                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value=profile.email.lower()
+                )
+            )
+        contact = contact_pb2.Contact(
+            contact_id=contact_id,
+            tenant=profile.tenant,
+            channel=contact_pb2.CHANNEL_CHAT,
+            identities=identities,
+            customer_name=profile.name,
+            language=profile.language,
+            skills=[profile.topic] if profile.topic else [],
+            queue=DEFAULT_QUEUE,
+            content=[_text(text)],
+            conversation_id=visitor_id,
+        )
+        contact.created_at.FromDatetime(at)
+        meta = events.new_meta(
+            profile.tenant, contact_pb2.CHANNEL_CHAT, SOURCE, f"{contact_id}:created"
+        )
+        await self.bus.publish(events_pb2.ContactCreated(meta=meta, contact=contact))
+
+    async def message_added(
+        self,
+        tenant: str,
+        contact_id: str,
+        message_id: str,
+        author: int,
+        text: str,
+        at: datetime,
+        agent_id: str = "",
+    ) -> None:
+        message = contact_pb2.Message(
+            message_id=message_id,
+            contact_id=contact_id,
+            author=author,  # type: ignore[arg-type]
+            agent_id=agent_id,
+            parts=[_text(text)],
+        )
+        message.sent_at.FromDatetime(at)
+        # The message id is the event id: a retried publish is de-duplicated by JetStream.
+        meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, message_id)
+        await self.bus.publish(events_pb2.MessageAdded(meta=meta, message=message))

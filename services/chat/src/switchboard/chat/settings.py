@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from switchboard.core.events import TENANT_RE
+from switchboard.core.settings import ServiceSettings
+
+
+class ChatSettings(ServiceSettings):
+    http_host: str = Field("127.0.0.1", alias="CHAT_HTTP_HOST")
+    # 0 picks a free port; the bound one is reported as ChatApp.http_port.
+    http_port: int = Field(8080, alias="CHAT_HTTP_PORT", ge=0, le=65535)
+    grpc_port: int = Field(50053, alias="CHAT_GRPC_PORT", ge=0, le=65535)
+    consumer_name: str = Field("chat", alias="CHAT_CONSUMER")
+    max_message_bytes: int = Field(4000, alias="CHAT_MAX_MESSAGE_BYTES", gt=0, le=512 * 1024)
+    default_tenant: str = Field("demo", alias="CHAT_DEFAULT_TENANT")
+    # How long an agent's `join` waits for a ContactAssigned this replica has not consumed yet.
+    assignment_wait_seconds: float = Field(5.0, alias="CHAT_ASSIGNMENT_WAIT_SECONDS", ge=0)
+
+    @field_validator("default_tenant")
+    @classmethod
+    def _tenant_name(cls, value: str) -> str:
+        if not TENANT_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid tenant name")
+        return value

@@ -1,0 +1,188 @@
+"""The chat's application layer and domain rules with small fakes (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+
+from switchboard.chat.adapters.conversations import InMemoryConversations
+from switchboard.chat.domain.model import (
+    CustomerProfile,
+    MessageTooLarge,
+    check_text,
+    parse_customer_auth,
+)
+from switchboard.chat.handlers import Chat
+from switchboard.chat.notifier import ChatNotifier
+from switchboard.core import events
+from switchboard.core.auth import Principal
+from switchboard.core.errors import InvalidArgument, PermissionDenied
+from switchboard.v1 import contact_pb2, events_pb2
+
+TENANT = "demo"
+AGENT = Principal(TENANT, "agent-1", frozenset({"agent"}))
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.published: list[Message] = []
+        self.fail = False
+
+    async def publish(self, event: Message) -> object:
+        if self.fail:
+            raise TimeoutError("no JetStream ack")
+        self.published.append(event)
+        return None
+
+
+class FakeDelivery:
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, str, dict[str, Any], bool]] = []
+        self.joined: list[tuple[str, str, str]] = []
+
+    async def to_contact(
+        self, contact_id: str, event: str, data: dict[str, Any], agents: bool = True
+    ) -> None:
+        self.emitted.append((contact_id, event, data, agents))
+
+    async def join_visitor(self, tenant: str, visitor_id: str, contact_id: str) -> None:
+        self.joined.append((tenant, visitor_id, contact_id))
+
+
+@pytest.fixture
+def bus() -> FakeBus:
+    return FakeBus()
+
+
+@pytest.fixture
+def delivery() -> FakeDelivery:
+    return FakeDelivery()
+
+
+@pytest.fixture
+def chat(bus: FakeBus, delivery: FakeDelivery) -> Chat:
+    return Chat(InMemoryConversations(), ChatNotifier(bus), delivery, 4000, assignment_wait=5.0)
+
+
+PROFILE = CustomerProfile(TENANT, "Wang Fang", "zh", "fang@example.com", "technical", "v1")
+
+
+def assigned(contact_id: str, agent_id: str = "agent-1") -> events_pb2.ContactAssigned:
+    return events_pb2.ContactAssigned(
+        meta=events.new_meta(TENANT, contact_pb2.CHANNEL_CHAT, "router"),
+        contact_id=contact_id,
+        agent_id=agent_id,
+        agent_name="Chen",
+    )
+
+
+async def test_join_waits_for_the_assignment_event(chat: Chat, bus: FakeBus) -> None:
+    sent = await chat.customer_message(PROFILE, "v1", {"text": "我的账户登录不了"})
+    join = asyncio.create_task(chat.agent_join(AGENT, {"contact_id": sent.contact_id}))
+    # One turn of the loop: the join looks, finds nothing and waits (the fakes never block).
+    await asyncio.sleep(0)
+    assert not join.done() and chat._assignment_waiters
+
+    await chat.on_contact_assigned(assigned(sent.contact_id))
+
+    conversation = await asyncio.wait_for(join, 1.0)
+    assert conversation.contact_id == sent.contact_id
+    assert chat._assignment_waiters == {}
+
+
+async def test_join_refuses_once_the_wait_is_over(bus: FakeBus, delivery: FakeDelivery) -> None:
+    chat = Chat(InMemoryConversations(), ChatNotifier(bus), delivery, 4000, assignment_wait=0.0)
+    sent = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    await chat.on_contact_assigned(assigned(sent.contact_id, "agent-2"))
+    with pytest.raises(PermissionDenied, match=f"contact {sent.contact_id} is not assigned to you"):
+        await chat.agent_join(AGENT, {"contact_id": sent.contact_id})
+
+
+async def test_concurrent_first_messages_create_one_contact(chat: Chat, bus: FakeBus) -> None:
+    a, b = await asyncio.gather(
+        chat.customer_message(PROFILE, "v1", {"text": "one"}),
+        chat.customer_message(PROFILE, "v1", {"text": "two"}),
+    )
+    assert a.contact_id == b.contact_id
+    assert [type(e).__name__ for e in bus.published] == ["ContactCreated", "MessageAdded"]
+
+
+async def test_a_failed_create_is_forgotten_and_retried_as_a_new_contact(
+    chat: Chat, bus: FakeBus
+) -> None:
+    bus.fail = True
+    with pytest.raises(TimeoutError):
+        await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    bus.fail = False
+    sent = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    assert sent.message_id == f"{sent.contact_id}:initial"
+    assert isinstance(bus.published[0], events_pb2.ContactCreated)
+
+
+async def test_redelivered_messages_are_emitted_once(
+    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+) -> None:
+    await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    created = bus.published[0]
+    await chat.on_contact_created(created)  # type: ignore[arg-type]
+    await chat.on_contact_created(created)  # type: ignore[arg-type]
+    assert [e[1] for e in delivery.emitted] == ["message"]
+
+
+async def test_ended_contact_closes_and_next_message_starts_a_new_one(
+    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+) -> None:
+    first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    await chat.on_contact_ended(
+        events_pb2.ContactEnded(
+            meta=events.new_meta(TENANT, contact_pb2.CHANNEL_CHAT, "router"),
+            contact_id=first.contact_id,
+        )
+    )
+    assert delivery.emitted[-1][1:3] == ("status", {"state": "ended"})
+    second = await chat.customer_message(PROFILE, "v1", {"text": "again"})
+    assert second.contact_id != first.contact_id
+
+
+def test_parse_customer_auth() -> None:
+    profile = parse_customer_auth(
+        {
+            "tenant": "demo",
+            "name": " 佐藤 ",
+            "email": "A@B.JP",
+            "language": "ja",
+            "topic": "Account",
+        }
+    )
+    assert profile == CustomerProfile("demo", "佐藤", "ja", "a@b.jp", "account", "")
+    for auth, field in [
+        ({"language": "ko"}, "tenant"),
+        ({"tenant": "", "language": "ko"}, "tenant"),
+        ({"tenant": "UPPER", "language": "ko"}, "tenant"),
+        ({"tenant": 7, "language": "ko"}, "tenant"),
+        ({"tenant": "demo"}, "language"),
+        ({"tenant": "demo", "language": "x"}, "language"),
+        ({"tenant": "demo", "language": "ko", "email": "no-at"}, "email"),
+        ({"tenant": "demo", "language": "ko", "topic": "a b"}, "topic"),
+        ({"tenant": "demo", "language": "ko", "visitor_id": "a/b"}, "visitor_id"),
+        ({"tenant": "demo", "language": "ko", "name": "n" * 201}, "name"),
+        ("not a dict", "tenant"),
+    ]:
+        with pytest.raises(InvalidArgument) as info:
+            parse_customer_auth(auth)
+        assert info.value.field == field, auth
+    with pytest.raises(PermissionDenied):
+        parse_customer_auth({"tenant": "demo", "language": "ko"}, frozenset({"acme"}))
+
+
+def test_check_text_counts_utf8_bytes() -> None:
+    assert check_text({"text": "가" * 1333}, 4000) == "가" * 1333  # 3999 bytes
+    with pytest.raises(MessageTooLarge, match="message too large: 4002 bytes, limit 4000"):
+        check_text({"text": "가" * 1334}, 4000)
+    with pytest.raises(InvalidArgument, match="text"):
+        check_text({"text": ""}, 4000)
+    with pytest.raises(InvalidArgument, match="text: is not valid Unicode"):
+        check_text({"text": "\ud800"}, 4000)

@@ -1,0 +1,60 @@
+"""The chat's HTTP side: the customer page, its assets, /healthz, and gRPC health."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from switchboard.chat.bootstrap import ChatApp
+from switchboard.core import grpc as sb_grpc
+
+
+async def _get(app: ChatApp, path: str) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{app.http_port}{path}"
+        async with session.get(url) as response:
+            return response.status, dict(response.headers), await response.read()
+
+
+async def test_page_assets_and_health(chat: ChatApp) -> None:
+    status, headers, body = await _get(chat, "/")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    page = body.decode()
+    assert 'data-tenant="demo"' in page and 'data-max-message-bytes="4000"' in page
+    assert "static/vendor/socket.io.min.js" in page
+    assert "http://" not in page and "https://" not in page  # no external resources
+
+    status, headers, body = await _get(chat, "/static/chat.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert b"innerHTML" not in body
+    status, _, body = await _get(chat, "/static/vendor/socket.io.min.js")
+    assert status == 200 and b"Socket.IO v4" in body
+    assert (await _get(chat, "/static/vendor/LICENSE"))[0] == 200
+    assert (await _get(chat, "/static/chat.css"))[0] == 200
+
+    status, _, body = await _get(chat, "/healthz")
+    assert (status, body) == (200, b"ok")
+    assert (await _get(chat, "/static/../settings.py"))[0] == 404
+    assert (await _get(chat, "/static/%2e%2e/settings.py"))[0] == 404
+    assert (await _get(chat, "/nope"))[0] == 404
+
+    assert await sb_grpc.check_health(f"127.0.0.1:{chat.grpc_port}") == "SERVING"
+
+
+async def test_stop_closes_connected_clients_promptly(chat: ChatApp, connect: Any) -> None:
+    customer = await connect.customer()
+    await customer.next("session")
+    polling = await connect.raw(
+        "/customer", {"tenant": "demo", "language": "en"}, transports=("polling",)
+    )
+    await polling.next("session")
+
+    await asyncio.wait_for(chat.stop(), 10)
+
+    # The websocket client is told at once (a polling client notices on its next poll).
+    await asyncio.wait_for(customer.sio.wait(), 10)
+    assert not customer.sio.connected

@@ -1,0 +1,87 @@
+"""`switchboard run` (what `make run` starts) on a machine where port 4222 is already taken:
+everything starts, and `switchboard status` shows every service healthy."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@contextlib.contextmanager
+def port_4222_taken() -> Iterator[None]:
+    """Hold 4222 ourselves unless something (a system nats-server, say) already does."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 4222))
+        s.listen(1)
+    except OSError:
+        pass  # already taken by someone else: just as good
+    try:
+        yield
+    finally:
+        s.close()
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "switchboard.cli", *args]
+
+
+@pytest.mark.timeout(180)
+def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
+    env = {**os.environ, "SWITCHBOARD_RUN_DIR": str(tmp_path / "run"), "PYTHONUNBUFFERED": "1"}
+    env.pop("NATS_URL", None)
+    with port_4222_taken():
+        proc = subprocess.Popen(
+            cli("run"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        output: list[str] = []
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([proc.stdout], [], [], 1)
+                if ready:
+                    line = proc.stdout.readline().decode(errors="replace")
+                    if not line:
+                        break
+                    output.append(line)
+                    if "Switchboard is running." in line:
+                        break
+            text = "".join(output)
+            assert "Switchboard is running." in text, text[-4000:]
+            endpoints = json.loads((tmp_path / "run" / "endpoints.json").read_text())
+            assert not endpoints["nats_url"].endswith(":4222")
+            status = subprocess.run(
+                cli("status"), env=env, capture_output=True, text=True, timeout=60
+            )
+            assert status.returncode == 0, status.stdout + status.stderr
+            for name in ("nats", "router", "case", "chat", "voice-gateway", "email-ingest", "fax"):
+                assert any(
+                    line.startswith(name) and "SERVING" in line
+                    for line in status.stdout.splitlines()
+                ), status.stdout
+            assert "all services healthy" in status.stdout
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                rest, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                rest, _ = proc.communicate()
+        assert proc.returncode == 0, "".join(output)[-2000:] + rest.decode(errors="replace")[-2000:]
+        assert "stopped." in rest.decode(errors="replace")
