@@ -3,6 +3,7 @@ everything starts, and `switchboard status` shows every service healthy."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,8 +15,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 
 @contextlib.contextmanager
@@ -31,6 +39,34 @@ def port_4222_taken() -> Iterator[None]:
         yield
     finally:
         s.close()
+
+
+async def sign_in_and_queue(endpoints: dict[str, Any], secret: str) -> None:
+    """A Japanese-speaking agent signs in, and a Korean contact waits (nobody speaks Korean)."""
+    agent = AgentClient(endpoints["grpc"]["router"], secret, "demo", "ja-1")
+    await agent.sign_in({"ja": 4})
+    await agent.close()
+    bus = await Bus.connect(endpoints["nats_url"], source="test")
+    await bus.publish(
+        events_pb2.ContactCreated(
+            meta=events.new_meta("demo", contact_pb2.CHANNEL_CHAT, "test"),
+            contact=contact_pb2.Contact(
+                contact_id="waiting-1",
+                tenant="demo",
+                channel=contact_pb2.CHANNEL_CHAT,
+                language="ko",
+            ),
+        )
+    )
+    await bus.drain()
+    token = auth.mint(secret, "demo", "ops", ["admin"])
+    async with sb_grpc.channel(endpoints["grpc"]["router"], token) as ch:
+        stub = router_pb2_grpc.RouterServiceStub(ch)
+        for _ in range(200):
+            stats = await stub.GetQueueStats(router_pb2.GetQueueStatsRequest())
+            if stats.queues and stats.queues[0].waiting == 1:
+                return
+            await asyncio.sleep(0.05)
 
 
 def cli(*args: str) -> list[str]:
@@ -76,6 +112,23 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
                     for line in status.stdout.splitlines()
                 ), status.stdout
             assert "all services healthy" in status.stdout
+            asyncio.run(
+                sign_in_and_queue(endpoints, (tmp_path / "run" / "auth-secret").read_text().strip())
+            )
+            agents = subprocess.run(
+                cli("agents"), env=env, capture_output=True, text=True, timeout=60
+            )
+            assert agents.returncode == 0, agents.stdout + agents.stderr
+            assert any(
+                line.split()[:2] == ["ja-1", "available"] for line in agents.stdout.splitlines()
+            ), agents.stdout
+            queues = subprocess.run(
+                cli("queues"), env=env, capture_output=True, text=True, timeout=60
+            )
+            assert queues.returncode == 0, queues.stdout + queues.stderr
+            assert any(
+                line.split()[:2] == ["general", "1"] for line in queues.stdout.splitlines()
+            ), queues.stdout
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -52,6 +52,7 @@ def _forge(token: str) -> str:
         lambda t: ("B" if t[0] != "B" else "C") + t[1:],
         lambda t: t.split(".")[0] + ".",
         lambda t: t.replace(".", ".!"),
+        lambda t: t + "!!!!",  # junk outside base64url must not be skipped
         _forge,
     ],
 )

@@ -41,12 +41,15 @@ class Principal:
         raise PermissionDenied(f"{self.subject!r} may not act for agent {agent_id!r}")
 
 
-def _b64(data: bytes) -> str:
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url, as in tokens."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def b64url_decode(text: str) -> bytes:
+    """Strict inverse of b64url_encode: raises ValueError on any character outside base64url."""
+    # validate=True: characters outside the alphabet are an error, not silently skipped.
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def mint(
@@ -68,8 +71,10 @@ def mint(
         roles=roles,
         expires_at=int(time.time()) + ttl_seconds if ttl_seconds else 0,
     )
-    body = _b64(claims.SerializeToString(deterministic=True))
-    sig = _b64(hmac.new(secret.encode(), f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
+    body = b64url_encode(claims.SerializeToString(deterministic=True))
+    sig = b64url_encode(
+        hmac.new(secret.encode(), f"{PREFIX}.{body}".encode(), hashlib.sha256).digest()
+    )
     return f"{PREFIX}.{body}.{sig}"
 
 
@@ -86,8 +91,8 @@ def verify(
         raise Unauthenticated("malformed token: expected sb1.<claims>.<signature>")
     expected = hmac.new(secret.encode(), f"{PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()
     try:
-        given = _unb64(parts[2])
-        claims = auth_pb2.TokenClaims.FromString(_unb64(parts[1]))
+        given = b64url_decode(parts[2])
+        claims = auth_pb2.TokenClaims.FromString(b64url_decode(parts[1]))
     except (ValueError, DecodeError) as exc:
         raise Unauthenticated("malformed token: bad encoding") from exc
     if not hmac.compare_digest(expected, given):

@@ -7,7 +7,6 @@ cannot be forged, edited, or replayed against another tenant or other filters.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -15,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from switchboard.core.auth import b64url_decode, b64url_encode
 from switchboard.core.errors import InvalidArgument
 
 VERSION = 1
@@ -43,14 +43,6 @@ class Cursor:
     case_id: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _malformed() -> InvalidArgument:
     return InvalidArgument("page_token", "is tampered or malformed; start again without it")
 
@@ -69,8 +61,8 @@ class PageTokens:
             "t": cursor.created_at.isoformat(),
             "i": cursor.case_id,
         }
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        return f"{body}.{_b64(self._sign(body))}"
+        body = b64url_encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        return f"{body}.{b64url_encode(self._sign(body))}"
 
     def decode(self, token: str, query: CaseQuery) -> Cursor:
         """The cursor in `token`, or InvalidArgument("page_token") if it was not issued by us for
@@ -79,13 +71,13 @@ class PageTokens:
         if not body or not sig:
             raise _malformed()
         try:
-            given = _unb64(sig)
+            given = b64url_decode(sig)
         except (ValueError, binascii.Error):
             raise _malformed() from None
         if not hmac.compare_digest(self._sign(body), given):
             raise _malformed()
         try:
-            payload = json.loads(_unb64(body))
+            payload = json.loads(b64url_decode(body))
             if payload["v"] != VERSION:
                 raise ValueError("version")
             created_at = datetime.fromisoformat(payload["t"])

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from switchboard.core import auth
+from switchboard.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+
+def test_round_trip() -> None:
+    token = auth.mint("s3cret", "acme", "ko-1", ["agent"])
+    p = auth.verify("s3cret", token)
+    assert (p.tenant, p.subject, p.roles) == ("acme", "ko-1", frozenset({"agent"}))
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", "malformed"),
+        ("sb1.only-two", "malformed"),
+        ("jwt.a.b", "malformed"),
+        ("sb1.!!!.???", "malformed"),
+    ],
+)
+def test_malformed_tokens(token: str, reason: str) -> None:
+    with pytest.raises(Unauthenticated, match=reason):
+        auth.verify("s3cret", token)
+
+
+def test_forged_and_expired() -> None:
+    token = auth.mint("s3cret", "acme", "ko-1", ["agent"])
+    with pytest.raises(Unauthenticated, match="signature"):
+        auth.verify("other-secret", token)
+    # another tenant's claims under this token's signature
+    forged = auth.mint("x", "globex", "ko-1", ["admin"]).split(".")[1]
+    head, _, sig = token.split(".")
+    with pytest.raises(Unauthenticated, match="signature"):
+        auth.verify("s3cret", f"{head}.{forged}.{sig}")
+    expiring = auth.mint("s3cret", "acme", "ko-1", ["agent"], ttl_seconds=60)
+    with pytest.raises(Unauthenticated, match="expired"):
+        auth.verify("s3cret", expiring, now=10**11)
+
+
+def test_unknown_tenant_is_permission_denied() -> None:
+    token = auth.mint("s3cret", "initech", "p-1", ["partner"])
+    with pytest.raises(PermissionDenied, match="initech"):
+        auth.verify("s3cret", token, frozenset({"acme"}))
+
+
+def test_bad_tenant_and_role_are_refused_when_minting() -> None:
+    with pytest.raises(InvalidArgument, match="tenant"):
+        auth.mint("s", "Not A Tenant", "x", ["agent"])
+    with pytest.raises(ValueError, match="roles"):
+        auth.mint("s", "acme", "x", ["root"])
+
+
+def test_agents_act_only_for_themselves() -> None:
+    agent = auth.Principal("acme", "ko-1", frozenset({"agent"}))
+    agent.require_agent_or_manager("ko-1")
+    with pytest.raises(PermissionDenied):
+        agent.require_agent_or_manager("ko-2")
+    auth.Principal("acme", "lead", frozenset({"supervisor"})).require_agent_or_manager("ko-2")
