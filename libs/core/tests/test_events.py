@@ -27,12 +27,12 @@ def test_channel_events_need_a_channel() -> None:
     event = events_pb2.ContactCreated(
         meta=events.new_meta("acme", contact_pb2.CHANNEL_UNSPECIFIED, "t")
     )
-    with pytest.raises(InvalidArgument, match="meta.channel"):
+    with pytest.raises(InvalidArgument, match=r"meta\.channel"):
         events.subject_of(event)
 
 
 def test_meta_is_required() -> None:
     with pytest.raises(InvalidArgument, match="meta"):
         events.validate_meta(events_pb2.ContactCreated())
-    with pytest.raises(InvalidArgument, match="meta.event_id"):
+    with pytest.raises(InvalidArgument, match=r"meta\.event_id"):
         events.validate_meta(events_pb2.ContactCreated(meta=events_pb2.EventMeta(tenant="acme")))
