@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,13 +19,6 @@ def created(cid: str) -> events_pb2.ContactCreated:
             contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT
         ),
     )
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    b = await Bus.connect(nats_url, source="test")
-    yield b
-    await b.drain()
 
 
 async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]

@@ -38,13 +38,6 @@ async def app(nats_url: str, database_url: str) -> AsyncIterator[CaseApp]:
 
 
 @pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    b = await Bus.connect(nats_url, source="test")
-    yield b
-    await b.drain()
-
-
-@pytest.fixture
 async def stub(app: CaseApp) -> AsyncIterator[case_pb2_grpc.CaseServiceStub]:
     token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
     async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:

@@ -34,13 +34,6 @@ async def router(nats_url: str) -> AsyncIterator[RouterApp]:
     await app.stop()
 
 
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[Bus]:
-    b = await Bus.connect(nats_url, source="test")
-    yield b
-    await b.drain()
-
-
 def created(cid: str, language: str = "ko", tenant: str = "acme") -> events_pb2.ContactCreated:
     return events_pb2.ContactCreated(
         meta=events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, "test"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import grpc
 import nats
@@ -62,38 +63,37 @@ def _seconds(d: Duration) -> str:
     return f"{d.seconds + d.nanos / 1e9:.1f}s"
 
 
-async def queues(directory: Path, tenant: str | None) -> int:
+async def _ask_router(directory: Path, tenant: str | None, method: str, request: Any) -> Any:
+    """Call one RouterService method with an operator token; print the status on failure."""
     ep = Endpoints.load(directory)
-    tenant = tenant or ep.tenant
-    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
+    async with sb_grpc.channel(
+        ep.grpc["router"], operator_token(directory, tenant or ep.tenant)
+    ) as ch:
         try:
-            resp = await router_pb2_grpc.RouterServiceStub(ch).GetQueueStats(
-                router_pb2.GetQueueStatsRequest()
-            )
+            return await getattr(router_pb2_grpc.RouterServiceStub(ch), method)(request)
         except grpc.aio.AioRpcError as exc:
             print(f"router: {exc.code().name}: {exc.details()}")
-            return 1
+            return None
+
+
+async def queues(directory: Path, tenant: str | None) -> int:
+    resp = await _ask_router(directory, tenant, "GetQueueStats", router_pb2.GetQueueStatsRequest())
+    if resp is None:
+        return 1
     print(f"{'queue':<16} {'waiting':>7} {'offered':>7} {'assigned':>8} {'longest wait':>12}")
     for q in resp.queues:
         print(
             f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} {_seconds(q.longest_wait):>12}"
         )
     if not resp.queues:
-        print(f"(no contacts in any queue of tenant {tenant})")
+        print(f"(no contacts in any queue of tenant {tenant or Endpoints.load(directory).tenant})")
     return 0
 
 
 async def agents(directory: Path, tenant: str | None) -> int:
-    ep = Endpoints.load(directory)
-    tenant = tenant or ep.tenant
-    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
-        try:
-            resp = await router_pb2_grpc.RouterServiceStub(ch).ListAgents(
-                router_pb2.ListAgentsRequest()
-            )
-        except grpc.aio.AioRpcError as exc:
-            print(f"router: {exc.code().name}: {exc.details()}")
-            return 1
+    resp = await _ask_router(directory, tenant, "ListAgents", router_pb2.ListAgentsRequest())
+    if resp is None:
+        return 1
     print(f"{'agent':<16} {'presence':<10} {'languages':<20} {'skills':<28} active")
     for a in resp.agents:
         langs = ",".join(f"{x.language}:{x.proficiency}" for x in a.languages)
@@ -103,5 +103,5 @@ async def agents(directory: Path, tenant: str | None) -> int:
             f"{a.agent_id:<16} {presence:<10} {langs:<20} {skills:<28} {len(a.active_contact_ids)}"
         )
     if not resp.agents:
-        print(f"(no agents signed in for tenant {tenant})")
+        print(f"(no agents signed in for tenant {tenant or Endpoints.load(directory).tenant})")
     return 0

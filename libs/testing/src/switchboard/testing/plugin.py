@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.databases import backends, postgres_database, sqlite_url
 from switchboard.testing.tracing import memory_exporter
@@ -25,6 +26,14 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 @pytest.fixture
 def nats_url(nats_server: NatsServer) -> str:
     return nats_server.url
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    """A Bus connected to the test's nats-server, with the streams declared."""
+    b = await Bus.connect(nats_url, source="test")
+    yield b
+    await b.drain()
 
 
 @pytest.fixture(params=backends())
