@@ -39,6 +39,24 @@ async def _healthy(target: str) -> None:
     raise RuntimeError(f"{target} never became healthy")
 
 
+def _contact(cid: str, i: int) -> events_pb2.ContactCreated:
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("bench", contact_pb2.CHANNEL_CHAT, "bench"),
+        contact=contact_pb2.Contact(
+            contact_id=cid,
+            tenant="bench",
+            channel=contact_pb2.CHANNEL_CHAT,
+            language=LANGUAGES[i % len(LANGUAGES)],
+            identities=[
+                contact_pb2.CustomerIdentity(
+                    kind=contact_pb2.IDENTITY_KIND_CHAT_VISITOR, value=f"visitor-{cid}"
+                )
+            ],
+            content=[contact_pb2.ContentPart(content_type="text/plain", text="안녕하세요")],
+        ),
+    )
+
+
 def _assigned(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
         row = conn.execute(
@@ -48,7 +66,7 @@ def _assigned(db: Path) -> int:
 
 
 async def run(
-    nats_url: str, workdir: Path, contacts: int, agents_per_language: int
+    nats_url: str, workdir: Path, contacts: int, agents_per_language: int, latency_samples: int
 ) -> dict[str, float]:
     db = workdir / "case.db"
     router_port, case_port = free_port(), free_port()
@@ -98,33 +116,30 @@ async def run(
 
         workers = [asyncio.create_task(work(c)) for c in clients]
         bus = await Bus.connect(nats_url, source="bench")
+
+        # Throughput: every contact published at once; measured until the case store has
+        # recorded every assignment.
         start = time.perf_counter()
         futures = []
         for i in range(contacts):
-            cid = f"bench-{i}"
-            lang = LANGUAGES[i % len(LANGUAGES)]
-            event = events_pb2.ContactCreated(
-                meta=events.new_meta("bench", contact_pb2.CHANNEL_CHAT, "bench"),
-                contact=contact_pb2.Contact(
-                    contact_id=cid,
-                    tenant="bench",
-                    channel=contact_pb2.CHANNEL_CHAT,
-                    language=lang,
-                    identities=[
-                        contact_pb2.CustomerIdentity(
-                            kind=contact_pb2.IDENTITY_KIND_CHAT_VISITOR, value=f"visitor-{i}"
-                        )
-                    ],
-                    content=[contact_pb2.ContentPart(content_type="text/plain", text="안녕하세요")],
-                ),
-            )
-            published[cid] = time.perf_counter()
-            futures.append(await bus.publish_async(event))
+            published[f"bench-{i}"] = time.perf_counter()
+            futures.append(await bus.publish_async(_contact(f"bench-{i}", i)))
         await asyncio.gather(*futures)
         # The case store is another process: polling its table is how we see "recorded".
         while _assigned(db) < contacts:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - start
+        routed = contacts / (last_offer - start)
+        burst_p50 = percentile(offer_latency, 50)
+
+        # Latency: one contact in flight at a time, so no queueing is measured.
+        offer_latency.clear()
+        for i in range(latency_samples):
+            cid = f"latency-{i}"
+            published[cid] = time.perf_counter()
+            await bus.publish(_contact(cid, i))
+            while len(offer_latency) <= i:  # noqa: ASYNC110 - the agents' tasks fill it
+                await asyncio.sleep(0.0005)
         for w in workers:
             w.cancel()
         for c in clients:
@@ -134,7 +149,9 @@ async def run(
             "contacts": contacts,
             "agents": len(clients),
             "contacts_per_s": contacts / elapsed,
-            "offers_per_s": contacts / (last_offer - start),
+            "offers_per_s": routed,
+            "burst_offer_p50_ms": burst_p50,
+            "latency_samples": latency_samples,
             "offer_p50_ms": percentile(offer_latency, 50),
             "offer_p99_ms": percentile(offer_latency, 99),
         }
