@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -28,7 +28,6 @@ class RouterApp:
     router: Router | None = None
     server: grpc.aio.Server | None = None
     port: int = 0
-    ready: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
         s = self.settings
