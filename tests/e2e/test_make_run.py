@@ -141,3 +141,7 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
         text = "".join(output)
         assert proc.returncode == 0, text[-4000:]
         assert "stopped." in text
+        # each service drained on SIGTERM and stopped by itself (none had to be killed)
+        for name in ("router", "case", "chat", "voice-gateway", "email-ingest", "fax"):
+            assert f"{name} stopped" in text, name
+        assert "did not stop in time" not in text

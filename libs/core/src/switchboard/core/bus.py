@@ -111,13 +111,24 @@ class Bus:
         self.source = source
         self._consumers: dict[tuple[str, str], _Consumer] = {}
         self._stopping = asyncio.Event()
+        self._watchers: list[Callable[[bool], Awaitable[None]]] = []
 
     @classmethod
     async def connect(cls, url: str, source: str, **kwargs: Any) -> Bus:
         """Connect to NATS (retrying while the server starts) and declare the streams."""
 
+        created: list[Bus] = []
+
         async def _error(exc: Exception) -> None:
             logger.warning("nats error: %s", exc)
+
+        async def _disconnected() -> None:
+            if created:
+                await created[0]._connection_changed(False)
+
+        async def _reconnected() -> None:
+            if created:
+                await created[0]._connection_changed(True)
 
         nc = await nats.connect(
             url,
@@ -127,11 +138,28 @@ class Bus:
             max_reconnect_attempts=-1,
             allow_reconnect=True,
             error_cb=_error,
+            disconnected_cb=_disconnected,
+            reconnected_cb=_reconnected,
             **kwargs,
         )
         bus = cls(nc, source)
+        created.append(bus)
         await bus.ensure_streams()
         return bus
+
+    def watch(self, callback: Callable[[bool], Awaitable[None]]) -> None:
+        """Call `callback(connected)` whenever the NATS connection drops or comes back."""
+        self._watchers.append(callback)
+
+    async def _connection_changed(self, connected: bool) -> None:
+        if self._stopping.is_set():
+            return
+        if connected:
+            logger.info("%s reconnected to NATS", self.source)
+        else:
+            logger.warning("%s lost its NATS connection; reconnecting", self.source)
+        for callback in self._watchers:
+            await callback(connected)
 
     async def ensure_streams(self) -> None:
         for name, subjects in events.STREAMS.items():

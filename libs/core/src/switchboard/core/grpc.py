@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -184,16 +184,22 @@ class _RpcScope:
         await self.context.abort(code, str(exc))
 
 
+class BusConnection(Protocol):
+    def watch(self, callback: Callable[[bool], Awaitable[None]]) -> None: ...
+
+
 async def start_server(
     servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
     host: str,
     port: int,
     secret: str,
     known_tenants: frozenset[str] | None = None,
+    bus: BusConnection | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
     reflection. Returns the server, the bound port (port 0 picks a free one) and the health
-    servicer (every service is SERVING once started)."""
+    servicer. Every service is SERVING once started; with a `bus`, NOT_SERVING while the NATS
+    connection is down, so readiness probes and `switchboard status` tell the truth."""
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(secret, known_tenants)],
         options=[("grpc.so_reuseport", 0)],
@@ -209,9 +215,19 @@ async def start_server(
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
     await server.start()
-    for name in names:
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def report(serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *names]:
+            await health.set(name, status)
+
+    await report(True)
+    if bus is not None:
+        bus.watch(report)
     return server, bound, health
 
 

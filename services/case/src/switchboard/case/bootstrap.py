@@ -55,6 +55,7 @@ class CaseApp:
             s.grpc_port,
             s.auth_secret,
             s.known_tenants,
+            bus=self.bus,
         )
         await self.bus.start()
         logger.info("case gRPC on %s:%d", s.grpc_host, self.port)

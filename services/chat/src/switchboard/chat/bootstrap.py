@@ -61,7 +61,7 @@ class ChatApp:
         nats_consumer.subscribe(self.bus, self.chat, s.consumer_name)
         # Health and reflection only, so `switchboard status` and probes can check the chat.
         self.grpc_server, self.grpc_port, _ = await sb_grpc.start_server(
-            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants
+            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
         )
         self.http = HttpServer(
             build_asgi(self.sio, s.default_tenant, s.max_message_bytes),

@@ -48,6 +48,7 @@ class RouterApp:
             s.grpc_port,
             s.auth_secret,
             s.known_tenants,
+            bus=self.bus,
         )
         await self.bus.start()
         logger.info("router gRPC on %s:%d", s.grpc_host, self.port)
