@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -136,3 +138,65 @@ async def test_undecodable_messages_are_terminated_with_a_reason(
 async def test_publishing_an_invalid_event_is_refused(bus: Bus) -> None:
     with pytest.raises(InvalidArgument, match="meta"):
         await bus.publish(events_pb2.ContactCreated())
+
+
+class UnitOfWork:
+    """A fake transaction: what handlers stage inside a batch is committed only on a clean exit."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self.staged: list[str] | None = None
+        self.commits = 0
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        self.staged = []
+        try:
+            yield
+            self.committed += self.staged
+            self.commits += 1
+        finally:
+            self.staged = None
+
+    def write(self, item: str) -> None:
+        if self.staged is not None:
+            self.staged.append(item)
+        else:
+            self.committed.append(item)
+
+
+async def test_batches_commit_together_and_a_bad_event_falls_back_to_one_by_one(
+    nats_url: str, bus: Bus
+) -> None:
+    uow = UnitOfWork()
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        uow.write(event.contact.contact_id)
+        if event.contact.contact_id == "bad":
+            raise InvalidArgument("contact.language", "is not a BCP 47 tag")
+
+    # Everything is on the stream before the consumer starts, so it arrives in one fetch.
+    await bus.publish_many([created(f"a{i}") for i in range(5)] + [created("bad")])
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "uow", events_pb2.ContactCreated, handler, ConsumerOptions(batch_scope=uow.batch)
+    )
+    await consumer_bus.start()
+    await until(lambda: consumer_bus.stats()["uow"]["terminated"] == 1, "the bad event terminated")
+    await until(lambda: consumer_bus.stats()["uow"]["processed"] == 5, "the good ones processed")
+    # the batch rolled back; each event was then handled alone: every good one exactly once
+    assert sorted(uow.committed) == sorted([f"a{i}" for i in range(5)] + ["bad"])
+    assert consumer_bus.stats()["uow"]["batched"] == 0
+
+    await consumer_bus.drain()
+    await bus.publish_many([created(f"n{i}") for i in range(8)])
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "uow", events_pb2.ContactCreated, handler, ConsumerOptions(batch_scope=uow.batch)
+    )
+    await consumer_bus.start()
+    await until(lambda: consumer_bus.stats()["uow"]["processed"] == 8, "the next batch processed")
+    assert consumer_bus.stats()["uow"]["batched"] == 8
+    assert uow.commits == 1
+    assert [c for c in uow.committed if c.startswith("n")] == [f"n{i}" for i in range(8)]
+    await consumer_bus.drain()

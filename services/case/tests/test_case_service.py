@@ -203,3 +203,38 @@ async def test_malformed_events_are_terminated(
         return app.bus.stats()["case"]["terminated"] >= 2 or None
 
     assert await eventually(terminated)
+
+
+async def test_a_backlog_is_recorded_in_batched_transactions(
+    nats_url: str, database_url: str, bus: Bus
+) -> None:
+    """Events waiting on the stream (after downtime, or in a burst) are committed a batch per
+    transaction, and every one of them is recorded exactly once, redeliveries included."""
+    backlog: list[events_pb2.ContactCreated | events_pb2.MessageAdded] = []
+    for i in range(30):
+        backlog.append(created(f"c{i}", f"customer{i}@example.com"))
+        backlog.append(message_added(f"c{i}", f"m{i}"))
+    backlog.append(message_added("c3", "m3"))  # a redelivery that got past de-duplication
+    backlog[-1].meta.event_id = events.new_id()
+    await bus.publish_many(backlog)
+    settings = CaseSettings(  # type: ignore[call-arg]
+        NATS_URL=nats_url,
+        CASE_DATABASE_URL=database_url,
+        CASE_GRPC_PORT=0,
+        SWITCHBOARD_AUTH_SECRET=SECRET,
+    )
+    app = bootstrap(settings)
+    await app.start()
+    try:
+        token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+        async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
+            stub = case_pb2_grpc.CaseServiceStub(ch)
+            cases = await eventually(lambda: listed(stub, 30))
+            full = [await stub.GetCase(case_pb2.GetCaseRequest(case_id=c.case_id)) for c in cases]
+        assert sorted(len(c.contacts[0].messages) for c in full) == [2] * 30
+        assert app.bus is not None
+        stats = app.bus.stats()["case"]
+        assert stats["processed"] == len(backlog)
+        assert stats["batched"] == len(backlog)  # no batch had to fall back
+    finally:
+        await app.stop()

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -51,6 +52,10 @@ class ConsumerOptions:
     ack_wait: float = 30.0
     max_deliver: int = 8
     max_ack_pending: int = 1024
+    # An async context manager factory wrapping each fetched batch in one unit of work (e.g. one
+    # database transaction). Acks wait for it to exit cleanly; on any failure the events are
+    # handled again one at a time, each on its own.
+    batch_scope: Callable[[], AbstractAsyncContextManager[Any]] | None = None
 
 
 def encode(event: Message) -> tuple[str, dict[str, str], bytes]:
@@ -99,7 +104,34 @@ class _Consumer:
     sub: Any = None
     processed: int = 0
     terminated: int = 0
+    batched: int = 0  # events processed inside a committed batch scope
     busy: bool = False  # handling a fetched batch (drain waits for it; an idle fetch is cancelled)
+
+
+class _TracedDelivery:
+    def __init__(self, consumer: _Consumer, msg: Msg, event: Message) -> None:
+        self._trace = telemetry.continued(msg.headers)
+        self._span = _tracer.start_as_current_span(
+            f"process {type(event).__name__}",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": consumer.durable,
+                "messaging.message.id": event.meta.event_id,  # type: ignore[attr-defined]
+                "switchboard.delivery": msg.metadata.num_delivered or 1,
+            },
+        )
+
+    def __enter__(self) -> Any:
+        self._trace.__enter__()
+        return self._span.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._span.__exit__(*exc)
+        finally:
+            self._trace.__exit__(*exc)
 
 
 class Bus:
@@ -262,12 +294,43 @@ class Bus:
                 continue
             consumer.busy = True
             try:
-                for msg in msgs:
-                    await self._deliver(consumer, msg)
+                await self._deliver_batch(consumer, msgs)
             finally:
                 consumer.busy = False
 
-    async def _deliver(self, consumer: _Consumer, msg: Msg) -> None:
+    async def _deliver_batch(self, consumer: _Consumer, msgs: list[Msg]) -> None:
+        ready: list[tuple[Msg, Message]] = []
+        for msg in msgs:
+            event = await self._decode(consumer, msg)
+            if event is not None:
+                ready.append((msg, event))
+        scope = consumer.options.batch_scope
+        if scope is not None and len(ready) > 1:
+            # One unit of work for the whole batch; acks only once it has committed. Any failure
+            # rolls it all back, and each event is then handled alone, with its own outcome.
+            try:
+                async with scope():
+                    for msg, event in ready:
+                        with self._span(consumer, msg, event):
+                            await consumer.handlers[type(event)](event)
+            except Exception as exc:
+                logger.info(
+                    "batch of %d for %s rolled back (%s); handling each event alone",
+                    len(ready),
+                    consumer.durable,
+                    type(exc).__name__,
+                )
+            else:
+                for msg, _ in ready:
+                    await msg.ack()
+                consumer.processed += len(ready)
+                consumer.batched += len(ready)
+                return
+        for msg, event in ready:
+            await self._deliver(consumer, msg, event)
+
+    async def _decode(self, consumer: _Consumer, msg: Msg) -> Message | None:
+        """The event in `msg`, or None once a malformed or foreign message is settled."""
         try:
             event = decode(msg)
         except MalformedEvent as exc:
@@ -276,26 +339,20 @@ class Bus:
                 "terminating malformed message on %s for %s: %s", msg.subject, consumer.durable, exc
             )
             await msg.term()
-            return
-        handler = consumer.handlers.get(type(event))
-        if handler is None:  # a filter overlap; not ours to handle
+            return None
+        if type(event) not in consumer.handlers:  # a filter overlap; not ours to handle
             await msg.ack()
-            return
+            return None
+        return event
+
+    def _span(self, consumer: _Consumer, msg: Msg, event: Message) -> Any:
+        """Continue the event's trace in a CONSUMER span (the handler runs inside it)."""
+        return _TracedDelivery(consumer, msg, event)
+
+    async def _deliver(self, consumer: _Consumer, msg: Msg, event: Message) -> None:
+        handler = consumer.handlers[type(event)]
         delivered = msg.metadata.num_delivered or 1
-        with (
-            telemetry.continued(msg.headers),
-            _tracer.start_as_current_span(
-                f"process {type(event).__name__}",
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.destination.name": msg.subject,
-                    "messaging.consumer.group.name": consumer.durable,
-                    "messaging.message.id": event.meta.event_id,  # type: ignore[attr-defined]
-                    "switchboard.delivery": delivered,
-                },
-            ) as span,
-        ):
+        with self._span(consumer, msg, event) as span:
             try:
                 await handler(event)
             except Retry as exc:
@@ -341,7 +398,7 @@ class Bus:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {
-            c.durable: {"processed": c.processed, "terminated": c.terminated}
+            c.durable: {"processed": c.processed, "terminated": c.terminated, "batched": c.batched}
             for c in self._consumers.values()
         }
 

@@ -12,7 +12,9 @@ Delivery is at least once and in no guaranteed order across redeliveries, so eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message as ProtoMessage
@@ -97,6 +99,10 @@ def case_subject(contact: contact_pb2.Contact) -> str:
     return ""
 
 
+# The transaction of the batch being handled, when the bus runs a batch scope.
+_batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session", default=None)
+
+
 class CaseHandlers:
     """Applies contact and routing events to the case store."""
 
@@ -107,26 +113,43 @@ class CaseHandlers:
         self._consumer = consumer
         self._clock = clock
 
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """One transaction for a whole batch of events (the bus's batch scope): one commit, one
+        fsync, instead of one per event. If anything in it fails, all of it rolls back and the
+        bus hands each event over again on its own."""
+        async with self._sessions.begin() as session:
+            token = _batch_session.set(session)
+            try:
+                yield
+            finally:
+                _batch_session.reset(token)
+
+    async def _claim(self, session: AsyncSession, event: ProtoMessage) -> bool:
+        """Record the event as processed; False if it already was (a redelivery)."""
+        event_id = event.meta.event_id  # type: ignore[attr-defined]
+        claimed = await insert_ignore(
+            session,
+            ProcessedEvent,
+            {"event_id": event_id, "consumer": self._consumer, "processed_at": self._clock()},
+            ["event_id", "consumer"],
+        )
+        if not claimed:
+            logger.debug("%s %s already applied", type(event).__name__, event_id)
+        return claimed
+
     async def _apply(
         self, event: ProtoMessage, work: Callable[[AsyncSession], Awaitable[None]]
     ) -> None:
-        event_id = event.meta.event_id  # type: ignore[attr-defined]
+        shared = _batch_session.get()
+        if shared is not None:
+            if await self._claim(shared, event):
+                await work(shared)
+            return
         try:
             async with self._sessions.begin() as session:
-                claimed = await insert_ignore(
-                    session,
-                    ProcessedEvent,
-                    {
-                        "event_id": event_id,
-                        "consumer": self._consumer,
-                        "processed_at": self._clock(),
-                    },
-                    ["event_id", "consumer"],
-                )
-                if not claimed:
-                    logger.debug("%s %s already applied", type(event).__name__, event_id)
-                    return
-                await work(session)
+                if await self._claim(session, event):
+                    await work(session)
         except IntegrityError as exc:
             # Another replica wrote the same key (an identity, a contact) at the same moment;
             # redelivered, this event sees the row that won.

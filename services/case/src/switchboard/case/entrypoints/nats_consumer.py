@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from switchboard.case.handlers import CaseHandlers
-from switchboard.core.bus import Bus
+from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.v1 import events_pb2
 
 
 def subscribe(bus: Bus, handlers: CaseHandlers, durable: str) -> None:
-    bus.subscribe(durable, events_pb2.ContactCreated, handlers.on_contact_created)
+    # Each fetched batch is one transaction (see CaseHandlers.batch).
+    options = ConsumerOptions(batch_scope=handlers.batch)
+    bus.subscribe(durable, events_pb2.ContactCreated, handlers.on_contact_created, options)
     bus.subscribe(durable, events_pb2.MessageAdded, handlers.on_message_added)
     bus.subscribe(durable, events_pb2.ContactQueued, handlers.on_contact_queued)
     bus.subscribe(durable, events_pb2.ContactOffered, handlers.on_contact_offered)
