@@ -74,6 +74,10 @@ def test_env_names_match_settings_and_probes_hit_the_grpc_port(name: str) -> Non
     assert container["readinessProbe"]["grpc"]["port"] == grpc_port
     assert container["livenessProbe"]["grpc"]["port"] == grpc_port
     assert env["GRPC_HOST"]["value"] == "0.0.0.0"
+    metrics_port = int(env["METRICS_PORT"]["value"])
+    assert {"name": "metrics", "containerPort": metrics_port} in container["ports"]
+    annotations = deployment(name)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
     assert container["image"] == f"switchboard/{name}"
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,10 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
                     for line in status.stdout.splitlines()
                 ), status.stdout
             assert "all services healthy" in status.stdout
+            for name, url in endpoints["metrics"].items():
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    scraped = resp.read().decode()
+                assert "switchboard_nats_connected{service=" in scraped, name
             asyncio.run(
                 sign_in_and_queue(endpoints, (tmp_path / "run" / "auth-secret").read_text().strip())
             )

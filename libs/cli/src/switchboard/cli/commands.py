@@ -50,7 +50,8 @@ async def status(directory: Path) -> int:
     rows = [("nats", ep.nats_url, "SERVING" if ok else "NOT_SERVING", detail)]
     results = await asyncio.gather(*(sb_grpc.check_health(t) for t in ep.grpc.values()))
     for (name, target), state in zip(ep.grpc.items(), results, strict=True):
-        rows.append((name, target, state.split(":")[0], state.partition(": ")[2]))
+        detail = state.partition(": ")[2] or ep.metrics.get(name, "")
+        rows.append((name, target, state.split(":")[0], detail))
     width = max(len(r[0]) for r in rows)
     for name, target, state, detail in rows:
         print(f"{name:<{width}}  {state:<12} {target:<24} {detail}".rstrip())

@@ -39,6 +39,7 @@ class Endpoints:
     nats_url: str
     grpc: dict[str, str] = field(default_factory=dict)  # service -> host:port
     http: dict[str, str] = field(default_factory=dict)  # service -> URL
+    metrics: dict[str, str] = field(default_factory=dict)  # service -> Prometheus /metrics URL
     tenant: str = "demo"
 
     def save(self, path: Path) -> None:
@@ -52,6 +53,7 @@ class Endpoints:
             nats_url=data.get("nats_url", "nats://127.0.0.1:4222"),
             grpc=data.get("grpc", {}),
             http=data.get("http", {}),
+            metrics=data.get("metrics", {}),
             tenant=data.get("tenant", "demo"),
         )
         ep.nats_url = os.environ.get("NATS_URL", ep.nats_url)

@@ -137,6 +137,9 @@ class Supervisor:
             grpc_port = choose_port(int(os.environ.get(spec.grpc_env, spec.grpc_default)), taken)
             env[spec.grpc_env] = str(grpc_port)
             endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
+            metrics_port = choose_port(9464 + i, taken)
+            env["METRICS_PORT"] = str(metrics_port)
+            endpoints.metrics[spec.name] = f"http://127.0.0.1:{metrics_port}/metrics"
             if spec.http_env:
                 http_port = choose_port(
                     int(os.environ.get(spec.http_env, spec.http_default)), taken

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from switchboard.core import events, telemetry
+from switchboard.core import events, metrics, telemetry
 from switchboard.core.errors import DomainError, Retry
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class Bus:
         )
         bus = cls(nc, source)
         created.append(bus)
+        metrics.NATS_CONNECTED.labels(source).set(1)
         await bus.ensure_streams()
         return bus
 
@@ -186,6 +188,7 @@ class Bus:
     async def _connection_changed(self, connected: bool) -> None:
         if self._stopping.is_set():
             return
+        metrics.NATS_CONNECTED.labels(self.source).set(1 if connected else 0)
         if connected:
             logger.info("%s reconnected to NATS", self.source)
         else:
@@ -217,13 +220,17 @@ class Bus:
         subject, headers, data = encode(event)
         with _tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER):
             telemetry.inject(headers)
-            return await self.js.publish(subject, data, headers=headers, timeout=timeout)
+            ack = await self.js.publish(subject, data, headers=headers, timeout=timeout)
+        metrics.EVENTS_PUBLISHED.labels(type(event).__name__).inc()
+        return ack
 
     async def publish_async(self, event: Message) -> asyncio.Future[js_api.PubAck]:
         """Hot path: send without waiting; the returned future resolves when JetStream stores it.
         Acknowledge a source only after that future has resolved."""
         subject, headers, data = encode(event)
-        return await self.js.publish_async(subject, data, headers=headers)
+        future = await self.js.publish_async(subject, data, headers=headers)
+        metrics.EVENTS_PUBLISHED.labels(type(event).__name__).inc()
+        return future
 
     async def publish_many(self, batch: Iterable[Message]) -> list[js_api.PubAck]:
         """Publish several events pipelined with publish_async, then wait for every ack."""
@@ -311,7 +318,7 @@ class Bus:
             try:
                 async with scope():
                     for msg, event in ready:
-                        with self._span(consumer, msg, event):
+                        with self._span(consumer, msg, event), self._timed(consumer, event):
                             await consumer.handlers[type(event)](event)
             except Exception as exc:
                 logger.info(
@@ -321,8 +328,9 @@ class Bus:
                     type(exc).__name__,
                 )
             else:
-                for msg, _ in ready:
+                for msg, event in ready:
                     await msg.ack()
+                    self._settled(consumer, event, "ack")
                 consumer.processed += len(ready)
                 consumer.batched += len(ready)
                 return
@@ -335,6 +343,7 @@ class Bus:
             event = decode(msg)
         except MalformedEvent as exc:
             consumer.terminated += 1
+            metrics.EVENTS_SETTLED.labels(consumer.durable, "unknown", "malformed").inc()
             logger.error(
                 "terminating malformed message on %s for %s: %s", msg.subject, consumer.durable, exc
             )
@@ -354,7 +363,8 @@ class Bus:
         delivered = msg.metadata.num_delivered or 1
         with self._span(consumer, msg, event) as span:
             try:
-                await handler(event)
+                with self._timed(consumer, event):
+                    await handler(event)
             except Retry as exc:
                 await self._retry_or_term(consumer, msg, event, delivered, f"not ready: {exc}")
                 return
@@ -369,6 +379,7 @@ class Bus:
                     exc,
                 )
                 await msg.term()
+                self._settled(consumer, event, "terminated")
                 return
             except Exception as exc:
                 span.record_exception(exc)
@@ -377,7 +388,23 @@ class Bus:
                 await self._retry_or_term(consumer, msg, event, delivered, repr(exc))
                 return
         await msg.ack()
+        self._settled(consumer, event, "ack")
         consumer.processed += 1
+
+    @staticmethod
+    def _settled(consumer: _Consumer, event: Message, outcome: str) -> None:
+        metrics.EVENTS_SETTLED.labels(consumer.durable, type(event).__name__, outcome).inc()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _timed(consumer: _Consumer, event: Message) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            metrics.EVENT_SECONDS.labels(consumer.durable, type(event).__name__).observe(
+                time.perf_counter() - start
+            )
 
     async def _retry_or_term(
         self, consumer: _Consumer, msg: Msg, event: Message, delivered: int, why: str
@@ -393,8 +420,10 @@ class Bus:
                 why,
             )
             await msg.term()
+            self._settled(consumer, event, "terminated")
         else:
             await msg.nak(delay=min(0.1 * 2 ** (delivered - 1), 5.0))
+            self._settled(consumer, event, "retry")
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {

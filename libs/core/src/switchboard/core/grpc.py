@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from switchboard.core import auth, telemetry
+from switchboard.core import auth, metrics, telemetry
 from switchboard.core.errors import (
     AlreadyExists,
     DomainError,
@@ -94,8 +95,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         interceptor = self
 
-        def scope(context: grpc.aio.ServicerContext) -> Any:
-            return _RpcScope(interceptor, method, metadata, context)
+        def scope(context: grpc.aio.ServicerContext, stream: bool = False) -> Any:
+            return _RpcScope(interceptor, method, metadata, context, stream)
 
         if handler.unary_unary:
             inner = handler.unary_unary
@@ -115,7 +116,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             async def unary_stream(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                async with scope(context):
+                async with scope(context, stream=True):
                     async for item in inner_stream(request, context):
                         yield item
 
@@ -136,8 +137,12 @@ class _RpcScope:
         method: str,
         metadata: dict[str, str],
         context: grpc.aio.ServicerContext,
+        stream: bool = False,
     ) -> None:
         self.i = interceptor
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
         self.method = method
         self.metadata = metadata
         self.context = context
@@ -158,6 +163,7 @@ class _RpcScope:
             try:
                 await self._abort(exc)
             finally:
+                self._measure()
                 self._close()
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -165,13 +171,21 @@ class _RpcScope:
             if isinstance(exc, DomainError):
                 await self._abort(exc)
             elif exc is not None and not isinstance(exc, (grpc.aio.AbortError, GeneratorExit)):
+                self.code = grpc.StatusCode.UNKNOWN
                 self.span.record_exception(exc)
                 self.span.set_status(Status(StatusCode.ERROR, str(exc)))
             return False
         finally:
+            self._measure()
             if hasattr(self, "_token"):
                 _principal.reset(self._token)
             self._close()
+
+    def _measure(self) -> None:
+        name = self.method.rsplit("/", 1)[-1]
+        metrics.RPCS.labels(name, self.code.name).inc()
+        if not self.stream:
+            metrics.RPC_SECONDS.labels(name).observe(time.perf_counter() - self.started)
 
     def _close(self) -> None:
         while self._stack:
@@ -179,6 +193,7 @@ class _RpcScope:
 
     async def _abort(self, exc: DomainError) -> None:
         code = status_for(exc)
+        self.code = code
         self.span.set_status(Status(StatusCode.ERROR, str(exc)))
         self.span.set_attribute("rpc.grpc.status_code", code.value[0])
         await self.context.abort(code, str(exc))

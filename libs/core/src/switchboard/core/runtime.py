@@ -9,6 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from switchboard.core import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,9 +46,18 @@ async def serve_until_signalled(service: Service, name: str) -> None:
     logger.info("%s stopped", name)
 
 
-def run(factory: Callable[[], Awaitable[Service]], name: str, log_level: str = "INFO") -> None:
-    """Build the service with `factory` inside the event loop and run it until signalled."""
+def run(
+    factory: Callable[[], Awaitable[Service]],
+    name: str,
+    log_level: str = "INFO",
+    metrics_port: int = 0,
+) -> None:
+    """Build the service with `factory` inside the event loop and run it until signalled,
+    serving Prometheus metrics on `metrics_port` (0: none)."""
     configure_logging(log_level)
+    bound = metrics.serve(metrics_port)
+    if bound:
+        logger.info("%s metrics on :%d/metrics", name, bound)
 
     async def main() -> None:
         await serve_until_signalled(await factory(), name)

@@ -18,6 +18,8 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field("nats://127.0.0.1:4222", alias="NATS_URL")
     grpc_host: str = Field("127.0.0.1", alias="GRPC_HOST")
     grpc_port: int = Field(0, alias="GRPC_PORT")
+    # Prometheus /metrics; 0 serves none.
+    metrics_port: int = Field(0, alias="METRICS_PORT")
     auth_secret: str = Field(DEV_AUTH_SECRET, alias="SWITCHBOARD_AUTH_SECRET")
     # Comma-separated tenants this deployment serves; empty means any well-formed tenant.
     tenants: str = Field("", alias="SWITCHBOARD_TENANTS")

@@ -20,7 +20,7 @@ def main() -> None:
     async def factory() -> runtime.Service:
         return bootstrap(settings)
 
-    runtime.run(factory, "case", settings.log_level)
+    runtime.run(factory, "case", settings.log_level, settings.metrics_port)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ def main() -> None:
     async def factory() -> runtime.Service:
         return bootstrap(settings)
 
-    runtime.run(factory, "voice-gateway", settings.log_level)
+    runtime.run(factory, "voice-gateway", settings.log_level, settings.metrics_port)
 
 
 if __name__ == "__main__":
