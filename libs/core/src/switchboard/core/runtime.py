@@ -7,9 +7,10 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from switchboard.core import metrics
+from switchboard.core.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +64,13 @@ def run(
         await serve_until_signalled(await factory(), name)
 
     asyncio.run(main())
+
+
+def main(name: str, settings: ServiceSettings, bootstrap: Callable[[Any], Service]) -> None:
+    """A service's whole main(): build it from `settings` with `bootstrap`, run it until
+    SIGTERM or SIGINT, with its log level and metrics port."""
+
+    async def factory() -> Service:
+        return bootstrap(settings)
+
+    run(factory, name, settings.log_level, settings.metrics_port)

@@ -16,11 +16,7 @@ def main() -> None:
         runtime.configure_logging(settings.log_level)
         asyncio.run(migrate(settings.database_url))
         return
-
-    async def factory() -> runtime.Service:
-        return bootstrap(settings)
-
-    runtime.run(factory, "case", settings.log_level, settings.metrics_port)
+    runtime.main("case", settings, bootstrap)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,7 @@ from switchboard.core import runtime
 
 
 def main() -> None:
-    settings = ChatSettings()
-
-    async def factory() -> runtime.Service:
-        return bootstrap(settings)
-
-    runtime.run(factory, "chat", settings.log_level, settings.metrics_port)
+    runtime.main("chat", ChatSettings(), bootstrap)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,7 @@ from switchboard.email_ingest.settings import EmailIngestSettings
 
 
 def main() -> None:
-    settings = EmailIngestSettings()
-
-    async def factory() -> runtime.Service:
-        return bootstrap(settings)
-
-    runtime.run(factory, "email-ingest", settings.log_level, settings.metrics_port)
+    runtime.main("email-ingest", EmailIngestSettings(), bootstrap)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,7 @@ from switchboard.fax.settings import FaxSettings
 
 
 def main() -> None:
-    settings = FaxSettings()
-
-    async def factory() -> runtime.Service:
-        return bootstrap(settings)
-
-    runtime.run(factory, "fax", settings.log_level, settings.metrics_port)
+    runtime.main("fax", FaxSettings(), bootstrap)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,7 @@ from switchboard.router.settings import RouterSettings
 
 
 def main() -> None:
-    settings = RouterSettings()
-
-    async def factory() -> runtime.Service:
-        return bootstrap(settings)
-
-    runtime.run(factory, "router", settings.log_level, settings.metrics_port)
+    runtime.main("router", RouterSettings(), bootstrap)
 
 
 if __name__ == "__main__":

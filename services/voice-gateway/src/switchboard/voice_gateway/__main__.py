@@ -6,12 +6,7 @@ from switchboard.voice_gateway.settings import VoiceGatewaySettings
 
 
 def main() -> None:
-    settings = VoiceGatewaySettings()
-
-    async def factory() -> runtime.Service:
-        return bootstrap(settings)
-
-    runtime.run(factory, "voice-gateway", settings.log_level, settings.metrics_port)
+    runtime.main("voice-gateway", VoiceGatewaySettings(), bootstrap)
 
 
 if __name__ == "__main__":
