@@ -64,21 +64,25 @@ def _seconds(d: Duration) -> str:
     return f"{d.seconds + d.nanos / 1e9:.1f}s"
 
 
-async def _ask_router(directory: Path, tenant: str | None, method: str, request: Any) -> Any:
-    """Call one RouterService method with an operator token; print the status on failure."""
+async def _ask_router(
+    directory: Path, tenant: str | None, method: str, request: Any
+) -> tuple[Any, str]:
+    """Call one RouterService method with an operator token for `tenant` (default: the embedded
+    default's). Returns the response (None after printing the status on failure) and the tenant."""
     ep = Endpoints.load(directory)
-    async with sb_grpc.channel(
-        ep.grpc["router"], operator_token(directory, tenant or ep.tenant)
-    ) as ch:
+    tenant = tenant or ep.tenant
+    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
         try:
-            return await getattr(router_pb2_grpc.RouterServiceStub(ch), method)(request)
+            return await getattr(router_pb2_grpc.RouterServiceStub(ch), method)(request), tenant
         except grpc.aio.AioRpcError as exc:
             print(f"router: {exc.code().name}: {exc.details()}")
-            return None
+            return None, tenant
 
 
 async def queues(directory: Path, tenant: str | None) -> int:
-    resp = await _ask_router(directory, tenant, "GetQueueStats", router_pb2.GetQueueStatsRequest())
+    resp, tenant = await _ask_router(
+        directory, tenant, "GetQueueStats", router_pb2.GetQueueStatsRequest()
+    )
     if resp is None:
         return 1
     print(f"{'queue':<16} {'waiting':>7} {'offered':>7} {'assigned':>8} {'longest wait':>12}")
@@ -87,12 +91,14 @@ async def queues(directory: Path, tenant: str | None) -> int:
             f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} {_seconds(q.longest_wait):>12}"
         )
     if not resp.queues:
-        print(f"(no contacts in any queue of tenant {tenant or Endpoints.load(directory).tenant})")
+        print(f"(no contacts in any queue of tenant {tenant})")
     return 0
 
 
 async def agents(directory: Path, tenant: str | None) -> int:
-    resp = await _ask_router(directory, tenant, "ListAgents", router_pb2.ListAgentsRequest())
+    resp, tenant = await _ask_router(
+        directory, tenant, "ListAgents", router_pb2.ListAgentsRequest()
+    )
     if resp is None:
         return 1
     print(f"{'agent':<16} {'presence':<10} {'languages':<20} {'skills':<28} active")
@@ -104,5 +110,5 @@ async def agents(directory: Path, tenant: str | None) -> int:
             f"{a.agent_id:<16} {presence:<10} {langs:<20} {skills:<28} {len(a.active_contact_ids)}"
         )
     if not resp.agents:
-        print(f"(no agents signed in for tenant {tenant or Endpoints.load(directory).tenant})")
+        print(f"(no agents signed in for tenant {tenant})")
     return 0
