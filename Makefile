@@ -10,7 +10,8 @@ MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 	-p switchboard.voice_gateway -p switchboard.email_ingest -p switchboard.fax
 
 # Debian packages the channels need (installed by `make system-deps`; see README).
-SYSTEM_PACKAGES ?=
+SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
+	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium
 
 .PHONY: help uv sync proto proto-check lint format test run bench system-deps
 

@@ -27,6 +27,8 @@ TYPE_HEADER = "Sb-Event-Type"
 # Stream name -> subjects. EVENTS holds every fact, so one consumer sees them in causal order.
 STREAMS: dict[str, list[str]] = {
     "EVENTS": ["contact.>", "routing.>", "case.>"],
+    # Commands to channels, e.g. outbound.email.send: an agent's reply for the channel to deliver.
+    "OUTBOUND": ["outbound.>"],
 }
 
 CHANNEL_TOKENS = {
@@ -79,6 +81,11 @@ for _spec in (
     EventSpec(events_pb2.ContactQueued, "routing.{tenant}.queued"),
     EventSpec(events_pb2.ContactOffered, "routing.{tenant}.offered"),
     EventSpec(events_pb2.ContactAssigned, "routing.{tenant}.assigned"),
+    EventSpec(events_pb2.ContactHeld, "contact.{tenant}.{channel}.held"),
+    EventSpec(events_pb2.ContactTransferred, "contact.{tenant}.{channel}.transferred"),
+    EventSpec(events_pb2.RoutingStepApplied, "routing.{tenant}.step_applied"),
+    EventSpec(events_pb2.SurgeLevelChanged, "routing.{tenant}.surge"),
+    EventSpec(events_pb2.AgentStateChanged, "routing.{tenant}.agent_state"),
 ):
     register(_spec)
 

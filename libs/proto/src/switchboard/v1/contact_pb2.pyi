@@ -195,6 +195,8 @@ class Contact(_message.Message):
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CALLBACK_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     tenant: _builtins.str
     channel: Global___Channel.ValueType
@@ -207,6 +209,12 @@ class Contact(_message.Message):
     subject: _builtins.str
     conversation_id: _builtins.str
     """channel's own thread id (chat session, email thread, call id)"""
+    callback: _builtins.bool
+    """an outbound callback the customer asked for (voice); the"""
+    case_id: _builtins.str
+    """surge protocol pauses it unless priority >= urgent
+    the case the channel already threaded this contact into, if known
+    """
     @_builtins.property
     def identities(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerIdentity]: ...
     @_builtins.property
@@ -236,10 +244,12 @@ class Contact(_message.Message):
         attachments: _abc.Iterable[Global___AttachmentRef] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         conversation_id: _builtins.str = ...,
+        callback: _builtins.bool = ...,
+        case_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "identities", b"identities", "language", b"language", "priority", b"priority", "queue", b"queue", "skills", b"skills", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "identities", b"identities", "language", b"language", "priority", b"priority", "queue", b"queue", "skills", b"skills", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from switchboard.v1 import contact_pb2 as _contact_pb2
 import builtins as _builtins
@@ -255,12 +257,34 @@ class ContactEnded(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     WRAP_UP_CODE_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    TALK_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    WRAP_UP_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     agent_id: _builtins.str
     reason: Global___EndReason.ValueType
     wrap_up_code: _builtins.str
+    queue: _builtins.str
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """queued -> assigned"""
+
+    @_builtins.property
+    def talk(self) -> _duration_pb2.Duration:
+        """assigned -> ended, hold included"""
+
+    @_builtins.property
+    def hold(self) -> _duration_pb2.Duration:
+        """total time on hold"""
+
+    @_builtins.property
+    def wrap_up(self) -> _duration_pb2.Duration:
+        """ended -> wrap-up done (0 when not yet known)"""
+
     def __init__(
         self,
         *,
@@ -269,14 +293,81 @@ class ContactEnded(_message.Message):
         agent_id: _builtins.str = ...,
         reason: Global___EndReason.ValueType = ...,
         wrap_up_code: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        wait: _duration_pb2.Duration | None = ...,
+        talk: _duration_pb2.Duration | None = ...,
+        hold: _duration_pb2.Duration | None = ...,
+        wrap_up: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold", "meta", b"meta", "talk", b"talk", "wait", b"wait", "wrap_up", b"wrap_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "meta", b"meta", "reason", b"reason", "wrap_up_code", b"wrap_up_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "hold", b"hold", "meta", b"meta", "queue", b"queue", "reason", b"reason", "talk", b"talk", "wait", b"wait", "wrap_up", b"wrap_up", "wrap_up_code", b"wrap_up_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactEnded: _TypeAlias = ContactEnded  # noqa: Y015
+
+@_typing.final
+class ContactHeld(_message.Message):
+    """The agent put the customer on hold (held=true) or took them off it (held=false)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    agent_id: _builtins.str
+    held: _builtins.bool
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        held: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "held", b"held", "meta", b"meta"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactHeld: _TypeAlias = ContactHeld  # noqa: Y015
+
+@_typing.final
+class ContactTransferred(_message.Message):
+    """The channel moved a contact to another queue (blind transfer); the router re-queues it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    FROM_AGENT_ID_FIELD_NUMBER: _builtins.int
+    TO_QUEUE_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    from_agent_id: _builtins.str
+    to_queue: _builtins.str
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        from_agent_id: _builtins.str = ...,
+        to_queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "from_agent_id", b"from_agent_id", "meta", b"meta", "to_queue", b"to_queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactTransferred: _TypeAlias = ContactTransferred  # noqa: Y015
 
 @_typing.final
 class ContactAbandoned(_message.Message):
@@ -287,7 +378,9 @@ class ContactAbandoned(_message.Message):
     META_FIELD_NUMBER: _builtins.int
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     WAITED_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
+    queue: _builtins.str
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
     @_builtins.property
@@ -298,11 +391,124 @@ class ContactAbandoned(_message.Message):
         meta: Global___EventMeta | None = ...,
         contact_id: _builtins.str = ...,
         waited: _duration_pb2.Duration | None = ...,
+        queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "waited", b"waited"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "meta", b"meta", "waited", b"waited"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "meta", b"meta", "queue", b"queue", "waited", b"waited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactAbandoned: _TypeAlias = ContactAbandoned  # noqa: Y015
+
+@_typing.final
+class RoutingStepApplied(_message.Message):
+    """A routing step fired for a waiting contact: its requirements were relaxed or it overflowed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WAITED_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    queue: _builtins.str
+    step: _builtins.str
+    """the step's name in the configuration"""
+    reason: _builtins.str
+    """e.g. "waited 30s >= 30s: min proficiency 2" """
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    @_builtins.property
+    def waited(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        step: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        waited: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "waited", b"waited"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "meta", b"meta", "queue", b"queue", "reason", b"reason", "step", b"step", "waited", b"waited"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingStepApplied: _TypeAlias = RoutingStepApplied  # noqa: Y015
+
+@_typing.final
+class SurgeLevelChanged(_message.Message):
+    """The surge level of a tenant's queue changed (0 = normal). Supervisors are notified by it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    PREVIOUS_LEVEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    level: _builtins.int
+    previous_level: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. refuse_breaks, pause_callbacks, notify_supervisors"""
+
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        queue: _builtins.str = ...,
+        level: _builtins.int = ...,
+        previous_level: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        actions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "level", b"level", "meta", b"meta", "previous_level", b"previous_level", "queue", b"queue", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SurgeLevelChanged: _TypeAlias = SurgeLevelChanged  # noqa: Y015
+
+@_typing.final
+class AgentStateChanged(_message.Message):
+    """An agent's presence changed (sign-in, sign-out, break, wrap-up, not responding)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    presence: _builtins.int
+    """switchboard.v1.Presence"""
+    reason: _builtins.str
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        agent_id: _builtins.str = ...,
+        presence: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "meta", b"meta", "presence", b"presence", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentStateChanged: _TypeAlias = AgentStateChanged  # noqa: Y015

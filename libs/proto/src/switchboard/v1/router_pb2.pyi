@@ -34,6 +34,8 @@ class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.Val
     PRESENCE_BUSY: _Presence.ValueType  # 3
     PRESENCE_WRAP_UP: _Presence.ValueType  # 4
     PRESENCE_BREAK: _Presence.ValueType  # 5
+    PRESENCE_NOT_RESPONDING: _Presence.ValueType  # 6
+    """set by the router after repeated missed offers"""
 
 class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper): ...
 
@@ -43,7 +45,46 @@ PRESENCE_AVAILABLE: Presence.ValueType  # 2
 PRESENCE_BUSY: Presence.ValueType  # 3
 PRESENCE_WRAP_UP: Presence.ValueType  # 4
 PRESENCE_BREAK: Presence.ValueType  # 5
+PRESENCE_NOT_RESPONDING: Presence.ValueType  # 6
+"""set by the router after repeated missed offers"""
 Global___Presence: _TypeAlias = Presence  # noqa: Y015
+
+class _ExclusionReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExclusionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExclusionReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXCLUSION_REASON_UNSPECIFIED: _ExclusionReason.ValueType  # 0
+    EXCLUSION_REASON_LANGUAGE: _ExclusionReason.ValueType  # 1
+    EXCLUSION_REASON_SKILL: _ExclusionReason.ValueType  # 2
+    EXCLUSION_REASON_CAPACITY: _ExclusionReason.ValueType  # 3
+    EXCLUSION_REASON_PRESENCE: _ExclusionReason.ValueType  # 4
+    EXCLUSION_REASON_STEP: _ExclusionReason.ValueType  # 5
+    """below the step's minimum proficiency"""
+    EXCLUSION_REASON_RESERVED: _ExclusionReason.ValueType  # 6
+    """holding another offer"""
+    EXCLUSION_REASON_DECLINED: _ExclusionReason.ValueType  # 7
+    """declined or missed this contact already"""
+    EXCLUSION_REASON_NOT_CONNECTED: _ExclusionReason.ValueType  # 8
+    """no open offer stream"""
+
+class ExclusionReason(_ExclusionReason, metaclass=_ExclusionReasonEnumTypeWrapper): ...
+
+EXCLUSION_REASON_UNSPECIFIED: ExclusionReason.ValueType  # 0
+EXCLUSION_REASON_LANGUAGE: ExclusionReason.ValueType  # 1
+EXCLUSION_REASON_SKILL: ExclusionReason.ValueType  # 2
+EXCLUSION_REASON_CAPACITY: ExclusionReason.ValueType  # 3
+EXCLUSION_REASON_PRESENCE: ExclusionReason.ValueType  # 4
+EXCLUSION_REASON_STEP: ExclusionReason.ValueType  # 5
+"""below the step's minimum proficiency"""
+EXCLUSION_REASON_RESERVED: ExclusionReason.ValueType  # 6
+"""holding another offer"""
+EXCLUSION_REASON_DECLINED: ExclusionReason.ValueType  # 7
+"""declined or missed this contact already"""
+EXCLUSION_REASON_NOT_CONNECTED: ExclusionReason.ValueType  # 8
+"""no open offer stream"""
+Global___ExclusionReason: _TypeAlias = ExclusionReason  # noqa: Y015
 
 @_typing.final
 class LanguageSkill(_message.Message):
@@ -130,6 +171,9 @@ class Agent(_message.Message):
     IDLE_SINCE_FIELD_NUMBER: _builtins.int
     HAS_PENDING_OFFER_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
+    PRESENCE_SINCE_FIELD_NUMBER: _builtins.int
+    WRAP_UP_UNTIL_FIELD_NUMBER: _builtins.int
+    MISSED_OFFERS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     tenant: _builtins.str
     display_name: _builtins.str
@@ -138,6 +182,8 @@ class Agent(_message.Message):
     has_pending_offer: _builtins.bool
     connected: _builtins.bool
     """has an open StreamOffers call: offers can reach it"""
+    missed_offers: _builtins.int
+    """consecutive offers not answered"""
     @_builtins.property
     def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageSkill]: ...
     @_builtins.property
@@ -148,6 +194,12 @@ class Agent(_message.Message):
     def active_contact_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def idle_since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def presence_since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def wrap_up_until(self) -> _timestamp_pb2.Timestamp:
+        """set while in PRESENCE_WRAP_UP"""
+
     def __init__(
         self,
         *,
@@ -163,10 +215,13 @@ class Agent(_message.Message):
         idle_since: _timestamp_pb2.Timestamp | None = ...,
         has_pending_offer: _builtins.bool = ...,
         connected: _builtins.bool = ...,
+        presence_since: _timestamp_pb2.Timestamp | None = ...,
+        wrap_up_until: _timestamp_pb2.Timestamp | None = ...,
+        missed_offers: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since", "presence_since", b"presence_since", "wrap_up_until", b"wrap_up_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_contact_ids", b"active_contact_ids", "agent_id", b"agent_id", "capacity", b"capacity", "connected", b"connected", "display_name", b"display_name", "has_pending_offer", b"has_pending_offer", "idle_since", b"idle_since", "languages", b"languages", "presence", b"presence", "presence_reason", b"presence_reason", "skills", b"skills", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_contact_ids", b"active_contact_ids", "agent_id", b"agent_id", "capacity", b"capacity", "connected", b"connected", "display_name", b"display_name", "has_pending_offer", b"has_pending_offer", "idle_since", b"idle_since", "languages", b"languages", "missed_offers", b"missed_offers", "presence", b"presence", "presence_reason", b"presence_reason", "presence_since", b"presence_since", "skills", b"skills", "tenant", b"tenant", "wrap_up_until", b"wrap_up_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -499,6 +554,17 @@ class QueueStats(_message.Message):
     OFFERED_FIELD_NUMBER: _builtins.int
     ASSIGNED_FIELD_NUMBER: _builtins.int
     AGENTS_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    ABANDONED_FIELD_NUMBER: _builtins.int
+    ANSWERED_WITHIN_THRESHOLD_FIELD_NUMBER: _builtins.int
+    ABANDONED_WITHIN_THRESHOLD_FIELD_NUMBER: _builtins.int
+    SL_THRESHOLD_FIELD_NUMBER: _builtins.int
+    SL_TARGET_FIELD_NUMBER: _builtins.int
+    SERVICE_LEVEL_FIELD_NUMBER: _builtins.int
+    SERVICE_LEVEL_2_FIELD_NUMBER: _builtins.int
+    AVERAGE_SPEED_OF_ANSWER_FIELD_NUMBER: _builtins.int
+    ABANDONMENT_RATE_FIELD_NUMBER: _builtins.int
+    SURGE_LEVEL_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     queue: _builtins.str
     waiting: _builtins.int
@@ -506,10 +572,30 @@ class QueueStats(_message.Message):
     """contacts with a live offer"""
     assigned: _builtins.int
     """contacts being handled"""
+    answered: _builtins.int
+    """Rolling window (the queue's sl_window, default 1 h) of contacts that left the queue."""
+    abandoned: _builtins.int
+    answered_within_threshold: _builtins.int
+    abandoned_within_threshold: _builtins.int
+    sl_target: _builtins.float
+    """e.g. 0.80"""
+    service_level: _builtins.float
+    """SL: answered in threshold / answered"""
+    service_level_2: _builtins.float
+    """SL2: (answered + abandoned in threshold) / (answered + abandoned)"""
+    abandonment_rate: _builtins.float
+    """abandoned / (answered + abandoned)"""
+    surge_level: _builtins.int
     @_builtins.property
     def longest_wait(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentStateCount]: ...
+    @_builtins.property
+    def sl_threshold(self) -> _duration_pb2.Duration:
+        """e.g. 20 s"""
+
+    @_builtins.property
+    def average_speed_of_answer(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
@@ -520,14 +606,483 @@ class QueueStats(_message.Message):
         offered: _builtins.int = ...,
         assigned: _builtins.int = ...,
         agents: _abc.Iterable[Global___AgentStateCount] | None = ...,
+        answered: _builtins.int = ...,
+        abandoned: _builtins.int = ...,
+        answered_within_threshold: _builtins.int = ...,
+        abandoned_within_threshold: _builtins.int = ...,
+        sl_threshold: _duration_pb2.Duration | None = ...,
+        sl_target: _builtins.float = ...,
+        service_level: _builtins.float = ...,
+        service_level_2: _builtins.float = ...,
+        average_speed_of_answer: _duration_pb2.Duration | None = ...,
+        abandonment_rate: _builtins.float = ...,
+        surge_level: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["longest_wait", b"longest_wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_speed_of_answer", b"average_speed_of_answer", "longest_wait", b"longest_wait", "sl_threshold", b"sl_threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "assigned", b"assigned", "longest_wait", b"longest_wait", "offered", b"offered", "queue", b"queue", "tenant", b"tenant", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandoned", b"abandoned", "abandoned_within_threshold", b"abandoned_within_threshold", "abandonment_rate", b"abandonment_rate", "agents", b"agents", "answered", b"answered", "answered_within_threshold", b"answered_within_threshold", "assigned", b"assigned", "average_speed_of_answer", b"average_speed_of_answer", "longest_wait", b"longest_wait", "offered", b"offered", "queue", b"queue", "service_level", b"service_level", "service_level_2", b"service_level_2", "sl_target", b"sl_target", "sl_threshold", b"sl_threshold", "surge_level", b"surge_level", "tenant", b"tenant", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
+
+@_typing.final
+class WatchQueueStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """empty: every queue of the caller's tenant"""
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """default 1 s, minimum 100 ms"""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchQueueStatsRequest: _TypeAlias = WatchQueueStatsRequest  # noqa: Y015
+
+@_typing.final
+class QueueStatsSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    SURGE_LEVEL_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    surge_level: _builtins.int
+    """the highest level of any queue"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStats]: ...
+    @_builtins.property
+    def total(self) -> Global___QueueStats:
+        """the tenant as a whole (queue = "")"""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        queues: _abc.Iterable[Global___QueueStats] | None = ...,
+        total: Global___QueueStats | None = ...,
+        surge_level: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "queues", b"queues", "surge_level", b"surge_level", "tenant", b"tenant", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStatsSnapshot: _TypeAlias = QueueStatsSnapshot  # noqa: Y015
+
+@_typing.final
+class ExplainDecisionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainDecisionRequest: _TypeAlias = ExplainDecisionRequest  # noqa: Y015
+
+@_typing.final
+class Exclusion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    detail: _builtins.str
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[Global___ExclusionReason.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        reasons: _abc.Iterable[Global___ExclusionReason.ValueType] | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "detail", b"detail", "reasons", b"reasons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Exclusion: _TypeAlias = Exclusion  # noqa: Y015
+
+@_typing.final
+class Candidate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    PROFICIENCY_FIELD_NUMBER: _builtins.int
+    IDLE_SINCE_FIELD_NUMBER: _builtins.int
+    STICKY_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    proficiency: _builtins.int
+    """the score the ranking used"""
+    sticky: _builtins.bool
+    """the customer's last agent"""
+    @_builtins.property
+    def idle_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        proficiency: _builtins.int = ...,
+        idle_since: _timestamp_pb2.Timestamp | None = ...,
+        sticky: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "idle_since", b"idle_since", "proficiency", b"proficiency", "sticky", b"sticky"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Candidate: _TypeAlias = Candidate  # noqa: Y015
+
+@_typing.final
+class DecisionAttempt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    EXCLUDED_TOTAL_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    agent_id: _builtins.str
+    outcome: _builtins.str
+    """offered, accepted, declined, timed_out, withdrawn"""
+    step: _builtins.str
+    excluded_total: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]:
+        """best first (at most 20)"""
+
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___Exclusion]:
+        """at most 50, with a count of the rest"""
+
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        outcome: _builtins.str = ...,
+        step: _builtins.str = ...,
+        candidates: _abc.Iterable[Global___Candidate] | None = ...,
+        excluded: _abc.Iterable[Global___Exclusion] | None = ...,
+        excluded_total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "at", b"at", "candidates", b"candidates", "excluded", b"excluded", "excluded_total", b"excluded_total", "offer_id", b"offer_id", "outcome", b"outcome", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionAttempt: _TypeAlias = DecisionAttempt  # noqa: Y015
+
+@_typing.final
+class StepFired(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    step: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        step: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "reason", b"reason", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepFired: _TypeAlias = StepFired  # noqa: Y015
+
+@_typing.final
+class Decision(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ASSIGNED_AGENT_ID_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    tenant: _builtins.str
+    queue: _builtins.str
+    state: _builtins.str
+    """waiting, offered, assigned, ended, abandoned"""
+    assigned_agent_id: _builtins.str
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepFired]: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionAttempt]: ...
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        state: _builtins.str = ...,
+        steps: _abc.Iterable[Global___StepFired] | None = ...,
+        attempts: _abc.Iterable[Global___DecisionAttempt] | None = ...,
+        assigned_agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_agent_id", b"assigned_agent_id", "attempts", b"attempts", "contact_id", b"contact_id", "queue", b"queue", "state", b"state", "steps", b"steps", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
+
+@_typing.final
+class GetContactPositionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactPositionRequest: _TypeAlias = GetContactPositionRequest  # noqa: Y015
+
+@_typing.final
+class ContactPosition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    queue: _builtins.str
+    position: _builtins.int
+    """1-based; 0 when offered or assigned"""
+    waiting: _builtins.int
+    """contacts waiting in the queue"""
+    state: _builtins.str
+    @_builtins.property
+    def estimated_wait(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        position: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+        estimated_wait: _duration_pb2.Duration | None = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_wait", b"estimated_wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "estimated_wait", b"estimated_wait", "position", b"position", "queue", b"queue", "state", b"state", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactPosition: _TypeAlias = ContactPosition  # noqa: Y015
+
+@_typing.final
+class TransferContactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    queue: _builtins.str
+    agent_id: _builtins.str
+    """the agent giving the contact away"""
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferContactRequest: _TypeAlias = TransferContactRequest  # noqa: Y015
+
+@_typing.final
+class TransferContactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferContactResponse: _TypeAlias = TransferContactResponse  # noqa: Y015
+
+@_typing.final
+class SetHoldRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    contact_id: _builtins.str
+    held: _builtins.bool
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        held: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "held", b"held"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetHoldRequest: _TypeAlias = SetHoldRequest  # noqa: Y015
+
+@_typing.final
+class SetHoldResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetHoldResponse: _TypeAlias = SetHoldResponse  # noqa: Y015
+
+@_typing.final
+class GetConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConfigRequest: _TypeAlias = GetConfigRequest  # noqa: Y015
+
+@_typing.final
+class ApplyConfigRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YAML_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    yaml: _builtins.str
+    """the tenant's whole configuration"""
+    dry_run: _builtins.bool
+    """validate only"""
+    def __init__(
+        self,
+        *,
+        yaml: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyConfigRequest: _TypeAlias = ApplyConfigRequest  # noqa: Y015
+
+@_typing.final
+class RouterConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    YAML_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    APPLIED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    yaml: _builtins.str
+    version: _builtins.int
+    @_builtins.property
+    def applied_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        yaml: _builtins.str = ...,
+        version: _builtins.int = ...,
+        applied_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "tenant", b"tenant", "version", b"version", "yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouterConfig: _TypeAlias = RouterConfig  # noqa: Y015
 
 @_typing.final
 class GetQueueStatsResponse(_message.Message):

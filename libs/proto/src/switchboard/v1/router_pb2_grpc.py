@@ -82,6 +82,31 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_v1_dot_router__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_router__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.WatchQueueStats = channel.unary_stream(
+                '/switchboard.v1.RouterService/WatchQueueStats',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.WatchQueueStatsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.QueueStatsSnapshot.FromString,
+                _registered_method=True)
+        self.ExplainDecision = channel.unary_unary(
+                '/switchboard.v1.RouterService/ExplainDecision',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.ExplainDecisionRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.Decision.FromString,
+                _registered_method=True)
+        self.GetContactPosition = channel.unary_unary(
+                '/switchboard.v1.RouterService/GetContactPosition',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.GetContactPositionRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.ContactPosition.FromString,
+                _registered_method=True)
+        self.TransferContact = channel.unary_unary(
+                '/switchboard.v1.RouterService/TransferContact',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.TransferContactRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.TransferContactResponse.FromString,
+                _registered_method=True)
+        self.SetHold = channel.unary_unary(
+                '/switchboard.v1.RouterService/SetHold',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.SetHoldRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.SetHoldResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -147,6 +172,41 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchQueueStats(self, request, context):
+        """Live statistics: a snapshot at once, then one whenever `interval` passes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainDecision(self, request, context):
+        """Why a contact went (or has not yet gone) to whom: candidates, exclusions, steps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContactPosition(self, request, context):
+        """A waiting contact's place in its queue and the estimated wait (IVR and widget announcements).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferContact(self, request, context):
+        """Move a contact to another queue (blind transfer); it keeps its original wait.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetHold(self, request, context):
+        """The agent put the customer on hold, or took them off it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +254,31 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=switchboard_dot_v1_dot_router__pb2.ListAgentsRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_router__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'WatchQueueStats': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchQueueStats,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.WatchQueueStatsRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.QueueStatsSnapshot.SerializeToString,
+            ),
+            'ExplainDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainDecision,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.ExplainDecisionRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.Decision.SerializeToString,
+            ),
+            'GetContactPosition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContactPosition,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.GetContactPositionRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.ContactPosition.SerializeToString,
+            ),
+            'TransferContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferContact,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.TransferContactRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.TransferContactResponse.SerializeToString,
+            ),
+            'SetHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHold,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.SetHoldRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.SetHoldResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +527,259 @@ class RouterService:
             '/switchboard.v1.RouterService/ListAgents',
             switchboard_dot_v1_dot_router__pb2.ListAgentsRequest.SerializeToString,
             switchboard_dot_v1_dot_router__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchQueueStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchboard.v1.RouterService/WatchQueueStats',
+            switchboard_dot_v1_dot_router__pb2.WatchQueueStatsRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.QueueStatsSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterService/ExplainDecision',
+            switchboard_dot_v1_dot_router__pb2.ExplainDecisionRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContactPosition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterService/GetContactPosition',
+            switchboard_dot_v1_dot_router__pb2.GetContactPositionRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.ContactPosition.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterService/TransferContact',
+            switchboard_dot_v1_dot_router__pb2.TransferContactRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.TransferContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterService/SetHold',
+            switchboard_dot_v1_dot_router__pb2.SetHoldRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.SetHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class RouterAdminServiceStub:
+    """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetConfig = channel.unary_unary(
+                '/switchboard.v1.RouterAdminService/GetConfig',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.RouterConfig.FromString,
+                _registered_method=True)
+        self.ApplyConfig = channel.unary_unary(
+                '/switchboard.v1.RouterAdminService/ApplyConfig',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.ApplyConfigRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.RouterConfig.FromString,
+                _registered_method=True)
+
+
+class RouterAdminServiceServicer:
+    """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept.
+    """
+
+    def GetConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RouterAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.GetConfigRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.RouterConfig.SerializeToString,
+            ),
+            'ApplyConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyConfig,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.ApplyConfigRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.RouterConfig.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'switchboard.v1.RouterAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('switchboard.v1.RouterAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RouterAdminService:
+    """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept.
+    """
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterAdminService/GetConfig',
+            switchboard_dot_v1_dot_router__pb2.GetConfigRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.RouterConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterAdminService/ApplyConfig',
+            switchboard_dot_v1_dot_router__pb2.ApplyConfigRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.RouterConfig.FromString,
             options,
             channel_credentials,
             insecure,

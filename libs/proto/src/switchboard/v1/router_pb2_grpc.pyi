@@ -48,6 +48,16 @@ class RouterServiceStub:
     """Ends the agent's work on a contact with a wrap-up code and frees its capacity."""
     GetQueueStats: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetQueueStatsRequest, _router_pb2.GetQueueStatsResponse]
     ListAgents: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListAgentsRequest, _router_pb2.ListAgentsResponse]
+    WatchQueueStats: _grpc.UnaryStreamMultiCallable[_router_pb2.WatchQueueStatsRequest, _router_pb2.QueueStatsSnapshot]
+    """Live statistics: a snapshot at once, then one whenever `interval` passes."""
+    ExplainDecision: _grpc.UnaryUnaryMultiCallable[_router_pb2.ExplainDecisionRequest, _router_pb2.Decision]
+    """Why a contact went (or has not yet gone) to whom: candidates, exclusions, steps."""
+    GetContactPosition: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetContactPositionRequest, _router_pb2.ContactPosition]
+    """A waiting contact's place in its queue and the estimated wait (IVR and widget announcements)."""
+    TransferContact: _grpc.UnaryUnaryMultiCallable[_router_pb2.TransferContactRequest, _router_pb2.TransferContactResponse]
+    """Move a contact to another queue (blind transfer); it keeps its original wait."""
+    SetHold: _grpc.UnaryUnaryMultiCallable[_router_pb2.SetHoldRequest, _router_pb2.SetHoldResponse]
+    """The agent put the customer on hold, or took them off it."""
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -69,6 +79,16 @@ class RouterServiceAsyncStub(RouterServiceStub):
     """Ends the agent's work on a contact with a wrap-up code and frees its capacity."""
     GetQueueStats: _aio.UnaryUnaryMultiCallable[_router_pb2.GetQueueStatsRequest, _router_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
     ListAgents: _aio.UnaryUnaryMultiCallable[_router_pb2.ListAgentsRequest, _router_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    WatchQueueStats: _aio.UnaryStreamMultiCallable[_router_pb2.WatchQueueStatsRequest, _router_pb2.QueueStatsSnapshot]  # type: ignore[assignment]
+    """Live statistics: a snapshot at once, then one whenever `interval` passes."""
+    ExplainDecision: _aio.UnaryUnaryMultiCallable[_router_pb2.ExplainDecisionRequest, _router_pb2.Decision]  # type: ignore[assignment]
+    """Why a contact went (or has not yet gone) to whom: candidates, exclusions, steps."""
+    GetContactPosition: _aio.UnaryUnaryMultiCallable[_router_pb2.GetContactPositionRequest, _router_pb2.ContactPosition]  # type: ignore[assignment]
+    """A waiting contact's place in its queue and the estimated wait (IVR and widget announcements)."""
+    TransferContact: _aio.UnaryUnaryMultiCallable[_router_pb2.TransferContactRequest, _router_pb2.TransferContactResponse]  # type: ignore[assignment]
+    """Move a contact to another queue (blind transfer); it keeps its original wait."""
+    SetHold: _aio.UnaryUnaryMultiCallable[_router_pb2.SetHoldRequest, _router_pb2.SetHoldResponse]  # type: ignore[assignment]
+    """The agent put the customer on hold, or took them off it."""
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """The router's API for agents' desktops and partners' systems.
@@ -142,4 +162,81 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.ListAgentsResponse, _abc.Awaitable[_router_pb2.ListAgentsResponse]]: ...
 
+    @_abc_1.abstractmethod
+    def WatchQueueStats(
+        self,
+        request: _router_pb2.WatchQueueStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_router_pb2.QueueStatsSnapshot], _abc.AsyncIterator[_router_pb2.QueueStatsSnapshot]]:
+        """Live statistics: a snapshot at once, then one whenever `interval` passes."""
+
+    @_abc_1.abstractmethod
+    def ExplainDecision(
+        self,
+        request: _router_pb2.ExplainDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.Decision, _abc.Awaitable[_router_pb2.Decision]]:
+        """Why a contact went (or has not yet gone) to whom: candidates, exclusions, steps."""
+
+    @_abc_1.abstractmethod
+    def GetContactPosition(
+        self,
+        request: _router_pb2.GetContactPositionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.ContactPosition, _abc.Awaitable[_router_pb2.ContactPosition]]:
+        """A waiting contact's place in its queue and the estimated wait (IVR and widget announcements)."""
+
+    @_abc_1.abstractmethod
+    def TransferContact(
+        self,
+        request: _router_pb2.TransferContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.TransferContactResponse, _abc.Awaitable[_router_pb2.TransferContactResponse]]:
+        """Move a contact to another queue (blind transfer); it keeps its original wait."""
+
+    @_abc_1.abstractmethod
+    def SetHold(
+        self,
+        request: _router_pb2.SetHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.SetHoldResponse, _abc.Awaitable[_router_pb2.SetHoldResponse]]:
+        """The agent put the customer on hold, or took them off it."""
+
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class RouterAdminServiceStub:
+    """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> RouterAdminServiceAsyncStub: ...
+    GetConfig: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetConfigRequest, _router_pb2.RouterConfig]
+    ApplyConfig: _grpc.UnaryUnaryMultiCallable[_router_pb2.ApplyConfigRequest, _router_pb2.RouterConfig]
+
+@_typing.type_check_only
+class RouterAdminServiceAsyncStub(RouterAdminServiceStub):
+    """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetConfig: _aio.UnaryUnaryMultiCallable[_router_pb2.GetConfigRequest, _router_pb2.RouterConfig]  # type: ignore[assignment]
+    ApplyConfig: _aio.UnaryUnaryMultiCallable[_router_pb2.ApplyConfigRequest, _router_pb2.RouterConfig]  # type: ignore[assignment]
+
+class RouterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept."""
+
+    @_abc_1.abstractmethod
+    def GetConfig(
+        self,
+        request: _router_pb2.GetConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.RouterConfig, _abc.Awaitable[_router_pb2.RouterConfig]]: ...
+
+    @_abc_1.abstractmethod
+    def ApplyConfig(
+        self,
+        request: _router_pb2.ApplyConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.RouterConfig, _abc.Awaitable[_router_pb2.RouterConfig]]: ...
+
+def add_RouterAdminServiceServicer_to_server(servicer: RouterAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
