@@ -15,6 +15,16 @@ RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A port a service listens on besides gRPC and metrics (SMTP, SIP, HTTP upload...)."""
+
+    label: str  # shown in the banner, e.g. "SMTP/LMTP receive"
+    env: str  # the env var that sets the port
+    default: int
+    scheme: str = ""  # e.g. smtp, sip, http: the banner shows scheme://127.0.0.1:port
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str  # folder and log prefix, e.g. email-ingest
     module: str  # python module run with -m
@@ -22,6 +32,7 @@ class ServiceSpec:
     grpc_default: int
     http_env: str = ""  # the env var of an HTTP port, if it has one
     http_default: int = 0
+    listeners: tuple[Listener, ...] = ()
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -40,6 +51,7 @@ class Endpoints:
     grpc: dict[str, str] = field(default_factory=dict)  # service -> host:port
     http: dict[str, str] = field(default_factory=dict)  # service -> URL
     metrics: dict[str, str] = field(default_factory=dict)  # service -> Prometheus /metrics URL
+    listeners: dict[str, str] = field(default_factory=dict)  # label -> address
     tenant: str = "demo"
 
     def save(self, path: Path) -> None:
@@ -54,6 +66,7 @@ class Endpoints:
             grpc=data.get("grpc", {}),
             http=data.get("http", {}),
             metrics=data.get("metrics", {}),
+            listeners=data.get("listeners", {}),
             tenant=data.get("tenant", "demo"),
         )
         ep.nats_url = os.environ.get("NATS_URL", ep.nats_url)

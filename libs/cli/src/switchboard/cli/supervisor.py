@@ -146,6 +146,11 @@ class Supervisor:
                 )
                 env[spec.http_env] = str(http_port)
                 endpoints.http[spec.name] = f"http://127.0.0.1:{http_port}"
+            for listener in spec.listeners:
+                port = choose_port(int(os.environ.get(listener.env, listener.default)), taken)
+                env[listener.env] = str(port)
+                prefix = f"{listener.scheme}://" if listener.scheme else ""
+                endpoints.listeners[listener.label] = f"{prefix}127.0.0.1:{port}"
             child = Child(
                 spec.name, [sys.executable, "-m", spec.module], env, COLOURS[i % len(COLOURS)]
             )
@@ -227,6 +232,8 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         f"  Web chat (customer):  {chat}/?tenant={endpoints.tenant}",
         f"  NATS:                 {endpoints.nats_url}",
     ]
+    for label, address in endpoints.listeners.items():
+        lines.append(f"  {label + ':':<21} {address}")
     for name, target in endpoints.grpc.items():
         lines.append(f"  gRPC {name + ':':<16} {target}")
     lines += [
