@@ -86,6 +86,10 @@ for _spec in (
     EventSpec(events_pb2.RoutingStepApplied, "routing.{tenant}.step_applied"),
     EventSpec(events_pb2.SurgeLevelChanged, "routing.{tenant}.surge"),
     EventSpec(events_pb2.AgentStateChanged, "routing.{tenant}.agent_state"),
+    EventSpec(events_pb2.SatisfactionRated, "contact.{tenant}.{channel}.rated"),
+    EventSpec(events_pb2.DeliveryStatus, "contact.{tenant}.{channel}.delivery"),
+    EventSpec(events_pb2.OutboundEmail, "outbound.email.send", stream="OUTBOUND"),
+    EventSpec(events_pb2.OutboundFax, "outbound.fax.send", stream="OUTBOUND"),
 ):
     register(_spec)
 

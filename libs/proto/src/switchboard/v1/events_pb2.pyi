@@ -47,6 +47,27 @@ END_REASON_TRANSFERRED: EndReason.ValueType  # 3
 END_REASON_ERROR: EndReason.ValueType  # 4
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
 
+class _DeliveryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_STATE_UNSPECIFIED: _DeliveryState.ValueType  # 0
+    DELIVERY_STATE_SENT: _DeliveryState.ValueType  # 1
+    DELIVERY_STATE_DELIVERED: _DeliveryState.ValueType  # 2
+    DELIVERY_STATE_RETRYING: _DeliveryState.ValueType  # 3
+    DELIVERY_STATE_FAILED: _DeliveryState.ValueType  # 4
+
+class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
+
+DELIVERY_STATE_UNSPECIFIED: DeliveryState.ValueType  # 0
+DELIVERY_STATE_SENT: DeliveryState.ValueType  # 1
+DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 2
+DELIVERY_STATE_RETRYING: DeliveryState.ValueType  # 3
+DELIVERY_STATE_FAILED: DeliveryState.ValueType  # 4
+Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
+
 @_typing.final
 class EventMeta(_message.Message):
     """Carried by every event. event_id is the JetStream Nats-Msg-Id (de-duplication key).
@@ -512,3 +533,200 @@ class AgentStateChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentStateChanged: _TypeAlias = AgentStateChanged  # noqa: Y015
+
+@_typing.final
+class SatisfactionRated(_message.Message):
+    """The customer rated the contact (the survey after resolution, on the customer's channel)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    case_id: _builtins.str
+    score: _builtins.int
+    """1..5; 4 and 5 count as satisfied"""
+    comment: _builtins.str
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        score: _builtins.int = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "comment", b"comment", "contact_id", b"contact_id", "meta", b"meta", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SatisfactionRated: _TypeAlias = SatisfactionRated  # noqa: Y015
+
+@_typing.final
+class OutboundEmail(_message.Message):
+    """Command: send an email (an agent's reply, an acknowledgement, a survey, a transcript).
+    Published on outbound.email.send; the email channel sends it and reports DeliveryStatus.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    CC_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    HTML_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    """the contact it answers, if any"""
+    case_id: _builtins.str
+    case_reference: _builtins.str
+    """e.g. C-7K3M9Q, put in the subject and the reply address"""
+    agent_id: _builtins.str
+    subject: _builtins.str
+    text: _builtins.str
+    """plain-text body"""
+    html: _builtins.str
+    """optional HTML body"""
+    in_reply_to: _builtins.str
+    """Message-ID of the mail it answers"""
+    kind: _builtins.str
+    """reply, acknowledgement, survey, transcript, notification"""
+    @_builtins.property
+    def meta(self) -> Global___EventMeta:
+        """meta.event_id is the command id (idempotency key)"""
+
+    @_builtins.property
+    def to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def cc(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[_contact_pb2.AttachmentRef]: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        to: _abc.Iterable[_builtins.str] | None = ...,
+        cc: _abc.Iterable[_builtins.str] | None = ...,
+        subject: _builtins.str = ...,
+        text: _builtins.str = ...,
+        html: _builtins.str = ...,
+        in_reply_to: _builtins.str = ...,
+        references: _abc.Iterable[_builtins.str] | None = ...,
+        kind: _builtins.str = ...,
+        attachments: _abc.Iterable[_contact_pb2.AttachmentRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attachments", b"attachments", "case_id", b"case_id", "case_reference", b"case_reference", "cc", b"cc", "contact_id", b"contact_id", "html", b"html", "in_reply_to", b"in_reply_to", "kind", b"kind", "meta", b"meta", "references", b"references", "subject", b"subject", "text", b"text", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutboundEmail: _TypeAlias = OutboundEmail  # noqa: Y015
+
+@_typing.final
+class OutboundFax(_message.Message):
+    """Command: send a fax reply, rendered with the case number. Published on outbound.fax.send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CASE_REFERENCE_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    TO_NUMBER_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    case_id: _builtins.str
+    case_reference: _builtins.str
+    agent_id: _builtins.str
+    to_number: _builtins.str
+    """E.164"""
+    text: _builtins.str
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        case_reference: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        to_number: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "case_id", b"case_id", "case_reference", b"case_reference", "contact_id", b"contact_id", "meta", b"meta", "text", b"text", "to_number", b"to_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutboundFax: _TypeAlias = OutboundFax  # noqa: Y015
+
+@_typing.final
+class DeliveryStatus(_message.Message):
+    """What became of an outbound command (email or fax)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    """the OutboundEmail/OutboundFax meta.event_id"""
+    contact_id: _builtins.str
+    case_id: _builtins.str
+    state: Global___DeliveryState.ValueType
+    detail: _builtins.str
+    """e.g. the SMTP reply or the fax server's status"""
+    attempt: _builtins.int
+    message_id: _builtins.str
+    """the Message-ID the email went out with"""
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        command_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        state: Global___DeliveryState.ValueType = ...,
+        detail: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "case_id", b"case_id", "command_id", b"command_id", "contact_id", b"contact_id", "detail", b"detail", "message_id", b"message_id", "meta", b"meta", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
