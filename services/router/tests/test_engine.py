@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from switchboard.router.domain import model
+from switchboard.router.domain import config as cfg
+from switchboard.router.domain import engine as model
 from switchboard.v1 import contact_pb2
+
+CONFIG = """
+defaults:
+  accept_timeout: {voice: 20s, chat: 20s, email: 20s, fax: 20s}
+  sticky_ttl: 0s
+"""
 
 
 class Clock:
@@ -58,7 +65,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(clock: Clock) -> model.Engine:
-    return model.Engine(clock, accept_timeout=20)
+    return model.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
 
 
 def test_korean_contact_goes_to_the_korean_speaker(engine: model.Engine, clock: Clock) -> None:
@@ -74,7 +81,7 @@ def test_korean_contact_goes_to_the_korean_speaker(engine: model.Engine, clock: 
 def test_no_agent_with_the_language_leaves_the_contact_waiting(engine: model.Engine) -> None:
     online(engine, "en-agent", {"en": 5})
     assert offers(engine.add_contact(contact("c1", "ja"))) == []
-    assert engine.contacts["c1"].status == model.ContactStatus.WAITING
+    assert engine.contacts["c1"].status == model.Status.WAITING
     [offer] = offers(online(engine, "ja-agent", {"ja": 3}))
     assert offer.contact.contact_id == "c1"
 
@@ -116,7 +123,7 @@ def test_accept_timeout_reoffers_and_late_accept_fails(engine: model.Engine, clo
     clock.now += 21
     with pytest.raises(FailedPrecondition, match="expired"):
         engine.accept("acme", "a", first.offer.offer_id)
-    [second] = offers(engine.expire_if_due(first.offer.offer_id))
+    [second] = offers(engine.tick())
     assert second.offer.agent_id == "b"
     with pytest.raises(FailedPrecondition, match="accept timeout"):
         engine.accept("acme", "a", first.offer.offer_id)
@@ -179,7 +186,7 @@ def test_break_withdraws_the_offer_and_available_resumes(engine: model.Engine) -
     [offer] = offers(engine.add_contact(contact("c1")))
     _, effects = engine.set_presence("acme", "a", model.Presence.BREAK, "lunch")
     assert isinstance(effects[0], model.OfferWithdrawn)
-    assert engine.contacts["c1"].status == model.ContactStatus.WAITING
+    assert engine.contacts["c1"].status == model.Status.WAITING
     assert offer.offer.offer_id not in engine.offers
     # back from the break, the only agent who speaks Korean gets the contact again
     _, effects = engine.set_presence("acme", "a", model.Presence.AVAILABLE, "")
@@ -192,7 +199,7 @@ def test_a_lone_agent_who_declines_is_not_offered_the_same_contact_in_that_step(
     online(engine, "a", {"ko": 3})
     [offer] = offers(engine.add_contact(contact("c1")))
     assert offers(engine.decline("acme", "a", offer.offer.offer_id, "")) == []
-    assert engine.contacts["c1"].status == model.ContactStatus.WAITING
+    assert engine.contacts["c1"].status == model.Status.WAITING
     # a new contact comes first for the decliner; the declined one follows
     [nxt] = offers(engine.add_contact(contact("c2")))
     assert nxt.contact.contact_id == "c2"

@@ -146,12 +146,12 @@ async def test_malformed_event_is_terminated_and_the_router_goes_on(
     await bus.publish(created("c-good"))
     offer = await ko.next_offer()
     assert offer.contact.contact_id == "c-good"
-    assert router.bus is not None
+    assert router.consumer_bus is not None
     for _ in range(100):
-        if router.bus.stats()["router"]["terminated"] >= 2:
+        if router.consumer_bus.stats()["router"]["terminated"] >= 2:
             break
         await asyncio.sleep(0.05)
-    assert router.bus.stats()["router"]["terminated"] == 2
+    assert router.consumer_bus.stats()["router"]["terminated"] == 2
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "unknown event type 'switchboard.v1.Nope'" in messages
     assert "not a valid switchboard.v1.ContactCreated" in messages or "invalid" in messages

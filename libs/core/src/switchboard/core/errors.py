@@ -43,5 +43,9 @@ class ResourceExhausted(DomainError):
     pass
 
 
+class Unavailable(DomainError):
+    """This replica cannot serve the call now (e.g. a standby router); try the other one."""
+
+
 class Retry(Exception):
     """An event cannot be handled yet (e.g. it arrived before the event it refers to); redeliver it."""

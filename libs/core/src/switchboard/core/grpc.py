@@ -30,6 +30,7 @@ from switchboard.core.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")

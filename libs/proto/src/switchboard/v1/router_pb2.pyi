@@ -340,10 +340,15 @@ class Offer(_message.Message):
     CONTACT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     offer_id: _builtins.str
     agent_id: _builtins.str
     traceparent: _builtins.str
     """W3C trace context of the contact, so the agent's accept joins the contact's trace."""
+    queue: _builtins.str
+    step: _builtins.str
+    """the routing step in force when it was offered ("" = the queue's own)"""
     @_builtins.property
     def contact(self) -> _contact_pb2.Contact: ...
     @_builtins.property
@@ -356,10 +361,12 @@ class Offer(_message.Message):
         contact: _contact_pb2.Contact | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         traceparent: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        step: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact", b"contact", "expires_at", b"expires_at", "offer_id", b"offer_id", "traceparent", b"traceparent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact", b"contact", "expires_at", b"expires_at", "offer_id", b"offer_id", "queue", b"queue", "step", b"step", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,91 +1,175 @@
-"""The router's application layer: runs engine decisions under one lock and carries out their
-effects (events, offers on agents' streams, accept timers)."""
+"""The router's application layer: every input goes through `Router.run`, which runs the engine
+under one lock, appends the input to the journal, publishes the decisions as events, and then —
+once JetStream has the journal entry — hands offers to the agents' streams.
+
+A replica is either the leader (it takes inputs) or a hot standby (it replays the leader's journal
+as it is written and refuses inputs with UNAVAILABLE). See ``switchboard.router.journal``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import pickle
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.core import telemetry
-from switchboard.core.errors import InvalidArgument, NotFound
-from switchboard.router.domain import model
+from switchboard.core.errors import DomainError, InvalidArgument, Unavailable
+from switchboard.router.domain import engine as eng
+from switchboard.router.domain.config import RouterConfig
+from switchboard.router.journal import Entry, Fenced, Journal, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.v1 import events_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
 
+REPUBLISH = 2000  # decisions a new leader publishes again, in case the old one died mid-way
+
+
+class ManualClock:
+    """The engine's clock: set from the wall clock for each input, from the journal on replay."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, t: float) -> None:
+        self.now = max(self.now, t)
+
+
+def new_engine(config: RouterConfig) -> eng.Engine:
+    return eng.Engine(ManualClock(time.time()), config)
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
 
 class Router:
-    def __init__(self, engine: model.Engine, notifier: RoutingNotifier) -> None:
+    def __init__(
+        self,
+        engine: eng.Engine,
+        notifier: RoutingNotifier,
+        journal: Journal | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.engine = engine
         self.notifier = notifier
+        self.journal = journal
+        self.wall = wall
+        self.leader = journal is None
+        self.on_fenced: Callable[[], None] = lambda: None
         self._lock = asyncio.Lock()
         self._streams: dict[tuple[str, str], asyncio.Queue[router_pb2.Offer | None]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._recent: deque[tuple[float, eng.Effect]] = deque(maxlen=REPUBLISH)
+        self.entries_since_snapshot = 0
+        self.applied_seq = 0
 
-    async def run(self, decide: Callable[[], Any]) -> Any:
-        """Run one engine decision and carry out its effects, in decision order."""
+    @property
+    def clock(self) -> ManualClock:
+        clock = self.engine.clock
+        assert isinstance(clock, ManualClock)
+        return clock
+
+    # ---- inputs ----------------------------------------------------------------------------------
+
+    async def run(self, name: str, *args: Any) -> Any:
+        """Run one engine input and carry out its effects, in decision order."""
+        if not self.leader:
+            raise Unavailable("this router replica is the standby; the leader takes requests")
         async with self._lock:
-            result = decide()
-            effects = result[1] if isinstance(result, tuple) else result
-            await self._apply(effects)
+            self.clock.advance(self.wall())
+            at = self.clock.now
+            result = getattr(self.engine, name)(*args)  # a DomainError here changed nothing
+            effects: list[eng.Effect] = result[1] if isinstance(result, tuple) else result
+            journaled = None
+            if self.journal is not None:
+                journaled = await self.journal.append(name, at, args)
+                self._inflight.add(journaled)
+                journaled.add_done_callback(self._inflight.discard)
+                self.entries_since_snapshot += 1
+            for effect in effects:
+                await self.notifier.publish(effect, at)
             acks = self.notifier.take_pending()
         # Sent in order under the lock; JetStream's acks are awaited outside it, so one slow ack
         # does not hold up the next decision. A failed ack fails this call (and so its caller).
+        if journaled is not None:
+            try:
+                await journaled
+            except Fenced:
+                self._fenced()
+                raise Unavailable("this router replica lost the lead") from None
         if acks:
             await asyncio.gather(*acks)
+        self._deliver(effects)
+        self._wake.set()
         return result
 
-    async def _apply(self, effects: list[model.Effect]) -> None:
+    def _deliver(self, effects: list[eng.Effect]) -> None:
         for effect in effects:
-            if isinstance(effect, model.Queued):
-                await self.notifier.queued(effect.contact, effect.position)
-            elif isinstance(effect, model.Offered):
-                await self._send_offer(effect)
-            elif isinstance(effect, model.OfferWithdrawn):
-                timer = self._timers.pop(effect.offer.offer_id, None)
-                if timer:
-                    timer.cancel()
-                logger.info("offer %s withdrawn: %s", effect.offer.offer_id, effect.reason)
-            elif isinstance(effect, model.Assigned):
-                timer = self._timers.pop(effect.contact.offer_id, None)
-                if timer:
-                    timer.cancel()
-                await self.notifier.assigned(effect.contact, effect.agent, effect.waited)
-            elif isinstance(effect, model.Ended):
-                await self.notifier.ended(effect.contact, effect.agent_id, effect.wrap_up_code)
+            if isinstance(effect, eng.Offered):
+                self._push_offer(effect.offer, effect.contact)
 
-    async def _send_offer(self, effect: model.Offered) -> None:
-        offer, state = effect.offer, effect.contact
-        await self.notifier.offered(offer, state)
-        expires = Timestamp()
-        expires.FromNanoseconds(int(offer.expires_at * 1e9))
-        message = router_pb2.Offer(
-            offer_id=offer.offer_id,
-            agent_id=offer.agent_id,
-            contact=state.contact,
-            expires_at=expires,
-            traceparent=state.traceparent,
-        )
+    def _push_offer(self, offer: eng.Offer, c: eng.Contact) -> None:
         queue = self._streams.get((offer.tenant, offer.agent_id))
-        if queue is not None:
-            queue.put_nowait(message)
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, offer.expires_at - self.engine.clock())
-        self._timers[offer.offer_id] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._expire(offer.offer_id))
+        if queue is None:
+            return
+        queue.put_nowait(
+            router_pb2.Offer(
+                offer_id=offer.offer_id,
+                agent_id=offer.agent_id,
+                contact=c.contact,
+                expires_at=_ts(offer.expires_at),
+                traceparent=c.traceparent,
+                queue=c.queue,
+                step=offer.step,
+            )
         )
 
-    async def _expire(self, offer_id: str) -> None:
-        self._timers.pop(offer_id, None)
-        await self.run(lambda: self.engine.expire(offer_id))
+    def _fenced(self) -> None:
+        if self.leader:
+            logger.critical("another router replica wrote to the journal: stepping down")
+        self.leader = False
+        self.on_fenced()
 
-    # ---- bus handlers (idempotent) -------------------------------------------------------------
+    def now(self) -> float:
+        """The current time for read-only views (statistics, positions)."""
+        self.clock.advance(self.wall())
+        return self.clock.now
+
+    # ---- timers ----------------------------------------------------------------------------------
+
+    async def tick_forever(self) -> None:
+        """Run the engine's timers (offer expiry, routing steps, surge, wrap-up) when they are due."""
+        while True:
+            due = self.engine.next_due()
+            timeout = 1.0 if due is None else min(1.0, max(0.0, due - self.wall()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            due = self.engine.next_due()
+            if self.leader and due is not None and due <= self.wall():
+                try:
+                    await self.run("tick")
+                except Unavailable:
+                    pass
+                except Exception:
+                    logger.exception("router tick failed")
+                    await asyncio.sleep(0.5)
+
+    # ---- bus handlers (idempotent) -----------------------------------------------------------
 
     async def on_contact_created(self, event: events_pb2.ContactCreated) -> None:
         contact = event.contact
@@ -93,18 +177,33 @@ class Router:
             raise InvalidArgument("contact.contact_id")
         if contact.tenant != event.meta.tenant:
             raise InvalidArgument("contact.tenant", "differs from meta.tenant")
-        traceparent = telemetry.current_traceparent()
-        await self.run(lambda: self.engine.add_contact(contact, traceparent))
+        await self.run("add_contact", contact, telemetry.current_traceparent())
 
     async def on_contact_abandoned(self, event: events_pb2.ContactAbandoned) -> None:
-        await self.run(lambda: self.engine.withdraw_contact(event.contact_id, "abandoned"))
+        await self.run("withdraw_contact", event.contact_id, "abandoned")
 
     async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
         if event.meta.source == "router":
             return  # our own wrap-up
-        await self.run(lambda: self.engine.withdraw_contact(event.contact_id, "ended by channel"))
+        await self.run("channel_ended", event.contact_id)
 
-    # ---- agents' streams ------------------------------------------------------------------------
+    async def on_contact_transferred(self, event: events_pb2.ContactTransferred) -> None:
+        if event.meta.source == "router":
+            return
+        c = self.engine.contacts.get(event.contact_id)
+        if c is None or (c.queue == event.to_queue and c.status == eng.Status.WAITING):
+            return
+        await self.run("transfer", event.meta.tenant, event.contact_id, event.to_queue, "")
+
+    async def on_contact_held(self, event: events_pb2.ContactHeld) -> None:
+        if event.meta.source == "router":
+            return
+        c = self.engine.contacts.get(event.contact_id)
+        if c is None or c.status != eng.Status.ASSIGNED:
+            return
+        await self.run("set_hold", event.meta.tenant, "", event.contact_id, event.held)
+
+    # ---- agents' streams ---------------------------------------------------------------------
 
     async def connect(self, tenant: str, agent_id: str) -> asyncio.Queue[router_pb2.Offer | None]:
         self.engine.agent(tenant, agent_id)  # NotFound before anything else
@@ -113,7 +212,13 @@ class Router:
         if old is not None:
             old.put_nowait(None)  # a newer stream replaces an older one
         self._streams[(tenant, agent_id)] = queue
-        await self.run(lambda: self.engine.set_connected(tenant, agent_id, True))
+        pending = self.engine.agent(tenant, agent_id).offer_id
+        await self.run("set_connected", tenant, agent_id, True)
+        if pending and pending in self.engine.offers:
+            offer = self.engine.offers[pending]
+            contact = self.engine.contacts.get(offer.contact_id)
+            if contact is not None:
+                self._push_offer(offer, contact)  # an offer made before a restart or failover
         return queue
 
     async def disconnect(
@@ -122,22 +227,121 @@ class Router:
         if self._streams.get((tenant, agent_id)) is not queue:
             return
         del self._streams[(tenant, agent_id)]
-        try:
-            await self.run(lambda: self.engine.set_connected(tenant, agent_id, False))
-        except NotFound:
-            pass
+        with contextlib.suppress(DomainError):
+            await self.run("set_connected", tenant, agent_id, False)
 
-    async def accept(self, tenant: str, agent_id: str, offer_id: str) -> model.Assigned:
-        await self.run(lambda: self.engine.expire_if_due(offer_id))
-        effects = await self.run(lambda: self.engine.accept(tenant, agent_id, offer_id))
-        return next(e for e in effects if isinstance(e, model.Assigned))
+    async def accept(self, tenant: str, agent_id: str, offer_id: str) -> eng.Assigned:
+        effects = await self.run("accept", tenant, agent_id, offer_id)
+        return next(e for e in effects if isinstance(e, eng.Assigned))
 
     def close_streams(self) -> None:
         for queue in self._streams.values():
             queue.put_nowait(None)
-        for timer in self._timers.values():
-            timer.cancel()
+        self._streams.clear()
+
+    # ---- recovery, standby, snapshots --------------------------------------------------------
+
+    def apply_entry(self, entry: Entry) -> None:
+        """Replay one journal entry (a standby, or recovery after a restart)."""
+        self.clock.advance(entry.at)
+        try:
+            result = getattr(self.engine, entry.name)(*entry.args)
+        except DomainError:
+            result = []  # it failed for the leader too, and changed nothing
+        effects = result[1] if isinstance(result, tuple) else result
+        for effect in effects:
+            self._recent.append((entry.at, effect))
+        self.applied_seq = entry.seq
+
+    async def republish_recent(self) -> None:
+        """A new leader publishes the last decisions again: the old leader may have died after
+        journaling them but before publishing. Event ids make the repeats harmless."""
+        recent, self._recent = list(self._recent), deque(maxlen=REPUBLISH)
+        for at, effect in recent:
+            if isinstance(effect, eng.Queued | eng.Offered | eng.Assigned | eng.Ended):
+                await self.notifier.publish(effect, at)
+        acks = self.notifier.take_pending()
+        if acks:
+            await asyncio.gather(*acks)
+
+    async def snapshot(self, snapshots: Snapshots) -> int:
+        """Write the engine's state and the journal sequence it covers."""
+        async with self._lock:
+            if self._inflight:
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
+            assert self.journal is not None
+            seq = self.journal.last_seq
+            data = pickle.dumps(self.engine, protocol=pickle.HIGHEST_PROTOCOL)
+            self.entries_since_snapshot = 0
+        await snapshots.save(data, seq)
+        return seq
 
 
-def wall_clock() -> float:
-    return time.time()
+async def recover(
+    journal: Journal, snapshots: Snapshots, config: RouterConfig
+) -> tuple[eng.Engine, int]:
+    """The engine as the journal says it is: the newest snapshot plus every entry after it."""
+    loaded = await snapshots.load()
+    if loaded is not None:
+        data, seq = loaded
+        engine: eng.Engine = pickle.loads(data)
+        logger.info("router snapshot at journal sequence %d loaded", seq)
+    else:
+        engine, seq = new_engine(config), 0
+    return engine, seq
+
+
+async def lead_or_follow(
+    router: Router,
+    journal: Journal,
+    lease: Lease,
+    became_leader: Callable[[], Any],
+    poll: float = 0.5,
+) -> None:
+    """Follow the journal as a standby until the lease is ours; then catch up and lead."""
+    follower: asyncio.Task[None] | None = None
+
+    async def follow() -> None:
+        async for entry in journal.follow(router.applied_seq):
+            if entry.seq > router.applied_seq:
+                router.apply_entry(entry)
+
+    try:
+        while not await lease.try_acquire():
+            if follower is None or follower.done():
+                follower = asyncio.create_task(follow())
+            await asyncio.sleep(poll)
+    finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await follower
+    async for entry in journal.read(router.applied_seq):
+        if entry.seq > router.applied_seq:
+            router.apply_entry(entry)
+    journal.last_seq = max(router.applied_seq, await journal.tail_seq())
+    router.leader = True
+    await became_leader()
+
+
+async def keep_lease(router: Router, lease: Lease, on_lost: Callable[[], None]) -> None:
+    """Renew the lease at a third of its TTL; a failed renewal is retried until the lease would
+    have expired, then the replica steps down (the standby may hold it by then)."""
+    interval = max(0.2, lease.ttl / 3)
+    last_ok = time.monotonic()
+    while router.leader:
+        await asyncio.sleep(interval)
+        try:
+            if await lease.renew():
+                last_ok = time.monotonic()
+                continue
+            reason = "another replica holds it"
+        except Exception as exc:
+            reason = f"renewal failed: {exc}"
+            if time.monotonic() - last_ok < lease.ttl * 0.8:
+                logger.warning("router lease %s; retrying", reason)
+                continue
+        logger.critical("router lease lost (%s): stepping down", reason)
+        router.leader = False
+        on_lost()
+        return

@@ -1,4 +1,9 @@
-"""The router's one place for publishing its decisions as events."""
+"""The router's one place for publishing its decisions as events.
+
+Event ids are derived from the decision (the offer id, the contact id), so publishing the same
+decision again — as a new leader does for the last decisions of the old one — is de-duplicated by
+JetStream and ignored by idempotent consumers.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 
 from switchboard.core import events, telemetry
-from switchboard.router.domain import model
-from switchboard.v1 import events_pb2
+from switchboard.router.domain import engine as eng
+from switchboard.v1 import contact_pb2, events_pb2
 
 SOURCE = "router"
 
@@ -18,70 +23,137 @@ class Publisher(Protocol):
     async def publish_async(self, event: Message) -> asyncio.Future[Any]: ...
 
 
+def _duration(field: Any, seconds: float) -> None:
+    field.FromNanoseconds(int(max(0.0, seconds) * 1e9))
+
+
 class RoutingNotifier:
-    """Sends events in decision order without waiting for each ack; the caller awaits `pending`
-    (all of JetStream's acks) once it no longer holds the router's lock."""
+    """Sends events in decision order without waiting for each ack; the caller awaits the acks
+    (`take_pending`) once it no longer holds the router's lock."""
 
     def __init__(self, bus: Publisher) -> None:
         self.bus = bus
         self.pending: list[asyncio.Future[Any]] = []
 
-    async def _publish(self, state: model.ContactState, event: Message) -> None:
-        # Decisions made outside the contact's own trace (a timer, a freed agent) still join it.
-        carrier = {"traceparent": state.traceparent} if state.traceparent else None
-        with telemetry.continued(carrier):
-            self.pending.append(await self.bus.publish_async(event))
-
     def take_pending(self) -> list[asyncio.Future[Any]]:
         pending, self.pending = self.pending, []
         return pending
 
-    def _meta(self, state: model.ContactState, event_id: str | None = None) -> events_pb2.EventMeta:
-        return events.new_meta(state.tenant, state.contact.channel, SOURCE, event_id)
+    async def _send(self, event: Message, traceparent: str = "") -> None:
+        # Decisions made outside the contact's own trace (a timer, a freed agent) still join it.
+        carrier = {"traceparent": traceparent} if traceparent else None
+        with telemetry.continued(carrier):
+            self.pending.append(await self.bus.publish_async(event))
 
-    async def queued(self, state: model.ContactState, position: int) -> None:
-        await self._publish(
-            state,
-            events_pb2.ContactQueued(
-                meta=self._meta(state, f"{state.contact_id}:queued"),
-                contact_id=state.contact_id,
-                queue=state.queue,
-                position=position,
-            ),
-        )
+    @staticmethod
+    def _meta(c: eng.Contact, event_id: str, at: float) -> Any:
+        meta = events.new_meta(c.tenant, c.channel, SOURCE, event_id)
+        meta.occurred_at.FromNanoseconds(int(at * 1e9))
+        return meta
 
-    async def offered(self, offer: model.Offer, state: model.ContactState) -> None:
-        event = events_pb2.ContactOffered(
-            meta=self._meta(state, f"{offer.offer_id}:offered"),
-            contact_id=state.contact_id,
-            agent_id=offer.agent_id,
-            offer_id=offer.offer_id,
-        )
-        event.expires_at.FromSeconds(int(offer.expires_at))
-        await self._publish(state, event)
-
-    async def assigned(
-        self, state: model.ContactState, agent: model.AgentState, waited: float
-    ) -> None:
-        event = events_pb2.ContactAssigned(
-            meta=self._meta(state, f"{state.offer_id or state.contact_id}:assigned"),
-            contact_id=state.contact_id,
-            agent_id=agent.agent_id,
-            agent_name=agent.display_name,
-            offer_id=state.offer_id,
-            queue=state.queue,
-        )
-        event.waited.FromNanoseconds(int(waited * 1e9))
-        await self._publish(state, event)
-
-    async def ended(self, state: model.ContactState, agent_id: str, code: str) -> None:
-        await self._publish(
-            state,
-            events_pb2.ContactEnded(
-                meta=self._meta(state, f"{state.contact_id}:ended"),
-                contact_id=state.contact_id,
-                agent_id=agent_id,
+    async def publish(self, effect: eng.Effect, at: float) -> None:
+        if isinstance(effect, eng.Queued):
+            c = effect.contact
+            await self._send(
+                events_pb2.ContactQueued(
+                    meta=self._meta(c, f"{c.contact_id}:queued", at),
+                    contact_id=c.contact_id,
+                    queue=c.queue,
+                    position=effect.position,
+                ),
+                c.traceparent,
+            )
+        elif isinstance(effect, eng.Offered):
+            c, offer = effect.contact, effect.offer
+            offered = events_pb2.ContactOffered(
+                meta=self._meta(c, f"{offer.offer_id}:offered", at),
+                contact_id=c.contact_id,
+                agent_id=offer.agent_id,
+                offer_id=offer.offer_id,
+            )
+            offered.expires_at.FromNanoseconds(int(offer.expires_at * 1e9))
+            await self._send(offered, c.traceparent)
+        elif isinstance(effect, eng.Assigned):
+            c = effect.contact
+            assigned = events_pb2.ContactAssigned(
+                meta=self._meta(c, f"{c.offer_id or c.contact_id}:assigned", at),
+                contact_id=c.contact_id,
+                agent_id=effect.agent.agent_id,
+                agent_name=effect.agent.display_name,
+                offer_id=c.offer_id,
+                queue=c.queue,
+            )
+            _duration(assigned.waited, effect.waited)
+            await self._send(assigned, c.traceparent)
+        elif isinstance(effect, eng.Ended) and effect.publish:
+            c = effect.contact
+            ended = events_pb2.ContactEnded(
+                meta=self._meta(c, f"{c.contact_id}:ended:{effect.wrap_up_code}", at),
+                contact_id=c.contact_id,
+                agent_id=effect.agent_id,
                 reason=events_pb2.END_REASON_COMPLETED,
-                wrap_up_code=code,
-            ),
-        )
+                wrap_up_code=effect.wrap_up_code,
+                queue=c.queue,
+            )
+            _duration(ended.wait, c.assigned_at - c.queued_at)
+            _duration(ended.talk, effect.talk)
+            _duration(ended.hold, effect.hold)
+            _duration(ended.wrap_up, effect.wrap_up)
+            await self._send(ended, c.traceparent)
+        elif isinstance(effect, eng.StepApplied):
+            c = effect.contact
+            step = events_pb2.RoutingStepApplied(
+                meta=self._meta(c, f"{c.contact_id}:step:{effect.step.name}:{c.queue}", at),
+                contact_id=c.contact_id,
+                queue=c.queue,
+                step=effect.step.name,
+                reason=effect.reason,
+            )
+            _duration(step.waited, effect.waited)
+            await self._send(step, c.traceparent)
+        elif isinstance(effect, eng.SurgeChanged):
+            meta = events.new_meta(effect.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
+            meta.occurred_at.FromNanoseconds(int(at * 1e9))
+            meta.event_id = f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}"
+            await self._send(
+                events_pb2.SurgeLevelChanged(
+                    meta=meta,
+                    queue=effect.queue,
+                    level=effect.level,
+                    previous_level=effect.previous,
+                    reason=effect.reason,
+                    actions=sorted(effect.actions),
+                )
+            )
+        elif isinstance(effect, eng.AgentChanged):
+            a = effect.agent
+            meta = events.new_meta(a.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
+            meta.occurred_at.FromNanoseconds(int(at * 1e9))
+            meta.event_id = f"agent:{a.tenant}:{a.agent_id}:{a.version}:{int(at * 1e6)}"
+            await self._send(
+                events_pb2.AgentStateChanged(
+                    meta=meta, agent_id=a.agent_id, presence=int(a.presence), reason=effect.reason
+                )
+            )
+        elif isinstance(effect, eng.Transferred):
+            c = effect.contact
+            await self._send(
+                events_pb2.ContactTransferred(
+                    meta=self._meta(c, f"{c.contact_id}:transfer:{c.seq}:{int(at * 1e6)}", at),
+                    contact_id=c.contact_id,
+                    from_agent_id=effect.from_agent,
+                    to_queue=effect.to_queue,
+                ),
+                c.traceparent,
+            )
+        elif isinstance(effect, eng.HoldChanged):
+            c = effect.contact
+            await self._send(
+                events_pb2.ContactHeld(
+                    meta=self._meta(c, f"{c.contact_id}:hold:{effect.held}:{int(at * 1e6)}", at),
+                    contact_id=c.contact_id,
+                    agent_id=effect.agent_id,
+                    held=effect.held,
+                ),
+                c.traceparent,
+            )

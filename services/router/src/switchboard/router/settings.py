@@ -7,5 +7,12 @@ from switchboard.core.settings import ServiceSettings
 
 class RouterSettings(ServiceSettings):
     grpc_port: int = Field(50051, alias="ROUTER_GRPC_PORT")
-    accept_timeout_seconds: float = Field(20.0, alias="ROUTER_ACCEPT_TIMEOUT_SECONDS")
+    # The YAML configuration (tenants, queues, steps, surge); empty: the embedded demo default.
+    config_file: str = Field("", alias="ROUTER_CONFIG_FILE")
+    # Overrides every channel's accept timeout when > 0 (tests, demos).
+    accept_timeout_seconds: float = Field(0.0, alias="ROUTER_ACCEPT_TIMEOUT_SECONDS")
     consumer_name: str = Field("router", alias="ROUTER_CONSUMER")
+    # Tenants served by one leader; the journal, snapshots and lease are per group.
+    group: str = Field("default", alias="ROUTER_GROUP", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    lease_ttl_seconds: float = Field(3.0, alias="ROUTER_LEASE_TTL_SECONDS", gt=0.5)
+    snapshot_interval_seconds: float = Field(30.0, alias="ROUTER_SNAPSHOT_INTERVAL_SECONDS", gt=0)

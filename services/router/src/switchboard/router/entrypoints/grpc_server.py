@@ -1,15 +1,18 @@
-"""RouterService over gRPC: translates requests into engine commands and results into messages."""
+"""RouterService and RouterAdminService over gRPC: requests become engine inputs (through
+`Router.run`, so they are journaled), results become messages."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from switchboard.core.errors import InvalidArgument
+from switchboard.core.errors import InvalidArgument, PermissionDenied
 from switchboard.core.grpc import principal, require
-from switchboard.router.domain import model
+from switchboard.router.domain import config as cfg
+from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import Router
 from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
 
@@ -20,7 +23,11 @@ def _ts(seconds: float) -> Timestamp:
     return ts
 
 
-def agent_message(agent: model.AgentState) -> router_pb2.Agent:
+def _dur(field: object, seconds: float) -> None:
+    field.FromNanoseconds(int(max(0.0, seconds) * 1e9))  # type: ignore[attr-defined]
+
+
+def agent_message(agent: eng.Agent) -> router_pb2.Agent:
     return router_pb2.Agent(
         agent_id=agent.agent_id,
         tenant=agent.tenant,
@@ -33,26 +40,117 @@ def agent_message(agent: model.AgentState) -> router_pb2.Agent:
             router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
             for ch, n in sorted(agent.capacity.items())
         ],
-        presence=agent.presence.value,  # type: ignore[arg-type]
+        presence=int(agent.presence),  # type: ignore[arg-type]
         presence_reason=agent.presence_reason,
         active_contact_ids=sorted(agent.active),
         idle_since=_ts(agent.idle_since),
         has_pending_offer=agent.offer_id is not None,
         connected=agent.connected,
+        presence_since=_ts(agent.presence_since),
+        wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
+        missed_offers=agent.missed,
     )
 
 
-def _presence(value: int, field: str) -> model.Presence:
+def _presence(value: int, field: str) -> eng.Presence:
     try:
-        return model.Presence(value)
+        return eng.Presence(value)
     except ValueError:
         raise InvalidArgument(field, f"{value} is not a presence") from None
+
+
+def queue_stats(router: Router, tenant: str, queue: str) -> router_pb2.QueueStats:
+    engine = router.engine
+    state = engine.tenant(tenant)
+    qs, longest = engine.queue_snapshot(tenant, queue)
+    q = state.config.queue(queue)
+    out = router_pb2.QueueStats(
+        tenant=tenant,
+        queue=queue,
+        waiting=qs.waiting,
+        offered=qs.offered,
+        assigned=qs.assigned,
+        answered=qs.answered,
+        abandoned=qs.abandoned,
+        answered_within_threshold=qs.answered_in,
+        abandoned_within_threshold=qs.abandoned_in,
+        sl_target=q.sl_target,
+        service_level=qs.answered_in / qs.answered if qs.answered else 1.0,
+        service_level_2=(
+            (qs.answered_in + qs.abandoned_in) / (qs.answered + qs.abandoned)
+            if qs.answered + qs.abandoned
+            else 1.0
+        ),
+        abandonment_rate=(
+            qs.abandoned / (qs.answered + qs.abandoned) if qs.answered + qs.abandoned else 0.0
+        ),
+        surge_level=state.surge_level if state.surge_queue in ("", queue) else 0,
+        agents=agent_counts(router, tenant),
+    )
+    _dur(out.longest_wait, longest)
+    _dur(out.sl_threshold, q.sl_threshold)
+    _dur(out.average_speed_of_answer, qs.answer_wait_total / qs.answered if qs.answered else 0.0)
+    return out
+
+
+def agent_counts(router: Router, tenant: str) -> list[router_pb2.AgentStateCount]:
+    counts = router.engine.tenant(tenant).presence_counts
+    return [
+        router_pb2.AgentStateCount(presence=int(p), count=n)  # type: ignore[arg-type]
+        for p, n in sorted(counts.items())
+        if n > 0
+    ]
+
+
+def snapshot(router: Router, tenant: str, queue: str) -> router_pb2.QueueStatsSnapshot:
+    router.now()
+    engine = router.engine
+    names = [queue] if queue else engine.queues_of(tenant)
+    queues = [queue_stats(router, tenant, name) for name in names]
+    total = router_pb2.QueueStats(tenant=tenant, agents=agent_counts(router, tenant))
+    longest = 0.0
+    wait_total = 0.0
+    for q in queues:
+        total.waiting += q.waiting
+        total.offered += q.offered
+        total.assigned += q.assigned
+        total.answered += q.answered
+        total.abandoned += q.abandoned
+        total.answered_within_threshold += q.answered_within_threshold
+        total.abandoned_within_threshold += q.abandoned_within_threshold
+        longest = max(longest, q.longest_wait.ToNanoseconds() / 1e9)
+        wait_total += q.average_speed_of_answer.ToNanoseconds() / 1e9 * q.answered
+    _dur(total.longest_wait, longest)
+    if total.answered:
+        total.service_level = total.answered_within_threshold / total.answered
+        _dur(total.average_speed_of_answer, wait_total / total.answered)
+    else:
+        total.service_level = 1.0
+    handled = total.answered + total.abandoned
+    total.service_level_2 = (
+        (total.answered_within_threshold + total.abandoned_within_threshold) / handled
+        if handled
+        else 1.0
+    )
+    total.abandonment_rate = total.abandoned / handled if handled else 0.0
+    state = engine.tenant(tenant)
+    total.surge_level = state.surge_level
+    return router_pb2.QueueStatsSnapshot(
+        tenant=tenant,
+        at=_ts(router.now()),
+        queues=queues,
+        total=total,
+        surge_level=state.surge_level,
+    )
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, router: Router) -> None:
         self.router = router
-        self.engine = router.engine
+
+    @property
+    def engine(self) -> eng.Engine:
+        return self.router.engine  # replaced on recovery
 
     def _acting(self, agent_id: str) -> str:
         if not agent_id:
@@ -73,26 +171,23 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         if contact_pb2.CHANNEL_UNSPECIFIED in capacity:
             raise InvalidArgument("capacity.channel", "must name a channel")
         presence = (
-            _presence(request.presence, "presence")
-            if request.presence
-            else model.Presence.AVAILABLE
+            _presence(request.presence, "presence") if request.presence else eng.Presence.AVAILABLE
         )
         agent, _ = await self.router.run(
-            lambda: self.engine.sign_in(
-                tenant,
-                request.agent_id,
-                request.display_name,
-                languages,
-                skills,
-                capacity,
-                presence,
-            )
+            "sign_in",
+            tenant,
+            request.agent_id,
+            request.display_name,
+            languages,
+            skills,
+            capacity,
+            presence,
         )
         return agent_message(agent)
 
     async def SignOut(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
-        agent, _ = await self.router.run(lambda: self.engine.sign_out(tenant, request.agent_id))
+        agent, _ = await self.router.run("sign_out", tenant, request.agent_id)
         return agent_message(agent)
 
     async def SetPresence(self, request, context):  # type: ignore[no-untyped-def]
@@ -100,7 +195,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         require(request, "presence")
         presence = _presence(request.presence, "presence")
         agent, _ = await self.router.run(
-            lambda: self.engine.set_presence(tenant, request.agent_id, presence, request.reason)
+            "set_presence", tenant, request.agent_id, presence, request.reason
         )
         return agent_message(agent)
 
@@ -126,71 +221,163 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             contact_id=assigned.contact.contact_id,
             agent_id=request.agent_id,
             contact=assigned.contact.contact,
-            assigned_at=_ts(self.engine.clock()),
+            assigned_at=_ts(assigned.contact.assigned_at),
         )
-        result.waited.FromNanoseconds(int(assigned.waited * 1e9))
+        _dur(result.waited, assigned.waited)
         return result
 
     async def DeclineOffer(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
         require(request, "offer_id")
-        await self.router.run(
-            lambda: self.engine.decline(tenant, request.agent_id, request.offer_id, request.reason)
-        )
+        await self.router.run("decline", tenant, request.agent_id, request.offer_id, request.reason)
         return router_pb2.DeclineOfferResponse()
 
     async def WrapUp(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
         require(request, "contact_id")
         await self.router.run(
-            lambda: self.engine.wrap_up(
-                tenant, request.agent_id, request.contact_id, request.wrap_up_code
-            )
+            "wrap_up", tenant, request.agent_id, request.contact_id, request.wrap_up_code
         )
         return router_pb2.WrapUpResponse()
 
     async def GetQueueStats(self, request, context):  # type: ignore[no-untyped-def]
+        snap = snapshot(self.router, principal().tenant, request.queue)
+        return router_pb2.GetQueueStatsResponse(queues=list(snap.queues))
+
+    async def WatchQueueStats(  # type: ignore[no-untyped-def]
+        self, request, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.QueueStatsSnapshot]:
         tenant = principal().tenant
-        now = self.engine.clock()
-        stats: dict[str, router_pb2.QueueStats] = {}
-        longest: dict[str, float] = {}
-
-        def entry(queue: str) -> router_pb2.QueueStats:
-            if queue not in stats:
-                stats[queue] = router_pb2.QueueStats(tenant=tenant, queue=queue)
-                longest[queue] = 0.0
-            return stats[queue]
-
-        for state in self.engine.contacts.values():
-            if state.tenant != tenant or (request.queue and state.queue != request.queue):
-                continue
-            s = entry(state.queue)
-            if state.status == model.ContactStatus.WAITING:
-                s.waiting += 1
-                longest[state.queue] = max(longest[state.queue], now - state.queued_at)
-            elif state.status == model.ContactStatus.OFFERED:
-                s.offered += 1
-                longest[state.queue] = max(longest[state.queue], now - state.queued_at)
-            elif state.status == model.ContactStatus.ASSIGNED:
-                s.assigned += 1
-        if request.queue:
-            entry(request.queue)
-        counts: dict[int, int] = {}
-        for agent in self.engine.agents.values():
-            if agent.tenant == tenant:
-                counts[agent.presence.value] = counts.get(agent.presence.value, 0) + 1
-        by_state = [
-            router_pb2.AgentStateCount(presence=p, count=n)  # type: ignore[arg-type]
-            for p, n in sorted(counts.items())
-        ]
-        for name, s in stats.items():
-            s.longest_wait.FromNanoseconds(int(longest[name] * 1e9))
-            s.agents.extend(by_state)
-        return router_pb2.GetQueueStatsResponse(queues=[stats[k] for k in sorted(stats)])
+        interval = request.interval.ToNanoseconds() / 1e9 if request.HasField("interval") else 1.0
+        if interval < 0.1:
+            raise InvalidArgument("interval", "must be at least 100 ms")
+        while True:
+            yield snapshot(self.router, tenant, request.queue)
+            await asyncio.sleep(interval)
 
     async def ListAgents(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         agents = sorted(
-            (a for a in self.engine.agents.values() if a.tenant == tenant), key=lambda a: a.agent_id
+            (a for a in self.engine.agents.values() if a.tenant == tenant),
+            key=lambda a: a.agent_id,
         )
         return router_pb2.ListAgentsResponse(agents=[agent_message(a) for a in agents])
+
+    async def ExplainDecision(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        require(request, "contact_id")
+        self.router.now()
+        c, state, live = self.engine.explain(tenant, request.contact_id)
+        out = router_pb2.Decision(
+            contact_id=c.contact_id,
+            tenant=c.tenant,
+            queue=c.queue,
+            state=state,
+            assigned_agent_id=c.agent_id,
+            steps=[
+                router_pb2.StepFired(step=name, at=_ts(at), reason=reason)
+                for name, at, reason in c.decision.steps
+            ],
+        )
+        attempts = list(c.decision.attempts) + ([live] if live is not None else [])
+        for a in attempts:
+            out.attempts.append(
+                router_pb2.DecisionAttempt(
+                    offer_id=a.offer_id,
+                    agent_id=a.agent_id,
+                    at=_ts(a.at),
+                    outcome=a.outcome,
+                    step=a.step,
+                    candidates=[
+                        router_pb2.Candidate(
+                            agent_id=agent_id,
+                            proficiency=score,
+                            idle_since=_ts(idle),
+                            sticky=sticky,
+                        )
+                        for agent_id, score, idle, sticky in a.candidates
+                    ],
+                    excluded=[
+                        router_pb2.Exclusion(
+                            agent_id=agent_id,
+                            reasons=[int(r) for r in reasons],  # type: ignore[misc]
+                            detail=detail,
+                        )
+                        for agent_id, reasons, detail in a.excluded
+                    ],
+                    excluded_total=a.excluded_total,
+                )
+            )
+        return out
+
+    async def GetContactPosition(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        require(request, "contact_id")
+        self.router.now()
+        c, position, waiting, estimate = self.engine.position(tenant, request.contact_id)
+        state = eng.STATUS_NAMES.get(c.status, "")
+        out = router_pb2.ContactPosition(
+            contact_id=c.contact_id, queue=c.queue, position=position, waiting=waiting, state=state
+        )
+        _dur(out.estimated_wait, estimate)
+        return out
+
+    async def TransferContact(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "contact_id")
+        require(request, "queue")
+        if request.agent_id:
+            p.require_agent_or_manager(request.agent_id)
+        elif not p.has_any("supervisor", "admin", "service", "partner"):
+            raise PermissionDenied("an agent transfers its own contacts: set agent_id")
+        await self.router.run(
+            "transfer", p.tenant, request.contact_id, request.queue, request.agent_id
+        )
+        return router_pb2.TransferContactResponse()
+
+    async def SetHold(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = self._acting(request.agent_id)
+        require(request, "contact_id")
+        await self.router.run(
+            "set_hold", tenant, request.agent_id, request.contact_id, request.held
+        )
+        return router_pb2.SetHoldResponse()
+
+
+class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
+    """Run-time configuration. Changing a tenant keeps its queued contacts: they are re-filed
+    under the new rules."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    @staticmethod
+    def _admin() -> str:
+        p = principal()
+        if not p.has_any("admin"):
+            raise PermissionDenied("router configuration needs the admin role")
+        return p.tenant
+
+    def _message(self, tenant: str) -> router_pb2.RouterConfig:
+        state = self.router.engine.tenant(tenant)
+        version, applied = self.router.engine.config_versions.get(tenant, (0, 0.0))
+        return router_pb2.RouterConfig(
+            tenant=tenant,
+            yaml=state.config.yaml_text,
+            version=version,
+            applied_at=_ts(applied) if applied else None,
+        )
+
+    async def GetConfig(self, request, context):  # type: ignore[no-untyped-def]
+        return self._message(self._admin())
+
+    async def ApplyConfig(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = self._admin()
+        require(request, "yaml")
+        parsed = cfg.load_tenant_text(tenant, request.yaml, "ApplyConfig")
+        if request.dry_run:
+            out = self._message(tenant)
+            out.yaml = request.yaml
+            return out
+        await self.router.run("apply_tenant_config", parsed)
+        return self._message(tenant)

@@ -1,4 +1,4 @@
-"""The router's subscriptions on the bus."""
+"""The router's subscriptions on the bus (the leader's only)."""
 
 from __future__ import annotations
 
@@ -11,3 +11,5 @@ def subscribe(bus: Bus, router: Router, durable: str) -> None:
     bus.subscribe(durable, events_pb2.ContactCreated, router.on_contact_created)
     bus.subscribe(durable, events_pb2.ContactAbandoned, router.on_contact_abandoned)
     bus.subscribe(durable, events_pb2.ContactEnded, router.on_contact_ended)
+    bus.subscribe(durable, events_pb2.ContactTransferred, router.on_contact_transferred)
+    bus.subscribe(durable, events_pb2.ContactHeld, router.on_contact_held)

@@ -1,0 +1,532 @@
+"""The router's declarative configuration: tenants, queues, skills, languages, service-level
+targets, routing steps, surge levels.
+
+It is YAML, validated at load. Every error names the file, the line and the field, e.g.
+``router.yaml:14: tenants.demo.queues[1].name: duplicate queue 'billing'``. The same schema is
+used for a whole file (``tenants: {name: {...}}``) and for one tenant's section given to the admin
+API (``ApplyConfig``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from switchboard.core.errors import InvalidArgument
+from switchboard.v1 import contact_pb2
+
+CHANNELS: dict[str, int] = {
+    "voice": contact_pb2.CHANNEL_VOICE,
+    "email": contact_pb2.CHANNEL_EMAIL,
+    "fax": contact_pb2.CHANNEL_FAX,
+    "chat": contact_pb2.CHANNEL_CHAT,
+}
+SURGE_ACTIONS = frozenset({"refuse_breaks", "pause_callbacks", "notify_supervisors"})
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class ConfigError(InvalidArgument):
+    """A configuration error naming where it is: ``file:line: field: problem``."""
+
+    def __init__(self, source: str, line: int, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.source, self.line, self.path = source, line, path
+        self.args = (f"{source}:{line}: {path}: {problem}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Step:
+    """After `after` seconds in the queue, relax the requirements (or overflow)."""
+
+    name: str
+    after: float
+    min_proficiency: int | None = None  # accept agents at this level or above
+    add_languages: tuple[str, ...] = ()  # also accept agents speaking these
+    drop_skills: bool = False  # any agent of the language will do
+    overflow_to: str = ""  # move to this queue (its own steps then apply)
+    priority: int | None = None  # raise the contact's priority to this
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_proficiency is not None:
+            parts.append(f"min proficiency {self.min_proficiency}")
+        if self.add_languages:
+            parts.append("also " + ", ".join(self.add_languages))
+        if self.drop_skills:
+            parts.append("skills dropped")
+        if self.overflow_to:
+            parts.append(f"overflow to {self.overflow_to}")
+        if self.priority is not None:
+            parts.append(f"priority {self.priority}")
+        return "; ".join(parts) or "no change"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    skills: tuple[str, ...] = ()  # skills every contact of the queue needs, besides its own
+    min_proficiency: int = 1
+    sl_threshold: float = 20.0  # answered within this many seconds counts toward the SL
+    sl_target: float = 0.8
+    sl_window: float = 3600.0  # rolling window of the live statistics
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class SurgeLevel:
+    level: int
+    waiting_over: int  # raised when more than this many contacts ...
+    wait_longer_than: float  # ... have waited longer than this in one queue
+    clear_idle_agents: int  # cleared when this many agents ...
+    clear_idle_for: float  # ... have been idle this long
+    actions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    tenant: str
+    languages: tuple[str, ...] = ()
+    skills: tuple[str, ...] = ()
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
+    default_queue: str = "general"
+    capacity: dict[int, int] = field(default_factory=dict)
+    accept_timeout: dict[int, float] = field(default_factory=dict)
+    autopause_after: int = 3  # consecutive missed offers -> not responding (0 = never)
+    wrap_up_after: float = 0.0  # after-contact work: agent in wrap-up this long, then available
+    sticky_ttl: float = 1800.0  # route to the customer's last agent for this long
+    break_reasons: tuple[str, ...] = ()
+    surge: tuple[SurgeLevel, ...] = ()
+    urgent_priority: int = 5  # contacts at or above are never paused
+    yaml_text: str = ""
+
+    def queue(self, name: str) -> QueueConfig:
+        return self.queues.get(name) or self.queues[self.default_queue]
+
+    def timeout_for(self, channel: int) -> float:
+        return self.accept_timeout.get(channel, 20.0)
+
+
+DEFAULT_CAPACITY: dict[int, int] = {
+    contact_pb2.CHANNEL_VOICE: 1,
+    contact_pb2.CHANNEL_CHAT: 3,
+    contact_pb2.CHANNEL_EMAIL: 5,
+    contact_pb2.CHANNEL_FAX: 5,
+}
+DEFAULT_ACCEPT_TIMEOUT: dict[int, float] = {
+    contact_pb2.CHANNEL_VOICE: 20.0,
+    contact_pb2.CHANNEL_CHAT: 30.0,
+    contact_pb2.CHANNEL_EMAIL: 120.0,
+    contact_pb2.CHANNEL_FAX: 120.0,
+}
+
+
+def fallback_tenant(tenant: str) -> TenantConfig:
+    """A tenant with no configuration: one queue, defaults everywhere, no skill vocabulary."""
+    return TenantConfig(
+        tenant=tenant,
+        queues={"general": QueueConfig("general")},
+        capacity=dict(DEFAULT_CAPACITY),
+        accept_timeout=dict(DEFAULT_ACCEPT_TIMEOUT),
+    )
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    tenants: dict[str, TenantConfig]
+    defaults: TenantConfig | None = None  # for tenants the file does not name
+
+    def tenant(self, name: str) -> TenantConfig:
+        cfg = self.tenants.get(name)
+        if cfg is not None:
+            return cfg
+        if self.defaults is not None:
+            return _renamed(self.defaults, name)
+        return fallback_tenant(name)
+
+
+def _renamed(cfg: TenantConfig, name: str) -> TenantConfig:
+    from dataclasses import replace
+
+    return replace(cfg, tenant=name)
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+
+class _Walker:
+    """Reads a composed YAML node tree, checking types and naming file:line:field on error."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: yaml.Node | None, path: str, problem: str) -> ConfigError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return ConfigError(self.source, line, path, problem)
+
+    def mapping(
+        self, node: yaml.Node, path: str, allowed: set[str]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, path, "must be a mapping")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in out:
+                raise self.fail(key, f"{path}.{name}", "appears twice")
+            if allowed and name not in allowed:
+                raise self.fail(
+                    key, f"{path}.{name}", f"unknown field (expected one of {sorted(allowed)})"
+                )
+            out[name] = (key, value)
+        return out
+
+    def seq(self, node: yaml.Node, path: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, path, "must be a list")
+        return list(node.value)
+
+    def scalar(self, node: yaml.Node, path: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, path, "must be a single value")
+        return yaml.safe_load(yaml.serialize(node))
+
+    def string(self, node: yaml.Node, path: str, pattern: re.Pattern[str] | None = None) -> str:
+        value = self.scalar(node, path)
+        if not isinstance(value, str) or not value:
+            raise self.fail(node, path, "must be a non-empty string")
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(node, path, f"{value!r} is not a valid name")
+        return value
+
+    def integer(self, node: yaml.Node, path: str, lo: int, hi: int) -> int:
+        value = self.scalar(node, path)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(node, path, f"must be an integer from {lo} to {hi}")
+        return value
+
+    def number(self, node: yaml.Node, path: str, lo: float, hi: float) -> float:
+        value = self.scalar(node, path)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise self.fail(node, path, f"must be a number from {lo} to {hi}")
+        return float(value)
+
+    def duration(self, node: yaml.Node, path: str) -> float:
+        value = self.scalar(node, path)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        match = _DURATION.match(str(value))
+        if not match:
+            raise self.fail(node, path, f"{value!r} is not a duration (e.g. 30s, 15m, 1h)")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    def boolean(self, node: yaml.Node, path: str) -> bool:
+        value = self.scalar(node, path)
+        if not isinstance(value, bool):
+            raise self.fail(node, path, "must be true or false")
+        return value
+
+    def strings(self, node: yaml.Node, path: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+        items = [
+            self.string(n, f"{path}[{i}]", pattern) for i, n in enumerate(self.seq(node, path))
+        ]
+        for i, item in enumerate(items):
+            if item in items[:i]:
+                raise self.fail(self.seq(node, path)[i], f"{path}[{i}]", f"{item!r} repeated")
+        return tuple(items)
+
+
+_TENANT_FIELDS = {
+    "languages",
+    "skills",
+    "queues",
+    "default_queue",
+    "capacity",
+    "accept_timeout",
+    "autopause_after",
+    "wrap_up_after",
+    "sticky_ttl",
+    "break_reasons",
+    "surge",
+    "urgent_priority",
+}
+_QUEUE_FIELDS = {"name", "skills", "min_proficiency", "service_level", "steps"}
+_STEP_FIELDS = {
+    "name",
+    "after",
+    "min_proficiency",
+    "add_languages",
+    "drop_skills",
+    "overflow_to",
+    "priority",
+}
+_SURGE_FIELDS = {"level", "raise", "clear", "actions"}
+
+
+def _tenant(w: _Walker, name: str, node: yaml.Node, path: str, text: str) -> TenantConfig:
+    f = w.mapping(node, path, _TENANT_FIELDS)
+    languages = (
+        w.strings(f["languages"][1], f"{path}.languages", _LANGUAGE) if "languages" in f else ()
+    )
+    skills = w.strings(f["skills"][1], f"{path}.skills", _NAME) if "skills" in f else ()
+
+    def channel_map(key: str, parse: Any) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        if key not in f:
+            return out
+        for ch, (knode, vnode) in w.mapping(f[key][1], f"{path}.{key}", set(CHANNELS)).items():
+            out[CHANNELS[ch]] = parse(vnode, f"{path}.{key}.{ch}")
+            del knode
+        return out
+
+    capacity = {**DEFAULT_CAPACITY, **channel_map("capacity", lambda n, p: w.integer(n, p, 0, 100))}
+    timeouts = {**DEFAULT_ACCEPT_TIMEOUT, **channel_map("accept_timeout", w.duration)}
+    if capacity[contact_pb2.CHANNEL_VOICE] > 1:
+        raise w.fail(f["capacity"][1], f"{path}.capacity.voice", "voice is exclusive: at most 1")
+
+    queues: dict[str, QueueConfig] = {}
+    queue_nodes: list[tuple[yaml.Node, str, dict[str, tuple[yaml.Node, yaml.Node]]]] = []
+    if "queues" in f:
+        for i, qnode in enumerate(w.seq(f["queues"][1], f"{path}.queues")):
+            qpath = f"{path}.queues[{i}]"
+            qf = w.mapping(qnode, qpath, _QUEUE_FIELDS)
+            if "name" not in qf:
+                raise w.fail(qnode, f"{qpath}.name", "is required")
+            qname = w.string(qf["name"][1], f"{qpath}.name", _NAME)
+            if qname in queues:
+                raise w.fail(qf["name"][1], f"{qpath}.name", f"duplicate queue {qname!r}")
+            queues[qname] = QueueConfig(qname)
+            queue_nodes.append((qnode, qpath, qf))
+    else:
+        queues["general"] = QueueConfig("general")
+
+    def check_skill(node: yaml.Node, p: str, skill: str) -> None:
+        if skills and skill not in skills:
+            raise w.fail(node, p, f"unknown skill {skill!r} (the tenant's skills: {list(skills)})")
+
+    def check_language(node: yaml.Node, p: str, lang: str) -> None:
+        base = {t.split("-")[0].lower() for t in languages}
+        if languages and lang.split("-")[0].lower() not in base:
+            raise w.fail(node, p, f"unknown language {lang!r} (the tenant's: {list(languages)})")
+
+    for _qnode, qpath, qf in queue_nodes:
+        qname = w.string(qf["name"][1], f"{qpath}.name", _NAME)
+        qskills: tuple[str, ...] = ()
+        if "skills" in qf:
+            qskills = w.strings(qf["skills"][1], f"{qpath}.skills", _NAME)
+            for j, s in enumerate(qskills):
+                check_skill(w.seq(qf["skills"][1], "")[j], f"{qpath}.skills[{j}]", s)
+        min_prof = (
+            w.integer(qf["min_proficiency"][1], f"{qpath}.min_proficiency", 1, 5)
+            if "min_proficiency" in qf
+            else 1
+        )
+        threshold, target, window = 20.0, 0.8, 3600.0
+        if "service_level" in qf:
+            sp = f"{qpath}.service_level"
+            sf = w.mapping(qf["service_level"][1], sp, {"threshold", "target", "window"})
+            if "threshold" in sf:
+                threshold = w.duration(sf["threshold"][1], f"{sp}.threshold")
+            if "target" in sf:
+                target = w.number(sf["target"][1], f"{sp}.target", 0.0, 1.0)
+            if "window" in sf:
+                window = w.duration(sf["window"][1], f"{sp}.window")
+                if window <= 0:
+                    raise w.fail(sf["window"][1], f"{sp}.window", "must be positive")
+        steps: list[Step] = []
+        if "steps" in qf:
+            last_after = -1.0
+            for j, snode in enumerate(w.seq(qf["steps"][1], f"{qpath}.steps")):
+                sp = f"{qpath}.steps[{j}]"
+                sf = w.mapping(snode, sp, _STEP_FIELDS)
+                if "after" not in sf:
+                    raise w.fail(snode, f"{sp}.after", "is required")
+                after = w.duration(sf["after"][1], f"{sp}.after")
+                if after <= last_after:
+                    raise w.fail(
+                        sf["after"][1], f"{sp}.after", "steps must come in increasing time"
+                    )
+                last_after = after
+                sname = (
+                    w.string(sf["name"][1], f"{sp}.name", _NAME)
+                    if "name" in sf
+                    else f"step-{j + 1}"
+                )
+                step_min = (
+                    w.integer(sf["min_proficiency"][1], f"{sp}.min_proficiency", 1, 5)
+                    if "min_proficiency" in sf
+                    else None
+                )
+                add_langs: tuple[str, ...] = ()
+                if "add_languages" in sf:
+                    add_langs = w.strings(sf["add_languages"][1], f"{sp}.add_languages", _LANGUAGE)
+                    for k, lang in enumerate(add_langs):
+                        check_language(
+                            w.seq(sf["add_languages"][1], "")[k], f"{sp}.add_languages[{k}]", lang
+                        )
+                drop = (
+                    w.boolean(sf["drop_skills"][1], f"{sp}.drop_skills")
+                    if "drop_skills" in sf
+                    else False
+                )
+                overflow = ""
+                if "overflow_to" in sf:
+                    overflow = w.string(sf["overflow_to"][1], f"{sp}.overflow_to", _NAME)
+                    if overflow not in queues:
+                        raise w.fail(
+                            sf["overflow_to"][1], f"{sp}.overflow_to", f"unknown queue {overflow!r}"
+                        )
+                    if overflow == qname:
+                        raise w.fail(
+                            sf["overflow_to"][1], f"{sp}.overflow_to", "overflows to its own queue"
+                        )
+                prio = (
+                    w.integer(sf["priority"][1], f"{sp}.priority", 0, 100)
+                    if "priority" in sf
+                    else None
+                )
+                step = Step(sname, after, step_min, add_langs, drop, overflow, prio)
+                if step.describe() == "no change":
+                    raise w.fail(
+                        snode,
+                        sp,
+                        "a step must change something (min_proficiency, add_languages, drop_skills, overflow_to or priority)",
+                    )
+                steps.append(step)
+        queues[qname] = QueueConfig(
+            qname, qskills, min_prof, threshold, target, window, tuple(steps)
+        )
+
+    default_queue = next(iter(queues))
+    if "default_queue" in f:
+        default_queue = w.string(f["default_queue"][1], f"{path}.default_queue", _NAME)
+        if default_queue not in queues:
+            raise w.fail(
+                f["default_queue"][1], f"{path}.default_queue", f"unknown queue {default_queue!r}"
+            )
+
+    surge: list[SurgeLevel] = []
+    if "surge" in f:
+        for i, lnode in enumerate(w.seq(f["surge"][1], f"{path}.surge")):
+            lp = f"{path}.surge[{i}]"
+            lf = w.mapping(lnode, lp, _SURGE_FIELDS)
+            for req in ("level", "raise", "clear"):
+                if req not in lf:
+                    raise w.fail(lnode, f"{lp}.{req}", "is required")
+            level = w.integer(lf["level"][1], f"{lp}.level", 1, 9)
+            if any(s.level == level for s in surge):
+                raise w.fail(lf["level"][1], f"{lp}.level", f"level {level} defined twice")
+            rf = w.mapping(lf["raise"][1], f"{lp}.raise", {"waiting_over", "wait_longer_than"})
+            cf = w.mapping(lf["clear"][1], f"{lp}.clear", {"idle_agents", "idle_for"})
+            for req, m, node in (
+                ("waiting_over", rf, lf["raise"][1]),
+                ("wait_longer_than", rf, lf["raise"][1]),
+                ("idle_agents", cf, lf["clear"][1]),
+                ("idle_for", cf, lf["clear"][1]),
+            ):
+                if req not in m:
+                    raise w.fail(
+                        node, f"{lp}.{'raise' if m is rf else 'clear'}.{req}", "is required"
+                    )
+            actions: frozenset[str] = frozenset()
+            if "actions" in lf:
+                acts = w.strings(lf["actions"][1], f"{lp}.actions", _NAME)
+                for k, act in enumerate(acts):
+                    if act not in SURGE_ACTIONS:
+                        raise w.fail(
+                            w.seq(lf["actions"][1], "")[k],
+                            f"{lp}.actions[{k}]",
+                            f"unknown action {act!r} (expected one of {sorted(SURGE_ACTIONS)})",
+                        )
+                actions = frozenset(acts)
+            surge.append(
+                SurgeLevel(
+                    level,
+                    w.integer(rf["waiting_over"][1], f"{lp}.raise.waiting_over", 0, 1_000_000),
+                    w.duration(rf["wait_longer_than"][1], f"{lp}.raise.wait_longer_than"),
+                    w.integer(cf["idle_agents"][1], f"{lp}.clear.idle_agents", 0, 1_000_000),
+                    w.duration(cf["idle_for"][1], f"{lp}.clear.idle_for"),
+                    actions,
+                )
+            )
+    return TenantConfig(
+        tenant=name,
+        languages=languages,
+        skills=skills,
+        queues=queues,
+        default_queue=default_queue,
+        capacity=capacity,
+        accept_timeout=timeouts,
+        autopause_after=w.integer(f["autopause_after"][1], f"{path}.autopause_after", 0, 100)
+        if "autopause_after" in f
+        else 3,
+        wrap_up_after=w.duration(f["wrap_up_after"][1], f"{path}.wrap_up_after")
+        if "wrap_up_after" in f
+        else 0.0,
+        sticky_ttl=w.duration(f["sticky_ttl"][1], f"{path}.sticky_ttl")
+        if "sticky_ttl" in f
+        else 1800.0,
+        break_reasons=w.strings(f["break_reasons"][1], f"{path}.break_reasons", _NAME)
+        if "break_reasons" in f
+        else (),
+        surge=tuple(sorted(surge, key=lambda s: s.level)),
+        urgent_priority=w.integer(f["urgent_priority"][1], f"{path}.urgent_priority", 0, 100)
+        if "urgent_priority" in f
+        else 5,
+        yaml_text=text,
+    )
+
+
+def _compose(text: str, source: str) -> yaml.Node:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(source, line, "(document)", f"not valid YAML: {exc.problem}") from None
+    if node is None:
+        raise ConfigError(source, 1, "(document)", "is empty")
+    return node
+
+
+def load_text(text: str, source: str = "router.yaml") -> RouterConfig:
+    """Parse and validate a whole configuration file's text."""
+    w = _Walker(source)
+    root = w.mapping(_compose(text, source), "", {"tenants", "defaults"})
+    if "tenants" not in root and "defaults" not in root:
+        raise ConfigError(source, 1, "tenants", "is required (or defaults, for every tenant)")
+    tenants: dict[str, TenantConfig] = {}
+    named = w.mapping(root["tenants"][1], "tenants", set()) if "tenants" in root else {}
+    for name, (knode, vnode) in named.items():
+        if not _NAME.match(name):
+            raise w.fail(knode, f"tenants.{name}", "is not a valid tenant name")
+        section = yaml.serialize(vnode)
+        tenants[name] = _tenant(w, name, vnode, f"tenants.{name}", section)
+    defaults = _tenant(w, "", root["defaults"][1], "defaults", "") if "defaults" in root else None
+    return RouterConfig(tenants, defaults)
+
+
+def load_tenant_text(tenant: str, text: str, source: str = "ApplyConfig") -> TenantConfig:
+    """Parse and validate one tenant's section (the admin API's unit of change)."""
+    w = _Walker(source)
+    return _tenant(w, tenant, _compose(text, source), tenant, text)
+
+
+def load_file(path: Path) -> RouterConfig:
+    return load_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def embedded_default() -> RouterConfig:
+    """The configuration shipped with Switchboard: the demo tenant."""
+    text = resources.files("switchboard.router").joinpath("router.yaml").read_text("utf-8")
+    return load_text(text, "switchboard/router/router.yaml")

@@ -1,0 +1,244 @@
+"""Durability and availability with a real nats-server: a router killed with SIGKILL recovers
+every waiting contact and every agent's state from JetStream and assigns none twice; with two
+replicas, the standby takes over when the leader dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from nats.js import api as js_api
+
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
+
+SECRET = "router-durability-secret"
+
+
+def created(cid: str, language: str = "ko") -> events_pb2.ContactCreated:
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"),
+        contact=contact_pb2.Contact(
+            contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT, language=language
+        ),
+    )
+
+
+async def assignments(bus: Bus) -> list[str]:
+    """Every contact id in a ContactAssigned event so far, in order."""
+    sub = await bus.js.pull_subscribe(
+        "routing.acme.assigned",
+        stream="EVENTS",
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
+    out: list[str] = []
+    while True:
+        try:
+            msgs = await sub.fetch(100, timeout=1)
+        except Exception:
+            break
+        for m in msgs:
+            event = events_pb2.ContactAssigned()
+            event.ParseFromString(m.data)
+            out.append(event.contact_id)
+    await sub.unsubscribe()
+    return out
+
+
+class RouterProcess:
+    """`python -m switchboard.router` as a real process, to be killed with SIGKILL."""
+
+    def __init__(self, nats_url: str, port: int, log: Path) -> None:
+        self.env = {
+            **os.environ,
+            "NATS_URL": nats_url,
+            "ROUTER_GRPC_PORT": str(port),
+            "SWITCHBOARD_AUTH_SECRET": SECRET,
+            "SWITCHBOARD_REPLICA_ID": "router-a",
+            "ROUTER_SNAPSHOT_INTERVAL_SECONDS": "1",
+            "ROUTER_ACCEPT_TIMEOUT_SECONDS": "30",
+            "METRICS_PORT": "0",
+        }
+        self.target = f"127.0.0.1:{port}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.router"],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(300):
+            status = await sb_grpc.check_health(self.target, service="switchboard.v1.RouterService")
+            if status == "SERVING":
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            await asyncio.sleep(0.05)
+        raise AssertionError("router never served:\n" + self.log.read_text())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+async def test_kill_9_recovers_every_contact_and_agent_and_assigns_none_twice(
+    nats_url: str, bus: Bus, tmp_path: Path
+) -> None:
+    router = RouterProcess(nats_url, free_port(), tmp_path / "router.log")
+    await router.start()
+    try:
+        ko = AgentClient(router.target, SECRET, "acme", "ko-1")
+        await ko.sign_in({"ko": 5}, capacity={contact_pb2.CHANNEL_CHAT: 1})
+        zh = AgentClient(router.target, SECRET, "acme", "zh-1")
+        await zh.sign_in({"zh": 5})
+        await zh.stub.SetPresence(
+            router_pb2.SetPresenceRequest(
+                agent_id="zh-1", presence=router_pb2.PRESENCE_BREAK, reason="lunch"
+            )
+        )
+        for cid in ("c1", "c2", "c3"):
+            await bus.publish(created(cid))
+        offer = await ko.next_offer()
+        assert offer.contact.contact_id == "c1"
+        await ko.accept(offer)
+        await asyncio.sleep(1.5)  # a snapshot is written; what follows is only in the journal
+        await bus.publish(created("c4"))
+        await bus.publish(created("ja-1", "ja"))
+        sup = router_pb2_grpc.RouterServiceStub(
+            sb_grpc.channel(router.target, auth.mint(SECRET, "acme", "sup", ["supervisor"]))
+        )
+        for _ in range(100):
+            stats = await sup.GetQueueStats(router_pb2.GetQueueStatsRequest(queue="general"))
+            if stats.queues[0].waiting == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert stats.queues[0].waiting == 4
+
+        router.kill()
+        await ko.close()
+        await zh.close()
+        await router.start()
+
+        stats = await sup.GetQueueStats(router_pb2.GetQueueStatsRequest(queue="general"))
+        assert (stats.queues[0].waiting, stats.queues[0].assigned) == (4, 1)
+        agents = {
+            a.agent_id: a for a in (await sup.ListAgents(router_pb2.ListAgentsRequest())).agents
+        }
+        assert list(agents["ko-1"].active_contact_ids) == ["c1"]
+        assert agents["zh-1"].presence == router_pb2.PRESENCE_BREAK
+        assert agents["zh-1"].presence_reason == "lunch"
+        assert not agents["ko-1"].connected  # its stream died with the old process
+
+        ko = AgentClient(router.target, SECRET, "acme", "ko-1")
+        await ko.open_stream()
+        await ko.stub.WrapUp(router_pb2.WrapUpRequest(agent_id="ko-1", contact_id="c1"))
+        served = []
+        for _ in range(3):
+            offer = await ko.next_offer()
+            served.append(offer.contact.contact_id)
+            await ko.accept(offer)
+            await ko.stub.WrapUp(
+                router_pb2.WrapUpRequest(agent_id="ko-1", contact_id=offer.contact.contact_id)
+            )
+        assert served == ["c2", "c3", "c4"]
+        assigned = await assignments(bus)
+        assert sorted(assigned) == ["c1", "c2", "c3", "c4"]  # each exactly once
+        await ko.close()
+    finally:
+        router.stop()
+
+
+@pytest.fixture
+async def replicas(nats_url: str) -> AsyncIterator[tuple[RouterApp, RouterApp]]:
+    def app(replica: str) -> RouterApp:
+        return RouterApp(
+            RouterSettings(
+                NATS_URL=nats_url,
+                ROUTER_GRPC_PORT=0,
+                SWITCHBOARD_AUTH_SECRET=SECRET,
+                SWITCHBOARD_REPLICA_ID=replica,
+                ROUTER_LEASE_TTL_SECONDS=2.0,
+                ROUTER_ACCEPT_TIMEOUT_SECONDS=30,
+            )
+        )
+
+    first, second = app("router-1"), app("router-2")
+    await first.start()
+    await second.start()
+    yield first, second
+    for a in (first, second):
+        await a.stop()
+
+
+async def test_standby_takes_over_when_the_leader_dies(
+    replicas: tuple[RouterApp, RouterApp], bus: Bus
+) -> None:
+    leader, standby = replicas
+    assert leader.is_leader and not standby.is_leader
+    ko = AgentClient(f"127.0.0.1:{leader.port}", SECRET, "acme", "ko-1")
+    await ko.sign_in({"ko": 5})
+    await bus.publish(created("before"))
+    offer = await ko.next_offer()
+    await ko.accept(offer)
+    await bus.publish(created("waiting-1", "ja"))
+
+    # The standby refuses work while it follows the journal.
+    token = auth.mint(SECRET, "acme", "sup", ["supervisor"])
+    standby_stub = router_pb2_grpc.RouterServiceStub(
+        sb_grpc.channel(f"127.0.0.1:{standby.port}", token)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await standby_stub.SignIn(
+            router_pb2.SignInRequest(
+                agent_id="x", languages=[router_pb2.LanguageSkill(language="en")]
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    for _ in range(100):  # the standby has replayed the waiting contact
+        if "waiting-1" in standby.router.engine.contacts:  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.05)
+    died = time.monotonic()
+    await leader.kill()
+    await ko.close()
+    await asyncio.wait_for(standby.led.wait(), 15)
+    took = time.monotonic() - died
+    print(f"standby took over {took:.2f}s after the leader died (lease TTL 2s)")
+
+    ko = AgentClient(f"127.0.0.1:{standby.port}", SECRET, "acme", "ko-1")
+    await ko.open_stream()
+    agents = (await standby_stub.ListAgents(router_pb2.ListAgentsRequest())).agents
+    assert [list(a.active_contact_ids) for a in agents if a.agent_id == "ko-1"] == [["before"]]
+    stats = await standby_stub.GetQueueStats(router_pb2.GetQueueStatsRequest(queue="general"))
+    assert stats.queues[0].waiting == 1
+    # New work flows through the new leader.
+    await ko.stub.WrapUp(router_pb2.WrapUpRequest(agent_id="ko-1", contact_id="before"))
+    await bus.publish(created("after"))
+    offer = await ko.next_offer()
+    assert offer.contact.contact_id == "after"
+    await ko.accept(offer)
+    assert sorted(await assignments(bus)) == ["after", "before"]
+    await ko.close()

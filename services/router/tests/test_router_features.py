@@ -1,0 +1,268 @@
+"""The router's features over real gRPC with a real nats-server: relaxation steps, sticky routing,
+the surge protocol, explanations, statistics, run-time configuration, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
+
+SECRET = "router-features-secret"
+CONFIG = """
+tenants:
+  acme:
+    languages: [ko, zh, en, ja]
+    skills: [billing, technical, account, complaint]
+    accept_timeout: {chat: 5s, voice: 5s, email: 5s, fax: 5s}
+    sticky_ttl: 10m
+    break_reasons: [lunch, training]
+    queues:
+      - name: general
+        min_proficiency: 4
+        service_level: {threshold: 20s, target: 0.8}
+        steps:
+          - {name: accept-level-2, after: 1s, min_proficiency: 2}
+      - name: slow
+    surge:
+      - level: 3
+        raise: {waiting_over: 1, wait_longer_than: 1s}
+        clear: {idle_agents: 1, idle_for: 1s}
+        actions: [refuse_breaks, pause_callbacks, notify_supervisors]
+"""
+
+
+@pytest.fixture
+async def router(nats_url: str, tmp_path: Path) -> AsyncIterator[RouterApp]:
+    path = tmp_path / "router.yaml"
+    path.write_text(CONFIG)
+    app = RouterApp(
+        RouterSettings(
+            NATS_URL=nats_url,
+            ROUTER_GRPC_PORT=0,
+            SWITCHBOARD_AUTH_SECRET=SECRET,
+            ROUTER_CONFIG_FILE=str(path),
+        )
+    )
+    await app.start()
+    yield app
+    await app.stop()
+
+
+def target(app: RouterApp) -> str:
+    return f"127.0.0.1:{app.port}"
+
+
+_channels: list[grpc.aio.Channel] = []  # a stub does not keep its channel alive
+
+
+def stub(
+    app: RouterApp, roles: tuple[str, ...] = ("supervisor",)
+) -> router_pb2_grpc.RouterServiceStub:
+    token = auth.mint(SECRET, "acme", "sup", roles)
+    _channels.append(sb_grpc.channel(target(app), token))
+    return router_pb2_grpc.RouterServiceStub(_channels[-1])
+
+
+def created(
+    cid: str,
+    language: str = "ko",
+    queue: str = "general",
+    phone: str = "",
+    skills: tuple[str, ...] = (),
+) -> events_pb2.ContactCreated:
+    c = contact_pb2.Contact(
+        contact_id=cid,
+        tenant="acme",
+        channel=contact_pb2.CHANNEL_CHAT,
+        language=language,
+        queue=queue,
+        skills=list(skills),
+    )
+    if phone:
+        c.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value=phone)
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact=c
+    )
+
+
+async def agent(
+    app: RouterApp, agent_id: str, languages: dict[str, int], **skills: int
+) -> AgentClient:
+    client = AgentClient(target(app), SECRET, "acme", agent_id)
+    await client.sign_in(languages, dict(skills))
+    return client
+
+
+async def test_relaxation_step_fires_and_is_explained(router: RouterApp, bus: Bus) -> None:
+    junior = await agent(router, "ko-junior", {"ko": 2})
+    await bus.publish(created("c-step"))
+    offer = await junior.next_offer()  # only after the step lowered the bar to 2
+    assert offer.step == "accept-level-2"
+    await junior.accept(offer)
+    decision = await stub(router).ExplainDecision(
+        router_pb2.ExplainDecisionRequest(contact_id="c-step")
+    )
+    assert decision.state == "assigned" and decision.assigned_agent_id == "ko-junior"
+    assert [s.step for s in decision.steps] == ["accept-level-2"]
+    assert "min proficiency 2" in decision.steps[0].reason
+    assert decision.attempts[-1].outcome == "accepted"
+    assert decision.attempts[-1].step == "accept-level-2"
+
+
+async def test_sticky_routing_returns_the_customer_to_the_last_agent(
+    router: RouterApp, bus: Bus
+) -> None:
+    first = await agent(router, "ko-a", {"ko": 5})
+    second = await agent(router, "ko-b", {"ko": 5})
+    await bus.publish(created("c-s1", phone="+821055550000"))
+    offer = await first.next_offer()
+    assert first.offers.empty() and second.offers.empty()
+    await first.accept(offer)
+    await first.stub.WrapUp(
+        router_pb2.WrapUpRequest(agent_id="ko-a", contact_id="c-s1", wrap_up_code="ok")
+    )
+    # ko-b has been idle longer, yet the returning customer goes back to ko-a
+    await bus.publish(created("c-s2", phone="+821055550000"))
+    again = await first.next_offer()
+    assert again.contact.contact_id == "c-s2"
+    decision = await stub(router).ExplainDecision(
+        router_pb2.ExplainDecisionRequest(contact_id="c-s2")
+    )
+    assert decision.attempts[0].candidates[0].sticky
+    await second.close()
+    await first.close()
+
+
+async def test_surge_raised_refuses_breaks_and_clears(router: RouterApp, bus: Bus) -> None:
+    sup = stub(router)
+    surges: asyncio.Queue[events_pb2.SurgeLevelChanged] = asyncio.Queue()
+
+    async def on_surge(event: events_pb2.SurgeLevelChanged) -> None:
+        surges.put_nowait(event)
+
+    bus.subscribe("surge-watch", events_pb2.SurgeLevelChanged, on_surge)
+    await bus.start()
+    ko = await agent(router, "ko-1", {"ko": 5})
+    await bus.publish(created("ja-1", language="ja", queue="slow"))
+    await bus.publish(created("ja-2", language="ja", queue="slow"))
+    raised = await asyncio.wait_for(surges.get(), 15)
+    assert (raised.level, raised.queue) == (3, "slow")
+    assert "refuse_breaks" in raised.actions
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await ko.stub.SetPresence(
+            router_pb2.SetPresenceRequest(
+                agent_id="ko-1", presence=router_pb2.PRESENCE_BREAK, reason="lunch"
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "surge level 3" in (refused.value.details() or "")
+    stats = await sup.GetQueueStats(router_pb2.GetQueueStatsRequest(queue="slow"))
+    assert stats.queues[0].surge_level == 3 and stats.queues[0].waiting == 2
+    # A Japanese speaker answers both; idle agents then clear the level.
+    ja = await agent(router, "ja-1", {"ja": 5})
+    for _ in range(2):
+        offer = await ja.next_offer()
+        await ja.accept(offer)
+        await ja.stub.WrapUp(
+            router_pb2.WrapUpRequest(agent_id="ja-1", contact_id=offer.contact.contact_id)
+        )
+    cleared = await asyncio.wait_for(surges.get(), 15)
+    assert (cleared.level, cleared.previous_level) == (0, 3)
+    await ko.stub.SetPresence(
+        router_pb2.SetPresenceRequest(
+            agent_id="ko-1", presence=router_pb2.PRESENCE_BREAK, reason="lunch"
+        )
+    )
+    await ko.close()
+    await ja.close()
+
+
+async def test_watch_queue_stats_streams_service_levels(router: RouterApp, bus: Bus) -> None:
+    sup = stub(router)
+    stream = sup.WatchQueueStats(
+        router_pb2.WatchQueueStatsRequest(queue="slow", interval={"nanos": 200_000_000})
+    )
+    first = await stream.read()
+    assert first.queues[0].waiting == 0 and first.total.service_level == 1.0
+    en = await agent(router, "en-1", {"en": 5})
+    await bus.publish(created("en-c", language="en", queue="slow"))
+    offer = await en.next_offer()
+    await en.accept(offer)
+    await bus.publish(
+        events_pb2.ContactAbandoned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact_id="never"
+        )
+    )
+    for _ in range(50):
+        snap = await stream.read()
+        q = snap.queues[0]
+        if q.answered == 1:
+            break
+    assert q.answered == 1 and q.answered_within_threshold == 1
+    assert q.service_level == 1.0 and q.sl_threshold.seconds == 20
+    assert q.average_speed_of_answer.ToNanoseconds() >= 0
+    stream.cancel()
+    await en.close()
+
+
+async def test_admin_config_applies_at_run_time_and_rejects_bad_yaml(
+    router: RouterApp, bus: Bus
+) -> None:
+    await bus.publish(created("waits", language="ja", queue="slow"))
+    _channels.append(sb_grpc.channel(target(router), auth.mint(SECRET, "acme", "ops", ["admin"])))
+    admin = router_pb2_grpc.RouterAdminServiceStub(_channels[-1])
+    bad = "languages: [ko]\nskills: [billing]\nqueues:\n  - name: a\n    skills: [cooking]\n"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await admin.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=bad))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ApplyConfig:5: acme.queues[0].skills[0]: unknown skill 'cooking'" in (
+        err.value.details() or ""
+    )
+    good = "languages: [ko, ja]\nqueues:\n  - name: general\n  - name: slow\n  - name: new-queue\n"
+    applied = await admin.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=good))
+    assert applied.version >= 2 and "new-queue" in applied.yaml
+    stats = await stub(router).GetQueueStats(router_pb2.GetQueueStatsRequest())
+    assert {q.queue: q.waiting for q in stats.queues}["slow"] == 1  # kept through the change
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub(router, ("agent",)).WrapUp(
+            router_pb2.WrapUpRequest(agent_id="sup", contact_id="x")
+        )
+    assert denied.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+
+
+async def test_unknown_agent_and_contact_are_not_found(router: RouterApp) -> None:
+    sup = stub(router)
+    for call in (
+        sup.ExplainDecision(router_pb2.ExplainDecisionRequest(contact_id="nope")),
+        sup.GetContactPosition(router_pb2.GetContactPositionRequest(contact_id="nope")),
+        sup.SetPresence(
+            router_pb2.SetPresenceRequest(agent_id="ghost", presence=router_pb2.PRESENCE_AVAILABLE)
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_position_and_estimated_wait(router: RouterApp, bus: Bus) -> None:
+    for i in range(3):
+        await bus.publish(created(f"zh-{i}", language="zh", queue="slow"))
+    sup = stub(router)
+    for _ in range(100):
+        pos = await sup.GetContactPosition(router_pb2.GetContactPositionRequest(contact_id="zh-2"))
+        if pos.waiting == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert (pos.position, pos.waiting, pos.state) == (3, 3, "waiting")
+    assert pos.estimated_wait.seconds > 0
