@@ -78,7 +78,7 @@ class RouterProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; it does not block)
             [sys.executable, "-m", "switchboard.router"],
             env=self.env,
             stdout=self.log.open("ab"),

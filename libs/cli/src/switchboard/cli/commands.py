@@ -85,10 +85,16 @@ async def queues(directory: Path, tenant: str | None) -> int:
     )
     if resp is None:
         return 1
-    print(f"{'queue':<16} {'waiting':>7} {'offered':>7} {'assigned':>8} {'longest wait':>12}")
+    print(
+        f"{'queue':<16} {'waiting':>7} {'offered':>7} {'assigned':>8} {'longest wait':>12} "
+        f"{'SL':>6} {'SL2':>6} {'ASA':>7} {'aband.':>6} {'surge':>5}"
+    )
     for q in resp.queues:
         print(
-            f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} {_seconds(q.longest_wait):>12}"
+            f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} "
+            f"{_seconds(q.longest_wait):>12} {q.service_level:>6.0%} {q.service_level_2:>6.0%} "
+            f"{_seconds(q.average_speed_of_answer):>7} {q.abandonment_rate:>6.0%} "
+            f"{q.surge_level:>5}"
         )
     if not resp.queues:
         print(f"(no contacts in any queue of tenant {tenant})")
