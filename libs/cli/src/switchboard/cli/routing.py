@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
             if not args.file:
                 print("router-config: give the YAML file of the tenant's section")
                 return 2
-            text = Path(args.file).read_text(encoding="utf-8")
+            text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
             cfg = await admin.ApplyConfig(
                 router_pb2.ApplyConfigRequest(yaml=text, dry_run=args.action == "check")
             )
