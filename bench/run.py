@@ -20,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import endtoend, transport
 from switchboard.core.embedded_nats import NatsServer
 
+# Each part's module has `async def run(work, nats_url) -> dict[str, float]` and measures its own
+# raw baseline in the same run. BENCH_ONLY=router,chat runs a subset.
+PARTS = ("router", "chat", "email", "fax", "voice")
+
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", "2000"))
 AGENTS_PER_LANGUAGE = int(os.environ.get("BENCH_AGENTS_PER_LANGUAGE", "5"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "500"))
@@ -36,6 +40,7 @@ async def main() -> dict[str, object]:
             e2e = await endtoend.run(
                 server.url, work, CONTACTS, AGENTS_PER_LANGUAGE, LATENCY_SAMPLES
             )
+            parts = await run_parts(work, server.url)
         finally:
             server.stop()
     return {
@@ -48,6 +53,7 @@ async def main() -> dict[str, object]:
             "grpc_stream_p99_ms": raw_grpc["p99_ms"],
         },
         "end_to_end": e2e,
+        "parts": parts,
         "ratios": {
             "contacts_per_s_over_raw_jetstream": e2e["contacts_per_s"] / raw_js,
             "routed_per_s_over_raw_jetstream": e2e["offers_per_s"] / raw_js,
@@ -55,6 +61,39 @@ async def main() -> dict[str, object]:
             "offer_p99_over_raw_grpc_hop_p99": e2e["offer_p99_ms"] / raw_grpc["p99_ms"],
         },
     }
+
+
+async def run_parts(work: Path, nats_url: str) -> dict[str, dict[str, float]]:
+    import importlib
+
+    only = {p for p in os.environ.get("BENCH_ONLY", "").split(",") if p}
+    out: dict[str, dict[str, float]] = {}
+    for name in PARTS:
+        if only and name not in only:
+            continue
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError:
+            continue
+        print(f"bench: {name}...", flush=True)
+        part_dir = work / name
+        part_dir.mkdir(exist_ok=True)
+        try:
+            out[name] = await module.run(part_dir, nats_url)
+        except Exception as exc:  # one part failing must not hide the others' figures
+            print(f"bench: {name} failed: {exc!r}", flush=True)
+            out[name] = {"failed": 1.0}
+    return out
+
+
+def parts_table(parts: dict[str, dict[str, float]]) -> str:
+    lines = []
+    for name, figures in parts.items():
+        lines.append(f"\n[{name}]")
+        for key, value in figures.items():
+            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            lines.append(f"  {key:<48} {shown:>16}")
+    return "\n".join(lines)
 
 
 def table(r: dict[str, dict[str, float]]) -> str:
@@ -108,5 +147,6 @@ def table(r: dict[str, dict[str, float]]) -> str:
 if __name__ == "__main__":
     results = asyncio.run(main())
     print(table(results))  # type: ignore[arg-type]
+    print(parts_table(results["parts"]))  # type: ignore[arg-type]
     Path("bench-results.json").write_text(json.dumps(results, indent=2) + "\n")
     print("written to bench-results.json")
