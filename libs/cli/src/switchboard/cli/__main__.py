@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from switchboard.cli import commands
+from switchboard.cli import case, commands, report, routing
 from switchboard.cli.endpoints import auth_secret, run_dir
 from switchboard.core import auth
 
@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
         "--skill", action="append", default=[], help="e.g. billing or billing:4 (repeatable)"
     )
     a.add_argument("--auto-accept", action="store_true", help="accept every offer")
+    report.add_parser(sub)
+    routing.add_parsers(sub)
+    case.add_parser(sub)
     return p
 
 
@@ -61,6 +64,12 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         return
+    if args.command == "case":
+        sys.exit(asyncio.run(case.run(directory, args)))
+    if args.command in ("explain", "router-config"):
+        sys.exit(asyncio.run(routing.run(directory, args)))
+    if args.command == "report":
+        sys.exit(asyncio.run(report.run(directory, args)))
     if args.command == "agent":
         from switchboard.cli import agent
 

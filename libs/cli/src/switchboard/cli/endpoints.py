@@ -39,9 +39,21 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("case", "switchboard.case", "CASE_GRPC_PORT", 50052),
     ServiceSpec("router", "switchboard.router", "ROUTER_GRPC_PORT", 50051),
     ServiceSpec("chat", "switchboard.chat", "CHAT_GRPC_PORT", 50053, "CHAT_HTTP_PORT", 8080),
-    ServiceSpec("voice-gateway", "switchboard.voice_gateway", "VOICE_GATEWAY_GRPC_PORT", 50054),
+    ServiceSpec(
+        "voice-gateway",
+        "switchboard.voice_gateway",
+        "VOICE_GATEWAY_GRPC_PORT",
+        50054,
+        listeners=(Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),),
+    ),
     ServiceSpec("email-ingest", "switchboard.email_ingest", "EMAIL_INGEST_GRPC_PORT", 50055),
-    ServiceSpec("fax", "switchboard.fax", "FAX_GRPC_PORT", 50056),
+    ServiceSpec(
+        "fax",
+        "switchboard.fax",
+        "FAX_GRPC_PORT",
+        50056,
+        listeners=(Listener("Fax upload (HTTP POST /fax)", "FAX_HTTP_PORT", 8095, "http"),),
+    ),
 )
 
 

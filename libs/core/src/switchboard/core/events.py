@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from switchboard.core.errors import InvalidArgument
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.v1 import case_events_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
 
 E = TypeVar("E", bound=Message)
 
@@ -90,6 +90,16 @@ for _spec in (
     EventSpec(events_pb2.DeliveryStatus, "contact.{tenant}.{channel}.delivery"),
     EventSpec(events_pb2.OutboundEmail, "outbound.email.send", stream="OUTBOUND"),
     EventSpec(events_pb2.OutboundFax, "outbound.fax.send", stream="OUTBOUND"),
+    EventSpec(fax_pb2.FaxReceived, "contact.{tenant}.{channel}.fax_received"),
+    EventSpec(fax_pb2.FaxProcessed, "contact.{tenant}.{channel}.fax_processed"),
+    EventSpec(fax_pb2.FaxQuarantined, "contact.{tenant}.{channel}.fax_quarantined"),
+    EventSpec(email_pb2.EmailReceived, "contact.{tenant}.{channel}.email_received"),
+    EventSpec(email_pb2.EmailQuarantined, "contact.{tenant}.{channel}.email_quarantined"),
+    EventSpec(case_events_pb2.CaseCreated, "case.{tenant}.created"),
+    EventSpec(case_events_pb2.CaseStatusChanged, "case.{tenant}.status_changed"),
+    EventSpec(case_events_pb2.CaseAssigned, "case.{tenant}.assigned"),
+    EventSpec(case_events_pb2.CaseEscalated, "case.{tenant}.escalated"),
+    EventSpec(case_events_pb2.SlaBreached, "case.{tenant}.sla_breached"),
 ):
     register(_spec)
 

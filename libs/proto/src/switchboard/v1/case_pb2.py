@@ -22,31 +22,112 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from switchboard.v1 import contact_pb2 as switchboard_dot_v1_dot_contact__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchboard/v1/case.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cswitchboard/v1/contact.proto\"k\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x34\n\nidentities\x18\x03 \x03(\x0b\x32 .switchboard.v1.CustomerIdentity\"\xe9\x02\n\x0b\x43\x61seContact\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ssigned_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\n \x01(\t\x12)\n\x08messages\x18\x0b \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x0e\n\x06status\x18\x0c \x01(\t\"\xba\x02\n\x04\x43\x61se\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12*\n\x08\x63ustomer\x18\x05 \x01(\x0b\x32\x18.switchboard.v1.Customer\x12-\n\x08\x63ontacts\x18\x06 \x03(\x0b\x32\x1b.switchboard.v1.CaseContact\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x61ssigned_agent_id\x18\t \x01(\t\"!\n\x0eGetCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"\x8e\x01\n\x10ListCasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\x12\n\ncontact_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\"Q\n\x11ListCasesResponse\x12#\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x14.switchboard.v1.Case\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xc9\x01\n\nCaseStatus\x12\x1b\n\x17\x43\x41SE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41SE_STATUS_NEW\x10\x01\x12\x18\n\x14\x43\x41SE_STATUS_ASSIGNED\x10\x02\x12\x1b\n\x17\x43\x41SE_STATUS_IN_PROGRESS\x10\x03\x12 \n\x1c\x43\x41SE_STATUS_PENDING_CUSTOMER\x10\x04\x12\x18\n\x14\x43\x41SE_STATUS_RESOLVED\x10\x05\x12\x16\n\x12\x43\x41SE_STATUS_CLOSED\x10\x06\x32\xa0\x01\n\x0b\x43\x61seService\x12?\n\x07GetCase\x12\x1e.switchboard.v1.GetCaseRequest\x1a\x14.switchboard.v1.Case\x12P\n\tListCases\x12 .switchboard.v1.ListCasesRequest\x1a!.switchboard.v1.ListCasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchboard/v1/case.proto\x12\x0eswitchboard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cswitchboard/v1/contact.proto\"k\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x34\n\nidentities\x18\x03 \x03(\x0b\x32 .switchboard.v1.CustomerIdentity\"\xe9\x02\n\x0b\x43\x61seContact\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ssigned_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\n \x01(\t\x12)\n\x08messages\x18\x0b \x03(\x0b\x32\x17.switchboard.v1.Message\x12\x0e\n\x06status\x18\x0c \x01(\t\"\xca\x05\n\x04\x43\x61se\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12*\n\x08\x63ustomer\x18\x05 \x01(\x0b\x32\x18.switchboard.v1.Customer\x12-\n\x08\x63ontacts\x18\x06 \x03(\x0b\x32\x1b.switchboard.v1.CaseContact\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x61ssigned_agent_id\x18\t \x01(\t\x12\x11\n\treference\x18\n \x01(\t\x12+\n\tcase_type\x18\x0b \x01(\x0e\x32\x18.switchboard.v1.CaseType\x12.\n\x08priority\x18\x0c \x01(\x0e\x32\x1c.switchboard.v1.CasePriority\x12\r\n\x05queue\x18\r \x01(\t\x12\'\n\x05notes\x18\x0e \x03(\x0b\x32\x18.switchboard.v1.CaseNote\x12%\n\x03sla\x18\x0f \x03(\x0b\x32\x18.switchboard.v1.SlaTimer\x12\x35\n\x11\x66irst_response_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tclosed_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08template\x18\x13 \x01(\t\x12\x16\n\x0ereopened_count\x18\x14 \x01(\x05\"i\n\x08\x43\x61seNote\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x08SlaTimer\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12)\n\x06target\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x65lapsed\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05state\x18\x05 \x01(\t\x12/\n\x0b\x62reached_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12thresholds_reached\x18\x07 \x03(\x05\"!\n\x0eGetCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"\xbf\x02\n\x10ListCasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\x12\n\ncontact_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12+\n\tcase_type\x18\x06 \x01(\x0e\x32\x18.switchboard.v1.CaseType\x12.\n\x08priority\x18\x07 \x01(\x0e\x32\x1c.switchboard.v1.CasePriority\x12\r\n\x05queue\x18\x08 \x01(\t\x12\x19\n\x11\x61ssigned_agent_id\x18\t \x01(\t\x12(\n\x05order\x18\n \x01(\x0e\x32\x19.switchboard.v1.CaseOrder\"Q\n\x11ListCasesResponse\x12#\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x14.switchboard.v1.Case\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x92\x02\n\x11\x43reateCaseRequest\x12\x10\n\x08template\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12+\n\tcase_type\x18\x03 \x01(\x0e\x32\x18.switchboard.v1.CaseType\x12.\n\x08priority\x18\x04 \x01(\x0e\x32\x1c.switchboard.v1.CasePriority\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x34\n\nidentities\x18\x07 \x03(\x0b\x32 .switchboard.v1.CustomerIdentity\x12\x15\n\rcustomer_name\x18\x08 \x01(\t\x12\x0c\n\x04note\x18\t \x01(\t\"f\n\x17UpdateCaseStatusRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x0e\x41\x64\x64NoteRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"6\n\x11\x41ssignCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"Y\n\x16SetCasePriorityRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12.\n\x08priority\x18\x02 \x01(\x0e\x32\x1c.switchboard.v1.CasePriority\"O\n\x15MergeCustomersRequest\x12\x1a\n\x12target_customer_id\x18\x01 \x01(\t\x12\x1a\n\x12source_customer_id\x18\x02 \x01(\t\"\x89\x01\n\x14SplitCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x34\n\nidentities\x18\x02 \x03(\x0b\x32 .switchboard.v1.CustomerIdentity\x12\x10\n\x08\x63\x61se_ids\x18\x03 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"l\n\x15SplitCustomerResponse\x12*\n\x08original\x18\x01 \x01(\x0b\x32\x18.switchboard.v1.Customer\x12\'\n\x05split\x18\x02 \x01(\x0b\x32\x18.switchboard.v1.Customer\"<\n\x14GetAuditTrailRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"\x94\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x05\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x11\n\tdata_json\x18\x05 \x01(\t\x12\x11\n\tprev_hash\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\"I\n\nAuditTrail\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.switchboard.v1.AuditEntry\x12\x0e\n\x06intact\x18\x02 \x01(\x08\"C\n\x19GetCustomerHistoryRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tmax_cases\x18\x02 \x01(\x05\"b\n\x0f\x43ustomerHistory\x12*\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.switchboard.v1.Customer\x12#\n\x05\x63\x61ses\x18\x02 \x03(\x0b\x32\x14.switchboard.v1.Case\"\xc6\x02\n\x10KnowledgeArticle\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x1c.switchboard.v1.ArticleState\x12\x0e\n\x06\x61uthor\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elatest_version\x18\n \x01(\x05\x12\x19\n\x11published_version\x18\x0b \x01(\x05\x12\x15\n\rhelpful_votes\x18\x0c \x01(\x05\x12\x19\n\x11not_helpful_votes\x18\r \x01(\x05\"a\n\x0cKnowledgeHit\x12\x31\n\x07\x61rticle\x18\x01 \x01(\x0b\x32 .switchboard.v1.KnowledgeArticle\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07snippet\x18\x03 \x01(\t\"H\n\x16SearchKnowledgeRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x10\n\x08language\x18\x03 \x01(\t\"E\n\x17SearchKnowledgeResponse\x12*\n\x04hits\x18\x01 \x03(\x0b\x32\x1c.switchboard.v1.KnowledgeHit\"F\n\x16SuggestArticlesRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"8\n\x11GetArticleRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"S\n\x14\x43reateArticleRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\"g\n\x14UpdateArticleRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\"j\n\x16SetArticleStateRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.switchboard.v1.ArticleState\"9\n\x12VoteArticleRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x0f\n\x07helpful\x18\x02 \x01(\x08\"\xdc\x02\n\x10GetReportRequest\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.switchboard.v1.ReportKind\x12\x10\n\x08interval\x18\x02 \x01(\t\x12(\n\x04\x66rom\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08group_by\x18\x05 \x03(\t\x12\x11\n\ttime_zone\x18\x06 \x01(\t\x12\x1f\n\x17voice_threshold_seconds\x18\x07 \x01(\x05\x12\x1d\n\x15short_abandon_seconds\x18\x08 \x01(\x05\x12\x1d\n\x15\x65mail_threshold_hours\x18\t \x01(\x05\x12\x1c\n\x14\x65mail_business_hours\x18\n \x01(\x08\x12\x18\n\x10\x66\x63r_window_hours\x18\x0b \x01(\x05\";\n\x0bReportValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0f\n\x07\x64\x65\x66ined\x18\x03 \x01(\x08\"\xe0\x01\n\tReportRow\x12\x32\n\x0einterval_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cinterval_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12+\n\x06values\x18\x07 \x03(\x0b\x32\x1b.switchboard.v1.ReportValue\"z\n\x06Report\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\t\x12\'\n\x04rows\x18\x02 \x03(\x0b\x32\x19.switchboard.v1.ReportRow\x12\x0b\n\x03\x63sv\x18\x03 \x01(\t\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\x0cQaItemResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\"y\n\x14SubmitQaScoreRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66orm_id\x18\x02 \x01(\t\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x1c.switchboard.v1.QaItemResult\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"\xdd\x01\n\x0cQaEvaluation\x12\x15\n\revaluation_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0f\n\x07\x66orm_id\x18\x04 \x01(\t\x12\x11\n\tevaluator\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x14\n\x0c\x66\x61tal_errors\x18\x07 \x01(\x05\x12\x18\n\x10non_fatal_errors\x18\x08 \x01(\x05\x12-\n\tscored_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\x14ListQaSamplesRequest\x12(\n\x04\x66rom\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x02to\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\t\x12\x15\n\rmin_per_agent\x18\x06 \x01(\x05\"\xc9\x01\n\x08QaSample\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12(\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12,\n\x08\x65nded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nevaluation\x18\x06 \x01(\x0b\x32\x1c.switchboard.v1.QaEvaluation\"^\n\x15ListQaSamplesResponse\x12)\n\x07samples\x18\x01 \x03(\x0b\x32\x18.switchboard.v1.QaSample\x12\x0c\n\x04seed\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\x01*\xc9\x01\n\nCaseStatus\x12\x1b\n\x17\x43\x41SE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41SE_STATUS_NEW\x10\x01\x12\x18\n\x14\x43\x41SE_STATUS_ASSIGNED\x10\x02\x12\x1b\n\x17\x43\x41SE_STATUS_IN_PROGRESS\x10\x03\x12 \n\x1c\x43\x41SE_STATUS_PENDING_CUSTOMER\x10\x04\x12\x18\n\x14\x43\x41SE_STATUS_RESOLVED\x10\x05\x12\x16\n\x12\x43\x41SE_STATUS_CLOSED\x10\x06*\xbe\x01\n\x08\x43\x61seType\x12\x19\n\x15\x43\x41SE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41SE_TYPE_INQUIRY\x10\x01\x12\x1a\n\x16\x43\x41SE_TYPE_REGISTRATION\x10\x02\x12\x14\n\x10\x43\x41SE_TYPE_CHANGE\x10\x03\x12\x17\n\x13\x43\x41SE_TYPE_COMPLAINT\x10\x04\x12\x16\n\x12\x43\x41SE_TYPE_INCIDENT\x10\x05\x12\x1d\n\x19\x43\x41SE_TYPE_SERVICE_REQUEST\x10\x06*\x90\x01\n\x0c\x43\x61sePriority\x12\x1d\n\x19\x43\x41SE_PRIORITY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41SE_PRIORITY_LOW\x10\x01\x12\x18\n\x14\x43\x41SE_PRIORITY_NORMAL\x10\x02\x12\x16\n\x12\x43\x41SE_PRIORITY_HIGH\x10\x03\x12\x18\n\x14\x43\x41SE_PRIORITY_URGENT\x10\x04*\x7f\n\tCaseOrder\x12\x1b\n\x17\x43\x41SE_ORDER_CREATED_DESC\x10\x00\x12\x1a\n\x16\x43\x41SE_ORDER_CREATED_ASC\x10\x01\x12\x1b\n\x17\x43\x41SE_ORDER_UPDATED_DESC\x10\x02\x12\x1c\n\x18\x43\x41SE_ORDER_PRIORITY_DESC\x10\x03*\x98\x01\n\x0c\x41rticleState\x12\x1d\n\x19\x41RTICLE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTICLE_STATE_DRAFT\x10\x01\x12\x18\n\x14\x41RTICLE_STATE_REVIEW\x10\x02\x12\x1b\n\x17\x41RTICLE_STATE_PUBLISHED\x10\x03\x12\x19\n\x15\x41RTICLE_STATE_RETIRED\x10\x04*\xef\x01\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13REPORT_KIND_SUMMARY\x10\x01\x12\x1d\n\x19REPORT_KIND_SERVICE_LEVEL\x10\x02\x12\x15\n\x11REPORT_KIND_EMAIL\x10\x03\x12\x18\n\x14REPORT_KIND_HANDLING\x10\x04\x12\x13\n\x0fREPORT_KIND_FCR\x10\x05\x12\x14\n\x10REPORT_KIND_CSAT\x10\x06\x12\x17\n\x13REPORT_KIND_QUALITY\x10\x07\x12\x17\n\x13REPORT_KIND_BACKLOG\x10\x08\x32\xf6\r\n\x0b\x43\x61seService\x12?\n\x07GetCase\x12\x1e.switchboard.v1.GetCaseRequest\x1a\x14.switchboard.v1.Case\x12P\n\tListCases\x12 .switchboard.v1.ListCasesRequest\x1a!.switchboard.v1.ListCasesResponse\x12\x45\n\nCreateCase\x12!.switchboard.v1.CreateCaseRequest\x1a\x14.switchboard.v1.Case\x12Q\n\x10UpdateCaseStatus\x12\'.switchboard.v1.UpdateCaseStatusRequest\x1a\x14.switchboard.v1.Case\x12\x43\n\x07\x41\x64\x64Note\x12\x1e.switchboard.v1.AddNoteRequest\x1a\x18.switchboard.v1.CaseNote\x12\x45\n\nAssignCase\x12!.switchboard.v1.AssignCaseRequest\x1a\x14.switchboard.v1.Case\x12O\n\x0fSetCasePriority\x12&.switchboard.v1.SetCasePriorityRequest\x1a\x14.switchboard.v1.Case\x12Q\n\x0eMergeCustomers\x12%.switchboard.v1.MergeCustomersRequest\x1a\x18.switchboard.v1.Customer\x12\\\n\rSplitCustomer\x12$.switchboard.v1.SplitCustomerRequest\x1a%.switchboard.v1.SplitCustomerResponse\x12Q\n\rGetAuditTrail\x12$.switchboard.v1.GetAuditTrailRequest\x1a\x1a.switchboard.v1.AuditTrail\x12`\n\x12GetCustomerHistory\x12).switchboard.v1.GetCustomerHistoryRequest\x1a\x1f.switchboard.v1.CustomerHistory\x12\x62\n\x0fSearchKnowledge\x12&.switchboard.v1.SearchKnowledgeRequest\x1a\'.switchboard.v1.SearchKnowledgeResponse\x12\x62\n\x0fSuggestArticles\x12&.switchboard.v1.SuggestArticlesRequest\x1a\'.switchboard.v1.SearchKnowledgeResponse\x12Q\n\nGetArticle\x12!.switchboard.v1.GetArticleRequest\x1a .switchboard.v1.KnowledgeArticle\x12W\n\rCreateArticle\x12$.switchboard.v1.CreateArticleRequest\x1a .switchboard.v1.KnowledgeArticle\x12W\n\rUpdateArticle\x12$.switchboard.v1.UpdateArticleRequest\x1a .switchboard.v1.KnowledgeArticle\x12[\n\x0fSetArticleState\x12&.switchboard.v1.SetArticleStateRequest\x1a .switchboard.v1.KnowledgeArticle\x12S\n\x0bVoteArticle\x12\".switchboard.v1.VoteArticleRequest\x1a .switchboard.v1.KnowledgeArticle\x12\x45\n\tGetReport\x12 .switchboard.v1.GetReportRequest\x1a\x16.switchboard.v1.Report\x12S\n\rSubmitQaScore\x12$.switchboard.v1.SubmitQaScoreRequest\x1a\x1c.switchboard.v1.QaEvaluation\x12\\\n\rListQaSamples\x12$.switchboard.v1.ListQaSamplesRequest\x1a%.switchboard.v1.ListQaSamplesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.case_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CASESTATUS']._serialized_start=1162
-  _globals['_CASESTATUS']._serialized_end=1363
-  _globals['_CUSTOMER']._serialized_start=108
-  _globals['_CUSTOMER']._serialized_end=215
-  _globals['_CASECONTACT']._serialized_start=218
-  _globals['_CASECONTACT']._serialized_end=579
-  _globals['_CASE']._serialized_start=582
-  _globals['_CASE']._serialized_end=896
-  _globals['_GETCASEREQUEST']._serialized_start=898
-  _globals['_GETCASEREQUEST']._serialized_end=931
-  _globals['_LISTCASESREQUEST']._serialized_start=934
-  _globals['_LISTCASESREQUEST']._serialized_end=1076
-  _globals['_LISTCASESRESPONSE']._serialized_start=1078
-  _globals['_LISTCASESRESPONSE']._serialized_end=1159
-  _globals['_CASESERVICE']._serialized_start=1366
-  _globals['_CASESERVICE']._serialized_end=1526
+  _globals['_CASESTATUS']._serialized_start=6162
+  _globals['_CASESTATUS']._serialized_end=6363
+  _globals['_CASETYPE']._serialized_start=6366
+  _globals['_CASETYPE']._serialized_end=6556
+  _globals['_CASEPRIORITY']._serialized_start=6559
+  _globals['_CASEPRIORITY']._serialized_end=6703
+  _globals['_CASEORDER']._serialized_start=6705
+  _globals['_CASEORDER']._serialized_end=6832
+  _globals['_ARTICLESTATE']._serialized_start=6835
+  _globals['_ARTICLESTATE']._serialized_end=6987
+  _globals['_REPORTKIND']._serialized_start=6990
+  _globals['_REPORTKIND']._serialized_end=7229
+  _globals['_CUSTOMER']._serialized_start=140
+  _globals['_CUSTOMER']._serialized_end=247
+  _globals['_CASECONTACT']._serialized_start=250
+  _globals['_CASECONTACT']._serialized_end=611
+  _globals['_CASE']._serialized_start=614
+  _globals['_CASE']._serialized_end=1328
+  _globals['_CASENOTE']._serialized_start=1330
+  _globals['_CASENOTE']._serialized_end=1435
+  _globals['_SLATIMER']._serialized_start=1438
+  _globals['_SLATIMER']._serialized_end=1659
+  _globals['_GETCASEREQUEST']._serialized_start=1661
+  _globals['_GETCASEREQUEST']._serialized_end=1694
+  _globals['_LISTCASESREQUEST']._serialized_start=1697
+  _globals['_LISTCASESREQUEST']._serialized_end=2016
+  _globals['_LISTCASESRESPONSE']._serialized_start=2018
+  _globals['_LISTCASESRESPONSE']._serialized_end=2099
+  _globals['_CREATECASEREQUEST']._serialized_start=2102
+  _globals['_CREATECASEREQUEST']._serialized_end=2376
+  _globals['_UPDATECASESTATUSREQUEST']._serialized_start=2378
+  _globals['_UPDATECASESTATUSREQUEST']._serialized_end=2480
+  _globals['_ADDNOTEREQUEST']._serialized_start=2482
+  _globals['_ADDNOTEREQUEST']._serialized_end=2529
+  _globals['_ASSIGNCASEREQUEST']._serialized_start=2531
+  _globals['_ASSIGNCASEREQUEST']._serialized_end=2585
+  _globals['_SETCASEPRIORITYREQUEST']._serialized_start=2587
+  _globals['_SETCASEPRIORITYREQUEST']._serialized_end=2676
+  _globals['_MERGECUSTOMERSREQUEST']._serialized_start=2678
+  _globals['_MERGECUSTOMERSREQUEST']._serialized_end=2757
+  _globals['_SPLITCUSTOMERREQUEST']._serialized_start=2760
+  _globals['_SPLITCUSTOMERREQUEST']._serialized_end=2897
+  _globals['_SPLITCUSTOMERRESPONSE']._serialized_start=2899
+  _globals['_SPLITCUSTOMERRESPONSE']._serialized_end=3007
+  _globals['_GETAUDITTRAILREQUEST']._serialized_start=3009
+  _globals['_GETAUDITTRAILREQUEST']._serialized_end=3069
+  _globals['_AUDITENTRY']._serialized_start=3072
+  _globals['_AUDITENTRY']._serialized_end=3220
+  _globals['_AUDITTRAIL']._serialized_start=3222
+  _globals['_AUDITTRAIL']._serialized_end=3295
+  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_start=3297
+  _globals['_GETCUSTOMERHISTORYREQUEST']._serialized_end=3364
+  _globals['_CUSTOMERHISTORY']._serialized_start=3366
+  _globals['_CUSTOMERHISTORY']._serialized_end=3464
+  _globals['_KNOWLEDGEARTICLE']._serialized_start=3467
+  _globals['_KNOWLEDGEARTICLE']._serialized_end=3793
+  _globals['_KNOWLEDGEHIT']._serialized_start=3795
+  _globals['_KNOWLEDGEHIT']._serialized_end=3892
+  _globals['_SEARCHKNOWLEDGEREQUEST']._serialized_start=3894
+  _globals['_SEARCHKNOWLEDGEREQUEST']._serialized_end=3966
+  _globals['_SEARCHKNOWLEDGERESPONSE']._serialized_start=3968
+  _globals['_SEARCHKNOWLEDGERESPONSE']._serialized_end=4037
+  _globals['_SUGGESTARTICLESREQUEST']._serialized_start=4039
+  _globals['_SUGGESTARTICLESREQUEST']._serialized_end=4109
+  _globals['_GETARTICLEREQUEST']._serialized_start=4111
+  _globals['_GETARTICLEREQUEST']._serialized_end=4167
+  _globals['_CREATEARTICLEREQUEST']._serialized_start=4169
+  _globals['_CREATEARTICLEREQUEST']._serialized_end=4252
+  _globals['_UPDATEARTICLEREQUEST']._serialized_start=4254
+  _globals['_UPDATEARTICLEREQUEST']._serialized_end=4357
+  _globals['_SETARTICLESTATEREQUEST']._serialized_start=4359
+  _globals['_SETARTICLESTATEREQUEST']._serialized_end=4465
+  _globals['_VOTEARTICLEREQUEST']._serialized_start=4467
+  _globals['_VOTEARTICLEREQUEST']._serialized_end=4524
+  _globals['_GETREPORTREQUEST']._serialized_start=4527
+  _globals['_GETREPORTREQUEST']._serialized_end=4875
+  _globals['_REPORTVALUE']._serialized_start=4877
+  _globals['_REPORTVALUE']._serialized_end=4936
+  _globals['_REPORTROW']._serialized_start=4939
+  _globals['_REPORTROW']._serialized_end=5163
+  _globals['_REPORT']._serialized_start=5165
+  _globals['_REPORT']._serialized_end=5287
+  _globals['_QAITEMRESULT']._serialized_start=5289
+  _globals['_QAITEMRESULT']._serialized_end=5336
+  _globals['_SUBMITQASCOREREQUEST']._serialized_start=5338
+  _globals['_SUBMITQASCOREREQUEST']._serialized_end=5459
+  _globals['_QAEVALUATION']._serialized_start=5462
+  _globals['_QAEVALUATION']._serialized_end=5683
+  _globals['_LISTQASAMPLESREQUEST']._serialized_start=5686
+  _globals['_LISTQASAMPLESREQUEST']._serialized_end=5859
+  _globals['_QASAMPLE']._serialized_start=5862
+  _globals['_QASAMPLE']._serialized_end=6063
+  _globals['_LISTQASAMPLESRESPONSE']._serialized_start=6065
+  _globals['_LISTQASAMPLESRESPONSE']._serialized_end=6159
+  _globals['_CASESERVICE']._serialized_start=7232
+  _globals['_CASESERVICE']._serialized_end=9014
 # @@protoc_insertion_point(module_scope)

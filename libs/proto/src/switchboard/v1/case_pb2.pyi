@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -45,6 +46,140 @@ CASE_STATUS_PENDING_CUSTOMER: CaseStatus.ValueType  # 4
 CASE_STATUS_RESOLVED: CaseStatus.ValueType  # 5
 CASE_STATUS_CLOSED: CaseStatus.ValueType  # 6
 Global___CaseStatus: _TypeAlias = CaseStatus  # noqa: Y015
+
+class _CaseType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CaseTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASE_TYPE_UNSPECIFIED: _CaseType.ValueType  # 0
+    CASE_TYPE_INQUIRY: _CaseType.ValueType  # 1
+    CASE_TYPE_REGISTRATION: _CaseType.ValueType  # 2
+    CASE_TYPE_CHANGE: _CaseType.ValueType  # 3
+    CASE_TYPE_COMPLAINT: _CaseType.ValueType  # 4
+    CASE_TYPE_INCIDENT: _CaseType.ValueType  # 5
+    CASE_TYPE_SERVICE_REQUEST: _CaseType.ValueType  # 6
+
+class CaseType(_CaseType, metaclass=_CaseTypeEnumTypeWrapper): ...
+
+CASE_TYPE_UNSPECIFIED: CaseType.ValueType  # 0
+CASE_TYPE_INQUIRY: CaseType.ValueType  # 1
+CASE_TYPE_REGISTRATION: CaseType.ValueType  # 2
+CASE_TYPE_CHANGE: CaseType.ValueType  # 3
+CASE_TYPE_COMPLAINT: CaseType.ValueType  # 4
+CASE_TYPE_INCIDENT: CaseType.ValueType  # 5
+CASE_TYPE_SERVICE_REQUEST: CaseType.ValueType  # 6
+Global___CaseType: _TypeAlias = CaseType  # noqa: Y015
+
+class _CasePriority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CasePriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CasePriority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASE_PRIORITY_UNSPECIFIED: _CasePriority.ValueType  # 0
+    CASE_PRIORITY_LOW: _CasePriority.ValueType  # 1
+    CASE_PRIORITY_NORMAL: _CasePriority.ValueType  # 2
+    CASE_PRIORITY_HIGH: _CasePriority.ValueType  # 3
+    CASE_PRIORITY_URGENT: _CasePriority.ValueType  # 4
+
+class CasePriority(_CasePriority, metaclass=_CasePriorityEnumTypeWrapper): ...
+
+CASE_PRIORITY_UNSPECIFIED: CasePriority.ValueType  # 0
+CASE_PRIORITY_LOW: CasePriority.ValueType  # 1
+CASE_PRIORITY_NORMAL: CasePriority.ValueType  # 2
+CASE_PRIORITY_HIGH: CasePriority.ValueType  # 3
+CASE_PRIORITY_URGENT: CasePriority.ValueType  # 4
+Global___CasePriority: _TypeAlias = CasePriority  # noqa: Y015
+
+class _CaseOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CaseOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASE_ORDER_CREATED_DESC: _CaseOrder.ValueType  # 0
+    """newest first (default)"""
+    CASE_ORDER_CREATED_ASC: _CaseOrder.ValueType  # 1
+    CASE_ORDER_UPDATED_DESC: _CaseOrder.ValueType  # 2
+    CASE_ORDER_PRIORITY_DESC: _CaseOrder.ValueType  # 3
+    """most urgent first, then newest"""
+
+class CaseOrder(_CaseOrder, metaclass=_CaseOrderEnumTypeWrapper): ...
+
+CASE_ORDER_CREATED_DESC: CaseOrder.ValueType  # 0
+"""newest first (default)"""
+CASE_ORDER_CREATED_ASC: CaseOrder.ValueType  # 1
+CASE_ORDER_UPDATED_DESC: CaseOrder.ValueType  # 2
+CASE_ORDER_PRIORITY_DESC: CaseOrder.ValueType  # 3
+"""most urgent first, then newest"""
+Global___CaseOrder: _TypeAlias = CaseOrder  # noqa: Y015
+
+class _ArticleState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ArticleStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ArticleState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ARTICLE_STATE_UNSPECIFIED: _ArticleState.ValueType  # 0
+    ARTICLE_STATE_DRAFT: _ArticleState.ValueType  # 1
+    ARTICLE_STATE_REVIEW: _ArticleState.ValueType  # 2
+    ARTICLE_STATE_PUBLISHED: _ArticleState.ValueType  # 3
+    ARTICLE_STATE_RETIRED: _ArticleState.ValueType  # 4
+
+class ArticleState(_ArticleState, metaclass=_ArticleStateEnumTypeWrapper):
+    """Knowledge base, reports, quality (part B)"""
+
+ARTICLE_STATE_UNSPECIFIED: ArticleState.ValueType  # 0
+ARTICLE_STATE_DRAFT: ArticleState.ValueType  # 1
+ARTICLE_STATE_REVIEW: ArticleState.ValueType  # 2
+ARTICLE_STATE_PUBLISHED: ArticleState.ValueType  # 3
+ARTICLE_STATE_RETIRED: ArticleState.ValueType  # 4
+Global___ArticleState: _TypeAlias = ArticleState  # noqa: Y015
+
+class _ReportKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReportKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPORT_KIND_UNSPECIFIED: _ReportKind.ValueType  # 0
+    """the summary"""
+    REPORT_KIND_SUMMARY: _ReportKind.ValueType  # 1
+    """every KPI below"""
+    REPORT_KIND_SERVICE_LEVEL: _ReportKind.ValueType  # 2
+    """voice/chat: offered, SL, SL2, ASA, abandonment"""
+    REPORT_KIND_EMAIL: _ReportKind.ValueType  # 3
+    """email/fax: first-response service level"""
+    REPORT_KIND_HANDLING: _ReportKind.ValueType  # 4
+    """AHT, talk, hold, wrap-up"""
+    REPORT_KIND_FCR: _ReportKind.ValueType  # 5
+    REPORT_KIND_CSAT: _ReportKind.ValueType  # 6
+    REPORT_KIND_QUALITY: _ReportKind.ValueType  # 7
+    """QA scores, fatal-error rate"""
+    REPORT_KIND_BACKLOG: _ReportKind.ValueType  # 8
+    """open cases and their age at each interval's end"""
+
+class ReportKind(_ReportKind, metaclass=_ReportKindEnumTypeWrapper): ...
+
+REPORT_KIND_UNSPECIFIED: ReportKind.ValueType  # 0
+"""the summary"""
+REPORT_KIND_SUMMARY: ReportKind.ValueType  # 1
+"""every KPI below"""
+REPORT_KIND_SERVICE_LEVEL: ReportKind.ValueType  # 2
+"""voice/chat: offered, SL, SL2, ASA, abandonment"""
+REPORT_KIND_EMAIL: ReportKind.ValueType  # 3
+"""email/fax: first-response service level"""
+REPORT_KIND_HANDLING: ReportKind.ValueType  # 4
+"""AHT, talk, hold, wrap-up"""
+REPORT_KIND_FCR: ReportKind.ValueType  # 5
+REPORT_KIND_CSAT: ReportKind.ValueType  # 6
+REPORT_KIND_QUALITY: ReportKind.ValueType  # 7
+"""QA scores, fatal-error rate"""
+REPORT_KIND_BACKLOG: ReportKind.ValueType  # 8
+"""open cases and their age at each interval's end"""
+Global___ReportKind: _TypeAlias = ReportKind  # noqa: Y015
 
 @_typing.final
 class Customer(_message.Message):
@@ -143,11 +278,29 @@ class Case(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ASSIGNED_AGENT_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    CASE_TYPE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    SLA_FIELD_NUMBER: _builtins.int
+    FIRST_RESPONSE_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    REOPENED_COUNT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     tenant: _builtins.str
     status: Global___CaseStatus.ValueType
     subject: _builtins.str
     assigned_agent_id: _builtins.str
+    reference: _builtins.str
+    """short, unique per tenant, e.g. C-7K3M9Q"""
+    case_type: Global___CaseType.ValueType
+    priority: Global___CasePriority.ValueType
+    queue: _builtins.str
+    template: _builtins.str
+    reopened_count: _builtins.int
     @_builtins.property
     def customer(self) -> Global___Customer: ...
     @_builtins.property
@@ -156,6 +309,18 @@ class Case(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseNote]:
+        """GetCase only"""
+
+    @_builtins.property
+    def sla(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaTimer]: ...
+    @_builtins.property
+    def first_response_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def closed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -168,14 +333,103 @@ class Case(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         assigned_agent_id: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        case_type: Global___CaseType.ValueType = ...,
+        priority: Global___CasePriority.ValueType = ...,
+        queue: _builtins.str = ...,
+        notes: _abc.Iterable[Global___CaseNote] | None = ...,
+        sla: _abc.Iterable[Global___SlaTimer] | None = ...,
+        first_response_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        closed_at: _timestamp_pb2.Timestamp | None = ...,
+        template: _builtins.str = ...,
+        reopened_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "customer", b"customer", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "created_at", b"created_at", "customer", b"customer", "first_response_at", b"first_response_at", "resolved_at", b"resolved_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_agent_id", b"assigned_agent_id", "case_id", b"case_id", "contacts", b"contacts", "created_at", b"created_at", "customer", b"customer", "status", b"status", "subject", b"subject", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_agent_id", b"assigned_agent_id", "case_id", b"case_id", "case_type", b"case_type", "closed_at", b"closed_at", "contacts", b"contacts", "created_at", b"created_at", "customer", b"customer", "first_response_at", b"first_response_at", "notes", b"notes", "priority", b"priority", "queue", b"queue", "reference", b"reference", "reopened_count", b"reopened_count", "resolved_at", b"resolved_at", "sla", b"sla", "status", b"status", "subject", b"subject", "template", b"template", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class CaseNote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTE_ID_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    note_id: _builtins.str
+    author: _builtins.str
+    text: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        note_id: _builtins.str = ...,
+        author: _builtins.str = ...,
+        text: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "created_at", b"created_at", "note_id", b"note_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseNote: _TypeAlias = CaseNote  # noqa: Y015
+
+@_typing.final
+class SlaTimer(_message.Message):
+    """One SLA target of a case, measured in its policy's business time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ELAPSED_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BREACHED_AT_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_REACHED_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """first_response, next_response, resolution"""
+    policy: _builtins.str
+    state: _builtins.str
+    """running, paused, met, cancelled"""
+    @_builtins.property
+    def target(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def elapsed(self) -> _duration_pb2.Duration:
+        """business time counted so far"""
+
+    @_builtins.property
+    def breached_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def thresholds_reached(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """percent"""
+
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        target: _duration_pb2.Duration | None = ...,
+        elapsed: _duration_pb2.Duration | None = ...,
+        state: _builtins.str = ...,
+        breached_at: _timestamp_pb2.Timestamp | None = ...,
+        thresholds_reached: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["breached_at", b"breached_at", "elapsed", b"elapsed", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breached_at", b"breached_at", "elapsed", b"elapsed", "metric", b"metric", "policy", b"policy", "state", b"state", "target", b"target", "thresholds_reached", b"thresholds_reached"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlaTimer: _TypeAlias = SlaTimer  # noqa: Y015
 
 @_typing.final
 class GetCaseRequest(_message.Message):
@@ -183,6 +437,7 @@ class GetCaseRequest(_message.Message):
 
     CASE_ID_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
+    """the case id or its reference (C-7K3M9Q)"""
     def __init__(
         self,
         *,
@@ -205,6 +460,11 @@ class ListCasesRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CASE_TYPE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    ASSIGNED_AGENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """1..200; 0 means 50"""
     page_token: _builtins.str
@@ -215,6 +475,15 @@ class ListCasesRequest(_message.Message):
     """optional filter: the case holding this contact"""
     customer_id: _builtins.str
     """optional filter"""
+    case_type: Global___CaseType.ValueType
+    """optional filter"""
+    priority: Global___CasePriority.ValueType
+    """optional filter"""
+    queue: _builtins.str
+    """optional filter"""
+    assigned_agent_id: _builtins.str
+    """optional filter"""
+    order: Global___CaseOrder.ValueType
     def __init__(
         self,
         *,
@@ -223,10 +492,15 @@ class ListCasesRequest(_message.Message):
         status: Global___CaseStatus.ValueType = ...,
         contact_id: _builtins.str = ...,
         customer_id: _builtins.str = ...,
+        case_type: Global___CaseType.ValueType = ...,
+        priority: Global___CasePriority.ValueType = ...,
+        queue: _builtins.str = ...,
+        assigned_agent_id: _builtins.str = ...,
+        order: Global___CaseOrder.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_agent_id", b"assigned_agent_id", "case_type", b"case_type", "contact_id", b"contact_id", "customer_id", b"customer_id", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "priority", b"priority", "queue", b"queue", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -254,3 +528,1017 @@ class ListCasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCasesResponse: _TypeAlias = ListCasesResponse  # noqa: Y015
+
+@_typing.final
+class CreateCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    CASE_TYPE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    IDENTITIES_FIELD_NUMBER: _builtins.int
+    CUSTOMER_NAME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    """a template of the tenant's policy file; fields below override it"""
+    subject: _builtins.str
+    case_type: Global___CaseType.ValueType
+    priority: Global___CasePriority.ValueType
+    queue: _builtins.str
+    customer_id: _builtins.str
+    """an existing customer, or"""
+    customer_name: _builtins.str
+    note: _builtins.str
+    """a first note"""
+    @_builtins.property
+    def identities(self) -> _containers.RepeatedCompositeFieldContainer[_contact_pb2.CustomerIdentity]:
+        """identities resolved to one (a new customer if unknown)"""
+
+    def __init__(
+        self,
+        *,
+        template: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        case_type: Global___CaseType.ValueType = ...,
+        priority: Global___CasePriority.ValueType = ...,
+        queue: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        identities: _abc.Iterable[_contact_pb2.CustomerIdentity] | None = ...,
+        customer_name: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_type", b"case_type", "customer_id", b"customer_id", "customer_name", b"customer_name", "identities", b"identities", "note", b"note", "priority", b"priority", "queue", b"queue", "subject", b"subject", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCaseRequest: _TypeAlias = CreateCaseRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCaseStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """id or reference"""
+    status: Global___CaseStatus.ValueType
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        status: Global___CaseStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCaseStatusRequest: _TypeAlias = UpdateCaseStatusRequest  # noqa: Y015
+
+@_typing.final
+class AddNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddNoteRequest: _TypeAlias = AddNoteRequest  # noqa: Y015
+
+@_typing.final
+class AssignCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    agent_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignCaseRequest: _TypeAlias = AssignCaseRequest  # noqa: Y015
+
+@_typing.final
+class SetCasePriorityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    priority: Global___CasePriority.ValueType
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        priority: Global___CasePriority.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCasePriorityRequest: _TypeAlias = SetCasePriorityRequest  # noqa: Y015
+
+@_typing.final
+class MergeCustomersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    target_customer_id: _builtins.str
+    """keeps its id"""
+    source_customer_id: _builtins.str
+    """its identities and cases move to the target"""
+    def __init__(
+        self,
+        *,
+        target_customer_id: _builtins.str = ...,
+        source_customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source_customer_id", b"source_customer_id", "target_customer_id", b"target_customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeCustomersRequest: _TypeAlias = MergeCustomersRequest  # noqa: Y015
+
+@_typing.final
+class SplitCustomerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    IDENTITIES_FIELD_NUMBER: _builtins.int
+    CASE_IDS_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    display_name: _builtins.str
+    @_builtins.property
+    def identities(self) -> _containers.RepeatedCompositeFieldContainer[_contact_pb2.CustomerIdentity]:
+        """move to a new customer"""
+
+    @_builtins.property
+    def case_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """cases that move with them"""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        identities: _abc.Iterable[_contact_pb2.CustomerIdentity] | None = ...,
+        case_ids: _abc.Iterable[_builtins.str] | None = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ids", b"case_ids", "customer_id", b"customer_id", "display_name", b"display_name", "identities", b"identities"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitCustomerRequest: _TypeAlias = SplitCustomerRequest  # noqa: Y015
+
+@_typing.final
+class SplitCustomerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGINAL_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def original(self) -> Global___Customer: ...
+    @_builtins.property
+    def split(self) -> Global___Customer: ...
+    def __init__(
+        self,
+        *,
+        original: Global___Customer | None = ...,
+        split: Global___Customer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "split", b"split"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitCustomerResponse: _TypeAlias = SplitCustomerResponse  # noqa: Y015
+
+@_typing.final
+class GetAuditTrailRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """a case id or reference, or"""
+    customer_id: _builtins.str
+    """a customer's merges and splits"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAuditTrailRequest: _TypeAlias = GetAuditTrailRequest  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    actor: _builtins.str
+    action: _builtins.str
+    data_json: _builtins.str
+    prev_hash: _builtins.str
+    hash: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        data_json: _builtins.str = ...,
+        prev_hash: _builtins.str = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "data_json", b"data_json", "hash", b"hash", "prev_hash", b"prev_hash", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class AuditTrail(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    INTACT_FIELD_NUMBER: _builtins.int
+    intact: _builtins.bool
+    """the hash chain verifies"""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        intact: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "intact", b"intact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditTrail: _TypeAlias = AuditTrail  # noqa: Y015
+
+@_typing.final
+class GetCustomerHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    MAX_CASES_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    max_cases: _builtins.int
+    """0 means 50"""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        max_cases: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "max_cases", b"max_cases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomerHistoryRequest: _TypeAlias = GetCustomerHistoryRequest  # noqa: Y015
+
+@_typing.final
+class CustomerHistory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    CASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer(self) -> Global___Customer: ...
+    @_builtins.property
+    def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Case]:
+        """newest first, contacts without messages"""
+
+    def __init__(
+        self,
+        *,
+        customer: Global___Customer | None = ...,
+        cases: _abc.Iterable[Global___Case] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases", "customer", b"customer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerHistory: _TypeAlias = CustomerHistory  # noqa: Y015
+
+@_typing.final
+class KnowledgeArticle(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    PUBLISHED_VERSION_FIELD_NUMBER: _builtins.int
+    HELPFUL_VOTES_FIELD_NUMBER: _builtins.int
+    NOT_HELPFUL_VOTES_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    version: _builtins.int
+    """the version shown"""
+    title: _builtins.str
+    body: _builtins.str
+    language: _builtins.str
+    """BCP 47"""
+    state: Global___ArticleState.ValueType
+    """of this version"""
+    author: _builtins.str
+    latest_version: _builtins.int
+    published_version: _builtins.int
+    """0: none published"""
+    helpful_votes: _builtins.int
+    not_helpful_votes: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+        language: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        state: Global___ArticleState.ValueType = ...,
+        author: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        latest_version: _builtins.int = ...,
+        published_version: _builtins.int = ...,
+        helpful_votes: _builtins.int = ...,
+        not_helpful_votes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "author", b"author", "body", b"body", "created_at", b"created_at", "helpful_votes", b"helpful_votes", "language", b"language", "latest_version", b"latest_version", "not_helpful_votes", b"not_helpful_votes", "published_version", b"published_version", "state", b"state", "tags", b"tags", "title", b"title", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeArticle: _TypeAlias = KnowledgeArticle  # noqa: Y015
+
+@_typing.final
+class KnowledgeHit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SNIPPET_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    """higher is better"""
+    snippet: _builtins.str
+    @_builtins.property
+    def article(self) -> Global___KnowledgeArticle:
+        """its published version"""
+
+    def __init__(
+        self,
+        *,
+        article: Global___KnowledgeArticle | None = ...,
+        score: _builtins.float = ...,
+        snippet: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["article", b"article"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article", b"article", "score", b"score", "snippet", b"snippet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeHit: _TypeAlias = KnowledgeHit  # noqa: Y015
+
+@_typing.final
+class SearchKnowledgeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    limit: _builtins.int
+    """1..50; 0 means 10"""
+    language: _builtins.str
+    """optional filter"""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "limit", b"limit", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchKnowledgeRequest: _TypeAlias = SearchKnowledgeRequest  # noqa: Y015
+
+@_typing.final
+class SearchKnowledgeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnowledgeHit]: ...
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___KnowledgeHit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchKnowledgeResponse: _TypeAlias = SearchKnowledgeResponse  # noqa: Y015
+
+@_typing.final
+class SuggestArticlesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """the case's subject and customer messages are the text"""
+    text: _builtins.str
+    """or this text"""
+    limit: _builtins.int
+    """1..50; 0 means 5"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "limit", b"limit", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestArticlesRequest: _TypeAlias = SuggestArticlesRequest  # noqa: Y015
+
+@_typing.final
+class GetArticleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    version: _builtins.int
+    """0: the published one, else the latest"""
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetArticleRequest: _TypeAlias = GetArticleRequest  # noqa: Y015
+
+@_typing.final
+class CreateArticleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    title: _builtins.str
+    body: _builtins.str
+    language: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+        language: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "language", b"language", "tags", b"tags", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateArticleRequest: _TypeAlias = CreateArticleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateArticleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    title: _builtins.str
+    body: _builtins.str
+    language: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+        language: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "body", b"body", "language", b"language", "tags", b"tags", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateArticleRequest: _TypeAlias = UpdateArticleRequest  # noqa: Y015
+
+@_typing.final
+class SetArticleStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    version: _builtins.int
+    """0: the latest"""
+    state: Global___ArticleState.ValueType
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        state: Global___ArticleState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetArticleStateRequest: _TypeAlias = SetArticleStateRequest  # noqa: Y015
+
+@_typing.final
+class VoteArticleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    HELPFUL_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    helpful: _builtins.bool
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        helpful: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "helpful", b"helpful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteArticleRequest: _TypeAlias = VoteArticleRequest  # noqa: Y015
+
+@_typing.final
+class GetReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    VOICE_THRESHOLD_SECONDS_FIELD_NUMBER: _builtins.int
+    SHORT_ABANDON_SECONDS_FIELD_NUMBER: _builtins.int
+    EMAIL_THRESHOLD_HOURS_FIELD_NUMBER: _builtins.int
+    EMAIL_BUSINESS_HOURS_FIELD_NUMBER: _builtins.int
+    FCR_WINDOW_HOURS_FIELD_NUMBER: _builtins.int
+    kind: Global___ReportKind.ValueType
+    interval: _builtins.str
+    """15m, hour, day, week, month"""
+    time_zone: _builtins.str
+    """IANA, for day/week/month boundaries; default UTC"""
+    voice_threshold_seconds: _builtins.int
+    """0 means 20"""
+    short_abandon_seconds: _builtins.int
+    """0 means the voice threshold"""
+    email_threshold_hours: _builtins.int
+    """0 means 24"""
+    email_business_hours: _builtins.bool
+    """measure email SL in the tenant's business hours"""
+    fcr_window_hours: _builtins.int
+    """0 means 72"""
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp:
+        """exclusive; at most 366 days after from"""
+
+    @_builtins.property
+    def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """tenant, queue, channel, agent"""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ReportKind.ValueType = ...,
+        interval: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        group_by: _abc.Iterable[_builtins.str] | None = ...,
+        time_zone: _builtins.str = ...,
+        voice_threshold_seconds: _builtins.int = ...,
+        short_abandon_seconds: _builtins.int = ...,
+        email_threshold_hours: _builtins.int = ...,
+        email_business_hours: _builtins.bool = ...,
+        fcr_window_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_business_hours", b"email_business_hours", "email_threshold_hours", b"email_threshold_hours", "fcr_window_hours", b"fcr_window_hours", "from", b"from", "group_by", b"group_by", "interval", b"interval", "kind", b"kind", "short_abandon_seconds", b"short_abandon_seconds", "time_zone", b"time_zone", "to", b"to", "voice_threshold_seconds", b"voice_threshold_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportRequest: _TypeAlias = GetReportRequest  # noqa: Y015
+
+@_typing.final
+class ReportValue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    DEFINED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.float
+    defined: _builtins.bool
+    """false: no denominator (e.g. no calls), value is 0"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.float = ...,
+        defined: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defined", b"defined", "name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportValue: _TypeAlias = ReportValue  # noqa: Y015
+
+@_typing.final
+class ReportRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_START_FIELD_NUMBER: _builtins.int
+    INTERVAL_END_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    queue: _builtins.str
+    channel: _builtins.str
+    agent_id: _builtins.str
+    @_builtins.property
+    def interval_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def interval_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportValue]: ...
+    def __init__(
+        self,
+        *,
+        interval_start: _timestamp_pb2.Timestamp | None = ...,
+        interval_end: _timestamp_pb2.Timestamp | None = ...,
+        tenant: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        values: _abc.Iterable[Global___ReportValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval_end", b"interval_end", "interval_start", b"interval_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "interval_end", b"interval_end", "interval_start", b"interval_start", "queue", b"queue", "tenant", b"tenant", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportRow: _TypeAlias = ReportRow  # noqa: Y015
+
+@_typing.final
+class Report(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    csv: _builtins.str
+    """the same rows as CSV (RFC 4180)"""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the CSV header"""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportRow]: ...
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        columns: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _abc.Iterable[Global___ReportRow] | None = ...,
+        csv: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "columns", b"columns", "csv", b"csv", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Report: _TypeAlias = Report  # noqa: Y015
+
+@_typing.final
+class QaItemResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    passed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        passed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "passed", b"passed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaItemResult: _TypeAlias = QaItemResult  # noqa: Y015
+
+@_typing.final
+class SubmitQaScoreRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    FORM_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    form_id: _builtins.str
+    """empty: the default form"""
+    comment: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaItemResult]:
+        """every item of the form"""
+
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        form_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___QaItemResult] | None = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "contact_id", b"contact_id", "form_id", b"form_id", "items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitQaScoreRequest: _TypeAlias = SubmitQaScoreRequest  # noqa: Y015
+
+@_typing.final
+class QaEvaluation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATION_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    FORM_ID_FIELD_NUMBER: _builtins.int
+    EVALUATOR_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    FATAL_ERRORS_FIELD_NUMBER: _builtins.int
+    NON_FATAL_ERRORS_FIELD_NUMBER: _builtins.int
+    SCORED_AT_FIELD_NUMBER: _builtins.int
+    evaluation_id: _builtins.str
+    contact_id: _builtins.str
+    agent_id: _builtins.str
+    form_id: _builtins.str
+    evaluator: _builtins.str
+    score: _builtins.float
+    """0..100 of the non-fatal weight; 0 when a fatal error"""
+    fatal_errors: _builtins.int
+    non_fatal_errors: _builtins.int
+    @_builtins.property
+    def scored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        evaluation_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        form_id: _builtins.str = ...,
+        evaluator: _builtins.str = ...,
+        score: _builtins.float = ...,
+        fatal_errors: _builtins.int = ...,
+        non_fatal_errors: _builtins.int = ...,
+        scored_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scored_at", b"scored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "evaluation_id", b"evaluation_id", "evaluator", b"evaluator", "fatal_errors", b"fatal_errors", "form_id", b"form_id", "non_fatal_errors", b"non_fatal_errors", "score", b"score", "scored_at", b"scored_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaEvaluation: _TypeAlias = QaEvaluation  # noqa: Y015
+
+@_typing.final
+class ListQaSamplesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    MIN_PER_AGENT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """optional filter"""
+    rate: _builtins.float
+    """0..1; 0 means the service's default"""
+    seed: _builtins.str
+    """empty means the service's default"""
+    min_per_agent: _builtins.int
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        agent_id: _builtins.str = ...,
+        rate: _builtins.float = ...,
+        seed: _builtins.str = ...,
+        min_per_agent: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "from", b"from", "min_per_agent", b"min_per_agent", "rate", b"rate", "seed", b"seed", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQaSamplesRequest: _TypeAlias = ListQaSamplesRequest  # noqa: Y015
+
+@_typing.final
+class QaSample(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    agent_id: _builtins.str
+    queue: _builtins.str
+    channel: _contact_pb2.Channel.ValueType
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def evaluation(self) -> Global___QaEvaluation:
+        """set once scored"""
+
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        channel: _contact_pb2.Channel.ValueType = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        evaluation: Global___QaEvaluation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "evaluation", b"evaluation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "contact_id", b"contact_id", "ended_at", b"ended_at", "evaluation", b"evaluation", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaSample: _TypeAlias = QaSample  # noqa: Y015
+
+@_typing.final
+class ListQaSamplesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    seed: _builtins.str
+    rate: _builtins.float
+    @_builtins.property
+    def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaSample]: ...
+    def __init__(
+        self,
+        *,
+        samples: _abc.Iterable[Global___QaSample] | None = ...,
+        seed: _builtins.str = ...,
+        rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate", "samples", b"samples", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQaSamplesResponse: _TypeAlias = ListQaSamplesResponse  # noqa: Y015

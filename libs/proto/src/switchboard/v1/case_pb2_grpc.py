@@ -46,6 +46,101 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.ListCasesRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
                 _registered_method=True)
+        self.CreateCase = channel.unary_unary(
+                '/switchboard.v1.CaseService/CreateCase',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.CreateCaseRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
+        self.UpdateCaseStatus = channel.unary_unary(
+                '/switchboard.v1.CaseService/UpdateCaseStatus',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.UpdateCaseStatusRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
+        self.AddNote = channel.unary_unary(
+                '/switchboard.v1.CaseService/AddNote',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.AddNoteRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.CaseNote.FromString,
+                _registered_method=True)
+        self.AssignCase = channel.unary_unary(
+                '/switchboard.v1.CaseService/AssignCase',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.AssignCaseRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
+        self.SetCasePriority = channel.unary_unary(
+                '/switchboard.v1.CaseService/SetCasePriority',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SetCasePriorityRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
+        self.MergeCustomers = channel.unary_unary(
+                '/switchboard.v1.CaseService/MergeCustomers',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.MergeCustomersRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Customer.FromString,
+                _registered_method=True)
+        self.SplitCustomer = channel.unary_unary(
+                '/switchboard.v1.CaseService/SplitCustomer',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerResponse.FromString,
+                _registered_method=True)
+        self.GetAuditTrail = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetAuditTrail',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetAuditTrailRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.AuditTrail.FromString,
+                _registered_method=True)
+        self.GetCustomerHistory = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetCustomerHistory',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetCustomerHistoryRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.CustomerHistory.FromString,
+                _registered_method=True)
+        self.SearchKnowledge = channel.unary_unary(
+                '/switchboard.v1.CaseService/SearchKnowledge',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeResponse.FromString,
+                _registered_method=True)
+        self.SuggestArticles = channel.unary_unary(
+                '/switchboard.v1.CaseService/SuggestArticles',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SuggestArticlesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeResponse.FromString,
+                _registered_method=True)
+        self.GetArticle = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetArticle',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetArticleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.CreateArticle = channel.unary_unary(
+                '/switchboard.v1.CaseService/CreateArticle',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.CreateArticleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.UpdateArticle = channel.unary_unary(
+                '/switchboard.v1.CaseService/UpdateArticle',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.UpdateArticleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.SetArticleState = channel.unary_unary(
+                '/switchboard.v1.CaseService/SetArticleState',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.VoteArticle = channel.unary_unary(
+                '/switchboard.v1.CaseService/VoteArticle',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.VoteArticleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetReport',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Report.FromString,
+                _registered_method=True)
+        self.SubmitQaScore = channel.unary_unary(
+                '/switchboard.v1.CaseService/SubmitQaScore',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SubmitQaScoreRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+                _registered_method=True)
+        self.ListQaSamples = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListQaSamples',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -65,6 +160,129 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCaseStatus(self, request, context):
+        """An invalid transition is FAILED_PRECONDITION naming it ("cannot go from closed to in_progress").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddNote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCasePriority(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MergeCustomers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SplitCustomer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditTrail(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerHistory(self, request, context):
+        """Every case and contact of a customer, newest first (the inbox's side panel).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchKnowledge(self, request, context):
+        """Knowledge base, reports, quality (part B)
+        Published articles matching every word of the query (CJK words found inside text).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestArticles(self, request, context):
+        """Articles for a case, from its text (or the given text): any word may match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArticle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateArticle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateArticle(self, request, context):
+        """A new draft version; the published version stays live until the new one is published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetArticleState(self, request, context):
+        """draft -> review -> published (review -> draft sends it back; published -> retired).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoteArticle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitQaScore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQaSamples(self, request, context):
+        """The reproducible random sample of handled contacts to evaluate, per agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +295,101 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.ListCases,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.ListCasesRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'CreateCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCase,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.CreateCaseRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'UpdateCaseStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCaseStatus,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.UpdateCaseStatusRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'AddNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNote,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.AddNoteRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.CaseNote.SerializeToString,
+            ),
+            'AssignCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignCase,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.AssignCaseRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'SetCasePriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCasePriority,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SetCasePriorityRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'MergeCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergeCustomers,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.MergeCustomersRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Customer.SerializeToString,
+            ),
+            'SplitCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.SplitCustomer,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerResponse.SerializeToString,
+            ),
+            'GetAuditTrail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditTrail,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetAuditTrailRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.AuditTrail.SerializeToString,
+            ),
+            'GetCustomerHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerHistory,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetCustomerHistoryRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.CustomerHistory.SerializeToString,
+            ),
+            'SearchKnowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchKnowledge,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeResponse.SerializeToString,
+            ),
+            'SuggestArticles': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestArticles,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SuggestArticlesRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeResponse.SerializeToString,
+            ),
+            'GetArticle': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArticle,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetArticleRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'CreateArticle': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateArticle,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.CreateArticleRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'UpdateArticle': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateArticle,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.UpdateArticleRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'SetArticleState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetArticleState,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'VoteArticle': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoteArticle,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.VoteArticleRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetReportRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Report.SerializeToString,
+            ),
+            'SubmitQaScore': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitQaScore,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SubmitQaScoreRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.SerializeToString,
+            ),
+            'ListQaSamples': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQaSamples,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +448,519 @@ class CaseService:
             '/switchboard.v1.CaseService/ListCases',
             switchboard_dot_v1_dot_case__pb2.ListCasesRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/CreateCase',
+            switchboard_dot_v1_dot_case__pb2.CreateCaseRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCaseStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/UpdateCaseStatus',
+            switchboard_dot_v1_dot_case__pb2.UpdateCaseStatusRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/AddNote',
+            switchboard_dot_v1_dot_case__pb2.AddNoteRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.CaseNote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/AssignCase',
+            switchboard_dot_v1_dot_case__pb2.AssignCaseRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCasePriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SetCasePriority',
+            switchboard_dot_v1_dot_case__pb2.SetCasePriorityRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MergeCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/MergeCustomers',
+            switchboard_dot_v1_dot_case__pb2.MergeCustomersRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SplitCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SplitCustomer',
+            switchboard_dot_v1_dot_case__pb2.SplitCustomerRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SplitCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditTrail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetAuditTrail',
+            switchboard_dot_v1_dot_case__pb2.GetAuditTrailRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.AuditTrail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetCustomerHistory',
+            switchboard_dot_v1_dot_case__pb2.GetCustomerHistoryRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.CustomerHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchKnowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SearchKnowledge',
+            switchboard_dot_v1_dot_case__pb2.SearchKnowledgeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SearchKnowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestArticles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SuggestArticles',
+            switchboard_dot_v1_dot_case__pb2.SuggestArticlesRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SearchKnowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArticle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetArticle',
+            switchboard_dot_v1_dot_case__pb2.GetArticleRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateArticle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/CreateArticle',
+            switchboard_dot_v1_dot_case__pb2.CreateArticleRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateArticle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/UpdateArticle',
+            switchboard_dot_v1_dot_case__pb2.UpdateArticleRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetArticleState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SetArticleState',
+            switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoteArticle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/VoteArticle',
+            switchboard_dot_v1_dot_case__pb2.VoteArticleRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetReport',
+            switchboard_dot_v1_dot_case__pb2.GetReportRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Report.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitQaScore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SubmitQaScore',
+            switchboard_dot_v1_dot_case__pb2.SubmitQaScoreRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQaSamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListQaSamples',
+            switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,35 @@ class CaseServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CaseServiceAsyncStub: ...
     GetCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]
     ListCases: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListCasesRequest, _case_pb2.ListCasesResponse]
+    CreateCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.CreateCaseRequest, _case_pb2.Case]
+    UpdateCaseStatus: _grpc.UnaryUnaryMultiCallable[_case_pb2.UpdateCaseStatusRequest, _case_pb2.Case]
+    """An invalid transition is FAILED_PRECONDITION naming it ("cannot go from closed to in_progress")."""
+    AddNote: _grpc.UnaryUnaryMultiCallable[_case_pb2.AddNoteRequest, _case_pb2.CaseNote]
+    AssignCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.AssignCaseRequest, _case_pb2.Case]
+    SetCasePriority: _grpc.UnaryUnaryMultiCallable[_case_pb2.SetCasePriorityRequest, _case_pb2.Case]
+    MergeCustomers: _grpc.UnaryUnaryMultiCallable[_case_pb2.MergeCustomersRequest, _case_pb2.Customer]
+    SplitCustomer: _grpc.UnaryUnaryMultiCallable[_case_pb2.SplitCustomerRequest, _case_pb2.SplitCustomerResponse]
+    GetAuditTrail: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetAuditTrailRequest, _case_pb2.AuditTrail]
+    GetCustomerHistory: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCustomerHistoryRequest, _case_pb2.CustomerHistory]
+    """Every case and contact of a customer, newest first (the inbox's side panel)."""
+    SearchKnowledge: _grpc.UnaryUnaryMultiCallable[_case_pb2.SearchKnowledgeRequest, _case_pb2.SearchKnowledgeResponse]
+    """Knowledge base, reports, quality (part B)
+    Published articles matching every word of the query (CJK words found inside text).
+    """
+    SuggestArticles: _grpc.UnaryUnaryMultiCallable[_case_pb2.SuggestArticlesRequest, _case_pb2.SearchKnowledgeResponse]
+    """Articles for a case, from its text (or the given text): any word may match."""
+    GetArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetArticleRequest, _case_pb2.KnowledgeArticle]
+    CreateArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.CreateArticleRequest, _case_pb2.KnowledgeArticle]
+    UpdateArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.UpdateArticleRequest, _case_pb2.KnowledgeArticle]
+    """A new draft version; the published version stays live until the new one is published."""
+    SetArticleState: _grpc.UnaryUnaryMultiCallable[_case_pb2.SetArticleStateRequest, _case_pb2.KnowledgeArticle]
+    """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+    VoteArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.VoteArticleRequest, _case_pb2.KnowledgeArticle]
+    GetReport: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]
+    """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
+    SubmitQaScore: _grpc.UnaryUnaryMultiCallable[_case_pb2.SubmitQaScoreRequest, _case_pb2.QaEvaluation]
+    ListQaSamples: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListQaSamplesRequest, _case_pb2.ListQaSamplesResponse]
+    """The reproducible random sample of handled contacts to evaluate, per agent."""
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -47,6 +76,35 @@ class CaseServiceAsyncStub(CaseServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCase: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
     ListCases: _aio.UnaryUnaryMultiCallable[_case_pb2.ListCasesRequest, _case_pb2.ListCasesResponse]  # type: ignore[assignment]
+    CreateCase: _aio.UnaryUnaryMultiCallable[_case_pb2.CreateCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    UpdateCaseStatus: _aio.UnaryUnaryMultiCallable[_case_pb2.UpdateCaseStatusRequest, _case_pb2.Case]  # type: ignore[assignment]
+    """An invalid transition is FAILED_PRECONDITION naming it ("cannot go from closed to in_progress")."""
+    AddNote: _aio.UnaryUnaryMultiCallable[_case_pb2.AddNoteRequest, _case_pb2.CaseNote]  # type: ignore[assignment]
+    AssignCase: _aio.UnaryUnaryMultiCallable[_case_pb2.AssignCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    SetCasePriority: _aio.UnaryUnaryMultiCallable[_case_pb2.SetCasePriorityRequest, _case_pb2.Case]  # type: ignore[assignment]
+    MergeCustomers: _aio.UnaryUnaryMultiCallable[_case_pb2.MergeCustomersRequest, _case_pb2.Customer]  # type: ignore[assignment]
+    SplitCustomer: _aio.UnaryUnaryMultiCallable[_case_pb2.SplitCustomerRequest, _case_pb2.SplitCustomerResponse]  # type: ignore[assignment]
+    GetAuditTrail: _aio.UnaryUnaryMultiCallable[_case_pb2.GetAuditTrailRequest, _case_pb2.AuditTrail]  # type: ignore[assignment]
+    GetCustomerHistory: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCustomerHistoryRequest, _case_pb2.CustomerHistory]  # type: ignore[assignment]
+    """Every case and contact of a customer, newest first (the inbox's side panel)."""
+    SearchKnowledge: _aio.UnaryUnaryMultiCallable[_case_pb2.SearchKnowledgeRequest, _case_pb2.SearchKnowledgeResponse]  # type: ignore[assignment]
+    """Knowledge base, reports, quality (part B)
+    Published articles matching every word of the query (CJK words found inside text).
+    """
+    SuggestArticles: _aio.UnaryUnaryMultiCallable[_case_pb2.SuggestArticlesRequest, _case_pb2.SearchKnowledgeResponse]  # type: ignore[assignment]
+    """Articles for a case, from its text (or the given text): any word may match."""
+    GetArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.GetArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    CreateArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.CreateArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    UpdateArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.UpdateArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    """A new draft version; the published version stays live until the new one is published."""
+    SetArticleState: _aio.UnaryUnaryMultiCallable[_case_pb2.SetArticleStateRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+    VoteArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.VoteArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    GetReport: _aio.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]  # type: ignore[assignment]
+    """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
+    SubmitQaScore: _aio.UnaryUnaryMultiCallable[_case_pb2.SubmitQaScoreRequest, _case_pb2.QaEvaluation]  # type: ignore[assignment]
+    ListQaSamples: _aio.UnaryUnaryMultiCallable[_case_pb2.ListQaSamplesRequest, _case_pb2.ListQaSamplesResponse]  # type: ignore[assignment]
+    """The reproducible random sample of handled contacts to evaluate, per agent."""
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     """The case service's API for partners and the inbox. Every call is scoped to the tenant of the
@@ -66,5 +124,148 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.ListCasesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.ListCasesResponse, _abc.Awaitable[_case_pb2.ListCasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateCase(
+        self,
+        request: _case_pb2.CreateCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateCaseStatus(
+        self,
+        request: _case_pb2.UpdateCaseStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
+        """An invalid transition is FAILED_PRECONDITION naming it ("cannot go from closed to in_progress")."""
+
+    @_abc_1.abstractmethod
+    def AddNote(
+        self,
+        request: _case_pb2.AddNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.CaseNote, _abc.Awaitable[_case_pb2.CaseNote]]: ...
+
+    @_abc_1.abstractmethod
+    def AssignCase(
+        self,
+        request: _case_pb2.AssignCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
+
+    @_abc_1.abstractmethod
+    def SetCasePriority(
+        self,
+        request: _case_pb2.SetCasePriorityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
+
+    @_abc_1.abstractmethod
+    def MergeCustomers(
+        self,
+        request: _case_pb2.MergeCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Customer, _abc.Awaitable[_case_pb2.Customer]]: ...
+
+    @_abc_1.abstractmethod
+    def SplitCustomer(
+        self,
+        request: _case_pb2.SplitCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SplitCustomerResponse, _abc.Awaitable[_case_pb2.SplitCustomerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAuditTrail(
+        self,
+        request: _case_pb2.GetAuditTrailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.AuditTrail, _abc.Awaitable[_case_pb2.AuditTrail]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCustomerHistory(
+        self,
+        request: _case_pb2.GetCustomerHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.CustomerHistory, _abc.Awaitable[_case_pb2.CustomerHistory]]:
+        """Every case and contact of a customer, newest first (the inbox's side panel)."""
+
+    @_abc_1.abstractmethod
+    def SearchKnowledge(
+        self,
+        request: _case_pb2.SearchKnowledgeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SearchKnowledgeResponse, _abc.Awaitable[_case_pb2.SearchKnowledgeResponse]]:
+        """Knowledge base, reports, quality (part B)
+        Published articles matching every word of the query (CJK words found inside text).
+        """
+
+    @_abc_1.abstractmethod
+    def SuggestArticles(
+        self,
+        request: _case_pb2.SuggestArticlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SearchKnowledgeResponse, _abc.Awaitable[_case_pb2.SearchKnowledgeResponse]]:
+        """Articles for a case, from its text (or the given text): any word may match."""
+
+    @_abc_1.abstractmethod
+    def GetArticle(
+        self,
+        request: _case_pb2.GetArticleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateArticle(
+        self,
+        request: _case_pb2.CreateArticleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateArticle(
+        self,
+        request: _case_pb2.UpdateArticleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
+        """A new draft version; the published version stays live until the new one is published."""
+
+    @_abc_1.abstractmethod
+    def SetArticleState(
+        self,
+        request: _case_pb2.SetArticleStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
+        """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+
+    @_abc_1.abstractmethod
+    def VoteArticle(
+        self,
+        request: _case_pb2.VoteArticleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReport(
+        self,
+        request: _case_pb2.GetReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Report, _abc.Awaitable[_case_pb2.Report]]:
+        """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
+
+    @_abc_1.abstractmethod
+    def SubmitQaScore(
+        self,
+        request: _case_pb2.SubmitQaScoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.QaEvaluation, _abc.Awaitable[_case_pb2.QaEvaluation]]: ...
+
+    @_abc_1.abstractmethod
+    def ListQaSamples(
+        self,
+        request: _case_pb2.ListQaSamplesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListQaSamplesResponse, _abc.Awaitable[_case_pb2.ListQaSamplesResponse]]:
+        """The reproducible random sample of handled contacts to evaluate, per agent."""
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import database
+from switchboard.case.adapters.mailer import Mailer, NoMailer, SmtpMailer
+from switchboard.case.adapters.orm import utc_now
+from switchboard.case.commands import CaseCommands
 from switchboard.case.entrypoints import nats_consumer
 from switchboard.case.entrypoints.grpc_server import CaseServicer
+from switchboard.case.entrypoints.kb_reports_rpc import build_kb_reports, subscribe_kb_reports
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.migrate import migrate
+from switchboard.case.outbox import OutboxRelay
 from switchboard.case.pagination import PageTokens
+from switchboard.case.records import CaseRecords
+from switchboard.case.scheduler import Scheduler
 from switchboard.case.settings import CaseSettings
+from switchboard.case.sla import policy as sla_policy
+from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.views import CaseViews
 from switchboard.core import grpc as sb_grpc
 from switchboard.core import telemetry
@@ -24,30 +37,61 @@ from switchboard.v1 import case_pb2, case_pb2_grpc
 logger = logging.getLogger(__name__)
 
 
+def build_mailer(s: CaseSettings) -> Mailer:
+    if not s.smtp_host:
+        return NoMailer()
+    return SmtpMailer(
+        s.smtp_host, s.smtp_port, s.smtp_from, s.smtp_username, s.smtp_password, s.smtp_starttls
+    )
+
+
 @dataclass
 class CaseApp:
     settings: CaseSettings
+    # Tests pass a controllable clock; `run_scheduler=False` leaves the rounds to them.
+    clock: Callable[[], datetime] = utc_now
+    run_scheduler: bool = True
     engine: AsyncEngine | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
     bus: Bus | None = None
     handlers: CaseHandlers | None = None
+    records: CaseRecords | None = None
+    scheduler: Scheduler | None = None
+    relay: OutboxRelay | None = None
     server: grpc.aio.Server | None = None
     port: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         s = self.settings
         telemetry.setup_tracing("case", s.otel_exporter_otlp_endpoint)
+        policies = sla_policy.load(s.policy_file or None)
         await migrate(s.database_url)
         self.engine = database.create_engine(s.database_url)
         self.sessions = database.sessionmaker(self.engine)
         self.bus = await Bus.connect(s.nats_url, source="case")
-        self.handlers = CaseHandlers(self.sessions, s.consumer_name)
+        self.relay = OutboxRelay(self.sessions, self.bus)
+        sla = SlaEngine(policies, build_mailer(s))
+        self.records = CaseRecords(policies, sla, self.clock)
+        self.handlers = CaseHandlers(
+            self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
+        )
         nats_consumer.subscribe(self.bus, self.handlers, s.consumer_name)
+        kb_reports = build_kb_reports(self.sessions, self.bus, s.consumer_name)
+        subscribe_kb_reports(self.bus, kb_reports, s.consumer_name)
+        self.scheduler = Scheduler(self.sessions, self.records, self.clock, self.relay.wake)
+        servicer = CaseServicer(
+            CaseViews(self.sessions, sla, self.clock),
+            PageTokens(s.auth_secret),
+            CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
+        )
+        servicer.kb_reports = kb_reports
         self.server, self.port, _ = await sb_grpc.start_server(
             [
                 (
                     case_pb2_grpc.add_CaseServiceServicer_to_server,
-                    CaseServicer(CaseViews(self.sessions), PageTokens(s.auth_secret)),
+                    servicer,
                     case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
                 )
             ],
@@ -58,16 +102,34 @@ class CaseApp:
             bus=self.bus,
         )
         await self.bus.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
+        if self.run_scheduler:
+            self._tasks.append(
+                asyncio.create_task(self.scheduler.run(self._stop, s.scheduler_interval_seconds))
+            )
         logger.info("case gRPC on %s:%d", s.grpc_host, self.port)
 
     async def stop(self) -> None:
+        self._stop.set()
+        if self.relay:
+            self.relay.wake()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, self.settings.shutdown_grace_seconds)
         if self.server:
             await self.server.stop(self.settings.shutdown_grace_seconds)
         if self.bus:
+            with contextlib.suppress(Exception):
+                if self.relay:
+                    await self.relay.drain()  # events staged by the last changes
             await self.bus.drain()
         if self.engine:
             await self.engine.dispose()
 
 
-def bootstrap(settings: CaseSettings | None = None) -> CaseApp:
-    return CaseApp(settings or CaseSettings())
+def bootstrap(
+    settings: CaseSettings | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    run_scheduler: bool = True,
+) -> CaseApp:
+    return CaseApp(settings or CaseSettings(), clock=clock, run_scheduler=run_scheduler)

@@ -7,6 +7,9 @@ Delivery is at least once and in no guaranteed order across redeliveries, so eve
   republish the same contact or message under a new event id;
 - raises Retry when the event refers to a contact not recorded yet (the bus redelivers later),
   and InvalidArgument when the event itself is unusable (the bus terminates it).
+
+Changes to a case go through CaseRecords, so they are audited, reach the SLA clocks and stage
+their case events in the outbox.
 """
 
 from __future__ import annotations
@@ -17,24 +20,31 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from switchboard.case import customers
 from switchboard.case.adapters.database import insert_ignore
+from switchboard.case.adapters.mailer import NoMailer
 from switchboard.case.adapters.orm import (
     EXTERNAL_ID,
     Case,
     Contact,
+    ContactHold,
     Customer,
-    CustomerIdentity,
     Message,
     ProcessedEvent,
-    new_id,
     utc_now,
 )
+from switchboard.case.domain import lifecycle
+from switchboard.case.domain.reference import looks_like_reference, normalise
+from switchboard.case.records import SYSTEM, CaseRecords
+from switchboard.case.sla import policy as sla_policy
+from switchboard.case.sla.engine import SlaEngine
 from switchboard.core.errors import InvalidArgument, Retry
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
@@ -45,6 +55,7 @@ TERMINAL = frozenset({ENDED, ABANDONED})
 CLOSED_CASE = (case_pb2.CASE_STATUS_RESOLVED, case_pb2.CASE_STATUS_CLOSED)
 SUBJECT_CHARS = 120
 INITIAL_SUFFIX = ":initial"
+LIVE_CHANNELS = (contact_pb2.CHANNEL_VOICE,)  # answering the call is the first response
 
 Clock = Callable[[], datetime]
 
@@ -55,6 +66,12 @@ def _when(ts: Timestamp) -> datetime | None:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+def _ms(d: Duration) -> int | None:
+    if d.seconds == 0 and d.nanos == 0:
+        return None
+    return int(d.ToMilliseconds())
+
+
 def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = False) -> str:
     # Checked here so SQLite and PostgreSQL agree, and a too-long value is a clear termination
     # rather than a database error redelivered until the bus gives up.
@@ -63,19 +80,6 @@ def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = Fal
     if len(value) > limit:
         raise InvalidArgument(field, f"is longer than {limit} characters")
     return value
-
-
-def _identities(contact: contact_pb2.Contact) -> list[tuple[int, str]]:
-    """The contact's identities, normalised (emails lower-cased) and de-duplicated in order."""
-    seen: dict[tuple[int, str], None] = {}
-    for i, identity in enumerate(contact.identities):
-        value = identity.value.strip()
-        if not value:  # an empty identity recognises nobody; keep the contact
-            continue
-        if identity.kind == contact_pb2.IDENTITY_KIND_EMAIL:
-            value = value.lower()
-        seen[(identity.kind, _text(value, f"contact.identities[{i}].value"))] = None
-    return list(seen)
 
 
 def message_body(parts: Sequence[contact_pb2.ContentPart]) -> tuple[str, str]:
@@ -99,19 +103,40 @@ def case_subject(contact: contact_pb2.Contact) -> str:
     return ""
 
 
+def case_priority(contact_priority: int) -> int:
+    """A contact's priority (0 normal, higher more urgent) as the priority of the case it opens."""
+    if contact_priority >= 2:
+        return case_pb2.CASE_PRIORITY_URGENT
+    if contact_priority == 1:
+        return case_pb2.CASE_PRIORITY_HIGH
+    return case_pb2.CASE_PRIORITY_NORMAL
+
+
 # The transaction of the batch being handled, when the bus runs a batch scope.
 _batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session", default=None)
+
+
+def default_records(clock: Clock) -> CaseRecords:
+    policies = sla_policy.load(None)
+    return CaseRecords(policies, SlaEngine(policies, NoMailer()), clock)
 
 
 class CaseHandlers:
     """Applies contact and routing events to the case store."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], consumer: str, clock: Clock = utc_now
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        consumer: str,
+        clock: Clock = utc_now,
+        records: CaseRecords | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._consumer = consumer
         self._clock = clock
+        self.records = records or default_records(clock)
+        self._on_commit = on_commit or (lambda: None)
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
@@ -124,6 +149,7 @@ class CaseHandlers:
                 yield
             finally:
                 _batch_session.reset(token)
+        self._on_commit()
 
     async def _claim(self, session: AsyncSession, event: ProtoMessage) -> bool:
         """Record the event as processed; False if it already was (a redelivery)."""
@@ -151,9 +177,10 @@ class CaseHandlers:
                 if await self._claim(session, event):
                     await work(session)
         except IntegrityError as exc:
-            # Another replica wrote the same key (an identity, a contact) at the same moment;
-            # redelivered, this event sees the row that won.
+            # Another replica wrote the same key (an identity, a contact, an audit entry) at the
+            # same moment; redelivered, this event sees the row that won.
             raise Retry(f"concurrent write conflict ({type(exc.orig).__name__})") from exc
+        self._on_commit()
 
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:
         contact = await session.get(Contact, contact_id, with_for_update=True)
@@ -164,15 +191,16 @@ class CaseHandlers:
             raise InvalidArgument("contact_id", "belongs to another tenant")
         return contact
 
-    async def _touch(self, session: AsyncSession, case_id: str) -> None:
-        await session.execute(
-            update(Case).where(Case.id == case_id).values(updated_at=self._clock())
-        )
+    async def _case(self, session: AsyncSession, contact: Contact) -> Case:
+        case = await session.get(Case, contact.case_id, with_for_update=True)
+        assert case is not None  # a foreign key
+        return case
 
     # ---- ContactCreated ---------------------------------------------------------------------
 
     async def on_contact_created(self, event: events_pb2.ContactCreated) -> None:
-        """Record a contact: resolve its customer, join the open case or open one."""
+        """Record a contact: resolve its customer, then join the case the channel threaded it into,
+        or the customer's open case, or open one."""
         tenant = event.meta.tenant
         if not event.HasField("contact"):
             raise InvalidArgument("contact")
@@ -182,10 +210,15 @@ class CaseHandlers:
             raise InvalidArgument("contact.tenant", "does not match meta.tenant")
         _text(c.language, "contact.language", 35)
         _text(c.queue, "contact.queue")
-        identities = _identities(c)
+        _text(c.case_id, "contact.case_id")
+        _text(c.conversation_id, "contact.conversation_id")
+        identities = customers.normalise_identities(
+            c.identities, self.records.policies.default_phone_region, strict=False
+        )
         text, content_type = message_body(c.content)
         created = _when(c.created_at) or _when(event.meta.occurred_at) or self._clock()
         channel = c.channel or event.meta.channel
+        actor = f"channel:{contact_pb2.Channel.Name(channel).removeprefix('CHANNEL_').lower()}"
 
         async def work(session: AsyncSession) -> None:
             existing = await session.get(Contact, c.contact_id)
@@ -193,10 +226,10 @@ class CaseHandlers:
                 if existing.tenant != tenant:
                     raise InvalidArgument("contact.contact_id", "belongs to another tenant")
                 return  # republished under a new event id: already recorded
-            customer = await self._resolve_customer(
-                session, tenant, identities, c.customer_name, created
+            customer = await customers.resolve(
+                session, tenant, identities, c.customer_name, created, actor
             )
-            case, opened = await self._join_or_open_case(session, customer, c, created)
+            case, how = await self._join_or_open_case(session, customer, c, created, actor)
             session.add(
                 Contact(
                     contact_id=c.contact_id,
@@ -210,6 +243,10 @@ class CaseHandlers:
                     agent_id="",
                     status=QUEUED,
                     created_at=created,
+                    # Who wrote, which may differ from the case's customer in a shared thread.
+                    customer_id=customer.id,
+                    conversation_id=c.conversation_id,
+                    priority=c.priority,
                 )
             )
             await session.flush()
@@ -226,61 +263,34 @@ class CaseHandlers:
                         sent_at=created,
                     )
                 )
-            logger.info(
-                "contact %s recorded in %s case %s",
-                c.contact_id,
-                "new" if opened else "open",
-                case.id,
+            await self.records.audit(
+                session,
+                case,
+                actor,
+                "contact_added",
+                {
+                    "contact_id": c.contact_id,
+                    "channel": contact_pb2.Channel.Name(channel),
+                    "joined": how,
+                },
+                created,
             )
+            if how != "opened":
+                await self._customer_wrote(session, case, created)
+            logger.info("contact %s recorded in case %s (%s)", c.contact_id, case.id, how)
 
         await self._apply(event, work)
 
-    async def _resolve_customer(
-        self,
-        session: AsyncSession,
-        tenant: str,
-        identities: list[tuple[int, str]],
-        name: str,
-        created: datetime,
-    ) -> Customer:
-        """The customer any of `identities` belongs to (the oldest, if they name several), or a
-        new one (always, for a contact with no identities); unknown identities are added to it."""
-        known: list[CustomerIdentity] = []
-        if identities:
-            matches = or_(
-                *(
-                    and_(CustomerIdentity.kind == k, CustomerIdentity.value == v)
-                    for k, v in identities
-                )
+    async def _threaded_case(self, session: AsyncSession, tenant: str, ref: str) -> Case | None:
+        """The case a channel named in Contact.case_id: by id or by reference."""
+        conditions = [Case.id == ref]
+        if looks_like_reference(ref):
+            conditions.append(Case.reference == normalise(ref))
+        return (
+            await session.execute(
+                select(Case).where(Case.tenant == tenant, or_(*conditions)).with_for_update()
             )
-            result = await session.execute(
-                select(CustomerIdentity).where(CustomerIdentity.tenant == tenant, matches)
-            )
-            known = list(result.scalars())
-        customer: Customer | None = None
-        if known:
-            # The row lock serialises two contacts of one customer choosing (or opening) its case.
-            chosen = await session.execute(
-                select(Customer)
-                .where(Customer.id.in_({i.customer_id for i in known}))
-                .order_by(Customer.created_at, Customer.id)
-                .limit(1)
-                .with_for_update()
-            )
-            customer = chosen.scalar_one()
-            if name and not customer.display_name:
-                customer.display_name = name
-        else:
-            customer = Customer(id=new_id(), tenant=tenant, display_name=name, created_at=created)
-            session.add(customer)
-            await session.flush()
-        taken = {(i.kind, i.value) for i in known}
-        for kind, value in identities:
-            if (kind, value) not in taken:
-                session.add(
-                    CustomerIdentity(tenant=tenant, kind=kind, value=value, customer_id=customer.id)
-                )
-        return customer
+        ).scalar_one_or_none()
 
     async def _join_or_open_case(
         self,
@@ -288,32 +298,76 @@ class CaseHandlers:
         customer: Customer,
         contact: contact_pb2.Contact,
         created: datetime,
-    ) -> tuple[Case, bool]:
+        actor: str,
+    ) -> tuple[Case, str]:
+        now = self._clock()
+        follow_up_of = ""
+        if contact.case_id:
+            case = await self._threaded_case(session, customer.tenant, contact.case_id)
+            if case is not None and case.status != case_pb2.CASE_STATUS_CLOSED:
+                case.updated_at = now
+                if case.status == case_pb2.CASE_STATUS_RESOLVED:
+                    # The customer answered in the case's thread: it is not solved after all.
+                    await self.records.change_status(
+                        session,
+                        case,
+                        lifecycle.IN_PROGRESS,
+                        actor,
+                        created,
+                        reason="the customer wrote again",
+                    )
+                return case, "threaded"
+            if case is not None:
+                follow_up_of = case.reference  # a closed case stays closed
+            else:
+                logger.info(
+                    "contact %s names an unknown case; using its customer", contact.contact_id
+                )
         result = await session.execute(
             select(Case)
             .where(Case.customer_id == customer.id, Case.status.not_in(CLOSED_CASE))
             .order_by(Case.created_at.desc(), Case.id)
             .limit(1)
+            .with_for_update()
         )
         case = result.scalar_one_or_none()
         if case is not None:
-            case.updated_at = self._clock()
+            case.updated_at = now
             if not case.subject:
                 case.subject = case_subject(contact)
-            return case, False
-        case = Case(
-            id=new_id(),
-            tenant=customer.tenant,
-            customer_id=customer.id,
-            status=case_pb2.CASE_STATUS_NEW,
+            return case, "open_case"
+        case = await self.records.open_case(
+            session,
+            customer,
+            actor,
+            created,
             subject=case_subject(contact),
-            assigned_agent_id="",
-            created_at=created,
-            updated_at=self._clock(),
+            priority=case_priority(contact.priority),
+            queue=contact.queue,
+            extra={"follow_up_of": follow_up_of} if follow_up_of else None,
         )
-        session.add(case)
-        await session.flush()
-        return case, True
+        case.updated_at = now
+        return case, "opened"
+
+    async def _customer_wrote(self, session: AsyncSession, case: Case, at: datetime) -> None:
+        """The customer came back: a case waiting on them resumes, and once the first response
+        was given, the next response is due."""
+        if case.status == lifecycle.PENDING:
+            await self.records.change_status(
+                session, case, lifecycle.IN_PROGRESS, SYSTEM, at, reason="the customer replied"
+            )
+        if case.first_response_at is not None:
+            await self.records.sla.start(self.records, session, case, "next_response", at)
+
+    async def _agent_responded(
+        self, session: AsyncSession, case: Case, agent_id: str, at: datetime
+    ) -> None:
+        if case.first_response_at is None:
+            case.first_response_at = at
+            await self.records.sla.met(self.records, session, case, "first_response", at)
+        else:
+            await self.records.sla.met(self.records, session, case, "next_response", at)
+        await self.records.acted(session, case, f"agent:{agent_id}" if agent_id else SYSTEM, at)
 
     # ---- MessageAdded -----------------------------------------------------------------------
 
@@ -341,8 +395,28 @@ class CaseHandlers:
                 "content_type": content_type,
                 "sent_at": sent,
             }
-            if await insert_ignore(session, Message, values, ["message_id"]):
-                await self._touch(session, contact.case_id)
+            if not await insert_ignore(session, Message, values, ["message_id"]):
+                return
+            case = await self._case(session, contact)
+            case.updated_at = self._clock()
+            await self.records.audit(
+                session,
+                case,
+                f"agent:{m.agent_id}" if m.agent_id else "customer",
+                "message_added",
+                {
+                    "contact_id": m.contact_id,
+                    "message_id": m.message_id,
+                    "author": contact_pb2.Author.Name(m.author),
+                },
+                sent,
+            )
+            if m.author == contact_pb2.AUTHOR_AGENT:
+                if contact.first_agent_response_at is None:
+                    contact.first_agent_response_at = sent
+                await self._agent_responded(session, case, m.agent_id, sent)
+            elif m.author == contact_pb2.AUTHOR_CUSTOMER:
+                await self._customer_wrote(session, case, sent)
 
         await self._apply(event, work)
 
@@ -361,16 +435,22 @@ class CaseHandlers:
         self, event: ProtoMessage, contact_id: str, status: str, queue: str = ""
     ) -> None:
         tenant = event.meta.tenant  # type: ignore[attr-defined]
+        at = _when(event.meta.occurred_at) or self._clock()  # type: ignore[attr-defined]
 
         async def work(session: AsyncSession) -> None:
             contact = await self._contact(session, tenant, contact_id)
             if queue:
                 contact.queue = queue
+            if status == QUEUED and contact.queued_at is None:
+                contact.queued_at = at
+            if status == OFFERED and contact.offered_at is None:
+                contact.offered_at = at
             # A late queued/offered must not undo an assignment or an end.
             if contact.status == ASSIGNED or contact.status in TERMINAL:
                 return
             contact.status = status
-            await self._touch(session, contact.case_id)
+            case = await self._case(session, contact)
+            case.updated_at = self._clock()
 
         await self._apply(event, work)
 
@@ -388,14 +468,18 @@ class CaseHandlers:
             contact.assigned_at = assigned
             if event.queue:
                 contact.queue = event.queue
+            if contact.wait_ms is None and _ms(event.waited) is not None:
+                contact.wait_ms = _ms(event.waited)
             if contact.status not in TERMINAL:
                 contact.status = ASSIGNED
-            case = await session.get(Case, contact.case_id, with_for_update=True)
-            if case is not None:
-                case.assigned_agent_id = event.agent_id
-                if case.status == case_pb2.CASE_STATUS_NEW:
-                    case.status = case_pb2.CASE_STATUS_ASSIGNED
-                case.updated_at = self._clock()
+            case = await self._case(session, contact)
+            if case.status != lifecycle.CLOSED:
+                await self.records.assign(
+                    session, case, event.agent_id, f"router:{event.agent_id}", assigned
+                )
+            if contact.channel in LIVE_CHANNELS:
+                await self._agent_responded(session, case, event.agent_id, assigned)
+            case.updated_at = self._clock()
             logger.info("contact %s assigned to %s", event.contact_id, event.agent_id)
 
         await self._apply(event, work)
@@ -403,10 +487,13 @@ class CaseHandlers:
     async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
         _text(event.contact_id, "contact_id", required=True)
         _text(event.agent_id, "agent_id")
+        _text(event.wrap_up_code, "wrap_up_code")
+        _text(event.queue, "queue")
         await self._end(event, event.contact_id, ENDED, agent_id=event.agent_id)
 
     async def on_contact_abandoned(self, event: events_pb2.ContactAbandoned) -> None:
         _text(event.contact_id, "contact_id", required=True)
+        _text(event.queue, "queue")
         await self._end(event, event.contact_id, ABANDONED)
 
     async def _end(
@@ -417,13 +504,110 @@ class CaseHandlers:
 
         async def work(session: AsyncSession) -> None:
             contact = await self._contact(session, tenant, contact_id)
+            if isinstance(event, events_pb2.ContactEnded):
+                # Durations the router measured; a later ContactEnded may complete the wrap-up.
+                for column, value in (
+                    ("wait_ms", _ms(event.wait)),
+                    ("talk_ms", _ms(event.talk)),
+                    ("hold_ms", _ms(event.hold)),
+                    ("wrap_up_ms", _ms(event.wrap_up)),
+                ):
+                    if value is not None and getattr(contact, column) in (None, 0):
+                        setattr(contact, column, value)
+                if event.wrap_up_code and not contact.wrap_up_code:
+                    contact.wrap_up_code = event.wrap_up_code
+                if event.reason and not contact.end_reason:
+                    contact.end_reason = event.reason
+                if event.queue and not contact.queue:
+                    contact.queue = event.queue
+            elif isinstance(event, events_pb2.ContactAbandoned):
+                if contact.abandoned_at is None and contact.status not in TERMINAL:
+                    contact.abandoned_at = ended
+                if contact.wait_ms is None and _ms(event.waited) is not None:
+                    contact.wait_ms = _ms(event.waited)
+                if event.queue and not contact.queue:
+                    contact.queue = event.queue
             if contact.status in TERMINAL:  # the first end is the one that happened
                 return
             contact.status = status
             contact.ended_at = ended
             if agent_id and not contact.agent_id:
                 contact.agent_id = agent_id
-            await self._touch(session, contact.case_id)
+            case = await self._case(session, contact)
+            case.updated_at = self._clock()
+            await self.records.audit(
+                session, case, SYSTEM, f"contact_{status}", {"contact_id": contact_id}, ended
+            )
             logger.info("contact %s %s", contact_id, status)
+
+        await self._apply(event, work)
+
+    async def on_contact_held(self, event: events_pb2.ContactHeld) -> None:
+        """Hold periods: held=true opens one, held=false closes the open one."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.agent_id, "agent_id")
+        at = _when(event.meta.occurred_at) or self._clock()
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            holds = list(
+                await session.scalars(
+                    select(ContactHold)
+                    .where(ContactHold.contact_id == contact.contact_id)
+                    .order_by(ContactHold.started_at)
+                )
+            )
+            open_hold = next((h for h in holds if h.ended_at is None), None)
+            if event.held:
+                if open_hold is None and not any(h.started_at == at for h in holds):
+                    session.add(
+                        ContactHold(
+                            contact_id=contact.contact_id,
+                            started_at=at,
+                            tenant=tenant,
+                            agent_id=event.agent_id,
+                            ended_at=None,
+                        )
+                    )
+            elif open_hold is not None and at >= open_hold.started_at:
+                open_hold.ended_at = at
+                total = sum(
+                    ((h.ended_at - h.started_at).total_seconds() for h in holds if h.ended_at),
+                    0.0,
+                )
+                contact.hold_ms = int(total * 1000)
+
+        await self._apply(event, work)
+
+    async def on_contact_transferred(self, event: events_pb2.ContactTransferred) -> None:
+        """A blind transfer: the contact waits in another queue."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.to_queue, "to_queue", required=True)
+        _text(event.from_agent_id, "from_agent_id")
+        at = _when(event.meta.occurred_at) or self._clock()
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            previous = contact.queue
+            contact.queue = event.to_queue
+            contact.transfers += 1
+            if contact.status not in TERMINAL:
+                contact.status = QUEUED
+            case = await self._case(session, contact)
+            case.updated_at = self._clock()
+            await self.records.audit(
+                session,
+                case,
+                f"agent:{event.from_agent_id}" if event.from_agent_id else SYSTEM,
+                "contact_transferred",
+                {
+                    "contact_id": contact.contact_id,
+                    "from_queue": previous,
+                    "to_queue": event.to_queue,
+                },
+                at,
+            )
 
         await self._apply(event, work)

@@ -30,17 +30,34 @@ class CaseQuery:
     status: int = 0
     contact_id: str = ""
     customer_id: str = ""
+    case_type: int = 0
+    priority: int = 0
+    queue: str = ""
+    assigned_agent_id: str = ""
+    order: int = 0  # switchboard.v1.CaseOrder
 
     def key(self) -> list[object]:
-        return [self.tenant, self.status, self.contact_id, self.customer_id]
+        return [
+            self.tenant,
+            self.status,
+            self.contact_id,
+            self.customer_id,
+            self.case_type,
+            self.priority,
+            self.queue,
+            self.assigned_agent_id,
+            self.order,
+        ]
 
 
 @dataclass(frozen=True)
 class Cursor:
-    """The position after the last case of a page (ordering: created_at desc, then id)."""
+    """The position after the last case of a page: the sort time (created_at, or updated_at for
+    CASE_ORDER_UPDATED_DESC), the priority (for CASE_ORDER_PRIORITY_DESC), then the id."""
 
     created_at: datetime
     case_id: str
+    priority: int = 0
 
 
 def _malformed() -> InvalidArgument:
@@ -60,6 +77,7 @@ class PageTokens:
             "q": query.key(),
             "t": cursor.created_at.isoformat(),
             "i": cursor.case_id,
+            "p": cursor.priority,
         }
         body = b64url_encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         return f"{body}.{b64url_encode(self._sign(body))}"
@@ -82,11 +100,12 @@ class PageTokens:
                 raise ValueError("version")
             created_at = datetime.fromisoformat(payload["t"])
             case_id = payload["i"]
+            priority = payload.get("p", 0)
             bound = payload["q"]
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise _malformed() from None
-        if created_at.tzinfo is None or not isinstance(case_id, str):
+        if created_at.tzinfo is None or not isinstance(case_id, str) or type(priority) is not int:
             raise _malformed()
         if bound != query.key():
             raise InvalidArgument("page_token", "was issued for another tenant or other filters")
-        return Cursor(created_at, case_id)
+        return Cursor(created_at, case_id, priority)

@@ -9,3 +9,15 @@ class CaseSettings(ServiceSettings):
     database_url: str = Field("sqlite+aiosqlite:///.run/case.db", alias="CASE_DATABASE_URL")
     grpc_port: int = Field(50052, alias="CASE_GRPC_PORT")
     consumer_name: str = Field("case", alias="CASE_CONSUMER")
+    # SLA policies, calendars, escalation, templates, recurring tasks (YAML); empty: the embedded
+    # default for the demo tenant.
+    policy_file: str = Field("", alias="CASE_POLICY_FILE")
+    # How often the scheduler checks SLA clocks, auto-close and recurring tasks.
+    scheduler_interval_seconds: float = Field(15.0, alias="CASE_SCHEDULER_INTERVAL_SECONDS")
+    # Escalation emails; no host: escalation emails are skipped (the audit trail says so).
+    smtp_host: str = Field("", alias="CASE_SMTP_HOST")
+    smtp_port: int = Field(25, alias="CASE_SMTP_PORT")
+    smtp_from: str = Field("switchboard@localhost", alias="CASE_SMTP_FROM")
+    smtp_username: str = Field("", alias="CASE_SMTP_USERNAME")
+    smtp_password: str = Field("", alias="CASE_SMTP_PASSWORD")
+    smtp_starttls: bool = Field(False, alias="CASE_SMTP_STARTTLS")

@@ -7,3 +7,44 @@ from switchboard.core.settings import ServiceSettings
 
 class FaxSettings(ServiceSettings):
     grpc_port: int = Field(50056, alias="FAX_GRPC_PORT")
+    consumer_name: str = Field("fax", alias="FAX_CONSUMER")
+    # The tenant faxes from the hook, the spool and uploads without a tenant belong to.
+    tenant: str = Field("demo", alias="FAX_TENANT")
+    # HTTP upload (providers' webhooks): multipart, signed with FAX_WEBHOOK_SECRET.
+    http_host: str = Field("127.0.0.1", alias="FAX_HTTP_HOST")
+    http_port: int = Field(8095, alias="FAX_HTTP_PORT")
+    webhook_secret: str = Field("", alias="FAX_WEBHOOK_SECRET")
+    webhook_max_skew_seconds: float = Field(300.0, alias="FAX_WEBHOOK_MAX_SKEW_SECONDS")
+    # The watched spool directory ("" watches none).
+    spool_dir: str = Field("", alias="FAX_SPOOL_DIR")
+    spool_poll_seconds: float = Field(1.0, alias="FAX_SPOOL_POLL_SECONDS")
+    spool_settle_seconds: float = Field(0.5, alias="FAX_SPOOL_SETTLE_SECONDS")
+    # Email-to-fax: mails to (or from) these addresses with a TIFF/PDF attachment are faxes;
+    # comma-separated; "*" takes every email with one; "" turns email intake off.
+    email_addresses: str = Field("", alias="FAX_EMAIL_ADDRESSES")
+    bucket: str = Field("fax-documents", alias="FAX_BUCKET")
+    quarantine_bucket: str = Field("fax-quarantine", alias="FAX_QUARANTINE_BUCKET")
+    # Limits.
+    max_bytes: int = Field(20 * 1024 * 1024, alias="FAX_MAX_BYTES")
+    max_pages: int = Field(50, alias="FAX_MAX_PAGES")
+    max_page_pixels: int = Field(40_000_000, alias="FAX_MAX_PAGE_PIXELS")
+    max_total_pixels: int = Field(400_000_000, alias="FAX_MAX_TOTAL_PIXELS")
+    pdf_dpi: float = Field(200.0, alias="FAX_PDF_DPI")
+    # Reading.
+    ocr_workers: int = Field(2, alias="FAX_OCR_WORKERS")
+    tesseract: str = Field("tesseract", alias="FAX_TESSERACT")
+    ocr_scripts: str = Field("", alias="FAX_OCR_SCRIPTS")  # e.g. Han=chi_tra+eng; "" = defaults
+    ocr_fallback: str = Field("kor+chi_sim+chi_tra+jpn+eng", alias="FAX_OCR_FALLBACK")
+    ocr_timeout_seconds: float = Field(120.0, alias="FAX_OCR_TIMEOUT_SECONDS")
+    rules_file: str = Field("", alias="FAX_RULES_FILE")
+    default_region: str = Field("KR", alias="FAX_DEFAULT_REGION")
+    # Replies.
+    font: str = Field("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", alias="FAX_FONT")
+    reply_format: str = Field("tiff", alias="FAX_REPLY_FORMAT")  # tiff (G4) or pdf
+    hylafax_host: str = Field("", alias="FAX_HYLAFAX_HOST")
+    hylafax_port: int = Field(4559, alias="FAX_HYLAFAX_PORT")
+    hylafax_user: str = Field("switchboard", alias="FAX_HYLAFAX_USER")
+    hylafax_password: str = Field("", alias="FAX_HYLAFAX_PASSWORD")
+    send_attempts: int = Field(3, alias="FAX_SEND_ATTEMPTS")
+    status_poll_seconds: float = Field(10.0, alias="FAX_STATUS_POLL_SECONDS")
+    status_poll_limit: int = Field(360, alias="FAX_STATUS_POLL_LIMIT")

@@ -8,10 +8,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -73,6 +76,8 @@ class Customer(Base):
     tenant: Mapped[str] = mapped_column(String(63), index=True)
     display_name: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    # Set when this customer was merged into another: its identities and cases moved there.
+    merged_into: Mapped[str | None] = mapped_column(String(ID), nullable=True)
 
 
 class CustomerIdentity(Base):
@@ -94,6 +99,7 @@ class Case(Base):
         Index("ix_cases_tenant_status_created", "tenant", "status", "created_at"),
         # ContactCreated: the customer's open case.
         Index("ix_cases_customer_status", "customer_id", "status"),
+        Index("uq_cases_tenant_reference", "tenant", "reference", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
@@ -104,6 +110,17 @@ class Case(Base):
     assigned_agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    # A short human reference, unique per tenant (e.g. C-7K3M9Q): subjects, reply addresses.
+    reference: Mapped[str] = mapped_column(String(16), server_default="")
+    case_type: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # CaseType
+    priority: Mapped[int] = mapped_column(Integer, default=2, server_default="2")  # CasePriority
+    queue: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="", server_default="")
+    template: Mapped[str] = mapped_column(String(127), default="", server_default="")
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reopened_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Contact(Base):
@@ -123,6 +140,114 @@ class Contact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The facts the KPIs are computed from (see docs/case.md, "Stored contact facts").
+    customer_id: Mapped[str | None] = mapped_column(String(ID), nullable=True, index=True)
+    conversation_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="", server_default="")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    abandoned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    end_reason: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # EndReason
+    wrap_up_code: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="", server_default="")
+    wait_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    talk_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hold_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    wrap_up_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    first_agent_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    transfers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ContactHold(Base):
+    """One period a contact spent on hold (ContactHeld held=true, then held=false)."""
+
+    __tablename__ = "contact_holds"
+
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.contact_id"), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CaseNote(Base):
+    __tablename__ = "case_notes"
+    __table_args__ = (Index("ix_case_notes_case_created", "case_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    tenant: Mapped[str] = mapped_column(String(63))
+    author: Mapped[str] = mapped_column(String(EXTERNAL_ID))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """One append-only entry of an entity's audit trail (a case, or a customer for merges and
+    splits). `hash` = SHA-256 over `prev_hash` and the entry's canonical JSON, so any edit of a
+    stored entry breaks the chain from there on; (entity, entity_id, seq) forbids forks."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_tenant_at", "tenant", "at"),)
+
+    entity: Mapped[str] = mapped_column(String(16), primary_key=True)  # case, customer
+    entity_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(EXTERNAL_ID))
+    action: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SlaTimer(Base):
+    """One SLA target of a case (first_response, next_response, resolution), measured in the
+    policy's business time: `elapsed_s` accumulated until `running_since` (None while paused)."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (Index("ix_sla_timers_state", "state"),)
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    policy: Mapped[str] = mapped_column(String(127))
+    target_s: Mapped[int] = mapped_column(Integer)
+    elapsed_s: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[str] = mapped_column(String(16))  # running, paused, met, cancelled
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    running_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    fired: Mapped[list[int]] = mapped_column(JSON, default=list)  # thresholds (%) reached
+    # The last escalation, repeated every policy interval until someone acts on the case.
+    escalated_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    next_repeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    repeats: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ScheduledRun(Base):
+    """One occurrence of a recurring task that opened a case: the key makes it happen once."""
+
+    __tablename__ = "scheduled_runs"
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    task: Mapped[str] = mapped_column(String(127), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(ID))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as the change it reports, published to the bus
+    afterwards by the relay (and deleted once JetStream acknowledged it)."""
+
+    __tablename__ = "outbox"
+
+    event_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    type_name: Mapped[str] = mapped_column(String(127))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Message(Base):

@@ -17,3 +17,5 @@ def subscribe(bus: Bus, handlers: CaseHandlers, durable: str) -> None:
     bus.subscribe(durable, events_pb2.ContactAssigned, handlers.on_contact_assigned)
     bus.subscribe(durable, events_pb2.ContactEnded, handlers.on_contact_ended)
     bus.subscribe(durable, events_pb2.ContactAbandoned, handlers.on_contact_abandoned)
+    bus.subscribe(durable, events_pb2.ContactHeld, handlers.on_contact_held)
+    bus.subscribe(durable, events_pb2.ContactTransferred, handlers.on_contact_transferred)

@@ -15,6 +15,9 @@ from sqlalchemy.engine import Connection
 
 from switchboard.case.adapters.database import async_url, create_engine
 from switchboard.case.adapters.orm import Base
+from switchboard.case.knowledge import orm as _kb_orm  # noqa: F401  (registers its tables)
+from switchboard.case.knowledge.search import not_search_index
+from switchboard.case.reports import orm as _reports_orm  # noqa: F401  (registers its tables)
 
 config = context.config
 target_metadata = Base.metadata
@@ -35,6 +38,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds tables in later migrations.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=not_search_index,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,181 @@
+"""The append-only audit trail: one SHA-256 hash chain per case (and per customer, for merges and
+splits).
+
+Each entry's hash covers the previous entry's hash and the entry's own canonical JSON (tenant,
+entity, sequence number, time, actor, action, data), so editing, deleting or reordering any stored
+entry breaks the chain from there on. Entries are only ever inserted; a correction is a new entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from switchboard.case.adapters.orm import AuditEntry
+
+GENESIS = "0" * 64
+CASE = "case"
+CUSTOMER = "customer"
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(
+    prev_hash: str,
+    tenant: str,
+    entity: str,
+    entity_id: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    data: str,
+) -> str:
+    body = canonical(
+        {
+            "tenant": tenant,
+            "entity": entity,
+            "entity_id": entity_id,
+            "seq": seq,
+            "at": _iso(at),
+            "actor": actor,
+            "action": action,
+            "data": data,
+        }
+    )
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+async def append(
+    session: AsyncSession,
+    tenant: str,
+    entity: str,
+    entity_id: str,
+    actor: str,
+    action: str,
+    data: dict[str, Any],
+    at: datetime,
+) -> AuditEntry:
+    """Append one entry to the entity's chain in the caller's transaction. Two writers appending to
+    one chain at once collide on (entity, entity_id, seq): one of them fails and retries."""
+    last = (
+        await session.execute(
+            select(AuditEntry)
+            .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
+            .order_by(AuditEntry.seq.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    # Entries added earlier in this same transaction are not flushed yet without autoflush.
+    seq = (last.seq + 1) if last is not None else 1
+    prev = last.hash if last is not None else GENESIS
+    payload = canonical(data)
+    at = at.astimezone(UTC)
+    entry = AuditEntry(
+        entity=entity,
+        entity_id=entity_id,
+        seq=seq,
+        tenant=tenant,
+        at=at,
+        actor=actor,
+        action=action,
+        data=payload,
+        prev_hash=prev,
+        hash=entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where a chain stops verifying."""
+
+    entity: str
+    entity_id: str
+    tenant: str
+    seq: int
+    reason: str
+
+
+def check_chain(entries: Sequence[AuditEntry]) -> Break | None:
+    """The first break in one entity's entries (in seq order), or None if the chain is intact."""
+    prev = GENESIS
+    for expected, e in enumerate(entries, start=1):
+        if e.seq != expected:
+            return Break(e.entity, e.entity_id, e.tenant, e.seq, f"entry {expected} is missing")
+        if e.prev_hash != prev:
+            return Break(e.entity, e.entity_id, e.tenant, e.seq, "prev_hash does not link")
+        computed = entry_hash(
+            prev, e.tenant, e.entity, e.entity_id, e.seq, e.at, e.actor, e.action, e.data
+        )
+        if computed != e.hash:
+            return Break(e.entity, e.entity_id, e.tenant, e.seq, "hash does not match the entry")
+        prev = e.hash
+    return None
+
+
+async def trail(session: AsyncSession, entity: str, entity_id: str) -> list[AuditEntry]:
+    return list(
+        await session.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
+            .order_by(AuditEntry.seq)
+        )
+    )
+
+
+async def _chains(
+    session: AsyncSession, entity: str | None, entity_id: str | None
+) -> AsyncIterator[list[AuditEntry]]:
+    stmt = select(AuditEntry).order_by(AuditEntry.entity, AuditEntry.entity_id, AuditEntry.seq)
+    if entity is not None:
+        stmt = stmt.where(AuditEntry.entity == entity)
+    if entity_id is not None:
+        stmt = stmt.where(AuditEntry.entity_id == entity_id)
+    current: list[AuditEntry] = []
+    async for e in await session.stream_scalars(stmt.execution_options(yield_per=1000)):
+        if current and (current[0].entity, current[0].entity_id) != (e.entity, e.entity_id):
+            yield current
+            current = []
+        current.append(e)
+    if current:
+        yield current
+
+
+async def verify(
+    session: AsyncSession, entity: str | None = None, entity_id: str | None = None
+) -> tuple[int, list[Break]]:
+    """Recompute every chain (or one): the number of chains checked and every break found."""
+    checked, breaks = 0, []
+    async for chain in _chains(session, entity, entity_id):
+        checked += 1
+        found = check_chain(chain)
+        if found is not None:
+            breaks.append(found)
+    return checked, breaks
+
+
+async def count(session: AsyncSession, entity: str, entity_id: str) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
+        )
+        or 0
+    )

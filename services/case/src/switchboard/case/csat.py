@@ -1,0 +1,218 @@
+"""Customer satisfaction: a survey after a case is resolved, on the customer's channel, and the
+ratings that come back (SatisfactionRated), stored once each.
+
+- email: an OutboundEmail command of kind "survey" to the customer's address, threaded on the
+  case reference; its command id is derived from the case, so a redelivered CaseStatusChanged
+  publishes the same command and JetStream drops the copy;
+- chat: the chat widget shows its own rating form when the conversation ends; nothing is sent;
+- voice and fax: the channel runs its own post-contact survey; nothing is sent.
+
+A rating is keyed by (tenant, case, contact): a redelivered event changes nothing, and a customer
+who rates again replaces the earlier rating only with a later one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from google.protobuf.message import Message as ProtoMessage
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case.adapters import orm
+from switchboard.case.adapters.database import insert_ignore
+from switchboard.case.adapters.orm import utc_now
+from switchboard.case.quality import channel_name
+from switchboard.case.reports.orm import CsatRating, CsatSurvey
+from switchboard.core import events
+from switchboard.core.errors import InvalidArgument, Retry
+from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
+
+logger = logging.getLogger(__name__)
+
+_SURVEY_NAMESPACE = uuid.UUID("5b0a7d1e-3c1f-4c55-9f0e-6d1c2a9e4b10")
+SURVEY_SUBJECT = "How did we do? [{reference}]"
+SURVEY_TEXT = (
+    "Your request {reference} has been resolved.\n\n"
+    "How satisfied are you with the help you received? Reply to this email with a number from "
+    "1 (very dissatisfied) to 5 (very satisfied), and anything you would like to tell us.\n"
+)
+
+
+class Publisher(Protocol):
+    async def publish(self, event: ProtoMessage) -> object: ...
+
+
+def survey_command_id(tenant: str, case_id: str) -> str:
+    return uuid.uuid5(_SURVEY_NAMESPACE, f"{tenant}/{case_id}/survey").hex
+
+
+class Csat:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: Publisher | None,
+        consumer: str,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._sessions = sessions
+        self._publisher = publisher
+        self._consumer = consumer
+        self._clock = clock
+
+    async def _claim(self, session: AsyncSession, event_id: str) -> bool:
+        return await insert_ignore(
+            session,
+            orm.ProcessedEvent,
+            {"event_id": event_id, "consumer": self._consumer, "processed_at": self._clock()},
+            ["event_id", "consumer"],
+        )
+
+    # ---- the survey ---------------------------------------------------------------------------
+
+    async def on_case_status_changed(self, event: case_events_pb2.CaseStatusChanged) -> None:
+        if event.to_status != case_pb2.CASE_STATUS_RESOLVED:
+            return
+        if not event.case_id:
+            raise InvalidArgument("case_id")
+        await self.send_survey(event.meta.tenant, event.case_id)
+
+    async def send_survey(self, tenant: str, case_id: str) -> str:
+        """Survey the customer of a resolved case on the channel of its latest contact, once per
+        case; returns that channel ("" when the case has no contact)."""
+        async with self._sessions() as session:
+            if await session.get(CsatSurvey, (tenant, case_id)) is not None:
+                return ""  # already surveyed (a redelivery, or resolved again after a reopen)
+            case = await session.get(orm.Case, case_id)
+            if case is None:
+                raise Retry(f"case {case_id} is not recorded yet")
+            if case.tenant != tenant:
+                raise InvalidArgument("case_id", "belongs to another tenant")
+            last = await session.scalar(
+                select(orm.Contact)
+                .where(orm.Contact.case_id == case_id)
+                .order_by(orm.Contact.created_at.desc(), orm.Contact.contact_id.desc())
+                .limit(1)
+            )
+            if last is None:
+                return ""
+            channel = channel_name(last.channel)
+            email = await session.scalar(
+                select(orm.CustomerIdentity.value)
+                .where(
+                    orm.CustomerIdentity.customer_id == case.customer_id,
+                    orm.CustomerIdentity.kind == contact_pb2.IDENTITY_KIND_EMAIL,
+                )
+                .order_by(orm.CustomerIdentity.value)
+                .limit(1)
+            )
+        command_id = ""
+        if channel == "email" and email and self._publisher is not None:
+            command_id = survey_command_id(tenant, case_id)
+            reference = getattr(case, "reference", "") or case_id
+            await self._publisher.publish(
+                events_pb2.OutboundEmail(
+                    meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, "case", command_id),
+                    contact_id=last.contact_id,
+                    case_id=case_id,
+                    case_reference=reference,
+                    to=[email],
+                    subject=SURVEY_SUBJECT.format(reference=reference),
+                    text=SURVEY_TEXT.format(reference=reference),
+                    kind="survey",
+                )
+            )
+        # Recorded after JetStream has the command: a crash in between republishes the same id.
+        async with self._sessions.begin() as session:
+            await insert_ignore(
+                session,
+                CsatSurvey,
+                {
+                    "tenant": tenant,
+                    "case_id": case_id,
+                    "channel": channel,
+                    "command_id": command_id,
+                    "sent_at": self._clock(),
+                },
+                ["tenant", "case_id"],
+            )
+        logger.info("case %s surveyed on %s", case_id, channel)
+        return channel
+
+    # ---- the ratings --------------------------------------------------------------------------
+
+    async def on_satisfaction_rated(self, event: events_pb2.SatisfactionRated) -> None:
+        """Store a rating (1..5) of a contact or a case."""
+        tenant = event.meta.tenant
+        if not 1 <= event.score <= 5:
+            raise InvalidArgument("score", f"{event.score} is not between 1 and 5")
+        if not event.contact_id and not event.case_id:
+            raise InvalidArgument("contact_id", "or case_id is required")
+        if len(event.comment) > 10_000:
+            raise InvalidArgument("comment", "is longer than 10000 characters")
+        rated = (
+            event.meta.occurred_at.ToDatetime(tzinfo=UTC)
+            if event.meta.HasField("occurred_at")
+            else self._clock()
+        )
+        try:
+            async with self._sessions.begin() as session:
+                if not await self._claim(session, event.meta.event_id):
+                    return
+                contact = await self._rated_contact(session, tenant, event)
+                values = {
+                    "tenant": tenant,
+                    "case_id": contact.case_id,
+                    "contact_id": event.contact_id,  # "" when the case as a whole was rated
+                    "event_id": event.meta.event_id,
+                    "score": event.score,
+                    "comment": event.comment,
+                    "queue": contact.queue,
+                    "channel": channel_name(contact.channel),
+                    "agent_id": contact.agent_id,
+                    "rated_at": rated,
+                }
+                keys = ["tenant", "case_id", "contact_id"]
+                if not await insert_ignore(session, CsatRating, values, keys):
+                    existing = await session.get(
+                        CsatRating, (tenant, contact.case_id, event.contact_id)
+                    )
+                    if existing is not None and existing.rated_at < rated:
+                        existing.score, existing.comment = event.score, event.comment
+                        existing.rated_at, existing.event_id = rated, event.meta.event_id
+        except IntegrityError as exc:
+            raise Retry(f"concurrent rating ({type(exc.orig).__name__})") from exc
+        logger.info("rating %d recorded for case %s", event.score, event.case_id or "-")
+
+    async def _rated_contact(
+        self, session: AsyncSession, tenant: str, event: events_pb2.SatisfactionRated
+    ) -> orm.Contact:
+        if event.contact_id:
+            contact = await session.get(orm.Contact, event.contact_id)
+            if contact is None:
+                raise Retry(f"contact {event.contact_id} is not recorded yet")
+            if contact.tenant != tenant:
+                raise InvalidArgument("contact_id", "belongs to another tenant")
+            if event.case_id and contact.case_id != event.case_id:
+                raise InvalidArgument("case_id", "does not hold contact_id")
+            return contact
+        # A rating of the whole case goes to the agent of its latest handled contact.
+        case = await session.get(orm.Case, event.case_id)
+        if case is None:
+            raise Retry(f"case {event.case_id} is not recorded yet")
+        if case.tenant != tenant:
+            raise InvalidArgument("case_id", "belongs to another tenant")
+        contact = await session.scalar(
+            select(orm.Contact)
+            .where(orm.Contact.case_id == case.id)
+            .order_by((orm.Contact.agent_id != "").desc(), orm.Contact.created_at.desc())
+            .limit(1)
+        )
+        if contact is None:
+            raise InvalidArgument("case_id", "has no contact to rate")
+        return contact

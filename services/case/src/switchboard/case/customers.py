@@ -1,0 +1,260 @@
+"""One customer across channels: identities resolve to one customer; customers merge and split.
+Merges and splits are recorded in each customer's own audit chain and in every moved case's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from switchboard.case import audit
+from switchboard.case.adapters.orm import Case, Contact, Customer, CustomerIdentity, new_id
+from switchboard.case.domain import identity as identity_rules
+from switchboard.case.records import CaseRecords
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from switchboard.v1 import contact_pb2
+
+logger = logging.getLogger(__name__)
+
+Identity = tuple[int, str]
+
+
+def _kind_name(kind: int) -> str:
+    return contact_pb2.IdentityKind.Name(kind)  # type: ignore[arg-type]
+
+
+def normalise_identities(
+    identities: Sequence[contact_pb2.CustomerIdentity], region: str, strict: bool
+) -> list[Identity]:
+    """Normalised, de-duplicated identities in order. An identity that cannot be normalised (a
+    caller id such as "anonymous") is InvalidArgument when `strict`, otherwise dropped: it
+    recognises nobody, and the contact is still recorded."""
+    seen: dict[Identity, None] = {}
+    for i, ident in enumerate(identities):
+        if not ident.value.strip():
+            continue
+        try:
+            value = identity_rules.normalise(ident.kind, ident.value, region or None)
+        except InvalidArgument as exc:
+            if strict:
+                raise InvalidArgument(f"identities[{i}].value", exc.args[-1]) from None
+            logger.info("identity of kind %d dropped: not normalisable", ident.kind)
+            continue
+        if len(value) > 255:
+            raise InvalidArgument(f"identities[{i}].value", "is longer than 255 characters")
+        seen[(ident.kind, value)] = None
+    return list(seen)
+
+
+async def _audit(
+    session: AsyncSession,
+    customer: Customer,
+    actor: str,
+    action: str,
+    data: dict[str, object],
+    at: datetime,
+) -> None:
+    await audit.append(
+        session, customer.tenant, audit.CUSTOMER, customer.id, actor, action, data, at
+    )
+
+
+async def resolve(
+    session: AsyncSession,
+    tenant: str,
+    identities: list[Identity],
+    name: str,
+    at: datetime,
+    actor: str,
+) -> Customer:
+    """The customer any of `identities` belongs to (the oldest, if they name several), or a new one
+    (always, for no identities); identities not known yet are added to it."""
+    known: list[CustomerIdentity] = []
+    if identities:
+        matches = or_(
+            *(and_(CustomerIdentity.kind == k, CustomerIdentity.value == v) for k, v in identities)
+        )
+        known = list(
+            await session.scalars(
+                select(CustomerIdentity).where(CustomerIdentity.tenant == tenant, matches)
+            )
+        )
+    if known:
+        # The row lock serialises two contacts of one customer choosing (or opening) its case.
+        customer = (
+            await session.execute(
+                select(Customer)
+                .where(Customer.id.in_({i.customer_id for i in known}))
+                .order_by(Customer.created_at, Customer.id)
+                .limit(1)
+                .with_for_update()
+            )
+        ).scalar_one()
+        if name and not customer.display_name:
+            customer.display_name = name
+    else:
+        customer = Customer(id=new_id(), tenant=tenant, display_name=name, created_at=at)
+        session.add(customer)
+        await session.flush()
+        await _audit(session, customer, actor, "created", {}, at)
+    taken = {(i.kind, i.value) for i in known}
+    added = [(k, v) for k, v in identities if (k, v) not in taken]
+    for kind, value in added:
+        session.add(
+            CustomerIdentity(tenant=tenant, kind=kind, value=value, customer_id=customer.id)
+        )
+    if added:
+        await session.flush()
+        await _audit(
+            session,
+            customer,
+            actor,
+            "identities_added",
+            {"identities": [[_kind_name(k), v] for k, v in added]},
+            at,
+        )
+    return customer
+
+
+async def get(session: AsyncSession, tenant: str, customer_id: str, lock: bool = False) -> Customer:
+    """A customer of `tenant`, following merges to the customer it became."""
+    for _ in range(16):
+        stmt = select(Customer).where(Customer.id == customer_id, Customer.tenant == tenant)
+        customer = await session.scalar(stmt.with_for_update() if lock else stmt)
+        if customer is None:
+            raise NotFound("customer", customer_id)
+        if not customer.merged_into:
+            return customer
+        customer_id = customer.merged_into
+    raise FailedPrecondition(f"customer {customer_id}: merge chain too long")
+
+
+async def _move_cases(
+    session: AsyncSession,
+    records: CaseRecords,
+    case_ids: Sequence[str],
+    to: Customer,
+    actor: str,
+    at: datetime,
+    action: str,
+) -> None:
+    for case_id in case_ids:
+        case = await session.get(Case, case_id, with_for_update=True)
+        if case is None:
+            continue
+        previous = case.customer_id
+        case.customer_id = to.id
+        case.updated_at = at
+        await records.audit(
+            session, case, actor, action, {"customer_id": to.id, "previous": previous}, at
+        )
+    if case_ids:
+        await session.execute(
+            update(Contact).where(Contact.case_id.in_(case_ids)).values(customer_id=to.id)
+        )
+
+
+async def merge(
+    session: AsyncSession,
+    records: CaseRecords,
+    tenant: str,
+    target_id: str,
+    source_id: str,
+    actor: str,
+    at: datetime,
+) -> Customer:
+    """Move every identity and case of the source customer to the target; the source remains as
+    a pointer to the target, so its id keeps resolving."""
+    if not target_id or not source_id:
+        raise InvalidArgument("target_customer_id" if not target_id else "source_customer_id")
+    target = await get(session, tenant, target_id, lock=True)
+    source = await get(session, tenant, source_id, lock=True)
+    if target.id == source.id:
+        raise FailedPrecondition("the customers are already one customer")
+    moved = list(
+        await session.scalars(
+            select(CustomerIdentity).where(CustomerIdentity.customer_id == source.id)
+        )
+    )
+    await session.execute(
+        update(CustomerIdentity)
+        .where(CustomerIdentity.customer_id == source.id)
+        .values(customer_id=target.id)
+    )
+    case_ids = list(await session.scalars(select(Case.id).where(Case.customer_id == source.id)))
+    await _move_cases(session, records, case_ids, target, actor, at, "customer_merged")
+    source.merged_into = target.id
+    if not target.display_name and source.display_name:
+        target.display_name = source.display_name
+    identities = [[_kind_name(i.kind), i.value] for i in moved]
+    await _audit(
+        session,
+        target,
+        actor,
+        "merged_from",
+        {"customer_id": source.id, "identities": identities, "cases": case_ids},
+        at,
+    )
+    await _audit(session, source, actor, "merged_into", {"customer_id": target.id}, at)
+    return target
+
+
+async def split(
+    session: AsyncSession,
+    records: CaseRecords,
+    tenant: str,
+    customer_id: str,
+    identities: list[Identity],
+    case_ids: Sequence[str],
+    display_name: str,
+    actor: str,
+    at: datetime,
+) -> tuple[Customer, Customer]:
+    """Move the given identities (and cases) of a customer to a new customer."""
+    original = await get(session, tenant, customer_id, lock=True)
+    if not identities and not case_ids:
+        raise InvalidArgument("identities", "name the identities or cases to split off")
+    owned = {
+        (i.kind, i.value): i
+        for i in await session.scalars(
+            select(CustomerIdentity).where(CustomerIdentity.customer_id == original.id)
+        )
+    }
+    for n, key in enumerate(identities):
+        if key not in owned:
+            raise FailedPrecondition(f"identities[{n}] does not belong to customer {original.id}")
+    cases = set(
+        await session.scalars(
+            select(Case.id).where(Case.customer_id == original.id, Case.id.in_(list(case_ids)))
+        )
+    )
+    for n, case_id in enumerate(case_ids):
+        if case_id not in cases:
+            raise FailedPrecondition(f"case_ids[{n}] is not a case of customer {original.id}")
+    new = Customer(id=new_id(), tenant=tenant, display_name=display_name, created_at=at)
+    session.add(new)
+    await session.flush()
+    for key in identities:
+        owned[key].customer_id = new.id
+    await _move_cases(session, records, list(case_ids), new, actor, at, "customer_split")
+    names = [[_kind_name(k), v] for k, v in identities]
+    await _audit(
+        session,
+        original,
+        actor,
+        "split_into",
+        {"customer_id": new.id, "identities": names, "cases": list(case_ids)},
+        at,
+    )
+    await _audit(
+        session,
+        new,
+        actor,
+        "split_from",
+        {"customer_id": original.id, "identities": names, "cases": list(case_ids)},
+        at,
+    )
+    return original, new

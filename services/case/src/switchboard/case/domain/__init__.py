@@ -1,0 +1,1 @@
+"""Pure case logic: no I/O."""

@@ -1,0 +1,359 @@
+"""CaseService RPCs of the knowledge base, reports and quality assurance.
+
+`KnowledgeReportRpcs` is a mixin of the CaseServicer: the servicer (or the composition root)
+sets ``servicer.kb_reports = build_kb_reports(...)``. The bus subscriptions of customer
+satisfaction (SatisfactionRated, and CaseStatusChanged for the survey) are made by
+`subscribe_kb_reports` on a durable of their own. Every RPC is scoped to the caller's tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case.adapters import orm
+from switchboard.case.csat import Csat, Publisher
+from switchboard.case.knowledge.service import ArticleView, Draft, KnowledgeBase, SearchResult
+from switchboard.case.quality import Quality, load_forms, sample
+from switchboard.case.reports import kpi
+from switchboard.case.reports.business_time import BusinessClock
+from switchboard.case.reports.intervals import parse_interval, zone
+from switchboard.case.reports.orm import QaEvaluation
+from switchboard.case.reports.service import Reports
+from switchboard.core.bus import Bus
+from switchboard.core.errors import InvalidArgument, NotFound, PermissionDenied
+from switchboard.core.grpc import principal, require
+from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
+
+EDITORS = ("agent", "supervisor", "partner", "admin")
+PUBLISHERS = ("supervisor", "partner", "admin")
+ANALYSTS = ("supervisor", "partner", "admin", "service")
+EVALUATORS = ("supervisor", "admin")
+
+_STATE_NAMES = {
+    case_pb2.ARTICLE_STATE_DRAFT: "draft",
+    case_pb2.ARTICLE_STATE_REVIEW: "review",
+    case_pb2.ARTICLE_STATE_PUBLISHED: "published",
+    case_pb2.ARTICLE_STATE_RETIRED: "retired",
+}
+_STATE_VALUES = {v: k for k, v in _STATE_NAMES.items()}
+_KINDS = {
+    case_pb2.REPORT_KIND_UNSPECIFIED: "summary",
+    case_pb2.REPORT_KIND_SUMMARY: "summary",
+    case_pb2.REPORT_KIND_SERVICE_LEVEL: "service_level",
+    case_pb2.REPORT_KIND_EMAIL: "email",
+    case_pb2.REPORT_KIND_HANDLING: "handling",
+    case_pb2.REPORT_KIND_FCR: "fcr",
+    case_pb2.REPORT_KIND_CSAT: "csat",
+    case_pb2.REPORT_KIND_QUALITY: "quality",
+    case_pb2.REPORT_KIND_BACKLOG: "backlog",
+}
+
+
+@dataclass
+class KbReports:
+    knowledge: KnowledgeBase
+    reports: Reports
+    quality: Quality
+    csat: Csat
+    sessions: async_sessionmaker[AsyncSession]
+
+
+def build_kb_reports(
+    sessions: async_sessionmaker[AsyncSession],
+    publisher: Publisher | None,
+    consumer: str,
+    qa_rate: float = 0.05,
+    qa_seed: str = "switchboard-qa",
+    qa_forms: Sequence[Path] = (),
+    calendar_for: Callable[[str], BusinessClock | None] | None = None,
+) -> KbReports:
+    """Everything the mixin and the CSAT subscriptions need. `consumer` is the case service's
+    durable name; CSAT uses ``<consumer>-csat`` for its own idempotency records."""
+    return KbReports(
+        knowledge=KnowledgeBase(sessions),
+        reports=Reports(sessions, calendar_for=calendar_for),
+        quality=Quality(sessions, load_forms(qa_forms), qa_rate, qa_seed),
+        csat=Csat(sessions, publisher, f"{consumer}-csat"),
+        sessions=sessions,
+    )
+
+
+def subscribe_kb_reports(bus: Bus, kb_reports: KbReports, durable: str) -> None:
+    """CSAT's subscriptions, on the durable ``<durable>-csat`` (call before bus.start())."""
+    name = f"{durable}-csat"
+    bus.subscribe(name, events_pb2.SatisfactionRated, kb_reports.csat.on_satisfaction_rated)
+    bus.subscribe(name, case_events_pb2.CaseStatusChanged, kb_reports.csat.on_case_status_changed)
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _when(ts: Timestamp, field: str) -> datetime:
+    if ts.seconds == 0 and ts.nanos == 0:
+        raise InvalidArgument(field)
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _allow(*roles: str) -> str:
+    p = principal()
+    if not p.has_any(*roles):
+        raise PermissionDenied(f"this call needs one of the roles {', '.join(roles)}")
+    return p.tenant
+
+
+def _article(a: ArticleView) -> case_pb2.KnowledgeArticle:
+    return case_pb2.KnowledgeArticle(
+        article_id=a.article_id,
+        version=a.version,
+        title=a.title,
+        body=a.body,
+        language=a.language,
+        tags=a.tags,
+        state=_STATE_VALUES[a.state],  # type: ignore[arg-type]
+        author=a.author,
+        created_at=_ts(a.created_at),
+        latest_version=a.latest_version,
+        published_version=a.published_version or 0,
+        helpful_votes=a.helpful,
+        not_helpful_votes=a.not_helpful,
+    )
+
+
+def _hits(results: Sequence[SearchResult]) -> case_pb2.SearchKnowledgeResponse:
+    return case_pb2.SearchKnowledgeResponse(
+        hits=[
+            case_pb2.KnowledgeHit(article=_article(r.article), score=r.score, snippet=r.snippet)
+            for r in results
+        ]
+    )
+
+
+def _evaluation(e: QaEvaluation) -> case_pb2.QaEvaluation:
+    return case_pb2.QaEvaluation(
+        evaluation_id=e.id,
+        contact_id=e.contact_id,
+        agent_id=e.agent_id,
+        form_id=e.form_id,
+        evaluator=e.evaluator,
+        score=e.score,
+        fatal_errors=e.fatal_errors,
+        non_fatal_errors=e.non_fatal_errors,
+        scored_at=_ts(e.scored_at),
+    )
+
+
+def _limit(value: int, default: int) -> int:
+    if value < 0 or value > 50:
+        raise InvalidArgument("limit", "must be between 0 and 50")
+    return value or default
+
+
+async def case_text(sessions: async_sessionmaker[AsyncSession], tenant: str, case_id: str) -> str:
+    """What a case is about: its subject and its customer's messages, oldest first."""
+    async with sessions() as session:
+        case = await session.get(orm.Case, case_id)
+        if case is None or case.tenant != tenant:
+            raise NotFound("case", case_id)
+        texts = await session.scalars(
+            select(orm.Message.text)
+            .join(orm.Contact, orm.Contact.contact_id == orm.Message.contact_id)
+            .where(
+                orm.Contact.case_id == case_id,
+                orm.Message.author == contact_pb2.AUTHOR_CUSTOMER,
+            )
+            .order_by(orm.Message.sent_at)
+            .limit(20)
+        )
+        return "\n".join([case.subject, *texts])
+
+
+class KnowledgeReportRpcs:
+    """The knowledge-base, report and QA methods of CaseService."""
+
+    kb_reports: KbReports
+
+    # ---- knowledge base ---------------------------------------------------------------------
+
+    async def SearchKnowledge(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        require(request, "query")
+        results = await self.kb_reports.knowledge.search(
+            tenant, request.query, _limit(request.limit, 10), request.language
+        )
+        return _hits(results)
+
+    async def SuggestArticles(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        if request.case_id:
+            text = await case_text(self.kb_reports.sessions, tenant, request.case_id)
+        elif request.text:
+            text = request.text
+        else:
+            raise InvalidArgument("case_id", "or text is required")
+        if not text.strip():
+            return case_pb2.SearchKnowledgeResponse()
+        results = await self.kb_reports.knowledge.suggest(tenant, text, _limit(request.limit, 5))
+        return _hits(results)
+
+    async def GetArticle(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        require(request, "article_id")
+        return _article(
+            await self.kb_reports.knowledge.get(tenant, request.article_id, request.version)
+        )
+
+    async def CreateArticle(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = _allow(*EDITORS)
+        draft = Draft(request.title, request.body, request.language, tuple(request.tags))
+        return _article(await self.kb_reports.knowledge.create(tenant, principal().subject, draft))
+
+    async def UpdateArticle(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = _allow(*EDITORS)
+        require(request, "article_id")
+        draft = Draft(request.title, request.body, request.language, tuple(request.tags))
+        return _article(
+            await self.kb_reports.knowledge.update(
+                tenant, principal().subject, request.article_id, draft
+            )
+        )
+
+    async def SetArticleState(self, request, context):  # type: ignore[no-untyped-def]
+        state = _STATE_NAMES.get(request.state)
+        if state is None:
+            raise InvalidArgument("state", "must be draft, review, published or retired")
+        tenant = _allow(*(PUBLISHERS if state in ("published", "retired") else EDITORS))
+        require(request, "article_id")
+        if request.version < 0:
+            raise InvalidArgument("version", "must not be negative")
+        return _article(
+            await self.kb_reports.knowledge.set_state(
+                tenant, principal().subject, request.article_id, request.version, state
+            )
+        )
+
+    async def VoteArticle(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "article_id")
+        return _article(
+            await self.kb_reports.knowledge.vote(
+                p.tenant, p.subject, request.article_id, request.helpful
+            )
+        )
+
+    # ---- reports ------------------------------------------------------------------------------
+
+    async def GetReport(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = _allow(*ANALYSTS)
+        kind = _KINDS.get(request.kind)
+        if kind is None:
+            raise InvalidArgument("kind", f"{request.kind} is not a report kind")
+        for name in ("voice_threshold_seconds", "short_abandon_seconds", "email_threshold_hours",
+                     "fcr_window_hours"):  # fmt: skip
+            if getattr(request, name) < 0:
+                raise InvalidArgument(name, "must not be negative")
+        options = kpi.KpiOptions(
+            voice_threshold=timedelta(seconds=request.voice_threshold_seconds or 20),
+            short_abandon=(
+                timedelta(seconds=request.short_abandon_seconds)
+                if request.short_abandon_seconds
+                else None
+            ),
+            email_threshold=timedelta(hours=request.email_threshold_hours or 24),
+            fcr_window=timedelta(hours=request.fcr_window_hours or 72),
+        )
+        spec = kpi.ReportSpec(
+            start=_when(getattr(request, "from"), "from"),
+            end=_when(request.to, "to"),
+            interval=parse_interval(request.interval or "day"),
+            tz=zone(request.time_zone),
+            group_by=tuple(dict.fromkeys(g.strip().lower() for g in request.group_by)),
+            options=options,
+        )
+        table = await self.kb_reports.reports.report(
+            tenant, kind, spec, business_hours=request.email_business_hours
+        )
+        dims = [c for c in table.columns if c in kpi.DIMENSIONS]
+        metric_names = table.columns[2 + len(dims) :]
+        rows = []
+        for r in table.rows:
+            group = dict(r.group)
+            rows.append(
+                case_pb2.ReportRow(
+                    interval_start=_ts(r.start),
+                    interval_end=_ts(r.end),
+                    tenant=group.get("tenant", tenant),
+                    queue=group.get("queue", ""),
+                    channel=group.get("channel", ""),
+                    agent_id=group.get("agent", ""),
+                    values=[
+                        case_pb2.ReportValue(
+                            name=n,
+                            value=v if (v := r.metrics.get(n)) is not None else 0.0,
+                            defined=v is not None,
+                        )
+                        for n in metric_names
+                    ],
+                )
+            )
+        return case_pb2.Report(
+            columns=table.columns, rows=rows, csv=table.csv(), as_of=_ts(table.as_of)
+        )
+
+    # ---- quality assurance ----------------------------------------------------------------------
+
+    async def SubmitQaScore(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = _allow(*EVALUATORS)
+        require(request, "contact_id")
+        answers: dict[str, bool] = {}
+        for i, item in enumerate(request.items):
+            if not item.item_id:
+                raise InvalidArgument(f"items[{i}].item_id")
+            if item.item_id in answers:
+                raise InvalidArgument(f"items[{i}].item_id", f"{item.item_id!r} is given twice")
+            answers[item.item_id] = item.passed
+        evaluation = await self.kb_reports.quality.submit(
+            tenant, principal().subject, request.contact_id, request.form_id, answers,
+            request.comment,
+        )  # fmt: skip
+        return _evaluation(evaluation)
+
+    async def ListQaSamples(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = _allow(*EVALUATORS)
+        start, end = _when(getattr(request, "from"), "from"), _when(request.to, "to")
+        if end <= start:
+            raise InvalidArgument("to", "must be after from")
+        quality = self.kb_reports.quality
+        rate = request.rate or quality.default_rate
+        seed = request.seed or quality.default_seed
+        handled = await quality.handled_contacts(tenant, start, end, request.agent_id)
+        chosen = sample(handled, rate, seed, request.min_per_agent)
+        scored = await quality.evaluations(tenant, [c.contact_id for c in chosen])
+        return case_pb2.ListQaSamplesResponse(
+            samples=[
+                case_pb2.QaSample(
+                    contact_id=c.contact_id,
+                    agent_id=c.agent_id,
+                    queue=c.queue,
+                    channel=c.channel,  # type: ignore[arg-type]
+                    ended_at=_ts(c.ended_at),
+                    evaluation=(
+                        _evaluation(scored[c.contact_id]) if c.contact_id in scored else None
+                    ),
+                )
+                for c in chosen
+            ],
+            seed=seed,
+            rate=rate,
+        )

@@ -1,0 +1,81 @@
+"""The knowledge base's tables (migration 0003_kb_reports creates them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from switchboard.case.adapters.orm import EXTERNAL_ID, ID, Base, UTCDateTime, new_id, utc_now
+
+DRAFT, REVIEW, PUBLISHED, RETIRED = "draft", "review", "published", "retired"
+
+
+class KbArticle(Base):
+    __tablename__ = "kb_articles"
+    __table_args__ = (Index("ix_kb_articles_tenant_updated", "tenant", "updated_at"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(63))
+    created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    published_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class KbArticleVersion(Base):
+    """One version of an article's text; versions are never edited, only moved through states."""
+
+    __tablename__ = "kb_article_versions"
+
+    article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(35), default="")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16))  # draft, review, published, retired
+    author: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    state_changed_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+
+
+class KbVote(Base):
+    """One voter's helpful / not-helpful vote on an article; voting again changes it."""
+
+    __tablename__ = "kb_votes"
+
+    article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id"), primary_key=True)
+    voter: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    helpful: Mapped[bool] = mapped_column(Boolean)
+    voted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class KbSearchDocument(Base):
+    """The published version of an article as search tokens (see knowledge.tokens). SQLite
+    indexes it in the FTS5 table kb_fts (kept in step by triggers), PostgreSQL with a GIN index
+    on its tsvector; the integer id is the FTS5 rowid, which VACUUM never renumbers."""
+
+    __tablename__ = "kb_search_documents"
+    __table_args__ = (Index("ix_kb_search_documents_tenant", "tenant"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id"), unique=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    language: Mapped[str] = mapped_column(String(35), default="")
+    title_tokens: Mapped[str] = mapped_column(Text)
+    body_tokens: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,352 @@
+"""The knowledge base: versioned articles, the draft -> review -> published workflow, votes,
+search and suggestions. Every method is scoped to one tenant; another tenant's article does not
+exist for the caller."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case.adapters.database import insert_ignore
+from switchboard.case.adapters.orm import EXTERNAL_ID, new_id, utc_now
+from switchboard.case.knowledge import search as fts
+from switchboard.case.knowledge import tokens
+from switchboard.case.knowledge.orm import (
+    DRAFT,
+    PUBLISHED,
+    RETIRED,
+    REVIEW,
+    KbArticle,
+    KbArticleVersion,
+    KbSearchDocument,
+    KbVote,
+)
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
+
+logger = logging.getLogger(__name__)
+
+MAX_TITLE = 500
+MAX_BODY = 200_000
+MAX_TAGS = 32
+MAX_RESULTS = 50
+# Which state a version may move to from which; publishing retires the previously published one.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    DRAFT: frozenset({REVIEW}),
+    REVIEW: frozenset({DRAFT, PUBLISHED}),
+    PUBLISHED: frozenset({RETIRED}),
+    RETIRED: frozenset({REVIEW}),
+}
+STATES = frozenset(TRANSITIONS)
+
+
+@dataclass(frozen=True)
+class ArticleView:
+    article_id: str
+    version: int
+    title: str
+    body: str
+    language: str
+    tags: list[str]
+    state: str
+    author: str
+    created_at: datetime
+    latest_version: int
+    published_version: int | None
+    helpful: int = 0
+    not_helpful: int = 0
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    article: ArticleView
+    score: float
+    snippet: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    title: str
+    body: str
+    language: str = ""
+    tags: Sequence[str] = field(default_factory=tuple)
+
+    def validated(self) -> Draft:
+        title = self.title.strip()
+        if not title:
+            raise InvalidArgument("title")
+        if len(title) > MAX_TITLE:
+            raise InvalidArgument("title", f"is longer than {MAX_TITLE} characters")
+        if not self.body.strip():
+            raise InvalidArgument("body")
+        if len(self.body) > MAX_BODY:
+            raise InvalidArgument("body", f"is longer than {MAX_BODY} characters")
+        if len(self.language) > 35:
+            raise InvalidArgument("language", "is not a BCP 47 tag")
+        tags = [t.strip() for t in self.tags if t.strip()]
+        if len(tags) > MAX_TAGS or any(len(t) > 64 for t in tags):
+            raise InvalidArgument("tags", f"at most {MAX_TAGS} tags of up to 64 characters")
+        return Draft(title, self.body, self.language, tuple(dict.fromkeys(tags)))
+
+
+def snippet(body: str, query: str, width: int = 160) -> str:
+    """A stretch of `body` around the first query word found in it, on one line."""
+    flat = " ".join(body.split())
+    folded = tokens.normalise(flat)
+    at = -1
+    for term in tokens.query_terms(query):
+        word = term[0] if len(term) == 1 else term[0] + "".join(t[-1] for t in term[1:])
+        at = folded.find(word)
+        if at >= 0:
+            break
+    start = max(0, at - width // 3) if at >= 0 else 0
+    piece = flat[start : start + width]
+    return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")
+
+
+class KnowledgeBase:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    async def _article(self, session: AsyncSession, tenant: str, article_id: str) -> KbArticle:
+        row = await session.get(KbArticle, article_id, with_for_update=True) if article_id else None
+        if row is None or row.tenant != tenant:
+            raise NotFound("article", article_id)
+        return row
+
+    async def _votes(self, session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        if not ids:
+            return {}
+        rows = await session.execute(
+            select(
+                KbVote.article_id,
+                func.sum(case((KbVote.helpful.is_(True), 1), else_=0)),
+                func.sum(case((KbVote.helpful.is_(True), 0), else_=1)),
+            )
+            .where(KbVote.article_id.in_(ids))
+            .group_by(KbVote.article_id)
+        )
+        return {a: (int(h or 0), int(n or 0)) for a, h, n in rows}
+
+    def _view(
+        self, a: KbArticle, v: KbArticleVersion, votes: tuple[int, int] = (0, 0)
+    ) -> ArticleView:
+        return ArticleView(
+            article_id=a.id,
+            version=v.version,
+            title=v.title,
+            body=v.body,
+            language=v.language,
+            tags=list(v.tags or []),
+            state=v.state,
+            author=v.author,
+            created_at=v.created_at,
+            latest_version=a.latest_version,
+            published_version=a.published_version,
+            helpful=votes[0],
+            not_helpful=votes[1],
+        )
+
+    async def create(self, tenant: str, author: str, draft: Draft) -> ArticleView:
+        """A new article whose version 1 is a draft."""
+        d = draft.validated()
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            article = KbArticle(
+                id=new_id(),
+                tenant=tenant,
+                created_by=author[:EXTERNAL_ID],
+                created_at=now,
+                updated_at=now,
+                latest_version=1,
+                published_version=None,
+            )
+            session.add(article)
+            await session.flush()
+            version = self._new_version(tenant, article.id, 1, author, d, now)
+            session.add(version)
+        logger.info("article %s created", article.id)
+        return self._view(article, version)
+
+    def _new_version(
+        self, tenant: str, article_id: str, number: int, author: str, d: Draft, now: datetime
+    ) -> KbArticleVersion:
+        return KbArticleVersion(
+            article_id=article_id,
+            version=number,
+            tenant=tenant,
+            title=d.title,
+            body=d.body,
+            language=d.language,
+            tags=list(d.tags),
+            state=DRAFT,
+            author=author[:EXTERNAL_ID],
+            created_at=now,
+            state_changed_at=now,
+            state_changed_by=author[:EXTERNAL_ID],
+        )
+
+    async def update(self, tenant: str, author: str, article_id: str, draft: Draft) -> ArticleView:
+        """A new draft version of the article; the published version stays live until the new
+        one is reviewed and published."""
+        d = draft.validated()
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            article = await self._article(session, tenant, article_id)
+            article.latest_version += 1
+            article.updated_at = now
+            version = self._new_version(tenant, article.id, article.latest_version, author, d, now)
+            session.add(version)
+        return self._view(article, version)
+
+    async def set_state(
+        self, tenant: str, actor: str, article_id: str, version: int, state: str
+    ) -> ArticleView:
+        """Move one version through the workflow (TRANSITIONS). Publishing a version makes it the
+        one search finds and retires the version published before it."""
+        if state not in STATES:
+            raise InvalidArgument("state", f"{state!r} is not one of {', '.join(sorted(STATES))}")
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            article = await self._article(session, tenant, article_id)
+            number = version or article.latest_version
+            row = await session.get(KbArticleVersion, (article.id, number), with_for_update=True)
+            if row is None:
+                raise NotFound("article version", f"{article_id}@{number}")
+            if state not in TRANSITIONS[row.state]:
+                raise FailedPrecondition(
+                    f"article {article_id} version {number}: {row.state} -> {state} is not "
+                    f"allowed (from {row.state}: {', '.join(sorted(TRANSITIONS[row.state]))})"
+                )
+            if state == PUBLISHED:
+                if article.published_version and article.published_version != number:
+                    old = await session.get(
+                        KbArticleVersion, (article.id, article.published_version)
+                    )
+                    if old is not None:
+                        old.state, old.state_changed_at, old.state_changed_by = RETIRED, now, actor
+                article.published_version = number
+                await self._index(session, article, row)
+            elif row.state == PUBLISHED:  # retired: no longer found
+                article.published_version = None
+                doc = await session.scalar(
+                    select(KbSearchDocument).where(KbSearchDocument.article_id == article.id)
+                )
+                if doc is not None:
+                    await session.delete(doc)
+            row.state, row.state_changed_at, row.state_changed_by = state, now, actor
+            article.updated_at = now
+            votes = (await self._votes(session, [article.id])).get(article.id, (0, 0))
+        logger.info("article %s version %d is %s", article_id, number, state)
+        return self._view(article, row, votes)
+
+    async def _index(self, session: AsyncSession, article: KbArticle, v: KbArticleVersion) -> None:
+        doc = await session.scalar(
+            select(KbSearchDocument).where(KbSearchDocument.article_id == article.id)
+        )
+        body = v.body + "\n" + " ".join(v.tags or [])
+        if doc is None:
+            doc = KbSearchDocument(article_id=article.id, tenant=article.tenant)
+            session.add(doc)
+        doc.version = v.version
+        doc.language = v.language
+        doc.title_tokens = tokens.document(v.title)
+        doc.body_tokens = tokens.document(body)
+
+    async def get(self, tenant: str, article_id: str, version: int = 0) -> ArticleView:
+        """One version of an article (default: the published one, else the latest)."""
+        async with self._sessions() as session:
+            article = await session.get(KbArticle, article_id) if article_id else None
+            if article is None or article.tenant != tenant:
+                raise NotFound("article", article_id)
+            number = version or article.published_version or article.latest_version
+            row = await session.get(KbArticleVersion, (article.id, number))
+            if row is None:
+                raise NotFound("article version", f"{article_id}@{number}")
+            votes = (await self._votes(session, [article.id])).get(article.id, (0, 0))
+            return self._view(article, row, votes)
+
+    async def vote(self, tenant: str, voter: str, article_id: str, helpful: bool) -> ArticleView:
+        """Record one voter's vote on a published article; voting again replaces the vote."""
+        if not voter:
+            raise InvalidArgument("voter")
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            article = await self._article(session, tenant, article_id)
+            if article.published_version is None:
+                raise FailedPrecondition(f"article {article_id} is not published")
+            values = {
+                "article_id": article.id,
+                "voter": voter[:EXTERNAL_ID],
+                "tenant": tenant,
+                "helpful": helpful,
+                "voted_at": now,
+            }
+            if not await insert_ignore(session, KbVote, values, ["article_id", "voter"]):
+                existing = await session.get(KbVote, (article.id, voter[:EXTERNAL_ID]))
+                if existing is not None:
+                    existing.helpful, existing.voted_at = helpful, now
+            await session.flush()
+            row = await session.get(KbArticleVersion, (article.id, article.published_version))
+            assert row is not None
+            votes = (await self._votes(session, [article.id])).get(article.id, (0, 0))
+        return self._view(article, row, votes)
+
+    async def search(
+        self,
+        tenant: str,
+        query: str,
+        limit: int = 10,
+        language: str = "",
+        match: fts.Match = "all",
+    ) -> list[SearchResult]:
+        """Published articles matching `query`, best first; ties favour helpful votes."""
+        if not query.strip():
+            raise InvalidArgument("query")
+        if len(query) > 10_000:
+            raise InvalidArgument("query", "is longer than 10000 characters")
+        limit = max(1, min(limit or 10, MAX_RESULTS))
+        async with self._sessions() as session:
+            hits = await fts.search(session, tenant, query, limit, match, language)
+            if not hits:
+                return []
+            ids = [h.article_id for h in hits]
+            articles = {
+                a.id: a
+                for a in await session.scalars(select(KbArticle).where(KbArticle.id.in_(ids)))
+            }
+            versions = {
+                v.article_id: v
+                for v in await session.scalars(
+                    select(KbArticleVersion).where(
+                        KbArticleVersion.article_id.in_(ids), KbArticleVersion.state == PUBLISHED
+                    )
+                )
+            }
+            votes = await self._votes(session, ids)
+        results = []
+        for h in hits:
+            a, v = articles.get(h.article_id), versions.get(h.article_id)
+            if a is None or v is None:
+                continue
+            view = self._view(a, v, votes.get(a.id, (0, 0)))
+            results.append(SearchResult(view, h.rank, snippet(v.body, query)))
+        # The engines' ranks are exact ties for similar articles; votes break them.
+        results.sort(key=lambda r: (-round(r.score, 6), r.article.not_helpful - r.article.helpful))
+        return results
+
+    async def suggest(
+        self, tenant: str, text: str, limit: int = 5, language: str = ""
+    ) -> list[SearchResult]:
+        """Articles for a case, from its text: any of its words may match; more matching words
+        and rarer words rank higher."""
+        if not text.strip():
+            raise InvalidArgument("text")
+        return await self.search(tenant, text[:10_000], limit, language, match="any")

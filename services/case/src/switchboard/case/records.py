@@ -1,0 +1,283 @@
+"""The write side of a case: every change goes through here, so every change is audited, staged
+as an event in the outbox, and seen by the SLA clocks. All methods work in the caller's
+transaction and take the time of the change explicitly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.message import Message
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from switchboard.case import audit, outbox
+from switchboard.case.adapters.orm import AuditEntry, Case, CaseNote, Customer, new_id
+from switchboard.case.domain import lifecycle
+from switchboard.case.domain.reference import new_reference
+from switchboard.case.sla.engine import SlaEngine
+from switchboard.case.sla.policy import Policies
+from switchboard.core.errors import FailedPrecondition
+from switchboard.v1 import case_events_pb2, case_pb2, events_pb2
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = "system"
+REFERENCE_ATTEMPTS = 8
+
+
+class CaseRecords:
+    def __init__(self, policies: Policies, sla: SlaEngine, clock: Callable[[], datetime]) -> None:
+        self.policies = policies
+        self.sla = sla
+        self.clock = clock
+
+    # ---- audit and outbox -------------------------------------------------------------------
+
+    async def audit(
+        self,
+        session: AsyncSession,
+        case: Case,
+        actor: str,
+        action: str,
+        data: dict[str, Any],
+        at: datetime,
+    ) -> AuditEntry:
+        return await audit.append(
+            session, case.tenant, audit.CASE, case.id, actor, action, data, at
+        )
+
+    def stage(
+        self, session: AsyncSession, case: Case, event: Message, key: str, at: datetime
+    ) -> None:
+        """Stage a case event; `key` makes its id deterministic, so a retried change re-stages
+        the same event rather than a second one."""
+        meta = events_pb2.EventMeta(event_id=key[:255], tenant=case.tenant, source="case")
+        meta.occurred_at.FromDatetime(at)
+        event.meta.CopyFrom(meta)  # type: ignore[attr-defined]
+        outbox.stage(session, event)
+
+    # ---- cases ------------------------------------------------------------------------------
+
+    async def open_case(
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        actor: str,
+        at: datetime,
+        subject: str = "",
+        case_type: int = case_pb2.CASE_TYPE_INQUIRY,
+        priority: int = case_pb2.CASE_PRIORITY_NORMAL,
+        queue: str = "",
+        template: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> Case:
+        reference = await self._free_reference(session, customer.tenant)
+        case = Case(
+            id=new_id(),
+            tenant=customer.tenant,
+            customer_id=customer.id,
+            status=lifecycle.NEW,
+            subject=subject,
+            assigned_agent_id="",
+            created_at=at,
+            updated_at=at,
+            reference=reference,
+            case_type=case_type or case_pb2.CASE_TYPE_INQUIRY,
+            priority=priority or case_pb2.CASE_PRIORITY_NORMAL,
+            queue=queue,
+            template=template,
+            status_changed_at=at,
+            reopened_count=0,
+        )
+        session.add(case)
+        await session.flush()
+        await self.audit(
+            session,
+            case,
+            actor,
+            "created",
+            {
+                "reference": reference,
+                "customer_id": customer.id,
+                "subject": subject,
+                "case_type": case_pb2.CaseType.Name(case.case_type),  # type: ignore[arg-type]
+                "priority": case_pb2.CasePriority.Name(case.priority),  # type: ignore[arg-type]
+                "queue": queue,
+                "template": template,
+                **(extra or {}),
+            },
+            at,
+        )
+        self.stage(
+            session,
+            case,
+            case_events_pb2.CaseCreated(
+                case_id=case.id,
+                reference=reference,
+                customer_id=customer.id,
+                case_type=case.case_type,  # type: ignore[arg-type]
+                priority=case.priority,  # type: ignore[arg-type]
+                queue=queue,
+                template=template,
+                actor=actor,
+            ),
+            f"case-created:{case.id}",
+            at,
+        )
+        await self.sla.start(self, session, case, "first_response", at)
+        await self.sla.start(self, session, case, "resolution", at)
+        return case
+
+    async def _free_reference(self, session: AsyncSession, tenant: str) -> str:
+        # ~10^9 references per tenant: a clash is rare, and the unique key catches a race.
+        for _ in range(REFERENCE_ATTEMPTS):
+            reference = new_reference()
+            taken = await session.scalar(
+                select(Case.id).where(Case.tenant == tenant, Case.reference == reference)
+            )
+            if taken is None:
+                return reference
+        raise RuntimeError("no free case reference found")
+
+    async def change_status(
+        self,
+        session: AsyncSession,
+        case: Case,
+        target: int,
+        actor: str,
+        at: datetime,
+        reason: str = "",
+    ) -> None:
+        """Move the case to `target`; FailedPrecondition naming the transition if not allowed."""
+        current = case.status
+        lifecycle.check(current, target)
+        reopen = lifecycle.is_reopen(current, target)
+        case.status = target
+        case.status_changed_at = at
+        case.updated_at = at
+        if target == lifecycle.RESOLVED:
+            case.resolved_at = at
+        elif target == lifecycle.CLOSED:
+            case.closed_at = at
+        if reopen:
+            case.reopened_count += 1
+            case.resolved_at = None
+        data: dict[str, Any] = {"from": lifecycle.name(current), "to": lifecycle.name(target)}
+        if reason:
+            data["reason"] = reason
+        entry = await self.audit(
+            session, case, actor, "reopened" if reopen else "status_changed", data, at
+        )
+        self.stage(
+            session,
+            case,
+            case_events_pb2.CaseStatusChanged(
+                case_id=case.id,
+                reference=case.reference,
+                from_status=current,  # type: ignore[arg-type]
+                to_status=target,  # type: ignore[arg-type]
+                actor=actor,
+                reason=reason,
+            ),
+            f"case-status:{case.id}:{entry.seq}",
+            at,
+        )
+        if target == lifecycle.PENDING:
+            await self.sla.pause(self, session, case, at)
+        elif current == lifecycle.PENDING and target != lifecycle.RESOLVED:
+            await self.sla.resume(self, session, case, at)
+        if target == lifecycle.RESOLVED:
+            await self.sla.met(self, session, case, "resolution", at)
+            for metric in ("first_response", "next_response"):
+                await self.sla.cancel(self, session, case, metric, at)
+        elif target == lifecycle.CLOSED:
+            for metric in ("first_response", "next_response", "resolution"):
+                await self.sla.cancel(self, session, case, metric, at)
+        elif reopen:
+            await self.sla.resume(self, session, case, at, ("resolution",), reopen=True)
+
+    async def assign(
+        self, session: AsyncSession, case: Case, agent_id: str, actor: str, at: datetime
+    ) -> None:
+        if case.status == lifecycle.CLOSED:
+            raise FailedPrecondition(f"case {case.reference} is closed")
+        previous = case.assigned_agent_id
+        if previous != agent_id:
+            case.assigned_agent_id = agent_id
+            case.updated_at = at
+            entry = await self.audit(
+                session, case, actor, "assigned", {"agent_id": agent_id, "previous": previous}, at
+            )
+            self.stage(
+                session,
+                case,
+                case_events_pb2.CaseAssigned(
+                    case_id=case.id, reference=case.reference, agent_id=agent_id, actor=actor
+                ),
+                f"case-assigned:{case.id}:{entry.seq}",
+                at,
+            )
+        if case.status == lifecycle.NEW:
+            await self.change_status(session, case, lifecycle.ASSIGNED, actor, at)
+
+    async def reassign(
+        self,
+        session: AsyncSession,
+        case: Case,
+        agent_id: str,
+        queue: str,
+        actor: str,
+        at: datetime,
+    ) -> None:
+        if queue and queue != case.queue:
+            await self.audit(
+                session, case, actor, "queue_changed", {"queue": queue, "previous": case.queue}, at
+            )
+            case.queue = queue
+        if agent_id:
+            await self.assign(session, case, agent_id, actor, at)
+
+    async def set_priority(
+        self, session: AsyncSession, case: Case, priority: int, actor: str, at: datetime
+    ) -> None:
+        if priority == case.priority:
+            return
+        await self.audit(
+            session,
+            case,
+            actor,
+            "priority_changed",
+            {
+                "priority": case_pb2.CasePriority.Name(priority),  # type: ignore[arg-type]
+                "previous": case_pb2.CasePriority.Name(case.priority),  # type: ignore[arg-type]
+            },
+            at,
+        )
+        case.priority = priority
+        case.updated_at = at
+
+    async def add_note(
+        self, session: AsyncSession, case: Case, author: str, text: str, at: datetime
+    ) -> CaseNote:
+        note = CaseNote(
+            id=new_id(),
+            case_id=case.id,
+            tenant=case.tenant,
+            author=author,
+            text=text,
+            created_at=at,
+        )
+        session.add(note)
+        case.updated_at = at
+        await self.audit(session, case, author, "note_added", {"note_id": note.id}, at)
+        return note
+
+    async def acted(self, session: AsyncSession, case: Case, actor: str, at: datetime) -> None:
+        """A person acted on the case: escalation reminders stop."""
+        await self.sla.acknowledge(self, session, case, actor, at)
+
+    async def lock(self, session: AsyncSession, case_id: str) -> Case | None:
+        return await session.get(Case, case_id, with_for_update=True)

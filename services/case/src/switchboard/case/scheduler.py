@@ -1,0 +1,190 @@
+"""The case service's clockwork, run every few seconds (and on demand in tests, with a controllable
+clock): SLA thresholds, breaches and escalation reminders; resolved cases closed after their
+timeout; recurring tasks that open cases by themselves. Each case is handled in a transaction of
+its own, so one failing case never holds up the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case import customers
+from switchboard.case.adapters.database import insert_ignore
+from switchboard.case.adapters.orm import Case, ScheduledRun, SlaTimer
+from switchboard.case.domain import lifecycle
+from switchboard.case.records import CaseRecords
+from switchboard.case.sla.engine import RUNNING
+from switchboard.case.sla.policy import RecurringTask
+from switchboard.v1 import contact_pb2
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER = "scheduler"
+MAX_CATCH_UP = 12  # missed occurrences of one task opened after downtime, at most
+
+
+class Scheduler:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        records: CaseRecords,
+        clock: Callable[[], datetime],
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self.records = records
+        self._clock = clock
+        self._on_commit = on_commit
+
+    async def run_once(self) -> None:
+        """One round: SLA checks, auto-close, recurring tasks (each step survives the others)."""
+        now = self._clock()
+        for step in (self.check_sla, self.auto_close, self.run_recurring):
+            try:
+                await step(now)
+            except Exception:
+                logger.exception("scheduler step %s failed", step.__name__)
+        self._on_commit()
+
+    async def run(self, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            await self.run_once()
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def _each_case(
+        self, case_ids: list[str], work: Callable[[AsyncSession, Case], object]
+    ) -> None:
+        for case_id in case_ids:
+            try:
+                async with self._sessions.begin() as session:
+                    case = await session.get(Case, case_id, with_for_update=True)
+                    if case is not None:
+                        await work(session, case)  # type: ignore[misc]
+            except IntegrityError:
+                logger.info("case %s changed concurrently; checked next round", case_id)
+
+    async def check_sla(self, now: datetime) -> None:
+        async with self._sessions() as session:
+            case_ids = list(
+                await session.scalars(
+                    select(SlaTimer.case_id).where(SlaTimer.state == RUNNING).distinct()
+                )
+            )
+
+        async def work(session: AsyncSession, case: Case) -> None:
+            await self.records.sla.check(self.records, session, case, now)
+
+        await self._each_case(sorted(case_ids), work)
+
+    async def auto_close(self, now: datetime) -> None:
+        """Resolved cases the customer never confirmed close after the tenant's timeout."""
+        policies = self.records.policies
+        shortest = min(
+            [policies.auto_close(t) for t in policies.auto_close_after] or [policies.auto_close("")]
+        )
+        async with self._sessions() as session:
+            rows = list(
+                await session.execute(
+                    select(Case.id, Case.tenant, Case.resolved_at).where(
+                        Case.status == lifecycle.RESOLVED, Case.resolved_at <= now - shortest
+                    )
+                )
+            )
+        due = [
+            cid
+            for cid, tenant, resolved in rows
+            if resolved is not None and resolved + policies.auto_close(tenant) <= now
+        ]
+
+        async def work(session: AsyncSession, case: Case) -> None:
+            after = policies.auto_close(case.tenant)
+            if case.status != lifecycle.RESOLVED or case.resolved_at is None:
+                return
+            if case.resolved_at + after > now:
+                return
+            await self.records.change_status(
+                session,
+                case,
+                lifecycle.CLOSED,
+                SCHEDULER,
+                now,
+                reason=f"not confirmed within {_human(after)} of resolution",
+            )
+
+        await self._each_case(due, work)
+
+    async def run_recurring(self, now: datetime) -> None:
+        for task in self.records.policies.tasks:
+            async with self._sessions() as session:
+                last = await session.scalar(
+                    select(func.max(ScheduledRun.due_at)).where(
+                        ScheduledRun.tenant == task.tenant, ScheduledRun.task == task.name
+                    )
+                )
+            # A task seen for the first time does not open cases for its whole history.
+            after = last if last is not None else now - timedelta(days=1)
+            for due in task.occurrences(after, now)[-MAX_CATCH_UP:]:
+                await self._open_recurring(task, due, now)
+
+    async def _open_recurring(self, task: RecurringTask, due: datetime, now: datetime) -> None:
+        template = self.records.policies.template(task.tenant, task.template)
+        if template is None:
+            return
+        try:
+            async with self._sessions.begin() as session:
+                ident = (contact_pb2.IDENTITY_KIND_PARTNER_ID, f"task:{task.name}")
+                customer = await customers.resolve(
+                    session, task.tenant, [ident], task.name, now, SCHEDULER
+                )
+                case = await self.records.open_case(
+                    session,
+                    customer,
+                    SCHEDULER,
+                    now,
+                    subject=f"{template.subject} ({due.date().isoformat()})",
+                    case_type=template.case_type,
+                    priority=template.priority,
+                    queue=template.queue,
+                    template=template.name,
+                    extra={"task": task.name, "due_at": due.isoformat()},
+                )
+                # The key (tenant, task, due) makes one occurrence open one case, on any replica.
+                if not await insert_ignore(
+                    session,
+                    ScheduledRun,
+                    {
+                        "tenant": task.tenant,
+                        "task": task.name,
+                        "due_at": due,
+                        "case_id": case.id,
+                        "created_at": now,
+                    },
+                    ["tenant", "task", "due_at"],
+                ):
+                    raise _AlreadyRun()
+                if template.note:
+                    await self.records.add_note(session, case, SCHEDULER, template.note, now)
+                logger.info("recurring task %s opened case %s", task.name, case.id)
+        except _AlreadyRun:
+            pass
+
+
+class _AlreadyRun(Exception):
+    """Another replica opened this occurrence first: roll ours back."""
+
+
+def _human(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

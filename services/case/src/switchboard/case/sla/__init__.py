@@ -1,0 +1,1 @@
+"""SLA policies, business-hours calendars, timers and escalation."""

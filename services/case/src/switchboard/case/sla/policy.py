@@ -1,0 +1,320 @@
+"""The case service's policy file (CASE_POLICY_FILE, YAML): SLA policies per tenant, queue and
+priority, business-hours calendars, escalation rules, case templates and recurring tasks.
+
+Without a file, the embedded default_policy.yaml serves the demo tenant. The format is documented
+in docs/case.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from switchboard.case.sla.calendar import ALWAYS, Calendar, parse_calendar
+from switchboard.v1 import case_pb2
+
+METRICS = ("first_response", "next_response", "resolution")
+FUNCTIONAL = ("first_line", "second_line", "experts", "vendor")
+HIERARCHICAL = ("shift_lead", "manager", "director")
+ACTIONS = frozenset({"email", "event", "reprioritise", "reassign"})
+DEFAULT_AUTO_CLOSE = timedelta(days=7)
+
+PRIORITIES = {
+    "low": case_pb2.CASE_PRIORITY_LOW,
+    "normal": case_pb2.CASE_PRIORITY_NORMAL,
+    "high": case_pb2.CASE_PRIORITY_HIGH,
+    "urgent": case_pb2.CASE_PRIORITY_URGENT,
+}
+CASE_TYPES = {
+    "inquiry": case_pb2.CASE_TYPE_INQUIRY,
+    "registration": case_pb2.CASE_TYPE_REGISTRATION,
+    "change": case_pb2.CASE_TYPE_CHANGE,
+    "complaint": case_pb2.CASE_TYPE_COMPLAINT,
+    "incident": case_pb2.CASE_TYPE_INCIDENT,
+    "service_request": case_pb2.CASE_TYPE_SERVICE_REQUEST,
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class PolicyError(ValueError):
+    """The policy file is not valid; the message names the entry."""
+
+
+def duration(value: Any, where: str) -> timedelta:
+    """30s, 15m, 4h, 2d, 1w, or a number of seconds."""
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise PolicyError(f"{where}: {value!r} is not a duration (e.g. 30m, 4h, 2d)")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+@dataclass(frozen=True)
+class EscalationRule:
+    at: int  # percent of the target
+    kind: str  # functional, hierarchical
+    level: str
+    actions: tuple[str, ...]
+    notify: tuple[str, ...] = ()  # email addresses
+    priority: int = 0  # reprioritise to this
+    reassign_to: str = ""  # reassign to this agent (or group) id
+    queue: str = ""  # ... and/or this queue
+    repeat_every: timedelta | None = None
+    metrics: tuple[str, ...] = METRICS
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    name: str
+    tenant: str  # or *
+    queues: tuple[str, ...]  # empty: any
+    priorities: frozenset[int]  # empty: any
+    calendar: Calendar
+    targets: Mapping[str, timedelta]
+    escalations: tuple[EscalationRule, ...]
+
+    def matches(self, tenant: str, queue: str, priority: int) -> bool:
+        return (
+            self.tenant in ("*", tenant)
+            and (not self.queues or queue in self.queues or "*" in self.queues)
+            and (not self.priorities or priority in self.priorities)
+        )
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    tenant: str
+    subject: str = ""
+    case_type: int = case_pb2.CASE_TYPE_INQUIRY
+    priority: int = case_pb2.CASE_PRIORITY_NORMAL
+    queue: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RecurringTask:
+    """Opens a case from `template` daily, weekly (on `day` 0=Mon..6) or monthly (on `day`
+    1..28, or -1 for the last day) at `at` local time, from `start` on."""
+
+    name: str
+    tenant: str
+    template: str
+    every: str
+    at: time
+    tz: ZoneInfo
+    day: int = 1
+    start: date = date(2000, 1, 1)
+
+    def _on(self, d: date) -> bool:
+        if self.every == "daily":
+            return True
+        if self.every == "weekly":
+            return d.weekday() == self.day
+        if self.day == -1:
+            return (d + timedelta(days=1)).month != d.month
+        return d.day == self.day
+
+    def occurrences(self, after: datetime, until: datetime) -> list[datetime]:
+        """Every occurrence in (after, until], oldest first."""
+        found = []
+        d = max(after.astimezone(self.tz).date(), self.start)
+        last = until.astimezone(self.tz).date()
+        while d <= last:
+            if self._on(d):
+                when = datetime.combine(d, self.at, self.tz)
+                if after < when <= until:
+                    found.append(when)
+            d += timedelta(days=1)
+        return found
+
+
+@dataclass(frozen=True)
+class Policies:
+    sla: tuple[SlaPolicy, ...] = ()
+    templates: Mapping[tuple[str, str], Template] = field(default_factory=dict)
+    tasks: tuple[RecurringTask, ...] = ()
+    auto_close_after: Mapping[str, timedelta] = field(default_factory=dict)  # tenant or *
+    default_phone_region: str = ""
+
+    def policy_for(self, tenant: str, queue: str, priority: int) -> SlaPolicy | None:
+        """The first policy in file order that matches the case."""
+        for p in self.sla:
+            if p.matches(tenant, queue, priority):
+                return p
+        return None
+
+    def by_name(self, name: str) -> SlaPolicy | None:
+        return next((p for p in self.sla if p.name == name), None)
+
+    def template(self, tenant: str, name: str) -> Template | None:
+        return self.templates.get((tenant, name)) or self.templates.get(("*", name))
+
+    def auto_close(self, tenant: str) -> timedelta:
+        return self.auto_close_after.get(tenant, self.auto_close_after.get("*", DEFAULT_AUTO_CLOSE))
+
+
+def _enum(table: Mapping[str, int], value: Any, where: str) -> int:
+    try:
+        return table[str(value).lower()]
+    except KeyError:
+        raise PolicyError(f"{where}: {value!r} is not one of {', '.join(table)}") from None
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _rule(spec: Mapping[str, Any], where: str) -> EscalationRule:
+    kind = str(spec.get("kind", "functional"))
+    chain = {"functional": FUNCTIONAL, "hierarchical": HIERARCHICAL}.get(kind)
+    if chain is None:
+        raise PolicyError(f"{where}: kind must be functional or hierarchical")
+    level = str(spec.get("level", ""))
+    if level not in chain:
+        raise PolicyError(f"{where}: a {kind} level is one of {', '.join(chain)}")
+    actions = tuple(str(a) for a in _list(spec.get("actions", ["event"])))
+    unknown = set(actions) - ACTIONS
+    if unknown:
+        raise PolicyError(f"{where}: unknown actions {sorted(unknown)}")
+    at = int(spec.get("at", 100))
+    if not 1 <= at <= 1000:
+        raise PolicyError(f"{where}: at is a percentage of the target (1..1000)")
+    metrics = tuple(str(m) for m in _list(spec.get("metrics"))) or METRICS
+    if set(metrics) - set(METRICS):
+        raise PolicyError(f"{where}: metrics are {', '.join(METRICS)}")
+    repeat = spec.get("repeat_every")
+    return EscalationRule(
+        at=at,
+        kind=kind,
+        level=level,
+        actions=actions,
+        notify=tuple(str(a) for a in _list(spec.get("notify"))),
+        priority=_enum(PRIORITIES, spec["priority"], where) if spec.get("priority") else 0,
+        reassign_to=str(spec.get("reassign_to", "")),
+        queue=str(spec.get("queue", "")),
+        repeat_every=duration(repeat, where) if repeat else None,
+        metrics=metrics,
+    )
+
+
+def parse(doc: Mapping[str, Any]) -> Policies:
+    """Policies from a parsed policy file; PolicyError names the first invalid entry."""
+    if not isinstance(doc, Mapping):
+        raise PolicyError("the policy file must be a mapping")
+    calendars: dict[str, Calendar] = {"24x7": ALWAYS}
+    for name, spec in (doc.get("calendars") or {}).items():
+        try:
+            calendars[str(name)] = parse_calendar(str(name), spec)
+        except (ValueError, KeyError) as exc:
+            raise PolicyError(f"calendars.{name}: {exc}") from None
+    sla = []
+    for i, spec in enumerate(doc.get("sla_policies") or []):
+        where = f"sla_policies[{i}]"
+        cal_name = str(spec.get("calendar", "24x7"))
+        if cal_name not in calendars:
+            raise PolicyError(f"{where}: unknown calendar {cal_name!r}")
+        targets = {m: duration(spec[m], f"{where}.{m}") for m in METRICS if spec.get(m)}
+        sla.append(
+            SlaPolicy(
+                name=str(spec.get("name", f"policy-{i}")),
+                tenant=str(spec.get("tenant", "*")),
+                queues=tuple(str(q) for q in _list(spec.get("queue"))),
+                priorities=frozenset(
+                    _enum(PRIORITIES, p, where) for p in _list(spec.get("priority"))
+                ),
+                calendar=calendars[cal_name],
+                targets=targets,
+                escalations=tuple(
+                    sorted(
+                        (
+                            _rule(r, f"{where}.escalation[{j}]")
+                            for j, r in enumerate(spec.get("escalation") or [])
+                        ),
+                        key=lambda r: r.at,
+                    )
+                ),
+            )
+        )
+    templates: dict[tuple[str, str], Template] = {}
+    for i, spec in enumerate(doc.get("templates") or []):
+        where = f"templates[{i}]"
+        t = Template(
+            name=str(spec["name"]),
+            tenant=str(spec.get("tenant", "*")),
+            subject=str(spec.get("subject", "")),
+            case_type=_enum(CASE_TYPES, spec.get("case_type", "inquiry"), where),
+            priority=_enum(PRIORITIES, spec.get("priority", "normal"), where),
+            queue=str(spec.get("queue", "")),
+            note=str(spec.get("note", "")),
+        )
+        templates[(t.tenant, t.name)] = t
+    tasks = []
+    for i, spec in enumerate(doc.get("recurring") or []):
+        where = f"recurring[{i}]"
+        every = str(spec.get("every", "monthly"))
+        if every not in ("daily", "weekly", "monthly"):
+            raise PolicyError(f"{where}: every is daily, weekly or monthly")
+        tenant = str(spec.get("tenant", ""))
+        template = str(spec.get("template", ""))
+        if not tenant or tenant == "*":
+            raise PolicyError(f"{where}: a recurring task names its tenant")
+        if (tenant, template) not in templates and ("*", template) not in templates:
+            raise PolicyError(f"{where}: unknown template {template!r}")
+        start = spec.get("start")
+        tasks.append(
+            RecurringTask(
+                name=str(spec["name"]),
+                tenant=tenant,
+                template=template,
+                every=every,
+                at=time.fromisoformat(str(spec.get("at", "09:00"))),
+                tz=ZoneInfo(str(spec.get("timezone", "UTC"))),
+                day=int(spec.get("day", 1)),
+                start=start
+                if isinstance(start, date)
+                else date.fromisoformat(str(start))
+                if start
+                else date(2000, 1, 1),
+            )
+        )
+    auto_close = {
+        str(t): duration(v, f"auto_close_after.{t}")
+        for t, v in (doc.get("auto_close_after") or {}).items()
+    }
+    return Policies(
+        sla=tuple(sla),
+        templates=templates,
+        tasks=tuple(tasks),
+        auto_close_after=auto_close,
+        default_phone_region=str(doc.get("default_phone_region", "")),
+    )
+
+
+def load(path: str | Path | None) -> Policies:
+    """The policies in `path`, or the embedded default when it is empty."""
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+    else:
+        text = resources.files("switchboard.case.sla").joinpath("default_policy.yaml").read_text()
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML: {exc}") from None
+    try:
+        return parse(doc)
+    except (KeyError, TypeError) as exc:
+        raise PolicyError(f"missing or malformed entry: {exc}") from None

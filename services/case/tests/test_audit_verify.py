@@ -1,0 +1,115 @@
+"""The audit trail is a hash chain per case: it verifies, and `switchboard case verify` names every
+case whose stored entries were edited by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case import audit
+from switchboard.case.adapters import orm
+from switchboard.case.handlers import CaseHandlers
+from switchboard.cli.__main__ import main as cli_main
+from switchboard.core import events
+from switchboard.v1 import contact_pb2, events_pb2
+
+
+def created(contact_id: str, email: str) -> events_pb2.ContactCreated:
+    contact = contact_pb2.Contact(
+        contact_id=contact_id,
+        tenant="acme",
+        channel=contact_pb2.CHANNEL_CHAT,
+        identities=[
+            contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_EMAIL, value=email)
+        ],
+        content=[contact_pb2.ContentPart(content_type="text/plain", text="hello")],
+    )
+    contact.created_at.FromDatetime(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact=contact
+    )
+
+
+def verify(*args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        cli_main(["case", "verify", *args])
+    return int(exit_.value.code or 0), out.getvalue()
+
+
+async def test_editing_an_entry_by_hand_is_detected_and_named(
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handlers = CaseHandlers(sessions, "case")
+    for contact_id, email in (("c-1", "ana@example.com"), ("c-2", "bo@example.com")):
+        await handlers.on_contact_created(created(contact_id, email))
+    await handlers.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"),
+            contact_id="c-1",
+            agent_id="agent-1",
+        )
+    )
+    async with sessions() as session:
+        cases = {
+            c.contact_id: (await session.get(orm.Case, c.case_id))
+            for c in await session.scalars(select(orm.Contact))
+        }
+        checked, breaks = await audit.verify(session)
+    tampered, untouched = cases["c-1"], cases["c-2"]
+    assert tampered is not None and untouched is not None
+    assert breaks == [] and checked >= 2
+
+    monkeypatch.setenv("CASE_DATABASE_URL", database_url)
+    code, out = await asyncio.to_thread(verify)
+    assert code == 0, out
+    assert "intact" in out
+
+    # Someone rewrites who the case was assigned to, directly in the database.
+    async with sessions.begin() as session:
+        entry = await session.scalar(
+            select(orm.AuditEntry).where(
+                orm.AuditEntry.entity_id == tampered.id, orm.AuditEntry.action == "assigned"
+            )
+        )
+        assert entry is not None
+        await session.execute(
+            update(orm.AuditEntry)
+            .where(
+                orm.AuditEntry.entity == entry.entity,
+                orm.AuditEntry.entity_id == entry.entity_id,
+                orm.AuditEntry.seq == entry.seq,
+            )
+            .values(data=entry.data.replace("agent-1", "agent-9"))
+        )
+
+    code, out = await asyncio.to_thread(verify)
+    assert code == 1
+    assert tampered.id in out and tampered.reference in out
+    assert untouched.id not in out
+    assert f"entry {entry.seq}" in out
+
+    code, out = await asyncio.to_thread(verify, "--case", untouched.reference)
+    assert code == 0, out
+    code, out = await asyncio.to_thread(verify, "--case", tampered.id)
+    assert code == 1 and tampered.id in out
+
+    # A whole entry deleted (not the last) also breaks the chain.
+    async with sessions.begin() as session:
+        await session.execute(
+            orm.AuditEntry.__table__.delete().where(
+                orm.AuditEntry.entity_id == untouched.id, orm.AuditEntry.seq == 1
+            )
+        )
+    code, out = await asyncio.to_thread(verify)
+    assert code == 1
+    assert tampered.id in out and untouched.id in out

@@ -1,0 +1,122 @@
+"""Pure rules of the case service: lifecycle, references, identities, calendars, the policy file."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from switchboard.case.domain import identity, lifecycle, reference
+from switchboard.case.sla.calendar import Calendar, parse_calendar
+from switchboard.case.sla.policy import PolicyError, load, parse
+from switchboard.core.errors import FailedPrecondition, InvalidArgument
+from switchboard.v1 import case_pb2, contact_pb2
+
+
+def test_transitions() -> None:
+    path = [
+        lifecycle.NEW,
+        lifecycle.ASSIGNED,
+        lifecycle.IN_PROGRESS,
+        lifecycle.PENDING,
+        lifecycle.IN_PROGRESS,
+        lifecycle.RESOLVED,
+        lifecycle.IN_PROGRESS,  # reopened
+        lifecycle.RESOLVED,
+        lifecycle.CLOSED,
+    ]
+    for a, b in itertools.pairwise(path):
+        lifecycle.check(a, b)
+    assert lifecycle.is_reopen(lifecycle.RESOLVED, lifecycle.IN_PROGRESS)
+    with pytest.raises(FailedPrecondition, match="cannot go from closed to in_progress"):
+        lifecycle.check(lifecycle.CLOSED, lifecycle.IN_PROGRESS)
+    with pytest.raises(FailedPrecondition, match="cannot go from new to closed"):
+        lifecycle.check(lifecycle.NEW, lifecycle.CLOSED)
+    with pytest.raises(FailedPrecondition, match="cannot go from pending_customer to assigned"):
+        lifecycle.check(lifecycle.PENDING, lifecycle.ASSIGNED)
+
+
+def test_references() -> None:
+    refs = {reference.new_reference() for _ in range(200)}
+    assert len(refs) == 200
+    assert all(reference.looks_like_reference(r) for r in refs)
+    assert not any(set(r[2:]) & set("01IO") for r in refs)
+    assert reference.normalise("#c-7k3m9q") == "C-7K3M9Q"
+    assert reference.looks_like_reference("c-7k3m9q")
+    assert not reference.looks_like_reference("0123456789abcdef")
+
+
+def test_identities_normalise() -> None:
+    phone, email = contact_pb2.IDENTITY_KIND_PHONE, contact_pb2.IDENTITY_KIND_EMAIL
+    assert identity.normalise(phone, "+82 10-1234-5678") == "+821012345678"
+    assert identity.normalise(phone, "010-1234-5678", "KR") == "+821012345678"
+    assert identity.normalise(phone, "(030) 1234567", "DE") == "+49301234567"
+    assert identity.normalise(email, " Ana@Example.COM ") == "ana@example.com"
+    with pytest.raises(InvalidArgument, match="not a phone number"):
+        identity.normalise(phone, "anonymous", "KR")
+    with pytest.raises(InvalidArgument):
+        identity.normalise(phone, "010-1234-5678")  # national, and no region to read it in
+
+
+BERLIN = parse_calendar(
+    "berlin",
+    {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}, "holidays": ["2026-12-25"]},
+)
+
+
+def test_business_seconds_over_a_weekend_and_a_holiday() -> None:
+    friday_4pm = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)  # 16:00 Berlin
+    monday_10am = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # 10:00 Berlin
+    assert BERLIN.business_seconds(friday_4pm, monday_10am) == 2 * 3600
+    assert BERLIN.add(friday_4pm, 2 * 3600) == monday_10am
+    christmas_eve = datetime(2026, 12, 24, 15, 0, tzinfo=UTC)
+    boxing_day = datetime(2026, 12, 26, 15, 0, tzinfo=UTC)  # a Saturday
+    assert BERLIN.business_seconds(christmas_eve, boxing_day) == 3600
+    assert BERLIN.business_seconds(monday_10am, friday_4pm) == 0
+
+
+def test_business_seconds_across_a_time_change() -> None:
+    # Berlin leaves summer time on 2026-10-25: Friday 16:00 CEST to Monday 10:00 CET.
+    friday = datetime(2026, 10, 23, 14, 0, tzinfo=UTC)
+    monday = datetime(2026, 10, 26, 9, 0, tzinfo=UTC)
+    assert BERLIN.business_seconds(friday, monday) == 2 * 3600
+    always = Calendar("24x7", always_open=True)
+    assert always.business_seconds(friday, monday) == (monday - friday).total_seconds()
+
+
+def test_policy_file() -> None:
+    policies = load(None)  # the embedded default
+    demo = policies.policy_for("demo", "", case_pb2.CASE_PRIORITY_NORMAL)
+    urgent = policies.policy_for("demo", "", case_pb2.CASE_PRIORITY_URGENT)
+    assert demo is not None and demo.name == "demo-standard"
+    assert urgent is not None and urgent.name == "demo-urgent"
+    assert policies.policy_for("acme", "", case_pb2.CASE_PRIORITY_NORMAL) is None
+    assert [r.at for r in demo.escalations] == [75, 100]
+    assert policies.template("acme", "password-reset") is not None
+    assert policies.auto_close("demo") == timedelta(days=7)
+    task = policies.tasks[0]
+    runs = task.occurrences(datetime(2026, 11, 15, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC))
+    assert [r.date() for r in runs] == [date(2026, 12, 1), date(2027, 1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"sla_policies": [{"calendar": "nowhere"}]}, "unknown calendar"),
+        ({"sla_policies": [{"resolution": "soon"}]}, "is not a duration"),
+        (
+            {"sla_policies": [{"escalation": [{"kind": "functional", "level": "manager"}]}]},
+            "functional level",
+        ),
+        (
+            {"sla_policies": [{"escalation": [{"level": "vendor", "actions": ["fax"]}]}]},
+            "unknown actions",
+        ),
+        ({"recurring": [{"name": "x", "tenant": "demo", "template": "none"}]}, "unknown template"),
+        ({"templates": [{"name": "t", "priority": "asap"}]}, "is not one of"),
+    ],
+)
+def test_policy_errors_name_the_entry(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        parse(doc)

@@ -1,0 +1,278 @@
+"""SLA clocks and escalation with a controllable clock, through the real service: business hours
+over a weekend, 75 % → escalated (email over real SMTP, event on NATS) → reminded → paused while
+pending customer → resumed by the customer's reply → breached and escalated again. Every step is
+in the case's audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiosmtpd.controller import Controller
+from nats.aio.msg import Msg
+
+from switchboard.case.bootstrap import CaseApp, bootstrap
+from switchboard.case.settings import CaseSettings
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.v1 import case_events_pb2, case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+
+T = TypeVar("T")
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], attempts: int = 400) -> T:
+    for _ in range(attempts):
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("the case service never showed the expected state")
+
+
+SECRET = "case-sla-secret"
+POLICY = """
+calendars:
+  berlin:
+    timezone: Europe/Berlin
+    hours: {mon-fri: "09:00-17:00"}
+    holidays: [2026-12-25]
+sla_policies:
+  - name: acme-standard
+    tenant: acme
+    calendar: berlin
+    resolution: 4h
+    escalation:
+      - {at: 75, kind: functional, level: second_line, actions: [email, event],
+         notify: [second-line@acme.example], repeat_every: 30m}
+      - {at: 100, kind: hierarchical, level: manager, actions: [email, event, reprioritise],
+         notify: [manager@acme.example], priority: urgent}
+"""
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.mails: list[tuple[list[str], str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append((list(envelope.rcpt_tos), envelope.content.decode()))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+async def app(
+    nats_url: str, database_url: str, tmp_path: Path, smtp: tuple[Inbox, int]
+) -> AsyncIterator[tuple[CaseApp, Clock]]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    clock = Clock(datetime(2026, 11, 27, 14, 0, tzinfo=UTC))  # Friday 15:00 in Berlin
+    settings = CaseSettings(  # type: ignore[call-arg]
+        NATS_URL=nats_url,
+        CASE_DATABASE_URL=database_url,
+        CASE_GRPC_PORT=0,
+        SWITCHBOARD_AUTH_SECRET=SECRET,
+        SHUTDOWN_GRACE_SECONDS=1.0,
+        CASE_POLICY_FILE=str(policy),
+        CASE_SMTP_HOST="127.0.0.1",
+        CASE_SMTP_PORT=smtp[1],
+    )
+    app = bootstrap(settings, clock=clock, run_scheduler=False)
+    await app.start()
+    yield app, clock
+    await app.stop()
+
+
+def _sla(case: case_pb2.Case) -> case_pb2.SlaTimer:
+    (timer,) = [t for t in case.sla if t.metric == "resolution"]
+    return timer
+
+
+async def test_escalate_pause_resume_breach(
+    app: tuple[CaseApp, Clock], bus: Bus, smtp: tuple[Inbox, int]
+) -> None:
+    service, clock = app
+    inbox = smtp[0]
+    seen: list[Any] = []
+
+    async def on_case_event(msg: Msg) -> None:
+        spec = events.spec_by_name((msg.headers or {}).get(events.TYPE_HEADER, ""))
+        assert spec is not None
+        event = spec.type()
+        event.ParseFromString(msg.data)
+        seen.append(event)
+
+    await bus.nc.subscribe("case.acme.>", cb=on_case_event)
+    token = auth.mint(SECRET, "acme", "agent-7", ["agent"])
+    async with sb_grpc.channel(f"127.0.0.1:{service.port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+        contact = contact_pb2.Contact(
+            contact_id="mail-1",
+            tenant="acme",
+            channel=contact_pb2.CHANNEL_EMAIL,
+            identities=[
+                contact_pb2.CustomerIdentity(
+                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value="ana@example.com"
+                )
+            ],
+            subject="Invoice wrong",
+            content=[contact_pb2.ContentPart(content_type="text/plain", text="Please fix it")],
+        )
+        contact.created_at.FromDatetime(clock.now)
+        await bus.publish(
+            events_pb2.ContactCreated(
+                meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), contact=contact
+            )
+        )
+
+        async def the_case() -> case_pb2.Case | None:
+            r = await stub.ListCases(case_pb2.ListCasesRequest(contact_id="mail-1"))
+            return r.cases[0] if r.cases else None
+
+        case = await eventually(the_case)
+        assert service.scheduler is not None
+        tick = service.scheduler.run_once
+
+        async def get() -> case_pb2.Case:
+            return await stub.GetCase(case_pb2.GetCaseRequest(case_id=case.case_id))
+
+        # Saturday noon: only Friday 15:00-17:00 counted (2 h of 4 h); nothing happens.
+        clock.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+        await tick()
+        timer = _sla(await get())
+        assert timer.elapsed.ToSeconds() == 2 * 3600
+        assert list(timer.thresholds_reached) == []
+
+        # Monday 10:00 Berlin: 3 h of 4 h = 75 % → escalated to the second line.
+        clock.now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+        await tick()
+        assert list(_sla(await get()).thresholds_reached) == [75]
+        assert inbox.mails and inbox.mails[0][0] == ["second-line@acme.example"]
+        assert f"[#{case.reference}]" in inbox.mails[0][1]
+
+        # Nobody acts for 30 minutes: the escalation is repeated.
+        clock.now = datetime(2026, 11, 30, 9, 40, tzinfo=UTC)
+        await tick()
+        assert len(inbox.mails) == 2
+
+        # The agent asks the customer: the clock stops at 3 h 45 min, reminders stop.
+        clock.now = datetime(2026, 11, 30, 9, 45, tzinfo=UTC)
+        await stub.UpdateCaseStatus(
+            case_pb2.UpdateCaseStatusRequest(
+                case_id=case.reference, status=case_pb2.CASE_STATUS_PENDING_CUSTOMER
+            )
+        )
+        clock.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # Tuesday 10:00 Berlin
+        await tick()
+        paused = await get()
+        assert _sla(paused).state == "paused"
+        assert _sla(paused).elapsed.ToSeconds() == 3 * 3600 + 45 * 60
+        assert not _sla(paused).HasField("breached_at")
+        assert len(inbox.mails) == 2
+
+        # The customer replies: the case is in progress again and the clock runs.
+        reply = contact_pb2.Message(
+            message_id="mail-2",
+            contact_id="mail-1",
+            author=contact_pb2.AUTHOR_CUSTOMER,
+            parts=[contact_pb2.ContentPart(content_type="text/plain", text="Here it is")],
+        )
+        reply.sent_at.FromDatetime(clock.now)
+        await bus.publish(
+            events_pb2.MessageAdded(
+                meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), message=reply
+            )
+        )
+
+        async def resumed() -> bool:
+            return _sla(await get()).state == "running"
+
+        await eventually(resumed)
+        assert (await get()).status == case_pb2.CASE_STATUS_IN_PROGRESS
+
+        # 15 more business minutes: 4 h → breached, escalated to the manager, made urgent.
+        clock.now = datetime(2026, 12, 1, 9, 15, tzinfo=UTC)
+        await tick()
+        breached = await get()
+        assert _sla(breached).breached_at.ToDatetime(tzinfo=UTC) == clock.now
+        assert list(_sla(breached).thresholds_reached) == [75, 100]
+        assert breached.priority == case_pb2.CASE_PRIORITY_URGENT
+        assert inbox.mails[-1][0] == ["manager@acme.example"]
+        assert len(inbox.mails) == 3
+
+        trail = await stub.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
+        assert trail.intact
+        steps = [
+            (e.action, json.loads(e.data_json))
+            for e in trail.entries
+            if e.action.startswith(("sla_", "escalat", "status_changed", "priority"))
+        ]
+        assert [a for a, _ in steps] == [
+            "sla_started",
+            "escalated",
+            "escalated",
+            "escalation_acknowledged",
+            "status_changed",
+            "sla_paused",
+            "status_changed",
+            "sla_resumed",
+            "sla_breached",
+            "escalated",
+            "priority_changed",
+        ]
+        assert [
+            (d["threshold"], d["repeat"], d["email"]) for a, d in steps if a == "escalated"
+        ] == [
+            (75, 0, "sent"),
+            (75, 1, "sent"),
+            (100, 0, "sent"),
+        ]
+        assert steps[4][1] == {"from": "new", "to": "pending_customer"}
+        assert steps[6][1] == {
+            "from": "pending_customer",
+            "to": "in_progress",
+            "reason": "the customer replied",
+        }
+
+    def escalations() -> list[tuple[int, int]]:
+        return [
+            (e.threshold, e.repeat) for e in seen if isinstance(e, case_events_pb2.CaseEscalated)
+        ]
+
+    async def all_events() -> bool:
+        breaches = [e for e in seen if isinstance(e, case_events_pb2.SlaBreached)]
+        return escalations() == [(75, 0), (75, 1), (100, 0)] and len(breaches) == 1
+
+    await eventually(all_events)
+    await asyncio.sleep(0)

@@ -1,0 +1,41 @@
+"""Who sent the fax: the caller id and the CSID (the sender's TSI) as E.164 phone identities."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+from switchboard.v1 import contact_pb2
+
+_DIALLABLE = re.compile(r"^[+\d][\d\s().\-/]{4,}$")
+
+
+def to_e164(raw: str, region: str) -> str:
+    """`raw` as an E.164 number (+821012345678), or "" when it is not a valid phone number.
+
+    A CSID is free text set on the sending machine: only the ones that read as a number count."""
+    value = (raw or "").strip()
+    if not value or not _DIALLABLE.match(value):
+        return ""
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    try:
+        number = phonenumbers.parse(value, None if value.startswith("+") else region or None)
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def identities(caller_id: str, csid: str, region: str) -> list[contact_pb2.CustomerIdentity]:
+    """Phone identities from the caller id and the CSID, without duplicates (caller id first)."""
+    seen: list[str] = []
+    for raw in (caller_id, csid):
+        number = to_e164(raw, region)
+        if number and number not in seen:
+            seen.append(number)
+    return [
+        contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_PHONE, value=n) for n in seen
+    ]

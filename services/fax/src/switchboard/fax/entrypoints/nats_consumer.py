@@ -1,0 +1,21 @@
+"""The fax channel's subscriptions on the bus."""
+
+from __future__ import annotations
+
+from switchboard.core.bus import Bus, ConsumerOptions
+from switchboard.fax.handlers import FaxReader
+from switchboard.fax.outbound import FaxSender
+from switchboard.v1 import events_pb2, fax_pb2
+
+# One fax at a time per replica (its pages are read in parallel); OCR of a long fax takes a while,
+# so the ack deadline is generous.
+READING = ConsumerOptions(batch=1, ack_wait=600.0, max_deliver=5)
+REPLIES = ConsumerOptions(batch=1, ack_wait=120.0, max_deliver=5)
+
+
+def subscribe(bus: Bus, reader: FaxReader, sender: FaxSender, durable: str, email: bool) -> None:
+    bus.subscribe(durable, fax_pb2.FaxReceived, reader.on_fax_received, READING)
+    bus.subscribe(f"{durable}-outbound", events_pb2.OutboundFax, sender.on_outbound_fax, REPLIES)
+    if email:
+        bus.subscribe(f"{durable}-email", events_pb2.ContactCreated, reader.on_email_contact)
+        bus.subscribe(f"{durable}-email", events_pb2.MessageAdded, reader.on_email_message)

@@ -1,0 +1,277 @@
+"""From an accepted fax to a routed contact: normalise, read, decide, publish; or quarantine.
+
+Every FaxReceived ends in exactly one of two places: a ContactCreated (with a FaxProcessed
+holding the pages and their text), or a FaxQuarantined with the file kept and the reason.
+Handlers are idempotent: every event id derives from the fax id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from switchboard.core import language
+from switchboard.fax.adapters.objects import Objects
+from switchboard.fax.adapters.ocr import OcrError, PageText, Tesseract
+from switchboard.fax.domain import identity
+from switchboard.fax.domain.document import Document, Limits, Rejected, normalise
+from switchboard.fax.domain.rules import RuleBook
+from switchboard.fax.intake import accept, fax_id_for, kind_of
+from switchboard.fax.notifier import FaxNotifier
+from switchboard.v1 import contact_pb2, events_pb2, fax_pb2
+
+logger = logging.getLogger(__name__)
+
+FAX_TYPES = {"image/tiff", "image/tif", "application/pdf", "image/x-tiff"}
+FAX_SUFFIXES = (".tif", ".tiff", ".pdf")
+
+
+@dataclass(frozen=True)
+class ReadingConfig:
+    bucket: str
+    quarantine_bucket: str
+    limits: Limits
+    region: str
+    email_addresses: frozenset[str]
+
+
+class FaxReader:
+    """Handles FaxReceived (and email events carrying fax attachments)."""
+
+    def __init__(
+        self,
+        objects: Objects,
+        notifier: FaxNotifier,
+        ocr: Tesseract,
+        rules: RuleBook,
+        config: ReadingConfig,
+        workers: int = 2,
+    ) -> None:
+        self.objects = objects
+        self.notifier = notifier
+        self.ocr = ocr
+        self.rules = rules
+        self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fax-norm")
+        self.on_processed: Callable[[fax_pb2.FaxProcessed], None] | None = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- FaxReceived ------------------------------------------------------------------------
+
+    async def on_fax_received(self, event: fax_pb2.FaxReceived) -> None:
+        tenant = event.meta.tenant
+        data = await self.objects.get(event.original)
+        loop = asyncio.get_running_loop()
+        try:
+            document = await loop.run_in_executor(self._pool, normalise, data, self.config.limits)
+        except Rejected as exc:
+            await self.quarantine(event, data, exc.code, exc.reason)
+            return
+        except Exception as exc:  # a decoder bug must not lose the fax: keep it, say why
+            logger.exception("normalising fax %s failed", event.fax_id)
+            await self.quarantine(event, data, "unreadable", f"{type(exc).__name__}: {exc}")
+            return
+        await self._route(tenant, event, document)
+
+    async def quarantine(
+        self, event: fax_pb2.FaxReceived, data: bytes, code: str, reason: str
+    ) -> None:
+        """Keep the file and the reason in the quarantine bucket, then publish FaxQuarantined."""
+        tenant = event.meta.tenant
+        ext, content_type = kind_of(data)
+        prefix = f"{tenant}/{event.fax_id}"
+        kept = await self.objects.put(
+            self.config.quarantine_bucket,
+            f"{prefix}/original.{ext}",
+            data,
+            event.original.filename or f"fax.{ext}",
+            content_type,
+        )
+        await self.objects.put(
+            self.config.quarantine_bucket,
+            f"{prefix}/reason.txt",
+            f"{code}: {reason}\n".encode(),
+            "reason.txt",
+            "text/plain; charset=utf-8",
+        )
+        logger.warning("fax %s quarantined: %s: %s", event.fax_id, code, reason)
+        await self.notifier.fax_quarantined(tenant, event.fax_id, event.origin, kept, code, reason)
+
+    async def _read_page(self, png: bytes, fax_id: str, number: int) -> PageText:
+        try:
+            return await self.ocr.read(png)
+        except OcrError as exc:
+            # The page images still reach the agent; unreadable text must not hold up the fax.
+            logger.warning("OCR of fax %s page %d failed: %s", fax_id, number, exc)
+            return PageText("", -1.0, "", "")
+
+    async def _route(self, tenant: str, event: fax_pb2.FaxReceived, document: Document) -> None:
+        fax_id = event.fax_id
+        bucket = self.config.bucket
+        texts = await asyncio.gather(
+            *(self._read_page(p.png, fax_id, p.number) for p in document.pages)
+        )
+        pages: list[fax_pb2.FaxPage] = []
+        attachments: list[contact_pb2.AttachmentRef] = []
+        for page, text in zip(document.pages, texts, strict=True):
+            image = await self.objects.put(
+                bucket, f"{tenant}/{fax_id}/page-{page.number}.png", page.png,
+                f"page-{page.number}.png", "image/png",
+            )  # fmt: skip
+            thumb = await self.objects.put(
+                bucket, f"{tenant}/{fax_id}/page-{page.number}-thumb.png", page.thumbnail_png,
+                f"page-{page.number}-thumb.png", "image/png",
+            )  # fmt: skip
+            attachments.append(image)
+            pages.append(
+                fax_pb2.FaxPage(
+                    number=page.number,
+                    image=image,
+                    thumbnail=thumb,
+                    width=page.image.width,
+                    height=page.image.height,
+                    dpi_x=page.dpi[0],
+                    dpi_y=page.dpi[1],
+                    text=text.text,
+                    confidence=text.confidence,
+                    ocr_languages=text.languages,
+                    script=text.script,
+                )
+            )
+        full_text = "\n\n".join(p.text for p in pages if p.text)
+        lang, probability = language.detect(full_text)
+        decision = self.rules.for_tenant(tenant).decide(full_text, lang)
+        origin = event.origin
+        who = identity.identities(origin.caller_id_number, origin.csid, self.config.region)
+        contact = contact_pb2.Contact(
+            contact_id=fax_id,
+            tenant=tenant,
+            channel=contact_pb2.CHANNEL_FAX,
+            identities=who,
+            customer_name=origin.caller_id_name or origin.csid,
+            language=lang,
+            skills=decision.skills,
+            priority=decision.priority,
+            queue=decision.queue,
+            subject=_subject(full_text, len(pages)),
+            content=[contact_pb2.ContentPart(content_type="text/plain", text=full_text)],
+            attachments=[*attachments, event.original],
+            conversation_id=origin.comm_id or origin.reference or fax_id,
+        )
+        contact.created_at.FromDatetime(datetime.now(UTC))
+        processed = fax_pb2.FaxProcessed(
+            fax_id=fax_id,
+            contact_id=fax_id,
+            origin=origin,
+            original=event.original,
+            format=document.format,
+            compression=document.compression,
+            pages=pages,
+            language=lang,
+            language_probability=probability,
+            skills=decision.skills,
+            priority=decision.priority,
+            matched_rules=decision.matched,
+            identities=who,
+        )
+        await self.notifier.fax_processed(tenant, processed)
+        await self.notifier.contact_created(contact)
+        logger.info(
+            "fax %s: %d page(s), language %s, skills %s, priority %d",
+            fax_id, len(pages), lang or "?", ",".join(decision.skills) or "-", decision.priority,
+        )  # fmt: skip
+        if self.on_processed is not None:
+            self.on_processed(processed)
+
+    # ---- email-to-fax -----------------------------------------------------------------------
+
+    def _is_fax_mail(self, addresses: set[str]) -> bool:
+        wanted = self.config.email_addresses
+        if not wanted:
+            return False
+        return "*" in wanted or bool(wanted & addresses)
+
+    async def on_email_contact(self, event: events_pb2.ContactCreated) -> None:
+        if event.meta.channel != contact_pb2.CHANNEL_EMAIL:
+            return
+        contact = event.contact
+        addresses = _addresses(contact)
+        if not self._is_fax_mail(addresses):
+            return
+        sender = next(
+            (i.value for i in contact.identities if i.kind == contact_pb2.IDENTITY_KIND_EMAIL), ""
+        )
+        await self._email_attachments(
+            event.meta, list(contact.attachments), sender, contact.customer_name, addresses
+        )
+
+    async def on_email_message(self, event: events_pb2.MessageAdded) -> None:
+        if event.meta.channel != contact_pb2.CHANNEL_EMAIL:
+            return
+        message = event.message
+        if message.author != contact_pb2.AUTHOR_CUSTOMER:
+            return
+        addresses = _addresses(message)
+        if not self._is_fax_mail(addresses):
+            return
+        await self._email_attachments(event.meta, list(message.attachments), "", "", addresses)
+
+    async def _email_attachments(
+        self,
+        meta: events_pb2.EventMeta,
+        refs: list[contact_pb2.AttachmentRef],
+        sender: str,
+        name: str,
+        addresses: set[str],
+    ) -> None:
+        wanted = self.config.email_addresses
+        received_by = next(iter(sorted(wanted & addresses)), "") if wanted else ""
+        for ref in refs:
+            if not _is_fax_attachment(ref):
+                continue
+            data = await self.objects.get(ref)
+            fax_id = fax_id_for("email", meta.event_id, ref.bucket, ref.object_name)
+            origin = fax_pb2.FaxOrigin(
+                intake=fax_pb2.FAX_INTAKE_EMAIL,
+                reference=meta.event_id,
+                filename=ref.filename,
+                received_by=received_by or sender,
+                caller_id_name=name or sender,
+            )
+            await accept(
+                self.objects, self.notifier, self.config.bucket, meta.tenant, fax_id, data, origin
+            )
+
+
+def _is_fax_attachment(ref: contact_pb2.AttachmentRef) -> bool:
+    content_type = ref.content_type.split(";")[0].strip().lower()
+    return content_type in FAX_TYPES or ref.filename.lower().endswith(FAX_SUFFIXES)
+
+
+def _addresses(message: contact_pb2.Contact | contact_pb2.Message) -> set[str]:
+    """Every email address the event names: the sender's identity, and any recipient field the
+    email channel sets (to, recipients, mailbox...), found by name so either may be used."""
+    found: set[str] = set()
+    for field, value in message.ListFields():
+        if field.name == "identities":
+            found.update(
+                i.value.lower() for i in value if i.kind == contact_pb2.IDENTITY_KIND_EMAIL
+            )
+        elif field.name in ("to", "recipients", "mailbox", "delivered_to", "received_by"):
+            items = (
+                value if isinstance(value, str) is False and hasattr(value, "__iter__") else [value]
+            )
+            found.update(str(v).strip().lower() for v in items if isinstance(v, str))
+    return found
+
+
+def _subject(text: str, pages: int) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    label = f"Fax, {pages} page{'s' if pages != 1 else ''}"
+    return f"{label}: {first[:80]}" if first else label

@@ -1,0 +1,145 @@
+"""Agents' replies by fax: OutboundFax -> a rendered document -> HylaFAX -> DeliveryStatus.
+
+The rendered document is kept in the object store (so a reply is never lost, sent or not).
+Sending is tried a bounded number of times (each failure is a RETRYING status), then FAILED;
+a submitted job is followed until HylaFAX reports it DONE (DELIVERED) or FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from switchboard.fax.adapters.hylafax import HylaFaxClient, HylaFaxConfig, HylaFaxError
+from switchboard.fax.adapters.objects import Objects
+from switchboard.fax.domain import identity, render
+from switchboard.fax.notifier import FaxNotifier
+from switchboard.v1 import events_pb2
+
+logger = logging.getLogger(__name__)
+
+SENT = events_pb2.DELIVERY_STATE_SENT
+DELIVERED = events_pb2.DELIVERY_STATE_DELIVERED
+RETRYING = events_pb2.DELIVERY_STATE_RETRYING
+FAILED = events_pb2.DELIVERY_STATE_FAILED
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    bucket: str
+    font: str
+    format: str = "tiff"
+    hylafax: HylaFaxConfig | None = None
+    attempts: int = 3
+    retry_seconds: float = 1.0
+    poll_seconds: float = 10.0
+    poll_limit: int = 360
+    region: str = "KR"
+
+
+class FaxSender:
+    def __init__(
+        self,
+        objects: Objects,
+        notifier: FaxNotifier,
+        config: ReplyConfig,
+        client_factory: Callable[[HylaFaxConfig], HylaFaxClient] = HylaFaxClient,
+    ) -> None:
+        self.objects = objects
+        self.notifier = notifier
+        self.config = config
+        self.client_factory = client_factory
+        self._follow: set[asyncio.Task[None]] = set()
+        self._sent: dict[str, str] = {}  # command id -> HylaFAX job id (re-delivery: not re-sent)
+
+    async def close(self) -> None:
+        for task in list(self._follow):
+            task.cancel()
+        for task in list(self._follow):
+            with contextlib.suppress(BaseException):
+                await task
+
+    def render(self, command: events_pb2.OutboundFax) -> tuple[bytes, str, str]:
+        """The reply as document bytes, extension and content type."""
+        header = render.reply_header(command.case_reference, command.to_number, datetime.now(UTC))
+        pages = render.render_pages(command.text, header, self.config.font)
+        if self.config.format == "pdf":
+            return render.to_pdf(pages), "pdf", "application/pdf"
+        return render.to_tiff(pages, "group4"), "tif", "image/tiff"
+
+    async def on_outbound_fax(self, command: events_pb2.OutboundFax) -> None:
+        command_id = command.meta.event_id
+        if command_id in self._sent:
+            return
+        number = identity.to_e164(command.to_number, self.config.region)
+        if not number:
+            await self.notifier.delivery(
+                command, FAILED, f"to_number {command.to_number!r} is not a valid phone number", 1
+            )
+            return
+        loop = asyncio.get_running_loop()
+        data, ext, content_type = await loop.run_in_executor(None, self.render, command)
+        ref = await self.objects.put(
+            self.config.bucket,
+            f"{command.meta.tenant}/outbound/{command_id}.{ext}",
+            data,
+            f"reply-{command.case_reference or command_id[:8]}.{ext}",
+            content_type,
+        )
+        if self.config.hylafax is None:
+            await self.notifier.delivery(
+                command,
+                FAILED,
+                "no fax server is configured (FAX_HYLAFAX_HOST); the rendered reply is kept "
+                f"at {ref.bucket}/{ref.object_name}",
+                1,
+            )
+            return
+        dial = number.lstrip("+")
+        for attempt in range(1, self.config.attempts + 1):
+            try:
+                async with self.client_factory(self.config.hylafax) as client:
+                    job = await client.submit(data, dial)
+            except (HylaFaxError, OSError, TimeoutError) as exc:
+                last = attempt == self.config.attempts
+                await self.notifier.delivery(
+                    command, FAILED if last else RETRYING, f"HylaFAX: {exc}", attempt
+                )
+                if last:
+                    return
+                await asyncio.sleep(self.config.retry_seconds * attempt)
+                continue
+            self._sent[command_id] = job
+            await self.notifier.delivery(
+                command, SENT, f"HylaFAX job {job} submitted to {number}", attempt, job
+            )
+            task = asyncio.create_task(self._follow_job(command, job, attempt))
+            self._follow.add(task)
+            task.add_done_callback(self._follow.discard)
+            return
+
+    async def _follow_job(self, command: events_pb2.OutboundFax, job: str, attempt: int) -> None:
+        assert self.config.hylafax is not None
+        for _ in range(self.config.poll_limit):
+            await asyncio.sleep(self.config.poll_seconds)
+            try:
+                async with self.client_factory(self.config.hylafax) as client:
+                    state = await client.job_state(job)
+            except (HylaFaxError, OSError, TimeoutError) as exc:
+                logger.warning("asking HylaFAX about job %s failed: %s", job, exc)
+                continue
+            if state == "DONE":
+                await self.notifier.delivery(
+                    command, DELIVERED, f"HylaFAX job {job} done", attempt, job
+                )
+                return
+            if state == "FAILED":
+                await self.notifier.delivery(
+                    command, FAILED, f"HylaFAX job {job} failed", attempt, job
+                )
+                return
+        logger.warning("stopped following HylaFAX job %s: no final state", job)
