@@ -137,6 +137,13 @@ class Supervisor:
             grpc_port = choose_port(int(os.environ.get(spec.grpc_env, spec.grpc_default)), taken)
             env[spec.grpc_env] = str(grpc_port)
             endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
+            # Later services find this one's gRPC address under these names (SERVICES is ordered
+            # so that case and router start first).
+            address = endpoints.grpc[spec.name]
+            key = spec.name.upper().replace("-", "_")
+            base_env[f"SWITCHBOARD_{key}_ADDR"] = address
+            for alias in PEER_ALIASES.get(spec.name, ()):
+                base_env[alias] = address
             metrics_port = choose_port(9464 + i, taken)
             env["METRICS_PORT"] = str(metrics_port)
             endpoints.metrics[spec.name] = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -222,6 +229,13 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.proc.pid, signal.SIGKILL)
                 await child.proc.wait()
+
+
+# Environment variables under which services look for a peer's gRPC address.
+PEER_ALIASES: dict[str, tuple[str, ...]] = {
+    "router": ("CHAT_ROUTER_TARGET",),
+    "case": ("CHAT_CASE_TARGET",),
+}
 
 
 def banner(endpoints: Endpoints, directory: Path) -> str:
