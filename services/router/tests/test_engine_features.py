@@ -306,3 +306,16 @@ queues:
     assert engine.config_versions["acme"][0] == 1
     online(engine, "ko-junior", {"ko": 1})  # the new queue has no minimum proficiency 3
     assert engine.contacts["c1"].status == eng.Status.OFFERED
+
+
+def test_a_waiting_call_turned_callback_keeps_its_place(engine: eng.Engine, clock: Clock) -> None:
+    engine.add_contact(contact("first", channel=contact_pb2.CHANNEL_VOICE))
+    clock.now += 5
+    engine.add_contact(contact("second", channel=contact_pb2.CHANNEL_VOICE))
+    engine.add_contact(contact("first", channel=contact_pb2.CHANNEL_VOICE, callback=True))
+    c = engine.contacts["first"]
+    assert c.contact.callback and c.req is not None and c.req.pausable
+    assert c.queued_at == 1000.0
+    engine.sign_in("acme", "ko", "ko", {"ko": 4}, {})
+    [offer] = offers(engine.set_connected("acme", "ko", True))
+    assert offer.contact.contact_id == "first"

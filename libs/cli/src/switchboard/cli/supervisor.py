@@ -233,7 +233,7 @@ class Supervisor:
 
 # Environment variables under which services look for a peer's gRPC address.
 PEER_ALIASES: dict[str, tuple[str, ...]] = {
-    "router": ("CHAT_ROUTER_TARGET",),
+    "router": ("CHAT_ROUTER_TARGET",),  # the voice gateway reads SWITCHBOARD_ROUTER_ADDR
     "case": ("CHAT_CASE_TARGET",),
 }
 

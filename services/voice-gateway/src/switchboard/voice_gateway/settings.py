@@ -7,3 +7,22 @@ from switchboard.core.settings import ServiceSettings
 
 class VoiceGatewaySettings(ServiceSettings):
     grpc_port: int = Field(50054, alias="VOICE_GATEWAY_GRPC_PORT")
+    # SIP over UDP and TCP share this port (0 picks a free one); TLS listens when a cert is set.
+    sip_host: str = Field("127.0.0.1", alias="VOICE_SIP_HOST")
+    sip_port: int = Field(5060, alias="VOICE_SIP_PORT", ge=0, le=65535)
+    sip_tls_port: int = Field(5061, alias="VOICE_SIP_TLS_PORT", ge=0, le=65535)
+    sip_tls_cert: str = Field("", alias="VOICE_SIP_TLS_CERT")
+    sip_tls_key: str = Field("", alias="VOICE_SIP_TLS_KEY")
+    # The address put in Via, Contact and SDP (the host's public address behind NAT).
+    advertised_host: str = Field("", alias="VOICE_ADVERTISED_HOST")
+    media_host: str = Field("", alias="VOICE_MEDIA_HOST")
+    config_path: str = Field("", alias="VOICE_CONFIG")
+    prompts_dir: str = Field(".run/voice-prompts", alias="VOICE_PROMPTS_DIR")
+    router_addr: str = Field("127.0.0.1:50051", alias="SWITCHBOARD_ROUTER_ADDR")
+    max_calls: int = Field(200, alias="VOICE_MAX_CALLS", gt=0)
+    retry_after_seconds: int = Field(30, alias="VOICE_RETRY_AFTER_SECONDS", gt=0)
+    ring_timeout_seconds: float = Field(15.0, alias="VOICE_RING_TIMEOUT_SECONDS", gt=0)
+    position_poll_seconds: float = Field(5.0, alias="VOICE_POSITION_POLL_SECONDS", gt=0)
+    options_ping_seconds: float = Field(30.0, alias="VOICE_OPTIONS_PING_SECONDS", gt=0)
+    # Each replica consumes routing events with its own durable (it owns its calls' media).
+    consumer_name: str = Field("voice-gateway", alias="VOICE_CONSUMER")

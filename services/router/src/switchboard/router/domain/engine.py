@@ -670,8 +670,16 @@ class Engine:
     # ---- contacts ----------------------------------------------------------------------------
 
     def add_contact(self, contact: contact_pb2.Contact, traceparent: str = "") -> list[Effect]:
-        """Queue a new contact and offer it if an agent is free. Re-delivery is a no-op."""
-        if contact.contact_id in self.contacts or contact.contact_id in self.history:
+        """Queue a new contact and offer it if an agent is free. Re-delivery is a no-op, except
+        that a waiting call the customer turned into a callback keeps its place as a callback."""
+        existing = self.contacts.get(contact.contact_id)
+        if existing is not None and contact.callback and not existing.contact.callback:
+            existing.contact.callback = True
+            if existing.status == Status.WAITING:
+                self._file(existing)  # same queued time: same place; now pausable by a surge
+                return self._match_contact(existing)
+            return []
+        if existing is not None or contact.contact_id in self.history:
             return []
         if not contact.contact_id:
             raise InvalidArgument("contact.contact_id")

@@ -1,0 +1,50 @@
+"""G.711 µ-law and A-law encoding (ITU-T G.711), through tables built once per process."""
+
+from __future__ import annotations
+
+import array
+from functools import cache
+
+PCMU, PCMA = 0, 8
+
+
+def _ulaw(sample: int) -> int:
+    bias, clip = 0x84, 32635
+    sign = 0x80 if sample < 0 else 0
+    if sample < 0:
+        sample = -sample
+    sample = min(sample, clip) + bias
+    exponent = 7
+    mask = 0x4000
+    while exponent > 0 and not sample & mask:
+        exponent -= 1
+        mask >>= 1
+    mantissa = (sample >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def _alaw(sample: int) -> int:
+    sign = 0x80 if sample >= 0 else 0
+    if sample < 0:
+        sample = -sample - 1
+    sample = min(sample, 32767) >> 3  # 13-bit magnitude
+    if sample < 32:
+        value = sample >> 1
+    else:
+        exponent = sample.bit_length() - 5
+        value = (exponent << 4) | ((sample >> exponent) & 0x0F)
+    return (value | sign) ^ 0x55
+
+
+@cache
+def _table(payload_type: int) -> bytes:
+    fn = _ulaw if payload_type == PCMU else _alaw
+    return bytes(fn(s) for s in range(-32768, 32768))
+
+
+def encode(pcm16: bytes, payload_type: int) -> bytes:
+    """Encode signed 16-bit little-endian mono PCM as PCMU (0) or PCMA (8)."""
+    samples = array.array("h")
+    samples.frombytes(pcm16[: len(pcm16) // 2 * 2])
+    table = _table(payload_type)
+    return bytes(table[s + 32768] for s in samples)

@@ -1,0 +1,336 @@
+"""Fixtures: the router in-process on real NATS and gRPC, the voice gateway on free ports,
+baresip user agents, and a recorder of the events on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import yaml
+
+from switchboard.core.bus import decode
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.testing.agents import AgentClient
+from switchboard.voice_gateway.bootstrap import VoiceGatewayApp
+from switchboard.voice_gateway.settings import VoiceGatewaySettings
+
+BARESIP = "/usr/bin/baresip"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Baresip:
+    def __init__(self, folder: Path, account: str, tone_hz: int = 440) -> None:
+        self.folder = folder
+        self.account = account
+        self.tone_hz = tone_hz
+        self.sip_port = free_port()
+        self.ctrl_port = free_port(socket.SOCK_STREAM)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._responses: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._token = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Baresip:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        rtp = free_port()
+        (self.folder / "config").write_text(
+            "\n".join(
+                [
+                    "poll_method epoll",
+                    f"sip_listen 127.0.0.1:{self.sip_port}",
+                    f"audio_player aufile,{self.folder / 'heard.wav'}",
+                    f"audio_source ausine,{self.tone_hz}",
+                    "ausrc_srate 48000",  # ausine makes 48 kHz only; baresip resamples
+                    "ausrc_channels 2",
+                    "audio_alert aufile,/dev/null",
+                    f"rtp_ports {rtp}-{rtp + 20}",
+                    "module_path /usr/lib/baresip/modules",
+                    "module account.so",
+                    "module g711.so",
+                    "module aufile.so",
+                    "module ausine.so",
+                    "module_app menu.so",
+                    "module_app ctrl_tcp.so",
+                    f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
+                    "",
+                ]
+            )
+        )
+        (self.folder / "accounts").write_text(self.account + "\n")
+        log = (self.folder / "baresip.log").open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            BARESIP,
+            "-f",
+            str(self.folder),
+            "-v",
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        for _ in range(200):
+            try:
+                self.reader, self.writer = await asyncio.open_connection(
+                    "127.0.0.1", self.ctrl_port
+                )
+                break
+            except OSError:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"baresip exited: {self.log()}") from None
+                await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"baresip ctrl_tcp never listened: {self.log()}")
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    def log(self) -> str:
+        path = self.folder / "baresip.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    async def _read(self) -> None:
+        assert self.reader is not None
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                length = await self.reader.readuntil(b":")
+                data = await self.reader.readexactly(int(length[:-1]))
+                await self.reader.readexactly(1)  # the trailing comma
+                message = json.loads(data)
+                if message.get("response"):
+                    fut = self._responses.pop(str(message.get("token")), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(message)
+                elif message.get("event"):
+                    self.events.append(message)
+                    self._changed.set()
+
+    async def command(self, command: str, params: str = "") -> dict[str, Any]:
+        assert self.writer is not None
+        self._token += 1
+        token = str(self._token)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._responses[token] = fut
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        self.writer.write(f"{len(body)}:".encode() + body + b",")
+        return await asyncio.wait_for(fut, 10)
+
+    async def wait_event(self, kind: str, timeout: float = 15.0, after: int = 0) -> dict[str, Any]:
+        """The first event of `kind` (e.g. CALL_ESTABLISHED) at index >= `after`."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events[after:]:
+                    if event.get("type") == kind:
+                        return event
+                self._changed.clear()
+                await self._changed.wait()
+
+    def count(self, kind: str) -> int:
+        return sum(1 for e in self.events if e.get("type") == kind)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+SECRET = "voice-test-secret"
+HOTLINE = "+8215880001"
+CALLER = "+821012345678"
+
+TEST_CONFIG: dict[str, Any] = {
+    "realm": "switchboard",
+    "phones": {
+        "agent-ko": "pw-ko",
+        "agent-ko2": "pw-ko2",
+        "agent-zh": "pw-zh",
+        "agent-en": "pw-en",
+    },
+    "numbers": {
+        HOTLINE: {
+            "tenant": "demo",
+            "queue": "general",
+            "language": "en",
+            "language_menu": {
+                "prompt": "language-menu",
+                "options": {"1": "ko", "2": "zh", "3": "en"},
+            },
+            "topic_menu": {"prompt": "topic-menu", "options": {"1": "billing", "2": "technical"}},
+            "menu_timeout": "3s",
+            "callback_key": "*",
+            "announce_every": "2s",
+        },
+        "+15550100": {"tenant": "demo", "queue": "general", "language": "en", "menu_timeout": "1s"},
+    },
+}
+
+
+@dataclass
+class Recorder:
+    """Every event published on contact.> and routing.>, decoded."""
+
+    events: list[Any] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def of(self, kind: str, contact_id: str | None = None) -> list[Any]:
+        return [
+            e
+            for e in self.events
+            if type(e).__name__ == kind
+            and (
+                contact_id is None
+                or getattr(e, "contact_id", None) == contact_id
+                or (kind == "ContactCreated" and e.contact.contact_id == contact_id)
+            )
+        ]
+
+    async def wait(
+        self,
+        kind: str,
+        contact_id: str | None = None,
+        count: int = 1,
+        timeout: float = 20.0,
+        where: Callable[[Any], bool] | None = None,
+    ) -> list[Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [e for e in self.of(kind, contact_id) if where is None or where(e)]
+                if len(found) >= count:
+                    return found
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Voice:
+    nats_url: str
+    router: RouterApp
+    gateway: VoiceGatewayApp
+    events: Recorder
+    tmp: Path
+    agents: list[AgentClient] = field(default_factory=list)
+    phones: list[Baresip] = field(default_factory=list)
+
+    @property
+    def sip_port(self) -> int:
+        return self.gateway.sip_port
+
+    @property
+    def router_target(self) -> str:
+        return f"127.0.0.1:{self.router.port}"
+
+    async def agent(
+        self, agent_id: str, languages: dict[str, int], skills: dict[str, int] | None = None
+    ) -> AgentClient:
+        client = AgentClient(self.router_target, SECRET, "demo", agent_id)
+        await client.sign_in(languages, skills)
+        self.agents.append(client)
+        return client
+
+    async def phone(self, agent_id: str, tone_hz: int = 880) -> Baresip:
+        """An agent's SIP phone, registered with the gateway."""
+        password = TEST_CONFIG["phones"][agent_id]
+        account = (
+            f"<sip:{agent_id}@127.0.0.1:{self.sip_port}>;auth_pass={password};"
+            "regint=600;answermode=manual"
+        )
+        ua = await Baresip(self.tmp / agent_id, account, tone_hz).start()
+        self.phones.append(ua)
+        # Registered once the gateway has its binding (the event may precede our ctrl link).
+        assert self.gateway.gateway is not None
+        for _ in range(300):
+            if self.gateway.gateway.registrar.lookup(agent_id) is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError(f"{agent_id}'s phone never registered: {ua.log()}")
+        return ua
+
+    async def caller(self, name: str = "caller", number: str = CALLER) -> Baresip:
+        ua = await Baresip(self.tmp / name, f"<sip:{number}@127.0.0.1>;regint=0").start()
+        self.phones.append(ua)
+        return ua
+
+    def dial_uri(self, number: str = HOTLINE) -> str:
+        return f"sip:{number}@127.0.0.1:{self.sip_port}"
+
+
+async def start_gateway(
+    nats_url: str, router_port: int, tmp: Path, config: dict[str, Any], **extra: Any
+) -> VoiceGatewayApp:
+    path = tmp / "voice.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = VoiceGatewaySettings(
+        NATS_URL=nats_url,
+        SWITCHBOARD_AUTH_SECRET=SECRET,
+        VOICE_GATEWAY_GRPC_PORT=0,
+        VOICE_SIP_PORT=0,
+        VOICE_CONFIG=str(path),
+        VOICE_PROMPTS_DIR=str(tmp / "prompts"),
+        SWITCHBOARD_ROUTER_ADDR=f"127.0.0.1:{router_port}",
+        VOICE_RING_TIMEOUT_SECONDS=3,
+        VOICE_POSITION_POLL_SECONDS=1,
+        **extra,
+    )
+    app = VoiceGatewayApp(settings)
+    await app.start()
+    return app
+
+
+@pytest.fixture
+async def voice(nats_url: str, tmp_path: Path) -> AsyncIterator[Voice]:
+    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
+    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
+    await router.start()
+    recorder = Recorder()
+    nc = await nats.connect(nats_url)
+
+    async def record(msg: Any) -> None:
+        try:
+            recorder.events.append(decode(msg))
+        except Exception:
+            return
+        recorder.changed.set()
+
+    await nc.subscribe("contact.>", cb=record)
+    await nc.subscribe("routing.>", cb=record)
+    gateway = await start_gateway(nats_url, router.port, tmp_path, TEST_CONFIG)
+    v = Voice(nats_url, router, gateway, recorder, tmp_path)
+    try:
+        yield v
+    finally:
+        for ua in v.phones:
+            await ua.stop()
+        await gateway.stop()
+        for agent in v.agents:
+            await agent.close()
+        await nc.close()
+        await router.stop()
+
+
+Waiter = Callable[[], Awaitable[None]]
