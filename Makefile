@@ -13,7 +13,7 @@ MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium
 
-.PHONY: help uv sync proto proto-check lint format test run bench system-deps
+.PHONY: help uv sync proto proto-check lint format test run bench simulate system-deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,3 +53,6 @@ run: sync system-deps ## start the whole platform on the embedded defaults
 
 bench: sync ## end-to-end and raw-transport figures, written to bench-results.json
 	@$(UV) run --locked python bench/run.py
+
+simulate: sync ## routing simulation vs Erlang C and a naive router: table, simulation.png
+	@$(UV) run --locked python -m switchboard.router.simulate $(SIMULATE_ARGS)

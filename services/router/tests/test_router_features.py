@@ -259,10 +259,15 @@ async def test_position_and_estimated_wait(router: RouterApp, bus: Bus) -> None:
     for i in range(3):
         await bus.publish(created(f"zh-{i}", language="zh", queue="slow"))
     sup = stub(router)
-    for _ in range(100):
-        pos = await sup.GetContactPosition(router_pb2.GetContactPositionRequest(contact_id="zh-2"))
-        if pos.waiting == 3:
-            break
+    for _ in range(200):  # until the router has consumed all three
+        try:
+            pos = await sup.GetContactPosition(
+                router_pb2.GetContactPositionRequest(contact_id="zh-2")
+            )
+            if pos.waiting == 3:
+                break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND
         await asyncio.sleep(0.05)
     assert (pos.position, pos.waiting, pos.state) == (3, 3, "waiting")
     assert pos.estimated_wait.seconds > 0

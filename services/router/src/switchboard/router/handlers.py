@@ -155,7 +155,11 @@ class Router:
         """Run the engine's timers (offer expiry, routing steps, surge, wrap-up) when they are due."""
         while True:
             due = self.engine.next_due()
-            timeout = 1.0 if due is None else min(1.0, max(0.0, due - self.wall()))
+            if not self.leader:
+                await asyncio.sleep(0.5)
+                continue
+            # At least a millisecond: wait_for with no time left would not yield to the loop.
+            timeout = 1.0 if due is None else min(1.0, max(0.001, due - self.wall()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()

@@ -408,6 +408,7 @@ class Engine:
         self.buckets: dict[Req, list[tuple[int, float, int, str, int]]] = {}
         self.bucket_size: dict[Req, int] = {}
         self.req_groups: dict[Req, tuple[int, list[tuple[int, Group, bool]]]] = {}
+        self.req_excluded: dict[Req, tuple[int, list[tuple[Group, tuple[Why, ...], str]]]] = {}
         self.sticky_waiting: dict[tuple[str, str], dict[str, None]] = {}
         self.timers: list[tuple[float, int, str, Any, int]] = []
         self.config_versions: dict[str, tuple[int, float]] = {}  # tenant -> (version, applied at)
@@ -786,10 +787,17 @@ class Engine:
         self._schedule_step(c)
         qs = self.tenant(c.tenant).queue_stats(c.queue)
         qs.waiting += 1
+        if len(qs.oldest) > 2 * qs.waiting + 64:  # compact the entries of contacts gone
+            qs.oldest[:] = [e for e in qs.oldest if self._still_waiting(e[2], c.queue)]
+            heapq.heapify(qs.oldest)
         heapq.heappush(qs.oldest, (c.queued_at, c.seq, c.contact_id))
         self._schedule_ages(c)
         if c.sticky_agent:
             self.sticky_waiting.setdefault((c.tenant, c.sticky_agent), {})[c.contact_id] = None
+
+    def _still_waiting(self, contact_id: str, queue: str) -> bool:
+        c = self.contacts.get(contact_id)
+        return c is not None and c.status == Status.WAITING and c.queue == queue
 
     def _live_contact_entry(self, req: Req, entry: tuple[int, float, int, str, int]) -> bool:
         c = self.contacts.get(entry[3])
@@ -1216,23 +1224,22 @@ class Engine:
         req = c.req or self._req(c)
         listed: list[tuple[str, tuple[Why, ...], str]] = []
         total = 0
-        for group in self.tenant_groups.get(c.tenant, []):
-            _, reasons, _ = group.assess(req)
-            if reasons:
-                total += len(group.members)
-                detail = self._detail(group, req, reasons)
-                for agent_id in group.members:
-                    if len(listed) >= MAX_EXCLUSIONS:
-                        break
-                    listed.append((agent_id, tuple(reasons), detail))
-                continue
+        for group, reasons, detail in self._not_qualifying(req):
+            total += len(group.members)
+            for agent_id in group.members:
+                if len(listed) >= MAX_EXCLUSIONS:
+                    break
+                listed.append((agent_id, reasons, detail))
+        for _, group, _ in self._qualifying(req):
             available = group.available.get(c.channel, 0)
             unavailable = len(group.members) - available
             declined = sum(1 for a in c.declined_by if a in group.members)
             total += unavailable + declined
             if len(listed) >= MAX_EXCLUSIONS or unavailable + declined == 0:
                 continue
-            for agent in group.members.values():
+            # Name some of them; looking further than a few hundred members costs more than the
+            # names are worth (they are all counted above).
+            for agent in itertools.islice(group.members.values(), 500):
                 if len(listed) >= MAX_EXCLUSIONS:
                     break
                 if agent.agent_id in chosen:
@@ -1241,6 +1248,20 @@ class Engine:
                 if why is not None:
                     listed.append((agent.agent_id, (why[0],), why[1]))
         return listed, total
+
+    def _not_qualifying(self, req: Req) -> list[tuple[Group, tuple[Why, ...], str]]:
+        """The groups that cannot take contacts with these requirements, with why (cached until a
+        new group appears, like `_qualifying`)."""
+        cached = self.req_excluded.get(req)
+        if cached is not None and cached[0] == self._groups_version:
+            return cached[1]
+        out: list[tuple[Group, tuple[Why, ...], str]] = []
+        for group in self.tenant_groups.get(req.tenant, []):
+            _, reasons, _ = group.assess(req)
+            if reasons:
+                out.append((group, tuple(reasons), self._detail(group, req, reasons)))
+        self.req_excluded[req] = (self._groups_version, out)
+        return out
 
     def _detail(self, group: Group, req: Req, reasons: list[Why]) -> str:
         if Why.LANGUAGE in reasons:
