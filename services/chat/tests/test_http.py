@@ -49,7 +49,7 @@ async def test_stop_closes_connected_clients_promptly(chat: ChatApp, connect: An
     customer = await connect.customer()
     await customer.next("session")
     polling = await connect.raw(
-        "/customer", {"tenant": "demo", "language": "en"}, transports=("polling",)
+        "/customer", {"token": customer.token, "language": "en"}, transports=("polling",)
     )
     await polling.next("session")
 

@@ -46,7 +46,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         50054,
         listeners=(Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),),
     ),
-    ServiceSpec("email-ingest", "switchboard.email_ingest", "EMAIL_INGEST_GRPC_PORT", 50055),
+    ServiceSpec(
+        "email-ingest",
+        "switchboard.email_ingest",
+        "EMAIL_INGEST_GRPC_PORT",
+        50055,
+        listeners=(Listener("Email receive (SMTP)", "EMAIL_SMTP_PORT", 2525, "smtp"),),
+    ),
     ServiceSpec(
         "fax",
         "switchboard.fax",

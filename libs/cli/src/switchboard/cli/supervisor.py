@@ -244,6 +244,8 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         "",
         "Switchboard is running.",
         f"  Web chat (customer):  {chat}/?tenant={endpoints.tenant}",
+        f"  Agent inbox:          {chat}/inbox   (demo agents: see docs/inbox.md)",
+        f"  Wallboard:            {chat}/wallboard",
         f"  NATS:                 {endpoints.nats_url}",
     ]
     for label, address in endpoints.listeners.items():

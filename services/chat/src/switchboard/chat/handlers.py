@@ -1,12 +1,31 @@
 """The chat's application layer: what customers and agents may do, and what the bus tells us.
 
-Socket handlers call the command methods; the bus consumer calls the ``on_*`` methods. Messages
-reach sockets only from the consumer (through ``Delivery``), so any replica can deliver them.
+Socket handlers and HTTP routes call the command methods; the bus consumer calls ``on_*``.
+Messages reach sockets only from the consumer (through ``Delivery``, whose emits cross replicas
+over the NATS client manager), after the durable history has stored them.
+
+Internal API for the agent side (the /agent namespace and the inbox call these; every one checks
+that the contact is assigned to the agent and raises a ``DomainError`` otherwise):
+
+- ``await chat.send_agent_message(tenant, contact_id, agent_id, text) -> Sent`` publishes an
+  agent's reply (MessageAdded); it reaches the customer and the agent's room as a ``message``.
+- ``await chat.agent_typing(tenant, contact_id, agent_id, typing: bool)`` -> customer ``typing``.
+- ``await chat.agent_receipt(tenant, contact_id, agent_id, message_id, "delivered"|"read")`` ->
+  customer ``receipt``.
+- ``await chat.conversation_for_agent(tenant, contact_id, agent_id) -> Conversation`` with its
+  messages (``conversation.history()`` is the wire form).
+- ``agent_join(principal, data)`` / ``agent_message(principal, data)``: the same, from a socket
+  event's payload.
+
+Events emitted to the /agent room ``contact:<contact_id>``: ``message`` (ChatMessage.to_wire),
+``typing`` {contact_id, author: "customer", typing}, ``receipt`` {contact_id, message_id,
+state, by: "customer"}, ``status`` {contact_id, state: "ended"}, ``rated`` {contact_id, score}.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 import weakref
@@ -15,7 +34,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from switchboard.chat.adapters.conversations import ConversationStore
+from switchboard.chat.adapters.router_client import RouterClient
+from switchboard.chat.config import ChatConfig
 from switchboard.chat.domain.model import (
+    EMAIL_RE,
     AuthorName,
     ChatMessage,
     Conversation,
@@ -27,7 +49,7 @@ from switchboard.chat.domain.model import (
 )
 from switchboard.chat.notifier import ChatNotifier
 from switchboard.core.auth import Principal
-from switchboard.core.errors import FailedPrecondition
+from switchboard.core.errors import FailedPrecondition, InvalidArgument
 from switchboard.v1 import contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
@@ -37,19 +59,20 @@ AUTHORS: dict[int, AuthorName] = {
     contact_pb2.AUTHOR_AGENT: "agent",
     contact_pb2.AUTHOR_SYSTEM: "system",
 }
+RECEIPT_STATES = ("delivered", "read")
 
 
 class Delivery(Protocol):
-    """Pushes events to the sockets connected to this replica."""
+    """Pushes events to sockets on every replica."""
 
-    async def to_contact(
-        self, contact_id: str, event: str, data: dict[str, Any], agents: bool = True
+    async def to_customer(
+        self, tenant: str, visitor_id: str, event: str, data: dict[str, Any]
     ) -> None:
-        """Emit to the contact's room of customers (and of agents, when `agents`)."""
+        """Emit to every socket of the visitor."""
         ...
 
-    async def join_visitor(self, tenant: str, visitor_id: str, contact_id: str) -> None:
-        """Put every socket of the visitor into the contact's room."""
+    async def to_agents(self, contact_id: str, event: str, data: dict[str, Any]) -> None:
+        """Emit to the agents' room of the contact."""
         ...
 
 
@@ -63,7 +86,9 @@ class Session:
         return {
             "visitor_id": self.visitor_id,
             "contact_id": c.contact_id if c else None,
+            "agent_name": (c.agent_name or None) if c else None,
             "messages": c.history() if c else [],
+            "receipts": (c.receipts.get("agent") or {}) if c else {},
         }
 
 
@@ -81,6 +106,36 @@ def _text_of(parts: Any) -> str:
     return "\n".join(p.text for p in parts if p.content_type in ("", "text/plain"))
 
 
+def file_url(tenant: str, object_name: str, filename: str) -> str:
+    """Where an uploaded file is served back (see entrypoints/api.py)."""
+    from urllib.parse import quote
+
+    return f"/files/{tenant}/{object_name.rsplit('/', 1)[-1]}/{quote(filename, safe='')}"
+
+
+def client_message_id(tenant: str, visitor_id: str, client_id: str) -> str:
+    """A message id derived from the widget's own id, so a message re-sent after a network drop
+    is the same message (de-duplicated) rather than a second one."""
+    return hashlib.sha256(f"{tenant}\0{visitor_id}\0{client_id}".encode()).hexdigest()[:32]
+
+
+def _client_id(data: Any) -> str | None:
+    value = data.get("client_id") if isinstance(data, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 8 <= len(value) <= 64 or not value.isascii():
+        raise InvalidArgument("client_id", "must be 8-64 ASCII characters")
+    return value
+
+
+def _receipt(data: Any) -> tuple[str, str]:
+    message_id = required_str(data, "message_id")
+    state = required_str(data, "state")
+    if state not in RECEIPT_STATES:
+        raise InvalidArgument("state", "must be delivered or read")
+    return message_id, state
+
+
 class Chat:
     def __init__(
         self,
@@ -89,12 +144,16 @@ class Chat:
         delivery: Delivery,
         max_message_bytes: int,
         assignment_wait: float = 5.0,
+        router: RouterClient | None = None,
+        config: ChatConfig | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.delivery = delivery
         self.max_message_bytes = max_message_bytes
         self.assignment_wait = assignment_wait
+        self.router = router
+        self.config = config or ChatConfig()
         # One lock per visitor, so two quick first messages create one contact, not two.
         self._visitor_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -103,25 +162,29 @@ class Chat:
 
     # ---- customers -----------------------------------------------------------------------------
 
-    async def customer_session(self, profile: CustomerProfile) -> Session:
-        """The visitor's identity (a new one if the widget has none) and open conversation."""
-        visitor_id = profile.visitor_id or uuid.uuid4().hex
-        conversation = await self.store.open_for_visitor(profile.tenant, visitor_id)
-        return Session(visitor_id, conversation)
+    async def customer_session(self, profile: CustomerProfile, since_seq: int = 0) -> Session:
+        """The visitor's open conversation, with the messages stored after `since_seq`."""
+        conversation = await self.store.open_for_visitor(profile.tenant, profile.visitor_id)
+        if conversation is not None:
+            conversation.messages = await self.store.history(
+                profile.tenant, conversation.contact_id, since_seq
+            )
+        return Session(profile.visitor_id, conversation)
 
     async def customer_message(self, profile: CustomerProfile, visitor_id: str, data: Any) -> Sent:
         """Publish a customer's message: the first one creates the contact."""
         text = check_text(data, self.max_message_bytes)
-        key = (profile.tenant, visitor_id)
-        lock = self._visitor_locks.get(key)
-        if lock is None:
-            lock = self._visitor_locks[key] = asyncio.Lock()
-        async with lock:
+        client_id = _client_id(data)
+        async with self._lock(profile.tenant, visitor_id):
             conversation = await self.store.open_for_visitor(profile.tenant, visitor_id)
             now = _now()
             if conversation is None:
                 return await self._create_contact(profile, visitor_id, text, now)
-            message_id = uuid.uuid4().hex
+            message_id = (
+                client_message_id(profile.tenant, visitor_id, client_id)
+                if client_id
+                else uuid.uuid4().hex
+            )
             await self.notifier.message_added(
                 profile.tenant,
                 conversation.contact_id,
@@ -132,8 +195,20 @@ class Chat:
             )
             return Sent(message_id, conversation.contact_id)
 
+    def _lock(self, tenant: str, visitor_id: str) -> asyncio.Lock:
+        key = (tenant, visitor_id)
+        lock = self._visitor_locks.get(key)
+        if lock is None:
+            lock = self._visitor_locks[key] = asyncio.Lock()
+        return lock
+
     async def _create_contact(
-        self, profile: CustomerProfile, visitor_id: str, text: str, now: datetime
+        self,
+        profile: CustomerProfile,
+        visitor_id: str,
+        text: str,
+        now: datetime,
+        offline: bool = False,
     ) -> Sent:
         contact_id = uuid.uuid4().hex
         conversation = Conversation(
@@ -142,17 +217,181 @@ class Chat:
             visitor_id=visitor_id,
             customer_name=profile.name,
             language=profile.language,
+            email=profile.email,
+            topic=profile.topic,
+            ended=offline,
         )
-        # Known (and the visitor's sockets in its room) before the router can answer.
-        await self.store.add(conversation)
-        await self.delivery.join_visitor(profile.tenant, visitor_id, contact_id)
+        if not offline:
+            await self.store.add(conversation)
         try:
-            await self.notifier.contact_created(contact_id, profile, visitor_id, text, now)
+            await self.notifier.contact_created(contact_id, profile, visitor_id, text, now, offline)
         except BaseException:
-            await self.store.discard(profile.tenant, contact_id)
+            if not offline:
+                await self.store.discard(profile.tenant, contact_id)
             raise
-        logger.info("chat contact %s created", contact_id)
+        logger.info("chat contact %s created%s", contact_id, " (offline)" if offline else "")
         return Sent(initial_message_id(contact_id), contact_id)
+
+    async def offline_message(self, profile: CustomerProfile, data: Any) -> Sent:
+        """A message left while nobody can answer: a contact to be answered by email."""
+        if not profile.email:
+            raise InvalidArgument("email", "is required for an offline message")
+        text = check_text(data, self.max_message_bytes)
+        return await self._create_contact(profile, profile.visitor_id, text, _now(), offline=True)
+
+    async def customer_attachment(
+        self, profile: CustomerProfile, ref: contact_pb2.AttachmentRef, caption: str = ""
+    ) -> Sent:
+        """Publish an uploaded file as a customer message of the visitor's open contact."""
+        conversation = await self.store.open_for_visitor(profile.tenant, profile.visitor_id)
+        if conversation is None:
+            raise FailedPrecondition("start the chat with a message before sending a file")
+        message_id = uuid.uuid4().hex
+        await self.notifier.message_added(
+            profile.tenant,
+            conversation.contact_id,
+            message_id,
+            contact_pb2.AUTHOR_CUSTOMER,
+            caption,
+            _now(),
+            attachment=ref,
+        )
+        return Sent(message_id, conversation.contact_id)
+
+    async def _open(self, profile: CustomerProfile) -> Conversation:
+        conversation = await self.store.open_for_visitor(profile.tenant, profile.visitor_id)
+        if conversation is None:
+            raise FailedPrecondition("no open chat")
+        return conversation
+
+    async def customer_typing(self, profile: CustomerProfile, data: Any) -> None:
+        typing = bool(data.get("typing")) if isinstance(data, dict) else False
+        conversation = await self._open(profile)
+        await self.delivery.to_agents(
+            conversation.contact_id,
+            "typing",
+            {"contact_id": conversation.contact_id, "author": "customer", "typing": typing},
+        )
+
+    async def customer_receipt(self, profile: CustomerProfile, data: Any) -> None:
+        message_id, state = _receipt(data)
+        conversation = await self._open(profile)
+        await self._record_receipt(
+            profile.tenant, conversation.contact_id, "customer", message_id, state
+        )
+        await self.delivery.to_agents(
+            conversation.contact_id,
+            "receipt",
+            {
+                "contact_id": conversation.contact_id,
+                "message_id": message_id,
+                "state": state,
+                "by": "customer",
+            },
+        )
+
+    async def _record_receipt(
+        self, tenant: str, contact_id: str, side: str, message_id: str, state: str
+    ) -> None:
+        def mark(c: Conversation) -> None:
+            c.receipts.setdefault(side, {})[state] = message_id
+            if state == "read":  # read implies delivered
+                c.receipts[side]["delivered"] = message_id
+
+        await self.store.update(tenant, contact_id, mark)
+
+    async def _visitors_contact(self, profile: CustomerProfile, data: Any) -> Conversation:
+        """The contact named in `data` if it is this visitor's (open or ended)."""
+        contact_id = required_str(data, "contact_id")
+        conversation = await self.store.get(profile.tenant, contact_id)
+        if conversation is None or conversation.visitor_id != profile.visitor_id:
+            raise InvalidArgument("contact_id", "is not one of your chats")
+        return conversation
+
+    async def rate(self, profile: CustomerProfile, data: Any) -> None:
+        """The customer's satisfaction rating (1-5, once per contact)."""
+        conversation = await self._visitors_contact(profile, data)
+        score = data.get("score")
+        if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+            raise InvalidArgument("score", "must be a whole number from 1 to 5")
+        comment = data.get("comment") or ""
+        if not isinstance(comment, str) or len(comment.encode()) > self.max_message_bytes:
+            raise InvalidArgument(
+                "comment", f"must be text of at most {self.max_message_bytes} bytes"
+            )
+        if conversation.rated:
+            raise FailedPrecondition("this chat has already been rated")
+        await self.notifier.satisfaction_rated(
+            profile.tenant, conversation.contact_id, score, comment
+        )
+
+        def rated(c: Conversation) -> None:
+            c.rated = True
+
+        await self.store.update(profile.tenant, conversation.contact_id, rated)
+        await self.delivery.to_agents(
+            conversation.contact_id,
+            "rated",
+            {"contact_id": conversation.contact_id, "score": score},
+        )
+
+    async def request_transcript(self, profile: CustomerProfile, data: Any) -> str:
+        """Ask the email channel to send the conversation to the customer; the address given,
+        or the one from the pre-chat form."""
+        conversation = await self._visitors_contact(profile, data)
+        email = data.get("email") or profile.email
+        if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
+            raise InvalidArgument("email", "is not a valid address")
+        messages = await self.store.history(profile.tenant, conversation.contact_id)
+        lines = []
+        for m in messages:
+            who = {
+                "customer": conversation.customer_name or "You",
+                "agent": m.agent_name or "Agent",
+            }.get(m.author, "Switchboard")
+            body = m.text or (f"[file: {m.attachment.get('filename')}]" if m.attachment else "")
+            lines.append(f"[{m.sent_at:%Y-%m-%d %H:%M} UTC] {who}: {body}")
+        request_id = uuid.uuid4().hex
+        await self.notifier.transcript_requested(
+            profile.tenant,
+            conversation.contact_id,
+            request_id,
+            email.strip().lower(),
+            "Your chat transcript",
+            "\n".join(lines) + "\n",
+        )
+        return request_id
+
+    async def queue_position(self, profile: CustomerProfile) -> dict[str, Any] | None:
+        """The visitor's place in the queue: the router's answer, else the last event's."""
+        conversation = await self.store.open_for_visitor(profile.tenant, profile.visitor_id)
+        if conversation is None:
+            return None
+        status = dict(conversation.status or {})
+        if status.get("state") not in (None, "queued"):
+            return status
+        p = (
+            await self.router.position(profile.tenant, conversation.contact_id)
+            if self.router
+            else None
+        )
+        if p is not None and p.position > 0:
+            status = {"state": "queued", "position": p.position, "waiting": p.waiting}
+            if p.estimated_wait_seconds is not None:
+                status["estimated_wait_seconds"] = p.estimated_wait_seconds
+        return status or None
+
+    async def availability(
+        self, tenant: str, language: str, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Whether a chat can be answered now: within opening hours and with a signed-in agent
+        who speaks `language`. A router that cannot tell counts as available."""
+        hours = self.config.tenant(tenant).hours
+        if hours is not None and not hours.is_open(now or _now()):
+            return {"available": False, "reason": "closed"}
+        if self.router is not None and await self.router.agents_for(tenant, language) is False:
+            return {"available": False, "reason": "no_agent"}
+        return {"available": True, "reason": None}
 
     # ---- agents --------------------------------------------------------------------------------
 
@@ -162,28 +401,69 @@ class Chat:
         conversation = await self._wait_assigned(agent.tenant, contact_id, agent.subject)
         if conversation is None:
             raise not_assigned(contact_id)
+        conversation.messages = await self.store.history(agent.tenant, contact_id)
+        return conversation
+
+    async def conversation_for_agent(
+        self, tenant: str, contact_id: str, agent_id: str
+    ) -> Conversation:
+        conversation = await self._assigned(tenant, contact_id, agent_id)
+        conversation.messages = await self.store.history(tenant, contact_id)
+        return conversation
+
+    async def _assigned(self, tenant: str, contact_id: str, agent_id: str) -> Conversation:
+        conversation = await self.store.get(tenant, contact_id)
+        if conversation is None or not conversation.agent_id or conversation.agent_id != agent_id:
+            raise not_assigned(contact_id)
         return conversation
 
     async def agent_message(self, agent: Principal, data: Any) -> Sent:
         """Publish an agent's reply to a contact assigned to them."""
         contact_id = required_str(data, "contact_id")
         text = check_text(data, self.max_message_bytes)
-        conversation = await self.store.get(agent.tenant, contact_id)
-        if conversation is None or not conversation.assigned_to(agent.subject):
-            raise not_assigned(contact_id)
+        return await self.send_agent_message(agent.tenant, contact_id, agent.subject, text)
+
+    async def send_agent_message(
+        self, tenant: str, contact_id: str, agent_id: str, text: str
+    ) -> Sent:
+        """Publish `text` from `agent_id` to the customer of `contact_id` (assigned to them)."""
+        text = check_text({"text": text}, self.max_message_bytes)
+        conversation = await self._assigned(tenant, contact_id, agent_id)
         if conversation.ended:
             raise FailedPrecondition(f"contact {contact_id} has ended")
         message_id = uuid.uuid4().hex
         await self.notifier.message_added(
-            agent.tenant,
+            tenant,
             contact_id,
             message_id,
             contact_pb2.AUTHOR_AGENT,
             text,
             _now(),
-            agent_id=agent.subject,
+            agent_id=agent_id,
         )
         return Sent(message_id, contact_id)
+
+    async def agent_typing(self, tenant: str, contact_id: str, agent_id: str, typing: bool) -> None:
+        conversation = await self._assigned(tenant, contact_id, agent_id)
+        await self.delivery.to_customer(
+            tenant,
+            conversation.visitor_id,
+            "typing",
+            {"contact_id": contact_id, "author": "agent", "typing": bool(typing)},
+        )
+
+    async def agent_receipt(
+        self, tenant: str, contact_id: str, agent_id: str, message_id: str, state: str
+    ) -> None:
+        message_id, state = _receipt({"message_id": message_id, "state": state})
+        conversation = await self._assigned(tenant, contact_id, agent_id)
+        await self._record_receipt(tenant, contact_id, "agent", message_id, state)
+        await self.delivery.to_customer(
+            tenant,
+            conversation.visitor_id,
+            "receipt",
+            {"contact_id": contact_id, "message_id": message_id, "state": state, "by": "agent"},
+        )
 
     async def _wait_assigned(
         self, tenant: str, contact_id: str, agent_id: str
@@ -203,9 +483,10 @@ class Chat:
                 if remaining <= 0:
                     return None
                 try:
-                    await asyncio.wait_for(waiter, remaining)
+                    # Another replica may consume the assignment: look again now and then.
+                    await asyncio.wait_for(waiter, min(remaining, 0.25))
                 except TimeoutError:
-                    return None
+                    pass
             finally:
                 waiters = self._assignment_waiters.get(key)
                 if waiters is not None:
@@ -246,6 +527,15 @@ class Chat:
         if author == "agent":
             same_agent = m.agent_id == conversation.agent_id
             agent_name = (conversation.agent_name or None) if same_agent else None
+        attachment = None
+        if m.attachments:
+            a = m.attachments[0]
+            attachment = {
+                "url": file_url(tenant, a.object_name, a.filename),
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": int(a.size_bytes),
+            }
         message = ChatMessage(
             message_id=m.message_id or event.meta.event_id,
             contact_id=m.contact_id,
@@ -254,13 +544,23 @@ class Chat:
             sent_at=m.sent_at.ToDatetime(tzinfo=UTC) if m.HasField("sent_at") else _now(),
             agent_id=m.agent_id,
             agent_name=agent_name,
+            attachment=attachment,
         )
-        await self._deliver(tenant, message)
+        await self._deliver(tenant, message, conversation)
 
-    async def _deliver(self, tenant: str, message: ChatMessage) -> None:
+    async def _deliver(
+        self, tenant: str, message: ChatMessage, conversation: Conversation | None = None
+    ) -> None:
         # Idempotent: a redelivered event is already in the history and is not emitted twice.
-        if await self.store.append(tenant, message.contact_id, message):
-            await self.delivery.to_contact(message.contact_id, "message", message.to_wire())
+        stored = await self.store.append(tenant, message.contact_id, message)
+        if stored is None:
+            return
+        conversation = conversation or await self.store.get(tenant, message.contact_id)
+        if conversation is None:
+            return
+        wire = stored.to_wire()
+        await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
+        await self.delivery.to_agents(message.contact_id, "message", wire)
 
     async def on_contact_queued(self, event: events_pb2.ContactQueued) -> None:
         status = {"state": "queued", "position": int(event.position)}
@@ -268,13 +568,19 @@ class Chat:
 
     async def on_contact_assigned(self, event: events_pb2.ContactAssigned) -> None:
         tenant, contact_id = event.meta.tenant, event.contact_id
-        conversation = await self.store.assign(tenant, contact_id, event.agent_id, event.agent_name)
+
+        def assign(c: Conversation) -> None:
+            c.agent_id, c.agent_name = event.agent_id, event.agent_name
+            c.status = {"state": "assigned", "agent_name": event.agent_name}
+
+        conversation = await self.store.update(tenant, contact_id, assign)
         if conversation is None:
             return
         logger.info("chat contact %s assigned to %s", contact_id, event.agent_id)
         self._wake(tenant, contact_id)
-        status = {"state": "assigned", "agent_name": event.agent_name}
-        await self._status(tenant, contact_id, status)
+        await self.delivery.to_customer(
+            tenant, conversation.visitor_id, "status", conversation.status or {}
+        )
 
     async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
         await self._end(event.meta.tenant, event.meta.channel, event.contact_id)
@@ -285,9 +591,18 @@ class Chat:
     async def _end(self, tenant: str, channel: int, contact_id: str) -> None:
         if channel != contact_pb2.CHANNEL_CHAT:
             return
-        if await self.store.end(tenant, contact_id) is not None:
-            await self.delivery.to_contact(contact_id, "status", {"state": "ended"})
+        conversation = await self.store.end(tenant, contact_id)
+        if conversation is not None:
+            status = {"state": "ended", "contact_id": contact_id}
+            await self.delivery.to_customer(tenant, conversation.visitor_id, "status", status)
+            await self.delivery.to_agents(contact_id, "status", status)
 
     async def _status(self, tenant: str, contact_id: str, status: dict[str, Any]) -> None:
-        if await self.store.set_status(tenant, contact_id, status) is not None:
-            await self.delivery.to_contact(contact_id, "status", status, agents=False)
+        def set_status(c: Conversation) -> None:
+            # A late ContactQueued never hides an assignment already made.
+            if not (c.status or {}).get("state") == "assigned" or status.get("state") != "queued":
+                c.status = dict(status)
+
+        conversation = await self.store.update(tenant, contact_id, set_status)
+        if conversation is not None:
+            await self.delivery.to_customer(tenant, conversation.visitor_id, "status", status)

@@ -13,6 +13,7 @@ from switchboard.v1 import contact_pb2, events_pb2
 
 SOURCE = "chat"
 DEFAULT_QUEUE = "general"
+OFFLINE_SUBJECT = "offline message"
 
 
 class Publisher(Protocol):
@@ -30,8 +31,16 @@ class ChatNotifier:
         self.bus = bus
 
     async def contact_created(
-        self, contact_id: str, profile: CustomerProfile, visitor_id: str, text: str, at: datetime
+        self,
+        contact_id: str,
+        profile: CustomerProfile,
+        visitor_id: str,
+        text: str,
+        at: datetime,
+        offline: bool = False,
     ) -> None:
+        """A new chat contact; `offline` marks a message left while no agent could answer
+        (subject "offline message", conversation id "offline:<visitor>", answered by email)."""
         identities = [
             contact_pb2.CustomerIdentity(
                 kind=contact_pb2.IDENTITY_KIND_CHAT_VISITOR, value=visitor_id
@@ -53,7 +62,8 @@ class ChatNotifier:
             skills=[profile.topic] if profile.topic else [],
             queue=DEFAULT_QUEUE,
             content=[_text(text)],
-            conversation_id=visitor_id,
+            conversation_id=f"offline:{visitor_id}" if offline else visitor_id,
+            subject=OFFLINE_SUBJECT if offline else "",
         )
         contact.created_at.FromDatetime(at)
         meta = events.new_meta(
@@ -70,15 +80,43 @@ class ChatNotifier:
         text: str,
         at: datetime,
         agent_id: str = "",
+        attachment: contact_pb2.AttachmentRef | None = None,
     ) -> None:
         message = contact_pb2.Message(
             message_id=message_id,
             contact_id=contact_id,
             author=author,  # type: ignore[arg-type]
             agent_id=agent_id,
-            parts=[_text(text)],
+            parts=[_text(text)] if text else [],
+            attachments=[attachment] if attachment is not None else [],
         )
         message.sent_at.FromDatetime(at)
         # The message id is the event id: a retried publish is de-duplicated by JetStream.
         meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, message_id)
         await self.bus.publish(events_pb2.MessageAdded(meta=meta, message=message))
+
+    async def satisfaction_rated(
+        self, tenant: str, contact_id: str, score: int, comment: str
+    ) -> None:
+        # One rating per contact: the event id makes a repeated rating a JetStream duplicate.
+        meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, f"{contact_id}:rated")
+        await self.bus.publish(
+            events_pb2.SatisfactionRated(
+                meta=meta, contact_id=contact_id, score=score, comment=comment
+            )
+        )
+
+    async def transcript_requested(
+        self, tenant: str, contact_id: str, request_id: str, to: str, subject: str, text: str
+    ) -> None:
+        meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, request_id)
+        await self.bus.publish(
+            events_pb2.OutboundEmail(
+                meta=meta,
+                contact_id=contact_id,
+                to=[to],
+                subject=subject,
+                text=text,
+                kind="transcript",
+            )
+        )

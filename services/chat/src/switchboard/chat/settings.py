@@ -16,6 +16,19 @@ class ChatSettings(ServiceSettings):
     default_tenant: str = Field("demo", alias="CHAT_DEFAULT_TENANT")
     # How long an agent's `join` waits for a ContactAssigned this replica has not consumed yet.
     assignment_wait_seconds: float = Field(5.0, alias="CHAT_ASSIGNMENT_WAIT_SECONDS", ge=0)
+    # YAML: per-tenant allowed origins and hours, rate/size/upload limits (default embedded).
+    config_file: str = Field("", alias="CHAT_CONFIG_FILE")
+    # The router's gRPC address, for queue positions and agent availability.
+    router_target: str = Field("127.0.0.1:50051", alias="CHAT_ROUTER_TARGET")
+    # The NATS subject replicas share Socket.IO emits on (one per deployment).
+    socketio_subject: str = Field("switchboard.chat.socketio", alias="CHAT_SOCKETIO_SUBJECT")
+    # "jetstream" (durable, shared by replicas) or "memory" (one process, lost on restart).
+    store: str = Field("jetstream", alias="CHAT_STORE", pattern="^(jetstream|memory)$")
+    # The agent inbox (inbox/): its agents directory (YAML; default: the embedded demo agents),
+    # the case service's gRPC address, and how long a desk outlives its last socket.
+    agents_file: str = Field("", alias="CHAT_AGENTS_FILE")
+    case_target: str = Field("127.0.0.1:50052", alias="CHAT_CASE_TARGET")
+    desk_grace_seconds: float = Field(60.0, alias="CHAT_DESK_GRACE_SECONDS", ge=0)
 
     @field_validator("default_tenant")
     @classmethod

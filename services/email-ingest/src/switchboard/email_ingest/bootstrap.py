@@ -1,11 +1,204 @@
-"""Composition root. The email-ingest channel is not built yet: the service starts, joins the bus and
-reports healthy, and does nothing else."""
+"""The email channel's composition root: the only place its adapters are built."""
 
 from __future__ import annotations
 
-from switchboard.core.idle import IdleServiceApp
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from switchboard.core import grpc as sb_grpc
+from switchboard.core import telemetry
+from switchboard.core.bus import Bus, ConsumerOptions
+from switchboard.email_ingest import config as email_config
+from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
+from switchboard.email_ingest.entrypoints.grpc_server import EmailServicer, registration
+from switchboard.email_ingest.entrypoints.imap import MailboxWatcher, WatchOptions
+from switchboard.email_ingest.entrypoints.smtp import ReceiveHandler, ReceiveServer
+from switchboard.email_ingest.ingest import Ingestor, Limits
+from switchboard.email_ingest.outbound import Relay, Sender
 from switchboard.email_ingest.settings import EmailIngestSettings
+from switchboard.v1 import email_pb2, events_pb2
+
+logger = logging.getLogger(__name__)
 
 
-def bootstrap(settings: EmailIngestSettings | None = None) -> IdleServiceApp:
-    return IdleServiceApp("email-ingest", settings or EmailIngestSettings())
+@dataclass
+class EmailApp:
+    settings: EmailIngestSettings
+    config: email_config.EmailConfig | None = None
+    # Test seam: wraps the publisher the ingestor uses (e.g. to stop the process mid-batch).
+    publisher_wrapper: Any = None
+    bus: Bus | None = None
+    state: EmailState | None = None
+    objects: EmailObjects | None = None
+    ingestor: Ingestor | None = None
+    sender: Sender | None = None
+    watchers: list[MailboxWatcher] = field(default_factory=list)
+    receivers: list[ReceiveServer] = field(default_factory=list)
+    grpc_server: grpc.aio.Server | None = None
+    health: HealthServicer | None = None
+    grpc_port: int = 0
+    smtp_port: int = 0
+    lmtp_port: int = 0
+    _watchdog: asyncio.Task[None] | None = None
+    _serving: bool | None = None
+    _health_names: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        telemetry.setup_tracing("email-ingest", s.otel_exporter_otlp_endpoint)
+        self.config = self.config or email_config.load(s.config_file or None)
+        self.bus = await Bus.connect(s.nats_url, source="email-ingest")
+        self.state = await EmailState.open(self.bus.js)
+        self.objects = await EmailObjects.open(self.bus.js)
+        publisher: Any = self.bus
+        if self.publisher_wrapper is not None:
+            publisher = self.publisher_wrapper(self.bus)
+        limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
+        self.ingestor = Ingestor(self.config, self.state, self.objects, publisher, limits)
+        relay = Relay(
+            s.relay_host,
+            s.relay_port,
+            s.relay_username,
+            s.relay_password,
+            s.relay_security,
+            s.relay_timeout_seconds,
+            s.send_attempts,
+            s.send_backoff_seconds,
+        )
+        self.sender = Sender(self.config, self.state, self.objects, self.bus, relay, self.bus.js)
+        # A send may wait out its retries: the command stays unacknowledged meanwhile.
+        budget = (
+            s.send_attempts * (s.relay_timeout_seconds + 1)
+            + s.send_backoff_seconds * 2**s.send_attempts
+        )
+        self.bus.subscribe(
+            s.outbound_consumer,
+            events_pb2.OutboundEmail,
+            self.sender.handle,
+            ConsumerOptions(batch=8, ack_wait=max(60.0, budget), max_deliver=5),
+        )
+        self.grpc_server, self.grpc_port, self.health = await sb_grpc.start_server(
+            [registration(EmailServicer(self.statuses))],  # type: ignore[list-item]
+            s.grpc_host,
+            s.grpc_port,
+            s.auth_secret,
+            s.known_tenants,
+            bus=self.bus,
+        )
+        self._health_names = ["", "switchboard.v1.EmailService"]
+        self.bus.watch(self._bus_changed)
+        for port, lmtp in ((s.smtp_port, False), (s.lmtp_port, True)):
+            if port < 0 or (lmtp and port == 0):
+                continue
+            server = ReceiveServer(
+                ReceiveHandler(self.config, self.ingestor, lmtp=lmtp),
+                s.smtp_host,
+                port,
+                s.max_message_bytes,
+                self.config.mailboxes[0].domain if self.config.mailboxes else "switchboard.local",
+            )
+            bound = await server.start()
+            self.receivers.append(server)
+            if lmtp:
+                self.lmtp_port = bound
+            else:
+                self.smtp_port = bound
+            logger.info("%s receive on %s:%d", "LMTP" if lmtp else "SMTP", s.smtp_host, bound)
+        options = WatchOptions(
+            idle_renew_seconds=s.idle_renew_seconds,
+            poll_seconds=s.poll_seconds,
+            stall_seconds=s.stall_seconds,
+            reconnect_max_seconds=s.reconnect_max_seconds,
+            timeout_seconds=s.imap_timeout_seconds,
+            fetch_batch=s.fetch_batch,
+            max_message_bytes=s.max_message_bytes,
+        )
+        for mailbox in self.config.mailboxes:
+            if mailbox.imap is not None:
+                watcher = MailboxWatcher(mailbox, self.ingestor, self.state, options)
+                watcher.start()
+                self.watchers.append(watcher)
+        await self.bus.start()
+        self._watchdog = asyncio.create_task(self._watch_health(), name="email-health")
+        logger.info(
+            "email-ingest: %d IMAP mailbox(es), gRPC on %s:%d",
+            len(self.watchers),
+            s.grpc_host,
+            self.grpc_port,
+        )
+
+    def statuses(self) -> tuple[list[email_pb2.MailboxStatus], bool]:
+        mailboxes = [w.snapshot() for w in self.watchers]
+        connected = self.bus is not None and self.bus.nc.is_connected
+        return mailboxes, connected and all(m.healthy for m in mailboxes)
+
+    async def _bus_changed(self, connected: bool) -> None:
+        self._serving = None  # the server's own report just overwrote ours: re-apply
+        await self._apply_health()
+        if connected:
+            for w in self.watchers:
+                w.wake()
+
+    async def _apply_health(self) -> None:
+        if self.health is None:
+            return
+        mailboxes, serving = self.statuses()
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._health_names:
+            await self.health.set(name, status)
+        for m in mailboxes:
+            if not m.healthy:
+                logger.error("email-ingest NOT_SERVING: %s", m.reason)
+        if serving:
+            logger.info("email-ingest serving: every mailbox is making progress")
+
+    async def _watch_health(self) -> None:
+        interval = max(0.2, min(5.0, self.settings.stall_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self._apply_health()
+
+    async def stop(self) -> None:
+        """Stop taking mail, then drain the bus. Safe to call twice."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watchdog
+            self._watchdog = None
+        for receiver in self.receivers:
+            await receiver.stop()
+        self.receivers = []
+        for watcher in self.watchers:
+            await watcher.stop()
+        self.watchers = []
+        server, self.grpc_server = self.grpc_server, None
+        if server is not None:
+            await server.stop(self.settings.shutdown_grace_seconds)
+        bus, self.bus = self.bus, None
+        if bus is not None:
+            await bus.drain()
+
+
+def bootstrap(settings: EmailIngestSettings | None = None) -> EmailApp:
+    return EmailApp(settings or EmailIngestSettings())

@@ -7,3 +7,31 @@ from switchboard.core.settings import ServiceSettings
 
 class EmailIngestSettings(ServiceSettings):
     grpc_port: int = Field(50055, alias="EMAIL_INGEST_GRPC_PORT")
+    # Mailboxes and routing rules (YAML); empty uses the embedded default for the demo tenant.
+    config_file: str = Field("", alias="EMAIL_CONFIG_FILE")
+    # Direct receive (the embedded default): SMTP on smtp_port, LMTP on lmtp_port (0: off).
+    smtp_host: str = Field("127.0.0.1", alias="EMAIL_SMTP_HOST")
+    smtp_port: int = Field(2525, alias="EMAIL_SMTP_PORT")
+    lmtp_port: int = Field(0, alias="EMAIL_LMTP_PORT")
+    # Mail over this many bytes is refused at SMTP (552) and quarantined over IMAP.
+    max_message_bytes: int = Field(25 * 1024 * 1024, alias="EMAIL_MAX_MESSAGE_BYTES")
+    max_attachment_bytes: int = Field(20 * 1024 * 1024, alias="EMAIL_MAX_ATTACHMENT_BYTES")
+    max_attachments: int = Field(50, alias="EMAIL_MAX_ATTACHMENTS")
+    # Outbound relay (agents' replies).
+    relay_host: str = Field("127.0.0.1", alias="EMAIL_RELAY_HOST")
+    relay_port: int = Field(25, alias="EMAIL_RELAY_PORT")
+    relay_username: str = Field("", alias="EMAIL_RELAY_USERNAME")
+    relay_password: str = Field("", alias="EMAIL_RELAY_PASSWORD")
+    # starttls: upgrade when offered (required when credentials are set); tls: implicit TLS; none.
+    relay_security: str = Field("starttls", alias="EMAIL_RELAY_SECURITY")
+    relay_timeout_seconds: float = Field(30.0, alias="EMAIL_RELAY_TIMEOUT_SECONDS")
+    send_attempts: int = Field(5, alias="EMAIL_SEND_ATTEMPTS")
+    send_backoff_seconds: float = Field(2.0, alias="EMAIL_SEND_BACKOFF_SECONDS")
+    # IMAP behaviour.
+    idle_renew_seconds: float = Field(25 * 60, alias="EMAIL_IDLE_RENEW_SECONDS")
+    poll_seconds: float = Field(60.0, alias="EMAIL_POLL_SECONDS")
+    stall_seconds: float = Field(300.0, alias="EMAIL_STALL_SECONDS")
+    reconnect_max_seconds: float = Field(60.0, alias="EMAIL_RECONNECT_MAX_SECONDS")
+    imap_timeout_seconds: float = Field(30.0, alias="EMAIL_IMAP_TIMEOUT_SECONDS")
+    fetch_batch: int = Field(100, alias="EMAIL_FETCH_BATCH")
+    outbound_consumer: str = Field("email-outbound", alias="EMAIL_OUTBOUND_CONSUMER")

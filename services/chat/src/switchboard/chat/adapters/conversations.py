@@ -1,20 +1,51 @@
 """Where the chat keeps its conversations: which visitor has which contact, who the agent is,
-and the history. In memory for one replica; a shared store (e.g. NATS KV, Redis) can implement
-the same interface so that every replica sees every conversation."""
+the receipts, and the history.
+
+``JetStreamConversations`` is the production store: conversation records in a JetStream KV
+bucket (updated with compare-and-set, so replicas never overwrite each other) and each
+contact's messages, in order, on its own subject of a history stream. A restarted or reloaded
+replica, and every other replica, sees the same conversations. ``InMemoryConversations`` is the
+same contract in one process, for unit tests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import Any, Protocol
+import json
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from nats.js import api as js_api
+from nats.js.client import JetStreamContext
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
 
 from switchboard.chat.domain.model import ChatMessage, Conversation
+
+logger = logging.getLogger(__name__)
+
+Mutation = Callable[[Conversation], None]
+
+KV_BUCKET = "chat_conversations"
+HISTORY_STREAM = "CHAT_HISTORY"
+HISTORY_SUBJECTS = "chat.history.>"
+# A redelivered MessageAdded is de-duplicated by JetStream within this window (and by id after).
+DEDUPE_WINDOW_SECONDS = 24 * 3600
+HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
 
 
 class ConversationStore(Protocol):
     """Every method returns snapshots: mutate through the store, never through a result."""
 
     async def open_for_visitor(self, tenant: str, visitor_id: str) -> Conversation | None:
-        """The visitor's contact that has not ended, if any."""
+        """The visitor's contact that has not ended, if any (without its messages)."""
         ...
 
     async def add(self, conversation: Conversation) -> None:
@@ -25,31 +56,36 @@ class ConversationStore(Protocol):
         """Forget a conversation whose creation could not be published."""
         ...
 
-    async def get(self, tenant: str, contact_id: str) -> Conversation | None: ...
-
-    async def append(self, tenant: str, contact_id: str, message: ChatMessage) -> bool:
-        """Add `message` to the history; False if the contact is unknown or the id is known."""
+    async def get(self, tenant: str, contact_id: str) -> Conversation | None:
+        """The conversation's record (without its messages; see `history`)."""
         ...
 
-    async def assign(
-        self, tenant: str, contact_id: str, agent_id: str, agent_name: str
-    ) -> Conversation | None: ...
+    async def append(
+        self, tenant: str, contact_id: str, message: ChatMessage
+    ) -> ChatMessage | None:
+        """Store `message` (returned with its seq); None if the contact is unknown or the id known."""
+        ...
 
-    async def set_status(
-        self, tenant: str, contact_id: str, status: dict[str, Any]
-    ) -> Conversation | None: ...
+    async def history(self, tenant: str, contact_id: str, since_seq: int = 0) -> list[ChatMessage]:
+        """The contact's messages after `since_seq`, in the order they were stored."""
+        ...
+
+    async def update(self, tenant: str, contact_id: str, mutate: Mutation) -> Conversation | None:
+        """Apply `mutate` to the record atomically; None if the contact is unknown."""
+        ...
 
     async def end(self, tenant: str, contact_id: str) -> Conversation | None:
-        """Forget an ended contact and return its last state; the visitor's next message starts
-        a new contact."""
+        """Mark ended and detach from the visitor (their next message starts a new contact);
+        None if unknown or already ended."""
         ...
 
 
 def _snapshot(conversation: Conversation) -> Conversation:
     return dataclasses.replace(
         conversation,
-        messages=list(conversation.messages),
+        messages=[],
         status=dict(conversation.status) if conversation.status else None,
+        receipts={k: dict(v) for k, v in conversation.receipts.items()},
     )
 
 
@@ -58,25 +94,24 @@ class InMemoryConversations:
 
     def __init__(self, max_history: int = 1000) -> None:
         self._by_contact: dict[tuple[str, str], Conversation] = {}
+        self._messages: dict[tuple[str, str], list[ChatMessage]] = {}
         self._open: dict[tuple[str, str], str] = {}  # (tenant, visitor_id) -> contact_id
-        self._message_ids: dict[tuple[str, str], set[str]] = {}
+        self._seq = 0
         self._max_history = max_history
 
     async def open_for_visitor(self, tenant: str, visitor_id: str) -> Conversation | None:
         contact_id = self._open.get((tenant, visitor_id))
-        if contact_id is None:
-            return None
-        return await self.get(tenant, contact_id)
+        return None if contact_id is None else await self.get(tenant, contact_id)
 
     async def add(self, conversation: Conversation) -> None:
         key = (conversation.tenant, conversation.contact_id)
         self._by_contact[key] = _snapshot(conversation)
-        self._message_ids[key] = {m.message_id for m in conversation.messages}
+        self._messages[key] = []
         self._open[(conversation.tenant, conversation.visitor_id)] = conversation.contact_id
 
     async def discard(self, tenant: str, contact_id: str) -> None:
         conversation = self._by_contact.pop((tenant, contact_id), None)
-        self._message_ids.pop((tenant, contact_id), None)
+        self._messages.pop((tenant, contact_id), None)
         if conversation is not None:
             visitor = (tenant, conversation.visitor_id)
             if self._open.get(visitor) == contact_id:
@@ -86,43 +121,195 @@ class InMemoryConversations:
         conversation = self._by_contact.get((tenant, contact_id))
         return _snapshot(conversation) if conversation else None
 
-    async def append(self, tenant: str, contact_id: str, message: ChatMessage) -> bool:
-        key = (tenant, contact_id)
-        conversation = self._by_contact.get(key)
-        ids = self._message_ids.get(key)
-        if conversation is None or ids is None or message.message_id in ids:
-            return False
-        ids.add(message.message_id)
-        conversation.messages.append(message)
-        # The initial message sorts first even if a later one was consumed before it.
-        conversation.messages.sort(key=lambda m: m.sent_at)
-        if len(conversation.messages) > self._max_history:
-            del conversation.messages[: len(conversation.messages) - self._max_history]
-        return True
+    async def append(
+        self, tenant: str, contact_id: str, message: ChatMessage
+    ) -> ChatMessage | None:
+        messages = self._messages.get((tenant, contact_id))
+        if messages is None or any(m.message_id == message.message_id for m in messages):
+            return None
+        self._seq += 1
+        stored = dataclasses.replace(message, seq=self._seq)
+        messages.append(stored)
+        if len(messages) > self._max_history:
+            del messages[: len(messages) - self._max_history]
+        return stored
 
-    async def assign(
-        self, tenant: str, contact_id: str, agent_id: str, agent_name: str
-    ) -> Conversation | None:
+    async def history(self, tenant: str, contact_id: str, since_seq: int = 0) -> list[ChatMessage]:
+        return [m for m in self._messages.get((tenant, contact_id), []) if m.seq > since_seq]
+
+    async def update(self, tenant: str, contact_id: str, mutate: Mutation) -> Conversation | None:
         conversation = self._by_contact.get((tenant, contact_id))
         if conversation is None:
             return None
-        conversation.agent_id = agent_id
-        conversation.agent_name = agent_name
-        return _snapshot(conversation)
-
-    async def set_status(
-        self, tenant: str, contact_id: str, status: dict[str, Any]
-    ) -> Conversation | None:
-        conversation = self._by_contact.get((tenant, contact_id))
-        if conversation is None:
-            return None
-        conversation.status = dict(status)
+        mutate(conversation)
         return _snapshot(conversation)
 
     async def end(self, tenant: str, contact_id: str) -> Conversation | None:
         conversation = self._by_contact.get((tenant, contact_id))
-        if conversation is None:
+        if conversation is None or conversation.ended:
             return None
         conversation.ended = True
-        await self.discard(tenant, contact_id)
+        visitor = (tenant, conversation.visitor_id)
+        if self._open.get(visitor) == contact_id:
+            del self._open[visitor]
+        return _snapshot(conversation)
+
+
+def _ckey(tenant: str, contact_id: str) -> str:
+    return f"c.{tenant}.{contact_id}"
+
+
+def _vkey(tenant: str, visitor_id: str) -> str:
+    return f"v.{tenant}.{visitor_id}"
+
+
+def _subject(tenant: str, contact_id: str) -> str:
+    return f"chat.history.{tenant}.{contact_id}"
+
+
+class JetStreamConversations:
+    """A ConversationStore every replica shares, that survives restarts (JetStream KV + stream)."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self.js = js
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> JetStreamConversations:
+        """Create (or bind to) the bucket and the history stream."""
+        try:
+            kv = await js.key_value(KV_BUCKET)
+        except (NotFoundError, BadRequestError):
+            kv = await js.create_key_value(
+                js_api.KeyValueConfig(bucket=KV_BUCKET, history=1, storage=js_api.StorageType.FILE)
+            )
+        config = js_api.StreamConfig(
+            name=HISTORY_STREAM,
+            subjects=[HISTORY_SUBJECTS],
+            storage=js_api.StorageType.FILE,
+            duplicate_window=DEDUPE_WINDOW_SECONDS,
+            max_age=HISTORY_MAX_AGE_SECONDS,
+        )
+        try:
+            await js.stream_info(HISTORY_STREAM)
+        except NotFoundError:
+            await js.add_stream(config)
+        return cls(js, kv)
+
+    async def _read(self, key: str) -> tuple[dict[str, object], int] | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            return None
+        return json.loads(entry.value), int(entry.revision or 0)
+
+    async def open_for_visitor(self, tenant: str, visitor_id: str) -> Conversation | None:
+        found = await self._read(_vkey(tenant, visitor_id))
+        if found is None:
+            return None
+        conversation = await self.get(tenant, str(found[0]["contact_id"]))
+        return None if conversation is None or conversation.ended else conversation
+
+    async def add(self, conversation: Conversation) -> None:
+        t, c = conversation.tenant, conversation.contact_id
+        await self.kv.put(_ckey(t, c), json.dumps(conversation.to_record()).encode())
+        await self.kv.put(_vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode())
+
+    async def discard(self, tenant: str, contact_id: str) -> None:
+        conversation = await self.get(tenant, contact_id)
+        await self.kv.delete(_ckey(tenant, contact_id))
+        if conversation is not None:
+            await self._detach(tenant, conversation.visitor_id, contact_id)
+
+    async def _detach(self, tenant: str, visitor_id: str, contact_id: str) -> None:
+        found = await self._read(_vkey(tenant, visitor_id))
+        if found is not None and found[0].get("contact_id") == contact_id:
+            try:
+                await self.kv.delete(_vkey(tenant, visitor_id), last=found[1])
+            except KeyWrongLastSequenceError:  # the visitor started another contact meanwhile
+                pass
+
+    async def get(self, tenant: str, contact_id: str) -> Conversation | None:
+        found = await self._read(_ckey(tenant, contact_id))
+        return None if found is None else Conversation.from_record(found[0])
+
+    async def append(
+        self, tenant: str, contact_id: str, message: ChatMessage
+    ) -> ChatMessage | None:
+        if await self._read(_ckey(tenant, contact_id)) is None:
+            return None
+        ack = await self.js.publish(
+            _subject(tenant, contact_id),
+            json.dumps(message.to_record()).encode(),
+            stream=HISTORY_STREAM,
+            headers={"Nats-Msg-Id": f"{contact_id}:{message.message_id}"},
+        )
+        if ack.duplicate:
+            return None
+        return dataclasses.replace(message, seq=int(ack.seq))
+
+    async def history(self, tenant: str, contact_id: str, since_seq: int = 0) -> list[ChatMessage]:
+        config = js_api.ConsumerConfig(
+            ack_policy=js_api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+            **(
+                {
+                    "deliver_policy": js_api.DeliverPolicy.BY_START_SEQUENCE,
+                    "opt_start_seq": since_seq + 1,
+                }
+                if since_seq > 0
+                else {"deliver_policy": js_api.DeliverPolicy.ALL}
+            ),
+        )
+        sub = await self.js.pull_subscribe(
+            _subject(tenant, contact_id), stream=HISTORY_STREAM, config=config
+        )
+        out: list[ChatMessage] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending or 0
+            while pending > 0:
+                msgs = await sub.fetch(min(pending, 256), timeout=5.0)
+                for msg in msgs:
+                    seq = msg.metadata.sequence.stream
+                    out.append(ChatMessage.from_record(json.loads(msg.data), seq))
+                    pending = msg.metadata.num_pending
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the ephemeral consumer expires by itself
+                pass
+        return out
+
+    async def update(self, tenant: str, contact_id: str, mutate: Mutation) -> Conversation | None:
+        key = _ckey(tenant, contact_id)
+        for _ in range(20):
+            found = await self._read(key)
+            if found is None:
+                return None
+            conversation = Conversation.from_record(found[0])
+            mutate(conversation)
+            try:
+                await self.kv.update(
+                    key, json.dumps(conversation.to_record()).encode(), last=found[1]
+                )
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0)  # another replica changed it: read again and retry
+                continue
+            return conversation
+        raise RuntimeError(f"conversation {contact_id}: too many concurrent updates")
+
+    async def end(self, tenant: str, contact_id: str) -> Conversation | None:
+        was_open = False
+
+        def close(c: Conversation) -> None:
+            nonlocal was_open
+            was_open = not c.ended
+            c.ended = True
+
+        conversation = await self.update(tenant, contact_id, close)
+        if conversation is None or not was_open:
+            return None
+        await self._detach(tenant, conversation.visitor_id, contact_id)
         return conversation

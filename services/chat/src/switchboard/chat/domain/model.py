@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from switchboard.core.errors import DomainError, InvalidArgument, PermissionDenied
-from switchboard.core.events import TENANT_RE
 
 AuthorName = Literal["customer", "agent", "system"]
 
@@ -60,17 +59,11 @@ def _optional_str(auth: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
-def parse_customer_auth(auth: Any, known_tenants: frozenset[str] | None = None) -> CustomerProfile:
-    """Validate a customer's connect `auth`; raise naming the first bad field."""
+def parse_customer_auth(auth: Any, tenant: str, visitor_id: str) -> CustomerProfile:
+    """Validate a customer's connect `auth` (the pre-chat form); tenant and visitor come from
+    the verified visitor token. Raise naming the first bad field."""
     if not isinstance(auth, dict):
-        raise InvalidArgument("tenant", "is required (auth must be an object)")
-    tenant = _optional_str(auth, "tenant")
-    if not tenant:
-        raise InvalidArgument("tenant")
-    if not TENANT_RE.match(tenant):
-        raise InvalidArgument("tenant", "is not a valid tenant name ([a-z0-9_-], ≤ 63)")
-    if known_tenants is not None and tenant not in known_tenants:
-        raise PermissionDenied(f"tenant {tenant!r} is not served here")
+        raise InvalidArgument("token", "is required (auth must be an object)")
     language = _optional_str(auth, "language")
     if not language:
         raise InvalidArgument("language")
@@ -85,10 +78,17 @@ def parse_customer_auth(auth: Any, known_tenants: frozenset[str] | None = None) 
     topic = _optional_str(auth, "topic").lower()
     if topic and not TOPIC_RE.match(topic):
         raise InvalidArgument("topic", "must be a skill name ([a-z0-9_-], ≤ 64)")
-    visitor_id = _optional_str(auth, "visitor_id")
-    if visitor_id and not VISITOR_ID_RE.match(visitor_id):
-        raise InvalidArgument("visitor_id", "must be 1-64 characters of [A-Za-z0-9_-]")
     return CustomerProfile(tenant, name, language, email, topic, visitor_id)
+
+
+def since_seq(auth: Any) -> int:
+    """The last history position the widget has seen (0: none)."""
+    value = auth.get("since") if isinstance(auth, dict) else None
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgument("since", "must be a non-negative whole number")
+    return value
 
 
 def required_str(data: Any, key: str) -> str:
@@ -131,17 +131,43 @@ class ChatMessage:
     sent_at: datetime
     agent_id: str = ""
     agent_name: str | None = None
+    # An attachment: {"url", "filename", "content_type", "size"} (the text is its caption).
+    attachment: dict[str, Any] | None = None
+    # Position in the contact's durable history (0 until stored): what a resume asks "since".
+    seq: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         """The `message` payload sent to sockets (agent_id stays internal)."""
-        return {
+        wire: dict[str, Any] = {
             "message_id": self.message_id,
             "contact_id": self.contact_id,
             "author": self.author,
             "agent_name": self.agent_name,
             "text": self.text,
             "sent_at": self.sent_at.isoformat(),
+            "seq": self.seq,
         }
+        if self.attachment:
+            wire["attachment"] = self.attachment
+        return wire
+
+    def to_record(self) -> dict[str, Any]:
+        """What the durable history keeps (agent_id included)."""
+        return {**self.to_wire(), "agent_id": self.agent_id}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], seq: int) -> ChatMessage:
+        return cls(
+            message_id=record["message_id"],
+            contact_id=record["contact_id"],
+            author=record["author"],
+            text=record["text"],
+            sent_at=datetime.fromisoformat(record["sent_at"]),
+            agent_id=record.get("agent_id", ""),
+            agent_name=record.get("agent_name"),
+            attachment=record.get("attachment"),
+            seq=seq,
+        )
 
 
 @dataclass
@@ -158,6 +184,47 @@ class Conversation:
     status: dict[str, Any] | None = None  # the last `status` sent to the customer
     ended: bool = False
     messages: list[ChatMessage] = field(default_factory=list)
+    email: str = ""
+    topic: str = ""
+    # Receipts: side ("customer"/"agent") -> {"delivered": message_id, "read": message_id}.
+    receipts: dict[str, dict[str, str]] = field(default_factory=dict)
+    rated: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        """The durable form, without the history (kept apart, in order)."""
+        return {
+            "tenant": self.tenant,
+            "contact_id": self.contact_id,
+            "visitor_id": self.visitor_id,
+            "customer_name": self.customer_name,
+            "language": self.language,
+            "agent_id": self.agent_id,
+            "agent_name": self.agent_name,
+            "status": self.status,
+            "ended": self.ended,
+            "email": self.email,
+            "topic": self.topic,
+            "receipts": self.receipts,
+            "rated": self.rated,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Conversation:
+        return cls(
+            tenant=r["tenant"],
+            contact_id=r["contact_id"],
+            visitor_id=r["visitor_id"],
+            customer_name=r.get("customer_name", ""),
+            language=r.get("language", ""),
+            agent_id=r.get("agent_id", ""),
+            agent_name=r.get("agent_name", ""),
+            status=r.get("status"),
+            ended=bool(r.get("ended")),
+            email=r.get("email", ""),
+            topic=r.get("topic", ""),
+            receipts=r.get("receipts") or {},
+            rated=bool(r.get("rated")),
+        )
 
     def assigned_to(self, agent_id: str) -> bool:
         return bool(self.agent_id) and self.agent_id == agent_id and not self.ended

@@ -12,8 +12,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import socketio
+
+from switchboard.chat.config import ChatConfig
+from switchboard.chat.entrypoints.api import Api
+from switchboard.core.events import TENANT_RE
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -69,17 +74,52 @@ def load_assets(static_dir: Path, default_tenant: str, max_message_bytes: int) -
         _TYPES[".html"],
         ((b"content-security-policy", PAGE_CSP.encode()), (b"cache-control", b"no-cache")),
     )
+    # The widget's panel, framed by the customer's site (frame-ancestors is set per request).
+    assets["/widget"] = Asset(
+        page.encode("utf-8"), _TYPES[".html"], ((b"cache-control", b"no-cache"),)
+    )
+    if "/static/widget.js" in assets:
+        # The one script tag customers embed: <script src="https://host/widget.js" data-tenant=...>
+        assets["/widget.js"] = Asset(
+            assets["/static/widget.js"].body,
+            _TYPES[".js"],
+            (
+                (b"cache-control", b"public, max-age=300"),
+                (b"cross-origin-resource-policy", b"cross-origin"),
+            ),
+        )
+    # The agents' inbox and the supervisors' wallboard (inbox/: their CSP allows blob: images).
+    from switchboard.chat.inbox.http import INBOX_CSP
+
+    for name in ("inbox", "wallboard"):
+        if (static_dir / f"{name}.html").is_file():
+            assets[f"/{name}"] = Asset(
+                (static_dir / f"{name}.html").read_bytes(),
+                _TYPES[".html"],
+                ((b"content-security-policy", INBOX_CSP.encode()), (b"cache-control", b"no-cache")),
+            )
     assets["/healthz"] = Asset(
         b"ok", "text/plain; charset=utf-8", ((b"cache-control", b"no-store"),)
     )
     return assets
 
 
-class Site:
-    """A minimal ASGI app serving a fixed table of assets (GET and HEAD only)."""
+def widget_csp(frame_ancestors: frozenset[str]) -> bytes:
+    """The panel's CSP: like the page's, framed only by the chat itself and the tenant's origins."""
+    ancestors = " ".join(["'self'", *sorted(frame_ancestors)])
+    return f"{PAGE_CSP}; frame-ancestors {ancestors}".encode()
 
-    def __init__(self, assets: dict[str, Asset]) -> None:
+
+class Site:
+    """A minimal ASGI app serving a fixed table of assets (GET and HEAD only), with the chat's
+    HTTP API (entrypoints/api.py) in front of it."""
+
+    def __init__(
+        self, assets: dict[str, Asset], api: Api | None = None, config: ChatConfig | None = None
+    ) -> None:
         self.assets = assets
+        self.api = api
+        self.config = config or ChatConfig()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -89,7 +129,15 @@ class Site:
             await send({"type": "websocket.close", "code": 1008})
             return
         method = scope.get("method", "GET")
-        asset = self.assets.get(scope.get("path", ""))
+        path = scope.get("path", "")
+        if self.api is not None and self.api.handles(path):
+            await self.api(scope, receive, send)
+            return
+        asset = self.assets.get(path)
+        if asset is not None and path == "/widget":
+            asset = Asset(
+                asset.body, asset.content_type, (*asset.extra_headers, self._widget_csp(scope))
+            )
         if asset is None:
             await self._respond(send, 404, b"not found", "text/plain; charset=utf-8")
         elif method not in ("GET", "HEAD"):
@@ -105,6 +153,14 @@ class Site:
             await self._respond(
                 send, 200, body, asset.content_type, asset.extra_headers, len(asset.body)
             )
+
+    def _widget_csp(self, scope: Scope) -> tuple[bytes, bytes]:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        tenant = (query.get("tenant") or [""])[0]
+        origins = (
+            self.config.tenant(tenant).allowed_origins if TENANT_RE.match(tenant) else frozenset()
+        )
+        return (b"content-security-policy", widget_csp(origins))
 
     async def _respond(
         self,
@@ -140,7 +196,9 @@ def build_asgi(
     default_tenant: str,
     max_message_bytes: int,
     static_dir: Path = STATIC_DIR,
+    api: Api | None = None,
+    config: ChatConfig | None = None,
 ) -> socketio.ASGIApp:
-    """Socket.IO at /socket.io/, everything else from the site."""
-    site = Site(load_assets(static_dir, default_tenant, max_message_bytes))
+    """Socket.IO at /socket.io/, the API at /api/ and /files/, everything else from the site."""
+    site = Site(load_assets(static_dir, default_tenant, max_message_bytes), api, config)
     return socketio.ASGIApp(sio, other_asgi_app=site)

@@ -15,6 +15,15 @@
       disconnected: "Connection lost. Reconnecting…", tooLarge: "Your message is too long.",
       failed: "Your message could not be sent. Please try again.", nameRequired: "Please enter your name.",
       noTenant: "This chat page is not configured (no tenant).",
+      queuedWait: "You are number {n} in the queue (about {m} min).", typing: "{who} is typing…",
+      delivered: "Delivered", read: "Read", attach: "File", end: "End chat", rateAsk: "How did we do?",
+      rateComment: "Anything to add? (optional)", rateThanks: "Thank you for your rating.",
+      transcriptTo: "Email me the transcript", transcript: "Send transcript", transcriptSent: "The transcript is on its way.",
+      offline: "No agent is available right now. Leave a message and we will answer by email.",
+      closed: "We are closed right now. Leave a message and we will answer by email.",
+      offlineText: "Your message", leaveMessage: "Leave a message", offlineSent: "Thank you. We will answer by email.",
+      emailRequired: "Please enter your email address.", uploadFailed: "The file could not be sent: {reason}",
+      throttled: "You are sending too fast. Please wait a moment.",
       you: "You", agent: "Agent", system: "Notice"
     },
     ko: {
@@ -28,6 +37,15 @@
       disconnected: "연결이 끊겼습니다. 다시 연결하는 중…", tooLarge: "메시지가 너무 깁니다.",
       failed: "메시지를 보내지 못했습니다. 다시 시도해 주세요.", nameRequired: "이름을 입력해 주세요.",
       noTenant: "채팅 페이지 설정이 올바르지 않습니다.",
+      queuedWait: "대기 순서 {n}번째입니다 (약 {m}분).", typing: "{who} 입력 중…",
+      delivered: "전달됨", read: "읽음", attach: "파일", end: "상담 종료", rateAsk: "상담은 만족스러우셨나요?",
+      rateComment: "의견을 남겨 주세요 (선택)", rateThanks: "평가해 주셔서 감사합니다.",
+      transcriptTo: "대화 내용을 이메일로 받기", transcript: "대화 내용 보내기", transcriptSent: "대화 내용을 보내 드렸습니다.",
+      offline: "지금은 상담 가능한 상담원이 없습니다. 메시지를 남기시면 이메일로 답변드립니다.",
+      closed: "지금은 상담 시간이 아닙니다. 메시지를 남기시면 이메일로 답변드립니다.",
+      offlineText: "남기실 메시지", leaveMessage: "메시지 남기기", offlineSent: "감사합니다. 이메일로 답변드리겠습니다.",
+      emailRequired: "이메일 주소를 입력해 주세요.", uploadFailed: "파일을 보내지 못했습니다: {reason}",
+      throttled: "메시지를 너무 빨리 보내고 있습니다. 잠시 후 다시 시도해 주세요.",
       you: "나", agent: "상담원", system: "안내"
     },
     zh: {
@@ -41,6 +59,15 @@
       disconnected: "连接已断开，正在重新连接…", tooLarge: "消息过长。",
       failed: "消息发送失败，请重试。", nameRequired: "请输入您的姓名。",
       noTenant: "聊天页面配置有误。",
+      queuedWait: "您当前排在第 {n} 位（约 {m} 分钟）。", typing: "{who} 正在输入…",
+      delivered: "已送达", read: "已读", attach: "文件", end: "结束对话", rateAsk: "您对本次服务满意吗？",
+      rateComment: "还有什么想说的？（可选）", rateThanks: "感谢您的评价。",
+      transcriptTo: "通过邮件接收聊天记录", transcript: "发送聊天记录", transcriptSent: "聊天记录已发送。",
+      offline: "目前没有可用的客服。请留言，我们会通过邮件回复您。",
+      closed: "现在不是服务时间。请留言，我们会通过邮件回复您。",
+      offlineText: "留言内容", leaveMessage: "留言", offlineSent: "谢谢，我们会通过邮件回复您。",
+      emailRequired: "请输入您的电子邮箱。", uploadFailed: "文件发送失败：{reason}",
+      throttled: "发送过于频繁，请稍候。",
       you: "我", agent: "客服", system: "提示"
     },
     ja: {
@@ -54,6 +81,15 @@
       disconnected: "接続が切れました。再接続しています…", tooLarge: "メッセージが長すぎます。",
       failed: "メッセージを送信できませんでした。もう一度お試しください。", nameRequired: "お名前を入力してください。",
       noTenant: "チャットページの設定が正しくありません。",
+      queuedWait: "現在 {n} 番目です（約 {m} 分）。", typing: "{who} が入力中…",
+      delivered: "配信済み", read: "既読", attach: "ファイル", end: "チャットを終了", rateAsk: "対応はいかがでしたか？",
+      rateComment: "ご意見（任意）", rateThanks: "ご評価ありがとうございます。",
+      transcriptTo: "会話の記録をメールで受け取る", transcript: "記録を送信", transcriptSent: "会話の記録を送信しました。",
+      offline: "現在対応できる担当者がいません。メッセージを残していただければメールでお返事します。",
+      closed: "現在は営業時間外です。メッセージを残していただければメールでお返事します。",
+      offlineText: "メッセージ", leaveMessage: "メッセージを残す", offlineSent: "ありがとうございます。メールでお返事します。",
+      emailRequired: "メールアドレスを入力してください。", uploadFailed: "ファイルを送信できませんでした: {reason}",
+      throttled: "送信が速すぎます。少しお待ちください。",
       you: "あなた", agent: "担当者", system: "お知らせ"
     }
   };
@@ -77,8 +113,28 @@
     error: document.getElementById("error"),
     composer: document.getElementById("composer"),
     text: document.getElementById("text"),
-    send: document.getElementById("send")
+    send: document.getElementById("send"),
+    typing: document.getElementById("typing"),
+    file: document.getElementById("file"),
+    end: document.getElementById("end"),
+    closing: document.getElementById("closing"),
+    stars: document.getElementById("stars"),
+    rateComment: document.getElementById("rate-comment"),
+    rateDone: document.getElementById("rate-done"),
+    transcriptEmail: document.getElementById("transcript-email"),
+    transcript: document.getElementById("transcript"),
+    transcriptDone: document.getElementById("transcript-done"),
+    offline: document.getElementById("offline"),
+    offlineReason: document.getElementById("offline-reason"),
+    offlineText: document.getElementById("offline-text"),
+    offlineError: document.getElementById("offline-error")
   };
+  var lastSeq = 0;          // the highest history position seen: a resume asks for what follows
+  var contactId = null;     // the open (or last) contact, for the rating and the transcript
+  var outbox = [];          // messages not yet acknowledged: re-sent (same client_id) after a drop
+  var mine = {};            // message_id -> its list item, for delivery receipts
+  var positionTimer = null;
+  var typingSent = 0;
 
   var lang = "en";
   var socket = null;
@@ -146,10 +202,21 @@
 
   function showStatus(s) {
     if (!s || typeof s !== "object") return;
-    if (s.state === "queued") setStatus(t("queued", { n: s.position }));
-    else if (s.state === "assigned") {
+    if (s.state === "queued") {
+      if (s.estimated_wait_seconds != null) {
+        setStatus(t("queuedWait", { n: s.position, m: Math.max(1, Math.round(s.estimated_wait_seconds / 60)) }));
+      } else setStatus(t("queued", { n: s.position }));
+      pollPosition();
+    } else if (s.state === "assigned") {
       setStatus(s.agent_name ? t("assigned", { agent: s.agent_name }) : t("assignedAnon"));
-    } else if (s.state === "ended") setStatus(t("ended"));
+    } else if (s.state === "ended") {
+      setStatus(t("ended"));
+      showClosing();
+    }
+    if (s.state !== "queued" && positionTimer) {
+      window.clearInterval(positionTimer);
+      positionTimer = null;
+    }
   }
 
   function formatTime(iso) {
@@ -163,11 +230,22 @@
   }
 
   function render(m) {
-    if (!m || typeof m !== "object" || seen.has(m.message_id)) return;
+    if (!m || typeof m !== "object") return;
+    if (typeof m.seq === "number" && m.seq > lastSeq) {
+      lastSeq = m.seq;
+      if (profile) { profile.lastSeq = lastSeq; save(profile); }
+    }
+    if (m.contact_id) contactId = m.contact_id;
+    if (seen.has(m.message_id)) return;
     seen.add(m.message_id);
+    if (m.author === "agent" && socket) {
+      socket.emit("receipt", { message_id: m.message_id, state: document.hidden ? "delivered" : "read" });
+      el.typing.hidden = true;
+    }
     var author = m.author === "customer" || m.author === "agent" ? m.author : "system";
     var item = document.createElement("li");
     item.className = "message " + author;
+    item.dataset.id = String(m.message_id);
     var meta = document.createElement("div");
     meta.className = "meta";
     var who = author === "customer" ? t("you") : author === "agent" ? (m.agent_name || t("agent")) : t("system");
@@ -178,16 +256,95 @@
     text.textContent = String(m.text == null ? "" : m.text);
     item.appendChild(meta);
     item.appendChild(text);
+    if (m.attachment && typeof m.attachment === "object" && /^\/files\//.test(String(m.attachment.url))) {
+      var link = document.createElement("a");
+      link.href = String(m.attachment.url);
+      link.rel = "noopener";
+      link.target = "_blank";
+      link.textContent = String(m.attachment.filename || "file");
+      if (/^image\/(png|jpeg|gif|webp)$/.test(String(m.attachment.content_type))) {
+        var img = document.createElement("img");
+        img.src = String(m.attachment.url);
+        img.alt = String(m.attachment.filename || "");
+        img.className = "attachment";
+        link.replaceChildren(img);
+      }
+      item.appendChild(link);
+    }
+    if (author === "customer") {
+      var receipt = document.createElement("div");
+      receipt.className = "receipt";
+      item.appendChild(receipt);
+      mine[m.message_id] = receipt;
+    }
     el.messages.appendChild(item);
     el.messages.scrollTop = el.messages.scrollHeight;
   }
 
   function authPayload() {
-    var auth = { tenant: tenant, name: profile.name, language: profile.language };
+    var auth = { token: profile.token, name: profile.name, language: profile.language, since: lastSeq };
     if (profile.email) auth.email = profile.email;
     if (profile.topic) auth.topic = profile.topic;
-    if (profile.visitor_id) auth.visitor_id = profile.visitor_id;
     return auth;
+  }
+
+  // A signed visitor token (kept in localStorage) names this visitor across reloads.
+  function fetchToken(p) {
+    return fetch("/api/visitor-token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ tenant: tenant, token: p.token || null })
+    }).then(function (r) {
+      return r.json().then(function (data) {
+        if (!r.ok) throw new Error(data.error || r.statusText);
+        p.token = data.token;
+        return p;
+      });
+    });
+  }
+
+  function flushOutbox() {
+    outbox.forEach(function (item) { emitMessage(item); });
+  }
+
+  function emitMessage(item) {
+    if (!socket || !socket.connected || item.inFlight) return;
+    item.inFlight = true;
+    socket.timeout(10000).emit("message", { text: item.text, client_id: item.client_id }, function (err, ack) {
+      item.inFlight = false;
+      if (err || !ack) return; // still in the outbox: re-sent on reconnect
+      outbox = outbox.filter(function (o) { return o !== item; });
+      if (!ack.ok) {
+        var e = String(ack.error || "");
+        if (e.indexOf("too many") === 0) showError(el.error, t("throttled"));
+        else if (e.indexOf("message too large") !== 0) showError(el.error, e || t("failed"));
+      } else {
+        showError(el.error, "");
+        contactId = ack.contact_id;
+      }
+    });
+  }
+
+  function showReceipt(r) {
+    if (!r || r.by !== "agent") return;
+    var node = mine[r.message_id];
+    if (!node) return;
+    // Read (or delivered) up to this one: mark every earlier message of ours too.
+    Object.keys(mine).forEach(function (id) {
+      if (mine[id].textContent !== t("read")) mine[id].textContent = r.state === "read" ? t("read") : t("delivered");
+      if (id === r.message_id) return;
+    });
+    node.textContent = r.state === "read" ? t("read") : t("delivered");
+  }
+
+  function pollPosition() {
+    if (positionTimer) return;
+    positionTimer = window.setInterval(function () {
+      if (!socket || !socket.connected) return;
+      socket.emit("position", {}, function (ack) {
+        if (ack && ack.ok && ack.status) showStatus(ack.status);
+      });
+    }, 10000);
   }
 
   function backToForm(message) {
@@ -206,33 +363,43 @@
     el.prechat.hidden = true;
     el.conversation.hidden = false;
     setStatus(t("connecting"));
-    // auth is a function so that every reconnection sends the visitor id the server gave us.
+    lastSeq = p.lastSeq || 0;
+    // A reload starts with an empty page: ask for the whole history once.
+    if (!seen.size) lastSeq = 0;
+    // auth is a function so that every reconnection sends the token and the last seq seen.
     socket = io("/customer", {
       auth: function (cb) { cb(authPayload()); }
     });
-    socket.on("connect", function () { showError(el.error, ""); });
+    socket.on("connect", function () { showError(el.error, ""); flushOutbox(); });
     socket.on("session", function (data) {
       if (!data || typeof data !== "object") return;
       profile.visitor_id = data.visitor_id;
       save(profile);
-      seen = new Set();
-      el.messages.replaceChildren();
+      if (data.contact_id) contactId = data.contact_id;
+      // Only what was missed comes back (since lastSeq); render skips what we already show.
       (Array.isArray(data.messages) ? data.messages : []).forEach(render);
+      if (data.receipts && data.receipts.read) showReceipt({ by: "agent", state: "read", message_id: data.receipts.read });
       if (!data.contact_id) setStatus("");
     });
     socket.on("message", render);
     socket.on("status", showStatus);
+    socket.on("receipt", showReceipt);
+    socket.on("typing", function (d) {
+      if (!d || d.author !== "agent") return;
+      el.typing.textContent = t("typing", { who: t("agent") });
+      el.typing.hidden = !d.typing;
+    });
     socket.on("error", function (e) {
-      showError(el.error, e && e.code === "message_too_large" ? t("tooLarge") : (e && e.message) || t("failed"));
+      var code = e && e.code;
+      showError(el.error, code === "message_too_large" ? t("tooLarge") : code === "rate_limited" ? t("throttled") : (e && e.message) || t("failed"));
     });
     socket.on("disconnect", function () { setStatus(t("disconnected")); });
     socket.on("connect_error", function (err) {
       if (socket && socket.active) return; // a network problem: the client retries by itself
       var reason = (err && err.message) || "";
-      if (reason.indexOf("visitor_id") === 0 && profile.visitor_id) {
-        delete profile.visitor_id; // a stale id: start afresh
-        save(profile);
-        socket.connect();
+      if (reason.indexOf("visitor token") === 0 && !profile.renewed) {
+        profile.renewed = true; // an expired token: renew it (same visitor) and try again
+        fetchToken(profile).then(function () { save(profile); socket.connect(); }, function (e) { backToForm(e.message); });
         return;
       }
       backToForm(reason);
@@ -246,19 +413,32 @@
       showError(el.error, t("tooLarge"));
       return;
     }
-    el.send.disabled = true;
-    socket.timeout(10000).emit("message", { text: text }, function (err, ack) {
-      el.send.disabled = false;
-      if (err || !ack) {
-        showError(el.error, t("failed"));
-      } else if (!ack.ok) {
-        if (String(ack.error || "").indexOf("message too large") !== 0) showError(el.error, ack.error || t("failed"));
-      } else {
-        showError(el.error, "");
-        el.text.value = "";
-        el.text.focus();
-      }
-    });
+    var item = { text: text, client_id: "c" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10) };
+    outbox.push(item);
+    el.text.value = "";
+    el.text.focus();
+    emitMessage(item);
+  }
+
+  function showClosing() {
+    el.closing.hidden = false;
+    if (profile && profile.email && !el.transcriptEmail.value) el.transcriptEmail.value = profile.email;
+  }
+
+  function startOrOffline(p) {
+    fetch("/api/availability?tenant=" + encodeURIComponent(tenant) + "&language=" + encodeURIComponent(p.language))
+      .then(function (r) { return r.json(); })
+      .catch(function () { return { available: true }; })
+      .then(function (a) {
+        if (a && a.available === false) {
+          profile = p;
+          el.prechat.hidden = true;
+          el.offline.hidden = false;
+          el.offlineReason.textContent = a.reason === "closed" ? t("closed") : t("offline");
+        } else {
+          fetchToken(p).then(function () { save(p); connect(p); }, function (e) { showError(el.prechatError, e.message); });
+        }
+      });
   }
 
   el.language.addEventListener("change", function () { setLanguage(el.language.value); });
@@ -273,13 +453,84 @@
     }
     showError(el.prechatError, "");
     var previous = load() || {};
-    connect({
+    startOrOffline({
       name: name,
       email: el.email.value.trim(),
       language: el.language.value,
       topic: el.topic.value,
-      visitor_id: previous.visitor_id
+      token: previous.token
     });
+  });
+
+  el.offline.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!profile.email) { showError(el.offlineError, t("emailRequired")); return; }
+    var text = el.offlineText.value;
+    if (!text.trim()) return;
+    fetchToken(profile).then(function () {
+      return fetch("/api/offline", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + profile.token },
+        body: JSON.stringify({ name: profile.name, email: profile.email, language: profile.language, topic: profile.topic, text: text })
+      });
+    }).then(function (r) {
+      return r.json().then(function (d) {
+        if (!r.ok) throw new Error(d.error || r.statusText);
+        el.offline.replaceChildren();
+        var done = document.createElement("p");
+        done.className = "status";
+        done.textContent = t("offlineSent");
+        el.offline.appendChild(done);
+      });
+    }).catch(function (e) { showError(el.offlineError, e.message); });
+  });
+
+  el.text.addEventListener("input", function () {
+    var now = Date.now();
+    if (socket && socket.connected && now - typingSent > 2000) {
+      typingSent = now;
+      socket.emit("typing", { typing: true });
+    }
+  });
+
+  el.file.addEventListener("change", function () {
+    var file = el.file.files && el.file.files[0];
+    if (!file || !profile) return;
+    fetch("/api/upload?filename=" + encodeURIComponent(file.name), {
+      method: "POST",
+      headers: { "Content-Type": file.type || "application/octet-stream", "Authorization": "Bearer " + profile.token },
+      body: file
+    }).then(function (r) {
+      return r.json().then(function (d) { if (!r.ok) throw new Error(d.error || r.statusText); });
+    }).catch(function (e) { showError(el.error, t("uploadFailed", { reason: e.message })); });
+    el.file.value = "";
+  });
+
+  el.end.addEventListener("click", showClosing);
+
+  el.stars.addEventListener("click", function (event) {
+    var score = parseInt(event.target && event.target.dataset ? event.target.dataset.score : "", 10);
+    if (!score || !socket || !contactId) return;
+    socket.emit("rate", { contact_id: contactId, score: score, comment: el.rateComment.value }, function (ack) {
+      if (ack && ack.ok) { el.stars.hidden = true; el.rateComment.hidden = true; el.rateDone.hidden = false; }
+      else showError(el.error, (ack && ack.error) || t("failed"));
+    });
+  });
+
+  el.transcript.addEventListener("click", function () {
+    if (!socket || !contactId) return;
+    socket.emit("transcript", { contact_id: contactId, email: el.transcriptEmail.value.trim() }, function (ack) {
+      if (ack && ack.ok) el.transcriptDone.hidden = false;
+      else showError(el.error, (ack && ack.error) || t("failed"));
+    });
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden || !socket) return;
+    // Coming back to the page: what the agent wrote is now read.
+    var last = null;
+    el.messages.querySelectorAll("li.agent").forEach(function (li) { last = li; });
+    if (last && last.dataset.id) socket.emit("receipt", { message_id: last.dataset.id, state: "read" });
   });
 
   el.composer.addEventListener("submit", function (event) {
@@ -295,15 +546,15 @@
     }
   });
 
-  var browser = (navigator.language || "en").slice(0, 2).toLowerCase();
+  var browser = (params.get("lang") || navigator.language || "en").slice(0, 2).toLowerCase();
   var saved = load();
   el.language.value = saved && STRINGS[saved.language] ? saved.language : STRINGS[browser] ? browser : "en";
   setLanguage(el.language.value);
   if (!tenant) {
     showError(el.prechatError, t("noTenant"));
     el.prechat.querySelector("button").disabled = true;
-  } else if (saved && saved.visitor_id && saved.language && saved.name) {
-    connect(saved);
+  } else if (saved && saved.token && saved.language && saved.name) {
+    connect(saved); // a reload: resume with the stored visitor token
   } else if (saved) {
     el.name.value = saved.name || "";
     el.email.value = saved.email || "";

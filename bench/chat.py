@@ -1,0 +1,196 @@
+"""Chat bench: concurrent customer sockets held by one chat process, and customer message latency
+(send -> stored in JetStream -> consumed -> durable history -> echoed to the socket) at p50/p99
+under load, beside a raw Socket.IO echo on the same machine. The load client runs in a separate
+process, so the chat process's event loop is not shared with the load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import pathlib
+import socket
+import time
+from typing import Any
+
+SOCKETS = int(os.environ.get("BENCH_CHAT_SOCKETS", "300"))
+SENDERS = int(os.environ.get("BENCH_CHAT_SENDERS", "50"))
+MESSAGES_PER_SENDER = int(os.environ.get("BENCH_CHAT_MESSAGES", "10"))
+
+
+def _pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
+
+
+async def _load(url: str, sockets: int, senders: int, per_sender: int, raw: bool) -> dict[str, Any]:
+    import aiohttp
+    import socketio
+
+    clients: list[Any] = []
+    echoes: dict[str, asyncio.Future[float]] = {}
+    ns = "/" if raw else "/customer"
+
+    async def open_one(i: int) -> Any:
+        client = socketio.AsyncClient(reconnection=False)
+        auth: dict[str, Any] | None = None
+        if not raw:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{url}/api/visitor-token", json={"tenant": "bench"}) as r:
+                    token = (await r.json())["token"]
+            auth = {"token": token, "name": f"bench {i}", "language": "ko", "topic": "billing"}
+
+            async def on_message(data: Any) -> None:
+                fut = echoes.get(data.get("message_id", ""))
+                if fut is not None and not fut.done():
+                    fut.set_result(time.perf_counter())
+
+            client.on("message", on_message, namespace=ns)
+        await client.connect(
+            url, namespaces=[ns], auth=auth, transports=["websocket"], wait_timeout=30
+        )
+        return client
+
+    for start in range(0, sockets, 50):
+        clients += await asyncio.gather(
+            *(open_one(i) for i in range(start, min(sockets, start + 50)))
+        )
+    held = sum(1 for c in clients if c.connected)
+
+    async def send_loop(client: Any) -> list[float]:
+        out = []
+        for n in range(per_sender):
+            t0 = time.perf_counter()
+            if raw:
+                await client.call("echo", {"text": f"메시지 {n}"}, namespace=ns, timeout=30)
+                out.append(time.perf_counter() - t0)
+                continue
+            fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            client_id = f"bench-{id(client)}-{n}"
+            ack = await client.call(
+                "message", {"text": f"메시지 {n}", "client_id": client_id}, namespace=ns, timeout=30
+            )
+            if not ack.get("ok"):
+                continue
+            echoes[ack["message_id"]] = fut
+            done = await asyncio.wait_for(fut, 30)
+            out.append(done - t0)
+        return out
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(send_loop(c) for c in clients[:senders]))
+    elapsed = time.perf_counter() - started
+    samples = [s for r in results for s in r]
+    for c in clients:
+        await c.disconnect()
+    return {
+        "held": held,
+        "p50_ms": _pct(samples, 0.5) * 1000,
+        "p99_ms": _pct(samples, 0.99) * 1000,
+        "per_s": len(samples) / elapsed if elapsed else 0.0,
+    }
+
+
+def _client_process(url: str, sockets: int, senders: int, per: int, raw: bool, q: Any) -> None:
+    q.put(asyncio.run(_load(url, sockets, senders, per, raw)))
+
+
+async def _in_child(url: str, sockets: int, senders: int, per: int, raw: bool) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_client_process, args=(url, sockets, senders, per, raw, q))
+    proc.start()
+    try:
+        return await asyncio.to_thread(q.get, True, 120)
+    finally:
+        await asyncio.to_thread(proc.join, 10)
+
+
+async def _raw_echo_server() -> tuple[Any, int]:
+    import socketio
+
+    from switchboard.chat.entrypoints.http_server import HttpServer
+
+    sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+
+    @sio.on("echo")  # type: ignore[misc]
+    async def echo(sid: str, data: Any) -> Any:
+        return data
+
+    http = HttpServer(socketio.ASGIApp(sio), "127.0.0.1", 0)
+    await http.start()
+    return http, http.port
+
+
+async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
+    from switchboard.chat import config as chat_config
+    from switchboard.chat.bootstrap import ChatApp
+    from switchboard.chat.settings import ChatSettings
+
+    raw_http, raw_port = await _raw_echo_server()
+    try:
+        raw = await _in_child(
+            f"http://127.0.0.1:{raw_port}", SOCKETS, SENDERS, MESSAGES_PER_SENDER, True
+        )
+    finally:
+        await raw_http.stop()
+
+    cfg = chat_config.parse(
+        {
+            **__import__("yaml").safe_load(chat_config.DEFAULT_FILE.read_text()),
+            "limits": {
+                "messages_per_second": 1000.0,
+                "message_burst": 1000,
+                "signals_per_second": 1000.0,
+                "signal_burst": 1000,
+                "upload_max_bytes": 1024,
+                "upload_types": ["text/plain"],
+                "visitor_token_ttl_seconds": 3600,
+            },
+        }
+    )
+    with socket.socket() as s:  # a free port for the chat's gRPC health
+        s.bind(("127.0.0.1", 0))
+        grpc_port = s.getsockname()[1]
+    settings = ChatSettings(
+        NATS_URL=nats_url,
+        CHAT_HTTP_PORT=0,
+        CHAT_GRPC_PORT=grpc_port,
+        CHAT_CONSUMER="chat-bench",
+        CHAT_ROUTER_TARGET="127.0.0.1:9",
+        SWITCHBOARD_AUTH_SECRET="bench-secret",
+    )
+    app = ChatApp(settings, config=cfg)
+    await app.start()
+    try:
+        chat = await _in_child(
+            f"http://127.0.0.1:{app.http_port}", SOCKETS, SENDERS, MESSAGES_PER_SENDER, False
+        )
+    finally:
+        await app.stop()
+    return {
+        "chat_sockets_held": float(chat["held"]),
+        "chat_message_p50_ms": chat["p50_ms"],
+        "chat_message_p99_ms": chat["p99_ms"],
+        "chat_messages_per_s": chat["per_s"],
+        "raw_socketio_echo_p50_ms": raw["p50_ms"],
+        "raw_socketio_echo_p99_ms": raw["p99_ms"],
+        "chat_to_raw_p50_ratio": chat["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else float("nan"),
+    }
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+    from switchboard.core.embedded_nats import NatsServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(pathlib.Path(tmp) / "nats").start()
+        try:
+            for k, v in asyncio.run(run(pathlib.Path(tmp), server.url)).items():
+                print(f"{k:28s} {v:10.2f}")
+        finally:
+            server.stop()

@@ -1,0 +1,119 @@
+"""Email ingest from a real Dovecot: the channel's messages/s beside the raw aioimaplib fetch rate
+of the same mailbox, measured in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import time
+from email import policy
+from email.message import EmailMessage
+
+from switchboard.email_ingest import config as email_config
+from switchboard.email_ingest.bootstrap import EmailApp
+from switchboard.email_ingest.devtools.dovecot import Dovecot
+from switchboard.email_ingest.entrypoints.imap import parse_fetch
+from switchboard.email_ingest.settings import EmailIngestSettings
+
+MESSAGES = int(os.environ.get("BENCH_EMAIL_MESSAGES", "1000"))
+_TEXTS = [
+    "안녕하세요. 주문한 상품이 아직 도착하지 않았습니다. 확인 부탁드립니다.",
+    "你好，我的订单还没有到。请帮忙查询退款。",
+    "Hello, the invoice I received is wrong. Could you correct it?",
+    "こんにちは。注文した商品がまだ届いていません。",
+]
+
+
+def _mail(i: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Customer {i} <customer{i}@example.com>"
+    msg["To"] = "support@bench.example"
+    msg["Subject"] = f"Question {i}"
+    msg["Message-ID"] = f"<bench-{i}@example.com>"
+    text = _TEXTS[i % len(_TEXTS)] + "\n\n-- \nCustomer"
+    msg.set_content(text)
+    if i % 2:
+        msg.add_alternative(f"<html><body><p>{text}</p></body></html>", subtype="html")
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+async def _raw_fetch_rate(dovecot: Dovecot, count: int) -> float:
+    client = await dovecot.client()
+    try:
+        await client.select("INBOX")
+        start = time.perf_counter()
+        fetched = 0
+        for first in range(1, count + 1, 100):
+            response = await client.uid(
+                "fetch", f"{first}:{min(count, first + 99)}", "(UID BODY.PEEK[])"
+            )
+            fetched += len(parse_fetch(response.lines))
+        elapsed = time.perf_counter() - start
+    finally:
+        await client.logout()
+    assert fetched == count, f"fetched {fetched} of {count}"
+    return count / elapsed
+
+
+async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
+    dovecot = Dovecot().start()
+    try:
+        await dovecot.append([_mail(i) for i in range(MESSAGES)])
+        raw = await _raw_fetch_rate(dovecot, MESSAGES)
+        config = email_config.parse(
+            {
+                "mailboxes": [
+                    {
+                        "name": "bench",
+                        "tenant": "bench",
+                        "address": "support@bench.example",
+                        "imap": {
+                            "host": dovecot.host,
+                            "port": dovecot.port,
+                            "username": "support",
+                            "password": "secret",
+                        },
+                    }
+                ]
+            }
+        )
+        settings = EmailIngestSettings(
+            NATS_URL=nats_url,
+            EMAIL_INGEST_GRPC_PORT=0,
+            EMAIL_SMTP_PORT=-1,  # type: ignore[call-arg]
+        )
+        app = EmailApp(settings, config=config)
+        start = time.perf_counter()
+        await app.start()
+        try:
+            watcher = app.watchers[0]
+            while watcher.status.last_uid < MESSAGES:  # noqa: ASYNC110 - polling a counter
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - start
+        finally:
+            await app.stop()
+    finally:
+        dovecot.close()
+    ingest = MESSAGES / elapsed
+    return {
+        "email_messages": float(MESSAGES),
+        "email_ingest_msgs_per_s": ingest,
+        "raw_imap_fetch_msgs_per_s": raw,
+        "email_ingest_over_raw_imap_fetch": ingest / raw,
+    }
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+    from switchboard.core.embedded_nats import NatsServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(pathlib.Path(tmp) / "nats").start()
+        try:
+            print(asyncio.run(run(pathlib.Path(tmp), server.url)))
+        finally:
+            server.stop()

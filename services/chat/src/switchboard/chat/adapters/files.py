@@ -1,0 +1,68 @@
+"""Customers' uploaded files, kept in the JetStream object store and served back by id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+from nats.js import api as js_api
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from switchboard.v1 import contact_pb2
+
+BUCKET = "chat_files"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    data: bytes
+    filename: str
+    content_type: str
+
+
+class FileStore:
+    def __init__(self, obs: ObjectStore) -> None:
+        self.obs = obs
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> FileStore:
+        try:
+            obs = await js.object_store(BUCKET)
+        except (NotFoundError, BadRequestError):
+            obs = await js.create_object_store(
+                BUCKET, config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE)
+            )
+        return cls(obs)
+
+    async def put(
+        self, tenant: str, filename: str, content_type: str, data: bytes
+    ) -> contact_pb2.AttachmentRef:
+        """Store a file under a fresh unguessable id; the reference to put in a message."""
+        file_id = secrets.token_hex(16)
+        name = f"{tenant}/{file_id}"
+        description = json.dumps({"filename": filename, "content_type": content_type})
+        await self.obs.put(name, data, meta=js_api.ObjectMeta(name=name, description=description))
+        return contact_pb2.AttachmentRef(
+            bucket=BUCKET,
+            object_name=name,
+            filename=filename,
+            content_type=content_type,
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    async def get(self, tenant: str, file_id: str) -> StoredFile | None:
+        try:
+            result = await self.obs.get(f"{tenant}/{file_id}")
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        info = json.loads(result.info.description or "{}")
+        return StoredFile(
+            result.data or b"",
+            str(info.get("filename", "file")),
+            str(info.get("content_type", "application/octet-stream")),
+        )

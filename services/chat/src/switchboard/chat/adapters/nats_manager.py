@@ -1,0 +1,58 @@
+"""A python-socketio client manager over NATS core pub/sub, so several chat replicas act as one
+Socket.IO server: an emit to a room on one replica reaches that room's sockets on every replica.
+
+Messages are JSON (python-socketio's own pub/sub format) on one subject per deployment; NATS core
+pub/sub suffices because an emit is only for the sockets connected at that moment (a socket that
+misses one resumes from the durable history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SUBJECT = "switchboard.chat.socketio"
+
+
+class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
+    name = "nats"
+
+    def __init__(self, nc: NATS, subject: str = DEFAULT_SUBJECT, write_only: bool = False) -> None:
+        super().__init__(channel=subject, write_only=write_only, logger=logger)
+        self.nc = nc
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._sub: Subscription | None = None
+
+    async def subscribe(self) -> None:
+        """Start receiving other replicas' emits (before any socket connects to this one)."""
+        if self._sub is None:
+            self._sub = await self.nc.subscribe(self.channel, cb=self._on_msg)
+
+    async def unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None and not self.nc.is_closed:
+            await sub.unsubscribe()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._queue.put_nowait(msg.data)
+
+    async def _publish(self, data: Any) -> None:
+        try:
+            await self.nc.publish(self.channel, json.dumps(data, separators=(",", ":")).encode())
+        except Exception as exc:  # a lost cross-replica emit is recovered by the resume replay
+            logger.warning("socket.io pub/sub publish failed: %s", exc)
+
+    async def _listen(self) -> AsyncIterator[Any]:
+        await self.subscribe()
+        while True:
+            yield await self._queue.get()

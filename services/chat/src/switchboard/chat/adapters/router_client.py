@@ -1,0 +1,93 @@
+"""What the chat asks the router: a waiting contact's position, and whether anyone can answer.
+
+Both degrade gracefully: an RPC the router does not implement yet (UNIMPLEMENTED), or a router
+that cannot be reached, gives None and the caller falls back to what the events said.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from switchboard.core import auth as sb_auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.v1 import router_pb2, router_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_SUBJECT = "chat"
+TIMEOUT_SECONDS = 2.0
+_SOFT_CODES = (
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.NOT_FOUND,
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    position: int
+    waiting: int
+    estimated_wait_seconds: int | None
+    state: str
+
+
+class RouterClient:
+    """One channel to the router; a service token per tenant, minted with the platform secret."""
+
+    def __init__(self, target: str, secret: str) -> None:
+        self.target = target
+        self.secret = secret
+        self._channels: dict[str, tuple[grpc.aio.Channel, router_pb2_grpc.RouterServiceStub]] = {}
+
+    def _stub(self, tenant: str) -> router_pb2_grpc.RouterServiceStub:
+        found = self._channels.get(tenant)
+        if found is None:
+            token = sb_auth.mint(
+                self.secret, tenant, SERVICE_SUBJECT, ["service"], ttl_seconds=None
+            )
+            channel = sb_grpc.channel(self.target, token, default_timeout=TIMEOUT_SECONDS)
+            found = self._channels[tenant] = (channel, router_pb2_grpc.RouterServiceStub(channel))
+        return found[1]
+
+    async def position(self, tenant: str, contact_id: str) -> Position | None:
+        try:
+            p = await self._stub(tenant).GetContactPosition(
+                router_pb2.GetContactPositionRequest(contact_id=contact_id), timeout=TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _SOFT_CODES:
+                logger.warning("GetContactPosition: %s", exc.code().name)
+            return None
+        wait = (
+            int(p.estimated_wait.ToTimedelta().total_seconds())
+            if p.HasField("estimated_wait")
+            else None
+        )
+        return Position(int(p.position), int(p.waiting), wait, p.state)
+
+    async def agents_for(self, tenant: str, language: str) -> bool | None:
+        """Whether a signed-in agent speaks `language` (primary subtag); None if unknown."""
+        try:
+            reply = await self._stub(tenant).ListAgents(
+                router_pb2.ListAgentsRequest(), timeout=TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _SOFT_CODES:
+                logger.warning("ListAgents: %s", exc.code().name)
+            return None
+        primary = language.split("-")[0].lower()
+        offline = (router_pb2.PRESENCE_OFFLINE, router_pb2.PRESENCE_UNSPECIFIED)
+        return any(
+            a.presence not in offline
+            and any(lang.language.split("-")[0].lower() == primary for lang in a.languages)
+            for a in reply.agents
+        )
+
+    async def close(self) -> None:
+        for channel, _ in self._channels.values():
+            await channel.close()
+        self._channels.clear()

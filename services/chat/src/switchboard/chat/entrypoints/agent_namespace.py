@@ -1,0 +1,306 @@
+"""The /agent Socket.IO namespace: the agents' unified inbox and the supervisors' wallboard.
+
+Connect with ``auth = {token}``: a token from ``POST /api/agent/login`` (or any token with the
+agent or supervisor role). A missing, forged or expired token, a token without one of those roles,
+or a disallowed origin is refused at connect with the reason (the client's ``connect_error``).
+
+Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error}``:
+
+- ``sign_in`` {} -> the desk: {agent, presence, surge, offers, contacts, wrap_up_codes,
+  break_reasons}. Signs the agent in to the router and opens its offer stream (kept for a grace
+  period after the last socket goes, so a reload resumes). The socket joins its chats' rooms.
+- ``presence`` {presence: available|break|offline, reason} -> {presence}; a break the surge
+  protocol refuses is ``{ok: false, error: <the router's reason>, locked: true}``.
+- ``accept`` {offer_id} -> {contact}; ``decline`` {offer_id, reason}.
+- ``join`` {contact_id} -> a chat's history (and its live room); ``open`` {contact_id} -> any
+  other contact as arrived, with the case's recorded messages.
+- ``reply`` {contact_id, text}: on the contact's own channel (chat message, OutboundEmail,
+  OutboundFax). ``message`` {contact_id, text}: a chat message (the CLI agent uses it).
+- ``typing`` {contact_id, typing}; ``read`` {contact_id, message_id}.
+- ``hold`` {contact_id, held}; ``wrap_up`` {contact_id, code}.
+- ``case`` {contact_id} -> {case, history}; ``note`` {case_id, text}; ``case_status``
+  {case_id, status, reason}; ``kb_search`` {query, language} -> {available, hits}.
+- ``watch`` {} (supervisors) -> {history}; then ``stats`` every second and ``day``
+  {hours: [...]} (today's contacts per hour, from the case service's report) every minute.
+
+Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
+``surge``, ``desk_error`` (to the agent's room: every tab of the agent), and from the chat:
+``message``, ``typing``, ``receipt``, ``status``, ``rated`` (to the contact's room).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from switchboard.chat.config import ChatConfig
+from switchboard.chat.domain.model import MessageTooLarge
+from switchboard.chat.entrypoints.rooms import AGENT, agent_room, contact_room
+from switchboard.chat.entrypoints.socket_common import (
+    INTERNAL_ERROR,
+    acked,
+    check_origin,
+    refusal,
+    tag,
+    tracer,
+)
+from switchboard.chat.handlers import Chat
+from switchboard.chat.inbox.service import Inbox
+from switchboard.core import auth as sb_auth
+from switchboard.core.errors import (
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    def __init__(
+        self,
+        chat: Chat,
+        secret: str,
+        known_tenants: frozenset[str] | None,
+        config: ChatConfig | None = None,
+        inbox: Inbox | None = None,
+    ) -> None:
+        super().__init__(AGENT)
+        self.chat = chat
+        self.secret = secret
+        self.known_tenants = known_tenants
+        self.config = config or ChatConfig()
+        self.inbox = inbox
+        if inbox is not None:
+            inbox.set_emitter(self._to_agent)
+
+    async def _to_agent(self, tenant: str, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        await self.emit(event, data, room=agent_room(tenant, agent_id))
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        with tracer.start_as_current_span("chat.agent_connect", kind=SpanKind.SERVER) as span:
+            try:
+                token = auth.get("token") if isinstance(auth, dict) else None
+                if not token or not isinstance(token, str):
+                    raise InvalidArgument("token", "is required (sign in at /inbox)")
+                principal = verify_agent(self.secret, token, self.known_tenants)
+                check_origin(environ, principal.tenant, self.config)  # connection plumbing (part 1)
+            except DomainError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise refusal(exc) from None
+            except Exception as exc:
+                span.record_exception(exc)
+                logger.exception("agent connect failed")
+                raise socketio.exceptions.ConnectionRefusedError(INTERNAL_ERROR) from None
+            span.set_attribute("switchboard.tenant", principal.tenant)
+            await self.save_session(sid, {"principal": principal, "token": token})
+            await self.enter_room(sid, agent_room(principal.tenant, principal.subject))
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        if self.inbox is None:
+            return
+        try:
+            session = await self.get_session(sid)
+        except KeyError:
+            return
+        self.inbox.disconnected(session["principal"], sid)
+
+    async def _principal(self, sid: str) -> sb_auth.Principal:
+        principal: sb_auth.Principal = (await self.get_session(sid))["principal"]
+        tag(principal.tenant)
+        return principal
+
+    def _inbox(self) -> Inbox:
+        if self.inbox is None:
+            raise Unavailable("the inbox is not configured on this chat server")
+        return self.inbox
+
+    async def _run(
+        self, name: str, sid: str, work: Callable[[sb_auth.Principal], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            return {"ok": True, **await work(await self._principal(sid))}
+
+        result = await acked(f"chat.agent_{name}", run)
+        if not result.get("ok") and name == "presence" and "surge" in str(result.get("error")):
+            result["locked"] = True
+        return result
+
+    # ---- desk ----------------------------------------------------------------------------------
+
+    async def on_sign_in(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def sign_in(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            state = await self._inbox().sign_in(p, token, sid)
+            for c in state["contacts"]:
+                if c["channel"] == "chat":
+                    await self.enter_room(sid, contact_room(c["contact_id"]))
+            return state
+
+        return await self._run("sign_in", sid, sign_in)
+
+    async def on_presence(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def presence(p: sb_auth.Principal) -> dict[str, Any]:
+            d = data if isinstance(data, dict) else {}
+            got = await self._inbox().desk(p).set_presence(d.get("presence"), d.get("reason", ""))
+            return {"presence": got}
+
+        return await self._run("presence", sid, presence)
+
+    async def on_accept(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def accept(p: sb_auth.Principal) -> dict[str, Any]:
+            offer_id = data.get("offer_id") if isinstance(data, dict) else None
+            contact = await self._inbox().desk(p).accept(offer_id)
+            if contact.channel == "chat":
+                await self.enter_room(sid, contact_room(contact.contact_id))
+            return {"contact": contact.to_wire()}
+
+        return await self._run("accept", sid, accept)
+
+    async def on_decline(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def decline(p: sb_auth.Principal) -> dict[str, Any]:
+            d = data if isinstance(data, dict) else {}
+            await self._inbox().desk(p).decline(d.get("offer_id"), d.get("reason", ""))
+            return {}
+
+        return await self._run("decline", sid, decline)
+
+    async def on_open(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def open_(p: sb_auth.Principal) -> dict[str, Any]:
+            contact_id = data.get("contact_id") if isinstance(data, dict) else None
+            return await self._inbox().conversation(p, contact_id)
+
+        return await self._run("open", sid, open_)
+
+    async def on_reply(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def reply(p: sb_auth.Principal) -> dict[str, Any]:
+            return {"reply": await self._inbox().reply(p, data)}
+
+        return await self._run("reply", sid, reply)
+
+    async def on_hold(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def hold(p: sb_auth.Principal) -> dict[str, Any]:
+            d = data if isinstance(data, dict) else {}
+            c = await self._inbox().desk(p).hold(d.get("contact_id"), bool(d.get("held")))
+            return {"contact": c.to_wire()}
+
+        return await self._run("hold", sid, hold)
+
+    async def on_wrap_up(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def wrap_up(p: sb_auth.Principal) -> dict[str, Any]:
+            d = data if isinstance(data, dict) else {}
+            inbox = self._inbox()
+            contact_id = d.get("contact_id")
+            await inbox.desk(p).wrap_up(contact_id, d.get("code"), inbox.directory.codes(p.tenant))
+            if isinstance(contact_id, str):
+                await self.leave_room(sid, contact_room(contact_id))
+            return {}
+
+        return await self._run("wrap_up", sid, wrap_up)
+
+    async def on_typing(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def typing(p: sb_auth.Principal) -> dict[str, Any]:
+            d = data if isinstance(data, dict) else {}
+            contact_id = d.get("contact_id")
+            if not isinstance(contact_id, str) or not contact_id:
+                raise InvalidArgument("contact_id")
+            await self.chat.agent_typing(p.tenant, contact_id, p.subject, bool(d.get("typing")))
+            return {}
+
+        return await self._run("typing", sid, typing)
+
+    async def on_read(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def read(p: sb_auth.Principal) -> dict[str, Any]:
+            d = data if isinstance(data, dict) else {}
+            contact_id, message_id = d.get("contact_id"), d.get("message_id")
+            if not isinstance(contact_id, str) or not isinstance(message_id, str):
+                raise InvalidArgument("contact_id", "and message_id are required")
+            await self.chat.agent_receipt(p.tenant, contact_id, p.subject, message_id, "read")
+            return {}
+
+        return await self._run("read", sid, read)
+
+    # ---- case side panel -----------------------------------------------------------------------
+
+    async def on_case(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def case(p: sb_auth.Principal) -> dict[str, Any]:
+            contact_id = data.get("contact_id") if isinstance(data, dict) else None
+            return await self._inbox().case_panel(p, contact_id)
+
+        return await self._run("case", sid, case)
+
+    async def on_note(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def note(p: sb_auth.Principal) -> dict[str, Any]:
+            return {"note": await self._inbox().add_note(p, data)}
+
+        return await self._run("note", sid, note)
+
+    async def on_case_status(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def status(p: sb_auth.Principal) -> dict[str, Any]:
+            return {"case": await self._inbox().set_case_status(p, data)}
+
+        return await self._run("case_status", sid, status)
+
+    async def on_kb_search(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def search(p: sb_auth.Principal) -> dict[str, Any]:
+            return await self._inbox().search_knowledge(p, data)
+
+        return await self._run("kb_search", sid, search)
+
+    # ---- wallboard -----------------------------------------------------------------------------
+
+    async def on_watch(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def watch(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+
+            async def send(event: str, data: dict[str, Any]) -> None:
+                await self.emit(event, data, to=sid)
+
+            return self._inbox().watch(p, token, sid, send)
+
+        return await self._run("watch", sid, watch)
+
+    # ---- chat (also used by the CLI agent) -----------------------------------------------------
+
+    async def on_join(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def join() -> dict[str, Any]:
+            principal = await self._principal(sid)
+            conversation = await self.chat.agent_join(principal, data)
+            await self.enter_room(sid, contact_room(conversation.contact_id))
+            return {
+                "ok": True,
+                "contact_id": conversation.contact_id,
+                "customer_name": conversation.customer_name,
+                "language": conversation.language,
+                "ended": conversation.ended,
+                "rated": conversation.rated,
+                "messages": conversation.history(),
+            }
+
+        return await acked("chat.agent_join", join)
+
+    async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def send() -> dict[str, Any]:
+            sent = await self.chat.agent_message(await self._principal(sid), data)
+            return {"ok": True, "message_id": sent.message_id}
+
+        async def tell(exc: DomainError) -> None:
+            if isinstance(exc, MessageTooLarge):
+                await self.emit("error", {"code": exc.code, "message": str(exc)}, to=sid)
+
+        return await acked("chat.agent_message", send, tell)
+
+
+def verify_agent(
+    secret: str, token: str, known_tenants: frozenset[str] | None
+) -> sb_auth.Principal:
+    """Verify an agent's token; only agents and supervisors use the inbox."""
+    principal = sb_auth.verify(secret, token, known_tenants)
+    if not principal.has_any("agent", "supervisor"):
+        raise PermissionDenied("the agent inbox needs the agent or supervisor role")
+    return principal

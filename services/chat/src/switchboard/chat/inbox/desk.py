@@ -1,0 +1,393 @@
+"""One signed-in agent's desk in this chat process: the router session (SignIn, the StreamOffers
+stream, presence), the offers on the table and the contacts the agent is working on.
+
+A desk outlives the agent's sockets for a grace period, so a page reload (or a dropped
+connection) finds the same offers and contacts; offers that arrive in between wait for it.
+Everything the desk emits goes to the agent's room, so every tab of the agent sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from switchboard.chat.inbox import wire
+from switchboard.chat.inbox.backends import Backends, call
+from switchboard.chat.inbox.directory import AgentProfile
+from switchboard.core.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from switchboard.v1 import case_pb2, contact_pb2, router_pb2
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+RETRY_SECONDS = 1.0
+SURGE_POLL_SECONDS = 5.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class DeskContact:
+    data: dict[str, Any]
+    assigned_at: int
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    responded_at: int | None = None
+    ended: bool = False
+    held: bool = False
+    # Where its files are (fax pages, email attachments): served by inbox/http.py, never sent.
+    refs: list[contact_pb2.AttachmentRef] = field(default_factory=list)
+
+    @property
+    def contact_id(self) -> str:
+        return str(self.data["contact_id"])
+
+    @property
+    def channel(self) -> str:
+        return str(self.data["channel"])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            **self.data,
+            "assigned_at": self.assigned_at,
+            "responded_at": self.responded_at,
+            "ended": self.ended,
+            "held": self.held,
+            "replies": list(self.replies),
+        }
+
+
+class Desk:
+    def __init__(self, profile: AgentProfile, backends: Backends, emit: Emit) -> None:
+        self.profile = profile
+        self.backends = backends
+        self.emit = emit
+        self.offers: dict[str, dict[str, Any]] = {}
+        self.contacts: dict[str, DeskContact] = {}
+        self.presence: dict[str, Any] = {"presence": "offline", "reason": ""}
+        self.surge: dict[str, Any] = {"level": 0, "queue": ""}
+        self.sockets: set[str] = set()
+        self.started = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def agent_id(self) -> str:
+        return self.profile.agent_id
+
+    @property
+    def tenant(self) -> str:
+        return self.profile.tenant
+
+    def state(self) -> dict[str, Any]:
+        now = _now_ms()
+        return {
+            "agent": self.profile.to_wire(),
+            "presence": dict(self.presence),
+            "surge": dict(self.surge),
+            "offers": [o for o in self.offers.values() if (o.get("expires_at") or now) >= now],
+            "contacts": [c.to_wire() for c in self.contacts.values()],
+        }
+
+    # ---- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Sign in to the router (keeping a break already in force) and open the offer stream."""
+        async with self._lock:
+            if self.started:
+                return
+            router = self.backends.router
+            listed = await call("ListAgents", router.ListAgents(router_pb2.ListAgentsRequest()))
+            existing = next((a for a in listed.agents if a.agent_id == self.agent_id), None)
+            presence = router_pb2.PRESENCE_AVAILABLE
+            if existing is not None and existing.presence == router_pb2.PRESENCE_BREAK:
+                presence = router_pb2.PRESENCE_BREAK
+            p = self.profile
+            agent = await call(
+                "SignIn",
+                router.SignIn(
+                    router_pb2.SignInRequest(
+                        agent_id=p.agent_id,
+                        display_name=p.name,
+                        languages=[
+                            router_pb2.LanguageSkill(language=k, proficiency=v)
+                            for k, v in p.languages.items()
+                        ],
+                        skills=[
+                            router_pb2.Skill(name=k, proficiency=v) for k, v in p.skills.items()
+                        ],
+                        presence=presence,
+                    )
+                ),
+            )
+            self._set_presence(agent)
+            await self._restore(agent.active_contact_ids)
+            self.started = True
+            self._tasks = [
+                asyncio.create_task(self._offers(), name=f"offers:{self.tenant}:{self.agent_id}"),
+                asyncio.create_task(self._surge(), name=f"surge:{self.tenant}:{self.agent_id}"),
+            ]
+            await self._wait_connected()
+
+    async def _restore(self, contact_ids: Any) -> None:
+        """Contacts the router still has this agent working on (a desk opened after the grace
+        period, or on another chat replica), rebuilt from the case service's record."""
+        for contact_id in contact_ids:
+            if contact_id in self.contacts:
+                continue
+            try:
+                listed = await call(
+                    "ListCases",
+                    self.backends.case.ListCases(
+                        case_pb2.ListCasesRequest(contact_id=contact_id, page_size=1)
+                    ),
+                )
+                if not listed.cases:
+                    continue
+                found = await call(
+                    "GetCase",
+                    self.backends.case.GetCase(
+                        case_pb2.GetCaseRequest(case_id=listed.cases[0].case_id)
+                    ),
+                )
+            except DomainError as exc:
+                logger.info("cannot restore contact %s: %s", contact_id, exc)
+                continue
+            for k in found.contacts:
+                if k.contact_id == contact_id:
+                    data = wire.restored_contact(found, k)
+                    self.contacts[contact_id] = DeskContact(
+                        data, wire.ms(k.assigned_at) or _now_ms()
+                    )
+
+    async def _wait_connected(self) -> None:
+        # Offers reach the agent once the router has the stream open: report ready only then.
+        for _ in range(250):
+            listed = await call(
+                "ListAgents", self.backends.router.ListAgents(router_pb2.ListAgentsRequest())
+            )
+            if any(a.agent_id == self.agent_id and a.connected for a in listed.agents):
+                return
+            await asyncio.sleep(0.02)
+        logger.warning("router has not seen %s's offer stream yet", self.agent_id)
+
+    def attach(self, sid: str) -> None:
+        self.sockets.add(sid)
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+
+    def detach(self, sid: str, grace: float, on_idle: Callable[[], None]) -> None:
+        self.sockets.discard(sid)
+        if not self.sockets and self._closing is None:
+            self._closing = asyncio.get_running_loop().call_later(grace, on_idle)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.backends.close()
+
+    async def _offers(self) -> None:
+        request = router_pb2.StreamOffersRequest(agent_id=self.agent_id)
+        while True:
+            try:
+                async for o in self.backends.router.StreamOffers(request):
+                    data = wire.offer(o)
+                    self.offers[o.offer_id] = data
+                    await self.emit("offer", data)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                ):
+                    logger.warning("offer stream of %s refused: %s", self.agent_id, exc.code().name)
+                    await self.emit("desk_error", {"error": exc.details() or exc.code().name})
+                    return
+                logger.info(
+                    "offer stream of %s ended (%s); reopening", self.agent_id, exc.code().name
+                )
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _surge(self) -> None:
+        while True:
+            try:
+                await self.refresh_surge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a router restart must not end the desk
+                logger.debug("surge poll: %s", exc)
+            await asyncio.sleep(SURGE_POLL_SECONDS)
+
+    async def refresh_surge(self) -> None:
+        """Ask the router for the tenant's surge level; tell the agent's pages when it changed."""
+        stats = await call(
+            "GetQueueStats", self.backends.router.GetQueueStats(router_pb2.GetQueueStatsRequest())
+        )
+        top = max(stats.queues, key=lambda q: q.surge_level, default=None)
+        surge = {
+            "level": int(top.surge_level) if top else 0,
+            "queue": top.queue if top and top.surge_level else "",
+        }
+        if surge != self.surge:
+            self.surge = surge
+            await self.emit("surge", surge)
+
+    # ---- presence and offers -------------------------------------------------------------------
+
+    def _set_presence(self, agent: router_pb2.Agent) -> dict[str, Any]:
+        self.presence = {
+            "presence": wire.PRESENCES.get(agent.presence, "offline"),
+            "reason": agent.presence_reason,
+        }
+        return self.presence
+
+    async def set_presence(self, name: Any, reason: Any) -> dict[str, Any]:
+        if name not in ("available", "break", "offline"):
+            raise InvalidArgument("presence", "must be available, break or offline")
+        if not isinstance(reason, str) or len(reason) > 64:
+            raise InvalidArgument("reason", "must be text of at most 64 characters")
+        router = self.backends.router
+        if name == "offline":
+            agent = await call(
+                "SignOut", router.SignOut(router_pb2.SignOutRequest(agent_id=self.agent_id))
+            )
+        else:
+            try:
+                agent = await call(
+                    "SetPresence",
+                    router.SetPresence(
+                        router_pb2.SetPresenceRequest(
+                            agent_id=self.agent_id,
+                            presence=wire.PRESENCE_BY_NAME[name],  # type: ignore[arg-type]
+                            reason=reason if name == "break" else "",
+                        )
+                    ),
+                )
+            except FailedPrecondition:
+                # Refused by the surge protocol: every page of the agent shows the lock now.
+                with contextlib.suppress(Exception):
+                    await self.refresh_surge()
+                raise
+        presence = self._set_presence(agent)
+        await self.emit("presence", presence)
+        return presence
+
+    def _offer(self, offer_id: Any) -> dict[str, Any] | None:
+        """The offer as streamed to this desk. It may have reached the agent's page through
+        another chat replica's stream: then the router alone decides whether it is theirs."""
+        if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 128:
+            raise InvalidArgument("offer_id")
+        return self.offers.get(offer_id)
+
+    async def accept(self, offer_id: Any) -> DeskContact:
+        data = self._offer(offer_id)
+        try:
+            assignment = await call(
+                "AcceptOffer",
+                self.backends.router.AcceptOffer(
+                    router_pb2.AcceptOfferRequest(agent_id=self.agent_id, offer_id=offer_id)
+                ),
+            )
+        finally:
+            self.offers.pop(offer_id, None)
+            await self.emit("offer_gone", {"offer_id": offer_id})
+        has = assignment.HasField("contact")
+        if not has and data is None:
+            raise NotFound("offer", offer_id)
+        desk_contact = DeskContact(
+            wire.contact(assignment.contact) if has else data["contact"],  # type: ignore[index]
+            wire.ms(assignment.assigned_at) or _now_ms(),
+            refs=list(assignment.contact.attachments) if has else [],
+        )
+        self.contacts[desk_contact.contact_id] = desk_contact
+        await self.emit("contact", desk_contact.to_wire())
+        return desk_contact
+
+    async def decline(self, offer_id: Any, reason: Any) -> None:
+        self._offer(offer_id)
+        reason = reason if isinstance(reason, str) else ""
+        try:
+            await call(
+                "DeclineOffer",
+                self.backends.router.DeclineOffer(
+                    router_pb2.DeclineOfferRequest(
+                        agent_id=self.agent_id, offer_id=offer_id, reason=reason[:64]
+                    )
+                ),
+            )
+        finally:
+            self.offers.pop(offer_id, None)
+            await self.emit("offer_gone", {"offer_id": offer_id})
+
+    # ---- contacts ------------------------------------------------------------------------------
+
+    def contact(self, contact_id: Any) -> DeskContact:
+        """One of this agent's contacts; anything else (another agent's, another tenant's) is
+        NOT_FOUND, the same answer as for a contact that does not exist."""
+        if not isinstance(contact_id, str) or not contact_id:
+            raise InvalidArgument("contact_id")
+        found = self.contacts.get(contact_id)
+        if found is None:
+            raise NotFound("contact", contact_id)
+        return found
+
+    async def replied(self, c: DeskContact, reply: dict[str, Any]) -> None:
+        c.replies.append(reply)
+        if c.responded_at is None:
+            c.responded_at = reply["sent_at"]
+        await self.emit("contact", c.to_wire())
+
+    async def ended(self, contact_id: str) -> None:
+        c = self.contacts.get(contact_id)
+        if c is not None and not c.ended:
+            c.ended = True
+            await self.emit("contact", c.to_wire())
+
+    async def hold(self, contact_id: Any, held: bool) -> DeskContact:
+        c = self.contact(contact_id)
+        await call(
+            "SetHold",
+            self.backends.router.SetHold(
+                router_pb2.SetHoldRequest(
+                    agent_id=self.agent_id, contact_id=c.contact_id, held=held
+                )
+            ),
+        )
+        c.held = held
+        await self.emit("contact", c.to_wire())
+        return c
+
+    async def wrap_up(self, contact_id: Any, code: Any, codes: tuple[str, ...]) -> None:
+        c = self.contact(contact_id)
+        if not isinstance(code, str) or code not in codes:
+            raise InvalidArgument("code", f"must be one of {', '.join(codes)}")
+        try:
+            await call(
+                "WrapUp",
+                self.backends.router.WrapUp(
+                    router_pb2.WrapUpRequest(
+                        agent_id=self.agent_id, contact_id=c.contact_id, wrap_up_code=code
+                    )
+                ),
+            )
+        except FailedPrecondition as exc:
+            # Already ended and wrapped up elsewhere (another tab): it leaves the desk all the same.
+            if "already ended" not in str(exc):
+                raise
+        self.contacts.pop(c.contact_id, None)
+        await self.emit("contact_gone", {"contact_id": c.contact_id})

@@ -1,0 +1,189 @@
+"""The inbox's HTTP routes, in front of the chat's site:
+
+- ``POST /api/agent/login`` {tenant, agent_id, password} -> {token, expires_at, agent}; a wrong id
+  or password is 401 ``wrong agent id or password``. Same-origin only.
+- ``GET /api/agent/attachment?contact_id=&index=`` (``Authorization: Bearer <inbox token>``): a
+  file of one of the agent's contacts (fax pages, email attachments). Images that cannot carry
+  script are served inline; anything else as a download; always nosniff and a sandboxing CSP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from switchboard.chat.inbox.service import Inbox
+from switchboard.core import auth as sb_auth
+from switchboard.core.errors import (
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOGIN = "/api/agent/login"
+ATTACHMENT = "/api/agent/attachment"
+MAX_BODY = 16 * 1024
+INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+FILE_CSP = b"default-src 'none'; img-src 'self'; sandbox"
+# The inbox and wallboard pages: only their own origin; fax pages are shown from blob: URLs.
+INBOX_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_STATUS = {
+    InvalidArgument: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    ResourceExhausted: 429,
+}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _same_origin(scope: Scope) -> bool:
+    headers = _headers(scope)
+    origin = headers.get("origin")
+    if not origin:
+        return True
+    host = headers.get("x-forwarded-host", headers.get("host", "")).split(",")[0].strip()
+    origin = origin.strip().lower().rstrip("/")
+    return origin.split("://", 1)[-1] == host.lower()
+
+
+class InboxHttp:
+    def __init__(self, inbox: Inbox, app: App) -> None:
+        self.inbox = inbox
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path not in (LOGIN, ATTACHMENT):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        try:
+            if path == LOGIN and method == "POST":
+                if not _same_origin(scope):
+                    raise PermissionDenied("sign in from the inbox page of this server")
+                data = await self._json(receive)
+                result = await self.inbox.login(
+                    data.get("tenant"), data.get("agent_id"), data.get("password")
+                )
+                await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
+            elif path == ATTACHMENT and method in ("GET", "HEAD"):
+                await self._attachment(scope, send)
+            else:
+                await self._error(send, 405, "method not allowed")
+        except DomainError as exc:
+            status = next((s for k, s in _STATUS.items() if isinstance(exc, k)), 409)
+            await self._error(send, status, str(exc))
+        except _BadBody as exc:
+            await self._error(send, 400, str(exc))
+        except Exception:
+            logger.exception("%s %s failed", method, path)
+            await self._error(send, 500, "internal error, please try again")
+
+    async def _json(self, receive: Receive) -> dict[str, Any]:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _BadBody(f"too large: limit {MAX_BODY} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        try:
+            data = json.loads(b"".join(chunks) or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _BadBody("body: must be JSON") from None
+        if not isinstance(data, dict):
+            raise _BadBody("body: must be a JSON object")
+        return data
+
+    async def _attachment(self, scope: Scope, send: Send) -> None:
+        auth = _headers(scope).get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise Unauthenticated("authorization: a Bearer inbox token is required")
+        principal = sb_auth.verify(self.inbox.secret, auth[7:].strip(), self.inbox.known_tenants)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        contact_id = (query.get("contact_id") or [""])[0]
+        index = (query.get("index") or [""])[0]
+        if not index.isdigit():
+            raise InvalidArgument("index", "must be a number")
+        desk = self.inbox.desk(principal)
+        c = desk.contact(contact_id)  # only the agent's own contacts
+        refs = c.refs
+        if int(index) >= len(refs):
+            raise NotFound("attachment", index)
+        ref = refs[int(index)]
+        data = await self.inbox.read_object(ref.bucket, ref.object_name)
+        if data is None:
+            raise NotFound("attachment", index)
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", ref.filename) or "file"
+        encoded = quote(ref.filename, safe="")
+        if ref.content_type in INLINE_IMAGES:
+            ctype, disposition = (
+                ref.content_type,
+                f"inline; filename=\"{name}\"; filename*=UTF-8''{encoded}",
+            )
+        else:
+            ctype = "application/octet-stream"
+            disposition = f"attachment; filename=\"{name}\"; filename*=UTF-8''{encoded}"
+        body = b"" if scope.get("method") == "HEAD" else data
+        await self._send(
+            send,
+            200,
+            body,
+            ctype,
+            [
+                (b"content-disposition", disposition.encode("latin-1")),
+                (b"content-security-policy", FILE_CSP),
+            ],
+        )
+
+    async def _error(self, send: Send, status: int, message: str) -> None:
+        body = json.dumps({"ok": False, "error": message}, ensure_ascii=False).encode()
+        await self._send(send, status, body)
+
+    async def _send(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cache-control", b"no-store"),
+            *(extra or []),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BadBody(Exception):
+    pass

@@ -1,0 +1,555 @@
+"""The agent inbox's application layer: sign-in, desks, replies on each contact's own channel, the
+case side panel and the supervisors' wallboard feed.
+
+The /agent namespace (entrypoints/agent_namespace.py) and the login route call these; every call
+acts for the principal of the socket's token, whose tenant scopes everything (the router and the
+case service are called with that same token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from switchboard.chat.domain.model import check_text
+from switchboard.chat.handlers import Chat
+from switchboard.chat.inbox import wire
+from switchboard.chat.inbox.backends import Backends, Unimplemented, call
+from switchboard.chat.inbox.desk import Desk, DeskContact, _now_ms
+from switchboard.chat.inbox.directory import AgentProfile, Directory
+from switchboard.core import auth as sb_auth
+from switchboard.core import events
+from switchboard.core.bus import Bus
+from switchboard.core.errors import (
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from switchboard.v1 import case_pb2, contact_pb2, events_pb2, router_pb2
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "chat"
+TOKEN_TTL_SECONDS = 12 * 3600
+BREAK_REASONS = ("lunch", "rest", "training", "meeting", "personal")
+HISTORY_POINT_SECONDS = 10.0
+HISTORY_POINTS = 24 * 3600 // 10
+KB_LIMIT = 8
+REPORT_SECONDS = 60.0
+# Sign-in throttling per tenant and agent id: after this many wrong passwords, a pause.
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_PAUSE_SECONDS = 30.0
+LOGIN_PAUSE_MAX_SECONDS = 15 * 60.0
+
+RoomEmit = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]  # tenant, agent, event, data
+
+
+def _email_of(contact: dict[str, Any]) -> str:
+    return next((i["value"] for i in contact["identities"] if i["kind"] == "email"), "")
+
+
+def _phone_of(contact: dict[str, Any]) -> str:
+    return next((i["value"] for i in contact["identities"] if i["kind"] == "phone"), "")
+
+
+def _reply_subject(subject: str) -> str:
+    subject = subject.strip() or "Your message"
+    return subject if subject.lower().startswith(("re:", "답장:", "回复:")) else f"Re: {subject}"
+
+
+class DayHistory:
+    """A tenant's wallboard series for the day: one point every HISTORY_POINT_SECONDS."""
+
+    def __init__(self) -> None:
+        self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
+        self.last = 0.0
+
+    def add(self, at: float, total: dict[str, Any]) -> bool:
+        if self.points and at - self.last < HISTORY_POINT_SECONDS:
+            return False
+        self.last = at
+        self.points.append(
+            {
+                "at": int(at * 1000),
+                "waiting": total["waiting"],
+                "service_level": total["service_level"],
+                "answered": total["answered"],
+                "abandoned": total["abandoned"],
+                "asa": total["asa"],
+            }
+        )
+        return True
+
+
+class Inbox:
+    def __init__(
+        self,
+        chat: Chat,
+        bus: Bus,
+        directory: Directory,
+        secret: str,
+        known_tenants: frozenset[str] | None,
+        router_target: str,
+        case_target: str,
+        desk_grace_seconds: float = 60.0,
+    ) -> None:
+        self.chat = chat
+        self.bus = bus
+        self.directory = directory
+        self.secret = secret
+        self.known_tenants = known_tenants
+        self.router_target = router_target
+        self.case_target = case_target
+        self.desk_grace_seconds = desk_grace_seconds
+        self.desks: dict[tuple[str, str], Desk] = {}
+        self.history: dict[str, DayHistory] = {}
+        self._emit: RoomEmit | None = None
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._login_failures: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def set_emitter(self, emit: RoomEmit) -> None:
+        self._emit = emit
+
+    # ---- sign-in -------------------------------------------------------------------------------
+
+    async def login(self, tenant: Any, agent_id: Any, password: Any) -> dict[str, Any]:
+        """Check the password and issue an inbox token (role agent or supervisor)."""
+        if (
+            isinstance(tenant, str)
+            and self.known_tenants is not None
+            and tenant not in self.known_tenants
+        ):
+            raise PermissionDenied(f"tenant {tenant!r} is not served here")
+        key = (str(tenant), str(agent_id))
+        self._check_throttle(key)
+        try:
+            profile = await self.directory.verify_async(tenant, agent_id, password)
+        except Unauthenticated:
+            self._failed(key)
+            raise
+        self._login_failures.pop(key, None)
+        token = sb_auth.mint(
+            self.secret,
+            profile.tenant,
+            profile.agent_id,
+            [profile.role],
+            ttl_seconds=TOKEN_TTL_SECONDS,
+        )
+        logger.info("inbox sign-in of %s (%s)", profile.agent_id, profile.tenant)
+        return {
+            "token": token,
+            "expires_at": int(time.time()) + TOKEN_TTL_SECONDS,
+            "agent": profile.to_wire(),
+        }
+
+    def _check_throttle(self, key: tuple[str, str]) -> None:
+        failures, until = self._login_failures.get(key, (0, 0.0))
+        wait = until - time.monotonic()
+        if failures >= LOGIN_FAILURES_ALLOWED and wait > 0:
+            raise ResourceExhausted(
+                f"too many failed sign-ins: try again in {max(1, round(wait))} s"
+            )
+
+    def _failed(self, key: tuple[str, str]) -> None:
+        failures, _ = self._login_failures.get(key, (0, 0.0))
+        failures += 1
+        # After a few tries, each further failure doubles the pause (capped).
+        extra = max(0, failures - LOGIN_FAILURES_ALLOWED + 1)
+        pause = min(LOGIN_PAUSE_MAX_SECONDS, LOGIN_PAUSE_SECONDS * 2 ** (extra - 1)) if extra else 0
+        self._login_failures[key] = (failures, time.monotonic() + pause)
+        if len(self._login_failures) > 10_000:  # bounded: forget the oldest entries
+            for old in list(self._login_failures)[:1000]:
+                del self._login_failures[old]
+
+    def profile(self, principal: sb_auth.Principal) -> AgentProfile:
+        found = self.directory.profile(principal.tenant, principal.subject)
+        if found is not None:
+            return found
+        # A token minted outside the directory (the CLI's, a partner's tool): a bare profile.
+        role = "supervisor" if principal.has_any("supervisor") else "agent"
+        return AgentProfile(principal.tenant, principal.subject, principal.subject, role, "")
+
+    def _backends(self, token: str) -> Backends:
+        return Backends(self.router_target, self.case_target, token)
+
+    async def sign_in(self, principal: sb_auth.Principal, token: str, sid: str) -> dict[str, Any]:
+        """Open (or find) the agent's desk: signed in to the router, offers streaming."""
+        key = (principal.tenant, principal.subject)
+        desk = self.desks.get(key)
+        if desk is None:
+            profile = self.profile(principal)
+
+            async def emit(event: str, data: dict[str, Any]) -> None:
+                if self._emit is not None:
+                    await self._emit(profile.tenant, profile.agent_id, event, data)
+
+            desk = self.desks[key] = Desk(profile, self._backends(token), emit)
+        desk.attach(sid)
+        try:
+            await desk.start()
+        except BaseException:
+            if not desk.started:
+                self.desks.pop(key, None)
+                await desk.close()
+            raise
+        return {
+            **desk.state(),
+            "wrap_up_codes": list(self.directory.codes(principal.tenant)),
+            "break_reasons": list(BREAK_REASONS),
+        }
+
+    def desk(self, principal: sb_auth.Principal) -> Desk:
+        desk = self.desks.get((principal.tenant, principal.subject))
+        if desk is None or not desk.started:
+            from switchboard.core.errors import FailedPrecondition
+
+            raise FailedPrecondition("sign in to the inbox first (sign_in)")
+        return desk
+
+    def disconnected(self, principal: sb_auth.Principal, sid: str) -> None:
+        key = (principal.tenant, principal.subject)
+        desk = self.desks.get(key)
+        if desk is not None and sid in desk.sockets:
+
+            def idle() -> None:
+                if self.desks.get(key) is desk and not desk.sockets:
+                    self.desks.pop(key, None)
+                    asyncio.get_running_loop().create_task(desk.close())
+
+            desk.detach(sid, self.desk_grace_seconds, idle)
+        watcher = self._watchers.pop(sid, None)
+        if watcher is not None:
+            watcher.cancel()
+
+    async def close(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        self._watchers.clear()
+        desks, self.desks = list(self.desks.values()), {}
+        for desk in desks:
+            await desk.close()
+
+    # ---- conversations and replies ------------------------------------------------------------
+
+    async def conversation(self, principal: sb_auth.Principal, contact_id: Any) -> dict[str, Any]:
+        """What the conversation view shows for a non-chat contact: the contact as it arrived,
+        the messages the case service recorded, and the agent's replies from this desk."""
+        c = self.desk(principal).contact(contact_id)
+        messages: list[dict[str, Any]] = []
+        with contextlib.suppress(DomainError):
+            found = await self._case_of(principal, c)
+            if found is not None:
+                for k in found.contacts:
+                    if k.contact_id == c.contact_id:
+                        messages = [wire.message(m) for m in k.messages]
+        return {"contact": c.to_wire(), "messages": messages}
+
+    async def reply(self, principal: sb_auth.Principal, data: Any) -> dict[str, Any]:
+        """Send the agent's reply on the contact's own channel."""
+        desk = self.desk(principal)
+        c = desk.contact(data.get("contact_id") if isinstance(data, dict) else None)
+        text = check_text(
+            data,
+            self.chat.max_message_bytes * 16
+            if c.channel != "chat"
+            else self.chat.max_message_bytes,
+        )
+        channel = c.data["reply_channel"]
+        if channel == "chat":
+            sent = await self.chat.send_agent_message(
+                principal.tenant, c.contact_id, principal.subject, text
+            )
+            reply = {"id": sent.message_id, "channel": "chat", "text": text, "sent_at": _now_ms()}
+        elif channel == "email":
+            reply = await self._email(principal, desk, c, text)
+        elif channel == "fax":
+            reply = await self._fax(principal, c, text)
+        else:
+            raise InvalidArgument("contact_id", "a voice contact is answered on the phone")
+        await desk.replied(c, reply)
+        return reply
+
+    async def _case_of(self, principal: sb_auth.Principal, c: DeskContact) -> Any:
+        case_stub = self.desk(principal).backends.case
+        case_id = c.data.get("case_id")
+        if not case_id:
+            listed = await call(
+                "ListCases",
+                case_stub.ListCases(
+                    case_pb2.ListCasesRequest(contact_id=c.contact_id, page_size=1)
+                ),
+            )
+            if not listed.cases:
+                return None
+            case_id = listed.cases[0].case_id
+        return await call("GetCase", case_stub.GetCase(case_pb2.GetCaseRequest(case_id=case_id)))
+
+    async def _case_ref(self, principal: sb_auth.Principal, c: DeskContact) -> tuple[str, str]:
+        try:
+            found = await self._case_of(principal, c)
+        except DomainError as exc:
+            logger.info("no case for %s yet: %s", c.contact_id, exc)
+            return c.data.get("case_id") or "", ""
+        return (found.case_id, found.reference) if found is not None else ("", "")
+
+    async def _email(
+        self, principal: sb_auth.Principal, desk: Desk, c: DeskContact, text: str
+    ) -> dict[str, Any]:
+        to = _email_of(c.data)
+        if not to:
+            raise InvalidArgument("contact_id", "the customer left no email address")
+        case_id, reference = await self._case_ref(principal, c)
+        thread = c.data.get("conversation_id") or ""
+        in_reply_to = thread if thread.startswith("<") and thread.endswith(">") else ""
+        command = events_pb2.OutboundEmail(
+            meta=events.new_meta(principal.tenant, contact_pb2.CHANNEL_EMAIL, SOURCE),
+            contact_id=c.contact_id,
+            case_id=case_id,
+            case_reference=reference,
+            agent_id=principal.subject,
+            to=[to],
+            subject=_reply_subject(c.data.get("subject") or ""),
+            text=text,
+            in_reply_to=in_reply_to,
+            references=[in_reply_to] if in_reply_to else [],
+            kind="reply",
+        )
+        await self.bus.publish(command)  # returns once JetStream stored the command
+        logger.info("email reply to contact %s queued (%s)", c.contact_id, command.meta.event_id)
+        return {
+            "id": command.meta.event_id,
+            "channel": "email",
+            "to": to,
+            "subject": command.subject,
+            "text": text,
+            "sent_at": _now_ms(),
+        }
+
+    async def _fax(self, principal: sb_auth.Principal, c: DeskContact, text: str) -> dict[str, Any]:
+        number = _phone_of(c.data)
+        if not number:
+            raise InvalidArgument("contact_id", "the fax came without a number to answer")
+        case_id, reference = await self._case_ref(principal, c)
+        command = events_pb2.OutboundFax(
+            meta=events.new_meta(principal.tenant, contact_pb2.CHANNEL_FAX, SOURCE),
+            contact_id=c.contact_id,
+            case_id=case_id,
+            case_reference=reference,
+            agent_id=principal.subject,
+            to_number=number,
+            text=text,
+        )
+        await self.bus.publish(command)
+        return {
+            "id": command.meta.event_id,
+            "channel": "fax",
+            "to": number,
+            "text": text,
+            "sent_at": _now_ms(),
+        }
+
+    async def read_object(self, bucket: str, name: str) -> bytes | None:
+        """A file from the JetStream object store (where the channels keep them)."""
+        try:
+            store = await self.bus.js.object_store(bucket)
+            result = await store.get(name)
+        except Exception as exc:
+            logger.info("attachment %s/%s not readable: %s", bucket, name, type(exc).__name__)
+            return None
+        return bytes(result.data or b"")
+
+    # ---- the case side panel -------------------------------------------------------------------
+
+    async def case_panel(self, principal: sb_auth.Principal, contact_id: Any) -> dict[str, Any]:
+        """The contact's case (notes, status, SLA) and the customer's history across channels."""
+        desk = self.desk(principal)
+        c = desk.contact(contact_id)
+        found = await self._case_of(principal, c)
+        if found is None:
+            return {"case": None, "history": []}
+        history: list[dict[str, Any]] = []
+        if found.customer.customer_id:
+            try:
+                h = await call(
+                    "GetCustomerHistory",
+                    desk.backends.case.GetCustomerHistory(
+                        case_pb2.GetCustomerHistoryRequest(
+                            customer_id=found.customer.customer_id, max_cases=20
+                        )
+                    ),
+                )
+                history = [wire.case(k, with_messages=False) for k in h.cases]
+            except Unimplemented:
+                pass
+        return {"case": wire.case(found), "history": history}
+
+    def _case_id(self, data: Any) -> str:
+        case_id = data.get("case_id") if isinstance(data, dict) else None
+        if not isinstance(case_id, str) or not case_id:
+            raise InvalidArgument("case_id")
+        return case_id
+
+    async def add_note(self, principal: sb_auth.Principal, data: Any) -> dict[str, Any]:
+        case_id = self._case_id(data)
+        text = check_text(data, 8000)
+        note = await call(
+            "AddNote",
+            self.desk(principal).backends.case.AddNote(
+                case_pb2.AddNoteRequest(case_id=case_id, text=text)
+            ),
+        )
+        return {
+            "note_id": note.note_id,
+            "author": note.author,
+            "text": note.text,
+            "at": wire.ms(note.created_at),
+        }
+
+    async def set_case_status(self, principal: sb_auth.Principal, data: Any) -> dict[str, Any]:
+        case_id = self._case_id(data)
+        status = wire.CASE_STATUS_BY_NAME.get(data.get("status"))
+        if status is None:
+            raise InvalidArgument("status", f"must be one of {', '.join(wire.CASE_STATUS_BY_NAME)}")
+        reason = data.get("reason") or ""
+        updated = await call(
+            "UpdateCaseStatus",
+            self.desk(principal).backends.case.UpdateCaseStatus(
+                case_pb2.UpdateCaseStatusRequest(
+                    case_id=case_id, status=status, reason=str(reason)[:500]
+                )  # type: ignore[arg-type]
+            ),
+        )
+        return wire.case(updated, with_messages=False)
+
+    async def search_knowledge(self, principal: sb_auth.Principal, data: Any) -> dict[str, Any]:
+        query = data.get("query") if isinstance(data, dict) else None
+        if not isinstance(query, str) or not query.strip() or len(query) > 500:
+            raise InvalidArgument("query", "must be 1-500 characters")
+        language = data.get("language") or ""
+        try:
+            found = await call(
+                "SearchKnowledge",
+                self.desk(principal).backends.case.SearchKnowledge(
+                    case_pb2.SearchKnowledgeRequest(
+                        query=query.strip(), limit=KB_LIMIT, language=str(language)[:16]
+                    )
+                ),
+            )
+        except Unimplemented:
+            return {"available": False, "hits": []}
+        return {
+            "available": True,
+            "hits": [
+                {
+                    "article_id": h.article.article_id,
+                    "title": h.article.title,
+                    "body": h.article.body,
+                    "language": h.article.language,
+                    "snippet": h.snippet,
+                }
+                for h in found.hits
+            ],
+        }
+
+    # ---- the supervisors' wallboard ------------------------------------------------------------
+
+    def watch(
+        self,
+        principal: sb_auth.Principal,
+        token: str,
+        sid: str,
+        send: Callable[[str, dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """Stream live statistics to one supervisor socket until it disconnects."""
+        if not principal.has_any("supervisor", "admin"):
+            raise PermissionDenied("the wallboard needs the supervisor role")
+        if sid not in self._watchers:
+            self._watchers[sid] = asyncio.create_task(
+                self._watch(principal.tenant, token, send), name=f"wallboard:{sid}"
+            )
+        history = self.history.setdefault(principal.tenant, DayHistory())
+        return {"history": list(history.points)}
+
+    async def day_report(self, backends: Backends) -> list[dict[str, Any]]:
+        """Today's contacts per hour (UTC) from the case service's service-level report."""
+        now = datetime.now(UTC)
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        request = case_pb2.GetReportRequest(
+            kind=case_pb2.REPORT_KIND_SERVICE_LEVEL, interval="hour", time_zone="UTC"
+        )
+        getattr(request, "from").FromDatetime(start)
+        request.to.FromDatetime(now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+        report = await call("GetReport", backends.case.GetReport(request))
+        rows = []
+        for row in report.rows:
+            values = {v.name: (v.value if v.defined else None) for v in row.values}
+            rows.append(
+                {
+                    "start": wire.ms(row.interval_start),
+                    "offered": values.get("offered") or 0,
+                    "answered": values.get("answered") or 0,
+                    "abandoned": values.get("abandoned") or 0,
+                    "service_level": values.get("service_level"),
+                }
+            )
+        return rows
+
+    async def _watch(
+        self, tenant: str, token: str, send: Callable[[str, dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        backends = self._backends(token)
+        report_task = asyncio.create_task(self._report_loop(backends, send))
+        history = self.history.setdefault(tenant, DayHistory())
+        request = router_pb2.WatchQueueStatsRequest(interval=Duration(seconds=1))
+        try:
+            while True:
+                try:
+                    async for snap in backends.router.WatchQueueStats(request):
+                        agents = await call(
+                            "ListAgents", backends.router.ListAgents(router_pb2.ListAgentsRequest())
+                        )
+                        total = wire.queue_stats(snap.total)
+                        point = history.add(time.time(), total)
+                        await send(
+                            "stats",
+                            {
+                                "at": wire.ms(snap.at),
+                                "total": total,
+                                "queues": [wire.queue_stats(q) for q in snap.queues],
+                                "surge_level": int(snap.surge_level),
+                                "agents": [wire.agent(a) for a in agents.agents],
+                                "point": history.points[-1] if point else None,
+                            },
+                        )
+                except grpc.aio.AioRpcError as exc:
+                    logger.info("wallboard stream ended: %s", exc.code().name)
+                    await send("stats", {"error": exc.details() or exc.code().name})
+                except DomainError as exc:
+                    await send("stats", {"error": str(exc)})
+                await asyncio.sleep(1.0)
+        finally:
+            report_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await report_task
+            await backends.close()
+
+    async def _report_loop(
+        self, backends: Backends, send: Callable[[str, dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        while True:
+            try:
+                await send("day", {"hours": await self.day_report(backends)})
+            except DomainError as exc:  # the report is a nicety: the live figures go on
+                logger.info("wallboard day report: %s", exc)
+            await asyncio.sleep(REPORT_SECONDS)

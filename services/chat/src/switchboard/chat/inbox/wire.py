@@ -1,0 +1,234 @@
+"""Protobuf messages from the router and the case service as the JSON the inbox page reads.
+
+Every string here may come from a customer; the page renders them as text only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from switchboard.v1 import case_pb2, contact_pb2, router_pb2
+
+CHANNELS = {
+    contact_pb2.CHANNEL_VOICE: "voice",
+    contact_pb2.CHANNEL_EMAIL: "email",
+    contact_pb2.CHANNEL_FAX: "fax",
+    contact_pb2.CHANNEL_CHAT: "chat",
+}
+IDENTITIES = {
+    contact_pb2.IDENTITY_KIND_PHONE: "phone",
+    contact_pb2.IDENTITY_KIND_EMAIL: "email",
+    contact_pb2.IDENTITY_KIND_CHAT_VISITOR: "visitor",
+    contact_pb2.IDENTITY_KIND_PARTNER_ID: "partner",
+}
+PRESENCES = {
+    router_pb2.PRESENCE_OFFLINE: "offline",
+    router_pb2.PRESENCE_AVAILABLE: "available",
+    router_pb2.PRESENCE_BUSY: "busy",
+    router_pb2.PRESENCE_WRAP_UP: "wrap_up",
+    router_pb2.PRESENCE_BREAK: "break",
+    router_pb2.PRESENCE_NOT_RESPONDING: "not_responding",
+}
+PRESENCE_BY_NAME = {v: k for k, v in PRESENCES.items()}
+AUTHORS = {
+    contact_pb2.AUTHOR_CUSTOMER: "customer",
+    contact_pb2.AUTHOR_AGENT: "agent",
+    contact_pb2.AUTHOR_SYSTEM: "system",
+}
+CASE_STATUSES = {
+    case_pb2.CASE_STATUS_NEW: "new",
+    case_pb2.CASE_STATUS_ASSIGNED: "assigned",
+    case_pb2.CASE_STATUS_IN_PROGRESS: "in_progress",
+    case_pb2.CASE_STATUS_PENDING_CUSTOMER: "pending_customer",
+    case_pb2.CASE_STATUS_RESOLVED: "resolved",
+    case_pb2.CASE_STATUS_CLOSED: "closed",
+}
+CASE_STATUS_BY_NAME = {v: k for k, v in CASE_STATUSES.items()}
+# How long a contact may wait for the agent's first answer, by channel (the desk's SLA countdown;
+# the case's own SLA timers take over when the case service reports them).
+FIRST_RESPONSE_SECONDS = {"voice": 20, "chat": 60, "email": 24 * 3600, "fax": 24 * 3600}
+
+
+def ms(ts: Timestamp) -> int | None:
+    """Milliseconds since the epoch, or None for an unset timestamp."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def text_of(parts: Any) -> str:
+    return "\n".join(p.text for p in parts if p.content_type in ("", "text/plain"))
+
+
+def contact(c: contact_pb2.Contact) -> dict[str, Any]:
+    channel = CHANNELS.get(c.channel, "chat")
+    created = ms(c.created_at)
+    return {
+        "contact_id": c.contact_id,
+        "channel": channel,
+        "customer_name": c.customer_name,
+        "language": c.language,
+        "skills": list(c.skills),
+        "priority": int(c.priority),
+        "queue": c.queue,
+        "subject": c.subject,
+        "text": text_of(c.content),
+        "html": any(p.content_type == "text/html" for p in c.content),
+        "identities": [
+            {"kind": IDENTITIES.get(i.kind, "other"), "value": i.value} for i in c.identities
+        ],
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": int(a.size_bytes),
+                "index": n,
+            }
+            for n, a in enumerate(c.attachments)
+        ],
+        "created_at": created,
+        "conversation_id": c.conversation_id,
+        "case_id": c.case_id,
+        # An offline chat message is answered by email (see ChatNotifier.contact_created).
+        "reply_channel": (
+            "email" if channel == "chat" and c.conversation_id.startswith("offline:") else channel
+        ),
+        "sla_due": (created + FIRST_RESPONSE_SECONDS[channel] * 1000) if created else None,
+    }
+
+
+def restored_contact(c: case_pb2.Case, k: case_pb2.CaseContact) -> dict[str, Any]:
+    """A contact as `contact()` gives it, rebuilt from the case record (after a desk restart)."""
+    channel = CHANNELS.get(k.channel, "chat")
+    created = ms(k.created_at)
+    first = next((m for m in k.messages if m.author == contact_pb2.AUTHOR_CUSTOMER), None)
+    return {
+        "contact_id": k.contact_id,
+        "channel": channel,
+        "customer_name": c.customer.display_name,
+        "language": k.language,
+        "skills": list(k.skills),
+        "priority": 0,
+        "queue": k.queue,
+        "subject": k.subject,
+        "text": text_of(first.parts) if first else "",
+        "html": False,
+        "identities": [
+            {"kind": IDENTITIES.get(i.kind, "other"), "value": i.value}
+            for i in c.customer.identities
+        ],
+        "attachments": [],
+        "created_at": created,
+        "conversation_id": "",
+        "case_id": c.case_id,
+        "reply_channel": channel,
+        "sla_due": (created + FIRST_RESPONSE_SECONDS[channel] * 1000) if created else None,
+    }
+
+
+def offer(o: router_pb2.Offer) -> dict[str, Any]:
+    return {
+        "offer_id": o.offer_id,
+        "expires_at": ms(o.expires_at),
+        "queue": o.queue,
+        "step": o.step,
+        "contact": contact(o.contact),
+    }
+
+
+def agent(a: router_pb2.Agent) -> dict[str, Any]:
+    return {
+        "agent_id": a.agent_id,
+        "name": a.display_name,
+        "presence": PRESENCES.get(a.presence, "offline"),
+        "reason": a.presence_reason,
+        "active": len(a.active_contact_ids),
+        "connected": a.connected,
+        "pending_offer": a.has_pending_offer,
+        "since": ms(a.presence_since),
+        "languages": [lang.language for lang in a.languages],
+    }
+
+
+def _seconds(d: Any) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def queue_stats(q: router_pb2.QueueStats) -> dict[str, Any]:
+    return {
+        "queue": q.queue,
+        "waiting": int(q.waiting),
+        "longest_wait": _seconds(q.longest_wait),
+        "offered": int(q.offered),
+        "assigned": int(q.assigned),
+        "answered": int(q.answered),
+        "abandoned": int(q.abandoned),
+        "sl_threshold": _seconds(q.sl_threshold),
+        "sl_target": q.sl_target,
+        "service_level": q.service_level,
+        "asa": _seconds(q.average_speed_of_answer),
+        "abandonment_rate": q.abandonment_rate,
+        "surge_level": int(q.surge_level),
+        "agents": {PRESENCES.get(s.presence, "offline"): int(s.count) for s in q.agents},
+    }
+
+
+def message(m: contact_pb2.Message) -> dict[str, Any]:
+    return {
+        "message_id": m.message_id,
+        "author": AUTHORS.get(m.author, "system"),
+        "agent_id": m.agent_id,
+        "text": text_of(m.parts),
+        "sent_at": ms(m.sent_at),
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type} for a in m.attachments
+        ],
+    }
+
+
+def case(c: case_pb2.Case, with_messages: bool = True) -> dict[str, Any]:
+    return {
+        "case_id": c.case_id,
+        "reference": c.reference,
+        "status": CASE_STATUSES.get(c.status, "new"),
+        "subject": c.subject,
+        "customer": {
+            "customer_id": c.customer.customer_id,
+            "name": c.customer.display_name,
+            "identities": [
+                {"kind": IDENTITIES.get(i.kind, "other"), "value": i.value}
+                for i in c.customer.identities
+            ],
+        },
+        "created_at": ms(c.created_at),
+        "updated_at": ms(c.updated_at),
+        "assigned_agent_id": c.assigned_agent_id,
+        "notes": [
+            {"note_id": n.note_id, "author": n.author, "text": n.text, "at": ms(n.created_at)}
+            for n in c.notes
+        ],
+        "sla": [
+            {
+                "metric": t.metric,
+                "target": _seconds(t.target),
+                "elapsed": _seconds(t.elapsed),
+                "state": t.state,
+                "breached": ms(t.breached_at) is not None,
+            }
+            for t in c.sla
+        ],
+        "contacts": [
+            {
+                "contact_id": k.contact_id,
+                "channel": CHANNELS.get(k.channel, "chat"),
+                "subject": k.subject,
+                "status": k.status,
+                "agent_id": k.agent_id,
+                "created_at": ms(k.created_at),
+                "messages": [message(m) for m in k.messages] if with_messages else [],
+            }
+            for k in c.contacts
+        ],
+    }

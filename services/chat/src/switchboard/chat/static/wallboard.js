@@ -1,0 +1,213 @@
+/* Switchboard supervisor wallboard: live queues, agents by state, the surge level and the day's
+   charts, drawn as inline SVG. All data is rendered with textContent / attributes only. */
+(function () {
+  "use strict";
+  var t = window.SBI18n.t;
+  var $ = function (id) { return document.getElementById(id); };
+  var KEY = "sb-wallboard";
+  var SVG = "http://www.w3.org/2000/svg";
+  var state = { token: null, agent: null, socket: null, points: [], last: null };
+
+  function el(tag, attrs) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "cls") node.className = attrs[k];
+      else node.setAttribute(k, attrs[k]);
+    });
+    for (var i = 2; i < arguments.length; i++) if (arguments[i] != null) node.appendChild(arguments[i]);
+    return node;
+  }
+  function svg(tag, attrs, text) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text != null) node.textContent = text;
+    return node;
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function secs(s) {
+    s = Math.round(s || 0);
+    return s >= 3600 ? Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m"
+      : s >= 60 ? Math.floor(s / 60) + "m " + (s % 60) + "s" : s + "s";
+  }
+  function pct(x) { return (Math.round((x || 0) * 1000) / 10) + "%"; }
+  function error(msg) { $("board-error").textContent = msg || ""; $("board-error").hidden = !msg; }
+
+  $("login").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    fetch("api/agent/login", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ tenant: $("login-tenant").value.trim(), agent_id: $("login-agent").value.trim(), password: $("login-password").value }),
+    }).then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (res) {
+        var err = $("login-error");
+        if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
+        if (res.body.agent.role !== "supervisor") { err.textContent = t("needSupervisor"); err.hidden = false; return; }
+        state.token = res.body.token; state.agent = res.body.agent;
+        sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
+        window.SBI18n.load(state.agent.ui_language).then(start);
+      });
+  });
+
+  $("sign-out").addEventListener("click", function () { sessionStorage.removeItem(KEY); location.reload(); });
+
+  function start() {
+    $("login").hidden = true;
+    $("board").hidden = false;
+    $("me").textContent = state.agent.name;
+    var socket = io("/agent", { auth: { token: state.token }, transports: ["websocket"] });
+    state.socket = socket;
+    socket.on("connect", function () {
+      $("conn").textContent = t("connected"); $("conn").className = "conn ok"; error("");
+      socket.emit("watch", {}, function (ack) {
+        if (!ack.ok) { error(ack.error); return; }
+        state.points = ack.history || [];
+        drawCharts();
+      });
+    });
+    socket.on("disconnect", function () { $("conn").textContent = t("reconnecting"); $("conn").className = "conn bad"; });
+    socket.on("connect_error", function (err) { error(err && err.message); });
+    socket.on("day", function (d) { state.day = d.hours || []; drawDay(); });
+    socket.on("stats", function (s) {
+      if (s.error) { error(s.error); return; }
+      state.last = s;
+      if (s.point) { state.points.push(s.point); drawCharts(); }
+      render(s);
+    });
+  }
+
+  function tile(id, cls) { var n = $(id); if (n) n.className = "tile " + (cls || ""); }
+
+  function render(s) {
+    var total = s.total;
+    $("wb-waiting").textContent = String(total.waiting);
+    $("wb-longest").textContent = secs(total.longest_wait);
+    tile("tile-longest", total.longest_wait > (total.sl_threshold || 20) ? "bad" : "ok");
+    $("wb-asa").textContent = secs(total.asa);
+    $("wb-abandon").textContent = pct(total.abandonment_rate);
+    tile("tile-abandon", total.abandonment_rate > 0.05 ? "bad" : "ok");
+    $("wb-surge").textContent = String(s.surge_level);
+    tile("tile-surge", s.surge_level > 0 ? "bad" : "ok");
+    gauge(total.answered + total.abandoned > 0 ? total.service_level : null, total.sl_target || 0.8);
+    var body = $("wb-queues");
+    clear(body);
+    s.queues.forEach(function (q) {
+      body.appendChild(el("tr", { "data-queue": q.queue },
+        el("td", { text: q.queue }), el("td", { text: String(q.waiting), "data-testid": "wb-queue-waiting" }),
+        el("td", { text: secs(q.longest_wait) }),
+        el("td", { text: q.answered + q.abandoned ? pct(q.service_level) + " / " + pct(q.sl_target) : "–" }),
+        el("td", { text: secs(q.asa) }), el("td", { text: pct(q.abandonment_rate) }),
+        el("td", { text: String(q.surge_level) })));
+    });
+    var counts = {};
+    s.agents.forEach(function (a) { counts[a.presence] = (counts[a.presence] || 0) + 1; });
+    var states = $("wb-states");
+    clear(states);
+    stateBars(states, counts);
+    var agents = $("wb-agents");
+    clear(agents);
+    s.agents.forEach(function (a) {
+      agents.appendChild(el("tr", {},
+        el("td", { text: a.name || a.agent_id }),
+        el("td", { cls: "state-" + a.presence, text: t(a.presence) + (a.reason ? " — " + a.reason : "") }),
+        el("td", { text: String(a.active) }),
+        el("td", { text: a.since ? secs((Date.now() - a.since) / 1000) : "" })));
+    });
+  }
+
+  function gauge(sl, target) {
+    var g = $("wb-gauge");
+    clear(g);
+    var arc = function (from, to, color, width) {
+      var a0 = Math.PI * (1 - from), a1 = Math.PI * (1 - to);
+      var x0 = 60 + 50 * Math.cos(a0), y0 = 60 - 50 * Math.sin(a0);
+      var x1 = 60 + 50 * Math.cos(a1), y1 = 60 - 50 * Math.sin(a1);
+      g.appendChild(svg("path", { d: "M" + x0 + " " + y0 + " A50 50 0 0 1 " + x1 + " " + y1, stroke: color, "stroke-width": width, fill: "none" }));
+    };
+    arc(0, 0.9999, "#dde1e6", 10);
+    if (sl != null) arc(0, Math.max(0.001, Math.min(0.9999, sl)), sl >= target ? "#1e8a4c" : "#c62828", 10);
+    var ta = Math.PI * (1 - target);
+    g.appendChild(svg("line", { x1: 60 + 40 * Math.cos(ta), y1: 60 - 40 * Math.sin(ta), x2: 60 + 58 * Math.cos(ta), y2: 60 - 58 * Math.sin(ta), stroke: "#1d2430", "stroke-width": 2 }));
+    g.appendChild(svg("text", { x: 60, y: 58, "text-anchor": "middle", "class": "gauge-value", "data-testid": "wb-sl-value" }, sl == null ? "–" : pct(sl)));
+    g.appendChild(svg("text", { x: 60, y: 69, "text-anchor": "middle" }, t("target") + " " + pct(target)));
+  }
+
+  function stateBars(box, counts) {
+    var order = ["available", "busy", "wrap_up", "break", "not_responding", "offline"];
+    var colors = { available: "#1e8a4c", busy: "#2357d8", wrap_up: "#7a5af5", break: "#c77700", not_responding: "#c62828", offline: "#9aa3ad" };
+    var max = Math.max.apply(null, [1].concat(order.map(function (k) { return counts[k] || 0; })));
+    var s = svg("svg", { viewBox: "0 0 400 " + order.length * 22, width: "100%", height: order.length * 22, role: "img" });
+    order.forEach(function (k, i) {
+      var n = counts[k] || 0;
+      s.appendChild(svg("text", { x: 0, y: i * 22 + 15, "data-state": k }, t(k)));
+      s.appendChild(svg("rect", { x: 110, y: i * 22 + 4, width: Math.max(1, 250 * n / max), height: 14, fill: colors[k] }));
+      s.appendChild(svg("text", { x: 115 + 250 * n / max, y: i * 22 + 15, "data-testid": "wb-state-" + k }, String(n)));
+    });
+    box.appendChild(s);
+  }
+
+  function line(node, values, maxY, color, label, target) {
+    clear(node);
+    var W = 600, H = 180, L = 36, B = 20;
+    node.appendChild(svg("line", { x1: L, y1: H - B, x2: W, y2: H - B, stroke: "#dde1e6" }));
+    node.appendChild(svg("text", { x: 0, y: 12 }, String(Math.round(maxY))));
+    node.appendChild(svg("text", { x: 0, y: H - B }, "0"));
+    if (target != null) {
+      var ty = H - B - (H - B - 10) * target / maxY;
+      node.appendChild(svg("line", { x1: L, y1: ty, x2: W, y2: ty, stroke: "#1d2430", "stroke-dasharray": "4 4" }));
+    }
+    if (!values.length) return;
+    var pts = values.map(function (p, i) {
+      var x = L + (W - L) * (values.length === 1 ? 1 : i / (values.length - 1));
+      var y = H - B - (H - B - 10) * Math.min(p.v, maxY) / maxY;
+      return x.toFixed(1) + "," + y.toFixed(1);
+    });
+    node.appendChild(svg("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
+    var end = pts[pts.length - 1].split(",");
+    node.appendChild(svg("circle", { cx: end[0], cy: end[1], r: 3, fill: color }));
+    var first = new Date(values[0].at), last = new Date(values[values.length - 1].at);
+    node.appendChild(svg("text", { x: L, y: H - 4 }, first.toLocaleTimeString()));
+    node.appendChild(svg("text", { x: W - 70, y: H - 4 }, last.toLocaleTimeString()));
+    node.setAttribute("aria-label", label);
+  }
+
+  function drawCharts() {
+    var p = state.points;
+    var waiting = p.map(function (x) { return { at: x.at, v: x.waiting }; });
+    var maxW = Math.max.apply(null, [5].concat(waiting.map(function (x) { return x.v; })));
+    line($("chart-waiting"), waiting, maxW, "#2357d8", t("chartWaiting"));
+    var sl = p.filter(function (x) { return x.answered + x.abandoned > 0; }).map(function (x) { return { at: x.at, v: 100 * x.service_level }; });
+    line($("chart-sl"), sl, 100, "#1e8a4c", t("chartSl"), 100 * ((state.last && state.last.total.sl_target) || 0.8));
+  }
+
+  // Today's contacts per hour (the case service's report): answered and abandoned, stacked.
+  function drawDay() {
+    var node = $("chart-day");
+    clear(node);
+    var rows = state.day || [];
+    var W = 600, H = 180, L = 36, B = 20;
+    var max = Math.max.apply(null, [4].concat(rows.map(function (r) { return r.answered + r.abandoned; })));
+    node.appendChild(svg("line", { x1: L, y1: H - B, x2: W, y2: H - B, stroke: "#dde1e6" }));
+    node.appendChild(svg("text", { x: 0, y: 12 }, String(Math.round(max))));
+    var slot = (W - L) / 24;
+    rows.forEach(function (r) {
+      var hour = new Date(r.start).getUTCHours();
+      var x = L + hour * slot + 2;
+      var hA = (H - B - 10) * r.answered / max, hB = (H - B - 10) * r.abandoned / max;
+      node.appendChild(svg("rect", { x: x, y: H - B - hA, width: slot - 4, height: hA, fill: "#1e8a4c", "data-hour": hour }));
+      node.appendChild(svg("rect", { x: x, y: H - B - hA - hB, width: slot - 4, height: hB, fill: "#c62828" }));
+    });
+    [0, 6, 12, 18].forEach(function (h) { node.appendChild(svg("text", { x: L + h * slot, y: H - 4 }, h + ":00 UTC")); });
+  }
+
+  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); drawCharts(); drawDay(); });
+
+  var prior = null;
+  try { prior = JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { prior = null; }
+  var q = new URLSearchParams(location.search).get("tenant");
+  if (q) $("login-tenant").value = q;
+  if (prior && prior.token) {
+    state.token = prior.token; state.agent = prior.agent;
+    window.SBI18n.load().then(start);
+  } else window.SBI18n.load();
+})();

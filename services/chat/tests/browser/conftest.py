@@ -1,0 +1,177 @@
+"""Browser tests of the web chat, the agent inbox and the wallboard: the real platform (case,
+router and chat apps on a real nats-server, real gRPC and SQLite) driven by Debian's chromium
+through Playwright. No browser is downloaded: PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 and
+/usr/bin/chromium (`make system-deps` installs it). Screenshots go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.js import api as js_api
+
+from switchboard.case.bootstrap import CaseApp
+from switchboard.case.settings import CaseSettings
+from switchboard.chat.bootstrap import ChatApp
+from switchboard.chat.settings import ChatSettings
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+SECRET = "browser-test-secret"
+CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[4] / "test-artifacts" / "screenshots"
+TIMEOUT_MS = 15_000
+
+
+@dataclass
+class Platform:
+    url: str
+    bus: Bus
+    chat: ChatApp
+    case_port: int
+
+    async def publish_article(self, title: str, body: str) -> None:
+        """A published knowledge-base article, written by an admin over gRPC."""
+        token = auth.mint(SECRET, "demo", "kb-admin", ["admin"])
+        async with sb_grpc.channel(f"127.0.0.1:{self.case_port}", token) as ch:
+            stub = case_pb2_grpc.CaseServiceStub(ch)
+            article = await stub.CreateArticle(
+                case_pb2.CreateArticleRequest(title=title, body=body, language="ko")
+            )
+            for state in (case_pb2.ARTICLE_STATE_REVIEW, case_pb2.ARTICLE_STATE_PUBLISHED):
+                await stub.SetArticleState(
+                    case_pb2.SetArticleStateRequest(article_id=article.article_id, state=state)
+                )
+
+    async def email_contact(self, text: str, subject: str = "청구서 문의") -> str:
+        """Publish an email contact as the email channel does."""
+        contact_id = uuid.uuid4().hex
+        contact = contact_pb2.Contact(
+            contact_id=contact_id,
+            tenant="demo",
+            channel=contact_pb2.CHANNEL_EMAIL,
+            identities=[
+                contact_pb2.CustomerIdentity(
+                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value="seojun@example.com"
+                )
+            ],
+            customer_name="박서준",
+            language="ko",
+            skills=["billing"],
+            subject=subject,
+            content=[contact_pb2.ContentPart(content_type="text/plain", text=text)],
+            conversation_id="<bill-2@example.com>",
+        )
+        contact.created_at.GetCurrentTime()
+        await self.bus.publish(
+            events_pb2.ContactCreated(
+                meta=events.new_meta("demo", contact_pb2.CHANNEL_EMAIL, "email-ingest"),
+                contact=contact,
+            )
+        )
+        return contact_id
+
+    async def read(self, subject: str, stream: str, event_type: Any, count: int = 1) -> list[Any]:
+        sub = await self.bus.js.pull_subscribe(
+            subject,
+            stream=stream,
+            config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+        )
+        try:
+            msgs = await sub.fetch(count, timeout=TIMEOUT_MS / 1000)
+        finally:
+            await sub.unsubscribe()
+        return [event_type.FromString(m.data) for m in msgs]
+
+
+@pytest.fixture
+async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
+    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
+    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
+    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
+    started: list[Any] = []
+    bus = await Bus.connect(nats_url, source="test")
+    try:
+        for app in (case, router):
+            await app.start()
+            started.append(app)
+        chat = ChatApp(
+            ChatSettings(
+                **common,
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_TARGET=f"127.0.0.1:{router.port}",
+                CHAT_CASE_TARGET=f"127.0.0.1:{case.port}",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+        await chat.start()
+        started.append(chat)
+        yield Platform(f"http://127.0.0.1:{chat.http_port}", bus, chat, case.port)
+    finally:
+        for app in reversed(started):
+            await app.stop()
+        await bus.drain()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (Debian package chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class Pages:
+    """Browser contexts (one per person) with console errors collected, and screenshots."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.contexts: list[Any] = []
+        self.errors: list[str] = []
+
+    async def new(self, url: str, locale: str = "ko-KR") -> Any:
+        context = await self.browser.new_context(
+            locale=locale, viewport={"width": 1280, "height": 800}
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        self.contexts.append(context)
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        await page.goto(url)
+        return page
+
+    async def shot(self, page: Any, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            await context.close()
+
+
+@pytest.fixture
+async def pages(browser: Any) -> AsyncIterator[Pages]:
+    p = Pages(browser)
+    try:
+        yield p
+    finally:
+        await p.close()

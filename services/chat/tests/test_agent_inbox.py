@@ -1,0 +1,577 @@
+"""The agent inbox's server side against a real platform: router, case and chat apps on a real
+nats-server, real gRPC, SQLite and Socket.IO: sign-in, offers, replies on each contact's own
+channel, the case panel, surge-locked breaks, and tenant isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+from nats.js import api as js_api
+
+from switchboard.case.bootstrap import CaseApp
+from switchboard.case.settings import CaseSettings
+from switchboard.chat.bootstrap import ChatApp
+from switchboard.chat.settings import ChatSettings
+from switchboard.core import auth, events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+
+SECRET = "inbox-test-secret"
+TIMEOUT = 15.0
+
+
+@dataclass
+class Inbox:
+    url: str
+    bus: Bus
+    chat: ChatApp
+    case_port: int
+    router_port: int
+
+    def replica(self, nats_url: str) -> ChatApp:
+        """Another chat process on the same platform."""
+        return ChatApp(
+            ChatSettings(
+                NATS_URL=nats_url,
+                SWITCHBOARD_AUTH_SECRET=SECRET,
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_TARGET=f"127.0.0.1:{self.router_port}",
+                CHAT_CASE_TARGET=f"127.0.0.1:{self.case_port}",
+                CHAT_CONSUMER="chat-replica",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+
+
+@pytest.fixture
+async def inbox(nats_url: str, database_url: str) -> AsyncIterator[Inbox]:
+    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
+    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
+    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
+    started: list[Any] = []
+    bus = await Bus.connect(nats_url, source="test")
+    try:
+        for app in (case, router):
+            await app.start()
+            started.append(app)
+        chat = ChatApp(
+            ChatSettings(
+                **common,
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_TARGET=f"127.0.0.1:{router.port}",
+                CHAT_CASE_TARGET=f"127.0.0.1:{case.port}",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+        await chat.start()
+        started.append(chat)
+        yield Inbox(f"http://127.0.0.1:{chat.http_port}", bus, chat, case.port, router.port)
+    finally:
+        for app in reversed(started):
+            await app.stop()
+        await bus.drain()
+
+
+class AgentSocket:
+    EVENTS = (
+        "offer",
+        "offer_gone",
+        "contact",
+        "contact_gone",
+        "presence",
+        "surge",
+        "message",
+        "stats",
+        "day",
+    )
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.queues: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        for event in self.EVENTS:
+            self.sio.on(event, self._recorder(event), namespace="/agent")
+
+    def _recorder(self, event: str) -> Any:
+        async def record(data: Any = None) -> None:
+            self.queues[event].put_nowait(data)
+
+        return record
+
+    async def next(self, event: str, where: Any = lambda _: True) -> Any:
+        async def find() -> Any:
+            while True:
+                data = await self.queues[event].get()
+                if where(data):
+                    return data
+
+        return await asyncio.wait_for(find(), TIMEOUT)
+
+    async def call(self, event: str, data: Any = None) -> Any:
+        return await self.sio.call(event, data or {}, namespace="/agent", timeout=TIMEOUT)
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[AgentSocket]]:
+    made: list[AgentSocket] = []
+    yield made
+    for s in made:
+        if s.sio.connected:
+            await s.sio.disconnect()
+
+
+async def login(url: str, agent_id: str, password: str, tenant: str = "demo") -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{url}/api/agent/login",
+            json={"tenant": tenant, "agent_id": agent_id, "password": password},
+        ) as r:
+            return r.status, await r.json()
+
+
+async def connect(url: str, token: str, made: list[AgentSocket]) -> AgentSocket:
+    s = AgentSocket()
+    made.append(s)
+    await s.sio.connect(
+        url,
+        namespaces=["/agent"],
+        auth={"token": token},
+        transports=["websocket"],
+        wait_timeout=TIMEOUT,
+    )
+    return s
+
+
+async def refused(url: str, auth_data: Any) -> str:
+    sio = socketio.AsyncClient(reconnection=False)
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    sio.on("connect_error", errors.put_nowait, namespace="/agent")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sio.connect(
+            url,
+            namespaces=["/agent"],
+            auth=auth_data,
+            transports=["websocket"],
+            wait_timeout=TIMEOUT,
+        )
+    error = await asyncio.wait_for(errors.get(), TIMEOUT)
+    return str(error["message"] if isinstance(error, dict) else error)
+
+
+async def email_contact(bus: Bus, tenant: str = "demo", text: str = "") -> str:
+    """Publish an email contact as the email channel does."""
+    contact_id = uuid.uuid4().hex
+    contact = contact_pb2.Contact(
+        contact_id=contact_id,
+        tenant=tenant,
+        channel=contact_pb2.CHANNEL_EMAIL,
+        identities=[
+            contact_pb2.CustomerIdentity(
+                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="minji@example.com"
+            )
+        ],
+        customer_name="김민지",
+        language="ko",
+        skills=["billing"],
+        subject="청구서 문의",
+        content=[
+            contact_pb2.ContentPart(
+                content_type="text/plain",
+                text=text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
+            )
+        ],
+        conversation_id="<thread-1@example.com>",
+    )
+    contact.created_at.GetCurrentTime()
+    await bus.publish(
+        events_pb2.ContactCreated(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, "email-ingest"), contact=contact
+        )
+    )
+    return contact_id
+
+
+async def read_one(bus: Bus, subject: str, stream: str, event_type: Any) -> Any:
+    sub = await bus.js.pull_subscribe(
+        subject,
+        stream=stream,
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
+    try:
+        [msg] = await sub.fetch(1, timeout=TIMEOUT)
+    finally:
+        await sub.unsubscribe()
+    return event_type.FromString(msg.data)
+
+
+async def publish_article(inbox: Inbox, title: str, body: str) -> None:
+    token = auth.mint(SECRET, "demo", "kb-admin", ["admin"])
+    async with sb_grpc.channel(f"127.0.0.1:{inbox.case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+        article = await stub.CreateArticle(
+            case_pb2.CreateArticleRequest(title=title, body=body, language="ko")
+        )
+        for state in (case_pb2.ARTICLE_STATE_REVIEW, case_pb2.ARTICLE_STATE_PUBLISHED):
+            await stub.SetArticleState(
+                case_pb2.SetArticleStateRequest(article_id=article.article_id, state=state)
+            )
+
+
+async def test_supervisors_watch_live_statistics_and_agents_may_not(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    _, sup = await login(inbox.url, "sup-1", "demo-sup-1")
+    board = await connect(inbox.url, sup["token"], sockets)
+    watched = await board.call("watch")
+    assert watched["ok"] and isinstance(watched["history"], list)
+    first = await board.next("stats", lambda s: "total" in s)
+    assert first["total"]["waiting"] == 0
+    assert {q["queue"] for q in first["queues"]} >= {"general", "email"}
+    day = await board.next("day")
+    assert isinstance(day["hours"], list)
+
+    await email_contact(inbox.bus)  # nobody is signed in: it waits
+    later = await board.next("stats", lambda s: "total" in s and s["total"]["waiting"] == 1)
+    assert later["surge_level"] == 0
+
+    _, agent_login = await login(inbox.url, "ko-1", "demo-ko-1")
+    agent = await connect(inbox.url, agent_login["token"], sockets)
+    refused_watch = await agent.call("watch")
+    assert refused_watch["ok"] is False and "supervisor" in refused_watch["error"]
+
+
+async def test_login_checks_the_password_and_bad_tokens_are_refused_with_a_reason(
+    inbox: Inbox,
+) -> None:
+    status, body = await login(inbox.url, "ko-1", "not-the-password")
+    assert (status, body["error"]) == (401, "wrong agent id or password")
+    status, body = await login(inbox.url, "nobody", "demo-ko-1")
+    assert (status, body["error"]) == (401, "wrong agent id or password")
+    status, body = await login(inbox.url, "ko-1", "demo-ko-1", tenant="Not A Tenant")
+    assert status == 400 and "tenant" in body["error"]
+
+    # Guessing is throttled per agent id (five tries, then a pause); other agents are unaffected.
+    for _ in range(5):
+        assert (await login(inbox.url, "zh-1", "guess"))[0] == 401
+    status, body = await login(inbox.url, "zh-1", "demo-zh-1")
+    assert status == 429 and "too many failed sign-ins" in body["error"]
+
+    status, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    assert status == 200
+    assert body["agent"]["agent_id"] == "ko-1" and body["agent"]["role"] == "agent"
+    assert auth.verify(SECRET, body["token"]).roles == frozenset({"agent"})
+    _, sup = await login(inbox.url, "sup-1", "demo-sup-1")
+    assert auth.verify(SECRET, sup["token"]).roles == frozenset({"supervisor"})
+
+    assert "token" in await refused(inbox.url, {})
+    forged = body["token"][:-4] + ("AAAA" if not body["token"].endswith("AAAA") else "BBBB")
+    reason = await refused(inbox.url, {"token": forged})
+    assert "signature" in reason or "token" in reason
+    partner = auth.mint(SECRET, "demo", "p-1", ["partner"])
+    assert "agent or supervisor role" in await refused(inbox.url, {"token": partner})
+    other_secret = auth.mint("another-secret", "demo", "ko-1", ["agent"])
+    assert await refused(inbox.url, {"token": other_secret})
+
+
+async def test_agent_takes_an_email_offer_and_replies_by_outbound_email(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    agent = await connect(inbox.url, body["token"], sockets)
+    desk = await agent.call("sign_in")
+    assert desk["ok"], desk
+    assert desk["presence"]["presence"] == "available"
+    assert "resolved" in desk["wrap_up_codes"] and "lunch" in desk["break_reasons"]
+
+    contact_id = await email_contact(inbox.bus)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert offer["contact"]["channel"] == "email"
+    assert offer["contact"]["subject"] == "청구서 문의"
+    assert offer["expires_at"] > 0
+
+    accepted = await agent.call("accept", {"offer_id": offer["offer_id"]})
+    assert accepted["ok"], accepted
+    assert accepted["contact"]["reply_channel"] == "email"
+    assert accepted["contact"]["sla_due"] > accepted["contact"]["created_at"]
+    opened = await agent.call("open", {"contact_id": contact_id})
+    assert opened["ok"] and "두 번" in opened["contact"]["text"]
+
+    reply = await agent.call(
+        "reply", {"contact_id": contact_id, "text": "확인 후 환불해 드리겠습니다."}
+    )
+    assert reply["ok"], reply
+    command = await read_one(inbox.bus, "outbound.email.send", "OUTBOUND", events_pb2.OutboundEmail)
+    assert list(command.to) == ["minji@example.com"]
+    assert command.subject == "Re: 청구서 문의"
+    assert command.text == "확인 후 환불해 드리겠습니다."
+    assert command.contact_id == contact_id and command.agent_id == "ko-1"
+    assert command.in_reply_to == "<thread-1@example.com>" and command.kind == "reply"
+    assert command.meta.event_id == reply["reply"]["id"]
+    updated = await agent.next("contact", lambda c: c["contact_id"] == contact_id and c["replies"])
+    assert updated["responded_at"] is not None
+
+    # The case panel: the case service recorded the contact; a note goes onto the case.
+    for _ in range(100):
+        panel = await agent.call("case", {"contact_id": contact_id})
+        if panel["ok"] and panel["case"]:
+            break
+        await asyncio.sleep(0.05)
+    assert panel["case"]["contacts"][0]["contact_id"] == contact_id
+    assert panel["history"] and panel["history"][0]["case_id"] == panel["case"]["case_id"]
+    note = await agent.call("note", {"case_id": panel["case"]["case_id"], "text": "환불 요청"})
+    assert note["ok"] and note["note"]["text"] == "환불 요청"
+    moved = await agent.call(
+        "case_status", {"case_id": panel["case"]["case_id"], "status": "in_progress"}
+    )
+    assert moved["ok"] and moved["case"]["status"] == "in_progress", moved
+    wrong = await agent.call("case_status", {"case_id": panel["case"]["case_id"], "status": "x"})
+    assert not wrong["ok"] and "status" in wrong["error"]
+
+    # Knowledge-base search, through the case service, with the agent's own token.
+    await publish_article(inbox, "이중 청구 환불", "이중 청구는 3영업일 안에 환불됩니다.")
+    found = await agent.call("kb_search", {"query": "환불", "language": "ko"})
+    assert found["ok"] and found["available"], found
+    assert [h["title"] for h in found["hits"]] == ["이중 청구 환불"]
+    assert "3영업일" in found["hits"][0]["body"]
+    bad = await agent.call("wrap_up", {"contact_id": contact_id, "code": "no-such-code"})
+    assert not bad["ok"] and "must be one of" in bad["error"]
+
+    done = await agent.call("wrap_up", {"contact_id": contact_id, "code": "resolved"})
+    assert done["ok"], done
+    ended = await read_one(inbox.bus, "contact.demo.email.ended", "EVENTS", events_pb2.ContactEnded)
+    assert ended.contact_id == contact_id and ended.wrap_up_code == "resolved"
+
+
+async def test_a_reload_finds_the_same_desk(inbox: Inbox, sockets: list[AgentSocket]) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    first = await connect(inbox.url, body["token"], sockets)
+    assert (await first.call("sign_in"))["ok"]
+    contact_id = await email_contact(inbox.bus)
+    offer = await first.next("offer")
+    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    await first.sio.disconnect()
+
+    again = await connect(inbox.url, body["token"], sockets)
+    desk = await again.call("sign_in")
+    assert [c["contact_id"] for c in desk["contacts"]] == [contact_id]
+
+
+async def test_agents_never_see_another_tenants_contacts(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    demo = await connect(inbox.url, body["token"], sockets)
+    assert (await demo.call("sign_in"))["ok"]
+    # An agent of another tenant with the same languages, signed in at the same time.
+    other = await connect(inbox.url, auth.mint(SECRET, "acme", "ko-1", ["agent"]), sockets)
+    other_desk = await other.call("sign_in")
+    assert other_desk["ok"] and other_desk["agent"]["tenant"] == "acme"
+
+    contact_id = await email_contact(inbox.bus, tenant="demo")
+    offer = await demo.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert (await demo.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+
+    assert other.queues["offer"].empty()
+    for event, data in (
+        ("open", {"contact_id": contact_id}),
+        ("reply", {"contact_id": contact_id, "text": "hi"}),
+        ("case", {"contact_id": contact_id}),
+        ("join", {"contact_id": contact_id}),
+        ("accept", {"offer_id": offer["offer_id"]}),
+        ("wrap_up", {"contact_id": contact_id, "code": "resolved"}),
+    ):
+        got = await other.call(event, data)
+        assert got["ok"] is False, (event, got)
+    assert (await other.call("sign_in"))["contacts"] == []
+
+
+SURGE_CONFIG = """
+tenants:
+  surge:
+    languages: [ko, en, fr]
+    break_reasons: [lunch, rest]
+    default_queue: general
+    queues:
+      - name: general
+        service_level: {threshold: 20s, target: 0.8, window: 1h}
+    surge:
+      - level: 3
+        raise: {waiting_over: 0, wait_longer_than: 1s}
+        clear: {idle_agents: 5, idle_for: 1h}
+        actions: [refuse_breaks]
+"""
+
+
+async def test_the_surge_protocol_locks_breaks_and_the_desk_says_why(
+    nats_url: str, database_url: str, tmp_path: Any, sockets: list[AgentSocket]
+) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(SURGE_CONFIG, encoding="utf-8")
+    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
+    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0, ROUTER_CONFIG_FILE=str(config)))
+    await router.start()
+    bus = await Bus.connect(nats_url, source="test")
+    chat = ChatApp(
+        ChatSettings(
+            **common,
+            CHAT_GRPC_PORT=0,
+            CHAT_HTTP_PORT=0,
+            CHAT_ROUTER_TARGET=f"127.0.0.1:{router.port}",
+            CHAT_CASE_TARGET="127.0.0.1:9",
+        )
+    )
+    await chat.start()
+    try:
+        url = f"http://127.0.0.1:{chat.http_port}"
+        agent = await connect(url, auth.mint(SECRET, "surge", "ko-9", ["agent"]), sockets)
+        assert (await agent.call("sign_in"))["ok"]
+        first = await agent.call("presence", {"presence": "break", "reason": "lunch"})
+        assert first["ok"] and first["presence"] == {"presence": "break", "reason": "lunch"}
+        assert (await agent.call("presence", {"presence": "available"}))["ok"]
+        # A contact nobody can take (French) waits past the surge threshold.
+        contact = contact_pb2.Contact(
+            contact_id=uuid.uuid4().hex,
+            tenant="surge",
+            channel=contact_pb2.CHANNEL_EMAIL,
+            language="fr",
+            subject="facture",
+        )
+        await bus.publish(
+            events_pb2.ContactCreated(
+                meta=events.new_meta("surge", contact_pb2.CHANNEL_EMAIL, "email-ingest"),
+                contact=contact,
+            )
+        )
+        for _ in range(200):
+            refused_break = await agent.call("presence", {"presence": "break", "reason": "rest"})
+            if not refused_break["ok"]:
+                break
+            assert (await agent.call("presence", {"presence": "available"}))["ok"]
+            await asyncio.sleep(0.1)
+        assert refused_break["ok"] is False and refused_break["locked"] is True
+        assert "surge level 3" in refused_break["error"]
+        surge = await agent.next("surge", lambda s: s["level"] == 3)
+        assert surge["queue"] == "general"
+    finally:
+        await chat.stop()
+        await router.stop()
+        await bus.drain()
+
+
+async def test_another_chat_replica_rebuilds_the_desk_from_the_router_and_the_case(
+    inbox: Inbox, nats_url: str, sockets: list[AgentSocket]
+) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    first = await connect(inbox.url, body["token"], sockets)
+    assert (await first.call("sign_in"))["ok"]
+    contact_id = await email_contact(inbox.bus)
+    offer = await first.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    await first.sio.disconnect()
+
+    replica = inbox.replica(nats_url)
+    await replica.start()
+    try:
+        url = f"http://127.0.0.1:{replica.http_port}"
+        again = await connect(url, body["token"], sockets)
+        desk = await again.call("sign_in")
+        assert desk["ok"], desk
+        [restored] = desk["contacts"]
+        assert restored["contact_id"] == contact_id and restored["channel"] == "email"
+        assert {"kind": "email", "value": "minji@example.com"} in restored["identities"]
+        reply = await again.call("reply", {"contact_id": contact_id, "text": "답변드립니다."})
+        assert reply["ok"], reply
+        command = await read_one(
+            inbox.bus, "outbound.email.send", "OUTBOUND", events_pb2.OutboundEmail
+        )
+        assert command.to == ["minji@example.com"] and command.case_reference.startswith("C-")
+        await again.sio.disconnect()
+    finally:
+        await replica.stop()
+
+
+async def test_fax_pages_are_served_to_their_agent_only_with_safe_types(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    store = await inbox.bus.js.create_object_store("FAXTEST")
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    await store.put("demo/page-1", png)
+    await store.put("demo/doc", b"%PDF-1.4 <script>alert(1)</script>")
+    contact_id = uuid.uuid4().hex
+    contact = contact_pb2.Contact(
+        contact_id=contact_id,
+        tenant="demo",
+        channel=contact_pb2.CHANNEL_FAX,
+        language="ko",
+        identities=[
+            contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_PHONE, value="+8225550100")
+        ],
+        content=[contact_pb2.ContentPart(content_type="text/plain", text="주문서 (OCR)")],
+        attachments=[
+            contact_pb2.AttachmentRef(
+                bucket="FAXTEST",
+                object_name="demo/page-1",
+                filename="page-1.png",
+                content_type="image/png",
+                size_bytes=len(png),
+            ),
+            contact_pb2.AttachmentRef(
+                bucket="FAXTEST",
+                object_name="demo/doc",
+                filename="fax.html",
+                content_type="text/html",
+                size_bytes=10,
+            ),
+        ],
+    )
+    contact.created_at.GetCurrentTime()
+    await inbox.bus.publish(
+        events_pb2.ContactCreated(
+            meta=events.new_meta("demo", contact_pb2.CHANNEL_FAX, "fax"), contact=contact
+        )
+    )
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    agent = await connect(inbox.url, body["token"], sockets)
+    assert (await agent.call("sign_in"))["ok"]
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    accepted = await agent.call("accept", {"offer_id": offer["offer_id"]})
+    assert [a["filename"] for a in accepted["contact"]["attachments"]] == ["page-1.png", "fax.html"]
+
+    async def get(index: int, token: str) -> tuple[int, dict[str, str], bytes]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"{inbox.url}/api/agent/attachment",
+                params={"contact_id": contact_id, "index": str(index)},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r:
+                return r.status, dict(r.headers), await r.read()
+
+    status, headers, data = await get(0, body["token"])
+    assert (status, headers["Content-Type"], data) == (200, "image/png", png)
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    status, headers, _ = await get(1, body["token"])
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"].startswith("attachment;")
+    assert "sandbox" in headers["Content-Security-Policy"]
+    # Another agent, and an agent of another tenant, get nothing.
+    _, other = await login(inbox.url, "zh-1", "demo-zh-1")
+    other_socket = await connect(inbox.url, other["token"], sockets)
+    assert (await other_socket.call("sign_in"))["ok"]
+    assert (await get(0, other["token"]))[0] == 404
+    assert (await get(0, auth.mint(SECRET, "acme", "ko-1", ["agent"])))[0] in (404, 409)
+    reply = await agent.call("reply", {"contact_id": contact_id, "text": "확인했습니다."})
+    assert reply["ok"] and reply["reply"]["to"] == "+8225550100"
+    fax = await read_one(inbox.bus, "outbound.fax.send", "OUTBOUND", events_pb2.OutboundFax)
+    assert fax.to_number == "+8225550100" and fax.text == "확인했습니다."

@@ -1,0 +1,165 @@
+"""The email channel's durable state in JetStream: mailbox checkpoints and the thread index in
+key-value buckets, raw messages and attachments in the object store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+
+from nats.js import api as js_api
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from switchboard.v1 import contact_pb2, email_pb2
+
+CHECKPOINTS = "email_checkpoints"
+THREADS = "email_threads"
+SEEN = "email_seen"
+SENT = "email_sent"
+OBJECTS = "email"
+
+
+async def _kv(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, BadRequestError):
+        try:
+            return await js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=bucket, history=history, storage=js_api.StorageType.FILE
+                )
+            )
+        except BadRequestError:  # created concurrently by another replica
+            return await js.key_value(bucket)
+
+
+async def _get(kv: KeyValue, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, NotFoundError):
+        return None
+    return entry.value if entry and entry.value else None
+
+
+class EmailState:
+    """Checkpoints, the thread index, the seen set and the sent set."""
+
+    def __init__(
+        self, checkpoints: KeyValue, threads: KeyValue, seen: KeyValue, sent: KeyValue
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.threads = threads
+        self.seen = seen
+        self.sent = sent
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> EmailState:
+        return cls(
+            await _kv(js, CHECKPOINTS, history=5),
+            await _kv(js, THREADS),
+            await _kv(js, SEEN),
+            await _kv(js, SENT),
+        )
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    async def checkpoint(self, mailbox: str) -> email_pb2.MailboxCheckpoint | None:
+        data = await _get(self.checkpoints, _safe(mailbox))
+        return email_pb2.MailboxCheckpoint.FromString(data) if data else None
+
+    async def save_checkpoint(
+        self, mailbox: str, uidvalidity: int, last_uid: int, previous_uidvalidity: int = 0
+    ) -> None:
+        cp = email_pb2.MailboxCheckpoint(
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            last_uid=last_uid,
+            previous_uidvalidity=previous_uidvalidity,
+        )
+        cp.updated_at.FromDatetime(datetime.now(UTC))
+        await self.checkpoints.put(_safe(mailbox), cp.SerializeToString())
+
+    # ---- seen: what has been published (Message-ID + content hash) ----------------------------
+
+    async def seen_id(self, key: str) -> str:
+        data = await _get(self.seen, key)
+        return data.decode() if data else ""
+
+    async def mark_seen(self, key: str, contact_id: str) -> None:
+        await self.seen.put(key, contact_id.encode())
+
+    # ---- the thread index ---------------------------------------------------------------------
+
+    async def thread(self, key: str) -> email_pb2.ThreadEntry | None:
+        data = await _get(self.threads, key)
+        return email_pb2.ThreadEntry.FromString(data) if data else None
+
+    async def put_threads(self, keys: list[str], entry: email_pb2.ThreadEntry) -> None:
+        entry.updated_at.FromDatetime(datetime.now(UTC))
+        data = entry.SerializeToString()
+        await asyncio.gather(*(self.threads.put(k, data) for k in dict.fromkeys(keys)))
+
+    # ---- sent commands (idempotent outbound) --------------------------------------------------
+
+    async def sent_message_id(self, command_id: str) -> str:
+        data = await _get(self.sent, _safe(command_id))
+        return data.decode() if data else ""
+
+    async def mark_sent(self, command_id: str, message_id: str) -> None:
+        await self.sent.put(_safe(command_id), message_id.encode())
+
+
+def _safe(name: str) -> str:
+    """A key for a free-form name (keys allow [-/_=.a-zA-Z0-9])."""
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    if cleaned == name and name:
+        return name
+    return f"{cleaned[:40]}_{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+class EmailObjects:
+    """Raw messages and attachments, named by content so a re-ingested mail stores nothing twice."""
+
+    def __init__(self, obs: ObjectStore) -> None:
+        self.obs = obs
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> EmailObjects:
+        try:
+            obs = await js.object_store(OBJECTS)
+        except (NotFoundError, BadRequestError):
+            try:
+                obs = await js.create_object_store(
+                    OBJECTS, config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE)
+                )
+            except BadRequestError:
+                obs = await js.object_store(OBJECTS)
+        return cls(obs)
+
+    async def put(
+        self, tenant: str, kind: str, filename: str, content_type: str, data: bytes
+    ) -> contact_pb2.AttachmentRef:
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{tenant}/{kind}/{digest}"
+        try:
+            await self.obs.get_info(name)
+        except (ObjectNotFoundError, NotFoundError):
+            await self.obs.put(name, data, meta=js_api.ObjectMeta(name=name, description=filename))
+        return contact_pb2.AttachmentRef(
+            bucket=OBJECTS,
+            object_name=name,
+            filename=filename,
+            content_type=content_type,
+            size_bytes=len(data),
+            sha256=digest,
+        )
+
+    async def get(self, name: str) -> bytes | None:
+        try:
+            result = await self.obs.get(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        return result.data or b""

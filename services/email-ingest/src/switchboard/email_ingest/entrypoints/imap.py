@@ -1,0 +1,426 @@
+"""IMAP ingest for one mailbox: catch up from the checkpoint, then wait in IDLE (re-issued before
+the server's timeout) or poll, publish, and only then flag or move and advance the checkpoint.
+
+The checkpoint (UIDVALIDITY, last UID) lives in JetStream key-value. After any downtime the
+watcher fetches `UID last+1:*`; after a UIDVALIDITY change it fetches everything again, and the
+ingestor's seen set (Message-ID + content hash) keeps the re-read mail from being published twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aioimaplib
+
+from switchboard.email_ingest.adapters.jetstream import EmailState
+from switchboard.email_ingest.config import ImapConfig, Mailbox
+from switchboard.email_ingest.ingest import Incoming, Ingestor
+from switchboard.v1 import email_pb2
+
+logger = logging.getLogger(__name__)
+
+DONE_FLAG = "$Switchboard"
+QUARANTINE_FLAG = "$SwitchboardQuarantined"
+_FETCH = re.compile(rb"^\*?\s*\d+ FETCH \(")
+_UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+
+
+class ImapFailure(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    idle_renew_seconds: float = 600.0
+    poll_seconds: float = 60.0
+    stall_seconds: float = 900.0
+    reconnect_max_seconds: float = 60.0
+    timeout_seconds: float = 30.0
+    fetch_batch: int = 100
+    max_message_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass
+class _Status:
+    state: int = email_pb2.MAILBOX_STATE_CONNECTING
+    reason: str = ""
+    failures: int = 0
+    last_ok: float = field(default_factory=time.monotonic)
+    last_ok_wall: datetime = field(default_factory=lambda: datetime.now(UTC))
+    uidvalidity: int = 0
+    last_uid: int = 0
+    ingested: int = 0
+    quarantined: int = 0
+    idle_renewals: int = 0
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """A compact IMAP sequence set: 1:3,7,9:10."""
+    ordered = sorted(set(uids))
+    out: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def parse_fetch(lines: list[bytes | bytearray]) -> dict[int, tuple[int, bytes]]:
+    """uid -> (RFC822.SIZE or 0, literal body or b'') from a FETCH response."""
+    result: dict[int, tuple[int, bytes]] = {}
+    current: list[bytes] = []
+    literal = b""
+
+    def close() -> None:
+        if not current:
+            return
+        meta = b" ".join(current)
+        uid = _UID.search(meta)
+        if uid:
+            size = _SIZE.search(meta)
+            result[int(uid.group(1))] = (int(size.group(1)) if size else 0, literal)
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            literal = bytes(line)
+            continue
+        if _FETCH.match(line):
+            close()
+            current, literal = [line], b""
+        elif current:
+            current.append(line)
+    close()
+    return result
+
+
+class MailboxWatcher:
+    def __init__(
+        self, mailbox: Mailbox, ingestor: Ingestor, state: EmailState, options: WatchOptions
+    ) -> None:
+        if mailbox.imap is None:
+            raise ValueError(f"mailbox {mailbox.name} has no IMAP settings")
+        self.mailbox = mailbox
+        self.imap: ImapConfig = mailbox.imap
+        self.ingestor = ingestor
+        self.state = state
+        self.options = options
+        self.status = _Status()
+        self.task: asyncio.Task[None] | None = None
+        self._client: aioimaplib.IMAP4 | None = None
+        self._lost = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"imap:{self.mailbox.name}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self._close()
+
+    def snapshot(self) -> email_pb2.MailboxStatus:
+        s = self.status
+        healthy, reason = self.health()
+        status = email_pb2.MailboxStatus(
+            mailbox=self.mailbox.name,
+            tenant=self.mailbox.tenant,
+            state=email_pb2.MAILBOX_STATE_STALLED if not healthy else s.state,  # type: ignore[arg-type]
+            reason=reason,
+            uidvalidity=s.uidvalidity,
+            last_uid=s.last_uid,
+            ingested=s.ingested,
+            quarantined=s.quarantined,
+            failures=s.failures,
+            healthy=healthy,
+        )
+        status.last_ok_at.FromDatetime(s.last_ok_wall)
+        return status
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, why not): unhealthy once the mailbox made no progress for stall_seconds."""
+        idle_for = time.monotonic() - self.status.last_ok
+        if idle_for > self.options.stall_seconds:
+            why = self.status.reason or "no answer from the server"
+            return False, (
+                f"mailbox {self.mailbox.name} ({self.imap.host}:{self.imap.port}/{self.imap.folder}) "
+                f"stalled for {idle_for:.0f}s: {why}"
+            )
+        return True, ""
+
+    def _ok(self, state: int) -> None:
+        self.status.state = state
+        self.status.last_ok = time.monotonic()
+        self.status.last_ok_wall = datetime.now(UTC)
+        self.status.failures = 0
+        self.status.reason = ""
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                client = await self._connect()
+                uidvalidity = await self._select(client)
+                await self.sync(client, uidvalidity)
+                if "IDLE" in client.protocol.capabilities:
+                    await self._idle_loop(client, uidvalidity)
+                else:
+                    await self._poll_loop(client, uidvalidity)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.status.failures += 1
+                self.status.state = email_pb2.MAILBOX_STATE_BACKOFF
+                self.status.reason = _describe(exc)
+                delay = min(
+                    self.options.reconnect_max_seconds, 0.5 * 2 ** min(self.status.failures, 10)
+                )
+                delay *= random.uniform(0.8, 1.0)
+                logger.warning(
+                    "mailbox %s: %s; reconnecting in %.1fs (attempt %d)",
+                    self.mailbox.name,
+                    self.status.reason,
+                    delay,
+                    self.status.failures,
+                )
+                await self._close()
+                await asyncio.sleep(delay)
+
+    async def _connect(self) -> aioimaplib.IMAP4:
+        self.status.state = email_pb2.MAILBOX_STATE_CONNECTING
+        self._lost.clear()
+
+        def lost(exc: Exception | None) -> None:
+            self._lost.set()
+
+        imap = self.imap
+        if imap.security == "tls":
+            client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+                imap.host,
+                imap.port,
+                timeout=self.options.timeout_seconds,
+                ssl_context=ssl.create_default_context(),
+            )
+        else:
+            client = aioimaplib.IMAP4(
+                imap.host, imap.port, timeout=self.options.timeout_seconds, conn_lost_cb=lost
+            )
+        self._client = client
+        await client.wait_hello_from_server()
+        response = await client.login(imap.username, imap.password)
+        if response.result != "OK":
+            raise ImapFailure(f"login as {imap.username} refused: {_text(response.lines)}")
+        return client
+
+    async def _select(self, client: aioimaplib.IMAP4) -> int:
+        if self.imap.after_ingest == "move":
+            await client.create(self.imap.move_to)  # NO when it exists: fine
+        response = await client.select(self.imap.folder)
+        if response.result != "OK":
+            raise ImapFailure(f"SELECT {self.imap.folder} refused: {_text(response.lines)}")
+        for line in response.lines:
+            match = _UIDVALIDITY.search(bytes(line))
+            if match:
+                return int(match.group(1))
+        raise ImapFailure(f"SELECT {self.imap.folder} gave no UIDVALIDITY")
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if client.has_pending_idle():
+                client.idle_done()
+            await asyncio.wait_for(client.logout(), 2)
+        except Exception:
+            pass
+        transport = getattr(client.protocol, "transport", None)
+        if transport is not None:
+            transport.close()
+
+    async def _idle_loop(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
+        while True:
+            idle = await client.idle_start(timeout=self.options.idle_renew_seconds)
+            self._ok(email_pb2.MAILBOX_STATE_IDLE)
+            while client.has_pending_idle():
+                push = asyncio.ensure_future(
+                    client.wait_server_push(self.options.idle_renew_seconds + 5)
+                )
+                lost = asyncio.ensure_future(self._lost.wait())
+                wake = asyncio.ensure_future(self._wake.wait())
+                done, pending = await asyncio.wait(
+                    {push, lost, wake}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for p in pending:
+                    p.cancel()
+                if lost in done:
+                    raise ImapFailure("connection lost during IDLE")
+                if wake in done:
+                    self._wake.clear()
+                    client.idle_done()
+                    break
+                lines = push.result()
+                self._ok(email_pb2.MAILBOX_STATE_IDLE)
+                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    self.status.idle_renewals += 1
+                    client.idle_done()  # re-issue IDLE before the server's timeout
+                    break
+                if any(b"EXISTS" in bytes(x) for x in lines):
+                    client.idle_done()
+                    break
+            await asyncio.wait_for(idle, self.options.timeout_seconds)
+            await self.sync(client, uidvalidity)
+
+    async def _poll_loop(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
+        self.status.state = email_pb2.MAILBOX_STATE_POLLING
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.options.poll_seconds)
+                self._wake.clear()
+            except TimeoutError:
+                pass
+            response = await client.noop()
+            if response.result != "OK":
+                raise ImapFailure(f"NOOP failed: {_text(response.lines)}")
+            await self.sync(client, uidvalidity)
+            self._ok(email_pb2.MAILBOX_STATE_POLLING)
+
+    def wake(self) -> None:
+        """Check the mailbox now (e.g. after the NATS connection came back)."""
+        self._wake.set()
+
+    # ---- catch-up ------------------------------------------------------------------------------
+
+    async def sync(self, client: aioimaplib.IMAP4, uidvalidity: int) -> int:
+        """Publish every mail after the checkpoint; return how many were new."""
+        name = self.mailbox.name
+        checkpoint = await self.state.checkpoint(name)
+        start, previous = 1, 0
+        if checkpoint is not None and checkpoint.uidvalidity == uidvalidity:
+            start = checkpoint.last_uid + 1
+            previous = checkpoint.previous_uidvalidity
+        elif checkpoint is not None:
+            previous = checkpoint.uidvalidity
+            logger.warning(
+                "mailbox %s: UIDVALIDITY changed from %d to %d; re-reading the whole folder "
+                "(mail already published is recognised by Message-ID and content hash)",
+                name,
+                checkpoint.uidvalidity,
+                uidvalidity,
+            )
+        self.status.uidvalidity = uidvalidity
+        self.status.state = email_pb2.MAILBOX_STATE_FETCHING
+        response = await client.uid("fetch", f"{start}:*", "(UID RFC822.SIZE)")
+        if response.result != "OK":
+            raise ImapFailure(f"UID FETCH {start}:* failed: {_text(response.lines)}")
+        # "n:*" always includes the highest UID, even below n: keep only the new ones.
+        sizes = {
+            uid: size for uid, (size, _) in parse_fetch(response.lines).items() if uid >= start
+        }
+        uids = sorted(sizes)
+        new = 0
+        if not uids and (checkpoint is None or checkpoint.uidvalidity != uidvalidity):
+            await self.state.save_checkpoint(name, uidvalidity, start - 1, previous)
+        for i in range(0, len(uids), self.options.fetch_batch):
+            chunk = uids[i : i + self.options.fetch_batch]
+            new += await self._ingest_chunk(client, uidvalidity, chunk, sizes)
+            await self.state.save_checkpoint(name, uidvalidity, chunk[-1], previous)
+            self.status.last_uid = chunk[-1]
+            self._ok(email_pb2.MAILBOX_STATE_FETCHING)
+        if checkpoint is not None and checkpoint.uidvalidity == uidvalidity:
+            self.status.last_uid = max(self.status.last_uid, checkpoint.last_uid)
+        self._ok(email_pb2.MAILBOX_STATE_FETCHING)
+        return new
+
+    async def _ingest_chunk(
+        self, client: aioimaplib.IMAP4, uidvalidity: int, chunk: list[int], sizes: dict[int, int]
+    ) -> int:
+        limit = self.options.max_message_bytes
+        small = [u for u in chunk if sizes[u] <= limit]
+        big = [u for u in chunk if sizes[u] > limit]
+        bodies: dict[int, bytes] = {}
+        if small:
+            response = await client.uid("fetch", uid_set(small), "(UID BODY.PEEK[])")
+            if response.result != "OK":
+                raise ImapFailure(f"UID FETCH bodies failed: {_text(response.lines)}")
+            bodies.update({u: body for u, (_, body) in parse_fetch(response.lines).items()})
+        if big:
+            # Over the limit: only the header is read; the mail stays in the folder, quarantined.
+            response = await client.uid("fetch", uid_set(big), "(UID BODY.PEEK[HEADER])")
+            if response.result != "OK":
+                raise ImapFailure(f"UID FETCH headers failed: {_text(response.lines)}")
+            bodies.update({u: body for u, (_, body) in parse_fetch(response.lines).items()})
+        batch = []
+        for uid in chunk:
+            if uid not in bodies:
+                continue  # expunged between the two fetches
+            origin = email_pb2.EmailOrigin(
+                intake=email_pb2.EMAIL_INTAKE_IMAP,
+                mailbox=self.mailbox.name,
+                uidvalidity=uidvalidity,
+                uid=uid,
+            )
+            batch.append(Incoming(bodies[uid], self.mailbox, origin, size=sizes[uid]))
+        prepared = [await self.ingestor.prepare(i) for i in batch]
+        await self.ingestor.publish(prepared)  # returns once JetStream has stored every event
+        await self.ingestor.commit(prepared)
+        quarantined = [p.incoming.origin.uid for p in prepared if p.quarantined and not p.duplicate]
+        done = [p.incoming.origin.uid for p in prepared if not p.quarantined]
+        kept = [p.incoming.origin.uid for p in prepared if p.quarantined]
+        await self._acknowledge(client, done, kept)
+        self.status.ingested += sum(1 for p in prepared if not p.duplicate and not p.quarantined)
+        self.status.quarantined += len(quarantined)
+        return sum(1 for p in prepared if not p.duplicate)
+
+    async def _acknowledge(
+        self, client: aioimaplib.IMAP4, done: list[int], quarantined: list[int]
+    ) -> None:
+        """Mark mail on the server, only after its events are stored."""
+        if quarantined:
+            await client.uid("store", uid_set(quarantined), "+FLAGS", f"({QUARANTINE_FLAG})")
+        if not done or self.imap.after_ingest == "none":
+            return
+        uids = uid_set(done)
+        if self.imap.after_ingest == "flag":
+            response = await client.uid("store", uids, "+FLAGS", f"(\\Seen {DONE_FLAG})")
+        elif "MOVE" in client.protocol.capabilities:
+            response = await client.uid("move", uids, self.imap.move_to)
+        else:
+            response = await client.uid("copy", uids, self.imap.move_to)
+            if response.result == "OK":
+                await client.uid("store", uids, "+FLAGS", "(\\Deleted)")
+                response = await client.uid("expunge", uids)
+        if response.result != "OK":
+            # The events are stored and the mail is in the seen set: a failed flag only means the
+            # next catch-up reads it again and skips it.
+            logger.warning(
+                "mailbox %s: marking %s failed: %s", self.mailbox.name, uids, _text(response.lines)
+            )
+
+
+def _text(lines: list[bytes]) -> str:
+    return " ".join(bytes(x).decode("utf-8", "replace") for x in lines[-2:])[:300]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "the server did not answer in time"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused ({exc})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,332 @@
+"""From raw mail to contact events: decode, de-duplicate, thread, route, keep the raw message and
+the attachments, publish; and only then record the mail as seen and index its thread.
+
+Every mail is keyed by its tenant, Message-ID and the hash of its bytes: the same mail fetched
+twice (a restart before the checkpoint moved, a UIDVALIDITY reset, SMTP and IMAP both) becomes
+one contact, and its ids are derived from that key so a re-publish is a JetStream duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from switchboard.core import events
+from switchboard.core.language import detect
+from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
+from switchboard.email_ingest.config import EmailConfig, Mailbox
+from switchboard.email_ingest.domain import loops, mime, routing, threads
+from switchboard.v1 import contact_pb2, email_pb2, events_pb2
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "email-ingest"
+SUBJECT_THREAD_WINDOW = timedelta(days=30)
+EMAIL = contact_pb2.CHANNEL_EMAIL
+
+
+class Publisher(Protocol):
+    async def publish_many(self, batch: list[Message]) -> list[object]: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_attachment_bytes: int = 20 * 1024 * 1024
+    max_attachments: int = 50
+
+
+@dataclass
+class Incoming:
+    raw: bytes
+    mailbox: Mailbox
+    origin: email_pb2.EmailOrigin
+    recipients: list[str] = field(default_factory=list)  # the SMTP envelope's, if any
+    size: int = 0  # the full size when `raw` is only the header of an oversize mail
+
+
+@dataclass
+class Prepared:
+    incoming: Incoming
+    seen_key: str
+    contact_id: str = ""
+    events: list[Message] = field(default_factory=list)
+    duplicate: bool = False
+    quarantined: str = ""  # the reason, when quarantined
+    thread_keys: list[str] = field(default_factory=list)
+    entry: email_pb2.ThreadEntry | None = None
+
+
+class Ingestor:
+    def __init__(
+        self,
+        config: EmailConfig,
+        state: EmailState,
+        objects: EmailObjects,
+        publisher: Publisher,
+        limits: Limits | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.objects = objects
+        self.publisher = publisher
+        self.limits = limits or Limits()
+
+    async def ingest(self, incoming: Incoming) -> Prepared:
+        """Publish one mail and return once JetStream has stored its events."""
+        return (await self.ingest_many([incoming]))[0]
+
+    async def ingest_many(self, batch: list[Incoming]) -> list[Prepared]:
+        """Publish a batch pipelined; every event is stored when this returns (then the source
+        may be acknowledged)."""
+        prepared = [await self.prepare(i) for i in batch]
+        await self.publish(prepared)
+        await self.commit(prepared)
+        return prepared
+
+    async def publish(self, prepared: list[Prepared]) -> None:
+        batch = [e for p in prepared if not p.duplicate for e in p.events]
+        if batch:
+            await self.publisher.publish_many(batch)
+
+    async def commit(self, prepared: list[Prepared]) -> None:
+        async def one(p: Prepared) -> None:
+            if p.entry is not None:
+                await self.state.put_threads(p.thread_keys, p.entry)
+            await self.state.mark_seen(p.seen_key, ("q:" if p.quarantined else "") + p.contact_id)
+
+        # Mails of one batch index different keys (a reply's own entry is keyed by its own ids).
+        await asyncio.gather(*(one(p) for p in prepared if not p.duplicate))
+
+    # ---- one mail ------------------------------------------------------------------------------
+
+    async def prepare(self, inc: Incoming) -> Prepared:
+        tenant = inc.mailbox.tenant
+        raw_hash = mime.content_hash(inc.raw)
+        size = max(inc.size, len(inc.raw))
+        if size > self.limits.max_message_bytes:
+            mail = mime.parse(inc.raw)  # the header at least
+            key = threads.key("seen", tenant, mail.message_id, raw_hash, str(size))
+            return await self._quarantine(
+                inc,
+                key,
+                mail,
+                f"message of {size} bytes exceeds the limit of {self.limits.max_message_bytes} bytes",
+            )
+        try:
+            mail = mime.parse(inc.raw)
+        except Exception as exc:  # the decoder's own failure must not lose the mail
+            logger.exception("mail in %s could not be decoded", inc.mailbox.name)
+            key = threads.key("seen", tenant, "", raw_hash)
+            return await self._quarantine(
+                inc, key, mime.ParsedMail(size=size), f"undecodable: {exc!r}"
+            )
+        key = threads.key("seen", tenant, mail.message_id, raw_hash)
+        seen = await self.state.seen_id(key)
+        if seen:
+            return Prepared(
+                inc,
+                key,
+                duplicate=True,
+                quarantined="already quarantined" if seen.startswith("q:") else "",
+            )
+        if not mail.from_address and not mail.body.strip() and not mail.attachments:
+            return await self._quarantine(
+                inc,
+                key,
+                mail,
+                "no sender, no text and no attachments: " + "; ".join(mail.problems[:5]),
+            )
+        return await self._contact(inc, key, raw_hash, mail)
+
+    async def _quarantine(
+        self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str
+    ) -> Prepared:
+        if await self.state.seen_id(key):
+            return Prepared(inc, key, duplicate=True, quarantined="already quarantined")
+        tenant = inc.mailbox.tenant
+        raw = await self.objects.put(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
+        qid = key[:32]
+        event = email_pb2.EmailQuarantined(
+            meta=events.new_meta(tenant, EMAIL, SOURCE, f"{qid}:quarantined"),
+            quarantine_id=qid,
+            origin=inc.origin,
+            reason=reason,
+            raw=raw,
+            message_id=mail.message_id,
+            from_address=mail.from_address,
+            subject=mail.subject,
+            size_bytes=max(inc.size, len(inc.raw)),
+        )
+        logger.warning("mail %s in %s quarantined: %s", qid, inc.mailbox.name, reason)
+        return Prepared(inc, key, contact_id=qid, events=[event], quarantined=reason)
+
+    async def _thread(
+        self, tenant: str, mail: mime.ParsedMail, recipients: list[str]
+    ) -> tuple[email_pb2.ThreadEntry | None, str, str]:
+        """(thread entry, how it was found, case reference from a token)."""
+        for mid, how in (
+            [(mail.in_reply_to, "in-reply-to")]
+            + [(m, "references") for m in reversed(mail.references)]
+            + [(m, "bounced-message") for m in mail.embedded_message_ids]
+        ):
+            if not mid:
+                continue
+            entry = await self.state.thread(threads.key("mid", tenant, mid))
+            if entry is not None:
+                return entry, how, ""
+        reference, how = threads.plus_token(recipients + mail.to + mail.cc), "plus-address"
+        if not reference:
+            reference, how = threads.subject_token(mail.subject), "case-token"
+        if reference:
+            entry = await self.state.thread(threads.key("case", tenant, reference))
+            return entry, how, reference
+        if mail.from_address and (
+            mail.in_reply_to or mail.references or threads.is_reply_subject(mail.subject)
+        ):
+            normalised = threads.normalise_subject(mail.subject)
+            if normalised:
+                entry = await self.state.thread(
+                    threads.key("subj", tenant, mail.from_address, normalised)
+                )
+                if entry is not None and (
+                    datetime.now(UTC) - entry.updated_at.ToDatetime(UTC) < SUBJECT_THREAD_WINDOW
+                ):
+                    return entry, "subject", ""
+        return None, "new", ""
+
+    async def _contact(
+        self, inc: Incoming, key: str, raw_hash: str, mail: mime.ParsedMail
+    ) -> Prepared:
+        mailbox = inc.mailbox
+        recipients = list(inc.recipients) or mail.to + mail.cc
+        decision = routing.route(mailbox, recipients, mail.subject, mail.new_text or mail.body)
+        tenant = decision.tenant
+        contact_id = key[:32]
+        entry, threaded_by, reference = await self._thread(tenant, mail, list(inc.recipients))
+        conversation_id = (
+            entry.conversation_id if entry else (f"case-{reference}" if reference else contact_id)
+        )
+        case_reference = (entry.case_reference if entry else "") or reference
+        case_id = (entry.case_id if entry else "") or case_reference
+        language, probability = mail.content_language or decision.language, 1.0
+        if not language:
+            language, probability = detect(f"{mail.subject}\n{mail.new_text or mail.body}")
+        automated = loops.automated(mail, self.config.own_addresses)
+
+        raw_ref = await self.objects.put(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
+        attachments: list[contact_pb2.AttachmentRef] = []
+        for n, att in enumerate(mail.attachments):
+            if n >= self.limits.max_attachments:
+                mail.problems.append(
+                    f"{len(mail.attachments) - n} attachments over the limit of {self.limits.max_attachments} kept only in the raw message"
+                )
+                break
+            if len(att.data) > self.limits.max_attachment_bytes:
+                mail.problems.append(
+                    f"attachment {att.filename!r} of {len(att.data)} bytes over the limit of {self.limits.max_attachment_bytes} kept only in the raw message"
+                )
+                continue
+            attachments.append(
+                await self.objects.put(
+                    tenant, "attachments", att.filename, att.content_type, att.data
+                )
+            )
+
+        at = mail.date.astimezone(UTC) if mail.date and mail.date.tzinfo else datetime.now(UTC)
+        contact = contact_pb2.Contact(
+            contact_id=contact_id,
+            tenant=tenant,
+            channel=EMAIL,
+            identities=[
+                contact_pb2.CustomerIdentity(
+                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value=mail.from_address
+                )
+            ]
+            if mail.from_address
+            else [],
+            customer_name=mail.from_name,
+            language=language,
+            skills=decision.skills,
+            priority=decision.priority,
+            queue=decision.queue,
+            subject=mail.subject,
+            content=[
+                contact_pb2.ContentPart(content_type="text/plain", text=mail.new_text or mail.body)
+            ],
+            attachments=attachments,
+            conversation_id=conversation_id,
+            case_id=case_id,
+        )
+        contact.created_at.FromDatetime(datetime.now(UTC))
+        received = email_pb2.EmailReceived(
+            meta=events.new_meta(tenant, EMAIL, SOURCE, f"{contact_id}:email"),
+            contact_id=contact_id,
+            conversation_id=conversation_id,
+            case_id=case_id,
+            case_reference=case_reference,
+            origin=inc.origin,
+            message_id=mail.message_id,
+            in_reply_to=mail.in_reply_to,
+            references=mail.references,
+            from_address=mail.from_address,
+            from_name=mail.from_name,
+            to=mail.to,
+            cc=mail.cc,
+            subject=mail.subject,
+            text=mail.new_text,
+            quoted=mail.quoted,
+            signature=mail.signature,
+            from_html=mail.from_html,
+            language=language,
+            language_probability=probability,
+            matched_rules=decision.matched,
+            threaded_by=threaded_by,
+            raw=raw_ref,
+            attachments=attachments,
+            problems=mail.problems,
+            automated=bool(automated),
+            automated_reason=automated,
+            content_hash=raw_hash,
+            charsets=mail.charsets,
+        )
+        received.date.FromDatetime(at)
+        created = events_pb2.ContactCreated(
+            meta=events.new_meta(tenant, EMAIL, SOURCE, f"{contact_id}:created"), contact=contact
+        )
+        new_entry = email_pb2.ThreadEntry(
+            tenant=tenant,
+            conversation_id=conversation_id,
+            contact_id=contact_id,
+            case_id=case_id,
+            case_reference=case_reference,
+            subject=mail.subject,
+            customer_address=mail.reply_to or mail.from_address,
+            mailbox=mailbox.name,
+            last_message_id=mail.message_id,
+            references=[*mail.references, mail.message_id][-20:]
+            if mail.message_id
+            else mail.references[-20:],
+            automated=bool(automated),
+        )
+        keys = [threads.key("contact", contact_id), threads.key("conv", tenant, conversation_id)]
+        if mail.message_id:
+            keys.append(threads.key("mid", tenant, mail.message_id))
+        normalised = threads.normalise_subject(mail.subject)
+        if mail.from_address and normalised:
+            keys.append(threads.key("subj", tenant, mail.from_address, normalised))
+        if case_reference:
+            keys.append(threads.key("case", tenant, case_reference))
+        return Prepared(
+            inc,
+            key,
+            contact_id=contact_id,
+            events=[created, received],
+            thread_keys=keys,
+            entry=new_entry,
+        )

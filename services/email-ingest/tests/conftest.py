@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from email import policy
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+
+from switchboard.core import bus as sb_bus
+from switchboard.email_ingest import config as email_config
+from switchboard.email_ingest.bootstrap import EmailApp
+from switchboard.email_ingest.devtools.dovecot import Dovecot, available
+from switchboard.email_ingest.settings import EmailIngestSettings
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    if not available():
+        pytest.fail("Dovecot is not installed: run `make system-deps` (dovecot-imapd)")
+    server = Dovecot().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def mailbox_config(dovecot: Dovecot | None, **imap: Any) -> email_config.EmailConfig:
+    box: dict[str, Any] = {
+        "name": "support",
+        "tenant": "demo",
+        "address": "support@demo.example",
+        "display_name": "Demo Support",
+        "queue": "email",
+        "routes": [{"address": "billing@demo.example", "queue": "billing", "skills": ["billing"]}],
+        "skills": [{"skill": "technical", "keywords": ["error", "오류"]}],
+    }
+    if dovecot is not None:
+        box["imap"] = {
+            "host": dovecot.host,
+            "port": dovecot.port,
+            "username": "support",
+            "password": "secret",
+            **imap,
+        }
+    return email_config.parse({"mailboxes": [box]})
+
+
+def settings(nats_url: str, **overrides: Any) -> EmailIngestSettings:
+    values: dict[str, Any] = {
+        "NATS_URL": nats_url,
+        "EMAIL_INGEST_GRPC_PORT": 0,
+        "EMAIL_SMTP_PORT": 0,
+        "EMAIL_STALL_SECONDS": 30,
+        "EMAIL_RECONNECT_MAX_SECONDS": 0.5,
+        "EMAIL_IMAP_TIMEOUT_SECONDS": 10,
+        "EMAIL_SEND_BACKOFF_SECONDS": 0.05,
+        "EMAIL_POLL_SECONDS": 0.3,
+        "SHUTDOWN_GRACE_SECONDS": 0.5,
+    }
+    values.update(overrides)
+    return EmailIngestSettings(**values)
+
+
+@pytest.fixture
+async def make_app(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
+    apps: list[EmailApp] = []
+
+    async def factory(
+        config: email_config.EmailConfig, wrapper: Any = None, **overrides: Any
+    ) -> EmailApp:
+        app = EmailApp(settings(nats_url, **overrides), config=config, publisher_wrapper=wrapper)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        try:
+            await asyncio.wait_for(app.stop(), 30)
+        except TimeoutError:
+            for task in asyncio.all_tasks():
+                task.print_stack()
+            raise
+
+
+class Collector:
+    """Every event on the EVENTS stream, decoded, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Message] = []
+
+    def of(self, kind: type[Message]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait(self, predicate: Callable[[Collector], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; have {len(self.events)} events")
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def collector(bus: sb_bus.Bus) -> AsyncIterator[Collector]:
+    c = Collector()
+
+    async def on_msg(msg: Any) -> None:
+        c.events.append(sb_bus.decode(msg))
+
+    sub = await bus.js.subscribe("contact.>", cb=on_msg, stream="EVENTS", ordered_consumer=True)
+    yield c
+    await sub.unsubscribe()
+
+
+def mail(
+    subject: str = "Hello",
+    text: str = "Hello, I need help.",
+    sender: str = "customer@example.com",
+    to: str = "support@demo.example",
+    message_id: str | None = None,
+    **headers: str,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Customer <{sender}>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or make_msgid(domain="example.com")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+@pytest.fixture
+def make_mail() -> Callable[..., bytes]:
+    return mail
+
+
+@pytest.fixture
+def make_config() -> Callable[..., email_config.EmailConfig]:
+    return mailbox_config

@@ -1,0 +1,284 @@
+"""IMAP ingest against a real Dovecot started on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.auth import mint
+from switchboard.email_ingest.adapters.jetstream import EmailState
+from switchboard.v1 import email_pb2, email_pb2_grpc, events_pb2
+
+
+async def until(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_idle_delivers_new_mail_and_is_renewed(
+    dovecot, make_app, make_config, make_mail, collector, bus
+):
+    app = await make_app(make_config(dovecot), EMAIL_IDLE_RENEW_SECONDS=0.3)
+    watcher = app.watchers[0]
+    # IDLE is re-issued on schedule, and mail still arrives afterwards.
+    await until(lambda: watcher.status.idle_renewals >= 2)
+    assert watcher.status.state == email_pb2.MAILBOX_STATE_IDLE
+    await dovecot.append(
+        [
+            make_mail(
+                "Printer error", "The printer shows error 42.", message_id="<idle-1@example.com>"
+            )
+        ]
+    )
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
+    created = collector.of(events_pb2.ContactCreated)[0]
+    assert created.contact.subject == "Printer error"
+    assert created.contact.content[0].text == "The printer shows error 42."
+    assert created.contact.identities[0].value == "customer@example.com"
+    assert created.contact.queue == "email" and "technical" in created.contact.skills
+    assert created.contact.language == "en"
+    received = collector.of(email_pb2.EmailReceived)[0]
+    assert received.message_id == "idle-1@example.com" and received.origin.uid == 1
+    # Flagged on the server, and the checkpoint moved, only after the events were stored.
+    await until(lambda: app.watchers[0].status.last_uid == 1)
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == [1]
+    checkpoint = await EmailState(*(await _kv(bus))).checkpoint("support")
+    assert checkpoint is not None and checkpoint.last_uid == 1 and checkpoint.uidvalidity > 0
+
+
+async def _kv(bus):
+    state = await EmailState.open(bus.js)
+    return state.checkpoints, state.threads, state.seen, state.sent
+
+
+class Killed(BaseException):
+    """Stands for the process dying: nothing after it runs (no flag, no checkpoint)."""
+
+
+def crashing(after_publish: bool, on_call: int):
+    class Wrapper:
+        def __init__(self, bus):
+            self.bus = bus
+            self.calls = 0
+
+        async def publish_many(self, batch):
+            self.calls += 1
+            if self.calls == on_call:
+                if after_publish:
+                    await self.bus.publish_many(batch)
+                raise Killed()
+            return await self.bus.publish_many(batch)
+
+    return Wrapper
+
+
+@pytest.mark.parametrize(
+    "after_publish", [False, True], ids=["between-fetch-and-publish", "between-publish-and-flag"]
+)
+async def test_killed_mid_batch_then_each_mail_exactly_once(
+    after_publish, dovecot, make_app, make_config, make_mail, collector
+):
+    await dovecot.append(
+        [
+            make_mail(f"Question {i}", f"Body {i}", message_id=f"<kill-{i}@example.com>")
+            for i in range(20)
+        ]
+    )
+    first = await make_app(
+        make_config(dovecot), crashing(after_publish, on_call=2), EMAIL_FETCH_BATCH=6
+    )
+    task = first.watchers[0].task
+    await until(lambda: task.done())
+    assert isinstance(task.exception(), Killed)
+    await first.stop()
+    published = len(collector.of(events_pb2.ContactCreated))
+    assert published == (12 if after_publish else 6)
+    assert (
+        len(await dovecot.uids(criteria="KEYWORD $Switchboard")) == 6
+    )  # the crashed batch was never flagged
+
+    second = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=6)
+    await until(lambda: second.watchers[0].status.last_uid == 20)
+    await asyncio.sleep(0.3)  # let any stray duplicate arrive before counting
+    subjects = [e.contact.subject for e in collector.of(events_pb2.ContactCreated)]
+    assert sorted(subjects) == sorted(f"Question {i}" for i in range(20))
+    assert len(await dovecot.uids(criteria="KEYWORD $Switchboard")) == 20
+
+
+async def test_500_mails_arriving_while_down_are_all_ingested(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    await dovecot.append(
+        [
+            make_mail(f"Order {i}", f"Where is order {i}?", message_id=f"<down-{i}@example.com>")
+            for i in range(500)
+        ]
+    )
+    app = await make_app(make_config(dovecot))
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 500, timeout=90)
+    assert len({e.contact.contact_id for e in collector.of(events_pb2.ContactCreated)}) == 500
+    await until(lambda: app.watchers[0].status.last_uid == 500)
+    assert len(await dovecot.uids(criteria="KEYWORD $Switchboard")) == 500
+
+
+async def test_uidvalidity_reset_resyncs_without_duplicates(
+    dovecot, make_app, make_config, make_mail, collector, bus
+):
+    await dovecot.append(
+        [make_mail(f"Before {i}", "text", message_id=f"<before-{i}@example.com>") for i in range(5)]
+    )
+    app = await make_app(make_config(dovecot, after_ingest="none"))
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 5)
+    await until(lambda: app.watchers[0].status.last_uid == 5)
+    old_validity = app.watchers[0].status.uidvalidity
+    await app.stop()
+
+    await asyncio.to_thread(dovecot.reset_uidvalidity)
+    await dovecot.append(
+        [make_mail(f"After {i}", "text", message_id=f"<after-{i}@example.com>") for i in range(2)]
+    )
+    app2 = await make_app(make_config(dovecot, after_ingest="none"))
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) >= 7)
+    await until(lambda: app2.watchers[0].status.last_uid == 7)
+    await asyncio.sleep(0.3)
+    subjects = sorted(e.contact.subject for e in collector.of(events_pb2.ContactCreated))
+    assert subjects == sorted([f"Before {i}" for i in range(5)] + [f"After {i}" for i in range(2)])
+    state = await EmailState.open(bus.js)
+    checkpoint = await state.checkpoint("support")
+    assert (
+        checkpoint.uidvalidity != old_validity and checkpoint.previous_uidvalidity == old_validity
+    )
+    assert checkpoint.last_uid == 7
+
+
+async def test_reply_threads_into_its_case(dovecot, make_app, make_config, make_mail, collector):
+    await make_app(make_config(dovecot))
+    await dovecot.append(
+        [
+            make_mail(
+                "My invoice is wrong [#C-7K3M9Q]",
+                "Please fix it.",
+                message_id="<first@example.com>",
+            )
+        ]
+    )
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
+    first = collector.of(events_pb2.ContactCreated)[0].contact
+    assert first.case_id == "C-7K3M9Q"
+    # A reply with a changed subject still threads by its headers.
+    await dovecot.append(
+        [
+            make_mail(
+                "Another thing entirely",
+                "Also my address changed.\n\nOn Mon, 1 Jan 2024, Support wrote:\n> Please fix it.",
+                message_id="<second@example.com>",
+                In_Reply_To="<first@example.com>",
+                References="<first@example.com>",
+            )
+        ]
+    )
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 2)
+    second = collector.of(events_pb2.ContactCreated)[1].contact
+    received = collector.of(email_pb2.EmailReceived)[1]
+    assert second.conversation_id == first.conversation_id and second.case_id == "C-7K3M9Q"
+    assert received.threaded_by == "in-reply-to"
+    assert second.content[0].text == "Also my address changed."
+    assert "> Please fix it." in received.quoted
+    # A mail to the plus-address joins the case with no threading headers at all.
+    await dovecot.append(
+        [
+            make_mail(
+                "new topic",
+                "hi again",
+                to="support+C-7K3M9Q@demo.example",
+                message_id="<third@example.com>",
+            )
+        ]
+    )
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 3)
+    third = collector.of(events_pb2.ContactCreated)[2].contact
+    assert third.case_id == "C-7K3M9Q" and third.conversation_id == first.conversation_id
+    assert collector.of(email_pb2.EmailReceived)[2].threaded_by == "plus-address"
+    # Last resort: same sender, same normalised subject, presented as a reply.
+    await dovecot.append(
+        [make_mail("RE: 回复: My invoice is wrong", "one more", message_id="<fourth@example.com>")]
+    )
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 4)
+    fourth = collector.of(events_pb2.ContactCreated)[3].contact
+    assert fourth.conversation_id == first.conversation_id
+    assert collector.of(email_pb2.EmailReceived)[3].threaded_by == "subject"
+
+
+async def test_oversize_mail_over_imap_is_quarantined_with_its_reason(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    big = make_mail("Scan", "x" * 200_000, message_id="<big@example.com>")
+    await dovecot.append([big, make_mail("Small", "fine", message_id="<small@example.com>")])
+    app = await make_app(make_config(dovecot), EMAIL_MAX_MESSAGE_BYTES=100_000)
+    await collector.wait(
+        lambda c: c.of(email_pb2.EmailQuarantined) and c.of(events_pb2.ContactCreated)
+    )
+    q = collector.of(email_pb2.EmailQuarantined)[0]
+    assert f"message of {len(big)} bytes exceeds the limit of 100000 bytes" in q.reason
+    assert q.message_id == "big@example.com" and q.origin.uid == 1 and q.size_bytes == len(big)
+    assert [e.contact.subject for e in collector.of(events_pb2.ContactCreated)] == ["Small"]
+    # The original stays on the server, marked, not taken as done.
+    await until(lambda: app.watchers[0].status.last_uid == 2)
+    assert await dovecot.uids(criteria="KEYWORD $SwitchboardQuarantined") == [1]
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == [2]
+
+
+async def test_stalled_mailbox_turns_health_not_serving_and_says_why(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    app = await make_app(
+        make_config(dovecot), EMAIL_STALL_SECONDS=1.0, EMAIL_IDLE_RENEW_SECONDS=0.3
+    )
+    await until(lambda: app.watchers[0].status.state == email_pb2.MAILBOX_STATE_IDLE)
+    target = f"127.0.0.1:{app.grpc_port}"
+
+    async def health() -> str:
+        return await sb_grpc.check_health(target)
+
+    await until(lambda: app._serving is True)
+    assert await health() == "SERVING"
+    await asyncio.to_thread(dovecot.kill)
+    await until(lambda: app._serving is False, timeout=20)
+    assert await health() == "NOT_SERVING"
+    # It keeps trying (with back-off), and says what the latest attempt met.
+    await until(lambda: "refused" in app.watchers[0].snapshot().reason, timeout=20)
+    token = mint(app.settings.auth_secret, "demo", "ops", ["admin"])
+    async with sb_grpc.channel(target, token) as ch:
+        reply = await email_pb2_grpc.EmailServiceStub(ch).ListMailboxes(
+            email_pb2.ListMailboxesRequest()
+        )
+    assert not reply.serving
+    status = reply.mailboxes[0]
+    assert not status.healthy and status.state == email_pb2.MAILBOX_STATE_STALLED
+    assert "support" in status.reason and "stalled" in status.reason and "refused" in status.reason
+    # The server comes back: the watcher reconnects, health recovers, and mail flows again.
+    await asyncio.to_thread(dovecot.start)
+    await until(lambda: app._serving is True, timeout=20)
+    await dovecot.append([make_mail("Back", "after the outage")])
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
+
+
+async def test_polling_when_the_server_has_no_idle(make_app, make_config, make_mail, collector):
+    from switchboard.email_ingest.devtools.dovecot import Dovecot
+
+    server = Dovecot(extra_config="imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE").start()
+    try:
+        app = await make_app(make_config(server))
+        await until(lambda: app.watchers[0].status.state == email_pb2.MAILBOX_STATE_POLLING)
+        await server.append([make_mail("Polled", "found by polling")])
+        await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
+        assert "IDLE" not in app.watchers[0]._client.protocol.capabilities
+        assert app.watchers[0].status.idle_renewals == 0
+    finally:
+        server.close()
