@@ -275,4 +275,7 @@ async def test_escalate_pause_resume_breach(
         return escalations() == [(75, 0), (75, 1), (100, 0)] and len(breaches) == 1
 
     await eventually(all_events)
+    # The case was opened by the mail: CaseCreated names it (the email channel acknowledges it).
+    [opened] = [e for e in seen if isinstance(e, case_events_pb2.CaseCreated)]
+    assert opened.contact_id == "mail-1" and opened.reference.startswith("C-")
     await asyncio.sleep(0)

@@ -29,7 +29,9 @@ def dovecot() -> Iterator[Dovecot]:
         server.close()
 
 
-def mailbox_config(dovecot: Dovecot | None, **imap: Any) -> email_config.EmailConfig:
+def mailbox_config(
+    dovecot: Dovecot | None, auto_acknowledge: bool = False, **imap: Any
+) -> email_config.EmailConfig:
     box: dict[str, Any] = {
         "name": "support",
         "tenant": "demo",
@@ -38,6 +40,7 @@ def mailbox_config(dovecot: Dovecot | None, **imap: Any) -> email_config.EmailCo
         "queue": "email",
         "routes": [{"address": "billing@demo.example", "queue": "billing", "skills": ["billing"]}],
         "skills": [{"skill": "technical", "keywords": ["error", "오류"]}],
+        "auto_acknowledge": auto_acknowledge,
     }
     if dovecot is not None:
         box["imap"] = {

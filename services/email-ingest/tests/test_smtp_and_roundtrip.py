@@ -260,3 +260,65 @@ async def test_permanent_refusal_fails_and_auto_ack_to_a_robot_is_not_sent(
         assert relay.messages == []
     finally:
         await relay.stop()
+
+
+async def test_new_case_is_acknowledged_once_with_its_number_but_never_to_a_robot(
+    make_app, make_config, make_mail, collector, bus
+):
+    relay = await Relay().start()
+    try:
+        app = await make_app(
+            make_config(None, auto_acknowledge=True),
+            EMAIL_RELAY_HOST="127.0.0.1",
+            EMAIL_RELAY_PORT=relay.port,
+        )
+        for sender, extra in (
+            ("kim@example.kr", {}),
+            ("robot@example.kr", {"Auto_Submitted": "auto-replied"}),
+        ):
+            mail = make_mail("환불 요청", "환불해 주세요.", sender=sender, **extra)
+            await aiosmtplib.send(
+                mail,
+                sender=sender,
+                recipients=["support@demo.example"],
+                hostname="127.0.0.1",
+                port=app.smtp_port,
+            )
+        await collector.wait(lambda c: len(c.of(email_pb2.EmailReceived)) == 2)
+        human, robot = sorted(collector.of(email_pb2.EmailReceived), key=lambda r: r.automated)
+
+        def opened(received: email_pb2.EmailReceived, reference: str) -> Any:
+            from switchboard.v1 import case_events_pb2
+
+            return case_events_pb2.CaseCreated(
+                meta=events.new_meta("demo", contact_pb2.CHANNEL_EMAIL, "case", f"{reference}-c"),
+                case_id=f"case-{reference}",
+                reference=reference,
+                contact_id=received.contact_id,
+            )
+
+        # The case service opens a case for each; its CaseCreated comes twice (a redelivery).
+        for event in (opened(human, "C-ACK001"), opened(robot, "C-ACK002")):
+            await bus.publish(event)
+        await bus.publish(opened(human, "C-ACK001"))
+        await collector.wait(lambda c: c.of(events_pb2.DeliveryStatus))
+        await asyncio.sleep(1.0)  # time for a second (wrong) acknowledgement to show up
+        [ack] = relay.messages
+        assert ack["To"] == "kim@example.kr"
+        assert "[#C-ACK001]" in ack["Subject"]
+        assert ack["In-Reply-To"] == f"<{human.message_id}>"
+        assert ack["Auto-Submitted"] == "auto-replied"
+        assert "C-ACK001" in ack.get_body(("plain",)).get_content()
+        # A reply quoting only the number threads into the case.
+        reply = make_mail("Re: 환불 요청 [#C-ACK001]", "감사합니다", sender="kim@example.kr")
+        await aiosmtplib.send(
+            reply,
+            sender="kim@example.kr",
+            recipients=["support@demo.example"],
+            hostname="127.0.0.1",
+            port=app.smtp_port,
+        )
+        await collector.wait(lambda c: len(c.of(email_pb2.EmailReceived)) == 3)
+        assert collector.of(events_pb2.ContactCreated)[-1].contact.case_id == "case-C-ACK001"
+    finally:
+        await relay.stop()

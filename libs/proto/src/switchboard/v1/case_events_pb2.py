@@ -27,7 +27,7 @@ from switchboard.v1 import case_pb2 as switchboard_dot_v1_dot_case__pb2
 from switchboard.v1 import events_pb2 as switchboard_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n switchboard/v1/case_events.proto\x12\x0eswitchboard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19switchboard/v1/case.proto\x1a\x1bswitchboard/v1/events.proto\"\xfc\x01\n\x0b\x43\x61seCreated\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12+\n\tcase_type\x18\x05 \x01(\x0e\x32\x18.switchboard.v1.CaseType\x12.\n\x08priority\x18\x06 \x01(\x0e\x32\x1c.switchboard.v1.CasePriority\x12\r\n\x05queue\x18\x07 \x01(\t\x12\x10\n\x08template\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\"\xdf\x01\n\x11\x43\x61seStatusChanged\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12/\n\x0b\x66rom_status\x18\x04 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12-\n\tto_status\x18\x05 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"|\n\x0c\x43\x61seAssigned\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"\x94\x02\n\rCaseEscalated\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x11\n\tthreshold\x18\x05 \x01(\x05\x12\r\n\x05level\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x08 \x03(\t\x12\x0e\n\x06repeat\x18\t \x01(\x05\x12*\n\x07\x65lapsed\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06target\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa5\x01\n\x0bSlaBreached\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12)\n\x06target\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Durationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n switchboard/v1/case_events.proto\x12\x0eswitchboard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x19switchboard/v1/case.proto\x1a\x1bswitchboard/v1/events.proto\"\x90\x02\n\x0b\x43\x61seCreated\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12+\n\tcase_type\x18\x05 \x01(\x0e\x32\x18.switchboard.v1.CaseType\x12.\n\x08priority\x18\x06 \x01(\x0e\x32\x1c.switchboard.v1.CasePriority\x12\r\n\x05queue\x18\x07 \x01(\t\x12\x10\n\x08template\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12\x12\n\ncontact_id\x18\n \x01(\t\"\xdf\x01\n\x11\x43\x61seStatusChanged\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12/\n\x0b\x66rom_status\x18\x04 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12-\n\tto_status\x18\x05 \x01(\x0e\x32\x1a.switchboard.v1.CaseStatus\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"|\n\x0c\x43\x61seAssigned\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"\x94\x02\n\rCaseEscalated\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x11\n\tthreshold\x18\x05 \x01(\x05\x12\r\n\x05level\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x08 \x03(\t\x12\x0e\n\x06repeat\x18\t \x01(\x05\x12*\n\x07\x65lapsed\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06target\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa5\x01\n\x0bSlaBreached\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x11\n\treference\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12)\n\x06target\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Durationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.case_events_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CASECREATED']._serialized_start=141
-  _globals['_CASECREATED']._serialized_end=393
-  _globals['_CASESTATUSCHANGED']._serialized_start=396
-  _globals['_CASESTATUSCHANGED']._serialized_end=619
-  _globals['_CASEASSIGNED']._serialized_start=621
-  _globals['_CASEASSIGNED']._serialized_end=745
-  _globals['_CASEESCALATED']._serialized_start=748
-  _globals['_CASEESCALATED']._serialized_end=1024
-  _globals['_SLABREACHED']._serialized_start=1027
-  _globals['_SLABREACHED']._serialized_end=1192
+  _globals['_CASECREATED']._serialized_end=413
+  _globals['_CASESTATUSCHANGED']._serialized_start=416
+  _globals['_CASESTATUSCHANGED']._serialized_end=639
+  _globals['_CASEASSIGNED']._serialized_start=641
+  _globals['_CASEASSIGNED']._serialized_end=765
+  _globals['_CASEESCALATED']._serialized_start=768
+  _globals['_CASEESCALATED']._serialized_end=1044
+  _globals['_SLABREACHED']._serialized_start=1047
+  _globals['_SLABREACHED']._serialized_end=1212
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,7 @@ class CaseCreated(_message.Message):
     QUEUE_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     reference: _builtins.str
     customer_id: _builtins.str
@@ -44,6 +45,8 @@ class CaseCreated(_message.Message):
     queue: _builtins.str
     template: _builtins.str
     actor: _builtins.str
+    contact_id: _builtins.str
+    """the contact that opened it, when a contact did"""
     @_builtins.property
     def meta(self) -> _events_pb2.EventMeta: ...
     def __init__(
@@ -58,10 +61,11 @@ class CaseCreated(_message.Message):
         queue: _builtins.str = ...,
         template: _builtins.str = ...,
         actor: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "case_id", b"case_id", "case_type", b"case_type", "customer_id", b"customer_id", "meta", b"meta", "priority", b"priority", "queue", b"queue", "reference", b"reference", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "case_id", b"case_id", "case_type", b"case_type", "contact_id", b"contact_id", "customer_id", b"customer_id", "meta", b"meta", "priority", b"priority", "queue", b"queue", "reference", b"reference", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

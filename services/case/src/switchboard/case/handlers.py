@@ -345,6 +345,7 @@ class CaseHandlers:
             priority=case_priority(contact.priority),
             queue=contact.queue,
             extra={"follow_up_of": follow_up_of} if follow_up_of else None,
+            contact_id=contact.contact_id,
         )
         case.updated_at = now
         return case, "opened"

@@ -73,6 +73,7 @@ class CaseRecords:
         queue: str = "",
         template: str = "",
         extra: dict[str, Any] | None = None,
+        contact_id: str = "",
     ) -> Case:
         reference = await self._free_reference(session, customer.tenant)
         case = Case(
@@ -123,6 +124,7 @@ class CaseRecords:
                 queue=queue,
                 template=template,
                 actor=actor,
+                contact_id=contact_id,
             ),
             f"case-created:{case.id}",
             at,

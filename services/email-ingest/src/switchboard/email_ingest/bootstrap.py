@@ -16,6 +16,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core import telemetry
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.email_ingest import config as email_config
+from switchboard.email_ingest.acknowledge import Acknowledger
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
 from switchboard.email_ingest.entrypoints.grpc_server import EmailServicer, registration
 from switchboard.email_ingest.entrypoints.imap import MailboxWatcher, WatchOptions
@@ -23,7 +24,7 @@ from switchboard.email_ingest.entrypoints.smtp import ReceiveHandler, ReceiveSer
 from switchboard.email_ingest.ingest import Ingestor, Limits
 from switchboard.email_ingest.outbound import Relay, Sender
 from switchboard.email_ingest.settings import EmailIngestSettings
-from switchboard.v1 import email_pb2, events_pb2
+from switchboard.v1 import case_events_pb2, email_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class EmailApp:
     objects: EmailObjects | None = None
     ingestor: Ingestor | None = None
     sender: Sender | None = None
+    acknowledger: Acknowledger | None = None
     watchers: list[MailboxWatcher] = field(default_factory=list)
     receivers: list[ReceiveServer] = field(default_factory=list)
     grpc_server: grpc.aio.Server | None = None
@@ -90,6 +92,12 @@ class EmailApp:
             events_pb2.OutboundEmail,
             self.sender.handle,
             ConsumerOptions(batch=8, ack_wait=max(60.0, budget), max_deliver=5),
+        )
+        self.acknowledger = Acknowledger(self.config, self.state, self.bus)
+        self.bus.subscribe(
+            f"{s.outbound_consumer}-ack",
+            case_events_pb2.CaseCreated,
+            self.acknowledger.on_case_created,
         )
         self.grpc_server, self.grpc_port, self.health = await sb_grpc.start_server(
             [registration(EmailServicer(self.statuses))],  # type: ignore[list-item]
