@@ -322,3 +322,89 @@ async def test_new_case_is_acknowledged_once_with_its_number_but_never_to_a_robo
         assert collector.of(events_pb2.ContactCreated)[-1].contact.case_id == "case-C-ACK001"
     finally:
         await relay.stop()
+
+
+async def test_replies_go_out_over_starttls_with_authentication(
+    make_app, make_config, make_mail, collector, bus, tmp_path
+):
+    """A relay that requires STARTTLS before AUTH, with its own CA: the reply is sent encrypted,
+    then authenticated."""
+    import ssl
+    import subprocess
+
+    from aiosmtpd.smtp import AuthResult
+
+    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sessions: list[tuple[bool, str]] = []
+
+    class SecureRelay(Relay):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            sessions.append(
+                (session.ssl is not None, session.auth_data if session.authenticated else "")
+            )
+            return await super().handle_DATA(server, session, envelope)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> Any:
+        ok = auth.login == b"switchboard" and auth.password == b"s3cret"
+        return AuthResult(success=ok, auth_data=auth.login.decode() if ok else None)
+
+    relay = SecureRelay()
+    loop = asyncio.get_running_loop()
+    relay.server = await loop.create_server(
+        lambda: SMTP(
+            relay,
+            tls_context=server_tls,
+            require_starttls=True,
+            authenticator=authenticate,
+            auth_require_tls=True,
+        ),
+        "127.0.0.1",
+        0,
+    )
+    relay.port = relay.server.sockets[0].getsockname()[1]
+    try:
+        app = await make_app(
+            make_config(None),
+            EMAIL_RELAY_HOST="127.0.0.1",
+            EMAIL_RELAY_PORT=relay.port,
+            EMAIL_RELAY_SECURITY="starttls",
+            EMAIL_RELAY_USERNAME="switchboard",
+            EMAIL_RELAY_PASSWORD="s3cret",
+            EMAIL_RELAY_CA_FILE=str(cert),
+        )
+        mail = make_mail("문의", "안녕하세요", sender="kim@example.kr")
+        await aiosmtplib.send(
+            mail,
+            sender="kim@example.kr",
+            recipients=["support@demo.example"],
+            hostname="127.0.0.1",
+            port=app.smtp_port,
+        )
+        await collector.wait(lambda c: c.of(events_pb2.ContactCreated))
+        contact = collector.of(events_pb2.ContactCreated)[0].contact
+        await bus.publish(
+            events_pb2.OutboundEmail(
+                meta=events.new_meta("demo", contact_pb2.CHANNEL_EMAIL, "test"),
+                contact_id=contact.contact_id,
+                agent_id="ko-1",
+                text="답변 드립니다.",
+                kind="reply",
+            )
+        )
+        await collector.wait(lambda c: c.of(events_pb2.DeliveryStatus))
+        assert collector.of(events_pb2.DeliveryStatus)[0].state == events_pb2.DELIVERY_STATE_SENT
+        assert sessions == [(True, "switchboard")]  # encrypted, then authenticated
+        assert relay.messages[0]["To"] == "kim@example.kr"
+    finally:
+        relay.server.close()
+        await relay.server.wait_closed()

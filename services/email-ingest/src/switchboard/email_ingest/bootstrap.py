@@ -80,6 +80,7 @@ class EmailApp:
             s.relay_timeout_seconds,
             s.send_attempts,
             s.send_backoff_seconds,
+            s.relay_ca_file,
         )
         self.sender = Sender(self.config, self.state, self.objects, self.bus, relay, self.bus.js)
         # A send may wait out its retries: the command stays unacknowledged meanwhile.

@@ -47,6 +47,7 @@ class Relay:
     timeout: float = 30.0
     attempts: int = 5
     backoff: float = 2.0
+    ca_file: str = ""  # trust this CA bundle for the relay's certificate (default: the system's)
 
 
 class Permanent(Exception):
@@ -220,6 +221,8 @@ class Sender:
         if r.username:
             kwargs["username"] = r.username
             kwargs["password"] = r.password
+        if r.ca_file:
+            kwargs["cert_bundle"] = r.ca_file
         try:
             errors, response = await aiosmtplib.send(message, **kwargs)  # type: ignore[arg-type]
         except aiosmtplib.SMTPRecipientsRefused as exc:

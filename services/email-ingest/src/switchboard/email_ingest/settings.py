@@ -25,6 +25,7 @@ class EmailIngestSettings(ServiceSettings):
     # starttls: upgrade when offered (required when credentials are set); tls: implicit TLS; none.
     relay_security: str = Field("starttls", alias="EMAIL_RELAY_SECURITY")
     relay_timeout_seconds: float = Field(30.0, alias="EMAIL_RELAY_TIMEOUT_SECONDS")
+    relay_ca_file: str = Field("", alias="EMAIL_RELAY_CA_FILE")  # default: the system's CAs
     send_attempts: int = Field(5, alias="EMAIL_SEND_ATTEMPTS")
     send_backoff_seconds: float = Field(2.0, alias="EMAIL_SEND_BACKOFF_SECONDS")
     # IMAP behaviour.
