@@ -282,3 +282,26 @@ async def test_polling_when_the_server_has_no_idle(make_app, make_config, make_m
         assert app.watchers[0].status.idle_renewals == 0
     finally:
         server.close()
+
+
+async def test_a_reply_fetched_in_the_same_batch_as_its_original_threads_by_headers(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    await dovecot.append(
+        [
+            make_mail("주문 문의", "주문이 안 왔어요.", message_id="<orig-1@example.kr>"),
+            make_mail(
+                "전혀 다른 제목",  # a changed subject: only the headers can thread it
+                "추가로 여쭤봅니다.",
+                message_id="<reply-1@example.kr>",
+                In_Reply_To="<orig-1@example.kr>",
+                References="<orig-1@example.kr>",
+            ),
+        ]
+    )
+    await make_app(make_config(dovecot))  # both arrive in the first fetch
+    await collector.wait(lambda c: len(c.of(email_pb2.EmailReceived)) == 2)
+    original, reply = collector.of(email_pb2.EmailReceived)
+    assert original.message_id == "orig-1@example.kr"
+    assert reply.threaded_by == "in-reply-to"
+    assert reply.conversation_id == original.conversation_id

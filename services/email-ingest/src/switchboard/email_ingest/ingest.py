@@ -76,6 +76,9 @@ class Ingestor:
         self.objects = objects
         self.publisher = publisher
         self.limits = limits or Limits()
+        # Thread entries of mails prepared but not yet committed: a reply fetched in the same batch
+        # as the mail it answers still finds its thread.
+        self._pending_threads: dict[str, email_pb2.ThreadEntry] = {}
 
     async def ingest(self, incoming: Incoming) -> Prepared:
         """Publish one mail and return once JetStream has stored its events."""
@@ -84,10 +87,26 @@ class Ingestor:
     async def ingest_many(self, batch: list[Incoming]) -> list[Prepared]:
         """Publish a batch pipelined; every event is stored when this returns (then the source
         may be acknowledged)."""
-        prepared = [await self.prepare(i) for i in batch]
-        await self.publish(prepared)
-        await self.commit(prepared)
+        prepared: list[Prepared] = []
+        try:
+            for incoming in batch:
+                p = await self.prepare(incoming)
+                prepared.append(p)
+                if p.entry is not None and not p.duplicate:
+                    for k in p.thread_keys:
+                        self._pending_threads[k] = p.entry
+            await self.publish(prepared)
+            await self.commit(prepared)
+        finally:
+            for p in prepared:
+                for k in p.thread_keys:
+                    if self._pending_threads.get(k) is p.entry:
+                        del self._pending_threads[k]
         return prepared
+
+    async def _thread_entry(self, key: str) -> email_pb2.ThreadEntry | None:
+        pending = self._pending_threads.get(key)
+        return pending if pending is not None else await self.state.thread(key)
 
     async def publish(self, prepared: list[Prepared]) -> None:
         batch = [e for p in prepared if not p.duplicate for e in p.events]
@@ -177,21 +196,21 @@ class Ingestor:
         ):
             if not mid:
                 continue
-            entry = await self.state.thread(threads.key("mid", tenant, mid))
+            entry = await self._thread_entry(threads.key("mid", tenant, mid))
             if entry is not None:
                 return entry, how, ""
         reference, how = threads.plus_token(recipients + mail.to + mail.cc), "plus-address"
         if not reference:
             reference, how = threads.subject_token(mail.subject), "case-token"
         if reference:
-            entry = await self.state.thread(threads.key("case", tenant, reference))
+            entry = await self._thread_entry(threads.key("case", tenant, reference))
             return entry, how, reference
         if mail.from_address and (
             mail.in_reply_to or mail.references or threads.is_reply_subject(mail.subject)
         ):
             normalised = threads.normalise_subject(mail.subject)
             if normalised:
-                entry = await self.state.thread(
+                entry = await self._thread_entry(
                     threads.key("subj", tenant, mail.from_address, normalised)
                 )
                 if entry is not None and (

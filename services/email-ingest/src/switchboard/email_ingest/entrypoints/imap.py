@@ -377,9 +377,8 @@ class MailboxWatcher:
                 uid=uid,
             )
             batch.append(Incoming(bodies[uid], self.mailbox, origin, size=sizes[uid]))
-        prepared = [await self.ingestor.prepare(i) for i in batch]
-        await self.ingestor.publish(prepared)  # returns once JetStream has stored every event
-        await self.ingestor.commit(prepared)
+        # Returns once JetStream has stored every event of the batch.
+        prepared = await self.ingestor.ingest_many(batch)
         quarantined = [p.incoming.origin.uid for p in prepared if p.quarantined and not p.duplicate]
         done = [p.incoming.origin.uid for p in prepared if not p.quarantined]
         kept = [p.incoming.origin.uid for p in prepared if p.quarantined]
