@@ -6,7 +6,16 @@ nats-server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,13 +139,19 @@ async def platform(nats_url: str, tmp_path: Path) -> AsyncIterator[FaxPlatform]:
 
 
 class FakeHylaFax:
-    """A small hfaxd stand-in speaking HylaFAX's client protocol (USER, PASS, TYPE, PASV, STOT,
-    JNEW, JPARM, JSUBM, JOB, QUIT) on a free port; it keeps what it was sent. No real HylaFAX
-    server is installed on the test machine, so the client is tested against this."""
+    """What a modemless HylaFAX server cannot show: a job that HylaFAX retries after a failed call
+    and then sends (DONE). This stand-in answers like Debian's hfaxd 6.0.7 does in
+    `test_replies.py`'s real-server tests (`213 <value>` to a JPARM query, 460 to a job without
+    LASTTIME, FORM before STOT); each poll of a submitted job moves it along `script`
+    ((state, status, tries) triples)."""
 
-    def __init__(self, password: str = "secret", final_state: str = "DONE") -> None:
+    def __init__(
+        self,
+        password: str = "secret",
+        script: tuple[tuple[str, str, int], ...] = (),
+    ) -> None:
         self.password = password
-        self.final_state = final_state
+        self.script = list(script)
         self.files: dict[str, bytes] = {}
         self.jobs: dict[str, dict[str, str]] = {}
         self.commands: list[str] = []
@@ -157,10 +172,11 @@ class FakeHylaFax:
         def say(line: str) -> None:
             writer.write(line.encode() + b"\r\n")
 
-        say("220 fake.example server (HylaFAX (tm) Version 7.0.7) ready.")
+        say("220 fake.example server (HylaFAX (tm) Version 6.0.7) ready.")
         data_server: asyncio.Server | None = None
         received: asyncio.Future[bytes] | None = None
         current = ""
+        form = "PS"
         user_ok = False
         while True:
             raw = await reader.readline()
@@ -178,7 +194,10 @@ class FakeHylaFax:
             elif not user_ok and verb != "QUIT":
                 say("530 Please login with USER and PASS.")
             elif verb == "TYPE":
-                say("200 Type set to I.")
+                say("200 Type set to Image.")
+            elif verb == "FORM":
+                form = arg.upper()
+                say(f"200 Format set to {form}.")
             elif verb == "PASV":
                 loop = asyncio.get_running_loop()
                 received = loop.create_future()
@@ -197,8 +216,9 @@ class FakeHylaFax:
                 p = data_server.sockets[0].getsockname()[1]
                 say(f"227 Entering Passive Mode (127,0,0,1,{p // 256},{p % 256})")
             elif verb == "STOT":
-                name = f"/tmp/doc{len(self.files) + 1}.tif"
-                say(f'150 FILE: {name} (Opening new data connection for "{name}".)')
+                suffix = {"TIFF": "tif", "PDF": "pdf"}.get(form, "ps")
+                name = f"/tmp/doc{len(self.files) + 1}.{suffix}"
+                say(f"150 FILE: {name} (Opening new data connection).")
                 await writer.drain()
                 assert received is not None
                 self.files[name] = await asyncio.wait_for(received, 10)
@@ -207,22 +227,34 @@ class FakeHylaFax:
                 say(f"226 Transfer complete (FILE: {name}).")
             elif verb == "JNEW":
                 current = str(100 + len(self.jobs))
-                self.jobs[current] = {"STATE": "PENDING"}
+                self.jobs[current] = {"STATE": "SUSPENDED", "STATUS": "", "TOTTRIES": "0"}
                 say(f"200 New job created: jobid: {current} groupid: {current}.")
             elif verb == "JOB":
+                if arg in self.jobs and self.jobs[arg]["STATE"] != "SUSPENDED" and self.script:
+                    state, status, tries = self.script.pop(0)
+                    self.jobs[arg].update(STATE=state, STATUS=status, TOTTRIES=str(tries))
                 current = arg
-                say(f"200 Current job: jobid {arg} groupid {arg}.")
+                say(f"200 Current job: jobid: {arg} groupid: {arg}.")
             elif verb == "JPARM":
                 key, _, value = arg.partition(" ")
                 if value:
                     self.jobs[current][key.upper()] = value.strip('"')
-                    code = "200" if key.upper() == "DOCUMENT" else "213"
-                    say(f"{code} {key.upper()} set to {value}.")
+                    if key.upper() == "DOCUMENT":
+                        say(f"200 Added document {value} as docq/doc{current}.tif.{current}.")
+                    else:
+                        say(f"213 {key.upper()} set to {value}.")
                 else:
-                    say(f"213 {key.upper()}: {self.jobs[current].get(key.upper(), '')}")
+                    say(f"213 {self.jobs[current].get(key.upper(), '')}")
             elif verb == "JSUBM":
-                self.jobs[current]["STATE"] = self.final_state
-                say(f"200 Job {current} submitted.")
+                if "LASTTIME" not in self.jobs[current]:
+                    # no LASTTIME: hfaxd's kill time is in 1970 and faxq refuses the job
+                    say(
+                        f"460 Failed to submit job {current}: Unspecified reason "
+                        "(scheduler NAK'd request)."
+                    )
+                else:
+                    self.jobs[current]["STATE"] = "PENDING"
+                    say(f"200 Job {current} submitted.")
             elif verb == "QUIT":
                 say("221 Goodbye.")
                 await writer.drain()
@@ -235,8 +267,136 @@ class FakeHylaFax:
 
 @pytest.fixture
 async def fake_hylafax() -> AsyncIterator[FakeHylaFax]:
-    server = await FakeHylaFax().start()
+    """A job whose first call fails (HylaFAX sleeps before trying again), then is sent."""
+    server = await FakeHylaFax(
+        script=(("SLEEPING", "No carrier detected", 1), ("DONE", "", 2))
+    ).start()
     try:
         yield server
     finally:
         await server.stop()
+
+
+# A throwaway HylaFAX server: Debian's `hylafax-server` (faxq and hfaxd) on a spool of its own (a
+# copy of /var/spool/hylafax with /etc/hylafax as its etc/), hfaxd's client protocol on 127.0.0.1
+# and a free port, one user with a password in hosts.hfaxd. There is no modem: jobs are accepted
+# and queued (READY), then FAILED by faxq when their kill time passes. hfaxd chroots into the
+# spool and both daemons switch to the fax user (the spool's owner), so this needs root, as
+# `make test` has on the test machine. A missing package fails the tests; nothing is skipped.
+
+SKELETON = Path("/var/spool/hylafax")
+CONFIG = Path("/etc/hylafax")
+FAXQ = "/usr/sbin/faxq"
+HFAXD = "/usr/sbin/hfaxd"
+HYLAFAX_USER = "switchboard"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class HylaFaxServer:
+    password: str = "fax-secret"
+    spool: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-hylafax-")))
+    port: int = field(default_factory=free_port)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> HylaFaxServer:
+        for program in (FAXQ, HFAXD):
+            if not os.access(program, os.X_OK):
+                raise RuntimeError(
+                    f"{program} is missing: install Debian's hylafax-server (make system-deps)"
+                )
+        if os.geteuid() != 0:
+            raise RuntimeError("hfaxd chroots into its spool: the HylaFAX tests must run as root")
+        self.spool.chmod(0o755)
+        subprocess.run(["cp", "-a", f"{SKELETON}/.", str(self.spool)], check=True)
+        subprocess.run(["cp", "-a", f"{CONFIG}/.", str(self.spool / "etc")], check=True)
+        fax_user = pwd.getpwuid((SKELETON / "sendq").stat().st_uid)
+        digest = (
+            subprocess.run(
+                ["openssl", "passwd", "-6", "-stdin"],
+                input=self.password.encode(),
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .strip()
+        )
+        hosts = self.spool / "etc" / "hosts.hfaxd"
+        hosts.write_text(f"^{HYLAFAX_USER}@(localhost|127\\.0\\.0\\.1)$:1002:{digest}:\n")
+        os.chown(hosts, fax_user.pw_uid, fax_user.pw_gid)
+        hosts.chmod(0o600)
+        # Each daemon in a session of its own, so stopping it also stops what it forked.
+        self.processes.append(self._spawn([FAXQ, "-D", "-q", str(self.spool)], "faxq"))
+        self._wait(lambda: (self.spool / "FIFO").exists(), "faxq's FIFO")
+        self.processes.append(
+            self._spawn(
+                [HFAXD, "-d", "-q", str(self.spool), "-l", "127.0.0.1", "-i", str(self.port)],
+                "hfaxd",
+            )
+        )
+        self._wait(self._greets, f"hfaxd on port {self.port}")
+        return self
+
+    def _spawn(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = (self.spool / "log" / f"{name}.out").open("wb")
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait(self, ready: Callable[[], bool], what: str) -> None:
+        for _ in range(200):
+            if ready():
+                return
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{process.args[0]} exited ({process.returncode})")
+            time.sleep(0.05)
+        raise RuntimeError(f"HylaFAX did not come up: no {what}")
+
+    def _greets(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                return s.recv(200).startswith(b"220 ")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        self.processes.clear()
+        shutil.rmtree(self.spool, ignore_errors=True)
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """The job's queue file (sendq while queued, doneq when finished), as faxq keeps it."""
+        for queue in ("sendq", "doneq"):
+            qfile = self.spool / queue / f"q{job_id}"
+            if qfile.exists():
+                entries = (line.partition(":") for line in qfile.read_text().splitlines())
+                return {k: v for k, _, v in entries} | {"queue": queue}
+        raise AssertionError(f"HylaFAX has no job {job_id}")
+
+    def document(self, job: dict[str, str]) -> bytes:
+        """The document a job sends: its `tiff:`/`pdf:` entry names a file in docq."""
+        entry = job.get("tiff") or job.get("pdf") or ""
+        name = entry.split(":")[-1]
+        assert name.startswith("docq/"), job
+        return (self.spool / name).read_bytes()
+
+
+@pytest.fixture
+def hylafax_server() -> Iterator[HylaFaxServer]:
+    server = HylaFaxServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -1,10 +1,12 @@
 """Agents' replies: OutboundFax on the bus -> a G4 fax with the case number -> HylaFAX's client
-protocol (against a small fake hfaxd: no real HylaFAX server is installed here) -> DeliveryStatus."""
+protocol -> DeliveryStatus. Against a real hfaxd + faxq (Debian's hylafax-server, started per test,
+no modem): the job is accepted, lands in the spool, waits for a modem and fails at its kill time.
+What needs a modem (a failed call retried, a fax sent) runs against a stand-in that answers as
+the real server does."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,9 @@ from switchboard.v1 import contact_pb2, events_pb2
 TENANT = "demo"
 
 
-@pytest.fixture
-async def hylafax(fake_hylafax: Any) -> AsyncIterator[Any]:
-    yield fake_hylafax
-
-
-async def statuses(bus: Bus, command_id: str, final: set[int]) -> list[events_pb2.DeliveryStatus]:
+async def statuses(
+    bus: Bus, command_id: str, final: set[int], wait: float = 60
+) -> list[events_pb2.DeliveryStatus]:
     seen: list[events_pb2.DeliveryStatus] = []
     done = asyncio.Event()
 
@@ -38,7 +37,7 @@ async def statuses(bus: Bus, command_id: str, final: set[int]) -> list[events_pb
 
     bus.subscribe(f"test-delivery-{command_id[:8]}", events_pb2.DeliveryStatus, keep)
     await bus.start()
-    await asyncio.wait_for(done.wait(), 60)
+    await asyncio.wait_for(done.wait(), wait)
     return seen
 
 
@@ -55,24 +54,102 @@ def outbound(command_id: str, to: str) -> events_pb2.OutboundFax:
 
 
 async def start_fax(nats_url: str, tmp_path: Path, **extra: Any) -> FaxApp:
-    app = FaxApp(
-        FaxSettings(
-            NATS_URL=nats_url,
-            FAX_GRPC_PORT=0,
-            FAX_HTTP_PORT=0,
-            FAX_STATUS_POLL_SECONDS=0.05,
-            FAX_SEND_ATTEMPTS=2,
-            SHUTDOWN_GRACE_SECONDS=1.0,
-            **extra,
-        )
-    )
+    settings: dict[str, Any] = {
+        "NATS_URL": nats_url,
+        "FAX_GRPC_PORT": 0,
+        "FAX_HTTP_PORT": 0,
+        "FAX_STATUS_POLL_SECONDS": 0.05,
+        "FAX_SEND_ATTEMPTS": 2,
+        "SHUTDOWN_GRACE_SECONDS": 1.0,
+    }
+    app = FaxApp(FaxSettings(**(settings | extra)))
     await app.start()
     return app
 
 
-async def test_a_reply_is_rendered_sent_through_hylafax_and_reported_delivered(
-    nats_url: str, tmp_path: Path, bus: Bus, hylafax: Any
+@pytest.mark.timeout(180)
+async def test_a_real_hylafax_server_accepts_the_reply_and_fails_it_when_no_modem_sends_it(
+    nats_url: str, tmp_path: Path, bus: Bus, hylafax_server: Any
 ) -> None:
+    app = await start_fax(
+        nats_url,
+        tmp_path,
+        FAX_HYLAFAX_HOST="127.0.0.1",
+        FAX_HYLAFAX_PORT=hylafax_server.port,
+        FAX_HYLAFAX_PASSWORD=hylafax_server.password,
+        FAX_HYLAFAX_KILL_MINUTES=1,  # HylaFAX's shortest kill time: faxq gives up after a minute
+        FAX_STATUS_POLL_SECONDS=1,
+    )
+    try:
+        seen: list[events_pb2.DeliveryStatus] = []
+        states = {
+            events_pb2.DELIVERY_STATE_SENT: asyncio.Event(),
+            events_pb2.DELIVERY_STATE_FAILED: asyncio.Event(),
+        }
+
+        async def keep(event: events_pb2.DeliveryStatus) -> None:
+            if event.command_id == "reply-1":
+                seen.append(event)
+                if event.state in states:
+                    states[event.state].set()
+
+        bus.subscribe("test-delivery-reply-1", events_pb2.DeliveryStatus, keep)
+        await bus.start()
+        await bus.publish(outbound("reply-1", "+82 2 1234 5678"))
+        await asyncio.wait_for(states[events_pb2.DELIVERY_STATE_SENT].wait(), 60)
+        job_id = seen[0].message_id
+        queued = hylafax_server.job(job_id)  # while faxq still holds it
+        await asyncio.wait_for(states[events_pb2.DELIVERY_STATE_FAILED].wait(), 150)
+    finally:
+        await app.stop()
+    # hfaxd accepted the job: faxq queued it in sendq for our user, to the number we asked for,
+    # with our rendered G4 reply (the case number readable on the page) in docq
+    assert job_id.isdigit()
+    assert queued["queue"] == "sendq"
+    assert queued["owner"] == "switchboard"
+    assert queued["number"] == "82212345678"
+    document = hylafax_server.document(queued)
+    assert [p.compression for p in inspect_tiff(document, Limits())] == ["group4"]
+    page = normalise(document, Limits()).pages[0]
+    assert "C-7K3M9Q" in (await Tesseract().read(page.png)).text
+    # no modem took it (no call was tried, so no RETRYING); faxq failed it at its kill time and
+    # our polling reported what hfaxd said
+    assert [s.state for s in seen] == [
+        events_pb2.DELIVERY_STATE_SENT,
+        events_pb2.DELIVERY_STATE_FAILED,
+    ]
+    assert seen[-1].detail == f"HylaFAX job {job_id} failed: Kill time expired"
+    done = hylafax_server.job(job_id)
+    assert (done["queue"], done["status"]) == ("doneq", "Kill time expired")
+
+
+async def test_a_real_hylafax_server_refuses_a_wrong_password(
+    nats_url: str, tmp_path: Path, bus: Bus, hylafax_server: Any
+) -> None:
+    app = await start_fax(
+        nats_url,
+        tmp_path,
+        FAX_HYLAFAX_HOST="127.0.0.1",
+        FAX_HYLAFAX_PORT=hylafax_server.port,
+        FAX_HYLAFAX_PASSWORD="not-the-password",
+    )
+    try:
+        await bus.publish(outbound("reply-5", "+82 2 1234 5678"))
+        seen = await statuses(bus, "reply-5", {events_pb2.DELIVERY_STATE_FAILED})
+    finally:
+        await app.stop()
+    assert [s.state for s in seen] == [
+        events_pb2.DELIVERY_STATE_RETRYING,
+        events_pb2.DELIVERY_STATE_FAILED,
+    ]
+    assert seen[-1].detail.startswith("HylaFAX: login refused: 530")
+    assert not list((hylafax_server.spool / "docq").glob("doc*"))
+
+
+async def test_a_call_hylafax_retries_then_sends_is_reported_retrying_then_delivered(
+    nats_url: str, tmp_path: Path, bus: Bus, fake_hylafax: Any
+) -> None:
+    hylafax = fake_hylafax
     app = await start_fax(
         nats_url,
         tmp_path,
@@ -81,24 +158,24 @@ async def test_a_reply_is_rendered_sent_through_hylafax_and_reported_delivered(
         FAX_HYLAFAX_PASSWORD=hylafax.password,
     )
     try:
-        await bus.publish(outbound("reply-1", "+82 2 1234 5678"))
+        await bus.publish(outbound("reply-6", "+82 2 1234 5678"))
         seen = await statuses(
-            bus, "reply-1", {events_pb2.DELIVERY_STATE_DELIVERED, events_pb2.DELIVERY_STATE_FAILED}
+            bus, "reply-6", {events_pb2.DELIVERY_STATE_DELIVERED, events_pb2.DELIVERY_STATE_FAILED}
         )
     finally:
         await app.stop()
-    assert [s.state for s in seen] == [
-        events_pb2.DELIVERY_STATE_SENT,
-        events_pb2.DELIVERY_STATE_DELIVERED,
-    ]
     job = seen[0].message_id
+    assert [(s.state, s.detail) for s in seen] == [
+        (events_pb2.DELIVERY_STATE_SENT, f"HylaFAX job {job} submitted to +82212345678"),
+        (
+            events_pb2.DELIVERY_STATE_RETRYING,
+            f"HylaFAX job {job} sleeping after try 1: No carrier detected",
+        ),
+        (events_pb2.DELIVERY_STATE_DELIVERED, f"HylaFAX job {job} done"),
+    ]
+    # sendfax's defaults, as the real server needs them
+    assert {"FORM TIFF", "JPARM LASTTIME 000259", "JPARM MAXTRIES 3"} <= set(hylafax.commands)
     assert hylafax.jobs[job]["DIALSTRING"] == "82212345678"
-    document = hylafax.files[hylafax.jobs[job]["DOCUMENT"]]
-    assert [p.compression for p in inspect_tiff(document, Limits())] == ["group4"]
-    # the case number is on the page, readable by OCR
-    page = normalise(document, Limits()).pages[0]
-    text = (await Tesseract().read(page.png)).text
-    assert "C-7K3M9Q" in text
 
 
 async def test_an_unreachable_fax_server_is_retried_then_reported_failed(

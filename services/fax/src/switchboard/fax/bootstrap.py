@@ -84,7 +84,14 @@ class FaxApp:
             s.ocr_workers,
         )
         hylafax = (
-            HylaFaxConfig(s.hylafax_host, s.hylafax_port, s.hylafax_user, s.hylafax_password)
+            HylaFaxConfig(
+                s.hylafax_host,
+                s.hylafax_port,
+                s.hylafax_user,
+                s.hylafax_password,
+                kill_minutes=s.hylafax_kill_minutes,
+                max_tries=s.hylafax_max_tries,
+            )
             if s.hylafax_host
             else None
         )

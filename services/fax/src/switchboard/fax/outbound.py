@@ -123,23 +123,36 @@ class FaxSender:
             return
 
     async def _follow_job(self, command: events_pb2.OutboundFax, job: str, attempt: int) -> None:
+        """Report what hfaxd says of the job: RETRYING for each of HylaFAX's failed calls (with its
+        reason), DELIVERED when it is DONE, FAILED (with the reason) when HylaFAX gives up."""
         assert self.config.hylafax is not None
+        tries = 0
         for _ in range(self.config.poll_limit):
             await asyncio.sleep(self.config.poll_seconds)
             try:
                 async with self.client_factory(self.config.hylafax) as client:
-                    state = await client.job_state(job)
+                    job_status = await client.job_status(job)
             except (HylaFaxError, OSError, TimeoutError) as exc:
                 logger.warning("asking HylaFAX about job %s failed: %s", job, exc)
                 continue
-            if state == "DONE":
+            reason = f": {job_status.status}" if job_status.status else ""
+            if job_status.state == "DONE":
                 await self.notifier.delivery(
-                    command, DELIVERED, f"HylaFAX job {job} done", attempt, job
+                    command, DELIVERED, f"HylaFAX job {job} done{reason}", attempt, job
                 )
                 return
-            if state == "FAILED":
+            if job_status.state == "FAILED":
                 await self.notifier.delivery(
-                    command, FAILED, f"HylaFAX job {job} failed", attempt, job
+                    command, FAILED, f"HylaFAX job {job} failed{reason}", attempt, job
                 )
                 return
+            if job_status.tries > tries:
+                tries = job_status.tries
+                await self.notifier.delivery(
+                    command,
+                    RETRYING,
+                    f"HylaFAX job {job} {job_status.state.lower()} after try {tries}{reason}",
+                    attempt,
+                    job,
+                )
         logger.warning("stopped following HylaFAX job %s: no final state", job)

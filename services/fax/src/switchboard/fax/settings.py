@@ -45,6 +45,8 @@ class FaxSettings(ServiceSettings):
     hylafax_port: int = Field(4559, alias="FAX_HYLAFAX_PORT")
     hylafax_user: str = Field("switchboard", alias="FAX_HYLAFAX_USER")
     hylafax_password: str = Field("", alias="FAX_HYLAFAX_PASSWORD")
+    hylafax_kill_minutes: int = Field(179, alias="FAX_HYLAFAX_KILL_MINUTES")
+    hylafax_max_tries: int = Field(3, alias="FAX_HYLAFAX_MAX_TRIES")
     send_attempts: int = Field(3, alias="FAX_SEND_ATTEMPTS")
     status_poll_seconds: float = Field(10.0, alias="FAX_STATUS_POLL_SECONDS")
     status_poll_limit: int = Field(360, alias="FAX_STATUS_POLL_LIMIT")

@@ -1,8 +1,14 @@
 """A minimal client for HylaFAX's client protocol (hfaxd, TCP port 4559).
 
 The protocol is FTP-like (RFC 959 replies, passive data connections) with job commands:
-USER/PASS, TYPE I, PASV + STOT to upload the document to a temporary file, JNEW, JPARM to set
-the dial string and the document, JSUBM to submit; JOB + JPARM STATE to ask about a job.
+USER/PASS, TYPE I, FORM TIFF|PDF, PASV + STOT to upload the document to a temporary file, JNEW,
+JPARM to set the sender, the kill time (LASTTIME), the tries, the dial string and the document,
+JSUBM to submit; JOB + JPARM STATE/STATUS/TOTTRIES to ask about a job.
+
+What hfaxd 6.0 answers (checked against Debian's hylafax-server in the tests): a JPARM query is
+`213 <value>` (`213 READY`, `213 Kill time expired`); a job submitted without LASTTIME gets a kill
+time in 1970, so faxq refuses it (`460 Failed to submit job 1: ... scheduler NAK'd request`); STOT
+names the file after FORM (`150 FILE: /tmp/doc1.tif ...`), PostScript unless told otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from dataclasses import dataclass
 _PASV = re.compile(r"\((\d+),(\d+),(\d+),(\d+),(\d+),(\d+)\)")
 _FILE = re.compile(r"FILE:\s*(\S+?)\)?\.?(?:\s|$)")
 _JOBID = re.compile(r"jobid:\s*(\d+)", re.IGNORECASE)
-_STATE = re.compile(r"STATE:\s*(\w+)", re.IGNORECASE)
+_STATES = frozenset(
+    {"SUSPENDED", "PENDING", "SLEEPING", "BLOCKED", "READY", "ACTIVE", "DONE", "FAILED"}
+)
 
 
 class HylaFaxError(Exception):
@@ -39,6 +47,26 @@ class HylaFaxConfig:
     user: str = "switchboard"
     password: str = ""
     timeout: float = 30.0
+    kill_minutes: int = 179  # how long HylaFAX keeps trying (JPARM LASTTIME; sendfax's default)
+    max_tries: int = 3  # HylaFAX's own attempts at the call (JPARM MAXTRIES)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job as hfaxd reports it: its state, the reason of the last failure, the tries made."""
+
+    state: str
+    status: str = ""
+    tries: int = 0
+
+
+def last_time(minutes: int) -> str:
+    """HylaFAX's LASTTIME, DDHHMM from now."""
+    minutes = max(1, minutes)
+    days, rest = divmod(minutes, 24 * 60)
+    if days > 99:
+        raise HylaFaxError(f"a kill time of {minutes} minutes is too long")
+    return f"{days:02d}{rest // 60:02d}{rest % 60:02d}"
 
 
 class HylaFaxClient:
@@ -123,6 +151,7 @@ class HylaFaxClient:
 
     async def store_temp(self, data: bytes) -> str:
         """Upload `data` with PASV + STOT; return the server's temporary file name."""
+        await self._ok("FORM PDF" if data[:5] == b"%PDF-" else "FORM TIFF", 200)
         reply = await self._ok("PASV", 227)
         match = _PASV.search(reply.text)
         if not match:
@@ -163,16 +192,25 @@ class HylaFaxClient:
             raise HylaFaxError(f"cannot read the job id in: {reply.text}")
         job = match.group(1)
         await self._ok(f'JPARM FROMUSER "{sender}"', 213, 200)
+        await self._ok(f"JPARM LASTTIME {last_time(self.config.kill_minutes)}", 213, 200)
+        await self._ok(f"JPARM MAXTRIES {self.config.max_tries}", 213, 200)
         await self._ok(f'JPARM DIALSTRING "{dial}"', 213, 200)
         await self._ok(f"JPARM DOCUMENT {path}", 200, 213)
         await self._ok("JSUBM", 200)
         return job
 
-    async def job_state(self, job: str) -> str:
-        """The job's state: PENDING, SLEEPING, BLOCKED, READY, ACTIVE, DONE, FAILED or SUSPENDED."""
+    async def job_parameter(self, name: str) -> str:
+        """A parameter of the current job: hfaxd answers `213 <value>`."""
+        reply = await self._ok(f"JPARM {name}", 213)
+        return reply.text.strip()
+
+    async def job_status(self, job: str) -> JobStatus:
+        """The job's state (SUSPENDED, PENDING, SLEEPING, BLOCKED, READY, ACTIVE, DONE, FAILED),
+        hfaxd's text for the last failure, and the tries made so far."""
         await self._ok(f"JOB {job}", 200)
-        reply = await self._ok("JPARM STATE", 213, 200)
-        match = _STATE.search(reply.text)
-        if not match:
-            raise HylaFaxError(f"cannot read the job state in: {reply.text}")
-        return match.group(1).upper()
+        state = (await self.job_parameter("STATE")).upper()
+        if state not in _STATES:
+            raise HylaFaxError(f"cannot read the state of job {job}: {state!r}")
+        status = await self.job_parameter("STATUS")
+        tries = await self.job_parameter("TOTTRIES")
+        return JobStatus(state, status, int(tries) if tries.isdigit() else 0)
