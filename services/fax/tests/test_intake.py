@@ -28,7 +28,7 @@ from switchboard.fax.samples import (
     truncated,
 )
 from switchboard.testing.agents import AgentClient
-from switchboard.v1 import contact_pb2, events_pb2, fax_pb2, router_pb2
+from switchboard.v1 import contact_pb2, email_pb2, fax_pb2, router_pb2
 
 FaxPlatform = Any  # conftest.py: the platform fixture
 TENANT = "demo"
@@ -256,16 +256,13 @@ async def test_email_with_a_fax_attachment_becomes_a_fax_contact(platform: FaxPl
         "fax.tif",
         "image/tiff",
     )
-    email = contact_pb2.Contact(
+    # What the email channel publishes for a mail to the fax-to-email address.
+    received = email_pb2.EmailReceived(
+        meta=events.new_meta(TENANT, contact_pb2.CHANNEL_EMAIL, "email-ingest", "mail-77:email"),
         contact_id="mail-77",
-        tenant=TENANT,
-        channel=contact_pb2.CHANNEL_EMAIL,
-        identities=[
-            contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="fax@demo.example"
-            )
-        ],
-        language="ja",  # nobody here speaks it: the mail itself waits, the fax is what we follow
+        from_address="gateway@carrier.example",
+        from_name="Carrier fax gateway",
+        to=["fax@demo.example"],
         subject="Fax from +82 2 1234 5678",
         attachments=[
             contact_pb2.AttachmentRef(
@@ -276,13 +273,24 @@ async def test_email_with_a_fax_attachment_becomes_a_fax_contact(platform: FaxPl
             )
         ],
     )
-    meta = events.new_meta(TENANT, contact_pb2.CHANNEL_EMAIL, "email-ingest", "mail-77:created")
-    await platform.bus.publish(events_pb2.ContactCreated(meta=meta, contact=email))
+    await platform.bus.publish(received)
+    # A mail to somebody else with a TIFF is not a fax.
+    other = email_pb2.EmailReceived()
+    other.CopyFrom(received)
+    other.meta.event_id, other.to[:] = "mail-78:email", ["sales@demo.example"]
+    await platform.bus.publish(other)
 
-    fax = await processed(platform, reference="mail-77:created")
+    fax = await processed(platform, reference="mail-77:email")
     assert fax.origin.intake == fax_pb2.FAX_INTAKE_EMAIL
     assert fax.origin.received_by == "fax@demo.example"
+    assert fax.origin.caller_id_name == "Carrier fax gateway"
     assert fax.language == "ko"
     offer = await offer_for(platform.agents["ko"], fax.contact_id)
     assert offer.contact.channel == contact_pb2.CHANNEL_FAX
     assert list(offer.contact.skills) == ["billing"]
+    # The mail to sales (published second) produced no fax: its TIFF is just an attachment.
+    await asyncio.sleep(0.5)
+    received = platform.events.seen.get(fax_pb2.FaxReceived, [])
+    assert [
+        r.origin.reference for r in received if r.origin.intake == fax_pb2.FAX_INTAKE_EMAIL
+    ] == ["mail-77:email"]

@@ -22,7 +22,7 @@ from switchboard.fax.domain.document import Document, Limits, Rejected, normalis
 from switchboard.fax.domain.rules import RuleBook
 from switchboard.fax.intake import accept, fax_id_for, kind_of
 from switchboard.fax.notifier import FaxNotifier
-from switchboard.v1 import contact_pb2, events_pb2, fax_pb2
+from switchboard.v1 import contact_pb2, email_pb2, events_pb2, fax_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -197,30 +197,15 @@ class FaxReader:
             return False
         return "*" in wanted or bool(wanted & addresses)
 
-    async def on_email_contact(self, event: events_pb2.ContactCreated) -> None:
-        if event.meta.channel != contact_pb2.CHANNEL_EMAIL:
-            return
-        contact = event.contact
-        addresses = _addresses(contact)
+    async def on_email_received(self, event: email_pb2.EmailReceived) -> None:
+        """A mail the email channel received: addressed to (or sent from) a fax-to-email address,
+        its TIFF and PDF attachments are faxes."""
+        addresses = {a.lower() for a in (event.from_address, *event.to, *event.cc) if a}
         if not self._is_fax_mail(addresses):
             return
-        sender = next(
-            (i.value for i in contact.identities if i.kind == contact_pb2.IDENTITY_KIND_EMAIL), ""
-        )
         await self._email_attachments(
-            event.meta, list(contact.attachments), sender, contact.customer_name, addresses
+            event.meta, list(event.attachments), event.from_address, event.from_name, addresses
         )
-
-    async def on_email_message(self, event: events_pb2.MessageAdded) -> None:
-        if event.meta.channel != contact_pb2.CHANNEL_EMAIL:
-            return
-        message = event.message
-        if message.author != contact_pb2.AUTHOR_CUSTOMER:
-            return
-        addresses = _addresses(message)
-        if not self._is_fax_mail(addresses):
-            return
-        await self._email_attachments(event.meta, list(message.attachments), "", "", addresses)
 
     async def _email_attachments(
         self,
@@ -252,23 +237,6 @@ class FaxReader:
 def _is_fax_attachment(ref: contact_pb2.AttachmentRef) -> bool:
     content_type = ref.content_type.split(";")[0].strip().lower()
     return content_type in FAX_TYPES or ref.filename.lower().endswith(FAX_SUFFIXES)
-
-
-def _addresses(message: contact_pb2.Contact | contact_pb2.Message) -> set[str]:
-    """Every email address the event names: the sender's identity, and any recipient field the
-    email channel sets (to, recipients, mailbox...), found by name so either may be used."""
-    found: set[str] = set()
-    for field, value in message.ListFields():
-        if field.name == "identities":
-            found.update(
-                i.value.lower() for i in value if i.kind == contact_pb2.IDENTITY_KIND_EMAIL
-            )
-        elif field.name in ("to", "recipients", "mailbox", "delivered_to", "received_by"):
-            items = (
-                value if isinstance(value, str) is False and hasattr(value, "__iter__") else [value]
-            )
-            found.update(str(v).strip().lower() for v in items if isinstance(v, str))
-    return found
 
 
 def _subject(text: str, pages: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.fax.handlers import FaxReader
 from switchboard.fax.outbound import FaxSender
-from switchboard.v1 import events_pb2, fax_pb2
+from switchboard.v1 import email_pb2, events_pb2, fax_pb2
 
 # One fax at a time per replica (its pages are read in parallel); OCR of a long fax takes a while,
 # so the ack deadline is generous.
@@ -17,5 +17,4 @@ def subscribe(bus: Bus, reader: FaxReader, sender: FaxSender, durable: str, emai
     bus.subscribe(durable, fax_pb2.FaxReceived, reader.on_fax_received, READING)
     bus.subscribe(f"{durable}-outbound", events_pb2.OutboundFax, sender.on_outbound_fax, REPLIES)
     if email:
-        bus.subscribe(f"{durable}-email", events_pb2.ContactCreated, reader.on_email_contact)
-        bus.subscribe(f"{durable}-email", events_pb2.MessageAdded, reader.on_email_message)
+        bus.subscribe(f"{durable}-email", email_pb2.EmailReceived, reader.on_email_received)
