@@ -208,3 +208,36 @@ async def test_without_a_fax_server_the_reply_is_kept_and_reported_failed(
     assert "FAX_HYLAFAX_HOST" in kept[-1].detail
     assert "fax-documents/demo/outbound/reply-3.tif" in kept[-1].detail
     assert "not a valid phone number" in bad[-1].detail
+
+
+@pytest.mark.timeout(120)
+async def test_a_restart_neither_resends_a_reply_nor_stops_following_it(
+    nats_url: str, tmp_path: Path, bus: Bus, fake_hylafax: Any
+) -> None:
+    hylafax = fake_hylafax
+    server = {
+        "FAX_HYLAFAX_HOST": "127.0.0.1",
+        "FAX_HYLAFAX_PORT": hylafax.port,
+        "FAX_HYLAFAX_PASSWORD": hylafax.password,
+    }
+    # The first process submits the job and stops before it asks how the job went.
+    first = await start_fax(nats_url, tmp_path, FAX_STATUS_POLL_SECONDS=60, **server)
+    try:
+        await bus.publish(outbound("reply-9", "+82 2 1234 5678"))
+        sent = await statuses(bus, "reply-9", {events_pb2.DELIVERY_STATE_SENT})
+    finally:
+        await first.stop()
+    job = sent[-1].message_id
+    assert len(hylafax.jobs) == 1
+    # The next one follows it to the end, and a redelivered command is not submitted again.
+    second = await start_fax(nats_url, tmp_path, **server)
+    try:
+        await bus.publish(outbound("reply-9", "+82 2 1234 5678"))
+        seen = await statuses(
+            bus, "reply-9", {events_pb2.DELIVERY_STATE_DELIVERED, events_pb2.DELIVERY_STATE_FAILED}
+        )
+    finally:
+        await second.stop()
+    assert seen[-1].state == events_pb2.DELIVERY_STATE_DELIVERED
+    assert seen[-1].detail == f"HylaFAX job {job} done"
+    assert list(hylafax.jobs) == [job]

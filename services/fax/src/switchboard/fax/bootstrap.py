@@ -12,6 +12,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core import telemetry
 from switchboard.core.bus import Bus
 from switchboard.fax.adapters.hylafax import HylaFaxConfig
+from switchboard.fax.adapters.jobs import Jobs
 from switchboard.fax.adapters.objects import Objects
 from switchboard.fax.adapters.ocr import Tesseract, parse_scripts
 from switchboard.fax.domain import rules
@@ -108,7 +109,11 @@ class FaxApp:
                 poll_limit=s.status_poll_limit,
                 region=s.default_region,
             ),
+            jobs=await Jobs.open(self.bus.js),
         )
+        resumed = await self.sender.resume()
+        if resumed:
+            logger.info("following %d fax replies submitted before the restart", resumed)
         nats_consumer.subscribe(
             self.bus, self.reader, self.sender, s.consumer_name, bool(addresses)
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from switchboard.fax.adapters.hylafax import HylaFaxClient, HylaFaxConfig, HylaFaxError
+from switchboard.fax.adapters.jobs import Job, Jobs
 from switchboard.fax.adapters.objects import Objects
 from switchboard.fax.domain import identity, render
 from switchboard.fax.notifier import FaxNotifier
@@ -48,8 +49,10 @@ class FaxSender:
         notifier: FaxNotifier,
         config: ReplyConfig,
         client_factory: Callable[[HylaFaxConfig], HylaFaxClient] = HylaFaxClient,
+        jobs: Jobs | None = None,
     ) -> None:
         self.objects = objects
+        self.jobs = jobs  # durable: a restart neither re-sends nor stops following
         self.notifier = notifier
         self.config = config
         self.client_factory = client_factory
@@ -71,10 +74,39 @@ class FaxSender:
             return render.to_pdf(pages), "pdf", "application/pdf"
         return render.to_tiff(pages, "group4"), "tif", "image/tiff"
 
+    async def resume(self) -> int:
+        """Follow again the jobs submitted before a restart that have no final state yet."""
+        if self.jobs is None or self.config.hylafax is None:
+            return 0
+        pending = await self.jobs.unfinished()
+        for record in pending:
+            command = events_pb2.OutboundFax.FromString(record.command)
+            self._sent[command.meta.event_id] = record.job
+            self._start_following(command, record.job, record.attempt, record.tries)
+        return len(pending)
+
+    def _start_following(
+        self, command: events_pb2.OutboundFax, job: str, attempt: int, tries: int = 0
+    ) -> None:
+        task = asyncio.create_task(self._follow_job(command, job, attempt, tries))
+        self._follow.add(task)
+        task.add_done_callback(self._follow.discard)
+
+    async def _record(
+        self, command: events_pb2.OutboundFax, job: str, attempt: int, tries: int, final: bool
+    ) -> None:
+        if self.jobs is not None:
+            await self.jobs.put(
+                command.meta.event_id,
+                Job(command.SerializeToString(), job, attempt, tries, final),
+            )
+
     async def on_outbound_fax(self, command: events_pb2.OutboundFax) -> None:
         command_id = command.meta.event_id
         if command_id in self._sent:
             return
+        if self.jobs is not None and await self.jobs.get(command_id) is not None:
+            return  # submitted before a restart: it is followed by `resume`
         number = identity.to_e164(command.to_number, self.config.region)
         if not number:
             await self.notifier.delivery(
@@ -114,19 +146,19 @@ class FaxSender:
                 await asyncio.sleep(self.config.retry_seconds * attempt)
                 continue
             self._sent[command_id] = job
+            await self._record(command, job, attempt, 0, final=False)
             await self.notifier.delivery(
                 command, SENT, f"HylaFAX job {job} submitted to {number}", attempt, job
             )
-            task = asyncio.create_task(self._follow_job(command, job, attempt))
-            self._follow.add(task)
-            task.add_done_callback(self._follow.discard)
+            self._start_following(command, job, attempt)
             return
 
-    async def _follow_job(self, command: events_pb2.OutboundFax, job: str, attempt: int) -> None:
+    async def _follow_job(
+        self, command: events_pb2.OutboundFax, job: str, attempt: int, tries: int = 0
+    ) -> None:
         """Report what hfaxd says of the job: RETRYING for each of HylaFAX's failed calls (with its
         reason), DELIVERED when it is DONE, FAILED (with the reason) when HylaFAX gives up."""
         assert self.config.hylafax is not None
-        tries = 0
         for _ in range(self.config.poll_limit):
             await asyncio.sleep(self.config.poll_seconds)
             try:
@@ -140,14 +172,17 @@ class FaxSender:
                 await self.notifier.delivery(
                     command, DELIVERED, f"HylaFAX job {job} done{reason}", attempt, job
                 )
+                await self._record(command, job, attempt, job_status.tries, final=True)
                 return
             if job_status.state == "FAILED":
                 await self.notifier.delivery(
                     command, FAILED, f"HylaFAX job {job} failed{reason}", attempt, job
                 )
+                await self._record(command, job, attempt, job_status.tries, final=True)
                 return
             if job_status.tries > tries:
                 tries = job_status.tries
+                await self._record(command, job, attempt, tries, final=False)
                 await self.notifier.delivery(
                     command,
                     RETRYING,
