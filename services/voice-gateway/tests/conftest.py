@@ -187,6 +187,7 @@ TEST_CONFIG: dict[str, Any] = {
         },
         "+15550100": {"tenant": "demo", "queue": "general", "language": "en", "menu_timeout": "1s"},
     },
+    "transfer_codes": {"9": "english"},
 }
 
 
@@ -279,6 +280,33 @@ class Voice:
     def dial_uri(self, number: str = HOTLINE) -> str:
         return f"sip:{number}@127.0.0.1:{self.sip_port}"
 
+    async def dial_korean_billing(self, name: str, number: str) -> tuple[Baresip, str]:
+        """A caller dials the hotline, presses 1 (한국어) and 1 (billing); returns the caller
+        and the contact id."""
+        caller = await self.caller(name, number)
+        await caller.command("dial", self.dial_uri(HOTLINE))
+        await caller.wait_event("CALL_ESTABLISHED")
+        await caller.command("sndcode", "1")
+        await caller.command("sndcode", "1")
+        created = await self.events.wait(
+            "ContactCreated", where=lambda e: e.contact.identities[0].value == number
+        )
+        return caller, created[0].contact.contact_id
+
+    async def relayed_both_ways(self, contact_id: str, packets: int = 25) -> tuple[int, int]:
+        """Waits until the bridge relayed `packets` RTP packets in each direction."""
+        gw = self.gateway.gateway
+        assert gw is not None
+        call = gw.calls[contact_id]
+        up = down = 0
+        for _ in range(200):
+            assert call.caller is not None and call.agent is not None
+            up, down = call.caller.rtp.relayed, call.agent.rtp.relayed
+            if up >= packets and down >= packets:
+                return up, down
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"RTP relayed caller->agent {up}, agent->caller {down}")
+
 
 async def start_gateway(
     nats_url: str, router_port: int, tmp: Path, config: dict[str, Any], **extra: Any
@@ -303,7 +331,15 @@ async def start_gateway(
 
 
 @pytest.fixture
-async def voice(nats_url: str, tmp_path: Path) -> AsyncIterator[Voice]:
+def gateway_settings() -> dict[str, Any]:
+    """Extra gateway settings (environment names); a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def voice(
+    nats_url: str, tmp_path: Path, gateway_settings: dict[str, Any]
+) -> AsyncIterator[Voice]:
     common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
     router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
     await router.start()
@@ -319,7 +355,7 @@ async def voice(nats_url: str, tmp_path: Path) -> AsyncIterator[Voice]:
 
     await nc.subscribe("contact.>", cb=record)
     await nc.subscribe("routing.>", cb=record)
-    gateway = await start_gateway(nats_url, router.port, tmp_path, TEST_CONFIG)
+    gateway = await start_gateway(nats_url, router.port, tmp_path, TEST_CONFIG, **gateway_settings)
     v = Voice(nats_url, router, gateway, recorder, tmp_path)
     try:
         yield v

@@ -84,13 +84,19 @@ class RouterClient:
         )
 
     async def transfer(self, tenant: str, contact_id: str, queue: str, agent_id: str) -> bool:
-        return await self.optional(
-            tenant,
-            "TransferContact",
-            router_pb2.TransferContactRequest(
-                contact_id=contact_id, queue=queue, agent_id=agent_id
-            ),
-        )
+        """True when the router took the transfer, False while it has no TransferContact;
+        raises `grpc.aio.AioRpcError` when it refused (e.g. an unknown queue)."""
+        try:
+            await self._stub(tenant).TransferContact(
+                router_pb2.TransferContactRequest(
+                    contact_id=contact_id, queue=queue, agent_id=agent_id
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return False
+            raise
+        return True
 
     async def close(self) -> None:
         for ch, _ in self._channels.values():

@@ -67,6 +67,7 @@ class VoiceGatewayApp:
             retry_after=s.retry_after_seconds,
             ring_timeout=s.ring_timeout_seconds,
             position_poll=s.position_poll_seconds,
+            options_ping=s.options_ping_seconds,
         )
         tls = None
         if s.sip_tls_cert:
@@ -76,6 +77,7 @@ class VoiceGatewayApp:
         self.sip_port = self.sip.port
         self.tls_port = self.sip.transport.ports.get("tls", 0)
         self.media.start()
+        self.gateway.start()
         durable = s.consumer_name + (f"-{s.replica_id}" if s.replica_id else "")
         nats_consumer.subscribe(self.bus, self.gateway, durable)
         self.grpc_server, self.grpc_port, _ = await sb_grpc.start_server(

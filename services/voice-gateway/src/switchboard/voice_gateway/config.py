@@ -57,6 +57,8 @@ class VoiceConfig:
     numbers: dict[str, NumberPlan]
     trunk: str = ""
     prompts: frozenset[str] = field(default_factory=frozenset)
+    # Short codes an agent's phone may REFER to (blind transfer), code -> queue.
+    transfer_codes: dict[str, str] = field(default_factory=dict)
 
     def plan_for(self, dialled: str) -> NumberPlan | None:
         """The plan for a dialled number, with or without the leading +."""
@@ -106,12 +108,20 @@ def parse(data: Any) -> VoiceConfig:
             if menu and menu.prompt:
                 prompts.add(menu.prompt)
         numbers["+" + str(number).lstrip("+")] = plan
+    codes = data.get("transfer_codes") or {}
+    if not isinstance(codes, dict):
+        raise ConfigError("transfer_codes: must be a mapping {code: queue}")
+    transfer_codes = {str(k): str(v) for k, v in codes.items()}
+    for code, queue in transfer_codes.items():
+        if not code or not queue:
+            raise ConfigError(f"transfer_codes[{code}]: needs a code and a queue")
     return VoiceConfig(
         realm=str(data.get("realm", "switchboard")),
         phones=phones,
         numbers=numbers,
         trunk=str(data.get("trunk") or ""),
         prompts=frozenset(prompts),
+        transfer_codes=transfer_codes,
     )
 
 

@@ -23,8 +23,9 @@ from switchboard.voice_gateway.media.rtp import MediaEngine, RtpSession
 from switchboard.voice_gateway.notifier import VoiceNotifier, now
 from switchboard.voice_gateway.sip.dialog import Dialog
 from switchboard.voice_gateway.sip.message import NameAddr, SipMessage, SipSyntaxError, Uri
-from switchboard.voice_gateway.sip.registrar import Registrar
+from switchboard.voice_gateway.sip.registrar import Binding, Registrar
 from switchboard.voice_gateway.sip.transactions import (
+    TIMEOUT,
     ServerTransaction,
     TransactionLayer,
     new_branch,
@@ -35,6 +36,7 @@ from switchboard.voice_gateway.sip.transport import Peer
 logger = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, REFER, NOTIFY"
+MAX_MISSED_PINGS = 2  # unanswered OPTIONS keepalives in a row before a phone is unregistered
 KNOWN = frozenset(ALLOW.replace(" ", "").split(",")) | {"UPDATE", "PRACK", "SUBSCRIBE", "MESSAGE"}
 
 
@@ -62,6 +64,7 @@ class Gateway:
         retry_after: int,
         ring_timeout: float,
         position_poll: float,
+        options_ping: float = 30.0,
     ) -> None:
         self.config = config
         self.sip = sip
@@ -73,11 +76,45 @@ class Gateway:
         self.retry_after = retry_after
         self.ring_timeout = ring_timeout
         self.position_poll = position_poll
+        self.options_ping = options_ping
+        self._keepalive: asyncio.Task[None] | None = None
         self.registrar = Registrar(config.realm, config.phones)
         self.calls: dict[str, Call] = {}  # contact id -> call
         self.by_dialog: dict[str, Call] = {}  # SIP Call-ID of either leg -> call
         self.rejected_busy = 0
         sip.on_request = self.on_request
+
+    # ---- OPTIONS keepalives to registered phones ------------------------------------------------
+
+    def start(self) -> None:
+        self._keepalive = asyncio.create_task(self._ping_phones())
+
+    async def _ping_phones(self) -> None:
+        """Every `options_ping` seconds, OPTIONS to each registered phone; one that does not
+        answer twice in a row is unregistered, so an offer never rings a dead phone."""
+        while True:
+            await asyncio.sleep(self.options_ping)
+            bindings = list(self.registrar.bindings.values())
+            await asyncio.gather(*(self._ping(b) for b in bindings), return_exceptions=True)
+
+    async def _ping(self, binding: Binding) -> None:
+        ping = SipMessage(method="OPTIONS", uri=binding.contact)
+        ping.add("From", f"<sip:gateway@{self.sip.advertised}>;tag={new_tag()}")
+        ping.add("To", f"<sip:{binding.agent_id}@{self.sip.advertised}>")
+        ping.add("Call-ID", uuid.uuid4().hex)
+        ping.add("CSeq", "1 OPTIONS")
+        ping.add("Max-Forwards", "70")
+        ping.add("Contact", self.contact_header(binding.peer))
+        ping.add("Accept", "application/sdp")
+        tx = self.sip.request(ping, binding.peer, timeout=min(TIMEOUT, self.options_ping))
+        await tx.future
+        if not tx.timed_out:  # any response, even an error, shows the phone is there
+            binding.missed_pings = 0
+            return
+        binding.missed_pings += 1
+        logger.info("%s's phone missed keepalive %d", binding.agent_id, binding.missed_pings)
+        if binding.missed_pings >= MAX_MISSED_PINGS and self.registrar.unregister(binding):
+            logger.warning("%s's phone does not answer: unregistered", binding.agent_id)
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -302,7 +339,9 @@ class Gateway:
                 self._hold_music(call)
 
     async def _queue_keys(self, call: Call) -> None:
-        while call.state in (State.QUEUED, State.RINGING):
+        # Lives until the call ends: a caller transferred back to a queue can still choose
+        # the callback (keys pressed while connected are ignored).
+        while call.state not in (State.ENDED, State.CALLBACK):
             digit = await call.digits.get()
             if digit == call.plan.callback_key and call.state is State.QUEUED:
                 await self._choose_callback(call)
@@ -418,6 +457,12 @@ class Gateway:
             call.agent = None
             if call.state is State.RINGING:
                 call.state = State.QUEUED
+            return
+        if call.state is State.ENDED:
+            # The caller hung up while the router took the answer: release the agent's phone.
+            if call.agent is not None:
+                agent, call.agent = call.agent, None
+                await self._bye_leg(call, agent)
             return
         call.agent_id = agent_id
         call.offer_id = offer_id
@@ -576,41 +621,62 @@ class Gateway:
             self._respond(tx, 400, "Malformed Refer-To header")
             return
         plan = self.config.plan_for(target)
-        queue = plan.queue if plan is not None and plan.tenant == call.tenant else target
+        queue = self.config.transfer_codes.get(target, "")
+        if not queue:
+            queue = plan.queue if plan is not None and plan.tenant == call.tenant else target
         if not queue:
             self._respond(tx, 400, "Refer-To names no queue")
             return
         self._respond(tx, 202, "Accepted")
         call.spawn(self._transfer(call, queue))
 
-    async def _transfer(self, call: Call, queue: str) -> None:
-        agent, agent_id = call.agent, call.agent_id
-        assert agent is not None
+    def _refer_result(self, agent: Leg, status: str) -> None:
+        """NOTIFY the REFER's outcome (RFC 3515 section 2.4.5) as a sipfrag status line."""
         notify = agent.dialog.request(
             "NOTIFY",
             self.contact_header(agent.dialog.peer),
-            b"SIP/2.0 200 OK\r\n",
+            f"SIP/2.0 {status}\r\n".encode(),
             "message/sipfrag",
         )
         notify.add("Event", "refer")
         notify.add("Subscription-State", "terminated;reason=noresource")
         self.sip.request(notify, agent.dialog.peer)
-        call.end_hold()
-        call.agent, call.agent_id, call.offer_id = None, "", ""
-        agent.rtp.close()
-        await self._bye_leg(call, agent, close=False)
+
+    async def _transfer(self, call: Call, queue: str) -> None:
+        agent, agent_id = call.agent, call.agent_id
+        assert agent is not None
+        # The caller waits on music from now: the router may offer the transferred contact
+        # before its answer to TransferContact reaches us.
         call.state = State.QUEUED
+        agent.rtp.bridge = None
+        self._hold_music(call)
+        try:
+            taken = await self.router.transfer(call.tenant, call.contact_id, queue, agent_id)
+        except grpc.aio.AioRpcError as exc:
+            logger.info("transfer of %s to %s refused: %s", call.contact_id, queue, exc.details())
+            unknown = exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+            self._refer_result(agent, "404 Not Found" if unknown else "503 Service Unavailable")
+            if call.state is State.QUEUED and call.agent is agent:
+                call.state = State.CONNECTED  # the agent keeps the caller
+                self._bridge(call)
+            return
+        self._refer_result(agent, "200 OK")
+        call.end_hold()
+        if call.agent is agent:
+            call.agent = None
+        call.agent_id, call.offer_id = "", ""
+        agent.rtp.close()
         call.queue = queue
         call.queued_at = time.monotonic()
         call.connected_at = 0.0
         call.transfers += 1
-        self._hold_music(call)
-        if not await self.router.transfer(call.tenant, call.contact_id, queue, agent_id):
+        if not taken:
             await self.notifier.transferred(
                 call.tenant, call.contact_id, agent_id, queue, call.transfers
             )
         call.spawn(self._announcements(call))
         logger.info("call %s transferred to queue %s", call.contact_id, queue)
+        await self._bye_leg(call, agent, close=False)
 
     def _cancel(self, msg: SipMessage, tx: ServerTransaction) -> None:
         invite = self.sip.find_invite(msg)
@@ -669,6 +735,9 @@ class Gateway:
         if state in (State.QUEUED, State.RINGING):
             if call.ringing is not None and not call.ringing.future.done():
                 self.sip.cancel(call.ringing)
+            if call.agent is not None:  # answered, or being transferred: hang up the phone
+                agent, call.agent = call.agent, None
+                await self._bye_leg(call, agent)
             await self.notifier.abandoned(
                 call.tenant, call.contact_id, call.queue, call.waited_so_far()
             )
@@ -718,6 +787,10 @@ class Gateway:
             del self.by_dialog[key]
 
     async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
         for call in list(self.calls.values()):
             for leg in (call.caller, call.agent):
                 if leg is not None:

@@ -37,6 +37,7 @@ class Binding:
     contact: str  # the phone's Contact URI
     peer: Peer  # where its REGISTER came from (NAT-safe: we send requests back there)
     expires_at: float
+    missed_pings: int = 0  # OPTIONS keepalives in a row the phone did not answer
 
 
 class Registrar:
@@ -130,6 +131,13 @@ class Registrar:
             b = self.bindings[user]
             resp.add("Contact", f"<{b.contact}>;expires={int(b.expires_at - now)}")
         return resp
+
+    def unregister(self, binding: Binding) -> bool:
+        """Drop `binding` unless the phone has registered again since (a fresh binding)."""
+        if self.bindings.get(binding.agent_id) is binding:
+            del self.bindings[binding.agent_id]
+            return True
+        return False
 
     def lookup(self, agent_id: str) -> Binding | None:
         b = self.bindings.get(agent_id)

@@ -61,6 +61,7 @@ class ClientTransaction:
     on_provisional: Callable[[SipMessage], None] | None = None
     provisional: asyncio.Event = field(default_factory=asyncio.Event)
     ack: bytes | None = None  # the ACK sent for a 2xx, resent when the 2xx is retransmitted
+    timed_out: bool = False  # the final response is the 408 synthesised by Timer B or F
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     def cancel_timers(self) -> None:
@@ -237,9 +238,10 @@ class TransactionLayer:
         peer: Peer,
         on_provisional: Callable[[SipMessage], None] | None = None,
         branch: str | None = None,
+        timeout: float = TIMEOUT,
     ) -> ClientTransaction:
         """Send `msg` (without Via) in a new client transaction; await `.future` for the final
-        response (a synthesised 408 on timeout)."""
+        response (a synthesised 408 after `timeout`, Timer B or F by default)."""
         branch = branch or new_branch()
         msg.add("Via", self.via(peer, branch), first=True)
         loop = asyncio.get_running_loop()
@@ -251,7 +253,7 @@ class TransactionLayer:
         if peer.transport == "udp":
             cap = None if msg.method == "INVITE" else T2
             self._resend(tx, data, T1, cap)
-        tx.timers.append(self._later(TIMEOUT, lambda: self._timeout(tx)))
+        tx.timers.append(self._later(timeout, lambda: self._timeout(tx)))
         return tx
 
     def _resend(
@@ -270,6 +272,7 @@ class TransactionLayer:
         tx.cancel_timers()
         self.client.pop(tx.key, None)
         if not tx.future.done():
+            tx.timed_out = True
             tx.future.set_result(tx.request.response(408, "Request Timeout"))
 
     def cancel(self, invite: ClientTransaction) -> ClientTransaction:
