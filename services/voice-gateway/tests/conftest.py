@@ -64,8 +64,8 @@ class Baresip:
                     "audio_alert aufile,/dev/null",
                     f"rtp_ports {rtp}-{rtp + 20}",
                     "module_path /usr/lib/baresip/modules",
+                    "module g711.so",  # before account.so: accounts name its codecs
                     "module account.so",
-                    "module g711.so",
                     "module aufile.so",
                     "module ausine.so",
                     "module_app menu.so",
@@ -272,18 +272,22 @@ class Voice:
             raise TimeoutError(f"{agent_id}'s phone never registered: {ua.log()}")
         return ua
 
-    async def caller(self, name: str = "caller", number: str = CALLER) -> Baresip:
-        ua = await Baresip(self.tmp / name, f"<sip:{number}@127.0.0.1>;regint=0").start()
+    async def caller(self, name: str = "caller", number: str = CALLER, codecs: str = "") -> Baresip:
+        """A caller's phone; `codecs` limits what it offers, e.g. "pcma" (A-law only)."""
+        params = f";audio_codecs={codecs}" if codecs else ""
+        ua = await Baresip(self.tmp / name, f"<sip:{number}@127.0.0.1>;regint=0{params}").start()
         self.phones.append(ua)
         return ua
 
     def dial_uri(self, number: str = HOTLINE) -> str:
         return f"sip:{number}@127.0.0.1:{self.sip_port}"
 
-    async def dial_korean_billing(self, name: str, number: str) -> tuple[Baresip, str]:
+    async def dial_korean_billing(
+        self, name: str, number: str, codecs: str = ""
+    ) -> tuple[Baresip, str]:
         """A caller dials the hotline, presses 1 (한국어) and 1 (billing); returns the caller
         and the contact id."""
-        caller = await self.caller(name, number)
+        caller = await self.caller(name, number, codecs)
         await caller.command("dial", self.dial_uri(HOTLINE))
         await caller.wait_event("CALL_ESTABLISHED")
         await caller.command("sndcode", "1")

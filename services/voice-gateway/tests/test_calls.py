@@ -54,6 +54,25 @@ async def test_korean_caller_reaches_korean_agent_with_audio_both_ways(voice: Vo
     await phone_ko.wait_event("CALL_CLOSED")
 
 
+async def test_an_a_law_caller_is_answered_and_bridged_in_a_law(voice: Voice) -> None:
+    await voice.agent("agent-ko", {"ko": 5}, {"billing": 3})
+    phone_ko = await voice.phone("agent-ko")
+    caller, contact_id = await voice.dial_korean_billing("caller", "+821099998888", "pcma")
+    gw = voice.gateway.gateway
+    assert gw is not None
+    call = gw.calls[contact_id]
+    assert call.payload_type == 8  # PCMA: the only codec the caller offered
+    await answer_next(phone_ko)
+    await voice.events.wait("ContactAssigned", contact_id)
+    up, down = await relayed_both_ways(voice, contact_id)
+    assert up >= 25 and down >= 25
+    # The agent's leg was offered the caller's codec, so the relay never transcodes.
+    assert call.caller.rtp.payload_type == 8
+    assert "Set audio encoder: PCMA" in phone_ko.log()
+    await caller.command("hangup")
+    await voice.events.wait("ContactEnded", contact_id)
+
+
 async def test_caller_hanging_up_in_queue_is_abandoned(voice: Voice) -> None:
     caller, contact_id = await dial_korean_billing(voice, "caller", "+821012345678")
     await voice.events.wait("ContactQueued", contact_id)
