@@ -351,3 +351,69 @@ async def test_server_invite_without_ack_times_out(layer: Any) -> None:
 def test_timers_are_the_rfc_values() -> None:
     assert (transactions.T1, transactions.T2, transactions.T4) == (0.5, 4.0, 5.0)
     assert TIMEOUT == 64 * T1
+
+
+# ---- Record-Route and the route set (RFC 3261 sections 12.1 and 16.12) ------------------------
+
+
+def test_record_route_is_echoed_and_becomes_the_route_set_of_both_sides() -> None:
+    from switchboard.voice_gateway.sip.dialog import Dialog
+
+    invite = parse_datagram(
+        raw(
+            "INVITE sip:+8215880001@gw.example SIP/2.0",
+            "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKedge",
+            "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKcarrier",
+            "Record-Route: <sip:10.0.0.9;lr>",
+            "Record-Route: <sip:192.0.2.7;lr>",
+            "Max-Forwards: 69",
+            "From: <sip:+821012345678@carrier.example>;tag=caller",
+            "To: <sip:+8215880001@gw.example>",
+            "Call-ID: rr-1",
+            "CSeq: 1 INVITE",
+            "Contact: <sip:+821012345678@192.0.2.50:5060>",
+            "Content-Length: 0",
+        )
+    )
+    # The gateway's responses carry the Record-Route set as received, in order.
+    ok = invite.response(200, "OK", to_tag="gw")
+    assert ok.get_all("Record-Route") == ["<sip:10.0.0.9;lr>", "<sip:192.0.2.7;lr>"]
+    # As the callee (UAS) its in-dialog requests follow that route set in the same order, to the
+    # caller's Contact, sent to where the INVITE came from (the edge proxy).
+    edge = Peer("udp", "10.0.0.9", 5060)
+    uas = Dialog.as_uas(invite, edge, "gw")
+    bye = uas.request("BYE", "<sip:gw@10.0.0.1:5060>")
+    assert bye.uri == "sip:+821012345678@192.0.2.50:5060"
+    assert bye.get_all("Route") == ["<sip:10.0.0.9;lr>", "<sip:192.0.2.7;lr>"]
+    assert bye.get("CSeq") == "2 BYE" and uas.peer == edge
+    # As the caller (UAC) the route set is the response's Record-Route reversed.
+    answer = parse_datagram(
+        raw(
+            "SIP/2.0 200 OK",
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKgw",
+            "Record-Route: <sip:10.0.0.9;lr>",
+            "Record-Route: <sip:10.0.0.8;lr>",
+            "From: <sip:gw@gw.example>;tag=gwtag",
+            "To: <sip:agent-ko@gw.example>;tag=phone",
+            "Call-ID: rr-2",
+            "CSeq: 1 INVITE",
+            "Contact: <sip:agent-ko@10.0.0.77:5062>",
+            "Content-Length: 0",
+        )
+    )
+    out = parse_datagram(
+        raw(
+            "INVITE sip:agent-ko@10.0.0.77:5062 SIP/2.0",
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKgw",
+            "Max-Forwards: 70",
+            "From: <sip:gw@gw.example>;tag=gwtag",
+            "To: <sip:agent-ko@gw.example>",
+            "Call-ID: rr-2",
+            "CSeq: 1 INVITE",
+            "Content-Length: 0",
+        )
+    )
+    uac = Dialog.as_uac(out, answer, Peer("udp", "10.0.0.8", 5060))
+    ack = uac.request("ACK", "<sip:gw@10.0.0.1:5060>")
+    assert ack.get_all("Route") == ["<sip:10.0.0.8;lr>", "<sip:10.0.0.9;lr>"]
+    assert ack.uri == "sip:agent-ko@10.0.0.77:5062" and ack.get("CSeq") == "1 ACK"
