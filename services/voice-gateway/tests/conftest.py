@@ -50,6 +50,19 @@ class Baresip:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Baresip:
+        """Start baresip; a port taken between choosing it and binding it means another try on
+        fresh ports (free ports are only free when they are chosen)."""
+        for attempt in range(3):
+            try:
+                return await self._start()
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.sip_port = free_port()
+                self.ctrl_port = free_port(socket.SOCK_STREAM)
+        raise AssertionError("unreachable")
+
+    async def _start(self) -> Baresip:
         self.folder.mkdir(parents=True, exist_ok=True)
         rtp = free_port()
         (self.folder / "config").write_text(
