@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -177,8 +178,7 @@ class RouterApp:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _bounded(task, 5, "router task")
         self._tasks.clear()
         if self.router:
             self.router.close_streams()
@@ -209,20 +209,25 @@ class RouterApp:
             await self._health.set(name, status)
 
     async def stop(self) -> None:
+        """Drain and stop; every step is bounded, so a stuck one cannot hold the process."""
         if self._replica_task:
             self._replica_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._replica_task
+            await _bounded(self._replica_task, 5, "replica task")
         was_leader = self.is_leader
         if self.router:
             self.router.leader = False
-        await self._stop_leading()
+        await _bounded(self._stop_leading(), 20, "leading tasks and consumer")
         if self.server:
-            await self.server.stop(self.settings.shutdown_grace_seconds)
+            await _bounded(
+                self.server.stop(self.settings.shutdown_grace_seconds),
+                self.settings.shutdown_grace_seconds + 5,
+                "gRPC server",
+            )
         if was_leader and self._lease:
-            await self._lease.release()  # the standby takes over now, not at the lease's expiry
+            # The standby takes over now, not at the lease's expiry.
+            await _bounded(self._lease.release(), 5, "lease release")
         if self.bus:
-            await self.bus.drain()
+            await _bounded(self.bus.drain(), 20, "NATS drain")
 
     async def kill(self) -> None:
         """Stop without any goodbye (no lease release, no drain): a crash, for tests."""
@@ -236,6 +241,15 @@ class RouterApp:
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.nc.close()
+
+
+async def _bounded(step: Awaitable[object], seconds: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(step)), seconds)
+    except TimeoutError:
+        logger.warning("router stop: %s did not finish in %.0fs; going on", what, seconds)
+    except (asyncio.CancelledError, Exception):
+        pass
 
 
 def bootstrap(settings: RouterSettings | None = None) -> RouterApp:
