@@ -29,7 +29,7 @@ class EmailIngestSettings(ServiceSettings):
     send_attempts: int = Field(5, alias="EMAIL_SEND_ATTEMPTS")
     send_backoff_seconds: float = Field(2.0, alias="EMAIL_SEND_BACKOFF_SECONDS")
     # IMAP behaviour.
-    idle_renew_seconds: float = Field(25 * 60, alias="EMAIL_IDLE_RENEW_SECONDS")
+    idle_renew_seconds: float = Field(5 * 60, alias="EMAIL_IDLE_RENEW_SECONDS")
     poll_seconds: float = Field(60.0, alias="EMAIL_POLL_SECONDS")
     stall_seconds: float = Field(300.0, alias="EMAIL_STALL_SECONDS")
     reconnect_max_seconds: float = Field(60.0, alias="EMAIL_RECONNECT_MAX_SECONDS")

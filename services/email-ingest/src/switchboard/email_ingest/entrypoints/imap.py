@@ -110,6 +110,7 @@ class MailboxWatcher:
     def __init__(
         self, mailbox: Mailbox, ingestor: Ingestor, state: EmailState, options: WatchOptions
     ) -> None:
+        self._announced = False  # the last sync's FETCH carried an untagged EXISTS
         if mailbox.imap is None:
             raise ValueError(f"mailbox {mailbox.name} has no IMAP settings")
         self.mailbox = mailbox
@@ -177,7 +178,7 @@ class MailboxWatcher:
             try:
                 client = await self._connect()
                 uidvalidity = await self._select(client)
-                await self.sync(client, uidvalidity)
+                await self.sync_until_quiet(client, uidvalidity)
                 if "IDLE" in client.protocol.capabilities:
                     await self._idle_loop(client, uidvalidity)
                 else:
@@ -285,7 +286,7 @@ class MailboxWatcher:
                     client.idle_done()
                     break
             await asyncio.wait_for(idle, self.options.timeout_seconds)
-            await self.sync(client, uidvalidity)
+            await self.sync_until_quiet(client, uidvalidity)
 
     async def _poll_loop(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
         self.status.state = email_pb2.MAILBOX_STATE_POLLING
@@ -306,6 +307,16 @@ class MailboxWatcher:
         self._wake.set()
 
     # ---- catch-up ------------------------------------------------------------------------------
+
+    async def sync_until_quiet(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
+        """Sync until a pass finds nothing new and the server announced nothing meanwhile: mail
+        that arrives during a sync is then either fetched or announced in IDLE, never stranded
+        until the next IDLE renewal."""
+        for _ in range(100):
+            self._announced = False
+            new = await self.sync(client, uidvalidity)
+            if not new and not self._announced:
+                return
 
     async def sync(self, client: aioimaplib.IMAP4, uidvalidity: int) -> int:
         """Publish every mail after the checkpoint; return how many were new."""
@@ -329,6 +340,11 @@ class MailboxWatcher:
         response = await client.uid("fetch", f"{start}:*", "(UID RFC822.SIZE)")
         if response.result != "OK":
             raise ImapFailure(f"UID FETCH {start}:* failed: {_text(response.lines)}")
+        # A mail that arrived while this FETCH ran may be announced in its untagged EXISTS (and so
+        # never again in IDLE) without being in its results: look again before going idle.
+        self._announced = any(
+            b"EXISTS" in bytes(x) for x in response.lines if isinstance(x, bytes | bytearray)
+        )
         # "n:*" always includes the highest UID, even below n: keep only the new ones.
         sizes = {
             uid: size for uid, (size, _) in parse_fetch(response.lines).items() if uid >= start
