@@ -305,3 +305,31 @@ async def test_a_reply_fetched_in_the_same_batch_as_its_original_threads_by_head
     assert original.message_id == "orig-1@example.kr"
     assert reply.threaded_by == "in-reply-to"
     assert reply.conversation_id == original.conversation_id
+
+
+async def test_mail_announced_during_another_command_is_fetched_without_waiting_for_idle(
+    dovecot, make_app, make_config, make_mail, collector, monkeypatch
+):
+    """Dovecot announces new mail in the response of whatever command runs next. aioimaplib drops
+    an untagged EXISTS that comes with a FETCH (and IDLE will not repeat it), so the watcher counts
+    EXISTS itself: a mail announced that way is fetched at once, not at the next IDLE renewal."""
+    from switchboard.email_ingest.entrypoints.imap import MailboxWatcher
+
+    original = MailboxWatcher.sync
+    passes = 0
+
+    async def sync(self: MailboxWatcher, client: Any, uidvalidity: int) -> int:
+        nonlocal passes
+        passes += 1
+        new = await original(self, client, uidvalidity)
+        if passes == 1:
+            await dovecot.append([make_mail("Arrived mid-sync", message_id="<mid@example.com>")])
+            response = await client.uid("fetch", "1:*", "(UID)")
+            assert not any(b"EXISTS" in bytes(line) for line in response.lines)  # dropped
+        return new
+
+    monkeypatch.setattr(MailboxWatcher, "sync", sync)
+    await make_app(make_config(dovecot), EMAIL_IDLE_RENEW_SECONDS=600)
+    await collector.wait(lambda c: c.of(events_pb2.ContactCreated), timeout=20)
+    assert collector.of(email_pb2.EmailReceived)[0].message_id == "mid@example.com"
+    assert passes >= 2

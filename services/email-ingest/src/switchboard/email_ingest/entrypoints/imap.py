@@ -33,10 +33,50 @@ _FETCH = re.compile(rb"^\*?\s*\d+ FETCH \(")
 _UID = re.compile(rb"\bUID (\d+)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_EXISTS = re.compile(rb"^(?:\* )?\d+ EXISTS\b")
 
 
 class ImapFailure(Exception):
     pass
+
+
+class _Protocol(aioimaplib.IMAP4ClientProtocol):
+    """Counts every untagged EXISTS. aioimaplib hands one to the command it belongs to only when
+    that command is synchronous (SELECT, IDLE); one that arrives during a FETCH, STORE or SEARCH,
+    or between commands, it logs and drops. The watcher compares this count before and after a
+    sync, so a mail announced that way is fetched at once, not at the next IDLE renewal."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb: object) -> None:
+        super().__init__(loop, conn_lost_cb)  # type: ignore[arg-type]
+        self.exists_seen = 0
+
+    def _untagged_response(self, line: bytes) -> object:
+        if _EXISTS.match(line):
+            self.exists_seen += 1
+        return super()._untagged_response(line)
+
+
+class _Client(aioimaplib.IMAP4):
+    """aioimaplib's client on the counting protocol, with the connection-lost callback for TLS
+    connections too (IMAP4_SSL drops it)."""
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: object = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _Protocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
+        )
+
+
+def _exists_seen(client: aioimaplib.IMAP4) -> int:
+    return getattr(client.protocol, "exists_seen", 0)
 
 
 @dataclass(frozen=True)
@@ -110,7 +150,7 @@ class MailboxWatcher:
     def __init__(
         self, mailbox: Mailbox, ingestor: Ingestor, state: EmailState, options: WatchOptions
     ) -> None:
-        self._announced = False  # the last sync's FETCH carried an untagged EXISTS
+        self._quiet_mark = 0  # EXISTS announcements counted when the last quiet sync began
         if mailbox.imap is None:
             raise ValueError(f"mailbox {mailbox.name} has no IMAP settings")
         self.mailbox = mailbox
@@ -211,17 +251,13 @@ class MailboxWatcher:
             self._lost.set()
 
         imap = self.imap
-        if imap.security == "tls":
-            client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                imap.host,
-                imap.port,
-                timeout=self.options.timeout_seconds,
-                ssl_context=ssl.create_default_context(),
-            )
-        else:
-            client = aioimaplib.IMAP4(
-                imap.host, imap.port, timeout=self.options.timeout_seconds, conn_lost_cb=lost
-            )
+        client: aioimaplib.IMAP4 = _Client(
+            imap.host,
+            imap.port,
+            timeout=self.options.timeout_seconds,
+            conn_lost_cb=lost,
+            ssl_context=ssl.create_default_context() if imap.security == "tls" else None,
+        )
         self._client = client
         await client.wait_hello_from_server()
         response = await client.login(imap.username, imap.password)
@@ -259,34 +295,43 @@ class MailboxWatcher:
         while True:
             idle = await client.idle_start(timeout=self.options.idle_renew_seconds)
             self._ok(email_pb2.MAILBOX_STATE_IDLE)
-            while client.has_pending_idle():
-                push = asyncio.ensure_future(
-                    client.wait_server_push(self.options.idle_renew_seconds + 5)
-                )
-                lost = asyncio.ensure_future(self._lost.wait())
-                wake = asyncio.ensure_future(self._wake.wait())
-                done, pending = await asyncio.wait(
-                    {push, lost, wake}, return_when=asyncio.FIRST_COMPLETED
-                )
-                for p in pending:
-                    p.cancel()
-                if lost in done:
-                    raise ImapFailure("connection lost during IDLE")
-                if wake in done:
-                    self._wake.clear()
-                    client.idle_done()
-                    break
-                lines = push.result()
-                self._ok(email_pb2.MAILBOX_STATE_IDLE)
-                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
-                    self.status.idle_renewals += 1
-                    client.idle_done()  # re-issue IDLE before the server's timeout
-                    break
-                if any(b"EXISTS" in bytes(x) for x in lines):
-                    client.idle_done()
-                    break
+            if _exists_seen(client) != self._quiet_mark:
+                # Announced after the last sync began (possibly between commands, where nothing
+                # else would notice it): sync again rather than wait for IDLE to repeat it.
+                client.idle_done()
+            else:
+                await self._wait_in_idle(client)
             await asyncio.wait_for(idle, self.options.timeout_seconds)
             await self.sync_until_quiet(client, uidvalidity)
+
+    async def _wait_in_idle(self, client: aioimaplib.IMAP4) -> None:
+        """Wait in IDLE until new mail is announced, a wake-up, or the renewal time; end IDLE."""
+        while client.has_pending_idle():
+            push = asyncio.ensure_future(
+                client.wait_server_push(self.options.idle_renew_seconds + 5)
+            )
+            lost = asyncio.ensure_future(self._lost.wait())
+            wake = asyncio.ensure_future(self._wake.wait())
+            done, pending = await asyncio.wait(
+                {push, lost, wake}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for p in pending:
+                p.cancel()
+            if lost in done:
+                raise ImapFailure("connection lost during IDLE")
+            if wake in done:
+                self._wake.clear()
+                client.idle_done()
+                break
+            lines = push.result()
+            self._ok(email_pb2.MAILBOX_STATE_IDLE)
+            if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                self.status.idle_renewals += 1
+                client.idle_done()  # re-issue IDLE before the server's timeout
+                break
+            if any(b"EXISTS" in bytes(x) for x in lines):
+                client.idle_done()
+                break
 
     async def _poll_loop(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
         self.status.state = email_pb2.MAILBOX_STATE_POLLING
@@ -313,10 +358,12 @@ class MailboxWatcher:
         that arrives during a sync is then either fetched or announced in IDLE, never stranded
         until the next IDLE renewal."""
         for _ in range(100):
-            self._announced = False
+            mark = _exists_seen(client)
             new = await self.sync(client, uidvalidity)
-            if not new and not self._announced:
+            if not new and _exists_seen(client) == mark:
+                self._quiet_mark = mark
                 return
+        self._quiet_mark = _exists_seen(client)
 
     async def sync(self, client: aioimaplib.IMAP4, uidvalidity: int) -> int:
         """Publish every mail after the checkpoint; return how many were new."""
@@ -340,11 +387,6 @@ class MailboxWatcher:
         response = await client.uid("fetch", f"{start}:*", "(UID RFC822.SIZE)")
         if response.result != "OK":
             raise ImapFailure(f"UID FETCH {start}:* failed: {_text(response.lines)}")
-        # A mail that arrived while this FETCH ran may be announced in its untagged EXISTS (and so
-        # never again in IDLE) without being in its results: look again before going idle.
-        self._announced = any(
-            b"EXISTS" in bytes(x) for x in response.lines if isinstance(x, bytes | bytearray)
-        )
         # "n:*" always includes the highest UID, even below n: keep only the new ones.
         sizes = {
             uid: size for uid, (size, _) in parse_fetch(response.lines).items() if uid >= start
