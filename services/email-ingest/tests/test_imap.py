@@ -333,3 +333,23 @@ async def test_mail_announced_during_another_command_is_fetched_without_waiting_
     await collector.wait(lambda c: c.of(events_pb2.ContactCreated), timeout=20)
     assert collector.of(email_pb2.EmailReceived)[0].message_id == "mid@example.com"
     assert passes >= 2
+
+
+async def test_the_same_mail_twice_in_one_batch_is_one_contact(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    """A mail delivered twice (a forwarding loop, a client's retry) is one contact; both copies
+    are marked done."""
+    twice = make_mail("Refund", "Please refund order 7.", message_id="<twice@example.com>")
+    other = make_mail("Invoice", "The invoice is wrong.", message_id="<other@example.com>")
+    await dovecot.append([twice, other, twice])
+    app = await make_app(make_config(dovecot))
+    await until(lambda: app.watchers[0].status.last_uid == 3)
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == [1, 2, 3]
+    await collector.wait(lambda c: len(c.of(email_pb2.EmailReceived)) >= 2)
+    created = collector.of(events_pb2.ContactCreated)
+    assert sorted(e.contact.subject for e in created) == ["Invoice", "Refund"]
+    assert [e.message_id for e in collector.of(email_pb2.EmailReceived)].count(
+        "twice@example.com"
+    ) == 1
+    assert app.watchers[0].status.ingested == 2

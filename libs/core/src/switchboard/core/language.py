@@ -28,6 +28,11 @@ def _identifier(candidates: tuple[str, ...]) -> Any:
     return identifier
 
 
+def warm() -> None:
+    """Load the model now (about half a second of CPU) rather than on the first contact."""
+    _identifier(())
+
+
 def detect(text: str, candidates: Iterable[str] | None = None) -> tuple[str, float]:
     """Return (BCP 47 tag, probability) for `text`, or ("", 0.0) when there is nothing to go on.
 

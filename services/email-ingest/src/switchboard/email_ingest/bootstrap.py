@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from switchboard.core import grpc as sb_grpc
-from switchboard.core import telemetry
+from switchboard.core import language, telemetry
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
@@ -63,6 +63,7 @@ class EmailApp:
         s = self.settings
         telemetry.setup_tracing("email-ingest", s.otel_exporter_otlp_endpoint)
         self.config = self.config or email_config.load(s.config_file or None)
+        await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
         self.bus = await Bus.connect(s.nats_url, source="email-ingest")
         self.state = await EmailState.open(self.bus.js)
         self.objects = await EmailObjects.open(self.bus.js)

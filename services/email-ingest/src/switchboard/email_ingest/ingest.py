@@ -51,6 +51,15 @@ class Incoming:
 
 
 @dataclass
+class _Read:
+    incoming: Incoming
+    key: str  # in the seen set
+    raw_hash: str
+    mail: mime.ParsedMail
+    quarantine: str = ""  # the reason, when it cannot become a contact
+
+
+@dataclass
 class Prepared:
     incoming: Incoming
     seen_key: str
@@ -60,6 +69,8 @@ class Prepared:
     quarantined: str = ""  # the reason, when quarantined
     thread_keys: list[str] = field(default_factory=list)
     entry: email_pb2.ThreadEntry | None = None
+    # Objects its events refer to, stored (concurrently for the whole batch) before they go out.
+    objects: list[tuple[contact_pb2.AttachmentRef, bytes]] = field(default_factory=list)
 
 
 class Ingestor:
@@ -89,12 +100,21 @@ class Ingestor:
         may be acknowledged)."""
         prepared: list[Prepared] = []
         try:
-            for incoming in batch:
-                p = await self.prepare(incoming)
+            # Decoded first, then every seen-set look-up at once; threading still runs in the
+            # batch's order, so a reply finds the mail it answers when both are in this batch.
+            reads = [self._read(incoming) for incoming in batch]
+            seen = await asyncio.gather(*(self.state.seen_id(r.key) for r in reads))
+            first: dict[str, str] = {}
+            for read, seen_as in zip(reads, seen, strict=True):
+                # The same mail twice in one batch is published once.
+                p = await self._decide(read, seen_as or first.get(read.key, ""))
+                if not p.duplicate:
+                    first[read.key] = ("q:" if p.quarantined else "") + p.contact_id
                 prepared.append(p)
                 if p.entry is not None and not p.duplicate:
                     for k in p.thread_keys:
                         self._pending_threads[k] = p.entry
+            await self.store_objects(prepared)
             await self.publish(prepared)
             await self.commit(prepared)
         finally:
@@ -107,6 +127,17 @@ class Ingestor:
     async def _thread_entry(self, key: str) -> email_pb2.ThreadEntry | None:
         pending = self._pending_threads.get(key)
         return pending if pending is not None else await self.state.thread(key)
+
+    async def store_objects(self, prepared: list[Prepared]) -> None:
+        """Raw messages and attachments of the batch, stored concurrently (one batch's wait
+        rather than one per object); the same content in two mails is stored once."""
+        pending = {
+            ref.object_name: (ref, data)
+            for p in prepared
+            if not p.duplicate
+            for ref, data in p.objects
+        }
+        await asyncio.gather(*(self.objects.store(ref, data) for ref, data in pending.values()))
 
     async def publish(self, prepared: list[Prepared]) -> None:
         batch = [e for p in prepared if not p.duplicate for e in p.events]
@@ -125,51 +156,46 @@ class Ingestor:
     # ---- one mail ------------------------------------------------------------------------------
 
     async def prepare(self, inc: Incoming) -> Prepared:
+        read = self._read(inc)
+        return await self._decide(read, await self.state.seen_id(read.key))
+
+    def _read(self, inc: Incoming) -> _Read:
+        """Decode the mail and name it in the seen set (no I/O)."""
         tenant = inc.mailbox.tenant
         raw_hash = mime.content_hash(inc.raw)
         size = max(inc.size, len(inc.raw))
         if size > self.limits.max_message_bytes:
             mail = mime.parse(inc.raw)  # the header at least
             key = threads.key("seen", tenant, mail.message_id, raw_hash, str(size))
-            return await self._quarantine(
-                inc,
-                key,
-                mail,
-                f"message of {size} bytes exceeds the limit of {self.limits.max_message_bytes} bytes",
-            )
+            reason = f"message of {size} bytes exceeds the limit of {self.limits.max_message_bytes} bytes"
+            return _Read(inc, key, raw_hash, mail, reason)
         try:
             mail = mime.parse(inc.raw)
         except Exception as exc:  # the decoder's own failure must not lose the mail
             logger.exception("mail in %s could not be decoded", inc.mailbox.name)
             key = threads.key("seen", tenant, "", raw_hash)
-            return await self._quarantine(
-                inc, key, mime.ParsedMail(size=size), f"undecodable: {exc!r}"
-            )
+            return _Read(inc, key, raw_hash, mime.ParsedMail(size=size), f"undecodable: {exc!r}")
         key = threads.key("seen", tenant, mail.message_id, raw_hash)
-        seen = await self.state.seen_id(key)
+        if not mail.from_address and not mail.body.strip() and not mail.attachments:
+            reason = "no sender, no text and no attachments: " + "; ".join(mail.problems[:5])
+            return _Read(inc, key, raw_hash, mail, reason)
+        return _Read(inc, key, raw_hash, mail)
+
+    async def _decide(self, read: _Read, seen: str) -> Prepared:
         if seen:
             return Prepared(
-                inc,
-                key,
+                read.incoming,
+                read.key,
                 duplicate=True,
                 quarantined="already quarantined" if seen.startswith("q:") else "",
             )
-        if not mail.from_address and not mail.body.strip() and not mail.attachments:
-            return await self._quarantine(
-                inc,
-                key,
-                mail,
-                "no sender, no text and no attachments: " + "; ".join(mail.problems[:5]),
-            )
-        return await self._contact(inc, key, raw_hash, mail)
+        if read.quarantine:
+            return self._quarantine(read.incoming, read.key, read.mail, read.quarantine)
+        return await self._contact(read.incoming, read.key, read.raw_hash, read.mail)
 
-    async def _quarantine(
-        self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str
-    ) -> Prepared:
-        if await self.state.seen_id(key):
-            return Prepared(inc, key, duplicate=True, quarantined="already quarantined")
+    def _quarantine(self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str) -> Prepared:
         tenant = inc.mailbox.tenant
-        raw = await self.objects.put(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
+        raw = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
         qid = key[:32]
         event = email_pb2.EmailQuarantined(
             meta=events.new_meta(tenant, EMAIL, SOURCE, f"{qid}:quarantined"),
@@ -183,7 +209,9 @@ class Ingestor:
             size_bytes=max(inc.size, len(inc.raw)),
         )
         logger.warning("mail %s in %s quarantined: %s", qid, inc.mailbox.name, reason)
-        return Prepared(inc, key, contact_id=qid, events=[event], quarantined=reason)
+        return Prepared(
+            inc, key, contact_id=qid, events=[event], quarantined=reason, objects=[(raw, inc.raw)]
+        )
 
     async def _thread(
         self, tenant: str, mail: mime.ParsedMail, recipients: list[str]
@@ -238,7 +266,8 @@ class Ingestor:
             language, probability = detect(f"{mail.subject}\n{mail.new_text or mail.body}")
         automated = loops.automated(mail, self.config.own_addresses)
 
-        raw_ref = await self.objects.put(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
+        raw_ref = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
+        objects = [(raw_ref, inc.raw)]
         attachments: list[contact_pb2.AttachmentRef] = []
         for n, att in enumerate(mail.attachments):
             if n >= self.limits.max_attachments:
@@ -251,11 +280,9 @@ class Ingestor:
                     f"attachment {att.filename!r} of {len(att.data)} bytes over the limit of {self.limits.max_attachment_bytes} kept only in the raw message"
                 )
                 continue
-            attachments.append(
-                await self.objects.put(
-                    tenant, "attachments", att.filename, att.content_type, att.data
-                )
-            )
+            ref = self.objects.ref(tenant, "attachments", att.filename, att.content_type, att.data)
+            attachments.append(ref)
+            objects.append((ref, att.data))
 
         at = mail.date.astimezone(UTC) if mail.date and mail.date.tzinfo else datetime.now(UTC)
         contact = contact_pb2.Contact(
@@ -348,4 +375,5 @@ class Ingestor:
             events=[created, received],
             thread_keys=keys,
             entry=new_entry,
+            objects=objects,
         )

@@ -139,23 +139,37 @@ class EmailObjects:
                 obs = await js.object_store(OBJECTS)
         return cls(obs)
 
-    async def put(
+    def ref(
         self, tenant: str, kind: str, filename: str, content_type: str, data: bytes
     ) -> contact_pb2.AttachmentRef:
+        """The reference `data` will have once stored (its name comes from its content)."""
         digest = hashlib.sha256(data).hexdigest()
-        name = f"{tenant}/{kind}/{digest}"
-        try:
-            await self.obs.get_info(name)
-        except (ObjectNotFoundError, NotFoundError):
-            await self.obs.put(name, data, meta=js_api.ObjectMeta(name=name, description=filename))
         return contact_pb2.AttachmentRef(
             bucket=OBJECTS,
-            object_name=name,
+            object_name=f"{tenant}/{kind}/{digest}",
             filename=filename,
             content_type=content_type,
             size_bytes=len(data),
             sha256=digest,
         )
+
+    async def store(self, ref: contact_pb2.AttachmentRef, data: bytes) -> None:
+        """Store `data` under its reference, unless an earlier mail stored the same content."""
+        try:
+            await self.obs.get_info(ref.object_name)
+        except (ObjectNotFoundError, NotFoundError):
+            await self.obs.put(
+                ref.object_name,
+                data,
+                meta=js_api.ObjectMeta(name=ref.object_name, description=ref.filename),
+            )
+
+    async def put(
+        self, tenant: str, kind: str, filename: str, content_type: str, data: bytes
+    ) -> contact_pb2.AttachmentRef:
+        ref = self.ref(tenant, kind, filename, content_type, data)
+        await self.store(ref, data)
+        return ref
 
     async def get(self, name: str) -> bytes | None:
         try:
