@@ -11,7 +11,8 @@ MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 
 # Debian packages the channels need (installed by `make system-deps`; see README).
 SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
-	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server
+	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
+	kamailio
 
 .PHONY: help uv sync proto proto-check lint format test run bench simulate system-deps
 
