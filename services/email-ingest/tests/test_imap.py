@@ -353,3 +353,24 @@ async def test_the_same_mail_twice_in_one_batch_is_one_contact(
         "twice@example.com"
     ) == 1
     assert app.watchers[0].status.ingested == 2
+
+
+async def test_move_after_ingest_takes_mail_out_of_the_inbox_only_once_stored(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    await dovecot.append(
+        [
+            make_mail(f"Move {i}", f"Mail {i}", message_id=f"<move-{i}@example.com>")
+            for i in range(3)
+        ]
+    )
+    app = await make_app(make_config(dovecot, after_ingest="move", move_to="Done"))
+    await until(lambda: app.watchers[0].status.last_uid == 3)
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 3)
+    assert await dovecot.uids() == []
+    assert len(await dovecot.uids(folder="Done")) == 3
+    # A new mail after the move is still picked up (the checkpoint, not the folder, says where).
+    await dovecot.append([make_mail("Later", "One more", message_id="<move-later@example.com>")])
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 4)
+    await until(lambda: app.watchers[0].status.last_uid == 4)
+    assert len(await dovecot.uids(folder="Done")) == 4
