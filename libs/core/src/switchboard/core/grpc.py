@@ -8,6 +8,7 @@ The server interceptor, for every RPC but health and reflection:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -246,6 +247,17 @@ async def start_server(
     if bus is not None:
         bus.watch(report)
     return server, bound, health
+
+
+async def stop_server(server: grpc.aio.Server, grace: float) -> None:
+    """Stop `server`, letting calls in flight finish for `grace` seconds, and never wait much
+    longer: grpc.aio's own stop can hang when a call ends just as shutdown begins (seen with an
+    idle server under load), and one stuck step must not hold a service's shutdown."""
+    stopping = asyncio.ensure_future(server.stop(grace))
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), grace + 5)
+    except TimeoutError:
+        logger.warning("gRPC server did not stop within %.0fs of its grace; going on", grace + 5)
 
 
 # ---- clients ----------------------------------------------------------------------------------

@@ -41,6 +41,6 @@ class IdleServiceApp:
 
     async def stop(self) -> None:
         if self.server:
-            await self.server.stop(self.settings.shutdown_grace_seconds)
+            await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
         if self.bus:
             await self.bus.drain()

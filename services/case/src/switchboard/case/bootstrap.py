@@ -117,7 +117,7 @@ class CaseApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, self.settings.shutdown_grace_seconds)
         if self.server:
-            await self.server.stop(self.settings.shutdown_grace_seconds)
+            await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
         if self.bus:
             with contextlib.suppress(Exception):
                 if self.relay:

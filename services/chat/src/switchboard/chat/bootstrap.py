@@ -155,7 +155,7 @@ class ChatApp:
         if router is not None:
             await router.close()
         if server is not None:
-            await server.stop(self.settings.shutdown_grace_seconds)
+            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
         if bus is not None:
             await bus.drain()
 

@@ -204,7 +204,7 @@ class EmailApp:
         self.watchers = []
         server, self.grpc_server = self.grpc_server, None
         if server is not None:
-            await server.stop(self.settings.shutdown_grace_seconds)
+            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
         bus, self.bus = self.bus, None
         if bus is not None:
             await bus.drain()

@@ -163,7 +163,7 @@ class FaxApp:
         if http is not None:
             await http.stop()
         if server is not None:
-            await server.stop(self.settings.shutdown_grace_seconds)
+            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
         if bus is not None:
             await bus.drain()
         if self.sender is not None:

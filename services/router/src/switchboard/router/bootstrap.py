@@ -218,11 +218,7 @@ class RouterApp:
             self.router.leader = False
         await _bounded(self._stop_leading(), 20, "leading tasks and consumer")
         if self.server:
-            await _bounded(
-                self.server.stop(self.settings.shutdown_grace_seconds),
-                self.settings.shutdown_grace_seconds + 5,
-                "gRPC server",
-            )
+            await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
         if was_leader and self._lease:
             # The standby takes over now, not at the lease's expiry.
             await _bounded(self._lease.release(), 5, "lease release")

@@ -105,7 +105,7 @@ class VoiceGatewayApp:
         if media is not None:
             await media.stop()
         if server is not None:
-            await server.stop(self.settings.shutdown_grace_seconds)
+            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
         if router is not None:
             await router.close()
         if bus is not None:
