@@ -23,6 +23,7 @@ from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port as sb_free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
@@ -39,7 +40,7 @@ class Inbox:
     case_port: int
     router_port: int
 
-    def replica(self, nats_url: str) -> ChatApp:
+    def replica(self, nats_url: str, case_target: str = "") -> ChatApp:
         """Another chat process on the same platform."""
         return ChatApp(
             ChatSettings(
@@ -48,7 +49,7 @@ class Inbox:
                 CHAT_GRPC_PORT=0,
                 CHAT_HTTP_PORT=0,
                 CHAT_ROUTER_TARGET=f"127.0.0.1:{self.router_port}",
-                CHAT_CASE_TARGET=f"127.0.0.1:{self.case_port}",
+                CHAT_CASE_TARGET=case_target or f"127.0.0.1:{self.case_port}",
                 CHAT_CONSUMER="chat-replica",
                 SHUTDOWN_GRACE_SECONDS=1.0,
             )
@@ -488,7 +489,12 @@ async def test_another_chat_replica_rebuilds_the_desk_from_the_router_and_the_ca
         again = await connect(url, body["token"], sockets)
         desk = await again.call("sign_in")
         assert desk["ok"], desk
-        [restored] = desk["contacts"]
+        # From the case record: in the desk at once, or as soon as the case service has it.
+        restored = (
+            desk["contacts"][0]
+            if desk["contacts"]
+            else await again.next("contact", lambda c: c["contact_id"] == contact_id)
+        )
         assert restored["contact_id"] == contact_id and restored["channel"] == "email"
         assert {"kind": "email", "value": "minji@example.com"} in restored["identities"]
         reply = await again.call("reply", {"contact_id": contact_id, "text": "답변드립니다."})
@@ -575,3 +581,62 @@ async def test_fax_pages_are_served_to_their_agent_only_with_safe_types(
     assert reply["ok"] and reply["reply"]["to"] == "+8225550100"
     fax = await read_one(inbox.bus, "outbound.fax.send", "OUTBOUND", events_pb2.OutboundFax)
     assert fax.to_number == "+8225550100" and fax.text == "확인했습니다."
+
+
+class Gate:
+    """A TCP path to a service that is closed (connections refused) until opened."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = sb_free_port()
+        self.server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        self.server = await asyncio.start_server(forward, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_desk_opened_while_the_case_service_is_away_shows_its_contact_when_it_is_back(
+    inbox: Inbox, nats_url: str, sockets: list[AgentSocket]
+) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    first = await connect(inbox.url, body["token"], sockets)
+    assert (await first.call("sign_in"))["ok"]
+    contact_id = await email_contact(inbox.bus)
+    offer = await first.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    await first.sio.disconnect()
+
+    gate = Gate(inbox.case_port)  # the case service cannot be reached from the new replica
+    replica = inbox.replica(nats_url, case_target=f"127.0.0.1:{gate.port}")
+    await replica.start()
+    try:
+        again = await connect(f"http://127.0.0.1:{replica.http_port}", body["token"], sockets)
+        desk = await again.call("sign_in")
+        assert desk["ok"], desk
+        assert desk["contacts"] == []  # the router says it is this agent's; no record to show
+        await gate.open()
+        restored = await again.next("contact", lambda c: c["contact_id"] == contact_id)
+        assert restored["channel"] == "email"
+        assert {"kind": "email", "value": "minji@example.com"} in restored["identities"]
+        await again.sio.disconnect()
+    finally:
+        await replica.stop()
+        await gate.close()

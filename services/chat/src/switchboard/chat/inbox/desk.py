@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 RETRY_SECONDS = 1.0
+RESTORE_ATTEMPTS = 30  # about two minutes of looking for contacts the case has not recorded yet
 SURGE_POLL_SECONDS = 5.0
 
 
@@ -130,17 +131,56 @@ class Desk:
                 ),
             )
             self._set_presence(agent)
-            await self._restore(agent.active_contact_ids)
+            missing = await self._restore(agent.active_contact_ids)
             self.started = True
             self._tasks = [
                 asyncio.create_task(self._offers(), name=f"offers:{self.tenant}:{self.agent_id}"),
                 asyncio.create_task(self._surge(), name=f"surge:{self.tenant}:{self.agent_id}"),
             ]
+            if missing:
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._restore_later(missing), name=f"restore:{self.agent_id}"
+                    )
+                )
             await self._wait_connected()
 
-    async def _restore(self, contact_ids: Any) -> None:
+    async def _restore_later(self, contact_ids: list[str]) -> None:
+        """Contacts the case service had not recorded yet when the desk opened (its consumer
+        runs behind the router): looked up again, with growing pauses, while the router still
+        has them with this agent, and shown as they come."""
+        delay = 0.2
+        for _ in range(RESTORE_ATTEMPTS):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                listed = await call(
+                    "ListAgents", self.backends.router.ListAgents(router_pb2.ListAgentsRequest())
+                )
+            except DomainError as exc:
+                logger.info("%s: cannot list agents to restore contacts: %s", self.agent_id, exc)
+                continue
+            me = next((a for a in listed.agents if a.agent_id == self.agent_id), None)
+            active = set(me.active_contact_ids) if me is not None else set()
+            wanted = [c for c in contact_ids if c in active and c not in self.contacts]
+            still = await self._restore(wanted)
+            for contact_id in wanted:
+                if contact_id not in still and contact_id in self.contacts:
+                    await self.emit("contact", self.contacts[contact_id].to_wire())
+            contact_ids = still
+            if not contact_ids:
+                return
+        logger.warning(
+            "%s: contacts %s are assigned but the case service has no record of them",
+            self.agent_id,
+            ", ".join(contact_ids),
+        )
+
+    async def _restore(self, contact_ids: Any) -> list[str]:
         """Contacts the router still has this agent working on (a desk opened after the grace
-        period, or on another chat replica), rebuilt from the case service's record."""
+        period, or on another chat replica), rebuilt from the case service's record. Returns
+        those it has no record of yet."""
+        missing: list[str] = []
         for contact_id in contact_ids:
             if contact_id in self.contacts:
                 continue
@@ -152,6 +192,7 @@ class Desk:
                     ),
                 )
                 if not listed.cases:
+                    missing.append(contact_id)
                     continue
                 found = await call(
                     "GetCase",
@@ -160,7 +201,8 @@ class Desk:
                     ),
                 )
             except DomainError as exc:
-                logger.info("cannot restore contact %s: %s", contact_id, exc)
+                logger.info("cannot restore contact %s yet: %s", contact_id, exc)
+                missing.append(contact_id)
                 continue
             for k in found.contacts:
                 if k.contact_id == contact_id:
@@ -168,6 +210,10 @@ class Desk:
                     self.contacts[contact_id] = DeskContact(
                         data, wire.ms(k.assigned_at) or _now_ms()
                     )
+                    break
+            else:
+                missing.append(contact_id)
+        return missing
 
     async def _wait_connected(self) -> None:
         # Offers reach the agent once the router has the stream open: report ready only then.
