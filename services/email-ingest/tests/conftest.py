@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from email import policy
@@ -87,7 +88,9 @@ async def make_app(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
             await asyncio.wait_for(app.stop(), 30)
         except TimeoutError:
             for task in asyncio.all_tasks():
-                task.print_stack()
+                print(task)
+                with contextlib.suppress(Exception):  # compiled frames (grpc) have no line
+                    task.print_stack()
             raise
 
 

@@ -151,6 +151,7 @@ class MailboxWatcher:
         self, mailbox: Mailbox, ingestor: Ingestor, state: EmailState, options: WatchOptions
     ) -> None:
         self._quiet_mark = 0  # EXISTS announcements counted when the last quiet sync began
+        self._stopping = False
         if mailbox.imap is None:
             raise ValueError(f"mailbox {mailbox.name} has no IMAP settings")
         self.mailbox = mailbox
@@ -170,9 +171,17 @@ class MailboxWatcher:
         self.task = asyncio.create_task(self.run(), name=f"imap:{self.mailbox.name}")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        self._stopping = True
+        task = self.task
+        if task is not None:
+            # Cancelled again until it ends: on Python 3.11, asyncio.wait_for (which aioimaplib
+            # uses for every command) can swallow a cancellation that arrives just as the command
+            # completes, and the watcher would then go back to IDLE for minutes.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if not task.cancelled():
+                task.exception()  # retrieved, so it is not reported as never retrieved
         await self._close()
 
     def snapshot(self) -> email_pb2.MailboxStatus:
@@ -214,7 +223,7 @@ class MailboxWatcher:
     # ---- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 client = await self._connect()
                 uidvalidity = await self._select(client)
@@ -292,7 +301,7 @@ class MailboxWatcher:
             transport.close()
 
     async def _idle_loop(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
-        while True:
+        while not self._stopping:
             idle = await client.idle_start(timeout=self.options.idle_renew_seconds)
             self._ok(email_pb2.MAILBOX_STATE_IDLE)
             if _exists_seen(client) != self._quiet_mark:
@@ -335,7 +344,7 @@ class MailboxWatcher:
 
     async def _poll_loop(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
         self.status.state = email_pb2.MAILBOX_STATE_POLLING
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.options.poll_seconds)
                 self._wake.clear()
