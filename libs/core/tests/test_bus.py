@@ -1,4 +1,4 @@
-"""The bus against a real nats-server: de-duplication, redelivery, termination, decoding."""
+"""The bus against a real nats-server: de-duplication, redelivery, parking, decoding."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from switchboard.core import events
+from switchboard.core import deadletter, events
 from switchboard.core.bus import Bus, ConsumerOptions
-from switchboard.core.errors import InvalidArgument, Retry
+from switchboard.core.errors import InvalidArgument, Retry, Unavailable
 from switchboard.v1 import contact_pb2, events_pb2
 
 
@@ -23,12 +23,16 @@ def created(cid: str) -> events_pb2.ContactCreated:
     )
 
 
-async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(400):
+async def until(predicate, what: str, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds / 0.025)):
         if predicate():
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"never happened: {what}")
+
+
+# A consumer that gives up within seconds: patience 2 x 1 + 0.2 + 0.5 = 2.7 s.
+IMPATIENT = ConsumerOptions(ack_wait=1.0, max_backoff=0.2, retry_margin=0.5)
 
 
 async def test_publish_is_deduplicated_by_event_id(bus: Bus) -> None:
@@ -59,7 +63,7 @@ async def test_failing_handler_is_retried_then_succeeds(nats_url: str, bus: Bus)
     await consumer_bus.drain()
 
 
-async def test_handler_that_keeps_failing_is_terminated_after_max_deliver(
+async def test_an_event_that_is_never_ready_is_parked_with_its_reason_and_not_redelivered(
     nats_url: str, bus: Bus
 ) -> None:
     consumer_bus = await Bus.connect(nats_url, source="consumer")
@@ -69,22 +73,133 @@ async def test_handler_that_keeps_failing_is_terminated_after_max_deliver(
     async def broken(event: events_pb2.ContactCreated) -> None:
         if event.contact.contact_id == "poison":
             attempts.append("poison")
-            raise Retry("never ready")
+            raise Retry("contact poison is not recorded yet")
         seen.append(event.contact.contact_id)
 
-    consumer_bus.subscribe(
-        "broken", events_pb2.ContactCreated, broken, ConsumerOptions(max_deliver=3)
-    )
+    consumer_bus.subscribe("broken", events_pb2.ContactCreated, broken, IMPATIENT)
     await consumer_bus.start()
-    await bus.publish(created("poison"))
+    poison = created("poison")
+    ack = await bus.publish(poison)
     await bus.publish(created("after"))
-    await until(lambda: consumer_bus.stats()["broken"]["terminated"] == 1, "poison terminated")
+    await until(lambda: consumer_bus.stats()["broken"]["parked"] == 1, "poison parked")
     await until(lambda: seen == ["after"], "the next event handled")
-    assert attempts == ["poison"] * 3
+    allowed = IMPATIENT.policy.attempts
+    assert attempts == ["poison"] * allowed
+    assert consumer_bus.stats()["broken"]["terminated"] == 1
+
+    [parked] = await deadletter.parked(bus.js)
+    assert parked.consumer == "broken"
+    assert (parked.stream, parked.sequence) == ("EVENTS", ack.seq)
+    assert parked.subject == "contact.acme.chat.created"
+    assert parked.type_name == "switchboard.v1.ContactCreated"
+    assert (parked.event_id, parked.tenant) == (poison.meta.event_id, "acme")
+    assert parked.deliveries == allowed
+    assert parked.reason == (
+        f"not ready: contact poison is not recorded yet (gave up after {allowed} deliveries)"
+    )
+    # the original payload and headers, and an id that makes parking the same delivery idempotent
+    assert events_pb2.ContactCreated.FromString(parked.data) == poison
+    assert parked.headers["Nats-Msg-Id"] == f"dlq:broken:EVENTS:{ack.seq}"
+    assert parked.headers[deadletter.MSG_ID_HEADER] == poison.meta.event_id
+    original = await bus.js.get_msg("EVENTS", ack.seq)
+    kept = {k: v for k, v in (original.headers or {}).items() if k != "Nats-Msg-Id"}
+    assert kept.items() <= parked.headers.items() and events.TYPE_HEADER in kept
+
+    # terminated after parking: JetStream does not hand it out again
+    await asyncio.sleep(1.5)
+    assert attempts == ["poison"] * allowed
+    info = await bus.js.consumer_info("EVENTS", "broken")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+    # and the server's own limit was never what stopped it
+    assert info.config.max_deliver == IMPATIENT.policy.server_max_deliver > allowed
     await consumer_bus.drain()
 
 
-async def test_invalid_event_is_terminated_at_once(nats_url: str, bus: Bus) -> None:
+async def test_a_not_ready_event_outlasts_the_redelivery_of_what_it_waits_for(
+    nats_url: str, bus: Bus
+) -> None:
+    """A consumer dies holding a ContactCreated; the ContactAssigned behind it waits until the
+    ack wait (15 s, beyond the 11.3 s the old fixed schedule allowed) brings it back."""
+    options = ConsumerOptions(ack_wait=15.0)
+    dying = await Bus.connect(nats_url, source="dying")
+    fetched = asyncio.Event()
+
+    async def hang(event: events_pb2.ContactCreated) -> None:
+        fetched.set()
+        await asyncio.Event().wait()
+
+    async def never(event: events_pb2.ContactAssigned) -> None:
+        raise AssertionError("the dying consumer never gets this far")
+
+    dying.subscribe("case", events_pb2.ContactCreated, hang, options)
+    dying.subscribe("case", events_pb2.ContactAssigned, never, options)
+    await dying.start()
+    await bus.publish(created("c1"))
+    await asyncio.wait_for(fetched.wait(), 10)
+    # Its handler never returns, so draining gives up on it and cancels it: no ack, no nak, as
+    # if the process had been killed.
+    dead = asyncio.create_task(dying.drain())
+
+    recorded: set[str] = set()
+    assigned: list[str] = []
+    tries = 0
+
+    async def on_created(event: events_pb2.ContactCreated) -> None:
+        recorded.add(event.contact.contact_id)
+
+    async def on_assigned(event: events_pb2.ContactAssigned) -> None:
+        nonlocal tries
+        tries += 1
+        if event.contact_id not in recorded:
+            raise Retry(f"contact {event.contact_id} is not recorded yet")
+        assigned.append(event.contact_id)
+
+    survivor = await Bus.connect(nats_url, source="survivor")
+    survivor.subscribe("case", events_pb2.ContactCreated, on_created, options)
+    survivor.subscribe("case", events_pb2.ContactAssigned, on_assigned, options)
+    await survivor.start()
+    await bus.publish(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"),
+            contact_id="c1",
+            agent_id="agent-7",
+        )
+    )
+    await until(lambda: assigned == ["c1"], "the assignment applied", seconds=40)
+    assert tries > 8  # more deliveries than the old schedule's 8
+    assert survivor.stats()["case"]["parked"] == 0
+    assert await deadletter.parked(bus.js) == []
+    await dead
+    await survivor.drain()
+
+
+async def test_an_unavailable_replica_leaves_the_event_for_later_instead_of_dropping_it(
+    nats_url: str, bus: Bus
+) -> None:
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    attempts: list[str] = []
+
+    async def standby_then_leader(event: events_pb2.ContactCreated) -> None:
+        attempts.append(event.contact.contact_id)
+        if len(attempts) <= 3 or event.contact.contact_id == "never":
+            raise Unavailable("this router replica is the standby; the leader takes requests")
+
+    consumer_bus.subscribe("router", events_pb2.ContactCreated, standby_then_leader, IMPATIENT)
+    await consumer_bus.start()
+    await bus.publish(created("c1"))
+    await until(lambda: consumer_bus.stats()["router"]["processed"] == 1, "handled by a leader")
+    assert attempts == ["c1"] * 4
+    assert consumer_bus.stats()["router"]["terminated"] == 0
+
+    # With no leader for longer than the patience, it is parked, still not dropped.
+    await bus.publish(created("never"))
+    await until(lambda: consumer_bus.stats()["router"]["parked"] == 1, "parked")
+    [parked] = await deadletter.parked(bus.js)
+    assert parked.reason.startswith("unavailable: this router replica is the standby")
+    await consumer_bus.drain()
+
+
+async def test_an_invalid_event_is_parked_at_once(nats_url: str, bus: Bus) -> None:
     consumer_bus = await Bus.connect(nats_url, source="consumer")
     calls = 0
 
@@ -95,13 +210,20 @@ async def test_invalid_event_is_terminated_at_once(nats_url: str, bus: Bus) -> N
 
     consumer_bus.subscribe("strict", events_pb2.ContactCreated, strict)
     await consumer_bus.start()
-    await bus.publish(created("c1"))
+    event = created("c1")
+    await bus.publish(event)
     await until(lambda: consumer_bus.stats()["strict"]["terminated"] == 1, "terminated")
     assert calls == 1
+    assert consumer_bus.stats()["strict"]["parked"] == 1
+    [parked] = await deadletter.parked(bus.js, consumer="strict")
+    assert parked.event_id == event.meta.event_id
+    assert parked.deliveries == 1
+    assert parked.reason == "InvalidArgument: contact.language: is not a BCP 47 tag"
+    assert await deadletter.parked(bus.js, consumer="someone-else") == []
     await consumer_bus.drain()
 
 
-async def test_undecodable_messages_are_terminated_with_a_reason(
+async def test_undecodable_messages_are_parked_with_a_reason(
     nats_url: str, bus: Bus, caplog: pytest.LogCaptureFixture
 ) -> None:
     consumer_bus = await Bus.connect(nats_url, source="consumer")
@@ -132,6 +254,92 @@ async def test_undecodable_messages_are_terminated_with_a_reason(
     assert "missing Sb-Event-Type header" in log
     assert "belongs on 'contact.acme.chat.created'" in log
     assert "meta: is required" in log
+    parked = await deadletter.parked(bus.js)
+    assert [(p.subject, p.data) for p in parked] == [
+        ("contact.acme.chat.created", b"garbage"),
+        ("contact.globex.chat.created", wrong_place.SerializeToString()),
+        ("contact.acme.chat.created", no_meta.SerializeToString()),
+    ]
+    assert parked[0].reason == "malformed: missing Sb-Event-Type header"
+    assert parked[1].headers[events.TYPE_HEADER] == "switchboard.v1.ContactCreated"
+    await consumer_bus.drain()
+
+
+async def test_an_event_that_cannot_be_parked_is_redelivered_not_terminated(
+    nats_url: str, bus: Bus
+) -> None:
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    calls = 0
+
+    async def strict(event: events_pb2.ContactCreated) -> None:
+        nonlocal calls
+        calls += 1
+        raise InvalidArgument("contact.language", "is not a BCP 47 tag")
+
+    await bus.js.delete_stream(deadletter.STREAM)
+    consumer_bus.subscribe("strict", events_pb2.ContactCreated, strict)
+    await consumer_bus.start()
+    await bus.publish(created("c1"))
+    await until(lambda: calls >= 3, "delivered again while the dead-letter stream is gone")
+    assert consumer_bus.stats()["strict"]["terminated"] == 0
+    await bus.ensure_streams()
+    await until(lambda: consumer_bus.stats()["strict"]["parked"] == 1, "parked once it is back")
+    assert len(await deadletter.parked(bus.js)) == 1
+    await consumer_bus.drain()
+
+
+async def test_parking_the_same_delivery_twice_stores_it_once(bus: Bus) -> None:
+    await bus.publish(created("c1"))
+    sub = await bus.js.pull_subscribe("contact.acme.chat.created", durable="probe", stream="EVENTS")
+    [msg] = await sub.fetch(1, timeout=5)
+    first = await deadletter.park(bus.js, msg, "probe", "first try")
+    second = await deadletter.park(bus.js, msg, "probe", "term was lost, parked again")
+    assert second.duplicate and second.seq == first.seq
+    [parked] = await deadletter.parked(bus.js)
+    assert parked.reason == "first try"
+    await sub.unsubscribe()
+
+
+async def test_a_replayed_event_is_handled_again_and_leaves_the_dead_letter_stream(
+    nats_url: str, bus: Bus
+) -> None:
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    fixed = False
+    handled: list[str] = []
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        if not fixed:
+            raise InvalidArgument("contact.language", "is not a BCP 47 tag")
+        handled.append(event.meta.event_id)
+
+    consumer_bus.subscribe("fixer", events_pb2.ContactCreated, handler)
+    await consumer_bus.start()
+    event = created("c1")
+    await bus.publish(event)
+    await bus.publish(created("c2"))
+    await until(lambda: consumer_bus.stats()["fixer"]["parked"] == 2, "both parked")
+    first, second = await deadletter.parked(bus.js)
+
+    fixed = True  # e.g. a corrected configuration
+    [outcome] = await deadletter.replay(bus.js, [first.seq])
+    assert outcome.ok and outcome.ack is not None
+    await until(lambda: handled == [event.meta.event_id], "the replayed event handled")
+    assert [p.seq for p in await deadletter.parked(bus.js)] == [second.seq]
+    replayed = await bus.js.get_msg("EVENTS", outcome.ack.seq)
+    assert replayed.subject == "contact.acme.chat.created"
+    assert replayed.data == event.SerializeToString()
+    headers = replayed.headers or {}
+    assert headers["Nats-Msg-Id"] == f"{event.meta.event_id}:replay:{first.seq}"
+    assert headers[events.TYPE_HEADER] == "switchboard.v1.ContactCreated"
+    assert headers[deadletter.REPLAYED_FROM_HEADER] == str(first.seq)
+    assert not [k for k in headers if k.startswith("Sb-Dlq-")]
+
+    # a sequence that is not parked is reported, not invented
+    [missing] = await deadletter.replay(bus.js, [first.seq])
+    assert not missing.ok and missing.error == "no such parked event"
+    assert [o.ok for o in await deadletter.replay(bus.js, consumer="fixer")] == [True]
+    await until(lambda: len(handled) == 2, "the other one handled too")
+    assert await deadletter.parked(bus.js) == []
     await consumer_bus.drain()
 
 

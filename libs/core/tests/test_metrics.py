@@ -37,6 +37,9 @@ async def test_bus_counts_published_and_settled_events(nats_url: str, bus: Bus) 
     before_bad = sample(
         "switchboard_events_settled_total", consumer="m", event="unknown", outcome="malformed"
     )
+    before_parked = sample(
+        "switchboard_events_parked_total", consumer="m", event="unknown", reason="malformed"
+    )
     consumer = await Bus.connect(nats_url, source="metrics-test")
     seen: list[str] = []
 
@@ -68,6 +71,10 @@ async def test_bus_counts_published_and_settled_events(nats_url: str, bus: Bus) 
         == before_ack + 1
     )
     assert sample("switchboard_event_handling_seconds_count", consumer="m", event="ContactCreated")
+    assert (
+        sample("switchboard_events_parked_total", consumer="m", event="unknown", reason="malformed")
+        == before_parked + 1
+    )
     assert sample("switchboard_nats_connected", service="metrics-test") == 1
     await consumer.drain()
 
@@ -87,8 +94,9 @@ async def test_grpc_calls_are_counted_by_status_code() -> None:
     )
     before = sample("switchboard_grpc_requests_total", method="ListAgents", code="UNAUTHENTICATED")
     async with sb_grpc.channel(f"127.0.0.1:{port}") as ch:
-        with pytest.raises(grpc.aio.AioRpcError):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
             await router_pb2_grpc.RouterServiceStub(ch).ListAgents(router_pb2.ListAgentsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value
     after = sample("switchboard_grpc_requests_total", method="ListAgents", code="UNAUTHENTICATED")
     assert after == before + 1
     await server.stop(0)

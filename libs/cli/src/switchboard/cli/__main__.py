@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from switchboard.cli import case, commands, report, routing
+from switchboard.cli import case, commands, dlq, report, routing
 from switchboard.cli.endpoints import auth_secret, run_dir
 from switchboard.core import auth
 
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     routing.add_parsers(sub)
     case.add_parser(sub)
+    dlq.add_parser(sub)
     return p
 
 
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "case":
         sys.exit(asyncio.run(case.run(directory, args)))
+    if args.command == "dlq":
+        sys.exit(asyncio.run(dlq.run(directory, args)))
     if args.command in ("explain", "router-config"):
         sys.exit(asyncio.run(routing.run(directory, args)))
     if args.command == "report":

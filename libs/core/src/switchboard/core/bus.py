@@ -3,10 +3,13 @@
 - Streams are declared from the registry in ``switchboard.core.events``.
 - Every event is published with ``Nats-Msg-Id`` = its event id (JetStream de-duplicates a
   re-publish within the stream's duplicate window) and the W3C ``traceparent`` header.
-- Consumers are durable pull consumers (batch fetch, explicit ack, bounded redelivery with
-  back-off). A message that cannot be decoded or fails validation is logged with its reason and
-  terminated, never redelivered forever; a handler that keeps failing is terminated after
-  ``max_deliver`` attempts. Handlers must be idempotent: delivery is at least once.
+- Consumers are durable pull consumers (batch fetch, explicit ack, redelivery with bounded
+  back-off). An event that is not ready (Retry), whose replica cannot serve it (Unavailable) or
+  whose handler crashed is redelivered for as long as ``RetryPolicy`` derives from the ack wait;
+  one that is invalid or cannot be decoded is given up on at once. Nothing is dropped silently:
+  an event given up on is parked in the DEADLETTER stream with its reason, and only then
+  terminated (``switchboard dlq`` lists and replays it). Handlers must be idempotent: delivery
+  is at least once.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from switchboard.core import events, metrics, telemetry
-from switchboard.core.errors import DomainError, Retry
+from switchboard.core import deadletter, events, metrics, telemetry
+from switchboard.core.acks import AckPublisher
+from switchboard.core.errors import DomainError, Retry, Unavailable
+from switchboard.core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
@@ -43,7 +48,17 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 
 class MalformedEvent(Exception):
-    """The bytes on the bus are not an event we can read; terminate, do not redeliver."""
+    """The bytes on the bus are not an event we can read; park it, do not redeliver."""
+
+
+# Why an event was parked (the `reason` label of EVENTS_PARKED).
+INVALID, MALFORMED, NOT_READY, UNAVAILABLE, FAILED = (
+    "invalid",
+    "malformed",
+    "not_ready",
+    "unavailable",
+    "failed",
+)
 
 
 @dataclass
@@ -51,12 +66,27 @@ class ConsumerOptions:
     batch: int = 64
     fetch_timeout: float = 1.0
     ack_wait: float = 30.0
-    max_deliver: int = 8
+    # Deliveries before an event whose handler keeps crashing is parked, for handlers that are
+    # costly to run again; None: as many as a not-ready event gets. It never shortens the wait
+    # of a not-ready event, and JetStream's own limit is always set above it (see `policy`).
+    max_deliver: int | None = None
     max_ack_pending: int = 1024
+    # The back-off doubles from 0.1 s up to this; it and the margin also lengthen the patience.
+    max_backoff: float = 5.0
+    retry_margin: float = 5.0
     # An async context manager factory wrapping each fetched batch in one unit of work (e.g. one
     # database transaction). Acks wait for it to exit cleanly; on any failure the events are
     # handled again one at a time, each on its own.
     batch_scope: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            ack_wait=self.ack_wait,
+            max_delay=self.max_backoff,
+            margin=self.retry_margin,
+            crash_attempts=self.max_deliver,
+        )
 
 
 def encode(event: Message) -> tuple[str, dict[str, str], bytes]:
@@ -105,8 +135,13 @@ class _Consumer:
     sub: Any = None
     processed: int = 0
     terminated: int = 0
+    parked: int = 0  # given up on and stored in the dead-letter stream (then terminated)
     batched: int = 0  # events processed inside a committed batch scope
     busy: bool = False  # handling a fetched batch (drain waits for it; an idle fetch is cancelled)
+    policy: RetryPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy = self.options.policy
 
 
 class _TracedDelivery:
@@ -138,17 +173,25 @@ class _TracedDelivery:
 class Bus:
     """A connection to NATS with JetStream, publishing and consuming Switchboard events."""
 
-    def __init__(self, nc: NATS, source: str) -> None:
+    def __init__(self, nc: NATS, source: str, replicas: int | None = None) -> None:
         self.nc = nc
+        # Copies of each stream (NATS_STREAM_REPLICAS); None: 1 for a new stream, and an existing
+        # stream keeps its own (a client that was not told never scales a stream down).
+        self.replicas = replicas
         self.js: JetStreamContext = nc.jetstream()
+        # Pipelined publishing with a deadline on every ack (nats-py's own loses some errors).
+        self.acks = AckPublisher(nc)
         self.source = source
         self._consumers: dict[tuple[str, str], _Consumer] = {}
         self._stopping = asyncio.Event()
         self._watchers: list[Callable[[bool], Awaitable[None]]] = []
 
     @classmethod
-    async def connect(cls, url: str, source: str, **kwargs: Any) -> Bus:
-        """Connect to NATS (retrying while the server starts) and declare the streams."""
+    async def connect(
+        cls, url: str, source: str, replicas: int | None = None, **kwargs: Any
+    ) -> Bus:
+        """Connect to NATS (retrying while the server starts) and declare the streams, each with
+        `replicas` copies. `url` may name several servers of a cluster, comma-separated."""
 
         created: list[Bus] = []
 
@@ -164,7 +207,7 @@ class Bus:
                 await created[0]._connection_changed(True)
 
         nc = await nats.connect(
-            url,
+            [u.strip() for u in url.split(",") if u.strip()],
             name=source,
             connect_timeout=2,
             reconnect_time_wait=0.5,
@@ -175,7 +218,7 @@ class Bus:
             reconnected_cb=_reconnected,
             **kwargs,
         )
-        bus = cls(nc, source)
+        bus = cls(nc, source, replicas)
         created.append(bus)
         metrics.NATS_CONNECTED.labels(source).set(1)
         await bus.ensure_streams()
@@ -206,9 +249,14 @@ class Bus:
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 max_age=30 * 24 * 3600,
                 max_msg_size=MAX_EVENT_BYTES,
+                num_replicas=self.replicas or 1,
             )
+            if name == deadletter.STREAM:
+                deadletter.configure(config)
             try:
-                await self.js.stream_info(name)
+                info = await self.js.stream_info(name)
+                if self.replicas is None:
+                    config.num_replicas = info.config.num_replicas
                 await self.js.update_stream(config)
             except NotFoundError:
                 await self.js.add_stream(config)
@@ -225,10 +273,10 @@ class Bus:
         return ack
 
     async def publish_async(self, event: Message) -> asyncio.Future[js_api.PubAck]:
-        """Hot path: send without waiting; the returned future resolves when JetStream stores it.
-        Acknowledge a source only after that future has resolved."""
+        """Hot path: send without waiting; the returned future resolves when JetStream stores it,
+        or fails (AckUnknown at its deadline). Acknowledge a source only after it has resolved."""
         subject, headers, data = encode(event)
-        future = await self.js.publish_async(subject, data, headers=headers)
+        future = await self.acks.publish(subject, data, headers)
         metrics.EVENTS_PUBLISHED.labels(type(event).__name__).inc()
         return future
 
@@ -270,7 +318,8 @@ class Bus:
             ack_policy=js_api.AckPolicy.EXPLICIT,
             deliver_policy=js_api.DeliverPolicy.ALL,
             ack_wait=consumer.options.ack_wait,
-            max_deliver=consumer.options.max_deliver,
+            # Above our own limit: the server gives up silently, so it must never be first.
+            max_deliver=consumer.policy.server_max_deliver,
             max_ack_pending=consumer.options.max_ack_pending,
         )
         if len(filters) == 1:
@@ -289,7 +338,7 @@ class Bus:
                 msgs = await consumer.sub.fetch(
                     consumer.options.batch, timeout=consumer.options.fetch_timeout
                 )
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                 continue
             except asyncio.CancelledError:
                 raise
@@ -342,12 +391,7 @@ class Bus:
         try:
             event = decode(msg)
         except MalformedEvent as exc:
-            consumer.terminated += 1
-            metrics.EVENTS_SETTLED.labels(consumer.durable, "unknown", "malformed").inc()
-            logger.error(
-                "terminating malformed message on %s for %s: %s", msg.subject, consumer.durable, exc
-            )
-            await msg.term()
+            await self._park(consumer, msg, "unknown", "", MALFORMED, f"malformed: {exc}")
             return None
         if type(event) not in consumer.handlers:  # a filter overlap; not ours to handle
             await msg.ack()
@@ -366,26 +410,32 @@ class Bus:
                 with self._timed(consumer, event):
                     await handler(event)
             except Retry as exc:
-                await self._retry_or_term(consumer, msg, event, delivered, f"not ready: {exc}")
+                await self._retry_or_park(
+                    consumer, msg, event, delivered, NOT_READY, f"not ready: {exc}"
+                )
+                return
+            except Unavailable as exc:
+                # Not the event's fault: another replica (the leader) can take it.
+                await self._retry_or_park(
+                    consumer, msg, event, delivered, UNAVAILABLE, f"unavailable: {exc}"
+                )
                 return
             except DomainError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                consumer.terminated += 1
-                logger.error(
-                    "terminating %s %s for %s: %s",
+                await self._park(
+                    consumer,
+                    msg,
                     type(event).__name__,
                     event.meta.event_id,  # type: ignore[attr-defined]
-                    consumer.durable,
-                    exc,
+                    INVALID,
+                    f"{type(exc).__name__}: {exc}",
                 )
-                await msg.term()
-                self._settled(consumer, event, "terminated")
                 return
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 logger.exception("handler for %s failed", type(event).__name__)
-                await self._retry_or_term(consumer, msg, event, delivered, repr(exc))
+                await self._retry_or_park(consumer, msg, event, delivered, FAILED, repr(exc))
                 return
         await msg.ack()
         self._settled(consumer, event, "ack")
@@ -406,28 +456,72 @@ class Bus:
                 time.perf_counter() - start
             )
 
-    async def _retry_or_term(
-        self, consumer: _Consumer, msg: Msg, event: Message, delivered: int, why: str
+    async def _retry_or_park(
+        self, consumer: _Consumer, msg: Msg, event: Message, delivered: int, kind: str, why: str
     ) -> None:
-        if delivered >= consumer.options.max_deliver:
-            consumer.terminated += 1
-            logger.error(
-                "giving up on %s %s for %s after %d deliveries: %s",
+        policy = consumer.policy
+        if policy.gives_up(delivered, crashed=kind == FAILED):
+            await self._park(
+                consumer,
+                msg,
                 type(event).__name__,
                 event.meta.event_id,  # type: ignore[attr-defined]
+                kind,
+                f"{why} (gave up after {delivered} deliveries)",
+            )
+            return
+        delay = policy.unavailable(delivered) if kind == UNAVAILABLE else policy.delay(delivered)
+        await msg.nak(delay=delay)
+        self._settled(consumer, event, "retry")
+
+    async def _park(
+        self, consumer: _Consumer, msg: Msg, name: str, event_id: str, kind: str, why: str
+    ) -> None:
+        """Give up on `msg`: store it in the dead-letter stream, then terminate it. If it cannot
+        be stored, it is redelivered instead, so it is never lost."""
+        delivered = msg.metadata.num_delivered or 1
+        try:
+            await deadletter.park(self.js, msg, consumer.durable, why)
+        except Exception as exc:
+            logger.error(
+                "could not park %s %s for %s (%r), redelivering it: %s",
+                name,
+                event_id,
                 consumer.durable,
-                delivered,
+                exc,
                 why,
             )
-            await msg.term()
-            self._settled(consumer, event, "terminated")
-        else:
-            await msg.nak(delay=min(0.1 * 2 ** (delivered - 1), 5.0))
-            self._settled(consumer, event, "retry")
+            # A lost nak is no loss either: the ack wait brings the event back.
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=consumer.policy.delay(delivered))
+            metrics.EVENTS_SETTLED.labels(consumer.durable, name, "retry").inc()
+            return
+        consumer.parked += 1
+        consumer.terminated += 1
+        metrics.EVENTS_PARKED.labels(consumer.durable, name, kind).inc()
+        logger.error(
+            "parked %s %s (%s seq %d) for %s in %s after %d deliveries: %s",
+            name,
+            event_id or "-",
+            msg.metadata.stream,
+            msg.metadata.sequence.stream,
+            consumer.durable,
+            deadletter.STREAM,
+            delivered,
+            why,
+        )
+        await msg.term()
+        outcome = "malformed" if kind == MALFORMED else "terminated"
+        metrics.EVENTS_SETTLED.labels(consumer.durable, name, outcome).inc()
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {
-            c.durable: {"processed": c.processed, "terminated": c.terminated, "batched": c.batched}
+            c.durable: {
+                "processed": c.processed,
+                "terminated": c.terminated,
+                "parked": c.parked,
+                "batched": c.batched,
+            }
             for c in self._consumers.values()
         }
 

@@ -29,7 +29,10 @@ STREAMS: dict[str, list[str]] = {
     "EVENTS": ["contact.>", "routing.>", "case.>"],
     # Commands to channels, e.g. outbound.email.send: an agent's reply for the channel to deliver.
     "OUTBOUND": ["outbound.>"],
+    # Events a consumer gave up on, parked with the reason (see switchboard.core.deadletter).
+    "DEADLETTER": ["deadletter.>"],
 }
+DEADLETTER_STREAM = "DEADLETTER"
 
 CHANNEL_TOKENS = {
     contact_pb2.CHANNEL_VOICE: "voice",

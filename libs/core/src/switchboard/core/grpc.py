@@ -33,6 +33,7 @@ from switchboard.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from switchboard.core.health import Readiness
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
@@ -213,19 +214,23 @@ async def start_server(
     secret: str,
     known_tenants: frozenset[str] | None = None,
     bus: BusConnection | None = None,
-) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    not_ready: dict[str, str] | None = None,
+) -> tuple[grpc.aio.Server, int, Readiness]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
-    reflection. Returns the server, the bound port (port 0 picks a free one) and the health
-    servicer. Every service is SERVING once started; with a `bus`, NOT_SERVING while the NATS
-    connection is down, so readiness probes and `switchboard status` tell the truth."""
+    reflection. Returns the server, the bound port (port 0 picks a free one) and the service's
+    Readiness: SERVING while every condition holds. With a `bus`, its connection is the
+    condition "nats"; a service adds its own (`readiness.set("leader", False, why)`), and names
+    in `not_ready` those that do not hold yet when the server starts."""
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(secret, known_tenants)],
         options=[("grpc.so_reuseport", 0)],
     )
     names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    served = []
     for add, servicer, name in servicers:
         add(servicer, server)
         names.append(name)
+        served.append(name)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(names, server)
@@ -233,20 +238,17 @@ async def start_server(
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
     await server.start()
-
-    async def report(serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ["", *names]:
-            await health.set(name, status)
-
-    await report(True)
+    readiness = Readiness(health, names, service=",".join(served))
+    for condition, why in (not_ready or {}).items():
+        await readiness.set(condition, False, why)
+    await readiness.set("started", True)
     if bus is not None:
-        bus.watch(report)
-    return server, bound, health
+
+        async def nats_changed(connected: bool) -> None:
+            await readiness.set("nats", connected, "" if connected else "NATS connection lost")
+
+        bus.watch(nats_changed)
+    return server, bound, readiness
 
 
 async def stop_server(server: grpc.aio.Server, grace: float) -> None:

@@ -13,8 +13,16 @@ EVENTS_PUBLISHED = Counter(
 EVENTS_SETTLED = Counter(
     "switchboard_events_settled_total",
     "Events a consumer settled: ack (handled), retry (nak, redelivered later), terminated "
-    "(invalid, or out of deliveries) or malformed (undecodable).",
+    "(invalid, or out of deliveries) or malformed (undecodable); the last two only once parked "
+    "in the DEADLETTER stream.",
     ["consumer", "event", "outcome"],
+)
+EVENTS_PARKED = Counter(
+    "switchboard_events_parked_total",
+    "Events a consumer gave up on and parked in the DEADLETTER stream, by why: invalid (the "
+    "handler refused it), malformed (undecodable), not_ready, unavailable or failed (out of "
+    "deliveries). Anything above zero wants an operator: `switchboard dlq list`.",
+    ["consumer", "event", "reason"],
 )
 EVENT_SECONDS = Histogram(
     "switchboard_event_handling_seconds",

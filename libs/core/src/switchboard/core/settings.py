@@ -16,6 +16,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="")
 
     nats_url: str = Field("nats://127.0.0.1:4222", alias="NATS_URL")
+    # Copies of every stream, key-value bucket and object store this service declares: 1 on a
+    # single nats-server, 3 (or 5) on a clustered JetStream, so losing a node loses nothing.
+    nats_stream_replicas: int = Field(1, alias="NATS_STREAM_REPLICAS", ge=1, le=5)
     grpc_host: str = Field("127.0.0.1", alias="GRPC_HOST")
     grpc_port: int = Field(0, alias="GRPC_PORT")
     # Prometheus /metrics; 0 serves none.

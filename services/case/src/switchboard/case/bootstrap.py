@@ -70,14 +70,16 @@ class CaseApp:
         await migrate(s.database_url)
         self.engine = database.create_engine(s.database_url)
         self.sessions = database.sessionmaker(self.engine)
-        self.bus = await Bus.connect(s.nats_url, source="case")
+        self.bus = await Bus.connect(s.nats_url, source="case", replicas=s.nats_stream_replicas)
         self.relay = OutboxRelay(self.sessions, self.bus)
         sla = SlaEngine(policies, build_mailer(s))
         self.records = CaseRecords(policies, sla, self.clock)
         self.handlers = CaseHandlers(
             self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
         )
-        nats_consumer.subscribe(self.bus, self.handlers, s.consumer_name)
+        nats_consumer.subscribe(
+            self.bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds
+        )
         kb_reports = build_kb_reports(self.sessions, self.bus, s.consumer_name)
         subscribe_kb_reports(self.bus, kb_reports, s.consumer_name)
         self.scheduler = Scheduler(self.sessions, self.records, self.clock, self.relay.wake)

@@ -9,6 +9,9 @@ class CaseSettings(ServiceSettings):
     database_url: str = Field("sqlite+aiosqlite:///.run/case.db", alias="CASE_DATABASE_URL")
     grpc_port: int = Field(50052, alias="CASE_GRPC_PORT")
     consumer_name: str = Field("case", alias="CASE_CONSUMER")
+    # How long an event fetched by a replica that died stays with it before JetStream hands it to
+    # another; events waiting for it are retried for longer than twice this (RetryPolicy).
+    consumer_ack_wait_seconds: float = Field(30.0, gt=0, alias="CASE_CONSUMER_ACK_WAIT_SECONDS")
     # SLA policies, calendars, escalation, templates, recurring tasks (YAML); empty: the embedded
     # default for the demo tenant.
     policy_file: str = Field("", alias="CASE_POLICY_FILE")

@@ -61,13 +61,14 @@ class ChatApp:
         s = self.settings
         telemetry.setup_tracing("chat", s.otel_exporter_otlp_endpoint)
         self.config = self.config or chat_config.load(s.config_file or None)
-        self.bus = await Bus.connect(s.nats_url, source="chat")
+        replicas = s.nats_stream_replicas
+        self.bus = await Bus.connect(s.nats_url, source="chat", replicas=replicas)
         if self.store is None:
             if s.store == "jetstream":
-                self.store = await JetStreamConversations.open(self.bus.js)
+                self.store = await JetStreamConversations.open(self.bus.js, replicas)
             else:
                 self.store = InMemoryConversations()
-        files = await FileStore.open(self.bus.js)
+        files = await FileStore.open(self.bus.js, replicas)
         self.manager = NatsClientManager(self.bus.nc, s.socketio_subject)
         await self.manager.subscribe()
         # A Socket.IO frame holds one message plus JSON framing; anything far bigger is abuse.

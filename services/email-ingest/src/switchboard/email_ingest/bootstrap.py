@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
 
 from switchboard.core import grpc as sb_grpc
 from switchboard.core import language, telemetry
 from switchboard.core.bus import Bus, ConsumerOptions
+from switchboard.core.health import Readiness
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
@@ -44,13 +43,12 @@ class EmailApp:
     watchers: list[MailboxWatcher] = field(default_factory=list)
     receivers: list[ReceiveServer] = field(default_factory=list)
     grpc_server: grpc.aio.Server | None = None
-    health: HealthServicer | None = None
+    readiness: Readiness | None = None
     grpc_port: int = 0
     smtp_port: int = 0
     lmtp_port: int = 0
     _watchdog: asyncio.Task[None] | None = None
-    _serving: bool | None = None
-    _health_names: list[str] = field(default_factory=list)
+    _unhealthy: tuple[str, ...] | None = None
 
     async def start(self) -> None:
         try:
@@ -64,9 +62,10 @@ class EmailApp:
         telemetry.setup_tracing("email-ingest", s.otel_exporter_otlp_endpoint)
         self.config = self.config or email_config.load(s.config_file or None)
         await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
-        self.bus = await Bus.connect(s.nats_url, source="email-ingest")
-        self.state = await EmailState.open(self.bus.js)
-        self.objects = await EmailObjects.open(self.bus.js)
+        replicas = s.nats_stream_replicas
+        self.bus = await Bus.connect(s.nats_url, source="email-ingest", replicas=replicas)
+        self.state = await EmailState.open(self.bus.js, replicas)
+        self.objects = await EmailObjects.open(self.bus.js, replicas)
         publisher: Any = self.bus
         if self.publisher_wrapper is not None:
             publisher = self.publisher_wrapper(self.bus)
@@ -101,7 +100,7 @@ class EmailApp:
             case_events_pb2.CaseCreated,
             self.acknowledger.on_case_created,
         )
-        self.grpc_server, self.grpc_port, self.health = await sb_grpc.start_server(
+        self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_server(
             [registration(EmailServicer(self.statuses))],  # type: ignore[list-item]
             s.grpc_host,
             s.grpc_port,
@@ -109,7 +108,6 @@ class EmailApp:
             s.known_tenants,
             bus=self.bus,
         )
-        self._health_names = ["", "switchboard.v1.EmailService"]
         self.bus.watch(self._bus_changed)
         for port, lmtp in ((s.smtp_port, False), (s.lmtp_port, True)):
             if port < 0 or (lmtp and port == 0):
@@ -157,31 +155,22 @@ class EmailApp:
         return mailboxes, connected and all(m.healthy for m in mailboxes)
 
     async def _bus_changed(self, connected: bool) -> None:
-        self._serving = None  # the server's own report just overwrote ours: re-apply
-        await self._apply_health()
         if connected:
             for w in self.watchers:
                 w.wake()
 
     async def _apply_health(self) -> None:
-        if self.health is None:
+        """The condition "mailboxes": every mailbox is making progress (NATS is the server's)."""
+        if self.readiness is None:
             return
-        mailboxes, serving = self.statuses()
-        if serving == self._serving:
+        mailboxes = [w.snapshot() for w in self.watchers]
+        unhealthy = tuple(m.reason for m in mailboxes if not m.healthy)
+        if unhealthy == self._unhealthy:
             return
-        self._serving = serving
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in self._health_names:
-            await self.health.set(name, status)
-        for m in mailboxes:
-            if not m.healthy:
-                logger.error("email-ingest NOT_SERVING: %s", m.reason)
-        if serving:
-            logger.info("email-ingest serving: every mailbox is making progress")
+        self._unhealthy = unhealthy
+        for reason in unhealthy:
+            logger.error("email-ingest mailbox not making progress: %s", reason)
+        await self.readiness.set("mailboxes", not unhealthy, "; ".join(unhealthy))
 
     async def _watch_health(self) -> None:
         interval = max(0.2, min(5.0, self.settings.stall_seconds / 4))

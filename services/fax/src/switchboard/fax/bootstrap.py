@@ -63,8 +63,8 @@ class FaxApp:
         s = self.settings
         telemetry.setup_tracing("fax", s.otel_exporter_otlp_endpoint)
         book = rules.load(s.rules_file)  # a bad rules file stops the start, saying where
-        self.bus = await Bus.connect(s.nats_url, source="fax")
-        objects = Objects(self.bus.js)
+        self.bus = await Bus.connect(s.nats_url, source="fax", replicas=s.nats_stream_replicas)
+        objects = Objects(self.bus.js, s.nats_stream_replicas)
         notifier = FaxNotifier(self.bus)
         ocr = Tesseract(
             s.tesseract,
@@ -109,7 +109,7 @@ class FaxApp:
                 poll_limit=s.status_poll_limit,
                 region=s.default_region,
             ),
-            jobs=await Jobs.open(self.bus.js),
+            jobs=await Jobs.open(self.bus.js, s.nats_stream_replicas),
         )
         resumed = await self.sender.resume()
         if resumed:

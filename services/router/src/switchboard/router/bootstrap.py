@@ -1,8 +1,13 @@
 """The router's composition root: the only place its adapters are built.
 
 Start-up: load the configuration, recover the engine from JetStream (snapshot + journal), start
-gRPC, then lead (lease acquired) or follow as a hot standby. Losing the lease (or being fenced
-out of the journal) steps the replica down: it reloads from JetStream and follows again.
+gRPC, then lead (lease acquired) or follow as a hot standby. Losing the lease, being fenced out
+of the journal, a journal write or publish whose outcome is unknown, or a consumer that stopped
+moving steps the replica down: it re-reads the journal from JetStream, then leads again if the
+lease is still its own, or follows.
+
+Readiness (gRPC health) is SERVING only while this replica leads, its NATS connection is up and
+its consumer moves: a standby is never SERVING, whatever NATS does.
 """
 
 from __future__ import annotations
@@ -12,17 +17,18 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
 
+from switchboard.core import events, telemetry
 from switchboard.core import grpc as sb_grpc
-from switchboard.core import telemetry
-from switchboard.core.bus import Bus
+from switchboard.core.bus import Bus, ConsumerOptions
+from switchboard.core.errors import Unavailable
+from switchboard.core.health import Readiness
 from switchboard.router.domain import config as cfg
 from switchboard.router.entrypoints import nats_consumer
 from switchboard.router.entrypoints.grpc_server import RouterAdminServicer, RouterServicer
@@ -30,7 +36,7 @@ from switchboard.router.handlers import Router, keep_lease, lead_or_follow, new_
 from switchboard.router.journal import Journal, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.router.settings import RouterSettings
-from switchboard.v1 import router_pb2, router_pb2_grpc
+from switchboard.v1 import events_pb2, router_pb2, router_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +73,7 @@ class RouterApp:
     replica: str = ""
     config: cfg.RouterConfig | None = None
     consumer_bus: Bus | None = None
-    _health: HealthServicer | None = None
+    readiness: Readiness | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _replica_task: asyncio.Task[None] | None = None
     _journal: Journal | None = None
@@ -84,19 +90,27 @@ class RouterApp:
         telemetry.setup_tracing("router", s.otel_exporter_otlp_endpoint)
         self.config = load_config(s)
         self.replica = s.replica_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.bus = await Bus.connect(s.nats_url, source="router")
+        self.bus = await Bus.connect(s.nats_url, source="router", replicas=s.nats_stream_replicas)
         await self.bus.ensure_streams()
         js = self.bus.js
-        self._journal = Journal(js, s.group)
+        replicas = s.nats_stream_replicas
+        self._journal = Journal(
+            js,
+            s.group,
+            self.bus.acks,
+            self.bus.nc,
+            write_timeout=s.journal_write_timeout_seconds,
+            replicas=replicas,
+        )
         await self._journal.ensure()
-        self._snapshots = Snapshots(js, s.group)
+        self._snapshots = Snapshots(js, s.group, replicas)
         await self._snapshots.ensure()
-        self._lease = Lease(js, s.group, self.replica, s.lease_ttl_seconds)
+        self._lease = Lease(js, s.group, self.replica, s.lease_ttl_seconds, replicas)
         await self._lease.ensure()
-        self.router = Router(new_engine(self.config), RoutingNotifier(self.bus), self._journal)
+        self.router = Router(new_engine(), RoutingNotifier(self.bus), self._journal)
         self.router.leader = False
         await self._load()
-        self.server, self.port, self._health = await sb_grpc.start_server(
+        self.server, self.port, self.readiness = await sb_grpc.start_server(
             [
                 (
                     router_pb2_grpc.add_RouterServiceServicer_to_server,
@@ -114,13 +128,8 @@ class RouterApp:
             s.auth_secret,
             s.known_tenants,
             bus=self.bus,
+            not_ready={"leader": "standby: another replica leads, or none yet"},
         )
-        await self._set_serving(False)
-        # A replica restarted under the same id (a pod, `switchboard run`) takes its lease back
-        # at once; otherwise it leads as soon as the lease is free.
-        if await self._lease.holder() == self.replica:
-            with contextlib.suppress(Exception):
-                await self._lease.kv.delete(self._lease.key)
         self._replica_task = asyncio.create_task(self._replica())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.led.wait(), 2.0)  # a lone replica is ready at once
@@ -132,47 +141,81 @@ class RouterApp:
         )
 
     async def _load(self) -> None:
-        assert self.router and self._journal and self._snapshots and self.config
-        engine, seq = await recover(self._journal, self._snapshots, self.config)
-        self.router.engine = engine
-        self.router.applied_seq = seq
+        """The engine as the journal has it: the newest snapshot plus every entry after it."""
+        assert self.router and self._journal and self._snapshots
+        engine, seq = await recover(self._journal, self._snapshots)
+        self.router.reset(engine, seq)
         async for entry in self._journal.read(seq):
             self.router.apply_entry(entry)
         logger.info("router state recovered to journal sequence %d", self.router.applied_seq)
 
     async def _replica(self) -> None:
+        """Lead or follow, for as long as the process runs; each term ends with a step-down."""
         assert self.router and self._journal and self._lease
         while True:
-            await lead_or_follow(self.router, self._journal, self._lease, self._became_leader)
             lost = asyncio.Event()
-            self.router.on_fenced = lost.set
-            self._tasks.append(asyncio.create_task(keep_lease(self.router, self._lease, lost.set)))
-            await lost.wait()
+
+            def doubted(why: str, lost: asyncio.Event = lost) -> None:
+                lost.set()
+
+            self.router.on_doubt = doubted
+            try:
+                await lead_or_follow(self.router, self._journal, self._lease, self._became_leader)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("router replica could not take the lead: %r", exc)
+                self.router.step_down(f"taking the lead failed: {exc!r}", cause="start")
+            if self.router.leader:
+                self._tasks.append(asyncio.create_task(keep_lease(self.router, self._lease)))
+                self._tasks.append(asyncio.create_task(self._watchdog()))
+                await lost.wait()
             await self._step_down()
 
     async def _became_leader(self) -> None:
-        assert self.router and self.config
+        assert self.router and self.config and self._lease
         router = self.router
+        # A new term: offer ids carry it, so no id repeats across leaders or restarts.
+        await router.run("begin_term", self._lease.revision)
         await router.run("disconnect_all")
         await router.run("apply_file_config", self.config)
         await router.republish_recent()
-        self.consumer_bus = await Bus.connect(self.settings.nats_url, source="router")
-        nats_consumer.subscribe(self.consumer_bus, router, self.settings.consumer_name)
+        self.consumer_bus = await Bus.connect(
+            self.settings.nats_url, source="router", replicas=self.settings.nats_stream_replicas
+        )
+        nats_consumer.subscribe(
+            self.consumer_bus,
+            router,
+            self.settings.consumer_name,
+            ConsumerOptions(ack_wait=self.settings.consumer_ack_wait_seconds),
+        )
         await self.consumer_bus.start()
         self._tasks.append(asyncio.create_task(router.tick_forever()))
         self._tasks.append(asyncio.create_task(self._snapshot_loop()))
+        if not router.leader:
+            raise Unavailable("stepped down while taking the lead")
         await self._set_serving(True)
         self.led.set()
         logger.info("router replica %s leads group %s", self.replica, self.settings.group)
 
     async def _step_down(self) -> None:
+        """Stop leading, then re-read the journal until it can be read (NATS may be down)."""
         assert self.router
-        logger.warning("router replica %s steps down", self.replica)
         self.router.leader = False
         self.led.clear()
-        await self._set_serving(False)
+        await self._set_serving(False, "standby: re-reading the journal")
         await self._stop_leading()
-        await self._load()
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.wait_for(self._load(), 30)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("router cannot re-read its journal yet: %r", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _stop_leading(self) -> None:
         for task in self._tasks:
@@ -183,8 +226,48 @@ class RouterApp:
         if self.router:
             self.router.close_streams()
         if self.consumer_bus:
-            await self.consumer_bus.drain()
-            self.consumer_bus = None
+            bus, self.consumer_bus = self.consumer_bus, None
+            await _bounded(bus.drain(), 15, "consumer drain")
+
+    async def _watchdog(self) -> None:
+        """Step down when the consumer has stopped moving while events wait for it (a leader
+        that cannot route must hand over, not sit on the lease): undelivered events whose
+        delivery has not advanced for `watchdog_seconds`, or delivered ones whose acks have not
+        advanced for the ack wait (after which they are redelivered) plus `watchdog_seconds`."""
+        assert self.router and self.bus
+        limit = self.settings.watchdog_seconds
+        ack_limit = self.settings.consumer_ack_wait_seconds + limit
+        interval = max(0.2, min(1.0, limit / 5))
+        stream = events.spec_for(events_pb2.ContactCreated).stream
+        durable = self.settings.consumer_name
+        now = answered_at = time.monotonic()
+        delivered, delivered_at = -1, now
+        floor, floor_at = -1, now
+        while self.router.leader:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            try:
+                info = await asyncio.wait_for(self.bus.js.consumer_info(stream, durable), 2)
+            except Exception as exc:
+                if now - answered_at > limit:
+                    self.router.step_down(
+                        f"consumer {durable} unreadable for {limit:.0f}s: {exc!r}",
+                        cause="watchdog",
+                    )
+                    return
+                continue
+            answered_at = now
+            if not info.num_pending or info.delivered.stream_seq != delivered:
+                delivered, delivered_at = info.delivered.stream_seq or 0, now
+            if not info.num_ack_pending or info.ack_floor.stream_seq != floor:
+                floor, floor_at = info.ack_floor.stream_seq or 0, now
+            if now - delivered_at > limit or now - floor_at > ack_limit:
+                self.router.step_down(
+                    f"consumer {durable} has stopped moving ({info.num_pending} undelivered, "
+                    f"{info.num_ack_pending} unacknowledged)",
+                    cause="watchdog",
+                )
+                return
 
     async def _snapshot_loop(self) -> None:
         assert self.router and self._snapshots
@@ -193,35 +276,34 @@ class RouterApp:
             if self.router.entries_since_snapshot:
                 try:
                     seq = await self.router.snapshot(self._snapshots)
-                    logger.info("router snapshot written at journal sequence %d", seq)
+                    if seq is not None:
+                        logger.info("router snapshot written at journal sequence %d", seq)
                 except Exception:
                     logger.exception("router snapshot failed; the journal still has everything")
 
-    async def _set_serving(self, serving: bool) -> None:
-        if self._health is None:
-            return
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in (SERVICE, ADMIN):
-            await self._health.set(name, status)
+    async def _set_serving(self, serving: bool, why: str = "") -> None:
+        if self.readiness is not None:
+            await self.readiness.set("leader", serving, why)
 
     async def stop(self) -> None:
-        """Drain and stop; every step is bounded, so a stuck one cannot hold the process."""
-        if self._replica_task:
-            self._replica_task.cancel()
-            await _bounded(self._replica_task, 5, "replica task")
+        """Hand over and stop; every step is bounded, so a stuck one cannot hold the process.
+        NOT_SERVING first (this replica decides nothing more), then the decisions in flight are
+        settled and the lease released, so the standby leads at once, not at the lease's
+        expiry; draining the consumer and closing streams come after."""
         was_leader = self.is_leader
         if self.router:
             self.router.leader = False
+        self.led.clear()
+        await self._set_serving(False, "stopping")
+        if self._replica_task:
+            self._replica_task.cancel()
+            await _bounded(self._replica_task, 5, "replica task")
+        if was_leader and self.router and self._lease:
+            await _bounded(self.router.settled(), 5, "decisions in flight")
+            await _bounded(self._lease.release(), 5, "lease release")
         await _bounded(self._stop_leading(), 20, "leading tasks and consumer")
         if self.server:
             await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
-        if was_leader and self._lease:
-            # The standby takes over now, not at the lease's expiry.
-            await _bounded(self._lease.release(), 5, "lease release")
         if self.bus:
             await _bounded(self.bus.drain(), 20, "NATS drain")
 

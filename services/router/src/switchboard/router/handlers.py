@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.core import telemetry
 from switchboard.core.errors import DomainError, InvalidArgument, Unavailable
+from switchboard.router import metrics
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.config import RouterConfig
 from switchboard.router.journal import Entry, Fenced, Journal, Lease, Snapshots
@@ -33,7 +34,12 @@ REPUBLISH = 2000  # decisions a new leader publishes again, in case the old one 
 
 
 class ManualClock:
-    """The engine's clock: set from the wall clock for each input, from the journal on replay."""
+    """The engine's clock: set from the wall clock for each input, from the journal on replay.
+
+    A new engine's clock starts at zero, not at the wall clock: replaying a journal must run each
+    entry at the time it was decided, and a clock already at "now" would pin every replayed
+    entry to the time of the replay (so time-dependent choices, like the longest-idle agent,
+    would come out differently)."""
 
     def __init__(self, now: float = 0.0) -> None:
         self.now = now
@@ -45,8 +51,24 @@ class ManualClock:
         self.now = max(self.now, t)
 
 
-def new_engine(config: RouterConfig) -> eng.Engine:
-    return eng.Engine(ManualClock(time.time()), config)
+def new_engine(config: RouterConfig | None = None) -> eng.Engine:
+    """A fresh engine. Recovery starts from an empty configuration: the configuration the journal
+    recorded (``apply_file_config`` entries) is the one replay must use, not today's file."""
+    return eng.Engine(ManualClock(0.0), config or RouterConfig({}))
+
+
+def decision_check(effects: list[eng.Effect]) -> tuple[str, ...]:
+    """What an input decided that others rely on (offers and assignments, by id), kept with its
+    journal entry so that a replay can prove it reached the same decisions."""
+    check: list[str] = []
+    for effect in effects:
+        if isinstance(effect, eng.Offered):
+            check.append(f"o:{effect.offer.offer_id}:{effect.offer.agent_id}")
+        elif isinstance(effect, eng.Assigned):
+            check.append(f"a:{effect.contact.contact_id}:{effect.agent.agent_id}")
+        elif isinstance(effect, eng.Ended):
+            check.append(f"e:{effect.contact.contact_id}")
+    return tuple(check)
 
 
 def _ts(seconds: float) -> Timestamp:
@@ -68,14 +90,18 @@ class Router:
         self.journal = journal
         self.wall = wall
         self.leader = journal is None
-        self.on_fenced: Callable[[], None] = lambda: None
+        # Called once when this replica must stop leading: it lost the lease, was fenced out of
+        # the journal, or cannot be sure what the journal or the bus holds (a write timed out).
+        self.on_doubt: Callable[[str], None] = lambda why: None
         self._lock = asyncio.Lock()
         self._streams: dict[tuple[str, str], asyncio.Queue[router_pb2.Offer | None]] = {}
         self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Future[Any]] = set()
+        self._published: asyncio.Future[list[asyncio.Future[Any]]] | None = None
+        self._term = 0  # bumped at every step-down: a publication of an older term is dropped
         self._recent: deque[tuple[float, eng.Effect]] = deque(maxlen=REPUBLISH)
         self.entries_since_snapshot = 0
         self.applied_seq = 0
+        self.divergences = 0  # replayed entries whose decisions differ from what was recorded
 
     @property
     def clock(self) -> ManualClock:
@@ -86,36 +112,97 @@ class Router:
     # ---- inputs ----------------------------------------------------------------------------------
 
     async def run(self, name: str, *args: Any) -> Any:
-        """Run one engine input and carry out its effects, in decision order."""
+        """Run one engine input and carry out its effects, in decision order.
+
+        The input is journaled first; its events go out only once JetStream has the journal
+        entry, in the order the inputs were decided, so nothing is ever published that a
+        replay of the journal would not decide again. Journal appends are pipelined: the lock is
+        held only to decide and send, never while waiting for an ack."""
         if not self.leader:
             raise Unavailable("this router replica is the standby; the leader takes requests")
         async with self._lock:
+            if not self.leader:
+                raise Unavailable("this router replica stepped down; the leader takes requests")
+            if self.journal is not None and not self.journal.connected:
+                # Refused before the engine changes anything: nothing to resolve afterwards.
+                raise Unavailable("the router cannot reach its journal (NATS); try again")
             self.clock.advance(self.wall())
             at = self.clock.now
             result = getattr(self.engine, name)(*args)  # a DomainError here changed nothing
             effects: list[eng.Effect] = result[1] if isinstance(result, tuple) else result
-            journaled = None
+            written: asyncio.Future[Any] | None = None
             if self.journal is not None:
-                journaled = await self.journal.append(name, at, args)
-                self._inflight.add(journaled)
-                journaled.add_done_callback(self._inflight.discard)
+                try:
+                    written = await self.journal.append(name, at, args, decision_check(effects))
+                except Exception as exc:  # the engine moved on without its journal entry
+                    self.step_down(f"journal append failed: {exc!r}")
+                    raise Unavailable("this router replica lost its journal; try again") from None
                 self.entries_since_snapshot += 1
-            for effect in effects:
-                await self.notifier.publish(effect, at)
-            acks = self.notifier.take_pending()
-        # Sent in order under the lock; JetStream's acks are awaited outside it, so one slow ack
-        # does not hold up the next decision. A failed ack fails this call (and so its caller).
-        if journaled is not None:
-            try:
-                await journaled
-            except Fenced:
-                self._fenced()
-                raise Unavailable("this router replica lost the lead") from None
+            publication = asyncio.ensure_future(
+                self._publish_in_order(self._published, written, effects, at, self._term)
+            )
+            self._published = publication
+        acks = await publication
         if acks:
-            await asyncio.gather(*acks)
+            outcomes = await asyncio.gather(*acks, return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                # Journaled but maybe not published: a new term republishes the recent decisions.
+                self.step_down(f"publishing decisions failed: {failed[0]!r}")
+                raise Unavailable("the router could not publish its decision; try again")
         self._deliver(effects)
         self._wake.set()
         return result
+
+    async def _publish_in_order(
+        self,
+        previous: asyncio.Future[Any] | None,
+        written: asyncio.Future[Any] | None,
+        effects: list[eng.Effect],
+        at: float,
+        term: int,
+    ) -> list[asyncio.Future[Any]]:
+        if written is not None:
+            try:
+                await written
+            except Fenced as exc:
+                self.step_down(str(exc), cause="fenced")
+                raise Unavailable("this router replica lost the lead") from None
+            except Exception as exc:
+                # Unknown outcome (no ack in time, connection lost): the journal, re-read after
+                # stepping down, says whether the entry landed.
+                self.step_down(f"journal write failed: {exc!r}")
+                raise Unavailable("this router replica lost its journal; try again") from None
+        if previous is not None:
+            try:
+                await previous
+            except Exception:
+                raise Unavailable("an earlier decision was not published; try again") from None
+        if term != self._term:
+            raise Unavailable("this router replica stepped down; try again")
+        for effect in effects:
+            await self.notifier.publish(effect, at)
+        return self.notifier.take_pending()
+
+    def step_down(self, why: str, cause: str = "doubt") -> None:
+        """Stop deciding: the journal or the bus may not hold what this replica believes."""
+        if self.leader:
+            logger.critical("router replica steps down: %s", why)
+            metrics.STEP_DOWNS.labels(cause).inc()
+        self.leader = False
+        self._term += 1
+        self.on_doubt(why)
+
+    async def settled(self) -> bool:
+        """Wait until every input decided so far is journaled and published; False if any failed."""
+        last = self._published
+        if last is None:
+            return True
+        try:
+            await last
+        except Exception:
+            return False
+        return True
 
     def _deliver(self, effects: list[eng.Effect]) -> None:
         for effect in effects:
@@ -137,12 +224,6 @@ class Router:
                 step=offer.step,
             )
         )
-
-    def _fenced(self) -> None:
-        if self.leader:
-            logger.critical("another router replica wrote to the journal: stepping down")
-        self.leader = False
-        self.on_fenced()
 
     def now(self) -> float:
         """The current time for read-only views (statistics, positions)."""
@@ -246,20 +327,38 @@ class Router:
     # ---- recovery, standby, snapshots --------------------------------------------------------
 
     def apply_entry(self, entry: Entry) -> None:
-        """Replay one journal entry (a standby, or recovery after a restart)."""
+        """Replay one journal entry (a standby, or recovery after a restart), in journal time."""
         self.clock.advance(entry.at)
         try:
             result = getattr(self.engine, entry.name)(*entry.args)
         except DomainError:
             result = []  # it failed for the leader too, and changed nothing
         effects = result[1] if isinstance(result, tuple) else result
+        if entry.check is not None and decision_check(effects) != entry.check:
+            self.divergences += 1
+            metrics.REPLAY_DIVERGENCES.inc()
+            logger.error(
+                "journal entry %d (%s) replayed to other decisions than were published: %s != %s",
+                entry.seq,
+                entry.name,
+                decision_check(effects),
+                entry.check,
+            )
         for effect in effects:
             self._recent.append((entry.at, effect))
         self.applied_seq = entry.seq
 
+    def reset(self, engine: eng.Engine, seq: int) -> None:
+        """Start over from `engine` at journal sequence `seq` (recovery, after stepping down)."""
+        self.engine = engine
+        self.applied_seq = seq
+        self._published = None
+        self.entries_since_snapshot = 0
+
     async def republish_recent(self) -> None:
-        """A new leader publishes the last decisions again: the old leader may have died after
-        journaling them but before publishing. Event ids make the repeats harmless."""
+        """A new leader publishes the last decisions again: the old leader (or this replica, in
+        an earlier term) may have journaled them but not published them. Event ids make the
+        repeats harmless."""
         recent, self._recent = list(self._recent), deque(maxlen=REPUBLISH)
         for at, effect in recent:
             if isinstance(effect, eng.Queued | eng.Offered | eng.Assigned | eng.Ended):
@@ -268,11 +367,12 @@ class Router:
         if acks:
             await asyncio.gather(*acks)
 
-    async def snapshot(self, snapshots: Snapshots) -> int:
-        """Write the engine's state and the journal sequence it covers."""
+    async def snapshot(self, snapshots: Snapshots) -> int | None:
+        """Write the engine's state and the journal sequence it covers (None: not now, an input
+        is still in doubt)."""
         async with self._lock:
-            if self._inflight:
-                await asyncio.gather(*list(self._inflight), return_exceptions=True)
+            if not self.leader or not await self.settled():
+                return None
             assert self.journal is not None
             seq = self.journal.last_seq
             data = pickle.dumps(self.engine, protocol=pickle.HIGHEST_PROTOCOL)
@@ -281,18 +381,16 @@ class Router:
         return seq
 
 
-async def recover(
-    journal: Journal, snapshots: Snapshots, config: RouterConfig
-) -> tuple[eng.Engine, int]:
-    """The engine as the journal says it is: the newest snapshot plus every entry after it."""
+async def recover(journal: Journal, snapshots: Snapshots) -> tuple[eng.Engine, int]:
+    """The engine as the journal says it is: the newest snapshot, or an empty engine, to which
+    the caller replays every entry after the returned sequence."""
     loaded = await snapshots.load()
     if loaded is not None:
         data, seq = loaded
         engine: eng.Engine = pickle.loads(data)
         logger.info("router snapshot at journal sequence %d loaded", seq)
-    else:
-        engine, seq = new_engine(config), 0
-    return engine, seq
+        return engine, seq
+    return new_engine(), 0
 
 
 async def lead_or_follow(
@@ -311,7 +409,12 @@ async def lead_or_follow(
                 router.apply_entry(entry)
 
     try:
-        while not await lease.try_acquire():
+        while True:
+            try:
+                if await lease.try_acquire():
+                    break
+            except Exception as exc:  # NATS unreachable: keep following, try again
+                logger.warning("router lease check failed: %r", exc)
             if follower is None or follower.done():
                 follower = asyncio.create_task(follow())
             await asyncio.sleep(poll)
@@ -320,15 +423,21 @@ async def lead_or_follow(
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
-    async for entry in journal.read(router.applied_seq):
-        if entry.seq > router.applied_seq:
-            router.apply_entry(entry)
-    journal.last_seq = max(router.applied_seq, await journal.tail_seq())
+    # Catch up to the end of the journal; read again if it grew meanwhile (a write of this
+    # replica's earlier term that was still buffered when the connection dropped).
+    while True:
+        async for entry in journal.read(router.applied_seq):
+            if entry.seq > router.applied_seq:
+                router.apply_entry(entry)
+        tail = await journal.tail_seq()
+        if tail <= router.applied_seq:
+            break
+    journal.last_seq = router.applied_seq
     router.leader = True
     await became_leader()
 
 
-async def keep_lease(router: Router, lease: Lease, on_lost: Callable[[], None]) -> None:
+async def keep_lease(router: Router, lease: Lease) -> None:
     """Renew the lease at a third of its TTL; a failed renewal is retried until the lease would
     have expired, then the replica steps down (the standby may hold it by then)."""
     interval = max(0.2, lease.ttl / 3)
@@ -345,7 +454,5 @@ async def keep_lease(router: Router, lease: Lease, on_lost: Callable[[], None]) 
             if time.monotonic() - last_ok < lease.ttl * 0.8:
                 logger.warning("router lease %s; retrying", reason)
                 continue
-        logger.critical("router lease lost (%s): stepping down", reason)
-        router.leader = False
-        on_lost()
+        router.step_down(f"router lease lost ({reason})", cause="lease")
         return

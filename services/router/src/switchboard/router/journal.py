@@ -35,8 +35,11 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
+
+from switchboard.core.acks import AckPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -53,26 +56,47 @@ class Fenced(Exception):
 class Entry:
     seq: int
     name: str  # the engine method
-    at: float  # the engine's clock when it ran
+    at: float  # the engine's clock when it ran: replay runs the entry at this time
     args: tuple[Any, ...]
+    check: tuple[str, ...] | None = None  # the offers and assignments it decided (None: unknown)
 
 
-def encode(name: str, at: float, args: tuple[Any, ...]) -> bytes:
-    return pickle.dumps((name, at, args), protocol=pickle.HIGHEST_PROTOCOL)
+def encode(name: str, at: float, args: tuple[Any, ...], check: tuple[str, ...] = ()) -> bytes:
+    return pickle.dumps((name, at, args, check), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode(seq: int, data: bytes) -> Entry:
-    name, at, args = pickle.loads(data)  # written only by router replicas of this deployment
-    return Entry(seq, name, at, args)
+    fields = pickle.loads(data)  # written only by router replicas of this deployment
+    if len(fields) == 3:  # written before entries carried their decisions
+        name, at, args = fields
+        return Entry(seq, name, at, args)
+    name, at, args, check = fields
+    return Entry(seq, name, at, args, tuple(check))
 
 
 class Journal:
-    def __init__(self, js: JetStreamContext, group: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        group: str,
+        acks: AckPublisher,
+        nc: NATS,
+        write_timeout: float = 2.0,
+        replicas: int = 1,
+    ) -> None:
         self.js = js
         self.group = group
+        self.acks = acks
+        self.nc = nc
+        self.write_timeout = write_timeout
+        self.replicas = replicas
         self.stream = f"ROUTER_{group.upper().replace('-', '_')}"
         self.subject = f"router.journal.{group}"
         self.last_seq = 0  # the last sequence this replica knows is in the journal
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
 
     async def ensure(self) -> None:
         config = api.StreamConfig(
@@ -81,6 +105,7 @@ class Journal:
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             max_age=7 * 24 * 3600,
+            num_replicas=self.replicas,
         )
         try:
             await self.js.stream_info(self.stream)
@@ -91,13 +116,20 @@ class Journal:
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
 
-    async def append(self, name: str, at: float, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Send one entry after the ones already sent; the future resolves when JetStream has it."""
+    async def append(
+        self, name: str, at: float, args: tuple[Any, ...], check: tuple[str, ...] = ()
+    ) -> asyncio.Future[Any]:
+        """Send one entry after the ones already sent. The future resolves when JetStream has it;
+        it fails with Fenced if another replica wrote first, and with AckUnknown when no ack
+        came within the write deadline (the entry may or may not be there)."""
         expected = self.last_seq
         self.last_seq += 1
-        headers = {"Nats-Expected-Last-Sequence": str(expected)}
-        future = await self.js.publish_async(
-            self.subject, encode(name, at, args), headers=headers, stream=self.stream
+        headers = {
+            "Nats-Expected-Last-Sequence": str(expected),
+            "Nats-Expected-Stream": self.stream,
+        }
+        future = await self.acks.publish(
+            self.subject, encode(name, at, args, check), headers, timeout=self.write_timeout
         )
         return asyncio.ensure_future(self._checked(future, expected))
 
@@ -154,13 +186,18 @@ class Journal:
 
 
 class Snapshots:
-    def __init__(self, js: JetStreamContext, group: str) -> None:
+    def __init__(self, js: JetStreamContext, group: str, replicas: int = 1) -> None:
         self.js = js
         self.group = group
+        self.replicas = replicas
 
     async def ensure(self) -> None:
-        self.objects = await self.js.create_object_store(SNAPSHOT_BUCKET)
-        self.kv = await self.js.create_key_value(bucket=STATE_BUCKET, history=1)
+        self.objects = await self.js.create_object_store(
+            SNAPSHOT_BUCKET, config=api.ObjectStoreConfig(replicas=self.replicas)
+        )
+        self.kv = await self.js.create_key_value(
+            bucket=STATE_BUCKET, history=1, replicas=self.replicas
+        )
 
     async def save(self, engine_state: bytes, seq: int) -> None:
         name = f"{self.group}-{seq}"
@@ -195,22 +232,43 @@ class Snapshots:
 class Lease:
     """Leader election by compare-and-set on a key that expires unless renewed."""
 
-    def __init__(self, js: JetStreamContext, group: str, replica: str, ttl: float) -> None:
+    def __init__(
+        self, js: JetStreamContext, group: str, replica: str, ttl: float, replicas: int = 1
+    ) -> None:
         self.js = js
         self.key = group
         self.replica = replica
         self.ttl = ttl
+        self.replicas = replicas
         self.revision = 0
 
     async def ensure(self) -> None:
         try:
             self.kv = await self.js.key_value(LEASE_BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            self.kv = await self.js.create_key_value(bucket=LEASE_BUCKET, ttl=self.ttl, history=1)
+            self.kv = await self.js.create_key_value(
+                bucket=LEASE_BUCKET, ttl=self.ttl, history=1, replicas=self.replicas
+            )
 
     async def try_acquire(self) -> bool:
+        """Take the lease if it is free, or take it back if it still names this replica (a
+        restart under the same id, or a step-down to re-read the journal): a new revision
+        either way, so the previous term's renewals fail."""
         try:
             self.revision = await self.kv.create(self.key, self.replica.encode())
+            return True
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self.kv.get(self.key)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        if (entry.value or b"").decode() != self.replica or entry.revision is None:
+            return False
+        try:
+            self.revision = await self.kv.update(
+                self.key, self.replica.encode(), last=entry.revision
+            )
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             return False

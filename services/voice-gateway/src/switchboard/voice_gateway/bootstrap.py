@@ -51,7 +51,9 @@ class VoiceGatewayApp:
         cfg = voice_config.load(s.config_path)
         prompts = Prompts(Path(s.prompts_dir))
         prompts.load(tuple(cfg.prompts))
-        self.bus = await Bus.connect(s.nats_url, source="voice-gateway")
+        self.bus = await Bus.connect(
+            s.nats_url, source="voice-gateway", replicas=s.nats_stream_replicas
+        )
         advertised = s.advertised_host or s.sip_host
         self.sip = TransactionLayer(s.sip_host, advertised)
         self.media = MediaEngine(s.media_host or s.sip_host)

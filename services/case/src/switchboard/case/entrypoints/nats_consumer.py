@@ -7,9 +7,9 @@ from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.v1 import events_pb2
 
 
-def subscribe(bus: Bus, handlers: CaseHandlers, durable: str) -> None:
+def subscribe(bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0) -> None:
     # Each fetched batch is one transaction (see CaseHandlers.batch).
-    options = ConsumerOptions(batch_scope=handlers.batch)
+    options = ConsumerOptions(ack_wait=ack_wait, batch_scope=handlers.batch)
     bus.subscribe(durable, events_pb2.ContactCreated, handlers.on_contact_created, options)
     bus.subscribe(durable, events_pb2.MessageAdded, handlers.on_message_added)
     bus.subscribe(durable, events_pb2.ContactQueued, handlers.on_contact_queued)

@@ -175,13 +175,18 @@ class JetStreamConversations:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> JetStreamConversations:
-        """Create (or bind to) the bucket and the history stream."""
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> JetStreamConversations:
+        """Create (or bind to) the bucket and the history stream, with `replicas` copies."""
         try:
             kv = await js.key_value(KV_BUCKET)
         except (NotFoundError, BadRequestError):
             kv = await js.create_key_value(
-                js_api.KeyValueConfig(bucket=KV_BUCKET, history=1, storage=js_api.StorageType.FILE)
+                js_api.KeyValueConfig(
+                    bucket=KV_BUCKET,
+                    history=1,
+                    storage=js_api.StorageType.FILE,
+                    replicas=replicas,
+                )
             )
         config = js_api.StreamConfig(
             name=HISTORY_STREAM,
@@ -189,6 +194,7 @@ class JetStreamConversations:
             storage=js_api.StorageType.FILE,
             duplicate_window=DEDUPE_WINDOW_SECONDS,
             max_age=HISTORY_MAX_AGE_SECONDS,
+            num_replicas=replicas,
         )
         try:
             await js.stream_info(HISTORY_STREAM)

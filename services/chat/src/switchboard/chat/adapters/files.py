@@ -29,12 +29,13 @@ class FileStore:
         self.obs = obs
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> FileStore:
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> FileStore:
         try:
             obs = await js.object_store(BUCKET)
         except (NotFoundError, BadRequestError):
             obs = await js.create_object_store(
-                BUCKET, config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE)
+                BUCKET,
+                config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE, replicas=replicas),
             )
         return cls(obs)
 

@@ -22,14 +22,17 @@ SENT = "email_sent"
 OBJECTS = "email"
 
 
-async def _kv(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
+async def _kv(js: JetStreamContext, bucket: str, history: int = 1, replicas: int = 1) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):
         try:
             return await js.create_key_value(
                 js_api.KeyValueConfig(
-                    bucket=bucket, history=history, storage=js_api.StorageType.FILE
+                    bucket=bucket,
+                    history=history,
+                    storage=js_api.StorageType.FILE,
+                    replicas=replicas,
                 )
             )
         except BadRequestError:  # created concurrently by another replica
@@ -56,12 +59,12 @@ class EmailState:
         self.sent = sent
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> EmailState:
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> EmailState:
         return cls(
-            await _kv(js, CHECKPOINTS, history=5),
-            await _kv(js, THREADS),
-            await _kv(js, SEEN),
-            await _kv(js, SENT),
+            await _kv(js, CHECKPOINTS, history=5, replicas=replicas),
+            await _kv(js, THREADS, replicas=replicas),
+            await _kv(js, SEEN, replicas=replicas),
+            await _kv(js, SENT, replicas=replicas),
         )
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -127,13 +130,16 @@ class EmailObjects:
         self.obs = obs
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> EmailObjects:
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> EmailObjects:
         try:
             obs = await js.object_store(OBJECTS)
         except (NotFoundError, BadRequestError):
             try:
                 obs = await js.create_object_store(
-                    OBJECTS, config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE)
+                    OBJECTS,
+                    config=js_api.ObjectStoreConfig(
+                        storage=js_api.StorageType.FILE, replicas=replicas
+                    ),
                 )
             except BadRequestError:
                 obs = await js.object_store(OBJECTS)

@@ -32,11 +32,11 @@ class Jobs:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> Jobs:
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> Jobs:
         try:
             kv = await js.key_value(BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(bucket=BUCKET, history=1)
+            kv = await js.create_key_value(bucket=BUCKET, history=1, replicas=replicas)
         return cls(kv)
 
     async def get(self, command_id: str) -> Job | None:

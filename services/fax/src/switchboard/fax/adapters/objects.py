@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 class Objects:
     """Put and get objects by bucket and name; buckets are created on first use."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
         self.js = js
+        self.replicas = replicas  # copies of a bucket created here (NATS_STREAM_REPLICAS)
         self._stores: dict[str, ObjectStore] = {}
 
     async def _store(self, bucket: str, create: bool) -> ObjectStore:
@@ -33,7 +34,9 @@ class Objects:
                     raise NotFound("bucket", bucket) from None
                 store = await self.js.create_object_store(
                     bucket,
-                    ObjectStoreConfig(bucket=bucket, storage=StorageType.FILE),
+                    ObjectStoreConfig(
+                        bucket=bucket, storage=StorageType.FILE, replicas=self.replicas
+                    ),
                 )
             self._stores[bucket] = store
         return store

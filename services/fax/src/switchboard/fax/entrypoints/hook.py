@@ -74,10 +74,15 @@ async def hand_over(
     bucket = env.get("FAX_BUCKET", "fax-documents")
     fax_id = fax_id_for("hook", origin.device, origin.comm_id, origin.reference, data)
 
+    # The hook never declares what the services have not: unset, existing streams keep theirs.
+    replicas = int(env.get("NATS_STREAM_REPLICAS", "0") or 0) or None
+
     async def run() -> None:
-        bus = await Bus.connect(env.get("NATS_URL", "nats://127.0.0.1:4222"), source="fax-hook")
+        url = env.get("NATS_URL", "nats://127.0.0.1:4222")
+        bus = await Bus.connect(url, source="fax-hook", replicas=replicas)
         try:
-            await accept(Objects(bus.js), FaxNotifier(bus), bucket, tenant, fax_id, data, origin)
+            objects = Objects(bus.js, replicas or 1)
+            await accept(objects, FaxNotifier(bus), bucket, tenant, fax_id, data, origin)
         finally:
             await bus.drain()
 

@@ -417,6 +417,7 @@ class Engine:
         self._reqs_version = 0
         self._seq = itertools.count()
         self._offer_seq = 0
+        self.term = 0  # the leader's term (see begin_term); part of every offer id
 
     # ---- tenants and configuration -----------------------------------------------------------
 
@@ -600,6 +601,13 @@ class Engine:
             effects += self._withdraw(agent.offer_id, "agent disconnected")
         self._refresh(agent)
         return effects + self._match_agent(agent)
+
+    def begin_term(self, term: int) -> list[Effect]:
+        """A replica takes the lead (`term` increases with every taking, e.g. the lease's
+        revision). Offer ids carry it, so even a decision that was never journaled cannot have
+        its id reused by a later leader for another offer."""
+        self.term = max(getattr(self, "term", 0), term)
+        return []
 
     def disconnect_all(self) -> list[Effect]:
         """A new leader: no agent's stream survived the old one."""
@@ -922,7 +930,8 @@ class Engine:
 
     def _offer(self, agent: Agent, c: Contact, via_step: bool, attempt: Attempt | None) -> Offered:
         self._offer_seq += 1
-        offer_id = f"of-{self._offer_seq:08x}-{c.contact_id[:12]}"
+        term = getattr(self, "term", 0)  # engines pickled before terms had none
+        offer_id = f"of-{term:x}-{self._offer_seq:08x}-{c.contact_id[:12]}"
         cfg = self.tenant(c.tenant).config
         offer = Offer(
             offer_id=offer_id,

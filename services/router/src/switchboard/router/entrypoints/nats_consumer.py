@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from switchboard.core.bus import Bus
+from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.router.handlers import Router
 from switchboard.v1 import events_pb2
 
 
-def subscribe(bus: Bus, router: Router, durable: str) -> None:
-    bus.subscribe(durable, events_pb2.ContactCreated, router.on_contact_created)
-    bus.subscribe(durable, events_pb2.ContactAbandoned, router.on_contact_abandoned)
-    bus.subscribe(durable, events_pb2.ContactEnded, router.on_contact_ended)
-    bus.subscribe(durable, events_pb2.ContactTransferred, router.on_contact_transferred)
-    bus.subscribe(durable, events_pb2.ContactHeld, router.on_contact_held)
+def subscribe(
+    bus: Bus, router: Router, durable: str, options: ConsumerOptions | None = None
+) -> None:
+    bus.subscribe(durable, events_pb2.ContactCreated, router.on_contact_created, options)
+    bus.subscribe(durable, events_pb2.ContactAbandoned, router.on_contact_abandoned, options)
+    bus.subscribe(durable, events_pb2.ContactEnded, router.on_contact_ended, options)
+    bus.subscribe(durable, events_pb2.ContactTransferred, router.on_contact_transferred, options)
+    bus.subscribe(durable, events_pb2.ContactHeld, router.on_contact_held, options)

@@ -1,0 +1,338 @@
+"""The router under the faults an operator meets, with a real nats-server and real gRPC:
+
+- killed before its first snapshot and restarted hours later, it replays its journal in journal
+  time to exactly the state and offers it had and published;
+- a nats-server that stops answering while journal writes are in flight, then restarts, leaves a
+  router that steps down, re-reads its journal and routes again;
+- a standby is NOT_SERVING across a NATS restart, the leader SERVING again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from nats.js import api as js_api
+
+from switchboard.core import events
+from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import NatsServer
+from switchboard.router import metrics
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.domain import engine as eng
+from switchboard.router.settings import RouterSettings
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2
+
+SECRET = "router-faults-secret"
+
+
+def created(cid: str, language: str = "ko") -> events_pb2.ContactCreated:
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"),
+        contact=contact_pb2.Contact(
+            contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT, language=language
+        ),
+    )
+
+
+SERVICE = "switchboard.v1.RouterService"
+
+
+def router_app(nats_url: str, replica: str, **extra: Any) -> RouterApp:
+    settings: dict[str, Any] = {
+        "NATS_URL": nats_url,
+        "ROUTER_GRPC_PORT": 0,
+        "SWITCHBOARD_AUTH_SECRET": SECRET,
+        "SWITCHBOARD_REPLICA_ID": replica,
+        "ROUTER_LEASE_TTL_SECONDS": 2.0,
+        "ROUTER_SNAPSHOT_INTERVAL_SECONDS": 3600,  # no snapshot: the journal alone
+        "ROUTER_ACCEPT_TIMEOUT_SECONDS": 1.0,
+        "ROUTER_JOURNAL_WRITE_TIMEOUT_SECONDS": 1.0,
+        **extra,
+    }
+    return RouterApp(RouterSettings(**settings))
+
+
+def state(engine: eng.Engine) -> dict[str, Any]:
+    """What the router knows about contacts, offers and agents' work, in comparable form."""
+    return {
+        "contacts": {
+            cid: (c.status.name, c.agent_id, c.offer_id, c.queued_at, c.assigned_at)
+            for cid, c in engine.contacts.items()
+        },
+        "ended": sorted(engine.history),
+        "offers": {
+            o.offer_id: (o.agent_id, o.contact_id, o.expires_at) for o in engine.offers.values()
+        },
+        "active": {a.agent_id: sorted(a.active) for a in engine.agents.values()},
+        "offer_seq": engine._offer_seq,
+    }
+
+
+def decided_offers(engine: eng.Engine) -> set[tuple[str, str, str]]:
+    """(offer id, agent, contact) of every offer the engine made, ended contacts included."""
+    contacts = [*engine.contacts.values(), *(c for c, _ in engine.history.values())]
+    return {
+        (a.offer_id, a.agent_id, c.contact_id)
+        for c in contacts
+        for a in c.decision.attempts
+        if a.offer_id
+    }
+
+
+async def published_offers(bus: Bus) -> set[tuple[str, str, str]]:
+    sub = await bus.js.pull_subscribe(
+        "routing.acme.offered",
+        stream="EVENTS",
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
+    out: set[tuple[str, str, str]] = set()
+    while True:
+        try:
+            msgs = await sub.fetch(100, timeout=1)
+        except Exception:
+            break
+        for m in msgs:
+            event = events_pb2.ContactOffered.FromString(m.data)
+            out.add((event.offer_id, event.agent_id, event.contact_id))
+    await sub.unsubscribe()
+    return out
+
+
+async def test_a_journal_replayed_hours_later_gives_the_same_state_and_offers(
+    nats_url: str, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = router_app(nats_url, "router-a")
+    await app.start()
+    target = f"127.0.0.1:{app.port}"
+    first = AgentClient(target, SECRET, "acme", "ko-1")
+    second = AgentClient(target, SECRET, "acme", "ko-2")
+    try:
+        await first.sign_in({"ko": 5})
+        await asyncio.sleep(0.3)
+        await second.sign_in({"ko": 5})
+        await bus.publish(created("c1"))
+        ignored = await first.next_offer()  # the longest idle agent; it lets the offer expire
+        assert ignored.contact.contact_id == "c1"
+        offer = await second.next_offer()  # re-offered after the 1 s accept timeout
+        assert offer.contact.contact_id == "c1"
+        await second.accept(offer)
+        await bus.publish(created("c2"))
+        offer = await first.next_offer()
+        await first.accept(offer)
+        await first.stub.WrapUp(router_pb2.WrapUpRequest(agent_id="ko-1", contact_id="c2"))
+        await bus.publish(created("c3"))
+        offer = await first.next_offer()
+        await first.accept(offer)
+        assert app.router is not None
+        before = state(app.router.engine)
+        published = await published_offers(bus)
+        assert published == decided_offers(app.router.engine)
+        assert not app.router.engine.offers  # nothing live: the restart's timers change nothing
+    finally:
+        await first.close()
+        await second.close()
+        await app.kill()  # before any snapshot: recovery is the journal alone
+
+    # Three hours later.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3 * 3600)
+    again = router_app(nats_url, "router-a")
+    await again.start()
+    try:
+        assert again.is_leader and again.router is not None
+        assert getattr(again.router, "divergences", 0) == 0
+        assert state(again.router.engine) == before
+        assert decided_offers(again.router.engine) == published
+        # New offers never reuse an id published before the restart.
+        agent = AgentClient(f"127.0.0.1:{again.port}", SECRET, "acme", "ko-3")
+        await agent.sign_in({"ko": 5})
+        await bus.publish(created("c4"))
+        offer = await agent.next_offer()
+        assert offer.offer_id not in {o for o, _, _ in published}
+        await agent.close()
+    finally:
+        await again.stop()
+
+
+@pytest.fixture
+async def restartable_nats(tmp_path: Any) -> AsyncIterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    if server.proc is not None:
+        with_suppressed = server.proc
+        try:
+            os.kill(with_suppressed.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    server.stop()
+
+
+async def routes(agent: AgentClient, bus: Bus, contact_id: str, within: float) -> None:
+    """Publish a contact (again until JetStream takes it) and see the agent get and accept it."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await bus.publish(created(contact_id), timeout=2)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "JetStream never took the contact"
+            await asyncio.sleep(0.2)
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{contact_id} was never offered"
+        try:
+            offer = await agent.next_offer(timeout=remaining)
+        except TimeoutError:
+            raise AssertionError(f"{contact_id} was never offered") from None
+        if offer.contact.contact_id != contact_id:
+            continue  # a contact of before the outage, offered again: take it too
+        await agent.accept(offer)
+        return
+
+
+async def reconnecting_agent(target: str, agent_id: str, within: float) -> AgentClient:
+    """An agent that opens its offer stream again once the router leads again."""
+    deadline = time.monotonic() + within
+    while True:
+        agent = AgentClient(target, SECRET, "acme", agent_id)
+        try:
+            await agent.open_stream()
+            return agent
+        except Exception:
+            await agent.close()
+            assert time.monotonic() < deadline, f"{agent_id} could not reconnect"
+            await asyncio.sleep(0.2)
+
+
+async def test_nats_stopping_mid_journal_write_then_restarting_leaves_a_routing_router(
+    restartable_nats: NatsServer,
+) -> None:
+    nats_server = restartable_nats
+    app = router_app(nats_server.url, "router-a", ROUTER_ACCEPT_TIMEOUT_SECONDS=30.0)
+    await app.start()
+    bus = await Bus.connect(nats_server.url, source="test")
+    target = f"127.0.0.1:{app.port}"
+    agent = AgentClient(target, SECRET, "acme", "ko-1")
+    try:
+        await agent.sign_in({"ko": 5}, capacity={contact_pb2.CHANNEL_CHAT: 50})
+        await routes(agent, bus, "before", within=10)
+        assert app.router is not None
+        # Journal writes in flight when the server dies: they reach a server that has stopped
+        # answering, which is then killed and restarted; their acks never come.
+        assert nats_server.proc is not None
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        calls = [
+            asyncio.ensure_future(
+                agent.stub.SetPresence(
+                    router_pb2.SetPresenceRequest(
+                        agent_id="ko-1", presence=router_pb2.PRESENCE_AVAILABLE
+                    ),
+                    timeout=10,
+                )
+            )
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(nats_server.kill)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(nats_server.start)
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        # Refused as UNAVAILABLE once their outcome is in doubt (the client tries again), not
+        # left hanging until the caller's deadline.
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        assert failures
+        assert {o.code() for o in failures if isinstance(o, grpc.aio.AioRpcError)} == {
+            grpc.StatusCode.UNAVAILABLE
+        }, failures
+
+        await asyncio.wait_for(app.led.wait(), 30)
+        assert await sb_grpc.check_health(target, service=SERVICE) == "SERVING"
+        await agent.close()
+        agent = await reconnecting_agent(target, "ko-1", within=30)
+        await routes(agent, bus, "after", within=30)
+        assert getattr(app.router, "divergences", 0) == 0
+    finally:
+        await agent.close()
+        await app.stop()
+        await bus.drain()
+
+
+async def health(target: str) -> str:
+    return await sb_grpc.check_health(target, service=SERVICE, timeout=1)
+
+
+async def test_the_standby_is_not_serving_across_a_nats_restart(
+    restartable_nats: NatsServer,
+) -> None:
+    nats_server = restartable_nats
+    leader = router_app(nats_server.url, "router-1")
+    standby = router_app(nats_server.url, "router-2")
+    await leader.start()
+    await standby.start()
+    try:
+        assert leader.is_leader and not standby.is_leader
+        leader_target, standby_target = f"127.0.0.1:{leader.port}", f"127.0.0.1:{standby.port}"
+        assert await health(standby_target) == "NOT_SERVING"
+        for kill in (True, False):  # a crash, then a graceful restart
+            await asyncio.to_thread(nats_server.kill if kill else nats_server.stop)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(nats_server.start)
+            seen: set[tuple[str, str]] = set()
+            for _ in range(200):  # 10 s: the reconnects happen, the leader leads again
+                pair = (await health(leader_target), await health(standby_target))
+                seen.add(pair)
+                if pair == ("SERVING", "NOT_SERVING") and leader.bus and leader.bus.nc.is_connected:
+                    if standby.bus and standby.bus.nc.is_connected:
+                        break
+                await asyncio.sleep(0.05)
+            assert (await health(leader_target), await health(standby_target)) == (
+                "SERVING",
+                "NOT_SERVING",
+            )
+            assert all(s == "NOT_SERVING" for _, s in seen), seen
+    finally:
+        await standby.stop()
+        await leader.stop()
+
+
+async def test_a_leader_whose_consumer_stopped_moving_steps_down_and_routes_again(
+    nats_url: str, bus: Bus
+) -> None:
+    app = router_app(
+        nats_url, "router-a", ROUTER_WATCHDOG_SECONDS=1.0, ROUTER_CONSUMER_ACK_WAIT_SECONDS=2.0
+    )
+    await app.start()
+    target = f"127.0.0.1:{app.port}"
+    agent = AgentClient(target, SECRET, "acme", "ko-1")
+    try:
+        await agent.sign_in({"ko": 5}, capacity={contact_pb2.CHANNEL_CHAT: 5})
+        await routes(agent, bus, "before", within=10)
+        assert app.consumer_bus is not None
+        for consumer in app.consumer_bus._consumers.values():  # the consumer's loop dies
+            assert consumer.task is not None
+            consumer.task.cancel()
+        watchdog = metrics.STEP_DOWNS.labels("watchdog")
+        before = watchdog._value.get()
+        await bus.publish(created("stuck"))
+        for _ in range(200):  # the watchdog sees events waiting and nothing moving
+            if watchdog._value.get() > before:
+                break
+            await asyncio.sleep(0.05)
+        assert watchdog._value.get() > before
+        await asyncio.wait_for(app.led.wait(), 20)  # the lease is still its own: it leads again
+        await agent.close()
+        agent = await reconnecting_agent(target, "ko-1", within=20)
+        offer = await agent.next_offer(timeout=20)
+        assert offer.contact.contact_id == "stuck"
+    finally:
+        await agent.close()
+        await app.stop()
