@@ -270,16 +270,24 @@ class RouterApp:
                 return
 
     async def _snapshot_loop(self) -> None:
+        """A snapshot every `snapshot_interval_seconds`, or sooner once `snapshot_entries` inputs
+        were journaled: recovery and a step-down replay at most that many entries."""
         assert self.router and self._snapshots
+        s = self.settings
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.snapshot_interval_seconds)
-            if self.router.entries_since_snapshot:
-                try:
-                    seq = await self.router.snapshot(self._snapshots)
-                    if seq is not None:
-                        logger.info("router snapshot written at journal sequence %d", seq)
-                except Exception:
-                    logger.exception("router snapshot failed; the journal still has everything")
+            await asyncio.sleep(min(1.0, s.snapshot_interval_seconds))
+            entries = self.router.entries_since_snapshot
+            due = time.monotonic() - last >= s.snapshot_interval_seconds
+            if not entries or not (due or entries >= s.snapshot_entries):
+                continue
+            last = time.monotonic()
+            try:
+                seq = await self.router.snapshot(self._snapshots)
+                if seq is not None:
+                    logger.info("router snapshot written at journal sequence %d", seq)
+            except Exception:
+                logger.exception("router snapshot failed; the journal still has everything")
 
     async def _set_serving(self, serving: bool, why: str = "") -> None:
         if self.readiness is not None:

@@ -16,6 +16,8 @@ class RouterSettings(ServiceSettings):
     group: str = Field("default", alias="ROUTER_GROUP", pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
     lease_ttl_seconds: float = Field(3.0, alias="ROUTER_LEASE_TTL_SECONDS", gt=0.5)
     snapshot_interval_seconds: float = Field(30.0, alias="ROUTER_SNAPSHOT_INTERVAL_SECONDS", gt=0)
+    # ...or sooner, after this many journal entries, so a recovery never replays more.
+    snapshot_entries: int = Field(5000, alias="ROUTER_SNAPSHOT_ENTRIES", gt=0)
     # A journal write with no ack within this is in doubt: the leader steps down and re-reads.
     journal_write_timeout_seconds: float = Field(
         2.0, alias="ROUTER_JOURNAL_WRITE_TIMEOUT_SECONDS", gt=0
