@@ -5,6 +5,8 @@ SHELL := /bin/bash
 # uv itself comes from PyPI when it is not installed yet.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
+# `make chaos`: every fault, single server and three-node cluster (see tests/chaos/run.py --help).
+CHAOS_ARGS ?= --contacts 3000 --rate 100 --agents 16 --cluster
 MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 	-p switchboard.router -p switchboard.case -p switchboard.chat \
 	-p switchboard.voice_gateway -p switchboard.email_ingest -p switchboard.fax
@@ -14,7 +16,7 @@ SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tessera
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
 	kamailio
 
-.PHONY: help uv sync proto proto-check lint format test run bench simulate system-deps
+.PHONY: help uv sync proto proto-check lint format test run bench simulate chaos system-deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,6 +56,9 @@ run: sync system-deps ## start the whole platform on the embedded defaults
 
 bench: sync ## end-to-end and raw-transport figures, written to bench-results.json
 	@$(UV) run --locked python bench/run.py
+
+chaos: sync ## kill and restart every process under load, then check every contact (CHAOS_ARGS)
+	@$(UV) run --locked python tests/chaos/run.py $(CHAOS_ARGS)
 
 simulate: sync ## routing simulation vs Erlang C and a naive router: table, simulation.png
 	@$(UV) run --locked python -m switchboard.router.simulate $(SIMULATE_ARGS)
