@@ -246,10 +246,10 @@ async def test_stalled_mailbox_turns_health_not_serving_and_says_why(
     async def health() -> str:
         return await sb_grpc.check_health(target)
 
-    await until(lambda: app._serving is True)
+    await until(lambda: app.readiness is not None and app.readiness.serving)
     assert await health() == "SERVING"
     await asyncio.to_thread(dovecot.kill)
-    await until(lambda: app._serving is False, timeout=20)
+    await until(lambda: app.readiness is not None and not app.readiness.serving, timeout=20)
     assert await health() == "NOT_SERVING"
     # It keeps trying (with back-off), and says what the latest attempt met.
     await until(lambda: "refused" in app.watchers[0].snapshot().reason, timeout=20)
@@ -264,7 +264,7 @@ async def test_stalled_mailbox_turns_health_not_serving_and_says_why(
     assert "support" in status.reason and "stalled" in status.reason and "refused" in status.reason
     # The server comes back: the watcher reconnects, health recovers, and mail flows again.
     await asyncio.to_thread(dovecot.start)
-    await until(lambda: app._serving is True, timeout=20)
+    await until(lambda: app.readiness is not None and app.readiness.serving, timeout=20)
     await dovecot.append([make_mail("Back", "after the outage")])
     await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
 

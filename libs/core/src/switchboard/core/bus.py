@@ -496,6 +496,7 @@ class Bus:
                 await msg.nak(delay=consumer.policy.delay(delivered))
             metrics.EVENTS_SETTLED.labels(consumer.durable, name, "retry").inc()
             return
+        await msg.term()
         consumer.parked += 1
         consumer.terminated += 1
         metrics.EVENTS_PARKED.labels(consumer.durable, name, kind).inc()
@@ -510,7 +511,6 @@ class Bus:
             delivered,
             why,
         )
-        await msg.term()
         outcome = "malformed" if kind == MALFORMED else "terminated"
         metrics.EVENTS_SETTLED.labels(consumer.durable, name, outcome).inc()
 

@@ -116,7 +116,9 @@ class CaseApp:
         if self.relay:
             self.relay.wake()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            # Past the grace, wait_for cancels the task: a relay waiting on an ack or a lock
+            # must not hold the shutdown (the outbox keeps what it had not published).
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, self.settings.shutdown_grace_seconds)
         if self.server:
             await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
