@@ -15,6 +15,7 @@ from nats.js import api
 from switchboard.core.acks import AckPublisher, AckUnknown
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing.signals import freeze
 
 
 async def test_an_error_reply_fails_the_future(bus: Bus) -> None:
@@ -34,7 +35,7 @@ async def test_an_ack_that_never_comes_fails_at_its_deadline(nats_server: NatsSe
     await bus.js.add_stream(api.StreamConfig(name="ACKS", subjects=["acks.>"]))
     acks = AckPublisher(bus.nc, timeout=0.5)
     assert nats_server.proc is not None
-    os.kill(nats_server.proc.pid, signal.SIGSTOP)  # the server takes the bytes and never answers
+    freeze(nats_server.proc.pid)  # the server takes the bytes and never answers
     try:
         future = await acks.publish("acks.x", b"1")
         with pytest.raises(AckUnknown, match="outcome unknown"):

@@ -29,6 +29,7 @@ from switchboard.router.bootstrap import RouterApp
 from switchboard.router.domain import engine as eng
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.signals import freeze
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2
 
 SECRET = "router-faults-secret"
@@ -229,7 +230,7 @@ async def test_nats_stopping_mid_journal_write_then_restarting_leaves_a_routing_
         # Journal writes in flight when the server dies: they reach a server that has stopped
         # answering, which is then killed and restarted; their acks never come.
         assert nats_server.proc is not None
-        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        freeze(nats_server.proc.pid)
         calls = [
             asyncio.ensure_future(
                 agent.stub.SetPresence(

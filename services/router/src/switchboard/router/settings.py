@@ -23,6 +23,6 @@ class RouterSettings(ServiceSettings):
         2.0, alias="ROUTER_JOURNAL_WRITE_TIMEOUT_SECONDS", gt=0
     )
     # A leader whose consumer has not moved for this long while events wait steps down.
-    watchdog_seconds: float = Field(10.0, alias="ROUTER_WATCHDOG_SECONDS", gt=0)
+    watchdog_seconds: float = Field(5.0, alias="ROUTER_WATCHDOG_SECONDS", gt=0)
     # Events the leader fetched but never settled (it died) come back after this.
     consumer_ack_wait_seconds: float = Field(10.0, alias="ROUTER_CONSUMER_ACK_WAIT_SECONDS", gt=0)
