@@ -17,25 +17,17 @@ import grpc
 import pytest
 from nats.js import api as js_api
 
-from switchboard.core import auth, events
+from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.contacts import chat_contact_created as created
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 SECRET = "router-durability-secret"
-
-
-def created(cid: str, language: str = "ko") -> events_pb2.ContactCreated:
-    return events_pb2.ContactCreated(
-        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"),
-        contact=contact_pb2.Contact(
-            contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT, language=language
-        ),
-    )
 
 
 async def assignments(bus: Bus) -> list[str]:

@@ -20,7 +20,6 @@ import grpc
 import pytest
 from nats.js import api as js_api
 
-from switchboard.core import events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
@@ -29,19 +28,11 @@ from switchboard.router.bootstrap import RouterApp
 from switchboard.router.domain import engine as eng
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.contacts import chat_contact_created as created
 from switchboard.testing.signals import freeze
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2
 
 SECRET = "router-faults-secret"
-
-
-def created(cid: str, language: str = "ko") -> events_pb2.ContactCreated:
-    return events_pb2.ContactCreated(
-        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"),
-        contact=contact_pb2.Contact(
-            contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT, language=language
-        ),
-    )
 
 
 SERVICE = "switchboard.v1.RouterService"
