@@ -27,8 +27,11 @@ async def test_idle_delivers_new_mail_and_is_renewed(
     app = await make_app(make_config(dovecot), EMAIL_IDLE_RENEW_SECONDS=0.3)
     watcher = app.watchers[0]
     # IDLE is re-issued on schedule, and mail still arrives afterwards.
-    await until(lambda: watcher.status.idle_renewals >= 2)
-    assert watcher.status.state == email_pb2.MAILBOX_STATE_IDLE
+    # Each renewal is followed by a catch-up sync (FETCHING), then IDLE again.
+    await until(
+        lambda: watcher.status.idle_renewals >= 2
+        and watcher.status.state == email_pb2.MAILBOX_STATE_IDLE
+    )
     await dovecot.append(
         [
             make_mail(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -325,6 +326,69 @@ async def test_a_leader_whose_consumer_stopped_moving_steps_down_and_routes_agai
         agent = await reconnecting_agent(target, "ko-1", within=20)
         offer = await agent.next_offer(timeout=20)
         assert offer.contact.contact_id == "stuck"
+    finally:
+        await agent.close()
+        await app.stop()
+
+
+async def published_ends(bus: Bus) -> dict[str, str]:
+    """contact id -> wrap-up code of every ContactEnded in EVENTS."""
+    sub = await bus.js.pull_subscribe(
+        "contact.acme.*.ended",
+        stream="EVENTS",
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
+    )
+    out: dict[str, str] = {}
+    while True:
+        try:
+            msgs = await sub.fetch(100, timeout=1)
+        except Exception:
+            break
+        for m in msgs:
+            event = events_pb2.ContactEnded.FromString(m.data)
+            out[event.contact_id] = event.wrap_up_code
+    await sub.unsubscribe()
+    return out
+
+
+async def test_an_input_whose_caller_gives_up_is_still_journaled_and_published(
+    nats_url: str, bus: Bus
+) -> None:
+    """A gRPC deadline cancels the handler: a decision the engine has made must still be
+    journaled and published (seen in make chaos: a wrap-up ended in the router, no ContactEnded
+    on the bus, the case store left the contact assigned)."""
+    app = router_app(nats_url, "router-a")
+    await app.start()
+    agent = AgentClient(f"127.0.0.1:{app.port}", SECRET, "acme", "ko-1")
+    try:
+        await agent.sign_in({"ko": 5})
+        router = app.router
+        assert router is not None
+        for n in range(5):
+            cid = f"c{n}"
+            await bus.publish(created(cid))
+            await agent.accept(await agent.next_offer())
+            # The caller gives up as soon as the engine has decided, mid-way through the journal
+            # write and the publication (where a gRPC deadline would cancel the handler).
+            call = asyncio.create_task(router.run("wrap_up", "acme", "ko-1", cid, "done"))
+            while cid not in router.engine.history:
+                await asyncio.sleep(0)
+            for _ in range(n):  # each time a little later
+                await asyncio.sleep(0)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            await router.settled()
+        # Every decision made it out, and the router still leads and routes.
+        assert router.leader
+        ends: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        while len(ends) < 5 and time.monotonic() < deadline:
+            ends = await published_ends(bus)
+        assert ends == {f"c{n}": "done" for n in range(5)}
+        await bus.publish(created("after"))
+        offer = await agent.next_offer()
+        assert offer.contact.contact_id == "after"
     finally:
         await agent.close()
         await app.stop()

@@ -71,6 +71,16 @@ def decision_check(effects: list[eng.Effect]) -> tuple[str, ...]:
     return tuple(check)
 
 
+def _outcome_unheard(task: asyncio.Future[Any]) -> None:
+    """The end of an input whose caller stopped waiting: its failure was already handled (a
+    step-down) or is the caller's own (a domain error); only the unexpected is logged."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, Unavailable | DomainError):
+        logger.error("router input failed after its caller gave up", exc_info=exc)
+
+
 def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
@@ -117,7 +127,19 @@ class Router:
         The input is journaled first; its events go out only once JetStream has the journal
         entry, in the order the inputs were decided, so nothing is ever published that a
         replay of the journal would not decide again. Journal appends are pipelined: the lock is
-        held only to decide and send, never while waiting for an ack."""
+        held only to decide and send, never while waiting for an ack.
+
+        A caller may stop waiting (a gRPC deadline cancels its handler), but an input once
+        started is carried through to the end: cancelled half-way, the engine would have decided
+        something that is never journaled or never published."""
+        task = asyncio.ensure_future(self._run(name, *args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_outcome_unheard)
+            raise
+
+    async def _run(self, name: str, *args: Any) -> Any:
         if not self.leader:
             raise Unavailable("this router replica is the standby; the leader takes requests")
         async with self._lock:
@@ -174,10 +196,12 @@ class Router:
                 self.step_down(f"journal write failed: {exc!r}")
                 raise Unavailable("this router replica lost its journal; try again") from None
         if previous is not None:
-            try:
-                await previous
-            except Exception:
-                raise Unavailable("an earlier decision was not published; try again") from None
+            await asyncio.wait({previous})
+            if previous.cancelled() or previous.exception() is not None:
+                # Its own run stepped down; a publication cut short (the loop stopping) did not.
+                if term == self._term:
+                    self.step_down("an earlier decision was not published")
+                raise Unavailable("an earlier decision was not published; try again")
         if term != self._term:
             raise Unavailable("this router replica stepped down; try again")
         for effect in effects:
@@ -194,14 +218,20 @@ class Router:
         self.on_doubt(why)
 
     async def settled(self) -> bool:
-        """Wait until every input decided so far is journaled and published; False if any failed."""
+        """Wait until every input decided so far is journaled and its events acknowledged by
+        JetStream; False if any failed. (A snapshot taken sooner could cover a decision whose
+        events are then lost, and recovery from it would never publish them again.)"""
         last = self._published
         if last is None:
             return True
-        try:
-            await last
-        except Exception:
+        await asyncio.wait({last})
+        if last.cancelled() or last.exception() is not None:
             return False
+        acks = last.result()
+        if acks:
+            await asyncio.wait(acks)
+            if any(a.cancelled() or a.exception() is not None for a in acks):
+                return False
         return True
 
     def _deliver(self, effects: list[eng.Effect]) -> None:
