@@ -29,8 +29,10 @@ async def test_idle_delivers_new_mail_and_is_renewed(
     # IDLE is re-issued on schedule, and mail still arrives afterwards.
     # Each renewal is followed by a catch-up sync (FETCHING), then IDLE again.
     await until(
-        lambda: watcher.status.idle_renewals >= 2
-        and watcher.status.state == email_pb2.MAILBOX_STATE_IDLE
+        lambda: (
+            watcher.status.idle_renewals >= 2
+            and watcher.status.state == email_pb2.MAILBOX_STATE_IDLE
+        )
     )
     await dovecot.append(
         [
