@@ -20,13 +20,6 @@ from report import Fault
 pytestmark = pytest.mark.timeout(420)
 
 
-# Open fault (issue 13): in about one short run in three, a contact the router has ended after
-# its wrap-up is left assigned in the case store, with no ContactEnded on the bus. Until it is
-# found, a failure here is reported (XFAIL, with the report printed) instead of failing CI.
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: a wrapped-up contact sometimes has no ContactEnded on the bus (issue 13)",
-)
 async def test_contacts_survive_a_router_kill_a_case_kill_and_a_nats_restart(
     tmp_path: Path,
 ) -> None:
