@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -351,20 +352,34 @@ async def test_publishing_an_invalid_event_is_refused(bus: Bus) -> None:
 class UnitOfWork:
     """A fake transaction: what handlers stage inside a batch is committed only on a clean exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, isolates: bool = False) -> None:
         self.committed: list[str] = []
         self.staged: list[str] | None = None
         self.commits = 0
+        self.isolates = isolates
+        self.seen: list[int] = []  # the number of events each batch was given up front
 
     @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[None]:
+    async def batch(self, events: Sequence[Any] = ()) -> AsyncIterator[UnitOfWork | None]:
         self.staged = []
+        self.seen.append(len(events))
         try:
-            yield
+            yield self if self.isolates else None
             self.committed += self.staged
             self.commits += 1
         finally:
             self.staged = None
+
+    @contextlib.asynccontextmanager
+    async def each(self, event: Any) -> AsyncIterator[None]:
+        """A savepoint: what the handler staged is undone if it raises."""
+        assert self.staged is not None
+        mark = len(self.staged)
+        try:
+            yield
+        except BaseException:
+            del self.staged[mark:]
+            raise
 
     def write(self, item: str) -> None:
         if self.staged is not None:
@@ -408,3 +423,43 @@ async def test_batches_commit_together_and_a_bad_event_falls_back_to_one_by_one(
     assert uow.commits == 1
     assert [c for c in uow.committed if c.startswith("n")] == [f"n{i}" for i in range(8)]
     await consumer_bus.drain()
+
+
+async def test_a_unit_that_isolates_events_settles_a_bad_one_alone_and_commits_the_rest(
+    nats_url: str, bus: Bus
+) -> None:
+    uow = UnitOfWork(isolates=True)
+    attempts: dict[str, int] = {}
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        cid = event.contact.contact_id
+        attempts[cid] = attempts.get(cid, 0) + 1
+        uow.write(cid)
+        if cid == "bad":
+            raise InvalidArgument("contact.language", "is not a BCP 47 tag")
+        if cid == "early" and attempts[cid] == 1:
+            raise Retry("its contact is not recorded yet")
+
+    await bus.publish_many(
+        [created(f"a{i}") for i in range(3)]
+        + [created("bad"), created("early")]
+        + [created(f"b{i}") for i in range(3)]
+    )
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "uow", events_pb2.ContactCreated, handler, ConsumerOptions(batch_scope=uow.batch)
+    )
+    await consumer_bus.start()
+    try:
+        await until(lambda: consumer_bus.stats()["uow"]["processed"] == 7, "all good ones applied")
+        stats = consumer_bus.stats()["uow"]
+        assert stats["terminated"] == 1  # the invalid one, parked at once
+        assert stats["batched"] >= 6  # the six good ones committed in the first batch
+        assert uow.seen[0] == 8  # the batch's events were given to the unit up front
+        # What the bad and the not-ready events staged was undone; the rest once each.
+        assert sorted(uow.committed) == sorted(
+            [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)] + ["early"]
+        )
+        assert attempts["early"] == 2 and attempts["bad"] == 1
+    finally:
+        await consumer_bus.drain()

@@ -238,3 +238,63 @@ async def test_a_backlog_is_recorded_in_batched_transactions(
         assert stats["batched"] == len(backlog)  # no batch had to fall back
     finally:
         await app.stop()
+
+
+def assigned(contact_id: str, agent_id: str) -> events_pb2.ContactAssigned:
+    return events_pb2.ContactAssigned(
+        meta=events.new_meta("acme", CHAT, "test"),
+        contact_id=contact_id,
+        agent_id=agent_id,
+        offer_id=f"of-{contact_id}",
+    )
+
+
+async def test_a_bad_event_in_a_batch_is_settled_alone_and_the_rest_commits(
+    nats_url: str, database_url: str, bus: Bus
+) -> None:
+    """In one fetched batch, an invalid event is parked and an event that is not ready yet (its
+    contact is not recorded) is undone and redelivered on its own, while every other event of
+    the batch commits in the batch's transaction; once its contact arrives, it is applied."""
+    backlog: list[events_pb2.ContactCreated | events_pb2.ContactAssigned] = []
+    for i in range(10):
+        backlog.append(created(f"c{i}", f"customer{i}@example.com"))
+        if i == 4:
+            backlog.append(assigned("c4", ""))  # invalid: no agent
+            backlog.append(assigned("ghost", "agent-7"))  # not ready: no such contact yet
+        backlog.append(assigned(f"c{i}", "agent-1"))
+    await bus.publish_many(backlog)
+    settings = CaseSettings(  # type: ignore[call-arg]
+        NATS_URL=nats_url,
+        CASE_DATABASE_URL=database_url,
+        CASE_GRPC_PORT=0,
+        SWITCHBOARD_AUTH_SECRET=SECRET,
+        CASE_CONSUMER_ACK_WAIT_SECONDS=2,
+    )
+    app = bootstrap(settings)
+    await app.start()
+    try:
+        assert app.bus is not None
+        bus_stats = app.bus.stats
+
+        async def batched() -> bool | None:
+            return bus_stats()["case"]["batched"] >= 20 or None
+
+        await eventually(batched)
+        stats = bus_stats()["case"]
+        assert stats["batched"] == 20  # every good event, in batches
+        assert stats["terminated"] == 1  # the invalid one, parked
+        token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+        async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
+            stub = case_pb2_grpc.CaseServiceStub(ch)
+            cases = await eventually(lambda: listed(stub, 10))
+            assert {c.assigned_agent_id for c in cases} == {"agent-1"}
+            # The contact the early assignment waited for arrives: the redelivery applies it.
+            await bus.publish(created("ghost", "ghost@example.com"))
+
+            async def ghost_assigned() -> bool | None:
+                found = await stub.ListCases(case_pb2.ListCasesRequest(contact_id="ghost"))
+                return bool(found.cases and found.cases[0].assigned_agent_id == "agent-7") or None
+
+            await eventually(ghost_assigned)
+    finally:
+        await app.stop()

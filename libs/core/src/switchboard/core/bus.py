@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import nats
 from google.protobuf.message import DecodeError, Message
@@ -61,6 +61,19 @@ INVALID, MALFORMED, NOT_READY, UNAVAILABLE, FAILED = (
 )
 
 
+class BatchUnit(Protocol):
+    """What a batch scope yields to isolate each event of the batch: `each(event)` wraps one
+    handler call (e.g. in a database savepoint) so that an event that is not ready or is
+    invalid is undone on its own and settled on its own, while the rest of the batch commits."""
+
+    def each(self, event: Message) -> AbstractAsyncContextManager[Any]: ...
+
+
+# An async context manager factory wrapping each fetched batch in one unit of work (e.g. one
+# database transaction), given the batch's events up front (to claim their ids at once).
+BatchScope = Callable[[Sequence[Message]], AbstractAsyncContextManager["BatchUnit | None"]]
+
+
 @dataclass
 class ConsumerOptions:
     batch: int = 64
@@ -74,10 +87,10 @@ class ConsumerOptions:
     # The back-off doubles from 0.1 s up to this; it and the margin also lengthen the patience.
     max_backoff: float = 5.0
     retry_margin: float = 5.0
-    # An async context manager factory wrapping each fetched batch in one unit of work (e.g. one
-    # database transaction). Acks wait for it to exit cleanly; on any failure the events are
-    # handled again one at a time, each on its own.
-    batch_scope: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+    # One unit of work per fetched batch (see BatchScope). Acks wait for it to exit cleanly. An
+    # event the unit's `each` isolated that was not ready, unavailable or invalid is settled on
+    # its own; any other failure rolls the batch back and each event is handled again alone.
+    batch_scope: BatchScope | None = None
 
     @property
     def policy(self) -> RetryPolicy:
@@ -362,13 +375,23 @@ class Bus:
                 ready.append((msg, event))
         scope = consumer.options.batch_scope
         if scope is not None and len(ready) > 1:
-            # One unit of work for the whole batch; acks only once it has committed. Any failure
-            # rolls it all back, and each event is then handled alone, with its own outcome.
+            # One unit of work for the whole batch; acks only once it has committed. An event
+            # the unit isolates that is not ready or invalid is undone alone and settled alone;
+            # any other failure rolls it all back, and each event is then handled alone.
+            aside: list[tuple[Msg, Message, DomainError | Retry]] = []
             try:
-                async with scope():
+                async with scope([event for _, event in ready]) as unit:
                     for msg, event in ready:
+                        handler = consumer.handlers[type(event)]
                         with self._span(consumer, msg, event), self._timed(consumer, event):
-                            await consumer.handlers[type(event)](event)
+                            if unit is None:
+                                await handler(event)
+                                continue
+                            try:
+                                async with unit.each(event):
+                                    await handler(event)
+                            except (DomainError, Retry) as exc:
+                                aside.append((msg, event, exc))
             except Exception as exc:
                 logger.info(
                     "batch of %d for %s rolled back (%s); handling each event alone",
@@ -377,11 +400,15 @@ class Bus:
                     type(exc).__name__,
                 )
             else:
+                failed = {id(msg) for msg, _, _ in aside}
                 for msg, event in ready:
-                    await msg.ack()
-                    self._settled(consumer, event, "ack")
-                consumer.processed += len(ready)
-                consumer.batched += len(ready)
+                    if id(msg) not in failed:
+                        await msg.ack()
+                        self._settled(consumer, event, "ack")
+                        consumer.processed += 1
+                        consumer.batched += 1
+                for msg, event, exc in aside:
+                    await self._settle_error(consumer, msg, event, exc)
                 return
         for msg, event in ready:
             await self._deliver(consumer, msg, event)
@@ -409,27 +436,10 @@ class Bus:
             try:
                 with self._timed(consumer, event):
                     await handler(event)
-            except Retry as exc:
-                await self._retry_or_park(
-                    consumer, msg, event, delivered, NOT_READY, f"not ready: {exc}"
-                )
-                return
-            except Unavailable as exc:
-                # Not the event's fault: another replica (the leader) can take it.
-                await self._retry_or_park(
-                    consumer, msg, event, delivered, UNAVAILABLE, f"unavailable: {exc}"
-                )
-                return
-            except DomainError as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-                await self._park(
-                    consumer,
-                    msg,
-                    type(event).__name__,
-                    event.meta.event_id,  # type: ignore[attr-defined]
-                    INVALID,
-                    f"{type(exc).__name__}: {exc}",
-                )
+            except (DomainError, Retry) as exc:
+                if not isinstance(exc, Retry | Unavailable):
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                await self._settle_error(consumer, msg, event, exc)
                 return
             except Exception as exc:
                 span.record_exception(exc)
@@ -440,6 +450,31 @@ class Bus:
         await msg.ack()
         self._settled(consumer, event, "ack")
         consumer.processed += 1
+
+    async def _settle_error(
+        self, consumer: _Consumer, msg: Msg, event: Message, exc: DomainError | Retry
+    ) -> None:
+        """Settle an event its handler refused: redelivered later if it is not ready or this
+        replica cannot serve it, parked at once if it is invalid."""
+        delivered = msg.metadata.num_delivered or 1
+        if isinstance(exc, Retry):
+            await self._retry_or_park(
+                consumer, msg, event, delivered, NOT_READY, f"not ready: {exc}"
+            )
+        elif isinstance(exc, Unavailable):
+            # Not the event's fault: another replica (the leader) can take it.
+            await self._retry_or_park(
+                consumer, msg, event, delivered, UNAVAILABLE, f"unavailable: {exc}"
+            )
+        else:
+            await self._park(
+                consumer,
+                msg,
+                type(event).__name__,
+                event.meta.event_id,  # type: ignore[attr-defined]
+                INVALID,
+                f"{type(exc).__name__}: {exc}",
+            )
 
     @staticmethod
     def _settled(consumer: _Consumer, event: Message, outcome: str) -> None:

@@ -70,18 +70,24 @@ async def append(
     at: datetime,
 ) -> AuditEntry:
     """Append one entry to the entity's chain in the caller's transaction. Two writers appending to
-    one chain at once collide on (entity, entity_id, seq): one of them fails and retries."""
-    last = (
-        await session.execute(
-            select(AuditEntry)
-            .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
-            .order_by(AuditEntry.seq.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    # Entries added earlier in this same transaction are not flushed yet without autoflush.
-    seq = (last.seq + 1) if last is not None else 1
-    prev = last.hash if last is not None else GENESIS
+    one chain at once collide on (entity, entity_id, seq): one of them fails and retries.
+
+    The chain's head is read once per transaction; later appends in it extend the head kept in
+    the session (forgotten when the transaction or a savepoint ends), so a batch of events
+    touching one case reads its chain once."""
+    heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault("audit_heads", {})
+    head = heads.get((entity, entity_id))
+    if head is None:
+        last = (
+            await session.execute(
+                select(AuditEntry.seq, AuditEntry.hash)
+                .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
+                .order_by(AuditEntry.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        head = (last.seq, last.hash) if last is not None else (0, GENESIS)
+    seq, prev = head[0] + 1, head[1]
     payload = canonical(data)
     at = at.astimezone(UTC)
     entry = AuditEntry(
@@ -96,8 +102,8 @@ async def append(
         prev_hash=prev,
         hash=entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload),
     )
-    session.add(entry)
-    await session.flush()
+    session.add(entry)  # flushed with the next query or the commit
+    heads[(entity, entity_id)] = (seq, entry.hash)
     return entry
 
 

@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import customers
-from switchboard.case.adapters.database import insert_ignore
+from switchboard.case.adapters.database import get_locked, insert_ignore, insert_ignore_many
 from switchboard.case.adapters.mailer import NoMailer
 from switchboard.case.adapters.orm import (
     EXTERNAL_ID,
@@ -45,7 +45,7 @@ from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import SYSTEM, CaseRecords
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
-from switchboard.core.errors import InvalidArgument, Retry
+from switchboard.core.errors import DomainError, InvalidArgument, Retry
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,28 @@ def default_records(clock: Clock) -> CaseRecords:
     return CaseRecords(policies, SlaEngine(policies, NoMailer()), clock)
 
 
+class _BatchUnit:
+    """Each event of a batch in a savepoint of the batch's transaction (see CaseHandlers.batch)."""
+
+    def __init__(self, handlers: CaseHandlers, session: AsyncSession) -> None:
+        self._handlers = handlers
+        self._session = session
+
+    @asynccontextmanager
+    async def each(self, event: ProtoMessage) -> AsyncIterator[None]:
+        savepoint = await self._session.begin_nested()
+        try:
+            yield
+        except (DomainError, Retry):
+            await savepoint.rollback()
+            await self._handlers._unclaim(self._session, event)
+            raise
+        except BaseException:
+            await savepoint.rollback()
+            raise
+        await savepoint.commit()
+
+
 class CaseHandlers:
     """Applies contact and routing events to the case store."""
 
@@ -139,30 +161,64 @@ class CaseHandlers:
         self._on_commit = on_commit or (lambda: None)
 
     @asynccontextmanager
-    async def batch(self) -> AsyncIterator[None]:
+    async def batch(self, events: Sequence[ProtoMessage] = ()) -> AsyncIterator[_BatchUnit]:
         """One transaction for a whole batch of events (the bus's batch scope): one commit, one
-        fsync, instead of one per event. If anything in it fails, all of it rolls back and the
-        bus hands each event over again on its own."""
+        fsync, instead of one per event. The batch's event ids are claimed in one statement up
+        front. Each event runs in a savepoint (`_BatchUnit.each`): one that is not ready or
+        invalid is undone and unclaimed alone, and the rest commits. Any other failure rolls all
+        of it back, and the bus hands each event over again on its own."""
         async with self._sessions.begin() as session:
             token = _batch_session.set(session)
             try:
-                yield
+                await self._claim_all(session, events)
+                yield _BatchUnit(self, session)
             finally:
                 _batch_session.reset(token)
         self._on_commit()
 
+    async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
+        """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
+        `_claim` then answers from what it returned."""
+        ids = {e.meta.event_id for e in events}  # type: ignore[attr-defined]
+        if not ids:
+            return
+        now = self._clock()
+        rows = [{"event_id": i, "consumer": self._consumer, "processed_at": now} for i in ids]
+        claimed = await insert_ignore_many(session, ProcessedEvent, rows, ["event_id", "consumer"])
+        session.info["claims"] = (set(ids), set(claimed))
+
+    async def _unclaim(self, session: AsyncSession, event: ProtoMessage) -> None:
+        """Forget the claim of an event whose work was undone, so its redelivery applies it."""
+        event_id = event.meta.event_id  # type: ignore[attr-defined]
+        await session.execute(
+            delete(ProcessedEvent).where(
+                ProcessedEvent.event_id == event_id, ProcessedEvent.consumer == self._consumer
+            )
+        )
+        claims = session.info.get("claims")
+        if claims is not None:
+            claims[0].discard(event_id)
+
     async def _claim(self, session: AsyncSession, event: ProtoMessage) -> bool:
         """Record the event as processed; False if it already was (a redelivery)."""
         event_id = event.meta.event_id  # type: ignore[attr-defined]
-        claimed = await insert_ignore(
+        claims: tuple[set[str], set[str]] | None = session.info.get("claims")
+        if claims is not None and event_id in claims[0]:
+            claimed = claims[1]
+            if event_id in claimed:
+                claimed.discard(event_id)  # the same event twice in a batch applies once
+                return True
+            logger.debug("%s %s already applied", type(event).__name__, event_id)
+            return False
+        claimed_now = await insert_ignore(
             session,
             ProcessedEvent,
             {"event_id": event_id, "consumer": self._consumer, "processed_at": self._clock()},
             ["event_id", "consumer"],
         )
-        if not claimed:
+        if not claimed_now:
             logger.debug("%s %s already applied", type(event).__name__, event_id)
-        return claimed
+        return claimed_now
 
     async def _apply(
         self, event: ProtoMessage, work: Callable[[AsyncSession], Awaitable[None]]
@@ -183,7 +239,7 @@ class CaseHandlers:
         self._on_commit()
 
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:
-        contact = await session.get(Contact, contact_id, with_for_update=True)
+        contact = await get_locked(session, Contact, contact_id)
         if contact is None:
             # Events can overtake the ContactCreated they refer to.
             raise Retry(f"contact {contact_id} is not recorded yet")
@@ -192,7 +248,7 @@ class CaseHandlers:
         return contact
 
     async def _case(self, session: AsyncSession, contact: Contact) -> Case:
-        case = await session.get(Case, contact.case_id, with_for_update=True)
+        case = await get_locked(session, Case, contact.case_id)
         assert case is not None  # a foreign key
         return case
 

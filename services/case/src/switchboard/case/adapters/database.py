@@ -15,8 +15,30 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# What a transaction has learnt about rows it holds (rows it has locked, the head of each audit
+# chain it extends) lives in session.info under these keys, and is forgotten when any
+# transaction or savepoint of the session ends (a rollback may have undone it).
+TRANSACTION_CACHES = ("locked_rows", "audit_heads", "claims")
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return  # a flush's or a savepoint's; one rolled back is handled below
+    for key in TRANSACTION_CACHES:
+        session.info.pop(key, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_a_rollback(session: Session, _previous: SessionTransaction) -> None:
+    # A savepoint rolled back undid its audit entries; the batch's claims were made before it
+    # (and the event's own claim is withdrawn by the caller), so they stay.
+    for key in ("locked_rows", "audit_heads"):
+        session.info.pop(key, None)
 
 
 def async_url(url: str) -> str:
@@ -81,3 +103,34 @@ async def insert_ignore(
         .returning(model.__table__.c[keys[0]])
     )
     return (await session.execute(stmt)).first() is not None
+
+
+async def get_locked(session: AsyncSession, model: Any, key: Any) -> Any:
+    """`session.get(model, key, with_for_update=True)`, once per row and transaction: the lock is
+    held until the transaction ends, so later reads of the row in it come from the session's
+    identity map instead of another SELECT … FOR UPDATE (a batch touches a contact and its case
+    several times)."""
+    locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
+    if (model, key) in locked:
+        row = await session.get(model, key)
+        if row is not None:
+            return row
+    row = await session.get(model, key, with_for_update=True)
+    if row is not None:
+        locked.add((model, key))
+    return row
+
+
+async def insert_ignore_many(
+    session: AsyncSession, model: Any, rows: list[dict[str, Any]], keys: Iterable[str]
+) -> list[Any]:
+    """INSERT every row unless one with the same `keys` exists, in one statement; the first key
+    of each row this call inserted."""
+    keys = list(keys)
+    stmt = (
+        _insert(session)(model)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=keys)
+        .returning(model.__table__.c[keys[0]])
+    )
+    return list((await session.execute(stmt)).scalars())
