@@ -407,8 +407,8 @@ class Bus:
                         self._settled(consumer, event, "ack")
                         consumer.processed += 1
                         consumer.batched += 1
-                for msg, event, exc in aside:
-                    await self._settle_error(consumer, msg, event, exc)
+                for msg, event, refused in aside:
+                    await self._settle_error(consumer, msg, event, refused)
                 return
         for msg, event in ready:
             await self._deliver(consumer, msg, event)
