@@ -357,14 +357,17 @@ class UnitOfWork:
         self.staged: list[str] | None = None
         self.commits = 0
         self.isolates = isolates
-        self.seen: list[int] = []  # the number of events each batch was given up front
+        # (the number of events each batch was given up front, whether it was to isolate them)
+        self.seen: list[tuple[int, bool]] = []
 
     @contextlib.asynccontextmanager
-    async def batch(self, events: Sequence[Any] = ()) -> AsyncIterator[UnitOfWork | None]:
+    async def batch(
+        self, events: Sequence[Any] = (), isolate: bool = False
+    ) -> AsyncIterator[UnitOfWork | None]:
         self.staged = []
-        self.seen.append(len(events))
+        self.seen.append((len(events), isolate))
         try:
-            yield self if self.isolates else None
+            yield self if self.isolates and isolate else None
             self.committed += self.staged
             self.commits += 1
         finally:
@@ -455,11 +458,13 @@ async def test_a_unit_that_isolates_events_settles_a_bad_one_alone_and_commits_t
         stats = consumer_bus.stats()["uow"]
         assert stats["terminated"] == 1  # the invalid one, parked at once
         assert stats["batched"] >= 6  # the six good ones committed in the first batch
-        assert uow.seen[0] == 8  # the batch's events were given to the unit up front
+        # Tried whole first; after the refusal, again with each event isolated.
+        assert uow.seen[:2] == [(8, False), (8, True)]
         # What the bad and the not-ready events staged was undone; the rest once each.
         assert sorted(uow.committed) == sorted(
             [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)] + ["early"]
         )
-        assert attempts["early"] == 2 and attempts["bad"] == 1
+        # The first try stopped at the bad one; the isolated try ran all; "early" again alone.
+        assert attempts["bad"] == 2 and attempts["early"] == 2
     finally:
         await consumer_bus.drain()

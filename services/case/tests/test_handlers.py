@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from switchboard.case import audit
 from switchboard.case.adapters import orm
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.views import CaseViews
@@ -242,3 +244,151 @@ async def test_contact_of_another_tenant_is_refused(handlers: CaseHandlers) -> N
     event = events_pb2.ContactAbandoned(meta=meta(tenant="other"), contact_id="c-1")
     with pytest.raises(InvalidArgument, match="contact_id"):
         await handlers.on_contact_abandoned(event)
+
+
+def lifecycle(n: int, tenant: str) -> list[list[Any]]:
+    """Each contact's events, step by step: created, queued, offered, assigned, an agent's
+    message, a customer's message, ended. Every third contact is a returning customer."""
+    steps: list[list[Any]] = [[] for _ in range(7)]
+    for i in range(n):
+        cid = f"{tenant}-c{i}"
+        email = f"customer{i - i % 3}@example.com"  # three contacts per customer
+        steps[0].append(created(cid, (EMAIL, email), text=f"question {i}", tenant=tenant))
+        steps[1].append(
+            events_pb2.ContactQueued(meta=meta(tenant=tenant), contact_id=cid, queue="support")
+        )
+        steps[2].append(
+            events_pb2.ContactOffered(
+                meta=meta(tenant=tenant), contact_id=cid, agent_id="agent-1", offer_id=f"o{i}"
+            )
+        )
+        a = assigned(cid, f"agent-{i % 4}")
+        a.meta.CopyFrom(meta(tenant=tenant))
+        steps[3].append(a)
+        m = message_added(cid, f"{cid}-m", f"answer {i}")
+        m.meta.CopyFrom(meta(tenant=tenant))
+        steps[4].append(m)
+        c = message_added(cid, f"{cid}-r", f"thanks {i}")
+        c.message.author = contact_pb2.AUTHOR_CUSTOMER
+        c.message.agent_id = ""
+        c.meta.CopyFrom(meta(tenant=tenant))
+        steps[5].append(c)
+        steps[6].append(
+            events_pb2.ContactEnded(
+                meta=meta(tenant=tenant),
+                contact_id=cid,
+                agent_id=f"agent-{i % 4}",
+                wrap_up_code="done",
+                reason=events_pb2.END_REASON_COMPLETED,
+            )
+        )
+    return steps
+
+
+async def dump(sessions: async_sessionmaker[AsyncSession], tenant: str) -> dict[str, Any]:
+    """What the store holds for `tenant`, without its generated ids and times of recording."""
+    async with sessions() as session:
+        contacts = {
+            c.contact_id.removeprefix(f"{tenant}-"): c
+            for c in await session.scalars(select(orm.Contact).where(orm.Contact.tenant == tenant))
+        }
+        cases = {c.id: c for c in await session.scalars(select(orm.Case))}
+        trails: dict[str, list[tuple[int, str, str]]] = {}
+        for e in await session.scalars(
+            select(orm.AuditEntry)
+            .where(orm.AuditEntry.tenant == tenant, orm.AuditEntry.entity == "case")
+            .order_by(orm.AuditEntry.seq)
+        ):
+            trails.setdefault(e.entity_id, []).append((e.seq, e.actor, e.action))
+        timers: dict[str, list[tuple[str, str]]] = {}
+        for t in await session.scalars(
+            select(orm.SlaTimer).where(orm.SlaTimer.tenant == tenant).order_by(orm.SlaTimer.metric)
+        ):
+            timers.setdefault(t.case_id, []).append((t.metric, t.state))
+        messages = await session.scalar(
+            select(func.count()).select_from(orm.Message).where(orm.Message.tenant == tenant)
+        )
+        outbox = await session.scalar(select(func.count()).select_from(orm.OutboxEvent))
+        return {
+            "messages": messages,
+            "outbox": outbox,
+            "contacts": {
+                k: (
+                    c.status,
+                    c.agent_id,
+                    c.queue,
+                    c.wrap_up_code,
+                    cases[c.case_id].status,
+                    cases[c.case_id].assigned_agent_id,
+                    sorted(k2 for k2, c2 in contacts.items() if c2.case_id == c.case_id),
+                    trails[c.case_id],
+                    timers.get(c.case_id, []),
+                )
+                for k, c in contacts.items()
+            },
+        }
+
+
+async def test_batches_record_what_events_one_by_one_record_and_a_redelivered_batch_nothing(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The batched unit of work (claims, preloads, one transaction) against the one-by-one
+    path: the same events give the same store; a batch committed but not acknowledged, and so
+    delivered again whole, changes nothing; the audit chains verify."""
+    one_by_one = [e for step in lifecycle(12, "solo") for e in step]
+    for event in one_by_one:
+        await handler_for(handlers, event)(event)
+    expected = await dump(sessions, "solo")
+
+    batched = [e for step in lifecycle(12, "acme") for e in step]
+    batches = [batched[k : k + 16] for k in range(0, len(batched), 16)]
+    for batch in batches:
+        async with handlers.batch(batch, isolate=False):
+            for event in batch:
+                await handler_for(handlers, event)(event)
+    first = await dump(sessions, "acme")
+    assert {k: v for k, v in first.items() if k != "outbox"} == {
+        k: v for k, v in expected.items() if k != "outbox"
+    }
+    for batch in batches:  # delivered again after a kill between commit and ack
+        async with handlers.batch(batch, isolate=False):
+            for event in batch:
+                await handler_for(handlers, event)(event)
+    assert await dump(sessions, "acme") == first
+    async with sessions() as session:
+        checked, breaks = await audit.verify(session)
+    assert checked > 0 and not breaks
+
+
+async def test_an_event_overtaking_its_contact_in_a_batch_is_set_aside_alone(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """In an isolated batch, an event refused (its contact comes later) is undone and its
+    claim withdrawn, so its redelivery applies it; the rest of the batch is recorded."""
+    steps = lifecycle(3, "acme")
+    batch = [steps[1][2], steps[0][0], steps[0][1], steps[0][2], steps[1][0]]  # c2 queued first
+    refused = []
+    async with handlers.batch(batch, isolate=True) as unit:
+        for event in batch:
+            try:
+                async with unit.each(event):
+                    await handler_for(handlers, event)(event)
+            except Retry:
+                refused.append(event)
+    assert refused == [steps[1][2]]
+    assert await count(sessions, orm.Contact) == 3
+    await handler_for(handlers, refused[0])(refused[0])  # the redelivery
+    async with sessions() as session:
+        contact = await session.get(orm.Contact, "acme-c2")
+        assert contact is not None and contact.queued_at is not None
+
+
+def handler_for(handlers: CaseHandlers, event: Any) -> Any:
+    return {
+        events_pb2.ContactCreated: handlers.on_contact_created,
+        events_pb2.ContactQueued: handlers.on_contact_queued,
+        events_pb2.ContactOffered: handlers.on_contact_offered,
+        events_pb2.ContactAssigned: handlers.on_contact_assigned,
+        events_pb2.MessageAdded: handlers.on_message_added,
+        events_pb2.ContactEnded: handlers.on_contact_ended,
+    }[type(event)]

@@ -62,16 +62,17 @@ INVALID, MALFORMED, NOT_READY, UNAVAILABLE, FAILED = (
 
 
 class BatchUnit(Protocol):
-    """What a batch scope yields to isolate each event of the batch: `each(event)` wraps one
-    handler call (e.g. in a database savepoint) so that an event that is not ready or is
-    invalid is undone on its own and settled on its own, while the rest of the batch commits."""
+    """What a batch scope opened with `isolate` yields: `each(event)` wraps one handler call
+    (e.g. in a database savepoint) so that an event that is not ready or is invalid is undone
+    on its own and settled on its own, while the rest of the batch commits."""
 
     def each(self, event: Message) -> AbstractAsyncContextManager[Any]: ...
 
 
 # An async context manager factory wrapping each fetched batch in one unit of work (e.g. one
-# database transaction), given the batch's events up front (to claim their ids at once).
-BatchScope = Callable[[Sequence[Message]], AbstractAsyncContextManager["BatchUnit | None"]]
+# database transaction), given the batch's events up front (to claim their ids at once) and
+# whether to isolate each event (the bus asks for that only after a handler refused one).
+BatchScope = Callable[[Sequence[Message], bool], AbstractAsyncContextManager["BatchUnit | None"]]
 
 
 @dataclass
@@ -375,23 +376,17 @@ class Bus:
                 ready.append((msg, event))
         scope = consumer.options.batch_scope
         if scope is not None and len(ready) > 1:
-            # One unit of work for the whole batch; acks only once it has committed. An event
-            # the unit isolates that is not ready or invalid is undone alone and settled alone;
-            # any other failure rolls it all back, and each event is then handled alone.
-            aside: list[tuple[Msg, Message, DomainError | Retry]] = []
+            # One unit of work for the whole batch; acks only once it has committed. First
+            # without isolating events (cheapest); if a handler refuses an event (not ready,
+            # invalid), again with each event isolated, so that one is undone and settled alone
+            # while the rest commits. Any other failure rolls it all back, and each event is
+            # then handled alone.
+            aside: list[tuple[Msg, Message, DomainError | Retry]] | None = None
             try:
-                async with scope([event for _, event in ready]) as unit:
-                    for msg, event in ready:
-                        handler = consumer.handlers[type(event)]
-                        with self._span(consumer, msg, event), self._timed(consumer, event):
-                            if unit is None:
-                                await handler(event)
-                                continue
-                            try:
-                                async with unit.each(event):
-                                    await handler(event)
-                            except (DomainError, Retry) as exc:
-                                aside.append((msg, event, exc))
+                try:
+                    aside = await self._unit_of_work(consumer, scope, ready, isolate=False)
+                except (DomainError, Retry):
+                    aside = await self._unit_of_work(consumer, scope, ready, isolate=True)
             except Exception as exc:
                 logger.info(
                     "batch of %d for %s rolled back (%s); handling each event alone",
@@ -399,7 +394,7 @@ class Bus:
                     consumer.durable,
                     type(exc).__name__,
                 )
-            else:
+            if aside is not None:
                 failed = {id(msg) for msg, _, _ in aside}
                 for msg, event in ready:
                     if id(msg) not in failed:
@@ -412,6 +407,29 @@ class Bus:
                 return
         for msg, event in ready:
             await self._deliver(consumer, msg, event)
+
+    async def _unit_of_work(
+        self,
+        consumer: _Consumer,
+        scope: BatchScope,
+        ready: list[tuple[Msg, Message]],
+        isolate: bool,
+    ) -> list[tuple[Msg, Message, DomainError | Retry]]:
+        """Handle `ready` in one unit of work; the events it set aside (isolated and refused)."""
+        aside: list[tuple[Msg, Message, DomainError | Retry]] = []
+        async with scope([event for _, event in ready], isolate) as unit:
+            for msg, event in ready:
+                handler = consumer.handlers[type(event)]
+                with self._span(consumer, msg, event), self._timed(consumer, event):
+                    if unit is None or not isolate:
+                        await handler(event)  # a refusal fails the whole unit
+                        continue
+                    try:
+                        async with unit.each(event):
+                            await handler(event)
+                    except (DomainError, Retry) as exc:
+                        aside.append((msg, event, exc))
+        return aside
 
     async def _decode(self, consumer: _Consumer, msg: Msg) -> Message | None:
         """The event in `msg`, or None once a malformed or foreign message is settled."""

@@ -107,6 +107,38 @@ async def append(
     return entry
 
 
+def new_chain(session: AsyncSession, entity: str, entity_id: str) -> None:
+    """The entity was created in this transaction with a fresh id: its chain starts empty, and
+    its first append needs no read."""
+    session.info.setdefault("audit_heads", {})[(entity, entity_id)] = (0, GENESIS)
+
+
+async def preload_heads(session: AsyncSession, entity: str, entity_ids: set[str]) -> None:
+    """Read the heads of many chains at once (a batch's cases), for `append` to extend."""
+    heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault("audit_heads", {})
+    wanted = {i for i in entity_ids if (entity, i) not in heads}
+    if not wanted:
+        return
+    last = (
+        select(AuditEntry.entity_id, func.max(AuditEntry.seq).label("seq"))
+        .where(AuditEntry.entity == entity, AuditEntry.entity_id.in_(wanted))
+        .group_by(AuditEntry.entity_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(AuditEntry.entity_id, AuditEntry.seq, AuditEntry.hash).join(
+            last,
+            (AuditEntry.entity == entity)
+            & (AuditEntry.entity_id == last.c.entity_id)
+            & (AuditEntry.seq == last.c.seq),
+        )
+    )
+    for entity_id, seq, hash_ in rows:
+        heads[(entity, entity_id)] = (seq, hash_)
+    for entity_id in wanted:
+        heads.setdefault((entity, entity_id), (0, GENESIS))
+
+
 @dataclass(frozen=True)
 class Break:
     """Where a chain stops verifying."""

@@ -98,6 +98,7 @@ async def resolve(
     else:
         customer = Customer(id=new_id(), tenant=tenant, display_name=name, created_at=at)
         session.add(customer)
+        audit.new_chain(session, audit.CUSTOMER, customer.id)
         await session.flush()
         await _audit(session, customer, actor, "created", {}, at)
     taken = {(i.kind, i.value) for i in known}

@@ -27,8 +27,15 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import customers
-from switchboard.case.adapters.database import get_locked, insert_ignore, insert_ignore_many
+from switchboard.case import audit, customers
+from switchboard.case.adapters.database import (
+    get_locked,
+    get_row,
+    insert_ignore,
+    insert_ignore_many,
+    preload_locked,
+    row_added,
+)
 from switchboard.case.adapters.mailer import NoMailer
 from switchboard.case.adapters.orm import (
     EXTERNAL_ID,
@@ -124,12 +131,16 @@ def default_records(clock: Clock) -> CaseRecords:
 class _BatchUnit:
     """Each event of a batch in a savepoint of the batch's transaction (see CaseHandlers.batch)."""
 
-    def __init__(self, handlers: CaseHandlers, session: AsyncSession) -> None:
+    def __init__(self, handlers: CaseHandlers, session: AsyncSession, isolate: bool) -> None:
         self._handlers = handlers
         self._session = session
+        self._isolate = isolate
 
     @asynccontextmanager
     async def each(self, event: ProtoMessage) -> AsyncIterator[None]:
+        if not self._isolate:
+            yield
+            return
         savepoint = await self._session.begin_nested()
         try:
             yield
@@ -161,20 +172,44 @@ class CaseHandlers:
         self._on_commit = on_commit or (lambda: None)
 
     @asynccontextmanager
-    async def batch(self, events: Sequence[ProtoMessage] = ()) -> AsyncIterator[_BatchUnit]:
+    async def batch(
+        self, events: Sequence[ProtoMessage] = (), isolate: bool = True
+    ) -> AsyncIterator[_BatchUnit]:
         """One transaction for a whole batch of events (the bus's batch scope): one commit, one
-        fsync, instead of one per event. The batch's event ids are claimed in one statement up
-        front. Each event runs in a savepoint (`_BatchUnit.each`): one that is not ready or
-        invalid is undone and unclaimed alone, and the rest commits. Any other failure rolls all
-        of it back, and the bus hands each event over again on its own."""
+        fsync, instead of one per event. Up front, the batch's event ids are claimed in one
+        statement, and the contacts, cases, audit chain heads and SLA timers it touches are read
+        (and locked) with a few IN queries; the handlers then find them in the session.
+
+        With `isolate`, each event runs in a savepoint (`_BatchUnit.each`): one that is not ready
+        or invalid is undone and unclaimed alone, and the rest commits. Without it (the bus's
+        first try, cheaper: no savepoint, so the session flushes many events' rows together),
+        such an event fails the batch, and the bus tries again with isolation. Any other failure
+        rolls all of it back, and the bus hands each event over again on its own."""
         async with self._sessions.begin() as session:
             token = _batch_session.set(session)
             try:
                 await self._claim_all(session, events)
-                yield _BatchUnit(self, session)
+                await self._preload(session, events)
+                yield _BatchUnit(self, session, isolate)
             finally:
                 _batch_session.reset(token)
         self._on_commit()
+
+    async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
+        contact_ids: set[str] = set()
+        for e in events:
+            if isinstance(e, events_pb2.ContactCreated):
+                contact_ids.add(e.contact.contact_id)
+            elif isinstance(e, events_pb2.MessageAdded):
+                contact_ids.add(e.message.contact_id)
+            elif getattr(e, "contact_id", ""):
+                contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
+        contact_ids.discard("")
+        contacts = await preload_locked(session, Contact, contact_ids)
+        case_ids = {c.case_id for c in contacts}
+        await preload_locked(session, Case, case_ids)
+        await audit.preload_heads(session, audit.CASE, case_ids)
+        await self.records.sla.preload(session, case_ids)
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
@@ -277,7 +312,7 @@ class CaseHandlers:
         actor = f"channel:{contact_pb2.Channel.Name(channel).removeprefix('CHANNEL_').lower()}"
 
         async def work(session: AsyncSession) -> None:
-            existing = await session.get(Contact, c.contact_id)
+            existing = await get_row(session, Contact, c.contact_id)
             if existing is not None:
                 if existing.tenant != tenant:
                     raise InvalidArgument("contact.contact_id", "belongs to another tenant")
@@ -305,6 +340,7 @@ class CaseHandlers:
                     priority=c.priority,
                 )
             )
+            row_added(session, Contact, c.contact_id)
             await session.flush()
             if c.content:
                 session.add(

@@ -94,6 +94,7 @@ class CaseRecords:
             reopened_count=0,
         )
         session.add(case)
+        audit.new_chain(session, audit.CASE, case.id)
         await session.flush()
         await self.audit(
             session,

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -22,7 +22,14 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # What a transaction has learnt about rows it holds (rows it has locked, the head of each audit
 # chain it extends) lives in session.info under these keys, and is forgotten when any
 # transaction or savepoint of the session ends (a rollback may have undone it).
-TRANSACTION_CACHES = ("locked_rows", "audit_heads", "claims")
+TRANSACTION_CACHES = (
+    "locked_rows",
+    "held_rows",
+    "audit_heads",
+    "sla_timers",
+    "absent_rows",
+    "claims",
+)
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -37,8 +44,9 @@ def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> Non
 def _forget_after_a_rollback(session: Session, _previous: SessionTransaction) -> None:
     # A savepoint rolled back undid its audit entries; the batch's claims were made before it
     # (and the event's own claim is withdrawn by the caller), so they stay.
-    for key in ("locked_rows", "audit_heads"):
-        session.info.pop(key, None)
+    for key in TRANSACTION_CACHES:
+        if key != "claims":
+            session.info.pop(key, None)
 
 
 def async_url(url: str) -> str:
@@ -103,6 +111,40 @@ async def insert_ignore(
         .returning(model.__table__.c[keys[0]])
     )
     return (await session.execute(stmt)).first() is not None
+
+
+async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> list[Any]:
+    """Read and lock many rows by primary key in one query (in key order, so that two writers
+    lock in the same order); `get_locked` and `get_row` then answer from the session, including
+    for the keys that have no row."""
+    if not keys:
+        return []
+    pk = model.__mapper__.primary_key[0]
+    rows = list(
+        await session.scalars(select(model).where(pk.in_(keys)).order_by(pk).with_for_update())
+    )
+    # The session's identity map holds rows weakly: keep them for the transaction.
+    session.info.setdefault("held_rows", []).extend(rows)
+    locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
+    absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
+    found = {getattr(row, pk.key) for row in rows}
+    locked.update((model, k) for k in found)
+    absent.update((model, k) for k in keys - found)
+    return rows
+
+
+async def get_row(session: AsyncSession, model: Any, key: Any) -> Any:
+    """`session.get(model, key)`, without a query for a key a preload found no row for."""
+    if (model, key) in session.info.get("absent_rows", ()):
+        return None
+    return await session.get(model, key)
+
+
+def row_added(session: AsyncSession, model: Any, key: Any) -> None:
+    """A row inserted in this transaction is no longer absent."""
+    absent = session.info.get("absent_rows")
+    if absent is not None:
+        absent.discard((model, key))
 
 
 async def get_locked(session: AsyncSession, model: Any, key: Any) -> Any:

@@ -76,10 +76,33 @@ class SlaEngine:
         return timer.elapsed_s
 
     async def timers(self, session: AsyncSession, case_id: str) -> dict[str, SlaTimer]:
+        """The case's timers, locked; read once per transaction (`preload` reads a batch's)."""
+        known: dict[str, dict[str, SlaTimer]] = session.info.setdefault("sla_timers", {})
+        timers = known.get(case_id)
+        if timers is None:
+            rows = await session.scalars(
+                select(SlaTimer).where(SlaTimer.case_id == case_id).with_for_update()
+            )
+            timers = known[case_id] = {t.metric: t for t in rows}
+        return timers
+
+    @staticmethod
+    async def preload(session: AsyncSession, case_ids: set[str]) -> None:
+        """Read and lock the timers of many cases at once (a batch's)."""
+        known: dict[str, dict[str, SlaTimer]] = session.info.setdefault("sla_timers", {})
+        wanted = case_ids - known.keys()
+        if not wanted:
+            return
         rows = await session.scalars(
-            select(SlaTimer).where(SlaTimer.case_id == case_id).with_for_update()
+            select(SlaTimer)
+            .where(SlaTimer.case_id.in_(wanted))
+            .order_by(SlaTimer.case_id, SlaTimer.metric)
+            .with_for_update()
         )
-        return {t.metric: t for t in rows}
+        for case_id in wanted:
+            known[case_id] = {}
+        for t in rows:
+            known[t.case_id][t.metric] = t
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -98,6 +121,7 @@ class SlaEngine:
         if timer is None:
             timer = SlaTimer(case_id=case.id, metric=metric, tenant=case.tenant)
             session.add(timer)
+            timers[metric] = timer
         timer.policy = policy.name
         timer.target_s = int(policy.targets[metric].total_seconds())
         timer.elapsed_s = 0.0
