@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -64,6 +67,26 @@ def run(
         await serve_until_signalled(await factory(), name)
 
     asyncio.run(main())
+    exit_when_stopped(name)
+
+
+def exit_when_stopped(name: str, patience: float = 3.0) -> None:
+    """Make sure a stopped service's process ends. A library thread that was never told to stop
+    (a database connection whose task was cancelled mid-transaction keeps its driver thread)
+    would otherwise keep the interpreter alive after the service has drained, and an
+    orchestrator would wait out its grace period and SIGKILL it."""
+    deadline = time.monotonic() + patience
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [
+        t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    if left:
+        logger.warning("%s exits with threads still running: %s", name, ", ".join(left))
+        logging.shutdown()
+        os._exit(0)
 
 
 def main(name: str, settings: ServiceSettings, bootstrap: Callable[[Any], Service]) -> None:

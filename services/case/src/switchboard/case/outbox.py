@@ -1,8 +1,8 @@
 """The transactional outbox: case events are written with the change they report and published
 after the commit, so an event is never lost when the bus is briefly away, and never published for
 a change that was rolled back. A relay publishes staged events oldest first (the event id is the
-Nats-Msg-Id, so a re-publish after a crash is de-duplicated) and deletes each one JetStream
-acknowledged."""
+Nats-Msg-Id, so a re-publish after a crash is de-duplicated), pipelined, and deletes each one
+JetStream acknowledged."""
 
 from __future__ import annotations
 
@@ -60,24 +60,36 @@ class OutboxRelay:
                 )
             if not rows:
                 return published
-            done = []
+            done: list[str] = []
+            sent: list[tuple[str, asyncio.Future[object]]] = []
             try:
+                # Pipelined: all sent, then the acks awaited together. A row is deleted only
+                # once JetStream has acknowledged it; the rest stay for the next round.
                 for row in rows:
                     spec = events.spec_by_name(row.type_name)
-                    if spec is not None:
-                        event = spec.type()
-                        event.ParseFromString(row.payload)
-                        await self._bus.publish(event)
-                    else:
+                    if spec is None:
                         logger.error("outbox event %s has unknown type", row.event_id)
-                    done.append(row.event_id)
+                        done.append(row.event_id)
+                        continue
+                    event = spec.type()
+                    event.ParseFromString(row.payload)
+                    sent.append((row.event_id, await self._bus.publish_async(event)))
             finally:
+                outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+                done += [
+                    event_id
+                    for (event_id, _), outcome in zip(sent, outcomes, strict=True)
+                    if not isinstance(outcome, BaseException)
+                ]
                 if done:
                     async with self._sessions.begin() as session:
                         await session.execute(
                             delete(OutboxEvent).where(OutboxEvent.event_id.in_(done))
                         )
                     published += len(done)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed  # the bus is away: the relay tries again later
             if len(rows) < BATCH:
                 return published
 

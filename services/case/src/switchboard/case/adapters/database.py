@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +87,26 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+class _OneWriterAtATime(async_sessionmaker[AsyncSession]):
+    """SQLite takes one writer at a time, and a second one waits in the driver for the busy
+    timeout, then fails with "database is locked" (seen under load: the outbox relay against the
+    consumer's batch). In one process, write transactions (`begin()`) queue here instead, in
+    order and without a timeout; reads (`sessions()`) never wait, WAL gives them a snapshot."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self._writer = asyncio.Lock()
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
+        async with self._writer, super().begin() as session:
+            yield session
+
+
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # Rows are turned into messages after commit; expiring them would force lazy reloads.
+    if engine.dialect.name == "sqlite":
+        return _OneWriterAtATime(engine)
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
