@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from google.protobuf.message import Message
 from sqlalchemy import delete, select
@@ -61,7 +62,7 @@ class OutboxRelay:
             if not rows:
                 return published
             done: list[str] = []
-            sent: list[tuple[str, asyncio.Future[object]]] = []
+            sent: list[tuple[str, asyncio.Future[Any]]] = []
             try:
                 # Pipelined: all sent, then the acks awaited together. A row is deleted only
                 # once JetStream has acknowledged it; the rest stay for the next round.
