@@ -15,10 +15,36 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 
 logger = logging.getLogger(__name__)
 
 _provider: TracerProvider | None = None
+_exporting = False  # a processor or exporter was added: spans are recorded from then on
+
+
+class _RecordWhenExported(Sampler):
+    """Spans cost only their ids until something exports them: without an exporter or a
+    processor, every span is non-recording (no attributes, events or processor calls kept), while
+    trace ids are still generated and propagated, so one contact stays one trace."""
+
+    _recording = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None):  # type: ignore[no-untyped-def]
+        if not _exporting:
+            return SamplingResult(Decision.DROP)
+        return self._recording.should_sample(
+            parent_context, trace_id, name, kind, attributes, links
+        )
+
+    def get_description(self) -> str:
+        return "RecordWhenExported"
 
 
 def setup_tracing(
@@ -29,9 +55,12 @@ def setup_tracing(
     With an OTLP endpoint, spans are exported there (when the OTLP exporter is installed); a test
     passes its own processor (an in-memory exporter).
     """
-    global _provider
+    global _provider, _exporting
     if _provider is None:
-        _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        _provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}),
+            sampler=_RecordWhenExported(),
+        )
         trace.set_tracer_provider(_provider)
         if otlp_endpoint:
             try:
@@ -44,8 +73,10 @@ def setup_tracing(
                 _provider.add_span_processor(
                     BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint))
                 )
+                _exporting = True
     if processor is not None:
         _provider.add_span_processor(processor)
+        _exporting = True
     return _provider
 
 

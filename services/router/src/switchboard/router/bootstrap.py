@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -110,6 +111,9 @@ class RouterApp:
         self.router = Router(new_engine(), RoutingNotifier(self.bus), self._journal)
         self.router.leader = False
         await self._load()
+        # The recovered engine (up to millions of waiting contacts) is long-lived: out of the
+        # collector's generations, it is never traversed again by a collection on the offer path.
+        gc.freeze()
         self.server, self.port, self.readiness = await sb_grpc.start_server(
             [
                 (
