@@ -7,11 +7,12 @@ headers, consumers continue it, and the router hands it to the agent inside each
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -22,6 +23,9 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +40,20 @@ class _RecordWhenExported(Sampler):
 
     _recording = ParentBased(ALWAYS_ON)
 
-    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None):  # type: ignore[no-untyped-def]
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
         if not _exporting:
             return SamplingResult(Decision.DROP)
         return self._recording.should_sample(
-            parent_context, trace_id, name, kind, attributes, links
+            parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
