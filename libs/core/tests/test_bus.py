@@ -468,3 +468,40 @@ async def test_a_unit_that_isolates_events_settles_a_bad_one_alone_and_commits_t
         assert attempts["bad"] == 2 and attempts["early"] == 2
     finally:
         await consumer_bus.drain()
+
+
+async def test_a_concurrent_consumer_starts_handlers_in_stream_order_and_settles_each(
+    nats_url: str, bus: Bus
+) -> None:
+    started: list[str] = []
+    in_flight = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        nonlocal in_flight, most
+        started.append(event.contact.contact_id)
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await release.wait()  # an I/O wait (a journal ack)
+            if event.contact.contact_id == "c3":
+                raise InvalidArgument("contact.language", "is not a BCP 47 tag")
+        finally:
+            in_flight -= 1
+
+    await bus.publish_many([created(f"c{i}") for i in range(8)])
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "together", events_pb2.ContactCreated, handler, ConsumerOptions(concurrent=True)
+    )
+    await consumer_bus.start()
+    try:
+        await until(lambda: len(started) == 8, "all eight handlers started")
+        assert most == 8  # all waiting at once, not one after the other
+        assert started == [f"c{i}" for i in range(8)]
+        release.set()
+        await until(lambda: consumer_bus.stats()["together"]["processed"] == 7, "seven acked")
+        await until(lambda: consumer_bus.stats()["together"]["terminated"] == 1, "one parked")
+    finally:
+        await consumer_bus.drain()

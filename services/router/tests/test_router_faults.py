@@ -15,12 +15,14 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from nats.js import api as js_api
 
+from switchboard.core import events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
@@ -395,4 +397,42 @@ async def test_an_input_whose_caller_gives_up_is_still_journaled_and_published(
         assert offer.contact.contact_id == "after"
     finally:
         await agent.close()
+        await app.stop()
+
+
+async def test_a_transfer_fetched_with_its_contact_in_one_batch_is_applied(
+    nats_url: str, bus: Bus, tmp_path: Path
+) -> None:
+    """The router's consumer runs a fetched batch's handlers concurrently; a handler that
+    depends on the engine's state (a transfer of a contact created earlier in the same batch)
+    asks after the earlier inputs were decided, not before."""
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        "tenants:\n  acme:\n    languages: [ko]\n"
+        "    queues:\n      - name: general\n      - name: billing\n"
+    )
+    await bus.publish(created("moved"))
+    await bus.publish(
+        events_pb2.ContactTransferred(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "voice"),
+            contact_id="moved",
+            to_queue="billing",
+        )
+    )
+    app = router_app(nats_url, "router-a", ROUTER_CONFIG_FILE=str(config))
+    await app.start()  # both events arrive in its first fetch
+    try:
+        router = app.router
+        assert router is not None
+
+        def moved() -> bool:
+            c = router.engine.contacts.get("moved")
+            return c is not None and c.queue == "billing"
+
+        for _ in range(200):
+            if moved():
+                break
+            await asyncio.sleep(0.05)
+        assert moved()
+    finally:
         await app.stop()

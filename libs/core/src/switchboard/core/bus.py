@@ -92,6 +92,11 @@ class ConsumerOptions:
     # event the unit's `each` isolated that was not ready, unavailable or invalid is settled on
     # its own; any other failure rolls the batch back and each event is handled again alone.
     batch_scope: BatchScope | None = None
+    # Run the handlers of a fetched batch concurrently, started in stream order, each settled
+    # on its own: for a handler that serialises its own decisions in arrival order and mostly
+    # waits on I/O (the router: a decision under its lock, then the journal's and the events'
+    # acks, which a batch then awaits together instead of one after the other).
+    concurrent: bool = False
 
     @property
     def policy(self) -> RetryPolicy:
@@ -405,6 +410,9 @@ class Bus:
                 for msg, event, refused in aside:
                     await self._settle_error(consumer, msg, event, refused)
                 return
+        if consumer.options.concurrent and len(ready) > 1:
+            await asyncio.gather(*(self._deliver(consumer, msg, event) for msg, event in ready))
+            return
         for msg, event in ready:
             await self._deliver(consumer, msg, event)
 

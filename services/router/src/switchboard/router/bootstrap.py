@@ -191,7 +191,7 @@ class RouterApp:
             self.consumer_bus,
             router,
             self.settings.consumer_name,
-            ConsumerOptions(ack_wait=self.settings.consumer_ack_wait_seconds),
+            ConsumerOptions(ack_wait=self.settings.consumer_ack_wait_seconds, concurrent=True),
         )
         await self.consumer_bus.start()
         self._tasks.append(asyncio.create_task(router.tick_forever()))

@@ -121,7 +121,9 @@ class Router:
 
     # ---- inputs ----------------------------------------------------------------------------------
 
-    async def run(self, name: str, *args: Any) -> Any:
+    async def run(
+        self, name: str, *args: Any, when: Callable[[eng.Engine], bool] | None = None
+    ) -> Any:
         """Run one engine input and carry out its effects, in decision order.
 
         The input is journaled first; its events go out only once JetStream has the journal
@@ -131,15 +133,22 @@ class Router:
 
         A caller may stop waiting (a gRPC deadline cancels its handler), but an input once
         started is carried through to the end: cancelled half-way, the engine would have decided
-        something that is never journaled or never published."""
-        task = asyncio.ensure_future(self._run(name, *args))
+        something that is never journaled or never published.
+
+        `when`, if given, is asked under the lock, after every input that arrived earlier has
+        been decided: False skips the input (nothing decided, nothing journaled). A bus handler
+        that depends on the engine's state asks there, not before (the router's consumer runs
+        a batch's handlers concurrently)."""
+        task = asyncio.ensure_future(self._run(name, *args, when=when))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(_outcome_unheard)
             raise
 
-    async def _run(self, name: str, *args: Any) -> Any:
+    async def _run(
+        self, name: str, *args: Any, when: Callable[[eng.Engine], bool] | None = None
+    ) -> Any:
         if not self.leader:
             raise Unavailable("this router replica is the standby; the leader takes requests")
         async with self._lock:
@@ -148,6 +157,8 @@ class Router:
             if self.journal is not None and not self.journal.connected:
                 # Refused before the engine changes anything: nothing to resolve afterwards.
                 raise Unavailable("the router cannot reach its journal (NATS); try again")
+            if when is not None and not when(self.engine):
+                return None
             self.clock.advance(self.wall())
             at = self.clock.now
             result = getattr(self.engine, name)(*args)  # a DomainError here changed nothing
@@ -305,18 +316,28 @@ class Router:
     async def on_contact_transferred(self, event: events_pb2.ContactTransferred) -> None:
         if event.meta.source == "router":
             return
-        c = self.engine.contacts.get(event.contact_id)
-        if c is None or (c.queue == event.to_queue and c.status == eng.Status.WAITING):
-            return
-        await self.run("transfer", event.meta.tenant, event.contact_id, event.to_queue, "")
+
+        def applies(engine: eng.Engine) -> bool:
+            c = engine.contacts.get(event.contact_id)
+            return c is not None and not (
+                c.queue == event.to_queue and c.status == eng.Status.WAITING
+            )
+
+        await self.run(
+            "transfer", event.meta.tenant, event.contact_id, event.to_queue, "", when=applies
+        )
 
     async def on_contact_held(self, event: events_pb2.ContactHeld) -> None:
         if event.meta.source == "router":
             return
-        c = self.engine.contacts.get(event.contact_id)
-        if c is None or c.status != eng.Status.ASSIGNED:
-            return
-        await self.run("set_hold", event.meta.tenant, "", event.contact_id, event.held)
+
+        def applies(engine: eng.Engine) -> bool:
+            c = engine.contacts.get(event.contact_id)
+            return c is not None and c.status == eng.Status.ASSIGNED
+
+        await self.run(
+            "set_hold", event.meta.tenant, "", event.contact_id, event.held, when=applies
+        )
 
     # ---- agents' streams ---------------------------------------------------------------------
 
