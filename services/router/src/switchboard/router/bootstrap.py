@@ -209,17 +209,23 @@ class RouterApp:
         self.led.clear()
         await self._set_serving(False, "standby: re-reading the journal")
         await self._stop_leading()
-        delay = 0.2
+        # Each attempt has a deadline that starts short and doubles: a request sent while a
+        # JetStream stream has no leader (a cluster node just died) gets no answer at all, and
+        # waiting out the client's 5 s request timeout would delay the first attempt that can
+        # succeed, once the new leader is elected (~2 s); a long journal still gets its time.
+        deadline, delay = 2.0, 0.1
         while True:
             try:
-                await asyncio.wait_for(self._load(), 30)
+                await asyncio.wait_for(self._load(), deadline)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("router cannot re-read its journal yet: %r", exc)
+                logger.warning(
+                    "router cannot re-read its journal yet (%.0f s attempt): %r", deadline, exc
+                )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                deadline, delay = min(deadline * 2, 60.0), min(delay * 2, 1.0)
 
     async def _stop_leading(self) -> None:
         for task in self._tasks:
