@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from switchboard.cli.__main__ import main
+from switchboard.cli.commands import nats_status
 from switchboard.cli.endpoints import Endpoints
 from switchboard.core import events
 from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port
 from switchboard.core.errors import InvalidArgument
 from switchboard.v1 import contact_pb2, events_pb2
 
@@ -120,3 +122,11 @@ async def test_dlq_list_shows_parked_events_and_replay_puts_them_back(
     assert await cli("dlq", "list", "--nats", nats_url) == 0
     assert capsys.readouterr().out.strip() == "no parked events"
     await consumer_bus.drain()
+
+
+async def test_status_reaches_nats_through_a_comma_separated_list_of_servers(
+    nats_url: str,
+) -> None:
+    """NATS_URL may name a cluster's servers; the first may be down."""
+    ok, detail = await nats_status(f"nats://127.0.0.1:{free_port()}, {nats_url}")
+    assert ok, detail

@@ -11,6 +11,7 @@ import nats
 
 from switchboard.cli.endpoints import Endpoints
 from switchboard.core import deadletter
+from switchboard.core.bus import nats_servers
 
 
 def add_parser(sub: Any) -> None:
@@ -60,7 +61,7 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
     url = args.nats or Endpoints.load(directory).nats_url
     try:
         nc = await nats.connect(
-            [u.strip() for u in url.split(",") if u.strip()],
+            nats_servers(url),
             connect_timeout=2,
             max_reconnect_attempts=0,
             allow_reconnect=False,

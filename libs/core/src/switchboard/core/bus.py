@@ -47,6 +47,11 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 MAX_EVENT_BYTES = 1024 * 1024
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers a NATS_URL names: one URL, or several of a cluster, comma-separated."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 class MalformedEvent(Exception):
     """The bytes on the bus are not an event we can read; park it, do not redeliver."""
 
@@ -226,7 +231,7 @@ class Bus:
                 await created[0]._connection_changed(True)
 
         nc = await nats.connect(
-            [u.strip() for u in url.split(",") if u.strip()],
+            nats_servers(url),
             name=source,
             connect_timeout=2,
             reconnect_time_wait=0.5,
