@@ -30,8 +30,11 @@ class FakeBus:
     def __init__(self) -> None:
         self.published: list[Message] = []
         self.fail = False
+        self.hold: asyncio.Event | None = None
 
     async def publish(self, event: Message) -> object:
+        if self.hold is not None:
+            await self.hold.wait()  # JetStream has not acknowledged yet
         if self.fail:
             raise TimeoutError("no JetStream ack")
         self.published.append(event)
@@ -178,3 +181,60 @@ def test_check_text_counts_utf8_bytes() -> None:
         check_text({"text": ""}, 4000)
     with pytest.raises(InvalidArgument, match="text: is not valid Unicode"):
         check_text({"text": "\ud800"}, 4000)
+
+
+async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
+    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+) -> None:
+    """Not after the bus has carried it back: the agent sees the customer's message, and the
+    customer the agent's, before the publish is acknowledged; the bus's own delivery of the
+    same event later shows nothing twice."""
+    first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    await chat.on_contact_assigned(assigned(first.contact_id))
+    room = f"contact:{first.contact_id}"
+
+    def shown(where: str, text: str) -> int:
+        return sum(
+            1 for r, e, d in delivery.emitted if r == where and e == "message" and d["text"] == text
+        )
+
+    bus.hold = asyncio.Event()
+    sending = asyncio.create_task(chat.customer_message(PROFILE, "v1", {"text": "my printer"}))
+    for _ in range(100):
+        if shown(room, "my printer"):
+            break
+        await asyncio.sleep(0)
+    assert shown(room, "my printer") == 1
+    assert not sending.done()  # JetStream has not stored it yet
+    bus.hold.set()
+    await sending
+    replying = asyncio.create_task(
+        chat.send_agent_message(TENANT, first.contact_id, "agent-1", "which model?")
+    )
+    await sending
+    await replying
+    assert shown("visitor:v1", "which model?") == 1
+    # The bus brings every published message back: each is shown once, not again.
+    for event in list(bus.published):
+        if isinstance(event, events_pb2.MessageAdded):
+            await chat.on_message_added(event)
+    assert shown(room, "my printer") == 1
+    assert shown("visitor:v1", "which model?") == 1
+
+
+async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
+    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+) -> None:
+    """The sender gets the error (the agent may have seen the message meanwhile); sent again
+    with the same client id it is the same message: recorded once, shown once."""
+    first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    await chat.on_contact_assigned(assigned(first.contact_id))
+    bus.fail = True
+    with pytest.raises(TimeoutError):
+        await chat.customer_message(PROFILE, "v1", {"text": "lost?", "client_id": "key-0001"})
+    bus.fail = False
+    again = await chat.customer_message(PROFILE, "v1", {"text": "lost?", "client_id": "key-0001"})
+    sent = [e for e in bus.published if isinstance(e, events_pb2.MessageAdded)]
+    assert [e.message.message_id for e in sent] == [again.message_id]
+    room = f"contact:{first.contact_id}"
+    assert [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"] == ["lost?"]

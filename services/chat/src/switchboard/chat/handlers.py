@@ -47,7 +47,7 @@ from switchboard.chat.domain.model import (
     not_assigned,
     required_str,
 )
-from switchboard.chat.notifier import ChatNotifier
+from switchboard.chat.notifier import ChatNotifier, message_event
 from switchboard.core.auth import Principal
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
 from switchboard.v1 import contact_pb2, events_pb2
@@ -185,15 +185,37 @@ class Chat:
                 if client_id
                 else uuid.uuid4().hex
             )
-            await self.notifier.message_added(
-                profile.tenant,
-                conversation.contact_id,
-                message_id,
-                contact_pb2.AUTHOR_CUSTOMER,
-                text,
-                now,
+            await self._publish_and_show(
+                message_event(
+                    profile.tenant,
+                    conversation.contact_id,
+                    message_id,
+                    contact_pb2.AUTHOR_CUSTOMER,
+                    text,
+                    now,
+                ),
+                conversation,
             )
             return Sent(message_id, conversation.contact_id)
+
+    async def _publish_and_show(
+        self, event: events_pb2.MessageAdded, conversation: Conversation
+    ) -> None:
+        """Publish a message, and show it to the other side while JetStream stores it, not
+        after the bus has carried it back: the sender learns the outcome from the publish (an
+        error if JetStream did not store it; the same message id sent again is a duplicate),
+        and the bus's own delivery of it later finds it already in the history."""
+        shown = asyncio.ensure_future(self._show_now(event, conversation))
+        try:
+            await self.notifier.publish(event)
+        finally:
+            await shown
+
+    async def _show_now(self, event: events_pb2.MessageAdded, conversation: Conversation) -> None:
+        try:
+            await self.on_message_added(event, conversation)
+        except Exception:  # the bus delivers it when it comes back
+            logger.warning("chat message %s shown late", event.message.message_id, exc_info=True)
 
     def _lock(self, tenant: str, visitor_id: str) -> asyncio.Lock:
         key = (tenant, visitor_id)
@@ -247,14 +269,17 @@ class Chat:
         if conversation is None:
             raise FailedPrecondition("start the chat with a message before sending a file")
         message_id = uuid.uuid4().hex
-        await self.notifier.message_added(
-            profile.tenant,
-            conversation.contact_id,
-            message_id,
-            contact_pb2.AUTHOR_CUSTOMER,
-            caption,
-            _now(),
-            attachment=ref,
+        await self._publish_and_show(
+            message_event(
+                profile.tenant,
+                conversation.contact_id,
+                message_id,
+                contact_pb2.AUTHOR_CUSTOMER,
+                caption,
+                _now(),
+                attachment=ref,
+            ),
+            conversation,
         )
         return Sent(message_id, conversation.contact_id)
 
@@ -432,14 +457,11 @@ class Chat:
         if conversation.ended:
             raise FailedPrecondition(f"contact {contact_id} has ended")
         message_id = uuid.uuid4().hex
-        await self.notifier.message_added(
-            tenant,
-            contact_id,
-            message_id,
-            contact_pb2.AUTHOR_AGENT,
-            text,
-            _now(),
-            agent_id=agent_id,
+        await self._publish_and_show(
+            message_event(
+                tenant, contact_id, message_id, contact_pb2.AUTHOR_AGENT, text, _now(), agent_id
+            ),
+            conversation,
         )
         return Sent(message_id, contact_id)
 
@@ -515,11 +537,14 @@ class Chat:
         )
         await self._deliver(tenant, message)
 
-    async def on_message_added(self, event: events_pb2.MessageAdded) -> None:
+    async def on_message_added(
+        self, event: events_pb2.MessageAdded, conversation: Conversation | None = None
+    ) -> None:
         if event.meta.channel != contact_pb2.CHANNEL_CHAT:
             return
         m, tenant = event.message, event.meta.tenant
-        conversation = await self.store.get(tenant, m.contact_id)
+        if conversation is None:
+            conversation = await self.store.get(tenant, m.contact_id)
         if conversation is None:
             return
         author = AUTHORS.get(m.author, "system")

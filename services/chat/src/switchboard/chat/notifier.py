@@ -24,6 +24,31 @@ def _text(text: str) -> contact_pb2.ContentPart:
     return contact_pb2.ContentPart(content_type="text/plain", text=text)
 
 
+def message_event(
+    tenant: str,
+    contact_id: str,
+    message_id: str,
+    author: int,
+    text: str,
+    at: datetime,
+    agent_id: str = "",
+    attachment: contact_pb2.AttachmentRef | None = None,
+) -> events_pb2.MessageAdded:
+    """The MessageAdded a chat message is published as."""
+    message = contact_pb2.Message(
+        message_id=message_id,
+        contact_id=contact_id,
+        author=author,  # type: ignore[arg-type]
+        agent_id=agent_id,
+        parts=[_text(text)] if text else [],
+        attachments=[attachment] if attachment is not None else [],
+    )
+    message.sent_at.FromDatetime(at)
+    # The message id is the event id: a retried publish is de-duplicated by JetStream.
+    meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, message_id)
+    return events_pb2.MessageAdded(meta=meta, message=message)
+
+
 class ChatNotifier:
     """Publishes and returns once JetStream has stored the event."""
 
@@ -71,29 +96,9 @@ class ChatNotifier:
         )
         await self.bus.publish(events_pb2.ContactCreated(meta=meta, contact=contact))
 
-    async def message_added(
-        self,
-        tenant: str,
-        contact_id: str,
-        message_id: str,
-        author: int,
-        text: str,
-        at: datetime,
-        agent_id: str = "",
-        attachment: contact_pb2.AttachmentRef | None = None,
-    ) -> None:
-        message = contact_pb2.Message(
-            message_id=message_id,
-            contact_id=contact_id,
-            author=author,  # type: ignore[arg-type]
-            agent_id=agent_id,
-            parts=[_text(text)] if text else [],
-            attachments=[attachment] if attachment is not None else [],
-        )
-        message.sent_at.FromDatetime(at)
-        # The message id is the event id: a retried publish is de-duplicated by JetStream.
-        meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, message_id)
-        await self.bus.publish(events_pb2.MessageAdded(meta=meta, message=message))
+    async def publish(self, event: Message) -> None:
+        """Publish an event built here (returns once JetStream has stored it)."""
+        await self.bus.publish(event)
 
     async def satisfaction_rated(
         self, tenant: str, contact_id: str, score: int, comment: str
