@@ -17,10 +17,11 @@ from switchboard.core import events
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
 from switchboard.core.grpc import check_health
-from switchboard.testing.agents import AgentClient
 from switchboard.v1 import contact_pb2, events_pb2
 
 SECRET = "bench-secret"
+REPO = Path(__file__).resolve().parent.parent
+AGENT_PROCESSES = int(os.environ.get("BENCH_AGENT_PROCESSES", "4"))
 LANGUAGES = ("ko", "zh", "en", "ja")
 
 
@@ -95,62 +96,86 @@ async def run(
         await _healthy(f"127.0.0.1:{router_port}")
         await _healthy(f"127.0.0.1:{case_port}")
         published: dict[str, float] = {}
+        offered: dict[str, float] = {}
+        waiting: dict[str, asyncio.Future[None]] = {}
         offer_latency: list[float] = []
-        clients = []
-        for lang in LANGUAGES:
-            for i in range(agents_per_language):
-                c = AgentClient(f"127.0.0.1:{router_port}", SECRET, "bench", f"{lang}-{i}")
-                # Benchmark agents take many chats at once: offer and accept are what is measured.
-                await c.sign_in({lang: 4}, capacity={contact_pb2.CHANNEL_CHAT: contacts})
-                clients.append(c)
+        names = [f"{lang}-{i}" for lang in LANGUAGES for i in range(agents_per_language)]
+        processes = max(1, min(AGENT_PROCESSES, len(names)))
+        # The agents run in processes of their own, so this process is not what limits them.
+        workers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.agent_worker",
+                f"127.0.0.1:{router_port}",
+                SECRET,
+                "bench",
+                str(contacts),  # benchmark agents take many chats at once
+                *names[k::processes],
+                stdout=asyncio.subprocess.PIPE,
+                cwd=REPO,
+                env={**env, "PYTHONPATH": str(REPO)},
+            )
+            for k in range(processes)
+        ]
 
-        last_offer = 0.0
+        async def read(worker: asyncio.subprocess.Process) -> None:
+            assert worker.stdout is not None
+            while line := await worker.stdout.readline():
+                cid, at = line.decode().split()
+                offered[cid] = float(at)
+                offer_latency.append((float(at) - published[cid]) * 1e3)
+                done = waiting.pop(cid, None)
+                if done is not None and not done.done():
+                    done.set_result(None)
 
-        async def work(client: AgentClient) -> None:
-            nonlocal last_offer
-            while True:
-                offer = await client.offers.get()
-                last_offer = time.perf_counter()
-                offer_latency.append((last_offer - published[offer.contact.contact_id]) * 1e3)
-                await client.accept(offer)
-
-        workers = [asyncio.create_task(work(c)) for c in clients]
+        for worker in workers:
+            assert worker.stdout is not None
+            ready = await worker.stdout.readline()
+            if ready.strip() != b"ready":
+                raise RuntimeError(f"an agent process did not start: {ready!r}")
+        readers = [asyncio.create_task(read(w)) for w in workers]
         bus = await Bus.connect(nats_url, source="bench")
 
         # Throughput: every contact published at once; measured until the case store has
         # recorded every assignment.
-        start = time.perf_counter()
+        start = time.monotonic()
         futures = []
         for i in range(contacts):
-            published[f"bench-{i}"] = time.perf_counter()
+            published[f"bench-{i}"] = time.monotonic()
             futures.append(await bus.publish_async(_contact(f"bench-{i}", i)))
         await asyncio.gather(*futures)
         # The case store is another process: polling its table is how we see "recorded".
         while _assigned(db) < contacts:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - start
-        routed = contacts / (last_offer - start)
+        elapsed = time.monotonic() - start
+        routed = contacts / (max(offered.values()) - start)
         burst_p50 = percentile(offer_latency, 50)
+        burst_p99 = percentile(offer_latency, 99)
 
         # Latency: one contact in flight at a time, so no queueing is measured.
         offer_latency.clear()
+        loop = asyncio.get_running_loop()
         for i in range(latency_samples):
             cid = f"latency-{i}"
-            published[cid] = time.perf_counter()
+            waiting[cid] = loop.create_future()
+            published[cid] = time.monotonic()
             await bus.publish(_contact(cid, i))
-            while len(offer_latency) <= i:  # noqa: ASYNC110 - the agents' tasks fill it
-                await asyncio.sleep(0.0005)
-        for w in workers:
-            w.cancel()
-        for c in clients:
-            await c.close()
+            await asyncio.wait_for(waiting[cid], 30)
+        for r in readers:
+            r.cancel()
+        for worker in workers:
+            worker.terminate()
+            await worker.wait()
         await bus.drain()
         return {
             "contacts": contacts,
-            "agents": len(clients),
+            "agents": len(names),
+            "agent_processes": processes,
             "contacts_per_s": contacts / elapsed,
             "offers_per_s": routed,
             "burst_offer_p50_ms": burst_p50,
+            "burst_offer_p99_ms": burst_p99,
             "latency_samples": latency_samples,
             "offer_p50_ms": percentile(offer_latency, 50),
             "offer_p99_ms": percentile(offer_latency, 99),

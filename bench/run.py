@@ -25,7 +25,7 @@ from switchboard.core.embedded_nats import NatsServer
 PARTS = ("case_store", "router", "chat", "email_ingest", "fax", "voice")
 
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", "2000"))
-AGENTS_PER_LANGUAGE = int(os.environ.get("BENCH_AGENTS_PER_LANGUAGE", "5"))
+AGENTS_PER_LANGUAGE = int(os.environ.get("BENCH_AGENTS_PER_LANGUAGE", "25"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "500"))
 RAW_MESSAGES = int(os.environ.get("BENCH_RAW_MESSAGES", "20000"))
 
@@ -110,9 +110,11 @@ def table(r: dict[str, dict[str, float]]) -> str:
             f"p50 {raw['grpc_stream_p50_ms']:.2f} ms, p99 {raw['grpc_stream_p99_ms']:.2f} ms",
         ),
         (
-            f"end to end ({e2e['contacts']:.0f} contacts, {e2e['agents']:.0f} agents)",
+            f"end to end ({e2e['contacts']:.0f} contacts, {e2e['agents']:.0f} agents"
+            f" in {e2e['agent_processes']:.0f} processes)",
             f"{e2e['contacts_per_s']:,.0f} contacts/s",
-            f"in a burst: published->offer p50 {e2e['burst_offer_p50_ms']:.0f} ms (queueing)",
+            f"in a burst: published->offer p50 {e2e['burst_offer_p50_ms']:.0f} ms,"
+            f" p99 {e2e['burst_offer_p99_ms']:.0f} ms (queueing)",
         ),
         (
             f"published->offer, one at a time ({e2e['latency_samples']:.0f})",

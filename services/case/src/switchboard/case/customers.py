@@ -99,7 +99,7 @@ async def resolve(
         customer = Customer(id=new_id(), tenant=tenant, display_name=name, created_at=at)
         session.add(customer)
         audit.new_chain(session, audit.CUSTOMER, customer.id)
-        await session.flush()
+        session.info.setdefault("new_customers", set()).add(customer.id)
         await _audit(session, customer, actor, "created", {}, at)
     taken = {(i.kind, i.value) for i in known}
     added = [(k, v) for k, v in identities if (k, v) not in taken]
@@ -108,7 +108,6 @@ async def resolve(
             CustomerIdentity(tenant=tenant, kind=kind, value=value, customer_id=customer.id)
         )
     if added:
-        await session.flush()
         await _audit(
             session,
             customer,

@@ -341,7 +341,6 @@ class CaseHandlers:
                 )
             )
             row_added(session, Contact, c.contact_id)
-            await session.flush()
             if c.content:
                 session.add(
                     Message(
@@ -415,14 +414,16 @@ class CaseHandlers:
                 logger.info(
                     "contact %s names an unknown case; using its customer", contact.contact_id
                 )
-        result = await session.execute(
-            select(Case)
-            .where(Case.customer_id == customer.id, Case.status.not_in(CLOSED_CASE))
-            .order_by(Case.created_at.desc(), Case.id)
-            .limit(1)
-            .with_for_update()
-        )
-        case = result.scalar_one_or_none()
+        case = None
+        if customer.id not in session.info.get("new_customers", ()):  # a new one has no case
+            result = await session.execute(
+                select(Case)
+                .where(Case.customer_id == customer.id, Case.status.not_in(CLOSED_CASE))
+                .order_by(Case.created_at.desc(), Case.id)
+                .limit(1)
+                .with_for_update()
+            )
+            case = result.scalar_one_or_none()
         if case is not None:
             case.updated_at = now
             if not case.subject:

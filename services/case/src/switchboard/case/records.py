@@ -95,7 +95,9 @@ class CaseRecords:
         )
         session.add(case)
         audit.new_chain(session, audit.CASE, case.id)
-        await session.flush()
+        session.info.setdefault("sla_timers", {})[case.id] = {}  # a new case has none yet
+        # The customer has a case now: the next contact of theirs looks it up.
+        session.info.get("new_customers", set()).discard(customer.id)
         await self.audit(
             session,
             case,

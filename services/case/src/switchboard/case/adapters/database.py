@@ -30,6 +30,7 @@ TRANSACTION_CACHES = (
     "audit_heads",
     "sla_timers",
     "absent_rows",
+    "new_customers",
     "claims",
 )
 

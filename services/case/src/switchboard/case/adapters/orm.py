@@ -21,7 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING = {
@@ -89,6 +89,7 @@ class CustomerIdentity(Base):
     kind: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer: Mapped[Customer] = relationship(lazy="raise")
 
 
 class Case(Base):
@@ -105,6 +106,7 @@ class Case(Base):
     id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
     tenant: Mapped[str] = mapped_column(String(63))
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    customer: Mapped[Customer] = relationship(lazy="raise")
     status: Mapped[int] = mapped_column(Integer)  # switchboard.v1.CaseStatus
     subject: Mapped[str] = mapped_column(Text, default="")
     assigned_agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
@@ -130,6 +132,8 @@ class Contact(Base):
     contact_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(63), index=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+
+    case: Mapped[Case] = relationship(lazy="raise")
     channel: Mapped[int] = mapped_column(Integer)  # switchboard.v1.Channel
     language: Mapped[str] = mapped_column(String(35), default="")
     skills: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -163,6 +167,7 @@ class ContactHold(Base):
     __tablename__ = "contact_holds"
 
     contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.contact_id"), primary_key=True)
+    contact: Mapped[Contact] = relationship(lazy="raise")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(63))
     agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
@@ -175,6 +180,7 @@ class CaseNote(Base):
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    case: Mapped[Case] = relationship(lazy="raise")
     tenant: Mapped[str] = mapped_column(String(63))
     author: Mapped[str] = mapped_column(String(EXTERNAL_ID))
     text: Mapped[str] = mapped_column(Text)
@@ -209,6 +215,7 @@ class SlaTimer(Base):
     __table_args__ = (Index("ix_sla_timers_state", "state"),)
 
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    case: Mapped[Case] = relationship(lazy="raise")
     metric: Mapped[str] = mapped_column(String(16), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(63))
     policy: Mapped[str] = mapped_column(String(127))
@@ -256,6 +263,7 @@ class Message(Base):
 
     message_id: Mapped[str] = mapped_column(String(2 * EXTERNAL_ID), primary_key=True)
     contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.contact_id"))
+    contact: Mapped[Contact] = relationship(lazy="raise")
     tenant: Mapped[str] = mapped_column(String(63), index=True)
     author: Mapped[int] = mapped_column(Integer)  # switchboard.v1.Author
     agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")

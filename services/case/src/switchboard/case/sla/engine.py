@@ -134,7 +134,6 @@ class SlaEngine:
         timer.escalated_threshold = None
         timer.next_repeat_at = None
         timer.repeats = 0
-        await session.flush()
         await rec.audit(
             session,
             case,

@@ -1,0 +1,45 @@
+"""A process of bench agents: signs its agents in to the router, accepts every offer, and reports
+each offer on stdout as "<contact id> <time.monotonic()>" (CLOCK_MONOTONIC, the same clock in
+every process of the machine), so the bench's own process is not what limits the agents.
+
+    python -m bench.agent_worker <router host:port> <secret> <tenant> <capacity> <agent>...
+
+An agent is "<language>-<n>"; it speaks that language. "ready" is printed once all are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from switchboard.testing.agents import AgentClient
+from switchboard.v1 import contact_pb2
+
+
+async def main(target: str, secret: str, tenant: str, capacity: int, agents: list[str]) -> None:
+    clients = []
+    for agent in agents:
+        client = AgentClient(target, secret, tenant, agent)
+        language = agent.split("-", 1)[0]
+        await client.sign_in({language: 4}, capacity={contact_pb2.CHANNEL_CHAT: capacity})
+        clients.append(client)
+    out = sys.stdout
+
+    async def work(client: AgentClient) -> None:
+        while True:
+            offer = await client.offers.get()
+            out.write(f"{offer.contact.contact_id} {time.monotonic()}\n")
+            out.flush()
+            await client.accept(offer)
+
+    print("ready", flush=True)
+    await asyncio.gather(*(work(c) for c in clients))
+
+
+if __name__ == "__main__":
+    target, secret, tenant, capacity, *names = sys.argv[1:]
+    asyncio.run(main(target, secret, tenant, int(capacity), names))
