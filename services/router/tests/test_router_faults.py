@@ -436,3 +436,63 @@ async def test_a_transfer_fetched_with_its_contact_in_one_batch_is_applied(
         assert moved()
     finally:
         await app.stop()
+
+
+async def test_a_leader_slow_to_take_the_lead_keeps_its_lease(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking the lead (catching up, a new term, publishing the last decisions again) can take
+    longer than the lease's TTL on a busy machine. The lease is renewed from the moment it is
+    taken: the standby must not take it meanwhile (seen in make chaos: the two replicas took
+    turns, each fencing the other out, and neither routed for minutes)."""
+    original = RouterApp._became_leader
+    ttl = 1.0
+
+    async def slow(self: RouterApp) -> None:
+        if self.settings.replica_id == "router-a":
+            await asyncio.sleep(3 * ttl)
+        await original(self)
+
+    monkeypatch.setattr(RouterApp, "_became_leader", slow)
+    steps_before = metrics.STEP_DOWNS.labels("fenced")._value.get()
+    first = router_app(nats_url, "router-a", ROUTER_LEASE_TTL_SECONDS=ttl)
+    second = router_app(nats_url, "router-b", ROUTER_LEASE_TTL_SECONDS=ttl)
+    start = asyncio.create_task(first.start())
+    await asyncio.sleep(0.5)  # router-a holds the lease and is taking the lead
+    await second.start()
+    try:
+        await start
+        for _ in range(100):
+            if first.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2 * ttl)  # renewals go on after the lead is taken
+        assert first.is_leader and not second.is_leader
+        assert metrics.STEP_DOWNS.labels("fenced")._value.get() == steps_before
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_new_term_publishes_again_only_what_the_duplicate_window_covers() -> None:
+    """A decision is published within seconds or its leader steps down, so a new leader sends
+    again only the last minute of decisions: older ones, past JetStream's two-minute duplicate
+    window, would be stored a second time."""
+    from switchboard.router import handlers
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[float] = []
+
+        async def publish(self, effect: Any, at: float) -> None:
+            self.sent.append(at)
+
+        def take_pending(self) -> list[Any]:
+            return []
+
+    notifier = Recorder()
+    router = handlers.Router(handlers.new_engine(), notifier)  # type: ignore[arg-type]
+    for at in (0.0, 100.0, 500.0, 900.0, 939.0, 941.0, 1000.0):
+        router._recent.append((at, object.__new__(eng.Assigned)))
+    await router.republish_recent()
+    assert notifier.sent == [941.0, 1000.0]

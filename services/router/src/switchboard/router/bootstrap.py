@@ -33,7 +33,7 @@ from switchboard.core.health import Readiness
 from switchboard.router.domain import config as cfg
 from switchboard.router.entrypoints import nats_consumer
 from switchboard.router.entrypoints.grpc_server import RouterAdminServicer, RouterServicer
-from switchboard.router.handlers import Router, keep_lease, lead_or_follow, new_engine, recover
+from switchboard.router.handlers import Router, lead_or_follow, new_engine, recover
 from switchboard.router.journal import Journal, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.router.settings import RouterSettings
@@ -164,14 +164,19 @@ class RouterApp:
 
             self.router.on_doubt = doubted
             try:
-                await lead_or_follow(self.router, self._journal, self._lease, self._became_leader)
+                await lead_or_follow(
+                    self.router,
+                    self._journal,
+                    self._lease,
+                    self._became_leader,
+                    keeping=self._tasks.append,
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("router replica could not take the lead: %r", exc)
                 self.router.step_down(f"taking the lead failed: {exc!r}", cause="start")
             if self.router.leader:
-                self._tasks.append(asyncio.create_task(keep_lease(self.router, self._lease)))
                 self._tasks.append(asyncio.create_task(self._watchdog()))
                 await lost.wait()
             await self._step_down()

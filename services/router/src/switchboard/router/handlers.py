@@ -31,6 +31,7 @@ from switchboard.v1 import events_pb2, router_pb2
 logger = logging.getLogger(__name__)
 
 REPUBLISH = 2000  # decisions a new leader publishes again, in case the old one died mid-way
+REPUBLISH_SECONDS = 60.0  # ... of the last minute of journal time (the bus de-duplicates 120 s)
 
 
 class ManualClock:
@@ -112,6 +113,11 @@ class Router:
         self.entries_since_snapshot = 0
         self.applied_seq = 0
         self.divergences = 0  # replayed entries whose decisions differ from what was recorded
+
+    @property
+    def term(self) -> int:
+        """This replica's term: it changes at every step-down."""
+        return self._term
 
     @property
     def clock(self) -> ManualClock:
@@ -411,8 +417,14 @@ class Router:
         an earlier term) may have journaled them but not published them. Event ids make the
         repeats harmless."""
         recent, self._recent = list(self._recent), deque(maxlen=REPUBLISH)
+        # A decision is published within seconds of being journaled, or its leader steps down
+        # and the next term publishes it again: only the last minute can be missing. Older
+        # ones are not sent again (past JetStream's duplicate window they would be stored twice).
+        since = (recent[-1][0] if recent else 0.0) - REPUBLISH_SECONDS
         for at, effect in recent:
-            if isinstance(effect, eng.Queued | eng.Offered | eng.Assigned | eng.Ended):
+            if at >= since and isinstance(
+                effect, eng.Queued | eng.Offered | eng.Assigned | eng.Ended
+            ):
                 await self.notifier.publish(effect, at)
         acks = self.notifier.take_pending()
         if acks:
@@ -450,8 +462,14 @@ async def lead_or_follow(
     lease: Lease,
     became_leader: Callable[[], Any],
     poll: float = 0.5,
+    keeping: Callable[[asyncio.Task[None]], Any] = lambda task: None,
 ) -> None:
-    """Follow the journal as a standby until the lease is ours; then catch up and lead."""
+    """Follow the journal as a standby until the lease is ours; then catch up and lead.
+
+    The lease is renewed from the moment it is taken (the task is handed to `keeping`), not
+    once the replica leads: catching up and taking the lead can outlast the lease's TTL on a
+    busy machine, and a lease left to expire meanwhile goes to the other replica, which then
+    fences this one out, and so on, both taking turns and neither routing."""
     follower: asyncio.Task[None] | None = None
 
     async def follow() -> None:
@@ -474,6 +492,8 @@ async def lead_or_follow(
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
+    term = router.term
+    keeping(asyncio.create_task(keep_lease(router, lease)))
     # Catch up to the end of the journal; read again if it grew meanwhile (a write of this
     # replica's earlier term that was still buffered when the connection dropped).
     while True:
@@ -483,17 +503,21 @@ async def lead_or_follow(
         tail = await journal.tail_seq()
         if tail <= router.applied_seq:
             break
+    if router.term != term:
+        raise Unavailable("the lease was lost while catching up")
     journal.last_seq = router.applied_seq
     router.leader = True
     await became_leader()
 
 
 async def keep_lease(router: Router, lease: Lease) -> None:
-    """Renew the lease at a third of its TTL; a failed renewal is retried until the lease would
-    have expired, then the replica steps down (the standby may hold it by then)."""
+    """Renew the lease at a third of its TTL, for the rest of this term (from taking the lease
+    to the next step-down); a failed renewal is retried until the lease would have expired,
+    then the replica steps down (the standby may hold it by then)."""
     interval = max(0.2, lease.ttl / 3)
     last_ok = time.monotonic()
-    while router.leader:
+    term = router.term
+    while router.term == term:
         await asyncio.sleep(interval)
         try:
             if await lease.renew():
