@@ -238,3 +238,33 @@ async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
     assert [e.message.message_id for e in sent] == [again.message_id]
     room = f"contact:{first.contact_id}"
     assert [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"] == ["lost?"]
+
+
+async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_before_its_next_message(
+    chat: Chat, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS went away mid-way: the conversation's record was written, its ContactCreated got no
+    ack and the record could not be taken back. The visitor's next message must not go to a
+    contact the rest of the platform never heard of (seen in make chaos: the case store parked
+    the messages of two such contacts, the router had no record of them)."""
+
+    async def unreachable(tenant: str, contact_id: str) -> None:
+        raise TimeoutError("nats: timeout")
+
+    monkeypatch.setattr(chat.store, "discard", unreachable)
+    bus.fail = True
+    with pytest.raises(TimeoutError):
+        await chat.customer_message(PROFILE, "v1", {"text": "hello?"})
+    bus.fail = False
+    sent = await chat.customer_message(PROFILE, "v1", {"text": "anyone there?"})
+    published = [(type(e).__name__, e) for e in bus.published]
+    assert [name for name, _ in published] == ["ContactCreated", "MessageAdded"]
+    created = published[0][1]
+    assert created.contact.contact_id == sent.contact_id
+    assert created.meta.event_id == f"{sent.contact_id}:created"  # a duplicate JetStream drops
+    assert [p.text for p in created.contact.content] == ["hello?"]
+    conversation = await chat.store.get(TENANT, sent.contact_id)
+    assert conversation is not None and conversation.opening is None
+    # Announced once: the next message goes out alone.
+    await chat.customer_message(PROFILE, "v1", {"text": "hello again"})
+    assert [type(e).__name__ for e in bus.published][2:] == ["MessageAdded"]

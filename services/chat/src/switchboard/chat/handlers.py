@@ -25,10 +25,12 @@ state, by: "customer"}, ``status`` {contact_id, state: "ended"}, ``rated`` {cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import uuid
 import weakref
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -159,6 +161,9 @@ class Chat:
             weakref.WeakValueDictionary()
         )
         self._assignment_waiters: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        self._background: set[asyncio.Future[None]] = set()
+        # Contacts this replica announced whose record does not say so yet.
+        self._announcing: set[tuple[str, str]] = set()
 
     # ---- customers -----------------------------------------------------------------------------
 
@@ -180,6 +185,9 @@ class Chat:
             now = _now()
             if conversation is None:
                 return await self._create_contact(profile, visitor_id, text, now)
+            key = (profile.tenant, conversation.contact_id)
+            if conversation.opening is not None and key not in self._announcing:
+                await self._announce(profile, conversation)
             message_id = (
                 client_message_id(profile.tenant, visitor_id, client_id)
                 if client_id
@@ -242,6 +250,8 @@ class Chat:
             email=profile.email,
             topic=profile.topic,
             ended=offline,
+            opening=text,
+            opened_at=now.isoformat(),
         )
         if not offline:
             await self.store.add(conversation)
@@ -249,10 +259,48 @@ class Chat:
             await self.notifier.contact_created(contact_id, profile, visitor_id, text, now, offline)
         except BaseException:
             if not offline:
-                await self.store.discard(profile.tenant, contact_id)
+                with contextlib.suppress(Exception):  # if NATS is away, the marker stays
+                    await self.store.discard(profile.tenant, contact_id)
             raise
+        if not offline:
+            # Known here at once; in the record (for other replicas) a moment later.
+            self._announcing.add((profile.tenant, contact_id))
+            self._later(self._announced(profile.tenant, contact_id))
         logger.info("chat contact %s created%s", contact_id, " (offline)" if offline else "")
         return Sent(initial_message_id(contact_id), contact_id)
+
+    async def _announce(self, profile: CustomerProfile, conversation: Conversation) -> None:
+        """Publish the ContactCreated of a conversation whose first publish had an unknown
+        outcome (its record was written, the reply timed out): the same event id, so JetStream
+        drops it if it was stored after all."""
+        opened = (
+            datetime.fromisoformat(conversation.opened_at) if conversation.opened_at else _now()
+        )
+        await self.notifier.contact_created(
+            conversation.contact_id,
+            profile,
+            conversation.visitor_id,
+            conversation.opening or "",
+            opened,
+        )
+        logger.info("chat contact %s announced again", conversation.contact_id)
+        await self._announced(profile.tenant, conversation.contact_id)
+
+    async def _announced(self, tenant: str, contact_id: str) -> None:
+        def done(c: Conversation) -> None:
+            c.opening, c.opened_at = None, ""
+
+        try:
+            await self.store.update(tenant, contact_id, done)
+        except Exception:  # another replica may announce it again (a duplicate JetStream drops)
+            logger.warning("chat contact %s: could not mark it announced", contact_id)
+        else:
+            self._announcing.discard((tenant, contact_id))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def offline_message(self, profile: CustomerProfile, data: Any) -> Sent:
         """A message left while nobody can answer: a contact to be answered by email."""

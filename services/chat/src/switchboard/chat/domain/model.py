@@ -189,6 +189,11 @@ class Conversation:
     # Receipts: side ("customer"/"agent") -> {"delivered": message_id, "read": message_id}.
     receipts: dict[str, dict[str, str]] = field(default_factory=dict)
     rated: bool = False
+    # The first message and its time (ISO 8601) until the contact's ContactCreated is known to be
+    # on the bus: a record written when that was not yet certain (a timeout) is announced again
+    # before the visitor's next message, never left a contact the rest of the platform lacks.
+    opening: str | None = None
+    opened_at: str = ""
 
     def to_record(self) -> dict[str, Any]:
         """The durable form, without the history (kept apart, in order)."""
@@ -206,6 +211,8 @@ class Conversation:
             "topic": self.topic,
             "receipts": self.receipts,
             "rated": self.rated,
+            "opening": self.opening,
+            "opened_at": self.opened_at,
         }
 
     @classmethod
@@ -224,6 +231,8 @@ class Conversation:
             topic=r.get("topic", ""),
             receipts=r.get("receipts") or {},
             rated=bool(r.get("rated")),
+            opening=r.get("opening"),
+            opened_at=r.get("opened_at", ""),
         )
 
     def assigned_to(self, agent_id: str) -> bool:
