@@ -149,8 +149,10 @@ class RouterApp:
         assert self.router and self._journal and self._snapshots
         engine, seq = await recover(self._journal, self._snapshots)
         self.router.reset(engine, seq)
-        async for entry in self._journal.read(seq):
-            self.router.apply_entry(entry)
+        # Closed at once when a deadline cancels the read (its subscription with it).
+        async with contextlib.aclosing(self._journal.read(seq)) as entries:
+            async for entry in entries:
+                self.router.apply_entry(entry)
         logger.info("router state recovered to journal sequence %d", self.router.applied_seq)
 
     async def _replica(self) -> None:
@@ -214,12 +216,14 @@ class RouterApp:
         self.led.clear()
         await self._set_serving(False, "standby: re-reading the journal")
         await self._stop_leading()
-        # Each attempt has a deadline that starts short and doubles: a request sent while a
-        # JetStream stream has no leader (a cluster node just died) gets no answer at all, and
-        # waiting out the client's 5 s request timeout would delay the first attempt that can
-        # succeed, once the new leader is elected (~2 s); a long journal still gets its time.
-        deadline, delay = 2.0, 0.1
+        # Each attempt has a deadline: 2 s for the first three, then doubling. A request sent
+        # while a JetStream stream has no leader (a cluster node just died) gets no answer at
+        # all, and waiting out the client's 5 s request timeout would delay the first attempt
+        # that can succeed once a new leader is elected (a few seconds); a long journal still
+        # gets its time.
+        deadline, delay, attempts = 2.0, 0.1, 0
         while True:
+            attempts += 1
             try:
                 await asyncio.wait_for(self._load(), deadline)
                 return
@@ -230,7 +234,9 @@ class RouterApp:
                     "router cannot re-read its journal yet (%.0f s attempt): %r", deadline, exc
                 )
                 await asyncio.sleep(delay)
-                deadline, delay = min(deadline * 2, 60.0), min(delay * 2, 1.0)
+                if attempts >= 3:
+                    deadline = min(deadline * 2, 60.0)
+                delay = min(delay * 2, 1.0)
 
     async def _stop_leading(self) -> None:
         for task in self._tasks:

@@ -463,6 +463,7 @@ async def lead_or_follow(
     became_leader: Callable[[], Any],
     poll: float = 0.5,
     keeping: Callable[[asyncio.Task[None]], Any] = lambda task: None,
+    catch_up_seconds: float = 3.0,
 ) -> None:
     """Follow the journal as a standby until the lease is ours; then catch up and lead.
 
@@ -494,15 +495,23 @@ async def lead_or_follow(
                 await follower
     term = router.term
     keeping(asyncio.create_task(keep_lease(router, lease)))
-    # Catch up to the end of the journal; read again if it grew meanwhile (a write of this
-    # replica's earlier term that was still buffered when the connection dropped).
-    while True:
-        async for entry in journal.read(router.applied_seq):
-            if entry.seq > router.applied_seq:
-                router.apply_entry(entry)
-        tail = await journal.tail_seq()
-        if tail <= router.applied_seq:
-            break
+
+    async def catch_up() -> None:
+        # To the end of the journal; read again if it grew meanwhile (a write of this
+        # replica's earlier term that was still buffered when the connection dropped).
+        while True:
+            async with contextlib.aclosing(journal.read(router.applied_seq)) as entries:
+                async for entry in entries:
+                    if entry.seq > router.applied_seq:
+                        router.apply_entry(entry)
+            tail = await journal.tail_seq()
+            if tail <= router.applied_seq:
+                return
+
+    # A hot standby is a few entries behind. A request lost while a cluster stream elects a
+    # leader would hold this for the client's whole timeout; past the deadline the replica
+    # re-reads the journal instead (with deadlines of its own) and takes the lead again.
+    await asyncio.wait_for(catch_up(), catch_up_seconds)
     if router.term != term:
         raise Unavailable("the lease was lost while catching up")
     journal.last_seq = router.applied_seq

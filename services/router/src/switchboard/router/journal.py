@@ -29,7 +29,7 @@ import json
 import logging
 import pickle
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,7 +141,7 @@ class Journal:
                 raise Fenced(f"journal moved past {expected}: another replica leads") from exc
             raise
 
-    async def read(self, after: int, until: int | None = None) -> AsyncIterator[Entry]:
+    async def read(self, after: int, until: int | None = None) -> AsyncGenerator[Entry, None]:
         """Entries after sequence `after`, up to `until` (default: the end now)."""
         end = await self.tail_seq() if until is None else until
         if end <= after:
