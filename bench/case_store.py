@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard.case.adapters import database, orm
+from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.migrate import migrate
 from switchboard.core import events
@@ -95,17 +96,6 @@ def lifecycles(n: int) -> list[Any]:
     return [e for step in steps for e in step]
 
 
-def handler(h: CaseHandlers, e: Any) -> Any:
-    return {
-        events_pb2.ContactCreated: h.on_contact_created,
-        events_pb2.ContactQueued: h.on_contact_queued,
-        events_pb2.ContactOffered: h.on_contact_offered,
-        events_pb2.ContactAssigned: h.on_contact_assigned,
-        events_pb2.MessageAdded: h.on_message_added,
-        events_pb2.ContactEnded: h.on_contact_ended,
-    }[type(e)]
-
-
 async def measure(url: str, scratch_url: str, n: int) -> dict[str, float]:
     await migrate(url)
     engine = database.create_engine(url)
@@ -117,13 +107,14 @@ async def measure(url: str, scratch_url: str, n: int) -> dict[str, float]:
 
     sessions = database.sessionmaker(engine)
     h = CaseHandlers(sessions, "case")
+    by_type = handlers_by_type(h)
     evs = lifecycles(n)
     wall, cpu = time.perf_counter(), time.process_time()
     for k in range(0, len(evs), BATCH):
         chunk = evs[k : k + BATCH]
         async with h.batch(chunk, isolate=False):
             for e in chunk:
-                await handler(h, e)(e)
+                await by_type[type(e)](e)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     # What the run left behind, table by table, for the ceiling to write again.
     rows: dict[Any, list[dict[str, Any]]] = {}

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from switchboard.core import auth, deadletter, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
+from switchboard.testing.processes import ServiceProcess
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 SECRET = "case-kill-secret"
@@ -28,52 +26,23 @@ CHAT = contact_pb2.CHANNEL_CHAT
 ACK_WAIT = 18
 
 
-class CaseProcess:
+class CaseProcess(ServiceProcess):
     """`python -m switchboard.case` as a real process, to be killed with SIGKILL."""
 
     def __init__(self, nats_url: str, database: Path, log: Path) -> None:
-        self.target = f"127.0.0.1:{free_port()}"
-        self.env = {
+        port = free_port()
+        env = {
             **os.environ,
             "NATS_URL": nats_url,
             "CASE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-            "CASE_GRPC_PORT": self.target.rpartition(":")[2],
+            "CASE_GRPC_PORT": str(port),
             "CASE_CONSUMER_ACK_WAIT_SECONDS": str(ACK_WAIT),
             "SWITCHBOARD_AUTH_SECRET": SECRET,
             "SHUTDOWN_GRACE_SECONDS": "1",
             "METRICS_PORT": "0",
         }
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; it does not block)
-            [sys.executable, "-m", "switchboard.case"],
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(600):
-            status = await sb_grpc.check_health(self.target, service="switchboard.v1.CaseService")
-            if status == "SERVING":
-                return
-            assert self.proc.poll() is None, self.log.read_text()
-            await asyncio.sleep(0.05)
-        raise AssertionError("the case service never served:\n" + self.log.read_text())
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        target = f"127.0.0.1:{port}"
+        super().__init__("switchboard.case", env, target, "switchboard.v1.CaseService", log)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -22,16 +22,19 @@ EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
 T = TypeVar("T")
 
 
-@pytest.fixture
-async def app(nats_url: str, database_url: str) -> AsyncIterator[CaseApp]:
-    settings = CaseSettings(  # type: ignore[call-arg]
+def case_settings(nats_url: str, database_url: str, **extra: Any) -> CaseSettings:
+    return CaseSettings(  # type: ignore[call-arg]
         NATS_URL=nats_url,
         CASE_DATABASE_URL=database_url,
         CASE_GRPC_PORT=0,
         SWITCHBOARD_AUTH_SECRET=SECRET,
-        SHUTDOWN_GRACE_SECONDS=1.0,
+        **extra,
     )
-    app = bootstrap(settings)
+
+
+@pytest.fixture
+async def app(nats_url: str, database_url: str) -> AsyncIterator[CaseApp]:
+    app = bootstrap(case_settings(nats_url, database_url, SHUTDOWN_GRACE_SECONDS=1.0))
     await app.start()
     yield app
     await app.stop()
@@ -217,13 +220,7 @@ async def test_a_backlog_is_recorded_in_batched_transactions(
     backlog.append(message_added("c3", "m3"))  # a redelivery that got past de-duplication
     backlog[-1].meta.event_id = events.new_id()
     await bus.publish_many(backlog)
-    settings = CaseSettings(  # type: ignore[call-arg]
-        NATS_URL=nats_url,
-        CASE_DATABASE_URL=database_url,
-        CASE_GRPC_PORT=0,
-        SWITCHBOARD_AUTH_SECRET=SECRET,
-    )
-    app = bootstrap(settings)
+    app = bootstrap(case_settings(nats_url, database_url))
     await app.start()
     try:
         token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
@@ -263,14 +260,7 @@ async def test_a_bad_event_in_a_batch_is_settled_alone_and_the_rest_commits(
             backlog.append(assigned("ghost", "agent-7"))  # not ready: no such contact yet
         backlog.append(assigned(f"c{i}", "agent-1"))
     await bus.publish_many(backlog)
-    settings = CaseSettings(  # type: ignore[call-arg]
-        NATS_URL=nats_url,
-        CASE_DATABASE_URL=database_url,
-        CASE_GRPC_PORT=0,
-        SWITCHBOARD_AUTH_SECRET=SECRET,
-        CASE_CONSUMER_ACK_WAIT_SECONDS=2,
-    )
-    app = bootstrap(settings)
+    app = bootstrap(case_settings(nats_url, database_url, CASE_CONSUMER_ACK_WAIT_SECONDS=2))
     await app.start()
     try:
         assert app.bus is not None

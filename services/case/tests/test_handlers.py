@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit
 from switchboard.case.adapters import orm
+from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.views import CaseViews
 from switchboard.core import events
@@ -384,11 +385,4 @@ async def test_an_event_overtaking_its_contact_in_a_batch_is_set_aside_alone(
 
 
 def handler_for(handlers: CaseHandlers, event: Any) -> Any:
-    return {
-        events_pb2.ContactCreated: handlers.on_contact_created,
-        events_pb2.ContactQueued: handlers.on_contact_queued,
-        events_pb2.ContactOffered: handlers.on_contact_offered,
-        events_pb2.ContactAssigned: handlers.on_contact_assigned,
-        events_pb2.MessageAdded: handlers.on_message_added,
-        events_pb2.ContactEnded: handlers.on_contact_ended,
-    }[type(event)]
+    return handlers_by_type(handlers)[type(event)]

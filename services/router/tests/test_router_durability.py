@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-from nats.js import api as js_api
 
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
@@ -25,6 +21,8 @@ from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.contacts import chat_contact_created as created
+from switchboard.testing.processes import ServiceProcess
+from switchboard.testing.streams import published
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 SECRET = "router-durability-secret"
@@ -32,30 +30,17 @@ SECRET = "router-durability-secret"
 
 async def assignments(bus: Bus) -> list[str]:
     """Every contact id in a ContactAssigned event so far, in order."""
-    sub = await bus.js.pull_subscribe(
-        "routing.acme.assigned",
-        stream="EVENTS",
-        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
-    )
-    out: list[str] = []
-    while True:
-        try:
-            msgs = await sub.fetch(100, timeout=1)
-        except Exception:
-            break
-        for m in msgs:
-            event = events_pb2.ContactAssigned()
-            event.ParseFromString(m.data)
-            out.append(event.contact_id)
-    await sub.unsubscribe()
-    return out
+    return [
+        e.contact_id
+        for e in await published(bus, "routing.acme.assigned", events_pb2.ContactAssigned)
+    ]
 
 
-class RouterProcess:
+class RouterProcess(ServiceProcess):
     """`python -m switchboard.router` as a real process, to be killed with SIGKILL."""
 
     def __init__(self, nats_url: str, port: int, log: Path) -> None:
-        self.env = {
+        env = {
             **os.environ,
             "NATS_URL": nats_url,
             "ROUTER_GRPC_PORT": str(port),
@@ -65,34 +50,8 @@ class RouterProcess:
             "ROUTER_ACCEPT_TIMEOUT_SECONDS": "30",
             "METRICS_PORT": "0",
         }
-        self.target = f"127.0.0.1:{port}"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; it does not block)
-            [sys.executable, "-m", "switchboard.router"],
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(300):
-            status = await sb_grpc.check_health(self.target, service="switchboard.v1.RouterService")
-            if status == "SERVING":
-                return
-            assert self.proc.poll() is None, self.log.read_text()
-            await asyncio.sleep(0.05)
-        raise AssertionError("router never served:\n" + self.log.read_text())
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
+        target = f"127.0.0.1:{port}"
+        super().__init__("switchboard.router", env, target, "switchboard.v1.RouterService", log)
 
 
 async def test_kill_9_recovers_every_contact_and_agent_and_assigns_none_twice(

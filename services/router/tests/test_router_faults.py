@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 import pytest
-from nats.js import api as js_api
 
 from switchboard.core import events
 from switchboard.core import grpc as sb_grpc
@@ -33,6 +32,7 @@ from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.contacts import chat_contact_created as created
 from switchboard.testing.signals import freeze
+from switchboard.testing.streams import published
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2
 
 SECRET = "router-faults-secret"
@@ -84,22 +84,10 @@ def decided_offers(engine: eng.Engine) -> set[tuple[str, str, str]]:
 
 
 async def published_offers(bus: Bus) -> set[tuple[str, str, str]]:
-    sub = await bus.js.pull_subscribe(
-        "routing.acme.offered",
-        stream="EVENTS",
-        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
-    )
-    out: set[tuple[str, str, str]] = set()
-    while True:
-        try:
-            msgs = await sub.fetch(100, timeout=1)
-        except Exception:
-            break
-        for m in msgs:
-            event = events_pb2.ContactOffered.FromString(m.data)
-            out.add((event.offer_id, event.agent_id, event.contact_id))
-    await sub.unsubscribe()
-    return out
+    return {
+        (e.offer_id, e.agent_id, e.contact_id)
+        for e in await published(bus, "routing.acme.offered", events_pb2.ContactOffered)
+    }
 
 
 async def test_a_journal_replayed_hours_later_gives_the_same_state_and_offers(
@@ -335,22 +323,8 @@ async def test_a_leader_whose_consumer_stopped_moving_steps_down_and_routes_agai
 
 async def published_ends(bus: Bus) -> dict[str, str]:
     """contact id -> wrap-up code of every ContactEnded in EVENTS."""
-    sub = await bus.js.pull_subscribe(
-        "contact.acme.*.ended",
-        stream="EVENTS",
-        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL),
-    )
-    out: dict[str, str] = {}
-    while True:
-        try:
-            msgs = await sub.fetch(100, timeout=1)
-        except Exception:
-            break
-        for m in msgs:
-            event = events_pb2.ContactEnded.FromString(m.data)
-            out[event.contact_id] = event.wrap_up_code
-    await sub.unsubscribe()
-    return out
+    ends = await published(bus, "contact.acme.*.ended", events_pb2.ContactEnded)
+    return {e.contact_id: e.wrap_up_code for e in ends}
 
 
 async def test_an_input_whose_caller_gives_up_is_still_journaled_and_published(

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from switchboard.case.handlers import CaseHandlers
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.v1 import events_pb2
 
 
+def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Awaitable[None]]]:
+    """The handler of each event type the case service records."""
+    return {
+        events_pb2.ContactCreated: handlers.on_contact_created,
+        events_pb2.MessageAdded: handlers.on_message_added,
+        events_pb2.ContactQueued: handlers.on_contact_queued,
+        events_pb2.ContactOffered: handlers.on_contact_offered,
+        events_pb2.ContactAssigned: handlers.on_contact_assigned,
+        events_pb2.ContactEnded: handlers.on_contact_ended,
+        events_pb2.ContactAbandoned: handlers.on_contact_abandoned,
+        events_pb2.ContactHeld: handlers.on_contact_held,
+        events_pb2.ContactTransferred: handlers.on_contact_transferred,
+    }
+
+
 def subscribe(bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0) -> None:
     # Each fetched batch is one transaction (see CaseHandlers.batch).
     options = ConsumerOptions(ack_wait=ack_wait, batch_scope=handlers.batch)
-    bus.subscribe(durable, events_pb2.ContactCreated, handlers.on_contact_created, options)
-    bus.subscribe(durable, events_pb2.MessageAdded, handlers.on_message_added)
-    bus.subscribe(durable, events_pb2.ContactQueued, handlers.on_contact_queued)
-    bus.subscribe(durable, events_pb2.ContactOffered, handlers.on_contact_offered)
-    bus.subscribe(durable, events_pb2.ContactAssigned, handlers.on_contact_assigned)
-    bus.subscribe(durable, events_pb2.ContactEnded, handlers.on_contact_ended)
-    bus.subscribe(durable, events_pb2.ContactAbandoned, handlers.on_contact_abandoned)
-    bus.subscribe(durable, events_pb2.ContactHeld, handlers.on_contact_held)
-    bus.subscribe(durable, events_pb2.ContactTransferred, handlers.on_contact_transferred)
+    for event_type, handler in handlers_by_type(handlers).items():
+        bus.subscribe(durable, event_type, handler, options)

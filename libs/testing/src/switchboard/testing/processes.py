@@ -1,0 +1,53 @@
+"""A service run as a real process (`python -m <module>`), for tests that kill it with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from switchboard.core import grpc as sb_grpc
+
+
+class ServiceProcess:
+    """Started with `env`, ready once `health_service` on `target` is SERVING; output in `log`."""
+
+    def __init__(
+        self, module: str, env: dict[str, str], target: str, health_service: str, log: Path
+    ) -> None:
+        self.module = module
+        self.env = env
+        self.target = target
+        self.health_service = health_service
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, attempts: int = 600) -> None:
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; it does not block)
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(attempts):
+            status = await sb_grpc.check_health(self.target, service=self.health_service)
+            if status == "SERVING":
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.module} never served:\n" + self.log.read_text())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
