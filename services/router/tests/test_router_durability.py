@@ -1,6 +1,7 @@
 """Durability and availability with a real nats-server: a router killed with SIGKILL recovers
-every waiting contact and every agent's state from JetStream and assigns none twice; with two
-replicas, the standby takes over when the leader dies."""
+every waiting contact and every agent's state from JetStream and assigns none twice, also when
+killed in the middle of a burst's group-committed batches; with two replicas, the standby takes
+over when the leader dies."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
+from switchboard.router import journal
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
@@ -193,3 +195,85 @@ async def test_standby_takes_over_when_the_leader_dies(
     await ko.accept(offer)
     assert sorted(await assignments(bus)) == ["after", "before"]
     await ko.close()
+
+
+async def test_kill_9_mid_batch_recovers_from_the_typed_journal_and_assigns_none_twice(
+    nats_url: str, bus: Bus, tmp_path: Path
+) -> None:
+    """A burst is routed in group-committed batches; SIGKILL lands while batches are being
+    decided, journaled and published. The restarted router recovers from the typed journal
+    (snapshot off: the journal alone) and every contact is assigned exactly once."""
+    port = free_port()
+    router = RouterProcess(nats_url, port, tmp_path / "router.log")
+    router.env["ROUTER_SNAPSHOT_INTERVAL_SECONDS"] = "3600"
+    await router.start()
+    burst = [f"burst-{i:03d}" for i in range(240)]
+    accepted: list[str] = []
+    agents: list[AgentClient] = []
+
+    async def work(agent: AgentClient) -> None:
+        while True:
+            offer = await agent.offers.get()
+            try:
+                await agent.accept(offer)
+                accepted.append(offer.contact.contact_id)
+            except grpc.aio.AioRpcError:
+                pass  # the router died under the call: the restarted one offers it again
+
+    async def connect(sign_in: bool) -> list[asyncio.Task[None]]:
+        agents.clear()
+        for n in range(6):
+            agent = AgentClient(router.target, SECRET, "acme", f"ko-{n}")
+            if sign_in:
+                await agent.sign_in({"ko": 5}, capacity={contact_pb2.CHANNEL_CHAT: 100})
+            else:
+                await agent.open_stream()
+            agents.append(agent)
+        return [asyncio.create_task(work(a)) for a in agents]
+
+    workers = await connect(sign_in=True)
+    try:
+        acks = [await bus.publish_async(created(cid)) for cid in burst]
+        await asyncio.gather(*acks)
+        while len(accepted) < 30:  # noqa: ASYNC110 (the agents' tasks fill it)
+            await asyncio.sleep(0.005)
+        router.kill()
+        for task in workers:
+            task.cancel()
+        for agent in agents:
+            await agent.close()
+        before = len(accepted)
+        assert before < len(burst), "the burst was over before the kill"
+
+        await router.start()
+        workers = await connect(sign_in=False)
+        for _ in range(600):
+            assigned = await assignments(bus)
+            if len(set(assigned)) == len(burst):
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(assigned) == burst  # every one, each exactly once
+
+        # The journal is typed, and the burst went into it in batches.
+        entries = []
+        sub = await bus.js.subscribe("router.journal.default", ordered_consumer=True)
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=1)
+                except TimeoutError:
+                    break
+                entries.append(journal.decode(msg.metadata.sequence.stream, msg.data))
+        finally:
+            await sub.unsubscribe()
+        calls = [c for e in entries for c in e.calls]
+        added = [c.args[0].contact_id for c in calls if c.name == "add_contact"]
+        assert sorted(set(added)) == burst
+        assert max(len(e.calls) for e in entries) > 1
+        assert len(entries) < len(calls)
+    finally:
+        for task in workers:
+            task.cancel()
+        for agent in agents:
+            await agent.close()
+        router.stop()

@@ -15,6 +15,7 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -22,11 +23,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from switchboard.core import telemetry
 from switchboard.core.errors import DomainError, InvalidArgument, Unavailable
 from switchboard.router import metrics
+from switchboard.router.commands import encode_command
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.config import RouterConfig
 from switchboard.router.journal import Entry, Fenced, Journal, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.v1 import events_pb2, router_pb2
+from switchboard.v1 import router_journal_pb2 as commands_pb
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,31 @@ def _outcome_unheard(task: asyncio.Future[Any]) -> None:
         logger.error("router input failed after its caller gave up", exc_info=exc)
 
 
+@dataclass
+class _Input:
+    """An input waiting for the engine: the call, the term it arrived in, and its outcome."""
+
+    name: str
+    args: tuple[Any, ...]
+    when: Callable[[eng.Engine], bool] | None
+    term: int
+    outcome: asyncio.Future[Any]
+
+
+@dataclass
+class _Decided:
+    item: _Input
+    result: Any
+    effects: list[eng.Effect]
+    at: float
+
+
+def _fail(decided: list[_Decided], why: str) -> None:
+    for d in decided:
+        if not d.item.outcome.done():
+            d.item.outcome.set_exception(Unavailable(why))
+
+
 def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
@@ -108,6 +136,10 @@ class Router:
         self._streams: dict[tuple[str, str], asyncio.Queue[router_pb2.Offer | None]] = {}
         self._wake = asyncio.Event()
         self._published: asyncio.Future[list[asyncio.Future[Any]]] | None = None
+        self._inputs: list[_Input] = []  # waiting for the next engine pass
+        self._committer: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[Any] | None = None  # the journal entry being written
+        self._completed: asyncio.Future[None] | None = None  # the last batch's completion
         self._term = 0  # bumped at every step-down: a publication of an older term is dropped
         self._recent: deque[tuple[float, eng.Effect]] = deque(maxlen=REPUBLISH)
         self.entries_since_snapshot = 0
@@ -132,73 +164,151 @@ class Router:
     ) -> Any:
         """Run one engine input and carry out its effects, in decision order.
 
-        The input is journaled first; its events go out only once JetStream has the journal
-        entry, in the order the inputs were decided, so nothing is ever published that a
-        replay of the journal would not decide again. Journal appends are pipelined: the lock is
-        held only to decide and send, never while waiting for an ack.
+        Inputs are decided in the order they arrive and journaled in groups (group commit):
+        while one journal entry is being written, the inputs that arrive meanwhile wait, and are
+        then decided together in one engine pass and written as the next entry. An input's
+        events go out only once JetStream has its journal entry, in decision order, so nothing
+        is ever published that a replay of the journal would not decide again; its offers are
+        delivered, and the call returns, once JetStream has acknowledged its events.
 
         A caller may stop waiting (a gRPC deadline cancels its handler), but an input once
-        started is carried through to the end: cancelled half-way, the engine would have decided
+        queued is carried through to the end: cancelled half-way, the engine would have decided
         something that is never journaled or never published.
 
-        `when`, if given, is asked under the lock, after every input that arrived earlier has
-        been decided: False skips the input (nothing decided, nothing journaled). A bus handler
-        that depends on the engine's state asks there, not before (the router's consumer runs
-        a batch's handlers concurrently)."""
-        task = asyncio.ensure_future(self._run(name, *args, when=when))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_outcome_unheard)
-            raise
-
-    async def _run(
-        self, name: str, *args: Any, when: Callable[[eng.Engine], bool] | None = None
-    ) -> Any:
+        `when`, if given, is asked just before the input is decided, after every input that
+        arrived earlier: False skips the input (nothing decided, nothing journaled). A bus
+        handler that depends on the engine's state asks there, not before (the router's
+        consumer runs a batch's handlers concurrently)."""
         if not self.leader:
             raise Unavailable("this router replica is the standby; the leader takes requests")
+        item = _Input(name, args, when, self._term, asyncio.get_running_loop().create_future())
+        self._inputs.append(item)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_loop())
+        try:
+            return await asyncio.shield(item.outcome)
+        except asyncio.CancelledError:
+            item.outcome.add_done_callback(_outcome_unheard)
+            raise
+
+    async def _commit_loop(self) -> None:
+        while self._inputs:
+            writing = self._writing
+            if writing is not None and not writing.done():
+                # Group commit: one entry in flight; what arrives meanwhile goes in the next.
+                await asyncio.wait({writing})
+            batch, self._inputs = self._inputs, []
+            try:
+                await self._commit(batch)
+            except BaseException as exc:  # the loop itself stopping: nobody is left waiting
+                for item in batch:
+                    if not item.outcome.done():
+                        item.outcome.set_exception(
+                            Unavailable("the router stopped before deciding; try again")
+                        )
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                logger.exception("router commit failed")
+
+    async def _commit(self, batch: list[_Input]) -> None:
+        """Decide `batch` in one engine pass, write it as one journal entry, and hand its
+        publication and completion to tasks of their own."""
+        decided: list[_Decided] = []
         async with self._lock:
-            if not self.leader:
-                raise Unavailable("this router replica stepped down; the leader takes requests")
-            if self.journal is not None and not self.journal.connected:
-                # Refused before the engine changes anything: nothing to resolve afterwards.
-                raise Unavailable("the router cannot reach its journal (NATS); try again")
-            if when is not None and not when(self.engine):
-                return None
-            self.clock.advance(self.wall())
-            at = self.clock.now
-            result = getattr(self.engine, name)(*args)  # a DomainError here changed nothing
-            effects: list[eng.Effect] = result[1] if isinstance(result, tuple) else result
+            unavailable = self._unavailable()
+            commands: list[commands_pb.RouterCommand] = []
+            for item in batch:
+                if unavailable is None and item.term != self._term:
+                    unavailable = "this router replica stepped down; the leader takes requests"
+                if unavailable is not None:
+                    item.outcome.set_exception(Unavailable(unavailable))
+                    continue
+                if item.when is not None and not item.when(self.engine):
+                    item.outcome.set_result(None)
+                    continue
+                try:
+                    # Encoded before the engine runs it: a call the journal cannot hold is
+                    # refused while it has changed nothing.
+                    command = (
+                        encode_command(item.name, 0.0, item.args)
+                        if self.journal is not None
+                        else None
+                    )
+                    self.clock.advance(self.wall())
+                    at = self.clock.now
+                    result = getattr(self.engine, item.name)(*item.args)
+                except Exception as exc:  # a DomainError here changed nothing
+                    item.outcome.set_exception(exc)
+                    continue
+                effects: list[eng.Effect] = result[1] if isinstance(result, tuple) else result
+                if command is not None:
+                    command.at = at
+                    command.check.extend(decision_check(effects))
+                    commands.append(command)
+                decided.append(_Decided(item, result, effects, at))
+            if not decided:
+                return
             written: asyncio.Future[Any] | None = None
             if self.journal is not None:
                 try:
-                    written = await self.journal.append(name, at, args, decision_check(effects))
+                    written = await self.journal.append(commands)
                 except Exception as exc:  # the engine moved on without its journal entry
                     self.step_down(f"journal append failed: {exc!r}")
-                    raise Unavailable("this router replica lost its journal; try again") from None
+                    _fail(decided, "this router replica lost its journal; try again")
+                    return
                 self.entries_since_snapshot += 1
+            self._writing = written
             publication = asyncio.ensure_future(
-                self._publish_in_order(self._published, written, effects, at, self._term)
+                self._publish_in_order(self._published, written, decided, self._term)
             )
             self._published = publication
-        acks = await publication
+        self._completed = asyncio.ensure_future(
+            self._complete(decided, publication, self._completed)
+        )
+
+    def _unavailable(self) -> str | None:
+        if not self.leader:
+            return "this router replica stepped down; the leader takes requests"
+        if self.journal is not None and not self.journal.connected:
+            # Refused before the engine changes anything: nothing to resolve afterwards.
+            return "the router cannot reach its journal (NATS); try again"
+        return None
+
+    async def _complete(
+        self,
+        decided: list[_Decided],
+        publication: asyncio.Future[list[asyncio.Future[Any]]],
+        previous: asyncio.Future[None] | None,
+    ) -> None:
+        """Once a batch's events are acknowledged: its offers go to the agents' streams and its
+        callers get their results, after the batch before it."""
+        if previous is not None:
+            await asyncio.wait({previous})
+        try:
+            acks = await publication
+        except Exception as exc:
+            _fail(decided, str(exc) if isinstance(exc, Unavailable) else "try again")
+            return
         if acks:
             outcomes = await asyncio.gather(*acks, return_exceptions=True)
             failed = [o for o in outcomes if isinstance(o, BaseException)]
             if failed:
                 # Journaled but maybe not published: a new term republishes the recent decisions.
                 self.step_down(f"publishing decisions failed: {failed[0]!r}")
-                raise Unavailable("the router could not publish its decision; try again")
-        self._deliver(effects)
+                _fail(decided, "the router could not publish its decision; try again")
+                return
+        for d in decided:
+            self._deliver(d.effects)
         self._wake.set()
-        return result
+        for d in decided:
+            if not d.item.outcome.done():
+                d.item.outcome.set_result(d.result)
 
     async def _publish_in_order(
         self,
         previous: asyncio.Future[Any] | None,
         written: asyncio.Future[Any] | None,
-        effects: list[eng.Effect],
-        at: float,
+        decided: list[_Decided],
         term: int,
     ) -> list[asyncio.Future[Any]]:
         if written is not None:
@@ -221,8 +331,9 @@ class Router:
                 raise Unavailable("an earlier decision was not published; try again")
         if term != self._term:
             raise Unavailable("this router replica stepped down; try again")
-        for effect in effects:
-            await self.notifier.publish(effect, at)
+        for d in decided:
+            for effect in d.effects:
+                await self.notifier.publish(effect, d.at)
         return self.notifier.take_pending()
 
     def step_down(self, why: str, cause: str = "doubt") -> None:
@@ -258,8 +369,8 @@ class Router:
 
     def _push_offer(self, offer: eng.Offer, c: eng.Contact) -> None:
         queue = self._streams.get((offer.tenant, offer.agent_id))
-        if queue is None:
-            return
+        if queue is None or offer.offer_id not in self.engine.offers:
+            return  # no stream, or the offer was withdrawn before it could be delivered
         queue.put_nowait(
             router_pb2.Offer(
                 offer_id=offer.offer_id,
@@ -385,24 +496,26 @@ class Router:
 
     def apply_entry(self, entry: Entry) -> None:
         """Replay one journal entry (a standby, or recovery after a restart), in journal time."""
-        self.clock.advance(entry.at)
-        try:
-            result = getattr(self.engine, entry.name)(*entry.args)
-        except DomainError:
-            result = []  # it failed for the leader too, and changed nothing
-        effects = result[1] if isinstance(result, tuple) else result
-        if entry.check is not None and decision_check(effects) != entry.check:
-            self.divergences += 1
-            metrics.REPLAY_DIVERGENCES.inc()
-            logger.error(
-                "journal entry %d (%s) replayed to other decisions than were published: %s != %s",
-                entry.seq,
-                entry.name,
-                decision_check(effects),
-                entry.check,
-            )
-        for effect in effects:
-            self._recent.append((entry.at, effect))
+        for call in entry.calls:
+            self.clock.advance(call.at)
+            try:
+                result = getattr(self.engine, call.name)(*call.args)
+            except DomainError:
+                result = []  # it failed for the leader too, and changed nothing
+            effects = result[1] if isinstance(result, tuple) else result
+            if call.check is not None and decision_check(effects) != call.check:
+                self.divergences += 1
+                metrics.REPLAY_DIVERGENCES.inc()
+                logger.error(
+                    "journal entry %d (%s) replayed to other decisions than were published: "
+                    "%s != %s",
+                    entry.seq,
+                    call.name,
+                    decision_check(effects),
+                    call.check,
+                )
+            for effect in effects:
+                self._recent.append((call.at, effect))
         self.applied_seq = entry.seq
 
     def reset(self, engine: eng.Engine, seq: int) -> None:
@@ -410,6 +523,8 @@ class Router:
         self.engine = engine
         self.applied_seq = seq
         self._published = None
+        self._writing = None
+        self._completed = None
         self.entries_since_snapshot = 0
 
     async def republish_recent(self) -> None:

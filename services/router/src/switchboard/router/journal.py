@@ -3,11 +3,14 @@ and a leader lease — all in JetStream.
 
 - **Journal.** Every input the engine accepts (an agent's RPC, a contact event, a timer tick, a
   configuration change) is appended to the stream ``ROUTER_<GROUP>`` (subject
-  ``router.journal.<group>``) with the time the engine saw it. The engine is deterministic, so
-  replaying the journal rebuilds exactly the state it had: the same waiting contacts, the same
-  live offers with the same ids, the same agent states. Appends carry
-  ``Nats-Expected-Last-Sequence``, so a replica that lost the lease and did not notice cannot
-  write after the new leader (JetStream refuses it, and the old leader stops).
+  ``router.journal.<group>``) as a typed command (``switchboard.v1.RouterCommand``, see
+  ``switchboard.router.commands``) with the time the engine saw it. One entry
+  (``switchboard.v1.JournalEntry``) holds the commands of one engine pass: inputs that arrive
+  while an entry is being written are decided together and go into the next one (group commit).
+  The engine is deterministic, so replaying the journal rebuilds exactly the state it had: the
+  same waiting contacts, the same live offers with the same ids, the same agent states. Appends
+  carry ``Nats-Expected-Last-Sequence``, so a replica that lost the lease and did not notice
+  cannot write after the new leader (JetStream refuses it, and the old leader stops).
 - **Snapshots.** Every so often the leader writes the engine's state to the object store
   ``ROUTER_SNAPSHOTS`` and records in the key-value bucket ``ROUTER`` the journal sequence it
   covers. Recovery loads the newest snapshot and replays only the journal after it.
@@ -27,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import pickle
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -35,11 +37,14 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
 from switchboard.core.acks import AckPublisher
+from switchboard.router.commands import Call, JournalFormatError, decode_command
+from switchboard.v1 import router_journal_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -52,26 +57,41 @@ class Fenced(Exception):
     """Another replica has written to the journal: this one is no longer the leader."""
 
 
+VERSION = 1  # of switchboard.v1.JournalEntry
+
+
 @dataclass(frozen=True)
 class Entry:
+    """One journal message: the inputs one engine pass decided, in order."""
+
     seq: int
-    name: str  # the engine method
-    at: float  # the engine's clock when it ran: replay runs the entry at this time
-    args: tuple[Any, ...]
-    check: tuple[str, ...] | None = None  # the offers and assignments it decided (None: unknown)
+    calls: tuple[Call, ...]
 
 
-def encode(name: str, at: float, args: tuple[Any, ...], check: tuple[str, ...] = ()) -> bytes:
-    return pickle.dumps((name, at, args, check), protocol=pickle.HIGHEST_PROTOCOL)
+def encode(commands: list[router_journal_pb2.RouterCommand]) -> bytes:
+    return router_journal_pb2.JournalEntry(version=VERSION, commands=commands).SerializeToString()
 
 
 def decode(seq: int, data: bytes) -> Entry:
-    fields = pickle.loads(data)  # written only by router replicas of this deployment
-    if len(fields) == 3:  # written before entries carried their decisions
-        name, at, args = fields
-        return Entry(seq, name, at, args)
-    name, at, args, check = fields
-    return Entry(seq, name, at, args, tuple(check))
+    """The entry at `seq`; JournalFormatError if it is not one this replica can replay."""
+    try:
+        message = router_journal_pb2.JournalEntry.FromString(data)
+    except DecodeError as exc:
+        raise JournalFormatError(f"journal entry {seq} is not a JournalEntry: {exc}") from None
+    if message.version == 0 or not message.commands:
+        raise JournalFormatError(
+            f"journal entry {seq} is not a JournalEntry (an empty entry, or one written by a "
+            "router from before the typed journal)"
+        )
+    if message.version > VERSION:
+        raise JournalFormatError(
+            f"journal entry {seq} has format version {message.version}; this router replays "
+            f"up to {VERSION} (a newer router wrote it)"
+        )
+    try:
+        return Entry(seq, tuple(decode_command(c) for c in message.commands))
+    except JournalFormatError as exc:
+        raise JournalFormatError(f"journal entry {seq}: {exc}") from None
 
 
 class Journal:
@@ -116,12 +136,11 @@ class Journal:
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
 
-    async def append(
-        self, name: str, at: float, args: tuple[Any, ...], check: tuple[str, ...] = ()
-    ) -> asyncio.Future[Any]:
-        """Send one entry after the ones already sent. The future resolves when JetStream has it;
-        it fails with Fenced if another replica wrote first, and with AckUnknown when no ack
-        came within the write deadline (the entry may or may not be there)."""
+    async def append(self, commands: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[Any]:
+        """Send one entry (the commands of one engine pass) after the ones already sent. The
+        future resolves when JetStream has it; it fails with Fenced if another replica wrote
+        first, and with AckUnknown when no ack came within the write deadline (the entry may or
+        may not be there)."""
         expected = self.last_seq
         self.last_seq += 1
         headers = {
@@ -129,7 +148,7 @@ class Journal:
             "Nats-Expected-Stream": self.stream,
         }
         future = await self.acks.publish(
-            self.subject, encode(name, at, args, check), headers, timeout=self.write_timeout
+            self.subject, encode(commands), headers, timeout=self.write_timeout
         )
         return asyncio.ensure_future(self._checked(future, expected))
 

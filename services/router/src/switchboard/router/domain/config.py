@@ -512,7 +512,10 @@ def load_text(text: str, source: str = "router.yaml") -> RouterConfig:
             raise w.fail(knode, f"tenants.{name}", "is not a valid tenant name")
         section = yaml.serialize(vnode)
         tenants[name] = _tenant(w, name, vnode, f"tenants.{name}", section)
-    defaults = _tenant(w, "", root["defaults"][1], "defaults", "") if "defaults" in root else None
+    defaults = None
+    if "defaults" in root:
+        node = root["defaults"][1]
+        defaults = _tenant(w, "", node, "defaults", yaml.serialize(node))
     return RouterConfig(tenants, defaults)
 
 

@@ -1,0 +1,433 @@
+"""The router's typed journal and its group commit, with fakes of the router's own interfaces (the
+journal's append, the bus's publish):
+
+- every journaled input round-trips through its protobuf command to the same engine call;
+- a configuration is journaled as YAML (with the settings' accept timeouts) and parsed back equal;
+  one that cannot be journaled faithfully is refused before the engine changes;
+- entries that are not this format (garbage, a pickled entry of an older router, a newer
+  version, an unknown command) are refused with an error naming the entry;
+- a journal recorded by this format's first version (``fixtures/router_journal_v1.json``, kept
+  as it was written) replays to the same decisions and state, whatever the engine's code has
+  become since;
+- inputs that arrive while an entry is being written are decided together and go into the next
+  entry, in arrival order, each caller getting its own result.
+
+Regenerate the fixture only when the format's version changes:
+``python services/router/tests/test_journal_format.py`` (it writes a new file; keep the old).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import pickle
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.core.errors import NotFound
+from switchboard.router import commands, journal
+from switchboard.router.domain import config as cfg
+from switchboard.router.domain import engine as eng
+from switchboard.router.handlers import Router, new_engine
+from switchboard.router.notifier import RoutingNotifier
+from switchboard.v1 import contact_pb2, router_journal_pb2
+
+FIXTURE = Path(__file__).parent / "fixtures" / "router_journal_v1.json"
+
+CONFIG = """
+tenants:
+  acme:
+    languages: [ko, en]
+    skills: [billing, technical]
+    capacity: {chat: 2, voice: 1}
+    accept_timeout: {chat: 30s, voice: 20s}
+    autopause_after: 2
+    break_reasons: [lunch]
+    queues:
+      - name: general
+        steps:
+          - {name: relax, after: 40s, min_proficiency: 1}
+          - {name: overflow, after: 90s, overflow_to: english}
+      - name: english
+  globex:
+    languages: [zh]
+    queues:
+      - name: general
+defaults:
+  queues:
+    - name: general
+"""
+
+
+def contact(cid: str, tenant: str, language: str, channel: int = contact_pb2.CHANNEL_CHAT) -> Any:
+    return contact_pb2.Contact(
+        contact_id=cid,
+        tenant=tenant,
+        channel=channel,
+        language=language,
+        identities=[
+            contact_pb2.CustomerIdentity(
+                kind=contact_pb2.IDENTITY_KIND_CHAT_VISITOR, value=f"visitor-{cid}"
+            )
+        ],
+        content=[contact_pb2.ContentPart(content_type="text/plain", text="안녕하세요")],
+    )
+
+
+class FakeBus:
+    """The bus as the router's notifier uses it: every event is acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def publish_async(self, event: Any) -> asyncio.Future[Any]:
+        self.events.append(event)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class FakeJournal:
+    """The journal's append: entries are kept as JetStream would store them; each write is
+    acknowledged when the test says so (or at once)."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
+        self.connected = True
+        self.last_seq = 0
+        self.entries: list[bytes] = []
+        self.writes: list[asyncio.Future[Any]] = []
+        self._wrote = asyncio.Event()
+
+    async def written(self, count: int) -> None:
+        """Wait until `count` entries have been sent."""
+        while len(self.writes) < count:
+            self._wrote.clear()
+            await self._wrote.wait()
+
+    async def append(self, entry: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[Any]:
+        self.last_seq += 1
+        self.entries.append(journal.encode(entry))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self.hold:
+            future.set_result(None)
+        self.writes.append(future)
+        self._wrote.set()
+        return future
+
+
+class Wall:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def summary(engine: eng.Engine) -> dict[str, Any]:
+    """What the router knows, in a form that does not depend on the engine's internals."""
+    return {
+        "contacts": {
+            cid: [eng.STATUS_NAMES[c.status], c.agent_id, c.offer_id, c.queue]
+            for cid, c in sorted(engine.contacts.items())
+        },
+        "ended": sorted(engine.history),
+        "offers": sorted(
+            [o.offer_id, o.agent_id, o.contact_id, o.expires_at] for o in engine.offers.values()
+        ),
+        "agents": {
+            f"{a.tenant}/{a.agent_id}": [int(a.presence), sorted(a.active), a.connected]
+            for a in sorted(engine.agents.values(), key=lambda a: (a.tenant, a.agent_id))
+        },
+    }
+
+
+def replay(entries: list[bytes]) -> Router:
+    router = Router(new_engine(), RoutingNotifier(FakeBus()))
+    for seq, data in enumerate(entries, 1):
+        router.apply_entry(journal.decode(seq, data))
+    return router
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+CALLS: list[tuple[str, tuple[Any, ...]]] = [
+    (
+        "add_contact",
+        (contact("c1", "acme", "ko"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ),
+    ("withdraw_contact", ("c1", "abandoned")),
+    ("channel_ended", ("c1",)),
+    ("transfer", ("acme", "c1", "english", "")),
+    ("set_hold", ("acme", "ko-1", "c1", True)),
+    ("set_connected", ("acme", "ko-1", False)),
+    ("accept", ("acme", "ko-1", "o-1-2")),
+    ("decline", ("acme", "ko-1", "o-1-2", "busy")),
+    ("wrap_up", ("acme", "ko-1", "c1", "resolved")),
+    (
+        "sign_in",
+        (
+            "acme",
+            "ko-1",
+            "Kim",
+            {"ko": 5, "en": 2},
+            {"billing": 3},
+            {1: 1, 2: 2},
+            eng.Presence.BREAK,
+        ),
+    ),
+    ("sign_out", ("acme", "ko-1")),
+    ("set_presence", ("acme", "ko-1", eng.Presence.BREAK, "lunch", False)),
+    ("tick", ()),
+    ("begin_term", (7,)),
+    ("disconnect_all", ()),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), CALLS, ids=[name for name, _ in CALLS])
+def test_every_journaled_input_round_trips_to_the_same_call(
+    name: str, args: tuple[Any, ...]
+) -> None:
+    command = commands.encode_command(name, 1234.5, args, ("o:x:y",))
+    wire = router_journal_pb2.RouterCommand.FromString(command.SerializeToString())
+    call = commands.decode_command(wire)
+    assert (call.name, call.at, call.args, call.check) == (name, 1234.5, args, ("o:x:y",))
+
+
+def test_every_input_the_router_runs_can_be_journaled() -> None:
+    names = {name for name, _ in CALLS} | {"apply_file_config", "apply_tenant_config"}
+    assert all(commands.journaled(n) for n in names)
+    assert not commands.journaled("explain")
+
+
+def test_a_configuration_is_journaled_as_its_yaml_and_parsed_back_equal() -> None:
+    config = cfg.load_text(CONFIG)
+    timeouts = dict.fromkeys(cfg.CHANNELS.values(), 5.0)
+    overridden = cfg.RouterConfig(
+        {n: replace(t, accept_timeout=timeouts) for n, t in config.tenants.items()},
+        replace(config.defaults or cfg.fallback_tenant(""), accept_timeout=timeouts),
+    )
+    for value in (config, overridden):
+        command = commands.encode_command("apply_file_config", 1.0, (value,))
+        assert commands.decode_command(command).args == (value,)
+    tenant = cfg.load_tenant_text("acme", "languages: [ko]\nqueues:\n  - name: general\n")
+    command = commands.encode_command("apply_tenant_config", 1.0, (tenant,))
+    assert commands.decode_command(command).args == (tenant,)
+
+
+async def test_a_configuration_the_journal_cannot_hold_is_refused_before_the_engine_changes() -> (
+    None
+):
+    router = Router(new_engine(), RoutingNotifier(FakeBus()), FakeJournal(), Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    made_in_code = cfg.TenantConfig(tenant="acme", queues={"general": cfg.QueueConfig("general")})
+    with pytest.raises(ValueError, match="only as it was loaded from YAML"):
+        await router.run("apply_tenant_config", made_in_code)
+    assert "acme" not in router.engine.config_versions
+
+
+# ---- entries that are not this format ----------------------------------------------------------
+
+
+def test_entries_of_another_format_are_refused_with_the_entry_named() -> None:
+    legacy = pickle.dumps(("add_contact", 1.0, ("c1",), ()), protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(commands.JournalFormatError, match="journal entry 7 is not a JournalEntry"):
+        journal.decode(7, legacy)
+    with pytest.raises(commands.JournalFormatError, match="journal entry 8 is not a JournalEntry"):
+        journal.decode(8, b"\xff\xff\xff")
+    newer = router_journal_pb2.JournalEntry(
+        version=2, commands=[commands.encode_command("tick", 1.0, ())]
+    )
+    with pytest.raises(commands.JournalFormatError, match="format version 2"):
+        journal.decode(9, newer.SerializeToString())
+    unknown = router_journal_pb2.JournalEntry(
+        version=1, commands=[router_journal_pb2.RouterCommand(at=1.0)]
+    )
+    with pytest.raises(commands.JournalFormatError, match="journal entry 10: a command of a kind"):
+        journal.decode(10, unknown.SerializeToString())
+
+
+# ---- a journal written by the first version ----------------------------------------------------
+
+
+async def record() -> tuple[list[bytes], dict[str, Any]]:
+    """A day in a small centre, through the router's own input path, journaled."""
+    wall = Wall(1_767_225_600.0)  # 2026-01-01T00:00:00Z
+    fake = FakeJournal()
+    router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, wall)  # type: ignore[arg-type]
+    router.leader = True
+    run = router.run
+
+    async def at(seconds: float, name: str, *args: Any) -> Any:
+        wall.now += seconds
+        return await run(name, *args)
+
+    await run("begin_term", 3)
+    await run("disconnect_all")
+    await run("apply_file_config", cfg.load_text(CONFIG))
+    await at(
+        1, "sign_in", "acme", "ko-1", "Kim", {"ko": 5}, {"billing": 4}, None, eng.Presence.AVAILABLE
+    )
+    await at(
+        1,
+        "sign_in",
+        "acme",
+        "ko-2",
+        "Lee",
+        {"ko": 3, "en": 4},
+        {"technical": 3},
+        {contact_pb2.CHANNEL_CHAT: 1},
+        eng.Presence.AVAILABLE,
+    )
+    await at(
+        1,
+        "sign_in",
+        "acme",
+        "en-1",
+        "Smith",
+        {"en": 5},
+        {"billing": 2, "technical": 5},
+        None,
+        eng.Presence.AVAILABLE,
+    )
+    await at(1, "sign_in", "globex", "zh-1", "Wang", {"zh": 5}, {}, None, eng.Presence.AVAILABLE)
+    for agent in ("ko-1", "ko-2", "en-1"):
+        await at(0.1, "set_connected", "acme", agent, True)
+    await at(0.1, "set_connected", "globex", "zh-1", True)
+    await at(1, "add_contact", contact("c1", "acme", "ko"), "")
+    await at(1, "add_contact", contact("c2", "acme", "ko"), "")
+    await at(1, "add_contact", contact("c3", "acme", "en"), "")
+    await at(1, "add_contact", contact("g1", "globex", "zh"), "")
+    await at(1, "add_contact", contact("c4", "acme", "ja"), "")  # nobody speaks it: it waits
+    offers = {o.contact_id: o for o in router.engine.offers.values()}
+    await at(2, "accept", "acme", offers["c1"].agent_id, offers["c1"].offer_id)
+    await at(1, "decline", "acme", offers["c2"].agent_id, offers["c2"].offer_id, "busy")
+    await at(1, "accept", "globex", "zh-1", offers["g1"].offer_id)
+    await at(40, "tick")  # offers time out; steps relax
+    offers = {o.contact_id: o for o in router.engine.offers.values()}
+    for _, offer in sorted(offers.items()):
+        await at(1, "accept", offer.tenant, offer.agent_id, offer.offer_id)
+    await at(5, "set_hold", "acme", router.engine.contacts["c1"].agent_id, "c1", True)
+    await at(5, "set_hold", "acme", router.engine.contacts["c1"].agent_id, "c1", False)
+    await at(10, "wrap_up", "acme", router.engine.contacts["c1"].agent_id, "c1", "resolved")
+    await at(1, "channel_ended", "g1")
+    await at(1, "set_presence", "acme", "en-1", eng.Presence.BREAK, "lunch", False)
+    await at(1, "add_contact", contact("c5", "acme", "ko"), "")
+    await at(1, "transfer", "acme", "c4", "english", "")
+    await at(1, "withdraw_contact", "c5", "abandoned")
+    await at(
+        1,
+        "apply_tenant_config",
+        cfg.load_tenant_text("globex", "languages: [zh, en]\nqueues:\n  - name: general\n"),
+    )
+    await at(100, "tick")
+    await at(1, "sign_out", "globex", "zh-1")
+    await router.settled()
+    return fake.entries, summary(router.engine)
+
+
+def test_a_journal_written_by_the_first_version_replays_to_the_same_decisions() -> None:
+    fixture = json.loads(FIXTURE.read_text())
+    entries = [base64.b64decode(e) for e in fixture["entries"]]
+    router = replay(entries)
+    assert router.divergences == 0
+    assert json.loads(json.dumps(summary(router.engine))) == fixture["state"]
+    # The fixture covers every kind of command the router journals.
+    kinds = {
+        c.WhichOneof("command")
+        for e in entries
+        for c in router_journal_pb2.JournalEntry.FromString(e).commands
+    }
+    assert kinds == set(
+        f.name for f in router_journal_pb2.RouterCommand.DESCRIPTOR.oneofs_by_name["command"].fields
+    )
+
+
+async def test_the_recording_still_decides_what_the_fixture_recorded() -> None:
+    """Today's engine, given the same inputs, decides the same: the fixture is not stale."""
+    entries, state = await record()
+    fixture = json.loads(FIXTURE.read_text())
+    assert json.loads(json.dumps(state)) == fixture["state"]
+    assert replay(entries).divergences == 0
+
+
+# ---- group commit --------------------------------------------------------------------------------
+
+
+async def test_inputs_arriving_while_an_entry_is_written_go_together_into_the_next() -> None:
+    fake = FakeJournal(hold=True)
+    bus = FakeBus()
+    router = Router(new_engine(), RoutingNotifier(bus), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    first = asyncio.ensure_future(router.run("apply_file_config", cfg.load_text(CONFIG)))
+    await fake.written(1)
+    # Five contacts and one bad call arrive while the first entry is unacknowledged.
+    later = [
+        asyncio.ensure_future(router.run("add_contact", contact(f"c{i}", "acme", "ko"), ""))
+        for i in range(5)
+    ]
+    bad = asyncio.ensure_future(router.run("accept", "acme", "nobody", "no-such-offer"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(fake.entries) == 1 and not first.done()
+    fake.writes[0].set_result(None)
+    await first
+    await fake.written(2)
+    assert not any(f.done() for f in later)  # not before their entry is acknowledged
+    assert not [e for e in bus.events if e.DESCRIPTOR.name == "ContactQueued"]
+    fake.writes[1].set_result(None)
+    results = await asyncio.gather(*later)
+    with pytest.raises(NotFound):
+        await bad
+    assert len(fake.entries) == 2
+    second = journal.decode(2, fake.entries[1])
+    assert [(c.name, c.args[0].contact_id) for c in second.calls] == [
+        ("add_contact", f"c{i}") for i in range(5)
+    ]
+    assert all(isinstance(r, list) for r in results)
+    queued = [e.contact_id for e in bus.events if e.DESCRIPTOR.name == "ContactQueued"]
+    assert queued == [f"c{i}" for i in range(5)]  # published in decision order
+    assert replay(fake.entries).divergences == 0
+
+
+async def test_a_caller_that_gives_up_does_not_take_its_input_out_of_the_batch() -> None:
+    fake = FakeJournal(hold=True)
+    router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    first = asyncio.ensure_future(router.run("apply_file_config", cfg.load_text(CONFIG)))
+    await fake.written(1)
+    impatient = asyncio.ensure_future(router.run("add_contact", contact("c1", "acme", "ko"), ""))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    fake.writes[0].set_result(None)
+    await first
+    await fake.written(2)
+    fake.writes[1].set_result(None)
+    await router.settled()
+    assert "c1" in router.engine.contacts
+    assert [c.name for c in journal.decode(2, fake.entries[1]).calls] == ["add_contact"]
+
+
+def _write_fixture() -> None:
+    entries, state = asyncio.run(record())
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(
+        json.dumps(
+            {
+                "format": f"switchboard.v1.JournalEntry version {journal.VERSION}",
+                "entries": [base64.b64encode(e).decode() for e in entries],
+                "state": state,
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    _write_fixture()
