@@ -431,3 +431,42 @@ def _write_fixture() -> None:
 
 if __name__ == "__main__":
     _write_fixture()
+
+
+# ---- snapshots -------------------------------------------------------------------------------
+
+
+class FakeSnapshots:
+    def __init__(self) -> None:
+        self.saved: list[tuple[bytes, int]] = []
+
+    async def save(self, engine_state: bytes, seq: int) -> None:
+        self.saved.append((engine_state, seq))
+
+
+async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on() -> None:
+    fake = FakeJournal()
+    router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    await router.run("apply_file_config", cfg.load_text(CONFIG))
+    for i in range(300):
+        await router.run("add_contact", contact(f"before-{i}", "acme", "ko"), "")
+    snapshots = FakeSnapshots()
+    taking = asyncio.ensure_future(router.snapshot(snapshots))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the state is copied (the serialiser forked) under the lock
+    during = [
+        asyncio.ensure_future(router.run("add_contact", contact(f"during-{i}", "acme", "ko"), ""))
+        for i in range(50)
+    ]
+    seq = await taking
+    await asyncio.gather(*during)
+    [(data, saved_seq)] = snapshots.saved
+    assert saved_seq == seq == 301
+    restored: eng.Engine = pickle.loads(data)
+    assert sorted(restored.contacts) == sorted(f"before-{i}" for i in range(300))
+    # The snapshot plus the entries after it is the leader's state.
+    follower = Router(restored, RoutingNotifier(FakeBus()))
+    for n, entry in enumerate(fake.entries[seq:], seq + 1):
+        follower.apply_entry(journal.decode(n, entry))
+    assert summary(follower.engine) == summary(router.engine)
+    assert follower.divergences == 0

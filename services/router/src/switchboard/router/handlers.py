@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -547,16 +549,72 @@ class Router:
 
     async def snapshot(self, snapshots: Snapshots) -> int | None:
         """Write the engine's state and the journal sequence it covers (None: not now, an input
-        is still in doubt)."""
+        is still in doubt).
+
+        Serialising a large engine takes seconds (a million waiting contacts), and decisions
+        wait while it runs. So the state is copied on write instead: a child process forked
+        under the lock holds the engine as it was at that sequence and serialises it, while
+        this process goes on deciding; decisions wait only for the fork."""
         async with self._lock:
             if not self.leader or not await self.settled():
                 return None
             assert self.journal is not None
             seq = self.journal.last_seq
-            data = pickle.dumps(self.engine, protocol=pickle.HIGHEST_PROTOCOL)
+            child = _fork_serialiser(self.engine)
+            data = b"" if child is not None else _serialise(self.engine)
             self.entries_since_snapshot = 0
+        if child is not None:
+            data = await asyncio.to_thread(_collect, *child)
         await snapshots.save(data, seq)
         return seq
+
+
+def _serialise(engine: eng.Engine) -> bytes:
+    return pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _fork_serialiser(engine: eng.Engine) -> tuple[int, int] | None:
+    """(pid, pipe) of a child process that writes `engine` serialised to the pipe and exits;
+    None where processes cannot be forked (the caller serialises in-process)."""
+    if not hasattr(os, "fork"):
+        return None
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as exc:  # out of memory or processes: serialise here instead
+        logger.warning("router snapshot serialised in-process: fork failed: %r", exc)
+        os.close(read)
+        os.close(write)
+        return None
+    if pid == 0:  # the child: only serialise and write; nothing of the parent's I/O is touched
+        status = 1
+        try:
+            signal.set_wakeup_fd(-1)  # signals are the parent's to handle
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(read)
+            view = memoryview(_serialise(engine))
+            while view:
+                view = view[os.write(write, view) :]
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    return pid, read
+
+
+def _collect(pid: int, read: int) -> bytes:
+    """What the forked serialiser wrote, once it has exited cleanly."""
+    chunks = []
+    try:
+        while chunk := os.read(read, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the snapshot serialiser exited with status {status}")
+    return b"".join(chunks)
 
 
 async def recover(journal: Journal, snapshots: Snapshots) -> tuple[eng.Engine, int]:
