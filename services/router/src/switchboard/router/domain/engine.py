@@ -285,6 +285,10 @@ class Contact:
             self.recorded = Decision()
         return self.recorded
 
+    def __lt__(self, other: Contact) -> bool:
+        """First queued first (a queue's `oldest` heap); queued_at and seq never change."""
+        return (self.queued_at, self.seq) < (other.queued_at, other.seq)
+
     def decline(self, agent_id: str) -> None:
         if self.declined is None:
             self.declined = {}
@@ -333,7 +337,7 @@ class QueueStats:
     waiting: int = 0
     offered: int = 0
     assigned: int = 0
-    oldest: list[tuple[float, int, str]] = field(default_factory=list)  # (queued_at, seq, id)
+    oldest: list[Contact] = field(default_factory=list)  # a heap, first queued first
     window: deque[tuple[float, bool, float]] = field(default_factory=deque)  # t, answered, waited
     answered: int = 0
     abandoned: int = 0
@@ -493,6 +497,12 @@ class Engine:
         if "req_keys" not in state:  # pickled before requirement keys were shared
             self.req_keys = {req: req for req in self.buckets}
             self.tuples = {}
+        for tenant in self.tenants.values():
+            for qs in tenant.stats.values():
+                if qs.oldest and isinstance(qs.oldest[0], tuple):  # (queued_at, seq, id) before
+                    entries: list[Any] = qs.oldest
+                    qs.oldest = [self.contacts[e[2]] for e in entries if e[2] in self.contacts]
+                    heapq.heapify(qs.oldest)
 
     def _shared(self, value: tuple[str, ...]) -> tuple[str, ...]:
         """The engine's one copy of an equal tuple of strings."""
@@ -882,9 +892,9 @@ class Engine:
         qs = self.tenant(c.tenant).queue_stats(c.queue)
         qs.waiting += 1
         if len(qs.oldest) > 2 * qs.waiting + 64:  # compact the entries of contacts gone
-            qs.oldest[:] = [e for e in qs.oldest if self._still_waiting(e[2], c.queue)]
+            qs.oldest[:] = [e for e in qs.oldest if self._still_waiting(e.contact_id, c.queue)]
             heapq.heapify(qs.oldest)
-        heapq.heappush(qs.oldest, (c.queued_at, c.seq, c.contact_id))
+        heapq.heappush(qs.oldest, c)
         self._schedule_ages(c)
         if c.sticky_agent:
             self.sticky_waiting.setdefault((c.tenant, c.sticky_agent), {})[c.contact_id] = None
@@ -1596,7 +1606,7 @@ class Engine:
         self._prune(tenant, queue, qs)
         longest = 0.0
         while qs.oldest:
-            queued_at, _, contact_id = qs.oldest[0]
+            queued_at, contact_id = qs.oldest[0].queued_at, qs.oldest[0].contact_id
             c = self.contacts.get(contact_id)
             if c is None or c.status != Status.WAITING or c.queue != queue:
                 heapq.heappop(qs.oldest)
