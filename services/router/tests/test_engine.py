@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -215,3 +218,27 @@ def test_language_matching() -> None:
     assert model.language_matches("zh-Hans", "zh")
     assert not model.language_matches("zh-Hans", "zh-Hant")
     assert not model.language_matches("ko", "ja")
+
+
+def test_a_waiting_contact_costs_less_than_a_kilobyte(engine: model.Engine, clock: Clock) -> None:
+    """Memory, not time: what the engine keeps for each contact waiting in a large backlog, its
+    message and trace context included, as tracemalloc counts it."""
+    for i, language in enumerate(("ko", "zh", "en", "ja")):
+        online(engine, f"a{i}", {language: 5}, {"billing": 3})
+        engine.set_presence("acme", f"a{i}", model.Presence.BREAK, "")
+    count = 20_000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            clock.now += 0.001
+            message = contact(f"c{i}", ("ko", "zh", "en", "ja")[i % 4], (("billing",), ())[i % 2])
+            message.queue = "general"
+            engine.add_contact(message, traceparent=f"00-{i:032x}-{i:016x}-01")
+        gc.collect()
+        per_contact = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert engine.queue_snapshot("acme", "general")[0].waiting == count
+    assert per_contact <= 1000, f"{per_contact:.0f} bytes per waiting contact"

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Any
 
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -191,7 +193,19 @@ class Agent:
         return frozenset(out)
 
 
-@dataclass
+def _restore(record: Any, state: Any) -> None:
+    """Set a slotted record's fields from its pickled state, including the plain `__dict__` of one
+    pickled before the record had slots (a snapshot written by an older router)."""
+    if isinstance(state, tuple):  # (None, {slot: value}): how pickle saves a slotted object
+        state = state[1]
+    elif isinstance(state, list):  # a frozen slotted dataclass's field values, in order
+        names = [f.name for f in fields(record)]
+        state = dict(zip(names, state, strict=True))
+    for name, value in state.items():
+        object.__setattr__(record, name, value)
+
+
+@dataclass(slots=True)
 class Attempt:
     offer_id: str
     agent_id: str
@@ -202,16 +216,33 @@ class Attempt:
     excluded: list[tuple[str, tuple[Why, ...], str]]
     excluded_total: int
 
+    __setstate__ = _restore
 
-@dataclass
+
+@dataclass(slots=True)
 class Decision:
     steps: list[tuple[str, float, str]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
 
+    __setstate__ = _restore
 
-@dataclass(eq=False)
+
+NOBODY: Mapping[str, None] = MappingProxyType({})
+
+
+@dataclass(slots=True, eq=False)
 class Contact:
-    contact: contact_pb2.Contact
+    """A contact the engine holds. It keeps the protobuf serialized (a parsed message costs more
+    than a kilobyte of arena) with the few fields routing reads beside it; strings and tuples
+    that many contacts share (tenant, language, skills, queue) are the engine's single copies."""
+
+    serialized: bytes  # the contact_pb2.Contact, see `contact`
+    contact_id: str
+    tenant: str
+    channel: int
+    language: str
+    skills: tuple[str, ...]  # those the contact asked for (its queue's are added in its Req)
+    callback: bool
     queue: str
     queued_at: float  # first queued: waits are measured from here, across overflow and transfer
     entered_queue_at: float  # entered the current queue: its steps count from here
@@ -226,7 +257,6 @@ class Contact:
     drop_skills: bool = False
     req: Req | None = None
     version: int = 0
-    declined_by: dict[str, None] = field(default_factory=dict)
     agent_id: str = ""
     offer_id: str = ""
     sticky_agent: str = ""
@@ -235,22 +265,61 @@ class Contact:
     held_since: float = 0.0
     hold_total: float = 0.0
     aged: tuple[float, ...] = ()  # surge wait thresholds crossed in the current queue
-    decision: Decision = field(default_factory=Decision)
+    declined: dict[str, None] | None = None  # None until an agent declines or misses it
+    recorded: Decision | None = None  # None until a step fires or an offer is made
 
     @property
-    def tenant(self) -> str:
-        return self.contact.tenant
+    def contact(self) -> contact_pb2.Contact:
+        """The contact as the channel sent it (a new message on every read)."""
+        return contact_pb2.Contact.FromString(self.serialized)
 
     @property
-    def contact_id(self) -> str:
-        return self.contact.contact_id
+    def declined_by(self) -> Mapping[str, None]:
+        """The agents who declined or missed this contact, in that order."""
+        return NOBODY if self.declined is None else self.declined
 
     @property
-    def channel(self) -> int:
-        return self.contact.channel
+    def decision(self) -> Decision:
+        """The steps that fired and the offers made, for ExplainDecision."""
+        if self.recorded is None:
+            self.recorded = Decision()
+        return self.recorded
+
+    def __lt__(self, other: Contact) -> bool:
+        """First queued first (a queue's `oldest` heap); queued_at and seq never change."""
+        return (self.queued_at, self.seq) < (other.queued_at, other.seq)
+
+    def decline(self, agent_id: str) -> None:
+        if self.declined is None:
+            self.declined = {}
+        self.declined[agent_id] = None
+
+    def set_callback(self) -> None:
+        """The customer turned this contact into a callback."""
+        message = self.contact
+        message.callback = True
+        self.serialized = message.SerializeToString()
+        self.callback = True
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict) and "contact" in state:  # pickled before it had slots
+            state = dict(state)
+            message: contact_pb2.Contact = state.pop("contact")
+            state.update(
+                serialized=message.SerializeToString(),
+                contact_id=message.contact_id,
+                tenant=message.tenant,
+                channel=message.channel,
+                language=message.language,
+                skills=tuple(message.skills),
+                callback=message.callback,
+                declined=state.pop("declined_by") or None,
+                recorded=state.pop("decision"),
+            )
+        _restore(self, state)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Offer:
     offer_id: str
     tenant: str
@@ -260,13 +329,15 @@ class Offer:
     step: str = ""
     via_step_language: bool = False
 
+    __setstate__ = _restore
+
 
 @dataclass
 class QueueStats:
     waiting: int = 0
     offered: int = 0
     assigned: int = 0
-    oldest: list[tuple[float, int, str]] = field(default_factory=list)  # (queued_at, seq, id)
+    oldest: list[Contact] = field(default_factory=list)  # a heap, first queued first
     window: deque[tuple[float, bool, float]] = field(default_factory=deque)  # t, answered, waited
     answered: int = 0
     abandoned: int = 0
@@ -406,6 +477,8 @@ class Engine:
         self.expired_offers: OrderedDict[str, str] = OrderedDict()
         self.history: OrderedDict[str, tuple[Contact, str]] = OrderedDict()
         self.buckets: dict[Req, list[tuple[int, float, int, str, int]]] = {}
+        self.req_keys: dict[Req, Req] = {}  # one instance of each Req, shared by its contacts
+        self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}  # one of each, e.g. skills
         self.bucket_size: dict[Req, int] = {}
         self.req_groups: dict[Req, tuple[int, list[tuple[int, Group, bool]]]] = {}
         self.req_excluded: dict[Req, tuple[int, list[tuple[Group, tuple[Why, ...], str]]]] = {}
@@ -418,6 +491,22 @@ class Engine:
         self._seq = itertools.count()
         self._offer_seq = 0
         self.term = 0  # the leader's term (see begin_term); part of every offer id
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "req_keys" not in state:  # pickled before requirement keys were shared
+            self.req_keys = {req: req for req in self.buckets}
+            self.tuples = {}
+        for tenant in self.tenants.values():
+            for qs in tenant.stats.values():
+                if qs.oldest and isinstance(qs.oldest[0], tuple):  # (queued_at, seq, id) before
+                    entries: list[Any] = qs.oldest
+                    qs.oldest = [self.contacts[e[2]] for e in entries if e[2] in self.contacts]
+                    heapq.heapify(qs.oldest)
+
+    def _shared(self, value: tuple[str, ...]) -> tuple[str, ...]:
+        """The engine's one copy of an equal tuple of strings."""
+        return self.tuples.setdefault(value, value)
 
     # ---- tenants and configuration -----------------------------------------------------------
 
@@ -652,7 +741,7 @@ class Engine:
         agent.avail = frozenset()
         agent.version += 1
 
-    def _head(self, group: Group, channel: int, skip: dict[str, None]) -> Agent | None:
+    def _head(self, group: Group, channel: int, skip: Mapping[str, None]) -> Agent | None:
         """The longest-idle available agent of the group for the channel, not in `skip`."""
         heap = group.heaps.get(channel)
         if not heap:
@@ -682,8 +771,8 @@ class Engine:
         """Queue a new contact and offer it if an agent is free. Re-delivery is a no-op, except
         that a waiting call the customer turned into a callback keeps its place as a callback."""
         existing = self.contacts.get(contact.contact_id)
-        if existing is not None and contact.callback and not existing.contact.callback:
-            existing.contact.callback = True
+        if existing is not None and contact.callback and not existing.callback:
+            existing.set_callback()
             if existing.status == Status.WAITING:
                 self._file(existing)  # same queued time: same place; now pausable by a surge
                 return self._match_contact(existing)
@@ -699,17 +788,23 @@ class Engine:
         queue = contact.queue if contact.queue in cfg.queues else cfg.default_queue
         now = self.clock()
         c = Contact(
-            contact=contact,
-            queue=queue,
+            serialized=contact.SerializeToString(),
+            contact_id=contact.contact_id,
+            tenant=sys.intern(contact.tenant),
+            channel=contact.channel,
+            language=sys.intern(contact.language),
+            skills=self._shared(tuple(contact.skills)),
+            callback=contact.callback,
+            queue=sys.intern(queue),
             queued_at=now,
             entered_queue_at=now,
             seq=next(self._seq),
             traceparent=traceparent,
             priority=contact.priority,
         )
-        self.contacts[contact.contact_id] = c
+        self.contacts[c.contact_id] = c
         self._reset_steps(c)
-        c.sticky_agent = self._sticky_agent(c)
+        c.sticky_agent = self._sticky_agent(c.tenant, contact.identities)
         self._file(c)
         qs = state.queue_stats(queue)
         return [Queued(c, qs.waiting), *self._match_contact(c)]
@@ -760,18 +855,19 @@ class Engine:
     def _req(self, c: Contact) -> Req:
         cfg = self.tenant(c.tenant).config
         q = cfg.queue(c.queue)
-        skills = tuple(sorted(set(c.contact.skills) | set(q.skills)))
-        return Req(
+        skills = tuple(sorted(set(c.skills) | set(q.skills)))
+        req = Req(
             tenant=c.tenant,
             channel=c.channel,
             queue=c.queue,
-            language=c.contact.language,
+            language=c.language,
             skills=skills,
             min_prof=c.min_prof,
             extra_languages=c.extra_languages,
             drop_skills=c.drop_skills,
-            pausable=c.contact.callback and c.priority < cfg.urgent_priority,
+            pausable=c.callback and c.priority < cfg.urgent_priority,
         )
+        return self.req_keys.setdefault(req, req)
 
     def _file(self, c: Contact) -> None:
         """Put a waiting contact into the bucket of its current requirements."""
@@ -796,9 +892,9 @@ class Engine:
         qs = self.tenant(c.tenant).queue_stats(c.queue)
         qs.waiting += 1
         if len(qs.oldest) > 2 * qs.waiting + 64:  # compact the entries of contacts gone
-            qs.oldest[:] = [e for e in qs.oldest if self._still_waiting(e[2], c.queue)]
+            qs.oldest[:] = [e for e in qs.oldest if self._still_waiting(e.contact_id, c.queue)]
             heapq.heapify(qs.oldest)
-        heapq.heappush(qs.oldest, (c.queued_at, c.seq, c.contact_id))
+        heapq.heappush(qs.oldest, c)
         self._schedule_ages(c)
         if c.sticky_agent:
             self.sticky_waiting.setdefault((c.tenant, c.sticky_agent), {})[c.contact_id] = None
@@ -859,12 +955,12 @@ class Engine:
 
     # ---- sticky routing ----------------------------------------------------------------------
 
-    def _sticky_agent(self, c: Contact) -> str:
-        state = self.tenant(c.tenant)
+    def _sticky_agent(self, tenant: str, identities: Iterable[contact_pb2.CustomerIdentity]) -> str:
+        state = self.tenant(tenant)
         if state.config.sticky_ttl <= 0:
             return ""
         now = self.clock()
-        for identity in c.contact.identities:
+        for identity in identities:
             hit = state.sticky.get((identity.kind, identity.value))
             if hit is not None and hit[1] > now:
                 return hit[0]
@@ -996,7 +1092,7 @@ class Engine:
                     effects.append(AgentChanged(agent, agent.presence_reason))
             self._refresh(agent)
         if c is not None and requeue:
-            c.declined_by[offer.agent_id] = None
+            c.decline(offer.agent_id)
             c.offer_id = ""
             self._file(c)
             effects += self._match_contact(c, not_now=offer.agent_id)
@@ -1076,8 +1172,8 @@ class Engine:
             effects += self._withdraw(c.offer_id, "transferred", requeue=False)
         self._unfile(c)
         # The agent who gave it away is the last resort, never the next offer.
-        c.queue, c.agent_id, c.sticky_agent = queue, "", ""
-        c.declined_by = {from_agent: None} if from_agent else {}
+        c.queue, c.agent_id, c.sticky_agent = sys.intern(queue), "", ""
+        c.declined = {from_agent: None} if from_agent else None
         self._reset_steps(c)
         self._file(c)
         effects.append(Transferred(c, from_agent, queue))
@@ -1136,7 +1232,7 @@ class Engine:
     def _candidates(self, c: Contact, allow_declined: bool) -> list[tuple[int, Agent, bool]]:
         """The best available agent of each qualifying group, best first."""
         assert c.req is not None
-        skip = {} if allow_declined else c.declined_by
+        skip = NOBODY if allow_declined else c.declined_by
         out: list[tuple[int, Agent, bool]] = []
         for score, group, via_step in self._qualifying(c.req):
             agent = self._head(group, c.channel, skip)
@@ -1510,7 +1606,7 @@ class Engine:
         self._prune(tenant, queue, qs)
         longest = 0.0
         while qs.oldest:
-            queued_at, _, contact_id = qs.oldest[0]
+            queued_at, contact_id = qs.oldest[0].queued_at, qs.oldest[0].contact_id
             c = self.contacts.get(contact_id)
             if c is None or c.status != Status.WAITING or c.queue != queue:
                 heapq.heappop(qs.oldest)
