@@ -36,7 +36,6 @@ from switchboard.case.adapters.database import (
     preload_locked,
     row_added,
 )
-from switchboard.case.adapters.mailer import NoMailer
 from switchboard.case.adapters.orm import (
     EXTERNAL_ID,
     Case,
@@ -125,7 +124,7 @@ _batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session
 
 def default_records(clock: Clock) -> CaseRecords:
     policies = sla_policy.load(None)
-    return CaseRecords(policies, SlaEngine(policies, NoMailer()), clock)
+    return CaseRecords(policies, SlaEngine(policies), clock)
 
 
 class _BatchUnit:
