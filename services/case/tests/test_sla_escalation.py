@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 import pytest
 from aiosmtpd.controller import Controller
 from nats.aio.msg import Msg
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from switchboard.case.adapters import orm
+from switchboard.case.adapters.mailer import message_id
 from switchboard.case.bootstrap import CaseApp, bootstrap
 from switchboard.case.settings import CaseSettings
 from switchboard.core import auth, events
@@ -71,6 +76,15 @@ class Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.mails.append((list(envelope.rcpt_tos), envelope.content.decode()))
         return "250 OK"
+
+    async def holds(self, n: int) -> None:
+        """Wait until `n` mails have arrived (the relay sends them after the commit)."""
+
+        async def arrived() -> bool:
+            return len(self.mails) >= n
+
+        await eventually(arrived)
+        assert len(self.mails) == n, [m[1] for m in self.mails]
 
 
 def free_port() -> int:
@@ -178,13 +192,14 @@ async def test_escalate_pause_resume_breach(
         clock.now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
         await tick()
         assert list(_sla(await get()).thresholds_reached) == [75]
-        assert inbox.mails and inbox.mails[0][0] == ["second-line@acme.example"]
+        await inbox.holds(1)
+        assert inbox.mails[0][0] == ["second-line@acme.example"]
         assert f"[#{case.reference}]" in inbox.mails[0][1]
 
         # Nobody acts for 30 minutes: the escalation is repeated.
         clock.now = datetime(2026, 11, 30, 9, 40, tzinfo=UTC)
         await tick()
-        assert len(inbox.mails) == 2
+        await inbox.holds(2)
 
         # The agent asks the customer: the clock stops at 3 h 45 min, reminders stop.
         clock.now = datetime(2026, 11, 30, 9, 45, tzinfo=UTC)
@@ -228,8 +243,8 @@ async def test_escalate_pause_resume_breach(
         assert _sla(breached).breached_at.ToDatetime(tzinfo=UTC) == clock.now
         assert list(_sla(breached).thresholds_reached) == [75, 100]
         assert breached.priority == case_pb2.CASE_PRIORITY_URGENT
+        await inbox.holds(3)
         assert inbox.mails[-1][0] == ["manager@acme.example"]
-        assert len(inbox.mails) == 3
 
         trail = await stub.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
         assert trail.intact
@@ -254,9 +269,9 @@ async def test_escalate_pause_resume_breach(
         assert [
             (d["threshold"], d["repeat"], d["email"]) for a, d in steps if a == "escalated"
         ] == [
-            (75, 0, "sent"),
-            (75, 1, "sent"),
-            (100, 0, "sent"),
+            (75, 0, "queued"),
+            (75, 1, "queued"),
+            (100, 0, "queued"),
         ]
         assert steps[4][1] == {"from": "new", "to": "pending_customer"}
         assert steps[6][1] == {
@@ -279,3 +294,80 @@ async def test_escalate_pause_resume_breach(
     [opened] = [e for e in seen if isinstance(e, case_events_pb2.CaseCreated)]
     assert opened.contact_id == "mail-1" and opened.reference.startswith("C-")
     await asyncio.sleep(0)
+
+
+async def test_an_escalation_mail_is_sent_once_after_the_commit_when_its_transaction_is_retried(
+    app: tuple[CaseApp, Clock], bus: Bus, smtp: tuple[Inbox, int]
+) -> None:
+    service, clock = app
+    inbox = smtp[0]
+    assert service.sessions is not None and service.scheduler is not None
+    sessions = service.sessions
+    contact = contact_pb2.Contact(
+        contact_id="mail-9",
+        tenant="acme",
+        channel=contact_pb2.CHANNEL_EMAIL,
+        identities=[
+            contact_pb2.CustomerIdentity(
+                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="bo@example.com"
+            )
+        ],
+        subject="Refund",
+    )
+    contact.created_at.FromDatetime(clock.now)
+    await bus.publish(
+        events_pb2.ContactCreated(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), contact=contact
+        )
+    )
+
+    async def the_case() -> orm.Case | None:
+        async with sessions() as session:
+            return await session.scalar(select(orm.Case))
+
+    case = await eventually(the_case)
+
+    # The first commit of the transaction that escalates fails, as it does when another writer
+    # took the same audit sequence number; the scheduler's next round does the work again.
+    failed: list[str] = []
+
+    def conflict_once(session: Session) -> None:
+        escalating = any(
+            isinstance(o, orm.AuditEntry) and o.action == "escalated"
+            for o in [*session.new, *session.identity_map.values()]
+        )
+        if escalating and not failed:
+            failed.append(case.id)
+            raise IntegrityError("COMMIT", None, Exception("audit entry taken concurrently"))
+
+    event.listen(Session, "before_commit", conflict_once)
+    try:
+        # Monday 10:00 Berlin: 75 % of the 4 h target, the second line is to be mailed.
+        clock.now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+        await service.scheduler.run_once()
+        assert failed == [case.id]
+        assert service.relay is not None
+        await service.relay.drain()
+        assert inbox.mails == []  # nothing committed, nothing sent
+
+        await service.scheduler.run_once()  # the retry commits
+        await inbox.holds(1)
+        clock.now = datetime(2026, 11, 30, 9, 5, tzinfo=UTC)
+        await service.scheduler.run_once()
+        await service.relay.drain()
+    finally:
+        event.remove(Session, "before_commit", conflict_once)
+    assert len(inbox.mails) == 1
+    [(to, raw)] = inbox.mails
+    assert to == ["second-line@acme.example"]
+    async with sessions() as session:
+        [mail] = list(await session.scalars(select(orm.OutboxMail)))
+        trail = [
+            json.loads(e.data)
+            for e in await session.scalars(
+                select(orm.AuditEntry).where(orm.AuditEntry.action == "escalated")
+            )
+        ]
+    assert mail.sent_at is not None and mail.attempts == 1 and mail.case_id == case.id
+    assert f"Message-ID: {message_id(mail.key, service.settings.smtp_from)}" in raw
+    assert [(d["threshold"], d["repeat"], d["email"]) for d in trail] == [(75, 0, "queued")]

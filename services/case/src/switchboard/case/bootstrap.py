@@ -20,6 +20,7 @@ from switchboard.case.entrypoints import nats_consumer
 from switchboard.case.entrypoints.grpc_server import CaseServicer
 from switchboard.case.entrypoints.kb_reports_rpc import build_kb_reports, subscribe_kb_reports
 from switchboard.case.handlers import CaseHandlers
+from switchboard.case.mail_outbox import MailRelay
 from switchboard.case.migrate import migrate
 from switchboard.case.outbox import OutboxRelay
 from switchboard.case.pagination import PageTokens
@@ -71,8 +72,8 @@ class CaseApp:
         self.engine = database.create_engine(s.database_url)
         self.sessions = database.sessionmaker(self.engine)
         self.bus = await Bus.connect(s.nats_url, source="case", replicas=s.nats_stream_replicas)
-        self.relay = OutboxRelay(self.sessions, self.bus)
-        sla = SlaEngine(policies, build_mailer(s))
+        self.relay = OutboxRelay(self.sessions, self.bus, MailRelay(self.sessions, build_mailer(s)))
+        sla = SlaEngine(policies, mail=bool(s.smtp_host))
         self.records = CaseRecords(policies, sla, self.clock)
         self.handlers = CaseHandlers(
             self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
@@ -125,7 +126,7 @@ class CaseApp:
         if self.bus:
             with contextlib.suppress(Exception):
                 if self.relay:
-                    await self.relay.drain()  # events staged by the last changes
+                    await self.relay.drain()  # events and mails staged by the last changes
             await self.bus.drain()
         if self.engine:
             await self.engine.dispose()

@@ -24,11 +24,12 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, customers
 from switchboard.case.adapters.database import (
+    data_refused,
     get_locked,
     get_row,
     insert_ignore,
@@ -36,7 +37,6 @@ from switchboard.case.adapters.database import (
     preload_locked,
     row_added,
 )
-from switchboard.case.adapters.mailer import NoMailer
 from switchboard.case.adapters.orm import (
     EXTERNAL_ID,
     Case,
@@ -89,6 +89,24 @@ def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = Fal
     return value
 
 
+def nul_field(message: ProtoMessage, prefix: str = "") -> str:
+    """The first text field of `message` (or of a message inside it) holding a NUL character, by
+    its path; "" if none does. PostgreSQL cannot store NUL in text, SQLite can: refused up front,
+    such an event is invalid on both."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        items = value if field.is_repeated else [value]
+        for i, item in enumerate(items):
+            where = f"{path}[{i}]" if field.is_repeated else path
+            if field.type == field.TYPE_STRING and "\x00" in item:
+                return where
+            if field.type == field.TYPE_MESSAGE:
+                found = nul_field(item, where + ".")
+                if found:
+                    return found
+    return ""
+
+
 def message_body(parts: Sequence[contact_pb2.ContentPart]) -> tuple[str, str]:
     """The text and content type kept for content parts: the text/plain parts when there are any
     (an email's alternatives), else the parts of the first part's type, joined by blank lines."""
@@ -125,7 +143,7 @@ _batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session
 
 def default_records(clock: Clock) -> CaseRecords:
     policies = sla_policy.load(None)
-    return CaseRecords(policies, SlaEngine(policies, NoMailer()), clock)
+    return CaseRecords(policies, SlaEngine(policies), clock)
 
 
 class _BatchUnit:
@@ -258,6 +276,9 @@ class CaseHandlers:
     async def _apply(
         self, event: ProtoMessage, work: Callable[[AsyncSession], Awaitable[None]]
     ) -> None:
+        nul = nul_field(event)
+        if nul:
+            raise InvalidArgument(nul, "contains a NUL character")
         shared = _batch_session.get()
         if shared is not None:
             if await self._claim(shared, event):
@@ -271,6 +292,13 @@ class CaseHandlers:
             # Another replica wrote the same key (an identity, a contact, an audit entry) at the
             # same moment; redelivered, this event sees the row that won.
             raise Retry(f"concurrent write conflict ({type(exc.orig).__name__})") from exc
+        except DBAPIError as exc:
+            # Refused as data, the event fails the same way on every delivery: it is invalid,
+            # not a crash to retry. (In a batch, such a failure rolls the batch back and the bus
+            # hands each event over alone, to here.)
+            if data_refused(exc):
+                raise InvalidArgument("event", f"the database refused it: {exc.orig}") from exc
+            raise
         self._on_commit()
 
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:

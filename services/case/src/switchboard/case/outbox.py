@@ -2,7 +2,7 @@
 after the commit, so an event is never lost when the bus is briefly away, and never published for
 a change that was rolled back. A relay publishes staged events oldest first (the event id is the
 Nats-Msg-Id, so a re-publish after a crash is de-duplicated), pipelined, and deletes each one
-JetStream acknowledged."""
+JetStream acknowledged. The same relay sends the mails of the mail outbox (see mail_outbox)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters.orm import OutboxEvent, utc_now
+from switchboard.case.mail_outbox import MailRelay
 from switchboard.core import events
 from switchboard.core.bus import Bus
 
@@ -36,17 +37,31 @@ def stage(session: AsyncSession, event: Message) -> None:
 
 
 class OutboxRelay:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], bus: Bus | None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bus: Bus | None,
+        mail: MailRelay | None = None,
+    ) -> None:
         self._sessions = sessions
         self._bus = bus
+        self.mail = mail
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def drain(self) -> int:
-        """Publish every staged event; the number published. A publish failure leaves the rest
-        for the next round."""
+        """Publish every staged event and send every due mail; the number of events published. A
+        publish failure leaves the rest for the next round; the mails are sent all the same."""
+        try:
+            published = await self._publish()
+        finally:
+            if self.mail is not None:
+                await self.mail.drain()
+        return published
+
+    async def _publish(self) -> int:
         if self._bus is None:
             return 0
         published = 0
@@ -95,7 +110,8 @@ class OutboxRelay:
                 return published
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        """Drain when woken (after a commit that staged events) or every `interval` seconds."""
+        """Drain when woken (after a commit that staged events or mails) or every `interval`
+        seconds."""
         while not stop.is_set():
             try:
                 await self.drain()

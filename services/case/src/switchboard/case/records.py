@@ -5,7 +5,7 @@ transaction and take the time of the change explicitly."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard.case import audit, outbox
+from switchboard.case import audit, mail_outbox, outbox
 from switchboard.case.adapters.orm import AuditEntry, Case, CaseNote, Customer, new_id
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import new_reference
@@ -58,6 +58,19 @@ class CaseRecords:
         meta.occurred_at.FromDatetime(at)
         event.meta.CopyFrom(meta)  # type: ignore[attr-defined]
         outbox.stage(session, event)
+
+    async def mail(
+        self,
+        session: AsyncSession,
+        case: Case,
+        key: str,
+        to: Sequence[str],
+        subject: str,
+        text: str,
+        at: datetime,
+    ) -> None:
+        """Stage a mail, sent after the commit; `key` makes a retried change stage it once."""
+        await mail_outbox.stage(session, key, case.tenant, case.id, to, subject, text, at)
 
     # ---- cases ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,6 +51,12 @@ def _forget_after_a_rollback(session: Session, _previous: SessionTransaction) ->
     for key in TRANSACTION_CACHES:
         if key != "claims":
             session.info.pop(key, None)
+
+
+def data_refused(exc: DBAPIError) -> bool:
+    """The database refused a value as such (SQLSTATE class 22, a data exception: a NUL in text,
+    a number out of range…): the same statement fails the same way every time it is tried."""
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
 
 
 def async_url(url: str) -> str:

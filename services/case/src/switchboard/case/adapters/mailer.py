@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -13,7 +14,16 @@ logger = logging.getLogger(__name__)
 
 
 class Mailer(Protocol):
-    async def send(self, to: Sequence[str], subject: str, text: str) -> None: ...
+    async def send(self, to: Sequence[str], subject: str, text: str, key: str) -> None:
+        """Send one mail; `key` names it (the same key gives the same Message-ID)."""
+        ...
+
+
+def message_id(key: str, sender: str) -> str:
+    """The Message-ID of the mail named `key`: the same on every attempt, so a receiver can drop
+    a copy sent again after a crash."""
+    domain = sender.rpartition("@")[2] or "switchboard.invalid"
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
 
 
 class SmtpMailer:
@@ -31,8 +41,9 @@ class SmtpMailer:
         self._username, self._password = username, password
         self._starttls, self._timeout = starttls, timeout
 
-    async def send(self, to: Sequence[str], subject: str, text: str) -> None:
+    async def send(self, to: Sequence[str], subject: str, text: str, key: str) -> None:
         message = EmailMessage()
+        message["Message-ID"] = message_id(key, self.sender)
         message["From"] = self.sender
         message["To"] = ", ".join(to)
         message["Subject"] = subject
@@ -49,7 +60,7 @@ class SmtpMailer:
 
 
 class NoMailer:
-    """No SMTP server configured: escalation emails are skipped (and say so in the audit)."""
+    """No SMTP server configured: a mail still in the outbox fails (and waits its back-off)."""
 
-    async def send(self, to: Sequence[str], subject: str, text: str) -> None:
+    async def send(self, to: Sequence[str], subject: str, text: str, key: str) -> None:
         raise RuntimeError("no SMTP server configured (CASE_SMTP_HOST)")

@@ -257,6 +257,28 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class OutboxMail(Base):
+    """A mail written in the same transaction as the change that calls for it (an escalation),
+    sent after the commit by the relay. `key` names the mail, so staging it again is a no-op and
+    it goes out once; a sent row keeps its key as the record of that."""
+
+    __tablename__ = "mail_outbox"
+
+    key: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    case_id: Mapped[str] = mapped_column(String(ID))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Not tried before this time: a relay's claim on the mail while it sends it, or the back-off
+    # after a failed attempt. None: due now.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_contact_sent", "contact_id", "sent_at", "message_id"),)
