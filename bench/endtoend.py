@@ -158,10 +158,11 @@ async def run(
         loop = asyncio.get_running_loop()
         for i in range(latency_samples):
             cid = f"latency-{i}"
-            waiting[cid] = loop.create_future()
+            offered_now = waiting[cid] = loop.create_future()
             published[cid] = time.monotonic()
             await bus.publish(_contact(cid, i))
-            await asyncio.wait_for(waiting[cid], 30)
+            # The offer may come back before the publish's ack does.
+            await asyncio.wait_for(offered_now, 30)
         for r in readers:
             r.cancel()
         for worker in workers:
