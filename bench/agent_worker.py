@@ -1,4 +1,5 @@
-"""A process of bench agents: signs its agents in to the router, accepts every offer, and reports
+"""A process of bench agents: signs its agents in to the router, accepts every offer on the
+agent's own session stream (AgentSession: offers down, accepts up), and reports
 each offer on stdout as "<contact id> <time.monotonic()>" (CLOCK_MONOTONIC, the same clock in
 every process of the machine), so the bench's own process is not what limits the agents.
 
@@ -16,20 +17,20 @@ import time
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from switchboard.testing.agents import AgentClient
+from switchboard.testing.agents import SessionAgentClient
 from switchboard.v1 import contact_pb2
 
 
 async def main(target: str, secret: str, tenant: str, capacity: int, agents: list[str]) -> None:
     clients = []
     for agent in agents:
-        client = AgentClient(target, secret, tenant, agent)
+        client = SessionAgentClient(target, secret, tenant, agent)
         language = agent.split("-", 1)[0]
         await client.sign_in({language: 4}, capacity={contact_pb2.CHANNEL_CHAT: capacity})
         clients.append(client)
     out = sys.stdout
 
-    async def work(client: AgentClient) -> None:
+    async def work(client: SessionAgentClient) -> None:
         while True:
             offer = await client.offers.get()
             out.write(f"{offer.contact.contact_id} {time.monotonic()}\n")

@@ -14,7 +14,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
-from switchboard.testing.agents import AgentClient
+from switchboard.testing.agents import ActionRefused, AgentClient, SessionAgentClient
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 SECRET = "router-test-secret"
@@ -178,3 +178,80 @@ async def test_queue_stats_and_agents_are_tenant_scoped(router: RouterApp, bus: 
                 break
             await asyncio.sleep(0.05)
         assert [(q.tenant, q.queue, q.waiting) for q in stats.queues] == [("acme", "general", 1)]
+
+
+async def test_an_agent_session_carries_offers_down_and_actions_up(
+    router: RouterApp, bus: Bus
+) -> None:
+    target = f"127.0.0.1:{router.port}"
+    ko = SessionAgentClient(target, SECRET, "acme", "ko-1")
+    await ko.sign_in({"ko": 5})
+    other = SessionAgentClient(target, SECRET, "acme", "ko-2")
+    await other.sign_in({"ko": 3})
+    await bus.publish(created("s-1"))
+    offer = await ko.next_offer()
+    assert offer.contact.contact_id == "s-1"
+    assignment = await ko.accept(offer)
+    assert (assignment.contact_id, assignment.agent_id) == ("s-1", "ko-1")
+    assert assignment.contact.customer_name == "고객"
+    [data] = await routing_events(bus, "assigned", 1)
+    assert events_pb2.ContactAssigned.FromString(data).contact_id == "s-1"
+
+    # A refused action is answered with its status code; the session goes on.
+    with pytest.raises(ActionRefused) as refused:
+        await ko.accept(router_pb2.Offer(offer_id="no-such-offer"))
+    assert refused.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(ActionRefused) as refused:
+        await ko._send(accept=router_pb2.AcceptOfferRequest(agent_id="ko-2", offer_id="x"))
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+    await ko.wrap_up("s-1", "resolved")
+    await bus.publish(created("s-2"))
+    offer = await ko.next_offer()  # ko-1 is free again and the better match
+    await ko.decline(offer, "busy")
+    reoffer = await other.next_offer()
+    assert reoffer.contact.contact_id == "s-2"
+    await other.accept(reoffer)
+    agents = {
+        a.agent_id: a for a in (await ko.stub.ListAgents(router_pb2.ListAgentsRequest())).agents
+    }
+    assert list(agents["ko-2"].active_contact_ids) == ["s-2"]
+    assert not agents["ko-1"].active_contact_ids
+    await ko.close()
+    await other.close()
+
+
+async def test_an_agent_session_is_authenticated_and_opened_first(router: RouterApp) -> None:
+    target = f"127.0.0.1:{router.port}"
+    ko = AgentClient(target, SECRET, "acme", "ko-1")
+    await ko.stub.SignIn(
+        router_pb2.SignInRequest(
+            agent_id="ko-1", languages=[router_pb2.LanguageSkill(language="ko")]
+        )
+    )
+
+    async def first_answer(stub: router_pb2_grpc.RouterServiceStub, *requests: object) -> None:
+        call = stub.AgentSession()
+        for request in requests:
+            await call.write(request)
+        await call.read()
+
+    accept = router_pb2.AgentSessionRequest(accept=router_pb2.AcceptOfferRequest(offer_id="o"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await first_answer(ko.stub, accept)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must open it" in (err.value.details() or "")
+
+    # An agent's token cannot open another agent's session; no token opens none.
+    open_other = router_pb2.AgentSessionRequest(
+        open=router_pb2.StreamOffersRequest(agent_id="ko-2")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await first_answer(ko.stub, open_other)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    anonymous = router_pb2_grpc.RouterServiceStub(grpc.aio.insecure_channel(target))
+    open_own = router_pb2.AgentSessionRequest(open=router_pb2.StreamOffersRequest(agent_id="ko-1"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await first_answer(anonymous, open_own)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await ko.close()

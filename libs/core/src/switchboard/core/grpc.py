@@ -129,6 +129,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream:
+            inner_bidi = handler.stream_stream
+
+            async def stream_stream(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                async with scope(context, stream=True):
+                    async for item in inner_bidi(requests, context):
+                        yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            # No service takes client streams yet: refused rather than served unauthenticated.
+            raise NotImplementedError(f"{method}: client-streaming RPCs are not intercepted")
         return handler
 
 
@@ -299,13 +317,25 @@ class _UnaryStream(_CallDetails, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(details), request)
 
 
+class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
 def channel(
     target: str, token: str | None = None, default_timeout: float = 10.0
 ) -> grpc.aio.Channel:
     """An insecure channel to `target` that sends `token` and trace context, with deadlines."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
     return grpc.aio.insecure_channel(
-        target, interceptors=[_UnaryUnary(token, default_timeout), _UnaryStream(token, None)]
+        target,
+        interceptors=[
+            _UnaryUnary(token, default_timeout),
+            _UnaryStream(token, None),
+            _StreamStream(token, None),
+        ],
     )
 
 

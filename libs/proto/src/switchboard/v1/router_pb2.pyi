@@ -332,6 +332,115 @@ class StreamOffersRequest(_message.Message):
 Global___StreamOffersRequest: _TypeAlias = StreamOffersRequest  # noqa: Y015
 
 @_typing.final
+class AgentSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    DECLINE_FIELD_NUMBER: _builtins.int
+    WRAP_UP_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Chosen by the client; echoed on the answer to this action."""
+    @_builtins.property
+    def open(self) -> Global___StreamOffersRequest:
+        """the first message, and only the first"""
+
+    @_builtins.property
+    def accept(self) -> Global___AcceptOfferRequest:
+        """agent_id may be left empty: the session's agent"""
+
+    @_builtins.property
+    def decline(self) -> Global___DeclineOfferRequest: ...
+    @_builtins.property
+    def wrap_up(self) -> Global___WrapUpRequest: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        open: Global___StreamOffersRequest | None = ...,
+        accept: Global___AcceptOfferRequest | None = ...,
+        decline: Global___DeclineOfferRequest | None = ...,
+        wrap_up: Global___WrapUpRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "action", b"action", "decline", b"decline", "open", b"open", "wrap_up", b"wrap_up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "action", b"action", "decline", b"decline", "open", b"open", "request_id", b"request_id", "wrap_up", b"wrap_up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["open", "accept", "decline", "wrap_up"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___AgentSessionRequest: _TypeAlias = AgentSessionRequest  # noqa: Y015
+
+@_typing.final
+class AgentSessionEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    OFFER_FIELD_NUMBER: _builtins.int
+    ASSIGNED_FIELD_NUMBER: _builtins.int
+    DECLINED_FIELD_NUMBER: _builtins.int
+    WRAPPED_UP_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """empty on offers"""
+    @_builtins.property
+    def offer(self) -> Global___Offer: ...
+    @_builtins.property
+    def assigned(self) -> Global___Assignment: ...
+    @_builtins.property
+    def declined(self) -> Global___DeclineOfferResponse: ...
+    @_builtins.property
+    def wrapped_up(self) -> Global___WrapUpResponse: ...
+    @_builtins.property
+    def error(self) -> Global___ActionError: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        offer: Global___Offer | None = ...,
+        assigned: Global___Assignment | None = ...,
+        declined: Global___DeclineOfferResponse | None = ...,
+        wrapped_up: Global___WrapUpResponse | None = ...,
+        error: Global___ActionError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "wrapped_up", b"wrapped_up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "request_id", b"request_id", "wrapped_up", b"wrapped_up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["offer", "assigned", "declined", "wrapped_up", "error"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___AgentSessionEvent: _TypeAlias = AgentSessionEvent  # noqa: Y015
+
+@_typing.final
+class ActionError(_message.Message):
+    """An action the router refused; the session stays open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """the gRPC status code the unary call would have returned"""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActionError: _TypeAlias = ActionError  # noqa: Y015
+
+@_typing.final
 class Offer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

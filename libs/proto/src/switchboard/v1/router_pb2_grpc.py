@@ -57,6 +57,11 @@ class RouterServiceStub:
                 request_serializer=switchboard_dot_v1_dot_router__pb2.StreamOffersRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_router__pb2.Offer.FromString,
                 _registered_method=True)
+        self.AgentSession = channel.stream_stream(
+                '/switchboard.v1.RouterService/AgentSession',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.AgentSessionRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.AgentSessionEvent.FromString,
+                _registered_method=True)
         self.AcceptOffer = channel.unary_unary(
                 '/switchboard.v1.RouterService/AcceptOffer',
                 request_serializer=switchboard_dot_v1_dot_router__pb2.AcceptOfferRequest.SerializeToString,
@@ -136,6 +141,17 @@ class RouterServiceServicer:
 
     def StreamOffers(self, request, context):
         """Streams offers to one agent for as long as the call stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AgentSession(self, request_iterator, context):
+        """An agent's desktop on one bidirectional stream: the first message opens it for an agent
+        (as StreamOffers does), offers come down it, and the agent's accepts, declines and wrap-ups
+        go up it, each answered on it with the same request_id (or an error with a status code).
+        Answers come in the order their actions were decided. The unary calls below do the same
+        one call at a time (for partners' systems).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +245,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.StreamOffers,
                     request_deserializer=switchboard_dot_v1_dot_router__pb2.StreamOffersRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_router__pb2.Offer.SerializeToString,
+            ),
+            'AgentSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.AgentSession,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.AgentSessionRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.AgentSessionEvent.SerializeToString,
             ),
             'AcceptOffer': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptOffer,
@@ -392,6 +413,33 @@ class RouterService:
             '/switchboard.v1.RouterService/StreamOffers',
             switchboard_dot_v1_dot_router__pb2.StreamOffersRequest.SerializeToString,
             switchboard_dot_v1_dot_router__pb2.Offer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AgentSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/switchboard.v1.RouterService/AgentSession',
+            switchboard_dot_v1_dot_router__pb2.AgentSessionRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.AgentSessionEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class RouterServiceStub:
     SetPresence: _grpc.UnaryUnaryMultiCallable[_router_pb2.SetPresenceRequest, _router_pb2.Agent]
     StreamOffers: _grpc.UnaryStreamMultiCallable[_router_pb2.StreamOffersRequest, _router_pb2.Offer]
     """Streams offers to one agent for as long as the call stays open."""
+    AgentSession: _grpc.StreamStreamMultiCallable[_router_pb2.AgentSessionRequest, _router_pb2.AgentSessionEvent]
+    """An agent's desktop on one bidirectional stream: the first message opens it for an agent
+    (as StreamOffers does), offers come down it, and the agent's accepts, declines and wrap-ups
+    go up it, each answered on it with the same request_id (or an error with a status code).
+    Answers come in the order their actions were decided. The unary calls below do the same
+    one call at a time (for partners' systems).
+    """
     AcceptOffer: _grpc.UnaryUnaryMultiCallable[_router_pb2.AcceptOfferRequest, _router_pb2.Assignment]
     DeclineOffer: _grpc.UnaryUnaryMultiCallable[_router_pb2.DeclineOfferRequest, _router_pb2.DeclineOfferResponse]
     WrapUp: _grpc.UnaryUnaryMultiCallable[_router_pb2.WrapUpRequest, _router_pb2.WrapUpResponse]
@@ -73,6 +80,13 @@ class RouterServiceAsyncStub(RouterServiceStub):
     SetPresence: _aio.UnaryUnaryMultiCallable[_router_pb2.SetPresenceRequest, _router_pb2.Agent]  # type: ignore[assignment]
     StreamOffers: _aio.UnaryStreamMultiCallable[_router_pb2.StreamOffersRequest, _router_pb2.Offer]  # type: ignore[assignment]
     """Streams offers to one agent for as long as the call stays open."""
+    AgentSession: _aio.StreamStreamMultiCallable[_router_pb2.AgentSessionRequest, _router_pb2.AgentSessionEvent]  # type: ignore[assignment]
+    """An agent's desktop on one bidirectional stream: the first message opens it for an agent
+    (as StreamOffers does), offers come down it, and the agent's accepts, declines and wrap-ups
+    go up it, each answered on it with the same request_id (or an error with a status code).
+    Answers come in the order their actions were decided. The unary calls below do the same
+    one call at a time (for partners' systems).
+    """
     AcceptOffer: _aio.UnaryUnaryMultiCallable[_router_pb2.AcceptOfferRequest, _router_pb2.Assignment]  # type: ignore[assignment]
     DeclineOffer: _aio.UnaryUnaryMultiCallable[_router_pb2.DeclineOfferRequest, _router_pb2.DeclineOfferResponse]  # type: ignore[assignment]
     WrapUp: _aio.UnaryUnaryMultiCallable[_router_pb2.WrapUpRequest, _router_pb2.WrapUpResponse]  # type: ignore[assignment]
@@ -125,6 +139,19 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_router_pb2.Offer], _abc.AsyncIterator[_router_pb2.Offer]]:
         """Streams offers to one agent for as long as the call stays open."""
+
+    @_abc_1.abstractmethod
+    def AgentSession(
+        self,
+        request_iterator: _MaybeAsyncIterator[_router_pb2.AgentSessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_router_pb2.AgentSessionEvent], _abc.AsyncIterator[_router_pb2.AgentSessionEvent]]:
+        """An agent's desktop on one bidirectional stream: the first message opens it for an agent
+        (as StreamOffers does), offers come down it, and the agent's accepts, declines and wrap-ups
+        go up it, each answered on it with the same request_id (or an error with a status code).
+        Answers come in the order their actions were decided. The unary calls below do the same
+        one call at a time (for partners' systems).
+        """
 
     @_abc_1.abstractmethod
     def AcceptOffer(

@@ -1,9 +1,12 @@
-"""A real gRPC agent client for tests: signs in, keeps StreamOffers open, accepts and declines."""
+"""Real gRPC agent clients for tests and the bench: `AgentClient` signs in, keeps StreamOffers
+open, and accepts and declines with unary calls; `SessionAgentClient` does the same on one
+AgentSession stream (offers down, actions up)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import Any
 
 import grpc
@@ -99,3 +102,95 @@ class AgentClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.channel.close()
+
+
+class ActionRefused(Exception):
+    """The router refused an action sent on an agent session."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class SessionAgentClient(AgentClient):
+    """An agent on one AgentSession stream: `open_stream` opens the session, and `accept`,
+    `decline` and `wrap_up` are sent on it and answered on it."""
+
+    def __init__(self, target: str, secret: str, tenant: str, agent_id: str) -> None:
+        super().__init__(target, secret, tenant, agent_id)
+        self._answers: dict[str, asyncio.Future[router_pb2.AgentSessionEvent]] = {}
+        self._ids = itertools.count(1)
+
+    async def open_stream(self) -> None:
+        self._stream = self.stub.AgentSession()
+        await self._stream.write(
+            router_pb2.AgentSessionRequest(
+                open=router_pb2.StreamOffersRequest(agent_id=self.agent_id)
+            )
+        )
+        self._task = asyncio.create_task(self._pump())
+        await self._connected()
+
+    async def _connected(self) -> None:
+        for _ in range(500):
+            agents = await self.stub.ListAgents(router_pb2.ListAgentsRequest())
+            if any(a.agent_id == self.agent_id and a.connected for a in agents.agents):
+                return
+            if self.stream_error is not None:
+                raise self.stream_error
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"the router never saw {self.agent_id}'s session")
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                event = await self._stream.read()
+                if event is grpc.aio.EOF:
+                    break
+                if event.WhichOneof("event") == "offer":
+                    self.offers.put_nowait(event.offer)
+                    continue
+                answer = self._answers.pop(event.request_id, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(event)
+        except grpc.aio.AioRpcError as exc:
+            self.stream_error = exc
+        except asyncio.CancelledError:
+            pass
+        for answer in self._answers.values():
+            if not answer.done():
+                answer.set_exception(
+                    self.stream_error or ConnectionError("the agent session ended")
+                )
+
+    async def _send(self, **action: Any) -> router_pb2.AgentSessionEvent:
+        request_id = str(next(self._ids))
+        answer = asyncio.get_running_loop().create_future()
+        self._answers[request_id] = answer
+        await self._stream.write(router_pb2.AgentSessionRequest(request_id=request_id, **action))
+        event: router_pb2.AgentSessionEvent = await answer
+        if event.WhichOneof("event") == "error":
+            code = _CODES.get(event.error.code, grpc.StatusCode.UNKNOWN)
+            raise ActionRefused(code, event.error.message)
+        return event
+
+    async def accept(self, offer: router_pb2.Offer) -> router_pb2.Assignment:
+        event = await self._send(accept=router_pb2.AcceptOfferRequest(offer_id=offer.offer_id))
+        return event.assigned
+
+    async def decline(self, offer: router_pb2.Offer, reason: str = "") -> None:
+        await self._send(
+            decline=router_pb2.DeclineOfferRequest(offer_id=offer.offer_id, reason=reason)
+        )
+
+    async def wrap_up(self, contact_id: str, code: str = "") -> None:
+        await self._send(wrap_up=router_pb2.WrapUpRequest(contact_id=contact_id, wrap_up_code=code))
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.done_writing()
+        await super().close()

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from switchboard.core.errors import InvalidArgument, PermissionDenied
-from switchboard.core.grpc import principal, require
+from switchboard.core.errors import DomainError, InvalidArgument, PermissionDenied
+from switchboard.core.grpc import principal, require, status_for
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import Router
@@ -50,6 +50,17 @@ def agent_message(agent: eng.Agent) -> router_pb2.Agent:
         wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
         missed_offers=agent.missed,
     )
+
+
+def _assignment(assigned: eng.Assigned, agent_id: str) -> router_pb2.Assignment:
+    result = router_pb2.Assignment(
+        contact_id=assigned.contact.contact_id,
+        agent_id=agent_id,
+        contact=assigned.contact.contact,
+        assigned_at=_ts(assigned.contact.assigned_at),
+    )
+    _dur(result.waited, assigned.waited)
+    return result
 
 
 def _presence(value: int, field: str) -> eng.Presence:
@@ -217,14 +228,84 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         tenant = self._acting(request.agent_id)
         require(request, "offer_id")
         assigned = await self.router.accept(tenant, request.agent_id, request.offer_id)
-        result = router_pb2.Assignment(
-            contact_id=assigned.contact.contact_id,
-            agent_id=request.agent_id,
-            contact=assigned.contact.contact,
-            assigned_at=_ts(assigned.contact.assigned_at),
-        )
-        _dur(result.waited, assigned.waited)
-        return result
+        return _assignment(assigned, request.agent_id)
+
+    async def AgentSession(  # type: ignore[no-untyped-def]
+        self, requests, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.AgentSessionEvent]:
+        actions = requests.__aiter__()
+        try:
+            first = await actions.__anext__()
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("action") != "open":
+            raise InvalidArgument("open", "the first message of a session must open it")
+        agent_id = first.open.agent_id
+        tenant = self._acting(agent_id)
+        offers = await self.router.connect(tenant, agent_id)
+        out: asyncio.Queue[router_pb2.AgentSessionEvent | None] = asyncio.Queue()
+        pending: set[asyncio.Future[None]] = set()
+
+        async def deliver_offers() -> None:
+            while (offer := await offers.get()) is not None:
+                out.put_nowait(router_pb2.AgentSessionEvent(offer=offer))
+            out.put_nowait(None)  # a newer stream replaced this one, or the router stopped
+
+        async def take_actions() -> None:
+            async for request in actions:
+                # Started in arrival order: the router decides them in that order.
+                task = asyncio.ensure_future(self._act(tenant, agent_id, request, out))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.gather(*pending, return_exceptions=True)
+            out.put_nowait(None)  # the agent closed its side, and every action is answered
+
+        workers = [asyncio.ensure_future(deliver_offers()), asyncio.ensure_future(take_actions())]
+        try:
+            while (event := await out.get()) is not None:
+                yield event
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await self.router.disconnect(tenant, agent_id, offers)
+
+    async def _act(
+        self,
+        tenant: str,
+        agent_id: str,
+        request: router_pb2.AgentSessionRequest,
+        out: asyncio.Queue[router_pb2.AgentSessionEvent | None],
+    ) -> None:
+        """One action of an agent's session, answered on it (an error does not end it)."""
+        event = router_pb2.AgentSessionEvent(request_id=request.request_id)
+        kind = request.WhichOneof("action")
+        try:
+            if kind in ("accept", "decline", "wrap_up"):
+                action = getattr(request, kind)
+                if action.agent_id not in ("", agent_id):
+                    raise InvalidArgument(f"{kind}.agent_id", "is not the session's agent")
+            if kind == "accept":
+                require(request.accept, "offer_id")
+                assigned = await self.router.accept(tenant, agent_id, request.accept.offer_id)
+                event.assigned.CopyFrom(_assignment(assigned, agent_id))
+            elif kind == "decline":
+                require(request.decline, "offer_id")
+                d = request.decline
+                await self.router.run("decline", tenant, agent_id, d.offer_id, d.reason)
+                event.declined.SetInParent()
+            elif kind == "wrap_up":
+                require(request.wrap_up, "contact_id")
+                w = request.wrap_up
+                await self.router.run("wrap_up", tenant, agent_id, w.contact_id, w.wrap_up_code)
+                event.wrapped_up.SetInParent()
+            elif kind == "open":
+                raise InvalidArgument("open", "the session is already open")
+            else:
+                raise InvalidArgument("action", "is required")
+        except DomainError as exc:
+            event.error.code = status_for(exc).value[0]
+            event.error.message = str(exc)
+        out.put_nowait(event)
 
     async def DeclineOffer(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
