@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, customers
+from switchboard.case.adapters import bulk
 from switchboard.case.adapters.database import (
     get_locked,
     get_row,
@@ -190,26 +191,61 @@ class CaseHandlers:
             try:
                 await self._claim_all(session, events)
                 await self._preload(session, events)
+                if not isolate:
+                    # New rows go in with one INSERT per table (bulk.py); a savepoint would have
+                    # to undo staged rows too, so the isolated retry uses plain ORM flushes.
+                    session.info[bulk.KEY] = staged = bulk.BulkInserts()
                 yield _BatchUnit(self, session, isolate)
+                if not isolate:
+                    await session.run_sync(staged.write, False)
             finally:
                 _batch_session.reset(token)
         self._on_commit()
 
     async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         contact_ids: set[str] = set()
+        message_ids: set[str] = set()
+        identities: dict[str, list[customers.Identity]] = {}
         for e in events:
             if isinstance(e, events_pb2.ContactCreated):
                 contact_ids.add(e.contact.contact_id)
+                tenant = e.meta.tenant
+                try:
+                    found = customers.normalise_identities(
+                        e.contact.identities, self.records.policies.default_phone_region, False
+                    )
+                except InvalidArgument:
+                    found = []  # its handler refuses it
+                identities.setdefault(tenant, []).extend(found)
             elif isinstance(e, events_pb2.MessageAdded):
                 contact_ids.add(e.message.contact_id)
+                message_ids.add(e.message.message_id)
             elif getattr(e, "contact_id", ""):
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         contact_ids.discard("")
+        message_ids.discard("")
         contacts = await preload_locked(session, Contact, contact_ids)
         case_ids = {c.case_id for c in contacts}
         await preload_locked(session, Case, case_ids)
         await audit.preload_heads(session, audit.CASE, case_ids)
         await self.records.sla.preload(session, case_ids)
+        for tenant, found in identities.items():
+            await customers.preload(session, tenant, found)
+        if identities:
+            # Each new contact may open a case.
+            created = {c.contact_id for c in contacts}
+            wanted: dict[str, int] = {}
+            for e in events:
+                if isinstance(e, events_pb2.ContactCreated) and e.contact.contact_id not in created:
+                    wanted[e.meta.tenant] = wanted.get(e.meta.tenant, 0) + 1
+            await self.records.reserve_references(session, wanted)
+        if message_ids:
+            stored = set(
+                await session.scalars(
+                    select(Message.message_id).where(Message.message_id.in_(message_ids))
+                )
+            )
+            session.info["message_ids"] = {i: i in stored for i in message_ids}
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
@@ -321,7 +357,8 @@ class CaseHandlers:
                 session, tenant, identities, c.customer_name, created, actor
             )
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
-            session.add(
+            bulk.add(
+                session,
                 Contact(
                     contact_id=c.contact_id,
                     tenant=tenant,
@@ -338,21 +375,23 @@ class CaseHandlers:
                     customer_id=customer.id,
                     conversation_id=c.conversation_id,
                     priority=c.priority,
-                )
+                ),
             )
             row_added(session, Contact, c.contact_id)
             if c.content:
-                session.add(
-                    Message(
-                        message_id=c.contact_id + INITIAL_SUFFIX,
-                        contact_id=c.contact_id,
-                        tenant=tenant,
-                        author=contact_pb2.AUTHOR_CUSTOMER,
-                        agent_id="",
-                        text=text,
-                        content_type=content_type,
-                        sent_at=created,
-                    )
+                bulk.add_row(
+                    session,
+                    Message,
+                    {
+                        "message_id": c.contact_id + INITIAL_SUFFIX,
+                        "contact_id": c.contact_id,
+                        "tenant": tenant,
+                        "author": contact_pb2.AUTHOR_CUSTOMER,
+                        "agent_id": "",
+                        "text": text,
+                        "content_type": content_type,
+                        "sent_at": created,
+                    },
                 )
             await self.records.audit(
                 session,
@@ -489,7 +528,7 @@ class CaseHandlers:
                 "content_type": content_type,
                 "sent_at": sent,
             }
-            if not await insert_ignore(session, Message, values, ["message_id"]):
+            if not await self._insert_message(session, values):
                 return
             case = await self._case(session, contact)
             case.updated_at = self._clock()
@@ -513,6 +552,20 @@ class CaseHandlers:
                 await self._customer_wrote(session, case, sent)
 
         await self._apply(event, work)
+
+    @staticmethod
+    async def _insert_message(session: AsyncSession, values: dict[str, object]) -> bool:
+        """Insert a message unless one with its id is stored; True when this call inserted it.
+        A batch read which of its message ids are stored (`_preload`) and stages the rest."""
+        known: dict[str, bool] | None = session.info.get("message_ids")
+        message_id = values["message_id"]
+        if known is None or message_id not in known:
+            return await insert_ignore(session, Message, values, ["message_id"])
+        if known[message_id]:  # type: ignore[index]
+            return False
+        known[message_id] = True  # type: ignore[index]
+        bulk.add_row(session, Message, values)
+        return True
 
     # ---- routing and lifecycle --------------------------------------------------------------
 

@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+
+from switchboard.case.adapters import bulk
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -32,6 +34,10 @@ TRANSACTION_CACHES = (
     "absent_rows",
     "new_customers",
     "claims",
+    "identities",
+    "message_ids",
+    "free_references",
+    bulk.KEY,
 )
 
 
@@ -50,6 +56,22 @@ def _forget_after_a_rollback(session: Session, _previous: SessionTransaction) ->
     for key in TRANSACTION_CACHES:
         if key != "claims":
             session.info.pop(key, None)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _staged_rows_before_a_statement(state: ORMExecuteState) -> None:
+    # Rows staged for a bulk insert are written first, so that the statement sees them.
+    staged = state.session.info.get(bulk.KEY)
+    if staged:
+        staged.write(state.session)
+
+
+@event.listens_for(Session, "before_flush")
+def _staged_rows_before_a_flush(session: Session, _flush: UOWTransaction, _objects: Any) -> None:
+    # A flushed object may refer to a staged row (an SLA timer to its new case).
+    staged = session.info.get(bulk.KEY)
+    if staged:
+        staged.write(session)
 
 
 def async_url(url: str) -> str:
@@ -156,9 +178,23 @@ async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> l
 
 async def get_row(session: AsyncSession, model: Any, key: Any) -> Any:
     """`session.get(model, key)`, without a query for a key a preload found no row for."""
+    staged = session.info.get(bulk.KEY)
+    if staged is not None and (row := staged.get(model, key)) is not None:
+        return row
     if (model, key) in session.info.get("absent_rows", ()):
         return None
     return await session.get(model, key)
+
+
+async def peek_locked(session: AsyncSession, model: Any, key: Any) -> Any:
+    """The row if this transaction holds it already (locked by a preload or created here), else
+    None, without a query."""
+    staged = session.info.get(bulk.KEY)
+    if staged is not None and (row := staged.get(model, key)) is not None:
+        return row
+    if (model, key) in session.info.get("locked_rows", ()):
+        return await session.get(model, key)
+    return None
 
 
 def row_added(session: AsyncSession, model: Any, key: Any) -> None:
@@ -173,6 +209,9 @@ async def get_locked(session: AsyncSession, model: Any, key: Any) -> Any:
     held until the transaction ends, so later reads of the row in it come from the session's
     identity map instead of another SELECT … FOR UPDATE (a batch touches a contact and its case
     several times)."""
+    staged = session.info.get(bulk.KEY)
+    if staged is not None and (row := staged.get(model, key)) is not None:
+        return row
     locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
     if (model, key) in locked:
         row = await session.get(model, key)
@@ -188,12 +227,13 @@ async def insert_ignore_many(
     session: AsyncSession, model: Any, rows: list[dict[str, Any]], keys: Iterable[str]
 ) -> list[Any]:
     """INSERT every row unless one with the same `keys` exists, in one statement; the first key
-    of each row this call inserted."""
+    of each row this call inserted. (An executemany of one cached statement: the driver sends
+    the rows as one multi-row INSERT … RETURNING, without compiling a new one per batch.)"""
     keys = list(keys)
+    table = model.__table__
     stmt = (
-        _insert(session)(model)
-        .values(rows)
+        _insert(session)(table)
         .on_conflict_do_nothing(index_elements=keys)
-        .returning(model.__table__.c[keys[0]])
+        .returning(table.c[keys[0]])
     )
-    return list((await session.execute(stmt)).scalars())
+    return list((await session.execute(stmt, rows)).scalars())
