@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case import audit
@@ -71,12 +71,11 @@ async def preload(session: AsyncSession, tenant: str, identities: Sequence[Ident
     wanted = {(k, v) for k, v in identities if (tenant, k, v) not in cache}
     if not wanted:
         return
+    # One expanding IN of (kind, value) pairs: compiled once, whatever the batch's size.
     rows = await session.execute(
         select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
             CustomerIdentity.tenant == tenant,
-            or_(
-                *(and_(CustomerIdentity.kind == k, CustomerIdentity.value == v) for k, v in wanted)
-            ),
+            tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(sorted(wanted)),
         )
     )
     owners: set[str] = set()

@@ -198,6 +198,7 @@ class CaseHandlers:
                 yield _BatchUnit(self, session, isolate)
                 if not isolate:
                     await session.run_sync(staged.write, False)
+                    await session.run_sync(bulk.write_changes)
             finally:
                 _batch_session.reset(token)
         self._on_commit()

@@ -13,11 +13,14 @@ Outside such a batch, `add` and `add_row` are `session.add`.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, insert, inspect
+from sqlalchemy import Table, bindparam, insert, inspect, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
+from sqlalchemy.orm import InstanceState, Mapper, Session, make_transient_to_detached
+from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.sql.dml import Update
 
 from switchboard.case.adapters.orm import Base
 
@@ -66,35 +69,96 @@ class BulkInserts:
             if rows:
                 connection.execute(insert(table), rows)
         if attach and objects:
-            locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
-            held: list[Any] = session.info.setdefault("held_rows", [])
+            locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
             absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
             for key, obj in objects:
                 make_transient_to_detached(obj)
                 session.add(obj)
-                locked.add(key)
+                locked[key] = obj
                 absent.discard(key)
-                held.append(obj)
 
 
 def _complete(mapper: Mapper[Any], obj: Any) -> None:
+    # Straight into the instance's dict: the object is transient, so there is no history to
+    # keep, and its row is read from this dict.
     state = obj.__dict__
     for prop in mapper.column_attrs:
         if prop.key in state:
             continue
         default = prop.columns[0].default
         if default is None:
-            value = None
+            state[prop.key] = None
         elif default.is_callable:
-            value = default.arg(None)  # type: ignore[attr-defined]
+            state[prop.key] = default.arg(None)  # type: ignore[attr-defined]
         else:
-            value = default.arg  # type: ignore[attr-defined]
-        setattr(obj, prop.key, value)
+            state[prop.key] = default.arg  # type: ignore[attr-defined]
 
 
 def _values(mapper: Mapper[Any], obj: Any) -> dict[str, Any]:
     state = obj.__dict__
     return {prop.columns[0].key: state[prop.key] for prop in mapper.column_attrs}
+
+
+def write_changes(session: Session) -> None:
+    """At the end of a batch, UPDATE the changed columns of the session's modified rows with one
+    executemany per table and set of changed columns, instead of a flush's per-object work; the
+    rows written leave the session (the transaction commits next, and nothing reads them after).
+    Rows of a kind this cannot write (see `_updatable`) are left to the commit's flush."""
+    groups: dict[tuple[Mapper[Any], tuple[str, ...]], list[dict[str, Any]]] = {}
+    written: list[Any] = []
+    for obj in list(session.dirty):
+        state: InstanceState[Any] = inspect(obj)
+        mapper = state.mapper
+        columns = _updatable(mapper)
+        before = state.committed_state
+        if columns is None or state.key is None or not all(k in columns for k in before):
+            continue
+        now = state.dict
+        # Like a flush, only what differs from the row as loaded.
+        changed = tuple(sorted(k for k, v in before.items() if v is NO_VALUE or v != now[k]))
+        values = {k: now[k] for k in changed}
+        written.append(obj)
+        if not changed:
+            continue
+        for i, pk in enumerate(state.key[1]):
+            values[f"pk_{i}"] = pk
+        groups.setdefault((mapper, changed), []).append(values)
+    connection = session.connection()
+    for (mapper, changed), rows in groups.items():
+        connection.execute(_update(mapper, changed), rows)
+    for obj in written:
+        session.expunge(obj)
+
+
+@cache
+def _updatable(mapper: Mapper[Any]) -> frozenset[str] | None:
+    """The attribute keys `write_changes` may write for a mapper: plain columns of one table,
+    none of them a primary key or updated by the database or by an onupdate default."""
+    if mapper.version_id_col is not None or len(mapper.tables) != 1:
+        return None
+    keys = set()
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if len(prop.columns) != 1 or column.onupdate is not None or column.server_onupdate:
+            return None
+        if not column.primary_key:
+            keys.add(prop.key)
+    return frozenset(keys)
+
+
+@cache
+def _update(mapper: Mapper[Any], changed: tuple[str, ...]) -> Update:
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    pks = mapper.primary_key
+    stmt = update(table)
+    for i, pk in enumerate(pks):
+        stmt = stmt.where(pk == bindparam(f"pk_{i}", type_=pk.type))
+    values = {}
+    for key in changed:
+        column = mapper.column_attrs[key].columns[0]
+        values[column.key] = bindparam(key, type_=column.type)
+    return stmt.values(values)
 
 
 def staged(session: AsyncSession | Session) -> BulkInserts | None:

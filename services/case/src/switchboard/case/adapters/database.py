@@ -23,12 +23,11 @@ from switchboard.case.adapters import bulk
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
-# What a transaction has learnt about rows it holds (rows it has locked, the head of each audit
-# chain it extends) lives in session.info under these keys, and is forgotten when any
-# transaction or savepoint of the session ends (a rollback may have undone it).
+# What a transaction has learnt about rows it holds (the rows it has locked, by model and key; the
+# head of each audit chain it extends) lives in session.info under these keys, and is forgotten
+# when any transaction or savepoint of the session ends (a rollback may have undone it).
 TRANSACTION_CACHES = (
     "locked_rows",
-    "held_rows",
     "audit_heads",
     "sla_timers",
     "absent_rows",
@@ -166,13 +165,13 @@ async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> l
     rows = list(
         await session.scalars(select(model).where(pk.in_(keys)).order_by(pk).with_for_update())
     )
-    # The session's identity map holds rows weakly: keep them for the transaction.
-    session.info.setdefault("held_rows", []).extend(rows)
-    locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
+    # The session's identity map holds rows weakly: these references keep them for the
+    # transaction.
+    locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
     absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
-    found = {getattr(row, pk.key) for row in rows}
-    locked.update((model, k) for k in found)
-    absent.update((model, k) for k in keys - found)
+    for row in rows:
+        locked[(model, getattr(row, pk.key))] = row
+    absent.update((model, k) for k in keys if (model, k) not in locked)
     return rows
 
 
@@ -192,9 +191,7 @@ async def peek_locked(session: AsyncSession, model: Any, key: Any) -> Any:
     staged = session.info.get(bulk.KEY)
     if staged is not None and (row := staged.get(model, key)) is not None:
         return row
-    if (model, key) in session.info.get("locked_rows", ()):
-        return await session.get(model, key)
-    return None
+    return session.info.get("locked_rows", {}).get((model, key))
 
 
 def row_added(session: AsyncSession, model: Any, key: Any) -> None:
@@ -212,14 +209,13 @@ async def get_locked(session: AsyncSession, model: Any, key: Any) -> Any:
     staged = session.info.get(bulk.KEY)
     if staged is not None and (row := staged.get(model, key)) is not None:
         return row
-    locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
-    if (model, key) in locked:
-        row = await session.get(model, key)
-        if row is not None:
-            return row
+    locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
+    row = locked.get((model, key))
+    if row is not None:
+        return row
     row = await session.get(model, key, with_for_update=True)
     if row is not None:
-        locked.add((model, key))
+        locked[(model, key)] = row
     return row
 
 
