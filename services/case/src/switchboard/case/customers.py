@@ -64,13 +64,14 @@ async def _audit(
     )
 
 
-async def preload(session: AsyncSession, tenant: str, identities: Sequence[Identity]) -> None:
+async def preload(session: AsyncSession, tenant: str, identities: Sequence[Identity]) -> set[str]:
     """Read which customers many identities of a tenant belong to (a batch's contacts), and lock
-    those customers, in two queries; `resolve` then answers from the session."""
+    those customers, in two queries; `resolve` then answers from the session. The customers
+    found."""
     cache: dict[tuple[str, int, str], str | None] = session.info.setdefault("identities", {})
     wanted = {(k, v) for k, v in identities if (tenant, k, v) not in cache}
     if not wanted:
-        return
+        return set()
     # One expanding IN of (kind, value) pairs: compiled once, whatever the batch's size.
     rows = await session.execute(
         select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
@@ -85,6 +86,7 @@ async def preload(session: AsyncSession, tenant: str, identities: Sequence[Ident
     for kind, value in wanted:
         cache.setdefault((tenant, kind, value), None)
     await preload_locked(session, Customer, owners)
+    return owners
 
 
 async def _known(
@@ -149,6 +151,9 @@ async def resolve(
         bulk.add(session, customer)
         audit.new_chain(session, audit.CUSTOMER, customer.id)
         session.info.setdefault("new_customers", set()).add(customer.id)
+        index = session.info.get("open_cases")
+        if index is not None:
+            index[customer.id] = []  # it has no case yet
         await _audit(session, customer, actor, "created", {}, at)
     added = [(k, v) for k, v in identities if (k, v) not in known]
     cache: dict[tuple[str, int, str], str | None] | None = session.info.get("identities")

@@ -120,6 +120,17 @@ def case_priority(contact_priority: int) -> int:
     return case_pb2.CASE_PRIORITY_NORMAL
 
 
+def _latest_open(cases: list[Case], customer_id: str) -> Case | None:
+    """The customer's open case created last (the lowest id among equals), as the query
+    `ORDER BY created_at DESC, id LIMIT 1` would choose it."""
+    candidates = sorted(
+        (c for c in cases if c.customer_id == customer_id and c.status not in CLOSED_CASE),
+        key=lambda c: c.id,
+    )
+    candidates.sort(key=lambda c: c.created_at, reverse=True)  # stable: ties stay by id
+    return candidates[0] if candidates else None
+
+
 # The transaction of the batch being handled, when the bus runs a batch scope.
 _batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session", default=None)
 
@@ -230,8 +241,26 @@ class CaseHandlers:
         await preload_locked(session, Case, case_ids)
         await audit.preload_heads(session, audit.CASE, case_ids)
         await self.records.sla.preload(session, case_ids)
+        owners: set[str] = set()
         for tenant, found in identities.items():
-            await customers.preload(session, tenant, found)
+            owners |= await customers.preload(session, tenant, found)
+        if identities:
+            # The open cases of the customers the batch's new contacts name, for
+            # `_join_or_open_case` to choose from; customers and cases new in the batch join.
+            index: dict[str, list[Case]] = session.info.setdefault("open_cases", {})
+        if owners:
+            rows = await session.scalars(
+                select(Case)
+                .where(Case.customer_id.in_(owners), Case.status.not_in(CLOSED_CASE))
+                .order_by(Case.id)
+                .with_for_update()
+            )
+            locked: dict[tuple[object, object], object] = session.info.setdefault("locked_rows", {})
+            for owner in owners:
+                index.setdefault(owner, [])
+            for case in rows:
+                locked[(Case, case.id)] = case
+                index[case.customer_id].append(case)
         if identities:
             # Each new contact may open a case.
             created = {c.contact_id for c in contacts}
@@ -447,6 +476,9 @@ class CaseHandlers:
                         created,
                         reason="the customer wrote again",
                     )
+                    reopened: dict[str, list[Case]] | None = session.info.get("open_cases")
+                    if reopened is not None and case.customer_id in reopened:
+                        reopened[case.customer_id].append(case)  # open again
                 return case, "threaded"
             if case is not None:
                 follow_up_of = case.reference  # a closed case stays closed
@@ -455,7 +487,10 @@ class CaseHandlers:
                     "contact %s names an unknown case; using its customer", contact.contact_id
                 )
         case = None
-        if customer.id not in session.info.get("new_customers", ()):  # a new one has no case
+        index: dict[str, list[Case]] | None = session.info.get("open_cases")
+        if index is not None and customer.id in index:
+            case = _latest_open(index[customer.id], customer.id)
+        elif customer.id not in session.info.get("new_customers", ()):  # a new one has no case
             result = await session.execute(
                 select(Case)
                 .where(Case.customer_id == customer.id, Case.status.not_in(CLOSED_CASE))

@@ -99,6 +99,9 @@ class CaseRecords:
         session.info.setdefault("sla_timers", {})[case.id] = {}  # a new case has none yet
         # The customer has a case now: the next contact of theirs looks it up.
         session.info.get("new_customers", set()).discard(customer.id)
+        index = session.info.get("open_cases")
+        if index is not None and customer.id in index:
+            index[customer.id].append(case)
         await self.audit(
             session,
             case,

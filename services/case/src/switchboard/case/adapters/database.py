@@ -36,6 +36,7 @@ TRANSACTION_CACHES = (
     "identities",
     "message_ids",
     "free_references",
+    "open_cases",
     bulk.KEY,
 )
 
