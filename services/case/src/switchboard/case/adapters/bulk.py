@@ -106,7 +106,8 @@ def write_changes(session: Session) -> None:
     Rows of a kind this cannot write (see `_updatable`) are left to the commit's flush."""
     groups: dict[tuple[Mapper[Any], tuple[str, ...]], list[dict[str, Any]]] = {}
     written: list[Any] = []
-    for obj in list(session.dirty):
+    dirty = list(session.dirty)
+    for obj in dirty:
         state: InstanceState[Any] = inspect(obj)
         mapper = state.mapper
         columns = _updatable(mapper)
@@ -126,8 +127,11 @@ def write_changes(session: Session) -> None:
     connection = session.connection()
     for (mapper, changed), rows in groups.items():
         connection.execute(_update(mapper, changed), rows)
-    for obj in written:
-        session.expunge(obj)
+    if len(written) == len(dirty) and not session.new and not session.deleted:
+        session.expunge_all()  # nothing is left for the flush: one call, not one per row
+    else:
+        for obj in written:
+            session.expunge(obj)
 
 
 @cache
