@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -386,3 +387,41 @@ async def test_an_event_overtaking_its_contact_in_a_batch_is_set_aside_alone(
 
 def handler_for(handlers: CaseHandlers, event: Any) -> Any:
     return handlers_by_type(handlers)[type(event)]
+
+
+async def test_a_batch_writes_with_a_bounded_number_of_statements(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A batch's statements do not grow with its events: claims and preloads are a few IN
+    queries, and new and changed rows are one executemany per table and set of columns, so a
+    batch of 24 contacts' events (returning customers among them) takes as many statements as
+    one of 6 contacts'."""
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def counted(*args: Any) -> None:
+        statements.append(args[2])
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", counted)
+    try:
+        per_batch = {}
+        for n, tenant in ((6, "small"), (24, "large")):
+            for step in lifecycle(n, tenant):
+                statements.clear()
+                async with handlers.batch(step, isolate=False):
+                    for event in step:
+                        await handler_for(handlers, event)(event)
+                per_batch[(tenant, step[0].DESCRIPTOR.name)] = len(statements)
+                print(
+                    tenant, step[0].DESCRIPTOR.name, [" ".join(s.split())[:70] for s in statements]
+                )
+    finally:
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", counted)
+    for (tenant, name), used in per_batch.items():
+        assert used <= 12, (tenant, name, used)
+        if tenant == "large":
+            assert used == per_batch[("small", name)], (name, used)
+    assert await count(sessions, orm.Contact) == 30
+    async with sessions() as session:
+        checked, breaks = await audit.verify(session)
+    assert checked > 0 and not breaks

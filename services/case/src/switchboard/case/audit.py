@@ -13,11 +13,12 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import AuditEntry
 
 GENESIS = "0" * 64
@@ -25,8 +26,20 @@ CASE = "case"
 CUSTOMER = "customer"
 
 
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), without building
+# an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Appended(NamedTuple):
+    """The position of an entry just appended to its chain."""
+
+    seq: int
+    hash: str
+
+
 def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def _iso(at: datetime) -> str:
@@ -68,7 +81,7 @@ async def append(
     action: str,
     data: dict[str, Any],
     at: datetime,
-) -> AuditEntry:
+) -> Appended:
     """Append one entry to the entity's chain in the caller's transaction. Two writers appending to
     one chain at once collide on (entity, entity_id, seq): one of them fails and retries.
 
@@ -90,21 +103,26 @@ async def append(
     seq, prev = head[0] + 1, head[1]
     payload = canonical(data)
     at = at.astimezone(UTC)
-    entry = AuditEntry(
-        entity=entity,
-        entity_id=entity_id,
-        seq=seq,
-        tenant=tenant,
-        at=at,
-        actor=actor,
-        action=action,
-        data=payload,
-        prev_hash=prev,
-        hash=entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload),
+    hash_ = entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload)
+    # Written with the next query or flush, or the commit.
+    bulk.add_row(
+        session,
+        AuditEntry,
+        {
+            "entity": entity,
+            "entity_id": entity_id,
+            "seq": seq,
+            "tenant": tenant,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "data": payload,
+            "prev_hash": prev,
+            "hash": hash_,
+        },
     )
-    session.add(entry)  # flushed with the next query or the commit
-    heads[(entity, entity_id)] = (seq, entry.hash)
-    return entry
+    heads[(entity, entity_id)] = (seq, hash_)
+    return Appended(seq, hash_)
 
 
 def new_chain(session: AsyncSession, entity: str, entity_id: str) -> None:

@@ -7,10 +7,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case import audit
+from switchboard.case.adapters import bulk
+from switchboard.case.adapters.database import peek_locked, preload_locked
 from switchboard.case.adapters.orm import Case, Contact, Customer, CustomerIdentity, new_id
 from switchboard.case.domain import identity as identity_rules
 from switchboard.case.records import CaseRecords
@@ -62,6 +64,71 @@ async def _audit(
     )
 
 
+async def preload(session: AsyncSession, tenant: str, identities: Sequence[Identity]) -> set[str]:
+    """Read which customers many identities of a tenant belong to (a batch's contacts), and lock
+    those customers, in two queries; `resolve` then answers from the session. The customers
+    found."""
+    cache: dict[tuple[str, int, str], str | None] = session.info.setdefault("identities", {})
+    wanted = {(k, v) for k, v in identities if (tenant, k, v) not in cache}
+    if not wanted:
+        return set()
+    # One expanding IN of (kind, value) pairs: compiled once, whatever the batch's size.
+    rows = await session.execute(
+        select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
+            CustomerIdentity.tenant == tenant,
+            tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(sorted(wanted)),
+        )
+    )
+    owners: set[str] = set()
+    for kind, value, customer_id in rows:
+        cache[(tenant, kind, value)] = customer_id
+        owners.add(customer_id)
+    for kind, value in wanted:
+        cache.setdefault((tenant, kind, value), None)
+    await preload_locked(session, Customer, owners)
+    return owners
+
+
+async def _known(
+    session: AsyncSession, tenant: str, identities: list[Identity]
+) -> dict[Identity, str]:
+    """The customer each of `identities` already belongs to, for those that belong to one."""
+    if not identities:
+        return {}
+    cache: dict[tuple[str, int, str], str | None] | None = session.info.get("identities")
+    if cache is not None and all((tenant, k, v) in cache for k, v in identities):
+        return {
+            (k, v): owner for k, v in identities if (owner := cache[(tenant, k, v)]) is not None
+        }
+    matches = or_(
+        *(and_(CustomerIdentity.kind == k, CustomerIdentity.value == v) for k, v in identities)
+    )
+    rows = await session.execute(
+        select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
+            CustomerIdentity.tenant == tenant, matches
+        )
+    )
+    return {(kind, value): customer_id for kind, value, customer_id in rows}
+
+
+async def _oldest(session: AsyncSession, customer_ids: set[str]) -> Customer:
+    """The oldest of `customer_ids`, locked: the lock serialises two contacts of one customer
+    choosing (or opening) its case."""
+    rows = [await peek_locked(session, Customer, i) for i in customer_ids]
+    if all(r is not None for r in rows):
+        return min(rows, key=lambda c: (c.created_at, c.id))  # type: ignore[union-attr]
+    customer: Customer = (
+        await session.execute(
+            select(Customer)
+            .where(Customer.id.in_(customer_ids))
+            .order_by(Customer.created_at, Customer.id)
+            .limit(1)
+            .with_for_update()
+        )
+    ).scalar_one()
+    return customer
+
+
 async def resolve(
     session: AsyncSession,
     tenant: str,
@@ -72,41 +139,32 @@ async def resolve(
 ) -> Customer:
     """The customer any of `identities` belongs to (the oldest, if they name several), or a new one
     (always, for no identities); identities not known yet are added to it."""
-    known: list[CustomerIdentity] = []
-    if identities:
-        matches = or_(
-            *(and_(CustomerIdentity.kind == k, CustomerIdentity.value == v) for k, v in identities)
-        )
-        known = list(
-            await session.scalars(
-                select(CustomerIdentity).where(CustomerIdentity.tenant == tenant, matches)
-            )
-        )
+    known = await _known(session, tenant, identities)
     if known:
-        # The row lock serialises two contacts of one customer choosing (or opening) its case.
-        customer = (
-            await session.execute(
-                select(Customer)
-                .where(Customer.id.in_({i.customer_id for i in known}))
-                .order_by(Customer.created_at, Customer.id)
-                .limit(1)
-                .with_for_update()
-            )
-        ).scalar_one()
+        customer = await _oldest(session, set(known.values()))
         if name and not customer.display_name:
             customer.display_name = name
     else:
-        customer = Customer(id=new_id(), tenant=tenant, display_name=name, created_at=at)
-        session.add(customer)
+        customer = Customer(
+            id=new_id(), tenant=tenant, display_name=name, created_at=at, merged_into=None
+        )
+        bulk.add(session, customer)
         audit.new_chain(session, audit.CUSTOMER, customer.id)
         session.info.setdefault("new_customers", set()).add(customer.id)
+        index = session.info.get("open_cases")
+        if index is not None:
+            index[customer.id] = []  # it has no case yet
         await _audit(session, customer, actor, "created", {}, at)
-    taken = {(i.kind, i.value) for i in known}
-    added = [(k, v) for k, v in identities if (k, v) not in taken]
+    added = [(k, v) for k, v in identities if (k, v) not in known]
+    cache: dict[tuple[str, int, str], str | None] | None = session.info.get("identities")
     for kind, value in added:
-        session.add(
-            CustomerIdentity(tenant=tenant, kind=kind, value=value, customer_id=customer.id)
+        bulk.add_row(
+            session,
+            CustomerIdentity,
+            {"tenant": tenant, "kind": kind, "value": value, "customer_id": customer.id},
         )
+        if cache is not None:
+            cache[(tenant, kind, value)] = customer.id
     if added:
         await _audit(
             session,

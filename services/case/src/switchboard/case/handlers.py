@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, customers
+from switchboard.case.adapters import bulk
 from switchboard.case.adapters.database import (
     data_refused,
     get_locked,
@@ -137,6 +138,17 @@ def case_priority(contact_priority: int) -> int:
     return case_pb2.CASE_PRIORITY_NORMAL
 
 
+def _latest_open(cases: list[Case], customer_id: str) -> Case | None:
+    """The customer's open case created last (the lowest id among equals), as the query
+    `ORDER BY created_at DESC, id LIMIT 1` would choose it."""
+    candidates = sorted(
+        (c for c in cases if c.customer_id == customer_id and c.status not in CLOSED_CASE),
+        key=lambda c: c.id,
+    )
+    candidates.sort(key=lambda c: c.created_at, reverse=True)  # stable: ties stay by id
+    return candidates[0] if candidates else None
+
+
 # The transaction of the batch being handled, when the bus runs a batch scope.
 _batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session", default=None)
 
@@ -208,26 +220,80 @@ class CaseHandlers:
             try:
                 await self._claim_all(session, events)
                 await self._preload(session, events)
+                if not isolate:
+                    # New rows go in with one INSERT per table (bulk.py); a savepoint would have
+                    # to undo staged rows too, so the isolated retry uses plain ORM flushes.
+                    session.info[bulk.KEY] = staged = bulk.BulkInserts()
                 yield _BatchUnit(self, session, isolate)
+                if not isolate:
+                    await session.run_sync(staged.write, False)
+                    await session.run_sync(bulk.write_changes)
             finally:
                 _batch_session.reset(token)
         self._on_commit()
 
     async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         contact_ids: set[str] = set()
+        message_ids: set[str] = set()
+        identities: dict[str, list[customers.Identity]] = {}
         for e in events:
             if isinstance(e, events_pb2.ContactCreated):
                 contact_ids.add(e.contact.contact_id)
+                tenant = e.meta.tenant
+                try:
+                    found = customers.normalise_identities(
+                        e.contact.identities, self.records.policies.default_phone_region, False
+                    )
+                except InvalidArgument:
+                    found = []  # its handler refuses it
+                identities.setdefault(tenant, []).extend(found)
             elif isinstance(e, events_pb2.MessageAdded):
                 contact_ids.add(e.message.contact_id)
+                message_ids.add(e.message.message_id)
             elif getattr(e, "contact_id", ""):
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         contact_ids.discard("")
+        message_ids.discard("")
         contacts = await preload_locked(session, Contact, contact_ids)
         case_ids = {c.case_id for c in contacts}
         await preload_locked(session, Case, case_ids)
         await audit.preload_heads(session, audit.CASE, case_ids)
         await self.records.sla.preload(session, case_ids)
+        owners: set[str] = set()
+        for tenant, found in identities.items():
+            owners |= await customers.preload(session, tenant, found)
+        if identities:
+            # The open cases of the customers the batch's new contacts name, for
+            # `_join_or_open_case` to choose from; customers and cases new in the batch join.
+            index: dict[str, list[Case]] = session.info.setdefault("open_cases", {})
+        if owners:
+            rows = await session.scalars(
+                select(Case)
+                .where(Case.customer_id.in_(owners), Case.status.not_in(CLOSED_CASE))
+                .order_by(Case.id)
+                .with_for_update()
+            )
+            locked: dict[tuple[object, object], object] = session.info.setdefault("locked_rows", {})
+            for owner in owners:
+                index.setdefault(owner, [])
+            for case in rows:
+                locked[(Case, case.id)] = case
+                index[case.customer_id].append(case)
+        if identities:
+            # Each new contact may open a case.
+            created = {c.contact_id for c in contacts}
+            wanted: dict[str, int] = {}
+            for e in events:
+                if isinstance(e, events_pb2.ContactCreated) and e.contact.contact_id not in created:
+                    wanted[e.meta.tenant] = wanted.get(e.meta.tenant, 0) + 1
+            await self.records.reserve_references(session, wanted)
+        if message_ids:
+            stored = set(
+                await session.scalars(
+                    select(Message.message_id).where(Message.message_id.in_(message_ids))
+                )
+            )
+            session.info["message_ids"] = {i: i in stored for i in message_ids}
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
@@ -349,7 +415,8 @@ class CaseHandlers:
                 session, tenant, identities, c.customer_name, created, actor
             )
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
-            session.add(
+            bulk.add(
+                session,
                 Contact(
                     contact_id=c.contact_id,
                     tenant=tenant,
@@ -366,21 +433,23 @@ class CaseHandlers:
                     customer_id=customer.id,
                     conversation_id=c.conversation_id,
                     priority=c.priority,
-                )
+                ),
             )
             row_added(session, Contact, c.contact_id)
             if c.content:
-                session.add(
-                    Message(
-                        message_id=c.contact_id + INITIAL_SUFFIX,
-                        contact_id=c.contact_id,
-                        tenant=tenant,
-                        author=contact_pb2.AUTHOR_CUSTOMER,
-                        agent_id="",
-                        text=text,
-                        content_type=content_type,
-                        sent_at=created,
-                    )
+                bulk.add_row(
+                    session,
+                    Message,
+                    {
+                        "message_id": c.contact_id + INITIAL_SUFFIX,
+                        "contact_id": c.contact_id,
+                        "tenant": tenant,
+                        "author": contact_pb2.AUTHOR_CUSTOMER,
+                        "agent_id": "",
+                        "text": text,
+                        "content_type": content_type,
+                        "sent_at": created,
+                    },
                 )
             await self.records.audit(
                 session,
@@ -435,6 +504,9 @@ class CaseHandlers:
                         created,
                         reason="the customer wrote again",
                     )
+                    reopened: dict[str, list[Case]] | None = session.info.get("open_cases")
+                    if reopened is not None and case.customer_id in reopened:
+                        reopened[case.customer_id].append(case)  # open again
                 return case, "threaded"
             if case is not None:
                 follow_up_of = case.reference  # a closed case stays closed
@@ -443,7 +515,10 @@ class CaseHandlers:
                     "contact %s names an unknown case; using its customer", contact.contact_id
                 )
         case = None
-        if customer.id not in session.info.get("new_customers", ()):  # a new one has no case
+        index: dict[str, list[Case]] | None = session.info.get("open_cases")
+        if index is not None and customer.id in index:
+            case = _latest_open(index[customer.id], customer.id)
+        elif customer.id not in session.info.get("new_customers", ()):  # a new one has no case
             result = await session.execute(
                 select(Case)
                 .where(Case.customer_id == customer.id, Case.status.not_in(CLOSED_CASE))
@@ -517,7 +592,7 @@ class CaseHandlers:
                 "content_type": content_type,
                 "sent_at": sent,
             }
-            if not await insert_ignore(session, Message, values, ["message_id"]):
+            if not await self._insert_message(session, values):
                 return
             case = await self._case(session, contact)
             case.updated_at = self._clock()
@@ -541,6 +616,20 @@ class CaseHandlers:
                 await self._customer_wrote(session, case, sent)
 
         await self._apply(event, work)
+
+    @staticmethod
+    async def _insert_message(session: AsyncSession, values: dict[str, object]) -> bool:
+        """Insert a message unless one with its id is stored; True when this call inserted it.
+        A batch read which of its message ids are stored (`_preload`) and stages the rest."""
+        known: dict[str, bool] | None = session.info.get("message_ids")
+        message_id = values["message_id"]
+        if known is None or message_id not in known:
+            return await insert_ignore(session, Message, values, ["message_id"])
+        if known[message_id]:  # type: ignore[index]
+            return False
+        known[message_id] = True  # type: ignore[index]
+        bulk.add_row(session, Message, values)
+        return True
 
     # ---- routing and lifecycle --------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import OutboxEvent, utc_now
 from switchboard.case.mail_outbox import MailRelay
 from switchboard.core import events
@@ -26,13 +27,15 @@ BATCH = 200
 def stage(session: AsyncSession, event: Message) -> None:
     """Write `event` to the outbox in the caller's transaction."""
     events.validate_meta(event)
-    session.add(
-        OutboxEvent(
-            event_id=event.meta.event_id,  # type: ignore[attr-defined]
-            type_name=event.DESCRIPTOR.full_name,
-            payload=event.SerializeToString(),
-            created_at=utc_now(),
-        )
+    bulk.add_row(
+        session,
+        OutboxEvent,
+        {
+            "event_id": event.meta.event_id,  # type: ignore[attr-defined]
+            "type_name": event.DESCRIPTOR.full_name,
+            "payload": event.SerializeToString(),
+            "created_at": utc_now(),
+        },
     )
 
 

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case import audit, mail_outbox, outbox
-from switchboard.case.adapters.orm import AuditEntry, Case, CaseNote, Customer, new_id
+from switchboard.case.adapters import bulk
+from switchboard.case.adapters.orm import Case, CaseNote, Customer, new_id
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import new_reference
 from switchboard.case.sla.engine import SlaEngine
@@ -44,7 +45,7 @@ class CaseRecords:
         action: str,
         data: dict[str, Any],
         at: datetime,
-    ) -> AuditEntry:
+    ) -> audit.Appended:
         return await audit.append(
             session, case.tenant, audit.CASE, case.id, actor, action, data, at
         )
@@ -106,11 +107,14 @@ class CaseRecords:
             status_changed_at=at,
             reopened_count=0,
         )
-        session.add(case)
+        bulk.add(session, case)
         audit.new_chain(session, audit.CASE, case.id)
         session.info.setdefault("sla_timers", {})[case.id] = {}  # a new case has none yet
         # The customer has a case now: the next contact of theirs looks it up.
         session.info.get("new_customers", set()).discard(customer.id)
+        index = session.info.get("open_cases")
+        if index is not None and customer.id in index:
+            index[customer.id].append(case)
         await self.audit(
             session,
             case,
@@ -149,8 +153,27 @@ class CaseRecords:
         await self.sla.start(self, session, case, "resolution", at)
         return case
 
+    @staticmethod
+    async def reserve_references(session: AsyncSession, wanted: dict[str, int]) -> None:
+        """Check fresh references for the cases a batch may open (`wanted` per tenant) in one
+        query per tenant; `open_case` then takes them instead of checking one at a time."""
+        pools: dict[str, list[str]] = session.info.setdefault("free_references", {})
+        for tenant, n in wanted.items():
+            if n <= 0:
+                continue
+            fresh = {new_reference() for _ in range(n)}
+            taken = set(
+                await session.scalars(
+                    select(Case.reference).where(Case.tenant == tenant, Case.reference.in_(fresh))
+                )
+            )
+            pools.setdefault(tenant, []).extend(sorted(fresh - taken))
+
     async def _free_reference(self, session: AsyncSession, tenant: str) -> str:
         # ~10^9 references per tenant: a clash is rare, and the unique key catches a race.
+        pool = session.info.get("free_references", {}).get(tenant)
+        if pool:
+            return str(pool.pop())
         for _ in range(REFERENCE_ATTEMPTS):
             reference = new_reference()
             taken = await session.scalar(

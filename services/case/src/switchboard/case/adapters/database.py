@@ -18,21 +18,27 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+
+from switchboard.case.adapters import bulk
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
-# What a transaction has learnt about rows it holds (rows it has locked, the head of each audit
-# chain it extends) lives in session.info under these keys, and is forgotten when any
-# transaction or savepoint of the session ends (a rollback may have undone it).
+# What a transaction has learnt about rows it holds (the rows it has locked, by model and key; the
+# head of each audit chain it extends) lives in session.info under these keys, and is forgotten
+# when any transaction or savepoint of the session ends (a rollback may have undone it).
 TRANSACTION_CACHES = (
     "locked_rows",
-    "held_rows",
     "audit_heads",
     "sla_timers",
     "absent_rows",
     "new_customers",
     "claims",
+    "identities",
+    "message_ids",
+    "free_references",
+    "open_cases",
+    bulk.KEY,
 )
 
 
@@ -57,6 +63,22 @@ def data_refused(exc: DBAPIError) -> bool:
     """The database refused a value as such (SQLSTATE class 22, a data exception: a NUL in text,
     a number out of range…): the same statement fails the same way every time it is tried."""
     return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _staged_rows_before_a_statement(state: ORMExecuteState) -> None:
+    # Rows staged for a bulk insert are written first, so that the statement sees them.
+    staged = state.session.info.get(bulk.KEY)
+    if staged:
+        staged.write(state.session)
+
+
+@event.listens_for(Session, "before_flush")
+def _staged_rows_before_a_flush(session: Session, _flush: UOWTransaction, _objects: Any) -> None:
+    # A flushed object may refer to a staged row (an SLA timer to its new case).
+    staged = session.info.get(bulk.KEY)
+    if staged:
+        staged.write(session)
 
 
 def async_url(url: str) -> str:
@@ -151,21 +173,33 @@ async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> l
     rows = list(
         await session.scalars(select(model).where(pk.in_(keys)).order_by(pk).with_for_update())
     )
-    # The session's identity map holds rows weakly: keep them for the transaction.
-    session.info.setdefault("held_rows", []).extend(rows)
-    locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
+    # The session's identity map holds rows weakly: these references keep them for the
+    # transaction.
+    locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
     absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
-    found = {getattr(row, pk.key) for row in rows}
-    locked.update((model, k) for k in found)
-    absent.update((model, k) for k in keys - found)
+    for row in rows:
+        locked[(model, getattr(row, pk.key))] = row
+    absent.update((model, k) for k in keys if (model, k) not in locked)
     return rows
 
 
 async def get_row(session: AsyncSession, model: Any, key: Any) -> Any:
     """`session.get(model, key)`, without a query for a key a preload found no row for."""
+    staged = session.info.get(bulk.KEY)
+    if staged is not None and (row := staged.get(model, key)) is not None:
+        return row
     if (model, key) in session.info.get("absent_rows", ()):
         return None
     return await session.get(model, key)
+
+
+async def peek_locked(session: AsyncSession, model: Any, key: Any) -> Any:
+    """The row if this transaction holds it already (locked by a preload or created here), else
+    None, without a query."""
+    staged = session.info.get(bulk.KEY)
+    if staged is not None and (row := staged.get(model, key)) is not None:
+        return row
+    return session.info.get("locked_rows", {}).get((model, key))
 
 
 def row_added(session: AsyncSession, model: Any, key: Any) -> None:
@@ -180,14 +214,16 @@ async def get_locked(session: AsyncSession, model: Any, key: Any) -> Any:
     held until the transaction ends, so later reads of the row in it come from the session's
     identity map instead of another SELECT … FOR UPDATE (a batch touches a contact and its case
     several times)."""
-    locked: set[tuple[Any, Any]] = session.info.setdefault("locked_rows", set())
-    if (model, key) in locked:
-        row = await session.get(model, key)
-        if row is not None:
-            return row
+    staged = session.info.get(bulk.KEY)
+    if staged is not None and (row := staged.get(model, key)) is not None:
+        return row
+    locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
+    row = locked.get((model, key))
+    if row is not None:
+        return row
     row = await session.get(model, key, with_for_update=True)
     if row is not None:
-        locked.add((model, key))
+        locked[(model, key)] = row
     return row
 
 
@@ -195,12 +231,13 @@ async def insert_ignore_many(
     session: AsyncSession, model: Any, rows: list[dict[str, Any]], keys: Iterable[str]
 ) -> list[Any]:
     """INSERT every row unless one with the same `keys` exists, in one statement; the first key
-    of each row this call inserted."""
+    of each row this call inserted. (An executemany of one cached statement: the driver sends
+    the rows as one multi-row INSERT … RETURNING, without compiling a new one per batch.)"""
     keys = list(keys)
+    table = model.__table__
     stmt = (
-        _insert(session)(model)
-        .values(rows)
+        _insert(session)(table)
         .on_conflict_do_nothing(index_elements=keys)
-        .returning(model.__table__.c[keys[0]])
+        .returning(table.c[keys[0]])
     )
-    return list((await session.execute(stmt)).scalars())
+    return list((await session.execute(stmt, rows)).scalars())

@@ -1,0 +1,189 @@
+"""A batch's new rows, inserted with one Core executemany per table instead of ORM flushes.
+
+While the case consumer applies a batch of events in one transaction without savepoints (see
+CaseHandlers.batch), the rows its events create are staged here: plain rows (audit entries,
+messages, identities) and new ORM objects (customers, cases, contacts) that later events of the
+batch may still change. They are written in foreign key order before any other statement the
+session runs (a query must see them, and an ORM flush may refer to them) and before the commit.
+An object written before the end of the batch then joins the session as a persistent row, so a
+later change to it is an ordinary ORM update.
+
+Outside such a batch, `add` and `add_row` are `session.add`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, inspect, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstanceState, Mapper, Session, make_transient_to_detached
+from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.sql.dml import Update
+
+from switchboard.case.adapters.orm import Base
+
+KEY = "bulk_inserts"
+
+
+class BulkInserts:
+    def __init__(self) -> None:
+        self._rows: dict[Table, list[dict[str, Any]]] = {}
+        self._objects: dict[tuple[type, Any], Any] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._rows or self._objects)
+
+    def add_row(self, table: Table, values: dict[str, Any]) -> None:
+        """Stage a row; every row of a table names the same columns (one executemany)."""
+        self._rows.setdefault(table, []).append(values)
+
+    def add(self, obj: Any) -> None:
+        """Stage a new ORM object (its primary key set), written with its attributes' values at
+        the time of the write. An attribute not set takes its column's default (or None) now,
+        as a flush would have given it."""
+        mapper: Mapper[Any] = inspect(type(obj))
+        _complete(mapper, obj)
+        key = mapper.primary_key_from_instance(obj)
+        self._objects[(type(obj), key[0] if len(key) == 1 else tuple(key))] = obj
+
+    def get(self, model: type, key: Any) -> Any:
+        """The staged, not yet written object of `model` with primary key `key`, if any."""
+        return self._objects.get((model, key))
+
+    def write(self, session: Session, attach: bool = True) -> None:
+        """Insert everything staged, one statement per table; with `attach`, the written objects
+        become persistent in `session` (locked: this transaction created them)."""
+        if not self:
+            return
+        objects = list(self._objects.items())
+        by_table: dict[Table, list[dict[str, Any]]] = dict(self._rows)
+        for (model, _key), obj in objects:
+            table = model.__table__  # type: ignore[attr-defined]
+            by_table.setdefault(table, []).append(_values(inspect(model), obj))
+        self._rows, self._objects = {}, {}
+        connection = session.connection()
+        for table in Base.metadata.sorted_tables:
+            rows = by_table.get(table)
+            if rows:
+                connection.execute(insert(table), rows)
+        if attach and objects:
+            locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
+            absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
+            for key, obj in objects:
+                make_transient_to_detached(obj)
+                session.add(obj)
+                locked[key] = obj
+                absent.discard(key)
+
+
+def _complete(mapper: Mapper[Any], obj: Any) -> None:
+    # Straight into the instance's dict: the object is transient, so there is no history to
+    # keep, and its row is read from this dict.
+    state = obj.__dict__
+    for prop in mapper.column_attrs:
+        if prop.key in state:
+            continue
+        default = prop.columns[0].default
+        if default is None:
+            state[prop.key] = None
+        elif default.is_callable:
+            state[prop.key] = default.arg(None)  # type: ignore[attr-defined]
+        else:
+            state[prop.key] = default.arg  # type: ignore[attr-defined]
+
+
+def _values(mapper: Mapper[Any], obj: Any) -> dict[str, Any]:
+    state = obj.__dict__
+    return {prop.columns[0].key: state[prop.key] for prop in mapper.column_attrs}
+
+
+def write_changes(session: Session) -> None:
+    """At the end of a batch, UPDATE the changed columns of the session's modified rows with one
+    executemany per table and set of changed columns, instead of a flush's per-object work; the
+    rows written leave the session (the transaction commits next, and nothing reads them after).
+    Rows of a kind this cannot write (see `_updatable`) are left to the commit's flush."""
+    groups: dict[tuple[Mapper[Any], tuple[str, ...]], list[dict[str, Any]]] = {}
+    written: list[Any] = []
+    dirty = list(session.dirty)
+    for obj in dirty:
+        state: InstanceState[Any] = inspect(obj)
+        mapper = state.mapper
+        columns = _updatable(mapper)
+        before = state.committed_state
+        if columns is None or state.key is None or not all(k in columns for k in before):
+            continue
+        now = state.dict
+        # Like a flush, only what differs from the row as loaded.
+        changed = tuple(sorted(k for k, v in before.items() if v is NO_VALUE or v != now[k]))
+        values = {k: now[k] for k in changed}
+        written.append(obj)
+        if not changed:
+            continue
+        for i, pk in enumerate(state.key[1]):
+            values[f"pk_{i}"] = pk
+        groups.setdefault((mapper, changed), []).append(values)
+    connection = session.connection()
+    for (mapper, changed), rows in groups.items():
+        connection.execute(_update(mapper, changed), rows)
+    if len(written) == len(dirty) and not session.new and not session.deleted:
+        session.expunge_all()  # nothing is left for the flush: one call, not one per row
+    else:
+        for obj in written:
+            session.expunge(obj)
+
+
+@cache
+def _updatable(mapper: Mapper[Any]) -> frozenset[str] | None:
+    """The attribute keys `write_changes` may write for a mapper: plain columns of one table,
+    none of them a primary key or updated by the database or by an onupdate default."""
+    if mapper.version_id_col is not None or len(mapper.tables) != 1:
+        return None
+    keys = set()
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if len(prop.columns) != 1 or column.onupdate is not None or column.server_onupdate:
+            return None
+        if not column.primary_key:
+            keys.add(prop.key)
+    return frozenset(keys)
+
+
+@cache
+def _update(mapper: Mapper[Any], changed: tuple[str, ...]) -> Update:
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    pks = mapper.primary_key
+    stmt = update(table)
+    for i, pk in enumerate(pks):
+        stmt = stmt.where(pk == bindparam(f"pk_{i}", type_=pk.type))
+    values = {}
+    for key in changed:
+        column = mapper.column_attrs[key].columns[0]
+        values[column.key] = bindparam(key, type_=column.type)
+    return stmt.values(values)
+
+
+def staged(session: AsyncSession | Session) -> BulkInserts | None:
+    bulk: BulkInserts | None = session.info.get(KEY)
+    return bulk
+
+
+def add(session: AsyncSession, obj: Any) -> None:
+    """`session.add(obj)` for a new object, staged instead inside a bulk batch."""
+    bulk = session.info.get(KEY)
+    if bulk is None:
+        session.add(obj)
+    else:
+        bulk.add(obj)
+
+
+def add_row(session: AsyncSession, model: Any, values: dict[str, Any]) -> None:
+    """Insert a row that nothing reads back as an object in this transaction: staged inside a
+    bulk batch, else `session.add(model(**values))`."""
+    bulk = session.info.get(KEY)
+    if bulk is None:
+        session.add(model(**values))
+    else:
+        bulk.add_row(model.__table__, values)
