@@ -1,7 +1,9 @@
 """Chat bench: concurrent customer sockets held by one chat process, and customer message latency
 (send -> echoed to the socket, while the message is stored in JetStream and the history) at p50/p99
-under load, beside a raw Socket.IO echo on the same machine. The load client runs in a separate
-process, so the chat process's event loop is not shared with the load generator.
+under load, beside a raw Socket.IO echo on the same machine. The load runs in processes of its
+own (BENCH_CHAT_CLIENT_PROCESSES), so neither the chat process's event loop nor one load
+process's is what limits it: each opens its share of the sockets, and all start sending together
+once every socket is open.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import socket
 import time
 from typing import Any
 
-SOCKETS = int(os.environ.get("BENCH_CHAT_SOCKETS", "300"))
-SENDERS = int(os.environ.get("BENCH_CHAT_SENDERS", "50"))
+SOCKETS = int(os.environ.get("BENCH_CHAT_SOCKETS", "2000"))
+SENDERS = int(os.environ.get("BENCH_CHAT_SENDERS", "100"))
+CLIENT_PROCESSES = int(os.environ.get("BENCH_CHAT_CLIENT_PROCESSES", "4"))
 MESSAGES_PER_SENDER = int(os.environ.get("BENCH_CHAT_MESSAGES", "10"))
 
 
@@ -24,7 +27,9 @@ def _pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
 
 
-async def _load(url: str, sockets: int, senders: int, per_sender: int, raw: bool) -> dict[str, Any]:
+async def _load(
+    url: str, sockets: int, senders: int, per_sender: int, raw: bool, ready: Any, go: Any
+) -> dict[str, Any]:
     import aiohttp
     import socketio
 
@@ -61,6 +66,8 @@ async def _load(url: str, sockets: int, senders: int, per_sender: int, raw: bool
             *(open_one(i) for i in range(start, min(sockets, start + 50)))
         )
     held = sum(1 for c in clients if c.connected)
+    ready.put(held)
+    await asyncio.to_thread(go.wait)
 
     async def send_loop(client: Any) -> list[float]:
         out = []
@@ -92,27 +99,52 @@ async def _load(url: str, sockets: int, senders: int, per_sender: int, raw: bool
     samples = [s for r in results for s in r]
     for c in clients:
         await c.disconnect()
+    return {"held": held, "samples": samples, "elapsed": elapsed}
+
+
+def _client_process(
+    url: str, sockets: int, senders: int, per: int, raw: bool, ready: Any, go: Any, q: Any
+) -> None:
+    q.put(asyncio.run(_load(url, sockets, senders, per, raw, ready, go)))
+
+
+async def _in_children(url: str, sockets: int, senders: int, per: int, raw: bool) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, q = ctx.Queue(), ctx.Event(), ctx.Queue()
+    n = max(1, min(CLIENT_PROCESSES, senders, sockets))
+    procs = [
+        ctx.Process(
+            target=_client_process,
+            args=(
+                url,
+                sockets // n + (k < sockets % n),
+                senders // n + (k < senders % n),
+                per,
+                raw,
+                ready,
+                go,
+                q,
+            ),
+        )
+        for k in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        held = sum([await asyncio.to_thread(ready.get, True, 300) for _ in procs])
+        go.set()  # every socket is open: all start sending at once
+        results = [await asyncio.to_thread(q.get, True, 300) for _ in procs]
+    finally:
+        for proc in procs:
+            await asyncio.to_thread(proc.join, 10)
+    samples = [s for r in results for s in r["samples"]]
+    elapsed = max(r["elapsed"] for r in results)
     return {
         "held": held,
         "p50_ms": _pct(samples, 0.5) * 1000,
         "p99_ms": _pct(samples, 0.99) * 1000,
         "per_s": len(samples) / elapsed if elapsed else 0.0,
     }
-
-
-def _client_process(url: str, sockets: int, senders: int, per: int, raw: bool, q: Any) -> None:
-    q.put(asyncio.run(_load(url, sockets, senders, per, raw)))
-
-
-async def _in_child(url: str, sockets: int, senders: int, per: int, raw: bool) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=_client_process, args=(url, sockets, senders, per, raw, q))
-    proc.start()
-    try:
-        return await asyncio.to_thread(q.get, True, 120)
-    finally:
-        await asyncio.to_thread(proc.join, 10)
 
 
 async def _raw_echo_server() -> tuple[Any, int]:
@@ -138,7 +170,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
 
     raw_http, raw_port = await _raw_echo_server()
     try:
-        raw = await _in_child(
+        raw = await _in_children(
             f"http://127.0.0.1:{raw_port}", SOCKETS, SENDERS, MESSAGES_PER_SENDER, True
         )
     finally:
@@ -172,7 +204,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     app = ChatApp(settings, config=cfg)
     await app.start()
     try:
-        chat = await _in_child(
+        chat = await _in_children(
             f"http://127.0.0.1:{app.http_port}", SOCKETS, SENDERS, MESSAGES_PER_SENDER, False
         )
     finally:
@@ -185,6 +217,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "raw_socketio_echo_p50_ms": raw["p50_ms"],
         "raw_socketio_echo_p99_ms": raw["p99_ms"],
         "chat_to_raw_p50_ratio": chat["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else float("nan"),
+        "chat_client_processes": float(min(CLIENT_PROCESSES, SENDERS, SOCKETS)),
     }
 
 

@@ -4,6 +4,11 @@ Socket.IO server: an emit to a room on one replica reaches that room's sockets o
 Messages are JSON (python-socketio's own pub/sub format) on one subject per deployment; NATS core
 pub/sub suffices because an emit is only for the sockets connected at that moment (a socket that
 misses one resumes from the durable history).
+
+The manager also keeps, for each socket, the rooms it is in: python-socketio finds a leaving
+socket's rooms by scanning every room of the namespace, so with thousands of sockets connected
+(each has a room of its own) every disconnect cost a pass over all of them, and a few hundred
+customers leaving together held the event loop for seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +37,40 @@ class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
         self.nc = nc
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._sub: Subscription | None = None
+        self._rooms_of: dict[tuple[str, str], set[str | None]] = {}
+
+    # ---- rooms, indexed by socket ------------------------------------------------------------
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: str | None, eio_sid: str | None = None
+    ) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid)
+        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: str | None) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._rooms_of.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[(namespace, sid)]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """python-socketio's disconnect, finding the socket's rooms in the index."""
+        if namespace not in self.rooms:
+            return
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[str]:
+        return [r for r in self._rooms_of.get((namespace, sid), ()) if r is not None]
 
     async def subscribe(self) -> None:
         """Start receiving other replicas' emits (before any socket connects to this one)."""
