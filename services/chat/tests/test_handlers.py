@@ -222,6 +222,32 @@ async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
     assert shown("visitor:v1", "which model?") == 1
 
 
+async def test_a_first_message_is_shown_to_its_sender_while_jetstream_stores_the_contact(
+    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+) -> None:
+    """The message that opens a contact shows at once too, not once the ContactCreated has
+    travelled through the bus and back; that delivery later shows nothing twice."""
+
+    def shown() -> list[str]:
+        return [d["text"] for r, e, d in delivery.emitted if r == "visitor:v1" and e == "message"]
+
+    bus.hold = asyncio.Event()
+    sending = asyncio.create_task(chat.customer_message(PROFILE, "v1", {"text": "hello"}))
+    for _ in range(100):
+        if shown():
+            break
+        await asyncio.sleep(0)
+    assert shown() == ["hello"]
+    assert not sending.done()  # JetStream has not stored the ContactCreated yet
+    bus.hold.set()
+    sent = await sending
+    [created] = [e for e in bus.published if isinstance(e, events_pb2.ContactCreated)]
+    await chat.on_contact_created(created)
+    assert shown() == ["hello"]
+    [message] = [d for r, e, d in delivery.emitted if r == "visitor:v1" and e == "message"]
+    assert message["message_id"] == sent.message_id
+
+
 async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
     chat: Chat, bus: FakeBus, delivery: FakeDelivery
 ) -> None:
@@ -237,7 +263,8 @@ async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
     sent = [e for e in bus.published if isinstance(e, events_pb2.MessageAdded)]
     assert [e.message.message_id for e in sent] == [again.message_id]
     room = f"contact:{first.contact_id}"
-    assert [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"] == ["lost?"]
+    texts = [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"]
+    assert texts == ["hello", "lost?"]
 
 
 async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_before_its_next_message(

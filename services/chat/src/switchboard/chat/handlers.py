@@ -225,6 +225,12 @@ class Chat:
         except Exception:  # the bus delivers it when it comes back
             logger.warning("chat message %s shown late", event.message.message_id, exc_info=True)
 
+    async def _show_first(self, conversation: Conversation, message: ChatMessage) -> None:
+        try:
+            await self._deliver(conversation.tenant, message, conversation)
+        except Exception:  # the bus delivers it when it comes back
+            logger.warning("chat contact %s: first message shown late", message.contact_id)
+
     def _lock(self, tenant: str, visitor_id: str) -> asyncio.Lock:
         key = (tenant, visitor_id)
         lock = self._visitor_locks.get(key)
@@ -253,8 +259,19 @@ class Chat:
             opening=text,
             opened_at=now.isoformat(),
         )
+        shown: asyncio.Future[None] | None = None
         if not offline:
             await self.store.add(conversation)
+            # The first message shows at once, as every later one does, while JetStream stores
+            # the ContactCreated (the bus's delivery of it later finds it in the history).
+            first = ChatMessage(
+                message_id=initial_message_id(contact_id),
+                contact_id=contact_id,
+                author="customer",
+                text=text,
+                sent_at=now,
+            )
+            shown = asyncio.ensure_future(self._show_first(conversation, first))
         try:
             await self.notifier.contact_created(contact_id, profile, visitor_id, text, now, offline)
         except BaseException:
@@ -262,6 +279,9 @@ class Chat:
                 with contextlib.suppress(Exception):  # if NATS is away, the marker stays
                     await self.store.discard(profile.tenant, contact_id)
             raise
+        finally:
+            if shown is not None:
+                await shown
         if not offline:
             # Known here at once; in the record (for other replicas) a moment later.
             self._announcing.add((profile.tenant, contact_id))
