@@ -1,18 +1,31 @@
 """The transactional outbox: case events are written with the change they report and published
 after the commit, so an event is never lost when the bus is briefly away, and never published for
-a change that was rolled back. A relay publishes staged events oldest first (the event id is the
-Nats-Msg-Id, so a re-publish after a crash is de-duplicated), pipelined, and deletes each one
-JetStream acknowledged. The same relay sends the mails of the mail outbox (see mail_outbox)."""
+a change that was rolled back.
+
+The writer's own commit hands its events to the relay, which publishes them at once, pipelined,
+in commit order; the rows JetStream acknowledged are deleted by the next writer's transaction
+(one more statement in a transaction that writes anyway), not by a transaction of the relay's
+own competing with the writers. The relay's periodic round is only the backstop: rows older
+than BACKSTOP_SECONDS that are not on their way (a crash between commit and publish, a publish
+that failed, a savepoint rolled back after staging) are published again (the event id is the
+Nats-Msg-Id, so a repeat within JetStream's duplicate window is dropped), and acknowledged rows
+no writer has deleted within that time are deleted by the relay. The same relay sends the mails
+of the mail outbox (see mail_outbox)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
+from datetime import timedelta
 from typing import Any
 
 from google.protobuf.message import Message
 from sqlalchemy import delete, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import OutboxEvent, utc_now
@@ -22,11 +35,18 @@ from switchboard.core.bus import Bus
 
 logger = logging.getLogger(__name__)
 BATCH = 200
+BACKSTOP_SECONDS = 5.0  # well inside JetStream's 2-minute duplicate window
+
+RELAY = "outbox_relay"  # session.info: the relay its commits hand their events to
+# session.info, forgotten when a transaction or savepoint rolls back (database.TRANSACTION_CACHES):
+STAGED = "outbox_staged"  # the events this transaction staged
+DELETING = "outbox_deleting"  # the acknowledged rows this transaction deletes
 
 
 def stage(session: AsyncSession, event: Message) -> None:
     """Write `event` to the outbox in the caller's transaction."""
     events.validate_meta(event)
+    session.info.setdefault(STAGED, []).append(event)
     bulk.add_row(
         session,
         OutboxEvent,
@@ -50,41 +70,129 @@ class OutboxRelay:
         self._bus = bus
         self.mail = mail
         self._wake = asyncio.Event()
+        self._fresh: deque[Message] = deque()  # committed, not yet sent
+        self._fresh_ready = asyncio.Event()
+        self._sending: asyncio.Task[None] | None = None
+        self._in_flight: set[str] = set()  # handed over by a commit, not yet acknowledged
+        self._acked: dict[str, float] = {}  # acknowledged, not yet deleted: when
+        self._acks: set[asyncio.Future[None]] = set()
+        if bus is not None:
+            # Every session from `sessions` hands its committed events to this relay.
+            sessions.configure(info={RELAY: self})
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def drain(self) -> int:
-        """Publish every staged event and send every due mail; the number of events published. A
-        publish failure leaves the rest for the next round; the mails are sent all the same."""
+    # ---- the hot path: events handed over by their writer's commit -----------------------------
+
+    def committed(self, staged: list[Message]) -> None:
+        """`staged` was committed: publish it now (called from the commit, so nothing awaits)."""
+        for event in staged:
+            self._in_flight.add(event.meta.event_id)  # type: ignore[attr-defined]
+        self._fresh.extend(staged)
+        self._fresh_ready.set()
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.ensure_future(self._send_fresh())
+
+    async def _send_fresh(self) -> None:
+        """Send what commits handed over, in commit order, pipelined: acks are awaited apart."""
+        assert self._bus is not None
+        while self._fresh:
+            batch = list(self._fresh)
+            self._fresh.clear()
+            sent: list[tuple[str, asyncio.Future[Any]]] = []
+            try:
+                for event in batch:
+                    future = await self._bus.publish_async(event)
+                    sent.append((event.meta.event_id, future))  # type: ignore[attr-defined]
+            except Exception as exc:  # the bus is away: the backstop publishes the rest
+                logger.warning("outbox publish after commit failed: %r", exc)
+                for event in batch[len(sent) :]:
+                    self._in_flight.discard(event.meta.event_id)  # type: ignore[attr-defined]
+            acks = asyncio.ensure_future(self._settle(sent))
+            self._acks.add(acks)
+            acks.add_done_callback(self._acks.discard)
+
+    async def _settle(self, sent: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        now = time.monotonic()
+        for (event_id, _), outcome in zip(sent, outcomes, strict=True):
+            self._in_flight.discard(event_id)
+            if not isinstance(outcome, BaseException):
+                self._acked[event_id] = now
+
+    def deletions(self) -> list[str]:
+        """Acknowledged rows for a writer's transaction to delete."""
+        return list(self._acked)
+
+    def deleted(self, event_ids: list[str]) -> None:
+        for event_id in event_ids:
+            self._acked.pop(event_id, None)
+
+    async def _settled(self) -> None:
+        """Wait until what commits handed over is sent and acknowledged (or failed)."""
+        while self._sending is not None and not self._sending.done():
+            await asyncio.wait({self._sending})
+        if self._acks:
+            await asyncio.wait(set(self._acks))
+
+    # ---- the backstop ----------------------------------------------------------------------------
+
+    async def drain(self, older_than: float = 0.0) -> int:
+        """Publish every staged event not on its way (only those staged more than `older_than`
+        seconds ago), delete what was acknowledged, and send every due mail; the number of
+        events published here. A publish failure leaves the rest for the next round; the mails
+        are sent all the same."""
         try:
-            published = await self._publish()
+            if not older_than:
+                await self._settled()  # what commits handed over, acknowledged first
+            published = await self._publish(older_than)
         finally:
             if self.mail is not None:
                 await self.mail.drain()
         return published
 
-    async def _publish(self) -> int:
+    async def _delete_acked(self, older_than: float) -> None:
+        """Delete acknowledged rows no writer's transaction has deleted within `older_than`."""
+        cutoff = time.monotonic() - older_than
+        ids = [event_id for event_id, at in self._acked.items() if at <= cutoff]
+        if not ids:
+            return
+        async with self._sessions.begin() as session:
+            await session.execute(delete(OutboxEvent).where(OutboxEvent.event_id.in_(ids)))
+            session.info.pop(DELETING, None)  # not this transaction's hand-over to deal with
+        self.deleted(ids)
+
+    async def _publish(self, older_than: float = 0.0) -> int:
         if self._bus is None:
             return 0
+        await self._delete_acked(older_than)
         published = 0
+        skip: set[str] = set()
         while True:
-            async with self._sessions() as session:
-                rows = list(
-                    await session.scalars(
-                        select(OutboxEvent)
-                        .order_by(OutboxEvent.created_at, OutboxEvent.event_id)
-                        .limit(BATCH)
-                    )
+            query = select(OutboxEvent).order_by(OutboxEvent.created_at, OutboxEvent.event_id)
+            if older_than:
+                query = query.where(
+                    OutboxEvent.created_at < utc_now() - timedelta(seconds=older_than)
                 )
+            async with self._sessions() as session:
+                rows = [
+                    row
+                    for row in await session.scalars(query.limit(BATCH + len(skip)))
+                    if row.event_id not in skip
+                    and row.event_id not in self._in_flight
+                    and row.event_id not in self._acked
+                ][:BATCH]
             if not rows:
                 return published
             done: list[str] = []
             sent: list[tuple[str, asyncio.Future[Any]]] = []
+            outcomes: list[Any] = []
             try:
                 # Pipelined: all sent, then the acks awaited together. A row is deleted only
                 # once JetStream has acknowledged it; the rest stay for the next round.
                 for row in rows:
+                    skip.add(row.event_id)
                     spec = events.spec_by_name(row.type_name)
                     if spec is None:
                         logger.error("outbox event %s has unknown type", row.event_id)
@@ -113,11 +221,12 @@ class OutboxRelay:
                 return published
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        """Drain when woken (after a commit that staged events or mails) or every `interval`
-        seconds."""
+        """The backstop round, and the mails: when woken (after a commit that staged events or
+        mails; commits in quick succession are taken together) or every `interval` seconds."""
         while not stop.is_set():
+            await asyncio.sleep(0.05)
             try:
-                await self.drain()
+                await self.drain(older_than=BACKSTOP_SECONDS)
             except Exception:  # the bus or the database is away: try again later
                 logger.warning("outbox relay failed; retrying", exc_info=True)
             self._wake.clear()
@@ -125,3 +234,31 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), interval)
             except TimeoutError:
                 pass
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _delete_what_was_published(session: Session) -> None:
+    # A writer's transaction (one that staged events: it holds the write lock) deletes the rows
+    # JetStream has acknowledged, in the same commit.
+    relay = session.info.get(RELAY)
+    if relay is None or not session.info.get(STAGED):
+        return
+    ids = relay.deletions()
+    if ids:
+        # Rows committed earlier: the transaction's own pending objects need no flush first.
+        with session.no_autoflush:
+            session.execute(delete(OutboxEvent).where(OutboxEvent.event_id.in_(ids)))
+        session.info[DELETING] = ids
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _hand_over_after_commit(session: Session) -> None:
+    relay = session.info.get(RELAY)
+    staged = session.info.pop(STAGED, None)
+    deleting = session.info.pop(DELETING, None)
+    if relay is None:
+        return
+    if deleting:
+        relay.deleted(deleting)
+    if staged:
+        relay.committed(staged)

@@ -39,6 +39,8 @@ TRANSACTION_CACHES = (
     "free_references",
     "open_cases",
     bulk.KEY,
+    "outbox_staged",  # outbox.STAGED: a rolled-back savepoint's events are not published
+    "outbox_deleting",  # outbox.DELETING
 )
 
 
