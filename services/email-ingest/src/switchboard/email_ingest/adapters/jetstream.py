@@ -13,6 +13,7 @@ from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, Obj
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from switchboard.core.acks import AckPublisher
 from switchboard.v1 import contact_pb2, email_pb2
 
 CHECKPOINTS = "email_checkpoints"
@@ -51,21 +52,39 @@ class EmailState:
     """Checkpoints, the thread index, the seen set and the sent set."""
 
     def __init__(
-        self, checkpoints: KeyValue, threads: KeyValue, seen: KeyValue, sent: KeyValue
+        self,
+        checkpoints: KeyValue,
+        threads: KeyValue,
+        seen: KeyValue,
+        sent: KeyValue,
+        acks: AckPublisher | None = None,
     ) -> None:
         self.checkpoints = checkpoints
         self.threads = threads
         self.seen = seen
         self.sent = sent
+        # Pipelines a batch's key-value writes (one wait for all their acks) when given.
+        self.acks = acks
 
     @classmethod
-    async def open(cls, js: JetStreamContext, replicas: int = 1) -> EmailState:
+    async def open(
+        cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
+    ) -> EmailState:
         return cls(
             await _kv(js, CHECKPOINTS, history=5, replicas=replicas),
             await _kv(js, THREADS, replicas=replicas),
             await _kv(js, SEEN, replicas=replicas),
             await _kv(js, SENT, replicas=replicas),
+            acks,
         )
+
+    async def _put_all(self, bucket: str, kv: KeyValue, items: dict[str, bytes]) -> None:
+        """Write every key and return once JetStream has stored them all (or raise)."""
+        if self.acks is None:
+            await asyncio.gather(*(kv.put(k, v) for k, v in items.items()))
+            return
+        futures = [await self.acks.publish(f"$KV.{bucket}.{k}", v) for k, v in items.items()]
+        await asyncio.gather(*futures)
 
     # ---- checkpoints --------------------------------------------------------------------------
 
@@ -93,6 +112,21 @@ class EmailState:
 
     async def mark_seen(self, key: str, contact_id: str) -> None:
         await self.seen.put(key, contact_id.encode())
+
+    async def record(
+        self,
+        entries: list[tuple[list[str], email_pb2.ThreadEntry]],
+        seen: list[tuple[str, str]],
+    ) -> None:
+        """Index a batch's thread entries, then mark its mails seen (key, contact id): a mail in
+        the seen set always has its thread entries. Each group is written pipelined."""
+        indexed: dict[str, bytes] = {}
+        for keys, entry in entries:
+            entry.updated_at.FromDatetime(datetime.now(UTC))
+            data = entry.SerializeToString()
+            indexed.update(dict.fromkeys(keys, data))
+        await self._put_all(THREADS, self.threads, indexed)
+        await self._put_all(SEEN, self.seen, {k: v.encode() for k, v in seen})
 
     # ---- the thread index ---------------------------------------------------------------------
 
