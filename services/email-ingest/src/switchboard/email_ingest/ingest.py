@@ -137,7 +137,7 @@ class Ingestor:
             if not p.duplicate
             for ref, data in p.objects
         }
-        await asyncio.gather(*(self.objects.store(ref, data) for ref, data in pending.values()))
+        await self.objects.store_many(list(pending.values()))
 
     async def publish(self, prepared: list[Prepared]) -> None:
         batch = [e for p in prepared if not p.duplicate for e in p.events]
