@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.acks import AckUnknown
 from switchboard.core.auth import mint
 from switchboard.email_ingest.adapters.jetstream import EmailState
 from switchboard.v1 import email_pb2, email_pb2_grpc, events_pb2
@@ -379,3 +380,75 @@ async def test_move_after_ingest_takes_mail_out_of_the_inbox_only_once_stored(
     await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 4)
     await until(lambda: app.watchers[0].status.last_uid == 4)
     assert len(await dovecot.uids(folder="Done")) == 4
+
+
+async def test_a_malformed_mail_in_the_middle_of_a_batch_does_not_stop_the_others(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    good = [
+        make_mail(f"Ticket {i}", f"Body {i}", message_id=f"<mid-{i}@example.com>") for i in range(4)
+    ]
+    junk = b"X-Broken: \xff\xfe\x00\r\nContent-Type: multipart/mixed\r\n\r\n"  # no sender, no text
+    await dovecot.append([good[0], good[1], junk, good[2], good[3]])
+    app = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=5)
+    await collector.wait(
+        lambda c: len(c.of(events_pb2.ContactCreated)) == 4 and c.of(email_pb2.EmailQuarantined)
+    )
+    await until(lambda: app.watchers[0].status.last_uid == 5)
+    subjects = sorted(e.contact.subject for e in collector.of(events_pb2.ContactCreated))
+    assert subjects == [f"Ticket {i}" for i in range(4)]
+    (quarantined,) = collector.of(email_pb2.EmailQuarantined)
+    assert quarantined.origin.uid == 3 and quarantined.reason
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == [1, 2, 4, 5]
+    assert await dovecot.uids(criteria="KEYWORD $SwitchboardQuarantined") == [3]
+
+
+def losing_one_ack(subject: str):
+    """A publisher whose first batch holding `subject` is stored but one ack never arrives."""
+
+    class Wrapper:
+        def __init__(self, bus):
+            self.bus = bus
+            self.failed: list[list[str]] = []  # the subjects of each batch that failed
+
+        async def publish_many(self, batch):
+            acks = await self.bus.publish_many(batch)
+            subjects = [
+                e.contact.subject for e in batch if isinstance(e, events_pb2.ContactCreated)
+            ]
+            if subject in subjects and not self.failed:
+                self.failed.append(subjects)
+                raise AckUnknown(f"contact.{subject}", 0.0)
+            return acks
+
+    return Wrapper
+
+
+async def test_a_batch_with_a_lost_ack_is_not_acknowledged_at_the_source_and_is_fetched_again(
+    dovecot, make_app, make_config, make_mail, collector
+):
+    await dovecot.append(
+        [
+            make_mail(f"Order {i}", f"Body {i}", message_id=f"<ack-{i}@example.com>")
+            for i in range(12)
+        ]
+    )
+    flagged_before_retry: list[list[int]] = []
+    app = await make_app(make_config(dovecot), losing_one_ack("Order 7"), EMAIL_FETCH_BATCH=4)
+    wrapper = app.ingestor.publisher
+
+    async def watch_flags() -> None:
+        await until(lambda: wrapper.failed)
+        flagged_before_retry.append(await dovecot.uids(criteria="KEYWORD $Switchboard"))
+
+    watching = asyncio.create_task(watch_flags())
+    await until(lambda: app.watchers[0].status.last_uid == 12, timeout=60)
+    await watching
+    assert wrapper.failed == [["Order 4", "Order 5", "Order 6", "Order 7"]]
+    # When the ack was lost, only the batch before it was flagged; that batch's mails were not.
+    assert flagged_before_retry[0] == [1, 2, 3, 4]
+    assert app.watchers[0].status.failures == 0 and app.watchers[0].status.reason == ""
+    await asyncio.sleep(0.3)  # let any stray duplicate arrive before counting
+    subjects = [e.contact.subject for e in collector.of(events_pb2.ContactCreated)]
+    assert sorted(subjects) == sorted(f"Order {i}" for i in range(12))
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == list(range(1, 13))

@@ -64,8 +64,8 @@ class EmailApp:
         await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
         replicas = s.nats_stream_replicas
         self.bus = await Bus.connect(s.nats_url, source="email-ingest", replicas=replicas)
-        self.state = await EmailState.open(self.bus.js, replicas)
-        self.objects = await EmailObjects.open(self.bus.js, replicas)
+        self.state = await EmailState.open(self.bus.js, replicas, self.bus.acks)
+        self.objects = await EmailObjects.open(self.bus.js, replicas, self.bus.acks)
         publisher: Any = self.bus
         if self.publisher_wrapper is not None:
             publisher = self.publisher_wrapper(self.bus)

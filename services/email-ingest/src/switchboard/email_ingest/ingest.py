@@ -137,7 +137,7 @@ class Ingestor:
             if not p.duplicate
             for ref, data in p.objects
         }
-        await asyncio.gather(*(self.objects.store(ref, data) for ref, data in pending.values()))
+        await self.objects.store_many(list(pending.values()))
 
     async def publish(self, prepared: list[Prepared]) -> None:
         batch = [e for p in prepared if not p.duplicate for e in p.events]
@@ -145,13 +145,13 @@ class Ingestor:
             await self.publisher.publish_many(batch)
 
     async def commit(self, prepared: list[Prepared]) -> None:
-        async def one(p: Prepared) -> None:
-            if p.entry is not None:
-                await self.state.put_threads(p.thread_keys, p.entry)
-            await self.state.mark_seen(p.seen_key, ("q:" if p.quarantined else "") + p.contact_id)
-
-        # Mails of one batch index different keys (a reply's own entry is keyed by its own ids).
-        await asyncio.gather(*(one(p) for p in prepared if not p.duplicate))
+        new = [p for p in prepared if not p.duplicate]
+        # In batch order, so where two mails index the same key (a reply and the mail it answers
+        # share their conversation's), the later mail's entry is the one kept.
+        await self.state.record(
+            [(p.thread_keys, p.entry) for p in new if p.entry is not None],
+            [(p.seen_key, ("q:" if p.quarantined else "") + p.contact_id) for p in new],
+        )
 
     # ---- one mail ------------------------------------------------------------------------------
 

@@ -4,15 +4,25 @@ key-value buckets, raw messages and attachments in the object store."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 from datetime import UTC, datetime
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import (
+    OBJ_CHUNKS_PRE_TEMPLATE,
+    OBJ_DEFAULT_CHUNK_SIZE,
+    OBJ_DIGEST_TEMPLATE,
+    OBJ_META_PRE_TEMPLATE,
+    ObjectStore,
+)
+from nats.nuid import NUID
 
+from switchboard.core.acks import AckPublisher
 from switchboard.v1 import contact_pb2, email_pb2
 
 CHECKPOINTS = "email_checkpoints"
@@ -51,21 +61,39 @@ class EmailState:
     """Checkpoints, the thread index, the seen set and the sent set."""
 
     def __init__(
-        self, checkpoints: KeyValue, threads: KeyValue, seen: KeyValue, sent: KeyValue
+        self,
+        checkpoints: KeyValue,
+        threads: KeyValue,
+        seen: KeyValue,
+        sent: KeyValue,
+        acks: AckPublisher | None = None,
     ) -> None:
         self.checkpoints = checkpoints
         self.threads = threads
         self.seen = seen
         self.sent = sent
+        # Pipelines a batch's key-value writes (one wait for all their acks) when given.
+        self.acks = acks
 
     @classmethod
-    async def open(cls, js: JetStreamContext, replicas: int = 1) -> EmailState:
+    async def open(
+        cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
+    ) -> EmailState:
         return cls(
             await _kv(js, CHECKPOINTS, history=5, replicas=replicas),
             await _kv(js, THREADS, replicas=replicas),
             await _kv(js, SEEN, replicas=replicas),
             await _kv(js, SENT, replicas=replicas),
+            acks,
         )
+
+    async def _put_all(self, bucket: str, kv: KeyValue, items: dict[str, bytes]) -> None:
+        """Write every key and return once JetStream has stored them all (or raise)."""
+        if self.acks is None:
+            await asyncio.gather(*(kv.put(k, v) for k, v in items.items()))
+            return
+        futures = [await self.acks.publish(f"$KV.{bucket}.{k}", v) for k, v in items.items()]
+        await asyncio.gather(*futures)
 
     # ---- checkpoints --------------------------------------------------------------------------
 
@@ -93,6 +121,21 @@ class EmailState:
 
     async def mark_seen(self, key: str, contact_id: str) -> None:
         await self.seen.put(key, contact_id.encode())
+
+    async def record(
+        self,
+        entries: list[tuple[list[str], email_pb2.ThreadEntry]],
+        seen: list[tuple[str, str]],
+    ) -> None:
+        """Index a batch's thread entries, then mark its mails seen (key, contact id): a mail in
+        the seen set always has its thread entries. Each group is written pipelined."""
+        indexed: dict[str, bytes] = {}
+        for keys, entry in entries:
+            entry.updated_at.FromDatetime(datetime.now(UTC))
+            data = entry.SerializeToString()
+            indexed.update(dict.fromkeys(keys, data))
+        await self._put_all(THREADS, self.threads, indexed)
+        await self._put_all(SEEN, self.seen, {k: v.encode() for k, v in seen})
 
     # ---- the thread index ---------------------------------------------------------------------
 
@@ -126,11 +169,16 @@ def _safe(name: str) -> str:
 class EmailObjects:
     """Raw messages and attachments, named by content so a re-ingested mail stores nothing twice."""
 
-    def __init__(self, obs: ObjectStore) -> None:
+    def __init__(self, obs: ObjectStore, acks: AckPublisher | None = None) -> None:
         self.obs = obs
+        # Pipelines a batch's single-chunk objects (see store_many) when given.
+        self.acks = acks
+        self._nuid = NUID()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, replicas: int = 1) -> EmailObjects:
+    async def open(
+        cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
+    ) -> EmailObjects:
         try:
             obs = await js.object_store(OBJECTS)
         except (NotFoundError, BadRequestError):
@@ -143,7 +191,7 @@ class EmailObjects:
                 )
             except BadRequestError:
                 obs = await js.object_store(OBJECTS)
-        return cls(obs)
+        return cls(obs, acks)
 
     def ref(
         self, tenant: str, kind: str, filename: str, content_type: str, data: bytes
@@ -169,6 +217,60 @@ class EmailObjects:
                 data,
                 meta=js_api.ObjectMeta(name=ref.object_name, description=ref.filename),
             )
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.obs.get_info(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        return True
+
+    async def store_many(self, items: list[tuple[contact_pb2.AttachmentRef, bytes]]) -> None:
+        """Store every object not stored before; return once JetStream has them all (or raise).
+
+        An object of one chunk is written as the object store writes it (its chunk, then its
+        metadata), but all of the batch's chunks go out pipelined with one wait for their acks,
+        then all the metadata with one more: two waits per batch instead of four round trips per
+        object. Larger objects, and every object without an ack publisher, go through `store`.
+        """
+        if self.acks is None:
+            await asyncio.gather(*(self.store(ref, data) for ref, data in items))
+            return
+        found = await asyncio.gather(*(self._exists(ref.object_name) for ref, _ in items))
+        missing = [item for item, there in zip(items, found, strict=True) if not there]
+        small = [(r, d) for r, d in missing if 0 < len(d) <= OBJ_DEFAULT_CHUNK_SIZE]
+        large = [(r, d) for r, d in missing if not 0 < len(d) <= OBJ_DEFAULT_CHUNK_SIZE]
+        infos: list[js_api.ObjectInfo] = []
+        chunks = []
+        for ref, data in small:
+            nuid = self._nuid.next().decode()
+            subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=OBJECTS, obj=nuid)
+            chunks.append(await self.acks.publish(subject, data))
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+            infos.append(
+                js_api.ObjectInfo(
+                    name=ref.object_name,
+                    description=ref.filename,
+                    options=js_api.ObjectMetaOptions(max_chunk_size=OBJ_DEFAULT_CHUNK_SIZE),
+                    bucket=OBJECTS,
+                    nuid=nuid,
+                    size=len(data),
+                    chunks=1,
+                    mtime=datetime.now(UTC).isoformat(),
+                    digest=OBJ_DIGEST_TEMPLATE.format(digest=digest),
+                )
+            )
+        # Every chunk is stored before any metadata names it.
+        await asyncio.gather(*chunks, *(self.store(ref, data) for ref, data in large))
+        metas = []
+        for info in infos:
+            subject = OBJ_META_PRE_TEMPLATE.format(
+                bucket=OBJECTS, obj=base64.urlsafe_b64encode(info.name.encode()).decode()
+            )
+            data = json.dumps(info.as_dict()).encode()
+            rollup = {"Nats-Rollup": "sub"}  # replaces older metadata of the name
+            metas.append(await self.acks.publish(subject, data, rollup))
+        await asyncio.gather(*metas)
 
     async def put(
         self, tenant: str, kind: str, filename: str, content_type: str, data: bytes

@@ -14,7 +14,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,11 +40,39 @@ class ImapFailure(Exception):
     pass
 
 
+class _FetchCommand(aioimaplib.FetchCommand):
+    """A FETCH that knows in constant time whether its current message item is still open.
+    aioimaplib's own check re-reads the whole response so far on every line, which is quadratic
+    in the number of messages a FETCH returns."""
+
+    def __init__(self, *args: str, **kwargs: object) -> None:
+        self._open = 0  # unmatched "(" of the current message item (literal data not counted)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        super().append_to_resp(line, result)
+        if isinstance(line, bytes):  # literal data arrives as a bytearray and is not counted
+            if self.FETCH_MESSAGE_DATA_RE.match(line):
+                self._open = 0
+            self._open += line.count(b"(") - line.count(b")")
+
+    def wait_data(self) -> bool:
+        return self._open != 0
+
+
 class _Protocol(aioimaplib.IMAP4ClientProtocol):
-    """Counts every untagged EXISTS. aioimaplib hands one to the command it belongs to only when
+    """aioimaplib's protocol, with three changes.
+
+    It counts every untagged EXISTS. aioimaplib hands one to the command it belongs to only when
     that command is synchronous (SELECT, IDLE); one that arrives during a FETCH, STORE or SEARCH,
     or between commands, it logs and drops. The watcher compares this count before and after a
-    sync, so a mail announced that way is fetched at once, not at the next IDLE renewal."""
+    sync, so a mail announced that way is fetched at once, not at the next IDLE renewal.
+
+    It reads the lines of a received chunk in a loop: aioimaplib recurses once per line, and a
+    chunk of about a thousand short lines (a FETCH of many sizes or flags) raised RecursionError,
+    which closed the connection; the reconnection fetched the same lines and failed again.
+
+    Its FETCH commands are `_FetchCommand`s (see there)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb: object) -> None:
         super().__init__(loop, conn_lost_cb)  # type: ignore[arg-type]
@@ -54,6 +82,57 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         if _EXISTS.match(line):
             self.exists_seen += 1
         return super()._untagged_response(line)
+
+    def _handle_responses(
+        self,
+        data: bytes,
+        line_handler: Callable[[bytes, aioimaplib.Command | None], aioimaplib.Command | None],
+        current_cmd: aioimaplib.Command | None = None,
+    ) -> None:
+        # aioimaplib's own steps, one line per turn of the loop instead of one per call.
+        while True:
+            if not data:
+                if self.pending_sync_command is not None:
+                    self.pending_sync_command.flush()
+                if current_cmd is not None and current_cmd.wait_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+                return
+            if current_cmd is not None and current_cmd.wait_literal_data():
+                data = current_cmd.append_literal_data(data)
+                if current_cmd.wait_literal_data():
+                    raise aioimaplib.IncompleteRead(current_cmd)
+            line, separator, data = data.partition(b"\r\n")
+            if not separator:
+                raise aioimaplib.IncompleteRead(current_cmd, line)
+            cmd = line_handler(line, current_cmd)
+            begin_literal = aioimaplib.literal_data_re.match(line)
+            if begin_literal:
+                if cmd is None:
+                    cmd = aioimaplib.Command("NIL", "unused")
+                cmd.begin_literal_data(int(begin_literal.group("size")))
+                current_cmd = cmd
+            elif cmd is not None and cmd.wait_data():
+                current_cmd = cmd
+            else:
+                current_cmd = None
+
+    async def fetch(
+        self,
+        message_set: str,
+        message_parts: str,
+        by_uid: bool = False,
+        timeout: float | None = None,
+    ) -> aioimaplib.Response:
+        return await self.execute(
+            _FetchCommand(
+                self.new_tag(),
+                message_set,
+                message_parts,
+                prefix="UID" if by_uid else "",
+                loop=self.loop,
+                timeout=timeout,
+            )
+        )
 
 
 class _Client(aioimaplib.IMAP4):
