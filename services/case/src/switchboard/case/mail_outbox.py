@@ -30,6 +30,9 @@ FIRST_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(hours=1)
 
 
+STAGED = "outbox_mail_staged"  # session.info (database.TRANSACTION_CACHES): a mail to send
+
+
 async def stage(
     session: AsyncSession,
     key: str,
@@ -41,6 +44,7 @@ async def stage(
     at: datetime,
 ) -> bool:
     """Write a mail to the outbox in the caller's transaction; False if `key` was staged before."""
+    session.info[STAGED] = True  # the relay sends it once the transaction commits
     return await insert_ignore(
         session,
         OutboxMail,

@@ -27,6 +27,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from switchboard.case import mail_outbox
 from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import OutboxEvent, utc_now
 from switchboard.case.mail_outbox import MailRelay
@@ -76,11 +77,17 @@ class OutboxRelay:
         self._in_flight: set[str] = set()  # handed over by a commit, not yet acknowledged
         self._acked: dict[str, float] = {}  # acknowledged, not yet deleted: when
         self._acks: set[asyncio.Future[None]] = set()
+        self._mail_waiting = False
         if bus is not None:
             # Every session from `sessions` hands its committed events to this relay.
             sessions.configure(info={RELAY: self})
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def mail_staged(self) -> None:
+        """A committed transaction staged a mail: send it now, not at the next round."""
+        self._mail_waiting = True
         self._wake.set()
 
     # ---- the hot path: events handed over by their writer's commit -----------------------------
@@ -221,17 +228,25 @@ class OutboxRelay:
                 return published
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        """The backstop round, and the mails: when woken (after a commit that staged events or
-        mails; commits in quick succession are taken together) or every `interval` seconds."""
+        """The backstop round every `interval` seconds; mails as soon as a commit staged one.
+        (Events need no round: their commit handed them over.)"""
+        next_round = 0.0
         while not stop.is_set():
-            await asyncio.sleep(0.05)
             try:
-                await self.drain(older_than=BACKSTOP_SECONDS)
+                if time.monotonic() >= next_round:
+                    next_round = time.monotonic() + interval
+                    self._mail_waiting = False
+                    await self.drain(older_than=BACKSTOP_SECONDS)
+                elif self._mail_waiting and self.mail is not None:
+                    self._mail_waiting = False
+                    await self.mail.drain()
             except Exception:  # the bus or the database is away: try again later
                 logger.warning("outbox relay failed; retrying", exc_info=True)
             self._wake.clear()
+            if self._mail_waiting:
+                continue
             try:
-                await asyncio.wait_for(self._wake.wait(), interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_round - time.monotonic()))
             except TimeoutError:
                 pass
 
@@ -256,8 +271,11 @@ def _hand_over_after_commit(session: Session) -> None:
     relay = session.info.get(RELAY)
     staged = session.info.pop(STAGED, None)
     deleting = session.info.pop(DELETING, None)
+    mail = session.info.pop(mail_outbox.STAGED, None)
     if relay is None:
         return
+    if mail:
+        relay.mail_staged()
     if deleting:
         relay.deleted(deleting)
     if staged:

@@ -41,6 +41,7 @@ TRANSACTION_CACHES = (
     bulk.KEY,
     "outbox_staged",  # outbox.STAGED: a rolled-back savepoint's events are not published
     "outbox_deleting",  # outbox.DELETING
+    "outbox_mail_staged",  # mail_outbox.STAGED
 )
 
 
