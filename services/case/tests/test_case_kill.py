@@ -4,19 +4,16 @@ the routing events that follow: they wait out the ack wait that brings the conta
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from nats.js.errors import NotFoundError
 
 from switchboard.core import auth, deadletter, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.core.embedded_nats import free_port
 from switchboard.testing.processes import ServiceProcess
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
@@ -26,31 +23,8 @@ CHAT = contact_pb2.CHANNEL_CHAT
 ACK_WAIT = 18
 
 
-class CaseProcess(ServiceProcess):
-    """`python -m switchboard.case` as a real process, to be killed with SIGKILL."""
-
-    def __init__(self, nats_url: str, database: Path, log: Path) -> None:
-        port = free_port()
-        env = {
-            **os.environ,
-            "NATS_URL": nats_url,
-            "CASE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-            "CASE_GRPC_PORT": str(port),
-            "CASE_CONSUMER_ACK_WAIT_SECONDS": str(ACK_WAIT),
-            "SWITCHBOARD_AUTH_SECRET": SECRET,
-            "SHUTDOWN_GRACE_SECONDS": "1",
-            "METRICS_PORT": "0",
-        }
-        target = f"127.0.0.1:{port}"
-        super().__init__("switchboard.case", env, target, "switchboard.v1.CaseService", log)
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[CaseProcess]]:
-    started: list[CaseProcess] = []
-    yield started
-    for process in started:
-        process.stop()
+def case_env() -> dict[str, str]:
+    return {"CASE_CONSUMER_ACK_WAIT_SECONDS": str(ACK_WAIT), "SWITCHBOARD_AUTH_SECRET": SECRET}
 
 
 def meta() -> events_pb2.EventMeta:
@@ -70,11 +44,11 @@ async def ack_pending(bus: Bus, durable: str) -> int:
 
 
 async def test_a_case_service_killed_with_a_fetched_but_unacked_contact_created_loses_none_of_the_later_events(
-    nats_url: str, bus: Bus, tmp_path: Path, processes: list[CaseProcess]
+    nats_url: str, bus: Bus, tmp_path: Path, case_process: Callable[..., ServiceProcess]
 ) -> None:
     database = tmp_path / "case.db"
-    first = CaseProcess(nats_url, database, tmp_path / "case-1.log")
-    processes.append(first)
+    url = f"sqlite+aiosqlite:///{database}"
+    first = case_process(nats_url, url, tmp_path / "case-1.log", **case_env())
     await first.start()
 
     # Hold the store's write lock, so the service's handler stops inside its transaction with the
@@ -116,8 +90,7 @@ async def test_a_case_service_killed_with_a_fetched_but_unacked_contact_created_
             meta=meta(), contact_id="c-1", agent_id="agent-7", queue="general"
         )
     )
-    second = CaseProcess(nats_url, database, tmp_path / "case-2.log")
-    processes.append(second)
+    second = case_process(nats_url, url, tmp_path / "case-2.log", **case_env())
     await second.start()
 
     token = auth.mint(SECRET, "acme", "partner-1", ["partner"])

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -16,10 +14,10 @@ from switchboard.case.settings import CaseSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 SECRET = "case-lifecycle-secret"
-T = TypeVar("T")
 KIND = contact_pb2.IdentityKind
 
 
@@ -59,15 +57,6 @@ async def stub(app: CaseApp) -> AsyncIterator[case_pb2_grpc.CaseServiceStub]:
     token = auth.mint(SECRET, "acme", "agent-7", ["agent"])
     async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
         yield case_pb2_grpc.CaseServiceStub(ch)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], attempts: int = 400) -> T:
-    for _ in range(attempts):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("the case service never showed the expected state")
 
 
 def contact_created(

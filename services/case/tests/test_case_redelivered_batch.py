@@ -9,13 +9,11 @@ is killed once the commit is in the database."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from nats.js import api as js_api
 from sqlalchemy import select
 
@@ -25,7 +23,7 @@ from switchboard.case.knowledge import orm as _kb_orm  # noqa: F401  (registers 
 from switchboard.case.reports import orm as _reports_orm  # noqa: F401  (registers its tables)
 from switchboard.core import deadletter, events
 from switchboard.core.bus import Bus
-from switchboard.core.embedded_nats import NatsServer, free_port
+from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.nats_proxy import NatsProxy
 from switchboard.testing.processes import ServiceProcess
 from switchboard.v1 import contact_pb2, events_pb2
@@ -45,32 +43,13 @@ sla_policies:
 """
 
 
-class CaseProcess(ServiceProcess):
-    def __init__(self, nats_url: str, database_url: str, policy: Path, log: Path) -> None:
-        port = free_port()
-        env = {
-            **os.environ,
-            "NATS_URL": nats_url,
-            "CASE_DATABASE_URL": database_url,
-            "CASE_GRPC_PORT": str(port),
-            "CASE_CONSUMER_ACK_WAIT_SECONDS": str(ACK_WAIT),
-            "CASE_POLICY_FILE": str(policy),
-            "CASE_SCHEDULER_INTERVAL_SECONDS": "3600",
-            "SWITCHBOARD_AUTH_SECRET": "case-redelivery-secret",
-            "SHUTDOWN_GRACE_SECONDS": "1",
-            "METRICS_PORT": "0",
-        }
-        super().__init__(
-            "switchboard.case", env, f"127.0.0.1:{port}", "switchboard.v1.CaseService", log
-        )
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[CaseProcess]]:
-    started: list[CaseProcess] = []
-    yield started
-    for process in started:
-        process.stop()
+def case_env(policy: Path) -> dict[str, str]:
+    return {
+        "CASE_CONSUMER_ACK_WAIT_SECONDS": str(ACK_WAIT),
+        "CASE_POLICY_FILE": str(policy),
+        "CASE_SCHEDULER_INTERVAL_SECONDS": "3600",
+        "SWITCHBOARD_AUTH_SECRET": "case-redelivery-secret",
+    }
 
 
 def meta() -> Any:
@@ -173,7 +152,7 @@ async def test_a_batch_committed_and_redelivered_whole_after_a_kill_changes_noth
     bus: Bus,
     database_url: str,
     tmp_path: Path,
-    processes: list[CaseProcess],
+    case_process: Callable[..., ServiceProcess],
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
@@ -184,8 +163,7 @@ async def test_a_batch_committed_and_redelivered_whole_after_a_kill_changes_noth
     proxy = await NatsProxy(nats_server.host, nats_server.port).start()
     try:
         proxy.hold_acks = True
-        first = CaseProcess(proxy.url, database_url, policy, tmp_path / "case-1.log")
-        processes.append(first)
+        first = case_process(proxy.url, database_url, tmp_path / "case-1.log", **case_env(policy))
         await first.start()
         for _ in range(600):
             if await processed(database_url) == len(events_):
@@ -209,8 +187,9 @@ async def test_a_batch_committed_and_redelivered_whole_after_a_kill_changes_noth
 
     # Past the ack wait, the whole batch is due again; the next service fetches it at once.
     await asyncio.sleep(max(0.0, ACK_WAIT - (time.monotonic() - killed_at)))
-    second = CaseProcess(nats_server.url, database_url, policy, tmp_path / "case-2.log")
-    processes.append(second)
+    second = case_process(
+        nats_server.url, database_url, tmp_path / "case-2.log", **case_env(policy)
+    )
     await second.start()
     for _ in range(600):
         info = await bus.js.consumer_info("EVENTS", "case")

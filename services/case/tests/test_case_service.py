@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -14,12 +13,12 @@ from switchboard.case.settings import CaseSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 SECRET = "case-test-secret"
 CHAT = contact_pb2.CHANNEL_CHAT
 EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
-T = TypeVar("T")
 
 
 def case_settings(nats_url: str, database_url: str, **extra: Any) -> CaseSettings:
@@ -71,16 +70,6 @@ def message_added(contact_id: str, message_id: str) -> events_pb2.MessageAdded:
             parts=[contact_pb2.ContentPart(content_type="text/plain", text="more")],
         ),
     )
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], attempts: int = 400) -> T:
-    """Poll `check` until it returns something truthy; a bounded number of tries, no clock."""
-    for _ in range(attempts):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("the case service never showed the expected state")
 
 
 async def listed(stub: case_pb2_grpc.CaseServiceStub, n: int) -> list[case_pb2.Case] | None:

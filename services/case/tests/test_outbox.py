@@ -6,7 +6,6 @@ only what is not on its way (a publish that failed)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import event as sa_event
@@ -20,6 +19,7 @@ from switchboard.case.handlers import CaseHandlers
 from switchboard.core import events
 from switchboard.core.bus import Bus
 from switchboard.testing.streams import published
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
 
@@ -46,18 +46,14 @@ async def outbox_ids(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
         return set(await session.scalars(select(orm.OutboxEvent.event_id)))
 
 
+async def published_count(bus: Bus, n: int) -> bool:
+    return len(await cases_published(bus)) == n
+
+
 async def cases_published(bus: Bus) -> list[str]:
     return [
         e.case_id for e in await published(bus, "case.acme.created", case_events_pb2.CaseCreated)
     ]
-
-
-async def until(check: Callable[[], object], tries: int = 200) -> None:
-    for _ in range(tries):
-        if await check():  # type: ignore[misc]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("never")
 
 
 async def test_committed_events_are_published_at_once_and_deleted_by_the_next_writer(
@@ -77,24 +73,17 @@ async def test_committed_events_are_published_at_once_and_deleted_by_the_next_wr
         first = await outbox_ids(sessions)
         assert first  # staged with the change it reports
 
-        async def first_published() -> bool:
-            return len(await cases_published(bus)) == 1
-
-        await until(first_published)  # published without a relay round
+        await eventually(lambda: published_count(bus, 1))  # without a relay round
         await handlers.on_contact_created(created("c2"))
         left = await outbox_ids(sessions)
         assert not left & first  # the second writer's transaction deleted the first's rows
-        await until(lambda: _count(bus, 2))
+        await eventually(lambda: published_count(bus, 2))
         assert relay_transactions == []  # the relay wrote nothing of its own
         assert await relay.drain() == 0  # nothing left for the backstop to publish
         assert await outbox_ids(sessions) == set()
         assert len(await cases_published(bus)) == 2
     finally:
         sa_event.remove(Session, "before_commit", count_relay_writes)
-
-
-async def _count(bus: Bus, n: int) -> bool:
-    return len(await cases_published(bus)) == n
 
 
 async def test_what_the_commit_could_not_publish_is_left_to_the_backstop(

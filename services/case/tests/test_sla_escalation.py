@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -27,9 +27,8 @@ from switchboard.case.settings import CaseSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, case_pb2, case_pb2_grpc, contact_pb2, events_pb2
-
-T = TypeVar("T")
 
 
 class Clock:
@@ -38,15 +37,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], attempts: int = 400) -> T:
-    for _ in range(attempts):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("the case service never showed the expected state")
 
 
 SECRET = "case-sla-secret"

@@ -58,7 +58,10 @@ class AgentClient:
             router_pb2.StreamOffersRequest(agent_id=self.agent_id)
         )
         self._task = asyncio.create_task(self._pump())
-        # Offers reach the agent once the router has the stream open; wait until it says so.
+        await self._connected()
+
+    async def _connected(self) -> None:
+        """Offers reach the agent once the router has its stream open; wait until it says so."""
         for _ in range(500):
             agents = await self.stub.ListAgents(router_pb2.ListAgentsRequest())
             if any(a.agent_id == self.agent_id and a.connected for a in agents.agents):
@@ -133,16 +136,6 @@ class SessionAgentClient(AgentClient):
         )
         self._task = asyncio.create_task(self._pump())
         await self._connected()
-
-    async def _connected(self) -> None:
-        for _ in range(500):
-            agents = await self.stub.ListAgents(router_pb2.ListAgentsRequest())
-            if any(a.agent_id == self.agent_id and a.connected for a in agents.agents):
-                return
-            if self.stream_error is not None:
-                raise self.stream_error
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"the router never saw {self.agent_id}'s session")
 
     async def _pump(self) -> None:
         try:

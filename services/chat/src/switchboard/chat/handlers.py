@@ -30,7 +30,7 @@ import hashlib
 import logging
 import uuid
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -213,23 +213,20 @@ class Chat:
         after the bus has carried it back: the sender learns the outcome from the publish (an
         error if JetStream did not store it; the same message id sent again is a duplicate),
         and the bus's own delivery of it later finds it already in the history."""
-        shown = asyncio.ensure_future(self._show_now(event, conversation))
+        shown = asyncio.ensure_future(
+            self._show_now(self.on_message_added(event, conversation), event.message.message_id)
+        )
         try:
             await self.notifier.publish(event)
         finally:
             await shown
 
-    async def _show_now(self, event: events_pb2.MessageAdded, conversation: Conversation) -> None:
+    async def _show_now(self, showing: Awaitable[None], message_id: str) -> None:
+        """Show a message while it is being published; if that fails, the bus shows it later."""
         try:
-            await self.on_message_added(event, conversation)
-        except Exception:  # the bus delivers it when it comes back
-            logger.warning("chat message %s shown late", event.message.message_id, exc_info=True)
-
-    async def _show_first(self, conversation: Conversation, message: ChatMessage) -> None:
-        try:
-            await self._deliver(conversation.tenant, message, conversation)
-        except Exception:  # the bus delivers it when it comes back
-            logger.warning("chat contact %s: first message shown late", message.contact_id)
+            await showing
+        except Exception:
+            logger.warning("chat message %s shown late", message_id, exc_info=True)
 
     def _lock(self, tenant: str, visitor_id: str) -> asyncio.Lock:
         key = (tenant, visitor_id)
@@ -271,7 +268,9 @@ class Chat:
                 text=text,
                 sent_at=now,
             )
-            shown = asyncio.ensure_future(self._show_first(conversation, first))
+            shown = asyncio.ensure_future(
+                self._show_now(self._deliver(profile.tenant, first, conversation), first.message_id)
+            )
         try:
             await self.notifier.contact_created(contact_id, profile, visitor_id, text, now, offline)
         except BaseException:
