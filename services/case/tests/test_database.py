@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import database, orm
 from switchboard.case.migrate import migrate
@@ -44,3 +45,69 @@ async def test_writers_wait_their_turn_instead_of_failing_with_database_is_locke
             assert await session.scalar(select(func.count()).select_from(orm.ProcessedEvent)) == 2
     finally:
         await engine.dispose()
+
+
+async def _events(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return await _count(session)
+
+
+async def _count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(orm.ProcessedEvent)) or 0)
+
+
+async def _write(sessions: async_sessionmaker[AsyncSession], event_id: str) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    async with sessions.begin() as session:
+        session.add(orm.ProcessedEvent(event_id=event_id, consumer="case", processed_at=at))
+
+
+async def test_a_read_session_sees_one_snapshot_while_a_writer_commits(database_url: str) -> None:
+    """A view reads a case in several statements (the case, then its contacts, messages and
+    timers); a batch committed between them must not show half of itself (a contact assigned
+    on a case that is not). On SQLite and on PostgreSQL, a read session is one snapshot."""
+    await migrate(database_url)
+    engine = database.create_engine(database_url)
+    sessions = database.sessionmaker(engine)
+    try:
+        await _write(sessions, "e-1")
+        async with sessions() as reading:
+            assert await _count(reading) == 1
+            await _write(sessions, "e-2")
+            assert await _count(reading) == 1  # still the snapshot it began with
+        assert await _events(sessions) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_writer_that_reads_first_waits_for_another_process_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    """Two case processes on one SQLite file: a write transaction reads before it writes (the
+    batch's preload), and another process commits meanwhile. Taking the write lock at BEGIN makes
+    the other one wait; a read snapshot upgraded to a writer would fail with "database is locked"
+    at once, whatever the busy timeout."""
+    url = f"sqlite:///{tmp_path}/case.db"
+    await migrate(url)
+    engines = [database.create_engine(url), database.create_engine(url)]
+    first, second = (database.sessionmaker(e) for e in engines)
+    reading = asyncio.Event()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    async def reads_then_writes() -> None:
+        async with first.begin() as session:
+            await _count(session)
+            reading.set()
+            await asyncio.sleep(0.3)
+            session.add(orm.ProcessedEvent(event_id="e-1", consumer="case", processed_at=at))
+
+    async def other_process() -> None:
+        await reading.wait()
+        await _write(second, "e-2")
+
+    try:
+        await asyncio.gather(reads_then_writes(), other_process())
+        assert await _events(first) == 2
+    finally:
+        for engine in engines:
+            await engine.dispose()

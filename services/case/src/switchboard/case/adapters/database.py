@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -108,6 +108,9 @@ def create_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Left to itself, Python's sqlite3 begins a transaction only before the first write, so
+        # every read before it is a snapshot of its own; `_begin` below begins them all.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -117,30 +120,61 @@ def create_engine(url: str) -> AsyncEngine:
         finally:
             cursor.close()
 
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # A reader's BEGIN fixes its snapshot at its first statement. A writer takes the write
+        # lock at once (waiting up to the busy timeout for another process's writer): a reader
+        # turned writer would fail at its first write, busy timeout or not, if another process
+        # had committed since it read.
+        if connection.get_execution_options().get(_READ):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     return engine
 
 
-class _OneWriterAtATime(async_sessionmaker[AsyncSession]):
-    """SQLite takes one writer at a time, and a second one waits in the driver for the busy
-    timeout, then fails with "database is locked" (seen under load: the outbox relay against the
-    consumer's batch). In one process, write transactions (`begin()`) queue here instead, in
-    order and without a timeout; reads (`sessions()`) never wait, WAL gives them a snapshot."""
+# The execution options of a read session's connection: one snapshot for all its statements.
+_READ = "switchboard_read"
+_READ_OPTIONS: dict[str, dict[str, Any]] = {
+    "sqlite": {_READ: True},
+    "postgresql": {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True},
+}
+
+
+class Sessions(async_sessionmaker[AsyncSession]):
+    """The case store's sessions, in two kinds.
+
+    - `sessions()` reads. Each read session is one consistent snapshot (SQLite's deferred
+      BEGIN, PostgreSQL's REPEATABLE READ READ ONLY), so a view that reads a case in several
+      statements never shows half of a batch committed in between. Reads never wait: WAL gives
+      SQLite's readers their snapshot beside the writer.
+    - `sessions.begin()` writes, in one transaction committed at the end. SQLite takes one
+      writer at a time, and a second one waits in the driver for the busy timeout, then fails
+      with "database is locked" (seen under load: the outbox relay against the consumer's
+      batch). In one process, SQLite's write transactions queue here instead, in order and
+      without a timeout.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
-        super().__init__(engine, expire_on_commit=False)
-        self._writer = asyncio.Lock()
+        options = _READ_OPTIONS.get(engine.dialect.name, {})
+        super().__init__(engine.execution_options(**options), expire_on_commit=False)
+        self._write = engine
+        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
-        async with self._writer, super().begin() as session:
+        async with AsyncExitStack() as stack:
+            if self._writer is not None:
+                await stack.enter_async_context(self._writer)
+            session = await stack.enter_async_context(self(bind=self._write))
+            await stack.enter_async_context(session.begin())
             yield session
 
 
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def sessionmaker(engine: AsyncEngine) -> Sessions:
     # Rows are turned into messages after commit; expiring them would force lazy reloads.
-    if engine.dialect.name == "sqlite":
-        return _OneWriterAtATime(engine)
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return Sessions(engine)
 
 
 def _insert(session: AsyncSession) -> Any:
