@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,9 +17,11 @@ from sqlalchemy.orm import Session
 
 from switchboard.case import outbox
 from switchboard.case.adapters import orm
+from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.core import events
 from switchboard.core.bus import Bus
+from switchboard.core.errors import Retry
 from switchboard.testing.streams import published
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
@@ -113,3 +117,50 @@ async def test_what_the_commit_could_not_publish_is_left_to_the_backstop(
     assert len(await cases_published(bus)) == 1
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(orm.Case)) == 1
+
+
+class Crash(Exception):
+    pass
+
+
+async def _apply_isolated(handlers: CaseHandlers, batch: list[Any], crash: bool = False) -> None:
+    """Apply `batch` the way the bus's isolated retry does: each event in its savepoint, one that
+    is not ready undone alone; with `crash`, the batch fails after its last event."""
+    by_type = handlers_by_type(handlers)
+    async with handlers.batch(batch, isolate=True) as unit:
+        for event in batch:
+            try:
+                async with unit.each(event):
+                    await by_type[type(event)](event)
+            except Retry:
+                pass
+        if crash:
+            raise Crash("the process dies before the batch's commit")
+
+
+async def test_an_isolated_batch_hands_its_events_over_at_its_commit_not_at_each_savepoint(
+    sessions: async_sessionmaker[AsyncSession], bus: Bus
+) -> None:
+    """Each event of an isolated batch runs in a savepoint; releasing one is not the commit.
+    A batch that fails before its commit publishes nothing, and one that commits publishes the
+    events of every savepoint kept, also those before a savepoint that was undone."""
+    relay = outbox.OutboxRelay(sessions, bus)
+    handlers = CaseHandlers(sessions, "case")
+
+    def not_ready() -> events_pb2.ContactQueued:
+        return events_pb2.ContactQueued(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"),
+            contact_id="not-recorded",
+            queue="general",
+        )
+
+    with pytest.raises(Crash):
+        await _apply_isolated(handlers, [created("c1"), not_ready(), created("c2")], crash=True)
+    await relay.drain(older_than=outbox.BACKSTOP_SECONDS)  # settles nothing: nothing is due
+    await relay._settled()
+    assert await cases_published(bus) == []
+    assert await outbox_ids(sessions) == set()
+
+    await _apply_isolated(handlers, [created("c1"), not_ready(), created("c2")])
+    await eventually(lambda: published_count(bus, 2))  # at the commit, not at the backstop
+    assert await relay.drain() == 0

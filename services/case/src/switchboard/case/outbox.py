@@ -7,7 +7,7 @@ in commit order; the rows JetStream acknowledged are deleted by the next writer'
 (one more statement in a transaction that writes anyway), not by a transaction of the relay's
 own competing with the writers. The relay's periodic round is only the backstop: rows older
 than BACKSTOP_SECONDS that are not on their way (a crash between commit and publish, a publish
-that failed, a savepoint rolled back after staging) are published again (the event id is the
+that failed) are published again (the event id is the
 Nats-Msg-Id, so a repeat within JetStream's duplicate window is dropped), and acknowledged rows
 no writer has deleted within that time are deleted by the relay. The same relay sends the mails
 of the mail outbox (see mail_outbox)."""
@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from sqlalchemy import delete, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from switchboard.case import mail_outbox
 from switchboard.case.adapters import bulk
@@ -41,6 +41,7 @@ BACKSTOP_SECONDS = 5.0  # well inside JetStream's 2-minute duplicate window
 RELAY = "outbox_relay"  # session.info: the relay its commits hand their events to
 # session.info, forgotten when a transaction or savepoint rolls back (database.TRANSACTION_CACHES):
 STAGED = "outbox_staged"  # the events this transaction staged
+MARKS = "outbox_marks"  # how many were staged when each open savepoint began
 DELETING = "outbox_deleting"  # the acknowledged rows this transaction deletes
 
 
@@ -251,12 +252,32 @@ class OutboxRelay:
                 pass
 
 
+# A savepoint's release fires the session's commit events too; only the transaction's own
+# commit publishes (a batch that fails after releasing savepoints publishes nothing). A savepoint
+# rolled back takes back the events it staged, and only those.
+
+
+@sa_event.listens_for(Session, "after_transaction_create")
+def _mark_a_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        marks = session.info.setdefault(MARKS, {})
+        marks[transaction] = len(session.info.get(STAGED, ()))
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _take_back_a_savepoints_events(session: Session, previous: SessionTransaction) -> None:
+    mark = session.info.get(MARKS, {}).pop(previous, None)
+    staged = session.info.get(STAGED)
+    if mark is not None and staged is not None:
+        del staged[mark:]
+
+
 @sa_event.listens_for(Session, "before_commit")
 def _delete_what_was_published(session: Session) -> None:
     # A writer's transaction (one that staged events: it holds the write lock) deletes the rows
     # JetStream has acknowledged, in the same commit.
     relay = session.info.get(RELAY)
-    if relay is None or not session.info.get(STAGED):
+    if relay is None or session.in_nested_transaction() or not session.info.get(STAGED):
         return
     ids = relay.deletions()
     if ids:
@@ -268,6 +289,9 @@ def _delete_what_was_published(session: Session) -> None:
 
 @sa_event.listens_for(Session, "after_commit")
 def _hand_over_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        session.info.get(MARKS, {}).pop(session.get_nested_transaction(), None)
+        return
     relay = session.info.get(RELAY)
     staged = session.info.pop(STAGED, None)
     deleting = session.info.pop(DELETING, None)

@@ -40,6 +40,7 @@ TRANSACTION_CACHES = (
     "open_cases",
     bulk.KEY,
     "outbox_staged",  # outbox.STAGED: a rolled-back savepoint's events are not published
+    "outbox_marks",  # outbox.MARKS
     "outbox_deleting",  # outbox.DELETING
     "outbox_mail_staged",  # mail_outbox.STAGED
 )
@@ -53,12 +54,17 @@ def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> Non
         session.info.pop(key, None)
 
 
+# Kept when a savepoint rolls back: the batch's claims were made before it (and the event's own
+# claim is withdrawn by the caller); the outbox takes back only what the savepoint staged.
+SAVEPOINT_AWARE = frozenset({"claims", "outbox_staged", "outbox_marks", "outbox_mail_staged"})
+
+
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_after_a_rollback(session: Session, _previous: SessionTransaction) -> None:
-    # A savepoint rolled back undid its audit entries; the batch's claims were made before it
-    # (and the event's own claim is withdrawn by the caller), so they stay.
+    # A savepoint rolled back undid its audit entries, rows and locks: what was learnt is
+    # learnt again.
     for key in TRANSACTION_CACHES:
-        if key != "claims":
+        if key not in SAVEPOINT_AWARE:
             session.info.pop(key, None)
 
 
