@@ -7,9 +7,9 @@ in commit order; the rows JetStream acknowledged are deleted by the next writer'
 (one more statement in a transaction that writes anyway), not by a transaction of the relay's
 own competing with the writers. The relay's periodic round is only the backstop: rows older
 than BACKSTOP_SECONDS that are not on their way (a crash between commit and publish, a publish
-that failed) are published again (the event id is the
-Nats-Msg-Id, so a repeat within JetStream's duplicate window is dropped), and acknowledged rows
-no writer has deleted within that time are deleted by the relay. The same relay sends the mails
+that failed) are published again (the event id is the Nats-Msg-Id, so a repeat within
+JetStream's duplicate window is dropped), and acknowledged rows no writer has deleted within
+that time are deleted by the relay. The same relay sends the mails
 of the mail outbox (see mail_outbox)."""
 
 from __future__ import annotations
