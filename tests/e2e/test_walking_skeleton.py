@@ -4,7 +4,6 @@ holds both messages and the assignment; one contact is one trace; a duplicate is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -15,6 +14,7 @@ from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 Platform = Any  # tests/e2e/conftest.py: the platform fixture
@@ -24,16 +24,6 @@ T = TypeVar("T")
 
 QUESTION = "안녕하세요, 이번 달 요금 청구서에 대해 문의드립니다."
 ANSWER = "안녕하세요 고객님, 상담원 김지은입니다. 확인해 드리겠습니다."
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, tries: int = 300) -> T:
-    """Poll `probe` until it returns something truthy (bounded; no timing is asserted)."""
-    for _ in range(tries):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 class Customer:

@@ -15,6 +15,7 @@ from switchboard.core import events
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
 from switchboard.core.errors import InvalidArgument
+from switchboard.testing.waiting import until
 from switchboard.v1 import contact_pb2, events_pb2
 
 
@@ -38,14 +39,6 @@ async def cli(*argv: str) -> int:
         return 0
 
     return await asyncio.to_thread(call)
-
-
-async def until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(400):
-        if predicate():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_dlq_list_shows_parked_events_and_replay_puts_them_back(

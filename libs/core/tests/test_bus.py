@@ -12,6 +12,7 @@ import pytest
 from switchboard.core import deadletter, events
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.errors import InvalidArgument, Retry, Unavailable
+from switchboard.testing.waiting import until
 from switchboard.v1 import contact_pb2, events_pb2
 
 
@@ -22,14 +23,6 @@ def created(cid: str) -> events_pb2.ContactCreated:
             contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT
         ),
     )
-
-
-async def until(predicate, what: str, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(seconds / 0.025)):
-        if predicate():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"never happened: {what}")
 
 
 # A consumer that gives up within seconds: patience 2 x 1 + 0.2 + 0.5 = 2.7 s.

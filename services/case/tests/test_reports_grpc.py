@@ -23,6 +23,7 @@ from switchboard.case.reports.orm import CsatRating, CsatSurvey
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 SECRET = "kb-reports-secret"
@@ -249,15 +250,6 @@ async def test_qa_sampling_and_scoring(
                 case_pb2.SubmitQaScoreRequest(contact_id="v3", items=items), timeout=10
             )
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-
-
-async def eventually(check: Any) -> Any:
-    for _ in range(200):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("never happened")
 
 
 async def test_csat_survey_and_ratings_through_nats(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -12,14 +11,8 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core.acks import AckUnknown
 from switchboard.core.auth import mint
 from switchboard.email_ingest.adapters.jetstream import EmailState
+from switchboard.testing.waiting import until
 from switchboard.v1 import email_pb2, email_pb2_grpc, events_pb2
-
-
-async def until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 async def test_idle_delivers_new_mail_and_is_renewed(
@@ -255,10 +248,10 @@ async def test_stalled_mailbox_turns_health_not_serving_and_says_why(
     await until(lambda: app.readiness is not None and app.readiness.serving)
     assert await health() == "SERVING"
     await asyncio.to_thread(dovecot.kill)
-    await until(lambda: app.readiness is not None and not app.readiness.serving, timeout=20)
+    await until(lambda: app.readiness is not None and not app.readiness.serving, seconds=20)
     assert await health() == "NOT_SERVING"
     # It keeps trying (with back-off), and says what the latest attempt met.
-    await until(lambda: "refused" in app.watchers[0].snapshot().reason, timeout=20)
+    await until(lambda: "refused" in app.watchers[0].snapshot().reason, seconds=20)
     token = mint(app.settings.auth_secret, "demo", "ops", ["admin"])
     async with sb_grpc.channel(target, token) as ch:
         reply = await email_pb2_grpc.EmailServiceStub(ch).ListMailboxes(
@@ -270,7 +263,7 @@ async def test_stalled_mailbox_turns_health_not_serving_and_says_why(
     assert "support" in status.reason and "stalled" in status.reason and "refused" in status.reason
     # The server comes back: the watcher reconnects, health recovers, and mail flows again.
     await asyncio.to_thread(dovecot.start)
-    await until(lambda: app.readiness is not None and app.readiness.serving, timeout=20)
+    await until(lambda: app.readiness is not None and app.readiness.serving, seconds=20)
     await dovecot.append([make_mail("Back", "after the outage")])
     await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
 
@@ -442,7 +435,7 @@ async def test_a_batch_with_a_lost_ack_is_not_acknowledged_at_the_source_and_is_
         flagged_before_retry.append(await dovecot.uids(criteria="KEYWORD $Switchboard"))
 
     watching = asyncio.create_task(watch_flags())
-    await until(lambda: app.watchers[0].status.last_uid == 12, timeout=60)
+    await until(lambda: app.watchers[0].status.last_uid == 12, seconds=60)
     await watching
     assert wrapper.failed == [["Order 4", "Order 5", "Order 6", "Order 7"]]
     # When the ack was lost, only the batch before it was flagged; that batch's mails were not.

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from switchboard.fax.settings import FaxSettings
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import events_pb2, fax_pb2
 
 SECRET = "fax-test-secret"
@@ -36,15 +37,6 @@ WEBHOOK_SECRET = "provider-shared-secret"
 TENANT = "demo"
 
 T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, tries: int = 600) -> T:
-    for _ in range(tries):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 class Collector:
@@ -67,7 +59,7 @@ class Collector:
         async def probe() -> T | None:
             return next((e for e in self.seen[event_type] if match(e)), None)  # type: ignore[index]
 
-        return await eventually(probe, what)
+        return await eventually(probe, what, 30)
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,12 @@ from switchboard.fax.samples import (
     truncated,
 )
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import contact_pb2, email_pb2, fax_pb2, router_pb2
 
 FaxPlatform = Any  # conftest.py: the platform fixture
 TENANT = "demo"
 WEBHOOK_SECRET = "provider-shared-secret"  # the platform fixture's FAX_WEBHOOK_SECRET
-
-
-async def eventually(probe: Callable[[], Awaitable[object]], what: str, tries: int = 600) -> object:
-    for _ in range(tries):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def offer_for(agent: AgentClient, contact_id: str) -> router_pb2.Offer:
@@ -177,7 +168,7 @@ async def test_spool_quarantines_a_bomb_and_a_truncated_tiff_and_routes_the_next
     assert offer.contact.language == "zh"
     # every file was removed from the spool only once JetStream had it
     assert await eventually(
-        lambda: asyncio.sleep(0, result=not any(spool.iterdir())), "the spool emptied"
+        lambda: asyncio.sleep(0, result=not any(spool.iterdir())), "the spool emptied", 30
     )
 
 
