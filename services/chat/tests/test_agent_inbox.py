@@ -1,10 +1,12 @@
 """The agent inbox's server side against a real platform: router, case and chat apps on a real
 nats-server, real gRPC, SQLite and Socket.IO: sign-in, offers, replies on each contact's own
-channel, the case panel, surge-locked breaks, and tenant isolation."""
+channel, the case panel, surge-locked breaks, tenant isolation, and the desk's AgentSession
+(accepts, declines and wrap-ups on it, refusals, a router restart)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 import socketio
 from nats.js import api as js_api
+from prometheus_client import REGISTRY
 
 from switchboard.case.bootstrap import CaseApp
 from switchboard.case.settings import CaseSettings
@@ -26,7 +30,14 @@ from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port as sb_free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
-from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+from switchboard.v1 import (
+    case_pb2,
+    case_pb2_grpc,
+    contact_pb2,
+    events_pb2,
+    router_pb2,
+    router_pb2_grpc,
+)
 
 SECRET = "inbox-test-secret"
 TIMEOUT = 15.0
@@ -39,6 +50,14 @@ class Inbox:
     chat: ChatApp
     case_port: int
     router_port: int
+    router: RouterApp
+    common: dict[str, Any]
+
+    async def restart_router(self) -> None:
+        """Stop the router and start another on the same port (state from the journal)."""
+        await self.router.stop()
+        self.router = RouterApp(RouterSettings(**self.common, ROUTER_GRPC_PORT=self.router_port))
+        await self.router.start()
 
     def replica(self, nats_url: str, case_target: str = "") -> ChatApp:
         """Another chat process on the same platform."""
@@ -56,13 +75,17 @@ class Inbox:
         )
 
 
-@pytest.fixture
-async def inbox(nats_url: str, database_url: str) -> AsyncIterator[Inbox]:
+@contextlib.asynccontextmanager
+async def platform(
+    nats_url: str, database_url: str, **router_settings: Any
+) -> AsyncIterator[Inbox]:
+    """Case, router (with `router_settings`) and chat apps on one NATS server."""
     common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
     case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
+    router = RouterApp(RouterSettings(**common, **router_settings, ROUTER_GRPC_PORT=0))
     started: list[Any] = []
     bus = await Bus.connect(nats_url, source="test")
+    platform: Inbox | None = None
     try:
         for app in (case, router):
             await app.start()
@@ -79,11 +102,27 @@ async def inbox(nats_url: str, database_url: str) -> AsyncIterator[Inbox]:
         )
         await chat.start()
         started.append(chat)
-        yield Inbox(f"http://127.0.0.1:{chat.http_port}", bus, chat, case.port, router.port)
+        platform = Inbox(
+            f"http://127.0.0.1:{chat.http_port}",
+            bus,
+            chat,
+            case.port,
+            router.port,
+            router,
+            {**common, **router_settings},
+        )
+        yield platform
     finally:
         for app in reversed(started):
-            await app.stop()
+            # The router the platform has now (it may have been restarted).
+            await (platform.router if app is router and platform else app).stop()
         await bus.drain()
+
+
+@pytest.fixture
+async def inbox(nats_url: str, database_url: str) -> AsyncIterator[Inbox]:
+    async with platform(nats_url, database_url) as made:
+        yield made
 
 
 class AgentSocket:
@@ -640,3 +679,125 @@ async def test_a_desk_opened_while_the_case_service_is_away_shows_its_contact_wh
     finally:
         await replica.stop()
         await gate.close()
+
+
+# ---- the desk's AgentSession ----------------------------------------------------------------
+
+ACTIONS = {"accept": "AcceptOffer", "decline": "DeclineOffer", "wrap_up": "WrapUp"}
+
+
+def router_traffic() -> dict[str, float]:
+    """What the router (in this process) counted: actions answered on agents' sessions, by
+    action and code, and unary calls of the same actions, by method (every code)."""
+    counted: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "switchboard_router_agent_session_actions_total":
+                key = f"session {sample.labels['action']} {sample.labels['code']}"
+                counted[key] = counted.get(key, 0.0) + sample.value
+            elif sample.name == "switchboard_grpc_requests_total" and (
+                sample.labels["method"] in ACTIONS.values()
+            ):
+                key = f"unary {sample.labels['method']}"
+                counted[key] = counted.get(key, 0.0) + sample.value
+    return counted
+
+
+def traffic_since(before: dict[str, float]) -> dict[str, float]:
+    now = router_traffic()
+    return {k: v - before.get(k, 0.0) for k, v in now.items() if v != before.get(k, 0.0)}
+
+
+async def test_the_desk_accepts_declines_and_wraps_up_on_the_agents_session(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    agent = await connect(inbox.url, body["token"], sockets)
+    assert (await agent.call("sign_in"))["ok"]
+    before = router_traffic()
+
+    first = await email_contact(inbox.bus)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == first)
+    accepted = await agent.call("accept", {"offer_id": offer["offer_id"]})
+    assert accepted["ok"] and accepted["contact"]["contact_id"] == first, accepted
+    await agent.next("offer_gone", lambda g: g["offer_id"] == offer["offer_id"])
+    done = await agent.call("wrap_up", {"contact_id": first, "code": "resolved"})
+    assert done["ok"], done
+    await agent.next("contact_gone", lambda g: g["contact_id"] == first)
+    ended = await read_one(inbox.bus, "contact.demo.email.ended", "EVENTS", events_pb2.ContactEnded)
+    assert ended.contact_id == first and ended.wrap_up_code == "resolved"
+
+    second = await email_contact(inbox.bus)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == second)
+    declined = await agent.call("decline", {"offer_id": offer["offer_id"], "reason": "busy"})
+    assert declined["ok"], declined
+    await agent.next("offer_gone", lambda g: g["offer_id"] == offer["offer_id"])
+
+    # The router answered all three on the agent's session; no unary call was made for them.
+    assert traffic_since(before) == {
+        "session accept OK": 1,
+        "session wrap_up OK": 1,
+        "session decline OK": 1,
+    }
+
+
+async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_reason(
+    nats_url: str, database_url: str, sockets: list[AgentSocket]
+) -> None:
+    async with platform(nats_url, database_url, ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0) as inbox:
+        _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+        agent = await connect(inbox.url, body["token"], sockets)
+        assert (await agent.call("sign_in"))["ok"]
+        contact_id = await email_contact(inbox.bus)
+        offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+
+        # The agent lets the offer run out: the router says so in the contact's decision.
+        token = auth.mint(SECRET, "demo", "sup-1", ["supervisor"])
+        async with sb_grpc.channel(f"127.0.0.1:{inbox.router_port}", token) as ch:
+            router = router_pb2_grpc.RouterServiceStub(ch)
+            for _ in range(500):
+                decision = await router.ExplainDecision(
+                    router_pb2.ExplainDecisionRequest(contact_id=contact_id)
+                )
+                outcomes = {a.offer_id: a.outcome for a in decision.attempts}
+                if outcomes.get(offer["offer_id"]) == "timed_out":
+                    break
+                await asyncio.sleep(0.02)
+            assert outcomes.get(offer["offer_id"]) == "timed_out", outcomes
+
+        before = router_traffic()
+        late = await agent.call("accept", {"offer_id": offer["offer_id"]})
+        assert late["ok"] is False
+        await agent.next("offer_gone", lambda g: g["offer_id"] == offer["offer_id"])
+        assert traffic_since(before) == {"session accept FAILED_PRECONDITION": 1}
+        assert late["error"].startswith(f"offer {offer['offer_id']} is no longer live")
+        # The very words the unary AcceptOffer answers with (what the inbox showed before).
+        async with sb_grpc.channel(f"127.0.0.1:{inbox.router_port}", body["token"]) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as unary:
+                await router_pb2_grpc.RouterServiceStub(ch).AcceptOffer(
+                    router_pb2.AcceptOfferRequest(agent_id="ko-1", offer_id=offer["offer_id"])
+                )
+        assert unary.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert late["error"] == unary.value.details()
+
+
+async def test_the_desk_opens_its_session_again_after_a_router_restart_with_the_offer_it_had(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    agent = await connect(inbox.url, body["token"], sockets)
+    assert (await agent.call("sign_in"))["ok"]
+    contact_id = await email_contact(inbox.bus)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+
+    await inbox.restart_router()
+    # The router sends the outstanding offer again on the desk's new session.
+    again = await agent.next("offer", lambda o: o["offer_id"] == offer["offer_id"])
+    assert again["contact"]["contact_id"] == contact_id
+    assert [o["offer_id"] for o in (await agent.call("sign_in"))["offers"]] == [offer["offer_id"]]
+    before = router_traffic()
+    accepted = await agent.call("accept", {"offer_id": offer["offer_id"]})
+    assert accepted["ok"] and accepted["contact"]["contact_id"] == contact_id, accepted
+    done = await agent.call("wrap_up", {"contact_id": contact_id, "code": "resolved"})
+    assert done["ok"], done
+    assert traffic_since(before) == {"session accept OK": 1, "session wrap_up OK": 1}

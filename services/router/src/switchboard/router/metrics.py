@@ -13,3 +13,9 @@ STEP_DOWNS = Counter(
     "Times a leading replica stopped leading, by cause.",
     ["cause"],
 )
+SESSION_ACTIONS = Counter(
+    "switchboard_router_agent_session_actions_total",
+    "Actions agents sent on their AgentSession streams (accept, decline, wrap_up), by the status "
+    "code of the answer (OK, or the code of the refusal).",
+    ["action", "code"],
+)

@@ -7,8 +7,9 @@ or a disallowed origin is refused at connect with the reason (the client's ``con
 Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error}``:
 
 - ``sign_in`` {} -> the desk: {agent, presence, surge, offers, contacts, wrap_up_codes,
-  break_reasons}. Signs the agent in to the router and opens its offer stream (kept for a grace
-  period after the last socket goes, so a reload resumes). The socket joins its chats' rooms.
+  break_reasons}. Signs the agent in to the router and opens its AgentSession stream (offers
+  down; accepts, declines and wrap-ups up), kept for a grace period after the last socket goes,
+  so a reload resumes. The socket joins its chats' rooms.
 - ``presence`` {presence: available|break|offline, reason} -> {presence}; a break the surge
   protocol refuses is ``{ok: false, error: <the router's reason>, locked: true}``.
 - ``accept`` {offer_id} -> {contact}; ``decline`` {offer_id, reason}.

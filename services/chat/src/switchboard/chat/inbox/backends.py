@@ -1,7 +1,8 @@
 """The inbox's calls to the router and the case service, made with the agent's own token, so every
 call is scoped to the agent's tenant and the backends audit the agent (not the chat) as the actor.
+(The agent's accepts, declines and wrap-ups go on its AgentSession stream instead: see desk.py.)
 
-gRPC failures become DomainErrors carrying the backend's own explanation (e.g. the surge
+gRPC failures, and actions the router refuses on the session, become DomainErrors carrying the backend's own explanation (e.g. the surge
 protocol's reason for refusing a break), which the socket ack hands to the page.
 """
 
@@ -35,8 +36,10 @@ class Unimplemented(DomainError):
     """The backend does not offer this call (yet)."""
 
 
-def _domain_error(exc: grpc.aio.AioRpcError, what: str) -> DomainError:
-    code, detail = exc.code(), exc.details() or exc.code().name
+def domain_error(code: grpc.StatusCode, detail: str, what: str) -> DomainError:
+    """The DomainError for a call `what` that failed with `code` and the backend's `detail`: a
+    unary call's status, or the refusal of an action sent on the agent's session."""
+    detail = detail or code.name
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(detail)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -62,7 +65,7 @@ async def call(what: str, rpc: Awaitable[T]) -> T:
     try:
         return await rpc
     except grpc.aio.AioRpcError as exc:
-        raise _domain_error(exc, what) from None
+        raise domain_error(exc.code(), exc.details() or "", what) from None
 
 
 class Backends:

@@ -1,5 +1,13 @@
-"""One signed-in agent's desk in this chat process: the router session (SignIn, the StreamOffers
-stream, presence), the offers on the table and the contacts the agent is working on.
+"""One signed-in agent's desk in this chat process: the router session (SignIn, the agent's
+AgentSession stream, presence), the offers on the table and the contacts the agent is working on.
+
+The desk holds one AgentSession stream for its whole signed-in life: offers come down it, and the
+agent's accepts, declines and wrap-ups go up it, each answered on it under its own request id (a
+refusal carries the status code and message the unary call would have failed with, so the agent
+sees the same errors). When the stream ends (a router restart or failover, a newer session for
+the agent elsewhere) the desk opens a new one; the router sends an offer still outstanding again
+on it. An action in flight when a stream ends is answered "unavailable, please try again", as a
+unary call to a router that went away is.
 
 A desk outlives the agent's sockets for a grace period, so a page reload (or a dropped
 connection) finds the same offers and contacts; offers that arrive in between wait for it.
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +28,7 @@ from typing import Any
 import grpc
 
 from switchboard.chat.inbox import wire
-from switchboard.chat.inbox.backends import Backends, call
+from switchboard.chat.inbox.backends import TIMEOUT_SECONDS, Backends, call, domain_error
 from switchboard.chat.inbox.directory import AgentProfile
 from switchboard.core.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from switchboard.v1 import case_pb2, contact_pb2, router_pb2
@@ -28,8 +37,12 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 RETRY_SECONDS = 1.0
+ACTION_SECONDS = TIMEOUT_SECONDS  # an action's answer, like a unary call's deadline
 RESTORE_ATTEMPTS = 30  # about two minutes of looking for contacts the case has not recorded yet
 SURGE_POLL_SECONDS = 5.0
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _now_ms() -> int:
@@ -80,6 +93,14 @@ class Desk:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
+        # The open AgentSession call (None while it is being opened again) and the actions
+        # sent on it that wait for their answer, by request id: (the unary call's name, answer).
+        self._session: Any = None
+        self._session_open = asyncio.Event()
+        self._answers: dict[str, tuple[str, asyncio.Future[router_pb2.AgentSessionEvent]]] = {}
+        self._request_ids = itertools.count(1)
+        # Set when the router refused the agent's session (a token it does not take).
+        self._refused: tuple[grpc.StatusCode, str] | None = None
 
     @property
     def agent_id(self) -> str:
@@ -102,7 +123,8 @@ class Desk:
     # ---- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Sign in to the router (keeping a break already in force) and open the offer stream."""
+        """Sign in to the router (keeping a break already in force) and open the agent's
+        session."""
         async with self._lock:
             if self.started:
                 return
@@ -134,7 +156,9 @@ class Desk:
             missing = await self._restore(agent.active_contact_ids)
             self.started = True
             self._tasks = [
-                asyncio.create_task(self._offers(), name=f"offers:{self.tenant}:{self.agent_id}"),
+                asyncio.create_task(
+                    self._session_loop(), name=f"session:{self.tenant}:{self.agent_id}"
+                ),
                 asyncio.create_task(self._surge(), name=f"surge:{self.tenant}:{self.agent_id}"),
             ]
             if missing:
@@ -224,7 +248,7 @@ class Desk:
             if any(a.agent_id == self.agent_id and a.connected for a in listed.agents):
                 return
             await asyncio.sleep(0.02)
-        logger.warning("router has not seen %s's offer stream yet", self.agent_id)
+        logger.warning("router has not seen %s's session yet", self.agent_id)
 
     def attach(self, sid: str) -> None:
         self.sockets.add(sid)
@@ -246,14 +270,23 @@ class Desk:
         self._tasks = []
         await self.backends.close()
 
-    async def _offers(self) -> None:
-        request = router_pb2.StreamOffersRequest(agent_id=self.agent_id)
+    async def _session_loop(self) -> None:
+        """Hold the agent's AgentSession open for as long as the desk lives, opening it again
+        RETRY_SECONDS after it ends; a refused token ends the desk's session for good."""
         while True:
+            session = self.backends.router.AgentSession()
             try:
-                async for o in self.backends.router.StreamOffers(request):
-                    data = wire.offer(o)
-                    self.offers[o.offer_id] = data
-                    await self.emit("offer", data)
+                await session.write(
+                    router_pb2.AgentSessionRequest(
+                        open=router_pb2.StreamOffersRequest(agent_id=self.agent_id)
+                    )
+                )
+                # Actions written from now on follow the open message on the stream.
+                self._session = session
+                self._session_open.set()
+                while (event := await session.read()) is not grpc.aio.EOF:
+                    await self._on_event(event)
+                logger.info("session of %s ended; reopening", self.agent_id)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
@@ -261,13 +294,67 @@ class Desk:
                     grpc.StatusCode.PERMISSION_DENIED,
                     grpc.StatusCode.UNAUTHENTICATED,
                 ):
-                    logger.warning("offer stream of %s refused: %s", self.agent_id, exc.code().name)
+                    logger.warning("session of %s refused: %s", self.agent_id, exc.code().name)
+                    self._refused = (exc.code(), exc.details() or "")
                     await self.emit("desk_error", {"error": exc.details() or exc.code().name})
                     return
-                logger.info(
-                    "offer stream of %s ended (%s); reopening", self.agent_id, exc.code().name
-                )
+                logger.info("session of %s ended (%s); reopening", self.agent_id, exc.code().name)
+            except asyncio.InvalidStateError:  # the open message met a call that had ended
+                logger.info("session of %s ended before it opened; reopening", self.agent_id)
+            finally:
+                self._session_open.clear()
+                self._session = None
+                session.cancel()
+                self._unanswered()
             await asyncio.sleep(RETRY_SECONDS)
+
+    async def _on_event(self, event: router_pb2.AgentSessionEvent) -> None:
+        if event.WhichOneof("event") == "offer":
+            data = wire.offer(event.offer)
+            self.offers[event.offer.offer_id] = data
+            await self.emit("offer", data)
+            return
+        waiting = self._answers.get(event.request_id)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(event)
+
+    def _unanswered(self) -> None:
+        """The session ended: its actions still waiting will never be answered on it."""
+        for what, answer in self._answers.values():
+            if not answer.done():
+                answer.set_exception(domain_error(grpc.StatusCode.UNAVAILABLE, "", what))
+
+    async def _act(self, what: str, **action: Any) -> router_pb2.AgentSessionEvent:
+        """Send one action on the agent's session and return its answer. A refusal raises the
+        DomainError the unary call `what` (AcceptOffer, DeclineOffer, WrapUp) would have; no
+        session within ACTION_SECONDS, or no answer, is UNAVAILABLE or DEADLINE_EXCEEDED."""
+        if self._refused is not None:
+            raise domain_error(*self._refused, what)
+        request_id = str(next(self._request_ids))
+        answer: asyncio.Future[router_pb2.AgentSessionEvent] = (
+            asyncio.get_running_loop().create_future()
+        )
+        try:
+            async with asyncio.timeout(ACTION_SECONDS):
+                while (session := self._session) is None:
+                    await self._session_open.wait()
+                self._answers[request_id] = (what, answer)
+                try:
+                    await session.write(
+                        router_pb2.AgentSessionRequest(request_id=request_id, **action)
+                    )
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    raise domain_error(grpc.StatusCode.UNAVAILABLE, "", what) from None
+                event = await answer
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if request_id in self._answers else None
+            raise domain_error(code or grpc.StatusCode.UNAVAILABLE, "", what) from None
+        finally:
+            self._answers.pop(request_id, None)
+        if event.WhichOneof("event") == "error":
+            code = _STATUS_CODES.get(event.error.code, grpc.StatusCode.UNKNOWN)
+            raise domain_error(code, event.error.message, what)
+        return event
 
     async def _surge(self) -> None:
         while True:
@@ -343,15 +430,14 @@ class Desk:
     async def accept(self, offer_id: Any) -> DeskContact:
         data = self._offer(offer_id)
         try:
-            assignment = await call(
+            answer = await self._act(
                 "AcceptOffer",
-                self.backends.router.AcceptOffer(
-                    router_pb2.AcceptOfferRequest(agent_id=self.agent_id, offer_id=offer_id)
-                ),
+                accept=router_pb2.AcceptOfferRequest(agent_id=self.agent_id, offer_id=offer_id),
             )
         finally:
             self.offers.pop(offer_id, None)
             await self.emit("offer_gone", {"offer_id": offer_id})
+        assignment = answer.assigned
         has = assignment.HasField("contact")
         if not has and data is None:
             raise NotFound("offer", offer_id)
@@ -368,12 +454,10 @@ class Desk:
         self._offer(offer_id)
         reason = reason if isinstance(reason, str) else ""
         try:
-            await call(
+            await self._act(
                 "DeclineOffer",
-                self.backends.router.DeclineOffer(
-                    router_pb2.DeclineOfferRequest(
-                        agent_id=self.agent_id, offer_id=offer_id, reason=reason[:64]
-                    )
+                decline=router_pb2.DeclineOfferRequest(
+                    agent_id=self.agent_id, offer_id=offer_id, reason=reason[:64]
                 ),
             )
         finally:
@@ -423,12 +507,10 @@ class Desk:
         if not isinstance(code, str) or code not in codes:
             raise InvalidArgument("code", f"must be one of {', '.join(codes)}")
         try:
-            await call(
+            await self._act(
                 "WrapUp",
-                self.backends.router.WrapUp(
-                    router_pb2.WrapUpRequest(
-                        agent_id=self.agent_id, contact_id=c.contact_id, wrap_up_code=code
-                    )
+                wrap_up=router_pb2.WrapUpRequest(
+                    agent_id=self.agent_id, contact_id=c.contact_id, wrap_up_code=code
                 ),
             )
         except FailedPrecondition as exc:

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.core.errors import DomainError, InvalidArgument, PermissionDenied
 from switchboard.core.grpc import principal, require, status_for
+from switchboard.router import metrics
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import Router
@@ -303,8 +304,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             else:
                 raise InvalidArgument("action", "is required")
         except DomainError as exc:
-            event.error.code = status_for(exc).value[0]
+            code = status_for(exc)
+            event.error.code = code.value[0]
             event.error.message = str(exc)
+        else:
+            code = grpc.StatusCode.OK
+        metrics.SESSION_ACTIONS.labels(kind or "none", code.name).inc()
         out.put_nowait(event)
 
     async def DeclineOffer(self, request, context):  # type: ignore[no-untyped-def]
