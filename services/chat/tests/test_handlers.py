@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
 from switchboard.chat.adapters.conversations import InMemoryConversations
 from switchboard.chat.domain.model import (
@@ -20,25 +19,11 @@ from switchboard.chat.notifier import ChatNotifier
 from switchboard.core import events
 from switchboard.core.auth import Principal
 from switchboard.core.errors import InvalidArgument, PermissionDenied
+from switchboard.testing.fakes import FakePublisher
 from switchboard.v1 import contact_pb2, events_pb2
 
 TENANT = "demo"
 AGENT = Principal(TENANT, "agent-1", frozenset({"agent"}))
-
-
-class FakeBus:
-    def __init__(self) -> None:
-        self.published: list[Message] = []
-        self.fail = False
-        self.hold: asyncio.Event | None = None
-
-    async def publish(self, event: Message) -> object:
-        if self.hold is not None:
-            await self.hold.wait()  # JetStream has not acknowledged yet
-        if self.fail:
-            raise TimeoutError("no JetStream ack")
-        self.published.append(event)
-        return None
 
 
 class FakeDelivery:
@@ -57,8 +42,8 @@ class FakeDelivery:
 
 
 @pytest.fixture
-def bus() -> FakeBus:
-    return FakeBus()
+def bus() -> FakePublisher:
+    return FakePublisher()
 
 
 @pytest.fixture
@@ -67,7 +52,7 @@ def delivery() -> FakeDelivery:
 
 
 @pytest.fixture
-def chat(bus: FakeBus, delivery: FakeDelivery) -> Chat:
+def chat(bus: FakePublisher, delivery: FakeDelivery) -> Chat:
     return Chat(InMemoryConversations(), ChatNotifier(bus), delivery, 4000, assignment_wait=5.0)
 
 
@@ -83,7 +68,7 @@ def assigned(contact_id: str, agent_id: str = "agent-1") -> events_pb2.ContactAs
     )
 
 
-async def test_join_waits_for_the_assignment_event(chat: Chat, bus: FakeBus) -> None:
+async def test_join_waits_for_the_assignment_event(chat: Chat, bus: FakePublisher) -> None:
     sent = await chat.customer_message(PROFILE, "v1", {"text": "我的账户登录不了"})
     join = asyncio.create_task(chat.agent_join(AGENT, {"contact_id": sent.contact_id}))
     # One turn of the loop: the join looks, finds nothing and waits (the fakes never block).
@@ -97,7 +82,9 @@ async def test_join_waits_for_the_assignment_event(chat: Chat, bus: FakeBus) -> 
     assert chat._assignment_waiters == {}
 
 
-async def test_join_refuses_once_the_wait_is_over(bus: FakeBus, delivery: FakeDelivery) -> None:
+async def test_join_refuses_once_the_wait_is_over(
+    bus: FakePublisher, delivery: FakeDelivery
+) -> None:
     chat = Chat(InMemoryConversations(), ChatNotifier(bus), delivery, 4000, assignment_wait=0.0)
     sent = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
     await chat.on_contact_assigned(assigned(sent.contact_id, "agent-2"))
@@ -105,32 +92,32 @@ async def test_join_refuses_once_the_wait_is_over(bus: FakeBus, delivery: FakeDe
         await chat.agent_join(AGENT, {"contact_id": sent.contact_id})
 
 
-async def test_concurrent_first_messages_create_one_contact(chat: Chat, bus: FakeBus) -> None:
+async def test_concurrent_first_messages_create_one_contact(chat: Chat, bus: FakePublisher) -> None:
     a, b = await asyncio.gather(
         chat.customer_message(PROFILE, "v1", {"text": "one"}),
         chat.customer_message(PROFILE, "v1", {"text": "two"}),
     )
     assert a.contact_id == b.contact_id
-    assert [type(e).__name__ for e in bus.published] == ["ContactCreated", "MessageAdded"]
+    assert [type(e).__name__ for e in bus.events] == ["ContactCreated", "MessageAdded"]
 
 
 async def test_a_failed_create_is_forgotten_and_retried_as_a_new_contact(
-    chat: Chat, bus: FakeBus
+    chat: Chat, bus: FakePublisher
 ) -> None:
-    bus.fail = True
+    bus.fail = TimeoutError("no JetStream ack")
     with pytest.raises(TimeoutError):
         await chat.customer_message(PROFILE, "v1", {"text": "hello"})
-    bus.fail = False
+    bus.fail = None
     sent = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
     assert sent.message_id == f"{sent.contact_id}:initial"
-    assert isinstance(bus.published[0], events_pb2.ContactCreated)
+    assert isinstance(bus.events[0], events_pb2.ContactCreated)
 
 
 async def test_redelivered_messages_are_emitted_once(
-    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
     await chat.customer_message(PROFILE, "v1", {"text": "hello"})
-    created = bus.published[0]
+    created = bus.events[0]
     await chat.on_contact_created(created)  # type: ignore[arg-type]
     await chat.on_contact_created(created)  # type: ignore[arg-type]
     # once to the customer, once to the agents' room
@@ -141,7 +128,7 @@ async def test_redelivered_messages_are_emitted_once(
 
 
 async def test_ended_contact_closes_and_next_message_starts_a_new_one(
-    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
     first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
     await chat.on_contact_ended(
@@ -184,7 +171,7 @@ def test_check_text_counts_utf8_bytes() -> None:
 
 
 async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
-    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
     """Not after the bus has carried it back: the agent sees the customer's message, and the
     customer the agent's, before the publish is acknowledged; the bus's own delivery of the
@@ -215,7 +202,7 @@ async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
     await replying
     assert shown("visitor:v1", "which model?") == 1
     # The bus brings every published message back: each is shown once, not again.
-    for event in list(bus.published):
+    for event in list(bus.events):
         if isinstance(event, events_pb2.MessageAdded):
             await chat.on_message_added(event)
     assert shown(room, "my printer") == 1
@@ -223,7 +210,7 @@ async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
 
 
 async def test_a_first_message_is_shown_to_its_sender_while_jetstream_stores_the_contact(
-    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
     """The message that opens a contact shows at once too, not once the ContactCreated has
     travelled through the bus and back; that delivery later shows nothing twice."""
@@ -241,7 +228,7 @@ async def test_a_first_message_is_shown_to_its_sender_while_jetstream_stores_the
     assert not sending.done()  # JetStream has not stored the ContactCreated yet
     bus.hold.set()
     sent = await sending
-    [created] = [e for e in bus.published if isinstance(e, events_pb2.ContactCreated)]
+    [created] = [e for e in bus.events if isinstance(e, events_pb2.ContactCreated)]
     await chat.on_contact_created(created)
     assert shown() == ["hello"]
     [message] = [d for r, e, d in delivery.emitted if r == "visitor:v1" and e == "message"]
@@ -249,18 +236,18 @@ async def test_a_first_message_is_shown_to_its_sender_while_jetstream_stores_the
 
 
 async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
-    chat: Chat, bus: FakeBus, delivery: FakeDelivery
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
     """The sender gets the error (the agent may have seen the message meanwhile); sent again
     with the same client id it is the same message: recorded once, shown once."""
     first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
     await chat.on_contact_assigned(assigned(first.contact_id))
-    bus.fail = True
+    bus.fail = TimeoutError("no JetStream ack")
     with pytest.raises(TimeoutError):
         await chat.customer_message(PROFILE, "v1", {"text": "lost?", "client_id": "key-0001"})
-    bus.fail = False
+    bus.fail = None
     again = await chat.customer_message(PROFILE, "v1", {"text": "lost?", "client_id": "key-0001"})
-    sent = [e for e in bus.published if isinstance(e, events_pb2.MessageAdded)]
+    sent = [e for e in bus.events if isinstance(e, events_pb2.MessageAdded)]
     assert [e.message.message_id for e in sent] == [again.message_id]
     room = f"contact:{first.contact_id}"
     texts = [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"]
@@ -268,7 +255,7 @@ async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
 
 
 async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_before_its_next_message(
-    chat: Chat, bus: FakeBus, monkeypatch: pytest.MonkeyPatch
+    chat: Chat, bus: FakePublisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """NATS went away mid-way: the conversation's record was written, its ContactCreated got no
     ack and the record could not be taken back. The visitor's next message must not go to a
@@ -279,12 +266,12 @@ async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_befo
         raise TimeoutError("nats: timeout")
 
     monkeypatch.setattr(chat.store, "discard", unreachable)
-    bus.fail = True
+    bus.fail = TimeoutError("no JetStream ack")
     with pytest.raises(TimeoutError):
         await chat.customer_message(PROFILE, "v1", {"text": "hello?"})
-    bus.fail = False
+    bus.fail = None
     sent = await chat.customer_message(PROFILE, "v1", {"text": "anyone there?"})
-    published = [(type(e).__name__, e) for e in bus.published]
+    published = [(type(e).__name__, e) for e in bus.events]
     assert [name for name, _ in published] == ["ContactCreated", "MessageAdded"]
     created = published[0][1]
     assert created.contact.contact_id == sent.contact_id
@@ -294,4 +281,4 @@ async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_befo
     assert conversation is not None and conversation.opening is None
     # Announced once: the next message goes out alone.
     await chat.customer_message(PROFILE, "v1", {"text": "hello again"})
-    assert [type(e).__name__ for e in bus.published][2:] == ["MessageAdded"]
+    assert [type(e).__name__ for e in bus.events][2:] == ["MessageAdded"]

@@ -60,10 +60,20 @@ class Killed(BaseException):
     """Stands for the process dying: nothing after it runs (no flag, no checkpoint)."""
 
 
+class PassThrough:
+    """Wraps the bus the notifier publishes through: what a test does not override goes to it."""
+
+    def __init__(self, bus):
+        self.bus = bus
+
+    def __getattr__(self, name):
+        return getattr(self.bus, name)
+
+
 def crashing(after_publish: bool, on_call: int):
-    class Wrapper:
+    class Wrapper(PassThrough):
         def __init__(self, bus):
-            self.bus = bus
+            super().__init__(bus)
             self.calls = 0
 
         async def publish_many(self, batch):
@@ -399,9 +409,9 @@ async def test_a_malformed_mail_in_the_middle_of_a_batch_does_not_stop_the_other
 def losing_one_ack(subject: str):
     """A publisher whose first batch holding `subject` is stored but one ack never arrives."""
 
-    class Wrapper:
+    class Wrapper(PassThrough):
         def __init__(self, bus):
-            self.bus = bus
+            super().__init__(bus)
             self.failed: list[list[str]] = []  # the subjects of each batch that failed
 
         async def publish_many(self, batch):
@@ -428,7 +438,7 @@ async def test_a_batch_with_a_lost_ack_is_not_acknowledged_at_the_source_and_is_
     )
     flagged_before_retry: list[list[int]] = []
     app = await make_app(make_config(dovecot), losing_one_ack("Order 7"), EMAIL_FETCH_BATCH=4)
-    wrapper = app.ingestor.publisher
+    wrapper = app.notifier.bus
 
     async def watch_flags() -> None:
         await until(lambda: wrapper.failed)

@@ -34,6 +34,7 @@ from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import Router, new_engine
 from switchboard.router.notifier import RoutingNotifier
+from switchboard.testing.fakes import FakePublisher
 from switchboard.v1 import contact_pb2, router_journal_pb2
 
 FIXTURE = Path(__file__).parent / "fixtures" / "router_journal_v1.json"
@@ -76,19 +77,6 @@ def contact(cid: str, tenant: str, language: str, channel: int = contact_pb2.CHA
         ],
         content=[contact_pb2.ContentPart(content_type="text/plain", text="안녕하세요")],
     )
-
-
-class FakeBus:
-    """The bus as the router's notifier uses it: every event is acknowledged at once."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    async def publish_async(self, event: Any) -> asyncio.Future[Any]:
-        self.events.append(event)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
 
 
 class FakeJournal:
@@ -147,7 +135,7 @@ def summary(engine: eng.Engine) -> dict[str, Any]:
 
 
 def replay(entries: list[bytes]) -> Router:
-    router = Router(new_engine(), RoutingNotifier(FakeBus()))
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()))
     for seq, data in enumerate(entries, 1):
         router.apply_entry(journal.decode(seq, data))
     return router
@@ -222,7 +210,7 @@ def test_a_configuration_is_journaled_as_its_yaml_and_parsed_back_equal() -> Non
 async def test_a_configuration_the_journal_cannot_hold_is_refused_before_the_engine_changes() -> (
     None
 ):
-    router = Router(new_engine(), RoutingNotifier(FakeBus()), FakeJournal(), Wall(1000.0))  # type: ignore[arg-type]
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), FakeJournal(), Wall(1000.0))  # type: ignore[arg-type]
     router.leader = True
     made_in_code = cfg.TenantConfig(tenant="acme", queues={"general": cfg.QueueConfig("general")})
     with pytest.raises(ValueError, match="only as it was loaded from YAML"):
@@ -258,7 +246,7 @@ async def record() -> tuple[list[bytes], dict[str, Any]]:
     """A day in a small centre, through the router's own input path, journaled."""
     wall = Wall(1_767_225_600.0)  # 2026-01-01T00:00:00Z
     fake = FakeJournal()
-    router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, wall)  # type: ignore[arg-type]
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, wall)  # type: ignore[arg-type]
     router.leader = True
     run = router.run
 
@@ -360,7 +348,7 @@ async def test_the_recording_still_decides_what_the_fixture_recorded() -> None:
 
 async def test_inputs_arriving_while_an_entry_is_written_go_together_into_the_next() -> None:
     fake = FakeJournal(hold=True)
-    bus = FakeBus()
+    bus = FakePublisher()
     router = Router(new_engine(), RoutingNotifier(bus), fake, Wall(1000.0))  # type: ignore[arg-type]
     router.leader = True
     first = asyncio.ensure_future(router.run("apply_file_config", cfg.load_text(CONFIG)))
@@ -396,7 +384,7 @@ async def test_inputs_arriving_while_an_entry_is_written_go_together_into_the_ne
 
 async def test_a_caller_that_gives_up_does_not_take_its_input_out_of_the_batch() -> None:
     fake = FakeJournal(hold=True)
-    router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, Wall(1000.0))  # type: ignore[arg-type]
     router.leader = True
     first = asyncio.ensure_future(router.run("apply_file_config", cfg.load_text(CONFIG)))
     await fake.written(1)
@@ -446,7 +434,7 @@ class FakeSnapshots:
 
 async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on() -> None:
     fake = FakeJournal()
-    router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, Wall(1000.0))  # type: ignore[arg-type]
     router.leader = True
     await router.run("apply_file_config", cfg.load_text(CONFIG))
     for i in range(300):
@@ -465,7 +453,7 @@ async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on(
     restored: eng.Engine = pickle.loads(data)
     assert sorted(restored.contacts) == sorted(f"before-{i}" for i in range(300))
     # The snapshot plus the entries after it is the leader's state.
-    follower = Router(restored, RoutingNotifier(FakeBus()))
+    follower = Router(restored, RoutingNotifier(FakePublisher()))
     for n, entry in enumerate(fake.entries[seq:], seq + 1):
         follower.apply_entry(journal.decode(n, entry))
     assert summary(follower.engine) == summary(router.engine)

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 from google.protobuf.message import Message
 
 from switchboard.chat.domain.model import CustomerProfile
 from switchboard.core import events
+from switchboard.core.publishing import Publisher
 from switchboard.v1 import contact_pb2, events_pb2
 
 SOURCE = "chat"
 DEFAULT_QUEUE = "general"
 OFFLINE_SUBJECT = "offline message"
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Message) -> object: ...
 
 
 def _text(text: str) -> contact_pb2.ContentPart:

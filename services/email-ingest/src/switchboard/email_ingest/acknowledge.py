@@ -10,15 +10,12 @@ acknowledgement, and the outbound side refuses automatic mail to automated sende
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
-from google.protobuf.message import Message
-
-from switchboard.core import events
 from switchboard.email_ingest.adapters.jetstream import EmailState
 from switchboard.email_ingest.config import EmailConfig
 from switchboard.email_ingest.domain import threads
-from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
+from switchboard.email_ingest.notifier import EmailNotifier
+from switchboard.v1 import case_events_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +25,11 @@ ACK_TEXT = (
 )
 
 
-class Publisher(Protocol):
-    async def publish(self, event: Message) -> object: ...
-
-
 class Acknowledger:
-    def __init__(self, config: EmailConfig, state: EmailState, publisher: Publisher) -> None:
+    def __init__(self, config: EmailConfig, state: EmailState, notifier: EmailNotifier) -> None:
         self.config = config
         self.state = state
-        self.publisher = publisher
+        self.notifier = notifier
 
     async def on_case_created(self, event: case_events_pb2.CaseCreated) -> None:
         if not event.contact_id or not event.reference:
@@ -61,18 +54,11 @@ class Acknowledger:
             return
         if not mailbox.auto_acknowledge or entry.automated:
             return
-        await self.publisher.publish(
-            events_pb2.OutboundEmail(
-                # One acknowledgement per case: a redelivery is a JetStream duplicate, and the
-                # outbound side never sends the same command twice.
-                meta=events.new_meta(
-                    tenant, contact_pb2.CHANNEL_EMAIL, "email-ingest", f"{event.case_id}:ack"
-                ),
-                contact_id=event.contact_id,
-                case_id=event.case_id,
-                case_reference=event.reference,
-                text=ACK_TEXT.format(reference=event.reference),
-                kind="acknowledgement",
-            )
+        await self.notifier.acknowledgement(
+            tenant,
+            event.case_id,
+            event.contact_id,
+            event.reference,
+            ACK_TEXT.format(reference=event.reference),
         )
         logger.info("case %s acknowledged to its customer", event.reference)

@@ -14,6 +14,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core import language, telemetry
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.health import Readiness
+from switchboard.core.publishing import Publisher
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
@@ -21,6 +22,7 @@ from switchboard.email_ingest.entrypoints.grpc_server import EmailServicer, regi
 from switchboard.email_ingest.entrypoints.imap import MailboxWatcher, WatchOptions
 from switchboard.email_ingest.entrypoints.smtp import ReceiveHandler, ReceiveServer
 from switchboard.email_ingest.ingest import Ingestor, Limits
+from switchboard.email_ingest.notifier import EmailNotifier
 from switchboard.email_ingest.outbound import Relay, Sender
 from switchboard.email_ingest.settings import EmailIngestSettings
 from switchboard.v1 import case_events_pb2, email_pb2, events_pb2
@@ -32,7 +34,8 @@ logger = logging.getLogger(__name__)
 class EmailApp:
     settings: EmailIngestSettings
     config: email_config.EmailConfig | None = None
-    # Test seam: wraps the publisher the ingestor uses (e.g. to stop the process mid-batch).
+    # Test seam: wraps the bus the notifier publishes through (e.g. to stop the process
+    # mid-batch).
     publisher_wrapper: Any = None
     bus: Bus | None = None
     state: EmailState | None = None
@@ -66,11 +69,12 @@ class EmailApp:
         self.bus = await Bus.connect(s.nats_url, source="email-ingest", replicas=replicas)
         self.state = await EmailState.open(self.bus.js, replicas, self.bus.acks)
         self.objects = await EmailObjects.open(self.bus.js, replicas, self.bus.acks)
-        publisher: Any = self.bus
+        publisher: Publisher = self.bus
         if self.publisher_wrapper is not None:
             publisher = self.publisher_wrapper(self.bus)
+        self.notifier = EmailNotifier(publisher)
         limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
-        self.ingestor = Ingestor(self.config, self.state, self.objects, publisher, limits)
+        self.ingestor = Ingestor(self.config, self.state, self.objects, self.notifier, limits)
         relay = Relay(
             s.relay_host,
             s.relay_port,
@@ -82,7 +86,9 @@ class EmailApp:
             s.send_backoff_seconds,
             s.relay_ca_file,
         )
-        self.sender = Sender(self.config, self.state, self.objects, self.bus, relay, self.bus.js)
+        self.sender = Sender(
+            self.config, self.state, self.objects, self.notifier, relay, self.bus.js
+        )
         # A send may wait out its retries: the command stays unacknowledged meanwhile.
         budget = (
             s.send_attempts * (s.relay_timeout_seconds + 1)
@@ -94,7 +100,7 @@ class EmailApp:
             self.sender.handle,
             ConsumerOptions(batch=8, ack_wait=max(60.0, budget), max_deliver=5),
         )
-        self.acknowledger = Acknowledger(self.config, self.state, self.bus)
+        self.acknowledger = Acknowledger(self.config, self.state, self.notifier)
         self.bus.subscribe(
             f"{s.outbound_consumer}-ack",
             case_events_pb2.CaseCreated,

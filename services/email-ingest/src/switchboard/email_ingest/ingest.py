@@ -12,7 +12,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -21,17 +20,12 @@ from switchboard.core.language import detect
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
 from switchboard.email_ingest.config import EmailConfig, Mailbox
 from switchboard.email_ingest.domain import loops, mime, routing, threads
+from switchboard.email_ingest.notifier import EMAIL, SOURCE, EmailNotifier
 from switchboard.v1 import contact_pb2, email_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
 
-SOURCE = "email-ingest"
 SUBJECT_THREAD_WINDOW = timedelta(days=30)
-EMAIL = contact_pb2.CHANNEL_EMAIL
-
-
-class Publisher(Protocol):
-    async def publish_many(self, batch: list[Message]) -> list[object]: ...
 
 
 @dataclass(frozen=True)
@@ -79,13 +73,13 @@ class Ingestor:
         config: EmailConfig,
         state: EmailState,
         objects: EmailObjects,
-        publisher: Publisher,
+        notifier: EmailNotifier,
         limits: Limits | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.objects = objects
-        self.publisher = publisher
+        self.notifier = notifier
         self.limits = limits or Limits()
         # Thread entries of mails prepared but not yet committed: a reply fetched in the same batch
         # as the mail it answers still finds its thread.
@@ -140,9 +134,7 @@ class Ingestor:
         await self.objects.store_many(list(pending.values()))
 
     async def publish(self, prepared: list[Prepared]) -> None:
-        batch = [e for p in prepared if not p.duplicate for e in p.events]
-        if batch:
-            await self.publisher.publish_many(batch)
+        await self.notifier.mail_events([e for p in prepared if not p.duplicate for e in p.events])
 
     async def commit(self, prepared: list[Prepared]) -> None:
         new = [p for p in prepared if not p.duplicate]

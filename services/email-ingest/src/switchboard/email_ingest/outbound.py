@@ -14,27 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from typing import Protocol
 
 import aiosmtplib
-from google.protobuf.message import Message
 from nats.js.client import JetStreamContext
 
-from switchboard.core import events
 from switchboard.email_ingest.adapters.jetstream import OBJECTS, EmailObjects, EmailState
 from switchboard.email_ingest.config import EmailConfig, Mailbox
 from switchboard.email_ingest.domain import threads
+from switchboard.email_ingest.notifier import EmailNotifier
 from switchboard.v1 import contact_pb2, email_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
 
-SOURCE = "email-ingest"
-EMAIL = contact_pb2.CHANNEL_EMAIL
 AUTOMATIC_KINDS = ("acknowledgement", "notification", "survey")
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Message) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -60,14 +52,14 @@ class Sender:
         config: EmailConfig,
         state: EmailState,
         objects: EmailObjects,
-        publisher: Publisher,
+        notifier: EmailNotifier,
         relay: Relay,
         js: JetStreamContext | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.objects = objects
-        self.publisher = publisher
+        self.notifier = notifier
         self.relay = relay
         self.js = js
 
@@ -144,7 +136,7 @@ class Sender:
         await self._index(cmd, entry, mailbox, message, reference)
         await self._status(cmd, entry, events_pb2.DELIVERY_STATE_SENT, detail, attempt, message_id)
         if cmd.contact_id:
-            await self._sent_copy(cmd, message_id)
+            await self.notifier.sent_copy(cmd)
 
     async def _compose(
         self,
@@ -287,41 +279,10 @@ class Sender:
         attempt: int,
         message_id: str = "",
     ) -> None:
-        command_id = cmd.meta.event_id
-        name = events_pb2.DeliveryState.Name(state).removeprefix("DELIVERY_STATE_").lower()  # type: ignore[arg-type]
-        event = events_pb2.DeliveryStatus(
-            meta=events.new_meta(cmd.meta.tenant, EMAIL, SOURCE, f"{command_id}:{name}:{attempt}"),
-            command_id=command_id,
-            contact_id=cmd.contact_id,
-            case_id=cmd.case_id or (entry.case_id if entry else ""),
-            state=state,  # type: ignore[arg-type]
-            detail=detail[:1000],
-            attempt=attempt,
-            message_id=message_id,
-        )
         if state == events_pb2.DELIVERY_STATE_FAILED:
-            logger.warning("outbound %s failed: %s", command_id, detail)
-        await self.publisher.publish(event)
-
-    async def _sent_copy(self, cmd: events_pb2.OutboundEmail, message_id: str) -> None:
-        author = (
-            contact_pb2.AUTHOR_AGENT if cmd.kind in ("", "reply") else contact_pb2.AUTHOR_SYSTEM
-        )
-        copy_id = f"{cmd.meta.event_id}.sent"
-        parts = [contact_pb2.ContentPart(content_type="text/plain", text=cmd.text)]
-        if cmd.html:
-            parts.append(contact_pb2.ContentPart(content_type="text/html", text=cmd.html))
-        message = contact_pb2.Message(
-            message_id=copy_id,
-            contact_id=cmd.contact_id,
-            author=author,  # type: ignore[arg-type]
-            agent_id=cmd.agent_id,
-            parts=parts,
-            attachments=list(cmd.attachments),
-        )
-        message.sent_at.FromDatetime(datetime.now(UTC))
-        meta = events.new_meta(cmd.meta.tenant, EMAIL, SOURCE, copy_id)
-        await self.publisher.publish(events_pb2.MessageAdded(meta=meta, message=message))
+            logger.warning("outbound %s failed: %s", cmd.meta.event_id, detail)
+        case_id = cmd.case_id or (entry.case_id if entry else "")
+        await self.notifier.delivery_status(cmd, case_id, state, detail, attempt, message_id)
 
 
 def _html_of(text: str) -> str:

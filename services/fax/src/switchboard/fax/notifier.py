@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from google.protobuf.message import Message
-
 from switchboard.core import events
+from switchboard.core.publishing import Publisher
 from switchboard.v1 import contact_pb2, events_pb2, fax_pb2
 
 SOURCE = "fax"
 FAX = contact_pb2.CHANNEL_FAX
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Message) -> object: ...
 
 
 class FaxNotifier:

@@ -8,19 +8,16 @@ JetStream and ignored by idempotent consumers.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf.message import Message
 
 from switchboard.core import events, telemetry
+from switchboard.core.publishing import Publisher
 from switchboard.router.domain import engine as eng
 from switchboard.v1 import contact_pb2, events_pb2
 
 SOURCE = "router"
-
-
-class Publisher(Protocol):
-    async def publish_async(self, event: Message) -> asyncio.Future[Any]: ...
 
 
 def _duration(field: Any, seconds: float) -> None:
