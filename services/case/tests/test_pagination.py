@@ -36,11 +36,11 @@ def test_bound_to_tenant_and_filters(other: CaseQuery) -> None:
 
 
 def _forge(token: str) -> str:
-    body, sig = token.split(".")
+    prefix, body, sig = token.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload["q"][0] = "other"
     forged = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
-    return f"{forged}.{sig}"
+    return f"{prefix}.{forged}.{sig}"
 
 
 @pytest.mark.parametrize(

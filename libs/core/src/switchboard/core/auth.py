@@ -1,14 +1,12 @@
 """Switchboard access tokens: HMAC-SHA256 signed TokenClaims.
 
-Format: ``sb1.<base64url(TokenClaims protobuf)>.<base64url(hmac)>``. Services share the secret
-(``SWITCHBOARD_AUTH_SECRET``); the CLI and partners' integrations are issued tokens minted with it.
+Format: ``sb1.<base64url(TokenClaims protobuf)>.<base64url(hmac)>`` (see switchboard.core.signing).
+Services share the secret (``SWITCHBOARD_AUTH_SECRET``); the CLI and partners' integrations are
+issued tokens minted with it.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,9 +15,21 @@ from google.protobuf.message import DecodeError
 
 from switchboard.core.errors import PermissionDenied, Unauthenticated
 from switchboard.core.events import validate_tenant
+from switchboard.core.signing import (
+    BAD_ENCODING,
+    FORGED,
+    MALFORMED,
+    Sealer,
+    TokenError,
+)
 from switchboard.v1 import auth_pb2
 
 PREFIX = "sb1"
+_REFUSED = {
+    MALFORMED: "malformed token: expected sb1.<claims>.<signature>",
+    BAD_ENCODING: "malformed token: bad encoding",
+    FORGED: "token signature does not match",
+}
 ROLES = frozenset({"agent", "supervisor", "partner", "admin", "service"})
 
 
@@ -41,15 +51,9 @@ class Principal:
         raise PermissionDenied(f"{self.subject!r} may not act for agent {agent_id!r}")
 
 
-def b64url_encode(data: bytes) -> str:
-    """Unpadded base64url, as in tokens."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strict inverse of b64url_encode: raises ValueError on any character outside base64url."""
-    # validate=True: characters outside the alphabet are an error, not silently skipped.
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+def _sealer(secret: str) -> Sealer:
+    # Access tokens are signed with the secret itself (the other kinds with keys derived from it).
+    return Sealer(secret.encode(), PREFIX)
 
 
 def mint(
@@ -71,11 +75,7 @@ def mint(
         roles=roles,
         expires_at=int(time.time()) + ttl_seconds if ttl_seconds else 0,
     )
-    body = b64url_encode(claims.SerializeToString(deterministic=True))
-    sig = b64url_encode(
-        hmac.new(secret.encode(), f"{PREFIX}.{body}".encode(), hashlib.sha256).digest()
-    )
-    return f"{PREFIX}.{body}.{sig}"
+    return _sealer(secret).seal(claims.SerializeToString(deterministic=True))
 
 
 def verify(
@@ -86,17 +86,12 @@ def verify(
     Raises Unauthenticated for a malformed, forged or expired token, and PermissionDenied when the
     token's tenant is not one this deployment serves.
     """
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
-        raise Unauthenticated("malformed token: expected sb1.<claims>.<signature>")
-    expected = hmac.new(secret.encode(), f"{PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()
     try:
-        given = b64url_decode(parts[2])
-        claims = auth_pb2.TokenClaims.FromString(b64url_decode(parts[1]))
-    except (ValueError, DecodeError) as exc:
-        raise Unauthenticated("malformed token: bad encoding") from exc
-    if not hmac.compare_digest(expected, given):
-        raise Unauthenticated("token signature does not match")
+        claims = auth_pb2.TokenClaims.FromString(_sealer(secret).open(token))
+    except TokenError as exc:
+        raise Unauthenticated(_REFUSED[exc.reason]) from None
+    except DecodeError:
+        raise Unauthenticated(_REFUSED[BAD_ENCODING]) from None
     if claims.expires_at and claims.expires_at < (now if now is not None else time.time()):
         raise Unauthenticated("token has expired")
     if known_tenants is not None and claims.tenant not in known_tenants:

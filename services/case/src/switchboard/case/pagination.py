@@ -1,25 +1,25 @@
 """Opaque, signed page tokens for ListCases.
 
-A token is ``base64url(json) + "." + base64url(HMAC-SHA256)``. The JSON holds the keyset cursor
+A token is ``pt1.<base64url(json)>.<base64url(HMAC-SHA256)>`` (switchboard.core.signing), with a
+key derived from the platform secret for page tokens only. The JSON holds the keyset cursor
 (the last case's created_at and id) and the query it belongs to (tenant and filters), so a token
 cannot be forged, edited, or replayed against another tenant or other filters.
 """
 
 from __future__ import annotations
 
-import binascii
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from switchboard.core.auth import b64url_decode, b64url_encode
 from switchboard.core.errors import InvalidArgument
+from switchboard.core.signing import Sealer, purpose_key
 
 VERSION = 1
-# Domain separation: the auth secret also signs access tokens, which must never verify as these.
-_CONTEXT = b"switchboard.case.page_token.v1."
+# Its own key and prefix: the auth secret also signs access tokens, which must never verify as
+# these, nor these as them.
+PREFIX = "pt1"
+PURPOSE = "switchboard case page token"
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,7 @@ def _malformed() -> InvalidArgument:
 
 class PageTokens:
     def __init__(self, secret: str) -> None:
-        self._key = secret.encode()
-
-    def _sign(self, body: str) -> bytes:
-        return hmac.new(self._key, _CONTEXT + body.encode(), hashlib.sha256).digest()
+        self._sealer = Sealer(purpose_key(secret, PURPOSE), PREFIX)
 
     def encode(self, query: CaseQuery, cursor: Cursor) -> str:
         payload = {
@@ -79,30 +76,22 @@ class PageTokens:
             "i": cursor.case_id,
             "p": cursor.priority,
         }
-        body = b64url_encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        return f"{body}.{b64url_encode(self._sign(body))}"
+        return self._sealer.seal(
+            json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        )
 
     def decode(self, token: str, query: CaseQuery) -> Cursor:
         """The cursor in `token`, or InvalidArgument("page_token") if it was not issued by us for
         exactly this query."""
-        body, _, sig = token.partition(".")
-        if not body or not sig:
-            raise _malformed()
         try:
-            given = b64url_decode(sig)
-        except (ValueError, binascii.Error):
-            raise _malformed() from None
-        if not hmac.compare_digest(self._sign(body), given):
-            raise _malformed()
-        try:
-            payload = json.loads(b64url_decode(body))
+            payload = json.loads(self._sealer.open(token))
             if payload["v"] != VERSION:
                 raise ValueError("version")
             created_at = datetime.fromisoformat(payload["t"])
             case_id = payload["i"]
             priority = payload.get("p", 0)
             bound = payload["q"]
-        except (ValueError, KeyError, TypeError, binascii.Error):
+        except (ValueError, KeyError, TypeError):  # TokenError is a ValueError
             raise _malformed() from None
         if created_at.tzinfo is None or not isinstance(case_id, str) or type(priority) is not int:
             raise _malformed()

@@ -1,23 +1,28 @@
 """Signed visitor tokens: what lets a widget reconnect as the same visitor.
 
-Format ``sv1.<base64url(JSON {t: tenant, v: visitor_id, e: expiry})>.<base64url(HMAC-SHA256)>``.
-The HMAC key is derived from the platform secret, so a visitor token is never a valid
-``sb1`` access token and vice versa.
+Format ``sv1.<base64url(JSON {t: tenant, v: visitor_id, e: expiry})>.<base64url(HMAC-SHA256)>``
+(switchboard.core.signing). The HMAC key is derived from the platform secret for this purpose, so
+a visitor token is never a valid ``sb1`` access token and vice versa.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import time
 from dataclasses import dataclass
 
 from switchboard.chat.domain.model import VISITOR_ID_RE
-from switchboard.core.auth import b64url_decode, b64url_encode
 from switchboard.core.errors import PermissionDenied, Unauthenticated
 from switchboard.core.events import TENANT_RE
+from switchboard.core.signing import (
+    BAD_ENCODING,
+    FORGED,
+    MALFORMED,
+    Sealer,
+    TokenError,
+    purpose_key,
+)
 
 PREFIX = "sv1"
 
@@ -29,8 +34,15 @@ class Visitor:
     expires_at: int
 
 
-def _key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"switchboard chat visitor token", hashlib.sha256).digest()
+_REFUSED = {
+    MALFORMED: "visitor token: malformed (expected sv1.<claims>.<signature>)",
+    BAD_ENCODING: "visitor token: malformed (bad encoding)",
+    FORGED: "visitor token: signature does not match",
+}
+
+
+def _sealer(secret: str) -> Sealer:
+    return Sealer(purpose_key(secret, "switchboard chat visitor token"), PREFIX, max_length=1024)
 
 
 def new_visitor_id() -> str:
@@ -44,13 +56,8 @@ def mint(
     if not TENANT_RE.match(tenant) or not VISITOR_ID_RE.match(visitor_id):
         raise ValueError("bad tenant or visitor id")
     expires = int((now if now is not None else time.time()) + ttl_seconds)
-    body = b64url_encode(
-        json.dumps({"t": tenant, "v": visitor_id, "e": expires}, separators=(",", ":")).encode()
-    )
-    sig = b64url_encode(
-        hmac.new(_key(secret), f"{PREFIX}.{body}".encode(), hashlib.sha256).digest()
-    )
-    return f"{PREFIX}.{body}.{sig}"
+    claims = {"t": tenant, "v": visitor_id, "e": expires}
+    return _sealer(secret).seal(json.dumps(claims, separators=(",", ":")).encode())
 
 
 def verify(
@@ -61,19 +68,12 @@ def verify(
     allow_expired: bool = False,
 ) -> Visitor:
     """The visitor a token names; Unauthenticated if malformed, forged or expired."""
-    if not isinstance(token, str) or len(token) > 1024:
-        raise Unauthenticated("visitor token: malformed")
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
-        raise Unauthenticated("visitor token: malformed (expected sv1.<claims>.<signature>)")
-    expected = hmac.new(_key(secret), f"{PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()
     try:
-        given = b64url_decode(parts[2])
-        claims = json.loads(b64url_decode(parts[1]))
+        claims = json.loads(_sealer(secret).open(token))
+    except TokenError as exc:
+        raise Unauthenticated(_REFUSED[exc.reason]) from None
     except ValueError:
-        raise Unauthenticated("visitor token: malformed (bad encoding)") from None
-    if not hmac.compare_digest(expected, given):
-        raise Unauthenticated("visitor token: signature does not match")
+        raise Unauthenticated(_REFUSED[BAD_ENCODING]) from None
     if not isinstance(claims, dict):
         raise Unauthenticated("visitor token: malformed claims")
     tenant, visitor_id, expires = claims.get("t"), claims.get("v"), claims.get("e")
