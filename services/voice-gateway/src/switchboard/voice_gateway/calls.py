@@ -4,7 +4,6 @@ phones, the bridge, hold, transfer and callback; and the events and durations of
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Coroutine
@@ -12,20 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard.voice_gateway.config import NumberPlan
+from switchboard.voice_gateway.domain.state import State
 from switchboard.voice_gateway.media.rtp import RtpSession
 from switchboard.voice_gateway.sip.dialog import Dialog
 from switchboard.voice_gateway.sip.transactions import ClientTransaction
 
+__all__ = ["Call", "Leg", "State"]
+
 logger = logging.getLogger(__name__)
-
-
-class State(enum.Enum):
-    IVR = "ivr"  # answered, in the menus; no contact yet
-    QUEUED = "queued"  # a contact waiting for an agent, the caller hears music on hold
-    RINGING = "ringing"  # an agent's phone is ringing for it
-    CONNECTED = "connected"  # caller and agent bridged
-    CALLBACK = "callback"  # the caller hung up and keeps their place for a callback
-    ENDED = "ended"
 
 
 @dataclass

@@ -5,12 +5,13 @@ legs (the B2BUA's media path). One 20 ms clock drives every playing leg of the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from switchboard.voice_gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +165,7 @@ class MediaEngine:
         self._task = asyncio.create_task(self._clock())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from switchboard.voice_gateway.sip.transport import Peer
 
 NONCE_TTL = 300.0
 MIN_EXPIRES, MAX_EXPIRES, DEFAULT_EXPIRES = 30, 3600, 3600
+MAX_MISSED_PINGS = 2  # unanswered OPTIONS keepalives in a row before a phone is unregistered
 
 
 def _md5(text: str) -> str:
@@ -131,6 +132,16 @@ class Registrar:
             b = self.bindings[user]
             resp.add("Contact", f"<{b.contact}>;expires={int(b.expires_at - now)}")
         return resp
+
+    def ping_answered(self, binding: Binding) -> None:
+        """Any response to a keepalive, even an error, shows the phone is there."""
+        binding.missed_pings = 0
+
+    def ping_missed(self, binding: Binding) -> bool:
+        """Count a keepalive the phone did not answer; True when that unregistered it
+        (`MAX_MISSED_PINGS` in a row)."""
+        binding.missed_pings += 1
+        return binding.missed_pings >= MAX_MISSED_PINGS and self.unregister(binding)
 
     def unregister(self, binding: Binding) -> bool:
         """Drop `binding` unless the phone has registered again since (a fresh binding)."""

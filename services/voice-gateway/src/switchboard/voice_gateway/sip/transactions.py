@@ -91,6 +91,11 @@ class TransactionLayer:
         proto = peer.transport.upper()
         return f"SIP/2.0/{proto} {self.advertised}:{self.port};branch={branch};rport"
 
+    def contact(self, peer: Peer) -> str:
+        """The gateway's Contact header value for a request or response sent to `peer`."""
+        t = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        return f"<sip:gateway@{self.advertised}:{self.port}{t}>"
+
     # ---- incoming ----------------------------------------------------------------------------
 
     def _received(self, msg: SipMessage, peer: Peer) -> None:

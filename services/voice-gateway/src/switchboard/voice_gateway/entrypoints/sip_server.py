@@ -1,0 +1,94 @@
+"""The gateway's SIP requests, dispatched by method: REGISTER to the registrar, an INVITE to the
+call flow (a new call) or to its leg (a re-INVITE), and in-dialog requests to the call and leg
+they belong to. Only SIP is handled here: what a request means for a call is the handlers'."""
+
+from __future__ import annotations
+
+from switchboard.voice_gateway.calls import Call, Leg
+from switchboard.voice_gateway.domain import dtmf
+from switchboard.voice_gateway.domain.refused import Refused
+from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
+from switchboard.voice_gateway.handlers.call_flow import CallFlow
+from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
+from switchboard.voice_gateway.sip.message import NameAddr, SipMessage
+from switchboard.voice_gateway.sip.transactions import ServerTransaction, new_tag
+from switchboard.voice_gateway.sip.transport import Peer
+
+KNOWN = frozenset(ALLOW.replace(" ", "").split(",")) | {"UPDATE", "PRACK", "SUBSCRIBE", "MESSAGE"}
+
+
+class SipServer:
+    def __init__(self, gateway: Gateway, flow: CallFlow, agent_leg: AgentLeg) -> None:
+        self.gw = gateway
+        self.flow = flow
+        self.agent_leg = agent_leg
+
+    def serve(self) -> None:
+        """Take the requests the transaction layer receives."""
+        self.gw.sip.on_request = self.on_request
+
+    def on_request(self, msg: SipMessage, peer: Peer, tx: ServerTransaction) -> None:
+        method = msg.method
+        if method == "REGISTER":
+            self.gw.sip.respond(tx, self.gw.registrar.register(msg, peer))
+        elif method == "OPTIONS":
+            resp = msg.response(200, "OK", new_tag())
+            resp.add("Allow", ALLOW)
+            resp.add("Accept", "application/sdp, application/dtmf-relay, application/dtmf")
+            self.gw.sip.respond(tx, resp)
+        elif method == "INVITE" and not NameAddr.parse(msg.get("To")).tag:
+            self.flow.new_call(msg, peer, tx)
+        elif method == "CANCEL":
+            self._cancel(msg, tx)
+        elif method == "NOTIFY":
+            self.gw.respond(tx, 200, "OK")
+        elif method in ("INVITE", "BYE", "INFO", "REFER"):
+            self._in_dialog(msg, tx)
+        elif method in KNOWN:
+            resp = msg.response(405, "Method Not Allowed")
+            resp.add("Allow", ALLOW)
+            self.gw.sip.respond(tx, resp)
+        else:
+            self.gw.respond(tx, 501, "Not Implemented")
+
+    def _in_dialog(self, msg: SipMessage, tx: ServerTransaction) -> None:
+        found = self.gw.find(msg)
+        if found is None:
+            self.gw.respond(tx, 481, "Call/Transaction Does Not Exist")
+            return
+        call, leg = found
+        if msg.method == "INVITE":
+            self.agent_leg.reinvite(call, leg, msg, tx)
+        elif msg.method == "BYE":
+            self._bye(call, leg, tx)
+        elif msg.method == "INFO":
+            self._info(call, leg, msg, tx)
+        else:
+            self.agent_leg.refer(call, leg, msg, tx)
+
+    def _cancel(self, msg: SipMessage, tx: ServerTransaction) -> None:
+        invite = self.gw.sip.find_invite(msg)
+        if invite is None:
+            self.gw.respond(tx, 481, "Call/Transaction Does Not Exist")
+            return
+        self.gw.respond(tx, 200, "OK")
+        if not invite.final:
+            self.gw.respond(invite, 487, "Request Terminated", new_tag())
+            call = self.gw.by_dialog.get(msg.call_id)
+            if call is not None:
+                call.spawn(self.flow.caller_gone(call, "cancelled"))
+
+    def _bye(self, call: Call, leg: Leg, tx: ServerTransaction) -> None:
+        self.gw.respond(tx, 200, "OK")
+        if leg is call.caller:
+            call.spawn(self.flow.caller_gone(call, "caller hung up", bye=False))
+        else:
+            call.spawn(self.agent_leg.agent_gone(call))
+
+    def _info(self, call: Call, leg: Leg, msg: SipMessage, tx: ServerTransaction) -> None:
+        digit = dtmf.info_digit(msg.get("Content-Type"), msg.body)
+        if isinstance(digit, Refused):
+            self.gw.respond(tx, digit.status, digit.reason)
+            return
+        self.gw.respond(tx, 200, "OK")
+        self.flow.pressed(call, leg, digit)

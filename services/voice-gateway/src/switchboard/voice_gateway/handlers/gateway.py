@@ -1,0 +1,183 @@
+"""What the call handlers share: the adapters, the limits, the live calls (by contact id and by
+the SIP Call-ID of either leg), and the steps both sides take on a call's legs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from switchboard.voice_gateway.adapters import RouterClient
+from switchboard.voice_gateway.calls import Call, Leg, State
+from switchboard.voice_gateway.config import VoiceConfig
+from switchboard.voice_gateway.domain import state as call_state
+from switchboard.voice_gateway.media.prompts import Prompts
+from switchboard.voice_gateway.media.rtp import MediaEngine
+from switchboard.voice_gateway.notifier import VoiceNotifier
+from switchboard.voice_gateway.sip.message import SipMessage
+from switchboard.voice_gateway.sip.registrar import Registrar
+from switchboard.voice_gateway.sip.transactions import (
+    ServerTransaction,
+    TransactionLayer,
+    new_branch,
+)
+from switchboard.voice_gateway.sip.transport import Peer
+
+logger = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, REFER, NOTIFY"
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: VoiceConfig,
+        sip: TransactionLayer,
+        media: MediaEngine,
+        prompts: Prompts,
+        notifier: VoiceNotifier,
+        router: RouterClient,
+        registrar: Registrar,
+        *,
+        max_calls: int,
+        retry_after: int,
+        ring_timeout: float,
+        position_poll: float,
+    ) -> None:
+        self.config = config
+        self.sip = sip
+        self.media = media
+        self.prompts = prompts
+        self.notifier = notifier
+        self.router = router
+        self.registrar = registrar
+        self.max_calls = max_calls
+        self.retry_after = retry_after
+        self.ring_timeout = ring_timeout
+        self.position_poll = position_poll
+        self.calls: dict[str, Call] = {}  # contact id -> call
+        self.by_dialog: dict[str, Call] = {}  # SIP Call-ID of either leg -> call
+        self.rejected_busy = 0
+
+    # ---- the live calls -----------------------------------------------------------------------
+
+    def live_calls(self) -> int:
+        # Counted from the INVITE on (not from the media port), so a burst cannot overshoot.
+        return sum(1 for c in self.calls.values() if call_state.is_live(c.state))
+
+    def find(self, msg: SipMessage) -> tuple[Call, Leg] | None:
+        """The call and leg an in-dialog request belongs to."""
+        call = self.by_dialog.get(msg.call_id)
+        if call is None:
+            return None
+        for leg in (call.caller, call.agent):
+            if leg is not None and leg.dialog.matches(msg):
+                return call, leg
+        return None
+
+    def forget(self, call: Call) -> None:
+        self.calls.pop(call.contact_id, None)
+        for key in [k for k, v in self.by_dialog.items() if v is call]:
+            del self.by_dialog[key]
+
+    def stats(self) -> dict[str, Any]:
+        return {"calls": self.live_calls(), "rejected_busy": self.rejected_busy}
+
+    # ---- SIP on a call's legs -----------------------------------------------------------------
+
+    def respond(self, tx: ServerTransaction, status: int, reason: str, tag: str = "") -> None:
+        self.sip.respond(tx, tx.request.response(status, reason, tag))
+
+    def send_ack(self, ack: SipMessage, peer: Peer) -> bytes:
+        """Send the ACK of a 2xx (a transaction of its own) and return it for retransmissions."""
+        ack.add("Via", self.sip.via(peer, new_branch()), first=True)
+        data = ack.encode()
+        self.sip.transport.send(data, peer)
+        return data
+
+    async def bye_leg(self, call: Call, leg: Leg | None, close: bool = True) -> None:
+        if leg is None:
+            return
+        bye = leg.dialog.request("BYE", self.sip.contact(leg.dialog.peer))
+        tx = self.sip.request(bye, leg.dialog.peer)
+        if close:
+            leg.rtp.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tx.future
+        if leg is not call.caller:
+            self.by_dialog.pop(leg.dialog.call_id, None)
+
+    def drop_caller(self, call: Call) -> None:
+        if call.caller is not None:
+            call.caller.rtp.close()
+            self.by_dialog.pop(call.caller.dialog.call_id, None)
+            call.caller = None
+
+    # ---- media on a call's legs ---------------------------------------------------------------
+
+    async def play(self, call: Call, names: list[str], loop: bool = False) -> None:
+        if call.caller is None:
+            return
+        audio = self.prompts.sequence(names, call.payload_type)
+        with contextlib.suppress(asyncio.CancelledError):
+            await call.caller.rtp.play(audio, loop)
+
+    def hold_music(self, call: Call) -> None:
+        if call.caller is not None:
+            call.caller.rtp.bridge = None
+            call.caller.rtp.play(self.prompts.get("music-on-hold", call.payload_type), loop=True)
+
+    def bridge(self, call: Call) -> None:
+        assert call.caller is not None and call.agent is not None
+        call.caller.rtp.stop_playing()
+        call.caller.rtp.bridge = call.agent.rtp
+        call.agent.rtp.bridge = call.caller.rtp
+        if call.state is not State.CONNECTED:
+            call.state = State.CONNECTED
+            call.connected_at = time.monotonic()
+
+    # ---- endings ------------------------------------------------------------------------------
+
+    async def end_connected(self, call: Call, by_caller: bool, reason: int) -> None:
+        """End a connected call from the agent's side (or a callback that failed)."""
+        call.state = State.ENDED
+        call.cancel_tasks(keep=asyncio.current_task())  # type: ignore[arg-type]
+        await self.finish(call, by_caller, reason)
+        await self.bye_leg(call, call.caller)
+        self.drop_caller(call)
+        self.forget(call)
+
+    async def finish(self, call: Call, by_caller: bool, reason: int) -> None:
+        """Release the agent's leg (BYE when the caller ended) and publish ContactEnded."""
+        call.end_hold()
+        talk = call.talk()
+        agent, call.agent = call.agent, None
+        if by_caller and agent is not None:
+            await self.bye_leg(call, agent)
+        elif agent is not None:
+            agent.rtp.close()
+            self.by_dialog.pop(agent.dialog.call_id, None)
+        await self.notifier.ended(
+            call.tenant,
+            call.contact_id,
+            call.agent_id,
+            reason,
+            call.queue,
+            call.waited,
+            talk,
+            call.hold_total,
+        )
+        logger.info(
+            "call %s ended (talk %.1fs, hold %.1fs)", call.contact_id, talk, call.hold_total
+        )
+
+    async def stop(self) -> None:
+        """Hang up every leg of every live call."""
+        for call in list(self.calls.values()):
+            for leg in (call.caller, call.agent):
+                if leg is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self.bye_leg(call, leg), 1)
+            call.cancel_tasks()

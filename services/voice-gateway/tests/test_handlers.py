@@ -1,0 +1,116 @@
+"""The call handlers with small fakes of the router and the bus (no sockets are opened): offers
+the agent's leg declines without ringing, and a caller leaving the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+
+from switchboard.v1 import events_pb2
+from switchboard.voice_gateway.calls import Call, State
+from switchboard.voice_gateway.config import NumberPlan, VoiceConfig
+from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
+from switchboard.voice_gateway.handlers.call_flow import CallFlow
+from switchboard.voice_gateway.handlers.gateway import Gateway
+from switchboard.voice_gateway.media.prompts import Prompts
+from switchboard.voice_gateway.media.rtp import MediaEngine
+from switchboard.voice_gateway.notifier import VoiceNotifier
+from switchboard.voice_gateway.sip.registrar import Registrar
+from switchboard.voice_gateway.sip.transactions import TransactionLayer
+
+PLAN = NumberPlan(number="+8215880001", tenant="demo", queue="general", language="en")
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.declined: list[tuple[str, str, str, str]] = []
+
+    async def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> None:
+        self.declined.append((tenant, agent_id, offer_id, reason))
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.published: list[Message] = []
+
+    async def publish(self, event: Message) -> object:
+        self.published.append(event)
+        return None
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[Gateway, CallFlow, AgentLeg, FakeRouter, FakeBus]:
+    router, bus = FakeRouter(), FakeBus()
+    config = VoiceConfig(
+        realm="switchboard", phones={"agent-ko": "pw"}, numbers={PLAN.number: PLAN}
+    )
+    gw = Gateway(
+        config,
+        TransactionLayer("127.0.0.1", "127.0.0.1"),
+        MediaEngine("127.0.0.1"),
+        Prompts(tmp_path),
+        VoiceNotifier(bus),
+        router,  # type: ignore[arg-type]
+        Registrar(config.realm, config.phones),
+        max_calls=10,
+        retry_after=30,
+        ring_timeout=3.0,
+        position_poll=1.0,
+    )
+    flow = CallFlow(gw)
+    return gw, flow, AgentLeg(gw, flow), router, bus
+
+
+def a_call(gw: Gateway, state: State, contact_id: str = "c1") -> Call:
+    call = Call(contact_id, PLAN, "+821012345678", PLAN.number, None, 0, state, queue="general")
+    gw.calls[contact_id] = call
+    return call
+
+
+def offer(contact_id: str = "c1", offer_id: str = "o1") -> events_pb2.ContactOffered:
+    return events_pb2.ContactOffered(contact_id=contact_id, agent_id="agent-ko", offer_id=offer_id)
+
+
+async def test_an_offer_for_a_connected_call_is_declined_once(parts: Any) -> None:
+    gw, _, leg, router, _ = parts
+    a_call(gw, State.CONNECTED)
+    await leg.on_offered(offer())
+    await leg.on_offered(offer())  # redelivered
+    await leg.on_offered(offer("another-replicas-call"))
+    assert router.declined == [("demo", "agent-ko", "o1", "call busy")]
+
+
+async def test_an_offer_to_an_agent_without_a_phone_is_declined_and_the_call_waits(
+    parts: Any,
+) -> None:
+    gw, _, leg, router, _ = parts
+    call = a_call(gw, State.QUEUED)
+    await leg.on_offered(offer())
+    assert call.ring_task is not None
+    await call.ring_task
+    assert router.declined == [("demo", "agent-ko", "o1", "phone not registered")]
+    assert call.state is State.QUEUED and call.agent is None
+
+
+async def test_a_caller_leaving_the_queue_is_abandoned_and_forgotten(parts: Any) -> None:
+    gw, flow, _, _, bus = parts
+    call = a_call(gw, State.QUEUED)
+    call.queued_at = 1.0
+    await flow.caller_gone(call, "caller hung up", bye=False)
+    assert call.state is State.ENDED and "c1" not in gw.calls
+    [event] = bus.published
+    assert isinstance(event, events_pb2.ContactAbandoned)
+    assert event.contact_id == "c1" and event.queue == "general"
+    await flow.caller_gone(call, "caller hung up", bye=False)  # already ended: nothing more
+    assert len(bus.published) == 1
+
+
+async def test_a_callback_does_not_count_against_the_call_limit(parts: Any) -> None:
+    gw, *_ = parts
+    a_call(gw, State.QUEUED, "c1")
+    a_call(gw, State.CALLBACK, "c2")
+    a_call(gw, State.IVR, "c3")
+    assert gw.live_calls() == 2
