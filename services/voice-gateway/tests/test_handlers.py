@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
+from switchboard.testing.fakes import FakePublisher
 from switchboard.v1 import events_pb2
 from switchboard.voice_gateway.calls import Call, State
 from switchboard.voice_gateway.config import NumberPlan, VoiceConfig
@@ -32,18 +32,9 @@ class FakeRouter:
         self.declined.append((tenant, agent_id, offer_id, reason))
 
 
-class FakeBus:
-    def __init__(self) -> None:
-        self.published: list[Message] = []
-
-    async def publish(self, event: Message) -> object:
-        self.published.append(event)
-        return None
-
-
 @pytest.fixture
-def parts(tmp_path: Path) -> tuple[Gateway, CallFlow, AgentLeg, FakeRouter, FakeBus]:
-    router, bus = FakeRouter(), FakeBus()
+def parts(tmp_path: Path) -> tuple[Gateway, CallFlow, AgentLeg, FakeRouter, FakePublisher]:
+    router, bus = FakeRouter(), FakePublisher()
     config = VoiceConfig(
         realm="switchboard", phones={"agent-ko": "pw"}, numbers={PLAN.number: PLAN}
     )
@@ -101,11 +92,11 @@ async def test_a_caller_leaving_the_queue_is_abandoned_and_forgotten(parts: Any)
     call.queued_at = 1.0
     await flow.caller_gone(call, "caller hung up", bye=False)
     assert call.state is State.ENDED and "c1" not in gw.calls
-    [event] = bus.published
+    [event] = bus.events
     assert isinstance(event, events_pb2.ContactAbandoned)
     assert event.contact_id == "c1" and event.queue == "general"
     await flow.caller_gone(call, "caller hung up", bye=False)  # already ended: nothing more
-    assert len(bus.published) == 1
+    assert len(bus.events) == 1
 
 
 async def test_a_callback_does_not_count_against_the_call_limit(parts: Any) -> None:

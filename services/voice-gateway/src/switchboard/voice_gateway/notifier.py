@@ -5,19 +5,13 @@ de-duplicated."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Protocol
-
-from google.protobuf.message import Message
 
 from switchboard.core import events
+from switchboard.core.publishing import Publisher
 from switchboard.v1 import contact_pb2, events_pb2
 
 SOURCE = "voice-gateway"
 VOICE = contact_pb2.CHANNEL_VOICE
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Message) -> object: ...
 
 
 def _meta(tenant: str, event_id: str) -> events_pb2.EventMeta:
