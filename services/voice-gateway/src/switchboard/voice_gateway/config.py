@@ -1,34 +1,21 @@
 """The gateway's configuration: agents' phone credentials, the dialled-number plan and each
-number's IVR menus. Read from YAML (VOICE_CONFIG) or the embedded default."""
+number's IVR menus. Read from YAML (VOICE_CONFIG) or the embedded default; an error names the
+file, the line and the field (switchboard.core.config)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 from switchboard.core.events import TENANT_RE
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+__all__ = ["ConfigError", "Menu", "NumberPlan", "VoiceConfig", "load", "load_text"]
+
 DTMF_KEYS = frozenset("0123456789*#")
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def duration(value: Any, where: str) -> float:
-    if isinstance(value, int | float) and value >= 0:
-        return float(value)
-    m = _DURATION.match(str(value).strip())
-    if not m:
-        raise ConfigError(f"{where}: {value!r} is not a duration such as 15s")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -66,70 +53,117 @@ class VoiceConfig:
         return self.numbers.get("+" + digits) or self.numbers.get(digits)
 
 
-def _menu(data: Any, where: str) -> Menu | None:
-    if data is None:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
-        raise ConfigError(f"{where}: needs a prompt and options {{key: value}}")
-    options = {str(k): str(v) for k, v in data["options"].items()}
-    for key in options:
-        if key not in DTMF_KEYS:
-            raise ConfigError(f"{where}.options: {key!r} is not a DTMF key")
-    return Menu(str(data.get("prompt", "")), options)
+_NUMBER_FIELDS = {
+    "tenant",
+    "queue",
+    "language",
+    "language_menu",
+    "topic_menu",
+    "menu_timeout",
+    "callback_key",
+    "announce_every",
+}
 
 
-def parse(data: Any) -> VoiceConfig:
-    if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a mapping")
-    phones = {str(k): str(v) for k, v in (data.get("phones") or {}).items()}
+def _text(r: ConfigReader, node: yaml.Node, path: str) -> str:
+    """A scalar as text (YAML reads `1` or `*` keys and values as they are written)."""
+    value = r.scalar(node, path)
+    if value is None or isinstance(value, bool | dict | list):
+        raise r.fail(node, path, "must be a single value")
+    return str(value)
+
+
+def _dtmf_key(r: ConfigReader, node: yaml.Node, path: str) -> str:
+    key = _text(r, node, path)
+    if key not in DTMF_KEYS:
+        raise r.fail(node, path, f"{key!r} is not a DTMF key (0-9, * or #)")
+    return key
+
+
+def _menu(r: ConfigReader, node: yaml.Node, path: str) -> Menu:
+    fields = r.mapping(node, path, {"prompt", "options"})
+    if "options" not in fields:
+        raise r.fail(node, f"{path}.options", "is required: {key: value}")
+    options: dict[str, str] = {}
+    for key, (knode, vnode) in r.mapping(fields["options"][1], f"{path}.options", set()).items():
+        options[_dtmf_key(r, knode, f"{path}.options.{key}")] = _text(
+            r, vnode, f"{path}.options.{key}"
+        )
+    prompt = r.string(fields["prompt"][1], f"{path}.prompt") if "prompt" in fields else ""
+    return Menu(prompt, options)
+
+
+def _plan(r: ConfigReader, number: str, node: yaml.Node, path: str) -> NumberPlan:
+    fields = r.mapping(node, path, _NUMBER_FIELDS)
+
+    def value(name: str) -> yaml.Node | None:
+        return fields[name][1] if name in fields else None
+
+    if "tenant" not in fields:
+        raise r.fail(node, f"{path}.tenant", "is required")
+    tenant = r.string(fields["tenant"][1], f"{path}.tenant", TENANT_RE)
+    plan = NumberPlan(
+        number=number,
+        tenant=tenant,
+        queue=r.string(n, f"{path}.queue") if (n := value("queue")) else "general",
+        language=r.string(n, f"{path}.language") if (n := value("language")) else "en",
+        language_menu=_menu(r, n, f"{path}.language_menu")
+        if (n := value("language_menu"))
+        else None,
+        topic_menu=_menu(r, n, f"{path}.topic_menu") if (n := value("topic_menu")) else None,
+        menu_timeout=r.duration(n, f"{path}.menu_timeout") if (n := value("menu_timeout")) else 6.0,
+        callback_key=_dtmf_key(r, n, f"{path}.callback_key")
+        if (n := value("callback_key"))
+        else "*",
+        announce_every=(
+            r.duration(n, f"{path}.announce_every") if (n := value("announce_every")) else 30.0
+        ),
+    )
+    return plan
+
+
+def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
+    """Parse and validate a configuration's text; a ConfigError names file, line and field."""
+    r = ConfigReader(source)
+    root = r.mapping(
+        compose(text, source), "", {"realm", "phones", "trunk", "transfer_codes", "numbers"}
+    )
+
+    def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if name not in root or is_null(root[name][1]):
+            return {}
+        return r.mapping(root[name][1], name, set())
+
+    phones = {
+        agent: _text(r, vnode, f"phones.{agent}") for agent, (_, vnode) in section("phones").items()
+    }
     numbers: dict[str, NumberPlan] = {}
     prompts: set[str] = set()
-    for number, spec in (data.get("numbers") or {}).items():
-        where = f"numbers[{number}]"
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: must be a mapping")
-        tenant = str(spec.get("tenant", ""))
-        if not TENANT_RE.match(tenant):
-            raise ConfigError(f"{where}.tenant: {tenant!r} is not a tenant name")
-        plan = NumberPlan(
-            number=str(number),
-            tenant=tenant,
-            queue=str(spec.get("queue", "general")),
-            language=str(spec.get("language", "en")),
-            language_menu=_menu(spec.get("language_menu"), f"{where}.language_menu"),
-            topic_menu=_menu(spec.get("topic_menu"), f"{where}.topic_menu"),
-            menu_timeout=duration(spec.get("menu_timeout", "6s"), f"{where}.menu_timeout"),
-            callback_key=str(spec.get("callback_key", "*")),
-            announce_every=duration(spec.get("announce_every", "30s"), f"{where}.announce_every"),
-        )
-        if plan.callback_key and plan.callback_key not in DTMF_KEYS:
-            raise ConfigError(f"{where}.callback_key: {plan.callback_key!r} is not a DTMF key")
+    for number, (_, vnode) in section("numbers").items():
+        plan = _plan(r, number, vnode, f"numbers.{number}")
         for menu in (plan.language_menu, plan.topic_menu):
             if menu and menu.prompt:
                 prompts.add(menu.prompt)
-        numbers["+" + str(number).lstrip("+")] = plan
-    codes = data.get("transfer_codes") or {}
-    if not isinstance(codes, dict):
-        raise ConfigError("transfer_codes: must be a mapping {code: queue}")
-    transfer_codes = {str(k): str(v) for k, v in codes.items()}
-    for code, queue in transfer_codes.items():
-        if not code or not queue:
-            raise ConfigError(f"transfer_codes[{code}]: needs a code and a queue")
+        numbers["+" + number.lstrip("+")] = plan
+    transfer_codes = {
+        code: r.string(vnode, f"transfer_codes.{code}")
+        for code, (_, vnode) in section("transfer_codes").items()
+    }
+    realm = r.string(root["realm"][1], "realm") if "realm" in root else "switchboard"
+    trunk = r.scalar(root["trunk"][1], "trunk") if "trunk" in root else ""
     return VoiceConfig(
-        realm=str(data.get("realm", "switchboard")),
+        realm=realm,
         phones=phones,
         numbers=numbers,
-        trunk=str(data.get("trunk") or ""),
+        trunk=str(trunk or ""),
         prompts=frozenset(prompts),
         transfer_codes=transfer_codes,
     )
 
 
 def load(path: str = "") -> VoiceConfig:
+    """The configuration in the file at `path`, or the embedded default."""
     if path:
-        text = Path(path).read_text()
-    else:
-        text = (
-            resources.files("switchboard.voice_gateway").joinpath("default_config.yaml").read_text()
-        )
-    return parse(yaml.safe_load(text))
+        return load_text(Path(path).read_text(encoding="utf-8"), path)
+    text = resources.files("switchboard.voice_gateway").joinpath("default_config.yaml").read_text()
+    return load_text(text, "switchboard/voice_gateway/default_config.yaml")

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from switchboard.core.errors import InvalidArgument
+from switchboard.core.config import ConfigError, ConfigReader, compose
 from switchboard.v1 import contact_pb2
 
 CHANNELS: dict[str, int] = {
@@ -27,22 +27,8 @@ CHANNELS: dict[str, int] = {
     "chat": contact_pb2.CHANNEL_CHAT,
 }
 SURGE_ACTIONS = frozenset({"refuse_breaks", "pause_callbacks", "notify_supervisors"})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-class ConfigError(InvalidArgument):
-    """A configuration error naming where it is: ``file:line: field: problem``."""
-
-    def __init__(self, source: str, line: int, path: str, problem: str) -> None:
-        super().__init__(path, problem)
-        self.source, self.line, self.path = source, line, path
-        self.args = (f"{source}:{line}: {path}: {problem}",)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -164,88 +150,6 @@ def _renamed(cfg: TenantConfig, name: str) -> TenantConfig:
 # ---- loading -----------------------------------------------------------------------------------
 
 
-class _Walker:
-    """Reads a composed YAML node tree, checking types and naming file:line:field on error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, node: yaml.Node | None, path: str, problem: str) -> ConfigError:
-        line = node.start_mark.line + 1 if node is not None else 1
-        return ConfigError(self.source, line, path, problem)
-
-    def mapping(
-        self, node: yaml.Node, path: str, allowed: set[str]
-    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, path, "must be a mapping")
-        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key, value in node.value:
-            name = str(key.value)
-            if name in out:
-                raise self.fail(key, f"{path}.{name}", "appears twice")
-            if allowed and name not in allowed:
-                raise self.fail(
-                    key, f"{path}.{name}", f"unknown field (expected one of {sorted(allowed)})"
-                )
-            out[name] = (key, value)
-        return out
-
-    def seq(self, node: yaml.Node, path: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, path, "must be a list")
-        return list(node.value)
-
-    def scalar(self, node: yaml.Node, path: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(node, path, "must be a single value")
-        return yaml.safe_load(yaml.serialize(node))
-
-    def string(self, node: yaml.Node, path: str, pattern: re.Pattern[str] | None = None) -> str:
-        value = self.scalar(node, path)
-        if not isinstance(value, str) or not value:
-            raise self.fail(node, path, "must be a non-empty string")
-        if pattern is not None and not pattern.match(value):
-            raise self.fail(node, path, f"{value!r} is not a valid name")
-        return value
-
-    def integer(self, node: yaml.Node, path: str, lo: int, hi: int) -> int:
-        value = self.scalar(node, path)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self.fail(node, path, f"must be an integer from {lo} to {hi}")
-        return value
-
-    def number(self, node: yaml.Node, path: str, lo: float, hi: float) -> float:
-        value = self.scalar(node, path)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise self.fail(node, path, f"must be a number from {lo} to {hi}")
-        return float(value)
-
-    def duration(self, node: yaml.Node, path: str) -> float:
-        value = self.scalar(node, path)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        match = _DURATION.match(str(value))
-        if not match:
-            raise self.fail(node, path, f"{value!r} is not a duration (e.g. 30s, 15m, 1h)")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-
-    def boolean(self, node: yaml.Node, path: str) -> bool:
-        value = self.scalar(node, path)
-        if not isinstance(value, bool):
-            raise self.fail(node, path, "must be true or false")
-        return value
-
-    def strings(self, node: yaml.Node, path: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
-        items = [
-            self.string(n, f"{path}[{i}]", pattern) for i, n in enumerate(self.seq(node, path))
-        ]
-        for i, item in enumerate(items):
-            if item in items[:i]:
-                raise self.fail(self.seq(node, path)[i], f"{path}[{i}]", f"{item!r} repeated")
-        return tuple(items)
-
-
 _TENANT_FIELDS = {
     "languages",
     "skills",
@@ -273,7 +177,7 @@ _STEP_FIELDS = {
 _SURGE_FIELDS = {"level", "raise", "clear", "actions"}
 
 
-def _tenant(w: _Walker, name: str, node: yaml.Node, path: str, text: str) -> TenantConfig:
+def _tenant(w: ConfigReader, name: str, node: yaml.Node, path: str, text: str) -> TenantConfig:
     f = w.mapping(node, path, _TENANT_FIELDS)
     languages = (
         w.strings(f["languages"][1], f"{path}.languages", _LANGUAGE) if "languages" in f else ()
@@ -487,22 +391,10 @@ def _tenant(w: _Walker, name: str, node: yaml.Node, path: str, text: str) -> Ten
     )
 
 
-def _compose(text: str, source: str) -> yaml.Node:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(source, line, "(document)", f"not valid YAML: {exc.problem}") from None
-    if node is None:
-        raise ConfigError(source, 1, "(document)", "is empty")
-    return node
-
-
 def load_text(text: str, source: str = "router.yaml") -> RouterConfig:
     """Parse and validate a whole configuration file's text."""
-    w = _Walker(source)
-    root = w.mapping(_compose(text, source), "", {"tenants", "defaults"})
+    w = ConfigReader(source)
+    root = w.mapping(compose(text, source), "", {"tenants", "defaults"})
     if "tenants" not in root and "defaults" not in root:
         raise ConfigError(source, 1, "tenants", "is required (or defaults, for every tenant)")
     tenants: dict[str, TenantConfig] = {}
@@ -521,8 +413,8 @@ def load_text(text: str, source: str = "router.yaml") -> RouterConfig:
 
 def load_tenant_text(tenant: str, text: str, source: str = "ApplyConfig") -> TenantConfig:
     """Parse and validate one tenant's section (the admin API's unit of change)."""
-    w = _Walker(source)
-    return _tenant(w, tenant, _compose(text, source), tenant, text)
+    w = ConfigReader(source)
+    return _tenant(w, tenant, compose(text, source), tenant, text)
 
 
 def load_file(path: Path) -> RouterConfig:

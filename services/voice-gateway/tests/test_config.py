@@ -1,0 +1,64 @@
+"""The voice configuration: the embedded default loads, and every mistake is named by file, line
+and field instead of being ignored or reported without a place."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.voice_gateway import config
+
+NUMBER = """\
+numbers:
+  "+8215880001":
+    tenant: demo
+{extra}
+"""
+
+
+def test_the_embedded_default_loads() -> None:
+    cfg = config.load()
+    plan = cfg.plan_for("8215880001")
+    assert plan is not None and plan.tenant == "demo" and plan.menu_timeout == 6.0
+    assert plan.language_menu is not None and plan.language_menu.options["2"] == "zh"
+    assert cfg.transfer_codes == {"9": "english"}
+    assert "language-menu" in cfg.prompts
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("realm: x\nphone: {}\n", "v.yaml:2: phone: unknown field"),
+        (NUMBER.format(extra="    menu_timout: 6s"), "v.yaml:4: numbers.+8215880001.menu_timout"),
+        (
+            NUMBER.format(extra="    menu_timeout: soon"),
+            "v.yaml:4: numbers.+8215880001.menu_timeout: 'soon' is not a duration",
+        ),
+        (
+            NUMBER.format(extra="    topic_menu:\n      options: {'x': billing}"),
+            "v.yaml:5: numbers.+8215880001.topic_menu.options.x: 'x' is not a DTMF key",
+        ),
+        (
+            NUMBER.format(extra="    topic_menu:\n      prompt: topic-menu"),
+            "v.yaml:5: numbers.+8215880001.topic_menu.options: is required",
+        ),
+        (NUMBER.format(extra="    callback_key: '5x'"), "numbers.+8215880001.callback_key"),
+        ('numbers:\n  "+1": {queue: q}\n', "v.yaml:2: numbers.+1.tenant: is required"),
+        ('numbers:\n  "+1": {tenant: "Not A Tenant"}\n', "numbers.+1.tenant"),
+        ("transfer_codes: [9]\n", "v.yaml:1: transfer_codes: must be a mapping"),
+        ("realm: [\n", "v.yaml:2: (document): not valid YAML"),
+    ],
+)
+def test_a_mistake_names_its_file_line_and_field(text: str, error: str) -> None:
+    with pytest.raises(config.ConfigError) as refused:
+        config.load_text(text, "v.yaml")
+    assert str(refused.value).startswith(error) or error in str(refused.value)
+
+
+def test_empty_sections_are_empty_and_durations_take_any_unit() -> None:
+    cfg = config.load_text(
+        "phones:\nnumbers:\n  '+1':\n    tenant: demo\n    menu_timeout: 1500ms\n"
+        "    announce_every: 2m\n"
+    )
+    assert cfg.phones == {}
+    plan = cfg.numbers["+1"]
+    assert (plan.menu_timeout, plan.announce_every, plan.queue) == (1.5, 120.0, "general")
