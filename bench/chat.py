@@ -198,7 +198,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         CHAT_HTTP_PORT=0,
         CHAT_GRPC_PORT=grpc_port,
         CHAT_CONSUMER="chat-bench",
-        CHAT_ROUTER_TARGET="127.0.0.1:9",
+        CHAT_ROUTER_ADDR="127.0.0.1:9",
         SWITCHBOARD_AUTH_SECRET="bench-secret",
     )
     app = ChatApp(settings, config=cfg)

@@ -81,7 +81,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         )
         settings = EmailIngestSettings(
             NATS_URL=nats_url,
-            EMAIL_INGEST_GRPC_PORT=0,
+            EMAIL_GRPC_PORT=0,
             EMAIL_SMTP_PORT=-1,  # type: ignore[call-arg]
         )
         app = EmailApp(settings, config=config)

@@ -327,8 +327,8 @@ class Platform:
                 **base,
                 "CHAT_HTTP_PORT": str(http_port),
                 "CHAT_GRPC_PORT": str(grpc_port),
-                "CHAT_ROUTER_TARGET": self.router_targets["router-a"],
-                "CHAT_CASE_TARGET": self.case_target,
+                "CHAT_ROUTER_ADDR": self.router_targets["router-a"],
+                "CHAT_CASE_ADDR": self.case_target,
             },
         )
 

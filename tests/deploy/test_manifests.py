@@ -40,7 +40,7 @@ def documents() -> list[dict[str, Any]]:
 
 
 def aliases(cls: type[ServiceSettings]) -> set[str]:
-    return {f.alias for f in cls.model_fields.values() if f.alias}
+    return cls.env_names()
 
 
 def deployment(name: str) -> dict[str, Any]:

@@ -62,3 +62,13 @@ def test_empty_sections_are_empty_and_durations_take_any_unit() -> None:
     assert cfg.phones == {}
     plan = cfg.numbers["+1"]
     assert (plan.menu_timeout, plan.announce_every, plan.queue) == (1.5, 120.0, "general")
+
+
+def test_settings_follow_the_naming_scheme_and_still_read_the_old_names() -> None:
+    from switchboard.voice_gateway.settings import VoiceGatewaySettings
+
+    assert VoiceGatewaySettings(VOICE_CONFIG_FILE="/etc/v.yaml").config_path == "/etc/v.yaml"
+    assert VoiceGatewaySettings(VOICE_CONFIG="/etc/old.yaml").config_path == "/etc/old.yaml"
+    assert VoiceGatewaySettings(VOICE_ROUTER_ADDR="r:1").router_addr == "r:1"
+    assert VoiceGatewaySettings(SWITCHBOARD_ROUTER_ADDR="r:2").router_addr == "r:2"
+    assert VoiceGatewaySettings(VOICE_GRPC_PORT=7).grpc_port == 7

@@ -42,14 +42,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         "voice-gateway",
         "switchboard.voice_gateway",
-        "VOICE_GATEWAY_GRPC_PORT",
+        "VOICE_GRPC_PORT",
         50054,
         listeners=(Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),),
     ),
     ServiceSpec(
         "email-ingest",
         "switchboard.email_ingest",
-        "EMAIL_INGEST_GRPC_PORT",
+        "EMAIL_GRPC_PORT",
         50055,
         listeners=(Listener("Email receive (SMTP)", "EMAIL_SMTP_PORT", 2525, "smtp"),),
     ),

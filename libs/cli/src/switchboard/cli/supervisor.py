@@ -233,8 +233,8 @@ class Supervisor:
 
 # Environment variables under which services look for a peer's gRPC address.
 PEER_ALIASES: dict[str, tuple[str, ...]] = {
-    "router": ("CHAT_ROUTER_TARGET",),  # the voice gateway reads SWITCHBOARD_ROUTER_ADDR
-    "case": ("CHAT_CASE_TARGET",),
+    "router": ("CHAT_ROUTER_ADDR", "VOICE_ROUTER_ADDR"),
+    "case": ("CHAT_CASE_ADDR",),
 }
 
 

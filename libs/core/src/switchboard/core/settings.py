@@ -1,13 +1,41 @@
-"""Typed, frozen settings read from the environment (names match deploy/k8s manifests)."""
+"""Typed, frozen settings read from the environment (names match deploy/k8s manifests).
+
+One naming scheme: ``<SERVICE>_<THING>`` (CASE, CHAT, EMAIL, FAX, ROUTER, VOICE), a file is
+``*_FILE`` (a configuration file ``*_CONFIG_FILE``), another service's address ``*_ADDR``
+(host:port). A setting that was renamed keeps its old name for one release (`renamed`): it is
+still read, and a warning names the new one.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import logging
+import os
+from typing import Any
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def renamed(name: str, *formerly: str) -> AliasChoices:
+    """The environment variable `name` of a setting, also read under the names it had before
+    (deprecated: a warning says to rename them)."""
+    return AliasChoices(name, *formerly)
+
 
 # A development secret, used only when SWITCHBOARD_AUTH_SECRET is unset (the embedded default
 # writes a random one to .run/ and passes it to every service).
 DEV_AUTH_SECRET = "switchboard-development-secret-change-me"
+
+
+def env_name(field: FieldInfo) -> str:
+    """The environment variable a field is read from now (not the old names `renamed` keeps)."""
+    if isinstance(field.validation_alias, AliasChoices):
+        return str(field.validation_alias.choices[0])
+    return field.alias or ""
 
 
 class ServiceSettings(BaseSettings):
@@ -30,6 +58,31 @@ class ServiceSettings(BaseSettings):
     otel_exporter_otlp_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
     shutdown_grace_seconds: float = Field(5.0, alias="SHUTDOWN_GRACE_SECONDS")
     replica_id: str = Field("", alias="SWITCHBOARD_REPLICA_ID")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_of_old_names(cls, data: Any) -> Any:
+        given = data if isinstance(data, dict) else {}
+        for field in cls.model_fields.values():
+            alias = field.validation_alias
+            if not isinstance(alias, AliasChoices):
+                continue
+            new, *old = (str(choice) for choice in alias.choices)
+            for name in old:
+                used = name in given or (name in os.environ and new not in os.environ)
+                if used and name not in _warned:
+                    _warned.add(name)
+                    logger.warning(
+                        "setting %s is now called %s; the old name is read until the next release",
+                        name,
+                        new,
+                    )
+        return data
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every environment variable these settings read, by its current name."""
+        return {name for field in cls.model_fields.values() if (name := env_name(field))}
 
     @property
     def known_tenants(self) -> frozenset[str] | None:

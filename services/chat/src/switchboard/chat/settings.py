@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from switchboard.core.events import TENANT_RE
-from switchboard.core.settings import ServiceSettings
+from switchboard.core.settings import ServiceSettings, renamed
 
 
 class ChatSettings(ServiceSettings):
@@ -19,7 +19,9 @@ class ChatSettings(ServiceSettings):
     # YAML: per-tenant allowed origins and hours, rate/size/upload limits (default embedded).
     config_file: str = Field("", alias="CHAT_CONFIG_FILE")
     # The router's gRPC address, for queue positions and agent availability.
-    router_target: str = Field("127.0.0.1:50051", alias="CHAT_ROUTER_TARGET")
+    router_target: str = Field(
+        "127.0.0.1:50051", validation_alias=renamed("CHAT_ROUTER_ADDR", "CHAT_ROUTER_TARGET")
+    )
     # The NATS subject replicas share Socket.IO emits on (one per deployment).
     socketio_subject: str = Field("switchboard.chat.socketio", alias="CHAT_SOCKETIO_SUBJECT")
     # "jetstream" (durable, shared by replicas) or "memory" (one process, lost on restart).
@@ -27,7 +29,9 @@ class ChatSettings(ServiceSettings):
     # The agent inbox (inbox/): its agents directory (YAML; default: the embedded demo agents),
     # the case service's gRPC address, and how long a desk outlives its last socket.
     agents_file: str = Field("", alias="CHAT_AGENTS_FILE")
-    case_target: str = Field("127.0.0.1:50052", alias="CHAT_CASE_TARGET")
+    case_target: str = Field(
+        "127.0.0.1:50052", validation_alias=renamed("CHAT_CASE_ADDR", "CHAT_CASE_TARGET")
+    )
     desk_grace_seconds: float = Field(60.0, alias="CHAT_DESK_GRACE_SECONDS", ge=0)
 
     @field_validator("default_tenant")

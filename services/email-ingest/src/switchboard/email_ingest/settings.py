@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from switchboard.core.settings import ServiceSettings
+from switchboard.core.settings import ServiceSettings, renamed
 
 
 class EmailIngestSettings(ServiceSettings):
-    grpc_port: int = Field(50055, alias="EMAIL_INGEST_GRPC_PORT")
+    grpc_port: int = Field(
+        50055, validation_alias=renamed("EMAIL_GRPC_PORT", "EMAIL_INGEST_GRPC_PORT")
+    )
     # Mailboxes and routing rules (YAML); empty uses the embedded default for the demo tenant.
     config_file: str = Field("", alias="EMAIL_CONFIG_FILE")
     # Direct receive (the embedded default): SMTP on smtp_port, LMTP on lmtp_port (0: off).

@@ -1,5 +1,5 @@
 """The gateway's configuration: agents' phone credentials, the dialled-number plan and each
-number's IVR menus. Read from YAML (VOICE_CONFIG) or the embedded default; an error names the
+number's IVR menus. Read from YAML (VOICE_CONFIG_FILE) or the embedded default; an error names the
 file, the line and the field (switchboard.core.config)."""
 
 from __future__ import annotations

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from switchboard.core.settings import ServiceSettings
+from switchboard.core.settings import ServiceSettings, renamed
 
 
 class VoiceGatewaySettings(ServiceSettings):
-    grpc_port: int = Field(50054, alias="VOICE_GATEWAY_GRPC_PORT")
+    grpc_port: int = Field(
+        50054, validation_alias=renamed("VOICE_GRPC_PORT", "VOICE_GATEWAY_GRPC_PORT")
+    )
     # SIP over UDP and TCP share this port (0 picks a free one); TLS listens when a cert is set.
     sip_host: str = Field("127.0.0.1", alias="VOICE_SIP_HOST")
     sip_port: int = Field(5060, alias="VOICE_SIP_PORT", ge=0, le=65535)
@@ -16,9 +18,11 @@ class VoiceGatewaySettings(ServiceSettings):
     # The address put in Via, Contact and SDP (the host's public address behind NAT).
     advertised_host: str = Field("", alias="VOICE_ADVERTISED_HOST")
     media_host: str = Field("", alias="VOICE_MEDIA_HOST")
-    config_path: str = Field("", alias="VOICE_CONFIG")
+    config_path: str = Field("", validation_alias=renamed("VOICE_CONFIG_FILE", "VOICE_CONFIG"))
     prompts_dir: str = Field(".run/voice-prompts", alias="VOICE_PROMPTS_DIR")
-    router_addr: str = Field("127.0.0.1:50051", alias="SWITCHBOARD_ROUTER_ADDR")
+    router_addr: str = Field(
+        "127.0.0.1:50051", validation_alias=renamed("VOICE_ROUTER_ADDR", "SWITCHBOARD_ROUTER_ADDR")
+    )
     max_calls: int = Field(200, alias="VOICE_MAX_CALLS", gt=0)
     retry_after_seconds: int = Field(30, alias="VOICE_RETRY_AFTER_SECONDS", gt=0)
     ring_timeout_seconds: float = Field(15.0, alias="VOICE_RING_TIMEOUT_SECONDS", gt=0)
