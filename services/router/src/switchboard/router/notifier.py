@@ -8,6 +8,7 @@ JetStream and ignored by idempotent consumers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -49,108 +50,140 @@ class RoutingNotifier:
         return meta
 
     async def publish(self, effect: eng.Effect, at: float) -> None:
-        if isinstance(effect, eng.Queued):
-            c = effect.contact
-            await self._send(
-                events_pb2.ContactQueued(
-                    meta=self._meta(c, f"{c.contact_id}:queued", at),
-                    contact_id=c.contact_id,
-                    queue=c.queue,
-                    position=effect.position,
-                ),
-                c.traceparent,
-            )
-        elif isinstance(effect, eng.Offered):
-            c, offer = effect.contact, effect.offer
-            offered = events_pb2.ContactOffered(
-                meta=self._meta(c, f"{offer.offer_id}:offered", at),
+        """Publish what `effect` (decided at `at`) tells the platform; some effects tell
+        nothing (an end the router does not announce)."""
+        method = _PUBLISHERS.get(type(effect))
+        if method is not None:
+            await method(self, effect, at)
+
+    # ---- one method per event ----------------------------------------------------------------
+
+    async def queued(self, effect: eng.Queued, at: float) -> None:
+        c = effect.contact
+        await self._send(
+            events_pb2.ContactQueued(
+                meta=self._meta(c, f"{c.contact_id}:queued", at),
                 contact_id=c.contact_id,
-                agent_id=offer.agent_id,
-                offer_id=offer.offer_id,
-            )
-            offered.expires_at.FromNanoseconds(int(offer.expires_at * 1e9))
-            await self._send(offered, c.traceparent)
-        elif isinstance(effect, eng.Assigned):
-            c = effect.contact
-            assigned = events_pb2.ContactAssigned(
-                meta=self._meta(c, f"{c.offer_id or c.contact_id}:assigned", at),
-                contact_id=c.contact_id,
-                agent_id=effect.agent.agent_id,
-                agent_name=effect.agent.display_name,
-                offer_id=c.offer_id,
                 queue=c.queue,
+                position=effect.position,
+            ),
+            c.traceparent,
+        )
+
+    async def offered(self, effect: eng.Offered, at: float) -> None:
+        c, offer = effect.contact, effect.offer
+        offered = events_pb2.ContactOffered(
+            meta=self._meta(c, f"{offer.offer_id}:offered", at),
+            contact_id=c.contact_id,
+            agent_id=offer.agent_id,
+            offer_id=offer.offer_id,
+        )
+        offered.expires_at.FromNanoseconds(int(offer.expires_at * 1e9))
+        await self._send(offered, c.traceparent)
+
+    async def assigned(self, effect: eng.Assigned, at: float) -> None:
+        c = effect.contact
+        assigned = events_pb2.ContactAssigned(
+            meta=self._meta(c, f"{c.offer_id or c.contact_id}:assigned", at),
+            contact_id=c.contact_id,
+            agent_id=effect.agent.agent_id,
+            agent_name=effect.agent.display_name,
+            offer_id=c.offer_id,
+            queue=c.queue,
+        )
+        _duration(assigned.waited, effect.waited)
+        await self._send(assigned, c.traceparent)
+
+    async def ended(self, effect: eng.Ended, at: float) -> None:
+        if not effect.publish:
+            return
+        c = effect.contact
+        ended = events_pb2.ContactEnded(
+            meta=self._meta(c, f"{c.contact_id}:ended:{effect.wrap_up_code}", at),
+            contact_id=c.contact_id,
+            agent_id=effect.agent_id,
+            reason=events_pb2.END_REASON_COMPLETED,
+            wrap_up_code=effect.wrap_up_code,
+            queue=c.queue,
+        )
+        _duration(ended.wait, c.assigned_at - c.queued_at)
+        _duration(ended.talk, effect.talk)
+        _duration(ended.hold, effect.hold)
+        _duration(ended.wrap_up, effect.wrap_up)
+        await self._send(ended, c.traceparent)
+
+    async def step_applied(self, effect: eng.StepApplied, at: float) -> None:
+        c = effect.contact
+        step = events_pb2.RoutingStepApplied(
+            meta=self._meta(c, f"{c.contact_id}:step:{effect.step.name}:{c.queue}", at),
+            contact_id=c.contact_id,
+            queue=c.queue,
+            step=effect.step.name,
+            reason=effect.reason,
+        )
+        _duration(step.waited, effect.waited)
+        await self._send(step, c.traceparent)
+
+    async def surge_changed(self, effect: eng.SurgeChanged, at: float) -> None:
+        meta = events.new_meta(effect.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
+        meta.occurred_at.FromNanoseconds(int(at * 1e9))
+        meta.event_id = f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}"
+        await self._send(
+            events_pb2.SurgeLevelChanged(
+                meta=meta,
+                queue=effect.queue,
+                level=effect.level,
+                previous_level=effect.previous,
+                reason=effect.reason,
+                actions=sorted(effect.actions),
             )
-            _duration(assigned.waited, effect.waited)
-            await self._send(assigned, c.traceparent)
-        elif isinstance(effect, eng.Ended) and effect.publish:
-            c = effect.contact
-            ended = events_pb2.ContactEnded(
-                meta=self._meta(c, f"{c.contact_id}:ended:{effect.wrap_up_code}", at),
+        )
+
+    async def agent_changed(self, effect: eng.AgentChanged, at: float) -> None:
+        a = effect.agent
+        meta = events.new_meta(a.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
+        meta.occurred_at.FromNanoseconds(int(at * 1e9))
+        meta.event_id = f"agent:{a.tenant}:{a.agent_id}:{a.version}:{int(at * 1e6)}"
+        await self._send(
+            events_pb2.AgentStateChanged(
+                meta=meta, agent_id=a.agent_id, presence=int(a.presence), reason=effect.reason
+            )
+        )
+
+    async def transferred(self, effect: eng.Transferred, at: float) -> None:
+        c = effect.contact
+        await self._send(
+            events_pb2.ContactTransferred(
+                meta=self._meta(c, f"{c.contact_id}:transfer:{c.seq}:{int(at * 1e6)}", at),
+                contact_id=c.contact_id,
+                from_agent_id=effect.from_agent,
+                to_queue=effect.to_queue,
+            ),
+            c.traceparent,
+        )
+
+    async def hold_changed(self, effect: eng.HoldChanged, at: float) -> None:
+        c = effect.contact
+        await self._send(
+            events_pb2.ContactHeld(
+                meta=self._meta(c, f"{c.contact_id}:hold:{effect.held}:{int(at * 1e6)}", at),
                 contact_id=c.contact_id,
                 agent_id=effect.agent_id,
-                reason=events_pb2.END_REASON_COMPLETED,
-                wrap_up_code=effect.wrap_up_code,
-                queue=c.queue,
-            )
-            _duration(ended.wait, c.assigned_at - c.queued_at)
-            _duration(ended.talk, effect.talk)
-            _duration(ended.hold, effect.hold)
-            _duration(ended.wrap_up, effect.wrap_up)
-            await self._send(ended, c.traceparent)
-        elif isinstance(effect, eng.StepApplied):
-            c = effect.contact
-            step = events_pb2.RoutingStepApplied(
-                meta=self._meta(c, f"{c.contact_id}:step:{effect.step.name}:{c.queue}", at),
-                contact_id=c.contact_id,
-                queue=c.queue,
-                step=effect.step.name,
-                reason=effect.reason,
-            )
-            _duration(step.waited, effect.waited)
-            await self._send(step, c.traceparent)
-        elif isinstance(effect, eng.SurgeChanged):
-            meta = events.new_meta(effect.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
-            meta.occurred_at.FromNanoseconds(int(at * 1e9))
-            meta.event_id = f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}"
-            await self._send(
-                events_pb2.SurgeLevelChanged(
-                    meta=meta,
-                    queue=effect.queue,
-                    level=effect.level,
-                    previous_level=effect.previous,
-                    reason=effect.reason,
-                    actions=sorted(effect.actions),
-                )
-            )
-        elif isinstance(effect, eng.AgentChanged):
-            a = effect.agent
-            meta = events.new_meta(a.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
-            meta.occurred_at.FromNanoseconds(int(at * 1e9))
-            meta.event_id = f"agent:{a.tenant}:{a.agent_id}:{a.version}:{int(at * 1e6)}"
-            await self._send(
-                events_pb2.AgentStateChanged(
-                    meta=meta, agent_id=a.agent_id, presence=int(a.presence), reason=effect.reason
-                )
-            )
-        elif isinstance(effect, eng.Transferred):
-            c = effect.contact
-            await self._send(
-                events_pb2.ContactTransferred(
-                    meta=self._meta(c, f"{c.contact_id}:transfer:{c.seq}:{int(at * 1e6)}", at),
-                    contact_id=c.contact_id,
-                    from_agent_id=effect.from_agent,
-                    to_queue=effect.to_queue,
-                ),
-                c.traceparent,
-            )
-        elif isinstance(effect, eng.HoldChanged):
-            c = effect.contact
-            await self._send(
-                events_pb2.ContactHeld(
-                    meta=self._meta(c, f"{c.contact_id}:hold:{effect.held}:{int(at * 1e6)}", at),
-                    contact_id=c.contact_id,
-                    agent_id=effect.agent_id,
-                    held=effect.held,
-                ),
-                c.traceparent,
-            )
+                held=effect.held,
+            ),
+            c.traceparent,
+        )
+
+
+# The event each effect is published as; an effect not named here publishes nothing.
+_PUBLISHERS: dict[type, Callable[[RoutingNotifier, Any, float], Awaitable[None]]] = {
+    eng.Queued: RoutingNotifier.queued,
+    eng.Offered: RoutingNotifier.offered,
+    eng.Assigned: RoutingNotifier.assigned,
+    eng.Ended: RoutingNotifier.ended,
+    eng.StepApplied: RoutingNotifier.step_applied,
+    eng.SurgeChanged: RoutingNotifier.surge_changed,
+    eng.AgentChanged: RoutingNotifier.agent_changed,
+    eng.Transferred: RoutingNotifier.transferred,
+    eng.HoldChanged: RoutingNotifier.hold_changed,
+}
