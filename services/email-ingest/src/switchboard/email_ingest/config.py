@@ -1,4 +1,5 @@
-"""Mailboxes and their routing rules, from YAML (EMAIL_CONFIG_FILE) or the embedded default."""
+"""Mailboxes and their routing rules, from YAML (EMAIL_CONFIG_FILE) or the embedded default; an
+error names the file, the line and the field (switchboard.core.config)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 
 import yaml
 
+from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 from switchboard.core.errors import InvalidArgument
-from switchboard.core.events import validate_tenant
+from switchboard.core.events import TENANT_RE
+
+__all__ = ["ConfigError", "EmailConfig", "ImapConfig", "Mailbox", "Route", "SkillRule", "load"]
 
 
 @dataclass(frozen=True)
@@ -98,98 +102,191 @@ def strip_plus(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}" if domain else local
 
 
-def _tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(str(v) for v in value)
+_MAILBOX_FIELDS = {
+    "name",
+    "tenant",
+    "address",
+    "display_name",
+    "queue",
+    "imap",
+    "routes",
+    "skills",
+    "priority_keywords",
+    "auto_acknowledge",
+    "aliases",
+}
+_IMAP_FIELDS = {
+    "host",
+    "port",
+    "username",
+    "password",
+    "password_env",
+    "folder",
+    "security",
+    "after_ingest",
+    "move_to",
+}
+_ROUTE_FIELDS = {"address", "tenant", "queue", "skills", "language"}
+_SKILL_FIELDS = {"skill", "keywords"}
 
 
-def _imap(raw: dict[str, Any] | None) -> ImapConfig | None:
-    if not raw:
+class _Fields:
+    """One mapping of the file, read field by field with its path for errors."""
+
+    def __init__(self, r: ConfigReader, node: yaml.Node, path: str, allowed: set[str]) -> None:
+        self.r, self.path = r, path
+        self.node = node
+        self.fields = r.mapping(node, path, allowed)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.fields and not is_null(self.fields[name][1])
+
+    def where(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def value(self, name: str) -> yaml.Node:
+        return self.fields[name][1]
+
+    def text(self, name: str, default: str = "", required: bool = False) -> str:
+        if name not in self:
+            if required:
+                raise self.r.fail(self.node, self.where(name), "is required")
+            return default
+        value = self.r.scalar(self.value(name), self.where(name))
+        if isinstance(value, bool | dict | list) or value is None:
+            raise self.r.fail(self.value(name), self.where(name), "must be a single value")
+        return str(value)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], why: str = "") -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise self.r.fail(
+                self.value(name), self.where(name), f"must be {' or '.join(choices)}{why}"
+            )
+        return value
+
+    def texts(self, name: str, lower: bool = False) -> tuple[str, ...]:
+        """A list of values (or one value) as a tuple."""
+        if name not in self:
+            return ()
+        node, where = self.value(name), self.where(name)
+        nodes = self.r.seq(node, where) if isinstance(node, yaml.SequenceNode) else [node]
+        items = []
+        for i, item in enumerate(nodes):
+            value = self.r.scalar(item, f"{where}[{i}]")
+            if isinstance(value, bool | dict | list) or value is None:
+                raise self.r.fail(item, f"{where}[{i}]", "must be a single value")
+            items.append(str(value).lower() if lower else str(value))
+        return tuple(items)
+
+    def tenant(self, name: str, required: bool) -> str:
+        tenant = self.text(name, required=required)
+        if tenant and not TENANT_RE.match(tenant):
+            raise self.r.fail(
+                self.value(name), self.where(name), f"{tenant!r} is not a tenant name"
+            )
+        return tenant
+
+    def items(self, name: str) -> list[tuple[yaml.Node, str]]:
+        if name not in self:
+            return []
+        return [
+            (node, f"{self.where(name)}[{i}]")
+            for i, node in enumerate(self.r.seq(self.value(name), self.where(name)))
+        ]
+
+
+def _imap(f: _Fields) -> ImapConfig | None:
+    if "imap" not in f:
         return None
-    password = str(raw.get("password", ""))
-    if raw.get("password_env"):
-        password = os.environ.get(str(raw["password_env"]), "")
-    after = str(raw.get("after_ingest", "flag"))
-    if after not in ("flag", "move", "none"):
-        raise InvalidArgument("imap.after_ingest", "must be flag, move or none")
-    security = str(raw.get("security", "none"))
-    if security not in ("none", "tls"):
-        raise InvalidArgument("imap.security", "must be none or tls (aioimaplib has no STARTTLS)")
+    raw = _Fields(f.r, f.value("imap"), f.where("imap"), _IMAP_FIELDS)
+    password = raw.text("password")
+    if "password_env" in raw:
+        password = os.environ.get(raw.text("password_env"), "")
+    security = raw.choice("security", "none", ("none", "tls"), " (aioimaplib has no STARTTLS)")
+    port = raw.r.integer(raw.value("port"), raw.where("port"), 1, 65535) if "port" in raw else 0
     return ImapConfig(
-        host=str(raw.get("host", "127.0.0.1")),
-        port=int(raw.get("port", 993 if security == "tls" else 143)),
-        username=str(raw.get("username", "")),
+        host=raw.text("host", "127.0.0.1"),
+        port=port or (993 if security == "tls" else 143),
+        username=raw.text("username"),
         password=password,
-        folder=str(raw.get("folder", "INBOX")),
+        folder=raw.text("folder", "INBOX"),
         security=security,
-        after_ingest=after,
-        move_to=str(raw.get("move_to", "Switchboard")),
+        after_ingest=raw.choice("after_ingest", "flag", ("flag", "move", "none")),
+        move_to=raw.text("move_to", "Switchboard"),
     )
 
 
-def parse(data: dict[str, Any]) -> EmailConfig:
-    """Build the configuration from parsed YAML, raising InvalidArgument naming a bad field."""
-    boxes: list[Mailbox] = []
-    for i, raw in enumerate(data.get("mailboxes") or []):
-        name = str(raw.get("name") or f"mailbox-{i}")
-        tenant = str(raw.get("tenant", ""))
-        validate_tenant(tenant)
-        address = str(raw.get("address", "")).lower()
-        if "@" not in address:
-            raise InvalidArgument(f"mailboxes[{i}].address", "must be an email address")
-        routes = tuple(
+def _mailbox(r: ConfigReader, node: yaml.Node, path: str, i: int) -> Mailbox:
+    f = _Fields(r, node, path, _MAILBOX_FIELDS)
+    address = f.text("address", required=True).lower()
+    if "@" not in address:
+        raise r.fail(f.value("address"), f.where("address"), "must be an email address")
+    routes = []
+    for rnode, rpath in f.items("routes"):
+        route = _Fields(r, rnode, rpath, _ROUTE_FIELDS)
+        routes.append(
             Route(
-                address=str(r["address"]),
-                tenant=str(r.get("tenant", "")),
-                queue=str(r.get("queue", "")),
-                skills=_tuple(r.get("skills")),
-                language=str(r.get("language", "")),
-            )
-            for r in raw.get("routes") or []
-        )
-        for r in routes:
-            if r.tenant:
-                validate_tenant(r.tenant)
-        skills = tuple(
-            SkillRule(str(s["skill"]), tuple(k.lower() for k in _tuple(s.get("keywords"))))
-            for s in raw.get("skills") or []
-        )
-        boxes.append(
-            Mailbox(
-                name=name,
-                tenant=tenant,
-                address=address,
-                display_name=str(raw.get("display_name", "")),
-                queue=str(raw.get("queue", "email")),
-                imap=_imap(raw.get("imap")),
-                routes=routes,
-                skills=skills,
-                priority_keywords=tuple(k.lower() for k in _tuple(raw.get("priority_keywords"))),
-                auto_acknowledge=bool(raw.get("auto_acknowledge", False)),
-                aliases=_tuple(raw.get("aliases")),
+                address=route.text("address", required=True),
+                tenant=route.tenant("tenant", required=False),
+                queue=route.text("queue"),
+                skills=route.texts("skills"),
+                language=route.text("language"),
             )
         )
+    skills = []
+    for snode, spath in f.items("skills"):
+        rule = _Fields(r, snode, spath, _SKILL_FIELDS)
+        skills.append(SkillRule(rule.text("skill", required=True), rule.texts("keywords", True)))
+    acknowledge = (
+        r.boolean(f.value("auto_acknowledge"), f.where("auto_acknowledge"))
+        if "auto_acknowledge" in f
+        else False
+    )
+    return Mailbox(
+        name=f.text("name", f"mailbox-{i}"),
+        tenant=f.tenant("tenant", required=True),
+        address=address,
+        display_name=f.text("display_name"),
+        queue=f.text("queue", "email"),
+        imap=_imap(f),
+        routes=tuple(routes),
+        skills=tuple(skills),
+        priority_keywords=f.texts("priority_keywords", lower=True),
+        auto_acknowledge=acknowledge,
+        aliases=f.texts("aliases"),
+    )
+
+
+def load_text(text: str, source: str = "email.yaml") -> EmailConfig:
+    """Parse and validate a configuration's text; a ConfigError names file, line and field."""
+    r = ConfigReader(source)
+    node = compose(text, source)
+    root = _Fields(r, node, "", {"mailboxes", "catch_all"})
+    boxes: list[Mailbox] = []
+    for i, (mnode, mpath) in enumerate(root.items("mailboxes")):
+        box = _mailbox(r, mnode, mpath, i)
+        if any(b.name == box.name for b in boxes):
+            raise r.fail(mnode, f"{mpath}.name", f"another mailbox is named {box.name!r}")
+        boxes.append(box)
     names = [b.name for b in boxes]
-    if len(set(names)) != len(names):
-        raise InvalidArgument("mailboxes", "mailbox names must be unique")
-    catch_all = str(data.get("catch_all") or "")
+    catch_all = root.text("catch_all")
     if catch_all and catch_all not in names:
-        raise InvalidArgument("catch_all", f"no mailbox named {catch_all!r}")
+        raise r.fail(root.value("catch_all"), "catch_all", f"no mailbox named {catch_all!r}")
     own = frozenset(b.address for b in boxes) | frozenset(
         a.lower() for b in boxes for a in b.aliases
     )
     return EmailConfig(tuple(boxes), catch_all, own)
 
 
+def parse(data: dict[str, Any], source: str = "email configuration") -> EmailConfig:
+    """The configuration from already parsed YAML (a test's or a tool's dict)."""
+    return load_text(yaml.safe_dump(data, allow_unicode=True), source)
+
+
 def load(path: str | None = None) -> EmailConfig:
     """The configuration in `path`, or the embedded default."""
     if path:
-        text = Path(path).read_text(encoding="utf-8")
-    else:
-        text = (
-            resources.files("switchboard.email_ingest").joinpath("default_config.yaml").read_text()
-        )
-    return parse(yaml.safe_load(text) or {})
+        return load_text(Path(path).read_text(encoding="utf-8"), path)
+    text = resources.files("switchboard.email_ingest").joinpath("default_config.yaml").read_text()
+    return load_text(text, "switchboard/email_ingest/default_config.yaml")
