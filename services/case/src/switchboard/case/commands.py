@@ -3,11 +3,11 @@ tenant, recorded in the audit trail under the caller's name."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import customers
@@ -15,10 +15,13 @@ from switchboard.case.adapters.orm import Case, CaseNote, Customer
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import CaseRecords
+from switchboard.case.unit_of_work import UnitOfWork
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from switchboard.v1 import case_pb2, contact_pb2
 
 ATTEMPTS = 3  # a concurrent write to the same audit chain is retried
+
+T = TypeVar("T")
 MAX_NOTE_CHARS = 20_000
 MAX_SUBJECT_CHARS = 1000
 
@@ -51,22 +54,14 @@ class CaseCommands:
         clock: Callable[[], datetime],
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
-        self._sessions = sessions
+        self._uow = UnitOfWork(sessions, on_commit)
         self.records = records
         self._clock = clock
-        self._on_commit = on_commit
 
-    async def _run(self, work: Callable[[AsyncSession], object]) -> object:
-        for attempt in range(ATTEMPTS):
-            try:
-                async with self._sessions.begin() as session:
-                    result = await work(session)  # type: ignore[misc]
-                self._on_commit()
-                return result
-            except IntegrityError:
-                if attempt == ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+    async def _run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work` in one transaction, tried again on a write conflict; a value the database
+        refuses is INVALID_ARGUMENT."""
+        return await self._uow.run(work, attempts=ATTEMPTS)
 
     async def create_case(
         self, tenant: str, actor: str, request: case_pb2.CreateCaseRequest
@@ -118,7 +113,7 @@ class CaseCommands:
                 await self.records.add_note(session, case, actor, note, now)
             return case.id
 
-        return str(await self._run(work))
+        return await self._run(work)
 
     async def update_status(
         self, tenant: str, actor: str, case_id: str, status: int, reason: str
@@ -136,7 +131,7 @@ class CaseCommands:
             await self.records.change_status(session, case, status, actor, now, reason)
             return case.id
 
-        return str(await self._run(work))
+        return await self._run(work)
 
     async def add_note(self, tenant: str, actor: str, case_id: str, text: str) -> CaseNote:
         if not text.strip():
@@ -153,7 +148,7 @@ class CaseCommands:
             await self.records.acted(session, case, actor, now)
             return note
 
-        return await self._run(work)  # type: ignore[return-value]
+        return await self._run(work)
 
     async def assign(self, tenant: str, actor: str, case_id: str, agent_id: str) -> str:
         if len(agent_id) > 255:
@@ -166,7 +161,7 @@ class CaseCommands:
             await self.records.acted(session, case, actor, now)
             return case.id
 
-        return str(await self._run(work))
+        return await self._run(work)
 
     async def set_priority(self, tenant: str, actor: str, case_id: str, priority: int) -> str:
         if priority not in case_pb2.CasePriority.values() or not priority:
@@ -181,7 +176,7 @@ class CaseCommands:
             await self.records.acted(session, case, actor, now)
             return case.id
 
-        return str(await self._run(work))
+        return await self._run(work)
 
     async def merge(self, tenant: str, actor: str, target_id: str, source_id: str) -> str:
         async def work(session: AsyncSession) -> str:
@@ -190,7 +185,7 @@ class CaseCommands:
             )
             return customer.id
 
-        return str(await self._run(work))
+        return await self._run(work)
 
     async def split(
         self,
@@ -221,4 +216,4 @@ class CaseCommands:
             )
             return original.id, new.id
 
-        return await self._run(work)  # type: ignore[return-value]
+        return await self._run(work)

@@ -21,7 +21,6 @@ from typing import Protocol
 
 from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import orm
@@ -29,6 +28,7 @@ from switchboard.case.adapters.database import insert_ignore
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.quality import channel_name
 from switchboard.case.reports.orm import CsatRating, CsatSurvey
+from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core import events
 from switchboard.core.errors import InvalidArgument, Retry
 from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
@@ -61,6 +61,7 @@ class Csat:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._sessions = sessions
+        self._uow = UnitOfWork(sessions, what="event")
         self._publisher = publisher
         self._consumer = consumer
         self._clock = clock
@@ -127,8 +128,9 @@ class Csat:
                     kind="survey",
                 )
             )
+
         # Recorded after JetStream has the command: a crash in between republishes the same id.
-        async with self._sessions.begin() as session:
+        async def record(session: AsyncSession) -> None:
             await insert_ignore(
                 session,
                 CsatSurvey,
@@ -141,6 +143,11 @@ class Csat:
                 },
                 ["tenant", "case_id"],
             )
+
+        try:
+            await self._uow.run(record)
+        except Conflict as exc:
+            raise Retry(str(exc)) from exc
         logger.info("case %s surveyed on %s", case_id, channel)
         return channel
 
@@ -160,33 +167,38 @@ class Csat:
             if event.meta.HasField("occurred_at")
             else self._clock()
         )
+
+        async def rate(session: AsyncSession) -> bool:
+            if not await self._claim(session, event.meta.event_id):
+                return False  # a redelivery
+            contact = await self._rated_contact(session, tenant, event)
+            values = {
+                "tenant": tenant,
+                "case_id": contact.case_id,
+                "contact_id": event.contact_id,  # "" when the case as a whole was rated
+                "event_id": event.meta.event_id,
+                "score": event.score,
+                "comment": event.comment,
+                "queue": contact.queue,
+                "channel": channel_name(contact.channel),
+                "agent_id": contact.agent_id,
+                "rated_at": rated,
+            }
+            keys = ["tenant", "case_id", "contact_id"]
+            if not await insert_ignore(session, CsatRating, values, keys):
+                existing = await session.get(
+                    CsatRating, (tenant, contact.case_id, event.contact_id)
+                )
+                if existing is not None and existing.rated_at < rated:
+                    existing.score, existing.comment = event.score, event.comment
+                    existing.rated_at, existing.event_id = rated, event.meta.event_id
+            return True
+
         try:
-            async with self._sessions.begin() as session:
-                if not await self._claim(session, event.meta.event_id):
-                    return
-                contact = await self._rated_contact(session, tenant, event)
-                values = {
-                    "tenant": tenant,
-                    "case_id": contact.case_id,
-                    "contact_id": event.contact_id,  # "" when the case as a whole was rated
-                    "event_id": event.meta.event_id,
-                    "score": event.score,
-                    "comment": event.comment,
-                    "queue": contact.queue,
-                    "channel": channel_name(contact.channel),
-                    "agent_id": contact.agent_id,
-                    "rated_at": rated,
-                }
-                keys = ["tenant", "case_id", "contact_id"]
-                if not await insert_ignore(session, CsatRating, values, keys):
-                    existing = await session.get(
-                        CsatRating, (tenant, contact.case_id, event.contact_id)
-                    )
-                    if existing is not None and existing.rated_at < rated:
-                        existing.score, existing.comment = event.score, event.comment
-                        existing.rated_at, existing.event_id = rated, event.meta.event_id
-        except IntegrityError as exc:
-            raise Retry(f"concurrent rating ({type(exc.orig).__name__})") from exc
+            if not await self._uow.run(rate):
+                return
+        except Conflict as exc:
+            raise Retry(f"concurrent rating ({exc.reason})") from exc
         logger.info("rating %d recorded for case %s", event.score, event.case_id or "-")
 
     async def _rated_contact(

@@ -24,13 +24,11 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, or_, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, customers
 from switchboard.case.adapters import bulk
 from switchboard.case.adapters.database import (
-    data_refused,
     get_locked,
     get_row,
     insert_ignore,
@@ -53,6 +51,7 @@ from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import SYSTEM, CaseRecords
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
+from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core.errors import DomainError, InvalidArgument, Retry
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
@@ -195,11 +194,10 @@ class CaseHandlers:
         records: CaseRecords | None = None,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
-        self._sessions = sessions
         self._consumer = consumer
         self._clock = clock
         self.records = records or default_records(clock)
-        self._on_commit = on_commit or (lambda: None)
+        self._uow = UnitOfWork(sessions, on_commit or (lambda: None), what="event")
 
     @asynccontextmanager
     async def batch(
@@ -215,7 +213,9 @@ class CaseHandlers:
         first try, cheaper: no savepoint, so the session flushes many events' rows together),
         such an event fails the batch, and the bus tries again with isolation. Any other failure
         rolls all of it back, and the bus hands each event over again on its own."""
-        async with self._sessions.begin() as session:
+        # The batch's transaction maps no errors: one it fails with cannot be told apart from
+        # its events, so the bus hands each event over alone, to `_apply`, which maps them.
+        async with self._uow.transaction() as session:
             token = _batch_session.set(session)
             try:
                 await self._claim_all(session, events)
@@ -230,7 +230,6 @@ class CaseHandlers:
                     await session.run_sync(bulk.write_changes)
             finally:
                 _batch_session.reset(token)
-        self._on_commit()
 
     async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         contact_ids: set[str] = set()
@@ -350,22 +349,20 @@ class CaseHandlers:
             if await self._claim(shared, event):
                 await work(shared)
             return
+
+        async def claimed(session: AsyncSession) -> None:
+            if await self._claim(session, event):
+                await work(session)
+
+        # A value the database refuses fails the same way on every delivery: InvalidArgument,
+        # for the bus to park the event. (In a batch, such a failure rolls the batch back and the
+        # bus hands each event over alone, to here.)
         try:
-            async with self._sessions.begin() as session:
-                if await self._claim(session, event):
-                    await work(session)
-        except IntegrityError as exc:
+            await self._uow.run(claimed)
+        except Conflict as exc:
             # Another replica wrote the same key (an identity, a contact, an audit entry) at the
             # same moment; redelivered, this event sees the row that won.
-            raise Retry(f"concurrent write conflict ({type(exc.orig).__name__})") from exc
-        except DBAPIError as exc:
-            # Refused as data, the event fails the same way on every delivery: it is invalid,
-            # not a crash to retry. (In a batch, such a failure rolls the batch back and the bus
-            # hands each event over alone, to here.)
-            if data_refused(exc):
-                raise InvalidArgument("event", f"the database refused it: {exc.orig}") from exc
-            raise
-        self._on_commit()
+            raise Retry(str(exc)) from exc
 
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:
         contact = await get_locked(session, Contact, contact_id)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import new_id, utc_now
 from switchboard.case.reports.orm import QaEvaluation
+from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from switchboard.v1 import contact_pb2
 
@@ -144,6 +144,7 @@ class Quality:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._sessions = sessions
+        self._uow = UnitOfWork(sessions)
         self.forms = dict(forms)
         self.default_rate = default_rate
         self.default_seed = default_seed
@@ -197,33 +198,37 @@ class Quality:
         score, fatal, non_fatal = form.score(answers)
         if len(comment) > 10_000:
             raise InvalidArgument("comment", "is longer than 10000 characters")
-        try:
-            async with self._sessions.begin() as session:
-                contact = await session.get(orm.Contact, contact_id) if contact_id else None
-                if contact is None or contact.tenant != tenant:
-                    raise NotFound("contact", contact_id)
-                if not contact.agent_id or contact.ended_at is None:
-                    raise FailedPrecondition(
-                        f"contact {contact_id} has not been handled by an agent yet"
-                    )
-                evaluation = QaEvaluation(
-                    id=new_id(),
-                    tenant=tenant,
-                    contact_id=contact_id,
-                    agent_id=contact.agent_id,
-                    queue=contact.queue,
-                    channel=channel_name(contact.channel),
-                    form_id=form.id,
-                    evaluator=evaluator,
-                    score=score,
-                    fatal_errors=fatal,
-                    non_fatal_errors=non_fatal,
-                    answers=dict(answers),
-                    comment=comment,
-                    scored_at=self._clock(),
+
+        async def evaluate(session: AsyncSession) -> QaEvaluation:
+            contact = await session.get(orm.Contact, contact_id) if contact_id else None
+            if contact is None or contact.tenant != tenant:
+                raise NotFound("contact", contact_id)
+            if not contact.agent_id or contact.ended_at is None:
+                raise FailedPrecondition(
+                    f"contact {contact_id} has not been handled by an agent yet"
                 )
-                session.add(evaluation)
-        except IntegrityError:
+            evaluation = QaEvaluation(
+                id=new_id(),
+                tenant=tenant,
+                contact_id=contact_id,
+                agent_id=contact.agent_id,
+                queue=contact.queue,
+                channel=channel_name(contact.channel),
+                form_id=form.id,
+                evaluator=evaluator,
+                score=score,
+                fatal_errors=fatal,
+                non_fatal_errors=non_fatal,
+                answers=dict(answers),
+                comment=comment,
+                scored_at=self._clock(),
+            )
+            session.add(evaluation)
+            return evaluation
+
+        try:
+            evaluation = await self._uow.run(evaluate)
+        except Conflict:
             raise AlreadyExists(f"contact {contact_id} has already been evaluated") from None
         logger.info("contact %s evaluated (%d fatal)", contact_id, fatal)
         return evaluation

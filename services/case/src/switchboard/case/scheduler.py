@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import customers
@@ -21,6 +20,8 @@ from switchboard.case.domain import lifecycle
 from switchboard.case.records import CaseRecords
 from switchboard.case.sla.engine import RUNNING
 from switchboard.case.sla.policy import RecurringTask
+from switchboard.case.unit_of_work import Conflict, UnitOfWork
+from switchboard.core.errors import InvalidArgument
 from switchboard.v1 import contact_pb2
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Scheduler:
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._sessions = sessions
+        # One transaction per case; the relays are woken once a round (`run_once`).
+        self._uow = UnitOfWork(sessions)
         self.records = records
         self._clock = clock
         self._on_commit = on_commit
@@ -61,16 +64,22 @@ class Scheduler:
                 pass
 
     async def _each_case(
-        self, case_ids: list[str], work: Callable[[AsyncSession, Case], object]
+        self, case_ids: list[str], work: Callable[[AsyncSession, Case], Awaitable[None]]
     ) -> None:
         for case_id in case_ids:
+
+            async def locked(session: AsyncSession, case_id: str = case_id) -> None:
+                case = await session.get(Case, case_id, with_for_update=True)
+                if case is not None:
+                    await work(session, case)
+
             try:
-                async with self._sessions.begin() as session:
-                    case = await session.get(Case, case_id, with_for_update=True)
-                    if case is not None:
-                        await work(session, case)  # type: ignore[misc]
-            except IntegrityError:
+                await self._uow.run(locked)
+            except Conflict:
                 logger.info("case %s changed concurrently; checked next round", case_id)
+            except InvalidArgument as exc:
+                # Refused the same way every round; the other cases go on.
+                logger.error("case %s: %s", case_id, exc)
 
     async def check_sla(self, now: datetime) -> None:
         async with self._sessions() as session:
@@ -133,49 +142,62 @@ class Scheduler:
             # A task seen for the first time does not open cases for its whole history.
             after = last if last is not None else now - timedelta(days=1)
             for due in task.occurrences(after, now)[-MAX_CATCH_UP:]:
-                await self._open_recurring(task, due, now)
+                if not await self._open_recurring(task, due, now):
+                    break  # a later occurrence run now would skip this one for good
 
-    async def _open_recurring(self, task: RecurringTask, due: datetime, now: datetime) -> None:
+    async def _open_recurring(self, task: RecurringTask, due: datetime, now: datetime) -> bool:
+        """Open the case of one occurrence (or find it opened); False if it is to be tried
+        again next round."""
         template = self.records.policies.template(task.tenant, task.template)
         if template is None:
-            return
+            return True
+
+        async def work(session: AsyncSession) -> None:
+            ident = (contact_pb2.IDENTITY_KIND_PARTNER_ID, f"task:{task.name}")
+            customer = await customers.resolve(
+                session, task.tenant, [ident], task.name, now, SCHEDULER
+            )
+            case = await self.records.open_case(
+                session,
+                customer,
+                SCHEDULER,
+                now,
+                subject=f"{template.subject} ({due.date().isoformat()})",
+                case_type=template.case_type,
+                priority=template.priority,
+                queue=template.queue,
+                template=template.name,
+                extra={"task": task.name, "due_at": due.isoformat()},
+            )
+            # The key (tenant, task, due) makes one occurrence open one case, on any replica.
+            if not await insert_ignore(
+                session,
+                ScheduledRun,
+                {
+                    "tenant": task.tenant,
+                    "task": task.name,
+                    "due_at": due,
+                    "case_id": case.id,
+                    "created_at": now,
+                },
+                ["tenant", "task", "due_at"],
+            ):
+                raise _AlreadyRun()
+            if template.note:
+                await self.records.add_note(session, case, SCHEDULER, template.note, now)
+            logger.info("recurring task %s opened case %s", task.name, case.id)
+
         try:
-            async with self._sessions.begin() as session:
-                ident = (contact_pb2.IDENTITY_KIND_PARTNER_ID, f"task:{task.name}")
-                customer = await customers.resolve(
-                    session, task.tenant, [ident], task.name, now, SCHEDULER
-                )
-                case = await self.records.open_case(
-                    session,
-                    customer,
-                    SCHEDULER,
-                    now,
-                    subject=f"{template.subject} ({due.date().isoformat()})",
-                    case_type=template.case_type,
-                    priority=template.priority,
-                    queue=template.queue,
-                    template=template.name,
-                    extra={"task": task.name, "due_at": due.isoformat()},
-                )
-                # The key (tenant, task, due) makes one occurrence open one case, on any replica.
-                if not await insert_ignore(
-                    session,
-                    ScheduledRun,
-                    {
-                        "tenant": task.tenant,
-                        "task": task.name,
-                        "due_at": due,
-                        "case_id": case.id,
-                        "created_at": now,
-                    },
-                    ["tenant", "task", "due_at"],
-                ):
-                    raise _AlreadyRun()
-                if template.note:
-                    await self.records.add_note(session, case, SCHEDULER, template.note, now)
-                logger.info("recurring task %s opened case %s", task.name, case.id)
+            await self._uow.run(work)
         except _AlreadyRun:
             pass
+        except Conflict:
+            logger.info("recurring task %s changed concurrently; tried next round", task.name)
+            return False
+        except InvalidArgument as exc:
+            logger.error("recurring task %s: %s", task.name, exc)
+            return False
+        return True
 
 
 class _AlreadyRun(Exception):

@@ -1,9 +1,9 @@
-"""SLA timers and escalation: started, paused, resumed, met and cancelled by the case's lifecycle;
-checked by the scheduler, which escalates at each threshold of the policy and repeats an
-escalation at its interval until someone acts on the case.
+"""SLA timers and escalation in the store: the engine loads a case's timer rows, asks the pure
+decisions (`domain/sla.py`) what a lifecycle step or a scheduler check does to them, and applies
+the effects in the caller's transaction: the rows, the audit entries, the case events staged in
+the outbox, and the escalation mail staged in the mail outbox (both sent after the commit).
 
-The engine does no I/O of its own: an escalation's mail and event are staged in the outboxes of
-the caller's transaction, and sent after it commits."""
+The engine does no I/O of its own, and none happens while the transaction holds its locks."""
 
 from __future__ import annotations
 
@@ -17,18 +17,48 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case.adapters.orm import Case, SlaTimer
-from switchboard.case.sla.calendar import ALWAYS, Calendar
-from switchboard.case.sla.policy import EscalationRule, Policies
-from switchboard.v1 import case_events_pb2, case_pb2
+from switchboard.case.domain import lifecycle
+from switchboard.case.domain.sla import (
+    CANCELLED,
+    MET,
+    PAUSED,
+    RUNNING,
+    SLA_ACTOR,
+    Breached,
+    CaseFacts,
+    Effect,
+    Escalated,
+    Reassigned,
+    Reprioritised,
+    SlaDecisions,
+    Timer,
+    audit_entry,
+    stamp,
+)
+from switchboard.case.sla.policy import Policies
+from switchboard.v1 import case_events_pb2
 
 logger = logging.getLogger(__name__)
 
-RUNNING, PAUSED, MET, CANCELLED = "running", "paused", "met", "cancelled"
-SLA_ACTOR = "sla"
+__all__ = ["CANCELLED", "MET", "PAUSED", "RUNNING", "SLA_ACTOR", "Recorder", "SlaEngine"]
+
+_COLUMNS = (
+    "policy",
+    "target_s",
+    "state",
+    "started_at",
+    "elapsed_s",
+    "running_since",
+    "completed_at",
+    "breached_at",
+    "escalated_threshold",
+    "next_repeat_at",
+    "repeats",
+)
 
 
 class Recorder(Protocol):
-    """What the engine needs from the case records: the audit trail and the outbox."""
+    """What the engine needs from the case records: the audit trail and the outboxes."""
 
     async def audit(
         self,
@@ -70,29 +100,66 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
-def _stamp(at: datetime) -> str:
-    return at.strftime("%Y%m%dT%H%M%S%f")
+def timer_of(row: SlaTimer) -> Timer:
+    """A timer row as the pure decisions see it."""
+    return Timer(
+        metric=row.metric,
+        policy=row.policy,
+        target_s=row.target_s,
+        state=row.state,
+        started_at=row.started_at,
+        elapsed_s=row.elapsed_s or 0.0,
+        running_since=row.running_since,
+        completed_at=row.completed_at,
+        breached_at=row.breached_at,
+        fired=tuple(row.fired or ()),
+        escalated_threshold=row.escalated_threshold,
+        next_repeat_at=row.next_repeat_at,
+        repeats=row.repeats or 0,
+    )
+
+
+def facts_of(case: Case) -> CaseFacts:
+    return CaseFacts(
+        id=case.id,
+        tenant=case.tenant,
+        reference=case.reference,
+        queue=case.queue,
+        priority=case.priority,
+        pending_customer=case.status == lifecycle.PENDING,
+    )
+
+
+def _write(row: SlaTimer, timer: Timer) -> None:
+    # Only what differs, so an unchanged row stays clean (no UPDATE, nothing for bulk.py).
+    for column in _COLUMNS:
+        value = getattr(timer, column)
+        if getattr(row, column) != value:
+            setattr(row, column, value)
+    if list(row.fired or ()) != list(timer.fired):
+        row.fired = list(timer.fired)
 
 
 class SlaEngine:
     def __init__(self, policies: Policies, mail: bool = False) -> None:
         """`mail`: whether an SMTP server is configured; without one, escalation emails are
         skipped, and the audit trail says so."""
-        self.policies = policies
-        self.mail = mail
+        self.decisions = SlaDecisions(policies, mail)
 
-    def calendar(self, timer: SlaTimer) -> Calendar:
-        policy = self.policies.by_name(timer.policy)
-        return policy.calendar if policy is not None else ALWAYS
+    @property
+    def policies(self) -> Policies:
+        return self.decisions.policies
 
-    def elapsed(self, timer: SlaTimer, now: datetime) -> float:
+    @property
+    def mail(self) -> bool:
+        return self.decisions.mail
+
+    def elapsed(self, row: SlaTimer, now: datetime) -> float:
         """Business seconds counted so far (up to `now` while running)."""
-        if timer.state == RUNNING and timer.running_since is not None:
-            return timer.elapsed_s + self.calendar(timer).business_seconds(timer.running_since, now)
-        return timer.elapsed_s
+        return self.decisions.elapsed(timer_of(row), now)
 
     async def timers(self, session: AsyncSession, case_id: str) -> dict[str, SlaTimer]:
-        """The case's timers, locked; read once per transaction (`preload` reads a batch's)."""
+        """The case's timer rows, locked; read once per transaction (`preload` reads a batch's)."""
         known: dict[str, dict[str, SlaTimer]] = session.info.setdefault("sla_timers", {})
         timers = known.get(case_id)
         if timers is None:
@@ -120,97 +187,35 @@ class SlaEngine:
         for t in rows:
             known[t.case_id][t.metric] = t
 
+    async def _state(self, session: AsyncSession, case: Case) -> dict[str, Timer]:
+        return {m: timer_of(row) for m, row in (await self.timers(session, case.id)).items()}
+
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def start(
         self, rec: Recorder, session: AsyncSession, case: Case, metric: str, at: datetime
     ) -> None:
         """Start (or restart, for next_response) `metric` under the case's policy, if it has one."""
-        policy = self.policies.policy_for(case.tenant, case.queue, case.priority)
-        if policy is None or metric not in policy.targets:
-            return
-        timers = await self.timers(session, case.id)
-        timer = timers.get(metric)
-        if timer is not None and timer.state in (RUNNING, PAUSED):
-            return
-        paused = case.status == case_pb2.CASE_STATUS_PENDING_CUSTOMER
-        if timer is None:
-            timer = SlaTimer(case_id=case.id, metric=metric, tenant=case.tenant)
-            session.add(timer)
-            timers[metric] = timer
-        timer.policy = policy.name
-        timer.target_s = int(policy.targets[metric].total_seconds())
-        timer.elapsed_s = 0.0
-        timer.state = PAUSED if paused else RUNNING
-        timer.started_at = at
-        timer.running_since = None if paused else at
-        timer.completed_at = None
-        timer.breached_at = None
-        timer.fired = []
-        timer.escalated_threshold = None
-        timer.next_repeat_at = None
-        timer.repeats = 0
-        await rec.audit(
-            session,
-            case,
-            SLA_ACTOR,
-            "sla_started",
-            {"metric": metric, "policy": policy.name, "target_s": timer.target_s},
-            at,
-        )
-
-    async def _stop(
-        self,
-        rec: Recorder,
-        session: AsyncSession,
-        case: Case,
-        metric: str,
-        state: str,
-        at: datetime,
-    ) -> None:
-        timer = (await self.timers(session, case.id)).get(metric)
-        if timer is None or timer.state not in (RUNNING, PAUSED):
-            return
-        timer.elapsed_s = self.elapsed(timer, at)
-        timer.state = state
-        timer.running_since = None
-        timer.completed_at = at
-        timer.next_repeat_at = None
-        await rec.audit(
-            session,
-            case,
-            SLA_ACTOR,
-            "sla_met" if state == MET else "sla_cancelled",
-            {
-                "metric": metric,
-                "elapsed_s": round(timer.elapsed_s, 3),
-                "breached": timer.breached_at is not None,
-            },
-            at,
-        )
+        timers = await self._state(session, case)
+        effects = self.decisions.start(facts_of(case), timers, metric, at)
+        await self.apply(rec, session, case, effects, at)
 
     async def met(
         self, rec: Recorder, session: AsyncSession, case: Case, metric: str, at: datetime
     ) -> None:
-        await self._stop(rec, session, case, metric, MET, at)
+        effects = self.decisions.met(await self._state(session, case), metric, at)
+        await self.apply(rec, session, case, effects, at)
 
     async def cancel(
         self, rec: Recorder, session: AsyncSession, case: Case, metric: str, at: datetime
     ) -> None:
-        await self._stop(rec, session, case, metric, CANCELLED, at)
+        effects = self.decisions.cancel(await self._state(session, case), metric, at)
+        await self.apply(rec, session, case, effects, at)
 
     async def pause(self, rec: Recorder, session: AsyncSession, case: Case, at: datetime) -> None:
         """The case waits on the customer: every running clock stops."""
-        paused = []
-        for metric, timer in (await self.timers(session, case.id)).items():
-            if timer.state == RUNNING:
-                timer.elapsed_s = self.elapsed(timer, at)
-                timer.state = PAUSED
-                timer.running_since = None
-                timer.next_repeat_at = None
-                paused.append(metric)
-        if paused:
-            await rec.audit(session, case, SLA_ACTOR, "sla_paused", {"metrics": sorted(paused)}, at)
+        effects = self.decisions.pause(await self._state(session, case), at)
+        await self.apply(rec, session, case, effects, at)
 
     async def resume(
         self,
@@ -221,179 +226,93 @@ class SlaEngine:
         metrics: tuple[str, ...] | None = None,
         reopen: bool = False,
     ) -> None:
-        resumed = []
-        for metric, timer in (await self.timers(session, case.id)).items():
-            if metrics is not None and metric not in metrics:
-                continue
-            if timer.state == PAUSED or (reopen and timer.state == MET):
-                timer.state = RUNNING
-                timer.running_since = at
-                timer.completed_at = None
-                resumed.append(metric)
-        if resumed:
-            await rec.audit(
-                session,
-                case,
-                SLA_ACTOR,
-                "sla_resumed",
-                {
-                    "metrics": sorted(resumed),
-                    "elapsed_s": {
-                        m: round(t.elapsed_s, 3)
-                        for m, t in (await self.timers(session, case.id)).items()
-                        if m in resumed
-                    },
-                },
-                at,
-            )
+        effects = self.decisions.resume(await self._state(session, case), at, metrics, reopen)
+        await self.apply(rec, session, case, effects, at)
 
     async def acknowledge(
         self, rec: Recorder, session: AsyncSession, case: Case, actor: str, at: datetime
     ) -> None:
         """Someone acted on the case: pending escalation repeats stop."""
-        stopped = []
-        for metric, timer in (await self.timers(session, case.id)).items():
-            if timer.next_repeat_at is not None:
-                timer.next_repeat_at = None
-                stopped.append(metric)
-        if stopped:
-            await rec.audit(
-                session, case, actor, "escalation_acknowledged", {"metrics": sorted(stopped)}, at
-            )
-
-    # ---- the scheduler's check ----------------------------------------------------------------
+        effects = self.decisions.acknowledge(await self._state(session, case), actor)
+        await self.apply(rec, session, case, effects, at)
 
     async def check(self, rec: Recorder, session: AsyncSession, case: Case, now: datetime) -> None:
         """Escalate at every threshold reached, record a breach, repeat a due escalation."""
-        for metric, timer in sorted((await self.timers(session, case.id)).items()):
-            if timer.state != RUNNING:
-                continue
-            policy = self.policies.by_name(timer.policy)
-            if policy is None or timer.target_s <= 0:
-                continue
-            elapsed = self.elapsed(timer, now)
-            percent = elapsed * 100.0 / timer.target_s
-            if percent >= 100.0 and timer.breached_at is None:
-                timer.breached_at = now
-                await rec.audit(
-                    session,
-                    case,
-                    SLA_ACTOR,
-                    "sla_breached",
-                    {
-                        "metric": metric,
-                        "policy": policy.name,
-                        "target_s": timer.target_s,
-                        "elapsed_s": round(elapsed, 3),
-                    },
-                    now,
-                )
-                event = case_events_pb2.SlaBreached(
-                    case_id=case.id,
-                    reference=case.reference,
-                    metric=metric,
-                    policy=policy.name,
-                )
-                event.target.FromSeconds(timer.target_s)
-                rec.stage(
-                    session,
-                    case,
-                    event,
-                    f"sla-breached:{case.id}:{metric}:{_stamp(timer.started_at)}",
-                    now,
-                )
-            fired = list(timer.fired or [])
-            reached = [
-                r
-                for r in policy.escalations
-                if metric in r.metrics and r.at <= percent and r.at not in fired
-            ]
-            for rule in reached:
-                fired.append(rule.at)
-                timer.fired = fired
-                timer.escalated_threshold = rule.at
-                timer.repeats = 0
-                timer.next_repeat_at = now + rule.repeat_every if rule.repeat_every else None
-                await self._escalate(rec, session, case, timer, rule, 0, elapsed, now)
-            if not reached and timer.next_repeat_at is not None and now >= timer.next_repeat_at:
-                repeated = next(
-                    (
-                        r
-                        for r in policy.escalations
-                        if r.at == timer.escalated_threshold and metric in r.metrics
-                    ),
-                    None,
-                )
-                if repeated is None or repeated.repeat_every is None:
-                    timer.next_repeat_at = None
-                    continue
-                timer.repeats += 1
-                timer.next_repeat_at = now + repeated.repeat_every
-                await self._escalate(
-                    rec, session, case, timer, repeated, timer.repeats, elapsed, now
-                )
+        effects = self.decisions.check(facts_of(case), await self._state(session, case), now)
+        await self.apply(rec, session, case, effects, now)
 
-    async def _escalate(
+    # ---- applying the effects ---------------------------------------------------------------
+
+    async def apply(
         self,
         rec: Recorder,
         session: AsyncSession,
         case: Case,
-        timer: SlaTimer,
-        rule: EscalationRule,
-        repeat: int,
-        elapsed: float,
-        now: datetime,
+        effects: Sequence[Effect],
+        at: datetime,
     ) -> None:
-        outcome: dict[str, Any] = {
-            "metric": timer.metric,
-            "threshold": rule.at,
-            "kind": rule.kind,
-            "level": rule.level,
-            "actions": list(rule.actions),
-            "repeat": repeat,
-            "elapsed_s": round(elapsed, 3),
-            "target_s": timer.target_s,
-        }
-        if "email" in rule.actions and rule.notify:
-            subject = (
-                f"[#{case.reference}] {timer.metric} at {rule.at}% of its SLA: "
-                f"escalated to {rule.level}" + (f" (reminder {repeat})" if repeat else "")
-            )
-            text = (
-                f"Case {case.reference} ({case.id}) of tenant {case.tenant} has used "
-                f"{round(elapsed)} s of its {timer.target_s} s {timer.metric} target "
-                f"(policy {timer.policy}). Escalation: {rule.kind} → {rule.level}."
-            )
-            if self.mail:
-                key = f"escalation-mail:{case.id}:{timer.metric}:{_stamp(timer.started_at)}"
-                await rec.mail(
-                    session, case, f"{key}:{rule.at}:{repeat}", rule.notify, subject, text, now
-                )
-                outcome["email"] = "queued"
-            else:
-                outcome["email"] = "skipped: no SMTP server configured"
-        await rec.audit(session, case, SLA_ACTOR, "escalated", outcome, now)
-        if "event" in rule.actions:
-            event = case_events_pb2.CaseEscalated(
-                case_id=case.id,
-                reference=case.reference,
-                metric=timer.metric,
-                threshold=rule.at,
-                level=rule.level,
-                kind=rule.kind,
-                actions=list(rule.actions),
-                repeat=repeat,
-            )
-            event.elapsed.FromMilliseconds(int(elapsed * 1000))
-            event.target.FromSeconds(timer.target_s)
-            rec.stage(
-                session,
-                case,
-                event,
-                f"escalated:{case.id}:{timer.metric}:{_stamp(timer.started_at)}:{rule.at}:{repeat}",
-                now,
-            )
-        if repeat == 0 and "reprioritise" in rule.actions and rule.priority > case.priority:
-            await rec.set_priority(session, case, rule.priority, SLA_ACTOR, now)
-        if repeat == 0 and "reassign" in rule.actions and (rule.reassign_to or rule.queue):
-            await rec.reassign(session, case, rule.reassign_to, rule.queue, SLA_ACTOR, now)
+        """Apply `effects` in order in the caller's transaction."""
+        rows = await self.timers(session, case.id)
+        for effect in effects:
+            for timer in _timers(effect):
+                row = rows.get(timer.metric)
+                if row is None:
+                    row = SlaTimer(case_id=case.id, metric=timer.metric, tenant=case.tenant)
+                    session.add(row)
+                    rows[timer.metric] = row
+                _write(row, timer)
+            if isinstance(effect, Escalated) and effect.mail is not None:
+                m = effect.mail
+                await rec.mail(session, case, m.key, m.to, m.subject, m.text, at)
+            entry = audit_entry(effect)
+            if entry is not None:
+                actor, action, data = entry
+                await rec.audit(session, case, actor, action, data, at)
+            if isinstance(effect, Breached):
+                self._stage_breach(rec, session, case, effect, at)
+            elif isinstance(effect, Escalated) and effect.publishes:
+                self._stage_escalation(rec, session, case, effect, at)
+            elif isinstance(effect, Reprioritised):
+                await rec.set_priority(session, case, effect.priority, SLA_ACTOR, at)
+            elif isinstance(effect, Reassigned):
+                await rec.reassign(session, case, effect.agent_id, effect.queue, SLA_ACTOR, at)
+
+    @staticmethod
+    def _stage_breach(
+        rec: Recorder, session: AsyncSession, case: Case, effect: Breached, at: datetime
+    ) -> None:
+        t = effect.timer
+        event = case_events_pb2.SlaBreached(
+            case_id=case.id, reference=case.reference, metric=t.metric, policy=t.policy
+        )
+        event.target.FromSeconds(t.target_s)
+        rec.stage(
+            session, case, event, f"sla-breached:{case.id}:{t.metric}:{stamp(t.started_at)}", at
+        )
+
+    @staticmethod
+    def _stage_escalation(
+        rec: Recorder, session: AsyncSession, case: Case, effect: Escalated, at: datetime
+    ) -> None:
+        t, rule, repeat = effect.timer, effect.rule, effect.repeat
+        event = case_events_pb2.CaseEscalated(
+            case_id=case.id,
+            reference=case.reference,
+            metric=t.metric,
+            threshold=rule.at,
+            level=rule.level,
+            kind=rule.kind,
+            actions=list(rule.actions),
+            repeat=repeat,
+        )
+        event.elapsed.FromMilliseconds(int(effect.elapsed_s * 1000))
+        event.target.FromSeconds(t.target_s)
+        key = f"escalated:{case.id}:{t.metric}:{stamp(t.started_at)}:{rule.at}:{repeat}"
+        rec.stage(session, case, event, key, at)
+
+
+def _timers(effect: Effect) -> tuple[Timer, ...]:
+    """The timers an effect changes, in their state after it."""
+    timers: tuple[Timer, ...] = getattr(effect, "timers", ())
+    timer: Timer | None = getattr(effect, "timer", None)
+    return (timer,) if timer is not None else timers
