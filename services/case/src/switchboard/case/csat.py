@@ -17,9 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
-from google.protobuf.message import Message as ProtoMessage
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +29,7 @@ from switchboard.case.reports.orm import CsatRating, CsatSurvey
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core import events
 from switchboard.core.errors import InvalidArgument, Retry
+from switchboard.core.publishing import Publisher
 from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
@@ -42,10 +41,6 @@ SURVEY_TEXT = (
     "How satisfied are you with the help you received? Reply to this email with a number from "
     "1 (very dissatisfied) to 5 (very satisfied), and anything you would like to tell us.\n"
 )
-
-
-class Publisher(Protocol):
-    async def publish(self, event: ProtoMessage) -> object: ...
 
 
 def survey_command_id(tenant: str, case_id: str) -> str:
