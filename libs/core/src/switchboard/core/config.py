@@ -1,6 +1,6 @@
 """Configuration files: YAML read as a node tree, so that every error names the file, the line
 and the field, e.g. ``router.yaml:14: tenants.demo.queues[1].name: duplicate queue 'billing'``;
-and the one way durations are written (``30s``, ``15m``, ``1h``, ``250ms``, ``2d``, or seconds).
+and the one way durations are written (``250ms``, ``30s``, ``15m``, ``1h``, ``2d``, ``1w``, or seconds).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import yaml
 
 from switchboard.core.errors import InvalidArgument
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
 def parse_duration(value: Any) -> float | None:
     """Seconds for a duration (a non-negative number of seconds, or a number with a unit:
-    ms, s, m, h, d); None when `value` is not one."""
+    ms, s, m, h, d, w); None when `value` is not one."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) if value >= 0 else None
     match = _DURATION.match(str(value))

@@ -7,7 +7,6 @@ in docs/case.md.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from switchboard.case.sla.calendar import ALWAYS, Calendar, parse_calendar
+from switchboard.core.config import parse_duration
 from switchboard.v1 import case_pb2
 
 METRICS = ("first_response", "next_response", "resolution")
@@ -42,22 +42,17 @@ CASE_TYPES = {
     "service_request": case_pb2.CASE_TYPE_SERVICE_REQUEST,
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 class PolicyError(ValueError):
     """The policy file is not valid; the message names the entry."""
 
 
 def duration(value: Any, where: str) -> timedelta:
-    """30s, 15m, 4h, 2d, 1w, or a number of seconds."""
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    m = _DURATION.match(str(value))
-    if not m:
+    """30s, 15m, 4h, 2d, 1w, or a number of seconds (switchboard.core.config)."""
+    seconds = parse_duration(value)
+    if seconds is None:
         raise PolicyError(f"{where}: {value!r} is not a duration (e.g. 30m, 4h, 2d)")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
