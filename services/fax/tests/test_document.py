@@ -149,3 +149,28 @@ def test_a_long_reply_renders_as_a_multi_page_g4_fax_and_pdf() -> None:
     assert layout[0].width == 1728
     document = normalise(render.to_pdf(pages), LIMITS)
     assert len(document.pages) == len(pages)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tenant: {}\n", "r.yaml:1: tenant: unknown field"),
+        ("tenants:\n  demo:\n    rule: []\n", "r.yaml:3: tenants.demo.rule: unknown field"),
+        (
+            "tenants:\n  demo:\n    rules:\n      - keywords: [bill]\n        skil: billing\n",
+            "r.yaml:5: tenants.demo.rules[0].skil: unknown field",
+        ),
+        (
+            "tenants:\n  demo:\n    rules:\n      - keywords: [bill, '']\n",
+            "r.yaml:4: tenants.demo.rules[0].keywords[1]: must be a string",
+        ),
+        (
+            "tenants:\n  demo:\n    rules:\n      - {keywords: bill, priority: high}\n",
+            "r.yaml:4: tenants.demo.rules[0].priority: must be an integer",
+        ),
+    ],
+)
+def test_a_mistake_in_the_rules_names_its_file_line_and_entry(text: str, error: str) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        rules.parse(text, "r.yaml")
+    assert error in str(bad.value)

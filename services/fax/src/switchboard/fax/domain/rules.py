@@ -1,7 +1,7 @@
 """Keyword and form rules: what a fax is about (skill) and how urgent (priority).
 
 Rules are YAML, per tenant, with an embedded default for the demo tenant (rules.yaml beside this
-module). Matching ignores case and whitespace, because OCR of Chinese and Japanese often puts
+module); an error names the file, the line and the entry (switchboard.core.config). Matching ignores case and whitespace, because OCR of Chinese and Japanese often puts
 spaces between characters, and of Latin text sometimes drops them.
 
     tenants:
@@ -23,11 +23,10 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from switchboard.core.errors import InvalidArgument
+from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 
 _SPACE = re.compile(r"\s+")
 
@@ -92,56 +91,67 @@ class RuleBook:
         return self.tenants.get(tenant) or self.tenants.get("*") or TenantRules()
 
 
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
-        return tuple(value)
-    raise InvalidArgument(where, "must be a string or a list of non-empty strings")
+_TENANT_FIELDS = {"queue", "priority", "rules"}
+_RULE_FIELDS = {"name", "keywords", "form", "skill", "priority", "language"}
 
 
-def parse(text: str) -> RuleBook:
-    """Parse a rules document, raising InvalidArgument that names the bad entry."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise InvalidArgument("fax rules", f"not valid YAML: {exc}") from exc
-    tenants = data.get("tenants") if isinstance(data, dict) else None
-    if not isinstance(tenants, dict):
-        raise InvalidArgument("fax rules", "must have a 'tenants' mapping")
+def _strings(r: ConfigReader, node: yaml.Node, where: str) -> tuple[str, ...]:
+    """One string or a list of non-empty strings."""
+    nodes = r.seq(node, where) if isinstance(node, yaml.SequenceNode) else [node]
+    found = []
+    for i, item in enumerate(nodes):
+        path = f"{where}[{i}]" if isinstance(node, yaml.SequenceNode) else where
+        value = r.scalar(item, path)
+        if not isinstance(value, str) or not value.strip():
+            raise r.fail(item, path, "must be a string or a list of non-empty strings")
+        found.append(value)
+    return tuple(found)
+
+
+def _rule(r: ConfigReader, node: yaml.Node, where: str, i: int) -> Rule:
+    fields = {k: v for k, (_, v) in r.mapping(node, where, _RULE_FIELDS).items() if not is_null(v)}
+    keywords = _strings(r, fields["keywords"], f"{where}.keywords") if "keywords" in fields else ()
+    form = _strings(r, fields["form"], f"{where}.form") if "form" in fields else ()
+    if not keywords and not form:
+        raise r.fail(node, where, "needs keywords or form")
+    return Rule(
+        name=r.string(fields["name"], f"{where}.name") if "name" in fields else f"rule-{i + 1}",
+        keywords=keywords,
+        form=form,
+        skill=r.string(fields["skill"], f"{where}.skill") if "skill" in fields else "",
+        priority=r.integer(fields["priority"], f"{where}.priority", 0, 100)
+        if "priority" in fields
+        else 0,
+        language=r.string(fields["language"], f"{where}.language") if "language" in fields else "",
+    )
+
+
+def parse(text: str, source: str = "fax rules") -> RuleBook:
+    """Parse a rules document; a ConfigError (an InvalidArgument) names file, line and entry."""
+    r = ConfigReader(source)
+    root = r.mapping(compose(text, source), "", {"tenants"})
+    if "tenants" not in root:
+        raise ConfigError(source, 1, "tenants", "is required: {tenant: {rules: [...]}}")
     book: dict[str, TenantRules] = {}
-    for tenant, body in tenants.items():
-        body = body or {}
-        if not isinstance(body, dict):
-            raise InvalidArgument(f"tenants.{tenant}", "must be a mapping")
-        rules = []
-        for i, raw in enumerate(body.get("rules") or []):
-            where = f"tenants.{tenant}.rules[{i}]"
-            if not isinstance(raw, dict):
-                raise InvalidArgument(where, "must be a mapping")
-            keywords = _strings(raw.get("keywords"), f"{where}.keywords")
-            form = _strings(raw.get("form"), f"{where}.form")
-            if not keywords and not form:
-                raise InvalidArgument(where, "needs keywords or form")
-            try:
-                priority = int(raw.get("priority", 0))
-            except (TypeError, ValueError) as exc:
-                raise InvalidArgument(f"{where}.priority", "must be an integer") from exc
-            rules.append(
-                Rule(
-                    name=str(raw.get("name") or f"rule-{i + 1}"),
-                    keywords=keywords,
-                    form=form,
-                    skill=str(raw.get("skill") or ""),
-                    priority=priority,
-                    language=str(raw.get("language") or ""),
-                )
-            )
-        book[str(tenant)] = TenantRules(
-            queue=str(body.get("queue") or "general"),
-            priority=int(body.get("priority") or 0),
+    for tenant, (_, body) in r.mapping(root["tenants"][1], "tenants", set()).items():
+        where = f"tenants.{tenant}"
+        if is_null(body):
+            book[tenant] = TenantRules()
+            continue
+        fields = {k: v for k, (_, v) in r.mapping(body, where, _TENANT_FIELDS).items()}
+        rules = (
+            [
+                _rule(r, node, f"{where}.rules[{i}]", i)
+                for i, node in enumerate(r.seq(fields["rules"], f"{where}.rules"))
+            ]
+            if "rules" in fields and not is_null(fields["rules"])
+            else []
+        )
+        book[tenant] = TenantRules(
+            queue=r.string(fields["queue"], f"{where}.queue") if "queue" in fields else "general",
+            priority=r.integer(fields["priority"], f"{where}.priority", 0, 100)
+            if "priority" in fields
+            else 0,
             rules=tuple(rules),
         )
     return RuleBook(book)
@@ -150,5 +160,6 @@ def parse(text: str) -> RuleBook:
 def load(path: str = "") -> RuleBook:
     """The rules in `path`, or the embedded default when it is empty."""
     if path:
-        return parse(Path(path).read_text(encoding="utf-8"))
-    return parse(resources.files("switchboard.fax").joinpath("rules.yaml").read_text("utf-8"))
+        return parse(Path(path).read_text(encoding="utf-8"), path)
+    text = resources.files("switchboard.fax").joinpath("rules.yaml").read_text("utf-8")
+    return parse(text, "switchboard/fax/rules.yaml")
