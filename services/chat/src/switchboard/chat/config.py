@@ -1,6 +1,8 @@
 """The chat's file configuration: per-tenant allowed origins and opening hours, and the limits.
 
-Read from the YAML file named by CHAT_CONFIG_FILE, over the embedded default_config.yaml.
+Read from the YAML file named by CHAT_CONFIG_FILE (what it leaves out takes the defaults of
+default_config.yaml), or the embedded default; an error names the file, the line and the field
+(switchboard.core.config).
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
+
+__all__ = ["ChatConfig", "ConfigError", "Hours", "Limits", "TenantConfig", "load", "load_text"]
+
 DEFAULT_FILE = Path(__file__).with_name("default_config.yaml")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
-
-
-class ConfigError(ValueError):
-    """The configuration file is malformed; the message names the key."""
+_ANY = re.compile(r".")
+UPLOAD_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Limits:
     signals_per_second: float = 5.0
     signal_burst: int = 20
     upload_max_bytes: int = 5 * 1024 * 1024
-    upload_types: frozenset[str] = frozenset()
+    upload_types: frozenset[str] = UPLOAD_TYPES
     visitor_token_ttl_seconds: int = 7 * 24 * 3600
 
 
@@ -73,90 +79,126 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _time(value: Any, key: str) -> time:
+_LIMIT_FIELDS = {
+    "messages_per_second",
+    "message_burst",
+    "signals_per_second",
+    "signal_burst",
+    "upload_max_bytes",
+    "upload_types",
+    "visitor_token_ttl_seconds",
+}
+
+
+def _time(r: ConfigReader, node: yaml.Node, key: str) -> time:
     try:
-        return time.fromisoformat(str(value))
+        return time.fromisoformat(str(r.scalar(node, key)))
     except ValueError:
-        raise ConfigError(f"{key}: must be HH:MM") from None
+        raise r.fail(node, key, "must be HH:MM") from None
 
 
-def _hours(raw: Any, key: str) -> Hours | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key}: must be a mapping")
-    tz = str(raw.get("timezone", "UTC"))
+def _hours(r: ConfigReader, node: yaml.Node, key: str) -> Hours:
+    f = {k: v for k, (_, v) in r.mapping(node, key, {"timezone", "days", "open", "close"}).items()}
+    tz = r.string(f["timezone"], f"{key}.timezone") if "timezone" in f else "UTC"
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{key}.timezone: unknown time zone {tz!r}") from None
-    days = frozenset(str(d).lower()[:3] for d in raw.get("days", DAYS))
-    if not days <= set(DAYS):
-        raise ConfigError(f"{key}.days: must be among {', '.join(DAYS)}")
+        raise r.fail(f["timezone"], f"{key}.timezone", f"unknown time zone {tz!r}") from None
+    days: tuple[str, ...] = DAYS
+    if "days" in f:
+        days = tuple(d.lower()[:3] for d in r.strings(f["days"], f"{key}.days", _ANY))
+        if not set(days) <= set(DAYS):
+            raise r.fail(f["days"], f"{key}.days", f"must be among {', '.join(DAYS)}")
     return Hours(
         tz,
-        days,
-        _time(raw.get("open", "00:00"), f"{key}.open"),
-        _time(raw.get("close", "23:59:59"), f"{key}.close"),
+        frozenset(days),
+        _time(r, f["open"], f"{key}.open") if "open" in f else time(0, 0),
+        _time(r, f["close"], f"{key}.close") if "close" in f else time(23, 59, 59),
     )
 
 
-def _tenant(name: str, raw: Any) -> TenantConfig:
+def _tenant(r: ConfigReader, name: str, node: yaml.Node) -> TenantConfig:
     key = f"tenants.{name}"
-    if raw is None:
+    if is_null(node):
         return TenantConfig()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key}: must be a mapping")
-    origins = raw.get("allowed_origins") or []
-    if not isinstance(origins, list):
-        raise ConfigError(f"{key}.allowed_origins: must be a list")
-    for origin in origins:
-        if not isinstance(origin, str) or not ORIGIN_RE.match(origin):
-            raise ConfigError(f"{key}.allowed_origins: {origin!r} is not scheme://host[:port]")
-    return TenantConfig(
-        frozenset(o.lower() for o in origins), _hours(raw.get("hours"), f"{key}.hours")
+    f = {k: v for k, (_, v) in r.mapping(node, key, {"allowed_origins", "hours"}).items()}
+    origins: tuple[str, ...] = ()
+    if "allowed_origins" in f and not is_null(f["allowed_origins"]):
+        path = f"{key}.allowed_origins"
+        origins = r.strings(f["allowed_origins"], path, _ANY)
+        for i, origin in enumerate(origins):
+            if not ORIGIN_RE.match(origin):
+                item = r.seq(f["allowed_origins"], path)[i]
+                raise r.fail(item, f"{path}[{i}]", f"{origin!r} is not scheme://host[:port]")
+    hours = (
+        _hours(r, f["hours"], f"{key}.hours") if "hours" in f and not is_null(f["hours"]) else None
+    )
+    return TenantConfig(frozenset(o.lower() for o in origins), hours)
+
+
+def _limits(r: ConfigReader, node: yaml.Node) -> Limits:
+    f = {k: v for k, (_, v) in r.mapping(node, "limits", _LIMIT_FIELDS).items()}
+    d = Limits()
+
+    def number(name: str, default: float, lo: float) -> float:
+        return r.number(f[name], f"limits.{name}", lo, 1e9) if name in f else default
+
+    def integer(name: str, default: int, lo: int, hi: int) -> int:
+        return r.integer(f[name], f"limits.{name}", lo, hi) if name in f else default
+
+    messages = number("messages_per_second", d.messages_per_second, 0.0)
+    signals = number("signals_per_second", d.signals_per_second, 0.0)
+    for name, rate in (("messages_per_second", messages), ("signals_per_second", signals)):
+        if rate <= 0:
+            raise r.fail(f[name], f"limits.{name}", "must be more than 0")
+    types = d.upload_types
+    if "upload_types" in f:
+        types = frozenset(
+            t.lower() for t in r.strings(f["upload_types"], "limits.upload_types", _ANY)
+        )
+    return Limits(
+        messages_per_second=messages,
+        message_burst=integer("message_burst", d.message_burst, 1, 10_000),
+        signals_per_second=signals,
+        signal_burst=integer("signal_burst", d.signal_burst, 1, 10_000),
+        upload_max_bytes=integer("upload_max_bytes", d.upload_max_bytes, 0, 1 << 30),
+        upload_types=types,
+        visitor_token_ttl_seconds=integer(
+            "visitor_token_ttl_seconds", d.visitor_token_ttl_seconds, 1, 366 * 86400
+        ),
     )
 
 
-def parse(raw: dict[str, Any]) -> ChatConfig:
-    limits_raw = raw.get("limits") or {}
-    if not isinstance(limits_raw, dict):
-        raise ConfigError("limits: must be a mapping")
-    try:
-        limits = Limits(
-            messages_per_second=float(limits_raw["messages_per_second"]),
-            message_burst=int(limits_raw["message_burst"]),
-            signals_per_second=float(limits_raw["signals_per_second"]),
-            signal_burst=int(limits_raw["signal_burst"]),
-            upload_max_bytes=int(limits_raw["upload_max_bytes"]),
-            upload_types=frozenset(str(t).lower() for t in limits_raw["upload_types"]),
-            visitor_token_ttl_seconds=int(limits_raw["visitor_token_ttl_seconds"]),
-        )
-    except KeyError as exc:
-        raise ConfigError(f"limits.{exc.args[0]}: is required") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"limits: {exc}") from None
-    if limits.message_burst < 1 or limits.signal_burst < 1 or limits.messages_per_second <= 0:
-        raise ConfigError("limits: bursts must be ≥ 1 and rates > 0")
-    tenants_raw = raw.get("tenants") or {}
-    if not isinstance(tenants_raw, dict):
-        raise ConfigError("tenants: must be a mapping")
-    return ChatConfig(limits, {str(k): _tenant(str(k), v) for k, v in tenants_raw.items()})
+def load_text(text: str, source: str = "chat.yaml") -> ChatConfig:
+    """Parse and validate a configuration's text (what it leaves out takes the defaults); a
+    ConfigError names file, line and field."""
+    r = ConfigReader(source)
+    root = {
+        k: v for k, (_, v) in r.mapping(compose(text, source), "", {"limits", "tenants"}).items()
+    }
+    limits = (
+        _limits(r, root["limits"]) if "limits" in root and not is_null(root["limits"]) else Limits()
+    )
+    tenants: dict[str, TenantConfig] = {}
+    if "tenants" in root and not is_null(root["tenants"]):
+        for name, (_, node) in r.mapping(root["tenants"], "tenants", set()).items():
+            tenants[name] = _tenant(r, name, node)
+    return ChatConfig(limits, tenants)
+
+
+def parse(raw: dict[str, Any], source: str = "chat configuration") -> ChatConfig:
+    """The configuration from already parsed YAML (a test's or a tool's dict)."""
+    return load_text(yaml.safe_dump(raw, allow_unicode=True), source)
 
 
 def load(path: str | Path | None = None) -> ChatConfig:
-    """The embedded default, overlaid with the YAML file at `path` when given."""
-    raw = yaml.safe_load(DEFAULT_FILE.read_text(encoding="utf-8"))
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"CHAT_CONFIG_FILE: cannot read {path}: {exc.strerror}") from None
-        try:
-            over = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"CHAT_CONFIG_FILE: not YAML: {exc}") from None
-        if not isinstance(over, dict):
-            raise ConfigError("CHAT_CONFIG_FILE: must be a mapping")
-        raw = _merge(raw, over)
-    return parse(raw)
+    """The YAML file at `path` (what it leaves out takes the defaults), or the embedded default."""
+    if not path:
+        return load_text(
+            DEFAULT_FILE.read_text(encoding="utf-8"), "switchboard/chat/default_config.yaml"
+        )
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), 1, "(file)", f"cannot be read: {exc.strerror}") from None
+    return load_text(text, str(path))
