@@ -53,5 +53,5 @@ def test_a_mistake_names_its_file_line_and_field(text: str, error: str) -> None:
 
 
 def test_an_unreadable_file_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(config.ConfigError, match="missing.yaml"):
+    with pytest.raises(config.ConfigError, match=r"missing\.yaml"):
         config.load(tmp_path / "missing.yaml")

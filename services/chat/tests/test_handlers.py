@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from switchboard.chat.adapters.conversations import InMemoryConversations
+from switchboard.chat.domain.commands import CustomerMessage
 from switchboard.chat.domain.model import (
     CustomerProfile,
     MessageTooLarge,
@@ -69,8 +70,8 @@ def assigned(contact_id: str, agent_id: str = "agent-1") -> events_pb2.ContactAs
 
 
 async def test_join_waits_for_the_assignment_event(chat: Chat, bus: FakePublisher) -> None:
-    sent = await chat.customer_message(PROFILE, "v1", {"text": "我的账户登录不了"})
-    join = asyncio.create_task(chat.agent_join(AGENT, {"contact_id": sent.contact_id}))
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("我的账户登录不了"))
+    join = asyncio.create_task(chat.agent_join(AGENT, sent.contact_id))
     # One turn of the loop: the join looks, finds nothing and waits (the fakes never block).
     await asyncio.sleep(0)
     assert not join.done() and chat._assignment_waiters
@@ -86,16 +87,16 @@ async def test_join_refuses_once_the_wait_is_over(
     bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
     chat = Chat(InMemoryConversations(), ChatNotifier(bus), delivery, 4000, assignment_wait=0.0)
-    sent = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     await chat.on_contact_assigned(assigned(sent.contact_id, "agent-2"))
     with pytest.raises(PermissionDenied, match=f"contact {sent.contact_id} is not assigned to you"):
-        await chat.agent_join(AGENT, {"contact_id": sent.contact_id})
+        await chat.agent_join(AGENT, sent.contact_id)
 
 
 async def test_concurrent_first_messages_create_one_contact(chat: Chat, bus: FakePublisher) -> None:
     a, b = await asyncio.gather(
-        chat.customer_message(PROFILE, "v1", {"text": "one"}),
-        chat.customer_message(PROFILE, "v1", {"text": "two"}),
+        chat.customer_message(PROFILE, "v1", CustomerMessage("one")),
+        chat.customer_message(PROFILE, "v1", CustomerMessage("two")),
     )
     assert a.contact_id == b.contact_id
     assert [type(e).__name__ for e in bus.events] == ["ContactCreated", "MessageAdded"]
@@ -106,9 +107,9 @@ async def test_a_failed_create_is_forgotten_and_retried_as_a_new_contact(
 ) -> None:
     bus.fail = TimeoutError("no JetStream ack")
     with pytest.raises(TimeoutError):
-        await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+        await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     bus.fail = None
-    sent = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     assert sent.message_id == f"{sent.contact_id}:initial"
     assert isinstance(bus.events[0], events_pb2.ContactCreated)
 
@@ -116,7 +117,7 @@ async def test_a_failed_create_is_forgotten_and_retried_as_a_new_contact(
 async def test_redelivered_messages_are_emitted_once(
     chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
-    await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     created = bus.events[0]
     await chat.on_contact_created(created)  # type: ignore[arg-type]
     await chat.on_contact_created(created)  # type: ignore[arg-type]
@@ -130,7 +131,7 @@ async def test_redelivered_messages_are_emitted_once(
 async def test_ended_contact_closes_and_next_message_starts_a_new_one(
     chat: Chat, bus: FakePublisher, delivery: FakeDelivery
 ) -> None:
-    first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     await chat.on_contact_ended(
         events_pb2.ContactEnded(
             meta=events.new_meta(TENANT, contact_pb2.CHANNEL_CHAT, "router"),
@@ -139,7 +140,7 @@ async def test_ended_contact_closes_and_next_message_starts_a_new_one(
     )
     ended = {"state": "ended", "contact_id": first.contact_id}
     assert ("visitor:v1", "status", ended) in delivery.emitted
-    second = await chat.customer_message(PROFILE, "v1", {"text": "again"})
+    second = await chat.customer_message(PROFILE, "v1", CustomerMessage("again"))
     assert second.contact_id != first.contact_id
 
 
@@ -176,7 +177,7 @@ async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
     """Not after the bus has carried it back: the agent sees the customer's message, and the
     customer the agent's, before the publish is acknowledged; the bus's own delivery of the
     same event later shows nothing twice."""
-    first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     await chat.on_contact_assigned(assigned(first.contact_id))
     room = f"contact:{first.contact_id}"
 
@@ -186,7 +187,9 @@ async def test_a_message_is_shown_to_the_other_side_while_jetstream_stores_it(
         )
 
     bus.hold = asyncio.Event()
-    sending = asyncio.create_task(chat.customer_message(PROFILE, "v1", {"text": "my printer"}))
+    sending = asyncio.create_task(
+        chat.customer_message(PROFILE, "v1", CustomerMessage("my printer"))
+    )
     for _ in range(100):
         if shown(room, "my printer"):
             break
@@ -219,7 +222,7 @@ async def test_a_first_message_is_shown_to_its_sender_while_jetstream_stores_the
         return [d["text"] for r, e, d in delivery.emitted if r == "visitor:v1" and e == "message"]
 
     bus.hold = asyncio.Event()
-    sending = asyncio.create_task(chat.customer_message(PROFILE, "v1", {"text": "hello"}))
+    sending = asyncio.create_task(chat.customer_message(PROFILE, "v1", CustomerMessage("hello")))
     for _ in range(100):
         if shown():
             break
@@ -240,13 +243,13 @@ async def test_a_message_jetstream_did_not_store_is_refused_to_its_sender(
 ) -> None:
     """The sender gets the error (the agent may have seen the message meanwhile); sent again
     with the same client id it is the same message: recorded once, shown once."""
-    first = await chat.customer_message(PROFILE, "v1", {"text": "hello"})
+    first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     await chat.on_contact_assigned(assigned(first.contact_id))
     bus.fail = TimeoutError("no JetStream ack")
     with pytest.raises(TimeoutError):
-        await chat.customer_message(PROFILE, "v1", {"text": "lost?", "client_id": "key-0001"})
+        await chat.customer_message(PROFILE, "v1", CustomerMessage("lost?", "key-0001"))
     bus.fail = None
-    again = await chat.customer_message(PROFILE, "v1", {"text": "lost?", "client_id": "key-0001"})
+    again = await chat.customer_message(PROFILE, "v1", CustomerMessage("lost?", "key-0001"))
     sent = [e for e in bus.events if isinstance(e, events_pb2.MessageAdded)]
     assert [e.message.message_id for e in sent] == [again.message_id]
     room = f"contact:{first.contact_id}"
@@ -268,9 +271,9 @@ async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_befo
     monkeypatch.setattr(chat.store, "discard", unreachable)
     bus.fail = TimeoutError("no JetStream ack")
     with pytest.raises(TimeoutError):
-        await chat.customer_message(PROFILE, "v1", {"text": "hello?"})
+        await chat.customer_message(PROFILE, "v1", CustomerMessage("hello?"))
     bus.fail = None
-    sent = await chat.customer_message(PROFILE, "v1", {"text": "anyone there?"})
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("anyone there?"))
     published = [(type(e).__name__, e) for e in bus.events]
     assert [name for name, _ in published] == ["ContactCreated", "MessageAdded"]
     created = published[0][1]
@@ -280,5 +283,5 @@ async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_befo
     conversation = await chat.store.get(TENANT, sent.contact_id)
     assert conversation is not None and conversation.opening is None
     # Announced once: the next message goes out alone.
-    await chat.customer_message(PROFILE, "v1", {"text": "hello again"})
+    await chat.customer_message(PROFILE, "v1", CustomerMessage("hello again"))
     assert [type(e).__name__ for e in bus.events][2:] == ["MessageAdded"]

@@ -38,8 +38,16 @@ from typing import Any, Protocol
 from switchboard.chat.adapters.conversations import ConversationStore
 from switchboard.chat.adapters.router_client import RouterClient
 from switchboard.chat.config import ChatConfig
+from switchboard.chat.domain.commands import (
+    AgentMessage,
+    CustomerMessage,
+    Rating,
+    Receipt,
+    TranscriptRequest,
+)
 from switchboard.chat.domain.model import (
     EMAIL_RE,
+    RECEIPT_STATES,
     AuthorName,
     ChatMessage,
     Conversation,
@@ -47,7 +55,6 @@ from switchboard.chat.domain.model import (
     check_text,
     initial_message_id,
     not_assigned,
-    required_str,
 )
 from switchboard.chat.notifier import ChatNotifier, message_event
 from switchboard.core.auth import Principal
@@ -61,7 +68,6 @@ AUTHORS: dict[int, AuthorName] = {
     contact_pb2.AUTHOR_AGENT: "agent",
     contact_pb2.AUTHOR_SYSTEM: "system",
 }
-RECEIPT_STATES = ("delivered", "read")
 
 
 class Delivery(Protocol):
@@ -121,23 +127,6 @@ def client_message_id(tenant: str, visitor_id: str, client_id: str) -> str:
     return hashlib.sha256(f"{tenant}\0{visitor_id}\0{client_id}".encode()).hexdigest()[:32]
 
 
-def _client_id(data: Any) -> str | None:
-    value = data.get("client_id") if isinstance(data, dict) else None
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 8 <= len(value) <= 64 or not value.isascii():
-        raise InvalidArgument("client_id", "must be 8-64 ASCII characters")
-    return value
-
-
-def _receipt(data: Any) -> tuple[str, str]:
-    message_id = required_str(data, "message_id")
-    state = required_str(data, "state")
-    if state not in RECEIPT_STATES:
-        raise InvalidArgument("state", "must be delivered or read")
-    return message_id, state
-
-
 class Chat:
     def __init__(
         self,
@@ -176,10 +165,11 @@ class Chat:
             )
         return Session(profile.visitor_id, conversation)
 
-    async def customer_message(self, profile: CustomerProfile, visitor_id: str, data: Any) -> Sent:
+    async def customer_message(
+        self, profile: CustomerProfile, visitor_id: str, command: CustomerMessage
+    ) -> Sent:
         """Publish a customer's message: the first one creates the contact."""
-        text = check_text(data, self.max_message_bytes)
-        client_id = _client_id(data)
+        text, client_id = command.text, command.client_id
         async with self._lock(profile.tenant, visitor_id):
             conversation = await self.store.open_for_visitor(profile.tenant, visitor_id)
             now = _now()
@@ -321,11 +311,10 @@ class Chat:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def offline_message(self, profile: CustomerProfile, data: Any) -> Sent:
+    async def offline_message(self, profile: CustomerProfile, text: str) -> Sent:
         """A message left while nobody can answer: a contact to be answered by email."""
         if not profile.email:
             raise InvalidArgument("email", "is required for an offline message")
-        text = check_text(data, self.max_message_bytes)
         return await self._create_contact(profile, profile.visitor_id, text, _now(), offline=True)
 
     async def customer_attachment(
@@ -356,8 +345,7 @@ class Chat:
             raise FailedPrecondition("no open chat")
         return conversation
 
-    async def customer_typing(self, profile: CustomerProfile, data: Any) -> None:
-        typing = bool(data.get("typing")) if isinstance(data, dict) else False
+    async def customer_typing(self, profile: CustomerProfile, typing: bool) -> None:
         conversation = await self._open(profile)
         await self.delivery.to_agents(
             conversation.contact_id,
@@ -365,8 +353,8 @@ class Chat:
             {"contact_id": conversation.contact_id, "author": "customer", "typing": typing},
         )
 
-    async def customer_receipt(self, profile: CustomerProfile, data: Any) -> None:
-        message_id, state = _receipt(data)
+    async def customer_receipt(self, profile: CustomerProfile, receipt: Receipt) -> None:
+        message_id, state = receipt.message_id, receipt.state
         conversation = await self._open(profile)
         await self._record_receipt(
             profile.tenant, conversation.contact_id, "customer", message_id, state
@@ -392,25 +380,17 @@ class Chat:
 
         await self.store.update(tenant, contact_id, mark)
 
-    async def _visitors_contact(self, profile: CustomerProfile, data: Any) -> Conversation:
-        """The contact named in `data` if it is this visitor's (open or ended)."""
-        contact_id = required_str(data, "contact_id")
+    async def _visitors_contact(self, profile: CustomerProfile, contact_id: str) -> Conversation:
+        """The contact `contact_id` if it is this visitor's (open or ended)."""
         conversation = await self.store.get(profile.tenant, contact_id)
         if conversation is None or conversation.visitor_id != profile.visitor_id:
             raise InvalidArgument("contact_id", "is not one of your chats")
         return conversation
 
-    async def rate(self, profile: CustomerProfile, data: Any) -> None:
+    async def rate(self, profile: CustomerProfile, rating: Rating) -> None:
         """The customer's satisfaction rating (1-5, once per contact)."""
-        conversation = await self._visitors_contact(profile, data)
-        score = data.get("score")
-        if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
-            raise InvalidArgument("score", "must be a whole number from 1 to 5")
-        comment = data.get("comment") or ""
-        if not isinstance(comment, str) or len(comment.encode()) > self.max_message_bytes:
-            raise InvalidArgument(
-                "comment", f"must be text of at most {self.max_message_bytes} bytes"
-            )
+        conversation = await self._visitors_contact(profile, rating.contact_id)
+        score, comment = rating.score, rating.comment
         if conversation.rated:
             raise FailedPrecondition("this chat has already been rated")
         await self.notifier.satisfaction_rated(
@@ -427,11 +407,11 @@ class Chat:
             {"contact_id": conversation.contact_id, "score": score},
         )
 
-    async def request_transcript(self, profile: CustomerProfile, data: Any) -> str:
+    async def request_transcript(self, profile: CustomerProfile, request: TranscriptRequest) -> str:
         """Ask the email channel to send the conversation to the customer; the address given,
         or the one from the pre-chat form."""
-        conversation = await self._visitors_contact(profile, data)
-        email = data.get("email") or profile.email
+        conversation = await self._visitors_contact(profile, request.contact_id)
+        email = request.email or profile.email
         if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
             raise InvalidArgument("email", "is not a valid address")
         messages = await self.store.history(profile.tenant, conversation.contact_id)
@@ -487,9 +467,8 @@ class Chat:
 
     # ---- agents --------------------------------------------------------------------------------
 
-    async def agent_join(self, agent: Principal, data: Any) -> Conversation:
+    async def agent_join(self, agent: Principal, contact_id: str) -> Conversation:
         """The conversation assigned to `agent`, waiting briefly for an assignment in flight."""
-        contact_id = required_str(data, "contact_id")
         conversation = await self._wait_assigned(agent.tenant, contact_id, agent.subject)
         if conversation is None:
             raise not_assigned(contact_id)
@@ -509,11 +488,11 @@ class Chat:
             raise not_assigned(contact_id)
         return conversation
 
-    async def agent_message(self, agent: Principal, data: Any) -> Sent:
+    async def agent_message(self, agent: Principal, message: AgentMessage) -> Sent:
         """Publish an agent's reply to a contact assigned to them."""
-        contact_id = required_str(data, "contact_id")
-        text = check_text(data, self.max_message_bytes)
-        return await self.send_agent_message(agent.tenant, contact_id, agent.subject, text)
+        return await self.send_agent_message(
+            agent.tenant, message.contact_id, agent.subject, message.text
+        )
 
     async def send_agent_message(
         self, tenant: str, contact_id: str, agent_id: str, text: str
@@ -544,7 +523,8 @@ class Chat:
     async def agent_receipt(
         self, tenant: str, contact_id: str, agent_id: str, message_id: str, state: str
     ) -> None:
-        message_id, state = _receipt({"message_id": message_id, "state": state})
+        if state not in RECEIPT_STATES:
+            raise InvalidArgument("state", "must be delivered or read")
         conversation = await self._assigned(tenant, contact_id, agent_id)
         await self._record_receipt(tenant, contact_id, "agent", message_id, state)
         await self.delivery.to_customer(

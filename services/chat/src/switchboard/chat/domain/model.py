@@ -20,6 +20,7 @@ LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,4}$")
 VISITOR_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+RECEIPT_STATES = ("delivered", "read")
 MAX_NAME_CHARS = 200
 
 

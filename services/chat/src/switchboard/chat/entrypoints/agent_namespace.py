@@ -40,6 +40,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from switchboard.chat.config import ChatConfig
 from switchboard.chat.domain.model import MessageTooLarge
+from switchboard.chat.entrypoints import payloads
 from switchboard.chat.entrypoints.rooms import AGENT, agent_room, contact_room
 from switchboard.chat.entrypoints.socket_common import (
     INTERNAL_ERROR,
@@ -271,7 +272,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_join(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def join() -> dict[str, Any]:
             principal = await self._principal(sid)
-            conversation = await self.chat.agent_join(principal, data)
+            conversation = await self.chat.agent_join(principal, payloads.contact_id(data))
             await self.enter_room(sid, contact_room(conversation.contact_id))
             return {
                 "ok": True,
@@ -287,7 +288,8 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def send() -> dict[str, Any]:
-            sent = await self.chat.agent_message(await self._principal(sid), data)
+            message = payloads.agent_message(data, self.chat.max_message_bytes)
+            sent = await self.chat.agent_message(await self._principal(sid), message)
             return {"ok": True, "message_id": sent.message_id}
 
         async def tell(exc: DomainError) -> None:

@@ -26,6 +26,7 @@ from switchboard.chat.adapters.files import FileStore
 from switchboard.chat.config import ChatConfig
 from switchboard.chat.domain import visitor_token
 from switchboard.chat.domain.model import CustomerProfile, parse_customer_auth
+from switchboard.chat.entrypoints import payloads
 from switchboard.chat.entrypoints.socket_common import check_origin, request_origin
 from switchboard.chat.handlers import Chat
 from switchboard.core.errors import (
@@ -232,7 +233,8 @@ class Api:
         visitor = self._visitor(scope)
         data = _json(await _body(receive, MAX_JSON_BYTES))
         profile = parse_customer_auth(data, visitor.tenant, visitor.visitor_id)
-        sent = await self.chat.offline_message(profile, data)
+        text = payloads.text(data, self.chat.max_message_bytes)
+        sent = await self.chat.offline_message(profile, text)
         return 202, {"ok": True, "contact_id": sent.contact_id}, []
 
     async def upload(self, scope: Scope, receive: Receive) -> tuple[int, Any, list[Any]]:

@@ -32,6 +32,7 @@ from switchboard.chat.domain.model import (
     since_seq,
 )
 from switchboard.chat.domain.rate_limit import Throttled
+from switchboard.chat.entrypoints import payloads
 from switchboard.chat.entrypoints.agent_namespace import AgentNamespace
 from switchboard.chat.entrypoints.rooms import AGENT, CUSTOMER, contact_room, visitor_room
 from switchboard.chat.entrypoints.socket_common import (
@@ -128,21 +129,26 @@ class CustomerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def send() -> dict[str, Any]:
             profile = await self._profile(sid, "messages")
-            sent = await self.chat.customer_message(profile, profile.visitor_id, data)
+            message = payloads.customer_message(data, self.chat.max_message_bytes)
+            sent = await self.chat.customer_message(profile, profile.visitor_id, message)
             return {"ok": True, "message_id": sent.message_id, "contact_id": sent.contact_id}
 
         return await acked("chat.customer_message", send, lambda e: self._tell(sid, e))
 
     async def on_typing(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def typing() -> dict[str, Any]:
-            await self.chat.customer_typing(await self._profile(sid, "signals"), data)
+            await self.chat.customer_typing(
+                await self._profile(sid, "signals"), payloads.typing(data)
+            )
             return {"ok": True}
 
         return await acked("chat.customer_typing", typing, lambda e: self._tell(sid, e))
 
     async def on_receipt(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def receipt() -> dict[str, Any]:
-            await self.chat.customer_receipt(await self._profile(sid, "signals"), data)
+            await self.chat.customer_receipt(
+                await self._profile(sid, "signals"), payloads.receipt(data)
+            )
             return {"ok": True}
 
         return await acked("chat.customer_receipt", receipt, lambda e: self._tell(sid, e))
@@ -156,15 +162,17 @@ class CustomerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_rate(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def rate() -> dict[str, Any]:
-            await self.chat.rate(await self._profile(sid, "messages"), data)
+            rating = payloads.rating(data, self.chat.max_message_bytes)
+            await self.chat.rate(await self._profile(sid, "messages"), rating)
             return {"ok": True}
 
         return await acked("chat.customer_rate", rate, lambda e: self._tell(sid, e))
 
     async def on_transcript(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def transcript() -> dict[str, Any]:
+            request = payloads.transcript_request(data)
             request_id = await self.chat.request_transcript(
-                await self._profile(sid, "messages"), data
+                await self._profile(sid, "messages"), request
             )
             return {"ok": True, "request_id": request_id}
 
