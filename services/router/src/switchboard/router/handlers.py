@@ -557,8 +557,8 @@ class Router:
         (`gc.freeze`): a collection in this process, and none runs in the child, then no longer
         writes to the long-lived engine's objects, which would copy every page the child still
         shares, and the full collections on the offer path walk only what was created since the
-        last snapshot (at 100,000 waiting contacts, a full collection took 80 to 270 ms, over a
-        second while a child was alive)."""
+        last snapshot (at 100,000 waiting contacts, a full collection took 65 to 300 ms, 0.3 to
+        1.7 s while a child was alive)."""
         async with self._lock:
             if not self.leader:
                 return None
@@ -592,8 +592,8 @@ def collect_young_only() -> None:
     collections of the oldest generation: from here on the collector walks only young objects.
 
     A full collection walks every tracked object in the oldest generation, and a router
-    holding 100,000 waiting contacts paused its decisions for 80 to 300 ms each time one ran
-    (a million: about a second); between snapshots some forty objects a decision reach that
+    holding 100,000 waiting contacts paused its decisions for 65 to 300 ms each time one ran
+    (a million: about a second); between snapshots tens of objects a decision reach that
     generation. So the router never collects it automatically: whatever reaches it is frozen at
     the next snapshot (`Router.snapshot`) instead. The cost: cyclic garbage that survives two
     young collections is not reclaimed (the engine's own state makes none; objects it drops
