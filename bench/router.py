@@ -324,11 +324,12 @@ async def _snapshot_pauses(count: int, snapshots: int) -> dict[str, float]:
     async def decide() -> None:
         i = next(ids)
         clock.now += 0.0001
-        if i % 20 == 0:  # an agent arrives and is offered a contact from the backlog
+        if i % 20 == 0:  # an agent arrives, is offered a contact from the backlog, and leaves
             a = next(agents)
             lang, pair = LANGUAGES[a % 4], PAIRS[(a // 4) % 6]
             await router.run("sign_in", TENANT, f"x{a}", "", {lang: 5}, {pair[0]: 3, pair[1]: 3})
             await router.run("set_connected", TENANT, f"x{a}", True)
+            await router.run("sign_out", TENANT, f"x{a}")  # no offers pile up to expire
         else:  # a contact arrives, an older one abandons: the backlog stays at `count`
             await router.run("add_contact", _contact(i), "")
             if f"c{i - count}" in router.engine.contacts:
