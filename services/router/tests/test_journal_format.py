@@ -446,7 +446,9 @@ class FakeSnapshots:
         self.saved.append((engine_state, seq))
 
 
-async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on() -> None:
+async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on(
+    unfrozen: None,
+) -> None:
     fake = FakeJournal()
     router = Router(new_engine(), RoutingNotifier(FakeBus()), fake, Wall(1000.0))  # type: ignore[arg-type]
     router.leader = True
