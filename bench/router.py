@@ -10,10 +10,17 @@ The engine is pure (no I/O), so it is driven directly, on a manual clock, in thi
 Agents speak one of 4 languages and hold 2 of 4 skills at varying proficiencies (96 profiles).
 Decision rates are per CPU second of this process (a rate per wall-clock second would count
 whatever else the machine runs); latencies are wall clock (perf_counter), per call.
+
+Snapshots: a Router (journal and bus acknowledging at once, in memory) holding 100,000 waiting
+contacts goes on deciding (contacts arriving and abandoning, agents arriving) while it takes
+snapshots; the figures are how long each snapshot held the decision lock (the fork) and the
+longest wait of any decision while the serialising child was alive, beside the target of 10 ms,
+and the longest decision over as long a time without a snapshot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import os
@@ -26,7 +33,8 @@ from bench import transport
 from bench.stats import percentile
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
-from switchboard.router.handlers import ManualClock
+from switchboard.router.handlers import ManualClock, Router, collect_young_only
+from switchboard.router.notifier import RoutingNotifier
 from switchboard.v1 import contact_pb2
 
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_ROUTER_AGENTS", "1000,10000,100000").split(","))
@@ -36,6 +44,9 @@ BACKLOG = int(os.environ.get("BENCH_ROUTER_BACKLOG", "10000"))
 WAITING = int(os.environ.get("BENCH_ROUTER_WAITING", "100000"))
 WAITING_LARGE = int(os.environ.get("BENCH_ROUTER_WAITING_LARGE", "1000000"))
 RAW_MESSAGES = int(os.environ.get("BENCH_RAW_MESSAGES", "20000"))
+SNAPSHOT_WAITING = int(os.environ.get("BENCH_ROUTER_SNAPSHOT_WAITING", "100000"))
+SNAPSHOTS = int(os.environ.get("BENCH_ROUTER_SNAPSHOTS", "3"))
+PAUSE_TARGET_MS = 10.0  # issue 14: no decision waits longer than this
 
 TENANT = "bench"
 LANGUAGES = ("ko", "zh", "en", "ja")
@@ -245,6 +256,132 @@ def _large_backlog(count: int) -> dict[str, float]:
     }
 
 
+class _Acked:
+    """The journal and the bus, in memory: every write acknowledged at once, nothing kept."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+
+    def _done(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def append(self, entry: object) -> asyncio.Future[None]:
+        self.last_seq += 1
+        return self._done()
+
+    async def publish_async(self, event: object) -> asyncio.Future[None]:
+        return self._done()
+
+
+class _Discarded:
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    async def save(self, engine_state: bytes, seq: int) -> None:
+        self.sizes.append(len(engine_state))
+
+
+class _TimedLock(asyncio.Lock):
+    """The router's decision lock, recording how long the snapshot task holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot_holds: list[float] = []
+        self._at = 0
+
+    async def acquire(self) -> bool:  # type: ignore[override]
+        await super().acquire()
+        self._at = time.perf_counter_ns()
+        return True
+
+    def release(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "snapshot":
+            self.snapshot_holds.append((time.perf_counter_ns() - self._at) * 1e-6)
+        super().release()
+
+
+async def _snapshot_pauses(count: int, snapshots: int) -> dict[str, float]:
+    """Decisions go on (one at a time, each awaited) while the router takes `snapshots`
+    snapshots of `count` waiting contacts; the longest wait, with and without a snapshot."""
+    engine, clock = _engine()
+    for i in range(count):
+        clock.now += 0.0001
+        engine.add_contact(_contact(i))
+    acked = _Acked()
+    router = Router(engine, RoutingNotifier(acked), acked, lambda: clock.now)  # type: ignore[arg-type]
+    router.leader = True
+    lock = _TimedLock()
+    router._lock = lock
+    threshold = gc.get_threshold()
+    collect_young_only()  # as after recovery (bootstrap)
+    ids, agents = itertools.count(count), itertools.count()
+
+    async def decide() -> None:
+        i = next(ids)
+        clock.now += 0.0001
+        if i % 20 == 0:  # an agent arrives, is offered a contact from the backlog, and leaves
+            a = next(agents)
+            lang, pair = LANGUAGES[a % 4], PAIRS[(a // 4) % 6]
+            await router.run("sign_in", TENANT, f"x{a}", "", {lang: 5}, {pair[0]: 3, pair[1]: 3})
+            await router.run("set_connected", TENANT, f"x{a}", True)
+            await router.run("sign_out", TENANT, f"x{a}")  # no offers pile up to expire
+        else:  # a contact arrives, an older one abandons: the backlog stays at `count`
+            await router.run("add_contact", _contact(i), "")
+            if f"c{i - count}" in router.engine.contacts:
+                await router.run("withdraw_contact", f"c{i - count}", "abandoned")
+
+    async def longest_wait(
+        during: asyncio.Future[int | None] | None, seconds: float
+    ) -> tuple[float, float]:
+        """The longest wait of a decision, wall clock and this thread's CPU time (on a busy
+        machine the wall clock also counts the time the process was not scheduled)."""
+        longest = longest_cpu = 0.0
+        until = time.perf_counter() + seconds
+        while (during is not None and not during.done()) or (
+            during is None and time.perf_counter() < until
+        ):
+            t, cpu = time.perf_counter_ns(), time.thread_time_ns()
+            await decide()
+            longest = max(longest, (time.perf_counter_ns() - t) * 1e-6)
+            longest_cpu = max(longest_cpu, (time.thread_time_ns() - cpu) * 1e-6)
+        return longest, longest_cpu
+
+    saved = _Discarded()
+    with_snapshot: list[tuple[float, float]] = []
+    without: list[tuple[float, float]] = []
+    took: list[float] = []
+    try:
+        await longest_wait(None, 1.0)  # warm up
+        for _ in range(snapshots):
+            t = time.perf_counter()
+            taking = asyncio.create_task(router.snapshot(saved), name="snapshot")  # type: ignore[arg-type]
+            with_snapshot.append(await longest_wait(taking, 0))
+            await taking
+            took.append(time.perf_counter() - t)
+            without.append(await longest_wait(None, took[-1]))
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    return {
+        "snapshot_waiting_contacts": float(count),
+        "snapshot_bytes": float(saved.sizes[-1]),
+        "snapshot_serialise_s_median": percentile(took, 50),
+        "snapshot_lock_held_ms_median": percentile(lock.snapshot_holds, 50),
+        "snapshot_lock_held_ms_max": max(lock.snapshot_holds),
+        "snapshot_longest_decision_ms_median": percentile([w for w, _ in with_snapshot], 50),
+        "snapshot_longest_decision_ms_max": max(w for w, _ in with_snapshot),
+        "snapshot_longest_decision_cpu_ms_max": max(c for _, c in with_snapshot),
+        "snapshot_pause_target_ms": PAUSE_TARGET_MS,
+        "no_snapshot_longest_decision_ms_max": max(w for w, _ in without),
+        "no_snapshot_longest_decision_cpu_ms_max": max(c for _, c in without),
+    }
+
+
 async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     del work
     out: dict[str, float] = {}
@@ -276,6 +413,10 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         t = time.perf_counter()
         out.update(_large_backlog(WAITING_LARGE))
         out["backlog_bench_wall_s"] = time.perf_counter() - t
+    if SNAPSHOT_WAITING:
+        t = time.perf_counter()
+        out.update(await _snapshot_pauses(SNAPSHOT_WAITING, SNAPSHOTS))
+        out["snapshot_bench_wall_s"] = time.perf_counter() - t
     return out
 
 

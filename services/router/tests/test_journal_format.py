@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import pickle
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from switchboard.core.errors import NotFound
 from switchboard.router import commands, journal
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
-from switchboard.router.handlers import Router, new_engine
+from switchboard.router.handlers import Router, collect_young_only, new_engine
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.testing.fakes import FakePublisher
 from switchboard.v1 import contact_pb2, router_journal_pb2
@@ -432,7 +434,9 @@ class FakeSnapshots:
         self.saved.append((engine_state, seq))
 
 
-async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on() -> None:
+async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on(
+    unfrozen: None,
+) -> None:
     fake = FakeJournal()
     router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, Wall(1000.0))  # type: ignore[arg-type]
     router.leader = True
@@ -458,3 +462,147 @@ async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on(
         follower.apply_entry(journal.decode(n, entry))
     assert summary(follower.engine) == summary(router.engine)
     assert follower.divergences == 0
+
+
+class HeldBus(FakeBus):
+    """A bus whose acks wait for the test while `hold` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.acks: list[asyncio.Future[Any]] = []
+
+    async def publish_async(self, event: Any) -> asyncio.Future[Any]:
+        if not self.hold:
+            return await super().publish_async(event)
+        self.events.append(event)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.acks.append(future)
+        return future
+
+
+@pytest.fixture
+def unfrozen() -> Any:
+    """The collector as it was: what a snapshot froze is unfrozen again after the test."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+async def leader_with_events_held(count: int) -> tuple[Router, FakeJournal, HeldBus]:
+    fake, bus = FakeJournal(), HeldBus()
+    router = Router(new_engine(), RoutingNotifier(bus), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    await router.run("apply_file_config", cfg.load_text(CONFIG))
+    for i in range(count):
+        await router.run("add_contact", contact(f"before-{i}", "acme", "ko"), "")
+    bus.hold = True  # the next decision's events wait for their acks
+    return router, fake, bus
+
+
+async def turns(n: int = 50) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_decisions_go_on_while_a_snapshot_waits_for_earlier_events(unfrozen: None) -> None:
+    """Under the lock a snapshot only reads its sequence and copies the state; waiting for the
+    decisions up to that sequence to be acknowledged comes after, while later ones are decided."""
+    router, fake, bus = await leader_with_events_held(100)
+    held = asyncio.ensure_future(router.run("add_contact", contact("held", "acme", "ko"), ""))
+    await fake.written(102)
+    snapshots = FakeSnapshots()
+    taking = asyncio.ensure_future(router.snapshot(snapshots))  # type: ignore[arg-type]
+    await turns()
+    later = asyncio.ensure_future(router.run("add_contact", contact("later", "acme", "ko"), ""))
+    await turns()
+    # Decided and journaled while the snapshot still waits for the acks of "held".
+    assert "later" in router.engine.contacts
+    assert len(fake.entries) == 103
+    assert not taking.done() and not held.done()
+    bus.hold = False
+    for ack in bus.acks:
+        ack.set_result(None)
+    seq = await taking
+    await asyncio.gather(held, later)
+    [(data, saved_seq)] = snapshots.saved
+    assert saved_seq == seq == 102
+    restored: eng.Engine = pickle.loads(data)
+    assert "held" in restored.contacts and "later" not in restored.contacts
+    follower = Router(restored, RoutingNotifier(FakeBus()))
+    for n, entry in enumerate(fake.entries[seq:], seq + 1):
+        follower.apply_entry(journal.decode(n, entry))
+    assert summary(follower.engine) == summary(router.engine)
+    assert follower.divergences == 0
+
+
+async def test_a_snapshot_whose_earlier_events_fail_is_dropped(unfrozen: None) -> None:
+    router, fake, bus = await leader_with_events_held(10)
+    held = asyncio.ensure_future(router.run("add_contact", contact("held", "acme", "ko"), ""))
+    await fake.written(12)
+    snapshots = FakeSnapshots()
+    taking = asyncio.ensure_future(router.snapshot(snapshots))  # type: ignore[arg-type]
+    await turns()
+    for ack in bus.acks:
+        ack.set_exception(RuntimeError("no ack"))
+    assert await taking is None
+    assert snapshots.saved == []
+    assert not router.leader  # the failed publication stepped it down
+    assert router.entries_since_snapshot == 12  # still owed a snapshot
+    with pytest.raises(Exception, match="try again"):
+        await held
+
+
+async def test_a_snapshot_takes_the_engine_out_of_the_collectors_generations(
+    unfrozen: None,
+) -> None:
+    """A collection after the snapshot, in the leader or in the serialising child, does not walk
+    (and write to) the engine's objects, which the child shares until they are written to."""
+    router, _, bus = await leader_with_events_held(50)
+    bus.hold = False
+    snapshots = FakeSnapshots()
+    assert await router.snapshot(snapshots) == 51  # type: ignore[arg-type]
+    tracked = {id(o) for generation in range(3) for o in gc.get_objects(generation)}
+    held = [c for c in router.engine.contacts.values() if gc.is_tracked(c)]
+    assert len(held) == 50
+    assert not [c for c in held if id(c) in tracked]
+    restored: eng.Engine = pickle.loads(snapshots.saved[0][0])
+    assert sorted(restored.contacts) == sorted(router.engine.contacts)
+
+
+def test_after_collect_young_only_no_full_collection_runs(unfrozen: None) -> None:
+    old = [[i] for i in range(1000)]
+    collect_young_only()
+    assert not [o for g in range(3) for o in gc.get_objects(g) if o is old[0]]
+    generations: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        kept = [[i] for i in range(300_000)]  # enough to start full collections by default
+    finally:
+        gc.callbacks.remove(seen)
+    assert len(kept) == 300_000
+    assert 1 in generations  # young collections go on
+    assert 2 not in generations
+
+
+async def test_an_engine_replaced_at_recovery_is_freed_without_the_collector() -> None:
+    """A step-down re-reads the journal into a new engine; the one it replaces, frozen out of the
+    collector, must not be kept alive by cycles (agents and their groups)."""
+    router = Router(new_engine(), RoutingNotifier(FakeBus()))
+    router.engine.apply_file_config(cfg.load_text(CONFIG))
+    router.engine.sign_in("acme", "ko-1", "Kim", {"ko": 5}, {"billing": 3})
+    agent = weakref.ref(router.engine.agents[("acme", "ko-1")])
+    engine = weakref.ref(router.engine)
+    gc.disable()
+    try:
+        router.reset(new_engine(), 0)
+        assert engine() is None
+        assert agent() is None
+    finally:
+        gc.enable()

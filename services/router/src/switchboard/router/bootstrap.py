@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -33,7 +32,13 @@ from switchboard.core.health import Readiness
 from switchboard.router.domain import config as cfg
 from switchboard.router.entrypoints import nats_consumer
 from switchboard.router.entrypoints.grpc_server import RouterAdminServicer, RouterServicer
-from switchboard.router.handlers import Router, lead_or_follow, new_engine, recover
+from switchboard.router.handlers import (
+    Router,
+    collect_young_only,
+    lead_or_follow,
+    new_engine,
+    recover,
+)
 from switchboard.router.journal import Journal, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.router.settings import RouterSettings
@@ -112,8 +117,9 @@ class RouterApp:
         self.router.leader = False
         await self._load()
         # The recovered engine (up to millions of waiting contacts) is long-lived: out of the
-        # collector's generations, it is never traversed again by a collection on the offer path.
-        gc.freeze()
+        # collector's generations, it is never traversed again by a collection on the offer
+        # path; nor is what later reaches the oldest generation (frozen at each snapshot).
+        collect_young_only()
         self.server, self.port, self.readiness = await sb_grpc.start_server(
             [
                 (

@@ -691,6 +691,13 @@ class Engine:
         self._refresh(agent)
         return effects + self._match_agent(agent)
 
+    def release(self) -> None:
+        """Drop this engine's only reference cycles (each agent and its profile group refer to
+        each other), so that an engine no longer used is freed by reference counting alone: the
+        router keeps its long-lived objects out of the cyclic collector (`gc.freeze`)."""
+        for group in self.groups.values():
+            group.members.clear()
+
     def begin_term(self, term: int) -> list[Effect]:
         """A replica takes the lead (`term` increases with every taking, e.g. the lease's
         revision). Offer ids carry it, so even a decision that was never journaled cannot have
