@@ -464,16 +464,16 @@ async def test_a_snapshot_holds_the_state_at_its_sequence_while_decisions_go_on(
     assert follower.divergences == 0
 
 
-class HeldBus(FakeBus):
-    """A bus whose acks wait for the test while `hold` is set."""
+class HeldBus(FakePublisher):
+    """A bus whose acks wait for the test (each its own future) while `holding` is set."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.hold = False
+        self.holding = False
         self.acks: list[asyncio.Future[Any]] = []
 
     async def publish_async(self, event: Any) -> asyncio.Future[Any]:
-        if not self.hold:
+        if not self.holding:
             return await super().publish_async(event)
         self.events.append(event)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -497,7 +497,7 @@ async def leader_with_events_held(count: int) -> tuple[Router, FakeJournal, Held
     await router.run("apply_file_config", cfg.load_text(CONFIG))
     for i in range(count):
         await router.run("add_contact", contact(f"before-{i}", "acme", "ko"), "")
-    bus.hold = True  # the next decision's events wait for their acks
+    bus.holding = True  # the next decision's events wait for their acks
     return router, fake, bus
 
 
@@ -521,7 +521,7 @@ async def test_decisions_go_on_while_a_snapshot_waits_for_earlier_events(unfroze
     assert "later" in router.engine.contacts
     assert len(fake.entries) == 103
     assert not taking.done() and not held.done()
-    bus.hold = False
+    bus.holding = False
     for ack in bus.acks:
         ack.set_result(None)
     seq = await taking
@@ -530,7 +530,7 @@ async def test_decisions_go_on_while_a_snapshot_waits_for_earlier_events(unfroze
     assert saved_seq == seq == 102
     restored: eng.Engine = pickle.loads(data)
     assert "held" in restored.contacts and "later" not in restored.contacts
-    follower = Router(restored, RoutingNotifier(FakeBus()))
+    follower = Router(restored, RoutingNotifier(FakePublisher()))
     for n, entry in enumerate(fake.entries[seq:], seq + 1):
         follower.apply_entry(journal.decode(n, entry))
     assert summary(follower.engine) == summary(router.engine)
@@ -560,7 +560,7 @@ async def test_a_snapshot_takes_the_engine_out_of_the_collectors_generations(
     """A collection after the snapshot, in the leader or in the serialising child, does not walk
     (and write to) the engine's objects, which the child shares until they are written to."""
     router, _, bus = await leader_with_events_held(50)
-    bus.hold = False
+    bus.holding = False
     snapshots = FakeSnapshots()
     assert await router.snapshot(snapshots) == 51  # type: ignore[arg-type]
     tracked = {id(o) for generation in range(3) for o in gc.get_objects(generation)}
@@ -594,7 +594,7 @@ def test_after_collect_young_only_no_full_collection_runs(unfrozen: None) -> Non
 async def test_an_engine_replaced_at_recovery_is_freed_without_the_collector() -> None:
     """A step-down re-reads the journal into a new engine; the one it replaces, frozen out of the
     collector, must not be kept alive by cycles (agents and their groups)."""
-    router = Router(new_engine(), RoutingNotifier(FakeBus()))
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()))
     router.engine.apply_file_config(cfg.load_text(CONFIG))
     router.engine.sign_in("acme", "ko-1", "Kim", {"ko": 5}, {"billing": 3})
     agent = weakref.ref(router.engine.agents[("acme", "ko-1")])
