@@ -29,7 +29,7 @@ from switchboard.core.errors import DomainError, InvalidArgument, Unavailable
 from switchboard.router import metrics
 from switchboard.router.commands import encode_command
 from switchboard.router.domain import engine as eng
-from switchboard.router.domain.config import RouterConfig
+from switchboard.router.domain.config import RouterConfig, TenantConfig
 from switchboard.router.journal import Entry, Fenced, Journal, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.v1 import events_pb2, router_pb2
@@ -480,6 +480,48 @@ class Router:
     async def accept(self, tenant: str, agent_id: str, offer_id: str) -> eng.Assigned:
         effects = await self.run("accept", tenant, agent_id, offer_id)
         return next(e for e in effects if isinstance(e, eng.Assigned))
+
+    # ---- what agents, supervisors and admins ask (the gRPC servicers' handlers) ---------------
+
+    async def sign_in(
+        self,
+        tenant: str,
+        agent_id: str,
+        display_name: str,
+        languages: dict[str, int],
+        skills: dict[str, int],
+        capacity: dict[int, int],
+        presence: eng.Presence,
+    ) -> eng.Agent:
+        agent, _ = await self.run(
+            "sign_in", tenant, agent_id, display_name, languages, skills, capacity, presence
+        )
+        return agent  # type: ignore[no-any-return]
+
+    async def sign_out(self, tenant: str, agent_id: str) -> eng.Agent:
+        agent, _ = await self.run("sign_out", tenant, agent_id)
+        return agent  # type: ignore[no-any-return]
+
+    async def set_presence(
+        self, tenant: str, agent_id: str, presence: eng.Presence, reason: str
+    ) -> eng.Agent:
+        agent, _ = await self.run("set_presence", tenant, agent_id, presence, reason)
+        return agent  # type: ignore[no-any-return]
+
+    async def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> None:
+        await self.run("decline", tenant, agent_id, offer_id, reason)
+
+    async def wrap_up(self, tenant: str, agent_id: str, contact_id: str, code: str) -> None:
+        await self.run("wrap_up", tenant, agent_id, contact_id, code)
+
+    async def transfer(self, tenant: str, contact_id: str, queue: str, agent_id: str) -> None:
+        await self.run("transfer", tenant, contact_id, queue, agent_id)
+
+    async def set_hold(self, tenant: str, agent_id: str, contact_id: str, held: bool) -> None:
+        await self.run("set_hold", tenant, agent_id, contact_id, held)
+
+    async def apply_tenant_config(self, config: TenantConfig) -> None:
+        await self.run("apply_tenant_config", config)
 
     def close_streams(self) -> None:
         for queue in self._streams.values():

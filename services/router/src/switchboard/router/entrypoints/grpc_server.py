@@ -185,30 +185,21 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         presence = (
             _presence(request.presence, "presence") if request.presence else eng.Presence.AVAILABLE
         )
-        agent, _ = await self.router.run(
-            "sign_in",
-            tenant,
-            request.agent_id,
-            request.display_name,
-            languages,
-            skills,
-            capacity,
-            presence,
+        agent = await self.router.sign_in(
+            tenant, request.agent_id, request.display_name, languages, skills, capacity, presence
         )
         return agent_message(agent)
 
     async def SignOut(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
-        agent, _ = await self.router.run("sign_out", tenant, request.agent_id)
+        agent = await self.router.sign_out(tenant, request.agent_id)
         return agent_message(agent)
 
     async def SetPresence(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
         require(request, "presence")
         presence = _presence(request.presence, "presence")
-        agent, _ = await self.router.run(
-            "set_presence", tenant, request.agent_id, presence, request.reason
-        )
+        agent = await self.router.set_presence(tenant, request.agent_id, presence, request.reason)
         return agent_message(agent)
 
     async def StreamOffers(  # type: ignore[no-untyped-def]
@@ -292,12 +283,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             elif kind == "decline":
                 require(request.decline, "offer_id")
                 d = request.decline
-                await self.router.run("decline", tenant, agent_id, d.offer_id, d.reason)
+                await self.router.decline(tenant, agent_id, d.offer_id, d.reason)
                 event.declined.SetInParent()
             elif kind == "wrap_up":
                 require(request.wrap_up, "contact_id")
                 w = request.wrap_up
-                await self.router.run("wrap_up", tenant, agent_id, w.contact_id, w.wrap_up_code)
+                await self.router.wrap_up(tenant, agent_id, w.contact_id, w.wrap_up_code)
                 event.wrapped_up.SetInParent()
             elif kind == "open":
                 raise InvalidArgument("open", "the session is already open")
@@ -315,14 +306,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def DeclineOffer(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
         require(request, "offer_id")
-        await self.router.run("decline", tenant, request.agent_id, request.offer_id, request.reason)
+        await self.router.decline(tenant, request.agent_id, request.offer_id, request.reason)
         return router_pb2.DeclineOfferResponse()
 
     async def WrapUp(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
         require(request, "contact_id")
-        await self.router.run(
-            "wrap_up", tenant, request.agent_id, request.contact_id, request.wrap_up_code
+        await self.router.wrap_up(
+            tenant, request.agent_id, request.contact_id, request.wrap_up_code
         )
         return router_pb2.WrapUpResponse()
 
@@ -416,17 +407,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             p.require_agent_or_manager(request.agent_id)
         elif not p.has_any("supervisor", "admin", "service", "partner"):
             raise PermissionDenied("an agent transfers its own contacts: set agent_id")
-        await self.router.run(
-            "transfer", p.tenant, request.contact_id, request.queue, request.agent_id
-        )
+        await self.router.transfer(p.tenant, request.contact_id, request.queue, request.agent_id)
         return router_pb2.TransferContactResponse()
 
     async def SetHold(self, request, context):  # type: ignore[no-untyped-def]
         tenant = self._acting(request.agent_id)
         require(request, "contact_id")
-        await self.router.run(
-            "set_hold", tenant, request.agent_id, request.contact_id, request.held
-        )
+        await self.router.set_hold(tenant, request.agent_id, request.contact_id, request.held)
         return router_pb2.SetHoldResponse()
 
 
@@ -465,5 +452,5 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
             out = self._message(tenant)
             out.yaml = request.yaml
             return out
-        await self.router.run("apply_tenant_config", parsed)
+        await self.router.apply_tenant_config(parsed)
         return self._message(tenant)
