@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 from switchboard.core.errors import InvalidArgument, Unauthenticated
 from switchboard.core.events import TENANT_RE
 
@@ -28,12 +29,12 @@ ROLES = ("agent", "supervisor")
 UI_LANGUAGES = ("ko", "zh", "en")
 DEFAULT_WRAP_UP_CODES = ("resolved", "follow_up", "escalated", "no_answer")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 WRONG = "wrong agent id or password"
 
 
-class DirectoryError(ValueError):
-    """The agents file is malformed; the message names the entry and key."""
+DirectoryError = ConfigError  # the agents file is malformed: file, line and field
 
 
 @dataclass(frozen=True)
@@ -98,17 +99,14 @@ def check_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password("switchboard-dummy", b"0123456789abcdef")
 
 
-def _levels(raw: Any, key: str) -> dict[str, int]:
-    if raw is None:
+def _levels(r: ConfigReader, node: yaml.Node, key: str) -> dict[str, int]:
+    """A mapping of name to level 1-5."""
+    if is_null(node):
         return {}
-    if not isinstance(raw, dict):
-        raise DirectoryError(f"{key}: must be a mapping of name to level 1-5")
-    out: dict[str, int] = {}
-    for name, level in raw.items():
-        if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 5:
-            raise DirectoryError(f"{key}.{name}: must be a whole number from 1 to 5")
-        out[str(name)] = level
-    return out
+    return {
+        name: r.integer(value, f"{key}.{name}", 1, 5)
+        for name, (_, value) in r.mapping(node, key, set()).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -141,52 +139,72 @@ class Directory:
         return await asyncio.to_thread(self.verify, tenant, agent_id, password)
 
 
-def parse(raw: Any) -> Directory:
-    if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), dict):
-        raise DirectoryError("tenants: must be a mapping of tenant to its agents")
+_AGENT_FIELDS = {"id", "name", "role", "ui_language", "password", "languages", "skills"}
+
+
+def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfile:
+    f = {name: value for name, (_, value) in r.mapping(node, k, _AGENT_FIELDS).items()}
+    if "id" not in f:
+        raise r.fail(node, f"{k}.id", "is required")
+    agent_id = str(r.scalar(f["id"], f"{k}.id"))
+    if not AGENT_ID_RE.match(agent_id):
+        raise r.fail(f["id"], f"{k}.id", "must be 1-64 of A-Z a-z 0-9 . _ -")
+    role = r.string(f["role"], f"{k}.role") if "role" in f else "agent"
+    if role not in ROLES:
+        raise r.fail(f["role"], f"{k}.role", f"must be one of {', '.join(ROLES)}")
+    if "password" not in f:
+        raise r.fail(node, f"{k}.password", "is required (an scrypt hash)")
+    password = str(r.scalar(f["password"], f"{k}.password"))
+    try:
+        _parse_hash(password)
+    except ValueError as exc:
+        raise r.fail(f["password"], f"{k}.password", str(exc)) from None
+    ui = r.string(f["ui_language"], f"{k}.ui_language") if "ui_language" in f else "en"
+    if ui not in UI_LANGUAGES:
+        raise r.fail(
+            f["ui_language"], f"{k}.ui_language", f"must be one of {', '.join(UI_LANGUAGES)}"
+        )
+    return AgentProfile(
+        tenant=tenant,
+        agent_id=agent_id,
+        name=r.string(f["name"], f"{k}.name") if "name" in f else agent_id,
+        role=role,
+        password=password,
+        ui_language=ui,
+        languages=_levels(r, f["languages"], f"{k}.languages") if "languages" in f else {},
+        skills=_levels(r, f["skills"], f"{k}.skills") if "skills" in f else {},
+    )
+
+
+def load_text(text: str, source: str = "agents.yaml") -> Directory:
+    """Parse and validate a directory's text; a ConfigError names file, line and field."""
+    r = ConfigReader(source)
+    root = r.mapping(compose(text, source), "", {"tenants"})
+    if "tenants" not in root:
+        raise ConfigError(source, 1, "tenants", "is required: a mapping of tenant to its agents")
     agents: dict[tuple[str, str], AgentProfile] = {}
     codes: dict[str, tuple[str, ...]] = {}
-    for tenant, body in raw["tenants"].items():
-        tenant = str(tenant)
+    for tenant, (knode, body) in r.mapping(root["tenants"][1], "tenants", set()).items():
         key = f"tenants.{tenant}"
         if not TENANT_RE.match(tenant):
-            raise DirectoryError(f"{key}: {tenant!r} is not a valid tenant name")
-        if not isinstance(body, dict) or not isinstance(body.get("agents"), list):
-            raise DirectoryError(f"{key}.agents: must be a list")
-        wrap = body.get("wrap_up_codes", list(DEFAULT_WRAP_UP_CODES))
-        if not isinstance(wrap, list) or not all(isinstance(c, str) and c for c in wrap):
-            raise DirectoryError(f"{key}.wrap_up_codes: must be a list of codes")
-        codes[tenant] = tuple(wrap)
-        for i, entry in enumerate(body["agents"]):
+            raise r.fail(knode, key, f"{tenant!r} is not a valid tenant name")
+        f = {
+            name: value
+            for name, (_, value) in r.mapping(body, key, {"agents", "wrap_up_codes"}).items()
+        }
+        if "agents" not in f:
+            raise r.fail(body, f"{key}.agents", "is required: a list")
+        codes[tenant] = (
+            r.strings(f["wrap_up_codes"], f"{key}.wrap_up_codes", _CODE)
+            if "wrap_up_codes" in f
+            else DEFAULT_WRAP_UP_CODES
+        )
+        for i, node in enumerate(r.seq(f["agents"], f"{key}.agents")):
             k = f"{key}.agents[{i}]"
-            if not isinstance(entry, dict):
-                raise DirectoryError(f"{k}: must be a mapping")
-            agent_id = entry.get("id")
-            if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
-                raise DirectoryError(f"{k}.id: must be 1-64 of A-Z a-z 0-9 . _ -")
-            role = entry.get("role", "agent")
-            if role not in ROLES:
-                raise DirectoryError(f"{k}.role: must be agent or supervisor")
-            password = entry.get("password")
-            try:
-                _parse_hash(str(password))
-            except ValueError as exc:
-                raise DirectoryError(f"{k}.password: {exc}") from None
-            ui = entry.get("ui_language", "en")
-            if ui not in UI_LANGUAGES:
-                raise DirectoryError(f"{k}.ui_language: must be one of {', '.join(UI_LANGUAGES)}")
-            if (tenant, agent_id) in agents:
-                raise DirectoryError(f"{k}.id: {agent_id} appears twice")
-            agents[(tenant, agent_id)] = AgentProfile(
-                tenant=tenant,
-                agent_id=agent_id,
-                name=str(entry.get("name") or agent_id),
-                role=role,
-                password=str(password),
-                ui_language=ui,
-                languages=_levels(entry.get("languages"), f"{k}.languages"),
-                skills=_levels(entry.get("skills"), f"{k}.skills"),
-            )
+            profile = _agent(r, tenant, node, k)
+            if (tenant, profile.agent_id) in agents:
+                raise r.fail(node, f"{k}.id", f"{profile.agent_id} appears twice")
+            agents[(tenant, profile.agent_id)] = profile
     return Directory(agents, codes)
 
 
@@ -196,12 +214,8 @@ def load(path: str | Path | None = None) -> Directory:
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DirectoryError(f"CHAT_AGENTS_FILE: cannot read {source}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DirectoryError(f"CHAT_AGENTS_FILE: not YAML: {exc}") from None
-    return parse(raw)
+        raise ConfigError(str(source), 1, "(file)", f"cannot be read: {exc.strerror}") from None
+    return load_text(text, str(path) if path else "switchboard/chat/inbox/agents.yaml")
 
 
 if __name__ == "__main__":  # pragma: no cover - a helper for operators
