@@ -23,7 +23,7 @@ from google.protobuf.duration_pb2 import Duration
 from switchboard.chat.domain.model import check_text
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import wire
-from switchboard.chat.inbox.backends import Backends, Unimplemented, call
+from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.desk import Desk, DeskContact, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.core import auth as sb_auth
@@ -35,7 +35,9 @@ from switchboard.core.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unimplemented,
 )
+from switchboard.core.service_client import call
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
