@@ -9,17 +9,8 @@ from typing import Any
 import grpc
 import pytest
 
+from switchboard.core import errors
 from switchboard.core import grpc as sb_grpc
-from switchboard.core.errors import (
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-)
 from switchboard.core.service_client import ServiceClient, call, domain_error
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
@@ -37,7 +28,7 @@ class EchoRouter(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.ListAgentsResponse(agents=[agent])
 
     async def GetContactPosition(self, request: Any, context: Any) -> router_pb2.ContactPosition:
-        raise NotFound("contact", request.contact_id)
+        raise errors.NotFound("contact", request.contact_id)
 
 
 @pytest.fixture
@@ -76,7 +67,7 @@ async def test_calls_carry_a_service_token_of_each_tenant(router: str) -> None:
 async def test_a_token_from_another_secret_is_refused(router: str) -> None:
     client = ServiceClient(router, "another-secret-of-at-least-32-chars!!", "chat",
                            router_pb2_grpc.RouterServiceStub)  # fmt: skip
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(errors.Unauthenticated):
         await call("ListAgents", client.stub("acme").ListAgents(router_pb2.ListAgentsRequest()))
     await client.close()
 
@@ -84,12 +75,12 @@ async def test_a_token_from_another_secret_is_refused(router: str) -> None:
 async def test_call_turns_a_failed_rpc_into_a_domain_error(router: str) -> None:
     client = ServiceClient(router, SECRET, "voice-gateway", router_pb2_grpc.RouterServiceStub)
     stub = client.stub("acme")
-    with pytest.raises(NotFound, match="contact 'c1' not found"):
+    with pytest.raises(errors.NotFound, match="contact 'c1' not found"):
         await call(
             "GetContactPosition",
             stub.GetContactPosition(router_pb2.GetContactPositionRequest(contact_id="c1")),
         )
-    with pytest.raises(Unimplemented, match="ExplainDecision is not available yet"):
+    with pytest.raises(errors.Unimplemented, match="ExplainDecision is not available yet"):
         await call("ExplainDecision", stub.ExplainDecision(router_pb2.ExplainDecisionRequest()))
     await client.close()
 
@@ -97,21 +88,23 @@ async def test_call_turns_a_failed_rpc_into_a_domain_error(router: str) -> None:
 @pytest.mark.parametrize(
     ("code", "error"),
     [
-        (grpc.StatusCode.FAILED_PRECONDITION, FailedPrecondition),
-        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
-        (grpc.StatusCode.NOT_FOUND, NotFound),
-        (grpc.StatusCode.PERMISSION_DENIED, PermissionDenied),
-        (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
-        (grpc.StatusCode.UNIMPLEMENTED, Unimplemented),
-        (grpc.StatusCode.UNAVAILABLE, Unavailable),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, Unavailable),
-        (grpc.StatusCode.INTERNAL, Unavailable),
+        (grpc.StatusCode.FAILED_PRECONDITION, errors.FailedPrecondition),
+        (grpc.StatusCode.INVALID_ARGUMENT, errors.InvalidArgument),
+        (grpc.StatusCode.NOT_FOUND, errors.NotFound),
+        (grpc.StatusCode.PERMISSION_DENIED, errors.PermissionDenied),
+        (grpc.StatusCode.UNAUTHENTICATED, errors.Unauthenticated),
+        (grpc.StatusCode.UNIMPLEMENTED, errors.Unimplemented),
+        (grpc.StatusCode.UNAVAILABLE, errors.Unavailable),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, errors.Unavailable),
+        (grpc.StatusCode.INTERNAL, errors.Unavailable),
     ],
 )
-def test_domain_error_of_each_status(code: grpc.StatusCode, error: type[DomainError]) -> None:
+def test_domain_error_of_each_status(
+    code: grpc.StatusCode, error: type[errors.DomainError]
+) -> None:
     err = domain_error(code, "the backend's reason", "SetHold")
     assert type(err) is error
-    if error in (Unimplemented, Unavailable):
+    if error in (errors.Unimplemented, errors.Unavailable):
         assert "SetHold" in str(err)  # the backend's reason is not the caller's to show
     else:
         assert str(err) == "the backend's reason"

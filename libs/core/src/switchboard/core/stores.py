@@ -127,25 +127,14 @@ class ObjectStores:
         meta = js_api.ObjectMeta(name=name, description=description) if description else None
         await store.put(name, data, meta=meta)
 
-    async def info(self, bucket: str, name: str) -> js_api.ObjectInfo:
-        """What is stored as `name`; NotFound when the bucket or the object does not exist."""
-        store = await self.bucket(bucket)
-        try:
-            return await store.get_info(name)
-        except (ObjectNotFoundError, NotFoundError):
-            raise NotFound("object", f"{bucket}/{name}") from None
-
     async def get(self, bucket: str, name: str) -> bytes:
         """The bytes of `name`; NotFound when the bucket or the object does not exist."""
-        return (await self.read(bucket, name)).data or b""
-
-    async def read(self, bucket: str, name: str) -> ObjectStore.ObjectResult:
-        """The object `name` with its info; NotFound when the bucket or the object does not exist."""
         store = await self.bucket(bucket)
         try:
-            return await store.get(name)
+            result = await store.get(name)
         except (ObjectNotFoundError, NotFoundError):
             raise NotFound("object", f"{bucket}/{name}") from None
+        return bytes(result.data or b"")
 
     async def get_ref(self, ref: contact_pb2.AttachmentRef) -> bytes:
         """The bytes `ref` names; NotFound when its bucket or object does not exist."""
