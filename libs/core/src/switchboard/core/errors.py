@@ -47,5 +47,9 @@ class Unavailable(DomainError):
     """This replica cannot serve the call now (e.g. a standby router); try the other one."""
 
 
+class Unimplemented(DomainError):
+    """The backend does not offer this call (yet)."""
+
+
 class Retry(Exception):
     """An event cannot be handled yet (e.g. it arrived before the event it refers to); redeliver it."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
-import grpc
 import socketio
 
 from switchboard.chat import config as chat_config
@@ -27,49 +27,42 @@ from switchboard.chat.inbox.http import InboxHttp
 from switchboard.chat.inbox.service import Inbox
 from switchboard.chat.notifier import ChatNotifier
 from switchboard.chat.settings import ChatSettings
-from switchboard.core import grpc as sb_grpc
-from switchboard.core import telemetry
 from switchboard.core.bus import Bus
+from switchboard.core.service import Service, Servicers
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ChatApp:
+class ChatApp(Service):
+    """The chat; a `bus` and a `store` given here are used instead of the real ones."""
+
+    name: ClassVar[str] = "chat"
     settings: ChatSettings
     store: ConversationStore | None = None
-    bus: Bus | None = None
     sio: socketio.AsyncServer | None = None
     chat: Chat | None = None
-    grpc_server: grpc.aio.Server | None = None
     http: HttpServer | None = None
     http_port: int = 0
-    grpc_port: int = 0
     config: chat_config.ChatConfig | None = None
     router: RouterClient | None = None
     manager: NatsClientManager | None = None
     inbox: Inbox | None = None
 
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+    async def _load(self) -> None:
+        self.config = self.config or chat_config.load(self.settings.config_file or None)
 
-    async def _start(self) -> None:
+    async def _build(self, bus: Bus) -> Servicers:
         s = self.settings
-        telemetry.setup_tracing("chat", s.otel_exporter_otlp_endpoint)
-        self.config = self.config or chat_config.load(s.config_file or None)
+        assert self.config is not None  # read by _load
         replicas = s.nats_stream_replicas
-        self.bus = await Bus.connect(s.nats_url, source="chat", replicas=replicas)
         if self.store is None:
             if s.store == "jetstream":
-                self.store = await JetStreamConversations.open(self.bus.js, replicas)
+                self.store = await JetStreamConversations.open(bus.js, replicas)
             else:
                 self.store = InMemoryConversations()
-        files = await FileStore.open(self.bus.js, replicas)
-        self.manager = NatsClientManager(self.bus.nc, s.socketio_subject)
+        files = await FileStore.open(bus.js, replicas)
+        self.manager = NatsClientManager(bus.nc, s.socketio_subject)
         await self.manager.subscribe()
         # A Socket.IO frame holds one message plus JSON framing; anything far bigger is abuse.
         buffer = max(64 * 1024, 8 * s.max_message_bytes)
@@ -85,7 +78,7 @@ class ChatApp:
         self.router = RouterClient(s.router_target, s.auth_secret)
         self.chat = Chat(
             self.store,
-            ChatNotifier(self.bus),
+            ChatNotifier(bus),
             socket_server.SocketDelivery(self.sio),
             s.max_message_bytes,
             s.assignment_wait_seconds,
@@ -94,7 +87,7 @@ class ChatApp:
         )
         self.inbox = Inbox(
             self.chat,
-            self.bus,
+            bus,
             agents_directory.load(s.agents_file or None),
             s.auth_secret,
             s.known_tenants,
@@ -106,11 +99,7 @@ class ChatApp:
             self.sio, self.chat, s.auth_secret, s.known_tenants, self.config, self.inbox
         )
         api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config)
-        nats_consumer.subscribe(self.bus, self.chat, s.consumer_name)
-        # Health and reflection only, so `switchboard status` and probes can check the chat.
-        self.grpc_server, self.grpc_port, _ = await sb_grpc.start_server(
-            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
-        )
+        nats_consumer.subscribe(bus, self.chat, s.consumer_name)
         self.http = HttpServer(
             InboxHttp(
                 self.inbox,
@@ -123,15 +112,20 @@ class ChatApp:
             s.shutdown_grace_seconds,
             ws_max_size=buffer,
         )
+        # Health and reflection only, so `switchboard status` and probes can check the chat.
+        return []
+
+    async def _serve(self) -> None:
+        assert self.http is not None
         await self.http.start()
         self.http_port = self.http.port
-        await self.bus.start()
-        logger.info("chat gRPC health on %s:%d", s.grpc_host, self.grpc_port)
 
-    async def stop(self) -> None:
-        """Close clients, stop HTTP and gRPC, then drain the bus. Safe to call twice."""
-        sio, http, server, bus = self.sio, self.http, self.grpc_server, self.bus
-        self.sio = self.http = self.grpc_server = self.bus = None
+    async def _started(self) -> None:
+        logger.info("chat gRPC health on %s:%d", self.settings.grpc_host, self.grpc_port)
+
+    async def _stop_taking(self) -> None:
+        """Close clients and stop HTTP (then gRPC stops and the bus drains)."""
+        sio, http, self.sio, self.http = self.sio, self.http, None, None
         manager, self.manager = self.manager, None
         router, self.router = self.router, None
         inbox, self.inbox = self.inbox, None
@@ -155,11 +149,13 @@ class ChatApp:
             await inbox.close()
         if router is not None:
             await router.close()
-        if server is not None:
-            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
-        if bus is not None:
-            await bus.drain()
 
 
-def bootstrap(settings: ChatSettings | None = None) -> ChatApp:
-    return ChatApp(settings or ChatSettings())
+def bootstrap(
+    settings: ChatSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    store: ConversationStore | None = None,
+) -> ChatApp:
+    """The chat, with the real adapters for those not given."""
+    return ChatApp(settings or ChatSettings(), bus=bus, store=store)

@@ -6,15 +6,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import grpc
-
-from switchboard.core import grpc as sb_grpc
-from switchboard.core import language, telemetry
+from switchboard.core import language
 from switchboard.core.bus import Bus, ConsumerOptions
-from switchboard.core.health import Readiness
 from switchboard.core.publishing import Publisher
+from switchboard.core.service import Service, Servicers
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
@@ -31,13 +28,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EmailApp:
+class EmailApp(Service):
+    """The email channel; a `bus` given here is used instead of a connection of its own."""
+
+    name: ClassVar[str] = "email-ingest"
     settings: EmailIngestSettings
     config: email_config.EmailConfig | None = None
     # Test seam: wraps the bus the notifier publishes through (e.g. to stop the process
     # mid-batch).
     publisher_wrapper: Any = None
-    bus: Bus | None = None
     state: EmailState | None = None
     objects: EmailObjects | None = None
     ingestor: Ingestor | None = None
@@ -45,33 +44,24 @@ class EmailApp:
     acknowledger: Acknowledger | None = None
     watchers: list[MailboxWatcher] = field(default_factory=list)
     receivers: list[ReceiveServer] = field(default_factory=list)
-    grpc_server: grpc.aio.Server | None = None
-    readiness: Readiness | None = None
-    grpc_port: int = 0
     smtp_port: int = 0
     lmtp_port: int = 0
     _watchdog: asyncio.Task[None] | None = None
     _unhealthy: tuple[str, ...] | None = None
 
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _start(self) -> None:
-        s = self.settings
-        telemetry.setup_tracing("email-ingest", s.otel_exporter_otlp_endpoint)
-        self.config = self.config or email_config.load(s.config_file or None)
+    async def _load(self) -> None:
+        self.config = self.config or email_config.load(self.settings.config_file or None)
         await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
+
+    async def _build(self, bus: Bus) -> Servicers:
+        s = self.settings
+        assert self.config is not None
         replicas = s.nats_stream_replicas
-        self.bus = await Bus.connect(s.nats_url, source="email-ingest", replicas=replicas)
-        self.state = await EmailState.open(self.bus.js, replicas, self.bus.acks)
-        self.objects = await EmailObjects.open(self.bus.js, replicas, self.bus.acks)
-        publisher: Publisher = self.bus
+        self.state = await EmailState.open(bus.js, replicas, bus.acks)
+        self.objects = await EmailObjects.open(bus.js, replicas, bus.acks)
+        publisher: Publisher = bus
         if self.publisher_wrapper is not None:
-            publisher = self.publisher_wrapper(self.bus)
+            publisher = self.publisher_wrapper(bus)
         self.notifier = EmailNotifier(publisher)
         limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
         self.ingestor = Ingestor(self.config, self.state, self.objects, self.notifier, limits)
@@ -86,34 +76,31 @@ class EmailApp:
             s.send_backoff_seconds,
             s.relay_ca_file,
         )
-        self.sender = Sender(
-            self.config, self.state, self.objects, self.notifier, relay, self.bus.js
-        )
+        self.sender = Sender(self.config, self.state, self.objects, self.notifier, relay, bus.js)
         # A send may wait out its retries: the command stays unacknowledged meanwhile.
         budget = (
             s.send_attempts * (s.relay_timeout_seconds + 1)
             + s.send_backoff_seconds * 2**s.send_attempts
         )
-        self.bus.subscribe(
+        bus.subscribe(
             s.outbound_consumer,
             events_pb2.OutboundEmail,
             self.sender.handle,
             ConsumerOptions(batch=8, ack_wait=max(60.0, budget), max_deliver=5),
         )
         self.acknowledger = Acknowledger(self.config, self.state, self.notifier)
-        self.bus.subscribe(
+        bus.subscribe(
             f"{s.outbound_consumer}-ack",
             case_events_pb2.CaseCreated,
             self.acknowledger.on_case_created,
         )
-        self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_server(
-            [registration(EmailServicer(self.statuses))],  # type: ignore[list-item]
-            s.grpc_host,
-            s.grpc_port,
-            s.auth_secret,
-            s.known_tenants,
-            bus=self.bus,
-        )
+        return [registration(EmailServicer(self.statuses))]  # type: ignore[list-item]
+
+    async def _serve(self) -> None:
+        s = self.settings
+        # Built by _build: the receivers and the mailbox watchers start once gRPC serves.
+        assert self.bus is not None and self.config is not None
+        assert self.ingestor is not None and self.state is not None
         self.bus.watch(self._bus_changed)
         for port, lmtp in ((s.smtp_port, False), (s.lmtp_port, True)):
             if port < 0 or (lmtp and port == 0):
@@ -146,7 +133,9 @@ class EmailApp:
                 watcher = MailboxWatcher(mailbox, self.ingestor, self.state, options)
                 watcher.start()
                 self.watchers.append(watcher)
-        await self.bus.start()
+
+    async def _started(self) -> None:
+        s = self.settings
         self._watchdog = asyncio.create_task(self._watch_health(), name="email-health")
         logger.info(
             "email-ingest: %d IMAP mailbox(es), gRPC on %s:%d",
@@ -184,8 +173,8 @@ class EmailApp:
             await asyncio.sleep(interval)
             await self._apply_health()
 
-    async def stop(self) -> None:
-        """Stop taking mail, then drain the bus. Safe to call twice."""
+    async def _stop_taking(self) -> None:
+        """Stop taking mail (then gRPC stops and the bus drains)."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(BaseException):
@@ -197,13 +186,8 @@ class EmailApp:
         for watcher in self.watchers:
             await watcher.stop()
         self.watchers = []
-        server, self.grpc_server = self.grpc_server, None
-        if server is not None:
-            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
-        bus, self.bus = self.bus, None
-        if bus is not None:
-            await bus.drain()
 
 
-def bootstrap(settings: EmailIngestSettings | None = None) -> EmailApp:
-    return EmailApp(settings or EmailIngestSettings())
+def bootstrap(settings: EmailIngestSettings | None = None, *, bus: Bus | None = None) -> EmailApp:
+    """The email channel, with the real adapters for those not given."""
+    return EmailApp(settings or EmailIngestSettings(), bus=bus)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-import grpc
-
-from switchboard.core import grpc as sb_grpc
-from switchboard.core import telemetry
 from switchboard.core.bus import Bus
+from switchboard.core.service import Service, Servicers
 from switchboard.fax.adapters.hylafax import HylaFaxConfig
 from switchboard.fax.adapters.jobs import Jobs
 from switchboard.fax.adapters.objects import Objects
@@ -41,31 +39,26 @@ def limits_from(s: FaxSettings) -> Limits:
 
 
 @dataclass
-class FaxApp:
+class FaxApp(Service):
+    """The fax channel; a `bus` given here is used instead of a connection of its own."""
+
+    name: ClassVar[str] = "fax"
     settings: FaxSettings
-    bus: Bus | None = None
     reader: FaxReader | None = None
     sender: FaxSender | None = None
     spool: SpoolWatcher | None = None
     http: HttpServer | None = None
-    grpc_server: grpc.aio.Server | None = None
-    grpc_port: int = 0
     http_port: int = 0
+    book: rules.RuleBook | None = None  # read before connecting: a bad file stops the start
 
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+    async def _load(self) -> None:
+        self.book = rules.load(self.settings.rules_file)
 
-    async def _start(self) -> None:
+    async def _build(self, bus: Bus) -> Servicers:
         s = self.settings
-        telemetry.setup_tracing("fax", s.otel_exporter_otlp_endpoint)
-        book = rules.load(s.rules_file)  # a bad rules file stops the start, saying where
-        self.bus = await Bus.connect(s.nats_url, source="fax", replicas=s.nats_stream_replicas)
-        objects = Objects(self.bus.js, s.nats_stream_replicas)
-        notifier = FaxNotifier(self.bus)
+        book = self.book or rules.load(s.rules_file)
+        objects = Objects(bus.js, s.nats_stream_replicas)
+        notifier = FaxNotifier(bus)
         ocr = Tesseract(
             s.tesseract,
             s.ocr_workers,
@@ -109,14 +102,12 @@ class FaxApp:
                 poll_limit=s.status_poll_limit,
                 region=s.default_region,
             ),
-            jobs=await Jobs.open(self.bus.js, s.nats_stream_replicas),
+            jobs=await Jobs.open(bus.js, s.nats_stream_replicas),
         )
         resumed = await self.sender.resume()
         if resumed:
             logger.info("following %d fax replies submitted before the restart", resumed)
-        nats_consumer.subscribe(
-            self.bus, self.reader, self.sender, s.consumer_name, bool(addresses)
-        )
+        nats_consumer.subscribe(bus, self.reader, self.sender, s.consumer_name, bool(addresses))
 
         async def take(tenant: str, fax_id: str, data: bytes, origin: fax_pb2.FaxOrigin) -> object:
             return await accept(objects, notifier, s.bucket, tenant, fax_id, data, origin)
@@ -143,10 +134,10 @@ class FaxApp:
         )
         self.http = HttpServer(endpoint.app(), s.http_host, s.http_port)
         self.http_port = await self.http.start()
-        self.grpc_server, self.grpc_port, _ = await sb_grpc.start_server(
-            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
-        )
-        await self.bus.start()
+        return []
+
+    async def _started(self) -> None:
+        s = self.settings
         if self.spool is not None:
             await self.spool.start()
         logger.info(
@@ -154,23 +145,22 @@ class FaxApp:
             s.http_host, self.http_port, s.grpc_host, self.grpc_port, s.spool_dir or "(none)",
         )  # fmt: skip
 
-    async def stop(self) -> None:
-        """Stop taking faxes in, then drain the bus. Safe to call twice."""
-        spool, http, server, bus = self.spool, self.http, self.grpc_server, self.bus
-        self.spool = self.http = self.grpc_server = self.bus = None
+    async def _stop_taking(self) -> None:
+        """Stop taking faxes in (then gRPC stops and the bus drains)."""
+        spool, http = self.spool, self.http
+        self.spool = self.http = None
         if spool is not None:
             await spool.stop()
         if http is not None:
             await http.stop()
-        if server is not None:
-            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
-        if bus is not None:
-            await bus.drain()
+
+    async def _close(self) -> None:
         if self.sender is not None:
             await self.sender.close()
         if self.reader is not None:
             self.reader.close()
 
 
-def bootstrap(settings: FaxSettings | None = None) -> FaxApp:
-    return FaxApp(settings or FaxSettings())
+def bootstrap(settings: FaxSettings | None = None, *, bus: Bus | None = None) -> FaxApp:
+    """The fax channel, with the real adapters for those not given."""
+    return FaxApp(settings or FaxSettings(), bus=bus)

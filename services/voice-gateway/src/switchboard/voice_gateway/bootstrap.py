@@ -6,12 +6,10 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-import grpc
-
-from switchboard.core import grpc as sb_grpc
-from switchboard.core import telemetry
 from switchboard.core.bus import Bus
+from switchboard.core.service import Service, Servicers
 from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.adapters import RouterClient
 from switchboard.voice_gateway.entrypoints import nats_consumer
@@ -31,39 +29,31 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class VoiceGatewayApp:
+class VoiceGatewayApp(Service):
     """The gateway's parts; `bus`, `sip`, `media` and `router` given here are used instead of
     the real ones (and are closed by `stop()` like them)."""
 
+    name: ClassVar[str] = "voice-gateway"
     settings: VoiceGatewaySettings
-    bus: Bus | None = None
     sip: TransactionLayer | None = None
     media: MediaEngine | None = None
     gateway: Gateway | None = None
     router: RouterClient | None = None
     keepalive: Keepalive | None = None
-    grpc_server: grpc.aio.Server | None = None
-    grpc_port: int = 0
     sip_port: int = 0
     tls_port: int = 0
+    config: voice_config.VoiceConfig | None = None
+    prompts: Prompts | None = None
 
-    async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _start(self) -> None:
+    async def _load(self) -> None:
         s = self.settings
-        telemetry.setup_tracing("voice-gateway", s.otel_exporter_otlp_endpoint)
-        cfg = voice_config.load(s.config_path)
-        prompts = Prompts(Path(s.prompts_dir))
-        prompts.load(tuple(cfg.prompts))
-        if self.bus is None:
-            self.bus = await Bus.connect(
-                s.nats_url, source="voice-gateway", replicas=s.nats_stream_replicas
-            )
+        self.config = voice_config.load(s.config_path)
+        self.prompts = Prompts(Path(s.prompts_dir))
+        self.prompts.load(tuple(self.config.prompts))
+
+    async def _build(self, bus: Bus) -> Servicers:
+        s, cfg = self.settings, self.config
+        assert cfg is not None and self.prompts is not None
         self.sip = self.sip or TransactionLayer(s.sip_host, s.advertised_host or s.sip_host)
         self.media = self.media or MediaEngine(s.media_host or s.sip_host)
         self.router = self.router or RouterClient(s.router_addr, s.auth_secret)
@@ -72,8 +62,8 @@ class VoiceGatewayApp:
             cfg,
             self.sip,
             self.media,
-            prompts,
-            VoiceNotifier(self.bus),
+            self.prompts,
+            VoiceNotifier(bus),
             self.router,
             registrar,
             max_calls=s.max_calls,
@@ -95,11 +85,11 @@ class VoiceGatewayApp:
         self.media.start()
         self.keepalive.start()
         durable = s.consumer_name + (f"-{s.replica_id}" if s.replica_id else "")
-        nats_consumer.subscribe(self.bus, agent_leg, durable)
-        self.grpc_server, self.grpc_port, _ = await sb_grpc.start_server(
-            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
-        )
-        await self.bus.start()
+        nats_consumer.subscribe(bus, agent_leg, durable)
+        return []
+
+    async def _started(self) -> None:
+        s = self.settings
         logger.info(
             "voice gateway: SIP on %s:%d (UDP/TCP%s), gRPC health on %d",
             s.sip_host,
@@ -108,12 +98,11 @@ class VoiceGatewayApp:
             self.grpc_port,
         )
 
-    async def stop(self) -> None:
-        """Hang up live calls, close SIP and media, stop gRPC, then drain the bus."""
-        gateway, sip, media, router = self.gateway, self.sip, self.media, self.router
-        server, bus, keepalive = self.grpc_server, self.bus, self.keepalive
-        self.gateway = self.sip = self.media = self.router = None
-        self.grpc_server = self.bus = self.keepalive = None
+    async def _stop_taking(self) -> None:
+        """Hang up live calls, close SIP, media and the router client (then gRPC, which serves
+        health only, stops and the bus drains)."""
+        gateway, sip, media, keepalive = self.gateway, self.sip, self.media, self.keepalive
+        self.gateway = self.sip = self.media = self.keepalive = None
         if keepalive is not None:
             await keepalive.stop()
         if gateway is not None:
@@ -122,12 +111,9 @@ class VoiceGatewayApp:
             await sip.transport.stop()
         if media is not None:
             await media.stop()
-        if server is not None:
-            await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
+        router, self.router = self.router, None
         if router is not None:
             await router.close()
-        if bus is not None:
-            await bus.drain()
 
 
 def bootstrap(

@@ -19,15 +19,11 @@ from typing import Protocol
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import (
-    BadRequestError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NotFoundError,
-)
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from switchboard.chat.domain.model import ChatMessage, Conversation
+from switchboard.core import stores
 
 logger = logging.getLogger(__name__)
 
@@ -177,17 +173,7 @@ class JetStreamConversations:
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> JetStreamConversations:
         """Create (or bind to) the bucket and the history stream, with `replicas` copies."""
-        try:
-            kv = await js.key_value(KV_BUCKET)
-        except (NotFoundError, BadRequestError):
-            kv = await js.create_key_value(
-                js_api.KeyValueConfig(
-                    bucket=KV_BUCKET,
-                    history=1,
-                    storage=js_api.StorageType.FILE,
-                    replicas=replicas,
-                )
-            )
+        kv = await stores.key_value(js, KV_BUCKET, replicas=replicas)
         config = js_api.StreamConfig(
             name=HISTORY_STREAM,
             subjects=[HISTORY_SUBJECTS],
@@ -203,11 +189,8 @@ class JetStreamConversations:
         return cls(js, kv)
 
     async def _read(self, key: str) -> tuple[dict[str, object], int] | None:
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
-            return None
-        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+        entry = await stores.entry(self.kv, key)
+        if entry is None or entry.value is None:
             return None
         return json.loads(entry.value), int(entry.revision or 0)
 

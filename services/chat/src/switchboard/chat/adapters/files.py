@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
+from switchboard.core import stores
 from switchboard.v1 import contact_pb2
 
 BUCKET = "chat_files"
@@ -30,14 +30,7 @@ class FileStore:
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> FileStore:
-        try:
-            obs = await js.object_store(BUCKET)
-        except (NotFoundError, BadRequestError):
-            obs = await js.create_object_store(
-                BUCKET,
-                config=js_api.ObjectStoreConfig(storage=js_api.StorageType.FILE, replicas=replicas),
-            )
-        return cls(obs)
+        return cls(await stores.object_store(js, BUCKET, replicas=replicas))
 
     async def put(
         self, tenant: str, filename: str, content_type: str, data: bytes
@@ -47,14 +40,7 @@ class FileStore:
         name = f"{tenant}/{file_id}"
         description = json.dumps({"filename": filename, "content_type": content_type})
         await self.obs.put(name, data, meta=js_api.ObjectMeta(name=name, description=description))
-        return contact_pb2.AttachmentRef(
-            bucket=BUCKET,
-            object_name=name,
-            filename=filename,
-            content_type=content_type,
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
+        return stores.attachment_ref(BUCKET, name, filename, content_type, data)
 
     async def get(self, tenant: str, file_id: str) -> StoredFile | None:
         try:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from switchboard.core import auth as sb_auth
-from switchboard.core import grpc as sb_grpc
+from switchboard.core.service_client import ServiceClient
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -36,22 +35,19 @@ class Position:
 
 
 class RouterClient:
-    """One channel to the router; a service token per tenant, minted with the platform secret."""
+    """The router's stubs, one channel and service token per tenant."""
 
     def __init__(self, target: str, secret: str) -> None:
-        self.target = target
-        self.secret = secret
-        self._channels: dict[str, tuple[grpc.aio.Channel, router_pb2_grpc.RouterServiceStub]] = {}
+        self.client = ServiceClient(
+            target,
+            secret,
+            SERVICE_SUBJECT,
+            router_pb2_grpc.RouterServiceStub,
+            default_timeout=TIMEOUT_SECONDS,
+        )
 
     def _stub(self, tenant: str) -> router_pb2_grpc.RouterServiceStub:
-        found = self._channels.get(tenant)
-        if found is None:
-            token = sb_auth.mint(
-                self.secret, tenant, SERVICE_SUBJECT, ["service"], ttl_seconds=None
-            )
-            channel = sb_grpc.channel(self.target, token, default_timeout=TIMEOUT_SECONDS)
-            found = self._channels[tenant] = (channel, router_pb2_grpc.RouterServiceStub(channel))
-        return found[1]
+        return self.client.stub(tenant)
 
     async def position(self, tenant: str, contact_id: str) -> Position | None:
         try:
@@ -88,6 +84,4 @@ class RouterClient:
         )
 
     async def close(self) -> None:
-        for channel, _ in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        await self.client.close()

@@ -28,9 +28,10 @@ from typing import Any
 import grpc
 
 from switchboard.chat.inbox import wire
-from switchboard.chat.inbox.backends import TIMEOUT_SECONDS, Backends, call, domain_error
+from switchboard.chat.inbox.backends import TIMEOUT_SECONDS, Backends
 from switchboard.chat.inbox.directory import AgentProfile
 from switchboard.core.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from switchboard.core.service_client import call, domain_error
 from switchboard.v1 import case_pb2, contact_pb2, router_pb2
 
 logger = logging.getLogger(__name__)

@@ -23,11 +23,11 @@ from google.protobuf.duration_pb2 import Duration
 from switchboard.chat.domain.model import check_text
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import wire
-from switchboard.chat.inbox.backends import Backends, Unimplemented, call
+from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.desk import Desk, DeskContact, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.core import auth as sb_auth
-from switchboard.core import events
+from switchboard.core import events, stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
@@ -35,7 +35,9 @@ from switchboard.core.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unimplemented,
 )
+from switchboard.core.service_client import call
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class Inbox:
         self._emit: RoomEmit | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._login_failures: dict[tuple[str, str], tuple[int, float]] = {}
+        self._stores: stores.ObjectStores | None = None
 
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit
@@ -362,12 +365,12 @@ class Inbox:
     async def read_object(self, bucket: str, name: str) -> bytes | None:
         """A file from the JetStream object store (where the channels keep them)."""
         try:
-            store = await self.bus.js.object_store(bucket)
-            result = await store.get(name)
+            if self._stores is None:  # bound on first use: a unit test's bus has no JetStream
+                self._stores = stores.ObjectStores(self.bus.js)
+            return await self._stores.get(bucket, name)
         except Exception as exc:
             logger.info("attachment %s/%s not readable: %s", bucket, name, type(exc).__name__)
             return None
-        return bytes(result.data or b"")
 
     # ---- the case side panel -------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import (
     OBJ_CHUNKS_PRE_TEMPLATE,
@@ -22,6 +22,7 @@ from nats.js.object_store import (
 )
 from nats.nuid import NUID
 
+from switchboard.core import stores
 from switchboard.core.acks import AckPublisher
 from switchboard.v1 import contact_pb2, email_pb2
 
@@ -30,31 +31,6 @@ THREADS = "email_threads"
 SEEN = "email_seen"
 SENT = "email_sent"
 OBJECTS = "email"
-
-
-async def _kv(js: JetStreamContext, bucket: str, history: int = 1, replicas: int = 1) -> KeyValue:
-    try:
-        return await js.key_value(bucket)
-    except (NotFoundError, BadRequestError):
-        try:
-            return await js.create_key_value(
-                js_api.KeyValueConfig(
-                    bucket=bucket,
-                    history=history,
-                    storage=js_api.StorageType.FILE,
-                    replicas=replicas,
-                )
-            )
-        except BadRequestError:  # created concurrently by another replica
-            return await js.key_value(bucket)
-
-
-async def _get(kv: KeyValue, key: str) -> bytes | None:
-    try:
-        entry = await kv.get(key)
-    except (KeyNotFoundError, NotFoundError):
-        return None
-    return entry.value if entry and entry.value else None
 
 
 class EmailState:
@@ -80,10 +56,10 @@ class EmailState:
         cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
     ) -> EmailState:
         return cls(
-            await _kv(js, CHECKPOINTS, history=5, replicas=replicas),
-            await _kv(js, THREADS, replicas=replicas),
-            await _kv(js, SEEN, replicas=replicas),
-            await _kv(js, SENT, replicas=replicas),
+            await stores.key_value(js, CHECKPOINTS, history=5, replicas=replicas),
+            await stores.key_value(js, THREADS, replicas=replicas),
+            await stores.key_value(js, SEEN, replicas=replicas),
+            await stores.key_value(js, SENT, replicas=replicas),
             acks,
         )
 
@@ -98,7 +74,7 @@ class EmailState:
     # ---- checkpoints --------------------------------------------------------------------------
 
     async def checkpoint(self, mailbox: str) -> email_pb2.MailboxCheckpoint | None:
-        data = await _get(self.checkpoints, _safe(mailbox))
+        data = await stores.value(self.checkpoints, _safe(mailbox))
         return email_pb2.MailboxCheckpoint.FromString(data) if data else None
 
     async def save_checkpoint(
@@ -116,7 +92,7 @@ class EmailState:
     # ---- seen: what has been published (Message-ID + content hash) ----------------------------
 
     async def seen_id(self, key: str) -> str:
-        data = await _get(self.seen, key)
+        data = await stores.value(self.seen, key)
         return data.decode() if data else ""
 
     async def mark_seen(self, key: str, contact_id: str) -> None:
@@ -140,7 +116,7 @@ class EmailState:
     # ---- the thread index ---------------------------------------------------------------------
 
     async def thread(self, key: str) -> email_pb2.ThreadEntry | None:
-        data = await _get(self.threads, key)
+        data = await stores.value(self.threads, key)
         return email_pb2.ThreadEntry.FromString(data) if data else None
 
     async def put_threads(self, keys: list[str], entry: email_pb2.ThreadEntry) -> None:
@@ -151,7 +127,7 @@ class EmailState:
     # ---- sent commands (idempotent outbound) --------------------------------------------------
 
     async def sent_message_id(self, command_id: str) -> str:
-        data = await _get(self.sent, _safe(command_id))
+        data = await stores.value(self.sent, _safe(command_id))
         return data.decode() if data else ""
 
     async def mark_sent(self, command_id: str, message_id: str) -> None:
@@ -179,32 +155,15 @@ class EmailObjects:
     async def open(
         cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
     ) -> EmailObjects:
-        try:
-            obs = await js.object_store(OBJECTS)
-        except (NotFoundError, BadRequestError):
-            try:
-                obs = await js.create_object_store(
-                    OBJECTS,
-                    config=js_api.ObjectStoreConfig(
-                        storage=js_api.StorageType.FILE, replicas=replicas
-                    ),
-                )
-            except BadRequestError:
-                obs = await js.object_store(OBJECTS)
-        return cls(obs, acks)
+        return cls(await stores.object_store(js, OBJECTS, replicas=replicas), acks)
 
     def ref(
         self, tenant: str, kind: str, filename: str, content_type: str, data: bytes
     ) -> contact_pb2.AttachmentRef:
         """The reference `data` will have once stored (its name comes from its content)."""
         digest = hashlib.sha256(data).hexdigest()
-        return contact_pb2.AttachmentRef(
-            bucket=OBJECTS,
-            object_name=f"{tenant}/{kind}/{digest}",
-            filename=filename,
-            content_type=content_type,
-            size_bytes=len(data),
-            sha256=digest,
+        return stores.attachment_ref(
+            OBJECTS, f"{tenant}/{kind}/{digest}", filename, content_type, data
         )
 
     async def store(self, ref: contact_pb2.AttachmentRef, data: bytes) -> None:

@@ -7,9 +7,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-import nats.js.errors
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
+
+from switchboard.core import stores
 
 BUCKET = "fax-jobs"
 
@@ -33,18 +34,11 @@ class Jobs:
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> Jobs:
-        try:
-            kv = await js.key_value(BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(bucket=BUCKET, history=1, replicas=replicas)
-        return cls(kv)
+        return cls(await stores.key_value(js, BUCKET, replicas=replicas))
 
     async def get(self, command_id: str) -> Job | None:
-        try:
-            entry = await self.kv.get(_key(command_id))
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return self._decode(entry.value) if entry.value else None
+        value = await stores.value(self.kv, _key(command_id))
+        return self._decode(value) if value else None
 
     async def put(self, command_id: str, job: Job) -> None:
         data = asdict(job)
@@ -52,18 +46,11 @@ class Jobs:
         await self.kv.put(_key(command_id), json.dumps(data).encode())
 
     async def unfinished(self) -> list[Job]:
-        try:
-            keys = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
         out: list[Job] = []
-        for key in keys:
-            try:
-                entry = await self.kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                continue
-            if entry.value:
-                job = self._decode(entry.value)
+        for key in await stores.keys(self.kv):
+            value = await stores.value(self.kv, key)
+            if value:
+                job = self._decode(value)
                 if not job.final:
                     out.append(job)
         return out

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from switchboard.core import auth
-from switchboard.core import grpc as sb_grpc
+from switchboard.core.service_client import ServiceClient
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -24,17 +23,13 @@ class Position:
 
 class RouterClient:
     def __init__(self, target: str, secret: str) -> None:
-        self.target = target
-        self.secret = secret
-        self._channels: dict[str, tuple[grpc.aio.Channel, router_pb2_grpc.RouterServiceStub]] = {}
+        self.client = ServiceClient(
+            target, secret, "voice-gateway", router_pb2_grpc.RouterServiceStub
+        )
         self.position_supported = True
 
     def _stub(self, tenant: str) -> router_pb2_grpc.RouterServiceStub:
-        if tenant not in self._channels:
-            token = auth.mint(self.secret, tenant, "voice-gateway", ["service"])
-            ch = sb_grpc.channel(self.target, token)
-            self._channels[tenant] = (ch, router_pb2_grpc.RouterServiceStub(ch))
-        return self._channels[tenant][1]
+        return self.client.stub(tenant)
 
     async def accept(self, tenant: str, agent_id: str, offer_id: str) -> router_pb2.Assignment:
         return await self._stub(tenant).AcceptOffer(
@@ -99,5 +94,4 @@ class RouterClient:
         return True
 
     async def close(self) -> None:
-        for ch, _ in self._channels.values():
-            await ch.close()
+        await self.client.close()

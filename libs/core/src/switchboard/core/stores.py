@@ -1,0 +1,141 @@
+"""JetStream stores every service opens the same way: key-value buckets and object stores bound
+to, or created on first use (file storage, with the deployment's replicas), and the
+AttachmentRef that names an object in a message."""
+
+from __future__ import annotations
+
+import hashlib
+
+from nats.js import api as js_api
+from nats.js.client import JetStreamContext
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    NoKeysError,
+    NotFoundError,
+    ObjectNotFoundError,
+)
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from switchboard.core.errors import NotFound
+from switchboard.v1 import contact_pb2
+
+
+async def key_value(
+    js: JetStreamContext, bucket: str, *, history: int = 1, replicas: int = 1
+) -> KeyValue:
+    """Bind to the key-value `bucket`, creating it (file storage, `history` values a key,
+    `replicas` copies) when it does not exist yet."""
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, BadRequestError):
+        try:
+            return await js.create_key_value(
+                js_api.KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    storage=js_api.StorageType.FILE,
+                    replicas=replicas,
+                )
+            )
+        except BadRequestError:  # created concurrently by another replica
+            return await js.key_value(bucket)
+
+
+async def object_store(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> ObjectStore:
+    """Bind to the object store `bucket`, creating it (file storage, `replicas` copies) when it
+    does not exist yet."""
+    try:
+        return await js.object_store(bucket)
+    except (NotFoundError, BadRequestError):
+        try:
+            return await js.create_object_store(
+                bucket,
+                js_api.ObjectStoreConfig(
+                    bucket=bucket, storage=js_api.StorageType.FILE, replicas=replicas
+                ),
+            )
+        except BadRequestError:  # created concurrently by another replica
+            return await js.object_store(bucket)
+
+
+async def entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+    """The current entry of `key`; None when there is none (never written, deleted or purged)."""
+    try:
+        found = await kv.get(key)
+    except (KeyNotFoundError, NotFoundError):  # KeyDeletedError is a KeyNotFoundError
+        return None
+    if found is None or found.operation in ("DEL", "PURGE"):
+        return None
+    return found
+
+
+async def value(kv: KeyValue, key: str) -> bytes | None:
+    """The value of `key`; None when there is none or it is empty."""
+    found = await entry(kv, key)
+    return found.value if found is not None and found.value else None
+
+
+async def keys(kv: KeyValue) -> list[str]:
+    """Every key the bucket holds (none is not an error)."""
+    try:
+        return list(await kv.keys())
+    except NoKeysError:
+        return []
+
+
+def attachment_ref(
+    bucket: str, name: str, filename: str, content_type: str, data: bytes
+) -> contact_pb2.AttachmentRef:
+    """The reference to `data` stored as `name` in `bucket`, with its size and SHA-256."""
+    return contact_pb2.AttachmentRef(
+        bucket=bucket,
+        object_name=name,
+        filename=filename,
+        content_type=content_type,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+class ObjectStores:
+    """Objects by bucket and name; a bucket is bound once, and created on first put."""
+
+    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
+        self.js = js
+        self.replicas = replicas  # copies of a bucket created here (NATS_STREAM_REPLICAS)
+        self._stores: dict[str, ObjectStore] = {}
+
+    async def bucket(self, bucket: str, create: bool = False) -> ObjectStore:
+        """The object store `bucket`; NotFound when it does not exist and `create` is false."""
+        store = self._stores.get(bucket)
+        if store is None:
+            if create:
+                store = await object_store(self.js, bucket, replicas=self.replicas)
+            else:
+                try:
+                    store = await self.js.object_store(bucket)
+                except (NotFoundError, BadRequestError):
+                    raise NotFound("bucket", bucket) from None
+            self._stores[bucket] = store
+        return store
+
+    async def put(self, bucket: str, name: str, data: bytes, description: str = "") -> None:
+        """Store `data` as `name` (returns once JetStream has it), creating the bucket if need be."""
+        store = await self.bucket(bucket, create=True)
+        meta = js_api.ObjectMeta(name=name, description=description) if description else None
+        await store.put(name, data, meta=meta)
+
+    async def get(self, bucket: str, name: str) -> bytes:
+        """The bytes of `name`; NotFound when the bucket or the object does not exist."""
+        store = await self.bucket(bucket)
+        try:
+            result = await store.get(name)
+        except (ObjectNotFoundError, NotFoundError):
+            raise NotFound("object", f"{bucket}/{name}") from None
+        return bytes(result.data or b"")
+
+    async def get_ref(self, ref: contact_pb2.AttachmentRef) -> bytes:
+        """The bytes `ref` names; NotFound when its bucket or object does not exist."""
+        return await self.get(ref.bucket, ref.object_name)

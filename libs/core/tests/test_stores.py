@@ -1,0 +1,69 @@
+"""JetStream stores against a real nats-server: open-or-create, reads of what is missing, refs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from switchboard.core import stores
+from switchboard.core.bus import Bus
+from switchboard.core.errors import NotFound
+
+
+async def test_key_value_is_created_once_then_bound(bus: Bus) -> None:
+    kv = await stores.key_value(bus.js, "things", history=3)
+    await kv.put("a", b"1")
+    again = await stores.key_value(bus.js, "things", history=3)
+    assert await stores.value(again, "a") == b"1"
+    status = await again.status()
+    assert status.history == 3
+
+
+async def test_concurrent_opens_all_get_the_bucket(bus: Bus) -> None:
+    kvs = await asyncio.gather(*(stores.key_value(bus.js, "racy") for _ in range(4)))
+    obss = await asyncio.gather(*(stores.object_store(bus.js, "racy_files") for _ in range(4)))
+    await kvs[0].put("k", b"v")
+    assert await stores.value(kvs[3], "k") == b"v"
+    await obss[0].put("o", b"data")
+    assert (await obss[3].get("o")).data == b"data"
+
+
+async def test_missing_deleted_and_empty_values_read_as_none(bus: Bus) -> None:
+    kv = await stores.key_value(bus.js, "values")
+    assert await stores.value(kv, "never") is None
+    assert await stores.keys(kv) == []
+    await kv.put("gone", b"x")
+    await kv.delete("gone")
+    assert await stores.entry(kv, "gone") is None
+    await kv.put("empty", b"")
+    assert await stores.value(kv, "empty") is None
+    await kv.put("full", b"y")
+    found = await stores.entry(kv, "full")
+    assert found is not None and found.value == b"y" and found.revision
+    assert sorted(await stores.keys(kv)) == ["empty", "full"]
+
+
+async def test_object_stores_put_get_and_not_found(bus: Bus) -> None:
+    objects = stores.ObjectStores(bus.js)
+    with pytest.raises(NotFound, match="bucket 'docs' not found"):
+        await objects.get("docs", "a")
+    await objects.put("docs", "acme/a", b"pdf", description="report.pdf")
+    assert await objects.get("docs", "acme/a") == b"pdf"
+    info = await (await objects.bucket("docs")).get_info("acme/a")
+    assert info.description == "report.pdf"
+    with pytest.raises(NotFound, match="object 'docs/acme/b' not found"):
+        await objects.get("docs", "acme/b")
+    # Another process binds the bucket this one created.
+    other = stores.ObjectStores(bus.js)
+    ref = stores.attachment_ref("docs", "acme/a", "report.pdf", "application/pdf", b"pdf")
+    assert await other.get_ref(ref) == b"pdf"
+
+
+def test_attachment_ref_carries_size_and_digest() -> None:
+    ref = stores.attachment_ref("chat_files", "acme/f1", "a.txt", "text/plain", b"hello")
+    assert ref.bucket == "chat_files" and ref.object_name == "acme/f1"
+    assert ref.filename == "a.txt" and ref.content_type == "text/plain"
+    assert ref.size_bytes == 5
+    assert ref.sha256 == hashlib.sha256(b"hello").hexdigest()
