@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,24 @@ def test_policy_file() -> None:
 def test_policy_errors_name_the_entry(doc: dict[str, object], message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         parse(doc)
+
+
+def test_a_policy_file_error_names_its_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "sla_policies:\n"
+        "  - name: standard\n"
+        "    resolution: 8h\n"
+        "    escalation:\n"
+        "      - {at: 50, level: first_line}\n"
+        "      - kind: functional\n"
+        "        level: manager\n"
+    )
+    with pytest.raises(PolicyError) as refused:
+        load(path)
+    assert str(refused.value).startswith(
+        f"{path}:6: sla_policies[0].escalation[1]: a functional level is one of"
+    )
+    path.write_text("sla_policies:\n  - name: standard\n    resolution: soon\n")
+    with pytest.raises(PolicyError, match=r"policy\.yaml:3: sla_policies\[0\]\.resolution: 'soon'"):
+        load(path)

@@ -28,12 +28,13 @@ def parse_duration(value: Any) -> float | None:
 
 
 class ConfigError(InvalidArgument):
-    """A configuration error naming where it is: ``file:line: field: problem``."""
+    """A configuration error naming where it is: ``file:line: field: problem`` (``field:
+    problem`` for a configuration that was not read from a file)."""
 
     def __init__(self, source: str, line: int, path: str, problem: str) -> None:
         super().__init__(path, problem)
-        self.source, self.line, self.path = source, line, path
-        self.args = (f"{source}:{line}: {path}: {problem}",)
+        self.source, self.line, self.path, self.problem = source, line, path, problem
+        self.args = (f"{source}:{line}: {path}: {problem}" if source else f"{path}: {problem}",)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -49,6 +50,26 @@ def compose(text: str, source: str) -> yaml.Node:
         raise ConfigError(source, line, "(document)", f"not valid YAML: {exc.problem}") from None
     if node is None:
         raise ConfigError(source, 1, "(document)", "is empty")
+    return node
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def locate(root: yaml.Node, path: str) -> yaml.Node:
+    """The node at `path` (``a.b[2].c``) in a composed tree, or the deepest one on the way
+    (a missing key is reported at its parent's line)."""
+    node = root
+    for key, index in _STEP.findall(path):
+        if key and isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if str(k.value) == key), None)
+        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            found = node.value[int(index)]
+        else:
+            found = None
+        if found is None:
+            return node
+        node = found
     return node
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from switchboard.case.sla.calendar import ALWAYS, Calendar, parse_calendar
-from switchboard.core.config import parse_duration
+from switchboard.core.config import ConfigError, compose, locate, parse_duration
 from switchboard.v1 import case_pb2
 
 METRICS = ("first_response", "next_response", "resolution")
@@ -43,15 +43,19 @@ CASE_TYPES = {
 }
 
 
-class PolicyError(ValueError):
-    """The policy file is not valid; the message names the entry."""
+class PolicyError(ConfigError):
+    """The policy file is not valid: the entry (``sla_policies[0].escalation[1]``) and, once
+    `load` has placed it, the file and line."""
+
+    def __init__(self, path: str, problem: str, source: str = "", line: int = 0) -> None:
+        super().__init__(source, line, path, problem)
 
 
 def duration(value: Any, where: str) -> timedelta:
     """30s, 15m, 4h, 2d, 1w, or a number of seconds (switchboard.core.config)."""
     seconds = parse_duration(value)
     if seconds is None:
-        raise PolicyError(f"{where}: {value!r} is not a duration (e.g. 30m, 4h, 2d)")
+        raise PolicyError(where, f"{value!r} is not a duration (e.g. 30m, 4h, 2d)")
     return timedelta(seconds=seconds)
 
 
@@ -164,7 +168,7 @@ def _enum(table: Mapping[str, int], value: Any, where: str) -> int:
     try:
         return table[str(value).lower()]
     except KeyError:
-        raise PolicyError(f"{where}: {value!r} is not one of {', '.join(table)}") from None
+        raise PolicyError(where, f"{value!r} is not one of {', '.join(table)}") from None
 
 
 def _list(value: Any) -> list[Any]:
@@ -177,20 +181,20 @@ def _rule(spec: Mapping[str, Any], where: str) -> EscalationRule:
     kind = str(spec.get("kind", "functional"))
     chain = {"functional": FUNCTIONAL, "hierarchical": HIERARCHICAL}.get(kind)
     if chain is None:
-        raise PolicyError(f"{where}: kind must be functional or hierarchical")
+        raise PolicyError(where, "kind must be functional or hierarchical")
     level = str(spec.get("level", ""))
     if level not in chain:
-        raise PolicyError(f"{where}: a {kind} level is one of {', '.join(chain)}")
+        raise PolicyError(where, f"a {kind} level is one of {', '.join(chain)}")
     actions = tuple(str(a) for a in _list(spec.get("actions", ["event"])))
     unknown = set(actions) - ACTIONS
     if unknown:
-        raise PolicyError(f"{where}: unknown actions {sorted(unknown)}")
+        raise PolicyError(where, f"unknown actions {sorted(unknown)}")
     at = int(spec.get("at", 100))
     if not 1 <= at <= 1000:
-        raise PolicyError(f"{where}: at is a percentage of the target (1..1000)")
+        raise PolicyError(where, "at is a percentage of the target (1..1000)")
     metrics = tuple(str(m) for m in _list(spec.get("metrics"))) or METRICS
     if set(metrics) - set(METRICS):
-        raise PolicyError(f"{where}: metrics are {', '.join(METRICS)}")
+        raise PolicyError(where, f"metrics are {', '.join(METRICS)}")
     repeat = spec.get("repeat_every")
     return EscalationRule(
         at=at,
@@ -209,19 +213,19 @@ def _rule(spec: Mapping[str, Any], where: str) -> EscalationRule:
 def parse(doc: Mapping[str, Any]) -> Policies:
     """Policies from a parsed policy file; PolicyError names the first invalid entry."""
     if not isinstance(doc, Mapping):
-        raise PolicyError("the policy file must be a mapping")
+        raise PolicyError("(document)", "must be a mapping")
     calendars: dict[str, Calendar] = {"24x7": ALWAYS}
     for name, spec in (doc.get("calendars") or {}).items():
         try:
             calendars[str(name)] = parse_calendar(str(name), spec)
         except (ValueError, KeyError) as exc:
-            raise PolicyError(f"calendars.{name}: {exc}") from None
+            raise PolicyError(f"calendars.{name}", str(exc)) from None
     sla = []
     for i, spec in enumerate(doc.get("sla_policies") or []):
         where = f"sla_policies[{i}]"
         cal_name = str(spec.get("calendar", "24x7"))
         if cal_name not in calendars:
-            raise PolicyError(f"{where}: unknown calendar {cal_name!r}")
+            raise PolicyError(where, f"unknown calendar {cal_name!r}")
         targets = {m: duration(spec[m], f"{where}.{m}") for m in METRICS if spec.get(m)}
         sla.append(
             SlaPolicy(
@@ -262,13 +266,13 @@ def parse(doc: Mapping[str, Any]) -> Policies:
         where = f"recurring[{i}]"
         every = str(spec.get("every", "monthly"))
         if every not in ("daily", "weekly", "monthly"):
-            raise PolicyError(f"{where}: every is daily, weekly or monthly")
+            raise PolicyError(where, "every is daily, weekly or monthly")
         tenant = str(spec.get("tenant", ""))
         template = str(spec.get("template", ""))
         if not tenant or tenant == "*":
-            raise PolicyError(f"{where}: a recurring task names its tenant")
+            raise PolicyError(where, "a recurring task names its tenant")
         if (tenant, template) not in templates and ("*", template) not in templates:
-            raise PolicyError(f"{where}: unknown template {template!r}")
+            raise PolicyError(where, f"unknown template {template!r}")
         start = spec.get("start")
         tasks.append(
             RecurringTask(
@@ -300,16 +304,19 @@ def parse(doc: Mapping[str, Any]) -> Policies:
 
 
 def load(path: str | Path | None) -> Policies:
-    """The policies in `path`, or the embedded default when it is empty."""
+    """The policies in `path`, or the embedded default when it is empty; an error names the
+    file, the line and the entry."""
     if path:
-        text = Path(path).read_text(encoding="utf-8")
+        source, text = str(path), Path(path).read_text(encoding="utf-8")
     else:
+        source = "switchboard/case/sla/default_policy.yaml"
         text = resources.files("switchboard.case.sla").joinpath("default_policy.yaml").read_text()
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"not valid YAML: {exc}") from None
+    root = compose(text, source)
+    doc = yaml.safe_load(text) or {}
     try:
         return parse(doc)
+    except PolicyError as exc:
+        line = locate(root, exc.path).start_mark.line + 1
+        raise PolicyError(exc.path, exc.problem, source, line) from None
     except (KeyError, TypeError) as exc:
-        raise PolicyError(f"missing or malformed entry: {exc}") from None
+        raise PolicyError("(document)", f"missing or malformed entry: {exc}", source, 1) from None
