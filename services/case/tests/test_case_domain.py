@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.case.domain import identity, lifecycle, reference
+from switchboard.case.quality import load_form, load_forms
 from switchboard.case.sla.calendar import Calendar, parse_calendar
 from switchboard.case.sla.policy import PolicyError, load, parse
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
@@ -142,3 +143,28 @@ def test_a_policy_file_error_names_its_file_and_line(tmp_path: Path) -> None:
     path.write_text("sla_policies:\n  - name: standard\n    resolution: soon\n")
     with pytest.raises(PolicyError, match=r"policy\.yaml:3: sla_policies\[0\]\.resolution: 'soon'"):
         load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("id: f\n", "QA form:1: items: is required"),
+        ("id: f\nitems: []\n", "QA form:2: items: needs at least one item"),
+        ("id: f\nitems:\n  - {id: a, wieght: 2}\n", "QA form:3: items[0].wieght: unknown field"),
+        ("id: f\nitems:\n  - {id: a}\n  - {id: a}\n", "QA form:4: items[1].id: 'a' appears twice"),
+        (
+            "id: f\nitems:\n  - {id: a, weight: -1}\n",
+            "QA form:3: items[0].weight: must be a number",
+        ),
+        ("id: f\nitems:\n  - {id: a, fatal: maybe}\n", "items[0].fatal: must be true or false"),
+    ],
+)
+def test_a_qa_form_mistake_names_its_line_and_field(text: str, error: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        load_form(text)
+    assert error in str(refused.value)
+
+
+def test_the_default_qa_form_loads() -> None:
+    form = load_forms()["default"]
+    assert any(item.fatal for item in form.items) and form.title

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import new_id, utc_now
 from switchboard.case.reports.orm import QaEvaluation
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
+from switchboard.core.config import ConfigReader, compose
 from switchboard.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from switchboard.v1 import contact_pb2
 
@@ -68,28 +69,45 @@ class ScoringForm:
         return round(score, 2), fatal, failed
 
 
+_FORM_FIELDS = {"id", "title", "items"}
+_ITEM_FIELDS = {"id", "text", "fatal", "weight"}
+_ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 def load_form(source: str | Path) -> ScoringForm:
-    """A form from a YAML file (or YAML text): id, title, items of id/text/fatal/weight."""
-    text = Path(source).read_text(encoding="utf-8") if isinstance(source, Path) else source
-    data = yaml.safe_load(text)
-    try:
-        items = tuple(
+    """A form from a YAML file (or YAML text): id, title, items of id/text/fatal/weight. A
+    ConfigError (an InvalidArgument) names the file, the line and the field."""
+    if isinstance(source, Path):
+        name, text = str(source), source.read_text(encoding="utf-8")
+    else:
+        name, text = "QA form", source
+    r = ConfigReader(name)
+    root = compose(text, name)
+    f = {k: v for k, (_, v) in r.mapping(root, "", _FORM_FIELDS).items()}
+    for required in ("id", "items"):
+        if required not in f:
+            raise r.fail(root, required, "is required")
+    items: list[FormItem] = []
+    for n, node in enumerate(r.seq(f["items"], "items")):
+        where = f"items[{n}]"
+        i = {k: v for k, (_, v) in r.mapping(node, where, _ITEM_FIELDS).items()}
+        if "id" not in i:
+            raise r.fail(node, f"{where}.id", "is required")
+        item_id = r.string(i["id"], f"{where}.id", _ITEM_ID)
+        if any(item.id == item_id for item in items):
+            raise r.fail(i["id"], f"{where}.id", f"{item_id!r} appears twice")
+        items.append(
             FormItem(
-                id=str(i["id"]),
-                text=str(i.get("text", "")),
-                fatal=bool(i.get("fatal", False)),
-                weight=float(i.get("weight", 1.0)),
+                id=item_id,
+                text=r.string(i["text"], f"{where}.text") if "text" in i else "",
+                fatal=r.boolean(i["fatal"], f"{where}.fatal") if "fatal" in i else False,
+                weight=r.number(i["weight"], f"{where}.weight", 0, 1000) if "weight" in i else 1.0,
             )
-            for i in data["items"]
         )
-        form = ScoringForm(str(data["id"]), str(data.get("title", "")), items)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"malformed QA form: {exc}") from exc
-    if not items or len({i.id for i in items}) != len(items):
-        raise ValueError(f"QA form {form.id!r} needs items with distinct ids")
-    if any(i.weight < 0 for i in items):
-        raise ValueError(f"QA form {form.id!r} has a negative weight")
-    return form
+    if not items:
+        raise r.fail(f["items"], "items", "needs at least one item")
+    title = r.string(f["title"], "title") if "title" in f else ""
+    return ScoringForm(r.string(f["id"], "id"), title, tuple(items))
 
 
 def load_forms(paths: Sequence[Path] = ()) -> dict[str, ScoringForm]:
