@@ -61,4 +61,4 @@ chaos: sync ## kill and restart every process under load, then check every conta
 	@$(UV) run --locked python tests/chaos/run.py $(CHAOS_ARGS)
 
 simulate: sync ## routing simulation vs Erlang C and a naive router: table, simulation.png
-	@$(UV) run --locked python -m switchboard.router.simulate $(SIMULATE_ARGS)
+	@$(UV) run --locked python -m switchboard.router.simulation $(SIMULATE_ARGS)

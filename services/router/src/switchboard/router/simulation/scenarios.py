@@ -1,6 +1,7 @@
-"""`make simulate`: the routing engine against queueing theory and against a naive router.
+"""`make simulate` (``python -m switchboard.router.simulation``): the routing engine against
+queueing theory and against a naive router.
 
-Scenarios (Poisson arrivals, exponential handling, see `switchboard.router.simulation`):
+Scenarios (Poisson arrivals, exponential handling, see the package `switchboard.router.simulation`):
 
 1. One language, one skill, N agents: the engine's service level against Erlang C.
 2. Four languages x four skills, each agent one language and two skills, each contact a
@@ -22,7 +23,6 @@ import itertools
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -319,7 +319,9 @@ def plan(scale: float, seeds: int) -> tuple[list[Job], sim.Workload, sim.Workloa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m switchboard.router.simulation", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--chart", type=Path, default=Path("simulation.png"))
     parser.add_argument("--scale", type=float, default=1.0, help="run length factor")
     parser.add_argument("--seeds", type=int, default=2, help="runs per router and scenario")
@@ -339,7 +341,3 @@ def main(argv: list[str] | None = None) -> int:
     chart(results, points, single, multi, args.chart)
     print(f"chart written to {args.chart}; {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from switchboard.router import erlang
-from switchboard.router import simulate as scenarios
 from switchboard.router import simulation as sim
+from switchboard.router.simulation import scenarios
 
 
 def test_erlang_b_and_c_match_textbook_values() -> None:
