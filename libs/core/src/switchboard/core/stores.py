@@ -23,10 +23,16 @@ from switchboard.v1 import contact_pb2
 
 
 async def key_value(
-    js: JetStreamContext, bucket: str, *, history: int = 1, replicas: int = 1
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    history: int = 1,
+    replicas: int = 1,
+    ttl: float | None = None,
 ) -> KeyValue:
     """Bind to the key-value `bucket`, creating it (file storage, `history` values a key,
-    `replicas` copies) when it does not exist yet."""
+    `replicas` copies, values expiring after `ttl` seconds if given) when it does not exist
+    yet."""
     try:
         return await js.key_value(bucket)
     except (NotFoundError, BadRequestError):
@@ -37,6 +43,7 @@ async def key_value(
                     history=history,
                     storage=js_api.StorageType.FILE,
                     replicas=replicas,
+                    ttl=ttl,
                 )
             )
         except BadRequestError:  # created concurrently by another replica

@@ -42,6 +42,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from switchboard.core import stores
 from switchboard.core.acks import AckPublisher
 from switchboard.router.commands import Call, JournalFormatError, decode_command
 from switchboard.v1 import router_journal_pb2
@@ -211,12 +212,8 @@ class Snapshots:
         self.replicas = replicas
 
     async def ensure(self) -> None:
-        self.objects = await self.js.create_object_store(
-            SNAPSHOT_BUCKET, config=api.ObjectStoreConfig(replicas=self.replicas)
-        )
-        self.kv = await self.js.create_key_value(
-            bucket=STATE_BUCKET, history=1, replicas=self.replicas
-        )
+        self.objects = await stores.object_store(self.js, SNAPSHOT_BUCKET, replicas=self.replicas)
+        self.kv = await stores.key_value(self.js, STATE_BUCKET, replicas=self.replicas)
 
     async def save(self, engine_state: bytes, seq: int) -> None:
         name = f"{self.group}-{seq}"
@@ -231,13 +228,10 @@ class Snapshots:
                 await self.objects.delete(previous["object"])
 
     async def latest_meta(self) -> dict[str, Any] | None:
-        try:
-            entry = await self.kv.get(f"{self.group}.snapshot")
-        except nats.js.errors.KeyNotFoundError:
+        value = await stores.value(self.kv, f"{self.group}.snapshot")
+        if value is None:
             return None
-        if entry.value is None:
-            return None
-        meta: dict[str, Any] = json.loads(entry.value)
+        meta: dict[str, Any] = json.loads(value)
         return meta
 
     async def load(self) -> tuple[bytes, int] | None:
@@ -262,12 +256,9 @@ class Lease:
         self.revision = 0
 
     async def ensure(self) -> None:
-        try:
-            self.kv = await self.js.key_value(LEASE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            self.kv = await self.js.create_key_value(
-                bucket=LEASE_BUCKET, ttl=self.ttl, history=1, replicas=self.replicas
-            )
+        self.kv = await stores.key_value(
+            self.js, LEASE_BUCKET, ttl=self.ttl, replicas=self.replicas
+        )
 
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, or take it back if it still names this replica (a
