@@ -16,7 +16,7 @@ SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tessera
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
 	kamailio
 
-.PHONY: help uv sync proto proto-check lint format test run bench simulate chaos system-deps
+.PHONY: help uv sync proto proto-check lint boundaries format test run bench simulate chaos system-deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,10 +35,14 @@ proto-check: proto ## fail if the generated code is stale
 	test -z "$$(git status --porcelain -- libs/proto)" || \
 	{ echo "libs/proto is stale: run 'make proto' and commit" >&2; exit 1; }
 
-lint: sync ## ruff and mypy on our code
+lint: sync ## ruff, mypy and the package boundaries
 	@$(UV) run --locked ruff check .
 	@$(UV) run --locked ruff format --check .
 	@$(UV) run --locked mypy $(MYPY_PACKAGES)
+	@$(UV) run --locked python scripts/check_boundaries.py
+
+boundaries: sync ## fail if a service imports or starts another, or a library imports a service
+	@$(UV) run --locked python scripts/check_boundaries.py
 
 format: sync ## apply ruff's fixes and formatting
 	@$(UV) run --locked ruff check --fix .
