@@ -158,14 +158,19 @@ def check_text(root: Path, unit: Unit, services: set[str]) -> Iterator[str]:
 
 
 def check_dependencies(root: Path, unit: Unit, distributions: set[str]) -> Iterator[str]:
-    """A package's pyproject names no service among its dependencies."""
+    """A package's pyproject names no service among its dependencies, nor in its dependency
+    groups (its tests' `dev` group must not install another service either)."""
     pyproject = unit.folder / "pyproject.toml"
     if not pyproject.exists():
         return
     text = pyproject.read_text(encoding="utf-8")
-    project = tomllib.loads(text).get("project", {})
+    data = tomllib.loads(text)
+    project = data.get("project", {})
     own = project.get("name", "")
-    for requirement in project.get("dependencies", []):
+    requirements = list(project.get("dependencies", []))
+    for group in data.get("dependency-groups", {}).values():
+        requirements += [r for r in group if isinstance(r, str)]
+    for requirement in requirements:
         name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
         if name in distributions and name != own:
             line = next(

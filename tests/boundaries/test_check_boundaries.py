@@ -24,13 +24,16 @@ def write(root: Path, path: str, text: str) -> None:
     target.write_text(text)
 
 
-def package(root: Path, folder: str, name: str, *deps: str, scripts: str = "") -> None:
+def package(
+    root: Path, folder: str, name: str, *deps: str, scripts: str = "", dev: str = ""
+) -> None:
     dependencies = ", ".join(f'"{d}"' for d in deps)
     write(
         root,
         f"{folder}/pyproject.toml",
         f'[project]\nname = "{name}"\ndependencies = [{dependencies}]\n'
-        + (f"\n[project.scripts]\n{scripts}\n" if scripts else ""),
+        + (f"\n[project.scripts]\n{scripts}\n" if scripts else "")
+        + (f'\n[dependency-groups]\ndev = ["switchboard-testing", "{dev}"]\n' if dev else ""),
     )
 
 
@@ -43,7 +46,14 @@ def tree(root: Path) -> None:
         "switchboard-core",
         scripts='switchboard-router = "x:y"',
     )
-    package(root, "services/fax", "switchboard-fax", "switchboard-core", "switchboard-proto")
+    package(
+        root,
+        "services/fax",
+        "switchboard-fax",
+        "switchboard-core",
+        "switchboard-proto",
+        dev="pytest",
+    )
     package(root, "libs/core", "switchboard-core", "switchboard-proto")
     package(root, "libs/testing", "switchboard-testing", "switchboard-core")
     package(root, "libs/cli", "switchboard-cli", "switchboard-core", scripts='switchboard = "x:y"')
@@ -100,6 +110,9 @@ def test_every_planted_crossing_is_named_with_its_file_and_line(tmp_path: Path) 
         "switchboard-fax>=0.1",
         scripts='switchboard = "x:y"',
     )
+    package(
+        tmp_path, "services/fax", "switchboard-fax", "switchboard-core", dev="switchboard-router"
+    )
     code, out = run(tmp_path)
     assert code == 1
     found = [line.split(": ", 1)[0] for line in out[:-1]]
@@ -118,9 +131,10 @@ def test_every_planted_crossing_is_named_with_its_file_and_line(tmp_path: Path) 
             "libs/testing/src/switchboard/testing/x.py:1",
             "libs/cli/src/switchboard/cli/case.py:1",
             "libs/cli/pyproject.toml:3",
+            "services/fax/pyproject.toml:6",  # its tests' dev group
         ]
     ), out
-    assert out[-1].startswith("13 boundary violation(s)")
+    assert out[-1].startswith("14 boundary violation(s)")
     assert any("imports switchboard.router (a service" in line for line in out)
     assert any("depends on switchboard-fax, a service" in line for line in out)
 
