@@ -63,23 +63,14 @@ def target(app: RouterApp) -> str:
     return f"127.0.0.1:{app.port}"
 
 
-def created(
-    cid: str,
-    language: str = "ko",
-    queue: str = "general",
-    phone: str = "",
-    skills: tuple[str, ...] = (),
-) -> events_pb2.ContactCreated:
+def created(cid: str, language: str, queue: str) -> events_pb2.ContactCreated:
     c = contact_pb2.Contact(
         contact_id=cid,
         tenant="acme",
         channel=contact_pb2.CHANNEL_CHAT,
         language=language,
         queue=queue,
-        skills=list(skills),
     )
-    if phone:
-        c.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value=phone)
     return events_pb2.ContactCreated(
         meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact=c
     )
