@@ -7,6 +7,10 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 # `make chaos`: every fault, single server and three-node cluster (see tests/chaos/run.py --help).
 CHAOS_ARGS ?= --contacts 3000 --rate 100 --agents 16 --cluster
+# `make test-packages`: each of these runs its own tests with only itself installed (uv sync
+# --package <name> into .venv-packages/<name>), which proves it needs no other service.
+PACKAGE_DIRS ?= libs/core libs/cli services/router services/case services/chat \
+	services/voice-gateway services/email-ingest services/fax
 MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 	-p switchboard.router -p switchboard.case -p switchboard.chat \
 	-p switchboard.voice_gateway -p switchboard.email_ingest -p switchboard.fax
@@ -16,7 +20,8 @@ SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tessera
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
 	kamailio
 
-.PHONY: help uv sync proto proto-check lint format test run bench simulate chaos system-deps
+.PHONY: help uv sync proto proto-check lint boundaries format test test-packages run bench simulate chaos \
+	system-deps
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,10 +40,14 @@ proto-check: proto ## fail if the generated code is stale
 	test -z "$$(git status --porcelain -- libs/proto)" || \
 	{ echo "libs/proto is stale: run 'make proto' and commit" >&2; exit 1; }
 
-lint: sync ## ruff and mypy on our code
+lint: sync ## ruff, mypy and the package boundaries
 	@$(UV) run --locked ruff check .
 	@$(UV) run --locked ruff format --check .
 	@$(UV) run --locked mypy $(MYPY_PACKAGES)
+	@$(UV) run --locked python scripts/check_boundaries.py
+
+boundaries: sync ## fail if a service imports or starts another, or a library imports a service
+	@$(UV) run --locked python scripts/check_boundaries.py
 
 format: sync ## apply ruff's fixes and formatting
 	@$(UV) run --locked ruff check --fix .
@@ -50,6 +59,14 @@ system-deps: ## install the Debian packages the channels need, if missing
 
 test: sync system-deps ## run every test (real nats-server, gRPC, SQLite; PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is set)
 	@$(UV) run --locked pytest $(PYTEST_ARGS)
+
+test-packages: uv system-deps ## each package's tests with only that package installed (PACKAGE_DIRS)
+	@set -e; for dir in $(PACKAGE_DIRS); do \
+	  name=switchboard-$$(basename $$dir); venv=.venv-packages/$$name; \
+	  echo "== $$name: $$dir/tests with only $$name installed"; \
+	  UV_PROJECT_ENVIRONMENT=$$venv $(UV) sync --locked --quiet --package $$name; \
+	  $$venv/bin/python -m pytest $$dir/tests $(PYTEST_ARGS); \
+	done
 
 run: sync system-deps ## start the whole platform on the embedded defaults
 	@$(UV) run --locked switchboard run

@@ -324,37 +324,3 @@ async def test_csat_survey_and_ratings_through_nats(
             assert by_agent["a1"]["csat"] == 1.0 and by_agent["a2"]["csat"] == 0.0
     finally:
         await publisher.drain()
-
-
-async def test_switchboard_report_command(
-    served: tuple[int, Bus, Any],
-    sessions: async_sessionmaker[AsyncSession],
-    tmp_path: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from switchboard.cli.__main__ import parser
-    from switchboard.cli.endpoints import Endpoints
-    from switchboard.cli.report import run
-
-    await seed(sessions)
-    port, _, _ = served
-    Endpoints(nats_url="nats://unused", grpc={"case": f"127.0.0.1:{port}"}, tenant="acme").save(
-        tmp_path / "endpoints.json"
-    )
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", SECRET)
-    argv = ["report", "--kind", "service_level", "--interval", "hour", "--from", "2025-03-03",
-            "--to", "2025-03-03T11:00:00+00:00"]  # fmt: skip
-    assert await run(tmp_path, parser().parse_args([*argv, "--csv"])) == 0
-    csv_out = capsys.readouterr().out.splitlines()
-    assert csv_out[0].startswith("interval_start,interval_end,offered,answered")
-    assert len(csv_out) == 1 + 11  # 00:00 .. 10:00
-    assert csv_out[10].startswith("2025-03-03T09:00:00+00:00,2025-03-03T10:00:00+00:00,4,2,")
-    assert await run(tmp_path, parser().parse_args([*argv, "--group-by", "queue"])) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["interval", "queue", "offered"]
-    billing = next(line for line in table if line.startswith("2025-03-03 09:00  billing"))
-    assert "33.3%" in billing  # billing: v1 in 10 s, v3 and v4 abandoned -> 1 of 3
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", "wrong-secret")
-    assert await run(tmp_path, parser().parse_args(argv)) == 1
-    assert "UNAUTHENTICATED" in capsys.readouterr().out

@@ -271,30 +271,3 @@ async def test_position_and_estimated_wait(router: RouterApp, bus: Bus) -> None:
         await asyncio.sleep(0.05)
     assert (pos.position, pos.waiting, pos.state) == (3, 3, "waiting")
     assert pos.estimated_wait.seconds > 0
-
-
-async def test_switchboard_explain_prints_the_decision(
-    router: RouterApp, bus: Bus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import argparse
-
-    from switchboard.cli import routing
-    from switchboard.cli.endpoints import Endpoints
-
-    Endpoints(nats_url="", grpc={"router": target(router)}, tenant="acme").save(
-        tmp_path / "endpoints.json"
-    )
-    (tmp_path / "auth-secret").write_text(SECRET)
-    en = await agent(router, "en-1", {"en": 5})
-    await agent(router, "zh-1", {"zh": 5})
-    await bus.publish(created("c-cli", language="en", queue="slow"))
-    await en.next_offer()
-    args = argparse.Namespace(command="explain", contact_id="c-cli", tenant=None, all=False)
-    assert await routing.run(tmp_path, args) == 0
-    out = capsys.readouterr().out
-    assert "contact c-cli (acme) in queue slow: offered" in out
-    assert "-> en-1" in out and "candidate en-1" in out
-    assert "excluded zh-1: language (does not speak en)" in out
-    args = argparse.Namespace(command="explain", contact_id="missing", tenant=None, all=False)
-    assert await routing.run(tmp_path, args) == 1
-    assert "NOT_FOUND" in capsys.readouterr().out

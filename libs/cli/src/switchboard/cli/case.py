@@ -32,38 +32,27 @@ def database_url(directory: Path, given: str = "") -> str:
 
 async def verify(directory: Path, args: argparse.Namespace) -> int:
     # Imported here: the other commands need no database driver.
-    from sqlalchemy import or_, select
+    from switchboard.cli import audit_chain
 
-    from switchboard.case import audit
-    from switchboard.case.adapters import database
-    from switchboard.case.adapters.orm import AuditEntry, Case
-
-    engine = database.create_engine(database_url(directory, args.database_url))
+    engine = audit_chain.create_engine(database_url(directory, args.database_url))
     problems: list[str] = []
     try:
-        async with database.sessionmaker(engine)() as session:
-            cases = select(Case)
-            if args.case:
-                cases = cases.where(or_(Case.id == args.case, Case.reference == args.case.upper()))
-            rows = {c.id: c for c in await session.scalars(cases)}
+        async with engine.connect() as conn, conn.begin():
+            rows = await audit_chain.find_cases(conn, args.case)
             if args.case and not rows:
                 print(f"no case {args.case}")
                 return 2
-            with_entries = set(
-                await session.scalars(
-                    select(AuditEntry.entity_id).where(AuditEntry.entity == audit.CASE).distinct()
-                )
-            )
+            with_entries = await audit_chain.entities_with_entries(conn, audit_chain.CASE)
             if args.case:
                 checked, breaks = 0, []
                 for case_id in rows:
-                    n, found = await audit.verify(session, audit.CASE, case_id)
+                    n, found = await audit_chain.verify(conn, audit_chain.CASE, case_id)
                     checked += n
                     breaks += found
             else:
-                checked, breaks = await audit.verify(session)
+                checked, breaks = await audit_chain.verify(conn)
             for b in breaks:
-                case = rows.get(b.entity_id) if b.entity == audit.CASE else None
+                case = rows.get(b.entity_id) if b.entity == audit_chain.CASE else None
                 name = f"{case.reference}, " if case is not None else ""
                 problems.append(
                     f"BROKEN {b.entity} {b.entity_id} ({name}tenant {b.tenant}): "

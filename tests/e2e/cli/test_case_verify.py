@@ -1,5 +1,6 @@
-"""The audit trail is a hash chain per case: it verifies, and `switchboard case verify` names every
-case whose stored entries were edited by hand."""
+"""The audit trail is a hash chain per case: it verifies, and `switchboard case verify` (which reads
+the case store without the case service) names every case whose stored entries were edited by
+hand, computing each entry's hash exactly as the case service does."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit
 from switchboard.case.adapters import orm
 from switchboard.case.handlers import CaseHandlers
+from switchboard.cli import audit_chain
 from switchboard.cli.__main__ import main as cli_main
 from switchboard.core import events
 from switchboard.v1 import contact_pb2, events_pb2
@@ -113,3 +117,34 @@ async def test_editing_an_entry_by_hand_is_detected_and_named(
     code, out = await asyncio.to_thread(verify)
     assert code == 1
     assert tampered.id in out and untouched.id in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prev=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    tenant=st.text(max_size=20),
+    entity=st.sampled_from([audit.CASE, audit.CUSTOMER]),
+    entity_id=st.text(max_size=40),
+    seq=st.integers(min_value=1, max_value=2**31),
+    at=st.datetimes(timezones=st.timezones()),
+    actor=st.text(max_size=40),
+    action=st.text(max_size=20),
+    data=st.dictionaries(st.text(max_size=10), st.text(max_size=30) | st.integers(), max_size=5),
+)
+def test_the_cli_hashes_an_entry_exactly_as_the_case_service_does(
+    prev: str,
+    tenant: str,
+    entity: str,
+    entity_id: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    data: dict[str, object],
+) -> None:
+    """switchboard.cli.audit_chain carries its own copy of the hash (the CLI does not install the
+    case service): it must stay byte-identical to switchboard.case.audit's."""
+    payload = audit.canonical(data)
+    args = (prev, tenant, entity, entity_id, seq, at, actor, action, payload)
+    assert audit_chain.entry_hash(*args) == audit.entry_hash(*args)
+    assert audit_chain.GENESIS == audit.GENESIS and audit_chain.CASE == audit.CASE

@@ -1,5 +1,6 @@
-"""Fixtures: the router in-process on real NATS and gRPC, the voice gateway on free ports,
-baresip user agents, and a recorder of the events on the bus."""
+"""Fixtures for the voice end-to-end tests: the router in-process on real NATS and gRPC, the
+voice gateway on free ports, baresip user agents, and a recorder of the events on the bus.
+They start two services, so they live here and not under services/voice-gateway/tests."""
 
 from __future__ import annotations
 

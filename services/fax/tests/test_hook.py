@@ -1,0 +1,44 @@
+"""The HylaFAX receive hook (`switchboard-fax-hook`) as HylaFAX runs it: its exit codes when it
+cannot hand a fax over, and its fallback to the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from switchboard.fax.samples import fax_page, tiff
+
+
+def hook_binary() -> str:
+    return str(Path(sys.executable).with_name("switchboard-fax-hook"))
+
+
+async def run_hook(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        hook_binary(),
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_hook_exits_non_zero_when_it_cannot_hand_over(tmp_path: Path, nats_url: str) -> None:
+    (tmp_path / "recvq").mkdir()
+    (tmp_path / "recvq" / "fax1.tif").write_bytes(tiff([fax_page(["x"])]))
+    dead = {"NATS_URL": "nats://127.0.0.1:9", "FAX_HOOK_TIMEOUT_SECONDS": "3", "PATH": "/usr/bin"}
+    code, output = await run_hook(["recvq/fax1.tif", "ttyS0", "1"], dead, tmp_path)
+    assert code == 75, output
+    assert "could not hand over" in output
+    code, output = await run_hook(["recvq/missing.tif", "ttyS0", "2"], dead, tmp_path)
+    assert code == 66 and "cannot read" in output
+    # with a spool to fall back on, the file is dropped there atomically (and kept)
+    fallback = {**dead, "FAX_SPOOL_DIR": str(tmp_path / "spool")}
+    code, output = await run_hook(["recvq/fax1.tif", "ttyS0", "3"], fallback, tmp_path)
+    assert code == 0, output
+    dropped = sorted(p.name for p in (tmp_path / "spool").iterdir())
+    assert dropped == ["ttyS0-3-fax1.tif", "ttyS0-3-fax1.tif.json"]

@@ -1,0 +1,22 @@
+"""The `switchboard` command against the services it reads: a migrated case store on every
+configured backend (as services/case/tests has it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case.adapters import database
+from switchboard.case.migrate import migrate
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    await migrate(database_url)
+    engine = database.create_engine(database_url)
+    try:
+        yield database.sessionmaker(engine)
+    finally:
+        await engine.dispose()
