@@ -50,7 +50,7 @@ def chat_settings(nats_url: str, **extra: Any) -> ChatSettings:
         "CHAT_ASSIGNMENT_WAIT_SECONDS": 1.0,
         "SHUTDOWN_GRACE_SECONDS": 2.0,
         # No router in these tests: nothing listens here, so availability/position fall back.
-        "CHAT_ROUTER_TARGET": "127.0.0.1:9",
+        "CHAT_ROUTER_ADDR": "127.0.0.1:9",
     }
     values.update(extra)
     return ChatSettings(**values)

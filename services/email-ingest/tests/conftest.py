@@ -57,7 +57,7 @@ def mailbox_config(
 def settings(nats_url: str, **overrides: Any) -> EmailIngestSettings:
     values: dict[str, Any] = {
         "NATS_URL": nats_url,
-        "EMAIL_INGEST_GRPC_PORT": 0,
+        "EMAIL_GRPC_PORT": 0,
         "EMAIL_SMTP_PORT": 0,
         "EMAIL_STALL_SECONDS": 30,
         "EMAIL_RECONNECT_MAX_SECONDS": 0.5,

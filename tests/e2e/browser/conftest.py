@@ -112,8 +112,8 @@ async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
                 **common,
                 CHAT_GRPC_PORT=0,
                 CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_TARGET=f"127.0.0.1:{router.port}",
-                CHAT_CASE_TARGET=f"127.0.0.1:{case.port}",
+                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
+                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
                 SHUTDOWN_GRACE_SECONDS=1.0,
             )
         )

@@ -67,8 +67,8 @@ class Inbox:
                 SWITCHBOARD_AUTH_SECRET=SECRET,
                 CHAT_GRPC_PORT=0,
                 CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_TARGET=f"127.0.0.1:{self.router_port}",
-                CHAT_CASE_TARGET=case_target or f"127.0.0.1:{self.case_port}",
+                CHAT_ROUTER_ADDR=f"127.0.0.1:{self.router_port}",
+                CHAT_CASE_ADDR=case_target or f"127.0.0.1:{self.case_port}",
                 CHAT_CONSUMER="chat-replica",
                 SHUTDOWN_GRACE_SECONDS=1.0,
             )
@@ -95,8 +95,8 @@ async def platform(
                 **common,
                 CHAT_GRPC_PORT=0,
                 CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_TARGET=f"127.0.0.1:{router.port}",
-                CHAT_CASE_TARGET=f"127.0.0.1:{case.port}",
+                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
+                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
                 SHUTDOWN_GRACE_SECONDS=1.0,
             )
         )
@@ -468,8 +468,8 @@ async def test_the_surge_protocol_locks_breaks_and_the_desk_says_why(
             **common,
             CHAT_GRPC_PORT=0,
             CHAT_HTTP_PORT=0,
-            CHAT_ROUTER_TARGET=f"127.0.0.1:{router.port}",
-            CHAT_CASE_TARGET="127.0.0.1:9",
+            CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
+            CHAT_CASE_ADDR="127.0.0.1:9",
         )
     )
     await chat.start()
