@@ -39,8 +39,8 @@ class Service:
     start: tracing, `_load()`, the bus (unless given), `_build(bus)` (which returns the gRPC
     servicers), the gRPC server (health follows the bus connection), `_serve()`, the bus's
     consumers, `_started()`. A failed start stops what had started, then raises.
-    stop: `_stop_taking()`, the gRPC server (calls in flight get the grace period), the bus
-    drained (handlers in flight finish), `_close()`. Safe to call twice.
+    stop: `_stop_taking()`, the gRPC server (calls in flight get the grace period), `_flush()`,
+    the bus drained (handlers in flight finish), `_close()`. Safe to call twice.
     """
 
     name: ClassVar[str] = "service"
@@ -80,6 +80,8 @@ class Service:
         server, self.grpc_server = self.grpc_server, None
         if server is not None:
             await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
+        if self.bus is not None:
+            await self._flush()
         bus, self.bus = self.bus, None
         if bus is not None:
             await bus.drain()
@@ -103,6 +105,9 @@ class Service:
 
     async def _stop_taking(self) -> None:
         """Stop taking work in (listeners, watchers, clients), before gRPC stops."""
+
+    async def _flush(self) -> None:
+        """Publish what the last requests left to publish, while the bus is still there."""
 
     async def _close(self) -> None:
         """Close what the handlers used, once the bus has drained."""

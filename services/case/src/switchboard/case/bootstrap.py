@@ -8,8 +8,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ClassVar
 
-import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import database
@@ -30,9 +30,8 @@ from switchboard.case.settings import CaseSettings
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.views import CaseViews
-from switchboard.core import grpc as sb_grpc
-from switchboard.core import telemetry
 from switchboard.core.bus import Bus
+from switchboard.core.service import Service, Servicers
 from switchboard.v1 import case_pb2, case_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -47,42 +46,47 @@ def build_mailer(s: CaseSettings) -> Mailer:
 
 
 @dataclass
-class CaseApp:
+class CaseApp(Service):
+    """The case service; a `bus` given here is used instead of a connection of its own."""
+
+    name: ClassVar[str] = "case"
     settings: CaseSettings
     # Tests pass a controllable clock; `run_scheduler=False` leaves the rounds to them.
     clock: Callable[[], datetime] = utc_now
     run_scheduler: bool = True
     engine: AsyncEngine | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
-    bus: Bus | None = None
     handlers: CaseHandlers | None = None
     records: CaseRecords | None = None
     scheduler: Scheduler | None = None
     relay: OutboxRelay | None = None
-    server: grpc.aio.Server | None = None
-    port: int = 0
+    policies: sla_policy.Policies | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def start(self) -> None:
+    @property
+    def port(self) -> int:
+        return self.grpc_port
+
+    async def _load(self) -> None:
         s = self.settings
-        telemetry.setup_tracing("case", s.otel_exporter_otlp_endpoint)
-        policies = sla_policy.load(s.policy_file or None)
+        self.policies = sla_policy.load(s.policy_file or None)  # a bad file stops the start
         await migrate(s.database_url)
         self.engine = database.create_engine(s.database_url)
         self.sessions = database.sessionmaker(self.engine)
-        self.bus = await Bus.connect(s.nats_url, source="case", replicas=s.nats_stream_replicas)
-        self.relay = OutboxRelay(self.sessions, self.bus, MailRelay(self.sessions, build_mailer(s)))
-        sla = SlaEngine(policies, mail=bool(s.smtp_host))
-        self.records = CaseRecords(policies, sla, self.clock)
+
+    async def _build(self, bus: Bus) -> Servicers:
+        s = self.settings
+        assert self.sessions is not None and self.policies is not None
+        self.relay = OutboxRelay(self.sessions, bus, MailRelay(self.sessions, build_mailer(s)))
+        sla = SlaEngine(self.policies, mail=bool(s.smtp_host))
+        self.records = CaseRecords(self.policies, sla, self.clock)
         self.handlers = CaseHandlers(
             self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
         )
-        nats_consumer.subscribe(
-            self.bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds
-        )
-        kb_reports = build_kb_reports(self.sessions, self.bus, s.consumer_name)
-        subscribe_kb_reports(self.bus, kb_reports, s.consumer_name)
+        nats_consumer.subscribe(bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds)
+        kb_reports = build_kb_reports(self.sessions, bus, s.consumer_name)
+        subscribe_kb_reports(bus, kb_reports, s.consumer_name)
         self.scheduler = Scheduler(self.sessions, self.records, self.clock, self.relay.wake)
         servicer = CaseServicer(
             CaseViews(self.sessions, sla, self.clock),
@@ -90,29 +94,23 @@ class CaseApp:
             CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
         )
         servicer.kb_reports = kb_reports
-        self.server, self.port, _ = await sb_grpc.start_server(
-            [
-                (
-                    case_pb2_grpc.add_CaseServiceServicer_to_server,
-                    servicer,
-                    case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
-                )
-            ],
-            s.grpc_host,
-            s.grpc_port,
-            s.auth_secret,
-            s.known_tenants,
-            bus=self.bus,
-        )
-        await self.bus.start()
+        return [
+            (
+                case_pb2_grpc.add_CaseServiceServicer_to_server,
+                servicer,
+                case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
+            )
+        ]
+
+    async def _started(self) -> None:
+        assert self.relay is not None and self.scheduler is not None
         self._tasks.append(asyncio.create_task(self.relay.run(self._stop)))
         if self.run_scheduler:
-            self._tasks.append(
-                asyncio.create_task(self.scheduler.run(self._stop, s.scheduler_interval_seconds))
-            )
-        logger.info("case gRPC on %s:%d", s.grpc_host, self.port)
+            interval = self.settings.scheduler_interval_seconds
+            self._tasks.append(asyncio.create_task(self.scheduler.run(self._stop, interval)))
+        logger.info("case gRPC on %s:%d", self.settings.grpc_host, self.grpc_port)
 
-    async def stop(self) -> None:
+    async def _stop_taking(self) -> None:
         self._stop.set()
         if self.relay:
             self.relay.wake()
@@ -121,15 +119,17 @@ class CaseApp:
             # must not hold the shutdown (the outbox keeps what it had not published).
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, self.settings.shutdown_grace_seconds)
-        if self.server:
-            await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
-        if self.bus:
+        self._tasks.clear()
+
+    async def _flush(self) -> None:
+        if self.relay:
             with contextlib.suppress(Exception):
-                if self.relay:
-                    await self.relay.drain()  # events and mails staged by the last changes
-            await self.bus.drain()
-        if self.engine:
-            await self.engine.dispose()
+                await self.relay.drain()  # events and mails staged by the last changes
+
+    async def _close(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await engine.dispose()
 
 
 def bootstrap(
