@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from switchboard.cli import audit_chain
 from switchboard.cli.__main__ import main
+from switchboard.core import hash_chain
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -29,7 +30,7 @@ async def store(url: str, chains: dict[str, int]) -> None:
                     id=case_id, tenant="acme", reference=f"C-{case_id.upper()}"
                 )
             )
-            prev = audit_chain.GENESIS
+            prev = hash_chain.GENESIS
             for seq in range(1, n + 1):
                 at = T0 + timedelta(minutes=seq)
                 data = '{"agent_id":"agent-1"}'
@@ -37,7 +38,7 @@ async def store(url: str, chains: dict[str, int]) -> None:
                     entity="case", entity_id=case_id, seq=seq, tenant="acme", at=at,
                     actor="agent-1", action="assigned", data=data, prev_hash=prev,
                 )  # fmt: skip
-                row["hash"] = audit_chain.entry_hash(
+                row["hash"] = hash_chain.entry_hash(
                     prev, "acme", "case", case_id, seq, at, "agent-1", "assigned", data
                 )
                 await conn.execute(audit_chain.audit_entries.insert().values(**row))

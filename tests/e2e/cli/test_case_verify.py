@@ -5,7 +5,7 @@ hand, computing each entry's hash exactly as the case service does."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +18,7 @@ from switchboard.case.adapters import orm
 from switchboard.case.handlers import CaseHandlers
 from switchboard.cli import audit_chain
 from switchboard.cli.__main__ import main as cli_main
-from switchboard.core import events
+from switchboard.core import events, hash_chain
 from switchboard.v1 import contact_pb2, events_pb2
 
 
@@ -131,7 +131,7 @@ async def test_editing_an_entry_by_hand_is_detected_and_named(
     action=st.text(max_size=20),
     data=st.dictionaries(st.text(max_size=10), st.text(max_size=30) | st.integers(), max_size=5),
 )
-def test_the_cli_hashes_an_entry_exactly_as_the_case_service_does(
+def test_an_entry_hashes_the_same_whatever_zone_its_time_is_read_in(
     prev: str,
     tenant: str,
     entity: str,
@@ -142,9 +142,13 @@ def test_the_cli_hashes_an_entry_exactly_as_the_case_service_does(
     action: str,
     data: dict[str, object],
 ) -> None:
-    """switchboard.cli.audit_chain carries its own copy of the hash (the CLI does not install the
-    case service): it must stay byte-identical to switchboard.case.audit's."""
+    """The case service hashes an entry with its time as written (aware); `switchboard case
+    verify` reads it back from SQLite without an offset (naive UTC) or from PostgreSQL in the
+    session's zone: one hash for all, and the CLI's chain check is the service's own."""
     payload = audit.canonical(data)
-    args = (prev, tenant, entity, entity_id, seq, at, actor, action, payload)
-    assert audit_chain.entry_hash(*args) == audit.entry_hash(*args)
-    assert audit_chain.GENESIS == audit.GENESIS and audit_chain.CASE == audit.CASE
+    written = audit.entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload)
+    naive_utc = at.astimezone(UTC).replace(tzinfo=None)
+    for read in (naive_utc, at.astimezone(UTC), at.astimezone(timezone(timedelta(hours=9)))):
+        args = (prev, tenant, entity, entity_id, seq, read, actor, action, payload)
+        assert hash_chain.entry_hash(*args) == written
+    assert audit_chain.check_chain is audit.check_chain is hash_chain.check_chain

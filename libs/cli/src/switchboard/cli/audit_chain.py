@@ -1,18 +1,14 @@
 """The case store's audit hash chains, read and recomputed offline (`switchboard case verify`).
 
 An operator's tool must not need the case service installed, so this reads the two tables it
-needs through SQLAlchemy Core (just the columns it reads) and carries its own copy of the hash.
-`entry_hash` must stay byte-identical to `switchboard.case.audit.entry_hash`:
-tests/e2e/cli/test_case_verify.py writes chains with the case service and verifies them here.
+needs through SQLAlchemy Core (just the columns it reads); the hash and the chain check are the
+case service's own (switchboard.core.hash_chain). tests/e2e/cli/test_case_verify.py writes chains
+with the case service and verifies them here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import (
@@ -31,7 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-GENESIS = "0" * 64
+from switchboard.core.hash_chain import Break, check_chain
+
 CASE = "case"
 
 _metadata = MetaData()
@@ -58,68 +55,6 @@ cases = Table(
     Column("tenant", String),
     Column("reference", String),
 )
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def utc(at: datetime) -> datetime:
-    """A stored time as the case store reads it: SQLite keeps no offset, and it is UTC."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def entry_hash(
-    prev_hash: str,
-    tenant: str,
-    entity: str,
-    entity_id: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    action: str,
-    data: str,
-) -> str:
-    """SHA-256 over the previous hash and the entry's canonical JSON (as the case service)."""
-    body = _CANONICAL.encode(
-        {
-            "tenant": tenant,
-            "entity": entity,
-            "entity_id": entity_id,
-            "seq": seq,
-            "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
-            "actor": actor,
-            "action": action,
-            "data": data,
-        }
-    )
-    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Break:
-    """Where a chain stops verifying."""
-
-    entity: str
-    entity_id: str
-    tenant: str
-    seq: int
-    reason: str
-
-
-def check_chain(entries: Iterable[Any]) -> Break | None:
-    """The first break in one entity's entries (rows of audit_entries in seq order), or None."""
-    prev = GENESIS
-    for expected, e in enumerate(entries, start=1):
-        if e.seq != expected:
-            return Break(e.entity, e.entity_id, e.tenant, e.seq, f"entry {expected} is missing")
-        if e.prev_hash != prev:
-            return Break(e.entity, e.entity_id, e.tenant, e.seq, "prev_hash does not link")
-        computed = entry_hash(
-            prev, e.tenant, e.entity, e.entity_id, e.seq, utc(e.at), e.actor, e.action, e.data
-        )
-        if computed != e.hash:
-            return Break(e.entity, e.entity_id, e.tenant, e.seq, "hash does not match the entry")
-        prev = e.hash
-    return None
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -1,17 +1,15 @@
 """The append-only audit trail: one SHA-256 hash chain per case (and per customer, for merges and
 splits).
 
-Each entry's hash covers the previous entry's hash and the entry's own canonical JSON (tenant,
-entity, sequence number, time, actor, action, data), so editing, deleting or reordering any stored
-entry breaks the chain from there on. Entries are only ever inserted; a correction is a new entry.
+Each entry's hash covers the previous entry's hash and the entry's own canonical JSON
+(switchboard.core.hash_chain, shared with `switchboard case verify`), so editing, deleting or
+reordering any stored entry breaks the chain from there on. Entries are only ever inserted; a
+correction is a new entry.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -20,15 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import AuditEntry
+from switchboard.core.hash_chain import GENESIS, Break, canonical, check_chain, entry_hash
 
-GENESIS = "0" * 64
 CASE = "case"
 CUSTOMER = "customer"
-
-
-# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), without building
-# an encoder per call.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class Appended(NamedTuple):
@@ -36,40 +29,6 @@ class Appended(NamedTuple):
 
     seq: int
     hash: str
-
-
-def canonical(value: Any) -> str:
-    return _CANONICAL.encode(value)
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def entry_hash(
-    prev_hash: str,
-    tenant: str,
-    entity: str,
-    entity_id: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    action: str,
-    data: str,
-) -> str:
-    body = canonical(
-        {
-            "tenant": tenant,
-            "entity": entity,
-            "entity_id": entity_id,
-            "seq": seq,
-            "at": _iso(at),
-            "actor": actor,
-            "action": action,
-            "data": data,
-        }
-    )
-    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
 async def append(
@@ -155,34 +114,6 @@ async def preload_heads(session: AsyncSession, entity: str, entity_ids: set[str]
         heads[(entity, entity_id)] = (seq, hash_)
     for entity_id in wanted:
         heads.setdefault((entity, entity_id), (0, GENESIS))
-
-
-@dataclass(frozen=True)
-class Break:
-    """Where a chain stops verifying."""
-
-    entity: str
-    entity_id: str
-    tenant: str
-    seq: int
-    reason: str
-
-
-def check_chain(entries: Sequence[AuditEntry]) -> Break | None:
-    """The first break in one entity's entries (in seq order), or None if the chain is intact."""
-    prev = GENESIS
-    for expected, e in enumerate(entries, start=1):
-        if e.seq != expected:
-            return Break(e.entity, e.entity_id, e.tenant, e.seq, f"entry {expected} is missing")
-        if e.prev_hash != prev:
-            return Break(e.entity, e.entity_id, e.tenant, e.seq, "prev_hash does not link")
-        computed = entry_hash(
-            prev, e.tenant, e.entity, e.entity_id, e.seq, e.at, e.actor, e.action, e.data
-        )
-        if computed != e.hash:
-            return Break(e.entity, e.entity_id, e.tenant, e.seq, "hash does not match the entry")
-        prev = e.hash
-    return None
 
 
 async def trail(session: AsyncSession, entity: str, entity_id: str) -> list[AuditEntry]:

@@ -1,0 +1,87 @@
+"""Append-only hash chains (the case store's audit trail), computed and checked the same way by
+the service that writes them and the operator's tool that verifies them offline.
+
+Each entry's hash covers the previous entry's hash and the entry's own canonical JSON (tenant,
+entity, sequence number, time, actor, action, data), so editing, deleting or reordering any
+stored entry breaks the chain from there on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = "0" * 64
+
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), without building
+# an encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical(value: Any) -> str:
+    return _CANONICAL.encode(value)
+
+
+def utc(at: datetime) -> datetime:
+    """A stored time as UTC (SQLite keeps no offset, and it is UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def entry_hash(
+    prev_hash: str,
+    tenant: str,
+    entity: str,
+    entity_id: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    data: str,
+) -> str:
+    """SHA-256 over the previous hash and the entry's canonical JSON."""
+    body = canonical(
+        {
+            "tenant": tenant,
+            "entity": entity,
+            "entity_id": entity_id,
+            "seq": seq,
+            "at": utc(at).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "data": data,
+        }
+    )
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where a chain stops verifying."""
+
+    entity: str
+    entity_id: str
+    tenant: str
+    seq: int
+    reason: str
+
+
+def check_chain(entries: Iterable[Any]) -> Break | None:
+    """The first break in one entity's entries (objects or rows with entity, entity_id, tenant,
+    seq, at, actor, action, data, prev_hash and hash, in seq order), or None if it is intact."""
+    prev = GENESIS
+    for expected, e in enumerate(entries, start=1):
+        if e.seq != expected:
+            return Break(e.entity, e.entity_id, e.tenant, e.seq, f"entry {expected} is missing")
+        if e.prev_hash != prev:
+            return Break(e.entity, e.entity_id, e.tenant, e.seq, "prev_hash does not link")
+        computed = entry_hash(
+            prev, e.tenant, e.entity, e.entity_id, e.seq, e.at, e.actor, e.action, e.data
+        )
+        if computed != e.hash:
+            return Break(e.entity, e.entity_id, e.tenant, e.seq, "hash does not match the entry")
+        prev = e.hash
+    return None
