@@ -121,3 +121,56 @@ class ChatNotifier:
                 kind="transcript",
             )
         )
+
+    async def email_reply(
+        self,
+        tenant: str,
+        contact_id: str,
+        case_id: str,
+        case_reference: str,
+        agent_id: str,
+        to: str,
+        subject: str,
+        text: str,
+        in_reply_to: str = "",
+    ) -> events_pb2.OutboundEmail:
+        """An agent's reply to an email contact, for the email channel to send (returned once
+        JetStream has stored the command)."""
+        command = events_pb2.OutboundEmail(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, SOURCE),
+            contact_id=contact_id,
+            case_id=case_id,
+            case_reference=case_reference,
+            agent_id=agent_id,
+            to=[to],
+            subject=subject,
+            text=text,
+            in_reply_to=in_reply_to,
+            references=[in_reply_to] if in_reply_to else [],
+            kind="reply",
+        )
+        await self.bus.publish(command)
+        return command
+
+    async def fax_reply(
+        self,
+        tenant: str,
+        contact_id: str,
+        case_id: str,
+        case_reference: str,
+        agent_id: str,
+        to_number: str,
+        text: str,
+    ) -> events_pb2.OutboundFax:
+        """An agent's reply to a fax contact, for the fax channel to render and send."""
+        command = events_pb2.OutboundFax(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_FAX, SOURCE),
+            contact_id=contact_id,
+            case_id=case_id,
+            case_reference=case_reference,
+            agent_id=agent_id,
+            to_number=to_number,
+            text=text,
+        )
+        await self.bus.publish(command)
+        return command

@@ -27,7 +27,7 @@ from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.desk import Desk, DeskContact, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.core import auth as sb_auth
-from switchboard.core import events, stores
+from switchboard.core import stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
@@ -38,11 +38,10 @@ from switchboard.core.errors import (
     Unimplemented,
 )
 from switchboard.core.service_client import call
-from switchboard.v1 import case_pb2, contact_pb2, events_pb2, router_pb2
+from switchboard.v1 import case_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
 
-SOURCE = "chat"
 TOKEN_TTL_SECONDS = 12 * 3600
 BREAK_REASONS = ("lunch", "rest", "training", "meeting", "personal")
 HISTORY_POINT_SECONDS = 10.0
@@ -315,20 +314,17 @@ class Inbox:
         case_id, reference = await self._case_ref(principal, c)
         thread = c.data.get("conversation_id") or ""
         in_reply_to = thread if thread.startswith("<") and thread.endswith(">") else ""
-        command = events_pb2.OutboundEmail(
-            meta=events.new_meta(principal.tenant, contact_pb2.CHANNEL_EMAIL, SOURCE),
-            contact_id=c.contact_id,
-            case_id=case_id,
-            case_reference=reference,
-            agent_id=principal.subject,
-            to=[to],
-            subject=_reply_subject(c.data.get("subject") or ""),
-            text=text,
-            in_reply_to=in_reply_to,
-            references=[in_reply_to] if in_reply_to else [],
-            kind="reply",
+        command = await self.chat.notifier.email_reply(
+            principal.tenant,
+            c.contact_id,
+            case_id,
+            reference,
+            principal.subject,
+            to,
+            _reply_subject(c.data.get("subject") or ""),
+            text,
+            in_reply_to,
         )
-        await self.bus.publish(command)  # returns once JetStream stored the command
         logger.info("email reply to contact %s queued (%s)", c.contact_id, command.meta.event_id)
         return {
             "id": command.meta.event_id,
@@ -344,16 +340,9 @@ class Inbox:
         if not number:
             raise InvalidArgument("contact_id", "the fax came without a number to answer")
         case_id, reference = await self._case_ref(principal, c)
-        command = events_pb2.OutboundFax(
-            meta=events.new_meta(principal.tenant, contact_pb2.CHANNEL_FAX, SOURCE),
-            contact_id=c.contact_id,
-            case_id=case_id,
-            case_reference=reference,
-            agent_id=principal.subject,
-            to_number=number,
-            text=text,
+        command = await self.chat.notifier.fax_reply(
+            principal.tenant, c.contact_id, case_id, reference, principal.subject, number, text
         )
-        await self.bus.publish(command)
         return {
             "id": command.meta.event_id,
             "channel": "fax",
