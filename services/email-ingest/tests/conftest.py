@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from email import policy
 from email.message import EmailMessage
@@ -10,13 +9,13 @@ from email.utils import make_msgid
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
 from switchboard.core import bus as sb_bus
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.bootstrap import EmailApp
 from switchboard.email_ingest.devtools.dovecot import Dovecot, available
 from switchboard.email_ingest.settings import EmailIngestSettings
+from switchboard.testing.streams import EventCollector
 
 
 @pytest.fixture
@@ -94,33 +93,11 @@ async def make_app(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
             raise
 
 
-class Collector:
-    """Every event on the EVENTS stream, decoded, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[Message] = []
-
-    def of(self, kind: type[Message]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait(self, predicate: Callable[[Collector], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; have {len(self.events)} events")
-            await asyncio.sleep(0.02)
-
-
 @pytest.fixture
-async def collector(bus: sb_bus.Bus) -> AsyncIterator[Collector]:
-    c = Collector()
-
-    async def on_msg(msg: Any) -> None:
-        c.events.append(sb_bus.decode(msg))
-
-    sub = await bus.js.subscribe("contact.>", cb=on_msg, stream="EVENTS", ordered_consumer=True)
+async def collector(bus: sb_bus.Bus) -> AsyncIterator[EventCollector]:
+    c = await EventCollector.start(bus, "contact.>")
     yield c
-    await sub.unsubscribe()
+    await c.stop()
 
 
 def mail(

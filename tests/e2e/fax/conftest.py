@@ -3,13 +3,12 @@ English agent signed in: every intake path end to end."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from google.protobuf.message import Message
 
 from switchboard.core.bus import Bus
 from switchboard.fax.bootstrap import FaxApp
@@ -17,8 +16,7 @@ from switchboard.fax.settings import FaxSettings
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
-from switchboard.testing.waiting import eventually
-from switchboard.v1 import events_pb2, fax_pb2
+from switchboard.testing.streams import EventCollector
 
 SECRET = "fax-test-secret"
 WEBHOOK_SECRET = "provider-shared-secret"
@@ -27,36 +25,13 @@ TENANT = "demo"
 T = TypeVar("T")
 
 
-class Collector:
-    """Reads back what the fax service published, through a durable consumer of our own."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.seen: dict[type[Message], list[Any]] = {}
-
-    def watch(self, *types: type[Message]) -> None:
-        for event_type in types:
-            self.seen.setdefault(event_type, [])
-
-            async def keep(event: Any, t: type[Message] = event_type) -> None:
-                self.seen[t].append(event)
-
-            self.bus.subscribe(f"test-{event_type.__name__}", event_type, keep)
-
-    async def wait(self, event_type: type[T], match: Callable[[T], bool], what: str) -> T:
-        async def probe() -> T | None:
-            return next((e for e in self.seen[event_type] if match(e)), None)  # type: ignore[index]
-
-        return await eventually(probe, what, 30)
-
-
 @dataclass
 class FaxPlatform:
     nats_url: str
     fax: FaxApp
     router: RouterApp
     bus: Bus
-    events: Collector
+    events: EventCollector
     spool: Path
     agents: dict[str, AgentClient] = field(default_factory=dict)
 
@@ -93,10 +68,7 @@ async def platform(nats_url: str, tmp_path: Path) -> AsyncIterator[FaxPlatform]:
     spool = tmp_path / "spool"
     fax = FaxApp(fax_settings(nats_url, spool))
     bus = await Bus.connect(nats_url, source="test")
-    collector = Collector(bus)
-    collector.watch(
-        fax_pb2.FaxProcessed, fax_pb2.FaxQuarantined, fax_pb2.FaxReceived, events_pb2.ContactCreated
-    )
+    collector = await EventCollector.start(bus, "contact.>")
     await bus.start()
     started: list[Any] = []
     agents: dict[str, AgentClient] = {}

@@ -49,7 +49,7 @@ async def processed(p: FaxPlatform, **match: object) -> fax_pb2.FaxProcessed:
     def ok(e: fax_pb2.FaxProcessed) -> bool:
         return all(getattr(e.origin, k) == v for k, v in match.items())
 
-    return await p.events.wait(fax_pb2.FaxProcessed, ok, f"a processed fax with {match}")
+    return await p.events.first(fax_pb2.FaxProcessed, ok, f"a processed fax with {match}")
 
 
 def hook_binary() -> str:
@@ -128,10 +128,10 @@ async def test_spool_quarantines_a_bomb_and_a_truncated_tiff_and_routes_the_next
     def by_name(name: str):  # type: ignore[no-untyped-def]
         return lambda e: e.origin.reference == name
 
-    bomb = await platform.events.wait(fax_pb2.FaxQuarantined, by_name("1-bomb.tif"), "bomb")
+    bomb = await platform.events.first(fax_pb2.FaxQuarantined, by_name("1-bomb.tif"), "bomb")
     assert bomb.code == "too_many_pixels"
     assert "100000 × 100000" in bomb.reason
-    cut = await platform.events.wait(fax_pb2.FaxQuarantined, by_name("2-truncated.tif"), "cut")
+    cut = await platform.events.first(fax_pb2.FaxQuarantined, by_name("2-truncated.tif"), "cut")
     assert cut.code == "corrupt"
     assert "truncated" in cut.reason or "past the end" in cut.reason
     # the quarantined files and their reasons are kept
@@ -193,7 +193,7 @@ async def test_http_upload_refuses_a_bad_signature_and_routes_a_signed_english_p
 
     status, answer = await post(encrypted_pdf(), "prov-locked", WEBHOOK_SECRET)
     assert status == 202
-    locked = await platform.events.wait(
+    locked = await platform.events.first(
         fax_pb2.FaxQuarantined, lambda e: e.origin.reference == "prov-locked", "locked PDF"
     )
     assert locked.code == "encrypted" and "password" in locked.reason
@@ -265,7 +265,7 @@ async def test_email_with_a_fax_attachment_becomes_a_fax_contact(platform: FaxPl
     assert list(offer.contact.skills) == ["billing"]
     # The mail to sales (published second) produced no fax: its TIFF is just an attachment.
     await asyncio.sleep(0.5)
-    received = platform.events.seen.get(fax_pb2.FaxReceived, [])
+    received = platform.events.of(fax_pb2.FaxReceived)
     assert [
         r.origin.reference for r in received if r.origin.intake == fax_pb2.FAX_INTAKE_EMAIL
     ] == ["mail-77:email"]
