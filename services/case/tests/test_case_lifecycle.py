@@ -14,6 +14,7 @@ from switchboard.case.settings import CaseSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.testing.fakes import FakeClock
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
@@ -21,23 +22,15 @@ SECRET = "case-lifecycle-secret"
 KIND = contact_pb2.IdentityKind
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock[datetime]:
+    return FakeClock(datetime(2026, 11, 30, 8, 0, tzinfo=UTC))  # Monday 09:00 in Berlin
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 11, 30, 8, 0, tzinfo=UTC))  # Monday 09:00 in Berlin
-
-
-@pytest.fixture
-async def app(nats_url: str, database_url: str, clock: Clock) -> AsyncIterator[CaseApp]:
+async def app(
+    nats_url: str, database_url: str, clock: FakeClock[datetime]
+) -> AsyncIterator[CaseApp]:
     settings = CaseSettings(  # type: ignore[call-arg]
         NATS_URL=nats_url,
         CASE_DATABASE_URL=database_url,
@@ -206,7 +199,7 @@ async def test_invalid_transition_names_it(stub: case_pb2_grpc.CaseServiceStub) 
 
 
 async def test_bad_callers_and_bad_tokens(
-    app: CaseApp, stub: case_pb2_grpc.CaseServiceStub, clock: Clock
+    app: CaseApp, stub: case_pb2_grpc.CaseServiceStub, clock: FakeClock[datetime]
 ) -> None:
     for i in range(3):
         clock.now += timedelta(minutes=1)
@@ -260,7 +253,7 @@ async def test_bad_callers_and_bad_tokens(
 
 
 async def test_list_sorts_filters_and_pages_by_priority(
-    stub: case_pb2_grpc.CaseServiceStub, clock: Clock
+    stub: case_pb2_grpc.CaseServiceStub, clock: FakeClock[datetime]
 ) -> None:
     priorities = [
         case_pb2.CASE_PRIORITY_LOW,

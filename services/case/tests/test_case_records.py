@@ -21,6 +21,7 @@ from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.core import events
 from switchboard.core.errors import FailedPrecondition
+from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
 EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
@@ -51,35 +52,27 @@ POLICY = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)  # 08:00 on 1 Dec in Seoul
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock[datetime]:
+    return FakeClock(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def records(clock: Clock) -> CaseRecords:
+def records(clock: FakeClock[datetime]) -> CaseRecords:
     policies = parse(POLICY)
     return CaseRecords(policies, SlaEngine(policies), clock)
 
 
 @pytest.fixture
 def handlers(
-    sessions: async_sessionmaker[AsyncSession], records: CaseRecords, clock: Clock
+    sessions: async_sessionmaker[AsyncSession], records: CaseRecords, clock: FakeClock[datetime]
 ) -> CaseHandlers:
     return CaseHandlers(sessions, "case", clock, records)
 
 
 @pytest.fixture
 def commands(
-    sessions: async_sessionmaker[AsyncSession], records: CaseRecords, clock: Clock
+    sessions: async_sessionmaker[AsyncSession], records: CaseRecords, clock: FakeClock[datetime]
 ) -> CaseCommands:
     return CaseCommands(sessions, records, clock)
 
@@ -314,7 +307,7 @@ async def test_contact_facts_for_the_kpis(
 async def test_recurring_tasks_and_auto_close(
     sessions: async_sessionmaker[AsyncSession],
     records: CaseRecords,
-    clock: Clock,
+    clock: FakeClock[datetime],
     commands: CaseCommands,
 ) -> None:
     scheduler = Scheduler(sessions, records, clock)
@@ -359,7 +352,7 @@ async def test_recurring_tasks_and_auto_close(
 
 
 async def test_response_timers_reassign_and_a_missing_mail_server(
-    sessions: async_sessionmaker[AsyncSession], clock: Clock
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock[datetime]
 ) -> None:
     policies = parse(
         {

@@ -4,7 +4,6 @@ relays; a failed attempt waits its back-off and is tried again; staging a key ag
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -13,29 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from switchboard.case import mail_outbox
 from switchboard.case.adapters.orm import OutboxMail
 from switchboard.case.mail_outbox import MailRelay
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class FakeMailer:
-    """Fails the first `failures` sends; records the keys of the others."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.sent: list[str] = []
-
-    async def send(self, to: Sequence[str], subject: str, text: str, key: str) -> None:
-        await asyncio.sleep(0)  # let another relay run in between
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionRefusedError("smtp is away")
-        self.sent.append(key)
+from switchboard.testing.fakes import FakeClock, FakeMailer
 
 
 async def staged(sessions: async_sessionmaker[AsyncSession], key: str, at: datetime) -> bool:
@@ -48,7 +25,7 @@ async def staged(sessions: async_sessionmaker[AsyncSession], key: str, at: datet
 async def test_two_relays_send_a_mail_once_and_staging_it_again_changes_nothing(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
     assert await staged(sessions, "escalation-mail:case-1:a", clock.now)
     assert await staged(sessions, "escalation-mail:case-1:b", clock.now)
     mailer = FakeMailer()
@@ -66,7 +43,7 @@ async def test_two_relays_send_a_mail_once_and_staging_it_again_changes_nothing(
 async def test_a_failed_mail_waits_its_back_off_then_is_sent_once(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
     await staged(sessions, "escalation-mail:case-1:a", clock.now)
     mailer = FakeMailer(failures=1)
     relay = MailRelay(sessions, mailer, clock)

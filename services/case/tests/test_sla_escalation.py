@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,17 +26,10 @@ from switchboard.case.settings import CaseSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port
+from switchboard.testing.fakes import FakeClock
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, case_pb2, case_pb2_grpc, contact_pb2, events_pb2
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
 
 SECRET = "case-sla-secret"
 POLICY = """
@@ -77,12 +69,6 @@ class Inbox:
         assert len(self.mails) == n, [m[1] for m in self.mails]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
@@ -98,10 +84,10 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 @pytest.fixture
 async def app(
     nats_url: str, database_url: str, tmp_path: Path, smtp: tuple[Inbox, int]
-) -> AsyncIterator[tuple[CaseApp, Clock]]:
+) -> AsyncIterator[tuple[CaseApp, FakeClock[datetime]]]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    clock = Clock(datetime(2026, 11, 27, 14, 0, tzinfo=UTC))  # Friday 15:00 in Berlin
+    clock = FakeClock(datetime(2026, 11, 27, 14, 0, tzinfo=UTC))  # Friday 15:00 in Berlin
     settings = CaseSettings(  # type: ignore[call-arg]
         NATS_URL=nats_url,
         CASE_DATABASE_URL=database_url,
@@ -124,7 +110,7 @@ def _sla(case: case_pb2.Case) -> case_pb2.SlaTimer:
 
 
 async def test_escalate_pause_resume_breach(
-    app: tuple[CaseApp, Clock], bus: Bus, smtp: tuple[Inbox, int]
+    app: tuple[CaseApp, FakeClock[datetime]], bus: Bus, smtp: tuple[Inbox, int]
 ) -> None:
     service, clock = app
     inbox = smtp[0]
@@ -287,7 +273,7 @@ async def test_escalate_pause_resume_breach(
 
 
 async def test_an_escalation_mail_is_sent_once_after_the_commit_when_its_transaction_is_retried(
-    app: tuple[CaseApp, Clock], bus: Bus, smtp: tuple[Inbox, int]
+    app: tuple[CaseApp, FakeClock[datetime]], bus: Bus, smtp: tuple[Inbox, int]
 ) -> None:
     service, clock = app
     inbox = smtp[0]

@@ -30,6 +30,7 @@ from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.core import events
 from switchboard.core.errors import InvalidArgument
+from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
 START = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -45,14 +46,6 @@ POLICY = {
         }
     ]
 }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Refused(Exception):
@@ -92,12 +85,12 @@ def refused_when(condition: Callable[[object], bool]) -> Iterator[list[object]]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock[datetime]:
+    return FakeClock(START)
 
 
 @pytest.fixture
-def records(clock: Clock) -> CaseRecords:
+def records(clock: FakeClock[datetime]) -> CaseRecords:
     policies = parse(POLICY)
     return CaseRecords(policies, SlaEngine(policies), clock)
 
@@ -111,7 +104,7 @@ def commits() -> list[int]:
 def commands(
     sessions: async_sessionmaker[AsyncSession],
     records: CaseRecords,
-    clock: Clock,
+    clock: FakeClock[datetime],
     commits: list[int],
 ) -> CaseCommands:
     return CaseCommands(sessions, records, clock, lambda: commits.append(1))
@@ -133,7 +126,9 @@ def meta() -> events_pb2.EventMeta:
     return m
 
 
-async def handled_contact(sessions: async_sessionmaker[AsyncSession], clock: Clock) -> str:
+async def handled_contact(
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock[datetime]
+) -> str:
     """A contact an agent handled and ended, through the event consumer."""
     handlers = CaseHandlers(sessions, "case", clock)
     contact = contact_pb2.Contact(
@@ -179,7 +174,7 @@ async def test_the_scheduler_goes_on_past_a_case_the_database_refuses(
     commands: CaseCommands,
     sessions: async_sessionmaker[AsyncSession],
     records: CaseRecords,
-    clock: Clock,
+    clock: FakeClock[datetime],
 ) -> None:
     cases = sorted(
         [await open_case(commands, "ann@example.com"), await open_case(commands, "bo@example.com")]
@@ -206,7 +201,7 @@ async def test_the_scheduler_goes_on_past_a_case_the_database_refuses(
 
 
 async def test_a_qa_evaluation_the_database_refuses_is_invalid_argument(
-    sessions: async_sessionmaker[AsyncSession], clock: Clock
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock[datetime]
 ) -> None:
     contact_id = await handled_contact(sessions, clock)
     quality = Quality(sessions, load_forms(), clock=clock)
@@ -221,7 +216,7 @@ async def test_a_qa_evaluation_the_database_refuses_is_invalid_argument(
 
 
 async def test_a_rating_the_database_refuses_is_an_invalid_event(
-    sessions: async_sessionmaker[AsyncSession], clock: Clock
+    sessions: async_sessionmaker[AsyncSession], clock: FakeClock[datetime]
 ) -> None:
     contact_id = await handled_contact(sessions, clock)
     csat = Csat(sessions, None, "case-csat", clock)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.core.embedded_nats import free_port
+
 
 class FakeHylaFax:
     """What a modemless HylaFAX server cannot show: a job that HylaFAX retries after a failed call
@@ -172,12 +174,6 @@ CONFIG = Path("/etc/hylafax")
 FAXQ = "/usr/sbin/faxq"
 HFAXD = "/usr/sbin/hfaxd"
 HYLAFAX_USER = "switchboard"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

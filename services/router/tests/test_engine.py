@@ -10,6 +10,7 @@ import pytest
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as model
+from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import contact_pb2
 
 CONFIG = """
@@ -17,14 +18,6 @@ defaults:
   accept_timeout: {voice: 20s, chat: 20s, email: 20s, fax: 20s}
   sticky_ttl: 0s
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def contact(
@@ -62,16 +55,18 @@ def offers(effects: list[model.Effect]) -> list[model.Offered]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock[float]:
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
-def engine(clock: Clock) -> model.Engine:
+def engine(clock: FakeClock[float]) -> model.Engine:
     return model.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
 
 
-def test_korean_contact_goes_to_the_korean_speaker(engine: model.Engine, clock: Clock) -> None:
+def test_korean_contact_goes_to_the_korean_speaker(
+    engine: model.Engine, clock: FakeClock[float]
+) -> None:
     online(engine, "zh-agent", {"zh": 5})
     clock.now += 10  # the Chinese speaker has been idle longer, and still must not get it
     online(engine, "ko-agent", {"ko": 4})
@@ -89,7 +84,7 @@ def test_no_agent_with_the_language_leaves_the_contact_waiting(engine: model.Eng
     assert offer.contact.contact_id == "c1"
 
 
-def test_best_proficiency_then_longest_idle(engine: model.Engine, clock: Clock) -> None:
+def test_best_proficiency_then_longest_idle(engine: model.Engine, clock: FakeClock[float]) -> None:
     online(engine, "weak", {"ko": 2})
     clock.now += 1
     online(engine, "strong-recent", {"ko": 5})
@@ -119,7 +114,9 @@ def test_decline_reoffers_to_the_next_and_never_twice_at_once(engine: model.Engi
         engine.accept("acme", "a", first.offer.offer_id)
 
 
-def test_accept_timeout_reoffers_and_late_accept_fails(engine: model.Engine, clock: Clock) -> None:
+def test_accept_timeout_reoffers_and_late_accept_fails(
+    engine: model.Engine, clock: FakeClock[float]
+) -> None:
     online(engine, "a", {"ko": 5})
     online(engine, "b", {"ko": 4})
     [first] = offers(engine.add_contact(contact("c1")))
@@ -145,7 +142,9 @@ def test_another_tenants_agent_never_gets_the_contact(engine: model.Engine) -> N
     assert offers(engine.add_contact(contact("c1"))) == []
 
 
-def test_freed_agent_takes_the_most_urgent_then_oldest(engine: model.Engine, clock: Clock) -> None:
+def test_freed_agent_takes_the_most_urgent_then_oldest(
+    engine: model.Engine, clock: FakeClock[float]
+) -> None:
     engine.add_contact(contact("old"))
     clock.now += 1
     engine.add_contact(contact("urgent", priority=5))
@@ -220,7 +219,9 @@ def test_language_matching() -> None:
     assert not model.language_matches("ko", "ja")
 
 
-def test_a_waiting_contact_costs_less_than_a_kilobyte(engine: model.Engine, clock: Clock) -> None:
+def test_a_waiting_contact_costs_less_than_a_kilobyte(
+    engine: model.Engine, clock: FakeClock[float]
+) -> None:
     """Memory, not time: what the engine keeps for each contact waiting in a large backlog, its
     message and trace context included, as tracemalloc counts it."""
     for i, language in enumerate(("ko", "zh", "en", "ja")):

@@ -8,6 +8,7 @@ import pytest
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
+from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import contact_pb2
 
 CONFIG = """
@@ -39,21 +40,13 @@ tenants:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock[float]:
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def engine(clock: Clock) -> eng.Engine:
+def engine(clock: FakeClock[float]) -> eng.Engine:
     return eng.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
 
 
@@ -91,13 +84,13 @@ def offers(effects: list[eng.Effect]) -> list[eng.Offered]:
     return [e for e in effects if isinstance(e, eng.Offered)]
 
 
-def advance(engine: eng.Engine, clock: Clock, seconds: float) -> list[eng.Effect]:
+def advance(engine: eng.Engine, clock: FakeClock[float], seconds: float) -> list[eng.Effect]:
     clock.now += seconds
     return engine.tick()
 
 
 def test_steps_relax_proficiency_then_language_then_overflow(
-    engine: eng.Engine, clock: Clock
+    engine: eng.Engine, clock: FakeClock[float]
 ) -> None:
     online(engine, "ko-junior", {"ko": 2})
     online(engine, "en-agent", {"en": 5})
@@ -114,7 +107,9 @@ def test_steps_relax_proficiency_then_language_then_overflow(
     assert "waited 30s" in c.decision.steps[0][2]
 
 
-def test_added_language_step_is_recorded_on_the_offer(engine: eng.Engine, clock: Clock) -> None:
+def test_added_language_step_is_recorded_on_the_offer(
+    engine: eng.Engine, clock: FakeClock[float]
+) -> None:
     online(engine, "en-agent", {"en": 5})
     engine.add_contact(contact("c1"))
     assert offers(advance(engine, clock, 30)) == []
@@ -124,7 +119,9 @@ def test_added_language_step_is_recorded_on_the_offer(engine: eng.Engine, clock:
     assert offer.offer.step == "english-too"
 
 
-def test_overflow_moves_the_contact_to_the_other_queue(engine: eng.Engine, clock: Clock) -> None:
+def test_overflow_moves_the_contact_to_the_other_queue(
+    engine: eng.Engine, clock: FakeClock[float]
+) -> None:
     engine.add_contact(contact("c1", language="ja"))
     for _ in range(3):
         advance(engine, clock, 30)
@@ -135,7 +132,7 @@ def test_overflow_moves_the_contact_to_the_other_queue(engine: eng.Engine, clock
     assert qs.waiting == 1 and longest == pytest.approx(90)
 
 
-def test_sticky_routing_prefers_the_last_agent(engine: eng.Engine, clock: Clock) -> None:
+def test_sticky_routing_prefers_the_last_agent(engine: eng.Engine, clock: FakeClock[float]) -> None:
     online(engine, "a", {"ko": 4})
     online(engine, "b", {"ko": 4})
     [first] = offers(engine.add_contact(contact("c1", phone="+821011112222")))
@@ -153,7 +150,7 @@ def test_sticky_routing_prefers_the_last_agent(engine: eng.Engine, clock: Clock)
 
 
 def test_sticky_contact_waits_in_the_agents_list_when_it_is_busy(
-    engine: eng.Engine, clock: Clock
+    engine: eng.Engine, clock: FakeClock[float]
 ) -> None:
     online(engine, "a", {"ko": 4})
     [o1] = offers(engine.add_contact(contact("c1", phone="+8210")))
@@ -167,7 +164,7 @@ def test_sticky_contact_waits_in_the_agents_list_when_it_is_busy(
     assert o2.contact.contact_id == "c2"  # its own customer first, though it came later
 
 
-def test_autopause_after_missed_offers(engine: eng.Engine, clock: Clock) -> None:
+def test_autopause_after_missed_offers(engine: eng.Engine, clock: FakeClock[float]) -> None:
     online(engine, "a", {"ko": 4})
     engine.add_contact(contact("c1"))
     advance(engine, clock, 10)  # missed once; nobody else; it waits
@@ -184,7 +181,7 @@ def test_autopause_after_missed_offers(engine: eng.Engine, clock: Clock) -> None
 
 
 def test_surge_level_3_refuses_breaks_pauses_callbacks_and_clears(
-    engine: eng.Engine, clock: Clock
+    engine: eng.Engine, clock: FakeClock[float]
 ) -> None:
     online(engine, "ko-1", {"ko": 4})
     engine.set_presence("acme", "ko-1", eng.Presence.BREAK, "lunch")
@@ -221,7 +218,9 @@ def test_surge_level_3_refuses_breaks_pauses_callbacks_and_clears(
     assert any(o.contact.contact_id == "cb" for o in offers(effects))
 
 
-def test_explain_names_candidates_and_exclusions(engine: eng.Engine, clock: Clock) -> None:
+def test_explain_names_candidates_and_exclusions(
+    engine: eng.Engine, clock: FakeClock[float]
+) -> None:
     online(engine, "ko-billing", {"ko": 5}, billing=4)
     online(engine, "ko-plain", {"ko": 5})
     online(engine, "zh-billing", {"zh": 5}, billing=5)
@@ -252,7 +251,9 @@ def test_waiting_contact_explains_why_it_waits(engine: eng.Engine) -> None:
     assert live.excluded == [("en", (eng.Why.LANGUAGE,), "does not speak ja")]
 
 
-def test_transfer_requeues_with_the_original_wait(engine: eng.Engine, clock: Clock) -> None:
+def test_transfer_requeues_with_the_original_wait(
+    engine: eng.Engine, clock: FakeClock[float]
+) -> None:
     online(engine, "ko", {"ko": 4})
     [offer] = offers(engine.add_contact(contact("c1")))
     engine.accept("acme", "ko", offer.offer.offer_id)
@@ -266,7 +267,7 @@ def test_transfer_requeues_with_the_original_wait(engine: eng.Engine, clock: Clo
         engine.transfer("acme", "c1", "nowhere", "")
 
 
-def test_hold_is_timed_into_the_end(engine: eng.Engine, clock: Clock) -> None:
+def test_hold_is_timed_into_the_end(engine: eng.Engine, clock: FakeClock[float]) -> None:
     online(engine, "ko", {"ko": 4})
     [offer] = offers(engine.add_contact(contact("c1", channel=contact_pb2.CHANNEL_VOICE)))
     engine.accept("acme", "ko", offer.offer.offer_id)
@@ -291,7 +292,9 @@ def test_a_call_is_exclusive(engine: eng.Engine) -> None:
     assert offers(engine.add_contact(contact("v2", channel=contact_pb2.CHANNEL_VOICE))) == []
 
 
-def test_new_configuration_keeps_waiting_contacts(engine: eng.Engine, clock: Clock) -> None:
+def test_new_configuration_keeps_waiting_contacts(
+    engine: eng.Engine, clock: FakeClock[float]
+) -> None:
     engine.add_contact(contact("c1", queue="other"))
     engine.add_contact(contact("c2", queue="general"))
     text = """
@@ -308,7 +311,9 @@ queues:
     assert engine.contacts["c1"].status == eng.Status.OFFERED
 
 
-def test_a_waiting_call_turned_callback_keeps_its_place(engine: eng.Engine, clock: Clock) -> None:
+def test_a_waiting_call_turned_callback_keeps_its_place(
+    engine: eng.Engine, clock: FakeClock[float]
+) -> None:
     engine.add_contact(contact("first", channel=contact_pb2.CHANNEL_VOICE))
     clock.now += 5
     engine.add_contact(contact("second", channel=contact_pb2.CHANNEL_VOICE))

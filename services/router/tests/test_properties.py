@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from switchboard.core.errors import DomainError
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
+from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import contact_pb2
 
 CONFIG = """
@@ -86,18 +87,10 @@ _WEIGHTED += [WRAP] * 3 + [ABANDON, TRANSFER] + [TIME] * 4
 ops = st.integers(0, len(_WEIGHTED) - 1).flatmap(lambda i: _WEIGHTED[i])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def run(
     sequence: list[tuple[Any, ...]],
 ) -> tuple[eng.Engine, list[tuple[str, float, tuple[Any, ...]]]]:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     engine = eng.Engine(clock, cfg.load_text(CONFIG, "props.yaml"))
     log: list[tuple[str, float, tuple[Any, ...]]] = []
     added: list[str] = []
@@ -215,7 +208,7 @@ def test_invariants_hold_for_any_sequence(sequence: list[tuple[Any, ...]]) -> No
 @given(st.lists(ops, min_size=20, max_size=80))
 def test_replaying_the_inputs_rebuilds_the_same_state(sequence: list[tuple[Any, ...]]) -> None:
     engine, log = run(sequence)
-    clock = Clock()
+    clock = FakeClock(1000.0)
     replayed = eng.Engine(clock, cfg.load_text(CONFIG, "props.yaml"))
     for name, at, args in log:
         clock.now = at

@@ -18,6 +18,7 @@ import nats
 import pytest
 import yaml
 
+from switchboard.core import embedded_nats
 from switchboard.core.bus import decode
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
@@ -29,9 +30,7 @@ BARESIP = "/usr/bin/baresip"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return embedded_nats.free_port(kind=kind)
 
 
 class Baresip:

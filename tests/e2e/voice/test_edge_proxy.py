@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from switchboard.core import embedded_nats
 from switchboard.v1 import events_pb2
 
 HOTLINE = "+8215880001"  # the test number plan's Korean hotline
@@ -63,9 +64,7 @@ request_route {{
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return embedded_nats.free_port(kind=socket.SOCK_DGRAM)
 
 
 class Kamailio:

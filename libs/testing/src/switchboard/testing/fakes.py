@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from switchboard.core import events
 
 E = TypeVar("E", bound=Message)
+T = TypeVar("T")
 
 
 class FakePublisher:
@@ -54,3 +55,35 @@ class FakePublisher:
 
     async def publish_many(self, batch: Iterable[Message]) -> list[bool]:
         return [await self._stored(event) for event in batch]
+
+
+class FakeClock(Generic[T]):
+    """A clock the test moves by hand: calling it returns `now` (a datetime for the case
+    service, engine seconds for the router)."""
+
+    def __init__(self, now: T) -> None:
+        self.now = now
+
+    def __call__(self) -> T:
+        return self.now
+
+    def advance(self, by: Any) -> T:
+        """Move on by `by` (a timedelta, or seconds), and return the new time."""
+        self.now = self.now + by  # type: ignore[operator]
+        return self.now
+
+
+class FakeMailer:
+    """A mailer (`send(to, subject, text, key)`) that records the keys it sent, failing the
+    first `failures` sends as an SMTP server that is away would."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list[str] = []
+
+    async def send(self, to: Sequence[str], subject: str, text: str, key: str) -> None:
+        await asyncio.sleep(0)  # let another sender run in between
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("smtp is away")
+        self.sent.append(key)

@@ -19,13 +19,9 @@ from pathlib import Path
 
 import aioimaplib
 
+from switchboard.core.embedded_nats import free_port
+
 DOVECOT = os.environ.get("DOVECOT_BINARY", "/usr/sbin/dovecot")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def available() -> bool:
