@@ -8,7 +8,6 @@ with the case service and verifies them here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import (
@@ -27,7 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from switchboard.core.hash_chain import Break, check_chain
+from switchboard.core import hash_chain
+from switchboard.core.hash_chain import Break
 
 CASE = "case"
 
@@ -93,35 +93,15 @@ async def entities_with_entries(conn: AsyncConnection, entity: str) -> set[str]:
     return set((await conn.scalars(query)).all())
 
 
-async def chains(
+async def verify(
     conn: AsyncConnection, entity: str | None = None, entity_id: str | None = None
-) -> AsyncIterator[list[Any]]:
-    """Each chain's entries in seq order, one chain at a time (streamed)."""
+) -> tuple[int, list[Break]]:
+    """Recompute every chain (or one), streamed: the number of chains checked and every break
+    found."""
     c = audit_entries.c
     query = select(audit_entries).order_by(c.entity, c.entity_id, c.seq)
     if entity is not None:
         query = query.where(c.entity == entity)
     if entity_id is not None:
         query = query.where(c.entity_id == entity_id)
-    current: list[Any] = []
-    result = await conn.stream(query.execution_options(yield_per=1000))
-    async for e in result:
-        if current and (current[0].entity, current[0].entity_id) != (e.entity, e.entity_id):
-            yield current
-            current = []
-        current.append(e)
-    if current:
-        yield current
-
-
-async def verify(
-    conn: AsyncConnection, entity: str | None = None, entity_id: str | None = None
-) -> tuple[int, list[Break]]:
-    """Recompute every chain (or one): the number of chains checked and every break found."""
-    checked, breaks = 0, []
-    async for chain in chains(conn, entity, entity_id):
-        checked += 1
-        found = check_chain(chain)
-        if found is not None:
-            breaks.append(found)
-    return checked, breaks
+    return await hash_chain.verify(await conn.stream(query.execution_options(yield_per=1000)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -85,3 +85,27 @@ def check_chain(entries: Iterable[Any]) -> Break | None:
             return Break(e.entity, e.entity_id, e.tenant, e.seq, "hash does not match the entry")
         prev = e.hash
     return None
+
+
+async def chains(rows: AsyncIterable[Any]) -> AsyncIterator[list[Any]]:
+    """The chains in `rows` (entries ordered by entity, entity_id, seq), one list each."""
+    current: list[Any] = []
+    async for e in rows:
+        if current and (current[0].entity, current[0].entity_id) != (e.entity, e.entity_id):
+            yield current
+            current = []
+        current.append(e)
+    if current:
+        yield current
+
+
+async def verify(rows: AsyncIterable[Any]) -> tuple[int, list[Break]]:
+    """Check every chain in `rows` (ordered by entity, entity_id, seq): the number of chains
+    checked and every break found."""
+    checked, breaks = 0, []
+    async for chain in chains(rows):
+        checked += 1
+        found = check_chain(chain)
+        if found is not None:
+            breaks.append(found)
+    return checked, breaks

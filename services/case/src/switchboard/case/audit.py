@@ -9,7 +9,6 @@ correction is a new entry.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -18,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import AuditEntry
-from switchboard.core.hash_chain import GENESIS, Break, canonical, check_chain, entry_hash
+from switchboard.core import hash_chain
+from switchboard.core.hash_chain import GENESIS, Break, canonical, entry_hash
 
 CASE = "case"
 CUSTOMER = "customer"
@@ -126,35 +126,18 @@ async def trail(session: AsyncSession, entity: str, entity_id: str) -> list[Audi
     )
 
 
-async def _chains(
-    session: AsyncSession, entity: str | None, entity_id: str | None
-) -> AsyncIterator[list[AuditEntry]]:
+async def verify(
+    session: AsyncSession, entity: str | None = None, entity_id: str | None = None
+) -> tuple[int, list[Break]]:
+    """Recompute every chain (or one): the number of chains checked and every break found."""
     stmt = select(AuditEntry).order_by(AuditEntry.entity, AuditEntry.entity_id, AuditEntry.seq)
     if entity is not None:
         stmt = stmt.where(AuditEntry.entity == entity)
     if entity_id is not None:
         stmt = stmt.where(AuditEntry.entity_id == entity_id)
-    current: list[AuditEntry] = []
-    async for e in await session.stream_scalars(stmt.execution_options(yield_per=1000)):
-        if current and (current[0].entity, current[0].entity_id) != (e.entity, e.entity_id):
-            yield current
-            current = []
-        current.append(e)
-    if current:
-        yield current
-
-
-async def verify(
-    session: AsyncSession, entity: str | None = None, entity_id: str | None = None
-) -> tuple[int, list[Break]]:
-    """Recompute every chain (or one): the number of chains checked and every break found."""
-    checked, breaks = 0, []
-    async for chain in _chains(session, entity, entity_id):
-        checked += 1
-        found = check_chain(chain)
-        if found is not None:
-            breaks.append(found)
-    return checked, breaks
+    return await hash_chain.verify(
+        await session.stream_scalars(stmt.execution_options(yield_per=1000))
+    )
 
 
 async def count(session: AsyncSession, entity: str, entity_id: str) -> int:

@@ -16,6 +16,7 @@ from switchboard.case.adapters import orm
 from switchboard.case.commands import find_case
 from switchboard.case.pagination import CaseQuery, Cursor
 from switchboard.case.sla.engine import SlaEngine
+from switchboard.core import hash_chain
 from switchboard.core.errors import InvalidArgument, NotFound
 from switchboard.v1 import case_pb2, contact_pb2
 
@@ -115,7 +116,7 @@ class CaseViews:
                 )
                 for e in entries
             ],
-            intact=audit.check_chain(entries) is None,
+            intact=hash_chain.check_chain(entries) is None,
         )
 
     async def customer_history(
