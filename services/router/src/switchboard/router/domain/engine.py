@@ -18,6 +18,9 @@ Indexes, so that matching cost does not grow with the number of agents or waitin
 - Timers (offer expiry, routing steps, surge ages, idle periods, wrap-up) are one heap of due
   times, run by ``tick``.
 Heaps use lazy deletion: an entry carries the version of its object and is skipped when stale.
+A contact's bucket and its queue's `oldest` heap are swept a few entries per push once they hold
+more than twice their live entries (`_sweep`), so no single call rebuilds a heap of the whole
+waiting population.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ Clock = Callable[[], float]
 MAX_CANDIDATES = 20
 MAX_EXCLUSIONS = 50
 HISTORY = 50_000  # decisions kept for ExplainDecision after a contact ends
+SWEEP = 8  # heap entries looked at per push while a heap holds over twice its live entries
 
 
 class Presence(IntEnum):  # values equal switchboard.v1.Presence
@@ -77,6 +81,55 @@ class Why(IntEnum):  # values equal switchboard.v1.ExclusionReason
     RESERVED = 6
     DECLINED = 7
     NOT_CONNECTED = 8
+
+
+def _sweep(heap: list[Any], at: int, live: Callable[[Any], bool]) -> int:
+    """Look at up to SWEEP entries of the heap from index `at`, removing the stale ones (each in
+    O(log n), the heap kept valid); return the index the next sweep starts from. Called once per
+    push while the heap is over its bound, so the cursor goes round the heap faster than it
+    grows: stale entries are dropped within one round, a few at a time."""
+    for _ in range(SWEEP):
+        if at >= len(heap):
+            at = 0
+            if not heap:
+                break
+        if live(heap[at]):
+            at += 1
+            continue
+        last = heap.pop()
+        if at < len(heap):
+            heap[at] = last
+            _sift_down(heap, at)
+            _sift_up(heap, at)
+    return at
+
+
+def _sift_up(heap: list[Any], pos: int) -> None:
+    """Move heap[pos] towards the root while it is smaller than its parent."""
+    item = heap[pos]
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if not item < heap[parent]:
+            break
+        heap[pos] = heap[parent]
+        pos = parent
+    heap[pos] = item
+
+
+def _sift_down(heap: list[Any], pos: int) -> None:
+    """Move heap[pos] towards the leaves while a child is smaller."""
+    item, end = heap[pos], len(heap)
+    while True:
+        child = 2 * pos + 1
+        if child >= end:
+            break
+        if child + 1 < end and heap[child + 1] < heap[child]:
+            child += 1
+        if not heap[child] < item:
+            break
+        heap[pos] = heap[child]
+        pos = child
+    heap[pos] = item
 
 
 def language_matches(agent_tag: str, contact_tag: str) -> bool:
@@ -265,6 +318,7 @@ class Contact:
     held_since: float = 0.0
     hold_total: float = 0.0
     aged: tuple[float, ...] = ()  # surge wait thresholds crossed in the current queue
+    oldest_in: str = ""  # the queue whose `oldest` heap holds an entry of it (one push per stay)
     declined: dict[str, None] | None = None  # None until an agent declines or misses it
     recorded: Decision | None = None  # None until a step fires or an offer is made
 
@@ -316,6 +370,7 @@ class Contact:
                 declined=state.pop("declined_by") or None,
                 recorded=state.pop("decision"),
             )
+        self.oldest_in = ""  # pickled before the field: an entry may be pushed again (harmless)
         _restore(self, state)
 
 
@@ -344,6 +399,7 @@ class QueueStats:
     answered_in: int = 0
     abandoned_in: int = 0
     answer_wait_total: float = 0.0
+    sweep: int = 0  # where `_sweep` goes on in `oldest` (a class default for older pickles)
 
 
 @dataclass
@@ -480,6 +536,7 @@ class Engine:
         self.req_keys: dict[Req, Req] = {}  # one instance of each Req, shared by its contacts
         self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}  # one of each, e.g. skills
         self.bucket_size: dict[Req, int] = {}
+        self.bucket_sweep: dict[Req, int] = {}  # where `_sweep` goes on in each bucket
         self.req_groups: dict[Req, tuple[int, list[tuple[int, Group, bool]]]] = {}
         self.req_excluded: dict[Req, tuple[int, list[tuple[Group, tuple[Why, ...], str]]]] = {}
         self.sticky_waiting: dict[tuple[str, str], dict[str, None]] = {}
@@ -497,6 +554,8 @@ class Engine:
         if "req_keys" not in state:  # pickled before requirement keys were shared
             self.req_keys = {req: req for req in self.buckets}
             self.tuples = {}
+        if "bucket_sweep" not in state:  # pickled before buckets were swept
+            self.bucket_sweep = {}
         for tenant in self.tenants.values():
             for qs in tenant.stats.values():
                 if qs.oldest and isinstance(qs.oldest[0], tuple):  # (queued_at, seq, id) before
@@ -890,25 +949,37 @@ class Engine:
         q = self.tenant(c.tenant).config.queue(c.queue)
         deadline = c.queued_at + q.sl_threshold
         heap = self.buckets[req]
-        if len(heap) > 2 * self.bucket_size[req] + 64:  # compact the stale entries
-            heap[:] = [e for e in heap if self._live_contact_entry(req, e)]
-            heapq.heapify(heap)
+        if len(heap) > 2 * self.bucket_size[req] + 64:  # drop some stale entries
+            self.bucket_sweep[req] = _sweep(
+                heap,
+                self.bucket_sweep.get(req, 0),
+                lambda e: self._live_contact_entry(req, e),
+            )
         heapq.heappush(heap, (-c.priority, deadline, c.seq, c.contact_id, c.version))
         self.bucket_size[req] += 1
         self._schedule_step(c)
         qs = self.tenant(c.tenant).queue_stats(c.queue)
         qs.waiting += 1
-        if len(qs.oldest) > 2 * qs.waiting + 64:  # compact the entries of contacts gone
-            qs.oldest[:] = [e for e in qs.oldest if self._still_waiting(e.contact_id, c.queue)]
-            heapq.heapify(qs.oldest)
-        heapq.heappush(qs.oldest, c)
+        if c.oldest_in != c.queue:  # its entry from before an offer or a step still stands
+            if len(qs.oldest) > 2 * qs.waiting + 64:  # drop some entries of contacts gone
+                queue = c.queue
+                qs.sweep = _sweep(qs.oldest, qs.sweep, lambda e: self._in_oldest(e, queue))
+            heapq.heappush(qs.oldest, c)
+            c.oldest_in = c.queue
         self._schedule_ages(c)
         if c.sticky_agent:
             self.sticky_waiting.setdefault((c.tenant, c.sticky_agent), {})[c.contact_id] = None
 
-    def _still_waiting(self, contact_id: str, queue: str) -> bool:
-        c = self.contacts.get(contact_id)
-        return c is not None and c.status == Status.WAITING and c.queue == queue
+    def _in_oldest(self, c: Contact, queue: str) -> bool:
+        """Whether a contact's entry in the queue's `oldest` heap is to stay: the contact waits
+        in that queue. An entry dropped is forgotten (`oldest_in`), so that the contact is pushed
+        again when it is filed there again."""
+        if c.oldest_in != queue:
+            return False  # an entry from an earlier stay in the queue
+        if self.contacts.get(c.contact_id) is c and c.status == Status.WAITING and c.queue == queue:
+            return True
+        c.oldest_in = ""
+        return False
 
     def _live_contact_entry(self, req: Req, entry: tuple[int, float, int, str, int]) -> bool:
         c = self.contacts.get(entry[3])
@@ -1616,7 +1687,9 @@ class Engine:
             queued_at, contact_id = qs.oldest[0].queued_at, qs.oldest[0].contact_id
             c = self.contacts.get(contact_id)
             if c is None or c.status != Status.WAITING or c.queue != queue:
-                heapq.heappop(qs.oldest)
+                gone = heapq.heappop(qs.oldest)
+                if gone.oldest_in == queue:
+                    gone.oldest_in = ""
                 continue
             longest = self.clock() - queued_at
             break
