@@ -1,0 +1,442 @@
+"""The routing engine's records and the effects it returns: agents and their profile groups,
+contacts and their requirements, offers, decisions kept for explanations, queue statistics and
+tenant state. Plain data with a little behaviour of its own; `Engine` (``engine.py``) keeps them
+consistent.
+
+Snapshots are pickles of the engine: these classes are found by module path, and engine.py
+re-exports every one of them, so that a snapshot written when they lived there still loads.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Any
+
+from switchboard.router.domain.config import Step, TenantConfig
+from switchboard.v1 import contact_pb2
+
+
+class Presence(IntEnum):  # values equal switchboard.v1.Presence
+    OFFLINE = 1
+    AVAILABLE = 2
+    BUSY = 3
+    WRAP_UP = 4
+    BREAK = 5
+    NOT_RESPONDING = 6
+
+
+class Status(IntEnum):
+    WAITING = 1
+    OFFERED = 2
+    ASSIGNED = 3
+    ENDED = 4
+    ABANDONED = 5
+
+
+STATUS_NAMES = {
+    Status.WAITING: "waiting",
+    Status.OFFERED: "offered",
+    Status.ASSIGNED: "assigned",
+    Status.ENDED: "ended",
+    Status.ABANDONED: "abandoned",
+}
+
+
+class Why(IntEnum):  # values equal switchboard.v1.ExclusionReason
+    LANGUAGE = 1
+    SKILL = 2
+    CAPACITY = 3
+    PRESENCE = 4
+    STEP = 5
+    RESERVED = 6
+    DECLINED = 7
+    NOT_CONNECTED = 8
+
+
+def language_matches(agent_tag: str, contact_tag: str) -> bool:
+    """BCP 47 by prefix: an agent with `ko` serves `ko-KR`; `zh-Hans` serves `zh`, not `zh-Hant`."""
+    a, c = agent_tag.lower(), contact_tag.lower()
+    return a == c or c.startswith(a + "-") or a.startswith(c + "-")
+
+
+# ---- state -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Req:
+    """What a waiting contact needs now (its queue's and steps' requirements applied)."""
+
+    tenant: str
+    channel: int
+    queue: str
+    language: str
+    skills: tuple[str, ...]
+    min_prof: int
+    extra_languages: tuple[str, ...] = ()
+    drop_skills: bool = False
+    pausable: bool = False  # a non-urgent callback: held back while a surge pauses callbacks
+
+
+@dataclass(eq=False)
+class Group:
+    """Agents of one tenant with the same languages and skills."""
+
+    tenant: str
+    languages: tuple[tuple[str, int], ...]
+    skills: tuple[tuple[str, int], ...]
+    seq: int
+    members: dict[str, Agent] = field(default_factory=dict)
+    heaps: dict[int, list[tuple[float, int, str, int]]] = field(default_factory=dict)
+    available: dict[int, int] = field(default_factory=dict)  # channel -> available agents
+    req_cache: dict[int, tuple[int, list[Req]]] = field(default_factory=dict)
+
+    def language_prof(self, tag: str) -> int:
+        if not tag:
+            return max((p for _, p in self.languages), default=1)
+        return max((p for t, p in self.languages if language_matches(t, tag)), default=0)
+
+    def skill_prof(self, name: str) -> int:
+        for n, p in self.skills:
+            if n == name:
+                return p
+        return 0
+
+    def assess(self, req: Req) -> tuple[int, list[Why], bool]:
+        """(score, reasons it does not qualify, whether only a step's extra language let it)."""
+        reasons: list[Why] = []
+        lang = self.language_prof(req.language)
+        via_step = False
+        if lang < req.min_prof:
+            extra = max((self.language_prof(t) for t in req.extra_languages), default=0)
+            if extra >= req.min_prof:
+                lang, via_step = extra, True
+            elif lang > 0 or extra > 0:
+                reasons.append(Why.STEP)
+            else:
+                reasons.append(Why.LANGUAGE)
+        score = lang
+        if not req.drop_skills:
+            for s in req.skills:
+                p = self.skill_prof(s)
+                if p == 0:
+                    reasons.append(Why.SKILL)
+                    break
+                if p < req.min_prof:
+                    reasons.append(Why.STEP)
+                    break
+                score += p
+        return score, reasons, via_step
+
+
+@dataclass(eq=False)
+class Agent:
+    tenant: str
+    agent_id: str
+    display_name: str
+    languages: dict[str, int]
+    skills: dict[str, int]
+    capacity: dict[int, int]
+    group: Group
+    presence: Presence = Presence.AVAILABLE
+    presence_reason: str = ""
+    presence_since: float = 0.0
+    idle_since: float = 0.0
+    connected: bool = False
+    active: dict[str, int] = field(default_factory=dict)  # contact_id -> channel
+    offer_id: str | None = None
+    missed: int = 0
+    wrap_up_until: float = 0.0
+    version: int = 0
+    avail: frozenset[int] = frozenset()
+    long_idle: frozenset[float] = frozenset()  # surge idle thresholds this agent has crossed
+
+    def used(self, channel: int) -> int:
+        return sum(1 for ch in self.active.values() if ch == channel)
+
+    def reachable(self) -> bool:
+        return self.connected and self.presence == Presence.AVAILABLE and self.offer_id is None
+
+    def channels_available(self) -> frozenset[int]:
+        if not self.reachable():
+            return frozenset()
+        if any(ch == contact_pb2.CHANNEL_VOICE for ch in self.active.values()):
+            return frozenset()  # on a call: nothing else
+        out = [ch for ch, cap in self.capacity.items() if self.used(ch) < cap]
+        if self.active and contact_pb2.CHANNEL_VOICE in out:
+            out.remove(contact_pb2.CHANNEL_VOICE)  # a call needs the agent's full attention
+        return frozenset(out)
+
+
+def _restore(record: Any, state: Any) -> None:
+    """Set a slotted record's fields from its pickled state, including the plain `__dict__` of one
+    pickled before the record had slots (a snapshot written by an older router)."""
+    if isinstance(state, tuple):  # (None, {slot: value}): how pickle saves a slotted object
+        state = state[1]
+    elif isinstance(state, list):  # a frozen slotted dataclass's field values, in order
+        names = [f.name for f in fields(record)]
+        state = dict(zip(names, state, strict=True))
+    for name, value in state.items():
+        object.__setattr__(record, name, value)
+
+
+@dataclass(slots=True)
+class Attempt:
+    offer_id: str
+    agent_id: str
+    at: float
+    outcome: str
+    step: str
+    candidates: list[tuple[str, int, float, bool]]  # agent, score, idle_since, sticky
+    excluded: list[tuple[str, tuple[Why, ...], str]]
+    excluded_total: int
+
+    __setstate__ = _restore
+
+
+@dataclass(slots=True)
+class Decision:
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+
+    __setstate__ = _restore
+
+
+NOBODY: Mapping[str, None] = MappingProxyType({})
+
+
+@dataclass(slots=True, eq=False)
+class Contact:
+    """A contact the engine holds. It keeps the protobuf serialized (a parsed message costs more
+    than a kilobyte of arena) with the few fields routing reads beside it; strings and tuples
+    that many contacts share (tenant, language, skills, queue) are the engine's single copies."""
+
+    serialized: bytes  # the contact_pb2.Contact, see `contact`
+    contact_id: str
+    tenant: str
+    channel: int
+    language: str
+    skills: tuple[str, ...]  # those the contact asked for (its queue's are added in its Req)
+    callback: bool
+    queue: str
+    queued_at: float  # first queued: waits are measured from here, across overflow and transfer
+    entered_queue_at: float  # entered the current queue: its steps count from here
+    seq: int
+    traceparent: str = ""
+    status: Status = Status.WAITING
+    priority: int = 0
+    step_index: int = -1
+    step_name: str = ""
+    min_prof: int = 1
+    extra_languages: tuple[str, ...] = ()
+    drop_skills: bool = False
+    req: Req | None = None
+    version: int = 0
+    agent_id: str = ""
+    offer_id: str = ""
+    sticky_agent: str = ""
+    assigned_at: float = 0.0
+    channel_ended_at: float = 0.0
+    held_since: float = 0.0
+    hold_total: float = 0.0
+    aged: tuple[float, ...] = ()  # surge wait thresholds crossed in the current queue
+    oldest_in: str = ""  # the queue whose `oldest` heap holds an entry of it (one push per stay)
+    declined: dict[str, None] | None = None  # None until an agent declines or misses it
+    recorded: Decision | None = None  # None until a step fires or an offer is made
+
+    @property
+    def contact(self) -> contact_pb2.Contact:
+        """The contact as the channel sent it (a new message on every read)."""
+        return contact_pb2.Contact.FromString(self.serialized)
+
+    @property
+    def declined_by(self) -> Mapping[str, None]:
+        """The agents who declined or missed this contact, in that order."""
+        return NOBODY if self.declined is None else self.declined
+
+    @property
+    def decision(self) -> Decision:
+        """The steps that fired and the offers made, for ExplainDecision."""
+        if self.recorded is None:
+            self.recorded = Decision()
+        return self.recorded
+
+    def __lt__(self, other: Contact) -> bool:
+        """First queued first (a queue's `oldest` heap); queued_at and seq never change."""
+        return (self.queued_at, self.seq) < (other.queued_at, other.seq)
+
+    def decline(self, agent_id: str) -> None:
+        if self.declined is None:
+            self.declined = {}
+        self.declined[agent_id] = None
+
+    def set_callback(self) -> None:
+        """The customer turned this contact into a callback."""
+        message = self.contact
+        message.callback = True
+        self.serialized = message.SerializeToString()
+        self.callback = True
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict) and "contact" in state:  # pickled before it had slots
+            state = dict(state)
+            message: contact_pb2.Contact = state.pop("contact")
+            state.update(
+                serialized=message.SerializeToString(),
+                contact_id=message.contact_id,
+                tenant=message.tenant,
+                channel=message.channel,
+                language=message.language,
+                skills=tuple(message.skills),
+                callback=message.callback,
+                declined=state.pop("declined_by") or None,
+                recorded=state.pop("decision"),
+            )
+        self.oldest_in = ""  # pickled before the field: an entry may be pushed again (harmless)
+        _restore(self, state)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str
+    tenant: str
+    agent_id: str
+    contact_id: str
+    expires_at: float
+    step: str = ""
+    via_step_language: bool = False
+
+    __setstate__ = _restore
+
+
+@dataclass
+class QueueStats:
+    waiting: int = 0
+    offered: int = 0
+    assigned: int = 0
+    oldest: list[Contact] = field(default_factory=list)  # a heap, first queued first
+    window: deque[tuple[float, bool, float]] = field(default_factory=deque)  # t, answered, waited
+    answered: int = 0
+    abandoned: int = 0
+    answered_in: int = 0
+    abandoned_in: int = 0
+    answer_wait_total: float = 0.0
+    sweep: int = 0  # where `_sweep` goes on in `oldest` (a class default for older pickles)
+
+
+@dataclass
+class TenantState:
+    config: TenantConfig
+    surge_level: int = 0
+    surge_queue: str = ""
+    aged: dict[tuple[str, float], int] = field(default_factory=dict)  # (queue, threshold) -> n
+    long_idle: dict[float, int] = field(default_factory=dict)  # idle threshold -> agents
+    presence_counts: dict[Presence, int] = field(default_factory=dict)
+    stats: dict[str, QueueStats] = field(default_factory=dict)
+    sticky: dict[tuple[int, str], tuple[str, float]] = field(default_factory=dict)
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        qs = self.stats.get(queue)
+        if qs is None:
+            qs = self.stats[queue] = QueueStats()
+        return qs
+
+    def surge_actions(self) -> frozenset[str]:
+        for level in self.config.surge:
+            if level.level == self.surge_level:
+                return level.actions
+        return frozenset()
+
+
+# ---- effects ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Queued:
+    contact: Contact
+    position: int
+
+
+@dataclass(frozen=True)
+class Offered:
+    offer: Offer
+    contact: Contact
+
+
+@dataclass(frozen=True)
+class OfferWithdrawn:
+    offer: Offer
+    reason: str
+
+
+@dataclass(frozen=True)
+class Assigned:
+    contact: Contact
+    agent: Agent
+    waited: float
+
+
+@dataclass(frozen=True)
+class Ended:
+    contact: Contact
+    agent_id: str
+    wrap_up_code: str
+    talk: float
+    hold: float
+    wrap_up: float
+    publish: bool = True  # False when the channel already announced the end
+
+
+@dataclass(frozen=True)
+class StepApplied:
+    contact: Contact
+    step: Step
+    reason: str
+    waited: float
+
+
+@dataclass(frozen=True)
+class SurgeChanged:
+    tenant: str
+    queue: str
+    level: int
+    previous: int
+    reason: str
+    actions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AgentChanged:
+    agent: Agent
+    reason: str
+
+
+@dataclass(frozen=True)
+class Transferred:
+    contact: Contact
+    from_agent: str
+    to_queue: str
+
+
+@dataclass(frozen=True)
+class HoldChanged:
+    contact: Contact
+    agent_id: str
+    held: bool
+
+
+Effect = (
+    Queued
+    | Offered
+    | OfferWithdrawn
+    | Assigned
+    | Ended
+    | StepApplied
+    | SurgeChanged
+    | AgentChanged
+    | Transferred
+    | HoldChanged
+)
