@@ -3,11 +3,11 @@ cannot hand a fax over, and its fallback to the spool."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 from switchboard.fax.samples import fax_page, tiff
+from switchboard.testing.processes import run_command
 
 
 def hook_binary() -> str:
@@ -15,16 +15,7 @@ def hook_binary() -> str:
 
 
 async def run_hook(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        hook_binary(),
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+    return await run_command([hook_binary(), *args], env, cwd)
 
 
 async def test_hook_exits_non_zero_when_it_cannot_hand_over(tmp_path: Path, nats_url: str) -> None:

@@ -28,6 +28,7 @@ from switchboard.fax.samples import (
     truncated,
 )
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.processes import run_command
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import contact_pb2, email_pb2, fax_pb2, router_pb2
 
@@ -57,16 +58,7 @@ def hook_binary() -> str:
 
 
 async def run_hook(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        hook_binary(),
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
+    return await run_command([hook_binary(), *args], env, cwd)
 
 
 async def test_hylafax_hook_korean_g4_fax_reaches_the_korean_agent(

@@ -51,3 +51,16 @@ class ServiceProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+async def run_command(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run a command to its end: its exit code and its output (stdout and stderr together)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
