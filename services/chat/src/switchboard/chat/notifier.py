@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -111,16 +112,18 @@ class ChatNotifier:
         self, tenant: str, contact_id: str, request_id: str, to: str, subject: str, text: str
     ) -> None:
         meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, request_id)
-        await self.bus.publish(
-            events_pb2.OutboundEmail(
-                meta=meta,
-                contact_id=contact_id,
-                to=[to],
-                subject=subject,
-                text=text,
-                kind="transcript",
-            )
+        await self._email(meta, contact_id, to, subject, text, kind="transcript")
+
+    async def _email(
+        self, meta: Any, contact_id: str, to: str, subject: str, text: str, **fields: Any
+    ) -> events_pb2.OutboundEmail:
+        """Publish a command for the email channel to send one mail (returned once JetStream
+        has stored it)."""
+        command = events_pb2.OutboundEmail(
+            meta=meta, contact_id=contact_id, to=[to], subject=subject, text=text, **fields
         )
+        await self.bus.publish(command)
+        return command
 
     async def email_reply(
         self,
@@ -136,21 +139,19 @@ class ChatNotifier:
     ) -> events_pb2.OutboundEmail:
         """An agent's reply to an email contact, for the email channel to send (returned once
         JetStream has stored the command)."""
-        command = events_pb2.OutboundEmail(
-            meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, SOURCE),
-            contact_id=contact_id,
+        return await self._email(
+            events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, SOURCE),
+            contact_id,
+            to,
+            subject,
+            text,
             case_id=case_id,
             case_reference=case_reference,
             agent_id=agent_id,
-            to=[to],
-            subject=subject,
-            text=text,
             in_reply_to=in_reply_to,
             references=[in_reply_to] if in_reply_to else [],
             kind="reply",
         )
-        await self.bus.publish(command)
-        return command
 
     async def fax_reply(
         self,
