@@ -26,7 +26,8 @@ ORDER_UPDATED_DESC = case_pb2.CASE_ORDER_UPDATED_DESC
 ORDER_PRIORITY_DESC = case_pb2.CASE_ORDER_PRIORITY_DESC
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A datetime as a protobuf Timestamp; None stays None (the field is left unset)."""
     if value is None:
         return None
     ts = Timestamp()
@@ -47,7 +48,7 @@ def _message(row: orm.Message) -> contact_pb2.Message:
         author=row.author,  # type: ignore[arg-type]
         agent_id=row.agent_id,
         parts=[contact_pb2.ContentPart(content_type=row.content_type, text=row.text)],
-        sent_at=_ts(row.sent_at),
+        sent_at=timestamp(row.sent_at),
     )
 
 
@@ -59,9 +60,9 @@ def _contact(row: orm.Contact, messages: Sequence[orm.Message]) -> case_pb2.Case
         skills=list(row.skills or []),
         queue=row.queue,
         agent_id=row.agent_id,
-        created_at=_ts(row.created_at),
-        assigned_at=_ts(row.assigned_at),
-        ended_at=_ts(row.ended_at),
+        created_at=timestamp(row.created_at),
+        assigned_at=timestamp(row.assigned_at),
+        ended_at=timestamp(row.ended_at),
         subject=row.subject,
         messages=[_message(m) for m in messages],
         status=row.status,
@@ -107,7 +108,7 @@ class CaseViews:
             entries=[
                 case_pb2.AuditEntry(
                     seq=e.seq,
-                    at=_ts(e.at),
+                    at=timestamp(e.at),
                     actor=e.actor,
                     action=e.action,
                     data_json=e.data,
@@ -252,7 +253,10 @@ class CaseViews:
             ):
                 notes[n.case_id].append(
                     case_pb2.CaseNote(
-                        note_id=n.id, author=n.author, text=n.text, created_at=_ts(n.created_at)
+                        note_id=n.id,
+                        author=n.author,
+                        text=n.text,
+                        created_at=timestamp(n.created_at),
                     )
                 )
         timers: dict[str, list[case_pb2.SlaTimer]] = defaultdict(list)
@@ -270,7 +274,7 @@ class CaseViews:
                     target=_duration(t.target_s),
                     elapsed=_duration(elapsed),
                     state=t.state,
-                    breached_at=_ts(t.breached_at),
+                    breached_at=timestamp(t.breached_at),
                     thresholds_reached=list(t.fired or []),
                 )
             )
@@ -284,8 +288,8 @@ class CaseViews:
                     subject=r.subject,
                     customer=summaries[r.customer_id],
                     contacts=[_contact(ct, messages[ct.contact_id]) for ct in contacts[r.id]],
-                    created_at=_ts(r.created_at),
-                    updated_at=_ts(r.updated_at),
+                    created_at=timestamp(r.created_at),
+                    updated_at=timestamp(r.updated_at),
                     assigned_agent_id=r.assigned_agent_id,
                     reference=r.reference,
                     case_type=r.case_type,  # type: ignore[arg-type]
@@ -293,9 +297,9 @@ class CaseViews:
                     queue=r.queue,
                     notes=notes[r.id],
                     sla=timers[r.id],
-                    first_response_at=_ts(r.first_response_at),
-                    resolved_at=_ts(r.resolved_at),
-                    closed_at=_ts(r.closed_at),
+                    first_response_at=timestamp(r.first_response_at),
+                    resolved_at=timestamp(r.resolved_at),
+                    closed_at=timestamp(r.closed_at),
                     template=r.template,
                     reopened_count=r.reopened_count,
                 )

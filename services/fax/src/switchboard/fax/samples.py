@@ -4,15 +4,14 @@ password-protected PDF). Used by the tests, the benchmark and demos."""
 
 from __future__ import annotations
 
-import io
 import os
 import struct
-from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from switchboard.fax.domain.render import to_pdf, to_tiff
+
 FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
-FAX_DPI = (204, 196)
 
 # A few lines of large text per page: quick to read on two cores.
 KOREAN = ["청구서 문의", "이번 달 요금 청구서가", "잘못 나왔습니다."]
@@ -30,28 +29,9 @@ def fax_page(lines: list[str], size: int = 64) -> Image.Image:
     return page
 
 
-def tiff(pages: list[Image.Image], compression: str = "group4", t4_2d: bool = False) -> bytes:
-    """A TIFF class F: group4 (T.6), group3 (T.4 1-D; 2-D with `t4_2d`)."""
-    out = io.BytesIO()
-    extra: dict[str, Any] = {}
-    if t4_2d:
-        extra["tiffinfo"] = {292: 1}  # T4Options: 2-D coding
-    pages[0].save(
-        out,
-        "TIFF",
-        compression=compression,
-        dpi=FAX_DPI,
-        save_all=True,
-        append_images=pages[1:],
-        **extra,
-    )
-    return out.getvalue()
-
-
-def pdf(pages: list[Image.Image]) -> bytes:
-    out = io.BytesIO()
-    pages[0].save(out, "PDF", resolution=FAX_DPI[0], save_all=True, append_images=pages[1:])
-    return out.getvalue()
+# The samples are encoded exactly as the service encodes what it sends.
+tiff = to_tiff
+pdf = to_pdf
 
 
 def tiff_bomb(width: int = 100_000, height: int = 100_000) -> bytes:

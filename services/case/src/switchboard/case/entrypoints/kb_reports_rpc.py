@@ -26,6 +26,7 @@ from switchboard.case.reports.business_time import BusinessClock
 from switchboard.case.reports.intervals import parse_interval, zone
 from switchboard.case.reports.orm import QaEvaluation
 from switchboard.case.reports.service import Reports
+from switchboard.case.views import timestamp
 from switchboard.core.bus import Bus
 from switchboard.core.errors import InvalidArgument, NotFound, PermissionDenied
 from switchboard.core.grpc import principal, require
@@ -92,14 +93,6 @@ def subscribe_kb_reports(bus: Bus, kb_reports: KbReports, durable: str) -> None:
     bus.subscribe(name, case_events_pb2.CaseStatusChanged, kb_reports.csat.on_case_status_changed)
 
 
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def _when(ts: Timestamp, field: str) -> datetime:
     if ts.seconds == 0 and ts.nanos == 0:
         raise InvalidArgument(field)
@@ -123,7 +116,7 @@ def _article(a: ArticleView) -> case_pb2.KnowledgeArticle:
         tags=a.tags,
         state=_STATE_VALUES[a.state],  # type: ignore[arg-type]
         author=a.author,
-        created_at=_ts(a.created_at),
+        created_at=timestamp(a.created_at),
         latest_version=a.latest_version,
         published_version=a.published_version or 0,
         helpful_votes=a.helpful,
@@ -150,7 +143,7 @@ def _evaluation(e: QaEvaluation) -> case_pb2.QaEvaluation:
         score=e.score,
         fatal_errors=e.fatal_errors,
         non_fatal_errors=e.non_fatal_errors,
-        scored_at=_ts(e.scored_at),
+        scored_at=timestamp(e.scored_at),
     )
 
 
@@ -291,8 +284,8 @@ class KnowledgeReportRpcs:
             group = dict(r.group)
             rows.append(
                 case_pb2.ReportRow(
-                    interval_start=_ts(r.start),
-                    interval_end=_ts(r.end),
+                    interval_start=timestamp(r.start),
+                    interval_end=timestamp(r.end),
                     tenant=group.get("tenant", tenant),
                     queue=group.get("queue", ""),
                     channel=group.get("channel", ""),
@@ -308,7 +301,7 @@ class KnowledgeReportRpcs:
                 )
             )
         return case_pb2.Report(
-            columns=table.columns, rows=rows, csv=table.csv(), as_of=_ts(table.as_of)
+            columns=table.columns, rows=rows, csv=table.csv(), as_of=timestamp(table.as_of)
         )
 
     # ---- quality assurance ----------------------------------------------------------------------
@@ -347,7 +340,7 @@ class KnowledgeReportRpcs:
                     agent_id=c.agent_id,
                     queue=c.queue,
                     channel=c.channel,  # type: ignore[arg-type]
-                    ended_at=_ts(c.ended_at),
+                    ended_at=timestamp(c.ended_at),
                     evaluation=(
                         _evaluation(scored[c.contact_id]) if c.contact_id in scored else None
                     ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -84,9 +85,13 @@ def reply_header(case_reference: str, to_number: str, at: datetime) -> str:
     return f"{case}  ·  To {to_number}  ·  {at:%Y-%m-%d %H:%M} UTC"
 
 
-def to_tiff(pages: list[Image.Image], compression: str = "group4") -> bytes:
-    """A multi-page TIFF class F (group4, or group3 for T.4) at fax resolution."""
+def to_tiff(pages: list[Image.Image], compression: str = "group4", t4_2d: bool = False) -> bytes:
+    """A multi-page TIFF class F at fax resolution: group4 (T.6), or group3 (T.4; 1-D, or 2-D
+    with `t4_2d`)."""
     out = io.BytesIO()
+    extra: dict[str, Any] = {}
+    if t4_2d:
+        extra["tiffinfo"] = {292: 1}  # T4Options: 2-D coding
     pages[0].save(
         out,
         "TIFF",
@@ -94,6 +99,7 @@ def to_tiff(pages: list[Image.Image], compression: str = "group4") -> bytes:
         dpi=FAX_DPI,
         save_all=True,
         append_images=pages[1:],
+        **extra,
     )
     return out.getvalue()
 
