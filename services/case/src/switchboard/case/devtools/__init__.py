@@ -1,0 +1,1 @@
+"""Sample data and helpers for tests, benchmarks and demos of the case service."""
