@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP
 
 from switchboard.core import events
 from switchboard.email_ingest.adapters.jetstream import EmailObjects
+from switchboard.testing.tls import self_signed
 from switchboard.v1 import contact_pb2, email_pb2, events_pb2
 
 
@@ -330,19 +331,10 @@ async def test_replies_go_out_over_starttls_with_authentication(
     """A relay that requires STARTTLS before AUTH, with its own CA: the reply is sent encrypted,
     then authenticated."""
     import ssl
-    import subprocess
 
     from aiosmtpd.smtp import AuthResult
 
-    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
-    await asyncio.to_thread(
-        subprocess.run,
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    key, cert = await asyncio.to_thread(self_signed, tmp_path, "relay")
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     sessions: list[tuple[bool, str]] = []

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from switchboard.testing.tls import self_signed
 
 from .conftest import Voice
 
@@ -20,16 +21,7 @@ HOTLINE = "+8215880001"
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    key, cert = folder / "gateway.key", folder / "gateway.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, cert
+    return self_signed(tmp_path_factory.mktemp("tls"), "gateway")
 
 
 @pytest.fixture
