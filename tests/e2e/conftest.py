@@ -14,6 +14,7 @@ from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
+from switchboard.testing.secured_nats import SecuredNats
 
 SECRET = "e2e-secret"
 
@@ -40,11 +41,26 @@ class Platform:
 
 
 @pytest.fixture
-async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
-    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
-    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
-    chat = ChatApp(ChatSettings(**common, CHAT_GRPC_PORT=0, CHAT_HTTP_PORT=0))
+def nats_access(request: pytest.FixtureRequest) -> str:
+    """How the platform's services reach NATS: "anonymous" (the nats_server fixture), or
+    "authorised" (parametrize indirectly: each service as its own user on secured_nats)."""
+    return str(getattr(request, "param", "anonymous"))
+
+
+@pytest.fixture
+async def platform(
+    nats_access: str, database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Platform]:
+    def env(user: str) -> dict[str, str]:
+        if nats_access == "authorised":
+            secured: SecuredNats = request.getfixturevalue("secured_nats")
+            return {**secured.env(user), "SWITCHBOARD_AUTH_SECRET": SECRET}
+        return {"NATS_URL": request.getfixturevalue("nats_url"), "SWITCHBOARD_AUTH_SECRET": SECRET}
+
+    nats_url = env("chat")["NATS_URL"]
+    case = CaseApp(CaseSettings(**env("case"), CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
+    router = RouterApp(RouterSettings(**env("router"), ROUTER_GRPC_PORT=0))
+    chat = ChatApp(ChatSettings(**env("chat"), CHAT_GRPC_PORT=0, CHAT_HTTP_PORT=0))
     started = []
     try:
         for app in (case, router, chat):

@@ -1,5 +1,6 @@
 """`switchboard run` (what `make run` starts) on a machine where port 4222 is already taken:
-everything starts, and `switchboard status` shows every service healthy."""
+everything starts, and `switchboard status` shows every service healthy; NATS admits only the
+services' own users, and none of them needed more than its permissions."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.errors
 import pytest
 
 from switchboard.core import auth, events
@@ -41,12 +44,16 @@ def port_4222_taken() -> Iterator[None]:
         s.close()
 
 
-async def sign_in_and_queue(endpoints: dict[str, Any], secret: str) -> None:
+async def sign_in_and_queue(endpoints: dict[str, Any], secret: str, run_dir: Path) -> None:
     """A Japanese-speaking agent signs in, and a Korean contact waits (nobody speaks Korean)."""
     agent = AgentClient(endpoints["grpc"]["router"], secret, "demo", "ja-1")
     await agent.sign_in({"ja": 4})
     await agent.close()
-    bus = await Bus.connect(endpoints["nats_url"], source="test")
+    # A chat contact, published as the chat service (the only user allowed to).
+    passwords = json.loads((run_dir / "nats-credentials.json").read_text())
+    bus = await Bus.connect(
+        endpoints["nats_url"], source="test", user="chat", password=passwords["chat"]
+    )
     await bus.publish(
         events_pb2.ContactCreated(
             meta=events.new_meta("demo", contact_pb2.CHANNEL_CHAT, "test"),
@@ -67,6 +74,11 @@ async def sign_in_and_queue(endpoints: dict[str, Any], secret: str) -> None:
             if stats.queues and stats.queues[0].waiting == 1:
                 return
             await asyncio.sleep(0.05)
+
+
+async def assert_anonymous_refused(url: str) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
 
 
 def cli(*args: str) -> list[str]:
@@ -118,9 +130,12 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
                 with urllib.request.urlopen(url, timeout=10) as resp:
                     scraped = resp.read().decode()
                 assert "switchboard_nats_connected{service=" in scraped, name
-            asyncio.run(
-                sign_in_and_queue(endpoints, (tmp_path / "run" / "auth-secret").read_text().strip())
-            )
+            run_dir = tmp_path / "run"
+            secret = (run_dir / "auth-secret").read_text().strip()
+            asyncio.run(sign_in_and_queue(endpoints, secret, run_dir))
+            asyncio.run(assert_anonymous_refused(endpoints["nats_url"]))
+            for name in ("nats-server.conf", "nats-credentials.json", "nats-jetstream-key"):
+                assert (run_dir / name).stat().st_mode & 0o777 == 0o600, name
             agents = subprocess.run(
                 cli("agents"), env=env, capture_output=True, text=True, timeout=60
             )
@@ -150,3 +165,6 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
         for name in ("router", "case", "chat", "voice-gateway", "email-ingest", "fax"):
             assert f"{name} stopped" in text, name
         assert "did not stop in time" not in text
+        # every service did its work within its NATS permissions
+        nats_log = (tmp_path / "run" / "nats-server.log").read_text()
+        assert "Violation" not in nats_log, nats_log[-4000:]

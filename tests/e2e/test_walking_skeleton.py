@@ -7,6 +7,7 @@ import asyncio
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 import socketio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -14,6 +15,7 @@ from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
@@ -124,8 +126,11 @@ async def korean_conversation(
     return contact_id, ko, zh, customer, desk
 
 
+# "authorised": chat, router and case each connect as their own NATS user, with the permissions
+# `switchboard run` gives them, to a server that refuses anyone else and encrypts its store.
+@pytest.mark.parametrize("nats_access", ["anonymous", "authorised"], indirect=True)
 async def test_korean_customer_reaches_the_korean_agent_and_the_case_records_it(
-    platform: Platform,
+    platform: Platform, nats_access: str, request: pytest.FixtureRequest
 ) -> None:
     contact_id, ko, zh, customer, desk = await korean_conversation(platform)
     try:
@@ -166,6 +171,9 @@ async def test_korean_customer_reaches_the_korean_agent_and_the_case_records_it(
         ]
         # another tenant's token sees nothing of it
         assert await case_for(platform, "globex", contact_id) is None
+        if nats_access == "authorised":  # and no service needed more than its permissions
+            secured: SecuredNats = request.getfixturevalue("secured_nats")
+            assert secured.violations() == []
     finally:
         await desk.disconnect()
         await customer.sio.disconnect()

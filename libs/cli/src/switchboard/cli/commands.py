@@ -10,7 +10,7 @@ import grpc
 import nats
 from google.protobuf.duration_pb2 import Duration
 
-from switchboard.cli.endpoints import Endpoints, auth_secret
+from switchboard.cli.endpoints import Endpoints, auth_secret, nats_options
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import nats_servers
@@ -22,10 +22,14 @@ def operator_token(directory: Path, tenant: str) -> str:
     return auth.mint(auth_secret(directory), tenant, "switchboard-cli", ["admin"], ttl_seconds=300)
 
 
-async def nats_status(url: str) -> tuple[bool, str]:
+async def nats_status(url: str, options: dict[str, Any] | None = None) -> tuple[bool, str]:
     try:
         nc = await nats.connect(
-            nats_servers(url), connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
+            nats_servers(url),
+            connect_timeout=2,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+            **(options or {}),
         )
     except Exception as exc:
         return False, f"unreachable: {exc.__class__.__name__}"
@@ -47,7 +51,7 @@ async def nats_status(url: str) -> tuple[bool, str]:
 
 async def status(directory: Path) -> int:
     ep = Endpoints.load(directory)
-    ok, detail = await nats_status(ep.nats_url)
+    ok, detail = await nats_status(ep.nats_url, nats_options(directory))
     rows = [("nats", ep.nats_url, "SERVING" if ok else "NOT_SERVING", detail)]
     results = await asyncio.gather(*(sb_grpc.check_health(t) for t in ep.grpc.values()))
     for (name, target), state in zip(ep.grpc.items(), results, strict=True):

@@ -9,7 +9,7 @@ from typing import Any
 
 import nats
 
-from switchboard.cli.endpoints import Endpoints
+from switchboard.cli.endpoints import Endpoints, nats_options
 from switchboard.core import deadletter
 from switchboard.core.bus import nats_servers
 
@@ -65,6 +65,7 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
             connect_timeout=2,
             max_reconnect_attempts=0,
             allow_reconnect=False,
+            **nats_options(directory),
         )
     except Exception as exc:
         print(f"dlq: NATS at {url} is unreachable: {exc.__class__.__name__}")

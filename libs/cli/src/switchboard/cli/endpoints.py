@@ -8,7 +8,9 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from switchboard.core import nats_auth
 from switchboard.core.settings import DEV_AUTH_SECRET
 
 RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
@@ -100,17 +102,50 @@ def run_dir() -> Path:
     return Path(os.environ.get(RUN_DIR_ENV, ".run")).resolve()
 
 
+def _secret_file(path: Path, create: bool) -> str | None:
+    """The secret kept in `path`; with `create`, a new one written there (mode 0600) if none."""
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value
+
+
 def auth_secret(directory: Path, create: bool = False) -> str:
     """The platform's token secret: SWITCHBOARD_AUTH_SECRET, else .run/auth-secret (made on first run)."""
     if os.environ.get("SWITCHBOARD_AUTH_SECRET"):
         return os.environ["SWITCHBOARD_AUTH_SECRET"]
-    path = directory / "auth-secret"
-    if path.exists():
-        return path.read_text().strip()
-    if not create:
-        return DEV_AUTH_SECRET
-    directory.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    return value
+    return _secret_file(directory / "auth-secret", create) or DEV_AUTH_SECRET
+
+
+# The embedded nats-server's users and passwords, its configuration and its JetStream key.
+NATS_CREDENTIALS = "nats-credentials.json"
+NATS_CONFIG = "nats-server.conf"
+NATS_KEY = "nats-jetstream-key"
+
+
+def nats_server_config(directory: Path, tenants: list[str] | None) -> tuple[Path, dict[str, str]]:
+    """Write the embedded nats-server's configuration into `directory` (mode 0600): a user per
+    service (passwords kept in nats-credentials.json), the operator, JetStream encrypted with
+    the key in nats-jetstream-key (both made on first run, and kept: the store needs its key).
+    Returns the configuration's path and each user's password."""
+    passwords = nats_auth.credentials(directory / NATS_CREDENTIALS)
+    key = _secret_file(directory / NATS_KEY, create=True)
+    text = nats_auth.server_config(passwords, cipher_key=key, tenants=tenants)
+    return nats_auth.write_server_config(directory / NATS_CONFIG, text), passwords
+
+
+def nats_options(directory: Path, user: str = nats_auth.OPERATOR) -> dict[str, Any]:
+    """How a command connects to NATS: NATS_USER/NATS_PASSWORD (and NATS_TLS_*) when set, else
+    as `user` of the embedded default (its passwords in the run directory), else anonymously."""
+    if os.environ.get("NATS_USER"):
+        return nats_auth.options_from_env(os.environ)
+    path = directory / NATS_CREDENTIALS
+    if not path.exists():
+        return nats_auth.options_from_env(os.environ)
+    passwords = json.loads(path.read_text())
+    return {**nats_auth.options_from_env(os.environ), "user": user, "password": passwords[user]}

@@ -3,7 +3,9 @@ migrations on SQLite, and every service as a local process with prefixed logs.
 
 Ports: each service takes its usual port when it is free and another free port when not; a
 nats-server already on 4222 (or any other program) never breaks the start. NATS_URL, when given,
-is used instead of starting a server.
+is used instead of starting a server. The server started here admits no anonymous client: each
+service connects as its own user with its own permissions (switchboard.core.nats_auth), and
+JetStream encrypts what it stores.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret
+from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret, nats_server_config
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
 
@@ -125,8 +127,10 @@ class Supervisor:
             ),
         }
         nats_url = os.environ.get("NATS_URL", "")
+        passwords: dict[str, str] = {}
         if not nats_url:
-            nats_url = await self._start_nats(taken)
+            tenants = [t for t in base_env["SWITCHBOARD_TENANTS"].split(",") if t.strip()]
+            nats_url, passwords = await self._start_nats(taken, tenants)
         base_env["NATS_URL"] = nats_url
         endpoints = Endpoints(nats_url=nats_url)
 
@@ -134,6 +138,8 @@ class Supervisor:
 
         for i, spec in enumerate(SERVICES):
             env = dict(base_env)
+            if passwords:  # each service connects as its own NATS user
+                env.update(NATS_USER=spec.name, NATS_PASSWORD=passwords[spec.name])
             grpc_port = choose_port(int(os.environ.get(spec.grpc_env, spec.grpc_default)), taken)
             env[spec.grpc_env] = str(grpc_port)
             endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
@@ -169,13 +175,15 @@ class Supervisor:
         await self._wait_healthy(endpoints)
         return endpoints
 
-    async def _start_nats(self, taken: set[int]) -> str:
+    async def _start_nats(self, taken: set[int], tenants: list[str]) -> tuple[str, dict[str, str]]:
+        """Start nats-server with its users and encryption; its URL and each user's password."""
         port = choose_port(4222, taken)
-        self.nats = NatsServer(self.dir / "nats", port=port)
+        config, passwords = nats_server_config(self.dir, [t.strip() for t in tenants] or None)
+        self.nats = NatsServer(self.dir / "nats", port=port, config_file=config)
         await asyncio.to_thread(self.nats.start, 15.0, self.dir / "nats-server.log")
         if port != 4222:
             logger.info("port 4222 is taken; nats-server listens on %d", port)
-        return self.nats.url
+        return self.nats.url, passwords
 
     async def _migrate(self, env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(

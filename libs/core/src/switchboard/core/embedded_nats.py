@@ -43,10 +43,20 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    def __init__(self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    """One nats-server. With `config_file` (users, permissions, the JetStream cipher: see
+    switchboard.core.nats_auth), it is read first; the address and store flags still apply."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        config_file: Path | None = None,
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
+        self.config_file = config_file
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,9 +67,11 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_to or self.store_dir / "nats-server.log"
         log = open(log_path, "ab")
+        config = ["-c", str(self.config_file)] if self.config_file else []
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
+                *config,
                 "-a",
                 self.host,
                 "-p",

@@ -28,7 +28,9 @@ class IdleServiceApp:
 
     async def start(self) -> None:
         s = self.settings
-        self.bus = await Bus.connect(s.nats_url, source=self.name, replicas=s.nats_stream_replicas)
+        self.bus = await Bus.connect(
+            s.nats_url, source=self.name, replicas=s.nats_stream_replicas, **s.nats_options()
+        )
         self.server, self.port, _ = await sb_grpc.start_server(
             [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
         )

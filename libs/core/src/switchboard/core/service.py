@@ -64,7 +64,7 @@ class Service:
         await self._load()
         if self.bus is None:
             self.bus = await Bus.connect(
-                s.nats_url, source=self.name, replicas=s.nats_stream_replicas
+                s.nats_url, source=self.name, replicas=s.nats_stream_replicas, **s.nats_options()
             )
         servicers = await self._build(self.bus)
         self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_server(

@@ -16,6 +16,8 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from switchboard.core import nats_auth
+
 logger = logging.getLogger(__name__)
 _warned: set[str] = set()
 
@@ -47,6 +49,13 @@ class ServiceSettings(BaseSettings):
     # Copies of every stream, key-value bucket and object store this service declares: 1 on a
     # single nats-server, 3 (or 5) on a clustered JetStream, so losing a node loses nothing.
     nats_stream_replicas: int = Field(1, alias="NATS_STREAM_REPLICAS", ge=1, le=5)
+    # The service's own NATS user (docs/nats-security.md); empty: connect anonymously.
+    nats_user: str = Field("", alias="NATS_USER")
+    nats_password: str = Field("", alias="NATS_PASSWORD", repr=False)
+    # TLS to NATS when a CA (or a client certificate, for mutual TLS) is given.
+    nats_tls_ca_file: str = Field("", alias="NATS_TLS_CA_FILE")
+    nats_tls_cert_file: str = Field("", alias="NATS_TLS_CERT_FILE")
+    nats_tls_key_file: str = Field("", alias="NATS_TLS_KEY_FILE")
     grpc_host: str = Field("127.0.0.1", alias="GRPC_HOST")
     grpc_port: int = Field(0, alias="GRPC_PORT")
     # Prometheus /metrics; 0 serves none.
@@ -83,6 +92,16 @@ class ServiceSettings(BaseSettings):
     def env_names(cls) -> set[str]:
         """Every environment variable these settings read, by its current name."""
         return {name for field in cls.model_fields.values() if (name := env_name(field))}
+
+    def nats_options(self) -> dict[str, Any]:
+        """nats.connect's options for this service's user and TLS (Bus.connect passes them on)."""
+        return nats_auth.client_options(
+            self.nats_user,
+            self.nats_password,
+            self.nats_tls_ca_file,
+            self.nats_tls_cert_file,
+            self.nats_tls_key_file,
+        )
 
     @property
     def known_tenants(self) -> frozenset[str] | None:

@@ -10,6 +10,7 @@ import pytest
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.databases import backends, postgres_database, sqlite_url
+from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.tracing import memory_exporter
 
 
@@ -21,6 +22,17 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
+    """A nats-server configured as `switchboard run` configures it: a user per service with its
+    permissions, no anonymous access, JetStream encrypted (nats_url stays anonymous)."""
+    server = SecuredNats.start(tmp_path / "secured-nats")
+    try:
+        yield server
+    finally:
+        server.server.stop()
 
 
 @pytest.fixture

@@ -96,7 +96,9 @@ class RouterApp:
         telemetry.setup_tracing("router", s.otel_exporter_otlp_endpoint)
         self.config = load_config(s)
         self.replica = s.replica_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.bus = await Bus.connect(s.nats_url, source="router", replicas=s.nats_stream_replicas)
+        self.bus = await Bus.connect(
+            s.nats_url, source="router", replicas=s.nats_stream_replicas, **s.nats_options()
+        )
         await self.bus.ensure_streams()
         js = self.bus.js
         replicas = s.nats_stream_replicas
@@ -197,8 +199,9 @@ class RouterApp:
         await router.run("disconnect_all")
         await router.run("apply_file_config", self.config)
         await router.republish_recent()
+        s = self.settings
         self.consumer_bus = await Bus.connect(
-            self.settings.nats_url, source="router", replicas=self.settings.nats_stream_replicas
+            s.nats_url, source="router", replicas=s.nats_stream_replicas, **s.nats_options()
         )
         nats_consumer.subscribe(
             self.consumer_bus,

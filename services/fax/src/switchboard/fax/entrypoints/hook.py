@@ -6,7 +6,8 @@ The arguments are faxrcvd's: the received TIFF (e.g. recvq/fax00042.tif, relativ
 the modem, the communication id, the receive error message ("" when the fax was received
 cleanly), the caller id number and name, and the number dialled. FaxDispatch-style variables
 fill in the rest: SENDER (the sender's TSI/CSID), PAGES, CALLID1/CALLID2 (when the caller id
-arguments are empty), FAX_TENANT, NATS_URL, FAX_BUCKET.
+arguments are empty), FAX_TENANT, NATS_URL (NATS_USER, NATS_PASSWORD, NATS_TLS_*_FILE: the fax
+service's), FAX_BUCKET.
 
 The file is handed over durably: stored in the JetStream object store with a FaxReceived event.
 If NATS cannot be reached and FAX_SPOOL_DIR is set, it is dropped atomically into that spool
@@ -23,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from switchboard.core import nats_auth
 from switchboard.core.bus import Bus
 from switchboard.fax.adapters.objects import Objects
 from switchboard.fax.entrypoints.spool import write_atomically
@@ -79,7 +81,8 @@ async def hand_over(
 
     async def run() -> None:
         url = env.get("NATS_URL", "nats://127.0.0.1:4222")
-        bus = await Bus.connect(url, source="fax-hook", replicas=replicas)
+        options = nats_auth.options_from_env(env)  # the fax service's user
+        bus = await Bus.connect(url, source="fax-hook", replicas=replicas, **options)
         try:
             objects = Objects(bus.js, replicas or 1)
             await accept(objects, FaxNotifier(bus), bucket, tenant, fax_id, data, origin)

@@ -1,0 +1,262 @@
+"""Who may do what on NATS: one table of each service's subjects, streams, consumers and stores,
+from which each NATS user's publish/subscribe permissions and the nats-server configuration of
+the embedded default are derived (docs/nats-security.md).
+
+A service publishes only its own events: a channel only ``contact.<tenant>.<its channel>.>``, so
+the fax service cannot forge a chat contact, and with the deployment's tenants known, none can
+publish for a tenant it does not serve. Its JetStream API is limited to the shared streams it
+declares, its own durable consumers, its own streams, key-value buckets and object stores (full
+use), and the object stores it reads attachments from (read only). Replies arrive on
+``_INBOX.>``, acknowledgements go to ``$JS.ACK.<stream>.<its durable>.>``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchboard.core import deadletter, events
+from switchboard.v1 import events_pb2
+
+# The operator's user (`switchboard status`, `switchboard dlq`): every subject.
+OPERATOR = "admin"
+# Subjects every service reads from JetStream's replies and pull deliveries.
+INBOX = "_INBOX.>"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one service does on NATS. Subjects may hold ``{tenant}``, expanded per tenant."""
+
+    publishes: tuple[str, ...] = ()  # event and command subjects it publishes
+    consumers: tuple[tuple[str, str], ...] = ()  # (stream, durable) it consumes
+    streams: tuple[tuple[str, str], ...] = ()  # (stream, subjects) of its own
+    buckets: tuple[str, ...] = ()  # key-value buckets of its own
+    objects: tuple[str, ...] = ()  # object stores of its own
+    reads_objects: tuple[str, ...] = ()  # other services' object stores it reads
+    core: tuple[str, ...] = ()  # plain NATS subjects it publishes and subscribes to
+
+
+def _channel(name: str) -> str:
+    return f"contact.{{tenant}}.{name}.>"
+
+
+_EMAIL_OUT = events.spec_for(events_pb2.OutboundEmail).template
+_FAX_OUT = events.spec_for(events_pb2.OutboundFax).template
+
+# The table. Names are the services' NATS users (and their `switchboard run` names); durables,
+# buckets and subjects are the services' defaults (renaming one in its settings needs the same
+# rename here).
+SERVICES: dict[str, Grant] = {
+    "case": Grant(
+        publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
+        consumers=(("EVENTS", "case"), ("EVENTS", "case-csat")),
+    ),
+    "router": Grant(
+        # Its decisions, and the ends, holds and transfers of any channel's contacts.
+        publishes=(
+            "routing.{tenant}.>",
+            "contact.{tenant}.*.ended",
+            "contact.{tenant}.*.held",
+            "contact.{tenant}.*.transferred",
+        ),
+        consumers=(("EVENTS", "router"),),
+        streams=(("ROUTER_DEFAULT", "router.journal.default"),),
+        buckets=("ROUTER", "ROUTER_LEASES"),
+        objects=("ROUTER_SNAPSHOTS",),
+    ),
+    "chat": Grant(
+        publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT),  # and the inbox's replies
+        consumers=(("EVENTS", "chat"),),
+        streams=(("CHAT_HISTORY", "chat.history.>"),),
+        buckets=("chat_conversations",),
+        objects=("chat_files",),
+        reads_objects=("email", "fax-documents", "fax-quarantine"),
+        core=("switchboard.chat.>",),  # its plain subjects: Socket.IO across replicas
+    ),
+    "voice-gateway": Grant(
+        publishes=(_channel("voice"),),
+        consumers=(("EVENTS", "voice-gateway"),),
+    ),
+    "email-ingest": Grant(
+        publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails
+        consumers=(("OUTBOUND", "email-outbound"), ("EVENTS", "email-outbound-ack")),
+        buckets=("email_checkpoints", "email_threads", "email_seen", "email_sent"),
+        objects=("email",),
+        reads_objects=("chat_files", "fax-documents"),
+    ),
+    "fax": Grant(
+        publishes=(_channel("fax"),),
+        consumers=(("EVENTS", "fax"), ("OUTBOUND", "fax-outbound"), ("EVENTS", "fax-email")),
+        buckets=("fax-jobs",),
+        objects=("fax-documents", "fax-quarantine"),
+        reads_objects=("email", "chat_files"),
+    ),
+}
+
+
+def _api(*parts: str) -> str:
+    return ".".join(("$JS.API", *parts))
+
+
+def _stream_reads(stream: str) -> list[str]:
+    """Read a stream's messages: info, get, direct get, ephemeral (ordered) consumers."""
+    return [
+        _api("STREAM.INFO", stream),
+        _api("STREAM.MSG.GET", stream),
+        _api("DIRECT.GET", stream),
+        _api("DIRECT.GET", stream, ">"),
+        _api("CONSUMER.CREATE", stream),
+        _api("CONSUMER.CREATE", stream, ">"),
+        _api("CONSUMER.INFO", stream, ">"),
+        _api("CONSUMER.DELETE", stream, ">"),
+        _api("CONSUMER.MSG.NEXT", stream, ">"),
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _stream_owned(stream: str) -> list[str]:
+    """Everything on a stream of its own: declare it, read it, purge and delete in it."""
+    return [
+        *_stream_reads(stream),
+        _api("STREAM.CREATE", stream),
+        _api("STREAM.UPDATE", stream),
+        _api("STREAM.PURGE", stream),
+        _api("STREAM.MSG.DELETE", stream),
+    ]
+
+
+def _expand(subjects: Iterable[str], tenants: Iterable[str] | None) -> list[str]:
+    names = sorted(set(tenants)) if tenants else ["*"]
+    out: list[str] = []
+    for subject in subjects:
+        for name in names if "{tenant}" in subject else [""]:
+            expanded = subject.replace("{tenant}", name)
+            if expanded not in out:
+                out.append(expanded)
+    return out
+
+
+def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str, Any]:
+    """The nats-server ``permissions`` block of a user with `grant` (`tenants`: the deployment's
+    tenants, or None for any)."""
+    publish = ["$JS.API.INFO", _api("STREAM.NAMES")]
+    for stream in events.STREAMS:  # every Bus declares the shared streams
+        publish += [_api(op, stream) for op in ("STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE")]
+    publish += _expand(grant.publishes, tenants)
+    for stream, durable in grant.consumers:
+        publish += [
+            _api("CONSUMER.CREATE", stream, durable),
+            _api("CONSUMER.CREATE", stream, durable, ">"),
+            _api("CONSUMER.INFO", stream, durable),
+            _api("CONSUMER.MSG.NEXT", stream, durable),
+            f"$JS.ACK.{stream}.{durable}.>",
+            deadletter.parked_subject(durable, ">"),
+        ]
+    for stream, subjects in grant.streams:
+        publish += [*_stream_owned(stream), subjects]
+    for bucket in grant.buckets:
+        publish += [*_stream_owned(f"KV_{bucket}"), f"$KV.{bucket}.>"]
+    for bucket in grant.objects:
+        publish += [*_stream_owned(f"OBJ_{bucket}"), f"$O.{bucket}.>"]
+    for bucket in grant.reads_objects:
+        publish += _stream_reads(f"OBJ_{bucket}")
+    publish += grant.core
+    return {
+        "publish": {"allow": _unique(publish)},
+        "subscribe": {"allow": _unique([INBOX, *grant.core])},
+    }
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def credentials(path: Path, users: Iterable[str] = (OPERATOR, *SERVICES)) -> dict[str, str]:
+    """Each user's password, kept in `path` (JSON, mode 0600): read, with a new password made
+    for a user that has none yet."""
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {user: known.get(user) or new_password() for user in users}
+    if wanted != known:
+        _write_secret(path, json.dumps(wanted, indent=2) + "\n")
+    return wanted
+
+
+def server_config(
+    passwords: Mapping[str, str],
+    *,
+    cipher_key: str | None = None,
+    tenants: Iterable[str] | None = None,
+    tls: Mapping[str, str] | None = None,
+) -> str:
+    """A nats-server configuration: JetStream (its store encrypted with `cipher_key` if given;
+    the store directory is the server's `-sd`), every user of `passwords` with the permissions of its service (the operator with
+    none withheld), and no anonymous access; TLS with `tls` (cert_file, key_file, ca_file)."""
+    tenant_list = list(tenants) if tenants else None
+    users = []
+    for user, password in passwords.items():
+        entry: dict[str, Any] = {"user": user, "password": password}
+        if user != OPERATOR:
+            entry["permissions"] = permissions(SERVICES[user], tenant_list)
+        users.append(entry)
+    jetstream: dict[str, Any] = {}
+    if cipher_key:
+        jetstream.update(cipher="chachapoly", key=cipher_key)
+    config: dict[str, Any] = {"jetstream": jetstream, "authorization": {"users": users}}
+    if tls:
+        config["tls"] = dict(tls)
+    # nats-server reads JSON; quoted strings keep `$JS...` from being taken for variables.
+    return json.dumps(config, indent=2) + "\n"
+
+
+def write_server_config(path: Path, text: str) -> Path:
+    """Write a server configuration readable by its owner only (it holds passwords and keys)."""
+    _write_secret(path, text)
+    return path
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def client_options(
+    user: str = "",
+    password: str = "",
+    ca_file: str = "",
+    cert_file: str = "",
+    key_file: str = "",
+) -> dict[str, Any]:
+    """nats.connect's options for a user and, when a CA or certificate is given, TLS."""
+    options: dict[str, Any] = {}
+    if user:
+        options.update(user=user, password=password)
+    if ca_file or cert_file:
+        context = ssl.create_default_context(cafile=ca_file or None)
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file or None)
+        options["tls"] = context
+    return options
+
+
+def options_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """client_options from NATS_USER, NATS_PASSWORD and NATS_TLS_{CA,CERT,KEY}_FILE."""
+    return client_options(
+        env.get("NATS_USER", ""),
+        env.get("NATS_PASSWORD", ""),
+        env.get("NATS_TLS_CA_FILE", ""),
+        env.get("NATS_TLS_CERT_FILE", ""),
+        env.get("NATS_TLS_KEY_FILE", ""),
+    )

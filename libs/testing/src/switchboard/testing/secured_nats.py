@@ -1,0 +1,50 @@
+"""A nats-server configured as the embedded default is: a user per service with the permissions
+of switchboard.core.nats_auth, the operator, no anonymous access, JetStream encrypted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchboard.core import nats_auth
+from switchboard.core.embedded_nats import NatsServer
+
+
+@dataclass
+class SecuredNats:
+    server: NatsServer
+    passwords: dict[str, str]
+
+    @classmethod
+    def start(
+        cls, folder: Path, tenants: list[str] | None = None, cipher_key: str | None = "test-key"
+    ) -> SecuredNats:
+        """Write the configuration into `folder` and start the server (stop it when done)."""
+        passwords = nats_auth.credentials(folder / "nats-credentials.json")
+        config = nats_auth.write_server_config(
+            folder / "nats-server.conf",
+            nats_auth.server_config(passwords, cipher_key=cipher_key, tenants=tenants),
+        )
+        server = NatsServer(folder / "nats", config_file=config).start()
+        return cls(server, passwords)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def log(self) -> Path:
+        return self.server.store_dir / "nats-server.log"
+
+    def options(self, user: str) -> dict[str, Any]:
+        """nats.connect's (and Bus.connect's) options to connect as `user`."""
+        return nats_auth.client_options(user, self.passwords[user])
+
+    def env(self, user: str) -> dict[str, str]:
+        """The settings a service reads to connect as `user`."""
+        return {"NATS_URL": self.url, "NATS_USER": user, "NATS_PASSWORD": self.passwords[user]}
+
+    def violations(self) -> list[str]:
+        """The permission violations the server has logged (a refused publish or subscribe)."""
+        return [line for line in self.log.read_text().splitlines() if "Violation" in line]
