@@ -18,14 +18,16 @@ class SecuredNats:
 
     @classmethod
     def start(
-        cls, folder: Path, tenants: list[str] | None = None, cipher_key: str | None = "test-key"
+        cls,
+        folder: Path,
+        tenants: list[str] | None = None,
+        cipher_key: str | None = "test-key",
+        tls: dict[str, str] | None = None,
     ) -> SecuredNats:
         """Write the configuration into `folder` and start the server (stop it when done)."""
         passwords = nats_auth.credentials(folder / "nats-credentials.json")
-        config = nats_auth.write_server_config(
-            folder / "nats-server.conf",
-            nats_auth.server_config(passwords, cipher_key=cipher_key, tenants=tenants),
-        )
+        text = nats_auth.server_config(passwords, cipher_key=cipher_key, tenants=tenants, tls=tls)
+        config = nats_auth.write_server_config(folder / "nats-server.conf", text)
         server = NatsServer(folder / "nats", config_file=config).start()
         return cls(server, passwords)
 
