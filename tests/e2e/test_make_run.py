@@ -136,6 +136,8 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
             asyncio.run(assert_anonymous_refused(endpoints["nats_url"]))
             for name in ("nats-server.conf", "nats-credentials.json", "nats-jetstream-key"):
                 assert (run_dir / name).stat().st_mode & 0o777 == 0o600, name
+            key = (run_dir / "nats-jetstream-key").read_text().strip()
+            assert key not in (run_dir / "nats-server.conf").read_text()  # given in its env
             agents = subprocess.run(
                 cli("agents"), env=env, capture_output=True, text=True, timeout=60
             )

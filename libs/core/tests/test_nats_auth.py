@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import api as js_api
+from nats.js.kv import KeyValue
 
 from switchboard.core import nats_auth, stores
 from switchboard.core.bus import Bus
@@ -23,6 +25,7 @@ from switchboard.core.settings import ServiceSettings
 from switchboard.testing.contacts import chat_contact_created
 from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.tls import self_signed
+from switchboard.testing.waiting import eventually
 
 # What a customer wrote; it must never be readable in the store's files.
 SECRET_TEXT = "010-4321-8765 minsu.kim@example.kr 요금 청구서 문의"
@@ -186,7 +189,8 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
             kv = await stores.key_value(bus.js, bucket, history=2)
             await kv.put("k", b"v")
             assert await stores.value(kv, "k") == b"v"
-            assert await stores.keys(kv) == ["k"]
+            # nats-py's keys() can answer before its watcher has seen a key just written
+            await eventually(partial(_listed, kv, "k"), f"{bucket} listing its key", seconds=10)
             await kv.delete("k")
         for bucket in grant.objects:
             objects = await stores.object_store(bus.js, bucket)
@@ -205,6 +209,10 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
         await bus.drain()
         await admin.drain()
     assert secured_nats.violations() == []
+
+
+async def _listed(kv: KeyValue, key: str) -> bool:
+    return await stores.keys(kv) == [key]
 
 
 def _store_holds(store: Path, text: str) -> bool:

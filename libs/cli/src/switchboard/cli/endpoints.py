@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,14 +103,16 @@ def run_dir() -> Path:
     return Path(os.environ.get(RUN_DIR_ENV, ".run")).resolve()
 
 
-def _secret_file(path: Path, create: bool) -> str | None:
-    """The secret kept in `path`; with `create`, a new one written there (mode 0600) if none."""
+def _secret_file(
+    path: Path, create: bool, new: Callable[[], str] = lambda: secrets.token_urlsafe(32)
+) -> str | None:
+    """The secret kept in `path`; with `create`, a `new()` one written there (mode 0600) if none."""
     if path.exists():
         return path.read_text().strip()
     if not create:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
+    value = new()
     path.touch(mode=0o600)
     path.write_text(value + "\n")
     return value
@@ -128,15 +131,19 @@ NATS_CONFIG = "nats-server.conf"
 NATS_KEY = "nats-jetstream-key"
 
 
-def nats_server_config(directory: Path, tenants: list[str] | None) -> tuple[Path, dict[str, str]]:
+def nats_server_config(
+    directory: Path, tenants: list[str] | None
+) -> tuple[Path, dict[str, str], dict[str, str]]:
     """Write the embedded nats-server's configuration into `directory` (mode 0600): a user per
     service (passwords kept in nats-credentials.json), the operator, JetStream encrypted with
     the key in nats-jetstream-key (both made on first run, and kept: the store needs its key).
-    Returns the configuration's path and each user's password."""
+    Returns the configuration's path, each user's password and the server's environment (the
+    key, which the configuration only names)."""
     passwords = nats_auth.credentials(directory / NATS_CREDENTIALS)
-    key = _secret_file(directory / NATS_KEY, create=True)
-    text = nats_auth.server_config(passwords, cipher_key=key, tenants=tenants)
-    return nats_auth.write_server_config(directory / NATS_CONFIG, text), passwords
+    key = _secret_file(directory / NATS_KEY, create=True, new=nats_auth.new_jetstream_key) or ""
+    text = nats_auth.server_config(passwords, tenants=tenants)
+    path = nats_auth.write_server_config(directory / NATS_CONFIG, text)
+    return path, passwords, {nats_auth.KEY_ENV: key}
 
 
 def nats_options(directory: Path, user: str = nats_auth.OPERATOR) -> dict[str, Any]:

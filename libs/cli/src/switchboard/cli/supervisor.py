@@ -178,8 +178,8 @@ class Supervisor:
     async def _start_nats(self, taken: set[int], tenants: list[str]) -> tuple[str, dict[str, str]]:
         """Start nats-server with its users and encryption; its URL and each user's password."""
         port = choose_port(4222, taken)
-        config, passwords = nats_server_config(self.dir, [t.strip() for t in tenants] or None)
-        self.nats = NatsServer(self.dir / "nats", port=port, config_file=config)
+        config, passwords, env = nats_server_config(self.dir, [t.strip() for t in tenants] or None)
+        self.nats = NatsServer(self.dir / "nats", port=port, config_file=config, env=env)
         await asyncio.to_thread(self.nats.start, 15.0, self.dir / "nats-server.log")
         if port != 4222:
             logger.info("port 4222 is taken; nats-server listens on %d", port)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -44,7 +45,8 @@ def nats_server_binary() -> str:
 
 class NatsServer:
     """One nats-server. With `config_file` (users, permissions, the JetStream cipher: see
-    switchboard.core.nats_auth), it is read first; the address and store flags still apply."""
+    switchboard.core.nats_auth), it is read first; the address and store flags still apply.
+    `env` is added to its environment (the JetStream key the configuration names)."""
 
     def __init__(
         self,
@@ -52,11 +54,13 @@ class NatsServer:
         port: int | None = None,
         host: str = "127.0.0.1",
         config_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.config_file = config_file
+        self.env = dict(env or {})  # added to the server's environment (e.g. its JetStream key)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,6 +89,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout

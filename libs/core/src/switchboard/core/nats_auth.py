@@ -13,6 +13,7 @@ use), and the object stores it reads attachments from (read only). Replies arriv
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import ssl
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,11 @@ from switchboard.v1 import events_pb2
 OPERATOR = "admin"
 # Subjects every service reads from JetStream's replies and pull deliveries.
 INBOX = "_INBOX.>"
+# The environment variable that gives nats-server the JetStream encryption key (the key is never
+# written into its configuration; see new_jetstream_key).
+KEY_ENV = "NATS_JETSTREAM_KEY"
+_KEY_PLACEHOLDER = "<jetstream key from the environment>"
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,12 @@ def new_password() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_jetstream_key() -> str:
+    """A JetStream encryption key. nats-server parses an environment variable's value as a
+    configuration value, so it starts with a letter and holds only letters and digits."""
+    return "sb" + secrets.token_hex(32)
+
+
 def credentials(path: Path, users: Iterable[str] = (OPERATOR, *SERVICES)) -> dict[str, str]:
     """Each user's password, kept in `path` (JSON, mode 0600): read, with a new password made
     for a user that has none yet."""
@@ -195,13 +207,14 @@ def credentials(path: Path, users: Iterable[str] = (OPERATOR, *SERVICES)) -> dic
 def server_config(
     passwords: Mapping[str, str],
     *,
-    cipher_key: str | None = None,
+    key_env: str | None = KEY_ENV,
     tenants: Iterable[str] | None = None,
     tls: Mapping[str, str] | None = None,
 ) -> str:
-    """A nats-server configuration: JetStream (its store encrypted with `cipher_key` if given;
-    the store directory is the server's `-sd`), every user of `passwords` with the permissions of its service (the operator with
-    none withheld), and no anonymous access; TLS with `tls` (cert_file, key_file, ca_file)."""
+    """A nats-server configuration: every user of `passwords` with the permissions of its
+    service (the operator with none withheld) and no anonymous access; JetStream (the store
+    directory is the server's `-sd`) encrypted with the key in the server's environment variable
+    `key_env` (None: not encrypted); TLS required with `tls` (cert_file, key_file, ca_file)."""
     tenant_list = list(tenants) if tenants else None
     users = []
     for user, password in passwords.items():
@@ -210,13 +223,17 @@ def server_config(
             entry["permissions"] = permissions(SERVICES[user], tenant_list)
         users.append(entry)
     jetstream: dict[str, Any] = {}
-    if cipher_key:
-        jetstream.update(cipher="chachapoly", key=cipher_key)
+    if key_env:
+        if not _ENV_NAME.match(key_env):
+            raise ValueError(f"{key_env!r} is not an environment variable name")
+        jetstream.update(cipher="chachapoly", key=_KEY_PLACEHOLDER)
     config: dict[str, Any] = {"jetstream": jetstream, "authorization": {"users": users}}
     if tls:
         config["tls"] = dict(tls)
-    # nats-server reads JSON; quoted strings keep `$JS...` from being taken for variables.
-    return json.dumps(config, indent=2) + "\n"
+    # nats-server reads JSON. Quoted strings are never variables (so `$JS.API...` stays a
+    # subject); the key is the one unquoted variable, read from the environment at start.
+    text = json.dumps(config, indent=2) + "\n"
+    return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
 
 
 def write_server_config(path: Path, text: str) -> Path:

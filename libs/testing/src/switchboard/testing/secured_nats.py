@@ -21,14 +21,14 @@ class SecuredNats:
         cls,
         folder: Path,
         tenants: list[str] | None = None,
-        cipher_key: str | None = "test-key",
         tls: dict[str, str] | None = None,
     ) -> SecuredNats:
         """Write the configuration into `folder` and start the server (stop it when done)."""
         passwords = nats_auth.credentials(folder / "nats-credentials.json")
-        text = nats_auth.server_config(passwords, cipher_key=cipher_key, tenants=tenants, tls=tls)
+        text = nats_auth.server_config(passwords, tenants=tenants, tls=tls)
         config = nats_auth.write_server_config(folder / "nats-server.conf", text)
-        server = NatsServer(folder / "nats", config_file=config).start()
+        key = {nats_auth.KEY_ENV: nats_auth.new_jetstream_key()}
+        server = NatsServer(folder / "nats", config_file=config, env=key).start(timeout=30.0)
         return cls(server, passwords)
 
     @property
