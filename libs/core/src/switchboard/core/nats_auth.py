@@ -209,7 +209,7 @@ def server_config(
     *,
     key_env: str | None = KEY_ENV,
     tenants: Iterable[str] | None = None,
-    tls: Mapping[str, str] | None = None,
+    tls: Mapping[str, Any] | None = None,
 ) -> str:
     """A nats-server configuration: every user of `passwords` with the permissions of its
     service (the operator with none withheld) and no anonymous access; JetStream (the store

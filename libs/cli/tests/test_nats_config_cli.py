@@ -1,0 +1,49 @@
+"""`switchboard nats-config`: the configuration it prints runs a nats-server that admits each
+service with the password it kept, and nobody else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+
+from switchboard.cli.__main__ import main
+from switchboard.core import nats_auth
+from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing.contacts import chat_contact_created
+
+
+async def test_the_printed_configuration_admits_the_services_and_nobody_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    credentials, env_file = tmp_path / "nats-credentials.json", tmp_path / "nats-users.env"
+    with pytest.raises(SystemExit) as done:
+        main(["nats-config", "--credentials", str(credentials), "--env-file", str(env_file)])
+    assert done.value.code == 0
+    config = tmp_path / "nats.conf"
+    config.write_text(capsys.readouterr().out)
+    passwords = json.loads(credentials.read_text())
+    assert set(passwords) == {nats_auth.OPERATOR, *nats_auth.SERVICES}
+    assert env_file.read_text().splitlines() == [f"{u}={p}" for u, p in passwords.items()]
+    for path in (credentials, env_file):
+        assert path.stat().st_mode & 0o777 == 0o600
+    # Asked again, it keeps the passwords (the Secrets made from them stay valid).
+    with pytest.raises(SystemExit):
+        main(["nats-config", "--credentials", str(credentials)])
+    assert capsys.readouterr().out == config.read_text()
+
+    key = {nats_auth.KEY_ENV: nats_auth.new_jetstream_key()}
+    server = NatsServer(tmp_path / "nats", config_file=config, env=key).start(timeout=30.0)
+    try:
+        options = nats_auth.client_options("chat", passwords["chat"])
+        bus = await Bus.connect(server.url, source="chat", **options)
+        await bus.publish(chat_contact_created("c-1"))
+        await bus.drain()
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0)
+    finally:
+        server.stop()
