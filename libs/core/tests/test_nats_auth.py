@@ -267,3 +267,20 @@ async def test_a_service_connects_over_tls_with_its_settings(tmp_path: Path) -> 
             )
     finally:
         server.server.stop()
+
+
+@pytest.mark.parametrize("name", sorted(nats_auth.SERVICES))
+def test_the_documented_table_is_the_table_in_code(name: str) -> None:
+    doc = Path(__file__).parents[3] / "docs" / "nats-security.md"
+    [row] = [line for line in doc.read_text().splitlines() if line.startswith(f"| `{name}` |")]
+    grant = nats_auth.SERVICES[name]
+    named = [
+        *grant.publishes,
+        *(durable for _, durable in grant.consumers),
+        *(stream for stream, _ in grant.streams),
+        *grant.buckets,
+        *grant.objects,
+        *grant.reads_objects,
+        *grant.core,
+    ]
+    assert [n for n in named if f"`{n}`" not in row] == []
