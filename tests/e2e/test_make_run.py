@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.errors
 import pytest
 
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.secured_nats import assert_refused
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 
@@ -74,11 +73,6 @@ async def sign_in_and_queue(endpoints: dict[str, Any], secret: str, run_dir: Pat
             if stats.queues and stats.queues[0].waiting == 1:
                 return
             await asyncio.sleep(0.05)
-
-
-async def assert_anonymous_refused(url: str) -> None:
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
 
 
 def cli(*args: str) -> list[str]:
@@ -133,7 +127,7 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
             run_dir = tmp_path / "run"
             secret = (run_dir / "auth-secret").read_text().strip()
             asyncio.run(sign_in_and_queue(endpoints, secret, run_dir))
-            asyncio.run(assert_anonymous_refused(endpoints["nats_url"]))
+            asyncio.run(assert_refused(endpoints["nats_url"]))
             for name in ("nats-server.conf", "nats-credentials.json", "nats-jetstream-key"):
                 assert (run_dir / name).stat().st_mode & 0o777 == 0o600, name
             key = (run_dir / "nats-jetstream-key").read_text().strip()

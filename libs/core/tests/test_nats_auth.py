@@ -23,7 +23,7 @@ from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.settings import ServiceSettings
 from switchboard.testing.contacts import chat_contact_created
-from switchboard.testing.secured_nats import SecuredNats
+from switchboard.testing.secured_nats import SecuredNats, assert_refused
 from switchboard.testing.tls import self_signed
 from switchboard.testing.waiting import eventually
 
@@ -38,12 +38,20 @@ class Client:
         self.errors: list[str] = []
         self.nc: NATS | None = None
 
-    async def connect(self, url: str, **options: Any) -> NATS:
+    async def connect(self, server: SecuredNats, user: str) -> NATS:
+        """Connect as `user`, once its service has declared the shared streams as it does."""
+        bus = await Bus.connect(server.url, source=user, **server.options(user))
+        await bus.drain()
+
         async def record(exc: Exception) -> None:
             self.errors.append(str(exc))
 
         self.nc = await nats.connect(
-            url, error_cb=record, allow_reconnect=False, max_reconnect_attempts=0, **options
+            server.url,
+            error_cb=record,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            **server.options(user),
         )
         return self.nc
 
@@ -80,23 +88,14 @@ def demo_only(tmp_path: Path) -> Any:
 
 
 async def test_an_anonymous_client_is_refused(secured_nats: SecuredNats) -> None:
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(
-            secured_nats.url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2
-        )
-    wrong = {"user": "chat", "password": "not-the-password"}
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(
-            secured_nats.url, allow_reconnect=False, max_reconnect_attempts=0, **wrong
-        )
+    await assert_refused(secured_nats.url)
+    await assert_refused(secured_nats.url, user="chat", password="not-the-password")
 
 
 async def test_the_fax_service_cannot_forge_a_chat_contact(
     secured_nats: SecuredNats, client: Client
 ) -> None:
-    bus = await Bus.connect(secured_nats.url, source="fax", **secured_nats.options("fax"))
-    await bus.drain()
-    nc = await client.connect(secured_nats.url, **secured_nats.options("fax"))
+    nc = await client.connect(secured_nats, "fax")
     forged = chat_contact_created("forged-1", tenant="demo")
     js = nc.jetstream()
 
@@ -128,9 +127,7 @@ async def test_no_service_publishes_for_a_tenant_the_deployment_does_not_serve(
 async def test_a_service_reads_no_events_but_through_its_own_consumers(
     secured_nats: SecuredNats, client: Client
 ) -> None:
-    bus = await Bus.connect(secured_nats.url, source="fax", **secured_nats.options("fax"))
-    await bus.drain()
-    nc = await client.connect(secured_nats.url, **secured_nats.options("fax"))
+    nc = await client.connect(secured_nats, "fax")
 
     async def tap() -> None:
         await nc.subscribe("contact.>")

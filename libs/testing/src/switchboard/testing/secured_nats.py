@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.errors
+import pytest
+
 from switchboard.core import nats_auth
 from switchboard.core.embedded_nats import NatsServer
 
@@ -50,3 +54,12 @@ class SecuredNats:
     def violations(self) -> list[str]:
         """The permission violations the server has logged (a refused publish or subscribe)."""
         return [line for line in self.log.read_text().splitlines() if "Violation" in line]
+
+
+async def assert_refused(url: str, **options: Any) -> None:
+    """Connecting to `url` with `options` (none: anonymously) fails: Authorization Violation."""
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        nc = await nats.connect(
+            url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **options
+        )
+        await nc.close()
