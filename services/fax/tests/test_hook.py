@@ -1,13 +1,18 @@
 """The HylaFAX receive hook (`switchboard-fax-hook`) as HylaFAX runs it: its exit codes when it
-cannot hand a fax over, and its fallback to the spool."""
+cannot hand a fax over, its fallback to the spool, and its connection as the fax service's NATS
+user."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from switchboard.core.bus import Bus
 from switchboard.fax.samples import fax_page, tiff
 from switchboard.testing.processes import run_command
+from switchboard.testing.secured_nats import SecuredNats
+from switchboard.testing.streams import published
+from switchboard.v1 import fax_pb2
 
 
 def hook_binary() -> str:
@@ -33,3 +38,24 @@ async def test_hook_exits_non_zero_when_it_cannot_hand_over(tmp_path: Path, nats
     assert code == 0, output
     dropped = sorted(p.name for p in (tmp_path / "spool").iterdir())
     assert dropped == ["ttyS0-3-fax1.tif", "ttyS0-3-fax1.tif.json"]
+
+
+async def test_hook_hands_over_as_the_fax_services_nats_user(
+    tmp_path: Path, secured_nats: SecuredNats
+) -> None:
+    (tmp_path / "recvq").mkdir()
+    (tmp_path / "recvq" / "fax1.tif").write_bytes(tiff([fax_page(["x"])]))
+    base = {"FAX_TENANT": "acme", "FAX_HOOK_TIMEOUT_SECONDS": "5", "PATH": "/usr/bin"}
+    anonymous = {**base, "NATS_URL": secured_nats.url}
+    code, output = await run_hook(["recvq/fax1.tif", "ttyS0", "1"], anonymous, tmp_path)
+    assert code == 75, output
+    as_fax = {**base, **secured_nats.env("fax")}
+    code, output = await run_hook(["recvq/fax1.tif", "ttyS0", "2"], as_fax, tmp_path)
+    assert code == 0, output
+    admin = await Bus.connect(secured_nats.url, source="test", **secured_nats.options("admin"))
+    try:
+        [received] = await published(admin, "contact.acme.fax.fax_received", fax_pb2.FaxReceived)
+        assert received.meta.tenant == "acme"
+    finally:
+        await admin.drain()
+    assert secured_nats.violations() == []
