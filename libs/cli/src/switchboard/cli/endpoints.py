@@ -111,10 +111,8 @@ def _secret_file(
         return path.read_text().strip()
     if not create:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
     value = new()
-    path.touch(mode=0o600)
-    path.write_text(value + "\n")
+    nats_auth.write_secret(path, value + "\n")
     return value
 
 
@@ -142,7 +140,7 @@ def nats_server_config(
     passwords = nats_auth.credentials(directory / NATS_CREDENTIALS)
     key = _secret_file(directory / NATS_KEY, create=True, new=nats_auth.new_jetstream_key) or ""
     text = nats_auth.server_config(passwords, tenants=tenants)
-    path = nats_auth.write_server_config(directory / NATS_CONFIG, text)
+    path = nats_auth.write_secret(directory / NATS_CONFIG, text)
     return path, passwords, {nats_auth.KEY_ENV: key}
 
 

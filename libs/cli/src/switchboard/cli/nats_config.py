@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     passwords = nats_auth.credentials(args.credentials)
     if args.env_file:
         lines = "".join(f"{user}={password}\n" for user, password in passwords.items())
-        nats_auth.write_server_config(args.env_file, lines)
+        nats_auth.write_secret(args.env_file, lines)
     tls: dict[str, Any] = {
         name: value
         for name, value in (

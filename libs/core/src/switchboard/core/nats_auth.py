@@ -200,7 +200,7 @@ def credentials(path: Path, users: Iterable[str] = (OPERATOR, *SERVICES)) -> dic
     known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     wanted = {user: known.get(user) or new_password() for user in users}
     if wanted != known:
-        _write_secret(path, json.dumps(wanted, indent=2) + "\n")
+        write_secret(path, json.dumps(wanted, indent=2) + "\n")
     return wanted
 
 
@@ -236,17 +236,13 @@ def server_config(
     return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
 
 
-def write_server_config(path: Path, text: str) -> Path:
-    """Write a server configuration readable by its owner only (it holds passwords and keys)."""
-    _write_secret(path, text)
-    return path
-
-
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> Path:
+    """Write `text` (passwords, a configuration holding them) readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
     path.write_text(text)
+    return path
 
 
 def client_options(

@@ -30,7 +30,7 @@ class SecuredNats:
         """Write the configuration into `folder` and start the server (stop it when done)."""
         passwords = nats_auth.credentials(folder / "nats-credentials.json")
         text = nats_auth.server_config(passwords, tenants=tenants, tls=tls)
-        config = nats_auth.write_server_config(folder / "nats-server.conf", text)
+        config = nats_auth.write_secret(folder / "nats-server.conf", text)
         key = {nats_auth.KEY_ENV: nats_auth.new_jetstream_key()}
         server = NatsServer(folder / "nats", config_file=config, env=key).start(timeout=30.0)
         return cls(server, passwords)
