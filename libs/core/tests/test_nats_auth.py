@@ -147,6 +147,26 @@ async def test_a_service_reads_no_events_but_through_its_own_consumers(
     assert "$js.api.stream.info.kv_router" in (await client.refused(read_the_routers_state)).lower()
 
 
+async def test_only_the_case_service_changes_the_shared_streams_configuration(
+    secured_nats: SecuredNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = await Bus.connect(secured_nats.url, source="admin", **secured_nats.options("admin"))
+    try:
+        info = await admin.js.stream_info("EVENTS")
+        declared = info.config.max_age
+        await admin.js.update_stream(info.config.evolve(max_age=600.0))  # as a wiper would
+        chat = await Bus.connect(secured_nats.url, source="chat", **secured_nats.options("chat"))
+        await chat.drain()  # it connected, and left the stream alone
+        assert (await admin.js.stream_info("EVENTS")).config.max_age == 600.0
+        assert "could not update stream EVENTS" in caplog.text
+        assert any('"$JS.API.STREAM.UPDATE.EVENTS"' in v for v in secured_nats.violations())
+        case = await Bus.connect(secured_nats.url, source="case", **secured_nats.options("case"))
+        await case.drain()
+        assert (await admin.js.stream_info("EVENTS")).config.max_age == declared
+    finally:
+        await admin.drain()
+
+
 def _instance(subject: str) -> str:
     """A concrete subject a permission pattern allows (tenant "demo")."""
     tokens = subject.replace("{tenant}", "demo").split(".")

@@ -52,6 +52,36 @@ def nats_servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+# What ensure_streams sets on a stream; a stream that already has these is not updated.
+_DECLARED = (
+    "subjects",
+    "retention",
+    "storage",
+    "duplicate_window",
+    "max_age",
+    "max_msg_size",
+    "num_replicas",
+)
+# A stream update a user may not make gets no reply: give up on it soon.
+STREAM_UPDATE_TIMEOUT = 2.0
+
+
+def _differs(existing: js_api.StreamConfig, wanted: js_api.StreamConfig) -> bool:
+    """Whether `existing` differs from `wanted` in what ensure_streams declares."""
+    for name in _DECLARED:
+        have, want = getattr(existing, name), getattr(wanted, name)
+        if name == "subjects":
+            have, want = sorted(have or []), sorted(want or [])
+        elif isinstance(want, float):
+            have = float(have or 0)
+            if abs(have - want) > 1e-6:
+                return True
+            continue
+        if have != want:
+            return True
+    return False
+
+
 class MalformedEvent(Exception):
     """The bytes on the bus are not an event we can read; park it, do not redeliver."""
 
@@ -264,6 +294,9 @@ class Bus:
             await callback(connected)
 
     async def ensure_streams(self) -> None:
+        """Create the event streams, or bring an existing one's configuration to ours. Only a
+        NATS user allowed to change them may (switchboard.core.nats_auth: the case service);
+        another one finding a stream configured otherwise keeps it, with a warning."""
         for name, subjects in events.STREAMS.items():
             config = js_api.StreamConfig(
                 name=name,
@@ -279,11 +312,22 @@ class Bus:
                 deadletter.configure(config)
             try:
                 info = await self.js.stream_info(name)
-                if self.replicas is None:
-                    config.num_replicas = info.config.num_replicas
-                await self.js.update_stream(config)
             except NotFoundError:
                 await self.js.add_stream(config)
+                continue
+            if self.replicas is None:
+                config.num_replicas = info.config.num_replicas
+            if not _differs(info.config, config):
+                continue
+            try:
+                await asyncio.wait_for(self.js.update_stream(config), STREAM_UPDATE_TIMEOUT)
+            except TimeoutError:  # refused (not permitted): no reply comes
+                logger.warning(
+                    "%s could not update stream %s's configuration (not permitted?); "
+                    "it keeps its own until a user allowed to declare it starts",
+                    self.source,
+                    name,
+                )
 
     # ---- publishing -------------------------------------------------------------------------
 

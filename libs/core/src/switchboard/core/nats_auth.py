@@ -46,6 +46,9 @@ class Grant:
     objects: tuple[str, ...] = ()  # object stores of its own
     reads_objects: tuple[str, ...] = ()  # other services' object stores it reads
     core: tuple[str, ...] = ()  # plain NATS subjects it publishes and subscribes to
+    # May change the shared streams' configuration (every service may create them, which
+    # changes nothing that exists); one service is enough to bring them up to date.
+    updates_streams: bool = False
 
 
 def _channel(name: str) -> str:
@@ -62,6 +65,7 @@ SERVICES: dict[str, Grant] = {
     "case": Grant(
         publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
         consumers=(("EVENTS", "case"), ("EVENTS", "case-csat")),
+        updates_streams=True,  # the system of record keeps the events' streams up to date
     ),
     "router": Grant(
         # Its decisions, and the ends, holds and transfers of any channel's contacts.
@@ -153,8 +157,13 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
     """The nats-server ``permissions`` block of a user with `grant` (`tenants`: the deployment's
     tenants, or None for any)."""
     publish = ["$JS.API.INFO", _api("STREAM.NAMES")]
+    shared = (
+        "STREAM.INFO",
+        "STREAM.CREATE",
+        *(("STREAM.UPDATE",) if grant.updates_streams else ()),
+    )
     for stream in events.STREAMS:  # every Bus declares the shared streams
-        publish += [_api(op, stream) for op in ("STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE")]
+        publish += [_api(op, stream) for op in shared]
     publish += _expand(grant.publishes, tenants)
     for stream, durable in grant.consumers:
         publish += [
