@@ -12,7 +12,7 @@ def contact_created(
     cid: str,
     *,
     tenant: str = "acme",
-    channel: contact_pb2.Channel = contact_pb2.CHANNEL_CHAT,
+    channel: contact_pb2.Channel.ValueType = contact_pb2.CHANNEL_CHAT,
     email: str = "",
     language: str = "",
     subject: str = "",
