@@ -17,32 +17,7 @@ from switchboard.v1 import contact_pb2
 # commit 84153a9, whose records had no slots and kept each contact's parsed protobuf.
 BEFORE_SLOTS = pathlib.Path(__file__).parent / "fixtures" / "engine_snapshot_before_slots.pickle"
 
-CONFIG = """
-tenants:
-  acme:
-    languages: [ko, zh, en, ja]
-    skills: [billing, technical, account, complaint]
-    accept_timeout: {chat: 10s, voice: 10s}
-    autopause_after: 2
-    sticky_ttl: 30m
-    wrap_up_after: 15s
-    urgent_priority: 5
-    queues:
-      - name: general
-        service_level: {threshold: 20s, target: 0.8, window: 1h}
-        min_proficiency: 3
-        steps:
-          - {name: accept-level-2, after: 30s, min_proficiency: 2}
-          - {name: english-too, after: 60s, add_languages: [en]}
-          - {name: overflow, after: 90s, overflow_to: english}
-      - name: english
-      - name: other
-    surge:
-      - level: 3
-        raise: {waiting_over: 3, wait_longer_than: 3m}
-        clear: {idle_agents: 2, idle_for: 15m}
-        actions: [refuse_breaks, pause_callbacks, notify_supervisors]
-"""
+CONFIG = (pathlib.Path(__file__).parent / "fixtures" / "engine_features.yaml").read_text()
 
 # What `what_happens_next` returned for the engine of commit 84153a9.
 EXPECTED: list[tuple[Any, ...]] = [
