@@ -210,6 +210,25 @@ async def refused(url: str, auth_data: Any) -> str:
     return str(error["message"] if isinstance(error, dict) else error)
 
 
+async def signed_in(
+    inbox: Inbox, sockets: list[AgentSocket], agent_id: str = "ko-1"
+) -> tuple[AgentSocket, dict[str, Any]]:
+    """A demo agent logged in with its demo password, connected and signed in; and the login's
+    body (its token)."""
+    _, body = await login(inbox.url, agent_id, f"demo-{agent_id}")
+    agent = await connect(inbox.url, body["token"], sockets)
+    assert (await agent.call("sign_in"))["ok"]
+    return agent, body
+
+
+async def accepted_email(inbox: Inbox, agent: AgentSocket) -> str:
+    """An email contact, offered to `agent` and accepted; its id."""
+    contact_id = await email_contact(inbox.bus)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert (await agent.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    return contact_id
+
+
 async def email_contact(bus: Bus, tenant: str = "demo", text: str = "") -> str:
     """Publish an email contact as the email channel does."""
     contact_id = uuid.uuid4().hex
@@ -395,9 +414,7 @@ async def test_agent_takes_an_email_offer_and_replies_by_outbound_email(
 
 
 async def test_a_reload_finds_the_same_desk(inbox: Inbox, sockets: list[AgentSocket]) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    first = await connect(inbox.url, body["token"], sockets)
-    assert (await first.call("sign_in"))["ok"]
+    first, body = await signed_in(inbox, sockets)
     contact_id = await email_contact(inbox.bus)
     offer = await first.next("offer")
     assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
@@ -411,9 +428,7 @@ async def test_a_reload_finds_the_same_desk(inbox: Inbox, sockets: list[AgentSoc
 async def test_agents_never_see_another_tenants_contacts(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    demo = await connect(inbox.url, body["token"], sockets)
-    assert (await demo.call("sign_in"))["ok"]
+    demo, _ = await signed_in(inbox, sockets)
     # An agent of another tenant with the same languages, signed in at the same time.
     other = await connect(inbox.url, auth.mint(SECRET, "acme", "ko-1", ["agent"]), sockets)
     other_desk = await other.call("sign_in")
@@ -513,12 +528,8 @@ async def test_the_surge_protocol_locks_breaks_and_the_desk_says_why(
 async def test_another_chat_replica_rebuilds_the_desk_from_the_router_and_the_case(
     inbox: Inbox, nats_url: str, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    first = await connect(inbox.url, body["token"], sockets)
-    assert (await first.call("sign_in"))["ok"]
-    contact_id = await email_contact(inbox.bus)
-    offer = await first.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
-    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    first, body = await signed_in(inbox, sockets)
+    contact_id = await accepted_email(inbox, first)
     await first.sio.disconnect()
 
     replica = inbox.replica(nats_url)
@@ -587,9 +598,7 @@ async def test_fax_pages_are_served_to_their_agent_only_with_safe_types(
             meta=events.new_meta("demo", contact_pb2.CHANNEL_FAX, "fax"), contact=contact
         )
     )
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    agent = await connect(inbox.url, body["token"], sockets)
-    assert (await agent.call("sign_in"))["ok"]
+    agent, body = await signed_in(inbox, sockets)
     offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
     accepted = await agent.call("accept", {"offer_id": offer["offer_id"]})
     assert [a["filename"] for a in accepted["contact"]["attachments"]] == ["page-1.png", "fax.html"]
@@ -611,9 +620,7 @@ async def test_fax_pages_are_served_to_their_agent_only_with_safe_types(
     assert headers["Content-Disposition"].startswith("attachment;")
     assert "sandbox" in headers["Content-Security-Policy"]
     # Another agent, and an agent of another tenant, get nothing.
-    _, other = await login(inbox.url, "zh-1", "demo-zh-1")
-    other_socket = await connect(inbox.url, other["token"], sockets)
-    assert (await other_socket.call("sign_in"))["ok"]
+    _, other = await signed_in(inbox, sockets, "zh-1")
     assert (await get(0, other["token"]))[0] == 404
     assert (await get(0, auth.mint(SECRET, "acme", "ko-1", ["agent"])))[0] in (404, 409)
     reply = await agent.call("reply", {"contact_id": contact_id, "text": "확인했습니다."})
@@ -655,12 +662,8 @@ class Gate:
 async def test_a_desk_opened_while_the_case_service_is_away_shows_its_contact_when_it_is_back(
     inbox: Inbox, nats_url: str, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    first = await connect(inbox.url, body["token"], sockets)
-    assert (await first.call("sign_in"))["ok"]
-    contact_id = await email_contact(inbox.bus)
-    offer = await first.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
-    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    first, body = await signed_in(inbox, sockets)
+    contact_id = await accepted_email(inbox, first)
     await first.sio.disconnect()
 
     gate = Gate(inbox.case_port)  # the case service cannot be reached from the new replica
@@ -711,9 +714,7 @@ def traffic_since(before: dict[str, float]) -> dict[str, float]:
 async def test_the_desk_accepts_declines_and_wraps_up_on_the_agents_session(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    agent = await connect(inbox.url, body["token"], sockets)
-    assert (await agent.call("sign_in"))["ok"]
+    agent, _ = await signed_in(inbox, sockets)
     before = router_traffic()
 
     first = await email_contact(inbox.bus)
@@ -745,9 +746,7 @@ async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_r
     nats_url: str, database_url: str, sockets: list[AgentSocket]
 ) -> None:
     async with platform(nats_url, database_url, ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0) as inbox:
-        _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-        agent = await connect(inbox.url, body["token"], sockets)
-        assert (await agent.call("sign_in"))["ok"]
+        agent, body = await signed_in(inbox, sockets)
         contact_id = await email_contact(inbox.bus)
         offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
 
@@ -784,9 +783,7 @@ async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_r
 async def test_the_desk_opens_its_session_again_after_a_router_restart_with_the_offer_it_had(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    agent = await connect(inbox.url, body["token"], sockets)
-    assert (await agent.call("sign_in"))["ok"]
+    agent, _ = await signed_in(inbox, sockets)
     contact_id = await email_contact(inbox.bus)
     offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
 
