@@ -20,7 +20,6 @@ from typing import Protocol
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
-from nats.js.kv import KeyValue
 
 from switchboard.chat.domain.model import ChatMessage, Conversation
 from switchboard.core import stores
@@ -166,7 +165,7 @@ def _subject(tenant: str, contact_id: str) -> str:
 class JetStreamConversations:
     """A ConversationStore every replica shares, that survives restarts (JetStream KV + stream)."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
 
