@@ -121,8 +121,10 @@ class FakeKeyValue:
         self.revision = 0  # the bucket's last
         self._last: dict[str, KeyValue.Entry] = {}  # by key; a deleted key keeps its marker
 
-    def _check(self, key: str) -> int:
-        """The key's last revision (0 for a key never written)."""
+    async def _check(self, key: str) -> int:
+        """The key's last revision (0 for a key never written), after letting another caller run
+        (as a round trip to JetStream would), so a read-modify-write can lose a race."""
+        await asyncio.sleep(0)
         if self.fail is not None:
             raise self.fail
         if not key or key[0] == "." or key[-1] == "." or not VALID_KEY_RE.match(key):
@@ -138,7 +140,7 @@ class FakeKeyValue:
         return self.revision
 
     async def get(self, key: str) -> KeyValue.Entry:
-        self._check(key)
+        await self._check(key)
         last = self._last.get(key)
         if last is None:
             raise KeyNotFoundError
@@ -148,17 +150,17 @@ class FakeKeyValue:
         return found
 
     async def put(self, key: str, value: bytes) -> int:
-        self._check(key)
+        await self._check(key)
         return self._write(key, value)
 
     async def update(self, key: str, value: bytes, last: int | None = None) -> int:
-        current = self._check(key)
+        current = await self._check(key)
         if (last or 0) != current:
             raise KeyWrongLastSequenceError(f"wrong last sequence: {current}")
         return self._write(key, value)
 
     async def delete(self, key: str, last: int | None = None) -> bool:
-        current = self._check(key)
+        current = await self._check(key)
         if last and last != current:
             raise BadRequestError(
                 code=400, err_code=10071, description=f"wrong last sequence: {current}"
