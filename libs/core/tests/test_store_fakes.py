@@ -9,22 +9,11 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-from nats.js.errors import (
-    BadRequestError,
-    InvalidKeyError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoKeysError,
-    ObjectNotFoundError,
-)
+from nats.js import errors
 
 from switchboard.core import stores
 from switchboard.core.errors import NotFound
-from switchboard.testing.fakes import (
-    FakeKeyValue,
-    FakeObjectStore,
-    FakeObjectStores,
-)
+from switchboard.testing.fakes import FakeKeyValue, FakeObjectStore, FakeObjectStores
 
 
 @pytest.fixture(params=["nats-server", "fake"])
@@ -48,11 +37,11 @@ async def buckets(request: pytest.FixtureRequest) -> AsyncIterator[stores.Object
 
 
 async def test_key_value_reads_writes_and_revisions(kv: stores.KeyValueBucket) -> None:
-    with pytest.raises(NoKeysError):
+    with pytest.raises(errors.NoKeysError):
         await kv.keys()
-    with pytest.raises(KeyNotFoundError):
+    with pytest.raises(errors.KeyNotFoundError):
         await kv.get("a")
-    with pytest.raises(InvalidKeyError):
+    with pytest.raises(errors.InvalidKeyError):
         await kv.put("not a key", b"x")
     first = await kv.put("a", b"1")
     second = await kv.put("b", b"2")
@@ -66,22 +55,22 @@ async def test_key_value_reads_writes_and_revisions(kv: stores.KeyValueBucket) -
 
 async def test_key_value_compare_and_set(kv: stores.KeyValueBucket) -> None:
     created = await kv.update("new", b"1")  # no last: only a key never written
-    with pytest.raises(KeyWrongLastSequenceError):
+    with pytest.raises(errors.KeyWrongLastSequenceError):
         await kv.update("new", b"2")
-    with pytest.raises(KeyWrongLastSequenceError):
+    with pytest.raises(errors.KeyWrongLastSequenceError):
         await kv.update("new", b"2", last=created + 5)
     updated = await kv.update("new", b"2", last=created)
     assert (await kv.get("new")).value == b"2"
     # A delete naming a stale revision is refused, but not as a KeyWrongLastSequenceError.
-    with pytest.raises(BadRequestError) as refused:
+    with pytest.raises(errors.BadRequestError) as refused:
         await kv.delete("new", last=created)
-    assert not isinstance(refused.value, KeyWrongLastSequenceError)
+    assert not isinstance(refused.value, errors.KeyWrongLastSequenceError)
     assert await kv.delete("new", last=updated)
-    with pytest.raises(KeyNotFoundError) as gone:
+    with pytest.raises(errors.KeyNotFoundError) as gone:
         await kv.get("new")
     assert gone.value.op == "DEL"
     assert await stores.entry(kv, "new") is None
-    with pytest.raises(KeyWrongLastSequenceError):  # its delete marker is its last revision
+    with pytest.raises(errors.KeyWrongLastSequenceError):  # its delete marker is its last revision
         await kv.update("new", b"3")
     await kv.put("new", b"4")
     assert await stores.value(kv, "new") == b"4"
@@ -101,9 +90,9 @@ async def test_object_stores_put_get_and_not_found(buckets: stores.ObjectStores)
     assert (info.name, info.size, info.description) == ("acme/a", 3, "report.pdf")
     digest = base64.urlsafe_b64encode(hashlib.sha256(b"pdf").digest()).decode()
     assert info.digest == f"SHA-256={digest}"
-    with pytest.raises(ObjectNotFoundError):
+    with pytest.raises(errors.ObjectNotFoundError):
         await bucket.get_info("acme/b")
-    with pytest.raises(ObjectNotFoundError):
+    with pytest.raises(errors.ObjectNotFoundError):
         await bucket.get("acme/b")
 
 
