@@ -321,7 +321,8 @@ async def test_login_checks_the_password_and_bad_tokens_are_refused_with_a_reaso
     status, body = await login(inbox.url, "ko-1", "demo-ko-1", tenant="Not A Tenant")
     assert status == 400 and "tenant" in body["error"]
 
-    # Guessing is throttled per agent id (five tries, then a pause); other agents are unaffected.
+    # Guessing is throttled per client address and agent id (five tries, then a pause); other
+    # agents are unaffected.
     for _ in range(5):
         assert (await login(inbox.url, "zh-1", "guess"))[0] == 401
     status, body = await login(inbox.url, "zh-1", "demo-zh-1")
