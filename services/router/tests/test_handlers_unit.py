@@ -14,11 +14,13 @@ import pytest
 from switchboard.core import events
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
 from switchboard.router import journal
+from switchboard.router.bootstrap import bootstrap
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain.model import Presence
 from switchboard.router.entrypoints import nats_consumer
 from switchboard.router.handlers import Router, new_engine
 from switchboard.router.notifier import RoutingNotifier
+from switchboard.router.settings import RouterSettings
 from switchboard.testing.fakes import FakeBus, FakeClock
 from switchboard.v1 import contact_pb2, events_pb2, router_journal_pb2, router_pb2
 
@@ -49,6 +51,51 @@ class MemoryJournal:
 
     def calls(self) -> list[str]:
         return [call.name for entry in self.entries for call in entry.calls]
+
+    # What recovery and a standby read (the composition root's test).
+
+    async def tail_seq(self) -> int:
+        return self.last_seq
+
+    async def read(self, after: int, until: int | None = None) -> AsyncIterator[journal.Entry]:
+        for entry in self.entries[after : until or None]:
+            yield entry
+
+    async def follow(self, after: int) -> AsyncIterator[journal.Entry]:
+        async for entry in self.read(after):
+            yield entry
+        await asyncio.Event().wait()  # nobody else writes to it
+
+
+class MemoryLease:
+    """The leader lease, held by whoever takes it first until released."""
+
+    def __init__(self, ttl: float = 3.0) -> None:
+        self.ttl = ttl
+        self.revision = 0
+        self.held = False
+
+    async def try_acquire(self) -> bool:
+        if self.held:
+            return False
+        self.held, self.revision = True, self.revision + 1
+        return True
+
+    async def renew(self) -> bool:
+        return self.held
+
+    async def release(self) -> None:
+        self.held = False
+
+
+class NoSnapshots:
+    """A snapshot store that has none yet."""
+
+    async def load(self) -> None:
+        return None
+
+    async def save(self, engine_state: bytes, seq: int) -> None:
+        raise AssertionError("no snapshot is due in these tests")
 
 
 @dataclass
@@ -239,3 +286,48 @@ async def test_the_journal_replays_to_the_same_decisions(desk: Desk) -> None:
     assert {cid: (c.status, c.agent_id) for cid, c in replica.engine.contacts.items()} == {
         cid: (c.status, c.agent_id) for cid, c in desk.router.engine.contacts.items()
     }
+
+
+async def test_the_composition_root_runs_on_the_adapters_it_is_given() -> None:
+    """bootstrap() with every adapter given: the router recovers from the given journal, takes
+    the given lease, consumes on the connection it is given, publishes on the given bus, and
+    hands the lease back when it stops."""
+    bus, consumer, log, lease = FakeBus(), FakeBus(), MemoryJournal(), MemoryLease()
+
+    async def connect_consumer() -> FakeBus:
+        return consumer
+
+    settings = RouterSettings(
+        ROUTER_GRPC_PORT=0,
+        SWITCHBOARD_AUTH_SECRET="unit-secret",
+        ROUTER_WATCHDOG_SECONDS=60,  # the fake bus has no consumer to watch
+        SHUTDOWN_GRACE_SECONDS=0.5,
+    )
+    app = bootstrap(
+        settings,
+        bus=bus,  # type: ignore[arg-type]
+        journal=log,  # type: ignore[arg-type]
+        snapshots=NoSnapshots(),  # type: ignore[arg-type]
+        lease=lease,  # type: ignore[arg-type]
+        clock=FakeClock(1000.0),
+        connect_consumer=connect_consumer,  # type: ignore[arg-type]
+    )
+    await app.start()
+    try:
+        assert app.is_leader and app.router is not None and app.readiness is not None
+        assert app.readiness.serving and lease.held and consumer.started
+        assert log.calls()[:3] == ["begin_term", "disconnect_all", "apply_file_config"]
+        await app.router.sign_in(TENANT, "ko-1", "ko-1", {"ko": 4}, {}, {}, Presence.AVAILABLE)
+        stream = await app.router.connect(TENANT, "ko-1")
+
+        assert await consumer.deliver(created("c1")) == FakeBus.ACK
+
+        offer = stream.get_nowait()
+        assert offer is not None and offer.contact.contact_id == "c1"
+        [offered] = bus.of(events_pb2.ContactOffered)
+        assert (offered.contact_id, offered.agent_id) == ("c1", "ko-1")
+        assert {call.at for entry in log.entries for call in entry.calls} == {1000.0}  # its clock
+    finally:
+        await app.stop()
+    assert not lease.held and consumer.drained and bus.drained
+    assert app.readiness.reasons() == {"leader": "stopping"}

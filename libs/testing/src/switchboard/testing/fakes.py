@@ -104,6 +104,21 @@ class FakeBus(FakePublisher):
         super().__init__()
         self.handlers: dict[tuple[str, type[Message]], Callable[[Any], Awaitable[None]]] = {}
         self.parked: list[tuple[Message, str]] = []  # (event, why): the dead letters
+        self.started = self.drained = False
+
+    async def ensure_streams(self) -> None:
+        """Nothing to declare: the fake has no streams."""
+
+    def watch(self, callback: Callable[[bool], Awaitable[None]]) -> None:
+        """Its connection never changes: always up."""
+
+    async def start(self) -> None:
+        """Its consumers take events only when a test delivers them."""
+        self.started = True
+
+    async def drain(self) -> None:
+        """Nothing is in flight between deliveries."""
+        self.drained = True
 
     def subscribe(
         self,
