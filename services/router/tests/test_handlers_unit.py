@@ -1,7 +1,8 @@
 """The router's handlers on fakes, without nats-server: contact events go in through the router's
 own subscriptions on a `FakeBus`, agents act through the handlers the gRPC servicers call, and
 what comes out is checked where the platform sees it (the events the notifier published, the
-offers on the agents' streams, the journal entries)."""
+offers on the agents' streams, the journal entries). Last, the composition root on the same
+fakes."""
 
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ from switchboard.testing.fakes import FakeBus, FakeClock
 from switchboard.v1 import contact_pb2, events_pb2, router_journal_pb2, router_pb2
 
 TENANT = "acme"
-ACCEPT_TIMEOUT = 20.0
-CONFIG = f"""
+ACCEPT_TIMEOUT = 20.0  # as CONFIG says
+CONFIG = """
 defaults:
-  accept_timeout: {{voice: {ACCEPT_TIMEOUT:.0f}s, chat: {ACCEPT_TIMEOUT:.0f}s, email: 20s, fax: 20s}}
+  accept_timeout: {voice: 20s, chat: 20s, email: 20s, fax: 20s}
   sticky_ttl: 0s
 """
 
