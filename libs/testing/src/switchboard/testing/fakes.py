@@ -7,7 +7,7 @@ import base64
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -25,7 +25,7 @@ from nats.js.kv import VALID_KEY_RE, KeyValue
 from nats.js.object_store import ObjectStore
 
 from switchboard.core import events, stores
-from switchboard.core.errors import NotFound
+from switchboard.core.errors import DomainError, NotFound, Retry, Unavailable
 
 E = TypeVar("E", bound=Message)
 T = TypeVar("T")
@@ -237,3 +237,69 @@ class FakeObjectStores(stores.ObjectStores):
                 raise NotFound("bucket", bucket)
             found = self.buckets[bucket] = FakeObjectStore(bucket)
         return found
+
+
+class FakeBus(FakePublisher):
+    """A `switchboard.core.bus.Bus` in memory: what it publishes, as `FakePublisher` keeps it,
+    and its consumers' handlers (`subscribe`), to which a test hands events (`deliver`), each
+    settled as the Bus settles it: acknowledged when its handler returns; parked at once when
+    it cannot be read (no valid meta) or its handler refuses it (a DomainError: invalid);
+    redelivered later when its handler asks (Retry), its replica cannot serve it (Unavailable)
+    or it crashed. Delivery is at least once: handing the same event twice is a redelivery."""
+
+    ACK, RETRY, PARKED = "ack", "retry", "parked"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: dict[tuple[str, type[Message]], Callable[[Any], Awaitable[None]]] = {}
+        self.parked: list[tuple[Message, str]] = []  # (event, why): the dead letters
+        self.started = self.drained = False
+
+    async def ensure_streams(self) -> None:
+        """Nothing to declare: the fake has no streams."""
+
+    def watch(self, callback: Callable[[bool], Awaitable[None]]) -> None:
+        """Its connection never changes: always up."""
+
+    async def start(self) -> None:
+        """Its consumers take events only when a test delivers them."""
+        self.started = True
+
+    async def drain(self) -> None:
+        """Nothing is in flight between deliveries."""
+        self.drained = True
+
+    def subscribe(
+        self,
+        durable: str,
+        event_type: type[E],
+        handler: Callable[[E], Awaitable[None]],
+        options: object = None,
+    ) -> None:
+        self.handlers[(durable, event_type)] = handler
+
+    async def deliver(self, event: Message, durable: str = "") -> str:
+        """Hand `event` to the handler subscribed to its type (on `durable`, if several are);
+        return how it was settled: ACK, RETRY or PARKED."""
+        handlers = [
+            h
+            for (name, event_type), h in self.handlers.items()
+            if event_type is type(event) and durable in ("", name)
+        ]
+        if len(handlers) != 1:
+            raise LookupError(f"{len(handlers)} handlers for {type(event).__name__} {durable!r}")
+        try:
+            events.validate_meta(event)
+        except DomainError as exc:
+            self.parked.append((event, f"malformed: {exc}"))
+            return self.PARKED
+        try:
+            await handlers[0](event)
+        except (Retry, Unavailable):
+            return self.RETRY
+        except DomainError as exc:
+            self.parked.append((event, f"{type(exc).__name__}: {exc}"))
+            return self.PARKED
+        except Exception:
+            return self.RETRY
+        return self.ACK
