@@ -3,8 +3,10 @@ Socket.IO and SQL (SQLite, and PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,8 @@ class Platform:
     router: RouterApp
     chat: ChatApp
     secret: str = SECRET
+    # The settings every app was given, and the router's own (for a restarted router).
+    common: dict[str, Any] = field(default_factory=dict)
 
     @property
     def router_target(self) -> str:
@@ -38,19 +42,65 @@ class Platform:
     def chat_url(self) -> str:
         return f"http://127.0.0.1:{self.chat.http_port}"
 
+    async def restart_router(self) -> None:
+        """Stop the router and start another on the same port (state from the journal)."""
+        port = self.router.port
+        await self.router.stop()
+        self.router = RouterApp(RouterSettings(**self.common, ROUTER_GRPC_PORT=port))
+        await self.router.start()
+
+    def chat_replica(self, case_target: str = "") -> ChatApp:
+        """Another chat process on the same platform (not started)."""
+        return ChatApp(
+            ChatSettings(
+                NATS_URL=self.nats_url,
+                SWITCHBOARD_AUTH_SECRET=self.secret,
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_ADDR=self.router_target,
+                CHAT_CASE_ADDR=case_target or self.case_target,
+                CHAT_CONSUMER="chat-replica",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    nats_url: str, database_url: str, secret: str = SECRET, **router_settings: Any
+) -> AsyncIterator[Platform]:
+    """Case, router (with `router_settings`) and chat (wired to both) as real apps on one NATS
+    server, stopped in reverse order (the router the platform has then: it may have been
+    restarted)."""
+    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": secret}
+    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
+    router = RouterApp(RouterSettings(**common, **router_settings, ROUTER_GRPC_PORT=0))
+    started: list[Any] = []
+    platform: Platform | None = None
+    try:
+        for app in (case, router):
+            await app.start()
+            started.append(app)
+        chat = ChatApp(
+            ChatSettings(
+                **common,
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
+                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+        await chat.start()
+        started.append(chat)
+        platform = Platform(nats_url, case, router, chat, secret, {**common, **router_settings})
+        yield platform
+    finally:
+        for app in reversed(started):
+            await (platform.router if app is router and platform else app).stop()
+
 
 @pytest.fixture
 async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
-    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
-    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
-    chat = ChatApp(ChatSettings(**common, CHAT_GRPC_PORT=0, CHAT_HTTP_PORT=0))
-    started = []
-    try:
-        for app in (case, router, chat):
-            await app.start()
-            started.append(app)
-        yield Platform(nats_url, case, router, chat)
-    finally:
-        for app in reversed(started):
-            await app.stop()
+    async with running_platform(nats_url, database_url) as made:
+        yield made

@@ -16,18 +16,15 @@ from typing import Any
 import pytest
 from nats.js import api as js_api
 
-from switchboard.case.bootstrap import CaseApp
-from switchboard.case.settings import CaseSettings
 from switchboard.chat.bootstrap import ChatApp
-from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.router.bootstrap import RouterApp
-from switchboard.router.settings import RouterSettings
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+from ..conftest import running_platform
 
 SECRET = "browser-test-secret"
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
@@ -98,31 +95,11 @@ class Platform:
 
 @pytest.fixture
 async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
-    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
-    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
-    started: list[Any] = []
     bus = await Bus.connect(nats_url, source="test")
     try:
-        for app in (case, router):
-            await app.start()
-            started.append(app)
-        chat = ChatApp(
-            ChatSettings(
-                **common,
-                CHAT_GRPC_PORT=0,
-                CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
-                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
-                SHUTDOWN_GRACE_SECONDS=1.0,
-            )
-        )
-        await chat.start()
-        started.append(chat)
-        yield Platform(f"http://127.0.0.1:{chat.http_port}", bus, chat, case.port)
+        async with running_platform(nats_url, database_url, SECRET) as made:
+            yield Platform(made.chat_url, bus, made.chat, made.case.port)
     finally:
-        for app in reversed(started):
-            await app.stop()
         await bus.drain()
 
 

@@ -20,8 +20,6 @@ import socketio
 from nats.js import api as js_api
 from prometheus_client import REGISTRY
 
-from switchboard.case.bootstrap import CaseApp
-from switchboard.case.settings import CaseSettings
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth, events
@@ -39,40 +37,45 @@ from switchboard.v1 import (
     router_pb2_grpc,
 )
 
+from ..conftest import Platform, running_platform
+
 SECRET = "inbox-test-secret"
 TIMEOUT = 15.0
 
 
 @dataclass
 class Inbox:
-    url: str
+    """The platform, seen from the inbox's side, and a bus for the test's own events."""
+
+    platform: Platform
     bus: Bus
-    chat: ChatApp
-    case_port: int
-    router_port: int
-    router: RouterApp
-    common: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return self.platform.chat_url
+
+    @property
+    def chat(self) -> ChatApp:
+        return self.platform.chat
+
+    @property
+    def case_port(self) -> int:
+        return self.platform.case.port
+
+    @property
+    def router_port(self) -> int:
+        return self.platform.router.port
+
+    @property
+    def router(self) -> RouterApp:
+        return self.platform.router
 
     async def restart_router(self) -> None:
-        """Stop the router and start another on the same port (state from the journal)."""
-        await self.router.stop()
-        self.router = RouterApp(RouterSettings(**self.common, ROUTER_GRPC_PORT=self.router_port))
-        await self.router.start()
+        await self.platform.restart_router()
 
     def replica(self, nats_url: str, case_target: str = "") -> ChatApp:
         """Another chat process on the same platform."""
-        return ChatApp(
-            ChatSettings(
-                NATS_URL=nats_url,
-                SWITCHBOARD_AUTH_SECRET=SECRET,
-                CHAT_GRPC_PORT=0,
-                CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_ADDR=f"127.0.0.1:{self.router_port}",
-                CHAT_CASE_ADDR=case_target or f"127.0.0.1:{self.case_port}",
-                CHAT_CONSUMER="chat-replica",
-                SHUTDOWN_GRACE_SECONDS=1.0,
-            )
-        )
+        return self.platform.chat_replica(case_target)
 
 
 @contextlib.asynccontextmanager
@@ -80,42 +83,11 @@ async def platform(
     nats_url: str, database_url: str, **router_settings: Any
 ) -> AsyncIterator[Inbox]:
     """Case, router (with `router_settings`) and chat apps on one NATS server."""
-    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
-    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, **router_settings, ROUTER_GRPC_PORT=0))
-    started: list[Any] = []
     bus = await Bus.connect(nats_url, source="test")
-    platform: Inbox | None = None
     try:
-        for app in (case, router):
-            await app.start()
-            started.append(app)
-        chat = ChatApp(
-            ChatSettings(
-                **common,
-                CHAT_GRPC_PORT=0,
-                CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
-                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
-                SHUTDOWN_GRACE_SECONDS=1.0,
-            )
-        )
-        await chat.start()
-        started.append(chat)
-        platform = Inbox(
-            f"http://127.0.0.1:{chat.http_port}",
-            bus,
-            chat,
-            case.port,
-            router.port,
-            router,
-            {**common, **router_settings},
-        )
-        yield platform
+        async with running_platform(nats_url, database_url, SECRET, **router_settings) as made:
+            yield Inbox(made, bus)
     finally:
-        for app in reversed(started):
-            # The router the platform has now (it may have been restarted).
-            await (platform.router if app is router and platform else app).stop()
         await bus.drain()
 
 
