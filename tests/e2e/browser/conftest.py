@@ -10,6 +10,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import pytest
 from nats.js import api as js_api
 
 from switchboard.chat.bootstrap import ChatApp
-from switchboard.core import auth, events
+from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+from switchboard.testing.contacts import contact_created
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
@@ -55,27 +57,20 @@ class Platform:
     async def email_contact(self, text: str, subject: str = "청구서 문의") -> str:
         """Publish an email contact as the email channel does."""
         contact_id = uuid.uuid4().hex
-        contact = contact_pb2.Contact(
-            contact_id=contact_id,
-            tenant="demo",
-            channel=contact_pb2.CHANNEL_EMAIL,
-            identities=[
-                contact_pb2.CustomerIdentity(
-                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value="seojun@example.com"
-                )
-            ],
-            customer_name="박서준",
-            language="ko",
-            skills=["billing"],
-            subject=subject,
-            content=[contact_pb2.ContentPart(content_type="text/plain", text=text)],
-            conversation_id="<bill-2@example.com>",
-        )
-        contact.created_at.GetCurrentTime()
         await self.bus.publish(
-            events_pb2.ContactCreated(
-                meta=events.new_meta("demo", contact_pb2.CHANNEL_EMAIL, "email-ingest"),
-                contact=contact,
+            contact_created(
+                contact_id,
+                tenant="demo",
+                channel=contact_pb2.CHANNEL_EMAIL,
+                email="seojun@example.com",
+                name="박서준",
+                language="ko",
+                skills=["billing"],
+                subject=subject,
+                text=text,
+                conversation_id="<bill-2@example.com>",
+                at=datetime.now(UTC),
+                source="email-ingest",
             )
         )
         return contact_id

@@ -11,6 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port as sb_free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
+from switchboard.testing.contacts import contact_created
 from switchboard.v1 import (
     case_pb2,
     case_pb2_grpc,
@@ -204,31 +206,20 @@ async def accepted_email(inbox: Inbox, agent: AgentSocket) -> str:
 async def email_contact(bus: Bus, tenant: str = "demo", text: str = "") -> str:
     """Publish an email contact as the email channel does."""
     contact_id = uuid.uuid4().hex
-    contact = contact_pb2.Contact(
-        contact_id=contact_id,
-        tenant=tenant,
-        channel=contact_pb2.CHANNEL_EMAIL,
-        identities=[
-            contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="minji@example.com"
-            )
-        ],
-        customer_name="김민지",
-        language="ko",
-        skills=["billing"],
-        subject="청구서 문의",
-        content=[
-            contact_pb2.ContentPart(
-                content_type="text/plain",
-                text=text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
-            )
-        ],
-        conversation_id="<thread-1@example.com>",
-    )
-    contact.created_at.GetCurrentTime()
     await bus.publish(
-        events_pb2.ContactCreated(
-            meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, "email-ingest"), contact=contact
+        contact_created(
+            contact_id,
+            tenant=tenant,
+            channel=contact_pb2.CHANNEL_EMAIL,
+            email="minji@example.com",
+            name="김민지",
+            language="ko",
+            skills=["billing"],
+            subject="청구서 문의",
+            text=text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
+            conversation_id="<thread-1@example.com>",
+            at=datetime.now(UTC),
+            source="email-ingest",
         )
     )
     return contact_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from switchboard.core import events
@@ -15,21 +16,29 @@ def contact_created(
     channel: contact_pb2.Channel.ValueType = contact_pb2.CHANNEL_CHAT,
     email: str = "",
     language: str = "",
+    queue: str = "",
+    skills: Sequence[str] = (),
     subject: str = "",
     text: str = "",
     name: str = "",
+    conversation_id: str = "",
     at: datetime | None = None,
     meta: events_pb2.EventMeta | None = None,
+    source: str = "test",
 ) -> events_pb2.ContactCreated:
     """A ContactCreated: the customer known by `email` (if given), the first message `text` (if
-    given), created `at` (if given); `meta` defaults to a new one of `tenant` and `channel`."""
+    given), created `at` (if given); `meta` defaults to a new one of `tenant` and `channel`, from
+    `source`."""
     contact = contact_pb2.Contact(
         contact_id=cid,
         tenant=tenant,
         channel=channel,
         language=language,
+        queue=queue,
+        skills=skills,
         subject=subject,
         customer_name=name,
+        conversation_id=conversation_id,
     )
     if email:
         contact.identities.append(
@@ -40,7 +49,7 @@ def contact_created(
     if at is not None:
         contact.created_at.FromDatetime(at)
     return events_pb2.ContactCreated(
-        meta=meta or events.new_meta(tenant, channel, "test"), contact=contact
+        meta=meta or events.new_meta(tenant, channel, source), contact=contact
     )
 
 
