@@ -275,19 +275,15 @@ class Lease:
             return False
         if (entry.value or b"").decode() != self.replica or entry.revision is None:
             return False
-        try:
-            self.revision = await self.kv.update(
-                self.key, self.replica.encode(), last=entry.revision
-            )
-            return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
+        return await self._write_after(entry.revision)
 
     async def renew(self) -> bool:
+        return await self._write_after(self.revision)
+
+    async def _write_after(self, revision: int | None) -> bool:
+        """Write our name over `revision`; False when another replica wrote since."""
         try:
-            self.revision = await self.kv.update(
-                self.key, self.replica.encode(), last=self.revision
-            )
+            self.revision = await self.kv.update(self.key, self.replica.encode(), last=revision)
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
