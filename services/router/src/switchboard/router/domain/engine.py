@@ -602,13 +602,7 @@ class Engine(Index, Explain, Surge, Stats):
     # ---- offers ------------------------------------------------------------------------------
 
     def accept(self, tenant: str, agent_id: str, offer_id: str) -> list[Effect]:
-        offer = self.offers.get(offer_id)
-        if offer is None or (offer.tenant, offer.agent_id) != (tenant, agent_id):
-            if offer_id in self.expired_offers:
-                raise FailedPrecondition(
-                    f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}"
-                )
-            raise NotFound("offer", offer_id)
+        offer = self._live_offer(tenant, agent_id, offer_id)
         now = self.clock()
         if now >= offer.expires_at:
             # The timer withdraws it (and re-offers the contact) on the next tick.
@@ -636,6 +630,12 @@ class Engine(Index, Explain, Surge, Stats):
         return [Assigned(c, agent, waited), *self._match_agent(agent)]
 
     def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> list[Effect]:
+        self._live_offer(tenant, agent_id, offer_id)
+        return self._withdraw(offer_id, f"declined: {reason}" if reason else "declined")
+
+    def _live_offer(self, tenant: str, agent_id: str, offer_id: str) -> Offer:
+        """The agent's live offer `offer_id`; NotFound, or FailedPrecondition saying what became
+        of it when it is no longer live."""
         offer = self.offers.get(offer_id)
         if offer is None or (offer.tenant, offer.agent_id) != (tenant, agent_id):
             if offer_id in self.expired_offers:
@@ -643,7 +643,7 @@ class Engine(Index, Explain, Surge, Stats):
                     f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}"
                 )
             raise NotFound("offer", offer_id)
-        return self._withdraw(offer_id, f"declined: {reason}" if reason else "declined")
+        return offer
 
     def _offer(self, agent: Agent, c: Contact, via_step: bool, attempt: Attempt | None) -> Offered:
         self._offer_seq += 1
