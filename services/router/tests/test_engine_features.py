@@ -13,6 +13,8 @@ from switchboard.router.domain import engine as eng
 from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import contact_pb2
 
+from .engine_contacts import contact
+
 CONFIG = (Path(__file__).parent / "fixtures" / "engine_features.yaml").read_text()
 
 
@@ -24,31 +26,6 @@ def clock() -> FakeClock[float]:
 @pytest.fixture
 def engine(clock: FakeClock[float]) -> eng.Engine:
     return eng.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
-
-
-def contact(
-    cid: str,
-    language: str = "ko",
-    skills: tuple[str, ...] = (),
-    queue: str = "general",
-    phone: str = "",
-    callback: bool = False,
-    priority: int = 0,
-    channel: int = contact_pb2.CHANNEL_CHAT,
-) -> contact_pb2.Contact:
-    c = contact_pb2.Contact(
-        contact_id=cid,
-        tenant="acme",
-        channel=channel,  # type: ignore[arg-type]
-        language=language,
-        skills=list(skills),
-        queue=queue,
-        callback=callback,
-        priority=priority,
-    )
-    if phone:
-        c.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value=phone)
-    return c
 
 
 def online(engine: eng.Engine, agent_id: str, languages: dict[str, int], **skills: int) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import ManualClock
-from switchboard.v1 import contact_pb2
+
+from .engine_contacts import contact
 
 # Written by `pickle.dumps(busy_engine(), protocol=pickle.HIGHEST_PROTOCOL)` with the engine of
 # commit 84153a9, whose records had no slots and kept each contact's parsed protobuf.
@@ -80,30 +81,6 @@ EXPECTED: list[tuple[Any, ...]] = [
     ("stats", "english", 1, 0, 0, 0, 0, 136.0),
     ("position", 1, 1, 20.0),
 ]
-
-
-def contact(
-    cid: str,
-    language: str = "ko",
-    skills: tuple[str, ...] = (),
-    queue: str = "general",
-    phone: str = "",
-    callback: bool = False,
-    priority: int = 0,
-) -> contact_pb2.Contact:
-    c = contact_pb2.Contact(
-        contact_id=cid,
-        tenant="acme",
-        channel=contact_pb2.CHANNEL_CHAT,
-        language=language,
-        skills=list(skills),
-        queue=queue,
-        callback=callback,
-        priority=priority,
-    )
-    if phone:
-        c.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value=phone)
-    return c
 
 
 def busy_engine() -> eng.Engine:

@@ -161,18 +161,22 @@ class Journal:
                 raise Fenced(f"journal moved past {expected}: another replica leads") from exc
             raise
 
-    async def read(self, after: int, until: int | None = None) -> AsyncGenerator[Entry, None]:
-        """Entries after sequence `after`, up to `until` (default: the end now)."""
-        end = await self.tail_seq() if until is None else until
-        if end <= after:
-            return
-        sub = await self.js.subscribe(
+    async def _from(self, after: int) -> JetStreamContext.PushSubscription:
+        """An ordered subscription to the entries after sequence `after`."""
+        return await self.js.subscribe(
             self.subject,
             ordered_consumer=True,
             config=api.ConsumerConfig(
                 deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
             ),
         )
+
+    async def read(self, after: int, until: int | None = None) -> AsyncGenerator[Entry, None]:
+        """Entries after sequence `after`, up to `until` (default: the end now)."""
+        end = await self.tail_seq() if until is None else until
+        if end <= after:
+            return
+        sub = await self._from(after)
         try:
             while True:
                 msg = await sub.next_msg(timeout=10)
@@ -186,13 +190,7 @@ class Journal:
 
     async def follow(self, after: int) -> AsyncIterator[Entry]:
         """Entries after `after`, as they are written, for a hot standby."""
-        sub = await self.js.subscribe(
-            self.subject,
-            ordered_consumer=True,
-            config=api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
-            ),
-        )
+        sub = await self._from(after)
         try:
             while True:
                 try:
