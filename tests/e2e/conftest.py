@@ -4,8 +4,10 @@ Socket.IO and SQL (SQLite, and PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,8 +18,30 @@ from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
+from switchboard.testing.contacts import contact_created
+from switchboard.v1 import contact_pb2, events_pb2
 
 SECRET = "e2e-secret"
+
+
+def korean_email(
+    tenant: str, email: str, name: str, subject: str, text: str, thread: str
+) -> events_pb2.ContactCreated:
+    """A Korean billing email, as the email channel publishes it (a new contact id each time)."""
+    return contact_created(
+        uuid.uuid4().hex,
+        tenant=tenant,
+        channel=contact_pb2.CHANNEL_EMAIL,
+        email=email,
+        name=name,
+        language="ko",
+        skills=["billing"],
+        subject=subject,
+        text=text,
+        conversation_id=thread,
+        at=datetime.now(UTC),
+        source="email-ingest",
+    )
 
 
 @dataclass

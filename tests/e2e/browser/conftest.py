@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,11 @@ from switchboard.chat.bootstrap import ChatApp
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.testing.contacts import contact_created
-from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
+from switchboard.v1 import case_pb2, case_pb2_grpc
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
-from ..conftest import running_platform
+from ..conftest import korean_email, running_platform
 
 SECRET = "browser-test-secret"
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
@@ -56,23 +53,11 @@ class Platform:
 
     async def email_contact(self, text: str, subject: str = "청구서 문의") -> str:
         """Publish an email contact as the email channel does."""
-        contact_id = uuid.uuid4().hex
-        await self.bus.publish(
-            contact_created(
-                contact_id,
-                tenant="demo",
-                channel=contact_pb2.CHANNEL_EMAIL,
-                email="seojun@example.com",
-                name="박서준",
-                language="ko",
-                skills=["billing"],
-                subject=subject,
-                text=text,
-                conversation_id="<bill-2@example.com>",
-                at=datetime.now(UTC),
-                source="email-ingest",
-            )
+        event = korean_email(
+            "demo", "seojun@example.com", "박서준", subject, text, "<bill-2@example.com>"
         )
+        await self.bus.publish(event)
+        contact_id = event.contact.contact_id
         return contact_id
 
     async def read(self, subject: str, stream: str, event_type: Any, count: int = 1) -> list[Any]:

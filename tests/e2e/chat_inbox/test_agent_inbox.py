@@ -11,7 +11,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -29,7 +28,6 @@ from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port as sb_free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
-from switchboard.testing.contacts import contact_created
 from switchboard.v1 import (
     case_pb2,
     case_pb2_grpc,
@@ -39,7 +37,7 @@ from switchboard.v1 import (
     router_pb2_grpc,
 )
 
-from ..conftest import Platform, running_platform
+from ..conftest import Platform, korean_email, running_platform
 
 SECRET = "inbox-test-secret"
 TIMEOUT = 15.0
@@ -205,23 +203,16 @@ async def accepted_email(inbox: Inbox, agent: AgentSocket) -> str:
 
 async def email_contact(bus: Bus, tenant: str = "demo", text: str = "") -> str:
     """Publish an email contact as the email channel does."""
-    contact_id = uuid.uuid4().hex
-    await bus.publish(
-        contact_created(
-            contact_id,
-            tenant=tenant,
-            channel=contact_pb2.CHANNEL_EMAIL,
-            email="minji@example.com",
-            name="김민지",
-            language="ko",
-            skills=["billing"],
-            subject="청구서 문의",
-            text=text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
-            conversation_id="<thread-1@example.com>",
-            at=datetime.now(UTC),
-            source="email-ingest",
-        )
+    event = korean_email(
+        tenant,
+        "minji@example.com",
+        "김민지",
+        "청구서 문의",
+        text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
+        "<thread-1@example.com>",
     )
+    await bus.publish(event)
+    contact_id = event.contact.contact_id
     return contact_id
 
 
