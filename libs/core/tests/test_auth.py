@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.core import auth
+from switchboard.core import auth, roles
 from switchboard.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 
@@ -53,9 +53,27 @@ def test_bad_tenant_and_role_are_refused_when_minting() -> None:
         auth.mint("s", "acme", "x", ["root"])
 
 
-def test_agents_act_only_for_themselves() -> None:
+def test_partner_scopes_travel_in_the_token() -> None:
+    token = auth.mint("s3cret", "acme", "p-1", ["partner"], scopes=["cases:read", "kb:read"])
+    p = auth.verify("s3cret", token)
+    assert p.scopes == frozenset({"cases:read", "kb:read"})
+    # A token without scopes (every token minted before they existed) simply has none.
+    assert auth.verify("s3cret", auth.mint("s3cret", "acme", "p-1", ["partner"])).scopes == set()
+    with pytest.raises(ValueError, match="unknown scopes"):
+        auth.mint("s", "acme", "p-1", ["partner"], scopes=["cases:everything"])
+    with pytest.raises(ValueError, match="partner"):
+        auth.mint("s", "acme", "ko-1", ["agent"], scopes=["cases:read"])
+
+
+def test_an_own_role_acts_only_for_itself() -> None:
+    rule = roles.RULES["/switchboard.v1.RouterService/AcceptOffer"]
     agent = auth.Principal("acme", "ko-1", frozenset({"agent"}))
-    agent.require_agent_or_manager("ko-1")
-    with pytest.raises(PermissionDenied):
-        agent.require_agent_or_manager("ko-2")
-    auth.Principal("acme", "lead", frozenset({"supervisor"})).require_agent_or_manager("ko-2")
+    assert rule.may_act_for(agent, "ko-1")
+    assert not rule.may_act_for(agent, "ko-2")
+    assert rule.may_act_for(auth.Principal("acme", "gw", frozenset({"service"})), "ko-2")
+    partner = auth.Principal("acme", "p-1", frozenset({"partner"}), frozenset({"cases:read"}))
+    assert not rule.admits(partner)
+    acting = auth.Principal(
+        "acme", "p-1", frozenset({"partner"}), frozenset({"routing:act-as-agent"})
+    )
+    assert rule.may_act_for(acting, "ko-2")

@@ -79,6 +79,7 @@ def test_access_tokens_minted_before_the_shared_format_still_verify() -> None:
         "partner-1",
         frozenset({"partner"}),
     )
+    assert principal.scopes == frozenset()  # a token from before scopes grants none
     assert auth.mint(SECRET, "acme", "partner-1", ["partner"]) == f"sb1.{body}.{b64url_encode(mac)}"
     with pytest.raises(Unauthenticated, match="signature does not match"):
         auth.verify("another-secret", f"sb1.{body}.{b64url_encode(mac)}")

@@ -104,7 +104,7 @@ async def test_agent_connect_is_refused_with_the_reason(connect: Any) -> None:
     assert (await connect.refused("/agent", {})).startswith("token")
     assert (await connect.refused("/agent", None)).startswith("token")
     partner = connect.token("partner-1", roles=("partner",))
-    assert "agent or supervisor" in await connect.refused("/agent", {"token": partner})
+    assert "team_lead or supervisor role" in await connect.refused("/agent", {"token": partner})
 
 
 async def test_supervisor_token_connects(connect: Any) -> None:

@@ -27,6 +27,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tenant", required=True)
     t.add_argument("--subject", required=True, help="agent id, partner id or operator name")
     t.add_argument("--role", action="append", required=True, choices=sorted(auth.ROLES))
+    t.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        choices=sorted(auth.SCOPES),
+        help="a partner's grant (repeatable; see docs/security.md)",
+    )
     t.add_argument("--ttl", type=int, default=3600 * 12, help="seconds (0: never expires)")
     a = sub.add_parser("agent", help="a terminal agent: sign in, take offers, chat")
     a.add_argument("--id", required=True, dest="agent_id")
@@ -61,7 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "token":
         print(
             auth.mint(
-                auth_secret(directory), args.tenant, args.subject, args.role, args.ttl or None
+                auth_secret(directory),
+                args.tenant,
+                args.subject,
+                args.role,
+                args.ttl or None,
+                scopes=args.scope,
             )
         )
         return

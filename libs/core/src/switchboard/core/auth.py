@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from switchboard.core import roles as _roles
 from switchboard.core.errors import PermissionDenied, Unauthenticated
 from switchboard.core.events import validate_tenant
 from switchboard.core.signing import (
@@ -30,7 +31,8 @@ _REFUSED = {
     BAD_ENCODING: "malformed token: bad encoding",
     FORGED: "token signature does not match",
 }
-ROLES = frozenset({"agent", "supervisor", "partner", "admin", "service"})
+ROLES = frozenset(_roles.ROLES)
+SCOPES = frozenset(_roles.SCOPES)
 
 
 @dataclass(frozen=True)
@@ -38,17 +40,10 @@ class Principal:
     tenant: str
     subject: str
     roles: frozenset[str]
+    scopes: frozenset[str] = frozenset()
 
     def has_any(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
-
-    def require_agent_or_manager(self, agent_id: str) -> None:
-        """An agent acts only for itself; supervisors, partners and admins for any agent."""
-        if self.has_any("supervisor", "partner", "admin", "service"):
-            return
-        if "agent" in self.roles and self.subject == agent_id:
-            return
-        raise PermissionDenied(f"{self.subject!r} may not act for agent {agent_id!r}")
 
 
 def _sealer(secret: str) -> Sealer:
@@ -62,18 +57,27 @@ def mint(
     subject: str,
     roles: Iterable[str],
     ttl_seconds: int | None = None,
+    scopes: Iterable[str] = (),
 ) -> str:
-    """Return a signed token for `subject` of `tenant` with `roles`."""
+    """Return a signed token for `subject` of `tenant` with `roles` and, for a partner, the
+    `scopes` it is granted (switchboard.core.roles)."""
     validate_tenant(tenant)
     roles = sorted(set(roles))
+    scopes = sorted(set(scopes))
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
+    unknown = set(scopes) - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scopes: {sorted(unknown)}")
+    if scopes and _roles.PARTNER not in roles:
+        raise ValueError("scopes are granted to partners: add the partner role")
     claims = auth_pb2.TokenClaims(
         tenant=tenant,
         subject=subject,
         roles=roles,
         expires_at=int(time.time()) + ttl_seconds if ttl_seconds else 0,
+        scopes=scopes,
     )
     return _sealer(secret).seal(claims.SerializeToString(deterministic=True))
 
@@ -96,4 +100,9 @@ def verify(
         raise Unauthenticated("token has expired")
     if known_tenants is not None and claims.tenant not in known_tenants:
         raise PermissionDenied(f"tenant {claims.tenant!r} is not served here")
-    return Principal(tenant=claims.tenant, subject=claims.subject, roles=frozenset(claims.roles))
+    return Principal(
+        tenant=claims.tenant,
+        subject=claims.subject,
+        roles=frozenset(claims.roles),
+        scopes=frozenset(claims.scopes),
+    )

@@ -1,7 +1,9 @@
 """gRPC helpers: a server with health, reflection and Switchboard's interceptor, and client channels.
 
-The server interceptor, for every RPC but health and reflection:
+The server interceptor, for every RPC but health and reflection, of every kind:
 - authenticates the caller's bearer token and makes its Principal current (``principal()``);
+- authorises the call by the role table (switchboard.core.roles): a method without a rule, or a
+  caller the rule does not admit, is refused with PERMISSION_DENIED before the servicer runs;
 - continues the caller's trace from the ``traceparent`` metadata in a SERVER span;
 - turns domain errors into status codes (InvalidArgument -> INVALID_ARGUMENT naming the field, ...).
 """
@@ -21,7 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from switchboard.core import auth, metrics, telemetry
+from switchboard.core import auth, metrics, roles, telemetry
 from switchboard.core.errors import (
     AlreadyExists,
     DomainError,
@@ -38,8 +40,9 @@ from switchboard.core.health import Readiness
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
 
-_principal: contextvars.ContextVar[auth.Principal | None] = contextvars.ContextVar(
-    "switchboard_principal", default=None
+# The authenticated caller of the current RPC and the rule that admitted it.
+_caller: contextvars.ContextVar[tuple[auth.Principal, roles.Rule] | None] = contextvars.ContextVar(
+    "switchboard_caller", default=None
 )
 
 STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
@@ -56,11 +59,43 @@ STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
+def _current() -> tuple[auth.Principal, roles.Rule]:
+    caller = _caller.get()
+    if caller is None:
+        raise Unauthenticated("no authenticated caller")
+    return caller
+
+
 def principal() -> auth.Principal:
     """The authenticated caller of the current RPC."""
-    p = _principal.get()
-    if p is None:
-        raise Unauthenticated("no authenticated caller")
+    return _current()[0]
+
+
+def acting_for(agent_id: str) -> auth.Principal:
+    """Check that the caller may make the current RPC for agent `agent_id`: an `own` role of its
+    rule acts only for itself, the others for any agent. Returns the caller."""
+    p, rule = _current()
+    if not agent_id:
+        raise InvalidArgument("agent_id")
+    if not rule.may_act_for(p, agent_id):
+        raise PermissionDenied(f"{p.subject!r} may not act for agent {agent_id!r}")
+    return p
+
+
+def for_anyone() -> auth.Principal:
+    """Check that the caller may make the current RPC without naming itself as the agent."""
+    p, rule = _current()
+    if not rule.for_anyone(p):
+        raise PermissionDenied(f"{p.subject!r} may make this call only for itself: set agent_id")
+    return p
+
+
+def require_rule(name: str) -> auth.Principal:
+    """Check the caller against the table's rule `name` (``<method>:<sub-action>``)."""
+    p = principal()
+    rule = roles.rule_for(name)
+    if rule is None or not rule.admits(p):
+        raise PermissionDenied(f"{name.lstrip('/')} is not allowed to {p.subject!r}")
     return p
 
 
@@ -88,6 +123,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if not header.startswith("Bearer "):
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         return auth.verify(self._secret, header[len("Bearer ") :], self._tenants)
+
+    def _admit(self, method: str, metadata: dict[str, str]) -> tuple[auth.Principal, roles.Rule]:
+        """The caller and the rule that lets it call `method`, or PermissionDenied."""
+        p = self._authenticate(metadata)
+        rule = roles.rule_for(method)
+        if rule is None:
+            raise PermissionDenied(f"{method.lstrip('/')} has no access rule")
+        if not rule.admits(p):
+            held = ", ".join(sorted(p.roles | p.scopes))
+            raise PermissionDenied(f"{method.lstrip('/')} is not allowed to {held}")
+        return p, rule
 
     async def intercept_service(
         self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails
@@ -145,8 +191,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
-            # No service takes client streams yet: refused rather than served unauthenticated.
-            raise NotImplementedError(f"{method}: client-streaming RPCs are not intercepted")
+            inner_client_stream = handler.stream_unary
+
+            async def stream_unary(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> Any:
+                async with scope(context):
+                    return await inner_client_stream(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
 
@@ -180,7 +237,7 @@ class _RpcScope:
         self.span = span_cm.__enter__()
         self._stack.append(span_cm)
         try:
-            self._token = _principal.set(self.i._authenticate(self.metadata))
+            self._token = _caller.set(self.i._admit(self.method, self.metadata))
         except DomainError as exc:
             try:
                 await self._abort(exc)
@@ -200,7 +257,7 @@ class _RpcScope:
         finally:
             self._measure()
             if hasattr(self, "_token"):
-                _principal.reset(self._token)
+                _caller.reset(self._token)
             self._close()
 
     def _measure(self) -> None:

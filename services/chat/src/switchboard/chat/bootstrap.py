@@ -94,6 +94,7 @@ class ChatApp(Service):
             s.router_target,
             s.case_target,
             s.desk_grace_seconds,
+            surge_of=self.router.surge,
         )
         socket_server.register(
             self.sio, self.chat, s.auth_secret, s.known_tenants, self.config, self.inbox
