@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from switchboard.core import auth, roles
@@ -77,3 +79,31 @@ def test_an_own_role_acts_only_for_itself() -> None:
         "acme", "p-1", frozenset({"partner"}), frozenset({"routing:act-as-agent"})
     )
     assert rule.may_act_for(acting, "ko-2")
+
+
+def test_a_maximum_lifetime_refuses_tokens_that_live_longer_or_forever() -> None:
+    day = 24 * 3600
+    with pytest.raises(ValueError, match="at most"):
+        auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=None, max_lifetime=day)
+    with pytest.raises(ValueError, match="at most"):
+        auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=day + 1, max_lifetime=day)
+    ok = auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=day, max_lifetime=day)
+    assert auth.verify("s", ok, max_lifetime=day).subject == "p-1"
+
+    forever = auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=None)
+    assert auth.verify("s", forever).subject == "p-1"  # no maximum: still accepted
+    with pytest.raises(Unauthenticated, match="never expires"):
+        auth.verify("s", forever, max_lifetime=day)
+    long_lived = auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=30 * day)
+    with pytest.raises(Unauthenticated, match="longer"):
+        auth.verify("s", long_lived, max_lifetime=day)
+    # Older than the maximum (it was minted with a longer one): refused although not expired.
+    with pytest.raises(Unauthenticated, match="longer"):
+        auth.verify("s", long_lived, max_lifetime=day, now=time.time() + 2 * day)
+
+
+def test_the_default_lifetime_is_finite() -> None:
+    p = auth.auth_pb2.TokenClaims.FromString(
+        auth._sealer("s").open(auth.mint("s", "acme", "ko-1", ["agent"]))
+    )
+    assert p.expires_at - p.issued_at == auth.DEFAULT_TTL_SECONDS

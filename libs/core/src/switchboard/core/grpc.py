@@ -114,15 +114,26 @@ def require(request: Any, *fields: str) -> None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, secret: str, known_tenants: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        secret: str,
+        known_tenants: frozenset[str] | None = None,
+        token_max_lifetime: int | None = None,
+    ) -> None:
         self._secret = secret
         self._tenants = known_tenants
+        self._max_lifetime = token_max_lifetime
 
     def _authenticate(self, metadata: dict[str, str]) -> auth.Principal:
         header = metadata.get("authorization", "")
         if not header.startswith("Bearer "):
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
-        return auth.verify(self._secret, header[len("Bearer ") :], self._tenants)
+        return auth.verify(
+            self._secret,
+            header[len("Bearer ") :],
+            self._tenants,
+            max_lifetime=self._max_lifetime,
+        )
 
     def _admit(self, method: str, metadata: dict[str, str]) -> tuple[auth.Principal, roles.Rule]:
         """The caller and the rule that lets it call `method`, or PermissionDenied."""
@@ -290,14 +301,16 @@ async def start_server(
     known_tenants: frozenset[str] | None = None,
     bus: BusConnection | None = None,
     not_ready: dict[str, str] | None = None,
+    token_max_lifetime: int | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
     reflection. Returns the server, the bound port (port 0 picks a free one) and the service's
     Readiness: SERVING while every condition holds. With a `bus`, its connection is the
     condition "nats"; a service adds its own (`readiness.set("leader", False, why)`), and names
-    in `not_ready` those that do not hold yet when the server starts."""
+    in `not_ready` those that do not hold yet when the server starts. Tokens that never expire,
+    or live longer than `token_max_lifetime` seconds, are refused when it is set."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(secret, known_tenants)],
+        interceptors=[ServerInterceptor(secret, known_tenants, token_max_lifetime)],
         options=[("grpc.so_reuseport", 0)],
     )
     names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -340,17 +353,21 @@ async def stop_server(server: grpc.aio.Server, grace: float) -> None:
 # ---- clients ----------------------------------------------------------------------------------
 
 
+Token = str | Callable[[], str] | None
+
+
 class _CallDetails:
     """Adds the bearer token and trace context to a call, and a default deadline."""
 
-    def __init__(self, token: str | None, default_timeout: float | None) -> None:
+    def __init__(self, token: Token, default_timeout: float | None) -> None:
         self._token = token
         self._timeout = default_timeout
 
     def _details(self, details: Any) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if self._token and "authorization" not in metadata:
-            metadata.add("authorization", f"Bearer {self._token}")
+        token = self._token() if callable(self._token) else self._token
+        if token and "authorization" not in metadata:
+            metadata.add("authorization", f"Bearer {token}")
         if "traceparent" not in metadata:
             for key, value in telemetry.inject({}).items():
                 metadata.add(key, value)
@@ -381,10 +398,9 @@ class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
-def channel(
-    target: str, token: str | None = None, default_timeout: float = 10.0
-) -> grpc.aio.Channel:
-    """An insecure channel to `target` that sends `token` and trace context, with deadlines."""
+def channel(target: str, token: Token = None, default_timeout: float = 10.0) -> grpc.aio.Channel:
+    """An insecure channel to `target` that sends `token` (or what a token provider gives for
+    each call) and trace context, with deadlines."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
     return grpc.aio.insecure_channel(
         target,

@@ -30,7 +30,13 @@ class IdleServiceApp:
         s = self.settings
         self.bus = await Bus.connect(s.nats_url, source=self.name, replicas=s.nats_stream_replicas)
         self.server, self.port, _ = await sb_grpc.start_server(
-            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
+            [],
+            s.grpc_host,
+            s.grpc_port,
+            s.auth_secret,
+            s.known_tenants,
+            bus=self.bus,
+            token_max_lifetime=s.token_max_lifetime,
         )
         logger.warning(
             "%s has no channel to serve yet: it reports healthy on gRPC %s:%d and does nothing else",

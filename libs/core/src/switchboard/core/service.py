@@ -68,7 +68,13 @@ class Service:
             )
         servicers = await self._build(self.bus)
         self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_server(
-            servicers, s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
+            servicers,
+            s.grpc_host,
+            s.grpc_port,
+            s.auth_secret,
+            s.known_tenants,
+            bus=self.bus,
+            token_max_lifetime=s.token_max_lifetime,
         )
         await self._serve()
         await self.bus.start()

@@ -139,6 +139,7 @@ class RouterApp:
             s.known_tenants,
             bus=self.bus,
             not_ready={"leader": "standby: another replica leads, or none yet"},
+            token_max_lifetime=s.token_max_lifetime,
         )
         self._replica_task = asyncio.create_task(self._replica())
         with contextlib.suppress(TimeoutError):

@@ -72,11 +72,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         known_tenants: frozenset[str] | None,
         config: ChatConfig | None = None,
         inbox: Inbox | None = None,
+        token_max_lifetime: int | None = None,
     ) -> None:
         super().__init__(AGENT)
         self.chat = chat
         self.secret = secret
         self.known_tenants = known_tenants
+        self.token_max_lifetime = token_max_lifetime
         self.config = config or ChatConfig()
         self.inbox = inbox
         if inbox is not None:
@@ -91,7 +93,9 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 token = auth.get("token") if isinstance(auth, dict) else None
                 if not token or not isinstance(token, str):
                     raise InvalidArgument("token", "is required (sign in at /inbox)")
-                principal = verify_agent(self.secret, token, self.known_tenants)
+                principal = verify_agent(
+                    self.secret, token, self.known_tenants, self.token_max_lifetime
+                )
                 check_origin(environ, principal.tenant, self.config)  # connection plumbing (part 1)
             except DomainError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -301,10 +305,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 def verify_agent(
-    secret: str, token: str, known_tenants: frozenset[str] | None
+    secret: str,
+    token: str,
+    known_tenants: frozenset[str] | None,
+    max_lifetime: int | None = None,
 ) -> sb_auth.Principal:
     """Verify an agent's token; only the people who take contacts at a desk use the inbox."""
-    principal = sb_auth.verify(secret, token, known_tenants)
+    principal = sb_auth.verify(secret, token, known_tenants, max_lifetime=max_lifetime)
     if not principal.has_any(*roles.DESK):
         raise PermissionDenied("the agent inbox needs the agent, team_lead or supervisor role")
     return principal

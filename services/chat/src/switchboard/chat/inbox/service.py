@@ -108,6 +108,7 @@ class Inbox:
         desk_grace_seconds: float = 60.0,
         *,
         surge_of: SurgeOf,
+        token_max_lifetime: int | None = None,
     ) -> None:
         self.chat = chat
         self.bus = bus
@@ -118,6 +119,7 @@ class Inbox:
         self.case_target = case_target
         self.desk_grace_seconds = desk_grace_seconds
         self.surge_of = surge_of  # asked with the chat's service token, not the agent's
+        self.token_max_lifetime = token_max_lifetime
         self.desks: dict[tuple[str, str], Desk] = {}
         self.history: dict[str, DayHistory] = {}
         self._emit: RoomEmit | None = None
