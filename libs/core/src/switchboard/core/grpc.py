@@ -36,6 +36,7 @@ from switchboard.core.errors import (
     Unavailable,
 )
 from switchboard.core.health import Readiness
+from switchboard.core.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
@@ -156,66 +157,50 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         interceptor = self
 
-        def scope(context: grpc.aio.ServicerContext, stream: bool = False) -> Any:
+        def scope(context: grpc.aio.ServicerContext, stream: bool = False) -> _RpcScope:
             return _RpcScope(interceptor, method, metadata, context, stream)
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with scope(context):
-                    return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                async with scope(context, stream=True):
-                    async for item in inner_stream(request, context):
-                        yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            inner_bidi = handler.stream_stream
-
-            async def stream_stream(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                async with scope(context, stream=True):
-                    async for item in inner_bidi(requests, context):
-                        yield item
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            inner_client_stream = handler.stream_unary
-
-            async def stream_unary(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-            ) -> Any:
-                async with scope(context):
-                    return await inner_client_stream(requests, context)
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        # Every kind of RPC, by whether its response is a stream.
+        for kind, make, streamed in _KINDS:
+            inner = getattr(handler, kind)
+            if inner:
+                wrapped = _streaming(inner, scope) if streamed else _answering(inner, scope)
+                return make(  # type: ignore[no-any-return]
+                    wrapped,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+)
+Scope = Callable[..., "_RpcScope"]
+
+
+def _answering(inner: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    """`inner` (one response) inside the RPC's scope; its request may be a stream."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with scope(context):
+            return await inner(request, context)
+
+    return call
+
+
+def _streaming(inner: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    """`inner` (a stream of responses) inside the RPC's scope, for as long as it streams."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with scope(context, stream=True):
+            async for item in inner(request, context):
+                yield item
+
+    return call
 
 
 class _RpcScope:
@@ -337,6 +322,25 @@ async def start_server(
 
         bus.watch(nats_changed)
     return server, bound, readiness
+
+
+async def start_service_server(
+    settings: ServiceSettings,
+    servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
+    bus: BusConnection | None = None,
+    not_ready: dict[str, str] | None = None,
+) -> tuple[grpc.aio.Server, int, Readiness]:
+    """`start_server` where a service's settings say: address, secret, tenants, token lifetime."""
+    return await start_server(
+        servicers,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.auth_secret,
+        settings.known_tenants,
+        bus=bus,
+        not_ready=not_ready,
+        token_max_lifetime=settings.token_max_lifetime,
+    )
 
 
 async def stop_server(server: grpc.aio.Server, grace: float) -> None:

@@ -120,7 +120,8 @@ class RouterApp:
         # collector's generations, it is never traversed again by a collection on the offer
         # path; nor is what later reaches the oldest generation (frozen at each snapshot).
         collect_young_only()
-        self.server, self.port, self.readiness = await sb_grpc.start_server(
+        self.server, self.port, self.readiness = await sb_grpc.start_service_server(
+            s,
             [
                 (
                     router_pb2_grpc.add_RouterServiceServicer_to_server,
@@ -133,13 +134,8 @@ class RouterApp:
                     ADMIN,
                 ),
             ],
-            s.grpc_host,
-            s.grpc_port,
-            s.auth_secret,
-            s.known_tenants,
             bus=self.bus,
             not_ready={"leader": "standby: another replica leads, or none yet"},
-            token_max_lifetime=s.token_max_lifetime,
         )
         self._replica_task = asyncio.create_task(self._replica())
         with contextlib.suppress(TimeoutError):
