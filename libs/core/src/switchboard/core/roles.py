@@ -70,8 +70,10 @@ def _rule(*roles: str, own: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) 
 
 # People who take contacts at a desk: each may act for itself only, unless its rule says more.
 DESK = (AGENT, TEAM_LEAD, SUPERVISOR)
-EVERY_STAFF = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE)
-LEADS = (TEAM_LEAD, SUPERVISOR, ADMIN, SERVICE)
+# Everyone but partners, whose scopes say what they may do.
+STAFF = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE)
+# Who manages other agents' work: assigns, transfers, changes presence.
+MANAGING = (TEAM_LEAD, SUPERVISOR, ADMIN, SERVICE)
 
 _CASE = "/switchboard.v1.CaseService/"
 _ROUTER = "/switchboard.v1.RouterService/"
@@ -80,22 +82,22 @@ _EMAIL = "/switchboard.v1.EmailService/"
 
 RULES: dict[str, Rule] = {
     # ---- cases and customers
-    _CASE + "GetCase": _rule(*EVERY_STAFF, scopes=("cases:read",)),
-    _CASE + "ListCases": _rule(*EVERY_STAFF, scopes=("cases:read",)),
-    _CASE + "GetCustomerHistory": _rule(*EVERY_STAFF, scopes=("cases:read",)),
-    _CASE + "CreateCase": _rule(AGENT, *LEADS, scopes=("cases:write",)),
-    _CASE + "UpdateCaseStatus": _rule(AGENT, *LEADS, scopes=("cases:write",)),
-    _CASE + "SetCasePriority": _rule(AGENT, *LEADS, scopes=("cases:write",)),
-    _CASE + "AddNote": _rule(*EVERY_STAFF, scopes=("cases:write",)),
-    # An agent takes a case for itself; leads assign to anyone.
-    _CASE + "AssignCase": _rule(*LEADS, own=(AGENT,), scopes=("cases:write",)),
+    _CASE + "GetCase": _rule(*STAFF, scopes=("cases:read",)),
+    _CASE + "ListCases": _rule(*STAFF, scopes=("cases:read",)),
+    _CASE + "GetCustomerHistory": _rule(*STAFF, scopes=("cases:read",)),
+    _CASE + "CreateCase": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    _CASE + "UpdateCaseStatus": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    _CASE + "SetCasePriority": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    _CASE + "AddNote": _rule(*STAFF, scopes=("cases:write",)),
+    # An agent takes a case for itself; those managing assign to anyone.
+    _CASE + "AssignCase": _rule(*MANAGING, own=(AGENT,), scopes=("cases:write",)),
     _CASE + "MergeCustomers": _rule(SUPERVISOR, ADMIN, scopes=("customers:write",)),
     _CASE + "SplitCustomer": _rule(SUPERVISOR, ADMIN, scopes=("customers:write",)),
     _CASE + "GetAuditTrail": _rule(SUPERVISOR, QA, ADMIN, scopes=("audit:read",)),
     # ---- knowledge base
-    _CASE + "SearchKnowledge": _rule(*EVERY_STAFF, scopes=("kb:read",)),
-    _CASE + "SuggestArticles": _rule(*EVERY_STAFF, scopes=("kb:read",)),
-    _CASE + "GetArticle": _rule(*EVERY_STAFF, scopes=("kb:read",)),
+    _CASE + "SearchKnowledge": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "SuggestArticles": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "GetArticle": _rule(*STAFF, scopes=("kb:read",)),
     _CASE + "VoteArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, scopes=("kb:write",)),
     _CASE + "CreateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
     _CASE + "UpdateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
@@ -109,27 +111,27 @@ RULES: dict[str, Rule] = {
     _CASE + "ListQaSamples": _rule(QA, SUPERVISOR, ADMIN),
     # ---- an agent's own work: only the agent itself, the services that carry its calls
     # (voice gateway), and partners granted routing:act-as-agent; leads manage presence.
-    _ROUTER + "SignIn": _rule(*LEADS, own=DESK, scopes=("routing:act-as-agent",)),
-    _ROUTER + "SignOut": _rule(*LEADS, own=DESK, scopes=("routing:act-as-agent",)),
-    _ROUTER + "SetPresence": _rule(*LEADS, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "SignIn": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "SignOut": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "SetPresence": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
     _ROUTER + "StreamOffers": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
     _ROUTER + "AgentSession": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
     _ROUTER + "AcceptOffer": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
     _ROUTER + "DeclineOffer": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
-    _ROUTER + "WrapUp": _rule(*LEADS, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "WrapUp": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
     _ROUTER + "SetHold": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
-    # Without an agent id a transfer moves any contact: leads only (see the servicer).
-    _ROUTER + "TransferContact": _rule(*LEADS, own=DESK, scopes=("routing:act-as-agent",)),
+    # Without an agent id a transfer moves any contact: managing roles only (see the servicer).
+    _ROUTER + "TransferContact": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
     # ---- what the floor looks like
-    _ROUTER + "ListAgents": _rule(*EVERY_STAFF, scopes=("routing:read",)),
+    _ROUTER + "ListAgents": _rule(*STAFF, scopes=("routing:read",)),
     _ROUTER + "GetQueueStats": _rule(
         TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)
     ),
     _ROUTER + "WatchQueueStats": _rule(
         TEAM_LEAD, SUPERVISOR, ADMIN, SERVICE, scopes=("reports:read",)
     ),
-    _ROUTER + "ExplainDecision": _rule(*LEADS, QA, scopes=("routing:read",)),
-    _ROUTER + "GetContactPosition": _rule(*LEADS, scopes=("routing:read",)),
+    _ROUTER + "ExplainDecision": _rule(*MANAGING, QA, scopes=("routing:read",)),
+    _ROUTER + "GetContactPosition": _rule(*MANAGING, scopes=("routing:read",)),
     # ---- configuration and operations
     _ROUTER_ADMIN + "GetConfig": _rule(ADMIN),
     _ROUTER_ADMIN + "ApplyConfig": _rule(ADMIN),
