@@ -82,7 +82,7 @@ async def test_a_case_service_killed_with_a_fetched_but_unacked_contact_created_
     second = case_process(nats_url, url, tmp_path / "case-2.log", **case_env())
     await second.start()
 
-    token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+    token = auth.mint(SECRET, "acme", "partner-1", ["partner"], scopes=["cases:read"])
     async with sb_grpc.channel(second.target, token) as ch:
         stub = case_pb2_grpc.CaseServiceStub(ch)
         case: case_pb2.Case | None = None

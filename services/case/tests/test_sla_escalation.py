@@ -215,7 +215,12 @@ async def test_escalate_pause_resume_breach(
         await inbox.holds(3)
         assert inbox.mails[-1][0] == ["manager@acme.example"]
 
-        trail = await stub.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
+        # Audit trails are for supervisors, QA and admins, not the agent.
+        supervisor = auth.mint(SECRET, "acme", "sup-1", ["supervisor"])
+        async with sb_grpc.channel(f"127.0.0.1:{service.port}", supervisor) as sup_ch:
+            trail = await case_pb2_grpc.CaseServiceStub(sup_ch).GetAuditTrail(
+                case_pb2.GetAuditTrailRequest(case_id=case.case_id)
+            )
         assert trail.intact
         steps = [
             (e.action, json.loads(e.data_json))

@@ -294,7 +294,7 @@ async def test_login_checks_the_password_and_bad_tokens_are_refused_with_a_reaso
     reason = await refused(inbox.url, {"token": forged})
     assert "signature" in reason or "token" in reason
     partner = auth.mint(SECRET, "demo", "p-1", ["partner"])
-    assert "agent or supervisor role" in await refused(inbox.url, {"token": partner})
+    assert "team_lead or supervisor role" in await refused(inbox.url, {"token": partner})
     other_secret = auth.mint("another-secret", "demo", "ko-1", ["agent"])
     assert await refused(inbox.url, {"token": other_secret})
 

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from switchboard.core.settings import DEV_AUTH_SECRET
+from switchboard.core.settings import DEFAULT_MAX_LIFETIME_SECONDS, DEV_AUTH_SECRET
 
 RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
 
@@ -114,3 +114,12 @@ def auth_secret(directory: Path, create: bool = False) -> str:
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value
+
+
+def token_max_lifetime() -> int | None:
+    """The longest a token the services accept may live (SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS,
+    as they read it; 0: no limit)."""
+    value = int(
+        os.environ.get("SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS", DEFAULT_MAX_LIFETIME_SECONDS)
+    )
+    return value or None

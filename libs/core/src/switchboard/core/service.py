@@ -73,14 +73,8 @@ class Service:
                 s.nats_url, source=self.name, replicas=s.nats_stream_replicas
             )
         servicers = await self._build(self.bus)
-        self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_server(
-            servicers,
-            s.grpc_host,
-            s.grpc_port,
-            s.auth_secret,
-            s.known_tenants,
-            bus=self.bus,
-            not_ready=dict(self.not_ready),
+        self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_service_server(
+            s, servicers, bus=self.bus, not_ready=dict(self.not_ready)
         )
         await self._serve()
         await self.bus.start()

@@ -95,9 +95,17 @@ class ChatApp(Service):
             s.router_target,
             s.case_target,
             s.desk_grace_seconds,
+            surge_of=self.router.surge,
+            token_max_lifetime=s.token_max_lifetime,
         )
         socket_server.register(
-            self.sio, self.chat, s.auth_secret, s.known_tenants, self.config, self.inbox
+            self.sio,
+            self.chat,
+            s.auth_secret,
+            s.known_tenants,
+            self.config,
+            self.inbox,
+            s.token_max_lifetime,
         )
         api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config)
         nats_consumer.subscribe(bus, self.chat, s.consumer_name)

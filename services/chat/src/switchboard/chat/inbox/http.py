@@ -134,7 +134,12 @@ class InboxHttp:
         auth = _headers(scope).get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise Unauthenticated("authorization: a Bearer inbox token is required")
-        principal = sb_auth.verify(self.inbox.secret, auth[7:].strip(), self.inbox.known_tenants)
+        principal = sb_auth.verify(
+            self.inbox.secret,
+            auth[7:].strip(),
+            self.inbox.known_tenants,
+            max_lifetime=self.inbox.token_max_lifetime,
+        )
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = (query.get("contact_id") or [""])[0]
         index = (query.get("index") or [""])[0]

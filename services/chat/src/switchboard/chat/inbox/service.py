@@ -25,10 +25,10 @@ from switchboard.chat.domain.model import check_text
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import Backends
-from switchboard.chat.inbox.desk import Desk, DeskContact, _now_ms
+from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.core import auth as sb_auth
-from switchboard.core import stores
+from switchboard.core import roles, stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
@@ -49,6 +49,8 @@ HISTORY_POINTS = 24 * 3600 // 10
 KB_LIMIT = 8
 REPORT_SECONDS = 60.0
 # Sign-in throttling per tenant and agent id: after this many wrong passwords, a pause.
+# The wallboard streams this RPC with the signed-in user's token: its rule says who may open it.
+WATCH_QUEUE_STATS = "/switchboard.v1.RouterService/WatchQueueStats"
 
 RoomEmit = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]  # tenant, agent, event, data
 
@@ -101,6 +103,9 @@ class Inbox:
         router_target: str,
         case_target: str,
         desk_grace_seconds: float = 60.0,
+        *,
+        surge_of: SurgeOf,
+        token_max_lifetime: int | None = None,
     ) -> None:
         self.chat = chat
         self.bus = bus
@@ -110,6 +115,8 @@ class Inbox:
         self.router_target = router_target
         self.case_target = case_target
         self.desk_grace_seconds = desk_grace_seconds
+        self.surge_of = surge_of  # asked with the chat's service token, not the agent's
+        self.token_max_lifetime = token_max_lifetime
         self.desks: dict[tuple[str, str], Desk] = {}
         self.history: dict[str, DayHistory] = {}
         self._emit: RoomEmit | None = None
@@ -177,7 +184,7 @@ class Inbox:
                 if self._emit is not None:
                     await self._emit(profile.tenant, profile.agent_id, event, data)
 
-            desk = self.desks[key] = Desk(profile, self._backends(token), emit)
+            desk = self.desks[key] = Desk(profile, self._backends(token), emit, self.surge_of)
         desk.attach(sid)
         try:
             await desk.start()
@@ -445,7 +452,7 @@ class Inbox:
         send: Callable[[str, dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
         """Stream live statistics to one supervisor socket until it disconnects."""
-        if not principal.has_any("supervisor", "admin"):
+        if not roles.RULES[WATCH_QUEUE_STATS].admits(principal):
             raise PermissionDenied("the wallboard needs the supervisor role")
         if sid not in self._watchers:
             self._watchers[sid] = asyncio.create_task(
