@@ -3,8 +3,12 @@ Socket.IO and SQL (SQLite, and PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is 
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -14,9 +18,31 @@ from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
+from switchboard.testing.contacts import contact_created
 from switchboard.testing.secured_nats import SecuredNats
+from switchboard.v1 import contact_pb2, events_pb2
 
 SECRET = "e2e-secret"
+
+
+def korean_email(
+    tenant: str, email: str, name: str, subject: str, text: str, thread: str
+) -> events_pb2.ContactCreated:
+    """A Korean billing email, as the email channel publishes it (a new contact id each time)."""
+    return contact_created(
+        uuid.uuid4().hex,
+        tenant=tenant,
+        channel=contact_pb2.CHANNEL_EMAIL,
+        email=email,
+        name=name,
+        language="ko",
+        skills=["billing"],
+        subject=subject,
+        text=text,
+        conversation_id=thread,
+        at=datetime.now(UTC),
+        source="email-ingest",
+    )
 
 
 @dataclass
@@ -26,6 +52,8 @@ class Platform:
     router: RouterApp
     chat: ChatApp
     secret: str = SECRET
+    # The settings every app was given, and the router's own (for a restarted router).
+    common: dict[str, Any] = field(default_factory=dict)
 
     @property
     def router_target(self) -> str:
@@ -39,6 +67,73 @@ class Platform:
     def chat_url(self) -> str:
         return f"http://127.0.0.1:{self.chat.http_port}"
 
+    async def restart_router(self) -> None:
+        """Stop the router and start another on the same port (state from the journal)."""
+        port = self.router.port
+        await self.router.stop()
+        self.router = RouterApp(RouterSettings(**self.common, ROUTER_GRPC_PORT=port))
+        await self.router.start()
+
+    def chat_replica(self, case_target: str = "") -> ChatApp:
+        """Another chat process on the same platform (not started)."""
+        return ChatApp(
+            ChatSettings(
+                NATS_URL=self.nats_url,
+                SWITCHBOARD_AUTH_SECRET=self.secret,
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_ADDR=self.router_target,
+                CHAT_CASE_ADDR=case_target or self.case_target,
+                CHAT_CONSUMER="chat-replica",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    nats_url: str,
+    database_url: str,
+    secret: str = SECRET,
+    nats_users: SecuredNats | None = None,
+    **router_settings: Any,
+) -> AsyncIterator[Platform]:
+    """Case, router (with `router_settings`) and chat (wired to both) as real apps on one NATS
+    server, stopped in reverse order (the router the platform has then: it may have been
+    restarted). With `nats_users`, each app connects as its own user of that server."""
+    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": secret}
+
+    def env(user: str) -> dict[str, Any]:
+        return {**common, **(nats_users.env(user) if nats_users else {})}
+
+    case = CaseApp(CaseSettings(**env("case"), CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
+    router = RouterApp(RouterSettings(**env("router"), **router_settings, ROUTER_GRPC_PORT=0))
+    started: list[Any] = []
+    platform: Platform | None = None
+    try:
+        for app in (case, router):
+            await app.start()
+            started.append(app)
+        chat = ChatApp(
+            ChatSettings(
+                **env("chat"),
+                CHAT_GRPC_PORT=0,
+                CHAT_HTTP_PORT=0,
+                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
+                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
+                SHUTDOWN_GRACE_SECONDS=1.0,
+            )
+        )
+        await chat.start()
+        started.append(chat)
+        platform = Platform(
+            nats_url, case, router, chat, secret, {**env("router"), **router_settings}
+        )
+        yield platform
+    finally:
+        for app in reversed(started):
+            await (platform.router if app is router and platform else app).stop()
+
 
 @pytest.fixture
 def nats_access(request: pytest.FixtureRequest) -> str:
@@ -51,22 +146,10 @@ def nats_access(request: pytest.FixtureRequest) -> str:
 async def platform(
     nats_access: str, database_url: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Platform]:
-    def env(user: str) -> dict[str, str]:
-        if nats_access == "authorised":
-            secured: SecuredNats = request.getfixturevalue("secured_nats")
-            return {**secured.env(user), "SWITCHBOARD_AUTH_SECRET": SECRET}
-        return {"NATS_URL": request.getfixturevalue("nats_url"), "SWITCHBOARD_AUTH_SECRET": SECRET}
-
-    nats_url = env("chat")["NATS_URL"]
-    case = CaseApp(CaseSettings(**env("case"), CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**env("router"), ROUTER_GRPC_PORT=0))
-    chat = ChatApp(ChatSettings(**env("chat"), CHAT_GRPC_PORT=0, CHAT_HTTP_PORT=0))
-    started = []
-    try:
-        for app in (case, router, chat):
-            await app.start()
-            started.append(app)
-        yield Platform(nats_url, case, router, chat)
-    finally:
-        for app in reversed(started):
-            await app.stop()
+    if nats_access == "authorised":
+        secured: SecuredNats = request.getfixturevalue("secured_nats")
+        async with running_platform(secured.url, database_url, nats_users=secured) as made:
+            yield made
+    else:
+        async with running_platform(request.getfixturevalue("nats_url"), database_url) as made:
+            yield made

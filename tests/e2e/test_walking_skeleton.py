@@ -67,7 +67,7 @@ class Customer:
 
 
 async def case_for(p: Platform, tenant: str, contact_id: str) -> case_pb2.Case | None:
-    token = auth.mint(SECRET, tenant, "inbox", ["partner"])
+    token = auth.mint(SECRET, tenant, "inbox", ["partner"], scopes=["cases:read"])
     async with sb_grpc.channel(p.case_target, token) as ch:
         stub = case_pb2_grpc.CaseServiceStub(ch)
         listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
@@ -265,7 +265,7 @@ async def test_the_same_event_delivered_twice_gives_one_case(platform: Platform)
         assert sorted(c.contact_id for c in case.contacts) == ["after-dup", "dup-1"]
         [dup] = [c for c in case.contacts if c.contact_id == "dup-1"]
         assert [m.parts[0].text for m in dup.messages] == ["hello twice"]
-        token = auth.mint(SECRET, "acme", "inbox", ["partner"])
+        token = auth.mint(SECRET, "acme", "inbox", ["partner"], scopes=["cases:read"])
         async with sb_grpc.channel(platform.case_target, token) as ch:
             listed = await case_pb2_grpc.CaseServiceStub(ch).ListCases(case_pb2.ListCasesRequest())
         assert len(listed.cases) == 1

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from switchboard.core import auth
+from switchboard.core import auth, roles
 from switchboard.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 
@@ -53,9 +55,55 @@ def test_bad_tenant_and_role_are_refused_when_minting() -> None:
         auth.mint("s", "acme", "x", ["root"])
 
 
-def test_agents_act_only_for_themselves() -> None:
+def test_partner_scopes_travel_in_the_token() -> None:
+    token = auth.mint("s3cret", "acme", "p-1", ["partner"], scopes=["cases:read", "kb:read"])
+    p = auth.verify("s3cret", token)
+    assert p.scopes == frozenset({"cases:read", "kb:read"})
+    # A token without scopes (every token minted before they existed) simply has none.
+    assert auth.verify("s3cret", auth.mint("s3cret", "acme", "p-1", ["partner"])).scopes == set()
+    with pytest.raises(ValueError, match="unknown scopes"):
+        auth.mint("s", "acme", "p-1", ["partner"], scopes=["cases:everything"])
+    with pytest.raises(ValueError, match="partner"):
+        auth.mint("s", "acme", "ko-1", ["agent"], scopes=["cases:read"])
+
+
+def test_an_own_role_acts_only_for_itself() -> None:
+    rule = roles.RULES["/switchboard.v1.RouterService/AcceptOffer"]
     agent = auth.Principal("acme", "ko-1", frozenset({"agent"}))
-    agent.require_agent_or_manager("ko-1")
-    with pytest.raises(PermissionDenied):
-        agent.require_agent_or_manager("ko-2")
-    auth.Principal("acme", "lead", frozenset({"supervisor"})).require_agent_or_manager("ko-2")
+    assert rule.may_act_for(agent, "ko-1")
+    assert not rule.may_act_for(agent, "ko-2")
+    assert rule.may_act_for(auth.Principal("acme", "gw", frozenset({"service"})), "ko-2")
+    partner = auth.Principal("acme", "p-1", frozenset({"partner"}), frozenset({"cases:read"}))
+    assert not rule.admits(partner)
+    acting = auth.Principal(
+        "acme", "p-1", frozenset({"partner"}), frozenset({"routing:act-as-agent"})
+    )
+    assert rule.may_act_for(acting, "ko-2")
+
+
+def test_a_maximum_lifetime_refuses_tokens_that_live_longer_or_forever() -> None:
+    day = 24 * 3600
+    with pytest.raises(ValueError, match="at most"):
+        auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=None, max_lifetime=day)
+    with pytest.raises(ValueError, match="at most"):
+        auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=day + 1, max_lifetime=day)
+    ok = auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=day, max_lifetime=day)
+    assert auth.verify("s", ok, max_lifetime=day).subject == "p-1"
+
+    forever = auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=None)
+    assert auth.verify("s", forever).subject == "p-1"  # no maximum: still accepted
+    with pytest.raises(Unauthenticated, match="never expires"):
+        auth.verify("s", forever, max_lifetime=day)
+    long_lived = auth.mint("s", "acme", "p-1", ["partner"], ttl_seconds=30 * day)
+    with pytest.raises(Unauthenticated, match="longer"):
+        auth.verify("s", long_lived, max_lifetime=day)
+    # Older than the maximum (it was minted with a longer one): refused although not expired.
+    with pytest.raises(Unauthenticated, match="longer"):
+        auth.verify("s", long_lived, max_lifetime=day, now=time.time() + 2 * day)
+
+
+def test_the_default_lifetime_is_finite() -> None:
+    p = auth.auth_pb2.TokenClaims.FromString(
+        auth._sealer("s").open(auth.mint("s", "acme", "ko-1", ["agent"]))
+    )
+    assert p.expires_at - p.issued_at == auth.DEFAULT_TTL_SECONDS

@@ -1,11 +1,17 @@
-"""A stopped service's process ends, whatever threads its libraries left behind."""
+"""A stopped service's process ends, whatever threads its libraries left behind; a production
+deployment with the public development secret does not start."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+from switchboard.core.settings import DEV_AUTH_SECRET
 
 SERVICE = textwrap.dedent(
     """
@@ -48,3 +54,58 @@ def test_a_stopped_service_exits_although_a_library_thread_is_left_running() -> 
     assert code == 0
     assert "leaky stopped" in err
     assert "leaky exits with threads still running: leaked-driver" in err
+
+
+MAIN = textwrap.dedent(
+    """
+    from switchboard.core import runtime
+    from switchboard.core.settings import ServiceSettings
+
+    class Service:
+        async def start(self):
+            print("started", flush=True)
+
+        async def stop(self):
+            pass
+
+    runtime.main("svc", ServiceSettings(), lambda settings: Service())
+    """
+)
+
+
+def start_main(**env: str) -> subprocess.Popen[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    return subprocess.Popen(
+        [sys.executable, "-c", MAIN],
+        env={**base, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_production_refuses_to_start_with_the_development_secret() -> None:
+    proc = start_main()  # no secret, no mode: production with the public development secret
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "svc refuses to start: SWITCHBOARD_AUTH_SECRET is unset" in err
+    proc = start_main(SWITCHBOARD_AUTH_SECRET=DEV_AUTH_SECRET)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"SWITCHBOARD_MODE": "development"}, {"SWITCHBOARD_AUTH_SECRET": "a-secret-of-our-own"}],
+)
+def test_development_mode_or_a_secret_of_its_own_starts(env: dict[str, str]) -> None:
+    proc = start_main(**env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

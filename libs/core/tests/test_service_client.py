@@ -3,18 +3,20 @@ and failures turned into domain errors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 
-from switchboard.core import errors
+from switchboard.core import auth, errors
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.service_client import ServiceClient, call, domain_error
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 SECRET = "test-secret-of-at-least-32-characters!"
+MAX_LIFETIME = 3600
 
 
 class EchoRouter(router_pb2_grpc.RouterServiceServicer):
@@ -44,6 +46,7 @@ async def router() -> AsyncIterator[str]:
         "127.0.0.1",
         0,
         SECRET,
+        token_max_lifetime=MAX_LIFETIME,
     )
     yield f"127.0.0.1:{port}"
     await sb_grpc.stop_server(server, 0)
@@ -108,3 +111,28 @@ def test_domain_error_of_each_status(
         assert "SetHold" in str(err)  # the backend's reason is not the caller's to show
     else:
         assert str(err) == "the backend's reason"
+
+
+async def test_service_tokens_expire_and_are_minted_again(router: str) -> None:
+    client = ServiceClient(router, SECRET, "chat", router_pb2_grpc.RouterServiceStub, ttl_seconds=1)
+    stub = client.stub("acme")
+    await stub.ListAgents(router_pb2.ListAgentsRequest())
+    await asyncio.sleep(1.2)  # the first token has expired: the channel sends a new one
+    assert (await stub.ListAgents(router_pb2.ListAgentsRequest())).agents[0].agent_id == "chat"
+    await client.close()
+
+
+async def test_a_server_with_a_maximum_lifetime_refuses_longer_lived_tokens(router: str) -> None:
+    for token in (
+        auth.mint(SECRET, "acme", "p-1", ["admin"], ttl_seconds=None),  # never expires
+        auth.mint(SECRET, "acme", "p-1", ["admin"], ttl_seconds=MAX_LIFETIME + 60),
+    ):
+        async with sb_grpc.channel(router, token) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await router_pb2_grpc.RouterServiceStub(ch).ListAgents(
+                    router_pb2.ListAgentsRequest()
+                )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    within = auth.mint(SECRET, "acme", "p-1", ["admin"], ttl_seconds=MAX_LIFETIME)
+    async with sb_grpc.channel(router, within) as ch:
+        await router_pb2_grpc.RouterServiceStub(ch).ListAgents(router_pb2.ListAgentsRequest())

@@ -79,6 +79,10 @@ def test_access_tokens_minted_before_the_shared_format_still_verify() -> None:
         "partner-1",
         frozenset({"partner"}),
     )
-    assert auth.mint(SECRET, "acme", "partner-1", ["partner"]) == f"sb1.{body}.{b64url_encode(mac)}"
+    assert principal.scopes == frozenset()  # a token from before scopes grants none
+    # New tokens carry more claims (expiry, issue time, scopes) but are sealed the same way.
+    prefix, minted_body, minted_mac = auth.mint(SECRET, "acme", "partner-1", ["partner"]).split(".")
+    expected = hmac.new(SECRET.encode(), f"sb1.{minted_body}".encode(), hashlib.sha256).digest()
+    assert (prefix, minted_mac) == ("sb1", b64url_encode(expected))
     with pytest.raises(Unauthenticated, match="signature does not match"):
         auth.verify("another-secret", f"sb1.{body}.{b64url_encode(mac)}")

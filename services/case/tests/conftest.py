@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import database
-from switchboard.case.migrate import migrate
+from switchboard.case.migrate import migrated
 from switchboard.core.embedded_nats import free_port
 from switchboard.testing.processes import ServiceProcess
 
@@ -20,12 +19,8 @@ CaseProcess = Callable[..., ServiceProcess]
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await migrate(database_url)
-    engine = database.create_engine(database_url)
-    try:
-        yield database.sessionmaker(engine)
-    finally:
-        await engine.dispose()
+    async with migrated(database_url) as made:
+        yield made
 
 
 @pytest.fixture

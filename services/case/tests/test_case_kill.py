@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 from switchboard.core import auth, deadletter, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.testing.contacts import contact_created
 from switchboard.testing.processes import ServiceProcess
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
@@ -55,20 +56,8 @@ async def test_a_case_service_killed_with_a_fetched_but_unacked_contact_created_
     # ContactCreated fetched and not acked; then kill it right there.
     lock = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
     await asyncio.to_thread(lock.execute, "BEGIN IMMEDIATE")
-    contact = events_pb2.ContactCreated(
-        meta=meta(),
-        contact=contact_pb2.Contact(
-            contact_id="c-1",
-            tenant="acme",
-            channel=CHAT,
-            identities=[
-                contact_pb2.CustomerIdentity(
-                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value="ana@example.com"
-                )
-            ],
-            customer_name="Ana",
-            content=[contact_pb2.ContentPart(content_type="text/plain", text="My invoice")],
-        ),
+    contact = contact_created(
+        "c-1", email="ana@example.com", name="Ana", text="My invoice", meta=meta()
     )
     await bus.publish(contact)
     for _ in range(200):
@@ -93,7 +82,7 @@ async def test_a_case_service_killed_with_a_fetched_but_unacked_contact_created_
     second = case_process(nats_url, url, tmp_path / "case-2.log", **case_env())
     await second.start()
 
-    token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+    token = auth.mint(SECRET, "acme", "partner-1", ["partner"], scopes=["cases:read"])
     async with sb_grpc.channel(second.target, token) as ch:
         stub = case_pb2_grpc.CaseServiceStub(ch)
         case: case_pb2.Case | None = None

@@ -52,6 +52,14 @@ async def stub(app: CaseApp) -> AsyncIterator[case_pb2_grpc.CaseServiceStub]:
         yield case_pb2_grpc.CaseServiceStub(ch)
 
 
+@pytest.fixture
+async def auditor(app: CaseApp) -> AsyncIterator[case_pb2_grpc.CaseServiceStub]:
+    """A QA evaluator's stub: audit trails are not an agent's to read."""
+    token = auth.mint(SECRET, "acme", "qa-1", ["qa"])
+    async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
+        yield case_pb2_grpc.CaseServiceStub(ch)
+
+
 def contact_created(
     contact_id: str,
     channel: int,
@@ -75,7 +83,10 @@ def contact_created(
 
 
 async def test_one_customer_across_chat_email_and_voice(
-    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+    app: CaseApp,
+    bus: Bus,
+    stub: case_pb2_grpc.CaseServiceStub,
+    auditor: case_pb2_grpc.CaseServiceStub,
 ) -> None:
     """Chat (visitor id + email), then email from the same address (its signature gives a phone
     number), then a call from that number dialled nationally: one customer, one case, three
@@ -159,13 +170,15 @@ async def test_one_customer_across_chat_email_and_voice(
     assert [c.case_id for c in history.cases] == [case.case_id]
     everything = await stub.ListCases(case_pb2.ListCasesRequest())
     assert len(everything.cases) == 2  # Ana's, and the marker's
-    trail = await stub.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
+    trail = await auditor.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
     assert trail.intact
     added = [e for e in trail.entries if e.action == "contact_added"]
     assert len(added) == 3
 
 
-async def test_invalid_transition_names_it(stub: case_pb2_grpc.CaseServiceStub) -> None:
+async def test_invalid_transition_names_it(
+    stub: case_pb2_grpc.CaseServiceStub, auditor: case_pb2_grpc.CaseServiceStub
+) -> None:
     case = await stub.CreateCase(
         case_pb2.CreateCaseRequest(
             template="password-reset",
@@ -189,7 +202,7 @@ async def test_invalid_transition_names_it(stub: case_pb2_grpc.CaseServiceStub) 
         )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert err.value.details() == "cannot go from closed to in_progress"
-    trail = await stub.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
+    trail = await auditor.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
     changes = [e.data_json for e in trail.entries if e.action == "status_changed"]
     assert changes == [
         '{"from":"new","to":"resolved"}',
@@ -242,7 +255,7 @@ async def test_bad_callers_and_bad_tokens(
         assert "globex" in (err.value.details() or "")
 
     # Another served tenant sees none of acme's cases, by id or by reference.
-    other = auth.mint(SECRET, "demo", "partner-2", ["partner"])
+    other = auth.mint(SECRET, "demo", "partner-2", ["partner"], scopes=["cases:read"])
     async with sb_grpc.channel(f"127.0.0.1:{app.port}", other) as ch:
         theirs = case_pb2_grpc.CaseServiceStub(ch)
         assert not (await theirs.ListCases(case_pb2.ListCasesRequest())).cases

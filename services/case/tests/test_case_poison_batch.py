@@ -17,6 +17,7 @@ from switchboard.case.bootstrap import CaseApp, bootstrap
 from switchboard.case.settings import CaseSettings
 from switchboard.core import deadletter, events
 from switchboard.core.bus import Bus
+from switchboard.testing.contacts import contact_created
 from switchboard.v1 import contact_pb2, events_pb2
 
 CHAT = contact_pb2.CHANNEL_CHAT
@@ -27,17 +28,7 @@ def meta(tenant: str = "acme") -> Any:
 
 
 def created(cid: str, email: str, tenant: str = "acme") -> events_pb2.ContactCreated:
-    return events_pb2.ContactCreated(
-        meta=meta(tenant),
-        contact=contact_pb2.Contact(
-            contact_id=cid,
-            tenant=tenant,
-            channel=CHAT,
-            identities=[
-                contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_EMAIL, value=email)
-            ],
-        ),
-    )
+    return contact_created(cid, tenant=tenant, email=email)
 
 
 def message(mid: str, text: str, agent: str = "") -> events_pb2.MessageAdded:

@@ -41,7 +41,7 @@ async def app(nats_url: str, database_url: str) -> AsyncIterator[CaseApp]:
 
 @pytest.fixture
 async def stub(app: CaseApp) -> AsyncIterator[case_pb2_grpc.CaseServiceStub]:
-    token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+    token = auth.mint(SECRET, "acme", "partner-1", ["partner"], scopes=["cases:read"])
     async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
         yield case_pb2_grpc.CaseServiceStub(ch)
 
@@ -110,7 +110,7 @@ async def test_events_become_a_case(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "case_id" in (err.value.details() or "")
 
-    other = auth.mint(SECRET, "globex", "partner-2", ["partner"])
+    other = auth.mint(SECRET, "globex", "partner-2", ["partner"], scopes=["cases:read"])
     async with sb_grpc.channel(f"127.0.0.1:{app.port}", other) as ch:
         theirs = case_pb2_grpc.CaseServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -212,7 +212,7 @@ async def test_a_backlog_is_recorded_in_batched_transactions(
     app = bootstrap(case_settings(nats_url, database_url))
     await app.start()
     try:
-        token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+        token = auth.mint(SECRET, "acme", "partner-1", ["partner"], scopes=["cases:read"])
         async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
             stub = case_pb2_grpc.CaseServiceStub(ch)
             cases = await eventually(lambda: listed(stub, 30))
@@ -264,7 +264,7 @@ async def test_a_bad_event_in_a_batch_is_settled_alone_and_the_rest_commits(
         stats = bus_stats()["case"]
         assert stats["batched"] == 20  # every good event, in batches
         assert stats["terminated"] == 1  # the invalid one, parked
-        token = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+        token = auth.mint(SECRET, "acme", "partner-1", ["partner"], scopes=["cases:read"])
         async with sb_grpc.channel(f"127.0.0.1:{app.port}", token) as ch:
             stub = case_pb2_grpc.CaseServiceStub(ch)
             cases = await eventually(lambda: listed(stub, 10))
@@ -279,3 +279,78 @@ async def test_a_bad_event_in_a_batch_is_settled_alone_and_the_rest_commits(
             await eventually(ghost_assigned)
     finally:
         await app.stop()
+
+
+# ---- roles: what an agent may not do (switchboard.core.roles) --------------------------------
+
+
+def stub_as(app: CaseApp, subject: str, role: str) -> tuple[grpc.aio.Channel, Any]:
+    channel = sb_grpc.channel(f"127.0.0.1:{app.port}", auth.mint(SECRET, "acme", subject, [role]))
+    return channel, case_pb2_grpc.CaseServiceStub(channel)
+
+
+async def two_customers_cases(bus: Bus, stub: case_pb2_grpc.CaseServiceStub) -> list[case_pb2.Case]:
+    await bus.publish(created("r-1", "ana@example.com"))
+    await bus.publish(created("r-2", "bo@example.com"))
+    return await eventually(lambda: listed(stub, 2))
+
+
+async def test_an_agent_cannot_merge_customers(
+    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+) -> None:
+    first, second = await two_customers_cases(bus, stub)
+    merge = case_pb2.MergeCustomersRequest(
+        target_customer_id=first.customer.customer_id,
+        source_customer_id=second.customer.customer_id,
+    )
+    channel, agent = stub_as(app, "agent-7", "agent")
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await agent.MergeCustomers(merge)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert {c.customer.customer_id for c in await listed(stub, 2) or []} == {
+        first.customer.customer_id,
+        second.customer.customer_id,
+    }
+    channel, supervisor = stub_as(app, "sup-1", "supervisor")
+    async with channel:
+        merged = await supervisor.MergeCustomers(merge)
+    assert merged.customer_id == first.customer.customer_id
+
+
+async def test_an_agent_assigns_a_case_only_to_itself(
+    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+) -> None:
+    case, _ = await two_customers_cases(bus, stub)
+    channel, agent = stub_as(app, "agent-7", "agent")
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await agent.AssignCase(
+                case_pb2.AssignCaseRequest(case_id=case.case_id, agent_id="agent-8")
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        taken = await agent.AssignCase(
+            case_pb2.AssignCaseRequest(case_id=case.case_id, agent_id="agent-7")
+        )
+        assert taken.assigned_agent_id == "agent-7"
+    channel, lead = stub_as(app, "lead-1", "team_lead")
+    async with channel:
+        given = await lead.AssignCase(
+            case_pb2.AssignCaseRequest(case_id=case.case_id, agent_id="agent-8")
+        )
+    assert given.assigned_agent_id == "agent-8"
+
+
+async def test_an_agent_cannot_read_audit_trails(
+    app: CaseApp, bus: Bus, stub: case_pb2_grpc.CaseServiceStub
+) -> None:
+    case, _ = await two_customers_cases(bus, stub)
+    request = case_pb2.GetAuditTrailRequest(case_id=case.case_id)
+    channel, agent = stub_as(app, "agent-7", "agent")
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await agent.GetAuditTrail(request)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    channel, qa = stub_as(app, "qa-1", "qa")
+    async with channel:
+        assert (await qa.GetAuditTrail(request)).intact

@@ -22,26 +22,19 @@ from switchboard.case.handlers import CaseHandlers
 from switchboard.core import events
 from switchboard.core.bus import Bus
 from switchboard.core.errors import Retry
+from switchboard.testing.contacts import contact_created
 from switchboard.testing.streams import published
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
 
 def created(contact_id: str) -> events_pb2.ContactCreated:
-    contact = contact_pb2.Contact(
-        contact_id=contact_id,
-        tenant="acme",
+    return contact_created(
+        contact_id,
         channel=contact_pb2.CHANNEL_EMAIL,
-        identities=[
-            contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value=f"{contact_id}@example.com"
-            )
-        ],
+        email=f"{contact_id}@example.com",
         subject="invoice",
-    )
-    contact.created_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
-    return events_pb2.ContactCreated(
-        meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), contact=contact
+        at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
     )
 
 

@@ -27,6 +27,7 @@ from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
+from switchboard.testing.contacts import contact_created
 from switchboard.testing.fakes import FakeClock
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, case_pb2, case_pb2_grpc, contact_pb2, events_pb2
@@ -127,22 +128,14 @@ async def test_escalate_pause_resume_breach(
     token = auth.mint(SECRET, "acme", "agent-7", ["agent"])
     async with sb_grpc.channel(f"127.0.0.1:{service.port}", token) as ch:
         stub = case_pb2_grpc.CaseServiceStub(ch)
-        contact = contact_pb2.Contact(
-            contact_id="mail-1",
-            tenant="acme",
-            channel=contact_pb2.CHANNEL_EMAIL,
-            identities=[
-                contact_pb2.CustomerIdentity(
-                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value="ana@example.com"
-                )
-            ],
-            subject="Invoice wrong",
-            content=[contact_pb2.ContentPart(content_type="text/plain", text="Please fix it")],
-        )
-        contact.created_at.FromDatetime(clock.now)
         await bus.publish(
-            events_pb2.ContactCreated(
-                meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), contact=contact
+            contact_created(
+                "mail-1",
+                channel=contact_pb2.CHANNEL_EMAIL,
+                email="ana@example.com",
+                subject="Invoice wrong",
+                text="Please fix it",
+                at=clock.now,
             )
         )
 
@@ -222,7 +215,12 @@ async def test_escalate_pause_resume_breach(
         await inbox.holds(3)
         assert inbox.mails[-1][0] == ["manager@acme.example"]
 
-        trail = await stub.GetAuditTrail(case_pb2.GetAuditTrailRequest(case_id=case.case_id))
+        # Audit trails are for supervisors, QA and admins, not the agent.
+        supervisor = auth.mint(SECRET, "acme", "sup-1", ["supervisor"])
+        async with sb_grpc.channel(f"127.0.0.1:{service.port}", supervisor) as sup_ch:
+            trail = await case_pb2_grpc.CaseServiceStub(sup_ch).GetAuditTrail(
+                case_pb2.GetAuditTrailRequest(case_id=case.case_id)
+            )
         assert trail.intact
         steps = [
             (e.action, json.loads(e.data_json))
@@ -279,21 +277,13 @@ async def test_an_escalation_mail_is_sent_once_after_the_commit_when_its_transac
     inbox = smtp[0]
     assert service.sessions is not None and service.scheduler is not None
     sessions = service.sessions
-    contact = contact_pb2.Contact(
-        contact_id="mail-9",
-        tenant="acme",
-        channel=contact_pb2.CHANNEL_EMAIL,
-        identities=[
-            contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="bo@example.com"
-            )
-        ],
-        subject="Refund",
-    )
-    contact.created_at.FromDatetime(clock.now)
     await bus.publish(
-        events_pb2.ContactCreated(
-            meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), contact=contact
+        contact_created(
+            "mail-9",
+            channel=contact_pb2.CHANNEL_EMAIL,
+            email="bo@example.com",
+            subject="Refund",
+            at=clock.now,
         )
     )
 

@@ -30,6 +30,7 @@ from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.core import events
 from switchboard.core.errors import InvalidArgument
+from switchboard.testing.contacts import contact_created
 from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
@@ -131,19 +132,16 @@ async def handled_contact(
 ) -> str:
     """A contact an agent handled and ended, through the event consumer."""
     handlers = CaseHandlers(sessions, "case", clock)
-    contact = contact_pb2.Contact(
-        contact_id="mail-1",
-        tenant="acme",
-        channel=contact_pb2.CHANNEL_EMAIL,
-        identities=[
-            contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="ann@example.com"
-            )
-        ],
-        subject="Refund",
+    await handlers.on_contact_created(
+        contact_created(
+            "mail-1",
+            channel=contact_pb2.CHANNEL_EMAIL,
+            email="ann@example.com",
+            subject="Refund",
+            at=START,
+            meta=meta(),
+        )
     )
-    contact.created_at.FromDatetime(START)
-    await handlers.on_contact_created(events_pb2.ContactCreated(meta=meta(), contact=contact))
     await handlers.on_contact_assigned(
         events_pb2.ContactAssigned(meta=meta(), contact_id="mail-1", agent_id="a-1")
     )

@@ -263,8 +263,9 @@ class Connect:
         roles: tuple[str, ...] = ("agent",),
         tenant: str = TENANT,
         secret: str = SECRET,
+        ttl_seconds: int | None = auth.DEFAULT_TTL_SECONDS,
     ) -> str:
-        return auth.mint(secret, tenant, agent_id, roles)
+        return auth.mint(secret, tenant, agent_id, roles, ttl_seconds)
 
     async def agent(self, agent_id: str = "agent-1", **kwargs: Any) -> Client:
         return await self.raw("/agent", {"token": self.token(agent_id, **kwargs)})

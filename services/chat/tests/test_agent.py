@@ -104,7 +104,10 @@ async def test_agent_connect_is_refused_with_the_reason(connect: Any) -> None:
     assert (await connect.refused("/agent", {})).startswith("token")
     assert (await connect.refused("/agent", None)).startswith("token")
     partner = connect.token("partner-1", roles=("partner",))
-    assert "agent or supervisor" in await connect.refused("/agent", {"token": partner})
+    assert "team_lead or supervisor role" in await connect.refused("/agent", {"token": partner})
+    # Tokens live at most SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS (30 days unless set).
+    forever = connect.token("agent-1", ttl_seconds=None)
+    assert "never expires" in await connect.refused("/agent", {"token": forever})
 
 
 async def test_supervisor_token_connects(connect: Any) -> None:

@@ -7,9 +7,11 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import nats.errors
 import pytest
 
 from switchboard.chat.domain import visitor_token
+from switchboard.v1.events_pb2 import OutboundEmail
 
 SECRET = "chat-test-secret"
 TENANT = "demo"
@@ -184,6 +186,41 @@ async def test_rating_and_transcript_publish_their_commands(connect: Any, router
         f"contact.{TENANT}.chat.rated", events_pb2.SatisfactionRated, 1
     )
     assert (rated.contact_id, rated.score, rated.comment) == (contact_id, 5, "감사합니다")
+
+
+async def test_a_transcript_goes_only_to_the_address_given_before_the_chat(
+    connect: Any, router: Any
+) -> None:
+    """A visitor cannot have the chat's transcript mailed to anyone else (the pre-chat form's
+    address is the only one the chat knows belongs to the customer)."""
+    customer, _, first = await connect.conversation()
+    contact_id = first["contact_id"]
+    other = await customer.call(
+        "transcript", {"contact_id": contact_id, "email": "victim@example.org"}
+    )
+    assert other == {
+        "ok": False,
+        "error": "a transcript is sent only to the address given before the chat",
+    }
+    same = await customer.call(
+        "transcript", {"contact_id": contact_id, "email": "minji.kim@EXAMPLE.com"}
+    )
+    assert same["ok"], same
+
+    anonymous, _, first = await connect.conversation(email=None)
+    refused = await anonymous.call(
+        "transcript", {"contact_id": first["contact_id"], "email": "victim@example.org"}
+    )
+    assert refused == {
+        "ok": False,
+        "error": "give your email address before the chat to receive its transcript",
+    }
+
+    sub = await router.bus.js.pull_subscribe("outbound.email.send", stream="OUTBOUND")
+    [msg] = await sub.fetch(1, timeout=10)
+    assert list(OutboundEmail.FromString(msg.data).to) == ["minji.kim@example.com"]
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.fetch(1, timeout=1)
 
 
 @pytest.mark.parametrize("transport", ["websocket"])

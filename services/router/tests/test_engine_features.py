@@ -3,6 +3,8 @@ run-time configuration — the engine with a controllable clock."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
@@ -11,33 +13,9 @@ from switchboard.router.domain import engine as eng
 from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import contact_pb2
 
-CONFIG = """
-tenants:
-  acme:
-    languages: [ko, zh, en, ja]
-    skills: [billing, technical, account, complaint]
-    accept_timeout: {chat: 10s, voice: 10s}
-    autopause_after: 2
-    sticky_ttl: 30m
-    wrap_up_after: 15s
-    break_reasons: [lunch, training]
-    urgent_priority: 5
-    queues:
-      - name: general
-        service_level: {threshold: 20s, target: 0.8, window: 1h}
-        min_proficiency: 3
-        steps:
-          - {name: accept-level-2, after: 30s, min_proficiency: 2}
-          - {name: english-too, after: 60s, add_languages: [en]}
-          - {name: overflow, after: 90s, overflow_to: english}
-      - name: english
-      - name: other
-    surge:
-      - level: 3
-        raise: {waiting_over: 3, wait_longer_than: 3m}
-        clear: {idle_agents: 2, idle_for: 15m}
-        actions: [refuse_breaks, pause_callbacks, notify_supervisors]
-"""
+from .engine_contacts import contact
+
+CONFIG = (Path(__file__).parent / "fixtures" / "engine_features.yaml").read_text()
 
 
 @pytest.fixture
@@ -48,31 +26,6 @@ def clock() -> FakeClock[float]:
 @pytest.fixture
 def engine(clock: FakeClock[float]) -> eng.Engine:
     return eng.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
-
-
-def contact(
-    cid: str,
-    language: str = "ko",
-    skills: tuple[str, ...] = (),
-    queue: str = "general",
-    phone: str = "",
-    callback: bool = False,
-    priority: int = 0,
-    channel: int = contact_pb2.CHANNEL_CHAT,
-) -> contact_pb2.Contact:
-    c = contact_pb2.Contact(
-        contact_id=cid,
-        tenant="acme",
-        channel=channel,  # type: ignore[arg-type]
-        language=language,
-        skills=list(skills),
-        queue=queue,
-        callback=callback,
-        priority=priority,
-    )
-    if phone:
-        c.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value=phone)
-    return c
 
 
 def online(engine: eng.Engine, agent_id: str, languages: dict[str, int], **skills: int) -> None:

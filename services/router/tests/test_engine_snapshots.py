@@ -11,38 +11,14 @@ from typing import Any
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import ManualClock
-from switchboard.v1 import contact_pb2
+
+from .engine_contacts import contact
 
 # Written by `pickle.dumps(busy_engine(), protocol=pickle.HIGHEST_PROTOCOL)` with the engine of
 # commit 84153a9, whose records had no slots and kept each contact's parsed protobuf.
 BEFORE_SLOTS = pathlib.Path(__file__).parent / "fixtures" / "engine_snapshot_before_slots.pickle"
 
-CONFIG = """
-tenants:
-  acme:
-    languages: [ko, zh, en, ja]
-    skills: [billing, technical, account, complaint]
-    accept_timeout: {chat: 10s, voice: 10s}
-    autopause_after: 2
-    sticky_ttl: 30m
-    wrap_up_after: 15s
-    urgent_priority: 5
-    queues:
-      - name: general
-        service_level: {threshold: 20s, target: 0.8, window: 1h}
-        min_proficiency: 3
-        steps:
-          - {name: accept-level-2, after: 30s, min_proficiency: 2}
-          - {name: english-too, after: 60s, add_languages: [en]}
-          - {name: overflow, after: 90s, overflow_to: english}
-      - name: english
-      - name: other
-    surge:
-      - level: 3
-        raise: {waiting_over: 3, wait_longer_than: 3m}
-        clear: {idle_agents: 2, idle_for: 15m}
-        actions: [refuse_breaks, pause_callbacks, notify_supervisors]
-"""
+CONFIG = (pathlib.Path(__file__).parent / "fixtures" / "engine_features.yaml").read_text()
 
 # What `what_happens_next` returned for the engine of commit 84153a9.
 EXPECTED: list[tuple[Any, ...]] = [
@@ -105,30 +81,6 @@ EXPECTED: list[tuple[Any, ...]] = [
     ("stats", "english", 1, 0, 0, 0, 0, 136.0),
     ("position", 1, 1, 20.0),
 ]
-
-
-def contact(
-    cid: str,
-    language: str = "ko",
-    skills: tuple[str, ...] = (),
-    queue: str = "general",
-    phone: str = "",
-    callback: bool = False,
-    priority: int = 0,
-) -> contact_pb2.Contact:
-    c = contact_pb2.Contact(
-        contact_id=cid,
-        tenant="acme",
-        channel=contact_pb2.CHANNEL_CHAT,
-        language=language,
-        skills=list(skills),
-        queue=queue,
-        callback=callback,
-        priority=priority,
-    )
-    if phone:
-        c.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value=phone)
-    return c
 
 
 def busy_engine() -> eng.Engine:

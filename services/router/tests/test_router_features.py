@@ -19,27 +19,7 @@ from switchboard.testing.agents import AgentClient
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 SECRET = "router-features-secret"
-CONFIG = """
-tenants:
-  acme:
-    languages: [ko, zh, en, ja]
-    skills: [billing, technical, account, complaint]
-    accept_timeout: {chat: 5s, voice: 5s, email: 5s, fax: 5s}
-    sticky_ttl: 10m
-    break_reasons: [lunch, training]
-    queues:
-      - name: general
-        min_proficiency: 4
-        service_level: {threshold: 20s, target: 0.8}
-        steps:
-          - {name: accept-level-2, after: 1s, min_proficiency: 2}
-      - name: slow
-    surge:
-      - level: 3
-        raise: {waiting_over: 1, wait_longer_than: 1s}
-        clear: {idle_agents: 1, idle_for: 1s}
-        actions: [refuse_breaks, pause_callbacks, notify_supervisors]
-"""
+CONFIG = (Path(__file__).parent / "fixtures" / "router_features.yaml").read_text()
 
 
 @pytest.fixture

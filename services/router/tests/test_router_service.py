@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -254,4 +255,67 @@ async def test_an_agent_session_is_authenticated_and_opened_first(router: Router
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await first_answer(anonymous, open_own)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    await ko.close()
+
+
+# ---- roles: what an agent and a partner may not do (switchboard.core.roles) ------------------
+
+
+def router_stub(router: RouterApp, token: str) -> tuple[grpc.aio.Channel, Any]:
+    channel = sb_grpc.channel(f"127.0.0.1:{router.port}", token)
+    return channel, router_pb2_grpc.RouterServiceStub(channel)
+
+
+async def test_an_agent_cannot_watch_queue_statistics(router: RouterApp) -> None:
+    request = router_pb2.WatchQueueStatsRequest(interval={"nanos": 200_000_000})
+    channel, agent_stub = router_stub(router, auth.mint(SECRET, "acme", "ko-1", ["agent"]))
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await agent_stub.WatchQueueStats(request).read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await agent_stub.GetQueueStats(router_pb2.GetQueueStatsRequest())
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    lead = auth.mint(SECRET, "acme", "lead-1", ["team_lead"])
+    channel, lead_stub = router_stub(router, lead)
+    async with channel:
+        stream = lead_stub.WatchQueueStats(request)
+        assert (await stream.read()).tenant == "acme"
+        stream.cancel()
+
+
+async def test_a_partner_without_act_as_agent_cannot_take_an_agents_offers(
+    router: RouterApp, bus: Bus
+) -> None:
+    ko = await agent(router, "ko-1", {"ko": 5})
+    await bus.publish(created("p-1"))
+    offer = await ko.next_offer()
+    partner = auth.mint(SECRET, "acme", "partner-1", ["partner"])
+    channel, partner_stub = router_stub(router, partner)
+    async with channel:
+        session = partner_stub.AgentSession()
+        await session.write(
+            router_pb2.AgentSessionRequest(open=router_pb2.StreamOffersRequest(agent_id="ko-1"))
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await session.read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await partner_stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id="ko-1")).read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await partner_stub.AcceptOffer(
+                router_pb2.AcceptOfferRequest(agent_id="ko-1", offer_id=offer.offer_id)
+            )
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The agent's own stream was not taken over: the offer is still the agent's to accept,
+    # and a partner granted routing:act-as-agent may accept it in the agent's name.
+    assert (await ko.stub.ListAgents(router_pb2.ListAgentsRequest())).agents[0].connected
+    acting = auth.mint(SECRET, "acme", "partner-1", ["partner"], scopes=["routing:act-as-agent"])
+    channel, acting_stub = router_stub(router, acting)
+    async with channel:
+        assignment = await acting_stub.AcceptOffer(
+            router_pb2.AcceptOfferRequest(agent_id="ko-1", offer_id=offer.offer_id)
+        )
+    assert (assignment.contact_id, assignment.agent_id) == ("p-1", "ko-1")
     await ko.close()

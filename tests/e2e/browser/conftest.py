@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,15 @@ from typing import Any
 import pytest
 from nats.js import api as js_api
 
-from switchboard.case.bootstrap import CaseApp
-from switchboard.case.settings import CaseSettings
 from switchboard.chat.bootstrap import ChatApp
-from switchboard.chat.settings import ChatSettings
-from switchboard.core import auth, events
+from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.router.bootstrap import RouterApp
-from switchboard.router.settings import RouterSettings
-from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+from switchboard.v1 import case_pb2, case_pb2_grpc
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+from ..conftest import korean_email, running_platform
 
 SECRET = "browser-test-secret"
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
@@ -57,30 +53,11 @@ class Platform:
 
     async def email_contact(self, text: str, subject: str = "청구서 문의") -> str:
         """Publish an email contact as the email channel does."""
-        contact_id = uuid.uuid4().hex
-        contact = contact_pb2.Contact(
-            contact_id=contact_id,
-            tenant="demo",
-            channel=contact_pb2.CHANNEL_EMAIL,
-            identities=[
-                contact_pb2.CustomerIdentity(
-                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value="seojun@example.com"
-                )
-            ],
-            customer_name="박서준",
-            language="ko",
-            skills=["billing"],
-            subject=subject,
-            content=[contact_pb2.ContentPart(content_type="text/plain", text=text)],
-            conversation_id="<bill-2@example.com>",
+        event = korean_email(
+            "demo", "seojun@example.com", "박서준", subject, text, "<bill-2@example.com>"
         )
-        contact.created_at.GetCurrentTime()
-        await self.bus.publish(
-            events_pb2.ContactCreated(
-                meta=events.new_meta("demo", contact_pb2.CHANNEL_EMAIL, "email-ingest"),
-                contact=contact,
-            )
-        )
+        await self.bus.publish(event)
+        contact_id = event.contact.contact_id
         return contact_id
 
     async def read(self, subject: str, stream: str, event_type: Any, count: int = 1) -> list[Any]:
@@ -98,31 +75,11 @@ class Platform:
 
 @pytest.fixture
 async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
-    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
-    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
-    started: list[Any] = []
     bus = await Bus.connect(nats_url, source="test")
     try:
-        for app in (case, router):
-            await app.start()
-            started.append(app)
-        chat = ChatApp(
-            ChatSettings(
-                **common,
-                CHAT_GRPC_PORT=0,
-                CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
-                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
-                SHUTDOWN_GRACE_SECONDS=1.0,
-            )
-        )
-        await chat.start()
-        started.append(chat)
-        yield Platform(f"http://127.0.0.1:{chat.http_port}", bus, chat, case.port)
+        async with running_platform(nats_url, database_url, SECRET) as made:
+            yield Platform(made.chat_url, bus, made.chat, made.case.port)
     finally:
-        for app in reversed(started):
-            await app.stop()
         await bus.drain()
 
 

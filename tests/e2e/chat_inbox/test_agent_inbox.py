@@ -20,8 +20,6 @@ import socketio
 from nats.js import api as js_api
 from prometheus_client import REGISTRY
 
-from switchboard.case.bootstrap import CaseApp
-from switchboard.case.settings import CaseSettings
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth, events
@@ -39,40 +37,45 @@ from switchboard.v1 import (
     router_pb2_grpc,
 )
 
+from ..conftest import Platform, korean_email, running_platform
+
 SECRET = "inbox-test-secret"
 TIMEOUT = 15.0
 
 
 @dataclass
 class Inbox:
-    url: str
+    """The platform, seen from the inbox's side, and a bus for the test's own events."""
+
+    platform: Platform
     bus: Bus
-    chat: ChatApp
-    case_port: int
-    router_port: int
-    router: RouterApp
-    common: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return self.platform.chat_url
+
+    @property
+    def chat(self) -> ChatApp:
+        return self.platform.chat
+
+    @property
+    def case_port(self) -> int:
+        return self.platform.case.port
+
+    @property
+    def router_port(self) -> int:
+        return self.platform.router.port
+
+    @property
+    def router(self) -> RouterApp:
+        return self.platform.router
 
     async def restart_router(self) -> None:
-        """Stop the router and start another on the same port (state from the journal)."""
-        await self.router.stop()
-        self.router = RouterApp(RouterSettings(**self.common, ROUTER_GRPC_PORT=self.router_port))
-        await self.router.start()
+        await self.platform.restart_router()
 
     def replica(self, nats_url: str, case_target: str = "") -> ChatApp:
         """Another chat process on the same platform."""
-        return ChatApp(
-            ChatSettings(
-                NATS_URL=nats_url,
-                SWITCHBOARD_AUTH_SECRET=SECRET,
-                CHAT_GRPC_PORT=0,
-                CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_ADDR=f"127.0.0.1:{self.router_port}",
-                CHAT_CASE_ADDR=case_target or f"127.0.0.1:{self.case_port}",
-                CHAT_CONSUMER="chat-replica",
-                SHUTDOWN_GRACE_SECONDS=1.0,
-            )
-        )
+        return self.platform.chat_replica(case_target)
 
 
 @contextlib.asynccontextmanager
@@ -80,42 +83,11 @@ async def platform(
     nats_url: str, database_url: str, **router_settings: Any
 ) -> AsyncIterator[Inbox]:
     """Case, router (with `router_settings`) and chat apps on one NATS server."""
-    common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
-    case = CaseApp(CaseSettings(**common, CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
-    router = RouterApp(RouterSettings(**common, **router_settings, ROUTER_GRPC_PORT=0))
-    started: list[Any] = []
     bus = await Bus.connect(nats_url, source="test")
-    platform: Inbox | None = None
     try:
-        for app in (case, router):
-            await app.start()
-            started.append(app)
-        chat = ChatApp(
-            ChatSettings(
-                **common,
-                CHAT_GRPC_PORT=0,
-                CHAT_HTTP_PORT=0,
-                CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
-                CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
-                SHUTDOWN_GRACE_SECONDS=1.0,
-            )
-        )
-        await chat.start()
-        started.append(chat)
-        platform = Inbox(
-            f"http://127.0.0.1:{chat.http_port}",
-            bus,
-            chat,
-            case.port,
-            router.port,
-            router,
-            {**common, **router_settings},
-        )
-        yield platform
+        async with running_platform(nats_url, database_url, SECRET, **router_settings) as made:
+            yield Inbox(made, bus)
     finally:
-        for app in reversed(started):
-            # The router the platform has now (it may have been restarted).
-            await (platform.router if app is router and platform else app).stop()
         await bus.drain()
 
 
@@ -210,36 +182,37 @@ async def refused(url: str, auth_data: Any) -> str:
     return str(error["message"] if isinstance(error, dict) else error)
 
 
+async def signed_in(
+    inbox: Inbox, sockets: list[AgentSocket], agent_id: str = "ko-1"
+) -> tuple[AgentSocket, dict[str, Any]]:
+    """A demo agent logged in with its demo password, connected and signed in; and the login's
+    body (its token)."""
+    _, body = await login(inbox.url, agent_id, f"demo-{agent_id}")
+    agent = await connect(inbox.url, body["token"], sockets)
+    assert (await agent.call("sign_in"))["ok"]
+    return agent, body
+
+
+async def accepted_email(inbox: Inbox, agent: AgentSocket) -> str:
+    """An email contact, offered to `agent` and accepted; its id."""
+    contact_id = await email_contact(inbox.bus)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert (await agent.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    return contact_id
+
+
 async def email_contact(bus: Bus, tenant: str = "demo", text: str = "") -> str:
     """Publish an email contact as the email channel does."""
-    contact_id = uuid.uuid4().hex
-    contact = contact_pb2.Contact(
-        contact_id=contact_id,
-        tenant=tenant,
-        channel=contact_pb2.CHANNEL_EMAIL,
-        identities=[
-            contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="minji@example.com"
-            )
-        ],
-        customer_name="김민지",
-        language="ko",
-        skills=["billing"],
-        subject="청구서 문의",
-        content=[
-            contact_pb2.ContentPart(
-                content_type="text/plain",
-                text=text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
-            )
-        ],
-        conversation_id="<thread-1@example.com>",
+    event = korean_email(
+        tenant,
+        "minji@example.com",
+        "김민지",
+        "청구서 문의",
+        text or "이번 달 청구서가 두 번 왔어요.\n\n> 지난 메일 내용\n> 인용된 줄",
+        "<thread-1@example.com>",
     )
-    contact.created_at.GetCurrentTime()
-    await bus.publish(
-        events_pb2.ContactCreated(
-            meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, "email-ingest"), contact=contact
-        )
-    )
+    await bus.publish(event)
+    contact_id = event.contact.contact_id
     return contact_id
 
 
@@ -302,7 +275,8 @@ async def test_login_checks_the_password_and_bad_tokens_are_refused_with_a_reaso
     status, body = await login(inbox.url, "ko-1", "demo-ko-1", tenant="Not A Tenant")
     assert status == 400 and "tenant" in body["error"]
 
-    # Guessing is throttled per agent id (five tries, then a pause); other agents are unaffected.
+    # Guessing is throttled per client address and agent id (five tries, then a pause); other
+    # agents are unaffected.
     for _ in range(5):
         assert (await login(inbox.url, "zh-1", "guess"))[0] == 401
     status, body = await login(inbox.url, "zh-1", "demo-zh-1")
@@ -320,7 +294,7 @@ async def test_login_checks_the_password_and_bad_tokens_are_refused_with_a_reaso
     reason = await refused(inbox.url, {"token": forged})
     assert "signature" in reason or "token" in reason
     partner = auth.mint(SECRET, "demo", "p-1", ["partner"])
-    assert "agent or supervisor role" in await refused(inbox.url, {"token": partner})
+    assert "team_lead or supervisor role" in await refused(inbox.url, {"token": partner})
     other_secret = auth.mint("another-secret", "demo", "ko-1", ["agent"])
     assert await refused(inbox.url, {"token": other_secret})
 
@@ -395,9 +369,7 @@ async def test_agent_takes_an_email_offer_and_replies_by_outbound_email(
 
 
 async def test_a_reload_finds_the_same_desk(inbox: Inbox, sockets: list[AgentSocket]) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    first = await connect(inbox.url, body["token"], sockets)
-    assert (await first.call("sign_in"))["ok"]
+    first, body = await signed_in(inbox, sockets)
     contact_id = await email_contact(inbox.bus)
     offer = await first.next("offer")
     assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
@@ -411,9 +383,7 @@ async def test_a_reload_finds_the_same_desk(inbox: Inbox, sockets: list[AgentSoc
 async def test_agents_never_see_another_tenants_contacts(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    demo = await connect(inbox.url, body["token"], sockets)
-    assert (await demo.call("sign_in"))["ok"]
+    demo, _ = await signed_in(inbox, sockets)
     # An agent of another tenant with the same languages, signed in at the same time.
     other = await connect(inbox.url, auth.mint(SECRET, "acme", "ko-1", ["agent"]), sockets)
     other_desk = await other.call("sign_in")
@@ -513,12 +483,8 @@ async def test_the_surge_protocol_locks_breaks_and_the_desk_says_why(
 async def test_another_chat_replica_rebuilds_the_desk_from_the_router_and_the_case(
     inbox: Inbox, nats_url: str, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    first = await connect(inbox.url, body["token"], sockets)
-    assert (await first.call("sign_in"))["ok"]
-    contact_id = await email_contact(inbox.bus)
-    offer = await first.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
-    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    first, body = await signed_in(inbox, sockets)
+    contact_id = await accepted_email(inbox, first)
     await first.sio.disconnect()
 
     replica = inbox.replica(nats_url)
@@ -587,9 +553,7 @@ async def test_fax_pages_are_served_to_their_agent_only_with_safe_types(
             meta=events.new_meta("demo", contact_pb2.CHANNEL_FAX, "fax"), contact=contact
         )
     )
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    agent = await connect(inbox.url, body["token"], sockets)
-    assert (await agent.call("sign_in"))["ok"]
+    agent, body = await signed_in(inbox, sockets)
     offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
     accepted = await agent.call("accept", {"offer_id": offer["offer_id"]})
     assert [a["filename"] for a in accepted["contact"]["attachments"]] == ["page-1.png", "fax.html"]
@@ -611,9 +575,7 @@ async def test_fax_pages_are_served_to_their_agent_only_with_safe_types(
     assert headers["Content-Disposition"].startswith("attachment;")
     assert "sandbox" in headers["Content-Security-Policy"]
     # Another agent, and an agent of another tenant, get nothing.
-    _, other = await login(inbox.url, "zh-1", "demo-zh-1")
-    other_socket = await connect(inbox.url, other["token"], sockets)
-    assert (await other_socket.call("sign_in"))["ok"]
+    _, other = await signed_in(inbox, sockets, "zh-1")
     assert (await get(0, other["token"]))[0] == 404
     assert (await get(0, auth.mint(SECRET, "acme", "ko-1", ["agent"])))[0] in (404, 409)
     reply = await agent.call("reply", {"contact_id": contact_id, "text": "확인했습니다."})
@@ -655,12 +617,8 @@ class Gate:
 async def test_a_desk_opened_while_the_case_service_is_away_shows_its_contact_when_it_is_back(
     inbox: Inbox, nats_url: str, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    first = await connect(inbox.url, body["token"], sockets)
-    assert (await first.call("sign_in"))["ok"]
-    contact_id = await email_contact(inbox.bus)
-    offer = await first.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
-    assert (await first.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    first, body = await signed_in(inbox, sockets)
+    contact_id = await accepted_email(inbox, first)
     await first.sio.disconnect()
 
     gate = Gate(inbox.case_port)  # the case service cannot be reached from the new replica
@@ -711,9 +669,7 @@ def traffic_since(before: dict[str, float]) -> dict[str, float]:
 async def test_the_desk_accepts_declines_and_wraps_up_on_the_agents_session(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    agent = await connect(inbox.url, body["token"], sockets)
-    assert (await agent.call("sign_in"))["ok"]
+    agent, _ = await signed_in(inbox, sockets)
     before = router_traffic()
 
     first = await email_contact(inbox.bus)
@@ -745,9 +701,7 @@ async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_r
     nats_url: str, database_url: str, sockets: list[AgentSocket]
 ) -> None:
     async with platform(nats_url, database_url, ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0) as inbox:
-        _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-        agent = await connect(inbox.url, body["token"], sockets)
-        assert (await agent.call("sign_in"))["ok"]
+        agent, body = await signed_in(inbox, sockets)
         contact_id = await email_contact(inbox.bus)
         offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
 
@@ -784,9 +738,7 @@ async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_r
 async def test_the_desk_opens_its_session_again_after_a_router_restart_with_the_offer_it_had(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
-    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
-    agent = await connect(inbox.url, body["token"], sockets)
-    assert (await agent.call("sign_in"))["ok"]
+    agent, _ = await signed_in(inbox, sockets)
     contact_id = await email_contact(inbox.bus)
     offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
 

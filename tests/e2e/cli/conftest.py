@@ -8,15 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import database
-from switchboard.case.migrate import migrate
+from switchboard.case.migrate import migrated
 
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await migrate(database_url)
-    engine = database.create_engine(database_url)
-    try:
-        yield database.sessionmaker(engine)
-    finally:
-        await engine.dispose()
+    async with migrated(database_url) as made:
+        yield made

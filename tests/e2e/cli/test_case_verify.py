@@ -18,22 +18,13 @@ from switchboard.case.adapters import orm
 from switchboard.case.handlers import CaseHandlers
 from switchboard.cli.__main__ import main as cli_main
 from switchboard.core import events, hash_chain
+from switchboard.testing.contacts import contact_created
 from switchboard.v1 import contact_pb2, events_pb2
 
 
 def created(contact_id: str, email: str) -> events_pb2.ContactCreated:
-    contact = contact_pb2.Contact(
-        contact_id=contact_id,
-        tenant="acme",
-        channel=contact_pb2.CHANNEL_CHAT,
-        identities=[
-            contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_EMAIL, value=email)
-        ],
-        content=[contact_pb2.ContentPart(content_type="text/plain", text="hello")],
-    )
-    contact.created_at.FromDatetime(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
-    return events_pb2.ContactCreated(
-        meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact=contact
+    return contact_created(
+        contact_id, email=email, text="hello", at=datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     )
 
 

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from switchboard.cli import case, commands, dlq, nats_config, report, routing
-from switchboard.cli.endpoints import auth_secret, run_dir
+from switchboard.cli.endpoints import auth_secret, run_dir, token_max_lifetime
 from switchboard.core import auth
 
 
@@ -27,7 +27,20 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tenant", required=True)
     t.add_argument("--subject", required=True, help="agent id, partner id or operator name")
     t.add_argument("--role", action="append", required=True, choices=sorted(auth.ROLES))
-    t.add_argument("--ttl", type=int, default=3600 * 12, help="seconds (0: never expires)")
+    t.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        choices=sorted(auth.SCOPES),
+        help="a partner's grant (repeatable; see docs/security.md)",
+    )
+    t.add_argument(
+        "--ttl",
+        type=int,
+        default=3600 * 12,
+        help="seconds (at most SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS, 30 days unless set; "
+        "0: never expires, only where that is 0 too)",
+    )
     a = sub.add_parser("agent", help="a terminal agent: sign in, take offers, chat")
     a.add_argument("--id", required=True, dest="agent_id")
     a.add_argument("--name", default="")
@@ -60,11 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "agents":
         sys.exit(asyncio.run(commands.agents(directory, args.tenant)))
     if args.command == "token":
-        print(
-            auth.mint(
-                auth_secret(directory), args.tenant, args.subject, args.role, args.ttl or None
+        try:
+            token = auth.mint(
+                auth_secret(directory),
+                args.tenant,
+                args.subject,
+                args.role,
+                args.ttl or None,
+                scopes=args.scope,
+                max_lifetime=token_max_lifetime(),
             )
-        )
+        except ValueError as exc:
+            sys.exit(f"switchboard token: {exc}")
+        print(token)
         return
     if args.command == "case":
         sys.exit(asyncio.run(case.run(directory, args)))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from switchboard.core import nats_auth
-from switchboard.core.settings import DEV_AUTH_SECRET
+from switchboard.core.settings import DEFAULT_MAX_LIFETIME_SECONDS, DEV_AUTH_SECRET
 
 RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
 
@@ -154,3 +154,12 @@ def nats_options(directory: Path, user: str = nats_auth.OPERATOR) -> dict[str, A
         return nats_auth.options_from_env(os.environ)
     passwords = json.loads(path.read_text())
     return {**nats_auth.options_from_env(os.environ), "user": user, "password": passwords[user]}
+
+
+def token_max_lifetime() -> int | None:
+    """The longest a token the services accept may live (SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS,
+    as they read it; 0: no limit)."""
+    value = int(
+        os.environ.get("SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS", DEFAULT_MAX_LIFETIME_SECONDS)
+    )
+    return value or None

@@ -23,6 +23,7 @@ from pathlib import Path
 from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret, nats_server_config
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
+from switchboard.core.settings import DEVELOPMENT
 
 logger = logging.getLogger("switchboard.run")
 
@@ -121,6 +122,8 @@ class Supervisor:
             **os.environ,
             "SWITCHBOARD_AUTH_SECRET": secret,
             "SWITCHBOARD_TENANTS": os.environ.get("SWITCHBOARD_TENANTS", "demo"),
+            # The embedded default is the one deployment that is not production.
+            "SWITCHBOARD_MODE": DEVELOPMENT,
             "PYTHONUNBUFFERED": "1",
             "CASE_DATABASE_URL": os.environ.get(
                 "CASE_DATABASE_URL", f"sqlite+aiosqlite:///{self.dir / 'case.db'}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from switchboard.core import roles as _roles
 from switchboard.core.errors import PermissionDenied, Unauthenticated
 from switchboard.core.events import validate_tenant
 from switchboard.core.signing import (
@@ -30,7 +31,10 @@ _REFUSED = {
     BAD_ENCODING: "malformed token: bad encoding",
     FORGED: "token signature does not match",
 }
-ROLES = frozenset({"agent", "supervisor", "partner", "admin", "service"})
+ROLES = frozenset(_roles.ROLES)
+SCOPES = frozenset(_roles.SCOPES)
+# A token minted without a lifetime of its own lives this long.
+DEFAULT_TTL_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -38,17 +42,10 @@ class Principal:
     tenant: str
     subject: str
     roles: frozenset[str]
+    scopes: frozenset[str] = frozenset()
 
     def has_any(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
-
-    def require_agent_or_manager(self, agent_id: str) -> None:
-        """An agent acts only for itself; supervisors, partners and admins for any agent."""
-        if self.has_any("supervisor", "partner", "admin", "service"):
-            return
-        if "agent" in self.roles and self.subject == agent_id:
-            return
-        raise PermissionDenied(f"{self.subject!r} may not act for agent {agent_id!r}")
 
 
 def _sealer(secret: str) -> Sealer:
@@ -61,30 +58,52 @@ def mint(
     tenant: str,
     subject: str,
     roles: Iterable[str],
-    ttl_seconds: int | None = None,
+    ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
+    scopes: Iterable[str] = (),
+    max_lifetime: int | None = None,
 ) -> str:
-    """Return a signed token for `subject` of `tenant` with `roles`."""
+    """Return a signed token for `subject` of `tenant` with `roles` and, for a partner, the
+    `scopes` it is granted (switchboard.core.roles), valid for `ttl_seconds` (None or 0: never
+    expires). With `max_lifetime`, a token that would live longer (or forever) is refused."""
     validate_tenant(tenant)
+    if max_lifetime and not (ttl_seconds and 0 < ttl_seconds <= max_lifetime):
+        raise ValueError(
+            f"a token lives at most {max_lifetime} s here: give a ttl of 1 to {max_lifetime} s"
+        )
     roles = sorted(set(roles))
+    scopes = sorted(set(scopes))
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
+    unknown = set(scopes) - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scopes: {sorted(unknown)}")
+    if scopes and _roles.PARTNER not in roles:
+        raise ValueError("scopes are granted to partners: add the partner role")
+    now = int(time.time())
     claims = auth_pb2.TokenClaims(
         tenant=tenant,
         subject=subject,
         roles=roles,
-        expires_at=int(time.time()) + ttl_seconds if ttl_seconds else 0,
+        expires_at=now + ttl_seconds if ttl_seconds else 0,
+        scopes=scopes,
+        issued_at=now,
     )
     return _sealer(secret).seal(claims.SerializeToString(deterministic=True))
 
 
 def verify(
-    secret: str, token: str, known_tenants: frozenset[str] | None = None, now: float | None = None
+    secret: str,
+    token: str,
+    known_tenants: frozenset[str] | None = None,
+    now: float | None = None,
+    max_lifetime: int | None = None,
 ) -> Principal:
     """Check a token's signature and expiry and return its principal.
 
-    Raises Unauthenticated for a malformed, forged or expired token, and PermissionDenied when the
-    token's tenant is not one this deployment serves.
+    Raises Unauthenticated for a malformed, forged or expired token, or, with `max_lifetime`, one
+    that never expires or lives longer; PermissionDenied when the token's tenant is not one this
+    deployment serves.
     """
     try:
         claims = auth_pb2.TokenClaims.FromString(_sealer(secret).open(token))
@@ -92,8 +111,25 @@ def verify(
         raise Unauthenticated(_REFUSED[exc.reason]) from None
     except DecodeError:
         raise Unauthenticated(_REFUSED[BAD_ENCODING]) from None
-    if claims.expires_at and claims.expires_at < (now if now is not None else time.time()):
+    now = now if now is not None else time.time()
+    if claims.expires_at and claims.expires_at < now:
         raise Unauthenticated("token has expired")
+    if max_lifetime:
+        _check_lifetime(claims, now, max_lifetime)
     if known_tenants is not None and claims.tenant not in known_tenants:
         raise PermissionDenied(f"tenant {claims.tenant!r} is not served here")
-    return Principal(tenant=claims.tenant, subject=claims.subject, roles=frozenset(claims.roles))
+    return Principal(
+        tenant=claims.tenant,
+        subject=claims.subject,
+        roles=frozenset(claims.roles),
+        scopes=frozenset(claims.scopes),
+    )
+
+
+def _check_lifetime(claims: auth_pb2.TokenClaims, now: float, max_lifetime: int) -> None:
+    if not claims.expires_at:
+        raise Unauthenticated(f"token never expires; tokens here live at most {max_lifetime} s")
+    # A token minted before issued_at was recorded is judged by the lifetime it has left.
+    issued = claims.issued_at or now
+    if now - issued > max_lifetime or claims.expires_at - issued > max_lifetime:
+        raise Unauthenticated(f"token lives longer than the {max_lifetime} s allowed here")

@@ -1,7 +1,9 @@
 """gRPC helpers: a server with health, reflection and Switchboard's interceptor, and client channels.
 
-The server interceptor, for every RPC but health and reflection:
+The server interceptor, for every RPC but health and reflection, of every kind:
 - authenticates the caller's bearer token and makes its Principal current (``principal()``);
+- authorises the call by the role table (switchboard.core.roles): a method without a rule, or a
+  caller the rule does not admit, is refused with PERMISSION_DENIED before the servicer runs;
 - continues the caller's trace from the ``traceparent`` metadata in a SERVER span;
 - turns domain errors into status codes (InvalidArgument -> INVALID_ARGUMENT naming the field, ...).
 """
@@ -21,7 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from switchboard.core import auth, metrics, telemetry
+from switchboard.core import auth, metrics, roles, telemetry
 from switchboard.core.errors import (
     AlreadyExists,
     DomainError,
@@ -34,12 +36,14 @@ from switchboard.core.errors import (
     Unavailable,
 )
 from switchboard.core.health import Readiness
+from switchboard.core.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
 
-_principal: contextvars.ContextVar[auth.Principal | None] = contextvars.ContextVar(
-    "switchboard_principal", default=None
+# The authenticated caller of the current RPC and the rule that admitted it.
+_caller: contextvars.ContextVar[tuple[auth.Principal, roles.Rule] | None] = contextvars.ContextVar(
+    "switchboard_caller", default=None
 )
 
 STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
@@ -56,11 +60,43 @@ STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
+def _current() -> tuple[auth.Principal, roles.Rule]:
+    caller = _caller.get()
+    if caller is None:
+        raise Unauthenticated("no authenticated caller")
+    return caller
+
+
 def principal() -> auth.Principal:
     """The authenticated caller of the current RPC."""
-    p = _principal.get()
-    if p is None:
-        raise Unauthenticated("no authenticated caller")
+    return _current()[0]
+
+
+def acting_for(agent_id: str) -> auth.Principal:
+    """Check that the caller may make the current RPC for agent `agent_id`: an `own` role of its
+    rule acts only for itself, the others for any agent. Returns the caller."""
+    p, rule = _current()
+    if not agent_id:
+        raise InvalidArgument("agent_id")
+    if not rule.may_act_for(p, agent_id):
+        raise PermissionDenied(f"{p.subject!r} may not act for agent {agent_id!r}")
+    return p
+
+
+def for_anyone() -> auth.Principal:
+    """Check that the caller may make the current RPC without naming itself as the agent."""
+    p, rule = _current()
+    if not rule.for_anyone(p):
+        raise PermissionDenied(f"{p.subject!r} may make this call only for itself: set agent_id")
+    return p
+
+
+def require_rule(name: str) -> auth.Principal:
+    """Check the caller against the table's rule `name` (``<method>:<sub-action>``)."""
+    p = principal()
+    rule = roles.rule_for(name)
+    if rule is None or not rule.admits(p):
+        raise PermissionDenied(f"{name.lstrip('/')} is not allowed to {p.subject!r}")
     return p
 
 
@@ -79,15 +115,37 @@ def require(request: Any, *fields: str) -> None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, secret: str, known_tenants: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        secret: str,
+        known_tenants: frozenset[str] | None = None,
+        token_max_lifetime: int | None = None,
+    ) -> None:
         self._secret = secret
         self._tenants = known_tenants
+        self._max_lifetime = token_max_lifetime
 
     def _authenticate(self, metadata: dict[str, str]) -> auth.Principal:
         header = metadata.get("authorization", "")
         if not header.startswith("Bearer "):
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
-        return auth.verify(self._secret, header[len("Bearer ") :], self._tenants)
+        return auth.verify(
+            self._secret,
+            header[len("Bearer ") :],
+            self._tenants,
+            max_lifetime=self._max_lifetime,
+        )
+
+    def _admit(self, method: str, metadata: dict[str, str]) -> tuple[auth.Principal, roles.Rule]:
+        """The caller and the rule that lets it call `method`, or PermissionDenied."""
+        p = self._authenticate(metadata)
+        rule = roles.rule_for(method)
+        if rule is None:
+            raise PermissionDenied(f"{method.lstrip('/')} has no access rule")
+        if not rule.admits(p):
+            held = ", ".join(sorted(p.roles | p.scopes))
+            raise PermissionDenied(f"{method.lstrip('/')} is not allowed to {held}")
+        return p, rule
 
     async def intercept_service(
         self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails
@@ -99,55 +157,50 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         interceptor = self
 
-        def scope(context: grpc.aio.ServicerContext, stream: bool = False) -> Any:
+        def scope(context: grpc.aio.ServicerContext, stream: bool = False) -> _RpcScope:
             return _RpcScope(interceptor, method, metadata, context, stream)
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with scope(context):
-                    return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                async with scope(context, stream=True):
-                    async for item in inner_stream(request, context):
-                        yield item
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            inner_bidi = handler.stream_stream
-
-            async def stream_stream(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                async with scope(context, stream=True):
-                    async for item in inner_bidi(requests, context):
-                        yield item
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            # No service takes client streams yet: refused rather than served unauthenticated.
-            raise NotImplementedError(f"{method}: client-streaming RPCs are not intercepted")
+        # Every kind of RPC, by whether its response is a stream.
+        for kind, make, streamed in _KINDS:
+            inner = getattr(handler, kind)
+            if inner:
+                wrapped = _streaming(inner, scope) if streamed else _answering(inner, scope)
+                return make(  # type: ignore[no-any-return]
+                    wrapped,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler
+
+
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+)
+Scope = Callable[..., "_RpcScope"]
+
+
+def _answering(inner: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    """`inner` (one response) inside the RPC's scope; its request may be a stream."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with scope(context):
+            return await inner(request, context)
+
+    return call
+
+
+def _streaming(inner: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    """`inner` (a stream of responses) inside the RPC's scope, for as long as it streams."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with scope(context, stream=True):
+            async for item in inner(request, context):
+                yield item
+
+    return call
 
 
 class _RpcScope:
@@ -180,7 +233,7 @@ class _RpcScope:
         self.span = span_cm.__enter__()
         self._stack.append(span_cm)
         try:
-            self._token = _principal.set(self.i._authenticate(self.metadata))
+            self._token = _caller.set(self.i._admit(self.method, self.metadata))
         except DomainError as exc:
             try:
                 await self._abort(exc)
@@ -200,7 +253,7 @@ class _RpcScope:
         finally:
             self._measure()
             if hasattr(self, "_token"):
-                _principal.reset(self._token)
+                _caller.reset(self._token)
             self._close()
 
     def _measure(self) -> None:
@@ -233,14 +286,16 @@ async def start_server(
     known_tenants: frozenset[str] | None = None,
     bus: BusConnection | None = None,
     not_ready: dict[str, str] | None = None,
+    token_max_lifetime: int | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
     reflection. Returns the server, the bound port (port 0 picks a free one) and the service's
     Readiness: SERVING while every condition holds. With a `bus`, its connection is the
     condition "nats"; a service adds its own (`readiness.set("leader", False, why)`), and names
-    in `not_ready` those that do not hold yet when the server starts."""
+    in `not_ready` those that do not hold yet when the server starts. Tokens that never expire,
+    or live longer than `token_max_lifetime` seconds, are refused when it is set."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(secret, known_tenants)],
+        interceptors=[ServerInterceptor(secret, known_tenants, token_max_lifetime)],
         options=[("grpc.so_reuseport", 0)],
     )
     names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -269,6 +324,25 @@ async def start_server(
     return server, bound, readiness
 
 
+async def start_service_server(
+    settings: ServiceSettings,
+    servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
+    bus: BusConnection | None = None,
+    not_ready: dict[str, str] | None = None,
+) -> tuple[grpc.aio.Server, int, Readiness]:
+    """`start_server` where a service's settings say: address, secret, tenants, token lifetime."""
+    return await start_server(
+        servicers,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.auth_secret,
+        settings.known_tenants,
+        bus=bus,
+        not_ready=not_ready,
+        token_max_lifetime=settings.token_max_lifetime,
+    )
+
+
 async def stop_server(server: grpc.aio.Server, grace: float) -> None:
     """Stop `server`, letting calls in flight finish for `grace` seconds, and never wait much
     longer: grpc.aio's own stop can hang when a call ends just as shutdown begins (seen with an
@@ -283,17 +357,21 @@ async def stop_server(server: grpc.aio.Server, grace: float) -> None:
 # ---- clients ----------------------------------------------------------------------------------
 
 
+Token = str | Callable[[], str] | None
+
+
 class _CallDetails:
     """Adds the bearer token and trace context to a call, and a default deadline."""
 
-    def __init__(self, token: str | None, default_timeout: float | None) -> None:
+    def __init__(self, token: Token, default_timeout: float | None) -> None:
         self._token = token
         self._timeout = default_timeout
 
     def _details(self, details: Any) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if self._token and "authorization" not in metadata:
-            metadata.add("authorization", f"Bearer {self._token}")
+        token = self._token() if callable(self._token) else self._token
+        if token and "authorization" not in metadata:
+            metadata.add("authorization", f"Bearer {token}")
         if "traceparent" not in metadata:
             for key, value in telemetry.inject({}).items():
                 metadata.add(key, value)
@@ -324,10 +402,9 @@ class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
-def channel(
-    target: str, token: str | None = None, default_timeout: float = 10.0
-) -> grpc.aio.Channel:
-    """An insecure channel to `target` that sends `token` and trace context, with deadlines."""
+def channel(target: str, token: Token = None, default_timeout: float = 10.0) -> grpc.aio.Channel:
+    """An insecure channel to `target` that sends `token` (or what a token provider gives for
+    each call) and trace context, with deadlines."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
     return grpc.aio.insecure_channel(
         target,

@@ -31,9 +31,7 @@ class IdleServiceApp:
         self.bus = await Bus.connect(
             s.nats_url, source=self.name, replicas=s.nats_stream_replicas, **s.nats_options()
         )
-        self.server, self.port, _ = await sb_grpc.start_server(
-            [], s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
-        )
+        self.server, self.port, _ = await sb_grpc.start_service_server(s, [], bus=self.bus)
         logger.warning(
             "%s has no channel to serve yet: it reports healthy on gRPC %s:%d and does nothing else",
             self.name,

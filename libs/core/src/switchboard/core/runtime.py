@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from switchboard.core import metrics
-from switchboard.core.settings import ServiceSettings
+from switchboard.core.settings import ServiceSettings, UnsafeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,14 @@ def exit_when_stopped(name: str, patience: float = 3.0) -> None:
 
 def main(name: str, settings: ServiceSettings, bootstrap: Callable[[Any], Service]) -> None:
     """A service's whole main(): build it from `settings` with `bootstrap`, run it until
-    SIGTERM or SIGINT, with its log level and metrics port."""
+    SIGTERM or SIGINT, with its log level and metrics port. A production deployment with unsafe
+    settings (the public development secret) does not start: it says why and exits with 2."""
+    try:
+        settings.refuse_unsafe_production()
+    except UnsafeSettings as exc:
+        configure_logging(settings.log_level)
+        logger.critical("%s refuses to start: %s", name, exc)
+        sys.exit(2)
 
     async def factory() -> Service:
         return bootstrap(settings)

@@ -11,12 +11,14 @@ A composition root subclasses `Service` and fills in only what is its own:
 
         async def _build(self, bus: Bus) -> Servicers: ...   # adapters, handlers, consumers
 
-Its adapters given as fields (e.g. ``bus``) are used instead of the real ones.
+Its adapters given as fields (e.g. ``bus``) are used instead of the real ones. Readiness follows
+the bus connection, and the service's own conditions (`not_ready` names those that do not hold
+when the server starts; `set_ready` records each change), e.g. the router's "leader".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,13 +39,17 @@ class Service:
     """A service's parts that every service has, and the order they start and stop in.
 
     start: tracing, `_load()`, the bus (unless given), `_build(bus)` (which returns the gRPC
-    servicers), the gRPC server (health follows the bus connection), `_serve()`, the bus's
-    consumers, `_started()`. A failed start stops what had started, then raises.
+    servicers), the gRPC server (health follows the bus connection and the service's own
+    conditions), `_serve()`, the bus's consumers, `_started()`. A failed start stops what had
+    started, then raises.
     stop: `_stop_taking()`, the gRPC server (calls in flight get the grace period), `_flush()`,
     the bus drained (handlers in flight finish), `_close()`. Safe to call twice.
     """
 
     name: ClassVar[str] = "service"
+    # Readiness conditions of the service's own that do not hold yet when gRPC starts serving
+    # (condition -> why); the service records them with `set_ready` once they do.
+    not_ready: ClassVar[Mapping[str, str]] = {}
 
     settings: ServiceSettings
     bus: Bus | None = None
@@ -67,8 +73,8 @@ class Service:
                 s.nats_url, source=self.name, replicas=s.nats_stream_replicas, **s.nats_options()
             )
         servicers = await self._build(self.bus)
-        self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_server(
-            servicers, s.grpc_host, s.grpc_port, s.auth_secret, s.known_tenants, bus=self.bus
+        self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_service_server(
+            s, servicers, bus=self.bus, not_ready=dict(self.not_ready)
         )
         await self._serve()
         await self.bus.start()
@@ -86,6 +92,12 @@ class Service:
         if bus is not None:
             await bus.drain()
         await self._close()
+
+    async def set_ready(self, condition: str, ok: bool, why: str = "") -> None:
+        """Record whether one of the service's own readiness conditions holds (before gRPC
+        serves there is no one to tell)."""
+        if self.readiness is not None:
+            await self.readiness.set(condition, ok, why)
 
     # ---- what a service fills in ---------------------------------------------------------------
 

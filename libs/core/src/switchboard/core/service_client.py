@@ -4,7 +4,9 @@ minted per tenant, one channel per tenant), with failures turned into domain err
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Generic, TypeVar
 
 import grpc
@@ -27,10 +29,14 @@ logger = logging.getLogger(__name__)
 StubT = TypeVar("StubT")
 T = TypeVar("T")
 
+# A service token lives an hour and is minted again when half of that has passed.
+SERVICE_TOKEN_TTL_SECONDS = 3600
+
 
 class ServiceClient(Generic[StubT]):
     """Stubs of one service at `target`, one channel per tenant, each call sent with a token of
-    role "service" for that tenant naming `subject` (the calling service) as the actor."""
+    role "service" for that tenant naming `subject` (the calling service) as the actor. Tokens
+    expire (`ttl_seconds`); a channel mints a fresh one when half of its token's life is over."""
 
     def __init__(
         self,
@@ -39,7 +45,7 @@ class ServiceClient(Generic[StubT]):
         subject: str,
         stub: Callable[[grpc.aio.Channel], StubT],
         *,
-        ttl_seconds: int | None = None,
+        ttl_seconds: int = SERVICE_TOKEN_TTL_SECONDS,
         default_timeout: float = 10.0,
     ) -> None:
         self.target = target
@@ -54,16 +60,34 @@ class ServiceClient(Generic[StubT]):
         """The stub for calls on behalf of `tenant` (its channel is opened on first use)."""
         found = self._channels.get(tenant)
         if found is None:
-            token = auth.mint(self.secret, tenant, self.subject, ["service"], self._ttl)
+            token = _RenewedToken(partial(self._mint, tenant), self._ttl)
             channel = sb_grpc.channel(self.target, token, default_timeout=self._timeout)
             found = self._channels[tenant] = (channel, self._stub(channel))
         return found[1]
+
+    def _mint(self, tenant: str) -> str:
+        return auth.mint(self.secret, tenant, self.subject, ["service"], self._ttl)
 
     async def close(self) -> None:
         """Close every channel; a later call opens a new one."""
         channels, self._channels = self._channels, {}
         for channel, _ in channels.values():
             await channel.close()
+
+
+class _RenewedToken:
+    """A token minted again once half of its life is over."""
+
+    def __init__(self, mint: Callable[[], str], ttl_seconds: int) -> None:
+        self._mint = mint
+        self._renew_after = ttl_seconds / 2
+        self._token = ""
+        self._minted = 0.0
+
+    def __call__(self) -> str:
+        if not self._token or time.monotonic() - self._minted >= self._renew_after:
+            self._token, self._minted = self._mint(), time.monotonic()
+        return self._token
 
 
 def domain_error(code: grpc.StatusCode, detail: str, what: str) -> DomainError:

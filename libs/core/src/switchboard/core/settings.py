@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Final, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic.fields import FieldInfo
@@ -29,8 +29,20 @@ def renamed(name: str, *formerly: str) -> AliasChoices:
 
 
 # A development secret, used only when SWITCHBOARD_AUTH_SECRET is unset (the embedded default
-# writes a random one to .run/ and passes it to every service).
+# writes a random one to .run/ and passes it to every service). It is public: a service in
+# production mode refuses to start with it.
 DEV_AUTH_SECRET = "switchboard-development-secret-change-me"
+# SWITCHBOARD_MODE: every deployment is "production" unless `switchboard run` (or a developer)
+# says "development".
+PRODUCTION: Final = "production"
+DEVELOPMENT: Final = "development"
+# The longest an access token may live unless SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS says
+# otherwise: partners' integrations renew their tokens at least monthly.
+DEFAULT_MAX_LIFETIME_SECONDS = 30 * 24 * 3600
+
+
+class UnsafeSettings(ValueError):
+    """Settings that must not run in production."""
 
 
 def env_name(field: FieldInfo) -> str:
@@ -61,6 +73,12 @@ class ServiceSettings(BaseSettings):
     # Prometheus /metrics; 0 serves none.
     metrics_port: int = Field(0, alias="METRICS_PORT")
     auth_secret: str = Field(DEV_AUTH_SECRET, alias="SWITCHBOARD_AUTH_SECRET")
+    # The longest an access token may live, in seconds (0: no limit); never-expiring tokens are
+    # refused while there is one.
+    token_max_lifetime_seconds: int = Field(
+        DEFAULT_MAX_LIFETIME_SECONDS, alias="SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS", ge=0
+    )
+    mode: Literal["production", "development"] = Field(PRODUCTION, alias="SWITCHBOARD_MODE")
     # Comma-separated tenants this deployment serves; empty means any well-formed tenant.
     tenants: str = Field("", alias="SWITCHBOARD_TENANTS")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
@@ -102,6 +120,19 @@ class ServiceSettings(BaseSettings):
             self.nats_tls_cert_file,
             self.nats_tls_key_file,
         )
+
+    @property
+    def token_max_lifetime(self) -> int | None:
+        return self.token_max_lifetime_seconds or None
+
+    def refuse_unsafe_production(self) -> None:
+        """Raise UnsafeSettings when a production deployment would run with the public
+        development secret."""
+        if self.mode == PRODUCTION and self.auth_secret == DEV_AUTH_SECRET:
+            raise UnsafeSettings(
+                "SWITCHBOARD_AUTH_SECRET is unset or the public development secret: set a secret "
+                "of your own (or SWITCHBOARD_MODE=development on a developer's machine)"
+            )
 
     @property
     def known_tenants(self) -> frozenset[str] | None:

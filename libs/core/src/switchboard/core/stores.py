@@ -1,10 +1,15 @@
 """JetStream stores every service opens the same way: key-value buckets and object stores bound
 to, or created on first use (file storage, with the deployment's replicas), and the
-AttachmentRef that names an object in a message."""
+AttachmentRef that names an object in a message.
+
+The adapters hold a bucket as `KeyValueBucket` or `ObjectBucket`, the part of nats.py's
+KeyValue and ObjectStore they use, so a unit test passes the in-memory ones of
+`switchboard.testing.fakes` instead."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
@@ -20,6 +25,36 @@ from nats.js.object_store import ObjectStore
 
 from switchboard.core.errors import NotFound
 from switchboard.v1 import contact_pb2
+
+
+class KeyValueBucket(Protocol):
+    """A key-value bucket as the services use it (nats.js.kv.KeyValue). Every write returns the
+    new revision; `get` raises KeyNotFoundError for a key never written or deleted; `update`
+    (also of a new key, whose last revision is 0) raises KeyWrongLastSequenceError when `last`
+    is not the key's last revision, and `delete` with a `last` a BadRequestError."""
+
+    async def get(self, key: str) -> KeyValue.Entry: ...
+
+    async def put(self, key: str, value: bytes) -> int: ...
+
+    async def update(self, key: str, value: bytes, last: int | None = None) -> int: ...
+
+    async def delete(self, key: str, last: int | None = None) -> bool: ...
+
+    async def keys(self) -> list[str]: ...
+
+
+class ObjectBucket(Protocol):
+    """An object store bucket as the services use it (nats.js.object_store.ObjectStore): `get`
+    and `get_info` raise ObjectNotFoundError for a name never put."""
+
+    async def get(self, name: str) -> ObjectStore.ObjectResult: ...
+
+    async def get_info(self, name: str) -> js_api.ObjectInfo: ...
+
+    async def put(
+        self, name: str, data: bytes, meta: js_api.ObjectMeta | None = None
+    ) -> js_api.ObjectInfo: ...
 
 
 async def key_value(
@@ -67,7 +102,7 @@ async def object_store(js: JetStreamContext, bucket: str, *, replicas: int = 1) 
             return await js.object_store(bucket)
 
 
-async def entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+async def entry(kv: KeyValueBucket, key: str) -> KeyValue.Entry | None:
     """The current entry of `key`; None when there is none (never written, deleted or purged)."""
     try:
         found = await kv.get(key)
@@ -78,13 +113,13 @@ async def entry(kv: KeyValue, key: str) -> KeyValue.Entry | None:
     return found
 
 
-async def value(kv: KeyValue, key: str) -> bytes | None:
+async def value(kv: KeyValueBucket, key: str) -> bytes | None:
     """The value of `key`; None when there is none or it is empty."""
     found = await entry(kv, key)
     return found.value if found is not None and found.value else None
 
 
-async def keys(kv: KeyValue) -> list[str]:
+async def keys(kv: KeyValueBucket) -> list[str]:
     """Every key the bucket holds (none is not an error)."""
     try:
         return list(await kv.keys())
@@ -112,21 +147,24 @@ class ObjectStores:
     def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
         self.js = js
         self.replicas = replicas  # copies of a bucket created here (NATS_STREAM_REPLICAS)
-        self._stores: dict[str, ObjectStore] = {}
+        self._stores: dict[str, ObjectBucket] = {}
 
-    async def bucket(self, bucket: str, create: bool = False) -> ObjectStore:
+    async def bucket(self, bucket: str, create: bool = False) -> ObjectBucket:
         """The object store `bucket`; NotFound when it does not exist and `create` is false."""
         store = self._stores.get(bucket)
         if store is None:
-            if create:
-                store = await object_store(self.js, bucket, replicas=self.replicas)
-            else:
-                try:
-                    store = await self.js.object_store(bucket)
-                except (NotFoundError, BadRequestError):
-                    raise NotFound("bucket", bucket) from None
+            store = await self._bind(bucket, create)
             self._stores[bucket] = store
         return store
+
+    async def _bind(self, bucket: str, create: bool) -> ObjectBucket:
+        """JetStream's object store `bucket` (created if need be when `create`)."""
+        if create:
+            return await object_store(self.js, bucket, replicas=self.replicas)
+        try:
+            return await self.js.object_store(bucket)
+        except (NotFoundError, BadRequestError):
+            raise NotFound("bucket", bucket) from None
 
     async def put(self, bucket: str, name: str, data: bytes, description: str = "") -> None:
         """Store `data` as `name` (returns once JetStream has it), creating the bucket if need be."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchboard/v1/auth.proto\x12\x0eswitchboard.v1\"Q\n\x0bTokenClaims\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchboard/v1/auth.proto\x12\x0eswitchboard.v1\"t\n\x0bTokenClaims\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x03\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x11\n\tissued_at\x18\x06 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.auth_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOKENCLAIMS']._serialized_start=45
-  _globals['_TOKENCLAIMS']._serialized_end=126
+  _globals['_TOKENCLAIMS']._serialized_end=161
 # @@protoc_insertion_point(module_scope)

@@ -30,14 +30,24 @@ class TokenClaims(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     subject: _builtins.str
     """an agent id, a partner id, or an operator name"""
     expires_at: _builtins.int
     """unix seconds; 0 never"""
+    issued_at: _builtins.int
+    """unix seconds; 0 in tokens minted before it was recorded"""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """agent, supervisor, partner, admin, service"""
+        """agent, team_lead, supervisor, qa, admin, partner, service"""
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What a partner may do (cases:read, routing:act-as-agent, ...; see switchboard.core.roles).
+        Tokens minted before scopes existed have none.
+        """
 
     def __init__(
         self,
@@ -46,10 +56,12 @@ class TokenClaims(_message.Message):
         subject: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
         expires_at: _builtins.int = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        issued_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "roles", b"roles", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at", "roles", b"roles", "scopes", b"scopes", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import base64
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
+from nats.js import api as js_api
+from nats.js.errors import (
+    BadRequestError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    ObjectNotFoundError,
+)
+from nats.js.kv import VALID_KEY_RE, KeyValue
+from nats.js.object_store import ObjectStore
 
-from switchboard.core import events
+from switchboard.core import events, stores
+from switchboard.core.errors import DomainError, NotFound, Retry, Unavailable
 
 E = TypeVar("E", bound=Message)
 T = TypeVar("T")
@@ -87,3 +104,202 @@ class FakeMailer:
             self.failures -= 1
             raise ConnectionRefusedError("smtp is away")
         self.sent.append(key)
+
+
+class FakeKeyValue:
+    """A `switchboard.core.stores.KeyValueBucket` in memory, with JetStream's answers (as
+    nats-server 2.15 gives them): one revision sequence for the bucket, KeyNotFoundError for a key
+    never written or deleted, KeyWrongLastSequenceError when `update` names a revision that is
+    not the key's last (0 for a new key), a BadRequestError when `delete` does, NoKeysError from
+    `keys` of an empty bucket and InvalidKeyError for a key JetStream would refuse.
+
+    `fail` (an exception) makes every call fail with it, as when JetStream is away."""
+
+    def __init__(self, bucket: str = "fake") -> None:
+        self.bucket = bucket
+        self.fail: BaseException | None = None
+        self.revision = 0  # the bucket's last
+        self._last: dict[str, KeyValue.Entry] = {}  # by key; a deleted key keeps its marker
+
+    async def _check(self, key: str) -> int:
+        """The key's last revision (0 for a key never written), after letting another caller run
+        (as a round trip to JetStream would), so a read-modify-write can lose a race."""
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        if not key or key[0] == "." or key[-1] == "." or not VALID_KEY_RE.match(key):
+            raise InvalidKeyError(key)
+        found = self._last.get(key)
+        return (found.revision or 0) if found is not None else 0
+
+    def _write(self, key: str, value: bytes | None, operation: str | None = None) -> int:
+        self.revision += 1
+        self._last[key] = KeyValue.Entry(
+            self.bucket, key, value or None, self.revision, None, None, operation
+        )
+        return self.revision
+
+    async def get(self, key: str) -> KeyValue.Entry:
+        await self._check(key)
+        last = self._last.get(key)
+        if last is None:
+            raise KeyNotFoundError
+        found = dataclasses.replace(last, operation=None)
+        if last.operation == "DEL":
+            raise KeyNotFoundError(found, "DEL")
+        return found
+
+    async def put(self, key: str, value: bytes) -> int:
+        await self._check(key)
+        return self._write(key, value)
+
+    async def update(self, key: str, value: bytes, last: int | None = None) -> int:
+        current = await self._check(key)
+        if (last or 0) != current:
+            raise KeyWrongLastSequenceError(f"wrong last sequence: {current}")
+        return self._write(key, value)
+
+    async def delete(self, key: str, last: int | None = None) -> bool:
+        current = await self._check(key)
+        if last and last != current:
+            raise BadRequestError(
+                code=400, err_code=10071, description=f"wrong last sequence: {current}"
+            )
+        self._write(key, None, "DEL")
+        return True
+
+    async def keys(self) -> list[str]:
+        if self.fail is not None:
+            raise self.fail
+        found = [k for k, e in self._last.items() if e.operation != "DEL"]
+        if not found:
+            raise NoKeysError
+        return found
+
+    def values(self) -> dict[str, bytes | None]:
+        """Every key's value, deleted keys left out (for a test to look at)."""
+        return {k: e.value for k, e in self._last.items() if e.operation != "DEL"}
+
+
+class FakeObjectStore:
+    """A `switchboard.core.stores.ObjectBucket` in memory: ObjectNotFoundError for a name never
+    put; a put replaces the object of the same name, with its metadata (described by `meta`)."""
+
+    def __init__(self, bucket: str = "fake") -> None:
+        self.bucket = bucket
+        self.objects: dict[str, bytes] = {}
+        self.puts = 0  # how many times an object was written
+        self._infos: dict[str, js_api.ObjectInfo] = {}
+
+    async def get_info(self, name: str) -> js_api.ObjectInfo:
+        try:
+            return dataclasses.replace(self._infos[name])
+        except KeyError:
+            raise ObjectNotFoundError from None
+
+    async def get(self, name: str) -> ObjectStore.ObjectResult:
+        info = await self.get_info(name)
+        return ObjectStore.ObjectResult(info=info, data=self.objects[name])
+
+    async def put(
+        self, name: str, data: bytes, meta: js_api.ObjectMeta | None = None
+    ) -> js_api.ObjectInfo:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+        info = js_api.ObjectInfo(
+            name=name,
+            bucket=self.bucket,
+            nuid=uuid.uuid4().hex,
+            size=len(data),
+            mtime=datetime.now(UTC).isoformat(),
+            chunks=1 if data else 0,
+            digest=f"SHA-256={digest}",
+            description=meta.description if meta is not None else None,
+            headers=meta.headers if meta is not None else None,
+        )
+        self.objects[name] = bytes(data)
+        self._infos[name] = info
+        self.puts += 1
+        return dataclasses.replace(info)
+
+
+class FakeObjectStores(stores.ObjectStores):
+    """`switchboard.core.stores.ObjectStores` over FakeObjectStore buckets (`buckets`, by name):
+    a bucket exists once created, by a first put or given here."""
+
+    def __init__(self, *buckets: str) -> None:
+        super().__init__(js=None)  # type: ignore[arg-type]  # JetStream is reached only in _bind
+        self.buckets = {name: FakeObjectStore(name) for name in buckets}
+
+    async def _bind(self, bucket: str, create: bool) -> stores.ObjectBucket:
+        found = self.buckets.get(bucket)
+        if found is None:
+            if not create:
+                raise NotFound("bucket", bucket)
+            found = self.buckets[bucket] = FakeObjectStore(bucket)
+        return found
+
+
+class FakeBus(FakePublisher):
+    """A `switchboard.core.bus.Bus` in memory: what it publishes, as `FakePublisher` keeps it,
+    and its consumers' handlers (`subscribe`), to which a test hands events (`deliver`), each
+    settled as the Bus settles it: acknowledged when its handler returns; parked at once when
+    it cannot be read (no valid meta) or its handler refuses it (a DomainError: invalid);
+    redelivered later when its handler asks (Retry), its replica cannot serve it (Unavailable)
+    or it crashed. Delivery is at least once: handing the same event twice is a redelivery."""
+
+    ACK, RETRY, PARKED = "ack", "retry", "parked"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: dict[tuple[str, type[Message]], Callable[[Any], Awaitable[None]]] = {}
+        self.parked: list[tuple[Message, str]] = []  # (event, why): the dead letters
+        self.started = self.drained = False
+
+    async def ensure_streams(self) -> None:
+        """Nothing to declare: the fake has no streams."""
+
+    def watch(self, callback: Callable[[bool], Awaitable[None]]) -> None:
+        """Its connection never changes: always up."""
+
+    async def start(self) -> None:
+        """Its consumers take events only when a test delivers them."""
+        self.started = True
+
+    async def drain(self) -> None:
+        """Nothing is in flight between deliveries."""
+        self.drained = True
+
+    def subscribe(
+        self,
+        durable: str,
+        event_type: type[E],
+        handler: Callable[[E], Awaitable[None]],
+        options: object = None,
+    ) -> None:
+        self.handlers[(durable, event_type)] = handler
+
+    async def deliver(self, event: Message, durable: str = "") -> str:
+        """Hand `event` to the handler subscribed to its type (on `durable`, if several are);
+        return how it was settled: ACK, RETRY or PARKED."""
+        handlers = [
+            h
+            for (name, event_type), h in self.handlers.items()
+            if event_type is type(event) and durable in ("", name)
+        ]
+        if len(handlers) != 1:
+            raise LookupError(f"{len(handlers)} handlers for {type(event).__name__} {durable!r}")
+        try:
+            events.validate_meta(event)
+        except DomainError as exc:
+            self.parked.append((event, f"malformed: {exc}"))
+            return self.PARKED
+        try:
+            await handlers[0](event)
+        except (Retry, Unavailable):
+            return self.RETRY
+        except DomainError as exc:
+            self.parked.append((event, f"{type(exc).__name__}: {exc}"))
+            return self.PARKED
+        except Exception:
+            return self.RETRY
+        return self.ACK

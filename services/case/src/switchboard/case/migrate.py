@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters.database import create_engine
+from switchboard.case.adapters.database import create_engine, sessionmaker
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +50,15 @@ async def migrate(url: str) -> None:
     finally:
         await engine.dispose()
     logger.info("case store schema is up to date")
+
+
+@contextlib.asynccontextmanager
+async def migrated(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The case store at `url`, brought up to date, as a session factory (for tools and tests);
+    its engine is disposed on the way out."""
+    await migrate(url)
+    engine = create_engine(url)
+    try:
+        yield sessionmaker(engine)
+    finally:
+        await engine.dispose()

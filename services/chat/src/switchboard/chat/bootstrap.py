@@ -19,6 +19,7 @@ from switchboard.chat.adapters.nats_manager import NatsClientManager
 from switchboard.chat.adapters.router_client import RouterClient
 from switchboard.chat.entrypoints import nats_consumer, socket_server
 from switchboard.chat.entrypoints.api import Api
+from switchboard.chat.entrypoints.clients import trusted_networks
 from switchboard.chat.entrypoints.http_server import HttpServer
 from switchboard.chat.entrypoints.web import build_asgi
 from switchboard.chat.handlers import Chat
@@ -94,9 +95,17 @@ class ChatApp(Service):
             s.router_target,
             s.case_target,
             s.desk_grace_seconds,
+            surge_of=self.router.surge,
+            token_max_lifetime=s.token_max_lifetime,
         )
         socket_server.register(
-            self.sio, self.chat, s.auth_secret, s.known_tenants, self.config, self.inbox
+            self.sio,
+            self.chat,
+            s.auth_secret,
+            s.known_tenants,
+            self.config,
+            self.inbox,
+            s.token_max_lifetime,
         )
         api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config)
         nats_consumer.subscribe(bus, self.chat, s.consumer_name)
@@ -106,6 +115,7 @@ class ChatApp(Service):
                 build_asgi(
                     self.sio, s.default_tenant, s.max_message_bytes, api=api, config=self.config
                 ),
+                trusted_networks(s.trusted_proxies),
             ),
             s.http_host,
             s.http_port,

@@ -46,7 +46,6 @@ from switchboard.chat.domain.commands import (
     TranscriptRequest,
 )
 from switchboard.chat.domain.model import (
-    EMAIL_RE,
     RECEIPT_STATES,
     AuthorName,
     ChatMessage,
@@ -58,7 +57,7 @@ from switchboard.chat.domain.model import (
 )
 from switchboard.chat.notifier import ChatNotifier, message_event
 from switchboard.core.auth import Principal
-from switchboard.core.errors import FailedPrecondition, InvalidArgument
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from switchboard.v1 import contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
@@ -408,12 +407,17 @@ class Chat:
         )
 
     async def request_transcript(self, profile: CustomerProfile, request: TranscriptRequest) -> str:
-        """Ask the email channel to send the conversation to the customer; the address given,
-        or the one from the pre-chat form."""
+        """Ask the email channel to send the conversation to the customer, at the address of
+        the pre-chat form: the only one the chat knows is the customer's, so that nobody can
+        have a conversation (or mail in its name) sent to someone else."""
         conversation = await self._visitors_contact(profile, request.contact_id)
-        email = request.email or profile.email
-        if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
-            raise InvalidArgument("email", "is not a valid address")
+        if not profile.email:
+            raise FailedPrecondition(
+                "give your email address before the chat to receive its transcript"
+            )
+        email = profile.email
+        if request.email and request.email.strip().lower() != email.lower():
+            raise PermissionDenied("a transcript is sent only to the address given before the chat")
         messages = await self.store.history(profile.tenant, conversation.contact_id)
         lines = []
         for m in messages:

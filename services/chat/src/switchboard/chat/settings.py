@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from switchboard.chat.entrypoints.clients import trusted_networks
 from switchboard.core.events import TENANT_RE
 from switchboard.core.settings import ServiceSettings, renamed
 
@@ -33,6 +34,15 @@ class ChatSettings(ServiceSettings):
         "127.0.0.1:50052", validation_alias=renamed("CHAT_CASE_ADDR", "CHAT_CASE_TARGET")
     )
     desk_grace_seconds: float = Field(60.0, alias="CHAT_DESK_GRACE_SECONDS", ge=0)
+    # Proxies (an ingress, a load balancer) whose X-Forwarded-For names the client, for the
+    # per-client limits: addresses or networks, comma-separated; "" trusts none.
+    trusted_proxies: str = Field("", alias="CHAT_TRUSTED_PROXIES")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        trusted_networks(value)  # refuse a bad list at start
+        return value
 
     @field_validator("default_tenant")
     @classmethod

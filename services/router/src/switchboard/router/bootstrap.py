@@ -1,4 +1,5 @@
-"""The router's composition root: the only place its adapters are built.
+"""The router's composition root: the only place its adapters are built, on the lifecycle every
+service shares (`switchboard.core.service.Service`).
 
 Start-up: load the configuration, recover the engine from JetStream (snapshot + journal), start
 gRPC, then lead (lease acquired) or follow as a hot standby. Losing the lease, being fenced out
@@ -18,17 +19,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
-import grpc
-
-from switchboard.core import events, telemetry
-from switchboard.core import grpc as sb_grpc
+from switchboard.core import events
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.errors import Unavailable
-from switchboard.core.health import Readiness
+from switchboard.core.service import Service, Servicers
 from switchboard.router.domain import config as cfg
 from switchboard.router.entrypoints import nats_consumer
 from switchboard.router.entrypoints.grpc_server import RouterAdminServicer, RouterServicer
@@ -70,102 +69,111 @@ def load_config(settings: RouterSettings) -> cfg.RouterConfig:
 
 
 @dataclass
-class RouterApp:
+class RouterApp(Service):
+    """The router; adapters given here are used instead of the real ones: `bus`, `journal`,
+    `snapshots`, `lease`, the wall `clock` its engine decides by, and `connect_consumer` (a new
+    bus connection for each term's consumer)."""
+
+    name: ClassVar[str] = "router"
+    not_ready: ClassVar[Mapping[str, str]] = {
+        "leader": "standby: another replica leads, or none yet"
+    }
     settings: RouterSettings
-    bus: Bus | None = None
+    journal: Journal | None = None
+    snapshots: Snapshots | None = None
+    lease: Lease | None = None
+    clock: Callable[[], float] = time.time
+    connect_consumer: Callable[[], Awaitable[Bus]] | None = None
     router: Router | None = None
-    server: grpc.aio.Server | None = None
-    port: int = 0
     replica: str = ""
     config: cfg.RouterConfig | None = None
     consumer_bus: Bus | None = None
-    readiness: Readiness | None = None
+    led: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _replica_task: asyncio.Task[None] | None = None
-    _journal: Journal | None = None
-    _snapshots: Snapshots | None = None
-    _lease: Lease | None = None
-    led: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def port(self) -> int:
+        return self.grpc_port
 
     @property
     def is_leader(self) -> bool:
         return self.router is not None and self.router.leader
 
-    async def start(self) -> None:
+    async def _load(self) -> None:
         s = self.settings
-        telemetry.setup_tracing("router", s.otel_exporter_otlp_endpoint)
         self.config = load_config(s)
         self.replica = s.replica_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.bus = await Bus.connect(
-            s.nats_url, source="router", replicas=s.nats_stream_replicas, **s.nats_options()
-        )
-        await self.bus.ensure_streams()
-        js = self.bus.js
+
+    async def _build(self, bus: Bus) -> Servicers:
+        s = self.settings
+        await bus.ensure_streams()
         replicas = s.nats_stream_replicas
-        self._journal = Journal(
-            js,
-            s.group,
-            self.bus.acks,
-            self.bus.nc,
-            write_timeout=s.journal_write_timeout_seconds,
-            replicas=replicas,
-        )
-        await self._journal.ensure()
-        self._snapshots = Snapshots(js, s.group, replicas)
-        await self._snapshots.ensure()
-        self._lease = Lease(js, s.group, self.replica, s.lease_ttl_seconds, replicas)
-        await self._lease.ensure()
-        self.router = Router(new_engine(), RoutingNotifier(self.bus), self._journal)
+        if self.journal is None:
+            self.journal = Journal(
+                bus.js,
+                s.group,
+                bus.acks,
+                bus.nc,
+                write_timeout=s.journal_write_timeout_seconds,
+                replicas=replicas,
+            )
+            await self.journal.ensure()
+        if self.snapshots is None:
+            self.snapshots = Snapshots(bus.js, s.group, replicas)
+            await self.snapshots.ensure()
+        if self.lease is None:
+            self.lease = Lease(bus.js, s.group, self.replica, s.lease_ttl_seconds, replicas)
+            await self.lease.ensure()
+        self.router = Router(new_engine(), RoutingNotifier(bus), self.journal, self.clock)
         self.router.leader = False
-        await self._load()
+        await self._recover()
         # The recovered engine (up to millions of waiting contacts) is long-lived: out of the
         # collector's generations, it is never traversed again by a collection on the offer
         # path; nor is what later reaches the oldest generation (frozen at each snapshot).
         collect_young_only()
-        self.server, self.port, self.readiness = await sb_grpc.start_server(
-            [
-                (
-                    router_pb2_grpc.add_RouterServiceServicer_to_server,
-                    RouterServicer(self.router),
-                    SERVICE,
-                ),
-                (
-                    router_pb2_grpc.add_RouterAdminServiceServicer_to_server,
-                    RouterAdminServicer(self.router),
-                    ADMIN,
-                ),
-            ],
-            s.grpc_host,
-            s.grpc_port,
-            s.auth_secret,
-            s.known_tenants,
-            bus=self.bus,
-            not_ready={"leader": "standby: another replica leads, or none yet"},
-        )
+        return [
+            (
+                router_pb2_grpc.add_RouterServiceServicer_to_server,
+                RouterServicer(self.router),
+                SERVICE,
+            ),
+            (
+                router_pb2_grpc.add_RouterAdminServiceServicer_to_server,
+                RouterAdminServicer(self.router),
+                ADMIN,
+            ),
+        ]
+
+    async def _serve(self) -> None:
+        """Lead or follow (readiness, "leader", is SERVING only while this replica leads)."""
         self._replica_task = asyncio.create_task(self._replica())
+
+    async def _started(self) -> None:
+        s = self.settings
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.led.wait(), 2.0)  # a lone replica is ready at once
         logger.info(
             "router gRPC on %s:%d (%s)",
             s.grpc_host,
-            self.port,
+            self.grpc_port,
             "leader" if self.is_leader else "standby",
         )
 
-    async def _load(self) -> None:
+    async def _recover(self) -> None:
         """The engine as the journal has it: the newest snapshot plus every entry after it."""
-        assert self.router and self._journal and self._snapshots
-        engine, seq = await recover(self._journal, self._snapshots)
+        assert self.router and self.journal and self.snapshots
+        engine, seq = await recover(self.journal, self.snapshots)
         self.router.reset(engine, seq)
         # Closed at once when a deadline cancels the read (its subscription with it).
-        async with contextlib.aclosing(self._journal.read(seq)) as entries:
+        async with contextlib.aclosing(self.journal.read(seq)) as entries:
             async for entry in entries:
                 self.router.apply_entry(entry)
         logger.info("router state recovered to journal sequence %d", self.router.applied_seq)
 
     async def _replica(self) -> None:
         """Lead or follow, for as long as the process runs; each term ends with a step-down."""
-        assert self.router and self._journal and self._lease
+        assert self.router and self.journal and self.lease
         while True:
             lost = asyncio.Event()
 
@@ -176,8 +184,8 @@ class RouterApp:
             try:
                 await lead_or_follow(
                     self.router,
-                    self._journal,
-                    self._lease,
+                    self.journal,
+                    self.lease,
                     self._became_leader,
                     keeping=self._tasks.append,
                 )
@@ -192,17 +200,14 @@ class RouterApp:
             await self._step_down()
 
     async def _became_leader(self) -> None:
-        assert self.router and self.config and self._lease
+        assert self.router and self.config and self.lease
         router = self.router
         # A new term: offer ids carry it, so no id repeats across leaders or restarts.
-        await router.run("begin_term", self._lease.revision)
+        await router.run("begin_term", self.lease.revision)
         await router.run("disconnect_all")
         await router.run("apply_file_config", self.config)
         await router.republish_recent()
-        s = self.settings
-        self.consumer_bus = await Bus.connect(
-            s.nats_url, source="router", replicas=s.nats_stream_replicas, **s.nats_options()
-        )
+        self.consumer_bus = await self._consumer_connection()
         nats_consumer.subscribe(
             self.consumer_bus,
             router,
@@ -214,7 +219,7 @@ class RouterApp:
         self._tasks.append(asyncio.create_task(self._snapshot_loop()))
         if not router.leader:
             raise Unavailable("stepped down while taking the lead")
-        await self._set_serving(True)
+        await self.set_ready("leader", True)
         self.led.set()
         logger.info("router replica %s leads group %s", self.replica, self.settings.group)
 
@@ -223,7 +228,7 @@ class RouterApp:
         assert self.router
         self.router.leader = False
         self.led.clear()
-        await self._set_serving(False, "standby: re-reading the journal")
+        await self.set_ready("leader", False, "standby: re-reading the journal")
         await self._stop_leading()
         # Each attempt has a deadline: 2 s for the first three, then doubling. A request sent
         # while a JetStream stream has no leader (a cluster node just died) gets no answer at
@@ -234,7 +239,7 @@ class RouterApp:
         while True:
             attempts += 1
             try:
-                await asyncio.wait_for(self._load(), deadline)
+                await asyncio.wait_for(self._recover(), deadline)
                 return
             except asyncio.CancelledError:
                 raise
@@ -302,7 +307,7 @@ class RouterApp:
     async def _snapshot_loop(self) -> None:
         """A snapshot every `snapshot_interval_seconds`, or sooner once `snapshot_entries` inputs
         were journaled: recovery and a step-down replay at most that many entries."""
-        assert self.router and self._snapshots
+        assert self.router and self.snapshots
         s = self.settings
         last = time.monotonic()
         while True:
@@ -313,37 +318,41 @@ class RouterApp:
                 continue
             last = time.monotonic()
             try:
-                seq = await self.router.snapshot(self._snapshots)
+                seq = await self.router.snapshot(self.snapshots)
                 if seq is not None:
                     logger.info("router snapshot written at journal sequence %d", seq)
             except Exception:
                 logger.exception("router snapshot failed; the journal still has everything")
 
-    async def _set_serving(self, serving: bool, why: str = "") -> None:
-        if self.readiness is not None:
-            await self.readiness.set("leader", serving, why)
+    async def _consumer_connection(self) -> Bus:
+        """A connection of its own for each term's consumer: draining it at a step-down leaves
+        the journal's and the lease's connection alone."""
+        if self.connect_consumer is not None:
+            return await self.connect_consumer()
+        s = self.settings
+        return await Bus.connect(
+            s.nats_url, source=self.name, replicas=s.nats_stream_replicas, **s.nats_options()
+        )
 
-    async def stop(self) -> None:
-        """Hand over and stop; every step is bounded, so a stuck one cannot hold the process.
+    async def _stop_taking(self) -> None:
+        """Hand over; every step is bounded, so a stuck one cannot hold the process.
         NOT_SERVING first (this replica decides nothing more), then the decisions in flight are
         settled and the lease released, so the standby leads at once, not at the lease's
-        expiry; draining the consumer and closing streams come after."""
+        expiry; draining the consumer and closing streams come after (then gRPC stops and the
+        bus drains)."""
         was_leader = self.is_leader
         if self.router:
             self.router.leader = False
         self.led.clear()
-        await self._set_serving(False, "stopping")
-        if self._replica_task:
-            self._replica_task.cancel()
-            await _bounded(self._replica_task, 5, "replica task")
-        if was_leader and self.router and self._lease:
+        await self.set_ready("leader", False, "stopping")
+        task, self._replica_task = self._replica_task, None
+        if task:
+            task.cancel()
+            await _bounded(task, 5, "replica task")
+        if was_leader and self.router and self.lease:
             await _bounded(self.router.settled(), 5, "decisions in flight")
-            await _bounded(self._lease.release(), 5, "lease release")
+            await _bounded(self.lease.release(), 5, "lease release")
         await _bounded(self._stop_leading(), 20, "leading tasks and consumer")
-        if self.server:
-            await sb_grpc.stop_server(self.server, self.settings.shutdown_grace_seconds)
-        if self.bus:
-            await _bounded(self.bus.drain(), 20, "NATS drain")
 
     async def kill(self) -> None:
         """Stop without any goodbye (no lease release, no drain): a crash, for tests."""
@@ -351,8 +360,8 @@ class RouterApp:
             self._replica_task.cancel()
         for task in self._tasks:
             task.cancel()
-        if self.server:
-            await self.server.stop(0)
+        if self.grpc_server:
+            await self.grpc_server.stop(0)
         for bus in (self.consumer_bus, self.bus):
             if bus is not None:
                 with contextlib.suppress(Exception):
@@ -368,5 +377,23 @@ async def _bounded(step: Awaitable[object], seconds: float, what: str) -> None:
         pass
 
 
-def bootstrap(settings: RouterSettings | None = None) -> RouterApp:
-    return RouterApp(settings or RouterSettings())
+def bootstrap(
+    settings: RouterSettings | None = None,
+    *,
+    bus: Bus | None = None,
+    journal: Journal | None = None,
+    snapshots: Snapshots | None = None,
+    lease: Lease | None = None,
+    clock: Callable[[], float] = time.time,
+    connect_consumer: Callable[[], Awaitable[Bus]] | None = None,
+) -> RouterApp:
+    """The router, with the real adapters for those not given."""
+    return RouterApp(
+        settings or RouterSettings(),
+        bus=bus,
+        journal=journal,
+        snapshots=snapshots,
+        lease=lease,
+        clock=clock,
+        connect_consumer=connect_consumer,
+    )

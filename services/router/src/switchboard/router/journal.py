@@ -161,18 +161,22 @@ class Journal:
                 raise Fenced(f"journal moved past {expected}: another replica leads") from exc
             raise
 
-    async def read(self, after: int, until: int | None = None) -> AsyncGenerator[Entry, None]:
-        """Entries after sequence `after`, up to `until` (default: the end now)."""
-        end = await self.tail_seq() if until is None else until
-        if end <= after:
-            return
-        sub = await self.js.subscribe(
+    async def _from(self, after: int) -> JetStreamContext.PushSubscription:
+        """An ordered subscription to the entries after sequence `after`."""
+        return await self.js.subscribe(
             self.subject,
             ordered_consumer=True,
             config=api.ConsumerConfig(
                 deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
             ),
         )
+
+    async def read(self, after: int, until: int | None = None) -> AsyncGenerator[Entry, None]:
+        """Entries after sequence `after`, up to `until` (default: the end now)."""
+        end = await self.tail_seq() if until is None else until
+        if end <= after:
+            return
+        sub = await self._from(after)
         try:
             while True:
                 msg = await sub.next_msg(timeout=10)
@@ -186,13 +190,7 @@ class Journal:
 
     async def follow(self, after: int) -> AsyncIterator[Entry]:
         """Entries after `after`, as they are written, for a hot standby."""
-        sub = await self.js.subscribe(
-            self.subject,
-            ordered_consumer=True,
-            config=api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1
-            ),
-        )
+        sub = await self._from(after)
         try:
             while True:
                 try:
@@ -275,19 +273,15 @@ class Lease:
             return False
         if (entry.value or b"").decode() != self.replica or entry.revision is None:
             return False
-        try:
-            self.revision = await self.kv.update(
-                self.key, self.replica.encode(), last=entry.revision
-            )
-            return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
+        return await self._write_after(entry.revision)
 
     async def renew(self) -> bool:
+        return await self._write_after(self.revision)
+
+    async def _write_after(self, revision: int | None) -> bool:
+        """Write our name over `revision`; False when another replica wrote since."""
         try:
-            self.revision = await self.kv.update(
-                self.key, self.replica.encode(), last=self.revision
-            )
+            self.revision = await self.kv.update(self.key, self.replica.encode(), last=revision)
             return True
         except nats.js.errors.KeyWrongLastSequenceError:
             return False

@@ -8,7 +8,7 @@ from switchboard.case.entrypoints.kb_reports_rpc import KnowledgeReportRpcs
 from switchboard.case.pagination import CaseQuery, PageTokens
 from switchboard.case.views import CaseViews
 from switchboard.core.errors import InvalidArgument
-from switchboard.core.grpc import principal, require
+from switchboard.core.grpc import acting_for, principal, require
 from switchboard.v1 import case_pb2, case_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 50
@@ -86,8 +86,8 @@ class CaseServicer(KnowledgeReportRpcs, case_pb2_grpc.CaseServiceServicer):
         return result
 
     async def AssignCase(self, request, context):  # type: ignore[no-untyped-def]
-        p = principal()
         require(request, "case_id", "agent_id")
+        p = acting_for(request.agent_id)  # an agent takes a case for itself only
         case_id = await self._commands().assign(
             p.tenant, p.subject, request.case_id, request.agent_id
         )

@@ -19,8 +19,7 @@ from typing import Protocol
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
 
 from switchboard.chat.domain.model import ChatMessage, Conversation
 from switchboard.core import stores
@@ -35,6 +34,7 @@ HISTORY_SUBJECTS = "chat.history.>"
 # A redelivered MessageAdded is de-duplicated by JetStream within this window (and by id after).
 DEDUPE_WINDOW_SECONDS = 24 * 3600
 HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last sequence not met
 
 
 class ConversationStore(Protocol):
@@ -166,7 +166,7 @@ def _subject(tenant: str, contact_id: str) -> str:
 class JetStreamConversations:
     """A ConversationStore every replica shares, that survives restarts (JetStream KV + stream)."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
 
@@ -217,8 +217,11 @@ class JetStreamConversations:
         if found is not None and found[0].get("contact_id") == contact_id:
             try:
                 await self.kv.delete(_vkey(tenant, visitor_id), last=found[1])
-            except KeyWrongLastSequenceError:  # the visitor started another contact meanwhile
-                pass
+            except BadRequestError as exc:
+                # The visitor started another contact meanwhile. nats.py reports a delete's stale
+                # `last` as a plain BadRequestError (10071), not as KeyWrongLastSequenceError.
+                if getattr(exc, "err_code", None) != WRONG_LAST_SEQUENCE:
+                    raise
 
     async def get(self, tenant: str, contact_id: str) -> Conversation | None:
         found = await self._read(_ckey(tenant, contact_id))

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
-from nats.js.object_store import ObjectStore
 
 from switchboard.core import stores
 from switchboard.v1 import contact_pb2
@@ -25,7 +24,7 @@ class StoredFile:
 
 
 class FileStore:
-    def __init__(self, obs: ObjectStore) -> None:
+    def __init__(self, obs: stores.ObjectBucket) -> None:
         self.obs = obs
 
     @classmethod

@@ -1,4 +1,5 @@
-"""What the chat asks the router: a waiting contact's position, and whether anyone can answer.
+"""What the chat asks the router: a waiting contact's position, whether anyone can answer, and
+the surge level agents' desks show.
 
 Both degrade gracefully: an RPC the router does not implement yet (UNIMPLEMENTED), or a router
 that cannot be reached, gives None and the caller falls back to what the events said.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -82,6 +84,18 @@ class RouterClient:
             and any(lang.language.split("-")[0].lower() == primary for lang in a.languages)
             for a in reply.agents
         )
+
+    async def surge(self, tenant: str) -> dict[str, Any]:
+        """The tenant's surge level and the queue it is on, for agents' desks: asked with the
+        chat's service token, since queue statistics are not an agent's to read."""
+        stats = await self._stub(tenant).GetQueueStats(
+            router_pb2.GetQueueStatsRequest(), timeout=TIMEOUT_SECONDS
+        )
+        top = max(stats.queues, key=lambda q: q.surge_level, default=None)
+        return {
+            "level": int(top.surge_level) if top else 0,
+            "queue": top.queue if top and top.surge_level else "",
+        }
 
     async def close(self) -> None:
         await self.client.close()

@@ -1,8 +1,8 @@
 """The /agent Socket.IO namespace: the agents' unified inbox and the supervisors' wallboard.
 
 Connect with ``auth = {token}``: a token from ``POST /api/agent/login`` (or any token with the
-agent or supervisor role). A missing, forged or expired token, a token without one of those roles,
-or a disallowed origin is refused at connect with the reason (the client's ``connect_error``).
+agent, team_lead or supervisor role). A missing, forged or expired token, a token without one of
+those roles, or a disallowed origin is refused at connect with the reason (``connect_error``).
 
 Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error}``:
 
@@ -53,6 +53,7 @@ from switchboard.chat.entrypoints.socket_common import (
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core import auth as sb_auth
+from switchboard.core import roles
 from switchboard.core.errors import (
     DomainError,
     InvalidArgument,
@@ -71,11 +72,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         known_tenants: frozenset[str] | None,
         config: ChatConfig | None = None,
         inbox: Inbox | None = None,
+        token_max_lifetime: int | None = None,
     ) -> None:
         super().__init__(AGENT)
         self.chat = chat
         self.secret = secret
         self.known_tenants = known_tenants
+        self.token_max_lifetime = token_max_lifetime
         self.config = config or ChatConfig()
         self.inbox = inbox
         if inbox is not None:
@@ -90,7 +93,9 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 token = auth.get("token") if isinstance(auth, dict) else None
                 if not token or not isinstance(token, str):
                     raise InvalidArgument("token", "is required (sign in at /inbox)")
-                principal = verify_agent(self.secret, token, self.known_tenants)
+                principal = verify_agent(
+                    self.secret, token, self.known_tenants, self.token_max_lifetime
+                )
                 check_origin(environ, principal.tenant, self.config)  # connection plumbing (part 1)
             except DomainError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -300,10 +305,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 def verify_agent(
-    secret: str, token: str, known_tenants: frozenset[str] | None
+    secret: str,
+    token: str,
+    known_tenants: frozenset[str] | None,
+    max_lifetime: int | None = None,
 ) -> sb_auth.Principal:
-    """Verify an agent's token; only agents and supervisors use the inbox."""
-    principal = sb_auth.verify(secret, token, known_tenants)
-    if not principal.has_any("agent", "supervisor"):
-        raise PermissionDenied("the agent inbox needs the agent or supervisor role")
+    """Verify an agent's token; only the people who take contacts at a desk use the inbox."""
+    principal = sb_auth.verify(secret, token, known_tenants, max_lifetime=max_lifetime)
+    if not principal.has_any(*roles.DESK):
+        raise PermissionDenied("the agent inbox needs the agent, team_lead or supervisor role")
     return principal

@@ -186,8 +186,11 @@ def register(
     known_tenants: frozenset[str] | None,
     config: ChatConfig,
     inbox: Inbox | None = None,
+    token_max_lifetime: int | None = None,
 ) -> SocketLimits:
     limits = SocketLimits(config.limits)
     sio.register_namespace(CustomerNamespace(chat, secret, known_tenants, config, limits))
-    sio.register_namespace(AgentNamespace(chat, secret, known_tenants, config, inbox))
+    sio.register_namespace(
+        AgentNamespace(chat, secret, known_tenants, config, inbox, token_max_lifetime)
+    )
     return limits

@@ -80,11 +80,17 @@ class DeskContact:
         }
 
 
+SurgeOf = Callable[[str], Awaitable[dict[str, Any]]]
+
+
 class Desk:
-    def __init__(self, profile: AgentProfile, backends: Backends, emit: Emit) -> None:
+    def __init__(
+        self, profile: AgentProfile, backends: Backends, emit: Emit, surge_of: SurgeOf
+    ) -> None:
         self.profile = profile
         self.backends = backends
         self.emit = emit
+        self.surge_of = surge_of
         self.offers: dict[str, dict[str, Any]] = {}
         self.contacts: dict[str, DeskContact] = {}
         self.presence: dict[str, Any] = {"presence": "offline", "reason": ""}
@@ -369,14 +375,7 @@ class Desk:
 
     async def refresh_surge(self) -> None:
         """Ask the router for the tenant's surge level; tell the agent's pages when it changed."""
-        stats = await call(
-            "GetQueueStats", self.backends.router.GetQueueStats(router_pb2.GetQueueStatsRequest())
-        )
-        top = max(stats.queues, key=lambda q: q.surge_level, default=None)
-        surge = {
-            "level": int(top.surge_level) if top else 0,
-            "queue": top.queue if top and top.surge_level else "",
-        }
+        surge = await self.surge_of(self.profile.tenant)
         if surge != self.surge:
             self.surge = surge
             await self.emit("surge", surge)

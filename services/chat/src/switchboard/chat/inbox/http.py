@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from switchboard.chat.entrypoints.clients import Network, client_address
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core import auth as sb_auth
 from switchboard.core.errors import (
@@ -69,9 +70,10 @@ def _same_origin(scope: Scope) -> bool:
 
 
 class InboxHttp:
-    def __init__(self, inbox: Inbox, app: App) -> None:
+    def __init__(self, inbox: Inbox, app: App, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.inbox = inbox
         self.app = app
+        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -85,7 +87,10 @@ class InboxHttp:
                     raise PermissionDenied("sign in from the inbox page of this server")
                 data = await self._json(receive)
                 result = await self.inbox.login(
-                    data.get("tenant"), data.get("agent_id"), data.get("password")
+                    data.get("tenant"),
+                    data.get("agent_id"),
+                    data.get("password"),
+                    self._client(scope),
                 )
                 await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
             elif path == ATTACHMENT and method in ("GET", "HEAD"):
@@ -100,6 +105,11 @@ class InboxHttp:
         except Exception:
             logger.exception("%s %s failed", method, path)
             await self._error(send, 500, "internal error, please try again")
+
+    def _client(self, scope: Scope) -> str:
+        peer = (scope.get("client") or ("", 0))[0]
+        forwarded = _headers(scope).get("x-forwarded-for", "")
+        return client_address(peer, forwarded, self.trusted_proxies)
 
     async def _json(self, receive: Receive) -> dict[str, Any]:
         chunks, size = [], 0
@@ -124,7 +134,12 @@ class InboxHttp:
         auth = _headers(scope).get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise Unauthenticated("authorization: a Bearer inbox token is required")
-        principal = sb_auth.verify(self.inbox.secret, auth[7:].strip(), self.inbox.known_tenants)
+        principal = sb_auth.verify(
+            self.inbox.secret,
+            auth[7:].strip(),
+            self.inbox.known_tenants,
+            max_lifetime=self.inbox.token_max_lifetime,
+        )
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = (query.get("contact_id") or [""])[0]
         index = (query.get("index") or [""])[0]

@@ -20,20 +20,20 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from switchboard.chat.domain.login_throttle import LoginThrottle
 from switchboard.chat.domain.model import check_text
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import Backends
-from switchboard.chat.inbox.desk import Desk, DeskContact, _now_ms
+from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.core import auth as sb_auth
-from switchboard.core import stores
+from switchboard.core import roles, stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
     InvalidArgument,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
     Unimplemented,
 )
@@ -49,9 +49,8 @@ HISTORY_POINTS = 24 * 3600 // 10
 KB_LIMIT = 8
 REPORT_SECONDS = 60.0
 # Sign-in throttling per tenant and agent id: after this many wrong passwords, a pause.
-LOGIN_FAILURES_ALLOWED = 5
-LOGIN_PAUSE_SECONDS = 30.0
-LOGIN_PAUSE_MAX_SECONDS = 15 * 60.0
+# The wallboard streams this RPC with the signed-in user's token: its rule says who may open it.
+WATCH_QUEUE_STATS = "/switchboard.v1.RouterService/WatchQueueStats"
 
 RoomEmit = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]  # tenant, agent, event, data
 
@@ -104,6 +103,9 @@ class Inbox:
         router_target: str,
         case_target: str,
         desk_grace_seconds: float = 60.0,
+        *,
+        surge_of: SurgeOf,
+        token_max_lifetime: int | None = None,
     ) -> None:
         self.chat = chat
         self.bus = bus
@@ -113,11 +115,13 @@ class Inbox:
         self.router_target = router_target
         self.case_target = case_target
         self.desk_grace_seconds = desk_grace_seconds
+        self.surge_of = surge_of  # asked with the chat's service token, not the agent's
+        self.token_max_lifetime = token_max_lifetime
         self.desks: dict[tuple[str, str], Desk] = {}
         self.history: dict[str, DayHistory] = {}
         self._emit: RoomEmit | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._login_failures: dict[tuple[str, str], tuple[int, float]] = {}
+        self.login_throttle = LoginThrottle()
         self._stores: stores.ObjectStores | None = None
 
     def set_emitter(self, emit: RoomEmit) -> None:
@@ -125,22 +129,25 @@ class Inbox:
 
     # ---- sign-in -------------------------------------------------------------------------------
 
-    async def login(self, tenant: Any, agent_id: Any, password: Any) -> dict[str, Any]:
-        """Check the password and issue an inbox token (role agent or supervisor)."""
+    async def login(
+        self, tenant: Any, agent_id: Any, password: Any, client: str = ""
+    ) -> dict[str, Any]:
+        """Check the password and issue an inbox token (role agent or supervisor). Guessing is
+        throttled per client address and account, and per client address (`LoginThrottle`)."""
         if (
             isinstance(tenant, str)
             and self.known_tenants is not None
             and tenant not in self.known_tenants
         ):
             raise PermissionDenied(f"tenant {tenant!r} is not served here")
-        key = (str(tenant), str(agent_id))
-        self._check_throttle(key)
+        who = (client, str(tenant), str(agent_id))
+        self.login_throttle.check(*who)
         try:
             profile = await self.directory.verify_async(tenant, agent_id, password)
         except Unauthenticated:
-            self._failed(key)
+            self.login_throttle.failed(*who)
             raise
-        self._login_failures.pop(key, None)
+        self.login_throttle.succeeded(*who)
         token = sb_auth.mint(
             self.secret,
             profile.tenant,
@@ -154,25 +161,6 @@ class Inbox:
             "expires_at": int(time.time()) + TOKEN_TTL_SECONDS,
             "agent": profile.to_wire(),
         }
-
-    def _check_throttle(self, key: tuple[str, str]) -> None:
-        failures, until = self._login_failures.get(key, (0, 0.0))
-        wait = until - time.monotonic()
-        if failures >= LOGIN_FAILURES_ALLOWED and wait > 0:
-            raise ResourceExhausted(
-                f"too many failed sign-ins: try again in {max(1, round(wait))} s"
-            )
-
-    def _failed(self, key: tuple[str, str]) -> None:
-        failures, _ = self._login_failures.get(key, (0, 0.0))
-        failures += 1
-        # After a few tries, each further failure doubles the pause (capped).
-        extra = max(0, failures - LOGIN_FAILURES_ALLOWED + 1)
-        pause = min(LOGIN_PAUSE_MAX_SECONDS, LOGIN_PAUSE_SECONDS * 2 ** (extra - 1)) if extra else 0
-        self._login_failures[key] = (failures, time.monotonic() + pause)
-        if len(self._login_failures) > 10_000:  # bounded: forget the oldest entries
-            for old in list(self._login_failures)[:1000]:
-                del self._login_failures[old]
 
     def profile(self, principal: sb_auth.Principal) -> AgentProfile:
         found = self.directory.profile(principal.tenant, principal.subject)
@@ -196,7 +184,7 @@ class Inbox:
                 if self._emit is not None:
                     await self._emit(profile.tenant, profile.agent_id, event, data)
 
-            desk = self.desks[key] = Desk(profile, self._backends(token), emit)
+            desk = self.desks[key] = Desk(profile, self._backends(token), emit, self.surge_of)
         desk.attach(sid)
         try:
             await desk.start()
@@ -464,7 +452,7 @@ class Inbox:
         send: Callable[[str, dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
         """Stream live statistics to one supervisor socket until it disconnects."""
-        if not principal.has_any("supervisor", "admin"):
+        if not roles.RULES[WATCH_QUEUE_STATS].admits(principal):
             raise PermissionDenied("the wallboard needs the supervisor role")
         if sid not in self._watchers:
             self._watchers[sid] = asyncio.create_task(

@@ -121,6 +121,7 @@
     stars: document.getElementById("stars"),
     rateComment: document.getElementById("rate-comment"),
     rateDone: document.getElementById("rate-done"),
+    transcriptPanel: document.getElementById("transcript-panel"),
     transcriptEmail: document.getElementById("transcript-email"),
     transcript: document.getElementById("transcript"),
     transcriptDone: document.getElementById("transcript-done"),
@@ -422,7 +423,10 @@
 
   function showClosing() {
     el.closing.hidden = false;
-    if (profile && profile.email && !el.transcriptEmail.value) el.transcriptEmail.value = profile.email;
+    // A transcript goes only to the address of the pre-chat form (the server refuses others).
+    var email = (profile && profile.email) || "";
+    el.transcriptPanel.hidden = !email;
+    el.transcriptEmail.value = email;
   }
 
   function startOrOffline(p) {

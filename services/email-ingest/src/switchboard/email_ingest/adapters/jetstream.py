@@ -12,13 +12,11 @@ from datetime import UTC, datetime
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
-from nats.js.kv import KeyValue
 from nats.js.object_store import (
     OBJ_CHUNKS_PRE_TEMPLATE,
     OBJ_DEFAULT_CHUNK_SIZE,
     OBJ_DIGEST_TEMPLATE,
     OBJ_META_PRE_TEMPLATE,
-    ObjectStore,
 )
 from nats.nuid import NUID
 
@@ -38,10 +36,10 @@ class EmailState:
 
     def __init__(
         self,
-        checkpoints: KeyValue,
-        threads: KeyValue,
-        seen: KeyValue,
-        sent: KeyValue,
+        checkpoints: stores.KeyValueBucket,
+        threads: stores.KeyValueBucket,
+        seen: stores.KeyValueBucket,
+        sent: stores.KeyValueBucket,
         acks: AckPublisher | None = None,
     ) -> None:
         self.checkpoints = checkpoints
@@ -63,7 +61,9 @@ class EmailState:
             acks,
         )
 
-    async def _put_all(self, bucket: str, kv: KeyValue, items: dict[str, bytes]) -> None:
+    async def _put_all(
+        self, bucket: str, kv: stores.KeyValueBucket, items: dict[str, bytes]
+    ) -> None:
         """Write every key and return once JetStream has stored them all (or raise)."""
         if self.acks is None:
             await asyncio.gather(*(kv.put(k, v) for k, v in items.items()))
@@ -145,7 +145,7 @@ def _safe(name: str) -> str:
 class EmailObjects:
     """Raw messages and attachments, named by content so a re-ingested mail stores nothing twice."""
 
-    def __init__(self, obs: ObjectStore, acks: AckPublisher | None = None) -> None:
+    def __init__(self, obs: stores.ObjectBucket, acks: AckPublisher | None = None) -> None:
         self.obs = obs
         # Pipelines a batch's single-chunk objects (see store_many) when given.
         self.acks = acks

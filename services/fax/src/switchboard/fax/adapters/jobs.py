@@ -8,7 +8,6 @@ import json
 from dataclasses import asdict, dataclass
 
 from nats.js.client import JetStreamContext
-from nats.js.kv import KeyValue
 
 from switchboard.core import stores
 
@@ -29,7 +28,7 @@ def _key(command_id: str) -> str:
 
 
 class Jobs:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: stores.KeyValueBucket) -> None:
         self.kv = kv
 
     @classmethod

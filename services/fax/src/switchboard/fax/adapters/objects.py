@@ -11,8 +11,18 @@ from switchboard.v1 import contact_pb2
 class Objects:
     """Put and get objects by bucket and name; buckets are created on first use."""
 
-    def __init__(self, js: JetStreamContext, replicas: int = 1) -> None:
-        self.stores = stores.ObjectStores(js, replicas)
+    def __init__(
+        self,
+        js: JetStreamContext | None = None,
+        replicas: int = 1,
+        *,
+        buckets: stores.ObjectStores | None = None,
+    ) -> None:
+        """Over JetStream's object stores, or over `buckets` (a unit test's FakeObjectStores)."""
+        if buckets is None:
+            assert js is not None, "Objects needs JetStream or buckets"
+            buckets = stores.ObjectStores(js, replicas)
+        self.stores = buckets
 
     async def put(
         self, bucket: str, name: str, data: bytes, filename: str, content_type: str

@@ -21,6 +21,12 @@ Heaps use lazy deletion: an entry carries the version of its object and is skipp
 A contact's bucket and its queue's `oldest` heap are swept a few entries per push once they hold
 more than twice their live entries (`_sweep`), so no single call rebuilds a heap of the whole
 waiting population.
+
+`Engine` is the façade: it takes every input (tenants and configuration, agents, contacts, sticky
+routing, offers, wrap-up, transfer and hold, timers) and inherits the rest, one concern a module,
+all sharing the state declared in ``state.py``: ``index.py`` (the availability index and
+matching), ``explain.py`` (decision records), ``surge.py`` (the surge protocol) and ``stats.py``
+(queue statistics).
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ import heapq
 import itertools
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from switchboard.router.domain.config import RouterConfig, SurgeLevel, TenantConfig
+from switchboard.router.domain.config import RouterConfig, TenantConfig
+from switchboard.router.domain.explain import MAX_CANDIDATES, MAX_EXCLUSIONS, Explain
+from switchboard.router.domain.index import SWEEP, Index, _sweep
 from switchboard.router.domain.model import (
     NOBODY,
     STATUS_NAMES,
@@ -62,16 +70,16 @@ from switchboard.router.domain.model import (
     Why,
     language_matches,
 )
+from switchboard.router.domain.state import Clock
+from switchboard.router.domain.stats import Stats
+from switchboard.router.domain.surge import Surge
 from switchboard.v1 import contact_pb2
 
-Clock = Callable[[], float]
-MAX_CANDIDATES = 20
-MAX_EXCLUSIONS = 50
 HISTORY = 50_000  # decisions kept for ExplainDecision after a contact ends
-SWEEP = 8  # heap entries looked at per push while a heap holds over twice its live entries
 
-# The records moved to model.py; they stay importable from here (and old snapshots, pickles
-# naming `switchboard.router.domain.engine.Contact` and so on, load).
+# The records moved to model.py and the engine's parts to their own modules; these names stay
+# importable from here (and old snapshots, pickles naming `switchboard.router.domain.engine.Contact`
+# and so on, load).
 __all__ = [
     "HISTORY",
     "MAX_CANDIDATES",
@@ -108,86 +116,39 @@ __all__ = [
 ]
 
 
-def _sweep(heap: list[Any], at: int, live: Callable[[Any], bool]) -> int:
-    """Look at up to SWEEP entries of the heap from index `at`, removing the stale ones (each in
-    O(log n), the heap kept valid); return the index the next sweep starts from. Called once per
-    push while the heap is over its bound, so the cursor goes round the heap faster than it
-    grows: stale entries are dropped within one round, a few at a time."""
-    for _ in range(SWEEP):
-        if at >= len(heap):
-            at = 0
-            if not heap:
-                break
-        if live(heap[at]):
-            at += 1
-            continue
-        last = heap.pop()
-        if at < len(heap):
-            heap[at] = last
-            _sift_down(heap, at)
-            _sift_up(heap, at)
-    return at
-
-
-def _sift_up(heap: list[Any], pos: int) -> None:
-    """Move heap[pos] towards the root while it is smaller than its parent."""
-    item = heap[pos]
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if not item < heap[parent]:
-            break
-        heap[pos] = heap[parent]
-        pos = parent
-    heap[pos] = item
-
-
-def _sift_down(heap: list[Any], pos: int) -> None:
-    """Move heap[pos] towards the leaves while a child is smaller."""
-    item, end = heap[pos], len(heap)
-    while True:
-        child = 2 * pos + 1
-        if child >= end:
-            break
-        if child + 1 < end and heap[child + 1] < heap[child]:
-            child += 1
-        if not heap[child] < item:
-            break
-        heap[pos] = heap[child]
-        pos = child
-    heap[pos] = item
-
-
 # ---- the engine ------------------------------------------------------------------------------
 
 
-class Engine:
+class Engine(Index, Explain, Surge, Stats):
+    """The routing engine: every input returns the effects it decided."""
+
     def __init__(self, clock: Clock, config: RouterConfig) -> None:
         self.clock = clock
         self.config = config
-        self.tenants: dict[str, TenantState] = {}
-        self.agents: dict[tuple[str, str], Agent] = {}
-        self.groups: dict[tuple[str, tuple[Any, ...], tuple[Any, ...]], Group] = {}
-        self.tenant_groups: dict[str, list[Group]] = {}
-        self.contacts: dict[str, Contact] = {}
-        self.offers: dict[str, Offer] = {}
-        self.expired_offers: OrderedDict[str, str] = OrderedDict()
-        self.history: OrderedDict[str, tuple[Contact, str]] = OrderedDict()
-        self.buckets: dict[Req, list[tuple[int, float, int, str, int]]] = {}
-        self.req_keys: dict[Req, Req] = {}  # one instance of each Req, shared by its contacts
-        self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}  # one of each, e.g. skills
-        self.bucket_size: dict[Req, int] = {}
-        self.bucket_sweep: dict[Req, int] = {}  # where `_sweep` goes on in each bucket
-        self.req_groups: dict[Req, tuple[int, list[tuple[int, Group, bool]]]] = {}
-        self.req_excluded: dict[Req, tuple[int, list[tuple[Group, tuple[Why, ...], str]]]] = {}
-        self.sticky_waiting: dict[tuple[str, str], dict[str, None]] = {}
-        self.timers: list[tuple[float, int, str, Any, int]] = []
-        self.config_versions: dict[str, tuple[int, float]] = {}  # tenant -> (version, applied at)
-        self.file_texts: dict[str, str] = {}  # tenant -> its section of the file last applied
+        self.tenants = {}
+        self.agents = {}
+        self.groups = {}
+        self.tenant_groups = {}
+        self.contacts = {}
+        self.offers = {}
+        self.expired_offers = OrderedDict()
+        self.history = OrderedDict()
+        self.buckets = {}
+        self.req_keys = {}
+        self.tuples = {}
+        self.bucket_size = {}
+        self.bucket_sweep = {}
+        self.req_groups = {}
+        self.req_excluded = {}
+        self.sticky_waiting = {}
+        self.timers = []
+        self.config_versions = {}
+        self.file_texts = {}
         self._groups_version = 0
         self._reqs_version = 0
         self._seq = itertools.count()
         self._offer_seq = 0
-        self.term = 0  # the leader's term (see begin_term); part of every offer id
+        self.term = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -412,64 +373,6 @@ class Engine:
                 agent.connected = False
                 self._refresh(agent)
         return effects
-
-    # ---- availability index -----------------------------------------------------------------
-
-    def _refresh(self, agent: Agent) -> None:
-        """Re-file the agent in its group's heaps after anything that changes its availability."""
-        new = agent.channels_available()
-        group = agent.group
-        for ch in agent.avail - new:
-            group.available[ch] = group.available.get(ch, 1) - 1
-        for ch in new - agent.avail:
-            group.available[ch] = group.available.get(ch, 0) + 1
-        agent.avail = new
-        agent.version += 1
-        for ch in sorted(new):
-            heap = group.heaps.setdefault(ch, [])
-            if len(heap) > 2 * len(group.members) + 64:  # compact the stale entries
-                heap[:] = [e for e in heap if self._live_agent_entry(group, ch, e)]
-                heapq.heapify(heap)
-            heapq.heappush(
-                group.heaps.setdefault(ch, []),
-                (agent.idle_since, next(self._seq), agent.agent_id, agent.version),
-            )
-        self._track_idle(agent)
-
-    @staticmethod
-    def _live_agent_entry(group: Group, channel: int, entry: tuple[float, int, str, int]) -> bool:
-        agent = group.members.get(entry[2])
-        return agent is not None and agent.version == entry[3] and channel in agent.avail
-
-    def _drop_availability(self, agent: Agent) -> None:
-        for ch in agent.avail:
-            agent.group.available[ch] = agent.group.available.get(ch, 1) - 1
-        agent.avail = frozenset()
-        agent.version += 1
-
-    def _head(self, group: Group, channel: int, skip: Mapping[str, None]) -> Agent | None:
-        """The longest-idle available agent of the group for the channel, not in `skip`."""
-        heap = group.heaps.get(channel)
-        if not heap:
-            return None
-        parked: list[tuple[float, int, str, int]] = []
-        found: Agent | None = None
-        while heap:
-            _, _, agent_id, version = heap[0]
-            agent = group.members.get(agent_id)
-            if agent is None or agent.version != version or channel not in agent.avail:
-                heapq.heappop(heap)  # stale
-                continue
-            if agent_id in skip:
-                parked.append(heapq.heappop(heap))
-                if len(parked) >= 16:
-                    break
-                continue
-            found = agent
-            break
-        for entry in parked:
-            heapq.heappush(heap, entry)
-        return found
 
     # ---- contacts ----------------------------------------------------------------------------
 
@@ -699,13 +602,7 @@ class Engine:
     # ---- offers ------------------------------------------------------------------------------
 
     def accept(self, tenant: str, agent_id: str, offer_id: str) -> list[Effect]:
-        offer = self.offers.get(offer_id)
-        if offer is None or (offer.tenant, offer.agent_id) != (tenant, agent_id):
-            if offer_id in self.expired_offers:
-                raise FailedPrecondition(
-                    f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}"
-                )
-            raise NotFound("offer", offer_id)
+        offer = self._live_offer(tenant, agent_id, offer_id)
         now = self.clock()
         if now >= offer.expires_at:
             # The timer withdraws it (and re-offers the contact) on the next tick.
@@ -733,6 +630,12 @@ class Engine:
         return [Assigned(c, agent, waited), *self._match_agent(agent)]
 
     def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> list[Effect]:
+        self._live_offer(tenant, agent_id, offer_id)
+        return self._withdraw(offer_id, f"declined: {reason}" if reason else "declined")
+
+    def _live_offer(self, tenant: str, agent_id: str, offer_id: str) -> Offer:
+        """The agent's live offer `offer_id`; NotFound, or FailedPrecondition saying what became
+        of it when it is no longer live."""
         offer = self.offers.get(offer_id)
         if offer is None or (offer.tenant, offer.agent_id) != (tenant, agent_id):
             if offer_id in self.expired_offers:
@@ -740,7 +643,7 @@ class Engine:
                     f"offer {offer_id} is no longer live: {self.expired_offers[offer_id]}"
                 )
             raise NotFound("offer", offer_id)
-        return self._withdraw(offer_id, f"declined: {reason}" if reason else "declined")
+        return offer
 
     def _offer(self, agent: Agent, c: Contact, via_step: bool, attempt: Attempt | None) -> Offered:
         self._offer_seq += 1
@@ -919,212 +822,6 @@ class Engine:
         if len(self.history) > HISTORY:
             self.history.popitem(last=False)
 
-    # ---- matching ----------------------------------------------------------------------------
-
-    def _qualifying(self, req: Req) -> list[tuple[int, Group, bool]]:
-        cached = self.req_groups.get(req)
-        if cached is not None and cached[0] == self._groups_version:
-            return cached[1]
-        out: list[tuple[int, Group, bool]] = []
-        for group in self.tenant_groups.get(req.tenant, []):
-            score, reasons, via_step = group.assess(req)
-            if not reasons:
-                out.append((score, group, via_step))
-        out.sort(key=lambda t: (-t[0], t[1].seq))
-        self.req_groups[req] = (self._groups_version, out)
-        return out
-
-    def _group_reqs(self, group: Group, channel: int) -> list[Req]:
-        version = self._reqs_version * 1_000_003 + self._groups_version
-        cached = group.req_cache.get(channel)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        reqs = [
-            r
-            for r in self.buckets
-            if r.tenant == group.tenant and r.channel == channel and not group.assess(r)[1]
-        ]
-        group.req_cache[channel] = (version, reqs)
-        return reqs
-
-    def _candidates(self, c: Contact, allow_declined: bool) -> list[tuple[int, Agent, bool]]:
-        """The best available agent of each qualifying group, best first."""
-        assert c.req is not None
-        skip = NOBODY if allow_declined else c.declined_by
-        out: list[tuple[int, Agent, bool]] = []
-        for score, group, via_step in self._qualifying(c.req):
-            agent = self._head(group, c.channel, skip)
-            if agent is not None:
-                out.append((score, agent, via_step))
-        out.sort(key=lambda t: (-t[0], t[1].idle_since, t[1].group.seq))
-        return out
-
-    def _match_contact(self, c: Contact, not_now: str = "") -> list[Effect]:
-        """Offer a waiting contact to the best available agent, if there is one."""
-        if c.status != Status.WAITING or c.req is None:
-            return []
-        state = self.tenant(c.tenant)
-        if c.req.pausable and "pause_callbacks" in state.surge_actions():
-            return []
-        if c.sticky_agent:
-            agent = self.agents.get((c.tenant, c.sticky_agent))
-            if agent is not None and c.channel in agent.avail:
-                score, reasons, via_step = agent.group.assess(c.req)
-                if not reasons:
-                    attempt = self._attempt(c, [(score, agent, via_step)], sticky=True)
-                    return [self._offer(agent, c, via_step, attempt)]
-        ranked = self._candidates(c, allow_declined=False)
-        if not ranked and c.declined_by:
-            # Only agents who let it go before: the next best of them, never the one just now.
-            ranked = [
-                r for r in self._candidates(c, allow_declined=True) if r[1].agent_id != not_now
-            ]
-        if not ranked:
-            return []
-        score, best, via_step = ranked[0]
-        return [self._offer(best, c, via_step, self._attempt(c, ranked))]
-
-    def _match_agent(self, agent: Agent, not_now: str = "") -> list[Effect]:
-        """Offer the freed agent the waiting contact that most needs it, if any."""
-        if not agent.avail:
-            return []
-        state = self.tenant(agent.tenant)
-        paused = "pause_callbacks" in state.surge_actions()
-        sticky = self.sticky_waiting.get((agent.tenant, agent.agent_id))
-        best: tuple[tuple[int, float, int], Contact] | None = None
-        if sticky:
-            for contact_id in list(sticky)[:32]:
-                c = self.contacts.get(contact_id)
-                if c is None or c.status != Status.WAITING or c.req is None:
-                    sticky.pop(contact_id, None)
-                    continue
-                if c.channel in agent.avail and not agent.group.assess(c.req)[1]:
-                    if not (paused and c.req.pausable):
-                        key = (-c.priority, c.queued_at, c.seq)
-                        if best is None or key < best[0]:
-                            best = (key, c)
-        if best is None:
-            for channel in sorted(agent.avail):
-                for req in self._group_reqs(agent.group, channel):
-                    if not self.bucket_size.get(req) or (paused and req.pausable):
-                        continue
-                    c = self._bucket_head(req, agent.agent_id)
-                    if c is None:
-                        c = self._bucket_head(req, "")  # only contacts it declined before
-                        if c is None or c.contact_id == not_now:
-                            continue
-                    q = state.config.queue(c.queue)
-                    key = (-c.priority, c.queued_at + q.sl_threshold, c.seq)
-                    if best is None or key < best[0]:
-                        best = (key, c)
-        if best is None:
-            return []
-        c = best[1]
-        assert c.req is not None
-        score, _, via_step = agent.group.assess(c.req)
-        attempt = self._attempt(
-            c, [(score, agent, via_step)], sticky=c.sticky_agent == agent.agent_id
-        )
-        return [self._offer(agent, c, via_step, attempt)]
-
-    # ---- explanations ------------------------------------------------------------------------
-
-    def _attempt(
-        self, c: Contact, ranked: list[tuple[int, Agent, bool]], sticky: bool = False
-    ) -> Attempt:
-        candidates = [
-            (a.agent_id, score, a.idle_since, sticky or a.agent_id == c.sticky_agent)
-            for score, a, _ in ranked[:MAX_CANDIDATES]
-        ]
-        excluded, total = self._exclusions(c, {a.agent_id for _, a, _ in ranked})
-        return Attempt("", "", self.clock(), "offered", c.step_name, candidates, excluded, total)
-
-    def _exclusions(
-        self, c: Contact, chosen: set[str]
-    ) -> tuple[list[tuple[str, tuple[Why, ...], str]], int]:
-        """Which agents of the tenant could not take the contact, and why (the first 50 listed,
-        all counted)."""
-        req = c.req or self._req(c)
-        listed: list[tuple[str, tuple[Why, ...], str]] = []
-        total = 0
-        for group, reasons, detail in self._not_qualifying(req):
-            total += len(group.members)
-            for agent_id in group.members:
-                if len(listed) >= MAX_EXCLUSIONS:
-                    break
-                listed.append((agent_id, reasons, detail))
-        for _, group, _ in self._qualifying(req):
-            available = group.available.get(c.channel, 0)
-            unavailable = len(group.members) - available
-            declined = sum(1 for a in c.declined_by if a in group.members)
-            total += unavailable + declined
-            if len(listed) >= MAX_EXCLUSIONS or unavailable + declined == 0:
-                continue
-            # Name some of them; looking further than a few hundred members costs more than the
-            # names are worth (they are all counted above).
-            for agent in itertools.islice(group.members.values(), 500):
-                if len(listed) >= MAX_EXCLUSIONS:
-                    break
-                if agent.agent_id in chosen:
-                    continue
-                why = self._unavailable(agent, c)
-                if why is not None:
-                    listed.append((agent.agent_id, (why[0],), why[1]))
-        return listed, total
-
-    def _not_qualifying(self, req: Req) -> list[tuple[Group, tuple[Why, ...], str]]:
-        """The groups that cannot take contacts with these requirements, with why (cached until a
-        new group appears, like `_qualifying`)."""
-        cached = self.req_excluded.get(req)
-        if cached is not None and cached[0] == self._groups_version:
-            return cached[1]
-        out: list[tuple[Group, tuple[Why, ...], str]] = []
-        for group in self.tenant_groups.get(req.tenant, []):
-            _, reasons, _ = group.assess(req)
-            if reasons:
-                out.append((group, tuple(reasons), self._detail(group, req, reasons)))
-        self.req_excluded[req] = (self._groups_version, out)
-        return out
-
-    def _detail(self, group: Group, req: Req, reasons: list[Why]) -> str:
-        if Why.LANGUAGE in reasons:
-            return f"does not speak {req.language or 'the language'}"
-        if Why.SKILL in reasons:
-            missing = [s for s in req.skills if group.skill_prof(s) == 0]
-            return f"lacks skill {', '.join(missing)}"
-        return f"below the minimum proficiency {req.min_prof} in force"
-
-    def _unavailable(self, agent: Agent, c: Contact) -> tuple[Why, str] | None:
-        if agent.agent_id in c.declined_by:
-            return Why.DECLINED, "declined or missed this contact"
-        if agent.presence != Presence.AVAILABLE:
-            reason = f" ({agent.presence_reason})" if agent.presence_reason else ""
-            return Why.PRESENCE, f"{agent.presence.name.lower()}{reason}"
-        if not agent.connected:
-            return Why.NOT_CONNECTED, "no open offer stream"
-        if agent.offer_id is not None:
-            return Why.RESERVED, "holding another offer"
-        if c.channel not in agent.avail:
-            return Why.CAPACITY, f"at capacity ({len(agent.active)} active)"
-        return None
-
-    def explain(self, tenant: str, contact_id: str) -> tuple[Contact, str, Attempt | None]:
-        """A contact's decision record; for a waiting contact also why it waits right now."""
-        c = self.contacts.get(contact_id)
-        state = ""
-        if c is None:
-            hit = self.history.get(contact_id)
-            if hit is None:
-                raise NotFound("contact", contact_id)
-            c, state = hit
-        if c.tenant != tenant:
-            raise NotFound("contact", contact_id)
-        live: Attempt | None = None
-        if c.status == Status.WAITING:
-            excluded, total = self._exclusions(c, set())
-            live = Attempt("", "", self.clock(), "waiting", c.step_name, [], excluded, total)
-        return c, state or STATUS_NAMES[c.status], live
-
     # ---- timers ------------------------------------------------------------------------------
 
     def _timer(self, due: float, kind: str, ident: Any, version: int) -> None:
@@ -1209,170 +906,3 @@ class Engine:
         else:
             self._file(c)
         return effects + self._match_contact(c)
-
-    # ---- surge protocol ----------------------------------------------------------------------
-
-    def _is_idle(self, agent: Agent) -> bool:
-        return agent.presence == Presence.AVAILABLE and not agent.active and agent.offer_id is None
-
-    def _track_idle(self, agent: Agent) -> None:
-        levels = self.tenant(agent.tenant).config.surge
-        if not levels:
-            return
-        if not self._is_idle(agent):
-            if agent.long_idle:
-                self._clear_long_idle(agent)
-            return
-        for threshold in sorted({lvl.clear_idle_for for lvl in levels}):
-            if threshold not in agent.long_idle:
-                due = max(agent.idle_since, agent.presence_since) + threshold
-                self._timer(due, "idle", (agent.tenant, agent.agent_id, threshold), agent.version)
-
-    def _clear_long_idle(self, agent: Agent) -> None:
-        state = self.tenant(agent.tenant)
-        for threshold in agent.long_idle:
-            state.long_idle[threshold] = state.long_idle.get(threshold, 1) - 1
-        agent.long_idle = frozenset()
-
-    def _raised(self, state: TenantState, level: SurgeLevel) -> str:
-        """The queue meeting the level's raise condition, or ''."""
-        for (queue, threshold), n in state.aged.items():
-            if threshold == level.wait_longer_than and n > level.waiting_over:
-                return queue
-        return ""
-
-    def _evaluate_surge(self, tenant: str) -> list[Effect]:
-        state = self.tenant(tenant)
-        levels = state.config.surge
-        if not levels:
-            return []
-        previous = state.surge_level
-        target, queue, reason = 0, "", ""
-        for level in levels:
-            q = self._raised(state, level)
-            if q:
-                target, queue = level.level, q
-                reason = (
-                    f"more than {level.waiting_over} contacts waited over "
-                    f"{level.wait_longer_than:.0f}s in {q}"
-                )
-        if target > previous:
-            state.surge_level, state.surge_queue = target, queue
-        elif previous and target < previous:
-            current = next(lvl for lvl in levels if lvl.level == previous)
-            idle = state.long_idle.get(current.clear_idle_for, 0)
-            if idle < current.clear_idle_agents:
-                return []
-            state.surge_level, state.surge_queue = target, queue
-            reason = (
-                f"{idle} agents idle for {current.clear_idle_for:.0f}s "
-                f"(>= {current.clear_idle_agents})"
-            )
-        else:
-            return []
-        effects: list[Effect] = [
-            SurgeChanged(
-                tenant,
-                queue or state.surge_queue,
-                state.surge_level,
-                previous,
-                reason,
-                state.surge_actions(),
-            )
-        ]
-        if state.surge_level < previous:  # paused callbacks may go now
-            for c in list(self.contacts.values()):
-                if c.tenant == tenant and c.status == Status.WAITING and c.req and c.req.pausable:
-                    effects += self._match_contact(c)
-        return effects
-
-    # ---- statistics --------------------------------------------------------------------------
-
-    def _record_outcome(self, c: Contact, answered: bool, waited: float) -> None:
-        qs = self.tenant(c.tenant).queue_stats(c.queue)
-        threshold = self.tenant(c.tenant).config.queue(c.queue).sl_threshold
-        within = waited <= threshold
-        qs.window.append((self.clock(), answered, waited))
-        if answered:
-            qs.answered += 1
-            qs.answered_in += within
-            qs.answer_wait_total += waited
-        else:
-            qs.abandoned += 1
-            qs.abandoned_in += within
-        self._prune(c.tenant, c.queue, qs)
-
-    def _prune(self, tenant: str, queue: str, qs: QueueStats) -> None:
-        cfg = self.tenant(tenant).config
-        q = cfg.queue(queue)
-        horizon = self.clock() - q.sl_window
-        while qs.window and qs.window[0][0] < horizon:
-            _, answered, waited = qs.window.popleft()
-            within = waited <= q.sl_threshold
-            if answered:
-                qs.answered -= 1
-                qs.answered_in -= within
-                qs.answer_wait_total -= waited
-            else:
-                qs.abandoned -= 1
-                qs.abandoned_in -= within
-
-    def queue_snapshot(self, tenant: str, queue: str) -> tuple[QueueStats, float]:
-        """A queue's statistics (pruned to its window) and its longest current wait."""
-        state = self.tenant(tenant)
-        qs = state.queue_stats(queue)
-        self._prune(tenant, queue, qs)
-        longest = 0.0
-        while qs.oldest:
-            queued_at, contact_id = qs.oldest[0].queued_at, qs.oldest[0].contact_id
-            c = self.contacts.get(contact_id)
-            if c is None or c.status != Status.WAITING or c.queue != queue:
-                gone = heapq.heappop(qs.oldest)
-                if gone.oldest_in == queue:
-                    gone.oldest_in = ""
-                continue
-            longest = self.clock() - queued_at
-            break
-        return qs, longest
-
-    def queues_of(self, tenant: str) -> list[str]:
-        state = self.tenant(tenant)
-        names = list(state.config.queues)
-        names += [q for q in state.stats if q not in state.config.queues]
-        return names
-
-    def position(self, tenant: str, contact_id: str) -> tuple[Contact, int, int, float]:
-        """(contact, 1-based place among the contacts ahead of it in its bucket order, waiting in
-        its queue, estimated wait in seconds from the queue's recent speed of answer)."""
-        c = self.contacts.get(contact_id)
-        if c is None or c.tenant != tenant:
-            if contact_id in self.history and self.history[contact_id][0].tenant == tenant:
-                return self.history[contact_id][0], 0, 0, 0.0
-            raise NotFound("contact", contact_id)
-        qs, _ = self.queue_snapshot(tenant, c.queue)
-        if c.status != Status.WAITING or c.req is None:
-            return c, 0, qs.waiting, 0.0
-        q = self.tenant(tenant).config.queue(c.queue)
-        mine = (-c.priority, c.queued_at + q.sl_threshold, c.seq)
-        ahead = sum(
-            1
-            for entry in self.buckets.get(c.req, [])
-            if entry[:3] < mine
-            and (other := self.contacts.get(entry[3])) is not None
-            and other.version == entry[4]
-        )
-        position = ahead + 1
-        # Contacts answered per second from the queue recently; without history, one per
-        # qualifying available agent per threshold.
-        window = max(
-            1.0, min(q.sl_window, self.clock() - (qs.window[0][0] if qs.window else self.clock()))
-        )
-        rate = qs.answered / window if qs.answered else 0.0
-        if rate > 0:
-            estimate = position / rate
-        else:
-            estimate = position * q.sl_threshold
-        return c, position, qs.waiting, estimate
-
-    def iter_tenants(self) -> Iterator[str]:
-        return iter(list(self.tenants))

@@ -1,0 +1,164 @@
+"""Who may call what: the one table of every RPC's allowed roles and partner scopes.
+
+The gRPC server interceptor (switchboard.core.grpc) looks up each call's full method name here
+and refuses with PERMISSION_DENIED a method with no rule or a caller the rule does not admit.
+A rule admits a caller that holds one of its `roles` (for anyone), one of its `own` roles (only
+for itself: the servicer names the agent the call acts for, `switchboard.core.grpc.acting_for`),
+or the partner role together with one of its `scopes`, granted explicitly in the token.
+
+Rules named ``<method>:<sub-action>`` guard a part of an RPC that needs more than the RPC itself
+(publishing an article); the servicer checks them with `switchboard.core.grpc.require_rule`.
+docs/security.md shows this table; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from switchboard.core.auth import Principal
+
+AGENT = "agent"
+TEAM_LEAD = "team_lead"
+SUPERVISOR = "supervisor"
+QA = "qa"
+ADMIN = "admin"
+PARTNER = "partner"
+SERVICE = "service"
+
+ROLES = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, PARTNER, SERVICE)
+
+# Partner scopes: a partner token can do nothing but what these grant.
+SCOPES = {
+    "cases:read": "read cases, their customers' histories",
+    "cases:write": "open, update, annotate and assign cases",
+    "customers:write": "merge and split customers",
+    "audit:read": "read audit trails",
+    "kb:read": "search and read the knowledge base",
+    "kb:write": "write knowledge-base drafts",
+    "kb:publish": "publish and retire knowledge-base articles",
+    "reports:read": "reports and queue statistics",
+    "routing:read": "agents, routing decisions, contacts' positions",
+    "routing:act-as-agent": "sign agents in and out, take their offers and act on them",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[str] = frozenset()
+    own: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+
+    def for_anyone(self, p: Principal) -> bool:
+        """The caller may make this call for any agent of its tenant."""
+        if p.roles & self.roles:
+            return True
+        return PARTNER in p.roles and bool(p.scopes & self.scopes)
+
+    def admits(self, p: Principal) -> bool:
+        """The caller may make this call at all (perhaps only for itself)."""
+        return self.for_anyone(p) or bool(p.roles & self.own)
+
+    def may_act_for(self, p: Principal, agent_id: str) -> bool:
+        return self.for_anyone(p) or (bool(p.roles & self.own) and p.subject == agent_id)
+
+
+def _rule(*roles: str, own: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> Rule:
+    return Rule(frozenset(roles), frozenset(own), frozenset(scopes))
+
+
+# People who take contacts at a desk: each may act for itself only, unless its rule says more.
+DESK = (AGENT, TEAM_LEAD, SUPERVISOR)
+# Everyone but partners, whose scopes say what they may do.
+STAFF = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE)
+# Who manages other agents' work: assigns, transfers, changes presence.
+MANAGING = (TEAM_LEAD, SUPERVISOR, ADMIN, SERVICE)
+
+_CASE = "/switchboard.v1.CaseService/"
+_ROUTER = "/switchboard.v1.RouterService/"
+_ROUTER_ADMIN = "/switchboard.v1.RouterAdminService/"
+_EMAIL = "/switchboard.v1.EmailService/"
+
+RULES: dict[str, Rule] = {
+    # ---- cases and customers
+    _CASE + "GetCase": _rule(*STAFF, scopes=("cases:read",)),
+    _CASE + "ListCases": _rule(*STAFF, scopes=("cases:read",)),
+    _CASE + "GetCustomerHistory": _rule(*STAFF, scopes=("cases:read",)),
+    _CASE + "CreateCase": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    _CASE + "UpdateCaseStatus": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    _CASE + "SetCasePriority": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    _CASE + "AddNote": _rule(*STAFF, scopes=("cases:write",)),
+    # An agent takes a case for itself; those managing assign to anyone.
+    _CASE + "AssignCase": _rule(*MANAGING, own=(AGENT,), scopes=("cases:write",)),
+    _CASE + "MergeCustomers": _rule(SUPERVISOR, ADMIN, scopes=("customers:write",)),
+    _CASE + "SplitCustomer": _rule(SUPERVISOR, ADMIN, scopes=("customers:write",)),
+    _CASE + "GetAuditTrail": _rule(SUPERVISOR, QA, ADMIN, scopes=("audit:read",)),
+    # ---- knowledge base
+    _CASE + "SearchKnowledge": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "SuggestArticles": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "GetArticle": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "VoteArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, scopes=("kb:write",)),
+    _CASE + "CreateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
+    _CASE + "UpdateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
+    _CASE + "SetArticleState": _rule(
+        AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write", "kb:publish")
+    ),
+    _CASE + "SetArticleState:publish": _rule(SUPERVISOR, ADMIN, scopes=("kb:publish",)),
+    # ---- reports and quality
+    _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
+    _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "ListQaSamples": _rule(QA, SUPERVISOR, ADMIN),
+    # ---- an agent's own work: only the agent itself, the services that carry its calls
+    # (voice gateway), and partners granted routing:act-as-agent; leads manage presence.
+    _ROUTER + "SignIn": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "SignOut": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "SetPresence": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "StreamOffers": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "AgentSession": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "AcceptOffer": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "DeclineOffer": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "WrapUp": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    _ROUTER + "SetHold": _rule(SERVICE, own=DESK, scopes=("routing:act-as-agent",)),
+    # Without an agent id a transfer moves any contact: managing roles only (see the servicer).
+    _ROUTER + "TransferContact": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),
+    # ---- what the floor looks like
+    _ROUTER + "ListAgents": _rule(*STAFF, scopes=("routing:read",)),
+    _ROUTER + "GetQueueStats": _rule(
+        TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)
+    ),
+    _ROUTER + "WatchQueueStats": _rule(
+        TEAM_LEAD, SUPERVISOR, ADMIN, SERVICE, scopes=("reports:read",)
+    ),
+    _ROUTER + "ExplainDecision": _rule(*MANAGING, QA, scopes=("routing:read",)),
+    _ROUTER + "GetContactPosition": _rule(*MANAGING, scopes=("routing:read",)),
+    # ---- configuration and operations
+    _ROUTER_ADMIN + "GetConfig": _rule(ADMIN),
+    _ROUTER_ADMIN + "ApplyConfig": _rule(ADMIN),
+    _EMAIL + "ListMailboxes": _rule(SUPERVISOR, ADMIN, SERVICE),
+}
+
+
+def rule_for(method: str) -> Rule | None:
+    """The rule of a full method name (``/switchboard.v1.CaseService/GetCase``), if any."""
+    return RULES.get(method)
+
+
+def markdown() -> str:
+    """The table as docs/security.md shows it: one row per rule, a column per role ("yes" for
+    anyone, "own" for itself only) and the partner scopes that admit a partner."""
+    staff = [r for r in ROLES if r != PARTNER]
+    lines = [
+        "| RPC | " + " | ".join(staff) + " | partner scopes |",
+        "| --- | " + " | ".join("---" for _ in staff) + " | --- |",
+    ]
+    for method, rule in RULES.items():
+        cells = ["yes" if r in rule.roles else "own" if r in rule.own else "" for r in staff]
+        scopes = ", ".join(f"`{s}`" for s in sorted(rule.scopes))
+        name = method.removeprefix("/switchboard.v1.")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {scopes} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
