@@ -164,3 +164,6 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
         # every service did its work within its NATS permissions
         nats_log = (tmp_path / "run" / "nats-server.log").read_text()
         assert "Violation" not in nats_log, nats_log[-4000:]
+        # and JetStream stored the waiting contact (its event, the router's journal) encrypted
+        stored = [p for p in (tmp_path / "run" / "nats").rglob("*") if p.is_file()]
+        assert [p for p in stored if b"waiting-1" in p.read_bytes()] == []
