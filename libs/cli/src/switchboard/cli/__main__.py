@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from switchboard.cli import case, commands, dlq, nats_config, report, routing
+from switchboard.cli import case, commands, dlq, nats_config, report, revoke, routing
 from switchboard.cli.endpoints import auth_secret, run_dir, token_max_lifetime
 from switchboard.core import auth
 
@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     routing.add_parsers(sub)
     case.add_parser(sub)
     dlq.add_parser(sub)
+    revoke.add_parser(sub)
     nats_config.add_parser(sub)
     return p
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(asyncio.run(case.run(directory, args)))
     if args.command == "dlq":
         sys.exit(asyncio.run(dlq.run(directory, args)))
+    if args.command == "revoke":
+        sys.exit(asyncio.run(revoke.run(directory, args)))
     if args.command == "nats-config":
         sys.exit(nats_config.run(args))
     if args.command in ("explain", "router-config"):

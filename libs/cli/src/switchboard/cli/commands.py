@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import nats
 from google.protobuf.duration_pb2 import Duration
 
-from switchboard.cli.endpoints import Endpoints, auth_secret, nats_options
+from switchboard.cli.endpoints import Endpoints, auth_secret, connect_nats, nats_options
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
-from switchboard.core.bus import nats_servers
 from switchboard.core.events import STREAMS
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
@@ -24,13 +22,7 @@ def operator_token(directory: Path, tenant: str) -> str:
 
 async def nats_status(url: str, options: dict[str, Any] | None = None) -> tuple[bool, str]:
     try:
-        nc = await nats.connect(
-            nats_servers(url),
-            connect_timeout=2,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-            **(options or {}),
-        )
+        nc = await connect_nats(url, options)
     except Exception as exc:
         return False, f"unreachable: {exc.__class__.__name__}"
     try:

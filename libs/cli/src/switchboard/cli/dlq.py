@@ -7,11 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nats
-
-from switchboard.cli.endpoints import Endpoints, nats_options
+from switchboard.cli.endpoints import Endpoints, connect_nats, nats_options
 from switchboard.core import deadletter
-from switchboard.core.bus import nats_servers
 
 
 def add_parser(sub: Any) -> None:
@@ -60,13 +57,7 @@ def table(parked: list[deadletter.Parked]) -> str:
 async def run(directory: Path, args: argparse.Namespace) -> int:
     url = args.nats or Endpoints.load(directory).nats_url
     try:
-        nc = await nats.connect(
-            nats_servers(url),
-            connect_timeout=2,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-            **nats_options(directory),
-        )
+        nc = await connect_nats(url, nats_options(directory))
     except Exception as exc:
         print(f"dlq: NATS at {url} is unreachable: {exc.__class__.__name__}")
         return 1

@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+
 from switchboard.core import nats_auth
+from switchboard.core.bus import nats_servers
 from switchboard.core.settings import DEFAULT_MAX_LIFETIME_SECONDS, DEV_AUTH_SECRET
 
 RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
@@ -163,3 +166,14 @@ def token_max_lifetime() -> int | None:
         os.environ.get("SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS", DEFAULT_MAX_LIFETIME_SECONDS)
     )
     return value or None
+
+
+async def connect_nats(url: str, options: dict[str, Any] | None = None) -> nats.NATS:
+    """A one-shot command's NATS connection: fails at once rather than retrying."""
+    return await nats.connect(
+        nats_servers(url),
+        connect_timeout=2,
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+        **(options or {}),
+    )

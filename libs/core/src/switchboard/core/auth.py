@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -43,6 +44,7 @@ class Principal:
     subject: str
     roles: frozenset[str]
     scopes: frozenset[str] = frozenset()
+    issued_at: int = 0  # seconds; 0 for tokens minted before tokens carried it
 
     def has_any(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -123,6 +125,7 @@ def verify(
         subject=claims.subject,
         roles=frozenset(claims.roles),
         scopes=frozenset(claims.scopes),
+        issued_at=claims.issued_at,
     )
 
 
@@ -133,3 +136,25 @@ def _check_lifetime(claims: auth_pb2.TokenClaims, now: float, max_lifetime: int)
     issued = claims.issued_at or now
     if now - issued > max_lifetime or claims.expires_at - issued > max_lifetime:
         raise Unauthenticated(f"token lives longer than the {max_lifetime} s allowed here")
+
+
+class Revoked(Protocol):
+    def check(self, principal: Principal) -> None: ...
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """How a service checks the tokens it is given: its secret, the tenants it serves, the
+    longest lifetime it accepts and, once the service has opened it, the revocation list
+    (`switchboard.core.revocation.Revocations`)."""
+
+    secret: str
+    known_tenants: frozenset[str] | None = None
+    max_lifetime: int | None = None
+    revocations: Revoked | None = None
+
+    def __call__(self, token: str) -> Principal:
+        p = verify(self.secret, token, self.known_tenants, max_lifetime=self.max_lifetime)
+        if self.revocations is not None:
+            self.revocations.check(p)
+        return p

@@ -120,21 +120,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         secret: str,
         known_tenants: frozenset[str] | None = None,
         token_max_lifetime: int | None = None,
+        revocations: auth.Revoked | None = None,
     ) -> None:
-        self._secret = secret
-        self._tenants = known_tenants
-        self._max_lifetime = token_max_lifetime
+        self._verify = auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
 
     def _authenticate(self, metadata: dict[str, str]) -> auth.Principal:
         header = metadata.get("authorization", "")
         if not header.startswith("Bearer "):
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
-        return auth.verify(
-            self._secret,
-            header[len("Bearer ") :],
-            self._tenants,
-            max_lifetime=self._max_lifetime,
-        )
+        return self._verify(header[len("Bearer ") :])
 
     def _admit(self, method: str, metadata: dict[str, str]) -> tuple[auth.Principal, roles.Rule]:
         """The caller and the rule that lets it call `method`, or PermissionDenied."""
@@ -287,15 +281,17 @@ async def start_server(
     bus: BusConnection | None = None,
     not_ready: dict[str, str] | None = None,
     token_max_lifetime: int | None = None,
+    revocations: auth.Revoked | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
     reflection. Returns the server, the bound port (port 0 picks a free one) and the service's
     Readiness: SERVING while every condition holds. With a `bus`, its connection is the
     condition "nats"; a service adds its own (`readiness.set("leader", False, why)`), and names
     in `not_ready` those that do not hold yet when the server starts. Tokens that never expire,
-    or live longer than `token_max_lifetime` seconds, are refused when it is set."""
+    or live longer than `token_max_lifetime` seconds, are refused when it is set, and tokens
+    `revocations` names revoked."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(secret, known_tenants, token_max_lifetime)],
+        interceptors=[ServerInterceptor(secret, known_tenants, token_max_lifetime, revocations)],
         options=[("grpc.so_reuseport", 0)],
     )
     names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -329,6 +325,7 @@ async def start_service_server(
     servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
     bus: BusConnection | None = None,
     not_ready: dict[str, str] | None = None,
+    revocations: auth.Revoked | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """`start_server` where a service's settings say: address, secret, tenants, token lifetime."""
     return await start_server(
@@ -340,6 +337,7 @@ async def start_service_server(
         bus=bus,
         not_ready=not_ready,
         token_max_lifetime=settings.token_max_lifetime,
+        revocations=revocations,
     )
 
 

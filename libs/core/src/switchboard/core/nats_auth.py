@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from switchboard.core import deadletter, events
+from switchboard.core import deadletter, events, revocation
 from switchboard.v1 import events_pb2
 
 # The operator's user (`switchboard status`, `switchboard dlq`): every subject.
@@ -164,6 +164,10 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
     )
     for stream in events.STREAMS:  # every Bus declares the shared streams
         publish += [_api(op, stream) for op in shared]
+    # Every service follows the revocation list: it reads it (and may create it if missing,
+    # which changes nothing that exists); only the operator writes it.
+    revocations = f"KV_{revocation.BUCKET}"
+    publish += [*_stream_reads(revocations), _api("STREAM.CREATE", revocations)]
     publish += _expand(grant.publishes, tenants)
     for stream, durable in grant.consumers:
         publish += [

@@ -28,6 +28,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core import telemetry
 from switchboard.core.bus import Bus
 from switchboard.core.health import Readiness
+from switchboard.core.revocation import Revocations
 from switchboard.core.settings import ServiceSettings
 
 # What `start_server` serves: (add_to_server, servicer, full service name).
@@ -56,6 +57,8 @@ class Service:
     grpc_server: grpc.aio.Server | None = None
     readiness: Readiness | None = None
     grpc_port: int = 0
+    # The revocation list the service's token checks follow (opened on the bus when not given).
+    revocations: Revocations | None = None
 
     async def start(self) -> None:
         try:
@@ -72,9 +75,15 @@ class Service:
             self.bus = await Bus.connect(
                 s.nats_url, source=self.name, replicas=s.nats_stream_replicas, **s.nats_options()
             )
+        if self.revocations is None and isinstance(self.bus, Bus):
+            self.revocations = await Revocations.open(self.bus.js, s.nats_stream_replicas)
         servicers = await self._build(self.bus)
         self.grpc_server, self.grpc_port, self.readiness = await sb_grpc.start_service_server(
-            s, servicers, bus=self.bus, not_ready=dict(self.not_ready)
+            s,
+            servicers,
+            bus=self.bus,
+            not_ready=dict(self.not_ready),
+            revocations=self.revocations,
         )
         await self._serve()
         await self.bus.start()
@@ -88,6 +97,9 @@ class Service:
             await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
         if self.bus is not None:
             await self._flush()
+        revocations, self.revocations = self.revocations, None
+        if revocations is not None:
+            await revocations.close()
         bus, self.bus = self.bus, None
         if bus is not None:
             await bus.drain()

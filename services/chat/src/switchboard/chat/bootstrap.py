@@ -97,6 +97,7 @@ class ChatApp(Service):
             s.desk_grace_seconds,
             surge_of=self.router.surge,
             token_max_lifetime=s.token_max_lifetime,
+            revocations=self.revocations,
         )
         socket_server.register(
             self.sio,
@@ -106,6 +107,7 @@ class ChatApp(Service):
             self.config,
             self.inbox,
             s.token_max_lifetime,
+            self.revocations,
         )
         api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config)
         nats_consumer.subscribe(bus, self.chat, s.consumer_name)

@@ -73,12 +73,11 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         config: ChatConfig | None = None,
         inbox: Inbox | None = None,
         token_max_lifetime: int | None = None,
+        revocations: sb_auth.Revoked | None = None,
     ) -> None:
         super().__init__(AGENT)
         self.chat = chat
-        self.secret = secret
-        self.known_tenants = known_tenants
-        self.token_max_lifetime = token_max_lifetime
+        self.verify = sb_auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
         self.config = config or ChatConfig()
         self.inbox = inbox
         if inbox is not None:
@@ -93,9 +92,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 token = auth.get("token") if isinstance(auth, dict) else None
                 if not token or not isinstance(token, str):
                     raise InvalidArgument("token", "is required (sign in at /inbox)")
-                principal = verify_agent(
-                    self.secret, token, self.known_tenants, self.token_max_lifetime
-                )
+                principal = verify_agent(self.verify, token)
                 check_origin(environ, principal.tenant, self.config)  # connection plumbing (part 1)
             except DomainError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -304,14 +301,9 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await acked("chat.agent_message", send, tell)
 
 
-def verify_agent(
-    secret: str,
-    token: str,
-    known_tenants: frozenset[str] | None,
-    max_lifetime: int | None = None,
-) -> sb_auth.Principal:
+def verify_agent(verify: sb_auth.Verifier, token: str) -> sb_auth.Principal:
     """Verify an agent's token; only the people who take contacts at a desk use the inbox."""
-    principal = sb_auth.verify(secret, token, known_tenants, max_lifetime=max_lifetime)
+    principal = verify(token)
     if not principal.has_any(*roles.DESK):
         raise PermissionDenied("the agent inbox needs the agent, team_lead or supervisor role")
     return principal

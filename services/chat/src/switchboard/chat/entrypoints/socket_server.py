@@ -46,6 +46,7 @@ from switchboard.chat.entrypoints.socket_common import (
 )
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox.service import Inbox
+from switchboard.core.auth import Revoked
 from switchboard.core.errors import DomainError, InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -187,10 +188,11 @@ def register(
     config: ChatConfig,
     inbox: Inbox | None = None,
     token_max_lifetime: int | None = None,
+    revocations: Revoked | None = None,
 ) -> SocketLimits:
     limits = SocketLimits(config.limits)
     sio.register_namespace(CustomerNamespace(chat, secret, known_tenants, config, limits))
     sio.register_namespace(
-        AgentNamespace(chat, secret, known_tenants, config, inbox, token_max_lifetime)
+        AgentNamespace(chat, secret, known_tenants, config, inbox, token_max_lifetime, revocations)
     )
     return limits

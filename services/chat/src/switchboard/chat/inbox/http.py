@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, quote
 
 from switchboard.chat.entrypoints.clients import Network, client_address
 from switchboard.chat.inbox.service import Inbox
-from switchboard.core import auth as sb_auth
 from switchboard.core.errors import (
     DomainError,
     InvalidArgument,
@@ -134,12 +133,7 @@ class InboxHttp:
         auth = _headers(scope).get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise Unauthenticated("authorization: a Bearer inbox token is required")
-        principal = sb_auth.verify(
-            self.inbox.secret,
-            auth[7:].strip(),
-            self.inbox.known_tenants,
-            max_lifetime=self.inbox.token_max_lifetime,
-        )
+        principal = self.inbox.verify(auth[7:].strip())
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = (query.get("contact_id") or [""])[0]
         index = (query.get("index") or [""])[0]

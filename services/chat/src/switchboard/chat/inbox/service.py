@@ -106,6 +106,7 @@ class Inbox:
         *,
         surge_of: SurgeOf,
         token_max_lifetime: int | None = None,
+        revocations: sb_auth.Revoked | None = None,
     ) -> None:
         self.chat = chat
         self.bus = bus
@@ -117,6 +118,8 @@ class Inbox:
         self.desk_grace_seconds = desk_grace_seconds
         self.surge_of = surge_of  # asked with the chat's service token, not the agent's
         self.token_max_lifetime = token_max_lifetime
+        # How the inbox checks the tokens it is shown (downloads; the sockets check their own).
+        self.verify = sb_auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
         self.desks: dict[tuple[str, str], Desk] = {}
         self.history: dict[str, DayHistory] = {}
         self._emit: RoomEmit | None = None
