@@ -1,13 +1,14 @@
-"""Each of our pods, started from the rendered production manifests the way the kubelet would
+"""Each of our pods, started from each overlay's rendered manifests the way the kubelet would
 (k8s_pods.py: uid 10001, read-only root, emptyDirs, env from ConfigMaps and Secrets, declared
 ports), passes its probes, answers on every port of every Service in front of it, listens on
 nothing it does not declare, and stops on SIGTERM within its grace period."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from k8s_checks import check_service_port, listening_ports, wait_until_ready
-from k8s_manifests import SETTINGS, find, rendered, services_of, services_selecting
+from k8s_manifests import OVERLAYS, SETTINGS, find, rendered, services_of, services_selecting
 from k8s_pods import Pod, PodRunner, sandbox_available
 from k8s_render import Resource
 
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing.databases import POSTGRES_ENV, postgres_database, sqlite_url
 from switchboard.testing.tls import self_signed
 
 UNAVAILABLE = sandbox_available()
@@ -28,7 +30,6 @@ pytestmark = [
     pytest.mark.skipif(bool(UNAVAILABLE), reason=UNAVAILABLE or "-"),
     pytest.mark.timeout(150),
 ]
-OVERLAY = "production"
 
 
 @pytest.fixture
@@ -41,12 +42,23 @@ def store(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def secret_values(tmp_path: Path, store: Path) -> Callable[[str], dict[str, str]]:
+async def case_store(store: Path) -> AsyncIterator[str]:
+    """The case store: a fresh PostgreSQL database when SWITCHBOARD_TEST_POSTGRES_URL is set (as in
+    production), else a SQLite file in `store`."""
+    if os.environ.get(POSTGRES_ENV):
+        async with postgres_database() as url:
+            yield url
+    else:
+        yield sqlite_url(store)
+
+
+@pytest.fixture
+def secret_values(tmp_path: Path, case_store: str) -> Callable[[str], dict[str, str]]:
     """Generated values for each Secret the manifests name (docs/deploy.md says what each is)."""
     key, cert = self_signed(tmp_path)
     values = {
         "switchboard-auth": {"secret": secrets.token_urlsafe(32)},
-        "switchboard-case-db": {"url": f"sqlite+aiosqlite:///{store}/case.db"},
+        "switchboard-case-db": {"url": case_store},
         "switchboard-fax-webhook": {"secret": secrets.token_urlsafe(32)},
         "voice-sip-tls": {"tls.crt": cert.read_text(), "tls.key": key.read_text()},
     }
@@ -89,13 +101,14 @@ def run_pod(
     return pod, failures
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
-    name: str, nats_server: NatsServer, secret_values, tmp_path: Path, store: Path
+    overlay: str, name: str, nats_server: NatsServer, secret_values, tmp_path: Path, store: Path
 ) -> None:
-    workload = find(OVERLAY, "Deployment", name)
-    assert services_of(OVERLAY, workload), name
-    _, failures = run_pod(rendered(OVERLAY), workload, nats_server, secret_values, tmp_path, store)
+    workload = find(overlay, "Deployment", name)
+    assert services_of(overlay, workload), name
+    _, failures = run_pod(rendered(overlay), workload, nats_server, secret_values, tmp_path, store)
     assert not failures, "\n".join(failures)
 
 
