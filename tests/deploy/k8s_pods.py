@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from k8s_render import Resource, image_name
+
+from switchboard.testing.ports import free_tcp_and_udp_port
 
 POD_IP = "127.0.0.2"
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,20 +66,6 @@ def sandbox_available() -> str:
     if probe.returncode != 0:
         return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
     return ""
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on every loopback address."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("0.0.0.0", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("0.0.0.0", port))
-                except OSError:
-                    continue
-        return port
 
 
 @dataclass
@@ -175,7 +162,7 @@ class PodRunner:
         pod_spec = workload["spec"]["template"]["spec"]
         [container] = pod_spec["containers"]
         declared = {p["containerPort"] for p in container.get("ports", [])}
-        ports = {port: free_port() for port in sorted(declared)}
+        ports = {port: free_tcp_and_udp_port("0.0.0.0") for port in sorted(declared)}
         pod_name = f"{name}-0"
         env = self._environment(container, pod_name, ports)
         folder = self.workdir / name
