@@ -26,17 +26,39 @@ from k8s_manifests import (
 from k8s_render import Resource, containers
 
 EXTERNAL = "external"  # a client outside the cluster (ipBlock), e.g. a SIP trunk or an MX
+NODE = "node"  # a node's address: what a host-network pod's connections come from
 INGRESS_CONTROLLER = "ingress-nginx"  # the namespace the Ingress controller runs in
 ADDRESS = re.compile(r"^(?:nats://)?([a-z0-9-]+):(\d+)$")
 
 
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector: matchLabels and matchExpressions with In."""
+    expressions = selector.get("matchExpressions", [])
+    assert all(e["operator"] == "In" for e in expressions), expressions
+    return selects(selector.get("matchLabels", {}), labels) and all(
+        labels.get(e["key"]) in e["values"] for e in expressions
+    )
+
+
 def _peer_matches(peer: dict[str, Any], source: dict[str, str] | str) -> bool:
     if "ipBlock" in peer:
-        return source == EXTERNAL
+        # Any address, or the nodes' range (the overlays set it).
+        return isinstance(source, str) and source in (
+            {EXTERNAL, NODE} if peer["ipBlock"]["cidr"] == "0.0.0.0/0" else {NODE}
+        )
     if "namespaceSelector" in peer:
         labels = peer["namespaceSelector"].get("matchLabels", {})
         return source == labels.get("kubernetes.io/metadata.name")
-    return isinstance(source, dict) and selects(peer["podSelector"].get("matchLabels", {}), source)
+    return isinstance(source, dict) and _selects(peer["podSelector"], source)
+
+
+def _host_network(workload: Resource) -> bool:
+    return bool(workload["spec"]["template"]["spec"].get("hostNetwork"))
+
+
+def _address(workload: Resource) -> dict[str, str] | str:
+    """Who a workload's connections come from: its pods, or its node (host network)."""
+    return NODE if _host_network(workload) else pod_labels(workload)
 
 
 def _port_matches(rule_ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
@@ -48,14 +70,18 @@ def _port_matches(rule_ports: list[dict[str, Any]] | None, port: int, protocol: 
     )
 
 
-def _allowed(policies: list[Resource], direction: str, pod: dict[str, str], peer, port, proto):
-    """Whether the policies that select `pod` let `peer` through on port/proto in `direction`."""
+def _allowed(
+    policies: list[Resource], direction: str, pod: dict[str, str] | str, peer, port, proto
+):
+    """Whether the policies that select `pod` let `peer` through on port/proto in `direction`.
+    No policy applies to a host-network pod (`pod` is NODE)."""
+    if pod == NODE:
+        return True
     kind = "Ingress" if direction == "ingress" else "Egress"
     selecting = [
         p
         for p in policies
-        if kind in p["spec"]["policyTypes"]
-        and selects(p["spec"]["podSelector"].get("matchLabels", {}), pod)
+        if kind in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod)
     ]
     if not selecting:
         return True
@@ -111,16 +137,19 @@ def test_every_call_the_services_make_is_allowed_and_nothing_else(overlay: str) 
     by_name = {w["metadata"]["name"]: w for w in workloads(overlay)}
     for caller in workloads(overlay, ours=True):
         for callee in by_name.values():
+            if _host_network(callee):
+                continue  # no policy applies to it: the node's firewall (docs/deploy.md)
             for c in containers(callee):
                 for p in c.get("ports", []):
                     port, proto = p["containerPort"], p.get("protocol", "TCP")
                     key = (caller["metadata"]["name"], callee["metadata"]["name"], port)
-                    src, dst = pod_labels(caller), pod_labels(callee)
+                    src, dst = _address(caller), pod_labels(callee)
                     out = _allowed(policies, "egress", src, dst, port, proto)
                     into = _allowed(policies, "ingress", dst, src, port, proto)
+                    public = _allowed(policies, "ingress", dst, EXTERNAL, port, proto)
                     if key in calls:
                         assert out and into, f"{overlay}: {key} is called but not allowed"
-                    else:
+                    elif not public:  # a channel: the next test checks those
                         assert not (out and into), f"{overlay}: {key} is allowed, never called"
 
 
@@ -155,7 +184,11 @@ def test_customers_reach_the_channels_and_nothing_else(overlay: str) -> None:
         ("voice-gateway", "TCP"),
         ("email-ingest", "TCP"),
     }
+    if overlay == "dev":  # from-nodes lets any address through: one node, a developer's machine
+        opened |= {("nats", 4222, "TCP"), ("router", 50051, "TCP")}
     for w in workloads(overlay):
+        if _host_network(w):
+            continue  # the voice gateway: the node's firewall, not policies (docs/deploy.md)
         for c in containers(w):
             for p in c.get("ports", []):
                 key = (w["metadata"]["name"], p["containerPort"], p.get("protocol", "TCP"))
@@ -183,3 +216,10 @@ def test_every_secret_is_named_in_the_base_and_documented() -> None:
             assert name in guide, f"docs/deploy.md does not say what {name} holds"
             if name != "switchboard-postgresql":
                 assert name in documented, f"base/kustomization.yaml does not name {name}"
+
+
+def test_production_names_the_nodes_the_voice_gateways_call_from() -> None:
+    [policy] = [r for r in rendered("production") if r["metadata"]["name"] == "from-nodes"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] == [{"ipBlock": {"cidr": "NODE_CIDR"}}]  # replaced by the operator
+    assert "NODE_CIDR" in (ROOT / "docs" / "deploy.md").read_text()
