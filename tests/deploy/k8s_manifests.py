@@ -51,21 +51,26 @@ def find(overlay: str, kind: str, name: str) -> Resource:
     return r
 
 
-def config_maps(overlay: str) -> dict[str, dict[str, str]]:
-    return {
-        r["metadata"]["name"]: r.get("data", {})
-        for r in rendered(overlay)
-        if r["kind"] == "ConfigMap"
-    }
-
-
-def env_names(container: dict[str, Any], overlay: str) -> set[str]:
+def env_names(container: dict[str, Any], resources: Iterable[Resource]) -> set[str]:
     """Every variable the container is given: env, and each key of its envFrom ConfigMaps."""
+    maps = {r["metadata"]["name"]: r.get("data", {}) for r in resources if r["kind"] == "ConfigMap"}
     names = {e["name"] for e in container.get("env", [])}
-    maps = config_maps(overlay)
     for source in container.get("envFrom", []):
         names |= set(maps[source["configMapRef"]["name"]])
     return names
+
+
+def settings_faults(workload: Resource, resources: Iterable[Resource]) -> list[str]:
+    """What is wrong with the variables one of our workloads is given: any its settings class
+    does not read, and any it cannot do without in a pod (`required_settings`)."""
+    name = workload["metadata"]["name"]
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    given = env_names(container, resources)
+    unread = sorted(given - SETTINGS[name].env_names())
+    missing = sorted(required_settings(SETTINGS[name]) - given)
+    return [f"{name} does not read {unread}"] * bool(unread) + [
+        f"{name} cannot run in a pod on the defaults of {missing}"
+    ] * bool(missing)
 
 
 def required_settings(cls: type[ServiceSettings]) -> set[str]:

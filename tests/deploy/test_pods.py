@@ -17,7 +17,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from k8s_checks import check_service_port, listening_ports, wait_until_ready
-from k8s_manifests import OVERLAYS, SETTINGS, find, rendered, services_of, services_selecting
+from k8s_manifests import (
+    OVERLAYS,
+    SETTINGS,
+    find,
+    rendered,
+    services_of,
+    services_selecting,
+    settings_faults,
+)
 from k8s_pods import Pod, PodRunner, sandbox_available
 from k8s_render import Resource
 
@@ -75,8 +83,8 @@ def run_pod(
 ) -> tuple[Pod, list[str]]:
     """Start the pod, check it, stop it: the pod and every failure found."""
     runner = PodRunner(resources, nats_server.url, secret_values, tmp_path / "pods", (store,))
+    failures = settings_faults(workload, resources)
     pod = runner.start(workload)
-    failures = []
     try:
         wait_until_ready(pod)
         for svc in services_selecting(resources, workload):
@@ -118,24 +126,39 @@ BEFORE = Path(__file__).resolve().parent / "fixtures" / "before-issue-17.yaml"
 @pytest.mark.parametrize(
     ("name", "faults"),
     [
-        # Prompts were written under the working directory: the read-only root.
-        ("voice-gateway", ["Read-only file system: '.run'"]),
-        # SMTP listened (on 127.0.0.1:2525) with no port declared or exposed.
-        ("email-ingest", ["listens on 2525/TCP, which no containerPort declares", "in use"]),
+        # Prompts were written under the working directory: the read-only root. Nothing set the
+        # prompt folder, the SIP address or the router's.
+        (
+            "voice-gateway",
+            [
+                ["Read-only file system: '.run'"],
+                ["defaults of ['VOICE_PROMPTS_DIR', 'VOICE_ROUTER_ADDR', 'VOICE_SIP_HOST']"],
+            ],
+        ),
+        # SMTP listened (on 127.0.0.1:2525) with no port declared or exposed; no relay was set.
+        (
+            "email-ingest",
+            [
+                ["listens on 2525/TCP, which no containerPort declares", "in use"],
+                ["defaults of ['EMAIL_RELAY_HOST', 'EMAIL_SMTP_HOST']"],
+            ],
+        ),
     ],
 )
 def test_the_runner_catches_what_the_manifests_got_wrong_before(
     name: str,
-    faults: list[str],
+    faults: list[list[str]],
     nats_server: NatsServer,
     secret_values,
     tmp_path: Path,
     store: Path,
 ) -> None:
-    """The manifests as they were (fixtures/before-issue-17.yaml) fail the pod runner."""
+    """The manifests as they were (fixtures/before-issue-17.yaml) fail the pod runner, for each
+    of these reasons (any one of the texts of each)."""
     resources = [d for d in yaml.safe_load_all(BEFORE.read_text()) if d]
     [workload] = [
         r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == name
     ]
     _, failures = run_pod(resources, workload, nats_server, secret_values, tmp_path, store)
-    assert any(fault in failure for failure in failures for fault in faults), failures
+    for texts in faults:
+        assert any(text in failure for failure in failures for text in texts), (texts, failures)

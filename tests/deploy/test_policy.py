@@ -17,13 +17,12 @@ from k8s_manifests import (
     ROOT,
     SETTINGS,
     container_port,
-    env_names,
     find,
     pod_labels,
     rendered,
-    required_settings,
     selects,
     services_of,
+    settings_faults,
     workloads,
 )
 from k8s_render import containers, image_name
@@ -124,14 +123,10 @@ def test_every_channel_a_service_listens_on_is_declared_and_exposed() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_service_gets_exactly_what_it_reads_and_all_it_needs(overlay: str) -> None:
-    for w in workloads(overlay, ours=True):
-        name = w["metadata"]["name"]
-        [c] = containers(w)
-        given = env_names(c, overlay)
-        reads = SETTINGS[name].env_names()
-        assert not given - reads, f"{name} does not read {sorted(given - reads)}"
-        missing = required_settings(SETTINGS[name]) - given
-        assert not missing, f"{name} cannot run in a pod on the defaults of {sorted(missing)}"
+    faults = [
+        f for w in workloads(overlay, ours=True) for f in settings_faults(w, rendered(overlay))
+    ]
+    assert not faults, "\n".join(faults)
 
 
 def test_replicated_workloads_have_disruption_budgets() -> None:
