@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from k8s_pods import POD_IP, Pod
+from k8s_pods import POD_IP, Pod, processes
 
 TIMEOUT = 3.0
 
@@ -172,13 +172,8 @@ def listening_ports(pod: Pod) -> set[tuple[int, str]]:
 
 def _descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        ppid = int(text.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+    for proc in processes():
+        children.setdefault(proc.ppid, []).append(proc.pid)
     found, todo = {root}, [root]
     while todo:
         for child in children.get(todo.pop(), []):

@@ -28,6 +28,7 @@ What differs from a cluster, each on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -107,29 +108,37 @@ class Pod:
         started = time.monotonic()
         try:
             # The container's processes, not bubblewrap: it would take the namespace down at once.
-            for pid in self._container_pids():
-                os.kill(pid, signal.SIGTERM)
+            for proc in processes():
+                if proc.pgrp == self.process.pid and proc.name != "bwrap":
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGTERM)
             self.exit_code = self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.exit_code = self.process.wait()
-        except ProcessLookupError:
-            self.exit_code = self.process.wait()
         self.stop_seconds = time.monotonic() - started
 
-    def _container_pids(self) -> list[int]:
-        assert self.process is not None
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:
-                continue
-            name = text[text.index("(") + 1 : text.rindex(")")]
-            if name != "bwrap" and int(stat.parent.name) != self.process.pid:
-                if os.getpgid(int(stat.parent.name)) == self.process.pid:
-                    pids.append(int(stat.parent.name))
-        return pids
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    name: str
+    ppid: int
+    pgrp: int
+
+
+def processes() -> list[Process]:
+    """Every process of the machine, from /proc/<pid>/stat."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        _state, ppid, pgrp = text[text.rindex(")") + 1 :].split()[:3]
+        found.append(Process(int(stat.parent.name), name, int(ppid), int(pgrp)))
+    return found
 
 
 class PodRunner:

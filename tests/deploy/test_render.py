@@ -64,6 +64,53 @@ def _included(directory: Path) -> list[Path]:
     return found
 
 
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def test_the_renderer_applies_components_patches_replicas_and_images(tmp_path: Path) -> None:
+    """Each feature the renderer has, once; what is expected is what kustomize 5.5 prints."""
+    _write(
+        tmp_path,
+        {
+            "base/kustomization.yaml": "resources: [app.yaml]\n",
+            "base/app.yaml": (
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\n"
+                "spec:\n  replicas: 2\n  template:\n    spec:\n"
+                "      affinity: {x: 1}\n      containers:\n"
+                "        - {name: a, image: 'reg:5000/team/app:1.0', args: [one]}\n"
+                "        - {name: b, image: team/side}\n"
+            ),
+            "extra/kustomization.yaml": "kind: Component\nresources: [cm.yaml]\n"
+            "patches:\n  - target: {kind: Deployment}\n    patch: |-\n"
+            "      - {op: add, path: /metadata/labels, value: {c: 'yes'}}\n",
+            "extra/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: v}\n",
+            "top/kustomization.yaml": (
+                "resources: [../base]\ncomponents: [../extra]\n"
+                "replicas: [{name: app, count: 1}]\n"
+                "images:\n  - {name: 'reg:5000/team/app', newTag: '2.0'}\n"
+                "  - {name: team/side, newName: other/side, newTag: '3'}\n"
+                "patches:\n  - target: {kind: Deployment, name: app}\n    patch: |-\n"
+                "      - {op: remove, path: /spec/template/spec/affinity}\n"
+                "      - {op: add, path: /spec/template/spec/containers/0/args/-, value: two}\n"
+                "      - {op: replace, path: /spec/template/spec/containers/1/name, value: c}\n"
+                "  - target: {kind: ConfigMap, name: cm}\n    patch: |-\n"
+                "      - {op: replace, path: /data/k, value: w}\n"
+            ),
+        },
+    )
+    deployment, config = render(tmp_path / "top")
+    assert config["data"] == {"k": "w"}
+    assert deployment["metadata"]["labels"] == {"c": "yes"}
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and "affinity" not in spec["template"]["spec"]
+    a, c = spec["template"]["spec"]["containers"]
+    assert a == {"name": "a", "image": "reg:5000/team/app:2.0", "args": ["one", "two"]}
+    assert c == {"name": "c", "image": "other/side:3"}
+
+
 def test_the_renderer_refuses_what_it_does_not_do(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources: []\ncommonLabels: {a: b}\n")
     with pytest.raises(RenderError, match="commonLabels"):
