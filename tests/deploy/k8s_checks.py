@@ -4,6 +4,7 @@ listens on. Every check goes to the pod's address, POD_IP."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -168,6 +169,27 @@ def listening_ports(pod: Pod) -> set[tuple[int, str]]:
             if inode in inodes and listening:
                 found.add((int(local.split(":")[1], 16), proto))
     return found
+
+
+def memory_bytes(pod: Pod) -> int:
+    """The resident memory of the pod's processes (bubblewrap's own excepted)."""
+    assert pod.process is not None
+    total = 0
+    for proc in processes():
+        if proc.pid in _descendants(pod.process.pid) and proc.name != "bwrap":
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                total += int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
+    return total
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (512Mi, 1Gi, 1G, 1000000) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    for unit, factor in units.items():
+        if quantity.endswith(unit):
+            return int(float(quantity[: -len(unit)]) * factor)
+    return int(quantity)
 
 
 def _descendants(root: int) -> set[int]:

@@ -1,7 +1,8 @@
 """Each of our pods, started from each overlay's rendered manifests the way the kubelet would
 (k8s_pods.py: uid 10001, read-only root, emptyDirs, env from ConfigMaps and Secrets, declared
 ports), passes its probes, answers on every port of every Service in front of it, listens on
-nothing it does not declare, and stops on SIGTERM within its grace period."""
+nothing it does not declare, fits its memory request when idle, and stops on SIGTERM within its
+grace period."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from k8s_checks import check_service_port, listening_ports, wait_until_ready
+from k8s_checks import (
+    check_service_port,
+    listening_ports,
+    memory_bytes,
+    quantity_bytes,
+    wait_until_ready,
+)
 from k8s_manifests import (
     OVERLAYS,
     SETTINGS,
@@ -97,6 +104,10 @@ def run_pod(
         }
         for port, proto in sorted(listening_ports(pod) - declared):
             failures.append(f"listens on {port}/{proto}, which no containerPort declares")
+        # The request is what the scheduler reserves: an idle pod must fit in it.
+        request = quantity_bytes(pod.container["resources"]["requests"]["memory"])
+        if (used := memory_bytes(pod)) > request:
+            failures.append(f"uses {used >> 20} MiB idle, over its request of {request >> 20} MiB")
     except AssertionError as e:
         failures.append(str(e))
     finally:
