@@ -18,7 +18,7 @@ MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 # Debian packages the channels need (installed by `make system-deps`; see README).
 SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
-	kamailio
+	kamailio bubblewrap
 
 .PHONY: help uv sync proto proto-check lint boundaries format test test-packages run bench simulate chaos \
 	system-deps

@@ -17,13 +17,14 @@ import contextlib
 import multiprocessing
 import os
 import pathlib
-import socket
 import struct
 import subprocess
 import sys
 import time
 import uuid
 from typing import Any
+
+from switchboard.testing.ports import free_tcp_and_udp_port
 
 STEPS = tuple(int(n) for n in os.environ.get("BENCH_VOICE_STEPS", "50,100,200,400,800").split(","))
 WINDOW = float(os.environ.get("BENCH_VOICE_WINDOW_SECONDS", "3"))
@@ -51,21 +52,6 @@ def _machine_busy() -> tuple[float, float]:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + values[4]
     return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
-
-
-def _free_port() -> int:
-    """A port free for both UDP and TCP (the gateway serves SIP on both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 # ---- the load generator (its own process) ------------------------------------------------------
@@ -472,7 +458,11 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     work = work / "voice"
     work.mkdir(parents=True, exist_ok=True)
     common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET, "LOG_LEVEL": "WARNING"}
-    router_port, grpc_port, sip_port = _free_port(), _free_port(), _free_port()
+    router_port, grpc_port, sip_port = (
+        free_tcp_and_udp_port(),
+        free_tcp_and_udp_port(),
+        free_tcp_and_udp_port(),
+    )
     router: subprocess.Popen[bytes] | None = None
     gateway: subprocess.Popen[bytes] | None = None
     load: Any = None
@@ -490,7 +480,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
             {
                 **common,
                 "VOICE_SIP_PORT": str(sip_port),
-                "VOICE_SIP_TLS_PORT": str(_free_port()),
+                "VOICE_SIP_TLS_PORT": str(free_tcp_and_udp_port()),
                 "VOICE_GRPC_PORT": str(grpc_port),
                 "VOICE_PROMPTS_DIR": str(work / "prompts"),
                 "VOICE_CONFIG_FILE": str(_config(work)),

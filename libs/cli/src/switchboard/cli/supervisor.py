@@ -128,6 +128,10 @@ class Supervisor:
             "CASE_DATABASE_URL": os.environ.get(
                 "CASE_DATABASE_URL", f"sqlite+aiosqlite:///{self.dir / 'case.db'}"
             ),
+            # The voice gateway writes its generated prompts here (in a pod: an emptyDir).
+            "VOICE_PROMPTS_DIR": os.environ.get(
+                "VOICE_PROMPTS_DIR", str(self.dir / "voice-prompts")
+            ),
         }
         nats_url = os.environ.get("NATS_URL", "")
         passwords: dict[str, str] = {}

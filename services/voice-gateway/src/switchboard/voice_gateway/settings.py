@@ -19,6 +19,8 @@ class VoiceGatewaySettings(ServiceSettings):
     advertised_host: str = Field("", alias="VOICE_ADVERTISED_HOST")
     media_host: str = Field("", alias="VOICE_MEDIA_HOST")
     config_path: str = Field("", validation_alias=renamed("VOICE_CONFIG_FILE", "VOICE_CONFIG"))
+    # Generated prompts are written here at start: a writable folder (in a pod, an emptyDir;
+    # `make run` passes .run/voice-prompts). Relative paths are under the working directory.
     prompts_dir: str = Field(".run/voice-prompts", alias="VOICE_PROMPTS_DIR")
     router_addr: str = Field(
         "127.0.0.1:50051", validation_alias=renamed("VOICE_ROUTER_ADDR", "SWITCHBOARD_ROUTER_ADDR")

@@ -1,0 +1,119 @@
+"""The rendered manifests, and what the tests ask of them: which workloads are ours, which settings
+class each one's container is read by, which settings a pod cannot do without."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from k8s_render import Resource, containers, render
+
+from switchboard.case.settings import CaseSettings
+from switchboard.chat.settings import ChatSettings
+from switchboard.core.settings import ServiceSettings, env_name
+from switchboard.email_ingest.settings import EmailIngestSettings
+from switchboard.fax.settings import FaxSettings
+from switchboard.router.settings import RouterSettings
+from switchboard.voice_gateway.settings import VoiceGatewaySettings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "router": RouterSettings,
+    "case": CaseSettings,
+    "chat": ChatSettings,
+    "voice-gateway": VoiceGatewaySettings,
+    "email-ingest": EmailIngestSettings,
+    "fax": FaxSettings,
+}
+WORKLOADS = {"Deployment", "StatefulSet"}
+
+
+@functools.cache
+def rendered(overlay: str) -> tuple[Resource, ...]:
+    return tuple(render(K8S / "overlays" / overlay))
+
+
+def workloads(overlay: str, ours: bool | None = None) -> list[Resource]:
+    """Deployments and StatefulSets; ours=True only Switchboard's services, False only the rest."""
+    return [
+        r
+        for r in rendered(overlay)
+        if r["kind"] in WORKLOADS and (ours is None or (r["metadata"]["name"] in SETTINGS) == ours)
+    ]
+
+
+def find(overlay: str, kind: str, name: str) -> Resource:
+    [r] = [r for r in rendered(overlay) if r["kind"] == kind and r["metadata"]["name"] == name]
+    return r
+
+
+def env_names(container: dict[str, Any], resources: Iterable[Resource]) -> set[str]:
+    """Every variable the container is given: env, and each key of its envFrom ConfigMaps."""
+    maps = {r["metadata"]["name"]: r.get("data", {}) for r in resources if r["kind"] == "ConfigMap"}
+    names = {e["name"] for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        names |= set(maps[source["configMapRef"]["name"]])
+    return names
+
+
+def settings_faults(workload: Resource, resources: Iterable[Resource]) -> list[str]:
+    """What is wrong with the variables one of our workloads is given: any its settings class
+    does not read, and any it cannot do without in a pod (`required_settings`)."""
+    name = workload["metadata"]["name"]
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    given = env_names(container, resources)
+    unread = sorted(given - SETTINGS[name].env_names())
+    missing = sorted(required_settings(SETTINGS[name]) - given)
+    return [f"{name} does not read {unread}"] * bool(unread) + [
+        f"{name} cannot run in a pod on the defaults of {missing}"
+    ] * bool(missing)
+
+
+def required_settings(cls: type[ServiceSettings]) -> set[str]:
+    """The settings whose defaults only work on a developer's machine (`make run`): a loopback
+    address (a peer, a relay, a listener bound to 127.0.0.1 that no kubelet probe or Service can
+    reach) or a path relative to the working directory (the root, read-only in a pod)."""
+    needed = set()
+    for field in cls.model_fields.values():
+        default = str(field.default)
+        relative = default.startswith(".run") or ":///.run" in default
+        if "127.0.0.1" in default or relative:
+            needed.add(env_name(field))
+    return needed
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_labels(workload: Resource) -> dict[str, str]:
+    return dict(workload["spec"]["template"]["metadata"].get("labels", {}))
+
+
+def services_of(overlay: str, workload: Resource) -> list[Resource]:
+    """The Services of an overlay whose selector picks this workload's pods."""
+    return services_selecting(rendered(overlay), workload)
+
+
+def services_selecting(resources: Iterable[Resource], workload: Resource) -> list[Resource]:
+    labels = pod_labels(workload)
+    return [
+        r
+        for r in resources
+        if r["kind"] == "Service" and selects(r["spec"].get("selector", {}), labels)
+    ]
+
+
+def container_port(workload: Resource, target: int | str, protocol: str) -> dict[str, Any] | None:
+    """The declared container port a Service's targetPort names (by name or number)."""
+    for container in containers(workload):
+        for port in container.get("ports", []):
+            if port.get("protocol", "TCP") != protocol:
+                continue
+            if target in (port.get("name"), port["containerPort"]):
+                return dict(port)
+    return None

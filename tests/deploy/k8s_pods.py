@@ -1,0 +1,327 @@
+"""A pod runner: start a Deployment's or StatefulSet's container as a local process the way the
+kubelet would, from the rendered manifest alone.
+
+- the command: the container's command/args, else the image's entrypoint (`switchboard-<svc>`,
+  as the Dockerfile's ENTRYPOINT), run from the workspace's virtualenv, in `/` (no WORKDIR);
+- the user: `runAsUser`/`runAsGroup` through setpriv, no supplementary groups, no new privileges;
+- the file system: bubblewrap binds the machine's root read-only (`readOnlyRootFilesystem`),
+  puts a tmpfs (mode 1777, as an emptyDir) on each emptyDir mount, the files of each Secret and
+  ConfigMap volume on theirs, and a fresh /proc and /dev, in a new PID namespace;
+- the environment: envFrom ConfigMaps, then env (values, ConfigMap and Secret keys, the
+  downward API), over the image's (PATH, PYTHONUNBUFFERED, HOME=/).
+
+What differs from a cluster, each on purpose:
+
+- the network is the machine's: pods cannot each have 9464 and 50051, so every declared
+  container port gets a free port of its own (TCP and UDP alike), and an environment value that
+  is exactly a declared port number is rewritten to its new port. A port the process opens but
+  the manifest does not declare is not rewritten, and `listening_ports` shows it;
+- the pod's address is 127.0.0.2: probes and channel checks go there, so a listener bound to
+  127.0.0.1 (a default for `make run`) fails them as it would in a cluster;
+- NATS_URL points at the test's nats-server, and NATS_STREAM_REPLICAS is 1 (it is one server);
+- Secret values come from the test (generated), as does the case store (SQLite on a bound
+  folder standing in for PostgreSQL, unless the test passes a PostgreSQL URL);
+- the workspace checkout and the interpreter are bound read-only where they are (an image has
+  them under /app); when they sit under a folder uid 10001 may not enter (/root), that folder is
+  replaced by an empty, enterable one holding only them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k8s_render import Resource, image_name
+
+from switchboard.testing.ports import free_tcp_and_udp_port
+
+POD_IP = "127.0.0.2"
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+Secrets = Callable[[str], dict[str, str]]  # a Secret's name -> its keys and values
+
+
+def sandbox_available() -> str:
+    """Empty if bubblewrap can make a read-only root and drop to uid 10001 here, else why not."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (make system-deps)"
+    if shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
+    if os.geteuid() != 0:
+        return "the pod runner switches to the pods' uid, which needs root"
+    probe = subprocess.run(
+        ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+         "true"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
+    return ""
+
+
+@dataclass
+class Pod:
+    """One running pod: its manifest, the ports it was given, its process and its log."""
+
+    name: str
+    workload: Resource
+    container: dict[str, Any]
+    ports: dict[int, int]  # declared containerPort -> the free port it runs on here
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+    stop_seconds: float = 0.0
+    argv: list[str] = field(default_factory=list)
+
+    def port(self, declared: int | str, protocol: str = "TCP") -> int:
+        """The local port of a declared port, named or numbered."""
+        for p in self.container.get("ports", []):
+            if declared in (p.get("name"), p["containerPort"]) and p.get("protocol", "TCP") == (
+                protocol
+            ):
+                return self.ports[p["containerPort"]]
+        raise KeyError(f"{self.name} declares no port {declared}/{protocol}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM to the pod's processes, as the kubelet does; SIGKILL after the grace period."""
+        if self.process is None or self.exit_code is not None:
+            return
+        grace = self.workload["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        started = time.monotonic()
+        try:
+            # The container's processes, not bubblewrap: it would take the namespace down at once.
+            for proc in processes():
+                if proc.pgrp == self.process.pid and proc.name != "bwrap":
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGTERM)
+            self.exit_code = self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.exit_code = self.process.wait()
+        self.stop_seconds = time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    name: str
+    ppid: int
+    pgrp: int
+
+
+def processes() -> list[Process]:
+    """Every process of the machine, from /proc/<pid>/stat."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        _state, ppid, pgrp = text[text.rindex(")") + 1 :].split()[:3]
+        found.append(Process(int(stat.parent.name), name, int(ppid), int(pgrp)))
+    return found
+
+
+class PodRunner:
+    """Runs the workloads of one rendered overlay, one pod each."""
+
+    def __init__(
+        self,
+        resources: list[Resource] | tuple[Resource, ...],
+        nats_url: str,
+        secrets: Secrets,
+        workdir: Path,
+        writable: tuple[Path, ...] = (),
+    ) -> None:
+        self.resources = list(resources)
+        self.nats_url = nats_url
+        self.secrets = secrets
+        self.workdir = workdir
+        # Folders of the machine the pods may write (the SQLite case store standing in for
+        # PostgreSQL): bound read-write, as a persistent volume would be.
+        self.writable = writable
+
+    def _find(self, kind: str, name: str) -> Resource:
+        for r in self.resources:
+            if r["kind"] == kind and r["metadata"]["name"] == name:
+                return r
+        raise LookupError(f"no {kind} {name} in the manifests")
+
+    def start(self, workload: Resource) -> Pod:
+        name = workload["metadata"]["name"]
+        pod_spec = workload["spec"]["template"]["spec"]
+        [container] = pod_spec["containers"]
+        declared = {p["containerPort"] for p in container.get("ports", [])}
+        ports = {port: free_tcp_and_udp_port("0.0.0.0") for port in sorted(declared)}
+        pod_name = f"{name}-0"
+        env = self._environment(container, pod_name, ports)
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pod = Pod(name, workload, container, ports, env, folder / "pod.log")
+        pod.argv = [*self._sandbox(pod_spec, container, folder), *self._command(container)]
+        with pod.log.open("wb") as log:
+            pod.process = subprocess.Popen(
+                pod.argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return pod
+
+    def _command(self, container: dict[str, Any]) -> list[str]:
+        argv = [*container.get("command", []), *container.get("args", [])]
+        if container.get("command"):
+            return argv
+        image = image_name(container["image"])
+        service = image.rsplit("/", 1)[-1]
+        if not image.endswith(f"switchboard/{service}"):
+            raise ValueError(f"{image} is not one of Switchboard's images")
+        return [str(VENV_BIN / f"switchboard-{service}"), *argv]
+
+    def _environment(
+        self, container: dict[str, Any], pod_name: str, ports: dict[int, int]
+    ) -> dict[str, str]:
+        env = {
+            "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONUNBUFFERED": "1",
+            "HOME": "/",
+        }
+        for source in container.get("envFrom", []):
+            env.update(self._find("ConfigMap", source["configMapRef"]["name"]).get("data", {}))
+        fields = {
+            "metadata.name": pod_name,
+            "metadata.namespace": "default",
+            "status.podIP": POD_IP,
+            "status.hostIP": POD_IP,
+            "spec.nodeName": "node-0",
+        }
+        for e in container.get("env", []):
+            if "value" in e:
+                env[e["name"]] = str(e["value"])
+                continue
+            source = e["valueFrom"]
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                env[e["name"]] = self.secrets(ref["name"])[ref["key"]]
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                env[e["name"]] = self._find("ConfigMap", ref["name"])["data"][ref["key"]]
+            else:
+                env[e["name"]] = fields[source["fieldRef"]["fieldPath"]]
+        env["NATS_URL"] = self.nats_url
+        env["NATS_STREAM_REPLICAS"] = "1"
+        return {k: str(ports.get(int(v), v)) if v.isdigit() else v for k, v in env.items()}
+
+    def _sandbox(
+        self, pod_spec: dict[str, Any], container: dict[str, Any], folder: Path
+    ) -> list[str]:
+        security = {**pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
+        argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--dev", "/dev", "--proc", "/proc"]
+        root = "--ro-bind" if security.get("readOnlyRootFilesystem") else "--bind"
+        argv[1:1] = [root, "/", "/"]
+        volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+        mounts = container.get("volumeMounts", [])
+        made, made_argv = _mount_points([Path(m["mountPath"]) for m in mounts])
+        argv += made_argv
+        for mount in mounts:
+            argv += _folders_to(Path(mount["mountPath"]))
+            argv += self._volume(volumes[mount["name"]], mount["mountPath"], folder)
+        argv += _reachable([ROOT, Path(sys.base_prefix).resolve()], list(self.writable))
+        for path in made:
+            argv += ["--remount-ro", str(path)]
+        argv += ["--chdir", container.get("workingDir", "/")]
+        uid = security.get("runAsUser", 0)
+        gid = security.get("runAsGroup", uid)
+        argv += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+        if security.get("allowPrivilegeEscalation") is False:
+            argv.append("--no-new-privs")
+        return [*argv, "--"]
+
+    def _volume(self, volume: dict[str, Any], path: str, folder: Path) -> list[str]:
+        if "emptyDir" in volume:
+            return ["--perms", "1777", "--tmpfs", path]
+        if "secret" in volume or "configMap" in volume:
+            files = folder / "volumes" / volume["name"]
+            files.mkdir(parents=True, exist_ok=True)
+            if "secret" in volume:
+                data = self.secrets(volume["secret"]["secretName"])
+            else:
+                data = self._find("ConfigMap", volume["configMap"]["name"]).get("data", {})
+            files.chmod(0o755)
+            for key, value in data.items():
+                (files / key).write_text(value)
+                (files / key).chmod(0o644)
+            return ["--ro-bind", str(files), path]
+        raise ValueError(f"volume {volume['name']}: the pod runner does not do {sorted(volume)}")
+
+
+def _reachable(read_only: list[Path], writable: list[Path]) -> list[str]:
+    """bwrap arguments that let any uid reach these folders: a folder on the way that others may
+    not enter (mode without o+x) becomes an empty tmpfs holding only binds of them."""
+    argv: list[str] = []
+    closed: set[Path] = set()
+    for path in read_only + writable:
+        for parent in reversed(path.parents):
+            if parent != Path("/") and not os.stat(parent).st_mode & 0o001:
+                if parent not in closed:
+                    closed.add(parent)
+                    argv += ["--perms", "0755", "--tmpfs", str(parent)]
+                break
+    for path in read_only + writable:
+        argv += _folders_to(path)
+        argv += ["--ro-bind" if path in read_only else "--bind", str(path), str(path)]
+    return argv
+
+
+def _mount_points(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """A container runtime makes a missing mount point in the image's layer; here the deepest
+    folder that exists becomes a tmpfs holding read-only binds of what it held, so the mount
+    point can be made in it (made read-only again after the mounts). Returns those folders."""
+    argv: list[str] = []
+    made: list[Path] = []
+    for path in sorted(paths, key=lambda p: len(p.parts)):
+        if path.exists():
+            continue
+        folder = next(p for p in path.parents if p.exists())
+        if folder == Path("/"):
+            raise ValueError(f"mount point {path}: a folder at the root is not supported")
+        if folder in made:
+            continue
+        made.append(folder)
+        argv += ["--perms", "0755", "--tmpfs", str(folder)]
+        for child in sorted(folder.iterdir()):
+            if child.is_symlink():
+                argv += ["--symlink", os.readlink(child), str(child)]
+            else:
+                argv += ["--ro-bind-try", str(child), str(child)]
+    return made, argv
+
+
+def _folders_to(path: Path) -> list[str]:
+    """The folders on the way to a mount point, enterable by any uid (those bwrap makes itself
+    copy the source's mode, 0700 included)."""
+    argv: list[str] = []
+    for parent in reversed(path.parents[:-1]):
+        argv += ["--perms", "0755", "--dir", str(parent)]
+    return argv

@@ -1,0 +1,188 @@
+"""Our rules for every rendered overlay: locked-down pods with probes and limits, pinned images,
+Services that reach declared ports and say what they speak, disruption budgets, the router pair
+apart, and each service given exactly the settings it reads and the ones it cannot do without."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from k8s_manifests import (
+    OVERLAYS,
+    ROOT,
+    SETTINGS,
+    container_port,
+    find,
+    pod_labels,
+    rendered,
+    selects,
+    services_of,
+    settings_faults,
+    workloads,
+)
+from k8s_render import containers, image_name
+
+from switchboard.cli.endpoints import SERVICES
+
+APP_PROTOCOLS = {"grpc", "http", "sip", "sips", "smtp", "nats", "postgresql"}
+
+
+def _each_container(ours: bool | None = None) -> list[tuple[str, str, dict]]:
+    return [
+        (overlay, w["metadata"]["name"], c)
+        for overlay in OVERLAYS
+        for w in workloads(overlay, ours)
+        for c in containers(w)
+    ]
+
+
+def test_every_service_is_deployed_in_every_overlay() -> None:
+    for overlay in OVERLAYS:
+        deployed = {w["metadata"]["name"] for w in workloads(overlay, ours=True)}
+        assert deployed == {s.name for s in SERVICES}, overlay
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_are_locked_down(overlay: str) -> None:
+    for w in workloads(overlay):
+        name = w["metadata"]["name"]
+        pod = w["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        if name in SETTINGS:
+            assert pod["securityContext"]["runAsUser"] == 10001, name
+        for c in containers(w):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_probes_limits_and_a_pinned_image(overlay: str) -> None:
+    for w in workloads(overlay):
+        for c in containers(w):
+            where = f"{overlay} {w['metadata']['name']}/{c['name']}"
+            assert "readinessProbe" in c and "livenessProbe" in c, where
+            for kind in ("requests", "limits"):
+                assert set(c["resources"][kind]) == {"cpu", "memory"}, f"{where} {kind}"
+            tag = c["image"][len(image_name(c["image"])) :]
+            assert tag and tag != ":latest", f"{where}: {c['image']} is not pinned"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_port_targets_a_declared_port_and_names_its_protocol(overlay: str) -> None:
+    for w in workloads(overlay):
+        for svc in services_of(overlay, w):
+            for port in svc["spec"]["ports"]:
+                where = f"{overlay} Service {svc['metadata']['name']} port {port['name']}"
+                assert port.get("appProtocol") in APP_PROTOCOLS, where
+                target = port.get("targetPort", port["port"])
+                assert container_port(w, target, port.get("protocol", "TCP")), where
+    for svc in (r for r in rendered(overlay) if r["kind"] == "Service"):
+        assert any(selects(svc["spec"]["selector"], pod_labels(w)) for w in workloads(overlay))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_use_declared_ports(overlay: str) -> None:
+    for w in workloads(overlay):
+        for c in containers(w):
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                spec = c.get(probe, {})
+                for kind in ("grpc", "httpGet", "tcpSocket"):
+                    if kind in spec:
+                        assert container_port(w, spec[kind]["port"], "TCP"), (w, probe)
+
+
+def test_every_channel_a_service_listens_on_is_declared_and_exposed() -> None:
+    """The listeners `make run` opens (libs/cli endpoints) are ports of the pod and of a Service."""
+    for overlay in OVERLAYS:
+        for spec in SERVICES:
+            w = find(overlay, "Deployment", spec.name)
+            [c] = containers(w)
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            envs = [spec.grpc_env, *([spec.http_env] if spec.http_env else [])]
+            envs += [listener.env for listener in spec.listeners]
+            exposed = {
+                str(
+                    container_port(w, p.get("targetPort", p["port"]), p.get("protocol", "TCP"))[
+                        "containerPort"
+                    ]
+                )
+                for svc in services_of(overlay, w)
+                for p in svc["spec"]["ports"]
+            }
+            for name in envs:
+                assert env.get(name) in exposed, f"{overlay} {spec.name}: {name} is not exposed"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_gets_exactly_what_it_reads_and_all_it_needs(overlay: str) -> None:
+    faults = [
+        f for w in workloads(overlay, ours=True) for f in settings_faults(w, rendered(overlay))
+    ]
+    assert not faults, "\n".join(faults)
+
+
+def test_replicated_workloads_have_disruption_budgets() -> None:
+    for overlay in OVERLAYS:
+        budgets = [r for r in rendered(overlay) if r["kind"] == "PodDisruptionBudget"]
+        for w in workloads(overlay):
+            covered = [
+                b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], pod_labels(w))
+            ]
+            if w["metadata"]["name"] != "postgresql":
+                assert len(covered) == 1, (overlay, w["metadata"]["name"])
+                assert covered[0]["spec"] == {
+                    "maxUnavailable": 1,
+                    "selector": covered[0]["spec"]["selector"],
+                }
+
+
+def test_production_keeps_the_router_pair_and_nats_quorum_on_different_nodes() -> None:
+    for name, kind, replicas in [
+        ("router", "Deployment", 2),
+        ("nats", "StatefulSet", 3),
+        ("voice-gateway", "Deployment", 2),
+    ]:
+        w = find("production", kind, name)
+        assert w["spec"]["replicas"] == replicas
+        [term] = w["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert selects(term["labelSelector"]["matchLabels"], pod_labels(w))
+    config = find("production", "ConfigMap", "switchboard-config")["data"]
+    assert config["NATS_STREAM_REPLICAS"] == "3"
+    nats_conf = find("production", "ConfigMap", "nats-config")["data"]["nats.conf"]
+    for i in range(3):
+        assert f"nats://nats-{i}.nats-cluster:6222" in nats_conf
+    assert "store_dir: /data" in nats_conf
+    assert find("production", "StatefulSet", "nats")["spec"]["volumeClaimTemplates"]
+
+
+def test_dev_runs_one_of_everything_without_anti_affinity() -> None:
+    for w in workloads("dev"):
+        assert w["spec"]["replicas"] == 1, w["metadata"]["name"]
+        assert "affinity" not in w["spec"]["template"]["spec"], w["metadata"]["name"]
+    assert find("dev", "ConfigMap", "switchboard-config")["data"]["NATS_STREAM_REPLICAS"] == "1"
+    assert "cluster" not in find("dev", "ConfigMap", "nats-config")["data"]["nats.conf"]
+
+
+def test_the_case_store_is_postgresql_from_a_secret() -> None:
+    for overlay in OVERLAYS:
+        [c] = containers(find(overlay, "Deployment", "case"))
+        [url] = [e for e in c["env"] if e["name"] == "CASE_DATABASE_URL"]
+        assert url["valueFrom"]["secretKeyRef"] == {"name": "switchboard-case-db", "key": "url"}
+
+
+def test_the_image_recipe_builds_each_services_console_script() -> None:
+    for spec in SERVICES:
+        project = tomllib.loads((ROOT / "services" / spec.name / "pyproject.toml").read_text())
+        assert project["project"]["name"] == f"switchboard-{spec.name}"
+        assert f"switchboard-{spec.name}" in project["project"]["scripts"]
