@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Voice, raw_phone
+from .conftest import Baresip, Voice, raw_phone
 
 DEMO_LINE = "+15550100"
 ACME_LINE = "+15550200"
@@ -36,6 +36,16 @@ async def _call(voice: Voice, name: str, number: str, line: str) -> str:
     return str(created[0].contact.contact_id)
 
 
+async def _answered(voice: Voice, phone: Baresip, caller: str, line: str, tenant: str) -> str:
+    """`caller` dials `line`; `phone` rings and answers, and tenant's agent a1 is assigned."""
+    contact_id = await _call(voice, f"caller-{caller}", caller, line)
+    await phone.wait_event("CALL_INCOMING", timeout=20)
+    await phone.command("accept")
+    assigned = (await voice.events.wait("ContactAssigned", contact_id, timeout=30))[0]
+    assert assigned.agent_id == "a1" and assigned.meta.tenant == tenant
+    return contact_id
+
+
 async def test_a_call_to_one_tenants_number_rings_only_that_tenants_phone(voice: Voice) -> None:
     demo_phone = await voice.phone("a1", tenant="demo", password="pw-demo-a1")
     acme_phone = await voice.phone("a1", tenant="acme", password="pw-acme-a1")
@@ -46,21 +56,13 @@ async def test_a_call_to_one_tenants_number_rings_only_that_tenants_phone(voice:
     assert demo_binding.contact != acme_binding.contact
 
     await voice.agent("a1", {"en": 5}, tenant="demo")
-    contact_id = await _call(voice, "demo-caller", "+821011110000", DEMO_LINE)
-    await demo_phone.wait_event("CALL_INCOMING", timeout=20)
-    await demo_phone.command("accept")
-    assigned = (await voice.events.wait("ContactAssigned", contact_id, timeout=30))[0]
-    assert assigned.agent_id == "a1" and assigned.meta.tenant == "demo"
+    contact_id = await _answered(voice, demo_phone, "+821011110000", DEMO_LINE, "demo")
     await voice.relayed_both_ways(contact_id, packets=5)
     assert acme_phone.count("CALL_INCOMING") == 0
 
     # And the other way round: acme's caller reaches acme's a1, never demo's.
     await voice.agent("a1", {"en": 5}, tenant="acme")
-    other = await _call(voice, "acme-caller", "+821022220000", ACME_LINE)
-    await acme_phone.wait_event("CALL_INCOMING", timeout=20)
-    await acme_phone.command("accept")
-    assigned = (await voice.events.wait("ContactAssigned", other, timeout=30))[0]
-    assert assigned.agent_id == "a1" and assigned.meta.tenant == "acme"
+    await _answered(voice, acme_phone, "+821022220000", ACME_LINE, "acme")
     assert demo_phone.count("CALL_INCOMING") == 1
 
 
