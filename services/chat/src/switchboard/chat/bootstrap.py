@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import socketio
@@ -21,6 +22,7 @@ from switchboard.chat.entrypoints import nats_consumer, socket_server
 from switchboard.chat.entrypoints.api import Api
 from switchboard.chat.entrypoints.clients import trusted_networks
 from switchboard.chat.entrypoints.http_server import HttpServer
+from switchboard.chat.entrypoints.socket_common import cors_allows
 from switchboard.chat.entrypoints.web import build_asgi
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import directory as agents_directory
@@ -71,8 +73,10 @@ class ChatApp(Service):
             async_mode="asgi",
             client_manager=self.manager,
             max_http_buffer_size=buffer,
-            # Origins are checked per tenant at namespace connect, so a refusal has a reason.
-            cors_allowed_origins="*",
+            # The handshake is open to the chat's own origin and the tenants' configured ones;
+            # which tenant's origins apply is checked at namespace connect, with a reason.
+            cors_allowed_origins=partial(cors_allows, config=self.config),
+            cors_credentials=False,  # sockets authenticate with tokens, never with cookies
             logger=False,
             engineio_logger=False,
         )

@@ -27,7 +27,7 @@ from switchboard.chat.config import ChatConfig
 from switchboard.chat.domain import visitor_token
 from switchboard.chat.domain.model import CustomerProfile, parse_customer_auth
 from switchboard.chat.entrypoints import payloads
-from switchboard.chat.entrypoints.socket_common import check_origin, request_origin
+from switchboard.chat.entrypoints.socket_common import check_origin, cors_allows
 from switchboard.chat.handlers import Chat
 from switchboard.core.errors import (
     DomainError,
@@ -139,9 +139,11 @@ class Api:
         path, method = scope.get("path", ""), scope.get("method", "GET")
         cors: list[tuple[bytes, bytes]] = []
         try:
-            origin = request_origin(_environ(scope))
-            if origin is not None:
-                cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
+            environ = _environ(scope)
+            origin = environ.get("HTTP_ORIGIN")
+            cors = [(b"vary", b"Origin")]
+            if origin is not None and cors_allows(origin, environ, self.config):
+                cors.append((b"access-control-allow-origin", origin.encode("latin-1")))
             if method == "OPTIONS":
                 cors += [
                     (b"access-control-allow-methods", b"GET, POST"),

@@ -54,7 +54,10 @@ async def acked(
 
 def request_origin(environ: dict[str, Any]) -> str | None:
     """The browser's Origin header, normalised; None for clients that send none."""
-    origin = environ.get("HTTP_ORIGIN")
+    return _normal(environ.get("HTTP_ORIGIN"))
+
+
+def _normal(origin: str | None) -> str | None:
     return origin.strip().lower().rstrip("/") if origin else None
 
 
@@ -67,6 +70,18 @@ def own_origins(environ: dict[str, Any]) -> set[str]:
     fwd_proto = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
     out.add(f"{fwd_proto}://{fwd_host}".lower())
     return out
+
+
+def cors_allows(origin: str | None, environ: dict[str, Any], config: ChatConfig) -> bool:
+    """Whether a browser page from `origin` may read the chat's answers (CORS, for the HTTP API
+    and Socket.IO's handshake): the chat's own origin or one some tenant configured. Which tenant
+    the request is for is checked later (check_origin), once its token says."""
+    normal = _normal(origin)
+    if normal is None:
+        return False
+    if normal in own_origins(environ):
+        return True
+    return any(normal in t.allowed_origins for t in config.tenants.values())
 
 
 def check_origin(environ: dict[str, Any], tenant: str, config: ChatConfig) -> None:

@@ -6,17 +6,27 @@ from collections.abc import Callable
 
 import grpc
 
+from switchboard.core.grpc import principal
 from switchboard.v1 import email_pb2, email_pb2_grpc
+
+# The last error names the mail server, its port and folder: for those who run the mailboxes.
+SEES_ERRORS = ("admin", "supervisor", "service")
 
 
 class EmailServicer(email_pb2_grpc.EmailServiceServicer):
-    def __init__(self, statuses: Callable[[], tuple[list[email_pb2.MailboxStatus], bool]]) -> None:
+    def __init__(
+        self, statuses: Callable[[str], tuple[list[email_pb2.MailboxStatus], bool]]
+    ) -> None:
         self.statuses = statuses
 
     async def ListMailboxes(
         self, request: email_pb2.ListMailboxesRequest, context: grpc.aio.ServicerContext
     ) -> email_pb2.ListMailboxesResponse:
-        mailboxes, serving = self.statuses()
+        caller = principal()
+        mailboxes, serving = self.statuses(caller.tenant)
+        if not caller.has_any(*SEES_ERRORS):
+            for mailbox in mailboxes:
+                mailbox.reason = ""
         return email_pb2.ListMailboxesResponse(mailboxes=mailboxes, serving=serving)
 
 
