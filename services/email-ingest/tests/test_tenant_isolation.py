@@ -53,19 +53,19 @@ async def test_list_mailboxes_shows_a_token_only_its_tenants_mailboxes(make_app:
     target = f"127.0.0.1:{app.grpc_port}"
     secret = app.settings.auth_secret
 
-    acme_agent = await _list(target, mint(secret, "acme", "a1", ["agent"]))
-    assert [m.mailbox for m in acme_agent.mailboxes] == ["acme-help"]
-    assert [m.tenant for m in acme_agent.mailboxes] == ["acme"]
-    # An agent sees that its mailbox is in trouble, not the error (which names the host).
-    assert acme_agent.mailboxes[0].reason == ""
-    assert not acme_agent.mailboxes[0].healthy
+    # Agents do not ask (the role table: the last error names the mail server).
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await _list(target, mint(secret, "acme", "a1", ["agent"]))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
     demo_admin = await _list(target, mint(secret, "demo", "ops", ["admin"]))
     assert [m.mailbox for m in demo_admin.mailboxes] == ["demo-support"]
     assert "refused" in demo_admin.mailboxes[0].reason
     acme_supervisor = await _list(target, mint(secret, "acme", "lead", ["supervisor"]))
     assert [m.mailbox for m in acme_supervisor.mailboxes] == ["acme-help"]
+    assert [m.tenant for m in acme_supervisor.mailboxes] == ["acme"]
     assert "refused" in acme_supervisor.mailboxes[0].reason
+    assert not acme_supervisor.mailboxes[0].healthy
 
     # A tenant with no mailbox here sees none (and not everyone's).
     other = await _list(target, mint(secret, "globex", "a1", ["admin"]))
