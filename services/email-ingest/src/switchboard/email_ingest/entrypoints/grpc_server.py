@@ -9,6 +9,7 @@ import grpc
 from switchboard.core.grpc import principal
 from switchboard.v1 import email_pb2, email_pb2_grpc
 
+
 class EmailServicer(email_pb2_grpc.EmailServiceServicer):
     def __init__(
         self, statuses: Callable[[str], tuple[list[email_pb2.MailboxStatus], bool]]
