@@ -288,6 +288,8 @@ class Platform:
             "NATS_STREAM_REPLICAS": str(c.replicas),
             "SWITCHBOARD_AUTH_SECRET": c.secret,
             "SWITCHBOARD_TENANTS": c.tenant,
+            # The harness signs in the embedded demo agents, which production refuses.
+            "SWITCHBOARD_MODE": "development",
             "LOG_LEVEL": c.log_level,
             "METRICS_PORT": "0",
             "SHUTDOWN_GRACE_SECONDS": "5",

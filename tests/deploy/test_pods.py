@@ -36,9 +36,11 @@ from k8s_manifests import (
 from k8s_pods import Pod, PodRunner, sandbox_available
 from k8s_render import Resource
 
+from switchboard.chat.inbox import directory as agents_directory
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.databases import POSTGRES_ENV, postgres_database, sqlite_url
 from switchboard.testing.tls import self_signed
+from switchboard.voice_gateway import config as voice_config
 
 UNAVAILABLE = sandbox_available()
 pytestmark = [
@@ -67,6 +69,10 @@ async def case_store(store: Path) -> AsyncIterator[str]:
         yield sqlite_url(store)
 
 
+AGENTS_YAML = Path(agents_directory.__file__).with_name("agents.yaml")
+VOICE_YAML = Path(voice_config.__file__).with_name("default_config.yaml")
+
+
 @pytest.fixture
 def secret_values(tmp_path: Path, case_store: str) -> Callable[[str], dict[str, str]]:
     """Generated values for each Secret the manifests name (docs/deploy.md says what each is)."""
@@ -76,6 +82,10 @@ def secret_values(tmp_path: Path, case_store: str) -> Callable[[str], dict[str, 
         "switchboard-case-db": {"url": case_store},
         "switchboard-fax-webhook": {"secret": secrets.token_urlsafe(32)},
         "voice-sip-tls": {"tls.crt": cert.read_text(), "tls.key": key.read_text()},
+        # The operator's own files: here the demo ones, as production would not take them
+        # from the image.
+        "switchboard-inbox-agents": {"agents.yaml": AGENTS_YAML.read_text(encoding="utf-8")},
+        "switchboard-voice": {"voice.yaml": VOICE_YAML.read_text(encoding="utf-8")},
     }
     return values.__getitem__
 
@@ -142,7 +152,8 @@ BEFORE = Path(__file__).resolve().parent / "fixtures" / "before-issue-17.yaml"
         (
             "voice-gateway",
             [
-                ["Read-only file system: '.run'"],
+                # (the demo phones refused in production now stop it before it writes)
+                ["Read-only file system: '.run'", "VOICE_CONFIG_FILE is unset"],
                 ["defaults of ['VOICE_PROMPTS_DIR', 'VOICE_ROUTER_ADDR', 'VOICE_SIP_HOST']"],
             ],
         ),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from switchboard.core.settings import UnsafeSettings
 from switchboard.voice_gateway import config
+from switchboard.voice_gateway.settings import VoiceGatewaySettings as VoiceSettings
 
 NUMBER = """\
 numbers:
@@ -91,3 +93,15 @@ def test_phones_belong_to_a_tenant_and_the_flat_form_only_to_the_one_tenant_of_t
         )
     assert str(refused.value).startswith("v.yaml:2: phones.a1: give each tenant's phones")
     assert config.load().phones[("demo", "agent-ko")] == "demo-ko"
+
+
+def test_production_refuses_the_demo_phones() -> None:
+    production = VoiceSettings(SWITCHBOARD_AUTH_SECRET="own-secret")
+    with pytest.raises(UnsafeSettings, match="VOICE_CONFIG_FILE is unset"):
+        production.refuse_unsafe_production()
+    VoiceSettings(
+        SWITCHBOARD_AUTH_SECRET="own-secret", VOICE_CONFIG_FILE="/etc/voice.yaml"
+    ).refuse_unsafe_production()
+    VoiceSettings(
+        SWITCHBOARD_AUTH_SECRET="own-secret", SWITCHBOARD_MODE="development"
+    ).refuse_unsafe_production()

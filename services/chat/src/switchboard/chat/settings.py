@@ -4,7 +4,7 @@ from pydantic import Field, field_validator
 
 from switchboard.chat.entrypoints.clients import trusted_networks
 from switchboard.core.events import TENANT_RE
-from switchboard.core.settings import ServiceSettings, renamed
+from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings, renamed
 
 
 class ChatSettings(ServiceSettings):
@@ -50,3 +50,14 @@ class ChatSettings(ServiceSettings):
         if not TENANT_RE.match(value):
             raise ValueError(f"{value!r} is not a valid tenant name")
         return value
+
+    def refuse_unsafe_production(self) -> None:
+        """Also: the embedded demo agents, whose passwords are published, sign in only on a
+        developer's machine."""
+        super().refuse_unsafe_production()
+        if self.mode == PRODUCTION and not self.agents_file:
+            raise UnsafeSettings(
+                "CHAT_AGENTS_FILE is unset, so the inbox would take the demo agents and their "
+                "published passwords: give your agents directory (or SWITCHBOARD_MODE=development "
+                "on a developer's machine)"
+            )

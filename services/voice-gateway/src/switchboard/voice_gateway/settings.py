@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from switchboard.core.settings import ServiceSettings, renamed
+from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings, renamed
 
 
 class VoiceGatewaySettings(ServiceSettings):
@@ -32,3 +32,14 @@ class VoiceGatewaySettings(ServiceSettings):
     options_ping_seconds: float = Field(30.0, alias="VOICE_OPTIONS_PING_SECONDS", gt=0)
     # Each replica consumes routing events with its own durable (it owns its calls' media).
     consumer_name: str = Field("voice-gateway", alias="VOICE_CONSUMER")
+
+    def refuse_unsafe_production(self) -> None:
+        """Also: the embedded configuration's demo phones, whose SIP passwords are published,
+        register only on a developer's machine."""
+        super().refuse_unsafe_production()
+        if self.mode == PRODUCTION and not self.config_path:
+            raise UnsafeSettings(
+                "VOICE_CONFIG_FILE is unset, so the gateway would take the demo phones and their "
+                "published SIP passwords: give your configuration (or SWITCHBOARD_MODE=development "
+                "on a developer's machine)"
+            )
