@@ -76,7 +76,7 @@ class ChatApp(Service):
             logger=False,
             engineio_logger=False,
         )
-        self.router = RouterClient(s.router_target, s.auth_secret)
+        self.router = RouterClient(s.router_target, s.auth_secret, s.grpc_tls())
         self.chat = Chat(
             self.store,
             ChatNotifier(bus),
@@ -98,6 +98,7 @@ class ChatApp(Service):
             surge_of=self.router.surge,
             token_max_lifetime=s.token_max_lifetime,
             revocations=self.revocations,
+            tls=s.grpc_tls(),
         )
         socket_server.register(
             self.sio,
