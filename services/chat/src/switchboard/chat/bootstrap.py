@@ -28,6 +28,7 @@ from switchboard.chat.inbox.http import InboxHttp
 from switchboard.chat.inbox.service import Inbox
 from switchboard.chat.notifier import ChatNotifier
 from switchboard.chat.settings import ChatSettings
+from switchboard.core import tls
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 
@@ -124,6 +125,7 @@ class ChatApp(Service):
             s.http_port,
             s.shutdown_grace_seconds,
             ws_max_size=buffer,
+            ssl=tls.server_context(s.tls_cert_file, s.tls_key_file),
         )
         # Health and reflection only, so `switchboard status` and probes can check the chat.
         return []

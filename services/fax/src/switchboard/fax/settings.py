@@ -13,6 +13,9 @@ class FaxSettings(ServiceSettings):
     # HTTP upload (providers' webhooks): multipart, signed with FAX_WEBHOOK_SECRET.
     http_host: str = Field("127.0.0.1", alias="FAX_HTTP_HOST")
     http_port: int = Field(8095, alias="FAX_HTTP_PORT")
+    # HTTPS for the upload when both are set (PEM files, e.g. a cert-manager Secret's).
+    tls_cert_file: str = Field("", alias="FAX_TLS_CERT_FILE")
+    tls_key_file: str = Field("", alias="FAX_TLS_KEY_FILE")
     webhook_secret: str = Field("", alias="FAX_WEBHOOK_SECRET")
     webhook_max_skew_seconds: float = Field(300.0, alias="FAX_WEBHOOK_MAX_SKEW_SECONDS")
     # The watched spool directory ("" watches none).
