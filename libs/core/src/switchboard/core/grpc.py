@@ -340,6 +340,20 @@ async def start_server(
     return server, bound, readiness
 
 
+async def start_health_server(
+    readiness: Readiness, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server of the health service alone, following `readiness`: for probes that
+    cannot speak TLS (Kubernetes' gRPC probes) while the service's own server requires it."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC health server to {host}:{port}")
+    await server.start()
+    return server, bound
+
+
 async def start_service_server(
     settings: ServiceSettings,
     servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],

@@ -82,6 +82,8 @@ class ServiceSettings(BaseSettings):
     # Server reflection (what grpcurl lists) only to callers with a valid token; health stays
     # open for probes.
     grpc_reflection_requires_token: bool = Field(True, alias="GRPC_REFLECTION_REQUIRES_TOKEN")
+    # A plaintext port serving gRPC health alone (0: none), for probes that cannot speak TLS.
+    grpc_health_port: int = Field(0, alias="GRPC_HEALTH_PORT", ge=0, le=65535)
     # Prometheus /metrics; 0 serves none.
     metrics_port: int = Field(0, alias="METRICS_PORT")
     auth_secret: str = Field(DEV_AUTH_SECRET, alias="SWITCHBOARD_AUTH_SECRET")
