@@ -65,12 +65,17 @@ async def assert_grpc_tls_only(endpoints: dict[str, Any]) -> None:
 
 
 def assert_https_only(endpoints: dict[str, Any]) -> None:
-    """The chat's page and the fax upload are HTTPS with the run's CA."""
+    """The chat's page, the fax upload and SIP over TLS take the run's CA's certificates."""
     tls = cli_tls(endpoints)
     assert endpoints["http"]["chat"].startswith("https://")
     fax = endpoints["listeners"]["Fax upload (HTTP POST /fax)"]
     assert fax.startswith("https://")
     context = ssl.create_default_context(cafile=tls.ca_file)
+    sip = endpoints["listeners"]["SIP over TLS"].removeprefix("sips://")
+    host, port = sip.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as sips:
+            assert sips.version() is not None
     for url in (f"{endpoints['http']['chat']}/healthz", f"{fax}/healthz"):
         with urllib.request.urlopen(url, timeout=10, context=context) as resp:
             assert resp.status == 200, url

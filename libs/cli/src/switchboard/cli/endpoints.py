@@ -30,6 +30,7 @@ class Listener:
     default: int
     scheme: str = ""  # e.g. smtp, sip, http: the banner shows scheme://127.0.0.1:port
     tls_scheme: str = ""  # the scheme when the platform runs with TLS, if it is another
+    tls_only: bool = False  # listens only when the platform runs with TLS
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,11 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "switchboard.voice_gateway",
         "VOICE_GRPC_PORT",
         50054,
-        listeners=(Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),),
+        listeners=(
+            Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),
+            Listener("SIP over TLS", "VOICE_SIP_TLS_PORT", 5061, "sips", tls_only=True),
+        ),
+        tls_env=("VOICE_SIP_TLS_CERT", "VOICE_SIP_TLS_KEY"),
     ),
     ServiceSpec(
         "email-ingest",

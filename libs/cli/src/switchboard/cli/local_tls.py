@@ -1,7 +1,7 @@
 """The embedded default's TLS: a local CA in the run directory (`.run/tls/ca.key` at mode 0600,
 kept across runs) issues each service a certificate at every start, which it serves gRPC (mutual
-TLS: every caller shows a certificate of the same CA), HTTPS and STARTTLS with; the CLI gets one
-of its own. SWITCHBOARD_RUN_TLS=off runs everything in plain text (to measure what TLS costs)."""
+TLS: every caller shows a certificate of the same CA), HTTPS, STARTTLS and SIP over TLS with; the
+CLI gets one of its own. SWITCHBOARD_RUN_TLS=off runs everything in plain text (to measure what TLS costs)."""
 
 from __future__ import annotations
 

@@ -176,6 +176,8 @@ class Supervisor:
                 scheme = "https" if tls is not None else "http"
                 endpoints.http[spec.name] = f"{scheme}://127.0.0.1:{http_port}"
             for listener in spec.listeners:
+                if listener.tls_only and tls is None:
+                    continue
                 port = choose_port(int(os.environ.get(listener.env, listener.default)), taken)
                 env[listener.env] = str(port)
                 scheme = (tls is not None and listener.tls_scheme) or listener.scheme
