@@ -184,6 +184,12 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 "message_burst": 1000,
                 "signals_per_second": 1000.0,
                 "signal_burst": 1000,
+                # Every bench client is on 127.0.0.1: no per-address or per-tenant ceiling.
+                "address_messages_per_second": 1e6,
+                "address_message_burst": 1_000_000,
+                "tenant_messages_per_second": 1e6,
+                "tenant_message_burst": 1_000_000,
+                "visitor_tokens_per_minute": 1e8,
                 "upload_max_bytes": 1024,
                 "upload_types": ["text/plain"],
                 "visitor_token_ttl_seconds": 3600,

@@ -320,6 +320,16 @@ class Platform:
         http_port, grpc_port = free_port(), free_port()
         self.chat_url = f"http://127.0.0.1:{http_port}"
         self.chat_target = f"127.0.0.1:{grpc_port}"
+        # Every chaos visitor comes from 127.0.0.1: the per-address and per-tenant limits are
+        # raised to the load the scenario generates (the per-visitor ones stay as shipped).
+        chat_config = self.config.directory / "chat.yaml"
+        chat_config.write_text(
+            "limits:\n"
+            "  address_messages_per_second: 10000\n  address_message_burst: 100000\n"
+            "  tenant_messages_per_second: 10000\n  tenant_message_burst: 100000\n"
+            "  visitor_tokens_per_minute: 1000000\n",
+            encoding="utf-8",
+        )
         self.chat = self._service(
             "chat",
             "switchboard.chat",
@@ -329,6 +339,7 @@ class Platform:
                 "CHAT_GRPC_PORT": str(grpc_port),
                 "CHAT_ROUTER_ADDR": self.router_targets["router-a"],
                 "CHAT_CASE_ADDR": self.case_target,
+                "CHAT_CONFIG_FILE": str(chat_config),
             },
         )
 

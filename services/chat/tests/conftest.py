@@ -27,13 +27,17 @@ EVENT_TIMEOUT = 10.0
 
 
 ALLOWED_ORIGIN = "https://shop.example.com"
+OTHER_TENANTS_ORIGIN = "https://acme-shop.example.com"  # allowed for acme, not for demo
 
 
 def config_for_tests(**limits: Any) -> chat_config.ChatConfig:
     """The embedded default with roomier limits (tests send quickly) and one allowed origin."""
     raw: dict[str, Any] = {
         "limits": {"message_burst": 50, "messages_per_second": 20.0, **limits},
-        "tenants": {TENANT: {"allowed_origins": [ALLOWED_ORIGIN]}},
+        "tenants": {
+            TENANT: {"allowed_origins": [ALLOWED_ORIGIN]},
+            "acme": {"allowed_origins": [OTHER_TENANTS_ORIGIN]},
+        },
     }
     import yaml
 

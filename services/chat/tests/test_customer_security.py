@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import nats.errors
 import pytest
+import socketio
 
 from switchboard.chat.domain import visitor_token
 from switchboard.v1.events_pb2 import OutboundEmail
@@ -16,6 +17,7 @@ from switchboard.v1.events_pb2 import OutboundEmail
 SECRET = "chat-test-secret"
 TENANT = "demo"
 ALLOWED_ORIGIN = "https://shop.example.com"
+OTHER_TENANTS_ORIGIN = "https://acme-shop.example.com"  # conftest: allowed for acme only
 
 
 async def test_bad_visitor_tokens_are_refused_with_the_reason(connect: Any) -> None:
@@ -40,8 +42,12 @@ async def test_bad_visitor_tokens_are_refused_with_the_reason(connect: Any) -> N
 async def test_a_disallowed_origin_is_refused_with_the_reason(connect: Any) -> None:
     token = (await connect.visitor_token())["token"]
     auth = {"token": token, "language": "ko"}
-    reason = await connect.refused("/customer", auth, headers={"Origin": "https://evil.example"})
-    assert reason == "origin https://evil.example is not allowed for tenant demo"
+    # An origin no tenant allows does not get past Socket.IO's handshake (no CORS for it).
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await connect.raw("/customer", auth, headers={"Origin": "https://evil.example"})
+    # Another tenant's origin gets past the handshake, and is refused for this tenant, with why.
+    reason = await connect.refused("/customer", auth, headers={"Origin": OTHER_TENANTS_ORIGIN})
+    assert reason == f"origin {OTHER_TENANTS_ORIGIN} is not allowed for tenant demo"
     # The chat's own origin and the tenant's configured origin are let in.
     own = await connect.raw("/customer", auth, headers={"Origin": connect.url})
     assert (await own.next("session"))["contact_id"] is None
@@ -49,8 +55,8 @@ async def test_a_disallowed_origin_is_refused_with_the_reason(connect: Any) -> N
     await allowed.next("session")
     # The agent namespace holds to the same rule.
     agent_auth = {"token": connect.token()}
-    reason = await connect.refused("/agent", agent_auth, headers={"Origin": "https://evil.example"})
-    assert reason == "origin https://evil.example is not allowed for tenant demo"
+    reason = await connect.refused("/agent", agent_auth, headers={"Origin": OTHER_TENANTS_ORIGIN})
+    assert reason == f"origin {OTHER_TENANTS_ORIGIN} is not allowed for tenant demo"
     # And so does the token endpoint.
     denied = await connect.visitor_token(origin="https://evil.example")
     assert denied["status"] == 403

@@ -72,3 +72,22 @@ def test_settings_follow_the_naming_scheme_and_still_read_the_old_names() -> Non
     assert VoiceGatewaySettings(VOICE_ROUTER_ADDR="r:1").router_addr == "r:1"
     assert VoiceGatewaySettings(SWITCHBOARD_ROUTER_ADDR="r:2").router_addr == "r:2"
     assert VoiceGatewaySettings(VOICE_GRPC_PORT=7).grpc_port == 7
+
+
+def test_phones_belong_to_a_tenant_and_the_flat_form_only_to_the_one_tenant_of_the_numbers() -> (
+    None
+):
+    two = (
+        "phones:\n  demo: {a1: pw-d}\n  acme: {a1: pw-a}\nnumbers:\n"
+        "  '+1': {tenant: demo}\n  '+2': {tenant: acme}\n"
+    )
+    assert config.load_text(two).phones == {("demo", "a1"): "pw-d", ("acme", "a1"): "pw-a"}
+    flat = "phones:\n  a1: pw\nnumbers:\n  '+1': {tenant: demo}\n"
+    assert config.load_text(flat).phones == {("demo", "a1"): "pw"}
+    with pytest.raises(config.ConfigError) as refused:
+        config.load_text(
+            "phones:\n  a1: pw\nnumbers:\n  '+1': {tenant: demo}\n  '+2': {tenant: acme}\n",
+            "v.yaml",
+        )
+    assert str(refused.value).startswith("v.yaml:2: phones.a1: give each tenant's phones")
+    assert config.load().phones[("demo", "agent-ko")] == "demo-ko"

@@ -201,23 +201,25 @@ def test_reinvite_answer_direction() -> None:
 
 
 def test_a_phone_missing_keepalives_in_a_row_is_unregistered() -> None:
-    registrar = Registrar("switchboard", {"agent-ko": "pw"})
-    binding = Binding("agent-ko", "sip:agent-ko@10.0.0.7", Peer("udp", "10.0.0.7", 5060), 1e12)
-    registrar.bindings["agent-ko"] = binding
+    registrar = Registrar("switchboard", {("demo", "agent-ko"): "pw"})
+    binding = Binding(
+        "demo", "agent-ko", "sip:agent-ko@10.0.0.7", Peer("udp", "10.0.0.7", 5060), 1e12
+    )
+    registrar.bindings[("demo", "agent-ko")] = binding
     assert not registrar.ping_missed(binding)
     registrar.ping_answered(binding)  # an answer resets the count
     assert binding.missed_pings == 0
     for _ in range(MAX_MISSED_PINGS - 1):
         assert not registrar.ping_missed(binding)
     assert registrar.ping_missed(binding)
-    assert registrar.lookup("agent-ko") is None
+    assert registrar.lookup("demo", "agent-ko") is None
 
 
 def test_a_fresh_registration_survives_the_old_bindings_misses() -> None:
-    registrar = Registrar("switchboard", {"agent-ko": "pw"})
+    registrar = Registrar("switchboard", {("demo", "agent-ko"): "pw"})
     peer = Peer("udp", "10.0.0.7", 5060)
-    old = Binding("agent-ko", "sip:agent-ko@10.0.0.7", peer, 1e12, missed_pings=1)
-    fresh = Binding("agent-ko", "sip:agent-ko@10.0.0.7", peer, 1e12)
-    registrar.bindings["agent-ko"] = fresh
+    old = Binding("demo", "agent-ko", "sip:agent-ko@10.0.0.7", peer, 1e12, missed_pings=1)
+    fresh = Binding("demo", "agent-ko", "sip:agent-ko@10.0.0.7", peer, 1e12)
+    registrar.bindings[("demo", "agent-ko")] = fresh
     assert not registrar.ping_missed(old)
-    assert registrar.lookup("agent-ko") is fresh
+    assert registrar.lookup("demo", "agent-ko") is fresh

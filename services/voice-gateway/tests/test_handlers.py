@@ -36,7 +36,7 @@ class FakeRouter:
 def parts(tmp_path: Path) -> tuple[Gateway, CallFlow, AgentLeg, FakeRouter, FakePublisher]:
     router, bus = FakeRouter(), FakePublisher()
     config = VoiceConfig(
-        realm="switchboard", phones={"agent-ko": "pw"}, numbers={PLAN.number: PLAN}
+        realm="switchboard", phones={("demo", "agent-ko"): "pw"}, numbers={PLAN.number: PLAN}
     )
     gw = Gateway(
         config,

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import re
 import socket
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.voice_gateway.bootstrap import VoiceGatewayApp
 from switchboard.voice_gateway.settings import VoiceGatewaySettings
+from switchboard.voice_gateway.sip.message import SipMessage, parse_datagram
 
 BARESIP = "/usr/bin/baresip"
 
@@ -172,6 +176,104 @@ class Baresip:
                 await self.proc.wait()
 
 
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+class RawPhone(asyncio.DatagramProtocol):
+    """An agent's phone on a bare UDP socket: REGISTERs with digest (as `username`, the agent id
+    unless given), answers OPTIONS while `answering`, and records every request the gateway
+    sends it."""
+
+    def __init__(self, agent_id: str, password: str, username: str = "") -> None:
+        self.agent_id = agent_id
+        self.password = password
+        self.username = username or agent_id
+        self.answering = True
+        self.requests: list[SipMessage] = []
+        self.responses: asyncio.Queue[SipMessage] = asyncio.Queue()
+        self.pinged = asyncio.Event()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg = parse_datagram(data)
+        if not msg.is_request:
+            self.responses.put_nowait(msg)
+            return
+        self.requests.append(msg)
+        if msg.method == "OPTIONS":
+            self.pinged.set()
+        if self.answering and self.transport is not None:
+            self.transport.sendto(msg.response(200, "OK", "phone").encode(), addr)
+
+    def options(self) -> list[SipMessage]:
+        # Distinct transactions (UDP retransmissions share a branch).
+        seen: dict[str, SipMessage] = {}
+        for m in self.requests:
+            if m.method == "OPTIONS":
+                seen.setdefault(m.top_via.branch, m)
+        return list(seen.values())
+
+    def _register(self, gw_port: int, cseq: int, auth: str = "") -> bytes:
+        uri = f"sip:127.0.0.1:{gw_port}"
+        lines = [
+            f"REGISTER {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:{self.agent_id}@127.0.0.1>;tag=reg",
+            f"To: <sip:{self.agent_id}@127.0.0.1>",
+            "Call-ID: reg-" + self.agent_id,
+            f"CSeq: {cseq} REGISTER",
+            f"Contact: <sip:{self.agent_id}@127.0.0.1:{self.port}>",
+            "Expires: 600",
+        ]
+        if auth:
+            lines.append(auth)
+        return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+    async def send_register(self, gw_port: int, cseq: int, auth: str = "") -> SipMessage:
+        """One REGISTER (with `auth`, an Authorization header line) and the gateway's answer."""
+        assert self.transport is not None
+        self.transport.sendto(self._register(gw_port, cseq, auth), ("127.0.0.1", gw_port))
+        return await asyncio.wait_for(self.responses.get(), 5)
+
+    def authorization(self, challenge: SipMessage, gw_port: int, nc: int = 1) -> str:
+        """The Authorization header line answering `challenge` (qop=auth, nonce count `nc`)."""
+        params = dict(re.findall(r'(\w+)="?([^",]+)"?', challenge.get("WWW-Authenticate")))
+        realm, nonce, uri = params["realm"], params["nonce"], f"sip:127.0.0.1:{gw_port}"
+        ha1 = md5(f"{self.username}:{realm}:{self.password}")
+        ha2 = md5(f"REGISTER:{uri}")
+        count = f"{nc:08x}"
+        response = md5(f"{ha1}:{nonce}:{count}:c0ffee:auth:{ha2}")
+        return (
+            f'Authorization: Digest username="{self.username}", realm="{realm}", '
+            f'nonce="{nonce}", uri="{uri}", response="{response}", algorithm=MD5, '
+            f'qop=auth, nc={count}, cnonce="c0ffee"'
+        )
+
+    async def register(self, gw_port: int) -> str:
+        """Register (challenge, then digest); returns the Authorization line that was taken."""
+        challenge = await self.send_register(gw_port, 1)
+        assert challenge.status == 401
+        auth = self.authorization(challenge, gw_port)
+        ok = await self.send_register(gw_port, 2, auth)
+        assert ok.status == 200, ok.status
+        return auth
+
+
+async def raw_phone(agent_id: str, password: str, username: str = "") -> RawPhone:
+    """A RawPhone bound to a free local UDP port."""
+    _, phone = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: RawPhone(agent_id, password, username), local_addr=("127.0.0.1", 0)
+    )
+    return phone
+
+
 SECRET = "voice-test-secret"
 HOTLINE = "+8215880001"
 CALLER = "+821012345678"
@@ -259,26 +361,38 @@ class Voice:
         return f"127.0.0.1:{self.router.port}"
 
     async def agent(
-        self, agent_id: str, languages: dict[str, int], skills: dict[str, int] | None = None
+        self,
+        agent_id: str,
+        languages: dict[str, int],
+        skills: dict[str, int] | None = None,
+        tenant: str = "demo",
     ) -> AgentClient:
-        client = AgentClient(self.router_target, SECRET, "demo", agent_id)
+        client = AgentClient(self.router_target, SECRET, tenant, agent_id)
         await client.sign_in(languages, skills)
         self.agents.append(client)
         return client
 
-    async def phone(self, agent_id: str, tone_hz: int = 880) -> Baresip:
-        """An agent's SIP phone, registered with the gateway."""
-        password = TEST_CONFIG["phones"][agent_id]
+    async def phone(
+        self, agent_id: str, tone_hz: int = 880, tenant: str = "demo", password: str = ""
+    ) -> Baresip:
+        """An agent's SIP phone, registered with the gateway. Without a `password` it is the
+        agent's in TEST_CONFIG and the SIP user name the bare agent id (one tenant's phones);
+        with one, the user name is agent@tenant."""
+        auth_user = ""
+        if not password:
+            password = TEST_CONFIG["phones"][agent_id]
+        else:
+            auth_user = f"auth_user={agent_id}@{tenant};"
         account = (
-            f"<sip:{agent_id}@127.0.0.1:{self.sip_port}>;auth_pass={password};"
+            f"<sip:{agent_id}@127.0.0.1:{self.sip_port}>;{auth_user}auth_pass={password};"
             "regint=600;answermode=manual"
         )
-        ua = await Baresip(self.tmp / agent_id, account, tone_hz).start()
+        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", account, tone_hz).start()
         self.phones.append(ua)
         # Registered once the gateway has its binding (the event may precede our ctrl link).
         assert self.gateway.gateway is not None
         for _ in range(300):
-            if self.gateway.gateway.registrar.lookup(agent_id) is not None:
+            if self.gateway.gateway.registrar.lookup(tenant, agent_id) is not None:
                 break
             await asyncio.sleep(0.05)
         else:
@@ -354,8 +468,14 @@ def gateway_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
+def gateway_config() -> dict[str, Any]:
+    """The gateway's configuration (voice.yaml as a dict); a test module overrides this fixture."""
+    return TEST_CONFIG
+
+
+@pytest.fixture
 async def voice(
-    nats_url: str, tmp_path: Path, gateway_settings: dict[str, Any]
+    nats_url: str, tmp_path: Path, gateway_settings: dict[str, Any], gateway_config: dict[str, Any]
 ) -> AsyncIterator[Voice]:
     common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": SECRET}
     router = RouterApp(RouterSettings(**common, ROUTER_GRPC_PORT=0))
@@ -372,7 +492,9 @@ async def voice(
 
     await nc.subscribe("contact.>", cb=record)
     await nc.subscribe("routing.>", cb=record)
-    gateway = await start_gateway(nats_url, router.port, tmp_path, TEST_CONFIG, **gateway_settings)
+    gateway = await start_gateway(
+        nats_url, router.port, tmp_path, gateway_config, **gateway_settings
+    )
     v = Voice(nats_url, router, gateway, recorder, tmp_path)
     try:
         yield v

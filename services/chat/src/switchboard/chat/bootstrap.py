@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import socketio
@@ -17,10 +18,12 @@ from switchboard.chat.adapters.conversations import (
 from switchboard.chat.adapters.files import FileStore
 from switchboard.chat.adapters.nats_manager import NatsClientManager
 from switchboard.chat.adapters.router_client import RouterClient
+from switchboard.chat.adapters.shared_limits import SharedSpending
 from switchboard.chat.entrypoints import nats_consumer, socket_server
 from switchboard.chat.entrypoints.api import Api
 from switchboard.chat.entrypoints.clients import trusted_networks
 from switchboard.chat.entrypoints.http_server import HttpServer
+from switchboard.chat.entrypoints.socket_common import ChatLimits, cors_allows
 from switchboard.chat.entrypoints.web import build_asgi
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import directory as agents_directory
@@ -50,6 +53,8 @@ class ChatApp(Service):
     router: RouterClient | None = None
     manager: NatsClientManager | None = None
     inbox: Inbox | None = None
+    limits: ChatLimits | None = None
+    spending: SharedSpending | None = None
 
     async def _load(self) -> None:
         self.config = self.config or chat_config.load(self.settings.config_file or None)
@@ -66,14 +71,19 @@ class ChatApp(Service):
         files = await FileStore.open(bus.js, replicas)
         self.manager = NatsClientManager(bus.nc, s.socketio_subject)
         await self.manager.subscribe()
+        self.limits = ChatLimits(self.config.limits, trusted_networks(s.trusted_proxies))
+        self.spending = SharedSpending(bus.nc, self.limits.limiter, f"{s.socketio_subject}.limits")
+        await self.spending.start()
         # A Socket.IO frame holds one message plus JSON framing; anything far bigger is abuse.
         buffer = max(64 * 1024, 8 * s.max_message_bytes)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=self.manager,
             max_http_buffer_size=buffer,
-            # Origins are checked per tenant at namespace connect, so a refusal has a reason.
-            cors_allowed_origins="*",
+            # The handshake is open to the chat's own origin and the tenants' configured ones;
+            # which tenant's origins apply is checked at namespace connect, with a reason.
+            cors_allowed_origins=partial(cors_allows, config=self.config),
+            cors_credentials=False,  # sockets authenticate with tokens, never with cookies
             logger=False,
             engineio_logger=False,
         )
@@ -110,8 +120,9 @@ class ChatApp(Service):
             self.inbox,
             s.token_max_lifetime,
             self.revocations,
+            self.limits,
         )
-        api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config)
+        api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config, self.limits)
         nats_consumer.subscribe(bus, self.chat, s.consumer_name)
         self.http = HttpServer(
             InboxHttp(
@@ -144,6 +155,9 @@ class ChatApp(Service):
         manager, self.manager = self.manager, None
         router, self.router = self.router, None
         inbox, self.inbox = self.inbox, None
+        spending, self.spending = self.spending, None
+        if spending is not None:
+            await spending.stop()
         if sio is not None:
             # Close every client first, so they reconnect (to another replica) instead of
             # keeping uvicorn waiting on open connections.

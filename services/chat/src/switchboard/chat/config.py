@@ -51,10 +51,22 @@ class TenantConfig:
 
 @dataclass(frozen=True)
 class Limits:
+    # Per visitor (all their sockets, on every replica).
     messages_per_second: float = 1.0
     message_burst: int = 8
     signals_per_second: float = 5.0
     signal_burst: int = 20
+    # Per client address (visitors behind one address, or one visitor with many tokens), per
+    # tenant (a flood spread over many addresses), per agent (every inbox event).
+    address_messages_per_second: float = 4.0
+    address_message_burst: int = 32
+    tenant_messages_per_second: float = 200.0
+    tenant_message_burst: int = 1000
+    agent_events_per_second: float = 10.0
+    agent_event_burst: int = 60
+    # Per client address: new visitor tokens; per visitor and per address: uploads.
+    visitor_tokens_per_minute: float = 20.0
+    uploads_per_minute: float = 6.0
     upload_max_bytes: int = 5 * 1024 * 1024
     upload_types: frozenset[str] = UPLOAD_TYPES
     visitor_token_ttl_seconds: int = 7 * 24 * 3600
@@ -79,11 +91,25 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_LIMIT_FIELDS = {
+_RATES = (
     "messages_per_second",
-    "message_burst",
     "signals_per_second",
+    "address_messages_per_second",
+    "tenant_messages_per_second",
+    "agent_events_per_second",
+    "visitor_tokens_per_minute",
+    "uploads_per_minute",
+)
+_BURSTS = (
+    "message_burst",
     "signal_burst",
+    "address_message_burst",
+    "tenant_message_burst",
+    "agent_event_burst",
+)
+_LIMIT_FIELDS = {
+    *_RATES,
+    *_BURSTS,
     "upload_max_bytes",
     "upload_types",
     "visitor_token_ttl_seconds",
@@ -146,21 +172,21 @@ def _limits(r: ConfigReader, node: yaml.Node) -> Limits:
     def integer(name: str, default: int, lo: int, hi: int) -> int:
         return r.integer(f[name], f"limits.{name}", lo, hi) if name in f else default
 
-    messages = number("messages_per_second", d.messages_per_second, 0.0)
-    signals = number("signals_per_second", d.signals_per_second, 0.0)
-    for name, rate in (("messages_per_second", messages), ("signals_per_second", signals)):
+    rates: dict[str, Any] = {name: number(name, getattr(d, name), 0.0) for name in _RATES}
+    for name, rate in rates.items():
         if rate <= 0:
             raise r.fail(f[name], f"limits.{name}", "must be more than 0")
+    bursts: dict[str, Any] = {
+        name: integer(name, getattr(d, name), 1, 1_000_000) for name in _BURSTS
+    }
     types = d.upload_types
     if "upload_types" in f:
         types = frozenset(
             t.lower() for t in r.strings(f["upload_types"], "limits.upload_types", _ANY)
         )
     return Limits(
-        messages_per_second=messages,
-        message_burst=integer("message_burst", d.message_burst, 1, 10_000),
-        signals_per_second=signals,
-        signal_burst=integer("signal_burst", d.signal_burst, 1, 10_000),
+        **rates,
+        **bursts,
         upload_max_bytes=integer("upload_max_bytes", d.upload_max_bytes, 0, 1 << 30),
         upload_types=types,
         visitor_token_ttl_seconds=integer(

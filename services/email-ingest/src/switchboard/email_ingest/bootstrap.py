@@ -146,8 +146,9 @@ class EmailApp(Service):
             self.grpc_port,
         )
 
-    def statuses(self) -> tuple[list[email_pb2.MailboxStatus], bool]:
-        mailboxes = [w.snapshot() for w in self.watchers]
+    def statuses(self, tenant: str) -> tuple[list[email_pb2.MailboxStatus], bool]:
+        """`tenant`'s mailboxes, and whether they (and NATS) are all healthy."""
+        mailboxes = [w.snapshot() for w in self.watchers if w.mailbox.tenant == tenant]
         connected = self.bus is not None and self.bus.nc.is_connected
         return mailboxes, connected and all(m.healthy for m in mailboxes)
 

@@ -67,6 +67,12 @@ class Mailbox:
     def domain(self) -> str:
         return self.address.rpartition("@")[2] or "switchboard.local"
 
+    @property
+    def domains(self) -> frozenset[str]:
+        """The domains its address, aliases and routes name (a route's domain is literal)."""
+        addresses = (self.address, *self.aliases, *(r.address for r in self.routes))
+        return frozenset(a.rpartition("@")[2].lower() for a in addresses if "@" in a)
+
     def claims(self, address: str) -> bool:
         """Whether mail to `address` (plus-addressing ignored) belongs to this mailbox."""
         plain = strip_plus(address)
@@ -88,10 +94,19 @@ class EmailConfig:
         raise InvalidArgument("mailbox", f"no mailbox named {name!r}")
 
     def for_recipient(self, address: str) -> Mailbox | None:
+        """The mailbox mail to `address` belongs to; the catch-all takes only the other
+        addresses of a domain some mailbox serves (so no mail for foreign domains is taken)."""
         for m in self.mailboxes:
             if m.claims(address):
                 return m
-        return self.mailbox(self.catch_all) if self.catch_all else None
+        if self.catch_all and self.serves_domain(address):
+            return self.mailbox(self.catch_all)
+        return None
+
+    def serves_domain(self, address: str) -> bool:
+        """Whether `address` is in a domain of a mailbox's address, alias or route."""
+        domain = strip_plus(address).rpartition("@")[2]
+        return bool(domain) and any(domain in m.domains for m in self.mailboxes)
 
     def for_tenant(self, tenant: str) -> Mailbox | None:
         return next((m for m in self.mailboxes if m.tenant == tenant), None)
@@ -225,6 +240,14 @@ def _mailbox(r: ConfigReader, node: yaml.Node, path: str, i: int) -> Mailbox:
     routes = []
     for rnode, rpath in f.items("routes"):
         route = _Fields(r, rnode, rpath, _ROUTE_FIELDS)
+        local, at, domain = route.text("address", required=True).rpartition("@")
+        if not at or not local or not domain or any(c in domain for c in "*?[]"):
+            raise r.fail(
+                route.value("address"),
+                route.where("address"),
+                "must be local-part@domain with a literal domain (a glob only before the @), "
+                "so no mail for other domains is taken in",
+            )
         routes.append(
             Route(
                 address=route.text("address", required=True),

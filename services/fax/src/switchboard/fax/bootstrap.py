@@ -127,8 +127,7 @@ class FaxApp(Service):
             )
         endpoint = UploadEndpoint(
             take,
-            s.webhook_secret,
-            s.tenant,
+            s.upload_secrets,
             s.max_bytes,
             s.known_tenants,
             s.webhook_max_skew_seconds,

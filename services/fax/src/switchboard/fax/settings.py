@@ -1,8 +1,32 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from switchboard.core.events import TENANT_RE
 from switchboard.core.settings import ServiceSettings
+
+
+def parse_upload_secrets(text: str) -> dict[str, str]:
+    """`tenant=secret,tenant=secret` as {tenant: secret}; ValueError naming the fault."""
+    secrets: dict[str, str] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        tenant, eq, secret = (part.strip() for part in item.partition("="))
+        if not eq or not secret:
+            raise ValueError(f"FAX_WEBHOOK_SECRETS: {tenant!r} is not tenant=secret")
+        if not TENANT_RE.match(tenant):
+            raise ValueError(f"FAX_WEBHOOK_SECRETS: {tenant!r} is not a tenant name")
+        if tenant in secrets:
+            raise ValueError(f"FAX_WEBHOOK_SECRETS: {tenant} appears twice")
+        secrets[tenant] = secret
+    by_secret: dict[str, list[str]] = {}
+    for tenant, secret in secrets.items():
+        by_secret.setdefault(secret, []).append(tenant)
+    for tenants in by_secret.values():
+        if len(tenants) > 1:  # the secret is what names the tenant: it must be one tenant's
+            raise ValueError(f"FAX_WEBHOOK_SECRETS: {' and '.join(sorted(tenants))} share a secret")
+    return secrets
 
 
 class FaxSettings(ServiceSettings):
@@ -10,14 +34,17 @@ class FaxSettings(ServiceSettings):
     consumer_name: str = Field("fax", alias="FAX_CONSUMER")
     # The tenant faxes from the hook, the spool and uploads without a tenant belong to.
     tenant: str = Field("demo", alias="FAX_TENANT")
-    # HTTP upload (providers' webhooks): multipart, signed with FAX_WEBHOOK_SECRET.
+    # HTTP upload (providers' webhooks): multipart, signed with a tenant's secret, which makes
+    # the upload that tenant's: FAX_WEBHOOK_SECRETS="demo=...,acme=..."; the older single
+    # FAX_WEBHOOK_SECRET is FAX_TENANT's secret.
     http_host: str = Field("127.0.0.1", alias="FAX_HTTP_HOST")
     http_port: int = Field(8095, alias="FAX_HTTP_PORT")
+    webhook_secrets: str = Field("", alias="FAX_WEBHOOK_SECRETS")
+    webhook_secret: str = Field("", alias="FAX_WEBHOOK_SECRET")
+    webhook_max_skew_seconds: float = Field(300.0, alias="FAX_WEBHOOK_MAX_SKEW_SECONDS")
     # HTTPS for the upload when both are set (PEM files, e.g. a cert-manager Secret's).
     tls_cert_file: str = Field("", alias="FAX_TLS_CERT_FILE")
     tls_key_file: str = Field("", alias="FAX_TLS_KEY_FILE")
-    webhook_secret: str = Field("", alias="FAX_WEBHOOK_SECRET")
-    webhook_max_skew_seconds: float = Field(300.0, alias="FAX_WEBHOOK_MAX_SKEW_SECONDS")
     # The watched spool directory ("" watches none).
     spool_dir: str = Field("", alias="FAX_SPOOL_DIR")
     spool_poll_seconds: float = Field(1.0, alias="FAX_SPOOL_POLL_SECONDS")
@@ -53,3 +80,22 @@ class FaxSettings(ServiceSettings):
     send_attempts: int = Field(3, alias="FAX_SEND_ATTEMPTS")
     status_poll_seconds: float = Field(10.0, alias="FAX_STATUS_POLL_SECONDS")
     status_poll_limit: int = Field(360, alias="FAX_STATUS_POLL_LIMIT")
+
+    @model_validator(mode="after")
+    def _one_secret_per_tenant(self) -> FaxSettings:
+        self.upload_secrets  # noqa: B018 - a mistake in the secrets stops the service at start
+        return self
+
+    @property
+    def upload_secrets(self) -> dict[str, str]:
+        """{tenant: secret} for the HTTP upload."""
+        secrets = parse_upload_secrets(self.webhook_secrets)
+        if self.webhook_secret:
+            if self.tenant in secrets:
+                raise ValueError(
+                    f"FAX_WEBHOOK_SECRET and FAX_WEBHOOK_SECRETS both give {self.tenant}'s secret"
+                )
+            if self.webhook_secret in secrets.values():
+                raise ValueError("FAX_WEBHOOK_SECRET is also another tenant's secret")
+            secrets[self.tenant] = self.webhook_secret
+        return secrets

@@ -40,7 +40,8 @@ class NumberPlan:
 @dataclass(frozen=True)
 class VoiceConfig:
     realm: str
-    phones: dict[str, str]
+    # (tenant, agent id) -> SIP password: a phone belongs to one tenant's agent.
+    phones: dict[tuple[str, str], str]
     numbers: dict[str, NumberPlan]
     trunk: str = ""
     prompts: frozenset[str] = field(default_factory=frozenset)
@@ -122,6 +123,32 @@ def _plan(r: ConfigReader, number: str, node: yaml.Node, path: str) -> NumberPla
     return plan
 
 
+def _phones(
+    r: ConfigReader, section: dict[str, tuple[yaml.Node, yaml.Node]], tenants: set[str]
+) -> dict[tuple[str, str], str]:
+    """`phones: {tenant: {agent: password}}`; the older flat `phones: {agent: password}` only
+    where every number belongs to one tenant (whose phones they then are)."""
+    phones: dict[tuple[str, str], str] = {}
+    for key, (knode, vnode) in section.items():
+        path = f"phones.{key}"
+        if not isinstance(vnode, yaml.MappingNode):  # the flat form: agent -> password
+            if len(tenants) != 1:
+                raise r.fail(
+                    knode,
+                    path,
+                    "give each tenant's phones under its name (phones: {tenant: {agent: "
+                    f"password}}}}): the numbers serve {len(tenants)} tenants, so a bare agent id "
+                    "names no tenant",
+                )
+            phones[(next(iter(tenants)), key)] = _text(r, vnode, path)
+            continue
+        if not TENANT_RE.match(key):
+            raise r.fail(knode, path, f"{key!r} is not a tenant name")
+        for agent, (_, pnode) in r.mapping(vnode, path, set()).items():
+            phones[(key, agent)] = _text(r, pnode, f"{path}.{agent}")
+    return phones
+
+
 def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     """Parse and validate a configuration's text; a ConfigError names file, line and field."""
     r = ConfigReader(source)
@@ -134,9 +161,6 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
             return {}
         return r.mapping(root[name][1], name, set())
 
-    phones = {
-        agent: _text(r, vnode, f"phones.{agent}") for agent, (_, vnode) in section("phones").items()
-    }
     numbers: dict[str, NumberPlan] = {}
     prompts: set[str] = set()
     for number, (_, vnode) in section("numbers").items():
@@ -145,6 +169,7 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
             if menu and menu.prompt:
                 prompts.add(menu.prompt)
         numbers["+" + number.lstrip("+")] = plan
+    phones = _phones(r, section("phones"), {p.tenant for p in numbers.values()})
     transfer_codes = {
         code: r.string(vnode, f"transfer_codes.{code}")
         for code, (_, vnode) in section("transfer_codes").items()

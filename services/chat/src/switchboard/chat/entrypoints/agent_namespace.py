@@ -44,6 +44,7 @@ from switchboard.chat.entrypoints import payloads
 from switchboard.chat.entrypoints.rooms import AGENT, agent_room, contact_room
 from switchboard.chat.entrypoints.socket_common import (
     INTERNAL_ERROR,
+    ChatLimits,
     acked,
     check_origin,
     refusal,
@@ -74,11 +75,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         inbox: Inbox | None = None,
         token_max_lifetime: int | None = None,
         revocations: sb_auth.Revoked | None = None,
+        limits: ChatLimits | None = None,
     ) -> None:
         super().__init__(AGENT)
         self.chat = chat
         self.verify = sb_auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
         self.config = config or ChatConfig()
+        self.limits = limits or ChatLimits(self.config.limits)
         self.inbox = inbox
         if inbox is not None:
             inbox.set_emitter(self._to_agent)
@@ -115,8 +118,10 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.inbox.disconnected(session["principal"], sid)
 
     async def _principal(self, sid: str) -> sb_auth.Principal:
+        """The agent of `sid`, once they have paid for the event (one budget for them all)."""
         principal: sb_auth.Principal = (await self.get_session(sid))["principal"]
         tag(principal.tenant)
+        self.limits.agent(principal.tenant, principal.subject)
         return principal
 
     def _inbox(self) -> Inbox:

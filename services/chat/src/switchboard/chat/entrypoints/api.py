@@ -26,14 +26,16 @@ from switchboard.chat.adapters.files import FileStore
 from switchboard.chat.config import ChatConfig
 from switchboard.chat.domain import visitor_token
 from switchboard.chat.domain.model import CustomerProfile, parse_customer_auth
+from switchboard.chat.domain.rate_limit import Throttled
 from switchboard.chat.entrypoints import payloads
-from switchboard.chat.entrypoints.socket_common import check_origin, request_origin
+from switchboard.chat.entrypoints.socket_common import ChatLimits, check_origin, cors_allows
 from switchboard.chat.handlers import Chat
 from switchboard.core.errors import (
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 from switchboard.core.events import TENANT_RE
@@ -63,6 +65,7 @@ _STATUS = {
     Unauthenticated: 401,
     PermissionDenied: 403,
     FailedPrecondition: 409,
+    ResourceExhausted: 429,
 }
 
 
@@ -119,12 +122,14 @@ class Api:
         secret: str,
         known_tenants: frozenset[str] | None,
         config: ChatConfig,
+        limits: ChatLimits | None = None,
     ) -> None:
         self.chat = chat
         self.files = files
         self.secret = secret
         self.known_tenants = known_tenants
         self.config = config
+        self.limits = limits or ChatLimits(config.limits)
         self.routes: dict[tuple[str, str], Callable[..., Awaitable[tuple[int, Any, list[Any]]]]] = {
             ("POST", "/api/visitor-token"): self.visitor_token,
             ("GET", "/api/availability"): self.availability,
@@ -139,9 +144,11 @@ class Api:
         path, method = scope.get("path", ""), scope.get("method", "GET")
         cors: list[tuple[bytes, bytes]] = []
         try:
-            origin = request_origin(_environ(scope))
-            if origin is not None:
-                cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
+            environ = _environ(scope)
+            origin = environ.get("HTTP_ORIGIN")
+            cors = [(b"vary", b"Origin")]
+            if origin is not None and cors_allows(origin, environ, self.config):
+                cors.append((b"access-control-allow-origin", origin.encode("latin-1")))
             if method == "OPTIONS":
                 cors += [
                     (b"access-control-allow-methods", b"GET, POST"),
@@ -165,6 +172,8 @@ class Api:
         except HttpError as exc:
             await self._error(send, exc.status, str(exc), cors)
         except DomainError as exc:
+            if isinstance(exc, Throttled):
+                cors = [*cors, (b"retry-after", str(max(1, round(exc.retry_after))).encode())]
             await self._error(send, _status_of(exc), str(exc), cors)
         except Exception:
             logger.exception("%s %s failed", method, path)
@@ -196,6 +205,10 @@ class Api:
         check_origin(_environ(scope), visitor.tenant, self.config)
         return visitor
 
+    def _address(self, scope: Scope) -> str:
+        peer = (scope.get("client") or ("", 0))[0]
+        return self.limits.address(peer, _headers(scope).get("x-forwarded-for", ""))
+
     def _tenant(self, value: Any) -> str:
         if not isinstance(value, str) or not TENANT_RE.match(value):
             raise InvalidArgument("tenant", "is not a valid tenant name")
@@ -207,6 +220,7 @@ class Api:
         data = _json(await _body(receive, MAX_JSON_BYTES))
         tenant = self._tenant(data.get("tenant"))
         check_origin(_environ(scope), tenant, self.config)
+        self.limits.visitor_token(self._address(scope))
         visitor_id = visitor_token.new_visitor_id()
         old = data.get("token")
         if isinstance(old, str) and old:
@@ -241,6 +255,7 @@ class Api:
         if self.files is None:
             raise HttpError(503, "uploads are not available")
         visitor = self._visitor(scope)
+        self.limits.upload(visitor.tenant, visitor.visitor_id, self._address(scope))
         headers = _headers(scope)
         limits = self.config.limits
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()

@@ -12,7 +12,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from switchboard.chat.config import ChatConfig, Limits
-from switchboard.chat.domain.rate_limit import TokenBucket
+from switchboard.chat.domain.rate_limit import Budget, Limiter
+from switchboard.chat.entrypoints.clients import Network, client_address
 from switchboard.core import telemetry
 from switchboard.core.errors import DomainError, PermissionDenied
 
@@ -54,7 +55,10 @@ async def acked(
 
 def request_origin(environ: dict[str, Any]) -> str | None:
     """The browser's Origin header, normalised; None for clients that send none."""
-    origin = environ.get("HTTP_ORIGIN")
+    return _normal(environ.get("HTTP_ORIGIN"))
+
+
+def _normal(origin: str | None) -> str | None:
     return origin.strip().lower().rstrip("/") if origin else None
 
 
@@ -69,6 +73,18 @@ def own_origins(environ: dict[str, Any]) -> set[str]:
     return out
 
 
+def cors_allows(origin: str | None, environ: dict[str, Any], config: ChatConfig) -> bool:
+    """Whether a browser page from `origin` may read the chat's answers (CORS, for the HTTP API
+    and Socket.IO's handshake): the chat's own origin or one some tenant configured. Which tenant
+    the request is for is checked later (check_origin), once its token says."""
+    normal = _normal(origin)
+    if normal is None:
+        return False
+    if normal in own_origins(environ):
+        return True
+    return any(normal in t.allowed_origins for t in config.tenants.values())
+
+
 def check_origin(environ: dict[str, Any], tenant: str, config: ChatConfig) -> None:
     """Same-origin by default; a tenant's configured origins too. Clients that send no Origin
     (servers, not browsers) are not subject to it: they cannot ride on a visitor's browser."""
@@ -80,27 +96,70 @@ def check_origin(environ: dict[str, Any], tenant: str, config: ChatConfig) -> No
     raise PermissionDenied(f"origin {origin} is not allowed for tenant {tenant}")
 
 
-class SocketLimits:
-    """Per-socket token buckets (messages, and cheap signals such as typing and receipts)."""
+class ChatLimits:
+    """The chat's abuse limits (docs/chat.md, "Limits"), by who spends: each visitor (all their
+    sockets), each client address, each tenant, each agent; the buckets are shared with the
+    other replicas through `limiter.share` and `limiter.spent_elsewhere`."""
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limits = limits
-        self.clock = clock
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+    def __init__(
+        self,
+        limits: Limits,
+        trusted_proxies: tuple[Network, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.trusted_proxies = trusted_proxies
+        per_minute = 60.0
+        self.limiter = Limiter(
+            {
+                "messages": Budget(limits.messages_per_second, limits.message_burst, "messages"),
+                "signals": Budget(limits.signals_per_second, limits.signal_burst, "signals"),
+                "address": Budget(
+                    limits.address_messages_per_second,
+                    limits.address_message_burst,
+                    "messages from your address",
+                ),
+                "tenant": Budget(
+                    limits.tenant_messages_per_second,
+                    limits.tenant_message_burst,
+                    "messages for this service just now",
+                ),
+                "agent": Budget(limits.agent_events_per_second, limits.agent_event_burst, "events"),
+                "tokens": Budget(
+                    limits.visitor_tokens_per_minute / per_minute,
+                    max(1, int(limits.visitor_tokens_per_minute)),
+                    "new visitors from your address",
+                ),
+                "uploads": Budget(
+                    limits.uploads_per_minute / per_minute,
+                    max(1, int(limits.uploads_per_minute)),
+                    "uploads",
+                ),
+            },
+            clock,
+        )
 
-    def take(self, sid: str, kind: str) -> None:
-        """Spend one `kind` ("messages" or "signals") for `sid`, or raise Throttled."""
-        bucket = self._buckets.get((sid, kind))
-        if bucket is None:
-            lim = self.limits
-            rate, burst = (
-                (lim.messages_per_second, lim.message_burst)
-                if kind == "messages"
-                else (lim.signals_per_second, lim.signal_burst)
-            )
-            bucket = self._buckets[(sid, kind)] = TokenBucket(rate, burst, self.clock)
-        bucket.take(kind)
+    def address(self, peer: str, forwarded_for: str = "") -> str:
+        """The client's address (X-Forwarded-For believed from trusted proxies only)."""
+        return client_address(peer, forwarded_for, self.trusted_proxies)
 
-    def forget(self, sid: str) -> None:
-        self._buckets.pop((sid, "messages"), None)
-        self._buckets.pop((sid, "signals"), None)
+    def customer(self, kind: str, tenant: str, visitor_id: str, address: str) -> None:
+        """A visitor's `kind` ("messages" or "signals"); messages count for the address and
+        the tenant too."""
+        charges = [(kind, f"{tenant}/{visitor_id}")]
+        if kind == "messages":
+            charges += [("address", address), ("tenant", tenant)]
+        self.limiter.take(charges)
+
+    def agent(self, tenant: str, agent_id: str) -> None:
+        self.limiter.take([("agent", f"{tenant}/{agent_id}")])
+
+    def visitor_token(self, address: str) -> None:
+        self.limiter.take([("tokens", address)])
+
+    def upload(self, tenant: str, visitor_id: str, address: str) -> None:
+        self.limiter.take([("uploads", f"{tenant}/{visitor_id}"), ("uploads", address)])
+
+
+def environ_address(limits: ChatLimits, environ: dict[str, Any]) -> str:
+    """The client's address of a Socket.IO connection (engine.io's WSGI-style environ)."""
+    return limits.address(environ.get("REMOTE_ADDR", ""), environ.get("HTTP_X_FORWARDED_FOR", ""))

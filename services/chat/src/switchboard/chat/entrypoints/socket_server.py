@@ -37,9 +37,10 @@ from switchboard.chat.entrypoints.agent_namespace import AgentNamespace
 from switchboard.chat.entrypoints.rooms import AGENT, CUSTOMER, contact_room, visitor_room
 from switchboard.chat.entrypoints.socket_common import (
     INTERNAL_ERROR,
-    SocketLimits,
+    ChatLimits,
     acked,
     check_origin,
+    environ_address,
     refusal,
     tag,
     tracer,
@@ -74,7 +75,7 @@ class CustomerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         secret: str,
         known_tenants: frozenset[str] | None,
         config: ChatConfig,
-        limits: SocketLimits,
+        limits: ChatLimits,
     ) -> None:
         super().__init__(CUSTOMER)
         self.chat = chat
@@ -103,7 +104,8 @@ class CustomerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 span.record_exception(exc)
                 logger.exception("customer connect failed")
                 raise socketio.exceptions.ConnectionRefusedError(INTERNAL_ERROR) from None
-            await self.save_session(sid, {"profile": profile})
+            address = environ_address(self.limits, environ)
+            await self.save_session(sid, {"profile": profile, "address": address})
             await self.enter_room(sid, visitor_room(profile.tenant, profile.visitor_id))
             # Sent before the CONNECT ack: the JS client buffers it until connected.
             await self.emit("session", session.to_wire(), to=sid)
@@ -111,13 +113,13 @@ class CustomerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if conversation is not None and conversation.status:
                 await self.emit("status", conversation.status, to=sid)
 
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self.limits.forget(sid)
-
     async def _profile(self, sid: str, kind: str) -> CustomerProfile:
-        self.limits.take(sid, kind)
-        profile: CustomerProfile = (await self.get_session(sid))["profile"]
+        """The visitor of `sid`, once they have paid for one of `kind` ("messages": messages,
+        ratings, transcript requests; "signals": typing, receipts, position queries)."""
+        session = await self.get_session(sid)
+        profile: CustomerProfile = session["profile"]
         tag(profile.tenant)
+        self.limits.customer(kind, profile.tenant, profile.visitor_id, session["address"])
         return profile
 
     async def _tell(self, sid: str, exc: DomainError) -> None:
@@ -189,10 +191,13 @@ def register(
     inbox: Inbox | None = None,
     token_max_lifetime: int | None = None,
     revocations: Revoked | None = None,
-) -> SocketLimits:
-    limits = SocketLimits(config.limits)
+    limits: ChatLimits | None = None,
+) -> ChatLimits:
+    limits = limits or ChatLimits(config.limits)
     sio.register_namespace(CustomerNamespace(chat, secret, known_tenants, config, limits))
     sio.register_namespace(
-        AgentNamespace(chat, secret, known_tenants, config, inbox, token_max_lifetime, revocations)
+        AgentNamespace(
+            chat, secret, known_tenants, config, inbox, token_max_lifetime, revocations, limits
+        )
     )
     return limits

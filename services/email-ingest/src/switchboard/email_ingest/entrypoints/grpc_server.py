@@ -6,17 +6,22 @@ from collections.abc import Callable
 
 import grpc
 
+from switchboard.core.grpc import principal
 from switchboard.v1 import email_pb2, email_pb2_grpc
 
 
 class EmailServicer(email_pb2_grpc.EmailServiceServicer):
-    def __init__(self, statuses: Callable[[], tuple[list[email_pb2.MailboxStatus], bool]]) -> None:
+    def __init__(
+        self, statuses: Callable[[str], tuple[list[email_pb2.MailboxStatus], bool]]
+    ) -> None:
         self.statuses = statuses
 
     async def ListMailboxes(
         self, request: email_pb2.ListMailboxesRequest, context: grpc.aio.ServicerContext
     ) -> email_pb2.ListMailboxesResponse:
-        mailboxes, serving = self.statuses()
+        # Only the caller's tenant's mailboxes. Their last error names the mail server, its port
+        # and folder: the role table lets only those who run the mailboxes ask.
+        mailboxes, serving = self.statuses(principal().tenant)
         return email_pb2.ListMailboxesResponse(mailboxes=mailboxes, serving=serving)
 
 

@@ -1,13 +1,15 @@
 """HTTP upload of received faxes, in the style of fax providers' inbound webhooks.
 
 POST /fax, multipart/form-data: a file part (`file`, `media` or `document`) and form fields
-`from`, `to`, `csid`, `fax_id`, `pages`, `tenant` (all optional). Signed with the shared secret:
+`from`, `to`, `csid`, `fax_id`, `pages`, `tenant` (all optional). Signed with a tenant's secret:
 
     X-Fax-Timestamp: <unix seconds>
     X-Fax-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
 
-The timestamp must be within FAX_WEBHOOK_MAX_SKEW_SECONDS (replays are refused). 202 means the
-fax is stored in JetStream; 503 means it is not, and the provider should retry.
+The secret that signs the upload makes it that tenant's (a `tenant` field naming another tenant is
+refused). The timestamp must be a finite number of seconds within FAX_WEBHOOK_MAX_SKEW_SECONDS of
+now (replays are refused). 202 means the fax is stored in JetStream; 503 means it is not, and the
+provider should retry.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from email import policy
 from email.parser import BytesParser
 from ssl import SSLContext
@@ -40,6 +43,27 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The signature header's value for `body` sent at `timestamp`."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+# The last second of the year 9999: no genuine upload is stamped later (or before 1970).
+MAX_TIMESTAMP = 253402300799
+
+
+def parse_timestamp(text: str) -> float:
+    """The timestamp header as unix seconds; ValueError saying what is wrong with it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{TIMESTAMP_HEADER} must be unix seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{TIMESTAMP_HEADER} must be a finite number of unix seconds, got {text!r}"
+        )
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise ValueError(
+            f"{TIMESTAMP_HEADER} {text} is out of range (0 to {MAX_TIMESTAMP} unix seconds)"
+        )
+    return value
 
 
 def _refuse(status: int, reason: str) -> web.Response:
@@ -72,16 +96,14 @@ class UploadEndpoint:
     def __init__(
         self,
         accept: Accept,
-        secret: str,
-        default_tenant: str,
+        secrets: Mapping[str, str],
         max_bytes: int,
         known_tenants: frozenset[str] | None = None,
         max_skew_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.accept = accept
-        self.secret = secret
-        self.default_tenant = default_tenant
+        self.secrets = dict(secrets)  # tenant -> its upload secret
         self.max_bytes = max_bytes
         self.known_tenants = known_tenants
         self.max_skew_seconds = max_skew_seconds
@@ -97,37 +119,45 @@ class UploadEndpoint:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    def _check_signature(self, request: web.Request, body: bytes) -> web.Response | None:
-        if not self.secret:
-            return _refuse(403, "uploads are disabled: FAX_WEBHOOK_SECRET is not set")
+    def _signer(self, request: web.Request, body: bytes) -> str | web.Response:
+        """The tenant whose secret signed the upload, or the refusal."""
+        if not self.secrets:
+            return _refuse(
+                403,
+                "uploads are disabled: neither FAX_WEBHOOK_SECRETS nor FAX_WEBHOOK_SECRET is set",
+            )
         signature = request.headers.get(SIGNATURE_HEADER, "")
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
         if not signature or not timestamp:
             return _refuse(401, f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
         try:
-            skew = abs(self.clock() - float(timestamp))
-        except ValueError:
-            return _refuse(401, f"{TIMESTAMP_HEADER} must be unix seconds")
+            skew = abs(self.clock() - parse_timestamp(timestamp))
+        except ValueError as exc:
+            return _refuse(400, str(exc))
         if skew > self.max_skew_seconds:
             return _refuse(
                 401,
                 f"{TIMESTAMP_HEADER} is {skew:.0f}s away from now (limit {self.max_skew_seconds:.0f}s)",
             )
-        if not hmac.compare_digest(signature.strip(), sign(self.secret, timestamp, body)):
+        signer = None
+        for tenant, secret in self.secrets.items():  # every one compared, in constant time
+            if hmac.compare_digest(signature.strip(), sign(secret, timestamp, body)):
+                signer = tenant
+        if signer is None:
             return _refuse(
                 403,
-                f"{SIGNATURE_HEADER} does not match the body (HMAC-SHA256 with the shared secret)",
+                f"{SIGNATURE_HEADER} does not match the body (HMAC-SHA256 with a tenant's secret)",
             )
-        return None
+        return signer
 
     async def upload(self, request: web.Request) -> web.Response:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _refuse(413, f"the upload is over the limit of {self.max_bytes:,} bytes")
-        refused = self._check_signature(request, body)
-        if refused is not None:
-            return refused
+        signer = self._signer(request, body)
+        if isinstance(signer, web.Response):
+            return signer
         try:
             fields, upload = _form(request.headers.get("Content-Type", ""), body)
         except Exception as exc:
@@ -135,7 +165,11 @@ class UploadEndpoint:
         if upload is None:
             return _refuse(400, f"no document: send it in a file part named one of {FILE_FIELDS}")
         filename, data = upload
-        tenant = fields.get("tenant") or self.default_tenant
+        tenant = fields.get("tenant") or signer
+        if tenant != signer:
+            return _refuse(
+                403, f"this upload is signed with tenant {signer}'s secret, not tenant {tenant}'s"
+            )
         if self.known_tenants is not None and tenant not in self.known_tenants:
             return _refuse(403, f"tenant {tenant!r} is not served here")
         try:

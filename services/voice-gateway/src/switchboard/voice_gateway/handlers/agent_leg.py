@@ -48,9 +48,11 @@ class AgentLeg:
 
     async def _ring(self, call: Call, agent_id: str, offer_id: str, timeout: float) -> None:
         gw = self.gw
-        binding = gw.registrar.lookup(agent_id)
+        binding = gw.registrar.lookup(call.tenant, agent_id)
         if binding is None:
-            logger.info("offer %s: %s has no registered phone", offer_id, agent_id)
+            logger.info(
+                "offer %s: %s of %s has no registered phone", offer_id, agent_id, call.tenant
+            )
             await gw.router.decline(call.tenant, agent_id, offer_id, "phone not registered")
             return
         was_callback = call.state is State.CALLBACK

@@ -54,6 +54,13 @@ class Keepalive:
             self.registrar.ping_answered(binding)
             return
         unregistered = self.registrar.ping_missed(binding)
-        logger.info("%s's phone missed keepalive %d", binding.agent_id, binding.missed_pings)
+        logger.info(
+            "%s of %s: phone missed keepalive %d",
+            binding.agent_id,
+            binding.tenant,
+            binding.missed_pings,
+        )
         if unregistered:
-            logger.warning("%s's phone does not answer: unregistered", binding.agent_id)
+            logger.warning(
+                "%s of %s: phone does not answer: unregistered", binding.agent_id, binding.tenant
+            )
