@@ -147,8 +147,10 @@ async def test_reflection_can_require_a_token_while_health_stays_open() -> None:
         await server.stop(0)
 
 
-async def test_reflection_is_open_unless_a_setting_says_otherwise() -> None:
-    server, target = await serve(None)
+async def test_reflection_is_open_only_when_the_setting_allows_it() -> None:
+    assert ServiceSettings().grpc_reflection_requires_token  # the default
+    settings = ServiceSettings(GRPC_REFLECTION_REQUIRES_TOKEN="false")
+    server, target = await serve(None, settings.grpc_reflection_requires_token)
     try:
         assert "grpc.health.v1.Health" in await _list_services(target, None)
     finally:
