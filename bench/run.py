@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import endtoend, transport
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing.tls import grpc_tls
 
 # Each part's module has `async def run(work, nats_url) -> dict[str, float]` and measures its own
 # raw baseline in the same run. BENCH_ONLY=router,chat runs a subset.
@@ -37,6 +38,7 @@ async def main() -> dict[str, object]:
         try:
             raw_js = await transport.jetstream_publish_consume(server.url, RAW_MESSAGES)
             raw_grpc = await transport.grpc_stream_hop(RAW_MESSAGES)
+            raw_grpc_tls = await transport.grpc_stream_hop(RAW_MESSAGES, grpc_tls(work / "tls"))
             e2e = await endtoend.run(
                 server.url, work, CONTACTS, AGENTS_PER_LANGUAGE, LATENCY_SAMPLES
             )
@@ -51,6 +53,10 @@ async def main() -> dict[str, object]:
             "grpc_stream_msgs_per_s": raw_grpc["msgs_per_s"],
             "grpc_stream_p50_ms": raw_grpc["p50_ms"],
             "grpc_stream_p99_ms": raw_grpc["p99_ms"],
+            # the same hop over mutual TLS (what GRPC_TLS_* and `switchboard run` use)
+            "grpc_mtls_stream_msgs_per_s": raw_grpc_tls["msgs_per_s"],
+            "grpc_mtls_stream_p50_ms": raw_grpc_tls["p50_ms"],
+            "grpc_mtls_stream_p99_ms": raw_grpc_tls["p99_ms"],
         },
         "end_to_end": e2e,
         "parts": parts,
@@ -59,6 +65,8 @@ async def main() -> dict[str, object]:
             "routed_per_s_over_raw_jetstream": e2e["offers_per_s"] / raw_js,
             "offer_p50_over_raw_grpc_hop_p50": e2e["offer_p50_ms"] / raw_grpc["p50_ms"],
             "offer_p99_over_raw_grpc_hop_p99": e2e["offer_p99_ms"] / raw_grpc["p99_ms"],
+            "grpc_mtls_over_plain_msgs_per_s": raw_grpc_tls["msgs_per_s"] / raw_grpc["msgs_per_s"],
+            "grpc_mtls_over_plain_p50": raw_grpc_tls["p50_ms"] / raw_grpc["p50_ms"],
         },
     }
 
@@ -108,6 +116,13 @@ def table(r: dict[str, dict[str, float]]) -> str:
             "raw grpc.aio stream hop",
             f"{raw['grpc_stream_msgs_per_s']:,.0f} msgs/s",
             f"p50 {raw['grpc_stream_p50_ms']:.2f} ms, p99 {raw['grpc_stream_p99_ms']:.2f} ms",
+        ),
+        (
+            "the same hop over mutual TLS",
+            f"{raw['grpc_mtls_stream_msgs_per_s']:,.0f} msgs/s",
+            f"p50 {raw['grpc_mtls_stream_p50_ms']:.2f} ms,"
+            f" p99 {raw['grpc_mtls_stream_p99_ms']:.2f} ms"
+            f" (x{ratio['grpc_mtls_over_plain_msgs_per_s']:.2f} the plain hop's msgs/s)",
         ),
         (
             f"end to end ({e2e['contacts']:.0f} contacts, {e2e['agents']:.0f} agents"

@@ -10,6 +10,7 @@ import nats
 from nats.js import api as js_api
 
 from bench.stats import percentile
+from switchboard.core.tls import GrpcTls
 
 
 async def jetstream_publish_consume(url: str, count: int, size: int = 400) -> float:
@@ -51,8 +52,11 @@ async def jetstream_publish_consume(url: str, count: int, size: int = 400) -> fl
     return count / elapsed
 
 
-async def grpc_stream_hop(count: int) -> dict[str, float]:
-    """A raw grpc.aio server-streaming hop: messages/s and per-message latency (ms)."""
+async def grpc_stream_hop(
+    count: int, tls: tuple[GrpcTls, GrpcTls] | None = None
+) -> dict[str, float]:
+    """A raw grpc.aio server-streaming hop: messages/s and per-message latency (ms); with `tls`
+    (the server's, the client's), over mutual TLS."""
 
     async def stream(request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         for _ in range(count):
@@ -64,10 +68,22 @@ async def grpc_stream_hop(count: int) -> dict[str, float]:
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    server_creds, client_creds = (
+        (tls[0].server_credentials(), tls[1].channel_credentials()) if tls else (None, None)
+    )
+    if server_creds is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", server_creds)
     await server.start()
     latencies = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    target = f"127.0.0.1:{port}"
+    channel = (
+        grpc.aio.secure_channel(target, client_creds)
+        if client_creds
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel as ch:
         call = ch.unary_stream("/bench.Raw/Stream")(b"")
         start = time.perf_counter()
         async for item in call:

@@ -1,6 +1,7 @@
 """`switchboard run` (what `make run` starts) on a machine where port 4222 is already taken:
 everything starts, and `switchboard status` shows every service healthy; NATS admits only the
-services' own users, and none of them needed more than its permissions."""
+services' own users, and none of them needed more than its permissions; gRPC, the chat and the
+fax upload answer only over TLS with the run's own CA (gRPC only to a client certificate)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.core.tls import GrpcTls
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.secured_nats import assert_refused
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
@@ -43,9 +47,45 @@ def port_4222_taken() -> Iterator[None]:
         s.close()
 
 
+def cli_tls(endpoints: dict[str, Any]) -> GrpcTls:
+    """The CLI's certificate and the run's CA, as endpoints.json names them."""
+    tls = endpoints["tls"]
+    return GrpcTls(tls["cert_file"], tls["key_file"], tls["ca_file"])
+
+
+async def assert_grpc_tls_only(endpoints: dict[str, Any]) -> None:
+    """Every gRPC server answers a client with a certificate of the run's CA, and nobody else."""
+    tls = cli_tls(endpoints)
+    no_certificate = GrpcTls(ca_file=tls.ca_file)
+    for name, target in endpoints["grpc"].items():
+        assert await sb_grpc.check_health(target, tls=tls) == "SERVING", name
+        assert (await sb_grpc.check_health(target)).startswith("UNREACHABLE"), name
+        refused = await sb_grpc.check_health(target, tls=no_certificate)
+        assert refused.startswith("UNREACHABLE"), name
+
+
+def assert_https_only(endpoints: dict[str, Any]) -> None:
+    """The chat's page, the fax upload and SIP over TLS take the run's CA's certificates."""
+    tls = cli_tls(endpoints)
+    assert endpoints["http"]["chat"].startswith("https://")
+    fax = endpoints["listeners"]["Fax upload (HTTP POST /fax)"]
+    assert fax.startswith("https://")
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    sip = endpoints["listeners"]["SIP over TLS"].removeprefix("sips://")
+    host, port = sip.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as sips:
+            assert sips.version() is not None
+    for url in (f"{endpoints['http']['chat']}/healthz", f"{fax}/healthz"):
+        with urllib.request.urlopen(url, timeout=10, context=context) as resp:
+            assert resp.status == 200, url
+        with pytest.raises(urllib.error.URLError):  # the system's CAs do not know ours
+            urllib.request.urlopen(url, timeout=10)
+
+
 async def sign_in_and_queue(endpoints: dict[str, Any], secret: str, run_dir: Path) -> None:
     """A Japanese-speaking agent signs in, and a Korean contact waits (nobody speaks Korean)."""
-    agent = AgentClient(endpoints["grpc"]["router"], secret, "demo", "ja-1")
+    agent = AgentClient(endpoints["grpc"]["router"], secret, "demo", "ja-1", cli_tls(endpoints))
     await agent.sign_in({"ja": 4})
     await agent.close()
     # A chat contact, published as the chat service (the only user allowed to).
@@ -66,7 +106,7 @@ async def sign_in_and_queue(endpoints: dict[str, Any], secret: str, run_dir: Pat
     )
     await bus.drain()
     token = auth.mint(secret, "demo", "ops", ["admin"])
-    async with sb_grpc.channel(endpoints["grpc"]["router"], token) as ch:
+    async with sb_grpc.channel(endpoints["grpc"]["router"], token, tls=cli_tls(endpoints)) as ch:
         stub = router_pb2_grpc.RouterServiceStub(ch)
         for _ in range(200):
             stats = await stub.GetQueueStats(router_pb2.GetQueueStatsRequest())
@@ -126,6 +166,9 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
                 assert "switchboard_nats_connected{service=" in scraped, name
             run_dir = tmp_path / "run"
             secret = (run_dir / "auth-secret").read_text().strip()
+            asyncio.run(assert_grpc_tls_only(endpoints))
+            assert_https_only(endpoints)
+            assert (run_dir / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
             asyncio.run(sign_in_and_queue(endpoints, secret, run_dir))
             asyncio.run(assert_refused(endpoints["nats_url"]))
             for name in ("nats-server.conf", "nats-credentials.json", "nats-jetstream-key"):

@@ -4,14 +4,19 @@ readiness, and the clean-up of a failed start."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
+import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port
 from switchboard.core.service import Service, Servicers
 from switchboard.core.settings import ServiceSettings
+from switchboard.testing.tls import grpc_tls
 
 
 @dataclass
@@ -99,3 +104,45 @@ async def test_a_given_bus_is_used_and_drained(nats_url: str) -> None:
     assert app.bus is bus
     await app.stop()
     assert bus.nc.is_closed
+
+
+async def test_a_tls_service_answers_plaintext_probes_on_its_health_port(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """Kubernetes' gRPC probes speak no TLS: GRPC_HEALTH_PORT serves them health alone."""
+    server_tls, client_tls = grpc_tls(tmp_path)
+    health_port = free_port()
+    app = Recorder(
+        ServiceSettings(
+            NATS_URL=nats_url,
+            GRPC_PORT=0,
+            GRPC_HEALTH_PORT=health_port,
+            GRPC_TLS_CERT_FILE=server_tls.cert_file,
+            GRPC_TLS_KEY_FILE=server_tls.key_file,
+            GRPC_TLS_CA_FILE=server_tls.ca_file,
+            GRPC_TLS_CLIENT_AUTH="require",
+            SHUTDOWN_GRACE_SECONDS=0.5,
+        )
+    )
+    await app.start()
+    probe = f"127.0.0.1:{health_port}"
+    try:
+        assert app.health_port == health_port
+        assert await sb_grpc.check_health(probe) == "SERVING"
+        assert (await sb_grpc.check_health(f"127.0.0.1:{app.grpc_port}")).startswith("UNREACHABLE")
+        assert await sb_grpc.check_health(f"127.0.0.1:{app.grpc_port}", tls=client_tls) == "SERVING"
+        assert app.readiness is not None
+        await app.readiness.set("leader", False, "standby")
+        assert await sb_grpc.check_health(probe) == "NOT_SERVING"
+        # nothing but health is served there
+        async with sb_grpc.channel(probe) as ch:
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in stub.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                ):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await app.stop()
+    assert (await sb_grpc.check_health(probe)).startswith("UNREACHABLE")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,16 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
         auth_secret(directory), tenant, args.agent_id, ["agent"], ttl_seconds=12 * 3600
     )
     state: dict[str, Any] = {"offer": None, "contact": None}
-    sio = socketio.AsyncClient()
+    # The chat over HTTPS with the embedded default's own CA (the agent joins by websocket).
+    ssl_options = {"ssl": ssl.create_default_context(cafile=ep.tls["ca_file"])} if ep.tls else {}
+    sio = socketio.AsyncClient(websocket_extra_options=ssl_options)
 
     @sio.on("message", namespace="/agent")
     async def on_message(data: dict[str, Any]) -> None:
         if data.get("author") != "agent":
             print(f"[{data.get('contact_id', '')[:8]}] customer: {data.get('text')}")
 
-    async with sb_grpc.channel(ep.grpc["router"], token) as ch:
+    async with sb_grpc.channel(ep.grpc["router"], token, tls=ep.grpc_tls()) as ch:
         stub = router_pb2_grpc.RouterServiceStub(ch)
         await stub.SignIn(
             router_pb2.SignInRequest(

@@ -45,7 +45,8 @@ async def status(directory: Path) -> int:
     ep = Endpoints.load(directory)
     ok, detail = await nats_status(ep.nats_url, nats_options(directory))
     rows = [("nats", ep.nats_url, "SERVING" if ok else "NOT_SERVING", detail)]
-    results = await asyncio.gather(*(sb_grpc.check_health(t) for t in ep.grpc.values()))
+    tls = ep.grpc_tls()
+    results = await asyncio.gather(*(sb_grpc.check_health(t, tls=tls) for t in ep.grpc.values()))
     for (name, target), state in zip(ep.grpc.items(), results, strict=True):
         detail = state.partition(": ")[2] or ep.metrics.get(name, "")
         rows.append((name, target, state.split(":")[0], detail))
@@ -68,7 +69,8 @@ async def _ask_router(
     default's). Returns the response (None after printing the status on failure) and the tenant."""
     ep = Endpoints.load(directory)
     tenant = tenant or ep.tenant
-    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
+    token = operator_token(directory, tenant)
+    async with sb_grpc.channel(ep.grpc["router"], token, tls=ep.grpc_tls()) as ch:
         try:
             return await getattr(router_pb2_grpc.RouterServiceStub(ch), method)(request), tenant
         except grpc.aio.AioRpcError as exc:

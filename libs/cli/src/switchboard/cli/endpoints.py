@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import nats
 from switchboard.core import nats_auth
 from switchboard.core.bus import nats_servers
 from switchboard.core.settings import DEFAULT_MAX_LIFETIME_SECONDS, DEV_AUTH_SECRET
+from switchboard.core.tls import GrpcTls
 
 RUN_DIR_ENV = "SWITCHBOARD_RUN_DIR"
 
@@ -28,6 +29,8 @@ class Listener:
     env: str  # the env var that sets the port
     default: int
     scheme: str = ""  # e.g. smtp, sip, http: the banner shows scheme://127.0.0.1:port
+    tls_scheme: str = ""  # the scheme when the platform runs with TLS, if it is another
+    tls_only: bool = False  # listens only when the platform runs with TLS
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,32 @@ class ServiceSpec:
     http_env: str = ""  # the env var of an HTTP port, if it has one
     http_default: int = 0
     listeners: tuple[Listener, ...] = ()
+    # The env vars naming its listeners' certificate and key (HTTPS, STARTTLS), besides gRPC's.
+    tls_env: tuple[str, str] | None = None
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("case", "switchboard.case", "CASE_GRPC_PORT", 50052),
     ServiceSpec("router", "switchboard.router", "ROUTER_GRPC_PORT", 50051),
-    ServiceSpec("chat", "switchboard.chat", "CHAT_GRPC_PORT", 50053, "CHAT_HTTP_PORT", 8080),
+    ServiceSpec(
+        "chat",
+        "switchboard.chat",
+        "CHAT_GRPC_PORT",
+        50053,
+        "CHAT_HTTP_PORT",
+        8080,
+        tls_env=("CHAT_TLS_CERT_FILE", "CHAT_TLS_KEY_FILE"),
+    ),
     ServiceSpec(
         "voice-gateway",
         "switchboard.voice_gateway",
         "VOICE_GRPC_PORT",
         50054,
-        listeners=(Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),),
+        listeners=(
+            Listener("SIP (UDP/TCP)", "VOICE_SIP_PORT", 5060, "sip"),
+            Listener("SIP over TLS", "VOICE_SIP_TLS_PORT", 5061, "sips", tls_only=True),
+        ),
+        tls_env=("VOICE_SIP_TLS_CERT", "VOICE_SIP_TLS_KEY"),
     ),
     ServiceSpec(
         "email-ingest",
@@ -58,13 +75,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "EMAIL_GRPC_PORT",
         50055,
         listeners=(Listener("Email receive (SMTP)", "EMAIL_SMTP_PORT", 2525, "smtp"),),
+        tls_env=("EMAIL_SMTP_TLS_CERT_FILE", "EMAIL_SMTP_TLS_KEY_FILE"),
     ),
     ServiceSpec(
         "fax",
         "switchboard.fax",
         "FAX_GRPC_PORT",
         50056,
-        listeners=(Listener("Fax upload (HTTP POST /fax)", "FAX_HTTP_PORT", 8095, "http"),),
+        listeners=(
+            Listener("Fax upload (HTTP POST /fax)", "FAX_HTTP_PORT", 8095, "http", "https"),
+        ),
+        tls_env=("FAX_TLS_CERT_FILE", "FAX_TLS_KEY_FILE"),
     ),
 )
 
@@ -77,6 +98,9 @@ class Endpoints:
     metrics: dict[str, str] = field(default_factory=dict)  # service -> Prometheus /metrics URL
     listeners: dict[str, str] = field(default_factory=dict)  # label -> address
     tenant: str = "demo"
+    # The local CA and the CLI's own certificate (ca_file, cert_file, key_file) when the
+    # platform runs with TLS.
+    tls: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -92,6 +116,7 @@ class Endpoints:
             metrics=data.get("metrics", {}),
             listeners=data.get("listeners", {}),
             tenant=data.get("tenant", "demo"),
+            tls=data.get("tls", {}),
         )
         ep.nats_url = os.environ.get("NATS_URL", ep.nats_url)
         for spec in SERVICES:
@@ -100,6 +125,20 @@ class Endpoints:
                 ep.grpc[spec.name] = os.environ[env]
             ep.grpc.setdefault(spec.name, f"127.0.0.1:{spec.grpc_default}")
         return ep
+
+    def grpc_tls(self, environ: Mapping[str, str] = os.environ) -> GrpcTls | None:
+        """How the CLI calls the services: GRPC_TLS_CA_FILE (with GRPC_TLS_CERT_FILE and
+        GRPC_TLS_KEY_FILE for mutual TLS) when set, else the embedded default's CA and the
+        CLI's certificate, else without TLS."""
+        if environ.get("GRPC_TLS_CA_FILE"):
+            return GrpcTls(
+                environ.get("GRPC_TLS_CERT_FILE", ""),
+                environ.get("GRPC_TLS_KEY_FILE", ""),
+                environ["GRPC_TLS_CA_FILE"],
+            )
+        if self.tls:
+            return GrpcTls(self.tls["cert_file"], self.tls["key_file"], self.tls["ca_file"])
+        return None
 
 
 def run_dir() -> Path:

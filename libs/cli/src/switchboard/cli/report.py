@@ -114,7 +114,8 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
     ep = Endpoints.load(directory)
     tenant = args.tenant or ep.tenant
     request = request_from(args, datetime.now(UTC))
-    async with sb_grpc.channel(ep.grpc["case"], operator_token(directory, tenant)) as ch:
+    token = operator_token(directory, tenant)
+    async with sb_grpc.channel(ep.grpc["case"], token, tls=ep.grpc_tls()) as ch:
         try:
             report = await case_pb2_grpc.CaseServiceStub(ch).GetReport(request, timeout=60)
         except grpc.aio.AioRpcError as exc:

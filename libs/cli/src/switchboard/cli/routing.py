@@ -74,7 +74,8 @@ def format_decision(d: router_pb2.Decision, show_all: bool = False) -> str:
 async def run(directory: Path, args: argparse.Namespace) -> int:
     ep = Endpoints.load(directory)
     tenant = args.tenant or ep.tenant
-    async with sb_grpc.channel(ep.grpc["router"], operator_token(directory, tenant)) as ch:
+    token = operator_token(directory, tenant)
+    async with sb_grpc.channel(ep.grpc["router"], token, tls=ep.grpc_tls()) as ch:
         try:
             if args.command == "explain":
                 stub = router_pb2_grpc.RouterServiceStub(ch)

@@ -5,7 +5,9 @@ Ports: each service takes its usual port when it is free and another free port w
 nats-server already on 4222 (or any other program) never breaks the start. NATS_URL, when given,
 is used instead of starting a server. The server started here admits no anonymous client: each
 service connects as its own user with its own permissions (switchboard.core.nats_auth), and
-JetStream encrypts what it stores.
+JetStream encrypts what it stores. The services speak TLS (cli/local_tls.py): gRPC with mutual
+TLS between them, HTTPS for the chat and the fax upload, STARTTLS on SMTP, with certificates
+from a local CA in the run directory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from switchboard.cli import local_tls
 from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret, nats_server_config
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
@@ -140,6 +143,9 @@ class Supervisor:
             nats_url, passwords = await self._start_nats(taken, tenants)
         base_env["NATS_URL"] = nats_url
         endpoints = Endpoints(nats_url=nats_url)
+        tls = local_tls.LocalTls(self.dir) if local_tls.enabled() else None
+        if tls is not None:
+            endpoints.tls = tls.cli()
 
         await self._migrate(base_env)
 
@@ -147,6 +153,8 @@ class Supervisor:
             env = dict(base_env)
             if passwords:  # each service connects as its own NATS user
                 env.update(NATS_USER=spec.name, NATS_PASSWORD=passwords[spec.name])
+            if tls is not None:
+                env.update(tls.service_env(spec))
             grpc_port = choose_port(int(os.environ.get(spec.grpc_env, spec.grpc_default)), taken)
             env[spec.grpc_env] = str(grpc_port)
             endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
@@ -165,11 +173,15 @@ class Supervisor:
                     int(os.environ.get(spec.http_env, spec.http_default)), taken
                 )
                 env[spec.http_env] = str(http_port)
-                endpoints.http[spec.name] = f"http://127.0.0.1:{http_port}"
+                scheme = "https" if tls is not None else "http"
+                endpoints.http[spec.name] = f"{scheme}://127.0.0.1:{http_port}"
             for listener in spec.listeners:
+                if listener.tls_only and tls is None:
+                    continue
                 port = choose_port(int(os.environ.get(listener.env, listener.default)), taken)
                 env[listener.env] = str(port)
-                prefix = f"{listener.scheme}://" if listener.scheme else ""
+                scheme = (tls is not None and listener.tls_scheme) or listener.scheme
+                prefix = f"{scheme}://" if scheme else ""
                 endpoints.listeners[listener.label] = f"{prefix}127.0.0.1:{port}"
             child = Child(
                 spec.name, [sys.executable, "-m", spec.module], env, COLOURS[i % len(COLOURS)]
@@ -212,9 +224,10 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         pending = dict(endpoints.grpc)
+        tls = endpoints.grpc_tls(environ={})  # this run's own CA, whatever the shell says
         while pending and loop.time() < deadline and not self.stopping.is_set():
             for name, target in list(pending.items()):
-                if await check_health(target, timeout=1.0) == "SERVING":
+                if await check_health(target, timeout=1.0, tls=tls) == "SERVING":
                     del pending[name]
             if pending:
                 await asyncio.sleep(0.2)
@@ -263,6 +276,9 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         f"  Wallboard:            {chat}/wallboard",
         f"  NATS:                 {endpoints.nats_url}",
     ]
+    if endpoints.tls:
+        ca = endpoints.tls["ca_file"]
+        lines.append(f"  TLS CA:               {ca}   (trust it, or accept the browser's warning)")
     for label, address in endpoints.listeners.items():
         lines.append(f"  {label + ':':<21} {address}")
     for name, target in endpoints.grpc.items():

@@ -1,6 +1,8 @@
-"""gRPC helpers: a server with health, reflection and Switchboard's interceptor, and client channels.
+"""gRPC helpers: a server with health, reflection and Switchboard's interceptor, and client channels,
+over TLS (mutual TLS between services) when certificates are configured (`switchboard.core.tls`).
 
-The server interceptor, for every RPC but health and reflection, of every kind:
+The server interceptor, for every RPC but health (and reflection, unless it requires a token), of
+every kind:
 - authenticates the caller's bearer token and makes its Principal current (``principal()``);
 - authorises the call by the role table (switchboard.core.roles): a method without a rule, or a
   caller the rule does not admit, is refused with PERMISSION_DENIED before the servicer runs;
@@ -37,6 +39,7 @@ from switchboard.core.errors import (
 )
 from switchboard.core.health import Readiness
 from switchboard.core.settings import ServiceSettings
+from switchboard.core.tls import GrpcTls
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
@@ -57,7 +60,8 @@ STATUS_OF: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
-_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+_HEALTH = "/grpc.health.v1."
+_REFLECTION = "/grpc.reflection."
 
 
 def _current() -> tuple[auth.Principal, roles.Rule]:
@@ -121,8 +125,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         known_tenants: frozenset[str] | None = None,
         token_max_lifetime: int | None = None,
         revocations: auth.Revoked | None = None,
+        reflection_requires_token: bool = False,
     ) -> None:
         self._verify = auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
+        self._open = (_HEALTH,) if reflection_requires_token else (_HEALTH, _REFLECTION)
 
     def _authenticate(self, metadata: dict[str, str]) -> auth.Principal:
         header = metadata.get("authorization", "")
@@ -133,6 +139,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _admit(self, method: str, metadata: dict[str, str]) -> tuple[auth.Principal, roles.Rule]:
         """The caller and the rule that lets it call `method`, or PermissionDenied."""
         p = self._authenticate(metadata)
+        if method.startswith(_REFLECTION):  # any valid token may list the services
+            return p, roles.Rule(roles=p.roles)
         rule = roles.rule_for(method)
         if rule is None:
             raise PermissionDenied(f"{method.lstrip('/')} has no access rule")
@@ -146,7 +154,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         method = details.method
-        if handler is None or method.startswith(_OPEN_PREFIXES):
+        if handler is None or method.startswith(self._open):
             return handler
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         interceptor = self
@@ -282,16 +290,23 @@ async def start_server(
     not_ready: dict[str, str] | None = None,
     token_max_lifetime: int | None = None,
     revocations: auth.Revoked | None = None,
+    tls: GrpcTls | None = None,
+    reflection_requires_token: bool = False,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
-    reflection. Returns the server, the bound port (port 0 picks a free one) and the service's
+    reflection (open, or to callers with a valid token), over TLS when `tls` has a certificate.
+    Returns the server, the bound port (port 0 picks a free one) and the service's
     Readiness: SERVING while every condition holds. With a `bus`, its connection is the
     condition "nats"; a service adds its own (`readiness.set("leader", False, why)`), and names
     in `not_ready` those that do not hold yet when the server starts. Tokens that never expire,
     or live longer than `token_max_lifetime` seconds, are refused when it is set, and tokens
     `revocations` names revoked."""
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(secret, known_tenants, token_max_lifetime, revocations)],
+        interceptors=[
+            ServerInterceptor(
+                secret, known_tenants, token_max_lifetime, revocations, reflection_requires_token
+            )
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -303,7 +318,12 @@ async def start_server(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(names, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = tls.server_credentials() if tls else None
+    address = f"{host}:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"cannot bind gRPC server to {host}:{port}")
     await server.start()
@@ -320,6 +340,20 @@ async def start_server(
     return server, bound, readiness
 
 
+async def start_health_server(
+    readiness: Readiness, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server of the health service alone, following `readiness`: for probes that
+    cannot speak TLS (Kubernetes' gRPC probes) while the service's own server requires it."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC health server to {host}:{port}")
+    await server.start()
+    return server, bound
+
+
 async def start_service_server(
     settings: ServiceSettings,
     servicers: Iterable[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
@@ -327,7 +361,8 @@ async def start_service_server(
     not_ready: dict[str, str] | None = None,
     revocations: auth.Revoked | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
-    """`start_server` where a service's settings say: address, secret, tenants, token lifetime."""
+    """`start_server` where a service's settings say: address, secret, tenants, token lifetime,
+    TLS and reflection."""
     return await start_server(
         servicers,
         settings.grpc_host,
@@ -338,6 +373,8 @@ async def start_service_server(
         not_ready=not_ready,
         token_max_lifetime=settings.token_max_lifetime,
         revocations=revocations,
+        tls=settings.grpc_tls(),
+        reflection_requires_token=settings.grpc_reflection_requires_token,
     )
 
 
@@ -400,13 +437,26 @@ class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
-def channel(target: str, token: Token = None, default_timeout: float = 10.0) -> grpc.aio.Channel:
-    """An insecure channel to `target` that sends `token` (or what a token provider gives for
-    each call) and trace context, with deadlines."""
+def _open_channel(
+    target: str, tls: GrpcTls | None, interceptors: list[Any] | None = None
+) -> grpc.aio.Channel:
+    credentials = tls.channel_credentials() if tls else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+
+
+def channel(
+    target: str, token: Token = None, default_timeout: float = 10.0, tls: GrpcTls | None = None
+) -> grpc.aio.Channel:
+    """A channel to `target` that sends `token` (or what a token provider gives for each call)
+    and trace context, with deadlines; over TLS when `tls` has a CA (mutual TLS with its
+    certificate)."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
-    return grpc.aio.insecure_channel(
+    return _open_channel(
         target,
-        interceptors=[
+        tls,
+        [
             _UnaryUnary(token, default_timeout),
             _UnaryStream(token, None),
             _StreamStream(token, None),
@@ -414,9 +464,11 @@ def channel(target: str, token: Token = None, default_timeout: float = 10.0) -> 
     )
 
 
-async def check_health(target: str, timeout: float = 2.0, service: str = "") -> str:
+async def check_health(
+    target: str, timeout: float = 2.0, service: str = "", tls: GrpcTls | None = None
+) -> str:
     """Return the gRPC health status name of `target` (or UNREACHABLE: <reason>)."""
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with _open_channel(target, tls) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         try:
             resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

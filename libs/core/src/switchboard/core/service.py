@@ -57,6 +57,9 @@ class Service:
     grpc_server: grpc.aio.Server | None = None
     readiness: Readiness | None = None
     grpc_port: int = 0
+    # The plaintext health-only server for probes (GRPC_HEALTH_PORT), when there is one.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     # The revocation list the service's token checks follow (opened on the bus when not given).
     revocations: Revocations | None = None
 
@@ -85,6 +88,11 @@ class Service:
             not_ready=dict(self.not_ready),
             revocations=self.revocations,
         )
+        if s.grpc_health_port:
+            assert self.readiness is not None
+            self.health_server, self.health_port = await sb_grpc.start_health_server(
+                self.readiness, s.grpc_host, s.grpc_health_port
+            )
         await self._serve()
         await self.bus.start()
         await self._started()
@@ -95,6 +103,9 @@ class Service:
         server, self.grpc_server = self.grpc_server, None
         if server is not None:
             await sb_grpc.stop_server(server, self.settings.shutdown_grace_seconds)
+        health, self.health_server = self.health_server, None
+        if health is not None:
+            await sb_grpc.stop_server(health, 0)
         if self.bus is not None:
             await self._flush()
         revocations, self.revocations = self.revocations, None

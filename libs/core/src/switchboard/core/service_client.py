@@ -23,6 +23,7 @@ from switchboard.core.errors import (
     Unavailable,
     Unimplemented,
 )
+from switchboard.core.tls import GrpcTls
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ SERVICE_TOKEN_TTL_SECONDS = 3600
 class ServiceClient(Generic[StubT]):
     """Stubs of one service at `target`, one channel per tenant, each call sent with a token of
     role "service" for that tenant naming `subject` (the calling service) as the actor. Tokens
-    expire (`ttl_seconds`); a channel mints a fresh one when half of its token's life is over."""
+    expire (`ttl_seconds`); a channel mints a fresh one when half of its token's life is over.
+    With `tls` (the calling service's `settings.grpc_tls()`), calls go over (mutual) TLS."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class ServiceClient(Generic[StubT]):
         *,
         ttl_seconds: int = SERVICE_TOKEN_TTL_SECONDS,
         default_timeout: float = 10.0,
+        tls: GrpcTls | None = None,
     ) -> None:
         self.target = target
         self.secret = secret
@@ -54,6 +57,7 @@ class ServiceClient(Generic[StubT]):
         self._stub = stub
         self._ttl = ttl_seconds
         self._timeout = default_timeout
+        self._tls = tls
         self._channels: dict[str, tuple[grpc.aio.Channel, StubT]] = {}
 
     def stub(self, tenant: str) -> StubT:
@@ -61,7 +65,9 @@ class ServiceClient(Generic[StubT]):
         found = self._channels.get(tenant)
         if found is None:
             token = _RenewedToken(partial(self._mint, tenant), self._ttl)
-            channel = sb_grpc.channel(self.target, token, default_timeout=self._timeout)
+            channel = sb_grpc.channel(
+                self.target, token, default_timeout=self._timeout, tls=self._tls
+            )
             found = self._channels[tenant] = (channel, self._stub(channel))
         return found[1]
 

@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.core import nats_auth
+from switchboard.core.tls import ClientAuth, GrpcTls
 
 logger = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -70,6 +71,19 @@ class ServiceSettings(BaseSettings):
     nats_tls_key_file: str = Field("", alias="NATS_TLS_KEY_FILE")
     grpc_host: str = Field("127.0.0.1", alias="GRPC_HOST")
     grpc_port: int = Field(0, alias="GRPC_PORT")
+    # gRPC over TLS (docs/security.md, "TLS"): the server serves this certificate and key; the
+    # service's clients verify other services by the CA and present the certificate (mutual
+    # TLS). GRPC_TLS_CLIENT_AUTH: whether the server requires a client certificate signed by
+    # the CA (require), accepts one (optional: partners come with tokens only) or asks none.
+    grpc_tls_cert_file: str = Field("", alias="GRPC_TLS_CERT_FILE")
+    grpc_tls_key_file: str = Field("", alias="GRPC_TLS_KEY_FILE")
+    grpc_tls_ca_file: str = Field("", alias="GRPC_TLS_CA_FILE")
+    grpc_tls_client_auth: ClientAuth = Field("none", alias="GRPC_TLS_CLIENT_AUTH")
+    # Server reflection (what grpcurl lists) only to callers with a valid token; health stays
+    # open for probes.
+    grpc_reflection_requires_token: bool = Field(True, alias="GRPC_REFLECTION_REQUIRES_TOKEN")
+    # A plaintext port serving gRPC health alone (0: none), for probes that cannot speak TLS.
+    grpc_health_port: int = Field(0, alias="GRPC_HEALTH_PORT", ge=0, le=65535)
     # Prometheus /metrics; 0 serves none.
     metrics_port: int = Field(0, alias="METRICS_PORT")
     auth_secret: str = Field(DEV_AUTH_SECRET, alias="SWITCHBOARD_AUTH_SECRET")
@@ -119,6 +133,15 @@ class ServiceSettings(BaseSettings):
             self.nats_tls_ca_file,
             self.nats_tls_cert_file,
             self.nats_tls_key_file,
+        )
+
+    def grpc_tls(self) -> GrpcTls:
+        """The service's gRPC certificate, key and CA, for its server and its clients."""
+        return GrpcTls(
+            self.grpc_tls_cert_file,
+            self.grpc_tls_key_file,
+            self.grpc_tls_ca_file,
+            self.grpc_tls_client_auth,
         )
 
     @property

@@ -13,15 +13,18 @@ import grpc
 
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.tls import GrpcTls
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 
 class AgentClient:
-    def __init__(self, target: str, secret: str, tenant: str, agent_id: str) -> None:
+    def __init__(
+        self, target: str, secret: str, tenant: str, agent_id: str, tls: GrpcTls | None = None
+    ) -> None:
         self.agent_id = agent_id
         self.tenant = tenant
         self.token = auth.mint(secret, tenant, agent_id, ["agent"])
-        self.channel = sb_grpc.channel(target, self.token)
+        self.channel = sb_grpc.channel(target, self.token, tls=tls)
         self.stub = router_pb2_grpc.RouterServiceStub(self.channel)
         self.offers: asyncio.Queue[router_pb2.Offer] = asyncio.Queue()
         self._stream: Any = None
@@ -122,8 +125,10 @@ class SessionAgentClient(AgentClient):
     """An agent on one AgentSession stream: `open_stream` opens the session, and `accept`,
     `decline` and `wrap_up` are sent on it and answered on it."""
 
-    def __init__(self, target: str, secret: str, tenant: str, agent_id: str) -> None:
-        super().__init__(target, secret, tenant, agent_id)
+    def __init__(
+        self, target: str, secret: str, tenant: str, agent_id: str, tls: GrpcTls | None = None
+    ) -> None:
+        super().__init__(target, secret, tenant, agent_id, tls)
         self._answers: dict[str, asyncio.Future[router_pb2.AgentSessionEvent]] = {}
         self._ids = itertools.count(1)
 

@@ -31,6 +31,7 @@ from switchboard.chat.inbox.http import InboxHttp
 from switchboard.chat.inbox.service import Inbox
 from switchboard.chat.notifier import ChatNotifier
 from switchboard.chat.settings import ChatSettings
+from switchboard.core import tls
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 
@@ -86,7 +87,7 @@ class ChatApp(Service):
             logger=False,
             engineio_logger=False,
         )
-        self.router = RouterClient(s.router_target, s.auth_secret)
+        self.router = RouterClient(s.router_target, s.auth_secret, s.grpc_tls())
         self.chat = Chat(
             self.store,
             ChatNotifier(bus),
@@ -108,6 +109,7 @@ class ChatApp(Service):
             surge_of=self.router.surge,
             token_max_lifetime=s.token_max_lifetime,
             revocations=self.revocations,
+            tls=s.grpc_tls(),
         )
         socket_server.register(
             self.sio,
@@ -134,6 +136,7 @@ class ChatApp(Service):
             s.http_port,
             s.shutdown_grace_seconds,
             ws_max_size=buffer,
+            ssl=tls.server_context(s.tls_cert_file, s.tls_key_file),
         )
         # Health and reflection only, so `switchboard status` and probes can check the chat.
         return []

@@ -11,6 +11,10 @@ class ChatSettings(ServiceSettings):
     http_host: str = Field("127.0.0.1", alias="CHAT_HTTP_HOST")
     # 0 picks a free port; the bound one is reported as ChatApp.http_port.
     http_port: int = Field(8080, alias="CHAT_HTTP_PORT", ge=0, le=65535)
+    # HTTPS (the web chat, Socket.IO, the inbox) when both are set: PEM files, e.g. a
+    # cert-manager Secret's tls.crt and tls.key.
+    tls_cert_file: str = Field("", alias="CHAT_TLS_CERT_FILE")
+    tls_key_file: str = Field("", alias="CHAT_TLS_KEY_FILE")
     grpc_port: int = Field(50053, alias="CHAT_GRPC_PORT", ge=0, le=65535)
     consumer_name: str = Field("chat", alias="CHAT_CONSUMER")
     max_message_bytes: int = Field(4000, alias="CHAT_MAX_MESSAGE_BYTES", gt=0, le=512 * 1024)

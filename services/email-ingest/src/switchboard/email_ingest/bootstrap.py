@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from switchboard.core import language
+from switchboard.core import language, tls
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.publishing import Publisher
 from switchboard.core.service import Service, Servicers
@@ -111,6 +111,8 @@ class EmailApp(Service):
                 port,
                 s.max_message_bytes,
                 self.config.mailboxes[0].domain if self.config.mailboxes else "switchboard.local",
+                tls.server_context(s.smtp_tls_cert_file, s.smtp_tls_key_file),
+                s.smtp_require_starttls,
             )
             bound = await server.start()
             self.receivers.append(server)

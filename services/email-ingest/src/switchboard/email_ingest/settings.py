@@ -15,6 +15,13 @@ class EmailIngestSettings(ServiceSettings):
     smtp_host: str = Field("127.0.0.1", alias="EMAIL_SMTP_HOST")
     smtp_port: int = Field(2525, alias="EMAIL_SMTP_PORT")
     lmtp_port: int = Field(0, alias="EMAIL_LMTP_PORT")
+    # STARTTLS on the SMTP and LMTP listeners when both are set (PEM files, e.g. a cert-manager
+    # Secret's); with EMAIL_SMTP_REQUIRE_STARTTLS nothing but EHLO, NOOP, RSET, QUIT and
+    # STARTTLS is answered before the upgrade (530): for a relay that always offers TLS, not
+    # for an MX that strangers' servers deliver to.
+    smtp_tls_cert_file: str = Field("", alias="EMAIL_SMTP_TLS_CERT_FILE")
+    smtp_tls_key_file: str = Field("", alias="EMAIL_SMTP_TLS_KEY_FILE")
+    smtp_require_starttls: bool = Field(False, alias="EMAIL_SMTP_REQUIRE_STARTTLS")
     # Mail over this many bytes is refused at SMTP (552) and quarantined over IMAP.
     max_message_bytes: int = Field(25 * 1024 * 1024, alias="EMAIL_MAX_MESSAGE_BYTES")
     max_attachment_bytes: int = Field(20 * 1024 * 1024, alias="EMAIL_MAX_ATTACHMENT_BYTES")

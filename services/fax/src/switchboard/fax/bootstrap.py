@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from switchboard.core import tls
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.fax.adapters.hylafax import HylaFaxConfig
@@ -131,7 +132,8 @@ class FaxApp(Service):
             s.known_tenants,
             s.webhook_max_skew_seconds,
         )
-        self.http = HttpServer(endpoint.app(), s.http_host, s.http_port)
+        https = tls.server_context(s.tls_cert_file, s.tls_key_file)
+        self.http = HttpServer(endpoint.app(), s.http_host, s.http_port, https)
         self.http_port = await self.http.start()
         return []
 
@@ -140,8 +142,8 @@ class FaxApp(Service):
         if self.spool is not None:
             await self.spool.start()
         logger.info(
-            "fax: upload on http://%s:%d/fax, gRPC health on %s:%d, spool %s",
-            s.http_host, self.http_port, s.grpc_host, self.grpc_port, s.spool_dir or "(none)",
+            "fax: upload on %s://%s:%d/fax, gRPC health on %s:%d, spool %s",
+            "https" if s.tls_cert_file else "http", s.http_host, self.http_port, s.grpc_host, self.grpc_port, s.spool_dir or "(none)",
         )  # fmt: skip
 
     async def _stop_taking(self) -> None:

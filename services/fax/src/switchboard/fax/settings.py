@@ -42,6 +42,9 @@ class FaxSettings(ServiceSettings):
     webhook_secrets: str = Field("", alias="FAX_WEBHOOK_SECRETS")
     webhook_secret: str = Field("", alias="FAX_WEBHOOK_SECRET")
     webhook_max_skew_seconds: float = Field(300.0, alias="FAX_WEBHOOK_MAX_SKEW_SECONDS")
+    # HTTPS for the upload when both are set (PEM files, e.g. a cert-manager Secret's).
+    tls_cert_file: str = Field("", alias="FAX_TLS_CERT_FILE")
+    tls_key_file: str = Field("", alias="FAX_TLS_KEY_FILE")
     # The watched spool directory ("" watches none).
     spool_dir: str = Field("", alias="FAX_SPOOL_DIR")
     spool_poll_seconds: float = Field(1.0, alias="FAX_SPOOL_POLL_SECONDS")

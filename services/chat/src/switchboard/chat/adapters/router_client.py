@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from switchboard.core.service_client import ServiceClient
+from switchboard.core.tls import GrpcTls
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -39,13 +40,14 @@ class Position:
 class RouterClient:
     """The router's stubs, one channel and service token per tenant."""
 
-    def __init__(self, target: str, secret: str) -> None:
+    def __init__(self, target: str, secret: str, tls: GrpcTls | None = None) -> None:
         self.client = ServiceClient(
             target,
             secret,
             SERVICE_SUBJECT,
             router_pb2_grpc.RouterServiceStub,
             default_timeout=TIMEOUT_SECONDS,
+            tls=tls,
         )
 
     def _stub(self, tenant: str) -> router_pb2_grpc.RouterServiceStub:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator
+from ssl import SSLContext
 from typing import Any
 
 import uvicorn
@@ -31,6 +32,7 @@ class HttpServer:
         port: int,
         grace_seconds: float = 5.0,
         ws_max_size: int = 1024 * 1024,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -43,6 +45,8 @@ class HttpServer:
             server_header=False,
             timeout_graceful_shutdown=max(1, int(grace_seconds)),
             ws_max_size=ws_max_size,
+            # HTTPS with the context we are given (uvicorn would build its own from files).
+            ssl_context_factory=(lambda _config, _default: ssl) if ssl is not None else None,
         )
         self._server = _Server(self._config)
         self._task: asyncio.Task[None] | None = None
@@ -61,7 +65,8 @@ class HttpServer:
                     raise RuntimeError("the HTTP server stopped while starting")
                 # uvicorn offers no start-up event to await; its own loop ticks every 0.1 s.
                 await asyncio.sleep(0.01)
-        logger.info("chat HTTP on %s:%d", self.host, self.port)
+        scheme = "HTTPS" if self._config.ssl_context_factory else "HTTP"
+        logger.info("chat %s on %s:%d", scheme, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop accepting, close connections, wait for uvicorn to finish."""

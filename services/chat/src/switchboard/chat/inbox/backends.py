@@ -10,6 +10,7 @@ socket ack hands to the page (`switchboard.core.service_client.call` and `domain
 from __future__ import annotations
 
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.tls import GrpcTls
 from switchboard.v1 import case_pb2_grpc, router_pb2_grpc
 
 TIMEOUT_SECONDS = 5.0
@@ -18,9 +19,11 @@ TIMEOUT_SECONDS = 5.0
 class Backends:
     """Channels to the router and the case service for one agent token."""
 
-    def __init__(self, router_target: str, case_target: str, token: str) -> None:
-        self.router_channel = sb_grpc.channel(router_target, token, TIMEOUT_SECONDS)
-        self.case_channel = sb_grpc.channel(case_target, token, TIMEOUT_SECONDS)
+    def __init__(
+        self, router_target: str, case_target: str, token: str, tls: GrpcTls | None = None
+    ) -> None:
+        self.router_channel = sb_grpc.channel(router_target, token, TIMEOUT_SECONDS, tls)
+        self.case_channel = sb_grpc.channel(case_target, token, TIMEOUT_SECONDS, tls)
         self.router = router_pb2_grpc.RouterServiceStub(self.router_channel)
         self.case = case_pb2_grpc.CaseServiceStub(self.case_channel)
 

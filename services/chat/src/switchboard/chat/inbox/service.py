@@ -38,6 +38,7 @@ from switchboard.core.errors import (
     Unimplemented,
 )
 from switchboard.core.service_client import call
+from switchboard.core.tls import GrpcTls
 from switchboard.v1 import case_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Inbox:
         surge_of: SurgeOf,
         token_max_lifetime: int | None = None,
         revocations: sb_auth.Revoked | None = None,
+        tls: GrpcTls | None = None,
     ) -> None:
         self.chat = chat
         self.bus = bus
@@ -115,6 +117,7 @@ class Inbox:
         self.known_tenants = known_tenants
         self.router_target = router_target
         self.case_target = case_target
+        self.tls = tls  # the chat's own gRPC certificate and CA, for the agents' calls
         self.desk_grace_seconds = desk_grace_seconds
         self.surge_of = surge_of  # asked with the chat's service token, not the agent's
         self.token_max_lifetime = token_max_lifetime
@@ -174,7 +177,7 @@ class Inbox:
         return AgentProfile(principal.tenant, principal.subject, principal.subject, role, "")
 
     def _backends(self, token: str) -> Backends:
-        return Backends(self.router_target, self.case_target, token)
+        return Backends(self.router_target, self.case_target, token, self.tls)
 
     async def sign_in(self, principal: sb_auth.Principal, token: str, sid: str) -> dict[str, Any]:
         """Open (or find) the agent's desk: signed in to the router, offers streaming."""

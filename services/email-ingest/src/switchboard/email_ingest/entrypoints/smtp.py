@@ -2,13 +2,15 @@
 
 A mail is answered 250 only once JetStream has stored its events; a failure to store it is a 451
 (the sending server retries), an unknown recipient a 550, and mail over the size limit a 552
-(aiosmtpd enforces the limit on SIZE= and on the data itself).
+(aiosmtpd enforces the limit on SIZE= and on the data itself). With a TLS context the listener
+offers STARTTLS, and can require it before anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -79,8 +81,19 @@ class ReceiveHandler:
 
 class ReceiveServer:
     def __init__(
-        self, handler: ReceiveHandler, host: str, port: int, max_bytes: int, hostname: str
+        self,
+        handler: ReceiveHandler,
+        host: str,
+        port: int,
+        max_bytes: int,
+        hostname: str,
+        tls_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
     ) -> None:
+        if require_starttls and tls_context is None:
+            raise ValueError("STARTTLS cannot be required without a certificate")
+        self.tls_context = tls_context
+        self.require_starttls = require_starttls
         self.handler = handler
         self.host = host
         self.port = port
@@ -100,6 +113,8 @@ class ReceiveServer:
                 decode_data=False,
                 hostname=self.hostname,
                 ident="Switchboard email-ingest",
+                tls_context=self.tls_context,
+                require_starttls=self.require_starttls,
             )
 
         self.server = await loop.create_server(factory, self.host, self.port)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from email import policy
 from email.parser import BytesParser
+from ssl import SSLContext
 
 from aiohttp import web
 
@@ -199,14 +200,17 @@ class UploadEndpoint:
 
 
 class HttpServer:
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(
+        self, app: web.Application, host: str, port: int, ssl: SSLContext | None = None
+    ) -> None:
         self.runner = web.AppRunner(app, access_log=None)
         self.host = host
         self.port = port
+        self.ssl = ssl  # HTTPS when given
 
     async def start(self) -> int:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port)
+        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from switchboard.core.service_client import ServiceClient
+from switchboard.core.tls import GrpcTls
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -22,9 +23,9 @@ class Position:
 
 
 class RouterClient:
-    def __init__(self, target: str, secret: str) -> None:
+    def __init__(self, target: str, secret: str, tls: GrpcTls | None = None) -> None:
         self.client = ServiceClient(
-            target, secret, "voice-gateway", router_pb2_grpc.RouterServiceStub
+            target, secret, "voice-gateway", router_pb2_grpc.RouterServiceStub, tls=tls
         )
         self.position_supported = True
 
