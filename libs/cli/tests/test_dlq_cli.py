@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from switchboard.cli.__main__ import main
 from switchboard.cli.commands import nats_status
 from switchboard.cli.endpoints import Endpoints
 from switchboard.core import events
@@ -18,6 +16,8 @@ from switchboard.core.errors import InvalidArgument
 from switchboard.testing.waiting import until
 from switchboard.v1 import contact_pb2, events_pb2
 
+from .conftest import cli
+
 
 def created(cid: str) -> events_pb2.ContactCreated:
     return events_pb2.ContactCreated(
@@ -26,19 +26,6 @@ def created(cid: str) -> events_pb2.ContactCreated:
             contact_id=cid, tenant="acme", channel=contact_pb2.CHANNEL_CHAT
         ),
     )
-
-
-async def cli(*argv: str) -> int:
-    """Run `switchboard …` as a user would (main() runs its own event loop, so in a thread)."""
-
-    def call() -> int:
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
-
-    return await asyncio.to_thread(call)
 
 
 async def test_dlq_list_shows_parked_events_and_replay_puts_them_back(

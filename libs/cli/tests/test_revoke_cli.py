@@ -3,27 +3,16 @@ is in the list every service follows, and a bad tenant is refused with its reaso
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from switchboard.cli.__main__ import main
 from switchboard.core import auth
 from switchboard.core.bus import Bus
 from switchboard.core.errors import Unauthenticated
 from switchboard.core.revocation import Revocations
 
-
-async def cli(*argv: str) -> int:
-    def call() -> int:
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
-
-    return await asyncio.to_thread(call)
+from .conftest import cli
 
 
 async def test_revoke_puts_the_principal_on_the_list_services_follow(

@@ -180,7 +180,20 @@ def md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-class RawPhone(asyncio.DatagramProtocol):
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """A bare UDP socket on 127.0.0.1 (a SIP phone or user agent of the tests' own): its
+    transport and the port it was given."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.port = transport.get_extra_info("sockname")[1]
+
+
+class RawPhone(UdpEndpoint):
     """An agent's phone on a bare UDP socket: REGISTERs with digest (as `username`, the agent id
     unless given), answers OPTIONS while `answering`, and records every request the gateway
     sends it."""
@@ -193,12 +206,7 @@ class RawPhone(asyncio.DatagramProtocol):
         self.requests: list[SipMessage] = []
         self.responses: asyncio.Queue[SipMessage] = asyncio.Queue()
         self.pinged = asyncio.Event()
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.port = transport.get_extra_info("sockname")[1]
+        super().__init__()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         msg = parse_datagram(data)

@@ -10,23 +10,20 @@ from typing import Any
 
 from switchboard.voice_gateway.sip.message import SipMessage, parse_datagram
 
+from .conftest import UdpEndpoint
+
 SDP = (
     "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio 9 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
 )
 
 
-class RawUa(asyncio.DatagramProtocol):
+class RawUa(UdpEndpoint):
     """A bare UDP SIP endpoint: every message it receives lands in `inbox`."""
 
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[SipMessage] = asyncio.Queue()
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.port = transport.get_extra_info("sockname")[1]
+        super().__init__()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.inbox.put_nowait(parse_datagram(data))
