@@ -20,7 +20,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret, nats_server_config
+from switchboard.cli.endpoints import (
+    SERVICES,
+    Endpoints,
+    auth_secret,
+    case_master_key_file,
+    nats_server_config,
+)
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
 from switchboard.core.settings import DEVELOPMENT
@@ -129,6 +135,8 @@ class Supervisor:
                 "CASE_DATABASE_URL", f"sqlite+aiosqlite:///{self.dir / 'case.db'}"
             ),
         }
+        if not os.environ.get("CASE_MASTER_KEY"):
+            base_env.setdefault("CASE_MASTER_KEY_FILE", str(case_master_key_file(self.dir)))
         nats_url = os.environ.get("NATS_URL", "")
         passwords: dict[str, str] = {}
         if not nats_url:

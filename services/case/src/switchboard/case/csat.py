@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import orm
+from switchboard.case.adapters import crypto, orm
 from switchboard.case.adapters.database import insert_ignore
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.quality import channel_name
@@ -98,8 +98,9 @@ class Csat:
             if last is None:
                 return ""
             channel = channel_name(last.channel)
+            # `value` is the blind index: one address, the same one each time.
             email = await session.scalar(
-                select(orm.CustomerIdentity.value)
+                select(orm.CustomerIdentity.sealed)
                 .where(
                     orm.CustomerIdentity.customer_id == case.customer_id,
                     orm.CustomerIdentity.kind == contact_pb2.IDENTITY_KIND_EMAIL,
@@ -108,6 +109,8 @@ class Csat:
                 .limit(1)
             )
         command_id = ""
+        if email == crypto.ERASED:
+            email = None
         if channel == "email" and email and self._publisher is not None:
             command_id = survey_command_id(tenant, case_id)
             reference = getattr(case, "reference", "") or case_id
