@@ -3,15 +3,13 @@ customer's data reads as erased, and `switchboard case verify` still finds every
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import crypto, orm
-from switchboard.case.bootstrap import CaseApp, bootstrap
-from switchboard.case.settings import CaseSettings
+from switchboard.case.bootstrap import CaseApp
 from switchboard.case.views import CaseViews
 from switchboard.cli import case, customer
 from switchboard.cli.__main__ import parser
@@ -19,7 +17,6 @@ from switchboard.cli.endpoints import Endpoints
 from switchboard.core import events
 from switchboard.v1 import contact_pb2, events_pb2
 
-SECRET = "customer-erase-secret"
 EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
 
 
@@ -45,33 +42,13 @@ async def case_of(sessions: async_sessionmaker[AsyncSession], contact_id: str) -
         return row.case_id
 
 
-@pytest.fixture
-async def case_service(
-    sessions: async_sessionmaker[AsyncSession], nats_url: str, database_url: str
-) -> AsyncIterator[CaseApp]:
-    app = bootstrap(
-        CaseSettings(  # type: ignore[call-arg]
-            NATS_URL=nats_url,
-            CASE_DATABASE_URL=database_url,
-            CASE_GRPC_PORT=0,
-            SWITCHBOARD_AUTH_SECRET=SECRET,
-            SHUTDOWN_GRACE_SECONDS=0.5,
-        ),
-        run_scheduler=False,
-    )
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
-
-
 async def test_switchboard_customer_erase(
     case_service: CaseApp,
     sessions: async_sessionmaker[AsyncSession],
     database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    case_secret: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert case_service.handlers is not None
@@ -83,7 +60,7 @@ async def test_switchboard_customer_erase(
     Endpoints(nats_url="nats://unused", grpc={"case": f"127.0.0.1:{case_service.grpc_port}"}).save(
         tmp_path / "endpoints.json"
     )
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
     before = await views.get_case("acme", ana)
     assert before.customer.display_name == "Ana" and before.subject == "refund"
 
