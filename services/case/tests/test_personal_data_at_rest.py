@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import audit
+from switchboard.case import audit, customers
 from switchboard.case.adapters import backfill, crypto, database, keyring, orm
 from switchboard.case.commands import CaseCommands
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
@@ -272,3 +272,17 @@ async def test_rows_written_before_encryption_are_sealed_at_start(
     async with sessions() as session:
         row = await session.get(orm.Contact, "mail-9")
         assert row is not None and row.customer_id == "old-1"
+
+
+async def test_an_erasure_rolled_back_destroys_no_key(
+    store: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    _url, sessions = store
+    await run_contacts(sessions)
+    case_id = await case_of(sessions, "call-1")
+    customer_id = (await CaseViews(sessions).get_case("acme", case_id)).customer.customer_id
+    with pytest.raises(RuntimeError):
+        async with sessions.begin() as session:  # type: ignore[attr-defined]
+            await customers.erase(session, "acme", customer_id, "admin-1", orm.utc_now())
+            raise RuntimeError("the transaction fails")
+    assert (await CaseViews(sessions).get_case("acme", case_id)).customer.display_name == NAME

@@ -367,6 +367,7 @@ async def erase(
         )
     )
     destroyed = await keyring.of(session).erase(session, tenant, ids)
-    # Sealed with the tenant's key now: it names no personal data.
-    await _audit(session, customer, actor, "erased", {"customers": sorted(ids)}, at)
+    # Sealed with the tenant's key: it names no personal data, and outlives the customer's.
+    data = {"customers": sorted(ids)}
+    await audit.append(session, tenant, audit.CUSTOMER, customer.id, actor, "erased", data, at)
     return customer, destroyed

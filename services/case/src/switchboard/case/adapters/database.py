@@ -40,6 +40,7 @@ TRANSACTION_CACHES = (
     "open_cases",
     bulk.KEY,
     keyring.PENDING,
+    keyring.ERASING,
     "outbox_staged",  # outbox.STAGED: a rolled-back savepoint's events are not published
     "outbox_marks",  # outbox.MARKS
     "outbox_deleting",  # outbox.DELETING

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 KEY = "keyring"
 PENDING = "new_data_keys"  # session.info: this transaction's keys, by owner
+ERASING = "erased_data_keys"  # session.info: the keys this transaction destroys, and owners
 TENANT = ""  # the customer_id of a tenant's own key
 
 # Without a master key of its own a development setup uses this one; production refuses it.
@@ -196,7 +197,13 @@ class Keyring:
             key = crypto.index_key(self._tenant_key(session, self.key_id(session, tenant)))
         return crypto.blind_index(key, value)
 
-    def _committed(self, pending: dict[Owner, tuple[str, bytes]]) -> None:
+    def _committed(
+        self, pending: dict[Owner, tuple[str, bytes]], erased: list[tuple[str, Owner]]
+    ) -> None:
+        for key_id, owner in erased:
+            crypto.forget(key_id)
+            self._owners.pop(owner, None)
+            self._erased.add(owner)
         for (tenant, customer_id), (key_id, key) in pending.items():
             self._owners[(tenant, customer_id)] = key_id
             if customer_id == TENANT:
@@ -206,8 +213,9 @@ class Keyring:
     # Erasure and rotation.
 
     async def erase(self, session: AsyncSession, tenant: str, customer_ids: Iterable[str]) -> int:
-        """Destroy the customers' keys: everything sealed with them reads as crypto.ERASED, here
-        and (at their next transaction) in every other replica. The number destroyed."""
+        """Destroy the customers' keys: once committed, everything sealed with them reads as
+        crypto.ERASED, here and (at their next transaction) in every other replica. The number
+        destroyed."""
         rows = list(
             await session.scalars(
                 select(DataKey).where(
@@ -232,9 +240,7 @@ class Keyring:
                     erased_at=utc_now(),
                 )
             )
-            crypto.forget(row.id)
-            self._owners.pop((tenant, row.customer_id), None)
-            self._erased.add((tenant, row.customer_id))
+            session.info.setdefault(ERASING, []).append((row.id, (tenant, row.customer_id)))
         await session.flush()
         return len(rows)
 
@@ -288,6 +294,6 @@ def _refresh_at_begin(session: Session, _transaction: SessionTransaction, connec
 @event.listens_for(Session, "after_commit")
 def _keep_committed_keys(session: Session) -> None:
     keyring: Keyring | None = session.info.get(KEY)
-    pending = session.info.pop(PENDING, None)
-    if keyring is not None and pending:
-        keyring._committed(pending)
+    pending, erased = session.info.pop(PENDING, None), session.info.pop(ERASING, None)
+    if keyring is not None and (pending or erased):
+        keyring._committed(pending or {}, erased or [])
