@@ -3,7 +3,8 @@ once its customer is erased, readable across a master key rotation (docs/securit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import base64
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,12 @@ from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.migrate import migrate
 from switchboard.case.records import CaseRecords
+from switchboard.case.settings import CaseSettings
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.case.views import CaseViews
 from switchboard.core import events
+from switchboard.core.settings import UnsafeSettings
 from switchboard.v1 import contact_pb2, events_pb2
 
 PHONE, PHONE_NORMALISED = "010-9876-5432", "+821098765432"
@@ -33,16 +36,15 @@ SECRETS = (PHONE_NORMALISED, "1098765432", EMAIL, NAME, TEXT, REPLY, NOTE, "refu
 MASTER_A, MASTER_B = b"A" * 32, b"B" * 32
 
 
+def new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, as in a new process: no data key unwrapped yet."""
+    monkeypatch.setattr(crypto, "_keys", {})
+    monkeypatch.setattr(crypto, "_erased", set())
+
+
 @pytest.fixture(autouse=True)
 def fresh_key_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts as a new process would: no data key unwrapped yet."""
-    monkeypatch.setattr(crypto, "_keys", {})
-    monkeypatch.setattr(crypto, "_erased", set())
-
-
-def new_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crypto, "_keys", {})
-    monkeypatch.setattr(crypto, "_erased", set())
+    new_process(monkeypatch)
 
 
 @pytest.fixture
@@ -53,11 +55,6 @@ async def store(
     engine = database.create_engine(database_url)
     yield database_url, database.sessionmaker(engine, keyring.Keyring(keyring.MasterKeys(MASTER_A)))
     await engine.dispose()
-
-
-@pytest.fixture
-def sqlite_file(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "case.db"
 
 
 def created(
@@ -125,7 +122,8 @@ def stored_bytes(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
 
 
-async def test_no_personal_data_in_the_sqlite_file(sqlite_file: Path) -> None:
+async def test_no_personal_data_in_the_sqlite_file(tmp_path: Path) -> None:
+    sqlite_file = tmp_path / "case.db"
     url = f"sqlite+aiosqlite:///{sqlite_file}"
     await migrate(url)
     engine = database.create_engine(url)
@@ -286,3 +284,21 @@ async def test_an_erasure_rolled_back_destroys_no_key(
             await customers.erase(session, "acme", customer_id, "admin-1", orm.utc_now())
             raise RuntimeError("the transaction fails")
     assert (await CaseViews(sessions).get_case("acme", case_id)).customer.display_name == NAME
+
+
+def test_production_refuses_to_start_without_a_master_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CASE_MASTER_KEY", "CASE_MASTER_KEY_FILE", "SWITCHBOARD_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    unsafe = CaseSettings(SWITCHBOARD_AUTH_SECRET="a-secret")  # type: ignore[call-arg]
+    with pytest.raises(UnsafeSettings, match="CASE_MASTER_KEY"):
+        unsafe.refuse_unsafe_production()
+    key_file = tmp_path / "master-key"
+    key_file.write_text(base64.b64encode(MASTER_B).decode() + "\n")
+    safe = CaseSettings(  # type: ignore[call-arg]
+        SWITCHBOARD_AUTH_SECRET="a-secret", CASE_MASTER_KEY_FILE=str(key_file)
+    )
+    safe.refuse_unsafe_production()
+    masters = keyring.master_keys_from(safe.master_key, safe.master_key_file, "")
+    assert masters.current == MASTER_B and not masters.is_development
