@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import crypto, orm
+from switchboard.case.adapters import crypto, keyring, orm
 from switchboard.case.adapters.database import insert_ignore
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.quality import channel_name
@@ -170,13 +170,17 @@ class Csat:
             if not await self._claim(session, event.meta.event_id):
                 return False  # a redelivery
             contact = await self._rated_contact(session, tenant, event)
+            # The customer's own words: sealed with its key (erased with it).
+            comment = keyring.of(session).seal(
+                session, tenant, contact.customer_id or "", event.comment
+            )
             values = {
                 "tenant": tenant,
                 "case_id": contact.case_id,
                 "contact_id": event.contact_id,  # "" when the case as a whole was rated
                 "event_id": event.meta.event_id,
                 "score": event.score,
-                "comment": event.comment,
+                "comment": comment,
                 "queue": contact.queue,
                 "channel": channel_name(contact.channel),
                 "agent_id": contact.agent_id,
@@ -188,7 +192,7 @@ class Csat:
                     CsatRating, (tenant, contact.case_id, event.contact_id)
                 )
                 if existing is not None and existing.rated_at < rated:
-                    existing.score, existing.comment = event.score, event.comment
+                    existing.score, existing.comment = event.score, comment
                     existing.rated_at, existing.event_id = rated, event.meta.event_id
             return True
 

@@ -22,6 +22,7 @@ from switchboard.case.adapters.orm import (
     CustomerIdentity,
     Message,
 )
+from switchboard.case.reports.orm import CsatRating
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ _COLUMNS: list[tuple[Any, Any, Any, Any, list[tuple[Any, Any]]]] = [
         Message.message_id,
         Case.customer_id,
         [(Contact, Message.contact_id), (Case, Contact.case_id)],
+    ),
+    (
+        CsatRating,
+        CsatRating.comment,
+        CsatRating.event_id,
+        Case.customer_id,
+        [(Case, CsatRating.case_id)],
     ),
 ]
 
