@@ -302,3 +302,15 @@ def test_production_refuses_to_start_without_a_master_key(
     safe.refuse_unsafe_production()
     masters = keyring.master_keys_from(safe.master_key, safe.master_key_file, "")
     assert masters.current == MASTER_B and not masters.is_development
+
+
+async def test_the_blind_index_is_the_tenants_own(
+    store: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    _url, sessions = store
+    async with sessions.begin() as session:  # type: ignore[attr-defined]
+        keys = keyring.of(session)
+        acme, globex = (keys.index(session, t, EMAIL) for t in ("acme", "globex"))
+        assert acme == keys.index(session, "acme", EMAIL)  # equal values match
+        assert acme != globex and EMAIL not in (acme, globex)
+        assert acme != keys.index(session, "acme", "someone.else@example.com")
