@@ -314,3 +314,32 @@ async def test_the_blind_index_is_the_tenants_own(
         assert acme == keys.index(session, "acme", EMAIL)  # equal values match
         assert acme != globex and EMAIL not in (acme, globex)
         assert acme != keys.index(session, "acme", "someone.else@example.com")
+
+
+async def test_a_key_committed_after_a_newer_one_is_still_learnt(
+    store: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    """PostgreSQL numbers keys as they are inserted, and transactions commit in any order: a
+    replica that read key 2 before key 1 was committed looks for key 1 again."""
+    url, sessions = store
+    engine = database.create_engine(url)
+    replica = keyring.Keyring(keyring.MasterKeys(MASTER_A))
+    other = database.sessionmaker(engine, replica)
+    async with sessions.begin() as session:  # type: ignore[attr-defined]
+        keyring.of(session).key_id(session, "acme")  # seq 1: the tenant's key
+    async with sessions.begin() as session:  # type: ignore[attr-defined]
+        keys = keyring.of(session)
+        first, second = keys.key_id(session, "acme", "c-1"), keys.key_id(session, "acme", "c-2")
+    async with sessions.begin() as session:  # type: ignore[attr-defined]
+        # As if c-1's key had been committed late: out of sight, then back.
+        await session.execute(text("UPDATE data_keys SET seq = -seq WHERE id = :id"), {"id": first})
+    async with other() as session:
+        await session.execute(select(1))
+    assert replica._owners.get(("acme", "c-2")) == second
+    assert ("acme", "c-1") not in replica._owners
+    async with sessions.begin() as session:  # type: ignore[attr-defined]
+        await session.execute(text("UPDATE data_keys SET seq = -seq WHERE id = :id"), {"id": first})
+    async with other() as session:
+        await session.execute(select(1))
+    assert replica._owners.get(("acme", "c-1")) == first
+    await engine.dispose()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, event, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
@@ -31,6 +32,9 @@ KEY = "keyring"
 PENDING = "new_data_keys"  # session.info: this transaction's keys, by owner
 ERASING = "erased_data_keys"  # session.info: the keys this transaction destroys, and owners
 TENANT = ""  # the customer_id of a tenant's own key
+# A number skipped is watched for this long (longer than any transaction adding a key stays
+# open), and only the last GAP_SPAN below the newest: older ones were erasures or rollbacks.
+GAP_SECONDS, GAP_SPAN = 600.0, 100
 
 # Without a master key of its own a development setup uses this one; production refuses it.
 DEV_MASTER_KEY = hashlib.sha256(b"switchboard development master key").digest()
@@ -96,11 +100,17 @@ class Keyring:
         self._index_keys: dict[str, bytes] = {}  # by tenant
         self._erased: set[Owner] = set()  # customers whose key was destroyed
         self._seq = 0
+        # Numbers below _seq not seen yet, and since when: a transaction that took its number
+        # before another one committed may still commit (or was rolled back: given up later).
+        self._gaps: dict[int, float] = {}
 
     # Reading the table.
 
     def refresh(self, connection: Connection) -> None:
         """Learn the keys added (or destroyed) since the last look, in the order they were."""
+        now = time.monotonic()
+        self._gaps = {s: t for s, t in self._gaps.items() if now - t < GAP_SECONDS}
+        newer = DataKey.seq > self._seq
         rows = connection.execute(
             select(
                 DataKey.seq,
@@ -110,11 +120,15 @@ class Keyring:
                 DataKey.wrapped,
                 DataKey.wrapped_by,
             )
-            .where(DataKey.seq > self._seq)
+            .where(or_(newer, DataKey.seq.in_(list(self._gaps))) if self._gaps else newer)
             .order_by(DataKey.seq)
         )
         for seq, key_id, tenant, customer_id, wrapped, wrapped_by in rows:
-            self._seq = max(self._seq, seq)
+            if seq > self._seq:
+                skipped = range(max(self._seq + 1, seq - GAP_SPAN), seq)
+                self._gaps.update((s, now) for s in skipped)
+                self._seq = seq
+            self._gaps.pop(seq, None)
             self._learn(key_id, tenant, customer_id, wrapped, wrapped_by)
 
     def _learn(
