@@ -17,12 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Text, insert, select, text, type_coerce
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard.case.adapters import database, orm
+from switchboard.case.adapters.crypto import SealedText
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.migrate import migrate
@@ -120,7 +121,12 @@ async def measure(url: str, scratch_url: str, n: int) -> dict[str, float]:
     rows: dict[Any, list[dict[str, Any]]] = {}
     async with engine.connect() as conn:
         for table in orm.Base.metadata.sorted_tables:
-            result = await conn.execute(select(table))
+            # Sealed columns as stored (ciphertext), which the ceiling writes again as they are.
+            columns = [
+                type_coerce(c, Text).label(c.name) if isinstance(c.type, SealedText) else c
+                for c in table.c
+            ]
+            result = await conn.execute(select(*columns))
             rows[table] = [dict(r._mapping) for r in result]
     await engine.dispose()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import logging
 import os
@@ -287,6 +288,7 @@ class Platform:
             "NATS_URL": self.nats_url,
             "NATS_STREAM_REPLICAS": str(c.replicas),
             "SWITCHBOARD_AUTH_SECRET": c.secret,
+            "CASE_MASTER_KEY": base64.b64encode(b"chaos-case-master-key-32-bytes!!").decode(),
             "SWITCHBOARD_TENANTS": c.tenant,
             # The harness signs in the embedded demo agents, which production refuses.
             "SWITCHBOARD_MODE": "development",

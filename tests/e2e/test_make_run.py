@@ -47,6 +47,10 @@ def port_4222_taken() -> Iterator[None]:
         s.close()
 
 
+# The waiting contact's personal data: the case store keeps none of it in clear.
+PERSONAL = ("+821055512345", "minji.kim@example.com", "Kim Minji", "my parcel 7731 never arrived")
+
+
 def cli_tls(endpoints: dict[str, Any]) -> GrpcTls:
     """The CLI's certificate and the run's CA, as endpoints.json names them."""
     tls = endpoints["tls"]
@@ -101,6 +105,16 @@ async def sign_in_and_queue(endpoints: dict[str, Any], secret: str, run_dir: Pat
                 tenant="demo",
                 channel=contact_pb2.CHANNEL_CHAT,
                 language="ko",
+                identities=[
+                    contact_pb2.CustomerIdentity(
+                        kind=contact_pb2.IDENTITY_KIND_PHONE, value=PERSONAL[0]
+                    ),
+                    contact_pb2.CustomerIdentity(
+                        kind=contact_pb2.IDENTITY_KIND_EMAIL, value=PERSONAL[1]
+                    ),
+                ],
+                customer_name=PERSONAL[2],
+                content=[contact_pb2.ContentPart(content_type="text/plain", text=PERSONAL[3])],
             ),
         )
     )
@@ -171,7 +185,12 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
             assert (run_dir / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
             asyncio.run(sign_in_and_queue(endpoints, secret, run_dir))
             asyncio.run(assert_refused(endpoints["nats_url"]))
-            for name in ("nats-server.conf", "nats-credentials.json", "nats-jetstream-key"):
+            for name in (
+                "nats-server.conf",
+                "nats-credentials.json",
+                "nats-jetstream-key",
+                "case-master-key",
+            ):
                 assert (run_dir / name).stat().st_mode & 0o777 == 0o600, name
             key = (run_dir / "nats-jetstream-key").read_text().strip()
             assert key not in (run_dir / "nats-server.conf").read_text()  # given in its env
@@ -210,3 +229,7 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
         # and JetStream stored the waiting contact (its event, the router's journal) encrypted
         stored = [p for p in (tmp_path / "run" / "nats").rglob("*") if p.is_file()]
         assert [p for p in stored if b"waiting-1" in p.read_bytes()] == []
+        # and the case store recorded it with its personal data sealed
+        case_store = b"".join(p.read_bytes() for p in (tmp_path / "run").glob("case.db*"))
+        assert b"waiting-1" in case_store
+        assert [s for s in PERSONAL if s.encode() in case_store] == []

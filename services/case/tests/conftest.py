@@ -3,6 +3,7 @@ service as real processes (for tests that kill it)."""
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from switchboard.core.embedded_nats import free_port
 from switchboard.testing.processes import ServiceProcess
 
 CaseProcess = Callable[..., ServiceProcess]
+TEST_MASTER_KEY = base64.b64encode(b"case-tests-master-key-32-bytes!!").decode()
 
 
 @pytest.fixture
@@ -40,6 +42,7 @@ def case_process() -> Iterator[CaseProcess]:
                 "CASE_GRPC_PORT": str(port),
                 "SHUTDOWN_GRACE_SECONDS": "1",
                 "METRICS_PORT": "0",
+                "CASE_MASTER_KEY": TEST_MASTER_KEY,
                 **env,
             },
             f"127.0.0.1:{port}",

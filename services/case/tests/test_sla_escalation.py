@@ -19,6 +19,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from switchboard.case import audit
 from switchboard.case.adapters import orm
 from switchboard.case.adapters.mailer import message_id
 from switchboard.case.bootstrap import CaseApp, bootstrap
@@ -329,7 +330,7 @@ async def test_an_escalation_mail_is_sent_once_after_the_commit_when_its_transac
     async with sessions() as session:
         [mail] = list(await session.scalars(select(orm.OutboxMail)))
         trail = [
-            json.loads(e.data)
+            json.loads(audit.data_json(e))
             for e in await session.scalars(
                 select(orm.AuditEntry).where(orm.AuditEntry.action == "escalated")
             )

@@ -4,42 +4,16 @@ refused."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.bootstrap import CaseApp, bootstrap
+from switchboard.case.bootstrap import CaseApp
 from switchboard.case.devtools.report_sample import seed
-from switchboard.case.settings import CaseSettings
 from switchboard.cli.__main__ import parser
 from switchboard.cli.endpoints import Endpoints
 from switchboard.cli.report import run
-
-SECRET = "kb-reports-secret"
-
-
-@pytest.fixture
-async def case_service(
-    sessions: async_sessionmaker[AsyncSession], nats_url: str, database_url: str
-) -> AsyncIterator[CaseApp]:
-    app = bootstrap(
-        CaseSettings(  # type: ignore[call-arg]
-            NATS_URL=nats_url,
-            CASE_DATABASE_URL=database_url,
-            CASE_GRPC_PORT=0,
-            SWITCHBOARD_AUTH_SECRET=SECRET,
-            SWITCHBOARD_TENANTS="acme,globex",
-            SHUTDOWN_GRACE_SECONDS=0.5,
-        ),
-        run_scheduler=False,
-    )
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
 
 
 async def test_switchboard_report_command(
@@ -47,6 +21,7 @@ async def test_switchboard_report_command(
     sessions: async_sessionmaker[AsyncSession],
     tmp_path: Any,
     monkeypatch: pytest.MonkeyPatch,
+    case_secret: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await seed(sessions)
@@ -54,7 +29,7 @@ async def test_switchboard_report_command(
     Endpoints(nats_url="nats://unused", grpc={"case": f"127.0.0.1:{port}"}, tenant="acme").save(
         tmp_path / "endpoints.json"
     )
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
     argv = ["report", "--kind", "service_level", "--interval", "hour", "--from", "2025-03-03",
             "--to", "2025-03-03T11:00:00+00:00"]  # fmt: skip
     assert await run(tmp_path, parser().parse_args([*argv, "--csv"])) == 0

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from switchboard.cli import case, commands, dlq, nats_config, report, revoke, routing
+from switchboard.cli import case, commands, customer, dlq, nats_config, report, revoke, routing
 from switchboard.cli.endpoints import auth_secret, run_dir, token_max_lifetime
 from switchboard.core import auth
 
@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     routing.add_parsers(sub)
     case.add_parser(sub)
+    customer.add_parser(sub)
     dlq.add_parser(sub)
     revoke.add_parser(sub)
     nats_config.add_parser(sub)
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "case":
         sys.exit(asyncio.run(case.run(directory, args)))
+    if args.command == "customer":
+        sys.exit(asyncio.run(customer.run(directory, args)))
     if args.command == "dlq":
         sys.exit(asyncio.run(dlq.run(directory, args)))
     if args.command == "revoke":

@@ -3,6 +3,7 @@ other commands. Environment variables override the file (for a Kubernetes deploy
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -163,6 +164,14 @@ def auth_secret(directory: Path, create: bool = False) -> str:
     if os.environ.get("SWITCHBOARD_AUTH_SECRET"):
         return os.environ["SWITCHBOARD_AUTH_SECRET"]
     return _secret_file(directory / "auth-secret", create) or DEV_AUTH_SECRET
+
+
+def case_master_key_file(directory: Path) -> Path:
+    """The case store's master key of the embedded default (.run/case-master-key, made on first
+    run): it wraps the data keys that seal personal data in the case store."""
+    path = directory / "case-master-key"
+    _secret_file(path, True, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+    return path
 
 
 # The embedded nats-server's users and passwords, its configuration and its JetStream key.

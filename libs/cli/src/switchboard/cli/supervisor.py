@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchboard.cli import local_tls
-from switchboard.cli.endpoints import SERVICES, Endpoints, auth_secret, nats_server_config
+from switchboard.cli.endpoints import (
+    SERVICES,
+    Endpoints,
+    auth_secret,
+    case_master_key_file,
+    nats_server_config,
+)
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
 from switchboard.core.settings import DEVELOPMENT
@@ -136,6 +142,8 @@ class Supervisor:
                 "VOICE_PROMPTS_DIR", str(self.dir / "voice-prompts")
             ),
         }
+        if not os.environ.get("CASE_MASTER_KEY"):
+            base_env.setdefault("CASE_MASTER_KEY_FILE", str(case_master_key_file(self.dir)))
         nats_url = os.environ.get("NATS_URL", "")
         passwords: dict[str, str] = {}
         if not nats_url:

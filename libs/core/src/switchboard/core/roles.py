@@ -93,6 +93,7 @@ RULES: dict[str, Rule] = {
     _CASE + "AssignCase": _rule(*MANAGING, own=(AGENT,), scopes=("cases:write",)),
     _CASE + "MergeCustomers": _rule(SUPERVISOR, ADMIN, scopes=("customers:write",)),
     _CASE + "SplitCustomer": _rule(SUPERVISOR, ADMIN, scopes=("customers:write",)),
+    _CASE + "EraseCustomer": _rule(ADMIN),
     _CASE + "GetAuditTrail": _rule(SUPERVISOR, QA, ADMIN, scopes=("audit:read",)),
     # ---- knowledge base
     _CASE + "SearchKnowledge": _rule(*STAFF, scopes=("kb:read",)),

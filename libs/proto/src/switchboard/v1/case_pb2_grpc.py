@@ -81,6 +81,11 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerResponse.FromString,
                 _registered_method=True)
+        self.EraseCustomer = channel.unary_unary(
+                '/switchboard.v1.CaseService/EraseCustomer',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.EraseCustomerRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.EraseCustomerResponse.FromString,
+                _registered_method=True)
         self.GetAuditTrail = channel.unary_unary(
                 '/switchboard.v1.CaseService/GetAuditTrail',
                 request_serializer=switchboard_dot_v1_dot_case__pb2.GetAuditTrailRequest.SerializeToString,
@@ -199,6 +204,14 @@ class CaseServiceServicer:
 
     def SplitCustomer(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseCustomer(self, request, context):
+        """The right to erasure: destroys the data keys of the customer (and of every customer merged
+        into it), so its personal data in the case store can no longer be read (docs/security.md).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -330,6 +343,11 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.SplitCustomer,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.SplitCustomerResponse.SerializeToString,
+            ),
+            'EraseCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseCustomer,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.EraseCustomerRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.EraseCustomerResponse.SerializeToString,
             ),
             'GetAuditTrail': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAuditTrail,
@@ -637,6 +655,33 @@ class CaseService:
             '/switchboard.v1.CaseService/SplitCustomer',
             switchboard_dot_v1_dot_case__pb2.SplitCustomerRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.SplitCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/EraseCustomer',
+            switchboard_dot_v1_dot_case__pb2.EraseCustomerRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.EraseCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class CaseServiceStub:
     SetCasePriority: _grpc.UnaryUnaryMultiCallable[_case_pb2.SetCasePriorityRequest, _case_pb2.Case]
     MergeCustomers: _grpc.UnaryUnaryMultiCallable[_case_pb2.MergeCustomersRequest, _case_pb2.Customer]
     SplitCustomer: _grpc.UnaryUnaryMultiCallable[_case_pb2.SplitCustomerRequest, _case_pb2.SplitCustomerResponse]
+    EraseCustomer: _grpc.UnaryUnaryMultiCallable[_case_pb2.EraseCustomerRequest, _case_pb2.EraseCustomerResponse]
+    """The right to erasure: destroys the data keys of the customer (and of every customer merged
+    into it), so its personal data in the case store can no longer be read (docs/security.md).
+    """
     GetAuditTrail: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetAuditTrailRequest, _case_pb2.AuditTrail]
     GetCustomerHistory: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCustomerHistoryRequest, _case_pb2.CustomerHistory]
     """Every case and contact of a customer, newest first (the inbox's side panel)."""
@@ -84,6 +88,10 @@ class CaseServiceAsyncStub(CaseServiceStub):
     SetCasePriority: _aio.UnaryUnaryMultiCallable[_case_pb2.SetCasePriorityRequest, _case_pb2.Case]  # type: ignore[assignment]
     MergeCustomers: _aio.UnaryUnaryMultiCallable[_case_pb2.MergeCustomersRequest, _case_pb2.Customer]  # type: ignore[assignment]
     SplitCustomer: _aio.UnaryUnaryMultiCallable[_case_pb2.SplitCustomerRequest, _case_pb2.SplitCustomerResponse]  # type: ignore[assignment]
+    EraseCustomer: _aio.UnaryUnaryMultiCallable[_case_pb2.EraseCustomerRequest, _case_pb2.EraseCustomerResponse]  # type: ignore[assignment]
+    """The right to erasure: destroys the data keys of the customer (and of every customer merged
+    into it), so its personal data in the case store can no longer be read (docs/security.md).
+    """
     GetAuditTrail: _aio.UnaryUnaryMultiCallable[_case_pb2.GetAuditTrailRequest, _case_pb2.AuditTrail]  # type: ignore[assignment]
     GetCustomerHistory: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCustomerHistoryRequest, _case_pb2.CustomerHistory]  # type: ignore[assignment]
     """Every case and contact of a customer, newest first (the inbox's side panel)."""
@@ -174,6 +182,16 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.SplitCustomerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.SplitCustomerResponse, _abc.Awaitable[_case_pb2.SplitCustomerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EraseCustomer(
+        self,
+        request: _case_pb2.EraseCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.EraseCustomerResponse, _abc.Awaitable[_case_pb2.EraseCustomerResponse]]:
+        """The right to erasure: destroys the data keys of the customer (and of every customer merged
+        into it), so its personal data in the case store can no longer be read (docs/security.md).
+        """
 
     @_abc_1.abstractmethod
     def GetAuditTrail(

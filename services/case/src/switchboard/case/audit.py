@@ -1,21 +1,23 @@
 """The append-only audit trail: one SHA-256 hash chain per case (and per customer, for merges and
 splits).
 
-Each entry's hash covers the previous entry's hash and the entry's own canonical JSON
-(switchboard.core.hash_chain, shared with `switchboard case verify`), so editing, deleting or
-reordering any stored entry breaks the chain from there on. Entries are only ever inserted; a
-correction is a new entry.
+Each entry's hash covers the previous entry's hash and the entry's own canonical JSON as stored,
+sealed with the data key of the customer it concerns (switchboard.core.hash_chain, shared with
+`switchboard case verify`), so editing, deleting or reordering any stored entry breaks the chain
+from there on, and the chain still verifies once that key is destroyed (erasure). Entries are
+only ever inserted; a correction is a new entry.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard.case.adapters import bulk
+from switchboard.case.adapters import bulk, crypto, keyring
 from switchboard.case.adapters.orm import AuditEntry
 from switchboard.core import hash_chain
 from switchboard.core.hash_chain import GENESIS, Break, canonical, entry_hash
@@ -40,9 +42,11 @@ async def append(
     action: str,
     data: dict[str, Any],
     at: datetime,
+    owner: str = keyring.TENANT,
 ) -> Appended:
-    """Append one entry to the entity's chain in the caller's transaction. Two writers appending to
-    one chain at once collide on (entity, entity_id, seq): one of them fails and retries.
+    """Append one entry to the entity's chain in the caller's transaction, its data sealed with
+    the key of customer `owner`. Two writers appending to one chain at once collide on (entity,
+    entity_id, seq): one of them fails and retries.
 
     The chain's head is read once per transaction; later appends in it extend the head kept in
     the session (forgotten when the transaction or a savepoint ends), so a batch of events
@@ -60,7 +64,8 @@ async def append(
         ).first()
         head = (last.seq, last.hash) if last is not None else (0, GENESIS)
     seq, prev = head[0] + 1, head[1]
-    payload = canonical(data)
+    keys = keyring.of(session)
+    payload = crypto.seal(keys.key_id(session, tenant, owner), canonical(data))
     at = at.astimezone(UTC)
     hash_ = entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload)
     # Written with the next query or flush, or the commit.
@@ -82,6 +87,12 @@ async def append(
     )
     heads[(entity, entity_id)] = (seq, hash_)
     return Appended(seq, hash_)
+
+
+def data_json(entry: AuditEntry) -> str:
+    """An entry's data as JSON, opened; a JSON string "[erased]" once its key was destroyed."""
+    data = crypto.open_(entry.data)
+    return json.dumps(data) if data == crypto.ERASED else data
 
 
 def new_chain(session: AsyncSession, entity: str, entity_id: str) -> None:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import database
+from switchboard.case.adapters import backfill, database, keyring
 from switchboard.case.adapters.mailer import Mailer, NoMailer, SmtpMailer
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.commands import CaseCommands
@@ -73,7 +73,12 @@ class CaseApp(Service):
         self.policies = sla_policy.load(s.policy_file or None)  # a bad file stops the start
         await migrate(s.database_url)
         self.engine = database.create_engine(s.database_url)
-        self.sessions = database.sessionmaker(self.engine)
+        keys = keyring.Keyring(
+            keyring.master_keys_from(s.master_key, s.master_key_file, s.previous_master_key_files)
+        )
+        self.sessions = database.sessionmaker(self.engine, keys)
+        await keys.rotate(self.sessions)
+        await backfill.seal_existing(self.sessions)
 
     async def _build(self, bus: Bus) -> Servicers:
         s = self.settings

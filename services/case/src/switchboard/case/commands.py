@@ -187,6 +187,17 @@ class CaseCommands:
 
         return await self._run(work)
 
+    async def erase(self, tenant: str, actor: str, customer_id: str) -> tuple[str, int]:
+        """Erase a customer (customers.erase): its id and the number of data keys destroyed."""
+
+        async def work(session: AsyncSession) -> tuple[str, int]:
+            customer, destroyed = await customers.erase(
+                session, tenant, customer_id, actor, self._clock()
+            )
+            return customer.id, destroyed
+
+        return await self._run(work)
+
     async def split(
         self,
         tenant: str,

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import orm
+from switchboard.case.adapters import crypto, keyring, orm
 from switchboard.case.adapters.database import insert_ignore
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.quality import channel_name
@@ -98,8 +98,9 @@ class Csat:
             if last is None:
                 return ""
             channel = channel_name(last.channel)
+            # `value` is the blind index: one address, the same one each time.
             email = await session.scalar(
-                select(orm.CustomerIdentity.value)
+                select(orm.CustomerIdentity.sealed)
                 .where(
                     orm.CustomerIdentity.customer_id == case.customer_id,
                     orm.CustomerIdentity.kind == contact_pb2.IDENTITY_KIND_EMAIL,
@@ -108,6 +109,8 @@ class Csat:
                 .limit(1)
             )
         command_id = ""
+        if email == crypto.ERASED:
+            email = None
         if channel == "email" and email and self._publisher is not None:
             command_id = survey_command_id(tenant, case_id)
             reference = getattr(case, "reference", "") or case_id
@@ -167,13 +170,17 @@ class Csat:
             if not await self._claim(session, event.meta.event_id):
                 return False  # a redelivery
             contact = await self._rated_contact(session, tenant, event)
+            # The customer's own words: sealed with its key (erased with it).
+            comment = keyring.of(session).seal(
+                session, tenant, contact.customer_id or "", event.comment
+            )
             values = {
                 "tenant": tenant,
                 "case_id": contact.case_id,
                 "contact_id": event.contact_id,  # "" when the case as a whole was rated
                 "event_id": event.meta.event_id,
                 "score": event.score,
-                "comment": event.comment,
+                "comment": comment,
                 "queue": contact.queue,
                 "channel": channel_name(contact.channel),
                 "agent_id": contact.agent_id,
@@ -185,7 +192,7 @@ class Csat:
                     CsatRating, (tenant, contact.case_id, event.contact_id)
                 )
                 if existing is not None and existing.rated_at < rated:
-                    existing.score, existing.comment = event.score, event.comment
+                    existing.score, existing.comment = event.score, comment
                     existing.rated_at, existing.event_id = rated, event.meta.event_id
             return True
 

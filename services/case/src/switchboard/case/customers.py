@@ -7,11 +7,11 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case import audit
-from switchboard.case.adapters import bulk
+from switchboard.case.adapters import bulk, keyring
 from switchboard.case.adapters.database import peek_locked, preload_locked
 from switchboard.case.adapters.orm import Case, Contact, Customer, CustomerIdentity, new_id
 from switchboard.case.domain import identity as identity_rules
@@ -60,7 +60,7 @@ async def _audit(
     at: datetime,
 ) -> None:
     await audit.append(
-        session, customer.tenant, audit.CUSTOMER, customer.id, actor, action, data, at
+        session, customer.tenant, audit.CUSTOMER, customer.id, actor, action, data, at, customer.id
     )
 
 
@@ -69,10 +69,11 @@ async def preload(session: AsyncSession, tenant: str, identities: Sequence[Ident
     those customers, in two queries; `resolve` then answers from the session. The customers
     found."""
     cache: dict[tuple[str, int, str], str | None] = session.info.setdefault("identities", {})
-    wanted = {(k, v) for k, v in identities if (tenant, k, v) not in cache}
+    wanted = {(k, _index(session, tenant, v)) for k, v in identities}
+    wanted = {(k, i) for k, i in wanted if (tenant, k, i) not in cache}
     if not wanted:
         return set()
-    # One expanding IN of (kind, value) pairs: compiled once, whatever the batch's size.
+    # One expanding IN of (kind, blind index) pairs: compiled once, whatever the batch's size.
     rows = await session.execute(
         select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
             CustomerIdentity.tenant == tenant,
@@ -89,10 +90,15 @@ async def preload(session: AsyncSession, tenant: str, identities: Sequence[Ident
     return owners
 
 
+def _index(session: AsyncSession, tenant: str, value: str) -> str:
+    return keyring.of(session).index(session, tenant, value)
+
+
 async def _known(
     session: AsyncSession, tenant: str, identities: list[Identity]
 ) -> dict[Identity, str]:
-    """The customer each of `identities` already belongs to, for those that belong to one."""
+    """The customer each of `identities` (blind indexes) already belongs to, for those that
+    belong to one."""
     if not identities:
         return {}
     cache: dict[tuple[str, int, str], str | None] | None = session.info.get("identities")
@@ -139,14 +145,21 @@ async def resolve(
 ) -> Customer:
     """The customer any of `identities` belongs to (the oldest, if they name several), or a new one
     (always, for no identities); identities not known yet are added to it."""
-    known = await _known(session, tenant, identities)
+    keys = keyring.of(session)
+    indexed = {(k, _index(session, tenant, v)): (k, v) for k, v in identities}
+    known = await _known(session, tenant, list(indexed))
     if known:
         customer = await _oldest(session, set(known.values()))
         if name and not customer.display_name:
-            customer.display_name = name
+            customer.display_name = keys.seal(session, tenant, customer.id, name)
     else:
+        customer_id = new_id()
         customer = Customer(
-            id=new_id(), tenant=tenant, display_name=name, created_at=at, merged_into=None
+            id=customer_id,
+            tenant=tenant,
+            display_name=keys.seal(session, tenant, customer_id, name),
+            created_at=at,
+            merged_into=None,
         )
         bulk.add(session, customer)
         audit.new_chain(session, audit.CUSTOMER, customer.id)
@@ -155,23 +168,29 @@ async def resolve(
         if index is not None:
             index[customer.id] = []  # it has no case yet
         await _audit(session, customer, actor, "created", {}, at)
-    added = [(k, v) for k, v in identities if (k, v) not in known]
+    added = [(key, identity) for key, identity in indexed.items() if key not in known]
     cache: dict[tuple[str, int, str], str | None] | None = session.info.get("identities")
-    for kind, value in added:
+    for (kind, index), (_, value) in added:
         bulk.add_row(
             session,
             CustomerIdentity,
-            {"tenant": tenant, "kind": kind, "value": value, "customer_id": customer.id},
+            {
+                "tenant": tenant,
+                "kind": kind,
+                "value": index,
+                "sealed": keys.seal(session, tenant, customer.id, value),
+                "customer_id": customer.id,
+            },
         )
         if cache is not None:
-            cache[(tenant, kind, value)] = customer.id
+            cache[(tenant, kind, index)] = customer.id
     if added:
         await _audit(
             session,
             customer,
             actor,
             "identities_added",
-            {"identities": [[_kind_name(k), v] for k, v in added]},
+            {"identities": [[_kind_name(k), v] for _, (k, v) in added]},
             at,
         )
     return customer
@@ -247,7 +266,7 @@ async def merge(
     source.merged_into = target.id
     if not target.display_name and source.display_name:
         target.display_name = source.display_name
-    identities = [[_kind_name(i.kind), i.value] for i in moved]
+    identities = [[_kind_name(i.kind), i.sealed or i.value] for i in moved]
     await _audit(
         session,
         target,
@@ -281,7 +300,8 @@ async def split(
             select(CustomerIdentity).where(CustomerIdentity.customer_id == original.id)
         )
     }
-    for n, key in enumerate(identities):
+    indexes = [(k, _index(session, tenant, v)) for k, v in identities]
+    for n, key in enumerate(indexes):
         if key not in owned:
             raise FailedPrecondition(f"identities[{n}] does not belong to customer {original.id}")
     cases = set(
@@ -292,10 +312,16 @@ async def split(
     for n, case_id in enumerate(case_ids):
         if case_id not in cases:
             raise FailedPrecondition(f"case_ids[{n}] is not a case of customer {original.id}")
-    new = Customer(id=new_id(), tenant=tenant, display_name=display_name, created_at=at)
+    new_customer_id = new_id()
+    new = Customer(
+        id=new_customer_id,
+        tenant=tenant,
+        display_name=keyring.of(session).seal(session, tenant, new_customer_id, display_name),
+        created_at=at,
+    )
     session.add(new)
     await session.flush()
-    for key in identities:
+    for key in indexes:
         owned[key].customer_id = new.id
     await _move_cases(session, records, list(case_ids), new, actor, at, "customer_split")
     names = [[_kind_name(k), v] for k, v in identities]
@@ -316,3 +342,32 @@ async def split(
         at,
     )
     return original, new
+
+
+async def erase(
+    session: AsyncSession, tenant: str, customer_id: str, actor: str, at: datetime
+) -> tuple[Customer, int]:
+    """Destroy the data keys of a customer and of every customer merged into it, and forget their
+    identities' blind indexes: their names, identities, messages, subjects, notes and audit data
+    read as "[erased]" from now on, everywhere the store's rows are (backups too). The customer
+    and the number of keys destroyed."""
+    customer = await get(session, tenant, customer_id, lock=True)
+    ids, frontier = {customer.id}, {customer.id}
+    while frontier:
+        frontier = (
+            set(
+                await session.scalars(select(Customer.id).where(Customer.merged_into.in_(frontier)))
+            )
+            - ids
+        )
+        ids |= frontier
+    await session.execute(
+        delete(CustomerIdentity).where(
+            CustomerIdentity.tenant == tenant, CustomerIdentity.customer_id.in_(ids)
+        )
+    )
+    destroyed = await keyring.of(session).erase(session, tenant, ids)
+    # Sealed with the tenant's key: it names no personal data, and outlives the customer's.
+    data = {"customers": sorted(ids)}
+    await audit.append(session, tenant, audit.CUSTOMER, customer.id, actor, "erased", data, at)
+    return customer, destroyed

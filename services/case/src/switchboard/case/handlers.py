@@ -27,7 +27,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, customers
-from switchboard.case.adapters import bulk
+from switchboard.case.adapters import bulk, keyring
 from switchboard.case.adapters.database import (
     get_locked,
     get_row,
@@ -412,6 +412,7 @@ class CaseHandlers:
                 session, tenant, identities, c.customer_name, created, actor
             )
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
+            keys = keyring.of(session)
             bulk.add(
                 session,
                 Contact(
@@ -422,7 +423,7 @@ class CaseHandlers:
                     language=c.language,
                     skills=list(c.skills),
                     queue=c.queue,
-                    subject=c.subject,
+                    subject=keys.seal(session, tenant, customer.id, c.subject),
                     agent_id="",
                     status=QUEUED,
                     created_at=created,
@@ -443,7 +444,7 @@ class CaseHandlers:
                         "tenant": tenant,
                         "author": contact_pb2.AUTHOR_CUSTOMER,
                         "agent_id": "",
-                        "text": text,
+                        "text": keys.seal(session, tenant, customer.id, text),
                         "content_type": content_type,
                         "sent_at": created,
                     },
@@ -527,7 +528,9 @@ class CaseHandlers:
         if case is not None:
             case.updated_at = now
             if not case.subject:
-                case.subject = case_subject(contact)
+                case.subject = keyring.of(session).seal(
+                    session, case.tenant, case.customer_id, case_subject(contact)
+                )
             return case, "open_case"
         case = await self.records.open_case(
             session,
@@ -585,7 +588,7 @@ class CaseHandlers:
                 "tenant": tenant,
                 "author": m.author,
                 "agent_id": m.agent_id,
-                "text": text,
+                "text": keyring.of(session).seal(session, tenant, contact.customer_id or "", text),
                 "content_type": content_type,
                 "sent_at": sent,
             }

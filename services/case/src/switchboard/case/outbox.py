@@ -81,7 +81,7 @@ class OutboxRelay:
         self._mail_waiting = False
         if bus is not None:
             # Every session from `sessions` hands its committed events to this relay.
-            sessions.configure(info={RELAY: self})
+            sessions.configure(info={**sessions.kw.get("info", {}), RELAY: self})
 
     def wake(self) -> None:
         self._wake.set()

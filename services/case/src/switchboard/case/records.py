@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case import audit, mail_outbox, outbox
-from switchboard.case.adapters import bulk
+from switchboard.case.adapters import bulk, keyring
 from switchboard.case.adapters.orm import Case, CaseNote, Customer, new_id
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import new_reference
@@ -47,7 +47,7 @@ class CaseRecords:
         at: datetime,
     ) -> audit.Appended:
         return await audit.append(
-            session, case.tenant, audit.CASE, case.id, actor, action, data, at
+            session, case.tenant, audit.CASE, case.id, actor, action, data, at, case.customer_id
         )
 
     def stage(
@@ -95,7 +95,7 @@ class CaseRecords:
             tenant=customer.tenant,
             customer_id=customer.id,
             status=lifecycle.NEW,
-            subject=subject,
+            subject=keyring.of(session).seal(session, customer.tenant, customer.id, subject),
             assigned_agent_id="",
             created_at=at,
             updated_at=at,
@@ -308,7 +308,7 @@ class CaseRecords:
             case_id=case.id,
             tenant=case.tenant,
             author=author,
-            text=text,
+            text=keyring.of(session).seal(session, case.tenant, case.customer_id, text),
             created_at=at,
         )
         session.add(note)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from switchboard.core.settings import ServiceSettings
+from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings
 
 
 class CaseSettings(ServiceSettings):
@@ -24,3 +24,17 @@ class CaseSettings(ServiceSettings):
     smtp_username: str = Field("", alias="CASE_SMTP_USERNAME")
     smtp_password: str = Field("", alias="CASE_SMTP_PASSWORD")
     smtp_starttls: bool = Field(False, alias="CASE_SMTP_STARTTLS")
+    # The master key that wraps the tenants' data keys (docs/security.md, "Personal data at
+    # rest"): base64 of 32 random bytes, in the variable or (from a Secret) in the file. Previous
+    # master keys (files, comma-separated) are read while their tenant keys are wrapped again.
+    master_key: str = Field("", alias="CASE_MASTER_KEY", repr=False)
+    master_key_file: str = Field("", alias="CASE_MASTER_KEY_FILE")
+    previous_master_key_files: str = Field("", alias="CASE_PREVIOUS_MASTER_KEY_FILES")
+
+    def refuse_unsafe_production(self) -> None:
+        super().refuse_unsafe_production()
+        if self.mode == PRODUCTION and not (self.master_key or self.master_key_file):
+            raise UnsafeSettings(
+                "CASE_MASTER_KEY_FILE (or CASE_MASTER_KEY) is unset: personal data would be "
+                "sealed with the public development master key"
+            )

@@ -111,7 +111,7 @@ class CaseViews:
                     at=timestamp(e.at),
                     actor=e.actor,
                     action=e.action,
-                    data_json=e.data,
+                    data_json=audit.data_json(e),
                     prev_hash=e.prev_hash,
                     hash=e.hash,
                 )
@@ -157,7 +157,10 @@ class CaseViews:
             .order_by(orm.CustomerIdentity.kind, orm.CustomerIdentity.value)
         ):
             identities[i.customer_id].append(
-                contact_pb2.CustomerIdentity(kind=i.kind, value=i.value)  # type: ignore[arg-type]
+                contact_pb2.CustomerIdentity(
+                    kind=i.kind,  # type: ignore[arg-type]
+                    value=i.sealed or i.value,  # value: the blind index (or, not backfilled, it)
+                )
             )
         return {
             cid: case_pb2.Customer(

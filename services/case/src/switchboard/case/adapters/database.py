@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
-from switchboard.case.adapters import bulk
+from switchboard.case.adapters import bulk, keyring
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -39,6 +39,8 @@ TRANSACTION_CACHES = (
     "free_references",
     "open_cases",
     bulk.KEY,
+    keyring.PENDING,
+    keyring.ERASING,
     "outbox_staged",  # outbox.STAGED: a rolled-back savepoint's events are not published
     "outbox_marks",  # outbox.MARKS
     "outbox_deleting",  # outbox.DELETING
@@ -162,9 +164,12 @@ class Sessions(async_sessionmaker[AsyncSession]):
       without a timeout.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, keys: keyring.Keyring) -> None:
         options = _READ_OPTIONS.get(engine.dialect.name, {})
-        super().__init__(engine.execution_options(**options), expire_on_commit=False)
+        super().__init__(
+            engine.execution_options(**options), expire_on_commit=False, info={keyring.KEY: keys}
+        )
+        self.keyring = keys
         self._write = engine
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
@@ -178,9 +183,11 @@ class Sessions(async_sessionmaker[AsyncSession]):
             yield session
 
 
-def sessionmaker(engine: AsyncEngine) -> Sessions:
+def sessionmaker(engine: AsyncEngine, keys: keyring.Keyring | None = None) -> Sessions:
+    """The store's sessions, sealing personal data with `keys` (by default: the development
+    master key's)."""
     # Rows are turned into messages after commit; expiring them would force lazy reloads.
-    return Sessions(engine)
+    return Sessions(engine, keys or keyring.Keyring(keyring.MasterKeys(keyring.DEV_MASTER_KEY)))
 
 
 def _insert(session: AsyncSession) -> Any:

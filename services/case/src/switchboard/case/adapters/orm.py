@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from switchboard.case.adapters.crypto import SealedText
+
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -74,20 +76,22 @@ class Customer(Base):
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
     tenant: Mapped[str] = mapped_column(String(63), index=True)
-    display_name: Mapped[str] = mapped_column(Text, default="")
+    display_name: Mapped[str] = mapped_column(SealedText, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     # Set when this customer was merged into another: its identities and cases moved there.
     merged_into: Mapped[str | None] = mapped_column(String(ID), nullable=True)
 
 
 class CustomerIdentity(Base):
-    """One way of recognising a customer; the key makes an identity belong to one customer."""
+    """One way of recognising a customer; the key makes an identity belong to one customer.
+    `value` is the identity's blind index (keyring.Keyring.index), `sealed` the identity itself."""
 
     __tablename__ = "customer_identities"
 
     tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
     kind: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    sealed: Mapped[str | None] = mapped_column(SealedText, nullable=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     customer: Mapped[Customer] = relationship(lazy="raise")
 
@@ -108,7 +112,7 @@ class Case(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
     customer: Mapped[Customer] = relationship(lazy="raise")
     status: Mapped[int] = mapped_column(Integer)  # switchboard.v1.CaseStatus
-    subject: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(SealedText, default="")
     assigned_agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
@@ -138,7 +142,7 @@ class Contact(Base):
     language: Mapped[str] = mapped_column(String(35), default="")
     skills: Mapped[list[str]] = mapped_column(JSON, default=list)
     queue: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
-    subject: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(SealedText, default="")
     agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
     status: Mapped[str] = mapped_column(String(16))  # queued/offered/assigned/ended/abandoned
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -183,7 +187,7 @@ class CaseNote(Base):
     case: Mapped[Case] = relationship(lazy="raise")
     tenant: Mapped[str] = mapped_column(String(63))
     author: Mapped[str] = mapped_column(String(EXTERNAL_ID))
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(SealedText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -202,7 +206,8 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(String(EXTERNAL_ID))
     action: Mapped[str] = mapped_column(String(64))
-    data: Mapped[str] = mapped_column(Text)  # canonical JSON
+    # Canonical JSON, sealed (crypto.seal) since the keyring: the hash covers what is stored.
+    data: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -289,7 +294,7 @@ class Message(Base):
     tenant: Mapped[str] = mapped_column(String(63), index=True)
     author: Mapped[int] = mapped_column(Integer)  # switchboard.v1.Author
     agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
-    text: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(SealedText, default="")
     content_type: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="text/plain")
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -302,3 +307,21 @@ class ProcessedEvent(Base):
     event_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class DataKey(Base):
+    """A data key, wrapped: a tenant's (customer_id "") by a master key, a customer's by its
+    tenant's key. `wrapped` is None once the key was destroyed (erasure). `seq` orders the keys
+    as they were added, so a replica reads only the keys added since it last looked."""
+
+    __tablename__ = "data_keys"
+    __table_args__ = (Index("uq_data_keys_owner", "tenant", "customer_id", unique=True),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(ID), unique=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    customer_id: Mapped[str] = mapped_column(String(ID))
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    wrapped_by: Mapped[str] = mapped_column(String(ID))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

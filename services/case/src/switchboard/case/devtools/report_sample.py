@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import orm
+from switchboard.case.adapters import keyring, orm
 from switchboard.v1 import case_pb2, contact_pb2
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -19,19 +19,25 @@ VOICE, EMAIL = contact_pb2.CHANNEL_VOICE, contact_pb2.CHANNEL_EMAIL
 async def seed(sessions: async_sessionmaker[AsyncSession]) -> None:
     """Two customers; four voice calls between 09:00 and 10:00 and one email."""
     async with sessions.begin() as s:
+        keys = keyring.of(s)
+
+        def sealed(customer_id: str, text: str) -> str:
+            return keys.seal(s, "acme", customer_id, text)
+
         s.add_all(
             [
-                orm.Customer(id="k1", tenant="acme", display_name="Ana", created_at=T0),
-                orm.Customer(id="k2", tenant="acme", display_name="Bo", created_at=T0),
+                orm.Customer(id="k1", tenant="acme", display_name=sealed("k1", "Ana"), created_at=T0),
+                orm.Customer(id="k2", tenant="acme", display_name=sealed("k2", "Bo"), created_at=T0),
             ]
-        )
+        )  # fmt: skip
         await s.flush()
         s.add(orm.CustomerIdentity(tenant="acme", kind=contact_pb2.IDENTITY_KIND_EMAIL,
-                                   value="ana@example.com", customer_id="k1"))  # fmt: skip
+                                   value=keys.index(s, "acme", "ana@example.com"),
+                                   sealed=sealed("k1", "ana@example.com"), customer_id="k1"))  # fmt: skip
         for case_id, customer, ref in (("case1", "k1", "C-AAAAAA"), ("case2", "k2", "C-BBBBBB")):
             s.add(
                 orm.Case(id=case_id, tenant="acme", customer_id=customer, reference=ref,
-                         status=case_pb2.CASE_STATUS_IN_PROGRESS, subject="refund",
+                         status=case_pb2.CASE_STATUS_IN_PROGRESS, subject=sealed(customer, "refund"),
                          assigned_agent_id="a1", created_at=T0, updated_at=T0)
             )  # fmt: skip
         await s.flush()
@@ -63,5 +69,5 @@ async def seed(sessions: async_sessionmaker[AsyncSession]) -> None:
         await s.flush()
         s.add(orm.Message(message_id="m1", contact_id="e1", tenant="acme",
                           author=contact_pb2.AUTHOR_CUSTOMER, agent_id="",
-                          text="결제한 상품 환불요청 드립니다", content_type="text/plain",
+                          text=sealed("k1", "결제한 상품 환불요청 드립니다"), content_type="text/plain",
                           sent_at=T0 + timedelta(minutes=50)))  # fmt: skip

@@ -126,6 +126,14 @@ class CaseServicer(KnowledgeReportRpcs, case_pb2_grpc.CaseServiceServicer):
             split=(await self.views.customer_history(p.tenant, new, 1)).customer,
         )
 
+    async def EraseCustomer(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "customer_id")
+        customer_id, destroyed = await self._commands().erase(
+            p.tenant, p.subject, request.customer_id
+        )
+        return case_pb2.EraseCustomerResponse(customer_id=customer_id, keys_destroyed=destroyed)
+
     async def GetAuditTrail(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         return await self.views.audit_trail(tenant, request.case_id, request.customer_id)

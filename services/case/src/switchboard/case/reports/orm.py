@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from switchboard.case.adapters.crypto import SealedText
 from switchboard.case.adapters.orm import EXTERNAL_ID, ID, Base, UTCDateTime, new_id, utc_now
 
 
@@ -33,7 +34,7 @@ class CsatRating(Base):
     contact_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(EXTERNAL_ID))
     score: Mapped[int] = mapped_column(Integer)
-    comment: Mapped[str] = mapped_column(Text, default="")
+    comment: Mapped[str] = mapped_column(SealedText, default="")
     # Copied from the contact when rated, so a report needs no join and a later transfer does
     # not move the rating to another agent.
     queue: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
