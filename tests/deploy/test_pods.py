@@ -6,6 +6,7 @@ grace period."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import sys
@@ -80,6 +81,7 @@ def secret_values(tmp_path: Path, case_store: str) -> Callable[[str], dict[str, 
     values = {
         "switchboard-auth": {"secret": secrets.token_urlsafe(32)},
         "switchboard-case-db": {"url": case_store},
+        "switchboard-case-master-key": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
         "switchboard-fax-webhook": {"secret": secrets.token_urlsafe(32)},
         "voice-sip-tls": {"tls.crt": cert.read_text(), "tls.key": key.read_text()},
         # The operator's own files: here the demo ones, as production would not take them
