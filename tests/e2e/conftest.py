@@ -16,11 +16,13 @@ from switchboard.case.bootstrap import CaseApp
 from switchboard.case.settings import CaseSettings
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.contacts import contact_created
 from switchboard.testing.secured_nats import SecuredNats
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 SECRET = "e2e-secret"
 
@@ -73,6 +75,19 @@ class Platform:
         await self.router.stop()
         self.router = RouterApp(RouterSettings(**self.common, ROUTER_GRPC_PORT=port))
         await self.router.start()
+
+    async def publish_article(self, title: str, body: str) -> None:
+        """A published knowledge-base article (Korean), written by an admin over gRPC."""
+        token = auth.mint(self.secret, "demo", "kb-admin", ["admin"])
+        async with sb_grpc.channel(self.case_target, token) as ch:
+            stub = case_pb2_grpc.CaseServiceStub(ch)
+            article = await stub.CreateArticle(
+                case_pb2.CreateArticleRequest(title=title, body=body, language="ko")
+            )
+            for state in (case_pb2.ARTICLE_STATE_REVIEW, case_pb2.ARTICLE_STATE_PUBLISHED):
+                await stub.SetArticleState(
+                    case_pb2.SetArticleStateRequest(article_id=article.article_id, state=state)
+                )
 
     def chat_replica(self, case_target: str = "") -> ChatApp:
         """Another chat process on the same platform (not started)."""

@@ -16,13 +16,11 @@ import pytest
 from nats.js import api as js_api
 
 from switchboard.chat.bootstrap import ChatApp
-from switchboard.core import auth
-from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.v1 import case_pb2, case_pb2_grpc
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
+from ..conftest import Platform as RunningPlatform
 from ..conftest import korean_email, running_platform
 
 SECRET = "browser-test-secret"
@@ -38,18 +36,10 @@ class Platform:
     chat: ChatApp
     case_port: int
 
+    running: RunningPlatform
+
     async def publish_article(self, title: str, body: str) -> None:
-        """A published knowledge-base article, written by an admin over gRPC."""
-        token = auth.mint(SECRET, "demo", "kb-admin", ["admin"])
-        async with sb_grpc.channel(f"127.0.0.1:{self.case_port}", token) as ch:
-            stub = case_pb2_grpc.CaseServiceStub(ch)
-            article = await stub.CreateArticle(
-                case_pb2.CreateArticleRequest(title=title, body=body, language="ko")
-            )
-            for state in (case_pb2.ARTICLE_STATE_REVIEW, case_pb2.ARTICLE_STATE_PUBLISHED):
-                await stub.SetArticleState(
-                    case_pb2.SetArticleStateRequest(article_id=article.article_id, state=state)
-                )
+        await self.running.publish_article(title, body)
 
     async def email_contact(self, text: str, subject: str = "청구서 문의") -> str:
         """Publish an email contact as the email channel does."""
@@ -78,7 +68,7 @@ async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
     bus = await Bus.connect(nats_url, source="test")
     try:
         async with running_platform(nats_url, database_url, SECRET) as made:
-            yield Platform(made.chat_url, bus, made.chat, made.case.port)
+            yield Platform(made.chat_url, bus, made.chat, made.case.port, made)
     finally:
         await bus.drain()
 

@@ -29,8 +29,6 @@ from switchboard.core.embedded_nats import free_port as sb_free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.v1 import (
-    case_pb2,
-    case_pb2_grpc,
     contact_pb2,
     events_pb2,
     router_pb2,
@@ -229,19 +227,6 @@ async def read_one(bus: Bus, subject: str, stream: str, event_type: Any) -> Any:
     return event_type.FromString(msg.data)
 
 
-async def publish_article(inbox: Inbox, title: str, body: str) -> None:
-    token = auth.mint(SECRET, "demo", "kb-admin", ["admin"])
-    async with sb_grpc.channel(f"127.0.0.1:{inbox.case_port}", token) as ch:
-        stub = case_pb2_grpc.CaseServiceStub(ch)
-        article = await stub.CreateArticle(
-            case_pb2.CreateArticleRequest(title=title, body=body, language="ko")
-        )
-        for state in (case_pb2.ARTICLE_STATE_REVIEW, case_pb2.ARTICLE_STATE_PUBLISHED):
-            await stub.SetArticleState(
-                case_pb2.SetArticleStateRequest(article_id=article.article_id, state=state)
-            )
-
-
 async def test_supervisors_watch_live_statistics_and_agents_may_not(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:
@@ -354,7 +339,7 @@ async def test_agent_takes_an_email_offer_and_replies_by_outbound_email(
     assert not wrong["ok"] and "status" in wrong["error"]
 
     # Knowledge-base search, through the case service, with the agent's own token.
-    await publish_article(inbox, "이중 청구 환불", "이중 청구는 3영업일 안에 환불됩니다.")
+    await inbox.platform.publish_article("이중 청구 환불", "이중 청구는 3영업일 안에 환불됩니다.")
     found = await agent.call("kb_search", {"query": "환불", "language": "ko"})
     assert found["ok"] and found["available"], found
     assert [h["title"] for h in found["hits"]] == ["이중 청구 환불"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from switchboard.chat.entrypoints.api import Receive, Scope, Send
 from switchboard.chat.entrypoints.clients import Network, client_address
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core.errors import (
@@ -29,9 +30,6 @@ from switchboard.core.errors import (
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOGIN = "/api/agent/login"
