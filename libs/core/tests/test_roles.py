@@ -130,10 +130,12 @@ async def _call(target: str, token: str, name: str, m: MethodDescriptor) -> grpc
     io = {"request_serializer": type(request).SerializeToString,
           "response_deserializer": response.FromString}  # fmt: skip
     async with sb_grpc.channel(target, token) as ch:
+        # A request stream is closed without a message: the interceptor decides before any is
+        # read, and a client write racing the server's refusal turns the refusal into INTERNAL
+        # on the client's side (grpcio's own bug, grpc/grpc#36066).
         try:
             if m.client_streaming and m.server_streaming:
                 call = ch.stream_stream(name, **io)()
-                await call.write(request)
                 await call.done_writing()
                 async for _ in call:
                     pass
@@ -141,7 +143,9 @@ async def _call(target: str, token: str, name: str, m: MethodDescriptor) -> grpc
                 async for _ in ch.unary_stream(name, **io)(request):
                     pass
             elif m.client_streaming:
-                await ch.stream_unary(name, **io)(iter([request]))
+                writer = ch.stream_unary(name, **io)()
+                await writer.done_writing()
+                await writer
             else:
                 await ch.unary_unary(name, **io)(request)
         except grpc.aio.AioRpcError as exc:
