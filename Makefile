@@ -15,13 +15,20 @@ MYPY_PACKAGES := -p switchboard.core -p switchboard.cli -p switchboard.testing \
 	-p switchboard.router -p switchboard.case -p switchboard.chat \
 	-p switchboard.voice_gateway -p switchboard.email_ingest -p switchboard.fax
 
+# `make images`: one OCI image per service under build/images/<service> (and <service>.tar for
+# `docker load`), tagged IMAGE_TAG (the dev overlay pulls switchboard/<service>:dev).
+IMAGES ?= router case chat voice-gateway email-ingest fax
+IMAGE_TAG ?= dev
+# skopeo and umoci: make images-test reads the images with them too (other readers than ours).
+IMAGE_PACKAGES := debootstrap bubblewrap skopeo umoci
+
 # Debian packages the channels need (installed by `make system-deps`; see README).
 SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
 	kamailio bubblewrap
 
 .PHONY: help uv sync proto proto-check lint boundaries format test test-packages run bench simulate chaos \
-	system-deps
+	system-deps images images-deps images-test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,3 +86,14 @@ chaos: sync ## kill and restart every process under load, then check every conta
 
 simulate: sync ## routing simulation vs Erlang C and a naive router: table, simulation.png
 	@$(UV) run --locked python -m switchboard.router.simulation $(SIMULATE_ARGS)
+
+images-deps: ## install debootstrap, bubblewrap, skopeo and umoci, if missing
+	@missing=""; for p in $(IMAGE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+images: sync images-deps ## build one OCI image per service (IMAGES) under build/images, no container engine
+	@$(UV) run --locked python scripts/images/make_images.py --tag $(IMAGE_TAG) $(IMAGES)
+
+images-test: images ## run each image's pod from the dev overlay (bubblewrap, uid 10001, read-only root)
+	@SWITCHBOARD_IMAGES=build/images SWITCHBOARD_IMAGE_TAG=$(IMAGE_TAG) \
+	  $(UV) run --locked pytest tests/deploy/test_images.py $(PYTEST_ARGS)
