@@ -24,6 +24,10 @@ What differs from a cluster, each on purpose:
 - the workspace checkout and the interpreter are bound read-only where they are (an image has
   them under /app); when they sit under a folder uid 10001 may not enter (/root), that folder is
   replaced by an empty, enterable one holding only them.
+
+Given images (`make images`, unpacked: test_images.py), a pod runs from its image instead: the
+image's root file system is the pod's root, its entrypoint, command and environment are the
+container's defaults, and nothing of the machine is bound in but the pod's volumes.
 """
 
 from __future__ import annotations
@@ -67,6 +71,15 @@ def sandbox_available() -> str:
     if probe.returncode != 0:
         return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
     return ""
+
+
+@dataclass(frozen=True)
+class Image:
+    """An unpacked image: its root file system and its OCI config's `config` (Entrypoint, Cmd,
+    Env...)."""
+
+    rootfs: Path
+    config: dict[str, Any]
 
 
 @dataclass
@@ -151,6 +164,7 @@ class PodRunner:
         secrets: Secrets,
         workdir: Path,
         writable: tuple[Path, ...] = (),
+        images: dict[str, Image] | None = None,
     ) -> None:
         self.resources = list(resources)
         self.nats_url = nats_url
@@ -159,6 +173,9 @@ class PodRunner:
         # Folders of the machine the pods may write (the SQLite case store standing in for
         # PostgreSQL): bound read-write, as a persistent volume would be.
         self.writable = writable
+        # Image reference (as rendered: switchboard/router:dev) -> unpacked image; None runs the
+        # workspace's console scripts on the machine's root.
+        self.images = images
 
     def _find(self, kind: str, name: str) -> Resource:
         for r in self.resources:
@@ -173,11 +190,15 @@ class PodRunner:
         declared = {p["containerPort"] for p in container.get("ports", [])}
         ports = {port: free_tcp_and_udp_port("0.0.0.0") for port in sorted(declared)}
         pod_name = f"{name}-0"
-        env = self._environment(container, pod_name, ports)
+        image = self._image(container)
+        env = self._environment(container, pod_name, ports, image)
         folder = self.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
         pod = Pod(name, workload, container, ports, env, folder / "pod.log")
-        pod.argv = [*self._sandbox(pod_spec, container, folder), *self._command(container)]
+        pod.argv = [
+            *self._sandbox(pod_spec, container, folder, image),
+            *self._command(container, image),
+        ]
         with pod.log.open("wb") as log:
             pod.process = subprocess.Popen(
                 pod.argv,
@@ -189,24 +210,40 @@ class PodRunner:
             )
         return pod
 
-    def _command(self, container: dict[str, Any]) -> list[str]:
+    def _image(self, container: dict[str, Any]) -> Image | None:
+        if self.images is None:
+            return None
+        if container["image"] not in self.images:
+            raise LookupError(f"no image {container['image']} (make images)")
+        return self.images[container["image"]]
+
+    def _command(self, container: dict[str, Any], image: Image | None = None) -> list[str]:
         argv = [*container.get("command", []), *container.get("args", [])]
         if container.get("command"):
             return argv
-        image = image_name(container["image"])
-        service = image.rsplit("/", 1)[-1]
-        if not image.endswith(f"switchboard/{service}"):
-            raise ValueError(f"{image} is not one of Switchboard's images")
+        if image is not None:  # command replaces the Entrypoint, args the Cmd
+            cmd = container.get("args", image.config.get("Cmd") or [])
+            return [*image.config.get("Entrypoint", []), *cmd]
+        name = image_name(container["image"])
+        service = name.rsplit("/", 1)[-1]
+        if not name.endswith(f"switchboard/{service}"):
+            raise ValueError(f"{name} is not one of Switchboard's images")
         return [str(VENV_BIN / f"switchboard-{service}"), *argv]
 
     def _environment(
-        self, container: dict[str, Any], pod_name: str, ports: dict[int, int]
+        self,
+        container: dict[str, Any],
+        pod_name: str,
+        ports: dict[int, int],
+        image: Image | None = None,
     ) -> dict[str, str]:
         env = {
             "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
             "PYTHONUNBUFFERED": "1",
             "HOME": "/",
         }
+        if image is not None:
+            env = dict(e.split("=", 1) for e in image.config.get("Env", []))
         for source in container.get("envFrom", []):
             env.update(self._find("ConfigMap", source["configMapRef"]["name"]).get("data", {}))
         fields = {
@@ -234,20 +271,27 @@ class PodRunner:
         return {k: str(ports.get(int(v), v)) if v.isdigit() else v for k, v in env.items()}
 
     def _sandbox(
-        self, pod_spec: dict[str, Any], container: dict[str, Any], folder: Path
+        self,
+        pod_spec: dict[str, Any],
+        container: dict[str, Any],
+        folder: Path,
+        image: Image | None = None,
     ) -> list[str]:
         security = {**pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
         argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--dev", "/dev", "--proc", "/proc"]
         root = "--ro-bind" if security.get("readOnlyRootFilesystem") else "--bind"
-        argv[1:1] = [root, "/", "/"]
+        top = image.rootfs if image is not None else Path("/")
+        argv[1:1] = [root, str(top), "/"]
         volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
         mounts = container.get("volumeMounts", [])
-        made, made_argv = _mount_points([Path(m["mountPath"]) for m in mounts])
+        made, made_argv = _mount_points([Path(m["mountPath"]) for m in mounts], top)
         argv += made_argv
         for mount in mounts:
             argv += _folders_to(Path(mount["mountPath"]))
             argv += self._volume(volumes[mount["name"]], mount["mountPath"], folder)
-        argv += _reachable([ROOT, Path(sys.base_prefix).resolve()], list(self.writable))
+        # An image holds its own code and interpreter: only the writable folders are bound in.
+        code = [ROOT, Path(sys.base_prefix).resolve()] if image is None else []
+        argv += _reachable(code, list(self.writable))
         for path in made:
             argv += ["--remount-ro", str(path)]
         argv += ["--chdir", container.get("workingDir", "/")]
@@ -294,27 +338,33 @@ def _reachable(read_only: list[Path], writable: list[Path]) -> list[str]:
     return argv
 
 
-def _mount_points(paths: list[Path]) -> tuple[list[Path], list[str]]:
+def _mount_points(paths: list[Path], top: Path = Path("/")) -> tuple[list[Path], list[str]]:
     """A container runtime makes a missing mount point in the image's layer; here the deepest
-    folder that exists becomes a tmpfs holding read-only binds of what it held, so the mount
-    point can be made in it (made read-only again after the mounts). Returns those folders."""
+    folder that exists (in `top`, the pod's root) becomes a tmpfs holding read-only binds of what
+    it held, so the mount point can be made in it (made read-only again after the mounts).
+    Returns those folders."""
     argv: list[str] = []
     made: list[Path] = []
+
+    def inside(path: Path) -> Path:
+        return top / path.relative_to("/")
+
     for path in sorted(paths, key=lambda p: len(p.parts)):
-        if path.exists():
+        if os.path.lexists(inside(path)):
             continue
-        folder = next(p for p in path.parents if p.exists())
+        folder = next(p for p in path.parents if os.path.lexists(inside(p)))
         if folder == Path("/"):
             raise ValueError(f"mount point {path}: a folder at the root is not supported")
         if folder in made:
             continue
         made.append(folder)
         argv += ["--perms", "0755", "--tmpfs", str(folder)]
-        for child in sorted(folder.iterdir()):
+        for child in sorted(inside(folder).iterdir()):
+            target = folder / child.name
             if child.is_symlink():
-                argv += ["--symlink", os.readlink(child), str(child)]
+                argv += ["--symlink", os.readlink(child), str(target)]
             else:
-                argv += ["--ro-bind-try", str(child), str(child)]
+                argv += ["--ro-bind-try", str(child), str(target)]
     return made, argv
 
 

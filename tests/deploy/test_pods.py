@@ -34,7 +34,7 @@ from k8s_manifests import (
     services_selecting,
     settings_faults,
 )
-from k8s_pods import Pod, PodRunner, sandbox_available
+from k8s_pods import Image, Pod, PodRunner, sandbox_available
 from k8s_render import Resource
 
 from switchboard.chat.inbox import directory as agents_directory
@@ -99,9 +99,13 @@ def run_pod(
     secret_values: Callable[[str], dict[str, str]],
     tmp_path: Path,
     store: Path,
+    images: dict[str, Image] | None = None,
 ) -> tuple[Pod, list[str]]:
-    """Start the pod, check it, stop it: the pod and every failure found."""
-    runner = PodRunner(resources, nats_server.url, secret_values, tmp_path / "pods", (store,))
+    """Start the pod (from its image when `images` are given), check it, stop it: the pod and
+    every failure found."""
+    runner = PodRunner(
+        resources, nats_server.url, secret_values, tmp_path / "pods", (store,), images
+    )
     failures = settings_faults(workload, resources)
     pod = runner.start(workload)
     try:
