@@ -1,21 +1,90 @@
-# One image recipe for every Switchboard service:
-#   docker build --build-arg SERVICE=router -t switchboard/router .
-# SERVICE is a folder under services/ (router, case, chat, voice-gateway, email-ingest, fax).
-FROM python:3.11-slim AS build
-ARG SERVICE
-RUN pip install --no-cache-dir uv
-# The venv's scripts name their interpreter by absolute path: build it where it will run.
-ENV UV_PROJECT_ENVIRONMENT=/app/.venv
+# One image per Switchboard service, layered as `make images` builds them without a container
+# engine (scripts/images/make_images.py): a shared Debian bookworm base with python3 and the user
+# 10001, the fax service's Debian packages, and /app, a virtualenv holding the service.
+#   docker build --target router -t switchboard/router:dev .
+# Targets: router, case, chat, voice-gateway, email-ingest, fax. Keep the two recipes in step.
+
+FROM debian:bookworm-slim AS base
+RUN apt-get update \
+ && apt-get -y dist-upgrade \
+ && apt-get install -y --no-install-recommends python3 tzdata ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && echo 'switchboard:x:10001:10001:Switchboard:/:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'switchboard:x:10001:' >> /etc/group \
+ && find / -xdev -perm -o+w ! -type l ! -path '/tmp' ! -path '/proc/*' ! -path '/sys/*' \
+      ! -path '/dev/*' -exec chmod o-w {} +
+ENV PATH=/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/ LANG=C.UTF-8
+VOLUME /tmp
+WORKDIR /
+
+# The virtualenv is made with the base's own python, where it will run; nothing of this stage
+# but /app reaches an image.
+FROM base AS build
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
+ENV UV_PROJECT_ENVIRONMENT=/app UV_PYTHON=/usr/bin/python3 UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 WORKDIR /src
 COPY . .
-RUN test -n "$SERVICE" && test -d "services/$SERVICE" \
- && uv sync --locked --no-dev --no-editable --package "switchboard-$SERVICE"
 
-FROM python:3.11-slim
-ARG SERVICE
-ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 SERVICE=${SERVICE}
-COPY --from=build /app/.venv /app/.venv
-RUN useradd --system --uid 10001 switchboard
-USER 10001
-# exec form through sh so the service's console script is PID 1 and receives SIGTERM.
-ENTRYPOINT ["/bin/sh", "-c", "exec switchboard-$SERVICE \"$@\"", "--"]
+FROM build AS app-router
+RUN uv sync --locked --no-dev --no-editable --package switchboard-router
+FROM build AS app-case
+RUN uv sync --locked --no-dev --no-editable --package switchboard-case
+FROM build AS app-chat
+RUN uv sync --locked --no-dev --no-editable --package switchboard-chat
+FROM build AS app-voice-gateway
+RUN uv sync --locked --no-dev --no-editable --package switchboard-voice-gateway \
+ && /app/bin/python -c "from pathlib import Path; \
+from switchboard.voice_gateway.media.prompts import Prompts; \
+Prompts(Path('/var/lib/switchboard/prompts')).load()"
+FROM build AS app-email-ingest
+RUN uv sync --locked --no-dev --no-editable --package switchboard-email-ingest
+FROM build AS app-fax
+RUN uv sync --locked --no-dev --no-editable --package switchboard-fax
+
+# Ports and volumes as each Deployment in deploy/k8s/base declares them.
+FROM base AS router
+COPY --from=app-router /app /app
+EXPOSE 9464 50051
+USER 10001:10001
+ENTRYPOINT ["/app/bin/switchboard-router"]
+
+FROM base AS case
+COPY --from=app-case /app /app
+EXPOSE 9464 50052
+USER 10001:10001
+ENTRYPOINT ["/app/bin/switchboard-case"]
+
+FROM base AS chat
+COPY --from=app-chat /app /app
+EXPOSE 9464 50053 8080
+USER 10001:10001
+ENTRYPOINT ["/app/bin/switchboard-chat"]
+
+FROM base AS voice-gateway
+COPY --from=app-voice-gateway /app /app
+# The generated prompts; an emptyDir over the folder makes the gateway write them again.
+COPY --from=app-voice-gateway /var/lib/switchboard/prompts /var/lib/switchboard/prompts
+RUN chown 10001:10001 /var/lib/switchboard/prompts
+ENV VOICE_PROMPTS_DIR=/var/lib/switchboard/prompts
+EXPOSE 9464 50054 5060/udp 5060/tcp 5061/tcp
+VOLUME /var/lib/switchboard/prompts
+USER 10001:10001
+ENTRYPOINT ["/app/bin/switchboard-voice-gateway"]
+
+FROM base AS email-ingest
+COPY --from=app-email-ingest /app /app
+EXPOSE 9464 50055 2525
+USER 10001:10001
+ENTRYPOINT ["/app/bin/switchboard-email-ingest"]
+
+FROM base AS fax
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
+      tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=app-fax /app /app
+EXPOSE 9464 50056 8095
+USER 10001:10001
+ENTRYPOINT ["/app/bin/switchboard-fax"]
