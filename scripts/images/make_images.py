@@ -267,6 +267,9 @@ def wheels(service: Service, folder: Path, epoch: int) -> None:
     for member in members:
         run(["uv", "build", "--wheel", "--quiet", "--out-dir", str(folder), member], cwd=ROOT,
             env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)})  # fmt: skip
+    for wheel in folder.glob("*.whl"):
+        # uv records a local wheel's mtime in the install (uv_cache.json): the commit's time.
+        os.utime(wheel, (epoch, epoch))
     log(f"{service.name}: wheels of {', '.join(Path(m).name for m in members)}")
 
 
@@ -294,12 +297,22 @@ def install_app(service: Service, rootfs: Path, folder: Path, epoch: int) -> Non
     steps = [
         "/tmp/uv venv --quiet --python /usr/bin/python3 /app",
         f"{install} --quiet --only-binary :all: --require-hashes -r /tmp/wheels/requirements.txt",
-        f"{install} --quiet --no-deps --no-index /tmp/wheels/*.whl",
+        # --refresh: the wheels' mtime is the commit's, so uv must not trust its cache for them.
+        f"{install} --quiet --no-deps --no-index --refresh /tmp/wheels/*.whl",
         *(f"/app/bin/python -c {shell_quote(code)}" for code in service.prepare),
     ]
     sandbox(rootfs, " && ".join(steps), env, binds)
     for volume in service.owned_volumes:
         os.chown(rootfs / volume.lstrip("/"), UID, UID)
+    # uv notes when it installed a local wheel (uv_cache.json, for its own freshness checks):
+    # dropped, with its RECORD line, so the layer depends on the commit alone.
+    for note in (rootfs / "app/lib").glob("python3*/site-packages/*.dist-info/uv_cache.json"):
+        record = note.with_name("RECORD")
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text(
+            "".join(x for x in lines if not x.startswith(f"{note.parent.name}/uv_cache.json,"))
+        )
+        note.unlink()
     tidy(rootfs)
 
 
