@@ -25,11 +25,12 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1] / "scripts" / "images")]
 
 from k8s_manifests import find, rendered  # noqa: E402
 from k8s_pods import Image, sandbox_available  # noqa: E402
-from make_images import SERVICES, UID, deployment_of, writable_paths  # noqa: E402
+from make_images import PROMPTS, SERVICES, UID, deployment_of, writable_paths  # noqa: E402
 from oci import read_image, unpack  # noqa: E402
 from test_pods import case_store, run_pod, secret_values, store  # noqa: E402
 
 from switchboard.core.embedded_nats import NatsServer  # noqa: E402
+from switchboard.voice_gateway.media.prompts import GENERATED  # noqa: E402
 
 # The fixtures test_pods.py defines, used here as they are there.
 __all__ = ["case_store", "secret_values", "store"]
@@ -103,6 +104,17 @@ def test_every_image_shares_one_base_layer() -> None:
 def test_nothing_but_the_declared_volumes_is_writable(name: str, unpacked) -> None:
     image = unpacked(name)
     assert writable_paths(image.rootfs, set(image.config["Volumes"])) == []
+
+
+def test_the_voice_image_holds_its_prompts(unpacked) -> None:
+    """Every generated prompt, in the declared volume the gateway reads them from (a Docker
+    volume starts with them; an emptyDir makes the gateway write them again)."""
+    image = unpacked("voice-gateway")
+    assert image.config["Volumes"].keys() >= {PROMPTS}
+    assert f"VOICE_PROMPTS_DIR={PROMPTS}" in image.config["Env"]
+    folder = image.rootfs / PROMPTS.lstrip("/")
+    assert {p.stem for p in folder.glob("*.wav")} == set(GENERATED)
+    assert folder.stat().st_uid == UID
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
