@@ -45,8 +45,8 @@ class KeyValueBucket(Protocol):
 
 
 class ObjectBucket(Protocol):
-    """An object store bucket as the services use it (nats.js.object_store.ObjectStore): `get`
-    and `get_info` raise ObjectNotFoundError for a name never put."""
+    """An object store bucket as the services use it (nats.js.object_store.ObjectStore): `get`,
+    `get_info` and `delete` raise ObjectNotFoundError for a name never put, or deleted."""
 
     async def get(self, name: str) -> ObjectStore.ObjectResult: ...
 
@@ -55,6 +55,8 @@ class ObjectBucket(Protocol):
     async def put(
         self, name: str, data: bytes, meta: js_api.ObjectMeta | None = None
     ) -> js_api.ObjectInfo: ...
+
+    async def delete(self, name: str) -> ObjectStore.ObjectResult: ...
 
 
 async def key_value(
@@ -173,13 +175,27 @@ class ObjectStores:
         await store.put(name, data, meta=meta)
 
     async def get(self, bucket: str, name: str) -> bytes:
-        """The bytes of `name`; NotFound when the bucket or the object does not exist."""
+        """The bytes of `name`; NotFound when the bucket or the object does not exist (an erased
+        customer's objects were deleted: NotFound too)."""
         store = await self.bucket(bucket)
         try:
             result = await store.get(name)
         except (ObjectNotFoundError, NotFoundError):
             raise NotFound("object", f"{bucket}/{name}") from None
         return bytes(result.data or b"")
+
+    async def delete(self, bucket: str, name: str) -> bool:
+        """Delete `name` (its chunks are purged); False when there was nothing to delete (no such
+        bucket or object, or deleted before), so a retried deletion is a no-op."""
+        try:
+            store = await self.bucket(bucket)
+        except NotFound:
+            return False
+        try:
+            await store.delete(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        return True
 
     async def get_ref(self, ref: contact_pb2.AttachmentRef) -> bytes:
         """The bytes `ref` names; NotFound when its bucket or object does not exist."""

@@ -183,7 +183,8 @@ class FakeKeyValue:
 
 class FakeObjectStore:
     """A `switchboard.core.stores.ObjectBucket` in memory: ObjectNotFoundError for a name never
-    put; a put replaces the object of the same name, with its metadata (described by `meta`)."""
+    put or deleted; a put replaces the object of the same name, with its metadata (described by
+    `meta`)."""
 
     def __init__(self, bucket: str = "fake") -> None:
         self.bucket = bucket
@@ -220,6 +221,11 @@ class FakeObjectStore:
         self._infos[name] = info
         self.puts += 1
         return dataclasses.replace(info)
+
+    async def delete(self, name: str) -> ObjectStore.ObjectResult:
+        info = await self.get_info(name)
+        del self.objects[name], self._infos[name]
+        return ObjectStore.ObjectResult(info=info, data=b"")
 
 
 class FakeObjectStores(stores.ObjectStores):
