@@ -191,11 +191,14 @@ class FakeObjectStore:
         self.objects: dict[str, bytes] = {}
         self.puts = 0  # how many times an object was written
         self._infos: dict[str, js_api.ObjectInfo] = {}
+        self._deleted: dict[str, js_api.ObjectInfo] = {}  # what a delete left: a marker
 
-    async def get_info(self, name: str) -> js_api.ObjectInfo:
+    async def get_info(self, name: str, show_deleted: bool = False) -> js_api.ObjectInfo:
         try:
             return dataclasses.replace(self._infos[name])
         except KeyError:
+            if show_deleted and name in self._deleted:
+                return dataclasses.replace(self._deleted[name])
             raise ObjectNotFoundError from None
 
     async def get(self, name: str) -> ObjectStore.ObjectResult:
@@ -219,12 +222,14 @@ class FakeObjectStore:
         )
         self.objects[name] = bytes(data)
         self._infos[name] = info
+        self._deleted.pop(name, None)
         self.puts += 1
         return dataclasses.replace(info)
 
     async def delete(self, name: str) -> ObjectStore.ObjectResult:
         info = await self.get_info(name)
         del self.objects[name], self._infos[name]
+        self._deleted[name] = dataclasses.replace(info, deleted=True, size=0, chunks=0, digest="")
         return ObjectStore.ObjectResult(info=info, data=b"")
 
 
