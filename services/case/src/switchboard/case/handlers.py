@@ -435,9 +435,12 @@ class CaseHandlers:
                 ),
             )
             row_added(session, Contact, c.contact_id)
-            await object_erasure.record(
-                session, tenant, c.contact_id, objects, erased=False, at=created
-            )
+            if objects:
+                # An erasure that held the customer's lock while this waited for it has
+                # committed: the contact is the erased customer's, and so are its objects.
+                new = customer.id in session.info.get("new_customers", ())
+                erased = not new and await object_erasure.is_erased(session, tenant, customer.id)
+                await object_erasure.record(session, tenant, c.contact_id, objects, erased, created)
             if c.content:
                 bulk.add_row(
                     session,
