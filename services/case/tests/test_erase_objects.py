@@ -5,6 +5,7 @@ payloads stay, and an object named after the erasure is deleted too (docs/securi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -275,3 +276,33 @@ async def test_an_event_of_one_tenant_cannot_name_another_tenants_object(
     await ObjectEraser(sessions, objects, clock).drain()
     assert await readable(objects, alice) == []
     assert await objects.get("email", "globex/raw/abc") == b"globex's mail"
+
+
+class Killed(stores.ObjectStores):
+    """A relay whose process dies as it deletes (the task cancelled mid-way)."""
+
+    async def delete(self, bucket: str, name: str) -> bool:
+        raise asyncio.CancelledError
+
+
+async def test_a_relay_killed_mid_deletion_leaves_the_deletion_to_the_next_one(
+    sessions: async_sessionmaker[AsyncSession], objects: stores.ObjectStores
+) -> None:
+    clock = Clock()
+    policies = parse({"default_phone_region": "KR"})
+    records = CaseRecords(policies, SlaEngine(policies), clock)
+    handlers = CaseHandlers(sessions, "case", clock, records)
+    mail_events, alice = await a_mail(objects, "mail-alice", ALICE_MAIL, b"alice's file")
+    for event in mail_events:
+        await handlers_by_type(handlers)[type(event)](event)
+    commands = CaseCommands(sessions, records, clock)
+    await commands.erase(TENANT, "admin-1", await customer_of(sessions, "mail-alice"))
+    with pytest.raises(asyncio.CancelledError):
+        await ObjectEraser(sessions, Killed(objects.js), clock).drain()
+    assert await pending(sessions) == 2
+    eraser = ObjectEraser(sessions, stores.ObjectStores(objects.js), clock)
+    assert await eraser.drain() == 1  # the other one; the claimed one is not due yet
+    clock.now += object_erasure.CLAIM  # the dead relay's claim lapses
+    assert await eraser.drain() == 1
+    assert await pending(sessions) == 0
+    assert await readable(objects, alice) == []
