@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 from switchboard.core import nats_auth, stores
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.core.errors import NotFound
 from switchboard.core.settings import ServiceSettings
 from switchboard.testing.contacts import chat_contact_created
 from switchboard.testing.secured_nats import SecuredNats, assert_refused
@@ -181,6 +182,8 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
     try:
         for bucket in grant.reads_objects:  # another service's attachment
             await (await stores.object_store(admin.js, bucket)).put("shared", b"attachment")
+        for bucket in grant.erases_objects:  # another service's object of an erased customer
+            await (await stores.object_store(admin.js, bucket)).put("erased", b"personal data")
         for subject in grant.publishes:
             ack = await bus.js.publish(_instance(subject), b"event", timeout=5)
             assert ack.seq, subject
@@ -218,6 +221,11 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
         reader = stores.ObjectStores(bus.js)
         for bucket in grant.reads_objects:
             assert await reader.get(bucket, "shared") == b"attachment"
+        for bucket in grant.erases_objects:
+            assert await reader.delete(bucket, "erased") is True
+            assert await reader.delete(bucket, "erased") is False  # gone already
+            with pytest.raises(NotFound):
+                await stores.ObjectStores(admin.js).get(bucket, "erased")
         for subject in grant.core:
             received = await bus.nc.subscribe(_instance(subject))
             await bus.nc.publish(_instance(subject), b"emit")
@@ -298,6 +306,7 @@ def test_the_documented_table_is_the_table_in_code(name: str) -> None:
         *grant.buckets,
         *grant.objects,
         *grant.reads_objects,
+        *grant.erases_objects,
         *grant.core,
     ]
     assert [n for n in named if f"`{n}`" not in row] == []

@@ -6,7 +6,8 @@ A service publishes only its own events: a channel only ``contact.<tenant>.<its 
 the fax service cannot forge a chat contact, and with the deployment's tenants known, none can
 publish for a tenant it does not serve. Its JetStream API is limited to the shared streams it
 declares, its own durable consumers, its own streams, key-value buckets and object stores (full
-use), and the object stores it reads attachments from (read only). Replies arrive on
+use), the object stores it reads attachments from (read only), and those it deletes an erased
+customer's objects from. Replies arrive on
 ``_INBOX.>``, acknowledgements go to ``$JS.ACK.<stream>.<its durable>.>``.
 """
 
@@ -45,6 +46,8 @@ class Grant:
     buckets: tuple[str, ...] = ()  # key-value buckets of its own
     objects: tuple[str, ...] = ()  # object stores of its own
     reads_objects: tuple[str, ...] = ()  # other services' object stores it reads
+    # Other services' object stores it deletes objects from (a customer's erasure).
+    erases_objects: tuple[str, ...] = ()
     core: tuple[str, ...] = ()  # plain NATS subjects it publishes and subscribes to
     # May change the shared streams' configuration (every service may create them, which
     # changes nothing that exists); one service is enough to bring them up to date.
@@ -65,6 +68,8 @@ SERVICES: dict[str, Grant] = {
     "case": Grant(
         publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
         consumers=(("EVENTS", "case"), ("EVENTS", "case-csat")),
+        # An erased customer's raw mails, fax documents and chat uploads (docs/security.md).
+        erases_objects=("email", "fax-documents", "chat_files"),
         updates_streams=True,  # the system of record keeps the events' streams up to date
     ),
     "router": Grant(
@@ -186,6 +191,10 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
         publish += [*_stream_owned(f"OBJ_{bucket}"), f"$O.{bucket}.>"]
     for bucket in grant.reads_objects:
         publish += _stream_reads(f"OBJ_{bucket}")
+    for bucket in grant.erases_objects:
+        # Read an object's metadata, write its deletion marker, purge its chunks.
+        stream = f"OBJ_{bucket}"
+        publish += [*_stream_reads(stream), _api("STREAM.PURGE", stream), f"$O.{bucket}.M.>"]
     publish += grant.core
     return {
         "publish": {"allow": _unique(publish)},

@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
-from switchboard.case import audit
+from switchboard.case import audit, object_erasure
 from switchboard.case.adapters import bulk, crypto, keyring
 from switchboard.case.adapters.database import peek_locked, preload_locked
 from switchboard.case.adapters.orm import (
@@ -396,8 +396,9 @@ async def erase(
 ) -> tuple[Customer, int]:
     """Destroy the data keys of a customer and of every customer merged into it, and forget their
     identities' blind indexes: their names, identities, messages, subjects, notes and audit data
-    read as "[erased]" from now on, everywhere the store's rows are (backups too). The customer
-    and the number of keys destroyed."""
+    read as "[erased]" from now on, everywhere the store's rows are (backups too). The objects
+    their contacts left in the object stores are staged for deletion in the same transaction
+    (object_erasure). The customer and the number of keys destroyed."""
     customer = await get(session, tenant, customer_id, lock=True)
     ids, frontier = {customer.id}, {customer.id}
     while frontier:
@@ -413,7 +414,18 @@ async def erase(
             CustomerIdentity.tenant == tenant, CustomerIdentity.customer_id.in_(ids)
         )
     )
+    # Locked: an event of one of these contacts naming an object waits for this erasure, then
+    # sees it (object_erasure.is_erased) and stages the object itself.
+    contact_ids = list(
+        await session.scalars(
+            select(Contact.contact_id)
+            .where(Contact.tenant == tenant, Contact.customer_id.in_(ids))
+            .order_by(Contact.contact_id)
+            .with_for_update()
+        )
+    )
     destroyed = await keyring.of(session).erase(session, tenant, ids)
+    await object_erasure.stage_contacts(session, tenant, contact_ids, at)
     # Sealed with the tenant's key: it names no personal data, and outlives the customer's.
     data = {"customers": sorted(ids)}
     await audit.append(session, tenant, audit.CUSTOMER, customer.id, actor, "erased", data, at)

@@ -32,6 +32,7 @@ from switchboard.core import roles, stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
+    Erased,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -348,11 +349,14 @@ class Inbox:
         }
 
     async def read_object(self, bucket: str, name: str) -> bytes | None:
-        """A file from the JetStream object store (where the channels keep them)."""
+        """A file from the JetStream object store (where the channels keep them); None when it
+        cannot be read, Erased when its customer was erased."""
         try:
             if self._stores is None:  # bound on first use: a unit test's bus has no JetStream
                 self._stores = stores.ObjectStores(self.bus.js)
             return await self._stores.get(bucket, name)
+        except Erased:
+            raise
         except Exception as exc:
             logger.info("attachment %s/%s not readable: %s", bucket, name, type(exc).__name__)
             return None
