@@ -47,7 +47,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,7 +308,7 @@ class PodRunner:
         pod_spec: dict[str, Any],
         container: dict[str, Any],
         folder: Path,
-        claims: set[str] = frozenset(),  # type: ignore[assignment]
+        claims: Collection[str] = (),
     ) -> list[str]:
         security = {**pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
         argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--dev", "/dev", "--proc", "/proc"]

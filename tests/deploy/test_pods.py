@@ -134,7 +134,9 @@ class Cluster:
             found += [c for c in conns if c.get("authorized_user") == user]
         return found
 
-    async def connect(self, user: str, password: str, certificate: bool = True, tls: bool = True):  # type: ignore[no-untyped-def]
+    async def connect(
+        self, user: str, password: str, certificate: bool = True, tls: bool = True
+    ) -> nats.NATS:
         """A client of the first NATS server, checking its certificate for the name `nats`."""
         pod = self.nats[0]
         ca = self.secrets["nats-tls"]["ca.crt"]
@@ -279,17 +281,18 @@ def run_pod(
 # Each voice gateway takes the router's offers through a durable of its own,
 # voice-gateway-<SWITCHBOARD_REPLICA_ID> (its bootstrap.py), which its NATS user may not create:
 # nats_auth.SERVICES grants the durable voice-gateway, and a permission cannot name durables by a
-# prefix (a durable is one token of the API subject). So the gateway is refused at start.
-REPLICA_DURABLE = pytest.mark.xfail(
-    strict=True, reason="the voice gateway's per-replica durable is not in its NATS permissions"
-)
-NAMES = [
-    pytest.param(n, marks=REPLICA_DURABLE) if n == "voice-gateway" else n for n in sorted(SETTINGS)
-]
+# prefix (a durable is one token of the API subject). So the gateway is refused at start: its
+# test expects that refusal, and fails when it no longer happens (docs/deploy.md, "Known gap").
+KNOWN_GAPS = {
+    "voice-gateway": (
+        'Publish Violation - Subject "$JS.API.CONSUMER.CREATE.EVENTS.voice-gateway-voice-gateway-0.',
+        "the voice gateway's per-replica durable is not in its NATS permissions",
+    )
+}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
     overlay: str,
     name: str,
@@ -321,6 +324,10 @@ def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
 
     _, failures = run_pod(rendered(overlay), workload, runner, cluster.trust, on_nats_as_itself)
     failures += [f"NATS refused: {v}" for v in cluster.new_violations()]
+    if name in KNOWN_GAPS:
+        refusal, why = KNOWN_GAPS[name]
+        assert any(refusal in f for f in failures), f"{name} runs now: drop KNOWN_GAPS[{name!r}]"
+        pytest.xfail(why)
     assert not failures, "\n".join(failures)
 
 
