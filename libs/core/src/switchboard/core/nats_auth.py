@@ -237,6 +237,32 @@ def server_config(
     service (the operator with none withheld) and no anonymous access; JetStream (the store
     directory is the server's `-sd`) encrypted with the key in the server's environment variable
     `key_env` (None: not encrypted); TLS required with `tls` (cert_file, key_file, ca_file)."""
+    jetstream: dict[str, Any] = {}
+    if key_env:
+        if not _ENV_NAME.match(key_env):
+            raise ValueError(f"{key_env!r} is not an environment variable name")
+        jetstream.update(cipher="chachapoly", key=_KEY_PLACEHOLDER)
+    config: dict[str, Any] = {
+        "jetstream": jetstream,
+        "authorization": {"users": _users(passwords, tenants)},
+    }
+    if tls:
+        config["tls"] = dict(tls)
+    # nats-server reads JSON. Quoted strings are never variables (so `$JS.API...` stays a
+    # subject); the key is the one unquoted variable, read from the environment at start.
+    text = json.dumps(config, indent=2) + "\n"
+    return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
+
+
+def authorization_config(passwords: Mapping[str, str], tenants: Iterable[str] | None = None) -> str:
+    """The ``authorization`` block of server_config alone (the users and their permissions), for
+    a configuration that sets JetStream, TLS and the cluster itself and includes this file
+    (``include auth.conf``: deploy/k8s/base/nats.yaml)."""
+    users = {"users": _users(passwords, tenants)}
+    return "authorization: " + json.dumps(users, indent=2) + "\n"
+
+
+def _users(passwords: Mapping[str, str], tenants: Iterable[str] | None) -> list[dict[str, Any]]:
     tenant_list = list(tenants) if tenants else None
     users = []
     for user, password in passwords.items():
@@ -244,18 +270,7 @@ def server_config(
         if user != OPERATOR:
             entry["permissions"] = permissions(SERVICES[user], tenant_list)
         users.append(entry)
-    jetstream: dict[str, Any] = {}
-    if key_env:
-        if not _ENV_NAME.match(key_env):
-            raise ValueError(f"{key_env!r} is not an environment variable name")
-        jetstream.update(cipher="chachapoly", key=_KEY_PLACEHOLDER)
-    config: dict[str, Any] = {"jetstream": jetstream, "authorization": {"users": users}}
-    if tls:
-        config["tls"] = dict(tls)
-    # nats-server reads JSON. Quoted strings are never variables (so `$JS.API...` stays a
-    # subject); the key is the one unquoted variable, read from the environment at start.
-    text = json.dumps(config, indent=2) + "\n"
-    return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
+    return users
 
 
 def write_secret(path: Path, text: str) -> Path:
