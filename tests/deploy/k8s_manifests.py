@@ -68,6 +68,12 @@ def workloads(overlay: str, ours: bool | None = None) -> list[Resource]:
     ]
 
 
+def workload(overlay: str, name: str) -> Resource:
+    """The Deployment or StatefulSet `name`."""
+    [r] = [r for r in workloads(overlay) if r["metadata"]["name"] == name]
+    return r
+
+
 def find(overlay: str, kind: str, name: str) -> Resource:
     [r] = [r for r in rendered(overlay) if r["kind"] == kind and r["metadata"]["name"] == name]
     return r

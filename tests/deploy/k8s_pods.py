@@ -263,6 +263,7 @@ class PodRunner:
             env.update(self._find("ConfigMap", source["configMapRef"]["name"]).get("data", {}))
         fields = {
             "metadata.name": pod_name,
+            "metadata.labels['apps.kubernetes.io/pod-index']": pod_name.rsplit("-", 1)[-1],
             "metadata.namespace": "default",
             "status.podIP": POD_IP,
             "status.hostIP": POD_IP,

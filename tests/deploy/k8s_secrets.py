@@ -70,7 +70,7 @@ def cluster_secrets(folder: Path, resources: list[Resource] | tuple[Resource, ..
         "email-smtp-tls": _tls(ca, "email-smtp", ["mx.example.com"]),
     }
     for r in resources:
-        if r["kind"] == "Deployment":
+        if r["kind"] in ("Deployment", "StatefulSet") and r["metadata"]["name"] != "nats":
             name = r["metadata"]["name"]
             values[f"{name}-tls"] = _tls(ca, name, [name, f"{name}.switchboard.svc"])
     return values

@@ -49,6 +49,7 @@ from k8s_manifests import (
     services_selecting,
     settings_faults,
 )
+from k8s_manifests import workload as manifest_workload
 from k8s_pods import POD_IP, Pod, PodRunner, sandbox_available
 from k8s_render import Resource
 from k8s_secrets import SecretData, caller_trust, cluster_secrets
@@ -278,19 +279,6 @@ def run_pod(
     return pod, failures
 
 
-# Each voice gateway takes the router's offers through a durable of its own,
-# voice-gateway-<SWITCHBOARD_REPLICA_ID> (its bootstrap.py), which its NATS user may not create:
-# nats_auth.SERVICES grants the durable voice-gateway, and a permission cannot name durables by a
-# prefix (a durable is one token of the API subject). So the gateway is refused at start: its
-# test expects that refusal, and fails when it no longer happens (docs/deploy.md, "Known gap").
-KNOWN_GAPS = {
-    "voice-gateway": (
-        'Publish Violation - Subject "$JS.API.CONSUMER.CREATE.EVENTS.voice-gateway-voice-gateway-0.',
-        "the voice gateway's per-replica durable is not in its NATS permissions",
-    )
-}
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
@@ -301,7 +289,7 @@ def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
     store: Path,
     case_store: str,
 ) -> None:
-    workload = find(overlay, "Deployment", name)
+    workload = manifest_workload(overlay, name)
     assert services_of(overlay, workload), name
     cluster = clusters(overlay)
     values = {**cluster.secrets, **app_secrets(tmp_path, case_store)}
@@ -324,10 +312,6 @@ def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
 
     _, failures = run_pod(rendered(overlay), workload, runner, cluster.trust, on_nats_as_itself)
     failures += [f"NATS refused: {v}" for v in cluster.new_violations()]
-    if name in KNOWN_GAPS:
-        refusal, why = KNOWN_GAPS[name]
-        assert any(refusal in f for f in failures), f"{name} runs now: drop KNOWN_GAPS[{name!r}]"
-        pytest.xfail(why)
     assert not failures, "\n".join(failures)
 
 

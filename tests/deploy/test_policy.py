@@ -28,6 +28,7 @@ from k8s_manifests import (
     selects,
     services_of,
     settings_faults,
+    workload,
     workloads,
 )
 from k8s_render import containers, image_name
@@ -109,7 +110,7 @@ def test_every_channel_a_service_listens_on_is_declared_and_exposed() -> None:
     """The listeners `make run` opens (libs/cli endpoints) are ports of the pod and of a Service."""
     for overlay in OVERLAYS:
         for spec in SERVICES:
-            w = find(overlay, "Deployment", spec.name)
+            w = workload(overlay, spec.name)
             [c] = containers(w)
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             envs = [spec.grpc_env, *([spec.http_env] if spec.http_env else [])]
@@ -154,7 +155,7 @@ def test_production_keeps_the_router_pair_and_nats_quorum_on_different_nodes() -
     for name, kind, replicas in [
         ("router", "Deployment", 2),
         ("nats", "StatefulSet", 3),
-        ("voice-gateway", "Deployment", 2),
+        ("voice-gateway", "StatefulSet", 2),
     ]:
         w = find("production", kind, name)
         assert w["spec"]["replicas"] == replicas

@@ -5,6 +5,7 @@ real work, TLS when configured, and JetStream's store unreadable without its key
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -309,4 +310,13 @@ def test_the_documented_table_is_the_table_in_code(name: str) -> None:
         *grant.erases_objects,
         *grant.core,
     ]
+    # Numbered names (a durable per replica) are documented as a range: `x-0` … `x-15`.
+    numbered: dict[str, list[int]] = {}
+    for n in list(named):
+        if (m := re.fullmatch(r"(.+)-(\d+)", n)) and m[1] in named:
+            numbered.setdefault(m[1], []).append(int(m[2]))
+            named.remove(n)
+    for prefix, indexes in numbered.items():
+        assert f"`{prefix}-0` … `{prefix}-{max(indexes)}`" in row, (prefix, row)
+        assert sorted(indexes) == list(range(max(indexes) + 1))
     assert [n for n in named if f"`{n}`" not in row] == []

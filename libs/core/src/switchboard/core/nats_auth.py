@@ -64,6 +64,9 @@ _FAX_OUT = events.spec_for(events_pb2.OutboundFax).template
 # The table. Names are the services' NATS users (and their `switchboard run` names); durables,
 # buckets and subjects are the services' defaults (renaming one in its settings needs the same
 # rename here).
+# The most voice gateways one deployment runs: their durables are voice-gateway-0 to -15.
+VOICE_GATEWAY_REPLICAS = 16
+
 SERVICES: dict[str, Grant] = {
     "case": Grant(
         publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
@@ -96,7 +99,12 @@ SERVICES: dict[str, Grant] = {
     ),
     "voice-gateway": Grant(
         publishes=(_channel("voice"),),
-        consumers=(("EVENTS", "voice-gateway"),),
+        # Every gateway follows the events itself (a call lives on one): a durable per replica,
+        # named by its index (SWITCHBOARD_REPLICA_ID, a StatefulSet's pod index).
+        consumers=(
+            ("EVENTS", "voice-gateway"),
+            *(("EVENTS", f"voice-gateway-{i}") for i in range(VOICE_GATEWAY_REPLICAS)),
+        ),
     ),
     "email-ingest": Grant(
         publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails
