@@ -177,13 +177,18 @@ async def test_the_case_service_erases_contacts_and_no_other_service_can(
             await chat.publish(chat_contact_created(cid, tenant="demo"))
             for cid in ("c-1", "c-2", "c-1")
         ]
+        history = js_api.StreamConfig(name="CHAT_HISTORY", subjects=["chat.history.>"])
+        await chat.js.add_stream(history)
+        for cid in ("c-1", "c-2"):
+            await chat.js.publish(f"chat.history.demo.{cid}", b'{"text": "hello"}')
     finally:
         await chat.drain()
     case = await Bus.connect(secured_nats.url, source="case", **secured_nats.options("case"))
     try:
-        assert await stream_erasure.erase_contacts(case.js, "demo", ["c-1"]) == 2
+        assert await stream_erasure.erase_contacts(case.js, "demo", ["c-1"]) == 3
         assert await stream_erasure.erase_contacts(case.js, "demo", ["c-1"]) == 0
         assert (await case.js.stream_info("EVENTS")).state.messages == 1
+        assert (await case.js.stream_info("CHAT_HISTORY")).state.messages == 1
     finally:
         await case.drain()
     assert secured_nats.violations() == []
@@ -240,8 +245,17 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
             await msg.ack_sync()
             await bus.js.publish(nats_auth.deadletter.parked_subject(durable, msg.subject), b"x")
             await bus.js.consumer_info(stream, durable)
+        owned = {
+            stream: subjects for g in nats_auth.SERVICES.values() for stream, subjects in g.streams
+        }
         for stream in grant.erases:
-            filter_subject = events.STREAMS[stream][0]
+            filter_subject = (
+                events.STREAMS[stream][0] if stream in events.STREAMS else owned[stream]
+            )
+            if stream not in events.STREAMS:  # another service's, created by it
+                await admin.js.add_stream(
+                    js_api.StreamConfig(name=stream, subjects=[filter_subject])
+                )
             ack = await admin.js.publish(_instance(filter_subject), b"to erase", stream=stream)
             found = await bus.js.get_msg(stream, ack.seq, subject=filter_subject, next=True)
             assert found.data == b"to erase"

@@ -14,9 +14,9 @@ import pytest
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from switchboard.core import deadletter, events, stream_erasure
+from switchboard.core import deadletter, events, stores, stream_erasure
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.errors import InvalidArgument
@@ -265,6 +265,14 @@ async def test_deleting_a_message_that_is_gone_is_no_error(bus: Bus) -> None:
     assert await stream_erasure.secure_delete(bus.js, "EVENTS", ack.seq)
     assert not await stream_erasure.secure_delete(bus.js, "EVENTS", ack.seq)
     assert not await stream_erasure.secure_delete(bus.js, "EVENTS", ack.seq + 100)
+
+
+async def test_a_delete_the_stream_refuses_is_an_error(bus: Bus) -> None:
+    # A key-value stream denies message deletes: that must not pass for "already gone".
+    kv = await stores.key_value(bus.js, "erasure_test")
+    revision = await kv.put("k", b"value")
+    with pytest.raises(APIError):
+        await stream_erasure.secure_delete(bus.js, "KV_erasure_test", revision)
 
 
 async def test_erasing_reads_past_other_tenants_and_contacts(bus: Bus) -> None:

@@ -49,8 +49,9 @@ class Grant:
     # May change the shared streams' configuration (every service may create them, which
     # changes nothing that exists); one service is enough to bring them up to date.
     updates_streams: bool = False
-    # Shared streams it erases contacts from (switchboard.core.stream_erasure): it reads their
-    # messages one at a time and securely deletes single ones; never purges.
+    # Streams it erases contacts from (switchboard.core.stream_erasure: the shared ones, the
+    # chat's history and conversations): it reads their messages one at a time and securely
+    # deletes single ones; never purges.
     erases: tuple[str, ...] = ()
 
 
@@ -69,7 +70,7 @@ SERVICES: dict[str, Grant] = {
         publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
         consumers=(("EVENTS", "case"), ("EVENTS", "case-csat")),
         updates_streams=True,  # the system of record keeps the events' streams up to date
-        erases=stream_erasure.STREAMS,  # erasing a customer reaches their events
+        erases=stream_erasure.ERASED_STREAMS,  # erasing a customer reaches the bus
     ),
     "router": Grant(
         # Its decisions, and the ends, holds and transfers of any channel's contacts.
@@ -147,10 +148,14 @@ def _stream_owned(stream: str) -> list[str]:
 
 
 def _stream_erased(stream: str) -> list[str]:
-    """Find and delete single messages of a stream: message get (next by subject) and delete.
-    No consumer (creating an ephemeral one on a shared stream could rewrite another service's
-    durable), no purge."""
-    return [_api("STREAM.MSG.GET", stream), _api("STREAM.MSG.DELETE", stream)]
+    """Find and delete single messages of a stream: info, message get (next by subject) and
+    delete. No consumer (creating an ephemeral one on a shared stream could rewrite another
+    service's durable), no purge, no write."""
+    return [
+        _api("STREAM.INFO", stream),
+        _api("STREAM.MSG.GET", stream),
+        _api("STREAM.MSG.DELETE", stream),
+    ]
 
 
 def _expand(subjects: Iterable[str], tenants: Iterable[str] | None) -> list[str]:

@@ -1,8 +1,9 @@
-"""Erasing contacts from the shared JetStream streams (EVENTS, OUTBOUND, DEADLETTER).
+"""Erasing contacts from JetStream: the shared streams (EVENTS, OUTBOUND, DEADLETTER) and the
+chat's history.
 
-Every stored event, command and parked event that belongs to one of a tenant's erased contacts
-is deleted with JetStream's secure erase: nats-server overwrites the message's record in its
-store file with random bytes, so neither the payload nor its headers stay on disk.
+Every stored event, command and parked event that belongs to one of a tenant's erased contacts,
+and every message of its chat history, is deleted with JetStream's secure erase: nats-server overwrites the message's record in its store file with random bytes,
+so neither the payload nor its headers stay on disk.
 
 Subjects carry the tenant, never the contact, so each stream's messages on the tenant's subjects
 (`tenant_filters`) are read one at a time with JetStream's next-by-subject message get, each is
@@ -19,7 +20,9 @@ tenant. Erasing is idempotent: a second run finds nothing and deletes nothing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -78,8 +81,10 @@ NO_CONTACT: frozenset[type[Message]] = frozenset(
     }
 )
 
-# JetStream's answers to deleting a message that is not there (any more).
-_GONE = frozenset({10043, 10057})  # sequence not found; beyond the stream's end
+# JetStream's answers to a message delete.
+_NOT_FOUND = 10043  # deleting a sequence that is not there (any more)
+_DELETE_FAILED = 10057  # deleting failed: beyond the stream's end, or not permitted
+_TOKEN = re.compile(r"^[^.*>\s]+$")
 
 
 def contact_of(event: Message) -> str:
@@ -105,6 +110,10 @@ def tenant_filters(stream: str, tenant: str) -> list[str]:
     return out
 
 
+def _tenant_filters_of(stream: str) -> Filters:
+    return lambda tenant, _: tenant_filters(stream, tenant)
+
+
 def belongs(msg: Any, tenant: str, contact_ids: frozenset[str]) -> bool:
     """Whether the stored message `msg` (a Msg or RawStreamMsg: headers and data) is an event of
     `tenant` that belongs to one of `contact_ids`. A parked event carries the original's
@@ -122,40 +131,87 @@ def belongs(msg: Any, tenant: str, contact_ids: frozenset[str]) -> bool:
     return bool(contact) and contact in contact_ids
 
 
+Match = Callable[[Any, str, frozenset[str]], bool]
+Filters = Callable[[str, frozenset[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class Store:
+    """A stream erased from: the subject filters to read for a tenant's contacts, and which of
+    the messages read belong to them."""
+
+    stream: str
+    filters: Filters
+    match: Match
+
+
+def _every(raw: Any, tenant: str, contact_ids: frozenset[str]) -> bool:
+    return True  # read on subjects that name the contact: every message there is its
+
+
+def _per_contact(template: str) -> Filters:
+    def filters(tenant: str, contact_ids: frozenset[str]) -> list[str]:
+        # An id that is no single subject token cannot be on such a subject (nor widen a filter).
+        ids = sorted(c for c in contact_ids if _TOKEN.match(c))
+        return [template.format(tenant=tenant, contact=c) for c in ids]
+
+    return filters
+
+
+# The chat service's history (services/chat adapters/conversations.py): each contact's messages
+# on its own subject of CHAT_HISTORY. Its conversation records (bucket chat_conversations) are
+# not erased here: a key-value stream denies message deletes, and a key's delete or purge only
+# marks the old value deleted, leaving its bytes in the store.
+CHAT_HISTORY = "CHAT_HISTORY"
+
+STORES: tuple[Store, ...] = (
+    *(Store(stream, _tenant_filters_of(stream), belongs) for stream in STREAMS),
+    Store(CHAT_HISTORY, _per_contact("chat.history.{tenant}.{contact}"), _every),
+)
+
+
+# Every stream erased from (the case service's NATS user may read and delete in these).
+ERASED_STREAMS: tuple[str, ...] = tuple(dict.fromkeys(store.stream for store in STORES))
+
+
 async def erase_contacts(js: JetStreamContext, tenant: str, contact_ids: Iterable[str]) -> int:
-    """Securely delete every message of EVENTS, OUTBOUND and DEADLETTER that belongs to one of
-    `tenant`'s `contact_ids`; return how many were deleted (0 when run again). Messages stored
-    after the call began are not read."""
+    """Securely delete every message that belongs to one of `tenant`'s `contact_ids` from the
+    shared streams (EVENTS, OUTBOUND, DEADLETTER) and the chat's history; return how many were deleted (0 when run again). A store that does not exist (no
+    chat in this deployment) is skipped; messages stored after the call began are not read."""
     events.validate_tenant(tenant)
     wanted = frozenset(c for c in contact_ids if c)
     if not wanted:
         return 0
     erased = 0
-    for stream in STREAMS:
-        in_stream = 0
-        state = (await js.stream_info(stream)).state
-        for subject in tenant_filters(stream, tenant):
-            in_stream += await _erase_in(
-                js, stream, subject, state.first_seq, state.last_seq, tenant, wanted
+    for store in STORES:
+        try:
+            state = (await js.stream_info(store.stream)).state
+        except NotFoundError:
+            continue
+        in_store = 0
+        for subject in store.filters(tenant, wanted):
+            in_store += await _erase_in(
+                js, store, subject, state.first_seq, state.last_seq, tenant, wanted
             )
-        if in_stream:
-            logger.info("erased %d messages of tenant %s from %s", in_stream, tenant, stream)
-        erased += in_stream
+        if in_store:
+            logger.info("erased %d messages of tenant %s from %s", in_store, tenant, store.stream)
+        erased += in_store
     return erased
 
 
 async def _erase_in(
     js: JetStreamContext,
-    stream: str,
+    store: Store,
     subject: str,
     first: int,
     last: int,
     tenant: str,
     wanted: frozenset[str],
 ) -> int:
-    """Read `stream`'s messages on `subject` from sequence `first` to `last`, one at a time
+    """Read the store's messages on `subject` from sequence `first` to `last`, one at a time
     (JetStream's next-by-subject get: no consumer, one message in memory), deleting those that
     belong to `wanted`."""
+    stream = store.stream
     erased = 0
     seq = max(first, 1)
     while seq <= last:
@@ -166,7 +222,7 @@ async def _erase_in(
         found = raw.seq or seq
         if found > last:
             break
-        if belongs(raw, tenant, wanted) and await secure_delete(js, stream, found):
+        if store.match(raw, tenant, wanted) and await secure_delete(js, stream, found):
             erased += 1
         seq = found + 1
     return erased
@@ -180,6 +236,14 @@ async def secure_delete(js: JetStreamContext, stream: str, seq: int) -> bool:
     try:
         return bool(await js.delete_msg(stream, seq))
     except APIError as exc:
-        if exc.err_code in _GONE:
+        if exc.err_code == _NOT_FOUND:
+            return False
+        if exc.err_code != _DELETE_FAILED:
+            raise
+        # The same code says "beyond the stream's end" and "deletes not permitted" (a key-value
+        # stream): only a message that is not there is no failure.
+        try:
+            await js.get_msg(stream, seq)
+        except NotFoundError:
             return False
         raise
