@@ -396,3 +396,14 @@ def test_a_message_of_another_tenant_or_undecodable_does_not_belong() -> None:
     assert not stream_erasure.belongs(
         js_api.RawStreamMsg(data=event.SerializeToString()), "globex", wanted
     )
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "parts"),
+    [(1, 600, 8), (5, 5, 8), (1, 3, 8), (10, 9, 8), (0, 0, 8), (3, 100, 1), (1, 17, 4)],
+)
+def test_a_stream_is_read_in_parts_that_cover_it_once(first: int, last: int, parts: int) -> None:
+    ranges = stream_erasure._parts(first, last, parts)
+    covered = [seq for lo, hi in ranges for seq in range(lo, hi + 1)]
+    assert covered == list(range(max(first, 1), last + 1))
+    assert len(ranges) <= parts

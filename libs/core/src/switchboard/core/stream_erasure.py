@@ -1,24 +1,41 @@
 """Erasing contacts from JetStream: the shared streams (EVENTS, OUTBOUND, DEADLETTER) and the
 chat's history.
 
-Every stored event, command and parked event that belongs to one of a tenant's erased contacts,
-and every message of its chat history, is deleted with JetStream's secure erase: nats-server overwrites the message's record in its store file with random bytes,
-so neither the payload nor its headers stay on disk.
+Every stored event, outbound command and parked event that belongs to one of a tenant's erased
+contacts, and every message of their chat history, is deleted with JetStream's secure erase:
+nats-server overwrites the message's record in its store file with random bytes, so neither the
+payload nor its headers stay on disk.
 
-Subjects carry the tenant, never the contact, so each stream's messages on the tenant's subjects
+Subjects carry the tenant, never the contact, so the messages on the tenant's subjects
 (`tenant_filters`) are read one at a time with JetStream's next-by-subject message get, each is
-decoded by its ``Sb-Event-Type`` header, and `contact_of` says which contact the event belongs
-to. No consumer is created: on a shared stream, the permission to create an ephemeral consumer
-would also let a user rewrite another service's durable consumer (nats-server treats a create
-naming an existing consumer as an update), so the erasing user gets message get and delete only
-(switchboard.core.nats_auth). An event
-type that names no contact (`NO_CONTACT`: an agent's presence, a queue's surge level, a case's
-status) is never deleted, nor is a message that cannot be decoded or that belongs to another
-tenant. Erasing is idempotent: a second run finds nothing and deletes nothing.
+decoded by its ``Sb-Event-Type`` header (a parked event keeps the original's), and `contact_of`
+says which contact it belongs to. An event type that names no contact (`NO_CONTACT`: an agent's
+presence, a queue's surge level, a case's later status) is never deleted, nor is a message that
+cannot be decoded or that belongs to another tenant. Erasing is idempotent: a second run finds
+nothing and deletes nothing.
+
+No consumer is created: nats-server takes a consumer create naming an existing consumer as an
+update of it, so permission to create ephemeral consumers on a shared stream would let the
+erasing user rewrite another service's durable; it gets stream info, message get and message
+delete only (switchboard.core.nats_auth).
+
+Not erased here, and why:
+
+- Key-value buckets (the chat's conversation records, the email thread index, the fax jobs):
+  a key-value stream denies message deletes, and deleting or purging a key only marks its old
+  value deleted, leaving the bytes in the store files until the block is compacted.
+- The router's journal (``ROUTER_<GROUP>``, kept seven days) and snapshots (``ROUTER_SNAPSHOTS``):
+  both hold whole contacts (the journal's AddContact; the snapshot's live contacts and the last
+  50,000 ended ones the engine keeps to explain its decisions). A journal entry holds the
+  commands of many contacts and the engine is rebuilt by replaying them, so no entry can be cut
+  out; the snapshot is one object the router rewrites. Erasing there is the router's to do.
+- Object stores (attachments, raw mail, fax documents): erased with the customer's files, not
+  here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -84,6 +101,8 @@ NO_CONTACT: frozenset[type[Message]] = frozenset(
 # JetStream's answers to a message delete.
 _NOT_FOUND = 10043  # deleting a sequence that is not there (any more)
 _DELETE_FAILED = 10057  # deleting failed: beyond the stream's end, or not permitted
+# Parts of a stream read at once (see erase_contacts).
+PARTS = 8
 _TOKEN = re.compile(r"^[^.*>\s]+$")
 
 
@@ -188,15 +207,28 @@ async def erase_contacts(js: JetStreamContext, tenant: str, contact_ids: Iterabl
             state = (await js.stream_info(store.stream)).state
         except NotFoundError:
             continue
-        in_store = 0
-        for subject in store.filters(tenant, wanted):
-            in_store += await _erase_in(
-                js, store, subject, state.first_seq, state.last_seq, tenant, wanted
-            )
+        # Each filter's sequence range is read in parts at once: every part is one request at a
+        # time, so memory stays at one message a part while the round trips overlap.
+        ranges = _parts(state.first_seq, state.last_seq, PARTS)
+        scans = [
+            _erase_in(js, store, subject, first, last, tenant, wanted)
+            for subject in store.filters(tenant, wanted)
+            for first, last in ranges
+        ]
+        in_store = sum(await asyncio.gather(*scans))
         if in_store:
             logger.info("erased %d messages of tenant %s from %s", in_store, tenant, store.stream)
         erased += in_store
     return erased
+
+
+def _parts(first: int, last: int, parts: int) -> list[tuple[int, int]]:
+    """`first`..`last` cut into at most `parts` consecutive ranges."""
+    first = max(first, 1)
+    if last < first:
+        return []
+    size = -(-(last - first + 1) // parts)
+    return [(lo, min(lo + size - 1, last)) for lo in range(first, last + 1, size)]
 
 
 async def _erase_in(
