@@ -4,6 +4,7 @@ intact, and a second run deletes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -288,6 +289,13 @@ async def test_erasing_reads_past_other_tenants_and_contacts(bus: Bus) -> None:
     assert await stream_erasure.erase_contacts(bus.js, "acme", wanted) == expected
     left = await _stored(bus.js)
     assert len(left) == 600 - expected
+
+
+async def test_two_erasures_at_once_delete_each_message_once(bus: Bus) -> None:
+    await bus.publish_many([_message_added(f"c-{i % 5}", f"text {i}") for i in range(200)])
+    runs = [stream_erasure.erase_contacts(bus.js, "acme", ["c-1", "c-3"]) for _ in range(2)]
+    assert sum(await asyncio.gather(*runs)) == 80
+    assert len(await _stored(bus.js)) == 120
 
 
 async def test_nothing_to_erase(bus: Bus) -> None:
