@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from switchboard.core import deadletter, events, revocation
+from switchboard.core import deadletter, events, revocation, stream_erasure
 from switchboard.v1 import events_pb2
 
 # The operator's user (`switchboard status`, `switchboard dlq`): every subject.
@@ -52,6 +52,10 @@ class Grant:
     # May change the shared streams' configuration (every service may create them, which
     # changes nothing that exists); one service is enough to bring them up to date.
     updates_streams: bool = False
+    # Streams it erases contacts from (switchboard.core.stream_erasure: the shared ones, the
+    # chat's history and conversations): it reads their messages one at a time and securely
+    # deletes single ones; never purges.
+    erases: tuple[str, ...] = ()
 
 
 def _channel(name: str) -> str:
@@ -74,6 +78,7 @@ SERVICES: dict[str, Grant] = {
         # An erased customer's raw mails, fax documents and chat uploads (docs/security.md).
         erases_objects=("email", "fax-documents", "chat_files"),
         updates_streams=True,  # the system of record keeps the events' streams up to date
+        erases=stream_erasure.ERASED_STREAMS,  # erasing a customer reaches the bus
     ),
     "router": Grant(
         # Its decisions, and the ends, holds and transfers of any channel's contacts.
@@ -155,6 +160,17 @@ def _stream_owned(stream: str) -> list[str]:
     ]
 
 
+def _stream_erased(stream: str) -> list[str]:
+    """Find and delete single messages of a stream: info, message get (next by subject) and
+    delete. No consumer (creating an ephemeral one on a shared stream could rewrite another
+    service's durable), no purge, no write."""
+    return [
+        _api("STREAM.INFO", stream),
+        _api("STREAM.MSG.GET", stream),
+        _api("STREAM.MSG.DELETE", stream),
+    ]
+
+
 def _expand(subjects: Iterable[str], tenants: Iterable[str] | None) -> list[str]:
     names = sorted(set(tenants)) if tenants else ["*"]
     out: list[str] = []
@@ -191,6 +207,8 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
             f"$JS.ACK.{stream}.{durable}.>",
             deadletter.parked_subject(durable, ">"),
         ]
+    for stream in grant.erases:
+        publish += _stream_erased(stream)
     for stream, subjects in grant.streams:
         publish += [*_stream_owned(stream), subjects]
     for bucket in grant.buckets:
