@@ -10,9 +10,12 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 import nats
+import nats.js.errors
 import pytest
+from nats.js import JetStreamContext
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +28,8 @@ from switchboard.case.object_erasure import ObjectEraser
 from switchboard.case.records import CaseRecords
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
-from switchboard.core import events, stores
+from switchboard.core import events, stores, stream_erasure
+from switchboard.core.bus import Bus
 from switchboard.core.errors import NotFound
 from switchboard.v1 import contact_pb2, email_pb2, events_pb2, fax_pb2
 
@@ -169,9 +173,18 @@ async def customer_of(sessions: async_sessionmaker[AsyncSession], contact_id: st
         return row.customer_id
 
 
-async def pending(sessions: async_sessionmaker[AsyncSession]) -> int:
+async def pending(sessions: async_sessionmaker[AsyncSession], what: str = "objects") -> int:
+    """How many objects (or, with what="streams", contacts on the streams) wait for erasure."""
+    on_streams = orm.ObjectErasure.bucket == object_erasure.STREAMS
     async with sessions() as session:
-        return int(await session.scalar(select(func.count()).select_from(orm.ObjectErasure)) or 0)
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(orm.ObjectErasure)
+                .where(on_streams if what == "streams" else ~on_streams)
+            )
+            or 0
+        )
 
 
 async def test_erasure_deletes_every_stored_payload_of_the_customer_and_only_theirs(
@@ -306,3 +319,64 @@ async def test_a_relay_killed_mid_deletion_leaves_the_deletion_to_the_next_one(
     assert await eraser.drain() == 1
     assert await pending(sessions) == 0
     assert await readable(objects, alice) == []
+
+
+async def on_the_streams(js: JetStreamContext) -> set[str]:
+    """The contacts that EVENTS' messages belong to."""
+    found = set()
+    last = (await js.stream_info("EVENTS")).state.last_seq
+    for seq in range(1, last + 1):
+        try:
+            msg = await js.get_msg("EVENTS", seq)
+        except nats.js.errors.NotFoundError:
+            continue
+        spec = events.spec_by_name((msg.headers or {}).get(events.TYPE_HEADER, ""))
+        assert spec is not None
+        event = spec.type.FromString(msg.data or b"")
+        found.add(f"{event.meta.tenant}/{stream_erasure.contact_of(event)}")  # type: ignore[attr-defined]
+    return found
+
+
+async def test_erasure_reaches_the_customers_events_on_the_streams(
+    sessions: async_sessionmaker[AsyncSession], objects: stores.ObjectStores, nats_url: str
+) -> None:
+    """The customer's contacts are erased from the streams too, after the commit, and a scan
+    that fails is tried again after its back-off; another customer's events stay."""
+    clock = Clock()
+    policies = parse({"default_phone_region": "KR"})
+    records = CaseRecords(policies, SlaEngine(policies), clock)
+    handlers = CaseHandlers(sessions, "case", clock, records)
+    bus = await Bus.connect(nats_url, source="test")
+    try:
+        alice_events, _ = await a_mail(objects, "mail-alice", ALICE_MAIL, b"alice's file")
+        bob_events, _ = await a_mail(objects, "mail-bob", BOB_MAIL, b"bob's file")
+        for event in [*alice_events, *bob_events]:
+            await bus.publish(event)  # as the channel did
+            await handlers_by_type(handlers)[type(event)](event)  # as the consumer does
+        assert await on_the_streams(bus.js) == {f"{TENANT}/mail-alice", f"{TENANT}/mail-bob"}
+
+        commands = CaseCommands(sessions, records, clock)
+        await commands.erase(TENANT, "admin-1", await customer_of(sessions, "mail-alice"))
+        assert await pending(sessions, "streams") == 1
+
+        calls: list[tuple[str, list[str]]] = []
+
+        async def failing(tenant: str, contact_ids: list[str]) -> int:
+            calls.append((tenant, contact_ids))
+            raise ConnectionError("NATS away")
+
+        await ObjectEraser(sessions, objects, clock, failing).drain()
+        assert calls == [(TENANT, ["mail-alice"])]
+        assert await pending(sessions, "streams") == 1  # waits out its back-off
+        assert f"{TENANT}/mail-alice" in await on_the_streams(bus.js)
+
+        clock.now += object_erasure.backoff(1) + timedelta(seconds=1)
+        eraser = ObjectEraser(
+            sessions, objects, clock, partial(stream_erasure.erase_contacts, bus.js)
+        )
+        await eraser.drain()
+        assert await pending(sessions, "streams") == 0
+        assert await on_the_streams(bus.js) == {f"{TENANT}/mail-bob"}
+        assert await eraser.drain_streams() == 0  # nothing more to do
+    finally:
+        await bus.drain()

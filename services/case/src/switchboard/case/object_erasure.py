@@ -7,12 +7,16 @@ stages the deletion of its contacts' objects in the erasure's own transaction (`
 and an object named for a contact whose customer is already erased is staged at once; the relay
 (`ObjectEraser`) deletes them after the commit and forgets each one only once it is gone, so a
 failed or interrupted deletion is tried again until it is done. Deleting is idempotent: an object
-already gone counts as deleted."""
+already gone counts as deleted.
+
+The same rows, under the pseudo-bucket STREAMS (named `<tenant>/<contact id>`), erase each of the
+customer's contacts from the JetStream streams (switchboard.core.stream_erasure: its events,
+outbound commands, parked copies and chat history), one scan per tenant for all that are due."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, tuple_, update
@@ -38,6 +42,11 @@ BATCH = 100
 CLAIM = timedelta(seconds=60)
 FIRST_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(minutes=15)
+
+# The `bucket` of a contact to erase from the streams: no object store is named with a "$".
+STREAMS = "$streams"
+# Longer than scanning a tenant's streams may take.
+STREAMS_CLAIM = timedelta(minutes=15)
 
 STAGED = "object_erasures_staged"  # session.info (database.TRANSACTION_CACHES): wake the relay
 
@@ -138,6 +147,8 @@ async def stage_contacts(
     if not contact_ids:
         return 0
     ids = list(contact_ids)
+    for contact_id in ids:  # their events, replies and chat history on the bus
+        await stage(session, tenant, STREAMS, f"{tenant}/{contact_id}", at)
     owned = set(
         (bucket, name)
         for bucket, name in await session.execute(
@@ -183,19 +194,24 @@ class ObjectEraser:
         sessions: async_sessionmaker[AsyncSession],
         objects: stores.ObjectStores,
         clock: Callable[[], datetime] = utc_now,
+        streams: Callable[[str, list[str]], Awaitable[int]] | None = None,
     ) -> None:
+        """`streams(tenant, contact_ids)` erases contacts from the JetStream streams (the number
+        of messages deleted); without it, those rows wait for a relay that has it."""
         self._sessions = sessions
         self._objects = objects
         self._clock = clock
+        self._streams = streams
 
     async def pending(self) -> int:
-        """How many objects are still to be deleted."""
+        """How many objects (and contacts on the streams) are still to be erased."""
         async with self._sessions() as session:
             return len(list(await session.scalars(select(ObjectErasure.bucket))))
 
     async def drain(self) -> int:
-        """Delete every staged object that is due; the number done. A failed one waits out its
-        back-off, the others are deleted all the same."""
+        """Delete every staged object that is due, then erase the due contacts from the streams;
+        the number of objects done. A failed one waits out its back-off, the others are deleted
+        all the same."""
         done = 0
         while True:
             now = self._clock()
@@ -203,7 +219,7 @@ class ObjectEraser:
                 rows = list(
                     await session.execute(
                         select(ObjectErasure.bucket, ObjectErasure.object_name)
-                        .where(_due(now))
+                        .where(_due(now), ObjectErasure.bucket != STREAMS)
                         .order_by(ObjectErasure.created_at, ObjectErasure.bucket)
                         .limit(BATCH)
                     )
@@ -211,7 +227,72 @@ class ObjectEraser:
             for bucket, name in rows:
                 done += await self._erase(bucket, name)
             if len(rows) < BATCH:
-                return done
+                break
+        await self.drain_streams()
+        return done
+
+    async def drain_streams(self) -> int:
+        """Erase every due contact from the streams, one scan per tenant; the number of messages
+        deleted. A tenant whose scan fails waits out its back-off."""
+        if self._streams is None:
+            return 0
+        now = self._clock()
+        claim = now + STREAMS_CLAIM
+        async with self._sessions.begin() as session:
+            claimed = list(
+                await session.execute(
+                    update(ObjectErasure)
+                    .where(ObjectErasure.bucket == STREAMS, _due(now))
+                    .values(not_before=claim, attempts=ObjectErasure.attempts + 1)
+                    .returning(
+                        ObjectErasure.tenant, ObjectErasure.object_name, ObjectErasure.attempts
+                    )
+                )
+            )
+        by_tenant: dict[str, tuple[list[str], int]] = {}
+        for tenant, name, attempts in claimed:
+            names, most = by_tenant.get(tenant, ([], 0))
+            names.append(name)
+            by_tenant[tenant] = (names, max(most, attempts))
+        deleted = 0
+        for tenant, (names, attempts) in by_tenant.items():
+            rows = (
+                ObjectErasure.bucket == STREAMS,
+                ObjectErasure.tenant == tenant,
+                ObjectErasure.object_name.in_(names),
+            )
+            try:
+                deleted += await self._streams(tenant, [n.split("/", 1)[1] for n in names])
+            except Exception as exc:
+                wait = backoff(attempts)
+                logger.warning(
+                    "erasing %d contacts of %s from the streams failed (attempt %d, next in %s):"
+                    " %s",
+                    len(names),
+                    tenant,
+                    attempts,
+                    wait,
+                    type(exc).__name__,
+                )
+                async with self._sessions.begin() as session:
+                    await session.execute(
+                        update(ObjectErasure)
+                        .where(*rows)
+                        .values(
+                            not_before=self._clock() + wait,
+                            last_error=f"{type(exc).__name__}: {exc}"[:1000],
+                        )
+                    )
+                continue
+            async with self._sessions.begin() as session:
+                await session.execute(delete(ObjectErasure).where(*rows, _claimed(claim)))
+            logger.info(
+                "erased %d contacts of %s from the streams: %d messages",
+                len(names),
+                tenant,
+                deleted,
+            )
+        return deleted
 
     async def _erase(self, bucket: str, name: str) -> int:
         now = self._clock()
