@@ -6,6 +6,7 @@ survivor once its leases expire, with every mail published exactly once."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core import stores
 from switchboard.core.auth import mint
 from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import free_port
 from switchboard.email_ingest.devtools.dovecot import Dovecot, available
 from switchboard.testing.processes import ServiceProcess
 from switchboard.testing.streams import EventCollector, published
@@ -85,6 +87,19 @@ async def _ingested(process: ServiceProcess, total: int) -> dict[str, email_pb2.
     return await eventually(check, f"{process.target}: {total} mails ingested")
 
 
+async def _held_metric(port: int) -> float:
+    """switchboard_email_mailboxes_held as the replica's /metrics says it."""
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
+    for line in (await asyncio.to_thread(scrape)).splitlines():
+        if line.startswith("switchboard_email_mailboxes_held "):
+            return float(line.split()[1])
+    raise AssertionError("no switchboard_email_mailboxes_held")
+
+
 async def _holders(bus: Bus) -> dict[str, str]:
     """mailbox -> the replica its lease names (none while there is no lease)."""
     try:
@@ -139,8 +154,15 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
 ) -> None:
     config = _config(four_boxes, tmp_path / "mailboxes.yaml")
     env: dict[str, Any] = {"EMAIL_CONFIG_FILE": str(config), "EMAIL_LEASE_TTL_SECONDS": TTL}
+    metrics_ports = {"replica-a": free_port(), "replica-b": free_port()}
     replicas = {
-        name: email_process(nats_url, tmp_path / f"{name}.log", SWITCHBOARD_REPLICA_ID=name, **env)
+        name: email_process(
+            nats_url,
+            tmp_path / f"{name}.log",
+            SWITCHBOARD_REPLICA_ID=name,
+            METRICS_PORT=str(metrics_ports[name]),
+            **env,
+        )
         for name in ("replica-a", "replica-b")
     }
     await asyncio.gather(*(p.start() for p in replicas.values()))
@@ -169,6 +191,8 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
                 assert status.state == email_pb2.MAILBOX_STATE_STANDBY
                 assert status.ingested == 0 and status.last_uid == 0 and status.healthy
     assert await _holders(bus) == holders  # no lease changed hands meanwhile
+    for name, port in metrics_ports.items():
+        assert await _held_metric(port) == 2.0, name
 
     # One replica dies without a word: its leases stay until they expire, then the survivor
     # takes its mailboxes and reads the mail that arrived meanwhile.
@@ -180,6 +204,7 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
     await _all_flagged(four_boxes, [1, 2, 3, 4, 5])
     assert await _holders(bus) == dict.fromkeys(BOXES, survivor)
     statuses = await _ingested(replicas[survivor], 6 + 8)
+    assert await _held_metric(metrics_ports[survivor]) == 4.0
     for box, status in statuses.items():
         assert status.state != email_pb2.MAILBOX_STATE_STANDBY and status.replica == survivor
         # The survivor went on from the victim's checkpoint: it published only the new mail.
