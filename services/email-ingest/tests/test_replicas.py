@@ -6,6 +6,7 @@ survivor once its leases expire, with every mail published exactly once."""
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -198,7 +199,15 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
     # takes its mailboxes and reads the mail that arrived meanwhile.
     victim, survivor = "replica-a", "replica-b"
     replicas[victim].kill()
+    killed_at = time.monotonic()
     await _deliver(four_boxes, make_mail, "second", 2)
+
+    async def taken_over() -> bool:
+        return await _holders(bus) == dict.fromkeys(BOXES, survivor)
+
+    await eventually(taken_over, f"{survivor} holds every lease")
+    took = time.monotonic() - killed_at
+    print(f"the survivor held every lease {took:.2f}s after the kill (lease TTL {TTL}s)")
     await until(lambda: len(collector.of(events_pb2.ContactCreated)) >= 20, "20 contacts")
 
     await _all_flagged(four_boxes, [1, 2, 3, 4, 5])
