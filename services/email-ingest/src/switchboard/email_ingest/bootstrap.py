@@ -141,13 +141,18 @@ class EmailApp(Service):
         for mailbox in self.config.mailboxes:
             if mailbox.imap is not None:
                 self.watchers.append(MailboxWatcher(mailbox, self.ingestor, self.state, options))
-        # The watchers of this replica's share of the mailboxes start now (the first round);
-        # the rest wait for a lease to be free and theirs.
-        self.leases = await MailboxLeases.open(
-            self.bus.js, self.replica, s.lease_ttl_seconds, self.watchers, s.nats_stream_replicas
-        )
-        await self.leases.balance()
-        self.leases.start()
+        if self.watchers:
+            # The watchers of this replica's share of the mailboxes start now (the first
+            # round); the rest wait for a lease to be free and theirs.
+            self.leases = await MailboxLeases.open(
+                self.bus.js,
+                self.replica,
+                s.lease_ttl_seconds,
+                self.watchers,
+                s.nats_stream_replicas,
+            )
+            await self.leases.balance()
+            self.leases.start()
 
     async def _started(self) -> None:
         s = self.settings

@@ -4,12 +4,14 @@ mailboxes spread over the live replicas.
 Every replica, every third of the lease TTL:
 
 1. writes its heartbeat (``replicas.<replica>`` in the bucket ``email_leases``, whose entries
-   expire after the TTL), then lists the live replicas (those with a heartbeat);
+   expire after the TTL: the keys of the mailboxes in its configuration), then reads the live
+   replicas' (those with a heartbeat);
 2. renews the leases it holds (``mailboxes.<tenant>.<mailbox>``, compare-and-set on the revision
    it wrote last); a lease another replica wrote over, or one it could not renew in time, is lost,
    and the mailbox's watcher stops at once;
 3. works out which replica should read each mailbox (`domain.assignment.owners`: rendezvous
-   hashing, at most ceil(mailboxes / replicas) each), stops reading and hands over the mailboxes
+   hashing among the replicas that have the mailbox, at most ceil(mailboxes / replicas) each),
+   stops reading and hands over the mailboxes
    that are another replica's share, and takes the leases of its own share that are free.
 
 A replica that dies stops renewing: its heartbeat and leases expire after the TTL, and the
@@ -103,11 +105,10 @@ class MailboxLeases:
 
     async def balance(self) -> None:
         """One round: heartbeat, renew, hand over what is another replica's share, take ours."""
-        await self.kv.put(REPLICAS + self.replica, self.replica.encode())
-        live = {
-            k.removeprefix(REPLICAS) for k in await stores.keys(self.kv) if k.startswith(REPLICAS)
-        }
-        live.add(self.replica)
+        ours = sorted(self.watchers)
+        await self.kv.put(REPLICAS + self.replica, "\n".join(ours).encode())
+        readers = await self._readers()
+        readers[self.replica] = ours
         for key, lease in list(self.held.items()):
             try:
                 renewed = await lease.renew()
@@ -118,7 +119,7 @@ class MailboxLeases:
                 renewed = False
             if not renewed:
                 await self._stop(key, "lost")
-        wanted = owners(self.watchers, live)
+        wanted = owners(readers)
         for key in list(self.held):
             if wanted.get(key) != self.replica:
                 await self._stop(key, "handed_over", to=wanted.get(key, ""))
@@ -135,6 +136,16 @@ class MailboxLeases:
                     continue
             watcher.standby(await self._holder(key))
         metrics.MAILBOXES_HELD.set(len(self.held))
+
+    async def _readers(self) -> dict[str, list[str]]:
+        """The live replicas (with a heartbeat), each with the mailboxes it has."""
+        readers = {}
+        for key in await stores.keys(self.kv):
+            if key.startswith(REPLICAS):
+                value = await stores.value(self.kv, key)
+                if value:  # gone meanwhile, or no IMAP mailbox
+                    readers[key.removeprefix(REPLICAS)] = value.decode().split("\n")
+        return readers
 
     async def _holder(self, key: str) -> str:
         value = await stores.value(self.kv, key)

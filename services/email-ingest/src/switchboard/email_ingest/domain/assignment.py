@@ -1,9 +1,10 @@
 """Which replica reads which mailbox: rendezvous hashing with bounded loads.
 
-Every replica computes the same answer from the same live replicas and mailboxes, so no one
-coordinates: each mailbox goes to the replica that ranks highest for it, unless that replica
-already reads its share (at most ceil(mailboxes / replicas)), then to the next one. A replica
-joining or leaving moves only the mailboxes it takes or gives up, mostly.
+Every replica computes the same answer from the same heartbeats, so no one coordinates: each
+mailbox goes to the replica that ranks highest for it among those that have it in their
+configuration, unless that replica already reads its share (at most ceil(mailboxes / replicas)),
+then to the next one. A mailbox only full replicas know still goes to the first of them: during
+a rollout that adds a mailbox, it is read by a replica that knows it, never by none.
 """
 
 from __future__ import annotations
@@ -11,24 +12,27 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 
 
-def owners(mailboxes: Iterable[str], replicas: Iterable[str]) -> dict[str, str]:
-    """mailbox -> the replica that should read it (empty when there is no replica)."""
-    boxes = sorted(set(mailboxes))
-    live = sorted(set(replicas))
+def owners(readers: Mapping[str, Collection[str]]) -> dict[str, str]:
+    """mailbox -> the replica that should read it, from replica -> the mailboxes it has."""
+    live = sorted(r for r, boxes in readers.items() if boxes)
+    boxes = sorted({box for r in live for box in readers[r]})
     if not live:
         return {}
     share = math.ceil(len(boxes) / len(live))
     load: Counter[str] = Counter()
     chosen: dict[str, str] = {}
     for box in boxes:
-        for replica in sorted(live, key=lambda r: (_score(box, r), r), reverse=True):
-            if load[replica] < share:
-                chosen[box] = replica
-                load[replica] += 1
-                break
+        candidates = sorted(
+            (r for r in live if box in readers[r]),
+            key=lambda r: (_score(box, r), r),
+            reverse=True,
+        )
+        replica = next((r for r in candidates if load[r] < share), candidates[0])
+        chosen[box] = replica
+        load[replica] += 1
     return chosen
 
 
