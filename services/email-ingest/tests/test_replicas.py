@@ -191,6 +191,10 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
                 # Never read here: nothing ingested, and still healthy (readiness unaffected).
                 assert status.state == email_pb2.MAILBOX_STATE_STANDBY
                 assert status.ingested == 0 and status.last_uid == 0 and status.healthy
+        # Ready, though it does not read half of the mailboxes.
+        assert (
+            await sb_grpc.check_health(process.target, service=process.health_service) == "SERVING"
+        )
     assert await _holders(bus) == holders  # no lease changed hands meanwhile
     for name, port in metrics_ports.items():
         assert await _held_metric(port) == 2.0, name
