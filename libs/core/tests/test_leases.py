@@ -3,6 +3,8 @@ compare-and-set, fencing, expiry, release."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from switchboard.core.bus import Bus
 from switchboard.core.leases import Lease
 from switchboard.testing.waiting import eventually
@@ -51,3 +53,27 @@ async def test_released_lease_is_free_at_once_and_a_release_never_frees_anothers
     assert await b.try_acquire()
     await a.release()  # no longer a's: left alone
     assert await b.holder() == "b" and await b.check()
+
+
+async def test_a_renewal_landing_while_the_fence_reads_the_entry_does_not_fence_the_holder(
+    bus: Bus,
+) -> None:
+    a = await _lease(bus, "a")
+    assert await a.try_acquire()
+    real = a.kv
+
+    class RenewedDuringRead:
+        """The bucket, with a's renewal landing between the read of the entry and its answer."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def get(self, key: str) -> Any:
+            entry = await real.get(key)
+            assert await a._write_after(a.revision)
+            return entry
+
+    a.kv = RenewedDuringRead()  # type: ignore[assignment]
+    assert await a.check()
+    a.kv = real
+    assert await a.check() and await a.holder() == "a"

@@ -185,3 +185,29 @@ async def test_the_leases_work_under_email_ingests_own_nats_user(
     assert app.watchers[0].reading
     await app.stop()  # releases the lease and the heartbeat
     assert secured_nats.violations() == []
+
+
+async def test_a_watcher_that_stopped_for_a_stale_lease_reads_again_once_the_lease_is_renewed(
+    dovecot: Dovecot,
+    make_app: Callable[..., Any],
+    make_config: Callable[..., email_config.EmailConfig],
+    make_mail: Callable[..., bytes],
+    collector: EventCollector,
+) -> None:
+    app = await make_app(
+        make_config(dovecot), SWITCHBOARD_REPLICA_ID="replica-a", EMAIL_LEASE_TTL_SECONDS=LONG_TTL
+    )
+    watcher = app.watchers[0]
+    await until(lambda: watcher.status.state == email_pb2.MAILBOX_STATE_IDLE)
+    assert watcher.lease is not None
+    watcher.lease.written_at = 0.0  # as if its renewals had stalled past the TTL
+    await dovecot.append([make_mail("Stale", message_id="<stale@example.com>")])
+    assert watcher.task is not None
+    await until(watcher.task.done, "the watcher stopped")
+    assert not watcher.reading and collector.of(events_pb2.ContactCreated) == []
+
+    await app.leases.balance()  # the renewal succeeds: nobody took the lease meanwhile
+    assert watcher.reading
+    await collector.wait(lambda c: len(c.of(events_pb2.ContactCreated)) == 1)
+    await until(lambda: watcher.status.last_uid == 1)
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == [1]

@@ -92,10 +92,11 @@ class Lease:
         test: False once another replica took it, or it expired)."""
         if not self.fresh():
             return False
+        before = self.revision  # a renewal may land while the entry is read: either is ours
         found = await stores.entry(self.kv, self.key)
         return (
             found is not None
-            and found.revision == self.revision
+            and found.revision in (before, self.revision)
             and (found.value or b"").decode() == self.replica
         )
 

@@ -119,6 +119,10 @@ class MailboxLeases:
                 renewed = False
             if not renewed:
                 await self._stop(key, "lost")
+            elif not self.watchers[key].reading:
+                # Its watcher stopped, fenced out, yet the lease is still ours: read on.
+                logger.info("mailbox %s: lease still ours, reading it again", key)
+                self.watchers[key].start(lease)
         wanted = owners(readers)
         for key in list(self.held):
             if wanted.get(key) != self.replica:
