@@ -347,8 +347,8 @@ class MailboxWatcher:
                 raise
             except LeaseLost as exc:
                 logger.warning("mailbox %s: %s; no longer reading it", self.mailbox.name, exc)
-                self.reading = False
                 await self._close()
+                self.reading = False  # once closed: the lease loop may start it again
                 return
             except Exception as exc:
                 self.status.failures += 1
