@@ -114,7 +114,13 @@ SERVICES: dict[str, Grant] = {
     "email-ingest": Grant(
         publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails
         consumers=(("OUTBOUND", "email-outbound"), ("EVENTS", "email-outbound-ack")),
-        buckets=("email_checkpoints", "email_threads", "email_seen", "email_sent"),
+        buckets=(
+            "email_checkpoints",
+            "email_threads",
+            "email_seen",
+            "email_sent",
+            "email_leases",
+        ),
         objects=("email",),
         reads_objects=("chat_files", "fax-documents"),
     ),
