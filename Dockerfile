@@ -43,22 +43,23 @@ RUN uv sync --locked --no-dev --no-editable --package switchboard-email-ingest
 FROM build AS app-fax
 RUN uv sync --locked --no-dev --no-editable --package switchboard-fax
 
-# Ports and volumes as each Deployment in deploy/k8s/base declares them.
+# Ports and volumes as each Deployment (StatefulSet for voice-gateway) in deploy/k8s/base
+# declares them.
 FROM base AS router
 COPY --from=app-router /app /app
-EXPOSE 9464 50051
+EXPOSE 9464 8086 50051
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-router"]
 
 FROM base AS case
 COPY --from=app-case /app /app
-EXPOSE 9464 50052
+EXPOSE 9464 8086 50052
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-case"]
 
 FROM base AS chat
 COPY --from=app-chat /app /app
-EXPOSE 9464 50053 8080
+EXPOSE 9464 8086 50053 8080
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-chat"]
 
@@ -68,14 +69,14 @@ COPY --from=app-voice-gateway /app /app
 COPY --from=app-voice-gateway /var/lib/switchboard/prompts /var/lib/switchboard/prompts
 RUN chown 10001:10001 /var/lib/switchboard/prompts
 ENV VOICE_PROMPTS_DIR=/var/lib/switchboard/prompts
-EXPOSE 9464 50054 5060/udp 5060/tcp 5061/tcp
+EXPOSE 9464 8086 50054 5060/udp 5060/tcp 5061/tcp
 VOLUME /var/lib/switchboard/prompts
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-voice-gateway"]
 
 FROM base AS email-ingest
 COPY --from=app-email-ingest /app /app
-EXPOSE 9464 50055 2525
+EXPOSE 9464 8086 50055 2525
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-email-ingest"]
 
@@ -85,6 +86,6 @@ RUN apt-get update \
       tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=app-fax /app /app
-EXPOSE 9464 50056 8095
+EXPOSE 9464 8086 50056 8095
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-fax"]

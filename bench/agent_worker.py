@@ -6,6 +6,7 @@ every process of the machine), so the bench's own process is not what limits the
     python -m bench.agent_worker <router host:port> <secret> <tenant> <capacity> <agent>...
 
 An agent is "<language>-<n>"; it speaks that language. "ready" is printed once all are in.
+With BENCH_TLS_CA_FILE (and BENCH_TLS_CERT_FILE, BENCH_TLS_KEY_FILE), it calls over mutual TLS.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ import time
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from switchboard.core.tls import GrpcTls
 from switchboard.testing.agents import SessionAgentClient
 from switchboard.v1 import contact_pb2
 
 
 async def main(target: str, secret: str, tenant: str, capacity: int, agents: list[str]) -> None:
     clients = []
+    tls = (
+        GrpcTls(
+            os.environ.get("BENCH_TLS_CERT_FILE", ""),
+            os.environ.get("BENCH_TLS_KEY_FILE", ""),
+            os.environ["BENCH_TLS_CA_FILE"],
+        )
+        if os.environ.get("BENCH_TLS_CA_FILE")
+        else None
+    )
     for agent in agents:
-        client = SessionAgentClient(target, secret, tenant, agent)
+        client = SessionAgentClient(target, secret, tenant, agent, tls)
         language = agent.split("-", 1)[0]
         await client.sign_in({language: 4}, capacity={contact_pb2.CHANNEL_CHAT: capacity})
         clients.append(client)

@@ -1,22 +1,33 @@
 """End-to-end: ContactCreated published on JetStream -> router (own process) -> offer on an agent's
-gRPC stream -> accept -> ContactAssigned -> recorded by the case service (own process, SQLite)."""
+gRPC stream -> accept -> ContactAssigned -> recorded by the case service (own process, SQLite).
+
+With `Security`, the same run as a production deployment makes it: each process connects to NATS
+as its own user over TLS, and every gRPC call travels over mutual TLS (personal data is sealed in
+the case store in both runs)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.stats import percentile
-from switchboard.core import events
+from switchboard.core import events, nats_auth
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
 from switchboard.core.grpc import check_health
+from switchboard.core.tls import GrpcTls
+from switchboard.testing.secured_nats import SecuredNats
+from switchboard.testing.tls import grpc_tls
 from switchboard.v1 import contact_pb2, events_pb2
 
 SECRET = "bench-secret"
@@ -32,9 +43,57 @@ def _spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
     )
 
 
-async def _healthy(target: str) -> None:
+@dataclass
+class Security:
+    """A nats-server that requires TLS and its users' passwords, and gRPC certificates of one
+    local CA (the servers ask every caller for one)."""
+
+    nats: SecuredNats
+    server_tls: GrpcTls
+    client_tls: GrpcTls
+
+    @classmethod
+    def start(cls, folder: Path) -> Security:
+        server_tls, client_tls = grpc_tls(folder / "tls")
+        nats_tls = {
+            "cert_file": server_tls.cert_file,
+            "key_file": server_tls.key_file,
+            "ca_file": server_tls.ca_file,
+        }
+        return cls(SecuredNats.start(folder / "nats", tls=nats_tls), server_tls, client_tls)
+
+    def stop(self) -> None:
+        self.nats.server.stop()
+
+    def service_env(self, user: str) -> dict[str, str]:
+        return {
+            **self.nats.env(user),
+            "NATS_TLS_CA_FILE": self.server_tls.ca_file,
+            "GRPC_TLS_CERT_FILE": self.server_tls.cert_file,
+            "GRPC_TLS_KEY_FILE": self.server_tls.key_file,
+            "GRPC_TLS_CA_FILE": self.server_tls.ca_file,
+            "GRPC_TLS_CLIENT_AUTH": "require",
+        }
+
+    def nats_options(self, user: str) -> dict[str, Any]:
+        """Bus.connect's options to connect as `user` over TLS."""
+        return nats_auth.client_options(
+            user, self.nats.passwords[user], ca_file=self.server_tls.ca_file
+        )
+
+    def agent_env(self) -> dict[str, str]:
+        """What bench.agent_worker reads to call the router over mutual TLS."""
+        tls = self.client_tls
+        return {
+            "BENCH_TLS_CERT_FILE": tls.cert_file,
+            "BENCH_TLS_KEY_FILE": tls.key_file,
+            "BENCH_TLS_CA_FILE": tls.ca_file,
+        }
+
+
+async def _healthy(target: str, tls: GrpcTls | None = None) -> None:
     for _ in range(300):
-        if await check_health(target, timeout=1) == "SERVING":
+        if await check_health(target, timeout=1, tls=tls) == "SERVING":
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{target} never became healthy")
@@ -67,7 +126,12 @@ def _assigned(db: Path) -> int:
 
 
 async def run(
-    nats_url: str, workdir: Path, contacts: int, agents_per_language: int, latency_samples: int
+    nats_url: str,
+    workdir: Path,
+    contacts: int,
+    agents_per_language: int,
+    latency_samples: int,
+    security: Security | None = None,
 ) -> dict[str, float]:
     db = workdir / "case.db"
     router_port, case_port = free_port(), free_port()
@@ -79,6 +143,7 @@ async def run(
         "ROUTER_GRPC_PORT": str(router_port),
         "CASE_GRPC_PORT": str(case_port),
         "CASE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "CASE_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "ROUTER_ACCEPT_TIMEOUT_SECONDS": "30",
     }
     await asyncio.to_thread(
@@ -88,13 +153,15 @@ async def run(
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    secured = security.service_env if security else lambda _user: {}
+    tls = security.client_tls if security else None
     procs = [
-        _spawn("switchboard.router", env, workdir / "router.log"),
-        _spawn("switchboard.case", env, workdir / "case.log"),
+        _spawn("switchboard.router", env | secured("router"), workdir / "router.log"),
+        _spawn("switchboard.case", env | secured("case"), workdir / "case.log"),
     ]
     try:
-        await _healthy(f"127.0.0.1:{router_port}")
-        await _healthy(f"127.0.0.1:{case_port}")
+        await _healthy(f"127.0.0.1:{router_port}", tls)
+        await _healthy(f"127.0.0.1:{case_port}", tls)
         published: dict[str, float] = {}
         offered: dict[str, float] = {}
         waiting: dict[str, asyncio.Future[None]] = {}
@@ -114,7 +181,7 @@ async def run(
                 *names[k::processes],
                 stdout=asyncio.subprocess.PIPE,
                 cwd=REPO,
-                env={**env, "PYTHONPATH": str(REPO)},
+                env={**env, **(security.agent_env() if security else {}), "PYTHONPATH": str(REPO)},
             )
             for k in range(processes)
         ]
@@ -135,7 +202,8 @@ async def run(
             if ready.strip() != b"ready":
                 raise RuntimeError(f"an agent process did not start: {ready!r}")
         readers = [asyncio.create_task(read(w)) for w in workers]
-        bus = await Bus.connect(nats_url, source="bench")
+        options = security.nats_options(nats_auth.OPERATOR) if security else {}
+        bus = await Bus.connect(nats_url, source="bench", **options)
 
         # Throughput: every contact published at once; measured until the case store has
         # recorded every assignment.

@@ -42,6 +42,19 @@ async def main() -> dict[str, object]:
             e2e = await endtoend.run(
                 server.url, work, CONTACTS, AGENTS_PER_LANGUAGE, LATENCY_SAMPLES
             )
+            # The same run as production makes it: NATS users over TLS, gRPC over mutual TLS.
+            security = endtoend.Security.start(work / "secured")
+            try:
+                e2e_secured = await endtoend.run(
+                    security.nats.url,
+                    work / "secured",
+                    CONTACTS,
+                    AGENTS_PER_LANGUAGE,
+                    LATENCY_SAMPLES,
+                    security,
+                )
+            finally:
+                security.stop()
             parts = await run_parts(work, server.url)
         finally:
             server.stop()
@@ -59,6 +72,7 @@ async def main() -> dict[str, object]:
             "grpc_mtls_stream_p99_ms": raw_grpc_tls["p99_ms"],
         },
         "end_to_end": e2e,
+        "end_to_end_secured": e2e_secured,
         "parts": parts,
         "ratios": {
             "contacts_per_s_over_raw_jetstream": e2e["contacts_per_s"] / raw_js,
@@ -67,6 +81,10 @@ async def main() -> dict[str, object]:
             "offer_p99_over_raw_grpc_hop_p99": e2e["offer_p99_ms"] / raw_grpc["p99_ms"],
             "grpc_mtls_over_plain_msgs_per_s": raw_grpc_tls["msgs_per_s"] / raw_grpc["msgs_per_s"],
             "grpc_mtls_over_plain_p50": raw_grpc_tls["p50_ms"] / raw_grpc["p50_ms"],
+            "secured_over_plain_contacts_per_s": e2e_secured["contacts_per_s"]
+            / e2e["contacts_per_s"],
+            "secured_over_plain_offer_p50": e2e_secured["offer_p50_ms"] / e2e["offer_p50_ms"],
+            "secured_over_plain_offer_p99": e2e_secured["offer_p99_ms"] / e2e["offer_p99_ms"],
         },
     }
 
@@ -140,6 +158,13 @@ def table(r: dict[str, dict[str, float]]) -> str:
             "  of which routed (last offer on a stream)",
             f"{e2e['offers_per_s']:,.0f} contacts/s",
             "the rest is the case store recording every event",
+        ),
+        (
+            "the same, secured (NATS users over TLS, gRPC mutual TLS)",
+            f"{r['end_to_end_secured']['contacts_per_s']:,.0f} contacts/s",
+            f"x{ratio['secured_over_plain_contacts_per_s']:.2f} the plain run's;"
+            f" one at a time p50 {r['end_to_end_secured']['offer_p50_ms']:.2f} ms,"
+            f" p99 {r['end_to_end_secured']['offer_p99_ms']:.2f} ms",
         ),
         (
             "ratio: contacts/s ÷ raw JetStream msgs/s",

@@ -16,7 +16,8 @@
 
 Each stage runs in bubblewrap with the image's root file system as / (as root, with the
 network), and its layer is what it changed. Ports and volumes come from the service's
-Deployment in deploy/k8s/base, so the image declares what the manifests mount.
+Deployment (StatefulSet for voice-gateway) in deploy/k8s/base, so the image declares what the
+manifests mount.
 """
 
 from __future__ import annotations
@@ -320,20 +321,25 @@ def shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def deployment_of(name: str) -> dict[str, Any]:
-    """The container of the service's Deployment in deploy/k8s/base and its pod's volumes."""
+def workload_of(name: str) -> dict[str, Any]:
+    """The pod template of the service's Deployment or StatefulSet in deploy/k8s/base (its
+    container and its volumes; a StatefulSet's volume claims are volumes too)."""
     path = ROOT / "deploy/k8s/base" / f"{name}.yaml"
     for doc in yaml.safe_load_all(path.read_text()):
-        if doc and doc["kind"] == "Deployment":
-            spec: dict[str, Any] = doc["spec"]["template"]["spec"]
+        if doc and doc["kind"] in ("Deployment", "StatefulSet"):
+            spec: dict[str, Any] = dict(doc["spec"]["template"]["spec"])
+            claims = doc["spec"].get("volumeClaimTemplates", [])
+            claimed = [{"name": c["metadata"]["name"], "claim": True} for c in claims]
+            spec["volumes"] = [*spec.get("volumes", []), *claimed]
             return spec
-    raise SystemExit(f"{path}: no Deployment")
+    raise SystemExit(f"{path}: no Deployment or StatefulSet")
 
 
 def image_config(service: Service, epoch: int, history: list[str]) -> dict[str, Any]:
-    pod = deployment_of(service.name)
+    pod = workload_of(service.name)
     [container] = pod["containers"]
-    empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    # What the pod may write: its emptyDirs and volume claims.
+    empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v or "claim" in v}
     volumes = sorted(
         m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in empty
     )

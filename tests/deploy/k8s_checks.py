@@ -1,6 +1,7 @@
 """What the pod runner asks of a running pod: its probes, as the kubelet runs them; each port of
-each Service in front of it, in the protocol the port names (appProtocol); the ports it really
-listens on. Every check goes to the pod's address, POD_IP."""
+each Service in front of it, in the protocol the port names (appProtocol), over TLS where the pod
+serves it (verified by the test's CA, showing a client certificate of it) and refusing plain text
+there; the ports it really listens on. Every check goes to the pod's address, POD_IP."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import socket
 import ssl
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,49 @@ from k8s_pods import POD_IP, Pod, processes
 TIMEOUT = 3.0
 
 
-def grpc_health(port: int, service: str = "") -> str:
-    with grpc.insecure_channel(f"{POD_IP}:{port}") as channel:
+@dataclass(frozen=True)
+class Trust:
+    """What a caller inside the deployment holds: the internal CA and a certificate it issued."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def context(self, server_name: str | None) -> ssl.SSLContext:
+        """A client context verifying the server by the CA (its name, when one is given)."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if server_name is None:
+            context.check_hostname = False
+        return context
+
+
+def grpc_health(port: int, service: str = "", tls: Trust | None = None, name: str = "") -> str:
+    """The health status of `service` on a port, in plain text or (tls) over mutual TLS, the
+    server verified as `name`."""
+    target = f"{POD_IP}:{port}"
+    if tls is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            tls.ca_file.read_bytes(), tls.key_file.read_bytes(), tls.cert_file.read_bytes()
+        )
+        options = [("grpc.ssl_target_name_override", name)]
+        channel = grpc.secure_channel(target, credentials, options=options)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def http_get(port: int, path: str = "/") -> int:
-    conn = http.client.HTTPConnection(POD_IP, port, timeout=TIMEOUT)
+def http_get(
+    port: int, path: str = "/", context: ssl.SSLContext | None = None, name: str = ""
+) -> int:
+    """The status of a GET; over HTTPS with `context`, the server verified as `name`."""
+    if context is None:
+        conn = http.client.HTTPConnection(POD_IP, port, timeout=TIMEOUT)
+    else:
+        conn = _https(port, context, name)
     try:
         conn.request("GET", path, headers={"Host": f"{POD_IP}:{port}"})
         return conn.getresponse().status
@@ -77,8 +113,30 @@ def sip_options(port: int, transport: str) -> str:
         return answer.split("\r\n", 1)[0]
 
 
-def smtp_ehlo(port: int) -> int:
+def _https(port: int, context: ssl.SSLContext, name: str) -> http.client.HTTPSConnection:
+    """An HTTPS connection to POD_IP whose certificate is checked for `name`."""
+
+    class Named(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            http.client.HTTPConnection.connect(self)
+            self.sock = context.wrap_socket(self.sock, server_hostname=name or None)
+
+    return Named(POD_IP, port, timeout=TIMEOUT, context=context)
+
+
+def smtp_ehlo(port: int, starttls: bool = False) -> int:
+    """EHLO's code; with starttls, STARTTLS must be offered, and EHLO's code after it."""
     with smtplib.SMTP(POD_IP, port, local_hostname="pod-runner.test", timeout=TIMEOUT) as smtp:
+        code, _ = smtp.ehlo()
+        if not starttls:
+            return code
+        if not smtp.has_extn("starttls"):
+            return 0
+        # A sender on the internet does not verify an MX's certificate; this checks the handshake.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        smtp.starttls(context=context)
         code, _ = smtp.ehlo()
         return code
 
@@ -90,7 +148,14 @@ def run_probe(pod: Pod, probe: dict[str, Any]) -> str:
             status = grpc_health(pod.port(probe["grpc"]["port"]), probe["grpc"].get("service", ""))
             return "" if status == "SERVING" else f"gRPC health {status}"
         if "httpGet" in probe:
-            code = http_get(pod.port(probe["httpGet"]["port"]), probe["httpGet"].get("path", "/"))
+            get = probe["httpGet"]
+            # The kubelet's HTTPS probes do not verify the certificate.
+            context = None
+            if get.get("scheme", "HTTP") == "HTTPS":
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            code = http_get(pod.port(get["port"]), get.get("path", "/"), context)
             return "" if 200 <= code < 400 else f"HTTP {code}"
         if "tcpSocket" in probe:
             socket.create_connection(
@@ -103,7 +168,7 @@ def run_probe(pod: Pod, probe: dict[str, Any]) -> str:
     return f"probe {sorted(probe)} is not supported"
 
 
-def wait_until_ready(pod: Pod, timeout: float = 45.0) -> None:
+def wait_until_ready(pod: Pod, timeout: float = 60.0) -> None:
     """Wait for the startup (if any), readiness and liveness probes to pass, or say why not."""
     deadline = time.monotonic() + timeout
     for name in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -124,24 +189,45 @@ def wait_until_ready(pod: Pod, timeout: float = 45.0) -> None:
             raise AssertionError(f"{pod.name}: {name} failing ({failure}):\n{pod.log_tail()}")
 
 
-def check_service_port(pod: Pod, port: dict[str, Any]) -> str:
-    """'' when the pod answers on a Service port in the protocol it names, else what happened."""
+def check_service_port(
+    pod: Pod, service: str, port: dict[str, Any], trust: Trust | None = None
+) -> str:
+    """'' when the pod answers on a port of the Service named `service` in the protocol it names,
+    else what happened. Where the pod serves gRPC over TLS (GRPC_TLS_CERT_FILE), the port must
+    refuse plain text and answer a caller holding `trust`, the server verified by its name."""
     protocol = port.get("protocol", "TCP")
     local = pod.port(port.get("targetPort", port["port"]), protocol)
     kind = port.get("appProtocol") or port.get("name", "")  # test_policy requires appProtocol
     try:
+        if kind == "grpc" and pod.env.get("GRPC_TLS_CERT_FILE"):
+            if trust is None:
+                return "serves gRPC over TLS, and the check was given no CA"
+            with contextlib.suppress(grpc.RpcError):
+                return f"answers plain-text gRPC ({grpc_health(local)}) beside TLS"
+            status = grpc_health(local, tls=trust, name=service)
+            return "" if status == "SERVING" else f"gRPC health over TLS {status}"
         if kind == "grpc":
             status = grpc_health(local)
             return "" if status == "SERVING" else f"gRPC health {status}"
         if kind == "http":
             code = http_get(local, "/")
             return "" if code < 500 else f"HTTP {code}"
+        if kind == "https":
+            if trust is None:
+                return "serves HTTPS, and the check was given no CA"
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                return f"answers plain HTTP ({http_get(local, '/')}) beside HTTPS"
+            code = http_get(local, "/", trust.context(service), service)
+            return "" if code < 500 else f"HTTPS {code}"
         if kind in {"sip", "sips"}:
             transport = "tls" if kind == "sips" else protocol.lower()
             line = sip_options(local, transport)
             return "" if line.startswith("SIP/2.0 ") else f"not a SIP answer: {line!r}"
         if kind == "smtp":
-            code = smtp_ehlo(local)
+            starttls = bool(pod.env.get("EMAIL_SMTP_TLS_CERT_FILE"))
+            code = smtp_ehlo(local, starttls)
+            if starttls and code == 0:
+                return "STARTTLS is not offered"
             return "" if code == 250 else f"EHLO answered {code}"
     except (OSError, grpc.RpcError, smtplib.SMTPException, http.client.HTTPException) as e:
         return f"{type(e).__name__}: {e}"

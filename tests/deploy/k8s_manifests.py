@@ -1,9 +1,11 @@
 """The rendered manifests, and what the tests ask of them: which workloads are ours, which settings
-class each one's container is read by, which settings a pod cannot do without."""
+class each one's container is read by, which settings a pod cannot do without, and where its
+NATS credentials come from."""
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from k8s_render import Resource, containers, render
 
 from switchboard.case.settings import CaseSettings
 from switchboard.chat.settings import ChatSettings
+from switchboard.cli.endpoints import SERVICES as SPECS
+from switchboard.core import nats_auth
 from switchboard.core.settings import ServiceSettings, env_name
 from switchboard.email_ingest.settings import EmailIngestSettings
 from switchboard.fax.settings import FaxSettings
@@ -30,6 +34,24 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
     "fax": FaxSettings,
 }
 WORKLOADS = {"Deployment", "StatefulSet"}
+# What puts a pod under the security model (docs/security.md): its own NATS user over TLS with a
+# client certificate, gRPC over mutual TLS with plain-text health for the probes, its token
+# secret; and a certificate for each listener that takes one (ServiceSpec.tls_env).
+SECURED = {
+    "NATS_USER",
+    "NATS_PASSWORD",
+    "NATS_TLS_CA_FILE",
+    "NATS_TLS_CERT_FILE",
+    "NATS_TLS_KEY_FILE",
+    "GRPC_TLS_CERT_FILE",
+    "GRPC_TLS_KEY_FILE",
+    "GRPC_TLS_CA_FILE",
+    "GRPC_TLS_CLIENT_AUTH",
+    "GRPC_HEALTH_PORT",
+    "SWITCHBOARD_AUTH_SECRET",
+}
+# A variable that holds a secret by its name: its value comes from a Secret, never a literal.
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|_KEY)$")
 
 
 @functools.cache
@@ -44,6 +66,12 @@ def workloads(overlay: str, ours: bool | None = None) -> list[Resource]:
         for r in rendered(overlay)
         if r["kind"] in WORKLOADS and (ours is None or (r["metadata"]["name"] in SETTINGS) == ours)
     ]
+
+
+def workload(overlay: str, name: str) -> Resource:
+    """The Deployment or StatefulSet `name`."""
+    [r] = [r for r in workloads(overlay) if r["metadata"]["name"] == name]
+    return r
 
 
 def find(overlay: str, kind: str, name: str) -> Resource:
@@ -68,9 +96,45 @@ def settings_faults(workload: Resource, resources: Iterable[Resource]) -> list[s
     given = env_names(container, resources)
     unread = sorted(given - SETTINGS[name].env_names())
     missing = sorted(required_settings(SETTINGS[name]) - given)
-    return [f"{name} does not read {unread}"] * bool(unread) + [
-        f"{name} cannot run in a pod on the defaults of {missing}"
-    ] * bool(missing)
+    unsecured = sorted(secured_settings(name) - given)
+    return (
+        [f"{name} does not read {unread}"] * bool(unread)
+        + [f"{name} cannot run in a pod on the defaults of {missing}"] * bool(missing)
+        + [f"{name} runs outside the security model without {unsecured}"] * bool(unsecured)
+    )
+
+
+def secured_settings(name: str) -> set[str]:
+    """SECURED, and the certificate settings of the service's own listeners."""
+    [spec] = [s for s in SPECS if s.name == name]
+    return SECURED | set(spec.tls_env or ())
+
+
+def nats_credential_faults(workload: Resource, resources: Iterable[Resource]) -> list[str]:
+    """What is wrong with how one of our workloads reaches NATS: its user is not its name in
+    nats_auth.SERVICES, its password is not that user's key of the Secret nats-users, its URL
+    is not TLS or carries credentials, or a secret is written out in its env or a ConfigMap."""
+    name = workload["metadata"]["name"]
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    maps = {r["metadata"]["name"]: r.get("data", {}) for r in resources if r["kind"] == "ConfigMap"}
+    shared: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        shared |= maps[source["configMapRef"]["name"]]
+    faults = []
+    user = env.get("NATS_USER", {}).get("value")
+    if user != name or user not in nats_auth.SERVICES:
+        faults.append(f"{name}: NATS_USER is {user!r}, not its own user of nats_auth.SERVICES")
+    ref = env.get("NATS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+    if ref != {"name": "nats-users", "key": user}:
+        faults.append(f"{name}: NATS_PASSWORD is not the key {user} of the Secret nats-users")
+    url = env.get("NATS_URL", {}).get("value") or shared.get("NATS_URL", "")
+    if not url.startswith("tls://") or "@" in url:
+        faults.append(f"{name}: NATS_URL {url!r} is not tls://host:port")
+    for variable, value in [*((e, v.get("value")) for e, v in env.items()), *shared.items()]:
+        if value is not None and SECRET_NAME.search(variable) and not str(value).startswith("/"):
+            faults.append(f"{name}: {variable} is written out, not taken from a Secret")
+    return faults
 
 
 def required_settings(cls: type[ServiceSettings]) -> set[str]:

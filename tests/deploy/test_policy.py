@@ -1,12 +1,15 @@
 """Our rules for every rendered overlay: locked-down pods with probes and limits, pinned images,
 Services that reach declared ports and say what they speak, disruption budgets, the router pair
-apart, and each service given exactly the settings it reads and the ones it cannot do without."""
+apart, each service given exactly the settings it reads and the ones it cannot do without, its
+own NATS user with a password from a Secret, and NATS secured by its Secrets."""
 
 from __future__ import annotations
 
+import copy
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,21 +18,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from k8s_manifests import (
     OVERLAYS,
     ROOT,
+    SECRET_NAME,
     SETTINGS,
     container_port,
     find,
+    nats_credential_faults,
     pod_labels,
     rendered,
     selects,
     services_of,
     settings_faults,
+    workload,
     workloads,
 )
 from k8s_render import containers, image_name
 
 from switchboard.cli.endpoints import SERVICES
+from switchboard.core import nats_auth
 
-APP_PROTOCOLS = {"grpc", "http", "sip", "sips", "smtp", "nats", "postgresql"}
+APP_PROTOCOLS = {"grpc", "http", "https", "sip", "sips", "smtp", "nats", "postgresql"}
 
 
 def _each_container(ours: bool | None = None) -> list[tuple[str, str, dict]]:
@@ -103,7 +110,7 @@ def test_every_channel_a_service_listens_on_is_declared_and_exposed() -> None:
     """The listeners `make run` opens (libs/cli endpoints) are ports of the pod and of a Service."""
     for overlay in OVERLAYS:
         for spec in SERVICES:
-            w = find(overlay, "Deployment", spec.name)
+            w = workload(overlay, spec.name)
             [c] = containers(w)
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             envs = [spec.grpc_env, *([spec.http_env] if spec.http_env else [])]
@@ -148,7 +155,7 @@ def test_production_keeps_the_router_pair_and_nats_quorum_on_different_nodes() -
     for name, kind, replicas in [
         ("router", "Deployment", 2),
         ("nats", "StatefulSet", 3),
-        ("voice-gateway", "Deployment", 2),
+        ("voice-gateway", "StatefulSet", 2),
     ]:
         w = find("production", kind, name)
         assert w["spec"]["replicas"] == replicas
@@ -186,3 +193,101 @@ def test_the_image_recipe_builds_each_services_console_script() -> None:
         project = tomllib.loads((ROOT / "services" / spec.name / "pyproject.toml").read_text())
         assert project["project"]["name"] == f"switchboard-{spec.name}"
         assert f"switchboard-{spec.name}" in project["project"]["scripts"]
+
+
+def _env(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    [container] = containers(workload)
+    return list(container["env"])
+
+
+def test_the_settings_check_catches_a_variable_nobody_reads_and_a_missing_one() -> None:
+    resources = rendered("production")
+    chat = copy.deepcopy(find("production", "Deployment", "chat"))
+    assert settings_faults(chat, resources) == []
+    env = _env(chat)
+    env.append({"name": "CHAT_COLOUR", "value": "blue"})
+    env[:] = [e for e in env if e["name"] not in {"CHAT_TLS_CERT_FILE", "CHAT_HTTP_HOST"}]
+    containers(chat)[0]["env"] = env
+    assert settings_faults(chat, resources) == [
+        "chat does not read ['CHAT_COLOUR']",
+        "chat cannot run in a pod on the defaults of ['CHAT_HTTP_HOST']",
+        "chat runs outside the security model without ['CHAT_TLS_CERT_FILE']",
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_is_its_own_nats_user_with_its_password_from_a_secret(overlay: str) -> None:
+    faults = [
+        f
+        for w in workloads(overlay, ours=True)
+        for f in nats_credential_faults(w, rendered(overlay))
+    ]
+    assert not faults, "\n".join(faults)
+    users = {
+        e["value"]
+        for w in workloads(overlay, ours=True)
+        for e in _env(w)
+        if e["name"] == "NATS_USER"
+    }
+    assert users == set(nats_auth.SERVICES)
+    for config in (r for r in rendered(overlay) if r["kind"] == "ConfigMap"):
+        for key, value in config.get("data", {}).items():
+            assert not SECRET_NAME.search(key) or value.startswith("/"), (config, key)
+            assert "password" not in value.lower(), (config["metadata"]["name"], key)
+
+
+def test_the_credential_check_catches_another_user_a_written_password_and_plain_nats() -> None:
+    resources = copy.deepcopy(list(rendered("production")))
+    [fax] = [r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == "fax"]
+    [config] = [r for r in resources if r["metadata"]["name"] == "switchboard-config"]
+    for e in _env(fax):
+        if e["name"] == "NATS_USER":
+            e["value"] = "chat"
+        if e["name"] == "NATS_PASSWORD":
+            e.pop("valueFrom")
+            e["value"] = "hunter2"
+    config["data"]["NATS_URL"] = "nats://nats:4222"
+    assert nats_credential_faults(fax, resources) == [
+        "fax: NATS_USER is 'chat', not its own user of nats_auth.SERVICES",
+        "fax: NATS_PASSWORD is not the key chat of the Secret nats-users",
+        "fax: NATS_URL 'nats://nats:4222' is not tls://host:port",
+        "fax: NATS_PASSWORD is written out, not taken from a Secret",
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_takes_its_users_tls_and_encryption_key_from_secrets(overlay: str) -> None:
+    nats = find(overlay, "StatefulSet", "nats")
+    pod = nats["spec"]["template"]["spec"]
+    [container] = containers(nats)
+    [key] = [e for e in container["env"] if e["name"] == nats_auth.KEY_ENV]
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "nats-jetstream-key", "key": "key"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes.get(m["name"], {}) for m in container["volumeMounts"]}
+    sources = mounts["/etc/nats"]["projected"]["sources"]
+    assert {"configMap": {"name": "nats-config"}} in sources
+    assert {"secret": {"name": "nats-auth"}} in sources
+    assert mounts["/etc/nats-tls"]["secret"] == {"secretName": "nats-tls"}
+    conf = find(overlay, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert "include auth.conf" in conf and "password" not in conf
+    assert "cipher: chachapoly" in conf and f"key: ${nats_auth.KEY_ENV}" in conf
+    tls = "cert_file: /etc/nats-tls/tls.crt"
+    # Clients, and (clustered) routes: TLS with a certificate of the CA required of the peer.
+    assert conf.count(tls) == conf.count("verify: true") == (2 if "cluster {" in conf else 1)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_probes_go_to_the_plain_text_health_port(overlay: str) -> None:
+    config = find(overlay, "ConfigMap", "switchboard-config")["data"]
+    health = int(config["GRPC_HEALTH_PORT"])
+    assert config["GRPC_TLS_CLIENT_AUTH"] == "require"
+    for w in workloads(overlay, ours=True):
+        [c] = containers(w)
+        assert container_port(w, health, "TCP"), w["metadata"]["name"]
+        probes = [c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in c]
+        assert any("grpc" in p for p in probes), w["metadata"]["name"]
+        for probe in probes:
+            if "grpc" in probe:
+                assert probe["grpc"]["port"] == health, (w["metadata"]["name"], probe)
+            if "httpGet" in probe:
+                assert probe["httpGet"]["scheme"] == "HTTPS", (w["metadata"]["name"], probe)

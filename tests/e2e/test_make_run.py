@@ -1,7 +1,8 @@
 """`switchboard run` (what `make run` starts) on a machine where port 4222 is already taken:
 everything starts, and `switchboard status` shows every service healthy; NATS admits only the
-services' own users, and none of them needed more than its permissions; gRPC, the chat and the
-fax upload answer only over TLS with the run's own CA (gRPC only to a client certificate)."""
+services' own users, over TLS only, and none of them needed more than its permissions; gRPC, the
+chat and the fax upload answer only over TLS with the run's own CA (gRPC only to a client
+certificate)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
-from switchboard.core import auth, events
+from switchboard.core import auth, events, nats_auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.tls import GrpcTls
@@ -68,6 +70,29 @@ async def assert_grpc_tls_only(endpoints: dict[str, Any]) -> None:
         assert refused.startswith("UNREACHABLE"), name
 
 
+async def assert_nats_tls_only(endpoints: dict[str, Any], run_dir: Path) -> None:
+    """NATS admits a service's user only over TLS with the run's CA; without TLS, nobody."""
+    passwords = json.loads((run_dir / "nats-credentials.json").read_text())
+    tls = nats_auth.client_options(ca_file=endpoints["tls"]["ca_file"])
+    await assert_refused(endpoints["nats_url"], **tls)  # anonymous, even over TLS
+    # The right password, in clear: the server announces TLS as required and answers no PING.
+    host, port = endpoints["nats_url"].removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    info = json.loads((await reader.readline()).decode().removeprefix("INFO "))
+    assert info["tls_required"] is True
+    connect = {"user": "chat", "pass": passwords["chat"], "verbose": False, "pedantic": False}
+    writer.write(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 10)
+    assert b"PONG" not in answer, answer
+    writer.close()
+    nc = await nats.connect(
+        endpoints["nats_url"], user="chat", password=passwords["chat"], connect_timeout=2, **tls
+    )
+    assert nc.is_connected
+    await nc.close()
+
+
 def assert_https_only(endpoints: dict[str, Any]) -> None:
     """The chat's page, the fax upload and SIP over TLS take the run's CA's certificates."""
     tls = cli_tls(endpoints)
@@ -95,7 +120,11 @@ async def sign_in_and_queue(endpoints: dict[str, Any], secret: str, run_dir: Pat
     # A chat contact, published as the chat service (the only user allowed to).
     passwords = json.loads((run_dir / "nats-credentials.json").read_text())
     bus = await Bus.connect(
-        endpoints["nats_url"], source="test", user="chat", password=passwords["chat"]
+        endpoints["nats_url"],
+        source="test",
+        user="chat",
+        password=passwords["chat"],
+        **nats_auth.client_options(ca_file=endpoints["tls"]["ca_file"]),
     )
     await bus.publish(
         events_pb2.ContactCreated(
@@ -184,7 +213,7 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
             assert_https_only(endpoints)
             assert (run_dir / "tls" / "ca.key").stat().st_mode & 0o777 == 0o600
             asyncio.run(sign_in_and_queue(endpoints, secret, run_dir))
-            asyncio.run(assert_refused(endpoints["nats_url"]))
+            asyncio.run(assert_nats_tls_only(endpoints, run_dir))
             for name in (
                 "nats-server.conf",
                 "nats-credentials.json",

@@ -45,3 +45,33 @@ async def test_the_printed_configuration_admits_the_services_and_nobody_else(
         await assert_refused(server.url)
     finally:
         server.stop()
+
+
+async def test_the_authorization_alone_is_included_by_a_configuration_of_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--authorization-only prints the users for a configuration that sets JetStream itself
+    (deploy/k8s: `include auth.conf`); the same kept passwords admit the services."""
+    credentials = tmp_path / "nats-credentials.json"
+    with pytest.raises(SystemExit) as done:
+        main(["nats-config", "--credentials", str(credentials), "--authorization-only"])
+    assert done.value.code == 0
+    auth = capsys.readouterr().out
+    assert auth.startswith("authorization: ") and "jetstream" not in auth
+    (tmp_path / "auth.conf").write_text(auth)
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        "include auth.conf\njetstream {\n  cipher: chachapoly\n  key: $NATS_JETSTREAM_KEY\n}\n"
+    )
+    passwords = json.loads(credentials.read_text())
+    key = {nats_auth.KEY_ENV: nats_auth.new_jetstream_key()}
+    server = NatsServer(tmp_path / "nats", config_file=config, env=key).start(timeout=30.0)
+    try:
+        options = nats_auth.client_options("chat", passwords["chat"])
+        bus = await Bus.connect(server.url, source="chat", **options)
+        await bus.publish(chat_contact_created("c-1"))
+        await bus.drain()
+        await assert_refused(server.url)
+        await assert_refused(server.url, **nats_auth.client_options("chat", "wrong"))
+    finally:
+        server.stop()

@@ -5,6 +5,8 @@ real work, TLS when configured, and JetStream's store unreadable without its key
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -18,9 +20,10 @@ from nats.aio.client import Client as NATS
 from nats.js import api as js_api
 from nats.js.kv import KeyValue
 
-from switchboard.core import nats_auth, stores
+from switchboard.core import events, nats_auth, stores, stream_erasure
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.core.errors import NotFound
 from switchboard.core.settings import ServiceSettings
 from switchboard.testing.contacts import chat_contact_created
 from switchboard.testing.secured_nats import SecuredNats, assert_refused
@@ -167,6 +170,54 @@ async def test_only_the_case_service_changes_the_shared_streams_configuration(
         await admin.drain()
 
 
+async def test_the_case_service_erases_contacts_and_no_other_service_can(
+    secured_nats: SecuredNats, client: Client
+) -> None:
+    chat = await Bus.connect(secured_nats.url, source="chat", **secured_nats.options("chat"))
+    try:
+        acks = [
+            await chat.publish(chat_contact_created(cid, tenant="demo"))
+            for cid in ("c-1", "c-2", "c-1")
+        ]
+        history = js_api.StreamConfig(name="CHAT_HISTORY", subjects=["chat.history.>"])
+        await chat.js.add_stream(history)
+        for cid in ("c-1", "c-2"):
+            await chat.js.publish(f"chat.history.demo.{cid}", b'{"text": "hello"}')
+    finally:
+        await chat.drain()
+    case = await Bus.connect(secured_nats.url, source="case", **secured_nats.options("case"))
+    try:
+        assert await stream_erasure.erase_contacts(case.js, "demo", ["c-1"]) == 3
+        assert await stream_erasure.erase_contacts(case.js, "demo", ["c-1"]) == 0
+        assert (await case.js.stream_info("EVENTS")).state.messages == 1
+        assert (await case.js.stream_info("CHAT_HISTORY")).state.messages == 1
+    finally:
+        await case.drain()
+    assert secured_nats.violations() == []
+
+    nc = await client.connect(secured_nats, "chat")
+
+    async def delete() -> None:
+        await nc.jetstream().delete_msg("EVENTS", acks[1].seq)
+
+    assert "$js.api.stream.msg.delete.events" in (await client.refused(delete)).lower()
+
+
+async def test_the_case_service_cannot_rewrite_another_services_consumer(
+    secured_nats: SecuredNats, client: Client
+) -> None:
+    # nats-server takes an ephemeral create naming an existing consumer as an update of it, so
+    # erasing reads without consumers and the case user may create none but its own.
+    nc = await client.connect(secured_nats, "case")
+    config = {"name": "router", "ack_policy": "explicit", "filter_subject": "contact.x.>"}
+    request = json.dumps({"stream_name": "EVENTS", "config": config}).encode()
+
+    async def rewrite() -> None:
+        await nc.request("$JS.API.CONSUMER.CREATE.EVENTS", request, timeout=0.5)
+
+    assert "$js.api.consumer.create.events" in (await client.refused(rewrite)).lower()
+
+
 def _instance(subject: str) -> str:
     """A concrete subject a permission pattern allows (tenant "demo")."""
     tokens = subject.replace("{tenant}", "demo").split(".")
@@ -181,6 +232,8 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
     try:
         for bucket in grant.reads_objects:  # another service's attachment
             await (await stores.object_store(admin.js, bucket)).put("shared", b"attachment")
+        for bucket in grant.erases_objects:  # another service's object of an erased customer
+            await (await stores.object_store(admin.js, bucket)).put("erased", b"personal data")
         for subject in grant.publishes:
             ack = await bus.js.publish(_instance(subject), b"event", timeout=5)
             assert ack.seq, subject
@@ -196,6 +249,21 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
             await msg.ack_sync()
             await bus.js.publish(nats_auth.deadletter.parked_subject(durable, msg.subject), b"x")
             await bus.js.consumer_info(stream, durable)
+        owned = {
+            stream: subjects for g in nats_auth.SERVICES.values() for stream, subjects in g.streams
+        }
+        for stream in grant.erases:
+            filter_subject = (
+                events.STREAMS[stream][0] if stream in events.STREAMS else owned[stream]
+            )
+            if stream not in events.STREAMS:  # another service's, created by it
+                await admin.js.add_stream(
+                    js_api.StreamConfig(name=stream, subjects=[filter_subject])
+                )
+            ack = await admin.js.publish(_instance(filter_subject), b"to erase", stream=stream)
+            found = await bus.js.get_msg(stream, ack.seq, subject=filter_subject, next=True)
+            assert found.data == b"to erase"
+            assert await stream_erasure.secure_delete(bus.js, stream, ack.seq)
         for stream, subjects in grant.streams:
             await bus.js.add_stream(js_api.StreamConfig(name=stream, subjects=[subjects]))
             await bus.js.publish(_instance(subjects), b"entry")
@@ -218,6 +286,11 @@ async def test_each_service_can_do_its_work(secured_nats: SecuredNats, name: str
         reader = stores.ObjectStores(bus.js)
         for bucket in grant.reads_objects:
             assert await reader.get(bucket, "shared") == b"attachment"
+        for bucket in grant.erases_objects:
+            assert await reader.delete(bucket, "erased") is True
+            assert await reader.delete(bucket, "erased") is False  # gone already
+            with pytest.raises(NotFound):
+                await stores.ObjectStores(admin.js).get(bucket, "erased")
         for subject in grant.core:
             received = await bus.nc.subscribe(_instance(subject))
             await bus.nc.publish(_instance(subject), b"emit")
@@ -298,6 +371,16 @@ def test_the_documented_table_is_the_table_in_code(name: str) -> None:
         *grant.buckets,
         *grant.objects,
         *grant.reads_objects,
+        *grant.erases_objects,
         *grant.core,
     ]
+    # Numbered names (a durable per replica) are documented as a range: `x-0` … `x-15`.
+    numbered: dict[str, list[int]] = {}
+    for n in list(named):
+        if (m := re.fullmatch(r"(.+)-(\d+)", n)) and m[1] in named:
+            numbered.setdefault(m[1], []).append(int(m[2]))
+            named.remove(n)
+    for prefix, indexes in numbered.items():
+        assert f"`{prefix}-0` … `{prefix}-{max(indexes)}`" in row, (prefix, row)
+        assert sorted(indexes) == list(range(max(indexes) + 1))
     assert [n for n in named if f"`{n}`" not in row] == []

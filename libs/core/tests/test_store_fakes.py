@@ -12,7 +12,7 @@ import pytest
 from nats.js import errors
 
 from switchboard.core import stores
-from switchboard.core.errors import NotFound
+from switchboard.core.errors import Erased, NotFound
 from switchboard.testing.fakes import FakeKeyValue, FakeObjectStore, FakeObjectStores
 
 
@@ -94,6 +94,24 @@ async def test_object_stores_put_get_and_not_found(buckets: stores.ObjectStores)
         await bucket.get_info("acme/b")
     with pytest.raises(errors.ObjectNotFoundError):
         await bucket.get("acme/b")
+
+
+async def test_object_stores_delete_and_say_erased(buckets: stores.ObjectStores) -> None:
+    assert await buckets.delete("docs", "acme/a") is False  # no bucket yet
+    await buckets.put("docs", "acme/a", b"scan")
+    assert await buckets.delete("docs", "acme/a") is True
+    with pytest.raises(Erased, match="object 'docs/acme/a' was erased"):
+        await buckets.get("docs", "acme/a")
+    assert await buckets.delete("docs", "acme/a") is False  # a retried deletion
+    bucket = await buckets.bucket("docs")
+    with pytest.raises(errors.ObjectNotFoundError):
+        await bucket.get_info("acme/a")
+    assert (await bucket.get_info("acme/a", show_deleted=True)).deleted
+    with pytest.raises(NotFound) as never:
+        await buckets.get("docs", "acme/never")
+    assert not isinstance(never.value, Erased)
+    await buckets.put("docs", "acme/a", b"scan again")
+    assert await buckets.get("docs", "acme/a") == b"scan again"
 
 
 async def test_a_fake_object_store_counts_its_writes() -> None:

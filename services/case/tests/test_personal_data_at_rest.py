@@ -343,3 +343,39 @@ async def test_a_key_committed_after_a_newer_one_is_still_learnt(
         await session.execute(select(1))
     assert replica._owners.get(("acme", "c-1")) == first
     await engine.dispose()
+
+
+async def test_what_a_split_moves_is_erased_with_the_new_customer(
+    store: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    """A split moves identities and cases to a new customer; they are sealed again with its key,
+    so erasing the new customer reaches them and leaves the original customer readable."""
+    _url, sessions = store
+    commands = await run_contacts(sessions)
+    case_id = await case_of(sessions, "call-1")
+    original = (await CaseViews(sessions).get_case("acme", case_id)).customer.customer_id
+    _, new_id = await commands.split(
+        "acme",
+        "admin-1",
+        original,
+        [contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_EMAIL, value=EMAIL)],
+        [case_id],
+        "Park J.",
+    )
+    assert new_id != original
+
+    await commands.erase("acme", "admin-1", new_id)
+
+    case = await CaseViews(sessions).get_case("acme", case_id)
+    assert case.customer.customer_id == new_id
+    assert case.subject == crypto.ERASED
+    assert {c.subject for c in case.contacts} == {crypto.ERASED}
+    assert {m.parts[0].text for c in case.contacts for m in c.messages} == {crypto.ERASED}
+    assert [n.text for n in case.notes] == [crypto.ERASED]
+    async with sessions() as session:
+        kept = await session.get(orm.Customer, original)
+        assert kept is not None and kept.display_name == NAME
+        identities = await session.scalars(
+            select(orm.CustomerIdentity).where(orm.CustomerIdentity.customer_id == original)
+        )
+        assert [i.sealed for i in identities] == [PHONE_NORMALISED]

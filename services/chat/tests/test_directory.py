@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from switchboard.chat.inbox import directory
+from switchboard.chat.inbox.service import WATCH_QUEUE_STATS
+from switchboard.core import auth, roles
 
 HASH = directory.hash_password("pw", b"0123456789abcdef")
 AGENT = f"tenants:\n  demo:\n    agents:\n      - id: ko-1\n        password: '{HASH}'\n"
@@ -35,3 +37,15 @@ def test_a_mistake_names_its_file_line_and_field(text: str, error: str) -> None:
     with pytest.raises(directory.ConfigError) as refused:
         directory.load_text(text, "a.yaml")
     assert error in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("role", "watches"), [("agent", False), ("team_lead", True), ("supervisor", True)]
+)
+def test_every_desk_role_signs_in_and_the_wallboard_takes_team_leads_and_supervisors(
+    role: str, watches: bool
+) -> None:
+    found = directory.load_text(AGENT + f"        role: {role}\n").verify("demo", "ko-1", "pw")
+    assert found.role == role
+    principal = auth.Principal("demo", "ko-1", frozenset({found.role}))
+    assert roles.RULES[WATCH_QUEUE_STATS].admits(principal) is watches

@@ -2,19 +2,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from switchboard.core import bus as sb_bus
+from switchboard.core.embedded_nats import free_port
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.bootstrap import EmailApp
 from switchboard.email_ingest.devtools.dovecot import Dovecot, available
 from switchboard.email_ingest.settings import EmailIngestSettings
+from switchboard.testing.processes import ServiceProcess
 from switchboard.testing.streams import EventCollector
 
 
@@ -91,6 +95,41 @@ async def make_app(nats_url: str) -> AsyncIterator[Callable[..., Any]]:
                 with contextlib.suppress(Exception):  # compiled frames (grpc) have no line
                     task.print_stack()
             raise
+
+
+@pytest.fixture
+def email_process() -> Iterator[Callable[..., ServiceProcess]]:
+    """`email_process(nats_url, log, **env)`: `python -m switchboard.email_ingest` as a real
+    process (not started yet; no SMTP listener), with `env` over the defaults; every one is
+    stopped at the end."""
+    started: list[ServiceProcess] = []
+
+    def make(nats_url: str, log: Path, **env: str) -> ServiceProcess:
+        port = free_port()
+        process = ServiceProcess(
+            "switchboard.email_ingest",
+            {
+                **os.environ,
+                "NATS_URL": nats_url,
+                "EMAIL_GRPC_PORT": str(port),
+                "EMAIL_SMTP_PORT": "-1",
+                "EMAIL_RECONNECT_MAX_SECONDS": "0.5",
+                "EMAIL_POLL_SECONDS": "0.3",
+                "SHUTDOWN_GRACE_SECONDS": "0.5",
+                "METRICS_PORT": "0",
+                "SWITCHBOARD_AUTH_SECRET": "email-ingest-process-tests-secret",
+                **env,
+            },
+            f"127.0.0.1:{port}",
+            "switchboard.v1.EmailService",
+            log,
+        )
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()
 
 
 @pytest.fixture

@@ -105,3 +105,18 @@ def test_production_refuses_the_demo_phones() -> None:
     VoiceSettings(
         SWITCHBOARD_AUTH_SECRET="own-secret", SWITCHBOARD_MODE="development"
     ).refuse_unsafe_production()
+
+
+def test_the_replica_id_is_an_index_its_nats_user_may_name_a_durable_by() -> None:
+    from pydantic import ValidationError
+
+    from switchboard.core import nats_auth
+
+    granted = {durable for _, durable in nats_auth.SERVICES["voice-gateway"].consumers}
+    for replica in ("", "0", "15"):
+        durable = "voice-gateway" + (f"-{replica}" if replica else "")
+        assert VoiceSettings(SWITCHBOARD_REPLICA_ID=replica).replica_id == replica
+        assert durable in granted
+    for wrong in ("16", "voice-gateway-0", "a"):
+        with pytest.raises(ValidationError, match="replica id is its index, 0 to 15"):
+            VoiceSettings(SWITCHBOARD_REPLICA_ID=wrong)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -20,15 +21,20 @@ import socketio
 from nats.js import api as js_api
 from prometheus_client import REGISTRY
 
+from switchboard.case.adapters import orm
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
-from switchboard.core import auth, events
+from switchboard.core import auth, events, stores
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port as sb_free_port
+from switchboard.core.errors import Erased
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import (
+    case_pb2,
+    case_pb2_grpc,
     contact_pb2,
     events_pb2,
     router_pb2,
@@ -738,3 +744,68 @@ async def test_the_desk_opens_its_session_again_after_a_router_restart_with_the_
     done = await agent.call("wrap_up", {"contact_id": contact_id, "code": "resolved"})
     assert done["ok"], done
     assert traffic_since(before) == {"session accept OK": 1, "session wrap_up OK": 1}
+
+
+async def test_an_erased_customers_fax_page_is_gone_and_the_inbox_says_so(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    fax_id = uuid.uuid4().hex
+    png = b"\x89PNG\r\n\x1a\n" + b"\1" * 64
+    name = f"demo/{fax_id}/page-1.png"
+    await (await stores.object_store(inbox.bus.js, "fax-documents")).put(name, png)
+    contact = contact_pb2.Contact(
+        contact_id=fax_id,
+        tenant="demo",
+        channel=contact_pb2.CHANNEL_FAX,
+        language="ko",
+        identities=[
+            contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_PHONE, value="+8225550177")
+        ],
+        attachments=[stores.attachment_ref("fax-documents", name, "page-1.png", "image/png", png)],
+    )
+    contact.created_at.GetCurrentTime()
+    await inbox.bus.publish(
+        events_pb2.ContactCreated(
+            meta=events.new_meta("demo", contact_pb2.CHANNEL_FAX, "fax"), contact=contact
+        )
+    )
+    agent, body = await signed_in(inbox, sockets)
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == fax_id)
+    assert (await agent.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+
+    async def page() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"{inbox.url}/api/agent/attachment",
+                params={"contact_id": fax_id, "index": "0"},
+                headers={"Authorization": f"Bearer {body['token']}"},
+            ) as r:
+                return r.status, await r.read()
+
+    assert await page() == (200, png)
+
+    sessions = inbox.platform.case.sessions
+    assert sessions is not None
+
+    async def customer() -> str | None:
+        async with sessions() as session:
+            row = await session.get(orm.Contact, fax_id)
+            return row.customer_id if row is not None else None
+
+    customer_id = await eventually(customer, "the fax recorded in its case")
+    token = auth.mint(SECRET, "demo", "dpo-1", ["admin"])
+    async with sb_grpc.channel(f"127.0.0.1:{inbox.case_port}", token) as ch:
+        erased = await case_pb2_grpc.CaseServiceStub(ch).EraseCustomer(
+            case_pb2.EraseCustomerRequest(customer_id=customer_id)
+        )
+    assert erased.customer_id == customer_id
+
+    async def gone() -> tuple[int, bytes] | None:
+        answer = await page()
+        return answer if answer[0] != 200 else None
+
+    status, data = await eventually(gone, "the page deleted by the case service")
+    assert status == 404
+    assert json.loads(data)["error"] == "attachment '0' was erased"
+    with pytest.raises(Erased):
+        await stores.ObjectStores(inbox.bus.js).get("fax-documents", name)

@@ -1,8 +1,10 @@
-"""`switchboard customer erase` against the case service over real gRPC and a real database: the
-customer's data reads as erased, and `switchboard case verify` still finds every chain intact."""
+"""`switchboard customer erase` against the case service over real gRPC, a real database and a
+real nats-server: the customer's data reads as erased, their events are gone from the stream (and
+from the server's store files), and `switchboard case verify` still finds every chain intact."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from switchboard.case.views import CaseViews
 from switchboard.cli import case, customer
 from switchboard.cli.__main__ import parser
 from switchboard.cli.endpoints import Endpoints
-from switchboard.core import events
+from switchboard.core import events, stream_erasure
+from switchboard.core.bus import Bus
+from switchboard.core.embedded_nats import NatsServer
 from switchboard.v1 import contact_pb2, events_pb2
 
 EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
@@ -42,8 +46,26 @@ async def case_of(sessions: async_sessionmaker[AsyncSession], contact_id: str) -
         return row.case_id
 
 
+async def contacts_on_the_stream(bus: Bus) -> set[str]:
+    found = set()
+    for seq in range(1, (await bus.js.stream_info("EVENTS")).state.last_seq + 1):
+        try:
+            msg = await bus.js.get_msg("EVENTS", seq)
+        except Exception:  # deleted
+            continue
+        spec = events.spec_by_name((msg.headers or {}).get(events.TYPE_HEADER, ""))
+        if spec is not None:
+            found.add(stream_erasure.contact_of(spec.type.FromString(msg.data or b"")))
+    return found
+
+
+def stored(server: NatsServer) -> bytes:
+    return b"".join(p.read_bytes() for p in server.store_dir.rglob("*") if p.is_file())
+
+
 async def test_switchboard_customer_erase(
     case_service: CaseApp,
+    nats_server: NatsServer,
     sessions: async_sessionmaker[AsyncSession],
     database_url: str,
     tmp_path: Path,
@@ -51,10 +73,16 @@ async def test_switchboard_customer_erase(
     case_secret: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert case_service.handlers is not None
-    await case_service.handlers.on_contact_created(created("m-1", "Ana", "ana@example.com"))
-    await case_service.handlers.on_contact_created(created("m-2", "Bo", "bo@example.com"))
+    # The email channel's contacts, on the bus: the case service records them from there.
+    bus = await Bus.connect(nats_server.url, source="email-ingest")
+    await bus.publish(created("m-1", "Ana", "ana@example.com"))
+    await bus.publish(created("m-2", "Bo", "bo@example.com"))
     views = CaseViews(sessions)
+    for _ in range(200):
+        async with sessions() as session:
+            if await session.get(orm.Contact, "m-2") is not None:
+                break
+        await asyncio.sleep(0.05)
     [ana, bo] = [await case_of(sessions, c) for c in ("m-1", "m-2")]
     ana_id = (await views.get_case("acme", ana)).customer.customer_id
     Endpoints(nats_url="nats://unused", grpc={"case": f"127.0.0.1:{case_service.grpc_port}"}).save(
@@ -75,6 +103,15 @@ async def test_switchboard_customer_erase(
     assert {m.parts[0].text for c in after.contacts for m in c.messages} == {crypto.ERASED}
     other = await views.get_case("acme", bo)  # another customer's case is untouched
     assert other.customer.display_name == "Bo" and other.subject == "refund"
+    # After the commit, the relay erases Ana's contact from the stream, overwriting it on disk.
+    for _ in range(200):
+        if "m-1" not in await contacts_on_the_stream(bus):
+            break
+        await asyncio.sleep(0.05)
+    assert await contacts_on_the_stream(bus) == {"m-2"}
+    await bus.drain()
+    raw = stored(nats_server)
+    assert b"bo@example.com" in raw and b"ana@example.com" not in raw
 
     verify = parser().parse_args(["case", "verify", "--database-url", database_url])
     assert await case.verify(tmp_path, verify) == 0

@@ -181,16 +181,17 @@ NATS_KEY = "nats-jetstream-key"
 
 
 def nats_server_config(
-    directory: Path, tenants: list[str] | None
+    directory: Path, tenants: list[str] | None, tls: Mapping[str, str] | None = None
 ) -> tuple[Path, dict[str, str], dict[str, str]]:
     """Write the embedded nats-server's configuration into `directory` (mode 0600): a user per
     service (passwords kept in nats-credentials.json), the operator, JetStream encrypted with
-    the key in nats-jetstream-key (both made on first run, and kept: the store needs its key).
+    the key in nats-jetstream-key (both made on first run, and kept: the store needs its key),
+    and with `tls` (cert_file, key_file, ca_file) TLS required of every client.
     Returns the configuration's path, each user's password and the server's environment (the
     key, which the configuration only names)."""
     passwords = nats_auth.credentials(directory / NATS_CREDENTIALS)
     key = _secret_file(directory / NATS_KEY, create=True, new=nats_auth.new_jetstream_key) or ""
-    text = nats_auth.server_config(passwords, tenants=tenants)
+    text = nats_auth.server_config(passwords, tenants=tenants, tls=tls)
     path = nats_auth.write_secret(directory / NATS_CONFIG, text)
     return path, passwords, {nats_auth.KEY_ENV: key}
 
@@ -204,7 +205,11 @@ def nats_options(directory: Path, user: str = nats_auth.OPERATOR) -> dict[str, A
     if not path.exists():
         return nats_auth.options_from_env(os.environ)
     passwords = json.loads(path.read_text())
-    return {**nats_auth.options_from_env(os.environ), "user": user, "password": passwords[user]}
+    env = dict(os.environ)
+    ca_file = Endpoints.load(directory).tls.get("ca_file")
+    if ca_file and not env.get("NATS_TLS_CA_FILE"):  # the embedded default's nats-server's CA
+        env["NATS_TLS_CA_FILE"] = ca_file
+    return {**nats_auth.options_from_env(env), "user": user, "password": passwords[user]}
 
 
 def token_max_lifetime() -> int | None:

@@ -1,7 +1,8 @@
 """The embedded default's TLS: a local CA in the run directory (`.run/tls/ca.key` at mode 0600,
 kept across runs) issues each service a certificate at every start, which it serves gRPC (mutual
 TLS: every caller shows a certificate of the same CA), HTTPS, STARTTLS and SIP over TLS with; the
-CLI gets one of its own. SWITCHBOARD_RUN_TLS=off runs everything in plain text (to measure what TLS costs)."""
+CLI gets one of its own. The embedded nats-server requires TLS with a certificate of the same CA
+(services and commands still sign in with their NATS users' passwords). SWITCHBOARD_RUN_TLS=off runs everything in plain text (to measure what TLS costs)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,17 @@ class LocalTls:
         }
         if spec.tls_env:
             env.update(zip(spec.tls_env, (cert, key), strict=True))
+        env["NATS_TLS_CA_FILE"] = str(self.ca.cert_file)
         return env
+
+    def nats_server(self) -> dict[str, str]:
+        """The nats-server's `tls` block: its certificate, and the CA that issued it."""
+        issued = self.ca.issue("nats", [*LOCAL_HOSTS, "nats"])
+        return {
+            "cert_file": str(issued.cert_file),
+            "key_file": str(issued.key_file),
+            "ca_file": str(self.ca.cert_file),
+        }
 
     def cli(self) -> dict[str, str]:
         """The CLI's certificate, for `Endpoints.tls`."""

@@ -1,6 +1,7 @@
 """`switchboard nats-config`: the nats-server configuration of a deployment (a user per service
 with its permissions, the operator, no anonymous access, JetStream encrypted with the key in
-$NATS_JETSTREAM_KEY), for a Kubernetes Secret. The passwords are kept in a JSON file (made or
+$NATS_JETSTREAM_KEY), for a Kubernetes Secret; with --authorization-only, the users and their
+permissions alone, for the configuration of deploy/k8s to include. The passwords are kept in a JSON file (made or
 completed, mode 0600) and, with --env-file, as `user=password` lines for
 `kubectl create secret generic nats-users --from-env-file=...`."""
 
@@ -28,6 +29,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tls-cert", default="", help="the server's certificate (TLS required)")
     p.add_argument("--tls-key", default="", help="its private key")
     p.add_argument("--tls-ca", default="", help="a CA to verify client certificates with")
+    p.add_argument(
+        "--authorization-only",
+        action="store_true",
+        help="print only the users and their permissions (deploy/k8s includes them as auth.conf)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,5 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if tls.get("ca_file"):
         tls["verify"] = True  # mutual TLS: a client shows a certificate the CA signed
     tenants = [t.strip() for t in args.tenants.split(",") if t.strip()] or None
+    if args.authorization_only:
+        print(nats_auth.authorization_config(passwords, tenants), end="")
+        return 0
     print(nats_auth.server_config(passwords, tenants=tenants, tls=tls or None), end="")
     return 0

@@ -144,14 +144,14 @@ class Supervisor:
         }
         if not os.environ.get("CASE_MASTER_KEY"):
             base_env.setdefault("CASE_MASTER_KEY_FILE", str(case_master_key_file(self.dir)))
+        tls = local_tls.LocalTls(self.dir) if local_tls.enabled() else None
         nats_url = os.environ.get("NATS_URL", "")
         passwords: dict[str, str] = {}
         if not nats_url:
             tenants = [t for t in base_env["SWITCHBOARD_TENANTS"].split(",") if t.strip()]
-            nats_url, passwords = await self._start_nats(taken, tenants)
+            nats_url, passwords = await self._start_nats(taken, tenants, tls)
         base_env["NATS_URL"] = nats_url
         endpoints = Endpoints(nats_url=nats_url)
-        tls = local_tls.LocalTls(self.dir) if local_tls.enabled() else None
         if tls is not None:
             endpoints.tls = tls.cli()
 
@@ -202,10 +202,17 @@ class Supervisor:
         await self._wait_healthy(endpoints)
         return endpoints
 
-    async def _start_nats(self, taken: set[int], tenants: list[str]) -> tuple[str, dict[str, str]]:
-        """Start nats-server with its users and encryption; its URL and each user's password."""
+    async def _start_nats(
+        self, taken: set[int], tenants: list[str], tls: local_tls.LocalTls | None
+    ) -> tuple[str, dict[str, str]]:
+        """Start nats-server with its users, encryption and (with `tls`) TLS required; its URL and
+        each user's password."""
         port = choose_port(4222, taken)
-        config, passwords, env = nats_server_config(self.dir, [t.strip() for t in tenants] or None)
+        config, passwords, env = nats_server_config(
+            self.dir,
+            [t.strip() for t in tenants] or None,
+            tls.nats_server() if tls is not None else None,
+        )
         self.nats = NatsServer(self.dir / "nats", port=port, config_file=config, env=env)
         await asyncio.to_thread(self.nats.start, 15.0, self.dir / "nats-server.log")
         if port != 4222:

@@ -23,6 +23,14 @@ class NotFound(DomainError):
         super().__init__(f"{kind} {ident!r} not found")
 
 
+class Erased(NotFound):
+    """Deleted when the customer it belonged to was erased: NOT_FOUND, saying so."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(kind, ident)
+        self.args = (f"{kind} {ident!r} was erased",)
+
+
 class FailedPrecondition(DomainError):
     pass
 

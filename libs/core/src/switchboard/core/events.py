@@ -118,6 +118,11 @@ def spec_by_name(type_name: str) -> EventSpec | None:
     return _BY_NAME.get(type_name)
 
 
+def specs() -> list[EventSpec]:
+    """Every registered event type's spec, in registration order."""
+    return list(_SPECS.values())
+
+
 def validate_tenant(tenant: str) -> None:
     if not tenant:
         raise InvalidArgument("tenant")

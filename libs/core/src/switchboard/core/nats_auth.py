@@ -6,7 +6,8 @@ A service publishes only its own events: a channel only ``contact.<tenant>.<its 
 the fax service cannot forge a chat contact, and with the deployment's tenants known, none can
 publish for a tenant it does not serve. Its JetStream API is limited to the shared streams it
 declares, its own durable consumers, its own streams, key-value buckets and object stores (full
-use), and the object stores it reads attachments from (read only). Replies arrive on
+use), the object stores it reads attachments from (read only), and those it deletes an erased
+customer's objects from. Replies arrive on
 ``_INBOX.>``, acknowledgements go to ``$JS.ACK.<stream>.<its durable>.>``.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from switchboard.core import deadletter, events, revocation
+from switchboard.core import deadletter, events, revocation, stream_erasure
 from switchboard.v1 import events_pb2
 
 # The operator's user (`switchboard status`, `switchboard dlq`): every subject.
@@ -45,10 +46,16 @@ class Grant:
     buckets: tuple[str, ...] = ()  # key-value buckets of its own
     objects: tuple[str, ...] = ()  # object stores of its own
     reads_objects: tuple[str, ...] = ()  # other services' object stores it reads
+    # Other services' object stores it deletes objects from (a customer's erasure).
+    erases_objects: tuple[str, ...] = ()
     core: tuple[str, ...] = ()  # plain NATS subjects it publishes and subscribes to
     # May change the shared streams' configuration (every service may create them, which
     # changes nothing that exists); one service is enough to bring them up to date.
     updates_streams: bool = False
+    # Streams it erases contacts from (switchboard.core.stream_erasure: the shared ones, the
+    # chat's history and conversations): it reads their messages one at a time and securely
+    # deletes single ones; never purges.
+    erases: tuple[str, ...] = ()
 
 
 def _channel(name: str) -> str:
@@ -61,11 +68,17 @@ _FAX_OUT = events.spec_for(events_pb2.OutboundFax).template
 # The table. Names are the services' NATS users (and their `switchboard run` names); durables,
 # buckets and subjects are the services' defaults (renaming one in its settings needs the same
 # rename here).
+# The most voice gateways one deployment runs: their durables are voice-gateway-0 to -15.
+VOICE_GATEWAY_REPLICAS = 16
+
 SERVICES: dict[str, Grant] = {
     "case": Grant(
         publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
         consumers=(("EVENTS", "case"), ("EVENTS", "case-csat")),
+        # An erased customer's raw mails, fax documents and chat uploads (docs/security.md).
+        erases_objects=("email", "fax-documents", "chat_files"),
         updates_streams=True,  # the system of record keeps the events' streams up to date
+        erases=stream_erasure.ERASED_STREAMS,  # erasing a customer reaches the bus
     ),
     "router": Grant(
         # Its decisions, and the ends, holds and transfers of any channel's contacts.
@@ -91,12 +104,23 @@ SERVICES: dict[str, Grant] = {
     ),
     "voice-gateway": Grant(
         publishes=(_channel("voice"),),
-        consumers=(("EVENTS", "voice-gateway"),),
+        # Every gateway follows the events itself (a call lives on one): a durable per replica,
+        # named by its index (SWITCHBOARD_REPLICA_ID, a StatefulSet's pod index).
+        consumers=(
+            ("EVENTS", "voice-gateway"),
+            *(("EVENTS", f"voice-gateway-{i}") for i in range(VOICE_GATEWAY_REPLICAS)),
+        ),
     ),
     "email-ingest": Grant(
         publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails
         consumers=(("OUTBOUND", "email-outbound"), ("EVENTS", "email-outbound-ack")),
-        buckets=("email_checkpoints", "email_threads", "email_seen", "email_sent"),
+        buckets=(
+            "email_checkpoints",
+            "email_threads",
+            "email_seen",
+            "email_sent",
+            "email_leases",
+        ),
         objects=("email",),
         reads_objects=("chat_files", "fax-documents"),
     ),
@@ -142,6 +166,17 @@ def _stream_owned(stream: str) -> list[str]:
     ]
 
 
+def _stream_erased(stream: str) -> list[str]:
+    """Find and delete single messages of a stream: info, message get (next by subject) and
+    delete. No consumer (creating an ephemeral one on a shared stream could rewrite another
+    service's durable), no purge, no write."""
+    return [
+        _api("STREAM.INFO", stream),
+        _api("STREAM.MSG.GET", stream),
+        _api("STREAM.MSG.DELETE", stream),
+    ]
+
+
 def _expand(subjects: Iterable[str], tenants: Iterable[str] | None) -> list[str]:
     names = sorted(set(tenants)) if tenants else ["*"]
     out: list[str] = []
@@ -178,6 +213,8 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
             f"$JS.ACK.{stream}.{durable}.>",
             deadletter.parked_subject(durable, ">"),
         ]
+    for stream in grant.erases:
+        publish += _stream_erased(stream)
     for stream, subjects in grant.streams:
         publish += [*_stream_owned(stream), subjects]
     for bucket in grant.buckets:
@@ -186,6 +223,10 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
         publish += [*_stream_owned(f"OBJ_{bucket}"), f"$O.{bucket}.>"]
     for bucket in grant.reads_objects:
         publish += _stream_reads(f"OBJ_{bucket}")
+    for bucket in grant.erases_objects:
+        # Read an object's metadata, write its deletion marker, purge its chunks.
+        stream = f"OBJ_{bucket}"
+        publish += [*_stream_reads(stream), _api("STREAM.PURGE", stream), f"$O.{bucket}.M.>"]
     publish += grant.core
     return {
         "publish": {"allow": _unique(publish)},
@@ -228,6 +269,32 @@ def server_config(
     service (the operator with none withheld) and no anonymous access; JetStream (the store
     directory is the server's `-sd`) encrypted with the key in the server's environment variable
     `key_env` (None: not encrypted); TLS required with `tls` (cert_file, key_file, ca_file)."""
+    jetstream: dict[str, Any] = {}
+    if key_env:
+        if not _ENV_NAME.match(key_env):
+            raise ValueError(f"{key_env!r} is not an environment variable name")
+        jetstream.update(cipher="chachapoly", key=_KEY_PLACEHOLDER)
+    config: dict[str, Any] = {
+        "jetstream": jetstream,
+        "authorization": {"users": _users(passwords, tenants)},
+    }
+    if tls:
+        config["tls"] = dict(tls)
+    # nats-server reads JSON. Quoted strings are never variables (so `$JS.API...` stays a
+    # subject); the key is the one unquoted variable, read from the environment at start.
+    text = json.dumps(config, indent=2) + "\n"
+    return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
+
+
+def authorization_config(passwords: Mapping[str, str], tenants: Iterable[str] | None = None) -> str:
+    """The ``authorization`` block of server_config alone (the users and their permissions), for
+    a configuration that sets JetStream, TLS and the cluster itself and includes this file
+    (``include auth.conf``: deploy/k8s/base/nats.yaml)."""
+    users = {"users": _users(passwords, tenants)}
+    return "authorization: " + json.dumps(users, indent=2) + "\n"
+
+
+def _users(passwords: Mapping[str, str], tenants: Iterable[str] | None) -> list[dict[str, Any]]:
     tenant_list = list(tenants) if tenants else None
     users = []
     for user, password in passwords.items():
@@ -235,18 +302,7 @@ def server_config(
         if user != OPERATOR:
             entry["permissions"] = permissions(SERVICES[user], tenant_list)
         users.append(entry)
-    jetstream: dict[str, Any] = {}
-    if key_env:
-        if not _ENV_NAME.match(key_env):
-            raise ValueError(f"{key_env!r} is not an environment variable name")
-        jetstream.update(cipher="chachapoly", key=_KEY_PLACEHOLDER)
-    config: dict[str, Any] = {"jetstream": jetstream, "authorization": {"users": users}}
-    if tls:
-        config["tls"] = dict(tls)
-    # nats-server reads JSON. Quoted strings are never variables (so `$JS.API...` stays a
-    # subject); the key is the one unquoted variable, read from the environment at start.
-    text = json.dumps(config, indent=2) + "\n"
-    return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
+    return users
 
 
 def write_secret(path: Path, text: str) -> Path:

@@ -23,7 +23,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from switchboard.core.errors import NotFound
+from switchboard.core.errors import Erased, NotFound
 from switchboard.v1 import contact_pb2
 
 
@@ -45,16 +45,19 @@ class KeyValueBucket(Protocol):
 
 
 class ObjectBucket(Protocol):
-    """An object store bucket as the services use it (nats.js.object_store.ObjectStore): `get`
-    and `get_info` raise ObjectNotFoundError for a name never put."""
+    """An object store bucket as the services use it (nats.js.object_store.ObjectStore): `get`,
+    `get_info` and `delete` raise ObjectNotFoundError for a name never put, or deleted (unless
+    `get_info` is asked to `show_deleted`)."""
 
     async def get(self, name: str) -> ObjectStore.ObjectResult: ...
 
-    async def get_info(self, name: str) -> js_api.ObjectInfo: ...
+    async def get_info(self, name: str, show_deleted: bool = False) -> js_api.ObjectInfo: ...
 
     async def put(
         self, name: str, data: bytes, meta: js_api.ObjectMeta | None = None
     ) -> js_api.ObjectInfo: ...
+
+    async def delete(self, name: str) -> ObjectStore.ObjectResult: ...
 
 
 async def key_value(
@@ -173,14 +176,39 @@ class ObjectStores:
         await store.put(name, data, meta=meta)
 
     async def get(self, bucket: str, name: str) -> bytes:
-        """The bytes of `name`; NotFound when the bucket or the object does not exist."""
+        """The bytes of `name`; NotFound when the bucket or the object does not exist, Erased
+        (a NotFound) when it was deleted (only an erasure deletes the channels' objects)."""
         store = await self.bucket(bucket)
         try:
             result = await store.get(name)
         except (ObjectNotFoundError, NotFoundError):
+            if await _deleted(store, name):
+                raise Erased("object", f"{bucket}/{name}") from None
             raise NotFound("object", f"{bucket}/{name}") from None
         return bytes(result.data or b"")
+
+    async def delete(self, bucket: str, name: str) -> bool:
+        """Delete `name` (its chunks are purged); False when there was nothing to delete (no such
+        bucket or object, or deleted before), so a retried deletion is a no-op."""
+        try:
+            store = await self.bucket(bucket)
+        except NotFound:
+            return False
+        try:
+            await store.delete(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        return True
 
     async def get_ref(self, ref: contact_pb2.AttachmentRef) -> bytes:
         """The bytes `ref` names; NotFound when its bucket or object does not exist."""
         return await self.get(ref.bucket, ref.object_name)
+
+
+async def _deleted(store: ObjectBucket, name: str) -> bool:
+    """Whether `name` was stored and deleted since (its metadata says so)."""
+    try:
+        info = await store.get_info(name, show_deleted=True)
+    except (ObjectNotFoundError, NotFoundError):
+        return False
+    return bool(info.deleted)

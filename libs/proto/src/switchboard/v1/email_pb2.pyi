@@ -65,6 +65,8 @@ class _MailboxStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MailboxS
     """failed, reconnecting after a delay"""
     MAILBOX_STATE_STALLED: _MailboxState.ValueType  # 6
     """no progress for longer than the stall limit"""
+    MAILBOX_STATE_STANDBY: _MailboxState.ValueType  # 7
+    """read by another replica, which holds its lease"""
 
 class MailboxState(_MailboxState, metaclass=_MailboxStateEnumTypeWrapper): ...
 
@@ -79,6 +81,8 @@ MAILBOX_STATE_BACKOFF: MailboxState.ValueType  # 5
 """failed, reconnecting after a delay"""
 MAILBOX_STATE_STALLED: MailboxState.ValueType  # 6
 """no progress for longer than the stall limit"""
+MAILBOX_STATE_STANDBY: MailboxState.ValueType  # 7
+"""read by another replica, which holds its lease"""
 Global___MailboxState: _TypeAlias = MailboxState  # noqa: Y015
 
 @_typing.final
@@ -416,6 +420,7 @@ class MailboxStatus(_message.Message):
     QUARANTINED_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
     HEALTHY_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     mailbox: _builtins.str
     tenant: _builtins.str
     state: Global___MailboxState.ValueType
@@ -428,6 +433,8 @@ class MailboxStatus(_message.Message):
     failures: _builtins.int
     """consecutive failures"""
     healthy: _builtins.bool
+    replica: _builtins.str
+    """the replica that holds its lease and reads it ("": none yet)"""
     @_builtins.property
     def last_ok_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -444,10 +451,11 @@ class MailboxStatus(_message.Message):
         quarantined: _builtins.int = ...,
         failures: _builtins.int = ...,
         healthy: _builtins.bool = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_ok_at", b"last_ok_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "healthy", b"healthy", "ingested", b"ingested", "last_ok_at", b"last_ok_at", "last_uid", b"last_uid", "mailbox", b"mailbox", "quarantined", b"quarantined", "reason", b"reason", "state", b"state", "tenant", b"tenant", "uidvalidity", b"uidvalidity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "healthy", b"healthy", "ingested", b"ingested", "last_ok_at", b"last_ok_at", "last_uid", b"last_uid", "mailbox", b"mailbox", "quarantined", b"quarantined", "reason", b"reason", "replica", b"replica", "state", b"state", "tenant", b"tenant", "uidvalidity", b"uidvalidity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -183,18 +183,22 @@ class FakeKeyValue:
 
 class FakeObjectStore:
     """A `switchboard.core.stores.ObjectBucket` in memory: ObjectNotFoundError for a name never
-    put; a put replaces the object of the same name, with its metadata (described by `meta`)."""
+    put or deleted; a put replaces the object of the same name, with its metadata (described by
+    `meta`)."""
 
     def __init__(self, bucket: str = "fake") -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
         self.puts = 0  # how many times an object was written
         self._infos: dict[str, js_api.ObjectInfo] = {}
+        self._deleted: dict[str, js_api.ObjectInfo] = {}  # what a delete left: a marker
 
-    async def get_info(self, name: str) -> js_api.ObjectInfo:
+    async def get_info(self, name: str, show_deleted: bool = False) -> js_api.ObjectInfo:
         try:
             return dataclasses.replace(self._infos[name])
         except KeyError:
+            if show_deleted and name in self._deleted:
+                return dataclasses.replace(self._deleted[name])
             raise ObjectNotFoundError from None
 
     async def get(self, name: str) -> ObjectStore.ObjectResult:
@@ -218,8 +222,15 @@ class FakeObjectStore:
         )
         self.objects[name] = bytes(data)
         self._infos[name] = info
+        self._deleted.pop(name, None)
         self.puts += 1
         return dataclasses.replace(info)
+
+    async def delete(self, name: str) -> ObjectStore.ObjectResult:
+        info = await self.get_info(name)
+        del self.objects[name], self._infos[name]
+        self._deleted[name] = dataclasses.replace(info, deleted=True, size=0, chunks=0, digest="")
+        return ObjectStore.ObjectResult(info=info, data=b"")
 
 
 class FakeObjectStores(stores.ObjectStores):

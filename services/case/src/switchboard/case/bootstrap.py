@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,6 +23,7 @@ from switchboard.case.entrypoints.kb_reports_rpc import build_kb_reports, subscr
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.mail_outbox import MailRelay
 from switchboard.case.migrate import migrate
+from switchboard.case.object_erasure import ObjectEraser
 from switchboard.case.outbox import OutboxRelay
 from switchboard.case.pagination import PageTokens
 from switchboard.case.records import CaseRecords
@@ -30,6 +32,7 @@ from switchboard.case.settings import CaseSettings
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.views import CaseViews
+from switchboard.core import stores, stream_erasure
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.v1 import case_pb2, case_pb2_grpc
@@ -83,7 +86,14 @@ class CaseApp(Service):
     async def _build(self, bus: Bus) -> Servicers:
         s = self.settings
         assert self.sessions is not None and self.policies is not None
-        self.relay = OutboxRelay(self.sessions, bus, MailRelay(self.sessions, build_mailer(s)))
+        eraser = ObjectEraser(
+            self.sessions,
+            stores.ObjectStores(bus.js),
+            self.clock,
+            partial(stream_erasure.erase_contacts, bus.js),
+        )
+        mail = MailRelay(self.sessions, build_mailer(s))
+        self.relay = OutboxRelay(self.sessions, bus, mail, eraser)
         sla = SlaEngine(self.policies, mail=bool(s.smtp_host))
         self.records = CaseRecords(self.policies, sla, self.clock)
         self.handlers = CaseHandlers(

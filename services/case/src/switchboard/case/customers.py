@@ -6,14 +6,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
-from switchboard.case import audit
-from switchboard.case.adapters import bulk, keyring
+from switchboard.case import audit, object_erasure
+from switchboard.case.adapters import bulk, crypto, keyring
 from switchboard.case.adapters.database import peek_locked, preload_locked
-from switchboard.case.adapters.orm import Case, Contact, Customer, CustomerIdentity, new_id
+from switchboard.case.adapters.orm import (
+    Case,
+    CaseNote,
+    Contact,
+    Customer,
+    CustomerIdentity,
+    Message,
+    new_id,
+)
 from switchboard.case.domain import identity as identity_rules
 from switchboard.case.records import CaseRecords
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -234,6 +244,42 @@ async def _move_cases(
         )
 
 
+async def _reseal(
+    session: AsyncSession,
+    tenant: str,
+    customer_id: str,
+    identities: Sequence[CustomerIdentity],
+    case_ids: Sequence[str],
+) -> None:
+    """Seal what a split moved with its new customer's key, so that erasing that customer
+    reaches it (and erasing the original does not). Audit entries stay as they were written:
+    their hashes cover their ciphertext."""
+    keys = keyring.of(session)
+    rows: list[tuple[Any, str]] = [(i, "sealed") for i in identities]
+    if case_ids:
+        rows += [
+            (c, "subject") for c in await session.scalars(select(Case).where(Case.id.in_(case_ids)))
+        ]
+        contacts = list(await session.scalars(select(Contact).where(Contact.case_id.in_(case_ids))))
+        rows += [(c, "subject") for c in contacts]
+        rows += [
+            (n, "text")
+            for n in await session.scalars(select(CaseNote).where(CaseNote.case_id.in_(case_ids)))
+        ]
+        contact_ids = [c.contact_id for c in contacts]
+        rows += [
+            (m, "text")
+            for m in await session.scalars(
+                select(Message).where(Message.contact_id.in_(contact_ids))
+            )
+        ]
+    for row, attribute in rows:
+        value = getattr(row, attribute)
+        if value and value != crypto.ERASED:
+            setattr(row, attribute, keys.seal(session, tenant, customer_id, value))
+            flag_modified(row, attribute)  # the same text: written again, under the new key
+
+
 async def merge(
     session: AsyncSession,
     records: CaseRecords,
@@ -324,6 +370,7 @@ async def split(
     for key in indexes:
         owned[key].customer_id = new.id
     await _move_cases(session, records, list(case_ids), new, actor, at, "customer_split")
+    await _reseal(session, tenant, new.id, [owned[key] for key in indexes], list(case_ids))
     names = [[_kind_name(k), v] for k, v in identities]
     await _audit(
         session,
@@ -349,8 +396,9 @@ async def erase(
 ) -> tuple[Customer, int]:
     """Destroy the data keys of a customer and of every customer merged into it, and forget their
     identities' blind indexes: their names, identities, messages, subjects, notes and audit data
-    read as "[erased]" from now on, everywhere the store's rows are (backups too). The customer
-    and the number of keys destroyed."""
+    read as "[erased]" from now on, everywhere the store's rows are (backups too). The objects
+    their contacts left in the object stores are staged for deletion in the same transaction
+    (object_erasure). The customer and the number of keys destroyed."""
     customer = await get(session, tenant, customer_id, lock=True)
     ids, frontier = {customer.id}, {customer.id}
     while frontier:
@@ -366,7 +414,18 @@ async def erase(
             CustomerIdentity.tenant == tenant, CustomerIdentity.customer_id.in_(ids)
         )
     )
+    # Locked: an event of one of these contacts naming an object waits for this erasure, then
+    # sees it (object_erasure.is_erased) and stages the object itself.
+    contact_ids = list(
+        await session.scalars(
+            select(Contact.contact_id)
+            .where(Contact.tenant == tenant, Contact.customer_id.in_(ids))
+            .order_by(Contact.contact_id)
+            .with_for_update()
+        )
+    )
     destroyed = await keyring.of(session).erase(session, tenant, ids)
+    await object_erasure.stage_contacts(session, tenant, contact_ids, at)
     # Sealed with the tenant's key: it names no personal data, and outlives the customer's.
     data = {"customers": sorted(ids)}
     await audit.append(session, tenant, audit.CUSTOMER, customer.id, actor, "erased", data, at)

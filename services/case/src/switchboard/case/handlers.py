@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import audit, customers
+from switchboard.case import audit, customers, object_erasure
 from switchboard.case.adapters import bulk, keyring
 from switchboard.case.adapters.database import (
     get_locked,
@@ -53,7 +53,7 @@ from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core.errors import DomainError, InvalidArgument, Retry
-from switchboard.v1 import case_pb2, contact_pb2, events_pb2
+from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -401,6 +401,7 @@ class CaseHandlers:
         created = _when(c.created_at) or _when(event.meta.occurred_at) or self._clock()
         channel = c.channel or event.meta.channel
         actor = f"channel:{contact_pb2.Channel.Name(channel).removeprefix('CHANNEL_').lower()}"
+        objects = object_erasure.objects_of(tenant, c.attachments)
 
         async def work(session: AsyncSession) -> None:
             existing = await get_row(session, Contact, c.contact_id)
@@ -434,6 +435,12 @@ class CaseHandlers:
                 ),
             )
             row_added(session, Contact, c.contact_id)
+            if objects:
+                # An erasure that held the customer's lock while this waited for it has
+                # committed: the contact is the erased customer's, and so are its objects.
+                new = customer.id in session.info.get("new_customers", ())
+                erased = not new and await object_erasure.is_erased(session, tenant, customer.id)
+                await object_erasure.record(session, tenant, c.contact_id, objects, erased, created)
             if c.content:
                 bulk.add_row(
                     session,
@@ -579,6 +586,7 @@ class CaseHandlers:
         _text(m.agent_id, "message.agent_id")
         text, content_type = message_body(m.parts)
         sent = _when(m.sent_at) or _when(event.meta.occurred_at) or self._clock()
+        objects = object_erasure.objects_of(tenant, m.attachments)
 
         async def work(session: AsyncSession) -> None:
             contact = await self._contact(session, tenant, m.contact_id)
@@ -594,6 +602,9 @@ class CaseHandlers:
             }
             if not await self._insert_message(session, values):
                 return
+            if objects:
+                erased = await object_erasure.is_erased(session, tenant, contact.customer_id)
+                await object_erasure.record(session, tenant, m.contact_id, objects, erased, sent)
             case = await self._case(session, contact)
             case.updated_at = self._clock()
             await self.records.audit(
@@ -820,5 +831,37 @@ class CaseHandlers:
                 },
                 at,
             )
+
+        await self._apply(event, work)
+
+    # ---- objects the channels stored (for erasure) -----------------------------------------
+
+    async def on_email_received(self, event: email_pb2.EmailReceived) -> None:
+        """Record the objects of a mail (the raw message, its attachments) for its contact."""
+        refs = [event.raw, *event.attachments] if event.HasField("raw") else event.attachments
+        await self._objects_stored(event, event.contact_id, refs)
+
+    async def on_fax_processed(self, event: fax_pb2.FaxProcessed) -> None:
+        """Record the objects of a fax (the document, its page images and thumbnails)."""
+        refs = [event.original, *(r for p in event.pages for r in (p.image, p.thumbnail))]
+        await self._objects_stored(event, event.contact_id, refs)
+
+    async def _objects_stored(
+        self, event: ProtoMessage, contact_id: str, refs: Sequence[contact_pb2.AttachmentRef]
+    ) -> None:
+        """Record what a channel stored for `contact_id` (before or after its ContactCreated);
+        stage its deletion at once when the contact's customer is erased already."""
+        tenant = event.meta.tenant  # type: ignore[attr-defined]
+        _text(contact_id, "contact_id", required=True)
+        objects = object_erasure.objects_of(tenant, refs)
+        at = _when(event.meta.occurred_at) or self._clock()  # type: ignore[attr-defined]
+
+        async def work(session: AsyncSession) -> None:
+            contact = await get_locked(session, Contact, contact_id)
+            if contact is not None and contact.tenant != tenant:
+                raise InvalidArgument("contact_id", "belongs to another tenant")
+            owner = contact.customer_id if contact is not None else None
+            erased = await object_erasure.is_erased(session, tenant, owner)
+            await object_erasure.record(session, tenant, contact_id, objects, erased, at)
 
         await self._apply(event, work)

@@ -10,7 +10,8 @@ than BACKSTOP_SECONDS that are not on their way (a crash between commit and publ
 that failed) are published again (the event id is the Nats-Msg-Id, so a repeat within
 JetStream's duplicate window is dropped), and acknowledged rows no writer has deleted within
 that time are deleted by the relay. The same relay sends the mails
-of the mail outbox (see mail_outbox)."""
+of the mail outbox (see mail_outbox) and deletes the objects of erased customers (see
+object_erasure)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
-from switchboard.case import mail_outbox
+from switchboard.case import mail_outbox, object_erasure
 from switchboard.case.adapters import bulk
 from switchboard.case.adapters.orm import OutboxEvent, utc_now
 from switchboard.case.mail_outbox import MailRelay
+from switchboard.case.object_erasure import ObjectEraser
 from switchboard.core import events
 from switchboard.core.bus import Bus
 
@@ -67,10 +69,12 @@ class OutboxRelay:
         sessions: async_sessionmaker[AsyncSession],
         bus: Bus | None,
         mail: MailRelay | None = None,
+        objects: ObjectEraser | None = None,
     ) -> None:
         self._sessions = sessions
         self._bus = bus
         self.mail = mail
+        self.objects = objects
         self._wake = asyncio.Event()
         self._fresh: deque[Message] = deque()  # committed, not yet sent
         self._fresh_ready = asyncio.Event()
@@ -87,9 +91,19 @@ class OutboxRelay:
         self._wake.set()
 
     def mail_staged(self) -> None:
-        """A committed transaction staged a mail: send it now, not at the next round."""
+        """A committed transaction staged a mail (or an object's deletion): send it now, not at
+        the next round."""
         self._mail_waiting = True
         self._wake.set()
+
+    async def _side_work(self) -> None:
+        """The mails to send and the erased objects to delete."""
+        try:
+            if self.mail is not None:
+                await self.mail.drain()
+        finally:
+            if self.objects is not None:
+                await self.objects.drain()
 
     # ---- the hot path: events handed over by their writer's commit -----------------------------
 
@@ -148,16 +162,15 @@ class OutboxRelay:
 
     async def drain(self, older_than: float = 0.0) -> int:
         """Publish every staged event not on its way (only those staged more than `older_than`
-        seconds ago), delete what was acknowledged, and send every due mail; the number of
-        events published here. A publish failure leaves the rest for the next round; the mails
-        are sent all the same."""
+        seconds ago), delete what was acknowledged, send every due mail and delete every due
+        erased object; the number of events published here. A publish failure leaves the rest
+        for the next round; the mails and objects are seen to all the same."""
         try:
             if not older_than:
                 await self._settled()  # what commits handed over, acknowledged first
             published = await self._publish(older_than)
         finally:
-            if self.mail is not None:
-                await self.mail.drain()
+            await self._side_work()
         return published
 
     async def _delete_acked(self, older_than: float) -> None:
@@ -238,9 +251,9 @@ class OutboxRelay:
                     next_round = time.monotonic() + interval
                     self._mail_waiting = False
                     await self.drain(older_than=BACKSTOP_SECONDS)
-                elif self._mail_waiting and self.mail is not None:
+                elif self._mail_waiting:
                     self._mail_waiting = False
-                    await self.mail.drain()
+                    await self._side_work()
             except Exception:  # the bus or the database is away: try again later
                 logger.warning("outbox relay failed; retrying", exc_info=True)
             self._wake.clear()
@@ -296,9 +309,10 @@ def _hand_over_after_commit(session: Session) -> None:
     staged = session.info.pop(STAGED, None)
     deleting = session.info.pop(DELETING, None)
     mail = session.info.pop(mail_outbox.STAGED, None)
+    objects = session.info.pop(object_erasure.STAGED, None)
     if relay is None:
         return
-    if mail:
+    if mail or objects:
         relay.mail_staged()
     if deleting:
         relay.deleted(deleting)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +21,7 @@ from switchboard.email_ingest.entrypoints.grpc_server import EmailServicer, regi
 from switchboard.email_ingest.entrypoints.imap import MailboxWatcher, WatchOptions
 from switchboard.email_ingest.entrypoints.smtp import ReceiveHandler, ReceiveServer
 from switchboard.email_ingest.ingest import Ingestor, Limits
+from switchboard.email_ingest.leasing import MailboxLeases
 from switchboard.email_ingest.notifier import EmailNotifier
 from switchboard.email_ingest.outbound import Relay, Sender
 from switchboard.email_ingest.settings import EmailIngestSettings
@@ -44,6 +47,8 @@ class EmailApp(Service):
     acknowledger: Acknowledger | None = None
     watchers: list[MailboxWatcher] = field(default_factory=list)
     receivers: list[ReceiveServer] = field(default_factory=list)
+    leases: MailboxLeases | None = None
+    replica: str = ""
     smtp_port: int = 0
     lmtp_port: int = 0
     _watchdog: asyncio.Task[None] | None = None
@@ -51,6 +56,9 @@ class EmailApp(Service):
 
     async def _load(self) -> None:
         self.config = self.config or email_config.load(self.settings.config_file or None)
+        self.replica = (
+            self.settings.replica_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        )
         await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
 
     async def _build(self, bus: Bus) -> Servicers:
@@ -132,16 +140,28 @@ class EmailApp(Service):
         )
         for mailbox in self.config.mailboxes:
             if mailbox.imap is not None:
-                watcher = MailboxWatcher(mailbox, self.ingestor, self.state, options)
-                watcher.start()
-                self.watchers.append(watcher)
+                self.watchers.append(MailboxWatcher(mailbox, self.ingestor, self.state, options))
+        if self.watchers:
+            # The watchers of this replica's share of the mailboxes start now (the first
+            # round); the rest wait for a lease to be free and theirs.
+            self.leases = await MailboxLeases.open(
+                self.bus.js,
+                self.replica,
+                s.lease_ttl_seconds,
+                self.watchers,
+                s.nats_stream_replicas,
+            )
+            await self.leases.balance()
+            self.leases.start()
 
     async def _started(self) -> None:
         s = self.settings
         self._watchdog = asyncio.create_task(self._watch_health(), name="email-health")
         logger.info(
-            "email-ingest: %d IMAP mailbox(es), gRPC on %s:%d",
+            "email-ingest replica %s: %d IMAP mailbox(es), %d read here, gRPC on %s:%d",
+            self.replica,
             len(self.watchers),
+            len(self.leases.held) if self.leases else 0,
             s.grpc_host,
             self.grpc_port,
         )
@@ -186,6 +206,9 @@ class EmailApp(Service):
         for receiver in self.receivers:
             await receiver.stop()
         self.receivers = []
+        leases, self.leases = self.leases, None
+        if leases is not None:
+            await leases.stop()  # the watchers, then the leases: the others take over at once
         for watcher in self.watchers:
             await watcher.stop()
         self.watchers = []

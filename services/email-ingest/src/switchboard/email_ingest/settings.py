@@ -44,4 +44,8 @@ class EmailIngestSettings(ServiceSettings):
     reconnect_max_seconds: float = Field(60.0, alias="EMAIL_RECONNECT_MAX_SECONDS")
     imap_timeout_seconds: float = Field(30.0, alias="EMAIL_IMAP_TIMEOUT_SECONDS")
     fetch_batch: int = Field(100, alias="EMAIL_FETCH_BATCH")
+    # Each IMAP mailbox is read by one replica at a time, the holder of its lease (bucket
+    # email_leases). A replica that dies has its mailboxes taken over this long after its last
+    # renewal (renewed every third of it). Fixed by the bucket once created.
+    lease_ttl_seconds: float = Field(15.0, alias="EMAIL_LEASE_TTL_SECONDS", gt=0.5)
     outbound_consumer: str = Field("email-outbound", alias="EMAIL_OUTBOUND_CONSUMER")

@@ -42,7 +42,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from switchboard.core import stores
+from switchboard.core import leases, stores
 from switchboard.core.acks import AckPublisher
 from switchboard.router.commands import Call, JournalFormatError, decode_command
 from switchboard.v1 import router_journal_pb2
@@ -240,60 +240,10 @@ class Snapshots:
         return bytes(result.data or b""), int(meta["seq"])
 
 
-class Lease:
-    """Leader election by compare-and-set on a key that expires unless renewed."""
+class Lease(leases.Lease):
+    """Leader election: the lease ``<group>`` in ``ROUTER_LEASES`` names the leader."""
 
     def __init__(
         self, js: JetStreamContext, group: str, replica: str, ttl: float, replicas: int = 1
     ) -> None:
-        self.js = js
-        self.key = group
-        self.replica = replica
-        self.ttl = ttl
-        self.replicas = replicas
-        self.revision = 0
-
-    async def ensure(self) -> None:
-        self.kv = await stores.key_value(
-            self.js, LEASE_BUCKET, ttl=self.ttl, replicas=self.replicas
-        )
-
-    async def try_acquire(self) -> bool:
-        """Take the lease if it is free, or take it back if it still names this replica (a
-        restart under the same id, or a step-down to re-read the journal): a new revision
-        either way, so the previous term's renewals fail."""
-        try:
-            self.revision = await self.kv.create(self.key, self.replica.encode())
-            return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass
-        try:
-            entry = await self.kv.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
-            return False
-        if (entry.value or b"").decode() != self.replica or entry.revision is None:
-            return False
-        return await self._write_after(entry.revision)
-
-    async def renew(self) -> bool:
-        return await self._write_after(self.revision)
-
-    async def _write_after(self, revision: int | None) -> bool:
-        """Write our name over `revision`; False when another replica wrote since."""
-        try:
-            self.revision = await self.kv.update(self.key, self.replica.encode(), last=revision)
-            return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-
-    async def holder(self) -> str:
-        try:
-            entry = await self.kv.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
-            return ""
-        return (entry.value or b"").decode()
-
-    async def release(self) -> None:
-        with contextlib.suppress(Exception):
-            if await self.holder() == self.replica:
-                await self.kv.delete(self.key)
+        super().__init__(js, LEASE_BUCKET, group, replica, ttl, replicas)

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from switchboard.core.nats_auth import VOICE_GATEWAY_REPLICAS
 from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings, renamed
 
 
@@ -32,6 +33,20 @@ class VoiceGatewaySettings(ServiceSettings):
     options_ping_seconds: float = Field(30.0, alias="VOICE_OPTIONS_PING_SECONDS", gt=0)
     # Each replica consumes routing events with its own durable (it owns its calls' media).
     consumer_name: str = Field("voice-gateway", alias="VOICE_CONSUMER")
+
+    @field_validator("replica_id")
+    @classmethod
+    def _replica_index(cls, value: str) -> str:
+        """The gateway's durable is voice-gateway-<index>, and its NATS user may create only
+        voice-gateway-0 to voice-gateway-15: the index must be one of those."""
+        if value and not (value.isdigit() and int(value) < VOICE_GATEWAY_REPLICAS):
+            raise ValueError(
+                f"SWITCHBOARD_REPLICA_ID={value!r}: the voice gateway's replica id is its index,"
+                f" 0 to {VOICE_GATEWAY_REPLICAS - 1} (a StatefulSet's pod index), because its NATS"
+                " user may create only the durables voice-gateway-0 to"
+                f" voice-gateway-{VOICE_GATEWAY_REPLICAS - 1}"
+            )
+        return value
 
     def refuse_unsafe_production(self) -> None:
         """Also: the embedded configuration's demo phones, whose SIP passwords are published,

@@ -44,6 +44,7 @@ TRANSACTION_CACHES = (
     "outbox_staged",  # outbox.STAGED: a rolled-back savepoint's events are not published
     "outbox_marks",  # outbox.MARKS
     "outbox_deleting",  # outbox.DELETING
+    "object_erasures_staged",  # object_erasure.STAGED
     "outbox_mail_staged",  # mail_outbox.STAGED
 )
 
@@ -58,7 +59,9 @@ def _forget_at_the_end(session: Session, transaction: SessionTransaction) -> Non
 
 # Kept when a savepoint rolls back: the batch's claims were made before it (and the event's own
 # claim is withdrawn by the caller); the outbox takes back only what the savepoint staged.
-SAVEPOINT_AWARE = frozenset({"claims", "outbox_staged", "outbox_marks", "outbox_mail_staged"})
+SAVEPOINT_AWARE = frozenset(
+    {"claims", "outbox_staged", "outbox_marks", "outbox_mail_staged", "object_erasures_staged"}
+)
 
 
 @event.listens_for(Session, "after_soft_rollback")

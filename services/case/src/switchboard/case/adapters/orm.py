@@ -325,3 +325,39 @@ class DataKey(Base):
     wrapped_by: Mapped[str] = mapped_column(String(ID))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+OBJECT_NAME = 1024  # object store names chosen by the channels
+
+
+class ContactObject(Base):
+    """An object a channel stored in a JetStream object store for a contact (raw mail, fax
+    document and pages, chat upload), as its events named it: what erasing the contact's
+    customer deletes. Recorded by contact id, whether or not the contact is recorded yet."""
+
+    __tablename__ = "contact_objects"
+    __table_args__ = (Index("ix_contact_objects_object", "bucket", "object_name"),)
+
+    contact_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    object_name: Mapped[str] = mapped_column(String(OBJECT_NAME), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ObjectErasure(Base):
+    """An object to delete from the object store, written in the transaction that erased its
+    customer (or that learnt of it after the erasure); deleted once the object is gone, so a
+    relay that fails or dies leaves it for the next round."""
+
+    __tablename__ = "object_erasures"
+
+    bucket: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    object_name: Mapped[str] = mapped_column(String(OBJECT_NAME), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Not tried before this time: a relay's claim while it deletes, or the back-off after a
+    # failed attempt. None: due now.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")

@@ -20,12 +20,14 @@ from typing import Any
 
 import yaml
 
+from switchboard.core import roles
 from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 from switchboard.core.errors import InvalidArgument, Unauthenticated
 from switchboard.core.events import TENANT_RE
 
 DEFAULT_FILE = Path(__file__).with_name("agents.yaml")
-ROLES = ("agent", "supervisor")
+# The roles that work at the desk (switchboard.core.roles): an agent, a team lead, a supervisor.
+ROLES = roles.DESK
 UI_LANGUAGES = ("ko", "zh", "en")
 DEFAULT_WRAP_UP_CODES = ("resolved", "follow_up", "escalated", "no_answer")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -5,6 +5,7 @@
 - ``GET /api/agent/attachment?contact_id=&index=`` (``Authorization: Bearer <inbox token>``): a
   file of one of the agent's contacts (fax pages, email attachments). Images that cannot carry
   script are served inline; anything else as a download; always nosniff and a sandboxing CSP.
+  A file deleted by its customer's erasure is 404 ``attachment '<index>' was erased``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from switchboard.chat.entrypoints.clients import Network, client_address
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core.errors import (
     DomainError,
+    Erased,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -143,7 +145,10 @@ class InboxHttp:
         if int(index) >= len(refs):
             raise NotFound("attachment", index)
         ref = refs[int(index)]
-        data = await self.inbox.read_object(ref.bucket, ref.object_name)
+        try:
+            data = await self.inbox.read_object(ref.bucket, ref.object_name)
+        except Erased:
+            raise Erased("attachment", index) from None  # 404, saying why
         if data is None:
             raise NotFound("attachment", index)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", ref.filename) or "file"

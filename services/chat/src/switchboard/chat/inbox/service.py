@@ -32,6 +32,7 @@ from switchboard.core import roles, stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
+    Erased,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -138,7 +139,7 @@ class Inbox:
     async def login(
         self, tenant: Any, agent_id: Any, password: Any, client: str = ""
     ) -> dict[str, Any]:
-        """Check the password and issue an inbox token (role agent or supervisor). Guessing is
+        """Check the password and issue an inbox token (the directory's role). Guessing is
         throttled per client address and account, and per client address (`LoginThrottle`)."""
         if (
             isinstance(tenant, str)
@@ -173,7 +174,9 @@ class Inbox:
         if found is not None:
             return found
         # A token minted outside the directory (the CLI's, a partner's tool): a bare profile.
-        role = "supervisor" if principal.has_any("supervisor") else "agent"
+        role = next(
+            (r for r in (roles.SUPERVISOR, roles.TEAM_LEAD) if principal.has_any(r)), "agent"
+        )
         return AgentProfile(principal.tenant, principal.subject, principal.subject, role, "")
 
     def _backends(self, token: str) -> Backends:
@@ -346,11 +349,14 @@ class Inbox:
         }
 
     async def read_object(self, bucket: str, name: str) -> bytes | None:
-        """A file from the JetStream object store (where the channels keep them)."""
+        """A file from the JetStream object store (where the channels keep them); None when it
+        cannot be read, Erased when its customer was erased."""
         try:
             if self._stores is None:  # bound on first use: a unit test's bus has no JetStream
                 self._stores = stores.ObjectStores(self.bus.js)
             return await self._stores.get(bucket, name)
+        except Erased:
+            raise
         except Exception as exc:
             logger.info("attachment %s/%s not readable: %s", bucket, name, type(exc).__name__)
             return None
@@ -459,7 +465,7 @@ class Inbox:
     ) -> dict[str, Any]:
         """Stream live statistics to one supervisor socket until it disconnects."""
         if not roles.RULES[WATCH_QUEUE_STATS].admits(principal):
-            raise PermissionDenied("the wallboard needs the supervisor role")
+            raise PermissionDenied("the wallboard needs the supervisor or team lead role")
         if sid not in self._watchers:
             self._watchers[sid] = asyncio.create_task(
                 self._watch(principal.tenant, token, send), name=f"wallboard:{sid}"

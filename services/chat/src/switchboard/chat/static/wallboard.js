@@ -42,7 +42,7 @@
       .then(function (res) {
         var err = $("login-error");
         if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
-        if (res.body.agent.role !== "supervisor") { err.textContent = t("needSupervisor"); err.hidden = false; return; }
+        if (!["supervisor", "team_lead"].includes(res.body.agent.role)) { err.textContent = t("needSupervisor"); err.hidden = false; return; }
         state.token = res.body.token; state.agent = res.body.agent;
         sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
         window.SBI18n.load(state.agent.ui_language).then(start);

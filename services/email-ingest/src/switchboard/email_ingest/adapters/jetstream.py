@@ -74,7 +74,7 @@ class EmailState:
     # ---- checkpoints --------------------------------------------------------------------------
 
     async def checkpoint(self, mailbox: str) -> email_pb2.MailboxCheckpoint | None:
-        data = await stores.value(self.checkpoints, _safe(mailbox))
+        data = await stores.value(self.checkpoints, safe_key(mailbox))
         return email_pb2.MailboxCheckpoint.FromString(data) if data else None
 
     async def save_checkpoint(
@@ -87,7 +87,7 @@ class EmailState:
             previous_uidvalidity=previous_uidvalidity,
         )
         cp.updated_at.FromDatetime(datetime.now(UTC))
-        await self.checkpoints.put(_safe(mailbox), cp.SerializeToString())
+        await self.checkpoints.put(safe_key(mailbox), cp.SerializeToString())
 
     # ---- seen: what has been published (Message-ID + content hash) ----------------------------
 
@@ -127,14 +127,14 @@ class EmailState:
     # ---- sent commands (idempotent outbound) --------------------------------------------------
 
     async def sent_message_id(self, command_id: str) -> str:
-        data = await stores.value(self.sent, _safe(command_id))
+        data = await stores.value(self.sent, safe_key(command_id))
         return data.decode() if data else ""
 
     async def mark_sent(self, command_id: str, message_id: str) -> None:
-        await self.sent.put(_safe(command_id), message_id.encode())
+        await self.sent.put(safe_key(command_id), message_id.encode())
 
 
-def _safe(name: str) -> str:
+def safe_key(name: str) -> str:
     """A key for a free-form name (keys allow [-/_=.a-zA-Z0-9])."""
     cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
     if cleaned == name and name:

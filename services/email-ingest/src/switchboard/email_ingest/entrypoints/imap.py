@@ -4,6 +4,10 @@ the server's timeout) or poll, publish, and only then flag or move and advance t
 The checkpoint (UIDVALIDITY, last UID) lives in JetStream key-value. After any downtime the
 watcher fetches `UID last+1:*`; after a UIDVALIDITY change it fetches everything again, and the
 ingestor's seen set (Message-ID + content hash) keeps the re-read mail from being published twice.
+
+With several replicas, a watcher reads its mailbox only while its replica holds the mailbox's
+lease (see `switchboard.email_ingest.leasing`): it is fenced, i.e. it checks the lease is still
+its own before it fetches a batch and before it flags or moves mail, and stops otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from datetime import UTC, datetime
 
 import aioimaplib
 
+from switchboard.core.leases import Lease
 from switchboard.email_ingest.adapters.jetstream import EmailState
 from switchboard.email_ingest.config import ImapConfig, Mailbox
 from switchboard.email_ingest.ingest import Incoming, Ingestor
@@ -38,6 +43,10 @@ _EXISTS = re.compile(rb"^(?:\* )?\d+ EXISTS\b")
 
 class ImapFailure(Exception):
     pass
+
+
+class LeaseLost(Exception):
+    """The mailbox's lease is no longer this replica's: another replica reads it now."""
 
 
 class _FetchCommand(aioimaplib.FetchCommand):
@@ -243,14 +252,32 @@ class MailboxWatcher:
         self._client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
+        # The lease it reads under (None: no fencing, e.g. a unit test); `reading` is False while
+        # another replica reads the mailbox, named by `replica` ("" when no one holds it yet).
+        self.lease: Lease | None = None
+        self.reading = False
+        self.replica = ""
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, lease: Lease | None = None) -> None:
+        """Read the mailbox (under `lease`, when given) until `stop()`."""
+        self.lease = lease
+        self.replica = lease.replica if lease is not None else ""
+        self.reading = True
+        self._stopping = False
+        self._wake.clear()
+        self._ok(email_pb2.MAILBOX_STATE_CONNECTING)  # its stall clock starts now, not at standby
         self.task = asyncio.create_task(self.run(), name=f"imap:{self.mailbox.name}")
+
+    def standby(self, replica: str) -> None:
+        """Record that `replica` ("" when no one) reads the mailbox; this one does not."""
+        self.reading = False
+        self.replica = replica
 
     async def stop(self) -> None:
         self._stopping = True
+        self.reading = False
         task = self.task
         if task is not None:
             # Cancelled again until it ends: on Python 3.11, asyncio.wait_for (which aioimaplib
@@ -266,10 +293,11 @@ class MailboxWatcher:
     def snapshot(self) -> email_pb2.MailboxStatus:
         s = self.status
         healthy, reason = self.health()
+        state = s.state if self.reading else email_pb2.MAILBOX_STATE_STANDBY
         status = email_pb2.MailboxStatus(
             mailbox=self.mailbox.name,
             tenant=self.mailbox.tenant,
-            state=email_pb2.MAILBOX_STATE_STALLED if not healthy else s.state,  # type: ignore[arg-type]
+            state=email_pb2.MAILBOX_STATE_STALLED if not healthy else state,  # type: ignore[arg-type]
             reason=reason,
             uidvalidity=s.uidvalidity,
             last_uid=s.last_uid,
@@ -277,12 +305,16 @@ class MailboxWatcher:
             quarantined=s.quarantined,
             failures=s.failures,
             healthy=healthy,
+            replica=self.replica,
         )
         status.last_ok_at.FromDatetime(s.last_ok_wall)
         return status
 
     def health(self) -> tuple[bool, str]:
-        """(healthy, why not): unhealthy once the mailbox made no progress for stall_seconds."""
+        """(healthy, why not): unhealthy once the mailbox made no progress for stall_seconds
+        while this replica reads it (another replica's mailbox is that replica's concern)."""
+        if not self.reading:
+            return True, ""
         idle_for = time.monotonic() - self.status.last_ok
         if idle_for > self.options.stall_seconds:
             why = self.status.reason or "no answer from the server"
@@ -313,6 +345,11 @@ class MailboxWatcher:
                     await self._poll_loop(client, uidvalidity)
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as exc:
+                logger.warning("mailbox %s: %s; no longer reading it", self.mailbox.name, exc)
+                await self._close()
+                self.reading = False  # once closed: the lease loop may start it again
+                return
             except Exception as exc:
                 self.status.failures += 1
                 self.status.state = email_pb2.MAILBOX_STATE_BACKOFF
@@ -435,6 +472,18 @@ class MailboxWatcher:
             await self.sync(client, uidvalidity)
             self._ok(email_pb2.MAILBOX_STATE_POLLING)
 
+    def _still_held(self) -> None:
+        """Raise LeaseLost unless the lease was renewed recently enough to be ours still (no
+        I/O: before the checkpoint moves)."""
+        if self.lease is not None and (self._stopping or not self.lease.fresh()):
+            raise LeaseLost(f"lease {self.lease.key} not renewed in time")
+
+    async def _fence(self) -> None:
+        """Raise LeaseLost unless the lease still names this replica at the revision it last
+        wrote: checked before a batch is fetched and before it is flagged or moved."""
+        if self.lease is not None and (self._stopping or not await self.lease.check()):
+            raise LeaseLost(f"lease {self.lease.key} is no longer ours")
+
     def wake(self) -> None:
         """Check the mailbox now (e.g. after the NATS connection came back)."""
         self._wake.set()
@@ -482,10 +531,13 @@ class MailboxWatcher:
         uids = sorted(sizes)
         new = 0
         if not uids and (checkpoint is None or checkpoint.uidvalidity != uidvalidity):
+            self._still_held()
             await self.state.save_checkpoint(name, uidvalidity, start - 1, previous)
         for i in range(0, len(uids), self.options.fetch_batch):
             chunk = uids[i : i + self.options.fetch_batch]
+            await self._fence()  # not one more batch fetched once another replica reads it
             new += await self._ingest_chunk(client, uidvalidity, chunk, sizes)
+            self._still_held()
             await self.state.save_checkpoint(name, uidvalidity, chunk[-1], previous)
             self.status.last_uid = chunk[-1]
             self._ok(email_pb2.MAILBOX_STATE_FETCHING)
@@ -528,6 +580,7 @@ class MailboxWatcher:
         quarantined = [p.incoming.origin.uid for p in prepared if p.quarantined and not p.duplicate]
         done = [p.incoming.origin.uid for p in prepared if not p.quarantined]
         kept = [p.incoming.origin.uid for p in prepared if p.quarantined]
+        await self._fence()
         await self._acknowledge(client, done, kept)
         self.status.ingested += sum(1 for p in prepared if not p.duplicate and not p.quarantined)
         self.status.quarantined += len(quarantined)
