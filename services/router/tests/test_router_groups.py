@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
+from switchboard.router.bootstrap import RouterApp
 from switchboard.router.journal import LEASE_BUCKET
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.contacts import chat_contact_created as created
 from switchboard.testing.processes import ServiceProcess
+from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.signals import freeze
 from switchboard.testing.streams import published
 from switchboard.testing.waiting import eventually
@@ -191,10 +194,10 @@ async def test_two_groups_route_their_own_tenants_and_fail_over_alone(
 
     # The standby takes over; korea traffic keeps flowing while it does.
     os.kill(g1_standby.proc.pid, signal.SIGCONT)
-    during = []
-    for n in range(4, 100):
-        cid = f"k-{n}"
-        await bus.publish(created(cid, tenant="korea"))
+    during: list[str] = []
+    limit = time.monotonic() + 60  # only keeps a broken takeover from hanging the test
+    while time.monotonic() < limit:
+        await bus.publish(created(f"k-{len(during) + 4}", tenant="korea"))
         during.append(await served.one(korea))
         if await g1_standby.health() == "SERVING":
             break
@@ -240,3 +243,36 @@ def test_a_group_the_map_does_not_name_cannot_start() -> None:
         RouterSettings(ROUTER_GROUP="g3", ROUTER_GROUPS=GROUPS)
     with pytest.raises(ValidationError, match="ROUTER_GROUP 'default' is not in ROUTER_GROUPS"):
         RouterSettings(ROUTER_GROUPS=GROUPS)
+
+
+async def test_a_group_routes_on_a_nats_server_that_grants_each_group_its_own(
+    tmp_path: Path,
+) -> None:
+    """With NATS users (`switchboard nats-config --router-groups`), the routers' user may use
+    each group's consumer and journal: a router of group g2 leads and routes korea's contacts
+    with no permission refused."""
+    secured = SecuredNats.start(tmp_path / "nats", router_groups=["g1", "g2"])
+    try:
+        settings = RouterSettings(
+            **secured.env("router"),
+            ROUTER_GRPC_PORT=0,
+            SWITCHBOARD_AUTH_SECRET=SECRET,
+            ROUTER_GROUP="g2",
+            ROUTER_GROUPS=GROUPS,
+        )
+        app = RouterApp(settings)
+        chat = await Bus.connect(secured.url, source="chat", **secured.options("chat"))
+        await app.start()
+        try:
+            assert app.is_leader
+            korea = AgentClient(f"127.0.0.1:{app.port}", SECRET, "korea", "kr-1")
+            await korea.sign_in({"ko": 5})
+            await chat.publish(created("k-1", tenant="korea"))
+            assert (await korea.next_offer(30)).contact.contact_id == "k-1"
+            await korea.close()
+        finally:
+            await app.stop()
+            await chat.drain()
+        assert secured.violations() == []
+    finally:
+        secured.server.stop()

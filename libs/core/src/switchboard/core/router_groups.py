@@ -20,6 +20,18 @@ from dataclasses import dataclass, field
 from switchboard.core.events import TENANT_RE
 
 GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+DEFAULT_GROUP = "default"
+
+
+def durable(group: str) -> str:
+    """A router group's durable consumer of contact events: `router` for the group `default`
+    (as before groups), `router-<group>` for another."""
+    return "router" if group == DEFAULT_GROUP else f"router-{group}"
+
+
+def journal_stream(group: str) -> tuple[str, str]:
+    """A router group's journal: its stream and subject."""
+    return f"ROUTER_{group.upper().replace('-', '_')}", f"router.journal.{group}"
 
 
 class RouterGroupsError(ValueError):
@@ -85,6 +97,11 @@ class RouterGroups:
     @property
     def partitioned(self) -> bool:
         return bool(self.tenants)
+
+    @property
+    def groups(self) -> list[str]:
+        """Every group's name (`default` alone when not partitioned)."""
+        return sorted(self.tenants) if self.partitioned else [DEFAULT_GROUP]
 
     def group_of(self, tenant: str) -> str | None:
         """The group serving `tenant`; None when no group of a partitioned map lists it."""

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from switchboard.core import router_groups
 from switchboard.core.settings import RouterGroupSettings
 
 
@@ -39,9 +40,7 @@ class RouterSettings(RouterGroupSettings):
     @property
     def durable(self) -> str:
         """The group's durable consumer name."""
-        if self.consumer_name:
-            return self.consumer_name
-        return "router" if self.group == "default" else f"router-{self.group}"
+        return self.consumer_name or router_groups.durable(self.group)
 
     @property
     def served_tenants(self) -> frozenset[str] | None:
