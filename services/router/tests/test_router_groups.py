@@ -22,7 +22,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
 from switchboard.router.bootstrap import RouterApp
-from switchboard.router.journal import LEASE_BUCKET
+from switchboard.router.journal import LEASE_BUCKET, Lease
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.contacts import chat_contact_created as created
@@ -51,7 +51,9 @@ class GroupReplica(ServiceProcess):
             "SWITCHBOARD_REPLICA_ID": replica,
             "ROUTER_GROUP": group,
             "ROUTER_GROUPS": GROUPS,
-            "ROUTER_LEASE_TTL_SECONDS": "1.5",
+            "ROUTER_LEASE_TTL_SECONDS": "2",
+            "ROUTER_JOURNAL_WRITE_TIMEOUT_SECONDS": "10",
+            "ROUTER_WATCHDOG_SECONDS": "30",
             "ROUTER_ACCEPT_TIMEOUT_SECONDS": "60",
             "METRICS_PORT": "0",
         }
@@ -276,3 +278,13 @@ async def test_a_group_routes_on_a_nats_server_that_grants_each_group_its_own(
         assert secured.violations() == []
     finally:
         secured.server.stop()
+
+
+async def test_every_group_renews_its_lease_by_the_shared_buckets_ttl(bus: Bus) -> None:
+    """The groups' leases are keys of one bucket, whose TTL its creator set: a group configured
+    with a longer one would renew too late and lose its lease between renewals."""
+    first = Lease(bus.js, "g1", "g1-a", 2.0)
+    await first.ensure()
+    second = Lease(bus.js, "g2", "g2-a", 10.0)
+    await second.ensure()
+    assert (first.ttl, second.ttl) == (2.0, 2.0)

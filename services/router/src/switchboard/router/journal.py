@@ -253,9 +253,23 @@ class Lease:
         self.revision = 0
 
     async def ensure(self) -> None:
+        """Bind to the leases' bucket (created with this TTL if missing). Its entries expire
+        after the bucket's TTL, set by whoever created it: every router group shares it. A
+        replica configured otherwise renews by the bucket's TTL, or its lease would lapse
+        between renewals (or be renewed needlessly often)."""
         self.kv = await stores.key_value(
             self.js, LEASE_BUCKET, ttl=self.ttl, replicas=self.replicas
         )
+        bucket_ttl = (await self.kv.status()).ttl
+        if bucket_ttl and abs(bucket_ttl - self.ttl) > 1e-3:
+            logger.warning(
+                "%s expires leases after %.1fs, not ROUTER_LEASE_TTL_SECONDS=%.1fs: the bucket's "
+                "TTL applies (every router group shares it)",
+                LEASE_BUCKET,
+                bucket_ttl,
+                self.ttl,
+            )
+            self.ttl = bucket_ttl
 
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, or take it back if it still names this replica (a
