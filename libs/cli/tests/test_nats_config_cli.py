@@ -75,3 +75,24 @@ async def test_the_authorization_alone_is_included_by_a_configuration_of_its_own
         await assert_refused(server.url, **nats_auth.client_options("chat", "wrong"))
     finally:
         server.stop()
+
+
+def test_router_groups_get_their_consumers_and_journals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "nats-credentials.json"
+    monkeypatch.setenv("ROUTER_GROUPS", "g1=demo;g2=korea")
+    with pytest.raises(SystemExit):
+        main(["nats-config", "--credentials", str(credentials)])
+    text = capsys.readouterr().out
+    for allowed in ("CONSUMER.CREATE.EVENTS.router-g1", "CONSUMER.CREATE.EVENTS.router-g2"):
+        assert allowed in text
+    assert "router.journal.g2" in text and "STREAM.CREATE.ROUTER_G1" in text
+    assert 'EVENTS.router"' not in text  # no group "default" in this map
+    with pytest.raises(SystemExit):
+        main(["nats-config", "--credentials", str(credentials), "--authorization-only"])
+    assert "CONSUMER.CREATE.EVENTS.router-g2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["nats-config", "--credentials", str(credentials), "--router-groups", ""])
+    text = capsys.readouterr().out
+    assert 'CONSUMER.CREATE.EVENTS.router"' in text and "router-g1" not in text

@@ -64,7 +64,7 @@ async def test_the_chat_calls_the_router_over_mutual_tls(
         position = await app.router.position(TENANT, "contact-1")
         assert position is not None and (position.position, position.waiting) == (2, 3)
         token = auth.mint(SECRET, TENANT, "ko-1", ["agent"])
-        backends = app.inbox._backends(token)
+        backends = app.inbox._backends(token, TENANT)
         try:
             agents = await backends.router.ListAgents(router_pb2.ListAgentsRequest())
             assert [a.agent_id for a in agents.agents] == ["ko-1"]

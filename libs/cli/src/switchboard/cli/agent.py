@@ -54,7 +54,7 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
         if data.get("author") != "agent":
             print(f"[{data.get('contact_id', '')[:8]}] customer: {data.get('text')}")
 
-    async with sb_grpc.channel(ep.grpc["router"], token, tls=ep.grpc_tls()) as ch:
+    async with sb_grpc.channel(ep.router(tenant), token, tls=ep.grpc_tls()) as ch:
         stub = router_pb2_grpc.RouterServiceStub(ch)
         await stub.SignIn(
             router_pb2.SignInRequest(

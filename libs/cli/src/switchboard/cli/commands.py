@@ -70,7 +70,7 @@ async def _ask_router(
     ep = Endpoints.load(directory)
     tenant = tenant or ep.tenant
     token = operator_token(directory, tenant)
-    async with sb_grpc.channel(ep.grpc["router"], token, tls=ep.grpc_tls()) as ch:
+    async with sb_grpc.channel(ep.router(tenant), token, tls=ep.grpc_tls()) as ch:
         try:
             return await getattr(router_pb2_grpc.RouterServiceStub(ch), method)(request), tenant
         except grpc.aio.AioRpcError as exc:

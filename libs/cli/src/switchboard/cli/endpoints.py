@@ -16,6 +16,7 @@ import nats
 
 from switchboard.core import nats_auth
 from switchboard.core.bus import nats_servers
+from switchboard.core.router_groups import RouterGroups
 from switchboard.core.settings import DEFAULT_MAX_LIFETIME_SECONDS, DEV_AUTH_SECRET
 from switchboard.core.tls import GrpcTls
 
@@ -126,6 +127,15 @@ class Endpoints:
                 ep.grpc[spec.name] = os.environ[env]
             ep.grpc.setdefault(spec.name, f"127.0.0.1:{spec.grpc_default}")
         return ep
+
+    def router(self, tenant: str, environ: Mapping[str, str] = os.environ) -> str:
+        """The router address for `tenant`'s calls: its group's ROUTER_ENDPOINTS entry when
+        ROUTER_GROUPS partitions the tenants across router groups (the same values the services
+        read), else the single router address."""
+        groups = RouterGroups.parse(
+            environ.get("ROUTER_GROUPS", ""), environ.get("ROUTER_ENDPOINTS", "")
+        )
+        return groups.target(tenant, self.grpc["router"])
 
     def grpc_tls(self, environ: Mapping[str, str] = os.environ) -> GrpcTls | None:
         """How the CLI calls the services: GRPC_TLS_CA_FILE (with GRPC_TLS_CERT_FILE and

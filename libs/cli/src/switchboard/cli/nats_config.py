@@ -8,10 +8,12 @@ completed, mode 0600) and, with --env-file, as `user=password` lines for
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from switchboard.core import nats_auth
+from switchboard.core.router_groups import RouterGroups
 
 
 def add_parser(sub: Any) -> None:
@@ -26,6 +28,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--env-file", type=Path, help="also write the passwords as user=password lines")
     p.add_argument("--tenants", default="", help="comma-separated tenants (default: any)")
+    p.add_argument(
+        "--router-groups",
+        default=os.environ.get("ROUTER_GROUPS", ""),
+        help="the tenant-to-group map, g1=demo,acme;g2=korea (default: $ROUTER_GROUPS; "
+        "unset: the one group 'default'): each group's consumer and journal are allowed",
+    )
     p.add_argument("--tls-cert", default="", help="the server's certificate (TLS required)")
     p.add_argument("--tls-key", default="", help="its private key")
     p.add_argument("--tls-ca", default="", help="a CA to verify client certificates with")
@@ -53,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if tls.get("ca_file"):
         tls["verify"] = True  # mutual TLS: a client shows a certificate the CA signed
     tenants = [t.strip() for t in args.tenants.split(",") if t.strip()] or None
+    groups = RouterGroups.parse(args.router_groups).groups
     if args.authorization_only:
-        print(nats_auth.authorization_config(passwords, tenants), end="")
+        print(nats_auth.authorization_config(passwords, tenants, groups), end="")
         return 0
-    print(nats_auth.server_config(passwords, tenants=tenants, tls=tls or None), end="")
+    config = nats_auth.server_config(
+        passwords, tenants=tenants, tls=tls or None, router_group_names=groups
+    )
+    print(config, end="")
     return 0

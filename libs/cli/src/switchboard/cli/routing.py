@@ -75,7 +75,7 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
     ep = Endpoints.load(directory)
     tenant = args.tenant or ep.tenant
     token = operator_token(directory, tenant)
-    async with sb_grpc.channel(ep.grpc["router"], token, tls=ep.grpc_tls()) as ch:
+    async with sb_grpc.channel(ep.router(tenant), token, tls=ep.grpc_tls()) as ch:
         try:
             if args.command == "explain":
                 stub = router_pb2_grpc.RouterServiceStub(ch)

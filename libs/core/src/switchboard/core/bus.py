@@ -132,6 +132,9 @@ class ConsumerOptions:
     # waits on I/O (the router: a decision under its lock, then the journal's and the events'
     # acks, which a batch then awaits together instead of one after the other).
     concurrent: bool = False
+    # Only these tenants' events (the consumer's subject filters name each tenant): a router
+    # group consumes its own tenants' contacts. None: every tenant's.
+    tenants: frozenset[str] | None = None
 
     @property
     def policy(self) -> RetryPolicy:
@@ -379,7 +382,14 @@ class Bus:
             )
 
     async def _bind(self, consumer: _Consumer) -> None:
-        filters = sorted(events.spec_for(t).filter_subject for t in consumer.handlers)
+        specs = [events.spec_for(t) for t in consumer.handlers]
+        tenants = consumer.options.tenants
+        if tenants is None:
+            filters = sorted(spec.filter_subject for spec in specs)
+        else:
+            if not tenants:
+                raise ValueError(f"consumer {consumer.durable}: an empty set of tenants")
+            filters = sorted(spec.tenant_filter(t) for spec in specs for t in tenants)
         config = js_api.ConsumerConfig(
             name=consumer.durable,
             durable_name=consumer.durable,

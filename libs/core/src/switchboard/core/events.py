@@ -56,6 +56,11 @@ class EventSpec:
     def filter_subject(self) -> str:
         return self.template.replace("{tenant}", "*").replace("{channel}", "*")
 
+    def tenant_filter(self, tenant: str) -> str:
+        """The subjects of this event of `tenant` alone (any channel)."""
+        validate_tenant(tenant)
+        return self.template.replace("{tenant}", tenant).replace("{channel}", "*")
+
     def subject(self, tenant: str, channel: int) -> str:
         validate_tenant(tenant)
         values = {"tenant": tenant}

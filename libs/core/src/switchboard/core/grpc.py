@@ -4,6 +4,8 @@ over TLS (mutual TLS between services) when certificates are configured (`switch
 The server interceptor, for every RPC but health (and reflection, unless it requires a token), of
 every kind:
 - authenticates the caller's bearer token and makes its Principal current (``principal()``);
+- refuses, with FAILED_PRECONDITION, a caller whose tenant this server does not serve (the
+  service's `tenant_gate`: a router group serves only its own tenants);
 - authorises the call by the role table (switchboard.core.roles): a method without a rule, or a
   caller the rule does not admit, is refused with PERMISSION_DENIED before the servicer runs;
 - continues the caller's trace from the ``traceparent`` metadata in a SERVER span;
@@ -118,6 +120,10 @@ def require(request: Any, *fields: str) -> None:
             raise InvalidArgument(name)
 
 
+# Why this server does not serve a tenant's calls (None: it does).
+TenantGate = Callable[[str], "str | None"]
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -126,9 +132,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         token_max_lifetime: int | None = None,
         revocations: auth.Revoked | None = None,
         reflection_requires_token: bool = False,
+        tenant_gate: TenantGate | None = None,
     ) -> None:
         self._verify = auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
         self._open = (_HEALTH,) if reflection_requires_token else (_HEALTH, _REFLECTION)
+        self._gate = tenant_gate
 
     def _authenticate(self, metadata: dict[str, str]) -> auth.Principal:
         header = metadata.get("authorization", "")
@@ -141,6 +149,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         p = self._authenticate(metadata)
         if method.startswith(_REFLECTION):  # any valid token may list the services
             return p, roles.Rule(roles=p.roles)
+        if self._gate is not None:
+            refused = self._gate(p.tenant)
+            if refused:
+                raise FailedPrecondition(refused)
         rule = roles.rule_for(method)
         if rule is None:
             raise PermissionDenied(f"{method.lstrip('/')} has no access rule")
@@ -292,6 +304,7 @@ async def start_server(
     revocations: auth.Revoked | None = None,
     tls: GrpcTls | None = None,
     reflection_requires_token: bool = False,
+    tenant_gate: TenantGate | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """Start a grpc.aio server with `servicers` (add_fn, servicer, full service name), health and
     reflection (open, or to callers with a valid token), over TLS when `tls` has a certificate.
@@ -300,11 +313,17 @@ async def start_server(
     condition "nats"; a service adds its own (`readiness.set("leader", False, why)`), and names
     in `not_ready` those that do not hold yet when the server starts. Tokens that never expire,
     or live longer than `token_max_lifetime` seconds, are refused when it is set, and tokens
-    `revocations` names revoked."""
+    `revocations` names revoked. Callers of a tenant `tenant_gate` refuses get
+    FAILED_PRECONDITION with its reason."""
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
-                secret, known_tenants, token_max_lifetime, revocations, reflection_requires_token
+                secret,
+                known_tenants,
+                token_max_lifetime,
+                revocations,
+                reflection_requires_token,
+                tenant_gate,
             )
         ],
         options=[("grpc.so_reuseport", 0)],
@@ -360,6 +379,7 @@ async def start_service_server(
     bus: BusConnection | None = None,
     not_ready: dict[str, str] | None = None,
     revocations: auth.Revoked | None = None,
+    tenant_gate: TenantGate | None = None,
 ) -> tuple[grpc.aio.Server, int, Readiness]:
     """`start_server` where a service's settings say: address, secret, tenants, token lifetime,
     TLS and reflection."""
@@ -375,6 +395,7 @@ async def start_service_server(
         revocations=revocations,
         tls=settings.grpc_tls(),
         reflection_requires_token=settings.grpc_reflection_requires_token,
+        tenant_gate=tenant_gate,
     )
 
 

@@ -11,6 +11,7 @@ renewals stalled that it has been replaced: the fencing test before acting on wh
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 import nats.js.errors
@@ -18,6 +19,8 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from switchboard.core import stores
+
+logger = logging.getLogger(__name__)
 
 
 class Lease:
@@ -47,9 +50,21 @@ class Lease:
             self.kv = kv
 
     async def ensure(self) -> None:
-        """Bind the bucket, creating it (entries expiring after the TTL) when need be."""
+        """Bind the bucket, creating it (entries expiring after the TTL) when need be. Its
+        entries expire after the bucket's TTL, set by whoever created it (several holders may
+        share it): a replica configured otherwise renews by the bucket's TTL, or its lease would
+        lapse between renewals (or be renewed needlessly often)."""
         assert self.js is not None
         self.kv = await bucket(self.js, self.bucket, self.ttl, self.replicas)
+        bucket_ttl = (await self.kv.status()).ttl
+        if bucket_ttl and abs(bucket_ttl - self.ttl) > 1e-3:
+            logger.warning(
+                "%s expires leases after %.1fs, not %.1fs as configured: the bucket's TTL applies",
+                self.bucket,
+                bucket_ttl,
+                self.ttl,
+            )
+            self.ttl = bucket_ttl
 
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, or take it back if it still names this replica (a

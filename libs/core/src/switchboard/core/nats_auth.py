@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from switchboard.core import deadletter, events, revocation, stream_erasure
+from switchboard.core import deadletter, events, revocation, router_groups, stream_erasure
 from switchboard.v1 import events_pb2
 
 # The operator's user (`switchboard status`, `switchboard dlq`): every subject.
@@ -65,6 +65,25 @@ def _channel(name: str) -> str:
 _EMAIL_OUT = events.spec_for(events_pb2.OutboundEmail).template
 _FAX_OUT = events.spec_for(events_pb2.OutboundFax).template
 
+
+def router_grant(groups: Iterable[str] = (router_groups.DEFAULT_GROUP,)) -> Grant:
+    """The routers' grant, for every router group (ROUTER_GROUPS): each group's durable consumer
+    and journal; the snapshots and leases are shared buckets keyed by group."""
+    return Grant(
+        # Its decisions, and the ends, holds and transfers of any channel's contacts.
+        publishes=(
+            "routing.{tenant}.>",
+            "contact.{tenant}.*.ended",
+            "contact.{tenant}.*.held",
+            "contact.{tenant}.*.transferred",
+        ),
+        consumers=tuple(("EVENTS", router_groups.durable(g)) for g in groups),
+        streams=tuple(router_groups.journal_stream(g) for g in groups),
+        buckets=("ROUTER", "ROUTER_LEASES"),
+        objects=("ROUTER_SNAPSHOTS",),
+    )
+
+
 # The table. Names are the services' NATS users (and their `switchboard run` names); durables,
 # buckets and subjects are the services' defaults (renaming one in its settings needs the same
 # rename here).
@@ -80,19 +99,7 @@ SERVICES: dict[str, Grant] = {
         updates_streams=True,  # the system of record keeps the events' streams up to date
         erases=stream_erasure.ERASED_STREAMS,  # erasing a customer reaches the bus
     ),
-    "router": Grant(
-        # Its decisions, and the ends, holds and transfers of any channel's contacts.
-        publishes=(
-            "routing.{tenant}.>",
-            "contact.{tenant}.*.ended",
-            "contact.{tenant}.*.held",
-            "contact.{tenant}.*.transferred",
-        ),
-        consumers=(("EVENTS", "router"),),
-        streams=(("ROUTER_DEFAULT", "router.journal.default"),),
-        buckets=("ROUTER", "ROUTER_LEASES"),
-        objects=("ROUTER_SNAPSHOTS",),
-    ),
+    "router": router_grant(),
     "chat": Grant(
         publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT),  # and the inbox's replies
         consumers=(("EVENTS", "chat"),),
@@ -264,9 +271,11 @@ def server_config(
     key_env: str | None = KEY_ENV,
     tenants: Iterable[str] | None = None,
     tls: Mapping[str, Any] | None = None,
+    router_group_names: Iterable[str] | None = None,
 ) -> str:
     """A nats-server configuration: every user of `passwords` with the permissions of its
-    service (the operator with none withheld) and no anonymous access; JetStream (the store
+    service (the operator with none withheld; the routers' for each of `router_group_names`, by
+    default the one group `default`) and no anonymous access; JetStream (the store
     directory is the server's `-sd`) encrypted with the key in the server's environment variable
     `key_env` (None: not encrypted); TLS required with `tls` (cert_file, key_file, ca_file)."""
     jetstream: dict[str, Any] = {}
@@ -276,7 +285,7 @@ def server_config(
         jetstream.update(cipher="chachapoly", key=_KEY_PLACEHOLDER)
     config: dict[str, Any] = {
         "jetstream": jetstream,
-        "authorization": {"users": _users(passwords, tenants)},
+        "authorization": {"users": _users(passwords, tenants, router_group_names)},
     }
     if tls:
         config["tls"] = dict(tls)
@@ -286,21 +295,34 @@ def server_config(
     return text.replace(json.dumps(_KEY_PLACEHOLDER), f"${key_env}")
 
 
-def authorization_config(passwords: Mapping[str, str], tenants: Iterable[str] | None = None) -> str:
+def authorization_config(
+    passwords: Mapping[str, str],
+    tenants: Iterable[str] | None = None,
+    router_group_names: Iterable[str] | None = None,
+) -> str:
     """The ``authorization`` block of server_config alone (the users and their permissions), for
     a configuration that sets JetStream, TLS and the cluster itself and includes this file
     (``include auth.conf``: deploy/k8s/base/nats.yaml)."""
-    users = {"users": _users(passwords, tenants)}
+    users = {"users": _users(passwords, tenants, router_group_names)}
     return "authorization: " + json.dumps(users, indent=2) + "\n"
 
 
-def _users(passwords: Mapping[str, str], tenants: Iterable[str] | None) -> list[dict[str, Any]]:
+def _users(
+    passwords: Mapping[str, str],
+    tenants: Iterable[str] | None,
+    router_group_names: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Each user with its service's permissions (the routers' for each of `router_group_names`,
+    by default the one group `default`)."""
     tenant_list = list(tenants) if tenants else None
+    grants = dict(SERVICES)
+    if router_group_names is not None:
+        grants["router"] = router_grant(router_group_names)
     users = []
     for user, password in passwords.items():
         entry: dict[str, Any] = {"user": user, "password": password}
         if user != OPERATOR:
-            entry["permissions"] = permissions(SERVICES[user], tenant_list)
+            entry["permissions"] = permissions(grants[user], tenant_list)
         users.append(entry)
     return users
 

@@ -87,6 +87,7 @@ class Service:
             bus=self.bus,
             not_ready=dict(self.not_ready),
             revocations=self.revocations,
+            tenant_gate=self._tenant_gate(),
         )
         if s.grpc_health_port:
             assert self.readiness is not None
@@ -131,6 +132,11 @@ class Service:
         """Build the service's adapters and handlers on `bus` and subscribe its consumers;
         return the gRPC servicers it offers (none: health and reflection only)."""
         return []
+
+    def _tenant_gate(self) -> sb_grpc.TenantGate | None:
+        """Why the service refuses a tenant's calls (FAILED_PRECONDITION), if it serves only
+        some tenants (a router group); None: it serves every tenant its tokens name."""
+        return None
 
     async def _serve(self) -> None:
         """Start what takes work in once gRPC serves, before the bus's consumers start."""

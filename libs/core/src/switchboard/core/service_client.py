@@ -35,14 +35,15 @@ SERVICE_TOKEN_TTL_SECONDS = 3600
 
 
 class ServiceClient(Generic[StubT]):
-    """Stubs of one service at `target`, one channel per tenant, each call sent with a token of
+    """Stubs of one service at `target` (an address, or the address for each tenant: a
+    partitioned router, `RouterGroups.target`), one channel per tenant, each call sent with a token of
     role "service" for that tenant naming `subject` (the calling service) as the actor. Tokens
     expire (`ttl_seconds`); a channel mints a fresh one when half of its token's life is over.
     With `tls` (the calling service's `settings.grpc_tls()`), calls go over (mutual) TLS."""
 
     def __init__(
         self,
-        target: str,
+        target: str | Callable[[str], str],
         secret: str,
         subject: str,
         stub: Callable[[grpc.aio.Channel], StubT],
@@ -65,9 +66,8 @@ class ServiceClient(Generic[StubT]):
         found = self._channels.get(tenant)
         if found is None:
             token = _RenewedToken(partial(self._mint, tenant), self._ttl)
-            channel = sb_grpc.channel(
-                self.target, token, default_timeout=self._timeout, tls=self._tls
-            )
+            target = self.target if isinstance(self.target, str) else self.target(tenant)
+            channel = sb_grpc.channel(target, token, default_timeout=self._timeout, tls=self._tls)
             found = self._channels[tenant] = (channel, self._stub(channel))
         return found[1]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Final, Literal
 
 from pydantic import AliasChoices, Field, model_validator
@@ -17,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard.core import nats_auth
+from switchboard.core.router_groups import RouterGroups
 from switchboard.core.tls import ClientAuth, GrpcTls
 
 logger = logging.getLogger(__name__)
@@ -161,3 +164,31 @@ class ServiceSettings(BaseSettings):
     def known_tenants(self) -> frozenset[str] | None:
         names = frozenset(t.strip() for t in self.tenants.split(",") if t.strip())
         return names or None
+
+
+class RouterGroupSettings(ServiceSettings):
+    """Settings of a service that serves or calls the router: the tenant-to-group map
+    (ROUTER_GROUPS) and each group's address (ROUTER_ENDPOINTS), the same values for every
+    component (switchboard.core.router_groups, docs/routing.md). Unset: one router group serves
+    every tenant."""
+
+    router_groups: str = Field("", alias="ROUTER_GROUPS")
+    router_endpoints: str = Field("", alias="ROUTER_ENDPOINTS")
+
+    @model_validator(mode="after")
+    def _check_router_groups(self) -> RouterGroupSettings:
+        self.router_map()  # a malformed map stops the service at start, saying why
+        return self
+
+    def router_map(self) -> RouterGroups:
+        return RouterGroups.parse(self.router_groups, self.router_endpoints)
+
+    def router_targets(self, default: str) -> str | Callable[[str], str]:
+        """Where a client calls the router for each tenant: `default` (the single router
+        address) when one group serves every tenant, else the tenant's group's endpoint
+        (every group must have one: RouterGroupsError names those that do not)."""
+        groups = self.router_map()
+        if not groups.partitioned:
+            return default
+        groups.check_endpoints()
+        return partial(groups.target, default=default)

@@ -12,7 +12,8 @@ from switchboard.core import grpc as sb_grpc
 
 
 class ServiceProcess:
-    """Started with `env`, ready once `health_service` on `target` is SERVING; output in `log`."""
+    """Started with `env`, ready once `health_service` on `target` is SERVING (or, started with
+    `serving=False`, a standby: once it answers health at all); output in `log`."""
 
     def __init__(
         self, module: str, env: dict[str, str], target: str, health_service: str, log: Path
@@ -24,7 +25,7 @@ class ServiceProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, attempts: int = 600) -> None:
+    async def start(self, attempts: int = 600, serving: bool = True) -> None:
         self.proc = subprocess.Popen(  # noqa: ASYNC220 (returns at once; it does not block)
             [sys.executable, "-m", self.module],
             env=self.env,
@@ -33,11 +34,15 @@ class ServiceProcess:
         )
         for _ in range(attempts):
             status = await sb_grpc.check_health(self.target, service=self.health_service)
-            if status == "SERVING":
+            if status == "SERVING" or (not serving and status == "NOT_SERVING"):
                 return
             assert self.proc.poll() is None, self.log.read_text()
             await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.module} never served:\n" + self.log.read_text())
+        raise AssertionError(f"{self.module} never answered:\n" + self.log.read_text())
+
+    async def health(self) -> str:
+        """Its health status now (SERVING, NOT_SERVING, or UNREACHABLE: <why>)."""
+        return await sb_grpc.check_health(self.target, service=self.health_service)
 
     def kill(self) -> None:
         assert self.proc is not None

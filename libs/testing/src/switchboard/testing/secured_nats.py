@@ -26,10 +26,15 @@ class SecuredNats:
         folder: Path,
         tenants: list[str] | None = None,
         tls: dict[str, str] | None = None,
+        router_groups: list[str] | None = None,
     ) -> SecuredNats:
-        """Write the configuration into `folder` and start the server (stop it when done)."""
+        """Write the configuration into `folder` and start the server (stop it when done);
+        `router_groups`: the router groups whose consumers and journals the routers may use
+        (None: the group `default`)."""
         passwords = nats_auth.credentials(folder / "nats-credentials.json")
-        text = nats_auth.server_config(passwords, tenants=tenants, tls=tls)
+        text = nats_auth.server_config(
+            passwords, tenants=tenants, tls=tls, router_group_names=router_groups
+        )
         config = nats_auth.write_secret(folder / "nats-server.conf", text)
         key = {nats_auth.KEY_ENV: nats_auth.new_jetstream_key()}
         server = NatsServer(folder / "nats", config_file=config, env=key).start(timeout=30.0)

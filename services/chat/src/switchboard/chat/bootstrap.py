@@ -87,7 +87,8 @@ class ChatApp(Service):
             logger=False,
             engineio_logger=False,
         )
-        self.router = RouterClient(s.router_target, s.auth_secret, s.grpc_tls())
+        router_target = s.router_targets(s.router_target)
+        self.router = RouterClient(router_target, s.auth_secret, s.grpc_tls())
         self.chat = Chat(
             self.store,
             ChatNotifier(bus),
@@ -103,7 +104,7 @@ class ChatApp(Service):
             agents_directory.load(s.agents_file or None),
             s.auth_secret,
             s.known_tenants,
-            s.router_target,
+            router_target,
             s.case_target,
             s.desk_grace_seconds,
             surge_of=self.router.surge,

@@ -4,10 +4,15 @@ from pydantic import Field, field_validator
 
 from switchboard.chat.entrypoints.clients import trusted_networks
 from switchboard.core.events import TENANT_RE
-from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings, renamed
+from switchboard.core.settings import (
+    PRODUCTION,
+    RouterGroupSettings,
+    UnsafeSettings,
+    renamed,
+)
 
 
-class ChatSettings(ServiceSettings):
+class ChatSettings(RouterGroupSettings):
     http_host: str = Field("127.0.0.1", alias="CHAT_HTTP_HOST")
     # 0 picks a free port; the bound one is reported as ChatApp.http_port.
     http_port: int = Field(8080, alias="CHAT_HTTP_PORT", ge=0, le=65535)
@@ -23,7 +28,8 @@ class ChatSettings(ServiceSettings):
     assignment_wait_seconds: float = Field(5.0, alias="CHAT_ASSIGNMENT_WAIT_SECONDS", ge=0)
     # YAML: per-tenant allowed origins and hours, rate/size/upload limits (default embedded).
     config_file: str = Field("", alias="CHAT_CONFIG_FILE")
-    # The router's gRPC address, for queue positions and agent availability.
+    # The router's gRPC address, for queue positions and agent availability; with a partitioned
+    # router (ROUTER_GROUPS), each tenant's calls go to its group's ROUTER_ENDPOINTS entry.
     router_target: str = Field(
         "127.0.0.1:50051", validation_alias=renamed("CHAT_ROUTER_ADDR", "CHAT_ROUTER_TARGET")
     )

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -145,6 +146,15 @@ class RouterApp(Service):
             ),
         ]
 
+    def _tenant_gate(self) -> Callable[[str], str | None] | None:
+        """A group of a partitioned map (ROUTER_GROUPS) refuses other groups' tenants, naming
+        the group that serves each (FAILED_PRECONDITION)."""
+        s = self.settings
+        groups = s.router_map()
+        if not groups.partitioned:
+            return None
+        return partial(groups.refusal, group=s.group)
+
     async def _serve(self) -> None:
         """Lead or follow (readiness, "leader", is SERVING only while this replica leads)."""
         self._replica_task = asyncio.create_task(self._replica())
@@ -211,8 +221,12 @@ class RouterApp(Service):
         nats_consumer.subscribe(
             self.consumer_bus,
             router,
-            self.settings.consumer_name,
-            ConsumerOptions(ack_wait=self.settings.consumer_ack_wait_seconds, concurrent=True),
+            self.settings.durable,
+            ConsumerOptions(
+                ack_wait=self.settings.consumer_ack_wait_seconds,
+                concurrent=True,
+                tenants=self.settings.served_tenants,
+            ),
         )
         await self.consumer_bus.start()
         self._tasks.append(asyncio.create_task(router.tick_forever()))
@@ -221,7 +235,13 @@ class RouterApp(Service):
             raise Unavailable("stepped down while taking the lead")
         await self.set_ready("leader", True)
         self.led.set()
-        logger.info("router replica %s leads group %s", self.replica, self.settings.group)
+        served = self.settings.served_tenants
+        logger.info(
+            "router replica %s leads group %s (tenants: %s)",
+            self.replica,
+            self.settings.group,
+            ", ".join(sorted(served)) if served is not None else "all",
+        )
 
     async def _step_down(self) -> None:
         """Stop leading, then re-read the journal until it can be read (NATS may be down)."""
@@ -274,7 +294,7 @@ class RouterApp(Service):
         ack_limit = self.settings.consumer_ack_wait_seconds + limit
         interval = max(0.2, min(1.0, limit / 5))
         stream = events.spec_for(events_pb2.ContactCreated).stream
-        durable = self.settings.consumer_name
+        durable = self.settings.durable
         now = answered_at = time.monotonic()
         delivered, delivered_at = -1, now
         floor, floor_at = -1, now

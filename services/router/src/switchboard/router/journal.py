@@ -42,7 +42,7 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from switchboard.core import leases, stores
+from switchboard.core import leases, router_groups, stores
 from switchboard.core.acks import AckPublisher
 from switchboard.router.commands import Call, JournalFormatError, decode_command
 from switchboard.v1 import router_journal_pb2
@@ -111,8 +111,7 @@ class Journal:
         self.nc = nc
         self.write_timeout = write_timeout
         self.replicas = replicas
-        self.stream = f"ROUTER_{group.upper().replace('-', '_')}"
-        self.subject = f"router.journal.{group}"
+        self.stream, self.subject = router_groups.journal_stream(group)
         self.last_seq = 0  # the last sequence this replica knows is in the journal
 
     @property

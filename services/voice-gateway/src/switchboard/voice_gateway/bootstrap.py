@@ -56,7 +56,9 @@ class VoiceGatewayApp(Service):
         assert cfg is not None and self.prompts is not None
         self.sip = self.sip or TransactionLayer(s.sip_host, s.advertised_host or s.sip_host)
         self.media = self.media or MediaEngine(s.media_host or s.sip_host)
-        self.router = self.router or RouterClient(s.router_addr, s.auth_secret, s.grpc_tls())
+        self.router = self.router or RouterClient(
+            s.router_targets(s.router_addr), s.auth_secret, s.grpc_tls()
+        )
         registrar = Registrar(cfg.realm, cfg.phones)
         self.gateway = Gateway(
             cfg,

@@ -3,10 +3,15 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from switchboard.core.nats_auth import VOICE_GATEWAY_REPLICAS
-from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings, renamed
+from switchboard.core.settings import (
+    PRODUCTION,
+    RouterGroupSettings,
+    UnsafeSettings,
+    renamed,
+)
 
 
-class VoiceGatewaySettings(ServiceSettings):
+class VoiceGatewaySettings(RouterGroupSettings):
     grpc_port: int = Field(
         50054, validation_alias=renamed("VOICE_GRPC_PORT", "VOICE_GATEWAY_GRPC_PORT")
     )
@@ -23,6 +28,8 @@ class VoiceGatewaySettings(ServiceSettings):
     # Generated prompts are written here at start: a writable folder (in a pod, an emptyDir;
     # `make run` passes .run/voice-prompts). Relative paths are under the working directory.
     prompts_dir: str = Field(".run/voice-prompts", alias="VOICE_PROMPTS_DIR")
+    # The router's gRPC address; with a partitioned router (ROUTER_GROUPS), each tenant's calls
+    # go to its group's ROUTER_ENDPOINTS entry.
     router_addr: str = Field(
         "127.0.0.1:50051", validation_alias=renamed("VOICE_ROUTER_ADDR", "SWITCHBOARD_ROUTER_ADDR")
     )

@@ -8,6 +8,7 @@ that cannot be reached, gives None and the caller falls back to what the events 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,12 @@ class Position:
 
 
 class RouterClient:
-    """The router's stubs, one channel and service token per tenant."""
+    """The router's stubs, one channel and service token per tenant (at the tenant's router
+    group's address when `target` gives one per tenant)."""
 
-    def __init__(self, target: str, secret: str, tls: GrpcTls | None = None) -> None:
+    def __init__(
+        self, target: str | Callable[[str], str], secret: str, tls: GrpcTls | None = None
+    ) -> None:
         self.client = ServiceClient(
             target,
             secret,

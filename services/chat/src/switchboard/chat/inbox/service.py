@@ -102,7 +102,7 @@ class Inbox:
         directory: Directory,
         secret: str,
         known_tenants: frozenset[str] | None,
-        router_target: str,
+        router_target: str | Callable[[str], str],
         case_target: str,
         desk_grace_seconds: float = 60.0,
         *,
@@ -116,6 +116,7 @@ class Inbox:
         self.directory = directory
         self.secret = secret
         self.known_tenants = known_tenants
+        # The router's address, or its address for each tenant (a partitioned router).
         self.router_target = router_target
         self.case_target = case_target
         self.tls = tls  # the chat's own gRPC certificate and CA, for the agents' calls
@@ -179,8 +180,11 @@ class Inbox:
         )
         return AgentProfile(principal.tenant, principal.subject, principal.subject, role, "")
 
-    def _backends(self, token: str) -> Backends:
-        return Backends(self.router_target, self.case_target, token, self.tls)
+    def _backends(self, token: str, tenant: str) -> Backends:
+        """Channels for `token`'s calls; the router's is to `tenant`'s router group."""
+        target = self.router_target
+        router = target if isinstance(target, str) else target(tenant)
+        return Backends(router, self.case_target, token, self.tls)
 
     async def sign_in(self, principal: sb_auth.Principal, token: str, sid: str) -> dict[str, Any]:
         """Open (or find) the agent's desk: signed in to the router, offers streaming."""
@@ -193,7 +197,8 @@ class Inbox:
                 if self._emit is not None:
                     await self._emit(profile.tenant, profile.agent_id, event, data)
 
-            desk = self.desks[key] = Desk(profile, self._backends(token), emit, self.surge_of)
+            backends = self._backends(token, principal.tenant)
+            desk = self.desks[key] = Desk(profile, backends, emit, self.surge_of)
         desk.attach(sid)
         try:
             await desk.start()
@@ -500,7 +505,7 @@ class Inbox:
     async def _watch(
         self, tenant: str, token: str, send: Callable[[str, dict[str, Any]], Awaitable[None]]
     ) -> None:
-        backends = self._backends(token)
+        backends = self._backends(token, tenant)
         report_task = asyncio.create_task(self._report_loop(backends, send))
         history = self.history.setdefault(tenant, DayHistory())
         request = router_pb2.WatchQueueStatsRequest(interval=Duration(seconds=1))

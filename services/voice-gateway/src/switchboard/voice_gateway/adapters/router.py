@@ -4,6 +4,7 @@ the agent whose phone answered."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -23,7 +24,12 @@ class Position:
 
 
 class RouterClient:
-    def __init__(self, target: str, secret: str, tls: GrpcTls | None = None) -> None:
+    """The router's stubs, one channel per tenant (at the tenant's router group's address when
+    `target` gives one per tenant)."""
+
+    def __init__(
+        self, target: str | Callable[[str], str], secret: str, tls: GrpcTls | None = None
+    ) -> None:
         self.client = ServiceClient(
             target, secret, "voice-gateway", router_pb2_grpc.RouterServiceStub, tls=tls
         )
