@@ -1,7 +1,7 @@
 """An erased customer's threads (real nats-server, the real email channel receiving over SMTP):
 on CustomerErased the channel purges every thread-index key of the customer's contacts, with its
-history, while another customer's threads stay; the seen set is kept, so the erased mail fetched
-again does not become a contact again."""
+history, while another customer's threads stay; the seen set, which holds no personal data, is
+kept."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ async def test_customer_erased_purges_the_customers_thread_index_entries(
         with pytest.raises(NotFoundError):
             await bus.js.get_msg(f"KV_{THREADS}", revision)
     assert await keys_of(bob) == bobs  # another customer's threads stay
-    # The seen set holds no personal data and is kept: the mail is not ingested twice.
+    # The seen set (hashes and contact ids) is kept: a mail fetched again is still known.
     assert await stores.keys(await bus.js.key_value(SEEN)) == seen_before
 
     # Delivered again, or another tenant's erasure naming the same ids: nothing more goes.
