@@ -29,6 +29,7 @@ from switchboard.testing.contacts import chat_contact_created
 from switchboard.testing.secured_nats import SecuredNats, assert_refused
 from switchboard.testing.tls import self_signed
 from switchboard.testing.waiting import eventually
+from switchboard.v1 import case_events_pb2
 
 # What a customer wrote; it must never be readable in the store's files.
 SECRET_TEXT = "010-4321-8765 minsu.kim@example.kr 요금 청구서 문의"
@@ -201,6 +202,45 @@ async def test_the_case_service_erases_contacts_and_no_other_service_can(
         await nc.jetstream().delete_msg("EVENTS", acks[1].seq)
 
     assert "$js.api.stream.msg.delete.events" in (await client.refused(delete)).lower()
+
+
+@pytest.mark.parametrize(
+    ("name", "durable", "bucket"),
+    [
+        ("chat", "chat", "chat_conversations"),
+        ("email-ingest", "email-outbound-ack", "email_threads"),
+        ("fax", "fax", "fax-jobs"),
+    ],
+)
+async def test_each_channel_receives_customer_erased_and_purges_its_keys(
+    secured_nats: SecuredNats, name: str, durable: str, bucket: str
+) -> None:
+    """The case service publishes CustomerErased; each channel keeping personal data in a
+    key-value bucket receives it on its own durable, reads its bucket in one pass and purges."""
+    channel = await Bus.connect(secured_nats.url, source=name, **secured_nats.options(name))
+    case = await Bus.connect(secured_nats.url, source="case", **secured_nats.options("case"))
+    received: asyncio.Future[case_events_pb2.CustomerErased] = asyncio.Future()
+
+    async def on_erased(event: case_events_pb2.CustomerErased) -> None:
+        received.set_result(event)
+
+    try:
+        kv = await stores.key_value(channel.js, bucket)
+        await kv.put("k", b"personal data")
+        channel.subscribe(durable, case_events_pb2.CustomerErased, on_erased)
+        await channel.start()
+        event = case_events_pb2.CustomerErased(
+            meta=events.new_meta("demo", 0, "case"), customer_id="cust-1", contact_ids=["c-1"]
+        )
+        await case.publish(event)
+        assert (await asyncio.wait_for(received, 10)).contact_ids == ["c-1"]
+        assert [e.key async for e in stores.current(kv)] == ["k"]
+        await kv.purge("k")
+        assert [e.key async for e in stores.current(kv)] == []
+    finally:
+        await channel.drain()
+        await case.drain()
+    assert secured_nats.violations() == []
 
 
 async def test_the_case_service_cannot_rewrite_another_services_consumer(

@@ -76,6 +76,30 @@ async def test_key_value_compare_and_set(kv: stores.KeyValueBucket) -> None:
     assert await stores.value(kv, "new") == b"4"
 
 
+async def test_key_value_purge_and_the_current_entries(kv: stores.KeyValueBucket) -> None:
+    assert [e async for e in stores.current(kv)] == []
+    await kv.put("a", b"1")
+    await kv.put("a", b"2")
+    await kv.put("b", b"3")
+    await kv.put("c", b"4")
+    await kv.delete("c")
+    found = sorted([(e.key, e.value) async for e in stores.current(kv)])
+    assert found == [("a", b"2"), ("b", b"3")]
+    assert await kv.purge("a")
+    with pytest.raises(errors.KeyNotFoundError) as gone:
+        await kv.get("a")
+    assert gone.value.op == "PURGE"
+    assert await stores.entry(kv, "a") is None
+    assert await kv.keys() == ["b"]
+    assert [(e.key, e.value) async for e in stores.current(kv)] == [("b", b"3")]
+    assert await kv.purge("a")  # purging again, or a key never written, is no error
+    assert await kv.purge("never")
+    with pytest.raises(errors.KeyWrongLastSequenceError):  # its marker is its last revision
+        await kv.update("a", b"5")
+    await kv.put("a", b"6")
+    assert await stores.value(kv, "a") == b"6"
+
+
 async def test_object_stores_put_get_and_not_found(buckets: stores.ObjectStores) -> None:
     with pytest.raises(NotFound, match="bucket 'docs' not found"):
         await buckets.get("docs", "a")

@@ -21,7 +21,7 @@ from switchboard.core import events
 from switchboard.core.auth import Principal
 from switchboard.core.errors import InvalidArgument, PermissionDenied
 from switchboard.testing.fakes import FakePublisher
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
 TENANT = "demo"
 AGENT = Principal(TENANT, "agent-1", frozenset({"agent"}))
@@ -285,3 +285,18 @@ async def test_a_contact_whose_creation_had_an_unknown_outcome_is_announced_befo
     # Announced once: the next message goes out alone.
     await chat.customer_message(PROFILE, "v1", CustomerMessage("hello again"))
     assert [type(e).__name__ for e in bus.events][2:] == ["MessageAdded"]
+
+
+async def test_customer_erased_forgets_the_conversations_in_memory_too(chat: Chat) -> None:
+    erased = await chat.customer_message(PROFILE, "v1", CustomerMessage("我的账户登录不了"))
+    other = CustomerProfile(TENANT, "Li Wei", "zh", "wei@example.com", "technical", "v2")
+    kept = await chat.customer_message(other, "v2", CustomerMessage("发票"))
+    event = case_events_pb2.CustomerErased(
+        meta=events.new_meta(TENANT, 0, "case"), contact_ids=[erased.contact_id, "mail-1"]
+    )
+    await chat.on_customer_erased(event)
+    await chat.on_customer_erased(event)  # delivered again: harmless
+    assert await chat.store.get(TENANT, erased.contact_id) is None
+    assert await chat.store.open_for_visitor(TENANT, "v1") is None
+    assert await chat.store.history(TENANT, erased.contact_id) == []
+    assert await chat.store.get(TENANT, kept.contact_id) is not None

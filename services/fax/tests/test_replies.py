@@ -7,18 +7,24 @@ the real server does."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from switchboard.core import events
 from switchboard.core.bus import Bus
+from switchboard.fax.adapters.jobs import BUCKET as JOBS
+from switchboard.fax.adapters.jobs import Job, Jobs
 from switchboard.fax.adapters.ocr import Tesseract
 from switchboard.fax.bootstrap import FaxApp
 from switchboard.fax.domain.document import Limits, inspect_tiff, normalise
 from switchboard.fax.settings import FaxSettings
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.testing.streams import published
+from switchboard.testing.waiting import eventually
+from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
 TENANT = "demo"
 
@@ -241,3 +247,123 @@ async def test_a_restart_neither_resends_a_reply_nor_stops_following_it(
     assert seen[-1].state == events_pb2.DELIVERY_STATE_DELIVERED
     assert seen[-1].detail == f"HylaFAX job {job} done"
     assert list(hylafax.jobs) == [job]
+
+
+def customer_erased(tenant: str, *contact_ids: str) -> case_events_pb2.CustomerErased:
+    return case_events_pb2.CustomerErased(
+        meta=events.new_meta(tenant, 0, "case"), customer_id="cust-1", contact_ids=contact_ids
+    )
+
+
+async def test_customer_erased_purges_the_customers_reply_jobs(
+    nats_url: str, tmp_path: Path, bus: Bus
+) -> None:
+    """The jobs of an erased customer's replies (their number and the reply's text) are purged
+    with their history; another contact's, or another tenant's, stay; a replica still following
+    a purged job cannot write it back."""
+    jobs = await Jobs.open(bus.js)
+    commands = {
+        "reply-a1": outbound("reply-a1", "+82 2 1234 5678"),
+        "reply-a2": outbound("reply-a2", "+82 2 1234 5678"),
+        "reply-b": outbound("reply-b", "+82 31 765 4321"),
+        "reply-other": outbound("reply-other", "+82 2 1234 5678"),
+    }
+    commands["reply-b"].contact_id = "c-2"
+    commands["reply-other"].meta.tenant = "acme"
+    revisions = {}
+    for n, (command_id, command) in enumerate(commands.items()):
+        revisions[command_id] = await jobs.put(
+            command_id, Job(command.SerializeToString(), str(100 + n), 1)
+        )
+    # Followed a while: the first job was written twice.
+    first = await jobs.get("reply-a1")
+    assert first is not None
+    followed = await jobs.replace(
+        "reply-a1", Job(first.command, first.job, 1, tries=1), first.revision
+    )
+    assert followed is not None
+    erased = {"reply-a1": [revisions["reply-a1"], followed], "reply-a2": [revisions["reply-a2"]]}
+
+    app = await start_fax(nats_url, tmp_path)
+    try:
+        await bus.publish(customer_erased(TENANT, "c-1", "mail-7"))
+
+        async def purged() -> bool:
+            return all([await jobs.get(c) is None for c in erased])
+
+        await eventually(purged)
+    finally:
+        await app.stop()
+    for command_id, stored in erased.items():
+        key = hashlib.sha256(command_id.encode()).hexdigest()[:40]
+        with pytest.raises(KeyNotFoundError):
+            await jobs.kv.get(key)
+        assert [e.operation for e in await jobs.kv.history(key)] == ["PURGE"]
+        for revision in stored:
+            with pytest.raises(NotFoundError):
+                await bus.js.get_msg(f"KV_{JOBS}", revision)
+    for command_id in ("reply-b", "reply-other"):
+        kept = await jobs.get(command_id)
+        assert kept is not None and kept.command == commands[command_id].SerializeToString()
+    # A replica following the purged job: its next write finds it gone and writes nothing.
+    assert (
+        await jobs.replace("reply-a1", Job(first.command, first.job, 1, 2, True), followed) is None
+    )
+    assert await jobs.get("reply-a1") is None
+    assert await jobs.unfinished() == [
+        Job(commands[c].SerializeToString(), j, 1)
+        for c, j in (("reply-b", "102"), ("reply-other", "103"))
+    ]
+    # Delivered again: harmless.
+    assert await jobs.forget_contacts(TENANT, ["c-1"]) == 0
+
+
+@pytest.mark.timeout(120)
+async def test_a_reply_followed_when_its_customer_is_erased_is_reported_no_more(
+    nats_url: str, tmp_path: Path, bus: Bus, fake_hylafax: Any
+) -> None:
+    hylafax = fake_hylafax
+    hylafax.script.clear()  # the jobs wait for a modem until the test moves them on
+    app = await start_fax(
+        nats_url,
+        tmp_path,
+        FAX_HYLAFAX_HOST="127.0.0.1",
+        FAX_HYLAFAX_PORT=hylafax.port,
+        FAX_HYLAFAX_PASSWORD=hylafax.password,
+    )
+    jobs = await Jobs.open(bus.js)
+    try:
+        assert app.sender is not None
+        sender = app.sender
+
+        async def delivery(command_id: str) -> list[int]:
+            found = await published(bus, "contact.demo.fax.delivery", events_pb2.DeliveryStatus)
+            return [s.state for s in found if s.command_id == command_id]
+
+        async def followed(command_id: str) -> bool:
+            return await jobs.get(command_id) is not None and bool(sender._follow)
+
+        async def not_followed() -> bool:
+            return not sender._follow
+
+        # Erased on another replica (it purged the job): this one, following it, stops at the
+        # job's next change without reporting it or writing the job back.
+        await bus.publish(outbound("reply-e", "+82 2 1234 5678"))
+        await eventually(lambda: followed("reply-e"))
+        assert await jobs.forget_contacts(TENANT, ["c-1"]) == 1
+        hylafax.script.append(("DONE", "", 1))
+        await eventually(not_followed)
+        assert await delivery("reply-e") == [events_pb2.DELIVERY_STATE_SENT]
+        assert await jobs.get("reply-e") is None
+
+        # Erased with this replica receiving the event: it stops following the job at once.
+        command = outbound("reply-f", "+82 2 1234 5678")
+        command.contact_id = "c-3"
+        await bus.publish(command)
+        await eventually(lambda: followed("reply-f"))
+        await bus.publish(customer_erased(TENANT, "c-3"))
+        await eventually(not_followed)
+        assert await jobs.get("reply-f") is None
+    finally:
+        await app.stop()
+    assert await delivery("reply-f") == [events_pb2.DELIVERY_STATE_SENT]

@@ -108,6 +108,7 @@ for _spec in (
     EventSpec(case_events_pb2.CaseAssigned, "case.{tenant}.assigned"),
     EventSpec(case_events_pb2.CaseEscalated, "case.{tenant}.escalated"),
     EventSpec(case_events_pb2.SlaBreached, "case.{tenant}.sla_breached"),
+    EventSpec(case_events_pb2.CustomerErased, "case.{tenant}.customer_erased"),
 ):
     register(_spec)
 

@@ -9,6 +9,7 @@ KeyValue and ObjectStore they use, so a unit test passes the in-memory ones of
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from nats.js import api as js_api
@@ -31,7 +32,8 @@ class KeyValueBucket(Protocol):
     """A key-value bucket as the services use it (nats.js.kv.KeyValue). Every write returns the
     new revision; `get` raises KeyNotFoundError for a key never written or deleted; `update`
     (also of a new key, whose last revision is 0) raises KeyWrongLastSequenceError when `last`
-    is not the key's last revision, and `delete` with a `last` a BadRequestError."""
+    is not the key's last revision, and `delete` with a `last` a BadRequestError. `purge`
+    removes every revision of the key, leaving a marker that holds no value."""
 
     async def get(self, key: str) -> KeyValue.Entry: ...
 
@@ -42,6 +44,8 @@ class KeyValueBucket(Protocol):
     async def delete(self, key: str, last: int | None = None) -> bool: ...
 
     async def keys(self) -> list[str]: ...
+
+    async def purge(self, key: str) -> bool: ...
 
 
 class ObjectBucket(Protocol):
@@ -128,6 +132,26 @@ async def keys(kv: KeyValueBucket) -> list[str]:
         return list(await kv.keys())
     except NoKeysError:
         return []
+
+
+async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:
+    """Every key's current entry (deleted and purged keys left out), as the scan reaches it. A
+    JetStream bucket is read in one pass (an ordered consumer of each key's last revision, which
+    ends at the last key there when the scan began); another KeyValueBucket key by key."""
+    if isinstance(kv, KeyValue):
+        watcher = await kv.watchall(ignore_deletes=True)
+        try:
+            async for found in watcher:
+                if found is None:  # every key there at the start has been read
+                    return
+                yield found
+        finally:
+            await watcher.stop()
+        return
+    for key in await keys(kv):
+        found = await entry(kv, key)
+        if found is not None:
+            yield found
 
 
 def attachment_ref(

@@ -22,8 +22,9 @@ delete only (switchboard.core.nats_auth).
 Not erased here, and why:
 
 - Key-value buckets (the chat's conversation records, the email thread index, the fax jobs):
-  a key-value stream denies message deletes, and deleting or purging a key only marks its old
-  value deleted, leaving the bytes in the store files until the block is compacted.
+  a key-value stream denies message deletes. Each channel purges its own keys of the contacts
+  when it receives the case service's CustomerErased (which is therefore never erased here);
+  a purged value's bytes stay in the store files until the block is compacted.
 - The router's journal (``ROUTER_<GROUP>``, kept seven days) and snapshots (``ROUTER_SNAPSHOTS``):
   both hold whole contacts (the journal's AddContact; the snapshot's live contacts and the last
   50,000 ended ones the engine keeps to explain its decisions). A journal entry holds the
@@ -95,6 +96,9 @@ NO_CONTACT: frozenset[type[Message]] = frozenset(
         case_events_pb2.CaseAssigned,
         case_events_pb2.CaseEscalated,
         case_events_pb2.SlaBreached,
+        # Names the erased contacts, ids only: it must stay on the stream for the channels to
+        # erase those contacts from their key-value buckets.
+        case_events_pb2.CustomerErased,
     }
 )
 
@@ -179,8 +183,8 @@ def _per_contact(template: str) -> Filters:
 
 # The chat service's history (services/chat adapters/conversations.py): each contact's messages
 # on its own subject of CHAT_HISTORY. Its conversation records (bucket chat_conversations) are
-# not erased here: a key-value stream denies message deletes, and a key's delete or purge only
-# marks the old value deleted, leaving its bytes in the store.
+# not erased here (a key-value stream denies message deletes): the chat purges them itself when
+# it receives CustomerErased.
 CHAT_HISTORY = "CHAT_HISTORY"
 
 STORES: tuple[Store, ...] = (

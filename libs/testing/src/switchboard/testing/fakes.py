@@ -109,9 +109,10 @@ class FakeMailer:
 class FakeKeyValue:
     """A `switchboard.core.stores.KeyValueBucket` in memory, with JetStream's answers (as
     nats-server 2.15 gives them): one revision sequence for the bucket, KeyNotFoundError for a key
-    never written or deleted, KeyWrongLastSequenceError when `update` names a revision that is
-    not the key's last (0 for a new key), a BadRequestError when `delete` does, NoKeysError from
-    `keys` of an empty bucket and InvalidKeyError for a key JetStream would refuse.
+    never written, deleted or purged, KeyWrongLastSequenceError when `update` names a revision
+    that is not the key's last (0 for a new key), a BadRequestError when `delete` does,
+    NoKeysError from `keys` of an empty bucket and InvalidKeyError for a key JetStream would
+    refuse.
 
     `fail` (an exception) makes every call fail with it, as when JetStream is away."""
 
@@ -145,8 +146,8 @@ class FakeKeyValue:
         if last is None:
             raise KeyNotFoundError
         found = dataclasses.replace(last, operation=None)
-        if last.operation == "DEL":
-            raise KeyNotFoundError(found, "DEL")
+        if last.operation in ("DEL", "PURGE"):
+            raise KeyNotFoundError(found, last.operation)
         return found
 
     async def put(self, key: str, value: bytes) -> int:
@@ -168,17 +169,22 @@ class FakeKeyValue:
         self._write(key, None, "DEL")
         return True
 
+    async def purge(self, key: str) -> bool:
+        await self._check(key)
+        self._write(key, None, "PURGE")
+        return True
+
     async def keys(self) -> list[str]:
         if self.fail is not None:
             raise self.fail
-        found = [k for k, e in self._last.items() if e.operation != "DEL"]
+        found = [k for k, e in self._last.items() if e.operation not in ("DEL", "PURGE")]
         if not found:
             raise NoKeysError
         return found
 
     def values(self) -> dict[str, bytes | None]:
         """Every key's value, deleted keys left out (for a test to look at)."""
-        return {k: e.value for k, e in self._last.items() if e.operation != "DEL"}
+        return {k: e.value for k, e in self._last.items() if e.operation not in ("DEL", "PURGE")}
 
 
 class FakeObjectStore:

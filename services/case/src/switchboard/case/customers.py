@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
-from switchboard.case import audit, object_erasure
+from switchboard.case import audit, object_erasure, outbox
 from switchboard.case.adapters import bulk, crypto, keyring
 from switchboard.case.adapters.database import peek_locked, preload_locked
 from switchboard.case.adapters.orm import (
@@ -27,11 +27,15 @@ from switchboard.case.adapters.orm import (
 from switchboard.case.domain import identity as identity_rules
 from switchboard.case.records import CaseRecords
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from switchboard.v1 import contact_pb2
+from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
 
 Identity = tuple[int, str]
+
+# Contact ids one CustomerErased names at most: a customer with more is announced in several
+# events, each well under NATS's default 1 MB payload.
+ERASED_CONTACTS_PER_EVENT = 5000
 
 
 def _kind_name(kind: int) -> str:
@@ -398,7 +402,8 @@ async def erase(
     identities' blind indexes: their names, identities, messages, subjects, notes and audit data
     read as "[erased]" from now on, everywhere the store's rows are (backups too). The objects
     their contacts left in the object stores are staged for deletion in the same transaction
-    (object_erasure). The customer and the number of keys destroyed."""
+    (object_erasure), and so is CustomerErased, for the channels to forget the contacts in their
+    own stores. The customer and the number of keys destroyed."""
     customer = await get(session, tenant, customer_id, lock=True)
     ids, frontier = {customer.id}, {customer.id}
     while frontier:
@@ -426,7 +431,29 @@ async def erase(
     )
     destroyed = await keyring.of(session).erase(session, tenant, ids)
     await object_erasure.stage_contacts(session, tenant, contact_ids, at)
+    _stage_erased(session, tenant, customer.id, contact_ids, at)
     # Sealed with the tenant's key: it names no personal data, and outlives the customer's.
     data = {"customers": sorted(ids)}
     await audit.append(session, tenant, audit.CUSTOMER, customer.id, actor, "erased", data, at)
     return customer, destroyed
+
+
+def _stage_erased(
+    session: AsyncSession, tenant: str, customer_id: str, contact_ids: Sequence[str], at: datetime
+) -> None:
+    """Stage CustomerErased in the erasure's transaction (the outbox): published after the commit,
+    never lost by a crash, never published for an erasure rolled back."""
+    erasure = new_id()  # each erasure is announced again: the channels' forgetting is idempotent
+    parts = [
+        contact_ids[i : i + ERASED_CONTACTS_PER_EVENT]
+        for i in range(0, len(contact_ids), ERASED_CONTACTS_PER_EVENT)
+    ] or [[]]
+    for n, part in enumerate(parts):
+        meta = events_pb2.EventMeta(
+            event_id=f"customer-erased:{erasure}:{n}", tenant=tenant, source="case"
+        )
+        meta.occurred_at.FromDatetime(at)
+        event = case_events_pb2.CustomerErased(
+            meta=meta, customer_id=customer_id, contact_ids=list(part)
+        )
+        outbox.stage(session, event)

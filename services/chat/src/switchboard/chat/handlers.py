@@ -58,7 +58,7 @@ from switchboard.chat.domain.model import (
 from switchboard.chat.notifier import ChatNotifier, message_event
 from switchboard.core.auth import Principal
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -663,6 +663,14 @@ class Chat:
 
     async def on_contact_abandoned(self, event: events_pb2.ContactAbandoned) -> None:
         await self._end(event.meta.tenant, event.meta.channel, event.contact_id)
+
+    async def on_customer_erased(self, event: case_events_pb2.CustomerErased) -> None:
+        """Forget the erased customer's chats: their conversation records (name, email, first
+        message) and visitors' pointers. Their history is the case service's to erase (it
+        erases the contacts from the streams)."""
+        forgotten = await self.store.forget(event.meta.tenant, event.contact_ids)
+        if forgotten:
+            logger.info("forgot %d chat conversations of an erased customer", forgotten)
 
     async def _end(self, tenant: str, channel: int, contact_id: str) -> None:
         if channel != contact_pb2.CHANNEL_CHAT:

@@ -31,6 +31,13 @@ class Acknowledger:
         self.state = state
         self.notifier = notifier
 
+    async def on_customer_erased(self, event: case_events_pb2.CustomerErased) -> None:
+        """Forget the erased customer's threads: an acknowledgement never reaches them, and a
+        mail of theirs threads as a new conversation."""
+        purged = await self.state.forget_contacts(event.meta.tenant, event.contact_ids)
+        if purged:
+            logger.info("purged %d thread-index keys of an erased customer", purged)
+
     async def on_case_created(self, event: case_events_pb2.CaseCreated) -> None:
         if not event.contact_id or not event.reference:
             return  # opened by hand or by a schedule, not by a mail

@@ -102,6 +102,14 @@ class EmailApp(Service):
             case_events_pb2.CaseCreated,
             self.acknowledger.on_case_created,
         )
+        # An erased customer's thread-index entries (docs/security.md, "Erasure on the bus"):
+        # on the same durable as CaseCreated, so a case's acknowledgement, which writes the
+        # index, comes before its customer's erasure.
+        bus.subscribe(
+            f"{s.outbound_consumer}-ack",
+            case_events_pb2.CustomerErased,
+            self.acknowledger.on_customer_erased,
+        )
         return [registration(EmailServicer(self.statuses))]  # type: ignore[list-item]
 
     async def _serve(self) -> None:

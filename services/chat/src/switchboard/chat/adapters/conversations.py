@@ -14,7 +14,8 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from nats.js import api as js_api
@@ -35,6 +36,8 @@ HISTORY_SUBJECTS = "chat.history.>"
 DEDUPE_WINDOW_SECONDS = 24 * 3600
 HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last sequence not met
+# A contact id that can be one token of a key: others (another channel's) are no chat contact.
+_KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
 
 
 class ConversationStore(Protocol):
@@ -73,6 +76,12 @@ class ConversationStore(Protocol):
     async def end(self, tenant: str, contact_id: str) -> Conversation | None:
         """Mark ended and detach from the visitor (their next message starts a new contact);
         None if unknown or already ended."""
+        ...
+
+    async def forget(self, tenant: str, contact_ids: Iterable[str]) -> int:
+        """Erase the records of `contact_ids` (an erased customer's), and their visitors'
+        pointers to them, with every earlier revision; the number of records there were.
+        Forgetting again, or a contact never chatted, is a no-op."""
         ...
 
 
@@ -149,6 +158,14 @@ class InMemoryConversations:
         if self._open.get(visitor) == contact_id:
             del self._open[visitor]
         return _snapshot(conversation)
+
+    async def forget(self, tenant: str, contact_ids: Iterable[str]) -> int:
+        forgotten = 0
+        for contact_id in dict.fromkeys(contact_ids):
+            if (tenant, contact_id) in self._by_contact:
+                await self.discard(tenant, contact_id)
+                forgotten += 1
+        return forgotten
 
 
 def _ckey(tenant: str, contact_id: str) -> str:
@@ -305,3 +322,25 @@ class JetStreamConversations:
             return None
         await self._detach(tenant, conversation.visitor_id, contact_id)
         return conversation
+
+    async def forget(self, tenant: str, contact_ids: Iterable[str]) -> int:
+        """Purge each record (its visitor's pointer first, so a retry after a failure still
+        finds the visitor in the record). A purge removes every revision of the key from the
+        stream; a marker naming only the key stays. Every later `update` of the contact finds
+        nothing (compare-and-set), so no handler writes the record back."""
+        forgotten = 0
+        for contact_id in dict.fromkeys(contact_ids):
+            if not _KEY_TOKEN.match(contact_id):
+                continue
+            key = _ckey(tenant, contact_id)
+            found = await self._read(key)
+            if found is None:
+                continue
+            visitor = str(found[0].get("visitor_id") or "")
+            if _KEY_TOKEN.match(visitor):
+                pointer = await self._read(_vkey(tenant, visitor))
+                if pointer is not None and pointer[0].get("contact_id") == contact_id:
+                    await self.kv.purge(_vkey(tenant, visitor))
+            await self.kv.purge(key)
+            forgotten += 1
+        return forgotten

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from switchboard.chat.handlers import Chat
 from switchboard.core.bus import Bus
-from switchboard.v1 import events_pb2
+from switchboard.v1 import case_events_pb2, events_pb2
 
 
 def subscribe(bus: Bus, chat: Chat, durable: str) -> None:
@@ -14,3 +14,5 @@ def subscribe(bus: Bus, chat: Chat, durable: str) -> None:
     bus.subscribe(durable, events_pb2.ContactAssigned, chat.on_contact_assigned)
     bus.subscribe(durable, events_pb2.ContactEnded, chat.on_contact_ended)
     bus.subscribe(durable, events_pb2.ContactAbandoned, chat.on_contact_abandoned)
+    # An erased customer's conversation records (docs/security.md, "Erasure on the bus").
+    bus.subscribe(durable, case_events_pb2.CustomerErased, chat.on_customer_erased)

@@ -1,5 +1,11 @@
 """The email channel's durable state in JetStream: mailbox checkpoints and the thread index in
-key-value buckets, raw messages and attachments in the object store."""
+key-value buckets, raw messages and attachments in the object store.
+
+Of these, the thread index holds personal data (the customer's address and the subject), so an
+erased customer's entries are purged (`forget_contacts`). The seen set (a hash of the mail's
+Message-ID and bytes, and the contact id) and the sent set (command ids and our own Message-IDs)
+hold none, and are kept: the seen set is what stops the erased customer's mail, fetched again,
+from becoming a contact again. The raw mail is the case service's to delete."""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import asyncio
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from google.protobuf.message import DecodeError
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -123,6 +131,28 @@ class EmailState:
         entry.updated_at.FromDatetime(datetime.now(UTC))
         data = entry.SerializeToString()
         await asyncio.gather(*(self.threads.put(k, data) for k in dict.fromkeys(keys)))
+
+    async def forget_contacts(self, tenant: str, contact_ids: Iterable[str]) -> int:
+        """Purge every thread-index entry of `tenant` that belongs to one of `contact_ids` (an
+        erased customer's), under each of its keys (contact, conversation, Message-IDs, sender
+        and subject, case number), with every earlier revision; the number of keys purged.
+
+        The keys are hashes, so the entries are found by their value: one pass over the index.
+        An entry a later contact of someone else overwrote is that contact's, and stays."""
+        wanted = frozenset(contact_ids) - {""}
+        if not wanted:
+            return 0
+        theirs: list[str] = []
+        async for found in stores.current(self.threads):
+            try:
+                entry = email_pb2.ThreadEntry.FromString(found.value or b"")
+            except DecodeError:
+                continue
+            if entry.tenant == tenant and entry.contact_id in wanted:
+                theirs.append(found.key)
+        for key in theirs:
+            await self.threads.purge(key)
+        return len(theirs)
 
     # ---- sent commands (idempotent outbound) --------------------------------------------------
 
