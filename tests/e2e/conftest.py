@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.contacts import contact_created
+from switchboard.testing.processes import CASE_TEST_MASTER_KEY, ServiceProcess, service_process
 from switchboard.testing.secured_nats import SecuredNats
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
@@ -44,6 +46,24 @@ def korean_email(
         conversation_id=thread,
         at=datetime.now(UTC),
         source="email-ingest",
+    )
+
+
+def case_process(nats_url: str, database_url: str, log: Path, **env: str) -> ServiceProcess:
+    """`python -m switchboard.case` on `database_url` (not started yet), with `env` over the
+    defaults: a replica of the case service, as a real process a test may kill."""
+    return service_process(
+        "switchboard.case",
+        case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
+        "CASE_GRPC_PORT",
+        log,
+        {
+            "NATS_URL": nats_url,
+            "CASE_DATABASE_URL": database_url,
+            "CASE_MASTER_KEY": CASE_TEST_MASTER_KEY,
+            "SWITCHBOARD_AUTH_SECRET": SECRET,
+            **env,
+        },
     )
 
 
