@@ -52,7 +52,7 @@ from switchboard.case.records import SYSTEM, CaseRecords
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
-from switchboard.core.errors import DomainError, InvalidArgument, Retry
+from switchboard.core.errors import DomainError, InvalidArgument, Retry, RetryUntouched
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,13 @@ class _BatchUnit:
     @asynccontextmanager
     async def each(self, event: ProtoMessage) -> AsyncIterator[None]:
         if not self._isolate:
-            yield
+            # An event refused before it changed anything (its contact is not recorded yet)
+            # gives up its claim; the rest of the batch goes on without a savepoint.
+            try:
+                yield
+            except RetryUntouched:
+                await self._handlers._unclaim(self._session, event)
+                raise
             return
         savepoint = await self._session.begin_nested()
         try:
@@ -367,8 +373,10 @@ class CaseHandlers:
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:
         contact = await get_locked(session, Contact, contact_id)
         if contact is None:
-            # Events can overtake the ContactCreated they refer to.
-            raise Retry(f"contact {contact_id} is not recorded yet")
+            # Events can overtake the ContactCreated they refer to (another replica may be
+            # recording it right now). Every handler looks its contact up before it changes
+            # anything, so in a batch this event alone waits for its redelivery.
+            raise RetryUntouched(f"contact {contact_id} is not recorded yet")
         if contact.tenant != tenant:
             raise InvalidArgument("contact_id", "belongs to another tenant")
         return contact
