@@ -343,3 +343,49 @@ async def test_a_key_committed_after_a_newer_one_is_still_learnt(
         await session.execute(select(1))
     assert replica._owners.get(("acme", "c-1")) == first
     await engine.dispose()
+
+
+async def test_a_customer_recorded_by_another_replica_after_this_batch_began_keeps_one_key(
+    store: tuple[str, async_sessionmaker[AsyncSession]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two case services on one store: one records a new customer (and its data key) just after
+    the other began a batch, whose keyring looked at the keys at its begin. That batch reads the
+    customer's contact, and seals the agent's reply with the key the customer has, not a second
+    one (which the store refuses: one key per customer)."""
+    url, sessions = store
+    engine = database.create_engine(url)
+    replica = keyring.Keyring(keyring.MasterKeys(MASTER_A))
+    other = database.sessionmaker(engine, replica)
+    async with other() as session:
+        await session.execute(select(1))  # it knows the keys there are now: none
+
+    first = CaseHandlers(sessions, "case")
+    await first.on_contact_created(
+        created("call-1", contact_pb2.CHANNEL_VOICE, (contact_pb2.IDENTITY_KIND_PHONE, PHONE))
+    )
+    # The batch's keyring looked at the keys before that commit.
+    looks: list[bool] = []
+    refresh = replica.refresh
+
+    def late(connection: object) -> None:
+        looks.append(True)
+        if len(looks) > 1:
+            refresh(connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replica, "refresh", late)
+    second = CaseHandlers(other, "case")
+    batch = [reply("call-1")]
+    async with second.batch(batch, isolate=False):
+        await handlers_by_type(second)[events_pb2.MessageAdded](batch[0])
+
+    async with sessions() as session:
+        owners = list(
+            await session.scalars(
+                select(orm.DataKey.customer_id).where(orm.DataKey.tenant == "acme")
+            )
+        )
+        messages = list(await session.scalars(select(orm.Message.text)))
+    assert sorted(owners) == sorted(set(owners))  # one key each: the tenant's, the customer's
+    assert len(owners) == 2
+    assert REPLY in messages and TEXT in messages  # both readable with the customer's key
+    await engine.dispose()

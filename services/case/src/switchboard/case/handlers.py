@@ -299,6 +299,11 @@ class CaseHandlers:
                 )
             )
             session.info["message_ids"] = {i: i in stored for i in message_ids}
+        # The keyring looked at the data keys when the transaction began. Another replica may
+        # have committed since then a customer read above, with its key: look again, so that
+        # this batch seals with that key rather than making the customer a second one.
+        keys = keyring.of(session)
+        await session.run_sync(lambda sync: keys.refresh(sync.connection()))
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
