@@ -617,22 +617,37 @@ class Voice:
         return client
 
     async def phone(
-        self, agent_id: str, tone_hz: int = 880, tenant: str = "demo", password: str = ""
+        self,
+        agent_id: str,
+        tone_hz: int = 880,
+        tenant: str = "demo",
+        password: str = "",
+        gateways: Sequence[int] = (),
     ) -> Baresip:
-        """An agent's SIP phone, registered with the gateway. Without a `password` it is the
-        agent's in TEST_CONFIG and the SIP user name the bare agent id (one tenant's phones);
-        with one, the user name is agent@tenant."""
+        """An agent's SIP phone, registered with the gateway (with `gateways`: with each of the
+        gateways on those SIP ports, an account each). Without a `password` it is the agent's in
+        TEST_CONFIG and the SIP user name the bare agent id (one tenant's phones); with one, the
+        user name is agent@tenant."""
         auth_user = ""
         if not password:
             password = TEST_CONFIG["phones"][agent_id]
         else:
             auth_user = f"auth_user={agent_id}@{tenant};"
-        account = (
-            f"<sip:{agent_id}@127.0.0.1:{self.sip_port}>;{auth_user}auth_pass={password};"
+        accounts = "\n".join(
+            f"<sip:{agent_id}@127.0.0.1:{port}>;{auth_user}auth_pass={password};"
             "regint=600;answermode=manual"
+            for port in gateways or [self.sip_port]
         )
-        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", account, tone_hz).start()
+        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", accounts, tone_hz).start()
         self.phones.append(ua)
+        if gateways:
+            # Registered once each gateway answered 200 (baresip logs it; the REGISTER_OK event
+            # may precede our ctrl link).
+            for _ in range(300):
+                if ua.log().count("} 200 OK") >= len(gateways):
+                    return ua
+                await asyncio.sleep(0.05)
+            raise TimeoutError(f"{agent_id}'s phone never registered everywhere: {ua.log()}")
         # Registered once the gateway has its binding (the event may precede our ctrl link).
         assert self.gateway.gateway is not None
         for _ in range(300):

@@ -118,3 +118,36 @@ async def test_a_call_sent_to_a_gateway_that_died_unnoticed_fails_over_to_the_su
     moved = not_probing.lines(f"to {uri(survivor)}")
     assert len(failed) == 1, not_probing.log()[-3000:]
     assert any("failover INVITE" in line for line in moved)
+
+
+async def test_an_agent_registered_with_both_gateways_takes_the_calls_either_answers(
+    voice: Voice, gateways: list[ServiceProcess], probing: Kamailio
+) -> None:
+    """The way docs/voice.md says to run agents' phones with several gateways: registered with
+    each. Two calls, one answered by each gateway, both reach the agent and are assigned."""
+    await voice.agent("agent-ko", {"ko": 5}, {"billing": 3})
+    phone = await voice.phone("agent-ko", gateways=[sip_port(g) for g in gateways])
+    answered_by = []
+    for number in ("+821055550001", "+821055550002"):
+        caller = await voice.caller(f"carrier-{number[-1]}", number)
+        mark = len(caller.events)
+        await caller.command("dial", f"sip:{HOTLINE}@127.0.0.1:{probing.port}")
+        established = await caller.wait_event("CALL_ESTABLISHED", after=mark)
+        call_id = established["id"]
+        await caller.command("sndcode", "1")  # 한국어
+        await caller.command("sndcode", "1")  # billing
+        created = await voice.events.wait(
+            "ContactCreated", where=lambda e, n=number: e.contact.identities[0].value == n
+        )
+        contact_id = created[0].contact.contact_id
+        ringing = len(phone.events)
+        await phone.wait_event("CALL_INCOMING", after=ringing)
+        await phone.command("accept")
+        assigned = await voice.events.wait("ContactAssigned", contact_id)
+        assert assigned[0].agent_id == "agent-ko"
+        await caller.command("hangup")
+        await voice.events.wait("ContactEnded", contact_id)
+        await phone.wait_event("CALL_CLOSED", after=ringing)
+        [line] = probing.lines(f"answered INVITE {call_id} by ")
+        answered_by.append(line.rsplit(" ", 1)[-1])
+    assert sorted(answered_by) == sorted(uri(g) for g in gateways)
