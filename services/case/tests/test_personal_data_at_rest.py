@@ -3,7 +3,9 @@ once its customer is erased, readable across a master key rotation (docs/securit
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.case.views import CaseViews
 from switchboard.core import events
+from switchboard.core.errors import RetryUntouched
 from switchboard.core.settings import UnsafeSettings
 from switchboard.v1 import contact_pb2, events_pb2
 
@@ -388,4 +391,42 @@ async def test_a_customer_recorded_by_another_replica_after_this_batch_began_kee
     assert sorted(owners) == sorted(set(owners))  # one key each: the tenant's, the customer's
     assert len(owners) == 2
     assert REPLY in messages and TEXT in messages  # both readable with the customer's key
+    await engine.dispose()
+
+
+async def test_a_contact_recorded_by_another_replica_after_this_batch_read_its_contacts_waits(
+    store: tuple[str, async_sessionmaker[AsyncSession]], database_url: str
+) -> None:
+    """The other case service records the contact (its customer, its key) after this batch found
+    it absent: the agent's reply waits for its redelivery, and no second key is made."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: no other commit can come in between")
+    url, sessions = store
+    engine = database.create_engine(url)
+    other = database.sessionmaker(engine, keyring.Keyring(keyring.MasterKeys(MASTER_A)))
+    second = CaseHandlers(other, "case")
+    batch = [reply("call-1")]
+    async with second.batch(batch, isolate=False) as unit:
+        # Between the batch's preload and its handler, the other service commits the contact
+        # (in a context of its own: not inside this batch).
+        other_service = CaseHandlers(sessions, "case")
+        await asyncio.create_task(
+            other_service.on_contact_created(
+                created(
+                    "call-1", contact_pb2.CHANNEL_VOICE, (contact_pb2.IDENTITY_KIND_PHONE, PHONE)
+                )
+            ),
+            context=contextvars.Context(),
+        )
+        with pytest.raises(RetryUntouched):
+            async with unit.each(batch[0]):
+                await handlers_by_type(second)[events_pb2.MessageAdded](batch[0])
+
+    async with sessions() as session:
+        owners = list(await session.scalars(select(orm.DataKey.customer_id)))
+        messages = list(await session.scalars(select(orm.Message.message_id)))
+        claimed = list(await session.scalars(select(orm.ProcessedEvent.event_id)))
+    assert len(owners) == 2  # the tenant's key and the customer's, once each
+    assert messages == ["call-1:initial"]  # the reply waits for its redelivery
+    assert batch[0].meta.event_id not in claimed
     await engine.dispose()
