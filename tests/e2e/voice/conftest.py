@@ -353,6 +353,7 @@ loadmodule "maxfwd.so"
 loadmodule "siputils.so"
 loadmodule "textops.so"
 loadmodule "xlog.so"
+loadmodule "tmx.so"
 loadmodule "dispatcher.so"
 modparam("tm", "fr_timer", 1500)
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -392,7 +393,7 @@ onreply_route[ANSWERED] {{
 failure_route[FAILOVER] {{
     if (t_is_canceled()) {{ exit; }}
     if (t_check_status("503") || (t_branch_timeout() && !t_branch_replied())) {{
-        xlog("L_INFO", "gateway $du failed $rm $ci\\n");
+        xlog("L_INFO", "gateway $du failed $rm $ci with $T_reply_code\\n");
         ds_mark_dst("ip");
         if (ds_next_dst()) {{
             xlog("L_INFO", "failover $rm $ci to $du\\n");
@@ -687,6 +688,20 @@ class Voice:
                 **env,
             },
         )
+
+    async def started_gateway_process(self, name: str, **env: str) -> ServiceProcess:
+        """`gateway_process`, started; on fresh ports again if its ports were taken meanwhile
+        (free ports are only free when they are chosen)."""
+        for attempt in range(3):
+            gateway = self.gateway_process(name, **env)
+            try:
+                await gateway.start()
+                return gateway
+            except AssertionError as exc:
+                gateway.stop()
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def dial_uri(self, number: str = HOTLINE) -> str:
         return f"sip:{number}@127.0.0.1:{self.sip_port}"

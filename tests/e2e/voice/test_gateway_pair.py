@@ -22,10 +22,10 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture
 async def gateways(voice: Voice) -> AsyncIterator[list[ServiceProcess]]:
-    pair = [voice.gateway_process(f"gateway-{n}") for n in ("a", "b")]
+    pair: list[ServiceProcess] = []
     try:
-        for gateway in pair:
-            await gateway.start()
+        for n in ("a", "b"):
+            pair.append(await voice.started_gateway_process(f"gateway-{n}"))
         yield pair
     finally:
         for gateway in pair:
@@ -117,6 +117,7 @@ async def test_a_call_sent_to_a_gateway_that_died_unnoticed_fails_over_to_the_su
     failed = not_probing.lines(f"gateway {uri(dead)} failed INVITE")
     moved = not_probing.lines(f"to {uri(survivor)}")
     assert len(failed) == 1, not_probing.log()[-3000:]
+    assert failed[0].endswith(" with 408"), failed  # timed out (fr_timer): no answer at all
     assert any("failover INVITE" in line for line in moved)
 
 
@@ -151,3 +152,42 @@ async def test_an_agent_registered_with_both_gateways_takes_the_calls_either_ans
         [line] = probing.lines(f"answered INVITE {call_id} by ")
         answered_by.append(line.rsplit(" ", 1)[-1])
     assert sorted(answered_by) == sorted(uri(g) for g in gateways)
+
+
+async def test_a_call_refused_with_503_by_a_full_gateway_fails_over_to_the_other(
+    voice: Voice, tmp_path: Path
+) -> None:
+    gateways: list[ServiceProcess] = []
+    proxy: Kamailio | None = None
+    try:
+        full = await voice.started_gateway_process("gateway-full", VOICE_MAX_CALLS="1")
+        gateways.append(full)
+        spare = await voice.started_gateway_process("gateway-spare")
+        gateways.append(spare)
+        proxy = await edge_proxy(tmp_path / "kamailio", [full, spare], ping_interval=3600)
+        # A call held on the full gateway takes its one place.
+        holder = await voice.caller("holder", "+821055550009")
+        for _ in range(2):
+            mark = len(holder.events)
+            await holder.command("dial", f"sip:{HOTLINE}@127.0.0.1:{proxy.port}")
+            established = await holder.wait_event("CALL_ESTABLISHED", after=mark)
+            if proxy.lines(f"answered INVITE {established['id']} by {uri(full)}"):
+                break
+            await holder.command("hangup")
+            await holder.wait_event("CALL_CLOSED", after=mark)
+        else:
+            raise AssertionError(f"no call reached {uri(full)}:\n{proxy.log()[-3000:]}")
+
+        # The next calls: the one the dispatcher sends to the full gateway is refused there with
+        # 503 and answered by the other.
+        caller = await voice.caller("carrier", "+821055550000")
+        answered_by = [await call(caller, proxy) for _ in range(2)]
+        assert answered_by == [uri(spare)] * 2
+        [refused] = proxy.lines(f"gateway {uri(full)} failed INVITE")
+        assert refused.endswith(" with 503"), refused
+        assert len([line for line in proxy.lines("failover INVITE") if uri(spare) in line]) == 1
+    finally:
+        if proxy is not None:
+            await proxy.stop()
+        for gateway in gateways:
+            gateway.stop()
