@@ -23,7 +23,16 @@ from switchboard.testing.tls import grpc_tls
 
 # Each part's module has `async def run(work, nats_url) -> dict[str, float]` and measures its own
 # raw baseline in the same run. BENCH_ONLY=router,chat runs a subset.
-PARTS = ("case_store", "router", "router_groups", "chat", "email_ingest", "fax", "voice")
+PARTS = (
+    "case_store",
+    "case_pair",
+    "router",
+    "router_groups",
+    "chat",
+    "email_ingest",
+    "fax",
+    "voice",
+)
 
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", "2000"))
 AGENTS_PER_LANGUAGE = int(os.environ.get("BENCH_AGENTS_PER_LANGUAGE", "25"))

@@ -3,14 +3,18 @@ Socket.IO and SQL (SQLite, and PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import socketio
 
 from switchboard.case.bootstrap import CaseApp
 from switchboard.case.settings import CaseSettings
@@ -18,9 +22,11 @@ from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.embedded_nats import free_port
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.contacts import contact_created
+from switchboard.testing.processes import CASE_TEST_MASTER_KEY, ServiceProcess, service_process
 from switchboard.testing.secured_nats import SecuredNats
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
@@ -44,6 +50,96 @@ def korean_email(
         conversation_id=thread,
         at=datetime.now(UTC),
         source="email-ingest",
+    )
+
+
+def http_url(process: ServiceProcess) -> str:
+    """The web address of a chat process made by Platform.chat_process."""
+    return f"http://127.0.0.1:{process.env['CHAT_HTTP_PORT']}"
+
+
+class Customer:
+    """A web-chat customer: a visitor token from the chat service, then the /customer socket.
+    `resume` connects again (to any replica) as the same visitor, from the last seq it saw."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient()
+        self.token = ""
+        self.last_seq = 0
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.statuses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sessions: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._auth: dict[str, str] = {}
+
+    def _listen(self) -> None:
+        self.sio.on("message", self._message, namespace="/customer")
+        self.sio.on("status", self.statuses.put_nowait, namespace="/customer")
+        self.sio.on("session", self.sessions.put_nowait, namespace="/customer")
+
+    async def _message(self, message: dict[str, Any]) -> None:
+        self.last_seq = max(self.last_seq, int(message.get("seq") or 0))
+        self.messages.put_nowait(message)
+
+    async def connect(self, url: str, tenant: str, **auth_fields: str) -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/api/visitor-token", json={"tenant": tenant}) as r:
+                assert r.status == 200, await r.text()
+                self.token = (await r.json())["token"]
+        self._auth = auth_fields
+        self._listen()
+        await self._open(url, {})
+
+    async def _open(self, url: str, extra: dict[str, Any]) -> None:
+        await self.sio.connect(
+            url,
+            namespaces=["/customer"],
+            auth={"token": self.token, **self._auth, **extra},
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+
+    async def resume(self, url: str) -> dict[str, Any]:
+        """Connect to `url` as the same visitor (a new socket; the old one is dropped): the
+        session it answers with, holding what was said since `last_seq`."""
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect()
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sessions = asyncio.Queue()
+        self._listen()
+        await self._open(url, {"since": self.last_seq})
+        return await asyncio.wait_for(self.sessions.get(), 15)
+
+    async def say(self, text: str) -> dict[str, Any]:
+        return await self.sio.call("message", {"text": text}, namespace="/customer", timeout=15)
+
+    async def next_from(self, author: str) -> dict[str, Any]:
+        while True:
+            m = await asyncio.wait_for(self.messages.get(), 15)
+            if m["author"] == author:
+                return m
+
+    async def wait_status(self, state: str) -> dict[str, Any]:
+        while True:
+            s = await asyncio.wait_for(self.statuses.get(), 15)
+            if s["state"] == state:
+                return s
+
+
+def case_process(nats_url: str, database_url: str, log: Path, **env: str) -> ServiceProcess:
+    """`python -m switchboard.case` on `database_url` (not started yet), with `env` over the
+    defaults: a replica of the case service, as a real process a test may kill."""
+    return service_process(
+        "switchboard.case",
+        case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name,
+        "CASE_GRPC_PORT",
+        log,
+        {
+            "NATS_URL": nats_url,
+            "CASE_DATABASE_URL": database_url,
+            "CASE_MASTER_KEY": CASE_TEST_MASTER_KEY,
+            "SWITCHBOARD_AUTH_SECRET": SECRET,
+            **env,
+        },
     )
 
 
@@ -88,6 +184,27 @@ class Platform:
                 await stub.SetArticleState(
                     case_pb2.SetArticleStateRequest(article_id=article.article_id, state=state)
                 )
+
+    def chat_process(self, log: Path, **env: str) -> ServiceProcess:
+        """Another chat replica on the platform as a real process (not started), configured as
+        the deployment's replicas are: the same durable consumer, state shared over NATS."""
+        http_port = free_port()
+        return service_process(
+            "switchboard.chat",
+            "",
+            "CHAT_GRPC_PORT",
+            log,
+            {
+                "NATS_URL": self.nats_url,
+                "SWITCHBOARD_AUTH_SECRET": self.secret,
+                "CHAT_HTTP_PORT": str(http_port),
+                "CHAT_ROUTER_ADDR": self.router_target,
+                "CHAT_CASE_ADDR": self.case_target,
+                # The embedded demo agents' directory, which production refuses.
+                "SWITCHBOARD_MODE": "development",
+                **env,
+            },
+        )
 
     def chat_replica(self, case_target: str = "") -> ChatApp:
         """Another chat process on the same platform (not started)."""

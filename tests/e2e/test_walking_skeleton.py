@@ -3,10 +3,8 @@ holds both messages and the assignment; one contact is one trace; a duplicate is
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, TypeVar
 
-import aiohttp
 import pytest
 import socketio
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +17,8 @@ from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
+from .conftest import Customer
+
 Platform = Any  # tests/e2e/conftest.py: the platform fixture
 SECRET = "e2e-secret"  # the platform fixture's token secret
 
@@ -26,44 +26,6 @@ T = TypeVar("T")
 
 QUESTION = "안녕하세요, 이번 달 요금 청구서에 대해 문의드립니다."
 ANSWER = "안녕하세요 고객님, 상담원 김지은입니다. 확인해 드리겠습니다."
-
-
-class Customer:
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient()
-        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.statuses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.sio.on("message", self.messages.put_nowait, namespace="/customer")
-        self.sio.on("status", self.statuses.put_nowait, namespace="/customer")
-
-    async def connect(self, url: str, tenant: str, **auth_fields: str) -> None:
-        # The widget's way in: a signed visitor token from the chat service, then the socket.
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/api/visitor-token", json={"tenant": tenant}) as r:
-                assert r.status == 200, await r.text()
-                token = (await r.json())["token"]
-        await self.sio.connect(
-            url,
-            namespaces=["/customer"],
-            auth={"token": token, **auth_fields},
-            transports=["websocket"],
-            wait_timeout=10,
-        )
-
-    async def say(self, text: str) -> dict[str, Any]:
-        return await self.sio.call("message", {"text": text}, namespace="/customer", timeout=15)
-
-    async def next_from(self, author: str) -> dict[str, Any]:
-        while True:
-            m = await asyncio.wait_for(self.messages.get(), 15)
-            if m["author"] == author:
-                return m
-
-    async def wait_status(self, state: str) -> dict[str, Any]:
-        while True:
-            s = await asyncio.wait_for(self.statuses.get(), 15)
-            if s["state"] == state:
-                return s
 
 
 async def case_for(p: Platform, tenant: str, contact_id: str) -> case_pb2.Case | None:

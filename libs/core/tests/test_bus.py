@@ -11,7 +11,7 @@ import pytest
 
 from switchboard.core import deadletter, events
 from switchboard.core.bus import Bus, ConsumerOptions
-from switchboard.core.errors import InvalidArgument, Retry, Unavailable
+from switchboard.core.errors import InvalidArgument, Retry, RetryUntouched, Unavailable
 from switchboard.testing.waiting import until
 from switchboard.v1 import contact_pb2, events_pb2
 
@@ -345,11 +345,12 @@ async def test_publishing_an_invalid_event_is_refused(bus: Bus) -> None:
 class UnitOfWork:
     """A fake transaction: what handlers stage inside a batch is committed only on a clean exit."""
 
-    def __init__(self, isolates: bool = False) -> None:
+    def __init__(self, isolates: bool = False, always: bool = False) -> None:
         self.committed: list[str] = []
         self.staged: list[str] | None = None
         self.commits = 0
         self.isolates = isolates
+        self.always = always  # yields itself without isolating too
         # (the number of events each batch was given up front, whether it was to isolate them)
         self.seen: list[tuple[int, bool]] = []
 
@@ -360,7 +361,7 @@ class UnitOfWork:
         self.staged = []
         self.seen.append((len(events), isolate))
         try:
-            yield self if self.isolates and isolate else None
+            yield self if self.always or (self.isolates and isolate) else None
             self.committed += self.staged
             self.commits += 1
         finally:
@@ -459,6 +460,43 @@ async def test_a_unit_that_isolates_events_settles_a_bad_one_alone_and_commits_t
         )
         # The first try stopped at the bad one; the isolated try ran all; "early" again alone.
         assert attempts["bad"] == 2 and attempts["early"] == 2
+    finally:
+        await consumer_bus.drain()
+
+
+async def test_an_event_refused_untouched_waits_alone_and_the_batch_commits_without_isolating(
+    nats_url: str, bus: Bus
+) -> None:
+    uow = UnitOfWork(isolates=True, always=True)
+    attempts: dict[str, int] = {}
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        cid = event.contact.contact_id
+        attempts[cid] = attempts.get(cid, 0) + 1
+        if cid == "early" and attempts[cid] == 1:
+            raise RetryUntouched("its contact is not recorded yet")  # before writing anything
+        uow.write(cid)
+
+    await bus.publish_many(
+        [created(f"a{i}") for i in range(3)]
+        + [created("early")]
+        + [created(f"b{i}") for i in range(3)]
+    )
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "uow", events_pb2.ContactCreated, handler, ConsumerOptions(batch_scope=uow.batch)
+    )
+    await consumer_bus.start()
+    try:
+        await until(lambda: consumer_bus.stats()["uow"]["processed"] == 7, "all applied")
+        # One try of the whole batch, not isolated, committed without "early"; no second try.
+        assert uow.seen[0] == (7, False)
+        assert (7, True) not in uow.seen
+        assert consumer_bus.stats()["uow"]["batched"] >= 6
+        assert sorted(uow.committed) == sorted(
+            [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)] + ["early"]
+        )
+        assert attempts == {**{c: 1 for c in uow.committed}, "early": 2}
     finally:
         await consumer_bus.drain()
 

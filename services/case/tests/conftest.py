@@ -3,8 +3,6 @@ service as real processes (for tests that kill it)."""
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -12,11 +10,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.migrate import migrated
-from switchboard.core.embedded_nats import free_port
-from switchboard.testing.processes import ServiceProcess
+from switchboard.testing.processes import CASE_TEST_MASTER_KEY, ServiceProcess, service_process
 
 CaseProcess = Callable[..., ServiceProcess]
-TEST_MASTER_KEY = base64.b64encode(b"case-tests-master-key-32-bytes!!").decode()
 
 
 @pytest.fixture
@@ -32,22 +28,17 @@ def case_process() -> Iterator[CaseProcess]:
     started: list[ServiceProcess] = []
 
     def make(nats_url: str, database_url: str, log: Path, **env: str) -> ServiceProcess:
-        port = free_port()
-        process = ServiceProcess(
+        process = service_process(
             "switchboard.case",
+            "switchboard.v1.CaseService",
+            "CASE_GRPC_PORT",
+            log,
             {
-                **os.environ,
                 "NATS_URL": nats_url,
                 "CASE_DATABASE_URL": database_url,
-                "CASE_GRPC_PORT": str(port),
-                "SHUTDOWN_GRACE_SECONDS": "1",
-                "METRICS_PORT": "0",
-                "CASE_MASTER_KEY": TEST_MASTER_KEY,
+                "CASE_MASTER_KEY": CASE_TEST_MASTER_KEY,
                 **env,
             },
-            f"127.0.0.1:{port}",
-            "switchboard.v1.CaseService",
-            log,
         )
         started.append(process)
         return process

@@ -3,7 +3,9 @@ once its customer is erased, readable across a master key rotation (docs/securit
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.case.views import CaseViews
 from switchboard.core import events
+from switchboard.core.errors import RetryUntouched
 from switchboard.core.settings import UnsafeSettings
 from switchboard.v1 import contact_pb2, events_pb2
 
@@ -379,3 +382,87 @@ async def test_what_a_split_moves_is_erased_with_the_new_customer(
             select(orm.CustomerIdentity).where(orm.CustomerIdentity.customer_id == original)
         )
         assert [i.sealed for i in identities] == [PHONE_NORMALISED]
+
+
+async def test_a_customer_recorded_by_another_replica_after_this_batch_began_keeps_one_key(
+    store: tuple[str, async_sessionmaker[AsyncSession]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two case services on one store: one records a new customer (and its data key) just after
+    the other began a batch, whose keyring looked at the keys at its begin. That batch reads the
+    customer's contact, and seals the agent's reply with the key the customer has, not a second
+    one (which the store refuses: one key per customer)."""
+    url, sessions = store
+    engine = database.create_engine(url)
+    replica = keyring.Keyring(keyring.MasterKeys(MASTER_A))
+    other = database.sessionmaker(engine, replica)
+    async with other() as session:
+        await session.execute(select(1))  # it knows the keys there are now: none
+
+    first = CaseHandlers(sessions, "case")
+    await first.on_contact_created(
+        created("call-1", contact_pb2.CHANNEL_VOICE, (contact_pb2.IDENTITY_KIND_PHONE, PHONE))
+    )
+    # The batch's keyring looked at the keys before that commit.
+    looks: list[bool] = []
+    refresh = replica.refresh
+
+    def late(connection: object) -> None:
+        looks.append(True)
+        if len(looks) > 1:
+            refresh(connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replica, "refresh", late)
+    second = CaseHandlers(other, "case")
+    batch = [reply("call-1")]
+    async with second.batch(batch, isolate=False):
+        await handlers_by_type(second)[events_pb2.MessageAdded](batch[0])
+
+    async with sessions() as session:
+        owners = list(
+            await session.scalars(
+                select(orm.DataKey.customer_id).where(orm.DataKey.tenant == "acme")
+            )
+        )
+        messages = list(await session.scalars(select(orm.Message.text)))
+    assert sorted(owners) == sorted(set(owners))  # one key each: the tenant's, the customer's
+    assert len(owners) == 2
+    assert REPLY in messages and TEXT in messages  # both readable with the customer's key
+    await engine.dispose()
+
+
+async def test_a_contact_recorded_by_another_replica_after_this_batch_read_its_contacts_waits(
+    store: tuple[str, async_sessionmaker[AsyncSession]], database_url: str
+) -> None:
+    """The other case service records the contact (its customer, its key) after this batch found
+    it absent: the agent's reply waits for its redelivery, and no second key is made."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: no other commit can come in between")
+    url, sessions = store
+    engine = database.create_engine(url)
+    other = database.sessionmaker(engine, keyring.Keyring(keyring.MasterKeys(MASTER_A)))
+    second = CaseHandlers(other, "case")
+    batch = [reply("call-1")]
+    async with second.batch(batch, isolate=False) as unit:
+        # Between the batch's preload and its handler, the other service commits the contact
+        # (in a context of its own: not inside this batch).
+        other_service = CaseHandlers(sessions, "case")
+        await asyncio.create_task(
+            other_service.on_contact_created(
+                created(
+                    "call-1", contact_pb2.CHANNEL_VOICE, (contact_pb2.IDENTITY_KIND_PHONE, PHONE)
+                )
+            ),
+            context=contextvars.Context(),
+        )
+        with pytest.raises(RetryUntouched):
+            async with unit.each(batch[0]):
+                await handlers_by_type(second)[events_pb2.MessageAdded](batch[0])
+
+    async with sessions() as session:
+        owners = list(await session.scalars(select(orm.DataKey.customer_id)))
+        messages = list(await session.scalars(select(orm.Message.message_id)))
+        claimed = list(await session.scalars(select(orm.ProcessedEvent.event_id)))
+    assert len(owners) == 2  # the tenant's key and the customer's, once each
+    assert messages == ["call-1:initial"]  # the reply waits for its redelivery
+    assert batch[0].meta.event_id not in claimed
+    await engine.dispose()

@@ -9,10 +9,11 @@ import contextlib
 import hashlib
 import json
 import re
+import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from switchboard.core.bus import decode
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
+from switchboard.testing.processes import ServiceProcess, service_process
 from switchboard.voice_gateway.bootstrap import VoiceGatewayApp
 from switchboard.voice_gateway.settings import VoiceGatewaySettings
 from switchboard.voice_gateway.sip.message import SipMessage, parse_datagram
@@ -176,6 +178,11 @@ class Baresip:
                 await self.proc.wait()
 
 
+def sip_port(gateway: ServiceProcess) -> int:
+    """The SIP port of a gateway made by Voice.gateway_process."""
+    return int(gateway.env["VOICE_SIP_PORT"])
+
+
 def md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
@@ -282,6 +289,236 @@ async def raw_phone(agent_id: str, password: str, username: str = "") -> RawPhon
     return phone
 
 
+KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+# A minimal edge proxy: record-route every new dialog, send it to the gateway, loose-route
+# in-dialog requests, and log each request it relays.
+CONFIG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+disable_tcp=yes
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "xlog.so"
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            xlog("L_INFO", "relayed in-dialog $rm from $si:$sp to $ru\\n");
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    record_route();
+    $du = "sip:127.0.0.1:{gateway}";
+    xlog("L_INFO", "relayed new $rm from $si:$sp to the gateway\\n");
+    if (!t_relay()) {{ sl_reply_error(); }}
+}}
+"""
+
+# Several gateways behind the edge proxy (docs/voice.md, "Several gateways"): the dispatcher
+# spreads new dialogs over the list round-robin, probes every gateway with OPTIONS each
+# {ping_interval} s (one miss marks it down, one answer up again), and a new dialog that a gateway
+# refuses with 503 or never answers (fr_timer) fails over to the next one. Each step is logged.
+DISPATCHER_CONFIG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=1
+disable_tcp=yes
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "xlog.so"
+loadmodule "tmx.so"
+loadmodule "dispatcher.so"
+modparam("tm", "fr_timer", 1500)
+modparam("dispatcher", "list_file", "{dispatcher_list}")
+modparam("dispatcher", "flags", 2)  # failover: ds_next_dst() after a failed destination
+modparam("dispatcher", "ds_ping_method", "OPTIONS")
+modparam("dispatcher", "ds_ping_from", "sip:edge-proxy@127.0.0.1")
+modparam("dispatcher", "ds_ping_interval", {ping_interval})
+modparam("dispatcher", "ds_probing_mode", 1)
+modparam("dispatcher", "ds_probing_threshold", 1)
+modparam("dispatcher", "ds_inactive_threshold", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            xlog("L_INFO", "relayed in-dialog $rm from $si:$sp to $ru\\n");
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    record_route();
+    if (!ds_select_dst("1", "4")) {{ sl_send_reply("503", "No gateway"); exit; }}
+    xlog("L_INFO", "dispatched $rm $ci to $du\\n");
+    t_on_failure("FAILOVER");
+    t_on_reply("ANSWERED");
+    if (!t_relay()) {{ sl_reply_error(); }}
+}}
+
+onreply_route[ANSWERED] {{
+    if (status == "200") {{ xlog("L_INFO", "answered $rm $ci by sip:$si:$sp\\n"); }}
+}}
+
+failure_route[FAILOVER] {{
+    if (t_is_canceled()) {{ exit; }}
+    if (t_check_status("503") || (t_branch_timeout() && !t_branch_replied())) {{
+        xlog("L_INFO", "gateway $du failed $rm $ci with $T_reply_code\\n");
+        ds_mark_dst("ip");
+        if (ds_next_dst()) {{
+            xlog("L_INFO", "failover $rm $ci to $du\\n");
+            t_on_failure("FAILOVER");
+            t_on_reply("ANSWERED");
+            t_relay();
+            exit;
+        }}
+    }}
+}}
+
+event_route[dispatcher:dst-down] {{
+    xlog("L_INFO", "gateway down: $ru\\n");
+}}
+
+event_route[dispatcher:dst-up] {{
+    xlog("L_INFO", "gateway up: $ru\\n");
+}}
+"""
+
+
+class Kamailio:
+    """Debian's Kamailio as the edge proxy in front of the gateways on `gateway_ports`: one
+    (CONFIG), or several through the dispatcher (DISPATCHER_CONFIG)."""
+
+    def __init__(self, folder: Path, gateway_ports: Sequence[int], ping_interval: int = 1) -> None:
+        self.folder = folder
+        self.gateway_ports = list(gateway_ports)
+        self.ping_interval = ping_interval
+        self.port = 0
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def log(self) -> str:
+        path = self.folder / "kamailio.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def start(self) -> Kamailio:
+        """Start on a free port, again on a fresh one if it was taken meanwhile; ready once an
+        OPTIONS sent through it comes back answered by the gateway."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            self.port = free_port()
+            config = self.folder / "kamailio.cfg"
+            config.write_text(self._config())
+            folder = str(self.folder)
+            with (self.folder / "kamailio.log").open("wb") as log:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *(KAMAILIO, "-f", str(config), "-DD", "-E", "-Y", folder, "-w", folder),
+                    *("-P", str(self.folder / "kamailio.pid")),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            for _ in range(100):
+                if self.proc.returncode is not None:
+                    break
+                if await options(self.port):
+                    return self
+            await self.stop()
+            if "bind" not in self.log().lower():
+                break
+        raise RuntimeError(f"kamailio did not start:\n{self.log()[-3000:]}")
+
+    def _config(self) -> str:
+        if len(self.gateway_ports) == 1:
+            return CONFIG.format(port=self.port, gateway=self.gateway_ports[0], modules=MODULES)
+        listed = self.folder / "dispatcher.list"
+        listed.write_text("".join(f"1 sip:127.0.0.1:{p}\n" for p in self.gateway_ports))
+        return DISPATCHER_CONFIG.format(
+            port=self.port,
+            modules=MODULES,
+            dispatcher_list=listed,
+            ping_interval=self.ping_interval,
+        )
+
+    def lines(self, marker: str) -> list[str]:
+        """The log lines holding `marker` (the config's xlog lines name what was relayed)."""
+        return [line for line in self.log().splitlines() if marker in line]
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+class _Replies(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.got.done():
+            self.got.set_result(data)
+
+
+async def options(port: int) -> bool:
+    """True when an OPTIONS to the proxy comes back with 200 (the gateway answered it)."""
+    loop = asyncio.get_running_loop()
+    transport, replies = await loop.create_datagram_endpoint(_Replies, local_addr=("127.0.0.1", 0))
+    try:
+        own = transport.get_extra_info("sockname")[1]
+        tag = uuid.uuid4().hex[:12]
+        request = (
+            f"OPTIONS sip:{HOTLINE}@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{own};branch=z9hG4bK{tag}\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={tag}\r\n"
+            f"To: <sip:{HOTLINE}@127.0.0.1>\r\n"
+            f"Call-ID: probe-{tag}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        transport.sendto(request, ("127.0.0.1", port))
+        try:
+            reply = await asyncio.wait_for(replies.got, 0.2)
+        except TimeoutError:
+            return False
+        return reply.startswith(b"SIP/2.0 200")
+    finally:
+        transport.close()
+
+
 SECRET = "voice-test-secret"
 HOTLINE = "+8215880001"
 CALLER = "+821012345678"
@@ -381,22 +618,37 @@ class Voice:
         return client
 
     async def phone(
-        self, agent_id: str, tone_hz: int = 880, tenant: str = "demo", password: str = ""
+        self,
+        agent_id: str,
+        tone_hz: int = 880,
+        tenant: str = "demo",
+        password: str = "",
+        gateways: Sequence[int] = (),
     ) -> Baresip:
-        """An agent's SIP phone, registered with the gateway. Without a `password` it is the
-        agent's in TEST_CONFIG and the SIP user name the bare agent id (one tenant's phones);
-        with one, the user name is agent@tenant."""
+        """An agent's SIP phone, registered with the gateway (with `gateways`: with each of the
+        gateways on those SIP ports, an account each). Without a `password` it is the agent's in
+        TEST_CONFIG and the SIP user name the bare agent id (one tenant's phones); with one, the
+        user name is agent@tenant."""
         auth_user = ""
         if not password:
             password = TEST_CONFIG["phones"][agent_id]
         else:
             auth_user = f"auth_user={agent_id}@{tenant};"
-        account = (
-            f"<sip:{agent_id}@127.0.0.1:{self.sip_port}>;{auth_user}auth_pass={password};"
+        accounts = "\n".join(
+            f"<sip:{agent_id}@127.0.0.1:{port}>;{auth_user}auth_pass={password};"
             "regint=600;answermode=manual"
+            for port in gateways or [self.sip_port]
         )
-        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", account, tone_hz).start()
+        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", accounts, tone_hz).start()
         self.phones.append(ua)
+        if gateways:
+            # Registered once each gateway answered 200 (baresip logs it; the REGISTER_OK event
+            # may precede our ctrl link).
+            for _ in range(300):
+                if ua.log().count("} 200 OK") >= len(gateways):
+                    return ua
+                await asyncio.sleep(0.05)
+            raise TimeoutError(f"{agent_id}'s phone never registered everywhere: {ua.log()}")
         # Registered once the gateway has its binding (the event may precede our ctrl link).
         assert self.gateway.gateway is not None
         for _ in range(300):
@@ -413,6 +665,43 @@ class Voice:
         ua = await Baresip(self.tmp / name, f"<sip:{number}@127.0.0.1>;regint=0{params}").start()
         self.phones.append(ua)
         return ua
+
+    def gateway_process(self, name: str, **env: str) -> ServiceProcess:
+        """Another voice gateway on the same router and configuration, as a real process (not
+        started) on a SIP port of its own: `sip_port(process)` names it."""
+        config = self.tmp / "voice.yaml"  # written by start_gateway
+        return service_process(
+            "switchboard.voice_gateway",
+            "",
+            "VOICE_GRPC_PORT",
+            self.tmp / f"{name}.log",
+            {
+                "NATS_URL": self.nats_url,
+                "SWITCHBOARD_AUTH_SECRET": SECRET,
+                "VOICE_SIP_PORT": str(free_port()),
+                "VOICE_CONFIG_FILE": str(config),
+                "VOICE_PROMPTS_DIR": str(self.tmp / f"{name}-prompts"),
+                "VOICE_ROUTER_ADDR": self.router_target,
+                "VOICE_RING_TIMEOUT_SECONDS": "3",
+                "VOICE_POSITION_POLL_SECONDS": "1",
+                "SWITCHBOARD_REPLICA_ID": name,
+                **env,
+            },
+        )
+
+    async def started_gateway_process(self, name: str, **env: str) -> ServiceProcess:
+        """`gateway_process`, started; on fresh ports again if its ports were taken meanwhile
+        (free ports are only free when they are chosen)."""
+        for attempt in range(3):
+            gateway = self.gateway_process(name, **env)
+            try:
+                await gateway.start()
+                return gateway
+            except AssertionError as exc:
+                gateway.stop()
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def dial_uri(self, number: str = HOTLINE) -> str:
         return f"sip:{number}@127.0.0.1:{self.sip_port}"

@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from switchboard.core import deadletter, events, metrics, telemetry
 from switchboard.core.acks import AckPublisher
-from switchboard.core.errors import DomainError, Retry, Unavailable
+from switchboard.core.errors import DomainError, Retry, RetryUntouched, Unavailable
 from switchboard.core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,11 @@ INVALID, MALFORMED, NOT_READY, UNAVAILABLE, FAILED = (
 
 
 class BatchUnit(Protocol):
-    """What a batch scope opened with `isolate` yields: `each(event)` wraps one handler call
-    (e.g. in a database savepoint) so that an event that is not ready or is invalid is undone
-    on its own and settled on its own, while the rest of the batch commits."""
+    """What a batch scope yields: `each(event)` wraps one handler call. Opened with `isolate`,
+    in a database savepoint, say, so that an event that is not ready or is invalid is undone on
+    its own and settled on its own, while the rest of the batch commits. Opened without, it
+    only forgets what the unit recorded of an event refused with RetryUntouched (its claim),
+    which the bus then settles alone while the rest of the batch goes on."""
 
     def each(self, event: Message) -> AbstractAsyncContextManager[Any]: ...
 
@@ -488,8 +490,17 @@ class Bus:
             for msg, event in ready:
                 handler = consumer.handlers[type(event)]
                 with self._span(consumer, msg, event), self._timed(consumer, event):
-                    if unit is None or not isolate:
+                    if unit is None:
                         await handler(event)  # a refusal fails the whole unit
+                        continue
+                    if not isolate:
+                        # Any refusal fails the whole unit, except one that changed nothing:
+                        # that event waits for its redelivery, and the rest goes on.
+                        try:
+                            async with unit.each(event):
+                                await handler(event)
+                        except RetryUntouched as exc:
+                            aside.append((msg, event, exc))
                         continue
                     try:
                         async with unit.each(event):

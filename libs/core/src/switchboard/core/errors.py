@@ -61,3 +61,8 @@ class Unimplemented(DomainError):
 
 class Retry(Exception):
     """An event cannot be handled yet (e.g. it arrived before the event it refers to); redeliver it."""
+
+
+class RetryUntouched(Retry):
+    """Retry, raised before the handler changed anything: in a batch's unit of work the event is
+    set aside alone and the rest of the batch goes on, with nothing to undo (see Bus)."""

@@ -58,3 +58,42 @@ def chat_contact_created(
 ) -> events_pb2.ContactCreated:
     """A ContactCreated for a chat contact, as a channel would publish it."""
     return contact_created(cid, tenant=tenant, language=language)
+
+
+def assigned_conversations(
+    contacts: int, customers: int, tenant: str = "acme", prefix: str = "c"
+) -> list[events_pb2.ContactCreated | events_pb2.ContactAssigned | events_pb2.MessageAdded]:
+    """For each of `contacts` chat contacts (written by `customers` customers in turn, so several
+    join one customer's case): its ContactCreated, its ContactAssigned and the agent's reply, in
+    that order per contact, as the channel, the router and the agent publish them."""
+    out: list[events_pb2.ContactCreated | events_pb2.ContactAssigned | events_pb2.MessageAdded] = []
+    chat = contact_pb2.CHANNEL_CHAT
+    for i in range(contacts):
+        cid = f"{prefix}{i}"
+        agent = f"agent-{i % 7}"
+        out.append(
+            contact_created(
+                cid, tenant=tenant, email=f"customer-{i % customers}@example.com", text=f"hi {i}"
+            )
+        )
+        out.append(
+            events_pb2.ContactAssigned(
+                meta=events.new_meta(tenant, chat, "router"),
+                contact_id=cid,
+                agent_id=agent,
+                queue="general",
+            )
+        )
+        out.append(
+            events_pb2.MessageAdded(
+                meta=events.new_meta(tenant, chat, "chat"),
+                message=contact_pb2.Message(
+                    message_id=f"{cid}-reply",
+                    contact_id=cid,
+                    author=contact_pb2.AUTHOR_AGENT,
+                    agent_id=agent,
+                    parts=[contact_pb2.ContentPart(content_type="text/plain", text=f"re {i}")],
+                ),
+            )
+        )
+    return out

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.embedded_nats import free_port
+
+# The case store's master key in tests (CASE_MASTER_KEY).
+CASE_TEST_MASTER_KEY = base64.b64encode(b"case-tests-master-key-32-bytes!!").decode()
 
 
 class ServiceProcess:
@@ -44,6 +50,10 @@ class ServiceProcess:
         """Its health status now (SERVING, NOT_SERVING, or UNREACHABLE: <why>)."""
         return await sb_grpc.check_health(self.target, service=self.health_service)
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -69,3 +79,24 @@ async def run_command(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[
     )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
+
+
+def service_process(
+    module: str, health_service: str, port_variable: str, log: Path, env: dict[str, str]
+) -> ServiceProcess:
+    """`python -m <module>` serving gRPC on a free port (named to it by `port_variable`), not
+    started yet: `env` over the test defaults (a short shutdown grace, no metrics port)."""
+    port = free_port()
+    return ServiceProcess(
+        module,
+        {
+            **os.environ,
+            "SHUTDOWN_GRACE_SECONDS": "1",
+            "METRICS_PORT": "0",
+            port_variable: str(port),
+            **env,
+        },
+        f"127.0.0.1:{port}",
+        health_service,
+        log,
+    )

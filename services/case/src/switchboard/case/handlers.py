@@ -52,7 +52,7 @@ from switchboard.case.records import SYSTEM, CaseRecords
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
-from switchboard.core.errors import DomainError, InvalidArgument, Retry
+from switchboard.core.errors import DomainError, InvalidArgument, Retry, RetryUntouched
 from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,13 @@ class _BatchUnit:
     @asynccontextmanager
     async def each(self, event: ProtoMessage) -> AsyncIterator[None]:
         if not self._isolate:
-            yield
+            # An event refused before it changed anything (its contact is not recorded yet)
+            # gives up its claim; the rest of the batch goes on without a savepoint.
+            try:
+                yield
+            except RetryUntouched:
+                await self._handlers._unclaim(self._session, event)
+                raise
             return
         savepoint = await self._session.begin_nested()
         try:
@@ -293,6 +299,11 @@ class CaseHandlers:
                 )
             )
             session.info["message_ids"] = {i: i in stored for i in message_ids}
+        # The keyring looked at the data keys when the transaction began. Another replica may
+        # have committed since then a customer read above, with its key: look again, so that
+        # this batch seals with that key rather than making the customer a second one.
+        keys = keyring.of(session)
+        await session.run_sync(lambda sync: keys.refresh(sync.connection()))
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
@@ -367,8 +378,10 @@ class CaseHandlers:
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:
         contact = await get_locked(session, Contact, contact_id)
         if contact is None:
-            # Events can overtake the ContactCreated they refer to.
-            raise Retry(f"contact {contact_id} is not recorded yet")
+            # Events can overtake the ContactCreated they refer to (another replica may be
+            # recording it right now). Every handler looks its contact up before it changes
+            # anything, so in a batch this event alone waits for its redelivery.
+            raise RetryUntouched(f"contact {contact_id} is not recorded yet")
         if contact.tenant != tenant:
             raise InvalidArgument("contact_id", "belongs to another tenant")
         return contact

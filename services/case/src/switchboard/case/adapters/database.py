@@ -266,10 +266,13 @@ async def get_locked(session: AsyncSession, model: Any, key: Any) -> Any:
     """`session.get(model, key, with_for_update=True)`, once per row and transaction: the lock is
     held until the transaction ends, so later reads of the row in it come from the session's
     identity map instead of another SELECT … FOR UPDATE (a batch touches a contact and its case
-    several times)."""
+    several times). A key a preload found no row for stays absent (unless this transaction
+    added it): a row another writer committed since is not the batch's to see."""
     staged = session.info.get(bulk.KEY)
     if staged is not None and (row := staged.get(model, key)) is not None:
         return row
+    if (model, key) in session.info.get("absent_rows", ()):
+        return None
     locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
     row = locked.get((model, key))
     if row is not None:
