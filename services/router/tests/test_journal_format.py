@@ -91,6 +91,7 @@ class FakeJournal:
         self.last_seq = 0
         self.entries: list[bytes] = []
         self.writes: list[asyncio.Future[Any]] = []
+        self.trimmed = 0  # the journal's entries up to here were purged (kept here for replay)
         self._wrote = asyncio.Event()
 
     async def written(self, count: int) -> None:
@@ -98,6 +99,9 @@ class FakeJournal:
         while len(self.writes) < count:
             self._wrote.clear()
             await self._wrote.wait()
+
+    async def trim(self, seq: int) -> None:
+        self.trimmed = max(self.trimmed, seq)
 
     async def append(self, entry: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[Any]:
         self.last_seq += 1
