@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
 from switchboard.core import auth, events
@@ -292,3 +293,30 @@ async def test_a_standby_behind_the_trimmed_journal_recovers_from_the_snapshot(
         with contextlib.suppress(asyncio.CancelledError):
             await following
         leader.stop()
+
+
+async def test_the_snapshot_record_never_moves_back_and_the_sticky_key_is_shared(
+    bus: Bus,
+) -> None:
+    """A replica deposed while it wrote an older snapshot leaves the newer one recorded (the
+    journal before it may be purged already); every replica of a group gets the same sticky
+    key, and another group another."""
+    mine, theirs = jr.Snapshots(bus.js, "default"), jr.Snapshots(bus.js, "default")
+    await mine.ensure()
+    await theirs.ensure()
+    await theirs.save(b"newer", 20)
+    await mine.save(b"older", 10)
+    assert await mine.load() == (b"newer", 20)
+    objects = await bus.js.object_store(jr.SNAPSHOT_BUCKET)
+    with pytest.raises(nats.js.errors.NotFoundError):  # deleted, not recorded
+        await objects.get("default-10")
+    await mine.save(b"newest", 30)
+    assert await theirs.load() == (b"newest", 30)
+    with pytest.raises(nats.js.errors.NotFoundError):  # the one it replaced is deleted
+        await objects.get("default-20")
+
+    key = await mine.sticky_key()
+    assert len(key) == 32 and await theirs.sticky_key() == key
+    other = jr.Snapshots(bus.js, "other")
+    await other.ensure()
+    assert await other.sticky_key() != key
