@@ -216,9 +216,11 @@ def test_a_snapshot_keeps_no_personal_data_of_ended_contacts_nor_clear_identitie
     engine.add_contact(ended)
     offer_id = engine.agent("acme", "ko-1").offer_id
     assert offer_id is not None
-    engine.accept("acme", "ko-1", offer_id)
+    [assigned] = [e for e in engine.accept("acme", "ko-1", offer_id) if isinstance(e, eng.Assigned)]
     clock.now += 30
     engine.wrap_up("acme", "ko-1", "c1", "done")
+    # Ended in the same engine pass as the accept: the agent's reply still shows who it was.
+    assert contact_pb2.Contact.FromString(assigned.message) == ended
     abandoned = contact("c2", language="ja", phone="+819000000000")
     abandoned.content.add(content_type="text/plain", text="hello from osaka")
     engine.add_contact(abandoned)

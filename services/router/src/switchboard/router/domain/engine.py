@@ -703,7 +703,7 @@ class Engine(Index, Explain, Surge, Stats):
         self._record_outcome(c, answered=True, waited=waited)
         self._remember_agent(c, agent_id)
         self._refresh(agent)
-        return [Assigned(c, agent, waited), *self._match_agent(agent)]
+        return [Assigned(c, agent, waited, c.serialized), *self._match_agent(agent)]
 
     def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> list[Effect]:
         self._live_offer(tenant, agent_id, offer_id)

@@ -378,6 +378,9 @@ class Assigned:
     contact: Contact
     agent: Agent
     waited: float
+    # The serialized contact_pb2.Contact as assigned, for the agent's reply: should the contact
+    # end in the same engine pass, its history entry no longer holds the personal data.
+    message: bytes = b""
 
 
 @dataclass(frozen=True)
