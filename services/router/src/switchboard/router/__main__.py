@@ -9,9 +9,9 @@ import os
 # imported: set before anything imports it.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-from switchboard.core import runtime  # noqa: E402
-from switchboard.router.bootstrap import bootstrap  # noqa: E402
-from switchboard.router.settings import RouterSettings  # noqa: E402
+from switchboard.core import runtime
+from switchboard.router.bootstrap import bootstrap
+from switchboard.router.settings import RouterSettings
 
 
 def main() -> None:
