@@ -610,3 +610,25 @@ async def test_an_engine_replaced_at_recovery_is_freed_without_the_collector() -
         assert agent() is None
     finally:
         gc.enable()
+
+
+async def test_a_durable_snapshot_trims_the_journal_and_stands_when_the_trim_fails(
+    unfrozen: None,
+) -> None:
+    fake = FakeJournal()
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    await router.run("apply_file_config", cfg.load_text(CONFIG))
+    await router.run("add_contact", contact("c1", "acme", "ko"), "")
+    snapshots = FakeSnapshots()
+    assert await router.snapshot(snapshots) == 2  # type: ignore[arg-type]
+    assert fake.trimmed == 2
+
+    async def refused(seq: int) -> None:
+        raise RuntimeError("purge refused")
+
+    fake.trim = refused  # type: ignore[method-assign]
+    await router.run("add_contact", contact("c2", "acme", "ko"), "")
+    assert await router.snapshot(snapshots) == 3  # type: ignore[arg-type]
+    assert [seq for _, seq in snapshots.saved] == [2, 3]
+    assert fake.trimmed == 2

@@ -634,7 +634,10 @@ class Router:
             raise
         # The snapshot is stored and recorded: the journal keeps only what comes after it (and
         # with it the personal data of contacts that have ended since).
-        await self.journal.trim(seq)
+        try:
+            await self.journal.trim(seq)
+        except Exception as exc:  # the snapshot stands; the next one trims up to its own
+            logger.warning("router journal not trimmed to snapshot %d: %r", seq, exc)
         return seq
 
 
