@@ -273,6 +273,9 @@ class _Acked:
         self.last_seq += 1
         return self._done()
 
+    async def trim(self, seq: int) -> None:
+        """The journal up to a durable snapshot is purged: nothing is kept here anyway."""
+
     async def publish_async(self, event: object) -> asyncio.Future[None]:
         return self._done()
 

@@ -11,6 +11,7 @@ from typing import Any
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import ManualClock
+from switchboard.v1 import contact_pb2
 
 from .engine_contacts import contact
 
@@ -197,4 +198,85 @@ def test_a_snapshot_from_before_slots_loads_and_decides_the_same() -> None:
     waiting = loaded.contacts["c3"]
     assert (waiting.contact_id, waiting.tenant, waiting.language) == ("c3", "acme", "zh")
     assert loaded.contacts["c2"].declined_by  # its decline survived
+    assert what_happens_next(loaded) == EXPECTED
+
+
+def test_a_snapshot_keeps_no_personal_data_of_ended_contacts_nor_clear_identities() -> None:
+    clock = ManualClock(1000.0)
+    engine = eng.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
+    engine.use_sticky_key(b"k" * 32)
+    for agent_id in ("ko-1", "ko-2"):
+        engine.sign_in("acme", agent_id, "", {"ko": 5}, {"billing": 5})
+        engine.set_connected("acme", agent_id, True)
+        clock.now += 1
+    ended = contact("c1", phone="+821012345678")
+    ended.identities.add(kind=contact_pb2.IDENTITY_KIND_EMAIL, value="kim@example.com")
+    ended.customer_name, ended.subject = "Kim Minji", "my parcel"
+    ended.content.add(content_type="text/plain", text="my parcel never came")
+    engine.add_contact(ended)
+    offer_id = engine.agent("acme", "ko-1").offer_id
+    assert offer_id is not None
+    [assigned] = [e for e in engine.accept("acme", "ko-1", offer_id) if isinstance(e, eng.Assigned)]
+    clock.now += 30
+    engine.wrap_up("acme", "ko-1", "c1", "done")
+    # Ended in the same engine pass as the accept: the agent's reply still shows who it was.
+    assert contact_pb2.Contact.FromString(assigned.message) == ended
+    abandoned = contact("c2", language="ja", phone="+819000000000")
+    abandoned.content.add(content_type="text/plain", text="hello from osaka")
+    engine.add_contact(abandoned)
+    engine.withdraw_contact("c2", "abandoned")
+    waiting = contact("c3", language="ja", phone="+819011112222")
+    engine.add_contact(waiting)
+
+    data = pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL)
+    for personal in (
+        b"+821012345678",
+        b"kim@example.com",
+        b"Kim Minji",
+        b"my parcel",
+        b"+819000000000",
+        b"hello from osaka",
+    ):
+        assert personal not in data
+    assert b"+819011112222" in data  # a waiting contact keeps what its offer shows the agent
+    assert b"k" * 32 not in data  # the sticky key is kept apart
+
+    loaded = pickle.loads(data)
+    loaded.use_sticky_key(b"k" * 32)
+    c, state, _ = loaded.explain("acme", "c1")  # explanations and statistics still work
+    assert (state, c.agent_id, [a.outcome for a in c.decision.attempts]) == (
+        "ended",
+        "ko-1",
+        ["accepted"],
+    )
+    assert (c.contact.language, c.contact.queue, c.contact.contact_id) == ("ko", "general", "c1")
+    assert loaded.explain("acme", "c2")[1] == "abandoned"
+    qs, _ = loaded.queue_snapshot("acme", "general")
+    assert (qs.answered, qs.abandoned) == (1, 1)
+    assert loaded.add_contact(contact("c1")) == []  # a re-delivery is still a no-op
+    # ko-2 has been idle longer; the returning customer goes back to ko-1 all the same.
+    clock = loaded.clock
+    assert isinstance(clock, ManualClock)
+    clock.now += 60
+    loaded.tick()  # ko-1's wrap-up ends
+    [offered] = [
+        e
+        for e in loaded.add_contact(contact("c4", phone="+821012345678"))
+        if isinstance(e, eng.Offered)
+    ]
+    assert offered.offer.agent_id == "ko-1"
+    assert loaded.explain("acme", "c4")[0].decision.attempts[0].candidates[0][3]  # sticky
+
+
+def test_a_snapshot_from_before_keyed_hashes_keeps_its_customers_agents() -> None:
+    """Written when the sticky map held identity values in clear and history whole contacts:
+    loaded, the values become keyed hashes and history loses the personal data, and the
+    returning customer still goes to the same agent."""
+    loaded = pickle.loads(BEFORE_SLOTS.read_bytes())
+    assert not loaded.history["c1"][0].contact.identities
+    loaded.use_sticky_key(b"group key")
+    assert b"+8210" not in pickle.dumps(loaded)  # c1 ended: its sticky entry held it last
+    [key] = list(loaded.tenants["acme"].sticky)
+    assert key == loaded._sticky_id(contact_pb2.IDENTITY_KIND_PHONE, "+8210")
+    assert loaded._sticky_agent("acme", contact("x", phone="+8210").identities) == "ko-1"
     assert what_happens_next(loaded) == EXPECTED

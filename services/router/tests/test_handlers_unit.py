@@ -98,6 +98,9 @@ class NoSnapshots:
     async def save(self, engine_state: bytes, seq: int) -> None:
         raise AssertionError("no snapshot is due in these tests")
 
+    async def sticky_key(self) -> bytes:
+        return b"sticky key of the tests"
+
 
 @dataclass
 class Desk:

@@ -91,6 +91,7 @@ class FakeJournal:
         self.last_seq = 0
         self.entries: list[bytes] = []
         self.writes: list[asyncio.Future[Any]] = []
+        self.trimmed = 0  # the journal's entries up to here were purged (kept here for replay)
         self._wrote = asyncio.Event()
 
     async def written(self, count: int) -> None:
@@ -98,6 +99,9 @@ class FakeJournal:
         while len(self.writes) < count:
             self._wrote.clear()
             await self._wrote.wait()
+
+    async def trim(self, seq: int) -> None:
+        self.trimmed = max(self.trimmed, seq)
 
     async def append(self, entry: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[Any]:
         self.last_seq += 1
@@ -606,3 +610,25 @@ async def test_an_engine_replaced_at_recovery_is_freed_without_the_collector() -
         assert agent() is None
     finally:
         gc.enable()
+
+
+async def test_a_durable_snapshot_trims_the_journal_and_stands_when_the_trim_fails(
+    unfrozen: None,
+) -> None:
+    fake = FakeJournal()
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    await router.run("apply_file_config", cfg.load_text(CONFIG))
+    await router.run("add_contact", contact("c1", "acme", "ko"), "")
+    snapshots = FakeSnapshots()
+    assert await router.snapshot(snapshots) == 2  # type: ignore[arg-type]
+    assert fake.trimmed == 2
+
+    async def refused(seq: int) -> None:
+        raise RuntimeError("purge refused")
+
+    fake.trim = refused  # type: ignore[method-assign]
+    await router.run("add_contact", contact("c2", "acme", "ko"), "")
+    assert await router.snapshot(snapshots) == 3  # type: ignore[arg-type]
+    assert [seq for _, seq in snapshots.saved] == [2, 3]
+    assert fake.trimmed == 2

@@ -39,7 +39,7 @@ from switchboard.router.handlers import (
     new_engine,
     recover,
 )
-from switchboard.router.journal import Journal, Lease, Snapshots
+from switchboard.router.journal import Journal, JournalTrimmed, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.router.settings import RouterSettings
 from switchboard.v1 import events_pb2, router_pb2, router_pb2_grpc
@@ -173,12 +173,18 @@ class RouterApp(Service):
     async def _recover(self) -> None:
         """The engine as the journal has it: the newest snapshot plus every entry after it."""
         assert self.router and self.journal and self.snapshots
-        engine, seq = await recover(self.journal, self.snapshots)
-        self.router.reset(engine, seq)
-        # Closed at once when a deadline cancels the read (its subscription with it).
-        async with contextlib.aclosing(self.journal.read(seq)) as entries:
-            async for entry in entries:
-                self.router.apply_entry(entry)
+        for attempt in range(3):
+            engine, seq = await recover(self.journal, self.snapshots)
+            self.router.reset(engine, seq)
+            try:
+                # Closed at once when a deadline cancels the read (its subscription with it).
+                async with contextlib.aclosing(self.journal.read(seq)) as entries:
+                    async for entry in entries:
+                        self.router.apply_entry(entry)
+                break
+            except JournalTrimmed:  # a newer snapshot was taken meanwhile: load that one
+                if attempt == 2:
+                    raise
         logger.info("router state recovered to journal sequence %d", self.router.applied_seq)
 
     async def _replica(self) -> None:
@@ -198,6 +204,7 @@ class RouterApp(Service):
                     self.lease,
                     self._became_leader,
                     keeping=self._tasks.append,
+                    snapshots=self.snapshots,
                 )
             except asyncio.CancelledError:
                 raise

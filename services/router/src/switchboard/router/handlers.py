@@ -30,7 +30,7 @@ from switchboard.router import metrics
 from switchboard.router.commands import encode_command
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.config import RouterConfig, TenantConfig
-from switchboard.router.journal import Entry, Fenced, Journal, Lease, Snapshots
+from switchboard.router.journal import Entry, Fenced, Journal, JournalTrimmed, Lease, Snapshots
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.v1 import events_pb2, router_pb2
 from switchboard.v1 import router_journal_pb2 as commands_pb
@@ -623,9 +623,21 @@ class Router:
                 _discard(*child)
             self.entries_since_snapshot += entries
             return None
-        if child is not None:
-            data = await asyncio.to_thread(_collect, *child)
-        await snapshots.save(data, seq)
+        try:
+            if child is not None:
+                data = await asyncio.to_thread(_collect, *child)
+            await snapshots.save(data, seq)
+        except BaseException:
+            # Not written: the next turn of the snapshot loop tries again (until one is written,
+            # the journal keeps its entries, personal data included).
+            self.entries_since_snapshot += entries
+            raise
+        # The snapshot is stored and recorded: the journal keeps only what comes after it (and
+        # with it the personal data of contacts that have ended since).
+        try:
+            await self.journal.trim(seq)
+        except Exception as exc:  # the snapshot stands; the next one trims up to its own
+            logger.warning("router journal not trimmed to snapshot %d: %r", seq, exc)
         return seq
 
 
@@ -723,12 +735,16 @@ async def recover(journal: Journal, snapshots: Snapshots) -> tuple[eng.Engine, i
     """The engine as the journal says it is: the newest snapshot, or an empty engine, to which
     the caller replays every entry after the returned sequence."""
     loaded = await snapshots.load()
+    key = await snapshots.sticky_key()
     if loaded is not None:
         data, seq = loaded
         engine: eng.Engine = pickle.loads(data)
+        engine.use_sticky_key(key)
         logger.info("router snapshot at journal sequence %d loaded", seq)
         return engine, seq
-    return new_engine(), 0
+    engine = new_engine()
+    engine.use_sticky_key(key)
+    return engine, 0
 
 
 async def lead_or_follow(
@@ -739,8 +755,12 @@ async def lead_or_follow(
     poll: float = 0.5,
     keeping: Callable[[asyncio.Task[None]], Any] = lambda task: None,
     catch_up_seconds: float = 3.0,
+    snapshots: Snapshots | None = None,
 ) -> None:
     """Follow the journal as a standby until the lease is ours; then catch up and lead.
+
+    A replica that fell behind a snapshot (the entries it still needs were purged) loads the
+    newest snapshot from `snapshots` and reads on from there (without it, JournalTrimmed).
 
     The lease is renewed from the moment it is taken (the task is handed to `keeping`), not
     once the replica leads: catching up and taking the lead can outlast the lease's TTL on a
@@ -748,10 +768,21 @@ async def lead_or_follow(
     fences this one out, and so on, both taking turns and neither routing."""
     follower: asyncio.Task[None] | None = None
 
+    async def reload(trimmed: JournalTrimmed) -> None:
+        if snapshots is None:
+            raise trimmed
+        logger.info("router replica behind the journal's start (%s): loading a snapshot", trimmed)
+        router.reset(*await recover(journal, snapshots))
+
     async def follow() -> None:
-        async for entry in journal.follow(router.applied_seq):
-            if entry.seq > router.applied_seq:
-                router.apply_entry(entry)
+        while True:
+            try:
+                async for entry in journal.follow(router.applied_seq):
+                    if entry.seq > router.applied_seq:
+                        router.apply_entry(entry)
+                return
+            except JournalTrimmed as trimmed:
+                await reload(trimmed)
 
     try:
         while True:
@@ -775,10 +806,14 @@ async def lead_or_follow(
         # To the end of the journal; read again if it grew meanwhile (a write of this
         # replica's earlier term that was still buffered when the connection dropped).
         while True:
-            async with contextlib.aclosing(journal.read(router.applied_seq)) as entries:
-                async for entry in entries:
-                    if entry.seq > router.applied_seq:
-                        router.apply_entry(entry)
+            try:
+                async with contextlib.aclosing(journal.read(router.applied_seq)) as entries:
+                    async for entry in entries:
+                        if entry.seq > router.applied_seq:
+                            router.apply_entry(entry)
+            except JournalTrimmed as trimmed:
+                await reload(trimmed)
+                continue
             tail = await journal.tail_seq()
             if tail <= router.applied_seq:
                 return

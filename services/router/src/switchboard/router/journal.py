@@ -14,6 +14,11 @@ and a leader lease — all in JetStream.
 - **Snapshots.** Every so often the leader writes the engine's state to the object store
   ``ROUTER_SNAPSHOTS`` and records in the key-value bucket ``ROUTER`` the journal sequence it
   covers. Recovery loads the newest snapshot and replays only the journal after it.
+- **Trimming.** Once a snapshot covering sequence N is stored and its record acknowledged, the
+  journal's entries up to N are purged: a contact's personal data (its AddContact command) is in
+  the journal only until the next snapshot. A replica reading the journal notices entries it
+  has not applied that are gone (`JournalTrimmed`) and loads the newest snapshot instead. The
+  stream's ``max_age`` (7 days) stays, as a backstop.
 - **Lease.** The key ``<group>`` in the key-value bucket ``ROUTER_LEASES`` (whose entries live for
   the lease TTL) names the leader. The leader renews it with compare-and-set; a standby creates
   it once it has expired. A standby tails the journal all the time, so taking over is a matter
@@ -30,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -56,6 +62,11 @@ LEASE_BUCKET = "ROUTER_LEASES"
 
 class Fenced(Exception):
     """Another replica has written to the journal: this one is no longer the leader."""
+
+
+class JournalTrimmed(Exception):
+    """Entries after the sequence a replica has applied were purged (a snapshot covers them):
+    it must load the newest snapshot, then read on from there."""
 
 
 VERSION = 1  # of switchboard.v1.JournalEntry
@@ -136,6 +147,26 @@ class Journal:
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
 
+    async def _check_kept(self, after: int) -> int:
+        """The last sequence now; JournalTrimmed if entries after `after` are gone."""
+        state = (await self.js.stream_info(self.stream)).state
+        if state.last_seq > after and state.first_seq > after + 1:
+            raise JournalTrimmed(
+                f"journal {self.stream} starts at {state.first_seq}; entries after {after} "
+                "were purged (a snapshot covers them)"
+            )
+        return int(state.last_seq)
+
+    @staticmethod
+    def _next(expected: int, seq: int) -> None:
+        if seq != expected:
+            raise JournalTrimmed(f"journal entry {expected} is gone (the next kept is {seq})")
+
+    async def trim(self, seq: int) -> None:
+        """Purge the entries up to `seq` (a durable snapshot covers them)."""
+        if seq > 0:
+            await self.js.purge_stream(self.stream, seq=seq + 1)
+
     async def append(self, commands: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[Any]:
         """Send one entry (the commands of one engine pass) after the ones already sent. The
         future resolves when JetStream has it; it fails with Fenced if another replica wrote
@@ -172,14 +203,22 @@ class Journal:
 
     async def read(self, after: int, until: int | None = None) -> AsyncGenerator[Entry, None]:
         """Entries after sequence `after`, up to `until` (default: the end now)."""
-        end = await self.tail_seq() if until is None else until
+        last = await self._check_kept(after)
+        end = last if until is None else until
         if end <= after:
             return
         sub = await self._from(after)
+        expected = after + 1
         try:
             while True:
-                msg = await sub.next_msg(timeout=10)
+                try:
+                    msg = await sub.next_msg(timeout=10)
+                except nats.errors.TimeoutError:
+                    await self._check_kept(expected - 1)  # purged since it was checked
+                    raise
                 seq = msg.metadata.sequence.stream
+                self._next(expected, seq)
+                expected = seq + 1
                 yield decode(seq, msg.data)
                 if seq >= end:
                     return
@@ -188,15 +227,22 @@ class Journal:
                 await sub.unsubscribe()
 
     async def follow(self, after: int) -> AsyncIterator[Entry]:
-        """Entries after `after`, as they are written, for a hot standby."""
+        """Entries after `after`, as they are written, for a hot standby; JournalTrimmed when
+        the next one it needs was purged (the standby fell behind a snapshot)."""
+        await self._check_kept(after)
         sub = await self._from(after)
+        expected = after + 1
         try:
             while True:
                 try:
                     msg = await sub.next_msg(timeout=1)
                 except nats.errors.TimeoutError:
+                    await self._check_kept(expected - 1)
                     continue
-                yield decode(msg.metadata.sequence.stream, msg.data)
+                seq = msg.metadata.sequence.stream
+                self._next(expected, seq)
+                expected = seq + 1
+                yield decode(seq, msg.data)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -213,16 +259,48 @@ class Snapshots:
         self.kv = await stores.key_value(self.js, STATE_BUCKET, replicas=self.replicas)
 
     async def save(self, engine_state: bytes, seq: int) -> None:
+        """Store a snapshot covering journal sequence `seq` and make it the newest. The record
+        never moves back: a replica deposed while it wrote an older snapshot leaves the newer
+        one standing (the journal before the newer one may be purged already)."""
         name = f"{self.group}-{seq}"
         await self.objects.put(name, engine_state)
-        previous = await self.latest_meta()
-        await self.kv.put(
-            f"{self.group}.snapshot",
-            json.dumps({"object": name, "seq": seq, "at": time.time()}).encode(),
-        )
-        if previous and previous["object"] != name:
+        key = f"{self.group}.snapshot"
+        record = json.dumps({"object": name, "seq": seq, "at": time.time()}).encode()
+        while True:
+            current = await stores.entry(self.kv, key)
+            previous: dict[str, Any] | None = (
+                json.loads(current.value) if current is not None and current.value else None
+            )
+            if previous is not None and int(previous["seq"]) > seq:
+                unwanted: str | None = name  # a newer snapshot is recorded already
+                break
+            try:
+                if current is None:
+                    await self.kv.create(key, record)
+                else:
+                    await self.kv.update(key, record, last=current.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # written meanwhile: look again
+            unwanted = (
+                None if previous is None or previous["object"] == name else previous["object"]
+            )
+            break
+        if unwanted is not None:
             with contextlib.suppress(Exception):
-                await self.objects.delete(previous["object"])
+                await self.objects.delete(unwanted)
+
+    async def sticky_key(self) -> bytes:
+        """The group's key for the sticky map's identity hashes (see `Engine.use_sticky_key`),
+        created by the first replica that asks. Kept apart from the snapshots: a snapshot alone
+        does not tell whose hashes it holds; deleting this key (with the group's replicas
+        stopped) leaves every remembered identity unlinkable."""
+        key = f"{self.group}.sticky-key"
+        while True:
+            found = await stores.value(self.kv, key)
+            if found is not None:
+                return bytes(found)
+            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                await self.kv.create(key, os.urandom(32))
 
     async def latest_meta(self) -> dict[str, Any] | None:
         value = await stores.value(self.kv, f"{self.group}.snapshot")

@@ -31,7 +31,9 @@ matching), ``explain.py`` (decision records), ``surge.py`` (the surge protocol) 
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import itertools
 import sys
 from collections import OrderedDict
@@ -76,6 +78,37 @@ from switchboard.router.domain.surge import Surge
 from switchboard.v1 import contact_pb2
 
 HISTORY = 50_000  # decisions kept for ExplainDecision after a contact ends
+
+# What an ended contact's entry in `history` keeps of its protobuf: what routed it, nothing that
+# identifies or quotes the customer (identities, name, subject, content, attachments go).
+HISTORY_FIELDS = (
+    "contact_id",
+    "tenant",
+    "channel",
+    "language",
+    "skills",
+    "priority",
+    "queue",
+    "callback",
+    "created_at",
+    "case_id",
+)
+
+
+def without_personal_data(serialized: bytes) -> bytes:
+    """A serialized contact_pb2.Contact reduced to `HISTORY_FIELDS`."""
+    full = contact_pb2.Contact.FromString(serialized)
+    kept = contact_pb2.Contact()
+    for name in HISTORY_FIELDS:
+        if name == "skills":
+            kept.skills.extend(full.skills)
+        elif name == "created_at":
+            if full.HasField("created_at"):
+                kept.created_at.CopyFrom(full.created_at)
+        else:
+            setattr(kept, name, getattr(full, name))
+    return kept.SerializeToString()
+
 
 # The records moved to model.py and the engine's parts to their own modules; these names stay
 # importable from here (and old snapshots, pickles naming `switchboard.router.domain.engine.Contact`
@@ -149,9 +182,19 @@ class Engine(Index, Explain, Surge, Stats):
         self._seq = itertools.count()
         self._offer_seq = 0
         self.term = 0
+        self.history_minimal = True
+        self.sticky_key = b""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state (a snapshot) holds no sticky key: it is kept apart (see
+        `use_sticky_key`), so that a snapshot alone does not reveal whose hashes it holds."""
+        state = self.__dict__.copy()
+        state.pop("sticky_key", None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.sticky_key = b""  # until `use_sticky_key`
         if "req_keys" not in state:  # pickled before requirement keys were shared
             self.req_keys = {req: req for req in self.buckets}
             self.tuples = {}
@@ -163,6 +206,20 @@ class Engine(Index, Explain, Surge, Stats):
                     entries: list[Any] = qs.oldest
                     qs.oldest = [self.contacts[e[2]] for e in entries if e[2] in self.contacts]
                     heapq.heapify(qs.oldest)
+        if "history_minimal" not in state:  # pickled when history kept whole contacts
+            self._minimise_history()
+
+    def _minimise_history(self) -> None:
+        """Drop the personal data of the ended contacts an older snapshot kept whole (in
+        `history`, and those still referenced by a queue's `oldest` heap)."""
+        for c, _ in self.history.values():
+            c.serialized = without_personal_data(c.serialized)
+        for tenant in self.tenants.values():
+            for qs in tenant.stats.values():
+                for c in qs.oldest:
+                    if self.contacts.get(c.contact_id) is not c:
+                        c.serialized = without_personal_data(c.serialized)
+        self.history_minimal = True
 
     def _shared(self, value: tuple[str, ...]) -> tuple[str, ...]:
         """The engine's one copy of an equal tuple of strings."""
@@ -582,10 +639,29 @@ class Engine(Index, Explain, Surge, Stats):
             return ""
         now = self.clock()
         for identity in identities:
-            hit = state.sticky.get((identity.kind, identity.value))
+            hit = state.sticky.get(self._sticky_id(identity.kind, identity.value))
             if hit is not None and hit[1] > now:
                 return hit[0]
         return ""
+
+    def _sticky_id(self, kind: int, value: str) -> tuple[int, bytes]:
+        """A customer identity as the sticky map keys it: its kind and the HMAC-SHA256 of its
+        value under the group's sticky key, never the value itself."""
+        return kind, hmac.new(self.sticky_key, value.encode(), hashlib.sha256).digest()
+
+    def use_sticky_key(self, key: bytes) -> None:
+        """Key the sticky map with `key` (the router group's, kept beside its snapshots). The
+        clear identity values a snapshot from before keyed hashes holds are hashed now: the
+        same customer still finds the same agent. Every replica of a group uses the same key,
+        so that they decide alike."""
+        self.sticky_key = key
+        for state in self.tenants.values():
+            clear: list[tuple[int, Any]] = [k for k in state.sticky if isinstance(k[1], str)]
+            for kind, value in clear:
+                hashed = self._sticky_id(kind, value)
+                entry = state.sticky.pop((kind, value))
+                if hashed not in state.sticky or state.sticky[hashed][1] < entry[1]:
+                    state.sticky[hashed] = entry
 
     def _remember_agent(self, c: Contact, agent_id: str) -> None:
         state = self.tenant(c.tenant)
@@ -593,7 +669,7 @@ class Engine(Index, Explain, Surge, Stats):
             return
         until = self.clock() + state.config.sticky_ttl
         for identity in c.contact.identities:
-            state.sticky[(identity.kind, identity.value)] = (agent_id, until)
+            state.sticky[self._sticky_id(identity.kind, identity.value)] = (agent_id, until)
         if len(state.sticky) > 200_000:  # drop the expired
             now = self.clock()
             for key in [k for k, (_, t) in state.sticky.items() if t <= now]:
@@ -627,7 +703,7 @@ class Engine(Index, Explain, Surge, Stats):
         self._record_outcome(c, answered=True, waited=waited)
         self._remember_agent(c, agent_id)
         self._refresh(agent)
-        return [Assigned(c, agent, waited), *self._match_agent(agent)]
+        return [Assigned(c, agent, waited, c.serialized), *self._match_agent(agent)]
 
     def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> list[Effect]:
         self._live_offer(tenant, agent_id, offer_id)
@@ -818,6 +894,9 @@ class Engine(Index, Explain, Surge, Stats):
 
     def _forget(self, c: Contact, outcome: str) -> None:
         self.contacts.pop(c.contact_id, None)
+        # Its entry keeps what explanations, statistics and de-duplication read: not who the
+        # customer is nor what they wrote.
+        c.serialized = without_personal_data(c.serialized)
         self.history[c.contact_id] = (c, outcome)
         if len(self.history) > HISTORY:
             self.history.popitem(last=False)

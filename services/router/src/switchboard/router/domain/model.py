@@ -336,7 +336,8 @@ class TenantState:
     long_idle: dict[float, int] = field(default_factory=dict)  # idle threshold -> agents
     presence_counts: dict[Presence, int] = field(default_factory=dict)
     stats: dict[str, QueueStats] = field(default_factory=dict)
-    sticky: dict[tuple[int, str], tuple[str, float]] = field(default_factory=dict)
+    # (identity kind, HMAC-SHA256 of its value) -> (agent, until); see Engine._sticky_id
+    sticky: dict[tuple[int, bytes], tuple[str, float]] = field(default_factory=dict)
 
     def queue_stats(self, queue: str) -> QueueStats:
         qs = self.stats.get(queue)
@@ -377,6 +378,9 @@ class Assigned:
     contact: Contact
     agent: Agent
     waited: float
+    # The serialized contact_pb2.Contact as assigned, for the agent's reply: should the contact
+    # end in the same engine pass, its history entry no longer holds the personal data.
+    message: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class _EngineState:
     _seq: itertools.count[int]
     _offer_seq: int
     term: int  # the leader's term (see begin_term); part of every offer id
+    history_minimal: bool  # history keeps no personal data (absent in older snapshots)
+    sticky_key: bytes  # keys the sticky map's identity hashes; never pickled
 
     if TYPE_CHECKING:
         # Implemented by `Engine` (engine.py).

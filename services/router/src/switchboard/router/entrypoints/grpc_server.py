@@ -57,7 +57,9 @@ def _assignment(assigned: eng.Assigned, agent_id: str) -> router_pb2.Assignment:
     result = router_pb2.Assignment(
         contact_id=assigned.contact.contact_id,
         agent_id=agent_id,
-        contact=assigned.contact.contact,
+        contact=contact_pb2.Contact.FromString(assigned.message)
+        if assigned.message
+        else assigned.contact.contact,
         assigned_at=_ts(assigned.contact.assigned_at),
     )
     _dur(result.waited, assigned.waited)
