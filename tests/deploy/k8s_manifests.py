@@ -59,13 +59,24 @@ def rendered(overlay: str) -> tuple[Resource, ...]:
     return tuple(render(K8S / "overlays" / overlay))
 
 
+def service_of(workload: Resource) -> str:
+    """Which service a workload runs: its pods' app.kubernetes.io/name (router for each router
+    group's Deployment router-<group>), else its own name."""
+    return str(pod_labels(workload).get("app.kubernetes.io/name", workload["metadata"]["name"]))
+
+
 def workloads(overlay: str, ours: bool | None = None) -> list[Resource]:
     """Deployments and StatefulSets; ours=True only Switchboard's services, False only the rest."""
     return [
         r
         for r in rendered(overlay)
-        if r["kind"] in WORKLOADS and (ours is None or (r["metadata"]["name"] in SETTINGS) == ours)
+        if r["kind"] in WORKLOADS and (ours is None or (service_of(r) in SETTINGS) == ours)
     ]
+
+
+def workloads_of(overlay: str, service: str) -> list[Resource]:
+    """The Deployments or StatefulSets running `service` (one, or a router per group)."""
+    return [r for r in workloads(overlay) if service_of(r) == service]
 
 
 def workload(overlay: str, name: str) -> Resource:
@@ -91,7 +102,7 @@ def env_names(container: dict[str, Any], resources: Iterable[Resource]) -> set[s
 def settings_faults(workload: Resource, resources: Iterable[Resource]) -> list[str]:
     """What is wrong with the variables one of our workloads is given: any its settings class
     does not read, and any it cannot do without in a pod (`required_settings`)."""
-    name = workload["metadata"]["name"]
+    name = service_of(workload)
     [container] = workload["spec"]["template"]["spec"]["containers"]
     given = env_names(container, resources)
     unread = sorted(given - SETTINGS[name].env_names())
@@ -114,7 +125,7 @@ def nats_credential_faults(workload: Resource, resources: Iterable[Resource]) ->
     """What is wrong with how one of our workloads reaches NATS: its user is not its name in
     nats_auth.SERVICES, its password is not that user's key of the Secret nats-users, its URL
     is not TLS or carries credentials, or a secret is written out in its env or a ConfigMap."""
-    name = workload["metadata"]["name"]
+    name = service_of(workload)
     [container] = workload["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container.get("env", [])}
     maps = {r["metadata"]["name"]: r.get("data", {}) for r in resources if r["kind"] == "ConfigMap"}

@@ -6,7 +6,9 @@ It does, in kustomize's order:
 
 - `resources`: files (YAML streams) and directories holding a kustomization, recursively;
 - `components`: a `kind: Component` kustomization applied to what was accumulated so far;
-- `patches` with a `target` (kind, name) and an inline JSON 6902 patch (add, remove, replace);
+- `patches` with a `target` (kind, name) and an inline JSON 6902 patch (add, remove, replace,
+  test), or an inline strategic merge patch that deletes one resource (`$patch: delete`, with
+  its apiVersion, kind and metadata.name, as a component removes what it replaces);
 - `replicas` (by Deployment or StatefulSet name) and `images` (newName, newTag, by image name).
 
 Anything else in a kustomization is refused, not ignored, so the manifests cannot quietly grow
@@ -80,6 +82,9 @@ def _workload(resources: list[Resource], name: str, path: Path) -> Resource:
 
 
 def _patch(resources: list[Resource], patch: dict[str, Any], path: Path) -> None:
+    if "target" not in patch and isinstance(deletion := yaml.safe_load(patch["patch"]), dict):
+        _delete(resources, deletion, path)
+        return
     target = patch.get("target") or {}
     if set(target) - {"kind", "name"} or "patch" not in patch:
         raise RenderError(f"{path}: only inline JSON 6902 patches with a kind/name target")
@@ -96,6 +101,29 @@ def _patch(resources: list[Resource], patch: dict[str, Any], path: Path) -> None
             _apply(r, op, path)
 
 
+def _delete(resources: list[Resource], patch: dict[str, Any], path: Path) -> None:
+    """A strategic merge patch `$patch: delete`: the resource of its kind and name is removed."""
+    if patch.get("$patch") != "delete" or set(patch) != {
+        "$patch",
+        "apiVersion",
+        "kind",
+        "metadata",
+    }:
+        raise RenderError(
+            f"{path}: of strategic merge patches, only `$patch: delete` of a resource"
+        )
+    name = patch["metadata"]["name"]
+    matched = [
+        i
+        for i, r in enumerate(resources)
+        if (r["apiVersion"], r["kind"], r["metadata"]["name"])
+        == (patch["apiVersion"], patch["kind"], name)
+    ]
+    if not matched:
+        raise RenderError(f"{path}: $patch: delete of {patch['kind']} {name}, which is not there")
+    del resources[matched[0]]
+
+
 def _apply(doc: Resource, op: dict[str, Any], path: Path) -> None:
     """One JSON 6902 operation (RFC 6902): add, remove or replace at a JSON pointer."""
     keys = [k.replace("~1", "/").replace("~0", "~") for k in op["path"].split("/")[1:]]
@@ -104,6 +132,11 @@ def _apply(doc: Resource, op: dict[str, Any], path: Path) -> None:
         parent = parent[int(key)] if isinstance(parent, list) else parent[key]
     last = keys[-1]
     kind = op["op"]
+    if kind == "test":
+        found = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+        if found != op["value"]:
+            raise RenderError(f"{path}: test {op['path']}: {found!r}, not {op['value']!r}")
+        return
     if isinstance(parent, list):
         index = len(parent) if last == "-" else int(last)
         if kind == "add":

@@ -30,15 +30,17 @@ def _tls(ca: LocalCA, name: str, hosts: list[str]) -> dict[str, str]:
     }
 
 
-def nats_config(folder: Path, tenants: str) -> tuple[str, dict[str, str]]:
+def nats_config(folder: Path, tenants: str, router_groups: str = "") -> tuple[str, dict[str, str]]:
     """`switchboard nats-config --authorization-only` as docs/deploy.md runs it: auth.conf, and
-    each user's password (its --env-file, from which the Secret nats-users is made)."""
+    each user's password (its --env-file, from which the Secret nats-users is made); with the
+    overlay's ROUTER_GROUPS, every group's consumer and journal are the routers'."""
     env_file = folder / "nats-users.env"
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
         switchboard(
             ["nats-config", "--credentials", str(folder / "nats-credentials.json"),
-             "--env-file", str(env_file), "--tenants", tenants, "--authorization-only"]
+             "--env-file", str(env_file), "--tenants", tenants, "--authorization-only",
+             "--router-groups", router_groups]
         )  # fmt: skip
     assert done.value.code == 0
     users = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
@@ -46,8 +48,8 @@ def nats_config(folder: Path, tenants: str) -> tuple[str, dict[str, str]]:
 
 
 def cluster_secrets(folder: Path, resources: list[Resource] | tuple[Resource, ...]) -> SecretData:
-    """The NATS and certificate Secrets for a rendered overlay (its tenants, its StatefulSet's
-    pod names), written under `folder`."""
+    """The NATS and certificate Secrets for a rendered overlay (its tenants and router groups,
+    its StatefulSet's pod names), written under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = LocalCA(folder / "ca", name="Switchboard internal CA")
     [config] = [
@@ -55,7 +57,10 @@ def cluster_secrets(folder: Path, resources: list[Resource] | tuple[Resource, ..
         for r in resources
         if r["kind"] == "ConfigMap" and r["metadata"]["name"] == "switchboard-config"
     ]
-    auth, users = nats_config(folder, config["data"]["SWITCHBOARD_TENANTS"])
+    groups = "".join(
+        r.get("data", {}).get("ROUTER_GROUPS", "") for r in resources if r["kind"] == "ConfigMap"
+    )
+    auth, users = nats_config(folder, config["data"]["SWITCHBOARD_TENANTS"], groups)
     [nats] = [
         r for r in resources if r["kind"] == "StatefulSet" and r["metadata"]["name"] == "nats"
     ]

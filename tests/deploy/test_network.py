@@ -21,7 +21,9 @@ from k8s_manifests import (
     pod_labels,
     rendered,
     selects,
+    service_of,
     workloads,
+    workloads_of,
 )
 from k8s_render import Resource, containers
 
@@ -105,10 +107,15 @@ def _calls(overlay: str) -> set[tuple[str, str, int]]:
     calls = set()
     for w in workloads(overlay, ours=True):
         [c] = containers(w)
-        values = [e.get("value", "") for e in c.get("env", [])]
+        given = {e["name"]: e.get("value", "") for e in c.get("env", [])}
         for source in c.get("envFrom", []):
-            values += config[source["configMapRef"]["name"]].values()
-        for value in values:
+            given |= config[source["configMapRef"]["name"]]
+        if service_of(w) == "router":
+            # The routers name the other groups' addresses in their refusals, never call them.
+            given.pop("ROUTER_ENDPOINTS", None)
+        # A list of addresses by name (ROUTER_ENDPOINTS: g1=router-g1:50051;g2=...) is each.
+        addresses = [i.split("=", 1)[-1].strip() for v in given.values() for i in v.split(";")]
+        for value in addresses:
             if not (m := ADDRESS.match(value)) or m[1] not in services:
                 continue
             svc = services[m[1]]
@@ -132,7 +139,12 @@ def test_every_call_the_services_make_is_allowed_and_nothing_else(overlay: str) 
     calls = _calls(overlay)
     if any(w["metadata"]["name"] == "postgresql" for w in workloads(overlay)):
         calls.add(("case", "postgresql", 5432))  # CASE_DATABASE_URL, from its Secret
-    assert ("chat", "router", 50051) in calls and ("voice-gateway", "router", 50051) in calls
+    routers = [w["metadata"]["name"] for w in workloads_of(overlay, "router")]
+    assert routers and all(
+        (caller, router, 50051) in calls
+        for caller in ("chat", "voice-gateway")
+        for router in routers
+    )
     assert ("chat", "case", 50052) in calls and ("fax", "nats", 4222) in calls
     by_name = {w["metadata"]["name"]: w for w in workloads(overlay)}
     for caller in workloads(overlay, ours=True):
@@ -196,8 +208,11 @@ def test_customers_reach_the_channels_and_nothing_else(overlay: str) -> None:
                 assert allowed == (key in opened), f"{overlay}: from outside to {key}"
 
 
-def test_every_secret_is_named_in_the_base_and_documented() -> None:
-    documented = (K8S / "base" / "kustomization.yaml").read_text()
+def test_every_secret_is_named_in_the_base_or_its_component_and_documented() -> None:
+    documented = "".join(
+        (K8S / part / "kustomization.yaml").read_text()
+        for part in ["base", *(f"components/{p.name}" for p in (K8S / "components").iterdir())]
+    )
     guide = (ROOT / "docs" / "deploy.md").read_text()
     for overlay in OVERLAYS:
         names = set()
@@ -221,7 +236,7 @@ def test_every_secret_is_named_in_the_base_and_documented() -> None:
         for name in names:
             assert name in guide, f"docs/deploy.md does not say what {name} holds"
             if name != "switchboard-postgresql":
-                assert name in documented, f"base/kustomization.yaml does not name {name}"
+                assert name in documented, f"no kustomization.yaml names {name}"
 
 
 def test_production_names_the_nodes_the_voice_gateways_call_from() -> None:

@@ -6,7 +6,7 @@ grace period.
 
 The Secrets hold real content, made as docs/deploy.md tells an operator to (k8s_secrets.py), and
 NATS is the overlay's own StatefulSet run by the same pod runner: one server for dev, a cluster of
-three for production, each with the users and permissions of `switchboard nats-config`, TLS for
+three for production (and production-groups, whose routers are one Deployment per group), each with the users and permissions of `switchboard nats-config`, TLS for
 clients and routes, and its JetStream store encrypted. So each service connects to NATS as its
 own user over TLS with no permission refused, serves gRPC over mutual TLS only, and is probed on
 its plain-text health port."""
@@ -45,9 +45,11 @@ from k8s_manifests import (
     SETTINGS,
     find,
     rendered,
+    service_of,
     services_of,
     services_selecting,
     settings_faults,
+    workloads_of,
 )
 from k8s_manifests import workload as manifest_workload
 from k8s_pods import POD_IP, Image, Pod, PodRunner, sandbox_available
@@ -214,7 +216,7 @@ async def test_nats_runs_from_the_manifests_with_users_tls_and_encryption(
     encrypted; only the users of `switchboard nats-config`, each with its own password."""
     cluster = clusters(overlay)
     replicas = find(overlay, "StatefulSet", "nats")["spec"]["replicas"]
-    assert len(cluster.nats) == replicas == (3 if overlay == "production" else 1)
+    assert len(cluster.nats) == replicas == (1 if overlay == "dev" else 3)
     for pod in cluster.nats:
         varz = cluster.monitor(pod, "varz")
         assert varz["tls_required"] and varz["tls_verify"], pod.name
@@ -292,6 +294,7 @@ def run_service_pod(
     overlay's NATS with the Secrets made for it and checked as run_pod does, and connected to
     NATS as its own user over TLS with nothing refused: the pod and every failure found."""
     workload = manifest_workload(overlay, name)
+    user = service_of(workload)
     values = {**cluster.secrets, **app_secrets(folder, case_store)}
     runner = PodRunner(
         rendered(overlay),
@@ -306,9 +309,9 @@ def run_service_pod(
 
     def on_nats_as_itself(pod: Pod) -> list[str]:
         """Connected as its own user over TLS (the servers require both: this says it took)."""
-        seen = cluster.connections(name)
+        seen = cluster.connections(user)
         if not seen:
-            return [f"no connection to NATS as the user {name!r}"]
+            return [f"no connection to NATS as the user {user!r}"]
         return [f"TLS not in use on {c}" for c in seen if not c.get("tls_version")]
 
     pod, failures = run_pod(rendered(overlay), workload, runner, cluster.trust, on_nats_as_itself)
@@ -316,8 +319,22 @@ def run_service_pod(
     return pod, failures
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+# Each overlay's pods: each service's workload (a router per group).
+PODS = [
+    (overlay, w["metadata"]["name"])
+    for overlay in OVERLAYS
+    for service in sorted(SETTINGS)
+    for w in workloads_of(overlay, service)
+]
+
+
+def test_every_router_group_is_among_the_pods_run() -> None:
+    assert {"router-g1", "router-g2"} <= {
+        n for overlay, n in PODS if overlay == "production-groups"
+    }
+
+
+@pytest.mark.parametrize(("overlay", "name"), PODS)
 def test_the_pod_runs_as_the_kubelet_would_and_answers_on_every_port(
     overlay: str,
     name: str,

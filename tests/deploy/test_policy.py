@@ -26,15 +26,18 @@ from k8s_manifests import (
     pod_labels,
     rendered,
     selects,
+    service_of,
     services_of,
     settings_faults,
-    workload,
     workloads,
+    workloads_of,
 )
 from k8s_render import containers, image_name
 
 from switchboard.cli.endpoints import SERVICES
 from switchboard.core import nats_auth
+from switchboard.core.router_groups import RouterGroups
+from switchboard.core.settings import RouterGroupSettings
 
 APP_PROTOCOLS = {"grpc", "http", "https", "sip", "sips", "smtp", "nats", "postgresql"}
 
@@ -50,7 +53,7 @@ def _each_container(ours: bool | None = None) -> list[tuple[str, str, dict]]:
 
 def test_every_service_is_deployed_in_every_overlay() -> None:
     for overlay in OVERLAYS:
-        deployed = {w["metadata"]["name"] for w in workloads(overlay, ours=True)}
+        deployed = {service_of(w) for w in workloads(overlay, ours=True)}
         assert deployed == {s.name for s in SERVICES}, overlay
 
 
@@ -61,7 +64,7 @@ def test_pods_are_locked_down(overlay: str) -> None:
         pod = w["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        if name in SETTINGS:
+        if service_of(w) in SETTINGS:
             assert pod["securityContext"]["runAsUser"] == 10001, name
         for c in containers(w):
             sc = c["securityContext"]
@@ -109,8 +112,7 @@ def test_probes_use_declared_ports(overlay: str) -> None:
 def test_every_channel_a_service_listens_on_is_declared_and_exposed() -> None:
     """The listeners `make run` opens (libs/cli endpoints) are ports of the pod and of a Service."""
     for overlay in OVERLAYS:
-        for spec in SERVICES:
-            w = workload(overlay, spec.name)
+        for spec, w in ((s, w) for s in SERVICES for w in workloads_of(overlay, s.name)):
             [c] = containers(w)
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             envs = [spec.grpc_env, *([spec.http_env] if spec.http_env else [])]
@@ -291,3 +293,60 @@ def test_grpc_probes_go_to_the_plain_text_health_port(overlay: str) -> None:
                 assert probe["grpc"]["port"] == health, (w["metadata"]["name"], probe)
             if "httpGet" in probe:
                 assert probe["httpGet"]["scheme"] == "HTTPS", (w["metadata"]["name"], probe)
+
+
+def _router_group(w: dict[str, Any]) -> str:
+    [group] = [e["value"] for e in _env(w) if e["name"] == "ROUTER_GROUP"]
+    return str(group)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_router_groups_map_names_exactly_the_groups_deployed(overlay: str) -> None:
+    """ROUTER_GROUPS and ROUTER_ENDPOINTS (one ConfigMap, taken by every caller of the router and
+    no other service) name each group's Service and its gRPC port; each group is one Deployment
+    of two routers apart, whose ROUTER_GROUP names it; each tenant of the map is a tenant of
+    the deployment. Without a map, the one router is the group `default`."""
+    maps = [
+        r for r in rendered(overlay) if r["kind"] == "ConfigMap" and "ROUTER_GROUPS" in r["data"]
+    ]
+    routers = workloads_of(overlay, "router")
+    if not maps:
+        assert [_router_group(w) for w in routers] == ["default"], overlay
+        return
+    [config] = maps
+    groups = RouterGroups.parse(config["data"]["ROUTER_GROUPS"], config["data"]["ROUTER_ENDPOINTS"])
+    assert len(groups.groups) > 1 and set(groups.endpoints) == set(groups.groups)
+    for w in workloads(overlay, ours=True):
+        [c] = containers(w)
+        reads = issubclass(SETTINGS[service_of(w)], RouterGroupSettings)
+        takes = {"configMapRef": {"name": config["metadata"]["name"]}} in c.get("envFrom", [])
+        assert takes == reads, (overlay, w["metadata"]["name"])
+    services = {r["metadata"]["name"]: r for r in rendered(overlay) if r["kind"] == "Service"}
+    by_group = {_router_group(w): w for w in routers}
+    assert len(by_group) == len(routers) and set(by_group) == set(groups.groups), overlay
+    for group, address in groups.endpoints.items():
+        host, port = address.rsplit(":", 1)
+        svc = services[host]
+        [grpc] = [p for p in svc["spec"]["ports"] if p["port"] == int(port)]
+        assert grpc["appProtocol"] == "grpc" and grpc["targetPort"] == "grpc", address
+        selected = [
+            w for w in workloads(overlay) if selects(svc["spec"]["selector"], pod_labels(w))
+        ]
+        assert selected == [by_group[group]], (address, [w["metadata"]["name"] for w in selected])
+        w = by_group[group]
+        assert w["metadata"]["name"] == host  # its certificate, <Deployment>-tls, is for this name
+        assert w["spec"]["replicas"] == 2, host
+        [term] = w["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        # Its own pair apart: no other group's pod is in its anti-affinity.
+        apart = [x for x in routers if selects(term["labelSelector"]["matchLabels"], pod_labels(x))]
+        assert apart == [w], host
+    tenants = find(overlay, "ConfigMap", "switchboard-config")["data"]["SWITCHBOARD_TENANTS"]
+    assert set().union(*groups.tenants.values()) <= set(tenants.split(",")), tenants
+
+
+def test_an_overlay_partitions_the_tenants_across_router_groups() -> None:
+    config = find("production-groups", "ConfigMap", "switchboard-router-groups")["data"]
+    assert RouterGroups.parse(config["ROUTER_GROUPS"]).groups == ["g1", "g2"]

@@ -21,8 +21,8 @@ from k8s_render import RenderError, render
 KUBERNETES_VERSION = "1.30.0"
 
 
-def test_the_overlays_are_dev_and_production() -> None:
-    assert OVERLAYS == ["dev", "production"]
+def test_the_overlays_are_dev_production_and_production_with_router_groups() -> None:
+    assert OVERLAYS == ["dev", "production", "production-groups"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -109,6 +109,44 @@ def test_the_renderer_applies_components_patches_replicas_and_images(tmp_path: P
     a, c = spec["template"]["spec"]["containers"]
     assert a == {"name": "a", "image": "reg:5000/team/app:2.0", "args": ["one", "two"]}
     assert c == {"name": "c", "image": "other/side:3"}
+
+
+def test_the_renderer_deletes_a_resource_and_tests_before_it_patches(tmp_path: Path) -> None:
+    """A component replacing a resource: `$patch: delete` removes it (by apiVersion, kind and
+    name), and a JSON 6902 `test` guards a patch by list index; what kustomize 5.5 prints."""
+    deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: %s}\nspec: {}\n"
+    _write(
+        tmp_path,
+        {
+            "base/kustomization.yaml": "resources: [app.yaml]\n",
+            "base/app.yaml": (
+                deployment % "old"
+                + "---\napiVersion: v1\nkind: Service\nmetadata: {name: old}\nspec: {}\n"
+                + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"
+                + "data: {a: '1', b: '2'}\n"
+            ),
+            "swap/kustomization.yaml": (
+                "kind: Component\nresources: [new.yaml]\npatches:\n  - patch: |-\n"
+                "      $patch: delete\n      apiVersion: apps/v1\n      kind: Deployment\n"
+                "      metadata:\n        name: old\n"
+                "  - target: {kind: ConfigMap, name: cm}\n    patch: |-\n"
+                "      - {op: test, path: /data/a, value: '1'}\n"
+                "      - {op: replace, path: /data/a, value: '3'}\n"
+            ),
+            "swap/new.yaml": deployment % "new",
+            "top/kustomization.yaml": "resources: [../base]\ncomponents: [../swap]\n",
+        },
+    )
+    names = [(r["kind"], r["metadata"]["name"]) for r in render(tmp_path / "top")]
+    assert names == [("Service", "old"), ("ConfigMap", "cm"), ("Deployment", "new")]
+    assert render(tmp_path / "top")[1]["data"] == {"a": "3", "b": "2"}
+    swap = tmp_path / "swap" / "kustomization.yaml"
+    swap.write_text(swap.read_text().replace("value: '1'}", "value: '2'}"))
+    with pytest.raises(RenderError, match="test /data/a: '1', not '2'"):
+        render(tmp_path / "top")
+    swap.write_text(swap.read_text().replace("name: old", "name: gone"))
+    with pytest.raises(RenderError, match="Deployment gone, which is not there"):
+        render(tmp_path / "top")
 
 
 def test_the_renderer_refuses_what_it_does_not_do(tmp_path: Path) -> None:
