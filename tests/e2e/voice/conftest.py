@@ -596,6 +596,8 @@ class Voice:
     tmp: Path
     agents: list[AgentClient] = field(default_factory=list)
     phones: list[Baresip] = field(default_factory=list)
+    # Each gateway process's replica id, by name: 0, 1, ... as a StatefulSet's pod indexes.
+    gateway_indexes: dict[str, int] = field(default_factory=dict)
 
     @property
     def sip_port(self) -> int:
@@ -668,8 +670,11 @@ class Voice:
 
     def gateway_process(self, name: str, **env: str) -> ServiceProcess:
         """Another voice gateway on the same router and configuration, as a real process (not
-        started) on a SIP port of its own: `sip_port(process)` names it."""
+        started) on a SIP port of its own: `sip_port(process)` names it. Its replica id is an
+        index, as a StatefulSet's pod index is (its durable is voice-gateway-<index>): the same
+        for the same `name`."""
         config = self.tmp / "voice.yaml"  # written by start_gateway
+        index = self.gateway_indexes.setdefault(name, len(self.gateway_indexes))
         return service_process(
             "switchboard.voice_gateway",
             "",
@@ -684,7 +689,7 @@ class Voice:
                 "VOICE_ROUTER_ADDR": self.router_target,
                 "VOICE_RING_TIMEOUT_SECONDS": "3",
                 "VOICE_POSITION_POLL_SECONDS": "1",
-                "SWITCHBOARD_REPLICA_ID": name,
+                "SWITCHBOARD_REPLICA_ID": str(index),
                 **env,
             },
         )
