@@ -747,6 +747,18 @@ async def recover(journal: Journal, snapshots: Snapshots) -> tuple[eng.Engine, i
     return engine, 0
 
 
+async def cancelled(task: asyncio.Task[Any], every: float = 0.5) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again while it runs: on Python
+    3.11, asyncio.wait_for (under nats-py's next_msg) can turn a cancellation that arrives as
+    its timeout fires into the timeout, which a loop that waits again then swallows; a standby
+    waiting for its follower would then never take the lead."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 async def lead_or_follow(
     router: Router,
     journal: Journal,
@@ -796,9 +808,7 @@ async def lead_or_follow(
             await asyncio.sleep(poll)
     finally:
         if follower is not None:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await follower
+            await cancelled(follower)
     term = router.term
     keeping(asyncio.create_task(keep_lease(router, lease)))
 
