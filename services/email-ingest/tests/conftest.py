@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.errors import NotFoundError
 
 from switchboard.core import bus as sb_bus
+from switchboard.core import stores
 from switchboard.core.embedded_nats import free_port
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.bootstrap import EmailApp
 from switchboard.email_ingest.devtools.dovecot import Dovecot, available
+from switchboard.email_ingest.leasing import BUCKET as LEASE_BUCKET
+from switchboard.email_ingest.leasing import lease_key
 from switchboard.email_ingest.settings import EmailIngestSettings
 from switchboard.testing.processes import ServiceProcess
 from switchboard.testing.streams import EventCollector
@@ -166,3 +170,52 @@ def make_mail() -> Callable[..., bytes]:
 @pytest.fixture
 def make_config() -> Callable[..., email_config.EmailConfig]:
     return mailbox_config
+
+
+# Four mailboxes of one tenant, for the tests of several replicas and their leases.
+BOXES = [f"box{i}" for i in range(4)]
+
+
+@pytest.fixture
+def four_boxes() -> Iterator[Dovecot]:
+    if not available():
+        pytest.fail("Dovecot is not installed: run `make system-deps` (dovecot-imapd)")
+    server = Dovecot(users=dict.fromkeys(BOXES, "secret")).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def four_mailboxes(dovecot: Dovecot) -> dict[str, Any]:
+    """The mailbox configuration (as its YAML has it) of BOXES on `dovecot`."""
+    return {
+        "mailboxes": [
+            {
+                "name": box,
+                "tenant": "demo",
+                "address": f"{box}@demo.example",
+                "imap": {
+                    "host": dovecot.host,
+                    "port": dovecot.port,
+                    "username": box,
+                    "password": "secret",
+                },
+            }
+            for box in BOXES
+        ]
+    }
+
+
+async def lease_holders(bus: sb_bus.Bus) -> dict[str, str]:
+    """mailbox -> the replica its lease names (none while there is no lease)."""
+    try:
+        kv = await bus.js.key_value(LEASE_BUCKET)
+    except NotFoundError:
+        return {}
+    out = {}
+    for box in BOXES:
+        value = await stores.value(kv, lease_key("demo", box))
+        if value:
+            out[box] = value.decode()
+    return out

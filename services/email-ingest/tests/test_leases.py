@@ -6,7 +6,7 @@ the test (`leases.balance()`), with a TTL long enough that nothing expires meanw
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,57 +14,16 @@ import pytest
 from switchboard.core import stores
 from switchboard.core.bus import Bus
 from switchboard.email_ingest import config as email_config
-from switchboard.email_ingest.devtools.dovecot import Dovecot, available
+from switchboard.email_ingest.devtools.dovecot import Dovecot
 from switchboard.email_ingest.leasing import BUCKET, lease_key
 from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.streams import EventCollector
 from switchboard.testing.waiting import eventually, until
 from switchboard.v1 import email_pb2, events_pb2
 
+from .conftest import BOXES, four_mailboxes, lease_holders
+
 LONG_TTL = 60.0  # the lease loop's own rounds (every 20s) never come during a test
-BOXES = [f"box{i}" for i in range(4)]
-
-
-@pytest.fixture
-def four_boxes() -> Iterator[Dovecot]:
-    if not available():
-        pytest.fail("Dovecot is not installed: run `make system-deps` (dovecot-imapd)")
-    server = Dovecot(users=dict.fromkeys(BOXES, "secret")).start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def _four(dovecot: Dovecot) -> email_config.EmailConfig:
-    return email_config.parse(
-        {
-            "mailboxes": [
-                {
-                    "name": box,
-                    "tenant": "demo",
-                    "address": f"{box}@demo.example",
-                    "imap": {
-                        "host": dovecot.host,
-                        "port": dovecot.port,
-                        "username": box,
-                        "password": "secret",
-                    },
-                }
-                for box in BOXES
-            ]
-        }
-    )
-
-
-async def _holders(bus: Bus) -> dict[str, str]:
-    kv = await bus.js.key_value(BUCKET)
-    out = {}
-    for box in BOXES:
-        value = await stores.value(kv, lease_key("demo", box))
-        if value:
-            out[box] = value.decode()
-    return out
 
 
 async def test_a_watcher_fenced_out_stops_before_fetching_and_reads_again_once_the_lease_is_free(
@@ -124,17 +83,21 @@ async def test_mailboxes_are_handed_over_to_a_replica_that_joins_and_given_up_on
     bus: Bus,
 ) -> None:
     ttl = {"EMAIL_LEASE_TTL_SECONDS": LONG_TTL}
-    a = await make_app(_four(four_boxes), SWITCHBOARD_REPLICA_ID="replica-a", **ttl)
-    assert await _holders(bus) == dict.fromkeys(BOXES, "replica-a")  # alone: it reads all four
+    a = await make_app(
+        email_config.parse(four_mailboxes(four_boxes)), SWITCHBOARD_REPLICA_ID="replica-a", **ttl
+    )
+    assert await lease_holders(bus) == dict.fromkeys(BOXES, "replica-a")  # alone: it reads all four
 
-    b = await make_app(_four(four_boxes), SWITCHBOARD_REPLICA_ID="replica-b", **ttl)
+    b = await make_app(
+        email_config.parse(four_mailboxes(four_boxes)), SWITCHBOARD_REPLICA_ID="replica-b", **ttl
+    )
     assert b.leases.held == {}  # its share is still replica-a's
     assert {w.snapshot().replica for w in b.watchers} == {"replica-a"}
     await a.leases.balance()  # replica-a sees replica-b's heartbeat: it hands over b's share
-    handed = {box for box, holder in (await _holders(bus)).items() if holder == "replica-a"}
+    handed = {box for box, holder in (await lease_holders(bus)).items() if holder == "replica-a"}
     assert len(handed) == 2
     await b.leases.balance()
-    holders = await _holders(bus)
+    holders = await lease_holders(bus)
     assert sorted(holders.values()) == ["replica-a"] * 2 + ["replica-b"] * 2
     assert {w.mailbox.name for w in a.watchers if w.reading} == handed
     assert {w.mailbox.name for w in b.watchers if w.reading} == set(BOXES) - handed
@@ -149,9 +112,9 @@ async def test_mailboxes_are_handed_over_to_a_replica_that_joins_and_given_up_on
     # Stopping, replica-a gives its leases up: replica-b takes them on its next round, not
     # after the TTL.
     await a.stop()
-    assert set((await _holders(bus)).values()) == {"replica-b"}
+    assert set((await lease_holders(bus)).values()) == {"replica-b"}
     await b.leases.balance()
-    assert await _holders(bus) == dict.fromkeys(BOXES, "replica-b")
+    assert await lease_holders(bus) == dict.fromkeys(BOXES, "replica-b")
     for box in BOXES:
         await four_boxes.append(
             [make_mail(f"{box} late", message_id=f"<{box}-late@example.com>")], user=box

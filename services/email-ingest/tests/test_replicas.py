@@ -9,62 +9,29 @@ import asyncio
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from nats.js.errors import NotFoundError
 
 from switchboard.core import grpc as sb_grpc
-from switchboard.core import stores
 from switchboard.core.auth import mint
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
-from switchboard.email_ingest.devtools.dovecot import Dovecot, available
+from switchboard.email_ingest.devtools.dovecot import Dovecot
 from switchboard.testing.processes import ServiceProcess
 from switchboard.testing.streams import EventCollector, published
 from switchboard.testing.waiting import eventually, until
 from switchboard.v1 import email_pb2, email_pb2_grpc, events_pb2
 
-BOXES = [f"box{i}" for i in range(4)]
+from .conftest import BOXES, four_mailboxes, lease_holders
+
 TTL = "2"
-LEASES = "email_leases"  # the bucket, and a mailbox's key in it: mailboxes.<tenant>.<mailbox>
-
-
-@pytest.fixture
-def four_boxes() -> Iterator[Dovecot]:
-    if not available():
-        pytest.fail("Dovecot is not installed: run `make system-deps` (dovecot-imapd)")
-    server = Dovecot(users=dict.fromkeys(BOXES, "secret")).start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def _config(dovecot: Dovecot, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "mailboxes": [
-                    {
-                        "name": box,
-                        "tenant": "demo",
-                        "address": f"{box}@demo.example",
-                        "imap": {
-                            "host": dovecot.host,
-                            "port": dovecot.port,
-                            "username": box,
-                            "password": "secret",
-                        },
-                    }
-                    for box in BOXES
-                ]
-            }
-        )
-    )
+    path.write_text(yaml.safe_dump(four_mailboxes(dovecot)))
     return path
 
 
@@ -99,20 +66,6 @@ async def _held_metric(port: int) -> float:
         if line.startswith("switchboard_email_mailboxes_held "):
             return float(line.split()[1])
     raise AssertionError("no switchboard_email_mailboxes_held")
-
-
-async def _holders(bus: Bus) -> dict[str, str]:
-    """mailbox -> the replica its lease names (none while there is no lease)."""
-    try:
-        kv = await bus.js.key_value(LEASES)
-    except NotFoundError:
-        return {}
-    out = {}
-    for box in BOXES:
-        value = await stores.value(kv, f"mailboxes.demo.{box}")
-        if value:
-            out[box] = value.decode()
-    return out
 
 
 async def _deliver(dovecot: Dovecot, make_mail: Callable[..., bytes], round_: str, n: int) -> None:
@@ -170,7 +123,7 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
 
     # The mailboxes are spread: each replica holds the leases of two of them, and reads just those.
     async def spread() -> dict[str, str] | None:
-        holders = await _holders(bus)
+        holders = await lease_holders(bus)
         counts = sorted(Counter(holders.values()).items())
         return holders if counts == [("replica-a", 2), ("replica-b", 2)] else None
 
@@ -204,7 +157,7 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
         assert (
             await sb_grpc.check_health(process.target, service=process.health_service) == "SERVING"
         )
-    assert await _holders(bus) == holders  # no lease changed hands meanwhile
+    assert await lease_holders(bus) == holders  # no lease changed hands meanwhile
     for name, port in metrics_ports.items():
         assert await _held_metric(port) == 2.0, name
 
@@ -216,7 +169,7 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
     await _deliver(four_boxes, make_mail, "second", 2)
 
     async def taken_over() -> bool:
-        return await _holders(bus) == dict.fromkeys(BOXES, survivor)
+        return await lease_holders(bus) == dict.fromkeys(BOXES, survivor)
 
     await eventually(taken_over, f"{survivor} holds every lease")
     took = time.monotonic() - killed_at
@@ -224,7 +177,7 @@ async def test_two_replicas_read_each_mailbox_once_and_the_survivor_takes_over_a
     await until(lambda: len(collector.of(events_pb2.ContactCreated)) >= 20, "20 contacts")
 
     await _all_flagged(four_boxes, [1, 2, 3, 4, 5])
-    assert await _holders(bus) == dict.fromkeys(BOXES, survivor)
+    assert await lease_holders(bus) == dict.fromkeys(BOXES, survivor)
     statuses = await _ingested(replicas[survivor], 6 + 8)
     assert await _held_metric(metrics_ports[survivor]) == 4.0
     for box, status in statuses.items():

@@ -292,9 +292,9 @@ async def raw_phone(agent_id: str, password: str, username: str = "") -> RawPhon
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
-# A minimal edge proxy: record-route every new dialog, send it to the gateway, loose-route
-# in-dialog requests, and log each request it relays.
-CONFIG = """#!KAMAILIO
+# Both configurations: the listener, the modules, and the start of the request route (hop
+# limit, in-dialog requests loose-routed and logged, CANCEL, record-routing a new dialog).
+_GLOBALS = """#!KAMAILIO
 debug=2
 log_stderror=yes
 fork=yes
@@ -311,8 +311,8 @@ loadmodule "maxfwd.so"
 loadmodule "siputils.so"
 loadmodule "textops.so"
 loadmodule "xlog.so"
-
-request_route {{
+"""
+_NEW_DIALOG = """request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
         if (loose_route()) {{
@@ -326,34 +326,28 @@ request_route {{
     }}
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
     record_route();
-    $du = "sip:127.0.0.1:{gateway}";
+"""
+
+# A minimal edge proxy: record-route every new dialog, send it to the gateway, loose-route
+# in-dialog requests, and log each request it relays.
+CONFIG = (
+    _GLOBALS
+    + "\n"
+    + _NEW_DIALOG
+    + """    $du = "sip:127.0.0.1:{gateway}";
     xlog("L_INFO", "relayed new $rm from $si:$sp to the gateway\\n");
     if (!t_relay()) {{ sl_reply_error(); }}
 }}
 """
+)
 
 # Several gateways behind the edge proxy (docs/voice.md, "Several gateways"): the dispatcher
 # spreads new dialogs over the list round-robin, probes every gateway with OPTIONS each
 # {ping_interval} s (one miss marks it down, one answer up again), and a new dialog that a gateway
 # refuses with 503 or never answers (fr_timer) fails over to the next one. Each step is logged.
-DISPATCHER_CONFIG = """#!KAMAILIO
-debug=2
-log_stderror=yes
-fork=yes
-children=1
-disable_tcp=yes
-auto_aliases=no
-listen=udp:127.0.0.1:{port}
-mpath="{modules}"
-loadmodule "tm.so"
-loadmodule "sl.so"
-loadmodule "rr.so"
-loadmodule "pv.so"
-loadmodule "maxfwd.so"
-loadmodule "siputils.so"
-loadmodule "textops.so"
-loadmodule "xlog.so"
-loadmodule "tmx.so"
+DISPATCHER_CONFIG = (
+    _GLOBALS
+    + """loadmodule "tmx.so"
 loadmodule "dispatcher.so"
 modparam("tm", "fr_timer", 1500)
 modparam("dispatcher", "list_file", "{dispatcher_list}")
@@ -365,21 +359,9 @@ modparam("dispatcher", "ds_probing_mode", 1)
 modparam("dispatcher", "ds_probing_threshold", 1)
 modparam("dispatcher", "ds_inactive_threshold", 1)
 
-request_route {{
-    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
-    if (has_totag()) {{
-        if (loose_route()) {{
-            xlog("L_INFO", "relayed in-dialog $rm from $si:$sp to $ru\\n");
-            t_relay();
-            exit;
-        }}
-        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
-        sl_send_reply("404", "Not here");
-        exit;
-    }}
-    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
-    record_route();
-    if (!ds_select_dst("1", "4")) {{ sl_send_reply("503", "No gateway"); exit; }}
+"""
+    + _NEW_DIALOG
+    + """    if (!ds_select_dst("1", "4")) {{ sl_send_reply("503", "No gateway"); exit; }}
     xlog("L_INFO", "dispatched $rm $ci to $du\\n");
     t_on_failure("FAILOVER");
     t_on_reply("ANSWERED");
@@ -413,6 +395,7 @@ event_route[dispatcher:dst-up] {{
     xlog("L_INFO", "gateway up: $ru\\n");
 }}
 """
+)
 
 
 class Kamailio:

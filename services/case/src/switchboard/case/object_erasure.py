@@ -262,35 +262,19 @@ class ObjectEraser:
                 ObjectErasure.object_name.in_(names),
             )
             try:
-                deleted += await self._streams(tenant, [n.split("/", 1)[1] for n in names])
+                messages = await self._streams(tenant, [n.split("/", 1)[1] for n in names])
             except Exception as exc:
-                wait = backoff(attempts)
-                logger.warning(
-                    "erasing %d contacts of %s from the streams failed (attempt %d, next in %s):"
-                    " %s",
-                    len(names),
-                    tenant,
-                    attempts,
-                    wait,
-                    type(exc).__name__,
-                )
-                async with self._sessions.begin() as session:
-                    await session.execute(
-                        update(ObjectErasure)
-                        .where(*rows)
-                        .values(
-                            not_before=self._clock() + wait,
-                            last_error=f"{type(exc).__name__}: {exc}"[:1000],
-                        )
-                    )
+                what = f"erasing {len(names)} contacts of {tenant} from the streams"
+                await self._postpone(rows, attempts, exc, what)
                 continue
+            deleted += messages
             async with self._sessions.begin() as session:
                 await session.execute(delete(ObjectErasure).where(*rows, _claimed(claim)))
             logger.info(
                 "erased %d contacts of %s from the streams: %d messages",
                 len(names),
                 tenant,
-                deleted,
+                messages,
             )
         return deleted
 
@@ -312,28 +296,30 @@ class ObjectEraser:
         try:
             await self._objects.delete(bucket, name)
         except Exception as exc:
-            wait = backoff(attempts)
-            logger.warning(
-                "deleting an erased object from %s failed (attempt %d, next in %s): %s",
-                bucket,
-                attempts,
-                wait,
-                type(exc).__name__,
-            )
-            async with self._sessions.begin() as session:
-                await session.execute(
-                    update(ObjectErasure)
-                    .where(*where)
-                    .values(
-                        not_before=self._clock() + wait,
-                        last_error=f"{type(exc).__name__}: {exc}"[:1000],
-                    )
-                )
+            await self._postpone(where, attempts, exc, f"deleting an erased object from {bucket}")
             return 0
         async with self._sessions.begin() as session:
             # Unless staged again meanwhile (its claim reset): then the next round deletes again.
             await session.execute(delete(ObjectErasure).where(*where, _claimed(claim)))
         return 1
+
+    async def _postpone(
+        self, rows: Sequence[ColumnElement[bool]], attempts: int, exc: Exception, what: str
+    ) -> None:
+        """`what` failed on its `attempts`-th try: its rows wait out their back-off."""
+        wait = backoff(attempts)
+        logger.warning(
+            "%s failed (attempt %d, next in %s): %s", what, attempts, wait, type(exc).__name__
+        )
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(ObjectErasure)
+                .where(*rows)
+                .values(
+                    not_before=self._clock() + wait,
+                    last_error=f"{type(exc).__name__}: {exc}"[:1000],
+                )
+            )
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
