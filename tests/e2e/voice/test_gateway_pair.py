@@ -5,6 +5,7 @@ probes have marked the dead one down already or the call itself times out on it 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -32,30 +33,31 @@ async def gateways(voice: Voice) -> AsyncIterator[list[ServiceProcess]]:
             gateway.stop()
 
 
-async def edge_proxy(folder: Path, gateways: list[ServiceProcess], ping_interval: int) -> Kamailio:
+@contextlib.asynccontextmanager
+async def edge_proxy(
+    folder: Path, gateways: list[ServiceProcess], ping_interval: int
+) -> AsyncIterator[Kamailio]:
     if not shutil.which(KAMAILIO):
         pytest.fail("Kamailio is not installed: run `make system-deps` (kamailio)")
-    return await Kamailio(folder, [sip_port(g) for g in gateways], ping_interval).start()
+    proxy = await Kamailio(folder, [sip_port(g) for g in gateways], ping_interval).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
 
 
 @pytest.fixture
 async def probing(tmp_path: Path, gateways: list[ServiceProcess]) -> AsyncIterator[Kamailio]:
     """The edge proxy probing the gateways every second."""
-    proxy = await edge_proxy(tmp_path / "kamailio", gateways, ping_interval=1)
-    try:
+    async with edge_proxy(tmp_path / "kamailio", gateways, ping_interval=1) as proxy:
         yield proxy
-    finally:
-        await proxy.stop()
 
 
 @pytest.fixture
 async def not_probing(tmp_path: Path, gateways: list[ServiceProcess]) -> AsyncIterator[Kamailio]:
     """The edge proxy probing so rarely that only a call's own failure can reveal a dead gateway."""
-    proxy = await edge_proxy(tmp_path / "kamailio", gateways, ping_interval=3600)
-    try:
+    async with edge_proxy(tmp_path / "kamailio", gateways, ping_interval=3600) as proxy:
         yield proxy
-    finally:
-        await proxy.stop()
 
 
 async def call(caller: Baresip, proxy: Kamailio) -> str:
@@ -158,36 +160,39 @@ async def test_a_call_refused_with_503_by_a_full_gateway_fails_over_to_the_other
     voice: Voice, tmp_path: Path
 ) -> None:
     gateways: list[ServiceProcess] = []
-    proxy: Kamailio | None = None
     try:
         full = await voice.started_gateway_process("gateway-full", VOICE_MAX_CALLS="1")
         gateways.append(full)
         spare = await voice.started_gateway_process("gateway-spare")
         gateways.append(spare)
-        proxy = await edge_proxy(tmp_path / "kamailio", [full, spare], ping_interval=3600)
-        # A call held on the full gateway takes its one place.
-        holder = await voice.caller("holder", "+821055550009")
-        for _ in range(2):
-            mark = len(holder.events)
-            await holder.command("dial", f"sip:{HOTLINE}@127.0.0.1:{proxy.port}")
-            established = await holder.wait_event("CALL_ESTABLISHED", after=mark)
-            if proxy.lines(f"answered INVITE {established['id']} by {uri(full)}"):
-                break
-            await holder.command("hangup")
-            await holder.wait_event("CALL_CLOSED", after=mark)
-        else:
-            raise AssertionError(f"no call reached {uri(full)}:\n{proxy.log()[-3000:]}")
-
-        # The next calls: the one the dispatcher sends to the full gateway is refused there with
-        # 503 and answered by the other.
-        caller = await voice.caller("carrier", "+821055550000")
-        answered_by = [await call(caller, proxy) for _ in range(2)]
-        assert answered_by == [uri(spare)] * 2
-        [refused] = proxy.lines(f"gateway {uri(full)} failed INVITE")
-        assert refused.endswith(" with 503"), refused
-        assert len([line for line in proxy.lines("failover INVITE") if uri(spare) in line]) == 1
+        async with edge_proxy(tmp_path / "kamailio", [full, spare], 3600) as proxy:
+            await _a_full_gateway_refuses_and_the_call_fails_over(voice, proxy, full, spare)
     finally:
-        if proxy is not None:
-            await proxy.stop()
         for gateway in gateways:
             gateway.stop()
+
+
+async def _a_full_gateway_refuses_and_the_call_fails_over(
+    voice: Voice, proxy: Kamailio, full: ServiceProcess, spare: ServiceProcess
+) -> None:
+    # A call held on the full gateway takes its one place.
+    holder = await voice.caller("holder", "+821055550009")
+    for _ in range(2):
+        mark = len(holder.events)
+        await holder.command("dial", f"sip:{HOTLINE}@127.0.0.1:{proxy.port}")
+        established = await holder.wait_event("CALL_ESTABLISHED", after=mark)
+        if proxy.lines(f"answered INVITE {established['id']} by {uri(full)}"):
+            break
+        await holder.command("hangup")
+        await holder.wait_event("CALL_CLOSED", after=mark)
+    else:
+        raise AssertionError(f"no call reached {uri(full)}:\n{proxy.log()[-3000:]}")
+
+    # The next calls: the one the dispatcher sends to the full gateway is refused there with
+    # 503 and answered by the other.
+    caller = await voice.caller("carrier", "+821055550000")
+    answered_by = [await call(caller, proxy) for _ in range(2)]
+    assert answered_by == [uri(spare)] * 2
+    [refused] = proxy.lines(f"gateway {uri(full)} failed INVITE")
+    assert refused.endswith(" with 503"), refused
+    assert len([line for line in proxy.lines("failover INVITE") if uri(spare) in line]) == 1
