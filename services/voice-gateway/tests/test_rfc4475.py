@@ -24,6 +24,7 @@ from switchboard.voice_gateway.handlers.gateway import Gateway
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
+from switchboard.voice_gateway.sip.message import NameAddr, Uri, Via, parse_datagram
 from switchboard.voice_gateway.sip.registrar import Registrar
 from switchboard.voice_gateway.sip.transactions import TransactionLayer
 
@@ -228,3 +229,55 @@ async def test_an_ack_is_never_answered_even_when_malformed(running: Running) ->
     for n, ack in enumerate(acks):
         finals = await asyncio.to_thread(exchange, running.port, ack, n + 20)
         assert [status(f) for f in finals] == [(200, "OK")]
+
+
+async def test_a_malformed_request_line_over_tcp_keeps_the_framing(running: Running) -> None:
+    """Over a stream the body of a request with a malformed Request-Line is still read (by its
+    Content-Length), so the next request on the connection is served."""
+    bad = (
+        OPTIONS.format(n=30)
+        .replace("OPTIONS sip:", "OPTIONS  sip:")
+        .replace("Content-Length: 0\r\n\r\n", "Content-Length: 5\r\n\r\nhello")
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    try:
+        writer.write(bad.encode() + OPTIONS.format(n=31).encode())
+        first = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+        second = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    finally:
+        writer.close()
+    assert status(first) == (400, "Malformed Request-Line")
+    assert "Call-ID: followup-30\r\n" in first
+    assert status(second) == (200, "OK")
+    assert "Call-ID: followup-31\r\n" in second
+
+
+def test_the_valid_messages_parse_as_the_rfc_reads_them() -> None:
+    wsinv = parse_datagram((FIXTURES / "wsinv.dat").read_bytes())
+    assert NameAddr.parse(wsinv.get("To")).tag == "1918181833n"
+    assert NameAddr.parse(wsinv.get("From")).tag == "98asjd8"
+    assert NameAddr.parse(wsinv.get("From")).display == 'J Rosenberg \\"'
+    assert [(v.transport, v.host, v.branch) for v in map(Via.parse, wsinv.get_all("Via"))] == [
+        ("UDP", "192.0.2.2", "390skdjuw"),
+        ("TCP", "spindle.example.com", "z9hG4bK9ikj8"),
+        ("UDP", "192.168.255.111", "z9hG4bK30239"),
+    ]
+    contact = NameAddr.parse(wsinv.get("Contact"))
+    assert contact.params == {"newparam": "newvalue", "secondparam": None, "q": "0.33"}
+    assert wsinv.cseq == (9, "INVITE") and len(wsinv.body) == 150
+    intmeth = parse_datagram((FIXTURES / "intmeth.dat").read_bytes())
+    assert intmeth.method == "!interesting-Method0123456789_*+`.%indeed'~"  # case kept
+    assert Uri.parse(intmeth.uri).host == "example.com"
+    assert parse_datagram((FIXTURES / "esc02.dat").read_bytes()).method == "RE%47IST%45R"
+    dblreq = parse_datagram((FIXTURES / "dblreq.dat").read_bytes())
+    assert dblreq.method == "REGISTER" and dblreq.body == b""
+    semiuri = Uri.parse(parse_datagram((FIXTURES / "semiuri.dat").read_bytes()).uri)
+    assert (semiuri.user, semiuri.host, semiuri.params) == (
+        "user;par=u%40example.net",
+        "example.com",
+        {},
+    )
+    longreq = parse_datagram((FIXTURES / "longreq.dat").read_bytes())
+    assert len(longreq.get_all("Via")) == 34 and len(longreq.body) == 150
+    noreason = parse_datagram((FIXTURES / "noreason.dat").read_bytes())
+    assert (noreason.status, noreason.reason) == (100, "")
