@@ -36,6 +36,7 @@ class Position:
     waiting: int
     estimated_wait_seconds: int | None
     state: str
+    queue: str = ""
 
 
 class RouterClient:
@@ -71,7 +72,21 @@ class RouterClient:
             if p.HasField("estimated_wait")
             else None
         )
-        return Position(int(p.position), int(p.waiting), wait, p.state)
+        return Position(int(p.position), int(p.waiting), wait, p.state, p.queue)
+
+    async def answered_recently(self, tenant: str, queue: str) -> bool:
+        """Whether `queue` answered any contact within its statistics window: its speed of
+        answer, on which the router's wait estimate rests, is then measured rather than
+        assumed (False also when the router cannot tell)."""
+        try:
+            stats = await self._stub(tenant).GetQueueStats(
+                router_pb2.GetQueueStatsRequest(queue=queue), timeout=TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _SOFT_CODES:
+                logger.warning("GetQueueStats: %s", exc.code().name)
+            return False
+        return any(q.queue == queue and q.answered > 0 for q in stats.queues)
 
     async def agents_for(self, tenant: str, language: str) -> bool | None:
         """Whether a signed-in agent speaks `language` (primary subtag); None if unknown."""
