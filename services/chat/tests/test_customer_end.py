@@ -34,8 +34,8 @@ class Delivery:
 
 
 class Router:
-    """The router's answers the chat asks for: a place in the queue and whether the queue
-    answered anyone lately."""
+    """The router's answers the chat asks for: a place in the queue and whether its wait
+    estimate is measured."""
 
     def __init__(self, answered: bool, estimate: int | None = 40) -> None:
         self.answered = answered
@@ -45,7 +45,7 @@ class Router:
     async def position(self, tenant: str, contact_id: str) -> Position:
         return Position(2, 3, self.estimate, "waiting", "billing-ko")
 
-    async def answered_recently(self, tenant: str, queue: str) -> bool:
+    async def wait_is_measured(self, tenant: str, queue: str) -> bool:
         self.asked.append(queue)
         return self.answered
 

@@ -228,35 +228,56 @@ async def test_file_button_matches_the_widget(platform: Any, pages: Any, tmp_pat
     assert pages.errors == []
 
 
+async def position_of(customer: Customer) -> dict[str, Any]:
+    reply = await customer.sio.call("position", {}, namespace="/customer", timeout=15)
+    assert reply["ok"], reply
+    status: dict[str, Any] = reply["status"]
+    return status
+
+
+async def waiting_customer(platform: Any, name: str) -> Customer:
+    customer = Customer()
+    await customer.connect(platform.url, "demo", name=name, language="ko", topic="billing")
+    await customer.say("기다릴게요")
+    await customer.wait_status("queued")
+    return customer
+
+
 async def test_queue_position_and_estimated_wait(platform: Any, pages: Any) -> None:
     inbox = await agent_on_break(platform, pages)
+    presence = inbox.get_by_test_id("presence")
+    customers: list[Customer] = []
 
-    # No chat answered yet: no data for an estimate, so the position alone.
-    first = Customer()
-    await first.connect(platform.url, "demo", name="첫 손님", language="ko", topic="billing")
-    await first.say("먼저 왔어요")
-    await first.wait_status("queued")
-    reply = await first.sio.call("position", {}, namespace="/customer", timeout=15)
-    assert reply["ok"] and reply["status"]["position"] == 1
-    assert "estimated_wait_seconds" not in reply["status"], reply
+    # No chat answered yet: nothing measured, so the position alone.
+    customers.append(await waiting_customer(platform, "손님 1"))
+    status = await position_of(customers[0])
+    assert status["position"] == 1 and "estimated_wait_seconds" not in status, status
 
-    # One chat answered: the queue's measured speed of answer gives an estimate.
+    # One chat answered, but the only agent is on a break: the queue does not move, no estimate.
     await accept(inbox)
-    await inbox.get_by_test_id("presence").select_option("break:lunch")
-    await expect(inbox.get_by_test_id("presence")).to_have_attribute("data-presence", "break")
+    await presence.select_option("break:lunch")
+    await expect(presence).to_have_attribute("data-presence", "break")
+    customers.append(await waiting_customer(platform, "손님 2"))
+    status = await position_of(customers[1])
+    assert status["position"] == 1 and "estimated_wait_seconds" not in status, status
+
+    # The agent at work with a full desk (three chats): the measured speed gives an estimate.
+    customers.append(await waiting_customer(platform, "손님 3"))
+    await presence.select_option("available")
+    offers, items = inbox.get_by_test_id("offer"), inbox.get_by_test_id("contact-item")
+    for count in (2, 3):
+        await offers.first.get_by_test_id("offer-accept").click()
+        await expect(items).to_have_count(count)
     customer = await pages.new(f"{platform.url}/?tenant=demo")
     await prechat(customer, "ko", "김민지")
     await say(customer, "기다릴게요")
-    status = customer.locator("#status")
-    await expect(status).to_contain_text(re.compile(r"대기 순서 1번째입니다 \(약 \d+분\)"))
+    await expect(customer.locator("#status")).to_contain_text(
+        re.compile(r"대기 순서 1번째입니다 \(약 \d+분\)")
+    )
     await pages.shot(customer, "widget-queue-wait")
-    second = Customer()
-    await second.connect(platform.url, "demo", name="셋째 손님", language="ko", topic="billing")
-    await second.say("저도 기다릴게요")
-    await second.wait_status("queued")
-    reply = await second.sio.call("position", {}, namespace="/customer", timeout=15)
-    assert reply["ok"] and reply["status"]["position"] == 2, reply
-    assert reply["status"]["estimated_wait_seconds"] > 0
-    for c in (first, second):
+    customers.append(await waiting_customer(platform, "손님 4"))
+    status = await position_of(customers[-1])
+    assert status["position"] == 2 and status["estimated_wait_seconds"] > 0, status
+    for c in customers:
         await c.sio.disconnect()
     assert pages.errors == []

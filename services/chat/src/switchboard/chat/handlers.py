@@ -477,12 +477,12 @@ class Chat:
         )
         if p is not None and p.position > 0:
             status = {"state": "queued", "position": p.position, "waiting": p.waiting}
-            # An estimate only from the queue's measured speed of answer: with no contact
-            # answered in its window the router's figure is a guess, and the position is all.
+            # An estimate only from the queue's measured speed of answer with agents at work:
+            # otherwise the router's figure is a guess, and the position is all.
             if (
                 p.estimated_wait_seconds is not None
                 and self.router is not None
-                and await self.router.answered_recently(profile.tenant, p.queue)
+                and await self.router.wait_is_measured(profile.tenant, p.queue)
             ):
                 status["estimated_wait_seconds"] = p.estimated_wait_seconds
         return status or None
