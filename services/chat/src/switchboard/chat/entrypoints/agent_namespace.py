@@ -288,6 +288,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 "language": conversation.language,
                 "ended": conversation.ended,
                 "rated": conversation.rated,
+                "rating": conversation.rating,
                 "messages": conversation.history(),
             }
 

@@ -45,7 +45,8 @@ async def acked(
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             if on_error is not None:
                 await on_error(exc)
-            return {"ok": False, "error": str(exc)}
+            # The kind lets a page say it in its own language; the text is for logs and tools.
+            return {"ok": False, "error": str(exc), "kind": type(exc).__name__}
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
