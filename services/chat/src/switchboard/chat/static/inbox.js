@@ -675,6 +675,7 @@
       if (state.current === id && $("reply-text").value === text) $("reply-text").value = "";
       save();
       addReply(id, ack.reply);
+      if (state.current === id) loadCase(id);  // the first response met
     });
   }
 
@@ -713,10 +714,16 @@
 
   var caseId = null;
 
-  function loadCase(id) {
-    error($("case-error"), "");
+  // The case panel; a contact the case service has not recorded yet (its consumer runs a little
+  // behind) is asked about again, with growing pauses, while it is the one shown.
+  function loadCase(id, attempt) {
+    attempt = attempt || 0;
+    if (!attempt) error($("case-error"), "");
     state.socket.emit("case", { contact_id: id }, function (ack) {
       if (state.current !== id) return;
+      if (ack.ok && !ack.case && attempt < 20) {
+        setTimeout(function () { if (state.current === id) loadCase(id, attempt + 1); }, 500 * Math.min(attempt + 1, 6));
+      }
       if (!ack.ok) { error($("case-error"), problem("case", ack)); show($("case-body"), false); show($("case-none"), true); return; }
       state.caseData = ack.case;
       state.caseHistory = ack.history;
