@@ -62,7 +62,7 @@
     var parts = { days: Math.floor(s / 86400), hours: Math.floor((s % 86400) / 3600), minutes: Math.floor((s % 3600) / 60), seconds: s % 60 };
     if (parts.days || parts.hours) parts.seconds = 0;  // to the minute once it is hours long
     Object.keys(parts).forEach(function (k) { if (!parts[k]) delete parts[k]; });
-    if (!Object.keys(parts).length) parts.seconds = 0;
+    if (!Object.keys(parts).length) return new Intl.NumberFormat(lang(), { style: "unit", unit: "second", unitDisplay: "short" }).format(0);
     if (window.Intl && Intl.DurationFormat) return new Intl.DurationFormat(lang(), { style: "short" }).format(parts);
     return Object.keys(parts).map(function (k) {
       return new Intl.NumberFormat(lang(), { style: "unit", unit: k.replace(/s$/, ""), unitDisplay: "short" }).format(parts[k]);
