@@ -422,6 +422,7 @@ class Chat:
 
         def rated(c: Conversation) -> None:
             c.rated = True
+            c.rating = score
 
         await self.store.update(profile.tenant, conversation.contact_id, rated)
         await self.delivery.to_agents(
