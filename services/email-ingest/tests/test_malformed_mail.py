@@ -5,6 +5,7 @@ test that mutates them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from switchboard.email_ingest.adapters.jetstream import OBJECTS, EmailObjects, EmailState
+from switchboard.email_ingest.config import EmailConfig
 from switchboard.email_ingest.domain import mime
+from switchboard.email_ingest.ingest import Incoming, Ingestor
+from switchboard.email_ingest.notifier import EmailNotifier
+from switchboard.testing.fakes import FakeKeyValue, FakeObjectStore, FakePublisher
+from switchboard.v1 import email_pb2, events_pb2
 
 CORPUS_DIR = Path(__file__).parent / "fixtures" / "malformed"
 CASES = sorted(p.stem for p in CORPUS_DIR.glob("*.eml"))
@@ -52,6 +59,44 @@ def test_malformed_mail_shows_what_a_lenient_reader_shows(name: str) -> None:
     if expected.get("no_attachments"):
         assert parsed.attachments == []
     assert "\ufffd" not in parsed.body + parsed.subject + parsed.from_name
+
+
+async def test_every_malformed_mail_becomes_a_contact_with_its_text(
+    make_config: Callable[..., EmailConfig],
+) -> None:
+    """Through the ingest itself (on fakes of its stores): none is dropped or quarantined, and
+    the contact carries the subject, sender and text a reader would show."""
+    config = make_config(None)
+    bus = FakePublisher()
+    state = EmailState(
+        FakeKeyValue("checkpoints"),
+        FakeKeyValue("threads"),
+        FakeKeyValue("seen"),
+        FakeKeyValue("sent"),
+    )
+    ingestor = Ingestor(config, state, EmailObjects(FakeObjectStore(OBJECTS)), EmailNotifier(bus))
+    mailbox = config.mailboxes[0]
+    for name in CASES:
+        raw, expected = load(name)
+        origin = email_pb2.EmailOrigin(intake=email_pb2.EMAIL_INTAKE_IMAP, mailbox=mailbox.name)
+        prepared = await ingestor.ingest(Incoming(raw, mailbox, origin))
+        assert not prepared.quarantined, (name, prepared.quarantined)
+        contact = next(
+            e.contact
+            for e in bus.of(events_pb2.ContactCreated)
+            if e.contact.contact_id == prepared.contact_id
+        )
+        if "subject" in expected:
+            assert contact.subject == expected["subject"], name
+        if "from_name" in expected:
+            assert contact.customer_name == expected["from_name"], name
+        if "from_address" in expected:
+            assert contact.identities[0].value == expected["from_address"], name
+        for text in expected.get("body", []):
+            assert text in contact.content[0].text, (name, text)
+        if "filenames" in expected:
+            assert [a.filename for a in contact.attachments] == expected["filenames"], name
+    assert len(bus.of(events_pb2.ContactCreated)) == len(CASES)
 
 
 def _mutate(raw: bytes, data: st.DataObject) -> bytes:

@@ -233,8 +233,17 @@ def decode(data: bytes, label: str | None, problems: list[str] | None = None) ->
             return text
     for codec in declared:
         text = _strict(data, codec)
-        if text is not None:
-            return text
+        if text is None:
+            continue
+        if codec in _WESTERN and plausibility(text, codec) < 0.5:
+            # A Western label on what reads as CJK mojibake: Windows-1252 decodes any bytes, so
+            # the label is no proof; take the detector's reading when it is convincing.
+            found = sniff(data)
+            if found is not None and plausibility(found[0], found[1]) >= 0.9:
+                if problems is not None:
+                    problems.append(f"declared {name} but decoded as {found[1]}")
+                return found[0]
+        return text
     if not data.strip(b"\t\r\n -~"):
         # Pure ASCII (this includes unshifted ISO-2022 text that failed above only on control bytes).
         return data.decode("ascii", "replace")

@@ -125,6 +125,7 @@ def _payload_bytes(part: Message, problems: list[str], where: str) -> bytes:
 
 
 _TYPE = re.compile(r"\s*([a-z0-9!#$&^_.+-]+)\s*/\s*([a-z0-9!#$&^_.+-]+)", re.I)
+_META_CHARSET = re.compile(rb"<meta\b[^>]*?charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.I)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:+-]+)", re.I)
 
 
@@ -236,6 +237,10 @@ class _Walker:
             and not (filename and disposition == "inline" and ctype != "text/plain")
         ):
             charset = _charset(part)
+            if not charset and ctype == "text/html":
+                # An HTML part without a MIME charset: its own <meta> declaration, as readers do.
+                meta = _META_CHARSET.search(data[:4096])
+                charset = meta.group(1).decode("ascii").lower() if meta else ""
             if charset:
                 self.mail.charsets.append(charset)
             if charset:
