@@ -99,6 +99,10 @@ def _payload_bytes(part: Message, problems: list[str], where: str) -> bytes:
     else:
         raw = str(payload or "").encode("utf-8", "surrogateescape")
     cte = _token(str(part.get("content-transfer-encoding", "7bit")))
+    return _transfer_decoded(raw, cte, problems, where)
+
+
+def _transfer_decoded(raw: bytes, cte: str, problems: list[str], where: str) -> bytes:
     if cte == "base64" and _plainly_text(raw):
         problems.append(f"{where}: declared base64 but is plain text; taken as 8bit")
         return raw
@@ -205,6 +209,11 @@ class _Walker:
                     f"{path}: {ctype} without its boundary; body taken as text"
                 )
                 ctype = "text/plain"
+        if ctype == "message/rfc822" and part.is_multipart():
+            inner = _encoded_message(part, self.mail.problems, path)
+            if inner is not None:
+                part = inner
+                ctype = _content_type(part)
         if part.is_multipart():
             children = list(part.get_payload())  # type: ignore[arg-type]
             children += _epilogue_parts(part)
@@ -310,6 +319,22 @@ def _resplit(part: Message) -> Message | None:
     head = f'Content-Type: {_content_type(part)}; boundary="{boundary}"\r\n\r\n'.encode()
     reparsed = email.message_from_bytes(head + body, policy=policy.compat32)
     return reparsed if reparsed.is_multipart() and reparsed.get_payload() else None
+
+
+def _encoded_message(part: Message, problems: list[str], where: str) -> Message | None:
+    """An attached message sent base64 or quoted-printable (RFC 2046 forbids it; mailers do it):
+    the parser took the encoded text for a message without headers. Decoded and parsed again."""
+    cte = _token(str(part.get("content-transfer-encoding", "")))
+    children = part.get_payload()
+    if cte not in ("base64", "quoted-printable") or not isinstance(children, list):
+        return None
+    if len(children) != 1 or not isinstance(children[0], Message) or children[0].keys():
+        return None
+    encoded = getattr(children[0], "_payload", "")
+    if not isinstance(encoded, str):
+        return None
+    data = _transfer_decoded(encoded.encode("utf-8", "surrogateescape"), cte, problems, where)
+    return email.message_from_bytes(_mend_headers(data, []), policy=policy.compat32)
 
 
 def _epilogue_parts(part: Message) -> list[Message]:
