@@ -123,6 +123,8 @@ def _transfer_decoded(raw: bytes, cte: str, problems: list[str], where: str) -> 
         return data
     if cte == "quoted-printable":
         return quopri.decodestring(raw)
+    if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        return _uudecoded(raw, problems, where)
     if cte not in ("7bit", "8bit", "binary", ""):
         problems.append(f"{where}: unknown transfer encoding {cte!r}, taken as 8bit")
     return raw
@@ -149,6 +151,36 @@ def _plainly_text(raw: bytes) -> bool:
         return True
     spaced = sum(1 for line in lines if re.search(rb"[A-Za-z0-9+/=][ \t]+[A-Za-z0-9+/=]", line))
     return spaced * 2 > len(lines)
+
+
+def _uudecoded(raw: bytes, problems: list[str], where: str) -> bytes:
+    """x-uuencode (which Thunderbird and Dovecot read): the lines between `begin` and `end`; a
+    line that does not decode is skipped and noted."""
+    out: list[bytes] = []
+    inside = False
+    bad = 0
+    for line in raw.splitlines():
+        if not inside:
+            inside = line.startswith(b"begin ")
+            continue
+        if line.strip() == b"end":
+            break
+        if not line.strip():
+            continue
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            try:  # some encoders pad short lines wrongly; trust the length byte
+                count = ((line[0] - 32) & 63) * 4 // 3
+                out.append(binascii.a2b_uu(line[: 1 + count + (-count % 4)]))
+            except (binascii.Error, IndexError):
+                bad += 1
+    if not inside:
+        problems.append(f"{where}: x-uuencode without a begin line, taken as 8bit")
+        return raw
+    if bad:
+        problems.append(f"{where}: {bad} uuencoded lines could not be decoded")
+    return b"".join(out)
 
 
 def _content_type(part: Message) -> str:

@@ -43,7 +43,8 @@ _CELL = {"td", "th"}
 # Elements whose content is never shown. <head> is not one: text in it is shown in the body, and
 # a <head> that is never closed must not hide the mail (as an HTML5 parser ends it at the first
 # element that belongs in the body).
-_SKIP = {"script", "style", "title", "noscript", "template", "svg"}
+# <noscript> is shown: mail readers run no scripts.
+_SKIP = {"script", "style", "title", "template", "svg"}
 _VOID = {"br", "hr", "img", "meta", "link", "input", "wbr", "col", "area", "base"}
 # An unclosed <script>/<style>/<title> ends where the body's own markup starts.
 _RAW_OPEN = re.compile(r"<(script|style|title|textarea)\b[^>]*>", re.I)
