@@ -70,6 +70,7 @@ _WESTERN = {"cp1252", "latin-1", "iso8859-1", "ascii"} | {f"iso8859-{n}" for n i
 _WESTERN_COMMON = set("ŒœŠšŽžŸ’‘“”„–—…€•«»°§©®±²³µ¿¡·´¨ªº½¼¾£¥¢ßÆæØøÐðÞþ")
 
 _KR_DESIGNATOR = b"\x1b$)C"
+_SAMPLE_CHARS = 20_000  # plausibility is judged on this much text
 
 
 def normalise_label(label: str | None) -> str:
@@ -158,7 +159,7 @@ def plausibility(text: str, codec: str) -> float:
     total = 0.0
     count = 0
     run = 0
-    chars = list(text)
+    chars = list(text[:_SAMPLE_CHARS])
     for i, ch in enumerate(chars):
         if ord(ch) < 0x80:
             run = 0

@@ -147,10 +147,10 @@ def _plainly_text(raw: bytes) -> bool:
     lines = [line.strip() for line in raw.splitlines() if line.strip()]
     if not lines:
         return False
-    if not raw.isascii():
-        return True
     spaced = sum(1 for line in lines if re.search(rb"[A-Za-z0-9+/=][ \t]+[A-Za-z0-9+/=]", line))
-    return spaced * 2 > len(lines)
+    visible = len(re.sub(rb"\s", b"", raw))
+    foreign = len(re.sub(rb"[A-Za-z0-9+/=\s]", b"", raw))  # stray bytes are skipped, not text
+    return spaced * 2 > len(lines) or foreign * 10 > visible
 
 
 def _uudecoded(raw: bytes, problems: list[str], where: str) -> bytes:
@@ -417,6 +417,9 @@ def _mend_headers(raw: bytes, problems: list[str]) -> bytes:
     block = raw[: end.start()] if end else raw
     rest = raw[end.start() :] if end else b""
     lines = block.split(b"\n")
+    # A stray line is a fold only while headers follow it; after the last header it starts
+    # the body (a mail with no blank line after its header block).
+    last_header = max((i for i, line in enumerate(lines) if _HEADER_LINE.match(line)), default=0)
     mended: list[bytes] = []
     changed = False
     for i, line in enumerate(lines):
@@ -425,7 +428,7 @@ def _mend_headers(raw: bytes, problems: list[str]) -> bytes:
             line = spaced.group(1) + b":" + line[spaced.end() :]
             changed = True
         elif (
-            i > 0
+            0 < i < last_header
             and line.strip()
             and not _HEADER_LINE.match(line)
             and line[:1] not in (b" ", b"\t")

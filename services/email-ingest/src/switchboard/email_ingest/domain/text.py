@@ -154,13 +154,21 @@ def _mend_html(html: str) -> str:
     closed ends at its first '>' (as quirks-mode readers take it)."""
     out: list[str] = []
     pos = 0
+    opened = _RAW_OPEN.search(html)
+    comment = html.find("<!--")
+    unclosed: set[str] = set()
     while True:
-        opened = _RAW_OPEN.search(html, pos)
-        comment = html.find("<!--", pos)
+        # Each search moves on only once passed, so the scan stays linear in the mail's length.
+        if opened is not None and opened.start() < pos:
+            opened = _RAW_OPEN.search(html, pos)
+        if 0 <= comment < pos:
+            comment = html.find("<!--", pos)
         if opened is None and comment < 0:
             break
         if comment >= 0 and (opened is None or comment < opened.start()):
-            close = html.find("-->", comment + 4)
+            close = -1 if "<!--" in unclosed else html.find("-->", comment + 4)
+            if close < 0:
+                unclosed.add("<!--")
             if close >= 0:
                 out.append(html[pos : close + 3])
                 pos = close + 3
@@ -173,7 +181,11 @@ def _mend_html(html: str) -> str:
             continue
         assert opened is not None
         tag = opened.group(1).lower()
-        close_match = re.compile(rf"</{tag}\s*>", re.I).search(html, opened.end())
+        close_match = None
+        if tag not in unclosed:
+            close_match = re.compile(rf"</{tag}\s*>", re.I).search(html, opened.end())
+            if close_match is None:
+                unclosed.add(tag)  # nor will any later one be closed
         if close_match is not None:
             out.append(html[pos : close_match.end()])
             pos = close_match.end()
