@@ -228,6 +228,7 @@ class _Walker:
         for defect in getattr(part, "defects", []):
             self.mail.problems.append(f"{path}: {type(defect).__name__}")
         ctype = _content_type(part)
+        repaired_here = False
         if not part.is_multipart() and ctype.startswith("multipart/"):
             repaired = _resplit(part)
             if repaired is not None:
@@ -235,6 +236,7 @@ class _Walker:
                     f"{path}: {ctype} split on the boundary its body uses, not the declared one"
                 )
                 part = repaired
+                repaired_here = True
             else:
                 # A multipart with no boundary at all: the body is decoded as text.
                 self.mail.problems.append(
@@ -255,11 +257,14 @@ class _Walker:
             else:
                 for i, child in enumerate(children):
                     self.walk(child, depth + 1, f"{path}.{i + 1}")
-            if len(self.texts) == before and isinstance(part.preamble, str):
-                # No text in any part: what a reader shows is the preamble.
-                preamble = part.preamble.strip()
-                if preamble and not _BOILERPLATE.match(preamble):
+            preamble = part.preamble.strip() if isinstance(part.preamble, str) else ""
+            if preamble and not _BOILERPLATE.match(preamble):
+                if len(self.texts) == before:
+                    # No text in any part: what a reader shows is the preamble.
                     self.texts.append((False, _surrogates_decoded(preamble, self.hints)))
+                elif repaired_here:
+                    # Split on a guessed boundary: what came before it may be the mail's text.
+                    self.texts.insert(before, (False, _surrogates_decoded(preamble, self.hints)))
             return
         disposition = _token(str(part.get("content-disposition", "")))
         filename = headers.param(
@@ -342,7 +347,7 @@ def _resplit(part: Message) -> Message | None:
     if not isinstance(payload, str):
         return None
     body = payload.encode("utf-8", "surrogateescape")
-    found = re.search(rb"(?m)^--([ -~]{1,70}?)[ \t]*\r?\n[A-Za-z-]+:", body)
+    found = re.search(rb"(?m)^--([!-~][ -~]{0,69}?)[ \t]*\r?\n[A-Za-z-]+:", body)
     if found is None:
         return None
     boundary = found.group(1).decode("ascii")
