@@ -20,6 +20,7 @@ from switchboard.email_ingest.domain import charsets
 MAX_HEADER_CHARS = 16 * 1024
 
 _WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?(?:([^?\r\n]*)\?=|([^?\s\"]+)(?=[\s\"]|$))")
+_MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _ADDR_SPEC = re.compile(r"[^\s<>\"(),;:@\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 Hints = str | Sequence[str]
@@ -29,9 +30,6 @@ def _hints(fallback: Hints) -> tuple[str, ...]:
     if isinstance(fallback, str):
         return (fallback,) if fallback else ()
     return tuple(h for h in fallback if h)
-
-
-_MSGID = re.compile(r"<([^<>\s]{1,998})>")
 
 
 def _to_bytes(value: str) -> bytes:
