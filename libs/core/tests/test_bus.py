@@ -536,3 +536,35 @@ async def test_a_concurrent_consumer_starts_handlers_in_stream_order_and_settles
         await until(lambda: consumer_bus.stats()["together"]["terminated"] == 1, "one parked")
     finally:
         await consumer_bus.drain()
+
+
+async def test_an_idle_consumer_logs_no_warning_while_its_fetches_time_out(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pull consumer with nothing to fetch times out every fetch_timeout: that is how it
+    waits, not a failure, so it logs nothing at WARNING (only a real failure would)."""
+    consumer_bus = await Bus.connect(nats_url, source="idle")
+    fetches = 0
+    sub_fetch: Any = None
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        pass
+
+    consumer_bus.subscribe(
+        "idle", events_pb2.ContactCreated, handler, ConsumerOptions(fetch_timeout=0.1)
+    )
+    caplog.set_level("INFO", logger="switchboard")
+    await consumer_bus.start()
+    consumer = next(iter(consumer_bus._consumers.values()))
+    sub_fetch = consumer.sub.fetch
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal fetches
+        fetches += 1
+        return await sub_fetch(*args, **kwargs)
+
+    consumer.sub.fetch = counting
+    await until(lambda: fetches >= 6, "several fetches timed out")
+    await consumer_bus.drain()
+    warnings = [r for r in caplog.records if r.levelno >= 30]
+    assert warnings == [], [r.getMessage() for r in warnings]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 from email import policy
 from email.message import EmailMessage
 from typing import Any
@@ -16,6 +17,7 @@ from aiosmtpd.smtp import SMTP
 from switchboard.core import events
 from switchboard.email_ingest.adapters.jetstream import EmailObjects
 from switchboard.testing.tls import self_signed
+from switchboard.testing.waiting import until
 from switchboard.v1 import contact_pb2, email_pb2, events_pb2
 
 
@@ -79,6 +81,37 @@ async def test_smtp_receive_publishes_and_keeps_the_raw_message(
     assert received.origin.intake == email_pb2.EMAIL_INTAKE_SMTP
     stored = await (await EmailObjects.open(bus.js)).get(received.raw.object_name)
     assert stored == raw
+
+
+async def test_an_smtp_session_logs_one_line_at_info(
+    make_app, make_config, make_mail, collector, caplog
+):
+    """aiosmtpd logs each command at INFO (nine lines a mail); the listener logs one line a
+    session: who handed over how many mails, and what they were answered."""
+    app = await make_app(make_config(None))
+    caplog.set_level(logging.INFO)
+    raw = make_mail("Invoice", "Where is my invoice?", to="billing@demo.example")
+    await aiosmtplib.send(
+        raw,
+        sender="customer@example.com",
+        recipients=["billing@demo.example"],
+        hostname="127.0.0.1",
+        port=app.smtp_port,
+    )
+    await collector.wait(lambda c: c.of(events_pb2.ContactCreated))
+
+    def session_lines() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.INFO
+            and (r.name.startswith("mail.log") or r.name.endswith("entrypoints.smtp"))
+        ]
+
+    await until(lambda: session_lines(), "the session's line")
+    lines = session_lines()
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "127.0.0.1" in lines[0].getMessage() and "250" in lines[0].getMessage()
 
 
 async def test_smtp_refuses_oversize_mail_with_552_and_unknown_recipients_with_550(

@@ -4,6 +4,9 @@ A mail is answered 250 only once JetStream has stored its events; a failure to s
 (the sending server retries), an unknown recipient a 550, and mail over the size limit a 552
 (aiosmtpd enforces the limit on SIZE= and on the data itself). With a TLS context the listener
 offers STARTTLS, and can require it before anything else.
+
+aiosmtpd logs every command of a session at INFO (logger "mail.log"); the listener keeps that
+logger at WARNING and logs one INFO line per session itself: the peer and each mail's answer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,45 @@ from switchboard.email_ingest.ingest import Incoming, Ingestor
 from switchboard.v1 import email_pb2
 
 logger = logging.getLogger(__name__)
+
+# aiosmtpd's own logger: a line per command at INFO.
+AIOSMTPD_LOGGER = "mail.log"
+
+
+def _record(session: Session, status: str) -> None:
+    """Note a mail's answer on its session, for the one line logged when the session ends."""
+    answers: list[str] = getattr(session, "switchboard_answers", [])
+    answers.append(status.split(" ", 1)[0])
+    session.switchboard_answers = answers  # type: ignore[attr-defined]
+
+
+class _OneLinePerSession:
+    """Logs one INFO line when a session that carried mail ends (none for a bare connection)."""
+
+    session: Session | None
+
+    def connection_lost(self, error: Exception | None) -> None:
+        session = self.session
+        super().connection_lost(error)  # type: ignore[misc]
+        answers = getattr(session, "switchboard_answers", None)
+        if session is not None and answers:
+            peer = session.peer[0] if isinstance(session.peer, tuple) else session.peer
+            protocol = "LMTP" if isinstance(self, LMTP) else "SMTP"
+            logger.info(
+                "%s session from %s: %d mail(s), answered %s",
+                protocol,
+                peer,
+                len(answers),
+                ", ".join(answers),
+            )
+
+
+class _SMTP(_OneLinePerSession, SMTP):
+    pass
+
+
+class _LMTP(_OneLinePerSession, LMTP):
+    pass
 
 
 class ReceiveHandler:
@@ -72,11 +114,14 @@ class ReceiveHandler:
                 statuses[rcpt] = status
         if self.lmtp:
             # LMTP answers once per recipient, in RCPT order.
-            return "\r\n".join(
-                statuses.get(r, "451 4.3.0 try again later") for r in envelope.rcpt_tos
-            )
+            answers = [statuses.get(r, "451 4.3.0 try again later") for r in envelope.rcpt_tos]
+            for answer in answers:
+                _record(session, answer)
+            return "\r\n".join(answers)
         failed = [s for s in statuses.values() if not s.startswith("250")]
-        return failed[0] if failed else "250 2.0.0 Message accepted"
+        answer = failed[0] if failed else "250 2.0.0 Message accepted"
+        _record(session, answer)
+        return answer
 
 
 class ReceiveServer:
@@ -103,7 +148,10 @@ class ReceiveServer:
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        cls: Any = LMTP if self.handler.lmtp else SMTP
+        cls: Any = _LMTP if self.handler.lmtp else _SMTP
+        quiet = logging.getLogger(AIOSMTPD_LOGGER)
+        if quiet.getEffectiveLevel() < logging.WARNING:
+            quiet.setLevel(logging.WARNING)
 
         def factory() -> SMTP:
             return cls(
