@@ -2,7 +2,8 @@
 everything starts, and `switchboard status` shows every service healthy; NATS admits only the
 services' own users, over TLS only, and none of them needed more than its permissions; gRPC, the
 chat and the fax upload answer only over TLS with the run's own CA (gRPC only to a client
-certificate)."""
+certificate). The commands its banner prints work as printed: the terminal agent (which Ctrl-C
+stops cleanly), the fax upload; the mail the platform sends shows on the mail catcher's page."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -19,6 +22,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from switchboard.core import auth, events, nats_auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.core.tls import GrpcTls
+from switchboard.fax.samples import ENGLISH, fax_page, pdf
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.secured_nats import assert_refused
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
@@ -162,6 +167,73 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "switchboard.cli", *args]
 
 
+def banner_commands(text: str) -> dict[str, list[str]]:
+    """The `uv run switchboard ...` commands the banner prints, by subcommand: their arguments."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("uv run switchboard "):
+            argv = shlex.split(line.split("  ")[0])[3:]
+            found[argv[0]] = argv
+    return found
+
+
+def agent_stopped_by_ctrl_c(argv: list[str], env: dict[str, str]) -> None:
+    """The banner's terminal agent signs in, takes the waiting chat, and Ctrl-C ends it with
+    status 130, no traceback, signed out."""
+    proc = subprocess.Popen(
+        cli(*argv),
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("signed in as"):
+            break
+    assert any(line.startswith("signed in as ko-1") for line in seen), "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + out + err
+    assert "Traceback" not in out + err, out + err
+    agents = subprocess.run(cli("agents"), env=env, capture_output=True, text=True, timeout=60)
+    assert not any(
+        line.split()[:2] == ["ko-1", "available"] for line in agents.stdout.splitlines()
+    ), agents.stdout
+
+
+def mail_reaches_the_catcher(endpoints: dict[str, Any]) -> None:
+    """A customer's mail opens a case; the platform's acknowledgement, with the case number,
+    shows on the mail catcher's page."""
+    host, port = endpoints["listeners"]["Email receive (SMTP)"].removeprefix("smtp://").split(":")
+    message = EmailMessage()
+    message["From"] = "Kim Minji <minji@example.kr>"
+    message["To"] = "support@demo.switchboard.local"
+    message["Subject"] = "주문 7731 배송 문의"
+    message["Message-ID"] = "<make-run-1@example.kr>"
+    message.set_content("주문한 물건이 아직 도착하지 않았습니다.")
+    context = ssl.create_default_context(cafile=endpoints["tls"]["ca_file"])
+    with smtplib.SMTP(host, int(port), timeout=30) as smtp:
+        smtp.starttls(context=context)
+        smtp.send_message(message)
+    page = ""
+    for _ in range(600):
+        with urllib.request.urlopen(endpoints["mail_page"], timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("text/html")
+            page = resp.read().decode()
+        if "minji@example.kr" in page:
+            break
+        threading.Event().wait(0.1)
+    assert "minji@example.kr" in page, page
+    assert "support@demo.switchboard.local" in page
+    assert "Thank you for your message. We have opened case" in page
+    assert "주문 7731 배송 문의" in page  # the reply's subject
+
+
 @pytest.mark.timeout(180)
 def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
     env = {**os.environ, "SWITCHBOARD_RUN_DIR": str(tmp_path / "run"), "PYTHONUNBUFFERED": "1"}
@@ -237,6 +309,22 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
             assert any(
                 line.split()[:2] == ["general", "1"] for line in queues.stdout.splitlines()
             ), queues.stdout
+            # The banner's commands, as printed.
+            commands = banner_commands(text)
+            assert set(commands) >= {"status", "agent", "queues", "fax"}, text
+            agent_stopped_by_ctrl_c(commands["agent"], env)
+            document = tmp_path / commands["fax"][2]
+            document.write_bytes(pdf([fax_page(ENGLISH)]))
+            upload = subprocess.run(
+                cli(*commands["fax"]),
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert upload.returncode == 0 and upload.stdout.startswith("202"), upload
+            mail_reaches_the_catcher(endpoints)
         finally:
             proc.send_signal(signal.SIGINT)
             try:

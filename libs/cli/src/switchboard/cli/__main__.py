@@ -7,7 +7,17 @@ import asyncio
 import logging
 import sys
 
-from switchboard.cli import case, commands, customer, dlq, nats_config, report, revoke, routing
+from switchboard.cli import (
+    case,
+    commands,
+    customer,
+    dlq,
+    fax,
+    nats_config,
+    report,
+    revoke,
+    routing,
+)
 from switchboard.cli.endpoints import auth_secret, run_dir, token_max_lifetime
 from switchboard.core import auth
 
@@ -57,10 +67,19 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_parser(sub)
     revoke.add_parser(sub)
     nats_config.add_parser(sub)
+    fax.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; Ctrl-C ends any of them with status 130 and no traceback."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     directory = run_dir()
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(nats_config.run(args))
     if args.command in ("explain", "router-config"):
         sys.exit(asyncio.run(routing.run(directory, args)))
+    if args.command == "fax":
+        sys.exit(asyncio.run(fax.run(directory, args)))
     if args.command == "report":
         sys.exit(asyncio.run(report.run(directory, args)))
     if args.command == "agent":

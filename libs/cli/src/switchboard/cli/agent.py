@@ -2,18 +2,20 @@
 
 Signs in to the router over gRPC, takes offers from StreamOffers, joins accepted chats over the
 chat service's /agent Socket.IO namespace, and sends what you type. Commands: /accept, /decline,
-/wrap CODE, /quit.
+/wrap CODE, /quit. Ctrl-C signs out as /quit does and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import socketio
 
 from switchboard.cli.endpoints import Endpoints, auth_secret
@@ -38,7 +40,37 @@ async def _lines() -> Any:
         yield line.decode().strip()
 
 
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 128 + signal.SIGINT
+
+
 async def run(directory: Path, args: argparse.Namespace) -> int:
+    """The terminal agent until /quit, end of input, or Ctrl-C (which signs out all the same)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        return await _session(directory, args)
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        task.uncancel()
+        print("signed out.")
+        return INTERRUPTED
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _session(directory: Path, args: argparse.Namespace) -> int:
     ep = Endpoints.load(directory)
     tenant = args.tenant or ep.tenant
     token = auth.mint(
@@ -47,7 +79,8 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
     state: dict[str, Any] = {"offer": None, "contact": None}
     # The chat over HTTPS with the embedded default's own CA (the agent joins by websocket).
     ssl_options = {"ssl": ssl.create_default_context(cafile=ep.tls["ca_file"])} if ep.tls else {}
-    sio = socketio.AsyncClient(websocket_extra_options=ssl_options)
+    # Ctrl-C is ours (run() signs out first): socketio's own handler would cancel every task.
+    sio = socketio.AsyncClient(websocket_extra_options=ssl_options, handle_sigint=False)
 
     @sio.on("message", namespace="/agent")
     async def on_message(data: dict[str, Any]) -> None:
@@ -132,6 +165,17 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
                         print(f"not sent: {reply.get('error')}")
         finally:
             offer_task.cancel()
-            await stub.SignOut(router_pb2.SignOutRequest(agent_id=args.agent_id))
-            await sio.disconnect()
+            # Also after Ctrl-C (a second one does not cancel again): the router must not keep
+            # offering contacts to an agent who left.
+            await _sign_out(stub, sio, args.agent_id)
     return 0
+
+
+async def _sign_out(
+    stub: router_pb2_grpc.RouterServiceStub, sio: socketio.AsyncClient, agent_id: str
+) -> None:
+    try:
+        await stub.SignOut(router_pb2.SignOutRequest(agent_id=agent_id))
+    except grpc.aio.AioRpcError as exc:
+        print(f"not signed out: {exc.code().name} {exc.details()}")
+    await sio.disconnect()

@@ -103,6 +103,8 @@ class Endpoints:
     # The local CA and the CLI's own certificate (ca_file, cert_file, key_file) when the
     # platform runs with TLS.
     tls: dict[str, str] = field(default_factory=dict)
+    # The embedded default's mail catcher: the page listing the mail the platform sent.
+    mail_page: str = ""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -119,6 +121,7 @@ class Endpoints:
             listeners=data.get("listeners", {}),
             tenant=data.get("tenant", "demo"),
             tls=data.get("tls", {}),
+            mail_page=data.get("mail_page", ""),
         )
         ep.nats_url = os.environ.get("NATS_URL", ep.nats_url)
         for spec in SERVICES:
@@ -174,6 +177,12 @@ def auth_secret(directory: Path, create: bool = False) -> str:
     if os.environ.get("SWITCHBOARD_AUTH_SECRET"):
         return os.environ["SWITCHBOARD_AUTH_SECRET"]
     return _secret_file(directory / "auth-secret", create) or DEV_AUTH_SECRET
+
+
+def fax_upload_secret(directory: Path, create: bool = False) -> str:
+    """The embedded default's fax upload secret (.run/fax-upload-secret, made on first run): the
+    tenant's FAX_WEBHOOK_SECRETS entry, which `switchboard fax upload` signs with."""
+    return _secret_file(directory / "fax-upload-secret", create) or ""
 
 
 def case_master_key_file(directory: Path) -> Path:

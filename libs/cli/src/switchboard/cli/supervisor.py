@@ -22,14 +22,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchboard.cli import local_tls
+from switchboard.cli import demo, local_tls
 from switchboard.cli.endpoints import (
     SERVICES,
     Endpoints,
     auth_secret,
     case_master_key_file,
+    fax_upload_secret,
     nats_server_config,
 )
+from switchboard.cli.mailcatcher import MailCatcher
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.grpc import check_health
 from switchboard.core.settings import DEVELOPMENT
@@ -83,6 +85,7 @@ class Supervisor:
         self._pumps: list[asyncio.Task[None]] = []
         self._watchers: list[asyncio.Task[None]] = []
         self.nats: NatsServer | None = None
+        self.mail: MailCatcher | None = None
 
     def _print(self, child: Child, line: str) -> None:
         prefix = f"{child.name:>13} | "
@@ -144,14 +147,28 @@ class Supervisor:
         }
         if not os.environ.get("CASE_MASTER_KEY"):
             base_env.setdefault("CASE_MASTER_KEY_FILE", str(case_master_key_file(self.dir)))
+        tenants = [t.strip() for t in base_env["SWITCHBOARD_TENANTS"].split(",") if t.strip()]
+        tenant = tenants[0] if tenants else "demo"
+        # The mail the services send goes to the mail catcher, unless a relay is configured.
+        self.mail = await MailCatcher(self.dir).start(
+            choose_port(1025, taken), choose_port(8025, taken)
+        )
+        if not os.environ.get("EMAIL_RELAY_HOST"):
+            base_env.update(EMAIL_RELAY_HOST="127.0.0.1", EMAIL_RELAY_PORT=str(self.mail.smtp_port))
+        if not os.environ.get("CASE_SMTP_HOST"):
+            base_env.update(CASE_SMTP_HOST="127.0.0.1", CASE_SMTP_PORT=str(self.mail.smtp_port))
+        # The fax upload takes uploads signed with the first tenant's secret.
+        if not (os.environ.get("FAX_WEBHOOK_SECRETS") or os.environ.get("FAX_WEBHOOK_SECRET")):
+            secret_of_fax = fax_upload_secret(self.dir, create=True)
+            base_env["FAX_WEBHOOK_SECRETS"] = f"{tenant}={secret_of_fax}"
         tls = local_tls.LocalTls(self.dir) if local_tls.enabled() else None
         nats_url = os.environ.get("NATS_URL", "")
         passwords: dict[str, str] = {}
         if not nats_url:
-            tenants = [t for t in base_env["SWITCHBOARD_TENANTS"].split(",") if t.strip()]
             nats_url, passwords = await self._start_nats(taken, tenants, tls)
         base_env["NATS_URL"] = nats_url
-        endpoints = Endpoints(nats_url=nats_url)
+        endpoints = Endpoints(nats_url=nats_url, tenant=tenant, mail_page=self.mail.url)
+        endpoints.listeners["Mail catcher (SMTP)"] = f"smtp://127.0.0.1:{self.mail.smtp_port}"
         if tls is not None:
             endpoints.tls = tls.cli()
 
@@ -200,7 +217,20 @@ class Supervisor:
         for child in self.children.values():
             self._watchers.append(asyncio.create_task(self._watch(child)))
         await self._wait_healthy(endpoints)
+        await self._seed(endpoints, secret)
         return endpoints
+
+    async def _seed(self, endpoints: Endpoints, secret: str) -> None:
+        """The demo knowledge base (a failure is logged: the platform runs without it)."""
+        try:
+            await demo.seed_knowledge(
+                endpoints.grpc["case"],
+                secret,
+                endpoints.tenant,
+                endpoints.grpc_tls(environ={}),
+            )
+        except Exception as exc:
+            logger.warning("demo knowledge base not seeded: %s", exc)
 
     async def _start_nats(
         self, taken: set[int], tenants: list[str], tls: local_tls.LocalTls | None
@@ -254,6 +284,8 @@ class Supervisor:
         await self._terminate(list(self.children.values()))
         if self.nats is not None:
             await asyncio.to_thread(self.nats.stop)
+        if self.mail is not None:
+            await self.mail.stop()
         for task in self._watchers + self._pumps:
             task.cancel()
 
@@ -281,6 +313,19 @@ PEER_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The commands the banner suggests, as typed in the repository (`uv run` finds the workspace's
+# `switchboard`); tests parse each with the CLI's own parser.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("uv run switchboard status", "health of every service"),
+    (
+        "uv run switchboard agent --id ko-1 --language ko:5 --auto-accept",
+        "answer chats as an agent",
+    ),
+    ("uv run switchboard queues", "what the router sees (and: agents)"),
+)
+FAX_SAMPLE = "page.pdf"
+
+
 def banner(endpoints: Endpoints, directory: Path) -> str:
     chat = endpoints.http.get("chat", "")
     lines = [
@@ -289,8 +334,12 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         f"  Web chat (customer):  {chat}/?tenant={endpoints.tenant}",
         f"  Agent inbox:          {chat}/inbox   (demo agents: see docs/inbox.md)",
         f"  Wallboard:            {chat}/wallboard",
-        f"  NATS:                 {endpoints.nats_url}",
     ]
+    if endpoints.mail_page:
+        lines.append(
+            f"  Sent mail:            {endpoints.mail_page}   (replies, receipts, transcripts)"
+        )
+    lines.append(f"  NATS:                 {endpoints.nats_url}")
     if endpoints.tls:
         ca = endpoints.tls["ca_file"]
         lines.append(f"  TLS CA:               {ca}   (trust it, or accept the browser's warning)")
@@ -298,16 +347,25 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         lines.append(f"  {label + ':':<21} {address}")
     for name, target in endpoints.grpc.items():
         lines.append(f"  gRPC {name + ':':<16} {target}")
-    lines += [
-        f"  State:                {directory}",
-        "",
-        "  switchboard status            health of every service",
-        "  switchboard agent --id ko-1 --language ko --auto-accept   answer chats as an agent",
-        "  switchboard queues | agents   what the router sees",
-        "Press Ctrl-C to stop.",
-        "",
-    ]
+    lines += [f"  State:                {directory}", ""]
+    lines += [f"  {command:<68} {text}" for command, text in COMMANDS]
+    if "Fax upload (HTTP POST /fax)" in endpoints.listeners:
+        lines.append(f"  {fax_command(FAX_SAMPLE):<68} a received fax (PDF or TIFF)")
+    sip = endpoints.listeners.get("SIP (UDP/TCP)")
+    if sip:
+        first, second = demo.baresip_recipe(directory, sip)
+        lines += [
+            "",
+            f"  Call the demo hotline {demo.DEMO_NUMBER} with baresip:",
+            f"    {first}",
+            f"    {second}",
+        ]
+    lines += ["Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
+
+
+def fax_command(path: str) -> str:
+    return f"uv run switchboard fax upload {path} --from +8225550100"
 
 
 async def run(directory: Path) -> int:
