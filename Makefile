@@ -32,6 +32,8 @@ SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tessera
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "The switchboard command operates a running platform (status, agent, queues, fax upload, report, ...):"
+	@echo "  uv run switchboard --help   (and: uv run switchboard COMMAND --help)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
