@@ -135,7 +135,13 @@ class MailCatcher:
         # Names sort in arrival order: the page lists them newest first.
         path = self.dir / f"{self._count:08d}.eml"
         await asyncio.to_thread(path.write_bytes, bytes(raw))
-        logger.info("caught mail from %s to %s", envelope.mail_from, ", ".join(envelope.rcpt_tos))
+        # Prefixed like the services' lines in `switchboard run`'s output.
+        logger.info(
+            "%13s | caught mail from %s to %s",
+            "mail-catcher",
+            envelope.mail_from,
+            ", ".join(envelope.rcpt_tos),
+        )
         return "250 2.0.0 Caught (see the mail page)"
 
     # ---- the page ----------------------------------------------------------------------------
