@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import socketio
 
@@ -64,7 +66,7 @@ async def run(directory: Path, args: argparse.Namespace) -> int:
         if not interrupted:
             raise
         task.uncancel()
-        print("signed out.")
+        print("stopped.")
         return INTERRUPTED
     finally:
         loop.remove_signal_handler(signal.SIGINT)
@@ -80,14 +82,18 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
     # The chat over HTTPS with the embedded default's own CA (the agent joins by websocket).
     ssl_options = {"ssl": ssl.create_default_context(cafile=ep.tls["ca_file"])} if ep.tls else {}
     # Ctrl-C is ours (run() signs out first): socketio's own handler would cancel every task.
-    sio = socketio.AsyncClient(websocket_extra_options=ssl_options, handle_sigint=False)
+    # Its own HTTP session, closed here whichever way the agent stops.
+    http = aiohttp.ClientSession()
+    sio = socketio.AsyncClient(
+        http_session=http, websocket_extra_options=ssl_options, handle_sigint=False
+    )
 
     @sio.on("message", namespace="/agent")
     async def on_message(data: dict[str, Any]) -> None:
         if data.get("author") != "agent":
             print(f"[{data.get('contact_id', '')[:8]}] customer: {data.get('text')}")
 
-    async with sb_grpc.channel(ep.router(tenant), token, tls=ep.grpc_tls()) as ch:
+    async with http, sb_grpc.channel(ep.router(tenant), token, tls=ep.grpc_tls()) as ch:
         stub = router_pb2_grpc.RouterServiceStub(ch)
         await stub.SignIn(
             router_pb2.SignInRequest(
@@ -100,10 +106,6 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                 skills=[router_pb2.Skill(name=n, proficiency=p) for n, p in _pairs(args.skill)],
             )
         )
-        await sio.connect(
-            ep.http["chat"], namespaces=["/agent"], auth={"token": token}, transports=["websocket"]
-        )
-        print(f"signed in as {args.agent_id} ({tenant}); waiting for offers. /quit to leave.")
 
         async def accept(offer: router_pb2.Offer) -> None:
             await stub.AcceptOffer(
@@ -131,8 +133,16 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                 if args.auto_accept:
                     await accept(offer)
 
-        offer_task = asyncio.create_task(offers())
-        try:
+        offer_task: asyncio.Task[None] | None = None
+        try:  # signed in from here on: whatever happens, sign out
+            await sio.connect(
+                ep.http["chat"],
+                namespaces=["/agent"],
+                auth={"token": token},
+                transports=["websocket"],
+            )
+            print(f"signed in as {args.agent_id} ({tenant}); waiting for offers. /quit to leave.")
+            offer_task = asyncio.create_task(offers())
             async for line in _lines():
                 if line == "/quit":
                     break
@@ -164,7 +174,13 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                     if not reply.get("ok"):
                         print(f"not sent: {reply.get('error')}")
         finally:
-            offer_task.cancel()
+            if offer_task is not None:
+                offer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    try:
+                        await offer_task
+                    except Exception as exc:  # the offers stream ended with an error: say so
+                        print(f"offers stopped: {exc}")
             # Also after Ctrl-C (a second one does not cancel again): the router must not keep
             # offering contacts to an agent who left.
             await _sign_out(stub, sio, args.agent_id)
