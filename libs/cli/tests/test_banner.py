@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.cli.__main__ import parser
+from switchboard.cli.app import parser
 from switchboard.cli.endpoints import Endpoints
 from switchboard.cli.supervisor import banner
 

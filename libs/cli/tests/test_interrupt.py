@@ -1,0 +1,61 @@
+"""Ctrl-C ends a `switchboard` command with status 130 and no traceback: while it is still
+loading, and while it waits on a service that does not answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def start_agent(run_dir: Path, router: str) -> subprocess.Popen[str]:
+    (run_dir / "endpoints.json").write_text(
+        json.dumps({"nats_url": "nats://127.0.0.1:1", "grpc": {"router": router}})
+    )
+    env = {**os.environ, "SWITCHBOARD_RUN_DIR": str(run_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("SWITCHBOARD_AUTH_SECRET", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "switchboard.cli", "agent", "--id", "ko-1", "--language", "ko:5"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupted(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out + err
+
+
+def test_ctrl_c_while_the_agent_waits_for_the_router(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        host, port = silent.getsockname()
+        proc = start_agent(tmp_path, f"{host}:{port}")
+        silent.settimeout(60)
+        conn, _ = silent.accept()  # the command is loaded and calling SignIn
+        try:
+            code, output = interrupted(proc)
+        finally:
+            conn.close()
+    assert code == 130, output
+    assert "Traceback" not in output, output
+
+
+def test_ctrl_c_while_the_command_loads(tmp_path: Path) -> None:
+    proc = start_agent(tmp_path, "127.0.0.1:1")
+    # Loading takes a while; the first line of output would come only after it.
+    assert proc.stdout is not None
+    code, output = interrupted(proc)
+    # 130 once the command's handler is in place; before that Python itself dies of the signal,
+    # which a shell reports as 130 too. Never a traceback.
+    assert code in (130, -signal.SIGINT), output
+    assert "Traceback" not in output, output
