@@ -21,8 +21,9 @@ Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error}``:
 - ``hold`` {contact_id, held}; ``wrap_up`` {contact_id, code}.
 - ``case`` {contact_id} -> {case, history}; ``note`` {case_id, text}; ``case_status``
   {case_id, status, reason}; ``kb_search`` {query, language} -> {available, hits}.
-- ``watch`` {} (supervisors) -> {history}; then ``stats`` every second and ``day``
-  {hours: [...]} (today's contacts per hour, from the case service's report) every minute.
+- ``watch`` {} (supervisors) -> {time_zone}; then ``stats`` every second and ``day``
+  {time_zone, date, quarters: [...], hours: [...]} every minute: today in the tenant's time
+  zone from the case service's service-level report, per 15 minutes and per local hour.
 
 Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
 ``surge``, ``desk_error`` (to the agent's room: every tab of the agent), and from the chat:
