@@ -77,6 +77,11 @@ def earlier_today(minutes: int) -> datetime:
     return max(midnight + timedelta(seconds=1), now - timedelta(minutes=minutes)).astimezone(UTC)
 
 
+def quarter_start(at: datetime) -> datetime:
+    """The start of the quarter hour of `at` (plus a second: still the same local day)."""
+    return at.replace(minute=at.minute - at.minute % 15, second=1, microsecond=0)
+
+
 async def test_agent_with_open_contacts_is_not_available(platform: Any, pages: Any) -> None:
     board = await open_board(pages, platform.url)
     inbox = await pages.new(f"{platform.url}/inbox")
@@ -175,18 +180,19 @@ def pages_dir() -> Any:
 async def test_day_charts_come_from_the_record_after_a_chat_restart(
     platform: Any, pages: Any
 ) -> None:
-    # Earlier today: two calls answered (10 s within the 20 s threshold, 40 s not), one
-    # abandoned after a minute. SL = 1 / 3 by the one formula.
-    first = earlier_today(40)
+    # Earlier today, within one quarter hour: two calls answered (10 s within the 20 s
+    # threshold, 40 s not), one abandoned after a minute. SL = 1 / 3 by the one formula.
+    first = quarter_start(earlier_today(20))
     await record_voice_calls(
         platform.running.case,
-        [(first, "answered-10s"), (first + timedelta(seconds=30), "answered-40s"),
-         (first + timedelta(seconds=60), "abandoned")],
+        [(first, "answered-10s"), (first + timedelta(seconds=1), "answered-40s"),
+         (first + timedelta(seconds=2), "abandoned")],
     )  # fmt: skip
     running = platform.running
     await running.chat.stop()
-    running.chat = ChatApp(running.chat.settings)
-    await running.chat.start()
+    restarted = ChatApp(running.chat.settings)
+    await restarted.start()
+    running.chat = restarted
     try:
         board = await open_board(pages, running.chat_url)
         points = board.get_by_test_id("chart-sl").get_by_test_id("wb-day-point")
@@ -204,3 +210,4 @@ async def test_day_charts_come_from_the_record_after_a_chat_restart(
         assert pages.errors == []
     finally:
         await pages.close()
+        await restarted.stop()  # the platform stops the chat it started
