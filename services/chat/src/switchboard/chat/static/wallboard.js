@@ -86,7 +86,8 @@
     $("wb-longest").textContent = secs(total.longest_wait);
     tile("tile-longest", total.longest_wait > (total.sl_threshold || 20) ? "bad" : "ok");
     $("wb-asa").textContent = secs(total.asa);
-    $("wb-abandon").textContent = pct(total.abandonment_rate);
+    // A rate with no outcome in the window is undefined: "–", never 0 %.
+    $("wb-abandon").textContent = total.answered + total.abandoned ? pct(total.abandonment_rate) : "–";
     tile("tile-abandon", total.abandonment_rate > 0.05 ? "bad" : "ok");
     $("wb-surge").textContent = String(s.surge_level);
     tile("tile-surge", s.surge_level > 0 ? "bad" : "ok");
@@ -98,7 +99,7 @@
         el("td", { text: q.queue }), el("td", { text: String(q.waiting), "data-testid": "wb-queue-waiting" }),
         el("td", { text: secs(q.longest_wait) }),
         el("td", { text: q.answered + q.abandoned ? pct(q.service_level) + " / " + pct(q.sl_target) : "–" }),
-        el("td", { text: secs(q.asa) }), el("td", { text: pct(q.abandonment_rate) }),
+        el("td", { text: secs(q.asa) }), el("td", { text: q.answered + q.abandoned ? pct(q.abandonment_rate) : "–" }),
         el("td", { text: String(q.surge_level) })));
     });
     // By their state on the board: available means free to take a contact now (the server
