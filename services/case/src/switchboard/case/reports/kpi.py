@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from switchboard.case.reports.business_time import AlwaysOpen, BusinessClock
 from switchboard.case.reports.intervals import Interval, bucket, intervals
+from switchboard.core.service_level import Outcomes, ratio
 
 REALTIME = frozenset({"voice", "chat"})  # answered live: speed-of-answer service level
 DEFERRED = frozenset({"email", "fax"})  # answered later: first-response service level
@@ -128,10 +129,6 @@ class Row:
     metrics: Metrics
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -152,18 +149,18 @@ def service_level(contacts: Iterable[ContactFacts], options: KpiOptions) -> Metr
     ]
     waits = [w for c in answered if (w := c.wait()) is not None]
     within = sum(1 for w in waits if w <= options.voice_threshold)
-    outcome = len(answered) + len(abandoned)
+    outcomes = Outcomes(len(answered), within, len(abandoned), len(short))
     return {
         "offered": float(len(rt)),
         "answered": float(len(answered)),
         "answered_within_threshold": float(within),
         "abandoned": float(len(abandoned)),
         "short_abandoned": float(len(short)),
-        "service_level": ratio(within, outcome),
-        "service_level_2": ratio(within, outcome - len(short)),
+        "service_level": outcomes.service_level,
+        "service_level_2": outcomes.service_level_2,
         "asa_s": mean([w.total_seconds() for w in waits]),
-        "abandon_rate": ratio(len(abandoned), outcome),
-        "abandon_rate_2": ratio(len(abandoned) - len(short), outcome - len(short)),
+        "abandon_rate": outcomes.abandon_rate,
+        "abandon_rate_2": outcomes.abandon_rate_2,
     }
 
 

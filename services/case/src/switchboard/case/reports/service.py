@@ -104,8 +104,12 @@ class Reports:
             )
         if business_hours:
             calendar = self._calendar_for(tenant)
-            if calendar is not None:
-                spec = replace(spec, options=replace(spec.options, email_clock=calendar))
+            if calendar is None:
+                raise InvalidArgument(
+                    "email_business_hours",
+                    f"tenant {tenant!r} has no business hours (business_hours in the policy file)",
+                )
+            spec = replace(spec, options=replace(spec.options, email_clock=calendar))
         sections = SECTIONS[kind]
         as_of = self._clock()
         facts = await self._facts(tenant, spec, sections)

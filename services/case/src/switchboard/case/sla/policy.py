@@ -146,6 +146,9 @@ class Policies:
     tasks: tuple[RecurringTask, ...] = ()
     auto_close_after: Mapping[str, timedelta] = field(default_factory=dict)  # tenant or *
     default_phone_region: str = ""
+    # Each tenant's business hours (tenant or *): the email service level in reports counts
+    # only this time when asked to (`email_business_hours`).
+    business_hours: Mapping[str, Calendar] = field(default_factory=dict)
 
     def policy_for(self, tenant: str, queue: str, priority: int) -> SlaPolicy | None:
         """The first policy in file order that matches the case."""
@@ -159,6 +162,10 @@ class Policies:
 
     def template(self, tenant: str, name: str) -> Template | None:
         return self.templates.get((tenant, name)) or self.templates.get(("*", name))
+
+    def business_calendar(self, tenant: str) -> Calendar | None:
+        """The tenant's business-hours calendar (its own, else the "*" one), if it has one."""
+        return self.business_hours.get(tenant) or self.business_hours.get("*")
 
     def auto_close(self, tenant: str) -> timedelta:
         return self.auto_close_after.get(tenant, self.auto_close_after.get("*", DEFAULT_AUTO_CLOSE))
@@ -294,12 +301,21 @@ def parse(doc: Mapping[str, Any]) -> Policies:
         str(t): duration(v, f"auto_close_after.{t}")
         for t, v in (doc.get("auto_close_after") or {}).items()
     }
+    business_hours: dict[str, Calendar] = {}
+    raw_hours = doc.get("business_hours") or {}
+    if not isinstance(raw_hours, Mapping):
+        raise PolicyError("business_hours", "must map tenants to calendar names")
+    for tenant, cal_name in raw_hours.items():
+        if str(cal_name) not in calendars:
+            raise PolicyError(f"business_hours.{tenant}", f"unknown calendar {cal_name!r}")
+        business_hours[str(tenant)] = calendars[str(cal_name)]
     return Policies(
         sla=tuple(sla),
         templates=templates,
         tasks=tuple(tasks),
         auto_close_after=auto_close,
         default_phone_region=str(doc.get("default_phone_region", "")),
+        business_hours=business_hours,
     )
 
 
