@@ -12,6 +12,7 @@ import yaml
 
 from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 from switchboard.core.events import TENANT_RE
+from switchboard.voice_gateway.recording import policy as recording_policy
 
 __all__ = ["ConfigError", "Menu", "NumberPlan", "VoiceConfig", "load", "load_text"]
 
@@ -47,6 +48,10 @@ class VoiceConfig:
     prompts: frozenset[str] = field(default_factory=frozenset)
     # Short codes an agent's phone may REFER to (blind transfer), code -> queue.
     transfer_codes: dict[str, str] = field(default_factory=dict)
+    # Which calls are recorded, and how long each tenant's recordings are kept.
+    recording: recording_policy.RecordingPolicy = field(
+        default_factory=recording_policy.RecordingPolicy
+    )
 
     def plan_for(self, dialled: str) -> NumberPlan | None:
         """The plan for a dialled number, with or without the leading +."""
@@ -153,7 +158,9 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     """Parse and validate a configuration's text; a ConfigError names file, line and field."""
     r = ConfigReader(source)
     root = r.mapping(
-        compose(text, source), "", {"realm", "phones", "trunk", "transfer_codes", "numbers"}
+        compose(text, source),
+        "",
+        {"realm", "phones", "trunk", "transfer_codes", "numbers", "recording"},
     )
 
     def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -183,6 +190,7 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
         trunk=str(trunk or ""),
         prompts=frozenset(prompts),
         transfer_codes=transfer_codes,
+        recording=recording_policy.parse(r, root["recording"][1] if "recording" in root else None),
     )
 
 

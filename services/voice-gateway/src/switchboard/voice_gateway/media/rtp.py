@@ -58,6 +58,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.playback: Playback | None = None
         self.bridge: RtpSession | None = None  # relay received audio to this leg
         self.on_dtmf: Callable[[str], None] | None = None
+        self.tap: Callable[[bytes], None] | None = None  # the call's recorder, while bridged
         self._last_event_ts: int | None = None
         self.received = 0
         self.sent = 0
@@ -81,6 +82,8 @@ class RtpSession(asyncio.DatagramProtocol):
             self._telephone_event(data)
             return
         bridge = self.bridge
+        if bridge is not None and self.tap is not None:
+            self.tap(data)
         if bridge is not None and bridge.remote is not None and bridge.transport is not None:
             if bridge.transport.is_closing():
                 return
@@ -139,6 +142,7 @@ class RtpSession(asyncio.DatagramProtocol):
     def close(self) -> None:
         self.stop_playing()
         self.bridge = None
+        self.tap = None
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.close()
