@@ -9,7 +9,6 @@ are interleaved and appended to a WAV file as they come, never held for the whol
 
 from __future__ import annotations
 
-import array
 import logging
 import os
 import struct
@@ -24,6 +23,7 @@ logger = logging.getLogger(__name__)
 RATE = 8000
 CALLER, AGENT = 0, 1
 JITTER = RATE // 5  # 200 ms: packets later than this behind the newest are too late
+FLUSH = RATE // 5  # written to the file 200 ms at a time
 REANCHOR = RATE // 2  # a side whose timestamps stray 500 ms from its arrivals is re-anchored
 PCMU, PCMA = 0, 8
 
@@ -102,7 +102,9 @@ class Recorder:
         self.file: BinaryIO = os.fdopen(fd, "wb")
         self.file.write(wav_header(0))
         self.written = 0  # frames in the file
-        self._pending = [array.array("h"), array.array("h")]  # from `written` on
+        # The stereo frames from `written` on, interleaved as in the file (left, right; 16-bit
+        # little-endian): a packet's samples are translated straight into their side's bytes.
+        self._pending = bytearray()
         self._sides = [_Side(), _Side()]
         self.paused = paused
         self.pauses = 0
@@ -118,10 +120,11 @@ class Recorder:
         """An RTP packet received on the caller's (CALLER) or the agent's (AGENT) leg."""
         if self.closed or len(packet) < 12:
             return
-        now = self._now()
+        now = int((self._clock() - self._start) * RATE)
         if not self.paused:
             self._place(side, packet, now)
-        self._flush(now - JITTER)
+        if now - JITTER - self.written >= FLUSH:
+            self._flush(now - JITTER)
 
     def _place(self, side: int, packet: bytes, now: int) -> None:
         pt = packet[1] & 0x7F
@@ -142,32 +145,33 @@ class Recorder:
             s.ssrc, s.anchor_ts, s.anchor_pos = ssrc, ts, now
             pos = now
         s.packets += 1
-        pcm = array.array("h")
-        pcm.frombytes(decode(packet[offset:end], pt))
+        payload = packet[offset:end]
         start = pos - self.written
         if start < 0:  # later than the jitter window: what is already written stays
-            pcm = pcm[-start:]
+            payload = payload[-start:]
             start = 0
-        if not pcm:
+        if not payload:
             return
-        pending = self._pending[side]
-        missing = start + len(pcm) - len(pending)
-        if missing > 0:
-            pending.extend(array.array("h", bytes(2 * missing)))
-        pending[start : start + len(pcm)] = pcm
+        pending = self._pending
+        stop = 4 * (start + len(payload))
+        if len(pending) < stop:
+            pending.extend(bytes(stop - len(pending)))
+        low, high = _DECODE[pt]
+        first = 4 * start + 2 * side
+        pending[first:stop:4] = payload.translate(low)
+        pending[first + 1 : stop : 4] = payload.translate(high)
 
     def _flush(self, upto: int) -> None:
         """Append every frame before `upto` to the file (silence where a side has nothing)."""
         n = upto - self.written
         if n <= 0:
             return
-        out = array.array("h", bytes(4 * n))
-        for side, pending in enumerate(self._pending):
-            have = min(len(pending), n)
-            if have:
-                out[side : 2 * have : 2] = pending[:have]
-                del pending[:have]
-        self.file.write(out.tobytes())
+        pending = self._pending
+        have = min(len(pending), 4 * n)
+        self.file.write(pending[:have])
+        del pending[:have]
+        if have < 4 * n:
+            self.file.write(bytes(4 * n - have))
         self.written = upto
 
     # ---- pause and resume ---------------------------------------------------------------------
@@ -207,7 +211,7 @@ class Recorder:
         if self.closed:
             return self.written / RATE
         self.closed = True
-        end = max([self._now()] + [self.written + len(p) for p in self._pending])
+        end = max(self._now(), self.written + len(self._pending) // 4)
         self._flush(end)
         self.file.seek(0)
         self.file.write(wav_header(self.written))
