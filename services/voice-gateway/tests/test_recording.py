@@ -128,6 +128,19 @@ def test_a_malformed_or_foreign_packet_is_ignored(tmp_path: Path) -> None:
     rec.close()
 
 
+def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    rec.file.close()
+    rec.file = open("/dev/full", "wb", buffering=0)
+    for i in range(50):
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), i * 160))
+    assert rec.failed and rec.closed
+    rec.discard()
+    assert not rec.path.exists()
+
+
 def seal(tenant: str, contact: str, data: bytes) -> bytes:
     out = io.BytesIO()
     sealing.seal(KEY, tenant, contact, io.BytesIO(data), out)

@@ -82,14 +82,16 @@ class RtpSession(asyncio.DatagramProtocol):
             self._telephone_event(data)
             return
         bridge = self.bridge
-        if bridge is not None and self.tap is not None:
-            self.tap(data)
-        if bridge is not None and bridge.remote is not None and bridge.transport is not None:
+        if bridge is None:
+            return
+        if bridge.remote is not None and bridge.transport is not None:
             if bridge.transport.is_closing():
                 return
             bridge.transport.sendto(data, bridge.remote)
             bridge.sent += 1
             self.relayed += 1
+        if self.tap is not None:  # after relaying: recording never delays the audio
+            self.tap(data)
 
     def _telephone_event(self, data: bytes) -> None:
         cc = data[0] & 0x0F

@@ -34,9 +34,13 @@ class CallRecordings:
             return
         if call.contact_id not in self.active:
             mode = self.policy.mode(call.tenant, call.queue)
-            self.active[call.contact_id] = (
-                None if mode is Mode.OFF else Recorder(self.folder, paused=mode is Mode.ON_DEMAND)
-            )
+            recorder = None
+            if mode is not Mode.OFF:
+                try:
+                    recorder = Recorder(self.folder, paused=mode is Mode.ON_DEMAND)
+                except OSError as exc:  # no room for the file: the call is connected all the same
+                    logger.error("call %s cannot be recorded: %s", call.contact_id, exc)
+            self.active[call.contact_id] = recorder
             logger.info("call %s: recording %s", call.contact_id, mode.value)
         recorder = self.active[call.contact_id]
         if recorder is None:
@@ -53,8 +57,13 @@ class CallRecordings:
         recorder = self.active.pop(call.contact_id, None)
         if recorder is None or self.store is None:
             return
-        seconds = recorder.close()
-        if recorder.packets == 0:
+        seconds = 0.0
+        try:
+            seconds = recorder.close()
+        except OSError as exc:
+            logger.error("recording of %s lost: %s", call.contact_id, exc)
+            recorder.failed = True
+        if recorder.failed or recorder.packets == 0:
             recorder.discard()
             return
         task = asyncio.ensure_future(

@@ -109,6 +109,7 @@ class Recorder:
         self.paused = paused
         self.pauses = 0
         self.closed = False
+        self.failed = False  # the file could not be written: nothing is stored
         self._keys = ""
 
     def _now(self) -> int:
@@ -124,7 +125,13 @@ class Recorder:
         if not self.paused:
             self._place(side, packet, now)
         if now - JITTER - self.written >= FLUSH:
-            self._flush(now - JITTER)
+            try:
+                self._flush(now - JITTER)
+            except OSError as exc:  # the disk is full or gone: the call goes on unrecorded
+                logger.error("recording stopped: %s", exc)
+                self.failed = True
+                self.closed = True
+                self.file.close()
 
     def _place(self, side: int, packet: bytes, now: int) -> None:
         pt = packet[1] & 0x7F
@@ -211,11 +218,12 @@ class Recorder:
         if self.closed:
             return self.written / RATE
         self.closed = True
-        end = max(self._now(), self.written + len(self._pending) // 4)
-        self._flush(end)
-        self.file.seek(0)
-        self.file.write(wav_header(self.written))
-        self.file.close()
+        try:
+            self._flush(max(self._now(), self.written + len(self._pending) // 4))
+            self.file.seek(0)
+            self.file.write(wav_header(self.written))
+        finally:
+            self.file.close()
         return self.written / RATE
 
     def discard(self) -> None:
