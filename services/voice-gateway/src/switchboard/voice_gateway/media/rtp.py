@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
 DTMF_EVENTS = "0123456789*#ABCD"
+MAX_DATAGRAM = 2048  # larger than any RTP packet a G.711 leg carries (MTU-sized at most)
 
 
 @dataclass
@@ -165,6 +166,11 @@ class MediaEngine:
             lambda: RtpSession(self), local_addr=(self.host, 0)
         )
         session.port = session.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+        # asyncio reads each datagram into a fresh 256 KiB buffer (its max_size) and shrinks it:
+        # at thousands of packets a second that churns the allocator (mmap and munmap once the
+        # heap is fragmented). RTP here is at most a few hundred bytes.
+        if hasattr(session.transport, "max_size"):
+            session.transport.max_size = MAX_DATAGRAM  # type: ignore[union-attr]
         return session
 
     def start(self) -> None:
