@@ -81,6 +81,10 @@ class Gateway:
         return None
 
     def forget(self, call: Call) -> None:
+        # Every ending forgets the call: also a recorded call transferred back to a queue whose
+        # caller then hangs up. Its recording is closed and stored.
+        if self.recordings is not None:
+            self.recordings.ended(call)
         self.calls.pop(call.contact_id, None)
         for key in [k for k, v in self.by_dialog.items() if v is call]:
             del self.by_dialog[key]
@@ -157,8 +161,6 @@ class Gateway:
     async def finish(self, call: Call, by_caller: bool, reason: int) -> None:
         """Release the agent's leg (BYE when the caller ended) and publish ContactEnded."""
         call.end_hold()
-        if self.recordings is not None:
-            self.recordings.ended(call)
         talk = call.talk()
         agent, call.agent = call.agent, None
         if by_caller and agent is not None:
@@ -188,5 +190,7 @@ class Gateway:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(self.bye_leg(call, leg), 1)
             call.cancel_tasks()
+            if self.recordings is not None:  # what was recorded of it is stored all the same
+                self.recordings.ended(call)
         if self.recordings is not None:
             await self.recordings.drain()
