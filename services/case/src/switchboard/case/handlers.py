@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import audit, customers, object_erasure
+from switchboard.case import audit, csat, customers, object_erasure
 from switchboard.case.adapters import bulk, keyring
 from switchboard.case.adapters.database import (
     get_locked,
@@ -63,6 +63,7 @@ CLOSED_CASE = (case_pb2.CASE_STATUS_RESOLVED, case_pb2.CASE_STATUS_CLOSED)
 SUBJECT_CHARS = 120
 INITIAL_SUFFIX = ":initial"
 LIVE_CHANNELS = (contact_pb2.CHANNEL_VOICE,)  # answering the call is the first response
+RATING = "rating"  # how a contact joined its case: an answer to the case's survey
 
 Clock = Callable[[], datetime]
 
@@ -426,6 +427,7 @@ class CaseHandlers:
                 session, tenant, identities, c.customer_name, created, actor
             )
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
+            score = csat.parse_rating(text) if how == RATING else None
             keys = keyring.of(session)
             bulk.add(
                 session,
@@ -439,7 +441,10 @@ class CaseHandlers:
                     queue=c.queue,
                     subject=keys.seal(session, tenant, customer.id, c.subject),
                     agent_id="",
-                    status=QUEUED,
+                    # A rating needs no agent: it ends as it arrives.
+                    status=QUEUED if score is None else ENDED,
+                    ended_at=None if score is None else created,
+                    wrap_up_code="" if score is None else csat.SURVEY_REPLY,
                     created_at=created,
                     # Who wrote, which may differ from the case's customer in a shared thread.
                     customer_id=customer.id,
@@ -481,7 +486,17 @@ class CaseHandlers:
                 },
                 created,
             )
-            if how != "opened":
+            if score is not None:
+                await csat.record_reply_rating(session, case, c.contact_id, score, text, created)
+                await self.records.audit(
+                    session,
+                    case,
+                    "customer",
+                    "satisfaction_rated",
+                    {"contact_id": c.contact_id, "score": score, "channel": "email"},
+                    created,
+                )
+            elif how != "opened":
                 await self._customer_wrote(session, case, created)
             logger.info("contact %s recorded in case %s (%s)", c.contact_id, case.id, how)
 
@@ -510,6 +525,12 @@ class CaseHandlers:
         follow_up_of = ""
         if contact.case_id:
             case = await self._threaded_case(session, customer.tenant, contact.case_id)
+            if case is not None and case.status in CLOSED_CASE:
+                # An answer to the case's email survey rates it; it neither reopens the case nor
+                # opens a follow-up.
+                if await csat.survey_rating(session, case, contact) is not None:
+                    case.updated_at = now
+                    return case, RATING
             if case is not None and case.status != case_pb2.CASE_STATUS_CLOSED:
                 case.updated_at = now
                 if case.status == case_pb2.CASE_STATUS_RESOLVED:
