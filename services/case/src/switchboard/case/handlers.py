@@ -59,7 +59,8 @@ logger = logging.getLogger(__name__)
 
 QUEUED, OFFERED, ASSIGNED, ENDED, ABANDONED = "queued", "offered", "assigned", "ended", "abandoned"
 TERMINAL = frozenset({ENDED, ABANDONED})
-CLOSED_CASE = (case_pb2.CASE_STATUS_RESOLVED, case_pb2.CASE_STATUS_CLOSED)
+# Not open for a new contact to join unless it is threaded into it.
+CLOSED_CASE = (*lifecycle.SETTLED, lifecycle.CLOSED)
 SUBJECT_CHARS = 120
 INITIAL_SUFFIX = ":initial"
 LIVE_CHANNELS = (contact_pb2.CHANNEL_VOICE,)  # answering the call is the first response
@@ -533,7 +534,7 @@ class CaseHandlers:
                     return case, RATING
             if case is not None and case.status != case_pb2.CASE_STATUS_CLOSED:
                 case.updated_at = now
-                if case.status == case_pb2.CASE_STATUS_RESOLVED:
+                if case.status in lifecycle.SETTLED:
                     # The customer answered in the case's thread: it is not solved after all.
                     await self.records.change_status(
                         session,

@@ -191,8 +191,11 @@ class CaseRecords:
         actor: str,
         at: datetime,
         reason: str = "",
+        action: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Move the case to `target`; FailedPrecondition naming the transition if not allowed."""
+        """Move the case to `target`; FailedPrecondition naming the transition if not allowed.
+        Audited as `action` (default: reopened or status_changed) with `extra` in its data."""
         current = case.status
         lifecycle.check(current, target)
         reopen = lifecycle.is_reopen(current, target)
@@ -209,9 +212,9 @@ class CaseRecords:
         data: dict[str, Any] = {"from": lifecycle.name(current), "to": lifecycle.name(target)}
         if reason:
             data["reason"] = reason
-        entry = await self.audit(
-            session, case, actor, "reopened" if reopen else "status_changed", data, at
-        )
+        data.update(extra or {})
+        action = action or ("reopened" if reopen else "status_changed")
+        entry = await self.audit(session, case, actor, action, data, at)
         self.stage(
             session,
             case,
