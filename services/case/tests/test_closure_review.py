@@ -160,6 +160,20 @@ async def test_a_resolved_complaint_waits_for_a_reviewer_who_approves(
     ]
 
 
+async def test_a_case_awaiting_closure_is_resolved_for_the_backlog(
+    people: dict[str, Caller], clock: Clock
+) -> None:
+    case = await resolved_case(people["agent"].stub, S.CASE_TYPE_COMPLAINT)
+    assert case.status == S.CASE_STATUS_PENDING_REVIEW
+    clock.now += timedelta(hours=1)
+    request = S.GetReportRequest(kind=S.REPORT_KIND_BACKLOG, interval="day")
+    getattr(request, "from").FromDatetime(clock.now - timedelta(days=1))
+    request.to.FromDatetime(clock.now + timedelta(days=1))
+    report = await people["lead"].stub.GetReport(request)
+    backlog = [v.value for r in report.rows for v in r.values if v.name == "backlog" and v.defined]
+    assert backlog and set(backlog) == {0.0}  # resolved: out of the backlog while it waits
+
+
 async def test_a_rejected_closure_goes_back_to_the_agent_with_the_note(
     people: dict[str, Caller],
 ) -> None:

@@ -267,3 +267,27 @@ async def test_a_rating_of_a_closed_case_opens_no_new_case(
     async with sessions() as session:
         assert len(list(await session.scalars(select(orm.Case)))) == 1
     assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_CLOSED
+
+
+async def test_a_case_awaiting_the_customers_confirmation_is_rated_or_disputed_by_mail(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    async with sessions.begin() as session:
+        row = await session.get(orm.Case, case.id)
+        assert row is not None
+        await handlers.records.change_status(
+            session, row, lifecycle.PENDING_CONFIRMATION, "agent:agent-1", T0.replace(minute=11)
+        )
+    await handlers.on_contact_created(
+        created(
+            "c-2", "5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=20
+        )
+    )
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_PENDING_CONFIRMATION
+    assert [r.score for r in await ratings(sessions)] == [5]
+    # The customer writes in the case's thread: the resolution is disputed.
+    await handlers.on_contact_created(
+        created("c-3", "Still not fixed", case_id=case.reference, minute=30)
+    )
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_IN_PROGRESS

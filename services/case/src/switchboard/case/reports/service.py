@@ -38,7 +38,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "quality": ("quality",),
     "backlog": ("backlog",),
 }
-CLOSED = (case_pb2.CASE_STATUS_RESOLVED, case_pb2.CASE_STATUS_CLOSED)
+# Out of the backlog: resolved (also while awaiting a reviewer or the customer) or closed.
+CLOSED = (
+    case_pb2.CASE_STATUS_RESOLVED,
+    case_pb2.CASE_STATUS_PENDING_REVIEW,
+    case_pb2.CASE_STATUS_PENDING_CONFIRMATION,
+    case_pb2.CASE_STATUS_CLOSED,
+)
 
 
 @dataclass(frozen=True)
