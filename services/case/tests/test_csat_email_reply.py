@@ -188,6 +188,18 @@ async def test_a_reply_to_the_survey_rates_the_case_without_reopening_it(
             )
         )
     assert "satisfaction_rated" in actions and "reopened" not in actions
+    # Routed to another agent all the same, the rating does not take the case from its agent.
+    await handlers.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"),
+            contact_id="c-2",
+            agent_id="agent-2",
+        )
+    )
+    async with sessions() as session:
+        row = await session.get(orm.Case, case.id)
+        assert row is not None and row.assigned_agent_id == "agent-1"
+        assert row.status == case_pb2.CASE_STATUS_RESOLVED
 
 
 async def test_the_survey_is_recognised_by_references_or_by_its_subject_token(

@@ -730,7 +730,8 @@ class CaseHandlers:
             if contact.status not in TERMINAL:
                 contact.status = ASSIGNED
             case = await self._case(session, contact)
-            if case.status != lifecycle.CLOSED:
+            # A rating in answer to the survey is no request: it does not take the case.
+            if case.status != lifecycle.CLOSED and contact.wrap_up_code != csat.SURVEY_REPLY:
                 await self.records.assign(
                     session, case, event.agent_id, f"router:{event.agent_id}", assigned
                 )
