@@ -14,9 +14,9 @@ import pytest
 
 from switchboard.case.bootstrap import CaseApp, bootstrap
 from switchboard.case.settings import CaseSettings
-from switchboard.core import auth
+from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
-from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 
 SECRET = "closure-test-secret"
 S = case_pb2
@@ -269,6 +269,36 @@ async def test_the_customer_confirms_or_disputes_and_silence_closes(
     actor, action, data = (await trail(sup, silent.case_id))[-1]
     assert (actor, action, data["to"]) == ("scheduler", "status_changed", "closed")
     assert "5d" in data["reason"]
+
+
+async def test_an_agents_wrap_up_as_resolved_also_waits_for_the_closure(
+    app: CaseApp, people: dict[str, Caller]
+) -> None:
+    assert app.handlers is not None
+    contact = contact_pb2.Contact(
+        contact_id="w-1",
+        tenant="acme",
+        channel=contact_pb2.CHANNEL_CHAT,
+        identities=[
+            contact_pb2.CustomerIdentity(
+                kind=contact_pb2.IDENTITY_KIND_EMAIL, value="bo@example.com"
+            )
+        ],
+        content=[contact_pb2.ContentPart(content_type="text/plain", text="Password reset?")],
+    )
+    meta = lambda: events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test")  # noqa: E731
+    await app.handlers.on_contact_created(events_pb2.ContactCreated(meta=meta(), contact=contact))
+    await app.handlers.on_contact_assigned(
+        events_pb2.ContactAssigned(meta=meta(), contact_id="w-1", agent_id="agent-1")
+    )
+    await app.handlers.on_contact_ended(
+        events_pb2.ContactEnded(
+            meta=meta(), contact_id="w-1", agent_id="agent-1", wrap_up_code="resolved"
+        )
+    )
+    listed = await people["agent"].stub.ListCases(S.ListCasesRequest(contact_id="w-1"))
+    [case] = listed.cases
+    assert case.status == S.CASE_STATUS_PENDING_CONFIRMATION and case.resolved_at.seconds
 
 
 def test_a_closure_rule_names_a_known_requirement(tmp_path: Path) -> None:

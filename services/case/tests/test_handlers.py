@@ -225,6 +225,43 @@ async def test_contact_assigned_sets_agent_and_status(
     assert contact.HasField("ended_at")
 
 
+def ended(contact_id: str, code: str = "") -> events_pb2.ContactEnded:
+    return events_pb2.ContactEnded(
+        meta=meta(), contact_id=contact_id, agent_id="agent-1", wrap_up_code=code
+    )
+
+
+async def test_wrap_up_resolved_resolves_the_case_once_no_contact_is_open(
+    handlers: CaseHandlers, views: CaseViews, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    for contact_id in ("c-1", "c-2"):
+        await handlers.on_contact_created(created(contact_id, (EMAIL, "ana@example.com")))
+        await handlers.on_contact_assigned(assigned(contact_id))
+    case_id = await case_of(sessions, "c-1")
+    assert await case_of(sessions, "c-2") == case_id
+    # The chat ended first (no code yet), then the wrap-up: still one of two contacts open.
+    await handlers.on_contact_ended(ended("c-1"))
+    await handlers.on_contact_ended(ended("c-1", "resolved"))
+    assert (await views.get_case("acme", case_id)).status == case_pb2.CASE_STATUS_ASSIGNED
+    await handlers.on_contact_ended(ended("c-2", "resolved"))
+    case = await views.get_case("acme", case_id)
+    assert case.status == case_pb2.CASE_STATUS_RESOLVED
+    assert case.HasField("resolved_at")
+    # Redelivered, it changes nothing more.
+    await handlers.on_contact_ended(ended("c-2", "resolved"))
+    assert (await views.get_case("acme", case_id)).status == case_pb2.CASE_STATUS_RESOLVED
+
+
+async def test_wrap_up_other_than_resolved_leaves_the_case_open(
+    handlers: CaseHandlers, views: CaseViews, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await handlers.on_contact_created(created("c-1", (EMAIL, "ana@example.com")))
+    await handlers.on_contact_assigned(assigned("c-1"))
+    await handlers.on_contact_ended(ended("c-1", "follow_up"))
+    case = await views.get_case("acme", await case_of(sessions, "c-1"))
+    assert case.status == case_pb2.CASE_STATUS_ASSIGNED
+
+
 async def test_invalid_events_name_the_field(
     handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -69,16 +69,25 @@ async def test_agent_cannot_join_or_write_to_a_contact_not_assigned_to_them(
     other = await connect.agent("agent-2")
     refusal = f"contact {contact_id} is not assigned to you"
 
-    assert await other.call("join", {"contact_id": contact_id}) == {"ok": False, "error": refusal}
+    assert await other.call("join", {"contact_id": contact_id}) == {
+        "ok": False,
+        "error": refusal,
+        "kind": "PermissionDenied",
+    }
     assert await other.call("message", {"contact_id": contact_id, "text": "hi"}) == {
         "ok": False,
         "error": refusal,
+        "kind": "PermissionDenied",
     }
     # Same agent id in another tenant: still not theirs.
     stranger = await connect.agent("agent-1", tenant="other")
     assert (await stranger.call("join", {"contact_id": contact_id}))["ok"] is False
     unknown = await other.call("join", {"contact_id": "no-such-contact"})
-    assert unknown == {"ok": False, "error": "contact no-such-contact is not assigned to you"}
+    assert unknown == {
+        "ok": False,
+        "error": "contact no-such-contact is not assigned to you",
+        "kind": "PermissionDenied",
+    }
 
 
 async def test_agent_bad_events_get_error_acks(connect: Any, router: Any) -> None:
@@ -93,7 +102,11 @@ async def test_agent_bad_events_get_error_acks(connect: Any, router: Any) -> Non
     no_text = await agent.call("message", {"contact_id": first["contact_id"]})
     assert no_text["ok"] is False and "text" in no_text["error"]
     big = await agent.call("message", {"contact_id": first["contact_id"], "text": "x" * 4001})
-    assert big == {"ok": False, "error": "message too large: 4001 bytes, limit 4000"}
+    assert big == {
+        "ok": False,
+        "error": "message too large: 4001 bytes, limit 4000",
+        "kind": "MessageTooLarge",
+    }
     assert (await agent.next("error"))["code"] == "message_too_large"
 
 

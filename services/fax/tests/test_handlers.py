@@ -45,7 +45,7 @@ class FakeOcr:
         self.text = text
         self.pages = 0
 
-    async def read(self, png: bytes) -> PageText:
+    async def read(self, png: bytes, dpi: float = 300.0) -> PageText:
         self.pages += 1
         return PageText(self.text, 91.0, "chi_sim+eng", "Han")
 

@@ -33,7 +33,7 @@ class PageReader:
     def __init__(self, text: str) -> None:
         self.text, self.read_pages = text, 0
 
-    async def read(self, png: bytes) -> PageText:
+    async def read(self, png: bytes, dpi: float = 300.0) -> PageText:
         self.read_pages += 1
         return PageText(self.text, 90.0, "eng", "Latin")
 

@@ -29,8 +29,8 @@ tenants:
       - name: english
     surge:
       - level: 3
-        raise: {waiting_over: 3, wait_longer_than: 30s}
-        clear: {idle_agents: 1, idle_for: 15m}
+        raise: {queued_over: 3, for: 30s}
+        clear: {idle_agents: 1, for: 15m}
         actions: [notify_supervisors]
 """
 

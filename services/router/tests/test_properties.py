@@ -36,8 +36,8 @@ tenants:
           - {name: overflow, after: 30s, overflow_to: general}
     surge:
       - level: 3
-        raise: {waiting_over: 2, wait_longer_than: 50s}
-        clear: {idle_agents: 1, idle_for: 30s}
+        raise: {queued_over: 2, for: 50s}
+        clear: {idle_agents: 1, for: 30s}
         actions: [refuse_breaks, pause_callbacks]
 """
 
@@ -196,6 +196,17 @@ def check_state(engine: eng.Engine, added: list[str]) -> None:
             assert cid not in offered_contacts and c.req is not None
     waiting = sum(q.waiting for t in engine.tenants.values() for q in t.stats.values())
     assert waiting == sum(1 for c in engine.contacts.values() if c.status == eng.Status.WAITING)
+    # The surge's customers queued: every contact not yet answered, callbacks aside; a queue is
+    # in a level's period exactly while it is over the level's number.
+    for tenant, state in engine.tenants.items():
+        queued: dict[str, int] = {}
+        for c in engine.contacts.values():
+            if c.tenant == tenant and not c.callback and c.status != eng.Status.ASSIGNED:
+                queued[c.queue] = queued.get(c.queue, 0) + 1
+        assert {q: n for q, n in state.queued.items() if n} == queued
+        for level in state.config.surge:
+            over = {q for q, n in queued.items() if n > level.queued_over and level.watches(q)}
+            assert {q for (lvl, q) in state.over_since if lvl == level.level} == over
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

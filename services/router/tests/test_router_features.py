@@ -15,7 +15,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
-from switchboard.testing.agents import AgentClient
+from switchboard.testing.agents import AgentClient, SessionAgentClient
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 SECRET = "router-features-secret"
@@ -166,6 +166,94 @@ async def test_surge_raised_refuses_breaks_and_clears(router: RouterApp, bus: Bu
     )
     await ko.close()
     await ja.close()
+
+
+async def test_surge_tells_agents_on_break_and_team_leads_and_holds_callbacks(
+    router: RouterApp, bus: Bus
+) -> None:
+    surges: asyncio.Queue[events_pb2.SurgeLevelChanged] = asyncio.Queue()
+
+    async def on_surge(event: events_pb2.SurgeLevelChanged) -> None:
+        surges.put_nowait(event)
+
+    bus.subscribe("surge-watch", events_pb2.SurgeLevelChanged, on_surge)
+    await bus.start()
+
+    async def desk(agent_id: str, languages: dict[str, int], *roles: str) -> SessionAgentClient:
+        client = SessionAgentClient(target(router), SECRET, "acme", agent_id, roles=roles)
+        await client.sign_in(languages)
+        return client
+
+    lead = await desk("lead-1", {"en": 5}, "team_lead")
+    resting = await desk("ko-rest", {"zh": 5}, "agent")
+    await resting.stub.SetPresence(
+        router_pb2.SetPresenceRequest(
+            agent_id="ko-rest", presence=router_pb2.PRESENCE_BREAK, reason="lunch"
+        )
+    )
+    working = await desk("ko-work", {"ko": 5}, "agent")
+    # One answered and one lost in the queue before the rush: a loss rate of 0.5.
+    ja = await agent(router, "ja-1", {"ja": 5})
+    await bus.publish(created("ja-a", language="ja", queue="slow"))
+    await ja.accept(await ja.next_offer())
+    await ja.stub.SignOut(router_pb2.SignOutRequest(agent_id="ja-1"))
+    await bus.publish(created("ja-lost", language="fr", queue="slow"))
+    await bus.publish(
+        events_pb2.ContactAbandoned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact_id="ja-lost"
+        )
+    )
+    await bus.publish(created("ja-1", language="ja", queue="slow"))
+    await bus.publish(created("ja-2", language="ja", queue="slow"))
+    raised = await asyncio.wait_for(surges.get(), 15)
+    assert (raised.level, raised.queue, raised.queued) == (3, "slow", 2)
+    assert raised.abandonment_rate == pytest.approx(0.5)
+    # The agent on break and the team lead are told on their sessions.
+    for told in (resting, lead):
+        notice = await asyncio.wait_for(told.surges.get(), 15)
+        assert (notice.level, notice.queue, notice.queued) == (3, "slow", 2)
+        assert notice.abandonment_rate == pytest.approx(0.5)
+        assert "notify_agents" in notice.actions
+    # A non-urgent callback waits; an urgent one is offered.
+    for cid, priority in (("cb-later", 0), ("cb-urgent", 5)):
+        c = created(cid, language="ko", queue="slow").contact
+        c.callback, c.priority = True, priority
+        await bus.publish(
+            events_pb2.ContactCreated(
+                meta=events.new_meta("acme", contact_pb2.CHANNEL_VOICE, "test"), contact=c
+            )
+        )
+    offer = await working.next_offer()
+    assert offer.contact.contact_id == "cb-urgent"
+    assert working.surges.empty()  # working, not a lead: its session carries offers only
+    later = await stub(router).GetContactPosition(
+        router_pb2.GetContactPositionRequest(contact_id="cb-later")
+    )
+    assert later.state == "waiting"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await working.stub.SetPresence(
+            router_pb2.SetPresenceRequest(
+                agent_id="ko-work", presence=router_pb2.PRESENCE_BREAK, reason="lunch"
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await working.accept(offer)
+    await working.wrap_up("cb-urgent")
+    # The Japanese customers are answered; the idle team lead clears the level, and the held
+    # callback goes out.
+    ja2 = await agent(router, "ja-2", {"ja": 5})
+    for _ in range(2):
+        offer = await ja2.next_offer()
+        await ja2.accept(offer)
+    cleared = await asyncio.wait_for(surges.get(), 15)
+    assert (cleared.level, cleared.previous_level) == (0, 3)
+    for told in (resting, lead):
+        notice = await asyncio.wait_for(told.surges.get(), 15)
+        assert (notice.level, notice.previous_level) == (0, 3)
+    offer = await working.next_offer()
+    assert offer.contact.contact_id == "cb-later"
+    for client in (lead, resting, working, ja, ja2):
+        await client.close()
 
 
 async def test_watch_queue_stats_streams_service_levels(router: RouterApp, bus: Bus) -> None:

@@ -147,7 +147,11 @@ async def test_korean_chat_email_reload_and_wallboard(platform: Any, pages: Any)
     await inbox.get_by_test_id("wrapup-code").select_option("resolved")
     await inbox.get_by_test_id("wrapup").click()
     await expect(inbox.get_by_test_id("contact-item")).to_have_count(1)
-    [ended] = await platform.read("contact.demo.chat.ended", "EVENTS", events_pb2.ContactEnded)
+    # The customer's end (customer left), then the agent's wrap-up.
+    left, ended = await platform.read(
+        "contact.demo.chat.ended", "EVENTS", events_pb2.ContactEnded, count=2
+    )
+    assert left.reason == events_pb2.END_REASON_CUSTOMER_LEFT
     assert ended.wrap_up_code == "resolved" and ended.agent_id == "ko-1"
     await pages.shot(board, "wallboard")
     assert pages.errors == []

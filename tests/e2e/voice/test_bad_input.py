@@ -84,6 +84,26 @@ async def test_malformed_requests_get_400_naming_the_fault(voice: Any) -> None:
     assert status_line(await udp(port, request(port))) == "SIP/2.0 200 OK"
 
 
+async def test_protocol_faults_get_the_rfc_3261_status(voice: Any) -> None:
+    port = voice.sip_port
+    line = f"OPTIONS sip:{HOTLINE}@127.0.0.1:{port} SIP/2.0".encode()
+    cases = {
+        "SIP/2.0 400 Malformed Request-Line": request(port).replace(line, line + b" "),
+        "SIP/2.0 400 Malformed Request-URI": request(port).replace(
+            line, line.replace(b"OPTIONS sip:", b"OPTIONS <sip:").replace(b" SIP/", b"> SIP/")
+        ),
+        "SIP/2.0 505 Version Not Supported": request(port).replace(line, line[:-3] + b"3.0"),
+        "SIP/2.0 416 Unsupported URI Scheme": request(port).replace(
+            line, b"OPTIONS mailto:agent@example.com SIP/2.0"
+        ),
+        "SIP/2.0 420 Bad Extension": request(port, extra="Require: 100rel"),
+        "SIP/2.0 400 Malformed Via header": request(port).replace(b";rport", b";;rport"),
+    }
+    for expected, data in cases.items():
+        assert status_line(await udp(port, data)) == expected, data
+    assert status_line(await udp(port, request(port))) == "SIP/2.0 200 OK"
+
+
 async def test_tcp_framing_faults_are_rejected(voice: Any) -> None:
     port = voice.sip_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -464,7 +464,10 @@ Global___RoutingStepApplied: _TypeAlias = RoutingStepApplied  # noqa: Y015
 
 @_typing.final
 class SurgeLevelChanged(_message.Message):
-    """The surge level of a tenant's queue changed (0 = normal). Supervisors are notified by it."""
+    """The surge level of a tenant's queue changed (0 = normal). Supervisors are notified by it;
+    with the notify_agents action the router also sends it down the AgentSession of the agents
+    on break and of team leads and supervisors.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -474,15 +477,21 @@ class SurgeLevelChanged(_message.Message):
     PREVIOUS_LEVEL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ACTIONS_FIELD_NUMBER: _builtins.int
+    ABANDONMENT_RATE_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     level: _builtins.int
     previous_level: _builtins.int
     reason: _builtins.str
+    abandonment_rate: _builtins.float
+    """the queue's loss rate then: abandoned / (answered + abandoned)"""
+    queued: _builtins.int
+    """customers queued in the queue then (waiting or offered)"""
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
     @_builtins.property
     def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """e.g. refuse_breaks, pause_callbacks, notify_supervisors"""
+        """refuse_breaks, notify_agents, pause_callbacks, notify_supervisors"""
 
     def __init__(
         self,
@@ -493,10 +502,12 @@ class SurgeLevelChanged(_message.Message):
         previous_level: _builtins.int = ...,
         reason: _builtins.str = ...,
         actions: _abc.Iterable[_builtins.str] | None = ...,
+        abandonment_rate: _builtins.float = ...,
+        queued: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "level", b"level", "meta", b"meta", "previous_level", b"previous_level", "queue", b"queue", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abandonment_rate", b"abandonment_rate", "actions", b"actions", "level", b"level", "meta", b"meta", "previous_level", b"previous_level", "queue", b"queue", "queued", b"queued", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

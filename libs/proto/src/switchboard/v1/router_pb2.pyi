@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from switchboard.v1 import contact_pb2 as _contact_pb2
+from switchboard.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -383,6 +384,7 @@ class AgentSessionEvent(_message.Message):
     DECLINED_FIELD_NUMBER: _builtins.int
     WRAPPED_UP_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SURGE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """empty on offers"""
     @_builtins.property
@@ -395,6 +397,12 @@ class AgentSessionEvent(_message.Message):
     def wrapped_up(self) -> Global___WrapUpResponse: ...
     @_builtins.property
     def error(self) -> Global___ActionError: ...
+    @_builtins.property
+    def surge(self) -> _events_pb2.SurgeLevelChanged:
+        """The tenant's surge level changed: sent to agents on break and to team leads and
+        supervisors (sessions opened with their own token) when the level has notify_agents.
+        """
+
     def __init__(
         self,
         *,
@@ -404,12 +412,13 @@ class AgentSessionEvent(_message.Message):
         declined: Global___DeclineOfferResponse | None = ...,
         wrapped_up: Global___WrapUpResponse | None = ...,
         error: Global___ActionError | None = ...,
+        surge: _events_pb2.SurgeLevelChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "wrapped_up", b"wrapped_up"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "surge", b"surge", "wrapped_up", b"wrapped_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "request_id", b"request_id", "wrapped_up", b"wrapped_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "request_id", b"request_id", "surge", b"surge", "wrapped_up", b"wrapped_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["offer", "assigned", "declined", "wrapped_up", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["offer", "assigned", "declined", "wrapped_up", "error", "surge"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -1,6 +1,6 @@
 """Real gRPC agent clients for tests and the bench: `AgentClient` signs in, keeps StreamOffers
 open, and accepts and declines with unary calls; `SessionAgentClient` does the same on one
-AgentSession stream (offers down, actions up)."""
+AgentSession stream (offers and surge notices down, actions up)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,22 @@ import grpc
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.tls import GrpcTls
-from switchboard.v1 import router_pb2, router_pb2_grpc
+from switchboard.v1 import events_pb2, router_pb2, router_pb2_grpc
 
 
 class AgentClient:
     def __init__(
-        self, target: str, secret: str, tenant: str, agent_id: str, tls: GrpcTls | None = None
+        self,
+        target: str,
+        secret: str,
+        tenant: str,
+        agent_id: str,
+        tls: GrpcTls | None = None,
+        roles: tuple[str, ...] = ("agent",),
     ) -> None:
         self.agent_id = agent_id
         self.tenant = tenant
-        self.token = auth.mint(secret, tenant, agent_id, ["agent"])
+        self.token = auth.mint(secret, tenant, agent_id, list(roles))
         self.channel = sb_grpc.channel(target, self.token, tls=tls)
         self.stub = router_pb2_grpc.RouterServiceStub(self.channel)
         self.offers: asyncio.Queue[router_pb2.Offer] = asyncio.Queue()
@@ -126,9 +132,16 @@ class SessionAgentClient(AgentClient):
     `decline` and `wrap_up` are sent on it and answered on it."""
 
     def __init__(
-        self, target: str, secret: str, tenant: str, agent_id: str, tls: GrpcTls | None = None
+        self,
+        target: str,
+        secret: str,
+        tenant: str,
+        agent_id: str,
+        tls: GrpcTls | None = None,
+        roles: tuple[str, ...] = ("agent",),
     ) -> None:
-        super().__init__(target, secret, tenant, agent_id, tls)
+        super().__init__(target, secret, tenant, agent_id, tls, roles)
+        self.surges: asyncio.Queue[events_pb2.SurgeLevelChanged] = asyncio.Queue()
         self._answers: dict[str, asyncio.Future[router_pb2.AgentSessionEvent]] = {}
         self._ids = itertools.count(1)
 
@@ -150,6 +163,9 @@ class SessionAgentClient(AgentClient):
                     break
                 if event.WhichOneof("event") == "offer":
                     self.offers.put_nowait(event.offer)
+                    continue
+                if event.WhichOneof("event") == "surge":
+                    self.surges.put_nowait(event.surge)
                     continue
                 answer = self._answers.pop(event.request_id, None)
                 if answer is not None and not answer.done():

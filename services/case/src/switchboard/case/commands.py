@@ -15,7 +15,6 @@ from switchboard.case.adapters.orm import AuditEntry, Case, CaseNote, Customer
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import CaseRecords
-from switchboard.case.sla.policy import REVIEW
 from switchboard.case.unit_of_work import UnitOfWork
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from switchboard.v1 import case_pb2, contact_pb2
@@ -139,30 +138,13 @@ class CaseCommands:
                 )
             lifecycle.check(case.status, status)
             await self.records.acted(session, case, actor, now)
-            await self.records.change_status(session, case, status, actor, now, reason)
             if status == lifecycle.RESOLVED:
-                await self._await_closure(session, case, actor, now)
+                await self.records.resolve(session, case, actor, now, reason)
+            else:
+                await self.records.change_status(session, case, status, actor, now, reason)
             return case.id
 
         return await self._run(work)
-
-    async def _await_closure(
-        self, session: AsyncSession, case: Case, actor: str, now: datetime
-    ) -> None:
-        """A case resolved by a person waits for what the tenant's closure policy asks."""
-        rule = self.records.policies.closure_for(case.tenant, case.case_type)
-        if rule is None:
-            return
-        if rule.require == REVIEW:
-            target, reason = lifecycle.PENDING_REVIEW, "the closure needs a reviewer's sign-off"
-        else:
-            target, reason = (
-                lifecycle.PENDING_CONFIRMATION,
-                "the closure needs the customer's confirmation",
-            )
-        await self.records.change_status(
-            session, case, target, actor, now, reason, extra={"resolved_by": actor}
-        )
 
     async def review_closure(
         self, tenant: str, actor: str, case_id: str, approve: bool, note: str

@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 QUEUED, OFFERED, ASSIGNED, ENDED, ABANDONED = "queued", "offered", "assigned", "ended", "abandoned"
 TERMINAL = frozenset({ENDED, ABANDONED})
+# Wrap-up codes that say the agent resolved the customer's matter: the case goes to resolved
+# (the lifecycle's resolved state: reopened if the customer comes back, closed after review or
+# auto_close_after) once no other contact of it is still being worked on.
+RESOLVING_WRAP_UP_CODES = frozenset({"resolved"})
 # Not open for a new contact to join unless it is threaded into it.
 CLOSED_CASE = (*lifecycle.SETTLED, lifecycle.CLOSED)
 SUBJECT_CHARS = 120
@@ -762,7 +766,11 @@ class CaseHandlers:
 
         async def work(session: AsyncSession) -> None:
             contact = await self._contact(session, tenant, contact_id)
+            resolves = False
             if isinstance(event, events_pb2.ContactEnded):
+                resolves = (
+                    event.wrap_up_code in RESOLVING_WRAP_UP_CODES and not contact.wrap_up_code
+                )
                 # Durations the router measured; a later ContactEnded may complete the wrap-up.
                 for column, value in (
                     ("wait_ms", _ms(event.wait)),
@@ -785,20 +793,41 @@ class CaseHandlers:
                     contact.wait_ms = _ms(event.waited)
                 if event.queue and not contact.queue:
                     contact.queue = event.queue
-            if contact.status in TERMINAL:  # the first end is the one that happened
-                return
-            contact.status = status
-            contact.ended_at = ended
-            if agent_id and not contact.agent_id:
-                contact.agent_id = agent_id
-            case = await self._case(session, contact)
-            case.updated_at = self._clock()
-            await self.records.audit(
-                session, case, SYSTEM, f"contact_{status}", {"contact_id": contact_id}, ended
-            )
-            logger.info("contact %s %s", contact_id, status)
+            if contact.status not in TERMINAL:  # the first end is the one that happened
+                contact.status = status
+                contact.ended_at = ended
+                if agent_id and not contact.agent_id:
+                    contact.agent_id = agent_id
+                case = await self._case(session, contact)
+                case.updated_at = self._clock()
+                await self.records.audit(
+                    session, case, SYSTEM, f"contact_{status}", {"contact_id": contact_id}, ended
+                )
+                logger.info("contact %s %s", contact_id, status)
+            if resolves:
+                await self._resolve_on_wrap_up(session, contact, agent_id or SYSTEM, ended)
 
         await self._apply(event, work)
+
+    async def _resolve_on_wrap_up(
+        self, session: AsyncSession, contact: Contact, actor: str, at: datetime
+    ) -> None:
+        """The agent wrapped the contact up as resolved: so is its case, unless the case is no
+        longer open or another of its contacts is still being worked on."""
+        case = await self._case(session, contact)
+        if case.status not in lifecycle.OPEN:
+            return
+        others = await session.scalar(
+            select(Contact.contact_id).where(
+                Contact.case_id == case.id,
+                Contact.contact_id != contact.contact_id,
+                Contact.status.not_in(TERMINAL),
+            )
+        )
+        if others is not None:
+            return
+        await self.records.resolve(session, case, actor, at, reason="wrap-up: resolved")
+        logger.info("case %s resolved at wrap-up of contact %s", case.reference, contact.contact_id)
 
     async def on_contact_held(self, event: events_pb2.ContactHeld) -> None:
         """Hold periods: held=true opens one, held=false closes the open one."""

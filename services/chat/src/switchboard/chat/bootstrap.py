@@ -124,7 +124,7 @@ class ChatApp(Service):
             self.limits,
         )
         api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config, self.limits)
-        nats_consumer.subscribe(bus, self.chat, s.consumer_name)
+        nats_consumer.subscribe(bus, self.chat, s.consumer_name, self.inbox)
         self.http = HttpServer(
             InboxHttp(
                 self.inbox,

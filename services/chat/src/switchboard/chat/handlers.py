@@ -55,7 +55,7 @@ from switchboard.chat.domain.model import (
     initial_message_id,
     not_assigned,
 )
-from switchboard.chat.notifier import ChatNotifier, message_event
+from switchboard.chat.notifier import DEFAULT_QUEUE, ChatNotifier, message_event
 from switchboard.core.auth import Principal
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
@@ -379,6 +379,30 @@ class Chat:
 
         await self.store.update(tenant, contact_id, mark)
 
+    async def customer_end(self, profile: CustomerProfile) -> str | None:
+        """The customer ends their open chat: published as the channel's end (ContactEnded,
+        customer left, once an agent has it; ContactAbandoned while it waits), so the router
+        frees the agent into wrap-up and the agent sees it ended. The contact ended, or None
+        when nothing was open."""
+        async with self._lock(profile.tenant, profile.visitor_id):
+            conversation = await self.store.open_for_visitor(profile.tenant, profile.visitor_id)
+            if conversation is None:
+                return None
+            contact_id = conversation.contact_id
+            history = await self.store.history(profile.tenant, contact_id)
+            waited = (_now() - history[0].sent_at).total_seconds() if history else 0.0
+            where = await self.router.position(profile.tenant, contact_id) if self.router else None
+            await self.notifier.customer_left(
+                profile.tenant,
+                contact_id,
+                conversation.agent_id,
+                (where.queue if where else "") or DEFAULT_QUEUE,
+                waited,
+            )
+            # Shown now; the bus's delivery of the event finds it ended already.
+            await self._end(profile.tenant, contact_pb2.CHANNEL_CHAT, contact_id)
+            return contact_id
+
     async def _visitors_contact(self, profile: CustomerProfile, contact_id: str) -> Conversation:
         """The contact `contact_id` if it is this visitor's (open or ended)."""
         conversation = await self.store.get(profile.tenant, contact_id)
@@ -398,6 +422,7 @@ class Chat:
 
         def rated(c: Conversation) -> None:
             c.rated = True
+            c.rating = score
 
         await self.store.update(profile.tenant, conversation.contact_id, rated)
         await self.delivery.to_agents(
@@ -453,7 +478,13 @@ class Chat:
         )
         if p is not None and p.position > 0:
             status = {"state": "queued", "position": p.position, "waiting": p.waiting}
-            if p.estimated_wait_seconds is not None:
+            # An estimate only from the queue's measured speed of answer with agents at work:
+            # otherwise the router's figure is a guess, and the position is all.
+            if (
+                p.estimated_wait_seconds is not None
+                and self.router is not None
+                and await self.router.wait_is_measured(profile.tenant, p.queue)
+            ):
                 status["estimated_wait_seconds"] = p.estimated_wait_seconds
         return status or None
 

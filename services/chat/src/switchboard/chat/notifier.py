@@ -108,6 +108,26 @@ class ChatNotifier:
             )
         )
 
+    async def customer_left(
+        self, tenant: str, contact_id: str, agent_id: str, queue: str, waited: float
+    ) -> None:
+        """The customer ended the chat: ContactEnded (reason customer left) once an agent has
+        it, ContactAbandoned while it still waits, as the voice channel does for a hang-up."""
+        meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, f"{contact_id}:left")
+        event: Message
+        if agent_id:
+            event = events_pb2.ContactEnded(
+                meta=meta,
+                contact_id=contact_id,
+                agent_id=agent_id,
+                reason=events_pb2.END_REASON_CUSTOMER_LEFT,
+                queue=queue,
+            )
+        else:
+            event = events_pb2.ContactAbandoned(meta=meta, contact_id=contact_id, queue=queue)
+            event.waited.FromNanoseconds(int(max(0.0, waited) * 1e9))
+        await self.bus.publish(event)
+
     async def transcript_requested(
         self, tenant: str, contact_id: str, request_id: str, to: str, subject: str, text: str
     ) -> None:

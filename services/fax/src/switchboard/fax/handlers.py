@@ -18,7 +18,7 @@ from switchboard.core import language
 from switchboard.fax.adapters.objects import Objects
 from switchboard.fax.adapters.ocr import OcrError, PageText, Tesseract
 from switchboard.fax.domain import identity
-from switchboard.fax.domain.document import Document, Limits, Rejected, normalise
+from switchboard.fax.domain.document import Document, Limits, Page, Rejected, normalise
 from switchboard.fax.domain.rules import RuleBook
 from switchboard.fax.intake import accept, fax_id_for, kind_of
 from switchboard.fax.notifier import FaxNotifier
@@ -103,9 +103,10 @@ class FaxReader:
         logger.warning("fax %s quarantined: %s: %s", event.fax_id, code, reason)
         await self.notifier.fax_quarantined(tenant, event.fax_id, event.origin, kept, code, reason)
 
-    async def _read_page(self, png: bytes, fax_id: str, number: int) -> PageText:
+    async def _read_page(self, page: Page, fax_id: str) -> PageText:
+        number = page.number
         try:
-            return await self.ocr.read(png)
+            return await self.ocr.read(page.ocr_png, page.ocr_dpi)
         except OcrError as exc:
             # The page images still reach the agent; unreadable text must not hold up the fax.
             logger.warning("OCR of fax %s page %d failed: %s", fax_id, number, exc)
@@ -114,9 +115,7 @@ class FaxReader:
     async def _route(self, tenant: str, event: fax_pb2.FaxReceived, document: Document) -> None:
         fax_id = event.fax_id
         bucket = self.config.bucket
-        texts = await asyncio.gather(
-            *(self._read_page(p.png, fax_id, p.number) for p in document.pages)
-        )
+        texts = await asyncio.gather(*(self._read_page(p, fax_id) for p in document.pages))
         pages: list[fax_pb2.FaxPage] = []
         attachments: list[contact_pb2.AttachmentRef] = []
         for page, text in zip(document.pages, texts, strict=True):

@@ -29,6 +29,85 @@ def fax_page(lines: list[str], size: int = 64) -> Image.Image:
     return page
 
 
+# Letters as a customer's fax machine sends them: body text at 12 pt under a 9 pt header line
+# (date, numbers, page), scanned at fax resolution: 204 dpi across and 98 dpi ("standard") or
+# 196 dpi ("fine") down, so a standard page's pixels are twice as tall as they are wide.
+STANDARD = (204, 98)
+FINE = (204, 196)
+
+LETTERS: dict[str, tuple[str, list[str]]] = {
+    "ko": (
+        "2026-12-03 10:15  FROM 02-555-0134  TO 1588-0000  P.1/1",
+        [
+            "청구서 문의드립니다.",
+            "이번 달 요금 청구서의 금액이 잘못 나왔습니다.",
+            "확인 후 연락 부탁드립니다. 고객번호 1234-5678",
+            "서울특별시 강남구 테헤란로 123",
+            "김민준 드림",
+        ],
+    ),
+    "zh": (
+        "2026-12-03 10:20  FROM 0411-8888-1234  TO 400-800-0000  P.1/1",
+        [
+            "关于账单的问题",
+            "这个月的账单金额不对，比上个月多了三百元。",
+            "请尽快帮我核实一下，谢谢。客户编号 8765-4321",
+            "大连市中山区人民路 56 号",
+            "王芳",
+        ],
+    ),
+    "ja": (
+        "2026-12-03 10:25  FROM 03-5555-0199  TO 0120-000-000  P.1/1",
+        [
+            "請求書についてのお問い合わせ",
+            "今月の請求書の金額が間違っているようです。",
+            "ご確認のうえ、ご連絡をお願いいたします。",
+            "お客様番号 2468-1357",
+            "東京都千代田区丸の内 1-2-3  佐藤花子",
+        ],
+    ),
+    "en": (
+        "2026-12-03 10:30  FROM +1 212 555 0147  TO +1 800 555 0100  P.1/1",
+        [
+            "Subject: question about my invoice",
+            "The invoice for this month shows the wrong amount.",
+            "I was charged twice for the same service in November.",
+            "Please check it and call me back. Customer number 5512-0087",
+            "Regards, Emily Carter, 41 Park Avenue, New York",
+        ],
+    ),
+}
+
+
+def fax_letter(
+    header: str,
+    lines: list[str],
+    resolution: tuple[int, int] = STANDARD,
+    points: float = 12.0,
+    oversample: int = 4,
+) -> Image.Image:
+    """One 1-bit page, 1728 dots across, as a fax machine scans a printed letter: rendered at
+    `oversample` × the fax resolution across, then sampled down to `resolution` (which may have
+    non-square pixels) and thresholded. The header line is 9 pt, the body `points`."""
+    fine = resolution[0] * oversample  # dots per inch of the rendering, both ways
+    width = 1728 * oversample
+    height = int(fine * 11.69)  # A4
+    image = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(image)
+    draw.text((int(0.3 * fine), int(0.15 * fine)), header, font=_points(9, fine), fill=0)
+    body = _points(points, fine)
+    y = int(0.75 * fine)
+    for line in lines:
+        draw.text((int(0.8 * fine), y), line, font=body, fill=0)
+        y += int(points / 72 * fine * 1.8)
+    scanned = image.resize((1728, round(height * resolution[1] / fine)), Image.Resampling.BOX)
+    return scanned.point(lambda v: 255 if v > 140 else 0).convert("1")
+
+
+def _points(points: float, dpi: float) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(FONT, round(points / 72 * dpi))
+
+
 # The samples are encoded exactly as the service encodes what it sends.
 tiff = to_tiff
 pdf = to_pdf
@@ -89,3 +168,17 @@ def encrypted_pdf() -> bytes:
         % (len(objects) + 1, ident, ident, xref)
     )
     return bytes(out)
+
+
+def character_accuracy(expected: str, read: str) -> float:
+    """1 - (edit distance / characters expected), white space ignored: the share of the
+    expected characters that OCR read right (insertions count against it too)."""
+    want = "".join(expected.split())
+    got = "".join(read.split())
+    previous = list(range(len(got) + 1))
+    for i, a in enumerate(want, 1):
+        current = [i]
+        for j, b in enumerate(got, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return max(0.0, 1 - previous[-1] / len(want)) if want else float(not got)

@@ -31,11 +31,14 @@ from switchboard.router.commands import encode_command
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.config import RouterConfig, TenantConfig
 from switchboard.router.journal import Entry, Fenced, Journal, JournalTrimmed, Lease, Snapshots
-from switchboard.router.notifier import RoutingNotifier
+from switchboard.router.notifier import RoutingNotifier, surge_event
 from switchboard.v1 import events_pb2, router_pb2
 from switchboard.v1 import router_journal_pb2 as commands_pb
 
 logger = logging.getLogger(__name__)
+
+# An agent's stream: offers, surge notices (AgentSession only), None when it is to end.
+StreamQueue = asyncio.Queue[router_pb2.Offer | events_pb2.SurgeLevelChanged | None]
 
 REPUBLISH = 2000  # decisions a new leader publishes again, in case the old one died mid-way
 NO_FULL_COLLECTIONS = 2**31 - 1  # gc threshold: young collections before a full one (never)
@@ -138,7 +141,10 @@ class Router:
         # the journal, or cannot be sure what the journal or the bus holds (a write timed out).
         self.on_doubt: Callable[[str], None] = lambda why: None
         self._lock = asyncio.Lock()
-        self._streams: dict[tuple[str, str], asyncio.Queue[router_pb2.Offer | None]] = {}
+        self._streams: dict[tuple[str, str], StreamQueue] = {}
+        # Agents whose stream a team lead or supervisor opened with their own token: told of
+        # surge changes (the notify_agents action) whatever their presence.
+        self._leads: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._published: asyncio.Future[list[asyncio.Future[Any]]] | None = None
         self._inputs: list[_Input] = []  # waiting for the next engine pass
@@ -303,7 +309,7 @@ class Router:
                 _fail(decided, "the router could not publish its decision; try again")
                 return
         for d in decided:
-            self._deliver(d.effects)
+            self._deliver(d.effects, d.at)
         self._wake.set()
         for d in decided:
             if not d.item.outcome.done():
@@ -356,10 +362,32 @@ class Router:
         events are then lost, and recovery from it would never publish them again.)"""
         return await _settled(self._published)
 
-    def _deliver(self, effects: list[eng.Effect]) -> None:
+    def _deliver(self, effects: list[eng.Effect], at: float) -> None:
         for effect in effects:
             if isinstance(effect, eng.Offered):
                 self._push_offer(effect.offer, effect.contact)
+            elif isinstance(effect, eng.SurgeChanged) and "notify_agents" in (
+                effect.actions | self._lowered_actions(effect)
+            ):
+                self._push_surge(effect, at)
+
+    def _lowered_actions(self, effect: eng.SurgeChanged) -> frozenset[str]:
+        """The actions of the level a change leaves (its end is told as its start was)."""
+        for level in self.engine.tenant(effect.tenant).config.surge:
+            if level.level == effect.previous:
+                return level.actions
+        return frozenset()
+
+    def _push_surge(self, effect: eng.SurgeChanged, at: float) -> None:
+        """Tell the agents on break (their break is to end) and the team leads and
+        supervisors whose streams are open."""
+        notice = surge_event(effect, at)
+        told = {(effect.tenant, a) for a in effect.on_break}
+        told |= {lead for lead in self._leads if lead[0] == effect.tenant}
+        for key in sorted(told):
+            queue = self._streams.get(key)
+            if queue is not None:
+                queue.put_nowait(notice)
 
     def _push_offer(self, offer: eng.Offer, c: eng.Contact) -> None:
         queue = self._streams.get((offer.tenant, offer.agent_id))
@@ -452,13 +480,19 @@ class Router:
 
     # ---- agents' streams ---------------------------------------------------------------------
 
-    async def connect(self, tenant: str, agent_id: str) -> asyncio.Queue[router_pb2.Offer | None]:
+    async def connect(self, tenant: str, agent_id: str, lead: bool = False) -> StreamQueue:
+        """Open an agent's stream of offers (and, on an AgentSession, surge notices); `lead`:
+        a team lead or supervisor opened it for themselves."""
         self.engine.agent(tenant, agent_id)  # NotFound before anything else
-        queue: asyncio.Queue[router_pb2.Offer | None] = asyncio.Queue()
+        queue: StreamQueue = asyncio.Queue()
         old = self._streams.get((tenant, agent_id))
         if old is not None:
             old.put_nowait(None)  # a newer stream replaces an older one
         self._streams[(tenant, agent_id)] = queue
+        if lead:
+            self._leads.add((tenant, agent_id))
+        else:
+            self._leads.discard((tenant, agent_id))
         pending = self.engine.agent(tenant, agent_id).offer_id
         await self.run("set_connected", tenant, agent_id, True)
         if pending and pending in self.engine.offers:
@@ -468,12 +502,11 @@ class Router:
                 self._push_offer(offer, contact)  # an offer made before a restart or failover
         return queue
 
-    async def disconnect(
-        self, tenant: str, agent_id: str, queue: asyncio.Queue[router_pb2.Offer | None]
-    ) -> None:
+    async def disconnect(self, tenant: str, agent_id: str, queue: StreamQueue) -> None:
         if self._streams.get((tenant, agent_id)) is not queue:
             return
         del self._streams[(tenant, agent_id)]
+        self._leads.discard((tenant, agent_id))
         with contextlib.suppress(DomainError):
             await self.run("set_connected", tenant, agent_id, False)
 
@@ -527,6 +560,7 @@ class Router:
         for queue in self._streams.values():
             queue.put_nowait(None)
         self._streams.clear()
+        self._leads.clear()
 
     # ---- recovery, standby, snapshots --------------------------------------------------------
 

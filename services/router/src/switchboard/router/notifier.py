@@ -25,6 +25,23 @@ def _duration(field: Any, seconds: float) -> None:
     field.FromNanoseconds(int(max(0.0, seconds) * 1e9))
 
 
+def surge_event(effect: eng.SurgeChanged, at: float) -> events_pb2.SurgeLevelChanged:
+    """The event a surge change is published as (and told to agents on their sessions)."""
+    meta = events.new_meta(effect.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
+    meta.occurred_at.FromNanoseconds(int(at * 1e9))
+    meta.event_id = f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}"
+    return events_pb2.SurgeLevelChanged(
+        meta=meta,
+        queue=effect.queue,
+        level=effect.level,
+        previous_level=effect.previous,
+        reason=effect.reason,
+        actions=sorted(effect.actions),
+        abandonment_rate=effect.abandonment_rate,
+        queued=effect.queued,
+    )
+
+
 class RoutingNotifier:
     """Sends events in decision order without waiting for each ack; the caller awaits the acks
     (`take_pending`) once it no longer holds the router's lock."""
@@ -125,19 +142,7 @@ class RoutingNotifier:
         await self._send(step, c.traceparent)
 
     async def surge_changed(self, effect: eng.SurgeChanged, at: float) -> None:
-        meta = events.new_meta(effect.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
-        meta.occurred_at.FromNanoseconds(int(at * 1e9))
-        meta.event_id = f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}"
-        await self._send(
-            events_pb2.SurgeLevelChanged(
-                meta=meta,
-                queue=effect.queue,
-                level=effect.level,
-                previous_level=effect.previous,
-                reason=effect.reason,
-                actions=sorted(effect.actions),
-            )
-        )
+        await self._send(surge_event(effect, at))
 
     async def agent_changed(self, effect: eng.AgentChanged, at: float) -> None:
         a = effect.agent

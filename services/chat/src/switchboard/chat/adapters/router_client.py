@@ -36,6 +36,7 @@ class Position:
     waiting: int
     estimated_wait_seconds: int | None
     state: str
+    queue: str = ""
 
 
 class RouterClient:
@@ -71,7 +72,33 @@ class RouterClient:
             if p.HasField("estimated_wait")
             else None
         )
-        return Position(int(p.position), int(p.waiting), wait, p.state)
+        return Position(int(p.position), int(p.waiting), wait, p.state, p.queue)
+
+    async def wait_is_measured(self, tenant: str, queue: str) -> bool:
+        """Whether the router's wait estimate for `queue` rests on what is happening: the queue
+        answered a contact within its statistics window (its speed of answer is measured, not
+        assumed) and some agent is at work (available, busy or in wrap-up; with everyone on
+        a break or signed out the queue does not move at that speed). False when the router
+        cannot tell."""
+        try:
+            stats = await self._stub(tenant).GetQueueStats(
+                router_pb2.GetQueueStatsRequest(queue=queue), timeout=TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _SOFT_CODES:
+                logger.warning("GetQueueStats: %s", exc.code().name)
+            return False
+        working = (
+            router_pb2.PRESENCE_AVAILABLE,
+            router_pb2.PRESENCE_BUSY,
+            router_pb2.PRESENCE_WRAP_UP,
+        )
+        return any(
+            q.queue == queue
+            and q.answered > 0
+            and any(a.presence in working and a.count > 0 for a in q.agents)
+            for q in stats.queues
+        )
 
     async def agents_for(self, tenant: str, language: str) -> bool | None:
         """Whether a signed-in agent speaks `language` (primary subtag); None if unknown."""

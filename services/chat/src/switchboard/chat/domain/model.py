@@ -190,6 +190,7 @@ class Conversation:
     # Receipts: side ("customer"/"agent") -> {"delivered": message_id, "read": message_id}.
     receipts: dict[str, dict[str, str]] = field(default_factory=dict)
     rated: bool = False
+    rating: int = 0  # the score given (1-5), 0 before it is rated
     # The first message and its time (ISO 8601) until the contact's ContactCreated is known to be
     # on the bus: a record written when that was not yet certain (a timeout) is announced again
     # before the visitor's next message, never left a contact the rest of the platform lacks.
@@ -212,6 +213,7 @@ class Conversation:
             "topic": self.topic,
             "receipts": self.receipts,
             "rated": self.rated,
+            "rating": self.rating,
             "opening": self.opening,
             "opened_at": self.opened_at,
         }
@@ -232,6 +234,7 @@ class Conversation:
             topic=r.get("topic", ""),
             receipts=r.get("receipts") or {},
             rated=bool(r.get("rated")),
+            rating=int(r.get("rating") or 0),
             opening=r.get("opening"),
             opened_at=r.get("opened_at", ""),
         )

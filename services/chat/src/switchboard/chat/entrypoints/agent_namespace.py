@@ -4,7 +4,8 @@ Connect with ``auth = {token}``: a token from ``POST /api/agent/login`` (or any 
 agent, team_lead or supervisor role). A missing, forged or expired token, a token without one of
 those roles, or a disallowed origin is refused at connect with the reason (``connect_error``).
 
-Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error}``:
+Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error, kind}`` (kind: the
+refusal's class, NotFound, FailedPrecondition, ... or Internal, for the page's own wording):
 
 - ``sign_in`` {} -> the desk: {agent, presence, surge, offers, contacts, wrap_up_codes,
   break_reasons}. Signs the agent in to the router and opens its AgentSession stream (offers
@@ -16,16 +17,18 @@ Events from the page, each acked ``{ok: true, ...}`` or ``{ok: false, error}``:
 - ``join`` {contact_id} -> a chat's history (and its live room); ``open`` {contact_id} -> any
   other contact as arrived, with the case's recorded messages.
 - ``reply`` {contact_id, text}: on the contact's own channel (chat message, OutboundEmail,
-  OutboundFax). ``message`` {contact_id, text}: a chat message (the CLI agent uses it).
+  OutboundFax); {contact_id, retry_of: <reply id>} sends a reply whose delivery failed again. ``message`` {contact_id, text}: a chat message (the CLI agent uses it).
 - ``typing`` {contact_id, typing}; ``read`` {contact_id, message_id}.
 - ``hold`` {contact_id, held}; ``wrap_up`` {contact_id, code}.
 - ``case`` {contact_id} -> {case, history}; ``note`` {case_id, text}; ``case_status``
-  {case_id, status, reason}; ``kb_search`` {query, language} -> {available, hits}.
+  {case_id, status, reason}; ``kb_search`` {query, language, prefer} -> {available, hits}
+  (language: only that language, empty for all; prefer: listed first, the contact's language).
 - ``watch`` {} (supervisors) -> {history}; then ``stats`` every second and ``day``
   {hours: [...]} (today's contacts per hour, from the case service's report) every minute.
 
 Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
-``surge``, ``desk_error`` (to the agent's room: every tab of the agent), and from the chat:
+``surge``, ``desk_error`` (to the agent's room: every tab of the agent; ``contact`` again when an
+email or fax reply's delivery state changes), and from the chat:
 ``message``, ``typing``, ``receipt``, ``status``, ``rated`` (to the contact's room).
 """
 
@@ -135,7 +138,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         async def run() -> dict[str, Any]:
             return {"ok": True, **await work(await self._principal(sid))}
 
-        result = await acked(f"chat.agent_{name}", run)
+        result = await acked(f"chat.agent_{name}", run, kind=True)
         if not result.get("ok") and name == "presence" and "surge" in str(result.get("error")):
             result["locked"] = True
         return result
@@ -288,10 +291,11 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 "language": conversation.language,
                 "ended": conversation.ended,
                 "rated": conversation.rated,
+                "rating": conversation.rating,
                 "messages": conversation.history(),
             }
 
-        return await acked("chat.agent_join", join)
+        return await acked("chat.agent_join", join, kind=True)
 
     async def on_message(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def send() -> dict[str, Any]:
@@ -303,7 +307,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if isinstance(exc, MessageTooLarge):
                 await self.emit("error", {"code": exc.code, "message": str(exc)}, to=sid)
 
-        return await acked("chat.agent_message", send, tell)
+        return await acked("chat.agent_message", send, tell, kind=True)
 
 
 def verify_agent(verify: sb_auth.Verifier, token: str) -> sb_auth.Principal:

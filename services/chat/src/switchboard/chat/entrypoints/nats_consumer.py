@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from switchboard.chat.handlers import Chat
+from switchboard.chat.inbox.service import Inbox
 from switchboard.core.bus import Bus
 from switchboard.v1 import case_events_pb2, events_pb2
 
 
-def subscribe(bus: Bus, chat: Chat, durable: str) -> None:
+def subscribe(bus: Bus, chat: Chat, durable: str, inbox: Inbox | None = None) -> None:
     bus.subscribe(durable, events_pb2.ContactCreated, chat.on_contact_created)
     bus.subscribe(durable, events_pb2.MessageAdded, chat.on_message_added)
     bus.subscribe(durable, events_pb2.ContactQueued, chat.on_contact_queued)
@@ -16,3 +17,6 @@ def subscribe(bus: Bus, chat: Chat, durable: str) -> None:
     bus.subscribe(durable, events_pb2.ContactAbandoned, chat.on_contact_abandoned)
     # An erased customer's conversation records (docs/security.md, "Erasure on the bus").
     bus.subscribe(durable, case_events_pb2.CustomerErased, chat.on_customer_erased)
+    if inbox is not None:
+        # What became of the agents' email and fax replies, shown on them in the inbox.
+        bus.subscribe(durable, events_pb2.DeliveryStatus, inbox.on_delivery_status)

@@ -21,6 +21,25 @@ logger = logging.getLogger(__name__)
 tracer = telemetry.tracer("switchboard.chat.entrypoints")
 
 INTERNAL_ERROR = "internal error, please try again"
+# The kinds of refusal an error ack names: a subclass by the kind it is (Erased is NotFound);
+# an error of the chat's own (MessageTooLarge) by its name.
+KINDS = frozenset(
+    {
+        "InvalidArgument",
+        "NotFound",
+        "FailedPrecondition",
+        "AlreadyExists",
+        "Unauthenticated",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "Unavailable",
+        "Unimplemented",
+    }
+)
+
+
+def error_kind(exc: DomainError) -> str:
+    return next((c.__name__ for c in type(exc).__mro__ if c.__name__ in KINDS), type(exc).__name__)
 
 
 def refusal(exc: Exception) -> socketio.exceptions.ConnectionRefusedError:
@@ -36,8 +55,11 @@ async def acked(
     span_name: str,
     call: Callable[[], Awaitable[dict[str, Any]]],
     on_error: Callable[[DomainError], Awaitable[None]] | None = None,
+    kind: bool = False,
 ) -> dict[str, Any]:
-    """Run `call` in a SERVER span and return its ack, or an error ack saying what was wrong."""
+    """Run `call` in a SERVER span and return its ack, or an error ack saying what was wrong;
+    with `kind`, the error ack also names the kind of refusal (NotFound, FailedPrecondition...),
+    so that a page can say it in its own language."""
     with tracer.start_as_current_span(span_name, kind=SpanKind.SERVER) as span:
         try:
             return await call()
@@ -45,12 +67,14 @@ async def acked(
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             if on_error is not None:
                 await on_error(exc)
-            return {"ok": False, "error": str(exc)}
+            refused = {"ok": False, "error": str(exc)}
+            return {**refused, "kind": error_kind(exc)} if kind else refused
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             logger.exception("%s failed", span_name)
-            return {"ok": False, "error": INTERNAL_ERROR}
+            failed = {"ok": False, "error": INTERNAL_ERROR}
+            return {**failed, "kind": "Internal"} if kind else failed
 
 
 def request_origin(environ: dict[str, Any]) -> str | None:

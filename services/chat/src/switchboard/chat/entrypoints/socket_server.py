@@ -10,8 +10,9 @@ language, topic, since: <last history seq seen>}``. Refusals (bad/expired token,
 origin, bad field) reach the client's ``connect_error`` with the reason.
 
 Customer events (all acked ``{ok: true, ...}`` or ``{ok: false, error}``): ``message`` {text,
-client_id}, ``typing`` {typing}, ``receipt`` {message_id, state}, ``position`` {}, ``rate``
-{contact_id, score, comment}, ``transcript`` {contact_id, email}. Server to customer:
+client_id}, ``typing`` {typing}, ``receipt`` {message_id, state}, ``position`` {}, ``end`` {}
+(-> {contact_id}: the one ended, null if none was open), ``rate`` {contact_id, score, comment},
+``transcript`` {contact_id, email}. Server to customer:
 ``session``, ``message``, ``status``, ``typing``, ``receipt``, ``error`` {code, message}.
 """
 
@@ -162,6 +163,13 @@ class CustomerNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": True, "status": status}
 
         return await acked("chat.customer_position", position, lambda e: self._tell(sid, e))
+
+    async def on_end(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def end() -> dict[str, Any]:
+            contact_id = await self.chat.customer_end(await self._profile(sid, "messages"))
+            return {"ok": True, "contact_id": contact_id}
+
+        return await acked("chat.customer_end", end, lambda e: self._tell(sid, e))
 
     async def on_rate(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def rate() -> dict[str, Any]:

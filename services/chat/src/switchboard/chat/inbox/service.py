@@ -33,6 +33,7 @@ from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
     Erased,
+    FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
@@ -40,7 +41,7 @@ from switchboard.core.errors import (
 )
 from switchboard.core.service_client import call
 from switchboard.core.tls import GrpcTls
-from switchboard.v1 import case_pb2, router_pb2
+from switchboard.v1 import case_pb2, events_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -260,9 +261,19 @@ class Inbox:
         return {"contact": c.to_wire(), "messages": messages}
 
     async def reply(self, principal: sb_auth.Principal, data: Any) -> dict[str, Any]:
-        """Send the agent's reply on the contact's own channel."""
+        """Send the agent's reply on the contact's own channel. With `retry_of` (the id of a
+        reply whose delivery failed), that reply's text is sent again as a new command."""
         desk = self.desk(principal)
         c = desk.contact(data.get("contact_id") if isinstance(data, dict) else None)
+        retry_of = data.get("retry_of")
+        failed: dict[str, Any] | None = None
+        if retry_of is not None:
+            failed = next((r for r in c.replies if r.get("id") == retry_of), None)
+            if failed is None:
+                raise InvalidArgument("retry_of", "is not a reply to this contact")
+            if failed.get("delivery") != "failed" or failed.get("retried"):
+                raise FailedPrecondition("only a reply whose delivery failed can be sent again")
+            data = {**data, "text": failed["text"]}
         text = check_text(
             data,
             self.chat.max_message_bytes * 16
@@ -281,8 +292,32 @@ class Inbox:
             reply = await self._fax(principal, c, text)
         else:
             raise InvalidArgument("contact_id", "a voice contact is answered on the phone")
+        if failed is not None:
+            failed["retried"] = reply["id"]
         await desk.replied(c, reply)
         return reply
+
+    async def on_delivery_status(self, event: events_pb2.DeliveryStatus) -> None:
+        """What became of a reply sent by email or fax: shown on the reply in every tab of the
+        agent whose desk (in this process) holds the contact. States never go back: a late
+        "sent" does not undo "delivered" or "failed"."""
+        state = wire.DELIVERY_STATES.get(event.state)
+        if state is None or not event.command_id:
+            return
+        for desk in list(self.desks.values()):
+            if desk.tenant != event.meta.tenant:
+                continue
+            c = desk.contacts.get(event.contact_id)
+            reply = (
+                next((r for r in c.replies if r.get("id") == event.command_id), None) if c else None
+            )
+            if c is None or reply is None:
+                continue
+            if wire.DELIVERY_RANK[state] < wire.DELIVERY_RANK.get(reply.get("delivery", ""), 0):
+                continue
+            reply["delivery"] = state
+            reply["delivery_detail"] = event.detail
+            await desk.emit("contact", c.to_wire())
 
     async def _case_of(self, principal: sb_auth.Principal, c: DeskContact) -> Any:
         case_stub = self.desk(principal).backends.case
@@ -335,6 +370,7 @@ class Inbox:
             "subject": command.subject,
             "text": text,
             "sent_at": _now_ms(),
+            "delivery": "queued",  # until the email channel reports (DeliveryStatus)
         }
 
     async def _fax(self, principal: sb_auth.Principal, c: DeskContact, text: str) -> dict[str, Any]:
@@ -351,6 +387,7 @@ class Inbox:
             "to": number,
             "text": text,
             "sent_at": _now_ms(),
+            "delivery": "queued",
         }
 
     async def read_object(self, bucket: str, name: str) -> bytes | None:
@@ -433,7 +470,8 @@ class Inbox:
         query = data.get("query") if isinstance(data, dict) else None
         if not isinstance(query, str) or not query.strip() or len(query) > 500:
             raise InvalidArgument("query", "must be 1-500 characters")
-        language = data.get("language") or ""
+        language = data.get("language") or ""  # the agent's filter; empty: every language
+        prefer = str(data.get("prefer") or "")  # the contact's language, listed first
         try:
             found = await call(
                 "SearchKnowledge",
@@ -445,6 +483,9 @@ class Inbox:
             )
         except Unimplemented:
             return {"available": False, "hits": []}
+        hits = (
+            sorted(found.hits, key=lambda h: h.article.language != prefer) if prefer else found.hits
+        )
         return {
             "available": True,
             "hits": [
@@ -455,7 +496,7 @@ class Inbox:
                     "language": h.article.language,
                     "snippet": h.snippet,
                 }
-                for h in found.hits
+                for h in hits
             ],
         }
 

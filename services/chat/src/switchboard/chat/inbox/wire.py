@@ -9,7 +9,8 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from switchboard.v1 import case_pb2, contact_pb2, router_pb2
+from switchboard.chat.notifier import OFFLINE_SUBJECT
+from switchboard.v1 import case_pb2, contact_pb2, events_pb2, router_pb2
 
 CHANNELS = {
     contact_pb2.CHANNEL_VOICE: "voice",
@@ -48,9 +49,30 @@ CASE_STATUSES = {
     case_pb2.CASE_STATUS_PENDING_CONFIRMATION: "pending_confirmation",
 }
 CASE_STATUS_BY_NAME = {v: k for k, v in CASE_STATUSES.items()}
-# How long a contact may wait for the agent's first answer, by channel (the desk's SLA countdown;
-# the case's own SLA timers take over when the case service reports them).
+# How long a contact may wait for the agent's first answer, by the channel it is answered on (the
+# desk's SLA countdown): an offline chat message is answered by email, so it has the email's day.
 FIRST_RESPONSE_SECONDS = {"voice": 20, "chat": 60, "email": 24 * 3600, "fax": 24 * 3600}
+
+
+def reply_channel(channel: str, conversation_id: str) -> str:
+    """The channel a contact is answered on: its own, except an offline chat message (see
+    ChatNotifier.contact_created), which is answered by email."""
+    return "email" if channel == "chat" and conversation_id.startswith("offline:") else channel
+
+
+def first_response_due(created: int | None, answered_on: str) -> int | None:
+    """When the first answer is due (ms), by the channel the contact is answered on."""
+    return created + FIRST_RESPONSE_SECONDS[answered_on] * 1000 if created else None
+
+
+# What became of an email or fax reply (DeliveryStatus), and the order states move in.
+DELIVERY_STATES = {
+    events_pb2.DELIVERY_STATE_SENT: "sent",
+    events_pb2.DELIVERY_STATE_DELIVERED: "delivered",
+    events_pb2.DELIVERY_STATE_RETRYING: "retrying",
+    events_pb2.DELIVERY_STATE_FAILED: "failed",
+}
+DELIVERY_RANK = {"queued": 0, "retrying": 1, "sent": 2, "delivered": 3, "failed": 3}
 
 
 def ms(ts: Timestamp) -> int | None:
@@ -67,6 +89,7 @@ def text_of(parts: Any) -> str:
 def contact(c: contact_pb2.Contact) -> dict[str, Any]:
     channel = CHANNELS.get(c.channel, "chat")
     created = ms(c.created_at)
+    answered_on = reply_channel(channel, c.conversation_id)
     return {
         "contact_id": c.contact_id,
         "channel": channel,
@@ -93,11 +116,8 @@ def contact(c: contact_pb2.Contact) -> dict[str, Any]:
         "created_at": created,
         "conversation_id": c.conversation_id,
         "case_id": c.case_id,
-        # An offline chat message is answered by email (see ChatNotifier.contact_created).
-        "reply_channel": (
-            "email" if channel == "chat" and c.conversation_id.startswith("offline:") else channel
-        ),
-        "sla_due": (created + FIRST_RESPONSE_SECONDS[channel] * 1000) if created else None,
+        "reply_channel": answered_on,
+        "sla_due": first_response_due(created, answered_on),
     }
 
 
@@ -106,6 +126,9 @@ def restored_contact(c: case_pb2.Case, k: case_pb2.CaseContact) -> dict[str, Any
     channel = CHANNELS.get(k.channel, "chat")
     created = ms(k.created_at)
     first = next((m for m in k.messages if m.author == contact_pb2.AUTHOR_CUSTOMER), None)
+    # The record keeps no conversation id: an offline chat message is known by its subject.
+    offline = channel == "chat" and k.subject == OFFLINE_SUBJECT
+    answered_on = "email" if offline else channel
     return {
         "contact_id": k.contact_id,
         "channel": channel,
@@ -125,8 +148,8 @@ def restored_contact(c: case_pb2.Case, k: case_pb2.CaseContact) -> dict[str, Any
         "created_at": created,
         "conversation_id": "",
         "case_id": c.case_id,
-        "reply_channel": channel,
-        "sla_due": (created + FIRST_RESPONSE_SECONDS[channel] * 1000) if created else None,
+        "reply_channel": answered_on,
+        "sla_due": first_response_due(created, answered_on),
     }
 
 

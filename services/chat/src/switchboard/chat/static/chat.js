@@ -16,7 +16,7 @@
       failed: "Your message could not be sent. Please try again.", nameRequired: "Please enter your name.",
       noTenant: "This chat page is not configured (no tenant).",
       queuedWait: "You are number {n} in the queue (about {m} min).", typing: "{who} is typing…",
-      delivered: "Delivered", read: "Read", attach: "File", end: "End chat", rateAsk: "How did we do?",
+      delivered: "Delivered", read: "Read", attach: "Attach file", end: "End chat", rateAsk: "How did we do?",
       rateComment: "Anything to add? (optional)", rateThanks: "Thank you for your rating.",
       transcriptTo: "Email me the transcript", transcript: "Send transcript", transcriptSent: "The transcript is on its way.",
       offline: "No agent is available right now. Leave a message and we will answer by email.",
@@ -24,6 +24,7 @@
       offlineText: "Your message", leaveMessage: "Leave a message", offlineSent: "Thank you. We will answer by email.",
       emailRequired: "Please enter your email address.", uploadFailed: "The file could not be sent: {reason}",
       throttled: "You are sending too fast. Please wait a moment.",
+      offlineEmail: "Email", back: "Back",
       you: "You", agent: "Agent", system: "Notice"
     },
     ko: {
@@ -38,7 +39,7 @@
       failed: "메시지를 보내지 못했습니다. 다시 시도해 주세요.", nameRequired: "이름을 입력해 주세요.",
       noTenant: "채팅 페이지 설정이 올바르지 않습니다.",
       queuedWait: "대기 순서 {n}번째입니다 (약 {m}분).", typing: "{who} 입력 중…",
-      delivered: "전달됨", read: "읽음", attach: "파일", end: "상담 종료", rateAsk: "상담은 만족스러우셨나요?",
+      delivered: "전달됨", read: "읽음", attach: "파일 첨부", end: "상담 종료", rateAsk: "상담은 만족스러우셨나요?",
       rateComment: "의견을 남겨 주세요 (선택)", rateThanks: "평가해 주셔서 감사합니다.",
       transcriptTo: "대화 내용을 이메일로 받기", transcript: "대화 내용 보내기", transcriptSent: "대화 내용을 보내 드렸습니다.",
       offline: "지금은 상담 가능한 상담원이 없습니다. 메시지를 남기시면 이메일로 답변드립니다.",
@@ -46,6 +47,7 @@
       offlineText: "남기실 메시지", leaveMessage: "메시지 남기기", offlineSent: "감사합니다. 이메일로 답변드리겠습니다.",
       emailRequired: "이메일 주소를 입력해 주세요.", uploadFailed: "파일을 보내지 못했습니다: {reason}",
       throttled: "메시지를 너무 빨리 보내고 있습니다. 잠시 후 다시 시도해 주세요.",
+      offlineEmail: "이메일", back: "돌아가기",
       you: "나", agent: "상담원", system: "안내"
     },
     zh: {
@@ -60,7 +62,7 @@
       failed: "消息发送失败，请重试。", nameRequired: "请输入您的姓名。",
       noTenant: "聊天页面配置有误。",
       queuedWait: "您当前排在第 {n} 位（约 {m} 分钟）。", typing: "{who} 正在输入…",
-      delivered: "已送达", read: "已读", attach: "文件", end: "结束对话", rateAsk: "您对本次服务满意吗？",
+      delivered: "已送达", read: "已读", attach: "添加文件", end: "结束对话", rateAsk: "您对本次服务满意吗？",
       rateComment: "还有什么想说的？（可选）", rateThanks: "感谢您的评价。",
       transcriptTo: "通过邮件接收聊天记录", transcript: "发送聊天记录", transcriptSent: "聊天记录已发送。",
       offline: "目前没有可用的客服。请留言，我们会通过邮件回复您。",
@@ -68,6 +70,7 @@
       offlineText: "留言内容", leaveMessage: "留言", offlineSent: "谢谢，我们会通过邮件回复您。",
       emailRequired: "请输入您的电子邮箱。", uploadFailed: "文件发送失败：{reason}",
       throttled: "发送过于频繁，请稍候。",
+      offlineEmail: "电子邮箱", back: "返回",
       you: "我", agent: "客服", system: "提示"
     },
     ja: {
@@ -82,7 +85,7 @@
       failed: "メッセージを送信できませんでした。もう一度お試しください。", nameRequired: "お名前を入力してください。",
       noTenant: "チャットページの設定が正しくありません。",
       queuedWait: "現在 {n} 番目です（約 {m} 分）。", typing: "{who} が入力中…",
-      delivered: "配信済み", read: "既読", attach: "ファイル", end: "チャットを終了", rateAsk: "対応はいかがでしたか？",
+      delivered: "配信済み", read: "既読", attach: "ファイルを添付", end: "チャットを終了", rateAsk: "対応はいかがでしたか？",
       rateComment: "ご意見（任意）", rateThanks: "ご評価ありがとうございます。",
       transcriptTo: "会話の記録をメールで受け取る", transcript: "記録を送信", transcriptSent: "会話の記録を送信しました。",
       offline: "現在対応できる担当者がいません。メッセージを残していただければメールでお返事します。",
@@ -90,6 +93,7 @@
       offlineText: "メッセージ", leaveMessage: "メッセージを残す", offlineSent: "ありがとうございます。メールでお返事します。",
       emailRequired: "メールアドレスを入力してください。", uploadFailed: "ファイルを送信できませんでした: {reason}",
       throttled: "送信が速すぎます。少しお待ちください。",
+      offlineEmail: "メールアドレス", back: "戻る",
       you: "あなた", agent: "担当者", system: "お知らせ"
     }
   };
@@ -99,6 +103,7 @@
   var tenant = (params.get("tenant") || body.dataset.tenant || "").trim();
   var maxBytes = parseInt(body.dataset.maxMessageBytes, 10) || 4000;
   var storageKey = "switchboard.chat." + tenant;
+  var languageKey = "switchboard.chat.language";
 
   var el = {
     prechat: document.getElementById("prechat"),
@@ -116,6 +121,7 @@
     send: document.getElementById("send"),
     typing: document.getElementById("typing"),
     file: document.getElementById("file"),
+    attach: document.getElementById("attach"),
     end: document.getElementById("end"),
     closing: document.getElementById("closing"),
     stars: document.getElementById("stars"),
@@ -128,10 +134,13 @@
     offline: document.getElementById("offline"),
     offlineReason: document.getElementById("offline-reason"),
     offlineText: document.getElementById("offline-text"),
+    offlineEmail: document.getElementById("offline-email"),
+    offlineBack: document.getElementById("offline-back"),
     offlineError: document.getElementById("offline-error")
   };
   var lastSeq = 0;          // the highest history position seen: a resume asks for what follows
-  var contactId = null;     // the open (or last) contact, for the rating and the transcript
+  var contactId = null;     // the open (or last) contact
+  var endedId = null;       // the chat that ended, which the closing panel rates
   var outbox = [];          // messages not yet acknowledged: re-sent (same client_id) after a drop
   var mine = {};            // message_id -> its list item, for delivery receipts
   var positionTimer = null;
@@ -172,7 +181,33 @@
     document.querySelectorAll("[data-i18n-placeholder]").forEach(function (node) {
       node.placeholder = t(node.dataset.i18nPlaceholder);
     });
+    document.querySelectorAll("[data-i18n-label]").forEach(function (node) {
+      node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+    });
     document.title = t("title");
+  }
+
+  // The language chosen is kept for the next visit (storage) and in the address (a reload,
+  // a copied link).
+  function rememberLanguage(code) {
+    try {
+      window.localStorage.setItem(languageKey, code);
+    } catch (e) {
+      // Private browsing may refuse storage; the address still carries it.
+    }
+    var url = new URL(window.location.href);
+    if (url.searchParams.get("lang") !== code) {
+      url.searchParams.set("lang", code);
+      window.history.replaceState(window.history.state, "", url.toString());
+    }
+  }
+
+  function storedLanguage() {
+    try {
+      return window.localStorage.getItem(languageKey) || "";
+    } catch (e) {
+      return "";
+    }
   }
 
   function load() {
@@ -203,6 +238,10 @@
 
   function showStatus(s) {
     if (!s || typeof s !== "object") return;
+    if (s.state === "queued" || s.state === "assigned") {
+      if (endedId) resetClosing();
+      el.end.hidden = false;
+    }
     if (s.state === "queued") {
       if (s.estimated_wait_seconds != null) {
         setStatus(t("queuedWait", { n: s.position, m: Math.max(1, Math.round(s.estimated_wait_seconds / 60)) }));
@@ -212,7 +251,7 @@
       setStatus(s.agent_name ? t("assigned", { agent: s.agent_name }) : t("assignedAnon"));
     } else if (s.state === "ended") {
       setStatus(t("ended"));
-      showClosing();
+      showClosing(s.contact_id || contactId);
     }
     if (s.state !== "queued" && positionTimer) {
       window.clearInterval(positionTimer);
@@ -321,6 +360,8 @@
         else if (e.indexOf("message too large") !== 0) showError(el.error, e || t("failed"));
       } else {
         showError(el.error, "");
+        if (endedId && ack.contact_id !== endedId) resetClosing();
+        if (ack.contact_id !== endedId) el.end.hidden = false;
         contactId = ack.contact_id;
       }
     });
@@ -338,14 +379,18 @@
     node.textContent = r.state === "read" ? t("read") : t("delivered");
   }
 
+  // The place in the queue and its estimated wait: asked at once, then every 10 s.
   function pollPosition() {
     if (positionTimer) return;
-    positionTimer = window.setInterval(function () {
+    function ask() {
       if (!socket || !socket.connected) return;
       socket.emit("position", {}, function (ack) {
+        if (endedId) return; // an answer overtaken by the end of the chat
         if (ack && ack.ok && ack.status) showStatus(ack.status);
       });
-    }, 10000);
+    }
+    positionTimer = window.setInterval(ask, 10000);
+    ask();
   }
 
   function backToForm(message) {
@@ -376,7 +421,7 @@
       if (!data || typeof data !== "object") return;
       profile.visitor_id = data.visitor_id;
       save(profile);
-      if (data.contact_id) contactId = data.contact_id;
+      if (data.contact_id) { contactId = data.contact_id; el.end.hidden = false; }
       // Only what was missed comes back (since lastSeq); render skips what we already show.
       (Array.isArray(data.messages) ? data.messages : []).forEach(render);
       if (data.receipts && data.receipts.read) showReceipt({ by: "agent", state: "read", message_id: data.receipts.read });
@@ -421,12 +466,41 @@
     emitMessage(item);
   }
 
-  function showClosing() {
+  // The closing panel: shown once a chat has ended, for that chat; a new chat starts it afresh.
+  function showClosing(id) {
+    if (id && id !== endedId) resetClosing();
+    endedId = id || endedId;
+    el.end.hidden = true;
+    if (!endedId) return;
     el.closing.hidden = false;
     // A transcript goes only to the address of the pre-chat form (the server refuses others).
     var email = (profile && profile.email) || "";
     el.transcriptPanel.hidden = !email;
     el.transcriptEmail.value = email;
+  }
+
+  function resetClosing() {
+    endedId = null;
+    el.closing.hidden = true;
+    el.stars.hidden = false;
+    el.rateComment.hidden = false;
+    el.rateComment.value = "";
+    el.rateDone.hidden = true;
+    el.transcriptDone.hidden = true;
+  }
+
+  function endChat() {
+    el.end.disabled = true;
+    if (!socket || !socket.connected) { el.end.disabled = false; showError(el.error, t("failed")); return; }
+    socket.timeout(10000).emit("end", {}, function (err, ack) {
+      el.end.disabled = false;
+      if (err || !ack) { showError(el.error, t("failed")); return; }
+      if (!ack.ok) { showError(el.error, String(ack.error || "") || t("failed")); return; }
+      showError(el.error, "");
+      if (positionTimer) { window.clearInterval(positionTimer); positionTimer = null; }
+      setStatus(t("ended"));
+      showClosing(ack.contact_id || null);
+    });
   }
 
   function startOrOffline(p) {
@@ -439,13 +513,26 @@
           el.prechat.hidden = true;
           el.offline.hidden = false;
           el.offlineReason.textContent = a.reason === "closed" ? t("closed") : t("offline");
+          el.offlineEmail.value = p.email || "";
+          showError(el.offlineError, "");
+          (p.email ? el.offlineText : el.offlineEmail).focus();
         } else {
           fetchToken(p).then(function () { save(p); connect(p); }, function (e) { showError(el.prechatError, e.message); });
         }
       });
   }
 
-  el.language.addEventListener("change", function () { setLanguage(el.language.value); });
+  el.language.addEventListener("change", function () {
+    setLanguage(el.language.value);
+    rememberLanguage(lang);
+  });
+
+  el.offlineBack.addEventListener("click", function () {
+    el.offline.hidden = true;
+    el.prechat.hidden = false;
+    showError(el.offlineError, "");
+    el.name.focus();
+  });
 
   el.prechat.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -456,6 +543,7 @@
       return;
     }
     showError(el.prechatError, "");
+    rememberLanguage(el.language.value);
     var previous = load() || {};
     startOrOffline({
       name: name,
@@ -468,9 +556,16 @@
 
   el.offline.addEventListener("submit", function (event) {
     event.preventDefault();
-    if (!profile.email) { showError(el.offlineError, t("emailRequired")); return; }
+    var email = el.offlineEmail.value.trim();
+    if (!email || !el.offlineEmail.checkValidity()) {
+      showError(el.offlineError, t("emailRequired"));
+      el.offlineEmail.focus();
+      return;
+    }
+    profile.email = email;
     var text = el.offlineText.value;
-    if (!text.trim()) return;
+    if (!text.trim()) { el.offlineText.focus(); return; }
+    showError(el.offlineError, "");
     fetchToken(profile).then(function () {
       return fetch("/api/offline", {
         method: "POST",
@@ -510,20 +605,21 @@
     el.file.value = "";
   });
 
-  el.end.addEventListener("click", showClosing);
+  el.end.addEventListener("click", endChat);
+  el.attach.addEventListener("click", function () { el.file.click(); });
 
   el.stars.addEventListener("click", function (event) {
     var score = parseInt(event.target && event.target.dataset ? event.target.dataset.score : "", 10);
-    if (!score || !socket || !contactId) return;
-    socket.emit("rate", { contact_id: contactId, score: score, comment: el.rateComment.value }, function (ack) {
+    if (!score || !socket || !endedId) return;
+    socket.emit("rate", { contact_id: endedId, score: score, comment: el.rateComment.value }, function (ack) {
       if (ack && ack.ok) { el.stars.hidden = true; el.rateComment.hidden = true; el.rateDone.hidden = false; }
       else showError(el.error, (ack && ack.error) || t("failed"));
     });
   });
 
   el.transcript.addEventListener("click", function () {
-    if (!socket || !contactId) return;
-    socket.emit("transcript", { contact_id: contactId, email: el.transcriptEmail.value.trim() }, function (ack) {
+    if (!socket || !endedId) return;
+    socket.emit("transcript", { contact_id: endedId, email: el.transcriptEmail.value.trim() }, function (ack) {
       if (ack && ack.ok) el.transcriptDone.hidden = false;
       else showError(el.error, (ack && ack.error) || t("failed"));
     });
@@ -550,9 +646,17 @@
     }
   });
 
-  var browser = (params.get("lang") || navigator.language || "en").slice(0, 2).toLowerCase();
+  // The language: the resumed chat's, else the address's (?lang=), else the last one chosen,
+  // else the embedding site's default (widget.js data-language), else the browser's.
   var saved = load();
-  el.language.value = saved && STRINGS[saved.language] ? saved.language : STRINGS[browser] ? browser : "en";
+  var candidates = [
+    saved && saved.token && saved.name ? saved.language : "",
+    params.get("lang") || "",
+    storedLanguage(),
+    params.get("default_lang") || "",
+    navigator.language || ""
+  ].map(function (c) { return String(c).slice(0, 2).toLowerCase(); });
+  el.language.value = candidates.filter(function (c) { return STRINGS[c]; })[0] || "en";
   setLanguage(el.language.value);
   if (!tenant) {
     showError(el.prechatError, t("noTenant"));

@@ -34,7 +34,9 @@
     token: null, agent: null, socket: null,
     offers: {}, contacts: {}, order: [], current: null,
     threads: {}, codes: [], breakReasons: [], presence: null, surge: null,
+    drafts: {}, connected: null, caseData: null, caseHistory: null, kb: null,
   };
+  var ERROR_SECONDS = 10;  // how long an error stays up
 
   function el(tag, attrs) {
     var node = document.createElement(tag);
@@ -53,18 +55,53 @@
 
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function show(node, on) { node.hidden = !on; }
+  function lang() { return window.SBI18n.current(); }
+  // A duration in words in the UI's language (4 hours, 28 sec), never as 0:28 / 4:00:00.
+  function humanDuration(seconds) {
+    var s = Math.max(0, Math.round(seconds));
+    var parts = { days: Math.floor(s / 86400), hours: Math.floor((s % 86400) / 3600), minutes: Math.floor((s % 3600) / 60), seconds: s % 60 };
+    if (parts.days || parts.hours) parts.seconds = 0;  // to the minute once it is hours long
+    Object.keys(parts).forEach(function (k) { if (!parts[k]) delete parts[k]; });
+    if (!Object.keys(parts).length) return new Intl.NumberFormat(lang(), { style: "unit", unit: "second", unitDisplay: "short" }).format(0);
+    if (window.Intl && Intl.DurationFormat) return new Intl.DurationFormat(lang(), { style: "short" }).format(parts);
+    return Object.keys(parts).map(function (k) {
+      return new Intl.NumberFormat(lang(), { style: "unit", unit: k.replace(/s$/, ""), unitDisplay: "short" }).format(parts[k]);
+    }).join(" ");
+  }
+  function label(prefix, code) {
+    var key = prefix + code;
+    var s = t(key);
+    return s === key ? String(code).replace(/_/g, " ") : s;
+  }
   function fmtDuration(ms) {
     var s = Math.max(0, Math.round(ms / 1000));
     var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
     var pad = function (n) { return (n < 10 ? "0" : "") + n; };
     return h ? h + ":" + pad(m) + ":" + pad(r) : m + ":" + pad(r);
   }
-  function fmtTime(ms) { return ms ? new Date(ms).toLocaleString() : ""; }
+  // Dates and times in the UI's language, whatever the browser's own locale.
+  function fmtTime(ms) { return ms ? new Date(ms).toLocaleString(lang()) : ""; }
   function saved() { try { return JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { return null; } }
   function save() {
-    sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent, current: state.current }));
+    sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent, current: state.current, drafts: state.drafts }));
   }
-  function error(node, message) { node.textContent = message || ""; show(node, !!message); }
+  var errorTimers = {};
+  // An error on the page: set, and taken down again after ERROR_SECONDS.
+  function error(node, message) {
+    node.textContent = message || "";
+    show(node, !!message);
+    clearTimeout(errorTimers[node.id]);
+    if (message) errorTimers[node.id] = setTimeout(function () { error(node, ""); }, ERROR_SECONDS * 1000);
+  }
+  // What a refused action means, in the UI's language: by what was asked and the kind of
+  // refusal (the server's own text names internal ids and is for the logs).
+  function problem(what, ack) {
+    var kind = (ack && ack.kind) || "Internal";
+    var specific = "err_" + what + "_" + kind;
+    if (t(specific) !== specific) return t(specific);
+    var general = "err_" + kind;
+    return t(general) !== general ? t(general) : t("err_Internal");
+  }
 
   // ---- sign-in ----------------------------------------------------------------------------
 
@@ -119,14 +156,14 @@
     var socket = io("/agent", { auth: { token: state.token }, transports: ["websocket"] });
     state.socket = socket;
     socket.on("connect", function () {
-      $("conn").textContent = t("connected");
-      $("conn").className = "conn ok";
+      state.connected = true;
+      renderConn();
       error($("desk-error"), "");
       socket.emit("sign_in", {}, onDesk);
     });
     socket.on("disconnect", function () {
-      $("conn").textContent = t("reconnecting");
-      $("conn").className = "conn bad";
+      state.connected = false;
+      renderConn();
     });
     socket.on("connect_error", function (err) {
       error($("desk-error"), err && err.message);
@@ -138,13 +175,20 @@
         error($("login-error"), err.message);
       }
     });
-    socket.on("offer", function (offer) { state.offers[offer.offer_id] = offer; renderOffers(); });
+    socket.on("offer", function (offer) {
+      // A re-offer of a contact replaces the offer that timed out before it.
+      Object.keys(state.offers).forEach(function (id) {
+        if (state.offers[id].contact.contact_id === offer.contact.contact_id) delete state.offers[id];
+      });
+      state.offers[offer.offer_id] = offer;
+      renderOffers();
+    });
     socket.on("offer_gone", function (d) { delete state.offers[d.offer_id]; renderOffers(); });
     socket.on("contact", function (c) { upsertContact(c); });
     socket.on("contact_gone", function (d) { removeContact(d.contact_id); });
     socket.on("presence", function (p) { state.presence = p; renderPresence(); });
     socket.on("surge", function (s) { state.surge = s; renderSurge(); });
-    socket.on("desk_error", function (d) { error($("desk-error"), d.error); });
+    socket.on("desk_error", function () { error($("desk-error"), t("err_session")); });
     socket.on("message", onChatMessage);
     socket.on("typing", function (d) {
       if (d.contact_id === state.current) show($("typing"), !!d.typing);
@@ -155,15 +199,21 @@
     });
     socket.on("rated", function (d) {
       var thread = state.threads[d.contact_id];
-      if (thread) {
-        thread.push({ message_id: "rated:" + d.contact_id, author: "system", text: t("rated", { score: d.score }), rated: d.score });
+      if (thread && !thread.some(function (m) { return m.message_id === "rated:" + d.contact_id; })) {
+        thread.push({ message_id: "rated:" + d.contact_id, author: "system", rated: d.score });
         if (d.contact_id === state.current) renderThread();
       }
     });
   }
 
+  function renderConn() {
+    if (state.connected === null) return;
+    $("conn").textContent = state.connected ? t("connected") : t("reconnecting");
+    $("conn").className = "conn " + (state.connected ? "ok" : "bad");
+  }
+
   function onDesk(ack) {
-    if (!ack || !ack.ok) { error($("desk-error"), ack && ack.error); return; }
+    if (!ack || !ack.ok) { error($("desk-error"), problem("desk", ack)); return; }
     state.codes = ack.wrap_up_codes || [];
     state.breakReasons = ack.break_reasons || [];
     state.presence = ack.presence;
@@ -179,7 +229,7 @@
     renderContacts();
     renderCodes();
     var keep = state.current || (saved() || {}).current;
-    if (keep && state.contacts[keep]) select(keep, true);
+    if (keep && state.contacts[keep]) select(keep);
     else if (state.current && !state.contacts[state.current]) deselect();
   }
 
@@ -207,8 +257,8 @@
     var parts = v.split(":");
     state.socket.emit("presence", { presence: parts[0], reason: parts[1] || "" }, function (ack) {
       if (!ack.ok) {
-        error($("desk-error"), ack.locked ? t("breakLocked", { reason: ack.error }) : ack.error);
-        if (ack.locked) { $("surge").textContent = t("breakLocked", { reason: ack.error }); show($("surge"), true); }
+        error($("desk-error"), ack.locked ? t("breakLockedSurge") : problem("presence", ack));
+        if (ack.locked) { $("surge").textContent = t("breakLockedSurge"); show($("surge"), true); }
         renderPresence();
       } else {
         error($("desk-error"), "");
@@ -233,10 +283,9 @@
   function renderOffers() {
     var box = $("offers");
     clear(box);
-    var now = Date.now();
     Object.keys(state.offers).forEach(function (id) {
       var o = state.offers[id];
-      if (o.expires_at && o.expires_at < now - 1000) { delete state.offers[id]; return; }
+      if (!live(o)) { delete state.offers[id]; return; }
       var c = o.contact;
       var card = el("article", { cls: "offer", "data-testid": "offer", "data-offer-id": id, "data-channel": c.channel },
         icon(c.channel),
@@ -255,13 +304,22 @@
     tick();
   }
 
-  function firstOffer() { return Object.keys(state.offers)[0]; }
+  // An offer the router still holds for the agent: one whose accept timeout has not passed.
+  function live(o) { return !o.expires_at || o.expires_at > Date.now(); }
+
+  // The offer the A and D keys act on: the live one that expires first.
+  function firstOffer() {
+    var ids = Object.keys(state.offers).filter(function (id) { return live(state.offers[id]); });
+    ids.sort(function (a, b) { return (state.offers[a].expires_at || Infinity) - (state.offers[b].expires_at || Infinity); });
+    return ids[0];
+  }
 
   function accept(id) {
     if (!id) return;
     state.socket.emit("accept", { offer_id: id }, function (ack) {
-      if (!ack.ok) { error($("desk-error"), ack.error); delete state.offers[id]; renderOffers(); return; }
+      if (!ack.ok) { error($("desk-error"), problem("accept", ack)); delete state.offers[id]; renderOffers(); return; }
       upsertContact(ack.contact);
+      // The new contact is shown; the focus stays where it was, so the keys stay shortcuts.
       select(ack.contact.contact_id);
     });
   }
@@ -269,7 +327,7 @@
   function decline(id) {
     if (!id) return;
     state.socket.emit("decline", { offer_id: id, reason: "declined" }, function (ack) {
-      if (!ack.ok) error($("desk-error"), ack.error);
+      if (!ack.ok) error($("desk-error"), problem("decline", ack));
       delete state.offers[id];
       renderOffers();
     });
@@ -281,24 +339,31 @@
     if (!state.contacts[c.contact_id]) state.order.push(c.contact_id);
     state.contacts[c.contact_id] = c;
     renderContacts();
-    if (c.contact_id === state.current) renderHeader(c);
+    if (c.contact_id === state.current) {
+      renderHeader(c);
+      if (c.reply_channel !== "chat") renderThread();  // replies and their delivery
+    }
   }
 
   function removeContact(id) {
     delete state.contacts[id];
     state.order = state.order.filter(function (x) { return x !== id; });
     delete state.threads[id];
+    delete state.drafts[id];
     if (state.current === id) deselect();
     renderContacts();
   }
+
+  // A countdown: minutes and seconds ticking under an hour, in words (23 hr 57 min) above.
+  function countdown(ms) { return ms >= 3600 * 1000 ? humanDuration(ms / 1000) : fmtDuration(ms); }
 
   function slaText(c, now) {
     if (c.responded_at) return { text: t("answered"), cls: "ok" };
     if (!c.sla_due) return { text: "", cls: "" };
     var left = c.sla_due - now;
     return left >= 0
-      ? { text: t("slaLeft", { t: fmtDuration(left) }), cls: left < 0.2 * (c.sla_due - (c.created_at || now)) ? "warn" : "ok" }
-      : { text: t("slaOver", { t: fmtDuration(-left) }), cls: "bad" };
+      ? { text: t("slaLeft", { t: countdown(left) }), cls: left < 0.2 * (c.sla_due - (c.created_at || now)) ? "warn" : "ok" }
+      : { text: t("slaOver", { t: countdown(-left) }), cls: "bad" };
   }
 
   function renderContacts() {
@@ -324,9 +389,19 @@
 
   function tick() {
     var now = Date.now();
+    // An offer whose time is up is gone: the router has taken it back.
+    var expired = Object.keys(state.offers).filter(function (id) { return !live(state.offers[id]); });
+    if (expired.length) {
+      expired.forEach(function (id) { delete state.offers[id]; });
+      var box = $("offers");
+      expired.forEach(function (id) {
+        var card = box.querySelector("[data-offer-id='" + CSS.escape(id) + "']");
+        if (card) card.remove();
+      });
+    }
     document.querySelectorAll("#offers .countdown").forEach(function (node) {
       var exp = Number(node.getAttribute("data-expires"));
-      node.textContent = exp ? t("expiresIn", { s: Math.max(0, Math.ceil((exp - now) / 1000)) }) : "";
+      node.textContent = exp ? t("expiresIn", { s: Math.max(1, Math.ceil((exp - now) / 1000)) }) : "";
     });
     document.querySelectorAll("#contact-list .contact").forEach(function (node) {
       var c = state.contacts[node.getAttribute("data-contact-id")];
@@ -355,6 +430,7 @@
 
   function deselect() {
     state.current = null;
+    state.caseData = null;
     save();
     show($("conv"), false);
     show($("pick"), true);
@@ -362,9 +438,12 @@
     show($("case-none"), true);
   }
 
-  function select(id, restoring) {
+  function select(id) {
     var c = state.contacts[id];
     if (!c) return;
+    // Each conversation keeps its own draft.
+    if (state.current && state.current !== id) state.drafts[state.current] = $("reply-text").value;
+    if (state.current !== id || !$("reply-text").value) $("reply-text").value = state.drafts[id] || "";
     state.current = id;
     c.unread = false;
     save();
@@ -378,29 +457,29 @@
     clear(thread);
     if (c.channel === "chat" && c.reply_channel === "chat") {
       state.socket.emit("join", { contact_id: id }, function (ack) {
-        if (!ack.ok) { error($("reply-error"), ack.error); return; }
+        if (!ack.ok) { error($("reply-error"), problem("open", ack)); return; }
         state.threads[id] = ack.messages.slice();
-        if (ack.rated) state.threads[id].push({ message_id: "rated:" + id, author: "system", text: t("rated", { score: "✓" }) });
+        if (ack.rated) state.threads[id].push({ message_id: "rated:" + id, author: "system", rated: ack.rating || 0 });
         if (ack.ended) c.ended = true;
         if (state.current === id) { renderHeader(c); renderThread(); }
       });
     } else {
       state.socket.emit("open", { contact_id: id }, function (ack) {
-        if (!ack.ok) { error($("reply-error"), ack.error); return; }
+        if (!ack.ok) { error($("reply-error"), problem("open", ack)); return; }
         state.contacts[id] = ack.contact;
         state.threads[id] = ack.messages;
         if (state.current === id) { renderHeader(ack.contact); renderThread(); }
       });
     }
+    state.caseData = null;
     loadCase(id);
-    if (!restoring) $("reply-text").focus();
   }
 
   function renderHeader(c) {
     clear($("conv-icon"));
     $("conv-icon").appendChild(icon(c.channel));
     $("conv-name").textContent = c.customer_name || (c.identities[0] || {}).value || "";
-    $("conv-meta").textContent = [t("ch_" + c.channel), c.language, c.queue, c.subject].filter(Boolean).join(" · ");
+    $("conv-meta").textContent = [t("ch_" + c.channel), languageName(c.language), c.queue, c.subject].filter(Boolean).join(" · ");
     $("conv-state").textContent = c.ended ? t("ended") : t("active");
     $("conv-state").setAttribute("data-state", c.ended ? "ended" : "active");
     var voice = c.channel === "voice";
@@ -475,7 +554,7 @@
     var thread = $("thread");
     clear(thread);
     if (!c) return;
-    if (c.channel !== "chat") {
+    if (c.reply_channel !== "chat") {
       var first = el("li", { cls: "msg customer", "data-testid": "msg", "data-author": "customer" },
         el("div", { cls: "meta", text: [c.customer_name, (c.identities[0] || {}).value, fmtTime(c.created_at)].filter(Boolean).join(" · ") }));
       if (c.subject) first.appendChild(el("div", { cls: "subject", text: t("subject") + ": " + c.subject }));
@@ -488,21 +567,61 @@
           el("div", { cls: "meta", text: fmtTime(m.sent_at) }),
           c.channel === "email" && m.author === "customer" ? emailBody(m.text) : el("pre", { text: m.text })));
       });
-      (c.replies || []).forEach(function (r) {
-        thread.appendChild(el("li", { cls: "msg agent", "data-testid": "msg", "data-author": "agent" },
-          el("div", { cls: "meta", text: t("you") + " · " + fmtTime(r.sent_at) + (r.to ? " · " + t("sentTo", { to: r.to }) : "") }),
-          el("pre", { text: r.text })));
-      });
+      (c.replies || []).forEach(function (r) { thread.appendChild(replyItem(c, r)); });
     } else {
       (state.threads[id] || []).forEach(function (m) { thread.appendChild(chatItem(m)); });
     }
     thread.scrollTop = thread.scrollHeight;
   }
 
+  // An email or fax reply with what became of it (the channel's DeliveryStatus); a failed one
+  // can be sent again.
+  function replyItem(c, r) {
+    var delivery = r.delivery || "";
+    var item = el("li", { cls: "msg agent", "data-testid": "msg", "data-author": "agent", "data-delivery": delivery, "data-reply-id": r.id || "" },
+      el("div", { cls: "meta", text: t("you") + " · " + fmtTime(r.sent_at) + (r.to ? " · " + t("sentTo", { to: r.to }) : "") }),
+      el("pre", { text: r.text }));
+    if (delivery) {
+      var status = el("div", { cls: "delivery " + delivery, "data-testid": "delivery", text: t("dl_" + delivery) });
+      if (delivery === "failed" && r.delivery_detail) status.setAttribute("title", r.delivery_detail);
+      if (r.retried) status.appendChild(document.createTextNode(" · " + t("dl_retried")));
+      else if (delivery === "failed") {
+        var retry = el("button", { type: "button", cls: "retry", "data-testid": "retry", text: t("retry") });
+        retry.addEventListener("click", function () {
+          retry.disabled = true;
+          state.socket.emit("reply", { contact_id: c.contact_id, retry_of: r.id }, function (ack) {
+            retry.disabled = false;
+            if (!ack.ok) { error($("reply-error"), problem("reply", ack)); return; }
+            r.retried = ack.reply.id;
+            addReply(c.contact_id, ack.reply);
+          });
+        });
+        status.appendChild(retry);
+      }
+      item.appendChild(status);
+    }
+    return item;
+  }
+
+  function addReply(id, reply) {
+    var c = state.contacts[id];
+    if (!c || c.reply_channel === "chat") return;
+    c.replies = c.replies || [];
+    if (!c.replies.some(function (r) { return r.id === reply.id; })) c.replies.push(reply);
+    if (state.current === id) renderThread();
+  }
+
+  function stars(score) {
+    var n = Math.max(0, Math.min(5, Math.round(score)));
+    return "★★★★★".slice(0, n) + "☆☆☆☆☆".slice(0, 5 - n);
+  }
+
   function chatItem(m) {
+    var text = m.text || "";
+    if (m.rated !== undefined) text = m.rated ? t("ratedScore", { stars: stars(m.rated), score: m.rated }) : t("ratedNoScore");
     var item = el("li", { cls: "msg " + m.author, "data-testid": "msg", "data-author": m.author, "data-message-id": m.message_id || "" },
-      el("div", { cls: "meta", text: (m.author === "agent" ? (m.agent_name || t("you")) : m.author === "customer" ? t("customer") : "") + (m.sent_at ? " · " + new Date(m.sent_at).toLocaleTimeString() : "") }),
-      el("div", { cls: "text", "data-testid": "msg-text", text: m.text || "" }));
+      el("div", { cls: "meta", text: (m.author === "agent" ? (m.agent_name || t("you")) : m.author === "customer" ? t("customer") : "") + (m.sent_at ? " · " + new Date(m.sent_at).toLocaleTimeString(lang()) : "") }),
+      el("div", { cls: "text", "data-testid": "msg-text", text: text }));
     if (m.attachment) {
       item.appendChild(el("div", { cls: "muted", text: "📎 " + (m.attachment.filename || "") }));
     }
@@ -531,6 +650,7 @@
 
   var typingTimer = null;
   $("reply-text").addEventListener("input", function () {
+    if (state.current) { state.drafts[state.current] = $("reply-text").value; save(); }
     var c = state.contacts[state.current];
     if (!c || c.reply_channel !== "chat") return;
     if (!typingTimer) state.socket.emit("typing", { contact_id: c.contact_id, typing: true });
@@ -548,15 +668,14 @@
     $("reply-send").disabled = true;
     state.socket.emit("reply", { contact_id: id, text: text }, function (ack) {
       $("reply-send").disabled = false;
-      if (!ack.ok) { error($("reply-error"), ack.error); return; }
+      if (!ack.ok) { error($("reply-error"), problem("reply", ack)); return; }
       error($("reply-error"), "");
-      $("reply-text").value = "";
-      var c = state.contacts[id];
-      if (c && c.channel !== "chat") {
-        c.replies = c.replies || [];
-        if (!c.replies.some(function (r) { return r.id === ack.reply.id; })) c.replies.push(ack.reply);
-        if (state.current === id) renderThread();
-      }
+      // The draft sent is gone; another conversation's draft stays.
+      if (state.drafts[id] === text || state.current === id) delete state.drafts[id];
+      if (state.current === id && $("reply-text").value === text) $("reply-text").value = "";
+      save();
+      addReply(id, ack.reply);
+      if (state.current === id) loadCase(id);  // the first response met
     });
   }
 
@@ -567,15 +686,17 @@
 
   function renderCodes() {
     var sel = $("wrapup-code");
+    var chosen = sel.value;
     clear(sel);
-    state.codes.forEach(function (code) { sel.appendChild(el("option", { value: code, text: code })); });
+    state.codes.forEach(function (code) { sel.appendChild(el("option", { value: code, text: label("wu_", code) })); });
+    if (chosen && state.codes.indexOf(chosen) >= 0) sel.value = chosen;
   }
 
   $("wrapup").addEventListener("click", function () {
     var id = state.current;
     if (!id) return;
     state.socket.emit("wrap_up", { contact_id: id, code: $("wrapup-code").value }, function (ack) {
-      if (!ack.ok) { error($("reply-error"), ack.error); return; }
+      if (!ack.ok) { error($("reply-error"), problem("wrap_up", ack)); return; }
       removeContact(id);
     });
   });
@@ -584,7 +705,7 @@
     var c = state.contacts[state.current];
     if (!c) return;
     state.socket.emit("hold", { contact_id: c.contact_id, held: !c.held }, function (ack) {
-      if (!ack.ok) error($("reply-error"), ack.error);
+      if (!ack.ok) error($("reply-error"), problem("hold", ack));
       else upsertContact(ack.contact);
     });
   });
@@ -593,11 +714,19 @@
 
   var caseId = null;
 
-  function loadCase(id) {
-    error($("case-error"), "");
+  // The case panel; a contact the case service has not recorded yet (its consumer runs a little
+  // behind) is asked about again, with growing pauses, while it is the one shown.
+  function loadCase(id, attempt) {
+    attempt = attempt || 0;
+    if (!attempt) error($("case-error"), "");
     state.socket.emit("case", { contact_id: id }, function (ack) {
       if (state.current !== id) return;
-      if (!ack.ok) { error($("case-error"), ack.error); show($("case-body"), false); show($("case-none"), true); return; }
+      if (ack.ok && !ack.case && attempt < 20) {
+        setTimeout(function () { if (state.current === id) loadCase(id, attempt + 1); }, 500 * Math.min(attempt + 1, 6));
+      }
+      if (!ack.ok) { error($("case-error"), problem("case", ack)); show($("case-body"), false); show($("case-none"), true); return; }
+      state.caseData = ack.case;
+      state.caseHistory = ack.history;
       renderCase(ack.case, ack.history);
     });
   }
@@ -613,7 +742,8 @@
     var sla = $("case-sla");
     clear(sla);
     (c.sla || []).forEach(function (s) {
-      sla.appendChild(el("li", { cls: s.breached ? "bad" : "ok", text: s.metric + ": " + fmtDuration(s.elapsed * 1000) + " / " + fmtDuration(s.target * 1000) + " (" + s.state + ")" }));
+      sla.appendChild(el("li", { cls: s.breached ? "bad" : "ok", "data-metric": s.metric, "data-state": s.state,
+        text: t("slaLine", { metric: label("slaMetric_", s.metric), elapsed: humanDuration(s.elapsed), target: humanDuration(s.target), state: label("slaState_", s.state) }) }));
     });
     var notes = $("notes");
     clear(notes);
@@ -636,7 +766,7 @@
   $("case-status").addEventListener("change", function () {
     if (!caseId) return;
     state.socket.emit("case_status", { case_id: caseId, status: $("case-status").value }, function (ack) {
-      if (!ack.ok) { error($("case-error"), ack.error); if (state.current) loadCase(state.current); }
+      if (!ack.ok) { error($("case-error"), problem("case_status", ack)); if (state.current) loadCase(state.current); }
       else error($("case-error"), "");
     });
   });
@@ -646,34 +776,62 @@
     var text = $("note-text").value;
     if (!caseId || !text.trim()) return;
     state.socket.emit("note", { case_id: caseId, text: text }, function (ack) {
-      if (!ack.ok) { error($("case-error"), ack.error); return; }
+      if (!ack.ok) { error($("case-error"), problem("note", ack)); return; }
       $("note-text").value = "";
       $("notes").appendChild(el("li", {}, el("div", { cls: "meta", text: ack.note.author + " · " + fmtTime(ack.note.at) }), el("div", { text: ack.note.text })));
     });
   });
 
-  $("kb-form").addEventListener("submit", function (ev) {
-    ev.preventDefault();
+  function languageName(code) {
+    if (!code) return "";
+    try { return new Intl.DisplayNames([lang()], { type: "language" }).of(code) || code; } catch (e) { return code; }
+  }
+
+  function renderKbLanguages() {
+    var sel = $("kb-language");
+    var chosen = sel.value;
+    clear(sel);
+    sel.appendChild(el("option", { value: "", text: t("kbAllLanguages") }));
+    ["ko", "zh", "en", "ja"].forEach(function (code) { sel.appendChild(el("option", { value: code, text: languageName(code) })); });
+    sel.value = chosen;
+  }
+
+  // Knowledge search: every language unless the agent picks one; the contact's language first.
+  function searchKb() {
     var q = $("kb-query").value.trim();
     if (!q) return;
     var c = state.contacts[state.current];
-    state.socket.emit("kb_search", { query: q, language: c ? c.language : "" }, function (ack) {
-      var list = $("kb-results");
-      clear(list);
-      if (!ack.ok) { list.appendChild(el("li", { cls: "error", text: ack.error })); return; }
-      if (!ack.available) { list.appendChild(el("li", { cls: "muted", text: t("kbUnavailable") })); return; }
-      if (!ack.hits.length) { list.appendChild(el("li", { cls: "muted", text: t("kbNone") })); return; }
-      ack.hits.forEach(function (h) {
-        var btn = el("button", { type: "button", cls: "insert", "data-testid": "kb-insert", text: t("insert") });
-        btn.addEventListener("click", function () {
-          var box = $("reply-text");
-          box.value = (box.value ? box.value.replace(/\s*$/, "\n\n") : "") + h.body;
-          box.focus();
-        });
-        list.appendChild(el("li", {}, el("strong", { text: h.title }), el("p", { cls: "muted", text: h.snippet || h.body.slice(0, 160) }), btn));
-      });
+    state.socket.emit("kb_search", { query: q, language: $("kb-language").value, prefer: c ? c.language : "" }, function (ack) {
+      state.kb = ack;
+      renderKb();
     });
-  });
+  }
+
+  function renderKb() {
+    var ack = state.kb;
+    var list = $("kb-results");
+    clear(list);
+    if (!ack) return;
+    if (!ack.ok) { list.appendChild(el("li", { cls: "error", text: problem("kb", ack) })); return; }
+    if (!ack.available) { list.appendChild(el("li", { cls: "muted", text: t("kbUnavailable") })); return; }
+    if (!ack.hits.length) { list.appendChild(el("li", { cls: "muted", text: t("kbNone") })); return; }
+    ack.hits.forEach(function (h) {
+      var btn = el("button", { type: "button", cls: "insert", "data-testid": "kb-insert", text: t("insert") });
+      btn.addEventListener("click", function () {
+        var box = $("reply-text");
+        box.value = (box.value ? box.value.replace(/\s*$/, "\n\n") : "") + h.body;
+        if (state.current) { state.drafts[state.current] = box.value; save(); }
+        box.focus();
+      });
+      list.appendChild(el("li", { "data-testid": "kb-hit", "data-language": h.language || "" },
+        el("strong", { text: h.title }), " ",
+        el("span", { cls: "lang-badge", text: languageName(h.language) }),
+        el("p", { cls: "muted", text: h.snippet || h.body.slice(0, 160) }), btn));
+    });
+  }
+
+  $("kb-form").addEventListener("submit", function (ev) { ev.preventDefault(); searchKb(); });
+  $("kb-language").addEventListener("change", searchKb);
 
   // ---- keyboard shortcuts -----------------------------------------------------------------
 
@@ -697,8 +855,14 @@
 
   $("help-toggle").addEventListener("click", function () { $("help").showModal(); });
   $("help-close").addEventListener("click", function () { $("help").close(); });
+  // A new UI language: everything on the page is drawn again in it.
   document.addEventListener("sb-lang", function () {
-    if (state.socket) { renderPresence(); renderSurge(); renderOffers(); renderContacts(); if (state.current) { renderHeader(state.contacts[state.current]); renderThread(); } }
+    renderKbLanguages();
+    if (!state.socket) return;
+    renderConn(); renderPresence(); renderSurge(); renderOffers(); renderContacts(); renderCodes(); renderKb();
+    ["desk-error", "reply-error", "case-error"].forEach(function (id) { error($(id), ""); });
+    var cur = state.current && state.contacts[state.current];
+    if (cur) { renderHeader(cur); renderThread(); if (state.caseData) renderCase(state.caseData, state.caseHistory); }
   });
 
   // ---- start --------------------------------------------------------------------------------
@@ -709,6 +873,7 @@
     state.token = prior.token;
     state.agent = prior.agent;
     state.current = prior.current || null;
+    state.drafts = prior.drafts || {};
     window.SBI18n.load().then(start);
   } else {
     window.SBI18n.load();

@@ -46,7 +46,8 @@
     if (!frame) {
       var src = new URL("/widget", base);
       src.searchParams.set("tenant", tenant);
-      if (language) src.searchParams.set("lang", language);
+      // The site's language is a default: a language the customer chose in the panel wins.
+      if (language) src.searchParams.set("default_lang", language);
       frame = document.createElement("iframe");
       frame.className = "sb-panel";
       frame.title = label;

@@ -1,5 +1,9 @@
 """Header decoding: RFC 2047 encoded words (adjacent words joined before decoding, since mailers
-split multi-byte characters across them), raw 8-bit headers, RFC 2231 parameters."""
+split multi-byte characters across them), raw 8-bit headers, RFC 2231 parameters.
+
+Read as lenient readers do: an encoded word missing its closing `?=` ends at the next space, a Q
+word may hold spaces, and raw 8-bit bytes are decoded as valid UTF-8, else as one of the
+charsets the message declares (`hints`) when that reads as real text, else as detected."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import base64
 import binascii
 import quopri
 import re
+from collections.abc import Sequence
 from email.message import Message
 from email.utils import getaddresses, parseaddr
 
@@ -14,13 +19,23 @@ from switchboard.email_ingest.domain import charsets
 
 MAX_HEADER_CHARS = 16 * 1024
 
-_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?(?:([^?\r\n]*)\?=|([^?\s\"]+)(?=[\s\"]|$))")
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
+_ADDR_SPEC = re.compile(r"[^\s<>\"(),;:@\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+Hints = str | Sequence[str]
+
+
+def _hints(fallback: Hints) -> tuple[str, ...]:
+    if isinstance(fallback, str):
+        return (fallback,) if fallback else ()
+    return tuple(h for h in fallback if h)
 
 
 def _to_bytes(value: str) -> bytes:
-    # compat32 keeps raw 8-bit header bytes as surrogate escapes.
-    return value.encode("ascii", "surrogateescape") if value else b""
+    # compat32 keeps raw 8-bit header bytes as surrogate escapes (values it decoded itself, as
+    # RFC 2231 parameters, may hold real characters).
+    return value.encode("utf-8", "surrogateescape") if value else b""
 
 
 def _word_bytes(encoding: bytes, payload: bytes) -> bytes:
@@ -34,9 +49,12 @@ def _word_bytes(encoding: bytes, payload: bytes) -> bytes:
     return quopri.decodestring(payload.replace(b"_", b" "), header=True)
 
 
-def decode_header(value: str | None, fallback: str = "", problems: list[str] | None = None) -> str:
-    """The text of a header; encoded words decoded, raw 8-bit bytes decoded as `fallback` (or
-    sniffed), never raising."""
+def decode_header(
+    value: str | None, fallback: Hints = "", problems: list[str] | None = None
+) -> str:
+    """The text of a header; encoded words decoded, raw 8-bit bytes decoded as UTF-8 or one of the
+    `fallback` charsets (or detected), never raising."""
+    hints = _hints(fallback)
     if not value:
         return ""
     data = _to_bytes(str(value))
@@ -60,10 +78,11 @@ def decode_header(value: str | None, fallback: str = "", problems: list[str] | N
         charset = match.group(1).decode("ascii", "replace").split("*", 1)[0]
         if between and not (pending and between.strip() == b""):
             flush()
-            out.append(charsets.decode(between, fallback or "utf-8", problems))
+            out.append(charsets.decode_8bit(between, hints, problems))
         elif between.strip() == b"" and not pending and out == [] and between:
             out.append(between.decode("ascii", "replace"))
-        decoded = _word_bytes(match.group(2), match.group(3))
+        payload = match.group(3) if match.group(3) is not None else match.group(4)
+        decoded = _word_bytes(match.group(2), payload)
         if pending and charsets.normalise_label(charset) != pending_charset:
             flush()
         pending += decoded
@@ -72,7 +91,7 @@ def decode_header(value: str | None, fallback: str = "", problems: list[str] | N
     flush()
     rest = data[pos:]
     if rest:
-        out.append(charsets.decode(rest, fallback or "utf-8", problems))
+        out.append(charsets.decode_8bit(rest, hints, problems))
     text = "".join(out)
     return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
 
@@ -90,7 +109,7 @@ def raw(msg: Message, name: str) -> str | None:
 
 
 def addresses(
-    msg: Message, name: str, fallback: str = "", problems: list[str] | None = None
+    msg: Message, name: str, fallback: Hints = "", problems: list[str] | None = None
 ) -> list[tuple[str, str]]:
     """(display name, lower-cased address) pairs of an address header."""
     values = raw_all(msg, name)
@@ -98,18 +117,38 @@ def addresses(
     for display, addr in getaddresses([str(v) for v in values]):
         if "@" not in addr:
             continue
-        addr_text = decode_header(addr, fallback, problems)
-        result.append((decode_header(display, fallback, problems), addr_text.strip().lower()))
+        addr_text = decode_header(addr, fallback, problems).strip()
+        display_text = decode_header(display, fallback, problems)
+        if any(c.isspace() for c in addr_text):
+            # "Name addr@host" without angle brackets: the address is the address-like word.
+            match = _ADDR_SPEC.search(addr_text)
+            if match is None:
+                continue
+            display_text = display_text or (
+                addr_text[: match.start()] + addr_text[match.end() :]
+            ).strip(" \t<>\"'()")
+            addr_text = match.group(0)
+        result.append((display_text, addr_text.lower()))
     return result
 
 
 def first_address(
-    msg: Message, name: str, fallback: str = "", problems: list[str] | None = None
+    msg: Message, name: str, fallback: Hints = "", problems: list[str] | None = None
 ) -> tuple[str, str]:
     found = addresses(msg, name, fallback, problems)
     if found:
         return found[0]
-    display, addr = parseaddr(raw(msg, name) or "")
+    value = raw(msg, name) or ""
+    display, addr = parseaddr(value)
+    if "@" not in addr:
+        # No angle brackets, an unclosed one, or 8-bit text around the address: take the first
+        # address-like word and the rest as the name, as lenient readers do.
+        text = decode_header(value, fallback, problems)
+        match = _ADDR_SPEC.search(text)
+        if match is None:
+            return decode_header(display, fallback, problems), addr.strip().lower()
+        rest = (text[: match.start()] + text[match.end() :]).strip(" \t<>\"'()")
+        return rest.strip(), match.group(0).lower()
     return decode_header(display, fallback, problems), addr.strip().lower()
 
 
@@ -121,9 +160,21 @@ def message_ids(value: str | None) -> list[str]:
     return [m for m in _MSGID.findall(text)]
 
 
-def param(part: Message, name: str, header: str, problems: list[str] | None = None) -> str:
+def param(
+    part: Message,
+    name: str,
+    header: str,
+    problems: list[str] | None = None,
+    fallback: Hints = "",
+) -> str:
     """A Content-Type/Content-Disposition parameter, RFC 2231 (charset'lang'%XX, continuations)
     or RFC 2047-in-quotes (as Outlook writes filenames) decoded."""
+    raw_value = raw(part, header)
+    if raw_value and not raw_value.isascii():
+        # Raw 8-bit bytes in the value: the parser's own getter has already replaced them.
+        found = re.search(rf"(?i)(?:^|;)\s*{re.escape(name)}\s*=\s*(\"[^\"]*\"?|[^;]*)", raw_value)
+        if found:
+            return decode_header(found.group(1).strip().strip('"'), fallback, problems)
     try:
         value = part.get_param(name, header=header)
     except Exception:  # a malformed parameter list: treat as absent
@@ -132,6 +183,11 @@ def param(part: Message, name: str, header: str, problems: list[str] | None = No
         return ""
     if isinstance(value, tuple):
         charset, _lang, text = value
-        raw = str(text).encode("raw-unicode-escape")
-        return charsets.decode(raw, charset or "utf-8", problems)
-    return decode_header(str(value).strip('"'), "", problems)
+        try:
+            data = str(text).encode("latin-1", "surrogateescape")
+        except UnicodeEncodeError:
+            data = str(text).encode("utf-8", "surrogateescape")
+        if charset:
+            return charsets.decode(data, charset, problems)
+        return charsets.decode_8bit(data, _hints(fallback), problems)
+    return decode_header(str(value).strip('"'), fallback, problems)

@@ -2,6 +2,12 @@
 
 Parsing never raises on bad input: broken boundaries, bad base64, unknown charsets, huge headers
 and deep nesting each leave a note in `problems` and the rest of the message is still decoded.
+Malformed mail is read as lenient readers (Dovecot, Thunderbird) read it, so that no text they
+would show is lost: header lines folded without indentation or with a space before the colon
+are mended before parsing, a multipart whose declared boundary never appears is split on the
+boundary the body actually uses, parts after a nested multipart that reused its parent's
+boundary are recovered, base64 that is plainly not base64 is read as text, and every inline
+text part of a mixed message is kept in order.
 """
 
 from __future__ import annotations
@@ -91,8 +97,15 @@ def _payload_bytes(part: Message, problems: list[str], where: str) -> bytes:
     if isinstance(payload, bytes):
         raw = payload
     else:
-        raw = str(payload or "").encode("ascii", "surrogateescape")
-    cte = str(part.get("content-transfer-encoding", "7bit")).strip().lower()
+        raw = str(payload or "").encode("utf-8", "surrogateescape")
+    cte = _token(str(part.get("content-transfer-encoding", "7bit")))
+    return _transfer_decoded(raw, cte, problems, where)
+
+
+def _transfer_decoded(raw: bytes, cte: str, problems: list[str], where: str) -> bytes:
+    if cte == "base64" and _plainly_text(raw):
+        problems.append(f"{where}: declared base64 but is plain text; taken as 8bit")
+        return raw
     if cte == "base64":
         cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", raw)
         body = cleaned.rstrip(b"=")
@@ -110,24 +123,93 @@ def _payload_bytes(part: Message, problems: list[str], where: str) -> bytes:
         return data
     if cte == "quoted-printable":
         return quopri.decodestring(raw)
+    if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        return _uudecoded(raw, problems, where)
     if cte not in ("7bit", "8bit", "binary", ""):
         problems.append(f"{where}: unknown transfer encoding {cte!r}, taken as 8bit")
     return raw
 
 
+_TYPE = re.compile(r"\s*([a-z0-9!#$&^_.+-]+)\s*/\s*([a-z0-9!#$&^_.+-]+)", re.I)
+_META_CHARSET = re.compile(rb"<meta\b[^>]*?charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.I)
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_.:+-]+)", re.I)
+
+
+def _token(value: str) -> str:
+    """The first token of a header value ("Base64 (by gateway)" -> "base64")."""
+    match = re.match(r"\s*([A-Za-z0-9_.-]+)", value)
+    return match.group(1).lower() if match else ""
+
+
+def _plainly_text(raw: bytes) -> bool:
+    """Whether a body declared base64 is plainly not base64: words separated by spaces inside its
+    lines, or 8-bit bytes (base64 lines are one unbroken run of its 65 characters)."""
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    if not lines:
+        return False
+    spaced = sum(1 for line in lines if re.search(rb"[A-Za-z0-9+/=][ \t]+[A-Za-z0-9+/=]", line))
+    visible = len(re.sub(rb"\s", b"", raw))
+    foreign = len(re.sub(rb"[A-Za-z0-9+/=\s]", b"", raw))  # stray bytes are skipped, not text
+    return spaced * 2 > len(lines) or foreign * 10 > visible
+
+
+def _uudecoded(raw: bytes, problems: list[str], where: str) -> bytes:
+    """x-uuencode (which Thunderbird and Dovecot read): the lines between `begin` and `end`; a
+    line that does not decode is skipped and noted."""
+    out: list[bytes] = []
+    inside = False
+    bad = 0
+    for line in raw.splitlines():
+        if not inside:
+            inside = line.startswith(b"begin ")
+            continue
+        if line.strip() == b"end":
+            break
+        if not line.strip():
+            continue
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            try:  # some encoders pad short lines wrongly; trust the length byte
+                count = ((line[0] - 32) & 63) * 4 // 3
+                out.append(binascii.a2b_uu(line[: 1 + count + (-count % 4)]))
+            except (binascii.Error, IndexError):
+                bad += 1
+    if not inside:
+        problems.append(f"{where}: x-uuencode without a begin line, taken as 8bit")
+        return raw
+    if bad:
+        problems.append(f"{where}: {bad} uuencoded lines could not be decoded")
+    return b"".join(out)
+
+
 def _content_type(part: Message) -> str:
-    ctype = str(part.get("content-type", "")).split(";", 1)[0].strip().lower()
-    if not ctype or "/" not in ctype:
+    value = str(part.get("content-type", ""))
+    match = _TYPE.match(value)
+    if not match:
         return "text/plain"
-    return ctype
+    return f"{match.group(1)}/{match.group(2)}".lower()
+
+
+def _charset(part: Message) -> str:
+    try:
+        charset = part.get_content_charset() or ""
+    except Exception:  # a malformed RFC 2231 charset parameter
+        charset = ""
+    if not charset:
+        # "text/plain charset=utf-8": the parameter without its semicolon
+        match = _CHARSET.search(str(part.get("content-type", "")))
+        charset = match.group(1).lower() if match else ""
+    return charset
 
 
 class _Walker:
-    def __init__(self, mail: ParsedMail, fallback: str) -> None:
+    def __init__(self, mail: ParsedMail, fallback: str, hints: list[str]) -> None:
         self.mail = mail
         self.fallback = fallback
-        self.plain: list[str] = []
-        self.html: list[str] = []
+        self.hints = hints
+        # The inline text parts in reading order: (is HTML, text).
+        self.texts: list[tuple[bool, str]] = []
         self.parts = 0
 
     def walk(self, part: Message, depth: int, path: str) -> None:
@@ -146,22 +228,48 @@ class _Walker:
         for defect in getattr(part, "defects", []):
             self.mail.problems.append(f"{path}: {type(defect).__name__}")
         ctype = _content_type(part)
+        repaired_here = False
+        if not part.is_multipart() and ctype.startswith("multipart/"):
+            repaired = _resplit(part)
+            if repaired is not None:
+                self.mail.problems.append(
+                    f"{path}: {ctype} split on the boundary its body uses, not the declared one"
+                )
+                part = repaired
+                repaired_here = True
+            else:
+                # A multipart with no boundary at all: the body is decoded as text.
+                self.mail.problems.append(
+                    f"{path}: {ctype} without its boundary; body taken as text"
+                )
+                ctype = "text/plain"
+        if ctype == "message/rfc822" and part.is_multipart():
+            inner = _encoded_message(part, self.mail.problems, path)
+            if inner is not None:
+                part = inner
+                ctype = _content_type(part)
         if part.is_multipart():
-            children = part.get_payload()
+            children = list(part.get_payload())  # type: ignore[arg-type]
+            children += _epilogue_parts(part)
+            before = len(self.texts)
             if ctype == "multipart/alternative":
-                self._alternative(list(children), depth, path)  # type: ignore[arg-type]
-                return
-            for i, child in enumerate(children):
-                self.walk(child, depth + 1, f"{path}.{i + 1}")
+                self._alternative(children, depth, path)
+            else:
+                for i, child in enumerate(children):
+                    self.walk(child, depth + 1, f"{path}.{i + 1}")
+            preamble = part.preamble.strip() if isinstance(part.preamble, str) else ""
+            if preamble and not _BOILERPLATE.match(preamble):
+                if len(self.texts) == before:
+                    # No text in any part: what a reader shows is the preamble.
+                    self.texts.append((False, _surrogates_decoded(preamble, self.hints)))
+                elif repaired_here:
+                    # Split on a guessed boundary: what came before it may be the mail's text.
+                    self.texts.insert(before, (False, _surrogates_decoded(preamble, self.hints)))
             return
-        if ctype.startswith("multipart/"):
-            # A multipart whose boundary never appears: the body is decoded as text.
-            self.mail.problems.append(f"{path}: {ctype} without its boundary; body taken as text")
-            ctype = "text/plain"
-        disposition = str(part.get("content-disposition", "")).split(";", 1)[0].strip().lower()
+        disposition = _token(str(part.get("content-disposition", "")))
         filename = headers.param(
-            part, "filename", "content-disposition", self.mail.problems
-        ) or headers.param(part, "name", "content-type", self.mail.problems)
+            part, "filename", "content-disposition", self.mail.problems, self.hints
+        ) or headers.param(part, "name", "content-type", self.mail.problems, self.hints)
         data = _payload_bytes(part, self.mail.problems, path)
         if ctype in (
             "text/rfc822-headers",
@@ -174,11 +282,18 @@ class _Walker:
             and disposition != "attachment"
             and not (filename and disposition == "inline" and ctype != "text/plain")
         ):
-            charset = part.get_content_charset() or ""
+            charset = _charset(part)
+            if not charset and ctype == "text/html":
+                # An HTML part without a MIME charset: its own <meta> declaration, as readers do.
+                meta = _META_CHARSET.search(data[:4096])
+                charset = meta.group(1).decode("ascii").lower() if meta else ""
             if charset:
                 self.mail.charsets.append(charset)
-            decoded = charsets.decode(data, charset or self.fallback, self.mail.problems)
-            (self.plain if ctype == "text/plain" else self.html).append(decoded)
+            if charset:
+                decoded = charsets.decode(data, charset, self.mail.problems)
+            else:
+                decoded = charsets.decode_8bit(data, self.hints, self.mail.problems)
+            self.texts.append((ctype == "text/html", decoded))
             return
         name = filename or _default_name(ctype, len(self.mail.attachments) + 1)
         self.mail.attachments.append(
@@ -192,17 +307,23 @@ class _Walker:
         )
 
     def _alternative(self, children: list[Message], depth: int, path: str) -> None:
-        # Prefer the plain alternative when it has text; otherwise the HTML one.
-        plain_before, html_before = len(self.plain), len(self.html)
+        # One alternative is shown: the first with plain text, else the first with any text.
+        start = len(self.texts)
+        ranges: list[list[tuple[bool, str]]] = []
         for i, child in enumerate(children):
+            before = len(self.texts)
             self.walk(child, depth + 1, f"{path}.{i + 1}")
-        new_plain = self.plain[plain_before:]
-        new_html = self.html[html_before:]
-        if any(p.strip() for p in new_plain):
-            del self.html[html_before:]
-            self.mail.html = self.mail.html or "\n".join(new_html)
-        else:
-            del self.plain[plain_before:]
+            ranges.append(self.texts[before:])
+        del self.texts[start:]
+        with_text = [r for r in ranges if any(t.strip() for _, t in r)]
+        chosen = next(
+            (r for r in with_text if any(not h and t.strip() for h, t in r)),
+            with_text[0] if with_text else [],
+        )
+        self.texts += chosen
+        html = [t for r in ranges for h, t in r if h]
+        if html and not any(h for h, _ in chosen):
+            self.mail.html = self.mail.html or "\n".join(html)
 
 
 def _default_name(ctype: str, n: int) -> str:
@@ -212,22 +333,124 @@ def _default_name(ctype: str, n: int) -> str:
     return f"part-{n}.{re.sub(r'[^a-z0-9]', '', ext) or 'bin'}"
 
 
+_BOILERPLATE = re.compile(r"^(This is a multi-?part message in MIME format\.?)?\s*$", re.I)
+
+
+def _surrogates_decoded(value: str, hints: list[str]) -> str:
+    return charsets.decode_8bit(value.encode("utf-8", "surrogateescape"), hints)
+
+
+def _resplit(part: Message) -> Message | None:
+    """A multipart whose declared boundary is missing or never appears, re-parsed on the
+    boundary its body actually uses (a `--token` line followed by part headers), or None."""
+    payload = getattr(part, "_payload", "")
+    if not isinstance(payload, str):
+        return None
+    body = payload.encode("utf-8", "surrogateescape")
+    found = re.search(rb"(?m)^--([!-~][ -~]{0,69}?)[ \t]*\r?\n[A-Za-z-]+:", body)
+    if found is None:
+        return None
+    boundary = found.group(1).decode("ascii")
+    if boundary.endswith("--"):
+        return None
+    head = f'Content-Type: {_content_type(part)}; boundary="{boundary}"\r\n\r\n'.encode()
+    reparsed = email.message_from_bytes(head + body, policy=policy.compat32)
+    return reparsed if reparsed.is_multipart() and reparsed.get_payload() else None
+
+
+def _encoded_message(part: Message, problems: list[str], where: str) -> Message | None:
+    """An attached message sent base64 or quoted-printable (RFC 2046 forbids it; mailers do it):
+    the parser took the encoded text for a message without headers. Decoded and parsed again."""
+    cte = _token(str(part.get("content-transfer-encoding", "")))
+    children = part.get_payload()
+    if cte not in ("base64", "quoted-printable") or not isinstance(children, list):
+        return None
+    if len(children) != 1 or not isinstance(children[0], Message) or children[0].keys():
+        return None
+    encoded = getattr(children[0], "_payload", "")
+    if not isinstance(encoded, str):
+        return None
+    data = _transfer_decoded(encoded.encode("utf-8", "surrogateescape"), cte, problems, where)
+    return email.message_from_bytes(_mend_headers(data, []), policy=policy.compat32)
+
+
+def _epilogue_parts(part: Message) -> list[Message]:
+    """Parts after the close delimiter: a nested multipart that reused its parent's boundary
+    closes the parent early, and the parent's remaining parts land in its epilogue."""
+    epilogue = part.epilogue
+    boundary = part.get_boundary()
+    if not isinstance(epilogue, str) or not boundary:
+        return []
+    marker = "--" + boundary
+    if not re.search(rf"(?m)^{re.escape(marker)}\s*$", epilogue):
+        return []
+    head = f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode()
+    reparsed = email.message_from_bytes(
+        head + epilogue.encode("utf-8", "surrogateescape"), policy=policy.compat32
+    )
+    if not reparsed.is_multipart():
+        return []
+    part.epilogue = ""
+    return list(reparsed.get_payload())  # type: ignore[arg-type]
+
+
 def _header_value(data: bytes, name: str) -> str:
     match = re.search(rb"(?im)^" + name.encode() + rb":\s*(.+)$", data[: 64 * 1024])
     return match.group(1).decode("ascii", "replace") if match else ""
 
 
-def _guess_header_charset(msg: Message) -> str:
+def _declared_charsets(msg: Message) -> list[str]:
+    """Every charset the message's parts declare, in order: what raw 8-bit headers, filenames
+    and undeclared parts are most likely written in."""
+    found: list[str] = []
     for part in msg.walk() if msg.is_multipart() else [msg]:
-        cs = part.get_content_charset()
-        if cs:
-            return cs
-    return ""
+        cs = _charset(part)
+        if cs and cs not in found and cs not in ("us-ascii", "ascii"):
+            found.append(cs)
+    return found
+
+
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+_SPACED_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:")
+
+
+def _mend_headers(raw: bytes, problems: list[str]) -> bytes:
+    """The header block as a lenient reader takes it: "Name :" read as "Name:", and a line that
+    is neither a header nor indented read as the continuation of the header above (the parser
+    would otherwise end the headers there and show the rest, headers and all, as the body)."""
+    end = re.search(rb"\r?\n\r?\n", raw)
+    block = raw[: end.start()] if end else raw
+    rest = raw[end.start() :] if end else b""
+    lines = block.split(b"\n")
+    # A stray line is a fold only while headers follow it; after the last header it starts
+    # the body (a mail with no blank line after its header block).
+    last_header = max((i for i, line in enumerate(lines) if _HEADER_LINE.match(line)), default=0)
+    mended: list[bytes] = []
+    changed = False
+    for i, line in enumerate(lines):
+        spaced = _SPACED_NAME.match(line)
+        if spaced:
+            line = spaced.group(1) + b":" + line[spaced.end() :]
+            changed = True
+        elif (
+            0 < i < last_header
+            and line.strip()
+            and not _HEADER_LINE.match(line)
+            and line[:1] not in (b" ", b"\t")
+        ):
+            line = b" " + line
+            changed = True
+        mended.append(line)
+    if not changed:
+        return raw
+    problems.append("malformed header lines mended (unindented folds or spaces before colons)")
+    return b"\n".join(mended) + rest
 
 
 def parse(raw: bytes) -> ParsedMail:
     """Decode `raw` as far as it can be; never raises on malformed mail."""
     mail = ParsedMail(size=len(raw))
+    raw = _mend_headers(raw, mail.problems)
     header_end = raw.find(b"\r\n\r\n")
     if header_end < 0:
         header_end = raw.find(b"\n\n")
@@ -237,15 +460,16 @@ def parse(raw: bytes) -> ParsedMail:
         mail.problems.append(f"header block over {MAX_TOTAL_HEADER_BYTES} bytes")
     msg = email.message_from_bytes(raw, policy=policy.compat32)
     p = mail.problems
-    fallback = _guess_header_charset(msg)
+    hints = _declared_charsets(msg)
+    fallback = hints[0] if hints else ""
     mail.message_id = next(iter(headers.message_ids(headers.raw(msg, "message-id"))), "")
     mail.in_reply_to = next(iter(headers.message_ids(headers.raw(msg, "in-reply-to"))), "")
     mail.references = headers.message_ids(headers.raw(msg, "references"))[-50:]
-    mail.from_name, mail.from_address = headers.first_address(msg, "from", fallback, p)
-    mail.reply_to = headers.first_address(msg, "reply-to", fallback, p)[1]
-    mail.to = [a for _, a in headers.addresses(msg, "to", fallback, p)]
-    mail.cc = [a for _, a in headers.addresses(msg, "cc", fallback, p)]
-    mail.subject = headers.decode_header(headers.raw(msg, "subject"), fallback, p)
+    mail.from_name, mail.from_address = headers.first_address(msg, "from", hints, p)
+    mail.reply_to = headers.first_address(msg, "reply-to", hints, p)[1]
+    mail.to = [a for _, a in headers.addresses(msg, "to", hints, p)]
+    mail.cc = [a for _, a in headers.addresses(msg, "cc", hints, p)]
+    mail.subject = headers.decode_header(headers.raw(msg, "subject"), hints, p)
     mail.content_language = str(headers.raw(msg, "content-language") or "").split(",")[0].strip()
     mail.content_type = _content_type(msg)
     mail.report_type = (
@@ -256,24 +480,22 @@ def parse(raw: bytes) -> ParsedMail:
     for name in _LOOP_HEADERS:
         value = headers.raw(msg, name)
         if value is not None:
-            mail.raw_headers[name] = headers.decode_header(str(value), fallback)[:500]
+            mail.raw_headers[name] = headers.decode_header(str(value), hints)[:500]
     try:
         date = headers.raw(msg, "date")
         mail.date = parsedate_to_datetime(str(date)) if date else None
     except (TypeError, ValueError, IndexError):
         p.append("unreadable Date header")
-    walker = _Walker(mail, fallback)
+    walker = _Walker(mail, fallback, hints)
     try:
         walker.walk(msg, 0, "1")
     except RecursionError:
         p.append("nesting too deep to walk; inner parts kept only in the raw message")
-    plain = "\n\n".join(t for t in walker.plain if t.strip())
-    if walker.html and not mail.html:
-        mail.html = "\n".join(walker.html)
-    if plain.strip():
-        mail.body = plain
-    elif mail.html:
-        mail.body = text.html_to_text(mail.html)
+    shown = [text.html_to_text(t) if is_html else t for is_html, t in walker.texts]
+    mail.body = "\n\n".join(t.strip("\r\n") for t in shown if t.strip())
+    html = [t for is_html, t in walker.texts if is_html]
+    if html:
+        mail.html = "\n".join(html)
         mail.from_html = True
     mail.body = mail.body.replace("\r\n", "\n").replace("\x00", "")
     mail.new_text, mail.quoted, mail.signature = text.split_reply(mail.body)

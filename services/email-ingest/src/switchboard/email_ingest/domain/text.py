@@ -25,9 +25,33 @@ _PARAGRAPH = {
     "header",
     "footer",
     "dl",
+    "address",
+    "aside",
+    "caption",
+    "center",
+    "details",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "form",
+    "main",
+    "nav",
+    "summary",
 }
 _LINE = {"br", "div", "tr", "li", "dt", "dd"}
-_SKIP = {"script", "style", "head", "title", "noscript", "template", "svg"}
+_CELL = {"td", "th"}
+# Elements whose content is never shown. <head> is not one: text in it is shown in the body, and
+# a <head> that is never closed must not hide the mail (as an HTML5 parser ends it at the first
+# element that belongs in the body).
+# <noscript> is shown: mail readers run no scripts.
+_SKIP = {"script", "style", "title", "template", "svg"}
+_VOID = {"br", "hr", "img", "meta", "link", "input", "wbr", "col", "area", "base"}
+# An unclosed <script>/<style>/<title> ends where the body's own markup starts.
+_RAW_OPEN = re.compile(r"<(script|style|title|textarea)\b[^>]*>", re.I)
+_BODY_MARKUP = re.compile(
+    r"</head\s*>|<(body|p|div|table|br|h[1-6]|ul|ol|li|center|span|font|a|b|i|u|strong|em|blockquote|pre|tr|td)\b",
+    re.I,
+)
 _QUOTE_CLASSES = ("gmail_quote", "moz-cite-prefix", "yahoo_quoted", "protonmail_quote")
 _QUOTE_IDS = ("divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container")
 QUOTE_MARK = "\u2063QUOTE\u2063"
@@ -53,9 +77,11 @@ class _TextExtractor(HTMLParser):
         if tag in _PARAGRAPH:
             self.out.append("\n\n")
         elif tag in _LINE:
-            self.out.append("\n")
+            self._line()
         if tag == "li":
             self.out.append("- ")
+        if tag in _CELL:
+            self.out.append(" ")
         if tag == "pre":
             self.pre += 1
         if tag == "img" and a.get("alt"):
@@ -75,8 +101,16 @@ class _TextExtractor(HTMLParser):
         if tag == "blockquote":
             self.quote_depth += 1
 
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag.lower() not in _VOID:
+            self.handle_endtag(tag)
+
     def handle_endtag(self, tag: str) -> None:
         tag = tag.lower()
+        if tag == "br":  # </br> is read as <br>
+            self.out.append("\n")
+            return
         if tag in _SKIP:
             self.skip = max(0, self.skip - 1)
             return
@@ -91,6 +125,13 @@ class _TextExtractor(HTMLParser):
         if tag in _PARAGRAPH:
             self.out.append("\n\n")
         elif tag in ("div", "tr", "dd"):
+            self._line()
+
+    def _line(self) -> None:
+        """A line break where a block starts or ends, unless the text is already at one (two
+        adjacent blocks are one line apart, not two)."""
+        last = next((s for s in reversed(self.out) if s), "")
+        if not last.endswith("\n"):
             self.out.append("\n")
 
     def handle_data(self, data: str) -> None:
@@ -107,9 +148,61 @@ class _TextExtractor(HTMLParser):
         self.out.append(data)
 
 
+def _mend_html(html: str) -> str:
+    """Close what a broken mail leaves open so that its text is not swallowed: a <script>,
+    <style> or <title> never closed ends where the body's markup begins, and a comment never
+    closed ends at its first '>' (as quirks-mode readers take it)."""
+    out: list[str] = []
+    pos = 0
+    opened = _RAW_OPEN.search(html)
+    comment = html.find("<!--")
+    unclosed: set[str] = set()
+    while True:
+        # Each search moves on only once passed, so the scan stays linear in the mail's length.
+        if opened is not None and opened.start() < pos:
+            opened = _RAW_OPEN.search(html, pos)
+        if 0 <= comment < pos:
+            comment = html.find("<!--", pos)
+        if opened is None and comment < 0:
+            break
+        if comment >= 0 and (opened is None or comment < opened.start()):
+            close = -1 if "<!--" in unclosed else html.find("-->", comment + 4)
+            if close < 0:
+                unclosed.add("<!--")
+            if close >= 0:
+                out.append(html[pos : close + 3])
+                pos = close + 3
+                continue
+            gt = html.find(">", comment + 4)
+            if gt < 0:
+                break
+            out.append(html[pos:gt] + "-->")
+            pos = gt + 1
+            continue
+        assert opened is not None
+        tag = opened.group(1).lower()
+        close_match = None
+        if tag not in unclosed:
+            close_match = re.compile(rf"</{tag}\s*>", re.I).search(html, opened.end())
+            if close_match is None:
+                unclosed.add(tag)  # nor will any later one be closed
+        if close_match is not None:
+            out.append(html[pos : close_match.end()])
+            pos = close_match.end()
+            continue
+        body = _BODY_MARKUP.search(html, opened.end())
+        if body is None:
+            break
+        out.append(html[pos : body.start()] + f"</{tag}>")
+        pos = body.start()
+    out.append(html[pos:])
+    return "".join(out)
+
+
 def html_to_text(html: str) -> str:
     """Readable plain text from an HTML mail body: no markup, scripts or styles; paragraphs and
     line breaks kept; links shown once; quoted blocks prefixed with '>'."""
+    html = _mend_html(html)
     parser = _TextExtractor()
     try:
         parser.feed(html)

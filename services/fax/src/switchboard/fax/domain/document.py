@@ -60,6 +60,8 @@ class Page:
     dpi: tuple[float, float]
     png: bytes = b""
     thumbnail_png: bytes = b""
+    ocr_png: bytes = b""  # the page resampled for OCR (see ocr_image)
+    ocr_dpi: float = 0.0  # ocr_png's resolution
 
 
 @dataclass
@@ -263,6 +265,62 @@ def _thumbnail(image: Image.Image, dpi: tuple[float, float], width: int) -> Imag
     return gray.resize((width, height), Image.Resampling.LANCZOS)
 
 
+# Height of a line of text's ink, in pixels, that tesseract reads best: its models are trained
+# on text at about 300 dpi, where 12 pt CJK glyphs stand 45-55 pixels tall.
+OCR_LINE_HEIGHT = 54.0
+OCR_DPI = 300.0  # for a page with no text lines to measure
+OCR_THRESHOLD = 160
+
+
+def line_height(gray: Image.Image) -> float:
+    """The median height in pixels of the page's text lines (runs of rows with ink, 0 if none):
+    the body text's size, which single large titles or small header lines do not move."""
+    ink = gray.point(lambda v: 255 if v < 128 else 0)
+    rows = list(ink.resize((1, ink.height), Image.Resampling.BOX).tobytes())
+    heights: list[int] = []
+    run = 0
+    for value in [*rows, 0]:
+        if value:
+            run += 1
+        elif run:
+            if run >= 3:  # specks and rules are not lines
+                heights.append(run)
+            run = 0
+    heights.sort()
+    return float(heights[len(heights) // 2]) if heights else 0.0
+
+
+def ocr_image(
+    image: Image.Image, dpi: tuple[float, float], max_pixels: int = Limits.max_page_pixels
+) -> tuple[Image.Image, float]:
+    """The page as the OCR engine reads it best, and its resolution: grey, with square pixels,
+    scaled so its text lines stand OCR_LINE_HEIGHT pixels tall.
+
+    A fax at standard resolution has pixels twice as tall as they are wide (204 × 98 dpi), and
+    tesseract assumes square ones: read as it is, every glyph is squashed to half its height and
+    CJK text comes out garbled. Resampling to square pixels with a smoothing filter restores the
+    glyphs' shapes, and scaling by
+    the measured line height rather than to a fixed dpi brings small print and large print alike
+    to the size the models were trained at. The result never has more than `max_pixels` (a
+    file's resolution tags are the sender's)."""
+    gray = image.convert("L")
+    square = gray.resize(
+        (gray.width, max(1, round(gray.height * dpi[0] / dpi[1]))), Image.Resampling.LANCZOS
+    )
+    measured = line_height(square)
+    scale = OCR_LINE_HEIGHT / measured if measured else OCR_DPI / dpi[0]
+    scale = min(max(scale, 0.5), 4.0)
+    width, height = square.width * scale, square.height * scale
+    if width * height > max_pixels:
+        shrink = (max_pixels / (width * height)) ** 0.5
+        width, height, scale = width * shrink, height * shrink, scale * shrink
+    size = (max(1, round(width)), max(1, round(height)))
+    resampled = square if size == square.size else gray.resize(size, Image.Resampling.LANCZOS)
+    # A fax is black and white: back to two levels, the threshold on the light side so that
+    # thin strokes the smoothing greyed stay joined.
+    return resampled.point(lambda v: 255 if v > OCR_THRESHOLD else 0), dpi[0] * scale
+
+
 def normalise(data: bytes, limits: Limits) -> Document:
     """Decode `data` (TIFF class F or PDF) into pages with PNG images and thumbnails.
 
@@ -280,4 +338,6 @@ def normalise(data: bytes, limits: Limits) -> Document:
     for page in document.pages:
         page.png = _png(page.image)
         page.thumbnail_png = _png(_thumbnail(page.image, page.dpi, limits.thumbnail_width))
+        resampled, page.ocr_dpi = ocr_image(page.image, page.dpi, limits.max_page_pixels)
+        page.ocr_png = _png(resampled)
     return document

@@ -85,9 +85,14 @@ def reply_header(case_reference: str, to_number: str, at: datetime) -> str:
     return f"{case}  ·  To {to_number}  ·  {at:%Y-%m-%d %H:%M} UTC"
 
 
-def to_tiff(pages: list[Image.Image], compression: str = "group4", t4_2d: bool = False) -> bytes:
-    """A multi-page TIFF class F at fax resolution: group4 (T.6), or group3 (T.4; 1-D, or 2-D
-    with `t4_2d`)."""
+def to_tiff(
+    pages: list[Image.Image],
+    compression: str = "group4",
+    t4_2d: bool = False,
+    dpi: tuple[int, int] = FAX_DPI,
+) -> bytes:
+    """A multi-page TIFF class F at fax resolution (`dpi`, fine by default): group4 (T.6), or
+    group3 (T.4; 1-D, or 2-D with `t4_2d`)."""
     out = io.BytesIO()
     extra: dict[str, Any] = {}
     if t4_2d:
@@ -96,7 +101,7 @@ def to_tiff(pages: list[Image.Image], compression: str = "group4", t4_2d: bool =
         out,
         "TIFF",
         compression=compression,
-        dpi=FAX_DPI,
+        dpi=dpi,
         save_all=True,
         append_images=pages[1:],
         **extra,

@@ -26,7 +26,13 @@ CHANNELS: dict[str, int] = {
     "fax": contact_pb2.CHANNEL_FAX,
     "chat": contact_pb2.CHANNEL_CHAT,
 }
-SURGE_ACTIONS = frozenset({"refuse_breaks", "pause_callbacks", "notify_supervisors"})
+# refuse_breaks: new breaks get FAILED_PRECONDITION; notify_agents: the change goes down the
+# agent sessions of the agents on break and of team leads and supervisors; pause_callbacks:
+# non-urgent outbound callbacks wait; notify_supervisors: SurgeLevelChanged on the bus (always
+# published; the action is kept for the configurations that name it).
+SURGE_ACTIONS = frozenset(
+    {"refuse_breaks", "notify_agents", "pause_callbacks", "notify_supervisors"}
+)
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -71,12 +77,32 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class SurgeLevel:
+    """One level of a tenant's surge plan: raised when more than `queued_over` customers have
+    stayed queued in one queue (waiting or offered, not yet answered) continuously for
+    `raise_for`; cleared when `idle_agents` agents have each been idle continuously for
+    `idle_for` (and no queue still meets the raise condition)."""
+
     level: int
-    waiting_over: int  # raised when more than this many contacts ...
-    wait_longer_than: float  # ... have waited longer than this in one queue
-    clear_idle_agents: int  # cleared when this many agents ...
-    clear_idle_for: float  # ... have been idle this long
+    queued_over: int
+    raise_for: float
+    idle_agents: int
+    idle_for: float
     actions: frozenset[str] = frozenset()
+    queues: tuple[str, ...] = ()  # the queues it watches; () = every queue of the tenant
+
+    def watches(self, queue: str) -> bool:
+        return not self.queues or queue in self.queues
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Load a level pickled under its earlier field names."""
+        renamed = {
+            "waiting_over": "queued_over",
+            "wait_longer_than": "raise_for",
+            "clear_idle_agents": "idle_agents",
+            "clear_idle_for": "idle_for",
+        }
+        for name, value in state.items():
+            object.__setattr__(self, renamed.get(name, name), value)
 
 
 @dataclass(frozen=True)
@@ -319,50 +345,7 @@ def _tenant(w: ConfigReader, name: str, node: yaml.Node, path: str, text: str) -
                 f["default_queue"][1], f"{path}.default_queue", f"unknown queue {default_queue!r}"
             )
 
-    surge: list[SurgeLevel] = []
-    if "surge" in f:
-        for i, lnode in enumerate(w.seq(f["surge"][1], f"{path}.surge")):
-            lp = f"{path}.surge[{i}]"
-            lf = w.mapping(lnode, lp, _SURGE_FIELDS)
-            for req in ("level", "raise", "clear"):
-                if req not in lf:
-                    raise w.fail(lnode, f"{lp}.{req}", "is required")
-            level = w.integer(lf["level"][1], f"{lp}.level", 1, 9)
-            if any(s.level == level for s in surge):
-                raise w.fail(lf["level"][1], f"{lp}.level", f"level {level} defined twice")
-            rf = w.mapping(lf["raise"][1], f"{lp}.raise", {"waiting_over", "wait_longer_than"})
-            cf = w.mapping(lf["clear"][1], f"{lp}.clear", {"idle_agents", "idle_for"})
-            for req, m, node in (
-                ("waiting_over", rf, lf["raise"][1]),
-                ("wait_longer_than", rf, lf["raise"][1]),
-                ("idle_agents", cf, lf["clear"][1]),
-                ("idle_for", cf, lf["clear"][1]),
-            ):
-                if req not in m:
-                    raise w.fail(
-                        node, f"{lp}.{'raise' if m is rf else 'clear'}.{req}", "is required"
-                    )
-            actions: frozenset[str] = frozenset()
-            if "actions" in lf:
-                acts = w.strings(lf["actions"][1], f"{lp}.actions", _NAME)
-                for k, act in enumerate(acts):
-                    if act not in SURGE_ACTIONS:
-                        raise w.fail(
-                            w.seq(lf["actions"][1], "")[k],
-                            f"{lp}.actions[{k}]",
-                            f"unknown action {act!r} (expected one of {sorted(SURGE_ACTIONS)})",
-                        )
-                actions = frozenset(acts)
-            surge.append(
-                SurgeLevel(
-                    level,
-                    w.integer(rf["waiting_over"][1], f"{lp}.raise.waiting_over", 0, 1_000_000),
-                    w.duration(rf["wait_longer_than"][1], f"{lp}.raise.wait_longer_than"),
-                    w.integer(cf["idle_agents"][1], f"{lp}.clear.idle_agents", 0, 1_000_000),
-                    w.duration(cf["idle_for"][1], f"{lp}.clear.idle_for"),
-                    actions,
-                )
-            )
+    surge = _surge(w, f["surge"][1], f"{path}.surge", queues) if "surge" in f else []
     return TenantConfig(
         tenant=name,
         languages=languages,
@@ -383,12 +366,78 @@ def _tenant(w: ConfigReader, name: str, node: yaml.Node, path: str, text: str) -
         break_reasons=w.strings(f["break_reasons"][1], f"{path}.break_reasons", _NAME)
         if "break_reasons" in f
         else (),
-        surge=tuple(sorted(surge, key=lambda s: s.level)),
+        surge=tuple(surge),
         urgent_priority=w.integer(f["urgent_priority"][1], f"{path}.urgent_priority", 0, 100)
         if "urgent_priority" in f
         else 5,
         yaml_text=text,
     )
+
+
+# A level's fields; `raise` and `clear` each take `for`, and the earlier names of the same
+# quantities (waiting_over, wait_longer_than, idle_for) are still read.
+_RAISE_FIELDS = {"queued_over", "for", "queues", "waiting_over", "wait_longer_than"}
+_CLEAR_FIELDS = {"idle_agents", "for", "idle_for"}
+
+
+def _surge(
+    w: ConfigReader, node: yaml.Node, path: str, queues: dict[str, QueueConfig]
+) -> list[SurgeLevel]:
+    levels: list[SurgeLevel] = []
+    for i, lnode in enumerate(w.seq(node, path)):
+        lp = f"{path}[{i}]"
+        lf = w.mapping(lnode, lp, _SURGE_FIELDS)
+        for req in ("level", "raise", "clear"):
+            if req not in lf:
+                raise w.fail(lnode, f"{lp}.{req}", "is required")
+        level = w.integer(lf["level"][1], f"{lp}.level", 1, 9)
+        if any(s.level == level for s in levels):
+            raise w.fail(lf["level"][1], f"{lp}.level", f"level {level} defined twice")
+        rnode, cnode = lf["raise"][1], lf["clear"][1]
+        rf = w.mapping(rnode, f"{lp}.raise", _RAISE_FIELDS)
+        cf = w.mapping(cnode, f"{lp}.clear", _CLEAR_FIELDS)
+
+        def one_of(
+            m: dict[str, tuple[yaml.Node, yaml.Node]], where: yaml.Node, p: str, *names: str
+        ) -> yaml.Node:
+            given = [n for n in names if n in m]
+            if not given:
+                raise w.fail(where, f"{p}.{names[0]}", "is required")
+            if len(given) > 1:
+                raise w.fail(m[given[1]][0], f"{p}.{given[1]}", f"the same as {given[0]}: give one")
+            return m[given[0]][1]
+
+        rp, cp = f"{lp}.raise", f"{lp}.clear"
+        queued_over = w.integer(
+            one_of(rf, rnode, rp, "queued_over", "waiting_over"), f"{rp}.queued_over", 0, 1_000_000
+        )
+        raise_for = w.duration(one_of(rf, rnode, rp, "for", "wait_longer_than"), f"{rp}.for")
+        idle_agents = w.integer(
+            one_of(cf, cnode, cp, "idle_agents"), f"{cp}.idle_agents", 0, 1_000_000
+        )
+        idle_for = w.duration(one_of(cf, cnode, cp, "for", "idle_for"), f"{cp}.for")
+        watched: tuple[str, ...] = ()
+        if "queues" in rf:
+            qnode = rf["queues"][1]
+            watched = w.strings(qnode, f"{rp}.queues", _NAME)
+            for k, q in enumerate(watched):
+                if q not in queues:
+                    raise w.fail(w.seq(qnode, "")[k], f"{rp}.queues[{k}]", f"unknown queue {q!r}")
+        actions: frozenset[str] = frozenset()
+        if "actions" in lf:
+            acts = w.strings(lf["actions"][1], f"{lp}.actions", _NAME)
+            for k, act in enumerate(acts):
+                if act not in SURGE_ACTIONS:
+                    raise w.fail(
+                        w.seq(lf["actions"][1], "")[k],
+                        f"{lp}.actions[{k}]",
+                        f"unknown action {act!r} (expected one of {sorted(SURGE_ACTIONS)})",
+                    )
+            actions = frozenset(acts)
+        levels.append(
+            SurgeLevel(level, queued_over, raise_for, idle_agents, idle_for, actions, watched)
+        )
+    return sorted(levels, key=lambda s: s.level)
 
 
 def load_text(text: str, source: str = "router.yaml") -> RouterConfig:

@@ -15,7 +15,7 @@ Indexes, so that matching cost does not grow with the number of agents or waitin
 - Waiting contacts with the same ``Req`` share a *bucket*: a heap ordered by priority, then by the
   service-level deadline (queued time + the queue's threshold). A group caches which buckets it
   qualifies for, so a freed agent looks at a few bucket heads, not at every contact.
-- Timers (offer expiry, routing steps, surge ages, idle periods, wrap-up) are one heap of due
+- Timers (offer expiry, routing steps, surge periods, idle periods, wrap-up) are one heap of due
   times, run by ``tick``.
 Heaps use lazy deletion: an entry carries the version of its object and is skipped when stale.
 A contact's bucket and its queue's `oldest` heap are swept a few entries per push once they hold
@@ -208,6 +208,8 @@ class Engine(Index, Explain, Surge, Stats):
                     heapq.heapify(qs.oldest)
         if "history_minimal" not in state:  # pickled when history kept whole contacts
             self._minimise_history()
+        if any(not hasattr(t, "queued") for t in self.tenants.values()):
+            self._recount_queued()  # pickled before the surge counted customers queued
 
     def _minimise_history(self) -> None:
         """Drop the personal data of the ended contacts an older snapshot kept whole (in
@@ -262,13 +264,33 @@ class Engine(Index, Explain, Surge, Stats):
                 continue
             self._unfile(c)
             if c.queue not in cfg.queues:
+                self._count_queued(c, -1)
                 c.queue = cfg.default_queue
+                self._count_queued(c, +1)
             self._reset_steps(c, keep_entered=True)
             self._file(c)
+        self._rewatch(state)
         for c in list(self.contacts.values()):
             if c.tenant == cfg.tenant and c.status == Status.WAITING:
                 effects += self._match_contact(c)
-        return effects
+        return effects + self._evaluate_surge(cfg.tenant)
+
+    def _rewatch(self, state: TenantState) -> None:
+        """Under a new surge plan: a queue stays over a level it was over (from the same time)
+        while it still is; the rest start now."""
+        levels = {lvl.level: lvl for lvl in state.config.surge}
+        for (number, queue), since in list(state.over_since.items()):
+            lvl = levels.get(number)
+            if (
+                lvl is None
+                or not lvl.watches(queue)
+                or state.queued.get(queue, 0) <= lvl.queued_over
+            ):
+                del state.over_since[(number, queue)]
+            else:
+                self._timer(since + lvl.raise_for, "surge", state.config.tenant, 0)
+        for queue in list(state.queued):
+            self._watch_queue(state.config.tenant, state, queue)
 
     # ---- agents --------------------------------------------------------------------------------
 
@@ -438,6 +460,8 @@ class Engine(Index, Explain, Surge, Stats):
         that a waiting call the customer turned into a callback keeps its place as a callback."""
         existing = self.contacts.get(contact.contact_id)
         if existing is not None and contact.callback and not existing.callback:
+            if existing.status in (Status.WAITING, Status.OFFERED):
+                self._count_queued(existing, -1)  # the caller hung up: no longer holding
             existing.set_callback()
             if existing.status == Status.WAITING:
                 self._file(existing)  # same queued time: same place; now pausable by a surge
@@ -472,6 +496,7 @@ class Engine(Index, Explain, Surge, Stats):
         self._reset_steps(c)
         c.sticky_agent = self._sticky_agent(c.tenant, contact.identities)
         self._file(c)
+        self._count_queued(c, +1)
         qs = state.queue_stats(queue)
         return [Queued(c, qs.waiting), *self._match_contact(c)]
 
@@ -484,6 +509,7 @@ class Engine(Index, Explain, Surge, Stats):
         if c.status == Status.OFFERED:
             effects += self._withdraw(c.offer_id, reason, requeue=False)
         self._unfile(c)
+        self._count_queued(c, -1)
         c.status = Status.ABANDONED
         waited = self.clock() - c.queued_at
         self._record_outcome(c, answered=False, waited=waited)
@@ -566,7 +592,6 @@ class Engine(Index, Explain, Surge, Stats):
                 qs.sweep = _sweep(qs.oldest, qs.sweep, lambda e: self._in_oldest(e, queue))
             heapq.heappush(qs.oldest, c)
             c.oldest_in = c.queue
-        self._schedule_ages(c)
         if c.sticky_agent:
             self.sticky_waiting.setdefault((c.tenant, c.sticky_agent), {})[c.contact_id] = None
 
@@ -594,19 +619,10 @@ class Engine(Index, Explain, Surge, Stats):
         state = self.tenant(c.tenant)
         qs = state.queue_stats(c.queue)
         qs.waiting -= 1
-        for threshold in c.aged:
-            key = (c.queue, threshold)
-            state.aged[key] = state.aged.get(key, 1) - 1
-        c.aged = ()
         if c.sticky_agent:
             waiting = self.sticky_waiting.get((c.tenant, c.sticky_agent))
             if waiting is not None:
                 waiting.pop(c.contact_id, None)
-
-    def _schedule_ages(self, c: Contact) -> None:
-        thresholds = sorted({lvl.wait_longer_than for lvl in self.tenant(c.tenant).config.surge})
-        for threshold in thresholds:
-            self._timer(c.entered_queue_at + threshold, "age", (c.contact_id, threshold), c.version)
 
     def _bucket_head(self, req: Req, skip_agent: str) -> Contact | None:
         heap = self.buckets.get(req)
@@ -693,6 +709,7 @@ class Engine(Index, Explain, Surge, Stats):
         if agent.presence == Presence.AVAILABLE and agent.long_idle:
             self._clear_long_idle(agent)
         c.status = Status.ASSIGNED
+        self._count_queued(c, -1)
         c.agent_id = agent_id
         c.assigned_at = now
         self._outcome(c, offer_id, "accepted")
@@ -852,6 +869,8 @@ class Engine(Index, Explain, Surge, Stats):
             raise NotFound("contact", contact_id)
         effects: list[Effect] = []
         from_agent = c.agent_id
+        if c.status != Status.ASSIGNED:
+            self._count_queued(c, -1)  # counted again in the queue it goes to
         if c.status == Status.ASSIGNED:
             agent = self.agents.get((tenant, c.agent_id))
             if agent_id and agent_id != c.agent_id:
@@ -873,6 +892,7 @@ class Engine(Index, Explain, Surge, Stats):
         c.declined = {from_agent: None} if from_agent else None
         self._reset_steps(c)
         self._file(c)
+        self._count_queued(c, +1)
         effects.append(Transferred(c, from_agent, queue))
         return effects + self._match_contact(c, not_now=from_agent)
 
@@ -913,7 +933,7 @@ class Engine(Index, Explain, Surge, Stats):
         return bool(self.timers) and self.timers[0][0] <= self.clock()
 
     def tick(self) -> list[Effect]:
-        """Run every timer that is due: offer expiry, routing steps, surge ages, wrap-up ends."""
+        """Run every timer that is due: offer expiry, routing steps, surge periods, wrap-up ends."""
         now = self.clock()
         effects: list[Effect] = []
         touched: dict[str, None] = {}
@@ -926,15 +946,8 @@ class Engine(Index, Explain, Surge, Stats):
                 c = self.contacts.get(ident)
                 if c is not None and c.version == version and c.status == Status.WAITING:
                     effects += self._fire_step(c)
-            elif kind == "age":
-                contact_id, threshold = ident
-                c = self.contacts.get(contact_id)
-                if c is not None and c.version == version and c.status == Status.WAITING:
-                    state = self.tenant(c.tenant)
-                    key = (c.queue, threshold)
-                    state.aged[key] = state.aged.get(key, 0) + 1
-                    c.aged = (*c.aged, threshold)
-                    touched[c.tenant] = None
+            elif kind == "surge":  # a queue over a level's number for its time, or back under
+                touched[ident] = None
             elif kind == "idle":
                 tenant, agent_id, threshold = ident
                 agent = self.agents.get((tenant, agent_id))
@@ -979,7 +992,9 @@ class Engine(Index, Explain, Surge, Stats):
         effects: list[Effect] = [StepApplied(c, step, reason, now - c.queued_at)]
         if step.overflow_to:
             self._unfile(c)
+            self._count_queued(c, -1)
             c.queue = step.overflow_to
+            self._count_queued(c, +1)
             self._reset_steps(c)
             self._file(c)
         else:

@@ -242,7 +242,7 @@ class Contact:
     channel_ended_at: float = 0.0
     held_since: float = 0.0
     hold_total: float = 0.0
-    aged: tuple[float, ...] = ()  # surge wait thresholds crossed in the current queue
+    aged: tuple[float, ...] = ()  # unused (kept so that older snapshots load)
     oldest_in: str = ""  # the queue whose `oldest` heap holds an entry of it (one push per stay)
     declined: dict[str, None] | None = None  # None until an agent declines or misses it
     recorded: Decision | None = None  # None until a step fires or an offer is made
@@ -332,8 +332,11 @@ class TenantState:
     config: TenantConfig
     surge_level: int = 0
     surge_queue: str = ""
-    aged: dict[tuple[str, float], int] = field(default_factory=dict)  # (queue, threshold) -> n
+    aged: dict[tuple[str, float], int] = field(default_factory=dict)  # unused (older snapshots)
     long_idle: dict[float, int] = field(default_factory=dict)  # idle threshold -> agents
+    queued: dict[str, int] = field(default_factory=dict)  # queue -> customers queued (surge)
+    # (surge level, queue) -> since when the queue has been over the level's number
+    over_since: dict[tuple[int, str], float] = field(default_factory=dict)
     presence_counts: dict[Presence, int] = field(default_factory=dict)
     stats: dict[str, QueueStats] = field(default_factory=dict)
     # (identity kind, HMAC-SHA256 of its value) -> (agent, until); see Engine._sticky_id
@@ -410,6 +413,9 @@ class SurgeChanged:
     previous: int
     reason: str
     actions: frozenset[str]
+    queued: int = 0  # customers queued in the queue then
+    abandonment_rate: float = 0.0  # the queue's loss rate then
+    on_break: tuple[str, ...] = ()  # the tenant's agents on break then (to be told)
 
 
 @dataclass(frozen=True)

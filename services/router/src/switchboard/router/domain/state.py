@@ -22,6 +22,7 @@ from switchboard.router.domain.model import (
     Group,
     Offer,
     Offered,
+    QueueStats,
     Req,
     TenantState,
     Why,
@@ -78,6 +79,10 @@ class _EngineState:
 
         # Implemented by `Surge` (surge.py).
         def _track_idle(self, agent: Agent) -> None: ...
+        def _count_queued(self, c: Contact, delta: int) -> None: ...
+
+        # Implemented by `Stats` (stats.py).
+        def _prune(self, tenant: str, queue: str, qs: QueueStats) -> None: ...
 
         # Implemented by `Explain` (explain.py).
         def _attempt(

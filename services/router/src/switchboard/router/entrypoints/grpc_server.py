@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from switchboard.core import roles
 from switchboard.core.errors import DomainError, InvalidArgument
 from switchboard.core.grpc import acting_for, for_anyone, principal, require, status_for
 from switchboard.router import metrics
@@ -213,7 +214,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 offer = await queue.get()
                 if offer is None:
                     return
-                yield offer
+                if isinstance(offer, router_pb2.Offer):  # surge notices go on sessions only
+                    yield offer
         finally:
             await self.router.disconnect(tenant, request.agent_id, queue)
 
@@ -234,14 +236,20 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         if first.WhichOneof("action") != "open":
             raise InvalidArgument("open", "the first message of a session must open it")
         agent_id = first.open.agent_id
-        tenant = self._acting(agent_id)
-        offers = await self.router.connect(tenant, agent_id)
+        caller = acting_for(agent_id)
+        tenant = caller.tenant
+        # A team lead's or supervisor's own desk is told of every surge change.
+        lead = caller.subject == agent_id and caller.has_any(roles.TEAM_LEAD, roles.SUPERVISOR)
+        offers = await self.router.connect(tenant, agent_id, lead=lead)
         out: asyncio.Queue[router_pb2.AgentSessionEvent | None] = asyncio.Queue()
         pending: set[asyncio.Future[None]] = set()
 
         async def deliver_offers() -> None:
-            while (offer := await offers.get()) is not None:
-                out.put_nowait(router_pb2.AgentSessionEvent(offer=offer))
+            while (item := await offers.get()) is not None:
+                if isinstance(item, router_pb2.Offer):
+                    out.put_nowait(router_pb2.AgentSessionEvent(offer=item))
+                else:
+                    out.put_nowait(router_pb2.AgentSessionEvent(surge=item))
             out.put_nowait(None)  # a newer stream replaced this one, or the router stopped
 
         async def take_actions() -> None:

@@ -10,11 +10,13 @@ from switchboard.voice_gateway.domain.refused import Refused
 from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
 from switchboard.voice_gateway.handlers.call_flow import CallFlow
 from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
-from switchboard.voice_gateway.sip.message import NameAddr, SipMessage
+from switchboard.voice_gateway.sip.message import NameAddr, SipMessage, split_list
 from switchboard.voice_gateway.sip.transactions import ServerTransaction, new_tag
 from switchboard.voice_gateway.sip.transport import Peer
 
 KNOWN = frozenset(ALLOW.replace(" ", "").split(",")) | {"UPDATE", "PRACK", "SUBSCRIBE", "MESSAGE"}
+SUPPORTED: frozenset[str] = frozenset()  # SIP extensions (option tags) the gateway implements
+SDP = "application/sdp"
 
 
 class SipServer:
@@ -29,6 +31,13 @@ class SipServer:
 
     def on_request(self, msg: SipMessage, peer: Peer, tx: ServerTransaction) -> None:
         method = msg.method
+        if method not in KNOWN:
+            self.gw.respond(tx, 501, "Not Implemented")
+            return
+        if method != "CANCEL" and self._refused_extension(msg, tx):
+            return
+        if method == "INVITE" and self._refused_content(msg, tx):
+            return
         if method == "REGISTER":
             self.gw.sip.respond(tx, self.gw.registrar.register(msg, peer))
         elif method == "OPTIONS":
@@ -44,12 +53,38 @@ class SipServer:
             self.gw.respond(tx, 200, "OK")
         elif method in ("INVITE", "BYE", "INFO", "REFER"):
             self._in_dialog(msg, tx)
-        elif method in KNOWN:
+        else:
             resp = msg.response(405, "Method Not Allowed")
             resp.add("Allow", ALLOW)
             self.gw.sip.respond(tx, resp)
-        else:
-            self.gw.respond(tx, 501, "Not Implemented")
+
+    def _refused_extension(self, msg: SipMessage, tx: ServerTransaction) -> bool:
+        """Section 8.2.2.3: 420 naming the `Require` option tags the gateway does not support."""
+        tags = [t for v in msg.get_all("Require") for t in split_list(v)]
+        unsupported = [t for t in tags if t.lower() not in SUPPORTED]
+        if not unsupported:
+            return False
+        resp = msg.response(420, "Bad Extension", new_tag())
+        resp.add("Unsupported", ", ".join(unsupported))
+        self.gw.sip.respond(tx, resp)
+        return True
+
+    def _refused_content(self, msg: SipMessage, tx: ServerTransaction) -> bool:
+        """Section 8.2.3 and 21.4.7: an offer the gateway cannot read is 415 (with Accept); an
+        INVITE that accepts no SDP in the answer is 406."""
+        kind = msg.get("Content-Type").split(";", 1)[0].strip().lower()
+        if msg.body and kind != SDP:
+            resp = msg.response(415, "Unsupported Media Type", new_tag())
+            resp.add("Accept", SDP)
+            self.gw.sip.respond(tx, resp)
+            return True
+        accepts = [
+            a.split(";", 1)[0].strip().lower() for v in msg.get_all("Accept") for a in split_list(v)
+        ]
+        if msg.get_all("Accept") and not {SDP, "application/*", "*/*"} & set(accepts):
+            self.gw.respond(tx, 406, "Not Acceptable", new_tag())
+            return True
+        return False
 
     def _in_dialog(self, msg: SipMessage, tx: ServerTransaction) -> None:
         found = self.gw.find(msg)

@@ -147,8 +147,8 @@ class Registrar:
             return None, self.challenge(req)
         try:
             p = parse_digest(header)
-        except SipSyntaxError as exc:
-            return None, req.response(400, exc.reason)
+        except SipSyntaxError:
+            return None, self.challenge(req)  # a scheme of its own: offer Digest (22.1)
         now = time.time()
         user, nonce = p.get("username", ""), p.get("nonce", "")
         if p.get("realm") != self.realm:
@@ -172,6 +172,9 @@ class Registrar:
     # ---- bindings -----------------------------------------------------------------------------
 
     def register(self, req: SipMessage, peer: Peer) -> SipMessage:
+        # Section 10.2: the To header is the address of record, a SIP or SIPS URI.
+        if NameAddr.parse(req.get("To")).uri.split(":", 1)[0].lower() not in ("sip", "sips"):
+            return req.response(400, "To is not a SIP or SIPS address of record")
         phone, refusal = self.authenticate(req)
         if refusal is not None:
             return refusal

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from switchboard.voice_gateway.sip.message import SipMessage, SipSyntaxError, Via
+from switchboard.voice_gateway.sip.message import SipMessage, SipSyntaxError, Via, has_tag
 from switchboard.voice_gateway.sip.transport import Peer, TransportLayer
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,9 @@ class TransactionLayer:
     def respond(self, tx: ServerTransaction, resp: SipMessage) -> None:
         if tx.final:
             return
+        to = resp.get("To")
+        if resp.status >= 300 and to and not has_tag(to):
+            resp.set("To", f"{to};tag={new_tag()}")  # section 8.2.6.2
         data = resp.encode()
         tx.last = data
         self.transport.send(data, tx.peer)

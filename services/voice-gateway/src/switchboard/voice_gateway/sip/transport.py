@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from switchboard.voice_gateway.sip.message import (
     SipMessage,
     SipSyntaxError,
     content_length,
+    has_tag,
     parse_datagram,
     parse_head,
     validate,
@@ -44,13 +46,19 @@ Receiver = Callable[[SipMessage, Peer], None]
 
 
 def error_response(exc: SipSyntaxError) -> SipMessage | None:
-    """The 4xx/5xx for a malformed request, or None when it cannot be addressed (no Via)."""
+    """The 4xx/5xx for a malformed request (section 8.2.6: Via, From, To, Call-ID and CSeq
+    copied, a To tag added), or None: a response or an ACK is never answered, and a request
+    without a Via cannot be addressed."""
     msg = exc.partial
     if msg is None or not msg.is_request or msg.method == "ACK" or not msg.get_all("Via"):
+        return None
+    if msg.get("CSeq").split()[-1:] == ["ACK"]:
         return None
     resp = SipMessage(status=exc.status, reason=exc.reason)
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         for value in msg.get_all(name)[:1] if name != "Via" else msg.get_all(name):
+            if name == "To" and not has_tag(value):
+                value = f"{value};tag={secrets.token_hex(6)}"
             resp.add(name, value)
     return resp
 
@@ -161,13 +169,18 @@ class TransportLayer:
         except SipSyntaxError as exc:
             self._reject(exc, peer)
             return
+        except Exception:  # a parser bug must not take the transport down
+            logger.exception("parsing a datagram from %s", peer.addr)
+            self.rejected += 1
+            return
         self._deliver(msg, peer)
 
     def _deliver(self, msg: SipMessage, peer: Peer) -> None:
         try:
             self.receive(msg, peer)
         except SipSyntaxError as exc:
-            self._reject(exc, peer)
+            # A fault found while handling (a header the handler parses further).
+            self._reject(SipSyntaxError(exc.reason, exc.partial or msg, exc.status), peer)
         except Exception:
             logger.exception("handling %s from %s", msg.method or msg.status, peer.addr)
 
@@ -199,19 +212,28 @@ class TransportLayer:
                 if not head:
                     writer.write(b"\r\n")  # RFC 5626 pong
                     continue
+                fault: SipSyntaxError | None = None
                 try:
                     msg = parse_head(head[:-4])
+                except SipSyntaxError as exc:
+                    if exc.partial is None:
+                        self._reject(exc, peer)
+                        break  # a malformed response: the stream's framing is lost
+                    fault, msg = exc, exc.partial
+                try:
                     length = content_length(msg)
-                    if length is None:
+                    if length is None:  # section 18.3: required on a stream
                         raise SipSyntaxError("Missing Content-Length header", msg)
-                    msg.body = await reader.readexactly(length)
+                except SipSyntaxError as exc:
+                    self._reject(exc, peer)
+                    break  # the stream's framing is lost
+                msg.body = await reader.readexactly(length)
+                try:
+                    if fault is not None:
+                        raise fault
                     validate(msg)
                 except SipSyntaxError as exc:
                     self._reject(exc, peer)
-                    if exc.partial is None or exc.reason.startswith("Content-Length"):
-                        break  # the stream's framing is lost
-                    if "Content-Length" in exc.reason or "Missing Content-Length" in exc.reason:
-                        break
                     continue
                 self._deliver(msg, peer)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
