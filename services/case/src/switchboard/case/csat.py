@@ -66,6 +66,10 @@ _DIGIT_RATING = re.compile(
 _CJK_RATING = re.compile(r"^(?P<n>[一二两兩三四五])\s*(?:分|点|點|星|颗星|顆星)?" + _SEPARATOR)
 
 
+# The scale named before the score: "5점 만점에", "满分5分", "滿分5分".
+_SCALE = re.compile(r"^(?:5\s*점\s*만점|[满滿]分\s*5\s*分|5\s*分\s*[满滿]分)")
+
+
 def top_line(text: str) -> str:
     """The first line the customer wrote: blank and quoted (">") lines skipped."""
     for line in text.splitlines():
@@ -85,6 +89,9 @@ def parse_rating(text: str) -> int | None:
     if compact and set(compact) <= _STARS | _EMPTY_STARS:
         stars = sum(1 for ch in compact if ch in _STARS)
         return stars if 1 <= stars <= 5 else None
+    scale = _SCALE.search(line)
+    if scale:  # "5점 만점에 4점", "满分5分，我给4分": the score follows the scale
+        return parse_rating(line[scale.end() :].lstrip(" ,，:：에给給我打"))
     match = _DIGIT_RATING.match(line)
     if match:
         return int(match["n"])
