@@ -503,7 +503,9 @@ class Chat:
     # ---- agents --------------------------------------------------------------------------------
 
     async def agent_join(self, agent: Principal, contact_id: str) -> Conversation:
-        """The conversation assigned to `agent`, waiting briefly for an assignment in flight."""
+        """The conversation assigned to `agent`, waiting briefly for an assignment in flight.
+        An ended one is theirs to read (and to see rated) until they wrap it up; sending to it
+        is refused."""
         conversation = await self._wait_assigned(agent.tenant, contact_id, agent.subject)
         if conversation is None:
             raise not_assigned(contact_id)

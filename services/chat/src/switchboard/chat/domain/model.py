@@ -240,7 +240,9 @@ class Conversation:
         )
 
     def assigned_to(self, agent_id: str) -> bool:
-        return bool(self.agent_id) and self.agent_id == agent_id and not self.ended
+        """Whether `agent_id` has (or had, until it ended) this conversation: an ended chat
+        stays readable to its agent through wrap-up."""
+        return bool(self.agent_id) and self.agent_id == agent_id
 
     def history(self) -> list[dict[str, Any]]:
         return [m.to_wire() for m in self.messages]
