@@ -156,10 +156,22 @@ async def test_the_agent_still_reads_the_ended_chat_and_its_rating(
 
     assert joined.ended and joined.rated and joined.rating == 4
     assert [m.text for m in joined.messages] == ["여보세요"]
-    other = Principal(TENANT, "ko-2", frozenset({"agent"}))
     chat.assignment_wait = 0.0
+    other = Principal(TENANT, "ko-2", frozenset({"agent"}))
     with pytest.raises(Exception, match="not assigned to you"):
         await chat.agent_join(other, sent.contact_id)
+    # Wrapped up (the router's ContactEnded with the code): no longer theirs to open.
+    await chat.on_contact_ended(
+        events_pb2.ContactEnded(
+            meta=events.new_meta(TENANT, contact_pb2.CHANNEL_CHAT, "router"),
+            contact_id=sent.contact_id,
+            agent_id="ko-1",
+            reason=events_pb2.END_REASON_COMPLETED,
+            wrap_up_code="resolved",
+        )
+    )
+    with pytest.raises(Exception, match="not assigned to you"):
+        await chat.agent_join(agent, sent.contact_id)
 
 
 @pytest.mark.parametrize(("answered", "shown"), [(True, True), (False, False)])

@@ -692,7 +692,16 @@ class Chat:
         )
 
     async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
-        await self._end(event.meta.tenant, event.meta.channel, event.contact_id)
+        tenant, contact_id = event.meta.tenant, event.contact_id
+        await self._end(tenant, event.meta.channel, contact_id)
+        if event.meta.channel == contact_pb2.CHANNEL_CHAT and (
+            event.reason == events_pb2.END_REASON_COMPLETED or event.wrap_up_code
+        ):
+            # The agent wrapped it up: their reading of it ends too.
+            def wrapped_up(c: Conversation) -> None:
+                c.wrapped_up = True
+
+            await self.store.update(tenant, contact_id, wrapped_up)
 
     async def on_contact_abandoned(self, event: events_pb2.ContactAbandoned) -> None:
         await self._end(event.meta.tenant, event.meta.channel, event.contact_id)
