@@ -243,3 +243,46 @@ def test_a_waiting_contact_costs_less_than_a_kilobyte(
         tracemalloc.stop()
     assert engine.queue_snapshot("acme", "general")[0].waiting == count
     assert per_contact <= 1000, f"{per_contact:.0f} bytes per waiting contact"
+
+
+def test_a_waiting_contact_as_the_channels_send_it_costs_less_than_a_kilobyte() -> None:
+    """Memory, not time: a backlog of contacts shaped as the channels send them (a 32-hex id, the
+    customer's identity, a thread id, a creation time, trace context) in the shipped
+    configuration's queue, whose routing steps each keep a timer pending, as tracemalloc counts
+    what the engine keeps for each."""
+    clock = FakeClock(1_000_000.0)
+    engine = model.Engine(clock, cfg.embedded_default())
+    languages = ("ko", "zh", "en", "ja")
+    for i, language in enumerate(languages):
+        online(engine, f"a{i}", {language: 5}, {"billing": 3}, tenant="demo")
+        engine.set_presence("demo", f"a{i}", model.Presence.BREAK, "")
+    count = 20_000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            clock.now += 0.001
+            message = contact_pb2.Contact(
+                contact_id=f"{i:032x}",
+                tenant="demo",
+                channel=contact_pb2.CHANNEL_CHAT,
+                identities=[
+                    contact_pb2.CustomerIdentity(
+                        kind=contact_pb2.IDENTITY_KIND_EMAIL, value=f"customer{i}@example.com"
+                    )
+                ],
+                language=languages[i % 4],
+                skills=(["billing"], [])[i % 2],
+                queue="general",
+                conversation_id=f"{i + 1:032x}",
+            )
+            message.created_at.FromSeconds(1_700_000_000 + i)
+            engine.add_contact(message, traceparent=f"00-{i:032x}-{i:016x}-01")
+        gc.collect()
+        per_contact = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert engine.queue_snapshot("demo", "general")[0].waiting == count
+    assert len(engine.timers) >= count  # each waits for its queue's first routing step
+    assert per_contact < 1024, f"{per_contact:.0f} bytes per waiting contact"
