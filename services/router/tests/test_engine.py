@@ -286,3 +286,35 @@ def test_a_waiting_contact_as_the_channels_send_it_costs_less_than_a_kilobyte() 
     assert engine.queue_snapshot("demo", "general")[0].waiting == count
     assert len(engine.timers) >= count  # each waits for its queue's first routing step
     assert per_contact < 1024, f"{per_contact:.0f} bytes per waiting contact"
+
+
+def test_a_contact_reads_back_as_the_channel_sent_it(
+    engine: model.Engine, clock: FakeClock[float]
+) -> None:
+    """The engine keeps some fields beside the serialized message rather than in it; the
+    message read back, offered and assigned is the one the channel sent, trace context too."""
+    message = contact("c1", "ko-KR", ("billing", "account"), priority=2)
+    message.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value="+821012345678")
+    message.subject = "invoice"
+    message.conversation_id = "thread-1"
+    message.created_at.FromSeconds(1_700_000_000)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    engine.add_contact(message, traceparent=traceparent)
+    engine.add_contact(contact("c2"), traceparent="not-w3c")
+    held = engine.contacts["c1"]
+    assert held.contact == message
+    assert held.traceparent == traceparent
+    assert engine.contacts["c2"].traceparent == "not-w3c"
+    assert engine.contacts["c2"].contact == contact("c2")
+    message.callback = True
+    engine.add_contact(message)  # the customer asked to be called back instead
+    assert held.callback and held.contact == message
+    engine.add_contact(contact("c3", "en"))
+    [offer] = offers(online(engine, "a", {"ko": 5}, {"billing": 3, "account": 3}))
+    assert offer.contact.contact_id == "c1"
+    [assigned] = [
+        e for e in engine.accept("acme", "a", offer.offer.offer_id) if isinstance(e, model.Assigned)
+    ]
+    assert contact_pb2.Contact.FromString(assigned.message) == message
+    assert held.agent_id == "a" and held.assigned_at == clock.now and held.served is not None
+    assert engine.contacts["c3"].agent_id == "" and engine.contacts["c3"].served is None

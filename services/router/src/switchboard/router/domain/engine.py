@@ -74,6 +74,7 @@ from switchboard.router.domain.model import (
     bucket_entry,
     language_matches,
     pack_traceparent,
+    without_kept_fields,
 )
 from switchboard.router.domain.state import Clock
 from switchboard.router.domain.stats import Stats
@@ -500,7 +501,7 @@ class Engine(Index, Explain, Surge, Stats):
         queue = contact.queue if contact.queue in cfg.queues else cfg.default_queue
         now = self.clock()
         c = Contact(
-            serialized=contact.SerializeToString(),
+            serialized=without_kept_fields(contact),
             contact_id=contact.contact_id,
             tenant=sys.intern(contact.tenant),
             channel=contact.channel,
@@ -740,7 +741,7 @@ class Engine(Index, Explain, Surge, Stats):
         self._record_outcome(c, answered=True, waited=waited)
         self._remember_agent(c, agent_id)
         self._refresh(agent)
-        return [Assigned(c, agent, waited, c.serialized), *self._match_agent(agent)]
+        return [Assigned(c, agent, waited, c.message_bytes()), *self._match_agent(agent)]
 
     def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> list[Effect]:
         self._live_offer(tenant, agent_id, offer_id)

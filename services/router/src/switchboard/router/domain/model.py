@@ -268,7 +268,7 @@ class Contact:
     What only an assigned contact has (`Served`), its declines and its decision record are
     created when first set; its trace context is kept packed (`pack_traceparent`)."""
 
-    serialized: bytes  # the contact_pb2.Contact, see `contact`
+    serialized: bytes  # the contact_pb2.Contact without the fields beside it, see `contact`
     contact_id: str
     tenant: str
     channel: int
@@ -313,8 +313,21 @@ class Contact:
 
     @property
     def contact(self) -> contact_pb2.Contact:
-        """The contact as the channel sent it (a new message on every read)."""
-        return contact_pb2.Contact.FromString(self.serialized)
+        """The contact as the channel sent it (a new message on every read), the fields kept
+        beside `serialized` put back (a snapshot's older contacts hold them in it too)."""
+        message = contact_pb2.Contact.FromString(self.serialized)
+        if not message.contact_id:
+            message.contact_id = self.contact_id
+            message.tenant = self.tenant
+            message.channel = self.channel  # type: ignore[assignment]
+            message.language = self.language
+            message.skills.extend(self.skills)
+            message.callback = self.callback
+        return message
+
+    def message_bytes(self) -> bytes:
+        """`contact`, serialized."""
+        return self.contact.SerializeToString()
 
     @property
     def declined_by(self) -> Mapping[str, None]:
@@ -339,9 +352,10 @@ class Contact:
 
     def set_callback(self) -> None:
         """The customer turned this contact into a callback."""
-        message = self.contact
-        message.callback = True
-        self.serialized = message.SerializeToString()
+        if contact_pb2.Contact.FromString(self.serialized).contact_id:  # an older contact
+            message = self.contact
+            message.callback = True
+            self.serialized = message.SerializeToString()
         self.callback = True
 
     def __setstate__(self, state: Any) -> None:
@@ -368,6 +382,16 @@ class Contact:
         # Older snapshots hold `traceparent` and the `Served` fields by name: their properties
         # set them.
         _restore(self, state)
+
+
+def without_kept_fields(message: contact_pb2.Contact) -> bytes:
+    """The serialized message as a `Contact` keeps it: without the fields it keeps beside
+    (id, tenant, channel, language, skills, callback), which `Contact.contact` puts back."""
+    stripped = contact_pb2.Contact()
+    stripped.CopyFrom(message)
+    for name in ("contact_id", "tenant", "channel", "language", "skills", "callback"):
+        stripped.ClearField(name)
+    return stripped.SerializeToString()
 
 
 def bucket_entry(c: Contact) -> tuple[int, float, int, str, int]:
