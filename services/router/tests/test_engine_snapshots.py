@@ -78,7 +78,7 @@ EXPECTED: list[tuple[Any, ...]] = [
         False,
         "ko",
     ),
-    ("stats", "general", 0, 1, 4, 5, 0, 0.0),
+    ("stats", "general", 0, 1, 4, 5, 0, 100.0),  # its offered contact still waits
     ("stats", "english", 1, 0, 0, 0, 0, 136.0),
     ("position", 1, 1, 20.0),
 ]

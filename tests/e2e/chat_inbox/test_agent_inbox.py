@@ -239,12 +239,13 @@ async def test_supervisors_watch_live_statistics_and_agents_may_not(
     _, sup = await login(inbox.url, "sup-1", "demo-sup-1")
     board = await connect(inbox.url, sup["token"], sockets)
     watched = await board.call("watch")
-    assert watched["ok"] and isinstance(watched["history"], list)
+    assert watched["ok"] and watched["time_zone"] == "Asia/Seoul"  # the demo tenant's zone
     first = await board.next("stats", lambda s: "total" in s)
     assert first["total"]["waiting"] == 0
     assert {q["queue"] for q in first["queues"]} >= {"general", "email"}
     day = await board.next("day")
-    assert isinstance(day["hours"], list)
+    assert isinstance(day["hours"], list) and day["time_zone"] == "Asia/Seoul"
+    assert len(day["quarters"]) >= 1  # today so far, per 15 minutes
 
     await email_contact(inbox.bus)  # nobody is signed in: it waits
     later = await board.next("stats", lambda s: "total" in s and s["total"]["waiting"] == 1)

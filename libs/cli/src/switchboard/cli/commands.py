@@ -62,6 +62,11 @@ def _seconds(d: Duration) -> str:
     return f"{d.seconds + d.nanos / 1e9:.1f}s"
 
 
+def _rate(q: Any, value: float) -> str:
+    """A live rate, or "-" while the window has no outcome (the rate is undefined)."""
+    return f"{value:.0%}" if q.answered + q.abandoned else "-"
+
+
 async def _ask_router(
     directory: Path, tenant: str | None, method: str, request: Any
 ) -> tuple[Any, str]:
@@ -91,8 +96,9 @@ async def queues(directory: Path, tenant: str | None) -> int:
     for q in resp.queues:
         print(
             f"{q.queue:<16} {q.waiting:>7} {q.offered:>7} {q.assigned:>8} "
-            f"{_seconds(q.longest_wait):>12} {q.service_level:>6.0%} {q.service_level_2:>6.0%} "
-            f"{_seconds(q.average_speed_of_answer):>7} {q.abandonment_rate:>6.0%} "
+            f"{_seconds(q.longest_wait):>12} {_rate(q, q.service_level):>6} "
+            f"{_rate(q, q.service_level_2):>6} "
+            f"{_seconds(q.average_speed_of_answer):>7} {_rate(q, q.abandonment_rate):>6} "
             f"{q.surge_level:>5}"
         )
     if not resp.queues:

@@ -100,7 +100,13 @@ class CaseApp(Service):
             self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
         )
         nats_consumer.subscribe(bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds)
-        kb_reports = build_kb_reports(self.sessions, bus, s.consumer_name)
+        kb_reports = build_kb_reports(
+            self.sessions,
+            bus,
+            s.consumer_name,
+            calendar_for=self.policies.business_calendar,
+            clock=self.clock,
+        )
         subscribe_kb_reports(bus, kb_reports, s.consumer_name)
         self.scheduler = Scheduler(self.sessions, self.records, self.clock, self.relay.wake)
         servicer = CaseServicer(

@@ -111,6 +111,7 @@ class ChatApp(Service):
             token_max_lifetime=s.token_max_lifetime,
             revocations=self.revocations,
             tls=s.grpc_tls(),
+            time_zone_of=lambda tenant: self.config.tenant(tenant).time_zone,  # type: ignore[union-attr]
         )
         socket_server.register(
             self.sio,

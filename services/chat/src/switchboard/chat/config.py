@@ -47,6 +47,13 @@ class Hours:
 class TenantConfig:
     allowed_origins: frozenset[str] = frozenset()
     hours: Hours | None = None
+    # The tenant's IANA time zone: its wallboard's day and hours (default: that of its opening
+    # hours, else UTC).
+    timezone: str = ""
+
+    @property
+    def time_zone(self) -> str:
+        return self.timezone or (self.hours.timezone if self.hours else "") or "UTC"
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,9 @@ def _tenant(r: ConfigReader, name: str, node: yaml.Node) -> TenantConfig:
     key = f"tenants.{name}"
     if is_null(node):
         return TenantConfig()
-    f = {k: v for k, (_, v) in r.mapping(node, key, {"allowed_origins", "hours"}).items()}
+    f = {
+        k: v for k, (_, v) in r.mapping(node, key, {"allowed_origins", "hours", "timezone"}).items()
+    }
     origins: tuple[str, ...] = ()
     if "allowed_origins" in f and not is_null(f["allowed_origins"]):
         path = f"{key}.allowed_origins"
@@ -159,7 +168,14 @@ def _tenant(r: ConfigReader, name: str, node: yaml.Node) -> TenantConfig:
     hours = (
         _hours(r, f["hours"], f"{key}.hours") if "hours" in f and not is_null(f["hours"]) else None
     )
-    return TenantConfig(frozenset(o.lower() for o in origins), hours)
+    tz = ""
+    if "timezone" in f and not is_null(f["timezone"]):
+        tz = r.string(f["timezone"], f"{key}.timezone")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise r.fail(f["timezone"], f"{key}.timezone", f"unknown time zone {tz!r}") from None
+    return TenantConfig(frozenset(o.lower() for o in origins), hours, tz)
 
 
 def _limits(r: ConfigReader, node: yaml.Node) -> Limits:

@@ -47,6 +47,8 @@ class VoiceConfig:
     prompts: frozenset[str] = field(default_factory=frozenset)
     # Short codes an agent's phone may REFER to (blind transfer), code -> queue.
     transfer_codes: dict[str, str] = field(default_factory=dict)
+    # Tenants whose callers stay, after the agent hangs up, for the satisfaction survey (1-5).
+    survey_tenants: frozenset[str] = field(default_factory=frozenset)
 
     def plan_for(self, dialled: str) -> NumberPlan | None:
         """The plan for a dialled number, with or without the leading +."""
@@ -153,7 +155,9 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     """Parse and validate a configuration's text; a ConfigError names file, line and field."""
     r = ConfigReader(source)
     root = r.mapping(
-        compose(text, source), "", {"realm", "phones", "trunk", "transfer_codes", "numbers"}
+        compose(text, source),
+        "",
+        {"realm", "phones", "trunk", "transfer_codes", "numbers", "survey_tenants"},
     )
 
     def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -176,7 +180,13 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     }
     realm = r.string(root["realm"][1], "realm") if "realm" in root else "switchboard"
     trunk = r.scalar(root["trunk"][1], "trunk") if "trunk" in root else ""
+    surveyed = (
+        r.strings(root["survey_tenants"][1], "survey_tenants", TENANT_RE)
+        if "survey_tenants" in root and not is_null(root["survey_tenants"][1])
+        else ()
+    )
     return VoiceConfig(
+        survey_tenants=frozenset(surveyed),
         realm=realm,
         phones=phones,
         numbers=numbers,

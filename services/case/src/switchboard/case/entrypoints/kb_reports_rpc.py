@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import orm
+from switchboard.case.adapters.orm import utc_now
 from switchboard.case.csat import Csat, Publisher
 from switchboard.case.knowledge.service import ArticleView, Draft, KnowledgeBase, SearchResult
 from switchboard.case.quality import Quality, load_forms, sample
@@ -72,12 +73,13 @@ def build_kb_reports(
     qa_seed: str = "switchboard-qa",
     qa_forms: Sequence[Path] = (),
     calendar_for: Callable[[str], BusinessClock | None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> KbReports:
     """Everything the mixin and the CSAT subscriptions need. `consumer` is the case service's
     durable name; CSAT uses ``<consumer>-csat`` for its own idempotency records."""
     return KbReports(
         knowledge=KnowledgeBase(sessions),
-        reports=Reports(sessions, calendar_for=calendar_for),
+        reports=Reports(sessions, clock, calendar_for=calendar_for),
         quality=Quality(sessions, load_forms(qa_forms), qa_rate, qa_seed),
         csat=Csat(sessions, publisher, f"{consumer}-csat"),
         sessions=sessions,

@@ -19,11 +19,13 @@ from zoneinfo import ZoneInfo
 
 from switchboard.case.reports.business_time import AlwaysOpen, BusinessClock
 from switchboard.case.reports.intervals import Interval, bucket, intervals
+from switchboard.core.service_level import Outcomes, ratio
 
 REALTIME = frozenset({"voice", "chat"})  # answered live: speed-of-answer service level
 DEFERRED = frozenset({"email", "fax"})  # answered later: first-response service level
 DIMENSIONS = ("tenant", "queue", "channel", "agent")
 SATISFIED = 4  # a 1..5 rating of 4 or 5 is satisfied
+HOLD_LIMIT_MS = 60_000  # the centres' rule: each hold at most 60 s
 BACKLOG_METRICS = ("backlog", "backlog_avg_age_s", "backlog_max_age_s")
 
 
@@ -59,6 +61,7 @@ class ContactFacts:
     talk_ms: int | None = None  # assigned -> ended, hold included (ContactEnded.talk)
     hold_ms: int | None = None
     wrap_up_ms: int | None = None
+    holds_ms: tuple[int, ...] = ()  # each hold period, when the channel reported them
 
     @property
     def answered(self) -> bool:
@@ -128,10 +131,6 @@ class Row:
     metrics: Metrics
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -152,18 +151,18 @@ def service_level(contacts: Iterable[ContactFacts], options: KpiOptions) -> Metr
     ]
     waits = [w for c in answered if (w := c.wait()) is not None]
     within = sum(1 for w in waits if w <= options.voice_threshold)
-    outcome = len(answered) + len(abandoned)
+    outcomes = Outcomes(len(answered), within, len(abandoned), len(short))
     return {
         "offered": float(len(rt)),
         "answered": float(len(answered)),
         "answered_within_threshold": float(within),
         "abandoned": float(len(abandoned)),
         "short_abandoned": float(len(short)),
-        "service_level": ratio(within, outcome),
-        "service_level_2": ratio(within, outcome - len(short)),
+        "service_level": outcomes.service_level,
+        "service_level_2": outcomes.service_level_2,
         "asa_s": mean([w.total_seconds() for w in waits]),
-        "abandon_rate": ratio(len(abandoned), outcome),
-        "abandon_rate_2": ratio(len(abandoned) - len(short), outcome - len(short)),
+        "abandon_rate": outcomes.abandon_rate,
+        "abandon_rate_2": outcomes.abandon_rate_2,
     }
 
 
@@ -197,14 +196,28 @@ def email_service_level(
     }
 
 
+def hold_periods(contact: ContactFacts) -> tuple[int, ...]:
+    """Each hold of a contact in ms: the recorded periods, else its total as one hold (a channel
+    that reports only the total), else none."""
+    if contact.holds_ms:
+        return contact.holds_ms
+    return (contact.hold_ms,) if contact.hold_ms else ()
+
+
 def handling(contacts: Iterable[ContactFacts]) -> Metrics:
     """AHT = talk (hold included, as the router measures it) + wrap-up, per handled contact; the
-    average hold time per handled contact, and per contact that was put on hold."""
+    average hold time per handled contact, and per contact that was put on hold; the holds, and
+    those over 60 s (the rule is per hold: two holds of 40 s break it nowhere)."""
     handled = [c for c in contacts if c.handled]
     aht = [((c.talk_ms or 0) + (c.wrap_up_ms or 0)) / 1000 for c in handled]
     holds = [(c.hold_ms or 0) / 1000 for c in handled]
     held = [h for h in holds if h > 0]
+    periods = [p for c in handled for p in hold_periods(c)]
+    over = sum(1 for p in periods if p > HOLD_LIMIT_MS)
     return {
+        "holds": float(len(periods)),
+        "holds_over_60s": float(over),
+        "holds_over_60s_rate": ratio(over, len(periods)),
         "handled": float(len(handled)),
         "aht_s": mean(aht),
         "avg_talk_s": mean([((c.talk_ms or 0) - (c.hold_ms or 0)) / 1000 for c in handled]),

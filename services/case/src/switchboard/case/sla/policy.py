@@ -139,6 +139,26 @@ class RecurringTask:
         return found
 
 
+REVIEW, CONFIRMATION = "review", "confirmation"
+
+
+@dataclass(frozen=True)
+class ClosureRule:
+    """What a resolved case of `tenant` ("*": any) and of one of `case_types` (empty: any) waits
+    for before it closes: a reviewer's sign-off, or the customer's confirmation (closed by the
+    scheduler after `confirm_within` without an answer; None: the tenant's auto_close_after)."""
+
+    tenant: str
+    case_types: frozenset[int]
+    require: str  # review, confirmation
+    confirm_within: timedelta | None = None
+
+    def matches(self, tenant: str, case_type: int) -> bool:
+        return self.tenant in ("*", tenant) and (
+            not self.case_types or case_type in self.case_types
+        )
+
+
 @dataclass(frozen=True)
 class Policies:
     sla: tuple[SlaPolicy, ...] = ()
@@ -146,6 +166,10 @@ class Policies:
     tasks: tuple[RecurringTask, ...] = ()
     auto_close_after: Mapping[str, timedelta] = field(default_factory=dict)  # tenant or *
     default_phone_region: str = ""
+    # Each tenant's business hours (tenant or *): the email service level in reports counts
+    # only this time when asked to (`email_business_hours`).
+    business_hours: Mapping[str, Calendar] = field(default_factory=dict)
+    closure: tuple[ClosureRule, ...] = ()
 
     def policy_for(self, tenant: str, queue: str, priority: int) -> SlaPolicy | None:
         """The first policy in file order that matches the case."""
@@ -160,8 +184,23 @@ class Policies:
     def template(self, tenant: str, name: str) -> Template | None:
         return self.templates.get((tenant, name)) or self.templates.get(("*", name))
 
+    def business_calendar(self, tenant: str) -> Calendar | None:
+        """The tenant's business-hours calendar (its own, else the "*" one), if it has one."""
+        return self.business_hours.get(tenant) or self.business_hours.get("*")
+
     def auto_close(self, tenant: str) -> timedelta:
         return self.auto_close_after.get(tenant, self.auto_close_after.get("*", DEFAULT_AUTO_CLOSE))
+
+    def closure_for(self, tenant: str, case_type: int) -> ClosureRule | None:
+        """The first closure rule in file order that matches the case; None: resolved is enough."""
+        return next((r for r in self.closure if r.matches(tenant, case_type)), None)
+
+    def confirm_within(self, tenant: str, case_type: int) -> timedelta:
+        """How long a case waits for its customer's confirmation before it closes by itself."""
+        rule = self.closure_for(tenant, case_type)
+        if rule is not None and rule.confirm_within is not None:
+            return rule.confirm_within
+        return self.auto_close(tenant)
 
 
 def _enum(table: Mapping[str, int], value: Any, where: str) -> int:
@@ -294,12 +333,44 @@ def parse(doc: Mapping[str, Any]) -> Policies:
         str(t): duration(v, f"auto_close_after.{t}")
         for t, v in (doc.get("auto_close_after") or {}).items()
     }
+    business_hours: dict[str, Calendar] = {}
+    raw_hours = doc.get("business_hours") or {}
+    if not isinstance(raw_hours, Mapping):
+        raise PolicyError("business_hours", "must map tenants to calendar names")
+    for tenant, cal_name in raw_hours.items():
+        if str(cal_name) not in calendars:
+            raise PolicyError(f"business_hours.{tenant}", f"unknown calendar {cal_name!r}")
+        business_hours[str(tenant)] = calendars[str(cal_name)]
+    closure = []
+    for i, spec in enumerate(doc.get("closure") or []):
+        where = f"closure[{i}]"
+        if not isinstance(spec, Mapping):
+            raise PolicyError(where, "must be a mapping")
+        require = str(spec.get("require", ""))
+        if require not in (REVIEW, CONFIRMATION):
+            raise PolicyError(
+                f"{where}.require", f"{require!r} is not one of {REVIEW}, {CONFIRMATION}"
+            )
+        within = spec.get("confirm_within")
+        closure.append(
+            ClosureRule(
+                tenant=str(spec.get("tenant", "*")),
+                case_types=frozenset(
+                    _enum(CASE_TYPES, t, f"{where}.case_types[{j}]")
+                    for j, t in enumerate(_list(spec.get("case_types")))
+                ),
+                require=require,
+                confirm_within=duration(within, f"{where}.confirm_within") if within else None,
+            )
+        )
     return Policies(
+        closure=tuple(closure),
         sla=tuple(sla),
         templates=templates,
         tasks=tuple(tasks),
         auto_close_after=auto_close,
         default_phone_region=str(doc.get("default_phone_region", "")),
+        business_hours=business_hours,
     )
 
 

@@ -23,8 +23,9 @@ refusal's class, NotFound, FailedPrecondition, ... or Internal, for the page's o
 - ``case`` {contact_id} -> {case, history}; ``note`` {case_id, text}; ``case_status``
   {case_id, status, reason}; ``kb_search`` {query, language, prefer} -> {available, hits}
   (language: only that language, empty for all; prefer: listed first, the contact's language).
-- ``watch`` {} (supervisors) -> {history}; then ``stats`` every second and ``day``
-  {hours: [...]} (today's contacts per hour, from the case service's report) every minute.
+- ``watch`` {} (supervisors) -> {time_zone}; then ``stats`` every second and ``day``
+  {time_zone, date, quarters: [...], hours: [...]} every minute: today in the tenant's time
+  zone from the case service's service-level report, per 15 minutes and per local hour.
 
 Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
 ``surge``, ``desk_error`` (to the agent's room: every tab of the agent; ``contact`` again when an

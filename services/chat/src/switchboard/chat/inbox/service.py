@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 TOKEN_TTL_SECONDS = 12 * 3600
 BREAK_REASONS = ("lunch", "rest", "training", "meeting", "personal")
-HISTORY_POINT_SECONDS = 10.0
-HISTORY_POINTS = 24 * 3600 // 10
 KB_LIMIT = 8
 REPORT_SECONDS = 60.0
 # Sign-in throttling per tenant and agent id: after this many wrong passwords, a pause.
@@ -71,30 +69,6 @@ def _reply_subject(subject: str) -> str:
     return subject if subject.lower().startswith(("re:", "답장:", "回复:")) else f"Re: {subject}"
 
 
-class DayHistory:
-    """A tenant's wallboard series for the day: one point every HISTORY_POINT_SECONDS."""
-
-    def __init__(self) -> None:
-        self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
-        self.last = 0.0
-
-    def add(self, at: float, total: dict[str, Any]) -> bool:
-        if self.points and at - self.last < HISTORY_POINT_SECONDS:
-            return False
-        self.last = at
-        self.points.append(
-            {
-                "at": int(at * 1000),
-                "waiting": total["waiting"],
-                "service_level": total["service_level"],
-                "answered": total["answered"],
-                "abandoned": total["abandoned"],
-                "asa": total["asa"],
-            }
-        )
-        return True
-
-
 class Inbox:
     def __init__(
         self,
@@ -111,8 +85,13 @@ class Inbox:
         token_max_lifetime: int | None = None,
         revocations: sb_auth.Revoked | None = None,
         tls: GrpcTls | None = None,
+        time_zone_of: Callable[[str], str] = lambda tenant: "UTC",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.chat = chat
+        # A tenant's IANA time zone (its wallboard's day) and the time now.
+        self.time_zone_of = time_zone_of
+        self.clock = clock
         self.bus = bus
         self.directory = directory
         self.secret = secret
@@ -127,7 +106,6 @@ class Inbox:
         # How the inbox checks the tokens it is shown (downloads; the sockets check their own).
         self.verify = sb_auth.Verifier(secret, known_tenants, token_max_lifetime, revocations)
         self.desks: dict[tuple[str, str], Desk] = {}
-        self.history: dict[str, DayHistory] = {}
         self._emit: RoomEmit | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.login_throttle = LoginThrottle()
@@ -208,6 +186,7 @@ class Inbox:
                 self.desks.pop(key, None)
                 await desk.close()
             raise
+        await self._mark_ended(desk)
         return {
             **desk.state(),
             "wrap_up_codes": list(self.directory.codes(principal.tenant)),
@@ -318,6 +297,23 @@ class Inbox:
             reply["delivery"] = state
             reply["delivery_detail"] = event.detail
             await desk.emit("contact", c.to_wire())
+
+    async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
+        """A contact ended (the customer left, hung up): the desk of this process holding it
+        keeps it, marked ended, until the agent wraps it up; every tab of the agent sees it."""
+        for desk in list(self.desks.values()):
+            if desk.tenant == event.meta.tenant:
+                await desk.ended(event.contact_id)
+
+    async def _mark_ended(self, desk: Desk) -> None:
+        """Chats on the desk that ended while the event went to another chat replica: the
+        shared conversation record says so."""
+        for c in list(desk.contacts.values()):
+            if c.ended or c.channel != "chat" or c.data.get("reply_channel") != "chat":
+                continue
+            conversation = await self.chat.store.get(desk.tenant, c.contact_id)
+            if conversation is not None and conversation.ended:
+                c.ended = True
 
     async def _case_of(self, principal: sb_auth.Principal, c: DeskContact) -> Any:
         case_stub = self.desk(principal).backends.case
@@ -516,39 +512,56 @@ class Inbox:
             self._watchers[sid] = asyncio.create_task(
                 self._watch(principal.tenant, token, send), name=f"wallboard:{sid}"
             )
-        history = self.history.setdefault(principal.tenant, DayHistory())
-        return {"history": list(history.points)}
+        return {"time_zone": self.time_zone_of(principal.tenant)}
 
-    async def day_report(self, backends: Backends) -> list[dict[str, Any]]:
-        """Today's contacts per hour (UTC) from the case service's service-level report."""
-        now = datetime.now(UTC)
+    async def day_report(self, backends: Backends, tenant: str) -> dict[str, Any]:
+        """Today (in the tenant's time zone) from the record: the case service's service-level
+        report per 15 minutes, and the same contacts per local hour. A restart of the chat loses
+        nothing: every figure is read back from the case service."""
+        tz_name = self.time_zone_of(tenant)
+        tz = ZoneInfo(tz_name)
+        now = self.clock().astimezone(tz)
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         request = case_pb2.GetReportRequest(
-            kind=case_pb2.REPORT_KIND_SERVICE_LEVEL, interval="hour", time_zone="UTC"
+            kind=case_pb2.REPORT_KIND_SERVICE_LEVEL, interval="15m", time_zone=tz_name
         )
-        getattr(request, "from").FromDatetime(start)
-        request.to.FromDatetime(now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+        getattr(request, "from").FromDatetime(start.astimezone(UTC))
+        # To the end of the current quarter hour (the report's intervals are whole).
+        end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+        request.to.FromDatetime((end + timedelta(minutes=15)).astimezone(UTC))
         report = await call("GetReport", backends.case.GetReport(request))
-        rows = []
+        quarters: list[dict[str, Any]] = []
+        hours: dict[int, dict[str, Any]] = {}
         for row in report.rows:
             values = {v.name: (v.value if v.defined else None) for v in row.values}
-            rows.append(
+            local = row.interval_start.ToDatetime(UTC).astimezone(tz)
+            counts = {k: int(values.get(k) or 0) for k in ("offered", "answered", "abandoned")}
+            quarters.append(
                 {
                     "start": wire.ms(row.interval_start),
-                    "offered": values.get("offered") or 0,
-                    "answered": values.get("answered") or 0,
-                    "abandoned": values.get("abandoned") or 0,
+                    "hour": local.hour,
+                    "minute": local.minute,
+                    **counts,
                     "service_level": values.get("service_level"),
                 }
             )
-        return rows
+            hour = hours.setdefault(
+                local.hour, {"hour": local.hour, "offered": 0, "answered": 0, "abandoned": 0}
+            )
+            for k, n in counts.items():
+                hour[k] += n
+        return {
+            "time_zone": tz_name,
+            "date": start.date().isoformat(),
+            "quarters": quarters,
+            "hours": [hours[h] for h in sorted(hours)],
+        }
 
     async def _watch(
         self, tenant: str, token: str, send: Callable[[str, dict[str, Any]], Awaitable[None]]
     ) -> None:
         backends = self._backends(token, tenant)
-        report_task = asyncio.create_task(self._report_loop(backends, send))
-        history = self.history.setdefault(tenant, DayHistory())
+        report_task = asyncio.create_task(self._report_loop(backends, tenant, send))
         request = router_pb2.WatchQueueStatsRequest(interval=Duration(seconds=1))
         try:
             while True:
@@ -558,7 +571,6 @@ class Inbox:
                             "ListAgents", backends.router.ListAgents(router_pb2.ListAgentsRequest())
                         )
                         total = wire.queue_stats(snap.total)
-                        point = history.add(time.time(), total)
                         await send(
                             "stats",
                             {
@@ -567,7 +579,6 @@ class Inbox:
                                 "queues": [wire.queue_stats(q) for q in snap.queues],
                                 "surge_level": int(snap.surge_level),
                                 "agents": [wire.agent(a) for a in agents.agents],
-                                "point": history.points[-1] if point else None,
                             },
                         )
                 except grpc.aio.AioRpcError as exc:
@@ -583,11 +594,14 @@ class Inbox:
             await backends.close()
 
     async def _report_loop(
-        self, backends: Backends, send: Callable[[str, dict[str, Any]], Awaitable[None]]
+        self,
+        backends: Backends,
+        tenant: str,
+        send: Callable[[str, dict[str, Any]], Awaitable[None]],
     ) -> None:
         while True:
             try:
-                await send("day", {"hours": await self.day_report(backends)})
+                await send("day", await self.day_report(backends, tenant))
             except DomainError as exc:  # the report is a nicety: the live figures go on
                 logger.info("wallboard day report: %s", exc)
             await asyncio.sleep(REPORT_SECONDS)

@@ -45,6 +45,8 @@ CASE_STATUSES = {
     case_pb2.CASE_STATUS_PENDING_CUSTOMER: "pending_customer",
     case_pb2.CASE_STATUS_RESOLVED: "resolved",
     case_pb2.CASE_STATUS_CLOSED: "closed",
+    case_pb2.CASE_STATUS_PENDING_REVIEW: "pending_review",
+    case_pb2.CASE_STATUS_PENDING_CONFIRMATION: "pending_confirmation",
 }
 CASE_STATUS_BY_NAME = {v: k for k, v in CASE_STATUSES.items()}
 # How long a contact may wait for the agent's first answer, by the channel it is answered on (the
@@ -161,11 +163,22 @@ def offer(o: router_pb2.Offer) -> dict[str, Any]:
     }
 
 
+def board_state(a: router_pb2.Agent) -> str:
+    """The agent's state on the wallboard: "available" only when signed in as available with no
+    open contact and no outstanding offer (free to take a contact now); an available agent
+    handling contacts or holding an offer is "busy"; otherwise the presence itself."""
+    presence = PRESENCES.get(a.presence, "offline")
+    if presence == "available" and (a.active_contact_ids or a.has_pending_offer):
+        return "busy"
+    return presence
+
+
 def agent(a: router_pb2.Agent) -> dict[str, Any]:
     return {
         "agent_id": a.agent_id,
         "name": a.display_name,
         "presence": PRESENCES.get(a.presence, "offline"),
+        "state": board_state(a),
         "reason": a.presence_reason,
         "active": len(a.active_contact_ids),
         "connected": a.connected,
@@ -180,9 +193,12 @@ def _seconds(d: Any) -> float:
 
 
 def queue_stats(q: router_pb2.QueueStats) -> dict[str, Any]:
+    """A queue's live figures for the wallboard. Waiting customers are those queued and those
+    offered to an agent who has not accepted yet: both are still waiting for someone."""
     return {
         "queue": q.queue,
-        "waiting": int(q.waiting),
+        "waiting": int(q.waiting) + int(q.offered),
+        "queued": int(q.waiting),
         "longest_wait": _seconds(q.longest_wait),
         "offered": int(q.offered),
         "assigned": int(q.assigned),

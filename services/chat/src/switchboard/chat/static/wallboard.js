@@ -1,12 +1,15 @@
 /* Switchboard supervisor wallboard: live queues, agents by state, the surge level and the day's
-   charts, drawn as inline SVG. All data is rendered with textContent / attributes only. */
+   charts, drawn as inline SVG. The live figures come from the router every second; the day's
+   charts come from the record (the case service's reports, today in the tenant's time zone), so
+   they show the whole day whenever the board is opened. All data is rendered with textContent /
+   attributes only. */
 (function () {
   "use strict";
   var t = window.SBI18n.t;
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-wallboard";
   var SVG = "http://www.w3.org/2000/svg";
-  var state = { token: null, agent: null, socket: null, points: [], last: null };
+  var state = { token: null, agent: null, socket: null, day: null, last: null };
 
   function el(tag, attrs) {
     var node = document.createElement(tag);
@@ -61,18 +64,17 @@
       $("conn").textContent = t("connected"); $("conn").className = "conn ok"; error("");
       socket.emit("watch", {}, function (ack) {
         if (!ack.ok) { error(ack.error); return; }
-        state.points = ack.history || [];
-        drawCharts();
       });
     });
     socket.on("disconnect", function () { $("conn").textContent = t("reconnecting"); $("conn").className = "conn bad"; });
     socket.on("connect_error", function (err) { error(err && err.message); });
-    socket.on("day", function (d) { state.day = d.hours || []; drawDay(); });
+    socket.on("day", function (d) { state.day = d; drawCharts(); });
     socket.on("stats", function (s) {
       if (s.error) { error(s.error); return; }
+      var target = state.last ? state.last.total.sl_target : null;
       state.last = s;
-      if (s.point) { state.points.push(s.point); drawCharts(); }
       render(s);
+      if (target !== s.total.sl_target) drawCharts();
     });
   }
 
@@ -84,7 +86,8 @@
     $("wb-longest").textContent = secs(total.longest_wait);
     tile("tile-longest", total.longest_wait > (total.sl_threshold || 20) ? "bad" : "ok");
     $("wb-asa").textContent = secs(total.asa);
-    $("wb-abandon").textContent = pct(total.abandonment_rate);
+    // A rate with no outcome in the window is undefined: "–", never 0 %.
+    $("wb-abandon").textContent = total.answered + total.abandoned ? pct(total.abandonment_rate) : "–";
     tile("tile-abandon", total.abandonment_rate > 0.05 ? "bad" : "ok");
     $("wb-surge").textContent = String(s.surge_level);
     tile("tile-surge", s.surge_level > 0 ? "bad" : "ok");
@@ -96,11 +99,13 @@
         el("td", { text: q.queue }), el("td", { text: String(q.waiting), "data-testid": "wb-queue-waiting" }),
         el("td", { text: secs(q.longest_wait) }),
         el("td", { text: q.answered + q.abandoned ? pct(q.service_level) + " / " + pct(q.sl_target) : "–" }),
-        el("td", { text: secs(q.asa) }), el("td", { text: pct(q.abandonment_rate) }),
+        el("td", { text: secs(q.asa) }), el("td", { text: q.answered + q.abandoned ? pct(q.abandonment_rate) : "–" }),
         el("td", { text: String(q.surge_level) })));
     });
+    // By their state on the board: available means free to take a contact now (the server
+    // counts an available agent with open contacts or an outstanding offer as busy).
     var counts = {};
-    s.agents.forEach(function (a) { counts[a.presence] = (counts[a.presence] || 0) + 1; });
+    s.agents.forEach(function (a) { counts[a.state] = (counts[a.state] || 0) + 1; });
     var states = $("wb-states");
     clear(states);
     stateBars(states, counts);
@@ -109,7 +114,7 @@
     s.agents.forEach(function (a) {
       agents.appendChild(el("tr", {},
         el("td", { text: a.name || a.agent_id }),
-        el("td", { cls: "state-" + a.presence, text: t(a.presence) + (a.reason ? " — " + a.reason : "") }),
+        el("td", { cls: "state-" + a.state, text: t(a.state) + (a.reason ? " — " + a.reason : "") }),
         el("td", { text: String(a.active) }),
         el("td", { text: a.since ? secs((Date.now() - a.since) / 1000) : "" })));
     });
@@ -146,61 +151,63 @@
     box.appendChild(s);
   }
 
-  function line(node, values, maxY, color, label, target) {
-    clear(node);
-    var W = 600, H = 180, L = 36, B = 20;
+  var W = 600, H = 160, L = 36, B = 20;
+  function minuteX(hour, minute) { return L + (W - L) * (hour * 60 + minute) / 1440; }
+  function hourAxis(node, zone) {
     node.appendChild(svg("line", { x1: L, y1: H - B, x2: W, y2: H - B, stroke: "#dde1e6" }));
-    node.appendChild(svg("text", { x: 0, y: 12 }, String(Math.round(maxY))));
+    [0, 6, 12, 18].forEach(function (h) { node.appendChild(svg("text", { x: minuteX(h, 0), y: H - 4 }, h + ":00")); });
+    node.appendChild(svg("text", { x: W, y: H - 4, "text-anchor": "end", "class": "zone" }, zone || ""));
+  }
+
+  // Today's service level per 15 minutes (the report's SL: answered within the threshold over
+  // answered + abandoned), at the time of day in the tenant's zone.
+  function drawSl() {
+    var node = $("chart-sl");
+    clear(node);
+    var day = state.day;
+    if (!day) return;
+    hourAxis(node, day.time_zone);
+    node.appendChild(svg("text", { x: 0, y: 12 }, "100"));
     node.appendChild(svg("text", { x: 0, y: H - B }, "0"));
-    if (target != null) {
-      var ty = H - B - (H - B - 10) * target / maxY;
-      node.appendChild(svg("line", { x1: L, y1: ty, x2: W, y2: ty, stroke: "#1d2430", "stroke-dasharray": "4 4" }));
-    }
-    if (!values.length) return;
-    var pts = values.map(function (p, i) {
-      var x = L + (W - L) * (values.length === 1 ? 1 : i / (values.length - 1));
-      var y = H - B - (H - B - 10) * Math.min(p.v, maxY) / maxY;
-      return x.toFixed(1) + "," + y.toFixed(1);
+    var y = function (v) { return H - B - (H - B - 10) * v / 100; };
+    var target = 100 * ((state.last && state.last.total.sl_target) || 0.8);
+    node.appendChild(svg("line", { x1: L, y1: y(target), x2: W, y2: y(target), stroke: "#1d2430", "stroke-dasharray": "4 4" }));
+    var pts = day.quarters.filter(function (q) { return q.service_level != null; }).map(function (q) {
+      return { x: minuteX(q.hour, q.minute + 7.5), v: 100 * q.service_level };
     });
-    node.appendChild(svg("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
-    var end = pts[pts.length - 1].split(",");
-    node.appendChild(svg("circle", { cx: end[0], cy: end[1], r: 3, fill: color }));
-    var first = new Date(values[0].at), last = new Date(values[values.length - 1].at);
-    node.appendChild(svg("text", { x: L, y: H - 4 }, first.toLocaleTimeString()));
-    node.appendChild(svg("text", { x: W - 70, y: H - 4 }, last.toLocaleTimeString()));
-    node.setAttribute("aria-label", label);
+    if (pts.length > 1) {
+      node.appendChild(svg("polyline", { points: pts.map(function (p) { return p.x.toFixed(1) + "," + y(p.v).toFixed(1); }).join(" "), fill: "none", stroke: "#1e8a4c", "stroke-width": 2 }));
+    }
+    pts.forEach(function (p) {
+      node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 3, fill: p.v >= target ? "#1e8a4c" : "#c62828", "data-testid": "wb-day-point", "data-value": p.v.toFixed(1) }));
+    });
+    node.setAttribute("aria-label", t("chartSl"));
   }
 
-  function drawCharts() {
-    var p = state.points;
-    var waiting = p.map(function (x) { return { at: x.at, v: x.waiting }; });
-    var maxW = Math.max.apply(null, [5].concat(waiting.map(function (x) { return x.v; })));
-    line($("chart-waiting"), waiting, maxW, "#2357d8", t("chartWaiting"));
-    var sl = p.filter(function (x) { return x.answered + x.abandoned > 0; }).map(function (x) { return { at: x.at, v: 100 * x.service_level }; });
-    line($("chart-sl"), sl, 100, "#1e8a4c", t("chartSl"), 100 * ((state.last && state.last.total.sl_target) || 0.8));
-  }
-
-  // Today's contacts per hour (the case service's report): answered and abandoned, stacked.
+  // Today's contacts per local hour (the same report): answered and abandoned, stacked.
   function drawDay() {
     var node = $("chart-day");
     clear(node);
-    var rows = state.day || [];
-    var W = 600, H = 180, L = 36, B = 20;
+    var day = state.day;
+    if (!day) return;
+    hourAxis(node, day.time_zone);
+    var rows = day.hours;
     var max = Math.max.apply(null, [4].concat(rows.map(function (r) { return r.answered + r.abandoned; })));
-    node.appendChild(svg("line", { x1: L, y1: H - B, x2: W, y2: H - B, stroke: "#dde1e6" }));
     node.appendChild(svg("text", { x: 0, y: 12 }, String(Math.round(max))));
     var slot = (W - L) / 24;
     rows.forEach(function (r) {
-      var hour = new Date(r.start).getUTCHours();
-      var x = L + hour * slot + 2;
+      if (!r.answered && !r.abandoned) return;
+      var x = L + r.hour * slot + 2;
       var hA = (H - B - 10) * r.answered / max, hB = (H - B - 10) * r.abandoned / max;
-      node.appendChild(svg("rect", { x: x, y: H - B - hA, width: slot - 4, height: hA, fill: "#1e8a4c", "data-hour": hour }));
+      node.appendChild(svg("rect", { x: x, y: H - B - hA, width: slot - 4, height: hA, fill: "#1e8a4c", "data-hour": r.hour, "data-answered": r.answered, "data-abandoned": r.abandoned }));
       node.appendChild(svg("rect", { x: x, y: H - B - hA - hB, width: slot - 4, height: hB, fill: "#c62828" }));
     });
-    [0, 6, 12, 18].forEach(function (h) { node.appendChild(svg("text", { x: L + h * slot, y: H - 4 }, h + ":00 UTC")); });
+    node.setAttribute("aria-label", t("chartHourly"));
   }
 
-  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); drawCharts(); drawDay(); });
+  function drawCharts() { drawSl(); drawDay(); }
+
+  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); drawCharts(); });
 
   var prior = null;
   try { prior = JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { prior = null; }

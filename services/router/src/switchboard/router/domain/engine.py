@@ -618,11 +618,15 @@ class Engine(Index, Explain, Surge, Stats):
 
     def _in_oldest(self, c: Contact, queue: str) -> bool:
         """Whether a contact's entry in the queue's `oldest` heap is to stay: the contact waits
-        in that queue. An entry dropped is forgotten (`oldest_in`), so that the contact is pushed
+        in that queue (queued, or offered and not yet accepted). An entry dropped is forgotten (`oldest_in`), so that the contact is pushed
         again when it is filed there again."""
         if c.oldest_in != queue:
             return False  # an entry from an earlier stay in the queue
-        if self.contacts.get(c.contact_id) is c and c.status == Status.WAITING and c.queue == queue:
+        if (
+            self.contacts.get(c.contact_id) is c
+            and c.status in (Status.WAITING, Status.OFFERED)
+            and c.queue == queue
+        ):
             return True
         c.oldest_in = ""
         return False

@@ -13,6 +13,9 @@ from switchboard.core.errors import NotFound
 from switchboard.router.domain.model import Contact, QueueStats, Status, bucket_entry
 from switchboard.router.domain.state import _EngineState
 
+# Contacts still waiting for someone, as the wallboard counts them.
+WAITING_FOR_AGENT = frozenset({Status.WAITING, Status.OFFERED})
+
 
 class Stats(_EngineState):
     """Per-queue statistics (a mixin of `Engine`)."""
@@ -47,7 +50,8 @@ class Stats(_EngineState):
                 qs.abandoned_in -= within
 
     def queue_snapshot(self, tenant: str, queue: str) -> tuple[QueueStats, float]:
-        """A queue's statistics (pruned to its window) and its longest current wait."""
+        """A queue's statistics (pruned to its window) and its longest current wait: of the
+        contacts not yet taken by an agent, queued or offered (an offer not yet accepted)."""
         state = self.tenant(tenant)
         qs = state.queue_stats(queue)
         self._prune(tenant, queue, qs)
@@ -55,7 +59,7 @@ class Stats(_EngineState):
         while qs.oldest:
             queued_at, contact_id = qs.oldest[0].queued_at, qs.oldest[0].contact_id
             c = self.contacts.get(contact_id)
-            if c is None or c.status != Status.WAITING or c.queue != queue:
+            if c is None or c.status not in WAITING_FOR_AGENT or c.queue != queue:
                 gone = heapq.heappop(qs.oldest)
                 if gone.oldest_in == queue:
                     gone.oldest_in = ""

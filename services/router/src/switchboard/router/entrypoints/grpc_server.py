@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from switchboard.core import roles
 from switchboard.core.errors import DomainError, InvalidArgument
 from switchboard.core.grpc import acting_for, for_anyone, principal, require, status_for
+from switchboard.core.service_level import Outcomes
 from switchboard.router import metrics
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
@@ -90,22 +91,35 @@ def queue_stats(router: Router, tenant: str, queue: str) -> router_pb2.QueueStat
         answered_within_threshold=qs.answered_in,
         abandoned_within_threshold=qs.abandoned_in,
         sl_target=q.sl_target,
-        service_level=qs.answered_in / qs.answered if qs.answered else 1.0,
-        service_level_2=(
-            (qs.answered_in + qs.abandoned_in) / (qs.answered + qs.abandoned)
-            if qs.answered + qs.abandoned
-            else 1.0
-        ),
-        abandonment_rate=(
-            qs.abandoned / (qs.answered + qs.abandoned) if qs.answered + qs.abandoned else 0.0
-        ),
         surge_level=state.surge_level if state.surge_queue in ("", queue) else 0,
         agents=agent_counts(router, tenant),
     )
+    _rates(out)
     _dur(out.longest_wait, longest)
     _dur(out.sl_threshold, q.sl_threshold)
     _dur(out.average_speed_of_answer, qs.answer_wait_total / qs.answered if qs.answered else 0.0)
     return out
+
+
+def outcomes(stats: router_pb2.QueueStats) -> Outcomes:
+    """The window's outcomes: a short abandon is one within the queue's threshold (the
+    short-abandon limit defaults to the threshold, as in the reports)."""
+    return Outcomes(
+        answered=stats.answered,
+        answered_within_threshold=stats.answered_within_threshold,
+        abandoned=stats.abandoned,
+        short_abandoned=stats.abandoned_within_threshold,
+    )
+
+
+def _rates(stats: router_pb2.QueueStats) -> None:
+    """SL, SL2 and the abandonment rate by the one formula (switchboard.core.service_level); an
+    undefined rate (nothing answered or abandoned in the window) is sent as 0 and the client
+    tells it by answered + abandoned = 0."""
+    o = outcomes(stats)
+    stats.service_level = o.service_level or 0.0
+    stats.service_level_2 = o.service_level_2 or 0.0
+    stats.abandonment_rate = o.abandon_rate or 0.0
 
 
 def agent_counts(router: Router, tenant: str) -> list[router_pb2.AgentStateCount]:
@@ -137,17 +151,8 @@ def snapshot(router: Router, tenant: str, queue: str) -> router_pb2.QueueStatsSn
         wait_total += q.average_speed_of_answer.ToNanoseconds() / 1e9 * q.answered
     _dur(total.longest_wait, longest)
     if total.answered:
-        total.service_level = total.answered_within_threshold / total.answered
         _dur(total.average_speed_of_answer, wait_total / total.answered)
-    else:
-        total.service_level = 1.0
-    handled = total.answered + total.abandoned
-    total.service_level_2 = (
-        (total.answered_within_threshold + total.abandoned_within_threshold) / handled
-        if handled
-        else 1.0
-    )
-    total.abandonment_rate = total.abandoned / handled if handled else 0.0
+    _rates(total)
     state = engine.tenant(tenant)
     total.surge_level = state.surge_level
     return router_pb2.QueueStatsSnapshot(
