@@ -285,7 +285,8 @@ def test_a_waiting_contact_as_the_channels_send_it_costs_less_than_a_kilobyte() 
         tracemalloc.stop()
     assert engine.queue_snapshot("demo", "general")[0].waiting == count
     assert len(engine.timers) >= count  # each waits for its queue's first routing step
-    assert per_contact < 1024, f"{per_contact:.0f} bytes per waiting contact"
+    # Under a kilobyte, with an eighth of it to spare for what a contact may carry besides.
+    assert per_contact < 896, f"{per_contact:.0f} bytes per waiting contact"
 
 
 def test_a_contact_reads_back_as_the_channel_sent_it(
