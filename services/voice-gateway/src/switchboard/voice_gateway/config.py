@@ -52,6 +52,8 @@ class VoiceConfig:
     recording: recording_policy.RecordingPolicy = field(
         default_factory=recording_policy.RecordingPolicy
     )
+    # Tenants whose callers stay, after the agent hangs up, for the satisfaction survey (1-5).
+    survey_tenants: frozenset[str] = field(default_factory=frozenset)
 
     def plan_for(self, dialled: str) -> NumberPlan | None:
         """The plan for a dialled number, with or without the leading +."""
@@ -160,7 +162,7 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     root = r.mapping(
         compose(text, source),
         "",
-        {"realm", "phones", "trunk", "transfer_codes", "numbers", "recording"},
+        {"realm", "phones", "trunk", "transfer_codes", "numbers", "recording", "survey_tenants"},
     )
 
     def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -183,7 +185,13 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     }
     realm = r.string(root["realm"][1], "realm") if "realm" in root else "switchboard"
     trunk = r.scalar(root["trunk"][1], "trunk") if "trunk" in root else ""
+    surveyed = (
+        r.strings(root["survey_tenants"][1], "survey_tenants", TENANT_RE)
+        if "survey_tenants" in root and not is_null(root["survey_tenants"][1])
+        else ()
+    )
     return VoiceConfig(
+        survey_tenants=frozenset(surveyed),
         realm=realm,
         phones=phones,
         numbers=numbers,

@@ -161,6 +161,8 @@ class Gateway:
     async def finish(self, call: Call, by_caller: bool, reason: int) -> None:
         """Release the agent's leg (BYE when the caller ended) and publish ContactEnded."""
         call.end_hold()
+        if self.recordings is not None:  # the conversation is over (a survey is not recorded)
+            self.recordings.ended(call)
         talk = call.talk()
         agent, call.agent = call.agent, None
         if by_caller and agent is not None:

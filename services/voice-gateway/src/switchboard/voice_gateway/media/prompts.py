@@ -41,6 +41,9 @@ GENERATED: dict[str, list[Tone]] = {
     "connecting": [(700.0, 0.2), (0, 0.1)],
     "goodbye": [(600.0, 0.3), (400.0, 0.3), (0, 0.2)],
     "invalid": [(300.0, 0.4), (0, 0.2)],
+    # After the agent hangs up: "please rate us from 1 to 5", then thanks.
+    "survey": [(523.0, 0.2), (0, 0.1), (587.0, 0.2), (0, 0.1), (659.0, 0.2), (0, 0.3)],
+    "survey-thanks": [(784.0, 0.2), (988.0, 0.3), (0, 0.2)],
     # A slow arpeggio that loops: the music on hold.
     "music-on-hold": [
         (262.0, 0.4),
