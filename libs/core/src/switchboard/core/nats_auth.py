@@ -94,8 +94,9 @@ SERVICES: dict[str, Grant] = {
     "case": Grant(
         publishes=("case.{tenant}.>", _EMAIL_OUT),  # case events; the CSAT survey mail
         consumers=(("EVENTS", "case"), ("EVENTS", "case-csat")),
-        # An erased customer's raw mails, fax documents and chat uploads (docs/security.md).
-        erases_objects=("email", "fax-documents", "chat_files"),
+        # An erased customer's raw mails, fax documents, chat uploads and call recordings
+        # (docs/security.md).
+        erases_objects=("email", "fax-documents", "chat_files", "recordings"),
         updates_streams=True,  # the system of record keeps the events' streams up to date
         erases=stream_erasure.ERASED_STREAMS,  # erasing a customer reaches the bus
     ),
@@ -117,6 +118,7 @@ SERVICES: dict[str, Grant] = {
             ("EVENTS", "voice-gateway"),
             *(("EVENTS", f"voice-gateway-{i}") for i in range(VOICE_GATEWAY_REPLICAS)),
         ),
+        objects=("recordings",),  # the calls' recordings, sealed (docs/voice.md)
     ),
     "email-ingest": Grant(
         publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails
