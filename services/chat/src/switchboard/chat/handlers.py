@@ -659,7 +659,7 @@ class Chat:
         self, tenant: str, message: ChatMessage, conversation: Conversation | None = None
     ) -> None:
         # Idempotent: a redelivered event is already in the history and is not emitted twice.
-        stored = await self.store.append(tenant, message.contact_id, message)
+        stored = await self.store.append(tenant, message.contact_id, message, conversation)
         if stored is None:
             return
         conversation = conversation or await self.store.get(tenant, message.contact_id)
