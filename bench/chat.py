@@ -232,8 +232,10 @@ if __name__ == "__main__":
     import tempfile
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+    from switchboard.chat.__main__ import use_uvloop
     from switchboard.core.embedded_nats import NatsServer
 
+    use_uvloop()  # the chat process's loop, as `switchboard-chat` runs it (the raw echo's too)
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(pathlib.Path(tmp) / "nats").start()
         try:

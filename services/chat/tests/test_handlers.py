@@ -300,3 +300,51 @@ async def test_customer_erased_forgets_the_conversations_in_memory_too(chat: Cha
     assert await chat.store.open_for_visitor(TENANT, "v1") is None
     assert await chat.store.history(TENANT, erased.contact_id) == []
     assert await chat.store.get(TENANT, kept.contact_id) is not None
+
+
+async def test_the_bus_bringing_back_a_message_shown_here_costs_no_store_work(
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message this replica stored and showed needs nothing more when its event comes back
+    over the bus; one whose history append failed here is stored (and shown) then."""
+    first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
+    await chat.on_contact_assigned(assigned(first.contact_id))
+    await chat.customer_message(PROFILE, "v1", CustomerMessage("two"))
+    await chat.send_agent_message(TENANT, first.contact_id, "agent-1", "three")
+    calls: list[str] = []
+    get, append = chat.store.get, chat.store.append
+
+    async def counted_get(*args: Any, **kwargs: Any) -> Any:
+        calls.append("get")
+        return await get(*args, **kwargs)
+
+    async def counted_append(*args: Any, **kwargs: Any) -> Any:
+        calls.append("append")
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(chat.store, "get", counted_get)
+    monkeypatch.setattr(chat.store, "append", counted_append)
+    for event in list(bus.events):
+        if isinstance(event, events_pb2.ContactCreated):
+            await chat.on_contact_created(event)
+        if isinstance(event, events_pb2.MessageAdded):
+            await chat.on_message_added(event)
+    assert calls == []
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("no history ack")
+
+    monkeypatch.setattr(chat.store, "append", failing)
+    late = await chat.customer_message(PROFILE, "v1", CustomerMessage("stored later"))
+    monkeypatch.setattr(chat.store, "append", counted_append)
+    [event] = [
+        e
+        for e in bus.events
+        if isinstance(e, events_pb2.MessageAdded) and e.message.message_id == late.message_id
+    ]
+    await chat.on_message_added(event)
+    history = await chat.store.history(TENANT, first.contact_id)
+    assert [m.text for m in history] == ["hello", "two", "three", "stored later"]
+    room = f"contact:{first.contact_id}"
+    texts = [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"]
+    assert texts == ["hello", "two", "three", "stored later"]

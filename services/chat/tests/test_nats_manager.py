@@ -53,3 +53,58 @@ def test_a_leaving_socket_finds_its_rooms_without_scanning_the_namespace() -> No
     stock.basic_leave_room("s6", NS, "conversation-3")
     assert rooms(ours) == rooms(stock)
     assert ours.get_rooms("s6", NS) == ["s6"]
+
+
+class Published:
+    """A NATS message as _publish writes it."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        import json
+
+        self.data = json.dumps(body, separators=(",", ":")).encode()
+
+
+async def test_its_own_emits_coming_back_over_nats_are_dropped_before_decoding() -> None:
+    ours = NatsClientManager(nc=None)  # type: ignore[arg-type]
+    other = NatsClientManager(nc=None)  # type: ignore[arg-type]
+
+    def emit(host: str) -> dict[str, Any]:
+        # python-socketio's emit message, keys in its order (the host id last)
+        return {
+            "method": "emit",
+            "event": "message",
+            "data": [{"text": f'"host_id":"{ours.host_id}"}}'}],
+            "binary": False,
+            "namespace": NS,
+            "room": "visitor:acme:v1",
+            "skip_sid": None,
+            "callback": None,
+            "host_id": host,
+        }
+
+    await ours._on_msg(Published(emit(ours.host_id)))  # type: ignore[arg-type]
+    await ours._on_msg(  # type: ignore[arg-type]
+        Published(
+            {
+                "method": "leave_room",
+                "sid": "s",
+                "room": "r",
+                "namespace": NS,
+                "host_id": ours.host_id,
+            }
+        )
+    )
+    assert ours._queue.empty()
+
+    # Another replica's emit (even one whose text names our id), and a callback for us, stay.
+    await ours._on_msg(Published(emit(other.host_id)))  # type: ignore[arg-type]
+    callback = {
+        "method": "callback",
+        "host_id": ours.host_id,
+        "sid": "s",
+        "namespace": NS,
+        "id": 1,
+        "args": [],
+    }
+    await ours._on_msg(Published(callback))  # type: ignore[arg-type]
+    assert ours._queue.qsize() == 2

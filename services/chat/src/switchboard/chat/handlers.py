@@ -69,6 +69,27 @@ AUTHORS: dict[int, AuthorName] = {
 }
 
 
+# How many messages a replica remembers having stored and shown itself (one the bus brings back
+# after that many others is looked up in the history, where it is found stored).
+RECENT_MESSAGES = 100_000
+
+
+class RecentIds:
+    """The last `keep` ids added."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._ids: dict[str, None] = {}
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        if len(self._ids) > self.keep:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._ids
+
+
 class Delivery(Protocol):
     """Pushes events to sockets on every replica."""
 
@@ -152,6 +173,9 @@ class Chat:
         self._background: set[asyncio.Future[None]] = set()
         # Contacts this replica announced whose record does not say so yet.
         self._announcing: set[tuple[str, str]] = set()
+        # Messages this replica has stored in the history and shown: when the bus brings them
+        # back there is nothing left to do (no record to read, no duplicate to append).
+        self._done = RecentIds(RECENT_MESSAGES)
 
     # ---- customers -----------------------------------------------------------------------------
 
@@ -612,6 +636,8 @@ class Chat:
         if event.meta.channel != contact_pb2.CHANNEL_CHAT:
             return
         tenant, contact_id = event.meta.tenant, contact.contact_id
+        if f"{tenant}/{initial_message_id(contact_id)}" in self._done:
+            return
         message = ChatMessage(
             message_id=initial_message_id(contact_id),
             contact_id=contact_id,
@@ -628,6 +654,8 @@ class Chat:
             return
         m, tenant = event.message, event.meta.tenant
         if conversation is None:
+            if f"{tenant}/{m.message_id or event.meta.event_id}" in self._done:
+                return
             conversation = await self.store.get(tenant, m.contact_id)
         if conversation is None:
             return
@@ -661,7 +689,9 @@ class Chat:
         self, tenant: str, message: ChatMessage, conversation: Conversation | None = None
     ) -> None:
         # Idempotent: a redelivered event is already in the history and is not emitted twice.
-        stored = await self.store.append(tenant, message.contact_id, message)
+        stored = await self.store.append(tenant, message.contact_id, message, conversation)
+        if conversation is not None:  # stored now or before: in the history either way
+            self._done.add(f"{tenant}/{message.message_id}")
         if stored is None:
             return
         conversation = conversation or await self.store.get(tenant, message.contact_id)

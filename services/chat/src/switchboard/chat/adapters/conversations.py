@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -35,6 +36,8 @@ HISTORY_SUBJECTS = "chat.history.>"
 # A redelivered MessageAdded is de-duplicated by JetStream within this window (and by id after).
 DEDUPE_WINDOW_SECONDS = 24 * 3600
 HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
+# How many visitors' open contacts a replica remembers (a forgotten one costs one more read).
+OPEN_HINTS = 100_000
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last sequence not met
 # A contact id that can be one token of a key: others (another channel's) are no chat contact.
 _KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
@@ -60,9 +63,14 @@ class ConversationStore(Protocol):
         ...
 
     async def append(
-        self, tenant: str, contact_id: str, message: ChatMessage
+        self,
+        tenant: str,
+        contact_id: str,
+        message: ChatMessage,
+        conversation: Conversation | None = None,
     ) -> ChatMessage | None:
-        """Store `message` (returned with its seq); None if the contact is unknown or the id known."""
+        """Store `message` (returned with its seq); None if the contact is unknown or the id known.
+        `conversation`, the contact's record just read by the caller, spares reading it again."""
         ...
 
     async def history(self, tenant: str, contact_id: str, since_seq: int = 0) -> list[ChatMessage]:
@@ -127,7 +135,11 @@ class InMemoryConversations:
         return _snapshot(conversation) if conversation else None
 
     async def append(
-        self, tenant: str, contact_id: str, message: ChatMessage
+        self,
+        tenant: str,
+        contact_id: str,
+        message: ChatMessage,
+        conversation: Conversation | None = None,
     ) -> ChatMessage | None:
         messages = self._messages.get((tenant, contact_id))
         if messages is None or any(m.message_id == message.message_id for m in messages):
@@ -186,6 +198,10 @@ class JetStreamConversations:
     def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
+        # Each visitor's open contact as last read here: a hint only, checked against the
+        # contact's own record at every use (an ended, erased or discarded one sends us back to
+        # the visitor's pointer), so a customer's message reads one key, not two.
+        self._open_hint: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> JetStreamConversations:
@@ -212,16 +228,38 @@ class JetStreamConversations:
         return json.loads(entry.value), int(entry.revision or 0)
 
     async def open_for_visitor(self, tenant: str, visitor_id: str) -> Conversation | None:
+        visitor = (tenant, visitor_id)
+        hinted = self._open_hint.get(visitor)
+        if hinted is not None:
+            conversation = await self.get(tenant, hinted)
+            if (
+                conversation is not None
+                and not conversation.ended
+                and conversation.visitor_id == visitor_id
+            ):
+                self._open_hint.move_to_end(visitor)
+                return conversation
+            self._open_hint.pop(visitor, None)
         found = await self._read(_vkey(tenant, visitor_id))
         if found is None:
             return None
         conversation = await self.get(tenant, str(found[0]["contact_id"]))
-        return None if conversation is None or conversation.ended else conversation
+        if conversation is None or conversation.ended:
+            return None
+        self._hint(visitor, conversation.contact_id)
+        return conversation
+
+    def _hint(self, visitor: tuple[str, str], contact_id: str) -> None:
+        self._open_hint[visitor] = contact_id
+        self._open_hint.move_to_end(visitor)
+        while len(self._open_hint) > OPEN_HINTS:
+            self._open_hint.popitem(last=False)
 
     async def add(self, conversation: Conversation) -> None:
         t, c = conversation.tenant, conversation.contact_id
         await self.kv.put(_ckey(t, c), json.dumps(conversation.to_record()).encode())
         await self.kv.put(_vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode())
+        self._hint((t, conversation.visitor_id), c)
 
     async def discard(self, tenant: str, contact_id: str) -> None:
         conversation = await self.get(tenant, contact_id)
@@ -245,9 +283,13 @@ class JetStreamConversations:
         return None if found is None else Conversation.from_record(found[0])
 
     async def append(
-        self, tenant: str, contact_id: str, message: ChatMessage
+        self,
+        tenant: str,
+        contact_id: str,
+        message: ChatMessage,
+        conversation: Conversation | None = None,
     ) -> ChatMessage | None:
-        if await self._read(_ckey(tenant, contact_id)) is None:
+        if conversation is None and await self._read(_ckey(tenant, contact_id)) is None:
             return None
         ack = await self.js.publish(
             _subject(tenant, contact_id),

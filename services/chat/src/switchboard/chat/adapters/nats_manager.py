@@ -38,6 +38,10 @@ class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._rooms_of: dict[tuple[str, str], set[str | None]] = {}
+        # How this replica's own emits and room changes end (python-socketio puts the host id
+        # last in each of them; in a callback, which names the host it is for, it is not last):
+        # NATS hands them back to us, and they are dropped before being decoded.
+        self._own_tail = f',"host_id":"{self.host_id}"}}'.encode()
 
     # ---- rooms, indexed by socket ------------------------------------------------------------
 
@@ -83,7 +87,8 @@ class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
             await sub.unsubscribe()
 
     async def _on_msg(self, msg: Msg) -> None:
-        self._queue.put_nowait(msg.data)
+        if not msg.data.endswith(self._own_tail):  # already handled here when it was sent
+            self._queue.put_nowait(msg.data)
 
     async def _publish(self, data: Any) -> None:
         try:
