@@ -1,0 +1,230 @@
+"""Decoding fetched mail off the event loop: MIME parsing is the ingest's largest CPU cost, so a
+batch is decoded in worker processes (a share of the batch each) while the event loop goes on
+storing and publishing the previous one. With no workers, mail is decoded inline.
+
+A worker is `python -m switchboard.email_ingest.decoding`, which imports only the decoder and
+reads length-prefixed pickled requests on its standard input (pickle only between this process
+and the child it started). A mail that kills its worker or holds it past the deadline (the
+decoder exhausting memory, or looping) takes no other mail with it: the share is decoded again
+one mail at a time, and a mail that fails alone is quarantined as undecodable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from switchboard.email_ingest.domain import mime, threads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Decoded:
+    key: str  # in the seen set: tenant, Message-ID and content hash
+    raw_hash: str
+    mail: mime.ParsedMail
+    quarantine: str = ""  # the reason, when it cannot become a contact
+
+
+@dataclass(frozen=True)
+class Raw:
+    data: bytes
+    size: int  # the full size, when `data` is only the header of an oversize mail
+    tenant: str
+
+
+def decode(raw: Raw, max_message_bytes: int) -> Decoded:
+    """Decode one mail and name it in the seen set (no I/O; never raises on the mail's content)."""
+    tenant = raw.tenant
+    raw_hash = mime.content_hash(raw.data)
+    size = max(raw.size, len(raw.data))
+    if size > max_message_bytes:
+        mail = mime.parse(raw.data)  # the header at least
+        key = threads.key("seen", tenant, mail.message_id, raw_hash, str(size))
+        reason = f"message of {size} bytes exceeds the limit of {max_message_bytes} bytes"
+        return Decoded(key, raw_hash, mail, reason)
+    try:
+        mail = mime.parse(raw.data)
+    except Exception as exc:  # the decoder's own failure must not lose the mail
+        logger.exception("mail of tenant %s could not be decoded", tenant)
+        return _undecodable(raw, raw_hash, f"undecodable: {exc!r}")
+    key = threads.key("seen", tenant, mail.message_id, raw_hash)
+    if not mail.from_address and not mail.body.strip() and not mail.attachments:
+        reason = "no sender, no text and no attachments: " + "; ".join(mail.problems[:5])
+        return Decoded(key, raw_hash, mail, reason)
+    return Decoded(key, raw_hash, mail)
+
+
+def _undecodable(raw: Raw, raw_hash: str, reason: str) -> Decoded:
+    key = threads.key("seen", raw.tenant, "", raw_hash)
+    return Decoded(key, raw_hash, mime.ParsedMail(size=max(raw.size, len(raw.data))), reason)
+
+
+def decode_all(raws: list[Raw], max_message_bytes: int) -> list[Decoded]:
+    return [decode(raw, max_message_bytes) for raw in raws]
+
+
+_FRAME = struct.Struct(">Q")
+
+
+def _write_frame(out: BinaryIO, value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_FRAME.pack(len(data)) + data)
+    out.flush()
+
+
+def _serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """A worker's loop: (mails, max_message_bytes) in, their Decoded out, until end of input."""
+    while True:
+        head = inp.read(_FRAME.size)
+        if len(head) < _FRAME.size:
+            return
+        (size,) = _FRAME.unpack(head)
+        raws, max_message_bytes = pickle.loads(inp.read(size))
+        _write_frame(out, decode_all(raws, max_message_bytes))
+
+
+def default_workers() -> int:
+    """One worker per CPU beyond the event loop's, at least one where there are two or more
+    CPUs; none (decoding inline) on one CPU, where a worker would only add copying."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if (cpus or 1) < 2 else min(4, max(1, (cpus or 1) - 1))
+
+
+class DecoderFailed(Exception):
+    """A worker died, or did not answer within the deadline."""
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "switchboard.email_ingest.decoding",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(proc)
+
+    async def call(self, raws: list[Raw], max_message_bytes: int, timeout: float) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        data = pickle.dumps((raws, max_message_bytes), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(_FRAME.pack(len(data)) + data)
+            async with asyncio.timeout(timeout):
+                await self.proc.stdin.drain()
+                (size,) = _FRAME.unpack(await self.proc.stdout.readexactly(_FRAME.size))
+                return pickle.loads(await self.proc.stdout.readexactly(size))
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            await self.kill()
+            raise DecoderFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.wait()
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            await self.kill()
+
+
+class Decoder:
+    """Decodes batches of mail in `workers` processes (started on first use), or inline.
+    `timeout` bounds a worker's answer: for a share of a batch, and for one mail alone."""
+
+    def __init__(self, workers: int = 0, timeout: float = 60.0) -> None:
+        self.workers = max(0, workers)
+        self.timeout = timeout
+        self._idle: list[_Worker] = []
+        self._free = asyncio.Semaphore(self.workers)
+        self._all: set[_Worker] = set()
+
+    async def start(self) -> None:
+        """Start the workers now rather than on the first batch (they take a moment)."""
+        while len(self._all) < self.workers:
+            worker = await _Worker.start()
+            self._all.add(worker)
+            self._idle.append(worker)
+
+    async def _call(self, raws: list[Raw], max_message_bytes: int) -> Any:
+        async with self._free:
+            worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                worker = await _Worker.start()
+                self._all.add(worker)
+            try:
+                result = await worker.call(raws, max_message_bytes, self.timeout)
+            except BaseException:
+                self._all.discard(worker)
+                if worker.proc.returncode is None:
+                    await worker.kill()
+                raise
+            self._idle.append(worker)
+            return result
+
+    async def decode(self, raws: list[Raw], max_message_bytes: int) -> list[Decoded]:
+        """Each mail decoded, in order; never raises on the mails' content."""
+        if not raws:
+            return []
+        if not self.workers:
+            return decode_all(raws, max_message_bytes)
+        # Contiguous shares, one a worker (fewer, larger messages between the processes).
+        share = -(-len(raws) // self.workers)
+        parts = [raws[i : i + share] for i in range(0, len(raws), share)]
+        done = await asyncio.gather(
+            *(self._decode_share(part, max_message_bytes) for part in parts)
+        )
+        return [d for part in done for d in part]
+
+    async def _decode_share(self, raws: list[Raw], max_message_bytes: int) -> list[Decoded]:
+        try:
+            decoded: list[Decoded] = await self._call(raws, max_message_bytes)
+            return decoded
+        except DecoderFailed as exc:
+            if len(raws) == 1:
+                logger.error("mail of tenant %s failed its decoder: %s", raws[0].tenant, exc)
+                return [
+                    _undecodable(
+                        raws[0],
+                        mime.content_hash(raws[0].data),
+                        f"undecodable: its decoder process failed ({exc})",
+                    )
+                ]
+            logger.error("a mail decoder failed (%s); decoding its mails one at a time", exc)
+        return [d for raw in raws for d in await self._decode_share([raw], max_message_bytes)]
+
+    async def close(self) -> None:
+        workers, self._all, self._idle = self._all, set(), []
+        for worker in workers:
+            await worker.close()
+
+
+def main() -> None:
+    """A worker: its frames on standard output, anything else the decoder prints to stderr."""
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    _serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    # Through the module's own name, so what it pickles names that module, not __main__.
+    from switchboard.email_ingest import decoding
+
+    decoding.main()
