@@ -82,7 +82,9 @@ def _write_frame(out: BinaryIO, value: object) -> None:
 
 
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """A worker's loop: (mails, max_message_bytes) in, their Decoded out, until end of input."""
+    """A worker's loop: (mails, max_message_bytes) in, their Decoded out, until end of input.
+    An empty list first says it is ready (its imports done)."""
+    _write_frame(out, [])
     while True:
         head = inp.read(_FRAME.size)
         if len(head) < _FRAME.size:
@@ -100,7 +102,11 @@ def default_workers() -> int:
 
 
 class DecoderFailed(Exception):
-    """A worker died, or did not answer within the deadline."""
+    """A worker died, or did not answer within the deadline, while decoding mail."""
+
+
+class DecoderUnavailable(Exception):
+    """A worker could not be started: no mail's fault, so none is quarantined for it."""
 
 
 class _Worker:
@@ -109,6 +115,7 @@ class _Worker:
 
     @classmethod
     async def start(cls) -> _Worker:
+        """A worker, once it is ready (its start is not counted in a batch's deadline)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -116,20 +123,37 @@ class _Worker:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        return cls(proc)
+        worker = cls(proc)
+        try:
+            await worker._answer()
+        except DecoderFailed as exc:
+            await worker.kill()
+            raise DecoderUnavailable(f"a mail decoder process did not start: {exc}") from exc
+        except BaseException:
+            await worker.kill()
+            raise
+        return worker
+
+    async def _answer(self) -> Any:
+        assert self.proc.stdout is not None
+        try:
+            (size,) = _FRAME.unpack(await self.proc.stdout.readexactly(_FRAME.size))
+            return pickle.loads(await self.proc.stdout.readexactly(size))
+        except asyncio.IncompleteReadError as exc:
+            raise DecoderFailed(f"the decoder exited ({self.proc.returncode})") from exc
 
     async def call(self, raws: list[Raw], max_message_bytes: int, timeout: float) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
         data = pickle.dumps((raws, max_message_bytes), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self.proc.stdin.write(_FRAME.pack(len(data)) + data)
             async with asyncio.timeout(timeout):
+                self.proc.stdin.write(_FRAME.pack(len(data)) + data)
                 await self.proc.stdin.drain()
-                (size,) = _FRAME.unpack(await self.proc.stdout.readexactly(_FRAME.size))
-                return pickle.loads(await self.proc.stdout.readexactly(size))
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                return await self._answer()
+        except (OSError, TimeoutError, DecoderFailed) as exc:
             await self.kill()
-            raise DecoderFailed(f"{type(exc).__name__}: {exc}") from exc
+            why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else str(exc)
+            raise DecoderFailed(why or type(exc).__name__) from exc
 
     async def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -158,10 +182,11 @@ class Decoder:
 
     async def start(self) -> None:
         """Start the workers now rather than on the first batch (they take a moment)."""
-        while len(self._all) < self.workers:
-            worker = await _Worker.start()
-            self._all.add(worker)
-            self._idle.append(worker)
+        started = await asyncio.gather(
+            *(_Worker.start() for _ in range(self.workers - len(self._all)))
+        )
+        self._all.update(started)
+        self._idle += started
 
     async def _call(self, raws: list[Raw], max_message_bytes: int) -> Any:
         async with self._free:
