@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,10 @@ async def test_workers_decode_as_inline_does(decoder: Decoder) -> None:
 
 async def test_a_worker_killed_between_batches_loses_no_mail(decoder: Decoder) -> None:
     raws = _raws()
-    await decoder.start()
+    decoder.start()
+    assert decoder._starting is not None
+    await decoder._starting
+    assert len(decoder._all) == 2
     for worker in list(decoder._all):
         os.kill(worker.proc.pid, signal.SIGKILL)
         await worker.proc.wait()
@@ -79,3 +83,17 @@ async def test_inline_without_workers() -> None:
     decoder = Decoder(workers=0)
     assert await decoder.decode(raws, LIMIT) == decode_all(raws, LIMIT)
     assert not decoder._all  # no process started
+
+
+async def test_workers_that_cannot_start_leave_decoding_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # exits before it is ready
+    raws = _raws()[:4]
+    decoder = Decoder(workers=2)
+    try:
+        decoded = await decoder.decode(raws, LIMIT)
+    finally:
+        await decoder.close()
+    assert decoded == decode_all(raws, LIMIT)  # nothing quarantined for it
+    assert not decoder._all

@@ -156,7 +156,7 @@ class EmailApp(Service):
             if mailbox.imap is not None:
                 self.watchers.append(MailboxWatcher(mailbox, self.ingestor, self.state, options))
         if self.decoder is not None and (self.watchers or self.receivers):
-            await self.decoder.start()  # its processes, before the first mail arrives
+            self.decoder.start()  # its processes, in the background
         if self.watchers:
             # The watchers of this replica's share of the mailboxes start now (the first
             # round); the rest wait for a lease to be free and theirs.

@@ -170,8 +170,9 @@ class _Worker:
 
 
 class Decoder:
-    """Decodes batches of mail in `workers` processes (started on first use), or inline.
-    `timeout` bounds a worker's answer: for a share of a batch, and for one mail alone."""
+    """Decodes batches of mail in `workers` processes, or inline. Mail is decoded inline while
+    the workers start, and when they cannot be started. `timeout` bounds a worker's answer: for
+    a share of a batch, and for one mail alone."""
 
     def __init__(self, workers: int = 0, timeout: float = 60.0) -> None:
         self.workers = max(0, workers)
@@ -179,14 +180,25 @@ class Decoder:
         self._idle: list[_Worker] = []
         self._free = asyncio.Semaphore(self.workers)
         self._all: set[_Worker] = set()
+        self._starting: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Start the workers now rather than on the first batch (they take a moment)."""
+    def start(self) -> None:
+        """Start the workers in the background (they take a moment; the first mail need not
+        wait for them)."""
+        if self.workers and self._starting is None:
+            self._starting = asyncio.create_task(self._start(), name="mail-decoders")
+
+    async def _start(self) -> None:
         started = await asyncio.gather(
-            *(_Worker.start() for _ in range(self.workers - len(self._all)))
+            *(_Worker.start() for _ in range(self.workers - len(self._all))),
+            return_exceptions=True,
         )
-        self._all.update(started)
-        self._idle += started
+        for worker in started:
+            if isinstance(worker, _Worker):
+                self._all.add(worker)
+                self._idle.append(worker)
+            else:
+                logger.error("%s", worker)
 
     async def _call(self, raws: list[Raw], max_message_bytes: int) -> Any:
         async with self._free:
@@ -208,7 +220,7 @@ class Decoder:
         """Each mail decoded, in order; never raises on the mails' content."""
         if not raws:
             return []
-        if not self.workers:
+        if not self.workers or (self._starting is not None and not self._starting.done()):
             return decode_all(raws, max_message_bytes)
         # Contiguous shares, one a worker (fewer, larger messages between the processes).
         share = -(-len(raws) // self.workers)
@@ -222,6 +234,9 @@ class Decoder:
         try:
             decoded: list[Decoded] = await self._call(raws, max_message_bytes)
             return decoded
+        except DecoderUnavailable as exc:
+            logger.error("%s; decoding inline", exc)
+            return decode_all(raws, max_message_bytes)
         except DecoderFailed as exc:
             if len(raws) == 1:
                 logger.error("mail of tenant %s failed its decoder: %s", raws[0].tenant, exc)
@@ -236,6 +251,11 @@ class Decoder:
         return [d for raw in raws for d in await self._decode_share([raw], max_message_bytes)]
 
     async def close(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
         workers, self._all, self._idle = self._all, set(), []
         for worker in workers:
             await worker.close()
