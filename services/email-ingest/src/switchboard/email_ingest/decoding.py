@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from switchboard.core import language
 from switchboard.email_ingest.domain import mime, threads
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class Decoded:
     raw_hash: str
     mail: mime.ParsedMail
     quarantine: str = ""  # the reason, when it cannot become a contact
+    # (BCP 47 tag, probability) detected in the subject and new text, for a mail that becomes a
+    # contact and does not say its language (a route may still set it).
+    language: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,10 @@ def decode(raw: Raw, max_message_bytes: int) -> Decoded:
     if not mail.from_address and not mail.body.strip() and not mail.attachments:
         reason = "no sender, no text and no attachments: " + "; ".join(mail.problems[:5])
         return Decoded(key, raw_hash, mail, reason)
-    return Decoded(key, raw_hash, mail)
+    detected = None
+    if not mail.content_language:
+        detected = language.detect(f"{mail.subject}\n{mail.new_text or mail.body}")
+    return Decoded(key, raw_hash, mail, language=detected)
 
 
 def _undecodable(raw: Raw, raw_hash: str, reason: str) -> Decoded:
@@ -85,6 +92,7 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
     """A worker's loop: (mails, max_message_bytes) in, their Decoded out, until end of input.
     An empty list first says it is ready (its imports done)."""
     _write_frame(out, [])
+    language.warm()  # while the first batch is on its way
     while True:
         head = inp.read(_FRAME.size)
         if len(head) < _FRAME.size:

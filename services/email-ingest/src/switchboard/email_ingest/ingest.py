@@ -54,6 +54,7 @@ class Read:
     raw_hash: str
     mail: mime.ParsedMail
     quarantine: str = ""  # the reason, when it cannot become a contact
+    language: tuple[str, float] | None = None  # detected while decoding, when it says none
 
 
 @dataclass
@@ -168,7 +169,7 @@ class Ingestor:
             self.limits.max_message_bytes,
         )
         return [
-            Read(inc, d.key, d.raw_hash, d.mail, d.quarantine)
+            Read(inc, d.key, d.raw_hash, d.mail, d.quarantine, d.language)
             for inc, d in zip(batch, decoded, strict=True)
         ]
 
@@ -182,7 +183,7 @@ class Ingestor:
             )
         if read.quarantine:
             return self._quarantine(read.incoming, read.key, read.mail, read.quarantine)
-        return await self._contact(read.incoming, read.key, read.raw_hash, read.mail)
+        return await self._contact(read.incoming, read.key, read.raw_hash, read.mail, read.language)
 
     def _quarantine(self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str) -> Prepared:
         tenant = inc.mailbox.tenant
@@ -239,7 +240,12 @@ class Ingestor:
         return None, "new", ""
 
     async def _contact(
-        self, inc: Incoming, key: str, raw_hash: str, mail: mime.ParsedMail
+        self,
+        inc: Incoming,
+        key: str,
+        raw_hash: str,
+        mail: mime.ParsedMail,
+        detected: tuple[str, float] | None = None,
     ) -> Prepared:
         mailbox = inc.mailbox
         recipients = list(inc.recipients) or mail.to + mail.cc
@@ -254,7 +260,9 @@ class Ingestor:
         case_id = (entry.case_id if entry else "") or case_reference
         language, probability = mail.content_language or decision.language, 1.0
         if not language:
-            language, probability = detect(f"{mail.subject}\n{mail.new_text or mail.body}")
+            language, probability = detected or detect(
+                f"{mail.subject}\n{mail.new_text or mail.body}"
+            )
         automated = loops.automated(mail, self.config.own_addresses)
 
         raw_ref = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
