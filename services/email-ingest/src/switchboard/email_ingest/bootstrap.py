@@ -61,6 +61,10 @@ class EmailApp(Service):
         self.replica = (
             self.settings.replica_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         )
+        s = self.settings
+        self.decoder = Decoder(default_workers() if s.decode_workers < 0 else s.decode_workers)
+        if self.config.mailboxes:
+            self.decoder.start()  # its processes start in the background while the rest does
         await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
 
     async def _build(self, bus: Bus) -> Servicers:
@@ -74,8 +78,6 @@ class EmailApp(Service):
             publisher = self.publisher_wrapper(bus)
         self.notifier = EmailNotifier(publisher)
         limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
-        workers = default_workers() if s.decode_workers < 0 else s.decode_workers
-        self.decoder = Decoder(workers)
         self.ingestor = Ingestor(
             self.config, self.state, self.objects, self.notifier, limits, self.decoder
         )
@@ -155,8 +157,6 @@ class EmailApp(Service):
         for mailbox in self.config.mailboxes:
             if mailbox.imap is not None:
                 self.watchers.append(MailboxWatcher(mailbox, self.ingestor, self.state, options))
-        if self.decoder is not None and (self.watchers or self.receivers):
-            self.decoder.start()  # its processes, in the background
         if self.watchers:
             # The watchers of this replica's share of the mailboxes start now (the first
             # round); the rest wait for a lease to be free and theirs.
