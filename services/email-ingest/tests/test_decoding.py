@@ -4,6 +4,7 @@ retried forever and not taken for the batch's."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -56,7 +57,7 @@ async def test_a_worker_killed_between_batches_loses_no_mail(decoder: Decoder) -
     assert len(decoder._all) == 2
     for worker in list(decoder._all):
         os.kill(worker.proc.pid, signal.SIGKILL)
-        await worker.proc.wait()
+        await asyncio.to_thread(worker.proc.wait)
     decoded = await decoder.decode(raws, LIMIT)
     assert decoded == decode_all(raws, LIMIT)
     assert not any(d.quarantine.startswith("undecodable: its decoder") for d in decoded)

@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import struct
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -118,22 +119,24 @@ class DecoderUnavailable(Exception):
 
 
 class _Worker:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    """A decoder process. Its pipes are read and written in a thread: through the event loop, a
+    batch's megabyte would move a pipe's buffer at a time between the loop's other work."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
 
     @classmethod
     async def start(cls) -> _Worker:
         """A worker, once it is ready (its start is not counted in a batch's deadline)."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "switchboard.email_ingest.decoding",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, "-m", "switchboard.email_ingest.decoding"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         worker = cls(proc)
         try:
-            await worker._answer()
+            await asyncio.to_thread(worker._answer)
         except DecoderFailed as exc:
             await worker.kill()
             raise DecoderUnavailable(f"a mail decoder process did not start: {exc}") from exc
@@ -142,39 +145,60 @@ class _Worker:
             raise
         return worker
 
-    async def _answer(self) -> Any:
+    def _answer(self) -> Any:
         assert self.proc.stdout is not None
-        try:
-            (size,) = _FRAME.unpack(await self.proc.stdout.readexactly(_FRAME.size))
-            return pickle.loads(await self.proc.stdout.readexactly(size))
-        except asyncio.IncompleteReadError as exc:
-            raise DecoderFailed(f"the decoder exited ({self.proc.returncode})") from exc
+        head = self.proc.stdout.read(_FRAME.size)
+        if len(head) == _FRAME.size:
+            (size,) = _FRAME.unpack(head)
+            data = self.proc.stdout.read(size)
+            if len(data) == size:
+                return pickle.loads(data)
+        raise DecoderFailed(f"the decoder exited ({self.proc.poll()})")
+
+    def _round_trip(self, request: bytes) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(_FRAME.pack(len(request)) + request)
+        self.proc.stdin.flush()
+        return self._answer()
 
     async def call(self, raws: list[Raw], max_message_bytes: int, timeout: float) -> Any:
-        assert self.proc.stdin is not None
         data = pickle.dumps((raws, max_message_bytes), protocol=pickle.HIGHEST_PROTOCOL)
+        done = asyncio.ensure_future(asyncio.to_thread(self._round_trip, data))
         try:
-            async with asyncio.timeout(timeout):
-                self.proc.stdin.write(_FRAME.pack(len(data)) + data)
-                await self.proc.stdin.drain()
-                return await self._answer()
+            return await asyncio.wait_for(asyncio.shield(done), timeout)
         except (OSError, TimeoutError, DecoderFailed) as exc:
-            await self.kill()
+            await self.kill(done)
             why = f"no answer within {timeout:g}s" if isinstance(exc, TimeoutError) else str(exc)
             raise DecoderFailed(why or type(exc).__name__) from exc
+        except BaseException:
+            await self.kill(done)
+            raise
 
-    async def kill(self) -> None:
+    async def kill(self, pending: asyncio.Future[Any] | None = None) -> None:
+        """End the process (a read in progress then ends) and release its pipes."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
-        await self.proc.wait()
+        await asyncio.to_thread(self.proc.wait)
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+        self._release()
+
+    def _release(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     async def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         try:
-            await asyncio.wait_for(self.proc.wait(), 5)
+            await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 5)
         except TimeoutError:
             await self.kill()
+        self._release()
 
 
 class Decoder:
@@ -218,7 +242,7 @@ class Decoder:
                 result = await worker.call(raws, max_message_bytes, self.timeout)
             except BaseException:
                 self._all.discard(worker)
-                if worker.proc.returncode is None:
+                if worker.proc.poll() is None:
                     await worker.kill()
                 raise
             self._idle.append(worker)
