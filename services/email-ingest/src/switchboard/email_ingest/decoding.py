@@ -104,10 +104,11 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 
 def default_workers() -> int:
-    """One worker per CPU beyond the event loop's, at least one where there are two or more
-    CPUs; none (decoding inline) on one CPU, where a worker would only add copying."""
+    """One worker per CPU beyond the first two (the event loop's and NATS's), at most four; none
+    (decoding inline) on two CPUs or fewer, where a worker competes with the event loop for
+    the same CPUs and only adds copying."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if (cpus or 1) < 2 else min(4, max(1, (cpus or 1) - 1))
+    return min(4, max(0, (cpus or 1) - 2))
 
 
 class DecoderFailed(Exception):
