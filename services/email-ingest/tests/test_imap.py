@@ -91,7 +91,7 @@ def crashing(after_publish: bool, on_call: int):
     "after_publish", [False, True], ids=["between-fetch-and-publish", "between-publish-and-flag"]
 )
 async def test_killed_mid_batch_then_each_mail_exactly_once(
-    after_publish, dovecot, make_app, make_config, make_mail, collector
+    after_publish, bus, dovecot, make_app, make_config, make_mail, collector
 ):
     await dovecot.append(
         [
@@ -108,9 +108,11 @@ async def test_killed_mid_batch_then_each_mail_exactly_once(
     await first.stop()
     published = len(collector.of(events_pb2.ContactCreated))
     assert published == (12 if after_publish else 6)
-    assert (
-        len(await dovecot.uids(criteria="KEYWORD $Switchboard")) == 6
-    )  # the crashed batch was never flagged
+    # The crashed batch was never flagged nor checkpointed, nor the one fetched ahead while it
+    # was published.
+    assert len(await dovecot.uids(criteria="KEYWORD $Switchboard")) == 6
+    checkpoint = await EmailState(*(await _kv(bus))).checkpoint("support")
+    assert checkpoint is not None and checkpoint.last_uid == 6
 
     second = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=6)
     await until(lambda: second.watchers[0].status.last_uid == 20)

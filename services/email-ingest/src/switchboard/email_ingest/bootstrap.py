@@ -17,6 +17,7 @@ from switchboard.core.service import Service, Servicers
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
+from switchboard.email_ingest.decoding import Decoder, default_workers
 from switchboard.email_ingest.entrypoints.grpc_server import EmailServicer, registration
 from switchboard.email_ingest.entrypoints.imap import MailboxWatcher, WatchOptions
 from switchboard.email_ingest.entrypoints.smtp import ReceiveHandler, ReceiveServer
@@ -43,6 +44,7 @@ class EmailApp(Service):
     state: EmailState | None = None
     objects: EmailObjects | None = None
     ingestor: Ingestor | None = None
+    decoder: Decoder | None = None
     sender: Sender | None = None
     acknowledger: Acknowledger | None = None
     watchers: list[MailboxWatcher] = field(default_factory=list)
@@ -59,6 +61,10 @@ class EmailApp(Service):
         self.replica = (
             self.settings.replica_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         )
+        s = self.settings
+        self.decoder = Decoder(default_workers() if s.decode_workers < 0 else s.decode_workers)
+        if self.config.mailboxes:
+            self.decoder.start()  # its processes start in the background while the rest does
         await asyncio.to_thread(language.warm)  # not on the first mail, inside the event loop
 
     async def _build(self, bus: Bus) -> Servicers:
@@ -72,7 +78,9 @@ class EmailApp(Service):
             publisher = self.publisher_wrapper(bus)
         self.notifier = EmailNotifier(publisher)
         limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
-        self.ingestor = Ingestor(self.config, self.state, self.objects, self.notifier, limits)
+        self.ingestor = Ingestor(
+            self.config, self.state, self.objects, self.notifier, limits, self.decoder
+        )
         relay = Relay(
             s.relay_host,
             s.relay_port,
@@ -220,6 +228,11 @@ class EmailApp(Service):
         for watcher in self.watchers:
             await watcher.stop()
         self.watchers = []
+
+    async def _close(self) -> None:
+        decoder, self.decoder = self.decoder, None
+        if decoder is not None:
+            await decoder.close()
 
 
 def bootstrap(settings: EmailIngestSettings | None = None, *, bus: Bus | None = None) -> EmailApp:

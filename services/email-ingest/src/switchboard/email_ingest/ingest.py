@@ -19,6 +19,7 @@ from switchboard.core import events
 from switchboard.core.language import detect
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
 from switchboard.email_ingest.config import EmailConfig, Mailbox
+from switchboard.email_ingest.decoding import Decoder, Raw
 from switchboard.email_ingest.domain import loops, mime, routing, threads
 from switchboard.email_ingest.notifier import EMAIL, SOURCE, EmailNotifier
 from switchboard.v1 import contact_pb2, email_pb2, events_pb2
@@ -45,12 +46,15 @@ class Incoming:
 
 
 @dataclass
-class _Read:
+class Read:
+    """A mail decoded and named in the seen set, not yet looked up or published."""
+
     incoming: Incoming
     key: str  # in the seen set
     raw_hash: str
     mail: mime.ParsedMail
     quarantine: str = ""  # the reason, when it cannot become a contact
+    language: tuple[str, float] | None = None  # detected while decoding, when it says none
 
 
 @dataclass
@@ -75,12 +79,15 @@ class Ingestor:
         objects: EmailObjects,
         notifier: EmailNotifier,
         limits: Limits | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.config = config
         self.state = state
         self.objects = objects
         self.notifier = notifier
         self.limits = limits or Limits()
+        # Inline unless given one with worker processes.
+        self.decoder = decoder or Decoder()
         # Thread entries of mails prepared but not yet committed: a reply fetched in the same batch
         # as the mail it answers still finds its thread.
         self._pending_threads: dict[str, email_pb2.ThreadEntry] = {}
@@ -92,11 +99,15 @@ class Ingestor:
     async def ingest_many(self, batch: list[Incoming]) -> list[Prepared]:
         """Publish a batch pipelined; every event is stored when this returns (then the source
         may be acknowledged)."""
+        return await self.ingest_decoded(await self.decode(batch))
+
+    async def ingest_decoded(self, reads: list[Read]) -> list[Prepared]:
+        """`ingest_many` of a batch already decoded (a source may decode its next batch while
+        this one is published)."""
         prepared: list[Prepared] = []
         try:
-            # Decoded first, then every seen-set look-up at once; threading still runs in the
-            # batch's order, so a reply finds the mail it answers when both are in this batch.
-            reads = [self._read(incoming) for incoming in batch]
+            # Every seen-set look-up at once; threading still runs in the batch's order, so a
+            # reply finds the mail it answers when both are in this batch.
             seen = await asyncio.gather(*(self.state.seen_id(r.key) for r in reads))
             first: dict[str, str] = {}
             for read, seen_as in zip(reads, seen, strict=True):
@@ -148,32 +159,21 @@ class Ingestor:
     # ---- one mail ------------------------------------------------------------------------------
 
     async def prepare(self, inc: Incoming) -> Prepared:
-        read = self._read(inc)
+        (read,) = await self.decode([inc])
         return await self._decide(read, await self.state.seen_id(read.key))
 
-    def _read(self, inc: Incoming) -> _Read:
-        """Decode the mail and name it in the seen set (no I/O)."""
-        tenant = inc.mailbox.tenant
-        raw_hash = mime.content_hash(inc.raw)
-        size = max(inc.size, len(inc.raw))
-        if size > self.limits.max_message_bytes:
-            mail = mime.parse(inc.raw)  # the header at least
-            key = threads.key("seen", tenant, mail.message_id, raw_hash, str(size))
-            reason = f"message of {size} bytes exceeds the limit of {self.limits.max_message_bytes} bytes"
-            return _Read(inc, key, raw_hash, mail, reason)
-        try:
-            mail = mime.parse(inc.raw)
-        except Exception as exc:  # the decoder's own failure must not lose the mail
-            logger.exception("mail in %s could not be decoded", inc.mailbox.name)
-            key = threads.key("seen", tenant, "", raw_hash)
-            return _Read(inc, key, raw_hash, mime.ParsedMail(size=size), f"undecodable: {exc!r}")
-        key = threads.key("seen", tenant, mail.message_id, raw_hash)
-        if not mail.from_address and not mail.body.strip() and not mail.attachments:
-            reason = "no sender, no text and no attachments: " + "; ".join(mail.problems[:5])
-            return _Read(inc, key, raw_hash, mail, reason)
-        return _Read(inc, key, raw_hash, mail)
+    async def decode(self, batch: list[Incoming]) -> list[Read]:
+        """Decode the mails and name each in the seen set (see `decoding`; no I/O)."""
+        decoded = await self.decoder.decode(
+            [Raw(inc.raw, inc.size, inc.mailbox.tenant) for inc in batch],
+            self.limits.max_message_bytes,
+        )
+        return [
+            Read(inc, d.key, d.raw_hash, d.mail, d.quarantine, d.language)
+            for inc, d in zip(batch, decoded, strict=True)
+        ]
 
-    async def _decide(self, read: _Read, seen: str) -> Prepared:
+    async def _decide(self, read: Read, seen: str) -> Prepared:
         if seen:
             return Prepared(
                 read.incoming,
@@ -183,7 +183,7 @@ class Ingestor:
             )
         if read.quarantine:
             return self._quarantine(read.incoming, read.key, read.mail, read.quarantine)
-        return await self._contact(read.incoming, read.key, read.raw_hash, read.mail)
+        return await self._contact(read.incoming, read.key, read.raw_hash, read.mail, read.language)
 
     def _quarantine(self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str) -> Prepared:
         tenant = inc.mailbox.tenant
@@ -240,7 +240,12 @@ class Ingestor:
         return None, "new", ""
 
     async def _contact(
-        self, inc: Incoming, key: str, raw_hash: str, mail: mime.ParsedMail
+        self,
+        inc: Incoming,
+        key: str,
+        raw_hash: str,
+        mail: mime.ParsedMail,
+        detected: tuple[str, float] | None = None,
     ) -> Prepared:
         mailbox = inc.mailbox
         recipients = list(inc.recipients) or mail.to + mail.cc
@@ -255,7 +260,9 @@ class Ingestor:
         case_id = (entry.case_id if entry else "") or case_reference
         language, probability = mail.content_language or decision.language, 1.0
         if not language:
-            language, probability = detect(f"{mail.subject}\n{mail.new_text or mail.body}")
+            language, probability = detected or detect(
+                f"{mail.subject}\n{mail.new_text or mail.body}"
+            )
         automated = loops.automated(mail, self.config.own_addresses)
 
         raw_ref = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)

@@ -44,6 +44,9 @@ class EmailIngestSettings(ServiceSettings):
     reconnect_max_seconds: float = Field(60.0, alias="EMAIL_RECONNECT_MAX_SECONDS")
     imap_timeout_seconds: float = Field(30.0, alias="EMAIL_IMAP_TIMEOUT_SECONDS")
     fetch_batch: int = Field(100, alias="EMAIL_FETCH_BATCH")
+    # Processes that decode fetched mail beside the event loop; -1: one per CPU beyond the
+    # first two (none on two CPUs or fewer), 0: decode inline.
+    decode_workers: int = Field(-1, alias="EMAIL_DECODE_WORKERS", ge=-1)
     # Each IMAP mailbox is read by one replica at a time, the holder of its lease (bucket
     # email_leases). A replica that dies has its mailboxes taken over this long after its last
     # renewal (renewed every third of it). Fixed by the bucket once created.

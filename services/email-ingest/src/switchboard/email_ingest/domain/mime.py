@@ -381,8 +381,11 @@ def _epilogue_parts(part: Message) -> list[Message]:
     boundary = part.get_boundary()
     if not isinstance(epilogue, str) or not boundary:
         return []
+    # A line that is the boundary's delimiter (compared, not compiled: a pattern per boundary
+    # would be a new regular expression for every mail, and evict the module's cached ones).
     marker = "--" + boundary
-    if not re.search(rf"(?m)^{re.escape(marker)}\s*$", epilogue):
+    lines = epilogue.split("\n")
+    if not any(line.startswith(marker) and not line[len(marker) :].strip() for line in lines):
         return []
     head = f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode()
     reparsed = email.message_from_bytes(

@@ -13,6 +13,7 @@ its own before it fetches a batch and before it flags or moves mail, and stops o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -27,7 +28,7 @@ import aioimaplib
 from switchboard.core.leases import Lease
 from switchboard.email_ingest.adapters.jetstream import EmailState
 from switchboard.email_ingest.config import ImapConfig, Mailbox
-from switchboard.email_ingest.ingest import Incoming, Ingestor
+from switchboard.email_ingest.ingest import Incoming, Ingestor, Read
 from switchboard.v1 import email_pb2
 
 logger = logging.getLogger(__name__)
@@ -252,6 +253,8 @@ class MailboxWatcher:
         self._client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
         self._wake = asyncio.Event()
+        # One IMAP command at a time: the next batch is fetched while this one is published.
+        self._imap = asyncio.Lock()
         # The lease it reads under (None: no fencing, e.g. a unit test); `reading` is False while
         # another replica reads the mailbox, named by `replica` ("" when no one holds it yet).
         self.lease: Lease | None = None
@@ -533,22 +536,50 @@ class MailboxWatcher:
         if not uids and (checkpoint is None or checkpoint.uidvalidity != uidvalidity):
             self._still_held()
             await self.state.save_checkpoint(name, uidvalidity, start - 1, previous)
-        for i in range(0, len(uids), self.options.fetch_batch):
-            chunk = uids[i : i + self.options.fetch_batch]
-            await self._fence()  # not one more batch fetched once another replica reads it
-            new += await self._ingest_chunk(client, uidvalidity, chunk, sizes)
-            self._still_held()
-            await self.state.save_checkpoint(name, uidvalidity, chunk[-1], previous)
-            self.status.last_uid = chunk[-1]
-            self._ok(email_pb2.MAILBOX_STATE_FETCHING)
+        chunks = [
+            uids[i : i + self.options.fetch_batch]
+            for i in range(0, len(uids), self.options.fetch_batch)
+        ]
+        # Batch n+1 is fetched and decoded while batch n is published, acknowledged and
+        # checkpointed; the batches are still published, acknowledged and checkpointed in order.
+        ahead: asyncio.Task[list[Read]] | None = None
+        try:
+            for n, chunk in enumerate(chunks):
+                if ahead is None:
+                    ahead = asyncio.create_task(self._fetch(client, uidvalidity, chunk, sizes))
+                reads = await ahead
+                ahead = None
+                if n + 1 < len(chunks):
+                    ahead = asyncio.create_task(
+                        self._fetch(client, uidvalidity, chunks[n + 1], sizes)
+                    )
+                new += await self._ingest_chunk(client, reads)
+                self._still_held()
+                await self.state.save_checkpoint(name, uidvalidity, chunk[-1], previous)
+                self.status.last_uid = chunk[-1]
+                self._ok(email_pb2.MAILBOX_STATE_FETCHING)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
         if checkpoint is not None and checkpoint.uidvalidity == uidvalidity:
             self.status.last_uid = max(self.status.last_uid, checkpoint.last_uid)
         self._ok(email_pb2.MAILBOX_STATE_FETCHING)
         return new
 
-    async def _ingest_chunk(
+    async def _fetch(
         self, client: aioimaplib.IMAP4, uidvalidity: int, chunk: list[int], sizes: dict[int, int]
-    ) -> int:
+    ) -> list[Read]:
+        """Fetch a batch and decode it (no event published, nothing marked)."""
+        await self._fence()  # not one more batch fetched once another replica reads it
+        async with self._imap:
+            batch = await self._fetch_bodies(client, uidvalidity, chunk, sizes)
+        return await self.ingestor.decode(batch)
+
+    async def _fetch_bodies(
+        self, client: aioimaplib.IMAP4, uidvalidity: int, chunk: list[int], sizes: dict[int, int]
+    ) -> list[Incoming]:
         limit = self.options.max_message_bytes
         small = [u for u in chunk if sizes[u] <= limit]
         big = [u for u in chunk if sizes[u] > limit]
@@ -575,13 +606,17 @@ class MailboxWatcher:
                 uid=uid,
             )
             batch.append(Incoming(bodies[uid], self.mailbox, origin, size=sizes[uid]))
+        return batch
+
+    async def _ingest_chunk(self, client: aioimaplib.IMAP4, reads: list[Read]) -> int:
         # Returns once JetStream has stored every event of the batch.
-        prepared = await self.ingestor.ingest_many(batch)
+        prepared = await self.ingestor.ingest_decoded(reads)
         quarantined = [p.incoming.origin.uid for p in prepared if p.quarantined and not p.duplicate]
         done = [p.incoming.origin.uid for p in prepared if not p.quarantined]
         kept = [p.incoming.origin.uid for p in prepared if p.quarantined]
         await self._fence()
-        await self._acknowledge(client, done, kept)
+        async with self._imap:
+            await self._acknowledge(client, done, kept)
         self.status.ingested += sum(1 for p in prepared if not p.duplicate and not p.quarantined)
         self.status.quarantined += len(quarantined)
         return sum(1 for p in prepared if not p.duplicate)
