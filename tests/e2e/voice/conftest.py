@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from switchboard.voice_gateway.settings import VoiceGatewaySettings
 from switchboard.voice_gateway.sip.message import SipMessage, parse_datagram
 
 BARESIP = "/usr/bin/baresip"
+# Synthesised prompts, shared by every gateway the tests start (keyed by voice and text, so a
+# stale entry is never used): espeak-ng runs once per prompt, not once per test.
+PROMPT_CACHE = Path(tempfile.gettempdir()) / "switchboard-tests-voice-prompt-cache"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -669,6 +673,7 @@ class Voice:
                 "VOICE_SIP_PORT": str(free_port()),
                 "VOICE_CONFIG_FILE": str(config),
                 "VOICE_PROMPTS_DIR": str(self.tmp / f"{name}-prompts"),
+                "VOICE_PROMPT_CACHE_DIR": str(PROMPT_CACHE),
                 "VOICE_ROUTER_ADDR": self.router_target,
                 "VOICE_RING_TIMEOUT_SECONDS": "3",
                 "VOICE_POSITION_POLL_SECONDS": "1",
@@ -739,7 +744,7 @@ async def start_gateway(
         VOICE_ROUTER_ADDR=f"127.0.0.1:{router_port}",
         VOICE_RING_TIMEOUT_SECONDS=3,
         VOICE_POSITION_POLL_SECONDS=1,
-        **extra,
+        **{"VOICE_PROMPT_CACHE_DIR": str(PROMPT_CACHE), **extra},
     )
     app = VoiceGatewayApp(settings)
     await app.start()
