@@ -8,11 +8,12 @@ import pytest
 
 from switchboard.chat.adapters.conversations import InMemoryConversations
 from switchboard.chat.adapters.router_client import Position
-from switchboard.chat.domain.commands import CustomerMessage
+from switchboard.chat.domain.commands import CustomerMessage, Rating
 from switchboard.chat.domain.model import CustomerProfile
 from switchboard.chat.handlers import Chat
 from switchboard.chat.notifier import ChatNotifier
 from switchboard.core import events
+from switchboard.core.auth import Principal
 from switchboard.testing.fakes import FakePublisher
 from switchboard.v1 import contact_pb2, events_pb2
 
@@ -131,6 +132,46 @@ async def test_an_agent_cannot_reply_after_the_customer_ended(
     await chat.customer_end(PROFILE)
     with pytest.raises(Exception, match="has ended"):
         await chat.send_agent_message(TENANT, sent.contact_id, "ko-1", "안녕하세요")
+
+
+async def test_the_agent_still_reads_the_ended_chat_and_its_rating(
+    bus: FakePublisher, delivery: Delivery
+) -> None:
+    # The agent's page opens the conversation again (a reload) after the customer ended and
+    # rated it: during wrap-up it is theirs to read, marked ended, with the score.
+    chat = make_chat(bus, delivery)
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("여보세요"))
+    await chat.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta(TENANT, contact_pb2.CHANNEL_CHAT, "router"),
+            contact_id=sent.contact_id,
+            agent_id="ko-1",
+        )
+    )
+    await chat.customer_end(PROFILE)
+    await chat.rate(PROFILE, Rating(sent.contact_id, 4))
+
+    agent = Principal(TENANT, "ko-1", frozenset({"agent"}))
+    joined = await chat.agent_join(agent, sent.contact_id)
+
+    assert joined.ended and joined.rated and joined.rating == 4
+    assert [m.text for m in joined.messages] == ["여보세요"]
+    chat.assignment_wait = 0.0
+    other = Principal(TENANT, "ko-2", frozenset({"agent"}))
+    with pytest.raises(Exception, match="not assigned to you"):
+        await chat.agent_join(other, sent.contact_id)
+    # Wrapped up (the router's ContactEnded with the code): no longer theirs to open.
+    await chat.on_contact_ended(
+        events_pb2.ContactEnded(
+            meta=events.new_meta(TENANT, contact_pb2.CHANNEL_CHAT, "router"),
+            contact_id=sent.contact_id,
+            agent_id="ko-1",
+            reason=events_pb2.END_REASON_COMPLETED,
+            wrap_up_code="resolved",
+        )
+    )
+    with pytest.raises(Exception, match="not assigned to you"):
+        await chat.agent_join(agent, sent.contact_id)
 
 
 @pytest.mark.parametrize(("answered", "shown"), [(True, True), (False, False)])

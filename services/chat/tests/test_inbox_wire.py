@@ -1,8 +1,10 @@
-"""The inbox's view of contacts: the first-response SLA by the channel a contact is answered on."""
+"""The inbox's view of contacts: the first-response SLA by the channel a contact is answered on,
+replies' delivery, and contacts the customer ended shown ended until wrap-up."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 from switchboard.chat.inbox import wire
@@ -93,3 +95,90 @@ async def test_delivery_status_reaches_the_reply_and_never_goes_back() -> None:
     assert event == "contact" and data["replies"][0]["delivery"] == "delivered"
     await inbox.on_delivery_status(status(events_pb2.DELIVERY_STATE_SENT))  # late
     assert reply["delivery"] == "delivered" and len(emitted) == 1
+
+
+def desk_of(emitted: list[tuple[str, dict[str, Any]]], backends: Any = None) -> Desk:
+    async def emit(event: str, data: dict[str, Any]) -> None:
+        emitted.append((event, data))
+
+    async def surge_of(tenant: str) -> dict[str, Any]:
+        return {"level": 0, "queue": ""}
+
+    return Desk(AgentProfile("demo", "ko-1", "이수진", "agent", "ko"), backends, emit, surge_of)
+
+
+def inbox_with(desk: Desk, chat: Any = None) -> Inbox:
+    inbox = Inbox(
+        chat, cast(Any, None), cast(Any, None), "secret", None, "", "", surge_of=desk.surge_of
+    )
+    inbox.desks[("demo", "ko-1")] = desk
+    return inbox
+
+
+def live_chat(contact_id: str) -> DeskContact:
+    return DeskContact({"contact_id": contact_id, "channel": "chat", "reply_channel": "chat"}, 0)
+
+
+async def test_a_contact_the_customer_ended_stays_on_the_desk_marked_ended() -> None:
+    emitted: list[tuple[str, dict[str, Any]]] = []
+    desk = desk_of(emitted)
+    desk.contacts["c-1"] = live_chat("c-1")
+    inbox = inbox_with(desk)
+
+    def ended(contact_id: str, tenant: str = "demo") -> events_pb2.ContactEnded:
+        return events_pb2.ContactEnded(
+            meta=events_pb2.EventMeta(tenant=tenant),
+            contact_id=contact_id,
+            agent_id="ko-1",
+            reason=events_pb2.END_REASON_CUSTOMER_LEFT,
+        )
+
+    await inbox.on_contact_ended(ended("c-1", tenant="other"))
+    await inbox.on_contact_ended(ended("c-2"))
+    assert emitted == [] and not desk.contacts["c-1"].ended
+    await inbox.on_contact_ended(ended("c-1"))
+    await inbox.on_contact_ended(ended("c-1"))  # the bus delivers it again
+    [(event, data)] = emitted
+    assert event == "contact" and data["contact_id"] == "c-1" and data["ended"] is True
+    assert [c["ended"] for c in desk.state()["contacts"]] == [True]
+
+
+async def test_a_chat_ended_through_another_replica_shows_ended_on_sign_in() -> None:
+    class Store:
+        async def get(self, tenant: str, contact_id: str) -> Any:
+            return {"c-1": SimpleNamespace(ended=True), "c-2": SimpleNamespace(ended=False)}.get(
+                contact_id
+            )
+
+    desk = desk_of([])
+    for contact_id in ("c-1", "c-2", "c-3"):
+        desk.contacts[contact_id] = live_chat(contact_id)
+    inbox = inbox_with(desk, SimpleNamespace(store=Store()))
+
+    await inbox._mark_ended(desk)
+
+    assert {c["contact_id"]: c["ended"] for c in desk.state()["contacts"]} == {
+        "c-1": True,
+        "c-2": False,
+        "c-3": False,
+    }
+
+
+async def test_a_rebuilt_desk_shows_a_contact_ended_but_not_wrapped_up_as_ended() -> None:
+    case = case_pb2.Case(case_id="case-1")
+    for contact_id, status in (("c-1", "ended"), ("c-2", "assigned")):
+        k = case.contacts.add(contact_id=contact_id, channel=contact_pb2.CHANNEL_CHAT)
+        k.status = status
+
+    class Cases:
+        async def ListCases(self, request: case_pb2.ListCasesRequest) -> Any:
+            return case_pb2.ListCasesResponse(cases=[case])
+
+        async def GetCase(self, request: case_pb2.GetCaseRequest) -> case_pb2.Case:
+            return case
+
+    desk = desk_of([], SimpleNamespace(case=Cases()))
+
+    assert await desk._restore(["c-1", "c-2"]) == []
+
+    assert desk.contacts["c-1"].ended and not desk.contacts["c-2"].ended

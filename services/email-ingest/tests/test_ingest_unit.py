@@ -123,6 +123,10 @@ async def test_a_reply_joins_the_conversation_of_the_mail_it_answers(
     _, received = parts.bus.of(email_pb2.EmailReceived)
     assert received.threaded_by == "in-reply-to"
     assert received.conversation_id == first.contact_id != received.contact_id
+    # The contact names the mail it answers, for the case service (a reply to its survey).
+    _, created = parts.bus.of(events_pb2.ContactCreated)
+    assert created.contact.in_reply_to == "q@example.com"
+    assert list(created.contact.references) == list(received.references)
 
 
 async def test_a_mail_fetched_twice_becomes_one_contact(

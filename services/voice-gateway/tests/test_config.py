@@ -48,6 +48,7 @@ def test_the_embedded_default_loads() -> None:
         ('numbers:\n  "+1": {tenant: "Not A Tenant"}\n', "numbers.+1.tenant"),
         ("transfer_codes: [9]\n", "v.yaml:1: transfer_codes: must be a mapping"),
         ("realm: [\n", "v.yaml:2: (document): not valid YAML"),
+        ("survey_tenants: [Not A Tenant]\n", "v.yaml:1: survey_tenants"),
     ],
 )
 def test_a_mistake_names_its_file_line_and_field(text: str, error: str) -> None:
@@ -120,3 +121,9 @@ def test_the_replica_id_is_an_index_its_nats_user_may_name_a_durable_by() -> Non
     for wrong in ("16", "voice-gateway-0", "a"):
         with pytest.raises(ValidationError, match="replica id is its index, 0 to 15"):
             VoiceSettings(SWITCHBOARD_REPLICA_ID=wrong)
+
+
+def test_survey_tenants_are_read() -> None:
+    cfg = config.load_text("survey_tenants: [demo, acme]\n" + NUMBER.format(extra=""))
+    assert cfg.survey_tenants == {"demo", "acme"}
+    assert config.load_text(NUMBER.format(extra="")).survey_tenants == frozenset()

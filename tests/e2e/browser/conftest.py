@@ -73,6 +73,14 @@ async def platform(nats_url: str, database_url: str) -> AsyncIterator[Platform]:
         await bus.drain()
 
 
+@pytest.fixture(autouse=True)
+def expect_timeout() -> None:
+    """expect() waits as long as the pages' own actions do (a loaded machine is slow)."""
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     if not shutil.which(CHROMIUM):

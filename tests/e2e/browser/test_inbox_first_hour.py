@@ -91,15 +91,23 @@ async def test_drafts_shortcuts_and_the_rating(platform: Platform, pages: Any) -
     await expect(box).to_have_value("환불해 드릴게요")
     await pages.shot(inbox, "inbox-drafts")
 
-    # The rating shows its score, live and after a reload.
+    # The customer ends the chat: the agent keeps it, ended and read-only, through wrap-up.
+    # The rating shows its score, live and after a reload; the unsent draft stays readable.
     await first.locator("#end").click()
+    state = inbox.get_by_test_id("conv-state")
+    await expect(state).to_have_attribute("data-state", "ended")
+    await expect(box).not_to_be_editable()
     await first.locator("#stars button[data-score='4']").click()
     rated = inbox.get_by_test_id("thread").locator("[data-author=system]")
     await expect(rated).to_contain_text("★★★★☆ 4/5")
     await inbox.reload()
     await expect(inbox.get_by_test_id("conv-name")).to_have_text("김민지")
+    await expect(state).to_have_attribute("data-state", "ended")
     await expect(rated).to_contain_text("★★★★☆ 4/5")
+    await expect(inbox.get_by_test_id("thread").locator("[data-author=customer]")).to_have_count(1)
     await expect(box).to_have_value("환불해 드릴게요")
+    await expect(box).not_to_be_editable()
+    await expect(inbox.get_by_test_id("contact-item")).to_have_count(2)
     await pages.shot(inbox, "inbox-rated")
     assert pages.errors == []
 

@@ -88,6 +88,10 @@ RULES: dict[str, Rule] = {
     _CASE + "CreateCase": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
     _CASE + "UpdateCaseStatus": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
     _CASE + "SetCasePriority": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
+    # A reviewer signs off (or rejects) an agent's resolution; the customer's answer to a
+    # resolution is recorded by whoever hears it: an agent, a channel, a partner's portal.
+    _CASE + "ReviewClosure": _rule(TEAM_LEAD, SUPERVISOR, ADMIN),
+    _CASE + "ConfirmClosure": _rule(AGENT, *MANAGING, scopes=("cases:write",)),
     _CASE + "AddNote": _rule(*STAFF, scopes=("cases:write",)),
     # An agent takes a case for itself; those managing assign to anyone.
     _CASE + "AssignCase": _rule(*MANAGING, own=(AGENT,), scopes=("cases:write",)),

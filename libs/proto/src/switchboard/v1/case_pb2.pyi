@@ -35,6 +35,10 @@ class _CaseStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseStatus
     CASE_STATUS_PENDING_CUSTOMER: _CaseStatus.ValueType  # 4
     CASE_STATUS_RESOLVED: _CaseStatus.ValueType  # 5
     CASE_STATUS_CLOSED: _CaseStatus.ValueType  # 6
+    CASE_STATUS_PENDING_REVIEW: _CaseStatus.ValueType  # 7
+    """resolved; a reviewer's sign-off closes it"""
+    CASE_STATUS_PENDING_CONFIRMATION: _CaseStatus.ValueType  # 8
+    """resolved; the customer's confirmation (or time) closes it"""
 
 class CaseStatus(_CaseStatus, metaclass=_CaseStatusEnumTypeWrapper): ...
 
@@ -45,6 +49,10 @@ CASE_STATUS_IN_PROGRESS: CaseStatus.ValueType  # 3
 CASE_STATUS_PENDING_CUSTOMER: CaseStatus.ValueType  # 4
 CASE_STATUS_RESOLVED: CaseStatus.ValueType  # 5
 CASE_STATUS_CLOSED: CaseStatus.ValueType  # 6
+CASE_STATUS_PENDING_REVIEW: CaseStatus.ValueType  # 7
+"""resolved; a reviewer's sign-off closes it"""
+CASE_STATUS_PENDING_CONFIRMATION: CaseStatus.ValueType  # 8
+"""resolved; the customer's confirmation (or time) closes it"""
 Global___CaseStatus: _TypeAlias = CaseStatus  # noqa: Y015
 
 class _CaseType:
@@ -603,6 +611,62 @@ class UpdateCaseStatusRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateCaseStatusRequest: _TypeAlias = UpdateCaseStatusRequest  # noqa: Y015
+
+@_typing.final
+class ReviewClosureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """id or reference"""
+    approve: _builtins.bool
+    """true: close; false: reject, back to the agent"""
+    note: _builtins.str
+    """required to reject: what is still to be done"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "case_id", b"case_id", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewClosureRequest: _TypeAlias = ReviewClosureRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmClosureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """id or reference"""
+    confirmed: _builtins.bool
+    """true: the customer confirms; false: disputes"""
+    comment: _builtins.str
+    """the customer's words, if any (required to dispute)"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        confirmed: _builtins.bool = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "comment", b"comment", "confirmed", b"confirmed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmClosureRequest: _TypeAlias = ConfirmClosureRequest  # noqa: Y015
 
 @_typing.final
 class AddNoteRequest(_message.Message):

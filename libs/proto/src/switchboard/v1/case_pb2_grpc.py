@@ -96,6 +96,16 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.GetCustomerHistoryRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.CustomerHistory.FromString,
                 _registered_method=True)
+        self.ReviewClosure = channel.unary_unary(
+                '/switchboard.v1.CaseService/ReviewClosure',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ReviewClosureRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
+        self.ConfirmClosure = channel.unary_unary(
+                '/switchboard.v1.CaseService/ConfirmClosure',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ConfirmClosureRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
         self.SearchKnowledge = channel.unary_unary(
                 '/switchboard.v1.CaseService/SearchKnowledge',
                 request_serializer=switchboard_dot_v1_dot_case__pb2.SearchKnowledgeRequest.SerializeToString,
@@ -229,6 +239,22 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewClosure(self, request, context):
+        """Closure review: a case the tenant's policy makes wait after resolution. A reviewer approves
+        (pending_review -> closed) or rejects it with a note (-> in_progress, back to its agent);
+        the customer's answer, as recorded by an agent or a channel, confirms it (pending_confirmation
+        -> closed) or disputes it (-> in_progress). Any other state is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmClosure(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchKnowledge(self, request, context):
         """Knowledge base, reports, quality (part B)
         Published articles matching every word of the query (CJK words found inside text).
@@ -358,6 +384,16 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.GetCustomerHistory,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.GetCustomerHistoryRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.CustomerHistory.SerializeToString,
+            ),
+            'ReviewClosure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewClosure,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ReviewClosureRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'ConfirmClosure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmClosure,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ConfirmClosureRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
             ),
             'SearchKnowledge': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchKnowledge,
@@ -736,6 +772,60 @@ class CaseService:
             '/switchboard.v1.CaseService/GetCustomerHistory',
             switchboard_dot_v1_dot_case__pb2.GetCustomerHistoryRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.CustomerHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewClosure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ReviewClosure',
+            switchboard_dot_v1_dot_case__pb2.ReviewClosureRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmClosure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ConfirmClosure',
+            switchboard_dot_v1_dot_case__pb2.ConfirmClosureRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
             options,
             channel_credentials,
             insecure,

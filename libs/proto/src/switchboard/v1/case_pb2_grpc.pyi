@@ -52,6 +52,13 @@ class CaseServiceStub:
     GetAuditTrail: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetAuditTrailRequest, _case_pb2.AuditTrail]
     GetCustomerHistory: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCustomerHistoryRequest, _case_pb2.CustomerHistory]
     """Every case and contact of a customer, newest first (the inbox's side panel)."""
+    ReviewClosure: _grpc.UnaryUnaryMultiCallable[_case_pb2.ReviewClosureRequest, _case_pb2.Case]
+    """Closure review: a case the tenant's policy makes wait after resolution. A reviewer approves
+    (pending_review -> closed) or rejects it with a note (-> in_progress, back to its agent);
+    the customer's answer, as recorded by an agent or a channel, confirms it (pending_confirmation
+    -> closed) or disputes it (-> in_progress). Any other state is FAILED_PRECONDITION.
+    """
+    ConfirmClosure: _grpc.UnaryUnaryMultiCallable[_case_pb2.ConfirmClosureRequest, _case_pb2.Case]
     SearchKnowledge: _grpc.UnaryUnaryMultiCallable[_case_pb2.SearchKnowledgeRequest, _case_pb2.SearchKnowledgeResponse]
     """Knowledge base, reports, quality (part B)
     Published articles matching every word of the query (CJK words found inside text).
@@ -95,6 +102,13 @@ class CaseServiceAsyncStub(CaseServiceStub):
     GetAuditTrail: _aio.UnaryUnaryMultiCallable[_case_pb2.GetAuditTrailRequest, _case_pb2.AuditTrail]  # type: ignore[assignment]
     GetCustomerHistory: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCustomerHistoryRequest, _case_pb2.CustomerHistory]  # type: ignore[assignment]
     """Every case and contact of a customer, newest first (the inbox's side panel)."""
+    ReviewClosure: _aio.UnaryUnaryMultiCallable[_case_pb2.ReviewClosureRequest, _case_pb2.Case]  # type: ignore[assignment]
+    """Closure review: a case the tenant's policy makes wait after resolution. A reviewer approves
+    (pending_review -> closed) or rejects it with a note (-> in_progress, back to its agent);
+    the customer's answer, as recorded by an agent or a channel, confirms it (pending_confirmation
+    -> closed) or disputes it (-> in_progress). Any other state is FAILED_PRECONDITION.
+    """
+    ConfirmClosure: _aio.UnaryUnaryMultiCallable[_case_pb2.ConfirmClosureRequest, _case_pb2.Case]  # type: ignore[assignment]
     SearchKnowledge: _aio.UnaryUnaryMultiCallable[_case_pb2.SearchKnowledgeRequest, _case_pb2.SearchKnowledgeResponse]  # type: ignore[assignment]
     """Knowledge base, reports, quality (part B)
     Published articles matching every word of the query (CJK words found inside text).
@@ -207,6 +221,25 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.CustomerHistory, _abc.Awaitable[_case_pb2.CustomerHistory]]:
         """Every case and contact of a customer, newest first (the inbox's side panel)."""
+
+    @_abc_1.abstractmethod
+    def ReviewClosure(
+        self,
+        request: _case_pb2.ReviewClosureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
+        """Closure review: a case the tenant's policy makes wait after resolution. A reviewer approves
+        (pending_review -> closed) or rejects it with a note (-> in_progress, back to its agent);
+        the customer's answer, as recorded by an agent or a channel, confirms it (pending_confirmation
+        -> closed) or disputes it (-> in_progress). Any other state is FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmClosure(
+        self,
+        request: _case_pb2.ConfirmClosureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]: ...
 
     @_abc_1.abstractmethod
     def SearchKnowledge(

@@ -197,6 +197,8 @@ class Contact(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     CALLBACK_FIELD_NUMBER: _builtins.int
     CASE_ID_FIELD_NUMBER: _builtins.int
+    IN_REPLY_TO_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     tenant: _builtins.str
     channel: Global___Channel.ValueType
@@ -215,6 +217,8 @@ class Contact(_message.Message):
     """surge protocol pauses it unless priority >= urgent
     the case the channel already threaded this contact into, if known
     """
+    in_reply_to: _builtins.str
+    """email: the Message-ID of the mail this one answers"""
     @_builtins.property
     def identities(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerIdentity]: ...
     @_builtins.property
@@ -227,6 +231,10 @@ class Contact(_message.Message):
     def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentRef]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """email: the Message-IDs of the thread (References header)"""
+
     def __init__(
         self,
         *,
@@ -246,10 +254,12 @@ class Contact(_message.Message):
         conversation_id: _builtins.str = ...,
         callback: _builtins.bool = ...,
         case_id: _builtins.str = ...,
+        in_reply_to: _builtins.str = ...,
+        references: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "identities", b"identities", "language", b"language", "priority", b"priority", "queue", b"queue", "skills", b"skills", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "identities", b"identities", "in_reply_to", b"in_reply_to", "language", b"language", "priority", b"priority", "queue", b"queue", "references", b"references", "skills", b"skills", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

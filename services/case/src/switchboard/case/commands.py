@@ -10,13 +10,13 @@ from typing import TypeVar
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import customers
-from switchboard.case.adapters.orm import Case, CaseNote, Customer
+from switchboard.case import audit, customers
+from switchboard.case.adapters.orm import AuditEntry, Case, CaseNote, Customer
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import CaseRecords
 from switchboard.case.unit_of_work import UnitOfWork
-from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from switchboard.v1 import case_pb2, contact_pb2
 
 ATTEMPTS = 3  # a concurrent write to the same audit chain is retried
@@ -24,6 +24,7 @@ ATTEMPTS = 3  # a concurrent write to the same audit chain is retried
 T = TypeVar("T")
 MAX_NOTE_CHARS = 20_000
 MAX_SUBJECT_CHARS = 1000
+CUSTOMER = "customer"  # the author of what a customer said, recorded by an agent or a channel
 
 
 async def find_case(
@@ -126,12 +127,112 @@ class CaseCommands:
         async def work(session: AsyncSession) -> str:
             now = self._clock()
             case = await find_case(session, tenant, case_id, lock=True)
+            if case.status in lifecycle.AWAITING_CLOSURE and status == lifecycle.CLOSED:
+                raise FailedPrecondition(
+                    f"case {case.reference} is {lifecycle.name(case.status)}: it closes through "
+                    "ReviewClosure or ConfirmClosure"
+                )
+            if status in lifecycle.AWAITING_CLOSURE:
+                raise FailedPrecondition(
+                    f"{lifecycle.name(status)} is set by the closure policy on resolution"
+                )
             lifecycle.check(case.status, status)
             await self.records.acted(session, case, actor, now)
-            await self.records.change_status(session, case, status, actor, now, reason)
+            if status == lifecycle.RESOLVED:
+                await self.records.resolve(session, case, actor, now, reason)
+            else:
+                await self.records.change_status(session, case, status, actor, now, reason)
             return case.id
 
         return await self._run(work)
+
+    async def review_closure(
+        self, tenant: str, actor: str, case_id: str, approve: bool, note: str
+    ) -> str:
+        """A reviewer's sign-off (closed) or rejection (back in progress to its agent, with the
+        note). Nobody signs off a resolution of their own."""
+        if not approve and not note.strip():
+            raise InvalidArgument("note", "is required to reject a closure")
+        if len(note) > MAX_NOTE_CHARS:
+            raise InvalidArgument("note", f"is longer than {MAX_NOTE_CHARS} characters")
+
+        async def work(session: AsyncSession) -> str:
+            now = self._clock()
+            case = await find_case(session, tenant, case_id, lock=True)
+            if case.status != lifecycle.PENDING_REVIEW:
+                raise FailedPrecondition(
+                    f"case {case.reference} is {lifecycle.name(case.status)}, not pending_review"
+                )
+            if await self._resolved_by(session, case) == actor:
+                raise PermissionDenied(
+                    f"{actor} resolved case {case.reference}: another reviews it"
+                )
+            await self.records.acted(session, case, actor, now)
+            extra: dict[str, str] = {}
+            if note.strip():
+                extra["note"] = note
+                await self.records.add_note(session, case, actor, note, now)
+            if approve:
+                await self.records.change_status(
+                    session, case, lifecycle.CLOSED, actor, now,
+                    action="closure_approved", extra=extra,
+                )  # fmt: skip
+            else:
+                await self.records.change_status(
+                    session, case, lifecycle.IN_PROGRESS, actor, now,
+                    action="closure_rejected", extra=extra,
+                )  # fmt: skip
+            return case.id
+
+        return await self._run(work)
+
+    async def confirm_closure(
+        self, tenant: str, actor: str, case_id: str, confirmed: bool, comment: str
+    ) -> str:
+        """The customer's answer, as an agent or a channel records it: confirmed (closed) or
+        disputed (back in progress). The customer's words become a note, sealed with their key;
+        the audit names the note."""
+        if not confirmed and not comment.strip():
+            raise InvalidArgument("comment", "is required to dispute a closure")
+        if len(comment) > MAX_NOTE_CHARS:
+            raise InvalidArgument("comment", f"is longer than {MAX_NOTE_CHARS} characters")
+
+        async def work(session: AsyncSession) -> str:
+            now = self._clock()
+            case = await find_case(session, tenant, case_id, lock=True)
+            if case.status != lifecycle.PENDING_CONFIRMATION:
+                raise FailedPrecondition(
+                    f"case {case.reference} is {lifecycle.name(case.status)}, "
+                    "not pending_confirmation"
+                )
+            extra: dict[str, str] = {}
+            if comment.strip():
+                note = await self.records.add_note(session, case, CUSTOMER, comment, now)
+                extra["note_id"] = note.id
+            await self.records.change_status(
+                session, case,
+                lifecycle.CLOSED if confirmed else lifecycle.IN_PROGRESS, actor, now,
+                action="closure_confirmed" if confirmed else "closure_disputed", extra=extra,
+            )  # fmt: skip
+            return case.id
+
+        return await self._run(work)
+
+    @staticmethod
+    async def _resolved_by(session: AsyncSession, case: Case) -> str:
+        """Who resolved a case pending review: the actor of its latest status change, the one
+        that put it there (any later change would have taken it out of pending_review)."""
+        actor = await session.scalar(
+            select(AuditEntry.actor)
+            .where(
+                AuditEntry.entity == audit.CASE,
+                AuditEntry.entity_id == case.id,
+                AuditEntry.action == "status_changed",
+            )
+            .order_by(AuditEntry.seq.desc())
+            .limit(1)
+        )
+        return actor or ""
 
     async def add_note(self, tenant: str, actor: str, case_id: str, text: str) -> CaseNote:
         if not text.strip():

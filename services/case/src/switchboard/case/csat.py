@@ -14,6 +14,8 @@ who rates again replaces the earlier rating only with a later one.
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,12 +37,127 @@ from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
 logger = logging.getLogger(__name__)
 
 _SURVEY_NAMESPACE = uuid.UUID("5b0a7d1e-3c1f-4c55-9f0e-6d1c2a9e4b10")
-SURVEY_SUBJECT = "How did we do? [{reference}]"
+# The survey's own token: a reply that keeps the subject is an answer to the survey, also when
+# its In-Reply-To and References were lost on the way. [#reference] threads it to the case.
+SURVEY_TOKEN = "[CSAT]"
+SURVEY_SUBJECT = "How did we do? [#{reference}] " + SURVEY_TOKEN
 SURVEY_TEXT = (
     "Your request {reference} has been resolved.\n\n"
     "How satisfied are you with the help you received? Reply to this email with a number from "
-    "1 (very dissatisfied) to 5 (very satisfied), and anything you would like to tell us.\n"
+    "1 (very dissatisfied) to 5 (very satisfied) on the first line, and anything you would like "
+    "to tell us below it.\n"
 )
+# The wrap-up code of a contact that was a rating in answer to the survey (not a request).
+SURVEY_REPLY = "csat_reply"
+
+_STARS = frozenset("★⭐🌟")
+_EMPTY_STARS = frozenset("☆")
+_CJK_DIGITS = {"一": 1, "二": 2, "两": 2, "兩": 2, "三": 3, "四": 4, "五": 5}
+# After NFKC (full-width digits and slashes are ASCII): a digit 1..5 that is the whole number
+# (not 45, 4.5, 4,5 or 10), optionally "/5" or "out of 5", optionally a unit (점, 分, 点, stars),
+# then the end of the line or a separator before the customer's words ("5 - great", "4, thanks").
+_SEPARATOR = r"(?=$|[\s\-–—:;,.!?~)(。，！、])"
+_DIGIT_RATING = re.compile(
+    r"^(?P<n>[1-5])(?![\d.,]\d)(?!\d)"
+    r"(?:\s*(?:/|out\s+of|of)\s*5(?!\d))?"
+    r"\s*(?:점|分|点|點|星|颗星|顆星|stars?|points?|pts?)?" + _SEPARATOR,
+    re.IGNORECASE,
+)
+_CJK_RATING = re.compile(r"^(?P<n>[一二两兩三四五])\s*(?:分|点|點|星|颗星|顆星)?" + _SEPARATOR)
+
+
+# The scale named before the score: "5점 만점에", "满分5分", "滿分5分".
+_SCALE = re.compile(r"^(?:5\s*점\s*만점|[满滿]分\s*5\s*分|5\s*分\s*[满滿]分)")
+
+
+def top_line(text: str) -> str:
+    """The first line the customer wrote: blank and quoted (">") lines skipped."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(">"):
+            return stripped
+    return ""
+
+
+def parse_rating(text: str) -> int | None:
+    """The 1..5 rating on the top line of a survey reply, or None when it holds none: "4", "4/5",
+    "4 out of 5", "★★★★", "5 - great", full-width "４", "4점", "4分", "四分"."""
+    line = unicodedata.normalize("NFKC", top_line(text)).replace("\ufe0f", "")
+    if not line:
+        return None
+    compact = "".join(line.split())
+    if compact and set(compact) <= _STARS | _EMPTY_STARS:
+        stars = sum(1 for ch in compact if ch in _STARS)
+        return stars if 1 <= stars <= 5 else None
+    scale = _SCALE.search(line)
+    if scale:  # "5점 만점에 4점", "满分5分，我给4分": the score follows the scale
+        return parse_rating(line[scale.end() :].lstrip(" ,，:：에给給我打"))
+    match = _DIGIT_RATING.match(line)
+    if match:
+        return int(match["n"])
+    match = _CJK_RATING.match(line)
+    if match:
+        return _CJK_DIGITS[match["n"]]
+    return None
+
+
+def answers_survey(contact: contact_pb2.Contact, command_id: str) -> bool:
+    """Whether an email contact answers the survey sent as `command_id`: its In-Reply-To or
+    References name the survey's Message-ID (`<command id>.<reference>@<domain>`, as the email
+    channel sends commands), or its subject keeps the survey's token."""
+    if command_id:
+        for mid in (contact.in_reply_to, *contact.references):
+            local = mid.strip().strip("<>").partition("@")[0].lower()
+            if local == command_id or local.startswith(command_id + "."):
+                return True
+    return SURVEY_TOKEN.lower() in contact.subject.lower()
+
+
+async def survey_rating(
+    session: AsyncSession, case: orm.Case, contact: contact_pb2.Contact
+) -> int | None:
+    """The rating an email contact threaded into a resolved or closed case gives in answer to the
+    case's email survey; None when it is no such answer (a customer message like any other)."""
+    if contact.channel != contact_pb2.CHANNEL_EMAIL:
+        return None
+    survey = await session.get(CsatSurvey, (case.tenant, case.id))
+    if survey is None or survey.channel != "email" or not survey.command_id:
+        return None
+    if not answers_survey(contact, survey.command_id):
+        return None
+    text = next((p.text for p in contact.content if p.text.strip()), "")
+    return parse_rating(text)
+
+
+async def record_reply_rating(
+    session: AsyncSession, case: orm.Case, contact_id: str, score: int, text: str, at: datetime
+) -> None:
+    """Store the rating an email reply to the survey gave the case as a whole (contact_id ""), for
+    the agent of its latest handled contact; a later answer replaces an earlier one."""
+    handled = await session.scalar(
+        select(orm.Contact)
+        .where(orm.Contact.case_id == case.id, orm.Contact.contact_id != contact_id)
+        .order_by((orm.Contact.agent_id != "").desc(), orm.Contact.created_at.desc())
+        .limit(1)
+    )
+    comment = keyring.of(session).seal(session, case.tenant, case.customer_id or "", text)
+    values = {
+        "tenant": case.tenant,
+        "case_id": case.id,
+        "contact_id": "",
+        "event_id": f"{contact_id}:csat"[:255],
+        "score": score,
+        "comment": comment,
+        "queue": handled.queue if handled is not None else "",
+        "channel": "email",
+        "agent_id": handled.agent_id if handled is not None else "",
+        "rated_at": at,
+    }
+    if not await insert_ignore(session, CsatRating, values, ["tenant", "case_id", "contact_id"]):
+        existing = await session.get(CsatRating, (case.tenant, case.id, ""))
+        if existing is not None and existing.rated_at < at:
+            existing.score, existing.comment, existing.channel = score, comment, "email"
+            existing.rated_at, existing.event_id = at, values["event_id"]  # type: ignore[assignment]
 
 
 def survey_command_id(tenant: str, case_id: str) -> str:

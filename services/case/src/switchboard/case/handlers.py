@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import audit, customers, object_erasure
+from switchboard.case import audit, csat, customers, object_erasure
 from switchboard.case.adapters import bulk, keyring
 from switchboard.case.adapters.database import (
     get_locked,
@@ -63,10 +63,12 @@ TERMINAL = frozenset({ENDED, ABANDONED})
 # (the lifecycle's resolved state: reopened if the customer comes back, closed after review or
 # auto_close_after) once no other contact of it is still being worked on.
 RESOLVING_WRAP_UP_CODES = frozenset({"resolved"})
-CLOSED_CASE = (case_pb2.CASE_STATUS_RESOLVED, case_pb2.CASE_STATUS_CLOSED)
+# Not open for a new contact to join unless it is threaded into it.
+CLOSED_CASE = (*lifecycle.SETTLED, lifecycle.CLOSED)
 SUBJECT_CHARS = 120
 INITIAL_SUFFIX = ":initial"
 LIVE_CHANNELS = (contact_pb2.CHANNEL_VOICE,)  # answering the call is the first response
+RATING = "rating"  # how a contact joined its case: an answer to the case's survey
 
 Clock = Callable[[], datetime]
 
@@ -430,6 +432,7 @@ class CaseHandlers:
                 session, tenant, identities, c.customer_name, created, actor
             )
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
+            score = csat.parse_rating(text) if how == RATING else None
             keys = keyring.of(session)
             bulk.add(
                 session,
@@ -443,7 +446,10 @@ class CaseHandlers:
                     queue=c.queue,
                     subject=keys.seal(session, tenant, customer.id, c.subject),
                     agent_id="",
-                    status=QUEUED,
+                    # A rating needs no agent: it ends as it arrives.
+                    status=QUEUED if score is None else ENDED,
+                    ended_at=None if score is None else created,
+                    wrap_up_code="" if score is None else csat.SURVEY_REPLY,
                     created_at=created,
                     # Who wrote, which may differ from the case's customer in a shared thread.
                     customer_id=customer.id,
@@ -485,7 +491,17 @@ class CaseHandlers:
                 },
                 created,
             )
-            if how != "opened":
+            if score is not None:
+                await csat.record_reply_rating(session, case, c.contact_id, score, text, created)
+                await self.records.audit(
+                    session,
+                    case,
+                    "customer",
+                    "satisfaction_rated",
+                    {"contact_id": c.contact_id, "score": score, "channel": "email"},
+                    created,
+                )
+            elif how != "opened":
                 await self._customer_wrote(session, case, created)
             logger.info("contact %s recorded in case %s (%s)", c.contact_id, case.id, how)
 
@@ -514,9 +530,15 @@ class CaseHandlers:
         follow_up_of = ""
         if contact.case_id:
             case = await self._threaded_case(session, customer.tenant, contact.case_id)
+            if case is not None and case.status in CLOSED_CASE:
+                # An answer to the case's email survey rates it; it neither reopens the case nor
+                # opens a follow-up.
+                if await csat.survey_rating(session, case, contact) is not None:
+                    case.updated_at = now
+                    return case, RATING
             if case is not None and case.status != case_pb2.CASE_STATUS_CLOSED:
                 case.updated_at = now
-                if case.status == case_pb2.CASE_STATUS_RESOLVED:
+                if case.status in lifecycle.SETTLED:
                     # The customer answered in the case's thread: it is not solved after all.
                     await self.records.change_status(
                         session,
@@ -712,7 +734,8 @@ class CaseHandlers:
             if contact.status not in TERMINAL:
                 contact.status = ASSIGNED
             case = await self._case(session, contact)
-            if case.status != lifecycle.CLOSED:
+            # A rating in answer to the survey is no request: it does not take the case.
+            if case.status != lifecycle.CLOSED and contact.wrap_up_code != csat.SURVEY_REPLY:
                 await self.records.assign(
                     session, case, event.agent_id, f"router:{event.agent_id}", assigned
                 )
@@ -803,9 +826,7 @@ class CaseHandlers:
         )
         if others is not None:
             return
-        await self.records.change_status(
-            session, case, lifecycle.RESOLVED, actor, at, reason="wrap-up: resolved"
-        )
+        await self.records.resolve(session, case, actor, at, reason="wrap-up: resolved")
         logger.info("case %s resolved at wrap-up of contact %s", case.reference, contact.contact_id)
 
     async def on_contact_held(self, event: events_pb2.ContactHeld) -> None:

@@ -19,7 +19,7 @@ from switchboard.case.adapters.orm import Case, CaseNote, Customer, new_id
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import new_reference
 from switchboard.case.sla.engine import SlaEngine
-from switchboard.case.sla.policy import Policies
+from switchboard.case.sla.policy import REVIEW, Policies
 from switchboard.core.errors import FailedPrecondition
 from switchboard.v1 import case_events_pb2, case_pb2, events_pb2
 
@@ -191,8 +191,11 @@ class CaseRecords:
         actor: str,
         at: datetime,
         reason: str = "",
+        action: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Move the case to `target`; FailedPrecondition naming the transition if not allowed."""
+        """Move the case to `target`; FailedPrecondition naming the transition if not allowed.
+        Audited as `action` (default: reopened or status_changed) with `extra` in its data."""
         current = case.status
         lifecycle.check(current, target)
         reopen = lifecycle.is_reopen(current, target)
@@ -209,9 +212,9 @@ class CaseRecords:
         data: dict[str, Any] = {"from": lifecycle.name(current), "to": lifecycle.name(target)}
         if reason:
             data["reason"] = reason
-        entry = await self.audit(
-            session, case, actor, "reopened" if reopen else "status_changed", data, at
-        )
+        data.update(extra or {})
+        action = action or ("reopened" if reopen else "status_changed")
+        entry = await self.audit(session, case, actor, action, data, at)
         self.stage(
             session,
             case,
@@ -239,6 +242,25 @@ class CaseRecords:
                 await self.sla.cancel(self, session, case, metric, at)
         elif reopen:
             await self.sla.resume(self, session, case, at, ("resolution",), reopen=True)
+
+    async def resolve(
+        self, session: AsyncSession, case: Case, actor: str, at: datetime, reason: str = ""
+    ) -> None:
+        """A person resolved the case: resolved, then, where the tenant's closure policy asks
+        for it (by case type), on to pending_review or pending_confirmation, in the same
+        transaction and under the same actor."""
+        await self.change_status(session, case, lifecycle.RESOLVED, actor, at, reason)
+        rule = self.policies.closure_for(case.tenant, case.case_type)
+        if rule is None:
+            return
+        if rule.require == REVIEW:
+            target, why = lifecycle.PENDING_REVIEW, "the closure needs a reviewer's sign-off"
+        else:
+            target, why = (
+                lifecycle.PENDING_CONFIRMATION,
+                "the closure needs the customer's confirmation",
+            )
+        await self.change_status(session, case, target, actor, at, why)
 
     async def assign(
         self, session: AsyncSession, case: Case, agent_id: str, actor: str, at: datetime

@@ -95,30 +95,35 @@ class Scheduler:
         await self._each_case(sorted(case_ids), work)
 
     async def auto_close(self, now: datetime) -> None:
-        """Resolved cases the customer never confirmed close after the tenant's timeout."""
+        """Resolved cases the customer never confirmed close after the tenant's timeout; so do
+        cases pending the customer's confirmation, after their closure rule's `confirm_within`.
+        A case pending review waits for its reviewer."""
         policies = self.records.policies
+
+        def after(case: Case) -> timedelta:
+            if case.status == lifecycle.PENDING_CONFIRMATION:
+                return policies.confirm_within(case.tenant, case.case_type)
+            return policies.auto_close(case.tenant)
+
         shortest = min(
-            [policies.auto_close(t) for t in policies.auto_close_after] or [policies.auto_close("")]
+            [policies.auto_close(t) for t in policies.auto_close_after]
+            + [r.confirm_within for r in policies.closure if r.confirm_within is not None]
+            or [policies.auto_close("")]
         )
+        waiting = (lifecycle.RESOLVED, lifecycle.PENDING_CONFIRMATION)
         async with self._sessions() as session:
-            rows = list(
-                await session.execute(
-                    select(Case.id, Case.tenant, Case.resolved_at).where(
-                        Case.status == lifecycle.RESOLVED, Case.resolved_at <= now - shortest
-                    )
+            cases = list(
+                await session.scalars(
+                    select(Case).where(Case.status.in_(waiting), Case.resolved_at <= now - shortest)
                 )
             )
-        due = [
-            cid
-            for cid, tenant, resolved in rows
-            if resolved is not None and resolved + policies.auto_close(tenant) <= now
-        ]
+        due = [c.id for c in cases if c.resolved_at is not None and c.resolved_at + after(c) <= now]
 
         async def work(session: AsyncSession, case: Case) -> None:
-            after = policies.auto_close(case.tenant)
-            if case.status != lifecycle.RESOLVED or case.resolved_at is None:
+            if case.status not in waiting or case.resolved_at is None:
                 return
-            if case.resolved_at + after > now:
+            wait = after(case)
+            if case.resolved_at + wait > now:
                 return
             await self.records.change_status(
                 session,
@@ -126,7 +131,7 @@ class Scheduler:
                 lifecycle.CLOSED,
                 SCHEDULER,
                 now,
-                reason=f"not confirmed within {_human(after)} of resolution",
+                reason=f"not confirmed within {_human(wait)} of resolution",
             )
 
         await self._each_case(due, work)

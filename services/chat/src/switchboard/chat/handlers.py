@@ -503,7 +503,9 @@ class Chat:
     # ---- agents --------------------------------------------------------------------------------
 
     async def agent_join(self, agent: Principal, contact_id: str) -> Conversation:
-        """The conversation assigned to `agent`, waiting briefly for an assignment in flight."""
+        """The conversation assigned to `agent`, waiting briefly for an assignment in flight.
+        An ended one is theirs to read (and to see rated) until they wrap it up; sending to it
+        is refused."""
         conversation = await self._wait_assigned(agent.tenant, contact_id, agent.subject)
         if conversation is None:
             raise not_assigned(contact_id)
@@ -690,7 +692,16 @@ class Chat:
         )
 
     async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
-        await self._end(event.meta.tenant, event.meta.channel, event.contact_id)
+        tenant, contact_id = event.meta.tenant, event.contact_id
+        await self._end(tenant, event.meta.channel, contact_id)
+        if event.meta.channel == contact_pb2.CHANNEL_CHAT and (
+            event.reason == events_pb2.END_REASON_COMPLETED or event.wrap_up_code
+        ):
+            # The agent wrapped it up: their reading of it ends too.
+            def wrapped_up(c: Conversation) -> None:
+                c.wrapped_up = True
+
+            await self.store.update(tenant, contact_id, wrapped_up)
 
     async def on_contact_abandoned(self, event: events_pb2.ContactAbandoned) -> None:
         await self._end(event.meta.tenant, event.meta.channel, event.contact_id)

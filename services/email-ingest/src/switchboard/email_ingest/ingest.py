@@ -300,6 +300,8 @@ class Ingestor:
             attachments=attachments,
             conversation_id=conversation_id,
             case_id=case_id,
+            in_reply_to=mail.in_reply_to,
+            references=mail.references,
         )
         contact.created_at.FromDatetime(datetime.now(UTC))
         received = email_pb2.EmailReceived(

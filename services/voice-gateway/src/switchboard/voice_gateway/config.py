@@ -47,6 +47,8 @@ class VoiceConfig:
     prompts: frozenset[str] = field(default_factory=frozenset)
     # Short codes an agent's phone may REFER to (blind transfer), code -> queue.
     transfer_codes: dict[str, str] = field(default_factory=dict)
+    # Tenants whose callers stay, after the agent hangs up, for the satisfaction survey (1-5).
+    survey_tenants: frozenset[str] = field(default_factory=frozenset)
     # The operators' recordings (<lang>/<prompt>.wav) and the music on hold (a WAV file); ""
     # for none. Relative paths are under the configuration file's folder.
     prompt_overrides: str = ""
@@ -170,7 +172,7 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     root = r.mapping(
         compose(text, source),
         "",
-        {"realm", "phones", "trunk", "transfer_codes", "numbers", "prompts"},
+        {"realm", "phones", "trunk", "transfer_codes", "numbers", "survey_tenants", "prompts"},
     )
 
     def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -201,7 +203,13 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
         )
     }
     trunk = r.scalar(root["trunk"][1], "trunk") if "trunk" in root else ""
+    surveyed = (
+        r.strings(root["survey_tenants"][1], "survey_tenants", TENANT_RE)
+        if "survey_tenants" in root and not is_null(root["survey_tenants"][1])
+        else ()
+    )
     return VoiceConfig(
+        survey_tenants=frozenset(surveyed),
         realm=realm,
         phones=phones,
         numbers=numbers,

@@ -108,6 +108,14 @@ class VoiceNotifier:
         event.hold.FromNanoseconds(int(hold * 1e9))
         await self.bus.publish(event)
 
+    async def rated(self, tenant: str, contact_id: str, score: int) -> None:
+        """The caller's answer to the post-call survey (one per call)."""
+        await self.bus.publish(
+            events_pb2.SatisfactionRated(
+                meta=_meta(tenant, f"{contact_id}:rated"), contact_id=contact_id, score=score
+            )
+        )
+
 
 def now() -> datetime:
     return datetime.now(UTC)

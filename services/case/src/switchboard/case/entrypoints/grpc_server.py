@@ -77,6 +77,22 @@ class CaseServicer(KnowledgeReportRpcs, case_pb2_grpc.CaseServiceServicer):
         )
         return await self.views.get_case(p.tenant, case_id)
 
+    async def ReviewClosure(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "case_id")
+        case_id = await self._commands().review_closure(
+            p.tenant, p.subject, request.case_id, request.approve, request.note
+        )
+        return await self.views.get_case(p.tenant, case_id)
+
+    async def ConfirmClosure(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "case_id")
+        case_id = await self._commands().confirm_closure(
+            p.tenant, p.subject, request.case_id, request.confirmed, request.comment
+        )
+        return await self.views.get_case(p.tenant, case_id)
+
     async def AddNote(self, request, context):  # type: ignore[no-untyped-def]
         p = principal()
         require(request, "case_id", "text")

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import utc_now
+from switchboard.case.csat import SURVEY_REPLY
 from switchboard.case.quality import channel_name
 from switchboard.case.reports import kpi
 from switchboard.case.reports.business_time import BusinessClock
@@ -37,7 +38,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "quality": ("quality",),
     "backlog": ("backlog",),
 }
-CLOSED = (case_pb2.CASE_STATUS_RESOLVED, case_pb2.CASE_STATUS_CLOSED)
+# Out of the backlog: resolved (also while awaiting a reviewer or the customer) or closed.
+CLOSED = (
+    case_pb2.CASE_STATUS_RESOLVED,
+    case_pb2.CASE_STATUS_PENDING_REVIEW,
+    case_pb2.CASE_STATUS_PENDING_CONFIRMATION,
+    case_pb2.CASE_STATUS_CLOSED,
+)
 
 
 @dataclass(frozen=True)
@@ -178,11 +185,20 @@ class Reports:
         self, session: AsyncSession, tenant: str, start: datetime, end: datetime
     ) -> list[kpi.ContactFacts]:
         c = orm.Contact
-        rows = await session.execute(
-            select(c, orm.Case.customer_id)
-            .join(orm.Case, orm.Case.id == c.case_id)
-            .where(c.tenant == tenant, c.created_at >= start, c.created_at < end)
+        rows = list(
+            await session.execute(
+                select(c, orm.Case.customer_id)
+                .join(orm.Case, orm.Case.id == c.case_id)
+                .where(
+                    c.tenant == tenant,
+                    c.created_at >= start,
+                    c.created_at < end,
+                    # A rating given in answer to the survey is no contact to serve or repeat.
+                    c.wrap_up_code != SURVEY_REPLY,
+                )
+            )
         )
+        holds = await self._holds(session, [r.contact_id for r, _ in rows])
         return [
             kpi.ContactFacts(
                 contact_id=r.contact_id,
@@ -200,9 +216,31 @@ class Reports:
                 talk_ms=r.talk_ms,
                 hold_ms=r.hold_ms,
                 wrap_up_ms=r.wrap_up_ms,
+                holds_ms=tuple(holds.get(r.contact_id, ())),
             )
             for r, case_customer in rows
         ]
+
+    @staticmethod
+    async def _holds(session: AsyncSession, contact_ids: list[str]) -> dict[str, list[int]]:
+        """The hold periods of these contacts (ms each), oldest first; one still open when its
+        contact ended lasted until the end."""
+        found: dict[str, list[int]] = {}
+        h, c = orm.ContactHold, orm.Contact
+        for start in range(0, len(contact_ids), 500):
+            chunk = contact_ids[start : start + 500]
+            rows = await session.execute(
+                select(h.contact_id, h.started_at, h.ended_at, c.ended_at)
+                .join(c, c.contact_id == h.contact_id)
+                .where(h.contact_id.in_(chunk))
+                .order_by(h.contact_id, h.started_at)
+            )
+            for contact_id, started, ended, contact_ended in rows:
+                until = ended or contact_ended
+                if until is not None and until >= started:
+                    ms = int((until - started).total_seconds() * 1000)
+                    found.setdefault(contact_id, []).append(ms)
+        return found
 
     async def _cases(
         self, session: AsyncSession, tenant: str, spec: kpi.ReportSpec

@@ -139,6 +139,26 @@ class RecurringTask:
         return found
 
 
+REVIEW, CONFIRMATION = "review", "confirmation"
+
+
+@dataclass(frozen=True)
+class ClosureRule:
+    """What a resolved case of `tenant` ("*": any) and of one of `case_types` (empty: any) waits
+    for before it closes: a reviewer's sign-off, or the customer's confirmation (closed by the
+    scheduler after `confirm_within` without an answer; None: the tenant's auto_close_after)."""
+
+    tenant: str
+    case_types: frozenset[int]
+    require: str  # review, confirmation
+    confirm_within: timedelta | None = None
+
+    def matches(self, tenant: str, case_type: int) -> bool:
+        return self.tenant in ("*", tenant) and (
+            not self.case_types or case_type in self.case_types
+        )
+
+
 @dataclass(frozen=True)
 class Policies:
     sla: tuple[SlaPolicy, ...] = ()
@@ -149,6 +169,7 @@ class Policies:
     # Each tenant's business hours (tenant or *): the email service level in reports counts
     # only this time when asked to (`email_business_hours`).
     business_hours: Mapping[str, Calendar] = field(default_factory=dict)
+    closure: tuple[ClosureRule, ...] = ()
 
     def policy_for(self, tenant: str, queue: str, priority: int) -> SlaPolicy | None:
         """The first policy in file order that matches the case."""
@@ -169,6 +190,17 @@ class Policies:
 
     def auto_close(self, tenant: str) -> timedelta:
         return self.auto_close_after.get(tenant, self.auto_close_after.get("*", DEFAULT_AUTO_CLOSE))
+
+    def closure_for(self, tenant: str, case_type: int) -> ClosureRule | None:
+        """The first closure rule in file order that matches the case; None: resolved is enough."""
+        return next((r for r in self.closure if r.matches(tenant, case_type)), None)
+
+    def confirm_within(self, tenant: str, case_type: int) -> timedelta:
+        """How long a case waits for its customer's confirmation before it closes by itself."""
+        rule = self.closure_for(tenant, case_type)
+        if rule is not None and rule.confirm_within is not None:
+            return rule.confirm_within
+        return self.auto_close(tenant)
 
 
 def _enum(table: Mapping[str, int], value: Any, where: str) -> int:
@@ -309,7 +341,30 @@ def parse(doc: Mapping[str, Any]) -> Policies:
         if str(cal_name) not in calendars:
             raise PolicyError(f"business_hours.{tenant}", f"unknown calendar {cal_name!r}")
         business_hours[str(tenant)] = calendars[str(cal_name)]
+    closure = []
+    for i, spec in enumerate(doc.get("closure") or []):
+        where = f"closure[{i}]"
+        if not isinstance(spec, Mapping):
+            raise PolicyError(where, "must be a mapping")
+        require = str(spec.get("require", ""))
+        if require not in (REVIEW, CONFIRMATION):
+            raise PolicyError(
+                f"{where}.require", f"{require!r} is not one of {REVIEW}, {CONFIRMATION}"
+            )
+        within = spec.get("confirm_within")
+        closure.append(
+            ClosureRule(
+                tenant=str(spec.get("tenant", "*")),
+                case_types=frozenset(
+                    _enum(CASE_TYPES, t, f"{where}.case_types[{j}]")
+                    for j, t in enumerate(_list(spec.get("case_types")))
+                ),
+                require=require,
+                confirm_within=duration(within, f"{where}.confirm_within") if within else None,
+            )
+        )
     return Policies(
+        closure=tuple(closure),
         sla=tuple(sla),
         templates=templates,
         tasks=tuple(tasks),

@@ -184,6 +184,9 @@ class Conversation:
     agent_name: str = ""
     status: dict[str, Any] | None = None  # the last `status` sent to the customer
     ended: bool = False
+    # The agent wrapped it up: no longer theirs to open. A chat the customer ended stays
+    # readable to its agent until then.
+    wrapped_up: bool = False
     messages: list[ChatMessage] = field(default_factory=list)
     email: str = ""
     topic: str = ""
@@ -209,6 +212,7 @@ class Conversation:
             "agent_name": self.agent_name,
             "status": self.status,
             "ended": self.ended,
+            "wrapped_up": self.wrapped_up,
             "email": self.email,
             "topic": self.topic,
             "receipts": self.receipts,
@@ -230,6 +234,7 @@ class Conversation:
             agent_name=r.get("agent_name", ""),
             status=r.get("status"),
             ended=bool(r.get("ended")),
+            wrapped_up=bool(r.get("wrapped_up")),
             email=r.get("email", ""),
             topic=r.get("topic", ""),
             receipts=r.get("receipts") or {},
@@ -240,7 +245,9 @@ class Conversation:
         )
 
     def assigned_to(self, agent_id: str) -> bool:
-        return bool(self.agent_id) and self.agent_id == agent_id and not self.ended
+        """Whether `agent_id` has this conversation: a chat the customer ended stays theirs
+        (to read, not to write to) until they wrap it up."""
+        return bool(self.agent_id) and self.agent_id == agent_id and not self.wrapped_up
 
     def history(self) -> list[dict[str, Any]]:
         return [m.to_wire() for m in self.messages]

@@ -238,8 +238,9 @@ class Desk:
             for k in found.contacts:
                 if k.contact_id == contact_id:
                     data = wire.restored_contact(found, k)
+                    # Ended (the customer left) but not wrapped up yet: shown ended.
                     self.contacts[contact_id] = DeskContact(
-                        data, wire.ms(k.assigned_at) or _now_ms()
+                        data, wire.ms(k.assigned_at) or _now_ms(), ended=k.status == "ended"
                     )
                     break
             else:

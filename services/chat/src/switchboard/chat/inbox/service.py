@@ -186,6 +186,7 @@ class Inbox:
                 self.desks.pop(key, None)
                 await desk.close()
             raise
+        await self._mark_ended(desk)
         return {
             **desk.state(),
             "wrap_up_codes": list(self.directory.codes(principal.tenant)),
@@ -296,6 +297,23 @@ class Inbox:
             reply["delivery"] = state
             reply["delivery_detail"] = event.detail
             await desk.emit("contact", c.to_wire())
+
+    async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
+        """A contact ended (the customer left, hung up): the desk of this process holding it
+        keeps it, marked ended, until the agent wraps it up; every tab of the agent sees it."""
+        for desk in list(self.desks.values()):
+            if desk.tenant == event.meta.tenant:
+                await desk.ended(event.contact_id)
+
+    async def _mark_ended(self, desk: Desk) -> None:
+        """Chats on the desk that ended while the event went to another chat replica: the
+        shared conversation record says so."""
+        for c in list(desk.contacts.values()):
+            if c.ended or c.channel != "chat" or c.data.get("reply_channel") != "chat":
+                continue
+            conversation = await self.chat.store.get(desk.tenant, c.contact_id)
+            if conversation is not None and conversation.ended:
+                c.ended = True
 
     async def _case_of(self, principal: sb_auth.Principal, c: DeskContact) -> Any:
         case_stub = self.desk(principal).backends.case

@@ -45,6 +45,8 @@ CASE_STATUSES = {
     case_pb2.CASE_STATUS_PENDING_CUSTOMER: "pending_customer",
     case_pb2.CASE_STATUS_RESOLVED: "resolved",
     case_pb2.CASE_STATUS_CLOSED: "closed",
+    case_pb2.CASE_STATUS_PENDING_REVIEW: "pending_review",
+    case_pb2.CASE_STATUS_PENDING_CONFIRMATION: "pending_confirmation",
 }
 CASE_STATUS_BY_NAME = {v: k for k, v in CASE_STATUSES.items()}
 # How long a contact may wait for the agent's first answer, by the channel it is answered on (the

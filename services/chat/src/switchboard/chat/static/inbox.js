@@ -497,6 +497,10 @@
     var composerOn = !voice;
     show($("reply-text"), composerOn);
     show($("reply-send"), composerOn);
+    // An ended chat is read-only until wrap-up; its unsent draft stays readable.
+    var closed = !!c.ended && c.reply_channel === "chat";
+    $("reply-text").readOnly = closed;
+    $("reply-send").disabled = closed;
     var to = c.reply_channel === "email"
       ? (c.identities.filter(function (i) { return i.kind === "email"; })[0] || {}).value
       : c.reply_channel === "fax" ? (c.identities.filter(function (i) { return i.kind === "phone"; })[0] || {}).value : "";
@@ -664,10 +668,12 @@
   function send() {
     var id = state.current;
     var text = $("reply-text").value;
-    if (!id || !text.trim()) return;
+    var c = state.contacts[id];
+    if (!id || !text.trim() || !c || (c.ended && c.reply_channel === "chat")) return;
     $("reply-send").disabled = true;
     state.socket.emit("reply", { contact_id: id, text: text }, function (ack) {
-      $("reply-send").disabled = false;
+      var shown = state.contacts[state.current];
+      $("reply-send").disabled = !!(shown && shown.ended && shown.reply_channel === "chat");
       if (!ack.ok) { error($("reply-error"), problem("reply", ack)); return; }
       error($("reply-error"), "");
       // The draft sent is gone; another conversation's draft stays.

@@ -9,6 +9,8 @@ from switchboard.voice_gateway.config import Menu, NumberPlan
 from switchboard.voice_gateway.domain.state import State
 
 ATTEMPTS = 2  # a menu plays once, and once more after an invalid key
+# The post-call satisfaction survey: a key from 1 (very dissatisfied) to 5 (very satisfied).
+SURVEY_MENU = Menu("survey", {str(n): str(n) for n in range(1, 6)})
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ class State(enum.Enum):
     RINGING = "ringing"  # an agent's phone is ringing for it
     CONNECTED = "connected"  # caller and agent bridged
     CALLBACK = "callback"  # the caller hung up and keeps their place for a callback
+    SURVEY = "survey"  # the agent hung up; the caller rates the call (1-5 on the keypad)
     ENDED = "ended"
 
 

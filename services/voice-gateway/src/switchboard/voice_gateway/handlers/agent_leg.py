@@ -249,7 +249,11 @@ class AgentLeg:
     # ---- the agent hangs up -------------------------------------------------------------------
 
     async def agent_gone(self, call: Call) -> None:
-        """The agent's phone sent BYE: a connected call is completed."""
+        """The agent's phone sent BYE: a connected call is completed; the caller of a tenant
+        that surveys its callers stays for the survey."""
         if call.state is not State.CONNECTED:
+            return
+        if call.tenant in self.gw.config.survey_tenants and call.caller is not None:
+            await self.flow.survey(call)
             return
         await self.gw.end_connected(call, by_caller=False, reason=events_pb2.END_REASON_COMPLETED)

@@ -263,6 +263,38 @@ class CallFlow:
         gw.bridge(call)
         logger.info("callback %s connected", call.contact_id)
 
+    # ---- the survey after the agent hung up ----------------------------------------------------
+
+    async def survey(self, call: Call) -> None:
+        """The agent hung up: the contact ends (ContactEnded, completed), and the caller hears
+        the survey prompt and rates the call with a key from 1 to 5 (SatisfactionRated). Another
+        key plays "invalid" and the prompt once more; no key, or a hang-up, gives no rating."""
+        gw = self.gw
+        call.state = State.SURVEY
+        call.cancel_tasks(keep=asyncio.current_task())  # type: ignore[arg-type]
+        assert call.caller is not None
+        call.caller.rtp.bridge = None
+        while not call.digits.empty():  # keys pressed while talking are no answer
+            call.digits.get_nowait()
+        await gw.finish(call, by_caller=False, reason=events_pb2.END_REASON_COMPLETED)
+        call.spawn(self._survey(call))
+
+    async def _survey(self, call: Call) -> None:
+        gw = self.gw
+        choice = await self._menu(call, ivr.SURVEY_MENU)
+        if call.state is not State.SURVEY:
+            return  # the caller hung up
+        if choice is not None:
+            await gw.notifier.rated(call.tenant, call.contact_id, int(choice))
+            logger.info("call %s rated %s", call.contact_id, choice)
+        await gw.play(call, ["survey-thanks", "goodbye"] if choice is not None else ["goodbye"])
+        if call.state is not State.SURVEY:
+            return
+        call.state = State.ENDED
+        await gw.bye_leg(call, call.caller)
+        gw.drop_caller(call)
+        gw.forget(call)
+
     # ---- the caller hangs up ------------------------------------------------------------------
 
     async def caller_gone(self, call: Call, why: str, bye: bool = True) -> None:

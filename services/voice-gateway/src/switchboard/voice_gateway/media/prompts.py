@@ -42,6 +42,10 @@ GENERATED: dict[str, list[Tone]] = {
     "callback-confirmed": [(1200.0, 0.4), (0, 0.2)],
     "goodbye": [(600.0, 0.3), (400.0, 0.3), (0, 0.2)],
     "invalid": [(300.0, 0.4), (0, 0.2)],
+    # After the agent hangs up: "please rate us from 1 to 5", then thanks.
+    "survey": [(523.0, 0.2), (0, 0.1), (587.0, 0.2), (0, 0.1), (659.0, 0.2), (0, 0.3)],
+    "survey-thanks": [(784.0, 0.2), (988.0, 0.3), (0, 0.2)],
+    # A slow arpeggio that loops: the music on hold.
     catalogue.MUSIC_ON_HOLD: [
         (262.0, 0.4),
         (330.0, 0.4),

@@ -1,0 +1,308 @@
+"""CSAT by email: a reply to the survey mail is read as a 1..5 rating of the case, on a real
+database; such a reply leaves the resolved case resolved, any other reply reopens it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case import csat
+from switchboard.case.adapters import orm
+from switchboard.case.csat import Csat, parse_rating
+from switchboard.case.domain import lifecycle
+from switchboard.case.handlers import CaseHandlers
+from switchboard.case.reports.orm import CsatRating
+from switchboard.core import events
+from switchboard.v1 import case_pb2, contact_pb2, events_pb2
+
+EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
+
+
+@pytest.mark.parametrize(
+    ("text", "score"),
+    [
+        ("4", 4),
+        ("4/5", 4),
+        ("4 / 5", 4),
+        ("4 out of 5", 4),
+        ("★★★★", 4),
+        ("★★★★☆", 4),
+        ("⭐⭐⭐⭐⭐", 5),
+        ("5 - great", 5),
+        ("5, thanks a lot!", 5),
+        ("3.", 3),
+        ("４", 4),
+        ("４／５", 4),
+        ("4점", 4),
+        ("5점 감사합니다", 5),
+        ("4分", 4),
+        ("5点", 5),
+        ("四分", 4),
+        ("五星", 5),
+        ("  \n\n2\n", 2),
+        ("5점 만점에 4점", 4),
+        ("满分5分，我给4分", 4),
+        ("5점 만점", None),
+        ("1 (very dissatisfied)", 1),
+        ("4\n\nOn Mon, 1 Jan 2025, Help <help@example.com> wrote:\n> Reply with 1 to 5", 4),
+        ("5 - great\n> How satisfied are you? 1 (very dissatisfied) to 5", 5),
+        # not a rating
+        ("", None),
+        ("It still does not work", None),
+        ("6", None),
+        ("0", None),
+        ("45", None),
+        ("4.5", None),
+        ("4/10", None),
+        ("1st of all, thanks", None),
+        ("> 5\nthe printer is broken again", None),
+        ("Thanks\n5", None),  # the top line only
+        ("10分", None),
+    ],
+)
+def test_parse_rating(text: str, score: int | None) -> None:
+    assert parse_rating(text) == score
+
+
+class Published:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def publish(self, event: Any) -> Any:
+        self.events.append(event)
+
+    async def publish_async(self, event: Any) -> Any:
+        raise NotImplementedError
+
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def created(
+    contact_id: str,
+    text: str,
+    case_id: str = "",
+    subject: str = "",
+    in_reply_to: str = "",
+    references: tuple[str, ...] = (),
+    minute: int = 0,
+) -> events_pb2.ContactCreated:
+    contact = contact_pb2.Contact(
+        contact_id=contact_id,
+        tenant="acme",
+        channel=contact_pb2.CHANNEL_EMAIL,
+        identities=[contact_pb2.CustomerIdentity(kind=EMAIL, value="ana@example.com")],
+        customer_name="Ana",
+        queue="support",
+        subject=subject,
+        content=[contact_pb2.ContentPart(content_type="text/plain", text=text)],
+        case_id=case_id,
+        in_reply_to=in_reply_to,
+        references=list(references),
+    )
+    contact.created_at.FromDatetime(T0.replace(minute=minute))
+    return events_pb2.ContactCreated(
+        meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"), contact=contact
+    )
+
+
+async def resolved_and_surveyed(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> tuple[orm.Case, events_pb2.OutboundEmail]:
+    """A case of Ana's, answered by agent-1 and resolved; the survey mail sent."""
+    await handlers.on_contact_created(created("c-1", "My invoice is wrong"))
+    await handlers.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"),
+            contact_id="c-1",
+            agent_id="agent-1",
+            queue="support",
+        )
+    )
+    async with sessions.begin() as session:
+        contact = await session.get(orm.Contact, "c-1")
+        assert contact is not None
+        case = await session.get(orm.Case, contact.case_id)
+        assert case is not None
+        await handlers.records.change_status(
+            session, case, lifecycle.RESOLVED, "agent:agent-1", T0.replace(minute=10)
+        )
+    publisher = Published()
+    assert await Csat(sessions, publisher, "case").send_survey("acme", case.id) == "email"
+    [survey] = publisher.events
+    assert isinstance(survey, events_pb2.OutboundEmail)
+    return case, survey
+
+
+def survey_message_id(survey: events_pb2.OutboundEmail) -> str:
+    """The Message-ID the email channel sends a command with (email_ingest.outbound)."""
+    return f"{survey.meta.event_id}.{survey.case_reference.lower()}@help.example.com"
+
+
+async def status_of(sessions: async_sessionmaker[AsyncSession], case_id: str) -> int:
+    async with sessions() as session:
+        case = await session.get(orm.Case, case_id)
+        assert case is not None
+        return case.status
+
+
+async def ratings(sessions: async_sessionmaker[AsyncSession]) -> list[CsatRating]:
+    async with sessions() as session:
+        return list(await session.scalars(select(CsatRating)))
+
+
+@pytest.fixture
+def handlers(sessions: async_sessionmaker[AsyncSession]) -> CaseHandlers:
+    return CaseHandlers(sessions, "case")
+
+
+async def test_a_reply_to_the_survey_rates_the_case_without_reopening_it(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    assert csat.SURVEY_TOKEN in survey.subject
+    reply = created(
+        "c-2",
+        "4점\n\n2025년 1월 2일 Help 작성:\n> 1 (very dissatisfied) to 5",
+        case_id=case.reference,
+        subject="RE: " + survey.subject,
+        in_reply_to=survey_message_id(survey),
+        minute=30,
+    )
+    await handlers.on_contact_created(reply)
+    await handlers.on_contact_created(reply)  # redelivered: rated once
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_RESOLVED
+    [rating] = await ratings(sessions)
+    assert (rating.case_id, rating.score, rating.channel) == (case.id, 4, "email")
+    assert rating.agent_id == "agent-1"
+    async with sessions() as session:
+        contact = await session.get(orm.Contact, "c-2")
+        assert contact is not None and contact.case_id == case.id
+        assert contact.status == "ended" and contact.wrap_up_code == csat.SURVEY_REPLY
+        actions = list(
+            await session.scalars(
+                select(orm.AuditEntry.action).where(
+                    orm.AuditEntry.entity == "case", orm.AuditEntry.entity_id == case.id
+                )
+            )
+        )
+    assert "satisfaction_rated" in actions and "reopened" not in actions
+    # Routed to another agent all the same, the rating does not take the case from its agent.
+    await handlers.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"),
+            contact_id="c-2",
+            agent_id="agent-2",
+        )
+    )
+    async with sessions() as session:
+        row = await session.get(orm.Case, case.id)
+        assert row is not None and row.assigned_agent_id == "agent-1"
+        assert row.status == case_pb2.CASE_STATUS_RESOLVED
+
+
+async def test_the_survey_is_recognised_by_references_or_by_its_subject_token(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    await handlers.on_contact_created(
+        created(
+            "c-2",
+            "★★★★★",
+            case_id=case.reference,
+            references=("agent-reply@help.example.com", survey_message_id(survey)),
+            minute=20,
+        )
+    )
+    assert [r.score for r in await ratings(sessions)] == [5]
+    # A later answer (a changed mind, threaded by the subject's token alone) replaces it.
+    await handlers.on_contact_created(
+        created("c-3", "３", case_id=case.reference, subject="Aw: " + survey.subject, minute=40)
+    )
+    assert [r.score for r in await ratings(sessions)] == [3]
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_RESOLVED
+
+
+async def test_a_reply_to_the_survey_without_a_rating_reopens_the_case(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    await handlers.on_contact_created(
+        created(
+            "c-2",
+            "The invoice is still wrong.\n> Reply with 1 to 5",
+            case_id=case.reference,
+            in_reply_to=survey_message_id(survey),
+            minute=30,
+        )
+    )
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_IN_PROGRESS
+    assert await ratings(sessions) == []
+
+
+async def test_a_number_in_a_reply_to_another_mail_is_a_customer_message(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, _ = await resolved_and_surveyed(sessions, handlers)
+    await handlers.on_contact_created(
+        created(
+            "c-2",
+            "5",
+            case_id=case.reference,
+            subject="Re: My invoice is wrong",
+            in_reply_to="agent-reply@help.example.com",
+            minute=30,
+        )
+    )
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_IN_PROGRESS
+    assert await ratings(sessions) == []
+
+
+async def test_a_rating_of_a_closed_case_opens_no_new_case(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    async with sessions.begin() as session:
+        row = await session.get(orm.Case, case.id)
+        assert row is not None
+        await handlers.records.change_status(
+            session, row, lifecycle.CLOSED, "system", T0.replace(minute=20)
+        )
+    await handlers.on_contact_created(
+        created(
+            "c-2", "2/5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=30
+        )
+    )
+    [rating] = await ratings(sessions)
+    assert (rating.case_id, rating.score) == (case.id, 2)
+    async with sessions() as session:
+        assert len(list(await session.scalars(select(orm.Case)))) == 1
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_CLOSED
+
+
+async def test_a_case_awaiting_the_customers_confirmation_is_rated_or_disputed_by_mail(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    async with sessions.begin() as session:
+        row = await session.get(orm.Case, case.id)
+        assert row is not None
+        await handlers.records.change_status(
+            session, row, lifecycle.PENDING_CONFIRMATION, "agent:agent-1", T0.replace(minute=11)
+        )
+    await handlers.on_contact_created(
+        created(
+            "c-2", "5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=20
+        )
+    )
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_PENDING_CONFIRMATION
+    assert [r.score for r in await ratings(sessions)] == [5]
+    # The customer writes in the case's thread: the resolution is disputed.
+    await handlers.on_contact_created(
+        created("c-3", "Still not fixed", case_id=case.reference, minute=30)
+    )
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_IN_PROGRESS

@@ -1,0 +1,158 @@
+"""CSAT by email, end to end: a customer's mail arrives over SMTP at the email channel, the case is
+resolved over gRPC, the case service's survey goes out through the email channel to a real SMTP
+relay, and the customer's reply to it (over SMTP, quoting the survey) becomes the case's rating
+without reopening it."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from collections.abc import AsyncIterator
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import pytest
+from aiosmtpd.smtp import SMTP
+from sqlalchemy import select
+
+from switchboard.case.reports.orm import CsatRating
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.email_ingest import config as email_config
+from switchboard.email_ingest.bootstrap import EmailApp
+from switchboard.email_ingest.settings import EmailIngestSettings
+from switchboard.testing.waiting import eventually
+from switchboard.v1 import case_pb2, case_pb2_grpc
+
+Platform = Any  # tests/e2e/conftest.py: the platform fixture
+
+
+class Relay:
+    """A real SMTP server standing for the outgoing relay: keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.server: Any = None
+        self.port = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        return "250 OK queued"
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    r = Relay()
+    r.server = await asyncio.get_running_loop().create_server(lambda: SMTP(r), "127.0.0.1", 0)
+    r.port = r.server.sockets[0].getsockname()[1]
+    yield r
+    r.server.close()
+    await r.server.wait_closed()
+
+
+@pytest.fixture
+async def mail_channel(platform: Platform, relay: Relay) -> AsyncIterator[EmailApp]:
+    config = email_config.parse(
+        {
+            "mailboxes": [
+                {
+                    "name": "support",
+                    "tenant": "demo",
+                    "address": "support@demo.example",
+                    "display_name": "Demo Support",
+                    "queue": "email",
+                }
+            ]
+        }
+    )
+    settings = EmailIngestSettings(  # type: ignore[call-arg]
+        NATS_URL=platform.nats_url,
+        EMAIL_GRPC_PORT=0,
+        EMAIL_SMTP_PORT=0,
+        EMAIL_RELAY_HOST="127.0.0.1",
+        EMAIL_RELAY_PORT=relay.port,
+        EMAIL_SEND_BACKOFF_SECONDS=0.05,
+        SHUTDOWN_GRACE_SECONDS=0.5,
+    )
+    app = EmailApp(settings, config=config)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+def customer_mail(subject: str, text: str, message_id: str, **headers: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Kim <kim@example.kr>"
+    msg["To"] = "support@demo.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+async def send(app: EmailApp, raw: bytes) -> None:
+    await aiosmtplib.send(
+        raw,
+        sender="kim@example.kr",
+        recipients=["support@demo.example"],
+        hostname="127.0.0.1",
+        port=app.smtp_port,
+    )
+
+
+async def test_a_reply_to_the_survey_mail_rates_the_case(
+    platform: Platform, mail_channel: EmailApp, relay: Relay
+) -> None:
+    await send(
+        mail_channel, customer_mail("청구서 문의", "청구서가 두 번 왔어요.", "<kim-1@example.kr>")
+    )
+    token = auth.mint(platform.secret, "demo", "agent-1", ["agent"])
+    async with sb_grpc.channel(platform.case_target, token) as ch:
+        stub: Any = case_pb2_grpc.CaseServiceStub(ch)
+
+        async def the_case() -> case_pb2.Case | None:
+            listed = await stub.ListCases(case_pb2.ListCasesRequest())
+            return listed.cases[0] if listed.cases else None
+
+        case = await eventually(the_case)
+        await stub.UpdateCaseStatus(
+            case_pb2.UpdateCaseStatusRequest(
+                case_id=case.case_id, status=case_pb2.CASE_STATUS_RESOLVED
+            )
+        )
+
+        async def survey() -> EmailMessage | None:
+            return next((m for m in relay.messages if "[CSAT]" in str(m["Subject"])), None)
+
+        sent = await eventually(survey, "the survey mail")
+        assert sent["To"] == "kim@example.kr" and case.reference in str(sent["Subject"])
+        # The customer answers on the first line; the mail client quotes the survey below.
+        quoted = "\n".join(
+            f"> {line}" for line in sent.get_body(("plain",)).get_content().splitlines()
+        )
+        await send(
+            mail_channel,
+            customer_mail(
+                f"RE: {sent['Subject']}",
+                f"４점 입니다\n\n2025년 3월 3일 Demo Support 작성:\n{quoted}",
+                "<kim-2@example.kr>",
+                In_Reply_To=sent["Message-ID"],
+                References=f"<kim-1@example.kr> {sent['Message-ID']}",
+            ),
+        )
+        assert platform.case.sessions is not None
+
+        async def rated() -> list[CsatRating] | None:
+            async with platform.case.sessions() as session:
+                rows = list(await session.scalars(select(CsatRating)))
+            return rows or None
+
+        [rating] = await eventually(rated, "the rating")
+        assert (rating.case_id, rating.score, rating.channel) == (case.case_id, 4, "email")
+        after = await stub.GetCase(case_pb2.GetCaseRequest(case_id=case.case_id))
+        assert after.status == case_pb2.CASE_STATUS_RESOLVED and after.reopened_count == 0
+        assert len(after.contacts) == 2
