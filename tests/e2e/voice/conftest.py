@@ -29,7 +29,9 @@ from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.processes import ServiceProcess, service_process
+from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.bootstrap import VoiceGatewayApp
+from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.settings import VoiceGatewaySettings
 from switchboard.voice_gateway.sip.message import SipMessage, parse_datagram
 
@@ -749,6 +751,16 @@ async def start_gateway(
     app = VoiceGatewayApp(settings)
     await app.start()
     return app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared prompt cache filled before any gateway starts (a gateway process that found it
+    empty would spend its start-up time synthesising)."""
+    cfg = voice_config.load_text(yaml.safe_dump(TEST_CONFIG))
+    prompts = Prompts(tmp_path_factory.mktemp("prompts"), cache_dir=PROMPT_CACHE)
+    prompts.load(tuple(cfg.prompts), cfg.prompt_keys | {"*", "1", "2", "3"})
+    return PROMPT_CACHE
 
 
 @pytest.fixture
