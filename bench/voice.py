@@ -8,6 +8,12 @@ generator in a separate process places calls with raw SIP over UDP (INVITE offer
 RFC 4733 DTMF "1" for the topic menu) and counts the RTP each call receives on its own socket.
 Calls are stepped up until the gateway no longer delivers >= 95% of 50 packets/s per call or
 refuses calls. CPU is the gateway process's utime + stime from /proc/<pid>/stat over the window.
+
+Recording's cost: the gateway's RTP relay (its MediaEngine and RtpSession legs, bridged in pairs
+as a connected call is) carrying N calls' audio both ways from a separate sender process, once
+unrecorded and once with each call's recorder tapped on both legs; the recorded figure adds the
+CPU of closing and sealing each recording at the call's end, per recorded second. The ratio is
+recorded over unrecorded CPU per call-second.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ SUSTAINED = 0.95
 NUMBER = "+15550100"  # the default plan's English hotline: a topic menu, then the queue
 TOPIC_KEY = 1  # DTMF event for "1" (billing), typed ahead during the welcome prompt
 SECRET = "switchboard-bench-secret"
+RECORDED_CALLS = int(os.environ.get("BENCH_VOICE_RECORDED_CALLS", "50"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -402,6 +409,58 @@ async def _raw_baseline(n: int) -> dict[str, float]:
 # ---- the run -----------------------------------------------------------------------------------
 
 
+async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
+    """CPU ms per call-second of the relay bridging `n` calls (both ways, 50 packets/s each),
+    recorded or not; recorded, with the closing and sealing of each recording included."""
+    import functools
+    import tempfile
+
+    from switchboard.voice_gateway.media.rtp import MediaEngine
+    from switchboard.voice_gateway.recording import sealing
+    from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, Recorder
+
+    engine = MediaEngine("127.0.0.1")
+    legs = [await engine.open() for _ in range(2 * n)]
+    recorders: list[Recorder] = []
+    folder = work / "recordings"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        caller, agent = legs[2 * i], legs[2 * i + 1]
+        caller.bridge, agent.bridge = agent, caller
+        if recorded:
+            recorder = Recorder(str(folder))
+            caller.tap = functools.partial(recorder.tap, CALLER)
+            agent.tap = functools.partial(recorder.tap, AGENT)
+            recorders.append(recorder)
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_raw_process, args=([leg.port for leg in legs], child, WINDOW))
+    proc.start()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(parent.recv), 30)
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.wait_for(asyncio.to_thread(parent.recv), 30)
+        cpu1, t1 = time.process_time(), time.monotonic()
+    finally:
+        await asyncio.to_thread(proc.join, 10)
+        if proc.is_alive():
+            proc.terminate()
+    relay = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
+    end = 0.0
+    if recorders:
+        key = bytes(32)
+        c0, seconds = time.process_time(), 0.0
+        for recorder in recorders:
+            seconds += recorder.close()
+            with recorder.path.open("rb") as src, tempfile.TemporaryFile(dir=folder) as dst:
+                sealing.seal(key, "bench", recorder.path.name, src, dst)
+            recorder.path.unlink()
+        end = (time.process_time() - c0) * 1000 / seconds
+    for leg in legs:
+        leg.close()
+    return relay + end
+
+
 async def _wait_tcp(
     port: int, proc: subprocess.Popen[bytes], what: str, log: pathlib.Path, tries: int = 300
 ) -> None:
@@ -588,6 +647,11 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "voice_raw_delivered": raw["delivered"],
         "voice_cpu_per_call_over_raw": best["cpu_ms_per_call_s"] / raw["cpu_ms_per_stream_s"],
     }
+    plain = await _bridged_cpu(RECORDED_CALLS, work, recorded=False)
+    recorded = await _bridged_cpu(RECORDED_CALLS, work, recorded=True)
+    figures["voice_bridged_cpu_ms_per_call_s"] = plain
+    figures["voice_recorded_cpu_ms_per_call_s"] = recorded
+    figures["voice_recorded_over_unrecorded_cpu"] = recorded / plain
     for s in steps:
         figures[f"voice_cpu_ms_per_call_s_at_{s['calls']}"] = s["cpu_ms_per_call_s"]
         figures[f"voice_delivered_at_{s['calls']}"] = s["delivered_mean"]

@@ -90,6 +90,7 @@ def created(
     in_reply_to: str = "",
     references: tuple[str, ...] = (),
     minute: int = 0,
+    language: str = "",
 ) -> events_pb2.ContactCreated:
     contact = contact_pb2.Contact(
         contact_id=contact_id,
@@ -97,6 +98,7 @@ def created(
         channel=contact_pb2.CHANNEL_EMAIL,
         identities=[contact_pb2.CustomerIdentity(kind=EMAIL, value="ana@example.com")],
         customer_name="Ana",
+        language=language,
         queue="support",
         subject=subject,
         content=[contact_pb2.ContentPart(content_type="text/plain", text=text)],
@@ -111,10 +113,10 @@ def created(
 
 
 async def resolved_and_surveyed(
-    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers, language: str = ""
 ) -> tuple[orm.Case, events_pb2.OutboundEmail]:
     """A case of Ana's, answered by agent-1 and resolved; the survey mail sent."""
-    await handlers.on_contact_created(created("c-1", "My invoice is wrong"))
+    await handlers.on_contact_created(created("c-1", "My invoice is wrong", language=language))
     await handlers.on_contact_assigned(
         events_pb2.ContactAssigned(
             meta=events.new_meta("acme", contact_pb2.CHANNEL_EMAIL, "test"),
@@ -306,3 +308,22 @@ async def test_a_case_awaiting_the_customers_confirmation_is_rated_or_disputed_b
         created("c-3", "Still not fixed", case_id=case.reference, minute=30)
     )
     assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_IN_PROGRESS
+
+
+@pytest.mark.parametrize(
+    ("language", "asks"),
+    [("ko-KR", "만족"), ("zh", "满意"), ("ja", "満足"), ("en", "satisfied"), ("", "satisfied")],
+)
+async def test_the_survey_is_written_in_the_customers_language_and_still_understood(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers, language: str, asks: str
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers, language)
+    assert asks in survey.subject + survey.text
+    assert csat.SURVEY_TOKEN in survey.subject
+    assert case.reference in survey.subject and case.reference in survey.text
+    # whatever the language, a reply keeping the subject is read as the rating
+    reply = created(
+        "c-2", "5점", case_id=case.reference, subject="RE: " + survey.subject, minute=30
+    )
+    await handlers.on_contact_created(reply)
+    assert [r.score for r in await ratings(sessions)] == [5]

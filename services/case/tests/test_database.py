@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import database, orm
@@ -111,3 +115,55 @@ async def test_a_writer_that_reads_first_waits_for_another_process_instead_of_fa
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_sqlite_statement_is_one_hop_to_the_connection_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every hop to aiosqlite's thread waits for that thread to be scheduled (on a busy machine,
+    longer than the statement itself): a statement with its rows costs one hop, not one each for
+    its cursor, its execution, its rows and its cursor's close. Results, row counts, executemany
+    and the driver's errors are those of the plain driver."""
+    url = f"sqlite:///{tmp_path}/case.db"
+    await migrate(url)
+    engine = database.create_engine(url)
+    hops = [0]
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops[0] += 1
+        return await real(self, fn, *args, **kwargs)
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [{"event_id": f"e-{i}", "consumer": "case", "processed_at": at} for i in range(5)]
+    try:
+        async with engine.begin() as conn:
+            monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+            await conn.execute(insert(orm.ProcessedEvent), rows)  # executemany
+            assert hops[0] == 1
+            result = await conn.execute(
+                select(orm.ProcessedEvent.event_id).order_by(orm.ProcessedEvent.event_id)
+            )
+            assert hops[0] == 2
+            assert list(result.scalars()) == [f"e-{i}" for i in range(5)]
+            updated = await conn.execute(
+                update(orm.ProcessedEvent)
+                .where(orm.ProcessedEvent.event_id.in_(["e-1", "e-2"]))
+                .values(consumer="other")
+            )
+            assert updated.rowcount == 2
+            assert hops[0] == 3
+            returned = await conn.execute(
+                sqlite_insert(orm.ProcessedEvent)
+                .on_conflict_do_nothing(index_elements=["event_id", "consumer"])
+                .returning(orm.ProcessedEvent.event_id),
+                [rows[0], {**rows[0], "event_id": "e-9"}],
+            )
+            assert list(returned.scalars()) == ["e-9"]
+            with pytest.raises(IntegrityError):
+                await conn.execute(insert(orm.ProcessedEvent), [rows[0]])
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(orm.ProcessedEvent)) == 6
+    finally:
+        monkeypatch.undo()
+        await engine.dispose()

@@ -380,3 +380,45 @@ async def test_erasure_reaches_the_customers_events_on_the_streams(
         assert await eraser.drain_streams() == 0  # nothing more to do
     finally:
         await bus.drain()
+
+
+async def test_a_call_recording_is_kept_with_the_case_and_erased_with_the_customer(
+    sessions: async_sessionmaker[AsyncSession], objects: stores.ObjectStores
+) -> None:
+    """The voice gateway names a call's recording in a MessageAdded of the call (author SYSTEM,
+    bucket `recordings`, `<tenant>/<contact>.wav`): it is on the case and goes with an erasure."""
+    clock = Clock()
+    policies = parse({"default_phone_region": "KR"})
+    records = CaseRecords(policies, SlaEngine(policies), clock)
+    handlers = CaseHandlers(sessions, "case", clock, records)
+    by_type = handlers_by_type(handlers)
+    voice = contact_pb2.CHANNEL_VOICE
+    call = contact("call-alice", voice, [(contact_pb2.IDENTITY_KIND_PHONE, ALICE_PHONE)], [])
+    sealed = b"SBREC1\n sealed audio"
+    ref = await put(objects, "recordings", f"{TENANT}/call-alice.wav", sealed, "call-alice.wav")
+    recording = events_pb2.MessageAdded(
+        meta=meta(voice),
+        message=contact_pb2.Message(
+            message_id="call-alice:recording",
+            contact_id="call-alice",
+            author=contact_pb2.AUTHOR_SYSTEM,
+            parts=[contact_pb2.ContentPart(content_type="text/plain", text="Call recording")],
+            attachments=[ref],
+        ),
+    )
+    for event in (call, recording):
+        await by_type[type(event)](event)
+    async with sessions() as session:
+        kept = list(
+            await session.execute(
+                select(orm.ContactObject.bucket, orm.ContactObject.object_name).where(
+                    orm.ContactObject.contact_id == "call-alice"
+                )
+            )
+        )
+    assert [tuple(row) for row in kept] == [("recordings", f"{TENANT}/call-alice.wav")]
+
+    commands = CaseCommands(sessions, records, clock)
+    await commands.erase(TENANT, "admin-1", await customer_of(sessions, "call-alice"))
+    assert await ObjectEraser(sessions, objects, clock).drain() == 1
+    assert await readable(objects, [("recordings", f"{TENANT}/call-alice.wav")]) == []

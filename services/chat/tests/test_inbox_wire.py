@@ -182,3 +182,24 @@ async def test_a_rebuilt_desk_shows_a_contact_ended_but_not_wrapped_up_as_ended(
     assert await desk._restore(["c-1", "c-2"]) == []
 
     assert desk.contacts["c-1"].ended and not desk.contacts["c-2"].ended
+
+
+def test_every_case_status_the_desk_sends_has_a_named_choice_in_every_language() -> None:
+    """The case panel's status list shows whatever the case service says, also the closure
+    review's states (which the service sets, so the agent cannot pick them)."""
+    import json
+    import re
+    from importlib import resources
+
+    static = resources.files("switchboard.chat").joinpath("static")
+    html = static.joinpath("inbox.html").read_text("utf-8")
+    select = html[
+        html.index('id="case-status"') : html.index("</select>", html.index('id="case-status"'))
+    ]
+    options = dict(re.findall(r'<option value="([a-z_]+)" data-i18n="([a-z_]+)"', select))
+    assert set(options) == set(wire.CASE_STATUSES.values())
+    for lang in ("en", "ko", "zh"):
+        labels = json.loads(static.joinpath("i18n", f"{lang}.json").read_text("utf-8"))
+        assert all(labels.get(key) for key in options.values()), lang
+    for status in ("pending_review", "pending_confirmation"):
+        assert re.search(rf'<option value="{status}"[^>]* disabled>', select), status

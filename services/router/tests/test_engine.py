@@ -243,3 +243,79 @@ def test_a_waiting_contact_costs_less_than_a_kilobyte(
         tracemalloc.stop()
     assert engine.queue_snapshot("acme", "general")[0].waiting == count
     assert per_contact <= 1000, f"{per_contact:.0f} bytes per waiting contact"
+
+
+def test_a_waiting_contact_as_the_channels_send_it_costs_less_than_a_kilobyte() -> None:
+    """Memory, not time: a backlog of contacts shaped as the channels send them (a 32-hex id, the
+    customer's identity, a thread id, a creation time, trace context) in the shipped
+    configuration's queue, whose routing steps each keep a timer pending, as tracemalloc counts
+    what the engine keeps for each."""
+    clock = FakeClock(1_000_000.0)
+    engine = model.Engine(clock, cfg.embedded_default())
+    languages = ("ko", "zh", "en", "ja")
+    for i, language in enumerate(languages):
+        online(engine, f"a{i}", {language: 5}, {"billing": 3}, tenant="demo")
+        engine.set_presence("demo", f"a{i}", model.Presence.BREAK, "")
+    count = 20_000
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            clock.now += 0.001
+            message = contact_pb2.Contact(
+                contact_id=f"{i:032x}",
+                tenant="demo",
+                channel=contact_pb2.CHANNEL_CHAT,
+                identities=[
+                    contact_pb2.CustomerIdentity(
+                        kind=contact_pb2.IDENTITY_KIND_EMAIL, value=f"customer{i}@example.com"
+                    )
+                ],
+                language=languages[i % 4],
+                skills=(["billing"], [])[i % 2],
+                queue="general",
+                conversation_id=f"{i + 1:032x}",
+            )
+            message.created_at.FromSeconds(1_700_000_000 + i)
+            engine.add_contact(message, traceparent=f"00-{i:032x}-{i:016x}-01")
+        gc.collect()
+        per_contact = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert engine.queue_snapshot("demo", "general")[0].waiting == count
+    assert len(engine.timers) >= count  # each waits for its queue's first routing step
+    # Under a kilobyte, with an eighth of it to spare for what a contact may carry besides.
+    assert per_contact < 896, f"{per_contact:.0f} bytes per waiting contact"
+
+
+def test_a_contact_reads_back_as_the_channel_sent_it(
+    engine: model.Engine, clock: FakeClock[float]
+) -> None:
+    """The engine keeps some fields beside the serialized message rather than in it; the
+    message read back, offered and assigned is the one the channel sent, trace context too."""
+    message = contact("c1", "ko-KR", ("billing", "account"), priority=2)
+    message.identities.add(kind=contact_pb2.IDENTITY_KIND_PHONE, value="+821012345678")
+    message.subject = "invoice"
+    message.conversation_id = "thread-1"
+    message.created_at.FromSeconds(1_700_000_000)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    engine.add_contact(message, traceparent=traceparent)
+    engine.add_contact(contact("c2"), traceparent="not-w3c")
+    held = engine.contacts["c1"]
+    assert held.contact == message
+    assert held.traceparent == traceparent
+    assert engine.contacts["c2"].traceparent == "not-w3c"
+    assert engine.contacts["c2"].contact == contact("c2")
+    message.callback = True
+    engine.add_contact(message)  # the customer asked to be called back instead
+    assert held.callback and held.contact == message
+    engine.add_contact(contact("c3", "en"))
+    [offer] = offers(online(engine, "a", {"ko": 5}, {"billing": 3, "account": 3}))
+    assert offer.contact.contact_id == "c1"
+    [assigned] = [
+        e for e in engine.accept("acme", "a", offer.offer.offer_id) if isinstance(e, model.Assigned)
+    ]
+    assert contact_pb2.Contact.FromString(assigned.message) == message
+    assert held.agent_id == "a" and held.assigned_at == clock.now and held.served is not None
+    assert engine.contacts["c3"].agent_id == "" and engine.contacts["c3"].served is None

@@ -18,6 +18,11 @@ from .engine_contacts import contact
 # Written by `pickle.dumps(busy_engine(), protocol=pickle.HIGHEST_PROTOCOL)` with the engine of
 # commit 84153a9, whose records had no slots and kept each contact's parsed protobuf.
 BEFORE_SLOTS = pathlib.Path(__file__).parent / "fixtures" / "engine_snapshot_before_slots.pickle"
+# `busy_engine()` pickled by the router whose contacts kept their whole message, their assignment
+# fields and a traceparent string, and whose buckets' entries held each contact's deadline.
+BEFORE_COMPACT = (
+    pathlib.Path(__file__).parent / "fixtures" / "engine_snapshot_before_compact_contacts.pickle"
+)
 
 CONFIG = (pathlib.Path(__file__).parent / "fixtures" / "engine_features.yaml").read_text()
 
@@ -201,6 +206,17 @@ def test_a_snapshot_from_before_slots_loads_and_decides_the_same() -> None:
     assert what_happens_next(loaded) == EXPECTED
 
 
+def test_a_snapshot_from_before_compact_contacts_loads_and_decides_the_same() -> None:
+    loaded = pickle.loads(BEFORE_COMPACT.read_bytes())
+    waiting = loaded.contacts["c3"]
+    assert waiting.contact.contact_id == "c3" and waiting.contact.language == "zh"
+    assert waiting.traceparent == f"00-{waiting.seq:032x}-{waiting.seq:016x}-01"
+    assert isinstance(waiting.trace, bytes)  # packed as it loaded
+    offered = loaded.contacts["c2"]
+    assert offered.served is None and offered.agent_id == "" and offered.declined_by
+    assert what_happens_next(loaded) == EXPECTED
+
+
 def test_a_snapshot_keeps_no_personal_data_of_ended_contacts_nor_clear_identities() -> None:
     clock = ManualClock(1000.0)
     engine = eng.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
@@ -280,3 +296,24 @@ def test_a_snapshot_from_before_keyed_hashes_keeps_its_customers_agents() -> Non
     assert key == loaded._sticky_id(contact_pb2.IDENTITY_KIND_PHONE, "+8210")
     assert loaded._sticky_agent("acme", contact("x", phone="+8210").identities) == "ko-1"
     assert what_happens_next(loaded) == EXPECTED
+
+
+def test_a_snapshot_whose_buckets_hold_deadlines_is_filed_again_on_load() -> None:
+    """Buckets used to hold each contact's deadline (queued time + threshold) where they now hold
+    its queued time: an older snapshot's entries would otherwise rank after every newer one."""
+    clock = ManualClock(1000.0)
+    engine = eng.Engine(clock, cfg.load_text(CONFIG, "test.yaml"))
+    engine.add_contact(contact("first", "ko"))
+    clock.now += 5
+    for heap in engine.buckets.values():  # as the older router filed it
+        threshold = engine.tenant("acme").config.queue("general").sl_threshold
+        heap[:] = [(p, at + threshold, seq, cid, v) for p, at, seq, cid, v in heap]
+    state = engine.__getstate__()
+    del state["bucket_layout"]
+    loaded = eng.Engine.__new__(eng.Engine)
+    loaded.__setstate__(pickle.loads(pickle.dumps(state)))
+    loaded.add_contact(contact("second", "ko"))
+    _, effects = loaded.sign_in("acme", "ko-1", "ko-1", {"ko": 5}, {})
+    effects += loaded.set_connected("acme", "ko-1", True)
+    [offered] = [e for e in effects if isinstance(e, eng.Offered)]
+    assert offered.contact.contact_id == "first"

@@ -14,7 +14,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case.adapters import bulk, crypto, keyring
@@ -101,11 +101,27 @@ def new_chain(session: AsyncSession, entity: str, entity_id: str) -> None:
     session.info.setdefault("audit_heads", {})[(entity, entity_id)] = (0, GENESIS)
 
 
+_HEADS_BY_PROBE = text(
+    "SELECT w.id, h.seq, h.hash FROM unnest(CAST(:ids AS text[])) AS w(id)"
+    " CROSS JOIN LATERAL (SELECT seq, hash FROM audit_entries"
+    " WHERE entity = :entity AND entity_id = w.id ORDER BY seq DESC LIMIT 1) AS h"
+)
+
+
 async def preload_heads(session: AsyncSession, entity: str, entity_ids: set[str]) -> None:
     """Read the heads of many chains at once (a batch's cases), for `append` to extend."""
     heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault("audit_heads", {})
     wanted = {i for i in entity_ids if (entity, i) not in heads}
     if not wanted:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        # One backward index probe per chain, whatever the planner believes of the table's size
+        # (with stale statistics, a fresh store's planner scanned every chain for the IN list).
+        rows = await session.execute(_HEADS_BY_PROBE, {"entity": entity, "ids": sorted(wanted)})
+        for entity_id, seq, hash_ in rows:
+            heads[(entity, entity_id)] = (seq, hash_)
+        for entity_id in wanted:
+            heads.setdefault((entity, entity_id), (0, GENESIS))
         return
     last = (
         select(AuditEntry.entity_id, func.max(AuditEntry.seq).label("seq"))

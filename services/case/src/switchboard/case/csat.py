@@ -40,13 +40,45 @@ _SURVEY_NAMESPACE = uuid.UUID("5b0a7d1e-3c1f-4c55-9f0e-6d1c2a9e4b10")
 # The survey's own token: a reply that keeps the subject is an answer to the survey, also when
 # its In-Reply-To and References were lost on the way. [#reference] threads it to the case.
 SURVEY_TOKEN = "[CSAT]"
-SURVEY_SUBJECT = "How did we do? [#{reference}] " + SURVEY_TOKEN
-SURVEY_TEXT = (
-    "Your request {reference} has been resolved.\n\n"
-    "How satisfied are you with the help you received? Reply to this email with a number from "
-    "1 (very dissatisfied) to 5 (very satisfied) on the first line, and anything you would like "
-    "to tell us below it.\n"
-)
+# The survey in the customer's language (the primary subtag of their latest contact's), English
+# when there is none of theirs. Each keeps the token and asks for the number on the first line.
+SURVEYS: dict[str, tuple[str, str]] = {
+    "en": (
+        "How did we do? [#{reference}] " + SURVEY_TOKEN,
+        "Your request {reference} has been resolved.\n\n"
+        "How satisfied are you with the help you received? Reply to this email with a number "
+        "from 1 (very dissatisfied) to 5 (very satisfied) on the first line, and anything you "
+        "would like to tell us below it.\n",
+    ),
+    "ko": (
+        "상담은 만족스러우셨나요? [#{reference}] " + SURVEY_TOKEN,
+        "문의하신 {reference} 건이 해결되었습니다.\n\n"
+        "받으신 도움에 얼마나 만족하셨나요? 이 메일에 회신하여 첫 줄에 1(매우 불만족)부터 "
+        "5(매우 만족)까지의 숫자를 적어 주시고, 하고 싶은 말씀은 그 아래에 적어 주세요.\n",
+    ),
+    "zh": (
+        "您对我们的服务满意吗？[#{reference}] " + SURVEY_TOKEN,
+        "您的请求 {reference} 已经解决。\n\n"
+        "您对得到的帮助满意吗？请回复本邮件，在第一行写一个 1（非常不满意）到 5（非常满意）"
+        "的数字，其他想告诉我们的话请写在下面。\n",
+    ),
+    "ja": (
+        "対応はいかがでしたか？[#{reference}] " + SURVEY_TOKEN,
+        "お問い合わせ {reference} は解決いたしました。\n\n"
+        "今回のサポートにどの程度ご満足いただけましたか。このメールに返信し、1 行目に "
+        "1（非常に不満）から 5（非常に満足）までの数字をご記入ください。ご意見はその下に"
+        "お書きください。\n",
+    ),
+}
+SURVEY_SUBJECT, SURVEY_TEXT = SURVEYS["en"]
+
+
+def survey_mail(language: str, reference: str) -> tuple[str, str]:
+    """The survey's subject and text for a customer who wrote in `language` (a BCP 47 tag)."""
+    subject, text = SURVEYS.get(language.split("-")[0].lower(), SURVEYS["en"])
+    return subject.format(reference=reference), text.format(reference=reference)
+
+
 # The wrap-up code of a contact that was a rating in answer to the survey (not a request).
 SURVEY_REPLY = "csat_reply"
 
@@ -231,6 +263,7 @@ class Csat:
         if channel == "email" and email and self._publisher is not None:
             command_id = survey_command_id(tenant, case_id)
             reference = getattr(case, "reference", "") or case_id
+            subject, text = survey_mail(last.language or "", reference)
             await self._publisher.publish(
                 events_pb2.OutboundEmail(
                     meta=events.new_meta(tenant, contact_pb2.CHANNEL_EMAIL, "case", command_id),
@@ -238,8 +271,8 @@ class Csat:
                     case_id=case_id,
                     case_reference=reference,
                     to=[email],
-                    subject=SURVEY_SUBJECT.format(reference=reference),
-                    text=SURVEY_TEXT.format(reference=reference),
+                    subject=subject,
+                    text=text,
                     kind="survey",
                 )
             )

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -99,6 +100,8 @@ def nul_field(message: ProtoMessage, prefix: str = "") -> str:
     """The first text field of `message` (or of a message inside it) holding a NUL character, by
     its path; "" if none does. PostgreSQL cannot store NUL in text, SQLite can: refused up front,
     such an event is invalid on both."""
+    if not _has_nul(message):
+        return ""  # every valid event: no path built
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         items = value if field.is_repeated else [value]
@@ -111,6 +114,28 @@ def nul_field(message: ProtoMessage, prefix: str = "") -> str:
                 if found:
                     return found
     return ""
+
+
+_STRING = FieldDescriptor.TYPE_STRING
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+
+
+def _has_nul(message: ProtoMessage) -> bool:
+    for field, value in message.ListFields():
+        kind = field.type
+        if kind == _STRING:
+            if field.is_repeated:
+                if any("\x00" in item for item in value):
+                    return True
+            elif "\x00" in value:
+                return True
+        elif kind == _MESSAGE:
+            if field.is_repeated:
+                if any(_has_nul(item) for item in value):
+                    return True
+            elif _has_nul(value):
+                return True
+    return False
 
 
 def message_body(parts: Sequence[contact_pb2.ContentPart]) -> tuple[str, str]:

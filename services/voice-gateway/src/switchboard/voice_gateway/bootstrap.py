@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from switchboard.core import stores
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.voice_gateway import config as voice_config
@@ -21,10 +22,13 @@ from switchboard.voice_gateway.handlers.gateway import Gateway
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
+from switchboard.voice_gateway.recording.calls import CallRecordings
+from switchboard.voice_gateway.recording.store import RecordingStore
 from switchboard.voice_gateway.settings import VoiceGatewaySettings
 from switchboard.voice_gateway.sip.keepalive import Keepalive
 from switchboard.voice_gateway.sip.registrar import Registrar
 from switchboard.voice_gateway.sip.transactions import TransactionLayer
+from switchboard.voice_gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ class VoiceGatewayApp(Service):
     tls_port: int = 0
     config: voice_config.VoiceConfig | None = None
     prompts: Prompts | None = None
+    recordings: RecordingStore | None = None
+    _purging: asyncio.Task[None] | None = None
 
     async def _load(self) -> None:
         s = self.settings
@@ -69,6 +75,12 @@ class VoiceGatewayApp(Service):
             s.router_targets(s.router_addr), s.auth_secret, s.grpc_tls()
         )
         registrar = Registrar(cfg.realm, cfg.phones)
+        self.recordings = RecordingStore(
+            stores.ObjectStores(bus.js, s.nats_stream_replicas),
+            bus,
+            cfg.recording,
+            s.recording_master_key(),
+        )
         self.gateway = Gateway(
             cfg,
             self.sip,
@@ -81,6 +93,7 @@ class VoiceGatewayApp(Service):
             retry_after=s.retry_after_seconds,
             ring_timeout=s.ring_timeout_seconds,
             position_poll=s.position_poll_seconds,
+            recordings=CallRecordings(cfg.recording, self.recordings, s.recordings_dir or None),
         )
         flow = CallFlow(self.gateway)
         agent_leg = AgentLeg(self.gateway, flow)
@@ -95,6 +108,7 @@ class VoiceGatewayApp(Service):
         self.tls_port = self.sip.transport.ports.get("tls", 0)
         self.media.start()
         self.keepalive.start()
+        self._purging = asyncio.create_task(self.recordings.purge_forever())
         durable = s.consumer_name + (f"-{s.replica_id}" if s.replica_id else "")
         nats_consumer.subscribe(bus, agent_leg, durable)
         return []
@@ -116,6 +130,7 @@ class VoiceGatewayApp(Service):
         self.gateway = self.sip = self.media = self.keepalive = None
         if keepalive is not None:
             await keepalive.stop()
+        await cancel_and_wait(self._purging)
         if gateway is not None:
             await gateway.stop()
         if sip is not None:

@@ -12,6 +12,7 @@ import yaml
 
 from switchboard.core.config import ConfigError, ConfigReader, compose, is_null
 from switchboard.core.events import TENANT_RE
+from switchboard.voice_gateway.recording import policy as recording_policy
 
 __all__ = ["ConfigError", "Menu", "NumberPlan", "VoiceConfig", "load", "load_text"]
 
@@ -47,6 +48,10 @@ class VoiceConfig:
     prompts: frozenset[str] = field(default_factory=frozenset)
     # Short codes an agent's phone may REFER to (blind transfer), code -> queue.
     transfer_codes: dict[str, str] = field(default_factory=dict)
+    # Which calls are recorded, and how long each tenant's recordings are kept.
+    recording: recording_policy.RecordingPolicy = field(
+        default_factory=recording_policy.RecordingPolicy
+    )
     # Tenants whose callers stay, after the agent hangs up, for the satisfaction survey (1-5).
     survey_tenants: frozenset[str] = field(default_factory=frozenset)
     # The operators' recordings (<lang>/<prompt>.wav) and the music on hold (a WAV file); ""
@@ -172,7 +177,16 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     root = r.mapping(
         compose(text, source),
         "",
-        {"realm", "phones", "trunk", "transfer_codes", "numbers", "survey_tenants", "prompts"},
+        {
+            "realm",
+            "phones",
+            "trunk",
+            "transfer_codes",
+            "numbers",
+            "recording",
+            "survey_tenants",
+            "prompts",
+        },
     )
 
     def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -216,6 +230,7 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
         trunk=str(trunk or ""),
         prompts=frozenset(prompts),
         transfer_codes=transfer_codes,
+        recording=recording_policy.parse(r, root["recording"][1] if "recording" in root else None),
         prompt_overrides=prompt_files.get("overrides", ""),
         music_on_hold=prompt_files.get("music_on_hold", ""),
     )

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from switchboard.core.nats_auth import VOICE_GATEWAY_REPLICAS
@@ -9,6 +14,8 @@ from switchboard.core.settings import (
     UnsafeSettings,
     renamed,
 )
+
+KEY_BYTES = 32
 
 
 class VoiceGatewaySettings(RouterGroupSettings):
@@ -42,6 +49,14 @@ class VoiceGatewaySettings(RouterGroupSettings):
     ring_timeout_seconds: float = Field(15.0, alias="VOICE_RING_TIMEOUT_SECONDS", gt=0)
     position_poll_seconds: float = Field(5.0, alias="VOICE_POSITION_POLL_SECONDS", gt=0)
     options_ping_seconds: float = Field(30.0, alias="VOICE_OPTIONS_PING_SECONDS", gt=0)
+    # Call recordings: the master key their tenants' keys derive from (a file holding 32 random
+    # bytes, or their base64; a Kubernetes Secret), and the writable folder where a call's WAV
+    # grows until the call ends (empty: the system's temporary folder). Without a key of its
+    # own, the master key derives from SWITCHBOARD_AUTH_SECRET (then rotating that secret
+    # leaves the older recordings unreadable: give recordings their own key).
+    recording_key_file: str = Field("", alias="VOICE_RECORDING_KEY_FILE")
+    recording_key: str = Field("", alias="VOICE_RECORDING_KEY", repr=False)
+    recordings_dir: str = Field("", alias="VOICE_RECORDINGS_DIR")
     # Each replica consumes routing events with its own durable (it owns its calls' media).
     consumer_name: str = Field("voice-gateway", alias="VOICE_CONSUMER")
 
@@ -58,6 +73,30 @@ class VoiceGatewaySettings(RouterGroupSettings):
                 f" voice-gateway-{VOICE_GATEWAY_REPLICAS - 1}"
             )
         return value
+
+    def recording_master_key(self) -> bytes:
+        """The recording master key (32 bytes): the one configured, or one derived from the
+        platform's auth secret."""
+        text = self.recording_key
+        if self.recording_key_file:
+            raw = Path(self.recording_key_file).read_bytes()
+            if len(raw) == KEY_BYTES:
+                return raw
+            text = raw.decode("ascii", "replace").strip()
+        if not text:
+            return hashlib.sha256(
+                b"switchboard-recording-master\0" + self.auth_secret.encode()
+            ).digest()
+        try:
+            key = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != KEY_BYTES:
+            raise ValueError(
+                "VOICE_RECORDING_KEY(_FILE) must hold 32 random bytes or their base64 "
+                "(e.g. `head -c 32 /dev/urandom | base64`)"
+            )
+        return key
 
     def refuse_unsafe_production(self) -> None:
         """Also: the embedded configuration's demo phones, whose SIP passwords are published,

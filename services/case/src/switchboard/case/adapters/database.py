@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import collections
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite import aiosqlite as sa_aiosqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -19,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
 
 from switchboard.case.adapters import bulk, keyring
 
@@ -105,6 +110,101 @@ def async_url(url: str) -> str:
     return url
 
 
+def _run_statement(
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+) -> tuple[Any, int, int | None, list[Any]]:
+    # In the connection's own thread: the statement, its rows and its cursor's end at once.
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
+    """A cursor that runs each statement, fetches its rows and closes in one hop to aiosqlite's
+    thread; SQLAlchemy's own makes four (open, execute, fetch, close), and under load every hop
+    waits for the thread to be scheduled."""
+
+    __slots__ = ("_result_description", "_result_lastrowid", "_result_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._result_description: Any = None
+        self._result_rowcount = -1
+        self._result_lastrowid: int | None = None
+
+    @property
+    def description(self) -> Any:
+        return self._result_description
+
+    @property
+    def rowcount(self) -> int:
+        return self._result_rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._result_lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return 1
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        pass
+
+    async def _async_soft_close(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def _run(self, operation: Any, parameters: Any, many: bool) -> None:
+        connection = self._connection
+        try:
+            done = await_(
+                connection._execute(_run_statement, connection._conn, operation, parameters, many)
+            )
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        (
+            self._result_description,
+            self._result_rowcount,
+            self._result_lastrowid,
+            rows,
+        ) = done
+        self._rows = collections.deque(rows)
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        self._run(operation, parameters, False)
+
+    def executemany(self, operation: Any, seq_of_parameters: Sequence[Any]) -> Any:
+        self._run(operation, seq_of_parameters, True)
+
+
+class _OneHopConnection(sa_aiosqlite.AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneHopCursor
+
+
+class _OneHopDBAPI(sa_aiosqlite.AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> Any:
+        adapted = super().connect(*arg, **kw)
+        return _OneHopConnection(self, adapted._connection)
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for `url`; for a SQLite file, its directory is created and every connection
     gets WAL (readers never block the consumer's writes), a busy timeout and foreign keys."""
@@ -115,7 +215,11 @@ def create_engine(url: str) -> AsyncEngine:
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        module=_OneHopDBAPI(__import__("aiosqlite"), sqlite3),
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

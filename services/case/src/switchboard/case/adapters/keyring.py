@@ -139,6 +139,8 @@ class Keyring:
             self._owners.pop((tenant, customer_id), None)
             self._erased.add((tenant, customer_id))
             return
+        if self._owners.get((tenant, customer_id)) == key_id:
+            return  # made and committed here: its key is known already, no need to unwrap it
         if customer_id == TENANT:
             kek = self.masters.by_id(wrapped_by)
         else:

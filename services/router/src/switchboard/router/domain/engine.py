@@ -13,8 +13,9 @@ Indexes, so that matching cost does not grow with the number of agents or waitin
   ``Req``: tenant, channel, queue, language, skills, minimum proficiency, what steps relaxed) map to
   the list of qualifying groups, best-qualified first, cached until a new group appears.
 - Waiting contacts with the same ``Req`` share a *bucket*: a heap ordered by priority, then by the
-  service-level deadline (queued time + the queue's threshold). A group caches which buckets it
-  qualifies for, so a freed agent looks at a few bucket heads, not at every contact.
+  service-level deadline (queued time + the queue's threshold; the bucket's contacts share a
+  queue, so by queued time). A group caches which buckets it qualifies for, so a freed agent
+  looks at a few bucket heads, not at every contact.
 - Timers (offer expiry, routing steps, surge periods, idle periods, wrap-up) are one heap of due
   times, run by ``tick``.
 Heaps use lazy deletion: an entry carries the version of its object and is skipped when stale.
@@ -70,7 +71,10 @@ from switchboard.router.domain.model import (
     TenantState,
     Transferred,
     Why,
+    bucket_entry,
     language_matches,
+    pack_traceparent,
+    without_kept_fields,
 )
 from switchboard.router.domain.state import Clock
 from switchboard.router.domain.stats import Stats
@@ -78,6 +82,9 @@ from switchboard.router.domain.surge import Surge
 from switchboard.v1 import contact_pb2
 
 HISTORY = 50_000  # decisions kept for ExplainDecision after a contact ends
+# The form of a bucket's entries (`bucket_entry`); a snapshot holding another is re-filed on load.
+# 1 (or none): (-priority, deadline, seq, contact id, version); 2: queued time for the deadline.
+BUCKET_LAYOUT = 2
 
 # What an ended contact's entry in `history` keeps of its protobuf: what routed it, nothing that
 # identifies or quotes the customer (identities, name, subject, content, attachments go).
@@ -183,6 +190,7 @@ class Engine(Index, Explain, Surge, Stats):
         self._offer_seq = 0
         self.term = 0
         self.history_minimal = True
+        self.bucket_layout = BUCKET_LAYOUT
         self.sticky_key = b""
 
     def __getstate__(self) -> dict[str, Any]:
@@ -210,6 +218,21 @@ class Engine(Index, Explain, Surge, Stats):
             self._minimise_history()
         if any(not hasattr(t, "queued") for t in self.tenants.values()):
             self._recount_queued()  # pickled before the surge counted customers queued
+        if state.get("bucket_layout") != BUCKET_LAYOUT:
+            self._rebuild_buckets()
+
+    def _rebuild_buckets(self) -> None:
+        """File every waiting contact's entry again, in today's `bucket_entry` form: an older
+        snapshot's entries ordered by deadline, which no longer compares with a new entry."""
+        for req in self.buckets:
+            self.buckets[req] = []
+        for c in self.contacts.values():
+            if c.req is not None and c.status == Status.WAITING:
+                self.buckets.setdefault(c.req, []).append(bucket_entry(c))
+        for heap in self.buckets.values():
+            heapq.heapify(heap)
+        self.bucket_sweep = {}
+        self.bucket_layout = BUCKET_LAYOUT
 
     def _minimise_history(self) -> None:
         """Drop the personal data of the ended contacts an older snapshot kept whole (in
@@ -478,7 +501,7 @@ class Engine(Index, Explain, Surge, Stats):
         queue = contact.queue if contact.queue in cfg.queues else cfg.default_queue
         now = self.clock()
         c = Contact(
-            serialized=contact.SerializeToString(),
+            serialized=without_kept_fields(contact),
             contact_id=contact.contact_id,
             tenant=sys.intern(contact.tenant),
             channel=contact.channel,
@@ -489,7 +512,7 @@ class Engine(Index, Explain, Surge, Stats):
             queued_at=now,
             entered_queue_at=now,
             seq=next(self._seq),
-            traceparent=traceparent,
+            trace=pack_traceparent(traceparent),
             priority=contact.priority,
         )
         self.contacts[c.contact_id] = c
@@ -572,8 +595,6 @@ class Engine(Index, Explain, Surge, Stats):
             self.buckets[req] = []
             self.bucket_size[req] = 0
             self._reqs_version += 1
-        q = self.tenant(c.tenant).config.queue(c.queue)
-        deadline = c.queued_at + q.sl_threshold
         heap = self.buckets[req]
         if len(heap) > 2 * self.bucket_size[req] + 64:  # drop some stale entries
             self.bucket_sweep[req] = _sweep(
@@ -581,7 +602,7 @@ class Engine(Index, Explain, Surge, Stats):
                 self.bucket_sweep.get(req, 0),
                 lambda e: self._live_contact_entry(req, e),
             )
-        heapq.heappush(heap, (-c.priority, deadline, c.seq, c.contact_id, c.version))
+        heapq.heappush(heap, bucket_entry(c))
         self.bucket_size[req] += 1
         self._schedule_step(c)
         qs = self.tenant(c.tenant).queue_stats(c.queue)
@@ -724,7 +745,7 @@ class Engine(Index, Explain, Surge, Stats):
         self._record_outcome(c, answered=True, waited=waited)
         self._remember_agent(c, agent_id)
         self._refresh(agent)
-        return [Assigned(c, agent, waited, c.serialized), *self._match_agent(agent)]
+        return [Assigned(c, agent, waited, c.message_bytes()), *self._match_agent(agent)]
 
     def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> list[Effect]:
         self._live_offer(tenant, agent_id, offer_id)

@@ -208,13 +208,67 @@ class Decision:
 NOBODY: Mapping[str, None] = MappingProxyType({})
 
 
+def pack_traceparent(traceparent: str) -> bytes | str:
+    """A W3C traceparent (``00-<32 hex>-<16 hex>-<2 hex>``) as its 26 bytes, which the
+    `Contact.traceparent` property spells out again; anything else stays the string it is."""
+    if len(traceparent) == 55:
+        try:
+            packed = bytes.fromhex(
+                traceparent[0:2] + traceparent[3:35] + traceparent[36:52] + traceparent[53:55]
+            )
+        except ValueError:
+            return traceparent
+        if len(packed) == 26 and unpack_traceparent(packed) == traceparent:
+            return packed
+    return traceparent
+
+
+def unpack_traceparent(packed: bytes | str) -> str:
+    if isinstance(packed, str):
+        return packed
+    h = packed.hex()
+    return f"{h[0:2]}-{h[2:34]}-{h[34:50]}-{h[50:52]}"
+
+
+@dataclass(slots=True)
+class Served:
+    """What a contact gains once an agent takes it: kept apart, so that the many contacts that
+    only wait carry one empty slot instead of these fields."""
+
+    agent_id: str = ""
+    assigned_at: float = 0.0
+    channel_ended_at: float = 0.0
+    held_since: float = 0.0
+    hold_total: float = 0.0
+
+    __setstate__ = _restore
+
+
+def _served_field(name: str, default: Any) -> property:
+    """A field of the contact's `Served` record, read as `default` while it has none."""
+
+    def get(c: Contact) -> Any:
+        return default if c.served is None else getattr(c.served, name)
+
+    def set_(c: Contact, value: Any) -> None:
+        if c.served is None:
+            if value == default:
+                return
+            c.served = Served()
+        setattr(c.served, name, value)
+
+    return property(get, set_)
+
+
 @dataclass(slots=True, eq=False)
 class Contact:
     """A contact the engine holds. It keeps the protobuf serialized (a parsed message costs more
     than a kilobyte of arena) with the few fields routing reads beside it; strings and tuples
-    that many contacts share (tenant, language, skills, queue) are the engine's single copies."""
+    that many contacts share (tenant, language, skills, queue) are the engine's single copies.
+    What only an assigned contact has (`Served`), its declines and its decision record are
+    created when first set; its trace context is kept packed (`pack_traceparent`)."""
 
-    serialized: bytes  # the contact_pb2.Contact, see `contact`
+    serialized: bytes  # the contact_pb2.Contact without the fields beside it, see `contact`
     contact_id: str
     tenant: str
     channel: int
@@ -225,7 +279,7 @@ class Contact:
     queued_at: float  # first queued: waits are measured from here, across overflow and transfer
     entered_queue_at: float  # entered the current queue: its steps count from here
     seq: int
-    traceparent: str = ""
+    trace: bytes | str = ""  # its traceparent, see `traceparent`
     status: Status = Status.WAITING
     priority: int = 0
     step_index: int = -1
@@ -235,22 +289,45 @@ class Contact:
     drop_skills: bool = False
     req: Req | None = None
     version: int = 0
-    agent_id: str = ""
     offer_id: str = ""
     sticky_agent: str = ""
-    assigned_at: float = 0.0
-    channel_ended_at: float = 0.0
-    held_since: float = 0.0
-    hold_total: float = 0.0
-    aged: tuple[float, ...] = ()  # unused (kept so that older snapshots load)
     oldest_in: str = ""  # the queue whose `oldest` heap holds an entry of it (one push per stay)
+    served: Served | None = None  # None until an agent is assigned it
     declined: dict[str, None] | None = None  # None until an agent declines or misses it
     recorded: Decision | None = None  # None until a step fires or an offer is made
 
+    agent_id = _served_field("agent_id", "")
+    assigned_at = _served_field("assigned_at", 0.0)
+    channel_ended_at = _served_field("channel_ended_at", 0.0)
+    held_since = _served_field("held_since", 0.0)
+    hold_total = _served_field("hold_total", 0.0)
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C trace context the contact arrived with ("" without)."""
+        return unpack_traceparent(self.trace)
+
+    @traceparent.setter
+    def traceparent(self, value: str) -> None:
+        self.trace = pack_traceparent(value)
+
     @property
     def contact(self) -> contact_pb2.Contact:
-        """The contact as the channel sent it (a new message on every read)."""
-        return contact_pb2.Contact.FromString(self.serialized)
+        """The contact as the channel sent it (a new message on every read), the fields kept
+        beside `serialized` put back (a snapshot's older contacts hold them in it too)."""
+        message = contact_pb2.Contact.FromString(self.serialized)
+        if not message.contact_id:
+            message.contact_id = self.contact_id
+            message.tenant = self.tenant
+            message.channel = self.channel  # type: ignore[assignment]
+            message.language = self.language
+            message.skills.extend(self.skills)
+            message.callback = self.callback
+        return message
+
+    def message_bytes(self) -> bytes:
+        """`contact`, serialized."""
+        return self.contact.SerializeToString()
 
     @property
     def declined_by(self) -> Mapping[str, None]:
@@ -275,14 +352,17 @@ class Contact:
 
     def set_callback(self) -> None:
         """The customer turned this contact into a callback."""
-        message = self.contact
-        message.callback = True
-        self.serialized = message.SerializeToString()
+        if contact_pb2.Contact.FromString(self.serialized).contact_id:  # an older contact
+            message = self.contact
+            message.callback = True
+            self.serialized = message.SerializeToString()
         self.callback = True
 
     def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict) and "contact" in state:  # pickled before it had slots
-            state = dict(state)
+        if isinstance(state, tuple):  # (None, {slot: value}): how pickle saves a slotted object
+            state = state[1]
+        state = dict(state)
+        if "contact" in state:  # pickled before it had slots
             message: contact_pb2.Contact = state.pop("contact")
             state.update(
                 serialized=message.SerializeToString(),
@@ -295,8 +375,31 @@ class Contact:
                 declined=state.pop("declined_by") or None,
                 recorded=state.pop("decision"),
             )
+        state.pop("aged", None)  # an unused field of older snapshots
         self.oldest_in = ""  # pickled before the field: an entry may be pushed again (harmless)
+        self.trace = ""
+        self.served = None
+        # Older snapshots hold `traceparent` and the `Served` fields by name: their properties
+        # set them.
         _restore(self, state)
+
+
+def without_kept_fields(message: contact_pb2.Contact) -> bytes:
+    """The serialized message as a `Contact` keeps it: without the fields it keeps beside
+    (id, tenant, channel, language, skills, callback), which `Contact.contact` puts back."""
+    stripped = contact_pb2.Contact()
+    stripped.CopyFrom(message)
+    for name in ("contact_id", "tenant", "channel", "language", "skills", "callback"):
+        stripped.ClearField(name)
+    return stripped.SerializeToString()
+
+
+def bucket_entry(c: Contact) -> tuple[int, float, int, str, int]:
+    """A waiting contact's entry in its bucket's heap: highest priority first, then first queued
+    (its bucket's contacts share a queue, so this is also the order of their service-level
+    deadlines), then first arrived; the version tells a stale entry. Its numbers are the
+    contact's own objects: an entry allocates nothing but itself."""
+    return (-c.priority, c.queued_at, c.seq, c.contact_id, c.version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class _EngineState:
     _offer_seq: int
     term: int  # the leader's term (see begin_term); part of every offer id
     history_minimal: bool  # history keeps no personal data (absent in older snapshots)
+    bucket_layout: int  # the form of the buckets' entries (engine.BUCKET_LAYOUT)
     sticky_key: bytes  # keys the sticky map's identity hashes; never pickled
 
     if TYPE_CHECKING:

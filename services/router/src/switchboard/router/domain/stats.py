@@ -10,7 +10,7 @@ import heapq
 from collections.abc import Iterator
 
 from switchboard.core.errors import NotFound
-from switchboard.router.domain.model import Contact, QueueStats, Status
+from switchboard.router.domain.model import Contact, QueueStats, Status, bucket_entry
 from switchboard.router.domain.state import _EngineState
 
 # Contacts still waiting for someone, as the wallboard counts them.
@@ -86,7 +86,7 @@ class Stats(_EngineState):
         if c.status != Status.WAITING or c.req is None:
             return c, 0, qs.waiting, 0.0
         q = self.tenant(tenant).config.queue(c.queue)
-        mine = (-c.priority, c.queued_at + q.sl_threshold, c.seq)
+        mine = bucket_entry(c)[:3]
         ahead = sum(
             1
             for entry in self.buckets.get(c.req, [])

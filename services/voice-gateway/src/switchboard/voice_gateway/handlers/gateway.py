@@ -16,6 +16,7 @@ from switchboard.voice_gateway.domain import state as call_state
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
+from switchboard.voice_gateway.recording.calls import CallRecordings
 from switchboard.voice_gateway.sip.message import SipMessage
 from switchboard.voice_gateway.sip.registrar import Registrar
 from switchboard.voice_gateway.sip.transactions import (
@@ -45,6 +46,7 @@ class Gateway:
         retry_after: int,
         ring_timeout: float,
         position_poll: float,
+        recordings: CallRecordings | None = None,
     ) -> None:
         self.config = config
         self.sip = sip
@@ -57,6 +59,7 @@ class Gateway:
         self.retry_after = retry_after
         self.ring_timeout = ring_timeout
         self.position_poll = position_poll
+        self.recordings = recordings
         self.calls: dict[str, Call] = {}  # contact id -> call
         self.by_dialog: dict[str, Call] = {}  # SIP Call-ID of either leg -> call
         self.rejected_busy = 0
@@ -78,6 +81,10 @@ class Gateway:
         return None
 
     def forget(self, call: Call) -> None:
+        # Every ending forgets the call: also a recorded call transferred back to a queue whose
+        # caller then hangs up. Its recording is closed and stored.
+        if self.recordings is not None:
+            self.recordings.ended(call)
         self.calls.pop(call.contact_id, None)
         for key in [k for k, v in self.by_dialog.items() if v is call]:
             del self.by_dialog[key]
@@ -135,6 +142,8 @@ class Gateway:
         call.caller.rtp.stop_playing()
         call.caller.rtp.bridge = call.agent.rtp
         call.agent.rtp.bridge = call.caller.rtp
+        if self.recordings is not None:
+            self.recordings.bridged(call)
         if call.state is not State.CONNECTED:
             call.state = State.CONNECTED
             call.connected_at = time.monotonic()
@@ -153,6 +162,8 @@ class Gateway:
     async def finish(self, call: Call, by_caller: bool, reason: int) -> None:
         """Release the agent's leg (BYE when the caller ended) and publish ContactEnded."""
         call.end_hold()
+        if self.recordings is not None:  # the conversation is over (a survey is not recorded)
+            self.recordings.ended(call)
         talk = call.talk()
         agent, call.agent = call.agent, None
         if by_caller and agent is not None:
@@ -182,3 +193,7 @@ class Gateway:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(self.bye_leg(call, leg), 1)
             call.cancel_tasks()
+            if self.recordings is not None:  # what was recorded of it is stored all the same
+                self.recordings.ended(call)
+        if self.recordings is not None:
+            await self.recordings.drain()

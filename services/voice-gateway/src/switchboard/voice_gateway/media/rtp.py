@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
 DTMF_EVENTS = "0123456789*#ABCD"
+MAX_DATAGRAM = 2048  # larger than any RTP packet a G.711 leg carries (MTU-sized at most)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.playback: Playback | None = None
         self.bridge: RtpSession | None = None  # relay received audio to this leg
         self.on_dtmf: Callable[[str], None] | None = None
+        self.tap: Callable[[bytes], None] | None = None  # the call's recorder, while bridged
         self._last_event_ts: int | None = None
         self.received = 0
         self.sent = 0
@@ -81,12 +83,16 @@ class RtpSession(asyncio.DatagramProtocol):
             self._telephone_event(data)
             return
         bridge = self.bridge
-        if bridge is not None and bridge.remote is not None and bridge.transport is not None:
+        if bridge is None:
+            return
+        if bridge.remote is not None and bridge.transport is not None:
             if bridge.transport.is_closing():
                 return
             bridge.transport.sendto(data, bridge.remote)
             bridge.sent += 1
             self.relayed += 1
+        if self.tap is not None:  # after relaying: recording never delays the audio
+            self.tap(data)
 
     def _telephone_event(self, data: bytes) -> None:
         cc = data[0] & 0x0F
@@ -139,6 +145,7 @@ class RtpSession(asyncio.DatagramProtocol):
     def close(self) -> None:
         self.stop_playing()
         self.bridge = None
+        self.tap = None
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.close()
@@ -159,6 +166,11 @@ class MediaEngine:
             lambda: RtpSession(self), local_addr=(self.host, 0)
         )
         session.port = session.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+        # asyncio reads each datagram into a fresh 256 KiB buffer (its max_size) and shrinks it:
+        # at thousands of packets a second that churns the allocator (mmap and munmap once the
+        # heap is fragmented). RTP here is at most a few hundred bytes.
+        if hasattr(session.transport, "max_size"):
+            session.transport.max_size = MAX_DATAGRAM  # type: ignore[union-attr]
         return session
 
     def start(self) -> None:

@@ -1,0 +1,250 @@
+"""The recorder's timeline (two channels in step, silence where a side is quiet or paused),
+G.711 decoding, the sealing of a recording, the recording policy, and the store's fetch and
+retention purge on a real NATS object store."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import wave
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+
+from switchboard.core import stores
+from switchboard.core.config import ConfigError
+from switchboard.core.errors import NotFound
+from switchboard.testing.fakes import FakePublisher
+from switchboard.v1 import contact_pb2
+from switchboard.voice_gateway import config as voice_config
+from switchboard.voice_gateway.media import g711
+from switchboard.voice_gateway.recording import sealing
+from switchboard.voice_gateway.recording.policy import Mode
+from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, RATE, Recorder, decode
+from switchboard.voice_gateway.recording.store import RecordingStore
+
+KEY = bytes(range(32))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tone(hz: float, n: int, start: int = 0, amplitude: int = 8000) -> bytes:
+    return struct.pack(
+        f"<{n}h",
+        *(int(amplitude * math.sin(2 * math.pi * hz * (start + i) / RATE)) for i in range(n)),
+    )
+
+
+def packet(payload: bytes, ts: int, ssrc: int = 1, pt: int = 0, seq: int = 0) -> bytes:
+    return struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def channels(path: Path) -> tuple[list[int], list[int]]:
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, RATE)
+        data = w.readframes(w.getnframes())
+    samples = struct.unpack(f"<{len(data) // 2}h", data)
+    return list(samples[0::2]), list(samples[1::2])
+
+
+def test_g711_decoding_inverts_encoding_within_its_quantisation() -> None:
+    pcm = tone(440, 160, amplitude=12000)
+    for pt in (g711.PCMU, g711.PCMA):
+        back = struct.unpack("<160h", decode(g711.encode(pcm, pt), pt))
+        for a, b in zip(struct.unpack("<160h", pcm), back, strict=True):
+            assert abs(a - b) <= max(16, abs(a) // 16)
+
+
+def test_two_sides_are_aligned_by_time_and_a_quiet_side_is_silence(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    # The caller talks from the start; the agent only from 0.5 s on, with its own timestamps.
+    for i in range(50):  # 1 s of 20 ms packets
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160, i * 160), 0), 5000 + i * 160))
+        if i >= 25:
+            rec.tap(AGENT, packet(g711.encode(tone(1000, 160), 0), 90000 + (i - 25) * 160, 7))
+    clock.now = 101.0
+    seconds = rec.close()
+    assert seconds == pytest.approx(1.0, abs=0.03)
+    left, right = channels(rec.path)
+    assert max(map(abs, left[: RATE // 2])) > 6000
+    assert max(map(abs, right[: RATE // 2 - 10])) == 0  # the agent had not spoken yet
+    assert max(map(abs, right[RATE // 2 + 10 : RATE - 10])) > 6000
+
+
+def test_jitter_is_absorbed_by_timestamps_and_a_paused_stretch_is_silent(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    for i in range(100):  # 2 s; packets arrive up to 40 ms late, in order of timestamp
+        clock.now = 100.0 + i * 0.02 + (0.04 if i % 3 == 1 else 0.0)
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160, i * 160), 0), i * 160))
+        if i == 30:
+            rec.agent_key("*")
+            rec.agent_key("2")
+            assert rec.paused
+        if i == 70:
+            rec.agent_key("*")
+            rec.agent_key("1")
+            assert not rec.paused
+    clock.now = 102.1
+    rec.close()
+    left, _ = channels(rec.path)
+    # Continuous where recorded: the timestamps, not the arrivals, place each packet.
+    assert min(max(map(abs, left[k : k + 80])) for k in range(0, 30 * 160, 80)) > 3000
+    assert max(map(abs, left[31 * 160 + 400 : 70 * 160])) == 0  # the paused stretch
+    assert max(map(abs, left[72 * 160 : 99 * 160])) > 6000
+    assert rec.pauses == 1
+
+
+def test_an_on_demand_recording_holds_nothing_until_started(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recorder(str(tmp_path), paused=True, clock=clock)
+    rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), 0))
+    assert rec.packets == 0
+    rec.agent_key("*")
+    rec.agent_key("1")
+    rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), 160))
+    assert rec.packets == 1
+    rec.discard()
+    assert not rec.path.exists()
+
+
+def test_a_malformed_or_foreign_packet_is_ignored(tmp_path: Path) -> None:
+    rec = Recorder(str(tmp_path), clock=Clock())
+    rec.tap(CALLER, b"\x80\x00")
+    rec.tap(CALLER, packet(b"\x00" * 20, 0, pt=18))  # G.729: not recorded
+    rec.tap(AGENT, struct.pack("!BBHII", 0xA0, 0, 0, 0, 1) + b"\xff" * 4 + b"\x05")  # all padding
+    assert rec.packets == 0
+    rec.close()
+
+
+def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    rec.file.close()
+    rec.file = open("/dev/full", "wb", buffering=0)
+    for i in range(50):
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), i * 160))
+    assert rec.failed and rec.closed
+    rec.discard()
+    assert not rec.path.exists()
+
+
+def seal(tenant: str, contact: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    sealing.seal(KEY, tenant, contact, io.BytesIO(data), out)
+    return out.getvalue()
+
+
+def unseal(tenant: str, contact: str, sealed: bytes, key: bytes = KEY) -> bytes:
+    out = io.BytesIO()
+    sealing.open_sealed(key, tenant, contact, io.BytesIO(sealed), out)
+    return out.getvalue()
+
+
+def test_a_sealed_recording_opens_only_for_its_tenant_and_contact() -> None:
+    data = bytes(range(256)) * 1000  # several chunks
+    sealed = seal("demo", "c1", data)
+    assert data[:1024] not in sealed
+    assert unseal("demo", "c1", sealed) == data
+    for tenant, contact, key in (
+        ("acme", "c1", KEY),
+        ("demo", "c2", KEY),
+        ("demo", "c1", b"k" * 32),
+    ):
+        with pytest.raises(sealing.SealError):
+            unseal(tenant, contact, sealed, key)
+
+
+def test_a_cut_or_altered_recording_does_not_open() -> None:
+    data = b"x" * (sealing.CHUNK * 2 + 10)
+    sealed = seal("demo", "c1", data)
+    chunk = 4 + sealing.CHUNK + 16
+    header = len(sealed) - 2 * chunk - (4 + 10 + 16)
+    for bad in (
+        sealed[: header + chunk],  # the last chunks dropped at a chunk boundary
+        sealed[:-1],
+        sealed[: header + 40] + bytes([sealed[header + 40] ^ 1]) + sealed[header + 41 :],
+    ):
+        with pytest.raises(sealing.SealError):
+            unseal("demo", "c1", bad)
+
+
+def test_the_policy_by_tenant_and_queue() -> None:
+    cfg = voice_config.load_text(
+        "numbers: {'+1555': {tenant: demo}}\n"
+        "recording:\n"
+        "  demo: {mode: on, retention_days: 30, queues: {cards: on_demand, staff: off}}\n"
+        "  acme: {mode: off}\n"
+    )
+    policy = cfg.recording
+    assert policy.mode("demo", "general") is Mode.ON
+    assert policy.mode("demo", "cards") is Mode.ON_DEMAND
+    assert policy.mode("demo", "staff") is Mode.OFF
+    assert policy.mode("acme", "general") is Mode.OFF
+    assert policy.mode("other", "general") is Mode.ON  # recorded by default
+    assert policy.retention_days("demo") == 30 and policy.retention_days("acme") == 90
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("recording: {demo: {mode: sometimes}}", "recording.demo.mode"),
+        ("recording: {demo: {retention_days: 0}}", "recording.demo.retention_days"),
+        ("recording: {demo: {keep: 3}}", "recording.demo.keep"),
+        ("recording: {'Not A Tenant': {mode: on}}", "recording.Not A Tenant"),
+    ],
+)
+def test_a_wrong_policy_names_its_field(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        voice_config.load_text(text)
+    assert problem in str(caught.value)
+
+
+async def test_the_store_fetches_by_tenant_and_purges_after_retention(
+    nats_url: str, tmp_path: Path
+) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        objects = stores.ObjectStores(nc.jetstream())
+        policy = voice_config.load_text(
+            "recording: {demo: {retention_days: 30}, acme: {retention_days: 365}}"
+        ).recording
+        now = [datetime.now(UTC)]
+        bus = FakePublisher()
+        store = RecordingStore(objects, bus, policy, KEY, clock=lambda: now[0])
+        for tenant, contact in (("demo", "c1"), ("acme", "c9")):
+            rec = Recorder(str(tmp_path), clock=Clock())
+            rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), 0))
+            await store.store(tenant, contact, rec.path, rec.close())
+            assert not rec.path.exists()
+        assert store.stored == 2
+        added = [e for e in bus.events if e.DESCRIPTOR.name == "MessageAdded"]
+        assert [e.meta.tenant for e in added] == ["demo", "acme"]
+        assert added[0].message.author == contact_pb2.AUTHOR_SYSTEM
+        assert added[0].message.attachments[0].object_name == "demo/c1.wav"
+        with wave.open(io.BytesIO(await store.fetch("demo", "c1"))) as w:
+            assert w.getnchannels() == 2
+        for tenant, contact in (("demo", "c2"), ("acme", "c1"), ("demo", "c9")):
+            with pytest.raises(NotFound):  # none, or another tenant's
+                await store.fetch(tenant, contact)
+
+        now[0] += timedelta(days=31)
+        assert await store.purge() == 1  # demo's is past 30 days, acme's is kept a year
+        with pytest.raises(NotFound):
+            await store.fetch("demo", "c1")
+        await store.fetch("acme", "c9")
+        assert await store.purge() == 0
+    finally:
+        await nc.close()
