@@ -34,6 +34,8 @@ RUN uv sync --locked --no-dev --no-editable --package switchboard-case
 FROM build AS app-chat
 RUN uv sync --locked --no-dev --no-editable --package switchboard-chat
 FROM build AS app-voice-gateway
+RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng \
+ && rm -rf /var/lib/apt/lists/*
 RUN uv sync --locked --no-dev --no-editable --package switchboard-voice-gateway \
  && /app/bin/python -c "from pathlib import Path; \
 from switchboard.voice_gateway.media.prompts import Prompts; \
@@ -64,10 +66,13 @@ USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-chat"]
 
 FROM base AS voice-gateway
+RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=app-voice-gateway /app /app
-# The generated prompts; an emptyDir over the folder makes the gateway write them again.
+# The synthesised prompts' cache; an emptyDir over the folder makes the gateway synthesise them
+# again at start.
 COPY --from=app-voice-gateway /var/lib/switchboard/prompts /var/lib/switchboard/prompts
-RUN chown 10001:10001 /var/lib/switchboard/prompts
+RUN chown -R 10001:10001 /var/lib/switchboard/prompts
 ENV VOICE_PROMPTS_DIR=/var/lib/switchboard/prompts
 EXPOSE 9464 8086 50054 5060/udp 5060/tcp 5061/tcp
 VOLUME /var/lib/switchboard/prompts

@@ -25,7 +25,7 @@ IMAGE_PACKAGES := debootstrap bubblewrap skopeo umoci
 # Debian packages the channels need (installed by `make system-deps`; see README).
 SYSTEM_PACKAGES ?= dovecot-imapd baresip tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor \
 	tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn fonts-noto-cjk chromium hylafax-server \
-	kamailio bubblewrap
+	kamailio bubblewrap espeak-ng
 
 .PHONY: help uv sync proto proto-check lint boundaries format test test-packages run bench simulate chaos \
 	system-deps images images-deps images-test

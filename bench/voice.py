@@ -26,6 +26,7 @@ import pathlib
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -460,8 +461,10 @@ async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
     return relay + end
 
 
-async def _wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str, log: pathlib.Path) -> None:
-    for _ in range(300):
+async def _wait_tcp(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: pathlib.Path, tries: int = 300
+) -> None:
+    for _ in range(tries):
         if proc.poll() is not None:
             text = await asyncio.to_thread(log.read_text, errors="replace")
             raise RuntimeError(f"{what} exited: {text[-2000:]}")
@@ -542,6 +545,10 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 "VOICE_SIP_TLS_PORT": str(free_tcp_and_udp_port()),
                 "VOICE_GRPC_PORT": str(grpc_port),
                 "VOICE_PROMPTS_DIR": str(work / "prompts"),
+                # Synthesised once, then read from this cache by every run.
+                "VOICE_PROMPT_CACHE_DIR": str(
+                    pathlib.Path(tempfile.gettempdir()) / "switchboard-bench-voice-prompt-cache"
+                ),
                 "VOICE_CONFIG_FILE": str(_config(work)),
                 "VOICE_MAX_CALLS": str(max(STEPS) * 2),
                 "VOICE_POSITION_POLL_SECONDS": "2",
@@ -549,7 +556,8 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
             },
             work / "gw.log",
         )
-        await _wait_tcp(sip_port, gateway, "voice gateway", work / "gw.log")
+        # (a first run synthesises the spoken prompts before the gateway listens)
+        await _wait_tcp(sip_port, gateway, "voice gateway", work / "gw.log", tries=1800)
 
         # Every call that passed the IVR is a ContactCreated on the bus: count them.
         nc = await nats.connect(nats_url)

@@ -7,12 +7,13 @@
   case reports' time zones) and ca-certificates, upgraded from bookworm-updates and
   bookworm-security, with the user switchboard (uid and gid 10001). Cached under
   OUT/.cache/base-<key>: a rebuild reuses it until the suite, mirror or package list changes.
-- packages layer (fax only): tesseract-ocr with eng, kor, chi_sim, chi_tra, jpn and
-  fonts-noto-cjk, installed by apt-get in the image.
+- packages layer (fax and voice-gateway): for fax tesseract-ocr with eng, kor, chi_sim,
+  chi_tra, jpn and fonts-noto-cjk, for voice-gateway espeak-ng (its spoken prompts), installed by
+  apt-get in the image.
 - app layer: a virtualenv in /app made by uv with the image's own python, holding the service's
   wheel, the workspace libraries it uses (built by `uv build`) and its locked dependencies
-  (`uv export`, hashes required, binary wheels only); for voice-gateway also the generated
-  prompts in /var/lib/switchboard/prompts.
+  (`uv export`, hashes required, binary wheels only); for voice-gateway also the synthesised
+  prompts' cache in /var/lib/switchboard/prompts.
 
 Each stage runs in bubblewrap with the image's root file system as / (as root, with the
 network), and its layer is what it changed. Ports and volumes come from the service's
@@ -76,6 +77,7 @@ SERVICES = {
         Service("email-ingest"),
         Service(
             "voice-gateway",
+            packages=("espeak-ng",),
             env={"VOICE_PROMPTS_DIR": PROMPTS},
             prepare=(GENERATE_PROMPTS,),
             owned_volumes=(PROMPTS,),
@@ -303,8 +305,10 @@ def install_app(service: Service, rootfs: Path, folder: Path, epoch: int) -> Non
         *(f"/app/bin/python -c {shell_quote(code)}" for code in service.prepare),
     ]
     sandbox(rootfs, " && ".join(steps), env, binds)
-    for volume in service.owned_volumes:
-        os.chown(rootfs / volume.lstrip("/"), UID, UID)
+    for volume in service.owned_volumes:  # with what `prepare` wrote in it
+        top = rootfs / volume.lstrip("/")
+        for path in [top, *top.rglob("*")]:
+            os.chown(path, UID, UID, follow_symlinks=False)
     # uv notes when it installed a local wheel (uv_cache.json, for its own freshness checks):
     # dropped, with its RECORD line, so the layer depends on the commit alone.
     for note in (rootfs / "app/lib").glob("python3*/site-packages/*.dist-info/uv_cache.json"):

@@ -84,18 +84,30 @@ def test_menu_outcomes_fall_back_to_the_plan() -> None:
 
 
 def test_announcement() -> None:
-    assert ivr.announcement(None, 0.0, "*") == ["please-hold", "callback-offer"]
+    assert ivr.announcement(None, 0.0, "*") == ["please-hold", "callback-offer:*"]
     assert ivr.announcement(0, 90.0, "") == ["please-hold"]
-    assert ivr.announcement(12, 30.0, "*") == [
+    assert ivr.announcement(12, 30.0, "#") == [
         "please-hold",
         "position",
-        "digit-1",
-        "digit-2",
-        "wait-minutes",
-        "digit-1",  # never less than a minute
-        "callback-offer",
+        "n12",
+        "position-end",
+        "wait",
+        "n1",  # never less than a minute
+        "minute",
+        "callback-offer:#",
     ]
-    assert ivr.announcement(3, 610.0, "")[-3:] == ["wait-minutes", "digit-1", "digit-0"]
+    assert ivr.announcement(3, 610.0, "")[-3:] == ["wait", "n10", "minutes"]
+
+
+def test_numbers_are_words_not_digits() -> None:
+    assert ivr.number(0) == ["n0"]
+    assert ivr.number(3) == ["n3"]
+    assert ivr.number(19) == ["n19"]
+    assert ivr.number(20) == ["n20"]
+    assert ivr.number(21) == ["n20", "n1"]
+    assert ivr.number(99) == ["n90", "n9"]
+    assert ivr.number(105) == ["n1", "n0", "n5"]
+    assert ivr.position(3) == ["position", "n3", "position-end"]
 
 
 def test_announcements_start_soon_then_come_periodically() -> None:

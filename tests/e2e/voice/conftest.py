@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +29,16 @@ from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient
 from switchboard.testing.processes import ServiceProcess, service_process
+from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.bootstrap import VoiceGatewayApp
+from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.settings import VoiceGatewaySettings
 from switchboard.voice_gateway.sip.message import SipMessage, parse_datagram
 
 BARESIP = "/usr/bin/baresip"
+# Synthesised prompts, shared by every gateway the tests start (keyed by voice and text, so a
+# stale entry is never used): espeak-ng runs once per prompt, not once per test.
+PROMPT_CACHE = Path(tempfile.gettempdir()) / "switchboard-tests-voice-prompt-cache"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -669,6 +675,7 @@ class Voice:
                 "VOICE_SIP_PORT": str(free_port()),
                 "VOICE_CONFIG_FILE": str(config),
                 "VOICE_PROMPTS_DIR": str(self.tmp / f"{name}-prompts"),
+                "VOICE_PROMPT_CACHE_DIR": str(PROMPT_CACHE),
                 "VOICE_ROUTER_ADDR": self.router_target,
                 "VOICE_RING_TIMEOUT_SECONDS": "3",
                 "VOICE_POSITION_POLL_SECONDS": "1",
@@ -739,11 +746,21 @@ async def start_gateway(
         VOICE_ROUTER_ADDR=f"127.0.0.1:{router_port}",
         VOICE_RING_TIMEOUT_SECONDS=3,
         VOICE_POSITION_POLL_SECONDS=1,
-        **extra,
+        **{"VOICE_PROMPT_CACHE_DIR": str(PROMPT_CACHE), **extra},
     )
     app = VoiceGatewayApp(settings)
     await app.start()
     return app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared prompt cache filled before any gateway starts (a gateway process that found it
+    empty would spend its start-up time synthesising)."""
+    cfg = voice_config.load_text(yaml.safe_dump(TEST_CONFIG))
+    prompts = Prompts(tmp_path_factory.mktemp("prompts"), cache_dir=PROMPT_CACHE)
+    prompts.load(tuple(cfg.prompts), cfg.prompt_keys | {"*", "1", "2", "3"})
+    return PROMPT_CACHE
 
 
 @pytest.fixture

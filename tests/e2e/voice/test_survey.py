@@ -13,6 +13,7 @@ import pytest
 
 from switchboard.v1 import contact_pb2, events_pb2
 from switchboard.voice_gateway.calls import State
+from switchboard.voice_gateway.domain import ivr
 
 from .conftest import TEST_CONFIG, Voice
 
@@ -44,6 +45,25 @@ async def talk_then_agent_hangs_up(voice: Voice, number: str) -> tuple[Any, str]
     return caller, contact_id
 
 
+async def invalid_then_the_prompt_again(voice: Voice, contact_id: str) -> None:
+    """Waits until the caller has heard "invalid" and the survey prompt plays again (keys
+    pressed while "invalid" plays are dropped)."""
+    gw = voice.gateway.gateway
+    assert gw is not None
+    call = gw.calls[contact_id]
+    invalid = gw.prompts.sequence(["invalid"], call.payload_type, call.language)
+    survey = gw.prompts.menu(ivr.SURVEY_MENU, call.payload_type, call.language)
+    heard_invalid = False
+    async with asyncio.timeout(20):
+        while True:
+            playback = call.caller.rtp.playback if call.caller is not None else None
+            if playback is not None and playback.audio == invalid:
+                heard_invalid = True
+            elif heard_invalid and playback is not None and playback.audio == survey:
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_the_key_pressed_after_the_agent_hangs_up_is_the_rating(voice: Voice) -> None:
     caller, contact_id = await talk_then_agent_hangs_up(voice, "+821012345678")
     await caller.command("sndcode", "4")
@@ -60,7 +80,7 @@ async def test_the_key_pressed_after_the_agent_hangs_up_is_the_rating(voice: Voi
 async def test_an_invalid_key_replays_the_prompt_once(voice: Voice) -> None:
     caller, contact_id = await talk_then_agent_hangs_up(voice, "+821011112222")
     await caller.command("sndcode", "9")
-    await asyncio.sleep(1.5)  # "invalid", then the prompt again
+    await invalid_then_the_prompt_again(voice, contact_id)
     assert voice.events.of("SatisfactionRated", contact_id) == []
     await caller.command("sndcode", "2")
     rated = (await voice.events.wait("SatisfactionRated", contact_id))[0]
@@ -71,7 +91,7 @@ async def test_an_invalid_key_replays_the_prompt_once(voice: Voice) -> None:
 async def test_two_invalid_keys_give_no_rating(voice: Voice) -> None:
     caller, contact_id = await talk_then_agent_hangs_up(voice, "+821033334444")
     await caller.command("sndcode", "0")
-    await asyncio.sleep(1.5)
+    await invalid_then_the_prompt_again(voice, contact_id)
     await caller.command("sndcode", "#")
     await caller.wait_event("CALL_CLOSED")  # goodbye, without a rating
     assert voice.events.of("SatisfactionRated", contact_id) == []

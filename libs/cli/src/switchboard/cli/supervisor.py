@@ -66,6 +66,18 @@ def choose_port(preferred: int, taken: set[int], host: str = "127.0.0.1") -> int
             return port
 
 
+def voice_prompt_cache(run_dir: Path) -> Path:
+    """The user's cache folder for synthesised prompts ($XDG_CACHE_HOME or ~/.cache), else the
+    run folder's when that cannot be written."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    cache = Path(base) / "switchboard" / "voice-prompts"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return run_dir / "voice-prompts" / "cache"
+    return cache if os.access(cache, os.W_OK) else run_dir / "voice-prompts" / "cache"
+
+
 @dataclass
 class Child:
     name: str
@@ -140,9 +152,13 @@ class Supervisor:
             "CASE_DATABASE_URL": os.environ.get(
                 "CASE_DATABASE_URL", f"sqlite+aiosqlite:///{self.dir / 'case.db'}"
             ),
-            # The voice gateway writes its generated prompts here (in a pod: an emptyDir).
+            # The voice gateway's writable state (in a pod: an emptyDir).
             "VOICE_PROMPTS_DIR": os.environ.get(
                 "VOICE_PROMPTS_DIR", str(self.dir / "voice-prompts")
+            ),
+            # Its spoken prompts, synthesised once per machine rather than once per run folder.
+            "VOICE_PROMPT_CACHE_DIR": os.environ.get(
+                "VOICE_PROMPT_CACHE_DIR", str(voice_prompt_cache(self.dir))
             ),
         }
         if not os.environ.get("CASE_MASTER_KEY"):

@@ -54,9 +54,17 @@ class VoiceGatewayApp(Service):
 
     async def _load(self) -> None:
         s = self.settings
-        self.config = voice_config.load(s.config_path)
-        self.prompts = Prompts(Path(s.prompts_dir))
-        self.prompts.load(tuple(self.config.prompts))
+        cfg = self.config = voice_config.load(s.config_path)
+        self.prompts = Prompts(
+            Path(s.prompts_dir),
+            cache_dir=Path(s.prompt_cache_dir) if s.prompt_cache_dir else None,
+            overrides=Path(cfg.prompt_overrides) if cfg.prompt_overrides else None,
+            music_on_hold=Path(cfg.music_on_hold) if cfg.music_on_hold else None,
+            espeak=s.espeak,
+        )
+        # espeak-ng runs in threads: the event loop (and any other service in the process)
+        # goes on meanwhile.
+        await asyncio.to_thread(self.prompts.load, tuple(cfg.prompts), cfg.prompt_keys)
 
     async def _build(self, bus: Bus) -> Servicers:
         s, cfg = self.settings, self.config

@@ -4,7 +4,7 @@ file, the line and the field (switchboard.core.config)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -54,6 +54,21 @@ class VoiceConfig:
     )
     # Tenants whose callers stay, after the agent hangs up, for the satisfaction survey (1-5).
     survey_tenants: frozenset[str] = field(default_factory=frozenset)
+    # The operators' recordings (<lang>/<prompt>.wav) and the music on hold (a WAV file); ""
+    # for none. Relative paths are under the configuration file's folder.
+    prompt_overrides: str = ""
+    music_on_hold: str = ""
+
+    @property
+    def prompt_keys(self) -> frozenset[str]:
+        """The keys a prompt may name: the language menus' options and the callback keys."""
+        keys: set[str] = set()
+        for plan in self.numbers.values():
+            if plan.callback_key:
+                keys.add(plan.callback_key)
+            if plan.language_menu:
+                keys.update(plan.language_menu.options)
+        return frozenset(keys)
 
     def plan_for(self, dialled: str) -> NumberPlan | None:
         """The plan for a dialled number, with or without the leading +."""
@@ -162,7 +177,16 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     root = r.mapping(
         compose(text, source),
         "",
-        {"realm", "phones", "trunk", "transfer_codes", "numbers", "recording", "survey_tenants"},
+        {
+            "realm",
+            "phones",
+            "trunk",
+            "transfer_codes",
+            "numbers",
+            "recording",
+            "survey_tenants",
+            "prompts",
+        },
     )
 
     def section(name: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
@@ -184,6 +208,14 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
         for code, (_, vnode) in section("transfer_codes").items()
     }
     realm = r.string(root["realm"][1], "realm") if "realm" in root else "switchboard"
+    prompt_files = {
+        name: r.string(vnode, f"prompts.{name}")
+        for name, (_, vnode) in (
+            r.mapping(root["prompts"][1], "prompts", {"overrides", "music_on_hold"}).items()
+            if "prompts" in root and not is_null(root["prompts"][1])
+            else ()
+        )
+    }
     trunk = r.scalar(root["trunk"][1], "trunk") if "trunk" in root else ""
     surveyed = (
         r.strings(root["survey_tenants"][1], "survey_tenants", TENANT_RE)
@@ -199,12 +231,20 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
         prompts=frozenset(prompts),
         transfer_codes=transfer_codes,
         recording=recording_policy.parse(r, root["recording"][1] if "recording" in root else None),
+        prompt_overrides=prompt_files.get("overrides", ""),
+        music_on_hold=prompt_files.get("music_on_hold", ""),
     )
 
 
 def load(path: str = "") -> VoiceConfig:
     """The configuration in the file at `path`, or the embedded default."""
     if path:
-        return load_text(Path(path).read_text(encoding="utf-8"), path)
+        cfg = load_text(Path(path).read_text(encoding="utf-8"), path)
+        here = Path(path).parent
+        return replace(
+            cfg,
+            prompt_overrides=str(here / cfg.prompt_overrides) if cfg.prompt_overrides else "",
+            music_on_hold=str(here / cfg.music_on_hold) if cfg.music_on_hold else "",
+        )
     text = resources.files("switchboard.voice_gateway").joinpath("default_config.yaml").read_text()
     return load_text(text, "switchboard/voice_gateway/default_config.yaml")

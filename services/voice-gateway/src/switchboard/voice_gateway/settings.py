@@ -32,9 +32,13 @@ class VoiceGatewaySettings(RouterGroupSettings):
     advertised_host: str = Field("", alias="VOICE_ADVERTISED_HOST")
     media_host: str = Field("", alias="VOICE_MEDIA_HOST")
     config_path: str = Field("", validation_alias=renamed("VOICE_CONFIG_FILE", "VOICE_CONFIG"))
-    # Generated prompts are written here at start: a writable folder (in a pod, an emptyDir;
-    # `make run` passes .run/voice-prompts). Relative paths are under the working directory.
+    # Synthesised prompts are cached here (in cache/) at start: a writable folder (in a pod, an
+    # emptyDir; `make run` passes .run/voice-prompts). Relative paths are under the working
+    # directory. VOICE_PROMPT_CACHE_DIR puts the cache elsewhere (e.g. shared by gateways).
     prompts_dir: str = Field(".run/voice-prompts", alias="VOICE_PROMPTS_DIR")
+    prompt_cache_dir: str = Field("", alias="VOICE_PROMPT_CACHE_DIR")
+    # The speech synthesiser: Debian's espeak-ng (a name on PATH or a path).
+    espeak: str = Field("espeak-ng", alias="VOICE_ESPEAK")
     # The router's gRPC address; with a partitioned router (ROUTER_GROUPS), each tenant's calls
     # go to its group's ROUTER_ENDPOINTS entry.
     router_addr: str = Field(

@@ -55,21 +55,39 @@ def skills(choice: str | None) -> list[str]:
     return [choice] if choice else []
 
 
-def spoken(n: int) -> list[str]:
-    """A number's prompts, digit by digit."""
-    return [f"digit-{d}" for d in str(n)]
+def number(n: int) -> list[str]:
+    """A number's prompt fragments: n0 to n19 and the tens n20 to n90 (twenty-one is n20 n1,
+    이십일 n20 n1, 二十一 n20 n1, にじゅういち n20 n1); beyond 99, digit by digit."""
+    if n < 0:
+        raise ValueError(f"{n} is negative")
+    if n < 20:
+        return [f"n{n}"]
+    if n < 100:
+        tens, units = divmod(n, 10)
+        return [f"n{tens * 10}"] + ([f"n{units}"] if units else [])
+    return [f"n{d}" for d in str(n)]
 
 
-def announcement(position: int | None, estimated_wait: float, callback_key: str) -> list[str]:
+def position(n: int) -> list[str]:
+    """'You are number N in the queue.'"""
+    return ["position", *number(n), "position-end"]
+
+
+def wait_minutes(seconds: float) -> list[str]:
+    """'The estimated wait is N minutes.', rounded to whole minutes, at least one."""
+    minutes = max(1, round(seconds / 60))
+    return ["wait", *number(minutes), "minute" if minutes == 1 else "minutes"]
+
+
+def announcement(position_: int | None, estimated_wait: float, callback_key: str) -> list[str]:
     """What a waiting caller hears: please hold, their place and estimated wait in minutes when
-    the router says (`position` None or 0: it cannot), and the callback offer when there is a
-    callback key."""
+    the router says (`position_` None or 0: it cannot), and the callback offer naming the
+    callback key when there is one."""
     names = ["please-hold"]
-    if position is not None and position > 0:
-        names += ["position", *spoken(position)]
-        names += ["wait-minutes", *spoken(max(1, round(estimated_wait / 60)))]
+    if position_ is not None and position_ > 0:
+        names += position(position_) + wait_minutes(estimated_wait)
     if callback_key:
-        names.append("callback-offer")
+        names.append(f"callback-offer:{callback_key}")
     return names
 
 

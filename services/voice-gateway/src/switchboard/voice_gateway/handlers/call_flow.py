@@ -133,10 +133,11 @@ class CallFlow:
                 call.digits.get_nowait()
             if call.caller is None:
                 return None
-            done = call.caller.rtp.play(self.gw.prompts.get(menu.prompt, call.payload_type))
+            audio = self.gw.prompts.menu(menu, call.payload_type, call.language)
+            done = call.caller.rtp.play(audio)
             try:
                 digit = await asyncio.wait_for(
-                    call.digits.get(), call.plan.menu_timeout + self._duration(menu.prompt)
+                    call.digits.get(), call.plan.menu_timeout + len(audio) / 8000
                 )
             except TimeoutError:
                 return None
@@ -149,9 +150,6 @@ class CallFlow:
             await self.gw.play(call, ["invalid"])
             if not pressed.again:
                 return None
-
-    def _duration(self, prompt: str) -> float:
-        return len(self.gw.prompts.get(prompt, 0)) / 8000
 
     def pressed(self, call: Call, leg: Leg, digit: str) -> None:
         """A key sent in SIP INFO: the caller's keys drive the menus and the queue."""

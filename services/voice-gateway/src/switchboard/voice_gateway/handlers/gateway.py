@@ -125,9 +125,10 @@ class Gateway:
     # ---- media on a call's legs ---------------------------------------------------------------
 
     async def play(self, call: Call, names: list[str], loop: bool = False) -> None:
+        """Play prompts to the caller in the call's language, in its codec."""
         if call.caller is None:
             return
-        audio = self.prompts.sequence(names, call.payload_type)
+        audio = self.prompts.sequence(names, call.payload_type, call.language)
         with contextlib.suppress(asyncio.CancelledError):
             await call.caller.rtp.play(audio, loop)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import array
 from functools import cache
+
+import numpy as np
 
 PCMU, PCMA = 0, 8
 
@@ -37,14 +38,12 @@ def _alaw(sample: int) -> int:
 
 
 @cache
-def _table(payload_type: int) -> bytes:
+def _table(payload_type: int) -> np.ndarray:
     fn = _ulaw if payload_type == PCMU else _alaw
-    return bytes(fn(s) for s in range(-32768, 32768))
+    return np.frombuffer(bytes(fn(s) for s in range(-32768, 32768)), dtype=np.uint8)
 
 
 def encode(pcm16: bytes, payload_type: int) -> bytes:
     """Encode signed 16-bit little-endian mono PCM as PCMU (0) or PCMA (8)."""
-    samples = array.array("h")
-    samples.frombytes(pcm16[: len(pcm16) // 2 * 2])
-    table = _table(payload_type)
-    return bytes(table[s + 32768] for s in samples)
+    samples = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.int32)
+    return bytes(_table(payload_type)[samples + 32768].tobytes())
