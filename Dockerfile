@@ -72,10 +72,14 @@ COPY --from=app-voice-gateway /app /app
 # The synthesised prompts' cache; an emptyDir over the folder makes the gateway synthesise them
 # again at start.
 COPY --from=app-voice-gateway /var/lib/switchboard/prompts /var/lib/switchboard/prompts
-RUN chown -R 10001:10001 /var/lib/switchboard/prompts
+RUN chown -R 10001:10001 /var/lib/switchboard/prompts \
+ && install -d -o 10001 -g 10001 /var/spool/switchboard/recordings
 ENV VOICE_PROMPTS_DIR=/var/lib/switchboard/prompts
+# Calls being recorded grow here until they end and are sealed into the object store.
+ENV VOICE_RECORDINGS_DIR=/var/spool/switchboard/recordings
 EXPOSE 9464 8086 50054 5060/udp 5060/tcp 5061/tcp
 VOLUME /var/lib/switchboard/prompts
+VOLUME /var/spool/switchboard/recordings
 USER 10001:10001
 ENTRYPOINT ["/app/bin/switchboard-voice-gateway"]
 

@@ -51,6 +51,8 @@ UID = 10001
 BASE_RECIPE = 1
 PATH = "/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROMPTS = "/var/lib/switchboard/prompts"
+# Calls being recorded grow here until they end and are sealed into the object store.
+RECORDINGS = "/var/spool/switchboard/recordings"
 GENERATE_PROMPTS = (
     "from pathlib import Path; from switchboard.voice_gateway.media.prompts import Prompts; "
     f"Prompts(Path({PROMPTS!r})).load()"
@@ -78,9 +80,9 @@ SERVICES = {
         Service(
             "voice-gateway",
             packages=("espeak-ng",),
-            env={"VOICE_PROMPTS_DIR": PROMPTS},
-            prepare=(GENERATE_PROMPTS,),
-            owned_volumes=(PROMPTS,),
+            env={"VOICE_PROMPTS_DIR": PROMPTS, "VOICE_RECORDINGS_DIR": RECORDINGS},
+            prepare=(GENERATE_PROMPTS, f"import os; os.makedirs({RECORDINGS!r}, exist_ok=True)"),
+            owned_volumes=(PROMPTS, RECORDINGS),
         ),
         Service(
             "fax",
