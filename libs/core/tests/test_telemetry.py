@@ -39,3 +39,28 @@ def test_spans_are_recorded_only_once_something_exports_them() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import opentelemetry.sdk.trace as sdk_trace
+    from switchboard.core import telemetry
+
+    telemetry.setup_tracing("probe")
+    detected = []
+    sdk_trace._get_process_dependent_resource = lambda: detected.append(1)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        os._exit(1 if detected else 0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child re-detected the resource"
+    """
+)
+
+
+def test_a_forked_child_starts_no_work_of_the_tracer() -> None:
+    """A child forked to compute and exit (the router's snapshot writer) must not run the SDK's
+    resource detection on a thread pool: in a child of a multi-threaded process that can crash."""
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -7,6 +7,7 @@ headers, consumers continue it, and the router hands it to the agent inside each
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 
@@ -60,6 +61,17 @@ class _RecordWhenExported(Sampler):
         return "RecordWhenExported"
 
 
+class _Provider(TracerProvider):
+    """The SDK's provider, without its work in a forked child: the SDK re-detects the process's
+    resource there on a thread pool, and a child forked from a process with other threads alive
+    (the router forks one to write each snapshot) can crash starting threads (seen: segfaults
+    in the snapshot writer). Switchboard's children only compute and exit; spans keep the
+    parent's resource."""
+
+    def _handle_fork(self) -> None:
+        self._tracers_lock = threading.Lock()
+
+
 def setup_tracing(
     service_name: str, otlp_endpoint: str = "", processor: SpanProcessor | None = None
 ) -> TracerProvider:
@@ -70,7 +82,7 @@ def setup_tracing(
     """
     global _provider, _exporting
     if _provider is None:
-        _provider = TracerProvider(
+        _provider = _Provider(
             resource=Resource.create({"service.name": service_name}),
             sampler=_RecordWhenExported(),
         )
