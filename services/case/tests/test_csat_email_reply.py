@@ -140,6 +140,20 @@ async def resolved_and_surveyed(
     return case, survey
 
 
+async def set_status(
+    sessions: async_sessionmaker[AsyncSession],
+    handlers: CaseHandlers,
+    case_id: str,
+    status: str,
+    by: str,
+    minute: int,
+) -> None:
+    async with sessions.begin() as session:
+        case = await session.get(orm.Case, case_id)
+        assert case is not None
+        await handlers.records.change_status(session, case, status, by, T0.replace(minute=minute))
+
+
 def survey_message_id(survey: events_pb2.OutboundEmail) -> str:
     """The Message-ID the email channel sends a command with (email_ingest.outbound)."""
     return f"{survey.meta.event_id}.{survey.case_reference.lower()}@help.example.com"
@@ -268,12 +282,7 @@ async def test_a_rating_of_a_closed_case_opens_no_new_case(
     sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
 ) -> None:
     case, survey = await resolved_and_surveyed(sessions, handlers)
-    async with sessions.begin() as session:
-        row = await session.get(orm.Case, case.id)
-        assert row is not None
-        await handlers.records.change_status(
-            session, row, lifecycle.CLOSED, "system", T0.replace(minute=20)
-        )
+    await set_status(sessions, handlers, case.id, lifecycle.CLOSED, "system", 20)
     await handlers.on_contact_created(
         created(
             "c-2", "2/5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=30
@@ -290,12 +299,9 @@ async def test_a_case_awaiting_the_customers_confirmation_is_rated_or_disputed_b
     sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
 ) -> None:
     case, survey = await resolved_and_surveyed(sessions, handlers)
-    async with sessions.begin() as session:
-        row = await session.get(orm.Case, case.id)
-        assert row is not None
-        await handlers.records.change_status(
-            session, row, lifecycle.PENDING_CONFIRMATION, "agent:agent-1", T0.replace(minute=11)
-        )
+    await set_status(
+        sessions, handlers, case.id, lifecycle.PENDING_CONFIRMATION, "agent:agent-1", 11
+    )
     await handlers.on_contact_created(
         created(
             "c-2", "5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=20
