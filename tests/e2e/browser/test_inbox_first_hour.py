@@ -82,6 +82,10 @@ async def test_drafts_shortcuts_and_the_rating(platform: Platform, pages: Any) -
     await expect(inbox.get_by_test_id("conv-name")).to_have_text("이서연")
     await expect(box).to_have_value("비밀번호 재설정 링크를 보내 드릴게요")
     await box.press("Control+Enter")
+    # The agent's own thread shows the reply once the chat service took it (a refusal would
+    # show in the reply error instead), then the customer has it.
+    await expect(inbox.get_by_test_id("thread").locator("[data-author=agent]")).to_have_count(1)
+    await expect(inbox.get_by_test_id("reply-error")).to_be_hidden()
     await expect(second.locator("#messages li.agent .text")).to_have_text(
         "비밀번호 재설정 링크를 보내 드릴게요"
     )
