@@ -114,6 +114,14 @@ RULES: dict[str, Rule] = {
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),
     _CASE + "ListQaSamples": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "PutQaForm": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "ListQaForms": _rule(*STAFF),
+    _CASE + "GetQaForm": _rule(*STAFF),
+    # An evaluated agent sees and disputes its own evaluations; a second evaluator decides.
+    _CASE + "ListQaEvaluations": _rule(QA, TEAM_LEAD, SUPERVISOR, ADMIN, own=(AGENT,)),
+    _CASE + "DisputeQaEvaluation": _rule(own=DESK),
+    _CASE + "DecideQaDispute": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "GetQaScorecard": _rule(QA, TEAM_LEAD, SUPERVISOR, ADMIN),
     # ---- an agent's own work: only the agent itself, the services that carry its calls
     # (voice gateway), and partners granted routing:act-as-agent; leads manage presence.
     _ROUTER + "SignIn": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),

@@ -156,6 +156,41 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.FromString,
                 _registered_method=True)
+        self.PutQaForm = channel.unary_unary(
+                '/switchboard.v1.CaseService/PutQaForm',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.PutQaFormRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+                _registered_method=True)
+        self.ListQaForms = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListQaForms',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsResponse.FromString,
+                _registered_method=True)
+        self.GetQaForm = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetQaForm',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetQaFormRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+                _registered_method=True)
+        self.ListQaEvaluations = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListQaEvaluations',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsResponse.FromString,
+                _registered_method=True)
+        self.DisputeQaEvaluation = channel.unary_unary(
+                '/switchboard.v1.CaseService/DisputeQaEvaluation',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.DisputeQaEvaluationRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+                _registered_method=True)
+        self.DecideQaDispute = channel.unary_unary(
+                '/switchboard.v1.CaseService/DecideQaDispute',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.DecideQaDisputeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+                _registered_method=True)
+        self.GetQaScorecard = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetQaScorecard',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaScorecard.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -310,13 +345,65 @@ class CaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitQaScore(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Scores a handled contact on a version of a form (the latest unless given); once per contact.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListQaSamples(self, request, context):
-        """The reproducible random sample of handled contacts to evaluate, per agent.
+        """The contacts to evaluate, per agent: the reproducible random sample, and the targeted ones
+        (long handle time, low CSAT, escalated) when asked for (docs/quality.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutQaForm(self, request, context):
+        """A scoring form of the caller's tenant from its YAML: each put of a form id is a new version;
+        evaluations keep the version they were scored on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQaForms(self, request, context):
+        """The latest version of each of the tenant's forms (the built-in ones included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQaForm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQaEvaluations(self, request, context):
+        """Evaluations, newest first; an agent lists only its own (agent_id set to itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisputeQaEvaluation(self, request, context):
+        """The evaluated agent disputes its evaluation with a reason (scored -> disputed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideQaDispute(self, request, context):
+        """A second evaluator (not the one who scored it) upholds the score or re-scores the contact
+        (disputed -> upheld | changed). Scoring, disputes and decisions are in the case's audit trail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQaScorecard(self, request, context):
+        """Average score and fatal-error rate per agent, per team (queue) and per day.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -444,6 +531,41 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.ListQaSamples,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.SerializeToString,
+            ),
+            'PutQaForm': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutQaForm,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.PutQaFormRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaForm.SerializeToString,
+            ),
+            'ListQaForms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQaForms,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsResponse.SerializeToString,
+            ),
+            'GetQaForm': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQaForm,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetQaFormRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaForm.SerializeToString,
+            ),
+            'ListQaEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQaEvaluations,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsResponse.SerializeToString,
+            ),
+            'DisputeQaEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisputeQaEvaluation,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.DisputeQaEvaluationRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.SerializeToString,
+            ),
+            'DecideQaDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideQaDispute,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.DecideQaDisputeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.SerializeToString,
+            ),
+            'GetQaScorecard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQaScorecard,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaScorecard.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1096,6 +1218,195 @@ class CaseService:
             '/switchboard.v1.CaseService/ListQaSamples',
             switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutQaForm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/PutQaForm',
+            switchboard_dot_v1_dot_case__pb2.PutQaFormRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQaForms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListQaForms',
+            switchboard_dot_v1_dot_case__pb2.ListQaFormsRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListQaFormsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQaForm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetQaForm',
+            switchboard_dot_v1_dot_case__pb2.GetQaFormRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQaEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListQaEvaluations',
+            switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisputeQaEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/DisputeQaEvaluation',
+            switchboard_dot_v1_dot_case__pb2.DisputeQaEvaluationRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideQaDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/DecideQaDispute',
+            switchboard_dot_v1_dot_case__pb2.DecideQaDisputeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQaScorecard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetQaScorecard',
+            switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaScorecard.FromString,
             options,
             channel_credentials,
             insecure,
