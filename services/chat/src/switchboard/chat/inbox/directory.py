@@ -26,8 +26,9 @@ from switchboard.core.errors import InvalidArgument, Unauthenticated
 from switchboard.core.events import TENANT_RE
 
 DEFAULT_FILE = Path(__file__).with_name("agents.yaml")
-# The roles that work at the desk (switchboard.core.roles): an agent, a team lead, a supervisor.
-ROLES = roles.DESK
+# The roles that sign in here (switchboard.core.roles): those who work at the desk (an agent, a
+# team lead, a supervisor: the inbox), and QA evaluators (the QA screen only).
+ROLES = (*roles.DESK, roles.QA)
 UI_LANGUAGES = ("ko", "zh", "en")
 DEFAULT_WRAP_UP_CODES = ("resolved", "follow_up", "escalated", "no_answer")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

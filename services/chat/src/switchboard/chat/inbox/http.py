@@ -6,6 +6,8 @@
   file of one of the agent's contacts (fax pages, email attachments). Images that cannot carry
   script are served inline; anything else as a download; always nosniff and a sandboxing CSP.
   A file deleted by its customer's erasure is 404 ``attachment '<index>' was erased``.
+- ``POST /api/qa/<action>`` (``Authorization: Bearer <inbox token>``): the QA evaluator screen's
+  calls to the case service (inbox/qa.py), made with the caller's token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from urllib.parse import parse_qs, quote
 
 from switchboard.chat.entrypoints.api import Receive, Scope, Send
 from switchboard.chat.entrypoints.clients import Network, client_address
+from switchboard.chat.inbox.qa import PREFIX as QA_PREFIX
+from switchboard.chat.inbox.qa import QaApi
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core.errors import (
     DomainError,
@@ -37,6 +41,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOGIN = "/api/agent/login"
 ATTACHMENT = "/api/agent/attachment"
 MAX_BODY = 16 * 1024
+MAX_QA_BODY = 96 * 1024  # a scoring form's YAML
 INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_CSP = b"default-src 'none'; img-src 'self'; sandbox"
 # The inbox and wallboard pages: only their own origin; fax pages are shown from blob: URLs.
@@ -73,10 +78,11 @@ class InboxHttp:
         self.inbox = inbox
         self.app = app
         self.trusted_proxies = trusted_proxies
+        self.qa = QaApi(inbox._backends)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path not in (LOGIN, ATTACHMENT):
+        if path not in (LOGIN, ATTACHMENT) and not path.startswith(QA_PREFIX):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
@@ -94,6 +100,13 @@ class InboxHttp:
                 await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
             elif path == ATTACHMENT and method in ("GET", "HEAD"):
                 await self._attachment(scope, send)
+            elif path.startswith(QA_PREFIX) and method == "POST":
+                principal = self._bearer(scope)
+                data = await self._json(receive, MAX_QA_BODY)
+                result = await self.qa(
+                    self._token(scope), principal.tenant, path[len(QA_PREFIX) :], data
+                )
+                await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
             else:
                 await self._error(send, 405, "method not allowed")
         except DomainError as exc:
@@ -110,14 +123,23 @@ class InboxHttp:
         forwarded = _headers(scope).get("x-forwarded-for", "")
         return client_address(peer, forwarded, self.trusted_proxies)
 
-    async def _json(self, receive: Receive) -> dict[str, Any]:
+    def _token(self, scope: Scope) -> str:
+        auth = _headers(scope).get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise Unauthenticated("authorization: a Bearer inbox token is required")
+        return auth[7:].strip()
+
+    def _bearer(self, scope: Scope) -> Any:
+        return self.inbox.verify(self._token(scope))
+
+    async def _json(self, receive: Receive, limit: int = MAX_BODY) -> dict[str, Any]:
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY:
-                raise _BadBody(f"too large: limit {MAX_BODY} bytes")
+            if size > limit:
+                raise _BadBody(f"too large: limit {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
@@ -130,10 +152,7 @@ class InboxHttp:
         return data
 
     async def _attachment(self, scope: Scope, send: Send) -> None:
-        auth = _headers(scope).get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            raise Unauthenticated("authorization: a Bearer inbox token is required")
-        principal = self.inbox.verify(auth[7:].strip())
+        principal = self._bearer(scope)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = (query.get("contact_id") or [""])[0]
         index = (query.get("index") or [""])[0]
