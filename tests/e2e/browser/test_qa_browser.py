@@ -184,3 +184,30 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
     )
     await pages.shot(sup, "qa-scorecard")
     assert pages.errors == []
+
+
+async def test_a_form_put_in_the_browser_is_a_new_version(platform: Platform, pages: Any) -> None:
+    qa = await pages.new(f"{platform.url}/qa", locale="en-US")
+    await sign_in(qa, "qa-1", "demo-qa-1")
+    await qa.locator("#app select.ui-lang").select_option("zh")
+    await qa.get_by_test_id("tab-forms").click()
+    built_in = qa.get_by_test_id("forms-list").locator("[data-form=default]")
+    await expect(built_in).to_have_attribute("data-version", "1")
+    await expect(built_in).to_contain_text("共 9 项，其中致命项 3 项")
+    await qa.get_by_test_id("form-yaml").fill(
+        "id: default\ntitle: 服务台\nitems:\n"
+        "  - {id: identity_verified, text: 核实来电人身份, fatal: true}\n"
+        "  - {id: greeting, text: 规范问候, weight: 1}\n"
+    )
+    await qa.get_by_test_id("put-form").click()
+    await expect(qa.get_by_test_id("form-result")).to_have_text("评分表 default 已保存为第 2 版。")
+    await expect(built_in).to_have_attribute("data-version", "2")
+    await expect(built_in).to_contain_text("服务台")
+    # A form that does not parse is refused, saying where.
+    await qa.get_by_test_id("form-yaml").fill("id: default\nitems: []\n")
+    await qa.get_by_test_id("put-form").click()
+    await expect(qa.get_by_test_id("qa-error")).to_contain_text("items")
+    await expect(qa.get_by_test_id("form-result")).to_have_text("")
+    await expect(built_in).to_have_attribute("data-version", "2")
+    await pages.shot(qa, "qa-forms-zh")
+    assert pages.errors == []

@@ -247,6 +247,7 @@
 
   $("submit-score").addEventListener("click", function () {
     var r = state.review;
+    error("");
     if (!r || !r.form) return;
     api("score", { contact_id: r.contact_id, form_id: r.form.form_id, form_version: r.form.version, items: answers(), comment: $("comment").value })
       .then(done).catch(failed);
@@ -392,6 +393,7 @@
   }
 
   $("put-form").addEventListener("click", function () {
+    $("form-result").textContent = ""; error("");
     api("put_form", { yaml: $("form-yaml").value }).then(function (f) {
       $("form-result").textContent = t("qaFormSaved", { id: f.form_id, version: f.version });
       loadForms();
