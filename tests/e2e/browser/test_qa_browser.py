@@ -115,9 +115,11 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
     await qa.get_by_test_id("back").click()
     await expect(rows.get_by_test_id("eval-status")).to_have_count(2)
 
-    # The agent sees both evaluations and disputes the fatal one, with a reason.
-    mine = await pages.new(f"{platform.url}/qa")
-    await sign_in(mine, "ko-1", "demo-ko-1")
+    # The agent, from the inbox, sees both evaluations and disputes the fatal one, with a reason.
+    async with inbox.expect_popup() as popup:
+        await inbox.get_by_test_id("qa-link").click()
+    mine = await popup.value
+    mine.on("pageerror", lambda exc: pages.errors.append(str(exc)))
     evaluations = mine.get_by_test_id("my-evaluation")
     await expect(evaluations).to_have_count(2)
     await expect(mine.get_by_test_id("tab-samples")).to_be_hidden()

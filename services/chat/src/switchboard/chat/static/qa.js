@@ -81,7 +81,9 @@
         window.SBI18n.load(state.agent.ui_language).then(start);
       });
   });
-  $("sign-out").addEventListener("click", function () { sessionStorage.removeItem(KEY); location.reload(); });
+  $("sign-out").addEventListener("click", function () {
+    sessionStorage.removeItem(KEY); sessionStorage.removeItem("sb-inbox"); location.reload();
+  });
 
   function start() {
     $("login").hidden = true;
@@ -407,8 +409,9 @@
     else if (state.view !== "review") show(state.view);
   });
 
+  // Opened from the inbox ("My evaluations"), the tab carries the inbox's session.
   var prior = null;
-  try { prior = JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { prior = null; }
+  try { prior = JSON.parse(sessionStorage.getItem(KEY) || sessionStorage.getItem("sb-inbox") || "null"); } catch (e) { prior = null; }
   var q = new URLSearchParams(location.search).get("tenant");
   if (q) $("login-tenant").value = q;
   if (prior && prior.token) {
