@@ -174,6 +174,13 @@ async def test_targeted_sampling_picks_long_badly_rated_and_escalated_contacts(
         "long": ["random"], "rated": ["random"], "esc": ["random", "escalated"],
         "plain": ["random"],
     }  # fmt: skip
+    # Only the targets, whatever the service's random rate and the minimum per agent.
+    only = await qa.ListQaSamples(
+        window(case_pb2.ListQaSamplesRequest(targets=["escalated"], targeted_only=True,
+                                             min_per_agent=5, rate=1.0)),
+        timeout=10,
+    )  # fmt: skip
+    assert [(s.contact_id, list(s.reasons)) for s in only.samples] == [("esc", ["escalated"])]
     err = await callers("qa-1", "qa").refused(
         "ListQaSamples", window(case_pb2.ListQaSamplesRequest(targets=["loud"]))
     )

@@ -1614,6 +1614,7 @@ class ListQaSamplesRequest(_message.Message):
     TARGETS_FIELD_NUMBER: _builtins.int
     LONG_HANDLE_SECONDS_FIELD_NUMBER: _builtins.int
     LOW_CSAT_MAX_FIELD_NUMBER: _builtins.int
+    TARGETED_ONLY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """optional filter"""
     rate: _builtins.float
@@ -1627,6 +1628,8 @@ class ListQaSamplesRequest(_message.Message):
     """0: 600"""
     low_csat_max: _builtins.int
     """0: 2 (of 5)"""
+    targeted_only: _builtins.bool
+    """no random sample: only the targets"""
     @_builtins.property
     def to(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1648,10 +1651,11 @@ class ListQaSamplesRequest(_message.Message):
         targets: _abc.Iterable[_builtins.str] | None = ...,
         long_handle_seconds: _builtins.int = ...,
         low_csat_max: _builtins.int = ...,
+        targeted_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "from", b"from", "long_handle_seconds", b"long_handle_seconds", "low_csat_max", b"low_csat_max", "min_per_agent", b"min_per_agent", "rate", b"rate", "seed", b"seed", "targets", b"targets", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "from", b"from", "long_handle_seconds", b"long_handle_seconds", "low_csat_max", b"low_csat_max", "min_per_agent", b"min_per_agent", "rate", b"rate", "seed", b"seed", "targeted_only", b"targeted_only", "targets", b"targets", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

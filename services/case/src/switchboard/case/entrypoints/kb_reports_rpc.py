@@ -381,7 +381,10 @@ class KnowledgeReportRpcs:
         handled = await quality.handled_contacts(
             tenant, start, end, request.agent_id, request.channel
         )
-        chosen = sample_with_reasons(handled, rate, seed, request.min_per_agent, targets)
+        if request.targeted_only:
+            chosen = sample_with_reasons(handled, 0.0, seed, 0, targets)
+        else:
+            chosen = sample_with_reasons(handled, rate, seed, request.min_per_agent, targets)
         scored = await quality.evaluations(tenant, [c.contact_id for c, _ in chosen])
         return case_pb2.ListQaSamplesResponse(
             samples=[

@@ -6,6 +6,7 @@ service's rules decide who may do what (evaluators and supervisors sample, score
 an agent lists and disputes only its own evaluations) and its audit trail names the caller.
 
 - ``samples`` {from, to, agent_id, channel, targets, rate, seed, min_per_agent} -> {samples}
+  (rate 0: only the targets)
 - ``contact`` {contact_id} -> {contact, case}: the contact's messages (chat, email, fax) from its
   case, for reviewing it beside the form
 - ``forms`` {} -> {forms}; ``form`` {form_id, version}; ``put_form`` {yaml} -> the new version
@@ -145,6 +146,7 @@ class QaApi:
         if not isinstance(rate, int | float) or isinstance(rate, bool):
             raise InvalidArgument("rate", "must be a number")
         request = case_pb2.ListQaSamplesRequest(
+            targeted_only=rate == 0 and "rate" in data,
             to=_ts(data, "to"),
             agent_id=_str(data, "agent_id"),
             rate=float(rate),

@@ -129,7 +129,7 @@
     var rate = Math.max(0, Math.min(100, Number($("s-rate").value) || 0)) / 100;
     api("samples", {
       from: dayStart("s-from"), to: dayEnd("s-to"), agent_id: $("s-agent").value.trim(),
-      channel: $("s-channel").value, targets: targets, rate: rate || 0.000001,
+      channel: $("s-channel").value, targets: targets, rate: rate,
     }).then(function (res) {
       var body = $("samples");
       clear(body);
