@@ -38,6 +38,10 @@ async def handle_chat(pages: Any, platform: Platform, inbox: Any, chat: tuple[st
     box = inbox.get_by_test_id("reply-text")
     await box.fill(reply)
     await box.press("Control+Enter")
+    # The agent's own thread shows the reply once the chat service took it, then the customer.
+    thread = inbox.get_by_test_id("thread")
+    await expect(thread.locator("[data-author=agent]")).to_contain_text(reply)
+    await expect(inbox.get_by_test_id("reply-error")).to_be_hidden()
     await expect(customer.locator("#messages li.agent .text")).to_have_text(reply)
     await customer.locator("#end").click()
     await expect(inbox.get_by_test_id("conv-state")).to_have_attribute("data-state", "ended")
@@ -132,6 +136,7 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
         CHATS[0][2]
     )
     await expect(mine.locator("[data-item=compliance]")).to_have_class("fatal failed")
+    await expect(mine.get_by_test_id("dispute-info")).to_contain_text("qa-1 평가 (default v1)")
     await mine.get_by_test_id("dispute-reason").fill("고지는 IVR에서 이미 안내되었습니다")
     await mine.get_by_test_id("dispute-submit").click()
     await expect(mine.get_by_test_id("review-result")).to_contain_text("이의 신청 중")
@@ -158,6 +163,7 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
     await sup.get_by_test_id("decision-note").fill("IVR 안내는 상담원 고지를 대신하지 않습니다")
     await sup.get_by_test_id("uphold").click()
     await expect(sup.get_by_test_id("review-result")).to_contain_text("유지됨")
+    await expect(sup.get_by_test_id("dispute-info")).to_contain_text("sup-1의 결정 — 유지됨")
     await pages.shot(sup, "qa-decided")
 
     # The agent sees the decision.

@@ -166,12 +166,7 @@
     $("dispute-actions").hidden = mode !== "dispute";
     $("decide-actions").hidden = mode !== "decide";
     $("form-choice").hidden = mode !== "score";
-    var info = $("dispute-info");
-    info.hidden = !(evaluation && evaluation.dispute_reason);
-    info.textContent = evaluation && evaluation.dispute_reason
-      ? t("qaDisputedBy", { agent: evaluation.agent_id }) + ": " + evaluation.dispute_reason
-        + (evaluation.decided_by ? "\n" + t("qaDecidedBy", { who: evaluation.decided_by }) + " — " + t("qs_" + evaluation.status) + (evaluation.decision_note ? ": " + evaluation.decision_note : "") : "")
-      : "";
+    disputeInfo(evaluation);
     clear($("transcript")); clear($("form-items"));
     api("contact", { contact_id: contactId }).then(renderTranscript).catch(failed);
     var formReady = evaluation
@@ -241,8 +236,23 @@
     return out;
   }
 
+  // Who scored it, the agent's dispute and the decision, as far as they go.
+  function disputeInfo(e) {
+    var info = $("dispute-info");
+    info.hidden = !e;
+    if (!e) { info.textContent = ""; return; }
+    var lines = [t("qaScoredBy", { who: e.evaluator, form: e.form_id, version: e.form_version })];
+    if (e.dispute_reason) lines.push(t("qaDisputedBy", { agent: e.agent_id }) + ": " + e.dispute_reason);
+    if (e.decided_by) {
+      lines.push(t("qaDecidedBy", { who: e.decided_by }) + " — " + t("qs_" + e.status) + (e.decision_note ? ": " + e.decision_note : ""));
+      if (e.status === "changed") lines.push(t("qaOriginal", { score: score(e.original_score), fatal: e.original_fatal_errors }));
+    }
+    info.textContent = lines.join("\n");
+  }
+
   function done(e) {
     state.review.evaluation = e;
+    disputeInfo(e);
     $("review-result").textContent = t("qaResult", { score: score(e.score), fatal: e.fatal_errors, nonfatal: e.non_fatal_errors }) + " — " + t("qs_" + e.status);
     $("score-actions").hidden = $("dispute-actions").hidden = $("decide-actions").hidden = true;
   }
