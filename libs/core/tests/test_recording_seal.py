@@ -93,3 +93,17 @@ def test_the_master_key_is_configured_or_derived() -> None:
     assert len(derived) == 32 and derived != recording_seal.master_key("", "", "other")
     with pytest.raises(ValueError):
         recording_seal.master_key("c2hvcnQ=", "", "s")
+
+
+def test_peaks_read_slice_by_slice_match_the_whole() -> None:
+    left = [(n * 37) % 20000 - 10000 for n in range(24000)]
+    right = [(n * 91) % 30000 - 15000 for n in range(24000)]
+    data = wav(left, right)
+    reads: list[int] = []
+
+    def read(start: int, stop: int) -> bytes:
+        reads.append(stop - start)
+        return data[start:stop]
+
+    assert recording_seal.peaks_of(read, len(data), 60) == peaks(data, 60)
+    assert max(reads) < len(data) // 10  # never the whole recording at once

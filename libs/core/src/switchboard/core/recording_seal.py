@@ -22,6 +22,7 @@ import hashlib
 import os
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -253,23 +254,33 @@ def wav_info(header: bytes) -> tuple[int, int, int, int]:
 def peaks(wav: bytes, buckets: int) -> tuple[float, list[list[float]]]:
     """The duration in seconds of a 16-bit PCM WAV and, per channel, the peak level (0 to 1) of
     each of `buckets` equal slices: what a player draws as the waveform."""
-    channels, rate, bits, offset = wav_info(wav[:4096])
+    return peaks_of(lambda start, stop: wav[start:stop], len(wav), buckets)
+
+
+def peaks_of(
+    read: Callable[[int, int], bytes], size: int, buckets: int
+) -> tuple[float, list[list[float]]]:
+    """`peaks` of a WAV of `size` bytes read a slice at a time (`read(start, stop)`): a long
+    call's recording is never all in memory."""
+    channels, rate, bits, offset = wav_info(read(0, 4096))
     if bits != 16 or channels < 1 or rate < 1:
         raise SealError("not a 16-bit PCM recording")
-    samples = array.array("h")
-    data = wav[offset:]
-    samples.frombytes(data[: len(data) - len(data) % (2 * channels)])
-    if sys.byteorder == "big":
-        samples.byteswap()
-    frames = len(samples) // channels
+    frame = 2 * channels
+    frames = max(0, size - offset) // frame
     out: list[list[float]] = [[] for _ in range(channels)]
-    per = max(1, -(-frames // buckets)) if frames else 1
+    if not frames:
+        return 0.0, out
+    per = max(1, -(-frames // buckets))
     # At most ~2000 samples looked at per slice: a long call's waveform is still quick.
     step = max(1, per // 2000)
-    for b in range(min(buckets, -(-frames // per)) if frames else 0):
-        lo, hi = b * per, min(frames, (b + 1) * per)
+    for lo in range(0, frames, per):
+        hi = min(frames, lo + per)
+        samples = array.array("h")
+        samples.frombytes(read(offset + lo * frame, offset + hi * frame))
+        if sys.byteorder == "big":
+            samples.byteswap()
         for ch in range(channels):
-            part = samples[lo * channels + ch : hi * channels : channels * step]
+            part = samples[ch :: channels * step]
             level = max(max(part), -min(part)) if part else 0
             out[ch].append(round(min(level, 32767) / 32767, 3))
     return frames / rate, out

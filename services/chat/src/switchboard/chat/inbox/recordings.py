@@ -46,7 +46,10 @@ TICKET_PREFIX = "rt1"
 TICKET_SECONDS = 3600
 PEAKS = 600  # waveform slices
 CONTACT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-CACHED = 4  # recordings kept opened, for the range requests of a playing recording
+# Recordings kept opened for the range requests of a playing recording: the last few, at most
+# CACHE_BYTES of them together, each for CACHE_SECONDS after it was last asked for.
+CACHED = 4
+CACHE_BYTES = 256 * 1024 * 1024
 CACHE_SECONDS = 120.0
 
 
@@ -160,6 +163,7 @@ class Recordings:
             del self._opened[k]
         cached = self._opened.get(key)
         if cached is not None:
+            self._opened[key] = (now, cached[1])
             self._opened.move_to_end(key)
             return cached[1]
         try:
@@ -174,16 +178,18 @@ class Recordings:
             logger.warning("recording of %s does not open for %s: %s", contact_id, tenant, exc)
             raise NotFound("recording", contact_id) from None
         self._opened[key] = (now, opened)
-        while len(self._opened) > CACHED:
+        while len(self._opened) > CACHED or (
+            len(self._opened) > 1
+            and sum(len(o.sealed) for _, o in self._opened.values()) > CACHE_BYTES
+        ):
             self._opened.popitem(last=False)
         return opened
 
     async def waveform(self, tenant: str, contact_id: str) -> tuple[float, list[list[float]]]:
         """The recording's duration and its channels' peaks."""
         opened = await self.open(tenant, contact_id)
-        wav = await asyncio.to_thread(opened.read)
         try:
-            return await asyncio.to_thread(recording_seal.peaks, wav, PEAKS)
+            return await asyncio.to_thread(recording_seal.peaks_of, opened.read, opened.size, PEAKS)
         except recording_seal.SealError as exc:
             logger.warning("recording of %s is no WAV: %s", contact_id, exc)
             return 0.0, [[] for _ in CHANNELS]
