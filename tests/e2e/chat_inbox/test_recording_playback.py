@@ -149,6 +149,11 @@ async def test_the_agent_plays_its_calls_recording_by_ranges_with_its_waveform(
     )
     assert (status, data) == (200, wav)
 
+    # Revoking the agent's tokens revokes the tickets it was given too.
+    assert inbox.chat.revocations is not None
+    await inbox.chat.revocations.revoke("demo", "ko-1")
+    assert (await get(inbox.url, url))[0] == 401
+
 
 async def test_only_the_tenants_supervisors_qa_and_the_calls_agent_hear_a_recording(
     inbox: Inbox, sockets: list[AgentSocket]

@@ -234,6 +234,8 @@ class InboxHttp:
         given = (query.get("ticket") or [""])[0]
         if given and "authorization" not in _headers(scope):
             ticket = rec.open_ticket(given, contact_id)
+            if self.inbox.verify.revocations is not None:  # the user's tokens were revoked
+                self.inbox.verify.revocations.check(ticket.principal)
             if (
                 self.inbox.known_tenants is not None
                 and ticket.tenant not in self.inbox.known_tenants

@@ -68,6 +68,11 @@ class Ticket:
     subject: str
     contact_id: str
     expires_at: int
+    issued_at: int = 0  # of the token it was given for: revoking that token revokes the ticket
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.tenant, self.subject, frozenset(), issued_at=self.issued_at)
 
 
 class Recordings:
@@ -133,18 +138,25 @@ class Recordings:
         expires = int(time.time()) + TICKET_SECONDS
         if token_expires:
             expires = min(expires, token_expires)
-        return Ticket(principal.tenant, principal.subject, contact_id, expires)
+        return Ticket(principal.tenant, principal.subject, contact_id, expires, principal.issued_at)
 
     def seal_ticket(self, ticket: Ticket) -> str:
-        body = {"t": ticket.tenant, "s": ticket.subject, "c": ticket.contact_id}
-        body["e"] = ticket.expires_at  # type: ignore[assignment]
+        body = {
+            "t": ticket.tenant,
+            "s": ticket.subject,
+            "c": ticket.contact_id,
+            "e": ticket.expires_at,
+            "i": ticket.issued_at,
+        }
         return self._tickets.seal(json.dumps(body, separators=(",", ":")).encode())
 
     def open_ticket(self, text: str, contact_id: str) -> Ticket:
         """The ticket sealed in `text`, if it is genuine, unexpired and for `contact_id`."""
         try:
             body = json.loads(self._tickets.open(text))
-            ticket = Ticket(str(body["t"]), str(body["s"]), str(body["c"]), int(body["e"]))
+            ticket = Ticket(
+                str(body["t"]), str(body["s"]), str(body["c"]), int(body["e"]), int(body["i"])
+            )
         except (signing.TokenError, ValueError, KeyError, TypeError):
             raise Unauthenticated("the recording's ticket is not valid") from None
         if ticket.expires_at < time.time():
