@@ -27,6 +27,7 @@ from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
+from switchboard.chat.inbox.supervision import Supervision
 from switchboard.core import auth as sb_auth
 from switchboard.core import roles, stores
 from switchboard.core.bus import Bus
@@ -110,6 +111,7 @@ class Inbox:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.login_throttle = LoginThrottle()
         self._stores: stores.ObjectStores | None = None
+        self.supervision = Supervision(self)
 
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit
