@@ -81,6 +81,8 @@ async def test_supervisor_watches_both_sides_and_whispers_to_the_agent_alone(
     seen = await supervisor.next("message", lambda m: m["message_id"] == answered["message_id"])
     assert (seen["author"], seen["text"]) == ("agent", "확인하겠습니다")
 
+    for empty in ({"contact_id": contact_id}, {"contact_id": contact_id, "text": "  "}):
+        assert (await supervisor.call("whisper", empty))["kind"] == "InvalidArgument"
     whispered = await supervisor.call("whisper", {"contact_id": contact_id, "text": NOTE})
 
     assert whispered["ok"] is True, whispered
@@ -102,6 +104,13 @@ async def test_supervisor_watches_both_sides_and_whispers_to_the_agent_alone(
     assert after["message_id"] not in {m["message_id"] for m in still}  # no longer in the room
     refused = await supervisor.call("whisper", {"contact_id": contact_id, "text": NOTE})
     assert refused["kind"] == "FailedPrecondition"
+    for odd in ([contact_id], {"id": 1}, None):
+        assert (await supervisor.call("whisper", {"contact_id": odd, "text": NOTE}))["kind"] == (
+            "FailedPrecondition"
+        )
+        assert (await supervisor.call("unsupervise", {"contact_id": odd}))["kind"] == (
+            "FailedPrecondition"
+        )
 
     acts = await published(router, 3)
     assert [(e.action, e.supervisor_id, e.agent_id, e.text) for e, _ in acts] == [
@@ -129,7 +138,9 @@ async def test_only_a_supervisor_of_the_tenant_may_watch(connect: Any, router: A
     for who in (colleague, elsewhere, supervisor):  # nobody watching: no note
         refused = await who.call("whisper", {"contact_id": contact_id, "text": NOTE})
         assert refused["kind"] == "FailedPrecondition"
-    assert (await supervisor.call("supervise", {"contact_id": "nope"}))["kind"] == "NotFound"
+    for unknown in ("nope", "*", "c.demo.>", "", None):
+        refused = await supervisor.call("supervise", {"contact_id": unknown})
+        assert refused["kind"] == "NotFound", (unknown, refused)
 
     # Neither the refused nor the stranger joined the chat's room.
     ack = await customer.call("message", {"text": "여보세요"})

@@ -330,7 +330,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         async def unsupervise(p: sb_auth.Principal) -> dict[str, Any]:
             contact_id = data.get("contact_id") if isinstance(data, dict) else None
             watched = await self._supervising(sid)
-            if contact_id not in watched:
+            if not isinstance(contact_id, str) or contact_id not in watched:
                 raise FailedPrecondition("this chat is not being watched here")
             watched.discard(contact_id)
             await self.leave_room(sid, contact_room(contact_id))
@@ -342,7 +342,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_whisper(self, sid: str, data: Any = None) -> dict[str, Any]:
         async def whisper(p: sb_auth.Principal) -> dict[str, Any]:
             contact_id = data.get("contact_id") if isinstance(data, dict) else None
-            if contact_id not in await self._supervising(sid):
+            if not isinstance(contact_id, str) or contact_id not in await self._supervising(sid):
                 raise FailedPrecondition("watch the chat before sending its agent a note")
             return {"note": await self._inbox().supervision.note(p, data)}
 

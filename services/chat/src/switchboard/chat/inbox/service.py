@@ -116,6 +116,11 @@ class Inbox:
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit
 
+    async def to_agent(self, tenant: str, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        """Emit to every tab of the agent, on whichever replica it is open."""
+        if self._emit is not None:
+            await self._emit(tenant, agent_id, event, data)
+
     # ---- sign-in -------------------------------------------------------------------------------
 
     async def login(

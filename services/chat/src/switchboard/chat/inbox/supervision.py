@@ -18,11 +18,12 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from switchboard.chat.adapters.conversations import could_be_chat
 from switchboard.chat.domain.model import Conversation, check_text
 from switchboard.chat.inbox.desk import _now_ms
 from switchboard.core import auth as sb_auth
 from switchboard.core import roles
-from switchboard.core.errors import FailedPrecondition, NotFound, PermissionDenied
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from switchboard.core.service_client import call
 from switchboard.v1 import events_pb2, router_pb2
 
@@ -70,6 +71,8 @@ class Supervision:
         live: list[dict[str, Any]] = []
         for a in agents.agents:
             for contact_id in a.active_contact_ids:
+                if not could_be_chat(contact_id):
+                    continue
                 conversation = await store.get(principal.tenant, contact_id)
                 if conversation is None or conversation.ended:
                     continue
@@ -93,8 +96,8 @@ class Supervision:
 
     async def _live(self, principal: sb_auth.Principal, contact_id: Any) -> Conversation:
         check_supervisor(principal)
-        if not isinstance(contact_id, str) or not contact_id:
-            raise NotFound("chat", str(contact_id))
+        if not isinstance(contact_id, str) or not could_be_chat(contact_id):
+            raise NotFound("chat", str(contact_id)[:100])
         conversation = await self.chat.store.get(principal.tenant, contact_id)
         if conversation is None:
             raise NotFound("chat", contact_id)
@@ -144,7 +147,7 @@ class Supervision:
         conversation = await self._live(principal, contact_id)
         text = check_text(data, NOTE_MAX_BYTES).strip()
         if not text:
-            raise FailedPrecondition("a note needs text")
+            raise InvalidArgument("text", "a note needs text")
         note_id = uuid.uuid4().hex
         await self.chat.notifier.supervised(
             principal.tenant,
@@ -163,7 +166,5 @@ class Supervision:
             "supervisor_name": self.inbox.profile(principal).name,
             "at": _now_ms(),
         }
-        emit = self.inbox._emit
-        if emit is not None:
-            await emit(principal.tenant, conversation.agent_id, "supervisor_note", note)
+        await self.inbox.to_agent(principal.tenant, conversation.agent_id, "supervisor_note", note)
         return note
