@@ -195,3 +195,26 @@ class ChatNotifier:
         )
         await self.bus.publish(command)
         return command
+
+    async def supervised(
+        self,
+        tenant: str,
+        contact_id: str,
+        supervisor_id: str,
+        agent_id: str,
+        action: int,
+        text: str = "",
+        event_id: str | None = None,
+    ) -> events_pb2.ContactSupervised:
+        """A supervisor's act on a live chat, for the case service to audit (and, for a note,
+        to keep as an internal note of the case)."""
+        event = events_pb2.ContactSupervised(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, event_id),
+            contact_id=contact_id,
+            supervisor_id=supervisor_id,
+            agent_id=agent_id,
+            action=action,  # type: ignore[arg-type]
+            text=text,
+        )
+        await self.bus.publish(event)
+        return event

@@ -28,6 +28,7 @@ from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.chat.inbox.recordings import Recordings
+from switchboard.chat.inbox.supervision import Supervision
 from switchboard.core import auth as sb_auth
 from switchboard.core import recording_seal, roles, stores
 from switchboard.core.bus import Bus
@@ -120,9 +121,15 @@ class Inbox:
             case_target,
             tls,
         )
+        self.supervision = Supervision(self)
 
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit
+
+    async def to_agent(self, tenant: str, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        """Emit to every tab of the agent, on whichever replica it is open."""
+        if self._emit is not None:
+            await self._emit(tenant, agent_id, event, data)
 
     # ---- sign-in -------------------------------------------------------------------------------
 

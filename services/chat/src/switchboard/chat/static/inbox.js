@@ -33,7 +33,7 @@
   var state = {
     token: null, agent: null, socket: null,
     offers: {}, contacts: {}, order: [], current: null,
-    threads: {}, codes: [], breakReasons: [], presence: null, surge: null,
+    threads: {}, notes: {}, codes: [], breakReasons: [], presence: null, surge: null,
     drafts: {}, connected: null, caseData: null, caseHistory: null, kb: null,
   };
   var ERROR_SECONDS = 10;  // how long an error stays up
@@ -197,6 +197,20 @@
       var c = state.contacts[s.contact_id];
       if (c && s.state === "ended") { c.ended = true; renderContacts(); if (s.contact_id === state.current) renderHeader(c); }
     });
+    // A supervisor's private note to this agent about one of their chats: shown in its thread
+    // (marked as a supervisor note), never sent to the customer.
+    socket.on("supervisor_note", function (n) {
+      var notes = state.notes[n.contact_id] = state.notes[n.contact_id] || [];
+      if (notes.some(function (x) { return x.note_id === n.note_id; })) return;
+      notes.push(n);
+      if (n.contact_id === state.current) {
+        $("thread").appendChild(noteItem(n));
+        $("thread").scrollTop = $("thread").scrollHeight;
+      } else if (state.contacts[n.contact_id]) {
+        state.contacts[n.contact_id].unread = true;
+        renderContacts();
+      }
+    });
     socket.on("rated", function (d) {
       var thread = state.threads[d.contact_id];
       if (thread && !thread.some(function (m) { return m.message_id === "rated:" + d.contact_id; })) {
@@ -349,6 +363,7 @@
     delete state.contacts[id];
     state.order = state.order.filter(function (x) { return x !== id; });
     delete state.threads[id];
+    delete state.notes[id];
     delete state.drafts[id];
     if (state.current === id) deselect();
     renderContacts();
@@ -574,7 +589,14 @@
       });
       (c.replies || []).forEach(function (r) { thread.appendChild(replyItem(c, r)); });
     } else {
-      (state.threads[id] || []).forEach(function (m) { thread.appendChild(chatItem(m)); });
+      var items = (state.threads[id] || []).map(function (m) {
+        return { at: m.sent_at ? Date.parse(m.sent_at) : 0, node: chatItem(m) };
+      });
+      (state.notes[id] || []).forEach(function (n) { items.push({ at: n.at, node: noteItem(n) }); });
+      // In the order they happened (a sort that keeps equal times in place).
+      items.map(function (x, i) { x.i = i; return x; })
+        .sort(function (a, b) { return (a.at || 0) - (b.at || 0) || a.i - b.i; })
+        .forEach(function (x) { thread.appendChild(x.node); });
     }
     thread.scrollTop = thread.scrollHeight;
   }
@@ -631,6 +653,13 @@
       item.appendChild(el("div", { cls: "muted", text: "📎 " + (m.attachment.filename || "") }));
     }
     return item;
+  }
+
+  function noteItem(n) {
+    return el("li", { cls: "msg supervisor-note", "data-testid": "supervisor-note", "data-author": "supervisor", "data-note-id": n.note_id },
+      el("div", { cls: "meta", text: t("supervisorNote") + " · " + (n.supervisor_name || n.supervisor_id) + (n.at ? " · " + new Date(n.at).toLocaleTimeString(lang()) : "") }),
+      el("div", { cls: "text", text: n.text }),
+      el("div", { cls: "note-private", text: t("supervisorNotePrivate") }));
   }
 
   function onChatMessage(m) {
