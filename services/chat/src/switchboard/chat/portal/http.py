@@ -53,7 +53,7 @@ def case_detail(c: case_pb2.Case) -> dict[str, Any]:
     messages = [
         {
             "author": _AUTHORS[m.author],
-            "text": "\n".join(p.text for p in m.parts if p.content_type.startswith("text/")),
+            "text": "\n".join(p.text for p in m.parts if p.content_type in ("", "text/plain")),
             "at": _ms(m.sent_at),
             "channel": visible_channel(k.channel),
         }
