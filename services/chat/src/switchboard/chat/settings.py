@@ -48,6 +48,9 @@ class ChatSettings(RouterGroupSettings):
     # Proxies (an ingress, a load balancer) whose X-Forwarded-For names the client, for the
     # per-client limits: addresses or networks, comma-separated; "" trusts none.
     trusted_proxies: str = Field("", alias="CHAT_TRUSTED_PROXIES")
+    # The customer portal's public address, which sign-in links point to
+    # (https://help.example.com/portal); unset, links are sent only to a loopback host's portal.
+    portal_url: str = Field("", alias="CHAT_PORTAL_URL", pattern=r"^(https?://\S+)?$")
     # The call recordings' master key, to play them in the inbox: the voice gateway's own
     # (the same variables; unset on both: derived from SWITCHBOARD_AUTH_SECRET).
     recording_key_file: str = Field("", alias="VOICE_RECORDING_KEY_FILE")

@@ -129,8 +129,11 @@ def restored_contact(c: case_pb2.Case, k: case_pb2.CaseContact) -> dict[str, Any
     channel = CHANNELS.get(k.channel, "chat")
     created = ms(k.created_at)
     first = next((m for m in k.messages if m.author == contact_pb2.AUTHOR_CUSTOMER), None)
-    # The record keeps no conversation id: an offline chat message is known by its subject.
-    offline = channel == "chat" and k.subject == OFFLINE_SUBJECT
+    # An offline chat message (or a portal message) is known by its conversation id, or, in a
+    # record made before contacts carried it, by its subject.
+    offline = channel == "chat" and (
+        k.subject == OFFLINE_SUBJECT or k.conversation_id.startswith("offline:")
+    )
     answered_on = "email" if offline else channel
     return {
         "contact_id": k.contact_id,
