@@ -26,8 +26,11 @@ QA = "qa"
 ADMIN = "admin"
 PARTNER = "partner"
 SERVICE = "service"
+# A customer signed in to the portal: the token's subject is the customer id; it may read its own
+# cases and the published knowledge base, nothing else.
+CUSTOMER = "customer"
 
-ROLES = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, PARTNER, SERVICE)
+ROLES = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, PARTNER, SERVICE, CUSTOMER)
 
 # Partner scopes: a partner token can do nothing but what these grant.
 SCOPES = {
@@ -100,16 +103,23 @@ RULES: dict[str, Rule] = {
     _CASE + "EraseCustomer": _rule(ADMIN),
     _CASE + "GetAuditTrail": _rule(SUPERVISOR, QA, ADMIN, scopes=("audit:read",)),
     # ---- knowledge base
-    _CASE + "SearchKnowledge": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "SearchKnowledge": _rule(*STAFF, CUSTOMER, scopes=("kb:read",)),
     _CASE + "SuggestArticles": _rule(*STAFF, scopes=("kb:read",)),
     _CASE + "GetArticle": _rule(*STAFF, scopes=("kb:read",)),
-    _CASE + "VoteArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, scopes=("kb:write",)),
+    _CASE + "VoteArticle": _rule(
+        AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, CUSTOMER, scopes=("kb:write",)
+    ),
     _CASE + "CreateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
     _CASE + "UpdateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
     _CASE + "SetArticleState": _rule(
         AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write", "kb:publish")
     ),
     _CASE + "SetArticleState:publish": _rule(SUPERVISOR, ADMIN, scopes=("kb:publish",)),
+    # ---- the customer portal: the chat service asks for a sign-in mail; a customer reads only
+    # its own cases (the servicer takes the customer from the token)
+    _CASE + "SendPortalLink": _rule(SERVICE),
+    _CASE + "ListMyCases": _rule(CUSTOMER),
+    _CASE + "GetMyCase": _rule(CUSTOMER),
     # ---- reports and quality
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),

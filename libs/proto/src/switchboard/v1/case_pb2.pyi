@@ -231,6 +231,7 @@ class CaseContact(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     channel: _contact_pb2.Channel.ValueType
     language: _builtins.str
@@ -239,6 +240,8 @@ class CaseContact(_message.Message):
     subject: _builtins.str
     status: _builtins.str
     """queued, offered, assigned, ended, abandoned"""
+    conversation_id: _builtins.str
+    """the channel's own thread id (Contact.conversation_id)"""
     @_builtins.property
     def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -264,10 +267,11 @@ class CaseContact(_message.Message):
         subject: _builtins.str = ...,
         messages: _abc.Iterable[_contact_pb2.Message] | None = ...,
         status: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "created_at", b"created_at", "ended_at", b"ended_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assigned_at", b"assigned_at", "channel", b"channel", "contact_id", b"contact_id", "created_at", b"created_at", "ended_at", b"ended_at", "language", b"language", "messages", b"messages", "queue", b"queue", "skills", b"skills", "status", b"status", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assigned_at", b"assigned_at", "channel", b"channel", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "created_at", b"created_at", "ended_at", b"ended_at", "language", b"language", "messages", b"messages", "queue", b"queue", "skills", b"skills", "status", b"status", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2105,3 +2109,65 @@ class QaScorecard(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QaScorecard: _TypeAlias = QaScorecard  # noqa: Y015
+
+@_typing.final
+class SendPortalLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PORTAL_URL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    portal_url: _builtins.str
+    """the portal's address; the link is <portal_url>#login=<token>"""
+    language: _builtins.str
+    """the mail's language: ko, zh, ja or en (default)"""
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        portal_url: _builtins.str = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "language", b"language", "portal_url", b"portal_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPortalLinkRequest: _TypeAlias = SendPortalLinkRequest  # noqa: Y015
+
+@_typing.final
+class SendPortalLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPortalLinkResponse: _TypeAlias = SendPortalLinkResponse  # noqa: Y015
+
+@_typing.final
+class ListMyCasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..200; 0 means 50"""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyCasesRequest: _TypeAlias = ListMyCasesRequest  # noqa: Y015

@@ -191,6 +191,21 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.QaScorecard.FromString,
                 _registered_method=True)
+        self.SendPortalLink = channel.unary_unary(
+                '/switchboard.v1.CaseService/SendPortalLink',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkResponse.FromString,
+                _registered_method=True)
+        self.ListMyCases = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListMyCases',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListMyCasesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
+                _registered_method=True)
+        self.GetMyCase = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetMyCase',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -409,6 +424,30 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendPortalLink(self, request, context):
+        """Customer portal (docs/portal.md)
+        Mails a one-time sign-in link to the customer known by this email, if there is one; the
+        answer is the same either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMyCases(self, request, context):
+        """The caller's own cases (a customer token: its subject is the customer), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMyCase(self, request, context):
+        """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+        any other case is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -566,6 +605,21 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.GetQaScorecard,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.QaScorecard.SerializeToString,
+            ),
+            'SendPortalLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPortalLink,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkResponse.SerializeToString,
+            ),
+            'ListMyCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyCases,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListMyCasesRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'GetMyCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMyCase,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetCaseRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1407,6 +1461,87 @@ class CaseService:
             '/switchboard.v1.CaseService/GetQaScorecard',
             switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.QaScorecard.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPortalLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SendPortalLink',
+            switchboard_dot_v1_dot_case__pb2.SendPortalLinkRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SendPortalLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListMyCases',
+            switchboard_dot_v1_dot_case__pb2.ListMyCasesRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMyCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetMyCase',
+            switchboard_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
             options,
             channel_credentials,
             insecure,

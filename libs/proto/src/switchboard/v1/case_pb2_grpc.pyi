@@ -97,6 +97,17 @@ class CaseServiceStub:
     """
     GetQaScorecard: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetQaScorecardRequest, _case_pb2.QaScorecard]
     """Average score and fatal-error rate per agent, per team (queue) and per day."""
+    SendPortalLink: _grpc.UnaryUnaryMultiCallable[_case_pb2.SendPortalLinkRequest, _case_pb2.SendPortalLinkResponse]
+    """Customer portal (docs/portal.md)
+    Mails a one-time sign-in link to the customer known by this email, if there is one; the
+    answer is the same either way.
+    """
+    ListMyCases: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListMyCasesRequest, _case_pb2.ListCasesResponse]
+    """The caller's own cases (a customer token: its subject is the customer), newest first."""
+    GetMyCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]
+    """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+    any other case is NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -167,6 +178,17 @@ class CaseServiceAsyncStub(CaseServiceStub):
     """
     GetQaScorecard: _aio.UnaryUnaryMultiCallable[_case_pb2.GetQaScorecardRequest, _case_pb2.QaScorecard]  # type: ignore[assignment]
     """Average score and fatal-error rate per agent, per team (queue) and per day."""
+    SendPortalLink: _aio.UnaryUnaryMultiCallable[_case_pb2.SendPortalLinkRequest, _case_pb2.SendPortalLinkResponse]  # type: ignore[assignment]
+    """Customer portal (docs/portal.md)
+    Mails a one-time sign-in link to the customer known by this email, if there is one; the
+    answer is the same either way.
+    """
+    ListMyCases: _aio.UnaryUnaryMultiCallable[_case_pb2.ListMyCasesRequest, _case_pb2.ListCasesResponse]  # type: ignore[assignment]
+    """The caller's own cases (a customer token: its subject is the customer), newest first."""
+    GetMyCase: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+    any other case is NOT_FOUND.
+    """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     """The case service's API for partners and the inbox. Every call is scoped to the tenant of the
@@ -420,5 +442,34 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.QaScorecard, _abc.Awaitable[_case_pb2.QaScorecard]]:
         """Average score and fatal-error rate per agent, per team (queue) and per day."""
+
+    @_abc_1.abstractmethod
+    def SendPortalLink(
+        self,
+        request: _case_pb2.SendPortalLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SendPortalLinkResponse, _abc.Awaitable[_case_pb2.SendPortalLinkResponse]]:
+        """Customer portal (docs/portal.md)
+        Mails a one-time sign-in link to the customer known by this email, if there is one; the
+        answer is the same either way.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMyCases(
+        self,
+        request: _case_pb2.ListMyCasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListCasesResponse, _abc.Awaitable[_case_pb2.ListCasesResponse]]:
+        """The caller's own cases (a customer token: its subject is the customer), newest first."""
+
+    @_abc_1.abstractmethod
+    def GetMyCase(
+        self,
+        request: _case_pb2.GetCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
+        """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+        any other case is NOT_FOUND.
+        """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

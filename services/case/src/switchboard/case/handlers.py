@@ -47,6 +47,7 @@ from switchboard.case.adapters.orm import (
     ProcessedEvent,
     utc_now,
 )
+from switchboard.case.commands import MAX_NOTE_CHARS
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import SYSTEM, CaseRecords
@@ -84,6 +85,14 @@ def _ms(d: Duration) -> int | None:
     if d.seconds == 0 and d.nanos == 0:
         return None
     return int(d.ToMilliseconds())
+
+
+# The audit action of each supervision act (ContactSupervised).
+SUPERVISION_ACTIONS = {
+    events_pb2.SUPERVISION_ACTION_STARTED: "supervision_started",
+    events_pb2.SUPERVISION_ACTION_STOPPED: "supervision_stopped",
+    events_pb2.SUPERVISION_ACTION_NOTE: "supervisor_note",
+}
 
 
 def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = False) -> str:
@@ -920,6 +929,37 @@ class CaseHandlers:
                     "to_queue": event.to_queue,
                 },
                 at,
+            )
+
+        await self._apply(event, work)
+
+    async def on_contact_supervised(self, event: events_pb2.ContactSupervised) -> None:
+        """A supervisor watched a live contact, stopped, or sent its agent a private note: each
+        act is audited on the contact's case (actor `supervisor:<id>`); a note is also kept as an
+        internal note of the case, by the supervisor."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.supervisor_id, "supervisor_id", required=True)
+        _text(event.agent_id, "agent_id")
+        action = SUPERVISION_ACTIONS.get(event.action)
+        if action is None:
+            raise InvalidArgument("action", "must be started, stopped or note")
+        if event.action == events_pb2.SUPERVISION_ACTION_NOTE and not event.text.strip():
+            raise InvalidArgument("text", "a note needs text")
+        _text(event.text, "text", MAX_NOTE_CHARS)
+        at = _when(event.meta.occurred_at) or self._clock()
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            case = await self._case(session, contact)
+            data = {"contact_id": contact.contact_id, "agent_id": event.agent_id}
+            if event.action == events_pb2.SUPERVISION_ACTION_NOTE:
+                note = await self.records.add_note(
+                    session, case, event.supervisor_id, event.text, at
+                )
+                data["note_id"] = note.id
+            await self.records.audit(
+                session, case, f"supervisor:{event.supervisor_id}", action, data, at
             )
 
         await self._apply(event, work)

@@ -30,6 +30,9 @@ from switchboard.chat.inbox import directory as agents_directory
 from switchboard.chat.inbox.http import InboxHttp
 from switchboard.chat.inbox.service import Inbox
 from switchboard.chat.notifier import ChatNotifier
+from switchboard.chat.portal.http import PortalHttp
+from switchboard.chat.portal.service import Portal
+from switchboard.chat.portal.used_links import InMemoryUsedLinks, JetStreamUsedLinks, UsedLinks
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import tls
 from switchboard.core.bus import Bus
@@ -55,6 +58,7 @@ class ChatApp(Service):
     inbox: Inbox | None = None
     limits: ChatLimits | None = None
     spending: SharedSpending | None = None
+    portal: Portal | None = None
 
     async def _load(self) -> None:
         self.config = self.config or chat_config.load(self.settings.config_file or None)
@@ -112,6 +116,7 @@ class ChatApp(Service):
             revocations=self.revocations,
             tls=s.grpc_tls(),
             time_zone_of=lambda tenant: self.config.tenant(tenant).time_zone,  # type: ignore[union-attr]
+            recording_key=s.recording_master_key(),
         )
         socket_server.register(
             self.sio,
@@ -124,7 +129,37 @@ class ChatApp(Service):
             self.revocations,
             self.limits,
         )
-        api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config, self.limits)
+        used_links: UsedLinks = (
+            await JetStreamUsedLinks.open(bus.js, replicas)
+            if s.store == "jetstream"
+            else InMemoryUsedLinks()
+        )
+        self.portal = Portal(
+            s.auth_secret,
+            s.known_tenants,
+            s.case_target,
+            ChatNotifier(bus),
+            used_links,
+            tls=s.grpc_tls(),
+        )
+        limits = self.limits
+        portal_http = PortalHttp(
+            self.portal,
+            s.portal_url,
+            lambda scope: limits.address(
+                (scope.get("client") or ("", 0))[0],
+                dict(scope.get("headers", [])).get(b"x-forwarded-for", b"").decode("latin-1"),
+            ),
+        )
+        api = Api(
+            self.chat,
+            files,
+            s.auth_secret,
+            s.known_tenants,
+            self.config,
+            self.limits,
+            portal=portal_http,
+        )
         nats_consumer.subscribe(bus, self.chat, s.consumer_name, self.inbox)
         self.http = HttpServer(
             InboxHttp(
@@ -157,6 +192,9 @@ class ChatApp(Service):
         manager, self.manager = self.manager, None
         router, self.router = self.router, None
         inbox, self.inbox = self.inbox, None
+        portal, self.portal = self.portal, None
+        if portal is not None:
+            await portal.close()
         spending, self.spending = self.spending, None
         if spending is not None:
             await spending.stop()
