@@ -117,7 +117,9 @@ class CaseApp(Service):
             CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
         )
         servicer.kb_reports = kb_reports
-        servicer.portal = Portal(self.sessions, views, build_mailer(s), s.auth_secret)
+        servicer.portal = Portal(
+            self.sessions, views, build_mailer(s), s.auth_secret, self.policies
+        )
         return [
             (
                 case_pb2_grpc.add_CaseServiceServicer_to_server,

@@ -113,6 +113,11 @@ def nul_field(message: ProtoMessage, prefix: str = "") -> str:
         return ""  # every valid event: no path built
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
+        if _is_map(field):
+            for key, item in value.items():
+                if _nul_in_entry(key, item):
+                    return f"{path}[{key!r}]"
+            continue
         items = value if field.is_repeated else [value]
         for i, item in enumerate(items):
             where = f"{path}[{i}]" if field.is_repeated else path
@@ -129,10 +134,25 @@ _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return field.type == _MESSAGE and entry is not None and entry.GetOptions().map_entry
+
+
+def _nul_in_entry(key: object, value: object) -> bool:
+    """A map entry (of strings, e.g. Contact.form) holding a NUL in its key or value."""
+    if isinstance(value, ProtoMessage):
+        return (isinstance(key, str) and "\x00" in key) or _has_nul(value)
+    return any(isinstance(x, str) and "\x00" in x for x in (key, value))
+
+
 def _has_nul(message: ProtoMessage) -> bool:
     for field, value in message.ListFields():
         kind = field.type
-        if kind == _STRING:
+        if _is_map(field):
+            if any(_nul_in_entry(k, v) for k, v in value.items()):
+                return True
+        elif kind == _STRING:
             if field.is_repeated:
                 if any("\x00" in item for item in value):
                     return True
@@ -592,6 +612,23 @@ class CaseHandlers:
                 logger.info(
                     "contact %s names an unknown case; using its customer", contact.contact_id
                 )
+        template = self._catalogue_template(customer.tenant, contact)
+        if template is not None and not follow_up_of:
+            # A request from the portal's catalogue is a case of its own, of the template's kind.
+            case = await self.records.open_case(
+                session,
+                customer,
+                actor,
+                created,
+                subject=case_subject(contact) or template.subject,
+                case_type=template.case_type,
+                priority=template.priority,
+                queue=template.queue or contact.queue,
+                template=template.name,
+                contact_id=contact.contact_id,
+            )
+            case.updated_at = now
+            return case, "opened"
         case = None
         index: dict[str, list[Case]] | None = session.info.get("open_cases")
         if index is not None and customer.id in index:
@@ -625,6 +662,18 @@ class CaseHandlers:
         )
         case.updated_at = now
         return case, "opened"
+
+    def _catalogue_template(
+        self, tenant: str, contact: contact_pb2.Contact
+    ) -> sla_policy.Template | None:
+        """The catalogue template a portal request names, if the tenant offers it."""
+        if not contact.template:
+            return None
+        template = self.records.policies.template(tenant, contact.template)
+        if template is None or template.catalogue is None:
+            logger.info("contact %s names no catalogue template", contact.contact_id)
+            return None
+        return template
 
     async def _customer_wrote(self, session: AsyncSession, case: Case, at: datetime) -> None:
         """The customer came back: a case waiting on them resumes, and once the first response
