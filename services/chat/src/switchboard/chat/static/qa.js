@@ -373,10 +373,10 @@
     avg.forEach(function (p) { node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 3, fill: "#2357d8" })); });
     var step = Math.max(1, Math.ceil(days.length / 8));
     fatal.forEach(function (p, i) {
-      var day = new Date(p.d.day);
-      node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 4, fill: "#c62828", "data-testid": "qa-chart-point", "data-day": day.toISOString().slice(0, 10), "data-value": p.v.toFixed(1) }));
+      var day = p.d.date || new Date(p.d.day).toISOString().slice(0, 10);  // the tenant's day
+      node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 4, fill: "#c62828", "data-testid": "qa-chart-point", "data-day": day, "data-value": p.v.toFixed(1) }));
       node.appendChild(svg("text", { x: p.x.toFixed(1), y: (y(p.v) - 8).toFixed(1), "text-anchor": "middle", fill: "#c62828", "data-testid": "qa-chart-value" }, pct(p.d.fatal_error_rate)));
-      if (i % step === 0) node.appendChild(svg("text", { x: p.x.toFixed(1), y: H - 6, "text-anchor": "middle", "class": "axis" }, day.toISOString().slice(5, 10)));
+      if (i % step === 0) node.appendChild(svg("text", { x: p.x.toFixed(1), y: H - 6, "text-anchor": "middle", "class": "axis" }, day.slice(5, 10)));
     });
   }
 
