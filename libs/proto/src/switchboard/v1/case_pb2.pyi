@@ -2055,12 +2055,15 @@ class QaScorePoint(_message.Message):
     EVALUATIONS_FIELD_NUMBER: _builtins.int
     AVERAGE_SCORE_FIELD_NUMBER: _builtins.int
     FATAL_ERROR_RATE_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
     evaluations: _builtins.int
     average_score: _builtins.float
     fatal_error_rate: _builtins.float
+    date: _builtins.str
+    """the day, YYYY-MM-DD, in the tenant's time zone"""
     @_builtins.property
     def day(self) -> _timestamp_pb2.Timestamp:
-        """UTC day"""
+        """the day's start (midnight in the tenant's time zone)"""
 
     def __init__(
         self,
@@ -2069,10 +2072,11 @@ class QaScorePoint(_message.Message):
         evaluations: _builtins.int = ...,
         average_score: _builtins.float = ...,
         fatal_error_rate: _builtins.float = ...,
+        date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_score", b"average_score", "day", b"day", "evaluations", b"evaluations", "fatal_error_rate", b"fatal_error_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_score", b"average_score", "date", b"date", "day", b"day", "evaluations", b"evaluations", "fatal_error_rate", b"fatal_error_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2086,12 +2090,17 @@ class QaScorecard(_message.Message):
     TEAMS_FIELD_NUMBER: _builtins.int
     DAYS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """that zone's IANA name (UTC when the tenant has none)"""
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScoreLine]: ...
     @_builtins.property
     def teams(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScoreLine]: ...
     @_builtins.property
-    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScorePoint]: ...
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScorePoint]:
+        """in the tenant's time zone (its business hours' calendar)"""
+
     @_builtins.property
     def total(self) -> Global___QaScoreLine: ...
     def __init__(
@@ -2101,10 +2110,11 @@ class QaScorecard(_message.Message):
         teams: _abc.Iterable[Global___QaScoreLine] | None = ...,
         days: _abc.Iterable[Global___QaScorePoint] | None = ...,
         total: Global___QaScoreLine | None = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "days", b"days", "teams", b"teams", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "days", b"days", "teams", b"teams", "time_zone", b"time_zone", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

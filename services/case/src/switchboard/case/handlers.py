@@ -54,6 +54,7 @@ from switchboard.case.records import SYSTEM, CaseRecords
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
+from switchboard.core import roles
 from switchboard.core.errors import DomainError, InvalidArgument, Retry, RetryUntouched
 from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
 
@@ -93,6 +94,8 @@ SUPERVISION_ACTIONS = {
     events_pb2.SUPERVISION_ACTION_STOPPED: "supervision_stopped",
     events_pb2.SUPERVISION_ACTION_NOTE: "supervisor_note",
 }
+# The role an audited playback names its player by, the first the player has.
+PLAYER_ROLES = (roles.ADMIN, roles.SUPERVISOR, roles.QA, roles.TEAM_LEAD, roles.AGENT)
 
 
 def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = False) -> str:
@@ -1009,6 +1012,27 @@ class CaseHandlers:
                 data["note_id"] = note.id
             await self.records.audit(
                 session, case, f"supervisor:{event.supervisor_id}", action, data, at
+            )
+
+        await self._apply(event, work)
+
+    async def on_recording_played(self, event: events_pb2.RecordingPlayed) -> None:
+        """Someone opened a call's recording to play it: audited on the contact's case (actor
+        `<role>:<id>`, action `recording_played`), once per playback the inbox started."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.player_id, "player_id", required=True)
+        held = sorted(_text(r, "roles") for r in event.roles)
+        _text(event.via, "via")
+        at = _when(event.meta.occurred_at) or self._clock()
+        actor_role = next((r for r in PLAYER_ROLES if r in held), roles.AGENT)
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            case = await self._case(session, contact)
+            data = {"contact_id": contact.contact_id, "roles": held, "via": event.via}
+            await self.records.audit(
+                session, case, f"{actor_role}:{event.player_id}", "recording_played", data, at
             )
 
         await self._apply(event, work)

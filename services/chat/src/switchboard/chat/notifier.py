@@ -264,3 +264,17 @@ class ChatNotifier:
         )
         await self.bus.publish(event)
         return event
+
+    async def recording_played(
+        self, tenant: str, contact_id: str, player_id: str, roles: list[str], via: str
+    ) -> events_pb2.RecordingPlayed:
+        """Someone started playing a call's recording, for the case service to audit."""
+        event = events_pb2.RecordingPlayed(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_VOICE, SOURCE),
+            contact_id=contact_id,
+            player_id=player_id,
+            roles=roles,
+            via=via,
+        )
+        await self.bus.publish(event)
+        return event

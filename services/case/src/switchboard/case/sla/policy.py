@@ -208,6 +208,12 @@ class Policies:
         """The tenant's business-hours calendar (its own, else the "*" one), if it has one."""
         return self.business_hours.get(tenant) or self.business_hours.get("*")
 
+    def time_zone(self, tenant: str) -> ZoneInfo:
+        """The tenant's time zone: its business hours' (UTC when it has none). Reports' days
+        such as the QA scorecard's are the tenant's days."""
+        calendar = self.business_calendar(tenant)
+        return calendar.tz if calendar is not None else ZoneInfo("UTC")
+
     def auto_close(self, tenant: str) -> timedelta:
         return self.auto_close_after.get(tenant, self.auto_close_after.get("*", DEFAULT_AUTO_CLOSE))
 
