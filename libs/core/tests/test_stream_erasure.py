@@ -22,7 +22,7 @@ from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.core.errors import InvalidArgument
 from switchboard.testing.contacts import contact_created
-from switchboard.v1 import case_events_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import case_events_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2, voice_pb2
 
 CHAT = contact_pb2.CHANNEL_CHAT
 EMAIL = contact_pb2.CHANNEL_EMAIL
@@ -325,6 +325,7 @@ def _with_contact(cid: str) -> dict[type[Message], Callable[[], Message]]:
                 events_pb2.ContactAssigned,
                 events_pb2.ContactHeld,
                 events_pb2.ContactTransferred,
+                voice_pb2.ContactSupervised,
                 events_pb2.RoutingStepApplied,
                 events_pb2.SatisfactionRated,
                 events_pb2.DeliveryStatus,

@@ -22,7 +22,7 @@ from switchboard.case.sla.policy import parse
 from switchboard.core import events
 from switchboard.core.errors import FailedPrecondition
 from switchboard.testing.fakes import FakeClock
-from switchboard.v1 import case_pb2, contact_pb2, events_pb2
+from switchboard.v1 import case_pb2, contact_pb2, events_pb2, voice_pb2
 
 EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
 VISITOR = contact_pb2.IDENTITY_KIND_CHAT_VISITOR
@@ -304,6 +304,49 @@ async def test_contact_facts_for_the_kpis(
         45_000,
         "abandoned",
     )
+
+
+async def test_a_supervisor_listening_in_is_on_the_case_audit_trail(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    voice = contact_pb2.CHANNEL_VOICE
+    await handlers.on_contact_created(
+        created("call-7", (contact_pb2.IDENTITY_KIND_PHONE, "010-7777-0000"), channel=voice)
+    )
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    steps = [
+        ("joined", voice_pb2.SUPERVISION_MODE_MONITOR, ""),
+        ("mode_changed", voice_pb2.SUPERVISION_MODE_WHISPER, "dtmf"),
+        ("left", voice_pb2.SUPERVISION_MODE_WHISPER, ""),
+    ]
+    for i, (action, mode, by) in enumerate(steps):
+        event = voice_pb2.ContactSupervised(
+            meta=meta(voice, t0 + timedelta(seconds=i)),
+            contact_id="call-7",
+            supervision_id="s-1",
+            supervisor_id="sup-1",
+            agent_id="a-1",
+            mode=mode,  # type: ignore[arg-type]
+            action=action,
+            changed_by=by,
+        )
+        await handlers.on_contact_supervised(event)
+        await handlers.on_contact_supervised(event)  # redelivered: recorded once
+    case_id = (await contact(sessions, "call-7")).case_id
+    async with sessions() as session:
+        trail = await audit.trail(session, audit.CASE, case_id)
+        _, breaks = await audit.verify(session)
+    supervised = [
+        (e.actor, json.loads(audit.data_json(e))) for e in trail if e.action == "contact_supervised"
+    ]
+    assert [a for a, _ in supervised] == ["sup-1"] * 3
+    assert [(d["action"], d["mode"], d.get("changed_by")) for _, d in supervised] == [
+        ("joined", "monitor", None),
+        ("mode_changed", "whisper", "dtmf"),
+        ("left", "whisper", None),
+    ]
+    assert supervised[0][1]["contact_id"] == "call-7" and supervised[0][1]["agent_id"] == "a-1"
+    assert breaks == []
 
 
 async def test_recurring_tasks_and_auto_close(

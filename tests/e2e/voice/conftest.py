@@ -46,10 +46,15 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 class Baresip:
-    def __init__(self, folder: Path, account: str, tone_hz: int = 440) -> None:
+    def __init__(
+        self, folder: Path, account: str, tone_hz: int = 440, extra: Sequence[str] = ()
+    ) -> None:
+        """`extra`: more configuration lines (modules and their settings); "{folder}" in them
+        names the phone's own folder."""
         self.folder = folder
         self.account = account
         self.tone_hz = tone_hz
+        self.extra = list(extra)
         self.sip_port = free_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         self.proc: asyncio.subprocess.Process | None = None
@@ -96,6 +101,7 @@ class Baresip:
                     "module_app menu.so",
                     "module_app ctrl_tcp.so",
                     f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
+                    *(line.replace("{folder}", str(self.folder)) for line in self.extra),
                     "",
                 ]
             )
@@ -585,6 +591,8 @@ class Voice:
     tmp: Path
     agents: list[AgentClient] = field(default_factory=list)
     phones: list[Baresip] = field(default_factory=list)
+    # More configuration lines for every baresip phone made from now on (e.g. modules).
+    baresip_extra: list[str] = field(default_factory=list)
     # Each gateway process's replica id, by name: 0, 1, ... as a StatefulSet's pod indexes.
     gateway_indexes: dict[str, int] = field(default_factory=dict)
 
@@ -630,7 +638,8 @@ class Voice:
             "regint=600;answermode=manual"
             for port in gateways or [self.sip_port]
         )
-        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", accounts, tone_hz).start()
+        folder = self.tmp / f"{tenant}-{agent_id}"
+        ua = await Baresip(folder, accounts, tone_hz, self.baresip_extra).start()
         self.phones.append(ua)
         if gateways:
             # Registered once each gateway answered 200 (baresip logs it; the REGISTER_OK event
@@ -653,7 +662,8 @@ class Voice:
     async def caller(self, name: str = "caller", number: str = CALLER, codecs: str = "") -> Baresip:
         """A caller's phone; `codecs` limits what it offers, e.g. "pcma" (A-law only)."""
         params = f";audio_codecs={codecs}" if codecs else ""
-        ua = await Baresip(self.tmp / name, f"<sip:{number}@127.0.0.1>;regint=0{params}").start()
+        account = f"<sip:{number}@127.0.0.1>;regint=0{params}"
+        ua = await Baresip(self.tmp / name, account, extra=self.baresip_extra).start()
         self.phones.append(ua)
         return ua
 

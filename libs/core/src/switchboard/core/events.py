@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from switchboard.core.errors import InvalidArgument
-from switchboard.v1 import case_events_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import case_events_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2, voice_pb2
 
 E = TypeVar("E", bound=Message)
 
@@ -91,6 +91,7 @@ for _spec in (
     EventSpec(events_pb2.ContactAssigned, "routing.{tenant}.assigned"),
     EventSpec(events_pb2.ContactHeld, "contact.{tenant}.{channel}.held"),
     EventSpec(events_pb2.ContactTransferred, "contact.{tenant}.{channel}.transferred"),
+    EventSpec(voice_pb2.ContactSupervised, "contact.{tenant}.{channel}.supervised"),
     EventSpec(events_pb2.RoutingStepApplied, "routing.{tenant}.step_applied"),
     EventSpec(events_pb2.SurgeLevelChanged, "routing.{tenant}.surge"),
     EventSpec(events_pb2.AgentStateChanged, "routing.{tenant}.agent_state"),

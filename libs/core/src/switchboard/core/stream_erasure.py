@@ -49,7 +49,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from switchboard.core import deadletter, events
-from switchboard.v1 import case_events_pb2, email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import case_events_pb2, email_pb2, events_pb2, fax_pb2, voice_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ CONTACT_OF: dict[type[Message], Callable[[Any], str]] = {
     events_pb2.ContactAssigned: _CONTACT_ID,
     events_pb2.ContactHeld: _CONTACT_ID,
     events_pb2.ContactTransferred: _CONTACT_ID,
+    voice_pb2.ContactSupervised: _CONTACT_ID,
     events_pb2.RoutingStepApplied: _CONTACT_ID,
     events_pb2.SatisfactionRated: _CONTACT_ID,
     events_pb2.DeliveryStatus: _CONTACT_ID,

@@ -54,7 +54,7 @@ from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core.errors import DomainError, InvalidArgument, Retry, RetryUntouched
-from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2, voice_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -920,6 +920,35 @@ class CaseHandlers:
                     "to_queue": event.to_queue,
                 },
                 at,
+            )
+
+        await self._apply(event, work)
+
+    async def on_contact_supervised(self, event: voice_pb2.ContactSupervised) -> None:
+        """A supervisor joined a call, changed how it takes part, or left: an audit entry on the
+        call's case, by the supervisor."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.supervisor_id, "supervisor_id", required=True)
+        _text(event.action, "action", required=True)
+        _text(event.agent_id, "agent_id")
+        at = _when(event.meta.occurred_at) or self._clock()
+        mode = voice_pb2.SupervisionMode.Name(event.mode).removeprefix("SUPERVISION_MODE_")
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            case = await self._case(session, contact)
+            data = {
+                "contact_id": contact.contact_id,
+                "supervision_id": event.supervision_id,
+                "agent_id": event.agent_id,
+                "action": event.action,
+                "mode": mode.lower(),
+            }
+            if event.changed_by:
+                data["changed_by"] = event.changed_by
+            await self.records.audit(
+                session, case, event.supervisor_id, "contact_supervised", data, at
             )
 
         await self._apply(event, work)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from switchboard.core import events
 from switchboard.core.publishing import Publisher
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.v1 import contact_pb2, events_pb2, voice_pb2
 
 SOURCE = "voice-gateway"
 VOICE = contact_pb2.CHANNEL_VOICE
@@ -82,6 +82,33 @@ class VoiceNotifier:
                 contact_id=contact_id,
                 from_agent_id=agent_id,
                 to_queue=queue,
+            )
+        )
+
+    async def supervised(
+        self,
+        tenant: str,
+        contact_id: str,
+        agent_id: str,
+        supervision_id: str,
+        supervisor_id: str,
+        mode: str,
+        action: str,
+        n: int,
+        changed_by: str = "",
+    ) -> None:
+        """A supervisor joined the call (`action` "joined"), changed mode ("mode_changed", by
+        "rpc" or "dtmf") or left it ("left"); `n` counts the supervision's events."""
+        await self.bus.publish(
+            voice_pb2.ContactSupervised(
+                meta=_meta(tenant, f"{contact_id}:supervised:{supervision_id}:{n}"),
+                contact_id=contact_id,
+                supervision_id=supervision_id,
+                supervisor_id=supervisor_id,
+                agent_id=agent_id,
+                mode=voice_pb2.SupervisionMode.Value(f"SUPERVISION_MODE_{mode.upper()}"),
+                action=action,
+                changed_by=changed_by,
             )
         )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from switchboard.case.handlers import CaseHandlers
 from switchboard.core.bus import Bus, ConsumerOptions
-from switchboard.v1 import email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import email_pb2, events_pb2, fax_pb2, voice_pb2
 
 
 def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Awaitable[None]]]:
@@ -22,6 +22,7 @@ def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Await
         events_pb2.ContactAbandoned: handlers.on_contact_abandoned,
         events_pb2.ContactHeld: handlers.on_contact_held,
         events_pb2.ContactTransferred: handlers.on_contact_transferred,
+        voice_pb2.ContactSupervised: handlers.on_contact_supervised,
         # Only the objects they name, for erasure (object_erasure).
         email_pb2.EmailReceived: handlers.on_email_received,
         fax_pb2.FaxProcessed: handlers.on_fax_processed,
