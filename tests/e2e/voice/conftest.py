@@ -45,6 +45,25 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     return embedded_nats.free_port(kind=kind)
 
 
+def baresip_sip_port() -> int:
+    """A port for baresip's `sip_listen`: free for UDP and TCP, and the next one for TCP too
+    (baresip's SIP/TLS listens there)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and all(_tcp_free(p) for p in (port, port + 1)):
+            return port
+    raise RuntimeError("no free port pair for baresip")
+
+
+def _tcp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Baresip:
     def __init__(
         self, folder: Path, account: str, tone_hz: int = 440, extra: Sequence[str] = ()
@@ -55,8 +74,7 @@ class Baresip:
         self.account = account
         self.tone_hz = tone_hz
         self.extra = list(extra)
-        self.sip_port = free_port()
-        self.ctrl_port = free_port(socket.SOCK_STREAM)
+        self.sip_port, self.ctrl_port = self._ports()
         self.proc: asyncio.subprocess.Process | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -65,6 +83,15 @@ class Baresip:
         self._responses: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._token = 0
         self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _ports() -> tuple[int, int]:
+        """(SIP, ctrl_tcp) ports: the control port is never the one SIP/TLS takes."""
+        sip = baresip_sip_port()
+        ctrl = free_port(socket.SOCK_STREAM)
+        while ctrl in (sip, sip + 1):
+            ctrl = free_port(socket.SOCK_STREAM)
+        return sip, ctrl
 
     async def start(self) -> Baresip:
         """Start baresip; a port taken between choosing it and binding it means another try on
@@ -75,8 +102,7 @@ class Baresip:
             except RuntimeError as exc:
                 if "Address already in use" not in str(exc) or attempt == 2:
                     raise
-                self.sip_port = free_port()
-                self.ctrl_port = free_port(socket.SOCK_STREAM)
+                self.sip_port, self.ctrl_port = self._ports()
         raise AssertionError("unreachable")
 
     async def _start(self) -> Baresip:

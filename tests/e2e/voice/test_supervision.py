@@ -159,9 +159,10 @@ async def _heard(phones: list[Baresip], seconds: float = 1.5) -> list[dict[int, 
 
 
 def hears(levels: dict[int, list[float]], hz: int) -> bool:
-    """The tone is there all along (a frame or two at an edge may be cut)."""
+    """The tone is there nearly all along (on a loaded machine a packet may come too late for
+    its place in a mix: a short gap)."""
     frames = levels[hz]
-    return sum(level > LOUD for level in frames) >= len(frames) - 2
+    return sum(level > LOUD for level in frames) >= 0.8 * len(frames)
 
 
 def never_hears(levels: dict[int, list[float]], hz: int) -> bool:
