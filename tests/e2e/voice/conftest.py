@@ -730,7 +730,8 @@ class Voice:
                 return gateway
             except AssertionError as exc:
                 gateway.stop()
-                if "Address already in use" not in str(exc) or attempt == 2:
+                # asyncio says "address already in use", the OS "Address already in use".
+                if "address already in use" not in str(exc).lower() or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 

@@ -226,6 +226,17 @@ async def test_barge_both_parties_hear_the_supervisor(
     assert hears(heard_agent, CALLER_HZ) and hears(heard_agent, SUPERVISOR_HZ), heard_agent
     assert hears(heard_caller, AGENT_HZ) and hears(heard_caller, SUPERVISOR_HZ), heard_caller
 
+    # The supervisor hangs up: both legs go back to the plain relay and hear no supervisor.
+    await sup.command("hangup")
+    await voice.events.wait("ContactSupervised", contact_id, where=lambda e: e.action == "left")
+    gw_call = voice.gateway.gateway.calls[contact_id]  # type: ignore[union-attr]
+    assert gw_call.caller is not None and gw_call.agent is not None
+    assert gw_call.caller.rtp.mixer is None and gw_call.agent.rtp.mixer is None
+    assert not gw_call.supervisors
+    heard_caller, heard_agent = await _heard([caller, agent])
+    assert hears(heard_caller, AGENT_HZ) and never_hears(heard_caller, SUPERVISOR_HZ)
+    assert hears(heard_agent, CALLER_HZ) and never_hears(heard_agent, SUPERVISOR_HZ)
+
 
 async def test_the_mode_changes_by_rpc_and_by_keys_without_redialling(
     voice: Voice, call: tuple[Baresip, Baresip, str], stubs: Stubs
