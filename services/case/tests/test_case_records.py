@@ -306,6 +306,52 @@ async def test_contact_facts_for_the_kpis(
     )
 
 
+async def test_a_supervisor_listening_in_is_on_the_case_audit_trail(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    voice = contact_pb2.CHANNEL_VOICE
+    await handlers.on_contact_created(
+        created("call-7", (contact_pb2.IDENTITY_KIND_PHONE, "010-7777-0000"), channel=voice)
+    )
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    steps = [
+        (events_pb2.SUPERVISION_ACTION_STARTED, events_pb2.SUPERVISION_MODE_MONITOR, ""),
+        (events_pb2.SUPERVISION_ACTION_MODE_CHANGED, events_pb2.SUPERVISION_MODE_WHISPER, "dtmf"),
+        (events_pb2.SUPERVISION_ACTION_STOPPED, events_pb2.SUPERVISION_MODE_WHISPER, ""),
+    ]
+    for i, (action, mode, by) in enumerate(steps):
+        event = events_pb2.ContactSupervised(
+            meta=meta(voice, t0 + timedelta(seconds=i)),
+            contact_id="call-7",
+            supervision_id="s-1",
+            supervisor_id="sup-1",
+            agent_id="a-1",
+            mode=mode,
+            action=action,
+            changed_by=by,
+        )
+        await handlers.on_contact_supervised(event)
+        await handlers.on_contact_supervised(event)  # redelivered: recorded once
+    case_id = (await contact(sessions, "call-7")).case_id
+    async with sessions() as session:
+        trail = await audit.trail(session, audit.CASE, case_id)
+        _, breaks = await audit.verify(session)
+    supervised = [
+        (e.actor, e.action, json.loads(audit.data_json(e)))
+        for e in trail
+        if e.action.startswith("supervision_")
+    ]
+    assert [a for a, _, _ in supervised] == ["supervisor:sup-1"] * 3
+    assert [(a, d["mode"], d.get("changed_by")) for _, a, d in supervised] == [
+        ("supervision_started", "monitor", None),
+        ("supervision_mode_changed", "whisper", "dtmf"),
+        ("supervision_stopped", "whisper", None),
+    ]
+    first = supervised[0][2]
+    assert (first["contact_id"], first["agent_id"], first["supervision_id"]) == ("call-7", "a-1", "s-1")
+    assert breaks == []
+
+
 async def test_recurring_tasks_and_auto_close(
     sessions: async_sessionmaker[AsyncSession],
     records: CaseRecords,

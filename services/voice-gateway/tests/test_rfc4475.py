@@ -21,6 +21,7 @@ from switchboard.voice_gateway.entrypoints.sip_server import SipServer
 from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
 from switchboard.voice_gateway.handlers.call_flow import CallFlow
 from switchboard.voice_gateway.handlers.gateway import Gateway
+from switchboard.voice_gateway.handlers.supervision import Supervision
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
@@ -135,7 +136,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         position_poll=1.0,
     )
     flow = CallFlow(gw)
-    SipServer(gw, flow, AgentLeg(gw, flow)).serve()
+    SipServer(gw, flow, AgentLeg(gw, flow), Supervision(gw)).serve()
     await gw.sip.transport.start(0)
     try:
         yield Running(gw, gw.sip.port)

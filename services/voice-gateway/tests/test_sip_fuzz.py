@@ -20,6 +20,7 @@ from switchboard.voice_gateway.entrypoints.sip_server import SipServer
 from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
 from switchboard.voice_gateway.handlers.call_flow import CallFlow
 from switchboard.voice_gateway.handlers.gateway import Gateway
+from switchboard.voice_gateway.handlers.supervision import Supervision
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
@@ -97,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, l
         position_poll=1.0,
     )
     flow = CallFlow(gw)
-    SipServer(gw, flow, AgentLeg(gw, flow)).serve()
+    SipServer(gw, flow, AgentLeg(gw, flow), Supervision(gw)).serve()
     gw.sip.transport.ports["udp"] = 5060
     sent: list[bytes] = []
     gw.sip.transport.send = lambda data, peer: sent.append(data)  # type: ignore[method-assign]

@@ -45,13 +45,36 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     return embedded_nats.free_port(kind=kind)
 
 
+def baresip_sip_port() -> int:
+    """A port for baresip's `sip_listen`: free for UDP and TCP, and the next one for TCP too
+    (baresip's SIP/TLS listens there)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and all(_tcp_free(p) for p in (port, port + 1)):
+            return port
+    raise RuntimeError("no free port pair for baresip")
+
+
+def _tcp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Baresip:
-    def __init__(self, folder: Path, account: str, tone_hz: int = 440) -> None:
+    def __init__(
+        self, folder: Path, account: str, tone_hz: int = 440, extra: Sequence[str] = ()
+    ) -> None:
+        """`extra`: more configuration lines (modules and their settings); "{folder}" in them
+        names the phone's own folder."""
         self.folder = folder
         self.account = account
         self.tone_hz = tone_hz
-        self.sip_port = free_port()
-        self.ctrl_port = free_port(socket.SOCK_STREAM)
+        self.extra = list(extra)
+        self.sip_port, self.ctrl_port = self._ports()
         self.proc: asyncio.subprocess.Process | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -60,6 +83,15 @@ class Baresip:
         self._responses: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._token = 0
         self._task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _ports() -> tuple[int, int]:
+        """(SIP, ctrl_tcp) ports: the control port is never the one SIP/TLS takes."""
+        sip = baresip_sip_port()
+        ctrl = free_port(socket.SOCK_STREAM)
+        while ctrl in (sip, sip + 1):
+            ctrl = free_port(socket.SOCK_STREAM)
+        return sip, ctrl
 
     async def start(self) -> Baresip:
         """Start baresip; a port taken between choosing it and binding it means another try on
@@ -70,8 +102,7 @@ class Baresip:
             except RuntimeError as exc:
                 if "Address already in use" not in str(exc) or attempt == 2:
                     raise
-                self.sip_port = free_port()
-                self.ctrl_port = free_port(socket.SOCK_STREAM)
+                self.sip_port, self.ctrl_port = self._ports()
         raise AssertionError("unreachable")
 
     async def _start(self) -> Baresip:
@@ -96,6 +127,7 @@ class Baresip:
                     "module_app menu.so",
                     "module_app ctrl_tcp.so",
                     f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
+                    *(line.replace("{folder}", str(self.folder)) for line in self.extra),
                     "",
                 ]
             )
@@ -585,6 +617,8 @@ class Voice:
     tmp: Path
     agents: list[AgentClient] = field(default_factory=list)
     phones: list[Baresip] = field(default_factory=list)
+    # More configuration lines for every baresip phone made from now on (e.g. modules).
+    baresip_extra: list[str] = field(default_factory=list)
     # Each gateway process's replica id, by name: 0, 1, ... as a StatefulSet's pod indexes.
     gateway_indexes: dict[str, int] = field(default_factory=dict)
 
@@ -630,7 +664,8 @@ class Voice:
             "regint=600;answermode=manual"
             for port in gateways or [self.sip_port]
         )
-        ua = await Baresip(self.tmp / f"{tenant}-{agent_id}", accounts, tone_hz).start()
+        folder = self.tmp / f"{tenant}-{agent_id}"
+        ua = await Baresip(folder, accounts, tone_hz, self.baresip_extra).start()
         self.phones.append(ua)
         if gateways:
             # Registered once each gateway answered 200 (baresip logs it; the REGISTER_OK event
@@ -653,7 +688,8 @@ class Voice:
     async def caller(self, name: str = "caller", number: str = CALLER, codecs: str = "") -> Baresip:
         """A caller's phone; `codecs` limits what it offers, e.g. "pcma" (A-law only)."""
         params = f";audio_codecs={codecs}" if codecs else ""
-        ua = await Baresip(self.tmp / name, f"<sip:{number}@127.0.0.1>;regint=0{params}").start()
+        account = f"<sip:{number}@127.0.0.1>;regint=0{params}"
+        ua = await Baresip(self.tmp / name, account, extra=self.baresip_extra).start()
         self.phones.append(ua)
         return ua
 
@@ -694,7 +730,8 @@ class Voice:
                 return gateway
             except AssertionError as exc:
                 gateway.stop()
-                if "Address already in use" not in str(exc) or attempt == 2:
+                # asyncio says "address already in use", the OS "Address already in use".
+                if "address already in use" not in str(exc).lower() or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 

@@ -82,6 +82,7 @@ _CASE = "/switchboard.v1.CaseService/"
 _ROUTER = "/switchboard.v1.RouterService/"
 _ROUTER_ADMIN = "/switchboard.v1.RouterAdminService/"
 _EMAIL = "/switchboard.v1.EmailService/"
+_VOICE = "/switchboard.v1.VoiceService/"
 
 RULES: dict[str, Rule] = {
     # ---- cases and customers
@@ -161,6 +162,10 @@ RULES: dict[str, Rule] = {
     _ROUTER_ADMIN + "GetConfig": _rule(ADMIN),
     _ROUTER_ADMIN + "ApplyConfig": _rule(ADMIN),
     _EMAIL + "ListMailboxes": _rule(SUPERVISOR, ADMIN, SERVICE),
+    # ---- listening in on live calls: the supervisor's own phone is rung
+    _VOICE + "Supervise": _rule(SUPERVISOR),
+    _VOICE + "SetSupervisionMode": _rule(SUPERVISOR),
+    _VOICE + "EndSupervision": _rule(SUPERVISOR),
 }
 
 

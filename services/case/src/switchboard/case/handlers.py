@@ -93,6 +93,12 @@ SUPERVISION_ACTIONS = {
     events_pb2.SUPERVISION_ACTION_STARTED: "supervision_started",
     events_pb2.SUPERVISION_ACTION_STOPPED: "supervision_stopped",
     events_pb2.SUPERVISION_ACTION_NOTE: "supervisor_note",
+    events_pb2.SUPERVISION_ACTION_MODE_CHANGED: "supervision_mode_changed",
+}
+SUPERVISION_MODES = {
+    events_pb2.SUPERVISION_MODE_MONITOR: "monitor",
+    events_pb2.SUPERVISION_MODE_WHISPER: "whisper",
+    events_pb2.SUPERVISION_MODE_BARGE: "barge",
 }
 # The role an audited playback names its player by, the first the player has.
 PLAYER_ROLES = (roles.ADMIN, roles.SUPERVISOR, roles.QA, roles.TEAM_LEAD, roles.AGENT)
@@ -986,25 +992,33 @@ class CaseHandlers:
         await self._apply(event, work)
 
     async def on_contact_supervised(self, event: events_pb2.ContactSupervised) -> None:
-        """A supervisor watched a live contact, stopped, or sent its agent a private note: each
-        act is audited on the contact's case (actor `supervisor:<id>`); a note is also kept as an
-        internal note of the case, by the supervisor."""
+        """A supervisor watched a live chat or joined a call, changed how it takes part in the
+        call, stopped, or sent the agent a private note: each act is audited on the contact's case
+        (actor `supervisor:<id>`); a note is also kept as an internal note of the case, by the
+        supervisor."""
         tenant = event.meta.tenant
         _text(event.contact_id, "contact_id", required=True)
         _text(event.supervisor_id, "supervisor_id", required=True)
         _text(event.agent_id, "agent_id")
         action = SUPERVISION_ACTIONS.get(event.action)
         if action is None:
-            raise InvalidArgument("action", "must be started, stopped or note")
+            raise InvalidArgument("action", "must be started, stopped, note or mode_changed")
         if event.action == events_pb2.SUPERVISION_ACTION_NOTE and not event.text.strip():
             raise InvalidArgument("text", "a note needs text")
         _text(event.text, "text", MAX_NOTE_CHARS)
+        _text(event.supervision_id, "supervision_id")
+        _text(event.changed_by, "changed_by")
         at = _when(event.meta.occurred_at) or self._clock()
 
         async def work(session: AsyncSession) -> None:
             contact = await self._contact(session, tenant, event.contact_id)
             case = await self._case(session, contact)
             data = {"contact_id": contact.contact_id, "agent_id": event.agent_id}
+            if event.supervision_id:  # a call's supervision: which one, and how it takes part
+                data["supervision_id"] = event.supervision_id
+                data["mode"] = SUPERVISION_MODES.get(event.mode, "monitor")
+                if event.changed_by:
+                    data["changed_by"] = event.changed_by
             if event.action == events_pb2.SUPERVISION_ACTION_NOTE:
                 note = await self.records.add_note(
                     session, case, event.supervisor_id, event.text, at

@@ -15,10 +15,12 @@ from switchboard.core.service import Service, Servicers
 from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.adapters import RouterClient
 from switchboard.voice_gateway.entrypoints import nats_consumer
+from switchboard.voice_gateway.entrypoints.grpc_server import VoiceServicer, registration
 from switchboard.voice_gateway.entrypoints.sip_server import SipServer
 from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
 from switchboard.voice_gateway.handlers.call_flow import CallFlow
 from switchboard.voice_gateway.handlers.gateway import Gateway
+from switchboard.voice_gateway.handlers.supervision import Supervision
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
@@ -97,7 +99,8 @@ class VoiceGatewayApp(Service):
         )
         flow = CallFlow(self.gateway)
         agent_leg = AgentLeg(self.gateway, flow)
-        SipServer(self.gateway, flow, agent_leg).serve()
+        supervision = Supervision(self.gateway)
+        SipServer(self.gateway, flow, agent_leg, supervision).serve()
         self.keepalive = Keepalive(self.sip, registrar, s.options_ping_seconds)
         tls = None
         if s.sip_tls_cert:
@@ -111,12 +114,12 @@ class VoiceGatewayApp(Service):
         self._purging = asyncio.create_task(self.recordings.purge_forever())
         durable = s.consumer_name + (f"-{s.replica_id}" if s.replica_id else "")
         nats_consumer.subscribe(bus, agent_leg, durable)
-        return []
+        return [registration(VoiceServicer(supervision))]  # type: ignore[list-item]
 
     async def _started(self) -> None:
         s = self.settings
         logger.info(
-            "voice gateway: SIP on %s:%d (UDP/TCP%s), gRPC health on %d",
+            "voice gateway: SIP on %s:%d (UDP/TCP%s), gRPC on %d",
             s.sip_host,
             self.sip_port,
             f", TLS {self.tls_port}" if self.tls_port else "",
@@ -124,8 +127,8 @@ class VoiceGatewayApp(Service):
         )
 
     async def _stop_taking(self) -> None:
-        """Hang up live calls, close SIP, media and the router client (then gRPC, which serves
-        health only, stops and the bus drains)."""
+        """Hang up live calls, close SIP, media and the router client (then gRPC stops and the
+        bus drains)."""
         gateway, sip, media, keepalive = self.gateway, self.sip, self.media, self.keepalive
         self.gateway = self.sip = self.media = self.keepalive = None
         if keepalive is not None:

@@ -1,22 +1,24 @@
 """A call through the gateway: the caller's leg, the IVR, waiting in queue, ringing agents'
-phones, the bridge, hold, transfer and callback; and the events and durations of each step."""
+phones, the bridge, hold, transfer and callback, supervisors listening in; and the events and
+durations of each step."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard.voice_gateway.config import NumberPlan
 from switchboard.voice_gateway.domain.state import State
+from switchboard.voice_gateway.domain.supervision import Mode
 from switchboard.voice_gateway.media.rtp import RtpSession
 from switchboard.voice_gateway.sip.dialog import Dialog
 from switchboard.voice_gateway.sip.transactions import ClientTransaction
 
-__all__ = ["Call", "Leg", "State"]
+__all__ = ["Call", "Leg", "State", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,19 @@ logger = logging.getLogger(__name__)
 class Leg:
     dialog: Dialog
     rtp: RtpSession
+
+
+@dataclass(eq=False)
+class Supervisor:
+    """A supervisor's phone joined to a call: its leg hears the mix of both parties."""
+
+    supervision_id: str
+    supervisor_id: str
+    leg: Leg
+    mode: Mode
+    # What feeds the supervisor's mix from the caller's and the agent's legs (removed on leaving).
+    feeds: list[tuple[Leg, Callable[[bytes], None]]] = field(default_factory=list)
+    events: int = 0  # published so far (each event's id counts them)
 
 
 @dataclass
@@ -55,6 +70,7 @@ class Call:
     holds: int = 0
     transfers: int = 0
     handled_offers: set[str] = field(default_factory=set)
+    supervisors: dict[str, Supervisor] = field(default_factory=dict)  # by supervision id
 
     @property
     def tenant(self) -> str:

@@ -10,6 +10,13 @@ from switchboard.core import events
 from switchboard.core.publishing import Publisher
 from switchboard.v1 import contact_pb2, events_pb2
 
+# The gateway's words for a call supervision's steps, as the audited event says them.
+SUPERVISION_ACTIONS = {
+    "joined": events_pb2.SUPERVISION_ACTION_STARTED,
+    "mode_changed": events_pb2.SUPERVISION_ACTION_MODE_CHANGED,
+    "left": events_pb2.SUPERVISION_ACTION_STOPPED,
+}
+
 SOURCE = "voice-gateway"
 VOICE = contact_pb2.CHANNEL_VOICE
 
@@ -82,6 +89,33 @@ class VoiceNotifier:
                 contact_id=contact_id,
                 from_agent_id=agent_id,
                 to_queue=queue,
+            )
+        )
+
+    async def supervised(
+        self,
+        tenant: str,
+        contact_id: str,
+        agent_id: str,
+        supervision_id: str,
+        supervisor_id: str,
+        mode: str,
+        action: str,
+        n: int,
+        changed_by: str = "",
+    ) -> None:
+        """A supervisor joined the call (`action` "joined"), changed mode ("mode_changed", by
+        "rpc" or "dtmf") or left it ("left"); `n` counts the supervision's events."""
+        await self.bus.publish(
+            events_pb2.ContactSupervised(
+                meta=_meta(tenant, f"{contact_id}:supervised:{supervision_id}:{n}"),
+                contact_id=contact_id,
+                supervision_id=supervision_id,
+                supervisor_id=supervisor_id,
+                agent_id=agent_id,
+                mode=events_pb2.SupervisionMode.Value(f"SUPERVISION_MODE_{mode.upper()}"),
+                action=SUPERVISION_ACTIONS[action],
+                changed_by=changed_by,
             )
         )
 

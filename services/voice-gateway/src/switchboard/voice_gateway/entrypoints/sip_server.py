@@ -10,6 +10,7 @@ from switchboard.voice_gateway.domain.refused import Refused
 from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
 from switchboard.voice_gateway.handlers.call_flow import CallFlow
 from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
+from switchboard.voice_gateway.handlers.supervision import Supervision
 from switchboard.voice_gateway.sip.message import NameAddr, SipMessage, split_list
 from switchboard.voice_gateway.sip.transactions import ServerTransaction, new_tag
 from switchboard.voice_gateway.sip.transport import Peer
@@ -20,10 +21,13 @@ SDP = "application/sdp"
 
 
 class SipServer:
-    def __init__(self, gateway: Gateway, flow: CallFlow, agent_leg: AgentLeg) -> None:
+    def __init__(
+        self, gateway: Gateway, flow: CallFlow, agent_leg: AgentLeg, supervision: Supervision
+    ) -> None:
         self.gw = gateway
         self.flow = flow
         self.agent_leg = agent_leg
+        self.supervision = supervision
 
     def serve(self) -> None:
         """Take the requests the transaction layer receives."""
@@ -115,7 +119,10 @@ class SipServer:
 
     def _bye(self, call: Call, leg: Leg, tx: ServerTransaction) -> None:
         self.gw.respond(tx, 200, "OK")
-        if leg is call.caller:
+        sup = self.gw.supervisor_of(call, leg)
+        if sup is not None:
+            call.spawn(self.supervision.hung_up(call, sup))
+        elif leg is call.caller:
             call.spawn(self.flow.caller_gone(call, "caller hung up", bye=False))
         else:
             call.spawn(self.agent_leg.agent_gone(call))
@@ -126,4 +133,8 @@ class SipServer:
             self.gw.respond(tx, digit.status, digit.reason)
             return
         self.gw.respond(tx, 200, "OK")
-        self.flow.pressed(call, leg, digit)
+        sup = self.gw.supervisor_of(call, leg)
+        if sup is not None:
+            self.supervision.pressed(call, sup, digit)
+        else:
+            self.flow.pressed(call, leg, digit)

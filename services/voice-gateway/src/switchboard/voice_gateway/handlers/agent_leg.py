@@ -229,6 +229,7 @@ class AgentLeg:
                 gw.bridge(call)
             return
         self._refer_result(agent, "200 OK")
+        gw.release_supervisors(call)  # they listened in on this agent's conversation
         call.end_hold()
         if call.agent is agent:
             call.agent = None

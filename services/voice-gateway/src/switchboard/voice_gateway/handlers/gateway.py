@@ -10,9 +10,11 @@ import time
 from typing import Any
 
 from switchboard.voice_gateway.adapters import RouterClient
-from switchboard.voice_gateway.calls import Call, Leg, State
+from switchboard.voice_gateway.calls import Call, Leg, State, Supervisor
 from switchboard.voice_gateway.config import VoiceConfig
 from switchboard.voice_gateway.domain import state as call_state
+from switchboard.voice_gateway.domain import supervision
+from switchboard.voice_gateway.media.mixer import Mixer
 from switchboard.voice_gateway.media.prompts import Prompts
 from switchboard.voice_gateway.media.rtp import MediaEngine
 from switchboard.voice_gateway.notifier import VoiceNotifier
@@ -75,16 +77,20 @@ class Gateway:
         call = self.by_dialog.get(msg.call_id)
         if call is None:
             return None
-        for leg in (call.caller, call.agent):
+        for leg in (call.caller, call.agent, *(s.leg for s in call.supervisors.values())):
             if leg is not None and leg.dialog.matches(msg):
                 return call, leg
         return None
+
+    def supervisor_of(self, call: Call, leg: Leg) -> Supervisor | None:
+        return next((s for s in call.supervisors.values() if s.leg is leg), None)
 
     def forget(self, call: Call) -> None:
         # Every ending forgets the call: also a recorded call transferred back to a queue whose
         # caller then hangs up. Its recording is closed and stored.
         if self.recordings is not None:
             self.recordings.ended(call)
+        self.release_supervisors(call)
         self.calls.pop(call.contact_id, None)
         for key in [k for k, v in self.by_dialog.items() if v is call]:
             del self.by_dialog[key]
@@ -121,6 +127,61 @@ class Gateway:
             call.caller.rtp.close()
             self.by_dialog.pop(call.caller.dialog.call_id, None)
             call.caller = None
+
+    def release_supervisors(self, call: Call) -> None:
+        """The conversation is over (or the agent left it): hang up every supervisor's phone."""
+        for sup in list(call.supervisors.values()):
+            self.unjoin(call, sup)
+            call.spawn(self.bye_leg(call, sup.leg))
+            call.spawn(self.supervised(call, sup, "left"))
+
+    async def supervised(self, call: Call, sup: Supervisor, action: str, by: str = "") -> None:
+        """Publish (for the audit) that `sup` joined, changed mode or left."""
+        sup.events += 1
+        logger.info(
+            "call %s: supervisor %s %s (%s)",
+            call.contact_id,
+            sup.supervisor_id,
+            action,
+            sup.mode.value,
+        )
+        await self.notifier.supervised(
+            call.tenant,
+            call.contact_id,
+            call.agent_id,
+            sup.supervision_id,
+            sup.supervisor_id,
+            sup.mode.value,
+            action,
+            sup.events,
+            by,
+        )
+
+    def unjoin(self, call: Call, sup: Supervisor) -> None:
+        """Take `sup` out of the call's media (its leg stays open until its BYE)."""
+        call.supervisors.pop(sup.supervision_id, None)
+        for leg, feed in sup.feeds:
+            if feed in leg.rtp.listeners:
+                leg.rtp.listeners.remove(feed)
+        sup.feeds.clear()
+        sup.leg.rtp.listeners = []
+        self.mix(call)
+
+    def mix(self, call: Call) -> None:
+        """Give the agent's leg, and the caller's, a mix while a supervisor talks to them; else
+        the relay sends them the other party's packets as they come."""
+        modes = [s.mode for s in call.supervisors.values()]
+        for leg, hears in (
+            (call.agent, supervision.agent_hears),
+            (call.caller, supervision.caller_hears),
+        ):
+            if leg is None:
+                continue
+            if any(hears(m) for m in modes):
+                if leg.rtp.mixer is None:
+                    leg.rtp.set_mixer(Mixer(call.payload_type))
+            elif leg.rtp.mixer is not None:
+                leg.rtp.set_mixer(None)
 
     # ---- media on a call's legs ---------------------------------------------------------------
 
@@ -164,6 +225,7 @@ class Gateway:
         call.end_hold()
         if self.recordings is not None:  # the conversation is over (a survey is not recorded)
             self.recordings.ended(call)
+        self.release_supervisors(call)
         talk = call.talk()
         agent, call.agent = call.agent, None
         if by_caller and agent is not None:
@@ -188,7 +250,7 @@ class Gateway:
     async def stop(self) -> None:
         """Hang up every leg of every live call."""
         for call in list(self.calls.values()):
-            for leg in (call.caller, call.agent):
+            for leg in (call.caller, call.agent, *(s.leg for s in call.supervisors.values())):
                 if leg is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(self.bye_leg(call, leg), 1)

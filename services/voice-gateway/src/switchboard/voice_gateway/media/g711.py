@@ -47,3 +47,34 @@ def encode(pcm16: bytes, payload_type: int) -> bytes:
     """Encode signed 16-bit little-endian mono PCM as PCMU (0) or PCMA (8)."""
     samples = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.int32)
     return bytes(_table(payload_type)[samples + 32768].tobytes())
+
+
+def _ulaw_sample(code: int) -> int:
+    code = ~code & 0xFF
+    magnitude = (((code & 0x0F) << 3) + 0x84) << ((code & 0x70) >> 4)
+    return 0x84 - magnitude if code & 0x80 else magnitude - 0x84
+
+
+def _alaw_sample(code: int) -> int:
+    code ^= 0x55
+    exponent = (code & 0x70) >> 4
+    magnitude = (code & 0x0F) << 4
+    magnitude = (magnitude + 0x108) << (exponent - 1) if exponent else magnitude + 8
+    return magnitude if code & 0x80 else -magnitude
+
+
+@cache
+def _decode_table(payload_type: int) -> np.ndarray:
+    fn = _ulaw_sample if payload_type == PCMU else _alaw_sample
+    return np.array([fn(c) for c in range(256)], dtype=np.int16)
+
+
+def decode_samples(payload: bytes, payload_type: int) -> np.ndarray:
+    """PCMU (0) or PCMA (8) as signed 16-bit linear samples."""
+    return _decode_table(payload_type)[np.frombuffer(payload, dtype=np.uint8)]
+
+
+def encode_samples(samples: np.ndarray, payload_type: int) -> bytes:
+    """Linear samples (any integer type, clipped to 16 bits) as PCMU (0) or PCMA (8)."""
+    clipped = np.clip(samples, -32768, 32767).astype(np.int32)
+    return bytes(_table(payload_type)[clipped + 32768].tobytes())

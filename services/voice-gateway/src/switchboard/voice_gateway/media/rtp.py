@@ -1,6 +1,7 @@
 """RTP (RFC 3550) for the gateway's call legs: announcements and music on hold played from
-pre-encoded G.711, DTMF received as RFC 4733 telephone-events, and a relay that bridges two
-legs (the B2BUA's media path). One 20 ms clock drives every playing leg of the process."""
+pre-encoded G.711, DTMF received as RFC 4733 telephone-events, a relay that bridges two
+legs (the B2BUA's media path), and legs that send a mix (call supervision). One 20 ms clock
+drives every playing or mixing leg of the process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from switchboard.voice_gateway.media.mixer import Mixer
 from switchboard.voice_gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self.bridge: RtpSession | None = None  # relay received audio to this leg
         self.on_dtmf: Callable[[str], None] | None = None
         self.tap: Callable[[bytes], None] | None = None  # the call's recorder, while bridged
+        # While set, audio relayed to this leg goes into the mix this leg sends on each tick.
+        self.mixer: Mixer | None = None
+        # Called with every audio packet this leg receives (supervisors listening in).
+        self.listeners: list[Callable[[bytes], None]] = []
         self._last_event_ts: int | None = None
         self.received = 0
         self.sent = 0
@@ -83,16 +89,22 @@ class RtpSession(asyncio.DatagramProtocol):
             self._telephone_event(data)
             return
         bridge = self.bridge
-        if bridge is None:
-            return
-        if bridge.remote is not None and bridge.transport is not None:
+        if bridge is not None and self._relay(bridge, data) and self.tap is not None:
+            self.tap(data)  # after relaying: recording never delays the audio
+        for listener in self.listeners:
+            listener(data)
+
+    def _relay(self, bridge: RtpSession, data: bytes) -> bool:
+        if bridge.mixer is not None:
+            bridge.mixer.push(self, data)
+            self.relayed += 1
+        elif bridge.remote is not None and bridge.transport is not None:
             if bridge.transport.is_closing():
-                return
+                return False
             bridge.transport.sendto(data, bridge.remote)
             bridge.sent += 1
             self.relayed += 1
-        if self.tap is not None:  # after relaying: recording never delays the audio
-            self.tap(data)
+        return True
 
     def _telephone_event(self, data: bytes) -> None:
         cc = data[0] & 0x0F
@@ -118,19 +130,32 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def stop_playing(self) -> None:
         pb, self.playback = self.playback, None
-        self.engine.playing.discard(self)
+        if self.mixer is None:
+            self.engine.playing.discard(self)
         if pb is not None and pb.done is not None and not pb.done.done():
             pb.done.cancel()
 
+    def set_mixer(self, mixer: Mixer | None) -> None:
+        """Send `mixer`'s audio from the next tick on (a prompt being played goes first);
+        None: back to relaying what the bridged leg receives as it comes."""
+        self.mixer = mixer
+        if mixer is not None:
+            self.engine.playing.add(self)
+        elif self.playback is None:
+            self.engine.playing.discard(self)
+
     def send_frame(self) -> bool:
         pb = self.playback
-        if pb is None:
-            return False
-        frame = pb.next_frame()
+        frame = None
+        if pb is not None:
+            frame = pb.next_frame()
+            if frame is None:
+                self.playback = None
+                if pb.done is not None and not pb.done.done():
+                    pb.done.set_result(None)
+        if frame is None and self.mixer is not None:
+            frame = self.mixer.next_frame()
         if frame is None:
-            self.playback = None
-            if pb.done is not None and not pb.done.done():
-                pb.done.set_result(None)
             return False
         self.seq = (self.seq + 1) & 0xFFFF
         self.timestamp = (self.timestamp + FRAME_BYTES) & 0xFFFFFFFF
@@ -146,6 +171,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self.stop_playing()
         self.bridge = None
         self.tap = None
+        self.mixer = None
+        self.listeners = []
+        self.engine.playing.discard(self)
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.close()

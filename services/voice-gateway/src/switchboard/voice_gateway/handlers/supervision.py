@@ -1,0 +1,159 @@
+"""Call supervision (as Asterisk's ChanSpy): the gateway rings a supervisor's own registered
+phone and joins it to a connected call. The supervisor always hears both parties mixed; in
+whisper mode the agent hears the supervisor too, in barge mode everyone hears everyone. The mode
+changes without redialling: by RPC, or with the keys 4, 5 and 6 on the supervisor's phone."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from typing import Any
+
+from switchboard.core.errors import FailedPrecondition, NotFound, Unavailable
+from switchboard.voice_gateway.calls import Call, Leg, Supervisor
+from switchboard.voice_gateway.domain import supervision
+from switchboard.voice_gateway.domain.supervision import Mode
+from switchboard.voice_gateway.handlers.gateway import Gateway
+from switchboard.voice_gateway.media import sdp
+from switchboard.voice_gateway.media.mixer import Mixer
+from switchboard.voice_gateway.sip.dialog import Dialog
+from switchboard.voice_gateway.sip.message import SipMessage
+from switchboard.voice_gateway.sip.transactions import new_tag
+
+logger = logging.getLogger(__name__)
+
+
+class Supervision:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def _call(self, tenant: str, contact_id: str) -> Call:
+        call = self.gw.calls.get(contact_id)
+        # Another tenant's call is not found: its existence is not the caller's to know.
+        if call is None or call.tenant != tenant:
+            raise NotFound("voice contact", contact_id)
+        return call
+
+    def _session(self, tenant: str, supervision_id: str) -> tuple[Call, Supervisor]:
+        for call in self.gw.calls.values():
+            sup = call.supervisors.get(supervision_id)
+            if sup is not None and call.tenant == tenant:
+                return call, sup
+        raise NotFound("supervision", supervision_id)
+
+    async def start(self, tenant: str, supervisor_id: str, contact_id: str, mode: Mode) -> str:
+        """Ring the supervisor's phone and, once it answers, join it to the call in `mode`;
+        returns the supervision id."""
+        gw = self.gw
+        call = self._call(tenant, contact_id)
+        if not supervision.can_supervise(call.state) or call.agent is None:
+            raise FailedPrecondition(f"call {contact_id} is not connected to an agent")
+        binding = gw.registrar.lookup(tenant, supervisor_id)
+        if binding is None:
+            raise FailedPrecondition(f"{supervisor_id} has no registered phone")
+        rtp = await gw.media.open()
+        rtp.payload_type = call.payload_type
+        leg_call_id = uuid.uuid4().hex
+        invite = SipMessage(method="INVITE", uri=binding.contact)
+        invite.add("From", f'"{mode.value}" <sip:supervise@{gw.sip.advertised}>;tag={new_tag()}')
+        invite.add("To", f"<sip:{supervisor_id}@{gw.sip.advertised}>")
+        invite.add("Call-ID", leg_call_id)
+        invite.add("CSeq", "1 INVITE")
+        invite.add("Max-Forwards", "70")
+        invite.add("Contact", gw.sip.contact(binding.peer))
+        invite.add("Subject", f"supervise {contact_id}")
+        invite.add("Content-Type", "application/sdp")
+        invite.body = sdp.build(gw.media.host, rtp.port, call.payload_type)
+        gw.by_dialog[leg_call_id] = call
+        tx = gw.sip.request(invite, binding.peer)
+        try:
+            resp = await asyncio.wait_for(asyncio.shield(tx.future), gw.ring_timeout)
+        except TimeoutError:
+            provisional = asyncio.ensure_future(tx.provisional.wait())
+            pending: list[asyncio.Future[Any]] = [provisional, tx.future]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            provisional.cancel()
+            if not tx.future.done():
+                gw.sip.cancel(tx)
+            resp = await tx.future
+        if not 200 <= resp.status < 300:
+            gw.by_dialog.pop(leg_call_id, None)
+            rtp.close()
+            raise Unavailable(f"{supervisor_id}'s phone did not answer ({resp.status})")
+        dialog = Dialog.as_uac(invite, resp, binding.peer)
+        ack = dialog.request("ACK", gw.sip.contact(binding.peer))
+        ack.set("CSeq", f"{invite.cseq[0]} ACK")
+        tx.ack = gw.send_ack(ack, binding.peer)
+        leg = Leg(dialog, rtp)
+        try:
+            answer = sdp.parse(resp.body)
+            rtp.set_remote(answer.host, answer.port)
+        except sdp.SdpError:
+            pass
+        if not supervision.can_supervise(call.state) or call.agent is None:
+            await gw.bye_leg(call, leg)  # the call ended while the phone rang
+            raise FailedPrecondition(f"call {contact_id} ended")
+        sup = Supervisor(uuid.uuid4().hex, supervisor_id, leg, mode)
+        self._join(call, sup)
+        await gw.supervised(call, sup, "joined")
+        return sup.supervision_id
+
+    def _join(self, call: Call, sup: Supervisor) -> None:
+        assert call.caller is not None and call.agent is not None
+        call.supervisors[sup.supervision_id] = sup
+        mix = Mixer(call.payload_type)
+        sup.leg.rtp.set_mixer(mix)
+        for leg in (call.caller, call.agent):
+            feed = functools.partial(mix.push, leg.rtp)
+            leg.rtp.listeners.append(feed)
+            sup.feeds.append((leg, feed))
+        sup.leg.rtp.listeners = [functools.partial(self._heard, call, sup)]
+        sup.leg.rtp.on_dtmf = functools.partial(self.pressed, call, sup)
+        self.gw.mix(call)
+
+    def _heard(self, call: Call, sup: Supervisor, packet: bytes) -> None:
+        """The supervisor spoke: into the agent's mix (whisper, barge) and the caller's
+        (barge)."""
+        for leg, hears in (
+            (call.agent, supervision.agent_hears),
+            (call.caller, supervision.caller_hears),
+        ):
+            if leg is not None and leg.rtp.mixer is not None and hears(sup.mode):
+                leg.rtp.mixer.push(sup, packet)
+
+    def _set_mode(self, call: Call, sup: Supervisor, mode: Mode, by: str) -> None:
+        if mode is sup.mode:
+            return
+        sup.mode = mode
+        for leg in (call.agent, call.caller):  # what it said in the old mode is not heard
+            if leg is not None and leg.rtp.mixer is not None:
+                leg.rtp.mixer.remove(sup)
+        self.gw.mix(call)
+        call.spawn(self.gw.supervised(call, sup, "mode_changed", by))
+
+    async def set_mode(self, tenant: str, supervision_id: str, mode: Mode) -> Mode:
+        call, sup = self._session(tenant, supervision_id)
+        self._set_mode(call, sup, mode, "rpc")
+        return sup.mode
+
+    def pressed(self, call: Call, sup: Supervisor, digit: str) -> None:
+        """A key on the supervisor's phone (RFC 4733 or SIP INFO): 4, 5 and 6 switch modes."""
+        mode = supervision.mode_for_key(digit)
+        if mode is not None and sup.supervision_id in call.supervisors:
+            self._set_mode(call, sup, mode, "dtmf")
+
+    async def end(self, tenant: str, supervision_id: str) -> None:
+        """The supervisor leaves (by RPC): its phone is hung up."""
+        call, sup = self._session(tenant, supervision_id)
+        self.gw.unjoin(call, sup)
+        await self.gw.supervised(call, sup, "left")
+        await self.gw.bye_leg(call, sup.leg)
+
+    async def hung_up(self, call: Call, sup: Supervisor) -> None:
+        """The supervisor's phone sent BYE."""
+        self.gw.unjoin(call, sup)
+        sup.leg.rtp.close()
+        self.gw.by_dialog.pop(sup.leg.dialog.call_id, None)
+        await self.gw.supervised(call, sup, "left")
