@@ -60,6 +60,8 @@ class _SupervisionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sup
     """... and stopped"""
     SUPERVISION_ACTION_NOTE: _SupervisionAction.ValueType  # 3
     """sent the contact's agent a private note (never the customer)"""
+    SUPERVISION_ACTION_MODE_CHANGED: _SupervisionAction.ValueType  # 4
+    """changed how it takes part in a call (see `mode`)"""
 
 class SupervisionAction(_SupervisionAction, metaclass=_SupervisionActionEnumTypeWrapper): ...
 
@@ -70,7 +72,35 @@ SUPERVISION_ACTION_STOPPED: SupervisionAction.ValueType  # 2
 """... and stopped"""
 SUPERVISION_ACTION_NOTE: SupervisionAction.ValueType  # 3
 """sent the contact's agent a private note (never the customer)"""
+SUPERVISION_ACTION_MODE_CHANGED: SupervisionAction.ValueType  # 4
+"""changed how it takes part in a call (see `mode`)"""
 Global___SupervisionAction: _TypeAlias = SupervisionAction  # noqa: Y015
+
+class _SupervisionMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SupervisionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SupervisionMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUPERVISION_MODE_UNSPECIFIED: _SupervisionMode.ValueType  # 0
+    SUPERVISION_MODE_MONITOR: _SupervisionMode.ValueType  # 1
+    """hears both parties; neither hears the supervisor"""
+    SUPERVISION_MODE_WHISPER: _SupervisionMode.ValueType  # 2
+    """hears both parties; only the agent hears the supervisor"""
+    SUPERVISION_MODE_BARGE: _SupervisionMode.ValueType  # 3
+    """three-way: everyone hears everyone"""
+
+class SupervisionMode(_SupervisionMode, metaclass=_SupervisionModeEnumTypeWrapper):
+    """How a supervisor takes part in a live call (docs/voice.md, "Call supervision")."""
+
+SUPERVISION_MODE_UNSPECIFIED: SupervisionMode.ValueType  # 0
+SUPERVISION_MODE_MONITOR: SupervisionMode.ValueType  # 1
+"""hears both parties; neither hears the supervisor"""
+SUPERVISION_MODE_WHISPER: SupervisionMode.ValueType  # 2
+"""hears both parties; only the agent hears the supervisor"""
+SUPERVISION_MODE_BARGE: SupervisionMode.ValueType  # 3
+"""three-way: everyone hears everyone"""
+Global___SupervisionMode: _TypeAlias = SupervisionMode  # noqa: Y015
 
 class _DeliveryState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -417,7 +447,8 @@ Global___ContactTransferred: _TypeAlias = ContactTransferred  # noqa: Y015
 
 @_typing.final
 class ContactSupervised(_message.Message):
-    """contact.<tenant>.<channel>.supervised: a supervisor's act on a live contact, audited on its
+    """contact.<tenant>.<channel>.supervised: a supervisor's act on a live contact (watching a chat,
+    a note to its agent, listening to / whispering into / barging into a call), audited on its
     case; a note is also kept in the case as an internal note (author: the supervisor).
     """
 
@@ -429,6 +460,9 @@ class ContactSupervised(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    SUPERVISION_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     supervisor_id: _builtins.str
     agent_id: _builtins.str
@@ -436,6 +470,13 @@ class ContactSupervised(_message.Message):
     action: Global___SupervisionAction.ValueType
     text: _builtins.str
     """the note (SUPERVISION_ACTION_NOTE)"""
+    supervision_id: _builtins.str
+    """A call's supervision (contact.<tenant>.voice.supervised): STARTED when the supervisor's
+    phone joined, MODE_CHANGED, STOPPED when it left.
+    """
+    mode: Global___SupervisionMode.ValueType
+    changed_by: _builtins.str
+    """"rpc" or "dtmf", for a mode change"""
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
     def __init__(
@@ -447,10 +488,13 @@ class ContactSupervised(_message.Message):
         agent_id: _builtins.str = ...,
         action: Global___SupervisionAction.ValueType = ...,
         text: _builtins.str = ...,
+        supervision_id: _builtins.str = ...,
+        mode: Global___SupervisionMode.ValueType = ...,
+        changed_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "contact_id", b"contact_id", "meta", b"meta", "supervisor_id", b"supervisor_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "changed_by", b"changed_by", "contact_id", b"contact_id", "meta", b"meta", "mode", b"mode", "supervision_id", b"supervision_id", "supervisor_id", b"supervisor_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

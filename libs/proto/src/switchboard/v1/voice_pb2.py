@@ -25,15 +25,13 @@ _sym_db = _symbol_database.Default()
 from switchboard.v1 import events_pb2 as switchboard_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchboard/v1/voice.proto\x12\x0eswitchboard.v1\x1a\x1bswitchboard/v1/events.proto\"U\n\x10SuperviseRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"Z\n\x11SuperviseResponse\x12\x16\n\x0esupervision_id\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"b\n\x19SetSupervisionModeRequest\x12\x16\n\x0esupervision_id\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"K\n\x1aSetSupervisionModeResponse\x12-\n\x04mode\x18\x01 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"/\n\x15\x45ndSupervisionRequest\x12\x16\n\x0esupervision_id\x18\x01 \x01(\t\"\x18\n\x16\x45ndSupervisionResponse\"\xe4\x01\n\x11\x43ontactSupervised\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.switchboard.v1.EventMeta\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x16\n\x0esupervision_id\x18\x03 \x01(\t\x12\x15\n\rsupervisor_id\x18\x04 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x12\n\nchanged_by\x18\x08 \x01(\t*\x8b\x01\n\x0fSupervisionMode\x12 \n\x1cSUPERVISION_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SUPERVISION_MODE_MONITOR\x10\x01\x12\x1c\n\x18SUPERVISION_MODE_WHISPER\x10\x02\x12\x1a\n\x16SUPERVISION_MODE_BARGE\x10\x03\x32\xae\x02\n\x0cVoiceService\x12P\n\tSupervise\x12 .switchboard.v1.SuperviseRequest\x1a!.switchboard.v1.SuperviseResponse\x12k\n\x12SetSupervisionMode\x12).switchboard.v1.SetSupervisionModeRequest\x1a*.switchboard.v1.SetSupervisionModeResponse\x12_\n\x0e\x45ndSupervision\x12%.switchboard.v1.EndSupervisionRequest\x1a&.switchboard.v1.EndSupervisionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchboard/v1/voice.proto\x12\x0eswitchboard.v1\x1a\x1bswitchboard/v1/events.proto\"U\n\x10SuperviseRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"Z\n\x11SuperviseResponse\x12\x16\n\x0esupervision_id\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"b\n\x19SetSupervisionModeRequest\x12\x16\n\x0esupervision_id\x18\x01 \x01(\t\x12-\n\x04mode\x18\x02 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"K\n\x1aSetSupervisionModeResponse\x12-\n\x04mode\x18\x01 \x01(\x0e\x32\x1f.switchboard.v1.SupervisionMode\"/\n\x15\x45ndSupervisionRequest\x12\x16\n\x0esupervision_id\x18\x01 \x01(\t\"\x18\n\x16\x45ndSupervisionResponse2\xae\x02\n\x0cVoiceService\x12P\n\tSupervise\x12 .switchboard.v1.SuperviseRequest\x1a!.switchboard.v1.SuperviseResponse\x12k\n\x12SetSupervisionMode\x12).switchboard.v1.SetSupervisionModeRequest\x1a*.switchboard.v1.SetSupervisionModeResponse\x12_\n\x0e\x45ndSupervision\x12%.switchboard.v1.EndSupervisionRequest\x1a&.switchboard.v1.EndSupervisionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.v1.voice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUPERVISIONMODE']._serialized_start=738
-  _globals['_SUPERVISIONMODE']._serialized_end=877
   _globals['_SUPERVISEREQUEST']._serialized_start=75
   _globals['_SUPERVISEREQUEST']._serialized_end=160
   _globals['_SUPERVISERESPONSE']._serialized_start=162
@@ -46,8 +44,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDSUPERVISIONREQUEST']._serialized_end=478
   _globals['_ENDSUPERVISIONRESPONSE']._serialized_start=480
   _globals['_ENDSUPERVISIONRESPONSE']._serialized_end=504
-  _globals['_CONTACTSUPERVISED']._serialized_start=507
-  _globals['_CONTACTSUPERVISED']._serialized_end=735
-  _globals['_VOICESERVICE']._serialized_start=880
-  _globals['_VOICESERVICE']._serialized_end=1182
+  _globals['_VOICESERVICE']._serialized_start=507
+  _globals['_VOICESERVICE']._serialized_end=809
 # @@protoc_insertion_point(module_scope)

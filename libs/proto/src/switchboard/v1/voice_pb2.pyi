@@ -5,7 +5,6 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from switchboard.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
@@ -18,47 +17,23 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class _SupervisionMode:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _SupervisionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SupervisionMode.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    SUPERVISION_MODE_UNSPECIFIED: _SupervisionMode.ValueType  # 0
-    SUPERVISION_MODE_MONITOR: _SupervisionMode.ValueType  # 1
-    """hears both parties; neither hears the supervisor"""
-    SUPERVISION_MODE_WHISPER: _SupervisionMode.ValueType  # 2
-    """hears both parties; only the agent hears the supervisor"""
-    SUPERVISION_MODE_BARGE: _SupervisionMode.ValueType  # 3
-    """three-way: everyone hears everyone"""
-
-class SupervisionMode(_SupervisionMode, metaclass=_SupervisionModeEnumTypeWrapper):
-    """How a supervisor takes part in a live call (docs/voice.md, "Call supervision")."""
-
-SUPERVISION_MODE_UNSPECIFIED: SupervisionMode.ValueType  # 0
-SUPERVISION_MODE_MONITOR: SupervisionMode.ValueType  # 1
-"""hears both parties; neither hears the supervisor"""
-SUPERVISION_MODE_WHISPER: SupervisionMode.ValueType  # 2
-"""hears both parties; only the agent hears the supervisor"""
-SUPERVISION_MODE_BARGE: SupervisionMode.ValueType  # 3
-"""three-way: everyone hears everyone"""
-Global___SupervisionMode: _TypeAlias = SupervisionMode  # noqa: Y015
-
 @_typing.final
 class SuperviseRequest(_message.Message):
+    """SupervisionMode is in events.proto, with the ContactSupervised event that audits each change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     """a connected voice contact of the caller's tenant"""
-    mode: Global___SupervisionMode.ValueType
+    mode: _events_pb2.SupervisionMode.ValueType
     """unspecified means monitor"""
     def __init__(
         self,
         *,
         contact_id: _builtins.str = ...,
-        mode: Global___SupervisionMode.ValueType = ...,
+        mode: _events_pb2.SupervisionMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -75,12 +50,12 @@ class SuperviseResponse(_message.Message):
     SUPERVISION_ID_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     supervision_id: _builtins.str
-    mode: Global___SupervisionMode.ValueType
+    mode: _events_pb2.SupervisionMode.ValueType
     def __init__(
         self,
         *,
         supervision_id: _builtins.str = ...,
-        mode: Global___SupervisionMode.ValueType = ...,
+        mode: _events_pb2.SupervisionMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -97,12 +72,12 @@ class SetSupervisionModeRequest(_message.Message):
     SUPERVISION_ID_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     supervision_id: _builtins.str
-    mode: Global___SupervisionMode.ValueType
+    mode: _events_pb2.SupervisionMode.ValueType
     def __init__(
         self,
         *,
         supervision_id: _builtins.str = ...,
-        mode: Global___SupervisionMode.ValueType = ...,
+        mode: _events_pb2.SupervisionMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -117,11 +92,11 @@ class SetSupervisionModeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
-    mode: Global___SupervisionMode.ValueType
+    mode: _events_pb2.SupervisionMode.ValueType
     def __init__(
         self,
         *,
-        mode: Global___SupervisionMode.ValueType = ...,
+        mode: _events_pb2.SupervisionMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -164,48 +139,3 @@ class EndSupervisionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndSupervisionResponse: _TypeAlias = EndSupervisionResponse  # noqa: Y015
-
-@_typing.final
-class ContactSupervised(_message.Message):
-    """contact.<tenant>.voice.supervised: a supervisor joined a call, changed mode, or left it."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    META_FIELD_NUMBER: _builtins.int
-    CONTACT_ID_FIELD_NUMBER: _builtins.int
-    SUPERVISION_ID_FIELD_NUMBER: _builtins.int
-    SUPERVISOR_ID_FIELD_NUMBER: _builtins.int
-    AGENT_ID_FIELD_NUMBER: _builtins.int
-    MODE_FIELD_NUMBER: _builtins.int
-    ACTION_FIELD_NUMBER: _builtins.int
-    CHANGED_BY_FIELD_NUMBER: _builtins.int
-    contact_id: _builtins.str
-    supervision_id: _builtins.str
-    supervisor_id: _builtins.str
-    agent_id: _builtins.str
-    mode: Global___SupervisionMode.ValueType
-    action: _builtins.str
-    """"joined", "mode_changed", "left" """
-    changed_by: _builtins.str
-    """"rpc" or "dtmf" for a mode change"""
-    @_builtins.property
-    def meta(self) -> _events_pb2.EventMeta: ...
-    def __init__(
-        self,
-        *,
-        meta: _events_pb2.EventMeta | None = ...,
-        contact_id: _builtins.str = ...,
-        supervision_id: _builtins.str = ...,
-        supervisor_id: _builtins.str = ...,
-        agent_id: _builtins.str = ...,
-        mode: Global___SupervisionMode.ValueType = ...,
-        action: _builtins.str = ...,
-        changed_by: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "changed_by", b"changed_by", "contact_id", b"contact_id", "meta", b"meta", "mode", b"mode", "supervision_id", b"supervision_id", "supervisor_id", b"supervisor_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ContactSupervised: _TypeAlias = ContactSupervised  # noqa: Y015
