@@ -348,7 +348,11 @@ async def test_a_supervisor_listening_in_is_on_the_case_audit_trail(
         ("supervision_stopped", "whisper", None),
     ]
     first = supervised[0][2]
-    assert (first["contact_id"], first["agent_id"], first["supervision_id"]) == ("call-7", "a-1", "s-1")
+    assert (first["contact_id"], first["agent_id"], first["supervision_id"]) == (
+        "call-7",
+        "a-1",
+        "s-1",
+    )
     assert breaks == []
 
 
