@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,11 +22,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction, defer
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
-from switchboard.case.adapters import bulk, keyring
+from switchboard.case.adapters import bulk, crypto, keyring
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -277,6 +278,7 @@ class Sessions(async_sessionmaker[AsyncSession]):
             engine.execution_options(**options), expire_on_commit=False, info={keyring.KEY: keys}
         )
         self.keyring = keys
+        self.engine = engine  # its write sessions' (the read sessions' has other options)
         self._write = engine
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
@@ -320,16 +322,20 @@ async def insert_ignore(
     return (await session.execute(stmt)).first() is not None
 
 
-async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> list[Any]:
+async def preload_locked(
+    session: AsyncSession, model: Any, keys: set[Any], unsealed: bool = False
+) -> list[Any]:
     """Read and lock many rows by primary key in one query (in key order, so that two writers
     lock in the same order); `get_locked` and `get_row` then answer from the session, including
-    for the keys that have no row."""
+    for the keys that have no row. With `unsealed`, the sealed columns are not read (see
+    `_unsealed`)."""
     if not keys:
         return []
     pk = model.__mapper__.primary_key[0]
-    rows = list(
-        await session.scalars(select(model).where(pk.in_(keys)).order_by(pk).with_for_update())
-    )
+    stmt = select(model).where(pk.in_(keys)).order_by(pk).with_for_update()
+    if unsealed:
+        stmt = stmt.options(*_unsealed(model))
+    rows = list(await session.scalars(stmt))
     # The session's identity map holds rows weakly: these references keep them for the
     # transaction.
     locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
@@ -338,6 +344,57 @@ async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> l
         locked[(model, getattr(row, pk.key))] = row
     absent.update((model, k) for k in keys if (model, k) not in locked)
     return rows
+
+
+async def preload_locked_with(
+    session: AsyncSession, model: Any, keys: set[Any], parent: Any, foreign_key: str
+) -> tuple[list[Any], list[Any]]:
+    """`preload_locked` of `model`'s rows by `keys` and of the `parent` rows they refer to by
+    their column `foreign_key` (not null): on SQLite in one joined query (its write transaction
+    locks the whole database, so the order rows are read in locks nothing), elsewhere in two,
+    each in key order."""
+    if session.get_bind().dialect.name != "sqlite":
+        rows = await preload_locked(session, model, keys, unsealed=True)
+        parents = await preload_locked(
+            session, parent, {getattr(r, foreign_key) for r in rows}, unsealed=True
+        )
+        return rows, parents
+    if not keys:
+        return [], []
+    pk = model.__mapper__.primary_key[0]
+    parent_pk = parent.__mapper__.primary_key[0]
+    result = await session.execute(
+        select(model, parent)
+        .join(parent, parent_pk == getattr(model, foreign_key))
+        .where(pk.in_(keys))
+        .order_by(pk)
+        .options(*_unsealed(model), *_unsealed(parent))
+    )
+    locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
+    absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
+    rows = []
+    found: dict[Any, Any] = {}
+    for row, of in result:
+        rows.append(row)
+        locked[(model, getattr(row, pk.key))] = row
+        found[getattr(of, parent_pk.key)] = of
+    for key, of in found.items():
+        locked[(parent, key)] = of
+        absent.discard((parent, key))
+    absent.update((model, k) for k in keys if (model, k) not in locked)
+    return rows, list(found.values())
+
+
+@functools.cache
+def _unsealed(model: Any) -> tuple[Any, ...]:
+    """Loader options leaving `model`'s sealed columns (personal data) unread: a batch's events
+    write them but do not read them, and opening each one loaded is an AES-GCM decryption. A
+    later query of the transaction that selects the whole row fills them in."""
+    return tuple(
+        defer(getattr(model, c.key))
+        for c in model.__mapper__.column_attrs
+        if isinstance(c.columns[0].type, crypto.SealedText)
+    )
 
 
 async def get_row(session: AsyncSession, model: Any, key: Any) -> Any:
