@@ -6,13 +6,15 @@ import gc
 from datetime import UTC, datetime
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit
-from switchboard.case.adapters import crypto, database, orm
+from switchboard.case.adapters import bulk, crypto, database, orm
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.views import CaseViews
@@ -543,3 +545,56 @@ async def run_batch(handlers: CaseHandlers, batch: list[Any]) -> None:
     async with handlers.batch(batch, isolate=False):
         for event in batch:
             await handler_for(handlers, event)(event)
+
+
+async def test_a_batch_on_sqlite_goes_to_the_drivers_thread_a_few_times(
+    handlers: CaseHandlers, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop to SQLite's connection thread waits for that thread to run: a batch of events on
+    recorded contacts makes six or so, its BEGIN going with its first statement and its bulk
+    writes with its commit, whatever the number of its events and of the tables it writes."""
+    if database_url.startswith("postgresql"):
+        pytest.skip("SQLite's driver thread")
+    hops: list[object] = []
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await execute(self, fn, *args, **kwargs)
+
+    steps = lifecycle(12, "acme")
+    await run_batch(handlers, steps[0])
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    per_batch = []
+    for step in steps[1:]:
+        hops.clear()
+        await run_batch(handlers, step)
+        per_batch.append(len(hops))
+    assert max(per_batch) <= 7, per_batch
+
+
+async def test_a_bulk_write_refused_at_the_commit_fails_the_whole_batch(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A batch's bulk rows are written with its commit: one the database refuses (a key taken)
+    fails the batch there, and none of the batch's rows or claims is kept (the bus then hands
+    its events over again, one at a time)."""
+    steps = lifecycle(3, "acme")
+    await run_batch(handlers, steps[0])
+    queued = steps[1]
+    at = datetime(2025, 1, 2, 4, 0, tzinfo=UTC)
+    taken = {"event_id": steps[0][0].meta.event_id, "consumer": "case", "processed_at": at}
+    with pytest.raises(IntegrityError):
+        async with handlers.batch(queued, isolate=False) as unit:
+            for event in queued:
+                await handler_for(handlers, event)(event)
+            # A row another writer's key would refuse, held like the batch's own.
+            bulk.add_row(unit._session, orm.ProcessedEvent, taken)  # claimed by step 0
+    async with sessions() as session:
+        claimed = set(await session.scalars(select(orm.ProcessedEvent.event_id)))
+        queued_at = list(await session.scalars(select(orm.Contact.queued_at)))
+    assert not claimed & {e.meta.event_id for e in queued}
+    assert queued_at == [None, None, None]
+    await run_batch(handlers, queued)  # delivered again
+    async with sessions() as session:
+        assert None not in set(await session.scalars(select(orm.Contact.queued_at)))

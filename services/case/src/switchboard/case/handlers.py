@@ -32,6 +32,7 @@ from switchboard.case.adapters import bulk, collector, keyring
 from switchboard.case.adapters.database import (
     get_locked,
     get_row,
+    hold_writes,
     insert_ignore,
     insert_ignore_many,
     preload_locked_with,
@@ -263,6 +264,9 @@ class CaseHandlers:
                         # have to undo staged rows too, so the isolated retry uses plain ORM
                         # flushes.
                         session.info[bulk.KEY] = staged = bulk.BulkInserts()
+                        # Every failure fails the whole batch: its writes can go with the next
+                        # statement or the commit.
+                        await hold_writes(session)
                     yield _BatchUnit(self, session, isolate)
                     if not isolate:
                         await session.run_sync(staged.write, False)

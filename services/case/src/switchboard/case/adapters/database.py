@@ -129,6 +129,47 @@ def _run_statement(
         cursor.close()
 
 
+Held = list[tuple[str, Any, bool]]  # (operation, parameters, many)
+
+
+def _run_statements(
+    connection: sqlite3.Connection,
+    held: Held,
+    operation: Any,
+    parameters: Any,
+    many: bool,
+) -> tuple[Any, int, int | None, list[Any]]:
+    # The writes held back (see `hold_writes`), then the statement, in one hop.
+    _run_held(connection, held)
+    return _run_statement(connection, operation, parameters, many)
+
+
+def _run_held(connection: sqlite3.Connection, held: Held) -> None:
+    for operation, parameters, many in held:
+        cursor = connection.cursor()
+        try:
+            if many:
+                cursor.executemany(operation, parameters)
+            else:
+                cursor.execute(operation, parameters or ())
+        finally:
+            cursor.close()
+
+
+def _commit_after(connection: sqlite3.Connection, held: Held) -> None:
+    _run_held(connection, held)
+    connection.commit()
+
+
+def _holdable(operation: str) -> bool:
+    verb = operation.lstrip()[:6].upper()
+    return verb in ("INSERT", "UPDATE") and "RETURNING" not in operation.upper()
+
+
+def _begins(operation: str, parameters: Any) -> bool:
+    return not parameters and operation.lstrip()[:5].upper() == "BEGIN"
+
+
 class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
     """A cursor that runs each statement, fetches its rows and closes in one hop to aiosqlite's
     thread; SQLAlchemy's own makes four (open, execute, fetch, close), and under load every hop
@@ -173,13 +214,30 @@ class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
         self._rows.clear()
 
     def _run(self, operation: Any, parameters: Any, many: bool) -> None:
+        adapted: _OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+        if (many and adapted._holding and _holdable(operation)) or (
+            not many and _begins(operation, parameters)
+        ):
+            # Sent with the next statement: a BEGIN always (the transaction's first statement
+            # follows it at once, the after_begin look at the data keys), the bulk writes of a
+            # transaction that holds them.
+            adapted._held.append((operation, parameters, many))
+            self._result_description = None
+            self._result_rowcount = len(parameters) if many else -1
+            self._result_lastrowid = None
+            self._rows = collections.deque()
+            return
+        held, adapted._held = adapted._held, []
+        adapted._idle = False
         connection = self._connection
         try:
             done = await_(
-                connection._execute(_run_statement, connection._conn, operation, parameters, many)
+                connection._execute(
+                    _run_statements, connection._conn, held, operation, parameters, many
+                )
             )
         except Exception as error:
-            self._adapt_connection._handle_exception(error)
+            adapted._handle_exception(error)
         (
             self._result_description,
             self._result_rowcount,
@@ -196,14 +254,62 @@ class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneHopConnection(sa_aiosqlite.AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """With `_holding` (see `hold_writes`), an executemany INSERT or UPDATE is held back and sent
+    with the connection's next statement, or its commit, in the same hop; until the transaction
+    ends."""
+
+    __slots__ = ("_held", "_holding", "_idle")
     _cursor_cls = _OneHopCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._holding = False
+        self._held: Held = []
+        # No statement has run since the last commit or rollback: there is nothing to roll back
+        # (the pool's reset of a connection returned after its commit costs no hop).
+        self._idle = True
+
+    def commit(self) -> None:
+        held, self._held, self._holding = self._held, [], False
+        idle, self._idle = self._idle, True
+        if idle and all(not many for _, _, many in held):
+            return  # at most a BEGIN held: no transaction began on the database
+        if not held:
+            super().commit()
+            return
+        try:
+            await_(self._connection._execute(_commit_after, self._connection._conn, held))
+        except Exception as error:
+            self._handle_exception(error)
+
+    def rollback(self) -> None:
+        self._held, self._holding = [], False
+        idle, self._idle = self._idle, True
+        if not idle:
+            super().rollback()
+
+    def close(self) -> None:
+        self._held, self._holding = [], False
+        super().close()
 
 
 class _OneHopDBAPI(sa_aiosqlite.AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> Any:
         adapted = super().connect(*arg, **kw)
         return _OneHopConnection(self, adapted._connection)
+
+
+async def hold_writes(session: AsyncSession) -> None:
+    """On SQLite, until the session's transaction ends, its executemany INSERTs and UPDATEs (the
+    rows a batch writes in bulk) go to the driver's thread with the next statement or the commit,
+    in one hop, rather than one hop each. A failure of a held write is then raised by the
+    statement (or the commit) it went with: only for a transaction that any failure rolls back
+    whole (the consumer's batch without savepoints). Elsewhere, nothing changes."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if isinstance(adapted, _OneHopConnection):
+        adapted._holding = True
 
 
 def create_engine(url: str) -> AsyncEngine:
