@@ -296,9 +296,12 @@ class CaseHandlers:
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         contact_ids.discard("")
         message_ids.discard("")
-        contacts, cases = await preload_locked_with(session, Contact, contact_ids, Case, "case_id")
+        contacts, cases, heads = await preload_locked_with(
+            session, Contact, contact_ids, Case, "case_id", audit.head_columns(audit.CASE, Case.id)
+        )
         case_ids = {c.id for c in cases}
-        await audit.preload_heads(session, audit.CASE, case_ids)
+        audit.known_heads(session, audit.CASE, heads)  # on SQLite, read with the cases
+        await audit.preload_heads(session, audit.CASE, case_ids)  # the others
         await self.records.sla.preload(session, case_ids)
         owners: set[str] = set()
         for tenant, found in identities.items():

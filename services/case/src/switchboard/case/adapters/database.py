@@ -453,24 +453,30 @@ async def preload_locked(
 
 
 async def preload_locked_with(
-    session: AsyncSession, model: Any, keys: set[Any], parent: Any, foreign_key: str
-) -> tuple[list[Any], list[Any]]:
+    session: AsyncSession,
+    model: Any,
+    keys: set[Any],
+    parent: Any,
+    foreign_key: str,
+    extra: Sequence[Any] = (),
+) -> tuple[list[Any], list[Any], dict[Any, tuple[Any, ...]]]:
     """`preload_locked` of `model`'s rows by `keys` and of the `parent` rows they refer to by
     their column `foreign_key` (not null): on SQLite in one joined query (its write transaction
-    locks the whole database, so the order rows are read in locks nothing), elsewhere in two,
-    each in key order."""
+    locks the whole database, so the order rows are read in locks nothing), which also reads the
+    columns `extra` (correlated with the parent), by parent key; elsewhere in two queries, each in
+    key order, and without `extra` (an empty dict: the caller reads them itself)."""
     if session.get_bind().dialect.name != "sqlite":
         rows = await preload_locked(session, model, keys, unsealed=True)
         parents = await preload_locked(
             session, parent, {getattr(r, foreign_key) for r in rows}, unsealed=True
         )
-        return rows, parents
+        return rows, parents, {}
     if not keys:
-        return [], []
+        return [], [], {}
     pk = model.__mapper__.primary_key[0]
     parent_pk = parent.__mapper__.primary_key[0]
     result = await session.execute(
-        select(model, parent)
+        select(model, parent, *extra)
         .join(parent, parent_pk == getattr(model, foreign_key))
         .where(pk.in_(keys))
         .order_by(pk)
@@ -480,15 +486,18 @@ async def preload_locked_with(
     absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
     rows = []
     found: dict[Any, Any] = {}
-    for row, of in result:
+    values: dict[Any, tuple[Any, ...]] = {}
+    for row, of, *more in result:
         rows.append(row)
         locked[(model, getattr(row, pk.key))] = row
-        found[getattr(of, parent_pk.key)] = of
+        key = getattr(of, parent_pk.key)
+        found[key] = of
+        values[key] = tuple(more)
     for key, of in found.items():
         locked[(parent, key)] = of
         absent.discard((parent, key))
     absent.update((model, k) for k in keys if (model, k) not in locked)
-    return rows, list(found.values())
+    return rows, list(found.values()), values
 
 
 @functools.cache
