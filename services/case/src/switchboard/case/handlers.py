@@ -28,13 +28,14 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, csat, customers, object_erasure
-from switchboard.case.adapters import bulk, keyring
+from switchboard.case.adapters import bulk, collector, keyring
 from switchboard.case.adapters.database import (
     get_locked,
     get_row,
+    hold_writes,
     insert_ignore,
     insert_ignore_many,
-    preload_locked,
+    preload_locked_with,
     row_added,
 )
 from switchboard.case.adapters.orm import (
@@ -290,21 +291,26 @@ class CaseHandlers:
         rolls all of it back, and the bus hands each event over again on its own."""
         # The batch's transaction maps no errors: one it fails with cannot be told apart from
         # its events, so the bus hands each event over alone, to `_apply`, which maps them.
-        async with self._uow.transaction() as session:
-            token = _batch_session.set(session)
-            try:
-                await self._claim_all(session, events)
-                await self._preload(session, events)
-                if not isolate:
-                    # New rows go in with one INSERT per table (bulk.py); a savepoint would have
-                    # to undo staged rows too, so the isolated retry uses plain ORM flushes.
-                    session.info[bulk.KEY] = staged = bulk.BulkInserts()
-                yield _BatchUnit(self, session, isolate)
-                if not isolate:
-                    await session.run_sync(staged.write, False)
-                    await session.run_sync(bulk.write_changes)
-            finally:
-                _batch_session.reset(token)
+        with collector.held():
+            async with self._uow.transaction() as session:
+                token = _batch_session.set(session)
+                try:
+                    await self._claim_all(session, events)
+                    await self._preload(session, events)
+                    if not isolate:
+                        # New rows go in with one INSERT per table (bulk.py); a savepoint would
+                        # have to undo staged rows too, so the isolated retry uses plain ORM
+                        # flushes.
+                        session.info[bulk.KEY] = staged = bulk.BulkInserts()
+                        # Every failure fails the whole batch: its writes can go with the next
+                        # statement or the commit.
+                        await hold_writes(session)
+                    yield _BatchUnit(self, session, isolate)
+                    if not isolate:
+                        await session.run_sync(staged.write, False)
+                        await session.run_sync(bulk.write_changes)
+                finally:
+                    _batch_session.reset(token)
 
     async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         contact_ids: set[str] = set()
@@ -328,10 +334,12 @@ class CaseHandlers:
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         contact_ids.discard("")
         message_ids.discard("")
-        contacts = await preload_locked(session, Contact, contact_ids)
-        case_ids = {c.case_id for c in contacts}
-        await preload_locked(session, Case, case_ids)
-        await audit.preload_heads(session, audit.CASE, case_ids)
+        contacts, cases, heads = await preload_locked_with(
+            session, Contact, contact_ids, Case, "case_id", audit.head_columns(audit.CASE, Case.id)
+        )
+        case_ids = {c.id for c in cases}
+        audit.known_heads(session, audit.CASE, heads)  # on SQLite, read with the cases
+        await audit.preload_heads(session, audit.CASE, case_ids)  # the others
         await self.records.sla.preload(session, case_ids)
         owners: set[str] = set()
         for tenant, found in identities.items():
@@ -370,9 +378,12 @@ class CaseHandlers:
             session.info["message_ids"] = {i: i in stored for i in message_ids}
         # The keyring looked at the data keys when the transaction began. Another replica may
         # have committed since then a customer read above, with its key: look again, so that
-        # this batch seals with that key rather than making the customer a second one.
-        keys = keyring.of(session)
-        await session.run_sync(lambda sync: keys.refresh(sync.connection()))
+        # this batch seals with that key rather than making the customer a second one. (SQLite's
+        # write transaction holds the database's one write lock from its BEGIN IMMEDIATE on:
+        # nothing can have been committed since.)
+        if session.get_bind().dialect.name != "sqlite":
+            keys = keyring.of(session)
+            await session.run_sync(lambda sync: keys.refresh(sync.connection()))
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
@@ -497,28 +508,29 @@ class CaseHandlers:
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
             score = csat.parse_rating(text) if how == RATING else None
             keys = keyring.of(session)
-            bulk.add(
+            bulk.new(
                 session,
-                Contact(
-                    contact_id=c.contact_id,
-                    tenant=tenant,
-                    case_id=case.id,
-                    channel=channel,
-                    language=c.language,
-                    skills=list(c.skills),
-                    queue=c.queue,
-                    subject=keys.seal(session, tenant, customer.id, c.subject),
-                    agent_id="",
+                Contact,
+                {
+                    "contact_id": c.contact_id,
+                    "tenant": tenant,
+                    "case_id": case.id,
+                    "channel": channel,
+                    "language": c.language,
+                    "skills": list(c.skills),
+                    "queue": c.queue,
+                    "subject": keys.seal(session, tenant, customer.id, c.subject),
+                    "agent_id": "",
                     # A rating needs no agent: it ends as it arrives.
-                    status=QUEUED if score is None else ENDED,
-                    ended_at=None if score is None else created,
-                    wrap_up_code="" if score is None else csat.SURVEY_REPLY,
-                    created_at=created,
+                    "status": QUEUED if score is None else ENDED,
+                    "ended_at": None if score is None else created,
+                    "wrap_up_code": "" if score is None else csat.SURVEY_REPLY,
+                    "created_at": created,
                     # Who wrote, which may differ from the case's customer in a shared thread.
-                    customer_id=customer.id,
-                    conversation_id=c.conversation_id,
-                    priority=c.priority,
-                ),
+                    "customer_id": customer.id,
+                    "conversation_id": c.conversation_id,
+                    "priority": c.priority,
+                },
             )
             row_added(session, Contact, c.contact_id)
             if objects:
