@@ -104,8 +104,9 @@ SERVICES: dict[str, Grant] = {
     "chat": Grant(
         publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT),  # and the inbox's replies
         consumers=(("EVENTS", "chat"),),
-        streams=(("CHAT_HISTORY", "chat.history.>"),),
-        buckets=("chat_conversations",),
+        # The admin console's audit trail and its agents directory (docs/admin.md).
+        streams=(("CHAT_HISTORY", "chat.history.>"), ("ADMIN_AUDIT", "admin.audit.>")),
+        buckets=("chat_conversations", "admin_agents"),
         objects=("chat_files",),
         reads_objects=("email", "fax-documents", "fax-quarantine"),
         core=("switchboard.chat.>",),  # its plain subjects: Socket.IO across replicas

@@ -44,6 +44,12 @@ SURGE_POLL_SECONDS = 5.0
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CHANNELS = {
+    "voice": contact_pb2.CHANNEL_VOICE,
+    "chat": contact_pb2.CHANNEL_CHAT,
+    "email": contact_pb2.CHANNEL_EMAIL,
+    "fax": contact_pb2.CHANNEL_FAX,
+}
 
 
 def _now_ms() -> int:
@@ -154,6 +160,10 @@ class Desk:
                         ],
                         skills=[
                             router_pb2.Skill(name=k, proficiency=v) for k, v in p.skills.items()
+                        ],
+                        capacity=[
+                            router_pb2.ChannelCapacity(channel=_CHANNELS[k], max_contacts=v)
+                            for k, v in p.capacity.items()
                         ],
                         presence=presence,
                     )

@@ -69,6 +69,8 @@ def _same_origin(scope: Scope) -> bool:
 
 
 class InboxHttp:
+    max_body = MAX_BODY
+
     def __init__(self, inbox: Inbox, app: App, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.inbox = inbox
         self.app = app
@@ -116,8 +118,8 @@ class InboxHttp:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY:
-                raise _BadBody(f"too large: limit {MAX_BODY} bytes")
+            if size > self.max_body:
+                raise _BadBody(f"too large: limit {self.max_body} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
