@@ -297,7 +297,7 @@ async def test_admin_config_applies_at_run_time_and_rejects_bad_yaml(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "ApplyConfig:5: acme.queues[0].skills[0]: unknown skill 'cooking'" in (
+    assert "ApplyConfig:5: tenants.acme.queues[0].skills[0]: unknown skill 'cooking'" in (
         err.value.details() or ""
     )
     good = "languages: [ko, ja]\nqueues:\n  - name: general\n  - name: slow\n  - name: new-queue\n"
