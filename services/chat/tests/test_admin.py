@@ -273,3 +273,48 @@ async def test_export_is_the_agents_file_and_reads_back_the_same(
     assert exported == live
     assert exported.profile("demo", "ko-2").capacity == {"chat": 2, "email": 4}  # type: ignore[union-attr]
     assert directory.check_password("hanul-pass-1", exported.profile("demo", "ko-2").password)  # type: ignore[union-attr]
+
+
+STATIC = Path(directory.__file__).resolve().parents[1] / "static"
+
+
+def test_the_console_speaks_korean_chinese_english_and_japanese() -> None:
+    import json
+    import re
+
+    strings = {
+        lang: json.loads((STATIC / "i18n" / "admin" / f"{lang}.json").read_text("utf-8"))
+        for lang in ("ko", "zh", "en", "ja")
+    }
+    for lang, table in strings.items():
+        assert set(table) == set(strings["en"]), lang
+        assert all(isinstance(v, str) and v for v in table.values()), lang
+    html = (STATIC / "admin.html").read_text("utf-8")
+    script = (STATIC / "admin.js").read_text("utf-8")
+    used = set(re.findall(r'data-i18n="([A-Za-z_]+)"', html))
+    used |= set(re.findall(r'\bt\("([A-Za-z]+(?:_[A-Za-z]+)*)"', script))
+    # Keys made from the server's words: roles, audit actions, exclusion reasons.
+    used |= {f"role_{r}" for r in directory.ROLES}
+    used |= {f"act_agent_{a}" for a in ("add", "edit", "password", "disable", "enable")}
+    used |= {"act_routing_apply"}
+    from switchboard.chat.admin.console import REASONS
+
+    used |= {f"why_{r}" for r in REASONS.values()} | {"why_other"}
+    assert used - set(strings["en"]) == set()
+    assert 'data-i18n-langs="ko zh en ja"' in html
+
+
+async def test_the_console_page_is_served_with_the_inbox_policy(
+    chat_pair: tuple[ChatApp, ChatApp],
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{chat_pair[0].http_port}/admin") as r:
+            assert r.status == 200
+            assert 'src="static/admin.js"' in await r.text()
+            assert "script-src 'self'" in r.headers["content-security-policy"]
+        async with http.put(
+            f"http://127.0.0.1:{chat_pair[0].http_port}/api/admin/agents/ko-1",
+            json={"name": "x"},
+            headers={"Origin": "https://evil.example.com"},
+        ) as r:
+            assert r.status == 403  # changes only from the console's own origin
