@@ -85,15 +85,49 @@ async def test_an_admin_adds_a_korean_agent_who_then_takes_a_korean_chat(
     )
     await pages.shot(inbox, "admin-new-agent-chat")
 
+    # A skill given to the signed-in agent reaches the router at once: no new sign-in.
+    async def preview(skill: str) -> Any:
+        await admin.get_by_test_id("p-skills").fill(skill)
+        await admin.get_by_test_id("p-run").click()
+        return admin.get_by_test_id("preview-rows").locator("[data-agent=ko-2]")
+
+    ko2 = await preview("account")
+    await expect(ko2).to_have_attribute("data-testid", "preview-excluded")
+    await expect(ko2).to_contain_text("lacks skill account")
+    await admin.get_by_test_id("tab-agents").click()
+    await admin.get_by_test_id("edit-ko-2").click()
+    await form.get_by_test_id("f-skills").fill("billing:4, technical:3, account:5")
+    await form.get_by_test_id("f-save").click()
+    await expect(added).to_contain_text("account:5")
+    await admin.get_by_test_id("tab-routing").click()
+    ko2 = await preview("account")
+    await expect(ko2).to_have_attribute("data-testid", "preview-candidate")
+
     # The change log: who added whom; the console also speaks Japanese.
     await admin.get_by_test_id("tab-audit").click()
-    entry = admin.get_by_test_id("audit-row").first
+    entries = admin.get_by_test_id("audit-row")
+    await expect(entries).to_have_count(2)
+    await expect(entries.first).to_contain_text("상담원 편집")
+    await expect(entries.first).to_contain_text("account:5")
+    entry = entries.last
     await expect(entry).to_contain_text("admin-1")
     await expect(entry).to_contain_text("ko-2")
     await expect(entry).to_contain_text("상담원 추가")
     await admin.locator("header select.ui-lang").select_option("ja")
     await expect(entry).to_contain_text("オペレーター追加")
     await pages.shot(admin, "admin-audit-ja")
+
+    # Disabled: signed out of the router (no more offers) and refused at sign-in.
+    await admin.locator("header select.ui-lang").select_option("ko")
+    await admin.get_by_test_id("tab-agents").click()
+    await admin.get_by_test_id("toggle-ko-2").click()
+    await expect(added.get_by_test_id("agent-status")).to_have_text("비활성")
+    await admin.get_by_test_id("tab-routing").click()
+    ko2 = await preview("billing")
+    await expect(ko2).to_have_attribute("data-testid", "preview-excluded")
+    again = await pages.new(f"{platform.url}/inbox")
+    await sign_in(again, "ko-2", "hanul-pass-1")
+    await expect(again.get_by_test_id("login-error")).to_be_visible()
     assert pages.errors == []
 
 

@@ -90,13 +90,15 @@ class AdminConsole:
     async def stop(self) -> None:
         await self.store.stop()
 
-    def _changed(self, tenant: str, text: str, revision: int) -> None:
+    async def _changed(self, tenant: str, text: str, revision: int) -> None:
         if revision <= self.revisions.get(tenant, 0):
             return  # applied already (this replica's own write)
         part = agents_directory.load_text(text, f"{tenant} (stored)")
-        self.inbox.directory = self.inbox.directory.with_tenant(tenant, part)
+        before = self.inbox.directory
+        self.inbox.directory = before.with_tenant(tenant, part)
         self.revisions[tenant] = revision
         logger.info("agents of %s now at version %d", tenant, revision)
+        await self.inbox.profiles_changed(before, self.inbox.directory)
 
     # ---- agents --------------------------------------------------------------------------
 
@@ -156,7 +158,7 @@ class AdminConsole:
         self, p: sb_auth.Principal, text: str, change: changes.Change
     ) -> dict[str, Any]:
         revision = await self.store.save_agents(p.tenant, text, self.revisions.get(p.tenant, 0))
-        self._changed(p.tenant, text, revision)
+        await self._changed(p.tenant, text, revision)
         await self.store.record(
             AuditRecord(
                 p.tenant,
