@@ -25,6 +25,7 @@ from switchboard.chat.inbox.service import Inbox
 from switchboard.core import auth as sb_auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core import roles
+from switchboard.core.config import ConfigError
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from switchboard.core.service_client import call
 from switchboard.core.tls import GrpcTls
@@ -84,7 +85,13 @@ class AdminConsole:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Take the stored directories, and follow their changes."""
+        """Take the stored directories before the inbox takes a sign-in, then follow their
+        changes."""
+        for tenant, (text, revision) in (await self.store.agents()).items():
+            try:
+                await self._changed(tenant, text, revision)
+            except ConfigError as exc:  # written checked: only a hand-made value gets here
+                logger.error("stored agents of %s ignored, the file's kept: %s", tenant, exc)
         await self.store.watch(self._changed)
 
     async def stop(self) -> None:
