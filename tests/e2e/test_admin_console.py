@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from switchboard.core import auth
@@ -61,10 +62,20 @@ def without_text(cfg: router_config.TenantConfig) -> router_config.TenantConfig:
     return dataclasses.replace(cfg, yaml_text="")
 
 
+# "authorised": each service as its own NATS user: the chat's permissions cover the console's
+# bucket and audit stream.
+@pytest.mark.parametrize("nats_access", ["anonymous", "authorised"], indirect=True)
 async def test_routing_is_checked_applied_live_previewed_exported_and_audited(
-    platform: Platform,
+    platform: Platform, nats_access: str, request: pytest.FixtureRequest
 ) -> None:
     admin = await Console(platform).login("admin-1", "demo-admin-1")
+    status, body = await admin.call(
+        "POST",
+        "/api/admin/agents",
+        {"id": "zh-2", "password": "zh-2-password", "languages": {"zh": 5}},
+    )
+    assert status == 200, body
+    await Console(platform).login("zh-2", "zh-2-password")
     status, routing = await admin.call("GET", "/api/admin/routing")
     assert status == 200 and routing["may_change"] is True and routing["tenant"] == "demo"
     original = routing["yaml"]
@@ -93,18 +104,14 @@ async def test_routing_is_checked_applied_live_previewed_exported_and_audited(
     assert (await admin.call("GET", "/api/admin/routing"))[1]["version"] == routing["version"]
 
     # A Korean complaint waits (nobody signed in) ...
-    bus = await Bus.connect(platform.nats_url, source="test")
-    try:
-        await bus.publish(
-            contact_created("waits-1", tenant="demo", language="ko", queue="complaints")
-        )
-        for _ in range(100):
-            if (await waiting(platform)).get("complaints") == 1:
-                break
-            await asyncio.sleep(0.1)
-        assert (await waiting(platform))["complaints"] == 1
-    finally:
-        await bus.drain()
+    bus = platform.chat.bus  # as the web chat publishes it (its NATS user, when authorised)
+    assert isinstance(bus, Bus)
+    await bus.publish(contact_created("waits-1", tenant="demo", language="ko", queue="complaints"))
+    for _ in range(100):
+        if (await waiting(platform)).get("complaints") == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert (await waiting(platform))["complaints"] == 1
 
     # ... and stays queued when its queue is removed: it moves to the default queue, at once.
     changed = yaml.safe_load(original)
@@ -157,6 +164,7 @@ async def test_routing_is_checked_applied_live_previewed_exported_and_audited(
 
     # Audited: who, when, what.
     status, audit = await admin.call("GET", "/api/admin/audit")
+    assert [e["action"] for e in audit["entries"]] == ["routing.apply", "agent.add"]
     entry = audit["entries"][0]
     assert (entry["actor"], entry["action"], entry["version"]) == (
         "admin-1",
@@ -166,6 +174,8 @@ async def test_routing_is_checked_applied_live_previewed_exported_and_audited(
     removed = [line for line in entry["changes"]["diff"].splitlines() if line.startswith("-")]
     assert any("name: complaints" in line for line in removed)
     assert entry["at"] > 0
+    if nats_access == "authorised":  # the chat needed nothing beyond its permissions
+        assert request.getfixturevalue("secured_nats").violations() == []
 
 
 async def test_a_supervisor_views_and_previews_and_tenants_stay_apart(
