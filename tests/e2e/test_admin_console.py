@@ -76,6 +76,10 @@ async def test_routing_is_checked_applied_live_previewed_exported_and_audited(
     )
     assert status == 200, body
     await Console(platform).login("zh-2", "zh-2-password")
+    # A skill the tenant's routing does not know would be refused at sign-in: refused here.
+    status, body = await admin.call("PUT", "/api/admin/agents/zh-2", {"skills": {"cooking": 3}})
+    assert status == 400
+    assert body["error"].startswith("skills.cooking: unknown skill 'cooking'"), body
     status, routing = await admin.call("GET", "/api/admin/routing")
     assert status == 200 and routing["may_change"] is True and routing["tenant"] == "demo"
     original = routing["yaml"]
@@ -164,7 +168,10 @@ async def test_routing_is_checked_applied_live_previewed_exported_and_audited(
 
     # Audited: who, when, what.
     status, audit = await admin.call("GET", "/api/admin/audit")
-    assert [e["action"] for e in audit["entries"]] == ["routing.apply", "agent.add"]
+    assert [e["action"] for e in audit["entries"]] == [
+        "routing.apply",
+        "agent.add",
+    ]  # the refused edit left no trace
     entry = audit["entries"][0]
     assert (entry["actor"], entry["action"], entry["version"]) == (
         "admin-1",

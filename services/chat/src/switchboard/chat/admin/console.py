@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import yaml
+
 from switchboard.chat.admin import agents as changes
 from switchboard.chat.admin.store import AdminStore, AuditRecord
 from switchboard.chat.inbox import directory as agents_directory
@@ -26,7 +28,12 @@ from switchboard.core import auth as sb_auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core import roles
 from switchboard.core.config import ConfigError
-from switchboard.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from switchboard.core.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+)
 from switchboard.core.service_client import call
 from switchboard.core.tls import GrpcTls
 from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
@@ -121,10 +128,18 @@ class AdminConsole:
         }
 
     async def save_agent(
-        self, p: sb_auth.Principal, agent_id: Any, data: dict[str, Any], create: bool
+        self,
+        p: sb_auth.Principal,
+        agent_id: Any,
+        data: dict[str, Any],
+        create: bool,
+        token: str = "",
     ) -> dict[str, Any]:
-        """Add (`create`, with a password) or edit an agent of the caller's tenant."""
+        """Add (`create`, with a password) or edit an agent of the caller's tenant. Skills must
+        be the tenant's routing skills (the router refuses others at sign-in)."""
         _require(p, CHANGE_AGENTS)
+        if token and isinstance(data.get("skills"), dict):
+            await self._check_skills(p, token, data["skills"])
         fields = {k: v for k, v in data.items() if k not in ("password", "version")}
         hashed = ""
         if create:
@@ -150,6 +165,23 @@ class AdminConsole:
             part = self.inbox.directory.tenant(p.tenant)
             _, text, change = changes.set_password(part, p.tenant, str(agent_id), hashed)
             return await self._commit(p, text, change)
+
+    async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:
+        channel, stub = self._router(token, p.tenant)
+        try:
+            got = await call("GetConfig", stub.GetConfig(router_pb2.GetConfigRequest()))
+        except DomainError as exc:  # the router away: its sign-in still checks
+            logger.warning("skills of %s not checked against the routing: %s", p.tenant, exc)
+            return
+        finally:
+            await channel.close()
+        known = (yaml.safe_load(got.yaml) or {}).get("skills") or []
+        unknown = [name for name in skills if known and name not in known]
+        if unknown:
+            raise InvalidArgument(
+                f"skills.{unknown[0]}",
+                f"unknown skill {unknown[0]!r} (the tenant's routing has: {', '.join(known)})",
+            )
 
     def _check_version(self, tenant: str, version: Any) -> None:
         if version is None:

@@ -93,9 +93,9 @@ class AdminHttp(InboxHttp):
             result = c.agents(p)
         elif parts == ["agents"] and method == "POST":
             data = await self._json(receive)
-            result = await c.save_agent(p, data.pop("id", None), data, create=True)
+            result = await c.save_agent(p, data.pop("id", None), data, True, token)
         elif len(parts) == 2 and parts[0] == "agents" and method == "PUT":
-            result = await c.save_agent(p, parts[1], await self._json(receive), create=False)
+            result = await c.save_agent(p, parts[1], await self._json(receive), False, token)
         elif len(parts) == 3 and parts[::2] == ["agents", "password"] and method == "POST":
             data = await self._json(receive)
             result = await c.set_password(p, parts[1], data.get("password"))
