@@ -228,17 +228,26 @@ async def running_platform(
     database_url: str,
     secret: str = SECRET,
     nats_users: SecuredNats | None = None,
+    case_settings: dict[str, Any] | None = None,
     **router_settings: Any,
 ) -> AsyncIterator[Platform]:
-    """Case, router (with `router_settings`) and chat (wired to both) as real apps on one NATS
-    server, stopped in reverse order (the router the platform has then: it may have been
-    restarted). With `nats_users`, each app connects as its own user of that server."""
+    """Case (with `case_settings`, e.g. its SMTP server), router (with `router_settings`) and
+    chat (wired to both) as real apps on one NATS server, stopped in reverse order (the router
+    the platform has then: it may have been restarted). With `nats_users`, each app connects as
+    its own user of that server."""
     common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": secret}
 
     def env(user: str) -> dict[str, Any]:
         return {**common, **(nats_users.env(user) if nats_users else {})}
 
-    case = CaseApp(CaseSettings(**env("case"), CASE_GRPC_PORT=0, CASE_DATABASE_URL=database_url))
+    case = CaseApp(
+        CaseSettings(
+            **env("case"),
+            CASE_GRPC_PORT=0,
+            CASE_DATABASE_URL=database_url,
+            **(case_settings or {}),
+        )
+    )
     router = RouterApp(RouterSettings(**env("router"), **router_settings, ROUTER_GRPC_PORT=0))
     started: list[Any] = []
     platform: Platform | None = None

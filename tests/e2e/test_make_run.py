@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import smtplib
@@ -234,6 +235,42 @@ def mail_reaches_the_catcher(endpoints: dict[str, Any]) -> None:
     assert "주문 7731 배송 문의" in page  # the reply's subject
 
 
+def portal_link_reaches_the_catcher(endpoints: dict[str, Any]) -> None:
+    """The customer whose mail opened a case asks the portal for a sign-in link: it arrives at
+    the mail catcher, and signs in once."""
+    context = ssl.create_default_context(cafile=endpoints["tls"]["ca_file"])
+    chat = endpoints["http"]["chat"]
+
+    def post(path: str, body: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"{chat}/api/portal/{path}",
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    asked = {"tenant": "demo", "email": "minji@example.kr", "language": "ko"}
+    assert post("link", asked) == (202, {"ok": True})
+    found = None
+    for _ in range(600):
+        with urllib.request.urlopen(endpoints["mail_page"], timeout=10) as resp:
+            page = resp.read().decode()
+        found = re.search(r"(https://[^\s<\"]+/portal)#login=(pl1\.[\w.-]+)", page)
+        if found:
+            break
+        threading.Event().wait(0.1)
+    assert found, page
+    assert found.group(1) == f"{chat}/portal" and "로그인 링크" in page
+    status, session = post("session", {"token": found.group(2)})
+    assert status == 200 and session["email"] == "minji@example.kr"
+    assert post("session", {"token": found.group(2)})[0] == 401
+
+
 @pytest.mark.timeout(180)
 def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
     env = {**os.environ, "SWITCHBOARD_RUN_DIR": str(tmp_path / "run"), "PYTHONUNBUFFERED": "1"}
@@ -325,6 +362,7 @@ def test_run_with_4222_taken_then_status_is_all_healthy(tmp_path: Path) -> None:
             )
             assert upload.returncode == 0 and upload.stdout.startswith("202"), upload
             mail_reaches_the_catcher(endpoints)
+            portal_link_reaches_the_catcher(endpoints)
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -20,7 +20,7 @@ from switchboard.case.scheduler import Scheduler
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
 from switchboard.core import events
-from switchboard.core.errors import FailedPrecondition
+from switchboard.core.errors import FailedPrecondition, InvalidArgument
 from switchboard.testing.fakes import FakeClock
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
@@ -442,3 +442,51 @@ async def test_response_timers_reassign_and_a_missing_mail_server(
         "assigned",
         "status_changed",  # new → assigned
     ]
+
+
+async def test_supervision_acts_are_audited_and_a_note_kept_on_the_case(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await handlers.on_contact_created(
+        created("chat-7", (VISITOR, "v-7"), channel=contact_pb2.CHANNEL_CHAT)
+    )
+
+    def supervised(action: int, text: str = "") -> events_pb2.ContactSupervised:
+        return events_pb2.ContactSupervised(
+            meta=meta(contact_pb2.CHANNEL_CHAT),
+            contact_id="chat-7",
+            supervisor_id="sup-1",
+            agent_id="ko-1",
+            action=action,  # type: ignore[arg-type]
+            text=text,
+        )
+
+    note = supervised(events_pb2.SUPERVISION_ACTION_NOTE, "환불 규정을 먼저 안내하세요")
+    for event in (
+        supervised(events_pb2.SUPERVISION_ACTION_STARTED),
+        note,
+        note,  # redelivered: one note, one entry
+        supervised(events_pb2.SUPERVISION_ACTION_STOPPED),
+    ):
+        await handlers.on_contact_supervised(event)
+
+    case_id = (await contact(sessions, "chat-7")).case_id
+    async with sessions() as session:
+        trail = await audit.trail(session, audit.CASE, case_id)
+        notes = list(await session.scalars(select(orm.CaseNote)))
+    acted = [(e.actor, e.action) for e in trail if e.action != "created"][1:]
+    assert acted == [
+        ("supervisor:sup-1", "supervision_started"),
+        ("sup-1", "note_added"),
+        ("supervisor:sup-1", "supervisor_note"),
+        ("supervisor:sup-1", "supervision_stopped"),
+    ]
+    [kept] = notes
+    assert (kept.author, kept.case_id) == ("sup-1", case_id)
+    noted = json.loads(audit.data_json(trail[-2]))
+    assert noted == {"contact_id": "chat-7", "agent_id": "ko-1", "note_id": kept.id}
+    # A supervision act never carries the note's text into the trail.
+    assert all("환불" not in audit.data_json(e) for e in trail)
+
+    with pytest.raises(InvalidArgument):
+        await handlers.on_contact_supervised(supervised(events_pb2.SUPERVISION_ACTION_NOTE, " "))

@@ -197,7 +197,7 @@ async def test_changes_are_checked_like_the_agents_file(chat_pair: tuple[ChatApp
     status, body = await add(role="owner")
     assert status == 400
     assert body["error"] == (
-        "tenants.demo.agents[3].role: must be one of agent, team_lead, supervisor, admin"
+        "tenants.demo.agents[3].role: must be one of agent, team_lead, supervisor, qa, admin"
     )
     status, body = await add(capacity={"voice": 2})
     assert body["error"] == "tenants.demo.agents[3].capacity.voice: must be an integer from 0 to 1"

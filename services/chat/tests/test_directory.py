@@ -7,7 +7,6 @@ import pytest
 from switchboard.chat.inbox import directory
 from switchboard.chat.inbox.service import WATCH_QUEUE_STATS
 from switchboard.core import auth, roles
-from switchboard.core.errors import Unauthenticated
 
 HASH = directory.hash_password("pw", b"0123456789abcdef")
 AGENT = f"tenants:\n  demo:\n    agents:\n      - id: ko-1\n        password: '{HASH}'\n"
@@ -50,31 +49,3 @@ def test_every_desk_role_signs_in_and_the_wallboard_takes_team_leads_and_supervi
     assert found.role == role
     principal = auth.Principal("demo", "ko-1", frozenset({found.role}))
     assert roles.RULES[WATCH_QUEUE_STATS].admits(principal) is watches
-
-
-def test_dump_of_a_loaded_directory_is_the_same_file() -> None:
-    """export(load(yaml)) == yaml: the admin console's export reads back as the file it came from."""
-    import yaml as pyyaml
-
-    text = directory.DEFAULT_FILE.read_text(encoding="utf-8")
-    loaded = directory.load_text(text)
-    exported = directory.dump(loaded)
-    assert directory.load_text(exported) == loaded
-    original = pyyaml.safe_load(text)
-    for body in original["tenants"].values():  # the fields the file leaves to their defaults
-        for agent in body["agents"]:
-            agent.setdefault("ui_language", "en")
-            agent.setdefault("role", "agent")
-    assert pyyaml.safe_load(exported) == original
-
-
-def test_capacity_and_disabled_are_read_and_a_disabled_agent_may_not_sign_in() -> None:
-    hashed = directory.hash_password("pass-word-1")
-    d = directory.load_text(
-        "tenants:\n  demo:\n    agents:\n"
-        f"      - {{id: a, password: '{hashed}', capacity: {{chat: 2}}, disabled: true}}\n"
-    )
-    profile = d.profile("demo", "a")
-    assert profile is not None and profile.capacity == {"chat": 2} and profile.disabled
-    with pytest.raises(Unauthenticated):
-        d.verify("demo", "a", "pass-word-1")

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from switchboard.chat.bootstrap import ChatApp
+from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 
 
@@ -58,3 +59,33 @@ async def test_stop_closes_connected_clients_promptly(chat: ChatApp, connect: An
     # The websocket client is told at once (a polling client notices on its next poll).
     await asyncio.wait_for(customer.sio.wait(), 10)
     assert not customer.sio.connected
+
+
+async def _post(
+    app: ChatApp, path: str, body: Any, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{app.http_port}{path}"
+        async with session.post(url, json=body, headers=headers) as response:
+            return response.status, await response.json()
+
+
+async def test_the_qa_screen_and_its_api_need_an_inbox_token(chat: ChatApp) -> None:
+    status, headers, body = await _get(chat, "/qa")
+    assert status == 200 and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert b"static/qa.js" in body
+    status, _, script = await _get(chat, "/static/qa.js")
+    assert status == 200 and b"innerHTML" not in script
+
+    assert (await _post(chat, "/api/qa/samples", {}))[0] == 401
+    forged = auth.mint("another-secret", "demo", "qa-1", ["qa"])
+    assert (await _post(chat, "/api/qa/samples", {}, forged))[0] == 401
+    token = auth.mint("chat-test-secret", "demo", "qa-1", ["qa"])
+    status, answer = await _post(chat, "/api/qa/nope", {}, token)
+    assert status == 404 and "nope" in answer["error"]
+    status, answer = await _post(chat, "/api/qa/samples", {"from": "yesterday", "to": 1}, token)
+    assert status == 400 and "from" in answer["error"]
+    status, answer = await _post(chat, "/api/qa/decide", {"evaluation_id": "e"}, token)
+    assert status == 400 and "uphold" in answer["error"]
+    assert (await _get(chat, "/api/qa/samples"))[0] == 405

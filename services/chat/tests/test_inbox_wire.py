@@ -50,6 +50,15 @@ def test_a_restored_offline_chat_message_keeps_the_email_day() -> None:
     live = case_pb2.CaseContact(contact_id="c-2", channel=contact_pb2.CHANNEL_CHAT)
     live.created_at.FromDatetime(AT)
     assert wire.restored_contact(case, live)["sla_due"] == AT_MS + 60_000
+    # A portal message has a subject of its own; its conversation id says it is answered by email.
+    portal = case_pb2.CaseContact(
+        contact_id="c-3",
+        channel=contact_pb2.CHANNEL_CHAT,
+        subject="주소 변경",
+        conversation_id="offline:portal:c-3",
+    )
+    portal.created_at.FromDatetime(AT)
+    assert wire.restored_contact(case, portal)["reply_channel"] == "email"
 
 
 async def test_delivery_status_reaches_the_reply_and_never_goes_back() -> None:

@@ -41,7 +41,7 @@ from switchboard.v1 import (
     router_pb2_grpc,
 )
 
-from ..conftest import Platform, korean_email, running_platform
+from ..conftest import Customer, Platform, korean_email, running_platform
 
 SECRET = "inbox-test-secret"
 TIMEOUT = 15.0
@@ -255,6 +255,43 @@ async def test_supervisors_watch_live_statistics_and_agents_may_not(
     agent = await connect(inbox.url, agent_login["token"], sockets)
     refused_watch = await agent.call("watch")
     assert refused_watch["ok"] is False and "supervisor" in refused_watch["error"]
+
+
+async def test_supervisors_see_their_tenants_live_chats_and_watch_them(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    agent, _ = await signed_in(inbox, sockets)
+    customer = Customer()
+    await customer.connect(inbox.url, tenant="demo", name="김민지", language="ko")
+    try:
+        asked = await customer.say("요금이 두 번 청구되었어요")
+        contact_id = asked["contact_id"]
+        offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+        assert (await agent.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+        await customer.wait_status("assigned")
+
+        _, sup = await login(inbox.url, "sup-1", "demo-sup-1")
+        board = await connect(inbox.url, sup["token"], sockets)
+        listed = await board.call("live_chats")
+        assert listed["ok"], listed
+        [chat] = [c for c in listed["chats"] if c["contact_id"] == contact_id]
+        assert (chat["customer_name"], chat["agent_id"], chat["agent_name"]) == (
+            "김민지",
+            "ko-1",
+            "이수진",
+        )
+        assert chat["waiting_since"] and chat["started_at"]  # the customer awaits an answer
+        watched = await board.call("supervise", {"contact_id": contact_id})
+        assert watched["ok"] and watched["messages"][0]["text"] == "요금이 두 번 청구되었어요"
+
+        # Another tenant's supervisor sees none of it; an agent may not look.
+        acme = await connect(inbox.url, auth.mint(SECRET, "acme", "sup-1", ["supervisor"]), sockets)
+        assert (await acme.call("live_chats"))["chats"] == []
+        assert (await acme.call("supervise", {"contact_id": contact_id}))["kind"] == "NotFound"
+        refused_list = await agent.call("live_chats")
+        assert refused_list["ok"] is False and refused_list["kind"] == "PermissionDenied"
+    finally:
+        await customer.sio.disconnect()
 
 
 async def test_login_checks_the_password_and_bad_tokens_are_refused_with_a_reason(

@@ -351,6 +351,8 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         f"  Agent inbox:          {chat}/inbox   (demo agents: see docs/inbox.md)",
         f"  Wallboard:            {chat}/wallboard",
         f"  Admin console:        {chat}/admin   (see docs/admin.md)",
+        f"  Quality (QA):         {chat}/qa",
+        f"  Customer portal:      {chat}/portal?tenant={endpoints.tenant}   (sign-in links: Sent mail)",
     ]
     if endpoints.mail_page:
         lines.append(

@@ -106,7 +106,7 @@ SERVICES: dict[str, Grant] = {
         consumers=(("EVENTS", "chat"),),
         # The admin console's audit trail and its agents directory (docs/admin.md).
         streams=(("CHAT_HISTORY", "chat.history.>"), ("ADMIN_AUDIT", "admin.audit.>")),
-        buckets=("chat_conversations", "admin_agents"),
+        buckets=("chat_conversations", "chat_portal_links", "admin_agents"),
         objects=("chat_files",),
         reads_objects=("email", "fax-documents", "fax-quarantine"),
         core=("switchboard.chat.>",),  # its plain subjects: Socket.IO across replicas

@@ -26,8 +26,11 @@ QA = "qa"
 ADMIN = "admin"
 PARTNER = "partner"
 SERVICE = "service"
+# A customer signed in to the portal: the token's subject is the customer id; it may read its own
+# cases and the published knowledge base, nothing else.
+CUSTOMER = "customer"
 
-ROLES = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, PARTNER, SERVICE)
+ROLES = (AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, PARTNER, SERVICE, CUSTOMER)
 
 # Partner scopes: a partner token can do nothing but what these grant.
 SCOPES = {
@@ -100,20 +103,37 @@ RULES: dict[str, Rule] = {
     _CASE + "EraseCustomer": _rule(ADMIN),
     _CASE + "GetAuditTrail": _rule(SUPERVISOR, QA, ADMIN, scopes=("audit:read",)),
     # ---- knowledge base
-    _CASE + "SearchKnowledge": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "SearchKnowledge": _rule(*STAFF, CUSTOMER, scopes=("kb:read",)),
     _CASE + "SuggestArticles": _rule(*STAFF, scopes=("kb:read",)),
     _CASE + "GetArticle": _rule(*STAFF, scopes=("kb:read",)),
-    _CASE + "VoteArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, scopes=("kb:write",)),
+    _CASE + "VoteArticle": _rule(
+        AGENT, TEAM_LEAD, SUPERVISOR, QA, ADMIN, CUSTOMER, scopes=("kb:write",)
+    ),
     _CASE + "CreateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
     _CASE + "UpdateArticle": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)),
     _CASE + "SetArticleState": _rule(
         AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write", "kb:publish")
     ),
     _CASE + "SetArticleState:publish": _rule(SUPERVISOR, ADMIN, scopes=("kb:publish",)),
+    # ---- the customer portal: the chat service asks for a sign-in mail; a customer reads only
+    # its own cases (the servicer takes the customer from the token)
+    _CASE + "SendPortalLink": _rule(SERVICE),
+    _CASE + "ListMyCases": _rule(CUSTOMER),
+    _CASE + "GetMyCase": _rule(CUSTOMER),
+    _CASE + "ListCatalogue": _rule(CUSTOMER),
+    _CASE + "CheckCatalogueRequest": _rule(CUSTOMER),
     # ---- reports and quality
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),
     _CASE + "ListQaSamples": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "PutQaForm": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "ListQaForms": _rule(*STAFF),
+    _CASE + "GetQaForm": _rule(*STAFF),
+    # An evaluated agent sees and disputes its own evaluations; a second evaluator decides.
+    _CASE + "ListQaEvaluations": _rule(QA, TEAM_LEAD, SUPERVISOR, ADMIN, own=(AGENT,)),
+    _CASE + "DisputeQaEvaluation": _rule(own=DESK),
+    _CASE + "DecideQaDispute": _rule(QA, SUPERVISOR, ADMIN),
+    _CASE + "GetQaScorecard": _rule(QA, TEAM_LEAD, SUPERVISOR, ADMIN),
     # ---- an agent's own work: only the agent itself, the services that carry its calls
     # (voice gateway), and partners granted routing:act-as-agent; leads manage presence.
     _ROUTER + "SignIn": _rule(*MANAGING, own=DESK, scopes=("routing:act-as-agent",)),

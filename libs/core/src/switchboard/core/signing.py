@@ -4,7 +4,7 @@ the mac an HMAC-SHA256 over ``<prefix>.<base64url(body)>``.
 Each kind of token has its own prefix and its own key, derived from the platform secret for its
 purpose (`purpose_key`), so a token of one kind never verifies as another: access tokens
 (``sb1``, switchboard.core.auth; signed with the secret itself, as they always were), chat
-visitor tokens (``sv1``), case list page tokens (``pt1``).
+visitor tokens (``sv1``), case list page tokens (``pt1``), call recording tickets (``rt1``).
 """
 
 from __future__ import annotations

@@ -231,6 +231,7 @@ class CaseContact(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     channel: _contact_pb2.Channel.ValueType
     language: _builtins.str
@@ -239,6 +240,8 @@ class CaseContact(_message.Message):
     subject: _builtins.str
     status: _builtins.str
     """queued, offered, assigned, ended, abandoned"""
+    conversation_id: _builtins.str
+    """the channel's own thread id (Contact.conversation_id)"""
     @_builtins.property
     def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -264,10 +267,11 @@ class CaseContact(_message.Message):
         subject: _builtins.str = ...,
         messages: _abc.Iterable[_contact_pb2.Message] | None = ...,
         status: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "created_at", b"created_at", "ended_at", b"ended_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assigned_at", b"assigned_at", "channel", b"channel", "contact_id", b"contact_id", "created_at", b"created_at", "ended_at", b"ended_at", "language", b"language", "messages", b"messages", "queue", b"queue", "skills", b"skills", "status", b"status", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "assigned_at", b"assigned_at", "channel", b"channel", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "created_at", b"created_at", "ended_at", b"ended_at", "language", b"language", "messages", b"messages", "queue", b"queue", "skills", b"skills", "status", b"status", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1482,10 +1486,13 @@ class SubmitQaScoreRequest(_message.Message):
     FORM_ID_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    FORM_VERSION_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     form_id: _builtins.str
     """empty: the default form"""
     comment: _builtins.str
+    form_version: _builtins.int
+    """0: the form's latest version"""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaItemResult]:
         """every item of the form"""
@@ -1497,10 +1504,11 @@ class SubmitQaScoreRequest(_message.Message):
         form_id: _builtins.str = ...,
         items: _abc.Iterable[Global___QaItemResult] | None = ...,
         comment: _builtins.str = ...,
+        form_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "contact_id", b"contact_id", "form_id", b"form_id", "items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "contact_id", b"contact_id", "form_id", b"form_id", "form_version", b"form_version", "items", b"items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1519,6 +1527,19 @@ class QaEvaluation(_message.Message):
     FATAL_ERRORS_FIELD_NUMBER: _builtins.int
     NON_FATAL_ERRORS_FIELD_NUMBER: _builtins.int
     SCORED_AT_FIELD_NUMBER: _builtins.int
+    FORM_VERSION_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DISPUTE_REASON_FIELD_NUMBER: _builtins.int
+    DISPUTED_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECISION_NOTE_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    ORIGINAL_SCORE_FIELD_NUMBER: _builtins.int
+    ORIGINAL_FATAL_ERRORS_FIELD_NUMBER: _builtins.int
     evaluation_id: _builtins.str
     contact_id: _builtins.str
     agent_id: _builtins.str
@@ -1528,8 +1549,27 @@ class QaEvaluation(_message.Message):
     """0..100 of the non-fatal weight; 0 when a fatal error"""
     fatal_errors: _builtins.int
     non_fatal_errors: _builtins.int
+    form_version: _builtins.int
+    channel: _builtins.str
+    """chat, email, fax, voice"""
+    queue: _builtins.str
+    comment: _builtins.str
+    status: _builtins.str
+    """scored, disputed, upheld, changed"""
+    dispute_reason: _builtins.str
+    decided_by: _builtins.str
+    decision_note: _builtins.str
+    original_score: _builtins.float
+    """the score before a dispute changed it"""
+    original_fatal_errors: _builtins.int
     @_builtins.property
     def scored_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaItemResult]: ...
+    @_builtins.property
+    def disputed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1542,10 +1582,23 @@ class QaEvaluation(_message.Message):
         fatal_errors: _builtins.int = ...,
         non_fatal_errors: _builtins.int = ...,
         scored_at: _timestamp_pb2.Timestamp | None = ...,
+        form_version: _builtins.int = ...,
+        channel: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        items: _abc.Iterable[Global___QaItemResult] | None = ...,
+        comment: _builtins.str = ...,
+        status: _builtins.str = ...,
+        dispute_reason: _builtins.str = ...,
+        disputed_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_by: _builtins.str = ...,
+        decision_note: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        original_score: _builtins.float = ...,
+        original_fatal_errors: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["scored_at", b"scored_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "disputed_at", b"disputed_at", "scored_at", b"scored_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "evaluation_id", b"evaluation_id", "evaluator", b"evaluator", "fatal_errors", b"fatal_errors", "form_id", b"form_id", "non_fatal_errors", b"non_fatal_errors", "score", b"score", "scored_at", b"scored_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "comment", b"comment", "contact_id", b"contact_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision_note", b"decision_note", "dispute_reason", b"dispute_reason", "disputed_at", b"disputed_at", "evaluation_id", b"evaluation_id", "evaluator", b"evaluator", "fatal_errors", b"fatal_errors", "form_id", b"form_id", "form_version", b"form_version", "items", b"items", "non_fatal_errors", b"non_fatal_errors", "original_fatal_errors", b"original_fatal_errors", "original_score", b"original_score", "queue", b"queue", "score", b"score", "scored_at", b"scored_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1561,6 +1614,11 @@ class ListQaSamplesRequest(_message.Message):
     RATE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     MIN_PER_AGENT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    LONG_HANDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    LOW_CSAT_MAX_FIELD_NUMBER: _builtins.int
+    TARGETED_ONLY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """optional filter"""
     rate: _builtins.float
@@ -1568,8 +1626,23 @@ class ListQaSamplesRequest(_message.Message):
     seed: _builtins.str
     """empty means the service's default"""
     min_per_agent: _builtins.int
+    channel: _contact_pb2.Channel.ValueType
+    """optional filter"""
+    long_handle_seconds: _builtins.int
+    """0: 600"""
+    low_csat_max: _builtins.int
+    """0: 2 (of 5)"""
+    targeted_only: _builtins.bool
+    """no random sample: only the targets"""
     @_builtins.property
     def to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Also every handled contact that is: "long_handle" (talk + wrap-up over
+        long_handle_seconds), "low_csat" (rated at most low_csat_max), "escalated" (wrap-up code
+        escalated, or its case's SLA escalated).
+        """
+
     def __init__(
         self,
         *,
@@ -1578,10 +1651,15 @@ class ListQaSamplesRequest(_message.Message):
         rate: _builtins.float = ...,
         seed: _builtins.str = ...,
         min_per_agent: _builtins.int = ...,
+        channel: _contact_pb2.Channel.ValueType = ...,
+        targets: _abc.Iterable[_builtins.str] | None = ...,
+        long_handle_seconds: _builtins.int = ...,
+        low_csat_max: _builtins.int = ...,
+        targeted_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "from", b"from", "min_per_agent", b"min_per_agent", "rate", b"rate", "seed", b"seed", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "from", b"from", "long_handle_seconds", b"long_handle_seconds", "low_csat_max", b"low_csat_max", "min_per_agent", b"min_per_agent", "rate", b"rate", "seed", b"seed", "targeted_only", b"targeted_only", "targets", b"targets", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1597,15 +1675,27 @@ class QaSample(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     EVALUATION_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    HANDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    CSAT_FIELD_NUMBER: _builtins.int
+    ESCALATED_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     agent_id: _builtins.str
     queue: _builtins.str
     channel: _contact_pb2.Channel.ValueType
+    handle_seconds: _builtins.int
+    csat: _builtins.int
+    """the customer's rating, 0 when none"""
+    escalated: _builtins.bool
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def evaluation(self) -> Global___QaEvaluation:
         """set once scored"""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """random, long_handle, low_csat, escalated"""
 
     def __init__(
         self,
@@ -1616,10 +1706,14 @@ class QaSample(_message.Message):
         channel: _contact_pb2.Channel.ValueType = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         evaluation: Global___QaEvaluation | None = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        handle_seconds: _builtins.int = ...,
+        csat: _builtins.int = ...,
+        escalated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "contact_id", b"contact_id", "ended_at", b"ended_at", "evaluation", b"evaluation", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "channel", b"channel", "contact_id", b"contact_id", "csat", b"csat", "ended_at", b"ended_at", "escalated", b"escalated", "evaluation", b"evaluation", "handle_seconds", b"handle_seconds", "queue", b"queue", "reasons", b"reasons"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1650,3 +1744,767 @@ class ListQaSamplesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListQaSamplesResponse: _TypeAlias = ListQaSamplesResponse  # noqa: Y015
+
+@_typing.final
+class QaFormItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    FATAL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    text: _builtins.str
+    fatal: _builtins.bool
+    weight: _builtins.float
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        fatal: _builtins.bool = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fatal", b"fatal", "item_id", b"item_id", "text", b"text", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaFormItem: _TypeAlias = QaFormItem  # noqa: Y015
+
+@_typing.final
+class QaForm(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORM_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    form_id: _builtins.str
+    version: _builtins.int
+    title: _builtins.str
+    created_by: _builtins.str
+    """empty for a built-in form"""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaFormItem]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        form_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        title: _builtins.str = ...,
+        items: _abc.Iterable[Global___QaFormItem] | None = ...,
+        created_by: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "form_id", b"form_id", "items", b"items", "title", b"title", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaForm: _TypeAlias = QaForm  # noqa: Y015
+
+@_typing.final
+class PutQaFormRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YAML_FIELD_NUMBER: _builtins.int
+    yaml: _builtins.str
+    """id, title, items (forms/qa_default.yaml)"""
+    def __init__(
+        self,
+        *,
+        yaml: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutQaFormRequest: _TypeAlias = PutQaFormRequest  # noqa: Y015
+
+@_typing.final
+class ListQaFormsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQaFormsRequest: _TypeAlias = ListQaFormsRequest  # noqa: Y015
+
+@_typing.final
+class ListQaFormsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forms(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaForm]: ...
+    def __init__(
+        self,
+        *,
+        forms: _abc.Iterable[Global___QaForm] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forms", b"forms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQaFormsResponse: _TypeAlias = ListQaFormsResponse  # noqa: Y015
+
+@_typing.final
+class GetQaFormRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORM_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    form_id: _builtins.str
+    version: _builtins.int
+    """0: the latest"""
+    def __init__(
+        self,
+        *,
+        form_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["form_id", b"form_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQaFormRequest: _TypeAlias = GetQaFormRequest  # noqa: Y015
+
+@_typing.final
+class ListQaEvaluationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """required for the agent role (itself)"""
+    status: _builtins.str
+    """optional filter"""
+    limit: _builtins.int
+    """0: 100; at most 500"""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "limit", b"limit", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQaEvaluationsRequest: _TypeAlias = ListQaEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class ListQaEvaluationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaEvaluation]: ...
+    def __init__(
+        self,
+        *,
+        evaluations: _abc.Iterable[Global___QaEvaluation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQaEvaluationsResponse: _TypeAlias = ListQaEvaluationsResponse  # noqa: Y015
+
+@_typing.final
+class DisputeQaEvaluationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    evaluation_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        evaluation_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation_id", b"evaluation_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputeQaEvaluationRequest: _TypeAlias = DisputeQaEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class DecideQaDisputeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATION_ID_FIELD_NUMBER: _builtins.int
+    UPHOLD_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    evaluation_id: _builtins.str
+    uphold: _builtins.bool
+    """true: keep the score; false: re-score with items"""
+    note: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaItemResult]: ...
+    def __init__(
+        self,
+        *,
+        evaluation_id: _builtins.str = ...,
+        uphold: _builtins.bool = ...,
+        items: _abc.Iterable[Global___QaItemResult] | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation_id", b"evaluation_id", "items", b"items", "note", b"note", "uphold", b"uphold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideQaDisputeRequest: _TypeAlias = DecideQaDisputeRequest  # noqa: Y015
+
+@_typing.final
+class GetQaScorecardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """optional filter"""
+    team: _builtins.str
+    """optional filter: a queue"""
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        agent_id: _builtins.str = ...,
+        team: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "from", b"from", "team", b"team", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQaScorecardRequest: _TypeAlias = GetQaScorecardRequest  # noqa: Y015
+
+@_typing.final
+class QaScoreLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    AVERAGE_SCORE_FIELD_NUMBER: _builtins.int
+    FATAL_ERROR_RATE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """the agent id or the team (queue)"""
+    evaluations: _builtins.int
+    average_score: _builtins.float
+    fatal_error_rate: _builtins.float
+    """evaluations with a fatal error / evaluations"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        evaluations: _builtins.int = ...,
+        average_score: _builtins.float = ...,
+        fatal_error_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_score", b"average_score", "evaluations", b"evaluations", "fatal_error_rate", b"fatal_error_rate", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaScoreLine: _TypeAlias = QaScoreLine  # noqa: Y015
+
+@_typing.final
+class QaScorePoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    AVERAGE_SCORE_FIELD_NUMBER: _builtins.int
+    FATAL_ERROR_RATE_FIELD_NUMBER: _builtins.int
+    evaluations: _builtins.int
+    average_score: _builtins.float
+    fatal_error_rate: _builtins.float
+    @_builtins.property
+    def day(self) -> _timestamp_pb2.Timestamp:
+        """UTC day"""
+
+    def __init__(
+        self,
+        *,
+        day: _timestamp_pb2.Timestamp | None = ...,
+        evaluations: _builtins.int = ...,
+        average_score: _builtins.float = ...,
+        fatal_error_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_score", b"average_score", "day", b"day", "evaluations", b"evaluations", "fatal_error_rate", b"fatal_error_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaScorePoint: _TypeAlias = QaScorePoint  # noqa: Y015
+
+@_typing.final
+class QaScorecard(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    TEAMS_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScoreLine]: ...
+    @_builtins.property
+    def teams(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScoreLine]: ...
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScorePoint]: ...
+    @_builtins.property
+    def total(self) -> Global___QaScoreLine: ...
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[Global___QaScoreLine] | None = ...,
+        teams: _abc.Iterable[Global___QaScoreLine] | None = ...,
+        days: _abc.Iterable[Global___QaScorePoint] | None = ...,
+        total: Global___QaScoreLine | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "days", b"days", "teams", b"teams", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QaScorecard: _TypeAlias = QaScorecard  # noqa: Y015
+
+@_typing.final
+class SendPortalLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PORTAL_URL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    portal_url: _builtins.str
+    """the portal's address; the link is <portal_url>#login=<token>"""
+    language: _builtins.str
+    """the mail's language: ko, zh, ja or en (default)"""
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        portal_url: _builtins.str = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "language", b"language", "portal_url", b"portal_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPortalLinkRequest: _TypeAlias = SendPortalLinkRequest  # noqa: Y015
+
+@_typing.final
+class SendPortalLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPortalLinkResponse: _TypeAlias = SendPortalLinkResponse  # noqa: Y015
+
+@_typing.final
+class ListMyCasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..200; 0 means 50"""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyCasesRequest: _TypeAlias = ListMyCasesRequest  # noqa: Y015
+
+@_typing.final
+class CatalogueChoice(_message.Message):
+    """One answer offered by a catalogue form's choice field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    @_builtins.property
+    def label(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """by language: ko, zh, en, ja"""
+
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        label: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueChoice: _TypeAlias = CatalogueChoice  # noqa: Y015
+
+@_typing.final
+class CatalogueField(_message.Message):
+    """One field of a catalogue form."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    MAX_LENGTH_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """text, multiline, choice, date (YYYY-MM-DD)"""
+    required: _builtins.bool
+    max_length: _builtins.int
+    """text and multiline"""
+    pattern: _builtins.str
+    """text: a regular expression the whole value matches"""
+    @_builtins.property
+    def label(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """by language"""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogueChoice]:
+        """kind choice"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        label: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        choices: _abc.Iterable[Global___CatalogueChoice] | None = ...,
+        max_length: _builtins.int = ...,
+        pattern: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "kind", b"kind", "label", b"label", "max_length", b"max_length", "name", b"name", "pattern", b"pattern", "required", b"required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueField: _TypeAlias = CatalogueField  # noqa: Y015
+
+@_typing.final
+class CatalogueItem(_message.Message):
+    """A request form of the portal's service catalogue: a case template offered to customers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NameEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class DescriptionEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    @_builtins.property
+    def name(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """by language"""
+
+    @_builtins.property
+    def description(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogueField]: ...
+    def __init__(
+        self,
+        *,
+        template: _builtins.str = ...,
+        name: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        description: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        fields: _abc.Iterable[Global___CatalogueField] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "fields", b"fields", "name", b"name", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueItem: _TypeAlias = CatalogueItem  # noqa: Y015
+
+@_typing.final
+class ListCatalogueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCatalogueRequest: _TypeAlias = ListCatalogueRequest  # noqa: Y015
+
+@_typing.final
+class ListCatalogueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogueItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CatalogueItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCatalogueResponse: _TypeAlias = ListCatalogueResponse  # noqa: Y015
+
+@_typing.final
+class CatalogueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    language: _builtins.str
+    """the labels the text is written with (default en)"""
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """field name -> value"""
+
+    def __init__(
+        self,
+        *,
+        template: _builtins.str = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "template", b"template", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueRequest: _TypeAlias = CatalogueRequest  # noqa: Y015
+
+@_typing.final
+class CheckedCatalogueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CONTACT_PRIORITY_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """the form's name in the language"""
+    text: _builtins.str
+    """"label: value" lines, in the form's order"""
+    queue: _builtins.str
+    contact_priority: _builtins.int
+    """the template's priority as a contact's (0 normal)"""
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the template's"""
+
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the values as checked (trimmed; empty ones left out)"""
+
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        text: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        queue: _builtins.str = ...,
+        contact_priority: _builtins.int = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_priority", b"contact_priority", "queue", b"queue", "skills", b"skills", "subject", b"subject", "text", b"text", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckedCatalogueRequest: _TypeAlias = CheckedCatalogueRequest  # noqa: Y015

@@ -156,6 +156,66 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.FromString,
                 _registered_method=True)
+        self.PutQaForm = channel.unary_unary(
+                '/switchboard.v1.CaseService/PutQaForm',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.PutQaFormRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+                _registered_method=True)
+        self.ListQaForms = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListQaForms',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsResponse.FromString,
+                _registered_method=True)
+        self.GetQaForm = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetQaForm',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetQaFormRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+                _registered_method=True)
+        self.ListQaEvaluations = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListQaEvaluations',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsResponse.FromString,
+                _registered_method=True)
+        self.DisputeQaEvaluation = channel.unary_unary(
+                '/switchboard.v1.CaseService/DisputeQaEvaluation',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.DisputeQaEvaluationRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+                _registered_method=True)
+        self.DecideQaDispute = channel.unary_unary(
+                '/switchboard.v1.CaseService/DecideQaDispute',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.DecideQaDisputeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+                _registered_method=True)
+        self.GetQaScorecard = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetQaScorecard',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.QaScorecard.FromString,
+                _registered_method=True)
+        self.SendPortalLink = channel.unary_unary(
+                '/switchboard.v1.CaseService/SendPortalLink',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkResponse.FromString,
+                _registered_method=True)
+        self.ListMyCases = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListMyCases',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListMyCasesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
+                _registered_method=True)
+        self.GetMyCase = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetMyCase',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
+                _registered_method=True)
+        self.ListCatalogue = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListCatalogue',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueResponse.FromString,
+                _registered_method=True)
+        self.CheckCatalogueRequest = channel.unary_unary(
+                '/switchboard.v1.CaseService/CheckCatalogueRequest',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -310,13 +370,105 @@ class CaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitQaScore(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Scores a handled contact on a version of a form (the latest unless given); once per contact.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListQaSamples(self, request, context):
-        """The reproducible random sample of handled contacts to evaluate, per agent.
+        """The contacts to evaluate, per agent: the reproducible random sample, and the targeted ones
+        (long handle time, low CSAT, escalated) when asked for (docs/quality.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutQaForm(self, request, context):
+        """A scoring form of the caller's tenant from its YAML: each put of a form id is a new version;
+        evaluations keep the version they were scored on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQaForms(self, request, context):
+        """The latest version of each of the tenant's forms (the built-in ones included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQaForm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQaEvaluations(self, request, context):
+        """Evaluations, newest first; an agent lists only its own (agent_id set to itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisputeQaEvaluation(self, request, context):
+        """The evaluated agent disputes its evaluation with a reason (scored -> disputed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideQaDispute(self, request, context):
+        """A second evaluator (not the one who scored it) upholds the score or re-scores the contact
+        (disputed -> upheld | changed). Scoring, disputes and decisions are in the case's audit trail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQaScorecard(self, request, context):
+        """Average score and fatal-error rate per agent, per team (queue) and per day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPortalLink(self, request, context):
+        """Customer portal (docs/portal.md)
+        Mails a one-time sign-in link to the customer known by this email, if there is one; the
+        answer is the same either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMyCases(self, request, context):
+        """The caller's own cases (a customer token: its subject is the customer), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMyCase(self, request, context):
+        """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+        any other case is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCatalogue(self, request, context):
+        """The request forms the caller's tenant offers in the portal (case templates with a
+        `catalogue` entry), in file order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckCatalogueRequest(self, request, context):
+        """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+        wrong field) and answers how its request is routed and written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -444,6 +596,66 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.ListQaSamples,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.SerializeToString,
+            ),
+            'PutQaForm': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutQaForm,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.PutQaFormRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaForm.SerializeToString,
+            ),
+            'ListQaForms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQaForms,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaFormsResponse.SerializeToString,
+            ),
+            'GetQaForm': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQaForm,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetQaFormRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaForm.SerializeToString,
+            ),
+            'ListQaEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQaEvaluations,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsResponse.SerializeToString,
+            ),
+            'DisputeQaEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisputeQaEvaluation,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.DisputeQaEvaluationRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.SerializeToString,
+            ),
+            'DecideQaDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideQaDispute,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.DecideQaDisputeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaEvaluation.SerializeToString,
+            ),
+            'GetQaScorecard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQaScorecard,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.QaScorecard.SerializeToString,
+            ),
+            'SendPortalLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPortalLink,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalLinkResponse.SerializeToString,
+            ),
+            'ListMyCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyCases,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListMyCasesRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'GetMyCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMyCase,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetCaseRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'ListCatalogue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalogue,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueResponse.SerializeToString,
+            ),
+            'CheckCatalogueRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCatalogueRequest,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1096,6 +1308,330 @@ class CaseService:
             '/switchboard.v1.CaseService/ListQaSamples',
             switchboard_dot_v1_dot_case__pb2.ListQaSamplesRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.ListQaSamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutQaForm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/PutQaForm',
+            switchboard_dot_v1_dot_case__pb2.PutQaFormRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQaForms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListQaForms',
+            switchboard_dot_v1_dot_case__pb2.ListQaFormsRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListQaFormsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQaForm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetQaForm',
+            switchboard_dot_v1_dot_case__pb2.GetQaFormRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaForm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQaEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListQaEvaluations',
+            switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListQaEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisputeQaEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/DisputeQaEvaluation',
+            switchboard_dot_v1_dot_case__pb2.DisputeQaEvaluationRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideQaDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/DecideQaDispute',
+            switchboard_dot_v1_dot_case__pb2.DecideQaDisputeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQaScorecard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetQaScorecard',
+            switchboard_dot_v1_dot_case__pb2.GetQaScorecardRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.QaScorecard.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPortalLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SendPortalLink',
+            switchboard_dot_v1_dot_case__pb2.SendPortalLinkRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SendPortalLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListMyCases',
+            switchboard_dot_v1_dot_case__pb2.ListMyCasesRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMyCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetMyCase',
+            switchboard_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalogue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListCatalogue',
+            switchboard_dot_v1_dot_case__pb2.ListCatalogueRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListCatalogueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCatalogueRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/CheckCatalogueRequest',
+            switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
             options,
             channel_credentials,
             insecure,

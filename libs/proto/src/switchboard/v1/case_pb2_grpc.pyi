@@ -75,8 +75,47 @@ class CaseServiceStub:
     GetReport: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]
     """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
     SubmitQaScore: _grpc.UnaryUnaryMultiCallable[_case_pb2.SubmitQaScoreRequest, _case_pb2.QaEvaluation]
+    """Scores a handled contact on a version of a form (the latest unless given); once per contact."""
     ListQaSamples: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListQaSamplesRequest, _case_pb2.ListQaSamplesResponse]
-    """The reproducible random sample of handled contacts to evaluate, per agent."""
+    """The contacts to evaluate, per agent: the reproducible random sample, and the targeted ones
+    (long handle time, low CSAT, escalated) when asked for (docs/quality.md).
+    """
+    PutQaForm: _grpc.UnaryUnaryMultiCallable[_case_pb2.PutQaFormRequest, _case_pb2.QaForm]
+    """A scoring form of the caller's tenant from its YAML: each put of a form id is a new version;
+    evaluations keep the version they were scored on.
+    """
+    ListQaForms: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListQaFormsRequest, _case_pb2.ListQaFormsResponse]
+    """The latest version of each of the tenant's forms (the built-in ones included)."""
+    GetQaForm: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetQaFormRequest, _case_pb2.QaForm]
+    ListQaEvaluations: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListQaEvaluationsRequest, _case_pb2.ListQaEvaluationsResponse]
+    """Evaluations, newest first; an agent lists only its own (agent_id set to itself)."""
+    DisputeQaEvaluation: _grpc.UnaryUnaryMultiCallable[_case_pb2.DisputeQaEvaluationRequest, _case_pb2.QaEvaluation]
+    """The evaluated agent disputes its evaluation with a reason (scored -> disputed)."""
+    DecideQaDispute: _grpc.UnaryUnaryMultiCallable[_case_pb2.DecideQaDisputeRequest, _case_pb2.QaEvaluation]
+    """A second evaluator (not the one who scored it) upholds the score or re-scores the contact
+    (disputed -> upheld | changed). Scoring, disputes and decisions are in the case's audit trail.
+    """
+    GetQaScorecard: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetQaScorecardRequest, _case_pb2.QaScorecard]
+    """Average score and fatal-error rate per agent, per team (queue) and per day."""
+    SendPortalLink: _grpc.UnaryUnaryMultiCallable[_case_pb2.SendPortalLinkRequest, _case_pb2.SendPortalLinkResponse]
+    """Customer portal (docs/portal.md)
+    Mails a one-time sign-in link to the customer known by this email, if there is one; the
+    answer is the same either way.
+    """
+    ListMyCases: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListMyCasesRequest, _case_pb2.ListCasesResponse]
+    """The caller's own cases (a customer token: its subject is the customer), newest first."""
+    GetMyCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]
+    """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+    any other case is NOT_FOUND.
+    """
+    ListCatalogue: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListCatalogueRequest, _case_pb2.ListCatalogueResponse]
+    """The request forms the caller's tenant offers in the portal (case templates with a
+    `catalogue` entry), in file order.
+    """
+    CheckCatalogueRequest: _grpc.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]
+    """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+    wrong field) and answers how its request is routed and written.
+    """
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -125,8 +164,47 @@ class CaseServiceAsyncStub(CaseServiceStub):
     GetReport: _aio.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]  # type: ignore[assignment]
     """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
     SubmitQaScore: _aio.UnaryUnaryMultiCallable[_case_pb2.SubmitQaScoreRequest, _case_pb2.QaEvaluation]  # type: ignore[assignment]
+    """Scores a handled contact on a version of a form (the latest unless given); once per contact."""
     ListQaSamples: _aio.UnaryUnaryMultiCallable[_case_pb2.ListQaSamplesRequest, _case_pb2.ListQaSamplesResponse]  # type: ignore[assignment]
-    """The reproducible random sample of handled contacts to evaluate, per agent."""
+    """The contacts to evaluate, per agent: the reproducible random sample, and the targeted ones
+    (long handle time, low CSAT, escalated) when asked for (docs/quality.md).
+    """
+    PutQaForm: _aio.UnaryUnaryMultiCallable[_case_pb2.PutQaFormRequest, _case_pb2.QaForm]  # type: ignore[assignment]
+    """A scoring form of the caller's tenant from its YAML: each put of a form id is a new version;
+    evaluations keep the version they were scored on.
+    """
+    ListQaForms: _aio.UnaryUnaryMultiCallable[_case_pb2.ListQaFormsRequest, _case_pb2.ListQaFormsResponse]  # type: ignore[assignment]
+    """The latest version of each of the tenant's forms (the built-in ones included)."""
+    GetQaForm: _aio.UnaryUnaryMultiCallable[_case_pb2.GetQaFormRequest, _case_pb2.QaForm]  # type: ignore[assignment]
+    ListQaEvaluations: _aio.UnaryUnaryMultiCallable[_case_pb2.ListQaEvaluationsRequest, _case_pb2.ListQaEvaluationsResponse]  # type: ignore[assignment]
+    """Evaluations, newest first; an agent lists only its own (agent_id set to itself)."""
+    DisputeQaEvaluation: _aio.UnaryUnaryMultiCallable[_case_pb2.DisputeQaEvaluationRequest, _case_pb2.QaEvaluation]  # type: ignore[assignment]
+    """The evaluated agent disputes its evaluation with a reason (scored -> disputed)."""
+    DecideQaDispute: _aio.UnaryUnaryMultiCallable[_case_pb2.DecideQaDisputeRequest, _case_pb2.QaEvaluation]  # type: ignore[assignment]
+    """A second evaluator (not the one who scored it) upholds the score or re-scores the contact
+    (disputed -> upheld | changed). Scoring, disputes and decisions are in the case's audit trail.
+    """
+    GetQaScorecard: _aio.UnaryUnaryMultiCallable[_case_pb2.GetQaScorecardRequest, _case_pb2.QaScorecard]  # type: ignore[assignment]
+    """Average score and fatal-error rate per agent, per team (queue) and per day."""
+    SendPortalLink: _aio.UnaryUnaryMultiCallable[_case_pb2.SendPortalLinkRequest, _case_pb2.SendPortalLinkResponse]  # type: ignore[assignment]
+    """Customer portal (docs/portal.md)
+    Mails a one-time sign-in link to the customer known by this email, if there is one; the
+    answer is the same either way.
+    """
+    ListMyCases: _aio.UnaryUnaryMultiCallable[_case_pb2.ListMyCasesRequest, _case_pb2.ListCasesResponse]  # type: ignore[assignment]
+    """The caller's own cases (a customer token: its subject is the customer), newest first."""
+    GetMyCase: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
+    """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+    any other case is NOT_FOUND.
+    """
+    ListCatalogue: _aio.UnaryUnaryMultiCallable[_case_pb2.ListCatalogueRequest, _case_pb2.ListCatalogueResponse]  # type: ignore[assignment]
+    """The request forms the caller's tenant offers in the portal (case templates with a
+    `catalogue` entry), in file order.
+    """
+    CheckCatalogueRequest: _aio.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]  # type: ignore[assignment]
+    """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+    wrong field) and answers how its request is routed and written.
+    """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     """The case service's API for partners and the inbox. Every call is scoped to the tenant of the
@@ -309,7 +387,8 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _case_pb2.SubmitQaScoreRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_case_pb2.QaEvaluation, _abc.Awaitable[_case_pb2.QaEvaluation]]: ...
+    ) -> _typing.Union[_case_pb2.QaEvaluation, _abc.Awaitable[_case_pb2.QaEvaluation]]:
+        """Scores a handled contact on a version of a form (the latest unless given); once per contact."""
 
     @_abc_1.abstractmethod
     def ListQaSamples(
@@ -317,6 +396,116 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.ListQaSamplesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.ListQaSamplesResponse, _abc.Awaitable[_case_pb2.ListQaSamplesResponse]]:
-        """The reproducible random sample of handled contacts to evaluate, per agent."""
+        """The contacts to evaluate, per agent: the reproducible random sample, and the targeted ones
+        (long handle time, low CSAT, escalated) when asked for (docs/quality.md).
+        """
+
+    @_abc_1.abstractmethod
+    def PutQaForm(
+        self,
+        request: _case_pb2.PutQaFormRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.QaForm, _abc.Awaitable[_case_pb2.QaForm]]:
+        """A scoring form of the caller's tenant from its YAML: each put of a form id is a new version;
+        evaluations keep the version they were scored on.
+        """
+
+    @_abc_1.abstractmethod
+    def ListQaForms(
+        self,
+        request: _case_pb2.ListQaFormsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListQaFormsResponse, _abc.Awaitable[_case_pb2.ListQaFormsResponse]]:
+        """The latest version of each of the tenant's forms (the built-in ones included)."""
+
+    @_abc_1.abstractmethod
+    def GetQaForm(
+        self,
+        request: _case_pb2.GetQaFormRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.QaForm, _abc.Awaitable[_case_pb2.QaForm]]: ...
+
+    @_abc_1.abstractmethod
+    def ListQaEvaluations(
+        self,
+        request: _case_pb2.ListQaEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListQaEvaluationsResponse, _abc.Awaitable[_case_pb2.ListQaEvaluationsResponse]]:
+        """Evaluations, newest first; an agent lists only its own (agent_id set to itself)."""
+
+    @_abc_1.abstractmethod
+    def DisputeQaEvaluation(
+        self,
+        request: _case_pb2.DisputeQaEvaluationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.QaEvaluation, _abc.Awaitable[_case_pb2.QaEvaluation]]:
+        """The evaluated agent disputes its evaluation with a reason (scored -> disputed)."""
+
+    @_abc_1.abstractmethod
+    def DecideQaDispute(
+        self,
+        request: _case_pb2.DecideQaDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.QaEvaluation, _abc.Awaitable[_case_pb2.QaEvaluation]]:
+        """A second evaluator (not the one who scored it) upholds the score or re-scores the contact
+        (disputed -> upheld | changed). Scoring, disputes and decisions are in the case's audit trail.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQaScorecard(
+        self,
+        request: _case_pb2.GetQaScorecardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.QaScorecard, _abc.Awaitable[_case_pb2.QaScorecard]]:
+        """Average score and fatal-error rate per agent, per team (queue) and per day."""
+
+    @_abc_1.abstractmethod
+    def SendPortalLink(
+        self,
+        request: _case_pb2.SendPortalLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SendPortalLinkResponse, _abc.Awaitable[_case_pb2.SendPortalLinkResponse]]:
+        """Customer portal (docs/portal.md)
+        Mails a one-time sign-in link to the customer known by this email, if there is one; the
+        answer is the same either way.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMyCases(
+        self,
+        request: _case_pb2.ListMyCasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListCasesResponse, _abc.Awaitable[_case_pb2.ListCasesResponse]]:
+        """The caller's own cases (a customer token: its subject is the customer), newest first."""
+
+    @_abc_1.abstractmethod
+    def GetMyCase(
+        self,
+        request: _case_pb2.GetCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
+        """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
+        any other case is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCatalogue(
+        self,
+        request: _case_pb2.ListCatalogueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListCatalogueResponse, _abc.Awaitable[_case_pb2.ListCatalogueResponse]]:
+        """The request forms the caller's tenant offers in the portal (case templates with a
+        `catalogue` entry), in file order.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckCatalogueRequest(
+        self,
+        request: _case_pb2.CatalogueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.CheckedCatalogueRequest, _abc.Awaitable[_case_pb2.CheckedCatalogueRequest]]:
+        """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+        wrong field) and answers how its request is routed and written.
+        """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

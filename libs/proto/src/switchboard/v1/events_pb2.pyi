@@ -47,6 +47,31 @@ END_REASON_TRANSFERRED: EndReason.ValueType  # 3
 END_REASON_ERROR: EndReason.ValueType  # 4
 Global___EndReason: _TypeAlias = EndReason  # noqa: Y015
 
+class _SupervisionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SupervisionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SupervisionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUPERVISION_ACTION_UNSPECIFIED: _SupervisionAction.ValueType  # 0
+    SUPERVISION_ACTION_STARTED: _SupervisionAction.ValueType  # 1
+    """a supervisor started watching the contact live (read-only)"""
+    SUPERVISION_ACTION_STOPPED: _SupervisionAction.ValueType  # 2
+    """... and stopped"""
+    SUPERVISION_ACTION_NOTE: _SupervisionAction.ValueType  # 3
+    """sent the contact's agent a private note (never the customer)"""
+
+class SupervisionAction(_SupervisionAction, metaclass=_SupervisionActionEnumTypeWrapper): ...
+
+SUPERVISION_ACTION_UNSPECIFIED: SupervisionAction.ValueType  # 0
+SUPERVISION_ACTION_STARTED: SupervisionAction.ValueType  # 1
+"""a supervisor started watching the contact live (read-only)"""
+SUPERVISION_ACTION_STOPPED: SupervisionAction.ValueType  # 2
+"""... and stopped"""
+SUPERVISION_ACTION_NOTE: SupervisionAction.ValueType  # 3
+"""sent the contact's agent a private note (never the customer)"""
+Global___SupervisionAction: _TypeAlias = SupervisionAction  # noqa: Y015
+
 class _DeliveryState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -389,6 +414,47 @@ class ContactTransferred(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactTransferred: _TypeAlias = ContactTransferred  # noqa: Y015
+
+@_typing.final
+class ContactSupervised(_message.Message):
+    """contact.<tenant>.<channel>.supervised: a supervisor's act on a live contact, audited on its
+    case; a note is also kept in the case as an internal note (author: the supervisor).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    SUPERVISOR_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    supervisor_id: _builtins.str
+    agent_id: _builtins.str
+    """the contact's agent at the time"""
+    action: Global___SupervisionAction.ValueType
+    text: _builtins.str
+    """the note (SUPERVISION_ACTION_NOTE)"""
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        supervisor_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        action: Global___SupervisionAction.ValueType = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "contact_id", b"contact_id", "meta", b"meta", "supervisor_id", b"supervisor_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactSupervised: _TypeAlias = ContactSupervised  # noqa: Y015
 
 @_typing.final
 class ContactAbandoned(_message.Message):

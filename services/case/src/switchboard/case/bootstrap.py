@@ -26,6 +26,7 @@ from switchboard.case.migrate import migrate
 from switchboard.case.object_erasure import ObjectEraser
 from switchboard.case.outbox import OutboxRelay
 from switchboard.case.pagination import PageTokens
+from switchboard.case.portal import Portal
 from switchboard.case.records import CaseRecords
 from switchboard.case.scheduler import Scheduler
 from switchboard.case.settings import CaseSettings
@@ -109,12 +110,16 @@ class CaseApp(Service):
         )
         subscribe_kb_reports(bus, kb_reports, s.consumer_name)
         self.scheduler = Scheduler(self.sessions, self.records, self.clock, self.relay.wake)
+        views = CaseViews(self.sessions, sla, self.clock)
         servicer = CaseServicer(
-            CaseViews(self.sessions, sla, self.clock),
+            views,
             PageTokens(s.auth_secret),
             CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
         )
         servicer.kb_reports = kb_reports
+        servicer.portal = Portal(
+            self.sessions, views, build_mailer(s), s.auth_secret, self.policies
+        )
         return [
             (
                 case_pb2_grpc.add_CaseServiceServicer_to_server,

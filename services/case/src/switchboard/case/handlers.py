@@ -47,6 +47,7 @@ from switchboard.case.adapters.orm import (
     ProcessedEvent,
     utc_now,
 )
+from switchboard.case.commands import MAX_NOTE_CHARS
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import SYSTEM, CaseRecords
@@ -86,6 +87,14 @@ def _ms(d: Duration) -> int | None:
     return int(d.ToMilliseconds())
 
 
+# The audit action of each supervision act (ContactSupervised).
+SUPERVISION_ACTIONS = {
+    events_pb2.SUPERVISION_ACTION_STARTED: "supervision_started",
+    events_pb2.SUPERVISION_ACTION_STOPPED: "supervision_stopped",
+    events_pb2.SUPERVISION_ACTION_NOTE: "supervisor_note",
+}
+
+
 def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = False) -> str:
     # Checked here so SQLite and PostgreSQL agree, and a too-long value is a clear termination
     # rather than a database error redelivered until the bus gives up.
@@ -104,6 +113,11 @@ def nul_field(message: ProtoMessage, prefix: str = "") -> str:
         return ""  # every valid event: no path built
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
+        if _is_map(field):
+            for key, item in value.items():
+                if _nul_in_entry(key, item):
+                    return f"{path}[{key!r}]"
+            continue
         items = value if field.is_repeated else [value]
         for i, item in enumerate(items):
             where = f"{path}[{i}]" if field.is_repeated else path
@@ -120,10 +134,25 @@ _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return field.type == _MESSAGE and entry is not None and entry.GetOptions().map_entry
+
+
+def _nul_in_entry(key: object, value: object) -> bool:
+    """A map entry (of strings, e.g. Contact.form) holding a NUL in its key or value."""
+    if isinstance(value, ProtoMessage):
+        return (isinstance(key, str) and "\x00" in key) or _has_nul(value)
+    return any(isinstance(x, str) and "\x00" in x for x in (key, value))
+
+
 def _has_nul(message: ProtoMessage) -> bool:
     for field, value in message.ListFields():
         kind = field.type
-        if kind == _STRING:
+        if _is_map(field):
+            if any(_nul_in_entry(k, v) for k, v in value.items()):
+                return True
+        elif kind == _STRING:
             if field.is_repeated:
                 if any("\x00" in item for item in value):
                     return True
@@ -583,6 +612,23 @@ class CaseHandlers:
                 logger.info(
                     "contact %s names an unknown case; using its customer", contact.contact_id
                 )
+        template = self._catalogue_template(customer.tenant, contact)
+        if template is not None and not follow_up_of:
+            # A request from the portal's catalogue is a case of its own, of the template's kind.
+            case = await self.records.open_case(
+                session,
+                customer,
+                actor,
+                created,
+                subject=case_subject(contact) or template.subject,
+                case_type=template.case_type,
+                priority=template.priority,
+                queue=template.queue or contact.queue,
+                template=template.name,
+                contact_id=contact.contact_id,
+            )
+            case.updated_at = now
+            return case, "opened"
         case = None
         index: dict[str, list[Case]] | None = session.info.get("open_cases")
         if index is not None and customer.id in index:
@@ -616,6 +662,18 @@ class CaseHandlers:
         )
         case.updated_at = now
         return case, "opened"
+
+    def _catalogue_template(
+        self, tenant: str, contact: contact_pb2.Contact
+    ) -> sla_policy.Template | None:
+        """The catalogue template a portal request names, if the tenant offers it."""
+        if not contact.template:
+            return None
+        template = self.records.policies.template(tenant, contact.template)
+        if template is None or template.catalogue is None:
+            logger.info("contact %s names no catalogue template", contact.contact_id)
+            return None
+        return template
 
     async def _customer_wrote(self, session: AsyncSession, case: Case, at: datetime) -> None:
         """The customer came back: a case waiting on them resumes, and once the first response
@@ -920,6 +978,37 @@ class CaseHandlers:
                     "to_queue": event.to_queue,
                 },
                 at,
+            )
+
+        await self._apply(event, work)
+
+    async def on_contact_supervised(self, event: events_pb2.ContactSupervised) -> None:
+        """A supervisor watched a live contact, stopped, or sent its agent a private note: each
+        act is audited on the contact's case (actor `supervisor:<id>`); a note is also kept as an
+        internal note of the case, by the supervisor."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.supervisor_id, "supervisor_id", required=True)
+        _text(event.agent_id, "agent_id")
+        action = SUPERVISION_ACTIONS.get(event.action)
+        if action is None:
+            raise InvalidArgument("action", "must be started, stopped or note")
+        if event.action == events_pb2.SUPERVISION_ACTION_NOTE and not event.text.strip():
+            raise InvalidArgument("text", "a note needs text")
+        _text(event.text, "text", MAX_NOTE_CHARS)
+        at = _when(event.meta.occurred_at) or self._clock()
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            case = await self._case(session, contact)
+            data = {"contact_id": contact.contact_id, "agent_id": event.agent_id}
+            if event.action == events_pb2.SUPERVISION_ACTION_NOTE:
+                note = await self.records.add_note(
+                    session, case, event.supervisor_id, event.text, at
+                )
+                data["note_id"] = note.id
+            await self.records.audit(
+                session, case, f"supervisor:{event.supervisor_id}", action, data, at
             )
 
         await self._apply(event, work)

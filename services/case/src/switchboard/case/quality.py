@@ -5,7 +5,15 @@ Sampling is reproducible: a contact is in the sample when a hash of (seed, tenan
 falls below the rate, so the same seed always picks the same contacts, whatever the order they
 are read in, and adding contacts never changes which earlier ones were picked. Each agent gets at
 least `min_per_agent` of their handled contacts (the lowest hashes), so a quiet agent is still
-evaluated.
+evaluated. Targeted sampling adds every handled contact that is worth a look whatever the draw:
+a long handle time, a low CSAT rating, an escalation.
+
+Forms are per tenant and versioned: the built-in forms (forms/*.yaml and the service's
+configured files) are version 1 of their id for every tenant; each `put_form` of an id is the
+next version, and an evaluation records the version it was scored on, so a later change to a
+form never changes an earlier score. An evaluated agent may dispute its evaluation once; a
+second evaluator upholds or re-scores it. Scoring, disputes and decisions are appended to the
+contact's case audit trail.
 """
 
 from __future__ import annotations
@@ -15,25 +23,37 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from switchboard.case import audit
 from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import new_id, utc_now
-from switchboard.case.reports.orm import QaEvaluation
+from switchboard.case.reports.orm import CsatRating, QaEvaluation, QaForm
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core.config import ConfigReader, compose
-from switchboard.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from switchboard.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from switchboard.v1 import contact_pb2
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FORM = Path(__file__).parent / "forms" / "qa_default.yaml"
 MAX_SAMPLE_CONTACTS = 100_000
+MAX_FORM_BYTES = 64 * 1024
+MAX_TEXT = 10_000
+TARGETS = ("long_handle", "low_csat", "escalated")
+STATUSES = ("scored", "disputed", "upheld", "changed")
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,9 @@ class ScoringForm:
     id: str
     title: str
     items: tuple[FormItem, ...]
+    version: int = 1
+    created_by: str = ""  # empty: built in
+    created_at: datetime | None = None
 
     def score(self, answers: Mapping[str, bool]) -> tuple[float, int, int]:
         """(score 0..100, fatal errors, non-fatal errors) for the items' pass/fail answers.
@@ -123,6 +146,35 @@ class Handled:
     queue: str
     channel: int
     ended_at: datetime
+    handle_s: int = 0  # talk (hold included) + wrap-up
+    csat: int | None = None  # the customer's latest rating of the contact (1-5)
+    escalated: bool = False  # wrap-up code "escalated", or the case's SLA escalated
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Which handled contacts are picked whatever the random draw."""
+
+    kinds: frozenset[str] = frozenset()
+    long_handle_s: int = 600
+    low_csat_max: int = 2
+
+    def __post_init__(self) -> None:
+        unknown = sorted(self.kinds - set(TARGETS))
+        if unknown:
+            raise InvalidArgument("targets", f"{unknown[0]!r} is not one of {', '.join(TARGETS)}")
+        if self.long_handle_s < 0 or self.low_csat_max < 0:
+            raise InvalidArgument("targets", "thresholds must not be negative")
+
+    def reasons(self, c: Handled) -> list[str]:
+        found = []
+        if "long_handle" in self.kinds and c.handle_s > self.long_handle_s:
+            found.append("long_handle")
+        if "low_csat" in self.kinds and c.csat is not None and c.csat <= self.low_csat_max:
+            found.append("low_csat")
+        if "escalated" in self.kinds and c.escalated:
+            found.append("escalated")
+        return found
 
 
 def _draw(seed: str, tenant: str, contact_id: str) -> float:
@@ -152,6 +204,73 @@ def sample(
     return sorted(chosen, key=lambda c: (c.agent_id, c.ended_at, c.contact_id))
 
 
+def sample_with_reasons(
+    contacts: Sequence[Handled],
+    rate: float,
+    seed: str,
+    min_per_agent: int = 0,
+    targets: Targets | None = None,
+) -> list[tuple[Handled, list[str]]]:
+    """The random sample (reason "random") and the targeted contacts (their reasons), each
+    contact once, by agent and time."""
+    reasons: dict[str, list[str]] = {
+        c.contact_id: ["random"] for c in sample(contacts, rate, seed, min_per_agent)
+    }
+    for c in contacts:
+        hits = targets.reasons(c) if targets else []
+        if hits:
+            reasons.setdefault(c.contact_id, []).extend(hits)
+    chosen = [c for c in contacts if c.contact_id in reasons]
+    chosen.sort(key=lambda c: (c.agent_id, c.ended_at, c.contact_id))
+    return [(c, reasons[c.contact_id]) for c in chosen]
+
+
+@dataclass(frozen=True)
+class ScoreLine:
+    key: str
+    evaluations: int
+    average_score: float
+    fatal_error_rate: float  # evaluations with a fatal error / evaluations
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    agents: list[ScoreLine]
+    teams: list[ScoreLine]
+    days: list[tuple[datetime, ScoreLine]]
+    total: ScoreLine
+
+
+def _line(key: str, rows: Sequence[QaEvaluation]) -> ScoreLine:
+    n = len(rows)
+    if not n:
+        return ScoreLine(key, 0, 0.0, 0.0)
+    return ScoreLine(
+        key,
+        n,
+        round(sum(r.score for r in rows) / n, 2),
+        round(sum(1 for r in rows if r.fatal_errors) / n, 4),
+    )
+
+
+def scorecard(rows: Sequence[QaEvaluation]) -> Scorecard:
+    """Average score and fatal-error rate per agent, per team (queue), per UTC day, in all."""
+    by_agent: dict[str, list[QaEvaluation]] = defaultdict(list)
+    by_team: dict[str, list[QaEvaluation]] = defaultdict(list)
+    by_day: dict[datetime, list[QaEvaluation]] = defaultdict(list)
+    for r in rows:
+        by_agent[r.agent_id].append(r)
+        by_team[r.queue].append(r)
+        at = r.scored_at.astimezone(UTC)
+        by_day[datetime(at.year, at.month, at.day, tzinfo=UTC)].append(r)
+    return Scorecard(
+        agents=[_line(k, v) for k, v in sorted(by_agent.items())],
+        teams=[_line(k, v) for k, v in sorted(by_team.items())],
+        days=[(d, _line(d.date().isoformat(), v)) for d, v in sorted(by_day.items())],
+        total=_line("", rows),
+    )
+
+
 class Quality:
     def __init__(
         self,
@@ -163,13 +282,76 @@ class Quality:
     ) -> None:
         self._sessions = sessions
         self._uow = UnitOfWork(sessions)
-        self.forms = dict(forms)
+        self.forms = dict(forms)  # the built-in forms: version 1 for every tenant
         self.default_rate = default_rate
         self.default_seed = default_seed
         self._clock = clock
 
+    # ---- forms ---------------------------------------------------------------------------------
+
+    async def put_form(self, tenant: str, author: str, definition: str) -> ScoringForm:
+        """Store `definition` (YAML) as the next version of its form id for `tenant`."""
+        if len(definition.encode()) > MAX_FORM_BYTES:
+            raise InvalidArgument("yaml", f"is longer than {MAX_FORM_BYTES} bytes")
+        form = load_form(definition)
+        if len(form.id) > 64:
+            raise InvalidArgument("id", "is longer than 64 characters")
+        now = self._clock()
+
+        async def put(session: AsyncSession) -> ScoringForm:
+            latest = await session.scalar(
+                select(func.max(QaForm.version)).where(
+                    QaForm.tenant == tenant, QaForm.form_id == form.id
+                )
+            )
+            version = (latest or (1 if form.id in self.forms else 0)) + 1
+            session.add(
+                QaForm(
+                    tenant=tenant, form_id=form.id, version=version, definition=definition,
+                    created_by=author, created_at=now,
+                )
+            )  # fmt: skip
+            return replace(form, version=version, created_by=author, created_at=now)
+
+        try:
+            stored = await self._uow.run(put, attempts=3)
+        except Conflict:
+            raise AlreadyExists(f"form {form.id!r} is being changed by someone else") from None
+        logger.info("QA form %s version %d put for %s", stored.id, stored.version, tenant)
+        return stored
+
+    async def form(self, tenant: str, form_id: str, version: int = 0) -> ScoringForm:
+        """A version of one of the tenant's forms (0: the latest)."""
+        form_id = form_id or "default"
+        if version < 0:
+            raise InvalidArgument("form_version", "must not be negative")
+        async with self._sessions() as session:
+            stmt = select(QaForm).where(QaForm.tenant == tenant, QaForm.form_id == form_id)
+            if version:
+                stmt = stmt.where(QaForm.version == version)
+            row = await session.scalar(stmt.order_by(QaForm.version.desc()).limit(1))
+        if row is not None:
+            return _stored(row)
+        built_in = self.forms.get(form_id)
+        if built_in is not None and version in (0, 1):
+            return built_in
+        if built_in is None and not version:
+            raise InvalidArgument("form_id", f"{form_id!r} is not a QA form")
+        raise NotFound("form version", f"{form_id} v{version}")
+
+    async def list_forms(self, tenant: str) -> list[ScoringForm]:
+        """The latest version of each form of the tenant, built-in ones included, by id."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(QaForm).where(QaForm.tenant == tenant))).all()
+        latest: dict[str, ScoringForm] = dict(self.forms)
+        for row in sorted(rows, key=lambda r: r.version):
+            latest[row.form_id] = _stored(row)
+        return [latest[k] for k in sorted(latest)]
+
+    # ---- sampling ------------------------------------------------------------------------------
+
     async def handled_contacts(
-        self, tenant: str, start: datetime, end: datetime, agent_id: str = ""
+        self, tenant: str, start: datetime, end: datetime, agent_id: str = "", channel: int = 0
     ) -> list[Handled]:
         c = orm.Contact
         stmt = select(c).where(
@@ -181,24 +363,61 @@ class Quality:
         )
         if agent_id:
             stmt = stmt.where(c.agent_id == agent_id)
+        if channel:
+            stmt = stmt.where(c.channel == channel)
         async with self._sessions() as session:
-            rows = (await session.scalars(stmt.limit(MAX_SAMPLE_CONTACTS))).all()
+            rows = [
+                r
+                for r in (await session.scalars(stmt.limit(MAX_SAMPLE_CONTACTS))).all()
+                if r.ended_at is not None
+            ]
+            ids = [r.contact_id for r in rows]
+            case_ids = list({r.case_id for r in rows})
+            ratings: dict[str, tuple[datetime, int]] = {}
+            escalated_cases: set[str] = set()
+            for chunk in _chunks(ids):
+                for rating in await session.scalars(
+                    select(CsatRating).where(
+                        CsatRating.tenant == tenant, CsatRating.contact_id.in_(chunk)
+                    )
+                ):
+                    seen = ratings.get(rating.contact_id)
+                    if seen is None or rating.rated_at > seen[0]:
+                        ratings[rating.contact_id] = (rating.rated_at, rating.score)
+            for chunk in _chunks(case_ids):
+                escalated_cases.update(
+                    await session.scalars(
+                        select(orm.SlaTimer.case_id).where(
+                            orm.SlaTimer.case_id.in_(chunk),
+                            orm.SlaTimer.escalated_threshold.is_not(None),
+                        )
+                    )
+                )
         return [
-            Handled(r.contact_id, r.tenant, r.agent_id, r.queue, r.channel, r.ended_at)
+            Handled(
+                r.contact_id, r.tenant, r.agent_id, r.queue, r.channel, r.ended_at,  # type: ignore[arg-type]
+                handle_s=((r.talk_ms or 0) + (r.wrap_up_ms or 0)) // 1000,
+                csat=ratings[r.contact_id][1] if r.contact_id in ratings else None,
+                escalated=r.wrap_up_code == "escalated" or r.case_id in escalated_cases,
+            )
             for r in rows
-            if r.ended_at is not None
-        ]
+        ]  # fmt: skip
 
     async def evaluations(self, tenant: str, contact_ids: Sequence[str]) -> dict[str, QaEvaluation]:
         if not contact_ids:
             return {}
+        found: dict[str, QaEvaluation] = {}
         async with self._sessions() as session:
-            rows = await session.scalars(
-                select(QaEvaluation).where(
-                    QaEvaluation.tenant == tenant, QaEvaluation.contact_id.in_(contact_ids)
+            for chunk in _chunks(list(contact_ids)):
+                rows = await session.scalars(
+                    select(QaEvaluation).where(
+                        QaEvaluation.tenant == tenant, QaEvaluation.contact_id.in_(chunk)
+                    )
                 )
-            )
-            return {e.contact_id: e for e in rows}
+                found.update({e.contact_id: e for e in rows})
+        return found
+
+    # ---- scoring, disputes ---------------------------------------------------------------------
 
     async def submit(
         self,
@@ -208,14 +427,13 @@ class Quality:
         form_id: str,
         answers: Mapping[str, bool],
         comment: str = "",
+        form_version: int = 0,
     ) -> QaEvaluation:
-        """Score one handled contact on a form; a contact is evaluated once."""
-        form = self.forms.get(form_id or "default")
-        if form is None:
-            raise InvalidArgument("form_id", f"{form_id!r} is not a QA form")
+        """Score one handled contact on a version of a form; a contact is evaluated once."""
+        form = await self.form(tenant, form_id, form_version)
         score, fatal, non_fatal = form.score(answers)
-        if len(comment) > 10_000:
-            raise InvalidArgument("comment", "is longer than 10000 characters")
+        if len(comment) > MAX_TEXT:
+            raise InvalidArgument("comment", f"is longer than {MAX_TEXT} characters")
 
         async def evaluate(session: AsyncSession) -> QaEvaluation:
             contact = await session.get(orm.Contact, contact_id) if contact_id else None
@@ -225,6 +443,7 @@ class Quality:
                 raise FailedPrecondition(
                     f"contact {contact_id} has not been handled by an agent yet"
                 )
+            now = self._clock()
             evaluation = QaEvaluation(
                 id=new_id(),
                 tenant=tenant,
@@ -233,15 +452,18 @@ class Quality:
                 queue=contact.queue,
                 channel=channel_name(contact.channel),
                 form_id=form.id,
+                form_version=form.version,
                 evaluator=evaluator,
                 score=score,
                 fatal_errors=fatal,
                 non_fatal_errors=non_fatal,
                 answers=dict(answers),
                 comment=comment,
-                scored_at=self._clock(),
+                scored_at=now,
+                status="scored",
             )
             session.add(evaluation)
+            await self._audit(session, contact, evaluator, "qa_scored", evaluation, now)
             return evaluation
 
         try:
@@ -250,6 +472,165 @@ class Quality:
             raise AlreadyExists(f"contact {contact_id} has already been evaluated") from None
         logger.info("contact %s evaluated (%d fatal)", contact_id, fatal)
         return evaluation
+
+    async def list_evaluations(
+        self, tenant: str, agent_id: str = "", status: str = "", limit: int = 100
+    ) -> list[QaEvaluation]:
+        if status and status not in STATUSES:
+            raise InvalidArgument("status", f"must be one of {', '.join(STATUSES)}")
+        stmt = select(QaEvaluation).where(QaEvaluation.tenant == tenant)
+        if agent_id:
+            stmt = stmt.where(QaEvaluation.agent_id == agent_id)
+        if status:
+            stmt = stmt.where(QaEvaluation.status == status)
+        stmt = stmt.order_by(QaEvaluation.scored_at.desc(), QaEvaluation.id).limit(limit)
+        async with self._sessions() as session:
+            return list((await session.scalars(stmt)).all())
+
+    async def get_evaluation(self, tenant: str, evaluation_id: str) -> QaEvaluation:
+        async with self._sessions() as session:
+            found = await session.get(QaEvaluation, evaluation_id) if evaluation_id else None
+        if found is None or found.tenant != tenant:
+            raise NotFound("evaluation", evaluation_id)
+        return found
+
+    async def dispute(
+        self, tenant: str, agent_id: str, evaluation_id: str, reason: str
+    ) -> QaEvaluation:
+        """The evaluated agent disputes its evaluation (once), saying why."""
+        reason = reason.strip()
+        if not reason:
+            raise InvalidArgument("reason", "is required")
+        if len(reason) > MAX_TEXT:
+            raise InvalidArgument("reason", f"is longer than {MAX_TEXT} characters")
+
+        async def dispute(session: AsyncSession) -> QaEvaluation:
+            e = await self._locked(session, tenant, evaluation_id)
+            if e.agent_id != agent_id:
+                raise PermissionDenied("only the evaluated agent may dispute an evaluation")
+            if e.status != "scored":
+                raise FailedPrecondition(f"evaluation {evaluation_id} is {e.status}, not scored")
+            now = self._clock()
+            e.status, e.dispute_reason, e.disputed_at = "disputed", reason, now
+            contact = await session.get(orm.Contact, e.contact_id)
+            await self._audit(session, contact, agent_id, "qa_disputed", e, now, reason=reason)
+            return e
+
+        evaluation = await self._run(dispute, evaluation_id)
+        logger.info("evaluation %s disputed", evaluation_id)
+        return evaluation
+
+    async def decide(
+        self,
+        tenant: str,
+        decider: str,
+        evaluation_id: str,
+        uphold: bool,
+        answers: Mapping[str, bool],
+        note: str = "",
+    ) -> QaEvaluation:
+        """A second evaluator decides a dispute: keeps the score, or re-scores the contact on
+        the same form version (the first score is kept as original_score)."""
+        if len(note) > MAX_TEXT:
+            raise InvalidArgument("note", f"is longer than {MAX_TEXT} characters")
+        current = await self.get_evaluation(tenant, evaluation_id)
+        rescored: tuple[float, int, int] | None = None
+        if not uphold:
+            form = await self.form(tenant, current.form_id, current.form_version)
+            rescored = form.score(answers)
+
+        async def decide(session: AsyncSession) -> QaEvaluation:
+            e = await self._locked(session, tenant, evaluation_id)
+            if e.status != "disputed":
+                raise FailedPrecondition(f"evaluation {evaluation_id} is {e.status}, not disputed")
+            if decider in (e.evaluator, e.agent_id):
+                raise FailedPrecondition(
+                    "a dispute is decided by a second evaluator, not the one who scored it"
+                )
+            now = self._clock()
+            e.decided_by, e.decided_at, e.decision_note = decider, now, note
+            if rescored is None:
+                e.status = "upheld"
+            else:
+                e.original_score, e.original_fatal_errors = e.score, e.fatal_errors
+                e.score, e.fatal_errors, e.non_fatal_errors = rescored
+                e.answers = dict(answers)
+                e.status = "changed"
+            contact = await session.get(orm.Contact, e.contact_id)
+            await self._audit(session, contact, decider, "qa_decided", e, now, note=note)
+            return e
+
+        evaluation = await self._run(decide, evaluation_id)
+        logger.info("dispute of evaluation %s decided: %s", evaluation_id, evaluation.status)
+        return evaluation
+
+    async def scorecard(
+        self, tenant: str, start: datetime, end: datetime, agent_id: str = "", team: str = ""
+    ) -> Scorecard:
+        e = QaEvaluation
+        stmt = select(e).where(e.tenant == tenant, e.scored_at >= start, e.scored_at < end)
+        if agent_id:
+            stmt = stmt.where(e.agent_id == agent_id)
+        if team:
+            stmt = stmt.where(e.queue == team)
+        async with self._sessions() as session:
+            rows = (await session.scalars(stmt.limit(MAX_SAMPLE_CONTACTS))).all()
+        return scorecard(rows)
+
+    async def _locked(self, session: AsyncSession, tenant: str, evaluation_id: str) -> QaEvaluation:
+        found = await session.get(QaEvaluation, evaluation_id, with_for_update=True)
+        if found is None or found.tenant != tenant:
+            raise NotFound("evaluation", evaluation_id)
+        return found
+
+    async def _run(self, work: Callable[[AsyncSession], Any], evaluation_id: str) -> QaEvaluation:
+        try:
+            result: QaEvaluation = await self._uow.run(work)
+        except Conflict:
+            raise FailedPrecondition(
+                f"evaluation {evaluation_id} was changed at the same moment: reload it"
+            ) from None
+        return result
+
+    async def _audit(
+        self,
+        session: AsyncSession,
+        contact: orm.Contact | None,
+        actor: str,
+        action: str,
+        e: QaEvaluation,
+        at: datetime,
+        **extra: str,
+    ) -> None:
+        """The QA step on the trail of the contact's case."""
+        if contact is None:
+            return
+        case = await session.get(orm.Case, contact.case_id)
+        if case is None:
+            return
+        data: dict[str, Any] = {
+            "evaluation_id": e.id,
+            "contact_id": e.contact_id,
+            "agent_id": e.agent_id,
+            "form_id": e.form_id,
+            "form_version": e.form_version,
+            "score": e.score,
+            "fatal_errors": e.fatal_errors,
+            "status": e.status,
+            **extra,
+        }
+        await audit.append(
+            session, case.tenant, audit.CASE, case.id, actor, action, data, at, case.customer_id
+        )
+
+
+def _stored(row: QaForm) -> ScoringForm:
+    form = load_form(row.definition)
+    return replace(form, version=row.version, created_by=row.created_by, created_at=row.created_at)
+
+
+def _chunks(values: list[str], size: int = 500) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def channel_name(channel: int) -> str:

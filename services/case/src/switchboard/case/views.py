@@ -66,6 +66,7 @@ def _contact(row: orm.Contact, messages: Sequence[orm.Message]) -> case_pb2.Case
         subject=row.subject,
         messages=[_message(m) for m in messages],
         status=row.status,
+        conversation_id=row.conversation_id,
     )
 
 

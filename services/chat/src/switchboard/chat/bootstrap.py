@@ -33,6 +33,9 @@ from switchboard.chat.inbox import directory as agents_directory
 from switchboard.chat.inbox.http import InboxHttp
 from switchboard.chat.inbox.service import Inbox
 from switchboard.chat.notifier import ChatNotifier
+from switchboard.chat.portal.http import PortalHttp
+from switchboard.chat.portal.service import Portal
+from switchboard.chat.portal.used_links import InMemoryUsedLinks, JetStreamUsedLinks, UsedLinks
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import tls
 from switchboard.core.bus import Bus
@@ -59,6 +62,7 @@ class ChatApp(Service):
     limits: ChatLimits | None = None
     spending: SharedSpending | None = None
     admin: AdminConsole | None = None
+    portal: Portal | None = None
 
     async def _load(self) -> None:
         self.config = self.config or chat_config.load(self.settings.config_file or None)
@@ -116,6 +120,7 @@ class ChatApp(Service):
             revocations=self.revocations,
             tls=s.grpc_tls(),
             time_zone_of=lambda tenant: self.config.tenant(tenant).time_zone,  # type: ignore[union-attr]
+            recording_key=s.recording_master_key(),
         )
         socket_server.register(
             self.sio,
@@ -133,7 +138,37 @@ class ChatApp(Service):
             await AdminStore.open(bus.js, replicas), self.inbox, router_target, s.grpc_tls()
         )
         await self.admin.start()
-        api = Api(self.chat, files, s.auth_secret, s.known_tenants, self.config, self.limits)
+        used_links: UsedLinks = (
+            await JetStreamUsedLinks.open(bus.js, replicas)
+            if s.store == "jetstream"
+            else InMemoryUsedLinks()
+        )
+        self.portal = Portal(
+            s.auth_secret,
+            s.known_tenants,
+            s.case_target,
+            ChatNotifier(bus),
+            used_links,
+            tls=s.grpc_tls(),
+        )
+        limits = self.limits
+        portal_http = PortalHttp(
+            self.portal,
+            s.portal_url,
+            lambda scope: limits.address(
+                (scope.get("client") or ("", 0))[0],
+                dict(scope.get("headers", [])).get(b"x-forwarded-for", b"").decode("latin-1"),
+            ),
+        )
+        api = Api(
+            self.chat,
+            files,
+            s.auth_secret,
+            s.known_tenants,
+            self.config,
+            self.limits,
+            portal=portal_http,
+        )
         nats_consumer.subscribe(bus, self.chat, s.consumer_name, self.inbox)
         proxies = trusted_networks(s.trusted_proxies)
         site = build_asgi(
@@ -164,6 +199,9 @@ class ChatApp(Service):
         manager, self.manager = self.manager, None
         router, self.router = self.router, None
         inbox, self.inbox = self.inbox, None
+        portal, self.portal = self.portal, None
+        if portal is not None:
+            await portal.close()
         spending, self.spending = self.spending, None
         admin, self.admin = self.admin, None
         if admin is not None:

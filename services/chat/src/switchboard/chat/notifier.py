@@ -93,6 +93,52 @@ class ChatNotifier:
         )
         await self.bus.publish(events_pb2.ContactCreated(meta=meta, contact=contact))
 
+    async def portal_contact(
+        self,
+        contact_id: str,
+        tenant: str,
+        email: str,
+        name: str,
+        language: str,
+        subject: str,
+        text: str,
+        at: datetime,
+        case_id: str = "",
+        skills: list[str] | None = None,
+        queue: str = "",
+        priority: int = 0,
+        template: str = "",
+        form: dict[str, str] | None = None,
+    ) -> None:
+        """A customer's request or reply written in the portal: a contact routed like any
+        other, threaded into `case_id` when it answers a case, and answered by email (its
+        conversation id is "offline:portal:<contact id>", as an offline message's). A request
+        from the catalogue names its case template and carries the filled form."""
+        contact = contact_pb2.Contact(
+            contact_id=contact_id,
+            tenant=tenant,
+            channel=contact_pb2.CHANNEL_CHAT,
+            identities=[
+                contact_pb2.CustomerIdentity(
+                    kind=contact_pb2.IDENTITY_KIND_EMAIL, value=email.lower()
+                )
+            ],
+            customer_name=name,
+            language=language,
+            skills=skills or [],
+            queue=queue or DEFAULT_QUEUE,
+            priority=priority,
+            content=[_text(text)],
+            conversation_id=f"offline:portal:{contact_id}",
+            subject=subject,
+            case_id=case_id,
+            template=template,
+            form=form or {},
+        )
+        contact.created_at.FromDatetime(at)
+        meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, f"{contact_id}:created")
+        await self.bus.publish(events_pb2.ContactCreated(meta=meta, contact=contact))
+
     async def publish(self, event: Message) -> None:
         """Publish an event built here (returns once JetStream has stored it)."""
         await self.bus.publish(event)
@@ -195,3 +241,26 @@ class ChatNotifier:
         )
         await self.bus.publish(command)
         return command
+
+    async def supervised(
+        self,
+        tenant: str,
+        contact_id: str,
+        supervisor_id: str,
+        agent_id: str,
+        action: int,
+        text: str = "",
+        event_id: str | None = None,
+    ) -> events_pb2.ContactSupervised:
+        """A supervisor's act on a live chat, for the case service to audit (and, for a note,
+        to keep as an internal note of the case)."""
+        event = events_pb2.ContactSupervised(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, event_id),
+            contact_id=contact_id,
+            supervisor_id=supervisor_id,
+            agent_id=agent_id,
+            action=action,  # type: ignore[arg-type]
+            text=text,
+        )
+        await self.bus.publish(event)
+        return event

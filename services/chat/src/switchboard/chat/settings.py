@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from switchboard.chat.entrypoints.clients import trusted_networks
+from switchboard.core import recording_seal
 from switchboard.core.events import TENANT_RE
 from switchboard.core.settings import (
     PRODUCTION,
@@ -47,6 +48,21 @@ class ChatSettings(RouterGroupSettings):
     # Proxies (an ingress, a load balancer) whose X-Forwarded-For names the client, for the
     # per-client limits: addresses or networks, comma-separated; "" trusts none.
     trusted_proxies: str = Field("", alias="CHAT_TRUSTED_PROXIES")
+    # The customer portal's public address, which sign-in links point to
+    # (https://help.example.com/portal); unset, links are sent only to a loopback host's portal.
+    portal_url: str = Field("", alias="CHAT_PORTAL_URL", pattern=r"^(https?://\S+)?$")
+    # The call recordings' master key, to play them in the inbox: the voice gateway's own
+    # (the same variables; unset on both: derived from SWITCHBOARD_AUTH_SECRET).
+    recording_key_file: str = Field("", alias="VOICE_RECORDING_KEY_FILE")
+    recording_key: str = Field("", alias="VOICE_RECORDING_KEY", repr=False)
+
+    def recording_master_key(self) -> bytes:
+        try:
+            return recording_seal.master_key(
+                self.recording_key, self.recording_key_file, self.auth_secret
+            )
+        except ValueError as exc:
+            raise ValueError(f"VOICE_RECORDING_KEY(_FILE): {exc}") from None
 
     @field_validator("trusted_proxies")
     @classmethod

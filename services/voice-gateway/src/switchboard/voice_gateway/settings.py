@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-from pathlib import Path
-
 from pydantic import Field, field_validator
 
+from switchboard.core import recording_seal
 from switchboard.core.nats_auth import VOICE_GATEWAY_REPLICAS
 from switchboard.core.settings import (
     PRODUCTION,
@@ -15,7 +11,7 @@ from switchboard.core.settings import (
     renamed,
 )
 
-KEY_BYTES = 32
+KEY_BYTES = recording_seal.KEY_BYTES
 
 
 class VoiceGatewaySettings(RouterGroupSettings):
@@ -77,26 +73,15 @@ class VoiceGatewaySettings(RouterGroupSettings):
     def recording_master_key(self) -> bytes:
         """The recording master key (32 bytes): the one configured, or one derived from the
         platform's auth secret."""
-        text = self.recording_key
-        if self.recording_key_file:
-            raw = Path(self.recording_key_file).read_bytes()
-            if len(raw) == KEY_BYTES:
-                return raw
-            text = raw.decode("ascii", "replace").strip()
-        if not text:
-            return hashlib.sha256(
-                b"switchboard-recording-master\0" + self.auth_secret.encode()
-            ).digest()
         try:
-            key = base64.b64decode(text, validate=True)
-        except binascii.Error:
-            key = b""
-        if len(key) != KEY_BYTES:
+            return recording_seal.master_key(
+                self.recording_key, self.recording_key_file, self.auth_secret
+            )
+        except ValueError:
             raise ValueError(
                 "VOICE_RECORDING_KEY(_FILE) must hold 32 random bytes or their base64 "
                 "(e.g. `head -c 32 /dev/urandom | base64`)"
-            )
-        return key
+            ) from None
 
     def refuse_unsafe_production(self) -> None:
         """Also: the embedded configuration's demo phones, whose SIP passwords are published,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from switchboard.case.commands import CaseCommands
 from switchboard.case.entrypoints.kb_reports_rpc import KnowledgeReportRpcs
+from switchboard.case.entrypoints.portal_rpc import PortalRpcs
 from switchboard.case.pagination import CaseQuery, PageTokens
 from switchboard.case.views import CaseViews
 from switchboard.core.errors import InvalidArgument
@@ -20,7 +21,7 @@ def _enum(value: int, enum: type, field: str) -> None:
         raise InvalidArgument(field, f"{value} is not a valid value")
 
 
-class CaseServicer(KnowledgeReportRpcs, case_pb2_grpc.CaseServiceServicer):
+class CaseServicer(KnowledgeReportRpcs, PortalRpcs, case_pb2_grpc.CaseServiceServicer):
     def __init__(
         self, views: CaseViews, tokens: PageTokens, commands: CaseCommands | None = None
     ) -> None:

@@ -21,7 +21,14 @@ from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.csat import Csat, Publisher
 from switchboard.case.knowledge.service import ArticleView, Draft, KnowledgeBase, SearchResult
-from switchboard.case.quality import Quality, load_forms, sample
+from switchboard.case.quality import (
+    Quality,
+    ScoreLine,
+    ScoringForm,
+    Targets,
+    load_forms,
+    sample_with_reasons,
+)
 from switchboard.case.reports import kpi
 from switchboard.case.reports.business_time import BusinessClock
 from switchboard.case.reports.intervals import parse_interval, zone
@@ -29,8 +36,8 @@ from switchboard.case.reports.orm import QaEvaluation
 from switchboard.case.reports.service import Reports
 from switchboard.case.views import timestamp
 from switchboard.core.bus import Bus
-from switchboard.core.errors import InvalidArgument, NotFound
-from switchboard.core.grpc import principal, require, require_rule
+from switchboard.core.errors import InvalidArgument, NotFound, PermissionDenied
+from switchboard.core.grpc import acting_for, for_anyone, principal, require, require_rule
 from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
 
 # Who may call each RPC is in switchboard.core.roles; publishing has its own rule there.
@@ -137,7 +144,54 @@ def _evaluation(e: QaEvaluation) -> case_pb2.QaEvaluation:
         fatal_errors=e.fatal_errors,
         non_fatal_errors=e.non_fatal_errors,
         scored_at=timestamp(e.scored_at),
+        form_version=e.form_version,
+        channel=e.channel,
+        queue=e.queue,
+        items=[case_pb2.QaItemResult(item_id=k, passed=v) for k, v in (e.answers or {}).items()],
+        comment=e.comment,
+        status=e.status,
+        dispute_reason=e.dispute_reason,
+        disputed_at=timestamp(e.disputed_at) if e.disputed_at else None,
+        decided_by=e.decided_by,
+        decision_note=e.decision_note,
+        decided_at=timestamp(e.decided_at) if e.decided_at else None,
+        original_score=e.original_score or 0.0,
+        original_fatal_errors=e.original_fatal_errors or 0,
     )
+
+
+def _form(f: ScoringForm) -> case_pb2.QaForm:
+    return case_pb2.QaForm(
+        form_id=f.id,
+        version=f.version,
+        title=f.title,
+        items=[
+            case_pb2.QaFormItem(item_id=i.id, text=i.text, fatal=i.fatal, weight=i.weight)
+            for i in f.items
+        ],
+        created_by=f.created_by,
+        created_at=timestamp(f.created_at) if f.created_at else None,
+    )
+
+
+def _score_line(line: ScoreLine) -> case_pb2.QaScoreLine:
+    return case_pb2.QaScoreLine(
+        key=line.key,
+        evaluations=line.evaluations,
+        average_score=line.average_score,
+        fatal_error_rate=line.fatal_error_rate,
+    )
+
+
+def _answers(items: Sequence[case_pb2.QaItemResult]) -> dict[str, bool]:
+    answers: dict[str, bool] = {}
+    for i, item in enumerate(items):
+        if not item.item_id:
+            raise InvalidArgument(f"items[{i}].item_id")
+        if item.item_id in answers:
+            raise InvalidArgument(f"items[{i}].item_id", f"{item.item_id!r} is given twice")
+        answers[item.item_id] = item.passed
+    return answers
 
 
 def _limit(value: int, default: int) -> int:
@@ -303,16 +357,9 @@ class KnowledgeReportRpcs:
     async def SubmitQaScore(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         require(request, "contact_id")
-        answers: dict[str, bool] = {}
-        for i, item in enumerate(request.items):
-            if not item.item_id:
-                raise InvalidArgument(f"items[{i}].item_id")
-            if item.item_id in answers:
-                raise InvalidArgument(f"items[{i}].item_id", f"{item.item_id!r} is given twice")
-            answers[item.item_id] = item.passed
         evaluation = await self.kb_reports.quality.submit(
-            tenant, principal().subject, request.contact_id, request.form_id, answers,
-            request.comment,
+            tenant, principal().subject, request.contact_id, request.form_id,
+            _answers(request.items), request.comment, request.form_version,
         )  # fmt: skip
         return _evaluation(evaluation)
 
@@ -321,12 +368,24 @@ class KnowledgeReportRpcs:
         start, end = _when(getattr(request, "from"), "from"), _when(request.to, "to")
         if end <= start:
             raise InvalidArgument("to", "must be after from")
+        if request.long_handle_seconds < 0 or request.low_csat_max < 0:
+            raise InvalidArgument("long_handle_seconds", "and low_csat_max must not be negative")
         quality = self.kb_reports.quality
         rate = request.rate or quality.default_rate
         seed = request.seed or quality.default_seed
-        handled = await quality.handled_contacts(tenant, start, end, request.agent_id)
-        chosen = sample(handled, rate, seed, request.min_per_agent)
-        scored = await quality.evaluations(tenant, [c.contact_id for c in chosen])
+        targets = Targets(
+            frozenset(request.targets),
+            request.long_handle_seconds or 600,
+            request.low_csat_max or 2,
+        )
+        handled = await quality.handled_contacts(
+            tenant, start, end, request.agent_id, request.channel
+        )
+        if request.targeted_only:
+            chosen = sample_with_reasons(handled, 0.0, seed, 0, targets)
+        else:
+            chosen = sample_with_reasons(handled, rate, seed, request.min_per_agent, targets)
+        scored = await quality.evaluations(tenant, [c.contact_id for c, _ in chosen])
         return case_pb2.ListQaSamplesResponse(
             samples=[
                 case_pb2.QaSample(
@@ -338,9 +397,82 @@ class KnowledgeReportRpcs:
                     evaluation=(
                         _evaluation(scored[c.contact_id]) if c.contact_id in scored else None
                     ),
+                    reasons=reasons,
+                    handle_seconds=c.handle_s,
+                    csat=c.csat or 0,
+                    escalated=c.escalated,
                 )
-                for c in chosen
+                for c, reasons in chosen
             ],
             seed=seed,
             rate=rate,
+        )
+
+    async def PutQaForm(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "yaml")
+        return _form(await self.kb_reports.quality.put_form(p.tenant, p.subject, request.yaml))
+
+    async def ListQaForms(self, request, context):  # type: ignore[no-untyped-def]
+        forms = await self.kb_reports.quality.list_forms(principal().tenant)
+        return case_pb2.ListQaFormsResponse(forms=[_form(f) for f in forms])
+
+    async def GetQaForm(self, request, context):  # type: ignore[no-untyped-def]
+        form = await self.kb_reports.quality.form(
+            principal().tenant, request.form_id, request.version
+        )
+        return _form(form)
+
+    async def ListQaEvaluations(self, request, context):  # type: ignore[no-untyped-def]
+        # An agent lists its own evaluations only; evaluators and leads anyone's.
+        p = acting_for(request.agent_id) if request.agent_id else for_anyone()
+        if request.limit < 0 or request.limit > 500:
+            raise InvalidArgument("limit", "must be between 0 and 500")
+        found = await self.kb_reports.quality.list_evaluations(
+            p.tenant, request.agent_id, request.status, request.limit or 100
+        )
+        return case_pb2.ListQaEvaluationsResponse(evaluations=[_evaluation(e) for e in found])
+
+    async def DisputeQaEvaluation(self, request, context):  # type: ignore[no-untyped-def]
+        require(request, "evaluation_id")
+        quality = self.kb_reports.quality
+        current = await quality.get_evaluation(principal().tenant, request.evaluation_id)
+        p = acting_for(current.agent_id)  # the evaluated agent itself
+        if p.subject != current.agent_id:
+            raise PermissionDenied("only the evaluated agent may dispute an evaluation")
+        evaluation = await quality.dispute(
+            p.tenant, p.subject, request.evaluation_id, request.reason
+        )
+        return _evaluation(evaluation)
+
+    async def DecideQaDispute(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "evaluation_id")
+        evaluation = await self.kb_reports.quality.decide(
+            p.tenant, p.subject, request.evaluation_id, request.uphold,
+            {} if request.uphold else _answers(request.items), request.note,
+        )  # fmt: skip
+        return _evaluation(evaluation)
+
+    async def GetQaScorecard(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        start, end = _when(getattr(request, "from"), "from"), _when(request.to, "to")
+        if end <= start:
+            raise InvalidArgument("to", "must be after from")
+        card = await self.kb_reports.quality.scorecard(
+            tenant, start, end, request.agent_id, request.team
+        )
+        return case_pb2.QaScorecard(
+            agents=[_score_line(line) for line in card.agents],
+            teams=[_score_line(line) for line in card.teams],
+            days=[
+                case_pb2.QaScorePoint(
+                    day=timestamp(day),
+                    evaluations=line.evaluations,
+                    average_score=line.average_score,
+                    fatal_error_rate=line.fatal_error_rate,
+                )
+                for day, line in card.days
+            ],
+            total=_score_line(card.total),
         )

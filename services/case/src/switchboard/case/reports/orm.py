@@ -50,6 +50,7 @@ class QaEvaluation(Base):
     __table_args__ = (
         Index("ix_qa_evaluations_tenant_scored", "tenant", "scored_at"),
         Index("ix_qa_evaluations_tenant_contact", "tenant", "contact_id", unique=True),
+        Index("ix_qa_evaluations_tenant_agent", "tenant", "agent_id", "scored_at"),
     )
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
@@ -66,3 +67,27 @@ class QaEvaluation(Base):
     answers: Mapped[dict[str, bool]] = mapped_column(JSON, default=dict)  # item id -> passed
     comment: Mapped[str] = mapped_column(Text, default="")
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The version of the form it was scored on (migration 0007), and its dispute: scored ->
+    # disputed (by the agent) -> upheld or changed (by a second evaluator).
+    form_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    status: Mapped[str] = mapped_column(String(16), default="scored", server_default="scored")
+    dispute_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    disputed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="", server_default="")
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decision_note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    original_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    original_fatal_errors: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class QaForm(Base):
+    """One version of a tenant's scoring form, as the YAML it was put with (migration 0007)."""
+
+    __tablename__ = "qa_forms"
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    form_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -43,6 +43,12 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last seque
 _KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
 
 
+def could_be_chat(contact_id: str) -> bool:
+    """Whether `contact_id` can name a chat contact (one token of a key): any other id (another
+    channel's, or a client's wildcard) is looked up nowhere."""
+    return bool(_KEY_TOKEN.match(contact_id))
+
+
 class ConversationStore(Protocol):
     """Every method returns snapshots: mutate through the store, never through a result."""
 

@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 PREFIX = "/api/admin/"
 
 
-class AdminHttp(InboxHttp):
-    max_body = 256 * 1024  # a routing configuration
+MAX_ADMIN_BODY = 256 * 1024  # a routing configuration
 
+
+class AdminHttp(InboxHttp):
     def __init__(
         self,
         console: AdminConsole,
@@ -92,12 +93,14 @@ class AdminHttp(InboxHttp):
         if parts == ["agents"] and method == "GET":
             result = c.agents(p)
         elif parts == ["agents"] and method == "POST":
-            data = await self._json(receive)
+            data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.save_agent(p, data.pop("id", None), data, True, token)
         elif len(parts) == 2 and parts[0] == "agents" and method == "PUT":
-            result = await c.save_agent(p, parts[1], await self._json(receive), False, token)
+            result = await c.save_agent(
+                p, parts[1], await self._json(receive, MAX_ADMIN_BODY), False, token
+            )
         elif len(parts) == 3 and parts[::2] == ["agents", "password"] and method == "POST":
-            data = await self._json(receive)
+            data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.set_password(p, parts[1], data.get("password"))
         elif parts == ["agents.yaml"] and method == "GET":
             await self._yaml(send, c.export_agents(p), "agents.yaml")
@@ -107,13 +110,13 @@ class AdminHttp(InboxHttp):
         elif parts == ["routing"] and method == "GET":
             result = await c.routing(p, token)
         elif parts == ["routing"] and method == "POST":
-            data = await self._json(receive)
+            data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.apply_routing(p, token, data.get("yaml"), data.get("dry_run") is True)
         elif parts == ["routing.yaml"] and method == "GET":
             await self._yaml(send, await c.export_routing(p, token), "router.yaml")
             return
         elif parts == ["preview"] and method == "POST":
-            result = await c.preview(p, token, await self._json(receive))
+            result = await c.preview(p, token, await self._json(receive, MAX_ADMIN_BODY))
         else:
             await self._error(send, 404 if method in ("GET", "POST", "PUT") else 405, "not found")
             return

@@ -26,9 +26,17 @@ refusal's class, NotFound, FailedPrecondition, ... or Internal, for the page's o
 - ``watch`` {} (supervisors) -> {time_zone}; then ``stats`` every second and ``day``
   {time_zone, date, quarters: [...], hours: [...]} every minute: today in the tenant's time
   zone from the case service's service-level report, per 15 minutes and per local hour.
+- ``live_chats`` {} (supervisors) -> {chats: [{contact_id, customer_name, language, agent_id,
+  agent_name, started_at, waiting_since}]}: the tenant's chats in progress.
+- ``supervise`` {contact_id} (supervisors) -> {contact_id, customer_name, agent_id, agent_name,
+  messages}: watch a live chat of the tenant read-only; the socket joins its room (``message``,
+  ``status``...). ``unsupervise`` {contact_id} stops (so does disconnecting).
+- ``whisper`` {contact_id, text} (supervisors, on a chat they watch) -> {note}: a private note
+  to the chat's agent, emitted as ``supervisor_note`` {note_id, contact_id, text, supervisor_id,
+  supervisor_name, at} to the agent's room only, never to the customer.
 
 Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
-``surge``, ``desk_error`` (to the agent's room: every tab of the agent; ``contact`` again when an
+``surge``, ``desk_error``, ``supervisor_note`` (to the agent's room: every tab of the agent; ``contact`` again when an
 email or fax reply's delivery state changes), and from the chat:
 ``message``, ``typing``, ``receipt``, ``status``, ``rated`` (to the contact's room).
 """
@@ -61,6 +69,7 @@ from switchboard.core import auth as sb_auth
 from switchboard.core import roles
 from switchboard.core.errors import (
     DomainError,
+    FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     Unavailable,
@@ -120,6 +129,11 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except KeyError:
             return
         self.inbox.disconnected(session["principal"], sid)
+        for contact_id in list(session.get("supervising", ())):
+            try:
+                await self.inbox.supervision.stop(session["principal"], contact_id)
+            except Exception:
+                logger.warning("the end of watching chat %s went unrecorded", contact_id)
 
     async def _principal(self, sid: str) -> sb_auth.Principal:
         """The agent of `sid`, once they have paid for the event (one budget for them all)."""
@@ -277,6 +291,62 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return self._inbox().watch(p, token, sid, send)
 
         return await self._run("watch", sid, watch)
+
+    # ---- supervision of live chats --------------------------------------------------------------
+
+    async def _supervising(self, sid: str) -> set[str]:
+        session = await self.get_session(sid)
+        watched: set[str] = session.setdefault("supervising", set())
+        await self.save_session(sid, session)
+        return watched
+
+    async def on_live_chats(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def live(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            return {"chats": await self._inbox().supervision.live_chats(p, token)}
+
+        return await self._run("live_chats", sid, live)
+
+    async def on_supervise(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def supervise(p: sb_auth.Principal) -> dict[str, Any]:
+            supervision = self._inbox().supervision
+            contact_id = data.get("contact_id") if isinstance(data, dict) else None
+            # Checked before the room is joined; joined before the history is read, so that no
+            # message falls between them (the page drops one it has twice).
+            await supervision.check(p, contact_id)
+            room = contact_room(str(contact_id))
+            await self.enter_room(sid, room)
+            try:
+                watched = await supervision.start(p, contact_id)
+            except BaseException:
+                await self.leave_room(sid, room)
+                raise
+            (await self._supervising(sid)).add(watched["contact_id"])
+            return watched
+
+        return await self._run("supervise", sid, supervise)
+
+    async def on_unsupervise(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def unsupervise(p: sb_auth.Principal) -> dict[str, Any]:
+            contact_id = data.get("contact_id") if isinstance(data, dict) else None
+            watched = await self._supervising(sid)
+            if not isinstance(contact_id, str) or contact_id not in watched:
+                raise FailedPrecondition("this chat is not being watched here")
+            watched.discard(contact_id)
+            await self.leave_room(sid, contact_room(contact_id))
+            await self._inbox().supervision.stop(p, contact_id)
+            return {}
+
+        return await self._run("unsupervise", sid, unsupervise)
+
+    async def on_whisper(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def whisper(p: sb_auth.Principal) -> dict[str, Any]:
+            contact_id = data.get("contact_id") if isinstance(data, dict) else None
+            if not isinstance(contact_id, str) or contact_id not in await self._supervising(sid):
+                raise FailedPrecondition("watch the chat before sending its agent a note")
+            return {"note": await self._inbox().supervision.note(p, data)}
+
+        return await self._run("whisper", sid, whisper)
 
     # ---- chat (also used by the CLI agent) -----------------------------------------------------
 

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote
 
 from switchboard.chat.adapters.files import FileStore
@@ -34,11 +34,16 @@ from switchboard.core.errors import (
     DomainError,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 from switchboard.core.events import TENANT_RE
+
+if TYPE_CHECKING:
+    from switchboard.chat.portal.http import PortalHttp
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ _STATUS = {
     PermissionDenied: 403,
     FailedPrecondition: 409,
     ResourceExhausted: 429,
+    NotFound: 404,
+    Unavailable: 503,
 }
 
 
@@ -123,8 +130,10 @@ class Api:
         known_tenants: frozenset[str] | None,
         config: ChatConfig,
         limits: ChatLimits | None = None,
+        portal: PortalHttp | None = None,
     ) -> None:
         self.chat = chat
+        self.portal = portal
         self.files = files
         self.secret = secret
         self.known_tenants = known_tenants
@@ -161,6 +170,8 @@ class Api:
                 await self.serve_file(scope, send)
                 return
             route = self.routes.get((method, path))
+            if route is None and self.portal is not None and self.portal.handles(path):
+                route = self.portal.route
             if route is None:
                 known = {m for (m, p) in self.routes if p == path}
                 raise HttpError(

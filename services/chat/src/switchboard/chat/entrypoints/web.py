@@ -88,16 +88,26 @@ def load_assets(static_dir: Path, default_tenant: str, max_message_bytes: int) -
                 (b"cross-origin-resource-policy", b"cross-origin"),
             ),
         )
-    # The agents' inbox, the supervisors' wallboard and the administrators' console (inbox/: their CSP allows blob: images).
+    # The agents' inbox, the supervisors' wallboard, the QA screen and the administrators' console
+    # (inbox/: their CSP allows blob: images).
     from switchboard.chat.inbox.http import INBOX_CSP
 
-    for name in ("inbox", "wallboard", "admin"):
+    for name in ("inbox", "wallboard", "qa", "admin"):
         if (static_dir / f"{name}.html").is_file():
             assets[f"/{name}"] = Asset(
                 (static_dir / f"{name}.html").read_bytes(),
                 _TYPES[".html"],
                 ((b"content-security-policy", INBOX_CSP.encode()), (b"cache-control", b"no-cache")),
             )
+    # The customer portal: its own page, under the customer page's CSP.
+    if (static_dir / "portal.html").is_file():
+        portal = (static_dir / "portal.html").read_text(encoding="utf-8")
+        portal = portal.replace("__DEFAULT_TENANT__", html.escape(default_tenant, quote=True))
+        assets["/portal"] = Asset(
+            portal.encode("utf-8"),
+            _TYPES[".html"],
+            ((b"content-security-policy", PAGE_CSP.encode()), (b"cache-control", b"no-cache")),
+        )
     assets["/healthz"] = Asset(
         b"ok", "text/plain; charset=utf-8", ((b"cache-control", b"no-store"),)
     )

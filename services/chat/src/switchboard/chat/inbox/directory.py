@@ -26,9 +26,10 @@ from switchboard.core.errors import InvalidArgument, Unauthenticated
 from switchboard.core.events import TENANT_RE
 
 DEFAULT_FILE = Path(__file__).with_name("agents.yaml")
-# The roles that work at the desk (switchboard.core.roles): an agent, a team lead, a supervisor;
-# and the administrator, who manages agents and routing in the admin console.
-ROLES = (*roles.DESK, roles.ADMIN)
+# The roles that sign in here (switchboard.core.roles): those who work at the desk (an agent, a
+# team lead, a supervisor: the inbox), QA evaluators (the QA screen only), and administrators
+# (the admin console).
+ROLES = (*roles.DESK, roles.QA, roles.ADMIN)
 # The channels an agent's capacity names (the router's), and the most contacts one may hold.
 CHANNELS = ("voice", "chat", "email", "fax")
 MAX_CAPACITY = 50

@@ -6,10 +6,19 @@
   file of one of the agent's contacts (fax pages, email attachments). Images that cannot carry
   script are served inline; anything else as a download; always nosniff and a sandboxing CSP.
   A file deleted by its customer's erasure is 404 ``attachment '<index>' was erased``.
+- ``POST /api/qa/<action>`` (``Authorization: Bearer <inbox token>``): the QA evaluator screen's
+  calls to the case service (inbox/qa.py), made with the caller's token.
+- ``GET /api/agent/recording/player?contact_id=`` (Bearer inbox token) -> {url, expires_at,
+  duration, channels, peaks}: what the case panel's player needs to play a call recording (the
+  `url` carries a ticket for an hour; `peaks` per channel, customer then agent, 0 to 1).
+- ``GET /api/agent/recording?contact_id=`` (Bearer inbox token, or ``&ticket=``): the recording as
+  ``audio/wav``, with ``Range: bytes=`` requests answered 206 (a player seeking). 403 for a role
+  that may not hear it, 404 when the tenant has no recording of that contact (inbox/recordings.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -19,7 +28,11 @@ from urllib.parse import parse_qs, quote
 
 from switchboard.chat.entrypoints.api import Receive, Scope, Send
 from switchboard.chat.entrypoints.clients import Network, client_address
+from switchboard.chat.inbox import recordings
+from switchboard.chat.inbox.qa import PREFIX as QA_PREFIX
+from switchboard.chat.inbox.qa import QaApi
 from switchboard.chat.inbox.service import Inbox
+from switchboard.core import recording_seal
 from switchboard.core.errors import (
     DomainError,
     Erased,
@@ -36,7 +49,12 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOGIN = "/api/agent/login"
 ATTACHMENT = "/api/agent/attachment"
+RECORDING = "/api/agent/recording"
+PLAYER = "/api/agent/recording/player"
+RECORDING_CSP = b"default-src 'none'; sandbox"
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MAX_BODY = 16 * 1024
+MAX_QA_BODY = 96 * 1024  # a scoring form's YAML
 INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 FILE_CSP = b"default-src 'none'; img-src 'self'; sandbox"
 # The inbox and wallboard pages: only their own origin; fax pages are shown from blob: URLs.
@@ -69,16 +87,15 @@ def _same_origin(scope: Scope) -> bool:
 
 
 class InboxHttp:
-    max_body = MAX_BODY
-
     def __init__(self, inbox: Inbox, app: App, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.inbox = inbox
         self.app = app
         self.trusted_proxies = trusted_proxies
+        self.qa = QaApi(inbox._backends)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path not in (LOGIN, ATTACHMENT):
+        if path not in (LOGIN, ATTACHMENT, RECORDING, PLAYER) and not path.startswith(QA_PREFIX):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
@@ -96,6 +113,15 @@ class InboxHttp:
                 await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
             elif path == ATTACHMENT and method in ("GET", "HEAD"):
                 await self._attachment(scope, send)
+            elif path.startswith(QA_PREFIX) and method == "POST":
+                principal, token = self._bearer(scope)
+                data = await self._json(receive, MAX_QA_BODY)
+                result = await self.qa(token, principal.tenant, path[len(QA_PREFIX) :], data)
+                await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
+            elif path == PLAYER and method == "GET":
+                await self._player(scope, send)
+            elif path == RECORDING and method in ("GET", "HEAD"):
+                await self._recording(scope, send)
             else:
                 await self._error(send, 405, "method not allowed")
         except DomainError as exc:
@@ -112,14 +138,14 @@ class InboxHttp:
         forwarded = _headers(scope).get("x-forwarded-for", "")
         return client_address(peer, forwarded, self.trusted_proxies)
 
-    async def _json(self, receive: Receive) -> dict[str, Any]:
+    async def _json(self, receive: Receive, limit: int = MAX_BODY) -> dict[str, Any]:
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
-                raise _BadBody(f"too large: limit {self.max_body} bytes")
+            if size > limit:
+                raise _BadBody(f"too large: limit {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
@@ -132,10 +158,7 @@ class InboxHttp:
         return data
 
     async def _attachment(self, scope: Scope, send: Send) -> None:
-        auth = _headers(scope).get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            raise Unauthenticated("authorization: a Bearer inbox token is required")
-        principal = self.inbox.verify(auth[7:].strip())
+        principal, _ = self._bearer(scope)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = (query.get("contact_id") or [""])[0]
         index = (query.get("index") or [""])[0]
@@ -174,6 +197,117 @@ class InboxHttp:
                 (b"content-security-policy", FILE_CSP),
             ],
         )
+
+    # ---- call recordings ----------------------------------------------------------------------
+
+    def _bearer(self, scope: Scope) -> tuple[Any, str]:
+        auth = _headers(scope).get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise Unauthenticated("authorization: a Bearer inbox token is required")
+        token = auth[7:].strip()
+        return self.inbox.verify(token), token
+
+    async def _may_hear(self, scope: Scope, contact_id: str) -> Any:
+        principal, token = self._bearer(scope)
+        desk = self.inbox.desks.get((principal.tenant, principal.subject))
+        on_desk = desk is not None and contact_id in desk.contacts
+        await self.inbox.recordings.check_access(principal, token, contact_id, on_desk)
+        return principal
+
+    async def _player(self, scope: Scope, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        contact_id = recordings.check_contact_id((query.get("contact_id") or [""])[0])
+        principal = await self._may_hear(scope, contact_id)
+        rec = self.inbox.recordings
+        duration, peaks = await rec.waveform(principal.tenant, contact_id)
+        ticket = rec.ticket(principal, contact_id)
+        url = (
+            f"{RECORDING[1:]}?contact_id={quote(contact_id, safe='')}"
+            f"&ticket={quote(rec.seal_ticket(ticket), safe='')}"
+        )
+        rec.played(principal, contact_id, "player")
+        body = {
+            "url": url,
+            "expires_at": ticket.expires_at,
+            "duration": duration,
+            "channels": list(recordings.CHANNELS),
+            "peaks": peaks,
+        }
+        await self._send(send, 200, json.dumps(body).encode())
+
+    async def _recording(self, scope: Scope, send: Send) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        contact_id = recordings.check_contact_id((query.get("contact_id") or [""])[0])
+        rec = self.inbox.recordings
+        given = (query.get("ticket") or [""])[0]
+        if given and "authorization" not in _headers(scope):
+            ticket = rec.open_ticket(given, contact_id)
+            if self.inbox.verify.revocations is not None:  # the user's tokens were revoked
+                self.inbox.verify.revocations.check(ticket.principal)
+            if (
+                self.inbox.known_tenants is not None
+                and ticket.tenant not in self.inbox.known_tenants
+            ):
+                raise PermissionDenied(f"tenant {ticket.tenant!r} is not served here")
+            tenant, who = ticket.tenant, ticket
+        else:  # a download by a tool or a script
+            principal = await self._may_hear(scope, contact_id)
+            tenant, who = principal.tenant, principal
+        opened = await rec.open(tenant, contact_id)
+        size = opened.size
+        headers = [
+            (b"content-type", b"audio/wav"),
+            (b"accept-ranges", b"bytes"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cache-control", b"private, no-store"),
+            (b"content-security-policy", RECORDING_CSP),
+            (b"content-disposition", f'inline; filename="{contact_id}.wav"'.encode("latin-1")),
+        ]
+        start, stop, status = 0, size, 200
+        wanted = _headers(scope).get("range", "").strip()
+        match = RANGE_RE.match(wanted.replace(" ", "")) if wanted else None
+        if match and (match.group(1) or match.group(2)):
+            first, last = match.group(1), match.group(2)
+            if first:
+                start = int(first)
+                stop = min(size, int(last) + 1) if last else size
+            else:  # the last N bytes
+                start, stop = max(0, size - int(last)), size
+            if start >= size or stop <= start:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 416,
+                        "headers": [
+                            (b"content-range", f"bytes */{size}".encode()),
+                            (b"content-length", b"0"),
+                            *headers[2:],
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+            status = 206
+            headers.append((b"content-range", f"bytes {start}-{stop - 1}/{size}".encode()))
+        if start == 0:  # a playback starting (a seek asks from further on)
+            rec.played(
+                who, contact_id, "ticket" if isinstance(who, recordings.Ticket) else "download"
+            )
+        headers.append((b"content-length", str(stop - start).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        pos = start
+        while True:
+            end = min(stop, pos + recording_seal.CHUNK)
+            piece = await asyncio.to_thread(opened.read, pos, end) if end > pos else b""
+            pos = end
+            more = pos < stop
+            await send({"type": "http.response.body", "body": piece, "more_body": more})
+            if not more:
+                return
 
     async def _error(self, send: Send, status: int, message: str) -> None:
         body = json.dumps({"ok": False, "error": message}, ensure_ascii=False).encode()

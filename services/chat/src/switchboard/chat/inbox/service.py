@@ -27,8 +27,10 @@ from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
+from switchboard.chat.inbox.recordings import Recordings
+from switchboard.chat.inbox.supervision import Supervision
 from switchboard.core import auth as sb_auth
-from switchboard.core import roles, stores
+from switchboard.core import recording_seal, roles, stores
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
@@ -87,6 +89,7 @@ class Inbox:
         tls: GrpcTls | None = None,
         time_zone_of: Callable[[str], str] = lambda tenant: "UTC",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recording_key: bytes = b"",
     ) -> None:
         self.chat = chat
         # A tenant's IANA time zone (its wallboard's day) and the time now.
@@ -110,9 +113,23 @@ class Inbox:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.login_throttle = LoginThrottle()
         self._stores: stores.ObjectStores | None = None
+        # Call recordings played in the case panel, opened with the voice gateway's master key.
+        self.recordings = Recordings(
+            self.object_stores,
+            recording_key or recording_seal.master_key("", "", secret),
+            secret,
+            case_target,
+            tls,
+        )
+        self.supervision = Supervision(self)
 
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit
+
+    async def to_agent(self, tenant: str, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        """Emit to every tab of the agent, on whichever replica it is open."""
+        if self._emit is not None:
+            await self._emit(tenant, agent_id, event, data)
 
     # ---- sign-in -------------------------------------------------------------------------------
 
@@ -406,13 +423,16 @@ class Inbox:
             "delivery": "queued",
         }
 
+    def object_stores(self) -> stores.ObjectStores:
+        if self._stores is None:  # bound on first use: a unit test's bus has no JetStream
+            self._stores = stores.ObjectStores(self.bus.js)
+        return self._stores
+
     async def read_object(self, bucket: str, name: str) -> bytes | None:
         """A file from the JetStream object store (where the channels keep them); None when it
         cannot be read, Erased when its customer was erased."""
         try:
-            if self._stores is None:  # bound on first use: a unit test's bus has no JetStream
-                self._stores = stores.ObjectStores(self.bus.js)
-            return await self._stores.get(bucket, name)
+            return await self.object_stores().get(bucket, name)
         except Erased:
             raise
         except Exception as exc:

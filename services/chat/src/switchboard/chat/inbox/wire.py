@@ -10,7 +10,10 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.chat.notifier import OFFLINE_SUBJECT
+from switchboard.core import recording_seal
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2, router_pb2
+
+RECORDINGS_BUCKET = recording_seal.BUCKET
 
 CHANNELS = {
     contact_pb2.CHANNEL_VOICE: "voice",
@@ -126,8 +129,11 @@ def restored_contact(c: case_pb2.Case, k: case_pb2.CaseContact) -> dict[str, Any
     channel = CHANNELS.get(k.channel, "chat")
     created = ms(k.created_at)
     first = next((m for m in k.messages if m.author == contact_pb2.AUTHOR_CUSTOMER), None)
-    # The record keeps no conversation id: an offline chat message is known by its subject.
-    offline = channel == "chat" and k.subject == OFFLINE_SUBJECT
+    # An offline chat message (or a portal message) is known by its conversation id, or, in a
+    # record made before contacts carried it, by its subject.
+    offline = channel == "chat" and (
+        k.subject == OFFLINE_SUBJECT or k.conversation_id.startswith("offline:")
+    )
     answered_on = "email" if offline else channel
     return {
         "contact_id": k.contact_id,
@@ -224,6 +230,10 @@ def message(m: contact_pb2.Message) -> dict[str, Any]:
         "attachments": [
             {"filename": a.filename, "content_type": a.content_type} for a in m.attachments
         ],
+        # The call's recording, played in the case panel (inbox/recordings.py): the voice
+        # gateway's message naming it (the case keeps its id, not its attachment).
+        "recording": m.message_id == recording_seal.message_id(m.contact_id)
+        or any(a.bucket == RECORDINGS_BUCKET for a in m.attachments),
     }
 
 

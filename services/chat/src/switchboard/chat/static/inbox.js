@@ -33,7 +33,7 @@
   var state = {
     token: null, agent: null, socket: null,
     offers: {}, contacts: {}, order: [], current: null,
-    threads: {}, codes: [], breakReasons: [], presence: null, surge: null,
+    threads: {}, notes: {}, codes: [], breakReasons: [], presence: null, surge: null,
     drafts: {}, connected: null, caseData: null, caseHistory: null, kb: null,
   };
   var ERROR_SECONDS = 10;  // how long an error stays up
@@ -197,6 +197,20 @@
       var c = state.contacts[s.contact_id];
       if (c && s.state === "ended") { c.ended = true; renderContacts(); if (s.contact_id === state.current) renderHeader(c); }
     });
+    // A supervisor's private note to this agent about one of their chats: shown in its thread
+    // (marked as a supervisor note), never sent to the customer.
+    socket.on("supervisor_note", function (n) {
+      var notes = state.notes[n.contact_id] = state.notes[n.contact_id] || [];
+      if (notes.some(function (x) { return x.note_id === n.note_id; })) return;
+      notes.push(n);
+      if (n.contact_id === state.current) {
+        $("thread").appendChild(noteItem(n));
+        $("thread").scrollTop = $("thread").scrollHeight;
+      } else if (state.contacts[n.contact_id]) {
+        state.contacts[n.contact_id].unread = true;
+        renderContacts();
+      }
+    });
     socket.on("rated", function (d) {
       var thread = state.threads[d.contact_id];
       if (thread && !thread.some(function (m) { return m.message_id === "rated:" + d.contact_id; })) {
@@ -349,6 +363,7 @@
     delete state.contacts[id];
     state.order = state.order.filter(function (x) { return x !== id; });
     delete state.threads[id];
+    delete state.notes[id];
     delete state.drafts[id];
     if (state.current === id) deselect();
     renderContacts();
@@ -436,6 +451,7 @@
     show($("pick"), true);
     show($("case-body"), false);
     show($("case-none"), true);
+    renderRecordings(null);
   }
 
   function select(id) {
@@ -573,7 +589,14 @@
       });
       (c.replies || []).forEach(function (r) { thread.appendChild(replyItem(c, r)); });
     } else {
-      (state.threads[id] || []).forEach(function (m) { thread.appendChild(chatItem(m)); });
+      var items = (state.threads[id] || []).map(function (m) {
+        return { at: m.sent_at ? Date.parse(m.sent_at) : 0, node: chatItem(m) };
+      });
+      (state.notes[id] || []).forEach(function (n) { items.push({ at: n.at, node: noteItem(n) }); });
+      // In the order they happened (a sort that keeps equal times in place).
+      items.map(function (x, i) { x.i = i; return x; })
+        .sort(function (a, b) { return (a.at || 0) - (b.at || 0) || a.i - b.i; })
+        .forEach(function (x) { thread.appendChild(x.node); });
     }
     thread.scrollTop = thread.scrollHeight;
   }
@@ -630,6 +653,13 @@
       item.appendChild(el("div", { cls: "muted", text: "📎 " + (m.attachment.filename || "") }));
     }
     return item;
+  }
+
+  function noteItem(n) {
+    return el("li", { cls: "msg supervisor-note", "data-testid": "supervisor-note", "data-author": "supervisor", "data-note-id": n.note_id },
+      el("div", { cls: "meta", text: t("supervisorNote") + " · " + (n.supervisor_name || n.supervisor_id) + (n.at ? " · " + new Date(n.at).toLocaleTimeString(lang()) : "") }),
+      el("div", { cls: "text", text: n.text }),
+      el("div", { cls: "note-private", text: t("supervisorNotePrivate") }));
   }
 
   function onChatMessage(m) {
@@ -741,7 +771,7 @@
     show($("case-body"), !!c);
     show($("case-none"), !c);
     caseId = c ? c.case_id : null;
-    if (!c) return;
+    if (!c) { renderRecordings(null); return; }
     $("case-ref").textContent = c.reference || c.case_id.slice(0, 8);
     $("case-subject").textContent = c.subject || "";
     $("case-status").value = c.status;
@@ -767,6 +797,188 @@
         el("span", { text: h.subject || "" }),
         el("span", { cls: "muted", text: " · " + t("st_" + h.status) + " · " + fmtTime(h.created_at) })));
     });
+    renderRecordings(c);
+  }
+
+  // ---- call recordings ------------------------------------------------------------------------
+
+  // Contact id -> its player, kept while its case is shown: drawing the panel again (a new UI
+  // language, a reloaded case) does not stop a recording playing.
+  var players = {};
+
+  function renderRecordings(c) {
+    var box = $("recordings");
+    var wanted = {};
+    (c && c.contacts || []).forEach(function (k) {
+      if ((k.messages || []).some(function (m) { return m.recording; })) wanted[k.contact_id] = k;
+    });
+    Object.keys(players).forEach(function (id) {
+      if (!wanted[id]) { players[id].stop(); delete players[id]; }
+    });
+    clear(box);
+    Object.keys(wanted).forEach(function (id) {
+      var p = players[id] || (players[id] = recordingPlayer(id));
+      p.relabel(wanted[id]);
+      box.appendChild(p.node);
+    });
+  }
+
+  function clock(seconds) {
+    var s = Math.max(0, Math.floor(seconds || 0));
+    var m = Math.floor(s / 60);
+    return m + ":" + (s % 60 < 10 ? "0" : "") + (s % 60);
+  }
+
+  // A recording's player: its waveform (the server's peaks, customer above, agent below) on a
+  // canvas, play/pause, seeking by clicking the waveform, the time played and the duration. The
+  // <audio> element fetches the recording itself, by byte ranges, with the URL's ticket.
+  function recordingPlayer(contactId) {
+    var audio = el("audio", { preload: "metadata", "data-testid": "rec-audio" });
+    var play = el("button", { type: "button", cls: "rec-play", "data-testid": "rec-play", "data-state": "paused", disabled: "" });
+    var time = el("span", { cls: "rec-time", "data-testid": "rec-time", text: "0:00 / 0:00" });
+    var title = el("span", { cls: "rec-title" });
+    var when = el("div", { cls: "rec-when muted" });
+    var canvas = el("canvas", { "data-testid": "waveform", tabindex: "0", role: "slider", "aria-valuemin": "0", "aria-valuenow": "0" });
+    var labels = {
+      customer: el("span", { cls: "rec-label customer", "data-testid": "rec-channel", "data-channel": "customer" }),
+      agent: el("span", { cls: "rec-label agent", "data-testid": "rec-channel", "data-channel": "agent" }),
+    };
+    var problemText = el("p", { cls: "rec-error", role: "alert", "data-testid": "rec-error", hidden: "" });
+    var node = el("div", { cls: "recording", "data-testid": "recording", "data-contact-id": contactId },
+      el("div", { cls: "rec-head" }, title, play, time),
+      when,
+      el("div", { cls: "rec-wave" }, canvas, labels.customer, labels.agent),
+      problemText, audio);
+    var info = null;
+    var contact = null;
+    var retried = false;
+    var frame = 0;
+
+    function duration() {
+      if (info && info.duration) return info.duration;
+      return isFinite(audio.duration) ? audio.duration : 0;
+    }
+
+    function relabel(k) {
+      contact = k || contact;
+      title.textContent = t("recording");
+      when.textContent = contact && contact.created_at ? fmtTime(contact.created_at) : "";
+      labels.customer.textContent = t("recCustomer");
+      labels.agent.textContent = t("recAgent");
+      canvas.setAttribute("aria-label", t("recSeek"));
+      update();
+    }
+
+    function update() {
+      var playing = !audio.paused && !audio.ended;
+      play.textContent = playing ? t("recPause") : t("recPlay");
+      play.setAttribute("data-state", playing ? "playing" : "paused");
+      time.textContent = clock(audio.currentTime) + " / " + clock(duration());
+      time.setAttribute("data-current", String(audio.currentTime || 0));
+      canvas.setAttribute("aria-valuemax", String(Math.round(duration())));
+      canvas.setAttribute("aria-valuenow", String(Math.round(audio.currentTime || 0)));
+      draw();
+    }
+
+    function draw() {
+      var w = canvas.clientWidth || 280;
+      var h = canvas.clientHeight || 100;
+      var ratio = window.devicePixelRatio || 1;
+      if (canvas.width !== Math.round(w * ratio) || canvas.height !== Math.round(h * ratio)) {
+        canvas.width = Math.round(w * ratio);
+        canvas.height = Math.round(h * ratio);
+      }
+      var g = canvas.getContext("2d");
+      g.setTransform(ratio, 0, 0, ratio, 0, 0);
+      g.clearRect(0, 0, w, h);
+      if (!info || !info.peaks.length) return;
+      var played = duration() ? audio.currentTime / duration() : 0;
+      var rowH = h / info.peaks.length;
+      var bars = 0;
+      info.peaks.forEach(function (peaks, row) {
+        var mid = rowH * row + rowH / 2 + 6;  // below the channel's label
+        var half = rowH / 2 - 8;
+        var step = w / Math.max(1, peaks.length);
+        peaks.forEach(function (p, i) {
+          var x = i * step;
+          var bar = p > 0 ? Math.max(1, p * half) : 0.5;  // silence: a thin line
+          if (p > 0) bars += 1;
+          g.fillStyle = x / w <= played ? "#2357d8" : row === 0 ? "#8a96a8" : "#a9b4c4";
+          g.fillRect(x, mid - bar, Math.max(1, step - 0.5), bar * 2);
+        });
+      });
+      g.fillStyle = "#c62828";
+      g.fillRect(Math.min(w - 2, played * w), 0, 2, h);
+      canvas.setAttribute("data-bars", String(bars));
+    }
+
+    function animate() {
+      cancelAnimationFrame(frame);
+      if (!audio.paused && !audio.ended) frame = requestAnimationFrame(function () { update(); animate(); });
+    }
+
+    function seekTo(seconds) {
+      var d = duration();
+      if (!d) return;
+      audio.currentTime = Math.max(0, Math.min(d, seconds));
+      update();
+    }
+
+    function fail(reason) {
+      problemText.hidden = false;
+      problemText.textContent = t("recUnavailable", { reason: reason });
+    }
+
+    function load(resume) {
+      return fetch("api/agent/recording/player?contact_id=" + encodeURIComponent(contactId), {
+        headers: { authorization: "Bearer " + state.token },
+      }).then(function (r) {
+        return r.json().then(function (body) { return { ok: r.ok, body: body }; });
+      }).then(function (res) {
+        if (!res.ok) { fail(res.body.error || ""); return; }
+        info = res.body;
+        problemText.hidden = true;
+        audio.src = info.url;
+        if (resume) audio.currentTime = resume;
+        play.disabled = false;
+        canvas.setAttribute("data-duration", String(info.duration));
+        update();
+      }).catch(function (e) { fail(String(e)); });
+    }
+
+    play.addEventListener("click", function () {
+      if (audio.paused || audio.ended) {
+        var started = audio.play();
+        if (started && started.catch) started.catch(function (e) { fail(String(e)); });
+      } else audio.pause();
+    });
+    canvas.addEventListener("click", function (ev) {
+      var rect = canvas.getBoundingClientRect();
+      seekTo((ev.clientX - rect.left) / rect.width * duration());
+    });
+    canvas.addEventListener("keydown", function (ev) {
+      if (ev.key === "ArrowRight" || ev.key === "ArrowLeft") {
+        ev.preventDefault();
+        ev.stopPropagation();
+        seekTo(audio.currentTime + (ev.key === "ArrowRight" ? 5 : -5));
+      }
+    });
+    ["play", "pause", "ended", "timeupdate", "seeked", "loadedmetadata"].forEach(function (name) {
+      audio.addEventListener(name, function () { update(); animate(); });
+    });
+    audio.addEventListener("error", function () {
+      // The URL's ticket expired (a player left open for long): ask for a new one, once.
+      if (!retried && info) { retried = true; load(audio.currentTime); return; }
+      fail(t("err_Internal"));
+    });
+    window.addEventListener("resize", draw);
+    load(0);
+
+    return {
+      node: node,
+      relabel: relabel,
+      stop: function () { audio.pause(); cancelAnimationFrame(frame); window.removeEventListener("resize", draw); },
+    };
   }
 
   $("case-status").addEventListener("change", function () {

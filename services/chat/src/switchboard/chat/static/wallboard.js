@@ -1,5 +1,6 @@
-/* Switchboard supervisor wallboard: live queues, agents by state, the surge level and the day's
-   charts, drawn as inline SVG. The live figures come from the router every second; the day's
+/* Switchboard supervisor wallboard: live queues, agents by state, the surge level, the chats in
+   progress and the day's charts, drawn as inline SVG. A supervisor watches a live chat read-only
+   (both sides, live) and can send its agent a private note, which the customer never sees. The live figures come from the router every second; the day's
    charts come from the record (the case service's reports, today in the tenant's time zone), so
    they show the whole day whenever the board is opened. All data is rendered with textContent /
    attributes only. */
@@ -9,7 +10,8 @@
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-wallboard";
   var SVG = "http://www.w3.org/2000/svg";
-  var state = { token: null, agent: null, socket: null, day: null, last: null };
+  var state = { token: null, agent: null, socket: null, day: null, last: null, live: [], watching: null, seen: {} };
+  var LIVE_SECONDS = 3;  // how often the list of live chats is asked for
 
   function el(tag, attrs) {
     var node = document.createElement(tag);
@@ -65,8 +67,19 @@
       socket.emit("watch", {}, function (ack) {
         if (!ack.ok) { error(ack.error); return; }
       });
+      pollLive();
+      // Watching ends with the connection: a reconnect watches again.
+      if (state.watching) supervise(state.watching.contact_id);
     });
     socket.on("disconnect", function () { $("conn").textContent = t("reconnecting"); $("conn").className = "conn bad"; });
+    socket.on("message", onWatchedMessage);
+    socket.on("status", function (s) {
+      if (state.watching && s.contact_id === state.watching.contact_id && s.state === "ended") {
+        state.watching.ended = true;
+        renderWatchState();
+      }
+    });
+    setInterval(pollLive, LIVE_SECONDS * 1000);
     socket.on("connect_error", function (err) { error(err && err.message); });
     socket.on("day", function (d) { state.day = d; drawCharts(); });
     socket.on("stats", function (s) {
@@ -74,9 +87,125 @@
       var target = state.last ? state.last.total.sl_target : null;
       state.last = s;
       render(s);
+      renderLive();
       if (target !== s.total.sl_target) drawCharts();
     });
   }
+
+  // ---- live chats and watching one ----------------------------------------------------------
+
+  function pollLive() {
+    if (!state.socket || !state.socket.connected) return;
+    state.socket.emit("live_chats", {}, function (ack) {
+      if (!ack.ok) { error(problem(ack)); return; }
+      state.live = ack.chats;
+      renderLive();
+    });
+  }
+
+  function problem(ack) {
+    var key = "err_" + (ack.kind || "Internal");
+    var text = t(key);
+    return text === key ? ack.error : text;
+  }
+
+  function renderLive() {
+    var body = $("wb-live");
+    clear(body);
+    $("wb-live-none").hidden = state.live.length > 0;
+    var now = Date.now();
+    state.live.forEach(function (c) {
+      var watched = state.watching && state.watching.contact_id === c.contact_id;
+      var button = el("button", { type: "button", "data-testid": "wb-watch", text: t("watch") });
+      button.addEventListener("click", function () { supervise(c.contact_id); });
+      body.appendChild(el("tr", { "data-contact-id": c.contact_id, "data-testid": "wb-live-chat", cls: watched ? "watched" : "" },
+        el("td", { text: c.customer_name || "—" }),
+        el("td", { text: c.agent_name || c.agent_id }),
+        el("td", { "data-testid": "wb-live-waiting", cls: c.waiting_since ? "waiting" : "", text: c.waiting_since ? secs((now - c.waiting_since) / 1000) : "–" }),
+        el("td", { text: c.started_at ? secs((now - c.started_at) / 1000) : "" }),
+        el("td", {}, watched ? null : button)));
+    });
+  }
+
+  function supervise(contactId) {
+    var previous = state.watching;
+    if (previous && previous.contact_id !== contactId) {
+      state.socket.emit("unsupervise", { contact_id: previous.contact_id }, function () {});
+    }
+    state.socket.emit("supervise", { contact_id: contactId }, function (ack) {
+      if (!ack.ok) { error(problem(ack)); if (!previous || previous.contact_id !== contactId) closeWatch(false); return; }
+      error("");
+      var again = previous && previous.contact_id === contactId;
+      state.watching = { contact_id: ack.contact_id, customer_name: ack.customer_name, agent_name: ack.agent_name || ack.agent_id, ended: false, notes: again ? previous.notes : [] };
+      state.seen = {};
+      var thread = $("watch-thread");
+      clear(thread);
+      ack.messages.forEach(addWatched);
+      state.watching.notes.forEach(function (n) { thread.appendChild(noteItem(n)); });
+      $("watch-who").textContent = (ack.customer_name || t("customer")) + " ↔ " + state.watching.agent_name;
+      $("note-status").textContent = "";
+      $("watch").hidden = false;
+      renderWatchState();
+      renderLive();
+    });
+  }
+
+  function closeWatch(tell) {
+    var w = state.watching;
+    state.watching = null;
+    $("watch").hidden = true;
+    if (tell && w) state.socket.emit("unsupervise", { contact_id: w.contact_id }, function () {});
+    renderLive();
+  }
+
+  function renderWatchState() {
+    var ended = !!(state.watching && state.watching.ended);
+    $("watch-state").textContent = ended ? t("ended") : "";
+    $("note-send").disabled = ended;
+    $("note-text").disabled = ended;
+  }
+
+  function addWatched(m) {
+    if (state.seen[m.message_id]) return;
+    state.seen[m.message_id] = true;
+    var who = m.author === "agent" ? (m.agent_name || state.watching.agent_name) : m.author === "customer" ? (state.watching.customer_name || t("customer")) : "";
+    var thread = $("watch-thread");
+    thread.appendChild(el("li", { cls: "msg " + m.author, "data-testid": "watch-msg", "data-author": m.author, "data-message-id": m.message_id },
+      el("div", { cls: "meta", text: who + (m.sent_at ? " · " + new Date(m.sent_at).toLocaleTimeString(window.SBI18n.current()) : "") }),
+      el("div", { cls: "text", text: m.text || (m.attachment ? "📎 " + (m.attachment.filename || "") : "") })));
+    thread.scrollTop = thread.scrollHeight;
+  }
+
+  function onWatchedMessage(m) {
+    if (state.watching && m.contact_id === state.watching.contact_id) addWatched(m);
+  }
+
+  function noteItem(n) {
+    return el("li", { cls: "msg supervisor-note", "data-testid": "watch-note", "data-author": "supervisor" },
+      el("div", { cls: "meta", text: t("supervisorNote") + " · " + new Date(n.at).toLocaleTimeString(window.SBI18n.current()) }),
+      el("div", { cls: "text", text: n.text }),
+      el("div", { cls: "note-private", text: t("supervisorNotePrivate") }));
+  }
+
+  $("watch-close").addEventListener("click", function () { closeWatch(true); });
+  $("note-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var w = state.watching;
+    var text = $("note-text").value;
+    if (!w || !text.trim()) return;
+    $("note-send").disabled = true;
+    state.socket.emit("whisper", { contact_id: w.contact_id, text: text }, function (ack) {
+      renderWatchState();
+      if (!ack.ok) { $("note-status").textContent = problem(ack); return; }
+      $("note-text").value = "";
+      $("note-status").textContent = t("noteSent");
+      w.notes.push(ack.note);
+      if (state.watching === w) {
+        $("watch-thread").appendChild(noteItem(ack.note));
+        $("watch-thread").scrollTop = $("watch-thread").scrollHeight;
+      }
+    });
+  });
 
   function tile(id, cls) { var n = $(id); if (n) n.className = "tile " + (cls || ""); }
 
@@ -207,7 +336,7 @@
 
   function drawCharts() { drawSl(); drawDay(); }
 
-  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); drawCharts(); });
+  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); renderLive(); drawCharts(); });
 
   var prior = null;
   try { prior = JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { prior = null; }

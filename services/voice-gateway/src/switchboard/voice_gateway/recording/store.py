@@ -19,7 +19,7 @@ from typing import Any
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from switchboard.core import events, stores
+from switchboard.core import events, recording_seal, stores
 from switchboard.core.errors import NotFound
 from switchboard.core.publishing import Publisher
 from switchboard.v1 import contact_pb2, events_pb2
@@ -28,7 +28,7 @@ from switchboard.voice_gateway.recording.policy import RecordingPolicy
 
 logger = logging.getLogger(__name__)
 
-BUCKET = "recordings"
+BUCKET = recording_seal.BUCKET
 CONTENT_TYPE = "audio/wav"
 SOURCE = "voice-gateway"
 FIRST_RETRY = 1.0
@@ -36,8 +36,7 @@ MAX_RETRY = 60.0
 PURGE_EVERY = 3600.0
 
 
-def object_name(tenant: str, contact_id: str) -> str:
-    return f"{tenant}/{contact_id}.wav"
+object_name = recording_seal.object_name
 
 
 class RecordingStore:
@@ -99,7 +98,7 @@ class RecordingStore:
             sha256=digest,
         )
         message = contact_pb2.Message(
-            message_id=f"{contact_id}:recording",
+            message_id=recording_seal.message_id(contact_id),
             contact_id=contact_id,
             author=contact_pb2.AUTHOR_SYSTEM,
             parts=[contact_pb2.ContentPart(content_type="text/plain", text="Call recording")],
@@ -107,7 +106,7 @@ class RecordingStore:
         )
         message.sent_at.FromDatetime(self.clock())
         meta_event = events.new_meta(
-            tenant, contact_pb2.CHANNEL_VOICE, SOURCE, f"{contact_id}:recording"
+            tenant, contact_pb2.CHANNEL_VOICE, SOURCE, recording_seal.message_id(contact_id)
         )
         await self.bus.publish(events_pb2.MessageAdded(meta=meta_event, message=message))
         logger.info("call %s: %.1fs recording stored", contact_id, seconds)

@@ -1,0 +1,192 @@
+"""The customer portal's side of the case store: finding a customer by email for a sign-in link,
+and a customer's own cases as the customer may see them (its messages and the agents' replies;
+no internal notes, SLA timers, agent ids or audit detail)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from switchboard.case import customers
+from switchboard.case.adapters import keyring, orm
+from switchboard.case.adapters.mailer import Mailer
+from switchboard.case.catalogue import pick
+from switchboard.case.pagination import CaseQuery
+from switchboard.case.sla.policy import Policies
+from switchboard.case.views import CaseViews
+from switchboard.core import portal_tokens
+from switchboard.core.errors import InvalidArgument, NotFound
+from switchboard.v1 import case_pb2, contact_pb2
+
+logger = logging.getLogger(__name__)
+
+# The sign-in mail in the portal's languages: subject, then the text around the link.
+MAIL = {
+    "ko": (
+        "로그인 링크",
+        "아래 링크를 열면 고객 포털에 로그인됩니다. 링크는 15분 동안 한 번만 쓸 수 있습니다.\n\n"
+        "{link}\n\n요청하지 않으셨다면 이 메일을 무시하세요.",
+    ),
+    "zh": (
+        "登录链接",
+        "打开以下链接即可登录客户门户。该链接 15 分钟内有效，只能使用一次。\n\n"
+        "{link}\n\n如果这不是您的请求，请忽略此邮件。",
+    ),
+    "ja": (
+        "ログインリンク",
+        "次のリンクを開くとカスタマーポータルにログインします。リンクは15分間、一度だけ有効です。\n\n"
+        "{link}\n\nお心当たりがない場合は、このメールを無視してください。",
+    ),
+    "en": (
+        "Your sign-in link",
+        "Open this link to sign in to the customer portal. It works once, within 15 minutes.\n\n"
+        "{link}\n\nIf you did not ask for it, ignore this mail.",
+    ),
+}
+VISIBLE_AUTHORS = (contact_pb2.AUTHOR_CUSTOMER, contact_pb2.AUTHOR_AGENT)
+
+
+def for_customer(case: case_pb2.Case) -> case_pb2.Case:
+    """What a customer sees of its case: status, subject, dates, and the conversation."""
+    seen = case_pb2.Case(
+        case_id=case.case_id,
+        tenant=case.tenant,
+        status=case.status,
+        subject=case.subject,
+        reference=case.reference,
+        customer=case_pb2.Customer(
+            customer_id=case.customer.customer_id, display_name=case.customer.display_name
+        ),
+    )
+    for field in ("created_at", "updated_at", "resolved_at", "closed_at"):
+        if case.HasField(field):
+            getattr(seen, field).CopyFrom(getattr(case, field))
+    for k in case.contacts:
+        contact = seen.contacts.add(
+            contact_id=k.contact_id,
+            channel=k.channel,
+            language=k.language,
+            skills=list(k.skills),  # the topic, which a reply is routed by as well
+            subject=k.subject,
+            status=k.status,
+        )
+        if k.HasField("created_at"):
+            contact.created_at.CopyFrom(k.created_at)
+        for m in k.messages:
+            if m.author in VISIBLE_AUTHORS:
+                shown = contact.messages.add()
+                shown.CopyFrom(m)
+                shown.agent_id = ""
+    return seen
+
+
+class Portal:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        views: CaseViews,
+        mailer: Mailer,
+        secret: str,
+        policies: Policies | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._views = views
+        self._mailer = mailer
+        self._secret = secret
+        self._policies = policies or Policies()
+
+    async def customer_by_email(self, tenant: str, email: str) -> str | None:
+        """The customer whose email identity this is (following merges), if any."""
+        wanted = contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_EMAIL, value=email)
+        normalised = customers.normalise_identities([wanted], "", strict=False)
+        if not normalised:
+            return None
+        [(kind, value)] = normalised
+        async with self._sessions() as session:
+            index = keyring.of(session).index(session, tenant, value)
+            owner = await session.scalar(
+                select(orm.CustomerIdentity.customer_id).where(
+                    orm.CustomerIdentity.tenant == tenant,
+                    orm.CustomerIdentity.kind == kind,
+                    orm.CustomerIdentity.value == index,
+                )
+            )
+            if owner is None:
+                return None
+            return (await customers.get(session, tenant, owner)).id
+
+    async def send_link(self, tenant: str, email: str, portal_url: str, language: str) -> bool:
+        """Mail a sign-in link to the customer known by `email`; False (and no mail) when no
+        customer has it or the mail could not be sent."""
+        if not portal_url.startswith(("https://", "http://")):
+            raise InvalidArgument("portal_url", "must be an http(s) address")
+        customer_id = await self.customer_by_email(tenant, email)
+        if customer_id is None:
+            logger.info("portal link asked for an unknown email (tenant %s)", tenant)
+            return False
+        email = email.strip().lower()
+        token = portal_tokens.mint_link(self._secret, tenant, customer_id, email)
+        subject, text = MAIL.get(language, MAIL["en"])
+        link = f"{portal_url}#login={token}"
+        try:
+            await self._mailer.send([email], subject, text.format(link=link), f"portal:{token}")
+        except Exception as exc:  # the customer asks again; the answer does not tell
+            logger.warning("portal link for customer %s not sent: %s", customer_id, exc)
+            return False
+        logger.info("portal link sent to customer %s", customer_id)
+        return True
+
+    async def _current(self, tenant: str, customer_id: str) -> str:
+        async with self._sessions() as session:
+            return (await customers.get(session, tenant, customer_id)).id
+
+    async def my_cases(self, tenant: str, customer_id: str, page_size: int) -> list[case_pb2.Case]:
+        """The customer's cases, newest first, without their messages."""
+        current = await self._current(tenant, customer_id)
+        cases, _ = await self._views.list_cases(
+            CaseQuery(tenant, customer_id=current), page_size, None
+        )
+        return [for_customer(c) for c in cases]
+
+    async def my_case(self, tenant: str, customer_id: str, case_id: str) -> case_pb2.Case:
+        """One of the customer's cases with its conversation; any other case is NOT_FOUND."""
+        current = await self._current(tenant, customer_id)
+        case = await self._views.get_case(tenant, case_id)
+        if case.customer.customer_id != current:
+            raise NotFound("case", case_id)
+        return for_customer(case)
+
+    # ---- the service catalogue ----------------------------------------------------------------
+
+    def catalogue(self, tenant: str) -> list[case_pb2.CatalogueItem]:
+        """The request forms the tenant offers (its templates with a catalogue entry)."""
+        return [
+            case_pb2.CatalogueItem(
+                template=t.name,
+                name=dict(t.catalogue.name),
+                description=dict(t.catalogue.description),
+                fields=[f.to_proto() for f in t.catalogue.fields],
+            )
+            for t in self._policies.catalogue(tenant)
+            if t.catalogue is not None
+        ]
+
+    def check_request(
+        self, tenant: str, template: str, values: dict[str, str], language: str
+    ) -> case_pb2.CheckedCatalogueRequest:
+        """A filled form checked against its template: the first wrong field raises
+        InvalidArgument("fields.<name>", ...); a template the tenant does not offer is NOT_FOUND."""
+        t = self._policies.template(tenant, template)
+        if t is None or t.catalogue is None:
+            raise NotFound("catalogue form", template)
+        checked = t.catalogue.check(values)
+        return case_pb2.CheckedCatalogueRequest(
+            subject=pick(t.catalogue.name, language) or t.subject or t.name,
+            text=t.catalogue.text(checked, language),
+            skills=list(t.skills),
+            queue=t.queue,
+            contact_priority=t.contact_priority,
+            values=checked,
+        )

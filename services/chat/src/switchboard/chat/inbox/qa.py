@@ -1,0 +1,282 @@
+"""The QA evaluator screen's HTTP API: ``POST /api/qa/<action>`` with a JSON body and
+``Authorization: Bearer <inbox token>`` (from ``POST /api/agent/login``).
+
+Every action is one or two case-service calls made with the caller's own token, so the case
+service's rules decide who may do what (evaluators and supervisors sample, score and decide;
+an agent lists and disputes only its own evaluations) and its audit trail names the caller.
+
+- ``samples`` {from, to, agent_id, channel, targets, rate, seed, min_per_agent} -> {samples}
+  (rate 0: only the targets)
+- ``contact`` {contact_id} -> {contact, case}: the contact's messages (chat, email, fax) from its
+  case, for reviewing it beside the form
+- ``forms`` {} -> {forms}; ``form`` {form_id, version}; ``put_form`` {yaml} -> the new version
+- ``score`` {contact_id, form_id, form_version, items: {item_id: passed}, comment}
+- ``evaluations`` {agent_id, status} -> {evaluations}
+- ``dispute`` {evaluation_id, reason}; ``decide`` {evaluation_id, uphold, items, note}
+- ``scorecard`` {from, to, agent_id, team} -> {agents, teams, days, total}
+
+Times are milliseconds since the epoch, both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from switchboard.chat.inbox import wire
+from switchboard.chat.inbox.backends import Backends
+from switchboard.core.errors import InvalidArgument, NotFound
+from switchboard.core.service_client import call
+from switchboard.v1 import case_pb2
+
+PREFIX = "/api/qa/"
+CHANNELS = {v: k for k, v in wire.CHANNELS.items()}
+
+
+def _ts(data: dict[str, Any], key: str) -> Timestamp:
+    value = data.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise InvalidArgument(key, "must be a time in milliseconds since the epoch")
+    t = Timestamp()
+    t.FromDatetime(datetime.fromtimestamp(value / 1000, UTC))
+    return t
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise InvalidArgument(key, "must be a string")
+    return value
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(key, "must be a whole number")
+    return value
+
+
+def _items(data: dict[str, Any]) -> list[case_pb2.QaItemResult]:
+    items = data.get("items", {})
+    if not isinstance(items, dict) or not all(isinstance(v, bool) for v in items.values()):
+        raise InvalidArgument("items", "must map each item id to true (passed) or false")
+    return [case_pb2.QaItemResult(item_id=str(k), passed=v) for k, v in items.items()]
+
+
+def evaluation(e: case_pb2.QaEvaluation) -> dict[str, Any]:
+    return {
+        "evaluation_id": e.evaluation_id,
+        "contact_id": e.contact_id,
+        "agent_id": e.agent_id,
+        "form_id": e.form_id,
+        "form_version": e.form_version,
+        "evaluator": e.evaluator,
+        "score": e.score,
+        "fatal_errors": e.fatal_errors,
+        "non_fatal_errors": e.non_fatal_errors,
+        "scored_at": wire.ms(e.scored_at),
+        "channel": e.channel,
+        "queue": e.queue,
+        "items": {i.item_id: i.passed for i in e.items},
+        "comment": e.comment,
+        "status": e.status,
+        "dispute_reason": e.dispute_reason,
+        "disputed_at": wire.ms(e.disputed_at),
+        "decided_by": e.decided_by,
+        "decision_note": e.decision_note,
+        "decided_at": wire.ms(e.decided_at),
+        "original_score": e.original_score,
+        "original_fatal_errors": e.original_fatal_errors,
+    }
+
+
+def form(f: case_pb2.QaForm) -> dict[str, Any]:
+    return {
+        "form_id": f.form_id,
+        "version": f.version,
+        "title": f.title,
+        "items": [
+            {"item_id": i.item_id, "text": i.text, "fatal": i.fatal, "weight": i.weight}
+            for i in f.items
+        ],
+        "created_by": f.created_by,
+    }
+
+
+def _line(line: case_pb2.QaScoreLine) -> dict[str, Any]:
+    return {
+        "key": line.key,
+        "evaluations": line.evaluations,
+        "average_score": line.average_score,
+        "fatal_error_rate": line.fatal_error_rate,
+    }
+
+
+class QaApi:
+    """The actions, each run with channels made for the caller's token (`backends`)."""
+
+    def __init__(self, backends: Callable[[str, str], Backends]) -> None:
+        self._backends = backends  # (token, tenant) -> channels
+
+    async def __call__(
+        self, token: str, tenant: str, action: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        handler: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]] | None = getattr(
+            self, f"_{action}", None
+        )
+        if handler is None or action.startswith("_"):
+            raise NotFound("QA action", action)
+        backends = self._backends(token, tenant)
+        try:
+            return await handler(backends.case, data)
+        finally:
+            await backends.close()
+
+    async def _samples(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        targets = data.get("targets", [])
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise InvalidArgument("targets", "must be a list of names")
+        channel = _str(data, "channel")
+        if channel and channel not in CHANNELS:
+            raise InvalidArgument("channel", f"must be one of {', '.join(CHANNELS)}")
+        rate = data.get("rate", 0)
+        if not isinstance(rate, int | float) or isinstance(rate, bool):
+            raise InvalidArgument("rate", "must be a number")
+        request = case_pb2.ListQaSamplesRequest(
+            targeted_only=rate == 0 and "rate" in data,
+            to=_ts(data, "to"),
+            agent_id=_str(data, "agent_id"),
+            rate=float(rate),
+            seed=_str(data, "seed"),
+            min_per_agent=_int(data, "min_per_agent"),
+            channel=CHANNELS.get(channel, 0),  # type: ignore[arg-type]
+            targets=targets,
+        )
+        getattr(request, "from").CopyFrom(_ts(data, "from"))
+        found = await call("ListQaSamples", case.ListQaSamples(request))
+        return {
+            "samples": [
+                {
+                    "contact_id": s.contact_id,
+                    "agent_id": s.agent_id,
+                    "queue": s.queue,
+                    "channel": wire.CHANNELS.get(s.channel, ""),
+                    "ended_at": wire.ms(s.ended_at),
+                    "reasons": list(s.reasons),
+                    "handle_seconds": s.handle_seconds,
+                    "csat": s.csat,
+                    "escalated": s.escalated,
+                    "evaluation": evaluation(s.evaluation) if s.HasField("evaluation") else None,
+                }
+                for s in found.samples
+            ],
+            "seed": found.seed,
+            "rate": found.rate,
+        }
+
+    async def _contact(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        contact_id = _str(data, "contact_id")
+        if not contact_id:
+            raise InvalidArgument("contact_id")
+        listed = await call(
+            "ListCases", case.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
+        )
+        if not listed.cases:
+            raise NotFound("contact", contact_id)
+        found = await call(
+            "GetCase", case.GetCase(case_pb2.GetCaseRequest(case_id=listed.cases[0].case_id))
+        )
+        for k in found.contacts:
+            if k.contact_id == contact_id:
+                return {
+                    "contact": {
+                        "contact_id": k.contact_id,
+                        "channel": wire.CHANNELS.get(k.channel, ""),
+                        "agent_id": k.agent_id,
+                        "queue": k.queue,
+                        "subject": k.subject,
+                        "language": k.language,
+                        "ended_at": wire.ms(k.ended_at),
+                        "messages": [wire.message(m) for m in k.messages],
+                    },
+                    "case": {
+                        "case_id": found.case_id,
+                        "reference": found.reference,
+                        "subject": found.subject,
+                        "customer": found.customer.display_name,
+                    },
+                }
+        raise NotFound("contact", contact_id)
+
+    async def _forms(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        found = await call("ListQaForms", case.ListQaForms(case_pb2.ListQaFormsRequest()))
+        return {"forms": [form(f) for f in found.forms]}
+
+    async def _form(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request = case_pb2.GetQaFormRequest(
+            form_id=_str(data, "form_id"), version=_int(data, "version")
+        )
+        return form(await call("GetQaForm", case.GetQaForm(request)))
+
+    async def _put_form(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request = case_pb2.PutQaFormRequest(yaml=_str(data, "yaml"))
+        return form(await call("PutQaForm", case.PutQaForm(request)))
+
+    async def _score(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request = case_pb2.SubmitQaScoreRequest(
+            contact_id=_str(data, "contact_id"),
+            form_id=_str(data, "form_id"),
+            form_version=_int(data, "form_version"),
+            items=_items(data),
+            comment=_str(data, "comment"),
+        )
+        return evaluation(await call("SubmitQaScore", case.SubmitQaScore(request)))
+
+    async def _evaluations(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request = case_pb2.ListQaEvaluationsRequest(
+            agent_id=_str(data, "agent_id"), status=_str(data, "status")
+        )
+        found = await call("ListQaEvaluations", case.ListQaEvaluations(request))
+        return {"evaluations": [evaluation(e) for e in found.evaluations]}
+
+    async def _dispute(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request = case_pb2.DisputeQaEvaluationRequest(
+            evaluation_id=_str(data, "evaluation_id"), reason=_str(data, "reason")
+        )
+        return evaluation(await call("DisputeQaEvaluation", case.DisputeQaEvaluation(request)))
+
+    async def _decide(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        uphold = data.get("uphold")
+        if not isinstance(uphold, bool):
+            raise InvalidArgument("uphold", "must be true or false")
+        request = case_pb2.DecideQaDisputeRequest(
+            evaluation_id=_str(data, "evaluation_id"),
+            uphold=uphold,
+            items=[] if uphold else _items(data),
+            note=_str(data, "note"),
+        )
+        return evaluation(await call("DecideQaDispute", case.DecideQaDispute(request)))
+
+    async def _scorecard(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+        request = case_pb2.GetQaScorecardRequest(
+            to=_ts(data, "to"), agent_id=_str(data, "agent_id"), team=_str(data, "team")
+        )
+        getattr(request, "from").CopyFrom(_ts(data, "from"))
+        card = await call("GetQaScorecard", case.GetQaScorecard(request))
+        return {
+            "agents": [_line(line) for line in card.agents],
+            "teams": [_line(line) for line in card.teams],
+            "days": [
+                {
+                    "day": wire.ms(p.day),
+                    "evaluations": p.evaluations,
+                    "average_score": p.average_score,
+                    "fatal_error_rate": p.fatal_error_rate,
+                }
+                for p in card.days
+            ],
+            "total": _line(card.total),
+        }

@@ -1,0 +1,1 @@
+"""The customer self-service portal at /portal (docs/portal.md)."""

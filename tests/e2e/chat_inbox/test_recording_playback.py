@@ -1,0 +1,201 @@
+"""Call recordings played from the inbox, against the real platform: recordings stored by the
+voice gateway's own RecordingStore (sealed in the `recordings` object store, announced to the
+case), served back unsealed to the people allowed to hear them, by byte range for seeking, and
+to no one of another tenant."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+
+from switchboard.chat.inbox.recordings import PLAYBACK_LOGGER
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.testing.waiting import eventually
+from switchboard.v1 import case_pb2, case_pb2_grpc
+
+from ..recordings import stereo_wav, store_recording, voice_contact
+from .test_agent_inbox import SECRET, AgentSocket, Inbox, platform, signed_in
+
+
+@pytest.fixture
+async def inbox(nats_url: str, database_url: str) -> Any:
+    async with platform(nats_url, database_url) as made:
+        yield made
+
+
+@pytest.fixture
+async def sockets() -> Any:
+    made: list[AgentSocket] = []
+    yield made
+    for s in made:
+        if s.sio.connected:
+            await s.sio.disconnect()
+
+
+async def get(
+    url: str, path: str, token: str = "", **params: str
+) -> tuple[int, dict[str, str], bytes]:
+    headers = {k.replace("_", "-"): v for k, v in params.items() if k in ("range",)}
+    query = {k: v for k, v in params.items() if k not in ("range",)}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/{path}", params=query, headers=headers) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+async def recorded_in_case(inbox: Inbox, contact_id: str) -> None:
+    """Wait until the case service has the recording's MessageAdded (it runs a little behind)."""
+    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
+    async with sb_grpc.channel(f"127.0.0.1:{inbox.case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+
+        async def recorded() -> bool:
+            listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
+            if not listed.cases:
+                return False
+            case = await stub.GetCase(case_pb2.GetCaseRequest(case_id=listed.cases[0].case_id))
+            return any(
+                m.message_id == f"{contact_id}:recording" for k in case.contacts for m in k.messages
+            )
+
+        await eventually(recorded, "the recording in the case")
+
+
+async def answered_call(inbox: Inbox, agent: AgentSocket) -> str:
+    """A call offered to `agent` and answered; its contact id."""
+    contact_id = str(uuid.uuid4())
+    await inbox.bus.publish(voice_contact("demo", contact_id))
+    offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+    assert (await agent.call("accept", {"offer_id": offer["offer_id"]}))["ok"]
+    return contact_id
+
+
+async def test_the_agent_plays_its_calls_recording_by_ranges_with_its_waveform(
+    inbox: Inbox, sockets: list[AgentSocket], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, body = await signed_in(inbox, sockets)
+    contact_id = await answered_call(inbox, agent)
+    wav = stereo_wav(3.0)
+    await store_recording(inbox.bus, SECRET, "demo", contact_id, wav)
+
+    # The case panel names the recording, from the gateway's MessageAdded.
+    await recorded_in_case(inbox, contact_id)
+    panel = await agent.call("case", {"contact_id": contact_id})
+    (k,) = [k for k in panel["case"]["contacts"] if k["contact_id"] == contact_id]
+    assert [m["text"] for m in k["messages"] if m["recording"]] == ["Call recording"]
+
+    caplog.set_level(logging.INFO, logger=PLAYBACK_LOGGER)
+    status, _, data = await get(
+        inbox.url, "api/agent/recording/player", body["token"], contact_id=contact_id
+    )
+    assert status == 200, data
+    player = json.loads(data)
+    assert player["duration"] == pytest.approx(3.0)
+    assert player["channels"] == ["customer", "agent"]
+    customer, agent_peaks = player["peaks"]
+    n = len(customer)
+    assert n == len(agent_peaks) > 100
+    # The caller speaks loudly first, the agent more softly last: the peaks say so per channel.
+    assert min(customer[: n // 4]) > 0.5 and max(customer[-n // 4 :]) == 0
+    assert max(agent_peaks[: n // 4]) == 0 and 0.3 < min(agent_peaks[-n // 4 :]) < 0.5
+    assert f"contact={contact_id} by=ko-1" in caplog.text
+
+    # The <audio> element's URL carries the ticket: the whole file, unsealed, as audio/wav.
+    url = player["url"]
+    status, headers, data = await get(inbox.url, url)
+    assert (status, headers["Content-Type"], data) == (200, "audio/wav", wav)
+    assert headers["Accept-Ranges"] == "bytes"
+    assert headers["Content-Length"] == str(len(wav))
+    # A seek: a range across two sealed chunks (64 KiB each) is 206 with its bytes only.
+    status, headers, data = await get(inbox.url, url, range="bytes=65530-65545")
+    assert (status, data) == (206, wav[65530:65546])
+    assert headers["Content-Range"] == f"bytes 65530-65545/{len(wav)}"
+    status, headers, data = await get(inbox.url, url, range="bytes=90000-")
+    assert (status, data) == (206, wav[90000:])
+    status, headers, data = await get(inbox.url, url, range="bytes=-100")
+    assert (status, data) == (206, wav[-100:])
+    status, headers, _ = await get(inbox.url, url, range=f"bytes={len(wav)}-")
+    assert (status, headers["Content-Range"]) == (416, f"bytes */{len(wav)}")
+    # With the inbox token itself (a tool downloading it), the same file.
+    status, _, data = await get(
+        inbox.url, "api/agent/recording", body["token"], contact_id=contact_id
+    )
+    assert (status, data) == (200, wav)
+
+    # A ticket opens its own recording only, and only as it was sealed.
+    ticket = url.split("ticket=")[1]
+    status, _, _ = await get(
+        inbox.url, "api/agent/recording", contact_id=str(uuid.uuid4()), ticket=ticket
+    )
+    assert status == 403
+    forged = ticket[:-4] + ("AAAA" if not ticket.endswith("AAAA") else "BBBB")
+    status, _, _ = await get(inbox.url, "api/agent/recording", contact_id=contact_id, ticket=forged)
+    assert status == 401
+    status, _, _ = await get(inbox.url, "api/agent/recording", contact_id=contact_id)
+    assert status == 401
+
+    # The agent who wrapped the call up still hears it (the case names it as the call's agent).
+    done = await agent.call("wrap_up", {"contact_id": contact_id, "code": "resolved"})
+    assert done["ok"], done
+    status, _, data = await get(
+        inbox.url, "api/agent/recording", body["token"], contact_id=contact_id
+    )
+    assert (status, data) == (200, wav)
+
+    # Revoking the agent's tokens revokes the tickets it was given too.
+    assert inbox.chat.revocations is not None
+    await inbox.chat.revocations.revoke("demo", "ko-1")
+    assert (await get(inbox.url, url))[0] == 401
+
+
+async def test_only_the_tenants_supervisors_qa_and_the_calls_agent_hear_a_recording(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    agent, _ = await signed_in(inbox, sockets)
+    contact_id = await answered_call(inbox, agent)
+    wav = stereo_wav(1.0)
+    await store_recording(inbox.bus, SECRET, "demo", contact_id, wav)
+    # Another tenant's call, recorded under the same contact id scheme.
+    acme_call = str(uuid.uuid4())
+    acme_wav = stereo_wav(0.5)
+    await store_recording(inbox.bus, SECRET, "acme", acme_call, acme_wav)
+
+    async def fetch(token: str, cid: str = contact_id) -> tuple[int, bytes]:
+        status, _, data = await get(inbox.url, "api/agent/recording", token, contact_id=cid)
+        return status, data
+
+    demo = {
+        role: auth.mint(SECRET, "demo", f"someone-{role}", [role])
+        for role in ("supervisor", "team_lead", "qa", "admin", "agent", "partner")
+    }
+    for role in ("supervisor", "team_lead", "qa", "admin"):
+        assert await fetch(demo[role]) == (200, wav), role
+    # An agent who did not handle the call, a partner, and the colleague signed in: refused.
+    assert (await fetch(demo["agent"]))[0] == 403
+    assert (await fetch(demo["partner"]))[0] == 403
+    _, colleague = await signed_in(inbox, sockets, "zh-1")
+    assert (await fetch(colleague["token"]))[0] == 403
+    status, _, _ = await get(
+        inbox.url, "api/agent/recording/player", colleague["token"], contact_id=contact_id
+    )
+    assert status == 403
+    # Another tenant's supervisor never finds it; nor do this tenant's find acme's recording,
+    # which acme's own supervisor hears.
+    acme_supervisor = auth.mint(SECRET, "acme", "boss", ["supervisor"])
+    assert (await fetch(acme_supervisor))[0] == 404
+    assert (await fetch(demo["supervisor"], acme_call))[0] == 404
+    status, _, _ = await get(
+        inbox.url, "api/agent/recording/player", demo["supervisor"], contact_id=acme_call
+    )
+    assert status == 404
+    assert await fetch(acme_supervisor, acme_call) == (200, acme_wav)
+    # A call with no recording, and a malformed id.
+    assert (await fetch(demo["supervisor"], str(uuid.uuid4())))[0] == 404
+    assert (await fetch(demo["supervisor"], "../demo/x"))[0] == 400
