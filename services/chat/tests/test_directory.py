@@ -7,7 +7,6 @@ import pytest
 from switchboard.chat.inbox import directory
 from switchboard.chat.inbox.service import WATCH_QUEUE_STATS
 from switchboard.core import auth, roles
-from switchboard.core.errors import PermissionDenied
 
 HASH = directory.hash_password("pw", b"0123456789abcdef")
 AGENT = f"tenants:\n  demo:\n    agents:\n      - id: ko-1\n        password: '{HASH}'\n"
@@ -50,16 +49,3 @@ def test_every_desk_role_signs_in_and_the_wallboard_takes_team_leads_and_supervi
     assert found.role == role
     principal = auth.Principal("demo", "ko-1", frozenset({found.role}))
     assert roles.RULES[WATCH_QUEUE_STATS].admits(principal) is watches
-
-
-def test_a_qa_evaluator_signs_in_for_the_qa_screen_but_not_the_inbox() -> None:
-    from switchboard.chat.entrypoints.agent_namespace import verify_agent
-
-    found = directory.load_text(AGENT + "        role: qa\n").verify("demo", "ko-1", "pw")
-    assert found.role == "qa"
-    token = auth.mint("s", "demo", "ko-1", [found.role])
-    with pytest.raises(PermissionDenied):
-        verify_agent(auth.Verifier("s", None), token)
-    principal = auth.Principal("demo", "ko-1", frozenset({found.role}))
-    assert roles.RULES["/switchboard.v1.CaseService/SubmitQaScore"].admits(principal)
-    assert directory.load().profile("demo", "qa-1") is not None  # the demo's evaluator

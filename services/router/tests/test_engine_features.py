@@ -264,6 +264,17 @@ queues:
     assert engine.contacts["c1"].status == eng.Status.OFFERED
 
 
+def test_an_agents_own_capacity_outlives_a_new_configuration(engine: eng.Engine) -> None:
+    chat, email = contact_pb2.CHANNEL_CHAT, contact_pb2.CHANNEL_EMAIL
+    engine.sign_in("acme", "own", "", {"ko": 5}, {}, {chat: 1})
+    engine.sign_in("acme", "default", "", {"ko": 5}, {})
+    text = "languages: [ko]\ncapacity: {chat: 4, email: 2}\nqueues:\n  - name: general\n"
+    engine.apply_tenant_config(cfg.load_tenant_text("acme", text))
+    assert engine.agents[("acme", "own")].capacity[chat] == 1  # its own, as signed in
+    assert engine.agents[("acme", "own")].capacity[email] == 2  # the tenant's new default
+    assert engine.agents[("acme", "default")].capacity[chat] == 4
+
+
 def test_a_waiting_call_turned_callback_keeps_its_place(
     engine: eng.Engine, clock: FakeClock[float]
 ) -> None:

@@ -4,6 +4,7 @@ the surge protocol, explanations, statistics, run-time configuration, bad input.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -296,7 +297,7 @@ async def test_admin_config_applies_at_run_time_and_rejects_bad_yaml(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await admin.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=bad))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "ApplyConfig:5: acme.queues[0].skills[0]: unknown skill 'cooking'" in (
+    assert "ApplyConfig:5: tenants.acme.queues[0].skills[0]: unknown skill 'cooking'" in (
         err.value.details() or ""
     )
     good = "languages: [ko, ja]\nqueues:\n  - name: general\n  - name: slow\n  - name: new-queue\n"
@@ -341,3 +342,69 @@ async def test_position_and_estimated_wait(router: RouterApp, bus: Bus) -> None:
         await asyncio.sleep(0.05)
     assert (pos.position, pos.waiting, pos.state) == (3, 3, "waiting")
     assert pos.estimated_wait.seconds > 0
+
+
+def admin_stub(
+    app: RouterApp, roles: tuple[str, ...] = ("admin",), tenant: str = "acme"
+) -> router_pb2_grpc.RouterAdminServiceStub:
+    _channels.append(sb_grpc.channel(target(app), auth.mint(SECRET, tenant, "ops", roles)))
+    return router_pb2_grpc.RouterAdminServiceStub(_channels[-1])
+
+
+async def test_preview_names_who_would_be_offered_and_why_not_the_others(
+    router: RouterApp, bus: Bus
+) -> None:
+    ko = await agent(router, "ko-billing", {"ko": 5}, billing=4)
+    zh = await agent(router, "zh-tech", {"zh": 5}, technical=5)
+    waiting = created("preview-waits", language="ja", queue="slow")
+    await bus.publish(waiting)
+    sample = router_pb2.PreviewRoutingRequest(
+        channel=contact_pb2.CHANNEL_CHAT, language="ko", skills=["billing"], queue="slow"
+    )
+    # A supervisor may try it out; the preview queues nothing.
+    seen = await admin_stub(router, ("supervisor",)).PreviewRouting(sample)
+    assert seen.state == "preview" and seen.queue == "slow"
+    attempt = seen.attempts[0]
+    assert attempt.outcome == "offered" and attempt.agent_id == "ko-billing"
+    assert [c.agent_id for c in attempt.candidates] == ["ko-billing"]
+    why = {e.agent_id: (list(e.reasons), e.detail) for e in attempt.excluded}
+    assert why["zh-tech"] == (
+        [router_pb2.EXCLUSION_REASON_LANGUAGE, router_pb2.EXCLUSION_REASON_SKILL],
+        "does not speak ko",
+    )
+    stats = await stub(router).GetQueueStats(router_pb2.GetQueueStatsRequest())
+    assert {q.queue: q.waiting for q in stats.queues}["slow"] == 1  # only the real contact
+
+    # The queue now requires technical skill: the preview follows the change at once, and the
+    # contact already waiting stays queued through it.
+    admin = admin_stub(router)
+    current = await admin.GetConfig(router_pb2.GetConfigRequest())
+    changed = re.sub(
+        r"^( *)- name: slow\n",
+        r"\1- name: slow\n\1  skills: [technical]\n",
+        current.yaml,
+        flags=re.M,
+    )
+    assert changed != current.yaml
+    await admin.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=changed))
+    after = (await admin.PreviewRouting(sample)).attempts[0]
+    assert after.outcome == "waiting" and not after.candidates
+    why = {e.agent_id: e.detail for e in after.excluded}
+    assert why["ko-billing"] == "lacks skill technical"
+    stats = await stub(router).GetQueueStats(router_pb2.GetQueueStatsRequest())
+    assert {q.queue: q.waiting for q in stats.queues}["slow"] == 1
+
+    # Another tenant's administrator sees none of acme's agents.
+    other = await admin_stub(router, tenant="globex").PreviewRouting(sample)
+    assert not other.attempts[0].candidates and not other.attempts[0].excluded
+    # An agent may not preview, nor apply.
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await admin_stub(router, ("agent",)).PreviewRouting(sample)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await admin_stub(router, ("supervisor",)).ApplyConfig(
+            router_pb2.ApplyConfigRequest(yaml=changed)
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await ko.close()
+    await zh.close()

@@ -350,6 +350,7 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         f"  Web chat (customer):  {chat}/?tenant={endpoints.tenant}",
         f"  Agent inbox:          {chat}/inbox   (demo agents: see docs/inbox.md)",
         f"  Wallboard:            {chat}/wallboard",
+        f"  Admin console:        {chat}/admin   (see docs/admin.md)",
         f"  Quality (QA):         {chat}/qa",
         f"  Customer portal:      {chat}/portal?tenant={endpoints.tenant}   (sign-in links: Sent mail)",
     ]

@@ -107,8 +107,9 @@ SERVICES: dict[str, Grant] = {
         # Its chats; the inbox's replies; the recordings its users play.
         publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT, _RECORDING_PLAYED),
         consumers=(("EVENTS", "chat"),),
-        streams=(("CHAT_HISTORY", "chat.history.>"),),
-        buckets=("chat_conversations", "chat_portal_links"),
+        # The admin console's audit trail and its agents directory (docs/admin.md).
+        streams=(("CHAT_HISTORY", "chat.history.>"), ("ADMIN_AUDIT", "admin.audit.>")),
+        buckets=("chat_conversations", "chat_portal_links", "admin_agents"),
         objects=("chat_files",),
         reads_objects=("email", "fax-documents", "fax-quarantine"),
         core=("switchboard.chat.>",),  # its plain subjects: Socket.IO across replicas

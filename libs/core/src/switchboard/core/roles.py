@@ -159,8 +159,13 @@ RULES: dict[str, Rule] = {
     _ROUTER + "ExplainDecision": _rule(*MANAGING, QA, scopes=("routing:read",)),
     _ROUTER + "GetContactPosition": _rule(*MANAGING, scopes=("routing:read",)),
     # ---- configuration and operations
-    _ROUTER_ADMIN + "GetConfig": _rule(ADMIN),
+    # Supervisors see the configuration and try it out; only administrators change it. The
+    # admin console's agents directory (in the chat) follows the same two rules.
+    _ROUTER_ADMIN + "GetConfig": _rule(SUPERVISOR, ADMIN),
+    _ROUTER_ADMIN + "GetConfig:agents": _rule(SUPERVISOR, ADMIN),
     _ROUTER_ADMIN + "ApplyConfig": _rule(ADMIN),
+    _ROUTER_ADMIN + "ApplyConfig:agents": _rule(ADMIN),
+    _ROUTER_ADMIN + "PreviewRouting": _rule(SUPERVISOR, ADMIN),
     _EMAIL + "ListMailboxes": _rule(SUPERVISOR, ADMIN, SERVICE),
     # ---- listening in on live calls: the supervisor's own phone is rung
     _VOICE + "Supervise": _rule(SUPERVISOR),

@@ -1157,6 +1157,37 @@ class GetConfigRequest(_message.Message):
 Global___GetConfigRequest: _TypeAlias = GetConfigRequest  # noqa: Y015
 
 @_typing.final
+class PreviewRoutingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    channel: _contact_pb2.Channel.ValueType
+    language: _builtins.str
+    """BCP 47"""
+    queue: _builtins.str
+    """empty or unknown: the tenant's default queue"""
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        channel: _contact_pb2.Channel.ValueType = ...,
+        language: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "language", b"language", "queue", b"queue", "skills", b"skills"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewRoutingRequest: _TypeAlias = PreviewRoutingRequest  # noqa: Y015
+
+@_typing.final
 class ApplyConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -741,6 +741,11 @@ class RouterAdminServiceStub:
                 request_serializer=switchboard_dot_v1_dot_router__pb2.ApplyConfigRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_router__pb2.RouterConfig.FromString,
                 _registered_method=True)
+        self.PreviewRouting = channel.unary_unary(
+                '/switchboard.v1.RouterAdminService/PreviewRouting',
+                request_serializer=switchboard_dot_v1_dot_router__pb2.PreviewRoutingRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_router__pb2.Decision.FromString,
+                _registered_method=True)
 
 
 class RouterAdminServiceServicer:
@@ -759,6 +764,14 @@ class RouterAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewRouting(self, request, context):
+        """Who would be offered a sample contact now, and why the others would not: the explanation
+        ExplainDecision gives, for a contact that is never queued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -771,6 +784,11 @@ def add_RouterAdminServiceServicer_to_server(servicer, server):
                     servicer.ApplyConfig,
                     request_deserializer=switchboard_dot_v1_dot_router__pb2.ApplyConfigRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_router__pb2.RouterConfig.SerializeToString,
+            ),
+            'PreviewRouting': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewRouting,
+                    request_deserializer=switchboard_dot_v1_dot_router__pb2.PreviewRoutingRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_router__pb2.Decision.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -828,6 +846,33 @@ class RouterAdminService:
             '/switchboard.v1.RouterAdminService/ApplyConfig',
             switchboard_dot_v1_dot_router__pb2.ApplyConfigRequest.SerializeToString,
             switchboard_dot_v1_dot_router__pb2.RouterConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewRouting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.RouterAdminService/PreviewRouting',
+            switchboard_dot_v1_dot_router__pb2.PreviewRoutingRequest.SerializeToString,
+            switchboard_dot_v1_dot_router__pb2.Decision.FromString,
             options,
             channel_credentials,
             insecure,

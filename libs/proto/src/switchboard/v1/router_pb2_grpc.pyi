@@ -240,6 +240,10 @@ class RouterAdminServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RouterAdminServiceAsyncStub: ...
     GetConfig: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetConfigRequest, _router_pb2.RouterConfig]
     ApplyConfig: _grpc.UnaryUnaryMultiCallable[_router_pb2.ApplyConfigRequest, _router_pb2.RouterConfig]
+    PreviewRouting: _grpc.UnaryUnaryMultiCallable[_router_pb2.PreviewRoutingRequest, _router_pb2.Decision]
+    """Who would be offered a sample contact now, and why the others would not: the explanation
+    ExplainDecision gives, for a contact that is never queued.
+    """
 
 @_typing.type_check_only
 class RouterAdminServiceAsyncStub(RouterAdminServiceStub):
@@ -248,6 +252,10 @@ class RouterAdminServiceAsyncStub(RouterAdminServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetConfig: _aio.UnaryUnaryMultiCallable[_router_pb2.GetConfigRequest, _router_pb2.RouterConfig]  # type: ignore[assignment]
     ApplyConfig: _aio.UnaryUnaryMultiCallable[_router_pb2.ApplyConfigRequest, _router_pb2.RouterConfig]  # type: ignore[assignment]
+    PreviewRouting: _aio.UnaryUnaryMultiCallable[_router_pb2.PreviewRoutingRequest, _router_pb2.Decision]  # type: ignore[assignment]
+    """Who would be offered a sample contact now, and why the others would not: the explanation
+    ExplainDecision gives, for a contact that is never queued.
+    """
 
 class RouterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Run-time configuration (admin role): the tenant's YAML, validated; queued contacts are kept."""
@@ -265,5 +273,15 @@ class RouterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_pb2.ApplyConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.RouterConfig, _abc.Awaitable[_router_pb2.RouterConfig]]: ...
+
+    @_abc_1.abstractmethod
+    def PreviewRouting(
+        self,
+        request: _router_pb2.PreviewRoutingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.Decision, _abc.Awaitable[_router_pb2.Decision]]:
+        """Who would be offered a sample contact now, and why the others would not: the explanation
+        ExplainDecision gives, for a contact that is never queued.
+        """
 
 def add_RouterAdminServiceServicer_to_server(servicer: RouterAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,6 +19,9 @@ from switchboard.chat.adapters.files import FileStore
 from switchboard.chat.adapters.nats_manager import NatsClientManager
 from switchboard.chat.adapters.router_client import RouterClient
 from switchboard.chat.adapters.shared_limits import SharedSpending
+from switchboard.chat.admin.console import AdminConsole
+from switchboard.chat.admin.http import AdminHttp
+from switchboard.chat.admin.store import AdminStore
 from switchboard.chat.entrypoints import nats_consumer, socket_server
 from switchboard.chat.entrypoints.api import Api
 from switchboard.chat.entrypoints.clients import trusted_networks
@@ -58,6 +61,7 @@ class ChatApp(Service):
     inbox: Inbox | None = None
     limits: ChatLimits | None = None
     spending: SharedSpending | None = None
+    admin: AdminConsole | None = None
     portal: Portal | None = None
 
     async def _load(self) -> None:
@@ -129,6 +133,11 @@ class ChatApp(Service):
             self.revocations,
             self.limits,
         )
+        # The admin console's agents (a shared bucket every replica follows) over the file's.
+        self.admin = AdminConsole(
+            await AdminStore.open(bus.js, replicas), self.inbox, router_target, s.grpc_tls()
+        )
+        await self.admin.start()
         used_links: UsedLinks = (
             await JetStreamUsedLinks.open(bus.js, replicas)
             if s.store == "jetstream"
@@ -161,14 +170,12 @@ class ChatApp(Service):
             portal=portal_http,
         )
         nats_consumer.subscribe(bus, self.chat, s.consumer_name, self.inbox)
+        proxies = trusted_networks(s.trusted_proxies)
+        site = build_asgi(
+            self.sio, s.default_tenant, s.max_message_bytes, api=api, config=self.config
+        )
         self.http = HttpServer(
-            InboxHttp(
-                self.inbox,
-                build_asgi(
-                    self.sio, s.default_tenant, s.max_message_bytes, api=api, config=self.config
-                ),
-                trusted_networks(s.trusted_proxies),
-            ),
+            AdminHttp(self.admin, self.inbox, InboxHttp(self.inbox, site, proxies), proxies),
             s.http_host,
             s.http_port,
             s.shutdown_grace_seconds,
@@ -196,6 +203,9 @@ class ChatApp(Service):
         if portal is not None:
             await portal.close()
         spending, self.spending = self.spending, None
+        admin, self.admin = self.admin, None
+        if admin is not None:
+            await admin.stop()
         if spending is not None:
             await spending.stop()
         if sio is not None:

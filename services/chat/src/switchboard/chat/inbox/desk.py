@@ -44,6 +44,12 @@ SURGE_POLL_SECONDS = 5.0
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CHANNELS = {
+    "voice": contact_pb2.CHANNEL_VOICE,
+    "chat": contact_pb2.CHANNEL_CHAT,
+    "email": contact_pb2.CHANNEL_EMAIL,
+    "fax": contact_pb2.CHANNEL_FAX,
+}
 
 
 def _now_ms() -> int:
@@ -129,6 +135,45 @@ class Desk:
 
     # ---- life cycle ----------------------------------------------------------------------------
 
+    def _sign_in_request(self, presence: int) -> router_pb2.SignInRequest:
+        p = self.profile
+        return router_pb2.SignInRequest(
+            agent_id=p.agent_id,
+            display_name=p.name,
+            languages=[
+                router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in p.languages.items()
+            ],
+            skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in p.skills.items()],
+            capacity=[
+                router_pb2.ChannelCapacity(channel=_CHANNELS[k], max_contacts=v)
+                for k, v in p.capacity.items()
+            ],
+            presence=presence,  # type: ignore[arg-type]
+        )
+
+    async def apply_profile(self, profile: AgentProfile) -> None:
+        """The administrator changed the agent: the router takes its new languages, skills and
+        capacity at once, the agent's presence and contacts staying as they are."""
+        async with self._lock:
+            self.profile = profile
+            if not self.started or self.presence["presence"] == "offline":
+                return  # taken at the agent's next sign-in
+            presence = router_pb2.PRESENCE_AVAILABLE
+            if self.presence["presence"] == "break":
+                presence = router_pb2.PRESENCE_BREAK
+            router = self.backends.router
+            agent = await call("SignIn", router.SignIn(self._sign_in_request(presence)))
+            self._set_presence(agent)
+        await self.emit("presence", dict(self.presence))
+
+    async def sign_out(self) -> None:
+        """The agent was disabled: no more offers (its open contacts stay with the router)."""
+        with contextlib.suppress(DomainError):
+            router = self.backends.router
+            await call("SignOut", router.SignOut(router_pb2.SignOutRequest(agent_id=self.agent_id)))
+        self.presence = {"presence": "offline", "reason": ""}
+        await self.emit("presence", dict(self.presence))
+
     async def start(self) -> None:
         """Sign in to the router (keeping a break already in force) and open the agent's
         session."""
@@ -141,24 +186,7 @@ class Desk:
             presence = router_pb2.PRESENCE_AVAILABLE
             if existing is not None and existing.presence == router_pb2.PRESENCE_BREAK:
                 presence = router_pb2.PRESENCE_BREAK
-            p = self.profile
-            agent = await call(
-                "SignIn",
-                router.SignIn(
-                    router_pb2.SignInRequest(
-                        agent_id=p.agent_id,
-                        display_name=p.name,
-                        languages=[
-                            router_pb2.LanguageSkill(language=k, proficiency=v)
-                            for k, v in p.languages.items()
-                        ],
-                        skills=[
-                            router_pb2.Skill(name=k, proficiency=v) for k, v in p.skills.items()
-                        ],
-                        presence=presence,
-                    )
-                ),
-            )
+            agent = await call("SignIn", router.SignIn(self._sign_in_request(presence)))
             self._set_presence(agent)
             missing = await self._restore(agent.active_contact_ids)
             self.started = True

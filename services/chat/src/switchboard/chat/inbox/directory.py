@@ -27,8 +27,12 @@ from switchboard.core.events import TENANT_RE
 
 DEFAULT_FILE = Path(__file__).with_name("agents.yaml")
 # The roles that sign in here (switchboard.core.roles): those who work at the desk (an agent, a
-# team lead, a supervisor: the inbox), and QA evaluators (the QA screen only).
-ROLES = (*roles.DESK, roles.QA)
+# team lead, a supervisor: the inbox), QA evaluators (the QA screen only), and administrators
+# (the admin console).
+ROLES = (*roles.DESK, roles.QA, roles.ADMIN)
+# The channels an agent's capacity names (the router's), and the most contacts one may hold.
+CHANNELS = ("voice", "chat", "email", "fax")
+MAX_CAPACITY = 50
 UI_LANGUAGES = ("ko", "zh", "en")
 DEFAULT_WRAP_UP_CODES = ("resolved", "follow_up", "escalated", "no_answer")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,6 +54,9 @@ class AgentProfile:
     ui_language: str = "en"
     languages: dict[str, int] = field(default_factory=dict)
     skills: dict[str, int] = field(default_factory=dict)
+    # Contacts at once per channel; a channel not named takes the tenant's router default.
+    capacity: dict[str, int] = field(default_factory=dict)
+    disabled: bool = False  # kept on file, but may not sign in
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,8 @@ class AgentProfile:
             "ui_language": self.ui_language,
             "languages": dict(self.languages),
             "skills": dict(self.skills),
+            "capacity": dict(self.capacity),
+            "disabled": self.disabled,
         }
 
 
@@ -133,16 +142,52 @@ class Directory:
             raise InvalidArgument("password", "is required")
         profile = self.agents.get((tenant, agent_id))
         ok = check_password(password, profile.password if profile else _DUMMY_HASH)
-        if profile is None or not ok:
+        if profile is None or not ok or profile.disabled:
             raise Unauthenticated(WRONG)
         return profile
+
+    def tenant(self, tenant: str) -> Directory:
+        """Only `tenant`'s part of the directory."""
+        return Directory(
+            {k: v for k, v in self.agents.items() if k[0] == tenant},
+            {tenant: self.codes(tenant)},
+        )
+
+    def with_tenant(self, tenant: str, part: Directory) -> Directory:
+        """This directory with `tenant`'s part replaced by `part`'s."""
+        agents = {k: v for k, v in self.agents.items() if k[0] != tenant}
+        agents.update({k: v for k, v in part.agents.items() if k[0] == tenant})
+        return Directory(agents, {**self.wrap_up_codes, tenant: part.codes(tenant)})
+
+    def tenants(self) -> list[str]:
+        return sorted({*self.wrap_up_codes, *(t for t, _ in self.agents)})
 
     async def verify_async(self, tenant: Any, agent_id: Any, password: Any) -> AgentProfile:
         # scrypt takes tens of milliseconds by design: keep it off the event loop.
         return await asyncio.to_thread(self.verify, tenant, agent_id, password)
 
 
-_AGENT_FIELDS = {"id", "name", "role", "ui_language", "password", "languages", "skills"}
+_AGENT_FIELDS = {
+    "id",
+    "name",
+    "role",
+    "ui_language",
+    "password",
+    "languages",
+    "skills",
+    "capacity",
+    "disabled",
+}
+
+
+def _capacity(r: ConfigReader, node: yaml.Node, key: str) -> dict[str, int]:
+    """A mapping of channel to the contacts an agent may hold at once on it."""
+    if is_null(node):
+        return {}
+    out: dict[str, int] = {}
+    for ch, (_, value) in r.mapping(node, key, set(CHANNELS)).items():
+        out[ch] = r.integer(value, f"{key}.{ch}", 0, 1 if ch == "voice" else MAX_CAPACITY)
+    return out
 
 
 def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfile:
@@ -176,6 +221,8 @@ def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfil
         ui_language=ui,
         languages=_levels(r, f["languages"], f"{k}.languages") if "languages" in f else {},
         skills=_levels(r, f["skills"], f"{k}.skills") if "skills" in f else {},
+        capacity=_capacity(r, f["capacity"], f"{k}.capacity") if "capacity" in f else {},
+        disabled=r.boolean(f["disabled"], f"{k}.disabled") if "disabled" in f else False,
     )
 
 
@@ -209,6 +256,37 @@ def load_text(text: str, source: str = "agents.yaml") -> Directory:
                 raise r.fail(node, f"{k}.id", f"{profile.agent_id} appears twice")
             agents[(tenant, profile.agent_id)] = profile
     return Directory(agents, codes)
+
+
+def _agent_yaml(p: AgentProfile) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": p.agent_id,
+        "name": p.name,
+        "role": p.role,
+        "ui_language": p.ui_language,
+        "password": p.password,
+    }
+    for key in ("languages", "skills", "capacity"):
+        if getattr(p, key):
+            out[key] = dict(getattr(p, key))
+    if p.disabled:
+        out["disabled"] = True
+    return out
+
+
+def dump(directory: Directory, tenants: list[str] | None = None) -> str:
+    """The directory (or those `tenants` of it) as the agents file's YAML: `load_text` of it
+    gives the same directory back."""
+    body: dict[str, Any] = {}
+    for tenant in tenants if tenants is not None else directory.tenants():
+        agents = [p for (t, _), p in directory.agents.items() if t == tenant]
+        body[tenant] = {
+            "wrap_up_codes": list(directory.codes(tenant)),
+            "agents": [_agent_yaml(p) for p in agents],
+        }
+    return yaml.safe_dump(
+        {"tenants": body}, allow_unicode=True, sort_keys=False, default_flow_style=None
+    )
 
 
 def load(path: str | Path | None = None) -> Directory:

@@ -168,6 +168,8 @@ class Inbox:
 
     def profile(self, principal: sb_auth.Principal) -> AgentProfile:
         found = self.directory.profile(principal.tenant, principal.subject)
+        if found is not None and found.disabled:
+            raise Unauthenticated("this account is disabled")
         if found is not None:
             return found
         # A token minted outside the directory (the CLI's, a partner's tool): a bare profile.
@@ -209,6 +211,24 @@ class Inbox:
             "wrap_up_codes": list(self.directory.codes(principal.tenant)),
             "break_reasons": list(BREAK_REASONS),
         }
+
+    async def profiles_changed(self, before: Directory, after: Directory) -> None:
+        """The directory changed at run time: desks open here take their agent's new profile
+        (the router with it); a disabled or removed agent's desk signs out and closes."""
+        for key, desk in list(self.desks.items()):
+            old, new = before.agents.get(key), after.agents.get(key)
+            if new == old:
+                continue
+            try:
+                if new is None or new.disabled:
+                    self.desks.pop(key, None)
+                    await desk.sign_out()
+                    await desk.close()
+                    logger.info("desk of %s closed: the agent was disabled", key[1])
+                else:
+                    await desk.apply_profile(new)
+            except DomainError as exc:
+                logger.warning("desk of %s kept its old profile: %s", key[1], exc)
 
     def desk(self, principal: sb_auth.Principal) -> Desk:
         desk = self.desks.get((principal.tenant, principal.subject))

@@ -1,8 +1,12 @@
-/* Switchboard inbox and wallboard: UI strings in Korean, Chinese and English.
-   Strings are set with textContent only. */
+/* Switchboard inbox, wallboard and admin console: UI strings in Korean, Chinese and English (the
+   console also in Japanese). A page names its languages and string files on <body>:
+   data-i18n-langs="ko zh en ja" data-i18n-dir="static/i18n/admin/". Strings are set with
+   textContent only. */
 (function () {
   "use strict";
-  var LANGS = ["ko", "zh", "en"];
+  var body = document.body;
+  var LANGS = ((body && body.getAttribute("data-i18n-langs")) || "ko zh en").split(" ");
+  var DIR = (body && body.getAttribute("data-i18n-dir")) || "static/i18n/";
   var strings = {};
   var current = "en";
 
@@ -40,7 +44,7 @@
     var need = lang === "en" ? ["en"] : ["en", lang];
     return Promise.all(need.map(function (l) {
       if (strings[l]) return null;
-      return fetch("static/i18n/" + l + ".json").then(function (r) { return r.json(); })
+      return fetch(DIR + l + ".json").then(function (r) { return r.json(); })
         .then(function (data) { strings[l] = data; });
     })).then(function () {
       current = lang;

@@ -461,9 +461,10 @@ def load_text(text: str, source: str = "router.yaml") -> RouterConfig:
 
 
 def load_tenant_text(tenant: str, text: str, source: str = "ApplyConfig") -> TenantConfig:
-    """Parse and validate one tenant's section (the admin API's unit of change)."""
+    """Parse and validate one tenant's section (the admin API's unit of change). Errors name the
+    field as the whole file's would (``tenants.<tenant>.queues[0]...``), the line the section's."""
     w = ConfigReader(source)
-    return _tenant(w, tenant, compose(text, source), tenant, text)
+    return _tenant(w, tenant, compose(text, source), f"tenants.{tenant}", text)
 
 
 def load_file(path: Path) -> RouterConfig:

@@ -280,7 +280,7 @@ class Engine(Index, Explain, Surge, Stats):
         effects: list[Effect] = []
         for agent in self.agents.values():
             if agent.tenant == cfg.tenant:
-                agent.capacity = dict(cfg.capacity)
+                agent.capacity = {**cfg.capacity, **(agent.own_capacity or {})}
                 self._refresh(agent)
         for c in list(self.contacts.values()):
             if c.tenant != cfg.tenant or c.status != Status.WAITING:
@@ -366,6 +366,7 @@ class Engine(Index, Explain, Surge, Stats):
             agent = existing
             agent.display_name = display_name or agent_id
             agent.languages, agent.skills, agent.capacity = languages, skills, caps
+            agent.own_capacity = dict(capacity) if capacity else None
             agent.group = group
             if agent.presence != presence:
                 agent.presence_since = now
@@ -384,6 +385,7 @@ class Engine(Index, Explain, Surge, Stats):
                 presence=presence,
                 presence_since=now,
                 idle_since=now,
+                own_capacity=dict(capacity) if capacity else None,
             )
             self.agents[(tenant, agent_id)] = agent
         group.members[agent_id] = agent

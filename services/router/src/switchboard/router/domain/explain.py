@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 
-from switchboard.core.errors import NotFound
+from switchboard.core.errors import InvalidArgument, NotFound
 from switchboard.router.domain.model import (
     STATUS_NAMES,
     Agent,
@@ -107,6 +107,36 @@ class Explain(_EngineState):
         if c.channel not in agent.avail:
             return Why.CAPACITY, f"at capacity ({len(agent.active)} active)"
         return None
+
+    def preview(
+        self, tenant: str, channel: int, language: str, skills: tuple[str, ...], queue: str
+    ) -> tuple[str, Attempt]:
+        """Who would be offered a contact with these requirements now, best first, and why the
+        others would not: the queue it would go to and the attempt an offer would record. Nothing
+        is queued or changed."""
+        if channel not in (1, 2, 3, 4):
+            raise InvalidArgument("channel", "must name a channel")
+        cfg = self.tenant(tenant).config
+        q = queue if queue in cfg.queues else cfg.default_queue
+        now = self.clock()
+        c = Contact(b"", "preview", tenant, channel, language, tuple(skills), False, q, now, now, 0)
+        c.min_prof = cfg.queue(q).min_proficiency
+        c.req = Req(
+            tenant=tenant,
+            channel=channel,
+            queue=q,
+            language=language,
+            skills=tuple(sorted(set(skills) | set(cfg.queue(q).skills))),
+            min_prof=c.min_prof,
+            extra_languages=(),
+            drop_skills=False,
+            pausable=False,
+        )
+        ranked = self._candidates(c, allow_declined=False)
+        attempt = self._attempt(c, ranked)
+        attempt.agent_id = ranked[0][1].agent_id if ranked else ""
+        attempt.outcome = "offered" if ranked else "waiting"
+        return q, attempt
 
     def explain(self, tenant: str, contact_id: str) -> tuple[Contact, str, Attempt | None]:
         """A contact's decision record; for a waiting contact also why it waits right now."""

@@ -153,6 +153,9 @@ class Agent:
     version: int = 0
     avail: frozenset[int] = frozenset()
     long_idle: frozenset[float] = frozenset()  # surge idle thresholds this agent has crossed
+    # The capacity the agent signed in with, over the tenant's defaults (kept through a change of
+    # the tenant's configuration); None: the defaults only (and agents of older snapshots).
+    own_capacity: dict[int, int] | None = None
 
     def used(self, channel: int) -> int:
         return sum(1 for ch in self.active.values() if ch == channel)

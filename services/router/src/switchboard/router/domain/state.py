@@ -76,6 +76,9 @@ class _EngineState:
 
         # Implemented by `Index` (index.py).
         def _qualifying(self, req: Req) -> list[tuple[int, Group, bool]]: ...
+        def _candidates(
+            self, c: Contact, allow_declined: bool
+        ) -> list[tuple[int, Agent, bool]]: ...
         def _match_contact(self, c: Contact, not_now: str = "") -> list[Effect]: ...
 
         # Implemented by `Surge` (surge.py).

@@ -16,6 +16,7 @@ from switchboard.core.service_level import Outcomes
 from switchboard.router import metrics
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
+from switchboard.router.domain.model import Attempt
 from switchboard.router.handlers import Router
 from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
 
@@ -371,34 +372,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             ],
         )
         attempts = list(c.decision.attempts) + ([live] if live is not None else [])
-        for a in attempts:
-            out.attempts.append(
-                router_pb2.DecisionAttempt(
-                    offer_id=a.offer_id,
-                    agent_id=a.agent_id,
-                    at=_ts(a.at),
-                    outcome=a.outcome,
-                    step=a.step,
-                    candidates=[
-                        router_pb2.Candidate(
-                            agent_id=agent_id,
-                            proficiency=score,
-                            idle_since=_ts(idle),
-                            sticky=sticky,
-                        )
-                        for agent_id, score, idle, sticky in a.candidates
-                    ],
-                    excluded=[
-                        router_pb2.Exclusion(
-                            agent_id=agent_id,
-                            reasons=[int(r) for r in reasons],  # type: ignore[misc]
-                            detail=detail,
-                        )
-                        for agent_id, reasons, detail in a.excluded
-                    ],
-                    excluded_total=a.excluded_total,
-                )
-            )
+        out.attempts.extend(_attempt(a) for a in attempts)
         return out
 
     async def GetContactPosition(self, request, context):  # type: ignore[no-untyped-def]
@@ -426,6 +400,31 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         require(request, "contact_id")
         await self.router.set_hold(tenant, request.agent_id, request.contact_id, request.held)
         return router_pb2.SetHoldResponse()
+
+
+def _attempt(a: Attempt) -> router_pb2.DecisionAttempt:
+    return router_pb2.DecisionAttempt(
+        offer_id=a.offer_id,
+        agent_id=a.agent_id,
+        at=_ts(a.at),
+        outcome=a.outcome,
+        step=a.step,
+        candidates=[
+            router_pb2.Candidate(
+                agent_id=agent_id, proficiency=score, idle_since=_ts(idle), sticky=sticky
+            )
+            for agent_id, score, idle, sticky in a.candidates
+        ],
+        excluded=[
+            router_pb2.Exclusion(
+                agent_id=agent_id,
+                reasons=[int(r) for r in reasons],  # type: ignore[misc]
+                detail=detail,
+            )
+            for agent_id, reasons, detail in a.excluded
+        ],
+        excluded_total=a.excluded_total,
+    )
 
 
 class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
@@ -458,3 +457,13 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
             return out
         await self.router.apply_tenant_config(parsed)
         return self._message(tenant)
+
+    async def PreviewRouting(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        self.router.now()
+        queue, attempt = self.router.engine.preview(
+            tenant, request.channel, request.language, tuple(request.skills), request.queue
+        )
+        return router_pb2.Decision(
+            tenant=tenant, queue=queue, state="preview", attempts=[_attempt(attempt)]
+        )

@@ -1,0 +1,340 @@
+"""The admin console's service: one tenant's agents and routing, for its administrators (change)
+and supervisors (view), with every change versioned and audited.
+
+Agents live in the `AdminStore` bucket, which every chat replica watches: a change reaches the
+inbox's sign-in at once, everywhere, without a restart. Routing (queues, steps) is the router's
+own run-time configuration (RouterAdminService, with the caller's token): the router validates
+it with the same reader as router.yaml, journals it, and keeps its queued contacts through it.
+Who may do what is the role table's (`switchboard.core.roles`): the ``GetConfig``/``ApplyConfig``
+rules, and their ``:agents`` parts for the directory. Every call is for the caller's own tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+
+from switchboard.chat.admin import agents as changes
+from switchboard.chat.admin.store import AdminStore, AuditRecord
+from switchboard.chat.inbox import directory as agents_directory
+from switchboard.chat.inbox.service import Inbox
+from switchboard.core import auth as sb_auth
+from switchboard.core import grpc as sb_grpc
+from switchboard.core import roles
+from switchboard.core.config import ConfigError
+from switchboard.core.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+)
+from switchboard.core.service_client import call
+from switchboard.core.tls import GrpcTls
+from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 5.0
+_ADMIN = "/switchboard.v1.RouterAdminService/"
+VIEW_AGENTS = _ADMIN + "GetConfig:agents"
+CHANGE_AGENTS = _ADMIN + "ApplyConfig:agents"
+VIEW_ROUTING = _ADMIN + "GetConfig"
+CHANGE_ROUTING = _ADMIN + "ApplyConfig"
+PREVIEW_ROUTING = _ADMIN + "PreviewRouting"
+CHANNELS = {
+    "voice": contact_pb2.CHANNEL_VOICE,
+    "chat": contact_pb2.CHANNEL_CHAT,
+    "email": contact_pb2.CHANNEL_EMAIL,
+    "fax": contact_pb2.CHANNEL_FAX,
+}
+REASONS = {
+    router_pb2.EXCLUSION_REASON_LANGUAGE: "language",
+    router_pb2.EXCLUSION_REASON_SKILL: "skill",
+    router_pb2.EXCLUSION_REASON_CAPACITY: "capacity",
+    router_pb2.EXCLUSION_REASON_PRESENCE: "presence",
+    router_pb2.EXCLUSION_REASON_STEP: "step",
+    router_pb2.EXCLUSION_REASON_RESERVED: "reserved",
+    router_pb2.EXCLUSION_REASON_DECLINED: "declined",
+    router_pb2.EXCLUSION_REASON_NOT_CONNECTED: "not_connected",
+}
+
+
+def _require(p: sb_auth.Principal, rule: str) -> None:
+    if not roles.RULES[rule].admits(p):
+        raise PermissionDenied(f"{', '.join(sorted(p.roles)) or 'this role'} may not do this")
+
+
+def routing_file(tenant: str, text: str) -> str:
+    """A tenant's routing configuration as router.yaml: ``tenants: {<tenant>: ...}``."""
+    body = "".join(f"    {line}\n" if line.strip() else "\n" for line in text.splitlines())
+    return f"tenants:\n  {tenant}:\n{body}"
+
+
+class AdminConsole:
+    def __init__(
+        self,
+        store: AdminStore,
+        inbox: Inbox,
+        router_target: Any,
+        tls: GrpcTls | None = None,
+    ) -> None:
+        self.store = store
+        self.inbox = inbox
+        self.router_target = router_target  # an address, or tenant -> its router group's
+        self.tls = tls
+        self.revisions: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Take the stored directories before the inbox takes a sign-in, then follow their
+        changes."""
+        for tenant, (text, revision) in (await self.store.agents()).items():
+            try:
+                await self._changed(tenant, text, revision)
+            except ConfigError as exc:  # written checked: only a hand-made value gets here
+                logger.error("stored agents of %s ignored, the file's kept: %s", tenant, exc)
+        await self.store.watch(self._changed)
+
+    async def stop(self) -> None:
+        await self.store.stop()
+
+    async def _changed(self, tenant: str, text: str, revision: int) -> None:
+        if revision <= self.revisions.get(tenant, 0):
+            return  # applied already (this replica's own write)
+        part = agents_directory.load_text(text, f"{tenant} (stored)")
+        before = self.inbox.directory
+        self.inbox.directory = before.with_tenant(tenant, part)
+        self.revisions[tenant] = revision
+        logger.info("agents of %s now at version %d", tenant, revision)
+        await self.inbox.profiles_changed(before, self.inbox.directory)
+
+    # ---- agents --------------------------------------------------------------------------
+
+    def agents(self, p: sb_auth.Principal) -> dict[str, Any]:
+        _require(p, VIEW_AGENTS)
+        part = self.inbox.directory.tenant(p.tenant)
+        return {
+            "tenant": p.tenant,
+            "version": self.revisions.get(p.tenant, 0),
+            "agents": changes.listing(part, p.tenant),
+            "wrap_up_codes": list(part.codes(p.tenant)),
+            "may_change": roles.RULES[CHANGE_AGENTS].admits(p),
+        }
+
+    async def save_agent(
+        self,
+        p: sb_auth.Principal,
+        agent_id: Any,
+        data: dict[str, Any],
+        create: bool,
+        token: str = "",
+    ) -> dict[str, Any]:
+        """Add (`create`, with a password) or edit an agent of the caller's tenant. Skills must
+        be the tenant's routing skills (the router refuses others at sign-in)."""
+        _require(p, CHANGE_AGENTS)
+        if token and isinstance(data.get("skills"), dict):
+            await self._check_skills(p, token, data["skills"])
+        fields = {k: v for k, v in data.items() if k not in ("password", "version")}
+        hashed = ""
+        if create:
+            hashed = await asyncio.to_thread(
+                agents_directory.hash_password, changes.check_password(data.get("password"))
+            )
+        async with self._lock:
+            self._check_version(p.tenant, data.get("version"))
+            part = self.inbox.directory.tenant(p.tenant)
+            _, text, change = changes.save(
+                part, p.tenant, agent_id, fields, create=create, password_hash=hashed
+            )
+            return await self._commit(p, text, change)
+
+    async def set_password(
+        self, p: sb_auth.Principal, agent_id: Any, password: Any
+    ) -> dict[str, Any]:
+        _require(p, CHANGE_AGENTS)
+        hashed = await asyncio.to_thread(
+            agents_directory.hash_password, changes.check_password(password)
+        )
+        async with self._lock:
+            part = self.inbox.directory.tenant(p.tenant)
+            _, text, change = changes.set_password(part, p.tenant, str(agent_id), hashed)
+            return await self._commit(p, text, change)
+
+    async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:
+        channel, stub = self._router(token, p.tenant)
+        try:
+            got = await call("GetConfig", stub.GetConfig(router_pb2.GetConfigRequest()))
+        except DomainError as exc:  # the router away: its sign-in still checks
+            logger.warning("skills of %s not checked against the routing: %s", p.tenant, exc)
+            return
+        finally:
+            await channel.close()
+        known = (yaml.safe_load(got.yaml) or {}).get("skills") or []
+        unknown = [name for name in skills if known and name not in known]
+        if unknown:
+            raise InvalidArgument(
+                f"skills.{unknown[0]}",
+                f"unknown skill {unknown[0]!r} (the tenant's routing has: {', '.join(known)})",
+            )
+
+    def _check_version(self, tenant: str, version: Any) -> None:
+        if version is None:
+            return
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidArgument("version", "must be a number")
+        if version != self.revisions.get(tenant, 0):
+            raise FailedPrecondition(
+                "the agents changed meanwhile: reload and make the change again"
+            )
+
+    async def _commit(
+        self, p: sb_auth.Principal, text: str, change: changes.Change
+    ) -> dict[str, Any]:
+        revision = await self.store.save_agents(p.tenant, text, self.revisions.get(p.tenant, 0))
+        await self._changed(p.tenant, text, revision)
+        await self.store.record(
+            AuditRecord(
+                p.tenant,
+                time.time(),
+                p.subject,
+                change.action,
+                change.agent_id,
+                revision,
+                change.changes,
+            )
+        )
+        logger.info("%s: %s of %s by %s", p.tenant, change.action, change.agent_id, p.subject)
+        return self.agents(p)
+
+    def export_agents(self, p: sb_auth.Principal) -> str:
+        """The caller's tenant's agents as the agents file (CHAT_AGENTS_FILE) would hold them."""
+        _require(p, VIEW_AGENTS)
+        return agents_directory.dump(self.inbox.directory, [p.tenant])
+
+    async def audit(self, p: sb_auth.Principal) -> list[dict[str, Any]]:
+        _require(p, VIEW_AGENTS)
+        return [asdict(r) for r in await self.store.audit(p.tenant)]
+
+    # ---- routing -------------------------------------------------------------------------
+
+    def _router(
+        self, token: str, tenant: str
+    ) -> tuple[Any, router_pb2_grpc.RouterAdminServiceStub]:
+        target = (
+            self.router_target
+            if isinstance(self.router_target, str)
+            else self.router_target(tenant)
+        )
+        channel = sb_grpc.channel(target, token, TIMEOUT_SECONDS, self.tls)
+        return channel, router_pb2_grpc.RouterAdminServiceStub(channel)
+
+    async def routing(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        _require(p, VIEW_ROUTING)
+        channel, stub = self._router(token, p.tenant)
+        try:
+            got = await call("GetConfig", stub.GetConfig(router_pb2.GetConfigRequest()))
+        finally:
+            await channel.close()
+        return {
+            "tenant": p.tenant,
+            "yaml": got.yaml,
+            "version": got.version,
+            "may_change": roles.RULES[CHANGE_ROUTING].admits(p),
+        }
+
+    async def apply_routing(
+        self, p: sb_auth.Principal, token: str, text: Any, dry_run: bool
+    ) -> dict[str, Any]:
+        """Check (`dry_run`) or apply the tenant's routing YAML; the router says what is wrong."""
+        _require(p, CHANGE_ROUTING)
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidArgument("yaml", "is required")
+        channel, stub = self._router(token, p.tenant)
+        try:
+            before = await call("GetConfig", stub.GetConfig(router_pb2.GetConfigRequest()))
+            got = await call(
+                "ApplyConfig",
+                stub.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=text, dry_run=dry_run)),
+            )
+        finally:
+            await channel.close()
+        if not dry_run:
+            diff = list(
+                difflib.unified_diff(
+                    before.yaml.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
+                )
+            )
+            await self.store.record(
+                AuditRecord(
+                    p.tenant,
+                    time.time(),
+                    p.subject,
+                    "routing.apply",
+                    p.tenant,
+                    got.version,
+                    {"diff": "\n".join(diff[2:])},
+                )
+            )
+            logger.info("%s: routing version %d by %s", p.tenant, got.version, p.subject)
+        return {"tenant": p.tenant, "yaml": got.yaml, "version": got.version, "checked": True}
+
+    async def export_routing(self, p: sb_auth.Principal, token: str) -> str:
+        got = await self.routing(p, token)
+        return routing_file(p.tenant, got["yaml"])
+
+    async def preview(
+        self, p: sb_auth.Principal, token: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Who the router would offer a sample contact now, and why not the others."""
+        _require(p, PREVIEW_ROUTING)
+        channel_name = data.get("channel", "chat")
+        if channel_name not in CHANNELS:
+            raise InvalidArgument("channel", f"must be one of {', '.join(CHANNELS)}")
+        skills = data.get("skills") or []
+        if isinstance(skills, str):
+            skills = [s.strip() for s in skills.split(",") if s.strip()]
+        if not isinstance(skills, list) or not all(isinstance(s, str) for s in skills):
+            raise InvalidArgument("skills", "must be a list of skill names")
+        language, queue = data.get("language", ""), data.get("queue", "")
+        if not isinstance(language, str) or not isinstance(queue, str):
+            raise InvalidArgument("language", "must be text")
+        channel, stub = self._router(token, p.tenant)
+        try:
+            got = await call(
+                "PreviewRouting",
+                stub.PreviewRouting(
+                    router_pb2.PreviewRoutingRequest(
+                        channel=CHANNELS[channel_name],
+                        language=language,
+                        skills=skills,
+                        queue=queue,
+                    )
+                ),
+            )
+        finally:
+            await channel.close()
+        attempt = got.attempts[0]
+        return {
+            "queue": got.queue,
+            "outcome": attempt.outcome,
+            "agent_id": attempt.agent_id,
+            "candidates": [
+                {"agent_id": c.agent_id, "score": c.proficiency, "sticky": c.sticky}
+                for c in attempt.candidates
+            ],
+            "excluded": [
+                {
+                    "agent_id": e.agent_id,
+                    "reasons": [REASONS.get(r, "other") for r in e.reasons],
+                    "detail": e.detail,
+                }
+                for e in attempt.excluded
+            ],
+            "excluded_total": attempt.excluded_total,
+        }

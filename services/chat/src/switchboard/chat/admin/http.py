@@ -1,0 +1,132 @@
+"""The admin console's HTTP API (``Authorization: Bearer <inbox token>`` of an admin or a
+supervisor; changes same-origin only). Everything is the caller's own tenant's:
+
+- ``GET /api/admin/agents`` -> {tenant, version, agents, wrap_up_codes, may_change}
+- ``POST /api/admin/agents`` {id, password, name, role, ui_language, languages, skills, capacity}
+  adds an agent; ``PUT /api/admin/agents/<id>`` {fields to change, version?} edits one
+  (``disabled: true`` disables it); ``POST /api/admin/agents/<id>/password`` {password}
+- ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
+- ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
+  {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml
+- ``POST /api/admin/preview`` {channel, language, skills, queue} -> who would be offered it
+- ``GET /api/admin/audit`` -> the changes, newest first: who, when, what
+
+Errors are {ok: false, error} with 400 (a field: what is wrong with it), 401, 403, 404, 409.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+from switchboard.chat.admin.console import AdminConsole
+from switchboard.chat.entrypoints.api import Receive, Scope, Send
+from switchboard.chat.entrypoints.clients import Network
+from switchboard.chat.inbox.http import _STATUS, App, InboxHttp, _BadBody, _headers, _same_origin
+from switchboard.chat.inbox.service import Inbox
+from switchboard.core import auth as sb_auth
+from switchboard.core.errors import DomainError, PermissionDenied, Unauthenticated
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/api/admin/"
+
+
+MAX_ADMIN_BODY = 256 * 1024  # a routing configuration
+
+
+class AdminHttp(InboxHttp):
+    def __init__(
+        self,
+        console: AdminConsole,
+        inbox: Inbox,
+        app: App,
+        trusted_proxies: tuple[Network, ...] = (),
+    ) -> None:
+        super().__init__(inbox, app, trusted_proxies)
+        self.console = console
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")
+        try:
+            if method != "GET" and not _same_origin(scope):
+                raise PermissionDenied(
+                    "change the configuration from the admin page of this server"
+                )
+            token = self._token(scope)
+            p = self.inbox.verify(token)
+            await self._route(scope, receive, send, method, path[len(PREFIX) :], p, token)
+        except DomainError as exc:
+            status = next((s for k, s in _STATUS.items() if isinstance(exc, k)), 409)
+            await self._error(send, status, str(exc))
+        except _BadBody as exc:
+            await self._error(send, 400, str(exc))
+        except Exception:
+            logger.exception("%s %s failed", method, path)
+            await self._error(send, 500, "internal error, please try again")
+
+    def _token(self, scope: Scope) -> str:
+        auth = _headers(scope).get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise Unauthenticated("authorization: a Bearer token is required")
+        return auth[7:].strip()
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        method: str,
+        rest: str,
+        p: sb_auth.Principal,
+        token: str,
+    ) -> None:
+        c = self.console
+        parts = [unquote(x) for x in rest.split("/")]
+        result: Any
+        if parts == ["agents"] and method == "GET":
+            result = c.agents(p)
+        elif parts == ["agents"] and method == "POST":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.save_agent(p, data.pop("id", None), data, True, token)
+        elif len(parts) == 2 and parts[0] == "agents" and method == "PUT":
+            result = await c.save_agent(
+                p, parts[1], await self._json(receive, MAX_ADMIN_BODY), False, token
+            )
+        elif len(parts) == 3 and parts[::2] == ["agents", "password"] and method == "POST":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.set_password(p, parts[1], data.get("password"))
+        elif parts == ["agents.yaml"] and method == "GET":
+            await self._yaml(send, c.export_agents(p), "agents.yaml")
+            return
+        elif parts == ["audit"] and method == "GET":
+            result = {"entries": await c.audit(p)}
+        elif parts == ["routing"] and method == "GET":
+            result = await c.routing(p, token)
+        elif parts == ["routing"] and method == "POST":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.apply_routing(p, token, data.get("yaml"), data.get("dry_run") is True)
+        elif parts == ["routing.yaml"] and method == "GET":
+            await self._yaml(send, await c.export_routing(p, token), "router.yaml")
+            return
+        elif parts == ["preview"] and method == "POST":
+            result = await c.preview(p, token, await self._json(receive, MAX_ADMIN_BODY))
+        else:
+            await self._error(send, 404 if method in ("GET", "POST", "PUT") else 405, "not found")
+            return
+        await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
+
+    async def _yaml(self, send: Send, text: str, filename: str) -> None:
+        await self._send(
+            send,
+            200,
+            text.encode(),
+            "application/yaml; charset=utf-8",
+            [(b"content-disposition", f'attachment; filename="{filename}"'.encode())],
+        )

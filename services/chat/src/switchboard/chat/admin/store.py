@@ -1,0 +1,155 @@
+"""Where the admin console keeps what it changes: a JetStream key-value bucket every chat replica
+watches, and an audit stream.
+
+- bucket ``admin_agents``: key ``<tenant>`` holds that tenant's part of the agents directory as
+  the agents file's YAML; each write is a new revision (the version the console shows), made
+  only if the key is still at the revision the change was based on. A tenant with no key yet
+  keeps the file's agents (CHAT_AGENTS_FILE, or the embedded demo).
+- stream ``ADMIN_AUDIT``, subjects ``admin.audit.<tenant>``: one JSON record per change, saying
+  who made it, when, and what it changed (never a password or its hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nats.js import api as js_api
+from nats.js.client import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from switchboard.core import stores
+from switchboard.core.errors import FailedPrecondition
+
+logger = logging.getLogger(__name__)
+
+BUCKET = "admin_agents"
+AUDIT_STREAM = "ADMIN_AUDIT"
+AUDIT_SUBJECTS = "admin.audit.>"
+HISTORY = 64  # revisions kept per tenant
+AUDIT_MAX_AGE_SECONDS = 400 * 24 * 3600  # the audit outlives a year's reviews
+STALE = "changed by someone else meanwhile: reload and make the change again"
+
+Changed = Callable[[str, str, int], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    tenant: str
+    at: float
+    actor: str  # the signed-in user's id
+    action: str  # agent.add, agent.edit, agent.password, agent.disable, agent.enable, routing.apply
+    target: str  # the agent id, or the tenant for routing
+    version: int  # the revision the change made
+    changes: dict[str, Any]  # field -> new value (passwords only as "changed")
+
+
+class AdminStore:
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self.js = js
+        self.kv = kv
+        self._watch: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, replicas: int = 1) -> AdminStore:
+        """Create (or bind to) the bucket and the audit stream, with `replicas` copies."""
+        kv = await stores.key_value(js, BUCKET, history=HISTORY, replicas=replicas)
+        try:
+            await js.stream_info(AUDIT_STREAM)
+        except NotFoundError:
+            await js.add_stream(
+                js_api.StreamConfig(
+                    name=AUDIT_STREAM,
+                    subjects=[AUDIT_SUBJECTS],
+                    storage=js_api.StorageType.FILE,
+                    max_age=AUDIT_MAX_AGE_SECONDS,
+                    num_replicas=replicas,
+                )
+            )
+        return cls(js, kv)
+
+    async def agents(self) -> dict[str, tuple[str, int]]:
+        """Every tenant's stored directory: tenant -> (YAML, revision)."""
+        out: dict[str, tuple[str, int]] = {}
+        async for found in stores.current(self.kv):
+            if found.key and found.value:
+                out[found.key] = (found.value.decode(), int(found.revision or 0))
+        return out
+
+    async def revision(self, tenant: str) -> int:
+        found = await stores.entry(self.kv, tenant)
+        return int(found.revision or 0) if found is not None else 0
+
+    async def save_agents(self, tenant: str, text: str, last: int) -> int:
+        """Store `tenant`'s directory if it is still at revision `last` (0: never stored)."""
+        try:
+            return int(await self.kv.update(tenant, text.encode(), last=last))
+        except KeyWrongLastSequenceError:
+            raise FailedPrecondition(STALE) from None
+
+    async def watch(self, changed: Changed) -> None:
+        """Call `changed(tenant, yaml, revision)` for each tenant's directory as it is now and
+        whenever it changes, until `stop`."""
+        watcher = await self.kv.watchall(ignore_deletes=True)
+
+        async def follow() -> None:
+            try:
+                async for found in watcher:
+                    if found is None or not found.key or not found.value:
+                        continue
+                    try:
+                        result = changed(found.key, found.value.decode(), int(found.revision or 0))
+                        if result is not None:
+                            await result
+                    except Exception:
+                        logger.exception("applying the stored agents of %s failed", found.key)
+            finally:
+                await watcher.stop()
+
+        self._watch = asyncio.create_task(follow(), name="admin-agents-watch")
+
+    async def stop(self) -> None:
+        task, self._watch = self._watch, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def record(self, entry: AuditRecord) -> None:
+        await self.js.publish(
+            f"admin.audit.{entry.tenant}",
+            json.dumps(asdict(entry), ensure_ascii=False).encode(),
+            stream=AUDIT_STREAM,
+        )
+
+    async def audit(self, tenant: str, limit: int = 200) -> list[AuditRecord]:
+        """`tenant`'s last `limit` audit records, newest first."""
+        sub = await self.js.pull_subscribe(
+            f"admin.audit.{tenant}",
+            stream=AUDIT_STREAM,
+            config=js_api.ConsumerConfig(
+                ack_policy=js_api.AckPolicy.NONE,
+                deliver_policy=js_api.DeliverPolicy.ALL,
+                inactive_threshold=30.0,
+            ),
+        )
+        out: list[AuditRecord] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending or 0
+            while pending > 0:
+                for msg in await sub.fetch(min(pending, 256), timeout=5.0):
+                    out.append(AuditRecord(**json.loads(msg.data)))
+                    pending = msg.metadata.num_pending
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the ephemeral consumer expires by itself
+                pass
+        return list(reversed(out))[:limit]

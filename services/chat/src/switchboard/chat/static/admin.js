@@ -1,0 +1,323 @@
+/* Switchboard admin console: a tenant's agents, queues and routing steps, and the change log.
+   Administrators change; supervisors view. Everything goes through /api/admin with the inbox
+   token of the signed-in user. Text from the server is set with textContent only. */
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var t = function (k, v) { return window.SBI18n.t(k, v); };
+  var KEY = "sb-admin";
+  var state = { token: null, agent: null, agents: null, editing: null, routing: null, tab: "agents" };
+
+  function el(tag, opts, children) {
+    var node = document.createElement(tag);
+    opts = opts || {};
+    if (opts.text !== undefined) node.textContent = opts.text;
+    if (opts.cls) node.className = opts.cls;
+    Object.keys(opts.attrs || {}).forEach(function (k) { node.setAttribute(k, opts.attrs[k]); });
+    (children || []).forEach(function (c) { node.appendChild(c); });
+    return node;
+  }
+
+  function api(method, path, body) {
+    var init = { method: method, headers: { Authorization: "Bearer " + state.token } };
+    if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+    return fetch("api/admin/" + path, init).then(function (r) {
+      var type = r.headers.get("content-type") || "";
+      var read = type.indexOf("application/json") === 0 ? r.json() : r.text();
+      return read.then(function (data) {
+        if (r.status === 401) { signOut(); }
+        if (r.status !== 200) { var e = new Error(data && data.error ? data.error : String(r.status)); e.status = r.status; throw e; }
+        return data;
+      });
+    });
+  }
+
+  function showError(message) { var e = $("error"); e.textContent = message || ""; e.hidden = !message; }
+  function notice(message) {
+    var n = $("notice"); n.textContent = message; n.hidden = !message;
+    if (message) setTimeout(function () { if (n.textContent === message) n.hidden = true; }, 6000);
+  }
+  function mayChange() { return state.agent && state.agent.role === "admin"; }
+
+  // ---- sign-in -----------------------------------------------------------------------------
+
+  $("login").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    fetch("api/agent/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ tenant: $("login-tenant").value.trim(), agent_id: $("login-agent").value.trim(), password: $("login-password").value })
+    }).then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (res) {
+        var err = $("login-error");
+        if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
+        if (["admin", "supervisor"].indexOf(res.body.agent.role) < 0) { err.textContent = t("needAdmin"); err.hidden = false; return; }
+        state.token = res.body.token; state.agent = res.body.agent;
+        sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
+        window.SBI18n.load(state.agent.ui_language).then(start);
+      });
+  });
+
+  function signOut() {
+    sessionStorage.removeItem(KEY);
+    state.token = null; state.agent = null;
+    $("console").hidden = true; $("login").hidden = false;
+  }
+  $("sign-out").addEventListener("click", signOut);
+
+  function start() {
+    $("login").hidden = true; $("console").hidden = false;
+    label();
+    $("read-only").hidden = mayChange();
+    ["add-agent", "routing-check", "routing-apply"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    $("routing-yaml").readOnly = !mayChange();
+    selectTab(state.tab);
+  }
+
+  function label() {
+    $("me").textContent = state.agent.name + " (" + t("role_" + state.agent.role) + ")";
+  }
+
+  // ---- tabs --------------------------------------------------------------------------------
+
+  function selectTab(name) {
+    state.tab = name; showError("");
+    document.querySelectorAll("[data-tab]").forEach(function (b) { b.setAttribute("aria-selected", String(b.getAttribute("data-tab") === name)); });
+    document.querySelectorAll("[data-panel]").forEach(function (p) { p.hidden = p.getAttribute("data-panel") !== name; });
+    if (name === "agents") loadAgents();
+    if (name === "routing") loadRouting();
+    if (name === "audit") loadAudit();
+  }
+  document.querySelectorAll("[data-tab]").forEach(function (b) {
+    b.addEventListener("click", function () { selectTab(b.getAttribute("data-tab")); });
+  });
+
+  // ---- agents ------------------------------------------------------------------------------
+
+  function pairs(map) {
+    return Object.keys(map || {}).map(function (k) { return k + ":" + map[k]; }).join(", ");
+  }
+
+  function parsePairs(text) {
+    var out = {};
+    text.split(",").forEach(function (part) {
+      part = part.trim();
+      if (!part) return;
+      var i = part.lastIndexOf(":");
+      var name = (i < 0 ? part : part.slice(0, i)).trim();
+      var raw = i < 0 ? "" : part.slice(i + 1).trim();
+      // Numbers go as numbers; anything else as typed, for the server to say what is wrong.
+      out[name] = /^-?\d+$/.test(raw) ? parseInt(raw, 10) : raw;
+    });
+    return out;
+  }
+
+  function loadAgents() {
+    return api("GET", "agents").then(function (data) { state.agents = data; renderAgents(); })
+      .catch(function (e) { showError(e.message); });
+  }
+
+  function renderAgents() {
+    var data = state.agents;
+    $("agents-version").textContent = t("versionN", { n: data.version });
+    var rows = $("agent-rows");
+    rows.textContent = "";
+    data.agents.forEach(function (a) {
+      var actions = el("td", { cls: "row-actions" });
+      if (mayChange()) {
+        actions.appendChild(button(t("edit"), "edit-" + a.agent_id, function () { openForm(a); }));
+        actions.appendChild(button(t("resetPassword"), "reset-" + a.agent_id, function () { resetPassword(a); }));
+        actions.appendChild(button(a.disabled ? t("enable") : t("disable"), "toggle-" + a.agent_id, function () { toggle(a); }));
+      }
+      var row = el("tr", { cls: a.disabled ? "disabled" : "", attrs: { "data-agent": a.agent_id, "data-testid": "agent-row" } }, [
+        el("td", { text: a.agent_id }), el("td", { text: a.name }), el("td", { text: t("role_" + a.role) }),
+        el("td", { text: pairs(a.languages) }), el("td", { text: pairs(a.skills) }), el("td", { text: pairs(a.capacity) }),
+        el("td", { text: a.disabled ? t("disabled") : t("active"), attrs: { "data-testid": "agent-status" } }), actions
+      ]);
+      rows.appendChild(row);
+    });
+  }
+
+  function button(label, testid, onclick) {
+    var b = el("button", { text: label, attrs: { type: "button", "data-testid": testid } });
+    b.addEventListener("click", onclick);
+    return b;
+  }
+
+  function openForm(agent) {
+    state.editing = agent;
+    $("password-form").hidden = true;
+    var f = $("agent-form");
+    f.hidden = false;
+    $("agent-form-title").textContent = agent ? t("editAgent", { id: agent.agent_id }) : t("addAgent");
+    $("f-id").value = agent ? agent.agent_id : ""; $("f-id").disabled = !!agent;
+    $("f-name").value = agent ? agent.name : "";
+    $("f-password").value = ""; $("f-password-label").hidden = !!agent;
+    $("f-role").value = agent ? agent.role : "agent";
+    $("f-ui").value = agent ? agent.ui_language : window.SBI18n.current() === "ja" ? "en" : window.SBI18n.current();
+    $("f-languages").value = agent ? pairs(agent.languages) : "";
+    $("f-skills").value = agent ? pairs(agent.skills) : "";
+    $("f-capacity").value = agent ? pairs(agent.capacity) : "";
+    $("f-error").textContent = "";
+    (agent ? $("f-name") : $("f-id")).focus();
+  }
+  $("add-agent").addEventListener("click", function () { openForm(null); });
+  $("f-cancel").addEventListener("click", function () { $("agent-form").hidden = true; });
+
+  $("agent-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var body = {
+      name: $("f-name").value.trim(), role: $("f-role").value, ui_language: $("f-ui").value,
+      languages: parsePairs($("f-languages").value), skills: parsePairs($("f-skills").value),
+      capacity: parsePairs($("f-capacity").value)
+    };
+    var editing = state.editing;
+    var call = editing
+      ? api("PUT", "agents/" + encodeURIComponent(editing.agent_id), Object.assign(body, { version: state.agents.version }))
+      : api("POST", "agents", Object.assign(body, { id: $("f-id").value.trim(), password: $("f-password").value }));
+    call.then(function (data) {
+      state.agents = data; renderAgents();
+      $("agent-form").hidden = true;
+      notice(editing ? t("agentSaved", { id: editing.agent_id }) : t("agentAdded", { id: body.id }));
+    }).catch(function (e) { $("f-error").textContent = e.message; });
+  });
+
+  function resetPassword(a) {
+    state.resetting = a;
+    $("agent-form").hidden = true;
+    $("password-form").hidden = false;
+    $("pw-title").textContent = t("newPasswordFor", { id: a.agent_id });
+    $("pw-new").value = ""; $("pw-error").textContent = "";
+    $("pw-new").focus();
+  }
+  $("pw-cancel").addEventListener("click", function () { $("password-form").hidden = true; });
+  $("password-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var a = state.resetting;
+    api("POST", "agents/" + encodeURIComponent(a.agent_id) + "/password", { password: $("pw-new").value })
+      .then(function (data) {
+        state.agents = data; renderAgents();
+        $("password-form").hidden = true;
+        notice(t("passwordReset", { id: a.agent_id }));
+      })
+      .catch(function (e) { $("pw-error").textContent = e.message; });
+  });
+
+  function toggle(a) {
+    api("PUT", "agents/" + encodeURIComponent(a.agent_id), { disabled: !a.disabled, version: state.agents.version })
+      .then(function (data) { state.agents = data; renderAgents(); notice(t(a.disabled ? "agentEnabled" : "agentDisabled", { id: a.agent_id })); })
+      .catch(function (e) { showError(e.message); });
+  }
+
+  function download(path, filename) {
+    api("GET", path).then(function (text) {
+      var url = URL.createObjectURL(new Blob([text], { type: "application/yaml" }));
+      var a = el("a", { attrs: { href: url, download: filename } });
+      document.body.appendChild(a); a.click(); a.remove();
+      setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+    }).catch(function (e) { showError(e.message); });
+  }
+  $("export-agents").addEventListener("click", function () { download("agents.yaml", "agents.yaml"); });
+  $("export-routing").addEventListener("click", function () { download("routing.yaml", "router.yaml"); });
+
+  // ---- routing -----------------------------------------------------------------------------
+
+  function loadRouting() {
+    return api("GET", "routing").then(function (data) {
+      state.routing = data;
+      $("routing-yaml").value = data.yaml;
+      $("routing-version").textContent = t("versionN", { n: data.version });
+      result("", "");
+    }).catch(function (e) { showError(e.message); });
+  }
+  $("routing-reload").addEventListener("click", loadRouting);
+
+  function result(text, kind) {
+    var r = $("routing-result");
+    r.textContent = text; r.className = "result " + kind; r.hidden = !text;
+    r.setAttribute("data-state", kind);
+  }
+
+  function sendRouting(dryRun) {
+    api("POST", "routing", { yaml: $("routing-yaml").value, dry_run: dryRun }).then(function (data) {
+      if (dryRun) { result(t("routingValid"), "ok"); return; }
+      state.routing.version = data.version;
+      $("routing-version").textContent = t("versionN", { n: data.version });
+      result(t("routingApplied", { n: data.version }), "ok");
+    }).catch(function (e) { result(e.message, "bad"); });
+  }
+  $("routing-check").addEventListener("click", function () { sendRouting(true); });
+  $("routing-apply").addEventListener("click", function () { sendRouting(false); });
+
+  $("preview-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    api("POST", "preview", {
+      channel: $("p-channel").value, language: $("p-language").value.trim(),
+      skills: $("p-skills").value.split(",").map(function (s) { return s.trim(); }).filter(Boolean),
+      queue: $("p-queue").value.trim()
+    }).then(renderPreview).catch(function (e) { showError(e.message); });
+  });
+
+  function renderPreview(p) {
+    $("preview-result").hidden = false;
+    $("preview-summary").textContent = p.outcome === "offered"
+      ? t("previewOffered", { agent: p.agent_id, queue: p.queue })
+      : t("previewWaits", { queue: p.queue });
+    var rows = $("preview-rows");
+    rows.textContent = "";
+    p.candidates.forEach(function (c, i) {
+      rows.appendChild(el("tr", { attrs: { "data-testid": "preview-candidate", "data-agent": c.agent_id } }, [
+        el("td", { text: c.agent_id }),
+        el("td", { cls: i === 0 ? "verdict-offer" : "", text: i === 0 ? t("wouldOffer") : t("candidateN", { n: i + 1 }) }),
+        el("td", { text: t("score", { n: c.score }) + (c.sticky ? " · " + t("sticky") : "") })
+      ]));
+    });
+    p.excluded.forEach(function (x) {
+      rows.appendChild(el("tr", { attrs: { "data-testid": "preview-excluded", "data-agent": x.agent_id } }, [
+        el("td", { text: x.agent_id }),
+        el("td", { cls: "verdict-excluded", text: x.reasons.map(function (r) { return t("why_" + r); }).join(", ") }),
+        el("td", { text: x.detail })
+      ]));
+    });
+    if (p.excluded_total > p.excluded.length) {
+      rows.appendChild(el("tr", {}, [el("td", { text: t("andMore", { n: p.excluded_total - p.excluded.length }), attrs: { colspan: "3" } })]));
+    }
+  }
+
+  // ---- audit -------------------------------------------------------------------------------
+
+  function loadAudit() {
+    return api("GET", "audit").then(function (data) {
+      var rows = $("audit-rows");
+      rows.textContent = "";
+      data.entries.forEach(function (e) {
+        var details = e.changes.diff !== undefined ? e.changes.diff : Object.keys(e.changes).map(function (k) {
+          var v = e.changes[k];
+          return k + ": " + (v !== null && typeof v === "object" ? pairs(v) : String(v));
+        }).join("\n");
+        rows.appendChild(el("tr", { attrs: { "data-testid": "audit-row" } }, [
+          el("td", { text: new Date(e.at * 1000).toLocaleString(window.SBI18n.current()) }),
+          el("td", { text: e.actor }), el("td", { text: t("act_" + e.action.replace(".", "_")) }),
+          el("td", { text: e.target }), el("td", { text: String(e.version) }),
+          el("td", {}, [el("pre", { text: details })])
+        ]));
+      });
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  // A new UI language: relabel what is shown, without losing what is being typed.
+  document.addEventListener("sb-lang", function () {
+    if (!state.token || $("console").hidden) return;
+    label();
+    if (state.agents) renderAgents();
+    if (state.routing) $("routing-version").textContent = t("versionN", { n: state.routing.version });
+    if (state.tab === "audit") loadAudit();
+  });
+
+  var prior = null;
+  try { prior = JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { prior = null; }
+  var q = new URLSearchParams(location.search).get("tenant");
+  if (q) $("login-tenant").value = q;
+  window.SBI18n.load().then(function () {
+    if (prior && prior.token) { state.token = prior.token; state.agent = prior.agent; start(); }
+  });
+})();
