@@ -1,10 +1,13 @@
 """What a chat message costs the conversation store, against a real JetStream: a customer's
 message in an open conversation reads one key (the conversation's record), not the visitor's
-pointer and the record and the record again; and the store stays right when another replica
-ends the conversation or the visitor starts a new one there."""
+pointer and the record and the record again, and none once the record is kept under the
+bucket's watch; the store sees its own changes at once, and another replica's (ending the
+conversation, the visitor starting a new one, an erasure) as soon as the change reaches it."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +32,15 @@ class CountingKv:
         return getattr(self.kv, name)
 
 
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait for `check` to hold (another replica's change reaches this one through the watch)."""
+    for _ in range(500):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the change never reached this replica")
+
+
 def _message(contact_id: str, text: str) -> ChatMessage:
     return ChatMessage(events.new_id(), contact_id, "customer", text, datetime.now(UTC))
 
@@ -49,24 +61,74 @@ async def test_a_message_in_an_open_conversation_reads_one_key(bus: Bus) -> None
     assert [m.text for m in await store.history("acme", "c-1")] == ["안녕하세요"]
 
 
+async def test_a_kept_record_costs_no_read_and_its_own_changes_show_at_once(bus: Bus) -> None:
+    opened = await JetStreamConversations.open(bus.js)
+    await opened.close()
+    counting = CountingKv(opened.kv)
+    store = JetStreamConversations(bus.js, counting)  # type: ignore[arg-type]
+    await store.watch()
+    try:
+        await store.add(Conversation("acme", "c-1", "v-1", "Kim Minsu", "ko"))
+        assert await store.open_for_visitor("acme", "v-1") is not None  # the first look
+
+        counting.gets = 0
+        for text in ("안녕하세요", "요금 문의입니다"):
+            conversation = await store.open_for_visitor("acme", "v-1")
+            assert conversation is not None and conversation.contact_id == "c-1"
+            conversation.agent_name = "changed by the caller"  # a snapshot: not the kept one
+            assert await store.append("acme", "c-1", _message("c-1", text), conversation)
+        assert counting.gets == 0
+
+        def assign(c: Conversation) -> None:
+            c.agent_id, c.agent_name = "a-1", "Lee"
+
+        await store.update("acme", "c-1", assign)
+        found = await store.get("acme", "c-1")
+        assert found is not None and (found.agent_id, found.agent_name) == ("a-1", "Lee")
+        assert await store.end("acme", "c-1") is not None
+        assert await store.open_for_visitor("acme", "v-1") is None
+    finally:
+        await store.close()
+
+
 async def test_another_replica_ending_or_replacing_the_conversation_is_seen(bus: Bus) -> None:
     here = await JetStreamConversations.open(bus.js)
     there = await JetStreamConversations.open(bus.js)
-    await here.add(Conversation("acme", "c-1", "v-1", "Kim Minsu", "ko"))
-    assert (await here.open_for_visitor("acme", "v-1")).contact_id == "c-1"  # type: ignore[union-attr]
+    try:
+        await here.add(Conversation("acme", "c-1", "v-1", "Kim Minsu", "ko"))
+        assert (await here.open_for_visitor("acme", "v-1")).contact_id == "c-1"  # type: ignore[union-attr]
 
-    assert await there.end("acme", "c-1") is not None
-    assert await here.open_for_visitor("acme", "v-1") is None
+        async def open_contact() -> str | None:
+            found = await here.open_for_visitor("acme", "v-1")
+            return found.contact_id if found is not None else None
 
-    await there.add(Conversation("acme", "c-2", "v-1", "Kim Minsu", "ko"))
-    found = await here.open_for_visitor("acme", "v-1")
-    assert found is not None and found.contact_id == "c-2"
+        async def is_open(contact_id: str | None) -> bool:
+            return await open_contact() == contact_id
 
-    assert await there.forget("acme", ["c-2"]) == 1
-    assert await here.open_for_visitor("acme", "v-1") is None
-    await there.add(Conversation("acme", "c-3", "v-1", "Kim Minsu", "ko"))
-    found = await here.open_for_visitor("acme", "v-1")
-    assert found is not None and found.contact_id == "c-3"
+        assert await there.end("acme", "c-1") is not None
+        await eventually(lambda: is_open(None))
+
+        await there.add(Conversation("acme", "c-2", "v-1", "Kim Minsu", "ko"))
+        await eventually(lambda: is_open("c-2"))
+
+        def assign(c: Conversation) -> None:
+            c.agent_id = "a-2"
+
+        await there.update("acme", "c-2", assign)
+
+        async def assigned() -> bool:
+            found = await here.get("acme", "c-2")
+            return found is not None and found.agent_id == "a-2"
+
+        await eventually(assigned)
+
+        assert await there.forget("acme", ["c-2"]) == 1
+        await eventually(lambda: is_open(None))
+        await there.add(Conversation("acme", "c-3", "v-1", "Kim Minsu", "ko"))
+        await eventually(lambda: is_open("c-3"))
+    finally:
+        await here.close()
+        await there.close()
 
 
 async def test_append_to_an_unknown_contact_stores_nothing(bus: Bus) -> None:

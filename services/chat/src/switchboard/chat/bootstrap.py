@@ -190,6 +190,8 @@ class ChatApp(Service):
                 logger.warning("closing Socket.IO clients: %s", exc)
         if http is not None:
             await http.stop()
+        if isinstance(self.store, JetStreamConversations):
+            await self.store.close()
         if manager is not None:
             await manager.unsubscribe()
             thread = getattr(manager, "thread", None)

@@ -17,7 +17,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
@@ -38,6 +38,8 @@ DEDUPE_WINDOW_SECONDS = 24 * 3600
 HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
 # How many visitors' open contacts a replica remembers (a forgotten one costs one more read).
 OPEN_HINTS = 100_000
+# How many conversation records a replica keeps (a forgotten one costs one more read).
+KEPT_RECORDS = 100_000
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last sequence not met
 # A contact id that can be one token of a key: others (another channel's) are no chat contact.
 _KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
@@ -192,12 +194,24 @@ def _subject(tenant: str, contact_id: str) -> str:
     return f"chat.history.{tenant}.{contact_id}"
 
 
+class _Read:
+    """A read of a record in flight: whether a change to the record arrived meanwhile."""
+
+    changed = False
+
+
 class JetStreamConversations:
     """A ConversationStore every replica shares, that survives restarts (JetStream KV + stream)."""
 
     def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
+        # Records read here, kept while the watch says nobody changed them (see `watch`).
+        self._kept: OrderedDict[str, Conversation] = OrderedDict()
+        self._reading: dict[str, set[_Read]] = {}
+        self._watch: Any = None
+        self._prefix_len = 0
+        self._reconnects = 0
         # Each visitor's open contact as last read here: a hint only, checked against the
         # contact's own record at every use (an ended, erased or discarded one sends us back to
         # the visitor's pointer), so a customer's message reads one key, not two.
@@ -219,7 +233,62 @@ class JetStreamConversations:
             await js.stream_info(HISTORY_STREAM)
         except NotFoundError:
             await js.add_stream(config)
-        return cls(js, kv)
+        store = cls(js, kv)
+        await store.watch()
+        return store
+
+    async def watch(self) -> None:
+        """Keep the records read from now on, each until a change to it arrives."""
+        if self._watch is not None:
+            return
+        prefix = getattr(self.kv, "_pre", f"$KV.{KV_BUCKET}.")
+        self._prefix_len = len(prefix)
+        self._reconnects = self._connection_reconnects()
+        self._watch = await self.js.subscribe(
+            f"{prefix}c.>",
+            stream=f"KV_{KV_BUCKET}",
+            cb=self._changed,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+            headers_only=True,
+        )
+
+    async def close(self) -> None:
+        """Stop watching (and keeping records)."""
+        watch, self._watch = self._watch, None
+        self._kept.clear()
+        if watch is not None:
+            try:
+                await watch.unsubscribe()
+            except Exception:  # the connection is closing: the consumer goes with it
+                pass
+
+    def _connection_reconnects(self) -> int:
+        nc = getattr(self.js, "_nc", None)
+        return int(nc.stats.get("reconnects", 0)) if nc is not None else 0
+
+    async def _changed(self, msg: Any) -> None:
+        self._drop(msg.subject[self._prefix_len :])
+
+    def _drop(self, key: str) -> None:
+        """Forget the kept record of `key` (changed here or elsewhere), and any read of it in
+        flight."""
+        self._kept.pop(key, None)
+        for read in self._reading.get(key, ()):
+            read.changed = True
+
+    def _keeping(self) -> bool:
+        """Whether kept records are good: watched, connected, and no reconnection since (a
+        change made while this replica was away from NATS would not have reached it)."""
+        if self._watch is None:
+            return False
+        nc = getattr(self.js, "_nc", None)
+        reconnects = self._connection_reconnects()
+        if nc is None or not nc.is_connected or reconnects != self._reconnects:
+            self._kept.clear()
+            self._reconnects = reconnects
+            return False
+        return True
 
     async def _read(self, key: str) -> tuple[dict[str, object], int] | None:
         entry = await stores.entry(self.kv, key)
@@ -258,12 +327,14 @@ class JetStreamConversations:
     async def add(self, conversation: Conversation) -> None:
         t, c = conversation.tenant, conversation.contact_id
         await self.kv.put(_ckey(t, c), json.dumps(conversation.to_record()).encode())
+        self._drop(_ckey(t, c))
         await self.kv.put(_vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode())
         self._hint((t, conversation.visitor_id), c)
 
     async def discard(self, tenant: str, contact_id: str) -> None:
         conversation = await self.get(tenant, contact_id)
         await self.kv.delete(_ckey(tenant, contact_id))
+        self._drop(_ckey(tenant, contact_id))
         if conversation is not None:
             await self._detach(tenant, conversation.visitor_id, contact_id)
 
@@ -279,8 +350,31 @@ class JetStreamConversations:
                     raise
 
     async def get(self, tenant: str, contact_id: str) -> Conversation | None:
-        found = await self._read(_ckey(tenant, contact_id))
-        return None if found is None else Conversation.from_record(found[0])
+        key = _ckey(tenant, contact_id)
+        if not self._keeping():
+            found = await self._read(key)
+            return None if found is None else Conversation.from_record(found[0])
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return _snapshot(kept)
+        read = _Read()
+        self._reading.setdefault(key, set()).add(read)
+        try:
+            found = await self._read(key)
+        finally:
+            reads = self._reading[key]
+            reads.discard(read)
+            if not reads:
+                del self._reading[key]
+        if found is None:
+            return None
+        conversation = Conversation.from_record(found[0])
+        if not read.changed and self._keeping():
+            self._kept[key] = _snapshot(conversation)
+            while len(self._kept) > KEPT_RECORDS:
+                self._kept.popitem(last=False)
+        return conversation
 
     async def append(
         self,
@@ -345,6 +439,7 @@ class JetStreamConversations:
                 await self.kv.update(
                     key, json.dumps(conversation.to_record()).encode(), last=found[1]
                 )
+                self._drop(key)
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0)  # another replica changed it: read again and retry
                 continue
@@ -384,5 +479,6 @@ class JetStreamConversations:
                 if pointer is not None and pointer[0].get("contact_id") == contact_id:
                     await self.kv.purge(_vkey(tenant, visitor))
             await self.kv.purge(key)
+            self._drop(key)
             forgotten += 1
         return forgotten
