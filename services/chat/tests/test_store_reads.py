@@ -83,8 +83,10 @@ async def test_a_kept_record_costs_no_read_and_its_own_changes_show_at_once(bus:
             c.agent_id, c.agent_name = "a-1", "Lee"
 
         await store.update("acme", "c-1", assign)
+        reads = counting.gets
         found = await store.get("acme", "c-1")
         assert found is not None and (found.agent_id, found.agent_name) == ("a-1", "Lee")
+        assert counting.gets == reads  # kept as written, its own change coming back or not
         assert await store.end("acme", "c-1") is not None
         assert await store.open_for_visitor("acme", "v-1") is None
     finally:

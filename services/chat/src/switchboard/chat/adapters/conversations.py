@@ -40,6 +40,8 @@ HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
 OPEN_HINTS = 100_000
 # How many conversation records a replica keeps (a forgotten one costs one more read).
 KEPT_RECORDS = 100_000
+# A revision above any a record has (a change whose revision is not known is newer).
+NEWEST = 2**63
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last sequence not met
 # A contact id that can be one token of a key: others (another channel's) are no chat contact.
 _KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
@@ -195,9 +197,10 @@ def _subject(tenant: str, contact_id: str) -> str:
 
 
 class _Read:
-    """A read of a record in flight: whether a change to the record arrived meanwhile."""
+    """A read or write of a record in flight: the latest revision of the record that the watch
+    announced meanwhile."""
 
-    changed = False
+    latest = 0
 
 
 class JetStreamConversations:
@@ -207,7 +210,7 @@ class JetStreamConversations:
         self.js = js
         self.kv = kv
         # Records read here, kept while the watch says nobody changed them (see `watch`).
-        self._kept: OrderedDict[str, Conversation] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[Conversation, int]] = OrderedDict()  # and revision
         self._reading: dict[str, set[_Read]] = {}
         self._watch: Any = None
         self._prefix_len = 0
@@ -268,14 +271,42 @@ class JetStreamConversations:
         return int(nc.stats.get("reconnects", 0)) if nc is not None else 0
 
     async def _changed(self, msg: Any) -> None:
-        self._drop(msg.subject[self._prefix_len :])
+        try:
+            revision = int(msg.metadata.sequence.stream)
+        except Exception:  # no revision to compare: the change is newer than anything kept
+            revision = NEWEST
+        self._drop(msg.subject[self._prefix_len :], revision)
 
-    def _drop(self, key: str) -> None:
-        """Forget the kept record of `key` (changed here or elsewhere), and any read of it in
-        flight."""
-        self._kept.pop(key, None)
+    def _drop(self, key: str, revision: int = NEWEST) -> None:
+        """Forget the kept record of `key` if it is older than `revision` (a change made here or
+        elsewhere), and tell the reads and writes of it in flight."""
+        kept = self._kept.get(key)
+        if kept is not None and kept[1] < revision:
+            del self._kept[key]
         for read in self._reading.get(key, ()):
-            read.changed = True
+            read.latest = max(read.latest, revision)
+
+    def _begin(self, key: str) -> _Read:
+        read = _Read()
+        self._reading.setdefault(key, set()).add(read)
+        return read
+
+    def _end(self, key: str, read: _Read) -> None:
+        reads = self._reading[key]
+        reads.discard(read)
+        if not reads:
+            del self._reading[key]
+
+    def _keep(self, key: str, conversation: Conversation, revision: int, read: _Read) -> None:
+        """Keep `conversation`, the record at `revision`, unless a newer one was announced
+        while it was read or written."""
+        if read.latest > revision or not self._keeping():
+            self._kept.pop(key, None)
+            return
+        self._kept[key] = (_snapshot(conversation), revision)
+        self._kept.move_to_end(key)
+        while len(self._kept) > KEPT_RECORDS:
+            self._kept.popitem(last=False)
 
     def _keeping(self) -> bool:
         """Whether kept records are good: watched, connected, and no reconnection since (a
@@ -326,9 +357,23 @@ class JetStreamConversations:
 
     async def add(self, conversation: Conversation) -> None:
         t, c = conversation.tenant, conversation.contact_id
-        await self.kv.put(_ckey(t, c), json.dumps(conversation.to_record()).encode())
-        self._drop(_ckey(t, c))
-        await self.kv.put(_vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode())
+        key = _ckey(t, c)
+        read = self._begin(key)
+        try:
+            # The record and the visitor's pointer together: a pointer to a record not there
+            # yet is no open contact (and a later contact overwrites it).
+            revision, _ = await asyncio.gather(
+                self.kv.put(key, json.dumps(conversation.to_record()).encode()),
+                self.kv.put(
+                    _vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode()
+                ),
+            )
+            self._keep(key, conversation, int(revision), read)
+        except BaseException:
+            self._drop(key)
+            raise
+        finally:
+            self._end(key, read)
         self._hint((t, conversation.visitor_id), c)
 
     async def discard(self, tenant: str, contact_id: str) -> None:
@@ -357,23 +402,16 @@ class JetStreamConversations:
         kept = self._kept.get(key)
         if kept is not None:
             self._kept.move_to_end(key)
-            return _snapshot(kept)
-        read = _Read()
-        self._reading.setdefault(key, set()).add(read)
+            return _snapshot(kept[0])
+        read = self._begin(key)
         try:
             found = await self._read(key)
+            if found is None:
+                return None
+            conversation = Conversation.from_record(found[0])
+            self._keep(key, conversation, found[1], read)
         finally:
-            reads = self._reading[key]
-            reads.discard(read)
-            if not reads:
-                del self._reading[key]
-        if found is None:
-            return None
-        conversation = Conversation.from_record(found[0])
-        if not read.changed and self._keeping():
-            self._kept[key] = _snapshot(conversation)
-            while len(self._kept) > KEPT_RECORDS:
-                self._kept.popitem(last=False)
+            self._end(key, read)
         return conversation
 
     async def append(
@@ -429,21 +467,30 @@ class JetStreamConversations:
 
     async def update(self, tenant: str, contact_id: str, mutate: Mutation) -> Conversation | None:
         key = _ckey(tenant, contact_id)
-        for _ in range(20):
-            found = await self._read(key)
-            if found is None:
-                return None
-            conversation = Conversation.from_record(found[0])
-            mutate(conversation)
-            try:
-                await self.kv.update(
-                    key, json.dumps(conversation.to_record()).encode(), last=found[1]
-                )
-                self._drop(key)
-            except KeyWrongLastSequenceError:
-                await asyncio.sleep(0)  # another replica changed it: read again and retry
-                continue
-            return conversation
+        read = self._begin(key)
+        try:
+            for _ in range(20):
+                found = await self._read(key)
+                if found is None:
+                    self._drop(key)
+                    return None
+                conversation = Conversation.from_record(found[0])
+                mutate(conversation)
+                try:
+                    revision = await self.kv.update(
+                        key, json.dumps(conversation.to_record()).encode(), last=found[1]
+                    )
+                except KeyWrongLastSequenceError:
+                    self._drop(key)
+                    await asyncio.sleep(0)  # another replica changed it: read again and retry
+                    continue
+                except BaseException:
+                    self._drop(key)  # stored or not: read it again next time
+                    raise
+                self._keep(key, conversation, int(revision), read)
+                return conversation
+        finally:
+            self._end(key, read)
         raise RuntimeError(f"conversation {contact_id}: too many concurrent updates")
 
     async def end(self, tenant: str, contact_id: str) -> Conversation | None:
