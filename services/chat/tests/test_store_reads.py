@@ -6,8 +6,6 @@ conversation, the visitor starting a new one, an erasure) as soon as the change 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +13,8 @@ from switchboard.chat.adapters.conversations import JetStreamConversations
 from switchboard.chat.domain.model import ChatMessage, Conversation
 from switchboard.core import events
 from switchboard.core.bus import Bus
+from switchboard.testing.secured_nats import SecuredNats
+from switchboard.testing.waiting import eventually
 
 
 class CountingKv:
@@ -30,15 +30,6 @@ class CountingKv:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kv, name)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait for `check` to hold (another replica's change reaches this one through the watch)."""
-    for _ in range(500):
-        if await check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the change never reached this replica")
 
 
 def _message(contact_id: str, text: str) -> ChatMessage:
@@ -108,10 +99,10 @@ async def test_another_replica_ending_or_replacing_the_conversation_is_seen(bus:
             return await open_contact() == contact_id
 
         assert await there.end("acme", "c-1") is not None
-        await eventually(lambda: is_open(None))
+        await eventually(lambda: is_open(None), "the end there")
 
         await there.add(Conversation("acme", "c-2", "v-1", "Kim Minsu", "ko"))
-        await eventually(lambda: is_open("c-2"))
+        await eventually(lambda: is_open("c-2"), "the new contact there")
 
         def assign(c: Conversation) -> None:
             c.agent_id = "a-2"
@@ -122,12 +113,12 @@ async def test_another_replica_ending_or_replacing_the_conversation_is_seen(bus:
             found = await here.get("acme", "c-2")
             return found is not None and found.agent_id == "a-2"
 
-        await eventually(assigned)
+        await eventually(assigned, "the assignment made there")
 
         assert await there.forget("acme", ["c-2"]) == 1
-        await eventually(lambda: is_open(None))
+        await eventually(lambda: is_open(None), "the erasure there")
         await there.add(Conversation("acme", "c-3", "v-1", "Kim Minsu", "ko"))
-        await eventually(lambda: is_open("c-3"))
+        await eventually(lambda: is_open("c-3"), "the next contact there")
     finally:
         await here.close()
         await there.close()
@@ -137,3 +128,26 @@ async def test_append_to_an_unknown_contact_stores_nothing(bus: Bus) -> None:
     store = await JetStreamConversations.open(bus.js)
     assert await store.append("acme", "nobody", _message("nobody", "hello")) is None
     assert await store.history("acme", "nobody") == []
+
+
+async def test_the_watch_works_with_the_chats_nats_permissions(secured_nats: SecuredNats) -> None:
+    buses = [
+        await Bus.connect(secured_nats.url, source="chat", **secured_nats.options("chat"))
+        for _ in range(2)
+    ]
+    here, there = [await JetStreamConversations.open(bus.js) for bus in buses]
+    try:
+        await here.add(Conversation("acme", "c-1", "v-1", "Kim Minsu", "ko"))
+        assert await here.open_for_visitor("acme", "v-1") is not None  # kept here
+        assert await there.end("acme", "c-1") is not None
+
+        async def ended_here() -> bool:
+            return await here.open_for_visitor("acme", "v-1") is None
+
+        await eventually(ended_here, "the end made over the other connection")
+    finally:
+        await here.close()
+        await there.close()
+        for bus in buses:
+            await bus.drain()
+    assert secured_nats.violations() == []
