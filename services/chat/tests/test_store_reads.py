@@ -59,6 +59,10 @@ async def test_a_kept_record_costs_no_read_and_its_own_changes_show_at_once(bus:
     store = JetStreamConversations(bus.js, counting)  # type: ignore[arg-type]
     await store.watch()
     try:
+        assert await store.open_for_visitor("acme", "v-1") is None  # the widget connecting
+        reads = counting.gets
+        assert await store.open_for_visitor("acme", "v-1") is None  # its first message
+        assert counting.gets == reads
         await store.add(Conversation("acme", "c-1", "v-1", "Kim Minsu", "ko"))
         assert await store.open_for_visitor("acme", "v-1") is not None  # the first look
 
@@ -88,6 +92,15 @@ async def test_another_replica_ending_or_replacing_the_conversation_is_seen(bus:
     here = await JetStreamConversations.open(bus.js)
     there = await JetStreamConversations.open(bus.js)
     try:
+        assert await here.open_for_visitor("acme", "v-0") is None  # kept: no contact
+        await there.add(Conversation("acme", "c-0", "v-0", "Kim Minsu", "ko"))
+
+        async def opened_there() -> bool:
+            found = await here.open_for_visitor("acme", "v-0")
+            return found is not None and found.contact_id == "c-0"
+
+        await eventually(opened_there, "the contact the visitor opened there")
+
         await here.add(Conversation("acme", "c-1", "v-1", "Kim Minsu", "ko"))
         assert (await here.open_for_visitor("acme", "v-1")).contact_id == "c-1"  # type: ignore[union-attr]
 

@@ -6,6 +6,15 @@ bucket (updated with compare-and-set, so replicas never overwrite each other) an
 contact's messages, in order, on its own subject of a history stream. A restarted or reloaded
 replica, and every other replica, sees the same conversations. ``InMemoryConversations`` is the
 same contract in one process, for unit tests.
+
+A replica keeps the records it has read, and which visitors have no contact, and a watch on the
+bucket (an ordered consumer of the changes' headers only) drops what it kept of a key as soon as
+any replica changes, ends, discards or erases it: a customer's message in an open conversation
+reads no key at all, nor does a first message after the widget connected. What this replica
+writes it keeps at once, with the revision written; a read or write during which the watch
+announced a newer revision keeps nothing. On a reconnection to NATS everything kept is dropped
+(changes made meanwhile did not reach the watch); a watch that misses its heartbeats starts
+again from the last change it saw.
 """
 
 from __future__ import annotations
@@ -211,6 +220,7 @@ class JetStreamConversations:
         self.kv = kv
         # Records read here, kept while the watch says nobody changed them (see `watch`).
         self._kept: OrderedDict[str, tuple[Conversation, int]] = OrderedDict()  # and revision
+        self._absent: OrderedDict[str, None] = OrderedDict()  # visitors' pointers not there
         self._reading: dict[str, set[_Read]] = {}
         self._watch: Any = None
         self._prefix_len = 0
@@ -248,7 +258,7 @@ class JetStreamConversations:
         self._prefix_len = len(prefix)
         self._reconnects = self._connection_reconnects()
         self._watch = await self.js.subscribe(
-            f"{prefix}c.>",
+            f"{prefix}>",
             stream=f"KV_{KV_BUCKET}",
             cb=self._changed,
             ordered_consumer=True,
@@ -260,6 +270,7 @@ class JetStreamConversations:
         """Stop watching (and keeping records)."""
         watch, self._watch = self._watch, None
         self._kept.clear()
+        self._absent.clear()
         if watch is not None:
             try:
                 await watch.unsubscribe()
@@ -283,6 +294,7 @@ class JetStreamConversations:
         kept = self._kept.get(key)
         if kept is not None and kept[1] < revision:
             del self._kept[key]
+        self._absent.pop(key, None)
         for read in self._reading.get(key, ()):
             read.latest = max(read.latest, revision)
 
@@ -317,6 +329,7 @@ class JetStreamConversations:
         reconnects = self._connection_reconnects()
         if nc is None or not nc.is_connected or reconnects != self._reconnects:
             self._kept.clear()
+            self._absent.clear()
             self._reconnects = reconnects
             return False
         return True
@@ -340,7 +353,7 @@ class JetStreamConversations:
                 self._open_hint.move_to_end(visitor)
                 return conversation
             self._open_hint.pop(visitor, None)
-        found = await self._read(_vkey(tenant, visitor_id))
+        found = await self._pointer(_vkey(tenant, visitor_id))
         if found is None:
             return None
         conversation = await self.get(tenant, str(found[0]["contact_id"]))
@@ -348,6 +361,25 @@ class JetStreamConversations:
             return None
         self._hint(visitor, conversation.contact_id)
         return conversation
+
+    async def _pointer(self, key: str) -> tuple[dict[str, object], int] | None:
+        """A visitor's pointer to their open contact; one found not there is kept so until the
+        watch announces a change to it."""
+        if not self._keeping():
+            return await self._read(key)
+        if key in self._absent:
+            self._absent.move_to_end(key)
+            return None
+        read = self._begin(key)
+        try:
+            found = await self._read(key)
+            if found is None and read.latest == 0 and self._keeping():
+                self._absent[key] = None
+                while len(self._absent) > KEPT_RECORDS:
+                    self._absent.popitem(last=False)
+        finally:
+            self._end(key, read)
+        return found
 
     def _hint(self, visitor: tuple[str, str], contact_id: str) -> None:
         self._open_hint[visitor] = contact_id
@@ -358,6 +390,7 @@ class JetStreamConversations:
     async def add(self, conversation: Conversation) -> None:
         t, c = conversation.tenant, conversation.contact_id
         key = _ckey(t, c)
+        self._drop(_vkey(t, conversation.visitor_id))
         read = self._begin(key)
         try:
             # The record and the visitor's pointer together: a pointer to a record not there
@@ -369,6 +402,7 @@ class JetStreamConversations:
                 ),
             )
             self._keep(key, conversation, int(revision), read)
+            self._drop(_vkey(t, conversation.visitor_id))
         except BaseException:
             self._drop(key)
             raise
