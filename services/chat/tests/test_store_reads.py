@@ -77,8 +77,8 @@ async def test_a_kept_record_costs_no_read_and_its_own_changes_show_at_once(bus:
         def assign(c: Conversation) -> None:
             c.agent_id, c.agent_name = "a-1", "Lee"
 
-        await store.update("acme", "c-1", assign)
         reads = counting.gets
+        await store.update("acme", "c-1", assign)  # compare-and-set on the kept revision
         found = await store.get("acme", "c-1")
         assert found is not None and (found.agent_id, found.agent_name) == ("a-1", "Lee")
         assert counting.gets == reads  # kept as written, its own change coming back or not
@@ -132,6 +132,21 @@ async def test_another_replica_ending_or_replacing_the_conversation_is_seen(bus:
         await eventually(lambda: is_open(None), "the erasure there")
         await there.add(Conversation("acme", "c-3", "v-1", "Kim Minsu", "ko"))
         await eventually(lambda: is_open("c-3"), "the next contact there")
+
+        # Two replicas changing one record at once: whether the change there has reached here
+        # yet or not (then the compare-and-set refuses the kept revision), both are in it.
+        def assign_there(c: Conversation) -> None:
+            c.agent_id = "a-3"
+
+        def receipt_here(c: Conversation) -> None:
+            c.receipts["agent"] = {"read": "m-1"}
+
+        await there.update("acme", "c-3", assign_there)
+        await here.update("acme", "c-3", receipt_here)
+        fresh = JetStreamConversations(bus.js, here.kv)  # unwatched: reads every time
+        found = await fresh.get("acme", "c-3")
+        assert found is not None
+        assert (found.agent_id, found.receipts) == ("a-3", {"agent": {"read": "m-1"}})
     finally:
         await here.close()
         await there.close()

@@ -503,16 +503,22 @@ class JetStreamConversations:
         key = _ckey(tenant, contact_id)
         read = self._begin(key)
         try:
-            for _ in range(20):
-                found = await self._read(key)
-                if found is None:
-                    self._drop(key)
-                    return None
-                conversation = Conversation.from_record(found[0])
+            for attempt in range(20):
+                # The kept record first (the compare-and-set refuses it if it is not the last
+                # revision any more); then the record as read.
+                kept = self._kept.get(key) if attempt == 0 and self._keeping() else None
+                if kept is not None:
+                    conversation, last = _snapshot(kept[0]), kept[1]
+                else:
+                    found = await self._read(key)
+                    if found is None:
+                        self._drop(key)
+                        return None
+                    conversation, last = Conversation.from_record(found[0]), found[1]
                 mutate(conversation)
                 try:
                     revision = await self.kv.update(
-                        key, json.dumps(conversation.to_record()).encode(), last=found[1]
+                        key, json.dumps(conversation.to_record()).encode(), last=last
                     )
                 except KeyWrongLastSequenceError:
                     self._drop(key)
