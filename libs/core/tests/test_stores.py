@@ -9,7 +9,7 @@ import pytest
 
 from switchboard.core import stores
 from switchboard.core.bus import Bus
-from switchboard.core.errors import NotFound
+from switchboard.core.errors import Erased, NotFound
 
 
 async def test_key_value_is_created_once_then_bound(bus: Bus) -> None:
@@ -59,6 +59,21 @@ async def test_object_stores_put_get_and_not_found(bus: Bus) -> None:
     other = stores.ObjectStores(bus.js)
     ref = stores.attachment_ref("docs", "acme/a", "report.pdf", "application/pdf", b"pdf")
     assert await other.get_ref(ref) == b"pdf"
+
+
+async def test_a_read_overtaken_by_the_objects_erasure_ends_erased(bus: Bus) -> None:
+    objects = stores.ObjectStores(bus.js)
+    await objects.put("docs", "acme/fax", b"page" * 100)
+    bucket = await objects.bucket("docs")
+    info = await bucket.get_info("acme/fax")
+    # An erasure under way as the read starts: the chunks already purged, the metadata not
+    # yet marked deleted (the read finds the object, then waits for chunks that are gone).
+    await bus.js.purge_stream("OBJ_docs", subject=f"$O.docs.C.{info.nuid}")
+    reading = asyncio.ensure_future(objects.get("docs", "acme/fax"))
+    await asyncio.sleep(0.1)
+    await bucket.delete("acme/fax")  # the erasure finishes
+    with pytest.raises(Erased):
+        await asyncio.wait_for(reading, 30)  # bounded only so that a hang fails the test
 
 
 def test_attachment_ref_carries_size_and_digest() -> None:

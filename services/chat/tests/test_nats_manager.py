@@ -108,3 +108,57 @@ async def test_its_own_emits_coming_back_over_nats_are_dropped_before_decoding()
     }
     await ours._on_msg(Published(callback))  # type: ignore[arg-type]
     assert ours._queue.qsize() == 2
+
+
+class PublishingNats:
+    """A NATS connection that keeps what is published (at once, as a connected client does)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.published.append((subject, data))
+
+
+def recording_server(manager: Any) -> Any:
+    """A Socket.IO server on `manager` that records the Engine.IO packets it sends; the socket
+    "gone" has closed."""
+    import socketio
+    from engineio.exceptions import SocketIsClosedError
+
+    class Recording(socketio.AsyncServer):  # type: ignore[misc]
+        sent: list[tuple[str, Any]]
+
+        async def _send_eio_packet(self, eio_sid: str, pkt: Any) -> None:
+            if eio_sid == "gone":
+                raise SocketIsClosedError()
+            self.sent.append((eio_sid, pkt.encode()))
+
+    server = Recording(async_mode="asgi", client_manager=manager)
+    server.sent = []
+    for n, eio_sid in enumerate(("e1", "gone", "e3")):
+        manager.basic_enter_room(f"s{n}", NS, "visitor:acme:v1", eio_sid=eio_sid)
+    return server
+
+
+async def test_an_emit_is_queued_on_every_local_socket_without_waiting_for_the_loop() -> None:
+    from socketio.async_manager import AsyncManager
+
+    nats = PublishingNats()
+    ours = NatsClientManager(nc=nats)  # type: ignore[arg-type]
+    server = recording_server(ours)
+    stock = recording_server(AsyncManager())
+    for data in ({"text": "안녕하세요", "seq": 3}, None, ("a", 2)):
+        emit = ours.emit("message", data, namespace=NS, room="visitor:acme:v1")
+        try:
+            emit.send(None)
+        except StopIteration:
+            pass  # done: every recipient's packet is queued, nothing was waited for
+        else:
+            emit.close()
+            raise AssertionError("the emit waited for the event loop")
+        await stock.manager.emit("message", data, namespace=NS, room="visitor:acme:v1")
+    # The same packets python-socketio's own manager sends; the closed socket missed them only.
+    assert server.sent == stock.sent
+    assert sorted({sid for sid, _ in server.sent}) == ["e1", "e3"]
+    assert len(nats.published) == 3  # and each went to the other replicas

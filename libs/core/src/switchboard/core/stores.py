@@ -8,6 +8,7 @@ KeyValue and ObjectStore they use, so a unit test passes the in-memory ones of
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -203,12 +204,20 @@ class ObjectStores:
         """The bytes of `name`; NotFound when the bucket or the object does not exist, Erased
         (a NotFound) when it was deleted (only an erasure deletes the channels' objects)."""
         store = await self.bucket(bucket)
+        reading = asyncio.ensure_future(store.get(name))
         try:
-            result = await store.get(name)
+            # An object erased while it is read (its metadata marked deleted, then its chunks
+            # purged) leaves nats-py waiting for chunks that will never come: look now and then.
+            while not (await asyncio.wait({reading}, timeout=ERASURE_CHECK_SECONDS))[0]:
+                if await _deleted(store, name):
+                    raise Erased("object", f"{bucket}/{name}")
+            result = reading.result()
         except (ObjectNotFoundError, NotFoundError):
             if await _deleted(store, name):
                 raise Erased("object", f"{bucket}/{name}") from None
             raise NotFound("object", f"{bucket}/{name}") from None
+        finally:
+            reading.cancel()  # (done already, unless the object was erased or we are cancelled)
         return bytes(result.data or b"")
 
     async def delete(self, bucket: str, name: str) -> bool:
@@ -227,6 +236,10 @@ class ObjectStores:
     async def get_ref(self, ref: contact_pb2.AttachmentRef) -> bytes:
         """The bytes `ref` names; NotFound when its bucket or object does not exist."""
         return await self.get(ref.bucket, ref.object_name)
+
+
+# How often a read of an object that has not finished looks whether the object was erased.
+ERASURE_CHECK_SECONDS = 1.0
 
 
 async def _deleted(store: ObjectBucket, name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +43,23 @@ from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 
 logger = logging.getLogger(__name__)
+
+# Young objects the collector lets accumulate before a young collection (CPython's default: 700).
+# A busy chat allocates a hundred or so per message, nearly all short-lived; with a larger young
+# generation fewer of them outlive two young collections and reach the oldest generation, and a
+# full collection (which walks every socket's objects: hundreds of milliseconds at 2,000 sockets)
+# comes about thirty times less often.
+YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
+def tune_collector() -> None:
+    """Take everything alive after start-up (modules, configuration, the adapters) out of the
+    collector's generations, so no collection walks it again, and collect young objects less
+    often. Full collections still run (sockets that left may hold reference cycles)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(max(YOUNG_COLLECTION_THRESHOLD, gc.get_threshold()[0]), middle, old)
 
 
 @dataclass
@@ -191,6 +209,7 @@ class ChatApp(Service):
         self.http_port = self.http.port
 
     async def _started(self) -> None:
+        tune_collector()
         logger.info("chat gRPC health on %s:%d", self.settings.grpc_host, self.grpc_port)
 
     async def _stop_taking(self) -> None:
@@ -219,6 +238,8 @@ class ChatApp(Service):
                 logger.warning("closing Socket.IO clients: %s", exc)
         if http is not None:
             await http.stop()
+        if isinstance(self.store, JetStreamConversations):
+            await self.store.close()
         if manager is not None:
             await manager.unsubscribe()
             thread = getattr(manager, "thread", None)

@@ -6,6 +6,15 @@ bucket (updated with compare-and-set, so replicas never overwrite each other) an
 contact's messages, in order, on its own subject of a history stream. A restarted or reloaded
 replica, and every other replica, sees the same conversations. ``InMemoryConversations`` is the
 same contract in one process, for unit tests.
+
+A replica keeps the records it has read, and which visitors have no contact, and a watch on the
+bucket (an ordered consumer of the changes' headers only) drops what it kept of a key as soon as
+any replica changes, ends, discards or erases it: a customer's message in an open conversation
+reads no key at all, nor does a first message after the widget connected. What this replica
+writes it keeps at once, with the revision written; a read or write during which the watch
+announced a newer revision keeps nothing. On a reconnection to NATS everything kept is dropped
+(changes made meanwhile did not reach the watch); a watch that misses its heartbeats starts
+again from the last change it saw.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
@@ -38,6 +47,10 @@ DEDUPE_WINDOW_SECONDS = 24 * 3600
 HISTORY_MAX_AGE_SECONDS = 90 * 24 * 3600
 # How many visitors' open contacts a replica remembers (a forgotten one costs one more read).
 OPEN_HINTS = 100_000
+# How many conversation records a replica keeps (a forgotten one costs one more read).
+KEPT_RECORDS = 100_000
+# A revision above any a record has (a change whose revision is not known is newer).
+NEWEST = 2**63
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected last sequence not met
 # A contact id that can be one token of a key: others (another channel's) are no chat contact.
 _KEY_TOKEN = re.compile(r"^[-_=a-zA-Z0-9]+$")
@@ -198,12 +211,26 @@ def _subject(tenant: str, contact_id: str) -> str:
     return f"chat.history.{tenant}.{contact_id}"
 
 
+class _Read:
+    """A read or write of a record in flight: the latest revision of the record that the watch
+    announced meanwhile."""
+
+    latest = 0
+
+
 class JetStreamConversations:
     """A ConversationStore every replica shares, that survives restarts (JetStream KV + stream)."""
 
     def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
+        # Records read here, kept while the watch says nobody changed them (see `watch`).
+        self._kept: OrderedDict[str, tuple[Conversation, int]] = OrderedDict()  # and revision
+        self._absent: OrderedDict[str, None] = OrderedDict()  # visitors' pointers not there
+        self._reading: dict[str, set[_Read]] = {}
+        self._watch: Any = None
+        self._prefix_len = 0
+        self._reconnects = 0
         # Each visitor's open contact as last read here: a hint only, checked against the
         # contact's own record at every use (an ended, erased or discarded one sends us back to
         # the visitor's pointer), so a customer's message reads one key, not two.
@@ -225,7 +252,93 @@ class JetStreamConversations:
             await js.stream_info(HISTORY_STREAM)
         except NotFoundError:
             await js.add_stream(config)
-        return cls(js, kv)
+        store = cls(js, kv)
+        await store.watch()
+        return store
+
+    async def watch(self) -> None:
+        """Keep the records read from now on, each until a change to it arrives."""
+        if self._watch is not None:
+            return
+        prefix = getattr(self.kv, "_pre", f"$KV.{KV_BUCKET}.")
+        self._prefix_len = len(prefix)
+        self._reconnects = self._connection_reconnects()
+        self._watch = await self.js.subscribe(
+            f"{prefix}>",
+            stream=f"KV_{KV_BUCKET}",
+            cb=self._changed,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+            headers_only=True,
+        )
+
+    async def close(self) -> None:
+        """Stop watching (and keeping records)."""
+        watch, self._watch = self._watch, None
+        self._kept.clear()
+        self._absent.clear()
+        if watch is not None:
+            try:
+                await watch.unsubscribe()
+            except Exception:  # the connection is closing: the consumer goes with it
+                pass
+
+    def _connection_reconnects(self) -> int:
+        nc = getattr(self.js, "_nc", None)
+        return int(nc.stats.get("reconnects", 0)) if nc is not None else 0
+
+    async def _changed(self, msg: Any) -> None:
+        try:
+            revision = int(msg.metadata.sequence.stream)
+        except Exception:  # no revision to compare: the change is newer than anything kept
+            revision = NEWEST
+        self._drop(msg.subject[self._prefix_len :], revision)
+
+    def _drop(self, key: str, revision: int = NEWEST) -> None:
+        """Forget the kept record of `key` if it is older than `revision` (a change made here or
+        elsewhere), and tell the reads and writes of it in flight."""
+        kept = self._kept.get(key)
+        if kept is not None and kept[1] < revision:
+            del self._kept[key]
+        self._absent.pop(key, None)
+        for read in self._reading.get(key, ()):
+            read.latest = max(read.latest, revision)
+
+    def _begin(self, key: str) -> _Read:
+        read = _Read()
+        self._reading.setdefault(key, set()).add(read)
+        return read
+
+    def _end(self, key: str, read: _Read) -> None:
+        reads = self._reading[key]
+        reads.discard(read)
+        if not reads:
+            del self._reading[key]
+
+    def _keep(self, key: str, conversation: Conversation, revision: int, read: _Read) -> None:
+        """Keep `conversation`, the record at `revision`, unless a newer one was announced
+        while it was read or written."""
+        if read.latest > revision or not self._keeping():
+            self._kept.pop(key, None)
+            return
+        self._kept[key] = (_snapshot(conversation), revision)
+        self._kept.move_to_end(key)
+        while len(self._kept) > KEPT_RECORDS:
+            self._kept.popitem(last=False)
+
+    def _keeping(self) -> bool:
+        """Whether kept records are good: watched, connected, and no reconnection since (a
+        change made while this replica was away from NATS would not have reached it)."""
+        if self._watch is None:
+            return False
+        nc = getattr(self.js, "_nc", None)
+        reconnects = self._connection_reconnects()
+        if nc is None or not nc.is_connected or reconnects != self._reconnects:
+            self._kept.clear()
+            self._absent.clear()
+            self._reconnects = reconnects
+            return False
+        return True
 
     async def _read(self, key: str) -> tuple[dict[str, object], int] | None:
         entry = await stores.entry(self.kv, key)
@@ -246,7 +359,7 @@ class JetStreamConversations:
                 self._open_hint.move_to_end(visitor)
                 return conversation
             self._open_hint.pop(visitor, None)
-        found = await self._read(_vkey(tenant, visitor_id))
+        found = await self._pointer(_vkey(tenant, visitor_id))
         if found is None:
             return None
         conversation = await self.get(tenant, str(found[0]["contact_id"]))
@@ -254,6 +367,25 @@ class JetStreamConversations:
             return None
         self._hint(visitor, conversation.contact_id)
         return conversation
+
+    async def _pointer(self, key: str) -> tuple[dict[str, object], int] | None:
+        """A visitor's pointer to their open contact; one found not there is kept so until the
+        watch announces a change to it."""
+        if not self._keeping():
+            return await self._read(key)
+        if key in self._absent:
+            self._absent.move_to_end(key)
+            return None
+        read = self._begin(key)
+        try:
+            found = await self._read(key)
+            if found is None and read.latest == 0 and self._keeping():
+                self._absent[key] = None
+                while len(self._absent) > KEPT_RECORDS:
+                    self._absent.popitem(last=False)
+        finally:
+            self._end(key, read)
+        return found
 
     def _hint(self, visitor: tuple[str, str], contact_id: str) -> None:
         self._open_hint[visitor] = contact_id
@@ -263,13 +395,31 @@ class JetStreamConversations:
 
     async def add(self, conversation: Conversation) -> None:
         t, c = conversation.tenant, conversation.contact_id
-        await self.kv.put(_ckey(t, c), json.dumps(conversation.to_record()).encode())
-        await self.kv.put(_vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode())
+        key = _ckey(t, c)
+        self._drop(_vkey(t, conversation.visitor_id))
+        read = self._begin(key)
+        try:
+            # The record and the visitor's pointer together: a pointer to a record not there
+            # yet is no open contact (and a later contact overwrites it).
+            revision, _ = await asyncio.gather(
+                self.kv.put(key, json.dumps(conversation.to_record()).encode()),
+                self.kv.put(
+                    _vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode()
+                ),
+            )
+            self._keep(key, conversation, int(revision), read)
+            self._drop(_vkey(t, conversation.visitor_id))
+        except BaseException:
+            self._drop(key)
+            raise
+        finally:
+            self._end(key, read)
         self._hint((t, conversation.visitor_id), c)
 
     async def discard(self, tenant: str, contact_id: str) -> None:
         conversation = await self.get(tenant, contact_id)
         await self.kv.delete(_ckey(tenant, contact_id))
+        self._drop(_ckey(tenant, contact_id))
         if conversation is not None:
             await self._detach(tenant, conversation.visitor_id, contact_id)
 
@@ -285,8 +435,24 @@ class JetStreamConversations:
                     raise
 
     async def get(self, tenant: str, contact_id: str) -> Conversation | None:
-        found = await self._read(_ckey(tenant, contact_id))
-        return None if found is None else Conversation.from_record(found[0])
+        key = _ckey(tenant, contact_id)
+        if not self._keeping():
+            found = await self._read(key)
+            return None if found is None else Conversation.from_record(found[0])
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return _snapshot(kept[0])
+        read = self._begin(key)
+        try:
+            found = await self._read(key)
+            if found is None:
+                return None
+            conversation = Conversation.from_record(found[0])
+            self._keep(key, conversation, found[1], read)
+        finally:
+            self._end(key, read)
+        return conversation
 
     async def append(
         self,
@@ -341,20 +507,36 @@ class JetStreamConversations:
 
     async def update(self, tenant: str, contact_id: str, mutate: Mutation) -> Conversation | None:
         key = _ckey(tenant, contact_id)
-        for _ in range(20):
-            found = await self._read(key)
-            if found is None:
-                return None
-            conversation = Conversation.from_record(found[0])
-            mutate(conversation)
-            try:
-                await self.kv.update(
-                    key, json.dumps(conversation.to_record()).encode(), last=found[1]
-                )
-            except KeyWrongLastSequenceError:
-                await asyncio.sleep(0)  # another replica changed it: read again and retry
-                continue
-            return conversation
+        read = self._begin(key)
+        try:
+            for attempt in range(20):
+                # The kept record first (the compare-and-set refuses it if it is not the last
+                # revision any more); then the record as read.
+                kept = self._kept.get(key) if attempt == 0 and self._keeping() else None
+                if kept is not None:
+                    conversation, last = _snapshot(kept[0]), kept[1]
+                else:
+                    found = await self._read(key)
+                    if found is None:
+                        self._drop(key)
+                        return None
+                    conversation, last = Conversation.from_record(found[0]), found[1]
+                mutate(conversation)
+                try:
+                    revision = await self.kv.update(
+                        key, json.dumps(conversation.to_record()).encode(), last=last
+                    )
+                except KeyWrongLastSequenceError:
+                    self._drop(key)
+                    await asyncio.sleep(0)  # another replica changed it: read again and retry
+                    continue
+                except BaseException:
+                    self._drop(key)  # stored or not: read it again next time
+                    raise
+                self._keep(key, conversation, int(revision), read)
+                return conversation
+        finally:
+            self._end(key, read)
         raise RuntimeError(f"conversation {contact_id}: too many concurrent updates")
 
     async def end(self, tenant: str, contact_id: str) -> Conversation | None:
@@ -390,5 +572,6 @@ class JetStreamConversations:
                 if pointer is not None and pointer[0].get("contact_id") == contact_id:
                     await self.kv.purge(_vkey(tenant, visitor))
             await self.kv.purge(key)
+            self._drop(key)
             forgotten += 1
         return forgotten
