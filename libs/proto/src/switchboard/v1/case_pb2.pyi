@@ -1188,7 +1188,7 @@ class AddArticleAttachmentRequest(_message.Message):
     filename: _builtins.str
     content_type: _builtins.str
     data: _builtins.bytes
-    """at most 8 MiB"""
+    """at most 3 MiB"""
     def __init__(
         self,
         *,

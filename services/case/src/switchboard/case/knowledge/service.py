@@ -39,7 +39,7 @@ MAX_TAGS = 32
 MAX_RESULTS = 50
 MAX_LIST = 200
 MAX_CATEGORY = 64
-MAX_ATTACHMENT = 8 * 1024 * 1024
+MAX_ATTACHMENT = 3 * 1024 * 1024  # under gRPC's 4 MiB message limit
 BUCKET = "kb_files"
 # Which state a version may move to from which; publishing retires the previously published one.
 TRANSITIONS: dict[str, frozenset[str]] = {

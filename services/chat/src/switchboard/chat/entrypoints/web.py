@@ -88,11 +88,11 @@ def load_assets(static_dir: Path, default_tenant: str, max_message_bytes: int) -
                 (b"cross-origin-resource-policy", b"cross-origin"),
             ),
         )
-    # The agents' inbox, the supervisors' wallboard and the QA screen (inbox/: their CSP allows
-    # blob: images).
+    # The agents' inbox, the supervisors' wallboard, the QA screen and the knowledge-base
+    # authoring screen (inbox/: their CSP allows blob: images).
     from switchboard.chat.inbox.http import INBOX_CSP
 
-    for name in ("inbox", "wallboard", "qa"):
+    for name in ("inbox", "wallboard", "qa", "kb"):
         if (static_dir / f"{name}.html").is_file():
             assets[f"/{name}"] = Asset(
                 (static_dir / f"{name}.html").read_bytes(),
