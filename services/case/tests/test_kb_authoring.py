@@ -243,6 +243,7 @@ async def test_draft_from_a_resolved_case(
             case.status = case_pb2.CASE_STATUS_RESOLVED
         a = await agent.DraftArticleFromCase(by_ref, timeout=10)
         assert a.state == DRAFT and a.source_case_id == "case1" and a.language == "ko"
+        assert a.source_case_reference == "C-AAAAAA"
         assert a.title == "refund"
         # The agents' replies, not the customer's messages.
         assert a.body == "환불은 영업일 3일 안에 처리됩니다."

@@ -1022,6 +1022,7 @@ class KnowledgeArticle(_message.Message):
     STATE_CHANGED_AT_FIELD_NUMBER: _builtins.int
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
     SOURCE_CASE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     article_id: _builtins.str
     version: _builtins.int
     """the version shown"""
@@ -1043,6 +1044,7 @@ class KnowledgeArticle(_message.Message):
     state_changed_by: _builtins.str
     source_case_id: _builtins.str
     """the case it was drafted from, if any"""
+    source_case_reference: _builtins.str
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1073,10 +1075,11 @@ class KnowledgeArticle(_message.Message):
         state_changed_at: _timestamp_pb2.Timestamp | None = ...,
         attachments: _abc.Iterable[Global___ArticleAttachment] | None = ...,
         source_case_id: _builtins.str = ...,
+        source_case_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "state_changed_at", b"state_changed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "attachments", b"attachments", "author", b"author", "body", b"body", "category", b"category", "created_at", b"created_at", "helpful_votes", b"helpful_votes", "language", b"language", "latest_version", b"latest_version", "not_helpful_votes", b"not_helpful_votes", "published_version", b"published_version", "review_comment", b"review_comment", "source_case_id", b"source_case_id", "state", b"state", "state_changed_at", b"state_changed_at", "state_changed_by", b"state_changed_by", "tags", b"tags", "title", b"title", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "attachments", b"attachments", "author", b"author", "body", b"body", "category", b"category", "created_at", b"created_at", "helpful_votes", b"helpful_votes", "language", b"language", "latest_version", b"latest_version", "not_helpful_votes", b"not_helpful_votes", "published_version", b"published_version", "review_comment", b"review_comment", "source_case_id", b"source_case_id", "source_case_reference", b"source_case_reference", "state", b"state", "state_changed_at", b"state_changed_at", "state_changed_by", b"state_changed_by", "tags", b"tags", "title", b"title", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

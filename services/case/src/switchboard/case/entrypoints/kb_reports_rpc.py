@@ -148,6 +148,7 @@ def _article(a: ArticleView) -> case_pb2.KnowledgeArticle:
         state_changed_at=timestamp(a.state_changed_at) if a.state_changed_at else None,
         attachments=[_attachment(f) for f in a.attachments],
         source_case_id=a.source_case_id,
+        source_case_reference=a.source_case_reference,
     )
 
 
@@ -258,8 +259,8 @@ RESOLVED = frozenset(
 
 async def case_draft(
     sessions: async_sessionmaker[AsyncSession], tenant: str, case_id: str, reference: str
-) -> tuple[str, str, str]:
-    """(case id, title, body) of a draft from a resolved case: its subject, and its agents'
+) -> tuple[str, str, str, str]:
+    """(case id, case reference, title, body) of a draft from a resolved case: its subject, and its agents'
     replies oldest first, one paragraph each."""
     async with sessions() as session:
         if case_id:
@@ -286,7 +287,7 @@ async def case_draft(
         )
         body = "\n\n".join(t.strip() for t in texts if t.strip())
         title = case.subject.strip() or case.reference or case.id
-        return case.id, title[:500], body or title
+        return case.id, case.reference, title[:500], body or title
 
 
 class KnowledgeReportRpcs:
@@ -410,11 +411,14 @@ class KnowledgeReportRpcs:
         p = principal()
         if not request.case_id and not request.reference.strip():
             raise InvalidArgument("case_id", "or reference is required")
-        case_id, title, body = await case_draft(
+        case_id, reference, title, body = await case_draft(
             self.kb_reports.sessions, p.tenant, request.case_id, request.reference
         )
         draft = Draft(title, body, request.language)
-        return _article(await self.kb_reports.knowledge.create(p.tenant, p.subject, draft, case_id))
+        made = await self.kb_reports.knowledge.create(
+            p.tenant, p.subject, draft, case_id, reference
+        )
+        return _article(made)
 
     async def VoteArticle(self, request, context):  # type: ignore[no-untyped-def]
         p = principal()

@@ -32,6 +32,7 @@ class KbArticle(Base):
     latest_version: Mapped[int] = mapped_column(Integer, default=1)
     published_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source_case_id: Mapped[str] = mapped_column(String(ID), default="")
+    source_case_reference: Mapped[str] = mapped_column(String(16), default="")
 
 
 class KbArticleVersion(Base):

@@ -91,6 +91,7 @@ class ArticleView:
     state_changed_at: datetime | None = None
     attachments: tuple[AttachmentView, ...] = ()
     source_case_id: str = ""
+    source_case_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,10 +218,16 @@ class KnowledgeBase:
             state_changed_at=v.state_changed_at,
             attachments=attachments,
             source_case_id=a.source_case_id or "",
+            source_case_reference=a.source_case_reference or "",
         )
 
     async def create(
-        self, tenant: str, author: str, draft: Draft, source_case_id: str = ""
+        self,
+        tenant: str,
+        author: str,
+        draft: Draft,
+        source_case_id: str = "",
+        source_case_reference: str = "",
     ) -> ArticleView:
         """A new article whose version 1 is a draft."""
         d = draft.validated()
@@ -235,6 +242,7 @@ class KnowledgeBase:
                 latest_version=1,
                 published_version=None,
                 source_case_id=source_case_id,
+                source_case_reference=source_case_reference,
             )
             session.add(article)
             await session.flush()

@@ -106,6 +106,7 @@ def article(a: case_pb2.KnowledgeArticle) -> dict[str, Any]:
         "state_changed_at": wire.ms(a.state_changed_at),
         "attachments": [attachment(f) for f in a.attachments],
         "source_case_id": a.source_case_id,
+        "source_case_reference": a.source_case_reference,
     }
 
 

@@ -17,7 +17,7 @@
       articleTitle: "제목", tags: "태그 (쉼표로 구분)", body: "본문", save: "초안 저장",
       propose: "검토 요청", reviewComment: "검토 의견 (반려 시 필수)", publish: "게시",
       sendBack: "초안으로 반려", retire: "보관", attachments: "첨부 파일", upload: "첨부",
-      history: "버전 기록", version: "버전 {n}", saved: "버전 {n}을 저장했습니다.",
+      history: "버전 기록", version: "버전 {n}", saved: "저장했습니다 (버전 {n}).",
       proposed: "검토를 요청했습니다.", published: "게시했습니다.", sentBack: "초안으로 반려했습니다.",
       retired: "보관했습니다.", attached: "파일을 첨부했습니다.", returned: "반려 의견 ({who}): {text}",
       fromCaseNote: "케이스 {ref}에서 만든 초안", download: "받기", open: "열기", by: "{who}",
@@ -178,9 +178,12 @@
 
   ["f-state", "f-language", "f-category"].forEach(function (id) { $(id).addEventListener("change", load); });
 
+  var loads = 0;
   function load() {
+    var mine = ++loads;  // only the latest answer is shown when filters change quickly
     return api("list", { state: $("f-state").value, language: $("f-language").value, category: $("f-category").value })
       .then(function (data) {
+        if (mine !== loads) return;
         state.articles = data.articles;
         var sel = $("f-category"), chosen = sel.value;
         while (sel.options.length > 1) sel.remove(1);
@@ -228,7 +231,7 @@
     if (a) { $("ed-state").textContent = t("s_" + a.state); $("ed-state").setAttribute("data-state", a.state); }
     $("ed-version").textContent = a ? t("version", { n: a.version }) : "";
     $("ed-source").hidden = !(a && a.source_case_id);
-    $("ed-source").textContent = a && a.source_case_id ? t("fromCaseNote", { ref: a.source_reference || a.source_case_id }) : "";
+    $("ed-source").textContent = a && a.source_case_id ? t("fromCaseNote", { ref: a.source_case_reference || a.source_case_id }) : "";
     $("ed-comment").hidden = !(a && a.review_comment);
     $("ed-comment").textContent = a && a.review_comment ? t("returned", { who: a.state_changed_by, text: a.review_comment }) : "";
     if (!keepFields) {
@@ -284,7 +287,6 @@
     error(""); result("");
     which.language = state.agent.ui_language || state.lang;
     return api("from_case", which).then(function (a) {
-      a.source_reference = which.reference || "";
       show(a); result(t("saved", { n: a.version })); return load();
     }).catch(failed);
   }

@@ -31,6 +31,9 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("source_case_id", sa.String(32), nullable=False, server_default="")
         )
+        batch.add_column(
+            sa.Column("source_case_reference", sa.String(16), nullable=False, server_default="")
+        )
     op.create_table(
         "kb_attachments",
         sa.Column("id", sa.String(32), nullable=False),
@@ -56,6 +59,7 @@ def downgrade() -> None:
     op.drop_index("ix_kb_attachments_article", table_name="kb_attachments")
     op.drop_table("kb_attachments")
     with op.batch_alter_table("kb_articles") as batch:
+        batch.drop_column("source_case_reference")
         batch.drop_column("source_case_id")
     with op.batch_alter_table("kb_article_versions") as batch:
         batch.drop_column("review_comment")
