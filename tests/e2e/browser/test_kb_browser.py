@@ -102,6 +102,14 @@ async def test_write_review_publish_and_find_it(platform: Platform, pages: Any) 
     await lead.get_by_test_id("f-state").select_option("published")
     await expect(lead.get_by_test_id("kb-article")).to_have_count(1)
     await pages.shot(lead, "kb-published-history")
+    # The screen in Japanese and Chinese as well.
+    await lead.locator("header select.kb-lang").select_option("ja")
+    await expect(lead.get_by_test_id("kb-retire")).to_have_text("公開終了")
+    await expect(lead.get_by_test_id("ed-state")).to_have_text("公開中")
+    await pages.shot(lead, "kb-published-ja")
+    await lead.locator("header select.kb-lang").select_option("zh")
+    await expect(lead.get_by_test_id("ed-state")).to_have_text("已发布")
+    await expect(versions.nth(1).get_by_test_id("state")).to_have_text("草稿")
 
     # A customer finds it in the portal; the agent in the inbox's knowledge search.
     customer = await pages.new(f"{platform.url}/portal?tenant=demo")

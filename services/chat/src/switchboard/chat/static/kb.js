@@ -98,7 +98,7 @@
     document.querySelectorAll("[data-t]").forEach(function (n) { n.textContent = t(n.getAttribute("data-t")); });
     document.querySelectorAll("[data-tp]").forEach(function (n) { n.setAttribute("placeholder", t(n.getAttribute("data-tp"))); });
     document.querySelectorAll("select.kb-lang").forEach(function (s) { s.value = state.lang; });
-    if (state.agent) { $("me").textContent = state.agent.name + " · " + t("role_" + state.agent.role); renderList(); show(state.current, true); }
+    if (state.agent) { result(""); $("me").textContent = state.agent.name + " · " + t("role_" + state.agent.role); renderList(); show(state.current, true); }
   }
   document.querySelectorAll("select.kb-lang").forEach(function (s) {
     s.addEventListener("change", function () { setLang(s.value); });
