@@ -339,9 +339,11 @@
 
   // ---- versions -------------------------------------------------------------------------------------
 
+  var versionLoads = 0;
   function loadVersions(a) {
+    var mine = ++versionLoads;  // an earlier answer may arrive after a later one
     api("versions", { article_id: a.article_id }).then(function (res) {
-      if (!state.current || state.current.article_id !== a.article_id) return;
+      if (mine !== versionLoads) return;
       var list = $("versions");
       clear(list);
       res.versions.forEach(function (v) {
