@@ -752,11 +752,13 @@
 
   // The case panel; a contact the case service has not recorded yet (its consumer runs a little
   // behind) is asked about again, with growing pauses, while it is the one shown.
+  var caseLoads = 0;
   function loadCase(id, attempt) {
     attempt = attempt || 0;
     if (!attempt) error($("case-error"), "");
+    var mine = ++caseLoads;  // an answer overtaken by a later request is stale
     state.socket.emit("case", { contact_id: id }, function (ack) {
-      if (state.current !== id) return;
+      if (state.current !== id || mine !== caseLoads) return;
       if (ack.ok && !ack.case && attempt < 20) {
         setTimeout(function () { if (state.current === id) loadCase(id, attempt + 1); }, 500 * Math.min(attempt + 1, 6));
       }
@@ -1001,6 +1003,7 @@
         if (state.caseData && state.caseData.case_id === caseId) state.caseData.status = now;
         $("case-status").value = now;
         showCaseToKb();
+        if (state.current) loadCase(state.current);  // answers asked before the change are stale
       }
     });
   });
