@@ -263,3 +263,125 @@ async def test_knowledge_base_search_suggestions_and_votes(portal: Portal) -> No
     # A session of one tenant does not vote in another's.
     other = {"tenant": "acme", "article_id": hit["article_id"]}
     assert (await portal.call("POST", "kb/vote", session=session, **other, helpful=True))[0] == 403
+
+
+async def test_catalogue_forms_per_tenant_checked_fields_and_the_case_they_open(
+    portal: Portal,
+) -> None:
+    mine = await portal.case_of("demo", "minji@example.com", "요금 문의")
+    await portal.case_of("acme", "minji@example.com", "다른 회사 문의")
+    session = await portal.sign_in("demo", "minji@example.com")
+    other_session = await portal.sign_in("acme", "minji@example.com")
+
+    # Each tenant lists the forms of its own templates and of every tenant's ("*"), not another's.
+    status, listed = await portal.call("GET", "catalogue", session=session)
+    assert status == 200
+    assert [i["template"] for i in listed["items"]] == [
+        "password-reset",
+        "hardware-request",
+        "billing-question",
+    ]
+    status, elsewhere = await portal.call("GET", "catalogue", session=other_session)
+    assert [i["template"] for i in elsewhere["items"]] == ["password-reset", "hardware-request"]
+    hardware = listed["items"][1]
+    assert hardware["name"]["ko"] == "장비 요청" and hardware["name"]["ja"] == "機器の申請"
+    assert [(f["name"], f["kind"], f["required"]) for f in hardware["fields"]] == [
+        ("item", "choice", True),
+        ("needed_by", "date", True),
+        ("reason", "multiline", True),
+    ]
+    assert [c["value"] for c in hardware["fields"][0]["choices"]] == [
+        "laptop",
+        "monitor",
+        "headset",
+    ]
+    assert (await portal.call("GET", "catalogue"))[0] == 401
+    # Another tenant's form cannot be sent either.
+    status, body = await portal.call(
+        "POST", "catalogue/billing-question", session=other_session, fields={"question": "?"}
+    )
+    assert status == 404, body
+
+    # A wrong form is refused naming its first wrong field and the problem.
+    good = {"item": "laptop", "needed_by": "2027-01-15", "reason": "새로 입사했습니다"}
+    for fields, field, problem in (
+        ({**good, "reason": "  "}, "reason", "is required"),
+        ({k: v for k, v in good.items() if k != "needed_by"}, "needed_by", "is required"),
+        ({**good, "item": "tablet"}, "item", "'tablet' is not one of laptop, monitor, headset"),
+        ({**good, "needed_by": "2027-02-30"}, "needed_by", "is not a date (YYYY-MM-DD)"),
+        ({**good, "colour": "red"}, "colour", "is not a field of this form"),
+        ({**good, "reason": "x" * 1001}, "reason", "is longer than 1000 characters"),
+    ):
+        status, body = await portal.call(
+            "POST", "catalogue/hardware-request", session=session, fields=fields, language="ko"
+        )
+        assert (status, body.get("field"), body.get("problem")) == (400, field, problem), body
+    status, body = await portal.call(
+        "POST", "catalogue/password-reset", session=session, fields={"user_id": "min ji"}
+    )
+    assert (status, body["field"], body["problem"]) == (
+        400,
+        "user_id",
+        "is not in the expected form",
+    )
+
+    # A filled form is a contact naming the template, routed by its skills and priority, which
+    # opens a case of its own of the template's type and priority.
+    sub = await portal.bus.js.pull_subscribe(
+        "contact.demo.chat.created",
+        stream="EVENTS",
+        config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.NEW),
+    )
+    status, body = await portal.call(
+        "POST",
+        "catalogue/billing-question",
+        session=session,
+        fields={"invoice": " INV-2026-11 ", "question": "11월 요금이 두 번 나갔어요"},
+        language="ko",
+    )
+    assert status == 202, body
+    [msg] = await sub.fetch(1, timeout=15)
+    await sub.unsubscribe()
+    created = events_pb2.ContactCreated.FromString(msg.data)
+    contact = created.contact
+    assert contact.template == "billing-question" and not contact.case_id
+    assert dict(contact.form) == {
+        "invoice": "INV-2026-11",
+        "question": "11월 요금이 두 번 나갔어요",
+    }
+    assert list(contact.skills) == ["billing"] and contact.priority == 1
+    assert contact.subject == "요금 문의" and contact.language == "ko"
+    assert (
+        contact.content[0].text == "청구서 번호: INV-2026-11\n문의 내용: 11월 요금이 두 번 나갔어요"
+    )
+    case = await portal.recorded("demo", contact.contact_id)
+    assert case.case_id != mine.case_id  # not joined to the customer's open case
+    assert case.template == "billing-question"
+    assert case.case_type == case_pb2.CASE_TYPE_INQUIRY
+    assert case.priority == case_pb2.CASE_PRIORITY_HIGH
+    status, shown = await portal.call("GET", f"cases/{case.case_id}", session=session)
+    assert [m["text"] for m in shown["messages"]] == [contact.content[0].text]
+
+    status, _ = await portal.call(
+        "POST",
+        "catalogue/password-reset",
+        session=session,
+        fields={"user_id": "minji.kim", "system": "vpn"},
+        language="en",
+    )
+    assert status == 202
+    cases = (await portal.call("GET", "cases", session=session))[1]["cases"]
+    for _ in range(200):
+        if len(cases) == 3:
+            break
+        await asyncio.sleep(0.05)
+        cases = (await portal.call("GET", "cases", session=session))[1]["cases"]
+    reset = next(c for c in cases if c["subject"] == "Password reset")
+    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
+    async with sb_grpc.channel(portal.platform.case_target, token) as ch:
+        got = await case_pb2_grpc.CaseServiceStub(ch).GetCase(
+            case_pb2.GetCaseRequest(case_id=reset["case_id"])
+        )
+    assert got.case_type == case_pb2.CASE_TYPE_SERVICE_REQUEST
+    assert got.priority == case_pb2.CASE_PRIORITY_NORMAL and got.template == "password-reset"
+    assert got.contacts[0].messages[0].parts[0].text == "User ID: minji.kim\nSystem: VPN"

@@ -326,6 +326,7 @@ def _with_contact(cid: str) -> dict[type[Message], Callable[[], Message]]:
                 events_pb2.ContactHeld,
                 events_pb2.ContactTransferred,
                 events_pb2.ContactSupervised,
+                events_pb2.RecordingPlayed,
                 events_pb2.RoutingStepApplied,
                 events_pb2.SatisfactionRated,
                 events_pb2.DeliveryStatus,

@@ -490,3 +490,34 @@ async def test_supervision_acts_are_audited_and_a_note_kept_on_the_case(
 
     with pytest.raises(InvalidArgument):
         await handlers.on_contact_supervised(supervised(events_pb2.SUPERVISION_ACTION_NOTE, " "))
+
+
+async def test_a_recording_played_is_audited_once_per_playback(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await handlers.on_contact_created(
+        created("call-7", (VISITOR, "v-8"), channel=contact_pb2.CHANNEL_VOICE)
+    )
+
+    def played(who: str, roles: list[str], via: str = "player") -> events_pb2.RecordingPlayed:
+        return events_pb2.RecordingPlayed(
+            meta=meta(contact_pb2.CHANNEL_VOICE), contact_id="call-7", player_id=who,
+            roles=roles, via=via,
+        )  # fmt: skip
+
+    evaluator = played("eva", ["qa"])
+    for event in (evaluator, evaluator, played("boss", ["team_lead", "supervisor"], "download")):
+        await handlers.on_recording_played(event)  # the first redelivered: one entry
+
+    case_id = (await contact(sessions, "call-7")).case_id
+    async with sessions() as session:
+        trail = await audit.trail(session, audit.CASE, case_id)
+    plays = [e for e in trail if e.action == "recording_played"]
+    assert [e.actor for e in plays] == ["qa:eva", "supervisor:boss"]
+    assert [json.loads(audit.data_json(e)) for e in plays] == [
+        {"contact_id": "call-7", "roles": ["qa"], "via": "player"},
+        {"contact_id": "call-7", "roles": ["supervisor", "team_lead"], "via": "download"},
+    ]
+
+    with pytest.raises(InvalidArgument):
+        await handlers.on_recording_played(played("", ["qa"]))

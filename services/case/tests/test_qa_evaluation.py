@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +18,7 @@ from switchboard.case import audit
 from switchboard.case.adapters import keyring, orm
 from switchboard.case.entrypoints.kb_reports_rpc import KnowledgeReportRpcs, build_kb_reports
 from switchboard.case.reports.orm import CsatRating
+from switchboard.case.sla import policy
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
@@ -373,3 +375,72 @@ async def test_tenants_never_see_each_others_evaluations(callers: Any) -> None:
         window(case_pb2.ListQaSamplesRequest(targets=["long_handle"])), timeout=10
     )
     assert [s.contact_id for s in samples.samples] == ["g1"]
+
+
+SEOUL_POLICY = """
+calendars:
+  seoul-office:
+    timezone: Asia/Seoul
+    hours: {mon-fri: "09:00-18:00"}
+business_hours:
+  acme: seoul-office
+"""
+
+
+async def test_the_scorecards_days_are_the_tenants_days(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """acme works in Seoul (its business hours' time zone), globex has no time zone (UTC): an
+    evaluation at 23:30 UTC is on the next day in Seoul, one at 14:00 UTC the same day."""
+    await seed(sessions)
+    policies = policy.parse(yaml.safe_load(SEOUL_POLICY))
+    now = [datetime(2026, 6, 1, 14, 0, tzinfo=UTC)]
+    servicer = Servicer()
+    servicer.kb_reports = build_kb_reports(
+        sessions, None, "case", qa_rate=0.0, clock=lambda: now[0], zone_for=policies.time_zone
+    )
+    service = case_pb2.DESCRIPTOR.services_by_name["CaseService"].full_name
+    server, port, _ = await sb_grpc.start_server(
+        [(case_pb2_grpc.add_CaseServiceServicer_to_server, servicer, service)],
+        "127.0.0.1", 0, SECRET, frozenset({"acme", "globex"}),
+    )  # fmt: skip
+    acme, globex = Caller(port, "qa-1", "qa"), Caller(port, "qa-9", "qa", "globex")
+    try:
+        # 14:00 UTC is 23:00 on June 1 in Seoul; 23:30 UTC is 08:30 on June 2 there.
+        await acme.stub.SubmitQaScore(
+            case_pb2.SubmitQaScoreRequest(contact_id="long", items=items()), timeout=10
+        )
+        now[0] = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)
+        await acme.stub.SubmitQaScore(
+            case_pb2.SubmitQaScoreRequest(contact_id="plain", items=items(("compliance",))),
+            timeout=10,
+        )
+        await globex.stub.SubmitQaScore(
+            case_pb2.SubmitQaScoreRequest(contact_id="g1", items=items()), timeout=10
+        )
+
+        def card_request() -> Any:
+            request = case_pb2.GetQaScorecardRequest(to=ts(datetime(2026, 6, 3, tzinfo=UTC)))
+            getattr(request, "from").CopyFrom(ts(datetime(2026, 5, 31, tzinfo=UTC)))
+            return request
+
+        card = await acme.stub.GetQaScorecard(card_request(), timeout=10)
+        assert card.time_zone == "Asia/Seoul"
+        assert [(p.date, p.evaluations, p.fatal_error_rate) for p in card.days] == [
+            ("2026-06-01", 1, 0.0),
+            ("2026-06-02", 1, 1.0),
+        ]
+        # Each day starts at midnight in Seoul: 15:00 UTC the day before.
+        assert [p.day.ToDatetime(tzinfo=UTC) for p in card.days] == [
+            datetime(2026, 5, 31, 15, 0, tzinfo=UTC),
+            datetime(2026, 6, 1, 15, 0, tzinfo=UTC),
+        ]
+
+        other = await globex.stub.GetQaScorecard(card_request(), timeout=10)
+        assert other.time_zone == "UTC"
+        assert [(p.date, p.evaluations) for p in other.days] == [("2026-06-01", 1)]
+        assert other.days[0].day.ToDatetime(tzinfo=UTC) == datetime(2026, 6, 1, tzinfo=UTC)
+    finally:
+        await acme.channel.close()
+        await globex.channel.close()
+        await server.stop(0.5)

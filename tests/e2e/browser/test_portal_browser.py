@@ -1,7 +1,9 @@
 """The customer portal in chromium: a customer whose case an earlier web chat opened asks for a
 sign-in link, opens it from the mail the platform sent (caught by a real SMTP catcher), sees the
 case with the agent's answer, replies, and the agent gets the reply in the inbox; the knowledge
-base answers in the customer's language and suggests articles while a new request is typed."""
+base answers in the customer's language and suggests articles while a new request is typed; a
+catalogue form is checked in the page, sent, and reaches an agent with the right skill as a case of
+its template."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ import pytest
 from playwright.async_api import expect
 
 from switchboard.cli.mailcatcher import MailCatcher
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
 
 from ..conftest import running_platform
 from .conftest import SECRET, Platform
@@ -147,4 +152,66 @@ async def test_knowledge_base_votes_and_suggestions_in_japanese(
     await pages.shot(customer, "portal-suggestions-ja")
     await customer.get_by_test_id("request-send").click()
     await expect(customer.get_by_test_id("request-sent")).to_be_visible()
+    assert pages.errors == []
+
+
+async def test_customer_sends_a_catalogue_form_and_the_agent_gets_its_fields(
+    platform: Platform, pages: Any, mail: MailCatcher
+) -> None:
+    # A known customer (a case opened by hand, so nothing is routed before the form).
+    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
+    async with sb_grpc.channel(platform.running.case_target, token) as ch:
+        await case_pb2_grpc.CaseServiceStub(ch).CreateCase(
+            case_pb2.CreateCaseRequest(
+                subject="가입",
+                identities=[
+                    contact_pb2.CustomerIdentity(
+                        kind=contact_pb2.IDENTITY_KIND_EMAIL, value="jiwoo@example.com"
+                    )
+                ],
+                customer_name="최지우",
+            )
+        )
+    inbox = await agent(pages, platform)  # ko-1: Korean, technical skill
+    customer = await pages.new(f"{platform.url}/portal?tenant=demo")
+    await customer.get_by_test_id("signin-email").fill("jiwoo@example.com")
+    await customer.get_by_test_id("signin-send").click()
+    await customer.goto(await sign_in_link(mail, "jiwoo@example.com"))
+
+    # The catalogue lists the tenant's forms in the customer's language.
+    items = customer.get_by_test_id("catalogue-item")
+    await expect(items).to_have_count(3)
+    await expect(items.nth(1)).to_contain_text("장비 요청")
+    await pages.shot(customer, "portal-catalogue")
+    await customer.locator("[data-template=hardware-request] button").click()
+    form = customer.get_by_test_id("catalogue-form")
+    await expect(customer.get_by_test_id("catalogue-name")).to_have_text("장비 요청")
+
+    # Checked in the page: required fields and a date, each with its own message.
+    await customer.get_by_test_id("field-item").select_option("laptop")
+    await customer.get_by_test_id("catalogue-send").click()
+    await expect(customer.get_by_test_id("catalogue-invalid")).to_be_visible()
+    await expect(customer.get_by_test_id("field-error-needed_by")).to_have_text("필수 항목입니다.")
+    await expect(customer.get_by_test_id("field-error-reason")).to_have_text("필수 항목입니다.")
+    await expect(customer.get_by_test_id("field-error-item")).to_be_hidden()
+    await pages.shot(customer, "portal-catalogue-invalid")
+    await customer.get_by_test_id("field-needed_by").fill("2027-01-15")
+    await customer.get_by_test_id("field-reason").fill("신규 입사자용 노트북이 필요합니다.")
+    await expect(customer.get_by_test_id("field-error-reason")).to_be_hidden()
+    await customer.get_by_test_id("catalogue-send").click()
+    await expect(customer.get_by_test_id("catalogue-sent")).to_be_visible()
+    await expect(form).to_be_hidden()
+
+    # The agent with the skill is offered the request and sees the filled fields.
+    await inbox.get_by_test_id("offer-accept").click()
+    await expect(inbox.get_by_test_id("contact-item")).to_have_count(1)
+    await inbox.get_by_test_id("contact-item").click()
+    thread = inbox.get_by_test_id("thread")
+    await expect(thread).to_contain_text("장비: 노트북")
+    await expect(thread).to_contain_text("필요한 날짜: 2027-01-15")
+    await expect(thread).to_contain_text("사유: 신규 입사자용 노트북이 필요합니다.")
+    await pages.shot(inbox, "portal-catalogue-in-inbox")
+
+    # The customer's list has the new case, named after the form.
+    await expect(customer.get_by_test_id("case-item").filter(has_text="장비 요청")).to_have_count(1)
     assert pages.errors == []

@@ -199,3 +199,70 @@ async def test_only_the_tenants_supervisors_qa_and_the_calls_agent_hear_a_record
     # A call with no recording, and a malformed id.
     assert (await fetch(demo["supervisor"], str(uuid.uuid4())))[0] == 404
     assert (await fetch(demo["supervisor"], "../demo/x"))[0] == 400
+
+
+async def audit_trail(inbox: Inbox, contact_id: str, done: Any) -> list[Any]:
+    """The audit trail of the contact's case once `done(entries)` holds."""
+    token = auth.mint(SECRET, "demo", "auditor", ["supervisor"])
+    found: list[Any] = []
+    async with sb_grpc.channel(f"127.0.0.1:{inbox.case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+
+        async def complete() -> bool:
+            listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
+            if not listed.cases:
+                return False
+            trail = await stub.GetAuditTrail(
+                case_pb2.GetAuditTrailRequest(case_id=listed.cases[0].case_id)
+            )
+            found[:] = list(trail.entries)
+            return bool(done(found))
+
+        await eventually(complete, "the audit trail")
+    return found
+
+
+async def test_every_playback_is_audited_on_the_case_once_not_per_range(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    agent, _ = await signed_in(inbox, sockets)
+    contact_id = await answered_call(inbox, agent)
+    wav = stereo_wav(3.0)
+    await store_recording(inbox.bus, SECRET, "demo", contact_id, wav)
+    await recorded_in_case(inbox, contact_id)
+
+    # A QA evaluator opens the player and plays it: the whole file, then seeks twice.
+    qa = auth.mint(SECRET, "demo", "eva", ["qa"])
+    status, _, data = await get(inbox.url, "api/agent/recording/player", qa, contact_id=contact_id)
+    assert status == 200, data
+    url = json.loads(data)["url"]
+    for wanted in ("bytes=0-", "bytes=65530-65545", "bytes=90000-", "bytes=0-"):
+        assert (await get(inbox.url, url, range=wanted))[0] == 206
+    # Then a supervisor downloads it with its token.
+    boss = auth.mint(SECRET, "demo", "boss", ["supervisor"])
+    status, _, data = await get(inbox.url, "api/agent/recording", boss, contact_id=contact_id)
+    assert (status, data) == (200, wav)
+
+    def played(entries: list[Any]) -> list[Any]:
+        return [e for e in entries if e.action == "recording_played"]
+
+    entries = await audit_trail(inbox, contact_id, lambda es: len(played(es)) >= 2)
+    plays = played(entries)
+    # One entry for the evaluator's playback session (not one per range), one for the download.
+    assert [(e.actor, json.loads(e.data_json)["via"]) for e in plays] == [
+        ("qa:eva", "player"),
+        ("supervisor:boss", "download"),
+    ]
+    assert json.loads(plays[0].data_json)["contact_id"] == contact_id
+    assert json.loads(plays[0].data_json)["roles"] == ["qa"]
+
+    # A player refused (a colleague who did not take the call) is no playback.
+    _, colleague = await signed_in(inbox, sockets, "zh-1")
+    status, _, _ = await get(
+        inbox.url, "api/agent/recording/player", colleague["token"], contact_id=contact_id
+    )
+    assert status == 403
+    status, _, _ = await get(inbox.url, "api/agent/recording/player", boss, contact_id=contact_id)
+    assert status == 200
+    entries = await audit_trail(inbox, contact_id, lambda es: len(played(es)) >= 3)
+    assert [e.actor for e in played(entries)] == ["qa:eva", "supervisor:boss", "supervisor:boss"]

@@ -92,6 +92,7 @@ for _spec in (
     EventSpec(events_pb2.ContactHeld, "contact.{tenant}.{channel}.held"),
     EventSpec(events_pb2.ContactTransferred, "contact.{tenant}.{channel}.transferred"),
     EventSpec(events_pb2.ContactSupervised, "contact.{tenant}.{channel}.supervised"),
+    EventSpec(events_pb2.RecordingPlayed, "contact.{tenant}.{channel}.recording_played"),
     EventSpec(events_pb2.RoutingStepApplied, "routing.{tenant}.step_applied"),
     EventSpec(events_pb2.SurgeLevelChanged, "routing.{tenant}.surge"),
     EventSpec(events_pb2.AgentStateChanged, "routing.{tenant}.agent_state"),

@@ -64,6 +64,8 @@ def _channel(name: str) -> str:
 
 _EMAIL_OUT = events.spec_for(events_pb2.OutboundEmail).template
 _FAX_OUT = events.spec_for(events_pb2.OutboundFax).template
+# The inbox plays call recordings and announces each playback for the case's audit trail.
+_RECORDING_PLAYED = "contact.{tenant}.voice.recording_played"
 
 
 def router_grant(groups: Iterable[str] = (router_groups.DEFAULT_GROUP,)) -> Grant:
@@ -102,7 +104,8 @@ SERVICES: dict[str, Grant] = {
     ),
     "router": router_grant(),
     "chat": Grant(
-        publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT),  # and the inbox's replies
+        # Its chats; the inbox's replies; the recordings its users play.
+        publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT, _RECORDING_PLAYED),
         consumers=(("EVENTS", "chat"),),
         streams=(("CHAT_HISTORY", "chat.history.>"),),
         buckets=("chat_conversations", "chat_portal_links"),

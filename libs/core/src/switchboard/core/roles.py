@@ -128,6 +128,8 @@ RULES: dict[str, Rule] = {
     _CASE + "SendPortalLink": _rule(SERVICE),
     _CASE + "ListMyCases": _rule(CUSTOMER),
     _CASE + "GetMyCase": _rule(CUSTOMER),
+    _CASE + "ListCatalogue": _rule(CUSTOMER),
+    _CASE + "CheckCatalogueRequest": _rule(CUSTOMER),
     # ---- reports and quality
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),

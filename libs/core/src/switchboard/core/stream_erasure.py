@@ -70,6 +70,7 @@ CONTACT_OF: dict[type[Message], Callable[[Any], str]] = {
     events_pb2.ContactHeld: _CONTACT_ID,
     events_pb2.ContactTransferred: _CONTACT_ID,
     events_pb2.ContactSupervised: _CONTACT_ID,  # a note's text is the customer's case's
+    events_pb2.RecordingPlayed: _CONTACT_ID,
     events_pb2.RoutingStepApplied: _CONTACT_ID,
     events_pb2.SatisfactionRated: _CONTACT_ID,
     events_pb2.DeliveryStatus: _CONTACT_ID,

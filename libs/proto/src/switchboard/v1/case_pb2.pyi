@@ -2284,12 +2284,15 @@ class QaScorePoint(_message.Message):
     EVALUATIONS_FIELD_NUMBER: _builtins.int
     AVERAGE_SCORE_FIELD_NUMBER: _builtins.int
     FATAL_ERROR_RATE_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
     evaluations: _builtins.int
     average_score: _builtins.float
     fatal_error_rate: _builtins.float
+    date: _builtins.str
+    """the day, YYYY-MM-DD, in the tenant's time zone"""
     @_builtins.property
     def day(self) -> _timestamp_pb2.Timestamp:
-        """UTC day"""
+        """the day's start (midnight in the tenant's time zone)"""
 
     def __init__(
         self,
@@ -2298,10 +2301,11 @@ class QaScorePoint(_message.Message):
         evaluations: _builtins.int = ...,
         average_score: _builtins.float = ...,
         fatal_error_rate: _builtins.float = ...,
+        date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_score", b"average_score", "day", b"day", "evaluations", b"evaluations", "fatal_error_rate", b"fatal_error_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_score", b"average_score", "date", b"date", "day", b"day", "evaluations", b"evaluations", "fatal_error_rate", b"fatal_error_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2315,12 +2319,17 @@ class QaScorecard(_message.Message):
     TEAMS_FIELD_NUMBER: _builtins.int
     DAYS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """that zone's IANA name (UTC when the tenant has none)"""
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScoreLine]: ...
     @_builtins.property
     def teams(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScoreLine]: ...
     @_builtins.property
-    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScorePoint]: ...
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___QaScorePoint]:
+        """in the tenant's time zone (its business hours' calendar)"""
+
     @_builtins.property
     def total(self) -> Global___QaScoreLine: ...
     def __init__(
@@ -2330,10 +2339,11 @@ class QaScorecard(_message.Message):
         teams: _abc.Iterable[Global___QaScoreLine] | None = ...,
         days: _abc.Iterable[Global___QaScorePoint] | None = ...,
         total: Global___QaScoreLine | None = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "days", b"days", "teams", b"teams", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "days", b"days", "teams", b"teams", "time_zone", b"time_zone", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2400,3 +2410,340 @@ class ListMyCasesRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMyCasesRequest: _TypeAlias = ListMyCasesRequest  # noqa: Y015
+
+@_typing.final
+class CatalogueChoice(_message.Message):
+    """One answer offered by a catalogue form's choice field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    @_builtins.property
+    def label(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """by language: ko, zh, en, ja"""
+
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        label: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueChoice: _TypeAlias = CatalogueChoice  # noqa: Y015
+
+@_typing.final
+class CatalogueField(_message.Message):
+    """One field of a catalogue form."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    MAX_LENGTH_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """text, multiline, choice, date (YYYY-MM-DD)"""
+    required: _builtins.bool
+    max_length: _builtins.int
+    """text and multiline"""
+    pattern: _builtins.str
+    """text: a regular expression the whole value matches"""
+    @_builtins.property
+    def label(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """by language"""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogueChoice]:
+        """kind choice"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        label: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        choices: _abc.Iterable[Global___CatalogueChoice] | None = ...,
+        max_length: _builtins.int = ...,
+        pattern: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "kind", b"kind", "label", b"label", "max_length", b"max_length", "name", b"name", "pattern", b"pattern", "required", b"required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueField: _TypeAlias = CatalogueField  # noqa: Y015
+
+@_typing.final
+class CatalogueItem(_message.Message):
+    """A request form of the portal's service catalogue: a case template offered to customers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NameEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class DescriptionEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    @_builtins.property
+    def name(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """by language"""
+
+    @_builtins.property
+    def description(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogueField]: ...
+    def __init__(
+        self,
+        *,
+        template: _builtins.str = ...,
+        name: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        description: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        fields: _abc.Iterable[Global___CatalogueField] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "fields", b"fields", "name", b"name", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueItem: _TypeAlias = CatalogueItem  # noqa: Y015
+
+@_typing.final
+class ListCatalogueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCatalogueRequest: _TypeAlias = ListCatalogueRequest  # noqa: Y015
+
+@_typing.final
+class ListCatalogueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogueItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CatalogueItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCatalogueResponse: _TypeAlias = ListCatalogueResponse  # noqa: Y015
+
+@_typing.final
+class CatalogueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    template: _builtins.str
+    language: _builtins.str
+    """the labels the text is written with (default en)"""
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """field name -> value"""
+
+    def __init__(
+        self,
+        *,
+        template: _builtins.str = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "template", b"template", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogueRequest: _TypeAlias = CatalogueRequest  # noqa: Y015
+
+@_typing.final
+class CheckedCatalogueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CONTACT_PRIORITY_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """the form's name in the language"""
+    text: _builtins.str
+    """"label: value" lines, in the form's order"""
+    queue: _builtins.str
+    contact_priority: _builtins.int
+    """the template's priority as a contact's (0 normal)"""
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the template's"""
+
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the values as checked (trimmed; empty ones left out)"""
+
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        text: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        queue: _builtins.str = ...,
+        contact_priority: _builtins.int = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_priority", b"contact_priority", "queue", b"queue", "skills", b"skills", "subject", b"subject", "text", b"text", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckedCatalogueRequest: _TypeAlias = CheckedCatalogueRequest  # noqa: Y015

@@ -231,6 +231,16 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.Case.FromString,
                 _registered_method=True)
+        self.ListCatalogue = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListCatalogue',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueResponse.FromString,
+                _registered_method=True)
+        self.CheckCatalogueRequest = channel.unary_unary(
+                '/switchboard.v1.CaseService/CheckCatalogueRequest',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -510,6 +520,22 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCatalogue(self, request, context):
+        """The request forms the caller's tenant offers in the portal (case templates with a
+        `catalogue` entry), in file order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckCatalogueRequest(self, request, context):
+        """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+        wrong field) and answers how its request is routed and written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -707,6 +733,16 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.GetMyCase,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.GetCaseRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.Case.SerializeToString,
+            ),
+            'ListCatalogue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalogue,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListCatalogueResponse.SerializeToString,
+            ),
+            'CheckCatalogueRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCatalogueRequest,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1764,6 +1800,60 @@ class CaseService:
             '/switchboard.v1.CaseService/GetMyCase',
             switchboard_dot_v1_dot_case__pb2.GetCaseRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.Case.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalogue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListCatalogue',
+            switchboard_dot_v1_dot_case__pb2.ListCatalogueRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListCatalogueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCatalogueRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/CheckCatalogueRequest',
+            switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
             options,
             channel_credentials,
             insecure,

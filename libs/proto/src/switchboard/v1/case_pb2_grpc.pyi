@@ -123,6 +123,14 @@ class CaseServiceStub:
     """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
     any other case is NOT_FOUND.
     """
+    ListCatalogue: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListCatalogueRequest, _case_pb2.ListCatalogueResponse]
+    """The request forms the caller's tenant offers in the portal (case templates with a
+    `catalogue` entry), in file order.
+    """
+    CheckCatalogueRequest: _grpc.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]
+    """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+    wrong field) and answers how its request is routed and written.
+    """
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -218,6 +226,14 @@ class CaseServiceAsyncStub(CaseServiceStub):
     GetMyCase: _aio.UnaryUnaryMultiCallable[_case_pb2.GetCaseRequest, _case_pb2.Case]  # type: ignore[assignment]
     """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
     any other case is NOT_FOUND.
+    """
+    ListCatalogue: _aio.UnaryUnaryMultiCallable[_case_pb2.ListCatalogueRequest, _case_pb2.ListCatalogueResponse]  # type: ignore[assignment]
+    """The request forms the caller's tenant offers in the portal (case templates with a
+    `catalogue` entry), in file order.
+    """
+    CheckCatalogueRequest: _aio.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]  # type: ignore[assignment]
+    """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+    wrong field) and answers how its request is routed and written.
     """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -545,6 +561,26 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_case_pb2.Case, _abc.Awaitable[_case_pb2.Case]]:
         """One of the caller's own cases with the messages the customer may see (no notes, no SLA);
         any other case is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCatalogue(
+        self,
+        request: _case_pb2.ListCatalogueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListCatalogueResponse, _abc.Awaitable[_case_pb2.ListCatalogueResponse]]:
+        """The request forms the caller's tenant offers in the portal (case templates with a
+        `catalogue` entry), in file order.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckCatalogueRequest(
+        self,
+        request: _case_pb2.CatalogueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.CheckedCatalogueRequest, _abc.Awaitable[_case_pb2.CheckedCatalogueRequest]]:
+        """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
+        wrong field) and answers how its request is routed and written.
         """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -181,6 +181,26 @@ class Contact(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FormEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CONTACT_ID_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
@@ -199,6 +219,8 @@ class Contact(_message.Message):
     CASE_ID_FIELD_NUMBER: _builtins.int
     IN_REPLY_TO_FIELD_NUMBER: _builtins.int
     REFERENCES_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    FORM_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     tenant: _builtins.str
     channel: Global___Channel.ValueType
@@ -219,6 +241,8 @@ class Contact(_message.Message):
     """
     in_reply_to: _builtins.str
     """email: the Message-ID of the mail this one answers"""
+    template: _builtins.str
+    """portal catalogue: the case template the request opens a case of"""
     @_builtins.property
     def identities(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerIdentity]: ...
     @_builtins.property
@@ -234,6 +258,10 @@ class Contact(_message.Message):
     @_builtins.property
     def references(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """email: the Message-IDs of the thread (References header)"""
+
+    @_builtins.property
+    def form(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """portal catalogue: the filled form's fields, by name"""
 
     def __init__(
         self,
@@ -256,10 +284,12 @@ class Contact(_message.Message):
         case_id: _builtins.str = ...,
         in_reply_to: _builtins.str = ...,
         references: _abc.Iterable[_builtins.str] | None = ...,
+        template: _builtins.str = ...,
+        form: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "identities", b"identities", "in_reply_to", b"in_reply_to", "language", b"language", "priority", b"priority", "queue", b"queue", "references", b"references", "skills", b"skills", "subject", b"subject", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "form", b"form", "identities", b"identities", "in_reply_to", b"in_reply_to", "language", b"language", "priority", b"priority", "queue", b"queue", "references", b"references", "skills", b"skills", "subject", b"subject", "template", b"template", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

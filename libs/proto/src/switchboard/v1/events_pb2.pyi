@@ -457,6 +457,48 @@ class ContactSupervised(_message.Message):
 Global___ContactSupervised: _TypeAlias = ContactSupervised  # noqa: Y015
 
 @_typing.final
+class RecordingPlayed(_message.Message):
+    """contact.<tenant>.voice.recording_played: someone opened a call's recording to play it (the
+    inbox issued a playback ticket), audited on the contact's case. Published by the inbox, once
+    per playback session, not per byte range the player fetches.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    VIA_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    player_id: _builtins.str
+    """who plays it (agent id of the inbox user)"""
+    via: _builtins.str
+    """"player" (the inbox's or QA's player), "download" (the file)"""
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """that user's roles"""
+
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        via: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "meta", b"meta", "player_id", b"player_id", "roles", b"roles", "via", b"via"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordingPlayed: _TypeAlias = RecordingPlayed  # noqa: Y015
+
+@_typing.final
 class ContactAbandoned(_message.Message):
     """contact.<tenant>.<channel>.abandoned: the customer left before an agent took the contact."""
 

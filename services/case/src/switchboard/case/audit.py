@@ -101,6 +101,33 @@ def new_chain(session: AsyncSession, entity: str, entity_id: str) -> None:
     session.info.setdefault("audit_heads", {})[(entity, entity_id)] = (0, GENESIS)
 
 
+def head_columns(entity: str, entity_id: Any) -> tuple[Any, Any]:
+    """The seq and hash of the head of the chain of `entity_id` (a column of an enclosing
+    query), as two correlated scalar subqueries (NULL for an empty chain); `known_heads` then
+    keeps what they read."""
+    last = (
+        select(AuditEntry.seq, AuditEntry.hash)
+        .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
+        .order_by(AuditEntry.seq.desc())
+        .limit(1)
+    )
+    return (
+        last.with_only_columns(AuditEntry.seq).scalar_subquery(),
+        last.with_only_columns(AuditEntry.hash).scalar_subquery(),
+    )
+
+
+def known_heads(
+    session: AsyncSession, entity: str, heads: dict[str, tuple[int | None, str | None]]
+) -> None:
+    """Keep heads read with `head_columns`, by entity id, for `append` to extend."""
+    known: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault("audit_heads", {})
+    for entity_id, (seq, hash_) in heads.items():
+        known.setdefault(
+            (entity, entity_id), (seq, hash_) if seq is not None and hash_ else (0, GENESIS)
+        )
+
+
 _HEADS_BY_PROBE = text(
     "SELECT w.id, h.seq, h.hash FROM unnest(CAST(:ids AS text[])) AS w(id)"
     " CROSS JOIN LATERAL (SELECT seq, hash FROM audit_entries"

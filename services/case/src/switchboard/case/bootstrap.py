@@ -108,6 +108,7 @@ class CaseApp(Service):
             calendar_for=self.policies.business_calendar,
             clock=self.clock,
             objects=stores.ObjectStores(bus.js),
+            zone_for=self.policies.time_zone,
         )
         subscribe_kb_reports(bus, kb_reports, s.consumer_name)
         self.scheduler = Scheduler(self.sessions, self.records, self.clock, self.relay.wake)
@@ -118,7 +119,9 @@ class CaseApp(Service):
             CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
         )
         servicer.kb_reports = kb_reports
-        servicer.portal = Portal(self.sessions, views, build_mailer(s), s.auth_secret)
+        servicer.portal = Portal(
+            self.sessions, views, build_mailer(s), s.auth_secret, self.policies
+        )
         return [
             (
                 case_pb2_grpc.add_CaseServiceServicer_to_server,

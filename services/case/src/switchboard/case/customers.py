@@ -168,14 +168,17 @@ async def resolve(
             customer.display_name = keys.seal(session, tenant, customer.id, name)
     else:
         customer_id = new_id()
-        customer = Customer(
-            id=customer_id,
-            tenant=tenant,
-            display_name=keys.seal(session, tenant, customer_id, name),
-            created_at=at,
-            merged_into=None,
+        customer = bulk.new(
+            session,
+            Customer,
+            {
+                "id": customer_id,
+                "tenant": tenant,
+                "display_name": keys.seal(session, tenant, customer_id, name),
+                "created_at": at,
+                "merged_into": None,
+            },
         )
-        bulk.add(session, customer)
         audit.new_chain(session, audit.CUSTOMER, customer.id)
         session.info.setdefault("new_customers", set()).add(customer.id)
         index = session.info.get("open_cases")

@@ -28,13 +28,14 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, csat, customers, object_erasure
-from switchboard.case.adapters import bulk, keyring
+from switchboard.case.adapters import bulk, collector, keyring
 from switchboard.case.adapters.database import (
     get_locked,
     get_row,
+    hold_writes,
     insert_ignore,
     insert_ignore_many,
-    preload_locked,
+    preload_locked_with,
     row_added,
 )
 from switchboard.case.adapters.orm import (
@@ -54,6 +55,7 @@ from switchboard.case.records import SYSTEM, CaseRecords
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
+from switchboard.core import roles
 from switchboard.core.errors import DomainError, InvalidArgument, Retry, RetryUntouched
 from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
 
@@ -93,6 +95,8 @@ SUPERVISION_ACTIONS = {
     events_pb2.SUPERVISION_ACTION_STOPPED: "supervision_stopped",
     events_pb2.SUPERVISION_ACTION_NOTE: "supervisor_note",
 }
+# The role an audited playback names its player by, the first the player has.
+PLAYER_ROLES = (roles.ADMIN, roles.SUPERVISOR, roles.QA, roles.TEAM_LEAD, roles.AGENT)
 
 
 def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = False) -> str:
@@ -113,6 +117,11 @@ def nul_field(message: ProtoMessage, prefix: str = "") -> str:
         return ""  # every valid event: no path built
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
+        if _is_map(field):
+            for key, item in value.items():
+                if _nul_in_entry(key, item):
+                    return f"{path}[{key!r}]"
+            continue
         items = value if field.is_repeated else [value]
         for i, item in enumerate(items):
             where = f"{path}[{i}]" if field.is_repeated else path
@@ -129,10 +138,25 @@ _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return field.type == _MESSAGE and entry is not None and entry.GetOptions().map_entry
+
+
+def _nul_in_entry(key: object, value: object) -> bool:
+    """A map entry (of strings, e.g. Contact.form) holding a NUL in its key or value."""
+    if isinstance(value, ProtoMessage):
+        return (isinstance(key, str) and "\x00" in key) or _has_nul(value)
+    return any(isinstance(x, str) and "\x00" in x for x in (key, value))
+
+
 def _has_nul(message: ProtoMessage) -> bool:
     for field, value in message.ListFields():
         kind = field.type
-        if kind == _STRING:
+        if _is_map(field):
+            if any(_nul_in_entry(k, v) for k, v in value.items()):
+                return True
+        elif kind == _STRING:
             if field.is_repeated:
                 if any("\x00" in item for item in value):
                     return True
@@ -261,21 +285,26 @@ class CaseHandlers:
         rolls all of it back, and the bus hands each event over again on its own."""
         # The batch's transaction maps no errors: one it fails with cannot be told apart from
         # its events, so the bus hands each event over alone, to `_apply`, which maps them.
-        async with self._uow.transaction() as session:
-            token = _batch_session.set(session)
-            try:
-                await self._claim_all(session, events)
-                await self._preload(session, events)
-                if not isolate:
-                    # New rows go in with one INSERT per table (bulk.py); a savepoint would have
-                    # to undo staged rows too, so the isolated retry uses plain ORM flushes.
-                    session.info[bulk.KEY] = staged = bulk.BulkInserts()
-                yield _BatchUnit(self, session, isolate)
-                if not isolate:
-                    await session.run_sync(staged.write, False)
-                    await session.run_sync(bulk.write_changes)
-            finally:
-                _batch_session.reset(token)
+        with collector.held():
+            async with self._uow.transaction() as session:
+                token = _batch_session.set(session)
+                try:
+                    await self._claim_all(session, events)
+                    await self._preload(session, events)
+                    if not isolate:
+                        # New rows go in with one INSERT per table (bulk.py); a savepoint would
+                        # have to undo staged rows too, so the isolated retry uses plain ORM
+                        # flushes.
+                        session.info[bulk.KEY] = staged = bulk.BulkInserts()
+                        # Every failure fails the whole batch: its writes can go with the next
+                        # statement or the commit.
+                        await hold_writes(session)
+                    yield _BatchUnit(self, session, isolate)
+                    if not isolate:
+                        await session.run_sync(staged.write, False)
+                        await session.run_sync(bulk.write_changes)
+                finally:
+                    _batch_session.reset(token)
 
     async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         contact_ids: set[str] = set()
@@ -299,10 +328,12 @@ class CaseHandlers:
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         contact_ids.discard("")
         message_ids.discard("")
-        contacts = await preload_locked(session, Contact, contact_ids)
-        case_ids = {c.case_id for c in contacts}
-        await preload_locked(session, Case, case_ids)
-        await audit.preload_heads(session, audit.CASE, case_ids)
+        contacts, cases, heads = await preload_locked_with(
+            session, Contact, contact_ids, Case, "case_id", audit.head_columns(audit.CASE, Case.id)
+        )
+        case_ids = {c.id for c in cases}
+        audit.known_heads(session, audit.CASE, heads)  # on SQLite, read with the cases
+        await audit.preload_heads(session, audit.CASE, case_ids)  # the others
         await self.records.sla.preload(session, case_ids)
         owners: set[str] = set()
         for tenant, found in identities.items():
@@ -341,9 +372,12 @@ class CaseHandlers:
             session.info["message_ids"] = {i: i in stored for i in message_ids}
         # The keyring looked at the data keys when the transaction began. Another replica may
         # have committed since then a customer read above, with its key: look again, so that
-        # this batch seals with that key rather than making the customer a second one.
-        keys = keyring.of(session)
-        await session.run_sync(lambda sync: keys.refresh(sync.connection()))
+        # this batch seals with that key rather than making the customer a second one. (SQLite's
+        # write transaction holds the database's one write lock from its BEGIN IMMEDIATE on:
+        # nothing can have been committed since.)
+        if session.get_bind().dialect.name != "sqlite":
+            keys = keyring.of(session)
+            await session.run_sync(lambda sync: keys.refresh(sync.connection()))
 
     async def _claim_all(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
         """Claim every event id of the batch in one INSERT … ON CONFLICT DO NOTHING RETURNING;
@@ -468,28 +502,29 @@ class CaseHandlers:
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
             score = csat.parse_rating(text) if how == RATING else None
             keys = keyring.of(session)
-            bulk.add(
+            bulk.new(
                 session,
-                Contact(
-                    contact_id=c.contact_id,
-                    tenant=tenant,
-                    case_id=case.id,
-                    channel=channel,
-                    language=c.language,
-                    skills=list(c.skills),
-                    queue=c.queue,
-                    subject=keys.seal(session, tenant, customer.id, c.subject),
-                    agent_id="",
+                Contact,
+                {
+                    "contact_id": c.contact_id,
+                    "tenant": tenant,
+                    "case_id": case.id,
+                    "channel": channel,
+                    "language": c.language,
+                    "skills": list(c.skills),
+                    "queue": c.queue,
+                    "subject": keys.seal(session, tenant, customer.id, c.subject),
+                    "agent_id": "",
                     # A rating needs no agent: it ends as it arrives.
-                    status=QUEUED if score is None else ENDED,
-                    ended_at=None if score is None else created,
-                    wrap_up_code="" if score is None else csat.SURVEY_REPLY,
-                    created_at=created,
+                    "status": QUEUED if score is None else ENDED,
+                    "ended_at": None if score is None else created,
+                    "wrap_up_code": "" if score is None else csat.SURVEY_REPLY,
+                    "created_at": created,
                     # Who wrote, which may differ from the case's customer in a shared thread.
-                    customer_id=customer.id,
-                    conversation_id=c.conversation_id,
-                    priority=c.priority,
-                ),
+                    "customer_id": customer.id,
+                    "conversation_id": c.conversation_id,
+                    "priority": c.priority,
+                },
             )
             row_added(session, Contact, c.contact_id)
             if objects:
@@ -592,6 +627,23 @@ class CaseHandlers:
                 logger.info(
                     "contact %s names an unknown case; using its customer", contact.contact_id
                 )
+        template = self._catalogue_template(customer.tenant, contact)
+        if template is not None and not follow_up_of:
+            # A request from the portal's catalogue is a case of its own, of the template's kind.
+            case = await self.records.open_case(
+                session,
+                customer,
+                actor,
+                created,
+                subject=case_subject(contact) or template.subject,
+                case_type=template.case_type,
+                priority=template.priority,
+                queue=template.queue or contact.queue,
+                template=template.name,
+                contact_id=contact.contact_id,
+            )
+            case.updated_at = now
+            return case, "opened"
         case = None
         index: dict[str, list[Case]] | None = session.info.get("open_cases")
         if index is not None and customer.id in index:
@@ -625,6 +677,18 @@ class CaseHandlers:
         )
         case.updated_at = now
         return case, "opened"
+
+    def _catalogue_template(
+        self, tenant: str, contact: contact_pb2.Contact
+    ) -> sla_policy.Template | None:
+        """The catalogue template a portal request names, if the tenant offers it."""
+        if not contact.template:
+            return None
+        template = self.records.policies.template(tenant, contact.template)
+        if template is None or template.catalogue is None:
+            logger.info("contact %s names no catalogue template", contact.contact_id)
+            return None
+        return template
 
     async def _customer_wrote(self, session: AsyncSession, case: Case, at: datetime) -> None:
         """The customer came back: a case waiting on them resumes, and once the first response
@@ -960,6 +1024,27 @@ class CaseHandlers:
                 data["note_id"] = note.id
             await self.records.audit(
                 session, case, f"supervisor:{event.supervisor_id}", action, data, at
+            )
+
+        await self._apply(event, work)
+
+    async def on_recording_played(self, event: events_pb2.RecordingPlayed) -> None:
+        """Someone opened a call's recording to play it: audited on the contact's case (actor
+        `<role>:<id>`, action `recording_played`), once per playback the inbox started."""
+        tenant = event.meta.tenant
+        _text(event.contact_id, "contact_id", required=True)
+        _text(event.player_id, "player_id", required=True)
+        held = sorted(_text(r, "roles") for r in event.roles)
+        _text(event.via, "via")
+        at = _when(event.meta.occurred_at) or self._clock()
+        actor_role = next((r for r in PLAYER_ROLES if r in held), roles.AGENT)
+
+        async def work(session: AsyncSession) -> None:
+            contact = await self._contact(session, tenant, event.contact_id)
+            case = await self._case(session, contact)
+            data = {"contact_id": contact.contact_id, "roles": held, "via": event.via}
+            await self.records.audit(
+                session, case, f"{actor_role}:{event.player_id}", "recording_played", data, at
             )
 
         await self._apply(event, work)

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from switchboard.case import customers
 from switchboard.case.adapters import keyring, orm
 from switchboard.case.adapters.mailer import Mailer
+from switchboard.case.catalogue import pick
 from switchboard.case.pagination import CaseQuery
+from switchboard.case.sla.policy import Policies
 from switchboard.case.views import CaseViews
 from switchboard.core import portal_tokens
 from switchboard.core.errors import InvalidArgument, NotFound
@@ -87,11 +89,13 @@ class Portal:
         views: CaseViews,
         mailer: Mailer,
         secret: str,
+        policies: Policies | None = None,
     ) -> None:
         self._sessions = sessions
         self._views = views
         self._mailer = mailer
         self._secret = secret
+        self._policies = policies or Policies()
 
     async def customer_by_email(self, tenant: str, email: str) -> str | None:
         """The customer whose email identity this is (following merges), if any."""
@@ -153,3 +157,36 @@ class Portal:
         if case.customer.customer_id != current:
             raise NotFound("case", case_id)
         return for_customer(case)
+
+    # ---- the service catalogue ----------------------------------------------------------------
+
+    def catalogue(self, tenant: str) -> list[case_pb2.CatalogueItem]:
+        """The request forms the tenant offers (its templates with a catalogue entry)."""
+        return [
+            case_pb2.CatalogueItem(
+                template=t.name,
+                name=dict(t.catalogue.name),
+                description=dict(t.catalogue.description),
+                fields=[f.to_proto() for f in t.catalogue.fields],
+            )
+            for t in self._policies.catalogue(tenant)
+            if t.catalogue is not None
+        ]
+
+    def check_request(
+        self, tenant: str, template: str, values: dict[str, str], language: str
+    ) -> case_pb2.CheckedCatalogueRequest:
+        """A filled form checked against its template: the first wrong field raises
+        InvalidArgument("fields.<name>", ...); a template the tenant does not offer is NOT_FOUND."""
+        t = self._policies.template(tenant, template)
+        if t is None or t.catalogue is None:
+            raise NotFound("catalogue form", template)
+        checked = t.catalogue.check(values)
+        return case_pb2.CheckedCatalogueRequest(
+            subject=pick(t.catalogue.name, language) or t.subject or t.name,
+            text=t.catalogue.text(checked, language),
+            skills=list(t.skills),
+            queue=t.queue,
+            contact_priority=t.contact_priority,
+            values=checked,
+        )

@@ -24,9 +24,10 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,6 +48,7 @@ from switchboard.core.errors import (
 from switchboard.v1 import contact_pb2
 
 logger = logging.getLogger(__name__)
+UTC_ZONE = ZoneInfo("UTC")  # the scorecard's days for a tenant with no time zone
 
 DEFAULT_FORM = Path(__file__).parent / "forms" / "qa_default.yaml"
 MAX_SAMPLE_CONTACTS = 100_000
@@ -237,8 +239,9 @@ class ScoreLine:
 class Scorecard:
     agents: list[ScoreLine]
     teams: list[ScoreLine]
-    days: list[tuple[datetime, ScoreLine]]
+    days: list[tuple[datetime, ScoreLine]]  # each day's local midnight (aware, in time_zone)
     total: ScoreLine
+    time_zone: str = "UTC"
 
 
 def _line(key: str, rows: Sequence[QaEvaluation]) -> ScoreLine:
@@ -253,21 +256,23 @@ def _line(key: str, rows: Sequence[QaEvaluation]) -> ScoreLine:
     )
 
 
-def scorecard(rows: Sequence[QaEvaluation]) -> Scorecard:
-    """Average score and fatal-error rate per agent, per team (queue), per UTC day, in all."""
+def scorecard(rows: Sequence[QaEvaluation], tz: ZoneInfo = UTC_ZONE) -> Scorecard:
+    """Average score and fatal-error rate per agent, per team (queue), per day in `tz` (the
+    tenant's time zone: an evaluation at 23:30 UTC is on the next day in Seoul), in all."""
     by_agent: dict[str, list[QaEvaluation]] = defaultdict(list)
     by_team: dict[str, list[QaEvaluation]] = defaultdict(list)
     by_day: dict[datetime, list[QaEvaluation]] = defaultdict(list)
     for r in rows:
         by_agent[r.agent_id].append(r)
         by_team[r.queue].append(r)
-        at = r.scored_at.astimezone(UTC)
-        by_day[datetime(at.year, at.month, at.day, tzinfo=UTC)].append(r)
+        at = r.scored_at.astimezone(tz)
+        by_day[datetime(at.year, at.month, at.day, tzinfo=tz)].append(r)
     return Scorecard(
         agents=[_line(k, v) for k, v in sorted(by_agent.items())],
         teams=[_line(k, v) for k, v in sorted(by_team.items())],
         days=[(d, _line(d.date().isoformat(), v)) for d, v in sorted(by_day.items())],
         total=_line("", rows),
+        time_zone=tz.key,
     )
 
 
@@ -279,8 +284,10 @@ class Quality:
         default_rate: float = 0.05,
         default_seed: str = "switchboard-qa",
         clock: Callable[[], datetime] = utc_now,
+        zone_for: Callable[[str], ZoneInfo] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._zone_for = zone_for or (lambda tenant: UTC_ZONE)
         self._uow = UnitOfWork(sessions)
         self.forms = dict(forms)  # the built-in forms: version 1 for every tenant
         self.default_rate = default_rate
@@ -575,7 +582,7 @@ class Quality:
             stmt = stmt.where(e.queue == team)
         async with self._sessions() as session:
             rows = (await session.scalars(stmt.limit(MAX_SAMPLE_CONTACTS))).all()
-        return scorecard(rows)
+        return scorecard(rows, self._zone_for(tenant))
 
     async def _locked(self, session: AsyncSession, tenant: str, evaluation_id: str) -> QaEvaluation:
         found = await session.get(QaEvaluation, evaluation_id, with_for_update=True)

@@ -90,24 +90,27 @@ class CaseRecords:
         contact_id: str = "",
     ) -> Case:
         reference = await self._free_reference(session, customer.tenant)
-        case = Case(
-            id=new_id(),
-            tenant=customer.tenant,
-            customer_id=customer.id,
-            status=lifecycle.NEW,
-            subject=keyring.of(session).seal(session, customer.tenant, customer.id, subject),
-            assigned_agent_id="",
-            created_at=at,
-            updated_at=at,
-            reference=reference,
-            case_type=case_type or case_pb2.CASE_TYPE_INQUIRY,
-            priority=priority or case_pb2.CASE_PRIORITY_NORMAL,
-            queue=queue,
-            template=template,
-            status_changed_at=at,
-            reopened_count=0,
+        case = bulk.new(
+            session,
+            Case,
+            {
+                "id": new_id(),
+                "tenant": customer.tenant,
+                "customer_id": customer.id,
+                "status": lifecycle.NEW,
+                "subject": keyring.of(session).seal(session, customer.tenant, customer.id, subject),
+                "assigned_agent_id": "",
+                "created_at": at,
+                "updated_at": at,
+                "reference": reference,
+                "case_type": case_type or case_pb2.CASE_TYPE_INQUIRY,
+                "priority": priority or case_pb2.CASE_PRIORITY_NORMAL,
+                "queue": queue,
+                "template": template,
+                "status_changed_at": at,
+                "reopened_count": 0,
+            },
         )
-        bulk.add(session, case)
         audit.new_chain(session, audit.CASE, case.id)
         session.info.setdefault("sla_timers", {})[case.id] = {}  # a new case has none yet
         # The customer has a case now: the next contact of theirs looks it up.

@@ -105,10 +105,15 @@ class ChatNotifier:
         at: datetime,
         case_id: str = "",
         skills: list[str] | None = None,
+        queue: str = "",
+        priority: int = 0,
+        template: str = "",
+        form: dict[str, str] | None = None,
     ) -> None:
         """A customer's request or reply written in the portal: a contact routed like any
         other, threaded into `case_id` when it answers a case, and answered by email (its
-        conversation id is "offline:portal:<contact id>", as an offline message's)."""
+        conversation id is "offline:portal:<contact id>", as an offline message's). A request
+        from the catalogue names its case template and carries the filled form."""
         contact = contact_pb2.Contact(
             contact_id=contact_id,
             tenant=tenant,
@@ -121,11 +126,14 @@ class ChatNotifier:
             customer_name=name,
             language=language,
             skills=skills or [],
-            queue=DEFAULT_QUEUE,
+            queue=queue or DEFAULT_QUEUE,
+            priority=priority,
             content=[_text(text)],
             conversation_id=f"offline:portal:{contact_id}",
             subject=subject,
             case_id=case_id,
+            template=template,
+            form=form or {},
         )
         contact.created_at.FromDatetime(at)
         meta = events.new_meta(tenant, contact_pb2.CHANNEL_CHAT, SOURCE, f"{contact_id}:created")
@@ -253,6 +261,20 @@ class ChatNotifier:
             agent_id=agent_id,
             action=action,  # type: ignore[arg-type]
             text=text,
+        )
+        await self.bus.publish(event)
+        return event
+
+    async def recording_played(
+        self, tenant: str, contact_id: str, player_id: str, roles: list[str], via: str
+    ) -> events_pb2.RecordingPlayed:
+        """Someone started playing a call's recording, for the case service to audit."""
+        event = events_pb2.RecordingPlayed(
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_VOICE, SOURCE),
+            contact_id=contact_id,
+            player_id=player_id,
+            roles=roles,
+            via=via,
         )
         await self.bus.publish(event)
         return event

@@ -14,7 +14,7 @@ Outside such a batch, `add` and `add_row` are `session.add`.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, insert, inspect, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,7 @@ from sqlalchemy.sql.dml import Update
 from switchboard.case.adapters.orm import Base
 
 KEY = "bulk_inserts"
+T = TypeVar("T")
 
 
 class BulkInserts:
@@ -43,7 +44,8 @@ class BulkInserts:
         """Stage a new ORM object (its primary key set), written with its attributes' values at
         the time of the write. An attribute not set takes its column's default (or None) now,
         as a flush would have given it."""
-        mapper: Mapper[Any] = inspect(type(obj))
+        model: Any = type(obj)
+        mapper = _mapper(model)
         _complete(mapper, obj)
         key = mapper.primary_key_from_instance(obj)
         self._objects[(type(obj), key[0] if len(key) == 1 else tuple(key))] = obj
@@ -61,10 +63,10 @@ class BulkInserts:
         by_table: dict[Table, list[dict[str, Any]]] = dict(self._rows)
         for (model, _key), obj in objects:
             table = model.__table__  # type: ignore[attr-defined]
-            by_table.setdefault(table, []).append(_values(inspect(model), obj))
+            by_table.setdefault(table, []).append(_values(_mapper(model), obj))
         self._rows, self._objects = {}, {}
         connection = session.connection()
-        for table in Base.metadata.sorted_tables:
+        for table in _sorted_tables(len(Base.metadata.tables)):
             rows = by_table.get(table)
             if rows:
                 connection.execute(insert(table), rows)
@@ -78,25 +80,48 @@ class BulkInserts:
                 absent.discard(key)
 
 
+@cache
+def _mapper(model: Any) -> Mapper[Any]:
+    mapper: Mapper[Any] = inspect(model)
+    return mapper
+
+
+@cache
+def _sorted_tables(_count: int) -> list[Table]:
+    """The tables in foreign key order (sorted once per number of tables registered)."""
+    return Base.metadata.sorted_tables
+
+
 def _complete(mapper: Mapper[Any], obj: Any) -> None:
     # Straight into the instance's dict: the object is transient, so there is no history to
     # keep, and its row is read from this dict.
     state = obj.__dict__
+    for key, default, call in _defaults(mapper):
+        if key not in state:
+            state[key] = default(None) if call else default
+
+
+@cache
+def _defaults(mapper: Mapper[Any]) -> tuple[tuple[str, Any, bool], ...]:
+    """Each column attribute's Python-side default: (key, value or callable, whether called)."""
+    out = []
     for prop in mapper.column_attrs:
-        if prop.key in state:
-            continue
         default = prop.columns[0].default
         if default is None:
-            state[prop.key] = None
-        elif default.is_callable:
-            state[prop.key] = default.arg(None)  # type: ignore[attr-defined]
+            out.append((prop.key, None, False))
         else:
-            state[prop.key] = default.arg  # type: ignore[attr-defined]
+            out.append((prop.key, default.arg, bool(default.is_callable)))  # type: ignore[attr-defined]
+    return tuple(out)
 
 
 def _values(mapper: Mapper[Any], obj: Any) -> dict[str, Any]:
     state = obj.__dict__
-    return {prop.columns[0].key: state[prop.key] for prop in mapper.column_attrs}
+    return {column: state[key] for key, column in _columns(mapper)}
+
+
+@cache
+def _columns(mapper: Mapper[Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
 
 
 def write_changes(session: Session) -> None:
@@ -177,6 +202,25 @@ def add(session: AsyncSession, obj: Any) -> None:
         session.add(obj)
     else:
         bulk.add(obj)
+
+
+def new(session: AsyncSession, model: type[T], values: dict[str, Any]) -> T:
+    """A new object of `model` with `values` (its primary key among them), added to the session;
+    inside a bulk batch, staged, and made without the ORM's per-attribute bookkeeping (a new
+    object has no history to keep, and its row is read from its attributes when written)."""
+    bulk = session.info.get(KEY)
+    if bulk is None:
+        obj = model(**values)
+        session.add(obj)
+        return obj
+    obj = _manager(model).new_instance()
+    obj.__dict__.update(values)
+    bulk.add(obj)
+    return obj
+
+
+def _manager(model: Any) -> Any:
+    return _mapper(model).class_manager
 
 
 def add_row(session: AsyncSession, model: Any, values: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,11 +22,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction, defer
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
-from switchboard.case.adapters import bulk, keyring
+from switchboard.case.adapters import bulk, crypto, keyring
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -128,6 +129,47 @@ def _run_statement(
         cursor.close()
 
 
+Held = list[tuple[str, Any, bool]]  # (operation, parameters, many)
+
+
+def _run_statements(
+    connection: sqlite3.Connection,
+    held: Held,
+    operation: Any,
+    parameters: Any,
+    many: bool,
+) -> tuple[Any, int, int | None, list[Any]]:
+    # The writes held back (see `hold_writes`), then the statement, in one hop.
+    _run_held(connection, held)
+    return _run_statement(connection, operation, parameters, many)
+
+
+def _run_held(connection: sqlite3.Connection, held: Held) -> None:
+    for operation, parameters, many in held:
+        cursor = connection.cursor()
+        try:
+            if many:
+                cursor.executemany(operation, parameters)
+            else:
+                cursor.execute(operation, parameters or ())
+        finally:
+            cursor.close()
+
+
+def _commit_after(connection: sqlite3.Connection, held: Held) -> None:
+    _run_held(connection, held)
+    connection.commit()
+
+
+def _holdable(operation: str) -> bool:
+    verb = operation.lstrip()[:6].upper()
+    return verb in ("INSERT", "UPDATE") and "RETURNING" not in operation.upper()
+
+
+def _begins(operation: str, parameters: Any) -> bool:
+    return not parameters and operation.lstrip()[:5].upper() == "BEGIN"
+
+
 class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
     """A cursor that runs each statement, fetches its rows and closes in one hop to aiosqlite's
     thread; SQLAlchemy's own makes four (open, execute, fetch, close), and under load every hop
@@ -172,13 +214,30 @@ class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
         self._rows.clear()
 
     def _run(self, operation: Any, parameters: Any, many: bool) -> None:
+        adapted: _OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+        if (many and adapted._holding and _holdable(operation)) or (
+            not many and _begins(operation, parameters)
+        ):
+            # Sent with the next statement: a BEGIN always (the transaction's first statement
+            # follows it at once, the after_begin look at the data keys), the bulk writes of a
+            # transaction that holds them.
+            adapted._held.append((operation, parameters, many))
+            self._result_description = None
+            self._result_rowcount = len(parameters) if many else -1
+            self._result_lastrowid = None
+            self._rows = collections.deque()
+            return
+        held, adapted._held = adapted._held, []
+        adapted._idle = False
         connection = self._connection
         try:
             done = await_(
-                connection._execute(_run_statement, connection._conn, operation, parameters, many)
+                connection._execute(
+                    _run_statements, connection._conn, held, operation, parameters, many
+                )
             )
         except Exception as error:
-            self._adapt_connection._handle_exception(error)
+            adapted._handle_exception(error)
         (
             self._result_description,
             self._result_rowcount,
@@ -195,14 +254,62 @@ class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneHopConnection(sa_aiosqlite.AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """With `_holding` (see `hold_writes`), an executemany INSERT or UPDATE is held back and sent
+    with the connection's next statement, or its commit, in the same hop; until the transaction
+    ends."""
+
+    __slots__ = ("_held", "_holding", "_idle")
     _cursor_cls = _OneHopCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._holding = False
+        self._held: Held = []
+        # No statement has run since the last commit or rollback: there is nothing to roll back
+        # (the pool's reset of a connection returned after its commit costs no hop).
+        self._idle = True
+
+    def commit(self) -> None:
+        held, self._held, self._holding = self._held, [], False
+        idle, self._idle = self._idle, True
+        if idle and all(not many for _, _, many in held):
+            return  # at most a BEGIN held: no transaction began on the database
+        if not held:
+            super().commit()
+            return
+        try:
+            await_(self._connection._execute(_commit_after, self._connection._conn, held))
+        except Exception as error:
+            self._handle_exception(error)
+
+    def rollback(self) -> None:
+        self._held, self._holding = [], False
+        idle, self._idle = self._idle, True
+        if not idle:
+            super().rollback()
+
+    def close(self) -> None:
+        self._held, self._holding = [], False
+        super().close()
 
 
 class _OneHopDBAPI(sa_aiosqlite.AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> Any:
         adapted = super().connect(*arg, **kw)
         return _OneHopConnection(self, adapted._connection)
+
+
+async def hold_writes(session: AsyncSession) -> None:
+    """On SQLite, until the session's transaction ends, its executemany INSERTs and UPDATEs (the
+    rows a batch writes in bulk) go to the driver's thread with the next statement or the commit,
+    in one hop, rather than one hop each. A failure of a held write is then raised by the
+    statement (or the commit) it went with: only for a transaction that any failure rolls back
+    whole (the consumer's batch without savepoints). Elsewhere, nothing changes."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if isinstance(adapted, _OneHopConnection):
+        adapted._holding = True
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -277,6 +384,7 @@ class Sessions(async_sessionmaker[AsyncSession]):
             engine.execution_options(**options), expire_on_commit=False, info={keyring.KEY: keys}
         )
         self.keyring = keys
+        self.engine = engine  # its write sessions' (the read sessions' has other options)
         self._write = engine
         self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
@@ -320,16 +428,20 @@ async def insert_ignore(
     return (await session.execute(stmt)).first() is not None
 
 
-async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> list[Any]:
+async def preload_locked(
+    session: AsyncSession, model: Any, keys: set[Any], unsealed: bool = False
+) -> list[Any]:
     """Read and lock many rows by primary key in one query (in key order, so that two writers
     lock in the same order); `get_locked` and `get_row` then answer from the session, including
-    for the keys that have no row."""
+    for the keys that have no row. With `unsealed`, the sealed columns are not read (see
+    `_unsealed`)."""
     if not keys:
         return []
     pk = model.__mapper__.primary_key[0]
-    rows = list(
-        await session.scalars(select(model).where(pk.in_(keys)).order_by(pk).with_for_update())
-    )
+    stmt = select(model).where(pk.in_(keys)).order_by(pk).with_for_update()
+    if unsealed:
+        stmt = stmt.options(*_unsealed(model))
+    rows = list(await session.scalars(stmt))
     # The session's identity map holds rows weakly: these references keep them for the
     # transaction.
     locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
@@ -338,6 +450,66 @@ async def preload_locked(session: AsyncSession, model: Any, keys: set[Any]) -> l
         locked[(model, getattr(row, pk.key))] = row
     absent.update((model, k) for k in keys if (model, k) not in locked)
     return rows
+
+
+async def preload_locked_with(
+    session: AsyncSession,
+    model: Any,
+    keys: set[Any],
+    parent: Any,
+    foreign_key: str,
+    extra: Sequence[Any] = (),
+) -> tuple[list[Any], list[Any], dict[Any, tuple[Any, ...]]]:
+    """`preload_locked` of `model`'s rows by `keys` and of the `parent` rows they refer to by
+    their column `foreign_key` (not null): on SQLite in one joined query (its write transaction
+    locks the whole database, so the order rows are read in locks nothing), which also reads the
+    columns `extra` (correlated with the parent), by parent key; elsewhere in two queries, each in
+    key order, and without `extra` (an empty dict: the caller reads them itself)."""
+    if session.get_bind().dialect.name != "sqlite":
+        rows = await preload_locked(session, model, keys, unsealed=True)
+        parents = await preload_locked(
+            session, parent, {getattr(r, foreign_key) for r in rows}, unsealed=True
+        )
+        return rows, parents, {}
+    if not keys:
+        return [], [], {}
+    pk = model.__mapper__.primary_key[0]
+    parent_pk = parent.__mapper__.primary_key[0]
+    result = await session.execute(
+        select(model, parent, *extra)
+        .join(parent, parent_pk == getattr(model, foreign_key))
+        .where(pk.in_(keys))
+        .order_by(pk)
+        .options(*_unsealed(model), *_unsealed(parent))
+    )
+    locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
+    absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
+    rows = []
+    found: dict[Any, Any] = {}
+    values: dict[Any, tuple[Any, ...]] = {}
+    for row, of, *more in result:
+        rows.append(row)
+        locked[(model, getattr(row, pk.key))] = row
+        key = getattr(of, parent_pk.key)
+        found[key] = of
+        values[key] = tuple(more)
+    for key, of in found.items():
+        locked[(parent, key)] = of
+        absent.discard((parent, key))
+    absent.update((model, k) for k in keys if (model, k) not in locked)
+    return rows, list(found.values()), values
+
+
+@functools.cache
+def _unsealed(model: Any) -> tuple[Any, ...]:
+    """Loader options leaving `model`'s sealed columns (personal data) unread: a batch's events
+    write them but do not read them, and opening each one loaded is an AES-GCM decryption. A
+    later query of the transaction that selects the whole row fills them in."""
+    return tuple(
+        defer(getattr(model, c.key))
+        for c in model.__mapper__.column_attrs
+        if isinstance(c.columns[0].type, crypto.SealedText)
+    )
 
 
 async def get_row(session: AsyncSession, model: Any, key: Any) -> Any:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
@@ -89,6 +90,7 @@ def build_kb_reports(
     calendar_for: Callable[[str], BusinessClock | None] | None = None,
     clock: Callable[[], datetime] = utc_now,
     objects: Objects | None = None,
+    zone_for: Callable[[str], ZoneInfo] | None = None,
 ) -> KbReports:
     """Everything the mixin and the CSAT subscriptions need. `consumer` is the case service's
     durable name; CSAT uses ``<consumer>-csat`` for its own idempotency records. `objects` keeps
@@ -96,7 +98,7 @@ def build_kb_reports(
     return KbReports(
         knowledge=KnowledgeBase(sessions, clock, objects),
         reports=Reports(sessions, clock, calendar_for=calendar_for),
-        quality=Quality(sessions, load_forms(qa_forms), qa_rate, qa_seed),
+        quality=Quality(sessions, load_forms(qa_forms), qa_rate, qa_seed, clock, zone_for),
         csat=Csat(sessions, publisher, f"{consumer}-csat"),
         sessions=sessions,
     )
@@ -607,8 +609,10 @@ class KnowledgeReportRpcs:
                     evaluations=line.evaluations,
                     average_score=line.average_score,
                     fatal_error_rate=line.fatal_error_rate,
+                    date=day.date().isoformat(),
                 )
                 for day, line in card.days
             ],
             total=_score_line(card.total),
+            time_zone=card.time_zone,
         )

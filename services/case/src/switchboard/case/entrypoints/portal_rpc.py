@@ -36,3 +36,14 @@ class PortalRpcs:
         p = principal()
         require(request, "case_id")
         return await self.portal.my_case(p.tenant, p.subject, request.case_id)
+
+    async def ListCatalogue(self, request, context):  # type: ignore[no-untyped-def]
+        items = self.portal.catalogue(principal().tenant)
+        return case_pb2.ListCatalogueResponse(items=items)
+
+    async def CheckCatalogueRequest(self, request, context):  # type: ignore[no-untyped-def]
+        require(request, "template")
+        language = request.language if request.language in LANGUAGES else "en"
+        return self.portal.check_request(
+            principal().tenant, request.template, dict(request.values), language
+        )

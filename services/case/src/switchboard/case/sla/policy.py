@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from switchboard.case import catalogue
 from switchboard.case.sla.calendar import ALWAYS, Calendar, parse_calendar
 from switchboard.core.config import ConfigError, compose, locate, parse_duration
 from switchboard.v1 import case_pb2
@@ -100,6 +101,15 @@ class Template:
     priority: int = case_pb2.CASE_PRIORITY_NORMAL
     queue: str = ""
     note: str = ""
+    skills: tuple[str, ...] = ()  # what a case opened from the portal's catalogue is routed by
+    catalogue: catalogue.Form | None = None  # offered in the portal's service catalogue
+
+    @property
+    def contact_priority(self) -> int:
+        """The priority as a contact's (0 normal, 1 high, 2 urgent), which the router reads."""
+        if self.priority == case_pb2.CASE_PRIORITY_URGENT:
+            return 2
+        return 1 if self.priority == case_pb2.CASE_PRIORITY_HIGH else 0
 
 
 @dataclass(frozen=True)
@@ -184,9 +194,25 @@ class Policies:
     def template(self, tenant: str, name: str) -> Template | None:
         return self.templates.get((tenant, name)) or self.templates.get(("*", name))
 
+    def catalogue(self, tenant: str) -> list[Template]:
+        """The templates the tenant offers in the portal's catalogue (its own, and those of
+        every tenant it has none of the same name of), in file order."""
+        return [
+            t
+            for (owner, name), t in self.templates.items()
+            if t.catalogue is not None
+            and (owner == tenant or (owner == "*" and (tenant, name) not in self.templates))
+        ]
+
     def business_calendar(self, tenant: str) -> Calendar | None:
         """The tenant's business-hours calendar (its own, else the "*" one), if it has one."""
         return self.business_hours.get(tenant) or self.business_hours.get("*")
+
+    def time_zone(self, tenant: str) -> ZoneInfo:
+        """The tenant's time zone: its business hours' (UTC when it has none). Reports' days
+        such as the QA scorecard's are the tenant's days."""
+        calendar = self.business_calendar(tenant)
+        return calendar.tz if calendar is not None else ZoneInfo("UTC")
 
     def auto_close(self, tenant: str) -> timedelta:
         return self.auto_close_after.get(tenant, self.auto_close_after.get("*", DEFAULT_AUTO_CLOSE))
@@ -249,6 +275,13 @@ def _rule(spec: Mapping[str, Any], where: str) -> EscalationRule:
     )
 
 
+def _form(spec: Any, where: str) -> catalogue.Form | None:
+    try:
+        return catalogue.parse(spec, where)
+    except catalogue.CatalogueError as exc:
+        raise PolicyError(exc.path, exc.problem) from None
+
+
 def parse(doc: Mapping[str, Any]) -> Policies:
     """Policies from a parsed policy file; PolicyError names the first invalid entry."""
     if not isinstance(doc, Mapping):
@@ -298,6 +331,8 @@ def parse(doc: Mapping[str, Any]) -> Policies:
             priority=_enum(PRIORITIES, spec.get("priority", "normal"), where),
             queue=str(spec.get("queue", "")),
             note=str(spec.get("note", "")),
+            skills=tuple(str(k) for k in _list(spec.get("skills"))),
+            catalogue=_form(spec.get("catalogue"), f"{where}.catalogue"),
         )
         templates[(t.tenant, t.name)] = t
     tasks = []

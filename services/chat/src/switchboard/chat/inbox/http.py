@@ -12,7 +12,8 @@
   the case service (inbox/kb.py), made with the caller's token.
 - ``GET /api/agent/recording/player?contact_id=`` (Bearer inbox token) -> {url, expires_at,
   duration, channels, peaks}: what the case panel's player needs to play a call recording (the
-  `url` carries a ticket for an hour; `peaks` per channel, customer then agent, 0 to 1).
+  `url` carries a ticket for an hour; `peaks` per channel, customer then agent, 0 to 1). Each
+  player issued is one playback, audited on the contact's case (a ``RecordingPlayed`` event).
 - ``GET /api/agent/recording?contact_id=`` (Bearer inbox token, or ``&ticket=``): the recording as
   ``audio/wav``, with ``Range: bytes=`` requests answered 206 (a player seeking). 403 for a role
   that may not hear it, 404 when the tenant has no recording of that contact (inbox/recordings.py).
@@ -46,6 +47,7 @@ from switchboard.core.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ _STATUS = {
     PermissionDenied: 403,
     NotFound: 404,
     ResourceExhausted: 429,
+    Unavailable: 503,
 }
 
 
@@ -227,6 +230,19 @@ class InboxHttp:
         await self.inbox.recordings.check_access(principal, token, contact_id, on_desk)
         return principal
 
+    async def _audit_playback(self, principal: Any, contact_id: str, via: str) -> None:
+        """Log a playback starting and announce it for the case's audit trail: once per ticket
+        the player is given (or per download), never per byte range. A playback that cannot be
+        audited is not served (the bus refuses: the error goes back to the user)."""
+        self.inbox.recordings.played(principal, contact_id, via)
+        try:
+            await self.inbox.chat.notifier.recording_played(
+                principal.tenant, contact_id, principal.subject, sorted(principal.roles), via
+            )
+        except Exception as exc:  # the bus did not store it (down, timed out, refused)
+            logger.warning("playback of %s not audited: %r", contact_id, exc)
+            raise Unavailable("the playback could not be audited: try again") from exc
+
     async def _player(self, scope: Scope, send: Send) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = recordings.check_contact_id((query.get("contact_id") or [""])[0])
@@ -238,7 +254,7 @@ class InboxHttp:
             f"{RECORDING[1:]}?contact_id={quote(contact_id, safe='')}"
             f"&ticket={quote(rec.seal_ticket(ticket), safe='')}"
         )
-        rec.played(principal, contact_id, "player")
+        await self._audit_playback(principal, contact_id, "player")
         body = {
             "url": url,
             "expires_at": ticket.expires_at,
@@ -303,10 +319,11 @@ class InboxHttp:
                 return
             status = 206
             headers.append((b"content-range", f"bytes {start}-{stop - 1}/{size}".encode()))
-        if start == 0:  # a playback starting (a seek asks from further on)
-            rec.played(
-                who, contact_id, "ticket" if isinstance(who, recordings.Ticket) else "download"
-            )
+        if isinstance(who, recordings.Ticket):
+            if start == 0:  # the player starting (a seek asks from further on): audited already
+                rec.played(who, contact_id, "ticket")
+        elif start == 0:  # a download by a tool: a playback session of its own
+            await self._audit_playback(who, contact_id, "download")
         headers.append((b"content-length", str(stop - start).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if scope.get("method") == "HEAD":

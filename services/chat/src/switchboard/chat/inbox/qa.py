@@ -13,7 +13,8 @@ an agent lists and disputes only its own evaluations) and its audit trail names 
 - ``score`` {contact_id, form_id, form_version, items: {item_id: passed}, comment}
 - ``evaluations`` {agent_id, status} -> {evaluations}
 - ``dispute`` {evaluation_id, reason}; ``decide`` {evaluation_id, uphold, items, note}
-- ``scorecard`` {from, to, agent_id, team} -> {agents, teams, days, total}
+- ``scorecard`` {from, to, agent_id, team} -> {agents, teams, days, total, time_zone}: each day
+  with its ``date`` (YYYY-MM-DD) in the tenant's time zone
 
 Times are milliseconds since the epoch, both ways.
 """
@@ -272,6 +273,7 @@ class QaApi:
             "days": [
                 {
                     "day": wire.ms(p.day),
+                    "date": p.date,
                     "evaluations": p.evaluations,
                     "average_score": p.average_score,
                     "fatal_error_rate": p.fatal_error_rate,
@@ -279,4 +281,5 @@ class QaApi:
                 for p in card.days
             ],
             "total": _line(card.total),
+            "time_zone": card.time_zone,
         }

@@ -6,7 +6,8 @@ A recording is `<tenant>/<contact id>.wav`, sealed for that tenant and contact
 (switchboard.core.recording_seal): the tenant always comes from the caller's token, so another
 tenant's recording is never found. Supervisors, team leads, QA evaluators and admins of the tenant
 hear any of its recordings; an agent only those of the contacts it handled (on its desk, or the
-case service names it as the contact's agent). Every playback is logged (`PLAYBACK_LOGGER`)."""
+case service names it as the contact's agent). Every playback is logged (`PLAYBACK_LOGGER`) and,
+once per player issued (or download), audited on the contact's case (inbox/http.py)."""
 
 from __future__ import annotations
 

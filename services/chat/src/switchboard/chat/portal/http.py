@@ -5,7 +5,9 @@
   per client address (429).
 - ``POST /api/portal/session`` {token} -> {session, email, expires_at}: a link, once.
 - ``GET /api/portal/cases``, ``GET /api/portal/cases/<id>``, ``POST /api/portal/cases/<id>/reply``
-  {text}, ``POST /api/portal/requests`` {subject, text, language}: Bearer session.
+  {text}, ``POST /api/portal/requests`` {subject, text, language}, ``GET /api/portal/catalogue``,
+  ``POST /api/portal/catalogue/<template>`` {fields, language} (400 names the wrong field):
+  Bearer session.
 - ``GET /api/portal/kb/search?tenant=&q=&language=``, ``GET /api/portal/kb/suggest?tenant=&text=``,
   ``POST /api/portal/kb/vote`` {tenant, article_id, helpful} (Bearer session optional).
 """
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from switchboard.chat.entrypoints.api import MAX_JSON_BYTES, HttpError, _body, _headers, _json
 from switchboard.chat.portal.service import Portal, visible_channel
-from switchboard.core.errors import PermissionDenied, Unauthenticated
+from switchboard.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from switchboard.core.portal_tokens import PortalGrant
 from switchboard.v1 import case_pb2, contact_pb2
 
@@ -47,6 +50,34 @@ def case_summary(c: case_pb2.Case) -> dict[str, Any]:
         "updated_at": _ms(c.updated_at),
         "channels": sorted({visible_channel(k.channel) for k in c.contacts}),
     }
+
+
+def catalogue_item(item: case_pb2.CatalogueItem) -> dict[str, Any]:
+    return {
+        "template": item.template,
+        "name": dict(item.name),
+        "description": dict(item.description),
+        "fields": [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "required": f.required,
+                "label": dict(f.label),
+                "choices": [{"value": c.value, "label": dict(c.label)} for c in f.choices],
+                "max_length": f.max_length,
+                "pattern": f.pattern,
+            }
+            for f in item.fields
+        ],
+    }
+
+
+def field_error(message: str) -> dict[str, Any]:
+    """A refused form as the page shows it: the message, and the field it names."""
+    found = re.match(r"fields\.([a-z0-9_]+): (.*)", message)
+    if found is None:
+        return {"ok": False, "error": message}
+    return {"ok": False, "error": message, "field": found.group(1), "problem": found.group(2)}
 
 
 def case_detail(c: case_pb2.Case) -> dict[str, Any]:
@@ -131,6 +162,18 @@ class PortalHttp:
                 await self.portal.new_request(
                     self._grant(scope), data.get("subject"), data.get("text"), data.get("language")
                 )
+                return 202, {"ok": True}, []
+            case ("GET", ["catalogue"]):
+                items = await self.portal.catalogue(self._grant(scope))
+                return 200, {"items": [catalogue_item(i) for i in items]}, []
+            case ("POST", ["catalogue", template]) if template:
+                data = _json(await _body(receive, MAX_JSON_BYTES))
+                try:
+                    await self.portal.catalogue_request(
+                        self._grant(scope), template, data.get("fields"), data.get("language")
+                    )
+                except InvalidArgument as exc:
+                    return 400, field_error(str(exc)), []
                 return 202, {"ok": True}, []
             case ("GET", ["kb", "search"]):
                 hits = await self.portal.search(

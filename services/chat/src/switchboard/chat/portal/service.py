@@ -203,6 +203,56 @@ class Portal:
         logger.info("portal request %s (tenant %s)", contact_id, grant.tenant)
         return contact_id
 
+    # ---- the service catalogue ----------------------------------------------------------------
+
+    async def catalogue(self, grant: PortalGrant) -> list[case_pb2.CatalogueItem]:
+        """The request forms of the customer's tenant."""
+        async with self._as_customer(grant) as channel:
+            stub = case_pb2_grpc.CaseServiceStub(channel)
+            listed = await call(
+                "the catalogue", stub.ListCatalogue(case_pb2.ListCatalogueRequest())
+            )
+        return list(listed.items)
+
+    async def catalogue_request(
+        self, grant: PortalGrant, template: Any, fields: Any, language: Any
+    ) -> str:
+        """A filled catalogue form: checked by the case service (a wrong field is
+        InvalidArgument "fields.<name>: ..."), then a contact naming the template, routed by its
+        skills, queue and priority; the case service opens a case of the template's kind."""
+        name = _text(template, "template", 100)
+        if not isinstance(fields, dict):
+            raise InvalidArgument("fields", "must be an object of field names to texts")
+        values = {}
+        for key, value in fields.items():
+            if not isinstance(value, str):
+                raise InvalidArgument(f"fields.{key}", "must be a text")
+            values[str(key)[:100]] = value[:MAX_TEXT]
+        language = language_of(language)
+        self.limiter.take([("portal-write", grant.customer_id)])
+        request = case_pb2.CatalogueRequest(template=name, values=values, language=language)
+        async with self._as_customer(grant) as channel:
+            stub = case_pb2_grpc.CaseServiceStub(channel)
+            checked = await call("the catalogue form", stub.CheckCatalogueRequest(request))
+        contact_id = uuid.uuid4().hex
+        await self._notifier.portal_contact(
+            contact_id,
+            grant.tenant,
+            grant.email,
+            "",
+            language,
+            checked.subject,
+            checked.text,
+            self._clock(),
+            skills=list(checked.skills),
+            queue=checked.queue,
+            priority=checked.contact_priority,
+            template=name,
+            form=dict(checked.values),
+        )
+        logger.info("portal catalogue request %s (%s, tenant %s)", contact_id, name, grant.tenant)
+        return contact_id
+
     # ---- the knowledge base -------------------------------------------------------------------
 
     async def search(self, tenant: Any, query: Any, language: Any) -> list[case_pb2.KnowledgeHit]:

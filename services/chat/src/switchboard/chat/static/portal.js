@@ -1,12 +1,17 @@
 /* Switchboard customer portal: sign-in by a one-time emailed link, the customer's own requests
-   with their conversation and a reply box, new requests with suggested articles, and the public
-   knowledge base with "was this helpful" votes. Strings in Korean, Chinese, English and
-   Japanese; every text is set with textContent. */
+   with their conversation and a reply box, the service catalogue's request forms, new requests
+   with suggested articles, and the public knowledge base with "was this helpful" votes. Strings
+   in Korean, Chinese, English and Japanese; every text is set with textContent. */
 (function () {
   "use strict";
 
   var STRINGS = {
     ko: {
+      catalogue_title: "서비스 요청", choose: "선택하세요", cancel: "취소",
+      form_invalid: "표시된 항목을 확인하세요.", field_required: "필수 항목입니다.",
+      field_choice: "목록에서 선택하세요.", field_date: "날짜를 YYYY-MM-DD 형식으로 입력하세요.",
+      field_too_long: "{max}자 이하로 입력하세요.", field_format: "형식이 올바르지 않습니다.",
+      field_unknown: "이 양식에 없는 항목입니다.",
       title: "고객 센터", sign_out: "로그아웃", signin_title: "로그인하고 문의 내역 보기",
       email: "이메일", send_link: "로그인 링크 받기",
       link_sent: "등록된 주소라면 로그인 링크를 보냈습니다. 링크는 15분 동안 한 번만 쓸 수 있습니다.",
@@ -26,6 +31,11 @@
       status_pending_review: "검토 중", status_pending_confirmation: "확인 대기"
     },
     zh: {
+      catalogue_title: "服务申请", choose: "请选择", cancel: "取消",
+      form_invalid: "请检查标出的字段。", field_required: "此项为必填项。",
+      field_choice: "请从列表中选择。", field_date: "请按 YYYY-MM-DD 格式输入日期。",
+      field_too_long: "请不要超过 {max} 个字符。", field_format: "格式不正确。",
+      field_unknown: "此表单没有该字段。",
       title: "帮助中心", sign_out: "退出", signin_title: "登录查看您的请求",
       email: "电子邮件", send_link: "发送登录链接",
       link_sent: "如果该地址已登记，登录链接已发出。链接 15 分钟内有效，只能使用一次。",
@@ -45,6 +55,11 @@
       status_pending_review: "审核中", status_pending_confirmation: "等待确认"
     },
     en: {
+      catalogue_title: "Request a service", choose: "Choose…", cancel: "Cancel",
+      form_invalid: "Check the marked fields.", field_required: "This field is required.",
+      field_choice: "Choose one of the listed answers.", field_date: "Enter a date as YYYY-MM-DD.",
+      field_too_long: "Use at most {max} characters.", field_format: "This is not in the expected form.",
+      field_unknown: "This form has no such field.",
       title: "Help centre", sign_out: "Sign out", signin_title: "Sign in to see your requests",
       email: "Email", send_link: "Email me a sign-in link",
       link_sent: "If this address is known to us, a sign-in link is on its way. It works once, within 15 minutes.",
@@ -64,6 +79,11 @@
       status_pending_review: "Under review", status_pending_confirmation: "Awaiting confirmation"
     },
     ja: {
+      catalogue_title: "サービスの申請", choose: "選択してください", cancel: "キャンセル",
+      form_invalid: "印の付いた項目をご確認ください。", field_required: "必須項目です。",
+      field_choice: "一覧から選択してください。", field_date: "日付を YYYY-MM-DD の形式で入力してください。",
+      field_too_long: "{max}文字以内で入力してください。", field_format: "形式が正しくありません。",
+      field_unknown: "このフォームにない項目です。",
       title: "ヘルプセンター", sign_out: "ログアウト", signin_title: "ログインしてお問い合わせを見る",
       email: "メールアドレス", send_link: "ログインリンクを送る",
       link_sent: "登録済みのアドレスであれば、ログインリンクを送信しました。リンクは15分間、一度だけ有効です。",
@@ -139,6 +159,7 @@
         if (!r.ok) {
           var err = new Error(data.error || r.statusText);
           err.status = r.status;
+          err.data = data;
           throw err;
         }
         return data;
@@ -176,13 +197,16 @@
     $("signin").hidden = on;
     $("cases").hidden = !on;
     $("new-request").hidden = !on;
+    $("catalogue").hidden = !on;
     $("sign-out").hidden = !on;
     showWho();
-    if (on) loadCases();
+    if (on) { loadCases(); loadCatalogue(); }
   }
 
   function signOut() {
     session = null;
+    catalogue = [];
+    closeForm();
     try { sessionStorage.removeItem("sb-portal-session"); } catch (e) { /* private mode */ }
     currentCase = null;
     $("case-detail").hidden = true;
@@ -310,6 +334,185 @@
     }, failure);
   });
 
+  // ---- the service catalogue: request forms of the tenant's case templates -----------------
+
+  var catalogue = [];
+  var currentForm = null;
+  var PROBLEMS = [
+    ["is required", "field_required"], ["is not one of", "field_choice"],
+    ["is not a date", "field_date"], ["is longer than", "field_too_long"],
+    ["is not in the expected form", "field_format"], ["is not a field", "field_unknown"],
+    ["is one line", "field_format"]
+  ];
+
+  function local(texts) {
+    return (texts && (texts[lang] || texts.en)) || "";
+  }
+
+  function loadCatalogue() {
+    api("GET", "catalogue").then(function (data) {
+      catalogue = data.items;
+      showCatalogue();
+    }, failure);
+  }
+
+  function showCatalogue() {
+    var list = $("catalogue-list");
+    list.textContent = "";
+    $("catalogue").hidden = !session || catalogue.length === 0;
+    catalogue.forEach(function (item) {
+      var li = el("li");
+      li.setAttribute("data-testid", "catalogue-item");
+      li.setAttribute("data-template", item.template);
+      var button = el("button");
+      button.type = "button";
+      button.appendChild(el("span", "name", local(item.name)));
+      button.appendChild(el("span", "description", local(item.description)));
+      button.addEventListener("click", function () { openForm(item, {}); });
+      li.appendChild(button);
+      list.appendChild(li);
+    });
+  }
+
+  function formValues() {
+    var values = {};
+    if (!currentForm) return values;
+    currentForm.fields.forEach(function (f) { values[f.name] = $("field-" + f.name).value; });
+    return values;
+  }
+
+  function openForm(item, values) {
+    currentForm = item;
+    $("catalogue-sent").hidden = true;
+    $("catalogue-invalid").hidden = true;
+    $("catalogue-form").setAttribute("data-template", item.template);
+    $("catalogue-name").textContent = local(item.name);
+    $("catalogue-description").textContent = local(item.description);
+    var box = $("catalogue-fields");
+    box.textContent = "";
+    item.fields.forEach(function (f) {
+      var label = el("label");
+      var caption = el("span", f.required ? "required" : "", local(f.label) || f.name);
+      label.appendChild(caption);
+      var input;
+      if (f.kind === "multiline") {
+        input = el("textarea");
+        input.rows = 4;
+      } else if (f.kind === "choice") {
+        input = el("select");
+        var none = el("option", "", t("choose"));
+        none.value = "";
+        input.appendChild(none);
+        f.choices.forEach(function (c) {
+          var option = el("option", "", local(c.label) || c.value);
+          option.value = c.value;
+          input.appendChild(option);
+        });
+      } else {
+        input = el("input");
+        input.type = f.kind === "date" ? "date" : "text";
+      }
+      input.id = "field-" + f.name;
+      input.name = f.name;
+      input.setAttribute("data-testid", "field-" + f.name);
+      if (f.max_length && f.kind !== "choice" && f.kind !== "date") input.maxLength = f.max_length;
+      if (f.required) input.required = true;
+      input.value = values[f.name] || "";
+      input.addEventListener("input", function () { fieldError(f.name, ""); });
+      label.appendChild(input);
+      var error = el("span", "field-error");
+      error.id = "error-" + f.name;
+      error.setAttribute("data-testid", "field-error-" + f.name);
+      error.hidden = true;
+      label.appendChild(error);
+      box.appendChild(label);
+    });
+    $("catalogue-form").hidden = false;
+    var first = box.querySelector("input, textarea, select");
+    if (first) first.focus();
+  }
+
+  function closeForm() {
+    currentForm = null;
+    $("catalogue-form").hidden = true;
+  }
+
+  function fieldError(name, message) {
+    var error = $("error-" + name);
+    var input = $("field-" + name);
+    if (!error || !input) return false;
+    error.textContent = message;
+    error.hidden = !message;
+    if (message) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+    return true;
+  }
+
+  function validDate(value) {
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) return false;
+    var d = new Date(value + "T00:00:00Z");
+    return !isNaN(d.getTime()) && d.toISOString().slice(0, 10) === value;
+  }
+
+  // The same checks as the case service's, so most mistakes are shown before anything is sent.
+  function checkField(f, value) {
+    if (!value) return f.required ? t("field_required") : "";
+    if (f.kind === "choice") {
+      var ok = f.choices.some(function (c) { return c.value === value; });
+      return ok ? "" : t("field_choice");
+    }
+    if (f.kind === "date") return validDate(value) ? "" : t("field_date");
+    if (f.max_length && value.length > f.max_length) return t("field_too_long", { max: f.max_length });
+    if (f.pattern) {
+      var re = null;
+      try { re = new RegExp("^(?:" + f.pattern + ")$"); } catch (e) { re = null; }
+      if (re && !re.test(value)) return t("field_format");
+    }
+    return "";
+  }
+
+  function serverProblem(problem) {
+    for (var i = 0; i < PROBLEMS.length; i++) {
+      if (problem.indexOf(PROBLEMS[i][0]) === 0) {
+        var max = /(\d+) characters/.exec(problem);
+        return t(PROBLEMS[i][1], { max: max ? max[1] : "" });
+      }
+    }
+    return problem;
+  }
+
+  $("catalogue-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    clearError();
+    if (!currentForm) return;
+    var item = currentForm;
+    var values = {};
+    var wrong = 0;
+    item.fields.forEach(function (f) {
+      var value = $("field-" + f.name).value.trim();
+      var problem = checkField(f, value);
+      fieldError(f.name, problem);
+      if (problem) wrong += 1;
+      if (value) values[f.name] = value;
+    });
+    $("catalogue-invalid").hidden = wrong === 0;
+    if (wrong) return;
+    api("POST", "catalogue/" + encodeURIComponent(item.template), { fields: values, language: lang })
+      .then(function () {
+        closeForm();
+        $("catalogue-sent").hidden = false;
+        setTimeout(loadCases, 1500);
+      }, function (err) {
+        var data = err.data || {};
+        if (err.status === 400 && data.field && fieldError(data.field, serverProblem(data.problem || ""))) {
+          $("catalogue-invalid").hidden = false;
+          return;
+        }
+        failure(err);
+      });
+  });
+
+  $("catalogue-cancel").addEventListener("click", closeForm);
+
   // ---- the knowledge base ------------------------------------------------------------------
 
   function article(h, testid) {
@@ -366,6 +569,8 @@
     applyLanguage();
     if (session) loadCases();
     if (currentCase) openCase(currentCase);
+    showCatalogue();
+    if (currentForm) openForm(currentForm, formValues());
   });
 
   applyLanguage();

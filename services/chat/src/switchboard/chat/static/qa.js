@@ -1,5 +1,6 @@
 /* Switchboard QA screen. Evaluators (qa, supervisor) sample handled contacts (random and
-   targeted), review one's transcript beside the scoring form and submit an evaluation, and decide
+   targeted), review one's transcript (and a call's recording, in the shared player of
+   recording.js) beside the scoring form and submit an evaluation, and decide
    disputes; the evaluated agent sees its evaluations and disputes one with a reason; leads read
    the scorecard per agent and per team, with the fatal-error rate per day drawn as inline SVG.
    Every call is POST api/qa/<action> with the signed-in user's token (the case service decides
@@ -102,6 +103,7 @@
   function show(view) {
     state.view = view;
     error("");
+    if (view !== "review") showRecording(null);
     document.querySelectorAll(".view").forEach(function (v) { v.hidden = v.id !== "view-" + view; });
     document.querySelectorAll("#tabs button").forEach(function (b) {
       b.classList.toggle("current", b.getAttribute("data-view") === view);
@@ -168,6 +170,7 @@
     $("form-choice").hidden = mode !== "score";
     disputeInfo(evaluation);
     clear($("transcript")); clear($("form-items"));
+    showRecording(null);
     api("contact", { contact_id: contactId }).then(renderTranscript).catch(failed);
     var formReady = evaluation
       ? api("form", { form_id: evaluation.form_id, version: evaluation.form_version })
@@ -185,8 +188,27 @@
     if (f) renderForm(f, null);
   });
 
+  // A call's recording, in the shared player (recording.js) above its transcript, beside the
+  // form: the evaluator plays and seeks while scoring. Opening the player is an audited playback.
+  var player = null;
+  function showRecording(c) {
+    var box = $("qa-recording");
+    if (player && (!c || player.contactId !== c.contact_id)) { player.stop(); player = null; }
+    clear(box);
+    var recorded = c && c.messages.some(function (m) { return m.recording; });
+    box.hidden = !recorded;
+    if (!recorded) return;
+    if (!player) {
+      player = window.SBRecording.player(c.contact_id, { token: function () { return state.token; }, when: when });
+      player.contactId = c.contact_id;
+    }
+    player.relabel(null);
+    box.appendChild(player.node);
+  }
+
   function renderTranscript(res) {
     var c = res.contact;
+    showRecording(c);
     $("review-meta").textContent = [t("ch_" + c.channel), c.agent_id, c.queue, when(c.ended_at),
       res.case.reference, res.case.customer].filter(Boolean).join(" · ");
     var list = $("transcript");
@@ -196,7 +218,7 @@
       var who = m.author === "agent" ? (m.agent_id || t("qaAgent")) : m.author === "customer" ? t("qaCustomer") : t("qaSystem");
       list.appendChild(el("li", { cls: "msg " + m.author, "data-testid": "transcript-msg", "data-author": m.author },
         el("div", { cls: "meta", text: who + " · " + when(m.sent_at) }),
-        el("pre", { cls: "text", text: m.text }),
+        el("pre", { cls: "text", text: m.recording ? t("recording") : m.text }),
         m.attachments.length ? el("div", { cls: "meta", text: m.attachments.map(function (a) { return a.filename; }).join(", ") }) : null));
     });
     if (!c.messages.length) list.appendChild(el("li", { cls: "msg system", text: t("qaNoMessages") }));
@@ -278,6 +300,7 @@
       .then(done).catch(failed);
   });
   $("back").addEventListener("click", function () {
+    showRecording(null);
     var mode = state.review ? state.review.mode : "";
     show(mode === "dispute" || (mode === "view" && !isEvaluator()) ? "mine" : mode === "decide" ? "disputes" : "samples");
   });
@@ -373,10 +396,10 @@
     avg.forEach(function (p) { node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 3, fill: "#2357d8" })); });
     var step = Math.max(1, Math.ceil(days.length / 8));
     fatal.forEach(function (p, i) {
-      var day = new Date(p.d.day);
-      node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 4, fill: "#c62828", "data-testid": "qa-chart-point", "data-day": day.toISOString().slice(0, 10), "data-value": p.v.toFixed(1) }));
+      var day = p.d.date || new Date(p.d.day).toISOString().slice(0, 10);  // the tenant's day
+      node.appendChild(svg("circle", { cx: p.x.toFixed(1), cy: y(p.v).toFixed(1), r: 4, fill: "#c62828", "data-testid": "qa-chart-point", "data-day": day, "data-value": p.v.toFixed(1) }));
       node.appendChild(svg("text", { x: p.x.toFixed(1), y: (y(p.v) - 8).toFixed(1), "text-anchor": "middle", fill: "#c62828", "data-testid": "qa-chart-value" }, pct(p.d.fatal_error_rate)));
-      if (i % step === 0) node.appendChild(svg("text", { x: p.x.toFixed(1), y: H - 6, "text-anchor": "middle", "class": "axis" }, day.toISOString().slice(5, 10)));
+      if (i % step === 0) node.appendChild(svg("text", { x: p.x.toFixed(1), y: H - 6, "text-anchor": "middle", "class": "axis" }, day.slice(5, 10)));
     });
   }
 
@@ -416,6 +439,7 @@
     if (!state.view) return;
     $("me").textContent = state.agent.name + " · " + t("role_" + role());
     if (state.view === "scorecard") renderCard();
+    else if (state.view === "review" && player) player.relabel(null);
     else if (state.view !== "review") show(state.view);
   });
 
