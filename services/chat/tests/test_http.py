@@ -89,3 +89,23 @@ async def test_the_qa_screen_and_its_api_need_an_inbox_token(chat: ChatApp) -> N
     status, answer = await _post(chat, "/api/qa/decide", {"evaluation_id": "e"}, token)
     assert status == 400 and "uphold" in answer["error"]
     assert (await _get(chat, "/api/qa/samples"))[0] == 405
+
+
+async def test_the_kb_screen_and_its_api_need_an_inbox_token(chat: ChatApp) -> None:
+    status, headers, body = await _get(chat, "/kb")
+    assert status == 200 and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert b"static/kb.js" in body
+    status, _, script = await _get(chat, "/static/kb.js")
+    assert status == 200 and b"innerHTML" not in script
+
+    assert (await _post(chat, "/api/kb/list", {}))[0] == 401
+    forged = auth.mint("another-secret", "demo", "ko-1", ["agent"])
+    assert (await _post(chat, "/api/kb/list", {}, forged))[0] == 401
+    token = auth.mint("chat-test-secret", "demo", "ko-1", ["agent"])
+    status, answer = await _post(chat, "/api/kb/nope", {}, token)
+    assert status == 404 and "nope" in answer["error"]
+    status, answer = await _post(chat, "/api/kb/list", {"state": "lost"}, token)
+    assert status == 400 and "state" in answer["error"]
+    status, answer = await _post(chat, "/api/kb/attach", {"data": "not base64!"}, token)
+    assert status == 400 and "base64" in answer["error"]
+    assert (await _get(chat, "/api/kb/list"))[0] == 405

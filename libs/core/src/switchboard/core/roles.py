@@ -40,7 +40,7 @@ SCOPES = {
     "audit:read": "read audit trails",
     "kb:read": "search and read the knowledge base",
     "kb:write": "write knowledge-base drafts",
-    "kb:publish": "publish and retire knowledge-base articles",
+    "kb:publish": "review knowledge-base articles: publish, retire, send back",
     "reports:read": "reports and queue statistics",
     "routing:read": "agents, routing decisions, contacts' positions",
     "routing:act-as-agent": "sign agents in and out, take their offers and act on them",
@@ -115,7 +115,15 @@ RULES: dict[str, Rule] = {
     _CASE + "SetArticleState": _rule(
         AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write", "kb:publish")
     ),
+    # Reviewing: publishing, retiring, and sending a version in review back to draft.
     _CASE + "SetArticleState:publish": _rule(SUPERVISOR, ADMIN, scopes=("kb:publish",)),
+    _CASE + "ListArticles": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "ListArticleVersions": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "AddArticleAttachment": _rule(
+        AGENT, TEAM_LEAD, SUPERVISOR, ADMIN, scopes=("kb:write",)
+    ),
+    _CASE + "GetArticleAttachment": _rule(*STAFF, scopes=("kb:read",)),
+    _CASE + "DraftArticleFromCase": _rule(AGENT, TEAM_LEAD, SUPERVISOR, ADMIN),
     # ---- the customer portal: the chat service asks for a sign-in mail; a customer reads only
     # its own cases (the servicer takes the customer from the token)
     _CASE + "SendPortalLink": _rule(SERVICE),

@@ -1016,6 +1016,13 @@ class KnowledgeArticle(_message.Message):
     PUBLISHED_VERSION_FIELD_NUMBER: _builtins.int
     HELPFUL_VOTES_FIELD_NUMBER: _builtins.int
     NOT_HELPFUL_VOTES_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    REVIEW_COMMENT_FIELD_NUMBER: _builtins.int
+    STATE_CHANGED_BY_FIELD_NUMBER: _builtins.int
+    STATE_CHANGED_AT_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    SOURCE_CASE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_CASE_REFERENCE_FIELD_NUMBER: _builtins.int
     article_id: _builtins.str
     version: _builtins.int
     """the version shown"""
@@ -1031,10 +1038,21 @@ class KnowledgeArticle(_message.Message):
     """0: none published"""
     helpful_votes: _builtins.int
     not_helpful_votes: _builtins.int
+    category: _builtins.str
+    review_comment: _builtins.str
+    """the reviewer's, when this version was sent back"""
+    state_changed_by: _builtins.str
+    source_case_id: _builtins.str
+    """the case it was drafted from, if any"""
+    source_case_reference: _builtins.str
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def state_changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArticleAttachment]: ...
     def __init__(
         self,
         *,
@@ -1051,14 +1069,215 @@ class KnowledgeArticle(_message.Message):
         published_version: _builtins.int = ...,
         helpful_votes: _builtins.int = ...,
         not_helpful_votes: _builtins.int = ...,
+        category: _builtins.str = ...,
+        review_comment: _builtins.str = ...,
+        state_changed_by: _builtins.str = ...,
+        state_changed_at: _timestamp_pb2.Timestamp | None = ...,
+        attachments: _abc.Iterable[Global___ArticleAttachment] | None = ...,
+        source_case_id: _builtins.str = ...,
+        source_case_reference: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "state_changed_at", b"state_changed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "author", b"author", "body", b"body", "created_at", b"created_at", "helpful_votes", b"helpful_votes", "language", b"language", "latest_version", b"latest_version", "not_helpful_votes", b"not_helpful_votes", "published_version", b"published_version", "state", b"state", "tags", b"tags", "title", b"title", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "attachments", b"attachments", "author", b"author", "body", b"body", "category", b"category", "created_at", b"created_at", "helpful_votes", b"helpful_votes", "language", b"language", "latest_version", b"latest_version", "not_helpful_votes", b"not_helpful_votes", "published_version", b"published_version", "review_comment", b"review_comment", "source_case_id", b"source_case_id", "source_case_reference", b"source_case_reference", "state", b"state", "state_changed_at", b"state_changed_at", "state_changed_by", b"state_changed_by", "tags", b"tags", "title", b"title", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KnowledgeArticle: _TypeAlias = KnowledgeArticle  # noqa: Y015
+
+@_typing.final
+class ArticleAttachment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ADDED_BY_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    attachment_id: _builtins.str
+    filename: _builtins.str
+    content_type: _builtins.str
+    size_bytes: _builtins.int
+    sha256: _builtins.str
+    added_by: _builtins.str
+    @_builtins.property
+    def added_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        attachment_id: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        added_by: _builtins.str = ...,
+        added_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "added_by", b"added_by", "attachment_id", b"attachment_id", "content_type", b"content_type", "filename", b"filename", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArticleAttachment: _TypeAlias = ArticleAttachment  # noqa: Y015
+
+@_typing.final
+class ListArticlesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    state: Global___ArticleState.ValueType
+    """of the latest version; unspecified: any"""
+    language: _builtins.str
+    category: _builtins.str
+    limit: _builtins.int
+    """1..200; 0 means 100"""
+    def __init__(
+        self,
+        *,
+        state: Global___ArticleState.ValueType = ...,
+        language: _builtins.str = ...,
+        category: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "language", b"language", "limit", b"limit", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArticlesRequest: _TypeAlias = ListArticlesRequest  # noqa: Y015
+
+@_typing.final
+class ListArticlesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLES_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def articles(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnowledgeArticle]: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """every category in use, sorted"""
+
+    def __init__(
+        self,
+        *,
+        articles: _abc.Iterable[Global___KnowledgeArticle] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["articles", b"articles", "categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArticlesResponse: _TypeAlias = ListArticlesResponse  # noqa: Y015
+
+@_typing.final
+class AddArticleAttachmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    filename: _builtins.str
+    content_type: _builtins.str
+    data: _builtins.bytes
+    """at most 3 MiB"""
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "content_type", b"content_type", "data", b"data", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddArticleAttachmentRequest: _TypeAlias = AddArticleAttachmentRequest  # noqa: Y015
+
+@_typing.final
+class GetArticleAttachmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_ID_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.str
+    attachment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.str = ...,
+        attachment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "attachment_id", b"attachment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetArticleAttachmentRequest: _TypeAlias = GetArticleAttachmentRequest  # noqa: Y015
+
+@_typing.final
+class ArticleAttachmentData(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def attachment(self) -> Global___ArticleAttachment: ...
+    def __init__(
+        self,
+        *,
+        attachment: Global___ArticleAttachment | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArticleAttachmentData: _TypeAlias = ArticleAttachmentData  # noqa: Y015
+
+@_typing.final
+class DraftArticleFromCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reference: _builtins.str
+    """or the case's reference"""
+    language: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "language", b"language", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DraftArticleFromCaseRequest: _TypeAlias = DraftArticleFromCaseRequest  # noqa: Y015
 
 @_typing.final
 class KnowledgeHit(_message.Message):
@@ -1195,9 +1414,11 @@ class CreateArticleRequest(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     title: _builtins.str
     body: _builtins.str
     language: _builtins.str
+    category: _builtins.str
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1207,10 +1428,11 @@ class CreateArticleRequest(_message.Message):
         body: _builtins.str = ...,
         language: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        category: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "language", b"language", "tags", b"tags", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "category", b"category", "language", b"language", "tags", b"tags", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1225,10 +1447,12 @@ class UpdateArticleRequest(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     article_id: _builtins.str
     title: _builtins.str
     body: _builtins.str
     language: _builtins.str
+    category: _builtins.str
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1239,10 +1463,11 @@ class UpdateArticleRequest(_message.Message):
         body: _builtins.str = ...,
         language: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
+        category: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "body", b"body", "language", b"language", "tags", b"tags", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "body", b"body", "category", b"category", "language", b"language", "tags", b"tags", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1255,20 +1480,24 @@ class SetArticleStateRequest(_message.Message):
     ARTICLE_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
     article_id: _builtins.str
     version: _builtins.int
     """0: the latest"""
     state: Global___ArticleState.ValueType
+    comment: _builtins.str
+    """required when sending a version back to draft"""
     def __init__(
         self,
         *,
         article_id: _builtins.str = ...,
         version: _builtins.int = ...,
         state: Global___ArticleState.ValueType = ...,
+        comment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "comment", b"comment", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

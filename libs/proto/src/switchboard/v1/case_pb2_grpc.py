@@ -136,6 +136,31 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
                 _registered_method=True)
+        self.ListArticles = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListArticles',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListArticlesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+                _registered_method=True)
+        self.ListArticleVersions = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListArticleVersions',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetArticleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+                _registered_method=True)
+        self.AddArticleAttachment = channel.unary_unary(
+                '/switchboard.v1.CaseService/AddArticleAttachment',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.AddArticleAttachmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.GetArticleAttachment = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetArticleAttachment',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetArticleAttachmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ArticleAttachmentData.FromString,
+                _registered_method=True)
+        self.DraftArticleFromCase = channel.unary_unary(
+                '/switchboard.v1.CaseService/DraftArticleFromCase',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.DraftArticleFromCaseRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
         self.VoteArticle = channel.unary_unary(
                 '/switchboard.v1.CaseService/VoteArticle',
                 request_serializer=switchboard_dot_v1_dot_case__pb2.VoteArticleRequest.SerializeToString,
@@ -350,7 +375,44 @@ class CaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetArticleState(self, request, context):
-        """draft -> review -> published (review -> draft sends it back; published -> retired).
+        """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+        published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArticles(self, request, context):
+        """The latest version of each article, newest first, filtered by state, language or category;
+        with the tenant's categories in use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArticleVersions(self, request, context):
+        """Every version of one article, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddArticleAttachment(self, request, context):
+        """A file kept in the object store and linked from the article (all its versions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArticleAttachment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DraftArticleFromCase(self, request, context):
+        """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+        body. The case stays as it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -575,6 +637,31 @@ def add_CaseServiceServicer_to_server(servicer, server):
             'SetArticleState': grpc.unary_unary_rpc_method_handler(
                     servicer.SetArticleState,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'ListArticles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArticles,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListArticlesRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.SerializeToString,
+            ),
+            'ListArticleVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArticleVersions,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetArticleRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.SerializeToString,
+            ),
+            'AddArticleAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddArticleAttachment,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.AddArticleAttachmentRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'GetArticleAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArticleAttachment,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetArticleAttachmentRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ArticleAttachmentData.SerializeToString,
+            ),
+            'DraftArticleFromCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DraftArticleFromCase,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.DraftArticleFromCaseRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
             ),
             'VoteArticle': grpc.unary_unary_rpc_method_handler(
@@ -1199,6 +1286,141 @@ class CaseService:
             target,
             '/switchboard.v1.CaseService/SetArticleState',
             switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArticles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListArticles',
+            switchboard_dot_v1_dot_case__pb2.ListArticlesRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArticleVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListArticleVersions',
+            switchboard_dot_v1_dot_case__pb2.GetArticleRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddArticleAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/AddArticleAttachment',
+            switchboard_dot_v1_dot_case__pb2.AddArticleAttachmentRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArticleAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetArticleAttachment',
+            switchboard_dot_v1_dot_case__pb2.GetArticleAttachmentRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ArticleAttachmentData.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DraftArticleFromCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/DraftArticleFromCase',
+            switchboard_dot_v1_dot_case__pb2.DraftArticleFromCaseRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
             options,
             channel_credentials,

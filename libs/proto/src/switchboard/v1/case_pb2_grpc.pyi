@@ -70,7 +70,22 @@ class CaseServiceStub:
     UpdateArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.UpdateArticleRequest, _case_pb2.KnowledgeArticle]
     """A new draft version; the published version stays live until the new one is published."""
     SetArticleState: _grpc.UnaryUnaryMultiCallable[_case_pb2.SetArticleStateRequest, _case_pb2.KnowledgeArticle]
-    """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+    """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+    published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+    """
+    ListArticles: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListArticlesRequest, _case_pb2.ListArticlesResponse]
+    """The latest version of each article, newest first, filtered by state, language or category;
+    with the tenant's categories in use.
+    """
+    ListArticleVersions: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetArticleRequest, _case_pb2.ListArticlesResponse]
+    """Every version of one article, newest first."""
+    AddArticleAttachment: _grpc.UnaryUnaryMultiCallable[_case_pb2.AddArticleAttachmentRequest, _case_pb2.KnowledgeArticle]
+    """A file kept in the object store and linked from the article (all its versions)."""
+    GetArticleAttachment: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetArticleAttachmentRequest, _case_pb2.ArticleAttachmentData]
+    DraftArticleFromCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.DraftArticleFromCaseRequest, _case_pb2.KnowledgeArticle]
+    """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+    body. The case stays as it is.
+    """
     VoteArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.VoteArticleRequest, _case_pb2.KnowledgeArticle]
     GetReport: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]
     """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
@@ -159,7 +174,22 @@ class CaseServiceAsyncStub(CaseServiceStub):
     UpdateArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.UpdateArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
     """A new draft version; the published version stays live until the new one is published."""
     SetArticleState: _aio.UnaryUnaryMultiCallable[_case_pb2.SetArticleStateRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
-    """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+    """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+    published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+    """
+    ListArticles: _aio.UnaryUnaryMultiCallable[_case_pb2.ListArticlesRequest, _case_pb2.ListArticlesResponse]  # type: ignore[assignment]
+    """The latest version of each article, newest first, filtered by state, language or category;
+    with the tenant's categories in use.
+    """
+    ListArticleVersions: _aio.UnaryUnaryMultiCallable[_case_pb2.GetArticleRequest, _case_pb2.ListArticlesResponse]  # type: ignore[assignment]
+    """Every version of one article, newest first."""
+    AddArticleAttachment: _aio.UnaryUnaryMultiCallable[_case_pb2.AddArticleAttachmentRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    """A file kept in the object store and linked from the article (all its versions)."""
+    GetArticleAttachment: _aio.UnaryUnaryMultiCallable[_case_pb2.GetArticleAttachmentRequest, _case_pb2.ArticleAttachmentData]  # type: ignore[assignment]
+    DraftArticleFromCase: _aio.UnaryUnaryMultiCallable[_case_pb2.DraftArticleFromCaseRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+    body. The case stays as it is.
+    """
     VoteArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.VoteArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
     GetReport: _aio.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]  # type: ignore[assignment]
     """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
@@ -365,7 +395,52 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.SetArticleStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
-        """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+        """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+        published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+        """
+
+    @_abc_1.abstractmethod
+    def ListArticles(
+        self,
+        request: _case_pb2.ListArticlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListArticlesResponse, _abc.Awaitable[_case_pb2.ListArticlesResponse]]:
+        """The latest version of each article, newest first, filtered by state, language or category;
+        with the tenant's categories in use.
+        """
+
+    @_abc_1.abstractmethod
+    def ListArticleVersions(
+        self,
+        request: _case_pb2.GetArticleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListArticlesResponse, _abc.Awaitable[_case_pb2.ListArticlesResponse]]:
+        """Every version of one article, newest first."""
+
+    @_abc_1.abstractmethod
+    def AddArticleAttachment(
+        self,
+        request: _case_pb2.AddArticleAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
+        """A file kept in the object store and linked from the article (all its versions)."""
+
+    @_abc_1.abstractmethod
+    def GetArticleAttachment(
+        self,
+        request: _case_pb2.GetArticleAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ArticleAttachmentData, _abc.Awaitable[_case_pb2.ArticleAttachmentData]]: ...
+
+    @_abc_1.abstractmethod
+    def DraftArticleFromCase(
+        self,
+        request: _case_pb2.DraftArticleFromCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
+        """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+        body. The case stays as it is.
+        """
 
     @_abc_1.abstractmethod
     def VoteArticle(

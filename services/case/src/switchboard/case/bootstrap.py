@@ -107,6 +107,7 @@ class CaseApp(Service):
             s.consumer_name,
             calendar_for=self.policies.business_calendar,
             clock=self.clock,
+            objects=stores.ObjectStores(bus.js),
             zone_for=self.policies.time_zone,
         )
         subscribe_kb_reports(bus, kb_reports, s.consumer_name)

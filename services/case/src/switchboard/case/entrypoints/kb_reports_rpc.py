@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import utc_now
 from switchboard.case.csat import Csat, Publisher
-from switchboard.case.knowledge.service import ArticleView, Draft, KnowledgeBase, SearchResult
+from switchboard.case.knowledge.service import (
+    ArticleView,
+    AttachmentView,
+    Draft,
+    KnowledgeBase,
+    Objects,
+    SearchResult,
+)
 from switchboard.case.quality import (
     Quality,
     ScoreLine,
@@ -37,7 +44,7 @@ from switchboard.case.reports.orm import QaEvaluation
 from switchboard.case.reports.service import Reports
 from switchboard.case.views import timestamp
 from switchboard.core.bus import Bus
-from switchboard.core.errors import InvalidArgument, NotFound, PermissionDenied
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from switchboard.core.grpc import acting_for, for_anyone, principal, require, require_rule
 from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
 
@@ -82,12 +89,14 @@ def build_kb_reports(
     qa_forms: Sequence[Path] = (),
     calendar_for: Callable[[str], BusinessClock | None] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    objects: Objects | None = None,
     zone_for: Callable[[str], ZoneInfo] | None = None,
 ) -> KbReports:
     """Everything the mixin and the CSAT subscriptions need. `consumer` is the case service's
-    durable name; CSAT uses ``<consumer>-csat`` for its own idempotency records."""
+    durable name; CSAT uses ``<consumer>-csat`` for its own idempotency records. `objects` keeps
+    the knowledge base's attachments (without it, attaching a file is FAILED_PRECONDITION)."""
     return KbReports(
-        knowledge=KnowledgeBase(sessions),
+        knowledge=KnowledgeBase(sessions, clock, objects),
         reports=Reports(sessions, clock, calendar_for=calendar_for),
         quality=Quality(sessions, load_forms(qa_forms), qa_rate, qa_seed, clock, zone_for),
         csat=Csat(sessions, publisher, f"{consumer}-csat"),
@@ -108,6 +117,18 @@ def _when(ts: Timestamp, field: str) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+def _attachment(f: AttachmentView) -> case_pb2.ArticleAttachment:
+    return case_pb2.ArticleAttachment(
+        attachment_id=f.attachment_id,
+        filename=f.filename,
+        content_type=f.content_type,
+        size_bytes=f.size_bytes,
+        sha256=f.sha256,
+        added_by=f.added_by,
+        added_at=timestamp(f.added_at),
+    )
+
+
 def _article(a: ArticleView) -> case_pb2.KnowledgeArticle:
     return case_pb2.KnowledgeArticle(
         article_id=a.article_id,
@@ -123,6 +144,13 @@ def _article(a: ArticleView) -> case_pb2.KnowledgeArticle:
         published_version=a.published_version or 0,
         helpful_votes=a.helpful,
         not_helpful_votes=a.not_helpful,
+        category=a.category,
+        review_comment=a.review_comment,
+        state_changed_by=a.state_changed_by,
+        state_changed_at=timestamp(a.state_changed_at) if a.state_changed_at else None,
+        attachments=[_attachment(f) for f in a.attachments],
+        source_case_id=a.source_case_id,
+        source_case_reference=a.source_case_reference,
     )
 
 
@@ -221,6 +249,49 @@ async def case_text(sessions: async_sessionmaker[AsyncSession], tenant: str, cas
         return "\n".join([case.subject, *texts])
 
 
+RESOLVED = frozenset(
+    {
+        case_pb2.CASE_STATUS_RESOLVED,
+        case_pb2.CASE_STATUS_CLOSED,
+        case_pb2.CASE_STATUS_PENDING_REVIEW,
+        case_pb2.CASE_STATUS_PENDING_CONFIRMATION,
+    }
+)
+
+
+async def case_draft(
+    sessions: async_sessionmaker[AsyncSession], tenant: str, case_id: str, reference: str
+) -> tuple[str, str, str, str]:
+    """(case id, case reference, title, body) of a draft from a resolved case: its subject, and its agents'
+    replies oldest first, one paragraph each."""
+    async with sessions() as session:
+        if case_id:
+            case = await session.get(orm.Case, case_id)
+        else:
+            case = await session.scalar(
+                select(orm.Case).where(
+                    orm.Case.tenant == tenant, orm.Case.reference == reference.strip().upper()
+                )
+            )
+        if case is None or case.tenant != tenant:
+            raise NotFound("case", case_id or reference)
+        if case.status not in RESOLVED:
+            raise FailedPrecondition(f"case {case.reference or case.id} is not resolved yet")
+        texts = await session.scalars(
+            select(orm.Message.text)
+            .join(orm.Contact, orm.Contact.contact_id == orm.Message.contact_id)
+            .where(
+                orm.Contact.case_id == case.id,
+                orm.Message.author == contact_pb2.AUTHOR_AGENT,
+            )
+            .order_by(orm.Message.sent_at)
+            .limit(50)
+        )
+        body = "\n\n".join(t.strip() for t in texts if t.strip())
+        title = case.subject.strip() or case.reference or case.id
+        return case.id, case.reference, title[:500], body or title
+
+
 class KnowledgeReportRpcs:
     """The knowledge-base, report and QA methods of CaseService."""
 
@@ -258,13 +329,17 @@ class KnowledgeReportRpcs:
 
     async def CreateArticle(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
-        draft = Draft(request.title, request.body, request.language, tuple(request.tags))
+        draft = Draft(
+            request.title, request.body, request.language, tuple(request.tags), request.category
+        )
         return _article(await self.kb_reports.knowledge.create(tenant, principal().subject, draft))
 
     async def UpdateArticle(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         require(request, "article_id")
-        draft = Draft(request.title, request.body, request.language, tuple(request.tags))
+        draft = Draft(
+            request.title, request.body, request.language, tuple(request.tags), request.category
+        )
         return _article(
             await self.kb_reports.knowledge.update(
                 tenant, principal().subject, request.article_id, draft
@@ -275,16 +350,77 @@ class KnowledgeReportRpcs:
         state = _STATE_NAMES.get(request.state)
         if state is None:
             raise InvalidArgument("state", "must be draft, review, published or retired")
-        p = require_rule(PUBLISH_RULE) if state in ("published", "retired") else principal()
+        # Reviewing (publishing, retiring, sending back to draft) is the reviewers' rule.
+        p = require_rule(PUBLISH_RULE) if state != "review" else principal()
         tenant = p.tenant
         require(request, "article_id")
         if request.version < 0:
             raise InvalidArgument("version", "must not be negative")
         return _article(
             await self.kb_reports.knowledge.set_state(
-                tenant, principal().subject, request.article_id, request.version, state
+                tenant,
+                principal().subject,
+                request.article_id,
+                request.version,
+                state,
+                request.comment,
             )
         )
+
+    async def ListArticles(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        state = _STATE_NAMES.get(request.state, "")
+        if request.limit < 0:
+            raise InvalidArgument("limit", "must not be negative")
+        articles, categories = await self.kb_reports.knowledge.list_articles(
+            tenant, state, request.language, request.category, request.limit
+        )
+        return case_pb2.ListArticlesResponse(
+            articles=[_article(a) for a in articles], categories=categories
+        )
+
+    async def ListArticleVersions(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        require(request, "article_id")
+        versions = await self.kb_reports.knowledge.versions(tenant, request.article_id)
+        return case_pb2.ListArticlesResponse(articles=[_article(a) for a in versions])
+
+    async def AddArticleAttachment(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        require(request, "article_id")
+        require(request, "filename")
+        return _article(
+            await self.kb_reports.knowledge.attach(
+                p.tenant,
+                p.subject,
+                request.article_id,
+                request.filename,
+                request.content_type,
+                request.data,
+            )
+        )
+
+    async def GetArticleAttachment(self, request, context):  # type: ignore[no-untyped-def]
+        tenant = principal().tenant
+        require(request, "article_id")
+        require(request, "attachment_id")
+        view, data = await self.kb_reports.knowledge.attachment(
+            tenant, request.article_id, request.attachment_id
+        )
+        return case_pb2.ArticleAttachmentData(attachment=_attachment(view), data=data)
+
+    async def DraftArticleFromCase(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        if not request.case_id and not request.reference.strip():
+            raise InvalidArgument("case_id", "or reference is required")
+        case_id, reference, title, body = await case_draft(
+            self.kb_reports.sessions, p.tenant, request.case_id, request.reference
+        )
+        draft = Draft(title, body, request.language)
+        made = await self.kb_reports.knowledge.create(
+            p.tenant, p.subject, draft, case_id, reference
+        )
+        return _article(made)
 
     async def VoteArticle(self, request, context):  # type: ignore[no-untyped-def]
         p = principal()

@@ -1,4 +1,4 @@
-"""The knowledge base's tables (migration 0003_kb_reports creates them)."""
+"""The knowledge base's tables (migrations 0003_kb_reports and 0008_kb_authoring create them)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ class KbArticle(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     latest_version: Mapped[int] = mapped_column(Integer, default=1)
     published_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_case_id: Mapped[str] = mapped_column(String(ID), default="")
+    source_case_reference: Mapped[str] = mapped_column(String(16), default="")
 
 
 class KbArticleVersion(Base):
@@ -50,6 +52,8 @@ class KbArticleVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     state_changed_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+    category: Mapped[str] = mapped_column(String(64), default="")
+    review_comment: Mapped[str] = mapped_column(Text, default="")  # why it was sent back
 
 
 class KbVote(Base):
@@ -79,3 +83,22 @@ class KbSearchDocument(Base):
     language: Mapped[str] = mapped_column(String(35), default="")
     title_tokens: Mapped[str] = mapped_column(Text)
     body_tokens: Mapped[str] = mapped_column(Text)
+
+
+class KbAttachment(Base):
+    """A file linked from an article (every version); its bytes are in the object store."""
+
+    __tablename__ = "kb_attachments"
+    __table_args__ = (Index("ix_kb_attachments_article", "article_id"),)
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True, default=new_id)
+    article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id"))
+    tenant: Mapped[str] = mapped_column(String(63))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(64))
+    object_name: Mapped[str] = mapped_column(String(255))
+    added_by: Mapped[str] = mapped_column(String(EXTERNAL_ID))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)

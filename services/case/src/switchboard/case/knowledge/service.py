@@ -4,10 +4,12 @@ exist for the caller."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,6 +25,7 @@ from switchboard.case.knowledge.orm import (
     REVIEW,
     KbArticle,
     KbArticleVersion,
+    KbAttachment,
     KbSearchDocument,
     KbVote,
 )
@@ -34,6 +37,10 @@ MAX_TITLE = 500
 MAX_BODY = 200_000
 MAX_TAGS = 32
 MAX_RESULTS = 50
+MAX_LIST = 200
+MAX_CATEGORY = 64
+MAX_ATTACHMENT = 3 * 1024 * 1024  # under gRPC's 4 MiB message limit
+BUCKET = "kb_files"
 # Which state a version may move to from which; publishing retires the previously published one.
 TRANSITIONS: dict[str, frozenset[str]] = {
     DRAFT: frozenset({REVIEW}),
@@ -42,6 +49,25 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     RETIRED: frozenset({REVIEW}),
 }
 STATES = frozenset(TRANSITIONS)
+
+
+class Objects(Protocol):
+    """Where attachments' bytes are kept (switchboard.core.stores.ObjectStores)."""
+
+    async def put(self, bucket: str, name: str, data: bytes, description: str = "") -> None: ...
+
+    async def get(self, bucket: str, name: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class AttachmentView:
+    attachment_id: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    added_by: str
+    added_at: datetime
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,13 @@ class ArticleView:
     published_version: int | None
     helpful: int = 0
     not_helpful: int = 0
+    category: str = ""
+    review_comment: str = ""
+    state_changed_by: str = ""
+    state_changed_at: datetime | None = None
+    attachments: tuple[AttachmentView, ...] = ()
+    source_case_id: str = ""
+    source_case_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,7 @@ class Draft:
     body: str
     language: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
+    category: str = ""
 
     def validated(self) -> Draft:
         title = self.title.strip()
@@ -90,7 +124,10 @@ class Draft:
         tags = [t.strip() for t in self.tags if t.strip()]
         if len(tags) > MAX_TAGS or any(len(t) > 64 for t in tags):
             raise InvalidArgument("tags", f"at most {MAX_TAGS} tags of up to 64 characters")
-        return Draft(title, self.body, self.language, tuple(dict.fromkeys(tags)))
+        category = self.category.strip()
+        if len(category) > MAX_CATEGORY:
+            raise InvalidArgument("category", f"is longer than {MAX_CATEGORY} characters")
+        return Draft(title, self.body, self.language, tuple(dict.fromkeys(tags)), category)
 
 
 def snippet(body: str, query: str, width: int = 160) -> str:
@@ -110,10 +147,14 @@ def snippet(body: str, query: str, width: int = 160) -> str:
 
 class KnowledgeBase:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime] = utc_now
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], datetime] = utc_now,
+        objects: Objects | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._objects = objects
 
     async def _article(self, session: AsyncSession, tenant: str, article_id: str) -> KbArticle:
         row = await session.get(KbArticle, article_id, with_for_update=True) if article_id else None
@@ -135,8 +176,27 @@ class KnowledgeBase:
         )
         return {a: (int(h or 0), int(n or 0)) for a, h, n in rows}
 
+    async def _attachments(
+        self, session: AsyncSession, article_id: str
+    ) -> tuple[AttachmentView, ...]:
+        rows = await session.scalars(
+            select(KbAttachment)
+            .where(KbAttachment.article_id == article_id)
+            .order_by(KbAttachment.added_at, KbAttachment.id)
+        )
+        return tuple(
+            AttachmentView(
+                r.id, r.filename, r.content_type, r.size_bytes, r.sha256, r.added_by, r.added_at
+            )
+            for r in rows
+        )
+
     def _view(
-        self, a: KbArticle, v: KbArticleVersion, votes: tuple[int, int] = (0, 0)
+        self,
+        a: KbArticle,
+        v: KbArticleVersion,
+        votes: tuple[int, int] = (0, 0),
+        attachments: tuple[AttachmentView, ...] = (),
     ) -> ArticleView:
         return ArticleView(
             article_id=a.id,
@@ -152,9 +212,23 @@ class KnowledgeBase:
             published_version=a.published_version,
             helpful=votes[0],
             not_helpful=votes[1],
+            category=v.category or "",
+            review_comment=v.review_comment or "",
+            state_changed_by=v.state_changed_by,
+            state_changed_at=v.state_changed_at,
+            attachments=attachments,
+            source_case_id=a.source_case_id or "",
+            source_case_reference=a.source_case_reference or "",
         )
 
-    async def create(self, tenant: str, author: str, draft: Draft) -> ArticleView:
+    async def create(
+        self,
+        tenant: str,
+        author: str,
+        draft: Draft,
+        source_case_id: str = "",
+        source_case_reference: str = "",
+    ) -> ArticleView:
         """A new article whose version 1 is a draft."""
         d = draft.validated()
         now = self._clock()
@@ -167,6 +241,8 @@ class KnowledgeBase:
                 updated_at=now,
                 latest_version=1,
                 published_version=None,
+                source_case_id=source_case_id,
+                source_case_reference=source_case_reference,
             )
             session.add(article)
             await session.flush()
@@ -186,6 +262,8 @@ class KnowledgeBase:
             body=d.body,
             language=d.language,
             tags=list(d.tags),
+            category=d.category,
+            review_comment="",
             state=DRAFT,
             author=author[:EXTERNAL_ID],
             created_at=now,
@@ -204,15 +282,20 @@ class KnowledgeBase:
             article.updated_at = now
             version = self._new_version(tenant, article.id, article.latest_version, author, d, now)
             session.add(version)
-        return self._view(article, version)
+            attachments = await self._attachments(session, article.id)
+        return self._view(article, version, attachments=attachments)
 
     async def set_state(
-        self, tenant: str, actor: str, article_id: str, version: int, state: str
+        self, tenant: str, actor: str, article_id: str, version: int, state: str, comment: str = ""
     ) -> ArticleView:
         """Move one version through the workflow (TRANSITIONS). Publishing a version makes it the
-        one search finds and retires the version published before it."""
+        one search finds and retires the version published before it. Sending a version in
+        review back to draft needs the reviewer's `comment`, kept with the version."""
         if state not in STATES:
             raise InvalidArgument("state", f"{state!r} is not one of {', '.join(sorted(STATES))}")
+        comment = comment.strip()
+        if len(comment) > 10_000:
+            raise InvalidArgument("comment", "is longer than 10000 characters")
         now = self._clock()
         async with self._sessions.begin() as session:
             article = await self._article(session, tenant, article_id)
@@ -241,11 +324,18 @@ class KnowledgeBase:
                 )
                 if doc is not None:
                     await session.delete(doc)
+            if row.state == REVIEW and state == DRAFT:
+                if not comment:
+                    raise InvalidArgument("comment", "say why the version goes back to draft")
+                row.review_comment = comment
+            elif state == REVIEW:
+                row.review_comment = ""
             row.state, row.state_changed_at, row.state_changed_by = state, now, actor
             article.updated_at = now
             votes = (await self._votes(session, [article.id])).get(article.id, (0, 0))
+            attachments = await self._attachments(session, article.id)
         logger.info("article %s version %d is %s", article_id, number, state)
-        return self._view(article, row, votes)
+        return self._view(article, row, votes, attachments)
 
     async def _index(self, session: AsyncSession, article: KbArticle, v: KbArticleVersion) -> None:
         doc = await session.scalar(
@@ -271,7 +361,125 @@ class KnowledgeBase:
             if row is None:
                 raise NotFound("article version", f"{article_id}@{number}")
             votes = (await self._votes(session, [article.id])).get(article.id, (0, 0))
-            return self._view(article, row, votes)
+            return self._view(article, row, votes, await self._attachments(session, article.id))
+
+    async def list_articles(
+        self,
+        tenant: str,
+        state: str = "",
+        language: str = "",
+        category: str = "",
+        limit: int = 100,
+    ) -> tuple[list[ArticleView], list[str]]:
+        """The latest version of each article (newest first), filtered by its state, language
+        or category; and every category the tenant's latest versions use."""
+        if state and state not in STATES:
+            raise InvalidArgument("state", f"{state!r} is not one of {', '.join(sorted(STATES))}")
+        limit = max(1, min(limit or 100, MAX_LIST))
+        latest = (KbArticleVersion.article_id == KbArticle.id) & (
+            KbArticleVersion.version == KbArticle.latest_version
+        )
+        query = (
+            select(KbArticle, KbArticleVersion)
+            .join(KbArticleVersion, latest)
+            .where(KbArticle.tenant == tenant)
+        )
+        if state:
+            query = query.where(KbArticleVersion.state == state)
+        if language:
+            query = query.where(KbArticleVersion.language == language)
+        if category:
+            query = query.where(KbArticleVersion.category == category)
+        query = query.order_by(KbArticle.updated_at.desc(), KbArticle.id).limit(limit)
+        async with self._sessions() as session:
+            rows = [(a, v) for a, v in await session.execute(query)]
+            votes = await self._votes(session, [a.id for a, _ in rows])
+            categories = await session.scalars(
+                select(KbArticleVersion.category)
+                .join(KbArticle, latest)
+                .where(KbArticle.tenant == tenant, KbArticleVersion.category != "")
+                .distinct()
+            )
+            names = sorted(set(categories))
+        return [self._view(a, v, votes.get(a.id, (0, 0))) for a, v in rows], names
+
+    async def versions(self, tenant: str, article_id: str) -> list[ArticleView]:
+        """Every version of an article, newest first."""
+        async with self._sessions() as session:
+            article = await session.get(KbArticle, article_id) if article_id else None
+            if article is None or article.tenant != tenant:
+                raise NotFound("article", article_id)
+            rows = await session.scalars(
+                select(KbArticleVersion)
+                .where(KbArticleVersion.article_id == article.id)
+                .order_by(KbArticleVersion.version.desc())
+            )
+            return [self._view(article, v) for v in rows]
+
+    async def attach(
+        self,
+        tenant: str,
+        actor: str,
+        article_id: str,
+        filename: str,
+        content_type: str,
+        data: bytes,
+    ) -> ArticleView:
+        """Keep a file in the object store and link it from the article."""
+        if self._objects is None:
+            raise FailedPrecondition("attachments are not available: no object store")
+        name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+        if not name or len(name) > 255:
+            raise InvalidArgument("filename")
+        if not data:
+            raise InvalidArgument("data", "the file is empty")
+        if len(data) > MAX_ATTACHMENT:
+            raise InvalidArgument("data", f"is larger than {MAX_ATTACHMENT // (1024 * 1024)} MiB")
+        ctype = content_type.strip()[:255] or "application/octet-stream"
+        async with self._sessions() as session:
+            article = await session.get(KbArticle, article_id) if article_id else None
+            if article is None or article.tenant != tenant:
+                raise NotFound("article", article_id)
+        attachment_id = new_id()
+        object_name = f"{tenant}/{article_id}/{attachment_id}"
+        await self._objects.put(BUCKET, object_name, data)
+        async with self._sessions.begin() as session:
+            article = await self._article(session, tenant, article_id)
+            session.add(
+                KbAttachment(
+                    id=attachment_id,
+                    article_id=article.id,
+                    tenant=tenant,
+                    filename=name,
+                    content_type=ctype,
+                    size_bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    bucket=BUCKET,
+                    object_name=object_name,
+                    added_by=actor[:EXTERNAL_ID],
+                    added_at=self._clock(),
+                )
+            )
+            article.updated_at = self._clock()
+        logger.info("article %s: attachment %s added", article_id, attachment_id)
+        return await self.get(tenant, article_id, 0)
+
+    async def attachment(
+        self, tenant: str, article_id: str, attachment_id: str
+    ) -> tuple[AttachmentView, bytes]:
+        """One attachment of an article with its bytes."""
+        async with self._sessions() as session:
+            row = await session.get(KbAttachment, attachment_id) if attachment_id else None
+            if row is None or row.tenant != tenant or row.article_id != article_id:
+                raise NotFound("attachment", attachment_id)
+        if self._objects is None:
+            raise FailedPrecondition("attachments are not available: no object store")
+        data = await self._objects.get(row.bucket, row.object_name)
+        view = AttachmentView(
+            row.id, row.filename, row.content_type, row.size_bytes, row.sha256, row.added_by,
+            row.added_at,
+        )  # fmt: skip
+        return view, data
 
     async def vote(self, tenant: str, voter: str, article_id: str, helpful: bool) -> ArticleView:
         """Record one voter's vote on a published article; voting again replaces the vote."""

@@ -88,11 +88,11 @@ def load_assets(static_dir: Path, default_tenant: str, max_message_bytes: int) -
                 (b"cross-origin-resource-policy", b"cross-origin"),
             ),
         )
-    # The agents' inbox, the supervisors' wallboard, the QA screen and the administrators' console
-    # (inbox/: their CSP allows blob: images).
+    # The agents' inbox, the supervisors' wallboard, the QA screen, the knowledge-base authoring
+    # screen and the administrators' console (inbox/: their CSP allows blob: images).
     from switchboard.chat.inbox.http import INBOX_CSP
 
-    for name in ("inbox", "wallboard", "qa", "admin"):
+    for name in ("inbox", "wallboard", "qa", "kb", "admin"):
         if (static_dir / f"{name}.html").is_file():
             assets[f"/{name}"] = Asset(
                 (static_dir / f"{name}.html").read_bytes(),

@@ -8,6 +8,8 @@
   A file deleted by its customer's erasure is 404 ``attachment '<index>' was erased``.
 - ``POST /api/qa/<action>`` (``Authorization: Bearer <inbox token>``): the QA evaluator screen's
   calls to the case service (inbox/qa.py), made with the caller's token.
+- ``POST /api/kb/<action>`` (Bearer inbox token): the knowledge-base authoring screen's calls to
+  the case service (inbox/kb.py), made with the caller's token.
 - ``GET /api/agent/recording/player?contact_id=`` (Bearer inbox token) -> {url, expires_at,
   duration, channels, peaks}: what the case panel's player needs to play a call recording (the
   `url` carries a ticket for an hour; `peaks` per channel, customer then agent, 0 to 1). Each
@@ -30,6 +32,9 @@ from urllib.parse import parse_qs, quote
 from switchboard.chat.entrypoints.api import Receive, Scope, Send
 from switchboard.chat.entrypoints.clients import Network, client_address
 from switchboard.chat.inbox import recordings
+from switchboard.chat.inbox.kb import MAX_BODY as MAX_KB_BODY
+from switchboard.chat.inbox.kb import PREFIX as KB_PREFIX
+from switchboard.chat.inbox.kb import KbApi
 from switchboard.chat.inbox.qa import PREFIX as QA_PREFIX
 from switchboard.chat.inbox.qa import QaApi
 from switchboard.chat.inbox.service import Inbox
@@ -95,10 +100,13 @@ class InboxHttp:
         self.app = app
         self.trusted_proxies = trusted_proxies
         self.qa = QaApi(inbox._backends)
+        self.kb = KbApi(inbox._backends)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path not in (LOGIN, ATTACHMENT, RECORDING, PLAYER) and not path.startswith(QA_PREFIX):
+        if path not in (LOGIN, ATTACHMENT, RECORDING, PLAYER) and not path.startswith(
+            (QA_PREFIX, KB_PREFIX)
+        ):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
@@ -120,6 +128,11 @@ class InboxHttp:
                 principal, token = self._bearer(scope)
                 data = await self._json(receive, MAX_QA_BODY)
                 result = await self.qa(token, principal.tenant, path[len(QA_PREFIX) :], data)
+                await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
+            elif path.startswith(KB_PREFIX) and method == "POST":
+                principal, token = self._bearer(scope)
+                data = await self._json(receive, MAX_KB_BODY)
+                result = await self.kb(token, principal.tenant, path[len(KB_PREFIX) :], data)
                 await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
             elif path == PLAYER and method == "GET":
                 await self._player(scope, send)

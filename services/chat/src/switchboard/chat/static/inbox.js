@@ -752,11 +752,13 @@
 
   // The case panel; a contact the case service has not recorded yet (its consumer runs a little
   // behind) is asked about again, with growing pauses, while it is the one shown.
+  var caseLoads = 0;
   function loadCase(id, attempt) {
     attempt = attempt || 0;
     if (!attempt) error($("case-error"), "");
+    var mine = ++caseLoads;  // an answer overtaken by a later request is stale
     state.socket.emit("case", { contact_id: id }, function (ack) {
-      if (state.current !== id) return;
+      if (state.current !== id || mine !== caseLoads) return;
       if (ack.ok && !ack.case && attempt < 20) {
         setTimeout(function () { if (state.current === id) loadCase(id, attempt + 1); }, 500 * Math.min(attempt + 1, 6));
       }
@@ -775,6 +777,8 @@
     $("case-ref").textContent = c.reference || c.case_id.slice(0, 8);
     $("case-subject").textContent = c.subject || "";
     $("case-status").value = c.status;
+    $("case-to-kb").setAttribute("href", "kb#case=" + encodeURIComponent(c.case_id));
+    showCaseToKb();
     var sla = $("case-sla");
     clear(sla);
     (c.sla || []).forEach(function (s) {
@@ -827,11 +831,26 @@
     return window.SBRecording.player(contactId, { token: function () { return state.token; }, when: fmtTime });
   }
 
+  // A resolved case may become a knowledge-base draft (its subject and the agents' replies).
+  function showCaseToKb() {
+    var resolved = ["resolved", "closed", "pending_review", "pending_confirmation"];
+    show($("case-to-kb"), resolved.indexOf($("case-status").value) >= 0);
+  }
+
   $("case-status").addEventListener("change", function () {
+    showCaseToKb();
     if (!caseId) return;
-    state.socket.emit("case_status", { case_id: caseId, status: $("case-status").value }, function (ack) {
+    var wanted = $("case-status").value;
+    state.socket.emit("case_status", { case_id: caseId, status: wanted }, function (ack) {
       if (!ack.ok) { error($("case-error"), problem("case_status", ack)); if (state.current) loadCase(state.current); }
-      else error($("case-error"), "");
+      else {
+        error($("case-error"), "");
+        var now = (ack.case && ack.case.status) || wanted;  // a policy may hold it for review
+        if (state.caseData && state.caseData.case_id === caseId) state.caseData.status = now;
+        $("case-status").value = now;
+        showCaseToKb();
+        if (state.current) loadCase(state.current);  // answers asked before the change are stale
+      }
     });
   });
 
