@@ -19,6 +19,7 @@ recorded over unrecorded CPU per call-second.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import multiprocessing
 import os
@@ -553,6 +554,8 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 "VOICE_MAX_CALLS": str(max(STEPS) * 2),
                 "VOICE_POSITION_POLL_SECONDS": "2",
                 "VOICE_ROUTER_ADDR": f"127.0.0.1:{router_port}",
+                # Production refuses to seal recordings with a key derived from the auth secret.
+                "VOICE_RECORDING_KEY": base64.b64encode(os.urandom(32)).decode(),
             },
             work / "gw.log",
         )
