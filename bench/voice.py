@@ -413,7 +413,6 @@ async def _raw_baseline(n: int) -> dict[str, float]:
 async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
     """CPU ms per call-second of the relay bridging `n` calls (both ways, 50 packets/s each),
     recorded or not; recorded, with the closing and sealing of each recording included."""
-    import functools
     import tempfile
 
     from switchboard.voice_gateway.media.rtp import MediaEngine
@@ -430,8 +429,7 @@ async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
         caller.bridge, agent.bridge = agent, caller
         if recorded:
             recorder = Recorder(str(folder))
-            caller.tap = functools.partial(recorder.tap, CALLER)
-            agent.tap = functools.partial(recorder.tap, AGENT)
+            caller.tap, agent.tap = recorder.taps[CALLER], recorder.taps[AGENT]
             recorders.append(recorder)
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()

@@ -133,7 +133,7 @@ def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path) -> None:
     rec = Recorder(str(tmp_path), clock=clock)
     rec.file.close()
     rec.file = open("/dev/full", "wb", buffering=0)
-    for i in range(50):
+    for i in range(100):  # two seconds: past the first write
         clock.now = 100.0 + i * 0.02
         rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), i * 160))
     assert rec.failed and rec.closed
