@@ -87,6 +87,23 @@ def test_a_change_of_codec_mid_call_is_decoded_by_each_stretchs_codec(tmp_path: 
     assert max(map(abs, right)) == 0
 
 
+def test_a_long_stretch_without_packets_is_silence_in_step(tmp_path: Path) -> None:
+    """Half a minute with no packet at all (a hold): silence, written in pieces, and the caller
+    back in step after it."""
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    pcm = tone(440, 160, amplitude=12000)
+    for i, at in enumerate([100.0, 100.02, 130.0, 130.02]):
+        clock.now = at
+        rec.tap(CALLER, packet(g711.encode(pcm, 0), 160 * i, ssrc=1 if at < 120 else 2))
+    clock.now = 131.0
+    assert rec.close() == pytest.approx(31.0, abs=0.01)
+    left, _ = channels(rec.path)
+    assert max(map(abs, left[:320])) > 10000
+    assert max(map(abs, left[400 : 30 * RATE - 10])) == 0
+    assert max(map(abs, left[30 * RATE : 30 * RATE + 320])) > 10000
+
+
 def test_two_sides_are_aligned_by_time_and_a_quiet_side_is_silence(tmp_path: Path) -> None:
     clock = Clock()
     rec = Recorder(str(tmp_path), clock=clock)

@@ -29,6 +29,7 @@ RATE = 8000
 CALLER, AGENT = 0, 1
 JITTER = RATE // 5  # 200 ms: packets later than this behind the newest are too late
 FLUSH = RATE  # written to the file a second at a time
+PIECE = 10 * RATE  # the most decoded at once
 BATCH = 100  # packets placed together: a second of a call's two sides
 REANCHOR = RATE // 2  # a side whose timestamps stray 500 ms from its arrivals is re-anchored
 PCMU, PCMA = 0, 8
@@ -164,10 +165,10 @@ class Recorder:
         window once there is FLUSH of it."""
         queue = self._queue[:]
         self._queue.clear()
-        if not queue or self.closed or self.paused:  # a paused stretch is left out
+        if not queue or self.closed:
             return
         start, place, sides, written = self._start, self._place, self._sides, self.written
-        for side, packet, arrived in queue:
+        for side, packet, arrived in [] if self.paused else queue:  # paused: left out
             now = int((arrived - start) * RATE)
             s = sides[side]
             # The usual packet (RTP version 2, no extension, padding or CSRC, the side's codec,
@@ -230,10 +231,13 @@ class Recorder:
         codes[start : start + end - offset] = packet[offset:end]
 
     def _flush(self, upto: int) -> None:
-        """Append every frame before `upto` to the file (silence where a side has nothing)."""
+        """Append every frame before `upto` to the file (silence where a side has nothing), at
+        most PIECE at a time (after a long hold, with no packet meanwhile)."""
+        while self.written < upto:
+            self._flush_piece(min(upto, self.written + PIECE))
+
+    def _flush_piece(self, upto: int) -> None:
         n = upto - self.written
-        if n <= 0:
-            return
         frames = bytearray(4 * n)
         for side, s in enumerate(self._sides):
             codes = s.codes
