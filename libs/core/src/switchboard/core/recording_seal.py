@@ -150,7 +150,8 @@ def seal(keys: Keys, tenant: str, contact_id: str, src: BinaryIO, dst: BinaryIO)
         last = not following
         nonce = prefix + struct.pack("!I", index)
         body = aead.encrypt(nonce, chunk, _aad(tenant, contact_id, index, last))
-        dst.write(struct.pack("!I", len(body)) + body)
+        dst.write(struct.pack("!I", len(body)))
+        dst.write(body)
         if last:
             return
         chunk, index = following, index + 1
