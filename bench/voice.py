@@ -19,6 +19,7 @@ recorded over unrecorded CPU per call-second.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import multiprocessing
 import os
@@ -412,7 +413,6 @@ async def _raw_baseline(n: int) -> dict[str, float]:
 async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
     """CPU ms per call-second of the relay bridging `n` calls (both ways, 50 packets/s each),
     recorded or not; recorded, with the closing and sealing of each recording included."""
-    import functools
     import tempfile
 
     from switchboard.voice_gateway.media.rtp import MediaEngine
@@ -429,8 +429,7 @@ async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
         caller.bridge, agent.bridge = agent, caller
         if recorded:
             recorder = Recorder(str(folder))
-            caller.tap = functools.partial(recorder.tap, CALLER)
-            agent.tap = functools.partial(recorder.tap, AGENT)
+            caller.tap, agent.tap = recorder.taps[CALLER], recorder.taps[AGENT]
             recorders.append(recorder)
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -553,6 +552,8 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 "VOICE_MAX_CALLS": str(max(STEPS) * 2),
                 "VOICE_POSITION_POLL_SECONDS": "2",
                 "VOICE_ROUTER_ADDR": f"127.0.0.1:{router_port}",
+                # Production refuses to seal recordings with a key derived from the auth secret.
+                "VOICE_RECORDING_KEY": base64.b64encode(os.urandom(32)).decode(),
             },
             work / "gw.log",
         )

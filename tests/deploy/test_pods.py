@@ -101,6 +101,11 @@ def app_secrets(folder: Path, case_store: str) -> SecretData:
         "switchboard-case-db": {"url": case_store},
         "switchboard-case-master-key": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
         "switchboard-fax-webhook": {"secret": secrets.token_urlsafe(32)},
+        # The recordings' key after one change of key: the current one and an old one.
+        "voice-recording-key": {
+            "key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "old-keys": base64.b64encode(secrets.token_bytes(32)).decode() + "\n",
+        },
         "voice-sip-tls": {"tls.crt": cert.read_text(), "tls.key": key.read_text()},
         # The operator's own files: here the demo ones, as production would not take them
         # from the image.

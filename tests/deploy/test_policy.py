@@ -350,3 +350,38 @@ def test_the_router_groups_map_names_exactly_the_groups_deployed(overlay: str) -
 def test_an_overlay_partitions_the_tenants_across_router_groups() -> None:
     config = find("production-groups", "ConfigMap", "switchboard-router-groups")["data"]
     assert RouterGroups.parse(config["ROUTER_GROUPS"]).groups == ["g1", "g2"]
+
+
+def _secret_file(workload: dict[str, Any], variable: str) -> tuple[str, str] | None:
+    """(Secret, key) whose file the container's `variable` names, through its volume mounts."""
+    [container] = containers(workload)
+    path = next((e.get("value", "") for e in container["env"] if e["name"] == variable), "")
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    for mount in container.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        secret = volumes[mount["name"]].get("secret")
+        if secret and path.startswith(folder) and "/" not in path[len(folder) :]:
+            return secret["secretName"], path[len(folder) :]
+    return None
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_recordings_key_and_old_keys_come_from_the_voice_recording_key_secret(
+    overlay: str,
+) -> None:
+    """Whoever seals or plays call recordings (each settings class reading the key) has the
+    same key and old keys, from the Secret voice-recording-key: production refuses to start
+    without them, and the recordings must open wherever they are played."""
+    readers = {
+        name for name, cls in SETTINGS.items() if "VOICE_RECORDING_KEY_FILE" in cls.env_names()
+    }
+    assert readers == {"voice-gateway", "chat"}
+    for name in readers:
+        for w in workloads_of(overlay, name):
+            assert _secret_file(w, "VOICE_RECORDING_KEY_FILE") == ("voice-recording-key", "key")
+            assert _secret_file(w, "VOICE_RECORDING_OLD_KEYS_FILE") == (
+                "voice-recording-key",
+                "old-keys",
+            )
+            [container] = containers(w)
+            assert "VOICE_RECORDING_KEY" not in {e["name"] for e in container["env"]}

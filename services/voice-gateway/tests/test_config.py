@@ -7,6 +7,7 @@ import pytest
 
 from switchboard.core.settings import UnsafeSettings
 from switchboard.voice_gateway import config
+from switchboard.voice_gateway.recording import sealing
 from switchboard.voice_gateway.settings import VoiceGatewaySettings as VoiceSettings
 
 NUMBER = """\
@@ -96,13 +97,54 @@ def test_phones_belong_to_a_tenant_and_the_flat_form_only_to_the_one_tenant_of_t
     assert config.load().phones[("demo", "agent-ko")] == "demo-ko"
 
 
+RECORDING_KEY = "c2VjcmV0LXJlY29yZGluZy1rZXktb2YtMzItYnl0ZXM="  # base64 of 32 bytes
+
+
 def test_production_refuses_the_demo_phones() -> None:
-    production = VoiceSettings(SWITCHBOARD_AUTH_SECRET="own-secret")
+    production = VoiceSettings(
+        SWITCHBOARD_AUTH_SECRET="own-secret", VOICE_RECORDING_KEY=RECORDING_KEY
+    )
     with pytest.raises(UnsafeSettings, match="VOICE_CONFIG_FILE is unset"):
         production.refuse_unsafe_production()
     VoiceSettings(
-        SWITCHBOARD_AUTH_SECRET="own-secret", VOICE_CONFIG_FILE="/etc/voice.yaml"
+        SWITCHBOARD_AUTH_SECRET="own-secret",
+        VOICE_CONFIG_FILE="/etc/voice.yaml",
+        VOICE_RECORDING_KEY=RECORDING_KEY,
     ).refuse_unsafe_production()
+    VoiceSettings(
+        SWITCHBOARD_AUTH_SECRET="own-secret", SWITCHBOARD_MODE="development"
+    ).refuse_unsafe_production()
+
+
+def test_production_refuses_to_start_without_a_recording_key_of_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Derived from the auth secret, recordings would be lost with that secret's next change:
+    production wants the Secret voice-recording-key, and says so."""
+    import base64
+    import os
+
+    given = {"SWITCHBOARD_AUTH_SECRET": "own-secret", "VOICE_CONFIG_FILE": "/etc/voice.yaml"}
+    with pytest.raises(UnsafeSettings) as refused:
+        VoiceSettings(**given).refuse_unsafe_production()  # type: ignore[arg-type]
+    assert str(refused.value).startswith(
+        "VOICE_RECORDING_KEY_FILE (or VOICE_RECORDING_KEY) is unset: call recordings would be "
+        "sealed with a key derived from SWITCHBOARD_AUTH_SECRET"
+    )
+    key_file = tmp_path / "key"
+    with pytest.raises(UnsafeSettings, match=f"VOICE_RECORDING_KEY_FILE {key_file} cannot be"):
+        VoiceSettings(**given, VOICE_RECORDING_KEY_FILE=str(key_file)).refuse_unsafe_production()  # type: ignore[arg-type]
+    key, old = os.urandom(32), os.urandom(32)
+    key_file.write_text(base64.b64encode(key).decode() + "\n")
+    old_file = tmp_path / "old-keys"
+    old_file.write_text("not-a-key\n")
+    keyed = VoiceSettings(  # type: ignore[arg-type]
+        **given, VOICE_RECORDING_KEY_FILE=str(key_file), VOICE_RECORDING_OLD_KEYS_FILE=str(old_file)
+    )
+    with pytest.raises(UnsafeSettings, match="old-keys:1: an old recording key"):
+        keyed.refuse_unsafe_production()
+    old_file.write_text(base64.b64encode(old).decode() + "\n")
+    keyed.refuse_unsafe_production()
+    assert keyed.recording_keys() == sealing.RecordingKeys(key, (old,))
+    # A developer's machine derives one from the auth secret.
     VoiceSettings(
         SWITCHBOARD_AUTH_SECRET="own-secret", SWITCHBOARD_MODE="development"
     ).refuse_unsafe_production()

@@ -64,6 +64,46 @@ def test_g711_decoding_inverts_encoding_within_its_quantisation() -> None:
             assert abs(a - b) <= max(16, abs(a) // 16)
 
 
+def test_a_change_of_codec_mid_call_is_decoded_by_each_stretchs_codec(tmp_path: Path) -> None:
+    """The caller switches from PCMU to PCMA (a re-INVITE) after half a second, then goes quiet:
+    each stretch decodes as what it was sent in, and the quiet is exactly silent in A-law too."""
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    sent: list[int] = []
+    for i in range(50):
+        clock.now = 100.0 + i * 0.02
+        pt = g711.PCMU if i < 25 else g711.PCMA
+        pcm = tone(440, 160, 160 * i, amplitude=12000)
+        rec.tap(CALLER, packet(g711.encode(pcm, pt), 160 * i, pt=pt))
+        sent += struct.unpack("<160h", decode(g711.encode(pcm, pt), pt))
+    clock.now = 101.5  # half a second of nothing
+    rec.close()
+    left, right = channels(rec.path)
+    assert left[:4000] == sent[:4000]  # PCMU, exactly
+    # A-law: its smallest step (+8) is recorded as 0, so silence is exactly silent.
+    assert all(abs(a - b) <= 8 for a, b in zip(left[4000 : len(sent)], sent[4000:], strict=True))
+    assert max(map(abs, left[4000 : len(sent)])) > 10000
+    assert left[len(sent) :] and max(map(abs, left[len(sent) :])) == 0
+    assert max(map(abs, right)) == 0
+
+
+def test_a_long_stretch_without_packets_is_silence_in_step(tmp_path: Path) -> None:
+    """Half a minute with no packet at all (a hold): silence, written in pieces, and the caller
+    back in step after it."""
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    pcm = tone(440, 160, amplitude=12000)
+    for i, at in enumerate([100.0, 100.02, 130.0, 130.02]):
+        clock.now = at
+        rec.tap(CALLER, packet(g711.encode(pcm, 0), 160 * i, ssrc=1 if at < 120 else 2))
+    clock.now = 131.0
+    assert rec.close() == pytest.approx(31.0, abs=0.01)
+    left, _ = channels(rec.path)
+    assert max(map(abs, left[:320])) > 10000
+    assert max(map(abs, left[400 : 30 * RATE - 10])) == 0
+    assert max(map(abs, left[30 * RATE : 30 * RATE + 320])) > 10000
+
+
 def test_two_sides_are_aligned_by_time_and_a_quiet_side_is_silence(tmp_path: Path) -> None:
     clock = Clock()
     rec = Recorder(str(tmp_path), clock=clock)
@@ -133,7 +173,7 @@ def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path) -> None:
     rec = Recorder(str(tmp_path), clock=clock)
     rec.file.close()
     rec.file = open("/dev/full", "wb", buffering=0)
-    for i in range(50):
+    for i in range(100):  # two seconds: past the first write
         clock.now = 100.0 + i * 0.02
         rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), i * 160))
     assert rec.failed and rec.closed

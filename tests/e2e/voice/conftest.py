@@ -5,6 +5,7 @@ They start two services, so they live here and not under services/voice-gateway/
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -23,7 +24,7 @@ import nats
 import pytest
 import yaml
 
-from switchboard.core import embedded_nats
+from switchboard.core import embedded_nats, recording_seal
 from switchboard.core.bus import decode
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
@@ -716,6 +717,11 @@ class Voice:
                 "VOICE_RING_TIMEOUT_SECONDS": "3",
                 "VOICE_POSITION_POLL_SECONDS": "1",
                 "SWITCHBOARD_REPLICA_ID": str(index),
+                # Production wants the recordings' own key: the one the gateway started in
+                # the test's process derives from SECRET, so recordings open with either.
+                "VOICE_RECORDING_KEY": base64.b64encode(
+                    recording_seal.master_key("", "", SECRET)
+                ).decode(),
                 **env,
             },
         )

@@ -7,8 +7,14 @@ recordings. Every chunk's nonce is the recording's random prefix and the chunk's
 associated data names the tenant, the contact and whether it is the last chunk: chunks cannot be
 reordered, dropped, cut off at the end, or moved to another contact or tenant unnoticed.
 
-Layout: MAGIC, the wrapped data key (2-byte length, nonce || key ciphertext), the 8-byte nonce
-prefix, then chunks (4-byte length, ciphertext) of at most CHUNK plaintext bytes.
+Layout: MAGIC, the master key's id (1-byte length, the id: `key_id`), the wrapped data key
+(2-byte length, nonce || key ciphertext), the 8-byte nonce prefix, then chunks (4-byte length,
+ciphertext) of at most CHUNK plaintext bytes. Recordings sealed before the id was written
+(MAGIC_V1, no id) still open: every key configured is tried.
+
+The key id lets the master key change (`RecordingKeys`): new recordings are sealed under the
+current key, and the ones sealed under an older key open with that key as long as it is listed
+among the old keys.
 
 The voice gateway seals; the chat's inbox opens a byte range of one (`SealedRecording`) to play
 it, and draws its waveform from `peaks`."""
@@ -45,7 +51,8 @@ def message_id(contact_id: str) -> str:
     return f"{contact_id}:recording"
 
 
-MAGIC = b"SBREC1\n"
+MAGIC = b"SBREC2\n"
+MAGIC_V1 = b"SBREC1\n"  # no key id: sealed before keys could change
 CHUNK = 64 * 1024
 KEY_BYTES = 32
 _NONCE = 12
@@ -55,6 +62,59 @@ _TAG = 16
 
 class SealError(ValueError):
     """A sealed recording that does not open: another tenant's or contact's, or altered."""
+
+
+def key_id(master: bytes) -> bytes:
+    """The id of a master key written in what it seals: 8 bytes of a hash of it (it tells which
+    key to use, and nothing of the key)."""
+    return hashlib.sha256(b"switchboard-recording-key-id\0" + master).digest()[:8]
+
+
+@dataclass(frozen=True)
+class RecordingKeys:
+    """The master key that seals new recordings, and older ones that open what they sealed."""
+
+    current: bytes
+    old: tuple[bytes, ...] = ()
+
+    @property
+    def current_id(self) -> str:
+        return key_id(self.current).hex()
+
+    def for_id(self, wanted: bytes | None) -> list[bytes]:
+        """The keys to try on a recording sealed under the key `wanted` (None: an old recording
+        with no id, which any of them may have sealed)."""
+        keys = [self.current, *self.old]
+        if wanted is None:
+            return keys
+        found = [k for k in keys if key_id(k) == wanted]
+        if not found:
+            raise SealError(
+                f"the recording was sealed under the key {wanted.hex()}, which is neither the "
+                "current recording key nor one of the old ones (VOICE_RECORDING_OLD_KEYS_FILE)"
+            )
+        return found[:1]
+
+
+Keys = RecordingKeys | bytes
+
+
+def _keys(keys: Keys) -> RecordingKeys:
+    return keys if isinstance(keys, RecordingKeys) else RecordingKeys(keys)
+
+
+def _unwrap(
+    keys: Keys, wanted: bytes | None, tenant: str, contact_id: str, wrapped: bytes
+) -> bytes:
+    """The recording's data key, unwrapped with the first of the candidate keys that opens it."""
+    for master in _keys(keys).for_id(wanted):
+        try:
+            return AESGCM(tenant_key(master, tenant)).decrypt(
+                wrapped[:_NONCE], wrapped[_NONCE:], f"{tenant}/{contact_id}".encode()
+            )
+        except (InvalidTag, ValueError):
+            continue
+    raise SealError("the recording is not this tenant's or contact's")
 
 
 def tenant_key(master: bytes, tenant: str) -> bytes:
@@ -71,15 +131,17 @@ def _aad(tenant: str, contact_id: str, index: int, last: bool) -> bytes:
     return f"{tenant}/{contact_id}".encode() + struct.pack("!IB", index, last)
 
 
-def seal(master: bytes, tenant: str, contact_id: str, src: BinaryIO, dst: BinaryIO) -> None:
-    """Encrypt everything `src` holds into `dst`, chunk by chunk."""
+def seal(keys: Keys, tenant: str, contact_id: str, src: BinaryIO, dst: BinaryIO) -> None:
+    """Encrypt everything `src` holds into `dst`, chunk by chunk, under the current key."""
+    master = _keys(keys).current
     data_key = AESGCM.generate_key(bit_length=256)
     wrap_nonce = os.urandom(_NONCE)
     wrapped = wrap_nonce + AESGCM(tenant_key(master, tenant)).encrypt(
         wrap_nonce, data_key, f"{tenant}/{contact_id}".encode()
     )
     prefix = os.urandom(_PREFIX)
-    dst.write(MAGIC + struct.pack("!H", len(wrapped)) + wrapped + prefix)
+    kid = key_id(master)
+    dst.write(MAGIC + bytes([len(kid)]) + kid + struct.pack("!H", len(wrapped)) + wrapped + prefix)
     aead = AESGCM(data_key)
     index = 0
     chunk = src.read(CHUNK)
@@ -88,7 +150,8 @@ def seal(master: bytes, tenant: str, contact_id: str, src: BinaryIO, dst: Binary
         last = not following
         nonce = prefix + struct.pack("!I", index)
         body = aead.encrypt(nonce, chunk, _aad(tenant, contact_id, index, last))
-        dst.write(struct.pack("!I", len(body)) + body)
+        dst.write(struct.pack("!I", len(body)))
+        dst.write(body)
         if last:
             return
         chunk, index = following, index + 1
@@ -101,18 +164,17 @@ def _read(src: BinaryIO, n: int) -> bytes:
     return data
 
 
-def open_sealed(master: bytes, tenant: str, contact_id: str, src: BinaryIO, dst: BinaryIO) -> None:
+def open_sealed(keys: Keys, tenant: str, contact_id: str, src: BinaryIO, dst: BinaryIO) -> None:
     """Decrypt a recording sealed for `tenant`'s `contact_id` into `dst`; SealError otherwise."""
-    if src.read(len(MAGIC)) != MAGIC:
+    magic = src.read(len(MAGIC))
+    if magic not in (MAGIC, MAGIC_V1):
         raise SealError("not a sealed recording")
+    wanted = None
+    if magic == MAGIC:
+        wanted = _read(src, _read(src, 1)[0])
     (size,) = struct.unpack("!H", _read(src, 2))
     wrapped = _read(src, size)
-    try:
-        data_key = AESGCM(tenant_key(master, tenant)).decrypt(
-            wrapped[:_NONCE], wrapped[_NONCE:], f"{tenant}/{contact_id}".encode()
-        )
-    except InvalidTag:
-        raise SealError("the recording is not this tenant's or contact's") from None
+    data_key = _unwrap(keys, wanted, tenant, contact_id, wrapped)
     prefix = _read(src, _PREFIX)
     aead = AESGCM(data_key)
     index = 0
@@ -133,26 +195,89 @@ def open_sealed(master: bytes, tenant: str, contact_id: str, src: BinaryIO, dst:
         raise SealError("the recording is empty")
 
 
-def master_key(text: str, file: str, auth_secret: str) -> bytes:
-    """The recording master key (32 bytes): the file's (32 raw bytes or their base64), else
-    `text` (base64), else one derived from the platform's auth secret."""
-    if file:
-        raw = Path(file).read_bytes()
-        if len(raw) == KEY_BYTES:
-            return raw
-        text = raw.decode("ascii", "replace").strip()
-    if not text:
-        return hashlib.sha256(b"switchboard-recording-master\0" + auth_secret.encode()).digest()
+_KEY_HINT = "32 random bytes or their base64 (e.g. `head -c 32 /dev/urandom | base64`)"
+
+
+def parse_key(text: str) -> bytes:
+    """A master key written as the base64 of 32 bytes; ValueError otherwise."""
     try:
-        key = base64.b64decode(text, validate=True)
+        key = base64.b64decode(text.strip(), validate=True)
     except binascii.Error:
         key = b""
     if len(key) != KEY_BYTES:
-        raise ValueError(
-            "the recording key must hold 32 random bytes or their base64 "
-            "(e.g. `head -c 32 /dev/urandom | base64`)"
-        )
+        raise ValueError(f"VOICE_RECORDING_KEY(_FILE) must hold {_KEY_HINT}")
     return key
+
+
+def master_key(text: str, file: str, auth_secret: str) -> bytes:
+    """The recording master key (32 bytes): the file's (32 raw bytes or their base64), else
+    `text` (base64), else one derived from the platform's auth secret (a developer's machine;
+    production refuses to start without a key of its own)."""
+    if file:
+        try:
+            raw = Path(file).read_bytes()
+        except OSError as exc:
+            raise ValueError(
+                f"VOICE_RECORDING_KEY_FILE {file} cannot be read ({exc.strerror})"
+            ) from None
+        if len(raw) == KEY_BYTES:
+            return raw
+        text = raw.decode("ascii", "replace").strip()
+        if not text:
+            raise ValueError(f"VOICE_RECORDING_KEY_FILE {file} is empty: it must hold {_KEY_HINT}")
+    if not text:
+        return hashlib.sha256(b"switchboard-recording-master\0" + auth_secret.encode()).digest()
+    return parse_key(text)
+
+
+def old_keys(file: str) -> tuple[bytes, ...]:
+    """The old master keys in `file`, one base64 key a line (blank lines and `#` comments
+    skipped); none when `file` is empty or absent (a Secret without the key `old-keys`)."""
+    if not file:
+        return ()
+    try:
+        text = Path(file).read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise ValueError(
+            f"VOICE_RECORDING_OLD_KEYS_FILE {file} cannot be read ({exc.strerror})"
+        ) from None
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            keys.append(parse_key(line))
+        except ValueError:
+            raise ValueError(
+                f"VOICE_RECORDING_OLD_KEYS_FILE {file}:{number}: an old recording key is the "
+                "base64 of 32 bytes"
+            ) from None
+    return tuple(keys)
+
+
+def recording_keys(text: str, file: str, old_file: str, auth_secret: str) -> RecordingKeys:
+    """The current master key (`master_key`) and the old ones (`old_keys`)."""
+    return RecordingKeys(master_key(text, file, auth_secret), old_keys(old_file))
+
+
+def production_problem(text: str, file: str, old_file: str) -> str:
+    """Why a production service must not start with these recording key settings ("" if it
+    may): no key of its own, or one that cannot be read."""
+    if not (text or file):
+        return (
+            "VOICE_RECORDING_KEY_FILE (or VOICE_RECORDING_KEY) is unset: call recordings would be "
+            "sealed with a key derived from SWITCHBOARD_AUTH_SECRET, and changing that secret "
+            "would leave them unreadable. Mount the Secret voice-recording-key (docs/deploy.md, "
+            '"Secrets"), or SWITCHBOARD_MODE=development on a developer\'s machine'
+        )
+    try:
+        recording_keys(text, file, old_file, "")
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 @dataclass(frozen=True)
@@ -167,23 +292,28 @@ class SealedRecording:
     """A sealed recording held in memory, opened a byte range at a time: only the chunks the
     range touches are decrypted (a player seeking in a long call)."""
 
-    def __init__(self, master: bytes, tenant: str, contact_id: str, sealed: bytes) -> None:
+    def __init__(self, keys: Keys, tenant: str, contact_id: str, sealed: bytes) -> None:
         self.tenant = tenant
         self.contact_id = contact_id
         self.sealed = sealed
-        if sealed[: len(MAGIC)] != MAGIC or len(sealed) < len(MAGIC) + 2:
+        magic = sealed[: len(MAGIC)]
+        if magic not in (MAGIC, MAGIC_V1):
             raise SealError("not a sealed recording")
         pos = len(MAGIC)
+        wanted = None
+        if magic == MAGIC:
+            size = sealed[pos] if pos < len(sealed) else 0
+            wanted = sealed[pos + 1 : pos + 1 + size]
+            if not size or len(wanted) != size:
+                raise SealError("the recording is cut short")
+            pos += 1 + size
+        if pos + 2 > len(sealed):
+            raise SealError("the recording is cut short")
         (size,) = struct.unpack_from("!H", sealed, pos)
         pos += 2
         wrapped = sealed[pos : pos + size]
         pos += size
-        try:
-            data_key = AESGCM(tenant_key(master, tenant)).decrypt(
-                wrapped[:_NONCE], wrapped[_NONCE:], f"{tenant}/{contact_id}".encode()
-            )
-        except (InvalidTag, ValueError):
-            raise SealError("the recording is not this tenant's or contact's") from None
+        data_key = _unwrap(keys, wanted, tenant, contact_id, wrapped)
         self._prefix = sealed[pos : pos + _PREFIX]
         if len(self._prefix) != _PREFIX:
             raise SealError("the recording is cut short")

@@ -138,7 +138,7 @@ class ChatApp(Service):
             revocations=self.revocations,
             tls=s.grpc_tls(),
             time_zone_of=lambda tenant: self.config.tenant(tenant).time_zone,  # type: ignore[union-attr]
-            recording_key=s.recording_master_key(),
+            recording_key=s.recording_keys(),
         )
         socket_server.register(
             self.sio,

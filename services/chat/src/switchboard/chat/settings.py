@@ -51,18 +51,23 @@ class ChatSettings(RouterGroupSettings):
     # The customer portal's public address, which sign-in links point to
     # (https://help.example.com/portal); unset, links are sent only to a loopback host's portal.
     portal_url: str = Field("", alias="CHAT_PORTAL_URL", pattern=r"^(https?://\S+)?$")
-    # The call recordings' master key, to play them in the inbox: the voice gateway's own
-    # (the same variables; unset on both: derived from SWITCHBOARD_AUTH_SECRET).
+    # The call recordings' master key and old keys, to play them in the inbox: the voice
+    # gateway's own (the same variables and Secret; production refuses to start without them,
+    # a developer's machine derives the key from SWITCHBOARD_AUTH_SECRET on both).
     recording_key_file: str = Field("", alias="VOICE_RECORDING_KEY_FILE")
     recording_key: str = Field("", alias="VOICE_RECORDING_KEY", repr=False)
+    recording_old_keys_file: str = Field("", alias="VOICE_RECORDING_OLD_KEYS_FILE")
+
+    def recording_keys(self) -> recording_seal.RecordingKeys:
+        return recording_seal.recording_keys(
+            self.recording_key,
+            self.recording_key_file,
+            self.recording_old_keys_file,
+            self.auth_secret,
+        )
 
     def recording_master_key(self) -> bytes:
-        try:
-            return recording_seal.master_key(
-                self.recording_key, self.recording_key_file, self.auth_secret
-            )
-        except ValueError as exc:
-            raise ValueError(f"VOICE_RECORDING_KEY(_FILE): {exc}") from None
+        return self.recording_keys().current
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -79,7 +84,7 @@ class ChatSettings(RouterGroupSettings):
 
     def refuse_unsafe_production(self) -> None:
         """Also: the embedded demo agents, whose passwords are published, sign in only on a
-        developer's machine."""
+        developer's machine; call recordings open only with their own key."""
         super().refuse_unsafe_production()
         if self.mode == PRODUCTION and not self.agents_file:
             raise UnsafeSettings(
@@ -87,3 +92,9 @@ class ChatSettings(RouterGroupSettings):
                 "published passwords: give your agents directory (or SWITCHBOARD_MODE=development "
                 "on a developer's machine)"
             )
+        if self.mode == PRODUCTION and (
+            problem := recording_seal.production_problem(
+                self.recording_key, self.recording_key_file, self.recording_old_keys_file
+            )
+        ):
+            raise UnsafeSettings(problem)

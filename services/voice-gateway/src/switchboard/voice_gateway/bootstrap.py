@@ -77,11 +77,14 @@ class VoiceGatewayApp(Service):
             s.router_targets(s.router_addr), s.auth_secret, s.grpc_tls()
         )
         registrar = Registrar(cfg.realm, cfg.phones)
+        keys = s.recording_keys()
+        logger.info(
+            "recordings sealed under the key %s; %d old keys open older ones",
+            keys.current_id,
+            len(keys.old),
+        )
         self.recordings = RecordingStore(
-            stores.ObjectStores(bus.js, s.nats_stream_replicas),
-            bus,
-            cfg.recording,
-            s.recording_master_key(),
+            stores.ObjectStores(bus.js, s.nats_stream_replicas), bus, cfg.recording, keys
         )
         self.gateway = Gateway(
             cfg,

@@ -46,12 +46,14 @@ class VoiceGatewaySettings(RouterGroupSettings):
     position_poll_seconds: float = Field(5.0, alias="VOICE_POSITION_POLL_SECONDS", gt=0)
     options_ping_seconds: float = Field(30.0, alias="VOICE_OPTIONS_PING_SECONDS", gt=0)
     # Call recordings: the master key their tenants' keys derive from (a file holding 32 random
-    # bytes, or their base64; a Kubernetes Secret), and the writable folder where a call's WAV
-    # grows until the call ends (empty: the system's temporary folder). Without a key of its
-    # own, the master key derives from SWITCHBOARD_AUTH_SECRET (then rotating that secret
-    # leaves the older recordings unreadable: give recordings their own key).
+    # bytes, or their base64; the Secret voice-recording-key), the old master keys that still
+    # open what they sealed (a file, one base64 key a line; absent: none), and the writable
+    # folder where a call's WAV grows until the call ends (empty: the system's temporary
+    # folder). Production refuses to start without a key; on a developer's machine the key
+    # derives from SWITCHBOARD_AUTH_SECRET.
     recording_key_file: str = Field("", alias="VOICE_RECORDING_KEY_FILE")
     recording_key: str = Field("", alias="VOICE_RECORDING_KEY", repr=False)
+    recording_old_keys_file: str = Field("", alias="VOICE_RECORDING_OLD_KEYS_FILE")
     recordings_dir: str = Field("", alias="VOICE_RECORDINGS_DIR")
     # Each replica consumes routing events with its own durable (it owns its calls' media).
     consumer_name: str = Field("voice-gateway", alias="VOICE_CONSUMER")
@@ -70,22 +72,23 @@ class VoiceGatewaySettings(RouterGroupSettings):
             )
         return value
 
+    def recording_keys(self) -> recording_seal.RecordingKeys:
+        """The recording master key (the one configured, or one derived from the platform's auth
+        secret) and the old ones; ValueError naming the setting that is wrong."""
+        return recording_seal.recording_keys(
+            self.recording_key,
+            self.recording_key_file,
+            self.recording_old_keys_file,
+            self.auth_secret,
+        )
+
     def recording_master_key(self) -> bytes:
-        """The recording master key (32 bytes): the one configured, or one derived from the
-        platform's auth secret."""
-        try:
-            return recording_seal.master_key(
-                self.recording_key, self.recording_key_file, self.auth_secret
-            )
-        except ValueError:
-            raise ValueError(
-                "VOICE_RECORDING_KEY(_FILE) must hold 32 random bytes or their base64 "
-                "(e.g. `head -c 32 /dev/urandom | base64`)"
-            ) from None
+        """The master key that seals new recordings."""
+        return self.recording_keys().current
 
     def refuse_unsafe_production(self) -> None:
         """Also: the embedded configuration's demo phones, whose SIP passwords are published,
-        register only on a developer's machine."""
+        register only on a developer's machine; recordings are sealed with a key of their own."""
         super().refuse_unsafe_production()
         if self.mode == PRODUCTION and not self.config_path:
             raise UnsafeSettings(
@@ -93,3 +96,9 @@ class VoiceGatewaySettings(RouterGroupSettings):
                 "published SIP passwords: give your configuration (or SWITCHBOARD_MODE=development "
                 "on a developer's machine)"
             )
+        if self.mode == PRODUCTION and (
+            problem := recording_seal.production_problem(
+                self.recording_key, self.recording_key_file, self.recording_old_keys_file
+            )
+        ):
+            raise UnsafeSettings(problem)

@@ -80,7 +80,7 @@ class Recordings:
     def __init__(
         self,
         objects: Callable[[], stores.ObjectStores],
-        master_key: bytes,
+        master_key: recording_seal.Keys,
         secret: str,
         case_target: str,
         tls: GrpcTls | None = None,

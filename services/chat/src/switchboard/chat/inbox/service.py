@@ -89,7 +89,7 @@ class Inbox:
         tls: GrpcTls | None = None,
         time_zone_of: Callable[[str], str] = lambda tenant: "UTC",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        recording_key: bytes = b"",
+        recording_key: recording_seal.Keys = b"",
     ) -> None:
         self.chat = chat
         # A tenant's IANA time zone (its wallboard's day) and the time now.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 
 from switchboard.voice_gateway.calls import Call
@@ -45,8 +44,8 @@ class CallRecordings:
         recorder = self.active[call.contact_id]
         if recorder is None:
             return
-        call.caller.rtp.tap = functools.partial(recorder.tap, CALLER)
-        call.agent.rtp.tap = functools.partial(recorder.tap, AGENT)
+        call.caller.rtp.tap = recorder.taps[CALLER]
+        call.agent.rtp.tap = recorder.taps[AGENT]
         call.agent.rtp.on_dtmf = recorder.agent_key
 
     def recorder(self, contact_id: str) -> Recorder | None:

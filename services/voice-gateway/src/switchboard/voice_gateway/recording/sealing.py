@@ -4,10 +4,20 @@ from switchboard.core.recording_seal import (
     CHUNK,
     KEY_BYTES,
     MAGIC,
+    RecordingKeys,
     SealError,
     open_sealed,
     seal,
     tenant_key,
 )
 
-__all__ = ["CHUNK", "KEY_BYTES", "MAGIC", "SealError", "open_sealed", "seal", "tenant_key"]
+__all__ = [
+    "CHUNK",
+    "KEY_BYTES",
+    "MAGIC",
+    "RecordingKeys",
+    "SealError",
+    "open_sealed",
+    "seal",
+    "tenant_key",
+]

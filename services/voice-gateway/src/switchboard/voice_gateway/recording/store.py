@@ -47,7 +47,7 @@ class RecordingStore:
         objects: stores.ObjectStores,
         bus: Publisher,
         policy: RecordingPolicy,
-        master_key: bytes,
+        master_key: recording_seal.Keys,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.objects = objects
