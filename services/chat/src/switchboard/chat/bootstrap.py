@@ -124,7 +124,7 @@ class ChatApp(Service):
             voice_targets=s.voice_targets(),
             supervise_timeout=s.voice_supervise_timeout_seconds,
         )
-        await self.inbox.calls.follow(bus.nc)
+        await self.inbox.calls.follow(bus.nc, f"{s.socketio_subject}.calls")
         socket_server.register(
             self.sio,
             self.chat,

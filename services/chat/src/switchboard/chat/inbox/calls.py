@@ -2,9 +2,10 @@
 supervisor's tenant, and listening to one through the voice gateway's VoiceService (monitor,
 whisper, barge), which rings the supervisor's own registered SIP phone.
 
-The calls in progress are the router's agents' active contacts that this replica saw assigned
-as voice contacts (``ContactAssigned`` on the bus, every replica following it; a call's end or
-transfer drops it). Every VoiceService call is made with the supervisor's own token, so the
+The calls in progress are the router's agents' active contacts that were assigned as voice
+contacts: the replica whose consumer takes a ``ContactAssigned`` (or a call's ``ContactEnded``)
+shares it with every replica on the chat's own plain subject, so each knows the calls assigned
+since it started. Every VoiceService call is made with the supervisor's own token, so the
 gateway checks the role and the tenant and audits the supervisor. A call lives on one gateway
 replica: ``Supervise`` asks each configured gateway in turn until one answers other than
 NOT_FOUND, and the supervision's later calls go to that one.
@@ -12,7 +13,9 @@ NOT_FOUND, and the supervision's later calls go to that one.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +26,6 @@ from nats.aio.msg import Msg
 from switchboard.chat.inbox.supervision import check_supervisor
 from switchboard.core import auth as sb_auth
 from switchboard.core import grpc as sb_grpc
-from switchboard.core.bus import decode
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from switchboard.core.service_client import call, domain_error
 from switchboard.core.tls import GrpcTls
@@ -84,18 +86,16 @@ class CallSupervision:
         self.tls = tls
         self.assigned: dict[str, Assigned] = {}
         self._subs: list[Any] = []
+        self._nc: NATS | None = None
+        self._subject = ""
 
     # ---- which calls are in progress -------------------------------------------------------------
 
-    async def follow(self, nc: NATS) -> None:
-        """Follow voice assignments and ends on the bus (every replica, no durable)."""
-        for subject in (
-            "routing.*.assigned",
-            "contact.*.voice.ended",
-            "contact.*.voice.abandoned",
-            "contact.*.voice.transferred",
-        ):
-            self._subs.append(await nc.subscribe(subject, cb=self._seen))
+    async def follow(self, nc: NATS, subject: str) -> None:
+        """Share what this replica's consumer sees with every replica, on `subject` (the
+        chat's own plain subjects), and follow what they share."""
+        self._nc, self._subject = nc, subject
+        self._subs.append(await nc.subscribe(subject, cb=self._shared))
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -104,25 +104,53 @@ class CallSupervision:
             except Exception:
                 logger.debug("unsubscribe failed", exc_info=True)
         self._subs = []
+        self._nc = None
 
-    async def _seen(self, msg: Msg) -> None:
-        try:
-            event = decode(msg)
-        except Exception:
+    async def _share(self, update: dict[str, Any]) -> None:
+        if self._nc is None:
+            self._apply(update)
             return
-        if isinstance(event, events_pb2.ContactAssigned):
-            if event.meta.channel != contact_pb2.CHANNEL_VOICE:
-                return
-            at = event.meta.occurred_at
-            since = at.seconds * 1000 + at.nanos // 1_000_000 if at.seconds else None
-            self.assigned[event.contact_id] = Assigned(
-                event.meta.tenant, event.agent_id, event.agent_name, since or 0
+        await self._nc.publish(self._subject, json.dumps(update).encode())
+
+    async def _shared(self, msg: Msg) -> None:
+        try:
+            update = json.loads(msg.data)
+        except ValueError:
+            return
+        if isinstance(update, dict):
+            self._apply(update)
+
+    def _apply(self, update: dict[str, Any]) -> None:
+        contact_id = str(update.get("contact_id", ""))
+        if update.get("op") == "assigned":
+            self.assigned[contact_id] = Assigned(
+                str(update.get("tenant", "")),
+                str(update.get("agent_id", "")),
+                str(update.get("agent_name", "")),
+                int(update.get("since") or 0),
             )
-        elif isinstance(
-            event,
-            events_pb2.ContactEnded | events_pb2.ContactAbandoned | events_pb2.ContactTransferred,
-        ):
-            self.assigned.pop(event.contact_id, None)
+        elif update.get("op") == "ended":
+            self.assigned.pop(contact_id, None)
+
+    async def on_contact_assigned(self, event: events_pb2.ContactAssigned) -> None:
+        """A voice contact connected to its agent (the chat's consumer, one replica)."""
+        if event.meta.channel != contact_pb2.CHANNEL_VOICE:
+            return
+        at = event.meta.occurred_at
+        await self._share(
+            {
+                "op": "assigned",
+                "tenant": event.meta.tenant,
+                "contact_id": event.contact_id,
+                "agent_id": event.agent_id,
+                "agent_name": event.agent_name,
+                "since": at.seconds * 1000 + at.nanos // 1_000_000,
+            }
+        )
+
+    async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
+        if event.meta.channel == contact_pb2.CHANNEL_VOICE:
+            await self._share({"op": "ended", "contact_id": event.contact_id})
 
     async def live_calls(self, principal: sb_auth.Principal, token: str) -> list[dict[str, Any]]:
         """The tenant's calls in progress: each agent's active contacts (the router's) that are
@@ -136,6 +164,13 @@ class CallSupervision:
         finally:
             await backends.close()
         live: list[dict[str, Any]] = []
+        active = {c for a in agents.agents for c in a.active_contact_ids}
+        # Ended (its end may have gone unseen); a minute old, so as not to race an assignment
+        # the router's answer did not include yet.
+        stale = time.time() * 1000 - 60_000
+        for contact_id, old in list(self.assigned.items()):
+            if old.tenant == principal.tenant and contact_id not in active and old.since_ms < stale:
+                del self.assigned[contact_id]
         for a in agents.agents:
             for contact_id in a.active_contact_ids:
                 seen = self.assigned.get(contact_id)
