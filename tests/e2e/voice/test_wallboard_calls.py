@@ -135,6 +135,9 @@ async def _listen(
     asked = asyncio.ensure_future(ask(sio, "listen", {"contact_id": contact_id, "mode": mode}))
     await phone.wait_event("CALL_INCOMING", timeout=20)
     assert not asked.done()  # acked only once the phone is answered
+    # The socket is not held up meanwhile: the board's other events are answered.
+    listed = await ask(sio, "live_calls", {})
+    assert listed["ok"] and not asked.done(), listed
     await phone.command("accept")
     ack: dict[str, Any] = await asyncio.wait_for(asked, TIMEOUT)
     return ack
@@ -189,6 +192,11 @@ async def test_an_agent_is_refused_and_another_tenant_finds_no_call(
     ):
         refused = await ask(agent, event, data)
         assert not refused["ok"] and refused["kind"] == "PermissionDenied", refused
+
+    # A supervisor of the tenant whose phone is not registered: refused by the gateway.
+    lead = await connect("demo", "lead1")
+    unregistered = await ask(lead, "listen", {"contact_id": contact_id, "mode": "monitor"})
+    assert not unregistered["ok"] and unregistered["kind"] == "FailedPrecondition", unregistered
 
     other = await connect("acme", "sup2")
     phone = await voice.phone("sup2", tone_hz=1700, tenant="acme", password="pw-sup2")
@@ -246,3 +254,47 @@ async def test_the_call_is_found_on_the_gateway_replica_that_holds_it(
             await app.stop()
     finally:
         other.stop()
+
+
+async def test_every_chat_replica_lists_the_call(
+    voice: Voice, connect: Connect, chat: ChatApp
+) -> None:
+    """One replica's consumer takes the call's assignment; the other lists the call too."""
+    replica = await _chat(voice, f"127.0.0.1:{voice.gateway.grpc_port}")
+    try:
+        phone = await voice.phone("a1", tone_hz=1000, tenant="demo", password="pw-a1")
+        await voice.agent("a1", {"en": 5}, tenant="demo")
+        caller = await voice.caller("caller", "+821055550000")
+        await caller.command("dial", voice.dial_uri(DEMO_LINE))
+        await phone.wait_event("CALL_INCOMING", timeout=20)
+        await phone.command("accept")
+        created = await voice.events.wait("ContactCreated")
+        contact_id = str(created[0].contact.contact_id)
+        await voice.events.wait("ContactAssigned", contact_id, timeout=30)
+        for app in (chat, replica):
+            token = auth.mint(SECRET, "demo", "sup1", ("supervisor",))
+            sio = socketio.AsyncClient(reconnection=False)
+            await sio.connect(
+                f"http://127.0.0.1:{app.http_port}",
+                namespaces=["/agent"],
+                auth={"token": token},
+                transports=["websocket"],
+                wait_timeout=10,
+            )
+            try:
+                assert (await _live(sio, contact_id))["agent_id"] == "a1"
+            finally:
+                await sio.disconnect()
+        # The call ends: no replica lists it any more.
+        await caller.command("hangup")
+        await voice.events.wait("ContactEnded", contact_id, timeout=30)
+        board = await connect("demo", "sup1")
+        for _ in range(100):
+            listed = await ask(board, "live_calls", {})
+            if not [c for c in listed["calls"] if c["contact_id"] == contact_id]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the ended call is still listed: {listed}")
+    finally:
+        await replica.stop()
