@@ -229,10 +229,11 @@ async def running_platform(
     secret: str = SECRET,
     nats_users: SecuredNats | None = None,
     case_settings: dict[str, Any] | None = None,
+    chat_settings: dict[str, Any] | None = None,
     **router_settings: Any,
 ) -> AsyncIterator[Platform]:
     """Case (with `case_settings`, e.g. its SMTP server), router (with `router_settings`) and
-    chat (wired to both) as real apps on one NATS server, stopped in reverse order (the router
+    chat (wired to both, with `chat_settings`) as real apps on one NATS server, stopped in reverse order (the router
     the platform has then: it may have been restarted). With `nats_users`, each app connects as
     its own user of that server."""
     common = {"NATS_URL": nats_url, "SWITCHBOARD_AUTH_SECRET": secret}
@@ -263,6 +264,7 @@ async def running_platform(
                 CHAT_ROUTER_ADDR=f"127.0.0.1:{router.port}",
                 CHAT_CASE_ADDR=f"127.0.0.1:{case.port}",
                 SHUTDOWN_GRACE_SECONDS=1.0,
+                **(chat_settings or {}),
             )
         )
         await chat.start()

@@ -782,14 +782,13 @@ async def start_gateway(
     settings = VoiceGatewaySettings(
         NATS_URL=nats_url,
         SWITCHBOARD_AUTH_SECRET=SECRET,
-        VOICE_GRPC_PORT=0,
         VOICE_SIP_PORT=0,
         VOICE_CONFIG_FILE=str(path),
         VOICE_PROMPTS_DIR=str(tmp / "prompts"),
         VOICE_ROUTER_ADDR=f"127.0.0.1:{router_port}",
         VOICE_RING_TIMEOUT_SECONDS=3,
         VOICE_POSITION_POLL_SECONDS=1,
-        **{"VOICE_PROMPT_CACHE_DIR": str(PROMPT_CACHE), **extra},
+        **{"VOICE_GRPC_PORT": 0, "VOICE_PROMPT_CACHE_DIR": str(PROMPT_CACHE), **extra},
     )
     app = VoiceGatewayApp(settings)
     await app.start()

@@ -52,15 +52,6 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("case", "switchboard.case", "CASE_GRPC_PORT", 50052),
     ServiceSpec("router", "switchboard.router", "ROUTER_GRPC_PORT", 50051),
     ServiceSpec(
-        "chat",
-        "switchboard.chat",
-        "CHAT_GRPC_PORT",
-        50053,
-        "CHAT_HTTP_PORT",
-        8080,
-        tls_env=("CHAT_TLS_CERT_FILE", "CHAT_TLS_KEY_FILE"),
-    ),
-    ServiceSpec(
         "voice-gateway",
         "switchboard.voice_gateway",
         "VOICE_GRPC_PORT",
@@ -70,6 +61,15 @@ SERVICES: tuple[ServiceSpec, ...] = (
             Listener("SIP over TLS", "VOICE_SIP_TLS_PORT", 5061, "sips", tls_only=True),
         ),
         tls_env=("VOICE_SIP_TLS_CERT", "VOICE_SIP_TLS_KEY"),
+    ),
+    ServiceSpec(
+        "chat",
+        "switchboard.chat",
+        "CHAT_GRPC_PORT",
+        50053,
+        "CHAT_HTTP_PORT",
+        8080,
+        tls_env=("CHAT_TLS_CERT_FILE", "CHAT_TLS_KEY_FILE"),
     ),
     ServiceSpec(
         "email-ingest",

@@ -200,7 +200,7 @@ class Supervisor:
             env[spec.grpc_env] = str(grpc_port)
             endpoints.grpc[spec.name] = f"127.0.0.1:{grpc_port}"
             # Later services find this one's gRPC address under these names (SERVICES is ordered
-            # so that case and router start first).
+            # so that case and router start first, the voice gateway before the chat).
             address = endpoints.grpc[spec.name]
             key = spec.name.upper().replace("-", "_")
             base_env[f"SWITCHBOARD_{key}_ADDR"] = address
@@ -326,6 +326,8 @@ class Supervisor:
 PEER_ALIASES: dict[str, tuple[str, ...]] = {
     "router": ("CHAT_ROUTER_ADDR", "VOICE_ROUTER_ADDR"),
     "case": ("CHAT_CASE_ADDR",),
+    # The wallboard's live call supervision asks the gateway (it starts before the chat).
+    "voice-gateway": ("CHAT_VOICE_ENDPOINTS",),
 }
 
 

@@ -139,7 +139,10 @@ class ChatApp(Service):
             tls=s.grpc_tls(),
             time_zone_of=lambda tenant: self.config.tenant(tenant).time_zone,  # type: ignore[union-attr]
             recording_key=s.recording_keys(),
+            voice_targets=s.voice_targets(),
+            supervise_timeout=s.voice_supervise_timeout_seconds,
         )
+        await self.inbox.calls.follow(bus.nc, f"{s.socketio_subject}.calls")
         socket_server.register(
             self.sio,
             self.chat,
@@ -246,6 +249,7 @@ class ChatApp(Service):
             if thread is not None:
                 thread.cancel()
         if inbox is not None:
+            await inbox.calls.stop()
             await inbox.close()
         if router is not None:
             await router.close()

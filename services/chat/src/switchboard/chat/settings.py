@@ -51,6 +51,18 @@ class ChatSettings(RouterGroupSettings):
     # The customer portal's public address, which sign-in links point to
     # (https://help.example.com/portal); unset, links are sent only to a loopback host's portal.
     portal_url: str = Field("", alias="CHAT_PORTAL_URL", pattern=r"^(https?://\S+)?$")
+    # The voice gateways' gRPC addresses (comma-separated: each replica's, as a call lives on
+    # one), for the wallboard's live call supervision; "" offers none.
+    voice_endpoints: str = Field("", alias="CHAT_VOICE_ENDPOINTS")
+    # How long the wallboard's "Listen" waits for the supervisor to answer their phone: longer
+    # than the gateways' VOICE_RING_TIMEOUT_SECONDS.
+    voice_supervise_timeout_seconds: float = Field(
+        60.0, alias="CHAT_VOICE_SUPERVISE_TIMEOUT_SECONDS", gt=0
+    )
+
+    def voice_targets(self) -> list[str]:
+        return [t.strip() for t in self.voice_endpoints.split(",") if t.strip()]
+
     # The call recordings' master key and old keys, to play them in the inbox: the voice
     # gateway's own (the same variables and Secret; production refuses to start without them,
     # a developer's machine derives the key from SWITCHBOARD_AUTH_SECRET on both).

@@ -34,6 +34,13 @@ refusal's class, NotFound, FailedPrecondition, ... or Internal, for the page's o
 - ``whisper`` {contact_id, text} (supervisors, on a chat they watch) -> {note}: a private note
   to the chat's agent, emitted as ``supervisor_note`` {note_id, contact_id, text, supervisor_id,
   supervisor_name, at} to the agent's room only, never to the customer.
+- ``live_calls`` {} (supervisors) -> {calls: [{contact_id, agent_id, agent_name, started_at}]}:
+  the tenant's calls in progress.
+- ``listen`` {contact_id, mode: monitor|whisper|barge} (supervisors) -> {supervision_id,
+  contact_id, mode}: the voice gateway rings the supervisor's own phone; acked once it is
+  answered (or with the gateway's refusal). ``listen_mode`` {supervision_id, mode} -> {mode}
+  changes the mode without redialling; ``leave_call`` {supervision_id} hangs up the
+  supervisor's phone (so does disconnecting).
 
 Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
 ``surge``, ``desk_error``, ``supervisor_note`` (to the agent's room: every tab of the agent; ``contact`` again when an
@@ -64,6 +71,7 @@ from switchboard.chat.entrypoints.socket_common import (
     tracer,
 )
 from switchboard.chat.handlers import Chat
+from switchboard.chat.inbox.calls import Listening
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core import auth as sb_auth
 from switchboard.core import roles
@@ -71,6 +79,7 @@ from switchboard.core.errors import (
     DomainError,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     Unavailable,
 )
@@ -129,6 +138,11 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except KeyError:
             return
         self.inbox.disconnected(session["principal"], sid)
+        for listening in list(session.get("listening", {}).values()):
+            try:
+                await self.inbox.calls.leave(session["token"], listening)
+            except Exception:
+                logger.warning("leaving call %s failed", listening.contact_id)
         for contact_id in list(session.get("supervising", ())):
             try:
                 await self.inbox.supervision.stop(session["principal"], contact_id)
@@ -347,6 +361,71 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"note": await self._inbox().supervision.note(p, data)}
 
         return await self._run("whisper", sid, whisper)
+
+    # ---- supervision of live calls --------------------------------------------------------------
+
+    async def _listening(self, sid: str) -> dict[str, Listening]:
+        session = await self.get_session(sid)
+        listening: dict[str, Listening] = session.setdefault("listening", {})
+        await self.save_session(sid, session)
+        return listening
+
+    async def _held(self, sid: str, data: Any) -> Listening:
+        supervision_id = data.get("supervision_id") if isinstance(data, dict) else None
+        listening = (await self._listening(sid)).get(str(supervision_id))
+        if listening is None:
+            raise FailedPrecondition("this call is not being listened to here")
+        return listening
+
+    async def on_live_calls(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def live(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            return {"calls": await self._inbox().calls.live_calls(p, token)}
+
+        return await self._run("live_calls", sid, live)
+
+    async def on_listen(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def listen(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            data_ = data if isinstance(data, dict) else {}
+            # Blocks until the supervisor answers their phone (each event runs on its own).
+            listening = await self._inbox().calls.listen(
+                p, token, data_.get("contact_id"), data_.get("mode")
+            )
+            if not self.server.manager.is_connected(sid, self.namespace):
+                # The page went away while the phone rang: hang the phone up again.
+                await self._inbox().calls.leave(token, listening)
+                raise FailedPrecondition("the wallboard closed before the phone was answered")
+            (await self._listening(sid))[listening.supervision_id] = listening
+            return {
+                "supervision_id": listening.supervision_id,
+                "contact_id": listening.contact_id,
+                "mode": listening.mode,
+            }
+
+        return await self._run("listen", sid, listen)
+
+    async def on_listen_mode(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def mode(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            listening = await self._held(sid, data)
+            new = await self._inbox().calls.set_mode(token, listening, data.get("mode"))
+            return {"mode": new}
+
+        return await self._run("listen_mode", sid, mode)
+
+    async def on_leave_call(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def leave(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            listening = await self._held(sid, data)
+            (await self._listening(sid)).pop(listening.supervision_id, None)
+            try:
+                await self._inbox().calls.leave(token, listening)
+            except NotFound:
+                pass  # the call or the supervisor's phone already ended it
+            return {}
+
+        return await self._run("leave_call", sid, leave)
 
     # ---- chat (also used by the CLI agent) -----------------------------------------------------
 

@@ -19,6 +19,20 @@ def _contact_ended(
         await chat.on_contact_ended(event)
         if inbox is not None:
             await inbox.on_contact_ended(event)
+            await inbox.calls.on_contact_ended(event)
+
+    return handle
+
+
+def _contact_assigned(
+    chat: Chat, inbox: Inbox | None
+) -> Callable[[events_pb2.ContactAssigned], Awaitable[None]]:
+    """A chat's agent joins; a call's assignment is shared with the wallboards' live calls."""
+
+    async def handle(event: events_pb2.ContactAssigned) -> None:
+        await chat.on_contact_assigned(event)
+        if inbox is not None:
+            await inbox.calls.on_contact_assigned(event)
 
     return handle
 
@@ -27,7 +41,7 @@ def subscribe(bus: Bus, chat: Chat, durable: str, inbox: Inbox | None = None) ->
     bus.subscribe(durable, events_pb2.ContactCreated, chat.on_contact_created)
     bus.subscribe(durable, events_pb2.MessageAdded, chat.on_message_added)
     bus.subscribe(durable, events_pb2.ContactQueued, chat.on_contact_queued)
-    bus.subscribe(durable, events_pb2.ContactAssigned, chat.on_contact_assigned)
+    bus.subscribe(durable, events_pb2.ContactAssigned, _contact_assigned(chat, inbox))
     bus.subscribe(durable, events_pb2.ContactEnded, _contact_ended(chat, inbox))
     bus.subscribe(durable, events_pb2.ContactAbandoned, chat.on_contact_abandoned)
     # An erased customer's conversation records (docs/security.md, "Erasure on the bus").

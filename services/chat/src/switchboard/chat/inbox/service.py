@@ -25,6 +25,7 @@ from switchboard.chat.domain.model import check_text
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import Backends
+from switchboard.chat.inbox.calls import CallSupervision
 from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
 from switchboard.chat.inbox.recordings import Recordings
@@ -90,6 +91,8 @@ class Inbox:
         time_zone_of: Callable[[str], str] = lambda tenant: "UTC",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recording_key: recording_seal.Keys = b"",
+        voice_targets: list[str] | None = None,
+        supervise_timeout: float = 60.0,
     ) -> None:
         self.chat = chat
         # A tenant's IANA time zone (its wallboard's day) and the time now.
@@ -122,6 +125,8 @@ class Inbox:
             tls,
         )
         self.supervision = Supervision(self)
+        # Live calls, listened to through the voice gateways' VoiceService.
+        self.calls = CallSupervision(self, voice_targets or [], supervise_timeout, tls)
 
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit

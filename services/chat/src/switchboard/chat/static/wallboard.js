@@ -1,6 +1,8 @@
 /* Switchboard supervisor wallboard: live queues, agents by state, the surge level, the chats in
    progress and the day's charts, drawn as inline SVG. A supervisor watches a live chat read-only
-   (both sides, live) and can send its agent a private note, which the customer never sees. The live figures come from the router every second; the day's
+   (both sides, live) and can send its agent a private note, which the customer never sees; they
+   listen to a live call on their own phone (the voice gateway rings it), monitoring, whispering to
+   the agent or barging in, and switch between them without redialling. The live figures come from the router every second; the day's
    charts come from the record (the case service's reports, today in the tenant's time zone), so
    they show the whole day whenever the board is opened. All data is rendered with textContent /
    attributes only. */
@@ -10,7 +12,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-wallboard";
   var SVG = "http://www.w3.org/2000/svg";
-  var state = { token: null, agent: null, socket: null, day: null, last: null, live: [], watching: null, seen: {} };
+  var state = { token: null, agent: null, socket: null, day: null, last: null, live: [], watching: null, seen: {}, calls: [], listening: null };
   var LIVE_SECONDS = 3;  // how often the list of live chats is asked for
 
   function el(tag, attrs) {
@@ -68,10 +70,15 @@
         if (!ack.ok) { error(ack.error); return; }
       });
       pollLive();
+      pollCalls();
       // Watching ends with the connection: a reconnect watches again.
       if (state.watching) supervise(state.watching.contact_id);
     });
-    socket.on("disconnect", function () { $("conn").textContent = t("reconnecting"); $("conn").className = "conn bad"; });
+    socket.on("disconnect", function () {
+      $("conn").textContent = t("reconnecting"); $("conn").className = "conn bad";
+      // The server hangs up the supervisor's phone when the socket goes.
+      if (state.listening) endListening("listenDropped");
+    });
     socket.on("message", onWatchedMessage);
     socket.on("status", function (s) {
       if (state.watching && s.contact_id === state.watching.contact_id && s.state === "ended") {
@@ -79,7 +86,7 @@
         renderWatchState();
       }
     });
-    setInterval(pollLive, LIVE_SECONDS * 1000);
+    setInterval(function () { pollLive(); pollCalls(); }, LIVE_SECONDS * 1000);
     socket.on("connect_error", function (err) { error(err && err.message); });
     socket.on("day", function (d) { state.day = d; drawCharts(); });
     socket.on("stats", function (s) {
@@ -88,6 +95,7 @@
       state.last = s;
       render(s);
       renderLive();
+      renderCalls();
       if (target !== s.total.sl_target) drawCharts();
     });
   }
@@ -102,6 +110,136 @@
       renderLive();
     });
   }
+
+  function pollCalls() {
+    if (!state.socket || !state.socket.connected) return;
+    state.socket.emit("live_calls", {}, function (ack) {
+      if (!ack.ok) { error(problem(ack)); return; }
+      state.calls = ack.calls;
+      var l = state.listening;
+      if (l && l.phase === "on" && !state.calls.some(function (c) { return c.contact_id === l.contact_id; })) {
+        endListening("callEnded");
+      }
+      renderCalls();
+    });
+  }
+
+  // A refusal of a call action in the UI's language: its own wording, else the general one.
+  function callProblem(name, ack) {
+    var key = "err_" + name + "_" + (ack.kind || "Internal");
+    var text = t(key);
+    return text === key ? problem(ack) : text;
+  }
+
+  // Rows are rebuilt only when the calls or the listening change (a mode being picked or a
+  // button being pressed is not lost to the every-second refresh); durations tick in place.
+  function renderCalls() {
+    var body = $("wb-calls");
+    var now = Date.now();
+    var l = state.listening;
+    var shape = JSON.stringify([state.calls.map(function (c) { return [c.contact_id, c.agent_name]; }), l ? l.contact_id : null, window.SBI18n.current()]);
+    if (body.getAttribute("data-shape") === shape) {
+      state.calls.forEach(function (c) {
+        var cell = body.querySelector('tr[data-contact-id="' + CSS.escape(c.contact_id) + '"] td.duration');
+        if (cell) cell.textContent = c.started_at ? secs((now - c.started_at) / 1000) : "";
+      });
+      return;
+    }
+    body.setAttribute("data-shape", shape);
+    clear(body);
+    $("wb-calls-none").hidden = state.calls.length > 0;
+    state.calls.forEach(function (c) {
+      var on = l && l.contact_id === c.contact_id;
+      var mode = el("select", { "data-testid": "wb-listen-mode", "aria-label": t("listenMode") });
+      ["monitor", "whisper", "barge"].forEach(function (m) { mode.appendChild(el("option", { value: m, text: t("mode" + m.charAt(0).toUpperCase() + m.slice(1)) })); });
+      var button = el("button", { type: "button", "data-testid": "wb-listen", text: t("listen") });
+      if (l) { button.disabled = true; mode.disabled = true; }
+      button.addEventListener("click", function () { listen(c, mode.value); });
+      body.appendChild(el("tr", { "data-contact-id": c.contact_id, "data-testid": "wb-live-call", cls: on ? "watched" : "" },
+        el("td", { text: c.agent_name || c.agent_id }),
+        el("td", { cls: "duration", text: c.started_at ? secs((now - c.started_at) / 1000) : "" }),
+        el("td", {}, on ? null : mode, on ? null : button)));
+    });
+  }
+
+  function listen(c, mode) {
+    if (state.listening) return;
+    var l = { contact_id: c.contact_id, agent_name: c.agent_name || c.agent_id, supervision_id: null, mode: mode, phase: "ringing", left: false };
+    state.listening = l;
+    renderListen(""); renderCalls();
+    // Acked once the supervisor answers their phone (or the gateway refuses): nothing waits.
+    state.socket.emit("listen", { contact_id: c.contact_id, mode: mode }, function (ack) {
+      if (l.left) {  // left while the phone rang: hang it up again
+        if (ack.ok) state.socket.emit("leave_call", { supervision_id: ack.supervision_id }, function () {});
+        return;
+      }
+      if (!ack.ok) { endListening(null, callProblem("listen", ack)); return; }
+      l.supervision_id = ack.supervision_id; l.mode = ack.mode; l.phase = "on";
+      renderListen(""); renderCalls();
+    });
+  }
+
+  function setMode(mode) {
+    var l = state.listening;
+    if (!l || l.phase !== "on" || l.mode === mode || l.pending) return;
+    l.pending = true;
+    state.socket.emit("listen_mode", { supervision_id: l.supervision_id, mode: mode }, function (ack) {
+      l.pending = false;
+      if (state.listening !== l) return;
+      if (!ack.ok) { renderListen(callProblem("listen_mode", ack)); return; }
+      l.mode = ack.mode;
+      renderListen("");
+    });
+  }
+
+  function leave() {
+    var l = state.listening;
+    if (!l) return;
+    l.left = true;
+    if (l.supervision_id) state.socket.emit("leave_call", { supervision_id: l.supervision_id }, function () {});
+    endListening(null);
+  }
+
+  // Listening ended: `reason` (a string key) or `message` (already worded) stays shown.
+  function endListening(reason, message) {
+    if (state.listening) state.listening.left = true;
+    state.listening = null;
+    var text = message || (reason ? t(reason) : "");
+    if (text) {
+      $("listen").hidden = false;
+      $("listen").className = "listen error";
+      $("listen-state").textContent = text;
+      document.querySelectorAll("#listen .modes button").forEach(function (b) { b.hidden = true; });
+      $("listen-leave").textContent = t("dismiss");
+    } else $("listen").hidden = true;
+    renderCalls();
+  }
+
+  function renderListen(problemText) {
+    var l = state.listening;
+    if (!l) return;
+    var box = $("listen");
+    box.hidden = false;
+    box.className = "listen" + (problemText ? " error" : "");
+    box.setAttribute("data-phase", l.phase);
+    box.setAttribute("data-mode", l.phase === "on" ? l.mode : "");
+    var states = { monitor: "listenMonitoring", whisper: "listenWhispering", barge: "listenBarging" };
+    var text = l.phase === "ringing" ? t("listenRinging") : t(states[l.mode], { agent: l.agent_name });
+    $("listen-state").textContent = problemText ? text + " — " + problemText : text;
+    document.querySelectorAll("#listen .modes button").forEach(function (b) {
+      b.hidden = false;
+      b.disabled = l.phase !== "on";
+      b.setAttribute("aria-pressed", String(l.phase === "on" && b.getAttribute("data-mode") === l.mode));
+    });
+    $("listen-leave").textContent = t("leaveCall");
+  }
+
+  document.querySelectorAll("#listen .modes button").forEach(function (b) {
+    b.addEventListener("click", function () { setMode(b.getAttribute("data-mode")); });
+  });
+  $("listen-leave").addEventListener("click", function () {
+    if (state.listening) leave(); else $("listen").hidden = true;
+  });
 
   function problem(ack) {
     var key = "err_" + (ack.kind || "Internal");
@@ -336,7 +474,7 @@
 
   function drawCharts() { drawSl(); drawDay(); }
 
-  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); renderLive(); drawCharts(); });
+  document.addEventListener("sb-lang", function () { if (state.last) render(state.last); renderLive(); renderCalls(); if (state.listening) renderListen(""); drawCharts(); });
 
   var prior = null;
   try { prior = JSON.parse(sessionStorage.getItem(KEY) || "null"); } catch (e) { prior = null; }
