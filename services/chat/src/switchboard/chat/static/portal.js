@@ -124,6 +124,8 @@
   var params = new URLSearchParams(location.search);
   var tenant = params.get("tenant") || document.body.getAttribute("data-tenant") || "demo";
   var lang = pickLanguage();
+  // In the chat widget's panel (widget.js, data-help-centre): a narrower, plainer page.
+  if (params.get("embed") === "1") document.body.classList.add("embedded");
   var session = null;
   var currentCase = null;
 
