@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import customers
@@ -240,21 +240,32 @@ class Portal:
         code = code.strip()
         if not REFERENCE_RE.match(reference) or not CODE_RE.match(code):
             raise Unauthenticated(WRONG_CODE)
+        hashed = self._code_hash(tenant, reference, code)
+        c = PortalCode
+        current = (c.tenant == tenant, c.reference == reference, c.used.is_(False))
         async with self._sessions.begin() as session:
-            row = await session.get(PortalCode, (tenant, reference), with_for_update=True)
-            if row is None or row.used or row.attempts >= CODE_ATTEMPTS:
-                raise Unauthenticated(WRONG_CODE)
-            if row.expires_at <= self._clock():
-                raise Unauthenticated(WRONG_CODE)
-            if not hmac.compare_digest(row.code_hash, self._code_hash(tenant, reference, code)):
-                row.attempts += 1
-                wrong = True
+            # One statement each, so two checks of the same code cannot both succeed.
+            accepted = await session.execute(
+                update(c)
+                .where(
+                    *current,
+                    c.attempts < CODE_ATTEMPTS,
+                    c.expires_at > self._clock(),
+                    c.code_hash == hashed,
+                )
+                .values(used=True)
+            )
+            if not accepted.rowcount:  # type: ignore[attr-defined]
+                await session.execute(
+                    update(c).where(*current, c.code_hash != hashed).values(attempts=c.attempts + 1)
+                )
+                customer_id = None
             else:
-                row.used = True
-                wrong = False
-            customer_id = row.customer_id
-        if wrong:  # committed: the wrong try counts
-            logger.info("wrong portal code for case %s", reference)
+                customer_id = await session.scalar(
+                    select(c.customer_id).where(c.tenant == tenant, c.reference == reference)
+                )
+        if customer_id is None:  # committed: the wrong try counts
+            logger.info("portal code refused for case %s", reference)
             raise Unauthenticated(WRONG_CODE)
         async with self._sessions() as session:
             customer = await customers.get(session, tenant, customer_id)
