@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,29 @@ async def reference_of(platform: Platform, contact_id: str) -> str:
 CODE_RE = re.compile(r": ([0-9]{6})\s")
 
 
+async def deflection_of(platform: Platform, name: str, wanted: float) -> dict[str, float]:
+    """Today's deflection counts of demo, once `name` reached `wanted`."""
+    request = case_pb2.GetReportRequest(kind=case_pb2.REPORT_KIND_DEFLECTION, interval="month")
+    now = datetime.now(UTC)
+    getattr(request, "from").FromDatetime(now - timedelta(days=1))
+    request.to.FromDatetime(now + timedelta(days=1))
+    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
+    counts: dict[str, float] = {}
+    async with sb_grpc.channel(f"127.0.0.1:{platform.case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+        for _ in range(300):
+            report = await stub.GetReport(request)
+            counts = {}
+            for row in report.rows:
+                for v in row.values:
+                    if v.name != "deflection_rate":
+                        counts[v.name] = counts.get(v.name, 0) + v.value
+            if counts.get(name) == wanted:
+                return counts
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} never reached {wanted}: {counts}")
+
+
 async def mailed_code(mail: MailCatcher, address: str) -> str:
     for _ in range(300):
         for caught in mail.mails():
@@ -294,6 +318,18 @@ async def test_help_centre_from_the_widget_finds_an_article_and_signs_in_by_code
     await suggestion.get_by_test_id("suggestion-open").click()
     await expect(suggestion.locator(".body")).to_have_text("환불은 영업일 기준 사흘 걸립니다.")
     await pages.shot(shop, "widget-help-centre-suggestion")
+    # The page recorded it: shown, one article opened, nothing sent yet — a deflection.
+    assert await deflection_of(platform, "articles_opened", 1) == {
+        "suggestions_shown": 1,
+        "articles_opened": 1,
+        "deflected": 1,
+        "submitted_after_viewing": 0,
+    }
+    # Sent anyway after reading: no longer a deflection.
+    await portal.get_by_test_id("request-send").click()
+    await expect(portal.get_by_test_id("request-sent")).to_be_visible()
+    counts = await deflection_of(platform, "submitted_after_viewing", 1)
+    assert (counts["deflected"], counts["suggestions_shown"]) == (0, 1)
 
     # The chat entry shows the chat in the panel instead.
     await shop.locator("[data-sb-entry=chat]").click()
