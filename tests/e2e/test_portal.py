@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +385,171 @@ async def test_catalogue_forms_per_tenant_checked_fields_and_the_case_they_open(
     assert got.case_type == case_pb2.CASE_TYPE_SERVICE_REQUEST
     assert got.priority == case_pb2.CASE_PRIORITY_NORMAL and got.template == "password-reset"
     assert got.contacts[0].messages[0].parts[0].text == "User ID: minji.kim\nSystem: VPN"
+
+
+CODE_RE = re.compile(r": ([0-9]{6})\s")
+
+
+async def code_for(portal: Portal, email: str, count: int) -> str:
+    """The code of the `count`-th sign-in code mail to `email`."""
+    for _ in range(300):
+        mails = [m for m in portal.mail.mails() if email in m.recipients and "code" in m.subject]
+        if len(mails) >= count:
+            found = CODE_RE.search(mails[-count].text)  # newest first
+            assert found, mails[-count].text
+            return found.group(1)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no sign-in code mail to {email}")
+
+
+async def test_sign_in_by_case_reference_and_a_mailed_code(
+    portal: Portal, database_url: str
+) -> None:
+    from sqlalchemy import update
+
+    from switchboard.case.adapters import database
+    from switchboard.case.reports.orm import PortalCode
+
+    mine = await portal.case_of("demo", "minji@example.com", "요금 문의")
+    elsewhere = await portal.case_of("acme", "seojun@example.com", "다른 회사 문의")
+    email = "minji@example.com"
+
+    async def ask(tenant: str, reference: str) -> tuple[int, dict[str, Any]]:
+        return await portal.call("POST", "code", tenant=tenant, reference=reference)
+
+    async def verify(tenant: str, reference: str, code: str) -> tuple[int, dict[str, Any]]:
+        return await portal.call(
+            "POST", "code/session", tenant=tenant, reference=reference, code=code
+        )
+
+    # A known and an unknown case get the same answer; only the case's customer gets a code.
+    assert await ask("demo", mine.reference) == await ask("demo", "C-NOCASE") == (202, {"ok": True})
+    code = await code_for(portal, email, 1)
+    [mail] = [m for m in portal.mail.mails() if email in m.recipients]
+    assert mail.subject == "Your sign-in code" and mine.reference in mail.text
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    # A wrong code, or any code for an unknown case, is the same refusal.
+    assert (await verify("demo", mine.reference, wrong))[0] == 401
+    assert await verify("demo", "C-NOCASE", code) == await verify("demo", mine.reference, wrong)
+    # The right code gives the session a link gives: the customer's own cases.
+    status, body = await verify("demo", mine.reference.lower(), code)
+    assert status == 200 and body["email"] == email, body
+    session = body["session"]
+    status, listed = await portal.call("GET", "cases", session=session)
+    assert [c["case_id"] for c in listed["cases"]] == [mine.case_id]
+    # A code works once.
+    assert (await verify("demo", mine.reference, code))[0] == 401
+
+    # Another tenant's case is unknown here: no mail, no session.
+    before = len(portal.mail.mails())
+    assert await ask("demo", elsewhere.reference) == (202, {"ok": True})
+    assert (await verify("demo", elsewhere.reference, "123456"))[0] == 401
+    await ask("acme", elsewhere.reference)
+    other = await code_for(portal, "seojun@example.com", 1)
+    assert len(portal.mail.mails()) == before + 1  # acme's, not demo's
+    assert (await verify("demo", elsewhere.reference, other))[0] == 401
+    status, body = await verify("acme", elsewhere.reference, other)
+    assert status == 200 and body["email"] == "seojun@example.com"
+    # The same code checked twice at once signs in once.
+    await ask("acme", elsewhere.reference)
+    other = await code_for(portal, "seojun@example.com", 2)
+    both = await asyncio.gather(
+        verify("acme", elsewhere.reference, other), verify("acme", elsewhere.reference, other)
+    )
+    assert sorted(status for status, _ in both) == [200, 401]
+
+    # An expired code is refused.
+    await ask("demo", mine.reference)
+    code = await code_for(portal, email, 2)
+    engine = database.create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(PortalCode)
+                .where(PortalCode.tenant == "demo", PortalCode.reference == mine.reference)
+                .values(expires_at=datetime(2026, 1, 1, tzinfo=UTC))
+            )
+    finally:
+        await engine.dispose()
+    assert (await verify("demo", mine.reference, code))[0] == 401
+
+    # Five wrong codes lock the case's code: the right one is refused after them.
+    await ask("demo", mine.reference)
+    code = await code_for(portal, email, 3)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        assert (await verify("demo", mine.reference, wrong))[0] == 401
+    assert (await verify("demo", mine.reference, code))[0] == 401
+
+    # Codes for one case are limited, as links for one address are.
+    assert (await ask("demo", mine.reference))[0] == 429
+
+
+async def test_suggestion_views_are_counted_as_deflections_in_the_report(portal: Portal) -> None:
+    await portal.platform.publish_article("환불 안내", "환불은 사흘 걸립니다.")
+    await portal.case_of("demo", "minji@example.com", "요금 문의")
+    await portal.case_of("acme", "minji@example.com", "다른 회사 문의")
+    session = await portal.sign_in("demo", "minji@example.com")
+    other_session = await portal.sign_in("acme", "minji@example.com")
+    [hit] = (await portal.call("GET", "kb/suggest?tenant=demo&text=환불 받고 싶어요"))[1]["hits"]
+    article = hit["article_id"]
+
+    async def seen(draft: str, event: str, who: str = session) -> int:
+        status, _ = await portal.call(
+            "POST", "kb/seen", session=who, draft_id=draft, event=event, article_id=article
+        )
+        return status
+
+    # Read a suggestion and left: a deflection.
+    assert await seen("draft-left-0001", "shown") == 202
+    assert await seen("draft-left-0001", "opened") == 202
+    assert await seen("draft-left-0001", "opened") == 202
+    # Read a suggestion, then sent the request anyway: submitted after viewing.
+    assert await seen("draft-sent-0001", "shown") == 202
+    assert await seen("draft-sent-0001", "opened") == 202
+    status, _ = await portal.call(
+        "POST",
+        "requests",
+        session=session,
+        subject="환불",
+        text="환불 받고 싶어요",
+        draft_id="draft-sent-0001",
+    )
+    assert status == 202
+    # Shown and never opened: neither.
+    assert await seen("draft-none-0001", "shown") == 202
+    # Another tenant's customer counts in its own tenant; nobody counts without a session.
+    assert await seen("draft-acme-0001", "shown", other_session) == 202
+    assert await seen("draft-acme-0001", "opened", other_session) == 202
+    assert await seen("draft-anon-0001", "shown", "") == 401
+    assert await seen("x", "shown") == 400
+
+    async def report(tenant: str) -> dict[str, float]:
+        request = case_pb2.GetReportRequest(
+            kind=case_pb2.REPORT_KIND_DEFLECTION, interval="day", time_zone="UTC"
+        )
+        request.to.FromDatetime(datetime.now(UTC).replace(microsecond=0) + timedelta(days=1))
+        getattr(request, "from").FromDatetime(datetime.now(UTC) - timedelta(days=2))
+        token = auth.mint(SECRET, tenant, "test-supervisor", ["supervisor"])
+        async with sb_grpc.channel(portal.platform.case_target, token) as ch:
+            got = await case_pb2_grpc.CaseServiceStub(ch).GetReport(request)
+        totals: dict[str, float] = {}
+        for row in got.rows:
+            for v in row.values:
+                totals[v.name] = totals.get(v.name, 0) + (v.value if v.defined else 0)
+        assert "deflected" in got.columns and "submitted_after_viewing" in got.columns
+        return totals
+
+    demo = await report("demo")
+    assert {k: demo[k] for k in ("suggestions_shown", "articles_opened", "deflected")} == {
+        "suggestions_shown": 3,
+        "articles_opened": 3,
+        "deflected": 1,
+    }
+    assert demo["submitted_after_viewing"] == 1
+    acme = await report("acme")
+    assert (acme["suggestions_shown"], acme["deflected"], acme["submitted_after_viewing"]) == (
+        1,
+        1,
+        0,
+    )

@@ -273,3 +273,24 @@ def test_unknown_interval_is_a_clear_error() -> None:
     assert parse_interval("15m") is Interval.QUARTER_HOUR
     with pytest.raises(InvalidArgument, match="interval"):
         parse_interval("fortnight")
+
+
+def test_deflection_counts_drafts_opened_and_not_sent() -> None:
+    from switchboard.case.reports.kpi import DraftFacts, deflection
+
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    drafts = [
+        DraftFacts("demo", at, opened=2, submitted=False),  # read two, left: deflected
+        DraftFacts("demo", at, opened=1, submitted=True),  # read one, sent anyway
+        DraftFacts("demo", at, opened=0, submitted=True),  # never opened: neither
+        DraftFacts("demo", at, opened=0, submitted=False),
+    ]
+    assert deflection(drafts) == {
+        "suggestions_shown": 4,
+        "articles_opened": 3,
+        "deflected": 1,
+        "submitted_after_viewing": 1,
+        "deflection_rate": 0.5,
+    }
+    # Nothing opened: no rate (undefined), not 0 %.
+    assert deflection(drafts[2:])["deflection_rate"] is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,4 +215,124 @@ async def test_customer_sends_a_catalogue_form_and_the_agent_gets_its_fields(
 
     # The customer's list has the new case, named after the form.
     await expect(customer.get_by_test_id("case-item").filter(has_text="장비 요청")).to_have_count(1)
+    assert pages.errors == []
+
+
+async def reference_of(platform: Platform, contact_id: str) -> str:
+    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
+    async with sb_grpc.channel(f"127.0.0.1:{platform.case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+        for _ in range(300):
+            listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
+            if listed.cases:
+                return str(listed.cases[0].reference)
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"contact {contact_id} never recorded")
+
+
+CODE_RE = re.compile(r": ([0-9]{6})\s")
+
+
+async def deflection_of(platform: Platform, name: str, wanted: float) -> dict[str, float]:
+    """Today's deflection counts of demo, once `name` reached `wanted`."""
+    request = case_pb2.GetReportRequest(kind=case_pb2.REPORT_KIND_DEFLECTION, interval="month")
+    now = datetime.now(UTC)
+    getattr(request, "from").FromDatetime(now - timedelta(days=1))
+    request.to.FromDatetime(now + timedelta(days=1))
+    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
+    counts: dict[str, float] = {}
+    async with sb_grpc.channel(f"127.0.0.1:{platform.case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+        for _ in range(300):
+            report = await stub.GetReport(request)
+            counts = {}
+            for row in report.rows:
+                for v in row.values:
+                    if v.name != "deflection_rate":
+                        counts[v.name] = counts.get(v.name, 0) + v.value
+            if counts.get(name) == wanted:
+                return counts
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} never reached {wanted}: {counts}")
+
+
+async def mailed_code(mail: MailCatcher, address: str) -> str:
+    for _ in range(300):
+        for caught in mail.mails():
+            if address in caught.recipients and (found := CODE_RE.search(caught.text)):
+                return found.group(1)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no sign-in code mail to {address}")
+
+
+async def test_help_centre_from_the_widget_finds_an_article_and_signs_in_by_code(
+    platform: Platform, pages: Any, mail: MailCatcher
+) -> None:
+    await platform.publish_article("환불 안내", "환불은 영업일 기준 사흘 걸립니다.")
+    reference = await reference_of(platform, await platform.email_contact("청구서가 두 번 왔어요"))
+    # A customer's site embedding the widget with the help-centre entry (served here from the
+    # chat's own origin, which the panel's frame-ancestors allows).
+    shop = await pages.new(f"{platform.url}/healthz", locale="en-US")
+    site = (
+        "<!doctype html><html><head><title>Shop</title></head><body><h1>Shop</h1>"
+        f'<script src="{platform.url}/widget.js" data-tenant="demo" data-language="ko" '
+        'data-help-centre="true" async></script></body></html>'
+    )
+    await shop.route(
+        "**/shop.html", lambda route: route.fulfill(body=site, content_type="text/html")
+    )
+    await shop.goto(f"{platform.url}/shop.html")
+    launcher = shop.locator("[data-switchboard-widget] [data-sb-entry=help]")
+    await expect(launcher).to_have_text("고객 센터")  # the widget's language, not the browser's
+    await expect(shop.locator("[data-sb-entry=chat]")).to_have_text("상담 채팅")
+    await launcher.click()
+    await expect(shop.locator("[data-sb-panel=help]")).to_be_visible()
+    portal = shop.frame_locator("[data-sb-panel=help]")
+    await expect(portal.locator("h1")).to_have_text("고객 센터")
+    await portal.get_by_test_id("kb-query").fill("환불")
+    await portal.get_by_test_id("kb-search").click()
+    hit = portal.get_by_test_id("kb-hit")
+    await expect(hit).to_have_count(1)
+    await expect(hit).to_contain_text("환불은 영업일 기준 사흘 걸립니다.")
+    await pages.shot(shop, "widget-help-centre-article")
+
+    # "My requests": signed in with the case's reference and the code mailed to its customer.
+    await portal.get_by_test_id("code-reference").fill(reference)
+    await portal.get_by_test_id("code-send").click()
+    await expect(portal.get_by_test_id("code-sent")).to_be_visible()
+    await portal.get_by_test_id("code-digits").fill("000000")
+    await portal.get_by_test_id("code-signin").click()
+    await expect(portal.get_by_test_id("portal-error")).to_be_visible()
+    code = await mailed_code(mail, "seojun@example.com")
+    await portal.get_by_test_id("code-digits").fill(code)
+    await portal.get_by_test_id("code-signin").click()
+    await expect(portal.get_by_test_id("who")).to_contain_text("seojun@example.com")
+    await expect(portal.get_by_test_id("case-item")).to_have_count(1)
+    await pages.shot(shop, "widget-help-centre-my-requests")
+
+    # A suggested article opens in place while a new request is written.
+    await portal.get_by_test_id("request-subject").fill("환불")
+    await portal.get_by_test_id("request-text").fill("환불은 언제 되나요")
+    suggestion = portal.get_by_test_id("suggestion")
+    await expect(suggestion).to_have_count(1)
+    await suggestion.get_by_test_id("suggestion-open").click()
+    await expect(suggestion.locator(".body")).to_have_text("환불은 영업일 기준 사흘 걸립니다.")
+    await pages.shot(shop, "widget-help-centre-suggestion")
+    # The page recorded it: shown, one article opened, nothing sent yet — a deflection.
+    assert await deflection_of(platform, "articles_opened", 1) == {
+        "suggestions_shown": 1,
+        "articles_opened": 1,
+        "deflected": 1,
+        "submitted_after_viewing": 0,
+    }
+    # Sent anyway after reading: no longer a deflection.
+    await portal.get_by_test_id("request-send").click()
+    await expect(portal.get_by_test_id("request-sent")).to_be_visible()
+    counts = await deflection_of(platform, "submitted_after_viewing", 1)
+    assert (counts["deflected"], counts["suggestions_shown"]) == (0, 1)
+
+    # The chat entry shows the chat in the panel instead.
+    await shop.locator("[data-sb-entry=chat]").click()
+    await expect(shop.locator("[data-sb-panel=help]")).to_be_hidden()
+    await expect(shop.locator("[data-sb-panel=chat]")).to_be_visible()
     assert pages.errors == []

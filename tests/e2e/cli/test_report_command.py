@@ -45,3 +45,52 @@ async def test_switchboard_report_command(
     monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", "wrong-secret")
     assert await run(tmp_path, parser().parse_args(argv)) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().out
+
+
+async def test_switchboard_report_prints_portal_deflection(
+    case_service: CaseApp,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    case_secret: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from datetime import UTC, datetime
+
+    from switchboard.case.reports.orm import SuggestionDraft
+
+    at = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
+    async with sessions.begin() as session:
+        for draft_id, opened, sent in (("d-left-01", 2, None), ("d-sent-01", 1, at), ("d-none-01", 0, None)):  # fmt: skip
+            session.add(
+                SuggestionDraft(
+                    tenant="acme",
+                    draft_id=draft_id,
+                    customer_id="c1",
+                    shown_at=at,
+                    opened=opened,
+                    submitted_at=sent,
+                )
+            )
+        # Another tenant's drafts are not in acme's report.
+        session.add(SuggestionDraft(tenant="demo", draft_id="d-demo-01", customer_id="c2",
+                                    shown_at=at, opened=1))  # fmt: skip
+    Endpoints(
+        nats_url="nats://unused",
+        grpc={"case": f"127.0.0.1:{case_service.grpc_port}"},
+        tenant="acme",
+    ).save(tmp_path / "endpoints.json")
+    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
+    argv = ["report", "--kind", "deflection", "--interval", "day", "--from", "2025-03-03",
+            "--to", "2025-03-04"]  # fmt: skip
+    assert await run(tmp_path, parser().parse_args(argv)) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == [
+        "interval",
+        "suggestions_shown",
+        "articles_opened",
+        "deflected",
+        "submitted_after_viewing",
+        "deflection_rate",
+    ]
+    assert table[1].split() == ["2025-03-03", "00:00", "3", "3", "1", "1", "50.0%"]

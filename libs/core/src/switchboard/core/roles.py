@@ -131,6 +131,9 @@ RULES: dict[str, Rule] = {
     _CASE + "GetMyCase": _rule(CUSTOMER),
     _CASE + "ListCatalogue": _rule(CUSTOMER),
     _CASE + "CheckCatalogueRequest": _rule(CUSTOMER),
+    _CASE + "SendPortalCode": _rule(SERVICE),
+    _CASE + "VerifyPortalCode": _rule(SERVICE),
+    _CASE + "RecordSuggestionView": _rule(CUSTOMER),
     # ---- reports and quality
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),

@@ -168,6 +168,8 @@ class _ReportKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportKind
     """QA scores, fatal-error rate"""
     REPORT_KIND_BACKLOG: _ReportKind.ValueType  # 8
     """open cases and their age at each interval's end"""
+    REPORT_KIND_DEFLECTION: _ReportKind.ValueType  # 9
+    """portal suggestions shown, opened, deflected, submitted"""
 
 class ReportKind(_ReportKind, metaclass=_ReportKindEnumTypeWrapper): ...
 
@@ -187,6 +189,8 @@ REPORT_KIND_QUALITY: ReportKind.ValueType  # 7
 """QA scores, fatal-error rate"""
 REPORT_KIND_BACKLOG: ReportKind.ValueType  # 8
 """open cases and their age at each interval's end"""
+REPORT_KIND_DEFLECTION: ReportKind.ValueType  # 9
+"""portal suggestions shown, opened, deflected, submitted"""
 Global___ReportKind: _TypeAlias = ReportKind  # noqa: Y015
 
 @_typing.final
@@ -2390,6 +2394,135 @@ class SendPortalLinkResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendPortalLinkResponse: _TypeAlias = SendPortalLinkResponse  # noqa: Y015
+
+@_typing.final
+class SendPortalCodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    """the case's reference, e.g. C-7K3M9Q"""
+    channel: _builtins.str
+    """"email" (the only one there is; empty means email)"""
+    language: _builtins.str
+    """the mail's language: ko, zh, ja or en (default)"""
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "language", b"language", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPortalCodeRequest: _TypeAlias = SendPortalCodeRequest  # noqa: Y015
+
+@_typing.final
+class SendPortalCodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPortalCodeResponse: _TypeAlias = SendPortalCodeResponse  # noqa: Y015
+
+@_typing.final
+class VerifyPortalCodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    reference: _builtins.str
+    code: _builtins.str
+    """6 digits"""
+    def __init__(
+        self,
+        *,
+        reference: _builtins.str = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyPortalCodeRequest: _TypeAlias = VerifyPortalCodeRequest  # noqa: Y015
+
+@_typing.final
+class VerifyPortalCodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_FIELD_NUMBER: _builtins.int
+    link: _builtins.str
+    """a sign-in link token (pl1.…) for the case's customer"""
+    def __init__(
+        self,
+        *,
+        link: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyPortalCodeResponse: _TypeAlias = VerifyPortalCodeResponse  # noqa: Y015
+
+@_typing.final
+class SuggestionViewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAFT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    draft_id: _builtins.str
+    """the request being written (made by the page, 8..64 chars)"""
+    event: _builtins.str
+    """shown, opened or submitted"""
+    article_id: _builtins.str
+    """opened: the article"""
+    def __init__(
+        self,
+        *,
+        draft_id: _builtins.str = ...,
+        event: _builtins.str = ...,
+        article_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "draft_id", b"draft_id", "event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestionViewRequest: _TypeAlias = SuggestionViewRequest  # noqa: Y015
+
+@_typing.final
+class SuggestionViewResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuggestionViewResponse: _TypeAlias = SuggestionViewResponse  # noqa: Y015
 
 @_typing.final
 class ListMyCasesRequest(_message.Message):

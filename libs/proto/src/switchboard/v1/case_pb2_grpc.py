@@ -241,6 +241,21 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
                 _registered_method=True)
+        self.SendPortalCode = channel.unary_unary(
+                '/switchboard.v1.CaseService/SendPortalCode',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeResponse.FromString,
+                _registered_method=True)
+        self.VerifyPortalCode = channel.unary_unary(
+                '/switchboard.v1.CaseService/VerifyPortalCode',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeResponse.FromString,
+                _registered_method=True)
+        self.RecordSuggestionView = channel.unary_unary(
+                '/switchboard.v1.CaseService/RecordSuggestionView',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewResponse.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -536,6 +551,30 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendPortalCode(self, request, context):
+        """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+        reference, if there is one; the answer is the same either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyPortalCode(self, request, context):
+        """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+        same for an unknown case, a wrong, expired, used or locked code).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordSuggestionView(self, request, context):
+        """Records what a customer writing a new request did with the suggested articles (the caller's
+        own tenant): shown, opened or submitted, per draft.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -743,6 +782,21 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.CheckCatalogueRequest,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.SerializeToString,
+            ),
+            'SendPortalCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPortalCode,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeResponse.SerializeToString,
+            ),
+            'VerifyPortalCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyPortalCode,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeResponse.SerializeToString,
+            ),
+            'RecordSuggestionView': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordSuggestionView,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1854,6 +1908,87 @@ class CaseService:
             '/switchboard.v1.CaseService/CheckCatalogueRequest',
             switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPortalCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SendPortalCode',
+            switchboard_dot_v1_dot_case__pb2.SendPortalCodeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SendPortalCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyPortalCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/VerifyPortalCode',
+            switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordSuggestionView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/RecordSuggestionView',
+            switchboard_dot_v1_dot_case__pb2.SuggestionViewRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SuggestionViewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -131,6 +131,18 @@ class CaseServiceStub:
     """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
     wrong field) and answers how its request is routed and written.
     """
+    SendPortalCode: _grpc.UnaryUnaryMultiCallable[_case_pb2.SendPortalCodeRequest, _case_pb2.SendPortalCodeResponse]
+    """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+    reference, if there is one; the answer is the same either way.
+    """
+    VerifyPortalCode: _grpc.UnaryUnaryMultiCallable[_case_pb2.VerifyPortalCodeRequest, _case_pb2.VerifyPortalCodeResponse]
+    """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+    same for an unknown case, a wrong, expired, used or locked code).
+    """
+    RecordSuggestionView: _grpc.UnaryUnaryMultiCallable[_case_pb2.SuggestionViewRequest, _case_pb2.SuggestionViewResponse]
+    """Records what a customer writing a new request did with the suggested articles (the caller's
+    own tenant): shown, opened or submitted, per draft.
+    """
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -234,6 +246,18 @@ class CaseServiceAsyncStub(CaseServiceStub):
     CheckCatalogueRequest: _aio.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]  # type: ignore[assignment]
     """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
     wrong field) and answers how its request is routed and written.
+    """
+    SendPortalCode: _aio.UnaryUnaryMultiCallable[_case_pb2.SendPortalCodeRequest, _case_pb2.SendPortalCodeResponse]  # type: ignore[assignment]
+    """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+    reference, if there is one; the answer is the same either way.
+    """
+    VerifyPortalCode: _aio.UnaryUnaryMultiCallable[_case_pb2.VerifyPortalCodeRequest, _case_pb2.VerifyPortalCodeResponse]  # type: ignore[assignment]
+    """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+    same for an unknown case, a wrong, expired, used or locked code).
+    """
+    RecordSuggestionView: _aio.UnaryUnaryMultiCallable[_case_pb2.SuggestionViewRequest, _case_pb2.SuggestionViewResponse]  # type: ignore[assignment]
+    """Records what a customer writing a new request did with the suggested articles (the caller's
+    own tenant): shown, opened or submitted, per draft.
     """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -581,6 +605,36 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_case_pb2.CheckedCatalogueRequest, _abc.Awaitable[_case_pb2.CheckedCatalogueRequest]]:
         """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
         wrong field) and answers how its request is routed and written.
+        """
+
+    @_abc_1.abstractmethod
+    def SendPortalCode(
+        self,
+        request: _case_pb2.SendPortalCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SendPortalCodeResponse, _abc.Awaitable[_case_pb2.SendPortalCodeResponse]]:
+        """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+        reference, if there is one; the answer is the same either way.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyPortalCode(
+        self,
+        request: _case_pb2.VerifyPortalCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.VerifyPortalCodeResponse, _abc.Awaitable[_case_pb2.VerifyPortalCodeResponse]]:
+        """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+        same for an unknown case, a wrong, expired, used or locked code).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordSuggestionView(
+        self,
+        request: _case_pb2.SuggestionViewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SuggestionViewResponse, _abc.Awaitable[_case_pb2.SuggestionViewResponse]]:
+        """Records what a customer writing a new request did with the suggested articles (the caller's
+        own tenant): shown, opened or submitted, per draft.
         """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

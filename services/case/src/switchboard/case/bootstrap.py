@@ -120,7 +120,7 @@ class CaseApp(Service):
         )
         servicer.kb_reports = kb_reports
         servicer.portal = Portal(
-            self.sessions, views, build_mailer(s), s.auth_secret, self.policies
+            self.sessions, views, build_mailer(s), s.auth_secret, self.policies, self.clock
         )
         return [
             (

@@ -68,6 +68,7 @@ _KINDS = {
     case_pb2.REPORT_KIND_CSAT: "csat",
     case_pb2.REPORT_KIND_QUALITY: "quality",
     case_pb2.REPORT_KIND_BACKLOG: "backlog",
+    case_pb2.REPORT_KIND_DEFLECTION: "deflection",
 }
 
 

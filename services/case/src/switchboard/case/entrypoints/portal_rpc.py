@@ -47,3 +47,24 @@ class PortalRpcs:
         return self.portal.check_request(
             principal().tenant, request.template, dict(request.values), language
         )
+
+    async def SendPortalCode(self, request, context):  # type: ignore[no-untyped-def]
+        require(request, "reference")
+        if request.channel not in ("", "email"):
+            raise InvalidArgument("channel", "codes are sent by email only")
+        language = request.language if request.language in LANGUAGES else "en"
+        await self.portal.send_code(principal().tenant, request.reference[:64], language)
+        return case_pb2.SendPortalCodeResponse()
+
+    async def VerifyPortalCode(self, request, context):  # type: ignore[no-untyped-def]
+        link = await self.portal.verify_code(
+            principal().tenant, request.reference[:64], request.code[:16]
+        )
+        return case_pb2.VerifyPortalCodeResponse(link=link)
+
+    async def RecordSuggestionView(self, request, context):  # type: ignore[no-untyped-def]
+        p = principal()
+        await self.portal.record_suggestion(
+            p.tenant, p.subject, request.draft_id, request.event, request.article_id[:64]
+        )
+        return case_pb2.SuggestionViewResponse()

@@ -120,6 +120,21 @@ class CaseFacts:
     closed_at: datetime | None  # resolved or closed; None while open
 
 
+@dataclass(frozen=True)
+class DraftFacts:
+    """A new request written in the portal that was shown suggested articles."""
+
+    tenant: str
+    shown_at: datetime
+    opened: int  # suggested articles opened while writing it
+    submitted: bool
+
+    # Portal drafts have no queue, channel or agent: grouped by those they fall under "".
+    queue: str = ""
+    channel: str = ""
+    agent_id: str = ""
+
+
 Metrics = dict[str, float | None]
 
 
@@ -292,6 +307,21 @@ def backlog(cases: Iterable[CaseFacts], at: datetime) -> Metrics:
     }
 
 
+def deflection(drafts: Iterable[DraftFacts]) -> Metrics:
+    """Suggestions shown (drafts), articles opened, deflected (a draft whose customer opened a
+    suggested article and did not send it) and submitted after viewing (opened, then sent)."""
+    ds = list(drafts)
+    viewed = [d for d in ds if d.opened]
+    deflected = sum(1 for d in viewed if not d.submitted)
+    return {
+        "suggestions_shown": len(ds),
+        "articles_opened": sum(d.opened for d in ds),
+        "deflected": deflected,
+        "submitted_after_viewing": len(viewed) - deflected,
+        "deflection_rate": deflected / len(viewed) if viewed else None,
+    }
+
+
 # ---- a report: the KPIs per interval and group -----------------------------------------------
 
 
@@ -313,9 +343,13 @@ class ReportFacts:
     ratings: Sequence[RatingFacts] = ()
     evaluations: Sequence[EvaluationFacts] = ()
     cases: Sequence[CaseFacts] = ()
+    drafts: Sequence[DraftFacts] = ()
 
 
-def _key(fact: ContactFacts | RatingFacts | EvaluationFacts | CaseFacts, dims: Sequence[str]):  # type: ignore[no-untyped-def]
+Fact = ContactFacts | RatingFacts | EvaluationFacts | CaseFacts | DraftFacts
+
+
+def _key(fact: Fact, dims: Sequence[str]):  # type: ignore[no-untyped-def]
     values = {
         "tenant": fact.tenant,
         "queue": fact.queue,
@@ -351,6 +385,7 @@ def compute(
     ratings: dict[tuple, list[RatingFacts]] = defaultdict(list)  # type: ignore[type-arg]
     evaluations: dict[tuple, list[EvaluationFacts]] = defaultdict(list)  # type: ignore[type-arg]
     cases: dict[tuple, list[CaseFacts]] = defaultdict(list)  # type: ignore[type-arg]
+    drafts: dict[tuple, list[DraftFacts]] = defaultdict(list)  # type: ignore[type-arg]
     groups: set[tuple] = set()  # type: ignore[type-arg]
     for c in facts.contacts:
         if in_range(c.arrived_at):
@@ -367,6 +402,11 @@ def compute(
             g = _key(e, spec.group_by)
             groups.add(g)
             evaluations[(slot_of(e.scored_at)[0], g)].append(e)
+    for d in facts.drafts:
+        if in_range(d.shown_at):
+            g = _key(d, spec.group_by)
+            groups.add(g)
+            drafts[(slot_of(d.shown_at)[0], g)].append(d)
     if "backlog" in sections:
         for k in facts.cases:
             g = _key(k, spec.group_by)
@@ -398,5 +438,7 @@ def compute(
                     metrics.update(backlog(cases.get(g, []), min(end, as_of)))
                 else:
                     metrics.update(dict.fromkeys(BACKLOG_METRICS))
+            if "deflection" in sections:
+                metrics.update(deflection(drafts.get((start, g), [])))
             rows.append(Row(start, end, g, metrics))
     return rows

@@ -1,10 +1,12 @@
-"""Tables of customer satisfaction and quality assurance (migration 0003_kb_reports)."""
+"""Tables of customer satisfaction and quality assurance (migration 0003_kb_reports), and of the
+customer portal: sign-in codes and what was done with suggested articles
+(migration 0009_portal_codes_deflection)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from switchboard.case.adapters.crypto import SealedText
@@ -91,3 +93,33 @@ class QaForm(Base):
     definition: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(EXTERNAL_ID))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PortalCode(Base):
+    """The sign-in code last sent for a case (one at a time): its HMAC, expiry, wrong tries."""
+
+    __tablename__ = "portal_codes"
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(16), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(ID))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SuggestionDraft(Base):
+    """A new request written in the portal that was shown suggested articles: how many were
+    opened, and whether it was sent (a deflection when opened and not sent)."""
+
+    __tablename__ = "portal_suggestion_drafts"
+    __table_args__ = (Index("ix_portal_suggestion_drafts_tenant_shown", "tenant", "shown_at"),)
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    draft_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(ID))
+    shown_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    opened: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -18,7 +18,7 @@ from switchboard.case.csat import SURVEY_REPLY
 from switchboard.case.quality import channel_name
 from switchboard.case.reports import kpi
 from switchboard.case.reports.business_time import BusinessClock
-from switchboard.case.reports.orm import CsatRating, QaEvaluation
+from switchboard.case.reports.orm import CsatRating, QaEvaluation, SuggestionDraft
 from switchboard.core.errors import InvalidArgument
 from switchboard.v1 import case_pb2
 
@@ -37,6 +37,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "csat": ("csat",),
     "quality": ("quality",),
     "backlog": ("backlog",),
+    "deflection": ("deflection",),
 }
 # Out of the backlog: resolved (also while awaiting a reviewer or the customer) or closed.
 CLOSED = (
@@ -179,6 +180,17 @@ class Reports:
                 ]
             if "backlog" in sections:
                 facts.cases = await self._cases(session, tenant, spec)
+            if "deflection" in sections:
+                facts.drafts = [
+                    kpi.DraftFacts(d.tenant, d.shown_at, d.opened, d.submitted_at is not None)
+                    for d in await session.scalars(
+                        select(SuggestionDraft).where(
+                            SuggestionDraft.tenant == tenant,
+                            SuggestionDraft.shown_at >= spec.start,
+                            SuggestionDraft.shown_at < spec.end,
+                        )
+                    )
+                ]
         return facts
 
     async def _contacts(

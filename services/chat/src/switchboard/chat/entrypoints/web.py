@@ -99,14 +99,15 @@ def load_assets(static_dir: Path, default_tenant: str, max_message_bytes: int) -
                 _TYPES[".html"],
                 ((b"content-security-policy", INBOX_CSP.encode()), (b"cache-control", b"no-cache")),
             )
-    # The customer portal: its own page, under the customer page's CSP.
+    # The customer portal: its own page, under the customer page's CSP; like the widget's panel,
+    # framed only by the chat itself and the tenant's origins (frame-ancestors, per request).
     if (static_dir / "portal.html").is_file():
         portal = (static_dir / "portal.html").read_text(encoding="utf-8")
         portal = portal.replace("__DEFAULT_TENANT__", html.escape(default_tenant, quote=True))
         assets["/portal"] = Asset(
             portal.encode("utf-8"),
             _TYPES[".html"],
-            ((b"content-security-policy", PAGE_CSP.encode()), (b"cache-control", b"no-cache")),
+            ((b"cache-control", b"no-cache"),),
         )
     assets["/healthz"] = Asset(
         b"ok", "text/plain; charset=utf-8", ((b"cache-control", b"no-store"),)
@@ -144,7 +145,7 @@ class Site:
             await self.api(scope, receive, send)
             return
         asset = self.assets.get(path)
-        if asset is not None and path == "/widget":
+        if asset is not None and path in ("/widget", "/portal"):
             asset = Asset(
                 asset.body, asset.content_type, (*asset.extra_headers, self._widget_csp(scope))
             )

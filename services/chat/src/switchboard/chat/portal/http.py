@@ -4,6 +4,12 @@
   the email is a customer's; a customer's gets a one-time link by mail. Rate-limited per email and
   per client address (429).
 - ``POST /api/portal/session`` {token} -> {session, email, expires_at}: a link, once.
+- ``POST /api/portal/code`` {tenant, reference, language} -> 202 {ok}: the same answer whether or
+  not the case exists; its customer gets a 6-digit code by mail. Rate-limited (429).
+- ``POST /api/portal/code/session`` {tenant, reference, code} -> as ``/session``; 401 for any
+  wrong, expired, used or locked code and for an unknown case.
+- ``POST /api/portal/kb/seen`` {draft_id, event, article_id}: suggestions shown, one opened
+  (Bearer session); ``POST /api/portal/requests`` takes the draft's ``draft_id`` too.
 - ``GET /api/portal/cases``, ``GET /api/portal/cases/<id>``, ``POST /api/portal/cases/<id>/reply``
   {text}, ``POST /api/portal/requests`` {subject, text, language}, ``GET /api/portal/catalogue``,
   ``POST /api/portal/catalogue/<template>`` {fields, language} (400 names the wrong field):
@@ -148,6 +154,38 @@ class PortalHttp:
                     "expires_at": session.expires_at,
                 }
                 return 200, payload, []
+            case ("POST", ["code"]):
+                data = _json(await _body(receive, MAX_JSON_BYTES))
+                self.portal.request_code(
+                    data.get("tenant"),
+                    data.get("reference"),
+                    data.get("language"),
+                    self._address_of(scope),
+                )
+                return 202, {"ok": True}, []
+            case ("POST", ["code", "session"]):
+                data = _json(await _body(receive, MAX_JSON_BYTES))
+                session = await self.portal.sign_in_with_code(
+                    data.get("tenant"),
+                    data.get("reference"),
+                    data.get("code"),
+                    self._address_of(scope),
+                )
+                payload = {
+                    "session": session.token,
+                    "email": session.email,
+                    "expires_at": session.expires_at,
+                }
+                return 200, payload, []
+            case ("POST", ["kb", "seen"]):
+                data = _json(await _body(receive, MAX_JSON_BYTES))
+                await self.portal.suggestion_seen(
+                    self._grant(scope),
+                    data.get("draft_id"),
+                    data.get("event"),
+                    data.get("article_id"),
+                )
+                return 202, {"ok": True}, []
             case ("GET", ["cases"]):
                 cases = await self.portal.cases(self._grant(scope))
                 return 200, {"cases": [case_summary(c) for c in cases]}, []
@@ -160,7 +198,11 @@ class PortalHttp:
             case ("POST", ["requests"]):
                 data = _json(await _body(receive, MAX_JSON_BYTES))
                 await self.portal.new_request(
-                    self._grant(scope), data.get("subject"), data.get("text"), data.get("language")
+                    self._grant(scope),
+                    data.get("subject"),
+                    data.get("text"),
+                    data.get("language"),
+                    data.get("draft_id"),
                 )
                 return 202, {"ok": True}, []
             case ("GET", ["catalogue"]):

@@ -31,6 +31,7 @@ from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
 
 logger = logging.getLogger(__name__)
 
+REFERENCE_RE = re.compile(r"^[A-Za-z0-9-]{1,16}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s.]{1,63}$")
 LANGUAGES = ("ko", "zh", "ja", "en")
 MAX_SUBJECT = 200
@@ -40,7 +41,11 @@ CUSTOMER_TOKEN_TTL = 300
 BUDGETS = {
     "portal-email": Budget(1 / 300, 3, "sign-in links for this address"),
     "portal-client": Budget(1 / 60, 10, "sign-in links from this address"),
+    # Sign-in codes: a few per case and per client address; a few code checks per client.
+    "portal-case": Budget(1 / 300, 3, "sign-in codes for this case"),
+    "portal-verify": Budget(1 / 10, 20, "sign-in code checks from this address"),
     "portal-write": Budget(1 / 10, 10, "messages"),
+    "portal-seen": Budget(1, 60, "suggestion views"),
     "portal-vote": Budget(1 / 5, 20, "votes"),
 }
 
@@ -123,6 +128,43 @@ class Portal:
         except Exception as exc:
             logger.warning("portal link request (tenant %s) failed: %s", tenant, exc)
 
+    def request_code(self, tenant: Any, reference: Any, language: Any, client: str) -> None:
+        """Have a 6-digit code mailed to the customer of the case `reference`, if there is such
+        a case. Returns at once, the same way whether or not there is."""
+        tenant = self._tenant(tenant)
+        ref = _text(reference, "reference", 16).upper()
+        if not REFERENCE_RE.match(ref):
+            raise InvalidArgument("reference", "is not a case reference")
+        hashed = hashlib.sha256(f"{tenant}:{ref}".encode()).hexdigest()
+        self.limiter.take([("portal-case", hashed), ("portal-client", client)])
+        request = case_pb2.SendPortalCodeRequest(
+            reference=ref, channel="email", language=language_of(language)
+        )
+        task = asyncio.ensure_future(self._send_code(tenant, request))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_code(self, tenant: str, request: case_pb2.SendPortalCodeRequest) -> None:
+        try:
+            await call("the case service", self._service.stub(tenant).SendPortalCode(request))
+        except Exception as exc:
+            logger.warning("portal code request (tenant %s) failed: %s", tenant, exc)
+
+    async def sign_in_with_code(
+        self, tenant: Any, reference: Any, code: Any, client: str
+    ) -> Session:
+        """A session for the customer of case `reference` from the code mailed for it. A wrong,
+        expired, used or locked code and an unknown case are the same Unauthenticated."""
+        tenant = self._tenant(tenant)
+        ref = _text(reference, "reference", 16).upper()
+        digits = _text(code, "code", 16)
+        self.limiter.take([("portal-verify", client)])
+        request = case_pb2.VerifyPortalCodeRequest(reference=ref, code=digits)
+        verified = await call(
+            "the sign-in code", self._service.stub(tenant).VerifyPortalCode(request)
+        )
+        return await self.sign_in(verified.link)
+
     async def sign_in(self, link: Any) -> Session:
         """Exchange a link for a session: a genuine, unexpired link, once."""
         grant = portal_tokens.open_link(self._secret, link)
@@ -183,9 +225,12 @@ class Portal:
         logger.info("portal reply %s in case %s", contact_id, case.case_id)
         return contact_id
 
-    async def new_request(self, grant: PortalGrant, subject: Any, text: Any, language: Any) -> str:
+    async def new_request(
+        self, grant: PortalGrant, subject: Any, text: Any, language: Any, draft: Any = None
+    ) -> str:
         """A new request: a contact routed like any other (the case service opens or joins
-        the customer's case, as for an email)."""
+        the customer's case, as for an email). `draft` names the suggestions' draft, which is
+        then counted as submitted."""
         title = _text(subject, "subject", MAX_SUBJECT)
         body = _text(text, "text", MAX_TEXT)
         self.limiter.take([("portal-write", grant.customer_id)])
@@ -201,7 +246,27 @@ class Portal:
             self._clock(),
         )
         logger.info("portal request %s (tenant %s)", contact_id, grant.tenant)
+        if isinstance(draft, str) and draft:
+            try:
+                await self.suggestion_seen(grant, draft, "submitted", "")
+            except Exception as exc:  # the request is sent; only its count is missing
+                logger.warning("portal draft %s not counted as sent: %s", draft, exc)
         return contact_id
+
+    async def suggestion_seen(
+        self, grant: PortalGrant, draft: Any, event: Any, article_id: Any
+    ) -> None:
+        """What the customer did with the articles suggested for a draft request: shown, opened
+        (one of them) or submitted (the request was sent)."""
+        self.limiter.take([("portal-seen", grant.customer_id)])
+        request = case_pb2.SuggestionViewRequest(
+            draft_id=_text(draft, "draft_id", 64),
+            event=_text(event, "event", 16),
+            article_id=_text(article_id, "article_id", 64, required=False),
+        )
+        async with self._as_customer(grant) as channel:
+            stub = case_pb2_grpc.CaseServiceStub(channel)
+            await call("the suggestion counts", stub.RecordSuggestionView(request))
 
     # ---- the service catalogue ----------------------------------------------------------------
 

@@ -7,6 +7,10 @@
 
   var STRINGS = {
     ko: {
+      code_title: "또는 문의 번호로 로그인", reference: "문의 번호 (예: C-7K3M9Q)", send_code: "이메일로 코드 받기",
+      code_sent: "등록된 문의라면 그 문의의 이메일 주소로 6자리 코드를 보냈습니다. 코드는 10분 동안 한 번만 쓸 수 있습니다.",
+      code: "코드", sign_in: "로그인", bad_reference: "문의 번호를 입력하세요 (예: C-7K3M9Q).",
+      code_invalid: "코드가 틀렸거나 만료되었거나 이미 사용되었습니다. 새 코드를 받으세요.",
       catalogue_title: "서비스 요청", choose: "선택하세요", cancel: "취소",
       form_invalid: "표시된 항목을 확인하세요.", field_required: "필수 항목입니다.",
       field_choice: "목록에서 선택하세요.", field_date: "날짜를 YYYY-MM-DD 형식으로 입력하세요.",
@@ -31,6 +35,10 @@
       status_pending_review: "검토 중", status_pending_confirmation: "확인 대기"
     },
     zh: {
+      code_title: "或使用工单号登录", reference: "工单号（例如 C-7K3M9Q）", send_code: "通过邮件发送验证码",
+      code_sent: "如果该工单存在，6 位验证码已发送到其邮箱。验证码 10 分钟内有效，只能使用一次。",
+      code: "验证码", sign_in: "登录", bad_reference: "请输入工单号（例如 C-7K3M9Q）。",
+      code_invalid: "验证码错误、已过期或已使用。请重新获取。",
       catalogue_title: "服务申请", choose: "请选择", cancel: "取消",
       form_invalid: "请检查标出的字段。", field_required: "此项为必填项。",
       field_choice: "请从列表中选择。", field_date: "请按 YYYY-MM-DD 格式输入日期。",
@@ -55,6 +63,11 @@
       status_pending_review: "审核中", status_pending_confirmation: "等待确认"
     },
     en: {
+      code_title: "Or sign in with your request number", reference: "Request number (e.g. C-7K3M9Q)",
+      send_code: "Email me a code",
+      code_sent: "If this request is known to us, a 6-digit code is on its way to its email address. It works once, within 10 minutes.",
+      code: "Code", sign_in: "Sign in", bad_reference: "Enter the request number, e.g. C-7K3M9Q.",
+      code_invalid: "This code is wrong, has expired or was used already. Ask for a new one.",
       catalogue_title: "Request a service", choose: "Choose…", cancel: "Cancel",
       form_invalid: "Check the marked fields.", field_required: "This field is required.",
       field_choice: "Choose one of the listed answers.", field_date: "Enter a date as YYYY-MM-DD.",
@@ -79,6 +92,10 @@
       status_pending_review: "Under review", status_pending_confirmation: "Awaiting confirmation"
     },
     ja: {
+      code_title: "またはお問い合わせ番号でログイン", reference: "お問い合わせ番号（例: C-7K3M9Q）", send_code: "コードをメールで受け取る",
+      code_sent: "お問い合わせが登録されていれば、そのメールアドレスに6桁のコードを送りました。コードは10分間、一度だけ有効です。",
+      code: "コード", sign_in: "ログイン", bad_reference: "お問い合わせ番号を入力してください（例: C-7K3M9Q）。",
+      code_invalid: "コードが違うか、期限切れか、使用済みです。新しいコードを受け取ってください。",
       catalogue_title: "サービスの申請", choose: "選択してください", cancel: "キャンセル",
       form_invalid: "印の付いた項目をご確認ください。", field_required: "必須項目です。",
       field_choice: "一覧から選択してください。", field_date: "日付を YYYY-MM-DD の形式で入力してください。",
@@ -107,6 +124,8 @@
   var params = new URLSearchParams(location.search);
   var tenant = params.get("tenant") || document.body.getAttribute("data-tenant") || "demo";
   var lang = pickLanguage();
+  // In the chat widget's panel (widget.js, data-help-centre): a narrower, plainer page.
+  if (params.get("embed") === "1") document.body.classList.add("embedded");
   var session = null;
   var currentCase = null;
 
@@ -225,6 +244,34 @@
 
   $("sign-out").addEventListener("click", signOut);
 
+  // Sign-in by a case's reference and a 6-digit code mailed to that case's customer.
+  $("code-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    clearError();
+    var reference = $("code-reference").value.trim();
+    if (!/^[A-Za-z0-9-]{1,16}$/.test(reference)) return showError("bad_reference");
+    api("POST", "code", { tenant: tenant, reference: reference, language: lang }).then(function () {
+      $("code-sent").hidden = false;
+      $("code-verify").hidden = false;
+      $("code-digits").focus();
+    }, failure);
+  });
+
+  $("code-verify").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    clearError();
+    var body = { tenant: tenant, reference: $("code-reference").value.trim(), code: $("code-digits").value.trim() };
+    api("POST", "code/session", body).then(function (data) {
+      session = data;
+      try { sessionStorage.setItem("sb-portal-session", JSON.stringify(data)); } catch (e) { /* ok */ }
+      $("code-digits").value = "";
+      signedIn();
+    }, function (err) {
+      if (err.status === 429) return showError("rate_limited");
+      showError("code_invalid");
+    });
+  });
+
   function exchangeLink() {
     var match = /[#&]login=([^&]+)/.exec(location.hash);
     if (!match) return Promise.resolve();
@@ -301,6 +348,25 @@
 
   // ---- new requests, with suggested articles while typing ----------------------------------
 
+  // A draft is one request being written: what its customer did with the suggestions is counted
+  // (shown, an article opened, sent) for the deflection report.
+  var draft = null;
+  function newDraft() {
+    var bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    draft = { id: "d" + Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join(""), shown: false };
+  }
+  newDraft();
+  function seen(event, articleId) {
+    if (!session) return;
+    if (event === "shown") {
+      if (draft.shown) return;
+      draft.shown = true;
+    }
+    api("POST", "kb/seen", { draft_id: draft.id, event: event, article_id: articleId || "" })
+      .catch(function () { /* a count, never in the customer's way */ });
+  }
+
   var suggestTimer = null;
   function suggest() {
     clearTimeout(suggestTimer);
@@ -313,6 +379,7 @@
           list.textContent = "";
           data.hits.forEach(function (h) { list.appendChild(article(h, "suggestion")); });
           $("suggestions").hidden = data.hits.length === 0;
+          if (data.hits.length) seen("shown");
         }, function () { $("suggestions").hidden = true; });
     }, 300);
   }
@@ -325,7 +392,10 @@
     var subject = $("request-subject").value.trim();
     var text = $("request-text").value.trim();
     if (!subject || !text) return;
-    api("POST", "requests", { subject: subject, text: text, language: lang }).then(function () {
+    var sent = { subject: subject, text: text, language: lang };
+    if (draft.shown) sent.draft_id = draft.id;
+    api("POST", "requests", sent).then(function () {
+      newDraft();
       $("request-subject").value = "";
       $("request-text").value = "";
       $("suggestions").hidden = true;
@@ -520,8 +590,25 @@
     li.setAttribute("data-testid", testid);
     li.setAttribute("data-article-id", h.article_id);
     li.setAttribute("lang", h.language);
-    li.appendChild(el("h3", "", h.title));
-    li.appendChild(el("p", "body", h.body));
+    if (testid === "suggestion") {
+      // A suggestion shows its title; opening it shows the article (and counts as opened).
+      var open = el("button", "plain article-open", h.title);
+      open.type = "button";
+      open.setAttribute("data-testid", "suggestion-open");
+      open.setAttribute("aria-expanded", "false");
+      var text = el("p", "body", h.body);
+      text.hidden = true;
+      open.addEventListener("click", function () {
+        text.hidden = !text.hidden;
+        open.setAttribute("aria-expanded", String(!text.hidden));
+        if (!text.hidden) seen("opened", h.article_id);
+      });
+      li.appendChild(el("h3")).appendChild(open);
+      li.appendChild(text);
+    } else {
+      li.appendChild(el("h3", "", h.title));
+      li.appendChild(el("p", "body", h.body));
+    }
     var votes = el("div", "votes");
     votes.appendChild(el("span", "", t("helpful")));
     var yes = el("button", "plain", t("yes") + " (" + h.helpful + ")");
