@@ -166,6 +166,15 @@ class AdminConsole:
             _, text, change = changes.set_password(part, p.tenant, str(agent_id), hashed)
             return await self._commit(p, text, change)
 
+    async def set_codes(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
+        """Replace the tenant's wrap-up codes (checked as the agents file's ``wrap_up_codes``)."""
+        _require(p, CHANGE_AGENTS)
+        async with self._lock:
+            self._check_version(p.tenant, data.get("version"))
+            part = self.inbox.directory.tenant(p.tenant)
+            _, text, change = changes.set_codes(part, p.tenant, data.get("wrap_up_codes"))
+            return await self._commit(p, text, change)
+
     async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:
         channel, stub = self._router(token, p.tenant)
         try:

@@ -5,6 +5,7 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
 - ``POST /api/admin/agents`` {id, password, name, role, ui_language, languages, skills, capacity}
   adds an agent; ``PUT /api/admin/agents/<id>`` {fields to change, version?} edits one
   (``disabled: true`` disables it); ``POST /api/admin/agents/<id>/password`` {password}
+- ``PUT /api/admin/wrap-up-codes`` {wrap_up_codes: [...], version?}: the codes the inbox offers
 - ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
 - ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
   {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml
@@ -102,6 +103,8 @@ class AdminHttp(InboxHttp):
         elif len(parts) == 3 and parts[::2] == ["agents", "password"] and method == "POST":
             data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.set_password(p, parts[1], data.get("password"))
+        elif parts == ["wrap-up-codes"] and method == "PUT":
+            result = await c.set_codes(p, await self._json(receive, MAX_ADMIN_BODY))
         elif parts == ["agents.yaml"] and method == "GET":
             await self._yaml(send, c.export_agents(p), "agents.yaml")
             return

@@ -68,8 +68,9 @@
     $("login").hidden = true; $("console").hidden = false;
     label();
     $("read-only").hidden = mayChange();
-    ["add-agent", "routing-check", "routing-apply"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    ["add-agent", "codes-save", "routing-check", "routing-apply"].forEach(function (id) { $(id).hidden = !mayChange(); });
     $("routing-yaml").readOnly = !mayChange();
+    $("codes").readOnly = !mayChange();
     selectTab(state.tab);
   }
 
@@ -135,7 +136,18 @@
       ]);
       rows.appendChild(row);
     });
+    if (document.activeElement !== $("codes")) $("codes").value = data.wrap_up_codes.join(", ");
   }
+
+  $("codes-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var codes = $("codes").value.split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+    api("PUT", "wrap-up-codes", { wrap_up_codes: codes, version: state.agents.version }).then(function (data) {
+      state.agents = data; $("codes").blur(); renderAgents();
+      $("codes-error").textContent = "";
+      notice(t("codesSaved"));
+    }).catch(function (e) { $("codes-error").textContent = e.message; });
+  });
 
   function button(label, testid, onclick) {
     var b = el("button", { text: label, attrs: { type: "button", "data-testid": testid } });
@@ -292,7 +304,8 @@
       data.entries.forEach(function (e) {
         var details = e.changes.diff !== undefined ? e.changes.diff : Object.keys(e.changes).map(function (k) {
           var v = e.changes[k];
-          return k + ": " + (v !== null && typeof v === "object" ? pairs(v) : String(v));
+          var shown = Array.isArray(v) ? v.join(", ") : v !== null && typeof v === "object" ? pairs(v) : String(v);
+          return k + ": " + shown;
         }).join("\n");
         rows.appendChild(el("tr", { attrs: { "data-testid": "audit-row" } }, [
           el("td", { text: new Date(e.at * 1000).toLocaleString(window.SBI18n.current()) }),
