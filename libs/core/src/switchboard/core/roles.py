@@ -123,6 +123,9 @@ RULES: dict[str, Rule] = {
     _CASE + "GetMyCase": _rule(CUSTOMER),
     _CASE + "ListCatalogue": _rule(CUSTOMER),
     _CASE + "CheckCatalogueRequest": _rule(CUSTOMER),
+    # ---- the admin console: the tenant's policies (business hours, SLA, templates)
+    _CASE + "GetTenantPolicy": _rule(SUPERVISOR, ADMIN),
+    _CASE + "ApplyTenantPolicy": _rule(ADMIN),
     # ---- reports and quality
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),

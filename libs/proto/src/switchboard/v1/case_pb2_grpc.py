@@ -216,6 +216,16 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
                 _registered_method=True)
+        self.GetTenantPolicy = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetTenantPolicy',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetTenantPolicyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.TenantPolicy.FromString,
+                _registered_method=True)
+        self.ApplyTenantPolicy = channel.unary_unary(
+                '/switchboard.v1.CaseService/ApplyTenantPolicy',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ApplyTenantPolicyRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.TenantPolicy.FromString,
+                _registered_method=True)
 
 
 class CaseServiceServicer:
@@ -474,6 +484,22 @@ class CaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantPolicy(self, request, context):
+        """The caller's tenant's part of the policy file (admin console, docs/admin.md): its business
+        hours and holidays, SLA policies and escalation rules, templates, as the file's YAML.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyTenantPolicy(self, request, context):
+        """Checks (dry_run) or applies a new part, read exactly as the file is at start; applied at once
+        on every replica and kept (NATS KV admin_case_policy). version: the one it was based on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -656,6 +682,16 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.CheckCatalogueRequest,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.SerializeToString,
+            ),
+            'GetTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantPolicy,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetTenantPolicyRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.TenantPolicy.SerializeToString,
+            ),
+            'ApplyTenantPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyTenantPolicy,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ApplyTenantPolicyRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.TenantPolicy.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1632,6 +1668,60 @@ class CaseService:
             '/switchboard.v1.CaseService/CheckCatalogueRequest',
             switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetTenantPolicy',
+            switchboard_dot_v1_dot_case__pb2.GetTenantPolicyRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.TenantPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyTenantPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ApplyTenantPolicy',
+            switchboard_dot_v1_dot_case__pb2.ApplyTenantPolicyRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.TenantPolicy.FromString,
             options,
             channel_credentials,
             insecure,

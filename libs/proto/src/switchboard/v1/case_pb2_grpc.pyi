@@ -116,6 +116,14 @@ class CaseServiceStub:
     """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
     wrong field) and answers how its request is routed and written.
     """
+    GetTenantPolicy: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetTenantPolicyRequest, _case_pb2.TenantPolicy]
+    """The caller's tenant's part of the policy file (admin console, docs/admin.md): its business
+    hours and holidays, SLA policies and escalation rules, templates, as the file's YAML.
+    """
+    ApplyTenantPolicy: _grpc.UnaryUnaryMultiCallable[_case_pb2.ApplyTenantPolicyRequest, _case_pb2.TenantPolicy]
+    """Checks (dry_run) or applies a new part, read exactly as the file is at start; applied at once
+    on every replica and kept (NATS KV admin_case_policy). version: the one it was based on.
+    """
 
 @_typing.type_check_only
 class CaseServiceAsyncStub(CaseServiceStub):
@@ -204,6 +212,14 @@ class CaseServiceAsyncStub(CaseServiceStub):
     CheckCatalogueRequest: _aio.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]  # type: ignore[assignment]
     """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
     wrong field) and answers how its request is routed and written.
+    """
+    GetTenantPolicy: _aio.UnaryUnaryMultiCallable[_case_pb2.GetTenantPolicyRequest, _case_pb2.TenantPolicy]  # type: ignore[assignment]
+    """The caller's tenant's part of the policy file (admin console, docs/admin.md): its business
+    hours and holidays, SLA policies and escalation rules, templates, as the file's YAML.
+    """
+    ApplyTenantPolicy: _aio.UnaryUnaryMultiCallable[_case_pb2.ApplyTenantPolicyRequest, _case_pb2.TenantPolicy]  # type: ignore[assignment]
+    """Checks (dry_run) or applies a new part, read exactly as the file is at start; applied at once
+    on every replica and kept (NATS KV admin_case_policy). version: the one it was based on.
     """
 
 class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -506,6 +522,26 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_case_pb2.CheckedCatalogueRequest, _abc.Awaitable[_case_pb2.CheckedCatalogueRequest]]:
         """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
         wrong field) and answers how its request is routed and written.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTenantPolicy(
+        self,
+        request: _case_pb2.GetTenantPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.TenantPolicy, _abc.Awaitable[_case_pb2.TenantPolicy]]:
+        """The caller's tenant's part of the policy file (admin console, docs/admin.md): its business
+        hours and holidays, SLA policies and escalation rules, templates, as the file's YAML.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyTenantPolicy(
+        self,
+        request: _case_pb2.ApplyTenantPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.TenantPolicy, _abc.Awaitable[_case_pb2.TenantPolicy]]:
+        """Checks (dry_run) or applies a new part, read exactly as the file is at start; applied at once
+        on every replica and kept (NATS KV admin_case_policy). version: the one it was based on.
         """
 
 def add_CaseServiceServicer_to_server(servicer: CaseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
