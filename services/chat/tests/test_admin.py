@@ -357,7 +357,7 @@ def test_the_console_speaks_korean_chinese_english_and_japanese() -> None:
     # Keys made from the server's words: roles, audit actions, exclusion reasons.
     used |= {f"role_{r}" for r in directory.ROLES}
     used |= {f"act_agent_{a}" for a in ("add", "edit", "password", "disable", "enable")}
-    used |= {"act_routing_apply", "act_codes_set"}
+    used |= {"act_routing_apply", "act_codes_set", "act_policy_apply"}
     from switchboard.chat.admin.console import REASONS
 
     used |= {f"why_{r}" for r in REASONS.values()} | {"why_other"}

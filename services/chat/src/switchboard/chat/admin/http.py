@@ -9,6 +9,10 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
 - ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
 - ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
   {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml
+- ``GET /api/admin/case-policy`` -> {yaml, version, hours, may_change}; ``POST
+  /api/admin/case-policy`` {yaml | hours, dry_run, version?} checks or applies the tenant's
+  policies (business hours, holidays, SLA, escalation, templates); ``GET
+  /api/admin/case-policy.yaml``: the tenant's part of the case policy file
 - ``POST /api/admin/preview`` {channel, language, skills, queue} -> who would be offered it
 - ``GET /api/admin/audit`` -> the changes, newest first: who, when, what
 
@@ -117,6 +121,13 @@ class AdminHttp(InboxHttp):
             result = await c.apply_routing(p, token, data.get("yaml"), data.get("dry_run") is True)
         elif parts == ["routing.yaml"] and method == "GET":
             await self._yaml(send, await c.export_routing(p, token), "router.yaml")
+            return
+        elif parts == ["case-policy"] and method == "GET":
+            result = await c.case_policy(p, token)
+        elif parts == ["case-policy"] and method == "POST":
+            result = await c.apply_case_policy(p, token, await self._json(receive, MAX_ADMIN_BODY))
+        elif parts == ["case-policy.yaml"] and method == "GET":
+            await self._yaml(send, await c.export_case_policy(p, token), "policy.yaml")
             return
         elif parts == ["preview"] and method == "POST":
             result = await c.preview(p, token, await self._json(receive, MAX_ADMIN_BODY))
