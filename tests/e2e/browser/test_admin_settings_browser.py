@@ -98,3 +98,29 @@ async def test_an_admin_adds_a_wrap_up_code_and_a_holiday(platform: Any, pages: 
     await expect(entries.last).to_contain_text("callback_promised")
     await pages.shot(admin, "admin-settings-audit")
     assert pages.errors == []
+
+
+async def test_a_supervisor_sees_the_settings_but_cannot_change_them(
+    platform: Any, pages: Any
+) -> None:
+    page = await pages.new(f"{platform.url}/admin", locale="en-US")
+    await sign_in(page, "sup-1", "demo-sup-1")
+    await expect(page.get_by_test_id("codes")).to_have_value(re.compile(r"^resolved, "))
+    await expect(page.get_by_test_id("codes-save")).to_be_hidden()
+    await page.get_by_test_id("tab-policy").click()
+    await expect(page.get_by_test_id("h-timezone")).to_have_value("Asia/Seoul")
+    await expect(page.get_by_test_id("policy-yaml")).to_have_value(re.compile("demo-standard"))
+    for hidden in ("h-save", "h-add", "policy-check", "policy-apply"):
+        await expect(page.get_by_test_id(hidden)).to_be_hidden()
+    # The server refuses it too, whatever the page shows.
+    status = await page.evaluate(
+        """async () => {
+            const token = JSON.parse(sessionStorage.getItem("sb-admin")).token;
+            const r = await fetch("api/admin/case-policy", {method: "POST",
+                headers: {Authorization: "Bearer " + token, "Content-Type": "application/json"},
+                body: JSON.stringify({yaml: "{}\\n"})});
+            return r.status;
+        }"""
+    )
+    assert status == 403
+    await pages.shot(page, "admin-settings-supervisor")
