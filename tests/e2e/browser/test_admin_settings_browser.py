@@ -112,6 +112,10 @@ async def test_a_supervisor_sees_the_settings_but_cannot_change_them(
     await expect(page.get_by_test_id("policy-yaml")).to_have_value(re.compile("demo-standard"))
     for hidden in ("h-save", "h-add", "policy-check", "policy-apply"):
         await expect(page.get_by_test_id(hidden)).to_be_hidden()
+    await page.get_by_test_id("tab-routing").click()
+    await expect(page.get_by_test_id("languages")).to_have_value("ko, zh, en, ja")
+    await expect(page.get_by_test_id("languages-save")).to_be_hidden()
+    await page.get_by_test_id("tab-policy").click()
     # The server refuses it too, whatever the page shows.
     status = await page.evaluate(
         """async () => {

@@ -301,6 +301,17 @@ class AdminConsole:
             logger.info("%s: routing version %d by %s", p.tenant, got.version, p.subject)
         return {"tenant": p.tenant, "yaml": got.yaml, "version": got.version, "checked": True}
 
+    async def set_languages(
+        self, p: sb_auth.Principal, token: str, languages: Any
+    ) -> dict[str, Any]:
+        """Replace the tenant's languages (the routing's ``languages``); the router checks them."""
+        _require(p, CHANGE_ROUTING)
+        if not isinstance(languages, list) or not all(isinstance(x, str) for x in languages):
+            raise InvalidArgument("languages", "must be a list of language codes")
+        current = await self.routing(p, token)
+        text = with_languages(current["yaml"], languages)
+        return await self.apply_routing(p, token, text, dry_run=False)
+
     async def export_routing(self, p: sb_auth.Principal, token: str) -> str:
         got = await self.routing(p, token)
         return routing_file(p.tenant, got["yaml"])
@@ -456,6 +467,26 @@ def business_hours(tenant: str, text: str) -> dict[str, Any] | None:
         "hours": {str(k): str(v) for k, v in (spec.get("hours") or {}).items()},
         "holidays": [str(d) for d in spec.get("holidays") or []],
     }
+
+
+def with_languages(text: str, languages: list[str]) -> str:
+    """The routing YAML `text` with its top-level ``languages`` replaced (the line itself when
+    it is one line, so comments stay)."""
+    line = f"languages: [{', '.join(languages)}]"
+    lines = text.splitlines()
+    for i, old in enumerate(lines):
+        if old.startswith("languages:"):
+            rest = old[len("languages:") :].split("#", 1)
+            if rest[0].strip().startswith("["):
+                comment = f"  #{rest[1]}" if len(rest) > 1 else ""
+                lines[i] = line + comment
+                return "\n".join(lines) + "\n"
+            break
+    if not any(x.startswith("languages:") for x in lines):
+        return f"{line}\n{text}"
+    doc = yaml.safe_load(text) or {}
+    doc["languages"] = languages
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, default_flow_style=None)
 
 
 def _day(text: str) -> date | str:

@@ -8,7 +8,8 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
 - ``PUT /api/admin/wrap-up-codes`` {wrap_up_codes: [...], version?}: the codes the inbox offers
 - ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
 - ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
-  {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml
+  {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml;
+  ``PUT /api/admin/languages`` {languages}: the routing's languages alone
 - ``GET /api/admin/case-policy`` -> {yaml, version, hours, may_change}; ``POST
   /api/admin/case-policy`` {yaml | hours, dry_run, version?} checks or applies the tenant's
   policies (business hours, holidays, SLA, escalation, templates); ``GET
@@ -119,6 +120,9 @@ class AdminHttp(InboxHttp):
         elif parts == ["routing"] and method == "POST":
             data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.apply_routing(p, token, data.get("yaml"), data.get("dry_run") is True)
+        elif parts == ["languages"] and method == "PUT":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.set_languages(p, token, data.get("languages"))
         elif parts == ["routing.yaml"] and method == "GET":
             await self._yaml(send, await c.export_routing(p, token), "router.yaml")
             return

@@ -68,10 +68,11 @@
     $("login").hidden = true; $("console").hidden = false;
     label();
     $("read-only").hidden = mayChange();
-    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save", "languages-save"].forEach(function (id) { $(id).hidden = !mayChange(); });
     $("routing-yaml").readOnly = !mayChange();
     $("codes").readOnly = !mayChange();
     $("policy-yaml").readOnly = !mayChange();
+    $("languages").readOnly = !mayChange();
     selectTab(state.tab);
   }
 
@@ -240,11 +241,24 @@
     return api("GET", "routing").then(function (data) {
       state.routing = data;
       $("routing-yaml").value = data.yaml;
+      var found = /^languages:\s*\[([^\]]*)\]/m.exec(data.yaml);
+      $("languages").value = found ? found[1].split(",").map(function (x) { return x.trim(); }).filter(Boolean).join(", ") : "";
+      $("languages-error").textContent = "";
       $("routing-version").textContent = t("versionN", { n: data.version });
       result("", "");
     }).catch(function (e) { showError(e.message); });
   }
   $("routing-reload").addEventListener("click", loadRouting);
+
+  $("languages-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var languages = $("languages").value.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+    api("PUT", "languages", { languages: languages }).then(function () {
+      return loadRouting();
+    }).then(function () {
+      if (!$("languages-error").textContent) notice(t("languagesSaved"));
+    }).catch(function (e) { $("languages-error").textContent = e.message; });
+  });
 
   function result(text, kind) {
     var r = $("routing-result");
