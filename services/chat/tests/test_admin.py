@@ -275,6 +275,67 @@ async def test_export_is_the_agents_file_and_reads_back_the_same(
     assert directory.check_password("hanul-pass-1", exported.profile("demo", "ko-2").password)  # type: ignore[union-attr]
 
 
+async def test_wrap_up_codes_change_at_once_checked_audited_own_tenant_and_exported(
+    chat_pair: tuple[ChatApp, ChatApp],
+) -> None:
+    one, two = Client(chat_pair[0]), Client(chat_pair[1])
+    boss, sup, acme = (
+        await one.token("boss"),
+        await one.token("sup"),
+        await one.token("acme-boss", tenant="acme"),
+    )
+    codes = ["resolved", "follow_up", "callback_promised"]
+    # Checked like the file's wrap_up_codes, naming the entry; nothing stored.
+    status, body = await one.call(
+        "PUT", "/api/admin/wrap-up-codes", {"wrap_up_codes": ["resolved", "Bad Code"]}, boss
+    )
+    assert status == 400
+    assert body["error"].startswith("tenants.demo.wrap_up_codes[1]:")
+    status, body = await one.call(
+        "PUT", "/api/admin/wrap-up-codes", {"wrap_up_codes": ["resolved", "resolved"]}, boss
+    )
+    assert body["error"] == "tenants.demo.wrap_up_codes[1]: 'resolved' repeated"
+    status, body = await one.call("PUT", "/api/admin/wrap-up-codes", {"wrap_up_codes": []}, boss)
+    assert status == 400 and body["error"].startswith("tenants.demo.wrap_up_codes:")
+    # Supervisors and agents may not; an old version is refused.
+    assert (await one.call("PUT", "/api/admin/wrap-up-codes", {"wrap_up_codes": codes}, sup))[
+        0
+    ] == 403
+    status, body = await one.call(
+        "PUT", "/api/admin/wrap-up-codes", {"wrap_up_codes": codes, "version": 5}, boss
+    )
+    assert status == 409
+
+    status, body = await one.call(
+        "PUT", "/api/admin/wrap-up-codes", {"wrap_up_codes": codes, "version": 0}, boss
+    )
+    assert status == 200, body
+    assert body["wrap_up_codes"] == codes and body["version"] >= 1
+    # The inbox's desk takes them at its next sign-in, on the other replica too, no restart.
+    import asyncio
+
+    other = chat_pair[1].inbox
+    assert other is not None
+    for _ in range(100):
+        if other.directory.codes("demo") == tuple(codes):
+            break
+        await asyncio.sleep(0.1)
+    assert other.directory.codes("demo") == tuple(codes)
+    assert (await two.login("ko-1"))[0] == 200  # the agents are kept
+    # acme keeps its own codes, and cannot see demo's.
+    status, body = await one.call("GET", "/api/admin/agents", token=acme)
+    assert "callback_promised" not in body["wrap_up_codes"]
+    assert "callback_promised" not in other.directory.codes("acme")
+    # Audited; exported in the agents file, which reads back as the same directory.
+    _, audit = await one.call("GET", "/api/admin/audit", token=boss)
+    entry = audit["entries"][0]
+    assert (entry["action"], entry["target"], entry["actor"]) == ("codes.set", "demo", "boss")
+    assert entry["changes"]["wrap_up_codes"] == codes
+    _, text = await one.call("GET", "/api/admin/agents.yaml", token=boss)
+    assert directory.load_text(text).codes("demo") == tuple(codes)
+    assert directory.dump(directory.load_text(text), ["demo"]) == text
+
+
 STATIC = Path(directory.__file__).resolve().parents[1] / "static"
 
 
@@ -296,7 +357,7 @@ def test_the_console_speaks_korean_chinese_english_and_japanese() -> None:
     # Keys made from the server's words: roles, audit actions, exclusion reasons.
     used |= {f"role_{r}" for r in directory.ROLES}
     used |= {f"act_agent_{a}" for a in ("add", "edit", "password", "disable", "enable")}
-    used |= {"act_routing_apply"}
+    used |= {"act_routing_apply", "act_codes_set", "act_policy_apply"}
     from switchboard.chat.admin.console import REASONS
 
     used |= {f"why_{r}" for r in REASONS.values()} | {"why_other"}

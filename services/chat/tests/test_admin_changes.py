@@ -65,3 +65,44 @@ def test_refusals() -> None:
         agents.save(part, "demo", "ko-1", {"skills": {"billing": "a lot"}}, create=False)
     with pytest.raises(InvalidArgument, match="8 to 1024"):
         agents.check_password("short")
+
+
+def test_the_business_hours_form_reads_and_writes_the_tenants_calendar() -> None:
+    from switchboard.chat.admin.console import business_hours, with_business_hours
+
+    part = (
+        "calendars:\n"
+        "  seoul-office:\n"
+        "    timezone: Asia/Seoul\n"
+        "    hours: {mon-fri: '09:00-18:00'}\n"
+        "    holidays: [2026-12-25]\n"
+        "business_hours: {demo: seoul-office}\n"
+        "sla_policies:\n"
+        "  - {name: demo-standard, tenant: demo, calendar: seoul-office, first_response: 4h}\n"
+    )
+    form = business_hours("demo", part)
+    assert form == {
+        "calendar": "seoul-office",
+        "timezone": "Asia/Seoul",
+        "hours": {"mon-fri": "09:00-18:00"},
+        "holidays": ["2026-12-25"],
+    }
+    assert form is not None
+    form["holidays"].append("2027-01-01")
+    form["hours"]["sat"] = "10:00-14:00"
+    changed = with_business_hours("demo", part, form)
+    assert business_hours("demo", changed) == form
+    assert "2027-01-01" in changed and "'2027-01-01'" not in changed  # a YAML date
+    assert "demo-standard" in changed  # the rest of the part kept
+    # A tenant without hours of its own gets a calendar of its own.
+    alone = with_business_hours(
+        "acme", "{}\n", {"timezone": "UTC", "hours": {"mon-fri": "08:00-16:00"}}
+    )
+    assert business_hours("acme", alone) == {
+        "calendar": "acme-hours",
+        "timezone": "UTC",
+        "hours": {"mon-fri": "08:00-16:00"},
+        "holidays": [],
+    }
+    with pytest.raises(InvalidArgument):
+        with_business_hours("demo", part, {"hours": ["09:00"]})

@@ -101,6 +101,7 @@ SERVICES: dict[str, Grant] = {
         erases_objects=("email", "fax-documents", "chat_files", "recordings"),
         updates_streams=True,  # the system of record keeps the events' streams up to date
         erases=stream_erasure.ERASED_STREAMS,  # erasing a customer reaches the bus
+        buckets=("admin_case_policy",),  # the tenants' policies changed at run time
     ),
     "router": router_grant(),
     "chat": Grant(

@@ -134,6 +134,9 @@ RULES: dict[str, Rule] = {
     _CASE + "SendPortalCode": _rule(SERVICE),
     _CASE + "VerifyPortalCode": _rule(SERVICE),
     _CASE + "RecordSuggestionView": _rule(CUSTOMER),
+    # ---- the admin console: the tenant's policies (business hours, SLA, templates)
+    _CASE + "GetTenantPolicy": _rule(SUPERVISOR, ADMIN),
+    _CASE + "ApplyTenantPolicy": _rule(ADMIN),
     # ---- reports and quality
     _CASE + "GetReport": _rule(TEAM_LEAD, SUPERVISOR, QA, ADMIN, SERVICE, scopes=("reports:read",)),
     _CASE + "SubmitQaScore": _rule(QA, SUPERVISOR, ADMIN),

@@ -30,6 +30,7 @@ from switchboard.case.portal import Portal
 from switchboard.case.records import CaseRecords
 from switchboard.case.scheduler import Scheduler
 from switchboard.case.settings import CaseSettings
+from switchboard.case.sla import live as live_policies
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.views import CaseViews
@@ -65,6 +66,7 @@ class CaseApp(Service):
     scheduler: Scheduler | None = None
     relay: OutboxRelay | None = None
     policies: sla_policy.Policies | None = None
+    live: live_policies.LivePolicies | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -93,6 +95,11 @@ class CaseApp(Service):
             self.clock,
             partial(stream_erasure.erase_contacts, bus.js),
         )
+        # The file's policies, with the tenants' parts changed at run time (admin console).
+        self.live = await live_policies.LivePolicies.open(
+            bus.js, self.policies, live_policies.file_document(s.policy_file or None)
+        )
+        await self.live.watch()
         mail = MailRelay(self.sessions, build_mailer(s))
         self.relay = OutboxRelay(self.sessions, bus, mail, eraser)
         sla = SlaEngine(self.policies, mail=bool(s.smtp_host))
@@ -105,7 +112,7 @@ class CaseApp(Service):
             self.sessions,
             bus,
             s.consumer_name,
-            calendar_for=self.policies.business_calendar,
+            calendar_for=self.policies.business_calendar,  # changed in place by self.live
             clock=self.clock,
             objects=stores.ObjectStores(bus.js),
             zone_for=self.policies.time_zone,
@@ -119,6 +126,7 @@ class CaseApp(Service):
             CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
         )
         servicer.kb_reports = kb_reports
+        servicer.live_policies = self.live
         servicer.portal = Portal(
             self.sessions, views, build_mailer(s), s.auth_secret, self.policies, self.clock
         )
@@ -155,6 +163,9 @@ class CaseApp(Service):
                 await self.relay.drain()  # events and mails staged by the last changes
 
     async def _close(self) -> None:
+        live, self.live = self.live, None
+        if live is not None:
+            await live.stop()
         engine, self.engine = self.engine, None
         if engine is not None:
             await engine.dispose()

@@ -156,7 +156,11 @@ class ChatApp(Service):
         )
         # The admin console's agents (a shared bucket every replica follows) over the file's.
         self.admin = AdminConsole(
-            await AdminStore.open(bus.js, replicas), self.inbox, router_target, s.grpc_tls()
+            await AdminStore.open(bus.js, replicas),
+            self.inbox,
+            router_target,
+            s.grpc_tls(),
+            case_target=s.case_target,
         )
         await self.admin.start()
         used_links: UsedLinks = (

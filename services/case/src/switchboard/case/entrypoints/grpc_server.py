@@ -7,6 +7,7 @@ from switchboard.case.commands import CaseCommands
 from switchboard.case.entrypoints.kb_reports_rpc import KnowledgeReportRpcs
 from switchboard.case.entrypoints.portal_rpc import PortalRpcs
 from switchboard.case.pagination import CaseQuery, PageTokens
+from switchboard.case.sla.live import LivePolicies
 from switchboard.case.views import CaseViews
 from switchboard.core.errors import InvalidArgument
 from switchboard.core.grpc import acting_for, principal, require
@@ -28,10 +29,26 @@ class CaseServicer(KnowledgeReportRpcs, PortalRpcs, case_pb2_grpc.CaseServiceSer
         self.views = views
         self.tokens = tokens
         self.commands = commands
+        self.live_policies: LivePolicies | None = None
 
     def _commands(self) -> CaseCommands:
         assert self.commands is not None, "CaseServicer built without commands"
         return self.commands
+
+    def _live(self) -> LivePolicies:
+        assert self.live_policies is not None, "CaseServicer built without its policies"
+        return self.live_policies
+
+    async def GetTenantPolicy(self, request, context):  # type: ignore[no-untyped-def]
+        text, version = self._live().current(principal().tenant)
+        return case_pb2.TenantPolicy(yaml=text, version=version)
+
+    async def ApplyTenantPolicy(self, request, context):  # type: ignore[no-untyped-def]
+        version = request.version if request.HasField("version") else None
+        text, version = await self._live().apply(
+            principal().tenant, request.yaml, request.dry_run, version
+        )
+        return case_pb2.TenantPolicy(yaml=text, version=version)
 
     async def GetCase(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant

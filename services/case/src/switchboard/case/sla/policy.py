@@ -181,6 +181,13 @@ class Policies:
     business_hours: Mapping[str, Calendar] = field(default_factory=dict)
     closure: tuple[ClosureRule, ...] = ()
 
+    def become(self, other: Policies) -> None:
+        """Take `other`'s policies in place: everything holding this object (the SLA engine,
+        records, portal, reports) follows a run-time change. One synchronous step, so no
+        coroutine sees a mix of the two."""
+        for name in self.__dataclass_fields__:
+            object.__setattr__(self, name, getattr(other, name))
+
     def policy_for(self, tenant: str, queue: str, priority: int) -> SlaPolicy | None:
         """The first policy in file order that matches the case."""
         for p in self.sla:
@@ -409,14 +416,20 @@ def parse(doc: Mapping[str, Any]) -> Policies:
     )
 
 
+def read(path: str | Path | None) -> tuple[str, str]:
+    """The policy file's name and text: `path`'s, or the embedded default's when it is empty."""
+    if path:
+        return str(path), Path(path).read_text(encoding="utf-8")
+    source = "switchboard/case/sla/default_policy.yaml"
+    return source, resources.files("switchboard.case.sla").joinpath(
+        "default_policy.yaml"
+    ).read_text()
+
+
 def load(path: str | Path | None) -> Policies:
     """The policies in `path`, or the embedded default when it is empty; an error names the
     file, the line and the entry."""
-    if path:
-        source, text = str(path), Path(path).read_text(encoding="utf-8")
-    else:
-        source = "switchboard/case/sla/default_policy.yaml"
-        text = resources.files("switchboard.case.sla").joinpath("default_policy.yaml").read_text()
+    source, text = read(path)
     root = compose(text, source)
     doc = yaml.safe_load(text) or {}
     try:

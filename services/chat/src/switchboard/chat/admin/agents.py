@@ -111,6 +111,18 @@ def set_password(
     return loaded, text, Change("agent.password", agent_id, {"password": "changed"})
 
 
+def set_codes(part: Directory, tenant: str, codes: Any) -> tuple[Directory, str, Change]:
+    """`tenant`'s directory with its wrap-up codes (the file's ``wrap_up_codes``) replaced, in
+    the order given: the inbox offers them at its next sign-in."""
+    if not isinstance(codes, list) or not codes:
+        raise InvalidArgument(f"tenants.{tenant}.wrap_up_codes", "must be a list of codes")
+    section = _section(part, tenant)
+    before = list(section.get("wrap_up_codes") or [])
+    section = {"wrap_up_codes": codes, "agents": section["agents"]}
+    loaded, text = _load(section, tenant)
+    return loaded, text, Change("codes.set", tenant, {"wrap_up_codes": codes, "before": before})
+
+
 def listing(part: Directory, tenant: str) -> list[dict[str, Any]]:
     """The tenant's agents as the console shows them (no password hashes)."""
     return [

@@ -1,10 +1,13 @@
-"""The admin console's service: one tenant's agents and routing, for its administrators (change)
+"""The admin console's service: one tenant's agents, routing and case policies, for its administrators (change)
 and supervisors (view), with every change versioned and audited.
 
 Agents live in the `AdminStore` bucket, which every chat replica watches: a change reaches the
 inbox's sign-in at once, everywhere, without a restart. Routing (queues, steps) is the router's
 own run-time configuration (RouterAdminService, with the caller's token): the router validates
 it with the same reader as router.yaml, journals it, and keeps its queued contacts through it.
+The tenant's policies (business hours, holidays, SLA and escalation rules, templates) are the
+case service's (CaseService GetTenantPolicy/ApplyTenantPolicy, with the caller's token): it
+checks a change with its policy file's reader and takes it at once.
 Who may do what is the role table's (`switchboard.core.roles`): the ``GetConfig``/``ApplyConfig``
 rules, and their ``:agents`` parts for the directory. Every call is for the caller's own tenant.
 """
@@ -16,6 +19,7 @@ import difflib
 import logging
 import time
 from dataclasses import asdict
+from datetime import date
 from typing import Any
 
 import yaml
@@ -36,7 +40,7 @@ from switchboard.core.errors import (
 )
 from switchboard.core.service_client import call
 from switchboard.core.tls import GrpcTls
-from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, router_pb2, router_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ CHANGE_AGENTS = _ADMIN + "ApplyConfig:agents"
 VIEW_ROUTING = _ADMIN + "GetConfig"
 CHANGE_ROUTING = _ADMIN + "ApplyConfig"
 PREVIEW_ROUTING = _ADMIN + "PreviewRouting"
+VIEW_POLICY = "/switchboard.v1.CaseService/GetTenantPolicy"
+CHANGE_POLICY = "/switchboard.v1.CaseService/ApplyTenantPolicy"
 CHANNELS = {
     "voice": contact_pb2.CHANNEL_VOICE,
     "chat": contact_pb2.CHANNEL_CHAT,
@@ -83,8 +89,10 @@ class AdminConsole:
         inbox: Inbox,
         router_target: Any,
         tls: GrpcTls | None = None,
+        case_target: str = "",
     ) -> None:
         self.store = store
+        self.case_target = case_target
         self.inbox = inbox
         self.router_target = router_target  # an address, or tenant -> its router group's
         self.tls = tls
@@ -164,6 +172,15 @@ class AdminConsole:
         async with self._lock:
             part = self.inbox.directory.tenant(p.tenant)
             _, text, change = changes.set_password(part, p.tenant, str(agent_id), hashed)
+            return await self._commit(p, text, change)
+
+    async def set_codes(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
+        """Replace the tenant's wrap-up codes (checked as the agents file's ``wrap_up_codes``)."""
+        _require(p, CHANGE_AGENTS)
+        async with self._lock:
+            self._check_version(p.tenant, data.get("version"))
+            part = self.inbox.directory.tenant(p.tenant)
+            _, text, change = changes.set_codes(part, p.tenant, data.get("wrap_up_codes"))
             return await self._commit(p, text, change)
 
     async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:
@@ -284,6 +301,17 @@ class AdminConsole:
             logger.info("%s: routing version %d by %s", p.tenant, got.version, p.subject)
         return {"tenant": p.tenant, "yaml": got.yaml, "version": got.version, "checked": True}
 
+    async def set_languages(
+        self, p: sb_auth.Principal, token: str, languages: Any
+    ) -> dict[str, Any]:
+        """Replace the tenant's languages (the routing's ``languages``); the router checks them."""
+        _require(p, CHANGE_ROUTING)
+        if not isinstance(languages, list) or not all(isinstance(x, str) for x in languages):
+            raise InvalidArgument("languages", "must be a list of language codes")
+        current = await self.routing(p, token)
+        text = with_languages(current["yaml"], languages)
+        return await self.apply_routing(p, token, text, dry_run=False)
+
     async def export_routing(self, p: sb_auth.Principal, token: str) -> str:
         got = await self.routing(p, token)
         return routing_file(p.tenant, got["yaml"])
@@ -338,3 +366,157 @@ class AdminConsole:
             ],
             "excluded_total": attempt.excluded_total,
         }
+
+    # ---- the case service's policies -----------------------------------------------------
+
+    def _case(self, token: str) -> tuple[Any, case_pb2_grpc.CaseServiceStub]:
+        channel = sb_grpc.channel(self.case_target, token, TIMEOUT_SECONDS, self.tls)
+        return channel, case_pb2_grpc.CaseServiceStub(channel)
+
+    async def case_policy(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's part of the case policy file, and its business hours as form fields."""
+        _require(p, VIEW_POLICY)
+        channel, stub = self._case(token)
+        try:
+            got = await call(
+                "GetTenantPolicy", stub.GetTenantPolicy(case_pb2.GetTenantPolicyRequest())
+            )
+        finally:
+            await channel.close()
+        return {
+            "tenant": p.tenant,
+            "yaml": got.yaml,
+            "version": got.version,
+            "hours": business_hours(p.tenant, got.yaml),
+            "may_change": roles.RULES[CHANGE_POLICY].admits(p),
+        }
+
+    async def apply_case_policy(
+        self, p: sb_auth.Principal, token: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Check (`dry_run`) or apply the tenant's policies: `yaml` (the part as text), or
+        `hours` (the business-hours form) put into the current part."""
+        _require(p, CHANGE_POLICY)
+        dry_run = data.get("dry_run") is True
+        version = data.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise InvalidArgument("version", "must be a number")
+        channel, stub = self._case(token)
+        try:
+            before = await call(
+                "GetTenantPolicy", stub.GetTenantPolicy(case_pb2.GetTenantPolicyRequest())
+            )
+            given = data.get("yaml")
+            if "hours" in data:
+                text = with_business_hours(p.tenant, before.yaml, data["hours"])
+            elif isinstance(given, str) and given.strip():
+                text = given
+            else:
+                raise InvalidArgument("yaml", "is required")
+            request = case_pb2.ApplyTenantPolicyRequest(yaml=text, dry_run=dry_run)
+            if version is not None:
+                request.version = version
+            got = await call("ApplyTenantPolicy", stub.ApplyTenantPolicy(request))
+        finally:
+            await channel.close()
+        if not dry_run:
+            diff = list(
+                difflib.unified_diff(
+                    before.yaml.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
+                )
+            )
+            await self.store.record(
+                AuditRecord(
+                    p.tenant,
+                    time.time(),
+                    p.subject,
+                    "policy.apply",
+                    p.tenant,
+                    got.version,
+                    {"diff": "\n".join(diff[2:])},
+                )
+            )
+            logger.info("%s: case policies version %d by %s", p.tenant, got.version, p.subject)
+        return {
+            "tenant": p.tenant,
+            "yaml": got.yaml,
+            "version": got.version,
+            "hours": business_hours(p.tenant, got.yaml),
+            "checked": True,
+        }
+
+    async def export_case_policy(self, p: sb_auth.Principal, token: str) -> str:
+        return str((await self.case_policy(p, token))["yaml"])
+
+
+def business_hours(tenant: str, text: str) -> dict[str, Any] | None:
+    """The tenant's business-hours calendar in a part, as the console's form shows it:
+    {calendar, timezone, hours: {days: "HH:MM-HH:MM"}, holidays: [YYYY-MM-DD]}; None if it has
+    none of its own."""
+    try:
+        part = yaml.safe_load(text) or {}
+        name = str(part["business_hours"][tenant])
+        spec = part["calendars"][name]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+    if not isinstance(spec, dict):
+        return None
+    return {
+        "calendar": name,
+        "timezone": str(spec.get("timezone", "UTC")),
+        "hours": {str(k): str(v) for k, v in (spec.get("hours") or {}).items()},
+        "holidays": [str(d) for d in spec.get("holidays") or []],
+    }
+
+
+def with_languages(text: str, languages: list[str]) -> str:
+    """The routing YAML `text` with its top-level ``languages`` replaced (the line itself when
+    it is one line, so comments stay)."""
+    line = f"languages: [{', '.join(languages)}]"
+    lines = text.splitlines()
+    for i, old in enumerate(lines):
+        if old.startswith("languages:"):
+            rest = old[len("languages:") :].split("#", 1)
+            if rest[0].strip().startswith("["):
+                comment = f"  #{rest[1]}" if len(rest) > 1 else ""
+                lines[i] = line + comment
+                return "\n".join(lines) + "\n"
+            break
+    if not any(x.startswith("languages:") for x in lines):
+        return f"{line}\n{text}"
+    doc = yaml.safe_load(text) or {}
+    doc["languages"] = languages
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, default_flow_style=None)
+
+
+def _day(text: str) -> date | str:
+    """A date as YAML writes dates; anything else as given, for the case service to refuse."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return text
+
+
+def with_business_hours(tenant: str, text: str, form: Any) -> str:
+    """The part `text` with the tenant's business-hours calendar replaced by the form's (the
+    case service checks the result as its policy file's reader does)."""
+    if not isinstance(form, dict):
+        raise InvalidArgument("hours", "must be the business-hours form")
+    part = yaml.safe_load(text) or {}
+    name = form.get("calendar") or (business_hours(tenant, text) or {}).get("calendar")
+    if not isinstance(name, str) or not name:
+        name = f"{tenant}-hours"
+    hours = form.get("hours")
+    holidays = form.get("holidays") or []
+    if not isinstance(hours, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in hours.items()
+    ):
+        raise InvalidArgument("hours.hours", "must map days to HH:MM-HH:MM")
+    if not isinstance(holidays, list) or not all(isinstance(d, str) for d in holidays):
+        raise InvalidArgument("hours.holidays", "must be a list of dates (YYYY-MM-DD)")
+    spec: dict[str, Any] = {"timezone": form.get("timezone") or "UTC", "hours": hours}
+    if holidays:
+        spec["holidays"] = [_day(d) for d in sorted(set(holidays))]
+    part.setdefault("calendars", {})[name] = spec
+    part.setdefault("business_hours", {})[tenant] = name
+    return yaml.safe_dump(part, allow_unicode=True, sort_keys=False, width=100)

@@ -5,9 +5,15 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
 - ``POST /api/admin/agents`` {id, password, name, role, ui_language, languages, skills, capacity}
   adds an agent; ``PUT /api/admin/agents/<id>`` {fields to change, version?} edits one
   (``disabled: true`` disables it); ``POST /api/admin/agents/<id>/password`` {password}
+- ``PUT /api/admin/wrap-up-codes`` {wrap_up_codes: [...], version?}: the codes the inbox offers
 - ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
 - ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
-  {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml
+  {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml;
+  ``PUT /api/admin/languages`` {languages}: the routing's languages alone
+- ``GET /api/admin/case-policy`` -> {yaml, version, hours, may_change}; ``POST
+  /api/admin/case-policy`` {yaml | hours, dry_run, version?} checks or applies the tenant's
+  policies (business hours, holidays, SLA, escalation, templates); ``GET
+  /api/admin/case-policy.yaml``: the tenant's part of the case policy file
 - ``POST /api/admin/preview`` {channel, language, skills, queue} -> who would be offered it
 - ``GET /api/admin/audit`` -> the changes, newest first: who, when, what
 
@@ -102,6 +108,8 @@ class AdminHttp(InboxHttp):
         elif len(parts) == 3 and parts[::2] == ["agents", "password"] and method == "POST":
             data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.set_password(p, parts[1], data.get("password"))
+        elif parts == ["wrap-up-codes"] and method == "PUT":
+            result = await c.set_codes(p, await self._json(receive, MAX_ADMIN_BODY))
         elif parts == ["agents.yaml"] and method == "GET":
             await self._yaml(send, c.export_agents(p), "agents.yaml")
             return
@@ -112,8 +120,18 @@ class AdminHttp(InboxHttp):
         elif parts == ["routing"] and method == "POST":
             data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.apply_routing(p, token, data.get("yaml"), data.get("dry_run") is True)
+        elif parts == ["languages"] and method == "PUT":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.set_languages(p, token, data.get("languages"))
         elif parts == ["routing.yaml"] and method == "GET":
             await self._yaml(send, await c.export_routing(p, token), "router.yaml")
+            return
+        elif parts == ["case-policy"] and method == "GET":
+            result = await c.case_policy(p, token)
+        elif parts == ["case-policy"] and method == "POST":
+            result = await c.apply_case_policy(p, token, await self._json(receive, MAX_ADMIN_BODY))
+        elif parts == ["case-policy.yaml"] and method == "GET":
+            await self._yaml(send, await c.export_case_policy(p, token), "policy.yaml")
             return
         elif parts == ["preview"] and method == "POST":
             result = await c.preview(p, token, await self._json(receive, MAX_ADMIN_BODY))

@@ -43,8 +43,10 @@ class AuditRecord:
     tenant: str
     at: float
     actor: str  # the signed-in user's id
-    action: str  # agent.add, agent.edit, agent.password, agent.disable, agent.enable, routing.apply
-    target: str  # the agent id, or the tenant for routing
+    # agent.add, agent.edit, agent.password, agent.disable, agent.enable, codes.set,
+    # routing.apply, policy.apply
+    action: str
+    target: str  # the agent id, or the tenant for routing and wrap-up codes
     version: int  # the revision the change made
     changes: dict[str, Any]  # field -> new value (passwords only as "changed")
 

@@ -68,8 +68,11 @@
     $("login").hidden = true; $("console").hidden = false;
     label();
     $("read-only").hidden = mayChange();
-    ["add-agent", "routing-check", "routing-apply"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save", "languages-save"].forEach(function (id) { $(id).hidden = !mayChange(); });
     $("routing-yaml").readOnly = !mayChange();
+    $("codes").readOnly = !mayChange();
+    $("policy-yaml").readOnly = !mayChange();
+    $("languages").readOnly = !mayChange();
     selectTab(state.tab);
   }
 
@@ -85,6 +88,7 @@
     document.querySelectorAll("[data-panel]").forEach(function (p) { p.hidden = p.getAttribute("data-panel") !== name; });
     if (name === "agents") loadAgents();
     if (name === "routing") loadRouting();
+    if (name === "policy") loadPolicy();
     if (name === "audit") loadAudit();
   }
   document.querySelectorAll("[data-tab]").forEach(function (b) {
@@ -135,7 +139,18 @@
       ]);
       rows.appendChild(row);
     });
+    if (document.activeElement !== $("codes")) $("codes").value = data.wrap_up_codes.join(", ");
   }
+
+  $("codes-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var codes = $("codes").value.split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+    api("PUT", "wrap-up-codes", { wrap_up_codes: codes, version: state.agents.version }).then(function (data) {
+      state.agents = data; $("codes").blur(); renderAgents();
+      $("codes-error").textContent = "";
+      notice(t("codesSaved"));
+    }).catch(function (e) { $("codes-error").textContent = e.message; });
+  });
 
   function button(label, testid, onclick) {
     var b = el("button", { text: label, attrs: { type: "button", "data-testid": testid } });
@@ -217,6 +232,7 @@
     }).catch(function (e) { showError(e.message); });
   }
   $("export-agents").addEventListener("click", function () { download("agents.yaml", "agents.yaml"); });
+  $("export-policy").addEventListener("click", function () { download("case-policy.yaml", "policy.yaml"); });
   $("export-routing").addEventListener("click", function () { download("routing.yaml", "router.yaml"); });
 
   // ---- routing -----------------------------------------------------------------------------
@@ -225,11 +241,24 @@
     return api("GET", "routing").then(function (data) {
       state.routing = data;
       $("routing-yaml").value = data.yaml;
+      var found = /^languages:\s*\[([^\]]*)\]/m.exec(data.yaml);
+      $("languages").value = found ? found[1].split(",").map(function (x) { return x.trim(); }).filter(Boolean).join(", ") : "";
+      $("languages-error").textContent = "";
       $("routing-version").textContent = t("versionN", { n: data.version });
       result("", "");
     }).catch(function (e) { showError(e.message); });
   }
   $("routing-reload").addEventListener("click", loadRouting);
+
+  $("languages-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var languages = $("languages").value.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+    api("PUT", "languages", { languages: languages }).then(function () {
+      return loadRouting();
+    }).then(function () {
+      if (!$("languages-error").textContent) notice(t("languagesSaved"));
+    }).catch(function (e) { $("languages-error").textContent = e.message; });
+  });
 
   function result(text, kind) {
     var r = $("routing-result");
@@ -283,6 +312,75 @@
     }
   }
 
+  // ---- the tenant's policies (case service) ---------------------------------------------
+
+  function loadPolicy() {
+    return api("GET", "case-policy").then(showPolicy).catch(function (e) { showError(e.message); });
+  }
+  $("policy-reload").addEventListener("click", loadPolicy);
+
+  function showPolicy(data) {
+    state.policy = data;
+    $("policy-yaml").value = data.yaml;
+    $("policy-version").textContent = t("versionN", { n: data.version });
+    var h = data.hours || { timezone: "", hours: {}, holidays: [] };
+    $("h-timezone").value = h.timezone;
+    $("h-hours").value = Object.keys(h.hours).map(function (d) { return d + " " + h.hours[d]; }).join("\n");
+    var list = $("h-holidays");
+    list.textContent = "";
+    h.holidays.forEach(function (d) { list.appendChild(el("option", { text: d, attrs: { value: d } })); });
+    $("h-error").textContent = "";
+  }
+
+  function policyResult(text, kind) {
+    var r = $("policy-result");
+    r.textContent = text; r.className = "result " + kind; r.hidden = !text;
+    r.setAttribute("data-state", kind);
+  }
+
+  function sendPolicy(body, dryRun, onError) {
+    body.dry_run = dryRun; body.version = state.policy.version;
+    return api("POST", "case-policy", body).then(function (data) {
+      if (dryRun) { policyResult(t("policyValid"), "ok"); return; }
+      showPolicy(data);
+      policyResult(t("policyApplied", { n: data.version }), "ok");
+    }).catch(onError);
+  }
+  $("policy-check").addEventListener("click", function () {
+    sendPolicy({ yaml: $("policy-yaml").value }, true, function (e) { policyResult(e.message, "bad"); });
+  });
+  $("policy-apply").addEventListener("click", function () {
+    sendPolicy({ yaml: $("policy-yaml").value }, false, function (e) { policyResult(e.message, "bad"); });
+  });
+
+  $("h-add").addEventListener("click", function () {
+    var d = $("h-new-holiday").value;
+    if (!d) return;
+    var list = $("h-holidays");
+    var known = Array.prototype.map.call(list.options, function (o) { return o.value; });
+    if (known.indexOf(d) < 0) list.appendChild(el("option", { text: d, attrs: { value: d } }));
+    $("h-new-holiday").value = "";
+  });
+  $("h-remove").addEventListener("click", function () {
+    var list = $("h-holidays");
+    if (list.selectedIndex >= 0) list.remove(list.selectedIndex);
+  });
+  $("hours-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var hours = {};
+    $("h-hours").value.split("\n").forEach(function (line) {
+      var parts = line.trim().split(/\s+/);
+      if (parts[0]) hours[parts[0]] = parts.slice(1).join(" ");
+    });
+    var current = state.policy.hours || {};
+    sendPolicy({ hours: {
+      calendar: current.calendar || "", timezone: $("h-timezone").value.trim(), hours: hours,
+      holidays: Array.prototype.map.call($("h-holidays").options, function (o) { return o.value; })
+    } }, false, function (e) { $("h-error").textContent = e.message; }).then(function () {
+      if (!$("h-error").textContent) notice(t("hoursSaved"));
+    });
+  });
+
   // ---- audit -------------------------------------------------------------------------------
 
   function loadAudit() {
@@ -292,7 +390,8 @@
       data.entries.forEach(function (e) {
         var details = e.changes.diff !== undefined ? e.changes.diff : Object.keys(e.changes).map(function (k) {
           var v = e.changes[k];
-          return k + ": " + (v !== null && typeof v === "object" ? pairs(v) : String(v));
+          var shown = Array.isArray(v) ? v.join(", ") : v !== null && typeof v === "object" ? pairs(v) : String(v);
+          return k + ": " + shown;
         }).join("\n");
         rows.appendChild(el("tr", { attrs: { "data-testid": "audit-row" } }, [
           el("td", { text: new Date(e.at * 1000).toLocaleString(window.SBI18n.current()) }),
@@ -310,6 +409,7 @@
     label();
     if (state.agents) renderAgents();
     if (state.routing) $("routing-version").textContent = t("versionN", { n: state.routing.version });
+    if (state.policy) $("policy-version").textContent = t("versionN", { n: state.policy.version });
     if (state.tab === "audit") loadAudit();
   });
 
