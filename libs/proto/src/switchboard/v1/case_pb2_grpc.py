@@ -136,6 +136,31 @@ class CaseServiceStub:
                 request_serializer=switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
                 _registered_method=True)
+        self.ListArticles = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListArticles',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.ListArticlesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+                _registered_method=True)
+        self.ListArticleVersions = channel.unary_unary(
+                '/switchboard.v1.CaseService/ListArticleVersions',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetArticleRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+                _registered_method=True)
+        self.AddArticleAttachment = channel.unary_unary(
+                '/switchboard.v1.CaseService/AddArticleAttachment',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.AddArticleAttachmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
+        self.GetArticleAttachment = channel.unary_unary(
+                '/switchboard.v1.CaseService/GetArticleAttachment',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.GetArticleAttachmentRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.ArticleAttachmentData.FromString,
+                _registered_method=True)
+        self.DraftArticleFromCase = channel.unary_unary(
+                '/switchboard.v1.CaseService/DraftArticleFromCase',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.DraftArticleFromCaseRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+                _registered_method=True)
         self.VoteArticle = channel.unary_unary(
                 '/switchboard.v1.CaseService/VoteArticle',
                 request_serializer=switchboard_dot_v1_dot_case__pb2.VoteArticleRequest.SerializeToString,
@@ -215,6 +240,21 @@ class CaseServiceStub:
                 '/switchboard.v1.CaseService/CheckCatalogueRequest',
                 request_serializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
                 response_deserializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
+                _registered_method=True)
+        self.SendPortalCode = channel.unary_unary(
+                '/switchboard.v1.CaseService/SendPortalCode',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeResponse.FromString,
+                _registered_method=True)
+        self.VerifyPortalCode = channel.unary_unary(
+                '/switchboard.v1.CaseService/VerifyPortalCode',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeResponse.FromString,
+                _registered_method=True)
+        self.RecordSuggestionView = channel.unary_unary(
+                '/switchboard.v1.CaseService/RecordSuggestionView',
+                request_serializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewRequest.SerializeToString,
+                response_deserializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewResponse.FromString,
                 _registered_method=True)
         self.GetTenantPolicy = channel.unary_unary(
                 '/switchboard.v1.CaseService/GetTenantPolicy',
@@ -360,7 +400,44 @@ class CaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetArticleState(self, request, context):
-        """draft -> review -> published (review -> draft sends it back; published -> retired).
+        """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+        published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArticles(self, request, context):
+        """The latest version of each article, newest first, filtered by state, language or category;
+        with the tenant's categories in use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArticleVersions(self, request, context):
+        """Every version of one article, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddArticleAttachment(self, request, context):
+        """A file kept in the object store and linked from the article (all its versions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArticleAttachment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DraftArticleFromCase(self, request, context):
+        """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+        body. The case stays as it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -479,6 +556,30 @@ class CaseServiceServicer:
     def CheckCatalogueRequest(self, request, context):
         """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
         wrong field) and answers how its request is routed and written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPortalCode(self, request, context):
+        """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+        reference, if there is one; the answer is the same either way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyPortalCode(self, request, context):
+        """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+        same for an unknown case, a wrong, expired, used or locked code).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordSuggestionView(self, request, context):
+        """Records what a customer writing a new request did with the suggested articles (the caller's
+        own tenant): shown, opened or submitted, per draft.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -603,6 +704,31 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.SetArticleStateRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
             ),
+            'ListArticles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArticles,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.ListArticlesRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.SerializeToString,
+            ),
+            'ListArticleVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArticleVersions,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetArticleRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.SerializeToString,
+            ),
+            'AddArticleAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddArticleAttachment,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.AddArticleAttachmentRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
+            'GetArticleAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArticleAttachment,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.GetArticleAttachmentRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.ArticleAttachmentData.SerializeToString,
+            ),
+            'DraftArticleFromCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DraftArticleFromCase,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.DraftArticleFromCaseRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.SerializeToString,
+            ),
             'VoteArticle': grpc.unary_unary_rpc_method_handler(
                     servicer.VoteArticle,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.VoteArticleRequest.FromString,
@@ -682,6 +808,21 @@ def add_CaseServiceServicer_to_server(servicer, server):
                     servicer.CheckCatalogueRequest,
                     request_deserializer=switchboard_dot_v1_dot_case__pb2.CatalogueRequest.FromString,
                     response_serializer=switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.SerializeToString,
+            ),
+            'SendPortalCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPortalCode,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SendPortalCodeResponse.SerializeToString,
+            ),
+            'VerifyPortalCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyPortalCode,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeResponse.SerializeToString,
+            ),
+            'RecordSuggestionView': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordSuggestionView,
+                    request_deserializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewRequest.FromString,
+                    response_serializer=switchboard_dot_v1_dot_case__pb2.SuggestionViewResponse.SerializeToString,
             ),
             'GetTenantPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTenantPolicy,
@@ -1247,6 +1388,141 @@ class CaseService:
             _registered_method=True)
 
     @staticmethod
+    def ListArticles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListArticles',
+            switchboard_dot_v1_dot_case__pb2.ListArticlesRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArticleVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/ListArticleVersions',
+            switchboard_dot_v1_dot_case__pb2.GetArticleRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ListArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddArticleAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/AddArticleAttachment',
+            switchboard_dot_v1_dot_case__pb2.AddArticleAttachmentRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArticleAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/GetArticleAttachment',
+            switchboard_dot_v1_dot_case__pb2.GetArticleAttachmentRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.ArticleAttachmentData.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DraftArticleFromCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/DraftArticleFromCase',
+            switchboard_dot_v1_dot_case__pb2.DraftArticleFromCaseRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.KnowledgeArticle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def VoteArticle(request,
             target,
             options=(),
@@ -1668,6 +1944,87 @@ class CaseService:
             '/switchboard.v1.CaseService/CheckCatalogueRequest',
             switchboard_dot_v1_dot_case__pb2.CatalogueRequest.SerializeToString,
             switchboard_dot_v1_dot_case__pb2.CheckedCatalogueRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPortalCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/SendPortalCode',
+            switchboard_dot_v1_dot_case__pb2.SendPortalCodeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SendPortalCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyPortalCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/VerifyPortalCode',
+            switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.VerifyPortalCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordSuggestionView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.v1.CaseService/RecordSuggestionView',
+            switchboard_dot_v1_dot_case__pb2.SuggestionViewRequest.SerializeToString,
+            switchboard_dot_v1_dot_case__pb2.SuggestionViewResponse.FromString,
             options,
             channel_credentials,
             insecure,

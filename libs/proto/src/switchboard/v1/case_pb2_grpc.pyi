@@ -70,7 +70,22 @@ class CaseServiceStub:
     UpdateArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.UpdateArticleRequest, _case_pb2.KnowledgeArticle]
     """A new draft version; the published version stays live until the new one is published."""
     SetArticleState: _grpc.UnaryUnaryMultiCallable[_case_pb2.SetArticleStateRequest, _case_pb2.KnowledgeArticle]
-    """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+    """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+    published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+    """
+    ListArticles: _grpc.UnaryUnaryMultiCallable[_case_pb2.ListArticlesRequest, _case_pb2.ListArticlesResponse]
+    """The latest version of each article, newest first, filtered by state, language or category;
+    with the tenant's categories in use.
+    """
+    ListArticleVersions: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetArticleRequest, _case_pb2.ListArticlesResponse]
+    """Every version of one article, newest first."""
+    AddArticleAttachment: _grpc.UnaryUnaryMultiCallable[_case_pb2.AddArticleAttachmentRequest, _case_pb2.KnowledgeArticle]
+    """A file kept in the object store and linked from the article (all its versions)."""
+    GetArticleAttachment: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetArticleAttachmentRequest, _case_pb2.ArticleAttachmentData]
+    DraftArticleFromCase: _grpc.UnaryUnaryMultiCallable[_case_pb2.DraftArticleFromCaseRequest, _case_pb2.KnowledgeArticle]
+    """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+    body. The case stays as it is.
+    """
     VoteArticle: _grpc.UnaryUnaryMultiCallable[_case_pb2.VoteArticleRequest, _case_pb2.KnowledgeArticle]
     GetReport: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]
     """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
@@ -115,6 +130,18 @@ class CaseServiceStub:
     CheckCatalogueRequest: _grpc.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]
     """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
     wrong field) and answers how its request is routed and written.
+    """
+    SendPortalCode: _grpc.UnaryUnaryMultiCallable[_case_pb2.SendPortalCodeRequest, _case_pb2.SendPortalCodeResponse]
+    """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+    reference, if there is one; the answer is the same either way.
+    """
+    VerifyPortalCode: _grpc.UnaryUnaryMultiCallable[_case_pb2.VerifyPortalCodeRequest, _case_pb2.VerifyPortalCodeResponse]
+    """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+    same for an unknown case, a wrong, expired, used or locked code).
+    """
+    RecordSuggestionView: _grpc.UnaryUnaryMultiCallable[_case_pb2.SuggestionViewRequest, _case_pb2.SuggestionViewResponse]
+    """Records what a customer writing a new request did with the suggested articles (the caller's
+    own tenant): shown, opened or submitted, per draft.
     """
     GetTenantPolicy: _grpc.UnaryUnaryMultiCallable[_case_pb2.GetTenantPolicyRequest, _case_pb2.TenantPolicy]
     """The caller's tenant's part of the policy file (admin console, docs/admin.md): its business
@@ -167,7 +194,22 @@ class CaseServiceAsyncStub(CaseServiceStub):
     UpdateArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.UpdateArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
     """A new draft version; the published version stays live until the new one is published."""
     SetArticleState: _aio.UnaryUnaryMultiCallable[_case_pb2.SetArticleStateRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
-    """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+    """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+    published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+    """
+    ListArticles: _aio.UnaryUnaryMultiCallable[_case_pb2.ListArticlesRequest, _case_pb2.ListArticlesResponse]  # type: ignore[assignment]
+    """The latest version of each article, newest first, filtered by state, language or category;
+    with the tenant's categories in use.
+    """
+    ListArticleVersions: _aio.UnaryUnaryMultiCallable[_case_pb2.GetArticleRequest, _case_pb2.ListArticlesResponse]  # type: ignore[assignment]
+    """Every version of one article, newest first."""
+    AddArticleAttachment: _aio.UnaryUnaryMultiCallable[_case_pb2.AddArticleAttachmentRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    """A file kept in the object store and linked from the article (all its versions)."""
+    GetArticleAttachment: _aio.UnaryUnaryMultiCallable[_case_pb2.GetArticleAttachmentRequest, _case_pb2.ArticleAttachmentData]  # type: ignore[assignment]
+    DraftArticleFromCase: _aio.UnaryUnaryMultiCallable[_case_pb2.DraftArticleFromCaseRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
+    """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+    body. The case stays as it is.
+    """
     VoteArticle: _aio.UnaryUnaryMultiCallable[_case_pb2.VoteArticleRequest, _case_pb2.KnowledgeArticle]  # type: ignore[assignment]
     GetReport: _aio.UnaryUnaryMultiCallable[_case_pb2.GetReportRequest, _case_pb2.Report]  # type: ignore[assignment]
     """KPIs per interval and group, as rows and as CSV (definitions: docs/kpi.md)."""
@@ -212,6 +254,18 @@ class CaseServiceAsyncStub(CaseServiceStub):
     CheckCatalogueRequest: _aio.UnaryUnaryMultiCallable[_case_pb2.CatalogueRequest, _case_pb2.CheckedCatalogueRequest]  # type: ignore[assignment]
     """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
     wrong field) and answers how its request is routed and written.
+    """
+    SendPortalCode: _aio.UnaryUnaryMultiCallable[_case_pb2.SendPortalCodeRequest, _case_pb2.SendPortalCodeResponse]  # type: ignore[assignment]
+    """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+    reference, if there is one; the answer is the same either way.
+    """
+    VerifyPortalCode: _aio.UnaryUnaryMultiCallable[_case_pb2.VerifyPortalCodeRequest, _case_pb2.VerifyPortalCodeResponse]  # type: ignore[assignment]
+    """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+    same for an unknown case, a wrong, expired, used or locked code).
+    """
+    RecordSuggestionView: _aio.UnaryUnaryMultiCallable[_case_pb2.SuggestionViewRequest, _case_pb2.SuggestionViewResponse]  # type: ignore[assignment]
+    """Records what a customer writing a new request did with the suggested articles (the caller's
+    own tenant): shown, opened or submitted, per draft.
     """
     GetTenantPolicy: _aio.UnaryUnaryMultiCallable[_case_pb2.GetTenantPolicyRequest, _case_pb2.TenantPolicy]  # type: ignore[assignment]
     """The caller's tenant's part of the policy file (admin console, docs/admin.md): its business
@@ -381,7 +435,52 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _case_pb2.SetArticleStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
-        """draft -> review -> published (review -> draft sends it back; published -> retired)."""
+        """draft -> review -> published (review -> draft sends it back, with the reviewer's comment;
+        published -> retired). Publishing, retiring and sending back are a reviewer's (roles.py).
+        """
+
+    @_abc_1.abstractmethod
+    def ListArticles(
+        self,
+        request: _case_pb2.ListArticlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListArticlesResponse, _abc.Awaitable[_case_pb2.ListArticlesResponse]]:
+        """The latest version of each article, newest first, filtered by state, language or category;
+        with the tenant's categories in use.
+        """
+
+    @_abc_1.abstractmethod
+    def ListArticleVersions(
+        self,
+        request: _case_pb2.GetArticleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ListArticlesResponse, _abc.Awaitable[_case_pb2.ListArticlesResponse]]:
+        """Every version of one article, newest first."""
+
+    @_abc_1.abstractmethod
+    def AddArticleAttachment(
+        self,
+        request: _case_pb2.AddArticleAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
+        """A file kept in the object store and linked from the article (all its versions)."""
+
+    @_abc_1.abstractmethod
+    def GetArticleAttachment(
+        self,
+        request: _case_pb2.GetArticleAttachmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.ArticleAttachmentData, _abc.Awaitable[_case_pb2.ArticleAttachmentData]]: ...
+
+    @_abc_1.abstractmethod
+    def DraftArticleFromCase(
+        self,
+        request: _case_pb2.DraftArticleFromCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.KnowledgeArticle, _abc.Awaitable[_case_pb2.KnowledgeArticle]]:
+        """A new draft from a case (by id or reference): its subject as title, the agents' replies as
+        body. The case stays as it is.
+        """
 
     @_abc_1.abstractmethod
     def VoteArticle(
@@ -522,6 +621,36 @@ class CaseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_case_pb2.CheckedCatalogueRequest, _abc.Awaitable[_case_pb2.CheckedCatalogueRequest]]:
         """Checks a filled catalogue form (INVALID_ARGUMENT "fields.<name>: <problem>" for the first
         wrong field) and answers how its request is routed and written.
+        """
+
+    @_abc_1.abstractmethod
+    def SendPortalCode(
+        self,
+        request: _case_pb2.SendPortalCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SendPortalCodeResponse, _abc.Awaitable[_case_pb2.SendPortalCodeResponse]]:
+        """Mails a 6-digit sign-in code (10 minutes, single use) to the customer of the case with this
+        reference, if there is one; the answer is the same either way.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyPortalCode(
+        self,
+        request: _case_pb2.VerifyPortalCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.VerifyPortalCodeResponse, _abc.Awaitable[_case_pb2.VerifyPortalCodeResponse]]:
+        """Checks a sign-in code: a sign-in link token for the case's customer, or UNAUTHENTICATED (the
+        same for an unknown case, a wrong, expired, used or locked code).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordSuggestionView(
+        self,
+        request: _case_pb2.SuggestionViewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_pb2.SuggestionViewResponse, _abc.Awaitable[_case_pb2.SuggestionViewResponse]]:
+        """Records what a customer writing a new request did with the suggested articles (the caller's
+        own tenant): shown, opened or submitted, per draft.
         """
 
     @_abc_1.abstractmethod
