@@ -2,7 +2,8 @@
    building DOM nodes, the sign-in form and the JSON API calls made with the signed-in user's
    inbox token. All text is set with textContent.
 
-   SBPage.el(tag, { text, cls, <attribute>: value }, child...) -> element; SBPage.clear(node)
+   SBPage.el(tag, { text, cls, <attribute>: value }, child...) -> element;
+   SBPage.svg(tag, { <attribute>: value }, text) -> SVG element; SBPage.clear(node)
    SBPage.signIn({ key, t, roles, refused, done }): the #login form signs in with
      POST api/agent/login, shows a wrong password (t("wrongLogin")) or, when `roles` is given, a
      role not among them (t(refused)) in #login-error, keeps the session in sessionStorage[key]
@@ -21,6 +22,13 @@
       else node.setAttribute(k, attrs[k]);
     });
     for (var i = 2; i < arguments.length; i++) if (arguments[i] != null) node.appendChild(arguments[i]);
+    return node;
+  }
+  var SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, text) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text != null) node.textContent = text;
     return node;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
@@ -58,5 +66,5 @@
     };
   }
 
-  window.SBPage = { el: el, clear: clear, signIn: signIn, api: api };
+  window.SBPage = { el: el, svg: svg, clear: clear, signIn: signIn, api: api };
 })();

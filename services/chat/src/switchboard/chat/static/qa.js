@@ -10,7 +10,6 @@
   var t = window.SBI18n.t;
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-qa";
-  var SVG = "http://www.w3.org/2000/svg";
   var DAY = 86400000;
   var EVALUATORS = ["qa", "supervisor"];
   var LEADS = ["qa", "supervisor", "team_lead"];
@@ -18,12 +17,7 @@
 
   var el = window.SBPage.el;
   var clear = window.SBPage.clear;
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG, tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text != null) node.textContent = text;
-    return node;
-  }
+  var svg = window.SBPage.svg;
   function pct(x) { return (Math.round((x || 0) * 1000) / 10) + "%"; }
   function score(x) { return String(Math.round((x || 0) * 10) / 10); }
   function when(ms) {

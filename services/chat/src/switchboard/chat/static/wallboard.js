@@ -11,18 +11,12 @@
   var t = window.SBI18n.t;
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-wallboard";
-  var SVG = "http://www.w3.org/2000/svg";
   var state = { token: null, agent: null, socket: null, day: null, last: null, live: [], watching: null, seen: {}, calls: [], listening: null };
   var LIVE_SECONDS = 3;  // how often the list of live chats is asked for
 
   var el = window.SBPage.el;
   var clear = window.SBPage.clear;
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG, tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text != null) node.textContent = text;
-    return node;
-  }
+  var svg = window.SBPage.svg;
   function secs(s) {
     s = Math.round(s || 0);
     return s >= 3600 ? Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m"
