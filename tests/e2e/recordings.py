@@ -9,9 +9,11 @@ import struct
 import tempfile
 from pathlib import Path
 
-from switchboard.core import events, stores
+from switchboard.core import auth, events, stores
+from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.testing.waiting import eventually
+from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
 from switchboard.voice_gateway.recording.policy import RecordingPolicy
 from switchboard.voice_gateway.recording.recorder import RATE, wav_header
 from switchboard.voice_gateway.recording.store import RecordingStore
@@ -60,3 +62,21 @@ async def store_recording(bus: Bus, secret: str, tenant: str, contact_id: str, w
         path = Path(folder) / "call.wav"
         path.write_bytes(wav)
         await store.store(tenant, contact_id, path, (len(wav) - 44) / 4 / RATE)
+
+
+async def recorded_in_case(case_port: int, secret: str, contact_id: str) -> None:
+    """Wait until the case service has the gateway's MessageAdded naming the recording (it runs
+    a little behind)."""
+    token = auth.mint(secret, "demo", "test-supervisor", ["supervisor"])
+    async with sb_grpc.channel(f"127.0.0.1:{case_port}", token) as ch:
+        stub = case_pb2_grpc.CaseServiceStub(ch)
+
+        async def recorded() -> bool:
+            listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
+            if not listed.cases:
+                return False
+            case = await stub.GetCase(case_pb2.GetCaseRequest(case_id=listed.cases[0].case_id))
+            wanted = f"{contact_id}:recording"
+            return any(m.message_id == wanted for k in case.contacts for m in k.messages)
+
+        await eventually(recorded, "the recording in the case")

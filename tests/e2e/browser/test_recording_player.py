@@ -12,31 +12,16 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from switchboard.core import auth
-from switchboard.core import grpc as sb_grpc
 from switchboard.testing.waiting import eventually
-from switchboard.v1 import case_pb2, case_pb2_grpc
 
+from .. import recordings
 from ..recordings import stereo_wav, store_recording, voice_contact
 from .conftest import SECRET, Platform
 from .test_inbox_first_hour import agent
 
 
 async def recorded_in_case(platform: Platform, contact_id: str) -> None:
-    """Wait until the case service has the gateway's MessageAdded naming the recording."""
-    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
-    async with sb_grpc.channel(f"127.0.0.1:{platform.case_port}", token) as ch:
-        stub = case_pb2_grpc.CaseServiceStub(ch)
-
-        async def recorded() -> bool:
-            listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
-            if not listed.cases:
-                return False
-            case = await stub.GetCase(case_pb2.GetCaseRequest(case_id=listed.cases[0].case_id))
-            wanted = f"{contact_id}:recording"
-            return any(m.message_id == wanted for k in case.contacts for m in k.messages)
-
-        await eventually(recorded, "the recording in the case")
+    await recordings.recorded_in_case(platform.case_port, SECRET, contact_id)
 
 
 async def current(page: Any) -> float:

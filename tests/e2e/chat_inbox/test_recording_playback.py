@@ -19,6 +19,7 @@ from switchboard.core import grpc as sb_grpc
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc
 
+from .. import recordings
 from ..recordings import stereo_wav, store_recording, voice_contact
 from .test_agent_inbox import SECRET, AgentSocket, Inbox, platform, signed_in
 
@@ -51,21 +52,7 @@ async def get(
 
 
 async def recorded_in_case(inbox: Inbox, contact_id: str) -> None:
-    """Wait until the case service has the recording's MessageAdded (it runs a little behind)."""
-    token = auth.mint(SECRET, "demo", "test-supervisor", ["supervisor"])
-    async with sb_grpc.channel(f"127.0.0.1:{inbox.case_port}", token) as ch:
-        stub = case_pb2_grpc.CaseServiceStub(ch)
-
-        async def recorded() -> bool:
-            listed = await stub.ListCases(case_pb2.ListCasesRequest(contact_id=contact_id))
-            if not listed.cases:
-                return False
-            case = await stub.GetCase(case_pb2.GetCaseRequest(case_id=listed.cases[0].case_id))
-            return any(
-                m.message_id == f"{contact_id}:recording" for k in case.contacts for m in k.messages
-            )
-
-        await eventually(recorded, "the recording in the case")
+    await recordings.recorded_in_case(inbox.case_port, SECRET, contact_id)
 
 
 async def answered_call(inbox: Inbox, agent: AgentSocket) -> str:

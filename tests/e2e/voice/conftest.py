@@ -759,6 +759,22 @@ class Voice:
         )
         return caller, created[0].contact.contact_id
 
+    async def answered_call(self, line: str, tone_hz: int) -> tuple[Baresip, Baresip, str]:
+        """A caller dialling `line` (tenant demo), answered by agent a1 on its phone (playing
+        `tone_hz`) and relayed both ways: (caller's phone, agent's phone, contact id)."""
+        phone = await self.phone("a1", tone_hz=tone_hz, tenant="demo", password="pw-a1")
+        await self.agent("a1", {"en": 5}, tenant="demo")
+        caller = await self.caller("caller", "+821055550000")
+        await caller.command("dial", self.dial_uri(line))
+        await caller.wait_event("CALL_ESTABLISHED")
+        created = await self.events.wait("ContactCreated")
+        contact_id = str(created[0].contact.contact_id)
+        await phone.wait_event("CALL_INCOMING", timeout=20)
+        await phone.command("accept")
+        await self.events.wait("ContactAssigned", contact_id, timeout=30)
+        await self.relayed_both_ways(contact_id, 10)
+        return caller, phone, contact_id
+
     async def relayed_both_ways(self, contact_id: str, packets: int = 25) -> tuple[int, int]:
         """Waits until the bridge relayed `packets` RTP packets in each direction."""
         gw = self.gateway.gateway

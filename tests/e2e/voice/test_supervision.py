@@ -72,18 +72,7 @@ async def call(voice: Voice) -> AsyncIterator[tuple[Baresip, Baresip, str]]:
     """A caller connected to agent a1: (caller's phone, agent's phone, contact id). Every
     phone writes what it hears (baresip's sndfile module: *-dec.wav in its folder)."""
     voice.baresip_extra = ["module sndfile.so", "snd_path {folder}"]
-    phone = await voice.phone("a1", tone_hz=AGENT_HZ, tenant="demo", password="pw-a1")
-    await voice.agent("a1", {"en": 5}, tenant="demo")
-    caller = await voice.caller("caller", "+821055550000")
-    await caller.command("dial", voice.dial_uri(DEMO_LINE))
-    await caller.wait_event("CALL_ESTABLISHED")
-    created = await voice.events.wait("ContactCreated")
-    contact_id = str(created[0].contact.contact_id)
-    await phone.wait_event("CALL_INCOMING", timeout=20)
-    await phone.command("accept")
-    await voice.events.wait("ContactAssigned", contact_id, timeout=30)
-    await voice.relayed_both_ways(contact_id, 10)
-    yield caller, phone, contact_id
+    yield await voice.answered_call(DEMO_LINE, AGENT_HZ)
 
 
 async def _supervise(

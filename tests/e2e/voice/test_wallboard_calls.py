@@ -102,18 +102,7 @@ async def ask(sio: socketio.AsyncClient, event: str, data: Any) -> Any:
 @pytest.fixture
 async def call(voice: Voice, chat: ChatApp) -> AsyncIterator[tuple[Baresip, Baresip, str]]:
     """A caller connected to agent a1 (after the chat started): (caller, agent's phone, id)."""
-    phone = await voice.phone("a1", tone_hz=1000, tenant="demo", password="pw-a1")
-    await voice.agent("a1", {"en": 5}, tenant="demo")
-    caller = await voice.caller("caller", "+821055550000")
-    await caller.command("dial", voice.dial_uri(DEMO_LINE))
-    await caller.wait_event("CALL_ESTABLISHED")
-    created = await voice.events.wait("ContactCreated")
-    contact_id = str(created[0].contact.contact_id)
-    await phone.wait_event("CALL_INCOMING", timeout=20)
-    await phone.command("accept")
-    await voice.events.wait("ContactAssigned", contact_id, timeout=30)
-    await voice.relayed_both_ways(contact_id, 10)
-    yield caller, phone, contact_id
+    yield await voice.answered_call(DEMO_LINE, 1000)
 
 
 async def _live(sio: socketio.AsyncClient, contact_id: str) -> dict[str, Any]:

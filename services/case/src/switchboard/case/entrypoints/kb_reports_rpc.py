@@ -118,6 +118,22 @@ def _when(ts: Timestamp, field: str) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+def _period(
+    request: case_pb2.ListQaSamplesRequest | case_pb2.GetQaScorecardRequest,
+) -> tuple[datetime, datetime]:
+    """A request's ``from`` and ``to``, the second after the first."""
+    start, end = _when(getattr(request, "from"), "from"), _when(request.to, "to")
+    if end <= start:
+        raise InvalidArgument("to", "must be after from")
+    return start, end
+
+
+def _draft(request: case_pb2.CreateArticleRequest | case_pb2.UpdateArticleRequest) -> Draft:
+    return Draft(
+        request.title, request.body, request.language, tuple(request.tags), request.category
+    )
+
+
 def _attachment(f: AttachmentView) -> case_pb2.ArticleAttachment:
     return case_pb2.ArticleAttachment(
         attachment_id=f.attachment_id,
@@ -148,7 +164,7 @@ def _article(a: ArticleView) -> case_pb2.KnowledgeArticle:
         category=a.category,
         review_comment=a.review_comment,
         state_changed_by=a.state_changed_by,
-        state_changed_at=timestamp(a.state_changed_at) if a.state_changed_at else None,
+        state_changed_at=timestamp(a.state_changed_at),
         attachments=[_attachment(f) for f in a.attachments],
         source_case_id=a.source_case_id,
         source_case_reference=a.source_case_reference,
@@ -182,10 +198,10 @@ def _evaluation(e: QaEvaluation) -> case_pb2.QaEvaluation:
         comment=e.comment,
         status=e.status,
         dispute_reason=e.dispute_reason,
-        disputed_at=timestamp(e.disputed_at) if e.disputed_at else None,
+        disputed_at=timestamp(e.disputed_at),
         decided_by=e.decided_by,
         decision_note=e.decision_note,
-        decided_at=timestamp(e.decided_at) if e.decided_at else None,
+        decided_at=timestamp(e.decided_at),
         original_score=e.original_score or 0.0,
         original_fatal_errors=e.original_fatal_errors or 0,
     )
@@ -201,7 +217,7 @@ def _form(f: ScoringForm) -> case_pb2.QaForm:
             for i in f.items
         ],
         created_by=f.created_by,
-        created_at=timestamp(f.created_at) if f.created_at else None,
+        created_at=timestamp(f.created_at),
     )
 
 
@@ -330,17 +346,13 @@ class KnowledgeReportRpcs:
 
     async def CreateArticle(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
-        draft = Draft(
-            request.title, request.body, request.language, tuple(request.tags), request.category
-        )
+        draft = _draft(request)
         return _article(await self.kb_reports.knowledge.create(tenant, principal().subject, draft))
 
     async def UpdateArticle(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         require(request, "article_id")
-        draft = Draft(
-            request.title, request.body, request.language, tuple(request.tags), request.category
-        )
+        draft = _draft(request)
         return _article(
             await self.kb_reports.knowledge.update(
                 tenant, principal().subject, request.article_id, draft
@@ -504,9 +516,7 @@ class KnowledgeReportRpcs:
 
     async def ListQaSamples(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
-        start, end = _when(getattr(request, "from"), "from"), _when(request.to, "to")
-        if end <= start:
-            raise InvalidArgument("to", "must be after from")
+        start, end = _period(request)
         if request.long_handle_seconds < 0 or request.low_csat_max < 0:
             raise InvalidArgument("long_handle_seconds", "and low_csat_max must not be negative")
         quality = self.kb_reports.quality
@@ -595,9 +605,7 @@ class KnowledgeReportRpcs:
 
     async def GetQaScorecard(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
-        start, end = _when(getattr(request, "from"), "from"), _when(request.to, "to")
-        if end <= start:
-            raise InvalidArgument("to", "must be after from")
+        start, end = _period(request)
         card = await self.kb_reports.quality.scorecard(
             tenant, start, end, request.agent_id, request.team
         )

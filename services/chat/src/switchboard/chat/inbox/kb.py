@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from switchboard.chat.inbox import wire
-from switchboard.chat.inbox.backends import Backends
-from switchboard.core.errors import InvalidArgument, NotFound
+from switchboard.chat.inbox.actions import CaseActions, int_arg, str_arg
+from switchboard.core.errors import InvalidArgument
 from switchboard.core.service_client import call
 from switchboard.v1 import case_pb2
 
@@ -43,20 +42,6 @@ STATES = {
 STATE_NAMES = {v: k for k, v in STATES.items()}
 
 
-def _str(data: dict[str, Any], key: str) -> str:
-    value = data.get(key, "")
-    if not isinstance(value, str):
-        raise InvalidArgument(key, "must be a string")
-    return value
-
-
-def _int(data: dict[str, Any], key: str) -> int:
-    value = data.get(key, 0)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(key, "must be a whole number")
-    return value
-
-
 def _tags(data: dict[str, Any]) -> list[str]:
     tags = data.get("tags", [])
     if isinstance(tags, str):
@@ -67,7 +52,7 @@ def _tags(data: dict[str, Any]) -> list[str]:
 
 
 def _state(data: dict[str, Any]) -> int:
-    name = _str(data, "state")
+    name = str_arg(data, "state")
     if name and name not in STATES:
         raise InvalidArgument("state", f"must be one of {', '.join(STATES)}")
     return STATES.get(name, case_pb2.ARTICLE_STATE_UNSPECIFIED)
@@ -110,31 +95,14 @@ def article(a: case_pb2.KnowledgeArticle) -> dict[str, Any]:
     }
 
 
-class KbApi:
-    """The actions, each run with channels made for the caller's token (`backends`)."""
-
-    def __init__(self, backends: Callable[[str, str], Backends]) -> None:
-        self._backends = backends  # (token, tenant) -> channels
-
-    async def __call__(
-        self, token: str, tenant: str, action: str, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        handler: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]] | None = getattr(
-            self, f"_{action}", None
-        )
-        if handler is None or action.startswith("_"):
-            raise NotFound("knowledge-base action", action)
-        backends = self._backends(token, tenant)
-        try:
-            return await handler(backends.case, data)
-        finally:
-            await backends.close()
+class KbApi(CaseActions):
+    what = "knowledge-base action"
 
     async def _list(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.ListArticlesRequest(
             state=_state(data),  # type: ignore[arg-type]
-            language=_str(data, "language"),
-            category=_str(data, "category"),
+            language=str_arg(data, "language"),
+            category=str_arg(data, "category"),
         )
         found = await call("ListArticles", case.ListArticles(request))
         return {
@@ -144,61 +112,61 @@ class KbApi:
 
     async def _get(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.GetArticleRequest(
-            article_id=_str(data, "article_id"), version=_int(data, "version")
+            article_id=str_arg(data, "article_id"), version=int_arg(data, "version")
         )
         return article(await call("GetArticle", case.GetArticle(request)))
 
     async def _versions(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
-        request = case_pb2.GetArticleRequest(article_id=_str(data, "article_id"))
+        request = case_pb2.GetArticleRequest(article_id=str_arg(data, "article_id"))
         found = await call("ListArticleVersions", case.ListArticleVersions(request))
         return {"versions": [article(a) for a in found.articles]}
 
     async def _create(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.CreateArticleRequest(
-            title=_str(data, "title"),
-            body=_str(data, "body"),
-            language=_str(data, "language"),
-            category=_str(data, "category"),
+            title=str_arg(data, "title"),
+            body=str_arg(data, "body"),
+            language=str_arg(data, "language"),
+            category=str_arg(data, "category"),
             tags=_tags(data),
         )
         return article(await call("CreateArticle", case.CreateArticle(request)))
 
     async def _update(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.UpdateArticleRequest(
-            article_id=_str(data, "article_id"),
-            title=_str(data, "title"),
-            body=_str(data, "body"),
-            language=_str(data, "language"),
-            category=_str(data, "category"),
+            article_id=str_arg(data, "article_id"),
+            title=str_arg(data, "title"),
+            body=str_arg(data, "body"),
+            language=str_arg(data, "language"),
+            category=str_arg(data, "category"),
             tags=_tags(data),
         )
         return article(await call("UpdateArticle", case.UpdateArticle(request)))
 
     async def _state(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.SetArticleStateRequest(
-            article_id=_str(data, "article_id"),
-            version=_int(data, "version"),
+            article_id=str_arg(data, "article_id"),
+            version=int_arg(data, "version"),
             state=_state(data),  # type: ignore[arg-type]
-            comment=_str(data, "comment"),
+            comment=str_arg(data, "comment"),
         )
         return article(await call("SetArticleState", case.SetArticleState(request)))
 
     async def _attach(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         try:
-            raw = base64.b64decode(_str(data, "data"), validate=True)
+            raw = base64.b64decode(str_arg(data, "data"), validate=True)
         except (binascii.Error, ValueError):
             raise InvalidArgument("data", "must be base64") from None
         request = case_pb2.AddArticleAttachmentRequest(
-            article_id=_str(data, "article_id"),
-            filename=_str(data, "filename"),
-            content_type=_str(data, "content_type"),
+            article_id=str_arg(data, "article_id"),
+            filename=str_arg(data, "filename"),
+            content_type=str_arg(data, "content_type"),
             data=raw,
         )
         return article(await call("AddArticleAttachment", case.AddArticleAttachment(request)))
 
     async def _attachment(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.GetArticleAttachmentRequest(
-            article_id=_str(data, "article_id"), attachment_id=_str(data, "attachment_id")
+            article_id=str_arg(data, "article_id"), attachment_id=str_arg(data, "attachment_id")
         )
         found = await call("GetArticleAttachment", case.GetArticleAttachment(request))
         return {
@@ -208,8 +176,8 @@ class KbApi:
 
     async def _from_case(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.DraftArticleFromCaseRequest(
-            case_id=_str(data, "case_id"),
-            reference=_str(data, "reference"),
-            language=_str(data, "language"),
+            case_id=str_arg(data, "case_id"),
+            reference=str_arg(data, "reference"),
+            language=str_arg(data, "language"),
         )
         return article(await call("DraftArticleFromCase", case.DraftArticleFromCase(request)))

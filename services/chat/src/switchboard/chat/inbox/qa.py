@@ -21,14 +21,13 @@ Times are milliseconds since the epoch, both ways.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.chat.inbox import wire
-from switchboard.chat.inbox.backends import Backends
+from switchboard.chat.inbox.actions import CaseActions, int_arg, str_arg
 from switchboard.core.errors import InvalidArgument, NotFound
 from switchboard.core.service_client import call
 from switchboard.v1 import case_pb2
@@ -44,20 +43,6 @@ def _ts(data: dict[str, Any], key: str) -> Timestamp:
     t = Timestamp()
     t.FromDatetime(datetime.fromtimestamp(value / 1000, UTC))
     return t
-
-
-def _str(data: dict[str, Any], key: str) -> str:
-    value = data.get(key, "")
-    if not isinstance(value, str):
-        raise InvalidArgument(key, "must be a string")
-    return value
-
-
-def _int(data: dict[str, Any], key: str) -> int:
-    value = data.get(key, 0)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(key, "must be a whole number")
-    return value
 
 
 def _items(data: dict[str, Any]) -> list[case_pb2.QaItemResult]:
@@ -116,31 +101,14 @@ def _line(line: case_pb2.QaScoreLine) -> dict[str, Any]:
     }
 
 
-class QaApi:
-    """The actions, each run with channels made for the caller's token (`backends`)."""
-
-    def __init__(self, backends: Callable[[str, str], Backends]) -> None:
-        self._backends = backends  # (token, tenant) -> channels
-
-    async def __call__(
-        self, token: str, tenant: str, action: str, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        handler: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any]]] | None = getattr(
-            self, f"_{action}", None
-        )
-        if handler is None or action.startswith("_"):
-            raise NotFound("QA action", action)
-        backends = self._backends(token, tenant)
-        try:
-            return await handler(backends.case, data)
-        finally:
-            await backends.close()
+class QaApi(CaseActions):
+    what = "QA action"
 
     async def _samples(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         targets = data.get("targets", [])
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise InvalidArgument("targets", "must be a list of names")
-        channel = _str(data, "channel")
+        channel = str_arg(data, "channel")
         if channel and channel not in CHANNELS:
             raise InvalidArgument("channel", f"must be one of {', '.join(CHANNELS)}")
         rate = data.get("rate", 0)
@@ -149,10 +117,10 @@ class QaApi:
         request = case_pb2.ListQaSamplesRequest(
             targeted_only=rate == 0 and "rate" in data,
             to=_ts(data, "to"),
-            agent_id=_str(data, "agent_id"),
+            agent_id=str_arg(data, "agent_id"),
             rate=float(rate),
-            seed=_str(data, "seed"),
-            min_per_agent=_int(data, "min_per_agent"),
+            seed=str_arg(data, "seed"),
+            min_per_agent=int_arg(data, "min_per_agent"),
             channel=CHANNELS.get(channel, 0),  # type: ignore[arg-type]
             targets=targets,
         )
@@ -179,7 +147,7 @@ class QaApi:
         }
 
     async def _contact(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
-        contact_id = _str(data, "contact_id")
+        contact_id = str_arg(data, "contact_id")
         if not contact_id:
             raise InvalidArgument("contact_id")
         listed = await call(
@@ -218,34 +186,34 @@ class QaApi:
 
     async def _form(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.GetQaFormRequest(
-            form_id=_str(data, "form_id"), version=_int(data, "version")
+            form_id=str_arg(data, "form_id"), version=int_arg(data, "version")
         )
         return form(await call("GetQaForm", case.GetQaForm(request)))
 
     async def _put_form(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
-        request = case_pb2.PutQaFormRequest(yaml=_str(data, "yaml"))
+        request = case_pb2.PutQaFormRequest(yaml=str_arg(data, "yaml"))
         return form(await call("PutQaForm", case.PutQaForm(request)))
 
     async def _score(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.SubmitQaScoreRequest(
-            contact_id=_str(data, "contact_id"),
-            form_id=_str(data, "form_id"),
-            form_version=_int(data, "form_version"),
+            contact_id=str_arg(data, "contact_id"),
+            form_id=str_arg(data, "form_id"),
+            form_version=int_arg(data, "form_version"),
             items=_items(data),
-            comment=_str(data, "comment"),
+            comment=str_arg(data, "comment"),
         )
         return evaluation(await call("SubmitQaScore", case.SubmitQaScore(request)))
 
     async def _evaluations(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.ListQaEvaluationsRequest(
-            agent_id=_str(data, "agent_id"), status=_str(data, "status")
+            agent_id=str_arg(data, "agent_id"), status=str_arg(data, "status")
         )
         found = await call("ListQaEvaluations", case.ListQaEvaluations(request))
         return {"evaluations": [evaluation(e) for e in found.evaluations]}
 
     async def _dispute(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.DisputeQaEvaluationRequest(
-            evaluation_id=_str(data, "evaluation_id"), reason=_str(data, "reason")
+            evaluation_id=str_arg(data, "evaluation_id"), reason=str_arg(data, "reason")
         )
         return evaluation(await call("DisputeQaEvaluation", case.DisputeQaEvaluation(request)))
 
@@ -254,16 +222,16 @@ class QaApi:
         if not isinstance(uphold, bool):
             raise InvalidArgument("uphold", "must be true or false")
         request = case_pb2.DecideQaDisputeRequest(
-            evaluation_id=_str(data, "evaluation_id"),
+            evaluation_id=str_arg(data, "evaluation_id"),
             uphold=uphold,
             items=[] if uphold else _items(data),
-            note=_str(data, "note"),
+            note=str_arg(data, "note"),
         )
         return evaluation(await call("DecideQaDispute", case.DecideQaDispute(request)))
 
     async def _scorecard(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.GetQaScorecardRequest(
-            to=_ts(data, "to"), agent_id=_str(data, "agent_id"), team=_str(data, "team")
+            to=_ts(data, "to"), agent_id=str_arg(data, "agent_id"), team=str_arg(data, "team")
         )
         getattr(request, "from").CopyFrom(_ts(data, "from"))
         card = await call("GetQaScorecard", case.GetQaScorecard(request))

@@ -118,15 +118,20 @@ class Portal:
         request = case_pb2.SendPortalLinkRequest(
             email=address, portal_url=portal_url, language=language_of(language)
         )
-        task = asyncio.ensure_future(self._send_link(tenant, request))
+        self._send_later("link", tenant, "SendPortalLink", request)
+
+    def _send_later(self, what: str, tenant: str, method: str, request: Any) -> None:
+        """Make the case-service call `method` in the background, logging (not raising) its
+        failure: the caller's answer is the same either way."""
+        task = asyncio.ensure_future(self._send(what, tenant, method, request))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _send_link(self, tenant: str, request: case_pb2.SendPortalLinkRequest) -> None:
+    async def _send(self, what: str, tenant: str, method: str, request: Any) -> None:
         try:
-            await call("the case service", self._service.stub(tenant).SendPortalLink(request))
+            await call("the case service", getattr(self._service.stub(tenant), method)(request))
         except Exception as exc:
-            logger.warning("portal link request (tenant %s) failed: %s", tenant, exc)
+            logger.warning("portal %s request (tenant %s) failed: %s", what, tenant, exc)
 
     def request_code(self, tenant: Any, reference: Any, language: Any, client: str) -> None:
         """Have a 6-digit code mailed to the customer of the case `reference`, if there is such
@@ -140,15 +145,7 @@ class Portal:
         request = case_pb2.SendPortalCodeRequest(
             reference=ref, channel="email", language=language_of(language)
         )
-        task = asyncio.ensure_future(self._send_code(tenant, request))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _send_code(self, tenant: str, request: case_pb2.SendPortalCodeRequest) -> None:
-        try:
-            await call("the case service", self._service.stub(tenant).SendPortalCode(request))
-        except Exception as exc:
-            logger.warning("portal code request (tenant %s) failed: %s", tenant, exc)
+        self._send_later("code", tenant, "SendPortalCode", request)
 
     async def sign_in_with_code(
         self, tenant: Any, reference: Any, code: Any, client: str

@@ -41,21 +41,10 @@
 
   // ---- sign-in -----------------------------------------------------------------------------
 
-  $("login").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    fetch("api/agent/login", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ tenant: $("login-tenant").value.trim(), agent_id: $("login-agent").value.trim(), password: $("login-password").value })
-    }).then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
-      .then(function (res) {
-        var err = $("login-error");
-        if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
-        if (["admin", "supervisor"].indexOf(res.body.agent.role) < 0) { err.textContent = t("needAdmin"); err.hidden = false; return; }
-        state.token = res.body.token; state.agent = res.body.agent;
-        sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
-        window.SBI18n.load(state.agent.ui_language).then(start);
-      });
-  });
+  window.SBPage.signIn({ key: KEY, t: t, roles: ["admin", "supervisor"], refused: "needAdmin", done: function (token, agent) {
+    state.token = token; state.agent = agent;
+    window.SBI18n.load(state.agent.ui_language).then(start);
+  } });
 
   function signOut() {
     sessionStorage.removeItem(KEY);

@@ -104,17 +104,8 @@
     s.addEventListener("change", function () { setLang(s.value); });
   });
 
-  function el(tag, attrs) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else if (k === "cls") node.className = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    for (var i = 2; i < arguments.length; i++) if (arguments[i] != null) node.appendChild(arguments[i]);
-    return node;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  var el = window.SBPage.el;
+  var clear = window.SBPage.clear;
   function when(ms) {
     if (!ms) return "";
     var locale = { ko: "ko-KR", zh: "zh-CN", ja: "ja-JP", en: "en-GB" }[state.lang];
@@ -126,36 +117,14 @@
   function reviewer() { return state.agent && REVIEWERS.indexOf(state.agent.role) >= 0; }
   function stateTag(s) { return el("span", { cls: "state", "data-state": s, "data-testid": "state", text: t("s_" + s) }); }
 
-  function api(action, body) {
-    return fetch("api/kb/" + action, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: "Bearer " + state.token },
-      body: JSON.stringify(body || {}),
-    }).then(function (r) {
-      return r.json().then(function (b) {
-        if (r.status === 401) sessionStorage.removeItem(KEY);
-        if (r.status !== 200) throw new Error(b.error || String(r.status));
-        return b;
-      });
-    });
-  }
+  var api = window.SBPage.api("api/kb/", KEY, function () { return state.token; });
 
   // ---- sign-in ----------------------------------------------------------------------------------
 
-  $("login").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    fetch("api/agent/login", {
-      method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ tenant: $("login-tenant").value.trim(), agent_id: $("login-agent").value.trim(), password: $("login-password").value }),
-    }).then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
-      .then(function (res) {
-        var err = $("login-error");
-        if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
-        state.token = res.body.token; state.agent = res.body.agent;
-        sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
-        start();
-      });
-  });
+  window.SBPage.signIn({ key: KEY, t: t, done: function (token, agent) {
+    state.token = token; state.agent = agent;
+    start();
+  } });
   $("sign-out").addEventListener("click", function () {
     sessionStorage.removeItem(KEY); sessionStorage.removeItem("sb-inbox"); location.reload();
   });

@@ -10,29 +10,14 @@
   var t = window.SBI18n.t;
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-qa";
-  var SVG = "http://www.w3.org/2000/svg";
   var DAY = 86400000;
   var EVALUATORS = ["qa", "supervisor"];
   var LEADS = ["qa", "supervisor", "team_lead"];
   var state = { token: null, agent: null, view: null, forms: [], review: null, card: null };
 
-  function el(tag, attrs) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else if (k === "cls") node.className = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    for (var i = 2; i < arguments.length; i++) if (arguments[i] != null) node.appendChild(arguments[i]);
-    return node;
-  }
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG, tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text != null) node.textContent = text;
-    return node;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  var el = window.SBPage.el;
+  var clear = window.SBPage.clear;
+  var svg = window.SBPage.svg;
   function pct(x) { return (Math.round((x || 0) * 1000) / 10) + "%"; }
   function score(x) { return String(Math.round((x || 0) * 10) / 10); }
   function when(ms) {
@@ -51,37 +36,15 @@
   function dayStart(id) { var p = $(id).value.split("-"); return new Date(+p[0], +p[1] - 1, +p[2]).getTime(); }
   function dayEnd(id) { var p = $(id).value.split("-"); return new Date(+p[0], +p[1] - 1, +p[2] + 1).getTime(); }
 
-  function api(action, body) {
-    return fetch("api/qa/" + action, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: "Bearer " + state.token },
-      body: JSON.stringify(body || {}),
-    }).then(function (r) {
-      return r.json().then(function (b) {
-        if (r.status === 401) { sessionStorage.removeItem(KEY); }
-        if (r.status !== 200) throw new Error(b.error || String(r.status));
-        return b;
-      });
-    });
-  }
+  var api = window.SBPage.api("api/qa/", KEY, function () { return state.token; });
   function failed(err) { error(err && err.message ? err.message : String(err)); }
 
   // ---- sign-in ----------------------------------------------------------------------------------
 
-  $("login").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    fetch("api/agent/login", {
-      method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ tenant: $("login-tenant").value.trim(), agent_id: $("login-agent").value.trim(), password: $("login-password").value }),
-    }).then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
-      .then(function (res) {
-        var err = $("login-error");
-        if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
-        state.token = res.body.token; state.agent = res.body.agent;
-        sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
-        window.SBI18n.load(state.agent.ui_language).then(start);
-      });
-  });
+  window.SBPage.signIn({ key: KEY, t: t, done: function (token, agent) {
+    state.token = token; state.agent = agent;
+    window.SBI18n.load(state.agent.ui_language).then(start);
+  } });
   $("sign-out").addEventListener("click", function () {
     sessionStorage.removeItem(KEY); sessionStorage.removeItem("sb-inbox"); location.reload();
   });

@@ -11,27 +11,12 @@
   var t = window.SBI18n.t;
   var $ = function (id) { return document.getElementById(id); };
   var KEY = "sb-wallboard";
-  var SVG = "http://www.w3.org/2000/svg";
   var state = { token: null, agent: null, socket: null, day: null, last: null, live: [], watching: null, seen: {}, calls: [], listening: null };
   var LIVE_SECONDS = 3;  // how often the list of live chats is asked for
 
-  function el(tag, attrs) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else if (k === "cls") node.className = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    for (var i = 2; i < arguments.length; i++) if (arguments[i] != null) node.appendChild(arguments[i]);
-    return node;
-  }
-  function svg(tag, attrs, text) {
-    var node = document.createElementNS(SVG, tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text != null) node.textContent = text;
-    return node;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  var el = window.SBPage.el;
+  var clear = window.SBPage.clear;
+  var svg = window.SBPage.svg;
   function secs(s) {
     s = Math.round(s || 0);
     return s >= 3600 ? Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m"
@@ -40,21 +25,10 @@
   function pct(x) { return (Math.round((x || 0) * 1000) / 10) + "%"; }
   function error(msg) { $("board-error").textContent = msg || ""; $("board-error").hidden = !msg; }
 
-  $("login").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    fetch("api/agent/login", {
-      method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ tenant: $("login-tenant").value.trim(), agent_id: $("login-agent").value.trim(), password: $("login-password").value }),
-    }).then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
-      .then(function (res) {
-        var err = $("login-error");
-        if (res.status !== 200) { err.textContent = res.status === 401 ? t("wrongLogin") : res.body.error; err.hidden = false; return; }
-        if (!["supervisor", "team_lead"].includes(res.body.agent.role)) { err.textContent = t("needSupervisor"); err.hidden = false; return; }
-        state.token = res.body.token; state.agent = res.body.agent;
-        sessionStorage.setItem(KEY, JSON.stringify({ token: state.token, agent: state.agent }));
-        window.SBI18n.load(state.agent.ui_language).then(start);
-      });
-  });
+  window.SBPage.signIn({ key: KEY, t: t, roles: ["supervisor", "team_lead"], refused: "needSupervisor", done: function (token, agent) {
+    state.token = token; state.agent = agent;
+    window.SBI18n.load(state.agent.ui_language).then(start);
+  } });
 
   $("sign-out").addEventListener("click", function () { sessionStorage.removeItem(KEY); location.reload(); });
 
