@@ -81,6 +81,8 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
     qa = await pages.new(f"{platform.url}/qa")
     await sign_in(qa, "qa-1", "demo-qa-1")
     await expect(qa.get_by_test_id("tab-samples")).to_have_text("샘플")
+    # Signed in (the tabs are shown): an evaluator has no "My evaluations".
+    await expect(qa.get_by_test_id("tab-samples")).to_be_visible()
     await expect(qa.get_by_test_id("tab-mine")).to_be_hidden()
     await qa.get_by_test_id("s-rate").fill("100")
     await qa.get_by_test_id("t-escalated").check()

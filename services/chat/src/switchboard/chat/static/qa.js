@@ -55,7 +55,8 @@
     $("me").textContent = state.agent.name + " · " + t("role_" + role());
     document.querySelectorAll("#tabs button").forEach(function (b) {
       var r = b.getAttribute("data-role");
-      b.hidden = !(r === "evaluator" ? isEvaluator() : r === "lead" ? LEADS.indexOf(role()) >= 0 : true);
+      // "My evaluations" is for those whose contacts are evaluated, not for the evaluators.
+      b.hidden = !(r === "evaluator" ? isEvaluator() : r === "lead" ? LEADS.indexOf(role()) >= 0 : !isEvaluator());
       b.addEventListener("click", function () { show(b.getAttribute("data-view")); });
     });
     dateInput("s-from", -7); dateInput("s-to", 0);
