@@ -83,6 +83,24 @@ async def test_join_waits_for_the_assignment_event(chat: Chat, bus: FakePublishe
     assert chat._assignment_waiters == {}
 
 
+async def test_a_reply_right_after_the_accept_waits_for_the_assignment(
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery
+) -> None:
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("我的账户登录不了"))
+    # The router accepted the agent's offer; its ContactAssigned is not consumed here yet.
+    reply = asyncio.create_task(
+        chat.send_agent_message(TENANT, sent.contact_id, AGENT.subject, "您好")
+    )
+    await asyncio.sleep(0)
+    assert not reply.done() and chat._assignment_waiters
+
+    await chat.on_contact_assigned(assigned(sent.contact_id))
+
+    replied = await asyncio.wait_for(reply, 1.0)
+    assert replied.contact_id == sent.contact_id
+    assert any(e == "message" and d.get("text") == "您好" for _, e, d in delivery.emitted)
+
+
 async def test_join_refuses_once_the_wait_is_over(
     bus: FakePublisher, delivery: FakeDelivery
 ) -> None:

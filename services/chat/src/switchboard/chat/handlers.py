@@ -544,8 +544,11 @@ class Chat:
         return conversation
 
     async def _assigned(self, tenant: str, contact_id: str, agent_id: str) -> Conversation:
-        conversation = await self.store.get(tenant, contact_id)
-        if conversation is None or not conversation.agent_id or conversation.agent_id != agent_id:
+        """The conversation assigned to `agent_id`. An agent acts as soon as the router accepted
+        their offer, which can be before this service consumed the ContactAssigned: an
+        assignment in flight is waited for briefly, as a join waits for it."""
+        conversation = await self._wait_assigned(tenant, contact_id, agent_id)
+        if conversation is None:
             raise not_assigned(contact_id)
         return conversation
 
