@@ -8,6 +8,7 @@ that cannot be reached, gives None and the caller falls back to what the events 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,14 @@ _SOFT_CODES = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.NOT_FOUND,
 )
+
+
+def wait_seconds(p: router_pb2.ContactPosition) -> int | None:
+    """The router's estimated wait in whole seconds, rounded up: a customer with someone ahead
+    is never told the wait is 0 (a fast queue estimates fractions of a second)."""
+    if not p.HasField("estimated_wait"):
+        return None
+    return math.ceil(p.estimated_wait.ToNanoseconds() / 1e9)
 
 
 @dataclass(frozen=True)
@@ -67,12 +76,7 @@ class RouterClient:
             if exc.code() not in _SOFT_CODES:
                 logger.warning("GetContactPosition: %s", exc.code().name)
             return None
-        wait = (
-            int(p.estimated_wait.ToTimedelta().total_seconds())
-            if p.HasField("estimated_wait")
-            else None
-        )
-        return Position(int(p.position), int(p.waiting), wait, p.state, p.queue)
+        return Position(int(p.position), int(p.waiting), wait_seconds(p), p.state, p.queue)
 
     async def wait_is_measured(self, tenant: str, queue: str) -> bool:
         """Whether the router's wait estimate for `queue` rests on what is happening: the queue
