@@ -354,6 +354,7 @@ def banner(endpoints: Endpoints, directory: Path) -> str:
         f"  Wallboard:            {chat}/wallboard",
         f"  Admin console:        {chat}/admin   (see docs/admin.md)",
         f"  Quality (QA):         {chat}/qa",
+        f"  Knowledge base:       {chat}/kb   (write, review, publish)",
         f"  Customer portal:      {chat}/portal?tenant={endpoints.tenant}   (sign-in links: Sent mail)",
     ]
     if endpoints.mail_page:
