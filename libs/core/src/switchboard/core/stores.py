@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from nats.js import api as js_api
@@ -27,6 +28,8 @@ from nats.js.object_store import ObjectStore
 
 from switchboard.core.errors import Erased, NotFound
 from switchboard.v1 import contact_pb2
+
+logger = logging.getLogger(__name__)
 
 
 class KeyValueBucket(Protocol):
@@ -153,6 +156,44 @@ async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:
         found = await entry(kv, key)
         if found is not None:
             yield found
+
+
+# What a followed bucket calls for each key's value: (key, value, revision).
+OnValue = Callable[[str, str, int], Awaitable[None] | None]
+
+
+async def follow(kv: KeyValue, on_value: OnValue, name: str) -> asyncio.Task[None]:
+    """A task calling `on_value` for every key's value as it is now and whenever it changes
+    (deletes left out), until cancelled (`stop_following`). A value that `on_value` fails on is
+    logged and skipped; the following goes on."""
+    watcher = await kv.watchall(ignore_deletes=True)
+
+    async def run() -> None:
+        try:
+            async for found in watcher:
+                if found is None or not found.key or not found.value:
+                    continue
+                try:
+                    result = on_value(found.key, found.value.decode(), int(found.revision or 0))
+                    if result is not None:
+                        await result
+                except Exception:
+                    logger.exception("%s: applying the value of %s failed", name, found.key)
+        finally:
+            await watcher.stop()
+
+    return asyncio.create_task(run(), name=name)
+
+
+async def stop_following(task: asyncio.Task[None] | None) -> None:
+    """Cancel a `follow` task and wait for it to end."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
 
 
 def attachment_ref(

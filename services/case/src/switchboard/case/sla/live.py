@@ -104,27 +104,11 @@ class LivePolicies:
 
     async def watch(self) -> None:
         """Take the other replicas' changes as they are made, until `stop`."""
-        watcher = await self.kv.watchall(ignore_deletes=True, include_history=False)
-
-        async def follow() -> None:
-            try:
-                async for found in watcher:
-                    if found is None or not found.key or not found.value:
-                        continue
-                    self._take(found.key, found.value.decode(), int(found.revision or 0))
-            finally:
-                await watcher.stop()
-
-        self._watch = asyncio.create_task(follow(), name="case-policy-watch")
+        self._watch = await stores.follow(self.kv, self._take, "case-policy-watch")
 
     async def stop(self) -> None:
         task, self._watch = self._watch, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stores.stop_following(task)
 
 
 def file_document(path: str | None) -> dict[str, Any]:

@@ -97,32 +97,11 @@ class AdminStore:
     async def watch(self, changed: Changed) -> None:
         """Call `changed(tenant, yaml, revision)` for each tenant's directory as it is now and
         whenever it changes, until `stop`."""
-        watcher = await self.kv.watchall(ignore_deletes=True)
-
-        async def follow() -> None:
-            try:
-                async for found in watcher:
-                    if found is None or not found.key or not found.value:
-                        continue
-                    try:
-                        result = changed(found.key, found.value.decode(), int(found.revision or 0))
-                        if result is not None:
-                            await result
-                    except Exception:
-                        logger.exception("applying the stored agents of %s failed", found.key)
-            finally:
-                await watcher.stop()
-
-        self._watch = asyncio.create_task(follow(), name="admin-agents-watch")
+        self._watch = await stores.follow(self.kv, changed, "admin-agents-watch")
 
     async def stop(self) -> None:
         task, self._watch = self._watch, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stores.stop_following(task)
 
     async def record(self, entry: AuditRecord) -> None:
         await self.js.publish(
