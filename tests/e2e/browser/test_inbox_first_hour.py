@@ -205,7 +205,13 @@ async def test_email_delivery_wrap_up_case_panel_and_language(
     await expect(codes.locator("option[value=follow_up]")).to_have_text("후속 조치")
     await pages.shot(inbox, "inbox-case-ko")
 
-    # Switching the language re-renders every string.
+    # Switching the language re-renders every string, in Japanese too.
+    await inbox.locator("#desk select.ui-lang").select_option("ja")
+    await expect(sla).to_contain_text(re.compile(r"初回応答: 4\s?時間 のうち \d"))
+    await expect(codes.locator("option[value=follow_up]")).to_have_text("フォローアップ")
+    await expect(inbox.get_by_test_id("conn")).to_have_text("接続済み")
+    await expect(reply.get_by_test_id("delivery").first).to_contain_text("送信に失敗")
+    await pages.shot(inbox, "inbox-case-ja")
     await inbox.locator("#desk select.ui-lang").select_option("en")
     await expect(sla).to_contain_text(re.compile(r"First response: \d.* of 4 hr"))
     await expect(codes.locator("option[value=follow_up]")).to_have_text("Follow-up")

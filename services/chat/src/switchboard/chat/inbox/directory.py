@@ -33,7 +33,7 @@ ROLES = (*roles.DESK, roles.QA, roles.ADMIN)
 # The channels an agent's capacity names (the router's), and the most contacts one may hold.
 CHANNELS = ("voice", "chat", "email", "fax")
 MAX_CAPACITY = 50
-UI_LANGUAGES = ("ko", "zh", "en")
+UI_LANGUAGES = ("ko", "zh", "en", "ja")
 DEFAULT_WRAP_UP_CODES = ("resolved", "follow_up", "escalated", "no_answer")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

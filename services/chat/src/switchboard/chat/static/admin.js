@@ -157,7 +157,7 @@
     $("f-name").value = agent ? agent.name : "";
     $("f-password").value = ""; $("f-password-label").hidden = !!agent;
     $("f-role").value = agent ? agent.role : "agent";
-    $("f-ui").value = agent ? agent.ui_language : window.SBI18n.current() === "ja" ? "en" : window.SBI18n.current();
+    $("f-ui").value = agent ? agent.ui_language : window.SBI18n.current();
     $("f-languages").value = agent ? pairs(agent.languages) : "";
     $("f-skills").value = agent ? pairs(agent.skills) : "";
     $("f-capacity").value = agent ? pairs(agent.capacity) : "";

@@ -1,5 +1,5 @@
-/* Switchboard inbox, wallboard and admin console: UI strings in Korean, Chinese and English (the
-   console also in Japanese). A page names its languages and string files on <body>:
+/* Switchboard inbox, wallboard, QA screen and admin console: UI strings in Korean, Chinese,
+   English and Japanese. A page names its languages and string files on <body>:
    data-i18n-langs="ko zh en ja" data-i18n-dir="static/i18n/admin/". Strings are set with
    textContent only. */
 (function () {
