@@ -212,3 +212,63 @@ def test_every_case_status_the_desk_sends_has_a_named_choice_in_every_language()
         assert all(labels.get(key) for key in options.values()), lang
     for status in ("pending_review", "pending_confirmation"):
         assert re.search(rf'<option value="{status}"[^>]* disabled>', select), status
+
+
+async def test_desk_events_reach_the_replica_that_holds_the_desk(nats_url: str) -> None:
+    """The bus gives a DeliveryStatus or a ContactEnded to one chat replica; the agent's desk may
+    be on another. Two replicas on one real NATS: events taken by A show on B's desk."""
+    import nats
+
+    from switchboard.testing.waiting import eventually
+
+    emitted: list[tuple[str, dict[str, Any]]] = []
+    desk = desk_of(emitted)
+    reply = {"id": "cmd-1", "text": "확인해 보겠습니다.", "delivery": "queued"}
+    desk.contacts["c-1"] = DeskContact({"contact_id": "c-1", "channel": "email"}, 0, [reply])
+    desk.contacts["c-2"] = live_chat("c-2")
+    holder = inbox_with(desk)  # replica B: holds the agent's desk
+    taker = Inbox(  # replica A: its consumer takes the events
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        "secret",
+        None,
+        "",
+        "",
+        surge_of=desk.surge_of,
+    )
+    ncs = [await nats.connect(nats_url), await nats.connect(nats_url)]
+    try:
+        await holder.follow(ncs[0], "switchboard.chat.socketio.desks")
+        await taker.follow(ncs[1], "switchboard.chat.socketio.desks")
+        await ncs[0].flush()
+        await taker.on_delivery_status(
+            events_pb2.DeliveryStatus(
+                meta=events_pb2.EventMeta(tenant="demo"),
+                command_id="cmd-1",
+                contact_id="c-1",
+                state=events_pb2.DELIVERY_STATE_DELIVERED,
+            )
+        )
+        await taker.on_contact_ended(
+            events_pb2.ContactEnded(
+                meta=events_pb2.EventMeta(tenant="demo"), contact_id="c-2", agent_id="ko-1"
+            )
+        )
+
+        async def shown() -> bool:
+            return reply["delivery"] == "delivered" and desk.contacts["c-2"].ended
+
+        await eventually(shown, "both events on the holder's desk")
+        assert {d["contact_id"] for e, d in emitted if e == "contact"} == {"c-1", "c-2"}
+        # A message on the subject that is not a desk event changes nothing and breaks nothing.
+        await ncs[1].publish("switchboard.chat.socketio.desks", b"\xff", headers={"Sb-Event": "x"})
+        await ncs[1].publish(
+            "switchboard.chat.socketio.desks", b"\xff\xff", headers={"Sb-Event": "ContactEnded"}
+        )
+        await ncs[1].flush()
+    finally:
+        await holder.unfollow()
+        await taker.unfollow()
+        for nc in ncs:
+            await nc.close()

@@ -143,6 +143,7 @@ class ChatApp(Service):
             supervise_timeout=s.voice_supervise_timeout_seconds,
         )
         await self.inbox.calls.follow(bus.nc, f"{s.socketio_subject}.calls")
+        await self.inbox.follow(bus.nc, f"{s.socketio_subject}.desks")
         socket_server.register(
             self.sio,
             self.chat,
@@ -254,6 +255,7 @@ class ChatApp(Service):
                 thread.cancel()
         if inbox is not None:
             await inbox.calls.stop()
+            await inbox.unfollow()
             await inbox.close()
         if router is not None:
             await router.close()

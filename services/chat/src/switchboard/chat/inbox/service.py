@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from switchboard.chat.domain.login_throttle import LoginThrottle
 from switchboard.chat.domain.model import check_text
@@ -127,6 +129,54 @@ class Inbox:
         self.supervision = Supervision(self)
         # Live calls, listened to through the voice gateways' VoiceService.
         self.calls = CallSupervision(self, voice_targets or [], supervise_timeout, tls)
+        # What the bus tells one replica about a desk another replica may hold.
+        self._nc: NATS | None = None
+        self._desk_subject = ""
+        self._desk_sub: Any = None
+
+    async def follow(self, nc: NATS, subject: str) -> None:
+        """Share the desk events this replica's consumer takes (the bus gives each to one
+        replica) with every replica on `subject`, one of the chat's own plain subjects, and apply
+        what any replica shares to the desks held here."""
+        self._nc, self._desk_subject = nc, subject
+        self._desk_sub = await nc.subscribe(subject, cb=self._desk_event)
+
+    async def unfollow(self) -> None:
+        sub, self._desk_sub, self._nc = self._desk_sub, None, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _share(self, event: events_pb2.DeliveryStatus | events_pb2.ContactEnded) -> None:
+        kind = type(event).__name__
+        if self._nc is None:
+            await self._apply(kind, event)
+            return
+        await self._nc.publish(
+            self._desk_subject, event.SerializeToString(), headers={"Sb-Event": kind}
+        )
+
+    async def _desk_event(self, msg: Msg) -> None:
+        kind = (msg.headers or {}).get("Sb-Event", "")
+        cls = {"DeliveryStatus": events_pb2.DeliveryStatus, "ContactEnded": events_pb2.ContactEnded}
+        if kind not in cls:
+            return
+        event = cls[kind]()
+        try:
+            event.ParseFromString(msg.data)
+        except Exception:
+            logger.warning("a shared desk event %s could not be read", kind)
+            return
+        try:
+            await self._apply(kind, event)
+        except Exception:
+            logger.exception("a shared desk event %s failed", kind)
+
+    async def _apply(self, kind: str, event: Any) -> None:
+        if kind == "DeliveryStatus":
+            await self._delivery_status_here(event)
+        else:
+            await self._contact_ended_here(event)
 
     def set_emitter(self, emit: RoomEmit) -> None:
         self._emit = emit
@@ -319,9 +369,13 @@ class Inbox:
         return reply
 
     async def on_delivery_status(self, event: events_pb2.DeliveryStatus) -> None:
-        """What became of a reply sent by email or fax: shown on the reply in every tab of the
-        agent whose desk (in this process) holds the contact. States never go back: a late
-        "sent" does not undo "delivered" or "failed"."""
+        """What became of a reply sent by email or fax, taken from the bus by one replica:
+        shared with every replica, whichever holds the agent's desk shows it."""
+        await self._share(event)
+
+    async def _delivery_status_here(self, event: events_pb2.DeliveryStatus) -> None:
+        """Shown on the reply in every tab of the agent whose desk (in this process) holds the
+        contact. States never go back: a late "sent" does not undo "delivered" or "failed"."""
         state = wire.DELIVERY_STATES.get(event.state)
         if state is None or not event.command_id:
             return
@@ -341,8 +395,13 @@ class Inbox:
             await desk.emit("contact", c.to_wire())
 
     async def on_contact_ended(self, event: events_pb2.ContactEnded) -> None:
-        """A contact ended (the customer left, hung up): the desk of this process holding it
-        keeps it, marked ended, until the agent wraps it up; every tab of the agent sees it."""
+        """A contact ended (the customer left, hung up), taken from the bus by one replica:
+        shared with every replica, whichever holds the agent's desk shows it."""
+        await self._share(event)
+
+    async def _contact_ended_here(self, event: events_pb2.ContactEnded) -> None:
+        """The desk of this process holding the contact keeps it, marked ended, until the agent
+        wraps it up; every tab of the agent sees it."""
         for desk in list(self.desks.values()):
             if desk.tenant == event.meta.tenant:
                 await desk.ended(event.contact_id)
