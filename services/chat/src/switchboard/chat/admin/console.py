@@ -15,6 +15,7 @@ rules, and their ``:agents`` parts for the directory. Every call is for the call
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import logging
 import time
@@ -38,6 +39,7 @@ from switchboard.core.errors import (
     InvalidArgument,
     PermissionDenied,
 )
+from switchboard.core.revocation import Revocations
 from switchboard.core.service_client import call
 from switchboard.core.tls import GrpcTls
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, router_pb2, router_pb2_grpc
@@ -76,6 +78,14 @@ def _require(p: sb_auth.Principal, rule: str) -> None:
         raise PermissionDenied(f"{', '.join(sorted(p.roles)) or 'this role'} may not do this")
 
 
+def revokes(entry: AuditRecord) -> bool:
+    """Whether a change ends the agent's sign-ins: disabled (alone or with other fields), or a
+    new password. Its tokens issued until then are refused everywhere."""
+    if entry.action in ("agent.disable", "agent.password", "agent.delete"):
+        return True
+    return entry.action == "agent.edit" and entry.changes.get("disabled") is True
+
+
 def routing_file(tenant: str, text: str) -> str:
     """A tenant's routing configuration as router.yaml: ``tenants: {<tenant>: ...}``."""
     body = "".join(f"    {line}\n" if line.strip() else "\n" for line in text.splitlines())
@@ -90,8 +100,10 @@ class AdminConsole:
         router_target: Any,
         tls: GrpcTls | None = None,
         case_target: str = "",
+        revocations: Revocations | None = None,
     ) -> None:
         self.store = store
+        self.revocations = revocations
         self.case_target = case_target
         self.inbox = inbox
         self.router_target = router_target  # an address, or tenant -> its router group's
@@ -107,6 +119,7 @@ class AdminConsole:
                 await self._changed(tenant, text, revision)
             except ConfigError as exc:  # written checked: only a hand-made value gets here
                 logger.error("stored agents of %s ignored, the file's kept: %s", tenant, exc)
+        await self.reconcile()
         await self.store.watch(self._changed)
 
     async def stop(self) -> None:
@@ -213,21 +226,36 @@ class AdminConsole:
     async def _commit(
         self, p: sb_auth.Principal, text: str, change: changes.Change
     ) -> dict[str, Any]:
-        revision = await self.store.save_agents(p.tenant, text, self.revisions.get(p.tenant, 0))
-        await self._changed(p.tenant, text, revision)
-        await self.store.record(
-            AuditRecord(
-                p.tenant,
-                time.time(),
-                p.subject,
-                change.action,
-                change.agent_id,
-                revision,
-                change.changes,
-            )
+        """Store the tenant's directory and the change's audit record in one write, apply it
+        here, refuse the tokens it revokes, and publish the record (`AdminStore.reconcile`
+        publishes it if this process dies first)."""
+        entry = AuditRecord(
+            p.tenant, time.time(), p.subject, change.action, change.agent_id, 0, change.changes
         )
+        revision = await self.store.save_agents(
+            p.tenant, text, self.revisions.get(p.tenant, 0), entry
+        )
+        entry = dataclasses.replace(entry, version=revision)
+        await self._changed(p.tenant, text, revision)
+        await self._follow_up(entry)
         logger.info("%s: %s of %s by %s", p.tenant, change.action, change.agent_id, p.subject)
         return self.agents(p)
+
+    async def _follow_up(self, entry: AuditRecord) -> None:
+        """What follows a stored change: the tokens it revokes are refused in every service
+        (the revocation list), and its audit record is published."""
+        if self.revocations is not None and revokes(entry):
+            known = self.revocations.revoked_before(entry.tenant, entry.target)
+            if known is None or known < int(entry.at):
+                await self.revocations.revoke(entry.tenant, entry.target, entry.at)
+                logger.info("%s: tokens of %s revoked", entry.tenant, entry.target)
+        await self.store.record(entry)
+
+    async def reconcile(self, tenant: str | None = None) -> None:
+        """Finish the stored changes whose follow-up a stopped process did not: their audit
+        records and revocations."""
+        for entry in await self.store.reconcile(tenant):
+            await self._follow_up(entry)
 
     def export_agents(self, p: sb_auth.Principal) -> str:
         """The caller's tenant's agents as the agents file (CHAT_AGENTS_FILE) would hold them."""
@@ -236,6 +264,7 @@ class AdminConsole:
 
     async def audit(self, p: sb_auth.Principal) -> list[dict[str, Any]]:
         _require(p, VIEW_AGENTS)
+        await self.reconcile(p.tenant)
         return [asdict(r) for r in await self.store.audit(p.tenant)]
 
     # ---- routing -------------------------------------------------------------------------
