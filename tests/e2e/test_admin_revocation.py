@@ -94,3 +94,21 @@ async def test_a_password_reset_refuses_the_old_tokens_in_every_service(
     status, body = await admin.call("PUT", "/api/admin/agents/ko-1", {"name": "Kim"})
     assert status == 200, body
     assert await grpc_status(platform, ko.token) != (grpc.StatusCode.UNAUTHENTICATED,) * 2
+
+
+async def test_a_role_that_may_do_less_refuses_the_old_tokens_one_that_may_do_more_does_not(
+    platform: Platform,
+) -> None:
+    admin = await Console(platform).login("admin-1", "demo-admin-1")
+    sup = await Console(platform).login("sup-1", "demo-sup-1")
+    ko = await Console(platform).login("ko-1", "demo-ko-1")
+    status, body = await admin.call("PUT", "/api/admin/agents/ko-1", {"role": "supervisor"})
+    assert status == 200, body
+    status, body = await admin.call("PUT", "/api/admin/agents/sup-1", {"role": "agent"})
+    assert status == 200, body
+    # The supervisor made an agent no longer holds a supervisor's token.
+    await refused_everywhere(platform, sup)
+    # The promoted agent keeps its token (the new rights come with its next sign-in).
+    assert (await ko.call("GET", "/api/admin/agents"))[0] == 403
+    entry = (await admin.call("GET", "/api/admin/audit"))[1]["entries"][0]
+    assert entry["changes"] == {"role": "agent", "role_before": "supervisor"}

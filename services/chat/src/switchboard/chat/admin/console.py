@@ -79,11 +79,23 @@ def _require(p: sb_auth.Principal, rule: str) -> None:
 
 
 def revokes(entry: AuditRecord) -> bool:
-    """Whether a change ends the agent's sign-ins: disabled (alone or with other fields), or a
-    new password. Its tokens issued until then are refused everywhere."""
+    """Whether a change ends the agent's sign-ins: disabled (alone or with other fields), a new
+    password, or a role that may do less than the one its tokens name. Its tokens issued until
+    then are refused everywhere (a role that may do more comes with the next sign-in)."""
     if entry.action in ("agent.disable", "agent.password", "agent.delete"):
         return True
-    return entry.action == "agent.edit" and entry.changes.get("disabled") is True
+    if entry.action != "agent.edit":
+        return False
+    if entry.changes.get("disabled") is True:
+        return True
+    old, new = entry.changes.get("role_before"), entry.changes.get("role")
+    return isinstance(old, str) and not _may(new or "agent") >= _may(old)
+
+
+def _may(role: str) -> frozenset[str]:
+    """The role table's rules a token of `role` passes."""
+    p = sb_auth.Principal("-", "-", frozenset({role}))
+    return frozenset(name for name, rule in roles.RULES.items() if rule.admits(p))
 
 
 def routing_file(tenant: str, text: str) -> str:
