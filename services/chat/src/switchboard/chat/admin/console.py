@@ -55,6 +55,9 @@ CHANGE_ROUTING = _ADMIN + "ApplyConfig"
 PREVIEW_ROUTING = _ADMIN + "PreviewRouting"
 VIEW_POLICY = "/switchboard.v1.CaseService/GetTenantPolicy"
 CHANGE_POLICY = "/switchboard.v1.CaseService/ApplyTenantPolicy"
+VIEW_QA_FORMS = "/switchboard.v1.CaseService/ListQaForms"
+CHANGE_QA_FORMS = "/switchboard.v1.CaseService/PutQaForm"
+MAX_QA_ITEMS = 200
 CHANNELS = {
     "voice": contact_pb2.CHANNEL_VOICE,
     "chat": contact_pb2.CHANNEL_CHAT,
@@ -488,6 +491,147 @@ class AdminConsole:
 
     async def export_case_policy(self, p: sb_auth.Principal, token: str) -> str:
         return str((await self.case_policy(p, token))["yaml"])
+
+    # ---- QA scoring forms (the case service's) ---------------------------------------------
+
+    async def qa_forms(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's QA forms, each at its latest version (built-in ones included)."""
+        _require(p, VIEW_POLICY)  # the console's own viewers ...
+        _require(p, VIEW_QA_FORMS)  # ... as far as the role table lets them see forms
+        channel, stub = self._case(token)
+        try:
+            got = await call("ListQaForms", stub.ListQaForms(case_pb2.ListQaFormsRequest()))
+        finally:
+            await channel.close()
+        return {
+            "tenant": p.tenant,
+            "forms": [qa_form_wire(f) for f in got.forms],
+            "may_change": roles.RULES[CHANGE_QA_FORMS].admits(p),
+        }
+
+    async def qa_form(
+        self, p: sb_auth.Principal, token: str, form_id: str, version: Any = 0
+    ) -> dict[str, Any]:
+        """One version of one of the tenant's forms (0: the latest)."""
+        _require(p, VIEW_POLICY)
+        _require(p, VIEW_QA_FORMS)
+        try:
+            number = int(version or 0)
+        except (TypeError, ValueError):
+            raise InvalidArgument("version", "must be a number") from None
+        channel, stub = self._case(token)
+        try:
+            got = await call(
+                "GetQaForm",
+                stub.GetQaForm(case_pb2.GetQaFormRequest(form_id=form_id, version=number)),
+            )
+        finally:
+            await channel.close()
+        return qa_form_wire(got)
+
+    async def save_qa_form(
+        self, p: sb_auth.Principal, token: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store the form `data` {form_id, title, items: [{item_id, text, fatal, weight}],
+        version?} as the next version of its form; the case service checks it as a form file.
+        `version`: the version the change was based on (0 or absent for a new form)."""
+        _require(p, VIEW_POLICY)
+        _require(p, CHANGE_QA_FORMS)
+        text = qa_form_yaml(data)
+        form_id = str(data["form_id"])
+        based_on = data.get("version")
+        if based_on is not None and (not isinstance(based_on, int) or isinstance(based_on, bool)):
+            raise InvalidArgument("version", "must be a number")
+        channel, stub = self._case(token)
+        try:
+            before_text, before_version = "", 0
+            try:
+                before = await call(
+                    "GetQaForm", stub.GetQaForm(case_pb2.GetQaFormRequest(form_id=form_id))
+                )
+                before_text, before_version = qa_form_yaml(qa_form_wire(before)), before.version
+            except InvalidArgument:  # a new form
+                pass
+            if based_on is not None and based_on != before_version:
+                raise FailedPrecondition(
+                    f"form {form_id} changed meanwhile (now version {before_version}): reload "
+                    "and make the change again"
+                )
+            got = await call("PutQaForm", stub.PutQaForm(case_pb2.PutQaFormRequest(yaml=text)))
+        finally:
+            await channel.close()
+        diff = list(
+            difflib.unified_diff(
+                before_text.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
+            )
+        )
+        await self.store.record(
+            AuditRecord(
+                p.tenant,
+                time.time(),
+                p.subject,
+                "qa_form.put",
+                form_id,
+                got.version,
+                {"diff": "\n".join(diff[2:])},
+            )
+        )
+        logger.info("%s: QA form %s version %d by %s", p.tenant, form_id, got.version, p.subject)
+        return qa_form_wire(got)
+
+    async def export_qa_forms(self, p: sb_auth.Principal, token: str) -> str:
+        """The tenant's forms at their latest versions, one YAML document each (the format of
+        a form file, forms/qa_default.yaml)."""
+        forms = (await self.qa_forms(p, token))["forms"]
+        return "---\n".join(qa_form_yaml(f) for f in forms)
+
+
+def qa_form_wire(f: case_pb2.QaForm) -> dict[str, Any]:
+    return {
+        "form_id": f.form_id,
+        "version": f.version,
+        "title": f.title,
+        "items": [
+            {"item_id": i.item_id, "text": i.text, "fatal": i.fatal, "weight": i.weight}
+            for i in f.items
+        ],
+        "created_by": f.created_by,
+        "built_in": not f.created_by,
+    }
+
+
+def _number(value: Any) -> Any:
+    """A whole weight as an integer (as a form file writes it); anything else as given."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def qa_form_yaml(data: Any) -> str:
+    """A form {form_id, title, items: [{item_id, text, fatal, weight}]} as a form file's YAML
+    (id, title, items of id/text/fatal/weight). Its values are the case service's to check:
+    what is refused here is only what is no form at all."""
+    if not isinstance(data, dict):
+        raise InvalidArgument("form", "must be an object")
+    form_id, title, items = data.get("form_id"), data.get("title", ""), data.get("items")
+    if not isinstance(form_id, str) or not form_id.strip():
+        raise InvalidArgument("id", "is required")
+    if not isinstance(title, str):
+        raise InvalidArgument("title", "must be text")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InvalidArgument("items", "must be a list of items")
+    if len(items) > MAX_QA_ITEMS:
+        raise InvalidArgument("items", f"at most {MAX_QA_ITEMS}")
+    out: list[dict[str, Any]] = []
+    for item in items:
+        entry: dict[str, Any] = {"id": item.get("item_id", ""), "text": item.get("text", "")}
+        if item.get("fatal"):
+            entry["fatal"] = item["fatal"]
+        else:
+            entry["weight"] = _number(item.get("weight", 1))
+        out.append(entry)
+    doc = {"id": form_id.strip(), "title": title, "items": out}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=1000)
 
 
 def business_hours(tenant: str, text: str) -> dict[str, Any] | None:

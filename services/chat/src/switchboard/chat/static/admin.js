@@ -78,6 +78,7 @@
     if (name === "agents") loadAgents();
     if (name === "routing") loadRouting();
     if (name === "policy") loadPolicy();
+    if (name === "qa") loadQaForms();
     if (name === "audit") loadAudit();
   }
   document.querySelectorAll("[data-tab]").forEach(function (b) {
@@ -223,6 +224,7 @@
   $("export-agents").addEventListener("click", function () { download("agents.yaml", "agents.yaml"); });
   $("export-policy").addEventListener("click", function () { download("case-policy.yaml", "policy.yaml"); });
   $("export-routing").addEventListener("click", function () { download("routing.yaml", "router.yaml"); });
+  $("export-qa").addEventListener("click", function () { download("qa-forms.yaml", "qa-forms.yaml"); });
 
   // ---- routing -----------------------------------------------------------------------------
 
@@ -370,6 +372,95 @@
     });
   });
 
+  // ---- QA forms (the case service's) --------------------------------------------------------
+
+  function qaMayChange() { return !!(state.qa && state.qa.may_change); }
+
+  function loadQaForms() {
+    return api("GET", "qa-forms").then(function (data) {
+      state.qa = data;
+      $("new-qa-form").hidden = !data.may_change;
+      var rows = $("qa-rows");
+      rows.textContent = "";
+      data.forms.forEach(function (f) {
+        rows.appendChild(el("tr", { attrs: { "data-testid": "qa-row", "data-form": f.form_id } }, [
+          el("td", { text: f.form_id }), el("td", { text: f.title }),
+          el("td", { text: t("versionN", { n: f.version }), attrs: { "data-testid": "qa-row-version" } }),
+          el("td", { text: String(f.items.length) }),
+          el("td", { text: f.built_in ? t("builtIn") : f.created_by }),
+          el("td", { cls: "row-actions" }, [button(qaMayChange() ? t("edit") : t("view"), "open-qa-" + f.form_id, function () { openQaForm(f, f.version); })])
+        ]));
+      });
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  function openQaForm(form, latest) {
+    state.qaForm = form; state.qaLatest = latest;
+    $("qa-editor").hidden = false;
+    $("qa-id").value = form ? form.form_id : ""; $("qa-id").disabled = !!form;
+    $("qa-title").value = form ? form.title : "";
+    var versions = $("qa-version");
+    versions.textContent = "";
+    for (var n = latest; n >= 1; n--) versions.appendChild(el("option", { text: t("versionN", { n: n }), attrs: { value: String(n) } }));
+    versions.value = String(form ? form.version : 1);
+    versions.disabled = !form;
+    $("qa-old").hidden = !form || form.version === latest;
+    var rows = $("qa-items");
+    rows.textContent = "";
+    (form ? form.items : [{ item_id: "", text: "", fatal: false, weight: 1 }]).forEach(addQaItem);
+    ["qa-add-item", "qa-save"].forEach(function (id) { $(id).hidden = !qaMayChange(); });
+    $("qa-title").readOnly = !qaMayChange();
+    $("qa-error").textContent = "";
+    (form ? $("qa-title") : $("qa-id")).focus();
+  }
+
+  function addQaItem(item) {
+    var ro = !qaMayChange();
+    var input = function (cls, value, type) {
+      var i = el("input", { cls: cls, attrs: { "data-testid": cls, type: type || "text" } });
+      if (type === "checkbox") { i.checked = !!value; i.disabled = ro; } else { i.value = value; i.readOnly = ro; }
+      return i;
+    };
+    var weight = input("qa-item-weight", String(item.weight === undefined ? 1 : item.weight), "number");
+    weight.step = "any"; weight.min = "0";
+    var fatal = input("qa-item-fatal", item.fatal, "checkbox");
+    var sync = function () { weight.disabled = fatal.checked; };
+    fatal.addEventListener("change", sync); sync();
+    var row = el("tr", { attrs: { "data-testid": "qa-item" } }, [
+      el("td", {}, [input("qa-item-id", item.item_id)]), el("td", { cls: "wide" }, [input("qa-item-text", item.text)]),
+      el("td", {}, [fatal]), el("td", {}, [weight]), el("td", {})
+    ]);
+    if (!ro) row.lastChild.appendChild(button(t("removeItem"), "qa-item-remove", function () { row.remove(); }));
+    $("qa-items").appendChild(row);
+  }
+
+  $("new-qa-form").addEventListener("click", function () { openQaForm(null, 0); });
+  $("qa-add-item").addEventListener("click", function () { addQaItem({ item_id: "", text: "", fatal: false, weight: 1 }); });
+  $("qa-cancel").addEventListener("click", function () { $("qa-editor").hidden = true; });
+  $("qa-version").addEventListener("change", function () {
+    var id = state.qaForm.form_id;
+    api("GET", "qa-forms/" + encodeURIComponent(id) + "?version=" + $("qa-version").value)
+      .then(function (f) { openQaForm(f, state.qaLatest); })
+      .catch(function (e) { $("qa-error").textContent = e.message; });
+  });
+
+  $("qa-editor").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var items = Array.prototype.map.call($("qa-items").querySelectorAll("tr"), function (row) {
+      var q = function (cls) { return row.querySelector("." + cls); };
+      var raw = q("qa-item-weight").value.trim();
+      // A number goes as a number; anything else as typed, for the case service to refuse.
+      return { item_id: q("qa-item-id").value.trim(), text: q("qa-item-text").value.trim(),
+        fatal: q("qa-item-fatal").checked, weight: raw !== "" && !isNaN(Number(raw)) ? Number(raw) : raw };
+    });
+    var body = { form_id: $("qa-id").value.trim(), title: $("qa-title").value.trim(), items: items, version: state.qaLatest };
+    api("POST", "qa-forms", body).then(function (f) {
+      $("qa-editor").hidden = true;
+      notice(t("qaFormSaved", { id: f.form_id, n: f.version }));
+      return loadQaForms();
+    }).catch(function (e) { $("qa-error").textContent = e.message; });
+  });
+
   // ---- audit -------------------------------------------------------------------------------
 
   function loadAudit() {
@@ -400,6 +491,7 @@
     if (state.routing) $("routing-version").textContent = t("versionN", { n: state.routing.version });
     if (state.policy) $("policy-version").textContent = t("versionN", { n: state.policy.version });
     if (state.tab === "audit") loadAudit();
+    if (state.tab === "qa" && $("qa-editor").hidden) loadQaForms();
   });
 
   var prior = null;
