@@ -492,6 +492,48 @@ class AdminConsole:
     async def export_case_policy(self, p: sb_auth.Principal, token: str) -> str:
         return str((await self.case_policy(p, token))["yaml"])
 
+    async def templates(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's own case templates (its portal request forms among them), as its part
+        of the policy file holds them."""
+        got = await self.case_policy(p, token)
+        part = yaml.safe_load(got["yaml"]) or {}
+        return {
+            "tenant": p.tenant,
+            "version": got["version"],
+            "templates": [t for t in part.get("templates") or [] if isinstance(t, dict)],
+            "may_change": got["may_change"],
+        }
+
+    async def save_template(
+        self, p: sb_auth.Principal, token: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the template `name` {template, version} into the tenant's part (replacing its
+        own of that name, else added) and apply the part: the case service checks it as the
+        policy file, naming the entry and field."""
+        _require(p, CHANGE_POLICY)
+        template = data.get("template")
+        if not isinstance(template, dict):
+            raise InvalidArgument("template", "must be the template's fields")
+        if not name or not isinstance(name, str):
+            raise InvalidArgument("name", "is required")
+        current = await self.case_policy(p, token)
+        part = yaml.safe_load(current["yaml"]) or {}
+        if not isinstance(part, dict):
+            part = {}
+        entry = {"name": name, "tenant": p.tenant, **template}
+        entry["name"], entry["tenant"] = name, p.tenant  # the URL's name, the caller's tenant
+        templates = [t for t in part.get("templates") or [] if isinstance(t, dict)]
+        index = next((i for i, t in enumerate(templates) if t.get("name") == name), None)
+        if index is None:
+            templates.append(entry)
+        else:
+            templates[index] = entry
+        part["templates"] = templates
+        text = yaml.safe_dump(part, allow_unicode=True, sort_keys=False, width=100)
+        version = data.get("version", current["version"])
+        await self.apply_case_policy(p, token, {"yaml": text, "version": version})
+        return await self.templates(p, token)
+
     # ---- QA scoring forms (the case service's) ---------------------------------------------
 
     async def qa_forms(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:

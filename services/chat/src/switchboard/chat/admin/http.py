@@ -14,6 +14,9 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
   /api/admin/case-policy`` {yaml | hours, dry_run, version?} checks or applies the tenant's
   policies (business hours, holidays, SLA, escalation, templates); ``GET
   /api/admin/case-policy.yaml``: the tenant's part of the case policy file
+- ``GET /api/admin/templates`` -> {version, templates, may_change}: the tenant's own case
+  templates (portal request forms); ``PUT /api/admin/templates/<name>`` {template, version}
+  puts one into the tenant's policies (checked and applied as the policy YAML is)
 - ``GET /api/admin/qa-forms`` -> {forms (each at its latest version), may_change}; ``GET
   /api/admin/qa-forms/<id>?version=<n>`` one version; ``POST /api/admin/qa-forms`` {form_id,
   title, items: [{item_id, text, fatal, weight}], version?} stores the next version; ``GET
@@ -142,6 +145,11 @@ class AdminHttp(InboxHttp):
         elif parts == ["case-policy.yaml"] and method == "GET":
             await self._yaml(send, await c.export_case_policy(p, token), "policy.yaml")
             return
+        elif parts == ["templates"] and method == "GET":
+            result = await c.templates(p, token)
+        elif len(parts) == 2 and parts[0] == "templates" and method == "PUT":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.save_template(p, token, parts[1], data)
         elif parts == ["qa-forms"] and method == "GET":
             result = await c.qa_forms(p, token)
         elif parts == ["qa-forms"] and method == "POST":
