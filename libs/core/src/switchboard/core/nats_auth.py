@@ -105,8 +105,15 @@ SERVICES: dict[str, Grant] = {
     ),
     "router": router_grant(),
     "chat": Grant(
-        # Its chats; the inbox's replies; the recordings its users play.
-        publishes=(_channel("chat"), _EMAIL_OUT, _FAX_OUT, _RECORDING_PLAYED),
+        # Its chats; the inbox's replies; the recordings its users play; the revocations of
+        # its tenants' users' tokens (an agent disabled in the admin console).
+        publishes=(
+            _channel("chat"),
+            _EMAIL_OUT,
+            _FAX_OUT,
+            _RECORDING_PLAYED,
+            f"$KV.{revocation.BUCKET}.{{tenant}}.>",
+        ),
         consumers=(("EVENTS", "chat"),),
         # The admin console's audit trail and its agents directory (docs/admin.md).
         streams=(("CHAT_HISTORY", "chat.history.>"), ("ADMIN_AUDIT", "admin.audit.>")),

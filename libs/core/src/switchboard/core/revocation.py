@@ -72,6 +72,10 @@ class Revocations:
         if before is not None and principal.issued_at <= before:
             raise Unauthenticated("token has been revoked: sign in again for a new one")
 
+    def revoked_before(self, tenant: str, subject: str) -> int | None:
+        """The second up to which the principal's tokens are refused, if they are."""
+        return self._before.get(key(tenant, subject))
+
     async def revoke(self, tenant: str, subject: str, at: float | None = None) -> int:
         """Refuse every token of `subject` of `tenant` issued up to `at` (default: now); the
         second recorded is returned. Applied here at once, and by the other services as their

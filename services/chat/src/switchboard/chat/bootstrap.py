@@ -162,6 +162,7 @@ class ChatApp(Service):
             router_target,
             s.grpc_tls(),
             case_target=s.case_target,
+            revocations=self.revocations,
         )
         await self.admin.start()
         used_links: UsedLinks = (

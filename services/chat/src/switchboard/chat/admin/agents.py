@@ -89,6 +89,8 @@ def save(
         else:
             entry[key] = value
     changed = {k: entry.get(k) for k in EDITABLE if entry.get(k) != before.get(k)}
+    if not create and "role" in changed:
+        changed["role_before"] = before.get("role") or "agent"  # a demotion revokes tokens
     if create:
         changed["password"] = "changed"
     loaded, text = _load(section, tenant)
@@ -113,7 +115,7 @@ def set_password(
 
 def set_codes(part: Directory, tenant: str, codes: Any) -> tuple[Directory, str, Change]:
     """`tenant`'s directory with its wrap-up codes (the file's ``wrap_up_codes``) replaced, in
-    the order given: the inbox offers them at its next sign-in."""
+    the order given: open desks are given them at once (Inbox.profiles_changed)."""
     if not isinstance(codes, list) or not codes:
         raise InvalidArgument(f"tenants.{tenant}.wrap_up_codes", "must be a list of codes")
     section = _section(part, tenant)

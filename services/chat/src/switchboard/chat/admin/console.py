@@ -15,6 +15,7 @@ rules, and their ``:agents`` parts for the directory. Every call is for the call
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import logging
 import time
@@ -38,6 +39,7 @@ from switchboard.core.errors import (
     InvalidArgument,
     PermissionDenied,
 )
+from switchboard.core.revocation import Revocations
 from switchboard.core.service_client import call
 from switchboard.core.tls import GrpcTls
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, router_pb2, router_pb2_grpc
@@ -53,6 +55,9 @@ CHANGE_ROUTING = _ADMIN + "ApplyConfig"
 PREVIEW_ROUTING = _ADMIN + "PreviewRouting"
 VIEW_POLICY = "/switchboard.v1.CaseService/GetTenantPolicy"
 CHANGE_POLICY = "/switchboard.v1.CaseService/ApplyTenantPolicy"
+VIEW_QA_FORMS = "/switchboard.v1.CaseService/ListQaForms"
+CHANGE_QA_FORMS = "/switchboard.v1.CaseService/PutQaForm"
+MAX_QA_ITEMS = 200
 CHANNELS = {
     "voice": contact_pb2.CHANNEL_VOICE,
     "chat": contact_pb2.CHANNEL_CHAT,
@@ -76,6 +81,26 @@ def _require(p: sb_auth.Principal, rule: str) -> None:
         raise PermissionDenied(f"{', '.join(sorted(p.roles)) or 'this role'} may not do this")
 
 
+def revokes(entry: AuditRecord) -> bool:
+    """Whether a change ends the agent's sign-ins: disabled (alone or with other fields), a new
+    password, or a role that may do less than the one its tokens name. Its tokens issued until
+    then are refused everywhere (a role that may do more comes with the next sign-in)."""
+    if entry.action in ("agent.disable", "agent.password", "agent.delete"):
+        return True
+    if entry.action != "agent.edit":
+        return False
+    if entry.changes.get("disabled") is True:
+        return True
+    old, new = entry.changes.get("role_before"), entry.changes.get("role")
+    return isinstance(old, str) and not _may(new or "agent") >= _may(old)
+
+
+def _may(role: str) -> frozenset[str]:
+    """The role table's rules a token of `role` passes."""
+    p = sb_auth.Principal("-", "-", frozenset({role}))
+    return frozenset(name for name, rule in roles.RULES.items() if rule.admits(p))
+
+
 def routing_file(tenant: str, text: str) -> str:
     """A tenant's routing configuration as router.yaml: ``tenants: {<tenant>: ...}``."""
     body = "".join(f"    {line}\n" if line.strip() else "\n" for line in text.splitlines())
@@ -90,8 +115,10 @@ class AdminConsole:
         router_target: Any,
         tls: GrpcTls | None = None,
         case_target: str = "",
+        revocations: Revocations | None = None,
     ) -> None:
         self.store = store
+        self.revocations = revocations
         self.case_target = case_target
         self.inbox = inbox
         self.router_target = router_target  # an address, or tenant -> its router group's
@@ -107,6 +134,7 @@ class AdminConsole:
                 await self._changed(tenant, text, revision)
             except ConfigError as exc:  # written checked: only a hand-made value gets here
                 logger.error("stored agents of %s ignored, the file's kept: %s", tenant, exc)
+        await self.reconcile()
         await self.store.watch(self._changed)
 
     async def stop(self) -> None:
@@ -213,21 +241,36 @@ class AdminConsole:
     async def _commit(
         self, p: sb_auth.Principal, text: str, change: changes.Change
     ) -> dict[str, Any]:
-        revision = await self.store.save_agents(p.tenant, text, self.revisions.get(p.tenant, 0))
-        await self._changed(p.tenant, text, revision)
-        await self.store.record(
-            AuditRecord(
-                p.tenant,
-                time.time(),
-                p.subject,
-                change.action,
-                change.agent_id,
-                revision,
-                change.changes,
-            )
+        """Store the tenant's directory and the change's audit record in one write, apply it
+        here, refuse the tokens it revokes, and publish the record (`AdminStore.reconcile`
+        publishes it if this process dies first)."""
+        entry = AuditRecord(
+            p.tenant, time.time(), p.subject, change.action, change.agent_id, 0, change.changes
         )
+        revision = await self.store.save_agents(
+            p.tenant, text, self.revisions.get(p.tenant, 0), entry
+        )
+        entry = dataclasses.replace(entry, version=revision)
+        await self._changed(p.tenant, text, revision)
+        await self._follow_up(entry)
         logger.info("%s: %s of %s by %s", p.tenant, change.action, change.agent_id, p.subject)
         return self.agents(p)
+
+    async def _follow_up(self, entry: AuditRecord) -> None:
+        """What follows a stored change: the tokens it revokes are refused in every service
+        (the revocation list), and its audit record is published."""
+        if self.revocations is not None and revokes(entry):
+            known = self.revocations.revoked_before(entry.tenant, entry.target)
+            if known is None or known < int(entry.at):
+                await self.revocations.revoke(entry.tenant, entry.target, entry.at)
+                logger.info("%s: tokens of %s revoked", entry.tenant, entry.target)
+        await self.store.record(entry)
+
+    async def reconcile(self, tenant: str | None = None) -> None:
+        """Finish the stored changes whose follow-up a stopped process did not: their audit
+        records and revocations."""
+        for entry in await self.store.reconcile(tenant):
+            await self._follow_up(entry)
 
     def export_agents(self, p: sb_auth.Principal) -> str:
         """The caller's tenant's agents as the agents file (CHAT_AGENTS_FILE) would hold them."""
@@ -236,6 +279,7 @@ class AdminConsole:
 
     async def audit(self, p: sb_auth.Principal) -> list[dict[str, Any]]:
         _require(p, VIEW_AGENTS)
+        await self.reconcile(p.tenant)
         return [asdict(r) for r in await self.store.audit(p.tenant)]
 
     # ---- routing -------------------------------------------------------------------------
@@ -447,6 +491,189 @@ class AdminConsole:
 
     async def export_case_policy(self, p: sb_auth.Principal, token: str) -> str:
         return str((await self.case_policy(p, token))["yaml"])
+
+    async def templates(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's own case templates (its portal request forms among them), as its part
+        of the policy file holds them."""
+        got = await self.case_policy(p, token)
+        part = yaml.safe_load(got["yaml"]) or {}
+        return {
+            "tenant": p.tenant,
+            "version": got["version"],
+            "templates": [t for t in part.get("templates") or [] if isinstance(t, dict)],
+            "may_change": got["may_change"],
+        }
+
+    async def save_template(
+        self, p: sb_auth.Principal, token: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the template `name` {template, version} into the tenant's part (replacing its
+        own of that name, else added) and apply the part: the case service checks it as the
+        policy file, naming the entry and field."""
+        _require(p, CHANGE_POLICY)
+        template = data.get("template")
+        if not isinstance(template, dict):
+            raise InvalidArgument("template", "must be the template's fields")
+        if not name or not isinstance(name, str):
+            raise InvalidArgument("name", "is required")
+        current = await self.case_policy(p, token)
+        part = yaml.safe_load(current["yaml"]) or {}
+        if not isinstance(part, dict):
+            part = {}
+        entry = {"name": name, "tenant": p.tenant, **template}
+        entry["name"], entry["tenant"] = name, p.tenant  # the URL's name, the caller's tenant
+        templates = [t for t in part.get("templates") or [] if isinstance(t, dict)]
+        index = next((i for i, t in enumerate(templates) if t.get("name") == name), None)
+        if index is None:
+            templates.append(entry)
+        else:
+            templates[index] = entry
+        part["templates"] = templates
+        text = yaml.safe_dump(part, allow_unicode=True, sort_keys=False, width=100)
+        version = data.get("version", current["version"])
+        await self.apply_case_policy(p, token, {"yaml": text, "version": version})
+        return await self.templates(p, token)
+
+    # ---- QA scoring forms (the case service's) ---------------------------------------------
+
+    async def qa_forms(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's QA forms, each at its latest version (built-in ones included)."""
+        _require(p, VIEW_POLICY)  # the console's own viewers ...
+        _require(p, VIEW_QA_FORMS)  # ... as far as the role table lets them see forms
+        channel, stub = self._case(token)
+        try:
+            got = await call("ListQaForms", stub.ListQaForms(case_pb2.ListQaFormsRequest()))
+        finally:
+            await channel.close()
+        return {
+            "tenant": p.tenant,
+            "forms": [qa_form_wire(f) for f in got.forms],
+            "may_change": roles.RULES[CHANGE_QA_FORMS].admits(p),
+        }
+
+    async def qa_form(
+        self, p: sb_auth.Principal, token: str, form_id: str, version: Any = 0
+    ) -> dict[str, Any]:
+        """One version of one of the tenant's forms (0: the latest)."""
+        _require(p, VIEW_POLICY)
+        _require(p, VIEW_QA_FORMS)
+        try:
+            number = int(version or 0)
+        except (TypeError, ValueError):
+            raise InvalidArgument("version", "must be a number") from None
+        channel, stub = self._case(token)
+        try:
+            got = await call(
+                "GetQaForm",
+                stub.GetQaForm(case_pb2.GetQaFormRequest(form_id=form_id, version=number)),
+            )
+        finally:
+            await channel.close()
+        return qa_form_wire(got)
+
+    async def save_qa_form(
+        self, p: sb_auth.Principal, token: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store the form `data` {form_id, title, items: [{item_id, text, fatal, weight}],
+        version?} as the next version of its form; the case service checks it as a form file.
+        `version`: the version the change was based on (0 or absent for a new form)."""
+        _require(p, VIEW_POLICY)
+        _require(p, CHANGE_QA_FORMS)
+        text = qa_form_yaml(data)
+        form_id = str(data["form_id"])
+        based_on = data.get("version")
+        if based_on is not None and (not isinstance(based_on, int) or isinstance(based_on, bool)):
+            raise InvalidArgument("version", "must be a number")
+        channel, stub = self._case(token)
+        try:
+            before_text, before_version = "", 0
+            try:
+                before = await call(
+                    "GetQaForm", stub.GetQaForm(case_pb2.GetQaFormRequest(form_id=form_id))
+                )
+                before_text, before_version = qa_form_yaml(qa_form_wire(before)), before.version
+            except InvalidArgument:  # a new form
+                pass
+            if based_on is not None and based_on != before_version:
+                raise FailedPrecondition(
+                    f"form {form_id} changed meanwhile (now version {before_version}): reload "
+                    "and make the change again"
+                )
+            got = await call("PutQaForm", stub.PutQaForm(case_pb2.PutQaFormRequest(yaml=text)))
+        finally:
+            await channel.close()
+        diff = list(
+            difflib.unified_diff(
+                before_text.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
+            )
+        )
+        await self.store.record(
+            AuditRecord(
+                p.tenant,
+                time.time(),
+                p.subject,
+                "qa_form.put",
+                form_id,
+                got.version,
+                {"diff": "\n".join(diff[2:])},
+            )
+        )
+        logger.info("%s: QA form %s version %d by %s", p.tenant, form_id, got.version, p.subject)
+        return qa_form_wire(got)
+
+    async def export_qa_forms(self, p: sb_auth.Principal, token: str) -> str:
+        """The tenant's forms at their latest versions, one YAML document each (the format of
+        a form file, forms/qa_default.yaml)."""
+        forms = (await self.qa_forms(p, token))["forms"]
+        return "---\n".join(qa_form_yaml(f) for f in forms)
+
+
+def qa_form_wire(f: case_pb2.QaForm) -> dict[str, Any]:
+    return {
+        "form_id": f.form_id,
+        "version": f.version,
+        "title": f.title,
+        "items": [
+            {"item_id": i.item_id, "text": i.text, "fatal": i.fatal, "weight": i.weight}
+            for i in f.items
+        ],
+        "created_by": f.created_by,
+        "built_in": not f.created_by,
+    }
+
+
+def _number(value: Any) -> Any:
+    """A whole weight as an integer (as a form file writes it); anything else as given."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def qa_form_yaml(data: Any) -> str:
+    """A form {form_id, title, items: [{item_id, text, fatal, weight}]} as a form file's YAML
+    (id, title, items of id/text/fatal/weight). Its values are the case service's to check:
+    what is refused here is only what is no form at all."""
+    if not isinstance(data, dict):
+        raise InvalidArgument("form", "must be an object")
+    form_id, title, items = data.get("form_id"), data.get("title", ""), data.get("items")
+    if not isinstance(form_id, str) or not form_id.strip():
+        raise InvalidArgument("id", "is required")
+    if not isinstance(title, str):
+        raise InvalidArgument("title", "must be text")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InvalidArgument("items", "must be a list of items")
+    if len(items) > MAX_QA_ITEMS:
+        raise InvalidArgument("items", f"at most {MAX_QA_ITEMS}")
+    out: list[dict[str, Any]] = []
+    for item in items:
+        entry: dict[str, Any] = {"id": item.get("item_id", ""), "text": item.get("text", "")}
+        if item.get("fatal"):
+            entry["fatal"] = item["fatal"]
+        else:
+            entry["weight"] = _number(item.get("weight", 1))
+        out.append(entry)
+    doc = {"id": form_id.strip(), "title": title, "items": out}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=1000)
 
 
 def business_hours(tenant: str, text: str) -> dict[str, Any] | None:

@@ -14,6 +14,13 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
   /api/admin/case-policy`` {yaml | hours, dry_run, version?} checks or applies the tenant's
   policies (business hours, holidays, SLA, escalation, templates); ``GET
   /api/admin/case-policy.yaml``: the tenant's part of the case policy file
+- ``GET /api/admin/templates`` -> {version, templates, may_change}: the tenant's own case
+  templates (portal request forms); ``PUT /api/admin/templates/<name>`` {template, version}
+  puts one into the tenant's policies (checked and applied as the policy YAML is)
+- ``GET /api/admin/qa-forms`` -> {forms (each at its latest version), may_change}; ``GET
+  /api/admin/qa-forms/<id>?version=<n>`` one version; ``POST /api/admin/qa-forms`` {form_id,
+  title, items: [{item_id, text, fatal, weight}], version?} stores the next version; ``GET
+  /api/admin/qa-forms.yaml``: the forms as form files (one YAML document each)
 - ``POST /api/admin/preview`` {channel, language, skills, queue} -> who would be offered it
 - ``GET /api/admin/audit`` -> the changes, newest first: who, when, what
 
@@ -25,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from switchboard.chat.admin.console import AdminConsole
 from switchboard.chat.entrypoints.api import Receive, Scope, Send
@@ -41,6 +48,11 @@ PREFIX = "/api/admin/"
 
 
 MAX_ADMIN_BODY = 256 * 1024  # a routing configuration
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return {k: v[-1] for k, v in parse_qs(raw).items()}
 
 
 class AdminHttp(InboxHttp):
@@ -132,6 +144,21 @@ class AdminHttp(InboxHttp):
             result = await c.apply_case_policy(p, token, await self._json(receive, MAX_ADMIN_BODY))
         elif parts == ["case-policy.yaml"] and method == "GET":
             await self._yaml(send, await c.export_case_policy(p, token), "policy.yaml")
+            return
+        elif parts == ["templates"] and method == "GET":
+            result = await c.templates(p, token)
+        elif len(parts) == 2 and parts[0] == "templates" and method == "PUT":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.save_template(p, token, parts[1], data)
+        elif parts == ["qa-forms"] and method == "GET":
+            result = await c.qa_forms(p, token)
+        elif parts == ["qa-forms"] and method == "POST":
+            result = await c.save_qa_form(p, token, await self._json(receive, MAX_ADMIN_BODY))
+        elif len(parts) == 2 and parts[0] == "qa-forms" and method == "GET":
+            version = _query(scope).get("version", "0")
+            result = await c.qa_form(p, token, parts[1], version)
+        elif parts == ["qa-forms.yaml"] and method == "GET":
+            await self._yaml(send, await c.export_qa_forms(p, token), "qa-forms.yaml")
             return
         elif parts == ["preview"] and method == "POST":
             result = await c.preview(p, token, await self._json(receive, MAX_ADMIN_BODY))

@@ -7,6 +7,13 @@ watches, and an audit stream.
   keeps the file's agents (CHAT_AGENTS_FILE, or the embedded demo).
 - stream ``ADMIN_AUDIT``, subjects ``admin.audit.<tenant>``: one JSON record per change, saying
   who made it, when, and what it changed (never a password or its hash).
+
+A change of the agents and its audit record are one write: the record (without its version) rides
+in the bucket entry's header ``Switchboard-Audit``, so no change is stored without it and no record
+exists of a change that was not stored. It is then published to the audit stream with the
+message id ``agents.<tenant>.<revision>``; `reconcile` publishes, with the same id, the record of
+any stored revision whose publication did not happen (the process died between the two), and the
+stream's de-duplication keeps a record published twice at the same time once.
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from switchboard.core import stores
@@ -34,6 +42,9 @@ AUDIT_SUBJECTS = "admin.audit.>"
 HISTORY = 64  # revisions kept per tenant
 AUDIT_MAX_AGE_SECONDS = 400 * 24 * 3600  # the audit outlives a year's reviews
 STALE = "changed by someone else meanwhile: reload and make the change again"
+AUDIT_HEADER = "Switchboard-Audit"
+# The actions that are the agents bucket's changes (their version is the bucket's revision).
+AGENT_ACTIONS = ("agent.", "codes.")
 
 Changed = Callable[[str, str, int], Awaitable[None] | None]
 
@@ -87,12 +98,24 @@ class AdminStore:
         found = await stores.entry(self.kv, tenant)
         return int(found.revision or 0) if found is not None else 0
 
-    async def save_agents(self, tenant: str, text: str, last: int) -> int:
-        """Store `tenant`'s directory if it is still at revision `last` (0: never stored)."""
+    async def save_agents(
+        self, tenant: str, text: str, last: int, audit: AuditRecord | None = None
+    ) -> int:
+        """Store `tenant`'s directory if it is still at revision `last` (0: never stored), with
+        the `audit` record of the change in the same entry (its version is the revision made;
+        `publish` it next)."""
+        headers: dict[str, Any] = {js_api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(last)}
+        if audit is not None:
+            body = {k: v for k, v in asdict(audit).items() if k != "version"}
+            # One line of ASCII: what a header holds.
+            headers[AUDIT_HEADER] = json.dumps(body, ensure_ascii=True)
         try:
-            return int(await self.kv.update(tenant, text.encode(), last=last))
-        except KeyWrongLastSequenceError:
-            raise FailedPrecondition(STALE) from None
+            ack = await self.js.publish(f"$KV.{BUCKET}.{tenant}", text.encode(), headers=headers)
+        except APIError as err:
+            if err.err_code in (10071, 10164):  # not at revision `last`
+                raise FailedPrecondition(STALE) from None
+            raise
+        return int(ack.seq)
 
     async def watch(self, changed: Changed) -> None:
         """Call `changed(tenant, yaml, revision)` for each tenant's directory as it is now and
@@ -104,14 +127,64 @@ class AdminStore:
         await stores.stop_following(task)
 
     async def record(self, entry: AuditRecord) -> None:
+        """Publish a record (an agents change's with its message id: once, however often)."""
+        headers = None
+        if entry.action.startswith(AGENT_ACTIONS):
+            headers = {"Nats-Msg-Id": f"agents.{entry.tenant}.{entry.version}"}
         await self.js.publish(
             f"admin.audit.{entry.tenant}",
             json.dumps(asdict(entry), ensure_ascii=False).encode(),
             stream=AUDIT_STREAM,
+            headers=headers,
         )
+
+    async def reconcile(self, tenant: str | None = None) -> list[AuditRecord]:
+        """Publish the audit record of every stored revision of the agents (of `tenant`, or of
+        every tenant) that the audit stream lacks; the records published are returned, oldest
+        first. Revisions older than the audit keeps, and values written by hand (no record),
+        are left alone."""
+        tenants = [tenant] if tenant is not None else await stores.keys(self.kv)
+        published: list[AuditRecord] = []
+        oldest = time.time() - AUDIT_MAX_AGE_SECONDS + 24 * 3600
+        for name in tenants:
+            try:
+                history = await self.kv.history(name)
+            except NoKeysError:
+                continue
+            revisions = [int(e.revision or 0) for e in history if e.operation in (None, "PUT")]
+            if not revisions:
+                continue
+            audited = {
+                r.version for r in await self._records(name) if r.action.startswith(AGENT_ACTIONS)
+            }
+            for revision in revisions:
+                if revision in audited:
+                    continue
+                raw = await self.js.get_msg(f"KV_{BUCKET}", seq=revision)
+                header = (raw.headers or {}).get(AUDIT_HEADER)
+                if not header:
+                    logger.warning("agents of %s at %d have no audit record", name, revision)
+                    continue
+                body = json.loads(header)
+                if float(body.get("at", 0)) < oldest:
+                    continue  # its record has aged out of the stream
+                entry = AuditRecord(**{**body, "version": revision})
+                await self.record(entry)
+                published.append(entry)
+                logger.warning(
+                    "audit record of %s %s (version %d) published late",
+                    name,
+                    entry.action,
+                    revision,
+                )
+        return published
 
     async def audit(self, tenant: str, limit: int = 200) -> list[AuditRecord]:
         """`tenant`'s last `limit` audit records, newest first."""
+        return list(reversed(await self._records(tenant)))[:limit]
+
+    async def _records(self, tenant: str) -> list[AuditRecord]:
+        """Every audit record of `tenant`, oldest first."""
         sub = await self.js.pull_subscribe(
             f"admin.audit.{tenant}",
             stream=AUDIT_STREAM,
@@ -133,4 +206,4 @@ class AdminStore:
                 await sub.unsubscribe()
             except Exception:  # the ephemeral consumer expires by itself
                 pass
-        return list(reversed(out))[:limit]
+        return out

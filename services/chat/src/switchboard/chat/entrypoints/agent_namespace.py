@@ -43,8 +43,9 @@ refusal's class, NotFound, FailedPrecondition, ... or Internal, for the page's o
   supervisor's phone (so does disconnecting).
 
 Events to the page: ``offer``, ``offer_gone``, ``contact``, ``contact_gone``, ``presence``,
-``surge``, ``desk_error``, ``supervisor_note`` (to the agent's room: every tab of the agent; ``contact`` again when an
-email or fax reply's delivery state changes), and from the chat:
+``surge``, ``desk_error``, ``supervisor_note``, ``profile`` {agent, wrap_up_codes} (an administrator
+changed the agent or the tenant's wrap-up codes) (to the agent's room: every tab of the agent;
+``contact`` again when an email or fax reply's delivery state changes), and from the chat:
 ``message``, ``typing``, ``receipt``, ``status``, ``rated`` (to the contact's room).
 """
 

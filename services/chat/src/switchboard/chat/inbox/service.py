@@ -269,10 +269,13 @@ class Inbox:
 
     async def profiles_changed(self, before: Directory, after: Directory) -> None:
         """The directory changed at run time: desks open here take their agent's new profile
-        (the router with it); a disabled or removed agent's desk signs out and closes."""
+        (the router with it) and their tenant's wrap-up codes, and their sockets are told
+        (``profile`` {agent, wrap_up_codes}); a disabled or removed agent's desk signs out and
+        closes."""
         for key, desk in list(self.desks.items()):
             old, new = before.agents.get(key), after.agents.get(key)
-            if new == old:
+            codes = after.codes(key[0])
+            if new == old and codes == before.codes(key[0]):
                 continue
             try:
                 if new is None or new.disabled:
@@ -280,7 +283,9 @@ class Inbox:
                     await desk.sign_out()
                     await desk.close()
                     logger.info("desk of %s closed: the agent was disabled", key[1])
-                else:
+                    continue
+                await desk.emit("profile", {"agent": new.to_wire(), "wrap_up_codes": list(codes)})
+                if new != old:
                     await desk.apply_profile(new)
             except DomainError as exc:
                 logger.warning("desk of %s kept its old profile: %s", key[1], exc)

@@ -77,7 +77,8 @@
     document.querySelectorAll("[data-panel]").forEach(function (p) { p.hidden = p.getAttribute("data-panel") !== name; });
     if (name === "agents") loadAgents();
     if (name === "routing") loadRouting();
-    if (name === "policy") loadPolicy();
+    if (name === "policy") { loadPolicy(); loadTemplates(); }
+    if (name === "qa") loadQaForms();
     if (name === "audit") loadAudit();
   }
   document.querySelectorAll("[data-tab]").forEach(function (b) {
@@ -223,6 +224,7 @@
   $("export-agents").addEventListener("click", function () { download("agents.yaml", "agents.yaml"); });
   $("export-policy").addEventListener("click", function () { download("case-policy.yaml", "policy.yaml"); });
   $("export-routing").addEventListener("click", function () { download("routing.yaml", "router.yaml"); });
+  $("export-qa").addEventListener("click", function () { download("qa-forms.yaml", "qa-forms.yaml"); });
 
   // ---- routing -----------------------------------------------------------------------------
 
@@ -370,6 +372,221 @@
     });
   });
 
+  // ---- case templates as forms (in the tenant's policies) ---------------------------------
+
+  var LANGS = ["ko", "zh", "en", "ja"];
+  var KINDS = ["text", "multiline", "choice", "date"];
+
+  function texts(v) { return typeof v === "string" ? { en: v } : (v && typeof v === "object" ? v : {}); }
+  function inLang(v) { var m = texts(v); return m[window.SBI18n.current()] || m.en || ""; }
+  function langInputs(prefix, value) {
+    var m = texts(value);
+    return LANGS.map(function (l) {
+      var i = el("input", { cls: prefix + "-" + l, attrs: { "data-testid": prefix + "-" + l, placeholder: l, lang: l } });
+      i.value = m[l] || ""; i.readOnly = !mayChange();
+      return i;
+    });
+  }
+  function readLangs(root, prefix) {
+    var out = {};
+    LANGS.forEach(function (l) { var v = root.querySelector("." + prefix + "-" + l).value.trim(); if (v) out[l] = v; });
+    return out;
+  }
+
+  function loadTemplates() {
+    return api("GET", "templates").then(function (data) {
+      state.templates = data;
+      $("new-template").hidden = !data.may_change;
+      var rows = $("tpl-rows");
+      rows.textContent = "";
+      data.templates.forEach(function (tp) {
+        var c = tp.catalogue || {};
+        rows.appendChild(el("tr", { attrs: { "data-testid": "tpl-row", "data-template": tp.name } }, [
+          el("td", { text: tp.name }), el("td", { text: tp.subject || "" }), el("td", { text: inLang(c.name) }),
+          el("td", { text: String((c.fields || []).length) }),
+          el("td", { cls: "row-actions" }, [button(data.may_change ? t("edit") : t("view"), "edit-tpl-" + tp.name, function () { openTemplate(tp); })])
+        ]));
+      });
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  function openTemplate(tp) {
+    state.template = tp;
+    var ro = !mayChange();
+    $("tpl-editor").hidden = false;
+    $("tpl-name").value = tp ? tp.name : ""; $("tpl-name").disabled = !!tp;
+    [["tpl-subject", "subject"], ["tpl-case-type", "case_type"], ["tpl-priority", "priority"], ["tpl-queue", "queue"]].forEach(function (p) {
+      $(p[0]).value = tp && tp[p[1]] ? tp[p[1]] : ""; $(p[0]).readOnly = ro;
+    });
+    $("tpl-skills").value = tp && tp.skills ? tp.skills.join(", ") : ""; $("tpl-skills").readOnly = ro;
+    var c = (tp && tp.catalogue) || {};
+    var box = $("tpl-texts");
+    box.textContent = "";
+    box.appendChild(el("label", {}, [el("span", { text: t("formName") })].concat(langInputs("tpl-cat-name", c.name))));
+    box.appendChild(el("label", {}, [el("span", { text: t("formDescription") })].concat(langInputs("tpl-cat-desc", c.description))));
+    $("tpl-fields").textContent = "";
+    (c.fields || []).forEach(addTemplateField);
+    ["tpl-add-field", "tpl-save"].forEach(function (id) { $(id).hidden = ro; });
+    $("tpl-error").textContent = "";
+  }
+
+  function addTemplateField(f) {
+    var ro = !mayChange();
+    var name = el("input", { cls: "fld-name", attrs: { "data-testid": "fld-name" } }); name.value = f.name || ""; name.readOnly = ro;
+    var kind = el("select", { cls: "fld-kind", attrs: { "data-testid": "fld-kind" } });
+    KINDS.forEach(function (k) { kind.appendChild(el("option", { text: t("kind_" + k), attrs: { value: k } })); });
+    kind.value = f.kind || "text"; kind.disabled = ro;
+    var required = el("input", { cls: "fld-required", attrs: { type: "checkbox", "data-testid": "fld-required" } });
+    required.checked = !!f.required; required.disabled = ro;
+    var choices = el("input", { cls: "fld-choices", attrs: { "data-testid": "fld-choices" } });
+    choices.value = (f.choices || []).map(function (ch) { return typeof ch === "object" ? ch.value : ch; }).join(", ");
+    choices.readOnly = ro;
+    var max = el("input", { cls: "fld-max", attrs: { type: "number", min: "1", "data-testid": "fld-max" } });
+    max.value = f.max_length || ""; max.readOnly = ro;
+    var row = el("tr", { attrs: { "data-testid": "tpl-field" } }, [
+      el("td", {}, [name]), el("td", {}, [kind]), el("td", {}, [required]),
+      el("td", { cls: "langs" }, langInputs("fld-label", f.label)), el("td", {}, [choices]), el("td", {}, [max]), el("td", {})
+    ]);
+    row.original = f;
+    if (!ro) row.lastChild.appendChild(button(t("removeItem"), "fld-remove", function () { row.remove(); }));
+    $("tpl-fields").appendChild(row);
+  }
+
+  function readField(row) {
+    var q = function (cls) { return row.querySelector("." + cls); };
+    // What the form does not show (a pattern, choices' labels) is kept as it was.
+    var f = Object.assign({}, row.original || {});
+    f.name = q("fld-name").value.trim(); f.kind = q("fld-kind").value;
+    if (q("fld-required").checked) f.required = true; else delete f.required;
+    var label = readLangs(row, "fld-label");
+    if (Object.keys(label).length) f.label = label; else delete f.label;
+    var before = {};
+    (f.choices || []).forEach(function (ch) { if (typeof ch === "object") before[ch.value] = ch; });
+    var values = q("fld-choices").value.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+    if (f.kind === "choice" || values.length) f.choices = values.map(function (v) { return before[v] || v; }); else delete f.choices;
+    var max = q("fld-max").value.trim();
+    if (max) f.max_length = /^\d+$/.test(max) ? parseInt(max, 10) : max; else delete f.max_length;
+    return f;
+  }
+
+  $("new-template").addEventListener("click", function () { openTemplate(null); $("tpl-name").focus(); });
+  $("tpl-add-field").addEventListener("click", function () { addTemplateField({ kind: "text" }); });
+  $("tpl-cancel").addEventListener("click", function () { $("tpl-editor").hidden = true; });
+  $("tpl-editor").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var tp = Object.assign({}, state.template || {});
+    var name = $("tpl-name").value.trim();
+    [["tpl-subject", "subject"], ["tpl-case-type", "case_type"], ["tpl-priority", "priority"], ["tpl-queue", "queue"]].forEach(function (p) {
+      var v = $(p[0]).value.trim(); if (v) tp[p[1]] = v; else delete tp[p[1]];
+    });
+    var skills = $("tpl-skills").value.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+    if (skills.length) tp.skills = skills; else delete tp.skills;
+    var fields = Array.prototype.map.call($("tpl-fields").querySelectorAll("tr"), readField);
+    var catName = readLangs($("tpl-texts"), "tpl-cat-name"), desc = readLangs($("tpl-texts"), "tpl-cat-desc");
+    if (fields.length || Object.keys(catName).length || tp.catalogue) {
+      var c = Object.assign({}, tp.catalogue || {});
+      c.name = catName; c.fields = fields;
+      if (Object.keys(desc).length) c.description = desc; else delete c.description;
+      tp.catalogue = c;
+    }
+    delete tp.name; delete tp.tenant;
+    api("PUT", "templates/" + encodeURIComponent(name), { template: tp, version: state.templates.version }).then(function (data) {
+      $("tpl-editor").hidden = true;
+      notice(t("templateSaved", { name: name }));
+      loadPolicy();
+      return loadTemplates();
+    }).catch(function (e) { $("tpl-error").textContent = e.message; });
+  });
+
+  // ---- QA forms (the case service's) --------------------------------------------------------
+
+  function qaMayChange() { return !!(state.qa && state.qa.may_change); }
+
+  function loadQaForms() {
+    return api("GET", "qa-forms").then(function (data) {
+      state.qa = data;
+      $("new-qa-form").hidden = !data.may_change;
+      var rows = $("qa-rows");
+      rows.textContent = "";
+      data.forms.forEach(function (f) {
+        rows.appendChild(el("tr", { attrs: { "data-testid": "qa-row", "data-form": f.form_id } }, [
+          el("td", { text: f.form_id }), el("td", { text: f.title }),
+          el("td", { text: t("versionN", { n: f.version }), attrs: { "data-testid": "qa-row-version" } }),
+          el("td", { text: String(f.items.length) }),
+          el("td", { text: f.built_in ? t("builtIn") : f.created_by }),
+          el("td", { cls: "row-actions" }, [button(qaMayChange() ? t("edit") : t("view"), "open-qa-" + f.form_id, function () { openQaForm(f, f.version); })])
+        ]));
+      });
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  function openQaForm(form, latest) {
+    state.qaForm = form; state.qaLatest = latest;
+    $("qa-editor").hidden = false;
+    $("qa-id").value = form ? form.form_id : ""; $("qa-id").disabled = !!form;
+    $("qa-title").value = form ? form.title : "";
+    var versions = $("qa-version");
+    versions.textContent = "";
+    for (var n = latest; n >= 1; n--) versions.appendChild(el("option", { text: t("versionN", { n: n }), attrs: { value: String(n) } }));
+    versions.value = String(form ? form.version : 1);
+    versions.disabled = !form;
+    $("qa-old").hidden = !form || form.version === latest;
+    var rows = $("qa-items");
+    rows.textContent = "";
+    (form ? form.items : [{ item_id: "", text: "", fatal: false, weight: 1 }]).forEach(addQaItem);
+    ["qa-add-item", "qa-save"].forEach(function (id) { $(id).hidden = !qaMayChange(); });
+    $("qa-title").readOnly = !qaMayChange();
+    $("qa-error").textContent = "";
+    (form ? $("qa-title") : $("qa-id")).focus();
+  }
+
+  function addQaItem(item) {
+    var ro = !qaMayChange();
+    var input = function (cls, value, type) {
+      var i = el("input", { cls: cls, attrs: { "data-testid": cls, type: type || "text" } });
+      if (type === "checkbox") { i.checked = !!value; i.disabled = ro; } else { i.value = value; i.readOnly = ro; }
+      return i;
+    };
+    var weight = input("qa-item-weight", String(item.weight === undefined ? 1 : item.weight), "number");
+    weight.step = "any"; weight.min = "0";
+    var fatal = input("qa-item-fatal", item.fatal, "checkbox");
+    var sync = function () { weight.disabled = fatal.checked; };
+    fatal.addEventListener("change", sync); sync();
+    var row = el("tr", { attrs: { "data-testid": "qa-item" } }, [
+      el("td", {}, [input("qa-item-id", item.item_id)]), el("td", { cls: "wide" }, [input("qa-item-text", item.text)]),
+      el("td", {}, [fatal]), el("td", {}, [weight]), el("td", {})
+    ]);
+    if (!ro) row.lastChild.appendChild(button(t("removeItem"), "qa-item-remove", function () { row.remove(); }));
+    $("qa-items").appendChild(row);
+  }
+
+  $("new-qa-form").addEventListener("click", function () { openQaForm(null, 0); });
+  $("qa-add-item").addEventListener("click", function () { addQaItem({ item_id: "", text: "", fatal: false, weight: 1 }); });
+  $("qa-cancel").addEventListener("click", function () { $("qa-editor").hidden = true; });
+  $("qa-version").addEventListener("change", function () {
+    var id = state.qaForm.form_id;
+    api("GET", "qa-forms/" + encodeURIComponent(id) + "?version=" + $("qa-version").value)
+      .then(function (f) { openQaForm(f, state.qaLatest); })
+      .catch(function (e) { $("qa-error").textContent = e.message; });
+  });
+
+  $("qa-editor").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var items = Array.prototype.map.call($("qa-items").querySelectorAll("tr"), function (row) {
+      var q = function (cls) { return row.querySelector("." + cls); };
+      var raw = q("qa-item-weight").value.trim();
+      // A number goes as a number; anything else as typed, for the case service to refuse.
+      return { item_id: q("qa-item-id").value.trim(), text: q("qa-item-text").value.trim(),
+        fatal: q("qa-item-fatal").checked, weight: raw !== "" && !isNaN(Number(raw)) ? Number(raw) : raw };
+    });
+    var body = { form_id: $("qa-id").value.trim(), title: $("qa-title").value.trim(), items: items, version: state.qaLatest };
+    api("POST", "qa-forms", body).then(function (f) {
+      $("qa-editor").hidden = true;
+      notice(t("qaFormSaved", { id: f.form_id, n: f.version }));
+      return loadQaForms();
+    }).catch(function (e) { $("qa-error").textContent = e.message; });
+  });
+
   // ---- audit -------------------------------------------------------------------------------
 
   function loadAudit() {
@@ -400,6 +617,7 @@
     if (state.routing) $("routing-version").textContent = t("versionN", { n: state.routing.version });
     if (state.policy) $("policy-version").textContent = t("versionN", { n: state.policy.version });
     if (state.tab === "audit") loadAudit();
+    if (state.tab === "qa" && $("qa-editor").hidden) loadQaForms();
   });
 
   var prior = null;

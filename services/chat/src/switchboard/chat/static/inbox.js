@@ -152,7 +152,7 @@
   function start() {
     show($("login"), false);
     show($("desk"), true);
-    $("me").textContent = state.agent.name + " (" + state.agent.agent_id + ")";
+    renderMe();
     var socket = io("/agent", { auth: { token: state.token }, transports: ["websocket"] });
     state.socket = socket;
     socket.on("connect", function () {
@@ -188,6 +188,14 @@
     socket.on("contact_gone", function (d) { removeContact(d.contact_id); });
     socket.on("presence", function (p) { state.presence = p; renderPresence(); });
     socket.on("surge", function (s) { state.surge = s; renderSurge(); });
+    // An administrator changed this agent or the tenant's wrap-up codes: shown at once.
+    socket.on("profile", function (d) {
+      if (d.agent) state.agent = d.agent;
+      if (d.wrap_up_codes) state.codes = d.wrap_up_codes;
+      save();
+      renderMe();
+      renderCodes();
+    });
     socket.on("desk_error", function () { error($("desk-error"), t("err_session")); });
     socket.on("message", onChatMessage);
     socket.on("typing", function (d) {
@@ -218,6 +226,13 @@
         if (d.contact_id === state.current) renderThread();
       }
     });
+  }
+
+  function renderMe() {
+    var a = state.agent;
+    $("me").textContent = a.name + " (" + a.agent_id + ")";
+    var languages = Object.keys(a.languages || {}).map(function (k) { return k + ":" + a.languages[k]; });
+    $("my-profile").textContent = [label("role_", a.role || "agent")].concat(languages.length ? [languages.join(", ")] : []).join(" · ");
   }
 
   function renderConn() {
