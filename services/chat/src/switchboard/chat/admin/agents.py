@@ -118,7 +118,7 @@ def set_codes(part: Directory, tenant: str, codes: Any) -> tuple[Directory, str,
         raise InvalidArgument(f"tenants.{tenant}.wrap_up_codes", "must be a list of codes")
     section = _section(part, tenant)
     before = list(section.get("wrap_up_codes") or [])
-    section = {"wrap_up_codes": codes, "agents": section["agents"]}
+    section = {**section, "wrap_up_codes": codes}
     loaded, text = _load(section, tenant)
     return loaded, text, Change("codes.set", tenant, {"wrap_up_codes": codes, "before": before})
 
