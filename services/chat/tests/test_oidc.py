@@ -39,6 +39,8 @@ tenants:
     agents:
       - {{id: ko-1, name: 이수진, role: agent, ui_language: ko, password: "{HASH}"}}
       - {{id: gone, name: Gone, role: agent, password: "{HASH}", disabled: true}}
+      - {{id: boss, name: Boss, role: admin, password: "{HASH}"}}
+      - {{id: sup, name: Sup, role: supervisor, password: "{HASH}"}}
   acme:
     oidc:
       name: Acme
@@ -249,6 +251,75 @@ async def test_a_tenants_provider_signs_in_to_no_other_tenant(
     # A tenant without a provider has no company sign-in.
     status, back = await browser.get("/api/agent/oidc/start?tenant=plain&page=wallboard")
     assert status == 303 and back == "/wallboard?tenant=plain#oidc-error=unavailable"
+
+
+async def _call(
+    b: Browser, method: str, path: str, body: Any = None, token: str = ""
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with b.http.request(method, b.base + path, json=body, headers=headers) as r:
+        if r.content_type.startswith("application/json"):
+            return r.status, await r.json()
+        return r.status, await r.text()
+
+
+async def _token(b: Browser, agent_id: str) -> str:
+    body = {"tenant": "demo", "agent_id": agent_id, "password": "s3cret-pass"}
+    status, got = await _call(b, "POST", "/api/agent/login", body)
+    assert status == 200, got
+    return str(got["token"])
+
+
+async def test_the_console_sets_and_removes_the_company_sign_in(
+    browser: Browser, provider: OidcProvider, tmp_path: Path
+) -> None:
+    boss, sup = await _token(browser, "boss"), await _token(browser, "sup")
+    status, listed = await _call(browser, "GET", "/api/admin/agents", token=boss)
+    assert listed["oidc"]["name"] == "Demo Corp"
+    version = listed["version"]
+    settings = {
+        "name": "Demo Group",
+        "issuer": provider.issuer + "/",
+        "client_id": "switchboard-demo",
+        "client_secret_file": str(tmp_path / "client-secret"),
+        "agent_claim": "preferred_username",
+        "email_domain": "",
+    }
+    # Checked as the file is: the field and what is wrong with it.
+    wrong = {**settings, "issuer": "http://login.example.com"}
+    status, body = await _call(browser, "PUT", "/api/admin/oidc", {"oidc": wrong}, boss)
+    assert status == 400
+    assert body["error"].startswith("tenants.demo.oidc.issuer: must be an https:// URL"), body
+    status, body = await _call(browser, "PUT", "/api/admin/oidc", {"oidc": settings}, sup)
+    assert status == 403, body
+    # Removed: no company sign-in for demo, acme's untouched.
+    status, body = await _call(
+        browser, "PUT", "/api/admin/oidc", {"oidc": None, "version": version}, boss
+    )
+    assert status == 200 and body["oidc"] is None, body
+    async with browser.http.get(browser.base + "/api/agent/oidc?tenant=demo") as r:
+        assert (await r.json())["name"] is None
+    async with browser.http.get(browser.base + "/api/agent/oidc?tenant=acme") as r:
+        assert (await r.json())["name"] == "Acme"
+    status, back = await browser.get("/api/agent/oidc/start?tenant=demo&page=inbox")
+    assert refusal(back) == "unavailable"
+    # Set again under another name: the button says it, and the sign-in works.
+    status, body = await _call(browser, "PUT", "/api/admin/oidc", {"oidc": settings}, boss)
+    assert status == 200 and body["oidc"]["name"] == "Demo Group", body
+    assert body["oidc"]["issuer"] == provider.issuer and "email_domain" not in body["oidc"]
+    async with browser.http.get(browser.base + "/api/agent/oidc?tenant=demo") as r:
+        assert (await r.json())["name"] == "Demo Group"
+    assert (await browser.sign_in("demo")).endswith("#oidc=done")
+    # Exported with the agents, and read back the same.
+    status, text = await _call(browser, "GET", "/api/admin/agents.yaml", token=boss)
+    exported = directory.load_text(text)
+    assert exported.provider("demo") == directory.OidcConfig(
+        "Demo Group", provider.issuer, "switchboard-demo", str(tmp_path / "client-secret")
+    )
+    assert exported.provider("acme") is None  # only the caller's tenant
+    status, audit = await _call(browser, "GET", "/api/admin/audit", token=boss)
+    actions = [e["action"] for e in audit["entries"]]
+    assert actions[:2] == ["oidc.set", "oidc.remove"]
 
 
 # ---- the agents file's oidc section ------------------------------------------------------------

@@ -17,7 +17,7 @@ from switchboard.testing.oidc import OidcProvider
 
 from ..conftest import running_platform
 from .conftest import SECRET
-from .test_inbox_browser import start_chat
+from .test_inbox_browser import sign_in, start_chat
 
 CLIENT = "switchboard-demo"
 
@@ -84,4 +84,42 @@ async def test_an_agent_signs_in_with_the_company_directory_and_gets_its_desk(
         "이 회사 계정은 이 테넌트의 상담원으로 등록되어 있지 않습니다. 관리자에게 등록을 요청하세요."
     )
     await expect(stranger.get_by_test_id("login")).to_be_visible()
+    assert not pages.errors, pages.errors
+
+
+async def test_an_admin_turns_the_company_sign_in_on_in_the_console(
+    company: tuple[Any, OidcProvider], pages: Any, tmp_path: Path
+) -> None:
+    platform, provider = company
+    admin = await pages.new(f"{platform.chat_url}/admin")
+    await sign_in(admin, "admin-1", "demo-admin-1")
+    await admin.get_by_test_id("tab-agents").click()
+    await expect(admin.get_by_test_id("oidc-name")).to_have_value("Demo Corp")
+
+    # Turned off: the inbox offers only the password.
+    await admin.get_by_test_id("oidc-remove").click()
+    await expect(admin.get_by_test_id("oidc-name")).to_have_value("")
+    inbox = await pages.new(f"{platform.chat_url}/inbox?tenant=demo")
+    await expect(inbox.get_by_test_id("login-agent")).to_be_visible()
+    await expect(inbox.get_by_test_id("login-oidc")).to_be_hidden()
+
+    # A wrong issuer is refused with the file's field and reason.
+    await admin.get_by_test_id("oidc-name").fill("데모 그룹")
+    await admin.get_by_test_id("oidc-issuer").fill("http://login.example.com")
+    await admin.get_by_test_id("oidc-client-id").fill(CLIENT)
+    await admin.get_by_test_id("oidc-secret-file").fill(str(tmp_path / "oidc-client-secret"))
+    await admin.get_by_test_id("oidc-save").click()
+    await expect(admin.get_by_test_id("oidc-error")).to_contain_text(
+        "tenants.demo.oidc.issuer: must be an https:// URL"
+    )
+    await admin.get_by_test_id("oidc-issuer").fill(provider.issuer)
+    await admin.get_by_test_id("oidc-save").click()
+    await expect(admin.get_by_test_id("oidc-error")).to_have_text("")
+    await pages.shot(admin, "admin-oidc")
+
+    # The inbox now offers the company's sign-in, and it signs the agent in.
+    inbox = await pages.new(f"{platform.chat_url}/inbox?tenant=demo")
+    await expect(inbox.get_by_test_id("login-oidc")).to_have_text("데모 그룹 계정으로 로그인")
+    await inbox.get_by_test_id("login-oidc").click()
+    await expect(inbox.get_by_test_id("me")).to_contain_text("이수진")
     assert not pages.errors, pages.errors
