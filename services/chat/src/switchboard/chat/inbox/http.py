@@ -243,6 +243,9 @@ class InboxHttp:
         page = page if page in oidc.PAGES else "inbox"
         redirect_uri = self._origin(scope) + OIDC_CALLBACK
         try:
+            known = self.inbox.known_tenants
+            if known is not None and tenant not in known:
+                raise oidc.Refused("unavailable", f"tenant {tenant!r} is not served here")
             started = await self.inbox.oidc.start(self.inbox.directory, tenant, page, redirect_uri)
         except oidc.Refused as exc:
             logger.warning("OIDC sign-in to %r not started: %s", tenant, exc)
