@@ -394,7 +394,12 @@ class PodRunner:
             for source in volume.get("projected", {}).get("sources", [volume]):
                 if "secret" in source:
                     secret = source["secret"]
-                    data |= self.secrets(secret.get("secretName") or secret["name"])
+                    try:
+                        data |= self.secrets(secret.get("secretName") or secret["name"])
+                    except KeyError:
+                        if not secret.get("optional"):
+                            raise
+                        # As the kubelet does: an optional Secret not made is an empty volume.
                 else:
                     data |= self._find("ConfigMap", source["configMap"]["name"]).get("data", {})
             files.chmod(0o755)

@@ -358,6 +358,8 @@ def test_the_console_speaks_korean_chinese_english_and_japanese() -> None:
     used |= {f"role_{r}" for r in directory.ROLES}
     used |= {f"act_agent_{a}" for a in ("add", "edit", "password", "disable", "enable")}
     used |= {"act_routing_apply", "act_codes_set", "act_policy_apply"}
+    used |= {"act_oidc_set", "act_oidc_remove"}
+    used |= {f"oidc_{r}" for r in ("unavailable", "expired", "refused", "unknown", "disabled")}
     from switchboard.chat.admin.console import REASONS
 
     used |= {f"why_{r}" for r in REASONS.values()} | {"why_other"}

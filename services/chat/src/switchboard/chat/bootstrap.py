@@ -32,6 +32,7 @@ from switchboard.chat.entrypoints.web import build_asgi
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox import directory as agents_directory
 from switchboard.chat.inbox.http import InboxHttp
+from switchboard.chat.inbox.oidc import OidcSignIn
 from switchboard.chat.inbox.service import Inbox
 from switchboard.chat.notifier import ChatNotifier
 from switchboard.chat.portal.http import PortalHttp
@@ -170,6 +171,8 @@ class ChatApp(Service):
             if s.store == "jetstream"
             else InMemoryUsedLinks()
         )
+        # An OIDC sign-in's state is used once, whichever replica the provider sends it back to.
+        self.inbox.oidc = OidcSignIn(s.auth_secret, used_links.claim)
         self.portal = Portal(
             s.auth_secret,
             s.known_tenants,

@@ -120,9 +120,36 @@ def set_codes(part: Directory, tenant: str, codes: Any) -> tuple[Directory, str,
         raise InvalidArgument(f"tenants.{tenant}.wrap_up_codes", "must be a list of codes")
     section = _section(part, tenant)
     before = list(section.get("wrap_up_codes") or [])
-    section = {"wrap_up_codes": codes, "agents": section["agents"]}
+    section = {**section, "wrap_up_codes": codes}
     loaded, text = _load(section, tenant)
     return loaded, text, Change("codes.set", tenant, {"wrap_up_codes": codes, "before": before})
+
+
+OIDC_FIELDS = ("name", "issuer", "client_id", "client_secret_file", "agent_claim", "email_domain")
+
+
+def set_oidc(part: Directory, tenant: str, oidc: Any) -> tuple[Directory, str, Change]:
+    """`tenant`'s directory with its company sign-in (the file's ``oidc``) replaced, or removed
+    (`oidc` None): checked as the agents file's section is."""
+    section = _section(part, tenant)
+    before = section.get("oidc")
+    if oidc is None:
+        section.pop("oidc", None)
+    elif not isinstance(oidc, dict):
+        raise InvalidArgument(f"tenants.{tenant}.oidc", "must be the provider's settings")
+    else:
+        given = {k: v for k, v in oidc.items() if v not in (None, "")}
+        # Ahead of the agents, as the file has it.
+        section = {
+            "wrap_up_codes": section.get("wrap_up_codes"),
+            "oidc": given,
+            "agents": section["agents"],
+        }
+    loaded, text = _load(section, tenant)
+    after = loaded.provider(tenant)
+    action = "oidc.set" if after is not None else "oidc.remove"
+    changed = {"oidc": after.to_yaml() if after else None, "before": before}
+    return loaded, text, Change(action, tenant, changed)
 
 
 def listing(part: Directory, tenant: str) -> list[dict[str, Any]]:

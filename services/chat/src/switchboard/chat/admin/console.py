@@ -160,6 +160,7 @@ class AdminConsole:
             "version": self.revisions.get(p.tenant, 0),
             "agents": changes.listing(part, p.tenant),
             "wrap_up_codes": list(part.codes(p.tenant)),
+            "oidc": provider.to_yaml() if (provider := part.provider(p.tenant)) else None,
             "may_change": roles.RULES[CHANGE_AGENTS].admits(p),
         }
 
@@ -209,6 +210,18 @@ class AdminConsole:
             self._check_version(p.tenant, data.get("version"))
             part = self.inbox.directory.tenant(p.tenant)
             _, text, change = changes.set_codes(part, p.tenant, data.get("wrap_up_codes"))
+            return await self._commit(p, text, change)
+
+    async def set_oidc(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
+        """Set (or remove, with ``oidc: null``) the tenant's company sign-in (the agents file's
+        ``oidc``, checked as the file is)."""
+        _require(p, CHANGE_AGENTS)
+        if "oidc" not in data:
+            raise InvalidArgument("oidc", "is required (null removes the company sign-in)")
+        async with self._lock:
+            self._check_version(p.tenant, data.get("version"))
+            part = self.inbox.directory.tenant(p.tenant)
+            _, text, change = changes.set_oidc(part, p.tenant, data["oidc"])
             return await self._commit(p, text, change)
 
     async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
 """The admin console's HTTP API (``Authorization: Bearer <inbox token>`` of an admin or a
 supervisor; changes same-origin only). Everything is the caller's own tenant's:
 
-- ``GET /api/admin/agents`` -> {tenant, version, agents, wrap_up_codes, may_change}
+- ``GET /api/admin/agents`` -> {tenant, version, agents, wrap_up_codes, oidc, may_change}
 - ``POST /api/admin/agents`` {id, password, name, role, ui_language, languages, skills, capacity}
   adds an agent; ``PUT /api/admin/agents/<id>`` {fields to change, version?} edits one
   (``disabled: true`` disables it); ``POST /api/admin/agents/<id>/password`` {password}
 - ``PUT /api/admin/wrap-up-codes`` {wrap_up_codes: [...], version?}: the codes the inbox offers
+- ``PUT /api/admin/oidc`` {oidc: {name, issuer, client_id, client_secret_file, agent_claim,
+  email_domain} | null, version?}: the tenant's company sign-in (OIDC), or none
 - ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
 - ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
   {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml;
@@ -122,6 +124,8 @@ class AdminHttp(InboxHttp):
             result = await c.set_password(p, parts[1], data.get("password"))
         elif parts == ["wrap-up-codes"] and method == "PUT":
             result = await c.set_codes(p, await self._json(receive, MAX_ADMIN_BODY))
+        elif parts == ["oidc"] and method == "PUT":
+            result = await c.set_oidc(p, await self._json(receive, MAX_ADMIN_BODY))
         elif parts == ["agents.yaml"] and method == "GET":
             await self._yaml(send, c.export_agents(p), "agents.yaml")
             return

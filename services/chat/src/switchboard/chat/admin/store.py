@@ -54,7 +54,8 @@ class AuditRecord:
     tenant: str
     at: float
     actor: str  # the signed-in user's id
-    # agent.add, agent.edit, agent.password, agent.disable, agent.enable, codes.set,
+    # agent.add, agent.edit, agent.password, agent.disable, agent.enable, codes.set, oidc.set,
+    # oidc.remove,
     # routing.apply, policy.apply
     action: str
     target: str  # the agent id, or the tenant for routing and wrap-up codes

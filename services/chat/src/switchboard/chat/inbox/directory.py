@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -39,6 +40,10 @@ AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
 WRONG = "wrong agent id or password"
+# A tenant's OIDC sign-in (its company directory): which ID token claim names the agent.
+OIDC_CLAIMS = ("preferred_username", "email", "sub", "upn")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 DirectoryError = ConfigError  # the agents file is malformed: file, line and field
@@ -122,15 +127,63 @@ def _levels(r: ConfigReader, node: yaml.Node, key: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """A tenant's sign-in through its company's OpenID Connect provider."""
+
+    name: str  # the company, as the button says: "Sign in with <name>"
+    issuer: str  # https://login.example.com/realms/acme (discovery is under it)
+    client_id: str
+    client_secret_file: str  # a file (a mounted Secret) holding the client secret
+    agent_claim: str = "preferred_username"  # the ID token claim that is the agent id
+    email_domain: str = ""  # when set, only addresses of this domain (a verified email)
+
+    def agent_id(self, claims: dict[str, Any]) -> str | None:
+        """The agent id the ID token's `claims` name, or None if they name none (or an email
+        of another domain)."""
+        if self.email_domain:
+            email = claims.get("email")
+            if not isinstance(email, str) or claims.get("email_verified") is False:
+                return None
+            if email.rpartition("@")[2].lower() != self.email_domain:
+                return None
+        value = claims.get(self.agent_claim)
+        if not isinstance(value, str):
+            return None
+        if self.agent_claim == "email":
+            local, _, domain = value.rpartition("@")
+            if domain.lower() != self.email_domain:
+                return None
+            value = local
+        return value if AGENT_ID_RE.match(value) else None
+
+    def to_yaml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "issuer": self.issuer,
+            "client_id": self.client_id,
+            "client_secret_file": self.client_secret_file,
+            "agent_claim": self.agent_claim,
+        }
+        if self.email_domain:
+            out["email_domain"] = self.email_domain
+        return out
+
+
+@dataclass(frozen=True)
 class Directory:
     agents: dict[tuple[str, str], AgentProfile]
     wrap_up_codes: dict[str, tuple[str, ...]]
+    oidc: dict[str, OidcConfig] = field(default_factory=dict)
 
     def profile(self, tenant: str, agent_id: str) -> AgentProfile | None:
         return self.agents.get((tenant, agent_id))
 
     def codes(self, tenant: str) -> tuple[str, ...]:
         return self.wrap_up_codes.get(tenant, DEFAULT_WRAP_UP_CODES)
+
+    def provider(self, tenant: str) -> OidcConfig | None:
+        """The tenant's OIDC sign-in, if it has one."""
+        return self.oidc.get(tenant)
 
     def verify(self, tenant: Any, agent_id: Any, password: Any) -> AgentProfile:
         """The agent's profile if the password is right; Unauthenticated otherwise."""
@@ -151,13 +204,17 @@ class Directory:
         return Directory(
             {k: v for k, v in self.agents.items() if k[0] == tenant},
             {tenant: self.codes(tenant)},
+            {tenant: self.oidc[tenant]} if tenant in self.oidc else {},
         )
 
     def with_tenant(self, tenant: str, part: Directory) -> Directory:
         """This directory with `tenant`'s part replaced by `part`'s."""
         agents = {k: v for k, v in self.agents.items() if k[0] != tenant}
         agents.update({k: v for k, v in part.agents.items() if k[0] == tenant})
-        return Directory(agents, {**self.wrap_up_codes, tenant: part.codes(tenant)})
+        oidc = {t: c for t, c in self.oidc.items() if t != tenant}
+        if tenant in part.oidc:
+            oidc[tenant] = part.oidc[tenant]
+        return Directory(agents, {**self.wrap_up_codes, tenant: part.codes(tenant)}, oidc)
 
     def tenants(self) -> list[str]:
         return sorted({*self.wrap_up_codes, *(t for t, _ in self.agents)})
@@ -226,6 +283,62 @@ def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfil
     )
 
 
+_OIDC_FIELDS = {"name", "issuer", "client_id", "client_secret_file", "agent_claim", "email_domain"}
+
+
+def _issuer(r: ConfigReader, node: yaml.Node, k: str) -> str:
+    issuer = r.string(node, k).rstrip("/")
+    parts = urlsplit(issuer)
+    loopback = parts.scheme == "http" and parts.hostname in _LOOPBACK
+    if parts.scheme != "https" and not loopback:
+        raise r.fail(node, k, "must be an https:// URL (http:// only for localhost)")
+    if not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise r.fail(node, k, "must be the provider's issuer URL, without query or fragment")
+    return issuer
+
+
+def _oidc(r: ConfigReader, node: yaml.Node, k: str) -> OidcConfig:
+    f = {name: value for name, (_, value) in r.mapping(node, k, _OIDC_FIELDS).items()}
+    for required in ("name", "issuer", "client_id", "client_secret_file"):
+        if required not in f:
+            raise r.fail(node, f"{k}.{required}", "is required")
+    name = r.string(f["name"], f"{k}.name").strip()
+    if not name or len(name) > 80:
+        raise r.fail(f["name"], f"{k}.name", "must be 1-80 characters (the company's name)")
+    client_id = str(r.scalar(f["client_id"], f"{k}.client_id"))
+    if not client_id or len(client_id) > 255:
+        raise r.fail(f["client_id"], f"{k}.client_id", "must be 1-255 characters")
+    secret_file = r.string(f["client_secret_file"], f"{k}.client_secret_file")
+    if not secret_file.startswith("/"):
+        raise r.fail(f["client_secret_file"], f"{k}.client_secret_file", "must be an absolute path")
+    claim = r.string(f["agent_claim"], f"{k}.agent_claim") if "agent_claim" in f else None
+    if claim is not None and claim not in OIDC_CLAIMS:
+        raise r.fail(
+            f["agent_claim"], f"{k}.agent_claim", f"must be one of {', '.join(OIDC_CLAIMS)}"
+        )
+    domain = ""
+    if "email_domain" in f:
+        domain = r.string(f["email_domain"], f"{k}.email_domain").lower()
+        if not _DOMAIN.match(domain):
+            raise r.fail(
+                f["email_domain"], f"{k}.email_domain", "must be a domain name (example.com)"
+            )
+    if claim == "email" and not domain:
+        raise r.fail(
+            node,
+            f"{k}.email_domain",
+            "is required when agent_claim is email (the agent id is the address's part before @)",
+        )
+    return OidcConfig(
+        name=name,
+        issuer=_issuer(r, f["issuer"], f"{k}.issuer"),
+        client_id=client_id,
+        client_secret_file=secret_file,
+        agent_claim=claim or "preferred_username",
+        email_domain=domain,
+    )
+
+
 def load_text(text: str, source: str = "agents.yaml") -> Directory:
     """Parse and validate a directory's text; a ConfigError names file, line and field."""
     r = ConfigReader(source)
@@ -234,13 +347,16 @@ def load_text(text: str, source: str = "agents.yaml") -> Directory:
         raise ConfigError(source, 1, "tenants", "is required: a mapping of tenant to its agents")
     agents: dict[tuple[str, str], AgentProfile] = {}
     codes: dict[str, tuple[str, ...]] = {}
+    oidc: dict[str, OidcConfig] = {}
     for tenant, (knode, body) in r.mapping(root["tenants"][1], "tenants", set()).items():
         key = f"tenants.{tenant}"
         if not TENANT_RE.match(tenant):
             raise r.fail(knode, key, f"{tenant!r} is not a valid tenant name")
         f = {
             name: value
-            for name, (_, value) in r.mapping(body, key, {"agents", "wrap_up_codes"}).items()
+            for name, (_, value) in r.mapping(
+                body, key, {"agents", "wrap_up_codes", "oidc"}
+            ).items()
         }
         if "agents" not in f:
             raise r.fail(body, f"{key}.agents", "is required: a list")
@@ -249,13 +365,15 @@ def load_text(text: str, source: str = "agents.yaml") -> Directory:
             if "wrap_up_codes" in f
             else DEFAULT_WRAP_UP_CODES
         )
+        if "oidc" in f and not is_null(f["oidc"]):
+            oidc[tenant] = _oidc(r, f["oidc"], f"{key}.oidc")
         for i, node in enumerate(r.seq(f["agents"], f"{key}.agents")):
             k = f"{key}.agents[{i}]"
             profile = _agent(r, tenant, node, k)
             if (tenant, profile.agent_id) in agents:
                 raise r.fail(node, f"{k}.id", f"{profile.agent_id} appears twice")
             agents[(tenant, profile.agent_id)] = profile
-    return Directory(agents, codes)
+    return Directory(agents, codes, oidc)
 
 
 def _agent_yaml(p: AgentProfile) -> dict[str, Any]:
@@ -280,10 +398,11 @@ def dump(directory: Directory, tenants: list[str] | None = None) -> str:
     body: dict[str, Any] = {}
     for tenant in tenants if tenants is not None else directory.tenants():
         agents = [p for (t, _), p in directory.agents.items() if t == tenant]
-        body[tenant] = {
-            "wrap_up_codes": list(directory.codes(tenant)),
-            "agents": [_agent_yaml(p) for p in agents],
-        }
+        body[tenant] = {"wrap_up_codes": list(directory.codes(tenant))}
+        provider = directory.provider(tenant)
+        if provider is not None:
+            body[tenant]["oidc"] = provider.to_yaml()
+        body[tenant]["agents"] = [_agent_yaml(p) for p in agents]
     return yaml.safe_dump(
         {"tenants": body}, allow_unicode=True, sort_keys=False, default_flow_style=None
     )

@@ -2,6 +2,10 @@
 
 - ``POST /api/agent/login`` {tenant, agent_id, password} -> {token, expires_at, agent}; a wrong id
   or password is 401 ``wrong agent id or password``. Same-origin only.
+- ``GET /api/agent/oidc?tenant=`` -> {tenant, name}: the company whose directory signs the
+  tenant's agents in (`name` null when it has none); ``GET /api/agent/oidc/start?tenant=&page=``,
+  ``GET /api/agent/oidc/callback`` and ``POST /api/agent/oidc/result`` -> as the login's answer:
+  the OIDC sign-in (inbox/oidc.py).
 - ``GET /api/agent/attachment?contact_id=&index=`` (``Authorization: Bearer <inbox token>``): a
   file of one of the agent's contacts (fax pages, email attachments). Images that cannot carry
   script are served inline; anything else as a download; always nosniff and a sandboxing CSP.
@@ -31,7 +35,7 @@ from urllib.parse import parse_qs, quote
 
 from switchboard.chat.entrypoints.api import Receive, Scope, Send
 from switchboard.chat.entrypoints.clients import Network, client_address
-from switchboard.chat.inbox import recordings
+from switchboard.chat.inbox import oidc, recordings
 from switchboard.chat.inbox.kb import MAX_BODY as MAX_KB_BODY
 from switchboard.chat.inbox.kb import PREFIX as KB_PREFIX
 from switchboard.chat.inbox.kb import KbApi
@@ -55,6 +59,10 @@ logger = logging.getLogger(__name__)
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOGIN = "/api/agent/login"
+OIDC = "/api/agent/oidc"
+OIDC_START = "/api/agent/oidc/start"
+OIDC_CALLBACK = "/api/agent/oidc/callback"
+OIDC_RESULT = "/api/agent/oidc/result"
 ATTACHMENT = "/api/agent/attachment"
 RECORDING = "/api/agent/recording"
 PLAYER = "/api/agent/recording/player"
@@ -84,6 +92,26 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
+def _secure(scope: Scope) -> bool:
+    proto = _headers(scope).get("x-forwarded-proto", "").split(",")[0].strip()
+    return (proto or scope.get("scheme", "http")) == "https"
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in _headers(scope).get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name and name not in out:
+            out[name] = value
+    return out
+
+
+def _cookie(name: str, value: str, path: str, max_age: int, secure: bool) -> tuple[bytes, bytes]:
+    """An HttpOnly cookie for `path` only (Max-Age 0 deletes it)."""
+    flags = f"; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+    return (b"set-cookie", f"{name}={value}{flags}{'; Secure' if secure else ''}".encode())
+
+
 def _same_origin(scope: Scope) -> bool:
     headers = _headers(scope)
     origin = headers.get("origin")
@@ -104,9 +132,16 @@ class InboxHttp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path not in (LOGIN, ATTACHMENT, RECORDING, PLAYER) and not path.startswith(
-            (QA_PREFIX, KB_PREFIX)
-        ):
+        if path not in (
+            LOGIN,
+            ATTACHMENT,
+            RECORDING,
+            PLAYER,
+            OIDC,
+            OIDC_START,
+            OIDC_CALLBACK,
+            OIDC_RESULT,
+        ) and not path.startswith((QA_PREFIX, KB_PREFIX)):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
@@ -122,6 +157,26 @@ class InboxHttp:
                     self._client(scope),
                 )
                 await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
+            elif path == OIDC and method == "GET":
+                tenant = self._query(scope).get("tenant", "")
+                provider = self.inbox.directory.provider(tenant)
+                result = {"tenant": tenant, "name": provider.name if provider else None}
+                await self._send(send, 200, json.dumps(result, ensure_ascii=False).encode())
+            elif path == OIDC_START and method == "GET":
+                await self._oidc_start(scope, send)
+            elif path == OIDC_CALLBACK and method == "GET":
+                await self._oidc_callback(scope, send)
+            elif path == OIDC_RESULT and method == "POST":
+                if not _same_origin(scope):
+                    raise PermissionDenied("sign in from the inbox page of this server")
+                token = _cookies(scope).get(oidc.RESULT_COOKIE, "")
+                if not token:
+                    raise Unauthenticated("no company sign-in to finish: sign in again")
+                result = self.inbox.oidc_result(token)
+                clear = _cookie(oidc.RESULT_COOKIE, "", OIDC_RESULT, 0, _secure(scope))
+                await self._send(
+                    send, 200, json.dumps(result, ensure_ascii=False).encode(), extra=[clear]
+                )
             elif path == ATTACHMENT and method in ("GET", "HEAD"):
                 await self._attachment(scope, send)
             elif path.startswith(QA_PREFIX) and method == "POST":
@@ -148,6 +203,82 @@ class InboxHttp:
         except Exception:
             logger.exception("%s %s failed", method, path)
             await self._error(send, 500, "internal error, please try again")
+
+    def _query(self, scope: Scope) -> dict[str, str]:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return {k: v[0] for k, v in query.items() if v}
+
+    def _origin(self, scope: Scope) -> str:
+        """This server as the browser reaches it (the provider sends the browser back here)."""
+        headers = _headers(scope)
+        host = headers.get("x-forwarded-host", headers.get("host", "")).split(",")[0].strip()
+        return f"{'https' if _secure(scope) else 'http'}://{host}"
+
+    async def _redirect(
+        self, send: Send, location: str, cookies: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 303,
+                "headers": [
+                    (b"location", location.encode()),
+                    (b"content-length", b"0"),
+                    (b"cache-control", b"no-store"),
+                    (b"referrer-policy", b"no-referrer"),
+                    *(cookies or []),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    def _page_url(self, page: str, tenant: str, fragment: str) -> str:
+        page = page if page in oidc.PAGES else "inbox"
+        query = f"?tenant={quote(tenant, safe='')}" if tenant else ""
+        return f"/{page}{query}#{fragment}"
+
+    async def _oidc_start(self, scope: Scope, send: Send) -> None:
+        q = self._query(scope)
+        tenant, page = q.get("tenant", ""), q.get("page", "inbox")
+        page = page if page in oidc.PAGES else "inbox"
+        redirect_uri = self._origin(scope) + OIDC_CALLBACK
+        try:
+            known = self.inbox.known_tenants
+            if known is not None and tenant not in known:
+                raise oidc.Refused("unavailable", f"tenant {tenant!r} is not served here")
+            started = await self.inbox.oidc.start(self.inbox.directory, tenant, page, redirect_uri)
+        except oidc.Refused as exc:
+            logger.warning("OIDC sign-in to %r not started: %s", tenant, exc)
+            await self._redirect(send, self._page_url(page, tenant, f"oidc-error={exc.reason}"))
+            return
+        cookie = _cookie(
+            oidc.STATE_COOKIE, started.cookie, OIDC, oidc.STATE_TTL_SECONDS, _secure(scope)
+        )
+        await self._redirect(send, started.location, [cookie])
+
+    async def _oidc_callback(self, scope: Scope, send: Send) -> None:
+        state_cookie = _cookies(scope).get(oidc.STATE_COOKIE, "")
+        tenant, page = self.inbox.oidc.page_of(state_cookie)
+        secure = _secure(scope)
+        clear = _cookie(oidc.STATE_COOKIE, "", OIDC, 0, secure)
+        try:
+            done = await self.inbox.oidc.finish(
+                self.inbox.directory, state_cookie, self._query(scope)
+            )
+        except oidc.Refused as exc:
+            logger.warning("OIDC sign-in to %r refused: %s", tenant, exc)
+            await self._redirect(
+                send, self._page_url(page, tenant, f"oidc-error={exc.reason}"), [clear]
+            )
+            return
+        profile = self.inbox.directory.profile(done.tenant, done.agent_id)
+        assert profile is not None  # finish checked it
+        token = self.inbox.issue(profile)["token"]
+        logger.info("inbox sign-in of %s (%s) by OIDC", done.agent_id, done.tenant)
+        result = _cookie(oidc.RESULT_COOKIE, token, OIDC_RESULT, oidc.RESULT_TTL_SECONDS, secure)
+        await self._redirect(
+            send, self._page_url(done.page, done.tenant, "oidc=done"), [clear, result]
+        )
 
     def _client(self, scope: Scope) -> str:
         peer = (scope.get("client") or ("", 0))[0]

@@ -30,8 +30,10 @@ from switchboard.chat.inbox.backends import Backends
 from switchboard.chat.inbox.calls import CallSupervision
 from switchboard.chat.inbox.desk import Desk, DeskContact, SurgeOf, _now_ms
 from switchboard.chat.inbox.directory import AgentProfile, Directory
+from switchboard.chat.inbox.oidc import OidcSignIn
 from switchboard.chat.inbox.recordings import Recordings
 from switchboard.chat.inbox.supervision import Supervision
+from switchboard.chat.portal.used_links import InMemoryUsedLinks
 from switchboard.core import auth as sb_auth
 from switchboard.core import recording_seal, roles, stores
 from switchboard.core.bus import Bus
@@ -117,6 +119,9 @@ class Inbox:
         self._emit: RoomEmit | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self.login_throttle = LoginThrottle()
+        # Sign-in through a tenant's company directory (its states used once: on every
+        # replica when the app gives it a shared store, see `bootstrap`).
+        self.oidc = OidcSignIn(secret, InMemoryUsedLinks().claim)
         self._stores: stores.ObjectStores | None = None
         # Call recordings played in the case panel, opened with the voice gateway's master key.
         self.recordings = Recordings(
@@ -207,6 +212,12 @@ class Inbox:
             self.login_throttle.failed(*who)
             raise
         self.login_throttle.succeeded(*who)
+        logger.info("inbox sign-in of %s (%s)", profile.agent_id, profile.tenant)
+        return self.issue(profile)
+
+    def issue(self, profile: AgentProfile) -> dict[str, Any]:
+        """The inbox token of a signed-in agent (a password's or its company directory's):
+        the directory's role, for TOKEN_TTL_SECONDS."""
         token = sb_auth.mint(
             self.secret,
             profile.tenant,
@@ -214,10 +225,22 @@ class Inbox:
             [profile.role],
             ttl_seconds=TOKEN_TTL_SECONDS,
         )
-        logger.info("inbox sign-in of %s (%s)", profile.agent_id, profile.tenant)
         return {
             "token": token,
             "expires_at": int(time.time()) + TOKEN_TTL_SECONDS,
+            "agent": profile.to_wire(),
+        }
+
+    def oidc_result(self, token: str) -> dict[str, Any]:
+        """What a password sign-in answers, for the token an OIDC sign-in left in its cookie."""
+        principal = self.verify(token)
+        profile = self.directory.profile(principal.tenant, principal.subject)
+        if profile is None or profile.disabled:
+            raise Unauthenticated("this account is disabled")
+        issued = principal.issued_at or int(time.time())
+        return {
+            "token": token,
+            "expires_at": issued + TOKEN_TTL_SECONDS,
             "agent": profile.to_wire(),
         }
 

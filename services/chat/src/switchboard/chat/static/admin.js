@@ -57,7 +57,8 @@
     $("login").hidden = true; $("console").hidden = false;
     label();
     $("read-only").hidden = mayChange();
-    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save", "languages-save"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save", "languages-save", "oidc-save", "oidc-remove"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    OIDC_INPUTS.forEach(function (id) { $(id).disabled = !mayChange(); });
     $("routing-yaml").readOnly = !mayChange();
     $("codes").readOnly = !mayChange();
     $("policy-yaml").readOnly = !mayChange();
@@ -130,7 +131,35 @@
       rows.appendChild(row);
     });
     if (document.activeElement !== $("codes")) $("codes").value = data.wrap_up_codes.join(", ");
+    renderOidc(data.oidc);
   }
+
+  // The tenant's company sign-in (the agents file's oidc section).
+  var OIDC_INPUTS = ["oidc-name", "oidc-issuer", "oidc-client-id", "oidc-secret-file", "oidc-claim", "oidc-domain"];
+  var OIDC_KEYS = ["name", "issuer", "client_id", "client_secret_file", "agent_claim", "email_domain"];
+  function renderOidc(oidc) {
+    if ($("oidc-form").contains(document.activeElement)) return;
+    OIDC_INPUTS.forEach(function (id, i) {
+      $(id).value = (oidc && oidc[OIDC_KEYS[i]]) || (id === "oidc-claim" ? "preferred_username" : "");
+    });
+    $("oidc-remove").disabled = !oidc;
+  }
+  function saveOidc(oidc, message) {
+    api("PUT", "oidc", { oidc: oidc, version: state.agents.version }).then(function (data) {
+      state.agents = data;
+      if (document.activeElement) document.activeElement.blur();
+      renderAgents();
+      $("oidc-error").textContent = "";
+      notice(t(message));
+    }).catch(function (e) { $("oidc-error").textContent = e.message; });
+  }
+  $("oidc-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var oidc = {};
+    OIDC_INPUTS.forEach(function (id, i) { oidc[OIDC_KEYS[i]] = $(id).value.trim(); });
+    saveOidc(oidc, "oidcSaved");
+  });
+  $("oidc-remove").addEventListener("click", function () { saveOidc(null, "oidcRemoved"); });
 
   $("codes-form").addEventListener("submit", function (ev) {
     ev.preventDefault();

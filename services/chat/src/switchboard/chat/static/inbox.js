@@ -110,6 +110,20 @@
     if (q) $("login-tenant").value = q;
   }
 
+  function signedIn(body) {
+    state.token = body.token;
+    state.agent = body.agent;
+    $("login-password").value = "";
+    save();
+    window.SBI18n.load(state.agent.ui_language).then(start);
+  }
+
+  // "Sign in with <company>" for a tenant with an OIDC provider, and the way back from it.
+  window.SBPage.companySignIn({
+    t: t, page: "inbox", done: signedIn,
+    fail: function (message) { error($("login-error"), message); },
+  });
+
   $("login").addEventListener("submit", function (ev) {
     ev.preventDefault();
     error($("login-error"), "");
@@ -128,11 +142,7 @@
         error($("login-error"), res.status === 401 ? t("wrongLogin") : res.body.error);
         return;
       }
-      state.token = res.body.token;
-      state.agent = res.body.agent;
-      $("login-password").value = "";
-      save();
-      window.SBI18n.load(state.agent.ui_language).then(start);
+      signedIn(res.body);
     }).catch(function (e) { error($("login-error"), String(e)); });
   });
 

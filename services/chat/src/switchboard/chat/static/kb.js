@@ -11,6 +11,7 @@
     ko: {
       title: "지식 베이스", tenant: "테넌트", agentId: "상담원 ID", password: "비밀번호", uiLanguage: "언어",
       signIn: "로그인", signOut: "로그아웃", wrongLogin: "상담원 ID 또는 비밀번호가 틀렸습니다.",
+      oidcSignIn: "{name} 계정으로 로그인", oidc_unavailable: "지금은 회사 계정으로 로그인할 수 없습니다. 비밀번호로 로그인하거나 잠시 후 다시 시도하세요.", oidc_expired: "회사 계정 로그인 시간이 초과되었거나 이미 사용되었습니다. 다시 로그인하세요.", oidc_refused: "회사 계정 로그인이 승인되지 않았습니다. 다시 로그인하세요.", oidc_unknown: "이 회사 계정은 이 테넌트의 상담원으로 등록되어 있지 않습니다. 관리자에게 등록을 요청하세요.", oidc_disabled: "상담원 계정이 비활성화되었습니다. 관리자에게 문의하세요.",
       newArticle: "새 문서", fromCase: "케이스로 초안 만들기", caseRef: "케이스 번호 (C-…)",
       state: "상태", any: "전체", language: "언어", category: "분류", noArticles: "문서가 없습니다.",
       s_draft: "초안", s_review: "검토 중", s_published: "게시됨", s_retired: "보관됨",
@@ -27,6 +28,7 @@
     zh: {
       title: "知识库", tenant: "租户", agentId: "坐席 ID", password: "密码", uiLanguage: "语言",
       signIn: "登录", signOut: "退出", wrongLogin: "坐席 ID 或密码错误。",
+      oidcSignIn: "使用 {name} 账号登录", oidc_unavailable: "目前无法使用公司账号登录。请使用密码登录或稍后再试。", oidc_expired: "公司账号登录已超时或已被使用。请重新登录。", oidc_refused: "公司账号登录未被接受。请重新登录。", oidc_unknown: "该公司账号不是本租户的坐席。请联系管理员添加。", oidc_disabled: "您的坐席账号已停用。请联系管理员。",
       newArticle: "新文章", fromCase: "从工单生成草稿", caseRef: "工单编号 (C-…)",
       state: "状态", any: "全部", language: "语言", category: "分类", noArticles: "没有文章。",
       s_draft: "草稿", s_review: "审核中", s_published: "已发布", s_retired: "已停用",
@@ -43,6 +45,7 @@
     ja: {
       title: "ナレッジベース", tenant: "テナント", agentId: "オペレーター ID", password: "パスワード", uiLanguage: "言語",
       signIn: "ログイン", signOut: "ログアウト", wrongLogin: "オペレーター ID またはパスワードが違います。",
+      oidcSignIn: "{name} のアカウントでログイン", oidc_unavailable: "現在、会社アカウントでログインできません。パスワードでログインするか、しばらくしてからお試しください。", oidc_expired: "会社アカウントのログインが時間切れか、すでに使用されています。もう一度ログインしてください。", oidc_refused: "会社アカウントのログインが受け付けられませんでした。もう一度ログインしてください。", oidc_unknown: "この会社アカウントはこのテナントのオペレーターではありません。管理者に追加を依頼してください。", oidc_disabled: "オペレーターアカウントは無効になっています。管理者にお問い合わせください。",
       newArticle: "新しい記事", fromCase: "ケースから下書き", caseRef: "ケース番号 (C-…)",
       state: "状態", any: "すべて", language: "言語", category: "カテゴリ", noArticles: "記事がありません。",
       s_draft: "下書き", s_review: "レビュー中", s_published: "公開中", s_retired: "公開終了",
@@ -59,6 +62,7 @@
     en: {
       title: "Knowledge base", tenant: "Tenant", agentId: "Agent ID", password: "Password", uiLanguage: "Language",
       signIn: "Sign in", signOut: "Sign out", wrongLogin: "Wrong agent ID or password.",
+      oidcSignIn: "Sign in with {name}", oidc_unavailable: "Signing in with your company account is not available now. Sign in with your password or try again later.", oidc_expired: "The company sign-in took too long or was already used. Please sign in again.", oidc_refused: "Your company's sign-in was not accepted. Please sign in again.", oidc_unknown: "Your company account is not an agent of this tenant. Ask your administrator to add you.", oidc_disabled: "Your agent account is disabled. Ask your administrator.",
       newArticle: "New article", fromCase: "Draft from case", caseRef: "Case reference (C-…)",
       state: "State", any: "Any", language: "Language", category: "Category", noArticles: "No articles.",
       s_draft: "Draft", s_review: "In review", s_published: "Published", s_retired: "Retired",

@@ -8,6 +8,10 @@
      POST api/agent/login, shows a wrong password (t("wrongLogin")) or, when `roles` is given, a
      role not among them (t(refused)) in #login-error, keeps the session in sessionStorage[key]
      and calls done(token, agent)
+   SBPage.companySignIn({ t, page, done, fail }): "Sign in with <company>" (#login-oidc) when the
+     tenant typed in #login-tenant has an OIDC provider; back from the provider, the page's
+     token is taken (POST api/agent/oidc/result) and given to done({token, expires_at, agent}),
+     or why it was refused to fail(message) in the UI's language (t("oidc_<reason>"))
    SBPage.api(prefix, key, token)(action, body) -> a promise of the reply to POST <prefix><action>
      (token() gives the bearer token; a 401 drops sessionStorage[key]) */
 (function () {
@@ -33,7 +37,68 @@
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
+  function companySignIn(opts) {
+    var button = $("login-oidc");
+    var tenantInput = $("login-tenant");
+    var name = null, asked = null, timer = null;
+    function label() {
+      if (name) button.textContent = opts.t("oidcSignIn").split("{name}").join(name);
+      button.hidden = !name;
+    }
+    function offer() {
+      var tenant = tenantInput.value.trim();
+      if (tenant === asked) return;
+      asked = tenant;
+      if (!tenant) { name = null; label(); return; }
+      fetch("api/agent/oidc?tenant=" + encodeURIComponent(tenant))
+        .then(function (r) { return r.json(); })
+        .then(function (b) { if (asked === tenant) { name = b.name || null; label(); } })
+        .catch(function () { name = null; label(); });
+    }
+    // Why the provider's answer was refused, once the page's strings are there.
+    function refuse(reason) {
+      var key = "oidc_" + (["unavailable", "expired", "refused", "unknown", "disabled"].indexOf(reason) >= 0 ? reason : "refused");
+      if (opts.t(key) !== key) { opts.fail(opts.t(key)); return; }
+      document.addEventListener("sb-lang", function once() {
+        document.removeEventListener("sb-lang", once);
+        opts.fail(opts.t(key));
+      });
+    }
+    if (!button) return;
+    var q = new URLSearchParams(location.search).get("tenant");
+    if (q) tenantInput.value = q;
+    tenantInput.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(offer, 300); });
+    tenantInput.addEventListener("change", offer);
+    document.addEventListener("sb-lang", label);
+    button.addEventListener("click", function () {
+      location.href = "api/agent/oidc/start?tenant=" + encodeURIComponent(tenantInput.value.trim()) +
+        "&page=" + encodeURIComponent(opts.page);
+    });
+    offer();
+    var hash = location.hash.replace(/^#/, "");
+    if (!/^oidc(-error)?=/.test(hash)) return;
+    history.replaceState(null, "", location.pathname + location.search);
+    var reason = hash.split("=")[1];
+    if (hash.indexOf("oidc-error=") === 0) { refuse(reason); return; }
+    fetch("api/agent/oidc/result", { method: "POST" })
+      .then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (res) {
+        if (res.status !== 200) { refuse("expired"); return; }
+        opts.done(res.body);
+      }).catch(function (e) { opts.fail(String(e)); });
+  }
+
   function signIn(opts) {
+    function accept(body) {
+      var err = $("login-error");
+      if (opts.roles && opts.roles.indexOf(body.agent.role) < 0) { err.textContent = opts.t(opts.refused); err.hidden = false; return; }
+      sessionStorage.setItem(opts.key, JSON.stringify({ token: body.token, agent: body.agent }));
+      opts.done(body.token, body.agent);
+    }
+    companySignIn({
+      t: opts.t, page: document.body.getAttribute("data-page") || "inbox", done: accept,
+      fail: function (message) { var err = $("login-error"); err.textContent = message; err.hidden = false; },
+    });
     $("login").addEventListener("submit", function (ev) {
       ev.preventDefault();
       fetch("api/agent/login", {
@@ -43,9 +108,7 @@
         .then(function (res) {
           var err = $("login-error");
           if (res.status !== 200) { err.textContent = res.status === 401 ? opts.t("wrongLogin") : res.body.error; err.hidden = false; return; }
-          if (opts.roles && opts.roles.indexOf(res.body.agent.role) < 0) { err.textContent = opts.t(opts.refused); err.hidden = false; return; }
-          sessionStorage.setItem(opts.key, JSON.stringify({ token: res.body.token, agent: res.body.agent }));
-          opts.done(res.body.token, res.body.agent);
+          accept(res.body);
         });
     });
   }
@@ -66,5 +129,5 @@
     };
   }
 
-  window.SBPage = { el: el, svg: svg, clear: clear, signIn: signIn, api: api };
+  window.SBPage = { el: el, svg: svg, clear: clear, signIn: signIn, companySignIn: companySignIn, api: api };
 })();
