@@ -8,7 +8,8 @@ recording is paused, is silence. Samples older than the jitter window are decode
 (a byte-translation table per byte of the sample, a second at a time), interleaved and appended to
 a WAV file as they come, never held for the whole call.
 
-A packet costs one copy of its payload into its side's buffer: decoding is left to the flush,
+A packet costs the tap's queueing; a side's usual batch (one size and source, timestamps one
+after another) is copied into its side's buffer in one go, and decoding is left to the flush,
 where one translation covers fifty packets (the relay's CPU per recorded call stays within 1.5
 times an unrecorded call's: bench/voice.py)."""
 
