@@ -10,10 +10,18 @@ Calls are stepped up until the gateway no longer delivers >= 95% of 50 packets/s
 refuses calls. CPU is the gateway process's utime + stime from /proc/<pid>/stat over the window.
 
 Recording's cost: the gateway's RTP relay (its MediaEngine and RtpSession legs, bridged in pairs
-as a connected call is) carrying N calls' audio both ways from a separate sender process, once
-unrecorded and once with each call's recorder tapped on both legs; the recorded figure adds the
-CPU of closing and sealing each recording at the call's end, per recorded second. The ratio is
+as a connected call is) in a process of its own, carrying N calls' audio both ways from separate
+sender processes, once unrecorded and once with each call's recorder tapped on both legs; the
+recorded figure adds the CPU of closing and sealing each recording at the call's end, per
+recorded second. The same calls and window each time, pairs run alternately, each in a fresh
+relay process, and the CPU is that process's alone; the ratio is the median of the pairs'
 recorded over unrecorded CPU per call-second.
+
+Concurrent calls per relay process: calls stepped up, recorded and unrecorded, until fewer than
+95% of the packets sent in the window come back relayed or the relay's process uses more than
+90% of a core. On a shared machine the relay gets what the scheduler gives it, so the machine's
+busy share is printed with each step, and the calls a core would hold at the CPU per call-second
+measured is given beside the count.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import contextlib
 import multiprocessing
 import os
 import pathlib
+import statistics
 import struct
 import subprocess
 import sys
@@ -45,6 +54,15 @@ NUMBER = "+15550100"  # the default plan's English hotline: a topic menu, then t
 TOPIC_KEY = 1  # DTMF event for "1" (billing), typed ahead during the welcome prompt
 SECRET = "switchboard-bench-secret"
 RECORDED_CALLS = int(os.environ.get("BENCH_VOICE_RECORDED_CALLS", "50"))
+REPETITIONS = int(os.environ.get("BENCH_VOICE_REPETITIONS", "5"))  # recorded/unrecorded pairs
+CONCURRENT_STEPS = tuple(
+    int(n)
+    for n in os.environ.get("BENCH_VOICE_CONCURRENT_STEPS", "25,50,100,150,200,300,400,600").split(
+        ","
+    )
+)
+SENDER_STREAMS = 100  # streams per sender process: the senders keep pace, not the relay's limit
+CPU_SATURATED = 0.9  # of one core: past it the relay process is saturated
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -335,39 +353,68 @@ def _load_process(gateway_port: int, conn: Any) -> None:
 
 
 class _Sender(asyncio.DatagramProtocol):
-    pass
+    """A stream's socket: sends its frames, counts what comes back (the relay's other leg)."""
+
+    received = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
 
 
 async def _raw(ports: list[int], conn: Any, window: float) -> None:
-    """One 20 ms clock pacing an RTP header + 160 bytes to each of N streams, one socket each."""
+    """One 20 ms clock pacing an RTP header + 160 bytes to each of N streams, one socket each,
+    counting what comes back. "started" after the warm-up; then, with a `window`, the counts
+    after it; without (0), the counts are restarted by "reset" and sent on "stop"."""
     loop = asyncio.get_running_loop()
     streams: list[list[Any]] = []  # [transport, address, sequence, timestamp]
+    protocols: list[_Sender] = []
     for port in ports:
-        transport, _ = await loop.create_datagram_endpoint(_Sender, local_addr=("127.0.0.1", 0))
+        transport, protocol = await loop.create_datagram_endpoint(
+            _Sender, local_addr=("127.0.0.1", 0)
+        )
         streams.append([transport, ("127.0.0.1", port), 0, 0])
+        protocols.append(protocol)
+    sent = late = 0
     frame = bytes([0xFF]) * 160
     period = 0.02
     due = loop.time()
     start = loop.time()
     phase = 0
+
+    def counts() -> dict[str, int]:
+        return {"sent": sent, "received": sum(p.received for p in protocols), "late_ticks": late}
+
     while True:
         due += period
         delay = due - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        elif phase == 1 and delay < -period:  # this sender itself fell a frame behind
+            late += 1
         for stream in streams:
             stream[2] = (stream[2] + 1) & 0xFFFF
             stream[3] = (stream[3] + 160) & 0xFFFFFFFF
             stream[0].sendto(
                 struct.pack("!BBHII", 0x80, 0, stream[2], stream[3], 1) + frame, stream[1]
             )
+        sent += len(streams)
         elapsed = loop.time() - start
         if phase == 0 and elapsed >= WARMUP:
+            sent = 0
+            for protocol in protocols:
+                protocol.received = 0
             conn.send("started")
             phase = 1
-        elif phase == 1 and elapsed >= WARMUP + window:
-            conn.send("ended")
+        elif phase == 1 and window and elapsed >= WARMUP + window:
+            conn.send(counts())
             break
+        elif phase == 1 and not window and conn.poll():
+            if conn.recv() == "stop":
+                conn.send(counts())
+                break
+            sent = late = 0  # "reset"
+            for protocol in protocols:
+                protocol.received = 0
     for stream in streams:
         stream[0].close()
 
@@ -410,54 +457,167 @@ async def _raw_baseline(n: int) -> dict[str, float]:
 # ---- the run -----------------------------------------------------------------------------------
 
 
-async def _bridged_cpu(n: int, work: pathlib.Path, recorded: bool) -> float:
-    """CPU ms per call-second of the relay bridging `n` calls (both ways, 50 packets/s each),
-    recorded or not; recorded, with the closing and sealing of each recording included."""
-    import tempfile
+# ---- the relay: recorded against unrecorded ------------------------------------------------------
 
+
+async def _relay(conn: Any) -> None:
+    """The gateway's RTP relay (MediaEngine legs bridged in pairs, as a connected call is) in a
+    process of its own, so that its CPU is the relay's alone. Commands: ("open", (n, recorded)):
+    n calls, the ports of their 2n legs; ("cpu", None): this process's CPU seconds;
+    ("close", None): the recordings closed and sealed (CPU seconds, seconds recorded), the legs
+    closed."""
     from switchboard.voice_gateway.media.rtp import MediaEngine
-    from switchboard.voice_gateway.recording import sealing
     from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, Recorder
 
     engine = MediaEngine("127.0.0.1")
-    legs = [await engine.open() for _ in range(2 * n)]
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="switchboard-bench-recordings-"))
+    legs: list[Any] = []
     recorders: list[Recorder] = []
-    folder = work / "recordings"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        caller, agent = legs[2 * i], legs[2 * i + 1]
-        caller.bridge, agent.bridge = agent, caller
-        if recorded:
-            recorder = Recorder(str(folder))
-            caller.tap, agent.tap = recorder.taps[CALLER], recorder.taps[AGENT]
-            recorders.append(recorder)
+    while True:
+        command, arg = await asyncio.to_thread(conn.recv)
+        if command == "open":
+            n, recorded = arg
+            legs = [await engine.open() for _ in range(2 * n)]
+            for i in range(n):
+                caller, agent = legs[2 * i], legs[2 * i + 1]
+                caller.bridge, agent.bridge = agent, caller
+                if recorded:
+                    recorder = Recorder(str(folder))
+                    caller.tap, agent.tap = recorder.taps[CALLER], recorder.taps[AGENT]
+                    recorders.append(recorder)
+            conn.send([leg.port for leg in legs])
+        elif command == "cpu":
+            conn.send(time.process_time())
+        elif command == "close":
+            c0 = time.process_time()
+            seconds = _close_recordings(recorders, folder)
+            conn.send((time.process_time() - c0, seconds))
+            recorders = []
+            for leg in legs:
+                leg.close()
+            legs = []
+        else:
+            break
+    _close_recordings([], folder, remove=True)
+
+
+def _close_recordings(recorders: list[Any], folder: pathlib.Path, remove: bool = False) -> float:
+    """Close and seal each recording as the gateway does at a call's end; the seconds recorded."""
+    from switchboard.voice_gateway.recording import sealing
+
+    seconds = 0.0
+    for recorder in recorders:
+        seconds += recorder.close()
+        with recorder.path.open("rb") as src, tempfile.TemporaryFile(dir=folder) as dst:
+            sealing.seal(bytes(32), "bench", recorder.path.name, src, dst)
+        recorder.path.unlink()
+    if remove:
+        folder.rmdir()
+    return seconds
+
+
+def _relay_process(conn: Any) -> None:
+    asyncio.run(_relay(conn))
+
+
+async def _relayed(n: int, recorded: bool, window: float = WINDOW) -> dict[str, float]:
+    """`n` calls relayed both ways at 50 packets/s by a fresh relay process, fed by sender
+    processes of at most SENDER_STREAMS streams each; the relay's CPU per call-second (recorded:
+    the closing and sealing of each recording included, per recorded second), its CPU
+    utilisation, and the share of the packets sent in the window that came back relayed."""
     ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_raw_process, args=([leg.port for leg in legs], child, WINDOW))
-    proc.start()
+    conn, child = ctx.Pipe()
+    relay = ctx.Process(target=_relay_process, args=(child,))
+    relay.start()
+    senders: list[tuple[Any, Any]] = []
+
+    async def ask(command: str, arg: Any = None) -> Any:
+        conn.send((command, arg))
+        return await asyncio.wait_for(asyncio.to_thread(conn.recv), 120)
+
     try:
-        await asyncio.wait_for(asyncio.to_thread(parent.recv), 30)
-        cpu0, t0 = time.process_time(), time.monotonic()
-        await asyncio.wait_for(asyncio.to_thread(parent.recv), 30)
-        cpu1, t1 = time.process_time(), time.monotonic()
+        ports = await ask("open", (n, recorded))
+        for i in range(0, len(ports), SENDER_STREAMS):
+            parent, end = ctx.Pipe()
+            proc = ctx.Process(target=_raw_process, args=(ports[i : i + SENDER_STREAMS], end, 0))
+            proc.start()
+            senders.append((proc, parent))
+        for _, parent in senders:  # "started": each past its warm-up
+            await asyncio.wait_for(asyncio.to_thread(parent.recv), 60)
+        for _, parent in senders:  # the window begins for all at once
+            parent.send("reset")
+        cpu0, t0 = await ask("cpu"), time.monotonic()
+        await asyncio.sleep(window)
+        cpu1, t1 = await ask("cpu"), time.monotonic()
+        for _, parent in senders:
+            parent.send("stop")
+        ended = [await asyncio.wait_for(asyncio.to_thread(p.recv), 60) for _, p in senders]
+        end_cpu, seconds = await ask("close")
+        conn.send(("stop", None))
     finally:
-        await asyncio.to_thread(proc.join, 10)
-        if proc.is_alive():
-            proc.terminate()
-    relay = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
-    end = 0.0
-    if recorders:
-        key = bytes(32)
-        c0, seconds = time.process_time(), 0.0
-        for recorder in recorders:
-            seconds += recorder.close()
-            with recorder.path.open("rb") as src, tempfile.TemporaryFile(dir=folder) as dst:
-                sealing.seal(key, "bench", recorder.path.name, src, dst)
-            recorder.path.unlink()
-        end = (time.process_time() - c0) * 1000 / seconds
-    for leg in legs:
-        leg.close()
-    return relay + end
+        for proc, _ in senders:
+            await asyncio.to_thread(proc.join, 10)
+            if proc.is_alive():
+                proc.terminate()
+        await asyncio.to_thread(relay.join, 10)
+        if relay.is_alive():
+            relay.terminate()
+    sent = sum(e["sent"] for e in ended)
+    relay_ms = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
+    return {
+        "cpu_ms_per_call_s": relay_ms + (end_cpu * 1000 / seconds if seconds else 0.0),
+        "cpu_util": (cpu1 - cpu0) / (t1 - t0),
+        "delivered": sum(e["received"] for e in ended) / sent if sent else 0.0,
+        "sender_late_ticks": float(sum(e["late_ticks"] for e in ended)),
+    }
+
+
+async def _recording_cost() -> dict[str, float]:
+    """Recorded over unrecorded relay CPU per call-second: RECORDED_CALLS calls, the same window,
+    REPETITIONS pairs run alternately (unrecorded, recorded), each in a fresh relay process; the
+    medians."""
+    plain: list[float] = []
+    recorded: list[float] = []
+    for _ in range(REPETITIONS):
+        plain.append((await _relayed(RECORDED_CALLS, False))["cpu_ms_per_call_s"])
+        recorded.append((await _relayed(RECORDED_CALLS, True))["cpu_ms_per_call_s"])
+        print(
+            f"voice bench relay: unrecorded {plain[-1]:.3f} recorded {recorded[-1]:.3f} "
+            "ms per call-second",
+            file=sys.stderr,
+        )
+    ratios = [r / p for p, r in zip(plain, recorded, strict=True)]
+    return {
+        "voice_bridged_cpu_ms_per_call_s": statistics.median(plain),
+        "voice_recorded_cpu_ms_per_call_s": statistics.median(recorded),
+        "voice_recorded_over_unrecorded_cpu": statistics.median(ratios),
+        "voice_recorded_over_unrecorded_cpu_max": max(ratios),
+    }
+
+
+async def _concurrent(recorded: bool) -> dict[str, float]:
+    """The most simultaneous calls one relay process keeps up with: calls are stepped up
+    (CONCURRENT_STEPS) until fewer than SUSTAINED of the packets sent come back relayed or the
+    relay's process is saturated (CPU_SATURATED of a core)."""
+    best, failing, util, cost = 0, 0, 0.0, float("nan")
+    for n in CONCURRENT_STEPS:
+        box0 = _machine_busy()
+        step = await _relayed(n, recorded)
+        box1 = _machine_busy()
+        step["machine_busy"] = (box1[0] - box0[0]) / (box1[1] - box0[1])
+        kind = "recorded" if recorded else "unrecorded"
+        print(f"voice bench concurrent {kind} calls {n}: {step}", file=sys.stderr)
+        if step["delivered"] < SUSTAINED or step["cpu_util"] > CPU_SATURATED:
+            failing = n
+            break
+        best, util, cost = n, step["cpu_util"], step["cpu_ms_per_call_s"]
+    return {
+        "calls": float(best),
+        "first_failing": float(failing),
+        "cpu_util": util,
+        # What a core of its own would hold at the CPU per call-second measured at `calls`.
+        "per_core": 1000 / cost if best else 0.0,
+    }
 
 
 async def _wait_tcp(
@@ -648,11 +808,13 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "voice_raw_delivered": raw["delivered"],
         "voice_cpu_per_call_over_raw": best["cpu_ms_per_call_s"] / raw["cpu_ms_per_stream_s"],
     }
-    plain = await _bridged_cpu(RECORDED_CALLS, work, recorded=False)
-    recorded = await _bridged_cpu(RECORDED_CALLS, work, recorded=True)
-    figures["voice_bridged_cpu_ms_per_call_s"] = plain
-    figures["voice_recorded_cpu_ms_per_call_s"] = recorded
-    figures["voice_recorded_over_unrecorded_cpu"] = recorded / plain
+    figures.update(await _recording_cost())
+    for recorded, name in ((False, "unrecorded"), (True, "recorded")):
+        most = await _concurrent(recorded)
+        figures[f"voice_concurrent_{name}_calls_per_relay_process"] = most["calls"]
+        figures[f"voice_concurrent_{name}_first_failing"] = most["first_failing"]
+        figures[f"voice_concurrent_{name}_relay_cpu_util_at_max"] = most["cpu_util"]
+        figures[f"voice_concurrent_{name}_calls_per_core_by_cpu"] = most["per_core"]
     for s in steps:
         figures[f"voice_cpu_ms_per_call_s_at_{s['calls']}"] = s["cpu_ms_per_call_s"]
         figures[f"voice_delivered_at_{s['calls']}"] = s["delivered_mean"]

@@ -87,6 +87,55 @@ def test_a_change_of_codec_mid_call_is_decoded_by_each_stretchs_codec(tmp_path: 
     assert max(map(abs, right)) == 0
 
 
+def test_batches_are_placed_as_packet_by_packet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of usual packets is placed at once: the file is the same as placing each packet on
+    its own, through losses, reordering, timestamps wrapping, a new source, a marker bit, 30 ms
+    packets, a change of codec and a side drifting from the arrival clock."""
+    import random
+
+    from switchboard.voice_gateway.recording import recorder as recorder_module
+
+    rng = random.Random(19)
+    stream: list[tuple[float, int, bytes]] = []
+    for i in range(1500):
+        at = 100.0 + i * 0.02 + rng.random() * 0.03
+        if 300 <= i < 400 and i % 37 == 5:
+            continue  # lost
+        ssrc, ts = (1, 0xFFFFF000 + 160 * i) if i < 900 else (2, 7000 + 160 * i)
+        ts += 4000 if i > 1200 else 0  # the caller's clock jumps (a transfer): re-anchored
+        pcm = tone(440 + (i // 100) * 40, 160, 160 * i)
+        first = packet(g711.encode(pcm, 0), ts, ssrc, seq=i)
+        if i % 50 == 0:
+            first = first[:1] + bytes([0x80]) + first[2:]  # marker bit
+        stream.append((at, CALLER, first))
+        if i % 3 == 0:
+            pt = 0 if i < 1000 else 8
+            pcm = tone(1000 + (i // 90) * 30, 240, 240 * (i // 3))
+            stream.append((at + 0.001, AGENT, packet(g711.encode(pcm, pt), 80 * i, 9, pt)))
+    for i in range(len(stream) - 1):
+        if 600 <= i < 800 and i % 53 == 7:  # reordered in the network
+            stream[i], stream[i + 1] = stream[i + 1], stream[i]
+
+    def record(folder: Path) -> tuple[list[int], list[int]]:
+        folder.mkdir()
+        clock = Clock()
+        rec = Recorder(str(folder), clock=clock)
+        for at, side, data in stream:
+            clock.now = max(clock.now, at)
+            rec.tap(side, data)
+        clock.now += 1.0
+        rec.close()
+        return channels(rec.path)
+
+    batched = record(tmp_path / "batched")
+    monkeypatch.setattr(recorder_module.Recorder, "_place_batch", lambda self, side, items: False)
+    one_by_one = record(tmp_path / "one-by-one")
+    assert batched == one_by_one
+    assert max(batched[0]) > 4000 and max(batched[1]) > 4000  # both sides were recorded
+
+
 def test_a_long_stretch_without_packets_is_silence_in_step(tmp_path: Path) -> None:
     """Half a minute with no packet at all (a hold): silence, written in pieces, and the caller
     back in step after it."""
