@@ -292,7 +292,7 @@ class _Acked:
     async def trim(self, seq: int) -> None:
         """The journal up to a durable snapshot is purged: nothing is kept here anyway."""
 
-    async def publish_async(self, event: object) -> asyncio.Future[None]:
+    async def publish_async(self, event: object, traceparent: str = "") -> asyncio.Future[None]:
         return self._done()
 
 

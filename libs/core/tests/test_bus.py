@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.core import deadletter, events
+from switchboard.core import deadletter, events, telemetry
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.errors import InvalidArgument, Retry, RetryUntouched, Unavailable
 from switchboard.testing.waiting import until
@@ -537,6 +537,87 @@ async def test_a_concurrent_consumer_starts_handlers_in_stream_order_and_settles
         await until(lambda: consumer_bus.stats()["together"]["terminated"] == 1, "one parked")
     finally:
         await consumer_bus.drain()
+
+
+async def test_a_concurrent_consumer_fetches_on_while_a_batch_waits_and_drains_them_all(
+    nats_url: str, bus: Bus
+) -> None:
+    """The next batch is fetched while the handlers of the one before still wait on I/O (the
+    router's journal and event acks), up to `max_in_flight` events at once; handlers still start
+    in stream order, and draining waits for every one of them to be settled."""
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        started.append(event.contact.contact_id)
+        await release.wait()
+
+    await bus.publish_many([created(f"c{i}") for i in range(20)])
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "pipelined",
+        events_pb2.ContactCreated,
+        handler,
+        ConsumerOptions(concurrent=True, batch=4, max_in_flight=12, fetch_timeout=0.2),
+    )
+    await consumer_bus.start()
+    try:
+        await until(lambda: len(started) == 12, "three batches waiting at once")
+        await asyncio.sleep(0.5)
+        assert started == [f"c{i}" for i in range(12)]  # no more than max_in_flight
+        release.set()
+        await until(lambda: len(started) == 20, "the rest fetched as room is made")
+        assert started == [f"c{i}" for i in range(20)]
+        await until(lambda: consumer_bus.stats()["pipelined"]["processed"] == 20, "all acked")
+    finally:
+        await consumer_bus.drain()
+
+
+async def test_draining_a_concurrent_consumer_waits_for_the_batches_in_flight(
+    nats_url: str, bus: Bus
+) -> None:
+    release = asyncio.Event()
+    done: list[str] = []
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        await release.wait()
+        done.append(event.contact.contact_id)
+
+    await bus.publish_many([created(f"c{i}") for i in range(8)])
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe(
+        "drained",
+        events_pb2.ContactCreated,
+        handler,
+        ConsumerOptions(concurrent=True, batch=2, fetch_timeout=0.2),
+    )
+    await consumer_bus.start()
+    await until(lambda: consumer_bus._consumers[("drained", "EVENTS")].in_flight == 8, "all 8")
+    draining = asyncio.create_task(consumer_bus.drain())
+    await asyncio.sleep(0.3)
+    release.set()
+    await draining
+    assert sorted(done) == sorted(f"c{i}" for i in range(8))
+    assert consumer_bus.stats()["drained"]["processed"] == 8
+    info = await bus.js.consumer_info("EVENTS", "drained")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_an_event_published_into_a_named_trace_carries_it_whatever_trace_is_current(
+    bus: Bus,
+) -> None:
+    """The router publishes a contact's events into the contact's own trace (a timer or a freed
+    agent decides outside it), by naming its traceparent, without continuing it first."""
+    contact_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    other_trace = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    with telemetry.continued(other_trace):
+        named = await (await bus.publish_async(created("c-named"), traceparent=contact_trace))
+        current = await (await bus.publish_async(created("c-current")))
+    stored = [await bus.js.get_msg("EVENTS", ack.seq) for ack in (named, current)]
+    assert [(m.headers or {}).get("traceparent") for m in stored] == [
+        contact_trace,
+        other_trace["traceparent"],
+    ]
 
 
 async def test_an_idle_consumer_logs_no_warning_while_its_fetches_time_out(

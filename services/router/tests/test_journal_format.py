@@ -476,9 +476,9 @@ class HeldBus(FakePublisher):
         self.holding = False
         self.acks: list[asyncio.Future[Any]] = []
 
-    async def publish_async(self, event: Any) -> asyncio.Future[Any]:
+    async def publish_async(self, event: Any, traceparent: str = "") -> asyncio.Future[Any]:
         if not self.holding:
-            return await super().publish_async(event)
+            return await super().publish_async(event, traceparent)
         self.events.append(event)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.acks.append(future)

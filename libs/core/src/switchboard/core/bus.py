@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -132,8 +133,11 @@ class ConsumerOptions:
     # Run the handlers of a fetched batch concurrently, started in stream order, each settled
     # on its own: for a handler that serialises its own decisions in arrival order and mostly
     # waits on I/O (the router: a decision under its lock, then the journal's and the events'
-    # acks, which a batch then awaits together instead of one after the other).
+    # acks, which a batch then awaits together instead of one after the other). The next batch
+    # is fetched while earlier ones still wait, up to `max_in_flight` events unsettled at once
+    # (its handlers start after every handler of the batches before it).
     concurrent: bool = False
+    max_in_flight: int = 512
     # Only these tenants' events (the consumer's subject filters name each tenant): a router
     # group consumes its own tenants' contacts. None: every tenant's.
     tenants: frozenset[str] | None = None
@@ -148,14 +152,25 @@ class ConsumerOptions:
         )
 
 
-def encode(event: Message) -> tuple[str, dict[str, str], bytes]:
-    """Return subject, headers and payload for `event` (validating its meta)."""
+def encode(event: Message, traceparent: str = "") -> tuple[str, dict[str, str], bytes]:
+    """Return subject, headers and payload for `event` (validating its meta); the event joins
+    the trace `traceparent` names, or else the current one."""
     events.validate_meta(event)
     spec = events.spec_for(type(event))
     meta = event.meta  # type: ignore[attr-defined]
     headers = {"Nats-Msg-Id": meta.event_id, events.TYPE_HEADER: spec.type_name}
-    telemetry.inject(headers)
+    if traceparent:
+        # What continuing that trace and injecting it would write, without the work.
+        headers["traceparent"] = traceparent
+    else:
+        telemetry.inject(headers)
     return spec.subject(meta.tenant, meta.channel), headers, event.SerializeToString()
+
+
+@functools.cache
+def _published(event: str) -> Any:
+    """The published-events counter of one event type (a label lookup per event costs more)."""
+    return metrics.EVENTS_PUBLISHED.labels(event)
 
 
 def decode(msg: Msg) -> Message:
@@ -197,6 +212,10 @@ class _Consumer:
     parked: int = 0  # given up on and stored in the dead-letter stream (then terminated)
     batched: int = 0  # events processed inside a committed batch scope
     busy: bool = False  # handling a fetched batch (drain waits for it; an idle fetch is cancelled)
+    # A concurrent consumer's batches still being handled, and their events' count.
+    batches: set[asyncio.Future[None]] = field(default_factory=set)
+    in_flight: int = 0
+    started: asyncio.Future[None] | None = None  # the last batch's handlers have all started
     policy: RetryPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -345,12 +364,15 @@ class Bus:
         metrics.EVENTS_PUBLISHED.labels(type(event).__name__).inc()
         return ack
 
-    async def publish_async(self, event: Message) -> asyncio.Future[js_api.PubAck]:
+    async def publish_async(
+        self, event: Message, traceparent: str = ""
+    ) -> asyncio.Future[js_api.PubAck]:
         """Hot path: send without waiting; the returned future resolves when JetStream stores it,
-        or fails (AckUnknown at its deadline). Acknowledge a source only after it has resolved."""
-        subject, headers, data = encode(event)
+        or fails (AckUnknown at its deadline). Acknowledge a source only after it has resolved.
+        The event joins the trace `traceparent` names (a contact's), or else the current one."""
+        subject, headers, data = encode(event, traceparent)
         future = await self.acks.publish(subject, data, headers)
-        metrics.EVENTS_PUBLISHED.labels(type(event).__name__).inc()
+        _published(type(event).__name__).inc()
         return future
 
     async def publish_many(self, batch: Iterable[Message]) -> list[js_api.PubAck]:
@@ -413,11 +435,17 @@ class Bus:
         )
 
     async def _consume(self, consumer: _Consumer) -> None:
+        concurrent = consumer.options.concurrent
         while not self._stopping.is_set():
+            size = consumer.options.batch
+            if concurrent:
+                room = consumer.options.max_in_flight - consumer.in_flight
+                if room <= 0:
+                    await asyncio.wait(set(consumer.batches), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                size = min(size, room)
             try:
-                msgs = await consumer.sub.fetch(
-                    consumer.options.batch, timeout=consumer.options.fetch_timeout
-                )
+                msgs = await consumer.sub.fetch(size, timeout=consumer.options.fetch_timeout)
             except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                 continue
             except asyncio.CancelledError:
@@ -428,11 +456,57 @@ class Bus:
                 logger.warning("fetch for %s failed: %r", consumer.durable, exc)
                 await asyncio.sleep(0.5)
                 continue
+            if concurrent:
+                # Handled while the next batch is fetched (drain waits for it).
+                self._start_batch(consumer, msgs)
+                continue
             consumer.busy = True
             try:
                 await self._deliver_batch(consumer, msgs)
             finally:
                 consumer.busy = False
+
+    def _start_batch(self, consumer: _Consumer, msgs: list[Msg]) -> None:
+        previous = consumer.started
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        consumer.started = started
+        consumer.in_flight += len(msgs)
+        batch = asyncio.ensure_future(self._deliver_concurrently(consumer, msgs, previous, started))
+        consumer.batches.add(batch)
+
+        def done(_: asyncio.Future[None]) -> None:
+            consumer.batches.discard(batch)
+            consumer.in_flight -= len(msgs)
+            if not started.done():
+                started.set_result(None)
+
+        batch.add_done_callback(done)
+
+    async def _deliver_concurrently(
+        self,
+        consumer: _Consumer,
+        msgs: list[Msg],
+        previous: asyncio.Future[None] | None,
+        started: asyncio.Future[None],
+    ) -> None:
+        """Handle a fetched batch, each event on its own, its handlers started in stream order
+        after every handler of the batch fetched before it."""
+        ready: list[tuple[Msg, Message]] = []
+        for msg in msgs:
+            event = await self._decode(consumer, msg)
+            if event is not None:
+                ready.append((msg, event))
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous})
+        handlers = [
+            asyncio.ensure_future(self._deliver(consumer, msg, event)) for msg, event in ready
+        ]
+        # Each handler takes its first step (where the router queues its input) before any of
+        # the next batch's: tasks start in the order they were created.
+        await asyncio.sleep(0)
+        started.set_result(None)
+        if handlers:
+            await asyncio.gather(*handlers)
 
     async def _deliver_batch(self, consumer: _Consumer, msgs: list[Msg]) -> None:
         ready: list[tuple[Msg, Message]] = []
@@ -662,7 +736,8 @@ class Bus:
         for c in self._consumers.values():
             if c.task and not c.busy:
                 c.task.cancel()
-        tasks = [c.task for c in self._consumers.values() if c.task]
+        tasks: list[asyncio.Future[None]] = [c.task for c in self._consumers.values() if c.task]
+        tasks += [batch for c in self._consumers.values() for batch in c.batches]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
             for t in tasks:

@@ -16,8 +16,9 @@ class Publisher(Protocol):
         """Publish one event and wait for JetStream to store it."""
         ...
 
-    async def publish_async(self, event: Message) -> asyncio.Future[Any]:
-        """Send without waiting; the future resolves when JetStream has stored the event."""
+    async def publish_async(self, event: Message, traceparent: str = "") -> asyncio.Future[Any]:
+        """Send without waiting; the future resolves when JetStream has stored the event (which
+        joins the trace `traceparent` names, or else the current one)."""
         ...
 
     async def publish_many(self, batch: Iterable[Message]) -> list[Any]:

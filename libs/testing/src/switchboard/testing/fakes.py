@@ -66,7 +66,7 @@ class FakePublisher:
         """True when stored, False for a duplicate."""
         return await self._stored(event)
 
-    async def publish_async(self, event: Message) -> asyncio.Future[bool]:
+    async def publish_async(self, event: Message, traceparent: str = "") -> asyncio.Future[bool]:
         events.validate_meta(event)
         return asyncio.ensure_future(self._stored(event))
 

@@ -232,6 +232,7 @@ class RouterApp(Service):
             ConsumerOptions(
                 ack_wait=self.settings.consumer_ack_wait_seconds,
                 concurrent=True,
+                batch=256,
                 tenants=self.settings.served_tenants,
             ),
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from switchboard.core import events, telemetry
+from switchboard.core import events
 from switchboard.core.publishing import Publisher
 from switchboard.router.domain import engine as eng
 from switchboard.v1 import contact_pb2, events_pb2
@@ -55,10 +55,9 @@ class RoutingNotifier:
         return pending
 
     async def _send(self, event: Message, traceparent: str = "") -> None:
-        # Decisions made outside the contact's own trace (a timer, a freed agent) still join it.
-        carrier = {"traceparent": traceparent} if traceparent else None
-        with telemetry.continued(carrier):
-            self.pending.append(await self.bus.publish_async(event))
+        # Decisions made outside the contact's own trace (a timer, a freed agent) still join it;
+        # its traceparent goes into the event's headers as it is (no tracing work per event).
+        self.pending.append(await self.bus.publish_async(event, traceparent))
 
     @staticmethod
     def _meta(c: eng.Contact, event_id: str, at: float) -> Any:
