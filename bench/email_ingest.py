@@ -18,7 +18,12 @@ from switchboard.email_ingest.entrypoints.imap import _Client, parse_fetch
 from switchboard.email_ingest.settings import EmailIngestSettings
 
 MESSAGES = int(os.environ.get("BENCH_EMAIL_MESSAGES", "1000"))
-FETCH_BATCH = 100  # EMAIL_FETCH_BATCH's default
+# Mails per IMAP FETCH, in the raw fetch and in the ingest alike (EMAIL_FETCH_BATCH's default).
+FETCH_BATCH = int(
+    os.environ.get(
+        "BENCH_EMAIL_FETCH_BATCH", EmailIngestSettings.model_fields["fetch_batch"].default
+    )
+)
 _TEXTS = [
     "안녕하세요. 주문한 상품이 아직 도착하지 않았습니다. 확인 부탁드립니다.",
     "你好，我的订单还没有到。请帮忙查询退款。",
