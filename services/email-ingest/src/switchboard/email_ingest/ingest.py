@@ -8,7 +8,6 @@ one contact, and its ids are derived from that key so a re-publish is a JetStrea
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,7 +107,7 @@ class Ingestor:
         try:
             # Every seen-set look-up at once; threading still runs in the batch's order, so a
             # reply finds the mail it answers when both are in this batch.
-            seen = await asyncio.gather(*(self.state.seen_id(r.key) for r in reads))
+            seen = await self.state.seen_ids([r.key for r in reads])
             first: dict[str, str] = {}
             for read, seen_as in zip(reads, seen, strict=True):
                 # The same mail twice in one batch is published once.

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NATS
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -32,11 +35,95 @@ from switchboard.core import stores
 from switchboard.core.acks import AckPublisher
 from switchboard.v1 import contact_pb2, email_pb2
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINTS = "email_checkpoints"
 THREADS = "email_threads"
 SEEN = "email_seen"
 SENT = "email_sent"
 OBJECTS = "email"
+
+
+class LastValues:
+    """The last message of many subjects of one stream in one request: a batch direct get
+    (`multi_last`, NATS 2.11 and later, on a stream that allows direct gets). A batch of mail
+    looks up its seen-set keys, and whether its objects are stored, with one request each
+    instead of one per mail.
+
+    Where the server cannot answer so (an older server, direct gets not allowed), `get` raises
+    `LastValuesUnavailable` and the caller looks the subjects up one at a time."""
+
+    MAX_SUBJECTS = 256  # per request (the server caps a batch)
+
+    def __init__(self, nc: NATS, stream: str, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.timeout = timeout
+        self.available = True
+
+    async def get(self, subjects: list[str]) -> dict[str, tuple[dict[str, str], bytes]]:
+        """subject -> (headers, data) of its last message, for the subjects that have one."""
+        if not self.available:
+            raise LastValuesUnavailable(f"no batch direct get on {self.stream}")
+        found: dict[str, tuple[dict[str, str], bytes]] = {}
+        for i in range(0, len(subjects), self.MAX_SUBJECTS):
+            part = subjects[i : i + self.MAX_SUBJECTS]
+            found.update(await self._get(part))
+        return found
+
+    async def _get(self, subjects: list[str]) -> dict[str, tuple[dict[str, str], bytes]]:
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        found: dict[str, tuple[dict[str, str], bytes]] = {}
+        try:
+            request = json.dumps({"multi_last": subjects, "batch": len(subjects)}).encode()
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+            while True:
+                try:
+                    msg = await sub.next_msg(self.timeout)
+                except TimeoutError as exc:
+                    raise LastValuesUnavailable(f"no answer from {self.stream}") from exc
+                headers = dict(msg.headers or {})
+                status = headers.get("Status", "")
+                if status == "204":  # end of the batch
+                    return found
+                if status == "404":  # none of the subjects has a message
+                    return {}
+                if status:
+                    # 503: no responders (direct gets not allowed); 408/400: no batch gets.
+                    self.available = False
+                    logger.info(
+                        "stream %s answers no batch direct get (%s %s): looking keys up one at "
+                        "a time",
+                        self.stream,
+                        status,
+                        headers.get("Description", ""),
+                    )
+                    raise LastValuesUnavailable(f"{self.stream}: {status}")
+                subject = headers.get("Nats-Subject", "")
+                if subject:
+                    found[subject] = (headers, msg.data)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+class LastValuesUnavailable(Exception):
+    """The server cannot answer a batch direct get: look the subjects up one at a time."""
+
+
+async def allow_direct(js: JetStreamContext, stream: str) -> bool:
+    """Let `stream` answer direct gets (which `LastValues` needs); False where it cannot."""
+    try:
+        info = await js.stream_info(stream)
+        if not info.config.allow_direct:
+            config = info.config
+            config.allow_direct = True
+            await js.update_stream(config)
+    except Exception as exc:
+        logger.info("stream %s: direct gets not enabled (%r)", stream, exc)
+        return False
+    return True
 
 
 class EmailState:
@@ -49,6 +136,7 @@ class EmailState:
         seen: stores.KeyValueBucket,
         sent: stores.KeyValueBucket,
         acks: AckPublisher | None = None,
+        seen_lookup: LastValues | None = None,
     ) -> None:
         self.checkpoints = checkpoints
         self.threads = threads
@@ -56,17 +144,22 @@ class EmailState:
         self.sent = sent
         # Pipelines a batch's key-value writes (one wait for all their acks) when given.
         self.acks = acks
+        # Looks a batch's seen-set keys up in one request when given.
+        self.seen_lookup = seen_lookup
 
     @classmethod
     async def open(
         cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
     ) -> EmailState:
+        seen = await stores.key_value(js, SEEN, replicas=replicas)
+        direct = await allow_direct(js, f"KV_{SEEN}")
         return cls(
             await stores.key_value(js, CHECKPOINTS, history=5, replicas=replicas),
             await stores.key_value(js, THREADS, replicas=replicas),
-            await stores.key_value(js, SEEN, replicas=replicas),
+            seen,
             await stores.key_value(js, SENT, replicas=replicas),
             acks,
+            LastValues(js._nc, f"KV_{SEEN}") if direct else None,
         )
 
     async def _put_all(
@@ -102,6 +195,22 @@ class EmailState:
     async def seen_id(self, key: str) -> str:
         data = await stores.value(self.seen, key)
         return data.decode() if data else ""
+
+    async def seen_ids(self, keys: list[str]) -> list[str]:
+        """`seen_id` of each key: one request for the whole batch where the server can."""
+        if self.seen_lookup is not None and keys:
+            try:
+                found = await self.seen_lookup.get([f"$KV.{SEEN}.{k}" for k in keys])
+            except LastValuesUnavailable:
+                pass
+            else:
+                ids = []
+                for k in keys:
+                    headers, data = found.get(f"$KV.{SEEN}.{k}", ({}, b""))
+                    deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
+                    ids.append("" if deleted or not data else data.decode())
+                return ids
+        return list(await asyncio.gather(*(self.seen_id(k) for k in keys)))
 
     async def mark_seen(self, key: str, contact_id: str) -> None:
         await self.seen.put(key, contact_id.encode())
@@ -175,17 +284,50 @@ def safe_key(name: str) -> str:
 class EmailObjects:
     """Raw messages and attachments, named by content so a re-ingested mail stores nothing twice."""
 
-    def __init__(self, obs: stores.ObjectBucket, acks: AckPublisher | None = None) -> None:
+    def __init__(
+        self,
+        obs: stores.ObjectBucket,
+        acks: AckPublisher | None = None,
+        lookup: LastValues | None = None,
+    ) -> None:
         self.obs = obs
         # Pipelines a batch's single-chunk objects (see store_many) when given.
         self.acks = acks
+        # Finds which of a batch's objects are stored in one request when given.
+        self.lookup = lookup
         self._nuid = NUID()
 
     @classmethod
     async def open(
         cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
     ) -> EmailObjects:
-        return cls(await stores.object_store(js, OBJECTS, replicas=replicas), acks)
+        obs = await stores.object_store(js, OBJECTS, replicas=replicas)
+        direct = await allow_direct(js, f"OBJ_{OBJECTS}")
+        return cls(obs, acks, LastValues(js._nc, f"OBJ_{OBJECTS}") if direct else None)
+
+    @staticmethod
+    def _meta_subject(name: str) -> str:
+        return OBJ_META_PRE_TEMPLATE.format(
+            bucket=OBJECTS, obj=base64.urlsafe_b64encode(name.encode()).decode()
+        )
+
+    async def _exist(self, names: list[str]) -> list[bool]:
+        """Whether each object is stored (and not deleted): one request where the server can."""
+        if self.lookup is not None and names:
+            try:
+                found = await self.lookup.get([self._meta_subject(n) for n in names])
+            except LastValuesUnavailable:
+                pass
+            else:
+                result = []
+                for name in names:
+                    _, data = found.get(self._meta_subject(name), ({}, b""))
+                    try:
+                        result.append(bool(data) and not json.loads(data).get("deleted"))
+                    except ValueError:
+                        result.append(False)  # unreadable metadata: stored again
+                return result
+        return list(await asyncio.gather(*(self._exists(n) for n in names)))
 
     def ref(
         self, tenant: str, kind: str, filename: str, content_type: str, data: bytes
@@ -225,7 +367,7 @@ class EmailObjects:
         if self.acks is None:
             await asyncio.gather(*(self.store(ref, data) for ref, data in items))
             return
-        found = await asyncio.gather(*(self._exists(ref.object_name) for ref, _ in items))
+        found = await self._exist([ref.object_name for ref, _ in items])
         missing = [item for item, there in zip(items, found, strict=True) if not there]
         small = [(r, d) for r, d in missing if 0 < len(d) <= OBJ_DEFAULT_CHUNK_SIZE]
         large = [(r, d) for r, d in missing if not 0 < len(d) <= OBJ_DEFAULT_CHUNK_SIZE]
@@ -253,9 +395,7 @@ class EmailObjects:
         await asyncio.gather(*chunks, *(self.store(ref, data) for ref, data in large))
         metas = []
         for info in infos:
-            subject = OBJ_META_PRE_TEMPLATE.format(
-                bucket=OBJECTS, obj=base64.urlsafe_b64encode(info.name.encode()).decode()
-            )
+            subject = self._meta_subject(info.name)
             data = json.dumps(info.as_dict()).encode()
             rollup = {"Nats-Rollup": "sub"}  # replaces older metadata of the name
             metas.append(await self.acks.publish(subject, data, rollup))

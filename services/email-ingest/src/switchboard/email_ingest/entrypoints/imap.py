@@ -191,6 +191,7 @@ class _Status:
     ingested: int = 0
     quarantined: int = 0
     idle_renewals: int = 0
+    started: float = 0.0  # time.monotonic() when this replica last started reading the mailbox
 
 
 def uid_set(uids: Iterable[int]) -> str:
@@ -271,6 +272,7 @@ class MailboxWatcher:
         self._stopping = False
         self._wake.clear()
         self._ok(email_pb2.MAILBOX_STATE_CONNECTING)  # its stall clock starts now, not at standby
+        self.status.started = self.status.last_ok
         self.task = asyncio.create_task(self.run(), name=f"imap:{self.mailbox.name}")
 
     def standby(self, replica: str) -> None:
