@@ -26,6 +26,7 @@ DEMO_LINE = "+15550100"
 CALLER_HZ = 440  # the caller's phone (Voice.caller)
 AGENT_HZ = 1000
 SUPERVISOR_HZ = 1700
+SECOND_HZ = 2500  # a second supervisor on the same call (clear of the others' mixing products)
 LOUD = 500.0  # baresip's ausine is far louder; silence and leakage far below
 FRAME = 800  # 100 ms at 8 kHz
 MONITOR = events_pb2.SUPERVISION_MODE_MONITOR
@@ -40,7 +41,7 @@ def gateway_config() -> dict[str, Any]:
     return {
         "realm": "switchboard",
         "phones": {
-            "demo": {"a1": "pw-a1", "sup1": "pw-sup1"},
+            "demo": {"a1": "pw-a1", "sup1": "pw-sup1", "sup3": "pw-sup3"},
             "acme": {"sup2": "pw-sup2"},
         },
         "numbers": {DEMO_LINE: {"tenant": "demo", "queue": "general", "language": "en"}},
@@ -144,7 +145,7 @@ async def _heard(phones: list[Baresip], seconds: float = 1.5) -> list[dict[int, 
         samples = np.frombuffer(data, dtype="<i2").astype(float)[::channels]
         frame = rate // 10
         frames = [samples[i : i + frame] for i in range(0, len(samples) - frame + 1, frame)]
-        tones = (CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ)
+        tones = (CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ, SECOND_HZ)
         out.append({hz: [_level(s, hz, rate) for s in frames] for hz in tones})
     return out
 
@@ -283,3 +284,48 @@ async def test_a_supervisor_of_another_tenant_or_an_agent_is_refused(
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert other.count("CALL_INCOMING") == 0
     assert not voice.events.of("ContactSupervised", contact_id)
+
+
+async def test_two_supervisors_hear_each_other_and_the_parties_hear_only_whom_their_mode_lets(
+    voice: Voice, call: tuple[Baresip, Baresip, str], stubs: Stubs
+) -> None:
+    """Four phones: sup1 monitors, sup3 barges, then whispers, then leaves. The supervisors
+    always hear each other (and both parties); the caller hears only a barging supervisor, the
+    agent a whispering or barging one."""
+    caller, agent, contact_id = call
+    sup1 = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    sup3 = await voice.phone("sup3", tone_hz=SECOND_HZ, tenant="demo", password="pw-sup3")
+    await _supervise(voice, stubs("demo", "sup1"), sup1, contact_id, MONITOR)
+    stub3 = stubs("demo", "sup3")
+    second = await _supervise(voice, stub3, sup3, contact_id, BARGE)
+
+    heard_caller, heard_agent, heard_1, heard_3 = await _heard([caller, agent, sup1, sup3])
+    assert hears(heard_1, CALLER_HZ) and hears(heard_1, AGENT_HZ), heard_1
+    assert hears(heard_1, SECOND_HZ), heard_1  # the monitoring one hears the barging one
+    assert hears(heard_3, CALLER_HZ) and hears(heard_3, AGENT_HZ), heard_3
+    assert hears(heard_3, SUPERVISOR_HZ), heard_3  # ... and the barging one the monitoring one
+    assert hears(heard_caller, AGENT_HZ) and hears(heard_caller, SECOND_HZ), heard_caller
+    assert never_hears(heard_caller, SUPERVISOR_HZ), heard_caller
+    assert hears(heard_agent, CALLER_HZ) and hears(heard_agent, SECOND_HZ), heard_agent
+    assert never_hears(heard_agent, SUPERVISOR_HZ), heard_agent
+
+    await stub3.SetSupervisionMode(
+        voice_pb2.SetSupervisionModeRequest(supervision_id=second, mode=WHISPER)
+    )
+    heard_caller, heard_agent, heard_1, heard_3 = await _heard([caller, agent, sup1, sup3])
+    assert hears(heard_1, SECOND_HZ) and hears(heard_3, SUPERVISOR_HZ), (heard_1, heard_3)
+    assert hears(heard_agent, SECOND_HZ) and never_hears(heard_agent, SUPERVISOR_HZ), heard_agent
+    assert never_hears(heard_caller, SECOND_HZ), heard_caller
+    assert never_hears(heard_caller, SUPERVISOR_HZ), heard_caller
+
+    # The second supervisor hangs up: the first hears the two parties and nobody else.
+    await sup3.command("hangup")
+    await voice.events.wait(
+        "ContactSupervised",
+        contact_id,
+        where=lambda e: e.supervisor_id == "sup3" and e.action == STOPPED,
+    )
+    heard_caller, heard_agent, heard_1 = await _heard([caller, agent, sup1])
+    assert hears(heard_1, CALLER_HZ) and hears(heard_1, AGENT_HZ), heard_1
+    assert never_hears(heard_1, SECOND_HZ), heard_1
+    assert never_hears(heard_agent, SECOND_HZ) and never_hears(heard_caller, SECOND_HZ)

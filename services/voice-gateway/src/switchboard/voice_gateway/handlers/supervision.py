@@ -114,14 +114,19 @@ class Supervision:
         self.gw.mix(call)
 
     def _heard(self, call: Call, sup: Supervisor, packet: bytes) -> None:
-        """The supervisor spoke: into the agent's mix (whisper, barge) and the caller's
-        (barge)."""
+        """The supervisor spoke: into the agent's mix (whisper, barge), the caller's (barge) and
+        every other supervisor's."""
         for leg, hears in (
             (call.agent, supervision.agent_hears),
             (call.caller, supervision.caller_hears),
         ):
             if leg is not None and leg.rtp.mixer is not None and hears(sup.mode):
                 leg.rtp.mixer.push(sup, packet)
+        if supervision.supervisor_hears(sup.mode):
+            for other in call.supervisors.values():
+                mixer = other.leg.rtp.mixer
+                if other is not sup and mixer is not None:
+                    mixer.push(sup, packet)
 
     def _set_mode(self, call: Call, sup: Supervisor, mode: Mode, by: str) -> None:
         if mode is sup.mode:
