@@ -20,7 +20,7 @@ from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.v1 import events_pb2, voice_pb2, voice_pb2_grpc
 
-from .conftest import SECRET, Baresip, Voice
+from .conftest import SECRET, Baresip, Voice, raw_phone
 
 DEMO_LINE = "+15550100"
 CALLER_HZ = 440  # the caller's phone (Voice.caller)
@@ -41,8 +41,12 @@ def gateway_config() -> dict[str, Any]:
     return {
         "realm": "switchboard",
         "phones": {
-            "demo": {"a1": "pw-a1", "sup1": "pw-sup1", "sup3": "pw-sup3"},
+            "demo": {"a1": "pw-a1", "a2": "pw-a2", "sup1": "pw-sup1", "sup3": "pw-sup3"},
             "acme": {"sup2": "pw-sup2"},
+        },
+        "supervision": {
+            "extension": "*55",
+            "supervisors": {"demo": ["sup1", "sup3"], "acme": ["sup2"]},
         },
         "numbers": {DEMO_LINE: {"tenant": "demo", "queue": "general", "language": "en"}},
     }
@@ -329,3 +333,89 @@ async def test_two_supervisors_hear_each_other_and_the_parties_hear_only_whom_th
     assert hears(heard_1, CALLER_HZ) and hears(heard_1, AGENT_HZ), heard_1
     assert never_hears(heard_1, SECOND_HZ), heard_1
     assert never_hears(heard_agent, SECOND_HZ) and never_hears(heard_caller, SECOND_HZ)
+
+
+async def test_a_supervisor_dials_the_supervision_extension_and_switches_modes_by_keys(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    """sup1 dials *55a1 from its own registered phone: the gateway challenges the INVITE
+    (digest, the phone's REGISTER credentials), answers and joins it to a1's call in monitor;
+    then its keys switch modes as on a supervision the gateway rang; each act is audited."""
+    caller, agent, contact_id = call
+    sup = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    await sup.command("dial", f"sip:*55a1@127.0.0.1:{voice.sip_port}")
+    await sup.wait_event("CALL_ESTABLISHED", timeout=20)
+    joined = await voice.events.wait("ContactSupervised", contact_id)
+    assert joined[0].supervisor_id == "sup1" and joined[0].action == STARTED
+    assert joined[0].agent_id == "a1" and joined[0].mode == MONITOR
+    assert joined[0].changed_by == "dial"
+
+    heard_caller, heard_agent, heard_sup = await _heard([caller, agent, sup])
+    assert hears(heard_sup, CALLER_HZ) and hears(heard_sup, AGENT_HZ), heard_sup
+    assert never_hears(heard_caller, SUPERVISOR_HZ) and never_hears(heard_agent, SUPERVISOR_HZ)
+
+    await sup.command("sndcode", "6")  # barge
+    await voice.events.wait(
+        "ContactSupervised", contact_id, where=lambda e: e.mode == BARGE and e.changed_by == "dtmf"
+    )
+    heard_caller, heard_agent, _ = await _heard([caller, agent, sup], 1.0)
+    assert hears(heard_agent, SUPERVISOR_HZ) and hears(heard_caller, SUPERVISOR_HZ)
+
+    await sup.command("hangup")
+    left = await voice.events.wait(
+        "ContactSupervised", contact_id, where=lambda e: e.action == STOPPED
+    )
+    assert left[0].supervision_id == joined[0].supervision_id
+    gw_call = voice.gateway.gateway.calls[contact_id]  # type: ignore[union-attr]
+    assert not gw_call.supervisors
+    assert caller.count("CALL_CLOSED") == 0 and agent.count("CALL_CLOSED") == 0
+
+
+async def _dial_refused(voice: Voice, phone: Baresip, target: str) -> str:
+    """Dial `target` from `phone`: the call is refused; the reason baresip reports."""
+    await phone.command("dial", f"sip:{target}@127.0.0.1:{voice.sip_port}")
+    closed = await phone.wait_event("CALL_CLOSED", timeout=20)
+    assert phone.count("CALL_ESTABLISHED") == 0
+    return str(closed.get("param", ""))
+
+
+async def test_the_supervision_extension_refuses_who_may_not_supervise(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    _caller, _agent, contact_id = call
+    # An agent's phone (registered, right password) is no supervisor: 403.
+    other_agent = await voice.phone("a2", tenant="demo", password="pw-a2")
+    assert "403" in await _dial_refused(voice, other_agent, "*55a1")
+    # A supervisor of another tenant: that tenant has no such agent on a call, 404.
+    acme = await voice.phone("sup2", tone_hz=SUPERVISOR_HZ, tenant="acme", password="pw-sup2")
+    assert "404" in await _dial_refused(voice, acme, "*55a1")
+    # A supervisor dialling an agent who is on no call: 404.
+    sup = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    assert "404" in await _dial_refused(voice, sup, "*55nobody")
+    assert not voice.events.of("ContactSupervised", contact_id)
+    gw = voice.gateway.gateway
+    assert gw is not None and not gw.calls[contact_id].supervisors
+
+
+async def test_the_supervision_extension_needs_the_phones_digest_credentials(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    """An INVITE to the extension without credentials is challenged (401); with a wrong
+    password it is refused (403): a supervisor's user name alone joins nobody."""
+    _caller, _agent, contact_id = call
+    phone = await raw_phone("sup1", "wrong", username="sup1@demo")
+    try:
+        port = voice.sip_port
+        challenge = await phone.send_invite(port, "*55a1", 1)
+        assert challenge.status == 401 and "Digest" in challenge.get("WWW-Authenticate")
+        refused = await phone.send_invite(
+            port,
+            "*55a1",
+            2,
+            phone.authorization(challenge, port, method="INVITE", uri_user="*55a1"),
+        )
+        assert refused.status == 403
+    finally:
+        assert phone.transport is not None
+        phone.transport.close()
+    assert not voice.events.of("ContactSupervised", contact_id)
