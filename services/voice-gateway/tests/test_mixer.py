@@ -97,6 +97,8 @@ def test_who_hears_the_supervisor_in_each_mode() -> None:
     assert supervision.agent_hears(Mode.BARGE) and supervision.caller_hears(Mode.BARGE)
     # Supervisors on one call hear each other in every mode.
     assert all(supervision.supervisor_hears(mode) for mode in Mode)
+    # A supervisor is recorded in the channels of the parties who hear it.
+    assert [supervision.recorded_in(m) for m in Mode] == [(), ("agent",), ("caller", "agent")]
 
 
 def test_supervisor_keys_and_supervisable_calls() -> None:

@@ -40,6 +40,14 @@ def supervisor_hears(mode: Mode) -> bool:
     return True
 
 
+def recorded_in(mode: Mode) -> tuple[str, ...]:
+    """The channels of the call's recording a supervisor's voice goes into: those of the
+    parties who hear it (the agent's when whispering, both when barging; none monitoring)."""
+    return tuple(
+        party for party, hears in (("caller", caller_hears), ("agent", agent_hears)) if hears(mode)
+    )
+
+
 def can_supervise(state: State) -> bool:
     """Only a connected call (the agent talking to the caller, or holding them) is supervised."""
     return state is State.CONNECTED

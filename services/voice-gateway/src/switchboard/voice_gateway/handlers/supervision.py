@@ -23,12 +23,15 @@ from switchboard.voice_gateway.domain.supervision import Mode
 from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
 from switchboard.voice_gateway.media import sdp
 from switchboard.voice_gateway.media.mixer import Mixer
+from switchboard.voice_gateway.recording.recorder import AGENT, CALLER
 from switchboard.voice_gateway.sip.dialog import Dialog
 from switchboard.voice_gateway.sip.message import NameAddr, SipMessage, Uri
 from switchboard.voice_gateway.sip.transactions import ServerTransaction, new_tag
 from switchboard.voice_gateway.sip.transport import Peer
 
 logger = logging.getLogger(__name__)
+
+CHANNELS = {"caller": CALLER, "agent": AGENT}  # a party's channel in the call's recording
 
 
 class Supervision:
@@ -222,7 +225,21 @@ class Supervision:
             sup.feeds.append((leg, feed))
         sup.leg.rtp.listeners = [functools.partial(self._heard, call, sup)]
         sup.leg.rtp.on_dtmf = functools.partial(self.pressed, call, sup)
+        self._record(call, sup)
         self.gw.mix(call)
+
+    def _record(self, call: Call, sup: Supervisor) -> None:
+        """Send the supervisor's voice into the recording's channels its mode reaches."""
+        channels = supervision.recorded_in(sup.mode)
+        recordings = self.gw.recordings
+        recorder = recordings.recorder(call.contact_id) if recordings is not None else None
+        sup.record = (
+            recorder.extra_tap(
+                (sup.supervision_id, sup.mode.value), tuple(CHANNELS[c] for c in channels)
+            )
+            if recorder is not None and channels
+            else None
+        )
 
     def _heard(self, call: Call, sup: Supervisor, packet: bytes) -> None:
         """The supervisor spoke: into the agent's mix (whisper, barge), the caller's (barge) and
@@ -233,6 +250,8 @@ class Supervision:
         ):
             if leg is not None and leg.rtp.mixer is not None and hears(sup.mode):
                 leg.rtp.mixer.push(sup, packet)
+        if sup.record is not None:
+            sup.record(packet)
         if supervision.supervisor_hears(sup.mode):
             for other in call.supervisors.values():
                 mixer = other.leg.rtp.mixer
@@ -243,6 +262,7 @@ class Supervision:
         if mode is sup.mode:
             return
         sup.mode = mode
+        self._record(call, sup)
         for leg in (call.agent, call.caller):  # what it said in the old mode is not heard
             if leg is not None and leg.rtp.mixer is not None:
                 leg.rtp.mixer.remove(sup)
