@@ -18,10 +18,12 @@ from k8s_manifests import (
     OVERLAYS,
     ROOT,
     container_port,
+    find,
     pod_labels,
     rendered,
     selects,
     service_of,
+    workload,
     workloads,
     workloads_of,
 )
@@ -244,3 +246,43 @@ def test_production_names_the_nodes_the_voice_gateways_call_from() -> None:
     [rule] = policy["spec"]["ingress"]
     assert rule["from"] == [{"ipBlock": {"cidr": "NODE_CIDR"}}]  # replaced by the operator
     assert "NODE_CIDR" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_voice_gateway_replica_has_a_stable_name_the_chat_resolves(overlay: str) -> None:
+    """The gateways' Service is headless and governs their StatefulSet (voice-gateway-0.voice-
+    gateway.<namespace>.svc, ...; its name resolves to every ready replica): the chat resolves
+    it at the gateways' gRPC port, instead of a list of addresses it could not know."""
+    gateways = workload(overlay, "voice-gateway")
+    assert gateways["kind"] == "StatefulSet"
+    service = find(overlay, "Service", gateways["spec"]["serviceName"])
+    assert service["spec"].get("clusterIP") == "None"
+    assert selects(service["spec"]["selector"], pod_labels(gateways))
+    [grpc_port] = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    target = container_port(gateways, grpc_port["targetPort"], "TCP")
+    assert target is not None
+    [gateway] = containers(gateways)
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["VOICE_GRPC_PORT"] == str(target["containerPort"])
+    [chat] = containers(workload(overlay, "chat"))
+    chat_env = {e["name"]: e.get("value") for e in chat["env"]}
+    assert chat_env["CHAT_VOICE_SERVICE"] == f"{service['metadata']['name']}:{grpc_port['port']}"
+    assert "CHAT_VOICE_ENDPOINTS" not in chat_env
+    assert ("chat", "voice-gateway", target["containerPort"]) in _calls(overlay)
+
+
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "dev"])
+def test_the_chat_reaches_the_host_network_gateways_at_their_nodes_only_there(
+    overlay: str,
+) -> None:
+    """On the host network the gateways answer at their nodes' addresses: the chat's egress to
+    the nodes' range is open on their gRPC port (policy to-nodes) and on nothing else."""
+    policies = _policies(overlay)
+    if not policies:
+        pytest.skip("no NetworkPolicies in this overlay")
+    chat = pod_labels(workload(overlay, "chat"))
+    assert _allowed(policies, "egress", chat, NODE, 50054, "TCP")
+    for port, proto in ((5060, "UDP"), (5060, "TCP"), (9464, "TCP"), (22, "TCP")):
+        assert not _allowed(policies, "egress", chat, NODE, port, proto), (port, proto)
+    [policy] = [r for r in policies if r["metadata"]["name"] == "to-nodes"]
+    assert policy["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "NODE_CIDR"}}]

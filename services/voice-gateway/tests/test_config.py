@@ -169,3 +169,19 @@ def test_survey_tenants_are_read() -> None:
     cfg = config.load_text("survey_tenants: [demo, acme]\n" + NUMBER.format(extra=""))
     assert cfg.survey_tenants == {"demo", "acme"}
     assert config.load_text(NUMBER.format(extra="")).survey_tenants == frozenset()
+
+
+def test_supervisors_dial_the_configured_extension_and_each_has_a_phone() -> None:
+    cfg = config.load_text(
+        "phones: {demo: {sup1: pw, a1: pw}}\n"
+        "supervision: {extension: '*77', supervisors: {demo: [sup1]}}\n"
+    )
+    assert cfg.supervision_extension == "*77" and cfg.supervisors == {("demo", "sup1")}
+    assert config.load_text("phones: {demo: {a1: pw}}\n").supervision_extension == "*55"
+    assert not config.load_text("supervision: {extension: null}\n").supervision_extension
+    with pytest.raises(config.ConfigError, match=r"v\.yaml:2: supervision\.supervisors\.demo\[0\]"):
+        config.load_text(
+            "phones: {demo: {a1: pw}}\nsupervision: {supervisors: {demo: [sup1]}}\n", "v.yaml"
+        )
+    with pytest.raises(config.ConfigError, match=r"supervision\.extension: must be dialable keys"):
+        config.load_text("supervision: {extension: 'sup'}\n", "v.yaml")

@@ -95,6 +95,10 @@ def test_who_hears_the_supervisor_in_each_mode() -> None:
     assert not supervision.agent_hears(Mode.MONITOR) and not supervision.caller_hears(Mode.MONITOR)
     assert supervision.agent_hears(Mode.WHISPER) and not supervision.caller_hears(Mode.WHISPER)
     assert supervision.agent_hears(Mode.BARGE) and supervision.caller_hears(Mode.BARGE)
+    # Supervisors on one call hear each other in every mode.
+    assert all(supervision.supervisor_hears(mode) for mode in Mode)
+    # A supervisor is recorded in the channels of the parties who hear it.
+    assert [supervision.recorded_in(m) for m in Mode] == [(), ("agent",), ("caller", "agent")]
 
 
 def test_supervisor_keys_and_supervisable_calls() -> None:

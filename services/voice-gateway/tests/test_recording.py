@@ -171,6 +171,41 @@ def test_two_sides_are_aligned_by_time_and_a_quiet_side_is_silence(tmp_path: Pat
     assert max(map(abs, right[RATE // 2 + 10 : RATE - 10])) > 6000
 
 
+def _level(samples: list[int], hz: float) -> float:
+    """The amplitude of the `hz` component of `samples` (a DFT bin)."""
+    n = len(samples)
+    re_ = sum(x * math.cos(2 * math.pi * hz * i / RATE) for i, x in enumerate(samples))
+    im = sum(x * math.sin(2 * math.pi * hz * i / RATE) for i, x in enumerate(samples))
+    return math.hypot(re_, im) * 2 / n
+
+
+def test_a_supervisor_is_mixed_into_the_channels_its_mode_reaches(tmp_path: Path) -> None:
+    """A whispering supervisor (1700 Hz) in the agent's channel for the first second, then
+    barging (its own timeline, anchored on arrival) in both for the next: each channel keeps its
+    party and holds the supervisor only where the agent (whisper) or both (barge) heard it."""
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    whisper = rec.extra_tap("s1:whisper", (AGENT,))
+    barge = rec.extra_tap("s1:barge", (CALLER, AGENT))
+    assert rec.extra_tap("s1:whisper", (AGENT,)) is not None
+    for i in range(100):  # 2 s of 20 ms packets
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160, i * 160, 6000), 0), i * 160))
+        rec.tap(AGENT, packet(g711.encode(tone(1000, 160, i * 160, 6000), 0), i * 160, 7))
+        sup = packet(g711.encode(tone(1700, 160, i * 160, 6000), 0), 777 + i * 160, 9)
+        (whisper if i < 50 else barge)(sup)
+    clock.now = 102.0
+    rec.close()
+    left, right = channels(rec.path)
+    first, second = slice(800, 7200), slice(8800, 15200)  # clear of the switch
+    assert _level(left[first], 440) > 4000 and _level(right[first], 1000) > 4000
+    assert _level(right[first], 1700) > 4000 and _level(left[first], 1700) < 100
+    assert _level(left[second], 1700) > 4000 and _level(right[second], 1700) > 4000
+    assert _level(left[second], 440) > 4000 and _level(right[second], 1000) > 4000
+    assert _level(left[second], 1000) < 100 and _level(right[second], 440) < 100
+    assert rec.packets == 300  # the two parties and the supervisor
+
+
 def test_jitter_is_absorbed_by_timestamps_and_a_paused_stretch_is_silent(tmp_path: Path) -> None:
     clock = Clock()
     rec = Recorder(str(tmp_path), clock=clock)

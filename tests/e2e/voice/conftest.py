@@ -296,12 +296,21 @@ class RawPhone(UdpEndpoint):
         self.transport.sendto(self._register(gw_port, cseq, auth), ("127.0.0.1", gw_port))
         return await asyncio.wait_for(self.responses.get(), 5)
 
-    def authorization(self, challenge: SipMessage, gw_port: int, nc: int = 1) -> str:
-        """The Authorization header line answering `challenge` (qop=auth, nonce count `nc`)."""
+    def authorization(
+        self,
+        challenge: SipMessage,
+        gw_port: int,
+        nc: int = 1,
+        method: str = "REGISTER",
+        uri_user: str = "",
+    ) -> str:
+        """The Authorization header line answering `challenge` (qop=auth, nonce count `nc`) for
+        a `method` request to the gateway (`uri_user`: the request URI's user part)."""
         params = dict(re.findall(r'(\w+)="?([^",]+)"?', challenge.get("WWW-Authenticate")))
-        realm, nonce, uri = params["realm"], params["nonce"], f"sip:127.0.0.1:{gw_port}"
+        at = f"{uri_user}@" if uri_user else ""
+        realm, nonce, uri = params["realm"], params["nonce"], f"sip:{at}127.0.0.1:{gw_port}"
         ha1 = md5(f"{self.username}:{realm}:{self.password}")
-        ha2 = md5(f"REGISTER:{uri}")
+        ha2 = md5(f"{method}:{uri}")
         count = f"{nc:08x}"
         response = md5(f"{ha1}:{nonce}:{count}:c0ffee:auth:{ha2}")
         return (
@@ -309,6 +318,43 @@ class RawPhone(UdpEndpoint):
             f'nonce="{nonce}", uri="{uri}", response="{response}", algorithm=MD5, '
             f'qop=auth, nc={count}, cnonce="c0ffee"'
         )
+
+    async def send_invite(self, gw_port: int, user: str, cseq: int, auth: str = "") -> SipMessage:
+        """An INVITE to `user` at the gateway (a G.711 offer; with `auth`, an Authorization
+        header line) and the gateway's final answer, ACKed when it is a refusal."""
+        assert self.transport is not None
+        branch = f"z9hG4bK{uuid.uuid4().hex[:12]}"
+        uri = f"sip:{user}@127.0.0.1:{gw_port}"
+        body = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {self.port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        head = [
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
+            f"From: <sip:{self.agent_id}@127.0.0.1>;tag=inv",
+            "Call-ID: inv-" + self.agent_id,
+        ]
+        lines = [
+            f"INVITE {uri} SIP/2.0",
+            *head,
+            "Max-Forwards: 70",
+            f"To: <{uri}>",
+            f"CSeq: {cseq} INVITE",
+            f"Contact: <sip:{self.agent_id}@127.0.0.1:{self.port}>",
+            "Content-Type: application/sdp",
+            *([auth] if auth else []),
+        ]
+        data = "\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        self.transport.sendto(data.encode(), ("127.0.0.1", gw_port))
+        while True:
+            resp = await asyncio.wait_for(self.responses.get(), 5)
+            if resp.status >= 200 and resp.cseq[0] == cseq:
+                break
+        if resp.status >= 300:  # section 17.1.1.3: the ACK of a refusal, in its transaction
+            ack = [f"ACK {uri} SIP/2.0", *head, "Max-Forwards: 70"]
+            ack += [f"To: {resp.get('To')}", f"CSeq: {cseq} ACK", "Content-Length: 0"]
+            self.transport.sendto(("\r\n".join(ack) + "\r\n\r\n").encode(), ("127.0.0.1", gw_port))
+        return resp
 
     async def register(self, gw_port: int) -> str:
         """Register (challenge, then digest); returns the Authorization line that was taken."""

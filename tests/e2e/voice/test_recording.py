@@ -13,15 +13,19 @@ from typing import Any
 import numpy as np
 import pytest
 
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
 from switchboard.core.errors import NotFound
+from switchboard.v1 import events_pb2, voice_pb2, voice_pb2_grpc
 from switchboard.voice_gateway.recording import store as recording_store
 
-from .conftest import Baresip, Voice
+from .conftest import SECRET, Baresip, Voice
 
 DEMO_LINE = "+15550100"
 ACME_LINE = "+15550200"
 CALLER_HZ = 440  # the caller's phone (Voice.caller)
 AGENT_HZ = 1000
+SUPERVISOR_HZ = 1700
 FRAME = 800  # 100 ms at 8 kHz
 
 
@@ -29,7 +33,10 @@ FRAME = 800  # 100 ms at 8 kHz
 def gateway_config() -> dict[str, Any]:
     return {
         "realm": "switchboard",
-        "phones": {"demo": {"a1": "pw-demo-a1"}, "acme": {"a1": "pw-acme-a1"}},
+        "phones": {
+            "demo": {"a1": "pw-demo-a1", "sup1": "pw-sup1"},
+            "acme": {"a1": "pw-acme-a1"},
+        },
         "numbers": {
             DEMO_LINE: {"tenant": "demo", "queue": "general", "language": "en"},
             ACME_LINE: {"tenant": "acme", "queue": "general", "language": "en"},
@@ -179,3 +186,65 @@ async def test_a_tenant_with_recording_off_gets_no_recording(voice: Voice) -> No
     with pytest.raises(NotFound):
         await store.fetch("acme", contact_id)
     assert not voice.events.of("MessageAdded")
+
+
+async def test_a_whispering_then_barging_supervisor_is_recorded_where_the_parties_heard_it(
+    voice: Voice,
+) -> None:
+    """A supervisor (1700 Hz) whispers, then barges, then hangs up: its voice is in the agent's
+    channel while whispering and in both while barging (never in the caller's alone)."""
+    phone = await voice.phone("a1", tone_hz=AGENT_HZ, tenant="demo", password="pw-demo-a1")
+    contact_id = await _connected(voice, phone, "+821033330001", DEMO_LINE, "demo")
+    sup = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    token = auth.mint(SECRET, "demo", "sup1", ("supervisor",))
+    chan = sb_grpc.channel(f"127.0.0.1:{voice.gateway.grpc_port}", token, default_timeout=30)
+    try:
+        stub = voice_pb2_grpc.VoiceServiceStub(chan)
+        asked = asyncio.ensure_future(
+            stub.Supervise(
+                voice_pb2.SuperviseRequest(
+                    contact_id=contact_id, mode=events_pb2.SUPERVISION_MODE_WHISPER
+                )
+            )
+        )
+        await sup.wait_event("CALL_INCOMING", timeout=20)
+        await sup.command("accept")
+        supervision_id = (await asyncio.wait_for(asked, 30)).supervision_id
+        await _talk(voice, contact_id, 75)
+        await stub.SetSupervisionMode(
+            voice_pb2.SetSupervisionModeRequest(
+                supervision_id=supervision_id, mode=events_pb2.SUPERVISION_MODE_BARGE
+            )
+        )
+        await _talk(voice, contact_id, 75)
+    finally:
+        await chan.close()
+    await sup.command("hangup")
+    await voice.events.wait(
+        "ContactSupervised",
+        contact_id,
+        where=lambda e: e.action == events_pb2.SUPERVISION_ACTION_STOPPED,
+    )
+    await _talk(voice, contact_id, 25)
+    caller = next(p for p in voice.phones if p.folder.name == "caller-demo")
+    await caller.command("hangup")
+    await voice.events.wait("ContactEnded", contact_id)
+    await voice.events.wait(
+        "MessageAdded", where=lambda e: e.message.contact_id == contact_id, timeout=30
+    )
+    store = voice.gateway.recordings
+    assert store is not None
+    left, right = _channels(await store.fetch("demo", contact_id))
+    loud = 500.0
+    in_left = [_level(f, SUPERVISOR_HZ) > loud for f in _frames(left)]
+    in_right = [_level(f, SUPERVISOR_HZ) > loud for f in _frames(right)]
+    # Whispering: a second or more in the agent's channel only, before any in the caller's.
+    first_left = in_left.index(True)
+    assert sum(in_right[:first_left]) >= 10, (in_left, in_right)
+    # Barging: in both (a 100 ms frame at a switch may hold a little of either side).
+    both = [i for i, (a, b) in enumerate(zip(in_left, in_right, strict=True)) if a and b]
+    assert len(both) >= 10, (in_left, in_right)
+    assert sum(a and not b for a, b in zip(in_left, in_right, strict=True)) <= 2
+    # The parties stay on their own channels throughout.
+    assert max(_level(f, CALLER_HZ) for f in _frames(right)) < loud
+    assert max(_level(f, AGENT_HZ) for f in _frames(left)) < loud

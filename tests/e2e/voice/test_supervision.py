@@ -20,12 +20,13 @@ from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.v1 import events_pb2, voice_pb2, voice_pb2_grpc
 
-from .conftest import SECRET, Baresip, Voice
+from .conftest import SECRET, Baresip, Voice, raw_phone
 
 DEMO_LINE = "+15550100"
 CALLER_HZ = 440  # the caller's phone (Voice.caller)
 AGENT_HZ = 1000
 SUPERVISOR_HZ = 1700
+SECOND_HZ = 2500  # a second supervisor on the same call (clear of the others' mixing products)
 LOUD = 500.0  # baresip's ausine is far louder; silence and leakage far below
 FRAME = 800  # 100 ms at 8 kHz
 MONITOR = events_pb2.SUPERVISION_MODE_MONITOR
@@ -40,8 +41,12 @@ def gateway_config() -> dict[str, Any]:
     return {
         "realm": "switchboard",
         "phones": {
-            "demo": {"a1": "pw-a1", "sup1": "pw-sup1"},
+            "demo": {"a1": "pw-a1", "a2": "pw-a2", "sup1": "pw-sup1", "sup3": "pw-sup3"},
             "acme": {"sup2": "pw-sup2"},
+        },
+        "supervision": {
+            "extension": "*55",
+            "supervisors": {"demo": ["sup1", "sup3"], "acme": ["sup2"]},
         },
         "numbers": {DEMO_LINE: {"tenant": "demo", "queue": "general", "language": "en"}},
     }
@@ -144,7 +149,7 @@ async def _heard(phones: list[Baresip], seconds: float = 1.5) -> list[dict[int, 
         samples = np.frombuffer(data, dtype="<i2").astype(float)[::channels]
         frame = rate // 10
         frames = [samples[i : i + frame] for i in range(0, len(samples) - frame + 1, frame)]
-        tones = (CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ)
+        tones = (CALLER_HZ, AGENT_HZ, SUPERVISOR_HZ, SECOND_HZ)
         out.append({hz: [_level(s, hz, rate) for s in frames] for hz in tones})
     return out
 
@@ -282,4 +287,135 @@ async def test_a_supervisor_of_another_tenant_or_an_agent_is_refused(
         await stubs("demo", "a1", "agent").Supervise(request)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert other.count("CALL_INCOMING") == 0
+    assert not voice.events.of("ContactSupervised", contact_id)
+
+
+async def test_two_supervisors_hear_each_other_and_the_parties_hear_only_whom_their_mode_lets(
+    voice: Voice, call: tuple[Baresip, Baresip, str], stubs: Stubs
+) -> None:
+    """Four phones: sup1 monitors, sup3 barges, then whispers, then leaves. The supervisors
+    always hear each other (and both parties); the caller hears only a barging supervisor, the
+    agent a whispering or barging one."""
+    caller, agent, contact_id = call
+    sup1 = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    sup3 = await voice.phone("sup3", tone_hz=SECOND_HZ, tenant="demo", password="pw-sup3")
+    await _supervise(voice, stubs("demo", "sup1"), sup1, contact_id, MONITOR)
+    stub3 = stubs("demo", "sup3")
+    second = await _supervise(voice, stub3, sup3, contact_id, BARGE)
+
+    heard_caller, heard_agent, heard_1, heard_3 = await _heard([caller, agent, sup1, sup3])
+    assert hears(heard_1, CALLER_HZ) and hears(heard_1, AGENT_HZ), heard_1
+    assert hears(heard_1, SECOND_HZ), heard_1  # the monitoring one hears the barging one
+    assert hears(heard_3, CALLER_HZ) and hears(heard_3, AGENT_HZ), heard_3
+    assert hears(heard_3, SUPERVISOR_HZ), heard_3  # ... and the barging one the monitoring one
+    assert hears(heard_caller, AGENT_HZ) and hears(heard_caller, SECOND_HZ), heard_caller
+    assert never_hears(heard_caller, SUPERVISOR_HZ), heard_caller
+    assert hears(heard_agent, CALLER_HZ) and hears(heard_agent, SECOND_HZ), heard_agent
+    assert never_hears(heard_agent, SUPERVISOR_HZ), heard_agent
+
+    await stub3.SetSupervisionMode(
+        voice_pb2.SetSupervisionModeRequest(supervision_id=second, mode=WHISPER)
+    )
+    heard_caller, heard_agent, heard_1, heard_3 = await _heard([caller, agent, sup1, sup3])
+    assert hears(heard_1, SECOND_HZ) and hears(heard_3, SUPERVISOR_HZ), (heard_1, heard_3)
+    assert hears(heard_agent, SECOND_HZ) and never_hears(heard_agent, SUPERVISOR_HZ), heard_agent
+    assert never_hears(heard_caller, SECOND_HZ), heard_caller
+    assert never_hears(heard_caller, SUPERVISOR_HZ), heard_caller
+
+    # The second supervisor hangs up: the first hears the two parties and nobody else.
+    await sup3.command("hangup")
+    await voice.events.wait(
+        "ContactSupervised",
+        contact_id,
+        where=lambda e: e.supervisor_id == "sup3" and e.action == STOPPED,
+    )
+    heard_caller, heard_agent, heard_1 = await _heard([caller, agent, sup1])
+    assert hears(heard_1, CALLER_HZ) and hears(heard_1, AGENT_HZ), heard_1
+    assert never_hears(heard_1, SECOND_HZ), heard_1
+    assert never_hears(heard_agent, SECOND_HZ) and never_hears(heard_caller, SECOND_HZ)
+
+
+async def test_a_supervisor_dials_the_supervision_extension_and_switches_modes_by_keys(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    """sup1 dials *55a1 from its own registered phone: the gateway challenges the INVITE
+    (digest, the phone's REGISTER credentials), answers and joins it to a1's call in monitor;
+    then its keys switch modes as on a supervision the gateway rang; each act is audited."""
+    caller, agent, contact_id = call
+    sup = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    await sup.command("dial", f"sip:*55a1@127.0.0.1:{voice.sip_port}")
+    await sup.wait_event("CALL_ESTABLISHED", timeout=20)
+    joined = await voice.events.wait("ContactSupervised", contact_id)
+    assert joined[0].supervisor_id == "sup1" and joined[0].action == STARTED
+    assert joined[0].agent_id == "a1" and joined[0].mode == MONITOR
+    assert joined[0].changed_by == "dial"
+
+    heard_caller, heard_agent, heard_sup = await _heard([caller, agent, sup])
+    assert hears(heard_sup, CALLER_HZ) and hears(heard_sup, AGENT_HZ), heard_sup
+    assert never_hears(heard_caller, SUPERVISOR_HZ) and never_hears(heard_agent, SUPERVISOR_HZ)
+
+    await sup.command("sndcode", "6")  # barge
+    await voice.events.wait(
+        "ContactSupervised", contact_id, where=lambda e: e.mode == BARGE and e.changed_by == "dtmf"
+    )
+    heard_caller, heard_agent, _ = await _heard([caller, agent, sup], 1.0)
+    assert hears(heard_agent, SUPERVISOR_HZ) and hears(heard_caller, SUPERVISOR_HZ)
+
+    await sup.command("hangup")
+    left = await voice.events.wait(
+        "ContactSupervised", contact_id, where=lambda e: e.action == STOPPED
+    )
+    assert left[0].supervision_id == joined[0].supervision_id
+    gw_call = voice.gateway.gateway.calls[contact_id]  # type: ignore[union-attr]
+    assert not gw_call.supervisors
+    assert caller.count("CALL_CLOSED") == 0 and agent.count("CALL_CLOSED") == 0
+
+
+async def _dial_refused(voice: Voice, phone: Baresip, target: str) -> str:
+    """Dial `target` from `phone`: the call is refused; the reason baresip reports."""
+    await phone.command("dial", f"sip:{target}@127.0.0.1:{voice.sip_port}")
+    closed = await phone.wait_event("CALL_CLOSED", timeout=20)
+    assert phone.count("CALL_ESTABLISHED") == 0
+    return str(closed.get("param", ""))
+
+
+async def test_the_supervision_extension_refuses_who_may_not_supervise(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    _caller, _agent, contact_id = call
+    # An agent's phone (registered, right password) is no supervisor: 403.
+    other_agent = await voice.phone("a2", tenant="demo", password="pw-a2")
+    assert "403" in await _dial_refused(voice, other_agent, "*55a1")
+    # A supervisor of another tenant: that tenant has no such agent on a call, 404.
+    acme = await voice.phone("sup2", tone_hz=SUPERVISOR_HZ, tenant="acme", password="pw-sup2")
+    assert "404" in await _dial_refused(voice, acme, "*55a1")
+    # A supervisor dialling an agent who is on no call: 404.
+    sup = await voice.phone("sup1", tone_hz=SUPERVISOR_HZ, tenant="demo", password="pw-sup1")
+    assert "404" in await _dial_refused(voice, sup, "*55nobody")
+    assert not voice.events.of("ContactSupervised", contact_id)
+    gw = voice.gateway.gateway
+    assert gw is not None and not gw.calls[contact_id].supervisors
+
+
+async def test_the_supervision_extension_needs_the_phones_digest_credentials(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    """An INVITE to the extension without credentials is challenged (401); with a wrong
+    password it is refused (403): a supervisor's user name alone joins nobody."""
+    _caller, _agent, contact_id = call
+    phone = await raw_phone("sup1", "wrong", username="sup1@demo")
+    try:
+        port = voice.sip_port
+        challenge = await phone.send_invite(port, "*55a1", 1)
+        assert challenge.status == 401 and "Digest" in challenge.get("WWW-Authenticate")
+        refused = await phone.send_invite(
+            port,
+            "*55a1",
+            2,
+            phone.authorization(challenge, port, method="INVITE", uri_user="*55a1"),
+        )
+        assert refused.status == 403
+    finally:
+        assert phone.transport is not None
+        phone.transport.close()
     assert not voice.events.of("ContactSupervised", contact_id)

@@ -6,6 +6,7 @@ is a real baresip phone the gateway rings."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth
 from switchboard.v1 import events_pb2
 
-from .conftest import SECRET, Baresip, Voice
+from .conftest import SECRET, Baresip, Voice, free_port
 
 DEMO_LINE = "+15550100"
 STARTED = events_pb2.SUPERVISION_ACTION_STARTED
@@ -40,7 +41,7 @@ def gateway_config() -> dict[str, Any]:
     }
 
 
-async def _chat(voice: Voice, endpoints: str) -> ChatApp:
+async def _chat(voice: Voice, endpoints: str, **extra: Any) -> ChatApp:
     settings = ChatSettings(
         NATS_URL=voice.nats_url,
         CHAT_HTTP_PORT=0,
@@ -51,6 +52,7 @@ async def _chat(voice: Voice, endpoints: str) -> ChatApp:
         CHAT_STORE="memory",
         CHAT_VOICE_ENDPOINTS=endpoints,
         SHUTDOWN_GRACE_SECONDS=2.0,
+        **extra,
     )
     app = ChatApp(settings)
     await app.start()
@@ -287,3 +289,42 @@ async def test_every_chat_replica_lists_the_call(
             raise AssertionError(f"the ended call is still listed: {listed}")
     finally:
         await replica.stop()
+
+
+async def test_the_gateways_are_found_by_their_service_name_past_an_unreachable_one(
+    voice: Voice, call: tuple[Baresip, Baresip, str]
+) -> None:
+    """No gateway listed but one that is gone: the chat resolves CHAT_VOICE_SERVICE (as a
+    headless Service's name resolves to every replica) and finds the call on the gateway."""
+    _, _, contact_id = call
+    gone = f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
+    app = await _chat(voice, gone, CHAT_VOICE_SERVICE=f"localhost:{voice.gateway.grpc_port}")
+    try:
+        token = auth.mint(SECRET, "demo", "sup1", ("supervisor",))
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(
+            f"http://127.0.0.1:{app.http_port}",
+            namespaces=["/agent"],
+            auth={"token": token},
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+        try:
+            sup = await voice.phone("sup1", tone_hz=1700, tenant="demo", password="pw-sup1")
+            ack = await _listen(sio, sup, contact_id, "whisper")
+            assert ack["ok"] and ack["mode"] == "whisper", ack
+            changed = await ask(
+                sio, "listen_mode", {"supervision_id": ack["supervision_id"], "mode": "barge"}
+            )
+            assert changed == {"ok": True, "mode": "barge"}, changed
+            left = await ask(sio, "leave_call", {"supervision_id": ack["supervision_id"]})
+            assert left == {"ok": True}, left
+            await sup.wait_event("CALL_CLOSED")
+            # A call no reachable replica holds: one gateway could not be asked, so it may be
+            # there: unavailable rather than not found.
+            missing = await ask(sio, "listen", {"contact_id": "no-such-call", "mode": "monitor"})
+            assert not missing["ok"] and missing["kind"] == "Unavailable", missing
+        finally:
+            await sio.disconnect()
+    finally:
+        await app.stop()

@@ -459,20 +459,29 @@ class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
 
 
 def _open_channel(
-    target: str, tls: GrpcTls | None, interceptors: list[Any] | None = None
+    target: str,
+    tls: GrpcTls | None,
+    interceptors: list[Any] | None = None,
+    server_name: str = "",
 ) -> grpc.aio.Channel:
     credentials = tls.channel_credentials() if tls else None
     if credentials is None:
         return grpc.aio.insecure_channel(target, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+    # A replica reached by its address is verified against its Service's name.
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else None
+    return grpc.aio.secure_channel(target, credentials, options, interceptors=interceptors)
 
 
 def channel(
-    target: str, token: Token = None, default_timeout: float = 10.0, tls: GrpcTls | None = None
+    target: str,
+    token: Token = None,
+    default_timeout: float = 10.0,
+    tls: GrpcTls | None = None,
+    server_name: str = "",
 ) -> grpc.aio.Channel:
     """A channel to `target` that sends `token` (or what a token provider gives for each call)
     and trace context, with deadlines; over TLS when `tls` has a CA (mutual TLS with its
-    certificate)."""
+    certificate, checked against `server_name` when given: `target` is then an address)."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
     return _open_channel(
         target,
@@ -482,6 +491,7 @@ def channel(
             _UnaryStream(token, None),
             _StreamStream(token, None),
         ],
+        server_name,
     )
 
 

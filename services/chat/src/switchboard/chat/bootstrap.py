@@ -141,6 +141,7 @@ class ChatApp(Service):
             time_zone_of=lambda tenant: self.config.tenant(tenant).time_zone,  # type: ignore[union-attr]
             recording_key=s.recording_keys(),
             voice_targets=s.voice_targets(),
+            voice_service=s.voice_service,
             supervise_timeout=s.voice_supervise_timeout_seconds,
         )
         await self.inbox.calls.follow(bus.nc, f"{s.socketio_subject}.calls")

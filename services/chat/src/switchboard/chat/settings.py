@@ -54,6 +54,12 @@ class ChatSettings(RouterGroupSettings):
     # The voice gateways' gRPC addresses (comma-separated: each replica's, as a call lives on
     # one), for the wallboard's live call supervision; "" offers none.
     voice_endpoints: str = Field("", alias="CHAT_VOICE_ENDPOINTS")
+    # Or (and) the gateways found by name: host:port of a Service whose name resolves to every
+    # replica's address (Kubernetes: the StatefulSet's headless Service, voice-gateway:50054),
+    # looked up at each "Listen"; TLS checks each replica's certificate against that host name.
+    voice_service: str = Field(
+        "", alias="CHAT_VOICE_SERVICE", pattern=r"^([A-Za-z0-9.-]+:[0-9]{1,5})?$"
+    )
     # How long the wallboard's "Listen" waits for the supervisor to answer their phone: longer
     # than the gateways' VOICE_RING_TIMEOUT_SECONDS.
     voice_supervise_timeout_seconds: float = Field(

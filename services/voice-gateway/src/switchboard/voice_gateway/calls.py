@@ -40,6 +40,8 @@ class Supervisor:
     # What feeds the supervisor's mix from the caller's and the agent's legs (removed on leaving).
     feeds: list[tuple[Leg, Callable[[bytes], None]]] = field(default_factory=list)
     events: int = 0  # published so far (each event's id counts them)
+    # Where its voice goes into the call's recording in its present mode (None: nowhere).
+    record: Callable[[bytes], None] | None = None
 
 
 @dataclass

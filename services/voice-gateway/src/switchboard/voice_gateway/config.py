@@ -4,6 +4,7 @@ file, the line and the field (switchboard.core.config)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ from switchboard.voice_gateway.recording import policy as recording_policy
 __all__ = ["ConfigError", "Menu", "NumberPlan", "VoiceConfig", "load", "load_text"]
 
 DTMF_KEYS = frozenset("0123456789*#")
+_USER_RE = re.compile(r"^[^\s@]+$")  # a phone's user name
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class VoiceConfig:
     # for none. Relative paths are under the configuration file's folder.
     prompt_overrides: str = ""
     music_on_hold: str = ""
+    # What a supervisor's phone dials to supervise an agent's call: the extension, then the
+    # agent id (*55agent-en); "" turns it off. Only the phones of `supervisors` may.
+    supervision_extension: str = "*55"
+    supervisors: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (tenant, user)
 
     @property
     def prompt_keys(self) -> frozenset[str]:
@@ -171,6 +177,37 @@ def _phones(
     return phones
 
 
+def _supervision(
+    r: ConfigReader,
+    entry: tuple[yaml.Node, yaml.Node] | None,
+    phones: dict[tuple[str, str], str],
+) -> tuple[str, frozenset[tuple[str, str]]]:
+    """`supervision: {extension: "*55", supervisors: {tenant: [user, ...]}}`: each supervisor
+    is a phone of `phones` (its SIP credentials authenticate what it dials)."""
+    if entry is None or is_null(entry[1]):
+        return "*55", frozenset()
+    fields = r.mapping(entry[1], "supervision", {"extension", "supervisors"})
+    extension = "*55"
+    if "extension" in fields:
+        node = fields["extension"][1]
+        extension = "" if is_null(node) else str(r.scalar(node, "supervision.extension"))
+        if extension and not set(extension) <= DTMF_KEYS:
+            raise r.fail(node, "supervision.extension", "must be dialable keys (0-9, * and #)")
+    supervisors: set[tuple[str, str]] = set()
+    if "supervisors" in fields and not is_null(fields["supervisors"][1]):
+        tenants = r.mapping(fields["supervisors"][1], "supervision.supervisors", set())
+        for tenant, (_, node) in tenants.items():
+            path = f"supervision.supervisors.{tenant}"
+            users = r.strings(node, path, _USER_RE)
+            for i, user in enumerate(users):
+                if (tenant, user) not in phones:
+                    raise r.fail(
+                        r.seq(node, path)[i], f"{path}[{i}]", f"{user!r} has no phone in phones"
+                    )
+                supervisors.add((tenant, user))
+    return extension, frozenset(supervisors)
+
+
 def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
     """Parse and validate a configuration's text; a ConfigError names file, line and field."""
     r = ConfigReader(source)
@@ -186,6 +223,7 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
             "recording",
             "survey_tenants",
             "prompts",
+            "supervision",
         },
     )
 
@@ -222,7 +260,10 @@ def load_text(text: str, source: str = "voice.yaml") -> VoiceConfig:
         if "survey_tenants" in root and not is_null(root["survey_tenants"][1])
         else ()
     )
+    extension, supervisors = _supervision(r, root.get("supervision"), phones)
     return VoiceConfig(
+        supervision_extension=extension,
+        supervisors=supervisors,
         survey_tenants=frozenset(surveyed),
         realm=realm,
         phones=phones,

@@ -7,15 +7,20 @@ contacts: the replica whose consumer takes a ``ContactAssigned`` (or a call's ``
 shares it with every replica on the chat's own plain subject, so each knows the calls assigned
 since it started. Every VoiceService call is made with the supervisor's own token, so the
 gateway checks the role and the tenant and audits the supervisor. A call lives on one gateway
-replica: ``Supervise`` asks each configured gateway in turn until one answers other than
-NOT_FOUND, and the supervision's later calls go to that one.
+replica: ``Supervise`` asks each gateway in turn until one answers other than NOT_FOUND (or
+UNAVAILABLE: a replica going away), and the supervision's later calls go to that one. The
+gateways are the configured addresses, and every address the gateways' Service name resolves
+to at that moment (a headless Service: one per replica).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +31,7 @@ from nats.aio.msg import Msg
 from switchboard.chat.inbox.supervision import check_supervisor
 from switchboard.core import auth as sb_auth
 from switchboard.core import grpc as sb_grpc
-from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from switchboard.core.service_client import call, domain_error
 from switchboard.core.tls import GrpcTls
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, voice_pb2, voice_pb2_grpc
@@ -53,12 +58,30 @@ class Assigned:
     since_ms: int
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A gateway's gRPC address; `server_name`: the name its certificate is checked against
+    when `target` is an address found by resolving that name."""
+
+    target: str
+    server_name: str = ""
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (A and AAAA records), in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 @dataclass
 class Listening:
     """One supervision this socket holds: the gateway that has it and its call."""
 
     supervision_id: str
-    endpoint: str
+    endpoint: Endpoint
     contact_id: str
     mode: str
 
@@ -78,9 +101,13 @@ class CallSupervision:
         endpoints: list[str],
         supervise_timeout: float = 60.0,
         tls: GrpcTls | None = None,
+        service: str = "",
+        resolver: Resolver = resolve,
     ) -> None:
         self.inbox = inbox
         self.endpoints = endpoints
+        self.service = service  # host:port resolving to every replica (or "")
+        self._resolve = resolver
         # Supervise waits for the supervisor to answer: longer than the gateway's ring timeout.
         self.supervise_timeout = supervise_timeout
         self.tls = tls
@@ -190,10 +217,25 @@ class CallSupervision:
     # ---- listening -----------------------------------------------------------------------------
 
     def _stub(
-        self, endpoint: str, token: str, timeout: float
+        self, endpoint: Endpoint, token: str, timeout: float
     ) -> tuple[grpc.aio.Channel, voice_pb2_grpc.VoiceServiceStub]:
-        channel = sb_grpc.channel(endpoint, token, timeout, self.tls)
+        channel = sb_grpc.channel(endpoint.target, token, timeout, self.tls, endpoint.server_name)
         return channel, voice_pb2_grpc.VoiceServiceStub(channel)
+
+    async def gateways(self) -> list[Endpoint]:
+        """The configured gateways, then the replicas the Service name resolves to now."""
+        found = [Endpoint(target) for target in self.endpoints]
+        if self.service:
+            host, _, port = self.service.rpartition(":")
+            try:
+                addresses = await self._resolve(host, int(port))
+            except OSError as exc:  # no replica is ready (no record), or DNS is down
+                logger.warning("voice gateways %s not resolved: %s", self.service, exc)
+                addresses = []
+            for address in addresses:
+                literal = f"[{address}]" if ":" in address else address
+                found.append(Endpoint(f"{literal}:{port}", host))
+        return found
 
     async def listen(
         self, principal: sb_auth.Principal, token: str, contact_id: Any, mode: Any
@@ -203,16 +245,25 @@ class CallSupervision:
         name = parse_mode(mode)
         if not isinstance(contact_id, str) or not contact_id or len(contact_id) > 200:
             raise InvalidArgument("contact_id", "names no call")
-        if not self.endpoints:
-            raise FailedPrecondition("no voice gateway is configured (CHAT_VOICE_ENDPOINTS)")
+        if not self.endpoints and not self.service:
+            raise FailedPrecondition(
+                "no voice gateway is configured (CHAT_VOICE_ENDPOINTS, CHAT_VOICE_SERVICE)"
+            )
         request = voice_pb2.SuperviseRequest(contact_id=contact_id, mode=MODES[name])  # type: ignore[arg-type]
-        for endpoint in self.endpoints:
+        unavailable = ""
+        for endpoint in await self.gateways():
             channel, stub = self._stub(endpoint, token, self.supervise_timeout)
             try:
                 resp = await stub.Supervise(request)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     continue  # the call lives on another replica
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    # Unreachable (a replica going away), or the one with the call whose phone
+                    # did not answer (the others then say NOT_FOUND): said once all answered.
+                    unavailable = exc.details() or "unreachable"
+                    logger.info("voice gateway %s: %s", endpoint.target, unavailable)
+                    continue
                 raise domain_error(exc.code(), exc.details() or "", "Supervise") from None
             finally:
                 await channel.close()
@@ -220,6 +271,8 @@ class CallSupervision:
             return Listening(
                 resp.supervision_id, endpoint, contact_id, MODE_NAMES.get(resp.mode, name)
             )
+        if unavailable:
+            raise Unavailable(unavailable)
         raise NotFound("call", contact_id)
 
     async def set_mode(self, token: str, listening: Listening, mode: Any) -> str:

@@ -96,6 +96,7 @@ class Inbox:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         recording_key: recording_seal.Keys = b"",
         voice_targets: list[str] | None = None,
+        voice_service: str = "",
         supervise_timeout: float = 60.0,
     ) -> None:
         self.chat = chat
@@ -133,7 +134,9 @@ class Inbox:
         )
         self.supervision = Supervision(self)
         # Live calls, listened to through the voice gateways' VoiceService.
-        self.calls = CallSupervision(self, voice_targets or [], supervise_timeout, tls)
+        self.calls = CallSupervision(
+            self, voice_targets or [], supervise_timeout, tls, voice_service
+        )
         # What the bus tells one replica about a desk another replica may hold.
         self._nc: NATS | None = None
         self._desk_subject = ""

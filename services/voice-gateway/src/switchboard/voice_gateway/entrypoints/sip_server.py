@@ -50,7 +50,11 @@ class SipServer:
             resp.add("Accept", "application/sdp, application/dtmf-relay, application/dtmf")
             self.gw.sip.respond(tx, resp)
         elif method == "INVITE" and not NameAddr.parse(msg.get("To")).tag:
-            self.flow.new_call(msg, peer, tx)
+            agent_id = self.supervision.dialled_agent(msg)
+            if agent_id is not None:
+                self.supervision.dialled(msg, peer, tx, agent_id)
+            else:
+                self.flow.new_call(msg, peer, tx)
         elif method == "CANCEL":
             self._cancel(msg, tx)
         elif method == "NOTIFY":

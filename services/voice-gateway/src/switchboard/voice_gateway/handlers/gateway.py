@@ -165,6 +165,10 @@ class Gateway:
                 leg.rtp.listeners.remove(feed)
         sup.feeds.clear()
         sup.leg.rtp.listeners = []
+        sup.record = None
+        for other in call.supervisors.values():  # what it said last is not heard after it left
+            if other.leg.rtp.mixer is not None:
+                other.leg.rtp.mixer.remove(sup)
         self.mix(call)
 
     def mix(self, call: Call) -> None:

@@ -1,7 +1,12 @@
 """Call supervision (as Asterisk's ChanSpy): the gateway rings a supervisor's own registered
 phone and joins it to a connected call. The supervisor always hears both parties mixed; in
 whisper mode the agent hears the supervisor too, in barge mode everyone hears everyone. The mode
-changes without redialling: by RPC, or with the keys 4, 5 and 6 on the supervisor's phone."""
+changes without redialling: by RPC, or with the keys 4, 5 and 6 on the supervisor's phone.
+
+A supervisor may also dial in from its own phone: the supervision extension and the agent id
+(`*55agent-en`). That INVITE is authenticated with the phone's SIP credentials (the digest its
+REGISTER uses, RFC 3261 section 22) and taken only from a phone configured as one of its
+tenant's supervisors; it joins the call that agent is talking on, in monitor mode."""
 
 from __future__ import annotations
 
@@ -15,14 +20,18 @@ from switchboard.core.errors import FailedPrecondition, NotFound, Unavailable
 from switchboard.voice_gateway.calls import Call, Leg, Supervisor
 from switchboard.voice_gateway.domain import supervision
 from switchboard.voice_gateway.domain.supervision import Mode
-from switchboard.voice_gateway.handlers.gateway import Gateway
+from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
 from switchboard.voice_gateway.media import sdp
 from switchboard.voice_gateway.media.mixer import Mixer
+from switchboard.voice_gateway.recording.recorder import AGENT, CALLER
 from switchboard.voice_gateway.sip.dialog import Dialog
-from switchboard.voice_gateway.sip.message import SipMessage
-from switchboard.voice_gateway.sip.transactions import new_tag
+from switchboard.voice_gateway.sip.message import NameAddr, SipMessage, Uri
+from switchboard.voice_gateway.sip.transactions import ServerTransaction, new_tag
+from switchboard.voice_gateway.sip.transport import Peer
 
 logger = logging.getLogger(__name__)
+
+CHANNELS = {"caller": CALLER, "agent": AGENT}  # a party's channel in the call's recording
 
 
 class Supervision:
@@ -100,6 +109,111 @@ class Supervision:
         await gw.supervised(call, sup, "joined")
         return sup.supervision_id
 
+    # ---- dialling in: the supervision extension ----------------------------------------------
+
+    def dialled_agent(self, msg: SipMessage) -> str | None:
+        """The agent id an INVITE outside any dialog names after the supervision extension
+        (None: not a call to the extension)."""
+        extension = self.gw.config.supervision_extension
+        user = Uri.parse(msg.uri).user or Uri.parse(NameAddr.parse(msg.get("To")).uri).user
+        if not extension or not user.startswith(extension) or len(user) == len(extension):
+            return None
+        return user[len(extension) :]
+
+    def dialled(self, msg: SipMessage, peer: Peer, tx: ServerTransaction, agent_id: str) -> None:
+        """A phone dialled the supervision extension for `agent_id`: challenge it, and answer
+        it only for a supervisor of the tenant whose agent is on a connected call."""
+        gw = self.gw
+        phone, refusal = gw.registrar.authenticate(msg)
+        if refusal is not None:
+            gw.sip.respond(tx, refusal)
+            return
+        assert phone is not None
+        tenant, supervisor_id = phone
+        if phone not in gw.config.supervisors:
+            logger.info("%s of %s dialled %s: not a supervisor", supervisor_id, tenant, msg.uri)
+            gw.respond(tx, 403, "Forbidden: not a supervisor")
+            return
+        # Another tenant's agent is not found: the supervisor's tenant has no such call.
+        call = next(
+            (
+                c
+                for c in gw.calls.values()
+                if c.tenant == tenant
+                and c.agent_id == agent_id
+                and c.agent is not None
+                and supervision.can_supervise(c.state)
+            ),
+            None,
+        )
+        if call is None:
+            gw.respond(tx, 404, "Not Found: the agent is on no call here")
+            return
+        if msg.call_id in gw.by_dialog:
+            gw.respond(tx, 482, "Loop Detected")
+            return
+        try:
+            offer = sdp.parse(msg.body) if msg.body else None
+        except sdp.SdpError as exc:
+            gw.respond(tx, 488, f"Not Acceptable Here: {exc}")
+            return
+        if offer is None or sdp.choose(offer, (call.payload_type,)) is None:
+            gw.respond(tx, 488, "Not Acceptable Here: offer the call's codec")
+            return
+        gw.by_dialog[msg.call_id] = call
+        call.spawn(self._answer(call, supervisor_id, msg, peer, tx, offer))
+
+    async def _answer(
+        self,
+        call: Call,
+        supervisor_id: str,
+        msg: SipMessage,
+        peer: Peer,
+        tx: ServerTransaction,
+        offer: sdp.Sdp,
+    ) -> None:
+        gw = self.gw
+        try:
+            rtp = await gw.media.open()
+        except OSError:
+            gw.by_dialog.pop(msg.call_id, None)
+            gw.respond(tx, 503, "Service Unavailable: no media port")
+            return
+        if not supervision.can_supervise(call.state) or call.agent is None:
+            gw.by_dialog.pop(msg.call_id, None)
+            rtp.close()
+            gw.respond(tx, 404, "Not Found: the call ended")
+            return
+        rtp.payload_type = call.payload_type
+        rtp.telephone_event = offer.telephone_event or 101
+        rtp.set_remote(offer.host, offer.port)
+        tag = new_tag()
+        sup = Supervisor(
+            uuid.uuid4().hex, supervisor_id, Leg(Dialog.as_uas(msg, peer, tag), rtp), Mode.MONITOR
+        )
+        resp = msg.response(200, "OK", tag)
+        resp.add("Contact", gw.sip.contact(peer))
+        resp.add("Allow", ALLOW)
+        resp.add("Content-Type", "application/sdp")
+        resp.body = sdp.build(
+            gw.media.host,
+            rtp.port,
+            call.payload_type,
+            "sendrecv",
+            101 if offer.telephone_event else None,
+        )
+
+        def on_ack_timeout() -> None:  # the phone is gone: as if it hung up
+            if sup.supervision_id in call.supervisors:
+                call.spawn(self.hung_up(call, sup))
+
+        tx.on_ack_timeout = on_ack_timeout
+        gw.sip.respond(tx, resp)
+        self._join(call, sup)
+        await gw.supervised(call, sup, "joined", "dial")
+
+    # ---- the supervisor in the call's media ---------------------------------------------------
+
     def _join(self, call: Call, sup: Supervisor) -> None:
         assert call.caller is not None and call.agent is not None
         call.supervisors[sup.supervision_id] = sup
@@ -111,22 +225,44 @@ class Supervision:
             sup.feeds.append((leg, feed))
         sup.leg.rtp.listeners = [functools.partial(self._heard, call, sup)]
         sup.leg.rtp.on_dtmf = functools.partial(self.pressed, call, sup)
+        self._record(call, sup)
         self.gw.mix(call)
 
+    def _record(self, call: Call, sup: Supervisor) -> None:
+        """Send the supervisor's voice into the recording's channels its mode reaches."""
+        channels = supervision.recorded_in(sup.mode)
+        recordings = self.gw.recordings
+        recorder = recordings.recorder(call.contact_id) if recordings is not None else None
+        sup.record = (
+            recorder.extra_tap(
+                (sup.supervision_id, sup.mode.value), tuple(CHANNELS[c] for c in channels)
+            )
+            if recorder is not None and channels
+            else None
+        )
+
     def _heard(self, call: Call, sup: Supervisor, packet: bytes) -> None:
-        """The supervisor spoke: into the agent's mix (whisper, barge) and the caller's
-        (barge)."""
+        """The supervisor spoke: into the agent's mix (whisper, barge), the caller's (barge) and
+        every other supervisor's."""
         for leg, hears in (
             (call.agent, supervision.agent_hears),
             (call.caller, supervision.caller_hears),
         ):
             if leg is not None and leg.rtp.mixer is not None and hears(sup.mode):
                 leg.rtp.mixer.push(sup, packet)
+        if sup.record is not None:
+            sup.record(packet)
+        if supervision.supervisor_hears(sup.mode):
+            for other in call.supervisors.values():
+                mixer = other.leg.rtp.mixer
+                if other is not sup and mixer is not None:
+                    mixer.push(sup, packet)
 
     def _set_mode(self, call: Call, sup: Supervisor, mode: Mode, by: str) -> None:
         if mode is sup.mode:
             return
         sup.mode = mode
+        self._record(call, sup)
         for leg in (call.agent, call.caller):  # what it said in the old mode is not heard
             if leg is not None and leg.rtp.mixer is not None:
                 leg.rtp.mixer.remove(sup)

@@ -11,7 +11,11 @@ a WAV file as they come, never held for the whole call.
 A packet costs the tap's queueing; a side's usual batch (one size and source, timestamps one
 after another) is copied into its side's buffer in one go, and decoding is left to the flush,
 where one translation covers fifty packets (the relay's CPU per recorded call stays within 1.5
-times an unrecorded call's: bench/voice.py)."""
+times an unrecorded call's: bench/voice.py).
+
+A supervisor who speaks to a party (whisper: the agent; barge: both) is recorded too: its
+packets get a timeline of their own (`extra_tap`), mixed at the flush into the channels its mode
+reaches (summed with clipping). A recording without supervisors never pays for it."""
 
 from __future__ import annotations
 
@@ -21,9 +25,11 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +106,10 @@ def wav_header(frames: int) -> bytes:
 
 
 class _Side:
-    __slots__ = ("anchor_pos", "anchor_ts", "codecs", "codes", "packets", "pt", "ssrc")
+    __slots__ = ("anchor_pos", "anchor_ts", "channels", "codecs", "codes", "packets", "pt", "ssrc")
 
-    def __init__(self) -> None:
+    def __init__(self, channels: tuple[int, ...] = ()) -> None:
+        self.channels = channels  # a supervisor's: the channels it is mixed into
         self.ssrc: int | None = None
         self.anchor_ts = 0
         self.anchor_pos = 0
@@ -131,7 +138,8 @@ class Recorder:
         self.file: BinaryIO = os.fdopen(fd, "wb")
         self.file.write(wav_header(0))
         self.written = 0  # frames in the file
-        self._sides = [_Side(), _Side()]
+        self._sides = [_Side(), _Side()]  # the caller's and the agent's, then supervisors'
+        self._extra: dict[Hashable, int] = {}  # a supervisor's key -> its side
         self._queue: list[tuple[int, bytes, float]] = []  # (side, packet, arrival) not placed yet
         # What the relay calls with each packet of the caller's and the agent's leg.
         self.taps = (self._tapper(CALLER), self._tapper(AGENT))
@@ -150,6 +158,15 @@ class Recorder:
         """An RTP packet received on the caller's (CALLER) or the agent's (AGENT) leg: kept with
         its arrival time, and placed with the others of its batch (`_drain`)."""
         self.taps[side](packet)
+
+    def extra_tap(self, key: Hashable, channels: tuple[int, ...]) -> Callable[[bytes], None]:
+        """The tap of a supervisor's packets, mixed into `channels` (CALLER, AGENT): one
+        timeline per `key` (a supervision in one mode)."""
+        side = self._extra.get(key)
+        if side is None:
+            side = self._extra[key] = len(self._sides)
+            self._sides.append(_Side(channels))
+        return self._tapper(side)
 
     def _tapper(self, side: int) -> Callable[[bytes], None]:
         """The relay's tap of one side: as little as can be done per packet (a call's recording
@@ -293,7 +310,7 @@ class Recorder:
     def _flush_piece(self, upto: int) -> None:
         n = upto - self.written
         frames = bytearray(4 * n)
-        for side, s in enumerate(self._sides):
+        for side, s in enumerate(self._sides[:2]):
             codes = s.codes
             if len(codes) < n:
                 codes += _FILLER[s.pt] * (n - len(codes))
@@ -310,8 +327,40 @@ class Recorder:
             s.codecs = [c for c in s.codecs if c[0] <= upto][-1:] + [
                 c for c in s.codecs if c[0] > upto
             ]
+        if len(self._sides) > 2:
+            frames = self._mix_supervisors(frames, n, upto)
         self.file.write(frames)
         self.written = upto
+
+    def _mix_supervisors(self, frames: bytearray, n: int, upto: int) -> bytearray:
+        """Add each supervisor's next `n` samples to the channels it reaches (clipped)."""
+        mixed: np.ndarray | None = None
+        for s in self._sides[2:]:
+            codes = s.codes
+            if not codes:  # nothing from this one in this stretch (or ever again)
+                continue
+            if len(codes) < n:
+                codes += _FILLER[s.pt] * (n - len(codes))
+            pcm = bytearray(2 * n)
+            bounds = [max(0, frame - self.written) for frame, _ in s.codecs] + [n]
+            for i, (_, pt) in enumerate(s.codecs):
+                lo, hi = bounds[i], min(bounds[i + 1], n)
+                if lo < hi:
+                    low, high = _RECORDED[pt]
+                    pcm[2 * lo : 2 * hi : 2] = codes[lo:hi].translate(low)
+                    pcm[2 * lo + 1 : 2 * hi : 2] = codes[lo:hi].translate(high)
+            del codes[:n]
+            s.codecs = [c for c in s.codecs if c[0] <= upto][-1:] + [
+                c for c in s.codecs if c[0] > upto
+            ]
+            if mixed is None:
+                mixed = np.frombuffer(frames, dtype="<i2").astype(np.int32).reshape(n, 2)
+            samples = np.frombuffer(pcm, dtype="<i2")
+            for channel in s.channels:
+                mixed[:, channel] += samples
+        if mixed is None:
+            return frames
+        return bytearray(np.clip(mixed, -32768, 32767).astype("<i2").tobytes())
 
     # ---- pause and resume ---------------------------------------------------------------------
 
