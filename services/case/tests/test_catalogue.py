@@ -83,3 +83,38 @@ def test_a_nul_in_a_contacts_form_is_found() -> None:
     assert nul_field(event) == "contact.form['b']"
     event.contact.form["b"] = "fine"
     assert nul_field(event) == ""
+
+
+@pytest.mark.parametrize(
+    ("event", "path"),
+    [
+        # No other zero byte in the encoding.
+        (
+            events_pb2.MessageAdded(
+                message=contact_pb2.Message(message_id="m", contact_id="c\x00")
+            ),
+            "message.contact_id",
+        ),
+        # Beside a zero byte that is no NUL (an empty message set).
+        (
+            events_pb2.ContactCreated(
+                meta=events_pb2.EventMeta(),
+                contact=contact_pb2.Contact(
+                    contact_id="c",
+                    identities=[contact_pb2.CustomerIdentity(value="a"), {"value": "b\x00"}],
+                ),
+            ),
+            "contact.identities[1].value",
+        ),
+    ],
+)
+def test_a_nul_anywhere_is_found_beside_other_zero_bytes_or_none(event: object, path: str) -> None:
+    assert nul_field(event) == path  # type: ignore[arg-type]
+
+
+def test_an_event_without_a_nul_has_none_even_with_zero_bytes_in_its_encoding() -> None:
+    event = events_pb2.ContactCreated(
+        meta=events_pb2.EventMeta(), contact=contact_pb2.Contact(contact_id="c")
+    )
+    assert b"\x00" in event.SerializeToString()
+    assert nul_field(event) == ""

@@ -167,3 +167,59 @@ async def test_a_sqlite_statement_is_one_hop_to_the_connection_thread(
     finally:
         monkeypatch.undo()
         await engine.dispose()
+
+
+async def test_work_riding_with_the_next_statement_costs_no_hop_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rider (a batch's claims) runs in SQLite's thread with the transaction's next statement,
+    before it, in that statement's hop; or with the commit; or, settled before any other
+    statement, in a hop of its own. A rolled back transaction drops its riders."""
+    url = f"sqlite:///{tmp_path}/case.db"
+    await migrate(url)
+    engine = database.create_engine(url)
+    sessions = database.sessionmaker(engine)
+    hops = [0]
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops[0] += 1
+        return await real(self, fn, *args, **kwargs)
+
+    def inserting(event_id: str) -> Any:
+        def work(connection: Any) -> tuple[int, int]:
+            connection.execute(
+                "INSERT INTO processed_events (event_id, consumer, processed_at)"
+                " VALUES (?, 'case', '2026-01-01 00:00:00.000000')",
+                (event_id,),
+            )
+            return connection.execute("SELECT count(*) FROM processed_events").fetchone()[0], 2
+
+        return work
+
+    def count() -> Any:
+        return select(func.count()).select_from(orm.ProcessedEvent)
+
+    try:
+        async with sessions.begin() as session:
+            await session.connection()
+            monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+            rider = await database.ride(session, inserting("e-1"))
+            assert rider is not None and not rider.done and hops[0] == 0
+            assert await session.scalar(count()) == 1  # the statement saw the rider's row
+            assert hops[0] == 1 and rider.done and rider.value == 1
+            settled = await database.ride(session, inserting("e-2"))
+            assert settled is not None
+            assert await database.settle(session, settled) == 2 and hops[0] == 2
+            at_commit = await database.ride(session, inserting("e-3"))
+        assert at_commit is not None and at_commit.done and hops[0] == 3
+        with pytest.raises(RuntimeError):
+            async with sessions.begin() as session:
+                dropped = await database.ride(session, inserting("e-4"))
+                raise RuntimeError("rolled back")
+        assert dropped is not None and not dropped.done
+        async with sessions() as session:
+            assert await session.scalar(count()) == 3
+    finally:
+        monkeypatch.undo()
+        await engine.dispose()

@@ -449,10 +449,12 @@ async def test_a_batch_writes_with_a_bounded_number_of_statements(
         for n, tenant in ((6, "small"), (24, "large")):
             for step in lifecycle(n, tenant):
                 statements.clear()
+                ridden = database.ridden_statements[0]  # SQLite's claims, beside the others
                 async with handlers.batch(step, isolate=False):
                     for event in step:
                         await handler_for(handlers, event)(event)
-                per_batch[(tenant, step[0].DESCRIPTOR.name)] = len(statements)
+                used = len(statements) + database.ridden_statements[0] - ridden
+                per_batch[(tenant, step[0].DESCRIPTOR.name)] = used
                 print(
                     tenant, step[0].DESCRIPTOR.name, [" ".join(s.split())[:70] for s in statements]
                 )
@@ -551,8 +553,9 @@ async def test_a_batch_on_sqlite_goes_to_the_drivers_thread_a_few_times(
     handlers: CaseHandlers, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each hop to SQLite's connection thread waits for that thread to run: a batch of events on
-    recorded contacts makes six or so, its BEGIN going with its first statement and its bulk
-    writes with its commit, whatever the number of its events and of the tables it writes."""
+    recorded contacts makes four or five (the data keys with its BEGIN; its claims with its
+    contacts; its SLA timers, or its message ids; its bulk writes with its commit), whatever the
+    number of its events and of the tables it writes."""
     if database_url.startswith("postgresql"):
         pytest.skip("SQLite's driver thread")
     hops: list[object] = []
@@ -570,7 +573,7 @@ async def test_a_batch_on_sqlite_goes_to_the_drivers_thread_a_few_times(
         hops.clear()
         await run_batch(handlers, step)
         per_batch.append(len(hops))
-    assert max(per_batch) <= 7, per_batch
+    assert max(per_batch) <= 5, per_batch
 
 
 async def test_a_bulk_write_refused_at_the_commit_fails_the_whole_batch(

@@ -42,20 +42,22 @@ def entry_hash(
     action: str,
     data: str,
 ) -> str:
-    """SHA-256 over the previous hash and the entry's canonical JSON."""
-    body = canonical(
-        {
-            "tenant": tenant,
-            "entity": entity,
-            "entity_id": entity_id,
-            "seq": seq,
-            "at": utc(at).isoformat(timespec="microseconds"),
-            "actor": actor,
-            "action": action,
-            "data": data,
-        }
+    """SHA-256 over the previous hash and the entry's canonical JSON: `canonical` of {"tenant":
+    tenant, "entity": entity, "entity_id": entity_id, "seq": seq, "at": at in UTC (ISO 8601, in
+    microseconds), "actor": actor, "action": action, "data": data}, written here key by key in
+    sorted order (the same text, without walking a dict)."""
+    q = _string
+    body = (
+        f'{{"action":{q(action)},"actor":{q(actor)},'
+        f'"at":{q(utc(at).isoformat(timespec="microseconds"))},"data":{q(data)},'
+        f'"entity":{q(entity)},"entity_id":{q(entity_id)},"seq":{int(seq)!r},'
+        f'"tenant":{q(tenant)}}}'
     )
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+# A string as `canonical` writes it (JSON, not ASCII-escaped).
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

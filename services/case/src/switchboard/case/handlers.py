@@ -15,6 +15,7 @@ their case events in the outbox.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -30,13 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from switchboard.case import audit, csat, customers, object_erasure
 from switchboard.case.adapters import bulk, collector, keyring
 from switchboard.case.adapters.database import (
+    Rider,
     get_locked,
     get_row,
     hold_writes,
     insert_ignore,
     insert_ignore_many,
     preload_locked_with,
+    ride,
     row_added,
+    settle,
 )
 from switchboard.case.adapters.orm import (
     EXTERNAL_ID,
@@ -119,6 +123,11 @@ def nul_field(message: ProtoMessage, prefix: str = "") -> str:
     """The first text field of `message` (or of a message inside it) holding a NUL character, by
     its path; "" if none does. PostgreSQL cannot store NUL in text, SQLite can: refused up front,
     such an event is invalid on both."""
+    if not prefix and b"\x00" not in message.SerializeToString():
+        # A NUL character is a zero byte in UTF-8, so text holding one puts a zero byte in the
+        # encoding; most events encode without any (their other zero bytes, e.g. an empty
+        # message set or a fixed-width number, are rarer): no walk over their fields.
+        return ""
     if not _has_nul(message):
         return ""  # every valid event: no path built
     for field, value in message.ListFields():
@@ -220,6 +229,37 @@ def _latest_open(cases: list[Case], customer_id: str) -> Case | None:
 
 # The transaction of the batch being handled, when the bus runs a batch scope.
 _batch_session: ContextVar[AsyncSession | None] = ContextVar("case_batch_session", default=None)
+
+
+def _claims_on_sqlite(
+    session: AsyncSession, ids: list[str], consumer: str, now: datetime
+) -> Callable[[sqlite3.Connection], tuple[list[str], int]]:
+    """The batch's claims as work for SQLite's thread (see `database.ride`): one multi-row
+    INSERT … ON CONFLICT DO NOTHING RETURNING, as elsewhere; the ids it returns are claimed."""
+    column = ProcessedEvent.__table__.c.processed_at  # type: ignore[attr-defined]
+    bind = column.type.bind_processor(session.get_bind().dialect)
+    stamp = bind(now) if bind is not None else now
+    table = ProcessedEvent.__tablename__
+
+    def claim(connection: sqlite3.Connection) -> tuple[list[str], int]:
+        claimed: list[str] = []
+        statements = 0
+        for k in range(0, len(ids), _IDS_PER_STATEMENT):
+            chunk = ids[k : k + _IDS_PER_STATEMENT]
+            rows = connection.execute(
+                f"INSERT INTO {table} (event_id, consumer, processed_at)"
+                f" VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}"
+                " ON CONFLICT (event_id, consumer) DO NOTHING RETURNING event_id",
+                [v for i in chunk for v in (i, consumer, stamp)],
+            )
+            claimed.extend(r[0] for r in rows.fetchall())
+            statements += 1
+        return claimed, statements
+
+    return claim
+
+
+_IDS_PER_STATEMENT = 500  # 1,500 parameters, well under SQLite's limit on a statement's
 
 
 def default_records(clock: Clock) -> CaseRecords:
@@ -392,6 +432,12 @@ class CaseHandlers:
         if not ids:
             return
         now = self._clock()
+        # On SQLite, the claims go to the driver's thread with the batch's first preload query,
+        # not in a hop of their own; `_claim` reads them once that query ran.
+        rider = await ride(session, _claims_on_sqlite(session, sorted(ids), self._consumer, now))
+        if rider is not None:
+            session.info["claims"] = (set(ids), rider)
+            return
         rows = [{"event_id": i, "consumer": self._consumer, "processed_at": now} for i in ids]
         claimed = await insert_ignore_many(session, ProcessedEvent, rows, ["event_id", "consumer"])
         session.info["claims"] = (set(ids), set(claimed))
@@ -411,9 +457,12 @@ class CaseHandlers:
     async def _claim(self, session: AsyncSession, event: ProtoMessage) -> bool:
         """Record the event as processed; False if it already was (a redelivery)."""
         event_id = event.meta.event_id  # type: ignore[attr-defined]
-        claims: tuple[set[str], set[str]] | None = session.info.get("claims")
+        claims: tuple[set[str], set[str] | Rider] | None = session.info.get("claims")
         if claims is not None and event_id in claims[0]:
             claimed = claims[1]
+            if isinstance(claimed, Rider):
+                claimed = set(await settle(session, claimed))
+                session.info["claims"] = (claims[0], claimed)
             if event_id in claimed:
                 claimed.discard(event_id)  # the same event twice in a batch applies once
                 return True

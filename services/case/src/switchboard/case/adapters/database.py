@@ -6,12 +6,12 @@ import asyncio
 import collections
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite import aiosqlite as sa_aiosqlite
 from sqlalchemy.engine import Connection, make_url
@@ -132,16 +132,43 @@ def _run_statement(
 Held = list[tuple[str, Any, bool]]  # (operation, parameters, many)
 
 
+class Rider:
+    """Work on the raw SQLite connection that goes to the driver's thread with the connection's
+    next statement (or its commit), after the writes held back and before that statement, in
+    the same hop (see `ride`). `value` is what the work returned, once `done`."""
+
+    __slots__ = ("done", "statements", "value", "work")
+
+    def __init__(self, work: Callable[[sqlite3.Connection], tuple[Any, int]]) -> None:
+        self.work = work
+        self.done = False
+        self.value: Any = None
+        self.statements = 0  # the SQL statements the work ran
+
+
+# SQL statements run by riders, which SQLAlchemy's statement events do not see (for counts).
+ridden_statements = [0]
+
+
 def _run_statements(
     connection: sqlite3.Connection,
     held: Held,
+    riders: list[Rider],
     operation: Any,
     parameters: Any,
     many: bool,
 ) -> tuple[Any, int, int | None, list[Any]]:
-    # The writes held back (see `hold_writes`), then the statement, in one hop.
+    # The writes held back (see `hold_writes`) and the riders, then the statement, in one hop.
     _run_held(connection, held)
+    _run_riders(connection, riders)
     return _run_statement(connection, operation, parameters, many)
+
+
+def _run_riders(connection: sqlite3.Connection, riders: list[Rider]) -> None:
+    for rider in riders:
+        rider.value, rider.statements = rider.work(connection)
+        rider.done = True
+        ridden_statements[0] += rider.statements
 
 
 def _run_held(connection: sqlite3.Connection, held: Held) -> None:
@@ -156,8 +183,9 @@ def _run_held(connection: sqlite3.Connection, held: Held) -> None:
             cursor.close()
 
 
-def _commit_after(connection: sqlite3.Connection, held: Held) -> None:
+def _commit_after(connection: sqlite3.Connection, held: Held, riders: list[Rider]) -> None:
     _run_held(connection, held)
+    _run_riders(connection, riders)
     connection.commit()
 
 
@@ -228,12 +256,13 @@ class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
             self._rows = collections.deque()
             return
         held, adapted._held = adapted._held, []
+        riders, adapted._riders = adapted._riders, []
         adapted._idle = False
         connection = self._connection
         try:
             done = await_(
                 connection._execute(
-                    _run_statements, connection._conn, held, operation, parameters, many
+                    _run_statements, connection._conn, held, riders, operation, parameters, many
                 )
             )
         except Exception as error:
@@ -256,40 +285,42 @@ class _OneHopCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
 class _OneHopConnection(sa_aiosqlite.AsyncAdapt_aiosqlite_connection):
     """With `_holding` (see `hold_writes`), an executemany INSERT or UPDATE is held back and sent
     with the connection's next statement, or its commit, in the same hop; until the transaction
-    ends."""
+    ends. `_riders` (see `ride`) go the same way."""
 
-    __slots__ = ("_held", "_holding", "_idle")
+    __slots__ = ("_held", "_holding", "_idle", "_riders")
     _cursor_cls = _OneHopCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._holding = False
         self._held: Held = []
+        self._riders: list[Rider] = []
         # No statement has run since the last commit or rollback: there is nothing to roll back
         # (the pool's reset of a connection returned after its commit costs no hop).
         self._idle = True
 
     def commit(self) -> None:
         held, self._held, self._holding = self._held, [], False
+        riders, self._riders = self._riders, []
         idle, self._idle = self._idle, True
-        if idle and all(not many for _, _, many in held):
+        if idle and not riders and all(not many for _, _, many in held):
             return  # at most a BEGIN held: no transaction began on the database
-        if not held:
+        if not held and not riders:
             super().commit()
             return
         try:
-            await_(self._connection._execute(_commit_after, self._connection._conn, held))
+            await_(self._connection._execute(_commit_after, self._connection._conn, held, riders))
         except Exception as error:
             self._handle_exception(error)
 
     def rollback(self) -> None:
-        self._held, self._holding = [], False
+        self._held, self._holding, self._riders = [], False, []
         idle, self._idle = self._idle, True
         if not idle:
             super().rollback()
 
     def close(self) -> None:
-        self._held, self._holding = [], False
+        self._held, self._holding, self._riders = [], False, []
         super().close()
 
 
@@ -310,6 +341,31 @@ async def hold_writes(session: AsyncSession) -> None:
     adapted = raw.dbapi_connection
     if isinstance(adapted, _OneHopConnection):
         adapted._holding = True
+
+
+async def ride(
+    session: AsyncSession, work: Callable[[sqlite3.Connection], tuple[Any, int]]
+) -> Rider | None:
+    """On SQLite, `work(connection)` (returning its value and the number of statements it ran)
+    goes to the driver's thread with the transaction's next statement or its commit, in that
+    hop rather than one of its own; None elsewhere (the caller runs its statements itself). A
+    caller that needs the value before any other statement runs calls `settle`."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if not isinstance(adapted, _OneHopConnection):
+        return None
+    rider = Rider(work)
+    adapted._riders.append(rider)
+    return rider
+
+
+async def settle(session: AsyncSession, rider: Rider) -> Any:
+    """The value of `rider`, running it now (in a hop of its own) if no statement took it yet."""
+    if not rider.done:
+        await session.execute(text("SELECT 1"))
+    assert rider.done
+    return rider.value
 
 
 def create_engine(url: str) -> AsyncEngine:
