@@ -188,9 +188,11 @@ class Recorder:
         if not queue or self.closed:
             return
         if not self.paused:  # paused: left out
-            for side in (CALLER, AGENT):
-                items = [(packet, arrived) for s, packet, arrived in queue if s == side]
-                if items and not self._place_batch(side, items):
+            by_side: dict[int, list[tuple[bytes, float]]] = {}
+            for side, packet, arrived in queue:  # the parties', then any supervisor's
+                by_side.setdefault(side, []).append((packet, arrived))
+            for side, items in by_side.items():
+                if not self._place_batch(side, items):
                     self._place_each(side, items)
         now = int((queue[-1][2] - self._start) * RATE)
         if now - JITTER - self.written >= FLUSH:
