@@ -366,3 +366,92 @@ async def test_the_bus_bringing_back_a_message_shown_here_costs_no_store_work(
     room = f"contact:{first.contact_id}"
     texts = [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"]
     assert texts == ["hello", "two", "three", "stored later"]
+
+
+async def test_a_message_reaches_the_other_side_before_it_is_stored_anywhere(
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the JetStream ack nor the history's append is waited for before the other side
+    sees a message; the sender is answered only once both are done, and sees its own message
+    once stored, with the seq it resumes from. Each side is shown each message once."""
+    first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
+    await chat.on_contact_assigned(assigned(first.contact_id))
+    room = f"contact:{first.contact_id}"
+    appending = asyncio.Event()
+    append = chat.store.append
+
+    async def held_append(*args: Any, **kwargs: Any) -> Any:
+        await appending.wait()
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(chat.store, "append", held_append)
+    bus.hold = asyncio.Event()
+
+    def shown(where: str, text: str) -> list[dict[str, Any]]:
+        return [
+            d for r, e, d in delivery.emitted if r == where and e == "message" and d["text"] == text
+        ]
+
+    async def until(condition: Any) -> None:
+        for _ in range(100):
+            if condition():
+                return
+            await asyncio.sleep(0)
+
+    sending = asyncio.create_task(
+        chat.customer_message(PROFILE, "v1", CustomerMessage("my printer"))
+    )
+    await until(lambda: shown(room, "my printer"))
+    assert [d["seq"] for d in shown(room, "my printer")] == [0]  # not stored yet
+    assert shown("visitor:v1", "my printer") == []  # the sender's side: once stored
+    assert not sending.done()
+    replying = asyncio.create_task(
+        chat.send_agent_message(TENANT, first.contact_id, "agent-1", "which model?")
+    )
+    await until(lambda: shown("visitor:v1", "which model?"))
+    assert len(shown("visitor:v1", "which model?")) == 1
+    assert not replying.done()
+    bus.hold.set()  # JetStream stored both: the history has not yet
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not sending.done() and not replying.done()
+    appending.set()
+    sent, reply = await sending, await replying
+    [own] = shown("visitor:v1", "my printer")
+    assert own["message_id"] == sent.message_id and own["seq"] > 0
+    assert [d["seq"] > 0 for d in shown(room, "which model?")] == [True]
+    for event in list(bus.events):
+        if isinstance(event, events_pb2.MessageAdded):
+            await chat.on_message_added(event)
+    assert len(shown(room, "my printer")) == 1
+    assert len(shown("visitor:v1", "my printer")) == 1
+    assert len(shown("visitor:v1", "which model?")) == 1
+    assert len(shown(room, "which model?")) == 1
+    assert reply.message_id != sent.message_id
+
+
+async def test_a_message_shown_before_a_failed_publish_is_published_again_with_its_id(
+    chat: Chat, bus: FakePublisher, delivery: FakeDelivery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side saw it: a publish JetStream did not acknowledge is tried again, with the
+    same event id (stored once), and the sender is told it was accepted."""
+    monkeypatch.setattr("switchboard.chat.handlers.PUBLISH_RETRY_DELAY", 0.0, raising=False)
+    first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
+    await chat.on_contact_assigned(assigned(first.contact_id))
+    publish = bus.publish
+    attempts: list[str] = []
+
+    async def flaky(event: Any) -> bool:
+        attempts.append(event.meta.event_id)
+        if len(attempts) == 1:
+            raise TimeoutError("no JetStream ack")
+        return await publish(event)
+
+    monkeypatch.setattr(bus, "publish", flaky)
+    sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("still there?"))
+    assert attempts == [sent.message_id, sent.message_id]
+    stored = [e for e in bus.events if isinstance(e, events_pb2.MessageAdded)]
+    assert [e.message.message_id for e in stored] == [sent.message_id]
+    room = f"contact:{first.contact_id}"
+    texts = [d["text"] for r, e, d in delivery.emitted if r == room and e == "message"]
+    assert texts == ["hello", "still there?"]

@@ -1,8 +1,10 @@
 """The chat's application layer: what customers and agents may do, and what the bus tells us.
 
 Socket handlers and HTTP routes call the command methods; the bus consumer calls ``on_*``.
-Messages reach sockets only from the consumer (through ``Delivery``, whose emits cross replicas
-over the NATS client manager), after the durable history has stored them.
+A message sent here reaches the other side (through ``Delivery``, whose emits cross replicas over
+the NATS client manager) before it is made durable: its publish and its history append are
+awaited after that, in parallel, and the sender is answered once both are done. A message sent
+elsewhere reaches sockets from the consumer, after the durable history has stored it.
 
 Internal API for the agent side (the /agent namespace and the inbox call these; every one checks
 that the contact is assigned to the agent and raises a ``DomainError`` otherwise):
@@ -72,6 +74,10 @@ AUTHORS: dict[int, AuthorName] = {
 # How many messages a replica remembers having stored and shown itself (one the bus brings back
 # after that many others is looked up in the history, where it is found stored).
 RECENT_MESSAGES = 100_000
+# A message already shown to the other side is published again this many times in all (the same
+# event id: JetStream stores it once) before its sender is told that it failed.
+PUBLISH_ATTEMPTS = 3
+PUBLISH_RETRY_DELAY = 0.25  # seconds before the first retry, doubled before each further one
 
 
 class RecentIds:
@@ -176,6 +182,8 @@ class Chat:
         # Messages this replica has stored in the history and shown: when the bus brings them
         # back there is nothing left to do (no record to read, no duplicate to append).
         self._done = RecentIds(RECENT_MESSAGES)
+        # Messages this replica showed to the other side before storing them: not again.
+        self._shown = RecentIds(RECENT_MESSAGES)
 
     # ---- customers -----------------------------------------------------------------------------
 
@@ -222,24 +230,64 @@ class Chat:
     async def _publish_and_show(
         self, event: events_pb2.MessageAdded, conversation: Conversation
     ) -> None:
-        """Publish a message, and show it to the other side while JetStream stores it, not
-        after the bus has carried it back: the sender learns the outcome from the publish (an
-        error if JetStream did not store it; the same message id sent again is a duplicate),
-        and the bus's own delivery of it later finds it already in the history."""
-        shown = asyncio.ensure_future(
-            self._show_now(self.on_message_added(event, conversation), event.message.message_id)
+        """Show a message to the other side (the agents of a customer's message, the customer of
+        an agent's) at once, then publish it and store it in the history in parallel; the
+        sender's own sockets show it once stored (with its seq, from which a widget resumes).
+
+        The sender learns the outcome from the publish: the call returns once JetStream has
+        stored the event, and raises if it could not (the same message id sent again is a
+        duplicate). A failed publish of a message the other side has seen is tried again, with
+        the same event id, before the sender is told. The bus's own delivery of the event later
+        finds it in the history; one whose history append failed here is stored then, and shown
+        to the sender's side only."""
+        tenant = event.meta.tenant
+        message = self._chat_message(event, conversation)
+        await self._show_now(self._show_other_side(tenant, message, conversation), message)
+        stored = asyncio.ensure_future(
+            self._show_now(self._deliver(tenant, message, conversation), message)
         )
         try:
-            await self.notifier.publish(event)
+            await self._publish(event)
         finally:
-            await shown
+            await stored
 
-    async def _show_now(self, showing: Awaitable[None], message_id: str) -> None:
+    async def _publish(self, event: events_pb2.MessageAdded) -> None:
+        delay = PUBLISH_RETRY_DELAY
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self.notifier.publish(event)
+                return
+            except Exception as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "chat message %s: publish failed (%r), trying again",
+                    event.message.message_id,
+                    exc,
+                )
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    async def _show_other_side(
+        self, tenant: str, message: ChatMessage, conversation: Conversation
+    ) -> None:
+        """Emit a message not stored yet (seq 0) to the side that did not write it, once."""
+        key = f"{tenant}/{message.message_id}"
+        if key in self._shown or key in self._done:
+            return
+        self._shown.add(key)
+        wire = message.to_wire()
+        if message.author == "customer":
+            await self.delivery.to_agents(message.contact_id, "message", wire)
+        else:
+            await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
+
+    async def _show_now(self, showing: Awaitable[None], message: ChatMessage) -> None:
         """Show a message while it is being published; if that fails, the bus shows it later."""
         try:
             await showing
         except Exception:
-            logger.warning("chat message %s shown late", message_id, exc_info=True)
+            logger.warning("chat message %s shown late", message.message_id, exc_info=True)
 
     def _lock(self, tenant: str, visitor_id: str) -> asyncio.Lock:
         key = (tenant, visitor_id)
@@ -282,7 +330,7 @@ class Chat:
                 sent_at=now,
             )
             shown = asyncio.ensure_future(
-                self._show_now(self._deliver(profile.tenant, first, conversation), first.message_id)
+                self._show_now(self._deliver(profile.tenant, first, conversation), first)
             )
         try:
             await self.notifier.contact_created(contact_id, profile, visitor_id, text, now, offline)
@@ -662,6 +710,11 @@ class Chat:
             conversation = await self.store.get(tenant, m.contact_id)
         if conversation is None:
             return
+        await self._deliver(tenant, self._chat_message(event, conversation), conversation)
+
+    @staticmethod
+    def _chat_message(event: events_pb2.MessageAdded, conversation: Conversation) -> ChatMessage:
+        m, tenant = event.message, event.meta.tenant
         author = AUTHORS.get(m.author, "system")
         agent_name = None
         if author == "agent":
@@ -676,7 +729,7 @@ class Chat:
                 "content_type": a.content_type,
                 "size": int(a.size_bytes),
             }
-        message = ChatMessage(
+        return ChatMessage(
             message_id=m.message_id or event.meta.event_id,
             contact_id=m.contact_id,
             author=author,
@@ -686,7 +739,6 @@ class Chat:
             agent_name=agent_name,
             attachment=attachment,
         )
-        await self._deliver(tenant, message, conversation)
 
     async def _deliver(
         self, tenant: str, message: ChatMessage, conversation: Conversation | None = None
@@ -701,8 +753,12 @@ class Chat:
         if conversation is None:
             return
         wire = stored.to_wire()
-        await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
-        await self.delivery.to_agents(message.contact_id, "message", wire)
+        # The side shown the message before it was stored sees it once.
+        shown = f"{tenant}/{message.message_id}" in self._shown
+        if not (shown and message.author == "agent"):
+            await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
+        if not (shown and message.author == "customer"):
+            await self.delivery.to_agents(message.contact_id, "message", wire)
 
     async def on_contact_queued(self, event: events_pb2.ContactQueued) -> None:
         status = {"state": "queued", "position": int(event.position)}
