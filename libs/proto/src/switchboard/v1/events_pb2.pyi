@@ -476,7 +476,7 @@ class ContactSupervised(_message.Message):
     """
     mode: Global___SupervisionMode.ValueType
     changed_by: _builtins.str
-    """"rpc" or "dtmf", for a mode change"""
+    """"rpc" or "dtmf" for a mode change; "dial" when STARTED by dialling the supervision extension"""
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
     def __init__(
