@@ -28,6 +28,7 @@ import yaml
 from switchboard.chat.admin import agents as changes
 from switchboard.chat.admin.store import AdminStore, AuditRecord
 from switchboard.chat.inbox import directory as agents_directory
+from switchboard.chat.inbox import qa as qa_wire
 from switchboard.chat.inbox.service import Inbox
 from switchboard.core import auth as sb_auth
 from switchboard.core import grpc as sb_grpc
@@ -642,17 +643,8 @@ class AdminConsole:
 
 
 def qa_form_wire(f: case_pb2.QaForm) -> dict[str, Any]:
-    return {
-        "form_id": f.form_id,
-        "version": f.version,
-        "title": f.title,
-        "items": [
-            {"item_id": i.item_id, "text": i.text, "fatal": i.fatal, "weight": i.weight}
-            for i in f.items
-        ],
-        "created_by": f.created_by,
-        "built_in": not f.created_by,
-    }
+    """A form as the QA screen shows it, and whether it is the built-in one."""
+    return {**qa_wire.form(f), "built_in": not f.created_by}
 
 
 def _number(value: Any) -> Any:

@@ -16,7 +16,7 @@ from switchboard.voice_gateway.domain import admission, ivr
 from switchboard.voice_gateway.domain import state as call_state
 from switchboard.voice_gateway.domain.numbers import e164
 from switchboard.voice_gateway.domain.refused import Refused
-from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
+from switchboard.voice_gateway.handlers.gateway import Gateway
 from switchboard.voice_gateway.media import sdp
 from switchboard.voice_gateway.notifier import now
 from switchboard.voice_gateway.sip.dialog import Dialog
@@ -86,17 +86,7 @@ class CallFlow:
         rtp.on_dtmf = call.digits.put_nowait
         tag = new_tag()
         call.caller = Leg(Dialog.as_uas(msg, peer, tag), rtp)
-        resp = msg.response(200, "OK", tag)
-        resp.add("Contact", gw.sip.contact(peer))
-        resp.add("Allow", ALLOW)
-        resp.add("Content-Type", "application/sdp")
-        resp.body = sdp.build(
-            gw.media.host,
-            rtp.port,
-            call.payload_type,
-            "sendrecv",
-            101 if offer.telephone_event else None,
-        )
+        resp = gw.answer(msg, peer, tag, rtp, call.payload_type, bool(offer.telephone_event))
 
         def on_ack_timeout() -> None:
             call.spawn(self.caller_gone(call, "no ACK"))

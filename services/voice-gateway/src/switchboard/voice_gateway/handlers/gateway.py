@@ -14,9 +14,10 @@ from switchboard.voice_gateway.calls import Call, Leg, State, Supervisor
 from switchboard.voice_gateway.config import VoiceConfig
 from switchboard.voice_gateway.domain import state as call_state
 from switchboard.voice_gateway.domain import supervision
+from switchboard.voice_gateway.media import sdp
 from switchboard.voice_gateway.media.mixer import Mixer
 from switchboard.voice_gateway.media.prompts import Prompts
-from switchboard.voice_gateway.media.rtp import MediaEngine
+from switchboard.voice_gateway.media.rtp import MediaEngine, RtpSession
 from switchboard.voice_gateway.notifier import VoiceNotifier
 from switchboard.voice_gateway.recording.calls import CallRecordings
 from switchboard.voice_gateway.sip.message import SipMessage
@@ -102,6 +103,26 @@ class Gateway:
 
     def respond(self, tx: ServerTransaction, status: int, reason: str, tag: str = "") -> None:
         self.sip.respond(tx, tx.request.response(status, reason, tag))
+
+    def answer(
+        self,
+        msg: SipMessage,
+        peer: Peer,
+        tag: str,
+        rtp: RtpSession,
+        payload_type: int,
+        dtmf: bool,
+    ) -> SipMessage:
+        """The 200 OK answering an INVITE on `rtp`'s port, in the call's codec (and RFC 4733
+        events when the offer had them)."""
+        resp = msg.response(200, "OK", tag)
+        resp.add("Contact", self.sip.contact(peer))
+        resp.add("Allow", ALLOW)
+        resp.add("Content-Type", "application/sdp")
+        resp.body = sdp.build(
+            self.media.host, rtp.port, payload_type, "sendrecv", 101 if dtmf else None
+        )
+        return resp
 
     def send_ack(self, ack: SipMessage, peer: Peer) -> bytes:
         """Send the ACK of a 2xx (a transaction of its own) and return it for retransmissions."""

@@ -20,7 +20,7 @@ from switchboard.core.errors import FailedPrecondition, NotFound, Unavailable
 from switchboard.voice_gateway.calls import Call, Leg, Supervisor
 from switchboard.voice_gateway.domain import supervision
 from switchboard.voice_gateway.domain.supervision import Mode
-from switchboard.voice_gateway.handlers.gateway import ALLOW, Gateway
+from switchboard.voice_gateway.handlers.gateway import Gateway
 from switchboard.voice_gateway.media import sdp
 from switchboard.voice_gateway.media.mixer import Mixer
 from switchboard.voice_gateway.recording.recorder import AGENT, CALLER
@@ -191,17 +191,7 @@ class Supervision:
         sup = Supervisor(
             uuid.uuid4().hex, supervisor_id, Leg(Dialog.as_uas(msg, peer, tag), rtp), Mode.MONITOR
         )
-        resp = msg.response(200, "OK", tag)
-        resp.add("Contact", gw.sip.contact(peer))
-        resp.add("Allow", ALLOW)
-        resp.add("Content-Type", "application/sdp")
-        resp.body = sdp.build(
-            gw.media.host,
-            rtp.port,
-            call.payload_type,
-            "sendrecv",
-            101 if offer.telephone_event else None,
-        )
+        resp = gw.answer(msg, peer, tag, rtp, call.payload_type, bool(offer.telephone_event))
 
         def on_ack_timeout() -> None:  # the phone is gone: as if it hung up
             if sup.supervision_id in call.supervisors:
