@@ -4,6 +4,7 @@ audited; roles and tenants are enforced."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,6 @@ NEW_AGENT = {
 
 async def wait_for_login(client: Client, agent_id: str, password: str, expect: int) -> None:
     """The other replica follows the bucket: wait (boundedly) for it to have the change."""
-    import asyncio
 
     status = 0
     for _ in range(100):
@@ -312,7 +312,6 @@ async def test_wrap_up_codes_change_at_once_checked_audited_own_tenant_and_expor
     assert status == 200, body
     assert body["wrap_up_codes"] == codes and body["version"] >= 1
     # The inbox's desk takes them at its next sign-in, on the other replica too, no restart.
-    import asyncio
 
     other = chat_pair[1].inbox
     assert other is not None
@@ -381,3 +380,53 @@ async def test_the_console_page_is_served_with_the_inbox_policy(
             headers={"Origin": "https://evil.example.com"},
         ) as r:
             assert r.status == 403  # changes only from the console's own origin
+
+
+async def test_teams_are_set_by_admins_seen_by_supervisors_audited_and_kept_per_tenant(
+    chat_pair: tuple[ChatApp, ChatApp],
+) -> None:
+    one, two = Client(chat_pair[0]), Client(chat_pair[1])
+    boss, sup, agent = await one.token("boss"), await one.token("sup"), await one.token("ko-1")
+    teams = [{"id": "ko-team", "name": "한국어 팀", "leads": ["sup"]}]
+    for token in (sup, agent):  # a supervisor views, only an admin changes
+        assert (await one.call("PUT", "/api/admin/teams", {"teams": teams}, token))[0] == 403
+    assert (await one.call("PUT", "/api/admin/teams", {"teams": teams}))[0] == 401
+    status, body = await one.call("PUT", "/api/admin/teams", {"teams": teams, "version": 0}, boss)
+    assert status == 200, body
+    assert body["teams"] == teams and body["version"] == 1
+    status, body = await one.call("PUT", "/api/admin/agents/ko-1", {"team": "ko-team"}, boss)
+    assert status == 200 and {a["agent_id"]: a["team"] for a in body["agents"]}["ko-1"] == "ko-team"
+    # Checked as the file is: a lead not of the tenant, an unknown team, a stale version.
+    status, body = await one.call(
+        "PUT", "/api/admin/teams", {"teams": [{"id": "x", "name": "X", "leads": ["ghost"]}]}, boss
+    )
+    assert (
+        status == 400 and "tenants.demo.teams[0].leads[0]: ghost is not an agent" in body["error"]
+    )
+    status, body = await one.call("PUT", "/api/admin/agents/sup", {"team": "nope"}, boss)
+    assert status == 400 and "unknown team 'nope'" in body["error"]
+    stale = {"teams": [], "version": 1}
+    assert (await one.call("PUT", "/api/admin/teams", stale, boss))[0] == 409
+    # The supervisor sees them, on the other replica too; the export has them.
+    for _ in range(100):
+        status, body = await two.call("GET", "/api/admin/agents", token=sup)
+        if body.get("teams"):
+            break
+        await asyncio.sleep(0.1)
+    assert status == 200 and body["teams"] == teams and body["may_change"] is False
+    exported = (await one.call("GET", "/api/admin/agents.yaml", token=sup))[1]
+    assert directory.load_text(exported) == chat_pair[0].inbox.directory.tenant("demo")  # type: ignore[union-attr]
+    assert directory.load_text(exported).team_map("demo") == {"ko-1": "ko-team"}
+    audit = (await one.call("GET", "/api/admin/audit", token=sup))[1]["entries"]
+    by_version = {e["version"]: e for e in audit}
+    assert [by_version[v]["action"] for v in (1, 2)] == ["teams.set", "agent.edit"], audit
+    assert by_version[1]["changes"]["teams"] == teams and by_version[1]["actor"] == "boss"
+    # Another tenant's admin sees none of them and may not lead with demo's agents.
+    acme = await one.token("acme-boss", tenant="acme")
+    body = (await one.call("GET", "/api/admin/agents", token=acme))[1]
+    assert body["teams"] == [] and all(a["team"] == "" for a in body["agents"])
+    status, body = await one.call("PUT", "/api/admin/teams", {"teams": teams}, acme)
+    assert status == 400 and "sup is not an agent of acme" in body["error"]
+    status, _ = await one.call("PUT", "/api/admin/agents/ko-1", {"team": "ko-team"}, acme)
+    assert status == 400  # demo's team is not acme's
+    assert "ko-team" not in (await one.call("GET", "/api/admin/agents.yaml", token=acme))[1]

@@ -18,7 +18,7 @@ from switchboard.chat.inbox.directory import AGENT_ID_RE, Directory
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 
 # What an administrator may set; the id names the agent, the password has its own action.
-EDITABLE = ("name", "role", "ui_language", "languages", "skills", "capacity", "disabled")
+EDITABLE = ("name", "role", "ui_language", "languages", "skills", "capacity", "disabled", "team")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
@@ -84,7 +84,7 @@ def save(
         if key not in data:
             continue
         value = data[key]
-        if value is None or value == {} or value is False:
+        if value is None or value == {} or value is False or (key == "team" and value == ""):
             entry.pop(key, None)  # the file's default
         else:
             entry[key] = value
@@ -150,6 +150,33 @@ def set_oidc(part: Directory, tenant: str, oidc: Any) -> tuple[Directory, str, C
     action = "oidc.set" if after is not None else "oidc.remove"
     changed = {"oidc": after.to_yaml() if after else None, "before": before}
     return loaded, text, Change(action, tenant, changed)
+
+
+def set_teams(part: Directory, tenant: str, teams: Any) -> tuple[Directory, str, Change]:
+    """`tenant`'s directory with its teams (the file's ``teams``: id, name, leads) replaced, in
+    the order given. The agents of a team no longer there are left in none."""
+    if not isinstance(teams, list):
+        raise InvalidArgument(f"tenants.{tenant}.teams", "must be a list of teams")
+    section = _section(part, tenant)
+    before = list(section.get("teams") or [])
+    kept = {t.get("id") for t in teams if isinstance(t, dict)}
+    left: list[str] = []
+    for agent in section["agents"]:
+        if agent.get("team") and agent["team"] not in kept:
+            left.append(agent["id"])
+            agent.pop("team")
+    agents = section.pop("agents")
+    if teams:
+        section["teams"] = teams
+    else:
+        section.pop("teams", None)
+    section["agents"] = agents  # after the teams, as the file has it
+    loaded, text = _load(section, tenant)
+    after = [t.to_yaml() for t in loaded.teams_of(tenant)]
+    changed: dict[str, Any] = {"teams": after, "before": before}
+    if left:
+        changed["left_without_team"] = left
+    return loaded, text, Change("teams.set", tenant, changed)
 
 
 def listing(part: Directory, tenant: str) -> list[dict[str, Any]]:

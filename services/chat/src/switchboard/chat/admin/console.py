@@ -162,6 +162,7 @@ class AdminConsole:
             "agents": changes.listing(part, p.tenant),
             "wrap_up_codes": list(part.codes(p.tenant)),
             "oidc": provider.to_yaml() if (provider := part.provider(p.tenant)) else None,
+            "teams": [t.to_yaml() for t in part.teams_of(p.tenant)],
             "may_change": roles.RULES[CHANGE_AGENTS].admits(p),
         }
 
@@ -223,6 +224,18 @@ class AdminConsole:
             self._check_version(p.tenant, data.get("version"))
             part = self.inbox.directory.tenant(p.tenant)
             _, text, change = changes.set_oidc(part, p.tenant, data["oidc"])
+            return await self._commit(p, text, change)
+
+    async def set_teams(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
+        """Replace the tenant's teams (the agents file's ``teams``: id, name, leads), checked as
+        the file is: a lead must be an agent of the tenant, an id appears once."""
+        _require(p, CHANGE_AGENTS)
+        if "teams" not in data:
+            raise InvalidArgument("teams", "is required: a list of {id, name, leads}")
+        async with self._lock:
+            self._check_version(p.tenant, data.get("version"))
+            part = self.inbox.directory.tenant(p.tenant)
+            _, text, change = changes.set_teams(part, p.tenant, data["teams"])
             return await self._commit(p, text, change)
 
     async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:

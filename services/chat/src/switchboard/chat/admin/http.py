@@ -1,13 +1,15 @@
 """The admin console's HTTP API (``Authorization: Bearer <inbox token>`` of an admin or a
 supervisor; changes same-origin only). Everything is the caller's own tenant's:
 
-- ``GET /api/admin/agents`` -> {tenant, version, agents, wrap_up_codes, oidc, may_change}
+- ``GET /api/admin/agents`` -> {tenant, version, agents, wrap_up_codes, oidc, teams, may_change}
 - ``POST /api/admin/agents`` {id, password, name, role, ui_language, languages, skills, capacity}
   adds an agent; ``PUT /api/admin/agents/<id>`` {fields to change, version?} edits one
   (``disabled: true`` disables it); ``POST /api/admin/agents/<id>/password`` {password}
 - ``PUT /api/admin/wrap-up-codes`` {wrap_up_codes: [...], version?}: the codes the inbox offers
 - ``PUT /api/admin/oidc`` {oidc: {name, issuer, client_id, client_secret_file, agent_claim,
   email_domain} | null, version?}: the tenant's company sign-in (OIDC), or none
+- ``PUT /api/admin/teams`` {teams: [{id, name, leads: [agent ids]}], version?}: the tenant's
+  teams (an agent joins one with ``PUT /api/admin/agents/<id>`` {team})
 - ``GET /api/admin/agents.yaml``: the agents file (CHAT_AGENTS_FILE) of the tenant
 - ``GET /api/admin/routing`` -> {yaml, version, may_change}; ``POST /api/admin/routing``
   {yaml, dry_run} checks or applies it; ``GET /api/admin/routing.yaml``: as router.yaml;
@@ -124,6 +126,8 @@ class AdminHttp(InboxHttp):
             result = await c.set_password(p, parts[1], data.get("password"))
         elif parts == ["wrap-up-codes"] and method == "PUT":
             result = await c.set_codes(p, await self._json(receive, MAX_ADMIN_BODY))
+        elif parts == ["teams"] and method == "PUT":
+            result = await c.set_teams(p, await self._json(receive, MAX_ADMIN_BODY))
         elif parts == ["oidc"] and method == "PUT":
             result = await c.set_oidc(p, await self._json(receive, MAX_ADMIN_BODY))
         elif parts == ["agents.yaml"] and method == "GET":

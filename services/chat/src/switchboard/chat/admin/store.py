@@ -55,7 +55,7 @@ class AuditRecord:
     at: float
     actor: str  # the signed-in user's id
     # agent.add, agent.edit, agent.password, agent.disable, agent.enable, codes.set, oidc.set,
-    # oidc.remove,
+    # oidc.remove, teams.set,
     # routing.apply, policy.apply
     action: str
     target: str  # the agent id, or the tenant for routing and wrap-up codes

@@ -62,6 +62,7 @@ class AgentProfile:
     # Contacts at once per channel; a channel not named takes the tenant's router default.
     capacity: dict[str, int] = field(default_factory=dict)
     disabled: bool = False  # kept on file, but may not sign in
+    team: str = ""  # the id of the tenant's team the agent is in (none: "")
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -74,7 +75,20 @@ class AgentProfile:
             "skills": dict(self.skills),
             "capacity": dict(self.capacity),
             "disabled": self.disabled,
+            "team": self.team,
         }
+
+
+@dataclass(frozen=True)
+class Team:
+    """A named group of a tenant's agents, led by one or more of its agents (the team leads)."""
+
+    team_id: str
+    name: str
+    leads: tuple[str, ...] = ()
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"id": self.team_id, "name": self.name, "leads": list(self.leads)}
 
 
 def _b64(data: bytes) -> str:
@@ -174,6 +188,7 @@ class Directory:
     agents: dict[tuple[str, str], AgentProfile]
     wrap_up_codes: dict[str, tuple[str, ...]]
     oidc: dict[str, OidcConfig] = field(default_factory=dict)
+    teams: dict[str, tuple[Team, ...]] = field(default_factory=dict)  # tenant -> its teams
 
     def profile(self, tenant: str, agent_id: str) -> AgentProfile | None:
         return self.agents.get((tenant, agent_id))
@@ -184,6 +199,18 @@ class Directory:
     def provider(self, tenant: str) -> OidcConfig | None:
         """The tenant's OIDC sign-in, if it has one."""
         return self.oidc.get(tenant)
+
+    def teams_of(self, tenant: str) -> tuple[Team, ...]:
+        """The tenant's teams, in the file's order."""
+        return self.teams.get(tenant, ())
+
+    def led_by(self, tenant: str, agent_id: str) -> list[str]:
+        """The ids of the tenant's teams `agent_id` leads."""
+        return [t.team_id for t in self.teams_of(tenant) if agent_id in t.leads]
+
+    def team_map(self, tenant: str) -> dict[str, str]:
+        """The tenant's agents in a team: agent id -> team id."""
+        return {a: p.team for (t, a), p in self.agents.items() if t == tenant and p.team}
 
     def verify(self, tenant: Any, agent_id: Any, password: Any) -> AgentProfile:
         """The agent's profile if the password is right; Unauthenticated otherwise."""
@@ -205,6 +232,7 @@ class Directory:
             {k: v for k, v in self.agents.items() if k[0] == tenant},
             {tenant: self.codes(tenant)},
             {tenant: self.oidc[tenant]} if tenant in self.oidc else {},
+            {tenant: self.teams[tenant]} if tenant in self.teams else {},
         )
 
     def with_tenant(self, tenant: str, part: Directory) -> Directory:
@@ -214,7 +242,10 @@ class Directory:
         oidc = {t: c for t, c in self.oidc.items() if t != tenant}
         if tenant in part.oidc:
             oidc[tenant] = part.oidc[tenant]
-        return Directory(agents, {**self.wrap_up_codes, tenant: part.codes(tenant)}, oidc)
+        teams = {t: v for t, v in self.teams.items() if t != tenant}
+        if part.teams_of(tenant):
+            teams[tenant] = part.teams_of(tenant)
+        return Directory(agents, {**self.wrap_up_codes, tenant: part.codes(tenant)}, oidc, teams)
 
     def tenants(self) -> list[str]:
         return sorted({*self.wrap_up_codes, *(t for t, _ in self.agents)})
@@ -234,6 +265,7 @@ _AGENT_FIELDS = {
     "skills",
     "capacity",
     "disabled",
+    "team",
 }
 
 
@@ -247,7 +279,9 @@ def _capacity(r: ConfigReader, node: yaml.Node, key: str) -> dict[str, int]:
     return out
 
 
-def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfile:
+def _agent(
+    r: ConfigReader, tenant: str, node: yaml.Node, k: str, teams: dict[str, Team]
+) -> AgentProfile:
     f = {name: value for name, (_, value) in r.mapping(node, k, _AGENT_FIELDS).items()}
     if "id" not in f:
         raise r.fail(node, f"{k}.id", "is required")
@@ -269,6 +303,12 @@ def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfil
         raise r.fail(
             f["ui_language"], f"{k}.ui_language", f"must be one of {', '.join(UI_LANGUAGES)}"
         )
+    team = ""
+    if "team" in f and not is_null(f["team"]):
+        team = str(r.scalar(f["team"], f"{k}.team"))
+        if team not in teams:
+            known = ", ".join(teams) or "none: add it under teams"
+            raise r.fail(f["team"], f"{k}.team", f"unknown team {team!r} (the tenant's: {known})")
     return AgentProfile(
         tenant=tenant,
         agent_id=agent_id,
@@ -280,7 +320,42 @@ def _agent(r: ConfigReader, tenant: str, node: yaml.Node, k: str) -> AgentProfil
         skills=_levels(r, f["skills"], f"{k}.skills") if "skills" in f else {},
         capacity=_capacity(r, f["capacity"], f"{k}.capacity") if "capacity" in f else {},
         disabled=r.boolean(f["disabled"], f"{k}.disabled") if "disabled" in f else False,
+        team=team,
     )
+
+
+_TEAM_FIELDS = {"id", "name", "leads"}
+
+
+def _teams(r: ConfigReader, node: yaml.Node, key: str) -> tuple[dict[str, Team], dict[str, Any]]:
+    """The tenant's teams by id, and each lead's node (checked once the agents are read)."""
+    teams: dict[str, Team] = {}
+    lead_nodes: dict[str, Any] = {}
+    if is_null(node):
+        return teams, lead_nodes
+    for i, item in enumerate(r.seq(node, key)):
+        k = f"{key}[{i}]"
+        f = {name: value for name, (_, value) in r.mapping(item, k, _TEAM_FIELDS).items()}
+        if "id" not in f:
+            raise r.fail(item, f"{k}.id", "is required")
+        team_id = str(r.scalar(f["id"], f"{k}.id"))
+        if not AGENT_ID_RE.match(team_id):
+            raise r.fail(f["id"], f"{k}.id", "must be 1-64 of A-Z a-z 0-9 . _ -")
+        if team_id in teams:
+            raise r.fail(f["id"], f"{k}.id", f"{team_id} appears twice")
+        name = r.string(f["name"], f"{k}.name").strip() if "name" in f else team_id
+        if not name or len(name) > 80:
+            raise r.fail(f.get("name", item), f"{k}.name", "must be 1-80 characters")
+        leads: list[str] = []
+        if "leads" in f and not is_null(f["leads"]):
+            for j, lead in enumerate(r.seq(f["leads"], f"{k}.leads")):
+                lead_id = str(r.scalar(lead, f"{k}.leads[{j}]"))
+                if lead_id in leads:
+                    raise r.fail(lead, f"{k}.leads[{j}]", f"{lead_id} appears twice")
+                leads.append(lead_id)
+                lead_nodes[f"{k}.leads[{j}]"] = (lead, lead_id)
+        teams[team_id] = Team(team_id, name, tuple(leads))
+    return teams, lead_nodes
 
 
 _OIDC_FIELDS = {"name", "issuer", "client_id", "client_secret_file", "agent_claim", "email_domain"}
@@ -348,6 +423,7 @@ def load_text(text: str, source: str = "agents.yaml") -> Directory:
     agents: dict[tuple[str, str], AgentProfile] = {}
     codes: dict[str, tuple[str, ...]] = {}
     oidc: dict[str, OidcConfig] = {}
+    teams: dict[str, tuple[Team, ...]] = {}
     for tenant, (knode, body) in r.mapping(root["tenants"][1], "tenants", set()).items():
         key = f"tenants.{tenant}"
         if not TENANT_RE.match(tenant):
@@ -355,7 +431,7 @@ def load_text(text: str, source: str = "agents.yaml") -> Directory:
         f = {
             name: value
             for name, (_, value) in r.mapping(
-                body, key, {"agents", "wrap_up_codes", "oidc"}
+                body, key, {"agents", "wrap_up_codes", "oidc", "teams"}
             ).items()
         }
         if "agents" not in f:
@@ -367,13 +443,21 @@ def load_text(text: str, source: str = "agents.yaml") -> Directory:
         )
         if "oidc" in f and not is_null(f["oidc"]):
             oidc[tenant] = _oidc(r, f["oidc"], f"{key}.oidc")
+        tenant_teams, lead_nodes = (
+            _teams(r, f["teams"], f"{key}.teams") if "teams" in f else ({}, {})
+        )
         for i, node in enumerate(r.seq(f["agents"], f"{key}.agents")):
             k = f"{key}.agents[{i}]"
-            profile = _agent(r, tenant, node, k)
+            profile = _agent(r, tenant, node, k, tenant_teams)
             if (tenant, profile.agent_id) in agents:
                 raise r.fail(node, f"{k}.id", f"{profile.agent_id} appears twice")
             agents[(tenant, profile.agent_id)] = profile
-    return Directory(agents, codes, oidc)
+        for path, (lead, lead_id) in lead_nodes.items():
+            if (tenant, lead_id) not in agents:
+                raise r.fail(lead, path, f"{lead_id} is not an agent of {tenant}")
+        if tenant_teams:
+            teams[tenant] = tuple(tenant_teams.values())
+    return Directory(agents, codes, oidc, teams)
 
 
 def _agent_yaml(p: AgentProfile) -> dict[str, Any]:
@@ -389,6 +473,8 @@ def _agent_yaml(p: AgentProfile) -> dict[str, Any]:
             out[key] = dict(getattr(p, key))
     if p.disabled:
         out["disabled"] = True
+    if p.team:
+        out["team"] = p.team
     return out
 
 
@@ -402,6 +488,8 @@ def dump(directory: Directory, tenants: list[str] | None = None) -> str:
         provider = directory.provider(tenant)
         if provider is not None:
             body[tenant]["oidc"] = provider.to_yaml()
+        if directory.teams_of(tenant):
+            body[tenant]["teams"] = [t.to_yaml() for t in directory.teams_of(tenant)]
         body[tenant]["agents"] = [_agent_yaml(p) for p in agents]
     return yaml.safe_dump(
         {"tenants": body}, allow_unicode=True, sort_keys=False, default_flow_style=None
