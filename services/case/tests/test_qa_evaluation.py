@@ -340,6 +340,14 @@ async def test_the_agent_disputes_and_a_second_evaluator_decides(
     assert (await a1.refused("GetQaScorecard", card_request)).code() == (
         grpc.StatusCode.PERMISSION_DENIED
     )
+    # Grouped by the agents directory's teams (the chat passes them): a2 is in none.
+    card_request.agent_teams.update({"a1": "ko-team", "qa-1": "ko-team"})
+    by_team = await qa.stub.GetQaScorecard(card_request, timeout=10)
+    assert {(line.key, line.evaluations) for line in by_team.teams} == {("ko-team", 1), ("", 1)}
+    card_request.team = "ko-team"  # the team's agents only
+    only = await qa.stub.GetQaScorecard(card_request, timeout=10)
+    assert [line.key for line in only.agents] == ["a1"] and only.total.evaluations == 1
+    assert [(line.key, line.evaluations) for line in only.teams] == [("ko-team", 1)]
 
 
 async def test_tenants_never_see_each_others_evaluations(callers: Any) -> None:

@@ -2225,26 +2225,54 @@ Global___DecideQaDisputeRequest: _TypeAlias = DecideQaDisputeRequest  # noqa: Y0
 class GetQaScorecardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AgentTeamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     FROM_FIELD_NUMBER: _builtins.int
     TO_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     TEAM_FIELD_NUMBER: _builtins.int
+    AGENT_TEAMS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """optional filter"""
     team: _builtins.str
-    """optional filter: a queue"""
+    """optional filter: a queue (a team of agent_teams when given)"""
     @_builtins.property
     def to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def agent_teams(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional: agent id -> the agents directory's team (the chat's, which owns the directory).
+        When given, the scorecard's teams are these teams (agents in none under ""), not queues.
+        """
+
     def __init__(
         self,
         *,
         to: _timestamp_pb2.Timestamp | None = ...,
         agent_id: _builtins.str = ...,
         team: _builtins.str = ...,
+        agent_teams: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "from", b"from", "team", b"team", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "agent_teams", b"agent_teams", "from", b"from", "team", b"team", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2259,7 +2287,7 @@ class QaScoreLine(_message.Message):
     AVERAGE_SCORE_FIELD_NUMBER: _builtins.int
     FATAL_ERROR_RATE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """the agent id or the team (queue)"""
+    """the agent id or the team (queue, or directory team id)"""
     evaluations: _builtins.int
     average_score: _builtins.float
     fatal_error_rate: _builtins.float

@@ -256,15 +256,20 @@ def _line(key: str, rows: Sequence[QaEvaluation]) -> ScoreLine:
     )
 
 
-def scorecard(rows: Sequence[QaEvaluation], tz: ZoneInfo = UTC_ZONE) -> Scorecard:
-    """Average score and fatal-error rate per agent, per team (queue), per day in `tz` (the
-    tenant's time zone: an evaluation at 23:30 UTC is on the next day in Seoul), in all."""
+def scorecard(
+    rows: Sequence[QaEvaluation],
+    tz: ZoneInfo = UTC_ZONE,
+    agent_teams: Mapping[str, str] | None = None,
+) -> Scorecard:
+    """Average score and fatal-error rate per agent, per team, per day in `tz` (the tenant's
+    time zone: an evaluation at 23:30 UTC is on the next day in Seoul), in all. A team is the
+    agent's in `agent_teams` (the agents directory's; none: "") when given, else the queue."""
     by_agent: dict[str, list[QaEvaluation]] = defaultdict(list)
     by_team: dict[str, list[QaEvaluation]] = defaultdict(list)
     by_day: dict[datetime, list[QaEvaluation]] = defaultdict(list)
     for r in rows:
         by_agent[r.agent_id].append(r)
-        by_team[r.queue].append(r)
+        by_team[(agent_teams or {}).get(r.agent_id, "") if agent_teams else r.queue].append(r)
         at = r.scored_at.astimezone(tz)
         by_day[datetime(at.year, at.month, at.day, tzinfo=tz)].append(r)
     return Scorecard(
@@ -572,17 +577,28 @@ class Quality:
         return evaluation
 
     async def scorecard(
-        self, tenant: str, start: datetime, end: datetime, agent_id: str = "", team: str = ""
+        self,
+        tenant: str,
+        start: datetime,
+        end: datetime,
+        agent_id: str = "",
+        team: str = "",
+        agent_teams: Mapping[str, str] | None = None,
     ) -> Scorecard:
+        """The tenant's scorecard; `team` is a queue, or a team of `agent_teams` when given."""
         e = QaEvaluation
         stmt = select(e).where(e.tenant == tenant, e.scored_at >= start, e.scored_at < end)
         if agent_id:
             stmt = stmt.where(e.agent_id == agent_id)
-        if team:
+        if team and agent_teams:
+            stmt = stmt.where(
+                e.agent_id.in_(sorted(a for a, t in agent_teams.items() if t == team))
+            )
+        elif team:
             stmt = stmt.where(e.queue == team)
         async with self._sessions() as session:
             rows = (await session.scalars(stmt.limit(MAX_SAMPLE_CONTACTS))).all()
-        return scorecard(rows, self._zone_for(tenant))
+        return scorecard(rows, self._zone_for(tenant), agent_teams)
 
     async def _locked(self, session: AsyncSession, tenant: str, evaluation_id: str) -> QaEvaluation:
         found = await session.get(QaEvaluation, evaluation_id, with_for_update=True)

@@ -607,7 +607,7 @@ class KnowledgeReportRpcs:
         tenant = principal().tenant
         start, end = _period(request)
         card = await self.kb_reports.quality.scorecard(
-            tenant, start, end, request.agent_id, request.team
+            tenant, start, end, request.agent_id, request.team, dict(request.agent_teams)
         )
         return case_pb2.QaScorecard(
             agents=[_score_line(line) for line in card.agents],

@@ -127,7 +127,7 @@ class InboxHttp:
         self.inbox = inbox
         self.app = app
         self.trusted_proxies = trusted_proxies
-        self.qa = QaApi(inbox._backends)
+        self.qa = QaApi(inbox._backends, lambda: inbox.directory)
         self.kb = KbApi(inbox._backends)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,14 +13,18 @@ an agent lists and disputes only its own evaluations) and its audit trail names 
 - ``score`` {contact_id, form_id, form_version, items: {item_id: passed}, comment}
 - ``evaluations`` {agent_id, status} -> {evaluations}
 - ``dispute`` {evaluation_id, reason}; ``decide`` {evaluation_id, uphold, items, note}
-- ``scorecard`` {from, to, agent_id, team} -> {agents, teams, days, total, time_zone}: each day
-  with its ``date`` (YYYY-MM-DD) in the tenant's time zone
+- ``scorecard`` {from, to, agent_id, team} -> {agents, teams, days, total, time_zone, team_by,
+  team_names}: each day with its ``date`` (YYYY-MM-DD) in the tenant's time zone. When the
+  tenant has teams in the agents directory, the teams are those (``team_by: "team"``, the
+  agent -> team mapping passed to the case service; ``team`` filters by one), else the queues
+  (``team_by: "queue"``)
 
 Times are milliseconds since the epoch, both ways.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +32,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.actions import CaseActions, int_arg, str_arg
+from switchboard.chat.inbox.backends import Backends
+from switchboard.chat.inbox.directory import Directory
 from switchboard.core.errors import InvalidArgument, NotFound
 from switchboard.core.service_client import call
 from switchboard.v1 import case_pb2
@@ -103,6 +109,25 @@ def _line(line: case_pb2.QaScoreLine) -> dict[str, Any]:
 
 class QaApi(CaseActions):
     what = "QA action"
+
+    def __init__(
+        self,
+        backends: Callable[[str, str], Backends],
+        directory: Callable[[], Directory] | None = None,
+    ) -> None:
+        super().__init__(backends)
+        self._directory = directory  # the agents directory now: its teams group the scorecard
+
+    async def __call__(
+        self, token: str, tenant: str, action: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        if action != "scorecard":
+            return await super().__call__(token, tenant, action, data)
+        backends = self._backends(token, tenant)
+        try:
+            return await self._card(backends.case, tenant, data)
+        finally:
+            await backends.close()
 
     async def _samples(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
         targets = data.get("targets", [])
@@ -229,13 +254,19 @@ class QaApi(CaseActions):
         )
         return evaluation(await call("DecideQaDispute", case.DecideQaDispute(request)))
 
-    async def _scorecard(self, case: Any, data: dict[str, Any]) -> dict[str, Any]:
+    async def _card(self, case: Any, tenant: str, data: dict[str, Any]) -> dict[str, Any]:
         request = case_pb2.GetQaScorecardRequest(
             to=_ts(data, "to"), agent_id=str_arg(data, "agent_id"), team=str_arg(data, "team")
         )
         getattr(request, "from").CopyFrom(_ts(data, "from"))
+        directory = self._directory() if self._directory else None
+        teams = directory.teams_of(tenant) if directory else ()
+        if directory and teams:
+            request.agent_teams.update(directory.team_map(tenant))
         card = await call("GetQaScorecard", case.GetQaScorecard(request))
         return {
+            "team_by": "team" if teams else "queue",
+            "team_names": {t.team_id: t.name for t in teams},
             "agents": [_line(line) for line in card.agents],
             "teams": [_line(line) for line in card.teams],
             "days": [

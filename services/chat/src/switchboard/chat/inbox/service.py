@@ -645,9 +645,44 @@ class Inbox:
             raise PermissionDenied("the wallboard needs the supervisor or team lead role")
         if sid not in self._watchers:
             self._watchers[sid] = asyncio.create_task(
-                self._watch(principal.tenant, token, send), name=f"wallboard:{sid}"
+                self._watch(principal, token, send), name=f"wallboard:{sid}"
             )
-        return {"time_zone": self.time_zone_of(principal.tenant)}
+        return {
+            "time_zone": self.time_zone_of(principal.tenant),
+            "my_teams": self.directory.led_by(principal.tenant, principal.subject),
+        }
+
+    def board_agents(self, tenant: str, agents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The router's agents with their directory team; when the tenant has teams, the team
+        members not signed in are on the board as offline (a team lead sees the whole team)."""
+        seen = set()
+        for a in agents:
+            profile = self.directory.profile(tenant, a["agent_id"])
+            a["team"] = profile.team if profile else ""
+            seen.add(a["agent_id"])
+        for agent_id, team in sorted(self.directory.team_map(tenant).items()):
+            profile = self.directory.profile(tenant, agent_id)
+            if agent_id in seen or profile is None or profile.disabled:
+                continue
+            agents.append(
+                {
+                    "agent_id": agent_id,
+                    "name": profile.name,
+                    "presence": "offline",
+                    "state": "offline",
+                    "reason": "",
+                    "active": 0,
+                    "connected": False,
+                    "pending_offer": False,
+                    "since": None,
+                    "languages": sorted(profile.languages),
+                    "team": team,
+                }
+            )
+        return agents
+
+    def board_teams(self, tenant: str) -> list[dict[str, Any]]:
+        return [t.to_yaml() for t in self.directory.teams_of(tenant)]
 
     async def day_report(self, backends: Backends, tenant: str) -> dict[str, Any]:
         """Today (in the tenant's time zone) from the record: the case service's service-level
@@ -693,8 +728,12 @@ class Inbox:
         }
 
     async def _watch(
-        self, tenant: str, token: str, send: Callable[[str, dict[str, Any]], Awaitable[None]]
+        self,
+        principal: sb_auth.Principal,
+        token: str,
+        send: Callable[[str, dict[str, Any]], Awaitable[None]],
     ) -> None:
+        tenant = principal.tenant
         backends = self._backends(token, tenant)
         report_task = asyncio.create_task(self._report_loop(backends, tenant, send))
         request = router_pb2.WatchQueueStatsRequest(interval=Duration(seconds=1))
@@ -713,7 +752,12 @@ class Inbox:
                                 "total": total,
                                 "queues": [wire.queue_stats(q) for q in snap.queues],
                                 "surge_level": int(snap.surge_level),
-                                "agents": [wire.agent(a) for a in agents.agents],
+                                "agents": self.board_agents(
+                                    tenant, [wire.agent(a) for a in agents.agents]
+                                ),
+                                # The tenant's teams; those the viewer leads are its default.
+                                "teams": self.board_teams(tenant),
+                                "my_teams": self.directory.led_by(tenant, principal.subject),
                             },
                         )
                 except grpc.aio.AioRpcError as exc:

@@ -57,7 +57,7 @@
     $("login").hidden = true; $("console").hidden = false;
     label();
     $("read-only").hidden = mayChange();
-    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save", "languages-save", "oidc-save", "oidc-remove"].forEach(function (id) { $(id).hidden = !mayChange(); });
+    ["add-agent", "codes-save", "routing-check", "routing-apply", "policy-check", "policy-apply", "h-add", "h-remove", "h-save", "languages-save", "oidc-save", "oidc-remove", "team-add"].forEach(function (id) { $(id).hidden = !mayChange(); });
     OIDC_INPUTS.forEach(function (id) { $(id).disabled = !mayChange(); });
     $("routing-yaml").readOnly = !mayChange();
     $("codes").readOnly = !mayChange();
@@ -126,13 +126,68 @@
       var row = el("tr", { cls: a.disabled ? "disabled" : "", attrs: { "data-agent": a.agent_id, "data-testid": "agent-row" } }, [
         el("td", { text: a.agent_id }), el("td", { text: a.name }), el("td", { text: t("role_" + a.role) }),
         el("td", { text: pairs(a.languages) }), el("td", { text: pairs(a.skills) }), el("td", { text: pairs(a.capacity) }),
+        el("td", { text: teamName(a.team), attrs: { "data-testid": "agent-team" } }),
         el("td", { text: a.disabled ? t("disabled") : t("active"), attrs: { "data-testid": "agent-status" } }), actions
       ]);
       rows.appendChild(row);
     });
     if (document.activeElement !== $("codes")) $("codes").value = data.wrap_up_codes.join(", ");
     renderOidc(data.oidc);
+    renderTeams();
   }
+
+  // ---- teams (the agents file's teams: id, name, leads) -----------------------------------------
+  function teamName(id) {
+    var found = (state.agents.teams || []).filter(function (tm) { return tm.id === id; })[0];
+    return found ? found.name : "";
+  }
+  function ids(text) { return text.split(",").map(function (x) { return x.trim(); }).filter(Boolean); }
+  function renderTeams() {
+    var teams = state.agents.teams || [];
+    var rows = $("team-rows");
+    if (rows.contains(document.activeElement)) return;
+    rows.textContent = "";
+    teams.forEach(function (tm, i) {
+      var members = state.agents.agents.filter(function (a) { return a.team === tm.id; }).map(function (a) { return a.agent_id; });
+      var name = el("input", { attrs: { "data-testid": "team-name", value: tm.name } });
+      var leads = el("input", { attrs: { "data-testid": "team-leads", value: tm.leads.join(", ") } });
+      name.value = tm.name; leads.value = tm.leads.join(", ");
+      name.readOnly = leads.readOnly = !mayChange();
+      var actions = el("td", { cls: "row-actions" });
+      if (mayChange()) {
+        actions.appendChild(button(t("save"), "team-save-" + tm.id, function () {
+          var next = teams.slice();
+          next[i] = { id: tm.id, name: name.value.trim(), leads: ids(leads.value) };
+          saveTeams(next, "teamSaved", tm.id);
+        }));
+        actions.appendChild(button(t("removeTeam"), "team-remove-" + tm.id, function () {
+          saveTeams(teams.filter(function (x) { return x.id !== tm.id; }), "teamRemoved", tm.id);
+        }));
+      }
+      rows.appendChild(el("tr", { attrs: { "data-team": tm.id, "data-testid": "team-row" } }, [
+        el("td", { text: tm.id }), el("td", {}, [name]), el("td", {}, [leads]),
+        el("td", { text: members.join(", "), attrs: { "data-testid": "team-members" } }), actions
+      ]));
+    });
+  }
+  function saveTeams(teams, message, id) {
+    return api("PUT", "teams", { teams: teams, version: state.agents.version }).then(function (data) {
+      state.agents = data;
+      if (document.activeElement) document.activeElement.blur();
+      renderAgents();
+      $("teams-error").textContent = "";
+      notice(t(message, { id: id }));
+      return true;
+    }).catch(function (e) { $("teams-error").textContent = e.message; return false; });
+  }
+  $("team-add").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var id = $("t-id").value.trim();
+    var team = { id: id, name: $("t-name").value.trim() || id, leads: ids($("t-leads").value) };
+    saveTeams((state.agents.teams || []).concat([team]), "teamAdded", id).then(function (ok) {
+      if (ok) { $("t-id").value = ""; $("t-name").value = ""; $("t-leads").value = ""; }
+    });
+  });
 
   // The tenant's company sign-in (the agents file's oidc section).
   var OIDC_INPUTS = ["oidc-name", "oidc-issuer", "oidc-client-id", "oidc-secret-file", "oidc-claim", "oidc-domain"];
@@ -191,6 +246,11 @@
     $("f-languages").value = agent ? pairs(agent.languages) : "";
     $("f-skills").value = agent ? pairs(agent.skills) : "";
     $("f-capacity").value = agent ? pairs(agent.capacity) : "";
+    var picker = $("f-team");
+    picker.textContent = "";
+    picker.appendChild(el("option", { text: t("noTeam"), attrs: { value: "" } }));
+    (state.agents.teams || []).forEach(function (tm) { picker.appendChild(el("option", { text: tm.name, attrs: { value: tm.id } })); });
+    picker.value = agent ? agent.team || "" : "";
     $("f-error").textContent = "";
     (agent ? $("f-name") : $("f-id")).focus();
   }
@@ -202,7 +262,7 @@
     var body = {
       name: $("f-name").value.trim(), role: $("f-role").value, ui_language: $("f-ui").value,
       languages: parsePairs($("f-languages").value), skills: parsePairs($("f-skills").value),
-      capacity: parsePairs($("f-capacity").value)
+      capacity: parsePairs($("f-capacity").value), team: $("f-team").value
     };
     var editing = state.editing;
     var call = editing

@@ -312,12 +312,14 @@
       .then(function (card) { state.card = card; renderCard(); }).catch(failed);
   }
 
-  function lines(id, rows) {
+  function lines(id, rows, names) {
     var body = $(id);
     clear(body);
     rows.forEach(function (r) {
+      // A directory team by its name (its id when renamed away), agents in none as "No team".
+      var label = names ? (r.key ? names[r.key] || r.key : t("noTeam")) : r.key || "–";
       body.appendChild(el("tr", { "data-key": r.key },
-        el("td", { text: r.key || "–" }), el("td", { text: String(r.evaluations) }),
+        el("td", { text: label }), el("td", { text: String(r.evaluations) }),
         el("td", { text: score(r.average_score) }), el("td", { "data-testid": "fatal-rate", text: pct(r.fatal_error_rate) })));
     });
   }
@@ -330,7 +332,13 @@
     $("card-avg").textContent = n ? score(card.total.average_score) : "–";
     $("card-fatal").textContent = n ? pct(card.total.fatal_error_rate) : "–";
     lines("card-agents", card.agents);
-    lines("card-teams", card.teams);
+    var byTeam = card.team_by === "team";
+    // The directory's teams when the tenant has them, else the queues.
+    ["card-team-head", "c-team-label"].forEach(function (id) {
+      $(id).setAttribute("data-i18n", byTeam ? "team" : "qaTeam");
+      $(id).textContent = t(byTeam ? "team" : "qaTeam");
+    });
+    lines("card-teams", card.teams, byTeam ? card.team_names : null);
     chart(card.days);
   }
 

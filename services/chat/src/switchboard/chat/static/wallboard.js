@@ -345,21 +345,61 @@
     });
     // By their state on the board: available means free to take a contact now (the server
     // counts an available agent with open contacts or an outstanding offer as busy).
+    var shown = teamFilter(s);
     var counts = {};
-    s.agents.forEach(function (a) { counts[a.state] = (counts[a.state] || 0) + 1; });
+    shown.forEach(function (a) { counts[a.state] = (counts[a.state] || 0) + 1; });
     var states = $("wb-states");
     clear(states);
     stateBars(states, counts);
     var agents = $("wb-agents");
     clear(agents);
-    s.agents.forEach(function (a) {
-      agents.appendChild(el("tr", {},
-        el("td", { text: a.name || a.agent_id }),
-        el("td", { cls: "state-" + a.state, text: t(a.state) + (a.reason ? " — " + a.reason : "") }),
-        el("td", { text: String(a.active) }),
-        el("td", { text: a.since ? secs((Date.now() - a.since) / 1000) : "" })));
+    // Under their team (the directory's), when the tenant has teams.
+    var groups = (s.teams || []).map(function (tm) { return { id: tm.id, name: tm.name }; });
+    groups.push({ id: "", name: t("noTeam") });
+    groups.forEach(function (g) {
+      var members = shown.filter(function (a) { return (a.team || "") === g.id; });
+      if (!members.length) return;
+      if ((s.teams || []).length) {
+        agents.appendChild(el("tr", { cls: "team-row", "data-team": g.id }, el("th", { colspan: "4", text: g.name })));
+      }
+      members.forEach(function (a) {
+        agents.appendChild(el("tr", { "data-agent": a.agent_id, "data-team": a.team || "" },
+          el("td", { text: a.name || a.agent_id }),
+          el("td", { cls: "state-" + a.state, text: t(a.state) + (a.reason ? " — " + a.reason : "") }),
+          el("td", { text: String(a.active) }),
+          el("td", { text: a.since ? secs((Date.now() - a.since) / 1000) : "" })));
+      });
     });
   }
+
+  // The agents shown: a team lead's own team by default, every agent for a supervisor; the
+  // picker changes it (its choice kept while the page is open).
+  function teamFilter(s) {
+    var teams = s.teams || [];
+    var box = $("wb-team-filter"), select = $("wb-team");
+    box.hidden = !teams.length;
+    if (!teams.length) return s.agents;
+    if (state.team === undefined) state.team = (s.my_teams || [])[0] || "*";
+    if (state.team !== "*" && state.team !== "" && !teams.some(function (tm) { return tm.id === state.team; })) state.team = "*";
+    var shape = JSON.stringify([teams, window.SBI18n.current()]);
+    if (select.getAttribute("data-shape") !== shape) {
+      select.setAttribute("data-shape", shape);
+      clear(select);
+      select.appendChild(el("option", { value: "*", text: t("allTeams") }));
+      teams.forEach(function (tm) {
+        var mine = (s.my_teams || []).indexOf(tm.id) >= 0;
+        select.appendChild(el("option", { value: tm.id, text: tm.name + (mine ? " ★" : "") }));
+      });
+      select.appendChild(el("option", { value: "", text: t("noTeam") }));
+    }
+    select.value = state.team;
+    if (state.team === "*") return s.agents;
+    return s.agents.filter(function (a) { return (a.team || "") === state.team; });
+  }
+  $("wb-team").addEventListener("change", function () {
+    state.team = $("wb-team").value;
+    if (state.last) render(state.last);
+  });
 
   function gauge(sl, target) {
     var g = $("wb-gauge");
