@@ -418,6 +418,9 @@ async def test_teams_are_set_by_admins_seen_by_supervisors_audited_and_kept_per_
     assert directory.load_text(exported) == chat_pair[0].inbox.directory.tenant("demo")  # type: ignore[union-attr]
     assert directory.load_text(exported).team_map("demo") == {"ko-1": "ko-team"}
     audit = (await one.call("GET", "/api/admin/audit", token=sup))[1]["entries"]
+    # One record per stored change, however often the log is read (no late duplicates).
+    audit = (await two.call("GET", "/api/admin/audit", token=sup))[1]["entries"]
+    assert [(e["version"], e["action"]) for e in audit] == [(2, "agent.edit"), (1, "teams.set")]
     by_version = {e["version"]: e for e in audit}
     assert [by_version[v]["action"] for v in (1, 2)] == ["teams.set", "agent.edit"], audit
     assert by_version[1]["changes"]["teams"] == teams and by_version[1]["actor"] == "boss"

@@ -44,7 +44,7 @@ AUDIT_MAX_AGE_SECONDS = 400 * 24 * 3600  # the audit outlives a year's reviews
 STALE = "changed by someone else meanwhile: reload and make the change again"
 AUDIT_HEADER = "Switchboard-Audit"
 # The actions that are the agents bucket's changes (their version is the bucket's revision).
-AGENT_ACTIONS = ("agent.", "codes.")
+AGENT_ACTIONS = ("agent.", "codes.", "oidc.", "teams.")
 
 Changed = Callable[[str, str, int], Awaitable[None] | None]
 
