@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -290,6 +291,78 @@ async def test_the_journal_replays_to_the_same_decisions(desk: Desk) -> None:
     assert {cid: (c.status, c.agent_id) for cid, c in replica.engine.contacts.items()} == {
         cid: (c.status, c.agent_id) for cid, c in desk.router.engine.contacts.items()
     }
+
+
+class SendingBus(FakeBus):
+    """A FakeBus that also keeps every event it was handed, acknowledged or not (what went out
+    on the wire)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Any] = []
+
+    async def publish_async(self, event: Any, traceparent: str = "") -> asyncio.Future[bool]:
+        self.sent.append(event)
+        return await super().publish_async(event, traceparent)
+
+
+async def held_offer(desk: Desk, agent_id: str) -> tuple[router_pb2.Offer, asyncio.Task[str]]:
+    """Deliver c1 with JetStream holding back every event's ack: the offer on the agent's
+    stream, and the contact event's delivery (not yet settled)."""
+    desk.bus.hold = asyncio.Event()
+    delivery = asyncio.ensure_future(desk.bus.deliver(created("c1", event_id="ev-c1")))
+    offer = await asyncio.wait_for(desk.streams[agent_id].get(), 10)
+    assert offer is not None
+    return offer, delivery
+
+
+async def test_the_offer_reaches_the_agent_while_its_events_wait_for_their_acks(
+    desk: Desk,
+) -> None:
+    """Once the journal holds the decision, the offer goes out; the events' acks are awaited
+    beside it, and the contact event is acknowledged only once they came."""
+    await desk.agent("ko-1", {"ko": 4})
+
+    offer, delivery = await held_offer(desk, "ko-1")
+
+    assert offer.contact.contact_id == "c1"
+    assert desk.journal.calls()[-1] == "add_contact"
+    assert desk.bus.of(events_pb2.ContactOffered) == []  # sent, not yet acknowledged
+    assert not delivery.done()
+    assert desk.bus.hold is not None
+    desk.bus.hold.set()
+    assert await delivery == FakeBus.ACK
+    assert desk.offered() == [("c1", "ko-1")]
+    assert desk.router.leader
+
+
+async def test_events_lost_after_the_offer_are_published_once_by_recovery(desk: Desk) -> None:
+    """The leader dies after the journal acknowledged the entry and the offer reached the agent,
+    before JetStream stored the events: recovery from the journal publishes them with the same
+    event ids, so the old leader's copies, if they land after all, are dropped as duplicates."""
+    desk.bus = desk.router.notifier.bus = sending = SendingBus()  # type: ignore[assignment]
+    nats_consumer.subscribe(sending, desk.router, "router")  # type: ignore[arg-type]
+    await desk.agent("ko-1", {"ko": 4})
+
+    offer, delivery = await held_offer(desk, "ko-1")
+    delivery.cancel()  # the leader is gone: its acks never come, the event is not acknowledged
+    lost = [e for e in sending.sent if isinstance(e, events_pb2.ContactOffered)]
+    assert [e.offer_id for e in lost] == [offer.offer_id]
+
+    bus = FakeBus()
+    recovered = Router(new_engine(), RoutingNotifier(bus), MemoryJournal())  # type: ignore[arg-type]
+    for entry in desk.journal.entries:
+        recovered.apply_entry(entry)
+    await recovered.republish_recent()
+    for event in sending.sent:  # the old leader's copies arrive late
+        await bus.publish(event)
+
+    assert recovered.divergences == 0
+    assert [(e.contact_id, e.offer_id) for e in bus.of(events_pb2.ContactOffered)] == [
+        ("c1", offer.offer_id)
+    ]
+    assert [e.contact_id for e in bus.of(events_pb2.ContactQueued)] == ["c1"]
+    assert recovered.engine.offers[offer.offer_id].agent_id == "ko-1"
 
 
 async def test_the_composition_root_runs_on_the_adapters_it_is_given() -> None:

@@ -151,6 +151,7 @@ class Router:
         self._committer: asyncio.Future[None] | None = None
         self._writing: asyncio.Future[Any] | None = None  # the journal entry being written
         self._completed: asyncio.Future[None] | None = None  # the last batch's completion
+        self._delivered: asyncio.Future[None] | None = None  # the last batch's offers delivered
         self._term = 0  # bumped at every step-down: a publication of an older term is dropped
         self._recent: deque[tuple[float, eng.Effect]] = deque(maxlen=REPUBLISH)
         self.entries_since_snapshot = 0
@@ -179,8 +180,10 @@ class Router:
         while one journal entry is being written, the inputs that arrive meanwhile wait, and are
         then decided together in one engine pass and written as the next entry. An input's
         events go out only once JetStream has its journal entry, in decision order, so nothing
-        is ever published that a replay of the journal would not decide again; its offers are
-        delivered, and the call returns, once JetStream has acknowledged its events.
+        is ever published that a replay of the journal would not decide again. Its offers are
+        delivered once its journal entry is acknowledged and its events are sent (recovery
+        publishes again what a dead leader had not got acknowledged); the call returns once
+        JetStream has acknowledged its events too.
 
         A caller may stop waiting (a gRPC deadline cancels its handler), but an input once
         queued is carried through to the end: cancelled half-way, the engine would have decided
@@ -273,9 +276,13 @@ class Router:
                 self._publish_in_order(self._published, written, decided, self._term)
             )
             self._published = publication
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._completed = asyncio.ensure_future(
-            self._complete(decided, publication, self._completed)
+            self._complete(
+                decided, publication, self._delivered, delivered, self._completed, self._term
+            )
         )
+        self._delivered = delivered
 
     def _unavailable(self) -> str | None:
         if not self.leader:
@@ -289,17 +296,35 @@ class Router:
         self,
         decided: list[_Decided],
         publication: asyncio.Future[list[asyncio.Future[Any]]],
+        previous_delivered: asyncio.Future[None] | None,
+        delivered: asyncio.Future[None],
         previous: asyncio.Future[None] | None,
+        term: int,
     ) -> None:
-        """Once a batch's events are acknowledged: its offers go to the agents' streams and its
-        callers get their results, after the batch before it."""
+        """Carry a batch through to its agents and its callers.
+
+        Its offers go to the agents' streams as soon as JetStream has its journal entry and its
+        events are sent (after the batch before it's offers): the journal makes the decision
+        durable, and a router that dies before the events are acknowledged publishes them again
+        when it recovers (`republish_recent`, with the same event ids, so JetStream keeps each
+        once). Its callers get their results, and its contact events are acknowledged, only
+        once JetStream has acknowledged its events too, after the batch before it."""
+        try:
+            if previous_delivered is not None:
+                await asyncio.wait({previous_delivered})
+            try:
+                acks = await publication
+            except Exception as exc:
+                _fail(decided, str(exc) if isinstance(exc, Unavailable) else "try again")
+                return
+            if term == self._term:  # a replica that stepped down delivers nothing more
+                for d in decided:
+                    self._deliver(d.effects, d.at)
+                self._wake.set()
+        finally:
+            delivered.set_result(None)
         if previous is not None:
             await asyncio.wait({previous})
-        try:
-            acks = await publication
-        except Exception as exc:
-            _fail(decided, str(exc) if isinstance(exc, Unavailable) else "try again")
-            return
         if acks:
             outcomes = await asyncio.gather(*acks, return_exceptions=True)
             failed = [o for o in outcomes if isinstance(o, BaseException)]
@@ -308,9 +333,6 @@ class Router:
                 self.step_down(f"publishing decisions failed: {failed[0]!r}")
                 _fail(decided, "the router could not publish its decision; try again")
                 return
-        for d in decided:
-            self._deliver(d.effects, d.at)
-        self._wake.set()
         for d in decided:
             if not d.item.outcome.done():
                 d.item.outcome.set_result(d.result)
@@ -597,6 +619,7 @@ class Router:
         self._published = None
         self._writing = None
         self._completed = None
+        self._delivered = None
         self.entries_since_snapshot = 0
 
     async def republish_recent(self) -> None:
