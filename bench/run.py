@@ -22,7 +22,7 @@ from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.tls import grpc_tls
 
 # Each part's module has `async def run(work, nats_url) -> dict[str, float]` and measures its own
-# raw baseline in the same run. BENCH_ONLY=router,chat runs a subset.
+# raw baseline in the same run. BENCH_ONLY=router,chat runs a subset (and nothing else).
 PARTS = (
     "case_store",
     "case_pair",
@@ -41,6 +41,14 @@ RAW_MESSAGES = int(os.environ.get("BENCH_RAW_MESSAGES", "20000"))
 
 
 async def main() -> dict[str, object]:
+    if os.environ.get("BENCH_ONLY"):  # the named parts alone: no end-to-end or raw transports
+        with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
+            server = NatsServer(Path(tmp) / "nats").start()
+            try:
+                parts = await run_parts(Path(tmp), server.url)
+            finally:
+                server.stop()
+        return {"when": _now(), "machine": _machine(), "parts": parts}
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
         work = Path(tmp)
         server = NatsServer(work / "nats").start()
@@ -68,8 +76,8 @@ async def main() -> dict[str, object]:
         finally:
             server.stop()
     return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "when": _now(),
+        "machine": _machine(),
         "raw": {
             "jetstream_publish_consume_msgs_per_s": raw_js,
             "grpc_stream_msgs_per_s": raw_grpc["msgs_per_s"],
@@ -96,6 +104,14 @@ async def main() -> dict[str, object]:
             "secured_over_plain_offer_p99": e2e_secured["offer_p99_ms"] / e2e["offer_p99_ms"],
         },
     }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _machine() -> dict[str, object]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version()}
 
 
 async def run_parts(work: Path, nats_url: str) -> dict[str, dict[str, float]]:
@@ -197,7 +213,8 @@ def table(r: dict[str, dict[str, float]]) -> str:
 
 if __name__ == "__main__":
     results = asyncio.run(main())
-    print(table(results))  # type: ignore[arg-type]
+    if "end_to_end" in results:
+        print(table(results))  # type: ignore[arg-type]
     print(parts_table(results["parts"]))  # type: ignore[arg-type]
     Path("bench-results.json").write_text(json.dumps(results, indent=2) + "\n")
     print("written to bench-results.json")

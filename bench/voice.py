@@ -41,26 +41,35 @@ import time
 import uuid
 from typing import Any
 
+from bench.stats import percentile
 from switchboard.testing.ports import free_tcp_and_udp_port
 
-STEPS = tuple(int(n) for n in os.environ.get("BENCH_VOICE_STEPS", "50,100,200,400,800").split(","))
+SIP_START = int(os.environ.get("BENCH_VOICE_START", "50"))  # calls at the gateway's first step
+SIP_CAP = int(os.environ.get("BENCH_VOICE_CAP", "800"))
 WINDOW = float(os.environ.get("BENCH_VOICE_WINDOW_SECONDS", "3"))
 WARMUP = 2.0  # after a step's calls are placed: socket backlogs drain, the menu is passed
 SETUP_LIMIT = 8.0  # seconds to place one step's calls; past it the step fails
-BUDGET = float(os.environ.get("BENCH_VOICE_BUDGET_SECONDS", "45"))  # no new step after this
+SIP_STEP_SECONDS = 16.0  # a gateway step's allowance: calls placed or hung up, warm-up, window
 PPS = 50  # 20 ms frames
+PERIOD = 1 / PPS
+FRAME_SAMPLES = 160  # G.711 at 8 kHz: one 20 ms frame
+LATE_AFTER = 0.020  # a relayed packet arriving later than this behind its schedule is late
 SUSTAINED = 0.95
 NUMBER = "+15550100"  # the default plan's English hotline: a topic menu, then the queue
 TOPIC_KEY = 1  # DTMF event for "1" (billing), typed ahead during the welcome prompt
 SECRET = "switchboard-bench-secret"
 RECORDED_CALLS = int(os.environ.get("BENCH_VOICE_RECORDED_CALLS", "50"))
-REPETITIONS = int(os.environ.get("BENCH_VOICE_REPETITIONS", "5"))  # recorded/unrecorded pairs
-CONCURRENT_STEPS = tuple(
-    int(n)
-    for n in os.environ.get("BENCH_VOICE_CONCURRENT_STEPS", "25,50,100,150,200,300,400,600").split(
-        ","
-    )
+REPETITIONS = int(os.environ.get("BENCH_VOICE_REPETITIONS", "3"))  # recorded/unrecorded pairs
+CONCURRENT_START = int(os.environ.get("BENCH_VOICE_CONCURRENT_START", "25"))
+CONCURRENT_CAP = int(os.environ.get("BENCH_VOICE_CONCURRENT_CAP", "1600"))
+BISECT_STEPS = int(os.environ.get("BENCH_VOICE_BISECT_STEPS", "4"))  # after the first failure
+RAMP_WINDOW = float(os.environ.get("BENCH_VOICE_RAMP_WINDOW_SECONDS", "2"))
+RELAY_STEP_SECONDS = 8.0  # a relay step's allowance: processes started, warm-up, window, close
+LATE_SHARE = 0.01  # of the relayed packets, at most this many more than 20 ms behind schedule
+CONCURRENT_MEDIA_PATH = (
+    "the gateway's RTP relay (MediaEngine legs bridged in pairs) in its own process"
 )
+JITTER_P99_MS = float(os.environ.get("BENCH_VOICE_JITTER_P99_MS", "20"))  # one frame
 SENDER_STREAMS = 100  # streams per sender process: the senders keep pace, not the relay's limit
 CPU_SATURATED = 0.9  # of one core: past it the relay process is saturated
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -276,10 +285,45 @@ async def _load(gateway_port: int, conn: Any) -> None:
             rejected[call.status] = rejected.get(call.status, 0) + 1
             rtp.transport.close()  # type: ignore[union-attr]
 
+    async def hang_up(ending: list[_Call]) -> dict[str, int]:
+        byes = 0
+        for _ in range(5):  # timer E-style retransmission of unanswered BYEs
+            waiting = [c for c in ending if not c.bye_done.done()]
+            if not waiting:
+                break
+            for i, call in enumerate(waiting):
+                sip.bye(call)
+                byes += 1
+                if i % 50 == 49:
+                    await asyncio.sleep(0.01)
+            await asyncio.wait([c.bye_done for c in waiting], timeout=1.0)
+        answered = [c.bye_done.result() for c in ending if c.bye_done.done()]
+        for call in ending:
+            if call.rtp.transport is not None:
+                call.rtp.transport.close()
+        return {
+            "calls": len(ending),
+            "byes_answered": len(answered),
+            "byes_200": answered.count(200),
+            "byes_sent": byes,
+        }
+
     try:
         while True:
             command, arg = await asyncio.to_thread(conn.recv)
-            if command == "calls":
+            if command == "calls" and arg[0] < len(calls):  # fewer: the latest calls hang up
+                ending = calls[arg[0] :]
+                del calls[arg[0] :]
+                conn.send(
+                    {
+                        "answered": len(calls),
+                        "rejected": {},
+                        "setup_s": 0.0,
+                        "invite_retransmits": 0,
+                        "hung_up": await hang_up(ending),
+                    }
+                )
+            elif command == "calls":
                 total, limit = arg
                 want = int(total) - len(calls)
                 before = dict(rejected)
@@ -319,29 +363,7 @@ async def _load(gateway_port: int, conn: Any) -> None:
             elif command == "bye":
                 break
     finally:
-        byes = 0
-        for _ in range(5):  # timer E-style retransmission of unanswered BYEs
-            waiting = [c for c in calls if not c.bye_done.done()]
-            if not waiting:
-                break
-            for i, call in enumerate(waiting):
-                sip.bye(call)
-                byes += 1
-                if i % 50 == 49:
-                    await asyncio.sleep(0.01)
-            await asyncio.wait([c.bye_done for c in waiting], timeout=1.0)
-        answered = [c.bye_done.result() for c in calls if c.bye_done.done()]
-        conn.send(
-            {
-                "calls": len(calls),
-                "byes_answered": len(answered),
-                "byes_200": answered.count(200),
-                "byes_sent": byes,
-            }
-        )
-        for call in calls:
-            if call.rtp.transport is not None:
-                call.rtp.transport.close()
+        conn.send(await hang_up(calls))
         sip.transport.close()  # type: ignore[union-attr]
 
 
@@ -352,13 +374,54 @@ def _load_process(gateway_port: int, conn: Any) -> None:
 # ---- the raw baseline (its own process) --------------------------------------------------------
 
 
-class _Sender(asyncio.DatagramProtocol):
-    """A stream's socket: sends its frames, counts what comes back (the relay's other leg)."""
+class Jitter:
+    """RFC 3550 section 6.4.1 interarrival jitter of one stream, in RTP timestamp units (8 kHz):
+    D(i-1,i) = (Rj - Ri) - (Sj - Si) for consecutive packets, J += (|D| - J) / 16; arrivals
+    are converted to timestamp units from seconds."""
 
-    received = 0
+    def __init__(self, clock_rate: int = 8000) -> None:
+        self.clock_rate = clock_rate
+        self.jitter = 0.0
+        self._transit: float | None = None
+
+    def update(self, arrival_s: float, rtp_timestamp: int) -> float:
+        transit = arrival_s * self.clock_rate - rtp_timestamp
+        if self._transit is not None:
+            d = abs(transit - self._transit)
+            self.jitter += (d - self.jitter) / 16
+        self._transit = transit
+        return self.jitter
+
+    @property
+    def ms(self) -> float:
+        return self.jitter * 1000 / self.clock_rate
+
+
+class _Sender(asyncio.DatagramProtocol):
+    """A stream's socket: sends its frames, counts what comes back (the relay's other leg), with
+    the interarrival jitter of what comes back and the packets arriving more than LATE_AFTER
+    behind their schedule (the 20 ms tick their RTP timestamp was due to be sent on)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.late = 0
+        self.jitter = Jitter()
+        self.first_due = 0.0  # the tick RTP timestamp 160 was due on (timestamps start at 0)
+        self.clock = time.monotonic
+
+    def reset(self) -> None:
+        self.received = self.late = 0
+        self.jitter = Jitter()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
+        if len(data) < 12:
+            return
+        now = self.clock()
+        ts = struct.unpack_from("!I", data, 4)[0]
+        self.jitter.update(now, ts)
+        if now - (self.first_due + (ts / FRAME_SAMPLES - 1) * PERIOD) > LATE_AFTER:
+            self.late += 1
 
 
 async def _raw(ports: list[int], conn: Any, window: float) -> None:
@@ -375,14 +438,23 @@ async def _raw(ports: list[int], conn: Any, window: float) -> None:
         streams.append([transport, ("127.0.0.1", port), 0, 0])
         protocols.append(protocol)
     sent = late = 0
-    frame = bytes([0xFF]) * 160
-    period = 0.02
+    frame = bytes([0xFF]) * FRAME_SAMPLES
+    period = PERIOD
     due = loop.time()
     start = loop.time()
     phase = 0
+    for protocol in protocols:
+        protocol.clock = loop.time
+        protocol.first_due = due + period
 
-    def counts() -> dict[str, int]:
-        return {"sent": sent, "received": sum(p.received for p in protocols), "late_ticks": late}
+    def counts() -> dict[str, Any]:
+        return {
+            "sent": sent,
+            "received": sum(p.received for p in protocols),
+            "late_ticks": late,
+            "late_packets": sum(p.late for p in protocols),
+            "jitter_ms": [p.jitter.ms for p in protocols],
+        }
 
     while True:
         due += period
@@ -402,7 +474,7 @@ async def _raw(ports: list[int], conn: Any, window: float) -> None:
         if phase == 0 and elapsed >= WARMUP:
             sent = 0
             for protocol in protocols:
-                protocol.received = 0
+                protocol.reset()
             conn.send("started")
             phase = 1
         elif phase == 1 and window and elapsed >= WARMUP + window:
@@ -414,13 +486,18 @@ async def _raw(ports: list[int], conn: Any, window: float) -> None:
                 break
             sent = late = 0  # "reset"
             for protocol in protocols:
-                protocol.received = 0
+                protocol.reset()
     for stream in streams:
         stream[0].close()
 
 
-def _raw_process(ports: list[int], conn: Any, window: float) -> None:
-    asyncio.run(_raw(ports, conn, window))
+def _raw_process(ports: list[int] | None, conn: Any, window: float) -> None:
+    """`ports`: one run; None: a run for each list of ports received, until None."""
+    if ports is not None:
+        asyncio.run(_raw(ports, conn, window))
+        return
+    while (ports := conn.recv()) is not None:
+        asyncio.run(_raw(ports, conn, 0))
 
 
 async def _raw_baseline(n: int) -> dict[str, float]:
@@ -520,54 +597,92 @@ def _relay_process(conn: Any) -> None:
     asyncio.run(_relay(conn))
 
 
-async def _relayed(n: int, recorded: bool, window: float = WINDOW) -> dict[str, float]:
-    """`n` calls relayed both ways at 50 packets/s by a fresh relay process, fed by sender
-    processes of at most SENDER_STREAMS streams each; the relay's CPU per call-second (recorded:
-    the closing and sealing of each recording included, per recorded second), its CPU
-    utilisation, and the share of the packets sent in the window that came back relayed."""
-    ctx = multiprocessing.get_context("spawn")
-    conn, child = ctx.Pipe()
-    relay = ctx.Process(target=_relay_process, args=(child,))
-    relay.start()
-    senders: list[tuple[Any, Any]] = []
+class _Rig:
+    """Sender processes of SENDER_STREAMS streams each, kept from step to step, and a relay
+    process: fresh for every step (`fresh_relay`), or kept with its legs closed between steps.
+    Starting processes takes seconds on a busy machine; the measures never include it."""
 
-    async def ask(command: str, arg: Any = None) -> Any:
-        conn.send((command, arg))
-        return await asyncio.wait_for(asyncio.to_thread(conn.recv), 120)
+    def __init__(self, fresh_relay: bool) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.fresh_relay = fresh_relay
+        self.senders: list[tuple[Any, Any]] = []
+        self.relay: Any = None
+        self.conn: Any = None
 
-    try:
-        ports = await ask("open", (n, recorded))
-        for i in range(0, len(ports), SENDER_STREAMS):
-            parent, end = ctx.Pipe()
-            proc = ctx.Process(target=_raw_process, args=(ports[i : i + SENDER_STREAMS], end, 0))
+    def senders_for(self, streams: int) -> list[tuple[Any, Any]]:
+        wanted = -(-streams // SENDER_STREAMS)
+        while len(self.senders) < wanted:
+            parent, end = self.ctx.Pipe()
+            proc = self.ctx.Process(target=_raw_process, args=(None, end, 0))
             proc.start()
-            senders.append((proc, parent))
-        for _, parent in senders:  # "started": each past its warm-up
-            await asyncio.wait_for(asyncio.to_thread(parent.recv), 60)
-        for _, parent in senders:  # the window begins for all at once
-            parent.send("reset")
-        cpu0, t0 = await ask("cpu"), time.monotonic()
-        await asyncio.sleep(window)
-        cpu1, t1 = await ask("cpu"), time.monotonic()
-        for _, parent in senders:
-            parent.send("stop")
-        ended = [await asyncio.wait_for(asyncio.to_thread(p.recv), 60) for _, p in senders]
-        end_cpu, seconds = await ask("close")
-        conn.send(("stop", None))
-    finally:
-        for proc, _ in senders:
+            self.senders.append((proc, parent))
+        return self.senders[:wanted]
+
+    async def ask(self, command: str, arg: Any = None) -> Any:
+        if self.relay is None:
+            self.conn, child = self.ctx.Pipe()
+            self.relay = self.ctx.Process(target=_relay_process, args=(child,))
+            self.relay.start()
+        self.conn.send((command, arg))
+        return await asyncio.wait_for(asyncio.to_thread(self.conn.recv), 120)
+
+    async def stop_relay(self) -> None:
+        if self.relay is None:
+            return
+        with contextlib.suppress(OSError):
+            self.conn.send(("stop", None))
+        await asyncio.to_thread(self.relay.join, 10)
+        if self.relay.is_alive():
+            self.relay.terminate()
+        self.relay = None
+
+    async def close(self) -> None:
+        await self.stop_relay()
+        for proc, parent in self.senders:
+            with contextlib.suppress(OSError):
+                parent.send(None)
             await asyncio.to_thread(proc.join, 10)
             if proc.is_alive():
                 proc.terminate()
-        await asyncio.to_thread(relay.join, 10)
-        if relay.is_alive():
-            relay.terminate()
+        self.senders = []
+
+
+async def _relayed(rig: _Rig, n: int, recorded: bool, window: float = WINDOW) -> dict[str, float]:
+    """`n` calls relayed both ways at 50 packets/s by the rig's relay process, fed by its sender
+    processes; the relay's CPU per call-second (recorded: the closing and sealing of each
+    recording included, per recorded second), its CPU utilisation, the share of the packets
+    sent in the window that came back relayed, the share of those late, and the streams'
+    interarrival jitter."""
+    try:
+        ports = await rig.ask("open", (n, recorded))
+        senders = rig.senders_for(len(ports))
+        for i, (_, parent) in enumerate(senders):
+            parent.send(ports[i * SENDER_STREAMS : (i + 1) * SENDER_STREAMS])
+        for _, parent in senders:  # "started": each past its warm-up
+            await asyncio.wait_for(asyncio.to_thread(parent.recv), 120)
+        for _, parent in senders:  # the window begins for all at once
+            parent.send("reset")
+        cpu0, t0 = await rig.ask("cpu"), time.monotonic()
+        await asyncio.sleep(window)
+        cpu1, t1 = await rig.ask("cpu"), time.monotonic()
+        for _, parent in senders:
+            parent.send("stop")
+        ended = [await asyncio.wait_for(asyncio.to_thread(p.recv), 60) for _, p in senders]
+        end_cpu, seconds = await rig.ask("close")
+    finally:
+        if rig.fresh_relay:
+            await rig.stop_relay()
     sent = sum(e["sent"] for e in ended)
+    received = sum(e["received"] for e in ended)
+    jitters = [j for e in ended for j in e["jitter_ms"]]
     relay_ms = (cpu1 - cpu0) * 1000 / (n * (t1 - t0))
     return {
         "cpu_ms_per_call_s": relay_ms + (end_cpu * 1000 / seconds if seconds else 0.0),
         "cpu_util": (cpu1 - cpu0) / (t1 - t0),
-        "delivered": sum(e["received"] for e in ended) / sent if sent else 0.0,
+        "delivered": received / sent if sent else 0.0,
+        "late_share": sum(e["late_packets"] for e in ended) / received if received else 1.0,
+        "jitter_p50_ms": percentile(jitters, 50),
+        "jitter_p99_ms": percentile(jitters, 99),
         "sender_late_ticks": float(sum(e["late_ticks"] for e in ended)),
     }
 
@@ -578,14 +693,18 @@ async def _recording_cost() -> dict[str, float]:
     medians."""
     plain: list[float] = []
     recorded: list[float] = []
-    for _ in range(REPETITIONS):
-        plain.append((await _relayed(RECORDED_CALLS, False))["cpu_ms_per_call_s"])
-        recorded.append((await _relayed(RECORDED_CALLS, True))["cpu_ms_per_call_s"])
-        print(
-            f"voice bench relay: unrecorded {plain[-1]:.3f} recorded {recorded[-1]:.3f} "
-            "ms per call-second",
-            file=sys.stderr,
-        )
+    rig = _Rig(fresh_relay=True)
+    try:
+        for _ in range(REPETITIONS):
+            plain.append((await _relayed(rig, RECORDED_CALLS, False))["cpu_ms_per_call_s"])
+            recorded.append((await _relayed(rig, RECORDED_CALLS, True))["cpu_ms_per_call_s"])
+            print(
+                f"voice bench relay: unrecorded {plain[-1]:.3f} recorded {recorded[-1]:.3f} "
+                "ms per call-second",
+                file=sys.stderr,
+            )
+    finally:
+        await rig.close()
     ratios = [r / p for p, r in zip(plain, recorded, strict=True)]
     return {
         "voice_bridged_cpu_ms_per_call_s": statistics.median(plain),
@@ -595,28 +714,104 @@ async def _recording_cost() -> dict[str, float]:
     }
 
 
+class Ramp:
+    """The most calls that pass, within a bounded number of steps: doubling from `start` until a
+    step fails (or `cap` passes), then halving the gap between the last passing and the first
+    failing step until it is within `resolution` of the passing count (at least one call) or the
+    steps run out. Steps are never repeated. `budget_s`, if given, ends the search early (the
+    wall-clock allowance of the steps planned, so that a slow machine still finishes)."""
+
+    def __init__(
+        self, start: int, cap: int, max_steps: int, resolution: float = 0.1, budget_s: float = 0
+    ) -> None:
+        self.start, self.cap, self.max_steps = start, cap, max_steps
+        self.resolution, self.budget_s = resolution, budget_s
+        self.best = 0
+        self.failing = 0
+        self.tried: list[tuple[int, bool]] = []
+
+    def next(self, elapsed_s: float = 0.0) -> int | None:
+        if len(self.tried) >= self.max_steps:
+            return None
+        if self.tried and self.budget_s and elapsed_s > self.budget_s:
+            return None
+        if not self.tried:
+            return self.start
+        if not self.failing:
+            if self.best >= self.cap:
+                return None
+            return min(self.best * 2, self.cap)
+        gap = self.failing - self.best
+        if gap <= max(1, int(self.best * self.resolution)):
+            return None
+        return self.best + gap // 2 if self.best else max(1, self.failing // 2)
+
+    def record(self, n: int, passed: bool) -> None:
+        self.tried.append((n, passed))
+        if passed:
+            self.best = max(self.best, n)
+        else:
+            self.failing = n if not self.failing else min(self.failing, n)
+
+
+def _ramp_steps(start: int, cap: int, bisect: int) -> int:
+    """Steps to plan for: `start` doubled up to `cap`, then `bisect` halvings of the gap."""
+    n, count = start, 1
+    while n < cap:
+        n, count = min(n * 2, cap), count + 1
+    return count + bisect
+
+
+def _keeps_up(step: dict[str, float]) -> bool:
+    """A relay step passes while SUSTAINED of the packets come back, its process stays under
+    CPU_SATURATED of a core, at most LATE_SHARE of the relayed packets arrive more than 20 ms
+    behind schedule and the p99 of the streams' interarrival jitter is within JITTER_P99_MS."""
+    return (
+        step["delivered"] >= SUSTAINED
+        and step["cpu_util"] <= CPU_SATURATED
+        and step["late_share"] <= LATE_SHARE
+        and step["jitter_p99_ms"] <= JITTER_P99_MS
+    )
+
+
 async def _concurrent(recorded: bool) -> dict[str, float]:
-    """The most simultaneous calls one relay process keeps up with: calls are stepped up
-    (CONCURRENT_STEPS) until fewer than SUSTAINED of the packets sent come back relayed or the
-    relay's process is saturated (CPU_SATURATED of a core)."""
-    best, failing, util, cost = 0, 0, 0.0, float("nan")
-    for n in CONCURRENT_STEPS:
-        box0 = _machine_busy()
-        step = await _relayed(n, recorded)
-        box1 = _machine_busy()
-        step["machine_busy"] = (box1[0] - box0[0]) / (box1[1] - box0[1])
-        kind = "recorded" if recorded else "unrecorded"
-        print(f"voice bench concurrent {kind} calls {n}: {step}", file=sys.stderr)
-        if step["delivered"] < SUSTAINED or step["cpu_util"] > CPU_SATURATED:
-            failing = n
-            break
-        best, util, cost = n, step["cpu_util"], step["cpu_ms_per_call_s"]
+    """The most simultaneous calls one relay process keeps up with (`_keeps_up`), by a `Ramp`
+    from CONCURRENT_START to CONCURRENT_CAP calls."""
+    steps = _ramp_steps(CONCURRENT_START, CONCURRENT_CAP, BISECT_STEPS)
+    ramp = Ramp(CONCURRENT_START, CONCURRENT_CAP, steps, budget_s=steps * RELAY_STEP_SECONDS)
+    kind = "recorded" if recorded else "unrecorded"
+    at: dict[int, dict[str, float]] = {}
+    began = time.monotonic()
+    rig = _Rig(fresh_relay=False)  # one relay process for the ramp, as a gateway has one
+    try:
+        while (n := ramp.next(time.monotonic() - began)) is not None:
+            box0 = _machine_busy()
+            step = await _relayed(rig, n, recorded, RAMP_WINDOW)
+            box1 = _machine_busy()
+            step["machine_busy"] = (box1[0] - box0[0]) / (box1[1] - box0[1])
+            passed = _keeps_up(step)
+            ramp.record(n, passed)
+            at[n] = step
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in step.items())
+            print(
+                f"voice bench concurrent {kind} calls {n}: {'pass' if passed else 'FAIL'}: {shown}",
+                file=sys.stderr,
+            )
+    finally:
+        await rig.close()
+    best = at.get(ramp.best, {})
     return {
-        "calls": float(best),
-        "first_failing": float(failing),
-        "cpu_util": util,
+        "calls": float(ramp.best),
+        "first_failing": float(ramp.failing),
+        "steps": float(len(ramp.tried)),
+        "seconds": time.monotonic() - began,
+        "cpu_util": best.get("cpu_util", 0.0),
+        "cpu_ms_per_call_s": best.get("cpu_ms_per_call_s", float("nan")),
+        "jitter_p99_ms": best.get("jitter_p99_ms", float("nan")),
+        "late_share": best.get("late_share", float("nan")),
+        "delivered": best.get("delivered", 0.0),
         # What a core of its own would hold at the CPU per call-second measured at `calls`.
-        "per_core": 1000 / cost if best else 0.0,
+        "per_core": 1000 / best["cpu_ms_per_call_s"] if best else 0.0,
     }
 
 
@@ -690,7 +885,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     conn: Any = None
     steps: list[dict[str, Any]] = []
     nc: Any = None
-    began = time.monotonic()
+    ramp = Ramp(SIP_START, SIP_CAP, 0)
     try:
         router = _start(
             "switchboard.router", {**common, "ROUTER_GRPC_PORT": str(router_port)}, work / "r.log"
@@ -709,7 +904,7 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                     pathlib.Path(tempfile.gettempdir()) / "switchboard-bench-voice-prompt-cache"
                 ),
                 "VOICE_CONFIG_FILE": str(_config(work)),
-                "VOICE_MAX_CALLS": str(max(STEPS) * 2),
+                "VOICE_MAX_CALLS": str(SIP_CAP * 2),
                 "VOICE_POSITION_POLL_SECONDS": "2",
                 "VOICE_ROUTER_ADDR": f"127.0.0.1:{router_port}",
                 # Production refuses to seal recordings with a key derived from the auth secret.
@@ -738,9 +933,10 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
             conn.send((command, arg))
             return await asyncio.wait_for(asyncio.to_thread(conn.recv), 120)
 
-        for n in STEPS:
-            if steps and time.monotonic() - began > BUDGET:
-                break
+        planned = _ramp_steps(SIP_START, SIP_CAP, BISECT_STEPS)
+        ramp = Ramp(SIP_START, SIP_CAP, planned, budget_s=planned * SIP_STEP_SECONDS)
+        began = time.monotonic()  # from the gateway listening: prompt synthesis is no step
+        while (n := ramp.next(time.monotonic() - began)) is not None:
             placed = await ask("calls", (n, SETUP_LIMIT))
             await asyncio.sleep(WARMUP)
             conn.send(("count", WINDOW))
@@ -777,9 +973,8 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 and step["delivered_mean"] >= SUSTAINED
             )
             steps.append(step)
+            ramp.record(n, step["sustained"])
             print(f"voice bench step {step}", file=sys.stderr)
-            if not step["sustained"]:
-                break
     finally:
         if load is not None:
             with contextlib.suppress(Exception):
@@ -794,12 +989,13 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         if nc is not None:
             await nc.close()
 
-    good = [s for s in steps if s["sustained"]]
+    good = [s for s in steps if s["sustained"] and s["calls"] == ramp.best]
     best = good[-1] if good else steps[0]
     raw = await _raw_baseline(best["calls"])
-    figures = {
-        "voice_max_sustained_calls": float(best["calls"] if good else 0),
-        "voice_first_failing_calls": float(steps[-1]["calls"] if not steps[-1]["sustained"] else 0),
+    figures: dict[str, Any] = {
+        "voice_max_sustained_calls": float(ramp.best),
+        "voice_first_failing_calls": float(ramp.failing),
+        "voice_gateway_steps": float(len(steps)),
         "voice_cpu_ms_per_call_s": best["cpu_ms_per_call_s"],
         "voice_gateway_cpu_util_at_max": best["cpu_util"],
         "voice_delivered_at_max": best["delivered_mean"],
@@ -809,12 +1005,37 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "voice_cpu_per_call_over_raw": best["cpu_ms_per_call_s"] / raw["cpu_ms_per_stream_s"],
     }
     figures.update(await _recording_cost())
+    most = {}
     for recorded, name in ((False, "unrecorded"), (True, "recorded")):
-        most = await _concurrent(recorded)
-        figures[f"voice_concurrent_{name}_calls_per_relay_process"] = most["calls"]
-        figures[f"voice_concurrent_{name}_first_failing"] = most["first_failing"]
-        figures[f"voice_concurrent_{name}_relay_cpu_util_at_max"] = most["cpu_util"]
-        figures[f"voice_concurrent_{name}_calls_per_core_by_cpu"] = most["per_core"]
+        most[name] = m = await _concurrent(recorded)
+        figures[f"voice_concurrent_{name}_calls_per_relay_process"] = m["calls"]
+        figures[f"voice_concurrent_{name}_first_failing"] = m["first_failing"]
+        figures[f"voice_concurrent_{name}_steps"] = m["steps"]
+        figures[f"voice_concurrent_{name}_cpu_ms_per_call_s_at_max"] = m["cpu_ms_per_call_s"]
+        figures[f"voice_concurrent_{name}_jitter_p99_ms_at_max"] = m["jitter_p99_ms"]
+        figures[f"voice_concurrent_{name}_late_share_at_max"] = m["late_share"]
+        figures[f"voice_concurrent_{name}_relay_cpu_util_at_max"] = m["cpu_util"]
+        figures[f"voice_concurrent_{name}_calls_per_core_by_cpu"] = m["per_core"]
+    plain, rec = most["unrecorded"], most["recorded"]
+    figures["voice_concurrent_recorded_over_unrecorded_calls"] = (
+        rec["calls"] / plain["calls"] if plain["calls"] else float("nan")
+    )
+    figures["voice_concurrent_recorded_over_unrecorded_cpu_at_max"] = (
+        rec["cpu_ms_per_call_s"] / plain["cpu_ms_per_call_s"]
+    )
+    figures["voice_concurrent_measured_on"] = CONCURRENT_MEDIA_PATH
+    print(
+        f"voice: concurrent calls per process ({CONCURRENT_MEDIA_PATH}):"
+        f" unrecorded {plain['calls']:.0f}, recorded {rec['calls']:.0f}"
+        f" (x{figures['voice_concurrent_recorded_over_unrecorded_calls']:.2f});"
+        f" CPU per call-second at those steps unrecorded {plain['cpu_ms_per_call_s']:.2f} ms,"
+        f" recorded {rec['cpu_ms_per_call_s']:.2f} ms"
+        f" (x{figures['voice_concurrent_recorded_over_unrecorded_cpu_at_max']:.2f});"
+        f" jitter p99 at those steps unrecorded {plain['jitter_p99_ms']:.2f} ms,"
+        f" recorded {rec['jitter_p99_ms']:.2f} ms;"
+        f" the gateway over SIP held {ramp.best} queued calls (first failing {ramp.failing})",
+        flush=True,
+    )
     for s in steps:
         figures[f"voice_cpu_ms_per_call_s_at_{s['calls']}"] = s["cpu_ms_per_call_s"]
         figures[f"voice_delivered_at_{s['calls']}"] = s["delivered_mean"]
