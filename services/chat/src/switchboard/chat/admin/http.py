@@ -130,7 +130,7 @@ class AdminHttp(InboxHttp):
             await self._yaml(send, c.export_agents(p), "agents.yaml")
             return
         elif parts == ["audit"] and method == "GET":
-            result = {"entries": await c.audit(p)}
+            result = {"entries": await c.audit(p, token)}
         elif parts == ["routing"] and method == "GET":
             result = await c.routing(p, token)
         elif parts == ["routing"] and method == "POST":
