@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import asdict
 from datetime import UTC, date
+from datetime import time as dt_time
 from typing import Any
 
 import yaml
@@ -620,6 +621,94 @@ class AdminConsole:
         await self.apply_case_policy(p, token, {"yaml": text, "version": version})
         return await self.templates(p, token)
 
+    async def _entries(
+        self, p: sb_auth.Principal, token: str, key: str
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """The tenant's policies, its part parsed, and the part's `key` entries."""
+        current = await self.case_policy(p, token)
+        part = yaml.safe_load(current["yaml"]) or {}
+        if not isinstance(part, dict):
+            part = {}
+        return current, part, [e for e in part.get(key) or [] if isinstance(e, dict)]
+
+    async def _listed(
+        self, p: sb_auth.Principal, token: str, key: str
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """As `_entries`, the entries as JSON holds them (a date as its ISO text)."""
+        current, part, entries = await self._entries(p, token, key)
+        return current, part, [_plain(e) for e in entries]
+
+    async def _put_entry(
+        self,
+        p: sb_auth.Principal,
+        token: str,
+        key: str,
+        name: str,
+        entry: Any,
+        version: Any,
+    ) -> None:
+        """Put the entry `name` of list `key` (replacing the tenant's own of that name, else
+        added) into the tenant's part and apply it: the case service checks it as the policy
+        file, naming the entry and field."""
+        _require(p, CHANGE_POLICY)
+        if not isinstance(entry, dict):
+            raise InvalidArgument(key, "must be the entry's fields")
+        if not name or not isinstance(name, str):
+            raise InvalidArgument("name", "is required")
+        current, part, entries = await self._entries(p, token, key)
+        made = {"name": name, "tenant": p.tenant, **entry}
+        made["name"], made["tenant"] = name, p.tenant  # the URL's name, the caller's tenant
+        index = next((i for i, e in enumerate(entries) if e.get("name") == name), None)
+        if index is None:
+            entries.append(made)
+        else:
+            entries[index] = made
+        part[key] = entries
+        text = yaml.safe_dump(part, allow_unicode=True, sort_keys=False, width=100)
+        based_on = current["version"] if version is None else version
+        await self.apply_case_policy(p, token, {"yaml": text, "version": based_on})
+
+    async def sla_policies(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's own SLA policies (targets, calendar, escalation rules), and the
+        calendars it may name."""
+        current, part, entries = await self._listed(p, token, "sla_policies")
+        calendars = ["24x7", *sorted(str(c) for c in part.get("calendars") or {})]
+        return {
+            "tenant": p.tenant,
+            "version": current["version"],
+            "policies": entries,
+            "calendars": calendars,
+            "may_change": current["may_change"],
+        }
+
+    async def save_sla_policy(
+        self, p: sb_auth.Principal, token: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the SLA policy `name` {policy, version} into the tenant's policies."""
+        await self._put_entry(
+            p, token, "sla_policies", name, data.get("policy"), data.get("version")
+        )
+        return await self.sla_policies(p, token)
+
+    async def recurring(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's recurring tasks, and the templates they may open cases from."""
+        current, part, entries = await self._listed(p, token, "recurring")
+        templates = [str(t.get("name")) for t in part.get("templates") or [] if isinstance(t, dict)]
+        return {
+            "tenant": p.tenant,
+            "version": current["version"],
+            "tasks": entries,
+            "templates": templates,
+            "may_change": current["may_change"],
+        }
+
+    async def save_recurring(
+        self, p: sb_auth.Principal, token: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the recurring task `name` {task, version} into the tenant's policies."""
+        await self._put_entry(p, token, "recurring", name, data.get("task"), data.get("version"))
+        return await self.recurring(p, token)
+
     # ---- QA scoring forms (the case service's) ---------------------------------------------
 
     async def qa_forms(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
@@ -699,6 +788,17 @@ class AdminConsole:
         a form file, forms/qa_default.yaml)."""
         forms = (await self.qa_forms(p, token))["forms"]
         return "---\n".join(qa_form_yaml(f) for f in forms)
+
+
+def _plain(value: Any) -> Any:
+    """`value` (parsed YAML) as JSON holds it: dates and times as their ISO text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, date | dt_time):
+        return value.isoformat()
+    return value
 
 
 def qa_form_record(tenant: str, before_text: str, form: case_pb2.QaForm) -> AuditRecord:
