@@ -117,6 +117,20 @@ def test_policy_file() -> None:
         ),
         ({"recurring": [{"name": "x", "tenant": "demo", "template": "none"}]}, "unknown template"),
         ({"templates": [{"name": "t", "priority": "asap"}]}, "is not one of"),
+        *(
+            (
+                {
+                    "templates": [{"name": "t"}],
+                    "recurring": [{"name": "x", "tenant": "demo", "template": "t", **wrong}],
+                },
+                rf"recurring\[0\]\.{next(iter(wrong))}: {problem}",
+            )
+            for wrong, problem in (
+                ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+                ({"at": "25:00"}, "must be a time of day"),
+                ({"day": "first"}, "must be a number"),
+            )
+        ),
     ],
 )
 def test_policy_errors_name_the_entry(doc: dict[str, object], message: str) -> None:

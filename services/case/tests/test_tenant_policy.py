@@ -6,6 +6,7 @@ only an administrator changes it. And a part's YAML reads back as the same YAML.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from switchboard.case.bootstrap import CaseApp, bootstrap
 from switchboard.case.settings import CaseSettings
 from switchboard.case.sla import live, policy, tenant_policy
-from switchboard.core import auth
+from switchboard.core import audit, auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2
@@ -272,3 +273,33 @@ def test_export_of_a_loaded_part_is_the_same_yaml_and_a_policy_file() -> None:
     }
     assert alone.business_calendar("demo") is not None
     assert [p.name for p in alone.sla] == ["demo-urgent", "demo-standard"]
+
+
+async def test_a_stored_change_carries_who_made_it_and_what_changed_and_a_refused_one_nothing(
+    apps: tuple[CaseApp, CaseApp],
+) -> None:
+    globex = Caller(apps[0], "globex", "admin")
+    before = (await globex.get()).yaml
+    changed = before.replace("first_response: 4h", "first_response: 1h")
+    applied = await globex.apply(changed, version=0)
+    kept = apps[0].live
+    assert kept is not None
+    stored = await kept.js.get_msg(f"KV_{live.BUCKET}", seq=applied.version)
+    record = json.loads((stored.headers or {})[audit.HEADER])
+    assert (record["actor"], record["action"], record["target"]) == (
+        "admin-1",
+        "policy.apply",
+        "globex",
+    )
+    assert record["changes"]["diff"].splitlines()[-2:] == [
+        "-  first_response: 4h",
+        "+  first_response: 1h",
+    ]
+    # Refused (a stale version, a mistake, a check only): nothing more is stored.
+    with pytest.raises(grpc.aio.AioRpcError):
+        await globex.apply(changed, version=0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await globex.apply(changed.replace("1h", "soon"))
+    await globex.apply(changed.replace("1h", "2h"), dry_run=True)
+    state = await kept.js.stream_info(f"KV_{live.BUCKET}")
+    assert state.state.last_seq == applied.version

@@ -5,10 +5,12 @@ is never recorded. Real chat apps on a real nats-server."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from switchboard.chat.admin.store import AUDIT_STREAM, AdminStore, AuditRecord
+from switchboard.chat.admin.store import AUDIT_STREAM, POLICY_BUCKET, AdminStore, AuditRecord
 from switchboard.chat.bootstrap import ChatApp
+from switchboard.core import audit, stores
 from switchboard.core.bus import Bus
 
 from .test_admin import NEW_AGENT, Client, agents_file, start  # noqa: F401 (a fixture)
@@ -118,5 +120,32 @@ async def test_two_publications_of_one_record_are_kept_once(nats_url: str) -> No
         assert await store.reconcile() == []  # ... and a reconciliation find it there
         await store.record(stored)  # a replica reconciling at the same moment
         assert (await bus.js.stream_info(AUDIT_STREAM)).state.messages == 1
+    finally:
+        await bus.drain()
+
+
+async def test_a_policy_change_stored_with_its_record_is_published_once(nats_url: str) -> None:
+    """The case service's policy bucket holds each change with its record: reconciling
+    publishes the ones the audit stream lacks as ``policy.<tenant>.<revision>``, once; a value
+    written without a record is left alone."""
+    bus = await Bus.connect(nats_url, source="test")
+    try:
+        store = await AdminStore.open(bus.js)
+        assert await store.reconcile() == []  # no policy bucket yet: nothing to do
+        await stores.key_value(bus.js, POLICY_BUCKET, history=8)
+        subject = f"$KV.{POLICY_BUCKET}.demo"
+        at = time.time()
+        record = audit.header("boss", "policy.apply", "demo", at, {"diff": "+  x: 1"})
+        first = (await bus.js.publish(subject, b"x: 1\n", headers={audit.HEADER: record})).seq
+        await bus.js.publish(subject, b"x: 2\n")  # by hand: no record
+        published = await store.reconcile("demo")
+        assert published == [
+            AuditRecord("demo", at, "boss", "policy.apply", "demo", first, {"diff": "+  x: 1"})
+        ]
+        assert await store.reconcile() == []
+        assert await store.publish_policy("demo", first) == published[0]  # again: kept once
+        assert (await bus.js.stream_info(AUDIT_STREAM)).state.messages == 1
+        raw = await bus.js.get_msg(AUDIT_STREAM, seq=1)
+        assert (raw.headers or {})["Nats-Msg-Id"] == f"policy.demo.{first}"
     finally:
         await bus.drain()

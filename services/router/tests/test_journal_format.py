@@ -211,6 +211,9 @@ def test_a_configuration_is_journaled_as_its_yaml_and_parsed_back_equal() -> Non
     tenant = cfg.load_tenant_text("acme", "languages: [ko]\nqueues:\n  - name: general\n")
     command = commands.encode_command("apply_tenant_config", 1.0, (tenant,))
     assert commands.decode_command(command).args == (tenant,)
+    # With who applied it (over ApplyConfig), kept in the entry.
+    command = commands.encode_command("apply_tenant_config", 1.0, (tenant, "admin-1"))
+    assert commands.decode_command(command).args == (tenant, "admin-1")
 
 
 async def test_a_configuration_the_journal_cannot_hold_is_refused_before_the_engine_changes() -> (

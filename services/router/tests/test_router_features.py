@@ -303,6 +303,11 @@ async def test_admin_config_applies_at_run_time_and_rejects_bad_yaml(
     good = "languages: [ko, ja]\nqueues:\n  - name: general\n  - name: slow\n  - name: new-queue\n"
     applied = await admin.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=good))
     assert applied.version >= 2 and "new-queue" in applied.yaml
+    # The change is kept with who applied it and the lines it changed (the refused one is not).
+    assert [(c.version, c.actor) for c in applied.changes] == [(applied.version, "ops")]
+    assert "+  - name: new-queue" in applied.changes[0].diff
+    got = await admin.GetConfig(router_pb2.GetConfigRequest())
+    assert list(got.changes) == list(applied.changes)
     stats = await stub(router).GetQueueStats(router_pb2.GetQueueStatsRequest())
     assert {q.queue: q.waiting for q in stats.queues}["slow"] == 1  # kept through the change
     with pytest.raises(grpc.aio.AioRpcError) as denied:

@@ -46,6 +46,7 @@ class Grant:
     buckets: tuple[str, ...] = ()  # key-value buckets of its own
     objects: tuple[str, ...] = ()  # object stores of its own
     reads_objects: tuple[str, ...] = ()  # other services' object stores it reads
+    reads_buckets: tuple[str, ...] = ()  # other services' key-value buckets it reads
     # Other services' object stores it deletes objects from (a customer's erasure).
     erases_objects: tuple[str, ...] = ()
     core: tuple[str, ...] = ()  # plain NATS subjects it publishes and subscribes to
@@ -120,6 +121,8 @@ SERVICES: dict[str, Grant] = {
         buckets=("chat_conversations", "chat_portal_links", "admin_agents"),
         objects=("chat_files",),
         reads_objects=("email", "fax-documents", "fax-quarantine"),
+        # The case service's policy changes, each with its audit record (docs/admin.md).
+        reads_buckets=("admin_case_policy",),
         core=("switchboard.chat.>",),  # its plain subjects: Socket.IO across replicas
     ),
     "voice-gateway": Grant(
@@ -244,6 +247,8 @@ def permissions(grant: Grant, tenants: Iterable[str] | None = None) -> dict[str,
         publish += [*_stream_owned(f"OBJ_{bucket}"), f"$O.{bucket}.>"]
     for bucket in grant.reads_objects:
         publish += _stream_reads(f"OBJ_{bucket}")
+    for bucket in grant.reads_buckets:
+        publish += _stream_reads(f"KV_{bucket}")
     for bucket in grant.erases_objects:
         # Read an object's metadata, write its deletion marker, purge its chunks.
         stream = f"OBJ_{bucket}"

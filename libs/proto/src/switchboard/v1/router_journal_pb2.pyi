@@ -487,16 +487,20 @@ class RouterCommand(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         TENANT_FIELD_NUMBER: _builtins.int
+        ACTOR_FIELD_NUMBER: _builtins.int
+        actor: _builtins.str
+        """who applied it (the caller's subject); empty: the configuration file"""
         @_builtins.property
         def tenant(self) -> Global___RouterCommand.TenantSection: ...
         def __init__(
             self,
             *,
             tenant: Global___RouterCommand.TenantSection | None = ...,
+            actor: _builtins.str = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "tenant", b"tenant"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 

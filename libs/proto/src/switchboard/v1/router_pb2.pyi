@@ -1219,11 +1219,18 @@ class RouterConfig(_message.Message):
     YAML_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     APPLIED_AT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     yaml: _builtins.str
     version: _builtins.int
     @_builtins.property
     def applied_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigChange]:
+        """The tenant's last changes applied over ApplyConfig (oldest first, at most 64): each version
+        with who applied it and the lines it changed, kept in the router's journal with the change.
+        """
+
     def __init__(
         self,
         *,
@@ -1231,14 +1238,45 @@ class RouterConfig(_message.Message):
         yaml: _builtins.str = ...,
         version: _builtins.int = ...,
         applied_at: _timestamp_pb2.Timestamp | None = ...,
+        changes: _abc.Iterable[Global___ConfigChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "tenant", b"tenant", "version", b"version", "yaml", b"yaml"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "changes", b"changes", "tenant", b"tenant", "version", b"version", "yaml", b"yaml"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouterConfig: _TypeAlias = RouterConfig  # noqa: Y015
+
+@_typing.final
+class ConfigChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    APPLIED_AT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    DIFF_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    actor: _builtins.str
+    diff: _builtins.str
+    """the changed lines of the YAML, with one line of context"""
+    @_builtins.property
+    def applied_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        applied_at: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        diff: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "applied_at", b"applied_at", "diff", b"diff", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigChange: _TypeAlias = ConfigChange  # noqa: Y015
 
 @_typing.final
 class GetQueueStatsResponse(_message.Message):

@@ -115,6 +115,13 @@ def _set_file_config(c: Command, a: tuple[Any, ...]) -> None:
 
 def _set_tenant_config(c: Command, a: tuple[Any, ...]) -> None:
     c.apply_tenant_config.tenant.CopyFrom(_section(a[0]))
+    if len(a) > 1 and a[1]:
+        c.apply_tenant_config.actor = a[1]
+
+
+def _tenant_config_args(c: Command) -> tuple[Any, ...]:
+    m = c.apply_tenant_config
+    return (_tenant(m.tenant), m.actor) if m.actor else (_tenant(m.tenant),)
 
 
 def _fields(field: str, *names: str) -> tuple[_Encode, _Decode]:
@@ -186,7 +193,7 @@ _CODECS: dict[str, tuple[str, _Encode, _Decode]] = {
     "apply_tenant_config": (
         "apply_tenant_config",
         _set_tenant_config,
-        lambda c: (_tenant(c.apply_tenant_config.tenant),),
+        _tenant_config_args,
     ),
 }
 _BY_FIELD = {field: (name, decode) for name, (field, _, decode) in _CODECS.items()}

@@ -575,8 +575,8 @@ class Router:
     async def set_hold(self, tenant: str, agent_id: str, contact_id: str, held: bool) -> None:
         await self.run("set_hold", tenant, agent_id, contact_id, held)
 
-    async def apply_tenant_config(self, config: TenantConfig) -> None:
-        await self.run("apply_tenant_config", config)
+    async def apply_tenant_config(self, config: TenantConfig, actor: str = "") -> None:
+        await self.run("apply_tenant_config", config, actor)
 
     def close_streams(self) -> None:
         for queue in self._streams.values():

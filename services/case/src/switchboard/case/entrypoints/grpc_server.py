@@ -45,8 +45,9 @@ class CaseServicer(KnowledgeReportRpcs, PortalRpcs, case_pb2_grpc.CaseServiceSer
 
     async def ApplyTenantPolicy(self, request, context):  # type: ignore[no-untyped-def]
         version = request.version if request.HasField("version") else None
+        caller = principal()
         text, version = await self._live().apply(
-            principal().tenant, request.yaml, request.dry_run, version
+            caller.tenant, request.yaml, request.dry_run, version, caller.subject
         )
         return case_pb2.TenantPolicy(yaml=text, version=version)
 

@@ -6,22 +6,28 @@ tenant's part as its YAML, each write a new revision (the version), made only on
 was based on. Every case replica watches the bucket and takes a change at once into the one
 `Policies` object the SLA engine, records, scheduler, portal and reports hold. A tenant with no
 key keeps the file's entries.
+
+Each write carries its audit record (`switchboard.core.audit`): who made it (the caller), when,
+and the lines it changed, in the entry's header ``Switchboard-Audit``; the chat publishes it to
+the admin console's audit stream as ``policy.<tenant>.<version>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
+from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import APIError
 from nats.js.kv import KeyValue
 
 from switchboard.case.sla import policy, tenant_policy
-from switchboard.core import stores
+from switchboard.core import audit, stores
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -31,8 +37,18 @@ HISTORY = 64
 STALE = "the policies changed meanwhile: reload and make the change again"
 
 
+ACTION = "policy.apply"
+
+
 class LivePolicies:
-    def __init__(self, policies: policy.Policies, file_doc: Mapping[str, Any], kv: KeyValue):
+    def __init__(
+        self,
+        policies: policy.Policies,
+        file_doc: Mapping[str, Any],
+        kv: KeyValue,
+        js: JetStreamContext,
+    ) -> None:
+        self.js = js
         self.policies = policies
         self.file_doc = file_doc
         self.kv = kv
@@ -46,7 +62,7 @@ class LivePolicies:
         replicas: int = 1,
     ) -> LivePolicies:  # fmt: skip
         kv = await stores.key_value(js, BUCKET, history=HISTORY, replicas=replicas)
-        live = cls(policies, file_doc, kv)
+        live = cls(policies, file_doc, kv, js)
         async for found in stores.current(kv):
             if found.key and found.value:
                 live._take(found.key, found.value.decode(), int(found.revision or 0))
@@ -80,9 +96,10 @@ class LivePolicies:
         return tenant_policy.dump(tenant_policy.section(self.file_doc, tenant)), 0
 
     async def apply(
-        self, tenant: str, text: str, dry_run: bool, version: int | None
+        self, tenant: str, text: str, dry_run: bool, version: int | None, actor: str = ""
     ) -> tuple[str, int]:
-        """Check `text` as `tenant`'s part, and unless `dry_run` store it and take it."""
+        """Check `text` as `tenant`'s part, and unless `dry_run` store it, with the audit
+        record of `actor`'s change, and take it."""
         if not text.strip():
             raise InvalidArgument("yaml", "is required")
         async with self._lock:
@@ -90,15 +107,27 @@ class LivePolicies:
                 tenant_policy.load(self._base(tenant), tenant, text)
             except policy.PolicyError as exc:
                 raise InvalidArgument(f"{exc.source}:{exc.line}: {exc.path}", exc.problem) from None
-            last = self.current(tenant)[1]
+            before, last = self.current(tenant)
             if version is not None and version != last:
                 raise FailedPrecondition(STALE)
             if dry_run:
                 return text, last
+            record = audit.header(
+                actor, ACTION, tenant, time.time(), {"diff": audit.diff(before, text)}
+            )
+            headers = {
+                js_api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(last),
+                audit.HEADER: record,
+            }
             try:
-                revision = int(await self.kv.update(tenant, text.encode(), last=last))
-            except KeyWrongLastSequenceError:
-                raise FailedPrecondition(STALE) from None
+                ack = await self.js.publish(
+                    f"$KV.{BUCKET}.{tenant}", text.encode(), headers=headers
+                )
+            except APIError as err:
+                if err.err_code in (10071, 10164):  # not at revision `last`
+                    raise FailedPrecondition(STALE) from None
+                raise
+            revision = int(ack.seq)
             self._take(tenant, text, revision)
             return text, revision
 

@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -355,15 +355,27 @@ def parse(doc: Mapping[str, Any]) -> Policies:
         if (tenant, template) not in templates and ("*", template) not in templates:
             raise PolicyError(where, f"unknown template {template!r}")
         start = spec.get("start")
+        try:
+            at = time.fromisoformat(str(spec.get("at", "09:00")))
+        except ValueError:
+            raise PolicyError(f"{where}.at", "must be a time of day (09:00)") from None
+        try:
+            tz = ZoneInfo(str(spec.get("timezone", "UTC")))
+        except (ValueError, ZoneInfoNotFoundError):
+            raise PolicyError(f"{where}.timezone", "unknown time zone") from None
+        try:
+            day = int(spec.get("day", 1))
+        except (TypeError, ValueError):
+            raise PolicyError(f"{where}.day", "must be a number") from None
         tasks.append(
             RecurringTask(
                 name=str(spec["name"]),
                 tenant=tenant,
                 template=template,
                 every=every,
-                at=time.fromisoformat(str(spec.get("at", "09:00"))),
-                tz=ZoneInfo(str(spec.get("timezone", "UTC"))),
-                day=int(spec.get("day", 1)),
+                at=at,
+                tz=tz,
+                day=day,
                 start=start
                 if isinstance(start, date)
                 else date.fromisoformat(str(start))

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import difflib
 import logging
 import time
 from dataclasses import asdict
-from datetime import date
+from datetime import UTC, date
+from datetime import time as dt_time
 from typing import Any
 
 import yaml
@@ -30,6 +30,7 @@ from switchboard.chat.admin.store import AdminStore, AuditRecord
 from switchboard.chat.inbox import directory as agents_directory
 from switchboard.chat.inbox import qa as qa_wire
 from switchboard.chat.inbox.service import Inbox
+from switchboard.core import audit as sb_audit
 from switchboard.core import auth as sb_auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core import roles
@@ -304,10 +305,76 @@ class AdminConsole:
         _require(p, VIEW_AGENTS)
         return agents_directory.dump(self.inbox.directory, [p.tenant])
 
-    async def audit(self, p: sb_auth.Principal) -> list[dict[str, Any]]:
+    async def audit(self, p: sb_auth.Principal, token: str = "") -> list[dict[str, Any]]:
         _require(p, VIEW_AGENTS)
         await self.reconcile(p.tenant)
+        if token and roles.RULES[VIEW_ROUTING].admits(p):
+            try:
+                await self.reconcile_routing(p, token)
+            except DomainError as exc:  # the router down: its changes' records wait
+                logger.warning("routing records of %s not reconciled: %s", p.tenant, exc)
+        if token and self.case_target and roles.RULES[VIEW_QA_FORMS].admits(p):
+            try:
+                await self.reconcile_qa_forms(p, token)
+            except DomainError as exc:  # the case service down: its forms' records wait
+                logger.warning("QA form records of %s not reconciled: %s", p.tenant, exc)
         return [asdict(r) for r in await self.store.audit(p.tenant)]
+
+    async def reconcile_qa_forms(self, p: sb_auth.Principal, token: str) -> list[AuditRecord]:
+        """Publish the record of every stored version of the tenant's QA forms that the audit
+        stream lacks (made from who stored it, when, and its difference from the version
+        before); the records published are returned."""
+        audited = {
+            (r.target, r.version)
+            for r in await self.store.audit(p.tenant, limit=1 << 30)
+            if r.action == "qa_form.put"
+        }
+        published: list[AuditRecord] = []
+        channel, stub = self._case(token)
+        try:
+            listed = await call("ListQaForms", stub.ListQaForms(case_pb2.ListQaFormsRequest()))
+            for latest in listed.forms:
+                if not latest.created_by:
+                    continue  # a built-in form: nobody changed it
+                before_text = ""
+                for version in range(1, latest.version + 1):
+                    if (latest.form_id, version) in audited:
+                        before_text = ""  # fetched only when a later one is missing
+                        continue
+                    form = latest
+                    if version != latest.version:
+                        form = await call(
+                            "GetQaForm",
+                            stub.GetQaForm(
+                                case_pb2.GetQaFormRequest(form_id=latest.form_id, version=version)
+                            ),
+                        )
+                    if not form.created_by:  # a built-in version: nobody made it
+                        before_text = qa_form_yaml(qa_form_wire(form))
+                        continue
+                    if version > 1 and not before_text:
+                        before = await call(
+                            "GetQaForm",
+                            stub.GetQaForm(
+                                case_pb2.GetQaFormRequest(
+                                    form_id=latest.form_id, version=version - 1
+                                )
+                            ),
+                        )
+                        before_text = qa_form_yaml(qa_form_wire(before))
+                    entry = qa_form_record(p.tenant, before_text, form)
+                    await self.store.record(entry)
+                    published.append(entry)
+                    logger.warning(
+                        "audit record of %s QA form %s (version %d) published late",
+                        p.tenant,
+                        form.form_id,
+                        version,
+                    )
+                    before_text = qa_form_yaml(qa_form_wire(form))
+        finally:
+            await channel.close()
+        return published
 
     # ---- routing -------------------------------------------------------------------------
 
@@ -345,7 +412,6 @@ class AdminConsole:
             raise InvalidArgument("yaml", "is required")
         channel, stub = self._router(token, p.tenant)
         try:
-            before = await call("GetConfig", stub.GetConfig(router_pb2.GetConfigRequest()))
             got = await call(
                 "ApplyConfig",
                 stub.ApplyConfig(router_pb2.ApplyConfigRequest(yaml=text, dry_run=dry_run)),
@@ -353,24 +419,44 @@ class AdminConsole:
         finally:
             await channel.close()
         if not dry_run:
-            diff = list(
-                difflib.unified_diff(
-                    before.yaml.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
-                )
-            )
-            await self.store.record(
-                AuditRecord(
-                    p.tenant,
-                    time.time(),
-                    p.subject,
-                    "routing.apply",
-                    p.tenant,
-                    got.version,
-                    {"diff": "\n".join(diff[2:])},
-                )
-            )
+            # The router journaled the change with who made it and the lines it changed; its
+            # record is published from there (`reconcile_routing` does if this process dies).
+            await self.reconcile_routing(p, token, got)
             logger.info("%s: routing version %d by %s", p.tenant, got.version, p.subject)
         return {"tenant": p.tenant, "yaml": got.yaml, "version": got.version, "checked": True}
+
+    async def reconcile_routing(
+        self, p: sb_auth.Principal, token: str, config: Any = None
+    ) -> list[AuditRecord]:
+        """Publish the record of every change the router keeps (`config`: its answer, else
+        asked) that the audit stream lacks; the records published are returned."""
+        if config is None or not config.changes:
+            channel, stub = self._router(token, p.tenant)
+            try:
+                config = await call("GetConfig", stub.GetConfig(router_pb2.GetConfigRequest()))
+            finally:
+                await channel.close()
+        audited = {
+            r.version
+            for r in await self.store.audit(p.tenant, limit=1 << 30)
+            if r.action == "routing.apply"
+        }
+        published: list[AuditRecord] = []
+        for change in config.changes:
+            if change.version in audited or not change.actor:
+                continue
+            entry = AuditRecord(
+                p.tenant,
+                change.applied_at.ToDatetime(tzinfo=UTC).timestamp(),
+                change.actor,
+                "routing.apply",
+                p.tenant,
+                change.version,
+                {"diff": change.diff},
+            )
+            await self.store.record(entry)
+            published.append(entry)
+        return published
 
     async def set_languages(
         self, p: sb_auth.Principal, token: str, languages: Any
@@ -491,22 +577,9 @@ class AdminConsole:
         finally:
             await channel.close()
         if not dry_run:
-            diff = list(
-                difflib.unified_diff(
-                    before.yaml.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
-                )
-            )
-            await self.store.record(
-                AuditRecord(
-                    p.tenant,
-                    time.time(),
-                    p.subject,
-                    "policy.apply",
-                    p.tenant,
-                    got.version,
-                    {"diff": "\n".join(diff[2:])},
-                )
-            )
+            # The case service stored the change with its record (who, when, the lines changed);
+            # publish it (`AdminStore.reconcile` does if this process dies first).
+            await self.store.publish_policy(p.tenant, got.version)
             logger.info("%s: case policies version %d by %s", p.tenant, got.version, p.subject)
         return {
             "tenant": p.tenant,
@@ -560,6 +633,94 @@ class AdminConsole:
         version = data.get("version", current["version"])
         await self.apply_case_policy(p, token, {"yaml": text, "version": version})
         return await self.templates(p, token)
+
+    async def _entries(
+        self, p: sb_auth.Principal, token: str, key: str
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """The tenant's policies, its part parsed, and the part's `key` entries."""
+        current = await self.case_policy(p, token)
+        part = yaml.safe_load(current["yaml"]) or {}
+        if not isinstance(part, dict):
+            part = {}
+        return current, part, [e for e in part.get(key) or [] if isinstance(e, dict)]
+
+    async def _listed(
+        self, p: sb_auth.Principal, token: str, key: str
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """As `_entries`, the entries as JSON holds them (a date as its ISO text)."""
+        current, part, entries = await self._entries(p, token, key)
+        return current, part, [_plain(e) for e in entries]
+
+    async def _put_entry(
+        self,
+        p: sb_auth.Principal,
+        token: str,
+        key: str,
+        name: str,
+        entry: Any,
+        version: Any,
+    ) -> None:
+        """Put the entry `name` of list `key` (replacing the tenant's own of that name, else
+        added) into the tenant's part and apply it: the case service checks it as the policy
+        file, naming the entry and field."""
+        _require(p, CHANGE_POLICY)
+        if not isinstance(entry, dict):
+            raise InvalidArgument(key, "must be the entry's fields")
+        if not name or not isinstance(name, str):
+            raise InvalidArgument("name", "is required")
+        current, part, entries = await self._entries(p, token, key)
+        made = {"name": name, "tenant": p.tenant, **entry}
+        made["name"], made["tenant"] = name, p.tenant  # the URL's name, the caller's tenant
+        index = next((i for i, e in enumerate(entries) if e.get("name") == name), None)
+        if index is None:
+            entries.append(made)
+        else:
+            entries[index] = made
+        part[key] = entries
+        text = yaml.safe_dump(part, allow_unicode=True, sort_keys=False, width=100)
+        based_on = current["version"] if version is None else version
+        await self.apply_case_policy(p, token, {"yaml": text, "version": based_on})
+
+    async def sla_policies(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's own SLA policies (targets, calendar, escalation rules), and the
+        calendars it may name."""
+        current, part, entries = await self._listed(p, token, "sla_policies")
+        calendars = ["24x7", *sorted(str(c) for c in part.get("calendars") or {})]
+        return {
+            "tenant": p.tenant,
+            "version": current["version"],
+            "policies": entries,
+            "calendars": calendars,
+            "may_change": current["may_change"],
+        }
+
+    async def save_sla_policy(
+        self, p: sb_auth.Principal, token: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the SLA policy `name` {policy, version} into the tenant's policies."""
+        await self._put_entry(
+            p, token, "sla_policies", name, data.get("policy"), data.get("version")
+        )
+        return await self.sla_policies(p, token)
+
+    async def recurring(self, p: sb_auth.Principal, token: str) -> dict[str, Any]:
+        """The tenant's recurring tasks, and the templates they may open cases from."""
+        current, part, entries = await self._listed(p, token, "recurring")
+        templates = [str(t.get("name")) for t in part.get("templates") or [] if isinstance(t, dict)]
+        return {
+            "tenant": p.tenant,
+            "version": current["version"],
+            "tasks": entries,
+            "templates": templates,
+            "may_change": current["may_change"],
+        }
+
+    async def save_recurring(
+        self, p: sb_auth.Principal, token: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the recurring task `name` {task, version} into the tenant's policies."""
+        await self._put_entry(p, token, "recurring", name, data.get("task"), data.get("version"))
+        return await self.recurring(p, token)
 
     # ---- QA scoring forms (the case service's) ---------------------------------------------
 
@@ -629,22 +790,9 @@ class AdminConsole:
             got = await call("PutQaForm", stub.PutQaForm(case_pb2.PutQaFormRequest(yaml=text)))
         finally:
             await channel.close()
-        diff = list(
-            difflib.unified_diff(
-                before_text.splitlines(), text.splitlines(), "before", "after", lineterm="", n=1
-            )
-        )
-        await self.store.record(
-            AuditRecord(
-                p.tenant,
-                time.time(),
-                p.subject,
-                "qa_form.put",
-                form_id,
-                got.version,
-                {"diff": "\n".join(diff[2:])},
-            )
-        )
+        # The case service keeps who made each version; the record is made from what it
+        # stored (`reconcile_qa_forms` makes it if this process dies first).
+        await self.store.record(qa_form_record(p.tenant, before_text, got))
         logger.info("%s: QA form %s version %d by %s", p.tenant, form_id, got.version, p.subject)
         return qa_form_wire(got)
 
@@ -653,6 +801,33 @@ class AdminConsole:
         a form file, forms/qa_default.yaml)."""
         forms = (await self.qa_forms(p, token))["forms"]
         return "---\n".join(qa_form_yaml(f) for f in forms)
+
+
+def _plain(value: Any) -> Any:
+    """`value` (parsed YAML) as JSON holds it: dates and times as their ISO text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, date | dt_time):
+        return value.isoformat()
+    return value
+
+
+def qa_form_record(tenant: str, before_text: str, form: case_pb2.QaForm) -> AuditRecord:
+    """The audit record of one stored version of a QA form: who stored it, when, and the lines
+    it changed from `before_text` (the version before, empty for the first)."""
+    text = qa_form_yaml(qa_form_wire(form))
+    at = form.created_at.ToDatetime(tzinfo=UTC).timestamp() if form.HasField("created_at") else 0.0
+    return AuditRecord(
+        tenant,
+        at,
+        form.created_by,
+        "qa_form.put",
+        form.form_id,
+        form.version,
+        {"diff": sb_audit.diff(before_text, text)},
+    )
 
 
 def qa_form_wire(f: case_pb2.QaForm) -> dict[str, Any]:

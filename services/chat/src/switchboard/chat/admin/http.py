@@ -21,6 +21,10 @@ supervisor; changes same-origin only). Everything is the caller's own tenant's:
 - ``GET /api/admin/templates`` -> {version, templates, may_change}: the tenant's own case
   templates (portal request forms); ``PUT /api/admin/templates/<name>`` {template, version}
   puts one into the tenant's policies (checked and applied as the policy YAML is)
+- ``GET /api/admin/sla-policies`` -> {version, policies, calendars, may_change}; ``PUT
+  /api/admin/sla-policies/<name>`` {policy, version}: one SLA policy (targets, calendar,
+  escalation rules) into the tenant's policies; ``GET /api/admin/recurring`` -> {version, tasks,
+  templates, may_change}; ``PUT /api/admin/recurring/<name>`` {task, version}: one recurring task
 - ``GET /api/admin/qa-forms`` -> {forms (each at its latest version), may_change}; ``GET
   /api/admin/qa-forms/<id>?version=<n>`` one version; ``POST /api/admin/qa-forms`` {form_id,
   title, items: [{item_id, text, fatal, weight}], version?} stores the next version; ``GET
@@ -134,7 +138,7 @@ class AdminHttp(InboxHttp):
             await self._yaml(send, c.export_agents(p), "agents.yaml")
             return
         elif parts == ["audit"] and method == "GET":
-            result = {"entries": await c.audit(p)}
+            result = {"entries": await c.audit(p, token)}
         elif parts == ["routing"] and method == "GET":
             result = await c.routing(p, token)
         elif parts == ["routing"] and method == "POST":
@@ -158,6 +162,16 @@ class AdminHttp(InboxHttp):
         elif len(parts) == 2 and parts[0] == "templates" and method == "PUT":
             data = await self._json(receive, MAX_ADMIN_BODY)
             result = await c.save_template(p, token, parts[1], data)
+        elif parts == ["sla-policies"] and method == "GET":
+            result = await c.sla_policies(p, token)
+        elif len(parts) == 2 and parts[0] == "sla-policies" and method == "PUT":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.save_sla_policy(p, token, parts[1], data)
+        elif parts == ["recurring"] and method == "GET":
+            result = await c.recurring(p, token)
+        elif len(parts) == 2 and parts[0] == "recurring" and method == "PUT":
+            data = await self._json(receive, MAX_ADMIN_BODY)
+            result = await c.save_recurring(p, token, parts[1], data)
         elif parts == ["qa-forms"] and method == "GET":
             result = await c.qa_forms(p, token)
         elif parts == ["qa-forms"] and method == "POST":

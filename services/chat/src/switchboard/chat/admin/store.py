@@ -14,6 +14,10 @@ exists of a change that was not stored. It is then published to the audit stream
 message id ``agents.<tenant>.<revision>``; `reconcile` publishes, with the same id, the record of
 any stored revision whose publication did not happen (the process died between the two), and the
 stream's de-duplication keeps a record published twice at the same time once.
+
+The case service's policy changes are kept the same way in its bucket ``admin_case_policy``
+(its entries' header holds their record, ``policy.<tenant>.<revision>``); QA forms keep who made
+each version (``qa_form.<tenant>.<form>.<version>``); both are reconciled here too.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from typing import Any
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError, NoKeysError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
-from switchboard.core import stores
+from switchboard.core import audit, stores
 from switchboard.core.errors import FailedPrecondition
 
 logger = logging.getLogger(__name__)
@@ -42,9 +46,12 @@ AUDIT_SUBJECTS = "admin.audit.>"
 HISTORY = 64  # revisions kept per tenant
 AUDIT_MAX_AGE_SECONDS = 400 * 24 * 3600  # the audit outlives a year's reviews
 STALE = "changed by someone else meanwhile: reload and make the change again"
-AUDIT_HEADER = "Switchboard-Audit"
+AUDIT_HEADER = audit.HEADER
 # The actions that are the agents bucket's changes (their version is the bucket's revision).
 AGENT_ACTIONS = ("agent.", "codes.", "oidc.", "teams.")
+# The case service's policies: its bucket's revisions, each stored with its record.
+POLICY_BUCKET = "admin_case_policy"
+POLICY_ACTION = "policy.apply"
 
 Changed = Callable[[str, str, int], Awaitable[None] | None]
 
@@ -68,6 +75,7 @@ class AdminStore:
         self.js = js
         self.kv = kv
         self._watch: asyncio.Task[None] | None = None
+        self._policy_kv: KeyValue | None = None
 
     @classmethod
     async def open(cls, js: JetStreamContext, replicas: int = 1) -> AdminStore:
@@ -129,9 +137,8 @@ class AdminStore:
 
     async def record(self, entry: AuditRecord) -> None:
         """Publish a record (an agents change's with its message id: once, however often)."""
-        headers = None
-        if entry.action.startswith(AGENT_ACTIONS):
-            headers = {"Nats-Msg-Id": f"agents.{entry.tenant}.{entry.version}"}
+        key = message_id(entry)
+        headers = {"Nats-Msg-Id": key} if key else None
         await self.js.publish(
             f"admin.audit.{entry.tenant}",
             json.dumps(asdict(entry), ensure_ascii=False).encode(),
@@ -140,36 +147,60 @@ class AdminStore:
         )
 
     async def reconcile(self, tenant: str | None = None) -> list[AuditRecord]:
-        """Publish the audit record of every stored revision of the agents (of `tenant`, or of
-        every tenant) that the audit stream lacks; the records published are returned, oldest
-        first. Revisions older than the audit keeps, and values written by hand (no record),
-        are left alone."""
-        tenants = [tenant] if tenant is not None else await stores.keys(self.kv)
+        """Publish the audit record of every stored revision (of `tenant`, or of every tenant)
+        that the audit stream lacks: the agents' (this bucket) and the case policies' (the case
+        service's bucket ``admin_case_policy``, each write with its record in the same header).
+        The records published are returned, oldest first. Revisions older than the audit
+        keeps, and values written by hand (no record), are left alone."""
+        published = await self._reconcile(BUCKET, self.kv, tenant, AGENT_ACTIONS)
+        policies = await self._policies()
+        if policies is not None:
+            published += await self._reconcile(POLICY_BUCKET, policies, tenant, (POLICY_ACTION,))
+        return published
+
+    async def publish_policy(self, tenant: str, revision: int) -> AuditRecord | None:
+        """Publish the record the case service stored with `tenant`'s policies at `revision`
+        (once, however often)."""
+        raw = await self.js.get_msg(f"KV_{POLICY_BUCKET}", seq=revision)
+        entry = _stored(raw.headers, tenant, revision)
+        if entry is not None:
+            await self.record(entry)
+        return entry
+
+    async def _policies(self) -> KeyValue | None:
+        """The case service's policy bucket (None before the case service made it)."""
+        if self._policy_kv is None:
+            try:
+                self._policy_kv = await self.js.key_value(POLICY_BUCKET)
+            except (NotFoundError, BucketNotFoundError):
+                return None
+        return self._policy_kv
+
+    async def _reconcile(
+        self, bucket: str, kv: KeyValue, tenant: str | None, actions: tuple[str, ...]
+    ) -> list[AuditRecord]:
+        tenants = [tenant] if tenant is not None else await stores.keys(kv)
         published: list[AuditRecord] = []
         oldest = time.time() - AUDIT_MAX_AGE_SECONDS + 24 * 3600
         for name in tenants:
             try:
-                history = await self.kv.history(name)
+                history = await kv.history(name)
             except NoKeysError:
                 continue
             revisions = [int(e.revision or 0) for e in history if e.operation in (None, "PUT")]
             if not revisions:
                 continue
-            audited = {
-                r.version for r in await self._records(name) if r.action.startswith(AGENT_ACTIONS)
-            }
+            audited = {r.version for r in await self._records(name) if r.action.startswith(actions)}
             for revision in revisions:
                 if revision in audited:
                     continue
-                raw = await self.js.get_msg(f"KV_{BUCKET}", seq=revision)
-                header = (raw.headers or {}).get(AUDIT_HEADER)
-                if not header:
-                    logger.warning("agents of %s at %d have no audit record", name, revision)
+                raw = await self.js.get_msg(f"KV_{bucket}", seq=revision)
+                entry = _stored(raw.headers, name, revision)
+                if entry is None:
+                    logger.warning("%s of %s at %d have no audit record", bucket, name, revision)
                     continue
-                body = json.loads(header)
-                if float(body.get("at", 0)) < oldest:
+                if entry.at < oldest:
                     continue  # its record has aged out of the stream
-                entry = AuditRecord(**{**body, "version": revision})
                 await self.record(entry)
                 published.append(entry)
                 logger.warning(
@@ -208,3 +239,26 @@ class AdminStore:
             except Exception:  # the ephemeral consumer expires by itself
                 pass
         return out
+
+
+def message_id(entry: AuditRecord) -> str | None:
+    """The audit stream's message id of a versioned change's record: one record per stored
+    version, however often it is published."""
+    if entry.action.startswith(AGENT_ACTIONS):
+        return f"agents.{entry.tenant}.{entry.version}"
+    if entry.action == POLICY_ACTION:
+        return f"policy.{entry.tenant}.{entry.version}"
+    if entry.action == "routing.apply":
+        return f"routing.{entry.tenant}.{entry.version}"
+    if entry.action == "qa_form.put":
+        return f"qa_form.{entry.tenant}.{entry.target}.{entry.version}"
+    return None
+
+
+def _stored(headers: dict[str, str] | None, tenant: str, revision: int) -> AuditRecord | None:
+    """The audit record stored in an entry's header (None: written without one)."""
+    header = (headers or {}).get(AUDIT_HEADER)
+    if not header:
+        return None
+    body = json.loads(header)
+    return AuditRecord(**{**body, "tenant": tenant, "version": revision})

@@ -78,7 +78,7 @@
     document.querySelectorAll("[data-panel]").forEach(function (p) { p.hidden = p.getAttribute("data-panel") !== name; });
     if (name === "agents") loadAgents();
     if (name === "routing") loadRouting();
-    if (name === "policy") { loadPolicy(); loadTemplates(); }
+    if (name === "policy") { loadPolicy(); loadTemplates(); loadSla(); loadTasks(); }
     if (name === "qa") loadQaForms();
     if (name === "audit") loadAudit();
   }
@@ -582,9 +582,166 @@
     api("PUT", "templates/" + encodeURIComponent(name), { template: tp, version: state.templates.version }).then(function (data) {
       $("tpl-editor").hidden = true;
       notice(t("templateSaved", { name: name }));
-      loadPolicy();
+      loadPolicy(); loadSla(); loadTasks();
       return loadTemplates();
     }).catch(function (e) { $("tpl-error").textContent = e.message; });
+  });
+
+  // ---- SLA policies and escalation rules as forms (in the tenant's policies) ----------------
+
+  var METRICS = ["first_response", "next_response", "resolution"];
+  var ESC_KINDS = ["functional", "hierarchical"];
+  function list(v) { return v === undefined || v === null || v === "" ? [] : (Array.isArray(v) ? v : [v]); }
+  function splitList(text) { return text.split(",").map(function (x) { return x.trim(); }).filter(Boolean); }
+  function setList(obj, key, text) { var v = splitList(text); if (v.length) obj[key] = v; else delete obj[key]; }
+  function setText(obj, key, text) { var v = text.trim(); if (v) obj[key] = v; else delete obj[key]; }
+
+  function loadSla() {
+    return api("GET", "sla-policies").then(function (data) {
+      state.sla = data;
+      $("new-sla").hidden = !data.may_change;
+      var rows = $("sla-rows");
+      rows.textContent = "";
+      data.policies.forEach(function (sp) {
+        rows.appendChild(el("tr", { attrs: { "data-testid": "sla-row", "data-sla": sp.name } }, [
+          el("td", { text: sp.name }), el("td", { text: sp.calendar || "24x7" }), el("td", { text: list(sp.priority).join(", ") }),
+          el("td", { text: sp.first_response || "" }), el("td", { text: sp.next_response || "" }), el("td", { text: sp.resolution || "" }),
+          el("td", { text: String(list(sp.escalation).length) }),
+          el("td", { cls: "row-actions" }, [button(data.may_change ? t("edit") : t("view"), "edit-sla-" + sp.name, function () { openSla(sp); })])
+        ]));
+      });
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  function openSla(sp) {
+    state.slaPolicy = sp;
+    var ro = !(state.sla && state.sla.may_change);
+    $("sla-editor").hidden = false;
+    $("sla-name").value = sp ? sp.name : ""; $("sla-name").disabled = !!sp;
+    var cal = $("sla-calendar");
+    cal.textContent = "";
+    state.sla.calendars.forEach(function (c) { cal.appendChild(el("option", { text: c, attrs: { value: c } })); });
+    cal.value = (sp && sp.calendar) || "24x7"; cal.disabled = ro;
+    $("sla-priority").value = sp ? list(sp.priority).join(", ") : ""; $("sla-priority").readOnly = ro;
+    $("sla-queue").value = sp ? list(sp.queue).join(", ") : ""; $("sla-queue").readOnly = ro;
+    METRICS.forEach(function (m) { $("sla-" + m).value = (sp && sp[m]) || ""; $("sla-" + m).readOnly = ro; });
+    $("sla-rules").textContent = "";
+    list(sp && sp.escalation).forEach(addRule);
+    ["sla-add-rule", "sla-save"].forEach(function (id) { $(id).hidden = ro; });
+    $("sla-error").textContent = "";
+  }
+
+  function addRule(r) {
+    var ro = !(state.sla && state.sla.may_change);
+    function input(cls, value, type) {
+      var i = el("input", { cls: cls, attrs: { "data-testid": cls, type: type || "text" } });
+      i.value = value === undefined || value === null ? "" : String(value); i.readOnly = ro;
+      return i;
+    }
+    var kind = el("select", { cls: "esc-kind", attrs: { "data-testid": "esc-kind" } });
+    ESC_KINDS.forEach(function (k) { kind.appendChild(el("option", { text: t("esc_" + k), attrs: { value: k } })); });
+    kind.value = r.kind || "functional"; kind.disabled = ro;
+    var row = el("tr", { attrs: { "data-testid": "sla-rule" } }, [
+      el("td", {}, [input("esc-at", r.at, "number")]), el("td", {}, [kind]), el("td", {}, [input("esc-level", r.level)]),
+      el("td", {}, [input("esc-actions", list(r.actions).join(", "))]), el("td", {}, [input("esc-notify", list(r.notify).join(", "))]),
+      el("td", {}, [input("esc-reassign", r.reassign_to)]), el("td", {}, [input("esc-repeat", r.repeat_every)]), el("td", {})
+    ]);
+    row.original = r;
+    if (!ro) row.lastChild.appendChild(button(t("removeItem"), "esc-remove", function () { row.remove(); }));
+    $("sla-rules").appendChild(row);
+  }
+
+  function readRule(row) {
+    var q = function (cls) { return row.querySelector("." + cls); };
+    // What the form does not show (metrics, priority, queue) is kept as it was.
+    var r = Object.assign({}, row.original || {});
+    var at = q("esc-at").value.trim();
+    if (at) r.at = /^\d+$/.test(at) ? parseInt(at, 10) : at; else delete r.at;
+    r.kind = q("esc-kind").value;
+    setText(r, "level", q("esc-level").value);
+    setList(r, "actions", q("esc-actions").value);
+    setList(r, "notify", q("esc-notify").value);
+    setText(r, "reassign_to", q("esc-reassign").value);
+    setText(r, "repeat_every", q("esc-repeat").value);
+    return r;
+  }
+
+  $("new-sla").addEventListener("click", function () { openSla(null); $("sla-name").focus(); });
+  $("sla-add-rule").addEventListener("click", function () { addRule({ kind: "functional", at: 80, actions: ["event"] }); });
+  $("sla-cancel").addEventListener("click", function () { $("sla-editor").hidden = true; });
+  $("sla-editor").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var sp = Object.assign({}, state.slaPolicy || {});
+    var name = $("sla-name").value.trim();
+    sp.calendar = $("sla-calendar").value;
+    setList(sp, "priority", $("sla-priority").value);
+    setList(sp, "queue", $("sla-queue").value);
+    METRICS.forEach(function (m) { setText(sp, m, $("sla-" + m).value); });
+    var rules = Array.prototype.map.call($("sla-rules").querySelectorAll("tr"), readRule);
+    if (rules.length) sp.escalation = rules; else delete sp.escalation;
+    delete sp.name; delete sp.tenant;
+    api("PUT", "sla-policies/" + encodeURIComponent(name), { policy: sp, version: state.sla.version }).then(function () {
+      $("sla-editor").hidden = true;
+      notice(t("slaSaved", { name: name }));
+      loadPolicy(); loadTemplates(); loadTasks();
+      return loadSla();
+    }).catch(function (e) { $("sla-error").textContent = e.message; });
+  });
+
+  // ---- recurring tasks as forms (in the tenant's policies) ----------------------------------
+
+  function loadTasks() {
+    return api("GET", "recurring").then(function (data) {
+      state.tasks = data;
+      $("new-task").hidden = !data.may_change;
+      var rows = $("task-rows");
+      rows.textContent = "";
+      data.tasks.forEach(function (tk) {
+        rows.appendChild(el("tr", { attrs: { "data-testid": "task-row", "data-task": tk.name } }, [
+          el("td", { text: tk.name }), el("td", { text: tk.template || "" }), el("td", { text: t("every_" + (tk.every || "monthly")) }),
+          el("td", { text: tk.day === undefined ? "" : String(tk.day) }), el("td", { text: tk.at || "09:00" }), el("td", { text: tk.timezone || "UTC" }),
+          el("td", { cls: "row-actions" }, [button(data.may_change ? t("edit") : t("view"), "edit-task-" + tk.name, function () { openTask(tk); })])
+        ]));
+      });
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  function openTask(tk) {
+    state.task = tk;
+    var ro = !(state.tasks && state.tasks.may_change);
+    $("task-editor").hidden = false;
+    $("task-name").value = tk ? tk.name : ""; $("task-name").disabled = !!tk;
+    var sel = $("task-template");
+    sel.textContent = "";
+    state.tasks.templates.forEach(function (n) { sel.appendChild(el("option", { text: n, attrs: { value: n } })); });
+    if (tk && tk.template && state.tasks.templates.indexOf(tk.template) < 0) sel.appendChild(el("option", { text: tk.template, attrs: { value: tk.template } }));
+    sel.value = (tk && tk.template) || state.tasks.templates[0] || ""; sel.disabled = ro;
+    $("task-every").value = (tk && tk.every) || "monthly"; $("task-every").disabled = ro;
+    [["task-day", "day"], ["task-at", "at"], ["task-timezone", "timezone"], ["task-start", "start"]].forEach(function (p) {
+      var v = tk ? tk[p[1]] : undefined;
+      $(p[0]).value = v === undefined || v === null ? "" : String(v); $(p[0]).readOnly = ro;
+    });
+    $("task-save").hidden = ro;
+    $("task-error").textContent = "";
+  }
+
+  $("new-task").addEventListener("click", function () { openTask(null); $("task-name").focus(); });
+  $("task-cancel").addEventListener("click", function () { $("task-editor").hidden = true; });
+  $("task-editor").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var tk = Object.assign({}, state.task || {});
+    var name = $("task-name").value.trim();
+    tk.template = $("task-template").value; tk.every = $("task-every").value;
+    var day = $("task-day").value.trim();
+    if (day) tk.day = /^-?\d+$/.test(day) ? parseInt(day, 10) : day; else delete tk.day;
+    setText(tk, "at", $("task-at").value); setText(tk, "timezone", $("task-timezone").value); setText(tk, "start", $("task-start").value);
+    delete tk.name; delete tk.tenant;
+    api("PUT", "recurring/" + encodeURIComponent(name), { task: tk, version: state.tasks.version }).then(function () {
+      $("task-editor").hidden = true;
+      notice(t("taskSaved", { name: name }));
+      loadPolicy(); loadTemplates(); loadSla();
+      return loadTasks();
+    }).catch(function (e) { $("task-error").textContent = e.message; });
   });
 
   // ---- QA forms (the case service's) --------------------------------------------------------

@@ -41,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from switchboard.core import audit
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from switchboard.router.domain.config import RouterConfig, TenantConfig
 from switchboard.router.domain.explain import MAX_CANDIDATES, MAX_EXCLUSIONS, Explain
@@ -85,6 +86,8 @@ HISTORY = 50_000  # decisions kept for ExplainDecision after a contact ends
 # The form of a bucket's entries (`bucket_entry`); a snapshot holding another is re-filed on load.
 # 1 (or none): (-priority, deadline, seq, contact id, version); 2: queued time for the deadline.
 BUCKET_LAYOUT = 2
+# The changes of a tenant's configuration kept with who made them (GetConfig's `changes`).
+CONFIG_CHANGES_KEPT = 64
 
 # What an ended contact's entry in `history` keeps of its protobuf: what routed it, nothing that
 # identifies or quotes the customer (identities, name, subject, content, attachments go).
@@ -184,6 +187,7 @@ class Engine(Index, Explain, Surge, Stats):
         self.timers = []
         self.config_versions = {}
         self.file_texts = {}
+        self.config_changes = {}
         self._groups_version = 0
         self._reqs_version = 0
         self._seq = itertools.count()
@@ -208,6 +212,8 @@ class Engine(Index, Explain, Surge, Stats):
             self.tuples = {}
         if "bucket_sweep" not in state:  # pickled before buckets were swept
             self.bucket_sweep = {}
+        if "config_changes" not in state:  # pickled before changes kept who made them
+            self.config_changes = {}
         for tenant in self.tenants.values():
             for qs in tenant.stats.values():
                 if qs.oldest and isinstance(qs.oldest[0], tuple):  # (queued_at, seq, id) before
@@ -269,11 +275,18 @@ class Engine(Index, Explain, Surge, Stats):
                 effects += self.apply_tenant_config(tenant_cfg)
         return effects
 
-    def apply_tenant_config(self, cfg: TenantConfig) -> list[Effect]:
+    def apply_tenant_config(self, cfg: TenantConfig, actor: str = "") -> list[Effect]:
         """Replace one tenant's configuration. Waiting contacts stay queued: each is re-filed under
-        its queue's new requirements (or the default queue if its queue is gone)."""
+        its queue's new requirements (or the default queue if its queue is gone). A change by
+        `actor` (not the file's) is kept with who made it and the lines it changed."""
         version = self.config_versions.get(cfg.tenant, (0, 0.0))[0] + 1
-        self.config_versions[cfg.tenant] = (version, self.clock())
+        now = self.clock()
+        self.config_versions[cfg.tenant] = (version, now)
+        if actor:
+            before = self.tenant(cfg.tenant).config.yaml_text
+            kept = self.config_changes.setdefault(cfg.tenant, [])
+            kept.append((version, now, actor, audit.diff(before, cfg.yaml_text)))
+            del kept[:-CONFIG_CHANGES_KEPT]
         self.config = RouterConfig({**self.config.tenants, cfg.tenant: cfg}, self.config.defaults)
         state = self.tenant(cfg.tenant)
         state.config = cfg

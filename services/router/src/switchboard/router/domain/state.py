@@ -55,6 +55,8 @@ class _EngineState:
     timers: list[tuple[float, int, str, Any, int]]
     config_versions: dict[str, tuple[int, float]]  # tenant -> (version, applied at)
     file_texts: dict[str, str]  # tenant -> its section of the file last applied
+    # tenant -> its last changes applied by someone: (version, applied at, actor, diff)
+    config_changes: dict[str, list[tuple[int, float, str, str]]]
     _groups_version: int
     _reqs_version: int
     _seq: itertools.count[int]

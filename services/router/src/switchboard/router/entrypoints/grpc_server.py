@@ -442,6 +442,10 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
             yaml=state.config.yaml_text,
             version=version,
             applied_at=_ts(applied) if applied else None,
+            changes=[
+                router_pb2.ConfigChange(version=number, applied_at=_ts(at), actor=actor, diff=diff)
+                for number, at, actor, diff in self.router.engine.config_changes.get(tenant, [])
+            ],
         )
 
     async def GetConfig(self, request, context):  # type: ignore[no-untyped-def]
@@ -455,7 +459,7 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
             out = self._message(tenant)
             out.yaml = request.yaml
             return out
-        await self.router.apply_tenant_config(parsed)
+        await self.router.apply_tenant_config(parsed, principal().subject)
         return self._message(tenant)
 
     async def PreviewRouting(self, request, context):  # type: ignore[no-untyped-def]
