@@ -477,7 +477,9 @@ async def test_a_batch_writes_with_a_bounded_number_of_statements(
 
 
 async def test_a_batch_of_queued_and_offered_events_works_on_plain_rows(
-    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+    handlers: CaseHandlers,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Contacts that only ContactQueued and ContactOffered events of a batch touch are read as
     plain rows with one SELECT and written back with one executemany per table: no ORM objects,
@@ -494,14 +496,26 @@ async def test_a_batch_of_queued_and_offered_events_works_on_plain_rows(
     def counted(*args: Any) -> None:
         statements.append(" ".join(args[2].split()))
 
+    hops: list[object] = []
+    execute = aiosqlite.Connection._execute
+
+    async def hop(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await execute(self, fn, *args, **kwargs)
+
     batch = steps[1] + steps[2][2:]
     sa_event.listen(engine.sync_engine, "before_cursor_execute", counted)
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", hop)
     try:
         ridden = database.ridden_statements[0]
         await run_batch(handlers, batch)
         used = len(statements) + database.ridden_statements[0] - ridden
     finally:
+        monkeypatch.undo()
         sa_event.remove(engine.sync_engine, "before_cursor_execute", counted)
+    if engine.dialect.name == "sqlite":
+        # BEGIN with the data keys, the claims with the contacts, the updates with the commit.
+        assert len(hops) <= 3, hops
     reads = [s for s in statements if s.startswith("SELECT")]
     assert not any("FROM cases" in s or "sla_timers" in s or "audit" in s for s in reads), reads
     # BEGIN, the data keys, the claims, the contacts, their updates and their cases' updates.
