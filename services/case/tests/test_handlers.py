@@ -476,6 +476,94 @@ async def test_a_batch_writes_with_a_bounded_number_of_statements(
     assert checked > 0 and not breaks
 
 
+async def test_a_batch_of_queued_and_offered_events_works_on_plain_rows(
+    handlers: CaseHandlers,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Contacts that only ContactQueued and ContactOffered events of a batch touch are read as
+    plain rows with one SELECT and written back with one executemany per table: no ORM objects,
+    no cases, SLA timers or chain heads read. The rules stay those of one event at a time: a late
+    queued or offered sets its time once and undoes no assignment; a contact not recorded yet or
+    of another tenant fails the batch, and nothing of it is kept."""
+    assert isinstance(sessions, database.Sessions)
+    engine = sessions.engine
+    steps = lifecycle(6, "acme")
+    await run_batch(handlers, steps[0])
+    await run_batch(handlers, steps[3][:2])  # c0 and c1 are with an agent already
+    statements: list[str] = []
+
+    def counted(*args: Any) -> None:
+        statements.append(" ".join(args[2].split()))
+
+    hops: list[object] = []
+    execute = aiosqlite.Connection._execute
+
+    async def hop(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await execute(self, fn, *args, **kwargs)
+
+    batch = steps[1] + steps[2][2:]
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", counted)
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", hop)
+    try:
+        ridden = database.ridden_statements[0]
+        await run_batch(handlers, batch)
+        used = len(statements) + database.ridden_statements[0] - ridden
+    finally:
+        monkeypatch.undo()
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", counted)
+    if engine.dialect.name == "sqlite":
+        # BEGIN with the data keys, the claims with the contacts, the updates with the commit.
+        assert len(hops) <= 3, hops
+    reads = [s for s in statements if s.startswith("SELECT")]
+    assert not any("FROM cases" in s or "sla_timers" in s or "audit" in s for s in reads), reads
+    # BEGIN, the data keys, the claims, the contacts, their updates and their cases' updates.
+    assert used <= 6, statements
+    async with sessions() as session:
+        rows = {
+            c.contact_id.removeprefix("acme-"): c
+            for c in await session.scalars(select(orm.Contact).where(orm.Contact.tenant == "acme"))
+        }
+    assert {k: c.status for k, c in rows.items()} == {
+        "c0": "assigned",
+        "c1": "assigned",
+        "c2": "offered",
+        "c3": "offered",
+        "c4": "offered",
+        "c5": "offered",
+    }
+    assert all(c.queued_at is not None and c.queue == "support" for c in rows.values())
+    assert [k for k, c in rows.items() if c.offered_at is not None] == ["c2", "c3", "c4", "c5"]
+    first_queued = {k: c.queued_at for k, c in rows.items()}
+    again = [
+        events_pb2.ContactQueued(meta=meta(), contact_id=f"acme-c{i}", queue="") for i in range(6)
+    ]
+    await run_batch(handlers, again)
+    async with sessions() as session:
+        for k, when in first_queued.items():
+            contact = await session.get(orm.Contact, f"acme-{k}")
+            assert contact is not None and contact.queued_at == when
+            assert contact.queue == "support"
+            assert contact.status == ("assigned" if k in ("c0", "c1") else "queued")
+
+    unknown = events_pb2.ContactQueued(meta=meta(), contact_id="acme-c9", queue="other")
+    foreign = events_pb2.ContactOffered(meta=meta(tenant="beta"), contact_id="acme-c2")
+    for refused, error in ((unknown, Retry), (foreign, InvalidArgument)):
+        queued = events_pb2.ContactQueued(meta=meta(), contact_id="acme-c3", queue="other")
+        with pytest.raises(error):
+            await run_batch(handlers, [queued, refused])
+        async with sessions() as session:
+            contact = await session.get(orm.Contact, "acme-c3")
+            assert contact is not None and contact.queue == "support"
+            claimed = await session.scalar(
+                select(func.count())
+                .select_from(orm.ProcessedEvent)
+                .where(orm.ProcessedEvent.event_id == queued.meta.event_id)
+            )
+            assert claimed == 0
+
+
 async def test_a_batch_opens_no_sealed_value_of_the_rows_it_reads(
     handlers: CaseHandlers,
     sessions: async_sessionmaker[AsyncSession],

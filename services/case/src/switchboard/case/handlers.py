@@ -25,7 +25,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit, csat, customers, object_erasure
@@ -262,6 +262,86 @@ def _claims_on_sqlite(
 _IDS_PER_STATEMENT = 500  # 1,500 parameters, well under SQLite's limit on a statement's
 
 
+_STATUS_EVENTS = (events_pb2.ContactQueued, events_pb2.ContactOffered)
+_STATUS_COLUMNS = ("contact_id", "tenant", "case_id", "status", "queue", "queued_at", "offered_at")
+
+
+class _StatusRows:
+    """The contacts of a batch that only ContactQueued and ContactOffered events touch, as plain
+    rows read with one Core SELECT (locked, like the ORM preload) and written back with one
+    executemany UPDATE per table at the end of the batch; the same rules as `_set_status`."""
+
+    KEY = "status_rows"
+
+    def __init__(self, loaded: dict[str, dict[str, object]]) -> None:
+        self.loaded = loaded
+        self.changed: set[str] = set()
+        self.cases: dict[str, datetime] = {}
+
+    @classmethod
+    async def load(cls, session: AsyncSession, contact_ids: set[str]) -> _StatusRows:
+        table = Contact.__table__  # type: ignore[attr-defined]
+        result = await session.execute(
+            select(*(table.c[c] for c in _STATUS_COLUMNS))
+            .where(table.c.contact_id.in_(contact_ids))
+            .order_by(table.c.contact_id)
+            .with_for_update()
+        )
+        return cls({r.contact_id: dict(r._mapping) for r in result})
+
+    def apply(
+        self, tenant: str, contact_id: str, status: str, queue: str, at: datetime, now: datetime
+    ) -> None:
+        row = self.loaded.get(contact_id)
+        if row is None:
+            # Events can overtake the ContactCreated they refer to; see `CaseHandlers._contact`.
+            raise RetryUntouched(f"contact {contact_id} is not recorded yet")
+        if row["tenant"] != tenant:
+            raise InvalidArgument("contact_id", "belongs to another tenant")
+        self.changed.add(contact_id)
+        if queue:
+            row["queue"] = queue
+        if status == QUEUED and row["queued_at"] is None:
+            row["queued_at"] = at
+        if status == OFFERED and row["offered_at"] is None:
+            row["offered_at"] = at
+        # A late queued/offered must not undo an assignment or an end.
+        if row["status"] == ASSIGNED or row["status"] in TERMINAL:
+            return
+        row["status"] = status
+        self.cases[row["case_id"]] = now  # type: ignore[index]
+
+
+async def _write_status_rows(session: AsyncSession) -> None:
+    rows: _StatusRows | None = session.info.pop(_StatusRows.KEY, None)
+    if rows is None:
+        return
+    contacts: Table = Contact.__table__  # type: ignore[assignment]
+    cases: Table = Case.__table__  # type: ignore[assignment]
+    if rows.changed:
+        await session.execute(
+            update(contacts)
+            .where(contacts.c.contact_id == bindparam("b_contact_id"))
+            .values(
+                status=bindparam("b_status"),
+                queue=bindparam("b_queue"),
+                queued_at=bindparam("b_queued_at"),
+                offered_at=bindparam("b_offered_at"),
+            ),
+            [
+                {f"b_{k}": v for k, v in rows.loaded[i].items() if k not in ("tenant", "case_id")}
+                for i in sorted(rows.changed)
+            ],
+        )
+    if rows.cases:
+        await session.execute(
+            update(cases)
+            .where(cases.c.id == bindparam("b_id"))
+            .values(updated_at=bindparam("b_updated_at")),
+            [{"b_id": k, "b_updated_at": v} for k, v in sorted(rows.cases.items())],
+        )
+
+
 def default_records(clock: Clock) -> CaseRecords:
     policies = sla_policy.load(None)
     return CaseRecords(policies, SlaEngine(policies), clock)
@@ -336,7 +416,7 @@ class CaseHandlers:
                 token = _batch_session.set(session)
                 try:
                     await self._claim_all(session, events)
-                    await self._preload(session, events)
+                    await self._preload(session, events, plain=not isolate)
                     if not isolate:
                         # New rows go in with one INSERT per table (bulk.py); a savepoint would
                         # have to undo staged rows too, so the isolated retry uses plain ORM
@@ -349,11 +429,18 @@ class CaseHandlers:
                     if not isolate:
                         await session.run_sync(staged.write, False)
                         await session.run_sync(bulk.write_changes)
+                        await _write_status_rows(session)
                 finally:
                     _batch_session.reset(token)
 
-    async def _preload(self, session: AsyncSession, events: Sequence[ProtoMessage]) -> None:
+    async def _preload(
+        self, session: AsyncSession, events: Sequence[ProtoMessage], plain: bool = False
+    ) -> None:
+        """Read (and lock) what the batch touches. With `plain`, the contacts that only
+        ContactQueued and ContactOffered events of the batch touch are read as plain rows
+        (`_StatusRows`) instead of ORM objects, and written back with one executemany."""
         contact_ids: set[str] = set()
+        status_only: set[str] = set()
         message_ids: set[str] = set()
         identities: dict[str, list[customers.Identity]] = {}
         for e in events:
@@ -370,13 +457,23 @@ class CaseHandlers:
             elif isinstance(e, events_pb2.MessageAdded):
                 contact_ids.add(e.message.contact_id)
                 message_ids.add(e.message.message_id)
+            elif isinstance(e, _STATUS_EVENTS):
+                status_only.add(e.contact_id)
             elif getattr(e, "contact_id", ""):
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
+        status_only.discard("")
+        if plain:
+            status_only -= contact_ids
+        else:
+            contact_ids |= status_only
+            status_only = set()
         contact_ids.discard("")
         message_ids.discard("")
         contacts, cases, heads = await preload_locked_with(
             session, Contact, contact_ids, Case, "case_id", audit.head_columns(audit.CASE, Case.id)
         )
+        if status_only:
+            session.info[_StatusRows.KEY] = await _StatusRows.load(session, status_only)
         case_ids = {c.id for c in cases}
         audit.known_heads(session, audit.CASE, heads)  # on SQLite, read with the cases
         await audit.preload_heads(session, audit.CASE, case_ids)  # the others
@@ -852,6 +949,10 @@ class CaseHandlers:
         at = _when(event.meta.occurred_at) or self._clock()  # type: ignore[attr-defined]
 
         async def work(session: AsyncSession) -> None:
+            status_rows: _StatusRows | None = session.info.get(_StatusRows.KEY)
+            if status_rows is not None and contact_id in status_rows.loaded:
+                status_rows.apply(tenant, contact_id, status, queue, at, self._clock())
+                return
             contact = await self._contact(session, tenant, contact_id)
             if queue:
                 contact.queue = queue
