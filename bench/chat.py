@@ -9,11 +9,13 @@ once every socket is open.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import pathlib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 SOCKETS = int(os.environ.get("BENCH_CHAT_SOCKETS", "2000"))
@@ -108,7 +110,54 @@ def _client_process(
     q.put(asyncio.run(_load(url, sockets, senders, per, raw, ready, go)))
 
 
-async def _in_children(url: str, sockets: int, senders: int, per: int, raw: bool) -> dict[str, Any]:
+class GcPauses:
+    """The collector's pauses in this process (where the chat runs), by generation, from
+    `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def reset(self) -> None:
+        for pauses in self.pauses.values():
+            pauses.clear()
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def figures(self) -> dict[str, float]:
+        every = [p for ps in self.pauses.values() for p in ps]
+        return {
+            "chat_gc_collections": float(len(every)),
+            "chat_gc_full_collections": float(len(self.pauses[2])),
+            "chat_gc_pause_max_ms": max(every, default=0.0) * 1000,
+            "chat_gc_pause_total_ms": sum(every) * 1000,
+        }
+
+
+def _tracked() -> int:
+    gc.collect()
+    return len(gc.get_objects())
+
+
+async def _in_children(
+    url: str,
+    sockets: int,
+    senders: int,
+    per: int,
+    raw: bool,
+    opened: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     ready, go, q = ctx.Queue(), ctx.Event(), ctx.Queue()
     n = max(1, min(CLIENT_PROCESSES, senders, sockets))
@@ -132,6 +181,8 @@ async def _in_children(url: str, sockets: int, senders: int, per: int, raw: bool
         proc.start()
     try:
         held = sum([await asyncio.to_thread(ready.get, True, 300) for _ in procs])
+        if opened is not None:
+            opened()
         go.set()  # every socket is open: all start sending at once
         results = [await asyncio.to_thread(q.get, True, 300) for _ in procs]
     finally:
@@ -209,10 +260,19 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     )
     app = ChatApp(settings, config=cfg)
     await app.start()
+    before = _tracked()
+    tracked: list[int] = []
     try:
-        chat = await _in_children(
-            f"http://127.0.0.1:{app.http_port}", SOCKETS, SENDERS, MESSAGES_PER_SENDER, False
-        )
+        with GcPauses() as pauses:
+            chat = await _in_children(
+                f"http://127.0.0.1:{app.http_port}",
+                SOCKETS,
+                SENDERS,
+                MESSAGES_PER_SENDER,
+                False,
+                # Counted with every socket open, then only the messages' pauses are kept.
+                lambda: (tracked.append(_tracked()), pauses.reset()),
+            )
     finally:
         await app.stop()
     return {
@@ -224,6 +284,11 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "raw_socketio_echo_p99_ms": raw["p99_ms"],
         "chat_to_raw_p50_ratio": chat["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else float("nan"),
         "chat_client_processes": float(min(CLIENT_PROCESSES, SENDERS, SOCKETS)),
+        # Objects the collector tracks for each socket held (all open, none sent yet).
+        "chat_gc_objects_per_socket": (tracked[0] - before) / max(1, chat["held"])
+        if tracked
+        else float("nan"),
+        **pauses.figures(),
     }
 
 

@@ -26,6 +26,7 @@ from switchboard.chat.admin.store import AdminStore
 from switchboard.chat.entrypoints import nats_consumer, socket_server
 from switchboard.chat.entrypoints.api import Api
 from switchboard.chat.entrypoints.clients import trusted_networks
+from switchboard.chat.entrypoints.engine import LeanSocketServer
 from switchboard.chat.entrypoints.http_server import HttpServer
 from switchboard.chat.entrypoints.socket_common import ChatLimits, cors_allows
 from switchboard.chat.entrypoints.web import build_asgi
@@ -103,7 +104,7 @@ class ChatApp(Service):
         await self.spending.start()
         # A Socket.IO frame holds one message plus JSON framing; anything far bigger is abuse.
         buffer = max(64 * 1024, 8 * s.max_message_bytes)
-        self.sio = socketio.AsyncServer(
+        self.sio = LeanSocketServer(
             async_mode="asgi",
             client_manager=self.manager,
             max_http_buffer_size=buffer,

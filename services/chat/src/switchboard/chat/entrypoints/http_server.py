@@ -45,6 +45,11 @@ class HttpServer:
             server_header=False,
             timeout_graceful_shutdown=max(1, int(grace_seconds)),
             ws_max_size=ws_max_size,
+            # Engine.IO's own heartbeat (ping_interval/ping_timeout) already closes a socket
+            # whose peer went away; uvicorn's WebSocket pings on top would cost each held socket
+            # a timer and a frame every 20 s for nothing.
+            ws_ping_interval=None,
+            ws_ping_timeout=None,
             # HTTPS with the context we are given (uvicorn would build its own from files).
             ssl_context_factory=(lambda _config, _default: ssl) if ssl is not None else None,
         )
