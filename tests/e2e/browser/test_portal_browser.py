@@ -336,3 +336,40 @@ async def test_help_centre_from_the_widget_finds_an_article_and_signs_in_by_code
     await expect(shop.locator("[data-sb-panel=help]")).to_be_hidden()
     await expect(shop.locator("[data-sb-panel=chat]")).to_be_visible()
     assert pages.errors == []
+
+
+async def test_a_case_opened_by_email_is_followed_and_answered_in_the_portal(
+    platform: Platform, pages: Any, mail: MailCatcher
+) -> None:
+    # An email from seojun@example.com opens a case; the customer follows it in the portal.
+    inbox = await agent(pages, platform)
+    await platform.email_contact("3월 청구서가 두 번 왔습니다.")
+    await inbox.get_by_test_id("offer-accept").click()
+    first = inbox.get_by_test_id("contact-item")
+    await expect(first).to_have_count(1)
+    email_id = await first.get_attribute("data-contact-id")
+
+    customer = await pages.new(f"{platform.url}/portal?tenant=demo")
+    await customer.get_by_test_id("signin-email").fill("seojun@example.com")
+    await customer.get_by_test_id("signin-send").click()
+    await expect(customer.get_by_test_id("signin-sent")).to_be_visible()
+    await customer.goto(await sign_in_link(mail, "seojun@example.com"))
+    await expect(customer.get_by_test_id("who")).to_contain_text("seojun@example.com")
+    item = customer.get_by_test_id("case-item")
+    await expect(item).to_have_count(1)
+    await item.locator("button").click()
+    await expect(
+        customer.get_by_test_id("case-msg").and_(customer.locator("[data-author=customer]"))
+    ).to_contain_text("3월 청구서가 두 번 왔습니다.")
+    await pages.shot(customer, "portal-email-case")
+
+    # The reply in the portal reaches the agent, on the same case, answered by email.
+    await customer.get_by_test_id("reply-text").fill("두 번째 청구를 취소해 주세요.")
+    await customer.get_by_test_id("reply-send").click()
+    await expect(customer.get_by_test_id("reply-sent")).to_be_visible()
+    await inbox.get_by_test_id("offer-accept").click()
+    await expect(inbox.get_by_test_id("contact-item")).to_have_count(2)
+    await inbox.locator(f"[data-testid=contact-item]:not([data-contact-id='{email_id}'])").click()
+    await expect(inbox.get_by_test_id("thread")).to_contain_text("두 번째 청구를 취소해 주세요.")
+    await expect(inbox.get_by_test_id("reply-via")).to_contain_text("seojun@example.com")
+    assert pages.errors == []
