@@ -32,7 +32,7 @@ from switchboard.cli.endpoints import (
     nats_server_config,
 )
 from switchboard.cli.mailcatcher import MailCatcher
-from switchboard.core.embedded_nats import NatsServer
+from switchboard.core.embedded_nats import NatsServer, free_port
 from switchboard.core.grpc import check_health
 from switchboard.core.settings import DEVELOPMENT
 
@@ -58,9 +58,7 @@ def choose_port(preferred: int, taken: set[int], host: str = "127.0.0.1") -> int
         taken.add(preferred)
         return preferred
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
+        port = free_port(host)
         if port not in taken:
             taken.add(port)
             return port

@@ -6,6 +6,7 @@ clustered NATS JetStream instead. The package that uses this must depend on nats
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -15,13 +16,49 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PICKED = 10000
 
-def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A TCP (or, with `kind=socket.SOCK_DGRAM`, UDP) port that was free a moment ago (the OS
-    picks it)."""
+
+def _outside_ephemeral() -> range:
+    """The ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range): the kernel
+    never gives one of them to a socket bound to port 0 or to an outgoing connection, so a port
+    picked here cannot be taken by someone else's connection before its server binds it."""
+    try:
+        low = int(LOCAL_PORT_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(LOWEST_PICKED, max(LOWEST_PICKED, low))
+
+
+def _bindable(host: str, port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(
+    host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM, also: tuple[int, ...] = ()
+) -> int:
+    """A TCP (or, with `kind=socket.SOCK_DGRAM`, UDP) port that is free now, free for the kinds
+    in `also` too, and outside the ephemeral range when the machine leaves enough room below it
+    (else the OS picks one)."""
+    candidates = _outside_ephemeral()
+    if len(candidates) >= 1000:
+        for _ in range(200):
+            port = random.choice(candidates)
+            if all(_bindable(host, port, k) for k in (kind, *also)):
+                return port
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if all(_bindable(host, port, k) for k in also):
+            return port
+    raise RuntimeError(f"no port free on {host}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
