@@ -813,11 +813,16 @@ class Chat:
             await self.delivery.to_agents(contact_id, "status", status)
 
     async def _status(self, tenant: str, contact_id: str, status: dict[str, Any]) -> None:
+        late = status.get("state") in ("queued", "assigned")
+
         def set_status(c: Conversation) -> None:
-            # A late ContactQueued never hides an assignment already made.
+            # A late ContactQueued or ContactAssigned never reopens a chat that ended, and a late
+            # ContactQueued never hides an assignment already made.
+            if late and c.ended:
+                return
             if not (c.status or {}).get("state") == "assigned" or status.get("state") != "queued":
                 c.status = dict(status)
 
         conversation = await self.store.update(tenant, contact_id, set_status)
-        if conversation is not None:
+        if conversation is not None and not (late and conversation.ended):
             await self.delivery.to_customer(tenant, conversation.visitor_id, "status", status)
