@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date
 from datetime import time as dt_time
@@ -209,11 +210,9 @@ class AdminConsole:
     async def set_codes(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
         """Replace the tenant's wrap-up codes (checked as the agents file's ``wrap_up_codes``)."""
         _require(p, CHANGE_AGENTS)
-        async with self._lock:
-            self._check_version(p.tenant, data.get("version"))
-            part = self.inbox.directory.tenant(p.tenant)
-            _, text, change = changes.set_codes(part, p.tenant, data.get("wrap_up_codes"))
-            return await self._commit(p, text, change)
+        return await self._change(
+            p, data, lambda part: changes.set_codes(part, p.tenant, data.get("wrap_up_codes"))
+        )
 
     async def set_oidc(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
         """Set (or remove, with ``oidc: null``) the tenant's company sign-in (the agents file's
@@ -221,11 +220,9 @@ class AdminConsole:
         _require(p, CHANGE_AGENTS)
         if "oidc" not in data:
             raise InvalidArgument("oidc", "is required (null removes the company sign-in)")
-        async with self._lock:
-            self._check_version(p.tenant, data.get("version"))
-            part = self.inbox.directory.tenant(p.tenant)
-            _, text, change = changes.set_oidc(part, p.tenant, data["oidc"])
-            return await self._commit(p, text, change)
+        return await self._change(
+            p, data, lambda part: changes.set_oidc(part, p.tenant, data["oidc"])
+        )
 
     async def set_teams(self, p: sb_auth.Principal, data: dict[str, Any]) -> dict[str, Any]:
         """Replace the tenant's teams (the agents file's ``teams``: id, name, leads), checked as
@@ -233,10 +230,17 @@ class AdminConsole:
         _require(p, CHANGE_AGENTS)
         if "teams" not in data:
             raise InvalidArgument("teams", "is required: a list of {id, name, leads}")
+        return await self._change(
+            p, data, lambda part: changes.set_teams(part, p.tenant, data["teams"])
+        )
+
+    async def _change(
+        self, p: sb_auth.Principal, data: dict[str, Any], make: Callable[[Any], Any]
+    ) -> dict[str, Any]:
+        """A change of the tenant's whole directory part, on the version `data` was based on."""
         async with self._lock:
             self._check_version(p.tenant, data.get("version"))
-            part = self.inbox.directory.tenant(p.tenant)
-            _, text, change = changes.set_teams(part, p.tenant, data["teams"])
+            _, text, change = make(self.inbox.directory.tenant(p.tenant))
             return await self._commit(p, text, change)
 
     async def _check_skills(self, p: sb_auth.Principal, token: str, skills: dict[str, Any]) -> None:
