@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.js.errors
+
 from switchboard.core.bus import Bus
 from switchboard.core.leases import Lease
 from switchboard.testing.waiting import eventually
@@ -77,3 +79,25 @@ async def test_a_renewal_landing_while_the_fence_reads_the_entry_does_not_fence_
     assert await a.check()
     a.kv = real
     assert await a.check() and await a.holder() == "a"
+
+
+async def test_a_lease_expiring_while_it_is_created_over_is_taken_not_raised(bus: Bus) -> None:
+    """The client's create finds the key, then reads it to see whether it is a delete marker;
+    when the entry expires in between, the read finds nothing and the client raises 'key not
+    found'. The lease is free then: it is taken, and no error escapes to the caller's loop."""
+    a, b = await _lease(bus, "a"), await _lease(bus, "b")
+    assert await a.try_acquire()
+    create = b.kv.create
+    calls = 0
+
+    async def expiring_create(key: str, value: bytes, **kwargs: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await a.kv.purge(key)  # the entry expires under the create
+            raise nats.js.errors.KeyNotFoundError
+        return await create(key, value, **kwargs)
+
+    b.kv.create = expiring_create  # type: ignore[method-assign]
+    assert await b.try_acquire() and await b.holder() == "b"
+    assert calls == 2

@@ -70,12 +70,11 @@ class Lease:
         """Take the lease if it is free, or take it back if it still names this replica (a
         restart under the same id, or a step-down to re-read the journal): a new revision
         either way, so the previous term's renewals fail."""
-        try:
-            self.revision = await self.kv.create(self.key, self.replica.encode())
+        created = await stores.create(self.kv, self.key, self.replica.encode())
+        if created is not None:
+            self.revision = created
             self.written_at = time.monotonic()
             return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass
         try:
             entry = await self.kv.get(self.key)
         except nats.js.errors.KeyNotFoundError:

@@ -19,6 +19,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
+    KeyWrongLastSequenceError,
     NoKeysError,
     NotFoundError,
     ObjectNotFoundError,
@@ -122,6 +123,21 @@ async def entry(kv: KeyValueBucket, key: str) -> KeyValue.Entry | None:
     if found is None or found.operation in ("DEL", "PURGE"):
         return None
     return found
+
+
+async def create(kv: KeyValue, key: str, value: bytes) -> int | None:
+    """Write `key` when it holds no value (never written, deleted, purged or expired): the new
+    revision, or None when it holds one. The client's create, finding the key, reads it to see
+    whether it is a delete marker; an entry expiring between the two makes that read raise 'key
+    not found' although the key is free, so the create is tried again then."""
+    for _ in range(3):
+        try:
+            return int(await kv.create(key, value))
+        except KeyWrongLastSequenceError:
+            return None
+        except KeyNotFoundError:
+            continue
+    return None
 
 
 async def value(kv: KeyValueBucket, key: str) -> bytes | None:

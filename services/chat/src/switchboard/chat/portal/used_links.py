@@ -8,7 +8,6 @@ import time
 from typing import Protocol
 
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
 
 from switchboard.core import stores
 from switchboard.core.portal_tokens import LINK_TTL_SECONDS
@@ -46,8 +45,4 @@ class JetStreamUsedLinks:
         return cls(kv)
 
     async def claim(self, link_id: str) -> bool:
-        try:
-            await self._kv.create(link_id, b"1")  # type: ignore[attr-defined]
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+        return await stores.create(self._kv, link_id, b"1") is not None  # type: ignore[arg-type]
