@@ -110,3 +110,16 @@ def test_supervisor_keys_and_supervisable_calls() -> None:
         None,
     ]
     assert [s for s in State if supervision.can_supervise(s)] == [State.CONNECTED]
+
+
+def test_a_supervisor_dialling_in_is_redirected_on_its_own_transport() -> None:
+    holder = supervision.SipAddress("10.0.0.8", 5060, 5061)
+    assert supervision.redirect_uri("*55a1", holder, "udp") == "sip:*55a1@10.0.0.8:5060"
+    tcp = supervision.redirect_uri("*55a1", holder, "tcp")
+    assert tcp == "sip:*55a1@10.0.0.8:5060;transport=tcp"
+    tls = supervision.redirect_uri("*55a1", holder, "tls")
+    assert tls == "sip:*55a1@10.0.0.8:5061;transport=tls"
+    v6 = supervision.SipAddress("fd00::8", 5060)
+    assert supervision.redirect_uri("*55a1", v6, "udp") == "sip:*55a1@[fd00::8]:5060"
+    # A phone on TLS is never sent to a replica without it (its call would go in the clear).
+    assert supervision.redirect_uri("*55a1", v6, "tls") is None

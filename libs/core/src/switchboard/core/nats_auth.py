@@ -134,6 +134,8 @@ SERVICES: dict[str, Grant] = {
             *(("EVENTS", f"voice-gateway-{i}") for i in range(VOICE_GATEWAY_REPLICAS)),
         ),
         objects=("recordings",),  # the calls' recordings, sealed (docs/voice.md)
+        # Its plain subjects: which replica holds an agent's call (a supervisor dialled in).
+        core=("switchboard.voice.>",),
     ),
     "email-ingest": Grant(
         publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails

@@ -14,6 +14,7 @@ from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.adapters import RouterClient
+from switchboard.voice_gateway.adapters.replicas import NatsReplicas
 from switchboard.voice_gateway.entrypoints import nats_consumer
 from switchboard.voice_gateway.entrypoints.grpc_server import VoiceServicer, registration
 from switchboard.voice_gateway.entrypoints.sip_server import SipServer
@@ -102,7 +103,8 @@ class VoiceGatewayApp(Service):
         )
         flow = CallFlow(self.gateway)
         agent_leg = AgentLeg(self.gateway, flow)
-        supervision = Supervision(self.gateway)
+        replicas = NatsReplicas(bus.nc, s.replica_lookup_seconds)
+        supervision = Supervision(self.gateway, replicas)
         SipServer(self.gateway, flow, agent_leg, supervision).serve()
         self.keepalive = Keepalive(self.sip, registrar, s.options_ping_seconds)
         tls = None
@@ -117,6 +119,7 @@ class VoiceGatewayApp(Service):
         self._purging = asyncio.create_task(self.recordings.purge_forever())
         durable = s.consumer_name + (f"-{s.replica_id}" if s.replica_id else "")
         nats_consumer.subscribe(bus, agent_leg, durable)
+        await nats_consumer.answer_replicas(replicas, supervision)
         return [registration(VoiceServicer(supervision))]  # type: ignore[list-item]
 
     async def _started(self) -> None:

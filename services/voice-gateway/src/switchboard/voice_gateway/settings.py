@@ -45,6 +45,9 @@ class VoiceGatewaySettings(RouterGroupSettings):
     ring_timeout_seconds: float = Field(15.0, alias="VOICE_RING_TIMEOUT_SECONDS", gt=0)
     position_poll_seconds: float = Field(5.0, alias="VOICE_POSITION_POLL_SECONDS", gt=0)
     options_ping_seconds: float = Field(30.0, alias="VOICE_OPTIONS_PING_SECONDS", gt=0)
+    # How long a replica dialled in to supervise an agent whose call it does not hold waits for
+    # the replica that holds it to answer (over NATS) before it answers 404.
+    replica_lookup_seconds: float = Field(2.0, alias="VOICE_REPLICA_LOOKUP_SECONDS", gt=0)
     # Call recordings: the master key their tenants' keys derive from (a file holding 32 random
     # bytes, or their base64; the Secret voice-recording-key), the old master keys that still
     # open what they sealed (a file, one base64 key a line; absent: none), and the writable

@@ -9,6 +9,7 @@ the agent hears the whispering and barging ones, the caller only the barging one
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from switchboard.voice_gateway.domain.state import State
 
@@ -51,3 +52,28 @@ def recorded_in(mode: Mode) -> tuple[str, ...]:
 def can_supervise(state: State) -> bool:
     """Only a connected call (the agent talking to the caller, or holding them) is supervised."""
     return state is State.CONNECTED
+
+
+# ---- dialling in on another replica ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SipAddress:
+    """Where a gateway replica takes SIP: its advertised host, the port of UDP and TCP, and
+    that of TLS (0: none)."""
+
+    host: str
+    port: int
+    tls_port: int = 0
+
+
+def redirect_uri(user: str, holder: SipAddress, transport: str) -> str | None:
+    """The Contact of the `302 Moved Temporarily` sending a phone that dialled `user` (the
+    extension and agent id) over `transport` to the replica holding the call (RFC 3261 section
+    8.1.3.4: the phone sends its INVITE there); None when that replica cannot take the phone's
+    transport (a phone on TLS is never sent to plain TCP or UDP)."""
+    host = f"[{holder.host}]" if ":" in holder.host else holder.host
+    if transport == "tls":
+        return f"sip:{user}@{host}:{holder.tls_port};transport=tls" if holder.tls_port else None
+    suffix = ";transport=tcp" if transport == "tcp" else ""
+    return f"sip:{user}@{host}:{holder.port}{suffix}"

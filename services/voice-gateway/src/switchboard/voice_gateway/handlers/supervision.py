@@ -6,7 +6,10 @@ changes without redialling: by RPC, or with the keys 4, 5 and 6 on the superviso
 A supervisor may also dial in from its own phone: the supervision extension and the agent id
 (`*55agent-en`). That INVITE is authenticated with the phone's SIP credentials (the digest its
 REGISTER uses, RFC 3261 section 22) and taken only from a phone configured as one of its
-tenant's supervisors; it joins the call that agent is talking on, in monitor mode."""
+tenant's supervisors; it joins the call that agent is talking on, in monitor mode. A call lives
+on one replica: a replica dialled for an agent whose call another replica holds finds that one
+(over NATS) and answers `302 Moved Temporarily` with its SIP address, as a redirect server does
+(RFC 3261 section 8.3); the phone dials it there, and that replica authenticates it again."""
 
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ import uuid
 from typing import Any
 
 from switchboard.core.errors import FailedPrecondition, NotFound, Unavailable
+from switchboard.voice_gateway.adapters.replicas import Replicas
 from switchboard.voice_gateway.calls import Call, Leg, Supervisor
 from switchboard.voice_gateway.domain import supervision
-from switchboard.voice_gateway.domain.supervision import Mode
+from switchboard.voice_gateway.domain.supervision import Mode, SipAddress
 from switchboard.voice_gateway.handlers.gateway import Gateway
 from switchboard.voice_gateway.media import sdp
 from switchboard.voice_gateway.media.mixer import Mixer
@@ -35,8 +39,12 @@ CHANNELS = {"caller": CALLER, "agent": AGENT}  # a party's channel in the call's
 
 
 class Supervision:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, replicas: Replicas | None = None) -> None:
+        """`replicas`: the other gateway replicas, asked for a call dialled in to that is not
+        here (None: this is the only one)."""
         self.gw = gateway
+        self.replicas = replicas
+        self._redirecting: set[asyncio.Task[None]] = set()
 
     def _call(self, tenant: str, contact_id: str) -> Call:
         call = self.gw.calls.get(contact_id)
@@ -134,18 +142,12 @@ class Supervision:
             logger.info("%s of %s dialled %s: not a supervisor", supervisor_id, tenant, msg.uri)
             gw.respond(tx, 403, "Forbidden: not a supervisor")
             return
-        # Another tenant's agent is not found: the supervisor's tenant has no such call.
-        call = next(
-            (
-                c
-                for c in gw.calls.values()
-                if c.tenant == tenant
-                and c.agent_id == agent_id
-                and c.agent is not None
-                and supervision.can_supervise(c.state)
-            ),
-            None,
-        )
+        call = self._agent_call(tenant, agent_id)
+        if call is None and self.replicas is not None:
+            task = asyncio.ensure_future(self._redirect(msg, peer, tx, tenant, agent_id))
+            self._redirecting.add(task)
+            task.add_done_callback(self._redirecting.discard)
+            return
         if call is None:
             gw.respond(tx, 404, "Not Found: the agent is on no call here")
             return
@@ -162,6 +164,53 @@ class Supervision:
             return
         gw.by_dialog[msg.call_id] = call
         call.spawn(self._answer(call, supervisor_id, msg, peer, tx, offer))
+
+    def _agent_call(self, tenant: str, agent_id: str) -> Call | None:
+        """The connected call `tenant`'s agent is talking on here (another tenant's agent is not
+        found: the supervisor's tenant has no such call)."""
+        return next(
+            (
+                c
+                for c in self.gw.calls.values()
+                if c.tenant == tenant
+                and c.agent_id == agent_id
+                and c.agent is not None
+                and supervision.can_supervise(c.state)
+            ),
+            None,
+        )
+
+    def held_here(self, tenant: str, agent_id: str) -> SipAddress | None:
+        """This replica's SIP address when it holds the call of `tenant`'s agent (another
+        replica asks, a supervisor having dialled in there)."""
+        if self._agent_call(tenant, agent_id) is None:
+            return None
+        sip = self.gw.sip
+        return SipAddress(sip.advertised, sip.port, sip.transport.ports.get("tls", 0))
+
+    async def _redirect(
+        self, msg: SipMessage, peer: Peer, tx: ServerTransaction, tenant: str, agent_id: str
+    ) -> None:
+        """The agent's call is not here: send the (authenticated) supervisor's phone to the
+        replica that holds it, or answer 404 when none does."""
+        gw = self.gw
+        assert self.replicas is not None
+        try:
+            holder = await self.replicas.find(tenant, agent_id)
+        except Exception as exc:  # NATS unreachable: as if no replica held it
+            logger.warning("no replica asked for %s's call: %s", agent_id, exc)
+            holder = None
+        if tx.final:  # cancelled meanwhile
+            return
+        user = Uri.parse(msg.uri).user or Uri.parse(NameAddr.parse(msg.get("To")).uri).user
+        target = supervision.redirect_uri(user, holder, peer.transport) if holder else None
+        if target is None:
+            gw.respond(tx, 404, "Not Found: the agent is on no call here")
+            return
+        logger.info("a supervisor of %s dialled %s: sent to %s", tenant, user, target)
+        resp = msg.response(302, "Moved Temporarily", new_tag())
+        resp.add("Contact", f"<{target}>")
+        gw.sip.respond(tx, resp)
 
     async def _answer(
         self,
