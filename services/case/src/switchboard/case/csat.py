@@ -3,7 +3,9 @@ ratings that come back (SatisfactionRated), stored once each.
 
 - email: an OutboundEmail command of kind "survey" to the customer's address, threaded on the
   case reference; its command id is derived from the case, so a redelivered CaseStatusChanged
-  publishes the same command and JetStream drops the copy;
+  publishes the same command and JetStream drops the copy. A reply that is nothing but a rating
+  comes marked by the email channel (Contact.survey_answer): recorded here, queued by no router.
+  A reply with more to say is routed as usual, and rated too when it starts with a rating;
 - chat: the chat widget shows its own rating form when the conversation ends; nothing is sent;
 - voice and fax: the channel runs its own post-contact survey; nothing is sent.
 
