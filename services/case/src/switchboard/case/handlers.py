@@ -655,6 +655,10 @@ class CaseHandlers:
             rated = await self._rated_by_reply(session, tenant, c)
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
             score = c.survey_answer if how == RATING else None
+            if c.survey_answer and how != RATING:
+                # The channel threaded it into a case this service does not know: no agent was
+                # offered it, so it is kept as a message for whoever opens the case.
+                logger.warning("survey answer %s names no known case", c.contact_id)
             keys = keyring.of(session)
             bulk.new(
                 session,
