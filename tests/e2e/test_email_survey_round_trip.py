@@ -1,7 +1,8 @@
 """CSAT by email, end to end: a customer's mail arrives over SMTP at the email channel, the case is
 resolved over gRPC, the case service's survey goes out through the email channel to a real SMTP
 relay, and the customer's reply to it (over SMTP, quoting the survey) becomes the case's rating
-without reopening it."""
+without reopening it. A reply that is only the rating is offered to no agent; a reply with more to
+say is rated and reaches an agent like any other mail."""
 
 from __future__ import annotations
 
@@ -134,25 +135,49 @@ async def test_a_reply_to_the_survey_mail_rates_the_case(
         quoted = "\n".join(
             f"> {line}" for line in sent.get_body(("plain",)).get_content().splitlines()
         )
-        await send(
-            mail_channel,
-            customer_mail(
+        quoting = f"2025년 3월 3일 Demo Support 작성:\n{quoted}"
+
+        def reply(text: str, message_id: str) -> bytes:
+            return customer_mail(
                 f"RE: {sent['Subject']}",
-                f"４점 입니다\n\n2025년 3월 3일 Demo Support 작성:\n{quoted}",
-                "<kim-2@example.kr>",
+                text,
+                message_id,
                 In_Reply_To=sent["Message-ID"],
                 References=f"<kim-1@example.kr> {sent['Message-ID']}",
-            ),
-        )
+            )
+
+        await send(mail_channel, reply(f"４점\n\n{quoting}", "<kim-2@example.kr>"))
         assert platform.case.sessions is not None
 
-        async def rated() -> list[CsatRating] | None:
+        async def rated(score: int) -> CsatRating | None:
             async with platform.case.sessions() as session:
                 rows = list(await session.scalars(select(CsatRating)))
-            return rows or None
+            return rows[0] if len(rows) == 1 and rows[0].score == score else None
 
-        [rating] = await eventually(rated, "the rating")
-        assert (rating.case_id, rating.score, rating.channel) == (case.case_id, 4, "email")
+        rating = await eventually(lambda: rated(4), "the rating")
+        assert (rating.case_id, rating.channel) == (case.case_id, "email")
         after = await stub.GetCase(case_pb2.GetCaseRequest(case_id=case.case_id))
         assert after.status == case_pb2.CASE_STATUS_RESOLVED and after.reopened_count == 0
         assert len(after.contacts) == 2
+        first, answer = (c.contact_id for c in after.contacts)
+
+        # The customer changes their mind and says why: rated, and a request for an agent.
+        await send(
+            mail_channel,
+            reply(f"1\n청구서가 또 두 번 왔어요.\n\n{quoting}", "<kim-3@example.kr>"),
+        )
+        await eventually(lambda: rated(1), "the second rating")
+        after = await stub.GetCase(case_pb2.GetCaseRequest(case_id=case.case_id))
+        assert after.status == case_pb2.CASE_STATUS_IN_PROGRESS and after.reopened_count == 1
+        [again] = [c.contact_id for c in after.contacts if c.contact_id not in (first, answer)]
+        assert platform.router.router is not None
+        engine = platform.router.router.engine
+
+        async def queued() -> bool:
+            return again in engine.contacts
+
+        # The router takes contacts in the order they were created: by the time it queues the
+        # third mail it has seen the bare answer, and left it out.
+        await eventually(queued, "the reply with words queued")
+        assert first in engine.contacts
+        assert answer not in engine.contacts

@@ -1,5 +1,7 @@
 """CSAT by email: a reply to the survey mail is read as a 1..5 rating of the case, on a real
-database; such a reply leaves the resolved case resolved, any other reply reopens it."""
+database. A reply the channel marked as nothing but the rating (Contact.survey_answer) leaves the
+resolved case resolved; a reply with more to say is rated when it starts with a rating, and reopens
+the case like any other reply."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import csat
 from switchboard.case.adapters import orm
-from switchboard.case.csat import Csat, parse_rating
+from switchboard.case.csat import Csat
 from switchboard.case.domain import lifecycle
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.reports.orm import CsatRating
@@ -20,52 +22,6 @@ from switchboard.core import events
 from switchboard.v1 import case_pb2, contact_pb2, events_pb2
 
 EMAIL = contact_pb2.IDENTITY_KIND_EMAIL
-
-
-@pytest.mark.parametrize(
-    ("text", "score"),
-    [
-        ("4", 4),
-        ("4/5", 4),
-        ("4 / 5", 4),
-        ("4 out of 5", 4),
-        ("★★★★", 4),
-        ("★★★★☆", 4),
-        ("⭐⭐⭐⭐⭐", 5),
-        ("5 - great", 5),
-        ("5, thanks a lot!", 5),
-        ("3.", 3),
-        ("４", 4),
-        ("４／５", 4),
-        ("4점", 4),
-        ("5점 감사합니다", 5),
-        ("4分", 4),
-        ("5点", 5),
-        ("四分", 4),
-        ("五星", 5),
-        ("  \n\n2\n", 2),
-        ("5점 만점에 4점", 4),
-        ("满分5分，我给4分", 4),
-        ("5점 만점", None),
-        ("1 (very dissatisfied)", 1),
-        ("4\n\nOn Mon, 1 Jan 2025, Help <help@example.com> wrote:\n> Reply with 1 to 5", 4),
-        ("5 - great\n> How satisfied are you? 1 (very dissatisfied) to 5", 5),
-        # not a rating
-        ("", None),
-        ("It still does not work", None),
-        ("6", None),
-        ("0", None),
-        ("45", None),
-        ("4.5", None),
-        ("4/10", None),
-        ("1st of all, thanks", None),
-        ("> 5\nthe printer is broken again", None),
-        ("Thanks\n5", None),  # the top line only
-        ("10分", None),
-    ],
-)
-def test_parse_rating(text: str, score: int | None) -> None:
-    assert parse_rating(text) == score
 
 
 class Published:
@@ -91,6 +47,7 @@ def created(
     references: tuple[str, ...] = (),
     minute: int = 0,
     language: str = "",
+    survey_answer: int = 0,
 ) -> events_pb2.ContactCreated:
     contact = contact_pb2.Contact(
         contact_id=contact_id,
@@ -105,6 +62,7 @@ def created(
         case_id=case_id,
         in_reply_to=in_reply_to,
         references=list(references),
+        survey_answer=survey_answer,
     )
     contact.created_at.FromDatetime(T0.replace(minute=minute))
     return events_pb2.ContactCreated(
@@ -188,6 +146,7 @@ async def test_a_reply_to_the_survey_rates_the_case_without_reopening_it(
         subject="RE: " + survey.subject,
         in_reply_to=survey_message_id(survey),
         minute=30,
+        survey_answer=4,  # the channel read nothing but the rating
     )
     await handlers.on_contact_created(reply)
     await handlers.on_contact_created(reply)  # redelivered: rated once
@@ -232,12 +191,20 @@ async def test_the_survey_is_recognised_by_references_or_by_its_subject_token(
             case_id=case.reference,
             references=("agent-reply@help.example.com", survey_message_id(survey)),
             minute=20,
+            survey_answer=5,
         )
     )
     assert [r.score for r in await ratings(sessions)] == [5]
     # A later answer (a changed mind, threaded by the subject's token alone) replaces it.
     await handlers.on_contact_created(
-        created("c-3", "３", case_id=case.reference, subject="Aw: " + survey.subject, minute=40)
+        created(
+            "c-3",
+            "３",
+            case_id=case.reference,
+            subject="Aw: " + survey.subject,
+            minute=40,
+            survey_answer=3,
+        )
     )
     assert [r.score for r in await ratings(sessions)] == [3]
     assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_RESOLVED
@@ -285,7 +252,12 @@ async def test_a_rating_of_a_closed_case_opens_no_new_case(
     await set_status(sessions, handlers, case.id, lifecycle.CLOSED, "system", 20)
     await handlers.on_contact_created(
         created(
-            "c-2", "2/5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=30
+            "c-2",
+            "2/5",
+            case_id=case.reference,
+            in_reply_to=survey_message_id(survey),
+            minute=30,
+            survey_answer=2,
         )
     )
     [rating] = await ratings(sessions)
@@ -304,7 +276,12 @@ async def test_a_case_awaiting_the_customers_confirmation_is_rated_or_disputed_b
     )
     await handlers.on_contact_created(
         created(
-            "c-2", "5", case_id=case.reference, in_reply_to=survey_message_id(survey), minute=20
+            "c-2",
+            "5",
+            case_id=case.reference,
+            in_reply_to=survey_message_id(survey),
+            minute=20,
+            survey_answer=5,
         )
     )
     assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_PENDING_CONFIRMATION
@@ -329,7 +306,57 @@ async def test_the_survey_is_written_in_the_customers_language_and_still_underst
     assert case.reference in survey.subject and case.reference in survey.text
     # whatever the language, a reply keeping the subject is read as the rating
     reply = created(
-        "c-2", "5점", case_id=case.reference, subject="RE: " + survey.subject, minute=30
+        "c-2",
+        "5점",
+        case_id=case.reference,
+        subject="RE: " + survey.subject,
+        minute=30,
+        survey_answer=5,
     )
     await handlers.on_contact_created(reply)
     assert [r.score for r in await ratings(sessions)] == [5]
+
+
+async def test_a_rating_with_more_to_say_is_rated_and_reopens_the_case(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    reply = created(
+        "c-2",
+        "5 stars, but the fix broke my printer\n> Reply with 1 to 5",
+        case_id=case.reference,
+        in_reply_to=survey_message_id(survey),
+        minute=30,
+    )
+    await handlers.on_contact_created(reply)
+    await handlers.on_contact_created(reply)  # redelivered: rated once
+    [rating] = await ratings(sessions)
+    assert (rating.case_id, rating.score, rating.channel) == (case.id, 5, "email")
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_IN_PROGRESS
+    async with sessions() as session:
+        contact = await session.get(orm.Contact, "c-2")
+        assert contact is not None and contact.case_id == case.id
+        assert contact.status == "queued" and contact.wrap_up_code == ""  # for an agent
+
+
+async def test_a_rating_with_more_to_say_on_a_closed_case_rates_it_and_follows_it_up(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    case, survey = await resolved_and_surveyed(sessions, handlers)
+    await set_status(sessions, handlers, case.id, lifecycle.CLOSED, "system", 20)
+    await handlers.on_contact_created(
+        created(
+            "c-2",
+            "1\nThe problem came back.",
+            case_id=case.reference,
+            subject="RE: " + survey.subject,
+            minute=30,
+        )
+    )
+    [rating] = await ratings(sessions)
+    assert (rating.case_id, rating.score) == (case.id, 1)
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_CLOSED
+    async with sessions() as session:
+        contact = await session.get(orm.Contact, "c-2")
+        assert contact is not None and contact.case_id != case.id  # a follow-up, for an agent
+        assert contact.status == "queued"

@@ -168,6 +168,7 @@ async def test_a_rating_in_answer_to_the_survey_is_not_a_repeat_contact(
             "e2", EMAIL, T0 + timedelta(hours=2),
             case_id=case.reference, in_reply_to=f"{sent.command_id}.x@help.example.com",
             content=[contact_pb2.ContentPart(content_type="text/plain", text="5")],
+            survey_answer=5,  # the channel read nothing but the rating
         )
     )  # fmt: skip
     m = await report(sessions, "fcr", T0 + timedelta(days=4))

@@ -358,3 +358,53 @@ async def test_a_reply_whose_attachment_is_not_stored_is_refused_naming_it(
     [message] = sender.messages
     [attached] = list(message.iter_attachments())
     assert attached.get_filename() == "a.pdf" and attached.get_content() == b"%PDF"
+
+
+# ---- answers to the satisfaction survey --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "headers", "answer"),
+    [
+        ("5", {"In_Reply_To": "<survey>"}, 5),
+        ("５\n\nOn Mon, Demo Support wrote:\n> How did we do?", {"In_Reply_To": "<survey>"}, 5),
+        ("4점\n\n-- \n김민지 드림", {"In_Reply_To": "<survey>"}, 4),
+        ("3", {"References": "<ask@example.com> <survey>"}, 3),
+        ("2", {"Subject": "RE: How did we do? [#C-7K3M9Q] [CSAT]"}, 2),
+        # more to say: a request for an agent
+        ("5 stars but the fix broke my printer", {"In_Reply_To": "<survey>"}, 0),
+        ("1\n\nThe problem came back.", {"In_Reply_To": "<survey>"}, 0),
+        # a number in answer to another mail is a message like any other
+        ("5", {"In_Reply_To": "<ask@example.com>"}, 0),
+    ],
+)
+async def test_a_bare_rating_in_answer_to_the_survey_is_marked_as_the_answer(
+    parts: Parts,
+    make_mail: Callable[..., bytes],
+    text: str,
+    headers: dict[str, str],
+    answer: int,
+) -> None:
+    sender = MailerSender(parts, FakeMailer())
+    asked = await parts.ingest(make_mail(message_id="<ask@example.com>", Content_Language="en"))
+    survey = outbound(
+        asked.contact_id,
+        "How satisfied are you? Reply with 1 to 5.",
+        kind="survey",
+        case_id="case-1",
+        case_reference="C-7K3M9Q",
+        subject="How did we do? [#C-7K3M9Q] [CSAT]",
+    )
+    await sender.handle(survey)
+    [sent] = sender.messages
+    fields = {"Content_Language": "en", **headers}
+    for name, value in fields.items():
+        fields[name] = value.replace("<survey>", str(sent["Message-ID"]))
+    subject = fields.pop("Subject", "Re: Hello")
+    await parts.ingest(
+        make_mail(subject=subject, text=text, message_id="<r@example.com>", **fields)
+    )
+    _, created = parts.bus.of(events_pb2.ContactCreated)
+    assert created.contact.survey_answer == answer
+    if answer:
+        assert created.contact.case_id == "case-1"  # threaded into the surveyed case

@@ -81,6 +81,24 @@ async def test_offer_accept_publishes_assignment(router: RouterApp, bus: Bus) ->
     await zh.close()
 
 
+async def test_a_bare_answer_to_the_survey_is_neither_queued_nor_offered(
+    router: RouterApp, bus: Bus
+) -> None:
+    a = await agent(router, "a", {"ko": 5})
+    answer = created("s-1")
+    answer.contact.survey_answer = 5  # the channel read nothing but a rating
+    await bus.publish(answer)
+    await bus.publish(created("c-3"))  # behind it on the stream
+    offer = await a.next_offer()
+    assert offer.contact.contact_id == "c-3"
+    queued = [
+        events_pb2.ContactQueued.FromString(d) for d in await routing_events(bus, "queued", 5)
+    ]
+    assert [e.contact_id for e in queued] == ["c-3"]
+    assert router.router is not None and "s-1" not in router.router.engine.contacts
+    await a.close()
+
+
 async def test_decline_and_timeout_reoffer(router: RouterApp, bus: Bus) -> None:
     a = await agent(router, "a", {"ko": 5})
     b = await agent(router, "b", {"ko": 3})

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswitchboard/v1/contact.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x10\x43ustomerIdentity\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.switchboard.v1.IdentityKind\x12\r\n\x05value\x18\x02 \x01(\t\"1\n\x0b\x43ontentPart\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x80\x01\n\rAttachmentRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x13\n\x0bobject_name\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"\xdf\x04\n\x07\x43ontact\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12\x34\n\nidentities\x18\x04 \x03(\x0b\x32 .switchboard.v1.CustomerIdentity\x12\x15\n\rcustomer_name\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x0e\n\x06skills\x18\x07 \x03(\t\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\r\n\x05queue\x18\t \x01(\t\x12\x0f\n\x07subject\x18\n \x01(\t\x12,\n\x07\x63ontent\x18\x0b \x03(\x0b\x32\x1b.switchboard.v1.ContentPart\x12\x32\n\x0b\x61ttachments\x18\x0c \x03(\x0b\x32\x1d.switchboard.v1.AttachmentRef\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63onversation_id\x18\x0e \x01(\t\x12\x10\n\x08\x63\x61llback\x18\x0f \x01(\x08\x12\x0f\n\x07\x63\x61se_id\x18\x10 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x11 \x01(\t\x12\x12\n\nreferences\x18\x12 \x03(\t\x12\x10\n\x08template\x18\x13 \x01(\t\x12/\n\x04\x66orm\x18\x14 \x03(\x0b\x32!.switchboard.v1.Contact.FormEntry\x1a+\n\tFormEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf8\x01\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12&\n\x06\x61uthor\x18\x03 \x01(\x0e\x32\x16.switchboard.v1.Author\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12*\n\x05parts\x18\x05 \x03(\x0b\x32\x1b.switchboard.v1.ContentPart\x12\x32\n\x0b\x61ttachments\x18\x06 \x03(\x0b\x32\x1d.switchboard.v1.AttachmentRef\x12+\n\x07sent_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*k\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_VOICE\x10\x01\x12\x11\n\rCHANNEL_EMAIL\x10\x02\x12\x0f\n\x0b\x43HANNEL_FAX\x10\x03\x12\x10\n\x0c\x43HANNEL_CHAT\x10\x04*\x9d\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13IDENTITY_KIND_PHONE\x10\x01\x12\x17\n\x13IDENTITY_KIND_EMAIL\x10\x02\x12\x1e\n\x1aIDENTITY_KIND_CHAT_VISITOR\x10\x03\x12\x1c\n\x18IDENTITY_KIND_PARTNER_ID\x10\x04*Z\n\x06\x41uthor\x12\x16\n\x12\x41UTHOR_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41UTHOR_CUSTOMER\x10\x01\x12\x10\n\x0c\x41UTHOR_AGENT\x10\x02\x12\x11\n\rAUTHOR_SYSTEM\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswitchboard/v1/contact.proto\x12\x0eswitchboard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x10\x43ustomerIdentity\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.switchboard.v1.IdentityKind\x12\r\n\x05value\x18\x02 \x01(\t\"1\n\x0b\x43ontentPart\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x80\x01\n\rAttachmentRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x13\n\x0bobject_name\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\"\xf6\x04\n\x07\x43ontact\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.switchboard.v1.Channel\x12\x34\n\nidentities\x18\x04 \x03(\x0b\x32 .switchboard.v1.CustomerIdentity\x12\x15\n\rcustomer_name\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x0e\n\x06skills\x18\x07 \x03(\t\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\r\n\x05queue\x18\t \x01(\t\x12\x0f\n\x07subject\x18\n \x01(\t\x12,\n\x07\x63ontent\x18\x0b \x03(\x0b\x32\x1b.switchboard.v1.ContentPart\x12\x32\n\x0b\x61ttachments\x18\x0c \x03(\x0b\x32\x1d.switchboard.v1.AttachmentRef\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63onversation_id\x18\x0e \x01(\t\x12\x10\n\x08\x63\x61llback\x18\x0f \x01(\x08\x12\x0f\n\x07\x63\x61se_id\x18\x10 \x01(\t\x12\x13\n\x0bin_reply_to\x18\x11 \x01(\t\x12\x12\n\nreferences\x18\x12 \x03(\t\x12\x10\n\x08template\x18\x13 \x01(\t\x12/\n\x04\x66orm\x18\x14 \x03(\x0b\x32!.switchboard.v1.Contact.FormEntry\x12\x15\n\rsurvey_answer\x18\x15 \x01(\x05\x1a+\n\tFormEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf8\x01\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12&\n\x06\x61uthor\x18\x03 \x01(\x0e\x32\x16.switchboard.v1.Author\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12*\n\x05parts\x18\x05 \x03(\x0b\x32\x1b.switchboard.v1.ContentPart\x12\x32\n\x0b\x61ttachments\x18\x06 \x03(\x0b\x32\x1d.switchboard.v1.AttachmentRef\x12+\n\x07sent_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*k\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_VOICE\x10\x01\x12\x11\n\rCHANNEL_EMAIL\x10\x02\x12\x0f\n\x0b\x43HANNEL_FAX\x10\x03\x12\x10\n\x0c\x43HANNEL_CHAT\x10\x04*\x9d\x01\n\x0cIdentityKind\x12\x1d\n\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13IDENTITY_KIND_PHONE\x10\x01\x12\x17\n\x13IDENTITY_KIND_EMAIL\x10\x02\x12\x1e\n\x1aIDENTITY_KIND_CHAT_VISITOR\x10\x03\x12\x1c\n\x18IDENTITY_KIND_PARTNER_ID\x10\x04*Z\n\x06\x41uthor\x12\x16\n\x12\x41UTHOR_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41UTHOR_CUSTOMER\x10\x01\x12\x10\n\x0c\x41UTHOR_AGENT\x10\x02\x12\x11\n\rAUTHOR_SYSTEM\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONTACT_FORMENTRY']._loaded_options = None
   _globals['_CONTACT_FORMENTRY']._serialized_options = b'8\001'
-  _globals['_CHANNEL']._serialized_start=1203
-  _globals['_CHANNEL']._serialized_end=1310
-  _globals['_IDENTITYKIND']._serialized_start=1313
-  _globals['_IDENTITYKIND']._serialized_end=1470
-  _globals['_AUTHOR']._serialized_start=1472
-  _globals['_AUTHOR']._serialized_end=1562
+  _globals['_CHANNEL']._serialized_start=1226
+  _globals['_CHANNEL']._serialized_end=1333
+  _globals['_IDENTITYKIND']._serialized_start=1336
+  _globals['_IDENTITYKIND']._serialized_end=1493
+  _globals['_AUTHOR']._serialized_start=1495
+  _globals['_AUTHOR']._serialized_end=1585
   _globals['_CUSTOMERIDENTITY']._serialized_start=81
   _globals['_CUSTOMERIDENTITY']._serialized_end=158
   _globals['_CONTENTPART']._serialized_start=160
@@ -47,9 +47,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHMENTREF']._serialized_start=212
   _globals['_ATTACHMENTREF']._serialized_end=340
   _globals['_CONTACT']._serialized_start=343
-  _globals['_CONTACT']._serialized_end=950
-  _globals['_CONTACT_FORMENTRY']._serialized_start=907
-  _globals['_CONTACT_FORMENTRY']._serialized_end=950
-  _globals['_MESSAGE']._serialized_start=953
-  _globals['_MESSAGE']._serialized_end=1201
+  _globals['_CONTACT']._serialized_end=973
+  _globals['_CONTACT_FORMENTRY']._serialized_start=930
+  _globals['_CONTACT_FORMENTRY']._serialized_end=973
+  _globals['_MESSAGE']._serialized_start=976
+  _globals['_MESSAGE']._serialized_end=1224
 # @@protoc_insertion_point(module_scope)

@@ -221,6 +221,7 @@ class Contact(_message.Message):
     REFERENCES_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     FORM_FIELD_NUMBER: _builtins.int
+    SURVEY_ANSWER_FIELD_NUMBER: _builtins.int
     contact_id: _builtins.str
     tenant: _builtins.str
     channel: Global___Channel.ValueType
@@ -243,6 +244,8 @@ class Contact(_message.Message):
     """email: the Message-ID of the mail this one answers"""
     template: _builtins.str
     """portal catalogue: the case template the request opens a case of"""
+    survey_answer: _builtins.int
+    """a reply to the case's satisfaction survey that is nothing but"""
     @_builtins.property
     def identities(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerIdentity]: ...
     @_builtins.property
@@ -286,10 +289,11 @@ class Contact(_message.Message):
         references: _abc.Iterable[_builtins.str] | None = ...,
         template: _builtins.str = ...,
         form: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        survey_answer: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "form", b"form", "identities", b"identities", "in_reply_to", b"in_reply_to", "language", b"language", "priority", b"priority", "queue", b"queue", "references", b"references", "skills", b"skills", "subject", b"subject", "template", b"template", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "callback", b"callback", "case_id", b"case_id", "channel", b"channel", "contact_id", b"contact_id", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "customer_name", b"customer_name", "form", b"form", "identities", b"identities", "in_reply_to", b"in_reply_to", "language", b"language", "priority", b"priority", "queue", b"queue", "references", b"references", "skills", b"skills", "subject", b"subject", "survey_answer", b"survey_answer", "template", b"template", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

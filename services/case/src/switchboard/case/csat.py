@@ -3,7 +3,9 @@ ratings that come back (SatisfactionRated), stored once each.
 
 - email: an OutboundEmail command of kind "survey" to the customer's address, threaded on the
   case reference; its command id is derived from the case, so a redelivered CaseStatusChanged
-  publishes the same command and JetStream drops the copy;
+  publishes the same command and JetStream drops the copy. A reply that is nothing but a rating
+  comes marked by the email channel (Contact.survey_answer): recorded here, queued by no router.
+  A reply with more to say is routed as usual, and rated too when it starts with a rating;
 - chat: the chat widget shows its own rating form when the conversation ends; nothing is sent;
 - voice and fax: the channel runs its own post-contact survey; nothing is sent.
 
@@ -14,8 +16,6 @@ who rates again replaces the earlier rating only with a later one.
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,14 +32,12 @@ from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core import events
 from switchboard.core.errors import InvalidArgument, Retry
 from switchboard.core.publishing import Publisher
+from switchboard.core.survey_answers import SURVEY_TOKEN, parse_rating
 from switchboard.v1 import case_events_pb2, case_pb2, contact_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
 
 _SURVEY_NAMESPACE = uuid.UUID("5b0a7d1e-3c1f-4c55-9f0e-6d1c2a9e4b10")
-# The survey's own token: a reply that keeps the subject is an answer to the survey, also when
-# its In-Reply-To and References were lost on the way. [#reference] threads it to the case.
-SURVEY_TOKEN = "[CSAT]"
 # The survey in the customer's language (the primary subtag of their latest contact's), English
 # when there is none of theirs. Each keeps the token and asks for the number on the first line.
 SURVEYS: dict[str, tuple[str, str]] = {
@@ -81,56 +79,6 @@ def survey_mail(language: str, reference: str) -> tuple[str, str]:
 
 # The wrap-up code of a contact that was a rating in answer to the survey (not a request).
 SURVEY_REPLY = "csat_reply"
-
-_STARS = frozenset("★⭐🌟")
-_EMPTY_STARS = frozenset("☆")
-_CJK_DIGITS = {"一": 1, "二": 2, "两": 2, "兩": 2, "三": 3, "四": 4, "五": 5}
-# After NFKC (full-width digits and slashes are ASCII): a digit 1..5 that is the whole number
-# (not 45, 4.5, 4,5 or 10), optionally "/5" or "out of 5", optionally a unit (점, 分, 点, stars),
-# then the end of the line or a separator before the customer's words ("5 - great", "4, thanks").
-_SEPARATOR = r"(?=$|[\s\-–—:;,.!?~)(。，！、])"
-_DIGIT_RATING = re.compile(
-    r"^(?P<n>[1-5])(?![\d.,]\d)(?!\d)"
-    r"(?:\s*(?:/|out\s+of|of)\s*5(?!\d))?"
-    r"\s*(?:점|分|点|點|星|颗星|顆星|stars?|points?|pts?)?" + _SEPARATOR,
-    re.IGNORECASE,
-)
-_CJK_RATING = re.compile(r"^(?P<n>[一二两兩三四五])\s*(?:分|点|點|星|颗星|顆星)?" + _SEPARATOR)
-
-
-# The scale named before the score: "5점 만점에", "满分5分", "滿分5分".
-_SCALE = re.compile(r"^(?:5\s*점\s*만점|[满滿]分\s*5\s*分|5\s*分\s*[满滿]分)")
-
-
-def top_line(text: str) -> str:
-    """The first line the customer wrote: blank and quoted (">") lines skipped."""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith(">"):
-            return stripped
-    return ""
-
-
-def parse_rating(text: str) -> int | None:
-    """The 1..5 rating on the top line of a survey reply, or None when it holds none: "4", "4/5",
-    "4 out of 5", "★★★★", "5 - great", full-width "４", "4점", "4分", "四分"."""
-    line = unicodedata.normalize("NFKC", top_line(text)).replace("\ufe0f", "")
-    if not line:
-        return None
-    compact = "".join(line.split())
-    if compact and set(compact) <= _STARS | _EMPTY_STARS:
-        stars = sum(1 for ch in compact if ch in _STARS)
-        return stars if 1 <= stars <= 5 else None
-    scale = _SCALE.search(line)
-    if scale:  # "5점 만점에 4점", "满分5分，我给4分": the score follows the scale
-        return parse_rating(line[scale.end() :].lstrip(" ,，:：에给給我打"))
-    match = _DIGIT_RATING.match(line)
-    if match:
-        return int(match["n"])
-    match = _CJK_RATING.match(line)
-    if match:
-        return _CJK_DIGITS[match["n"]]
-    return None
 
 
 def answers_survey(contact: contact_pb2.Contact, command_id: str) -> bool:

@@ -651,8 +651,14 @@ class CaseHandlers:
             customer = await customers.resolve(
                 session, tenant, identities, c.customer_name, created, actor
             )
+            # Read before the reply reopens the case: a rating it starts with is the survey's.
+            rated = await self._rated_by_reply(session, tenant, c)
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
-            score = csat.parse_rating(text) if how == RATING else None
+            score = c.survey_answer if how == RATING else None
+            if c.survey_answer and how != RATING:
+                # The channel threaded it into a case this service does not know: no agent was
+                # offered it, so it is kept as a message for whoever opens the case.
+                logger.warning("survey answer %s names no known case", c.contact_id)
             keys = keyring.of(session)
             bulk.new(
                 session,
@@ -724,9 +730,37 @@ class CaseHandlers:
                 )
             elif how != "opened":
                 await self._customer_wrote(session, case, created)
+            if rated is not None:
+                surveyed, given = rated
+                await csat.record_reply_rating(
+                    session, surveyed, c.contact_id, given, text, created
+                )
+                await self.records.audit(
+                    session,
+                    surveyed,
+                    "customer",
+                    "satisfaction_rated",
+                    {"contact_id": c.contact_id, "score": given, "channel": "email"},
+                    created,
+                )
             logger.info("contact %s recorded in case %s (%s)", c.contact_id, case.id, how)
 
         await self._apply(event, work)
+
+    async def _rated_by_reply(
+        self, session: AsyncSession, tenant: str, contact: contact_pb2.Contact
+    ) -> tuple[Case, int] | None:
+        """The surveyed case and the rating a reply to its survey starts with, when the reply
+        has more to say (a request, routed as usual); None for any other contact."""
+        if contact.survey_answer or not contact.case_id:
+            return None
+        if contact.channel != contact_pb2.CHANNEL_EMAIL:
+            return None
+        case = await self._threaded_case(session, tenant, contact.case_id)
+        if case is None or case.status not in CLOSED_CASE:
+            return None
+        score = await csat.survey_rating(session, case, contact)
+        return (case, score) if score is not None else None
 
     async def _threaded_case(self, session: AsyncSession, tenant: str, ref: str) -> Case | None:
         """The case a channel named in Contact.case_id: by id or by reference."""
@@ -751,12 +785,12 @@ class CaseHandlers:
         follow_up_of = ""
         if contact.case_id:
             case = await self._threaded_case(session, customer.tenant, contact.case_id)
-            if case is not None and case.status in CLOSED_CASE:
-                # An answer to the case's email survey rates it; it neither reopens the case nor
-                # opens a follow-up.
-                if await csat.survey_rating(session, case, contact) is not None:
-                    case.updated_at = now
-                    return case, RATING
+            if case is not None and contact.survey_answer:
+                # The channel read nothing but a rating in answer to the case's survey: it rates
+                # the case, whatever its status; it neither reopens it nor opens a follow-up, and
+                # the router offers it to no agent.
+                case.updated_at = now
+                return case, RATING
             if case is not None and case.status != case_pb2.CASE_STATUS_CLOSED:
                 case.updated_at = now
                 if case.status in lifecycle.SETTLED:

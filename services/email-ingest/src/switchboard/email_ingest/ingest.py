@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 
-from switchboard.core import events
+from switchboard.core import events, survey_answers
 from switchboard.core.language import detect
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
 from switchboard.email_ingest.config import EmailConfig, Mailbox
@@ -238,6 +238,20 @@ class Ingestor:
                     return entry, "subject", ""
         return None, "new", ""
 
+    async def _survey_answer(self, tenant: str, mail: mime.ParsedMail) -> int:
+        """The rating (1..5) of a mail that answers a satisfaction survey with nothing but it;
+        0 for any other mail, which is routed (a reply with more to say is a request). Only a mail
+        threaded into a case is asked: the survey is about one."""
+        score = survey_answers.bare_rating(mail.new_text or mail.body)
+        if score is None:
+            return 0
+        if survey_answers.SURVEY_TOKEN.lower() in mail.subject.lower():
+            return score
+        answered = mail.in_reply_to or (mail.references[-1] if mail.references else "")
+        if answered and await self._thread_entry(threads.key("survey", tenant, answered)):
+            return score
+        return 0
+
     async def _contact(
         self,
         inc: Incoming,
@@ -263,6 +277,7 @@ class Ingestor:
                 f"{mail.subject}\n{mail.new_text or mail.body}"
             )
         automated = loops.automated(mail, self.config.own_addresses)
+        survey_answer = await self._survey_answer(tenant, mail) if case_id and not automated else 0
 
         raw_ref = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
         objects = [(raw_ref, inc.raw)]
@@ -308,6 +323,7 @@ class Ingestor:
             case_id=case_id,
             in_reply_to=mail.in_reply_to,
             references=mail.references,
+            survey_answer=survey_answer,
         )
         contact.created_at.FromDatetime(datetime.now(UTC))
         received = email_pb2.EmailReceived(

@@ -264,6 +264,9 @@ class Sender:
             keys.append(threads.key("contact", cmd.contact_id))
         if reference:
             keys.append(threads.key("case", tenant, reference))
+        if cmd.kind == "survey":
+            # A reply to this mail that is nothing but a rating answers the survey (ingest).
+            keys.append(threads.key("survey", tenant, message_id))
         for address in cmd.to:
             normalised = threads.normalise_subject(base.subject)
             if normalised:

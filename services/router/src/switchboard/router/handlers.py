@@ -464,6 +464,11 @@ class Router:
             raise InvalidArgument("contact.contact_id")
         if contact.tenant != event.meta.tenant:
             raise InvalidArgument("contact.tenant", "differs from meta.tenant")
+        if contact.survey_answer:
+            # Nothing but a rating in answer to the satisfaction survey: the case service records
+            # it; there is nothing for an agent to do, so it is neither queued nor counted.
+            logger.info("contact %s answers a survey: not queued", contact.contact_id)
+            return
         await self.run("add_contact", contact, telemetry.current_traceparent())
 
     async def on_contact_abandoned(self, event: events_pb2.ContactAbandoned) -> None:
