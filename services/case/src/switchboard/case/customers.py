@@ -436,7 +436,8 @@ async def erase(
             {
                 key
                 for kind, value in identities
-                if value and value != crypto.ERASED
+                if value
+                and value != crypto.ERASED
                 and (key := sender_keys.sender_key(sender_key, tenant, kind, value))
             }
         )

@@ -1,0 +1,58 @@
+"""Deleting what a channel quarantined, from the object stores: on its sender's erasure, and
+when its tenant's retention has passed (switchboard.core.quarantine names the items)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from switchboard.core import stores
+from switchboard.core.quarantine import Kept, QuarantineIndex, Retention
+
+logger = logging.getLogger(__name__)
+
+# Deletes what the channel keeps of an item outside the object stores (e.g. on IMAP).
+ForgetElsewhere = Callable[[Kept], Awaitable[None]]
+
+
+async def _nothing_elsewhere(kept: Kept) -> None:
+    return None
+
+
+class QuarantineEraser:
+    """Deletes quarantined items: their objects (`bucket/name` each), what `elsewhere` keeps, and
+    then their index keys, so that an interrupted deletion is done again on redelivery."""
+
+    def __init__(
+        self,
+        index: QuarantineIndex,
+        objects: stores.ObjectStores,
+        retention: Retention,
+        elsewhere: ForgetElsewhere = _nothing_elsewhere,
+    ) -> None:
+        self.index = index
+        self.objects = objects
+        self.retention = retention
+        self.elsewhere = elsewhere
+
+    async def _delete(self, items: list[Kept]) -> int:
+        for kept in items:
+            for path in kept.objects:
+                bucket, _, name = path.partition("/")
+                await self.objects.delete(bucket, name)
+            await self.elsewhere(kept)
+            await self.index.forget(kept)
+        return len(items)
+
+    async def erase_senders(self, tenant: str, senders: list[str]) -> int:
+        """Delete `tenant`'s items from these senders (an erased customer's sender keys); the
+        number deleted (0 when delivered again)."""
+        return await self._delete(await self.index.of_senders(tenant, senders))
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Delete every item kept longer than its tenant's retention; the number deleted."""
+        deleted = await self._delete(await self.index.expired(self.retention, now))
+        if deleted:
+            logger.info("deleted %d quarantined items past their retention", deleted)
+        return deleted
