@@ -136,8 +136,8 @@ class QuarantineIndex:
         """`tenant`'s items from any of `senders` (sender keys), each once."""
         items: dict[str, Kept] = {}
         for sender in dict.fromkeys(senders):
-            if not sender or not sender.isalnum():
-                continue  # not a sender key (nor the `none` of the unparsed)
+            if not sender.isalnum() or sender == NO_SENDER:
+                continue  # not a sender key (a pattern, or the `none` of the unparsed)
             for kept in await self._matching(f"{sender}.*"):
                 if kept.tenant == tenant:
                     items.setdefault(kept.item, kept)
