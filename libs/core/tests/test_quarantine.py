@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from switchboard.core import sender_keys
+from switchboard.core import sender_keys, stores
 from switchboard.core.bus import Bus
 from switchboard.core.quarantine import (
     Kept,
@@ -16,6 +16,7 @@ from switchboard.core.quarantine import (
     Retention,
     parse_retention,
 )
+from switchboard.core.quarantine_objects import QuarantineEraser
 from switchboard.v1 import contact_pb2
 
 EMAIL, PHONE = contact_pb2.IDENTITY_KIND_EMAIL, contact_pb2.IDENTITY_KIND_PHONE
@@ -78,3 +79,30 @@ async def test_items_are_found_by_sender_within_their_tenant_and_forgotten(bus: 
         "f3",
     }
     await index.forget(both)  # again: harmless
+
+
+async def test_one_item_failing_does_not_hold_up_the_others(bus: Bus) -> None:
+    """An item whose deletion fails (its IMAP server down, say) stays indexed, to be tried
+    again; the others are deleted, and the failure is raised once they are."""
+    index = await QuarantineIndex.open(bus.js, "test_quarantine_failing")
+    objects = stores.ObjectStores(bus.js)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    ana = sender_keys.sender_key(KEY, "demo", EMAIL, "ana@example.com")
+    items = [Kept("demo", f"m{i}", at, (f"test-q/demo/m{i}",), senders=(ana,)) for i in range(3)]
+    for kept in items:
+        await objects.put("test-q", f"demo/{kept.item}", b"raw")
+        await index.add(kept)
+    down = True
+
+    async def elsewhere(kept: Kept) -> None:
+        if kept.item == "m1" and down:
+            raise ConnectionRefusedError("imap down")
+
+    eraser = QuarantineEraser(index, objects, Retention(), elsewhere)
+    with pytest.raises(ConnectionRefusedError):
+        await eraser.erase_senders("demo", [ana])
+    assert [k.item for k in await index.of_senders("demo", [ana])] == ["m1"]
+    down = False
+    assert await eraser.erase_senders("demo", [ana]) == 1  # delivered again: the rest
+    assert await index.of_senders("demo", [ana]) == []
+    assert not await objects.delete("test-q", "demo/m0")  # gone already

@@ -37,12 +37,22 @@ class QuarantineEraser:
         self.elsewhere = elsewhere
 
     async def _delete(self, items: list[Kept]) -> int:
+        """Delete each item; one that fails (its IMAP server down, say) does not hold up the
+        others, and is named by the error raised once the rest are done (a redelivered event,
+        or the next sweep, tries it again)."""
+        failed: list[BaseException] = []
         for kept in items:
-            for path in kept.objects:
-                bucket, _, name = path.partition("/")
-                await self.objects.delete(bucket, name)
-            await self.elsewhere(kept)
-            await self.index.forget(kept)
+            try:
+                for path in kept.objects:
+                    bucket, _, name = path.partition("/")
+                    await self.objects.delete(bucket, name)
+                await self.elsewhere(kept)
+                await self.index.forget(kept)
+            except Exception as exc:
+                logger.warning("deleting quarantined item %s failed: %s", kept.item, exc)
+                failed.append(exc)
+        if failed:
+            raise failed[0]
         return len(items)
 
     async def erase_senders(self, tenant: str, senders: list[str]) -> int:

@@ -105,7 +105,10 @@ class FaxReader:
                 Kept(
                     tenant,
                     event.fax_id,
-                    datetime.now(UTC),
+                    # When it came: a redelivery does not restart its retention.
+                    event.meta.occurred_at.ToDatetime(UTC)
+                    if event.meta.HasField("occurred_at")
+                    else datetime.now(UTC),
                     (
                         f"{q}/{prefix}/original.{ext}",
                         f"{q}/{prefix}/reason.txt",
