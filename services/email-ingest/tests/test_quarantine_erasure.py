@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from nats.js.errors import NotFoundError
+from prometheus_client import REGISTRY
 
 from switchboard.core import events, sender_keys, stores
 from switchboard.core.bus import Bus
@@ -70,12 +71,21 @@ async def test_erasing_a_customer_deletes_their_quarantined_mail_and_its_imap_co
     await eventually(all_stored)
 
     erased = customer_erased(TENANT, key_of("alice@example.com"))
+    labels = {"channel": "email", "reason": "erasure"}
+    counted = REGISTRY.get_sample_value("switchboard_quarantine_deleted_total", labels) or 0
     await bus.publish(erased)
 
-    async def alices_gone() -> bool:  # the raw message, and the message on IMAP
-        return raws[1] not in await raw_names(bus) and await dovecot.uids() == [2, 3]
+    def deleted() -> float:  # counted once the item's index keys are purged too
+        return (REGISTRY.get_sample_value("switchboard_quarantine_deleted_total", labels) or 0) - (
+            counted
+        )
+
+    async def alices_gone() -> bool:  # the raw message, the message on IMAP, the index keys
+        gone = raws[1] not in await raw_names(bus) and await dovecot.uids() == [2, 3]
+        return gone and deleted() > 0
 
     await eventually(alices_gone)
+    assert deleted() == 1
     # Bob's mail and the unknown sender's stay, flagged.
     assert await dovecot.uids() == [2, 3]
     assert await dovecot.uids(criteria="KEYWORD $SwitchboardQuarantined") == [2, 3]

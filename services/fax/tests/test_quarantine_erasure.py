@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from switchboard.core import events, sender_keys, stores
 from switchboard.core.bus import Bus
@@ -84,12 +85,23 @@ async def test_erasing_a_customer_deletes_their_quarantined_faxes(
         assert "demo/fax-alice/original.pdf" in await names(bus, "fax-documents")
 
         erased = customer_erased(TENANT, key_of("+82212345678"))
+        counted = REGISTRY.get_sample_value(
+            "switchboard_quarantine_deleted_total", {"channel": "fax", "reason": "erasure"}
+        )
         await bus.publish(erased)
 
+        def deleted() -> float:  # counted once the item's index keys are purged too
+            labels = {"channel": "fax", "reason": "erasure"}
+            return (
+                REGISTRY.get_sample_value("switchboard_quarantine_deleted_total", labels) or 0
+            ) - (counted or 0)
+
         async def alices_gone() -> bool:
-            return not any("fax-alice/" in n for n in await names(bus, "fax-quarantine"))
+            kept = await names(bus, "fax-quarantine")
+            return not any("fax-alice/" in n for n in kept) and deleted() > 0
 
         await eventually(alices_gone)
+        assert deleted() == 1
         # Hers is gone everywhere: the file, its reason, the document as received, the index.
         assert "demo/fax-alice/original.pdf" not in await names(bus, "fax-documents")
         index = await bus.js.key_value(QUARANTINE_INDEX)

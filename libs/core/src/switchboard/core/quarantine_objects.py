@@ -7,10 +7,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from prometheus_client import Counter
+
 from switchboard.core import stores
 from switchboard.core.quarantine import Kept, QuarantineIndex, Retention
 
 logger = logging.getLogger(__name__)
+
+DELETED = Counter(
+    "switchboard_quarantine_deleted_total",
+    "Quarantined items a channel deleted: because their sender was erased (erasure), or because "
+    "their tenant's retention had passed (retention).",
+    ["channel", "reason"],
+)
 
 # Deletes what the channel keeps of an item outside the object stores (e.g. on IMAP).
 ForgetElsewhere = Callable[[Kept], Awaitable[None]]
@@ -30,13 +39,16 @@ class QuarantineEraser:
         objects: stores.ObjectStores,
         retention: Retention,
         elsewhere: ForgetElsewhere = _nothing_elsewhere,
+        channel: str = "",
     ) -> None:
+        """`channel` labels the deletions counted (switchboard_quarantine_deleted_total)."""
+        self.channel = channel
         self.index = index
         self.objects = objects
         self.retention = retention
         self.elsewhere = elsewhere
 
-    async def _delete(self, items: list[Kept]) -> int:
+    async def _delete(self, items: list[Kept], reason: str) -> int:
         """Delete each item; one that fails (its IMAP server down, say) does not hold up the
         others, and is named by the error raised once the rest are done (a redelivered event,
         or the next sweep, tries it again)."""
@@ -48,6 +60,7 @@ class QuarantineEraser:
                     await self.objects.delete(bucket, name)
                 await self.elsewhere(kept)
                 await self.index.forget(kept)
+                DELETED.labels(self.channel, reason).inc()
             except Exception as exc:
                 logger.warning("deleting quarantined item %s failed: %s", kept.item, exc)
                 failed.append(exc)
@@ -58,11 +71,11 @@ class QuarantineEraser:
     async def erase_senders(self, tenant: str, senders: list[str]) -> int:
         """Delete `tenant`'s items from these senders (an erased customer's sender keys); the
         number deleted (0 when delivered again)."""
-        return await self._delete(await self.index.of_senders(tenant, senders))
+        return await self._delete(await self.index.of_senders(tenant, senders), "erasure")
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Delete every item kept longer than its tenant's retention; the number deleted."""
-        deleted = await self._delete(await self.index.expired(self.retention, now))
+        deleted = await self._delete(await self.index.expired(self.retention, now), "retention")
         if deleted:
             logger.info("deleted %d quarantined items past their retention", deleted)
         return deleted

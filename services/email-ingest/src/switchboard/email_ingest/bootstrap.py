@@ -92,6 +92,7 @@ class EmailApp(Service):
                 stores.ObjectStores(bus.js, replicas),
                 s.quarantine_retention,
                 imap_deleter(self.config, s.imap_timeout_seconds),
+                channel="email",
             ),
             s.quarantine_sweep_seconds,
         )

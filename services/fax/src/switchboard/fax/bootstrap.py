@@ -69,7 +69,7 @@ class FaxApp(Service):
         objects = Objects(bus.js, s.nats_stream_replicas)
         index = await QuarantineIndex.open(bus.js, QUARANTINE_INDEX, s.nats_stream_replicas)
         self.quarantine = FaxQuarantine(
-            QuarantineEraser(index, objects.stores, s.quarantine_retention),
+            QuarantineEraser(index, objects.stores, s.quarantine_retention, channel="fax"),
             s.quarantine_sweep_seconds,
         )
         notifier = FaxNotifier(bus)
