@@ -210,6 +210,9 @@ async def test_the_case_service_erases_contacts_and_no_other_service_can(
         ("chat", "chat", "chat_conversations"),
         ("email-ingest", "email-outbound-ack", "email_threads"),
         ("fax", "fax", "fax-jobs"),
+        # The quarantine indexes (switchboard.core.quarantine), on durables of their own.
+        ("email-ingest", "email-outbound-quarantine", "email_quarantine_index"),
+        ("fax", "fax-quarantine", "fax_quarantine_index"),
     ],
 )
 async def test_each_channel_receives_customer_erased_and_purges_its_keys(

@@ -17,8 +17,9 @@ from switchboard.case.handlers import CaseHandlers
 from switchboard.case.records import CaseRecords
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
-from switchboard.core import stream_erasure
+from switchboard.core import sender_keys, stream_erasure
 from switchboard.core.bus import Bus
+from switchboard.core.settings import DEV_AUTH_SECRET
 from switchboard.testing.contacts import contact_created
 from switchboard.testing.streams import published
 from switchboard.testing.waiting import eventually
@@ -91,6 +92,14 @@ async def test_erasing_a_customer_publishes_one_customer_erased_after_the_commit
     assert event.meta.tenant == TENANT and event.meta.event_id
     assert event.customer_id == alice
     assert sorted(event.contact_ids) == ["mail-alice-1", "mail-alice-2", "mail-alice-old"]
+    # Her identities (the merged customer's too) by sender key, for the channels' quarantines:
+    # keyed hashes, never the addresses.
+    key = sender_keys.secret_key(DEV_AUTH_SECRET)
+    assert sorted(event.sender_keys) == sorted(
+        sender_keys.sender_key(key, TENANT, contact_pb2.IDENTITY_KIND_EMAIL, address)
+        for address in ("alice@example.com", "alice.old@example.com")
+    )
+    assert b"@example.com" not in event.SerializeToString()
     # It names the contacts but holds nothing of them: erasing them from the streams keeps it.
     assert stream_erasure.contact_of(event) == ""
     await stream_erasure.erase_contacts(bus.js, TENANT, list(event.contact_ids))

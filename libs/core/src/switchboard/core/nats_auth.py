@@ -139,21 +139,31 @@ SERVICES: dict[str, Grant] = {
     ),
     "email-ingest": Grant(
         publishes=(_channel("email"), _EMAIL_OUT),  # mail, and its acknowledgement mails
-        consumers=(("OUTBOUND", "email-outbound"), ("EVENTS", "email-outbound-ack")),
+        consumers=(
+            ("OUTBOUND", "email-outbound"),
+            ("EVENTS", "email-outbound-ack"),
+            ("EVENTS", "email-outbound-quarantine"),  # erased customers' quarantined mail
+        ),
         buckets=(
             "email_checkpoints",
             "email_threads",
             "email_seen",
             "email_sent",
             "email_leases",
+            "email_quarantine_index",
         ),
         objects=("email",),
         reads_objects=("chat_files", "fax-documents"),
     ),
     "fax": Grant(
         publishes=(_channel("fax"),),
-        consumers=(("EVENTS", "fax"), ("OUTBOUND", "fax-outbound"), ("EVENTS", "fax-email")),
-        buckets=("fax-jobs",),
+        consumers=(
+            ("EVENTS", "fax"),
+            ("OUTBOUND", "fax-outbound"),
+            ("EVENTS", "fax-email"),
+            ("EVENTS", "fax-quarantine"),  # erased customers' quarantined faxes
+        ),
+        buckets=("fax-jobs", "fax_quarantine_index"),
         objects=("fax-documents", "fax-quarantine"),
         reads_objects=("email", "chat_files"),
     ),

@@ -248,8 +248,9 @@ Global___SlaBreached: _TypeAlias = SlaBreached  # noqa: Y015
 @_typing.final
 class CustomerErased(_message.Message):
     """case.<tenant>.customer_erased: a customer was erased (their data keys destroyed). The channels
-    forget what they keep of these contacts in their own stores (key-value buckets). Ids only: it
-    holds no personal data, and stream erasure keeps it.
+    forget what they keep of these contacts in their own stores (key-value buckets), and what they
+    kept from these identities without a contact (quarantined mail and faxes). Ids and keyed
+    hashes only: it holds no personal data, and stream erasure keeps it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -257,6 +258,7 @@ class CustomerErased(_message.Message):
     META_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     CONTACT_IDS_FIELD_NUMBER: _builtins.int
+    SENDER_KEYS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     @_builtins.property
     def meta(self) -> _events_pb2.EventMeta: ...
@@ -264,16 +266,23 @@ class CustomerErased(_message.Message):
     def contact_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """every contact of the customer and of those merged into it"""
 
+    @_builtins.property
+    def sender_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The sender key (switchboard.core.sender_keys) of every identity of these customers: a keyed
+        hash of tenant, kind and value. Sent in the first of an erasure's events only.
+        """
+
     def __init__(
         self,
         *,
         meta: _events_pb2.EventMeta | None = ...,
         customer_id: _builtins.str = ...,
         contact_ids: _abc.Iterable[_builtins.str] | None = ...,
+        sender_keys: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_ids", b"contact_ids", "customer_id", b"customer_id", "meta", b"meta"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_ids", b"contact_ids", "customer_id", b"customer_id", "meta", b"meta", "sender_keys", b"sender_keys"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

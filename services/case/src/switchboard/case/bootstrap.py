@@ -34,7 +34,7 @@ from switchboard.case.sla import live as live_policies
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.views import CaseViews
-from switchboard.core import stores, stream_erasure
+from switchboard.core import sender_keys, stores, stream_erasure
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.v1 import case_pb2, case_pb2_grpc
@@ -123,7 +123,13 @@ class CaseApp(Service):
         servicer = CaseServicer(
             views,
             PageTokens(s.auth_secret),
-            CaseCommands(self.sessions, self.records, self.clock, self.relay.wake),
+            CaseCommands(
+                self.sessions,
+                self.records,
+                self.clock,
+                self.relay.wake,
+                sender_keys.secret_key(s.auth_secret),
+            ),
         )
         servicer.kb_reports = kb_reports
         servicer.live_policies = self.live

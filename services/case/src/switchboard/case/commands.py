@@ -16,7 +16,9 @@ from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import CaseRecords
 from switchboard.case.unit_of_work import UnitOfWork
+from switchboard.core import sender_keys
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from switchboard.core.settings import DEV_AUTH_SECRET
 from switchboard.v1 import case_pb2, contact_pb2
 
 ATTEMPTS = 3  # a concurrent write to the same audit chain is retried
@@ -54,8 +56,12 @@ class CaseCommands:
         records: CaseRecords,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None] = lambda: None,
+        sender_key: bytes = sender_keys.secret_key(DEV_AUTH_SECRET),
     ) -> None:
+        """`sender_key` names an erased customer's identities to the channels
+        (switchboard.core.sender_keys), from the deployment's shared secret."""
         self._uow = UnitOfWork(sessions, on_commit)
+        self._sender_key = sender_key
         self.records = records
         self._clock = clock
 
@@ -293,7 +299,7 @@ class CaseCommands:
 
         async def work(session: AsyncSession) -> tuple[str, int]:
             customer, destroyed = await customers.erase(
-                session, tenant, customer_id, actor, self._clock()
+                session, tenant, customer_id, actor, self._clock(), self._sender_key
             )
             return customer.id, destroyed
 

@@ -26,6 +26,7 @@ from switchboard.case.adapters.orm import (
 )
 from switchboard.case.domain import identity as identity_rules
 from switchboard.case.records import CaseRecords
+from switchboard.core import sender_keys
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
 
@@ -399,14 +400,21 @@ async def split(
 
 
 async def erase(
-    session: AsyncSession, tenant: str, customer_id: str, actor: str, at: datetime
+    session: AsyncSession,
+    tenant: str,
+    customer_id: str,
+    actor: str,
+    at: datetime,
+    sender_key: bytes | None = None,
 ) -> tuple[Customer, int]:
     """Destroy the data keys of a customer and of every customer merged into it, and forget their
     identities' blind indexes: their names, identities, messages, subjects, notes and audit data
     read as "[erased]" from now on, everywhere the store's rows are (backups too). The objects
     their contacts left in the object stores are staged for deletion in the same transaction
     (object_erasure), and so is CustomerErased, for the channels to forget the contacts in their
-    own stores. The customer and the number of keys destroyed."""
+    own stores; it names their identities by sender key (switchboard.core.sender_keys, keyed
+    with `sender_key`), for the channels to delete what they quarantined from them. The customer
+    and the number of keys destroyed."""
     customer = await get(session, tenant, customer_id, lock=True)
     ids, frontier = {customer.id}, {customer.id}
     while frontier:
@@ -417,6 +425,22 @@ async def erase(
             - ids
         )
         ids |= frontier
+    senders: list[str] = []
+    if sender_key is not None:
+        identities = await session.execute(
+            select(CustomerIdentity.kind, CustomerIdentity.sealed).where(
+                CustomerIdentity.tenant == tenant, CustomerIdentity.customer_id.in_(ids)
+            )
+        )
+        senders = sorted(
+            {
+                key
+                for kind, value in identities
+                if value
+                and value != crypto.ERASED
+                and (key := sender_keys.sender_key(sender_key, tenant, kind, value))
+            }
+        )
     await session.execute(
         delete(CustomerIdentity).where(
             CustomerIdentity.tenant == tenant, CustomerIdentity.customer_id.in_(ids)
@@ -434,15 +458,20 @@ async def erase(
     )
     destroyed = await keyring.of(session).erase(session, tenant, ids)
     await object_erasure.stage_contacts(session, tenant, contact_ids, at)
-    _stage_erased(session, tenant, customer.id, contact_ids, at)
+    _stage_erased(session, tenant, customer.id, contact_ids, senders, at)
     # Sealed with the tenant's key: it names no personal data, and outlives the customer's.
-    data = {"customers": sorted(ids)}
+    data: dict[str, Any] = {"customers": sorted(ids), "sender_keys": len(senders)}
     await audit.append(session, tenant, audit.CUSTOMER, customer.id, actor, "erased", data, at)
     return customer, destroyed
 
 
 def _stage_erased(
-    session: AsyncSession, tenant: str, customer_id: str, contact_ids: Sequence[str], at: datetime
+    session: AsyncSession,
+    tenant: str,
+    customer_id: str,
+    contact_ids: Sequence[str],
+    senders: Sequence[str],
+    at: datetime,
 ) -> None:
     """Stage CustomerErased in the erasure's transaction (the outbox): published after the commit,
     never lost by a crash, never published for an erasure rolled back."""
@@ -457,6 +486,9 @@ def _stage_erased(
         )
         meta.occurred_at.FromDatetime(at)
         event = case_events_pb2.CustomerErased(
-            meta=meta, customer_id=customer_id, contact_ids=list(part)
+            meta=meta,
+            customer_id=customer_id,
+            contact_ids=list(part),
+            sender_keys=list(senders) if n == 0 else [],
         )
         outbox.stage(session, event)

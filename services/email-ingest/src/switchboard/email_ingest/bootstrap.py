@@ -10,9 +10,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from switchboard.core import language, tls
+from switchboard.core import language, sender_keys, stores, tls
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.publishing import Publisher
+from switchboard.core.quarantine import QuarantineIndex
+from switchboard.core.quarantine_objects import QuarantineEraser
 from switchboard.core.service import Service, Servicers
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
@@ -25,10 +27,14 @@ from switchboard.email_ingest.ingest import Ingestor, Limits
 from switchboard.email_ingest.leasing import MailboxLeases
 from switchboard.email_ingest.notifier import EmailNotifier
 from switchboard.email_ingest.outbound import Relay, Sender
+from switchboard.email_ingest.quarantine import MailQuarantine, imap_deleter
 from switchboard.email_ingest.settings import EmailIngestSettings
 from switchboard.v1 import case_events_pb2, email_pb2, events_pb2
 
 logger = logging.getLogger(__name__)
+
+# switchboard.core.quarantine: quarantined mail by sender
+QUARANTINE_INDEX = "email_quarantine_index"
 
 
 @dataclass
@@ -47,6 +53,7 @@ class EmailApp(Service):
     decoder: Decoder | None = None
     sender: Sender | None = None
     acknowledger: Acknowledger | None = None
+    quarantine: MailQuarantine | None = None
     watchers: list[MailboxWatcher] = field(default_factory=list)
     receivers: list[ReceiveServer] = field(default_factory=list)
     leases: MailboxLeases | None = None
@@ -78,8 +85,26 @@ class EmailApp(Service):
             publisher = self.publisher_wrapper(bus)
         self.notifier = EmailNotifier(publisher)
         limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
+        index = await QuarantineIndex.open(bus.js, QUARANTINE_INDEX, replicas)
+        self.quarantine = MailQuarantine(
+            QuarantineEraser(
+                index,
+                stores.ObjectStores(bus.js, replicas),
+                s.quarantine_retention,
+                imap_deleter(self.config, s.imap_timeout_seconds),
+                channel="email",
+            ),
+            s.quarantine_sweep_seconds,
+        )
         self.ingestor = Ingestor(
-            self.config, self.state, self.objects, self.notifier, limits, self.decoder
+            self.config,
+            self.state,
+            self.objects,
+            self.notifier,
+            limits,
+            self.decoder,
+            index,
+            sender_keys.secret_key(s.auth_secret),
         )
         relay = Relay(
             s.relay_host,
@@ -117,6 +142,12 @@ class EmailApp(Service):
             f"{s.outbound_consumer}-ack",
             case_events_pb2.CustomerErased,
             self.acknowledger.on_customer_erased,
+        )
+        # And their quarantined mail, which never became a contact: a durable of its own.
+        bus.subscribe(
+            f"{s.outbound_consumer}-quarantine",
+            case_events_pb2.CustomerErased,
+            self.quarantine.on_customer_erased,
         )
         return [registration(EmailServicer(self.statuses))]  # type: ignore[list-item]
 
@@ -173,6 +204,8 @@ class EmailApp(Service):
     async def _started(self) -> None:
         s = self.settings
         self._watchdog = asyncio.create_task(self._watch_health(), name="email-health")
+        if self.quarantine is not None:
+            self.quarantine.start()
         logger.info(
             "email-ingest replica %s: %d IMAP mailbox(es), %d read here, gRPC on %s:%d",
             self.replica,
@@ -230,6 +263,8 @@ class EmailApp(Service):
         self.watchers = []
 
     async def _close(self) -> None:
+        if self.quarantine is not None:
+            await self.quarantine.stop()
         decoder, self.decoder = self.decoder, None
         if decoder is not None:
             await decoder.close()

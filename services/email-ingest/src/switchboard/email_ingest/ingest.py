@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
 
-from switchboard.core import events, survey_answers
+from switchboard.core import events, sender_keys, survey_answers
 from switchboard.core.language import detect
+from switchboard.core.quarantine import Kept, QuarantineIndex
 from switchboard.email_ingest.adapters.jetstream import EmailObjects, EmailState
 from switchboard.email_ingest.config import EmailConfig, Mailbox
 from switchboard.email_ingest.decoding import Decoder, Raw
@@ -68,6 +69,7 @@ class Prepared:
     entry: email_pb2.ThreadEntry | None = None
     # Objects its events refer to, stored (concurrently for the whole batch) before they go out.
     objects: list[tuple[contact_pb2.AttachmentRef, bytes]] = field(default_factory=list)
+    kept: Kept | None = None  # a quarantined mail, as the quarantine index names it
 
 
 class Ingestor:
@@ -79,8 +81,14 @@ class Ingestor:
         notifier: EmailNotifier,
         limits: Limits | None = None,
         decoder: Decoder | None = None,
+        quarantine: QuarantineIndex | None = None,
+        sender_key: bytes = b"",
     ) -> None:
+        """`quarantine` names each quarantined mail by its sender (an address keyed with
+        `sender_key`, switchboard.core.sender_keys), for erasure and retention."""
         self.config = config
+        self.quarantine = quarantine
+        self.sender_key = sender_key
         self.state = state
         self.objects = objects
         self.notifier = notifier
@@ -118,6 +126,7 @@ class Ingestor:
                 if p.entry is not None and not p.duplicate:
                     for k in p.thread_keys:
                         self._pending_threads[k] = p.entry
+            await self.index_quarantined(prepared)
             await self.store_objects(prepared)
             await self.publish(prepared)
             await self.commit(prepared)
@@ -131,6 +140,15 @@ class Ingestor:
     async def _thread_entry(self, key: str) -> email_pb2.ThreadEntry | None:
         pending = self._pending_threads.get(key)
         return pending if pending is not None else await self.state.thread(key)
+
+    async def index_quarantined(self, prepared: list[Prepared]) -> None:
+        """Name the batch's quarantined mails in the quarantine index before anything of them is
+        stored, so that what is stored is found by erasure and retention, even after a crash."""
+        if self.quarantine is None:
+            return
+        for p in prepared:
+            if p.kept is not None and not p.duplicate:
+                await self.quarantine.add(p.kept)
 
     async def store_objects(self, prepared: list[Prepared]) -> None:
         """Raw messages and attachments of the batch, stored concurrently (one batch's wait
@@ -200,8 +218,37 @@ class Ingestor:
             size_bytes=max(inc.size, len(inc.raw)),
         )
         logger.warning("mail %s in %s quarantined: %s", qid, inc.mailbox.name, reason)
+        origin = inc.origin
+        # Over IMAP it stays in the folder, flagged: it is deleted there too.
+        where: dict[str, str | int] = (
+            {
+                "mailbox": inc.mailbox.name,
+                "folder": inc.mailbox.imap.folder,
+                "uidvalidity": origin.uidvalidity,
+                "uid": origin.uid,
+            }
+            if origin.uid and inc.mailbox.imap is not None
+            else {}
+        )
+        sender = sender_keys.sender_key(
+            self.sender_key, tenant, contact_pb2.IDENTITY_KIND_EMAIL, mail.from_address
+        )
+        kept = Kept(
+            tenant,
+            qid,
+            datetime.now(UTC),
+            (f"{raw.bucket}/{raw.object_name}",),
+            where,
+            (sender,) if sender else (),
+        )
         return Prepared(
-            inc, key, contact_id=qid, events=[event], quarantined=reason, objects=[(raw, inc.raw)]
+            inc,
+            key,
+            contact_id=qid,
+            events=[event],
+            quarantined=reason,
+            objects=[(raw, inc.raw)],
+            kept=kept,
         )
 
     async def _thread(

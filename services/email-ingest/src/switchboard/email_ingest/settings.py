@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from switchboard.core import quarantine
 from switchboard.core.settings import ServiceSettings, renamed
 
 
@@ -52,3 +53,23 @@ class EmailIngestSettings(ServiceSettings):
     # renewal (renewed every third of it). Fixed by the bucket once created.
     lease_ttl_seconds: float = Field(15.0, alias="EMAIL_LEASE_TTL_SECONDS", gt=0.5)
     outbound_consumer: str = Field("email-outbound", alias="EMAIL_OUTBOUND_CONSUMER")
+    # A quarantined mail (its raw message, and the message on IMAP) is deleted this many days
+    # after it came (sooner when its sender is erased); EMAIL_QUARANTINE_RETENTION_TENANTS=
+    # "acme=7,demo=90" sets a tenant's own.
+    quarantine_retention_days: float = Field(30.0, alias="EMAIL_QUARANTINE_RETENTION_DAYS")
+    quarantine_retention_tenants: str = Field("", alias="EMAIL_QUARANTINE_RETENTION_TENANTS")
+    quarantine_sweep_seconds: float = Field(3600.0, alias="EMAIL_QUARANTINE_SWEEP_SECONDS")
+
+    @model_validator(mode="after")
+    def _retention_parses(self) -> EmailIngestSettings:
+        self.quarantine_retention  # noqa: B018 - a mistake in it stops the service at start
+        return self
+
+    @property
+    def quarantine_retention(self) -> quarantine.Retention:
+        """How long each tenant's quarantined mail is kept."""
+        return quarantine.parse_retention(
+            self.quarantine_retention_days,
+            self.quarantine_retention_tenants,
+            "EMAIL_QUARANTINE_RETENTION_TENANTS",
+        )

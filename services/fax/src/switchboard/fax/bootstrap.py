@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from switchboard.core import tls
+from switchboard.core import sender_keys, tls
 from switchboard.core.bus import Bus
+from switchboard.core.quarantine import QuarantineIndex
+from switchboard.core.quarantine_objects import QuarantineEraser
 from switchboard.core.service import Service, Servicers
 from switchboard.fax.adapters.hylafax import HylaFaxConfig
 from switchboard.fax.adapters.jobs import Jobs
@@ -23,10 +25,15 @@ from switchboard.fax.handlers import FaxReader, ReadingConfig
 from switchboard.fax.intake import accept
 from switchboard.fax.notifier import FaxNotifier
 from switchboard.fax.outbound import FaxSender, ReplyConfig
+from switchboard.fax.quarantine import FaxQuarantine
 from switchboard.fax.settings import FaxSettings
 from switchboard.v1 import fax_pb2
 
 logger = logging.getLogger(__name__)
+
+QUARANTINE_INDEX = (
+    "fax_quarantine_index"  # switchboard.core.quarantine: quarantined faxes by sender
+)
 
 
 def limits_from(s: FaxSettings) -> Limits:
@@ -51,6 +58,7 @@ class FaxApp(Service):
     http: HttpServer | None = None
     http_port: int = 0
     book: rules.RuleBook | None = None  # read before connecting: a bad file stops the start
+    quarantine: FaxQuarantine | None = None
 
     async def _load(self) -> None:
         self.book = rules.load(self.settings.rules_file)
@@ -59,6 +67,11 @@ class FaxApp(Service):
         s = self.settings
         book = self.book or rules.load(s.rules_file)
         objects = Objects(bus.js, s.nats_stream_replicas)
+        index = await QuarantineIndex.open(bus.js, QUARANTINE_INDEX, s.nats_stream_replicas)
+        self.quarantine = FaxQuarantine(
+            QuarantineEraser(index, objects.stores, s.quarantine_retention, channel="fax"),
+            s.quarantine_sweep_seconds,
+        )
         notifier = FaxNotifier(bus)
         ocr = Tesseract(
             s.tesseract,
@@ -74,9 +87,15 @@ class FaxApp(Service):
             ocr,
             book,
             ReadingConfig(
-                s.bucket, s.quarantine_bucket, limits_from(s), s.default_region, addresses
+                s.bucket,
+                s.quarantine_bucket,
+                limits_from(s),
+                s.default_region,
+                addresses,
+                sender_keys.secret_key(s.auth_secret),
             ),
             s.ocr_workers,
+            index,
         )
         hylafax = (
             HylaFaxConfig(
@@ -108,7 +127,9 @@ class FaxApp(Service):
         resumed = await self.sender.resume()
         if resumed:
             logger.info("following %d fax replies submitted before the restart", resumed)
-        nats_consumer.subscribe(bus, self.reader, self.sender, s.consumer_name, bool(addresses))
+        nats_consumer.subscribe(
+            bus, self.reader, self.sender, self.quarantine, s.consumer_name, bool(addresses)
+        )
 
         async def take(tenant: str, fax_id: str, data: bytes, origin: fax_pb2.FaxOrigin) -> object:
             return await accept(objects, notifier, s.bucket, tenant, fax_id, data, origin)
@@ -141,6 +162,8 @@ class FaxApp(Service):
         s = self.settings
         if self.spool is not None:
             await self.spool.start()
+        if self.quarantine is not None:
+            self.quarantine.start()
         logger.info(
             "fax: upload on %s://%s:%d/fax, gRPC health on %s:%d, spool %s",
             "https" if s.tls_cert_file else "http", s.http_host, self.http_port, s.grpc_host, self.grpc_port, s.spool_dir or "(none)",
@@ -156,6 +179,8 @@ class FaxApp(Service):
             await http.stop()
 
     async def _close(self) -> None:
+        if self.quarantine is not None:
+            await self.quarantine.stop()
         if self.sender is not None:
             await self.sender.close()
         if self.reader is not None:

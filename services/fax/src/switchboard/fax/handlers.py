@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from switchboard.core import language
+from switchboard.core import language, sender_keys
+from switchboard.core.quarantine import Kept, QuarantineIndex
 from switchboard.fax.adapters.objects import Objects
 from switchboard.fax.adapters.ocr import OcrError, PageText, Tesseract
 from switchboard.fax.domain import identity
@@ -37,6 +38,8 @@ class ReadingConfig:
     limits: Limits
     region: str
     email_addresses: frozenset[str]
+    # Keys the quarantine index's sender keys (switchboard.core.sender_keys).
+    sender_key: bytes = b""
 
 
 class FaxReader:
@@ -50,8 +53,11 @@ class FaxReader:
         rules: RuleBook,
         config: ReadingConfig,
         workers: int = 2,
+        index: QuarantineIndex | None = None,
     ) -> None:
+        """`index` names each quarantined fax by its sender, for erasure and retention."""
         self.objects = objects
+        self.index = index
         self.notifier = notifier
         self.ocr = ocr
         self.rules = rules
@@ -82,10 +88,41 @@ class FaxReader:
     async def quarantine(
         self, event: fax_pb2.FaxReceived, data: bytes, code: str, reason: str
     ) -> None:
-        """Keep the file and the reason in the quarantine bucket, then publish FaxQuarantined."""
+        """Keep the file and the reason in the quarantine bucket, then publish FaxQuarantined.
+        The index names it first (by the sender's numbers, keyed), so that whatever is stored of
+        it is found by its sender's erasure or by retention, even after a crash half-way."""
         tenant = event.meta.tenant
         ext, content_type = kind_of(data)
         prefix = f"{tenant}/{event.fax_id}"
+        if self.index is not None:
+            origin = event.origin
+            who = identity.identities(origin.caller_id_number, origin.csid, self.config.region)
+            senders = [
+                sender_keys.sender_key(self.config.sender_key, tenant, i.kind, i.value) for i in who
+            ]
+            q = self.config.quarantine_bucket
+            await self.index.add(
+                Kept(
+                    tenant,
+                    event.fax_id,
+                    # When it came: a redelivery does not restart its retention.
+                    event.meta.occurred_at.ToDatetime(UTC)
+                    if event.meta.HasField("occurred_at")
+                    else datetime.now(UTC),
+                    (
+                        f"{q}/{prefix}/original.{ext}",
+                        f"{q}/{prefix}/reason.txt",
+                        # The document as received: it never became a contact's, so no case
+                        # erasure deletes it.
+                        *(
+                            [f"{event.original.bucket}/{event.original.object_name}"]
+                            if event.original.bucket and event.original.object_name
+                            else []
+                        ),
+                    ),
+                    senders=tuple(senders),
+                )
+            )
         kept = await self.objects.put(
             self.config.quarantine_bucket,
             f"{prefix}/original.{ext}",

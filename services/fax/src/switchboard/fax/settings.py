@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from switchboard.core import quarantine
 from switchboard.core.events import TENANT_RE
 from switchboard.core.settings import ServiceSettings
 
@@ -54,6 +55,11 @@ class FaxSettings(ServiceSettings):
     email_addresses: str = Field("", alias="FAX_EMAIL_ADDRESSES")
     bucket: str = Field("fax-documents", alias="FAX_BUCKET")
     quarantine_bucket: str = Field("fax-quarantine", alias="FAX_QUARANTINE_BUCKET")
+    # A quarantined fax is deleted this many days after it came (sooner when its sender is
+    # erased); FAX_QUARANTINE_RETENTION_TENANTS="acme=7,demo=90" sets a tenant's own.
+    quarantine_retention_days: float = Field(30.0, alias="FAX_QUARANTINE_RETENTION_DAYS")
+    quarantine_retention_tenants: str = Field("", alias="FAX_QUARANTINE_RETENTION_TENANTS")
+    quarantine_sweep_seconds: float = Field(3600.0, alias="FAX_QUARANTINE_SWEEP_SECONDS")
     # Limits.
     max_bytes: int = Field(20 * 1024 * 1024, alias="FAX_MAX_BYTES")
     max_pages: int = Field(50, alias="FAX_MAX_PAGES")
@@ -84,7 +90,17 @@ class FaxSettings(ServiceSettings):
     @model_validator(mode="after")
     def _one_secret_per_tenant(self) -> FaxSettings:
         self.upload_secrets  # noqa: B018 - a mistake in the secrets stops the service at start
+        self.quarantine_retention  # noqa: B018 - and so does one in the retention
         return self
+
+    @property
+    def quarantine_retention(self) -> quarantine.Retention:
+        """How long each tenant's quarantined faxes are kept."""
+        return quarantine.parse_retention(
+            self.quarantine_retention_days,
+            self.quarantine_retention_tenants,
+            "FAX_QUARANTINE_RETENTION_TENANTS",
+        )
 
     @property
     def upload_secrets(self) -> dict[str, str]:

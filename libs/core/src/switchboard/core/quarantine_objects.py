@@ -1,0 +1,81 @@
+"""Deleting what a channel quarantined, from the object stores: on its sender's erasure, and
+when its tenant's retention has passed (switchboard.core.quarantine names the items)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from prometheus_client import Counter
+
+from switchboard.core import stores
+from switchboard.core.quarantine import Kept, QuarantineIndex, Retention
+
+logger = logging.getLogger(__name__)
+
+DELETED = Counter(
+    "switchboard_quarantine_deleted_total",
+    "Quarantined items a channel deleted: because their sender was erased (erasure), or because "
+    "their tenant's retention had passed (retention).",
+    ["channel", "reason"],
+)
+
+# Deletes what the channel keeps of an item outside the object stores (e.g. on IMAP).
+ForgetElsewhere = Callable[[Kept], Awaitable[None]]
+
+
+async def _nothing_elsewhere(kept: Kept) -> None:
+    return None
+
+
+class QuarantineEraser:
+    """Deletes quarantined items: their objects (`bucket/name` each), what `elsewhere` keeps, and
+    then their index keys, so that an interrupted deletion is done again on redelivery."""
+
+    def __init__(
+        self,
+        index: QuarantineIndex,
+        objects: stores.ObjectStores,
+        retention: Retention,
+        elsewhere: ForgetElsewhere = _nothing_elsewhere,
+        channel: str = "",
+    ) -> None:
+        """`channel` labels the deletions counted (switchboard_quarantine_deleted_total)."""
+        self.channel = channel
+        self.index = index
+        self.objects = objects
+        self.retention = retention
+        self.elsewhere = elsewhere
+
+    async def _delete(self, items: list[Kept], reason: str) -> int:
+        """Delete each item; one that fails (its IMAP server down, say) does not hold up the
+        others, and is named by the error raised once the rest are done (a redelivered event,
+        or the next sweep, tries it again)."""
+        failed: list[BaseException] = []
+        for kept in items:
+            try:
+                for path in kept.objects:
+                    bucket, _, name = path.partition("/")
+                    await self.objects.delete(bucket, name)
+                await self.elsewhere(kept)
+                await self.index.forget(kept)
+                DELETED.labels(self.channel, reason).inc()
+            except Exception as exc:
+                logger.warning("deleting quarantined item %s failed: %s", kept.item, exc)
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+        return len(items)
+
+    async def erase_senders(self, tenant: str, senders: list[str]) -> int:
+        """Delete `tenant`'s items from these senders (an erased customer's sender keys); the
+        number deleted (0 when delivered again)."""
+        return await self._delete(await self.index.of_senders(tenant, senders), "erasure")
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Delete every item kept longer than its tenant's retention; the number deleted."""
+        deleted = await self._delete(await self.index.expired(self.retention, now), "retention")
+        if deleted:
+            logger.info("deleted %d quarantined items past their retention", deleted)
+        return deleted
