@@ -336,6 +336,42 @@ async def test_the_offer_reaches_the_agent_while_its_events_wait_for_their_acks(
     assert desk.router.leader
 
 
+class StalledBus(FakeBus):
+    """A FakeBus whose sending stalls (the connection's outbound buffer is full, say) until
+    `flowing` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flowing = asyncio.Event()
+
+    async def publish_async(self, event: Any, traceparent: str = "") -> asyncio.Future[bool]:
+        await self.flowing.wait()
+        return await super().publish_async(event, traceparent)
+
+
+async def test_the_offer_does_not_wait_for_its_events_to_be_sent(desk: Desk) -> None:
+    """The journal entry alone makes the decision durable: the offer goes to the agent as soon
+    as JetStream acknowledged it, while the decision's events are still being sent; the contact
+    event is acknowledged only once they are sent and acknowledged."""
+    desk.bus = desk.router.notifier.bus = stalled = StalledBus()  # type: ignore[assignment]
+    nats_consumer.subscribe(stalled, desk.router, "router")  # type: ignore[arg-type]
+    stalled.flowing.set()
+    await desk.agent("ko-1", {"ko": 4})
+    stalled.flowing.clear()
+
+    delivery = asyncio.ensure_future(stalled.deliver(created("c1", event_id="ev-c1")))
+    offer = await asyncio.wait_for(desk.streams["ko-1"].get(), 10)
+
+    assert offer is not None and offer.contact.contact_id == "c1"
+    assert desk.journal.calls()[-1] == "add_contact"
+    assert desk.offered() == []  # not sent yet
+    assert not delivery.done()
+    stalled.flowing.set()
+    assert await delivery == FakeBus.ACK
+    assert desk.offered() == [("c1", "ko-1")]
+    assert desk.router.leader
+
+
 async def test_events_lost_after_the_offer_are_published_once_by_recovery(desk: Desk) -> None:
     """The leader dies after the journal acknowledged the entry and the offer reached the agent,
     before JetStream stored the events: recovery from the journal publishes them with the same

@@ -181,9 +181,9 @@ class Router:
         then decided together in one engine pass and written as the next entry. An input's
         events go out only once JetStream has its journal entry, in decision order, so nothing
         is ever published that a replay of the journal would not decide again. Its offers are
-        delivered once its journal entry is acknowledged and its events are sent (recovery
-        publishes again what a dead leader had not got acknowledged); the call returns once
-        JetStream has acknowledged its events too.
+        delivered once its journal entry is acknowledged, beside the sending of its events
+        (recovery publishes again what a dead leader had not got acknowledged); the call returns
+        once JetStream has acknowledged its events too.
 
         A caller may stop waiting (a gRPC deadline cancels its handler), but an input once
         queued is carried through to the end: cancelled half-way, the engine would have decided
@@ -279,7 +279,13 @@ class Router:
         delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._completed = asyncio.ensure_future(
             self._complete(
-                decided, publication, self._delivered, delivered, self._completed, self._term
+                decided,
+                written,
+                publication,
+                self._delivered,
+                delivered,
+                self._completed,
+                self._term,
             )
         )
         self._delivered = delivered
@@ -295,6 +301,7 @@ class Router:
     async def _complete(
         self,
         decided: list[_Decided],
+        written: asyncio.Future[Any] | None,
         publication: asyncio.Future[list[asyncio.Future[Any]]],
         previous_delivered: asyncio.Future[None] | None,
         delivered: asyncio.Future[None],
@@ -303,26 +310,30 @@ class Router:
     ) -> None:
         """Carry a batch through to its agents and its callers.
 
-        Its offers go to the agents' streams as soon as JetStream has its journal entry and its
-        events are sent (after the batch before it's offers): the journal makes the decision
-        durable, and a router that dies before the events are acknowledged publishes them again
-        when it recovers (`republish_recent`, with the same event ids, so JetStream keeps each
-        once). Its callers get their results, and its contact events are acknowledged, only
-        once JetStream has acknowledged its events too, after the batch before it."""
+        Its offers go to the agents' streams as soon as JetStream has its journal entry (after
+        the batch before it's offers), while its events are still being sent: the journal makes
+        the decision durable, and a router that dies before the events are acknowledged
+        publishes them again when it recovers (`republish_recent`, with the same event ids, so
+        JetStream keeps each once). Its callers get their results, and its contact events are
+        acknowledged, only once JetStream has acknowledged its events too, after the batch
+        before it."""
         try:
             if previous_delivered is not None:
                 await asyncio.wait({previous_delivered})
-            try:
-                acks = await publication
-            except Exception as exc:
-                _fail(decided, str(exc) if isinstance(exc, Unavailable) else "try again")
-                return
-            if term == self._term:  # a replica that stepped down delivers nothing more
+            if written is not None:
+                await asyncio.wait({written})  # its failure steps down (`_publish_in_order`)
+            durable = written is None or (not written.cancelled() and written.exception() is None)
+            if durable and term == self._term:  # a replica that stepped down delivers nothing
                 for d in decided:
                     self._deliver(d.effects, d.at)
                 self._wake.set()
         finally:
             delivered.set_result(None)
+        try:
+            acks = await publication
+        except Exception as exc:
+            _fail(decided, str(exc) if isinstance(exc, Unavailable) else "try again")
+            return
         if previous is not None:
             await asyncio.wait({previous})
         if acks:
