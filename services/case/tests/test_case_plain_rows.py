@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit
 from switchboard.case.adapters import database, orm
+from switchboard.case.domain import lifecycle
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.core.errors import DomainError, Retry
@@ -68,17 +69,30 @@ def offered(tenant: str, n: int, minute: int) -> Any:
     )
 
 
-def replied(tenant: str, n: int, minute: int) -> Any:
+def replied(
+    tenant: str, n: int, minute: int, customer: bool = False, attached: bool = False
+) -> Any:
     message = contact_pb2.Message(
         message_id=f"{tenant}-m{n}-{minute}",
         contact_id=f"{tenant}-c{n}",
-        author=contact_pb2.AUTHOR_AGENT,
-        agent_id="agent-1",
-        parts=[contact_pb2.ContentPart(content_type="text/plain", text="an answer")],
+        author=contact_pb2.AUTHOR_CUSTOMER if customer else contact_pb2.AUTHOR_AGENT,
+        agent_id="" if customer else "agent-1",
+        parts=[contact_pb2.ContentPart(content_type="text/plain", text=f"message {n} {minute}")],
     )
+    if attached:
+        message.attachments.add(bucket="files", object_name=f"{tenant}/m{n}-{minute}.pdf")
     message.sent_at.FromDatetime(T0 + timedelta(minutes=minute))
     return events_pb2.MessageAdded(
         meta=_meta(tenant, f"reply-{n}-{minute}", minute), message=message
+    )
+
+
+def ended(tenant: str, n: int, minute: int) -> Any:
+    return events_pb2.ContactEnded(
+        meta=_meta(tenant, f"ended-{n}", minute),
+        contact_id=f"{tenant}-c{n}",
+        agent_id="agent-1",
+        wrap_up_code="done",
     )
 
 
@@ -96,6 +110,8 @@ def story(tenant: str) -> tuple[list[Any], list[Any], list[Any]]:
         created(tenant, 6, CHAT, "fay"),
     ]
     twice = assigned(tenant, 2, "agent-2", 7)
+    again = replied(tenant, 2, 17)
+    again.meta.event_id += "-republished"  # the same message under a new event id
     batch = [
         queued(tenant, 0, 3),
         assigned(tenant, 0, "agent-1", 4),
@@ -107,10 +123,16 @@ def story(tenant: str) -> tuple[list[Any], list[Any], list[Any]]:
         assigned(tenant, 4, "agent-1", 9),
         created(tenant, 7, EMAIL, "di", 10),  # joins c4's case: that case stays with the ORM
         assigned(tenant, 5, "agent-1", 11),
-        replied(tenant, 5, 12),  # c5 is the ORM's too
+        ended(tenant, 5, 12),  # c5 is the ORM's
         offered(tenant, 6, 13),  # routed but never assigned here
         assigned(tenant, 6, "agent-2", 14),
         offered(tenant, 6, 15),  # late: undoes no assignment
+        replied(tenant, 0, 16, customer=True),  # the case waits on the customer: resumes
+        replied(tenant, 2, 17),  # the first response
+        again,
+        replied(tenant, 2, 18, customer=True, attached=True),  # the next response is due
+        replied(tenant, 2, 19),
+        replied(tenant, 4, 19),  # c4's case is the ORM's
     ]
     after = [replied(tenant, n, 20 + n) for n in range(7)] + [assigned(tenant, 2, "agent-3", 30)]
     return first, batch, after
@@ -215,6 +237,12 @@ async def test_routing_events_on_plain_rows_leave_what_the_orm_leaves(
     for tenant, isolate in (("orm", True), ("rows", False)):
         first, batch, after = story(tenant)
         await run(handlers, first, isolate=True)
+        async with sessions.begin() as session:
+            contact = await session.get(orm.Contact, f"{tenant}-c0")
+            assert contact is not None
+            case = await session.get(orm.Case, contact.case_id)
+            assert case is not None
+            await handlers.records.change_status(session, case, lifecycle.PENDING, "agent:a", T0)
         await run(handlers, batch, isolate=isolate)  # the plain path needs no isolated retry
         await run(handlers, after, isolate=isolate)
         results[tenant] = await snapshot(sessions, tenant)
@@ -226,12 +254,12 @@ async def test_routing_events_on_plain_rows_leave_what_the_orm_leaves(
     assert checked >= 12 and not breaks
 
 
-async def test_a_batch_of_assignments_reads_no_contact_or_case_objects(
+async def test_a_batch_of_assignments_and_messages_reads_no_contact_or_case_objects(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    """A batch of ContactAssigned events on recorded contacts reads their contacts and cases as
-    plain rows: no Contact or Case object is loaded, and the contacts and cases are read with
-    one statement."""
+    """A batch of ContactAssigned and MessageAdded events on recorded contacts reads their
+    contacts and cases as plain rows: no Contact or Case object is loaded, and the contacts and
+    cases are read with one statement."""
     handlers = CaseHandlers(sessions, "case")
     first, _, _ = story("acme")
     await run(handlers, first, isolate=True)
@@ -247,7 +275,9 @@ async def test_a_batch_of_assignments_reads_no_contact_or_case_objects(
     def counted(*args: Any) -> None:
         statements.append(" ".join(args[2].split()))
 
-    batch = [assigned("acme", n, "agent-1", 5) for n in range(7)]
+    batch = [assigned("acme", n, "agent-1", 5) for n in range(7)] + [
+        replied("acme", n, 6, customer=n % 2 == 1) for n in range(7)
+    ]
     sa_event.listen(orm.Contact, "load", on_load)
     sa_event.listen(orm.Case, "load", on_load)
     sa_event.listen(engine.sync_engine, "before_cursor_execute", counted)

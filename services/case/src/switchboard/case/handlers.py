@@ -476,11 +476,12 @@ class CaseHandlers:
         """Read (and lock) what the batch touches. With `plain`, the contacts that only
         ContactQueued and ContactOffered events of the batch touch are read as plain rows
         (`_StatusRows`) instead of ORM objects, and written back with one executemany; so are
-        those that only these and ContactAssigned events touch, with their cases
+        those that only these, ContactAssigned and MessageAdded events touch, with their cases
         (`_RoutedRows`)."""
         contact_ids: set[str] = set()
         status_only: set[str] = set()
-        assigned: set[str] = set()
+        assigned: set[str] = set()  # by ContactAssigned or MessageAdded
+        messaged: set[str] = set()
         message_ids: set[str] = set()
         identities: dict[str, list[customers.Identity]] = {}
         for e in events:
@@ -495,7 +496,7 @@ class CaseHandlers:
                     found = []  # its handler refuses it
                 identities.setdefault(tenant, []).extend(found)
             elif isinstance(e, events_pb2.MessageAdded):
-                contact_ids.add(e.message.contact_id)
+                messaged.add(e.message.contact_id)
                 message_ids.add(e.message.message_id)
             elif isinstance(e, _STATUS_EVENTS):
                 status_only.add(e.contact_id)
@@ -504,6 +505,7 @@ class CaseHandlers:
             elif getattr(e, "contact_id", ""):
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         status_only.discard("")
+        assigned |= messaged
         assigned.discard("")
         if plain:
             assigned -= contact_ids
@@ -537,9 +539,12 @@ class CaseHandlers:
             if sqlite:
                 heads.update(more)
             case_ids |= routed.cases.keys()
-            # The SLA clocks an assignment changes: those of live contacts' cases.
+            # The SLA clocks a message changes, and those an assignment changes: a live
+            # contact's.
             timed = {c.id for c in cases} | {
-                c.case_id for c in routed.contacts.values() if c.channel in LIVE_CHANNELS
+                c.case_id
+                for k, c in routed.contacts.items()
+                if k in messaged or c.channel in LIVE_CHANNELS
             }
         else:
             timed = case_ids
