@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session
-from sqlalchemy.orm.util import identity_key
 
 from switchboard.case.adapters import bulk, crypto
 
@@ -85,8 +84,8 @@ async def load_with_parent(
 def also_in_session(session: Session, model: Any, keys: Any) -> bool:
     """Whether an ORM object of `model` with one of `keys` is in the session too (two copies of
     one row in a transaction: which one wins is not the rules')."""
-    identities = session.identity_map
-    return any(identity_key(model, k) in identities for k in keys)
+    # The session holds few objects in a batch of plain rows: look through them.
+    return any(k[0] is model and k[1][0] in keys for k in session.identity_map.keys())
 
 
 def write(session: Session, model: Any, rows: dict[Any, PlainRow]) -> None:
