@@ -10,6 +10,7 @@ only ever inserted; a correction is a new entry.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -101,10 +102,11 @@ def new_chain(session: AsyncSession, entity: str, entity_id: str) -> None:
     session.info.setdefault("audit_heads", {})[(entity, entity_id)] = (0, GENESIS)
 
 
+@functools.cache
 def head_columns(entity: str, entity_id: Any) -> tuple[Any, Any]:
     """The seq and hash of the head of the chain of `entity_id` (a column of an enclosing
     query), as two correlated scalar subqueries (NULL for an empty chain); `known_heads` then
-    keeps what they read."""
+    keeps what they read. (Built once per column: a statement is immutable.)"""
     last = (
         select(AuditEntry.seq, AuditEntry.hash)
         .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import cast
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
@@ -27,9 +28,10 @@ from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from switchboard.case import audit, csat, customers, object_erasure
-from switchboard.case.adapters import bulk, collector, keyring
+from switchboard.case.adapters import bulk, collector, keyring, rows
 from switchboard.case.adapters.database import (
     Rider,
     get_locked,
@@ -342,6 +344,37 @@ async def _write_status_rows(session: AsyncSession) -> None:
         )
 
 
+class _RoutedRows:
+    """The contacts of a batch that only its ContactQueued, ContactOffered and ContactAssigned
+    events touch (an assignment among them), and their cases, as plain rows (adapters/rows.py)
+    read with one joined SELECT: `_contact` and `_case` hand them to the handlers, which change
+    them as they would the ORM objects, and what changed is written with one executemany per
+    table and set of columns at the end of the batch. A case some other event of the batch reads
+    through the ORM is left to the ORM (`drop`); one read through the ORM only later, which two
+    copies of a row would make ambiguous, fails the batch for its isolated retry."""
+
+    KEY = "routed_rows"
+
+    def __init__(self, contacts: dict[str, rows.PlainRow], cases: dict[str, rows.PlainRow]) -> None:
+        self.contacts = contacts
+        self.cases = cases
+
+    def drop(self, case_ids: set[str]) -> None:
+        """Leave the cases `case_ids` and their contacts to the ORM."""
+        for case_id in case_ids & self.cases.keys():
+            del self.cases[case_id]
+        for contact_id in [k for k, c in self.contacts.items() if c.case_id in case_ids]:
+            del self.contacts[contact_id]
+
+    def write(self, session: Session) -> None:
+        if rows.also_in_session(session, Contact, self.contacts) or rows.also_in_session(
+            session, Case, self.cases
+        ):
+            raise Retry("a contact or case of the batch was read as a plain row and an object")
+        rows.write(session, Contact, self.contacts)
+        rows.write(session, Case, self.cases)
+
+
 def default_records(clock: Clock) -> CaseRecords:
     policies = sla_policy.load(None)
     return CaseRecords(policies, SlaEngine(policies), clock)
@@ -427,6 +460,10 @@ class CaseHandlers:
                         await hold_writes(session)
                     yield _BatchUnit(self, session, isolate)
                     if not isolate:
+                        routed: _RoutedRows | None = session.info.pop(_RoutedRows.KEY, None)
+                        if routed is not None:
+                            # Before the writes below: they leave the session.
+                            await session.run_sync(routed.write)
                         await session.run_sync(staged.write, False)
                         await session.run_sync(bulk.write_changes)
                         await _write_status_rows(session)
@@ -438,9 +475,13 @@ class CaseHandlers:
     ) -> None:
         """Read (and lock) what the batch touches. With `plain`, the contacts that only
         ContactQueued and ContactOffered events of the batch touch are read as plain rows
-        (`_StatusRows`) instead of ORM objects, and written back with one executemany."""
+        (`_StatusRows`) instead of ORM objects, and written back with one executemany; so are
+        those that only these, ContactAssigned and MessageAdded events touch, with their cases
+        (`_RoutedRows`)."""
         contact_ids: set[str] = set()
         status_only: set[str] = set()
+        assigned: set[str] = set()  # by ContactAssigned or MessageAdded
+        messaged: set[str] = set()
         message_ids: set[str] = set()
         identities: dict[str, list[customers.Identity]] = {}
         for e in events:
@@ -455,18 +496,23 @@ class CaseHandlers:
                     found = []  # its handler refuses it
                 identities.setdefault(tenant, []).extend(found)
             elif isinstance(e, events_pb2.MessageAdded):
-                contact_ids.add(e.message.contact_id)
+                messaged.add(e.message.contact_id)
                 message_ids.add(e.message.message_id)
             elif isinstance(e, _STATUS_EVENTS):
                 status_only.add(e.contact_id)
+            elif isinstance(e, events_pb2.ContactAssigned):
+                assigned.add(e.contact_id)
             elif getattr(e, "contact_id", ""):
                 contact_ids.add(e.contact_id)  # type: ignore[attr-defined]
         status_only.discard("")
+        assigned |= messaged
+        assigned.discard("")
         if plain:
-            status_only -= contact_ids
+            assigned -= contact_ids
+            status_only -= contact_ids | assigned
         else:
-            contact_ids |= status_only
-            status_only = set()
+            contact_ids |= status_only | assigned
+            status_only, assigned = set(), set()
         contact_ids.discard("")
         message_ids.discard("")
         contacts, cases, heads = await preload_locked_with(
@@ -475,9 +521,36 @@ class CaseHandlers:
         if status_only:
             session.info[_StatusRows.KEY] = await _StatusRows.load(session, status_only)
         case_ids = {c.id for c in cases}
+        routed = None
+        if assigned:
+            sqlite = session.get_bind().dialect.name == "sqlite"
+            loaded, their_cases, more = await rows.load_with_parent(
+                session,
+                Contact,
+                assigned,
+                Case,
+                "case_id",
+                audit.head_columns(audit.CASE, Case.id) if sqlite else (),
+            )
+            absent: set[tuple[object, object]] = session.info.setdefault("absent_rows", set())
+            absent.update((Contact, k) for k in assigned if k not in loaded)
+            routed = session.info[_RoutedRows.KEY] = _RoutedRows(loaded, their_cases)
+            routed.drop(case_ids)  # the ORM has those cases already
+            if sqlite:
+                heads.update(more)
+            case_ids |= routed.cases.keys()
+            # The SLA clocks a message changes, and those an assignment changes: a live
+            # contact's.
+            timed = {c.id for c in cases} | {
+                c.case_id
+                for k, c in routed.contacts.items()
+                if k in messaged or c.channel in LIVE_CHANNELS
+            }
+        else:
+            timed = case_ids
         audit.known_heads(session, audit.CASE, heads)  # on SQLite, read with the cases
         await audit.preload_heads(session, audit.CASE, case_ids)  # the others
-        await self.records.sla.preload(session, case_ids)
+        await self.records.sla.preload(session, timed)
         owners: set[str] = set()
         for tenant, found in identities.items():
             owners |= await customers.preload(session, tenant, found)
@@ -486,7 +559,7 @@ class CaseHandlers:
             # `_join_or_open_case` to choose from; customers and cases new in the batch join.
             index: dict[str, list[Case]] = session.info.setdefault("open_cases", {})
         if owners:
-            rows = await session.scalars(
+            open_cases = await session.scalars(
                 select(Case)
                 .where(Case.customer_id.in_(owners), Case.status.not_in(CLOSED_CASE))
                 .order_by(Case.id)
@@ -495,9 +568,11 @@ class CaseHandlers:
             locked: dict[tuple[object, object], object] = session.info.setdefault("locked_rows", {})
             for owner in owners:
                 index.setdefault(owner, [])
-            for case in rows:
+            for case in open_cases:
                 locked[(Case, case.id)] = case
                 index[case.customer_id].append(case)
+                if routed is not None:
+                    routed.drop({case.id})
         if identities:
             # Each new contact may open a case.
             created = {c.contact_id for c in contacts}
@@ -602,6 +677,14 @@ class CaseHandlers:
             raise Retry(str(exc)) from exc
 
     async def _contact(self, session: AsyncSession, tenant: str, contact_id: str) -> Contact:
+        routed: _RoutedRows | None = session.info.get(_RoutedRows.KEY)
+        if routed is not None and contact_id in routed.contacts:
+            row = routed.contacts[contact_id]
+            if row.tenant != tenant:
+                raise InvalidArgument("contact_id", "belongs to another tenant")
+            # A plain row has the contact's columns: the handlers that see it (see `_preload`)
+            # read and change only those.
+            return cast(Contact, row)
         contact = await get_locked(session, Contact, contact_id)
         if contact is None:
             # Events can overtake the ContactCreated they refer to (another replica may be
@@ -613,6 +696,9 @@ class CaseHandlers:
         return contact
 
     async def _case(self, session: AsyncSession, contact: Contact) -> Case:
+        if isinstance(contact, rows.PlainRow):
+            routed: _RoutedRows = session.info[_RoutedRows.KEY]
+            return cast(Case, routed.cases[contact.case_id])
         case = await get_locked(session, Case, contact.case_id)
         assert case is not None  # a foreign key
         return case

@@ -190,6 +190,12 @@ def _update(mapper: Mapper[Any], changed: tuple[str, ...]) -> Update:
     return stmt.values(values)
 
 
+def update_statement(mapper: Mapper[Any], changed: tuple[str, ...]) -> Update:
+    """The UPDATE of the attributes `changed` of one row of `mapper`'s table, its primary key
+    bound as `pk_0` (`pk_1`, ...) and each value by its attribute key: for an executemany."""
+    return _update(mapper, changed)
+
+
 def staged(session: AsyncSession | Session) -> BulkInserts | None:
     bulk: BulkInserts | None = session.info.get(KEY)
     return bulk
