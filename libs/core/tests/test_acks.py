@@ -51,3 +51,40 @@ async def test_publish_async_of_the_bus_has_a_deadline(bus: Bus) -> None:
     future = await bus.acks.publish("nothing.listens.here", b"1", timeout=1)
     with pytest.raises((nats.js.errors.NoStreamResponseError, AckUnknown)):
         await asyncio.wait_for(future, 5)
+
+
+async def test_publish_all_returns_every_ack_in_order(bus: Bus) -> None:
+    await bus.js.add_stream(api.StreamConfig(name="ACKS", subjects=["acks.>"]))
+    acks = AckPublisher(bus.nc, timeout=5)
+    messages = [(f"acks.{i}", str(i).encode(), {"Nats-Msg-Id": f"m{i}"}) for i in range(50)]
+    stored = await acks.publish_all(messages)
+    assert [a.seq for a in stored] == list(range(1, 51))
+    assert all(a.stream == "ACKS" and not a.duplicate for a in stored)
+    again = await acks.publish_all(messages[:2])
+    assert [(a.seq, a.duplicate) for a in again] == [(1, True), (2, True)]
+    assert acks.pending == 0
+
+
+async def test_publish_all_fails_with_the_first_error(bus: Bus) -> None:
+    await bus.js.add_stream(api.StreamConfig(name="ACKS", subjects=["acks.>"]))
+    acks = AckPublisher(bus.nc, timeout=5)
+    messages = [("acks.x", b"1", None), ("acks.y", b"2", {"Nats-Expected-Last-Sequence": "0"})]
+    with pytest.raises(nats.js.errors.APIError) as err:
+        await asyncio.wait_for(acks.publish_all(messages), 5)
+    assert err.value.err_code == 10071  # wrong last sequence
+    assert acks.pending == 0
+
+
+async def test_publish_all_fails_at_its_deadline(nats_server: NatsServer) -> None:
+    bus = await Bus.connect(nats_server.url, source="acks-test")
+    await bus.js.add_stream(api.StreamConfig(name="ACKS", subjects=["acks.>"]))
+    acks = AckPublisher(bus.nc, timeout=0.5)
+    assert nats_server.proc is not None
+    freeze(nats_server.proc.pid)
+    try:
+        with pytest.raises(AckUnknown, match=r"acks\.x.*outcome unknown"):
+            await asyncio.wait_for(acks.publish_all([("acks.x", b"1", None)] * 3), 5)
+        assert acks.pending == 0
+    finally:
+        os.kill(nats_server.proc.pid, signal.SIGCONT)
+        await bus.drain()

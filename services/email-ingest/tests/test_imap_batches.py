@@ -11,12 +11,14 @@ from typing import ClassVar
 import nats
 import pytest
 
+from switchboard.core import bus as core_bus
 from switchboard.core import stores
+from switchboard.core.acks import AckPublisher
 from switchboard.email_ingest.adapters import jetstream
 from switchboard.email_ingest.adapters.jetstream import SEEN, EmailState
 from switchboard.email_ingest.entrypoints import imap
 from switchboard.testing.waiting import until
-from switchboard.v1 import events_pb2
+from switchboard.v1 import email_pb2, events_pb2
 
 
 class CountingClient(imap._Client):
@@ -72,6 +74,95 @@ async def test_a_batch_costs_a_bounded_number_of_imap_commands_and_lookups(
 
 class Killed(BaseException):
     """Stands for the process dying: nothing after it runs."""
+
+
+class CountingAcks(AckPublisher):
+    """The bus's ack publisher (which the seen set, the thread index, the object store and the
+    events all write through), counting the acks its callers wait for: one per `publish`, one
+    per `publish_all` batch. With `kill_after` (a subject prefix), the first batch written to
+    it is stored and then the process dies."""
+
+    waits: ClassVar[Counter[str]] = Counter()
+    kill_after: ClassVar[str] = ""
+
+    @staticmethod
+    def _kind(subject: str) -> str:
+        parts = subject.split(".")  # $KV.<bucket>.<key>, $O.<bucket>.<C|M>.<name>, contact.…
+        return ".".join(parts[:2] if parts[0] == "$KV" else parts[:3])
+
+    async def publish(self, subject, data, headers=None, timeout=None):  # type: ignore[override]
+        CountingAcks.waits[self._kind(subject)] += 1
+        return await super().publish(subject, data, headers, timeout)
+
+    async def publish_all(self, messages, timeout=None):  # type: ignore[override]
+        kind = self._kind(messages[0][0]) if messages else ""
+        CountingAcks.waits[kind] += 1
+        acks = await super().publish_all(messages, timeout)
+        if CountingAcks.kill_after and kind.startswith(CountingAcks.kill_after):
+            CountingAcks.kill_after = ""
+            raise Killed()
+        return acks
+
+
+async def test_a_batch_waits_for_a_bounded_number_of_jetstream_acks(
+    dovecot, make_app, make_config, make_mail, monkeypatch
+):
+    total, batch = 60, 30
+    await dovecot.append(
+        [
+            make_mail(f"Question {i}", f"Body {i}", message_id=f"<acks-{i}@example.com>")
+            for i in range(total)
+        ]
+    )
+    CountingAcks.waits, CountingAcks.kill_after = Counter(), ""
+    monkeypatch.setattr(core_bus, "AckPublisher", CountingAcks)
+    app = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=batch)
+    await until(lambda: app.watchers[0].status.last_uid == total, seconds=60)
+    batches = total // batch
+    # About nine writes per mail (its two events, its raw message's chunk and metadata, its
+    # thread-index keys, its seen-set entry), awaited as one batch per kind of write: the
+    # event loop keeps one future and one deadline per batch, not one per write.
+    assert CountingAcks.waits["$O.email.C"] == batches, CountingAcks.waits  # object chunks
+    assert CountingAcks.waits["$O.email.M"] == batches, CountingAcks.waits  # their metadata
+    assert CountingAcks.waits["$KV.email_threads"] == batches, CountingAcks.waits
+    assert CountingAcks.waits["$KV.email_seen"] == batches, CountingAcks.waits
+    assert CountingAcks.waits["contact.demo.email"] == batches, CountingAcks.waits
+    assert sum(CountingAcks.waits.values()) == 5 * batches, CountingAcks.waits
+
+
+@pytest.mark.parametrize(
+    "kill_after", ["$O.email.C", "$O.email.M", "$KV.email_threads", "$KV.email_seen"]
+)
+async def test_killed_after_any_batched_write_then_each_mail_exactly_once(
+    kill_after, bus, dovecot, make_app, make_config, make_mail, collector, monkeypatch
+):
+    await dovecot.append(
+        [
+            make_mail(f"Order {i}", f"Body {i}", message_id=f"<batched-{i}@example.com>")
+            for i in range(25)
+        ]
+    )
+    CountingAcks.waits, CountingAcks.kill_after = Counter(), kill_after
+    monkeypatch.setattr(core_bus, "AckPublisher", CountingAcks)
+    first = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=10)
+    task = first.watchers[0].task
+    await until(lambda: task.done())
+    assert isinstance(task.exception(), Killed)
+    await first.stop()
+    # Died with its first batch's write stored: nothing flagged, nothing checkpointed.
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == []
+    checkpoint = await (await EmailState.open(bus.js)).checkpoint("support")
+    assert checkpoint is None or checkpoint.last_uid == 0
+
+    second = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=10)
+    await until(lambda: second.watchers[0].status.last_uid == 25)
+    await asyncio.sleep(0.3)  # let any stray duplicate arrive before counting
+    subjects = [e.contact.subject for e in collector.of(events_pb2.ContactCreated)]
+    assert sorted(subjects) == sorted(f"Order {i}" for i in range(25))
+    assert await dovecot.uids(criteria="KEYWORD $Switchboard") == list(range(1, 26))
+    # Every mail's raw message is stored and readable.
+    for received in collector.of(email_pb2.EmailReceived):
+        assert await second.objects.get(received.raw.object_name)
 
 
 class CountingPublisher:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
@@ -46,7 +47,8 @@ class AckPublisher:
         self.timeout = timeout
         self._prefix = ""
         self._sub: Any = None
-        self._futures: dict[str, asyncio.Future[api.PubAck]] = {}
+        # Reply token -> what waits for its ack: a `publish` future, or a `publish_all` batch.
+        self._futures: dict[str, asyncio.Future[api.PubAck] | _Batch] = {}
         self._tokens = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -90,8 +92,48 @@ class AckPublisher:
                 future.set_exception(exc)
         return future
 
+    async def publish_all(
+        self,
+        messages: Sequence[tuple[str, bytes, dict[str, str] | None]],
+        timeout: float | None = None,
+    ) -> list[api.PubAck]:
+        """Publish (subject, data, headers) messages pipelined and return their PubAcks once
+        JetStream has stored every one; raise the first JetStream error, or AckUnknown at the
+        deadline (then some may be stored). One future and one deadline for the whole batch,
+        where `publish` arms one of each per message: what a batch of many small writes (key-value
+        entries, object chunks) costs on the event loop."""
+        if not messages:
+            return []
+        await self._ensure()
+        seconds = self.timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop.create_future(), len(messages))
+        tokens = [str(next(self._tokens)) for _ in messages]
+        subjects: dict[str, str] = {}
+        for n, token in enumerate(tokens):
+            self._futures[token] = batch
+            batch.slots[token] = n
+            subjects[token] = messages[n][0]
+        timer = loop.call_later(seconds, batch.expire, subjects, seconds)
+        try:
+            # A failed send (closed connection, outbound buffer full) raises here: nothing after
+            # it was sent.
+            for token, (subject, data, headers) in zip(tokens, messages, strict=True):
+                await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            return await batch.future
+        finally:
+            timer.cancel()
+            if not batch.future.done():
+                batch.future.cancel()
+            for token in tokens:
+                self._futures.pop(token, None)
+
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.get(msg.subject[len(self._prefix) :])
+        token = msg.subject[len(self._prefix) :]
+        future = self._futures.get(token)
+        if isinstance(future, _Batch):
+            self._settle(future, token, msg)
+            return
         if future is None or future.done():
             return
         if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
@@ -110,16 +152,64 @@ class AckPublisher:
             return
         future.set_result(api.PubAck.from_response(resp))
 
+    def _settle(self, batch: _Batch, token: str, msg: Msg) -> None:
+        future = batch.future
+        n = batch.slots.pop(token, None)
+        if n is None or future.done():
+            return
+        self._futures.pop(token, None)
+        if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+            future.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            resp = json.loads(msg.data)
+        except ValueError as exc:
+            future.set_exception(nats.errors.Error(f"unreadable JetStream ack: {exc}"))
+            return
+        if "error" in resp:
+            try:
+                nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
+            except nats.js.errors.APIError as err:
+                future.set_exception(err)
+            return
+        batch.acks[n] = api.PubAck(
+            stream=resp["stream"],
+            seq=resp["seq"],
+            domain=resp.get("domain"),
+            duplicate=resp.get("duplicate"),
+        )
+        batch.missing -= 1
+        if not batch.missing:
+            future.set_result(batch.acks)
+
     async def close(self) -> None:
         for future in list(self._futures.values()):
-            if not future.done():
-                future.set_exception(nats.errors.ConnectionClosedError())
+            waiting = future.future if isinstance(future, _Batch) else future
+            if not waiting.done():
+                waiting.set_exception(nats.errors.ConnectionClosedError())
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
             except Exception:  # the connection is already closed
                 pass
             self._sub = None
+
+
+class _Batch:
+    """The acks `publish_all` waits for: one future, resolved when every slot is filled."""
+
+    __slots__ = ("acks", "future", "missing", "slots")
+
+    def __init__(self, future: asyncio.Future[list[api.PubAck]], size: int) -> None:
+        self.future = future
+        self.slots: dict[str, int] = {}
+        self.acks: list[Any] = [None] * size
+        self.missing = size
+
+    def expire(self, subjects: dict[str, str], seconds: float) -> None:
+        if not self.future.done():
+            token = next((t for t, n in self.slots.items() if self.acks[n] is None), "")
+            self.future.set_exception(AckUnknown(subjects.get(token, ""), seconds))
 
 
 def _expire(future: asyncio.Future[api.PubAck], subject: str, seconds: float) -> None:

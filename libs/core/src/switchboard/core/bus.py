@@ -376,9 +376,14 @@ class Bus:
         return future
 
     async def publish_many(self, batch: Iterable[Message]) -> list[js_api.PubAck]:
-        """Publish several events pipelined with publish_async, then wait for every ack."""
-        futures = [await self.publish_async(event) for event in batch]
-        return list(await asyncio.gather(*futures))
+        """Publish several events pipelined, then wait for every ack (one wait for the batch,
+        see `AckPublisher.publish_all`); each event joins the current trace."""
+        messages = []
+        for event in batch:
+            subject, headers, data = encode(event)
+            messages.append((subject, data, headers))
+            _published(type(event).__name__).inc()
+        return await self.acks.publish_all(messages)
 
     # ---- consuming ---------------------------------------------------------------------------
 

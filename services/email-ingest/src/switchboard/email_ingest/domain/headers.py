@@ -23,6 +23,16 @@ _WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?(?:([^?\r\n]*)\?=|([^?\s\"]+)(?=[\
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _ADDR_SPEC = re.compile(r"[^\s<>\"(),;:@\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
+# One address in its plainest forms (`a@b.c`, `<a@b.c>`, `Name Surname <a@b.c>`: ASCII letters,
+# digits and single spaces in the name; dot-separated atoms of letters, digits, `_`, `+` and `-`
+# in the address): what the stdlib's address parser and our header decoding make of it is the
+# text as it stands, so it is read without them. Most mail's From and To look like this.
+_PLAIN_ADDRESS = re.compile(
+    r"(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*) )?<(?P<bracketed>{addr})>|(?P<bare>{addr})".format(
+        addr=r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    )
+)
+
 Hints = str | Sequence[str]
 
 
@@ -113,6 +123,11 @@ def addresses(
 ) -> list[tuple[str, str]]:
     """(display name, lower-cased address) pairs of an address header."""
     values = raw_all(msg, name)
+    if len(values) == 1:
+        plain = _PLAIN_ADDRESS.fullmatch(values[0])
+        if plain is not None:
+            address = plain.group("bracketed") or plain.group("bare")
+            return [(plain.group("name") or "", address.lower())]
     result: list[tuple[str, str]] = []
     for display, addr in getaddresses([str(v) for v in values]):
         if "@" not in addr:

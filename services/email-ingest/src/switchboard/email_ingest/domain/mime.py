@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email
 import hashlib
 import quopri
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import policy
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from switchboard.email_ingest.domain import charsets, headers, text
+from switchboard.email_ingest.domain import charsets, feedparse, headers, text
 
 MAX_DEPTH = 20
 MAX_PARTS = 500
@@ -354,7 +352,7 @@ def _resplit(part: Message) -> Message | None:
     if boundary.endswith("--"):
         return None
     head = f'Content-Type: {_content_type(part)}; boundary="{boundary}"\r\n\r\n'.encode()
-    reparsed = email.message_from_bytes(head + body, policy=policy.compat32)
+    reparsed = feedparse.message_from_bytes(head + body)
     return reparsed if reparsed.is_multipart() and reparsed.get_payload() else None
 
 
@@ -371,7 +369,7 @@ def _encoded_message(part: Message, problems: list[str], where: str) -> Message 
     if not isinstance(encoded, str):
         return None
     data = _transfer_decoded(encoded.encode("utf-8", "surrogateescape"), cte, problems, where)
-    return email.message_from_bytes(_mend_headers(data, []), policy=policy.compat32)
+    return feedparse.message_from_bytes(_mend_headers(data, []))
 
 
 def _epilogue_parts(part: Message) -> list[Message]:
@@ -388,9 +386,7 @@ def _epilogue_parts(part: Message) -> list[Message]:
     if not any(line.startswith(marker) and not line[len(marker) :].strip() for line in lines):
         return []
     head = f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode()
-    reparsed = email.message_from_bytes(
-        head + epilogue.encode("utf-8", "surrogateescape"), policy=policy.compat32
-    )
+    reparsed = feedparse.message_from_bytes(head + epilogue.encode("utf-8", "surrogateescape"))
     if not reparsed.is_multipart():
         return []
     part.epilogue = ""
@@ -461,7 +457,7 @@ def parse(raw: bytes) -> ParsedMail:
         header_end < 0 and len(raw) > MAX_TOTAL_HEADER_BYTES
     ):
         mail.problems.append(f"header block over {MAX_TOTAL_HEADER_BYTES} bytes")
-    msg = email.message_from_bytes(raw, policy=policy.compat32)
+    msg = feedparse.message_from_bytes(raw)
     p = mail.problems
     hints = _declared_charsets(msg)
     fallback = hints[0] if hints else ""
