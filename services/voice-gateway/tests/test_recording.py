@@ -171,7 +171,7 @@ def test_calls_fed_in_lockstep_write_their_recordings_at_different_packets(
             rec.tap(CALLER, packets[0])
             rec.tap(AGENT, packets[1])
         most = max(most, sum(rec.written != w for rec, w in zip(recorders, written, strict=True)))
-    assert all(rec.written >= 8 * RATE for rec in recorders)  # written as the calls went on
+    assert all(rec.written >= 7 * RATE for rec in recorders)  # written as the calls went on
     assert most <= 2  # not all fifty in one turn
     clock.now += 1.0
     for rec in recorders:

@@ -5,13 +5,13 @@ is placed on its side's timeline by its RTP timestamp, anchored to its arrival t
 starts, changes source (SSRC) or drifts away from the arrival clock (a hold, a transfer to
 another agent): so both channels stay in step, and a side that sends nothing, or any time the
 recording is paused, is silence. Samples older than the jitter window are decoded to 16-bit PCM
-(one table lookup per channel, a second at a time), interleaved and appended to a WAV file as they
+(one table lookup per channel, a batch at a time), interleaved and appended to a WAV file as they
 come, never held for the whole call. The file is written by a thread of its own (`_Writer`), so a
 busy disk never holds up the event loop that relays every call's audio.
 
-A packet costs the tap's queueing on its side; a side's usual batch (a second of packets of one
+A packet costs the tap's queueing on its side; a side's usual batch (two seconds of packets of one
 size and source, timestamps one after another) is copied into its side's buffer in one go, and
-decoding is left to the flush, where one lookup covers fifty packets (the relay's CPU per
+decoding is left to the flush, where one lookup covers a hundred packets (the relay's CPU per
 recorded call stays within 1.5 times an unrecorded call's: bench/voice.py). Each recorder's first
 batch is cut short by a different number of packets, so that calls bridged together, whose
 packets arrive in the same turns of the event loop, place and write their seconds in different
@@ -44,9 +44,9 @@ logger = logging.getLogger(__name__)
 RATE = 8000
 CALLER, AGENT = 0, 1
 JITTER = RATE // 5  # 200 ms: packets later than this behind the newest are too late
-FLUSH = RATE // 2  # written once this much is past the jitter window: at each batch, a second
+FLUSH = RATE // 2  # written once this much is past the jitter window: at each batch
 PIECE = 10 * RATE  # the most decoded at once
-BATCH = 50  # packets of a side placed together: a second of it
+BATCH = 100  # packets of a side placed together: two seconds of it
 REANCHOR = RATE // 2  # a side whose timestamps stray 500 ms from its arrivals is re-anchored
 PCMU, PCMA = 0, 8
 _TS_SSRC = struct.Struct("!II").unpack_from
@@ -254,7 +254,7 @@ class Recorder:
 
     def _drain(self) -> None:
         """Place the packets received since the last batch, and write what is past the jitter
-        window once there is FLUSH of it (a second's batch of a side writes a second)."""
+        window once there is FLUSH of it."""
         self._batch[0] = BATCH
         last = -1.0
         for side, (packets, arrivals) in enumerate(self._queued):
