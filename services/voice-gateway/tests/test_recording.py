@@ -4,6 +4,7 @@ retention purge on a real NATS object store."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import math
@@ -12,7 +13,8 @@ import threading
 import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import nats
 import pytest
@@ -25,7 +27,8 @@ from switchboard.v1 import contact_pb2
 from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.media import g711
 from switchboard.voice_gateway.recording import sealing
-from switchboard.voice_gateway.recording.policy import Mode
+from switchboard.voice_gateway.recording.calls import CallRecordings
+from switchboard.voice_gateway.recording.policy import Mode, RecordingPolicy
 from switchboard.voice_gateway.recording.recorder import (
     AGENT,
     CALLER,
@@ -210,6 +213,38 @@ def test_a_recording_is_written_to_its_file_by_another_thread(tmp_path: Path) ->
     assert writers and threading.get_ident() not in writers
     heard = channels(rec.path)
     assert heard[0] == list(struct.unpack("<24000h", decode(g711.encode(pcm, 0), 0)))
+
+
+async def test_the_end_of_a_call_does_not_wait_for_its_recording_to_be_written(
+    tmp_path: Path,
+) -> None:
+    """The call's end hands its recording's last second and header to the writer thread, and
+    the recording is stored once its file is whole: the event loop never waits on a busy disk."""
+    from switchboard.voice_gateway.recording import recorder as recorder_module
+
+    stored: list[tuple[str, str, bytes, float]] = []
+
+    class Store:  # the part of RecordingStore the calls' recordings use
+        async def store(self, tenant: str, contact_id: str, wav: Path, seconds: float) -> None:
+            data = await asyncio.to_thread(wav.read_bytes)
+            stored.append((tenant, contact_id, data[:4], seconds))
+
+    recordings = CallRecordings(RecordingPolicy(), cast(RecordingStore, Store()), str(tmp_path))
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    for i in range(50):
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), 160 * i))
+    clock.now = 101.0
+    recordings.active["c1"] = rec
+    disk = threading.Event()
+    freed: list[bool] = []
+    recorder_module._WRITER.put(lambda: freed.append(disk.wait(20)), now=True)  # a busy disk
+    recordings.ended(cast(Any, SimpleNamespace(contact_id="c1", tenant="acme")))
+    disk.set()  # free again: had `ended` waited for the writer, it would have timed out first
+    await recordings.drain()
+    assert freed == [True]
+    assert stored == [("acme", "c1", b"RIFF", 1.0)]
 
 
 def test_a_long_stretch_without_packets_is_silence_in_step(tmp_path: Path) -> None:

@@ -413,7 +413,7 @@ class Recorder:
             except OSError as exc:
                 self._error = exc
 
-    def _finish(self, frames: int, done: Future[None]) -> None:
+    def _finish(self, frames: int, done: Future[float]) -> None:
         """(In the writer thread.) The header for `frames` written and the file closed."""
         try:
             if self._error is None:
@@ -426,7 +426,10 @@ class Recorder:
                 self.file.close()
             except OSError as exc:
                 self._error = self._error or exc
-            done.set_result(None)
+            if self._error is not None:
+                done.set_exception(self._error)
+            else:
+                done.set_result(frames / RATE)
 
     def _mix_supervisors(self, frames: bytearray, n: int, upto: int) -> bytes:
         """Add each supervisor's next `n` samples to the channels it reaches (clipped)."""
@@ -494,24 +497,32 @@ class Recorder:
         return sum(s.packets for s in self._sides)
 
     def close(self) -> float:
-        """Write what is left, finish the WAV header and close the file; the seconds recorded."""
+        """Write what is left, finish the WAV header and close the file; the seconds recorded
+        (OSError: the file could not be written). Waits for the writer: see `finish`."""
+        try:
+            return self.finish().result()
+        except OSError:
+            self.failed = True
+            raise
+
+    def finish(self) -> Future[float]:
+        """Hand what is left to the writer, which finishes the WAV header and closes the file:
+        the seconds recorded once the file is whole (an OSError: it could not be written)."""
+        done: Future[float] = Future()
         if self.closed:
-            return self.written / RATE
+            done.set_result(self.written / RATE)
+            return done
         self._drain()
         if self.closed:  # the disk failed meanwhile
-            return self.written / RATE
+            done.set_result(self.written / RATE)
+            return done
         self.closed = True
-        done: Future[None] = Future()
         try:
             held = max(len(s.codes) for s in self._sides)
             self._flush(max(self._now(), self.written + held))
         finally:
             _WRITER.put(lambda: self._finish(self.written, done), now=True)
-            done.result()  # the file is whole (this call's last second or so written)
-        if self._error is not None:
-            self.failed = True
-            raise self._error
-        return self.written / RATE
+        return done
 
     def discard(self) -> None:
         if not self.closed:
