@@ -544,8 +544,12 @@ async def _relay(conn: Any) -> None:
     ("close", None): the recordings closed and sealed (CPU seconds, seconds recorded), the legs
     closed."""
     from switchboard.voice_gateway.media.rtp import MediaEngine
+    from switchboard.voice_gateway.recording import sealing
     from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, Recorder
 
+    # Loaded before any window, as a gateway loads it at its start: importing the sealing (and
+    # cryptography) once per process is no cost of a recorded call-second.
+    assert sealing.seal is not None
     engine = MediaEngine("127.0.0.1")
     folder = pathlib.Path(tempfile.mkdtemp(prefix="switchboard-bench-recordings-"))
     legs: list[Any] = []

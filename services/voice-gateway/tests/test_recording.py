@@ -4,12 +4,17 @@ retention purge on a real NATS object store."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import math
 import struct
+import threading
 import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import nats
 import pytest
@@ -22,8 +27,16 @@ from switchboard.v1 import contact_pb2
 from switchboard.voice_gateway import config as voice_config
 from switchboard.voice_gateway.media import g711
 from switchboard.voice_gateway.recording import sealing
-from switchboard.voice_gateway.recording.policy import Mode
-from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, RATE, Recorder, decode
+from switchboard.voice_gateway.recording.calls import CallRecordings
+from switchboard.voice_gateway.recording.policy import Mode, RecordingPolicy
+from switchboard.voice_gateway.recording.recorder import (
+    AGENT,
+    CALLER,
+    RATE,
+    Recorder,
+    decode,
+    wav_header,
+)
 from switchboard.voice_gateway.recording.store import RecordingStore
 
 KEY = bytes(range(32))
@@ -93,6 +106,7 @@ def test_batches_are_placed_as_packet_by_packet(
     """A batch of usual packets is placed at once: the file is the same as placing each packet on
     its own, through losses, reordering, timestamps wrapping, a new source, a marker bit, 30 ms
     packets, a change of codec and a side drifting from the arrival clock."""
+    import itertools
     import random
 
     from switchboard.voice_gateway.recording import recorder as recorder_module
@@ -120,6 +134,7 @@ def test_batches_are_placed_as_packet_by_packet(
 
     def record(folder: Path) -> tuple[list[int], list[int]]:
         folder.mkdir()
+        monkeypatch.setattr(recorder_module, "_PHASES", itertools.count())  # the same batches
         clock = Clock()
         rec = Recorder(str(folder), clock=clock)
         for at, side, data in stream:
@@ -130,10 +145,106 @@ def test_batches_are_placed_as_packet_by_packet(
         return channels(rec.path)
 
     batched = record(tmp_path / "batched")
-    monkeypatch.setattr(recorder_module.Recorder, "_place_batch", lambda self, side, items: False)
+    monkeypatch.setattr(recorder_module.Recorder, "_place_batch", lambda *_: False)
     one_by_one = record(tmp_path / "one-by-one")
     assert batched == one_by_one
     assert max(batched[0]) > 4000 and max(batched[1]) > 4000  # both sides were recorded
+
+
+def test_calls_fed_in_lockstep_write_their_recordings_at_different_packets(
+    tmp_path: Path,
+) -> None:
+    """Calls bridged together (a relay's calls whose packets arrive in the same turns of the event
+    loop) do not all place and write their recordings on the same packet: that would hold every
+    call's audio up behind all of them at once. Each still records the same audio."""
+    clock = Clock()
+    calls = 50
+    recorders = [Recorder(str(tmp_path), clock=clock) for _ in range(calls)]
+    caller, agent = tone(440, 160 * 500), tone(1000, 160 * 500)
+    most = 0
+    for i in range(500):  # ten seconds of both sides of every call, a packet of each a turn
+        clock.now = 100.0 + i * 0.02
+        frames = slice(320 * i, 320 * (i + 1))  # 160 samples
+        packets = (
+            packet(g711.encode(caller[frames], 0), 160 * i, 1),
+            packet(g711.encode(agent[frames], 0), 160 * i, 2),
+        )
+        written = [rec.written for rec in recorders]
+        for rec in recorders:
+            rec.tap(CALLER, packets[0])
+            rec.tap(AGENT, packets[1])
+        most = max(most, sum(rec.written != w for rec, w in zip(recorders, written, strict=True)))
+    assert all(rec.written >= 7 * RATE for rec in recorders)  # written as the calls went on
+    assert most <= 2  # not all fifty in one turn
+    clock.now += 1.0
+    for rec in recorders:
+        assert rec.close() == pytest.approx(10.98)
+    heard = channels(recorders[0].path)
+    for channel, pcm in enumerate((caller, agent)):
+        sent = list(struct.unpack("<80000h", decode(g711.encode(pcm, 0), 0)))
+        assert heard[channel][:80000] == sent
+        assert set(heard[channel][80000:]) == {0}  # the last second: nothing came
+    for rec in recorders[1:]:
+        assert rec.path.read_bytes() == recorders[0].path.read_bytes()
+
+
+def test_a_recording_is_written_to_its_file_by_another_thread(tmp_path: Path) -> None:
+    """A write that waits on a busy disk holds up the recorders' writer thread, not the thread
+    that taps the calls (the event loop relaying every call's audio)."""
+    writers: set[int] = set()
+
+    class Watched(io.BufferedWriter):
+        def write(self, data: Any) -> int:
+            writers.add(threading.get_ident())
+            return super().write(data)
+
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    rec.file.close()
+    rec.file = Watched(io.FileIO(rec.path, "wb"))
+    rec.file.write(wav_header(0))
+    writers.clear()
+    pcm = tone(440, 160 * 150)
+    for i in range(150):  # three seconds: written as it goes, the rest at the end
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(pcm[320 * i : 320 * (i + 1)], 0), 160 * i))
+    clock.now += 0.02
+    assert rec.close() == 3.0
+    assert writers and threading.get_ident() not in writers
+    heard = channels(rec.path)
+    assert heard[0] == list(struct.unpack("<24000h", decode(g711.encode(pcm, 0), 0)))
+
+
+async def test_the_end_of_a_call_does_not_wait_for_its_recording_to_be_written(
+    tmp_path: Path,
+) -> None:
+    """The call's end hands its recording's last second and header to the writer thread, and
+    the recording is stored once its file is whole: the event loop never waits on a busy disk."""
+    from switchboard.voice_gateway.recording import recorder as recorder_module
+
+    stored: list[tuple[str, str, bytes, float]] = []
+
+    class Store:  # the part of RecordingStore the calls' recordings use
+        async def store(self, tenant: str, contact_id: str, wav: Path, seconds: float) -> None:
+            data = await asyncio.to_thread(wav.read_bytes)
+            stored.append((tenant, contact_id, data[:4], seconds))
+
+    recordings = CallRecordings(RecordingPolicy(), cast(RecordingStore, Store()), str(tmp_path))
+    clock = Clock()
+    rec = Recorder(str(tmp_path), clock=clock)
+    for i in range(50):
+        clock.now = 100.0 + i * 0.02
+        rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), 160 * i))
+    clock.now = 101.0
+    recordings.active["c1"] = rec
+    disk = threading.Event()
+    freed: list[bool] = []
+    recorder_module._WRITER.put(lambda: freed.append(disk.wait(20)), now=True)  # a busy disk
+    recordings.ended(cast(Any, SimpleNamespace(contact_id="c1", tenant="acme")))
+    disk.set()  # free again: had `ended` waited for the writer, it would have timed out first
+    await recordings.drain()
+    assert freed == [True]
+    assert stored == [("acme", "c1", b"RIFF", 1.0)]
 
 
 def test_a_long_stretch_without_packets_is_silence_in_step(tmp_path: Path) -> None:
@@ -260,6 +371,9 @@ def test_a_full_disk_stops_the_recording_not_the_call(tmp_path: Path) -> None:
     for i in range(100):  # two seconds: past the first write
         clock.now = 100.0 + i * 0.02
         rec.tap(CALLER, packet(g711.encode(tone(440, 160), 0), i * 160))
+    # The writer's failure is taken up by a later batch, or at the latest by `close`.
+    with contextlib.suppress(OSError):
+        rec.close()
     assert rec.failed and rec.closed
     rec.discard()
     assert not rec.path.exists()

@@ -5,6 +5,7 @@ pause and resume, and at the call's end is closed and handed to the store."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 
@@ -52,24 +53,38 @@ class CallRecordings:
         return self.active.get(contact_id)
 
     def ended(self, call: Call) -> None:
-        """The call ended: its recording (if any) is closed and stored in the background."""
+        """The call ended: its recording (if any) is closed and stored in the background (its
+        last second is written by the recorders' writer thread: the event loop never waits on
+        the disk)."""
         recorder = self.active.pop(call.contact_id, None)
         if recorder is None or self.store is None:
             return
-        seconds = 0.0
-        try:
-            seconds = recorder.close()
-        except OSError as exc:
-            logger.error("recording of %s lost: %s", call.contact_id, exc)
-            recorder.failed = True
         if recorder.failed or recorder.packets == 0:
             recorder.discard()
             return
         task = asyncio.ensure_future(
-            self.store.store(call.tenant, call.contact_id, recorder.path, seconds)
+            self._store(self.store, call.tenant, call.contact_id, recorder, recorder.finish())
         )
         self._storing.add(task)
         task.add_done_callback(self._storing.discard)
+
+    @staticmethod
+    async def _store(
+        store: RecordingStore,
+        tenant: str,
+        contact_id: str,
+        recorder: Recorder,
+        finished: concurrent.futures.Future[float],
+    ) -> None:
+        try:
+            seconds = await asyncio.wrap_future(finished)
+        except OSError as exc:
+            logger.error("recording of %s lost: %s", contact_id, exc)
+            recorder.failed = True
+        if recorder.failed:
+            recorder.discard()
+            return
+        await store.store(tenant, contact_id, recorder.path, seconds)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for the recordings being stored (a stopping gateway's last calls)."""

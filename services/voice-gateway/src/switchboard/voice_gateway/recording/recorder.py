@@ -5,13 +5,17 @@ is placed on its side's timeline by its RTP timestamp, anchored to its arrival t
 starts, changes source (SSRC) or drifts away from the arrival clock (a hold, a transfer to
 another agent): so both channels stay in step, and a side that sends nothing, or any time the
 recording is paused, is silence. Samples older than the jitter window are decoded to 16-bit PCM
-(a byte-translation table per byte of the sample, a second at a time), interleaved and appended to
-a WAV file as they come, never held for the whole call.
+(one table lookup per channel, a batch at a time), interleaved and appended to a WAV file as they
+come, never held for the whole call. The file is written by a thread of its own (`_Writer`), so a
+busy disk never holds up the event loop that relays every call's audio.
 
-A packet costs the tap's queueing; a side's usual batch (one size and source, timestamps one
-after another) is copied into its side's buffer in one go, and decoding is left to the flush,
-where one translation covers fifty packets (the relay's CPU per recorded call stays within 1.5
-times an unrecorded call's: bench/voice.py).
+A packet costs the tap's queueing on its side; a side's usual batch (two seconds of packets of one
+size and source, timestamps one after another) is copied into its side's buffer in one go, and
+decoding is left to the flush, where one lookup covers a hundred packets (the relay's CPU per
+recorded call stays within 1.5 times an unrecorded call's: bench/voice.py). Each recorder's first
+batch is cut short by a different number of packets, so that calls bridged together, whose
+packets arrive in the same turns of the event loop, place and write their seconds in different
+turns rather than all in one.
 
 A supervisor who speaks to a party (whisper: the agent; barge: both) is recorded too: its
 packets get a timeline of their own (`extra_tap`), mixed at the flush into the channels its mode
@@ -19,13 +23,17 @@ reaches (summed with clipping). A recording without supervisors never pays for i
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import operator
 import os
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,9 +44,9 @@ logger = logging.getLogger(__name__)
 RATE = 8000
 CALLER, AGENT = 0, 1
 JITTER = RATE // 5  # 200 ms: packets later than this behind the newest are too late
-FLUSH = RATE  # written to the file a second at a time
+FLUSH = RATE // 2  # written once this much is past the jitter window: at each batch
 PIECE = 10 * RATE  # the most decoded at once
-BATCH = 100  # packets placed together: a second of a call's two sides
+BATCH = 100  # packets of a side placed together: two seconds of it
 REANCHOR = RATE // 2  # a side whose timestamps stray 500 ms from its arrivals is re-anchored
 PCMU, PCMA = 0, 8
 _TS_SSRC = struct.Struct("!II").unpack_from
@@ -81,6 +89,17 @@ _RECORDED = {
         _DECODE[PCMA][1][:0xD5] + b"\0" + _DECODE[PCMA][1][0xD6:],
     ),
 }
+# The same as 16-bit samples, for numpy to decode a channel of a stretch in one lookup.
+_SAMPLES = {
+    pt: np.frombuffer(bytes(b for code in zip(low, high, strict=True) for b in code), "<i2")
+    for pt, (low, high) in _RECORDED.items()
+}
+# Each recorder's first batch is cut short by a different number of packets (a stride through
+# BATCH coprime with it): calls that start together, as a burst of calls bridged at once or a
+# relay's calls fed in lockstep do, then place and write their seconds at different packets
+# instead of all in the same turn of the event loop (which would hold up every call's audio).
+_PHASES = itertools.count()
+_PHASE_STRIDE = 31
 
 
 def decode(payload: bytes, payload_type: int) -> bytes:
@@ -105,6 +124,45 @@ def wav_header(frames: int) -> bytes:
     )
 
 
+class _Writer:
+    """The thread that writes every recording of the process to its file, in the order handed
+    over: a write that waits on a busy disk holds up that thread, never the event loop and the
+    calls' audio relayed by it. It takes what was handed over every WAKE seconds (waking the
+    thread for each call's second would cost more than the write), or at once when asked to
+    (a recording being closed)."""
+
+    WAKE = 0.1
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, job: Callable[[], None], now: bool = False) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(
+                        target=self._run, name="recording-writer", daemon=True
+                    )
+                    self._thread.start()
+        self._jobs.append(job)
+        if now:
+            self._wake.set()
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        while True:
+            self._wake.wait(self.WAKE)
+            self._wake.clear()
+            while jobs:
+                jobs.popleft()()
+
+
+_WRITER = _Writer()
+
+
 class _Side:
     __slots__ = ("anchor_pos", "anchor_ts", "channels", "codecs", "codes", "packets", "pt", "ssrc")
 
@@ -123,7 +181,8 @@ class _Side:
 
 
 class Recorder:
-    """One call's recording, written to a temporary WAV file until `close`."""
+    """One call's recording, written to a temporary WAV file (by the process's writer thread)
+    until `close`."""
 
     def __init__(
         self,
@@ -140,13 +199,17 @@ class Recorder:
         self.written = 0  # frames in the file
         self._sides = [_Side(), _Side()]  # the caller's and the agent's, then supervisors'
         self._extra: dict[Hashable, int] = {}  # a supervisor's key -> its side
-        self._queue: list[tuple[int, bytes, float]] = []  # (side, packet, arrival) not placed yet
+        # Each side's packets not placed yet and their arrival times (those of the caller's and
+        # the agent's, then supervisors'); placed when a side has `_batch[0]` of them.
+        self._queued: list[tuple[list[bytes], list[float]]] = [([], []), ([], [])]
+        self._batch = [1 + (next(_PHASES) * _PHASE_STRIDE) % BATCH]
         # What the relay calls with each packet of the caller's and the agent's leg.
         self.taps = (self._tapper(CALLER), self._tapper(AGENT))
         self.paused = paused
         self.pauses = 0
         self.closed = False
         self.failed = False  # the file could not be written: nothing is stored
+        self._error: OSError | None = None  # the writer's, taken up on the next batch
         self._keys = ""
 
     def _now(self) -> int:
@@ -166,16 +229,25 @@ class Recorder:
         if side is None:
             side = self._extra[key] = len(self._sides)
             self._sides.append(_Side(channels))
+            self._queued.append(([], []))
         return self._tapper(side)
 
     def _tapper(self, side: int) -> Callable[[bytes], None]:
         """The relay's tap of one side: as little as can be done per packet (a call's recording
         takes a hundred a second)."""
-        queue, append, clock, drain = self._queue, self._queue.append, self._clock, self._drain
+        packets, arrivals = self._queued[side]
+        append, arrived, clock, drain, batch = (
+            packets.append,
+            arrivals.append,
+            self._clock,
+            self._drain,
+            self._batch,
+        )
 
         def tap(packet: bytes) -> None:
-            append((side, packet, clock()))
-            if len(queue) >= BATCH:
+            append(packet)
+            arrived(clock())
+            if len(packets) >= batch[0]:
                 drain()
 
         return tap
@@ -183,34 +255,36 @@ class Recorder:
     def _drain(self) -> None:
         """Place the packets received since the last batch, and write what is past the jitter
         window once there is FLUSH of it."""
-        queue = self._queue[:]
-        self._queue.clear()
-        if not queue or self.closed:
+        self._batch[0] = BATCH
+        last = -1.0
+        for side, (packets, arrivals) in enumerate(self._queued):
+            if not packets:
+                continue
+            batch, times = packets[:], arrivals[:]
+            packets.clear()
+            arrivals.clear()
+            last = max(last, times[-1])
+            if self.closed or self.paused:  # paused: left out
+                continue
+            if not self._place_batch(side, batch, times):
+                self._place_each(side, batch, times)
+        if self._error is not None and not self.closed:  # the disk is full or gone
+            logger.error("recording stopped: %s", self._error)
+            self.failed = True
+            self.closed = True
+            _WRITER.put(self.file.close)  # the call goes on unrecorded
+        if last < 0 or self.closed:
             return
-        if not self.paused:  # paused: left out
-            by_side: dict[int, list[tuple[bytes, float]]] = {}
-            for side, packet, arrived in queue:  # the parties', then any supervisor's
-                by_side.setdefault(side, []).append((packet, arrived))
-            for side, items in by_side.items():
-                if not self._place_batch(side, items):
-                    self._place_each(side, items)
-        now = int((queue[-1][2] - self._start) * RATE)
+        now = int((last - self._start) * RATE)
         if now - JITTER - self.written >= FLUSH:
-            try:
-                self._flush(now - JITTER)
-            except OSError as exc:  # the disk is full or gone: the call goes on unrecorded
-                logger.error("recording stopped: %s", exc)
-                self.failed = True
-                self.closed = True
-                self.file.close()
+            self._flush(now - JITTER)
 
-    def _place_batch(self, side: int, items: list[tuple[bytes, float]]) -> bool:
+    def _place_batch(self, side: int, packets: list[bytes], arrivals: list[float]) -> bool:
         """Place one side's batch with one copy, without a Python step per packet, when it is
         the usual one: packets of one size, RTP version 2 with no CSRC, extension or padding, the
         side's codec and source, timestamps one after the other, each in step with its arrival
         and not too late. False (nothing placed): the batch is placed packet by packet."""
         s = self._sides[side]
-        packets = [packet for packet, _ in items]
         first, k = packets[0], len(packets)
         size = len(first)
         n = size - 12
@@ -237,7 +311,7 @@ class Recorder:
             map(
                 operator.sub,
                 range(pos, pos + n * k, n),
-                [int((arrived - start) * RATE) for _, arrived in items],
+                [int((arrived - start) * RATE) for arrived in arrivals],
             )
         )
         if max(strays) > REANCHOR or min(strays) < -REANCHOR:
@@ -249,9 +323,9 @@ class Recorder:
         s.packets += k
         return True
 
-    def _place_each(self, side: int, items: list[tuple[bytes, float]]) -> None:
+    def _place_each(self, side: int, packets: list[bytes], arrivals: list[float]) -> None:
         start, place, s, written = self._start, self._place, self._sides[side], self.written
-        for packet, arrived in items:
+        for packet, arrived in zip(packets, arrivals, strict=True):
             now = int((arrived - start) * RATE)
             # The usual packet (RTP version 2, no extension, padding or CSRC, the side's codec,
             # its source, in step with the arrivals and not too late) inline; others by _place.
@@ -311,7 +385,7 @@ class Recorder:
 
     def _flush_piece(self, upto: int) -> None:
         n = upto - self.written
-        frames = bytearray(4 * n)
+        stereo = np.empty((n, 2), "<i2")
         for side, s in enumerate(self._sides[:2]):
             codes = s.codes
             if len(codes) < n:
@@ -319,22 +393,45 @@ class Recorder:
             bounds = [max(0, frame - self.written) for frame, _ in s.codecs] + [n]
             for i, (_, pt) in enumerate(s.codecs):
                 lo, hi = bounds[i], min(bounds[i + 1], n)
-                if lo >= hi:
-                    continue
-                low, high = _RECORDED[pt]
-                part = codes[lo:hi].translate(low), codes[lo:hi].translate(high)
-                frames[4 * lo + 2 * side : 4 * hi : 4] = part[0]
-                frames[4 * lo + 2 * side + 1 : 4 * hi : 4] = part[1]
+                if lo < hi:  # (the view of `codes` is gone before `codes` is cut below)
+                    stereo[lo:hi, side] = _SAMPLES[pt][np.frombuffer(codes, np.uint8, hi - lo, lo)]
             del codes[:n]
             s.codecs = [c for c in s.codecs if c[0] <= upto][-1:] + [
                 c for c in s.codecs if c[0] > upto
             ]
+        frames = stereo.tobytes()
         if len(self._sides) > 2:
-            frames = self._mix_supervisors(frames, n, upto)
-        self.file.write(frames)
+            frames = self._mix_supervisors(bytearray(frames), n, upto)
+        _WRITER.put(lambda: self._write(frames))
         self.written = upto
 
-    def _mix_supervisors(self, frames: bytearray, n: int, upto: int) -> bytearray:
+    def _write(self, frames: bytes) -> None:
+        """(In the writer thread.)"""
+        if self._error is None:
+            try:
+                self.file.write(frames)
+            except OSError as exc:
+                self._error = exc
+
+    def _finish(self, frames: int, done: Future[float]) -> None:
+        """(In the writer thread.) The header for `frames` written and the file closed."""
+        try:
+            if self._error is None:
+                self.file.seek(0)
+                self.file.write(wav_header(frames))
+        except OSError as exc:
+            self._error = exc
+        finally:
+            try:
+                self.file.close()
+            except OSError as exc:
+                self._error = self._error or exc
+            if self._error is not None:
+                done.set_exception(self._error)
+            else:
+                done.set_result(frames / RATE)
+
+    def _mix_supervisors(self, frames: bytearray, n: int, upto: int) -> bytes:
         """Add each supervisor's next `n` samples to the channels it reaches (clipped)."""
         mixed: np.ndarray | None = None
         for s in self._sides[2:]:
@@ -361,8 +458,8 @@ class Recorder:
             for channel in s.channels:
                 mixed[:, channel] += samples
         if mixed is None:
-            return frames
-        return bytearray(np.clip(mixed, -32768, 32767).astype("<i2").tobytes())
+            return bytes(frames)
+        return np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
 
     # ---- pause and resume ---------------------------------------------------------------------
 
@@ -400,24 +497,35 @@ class Recorder:
         return sum(s.packets for s in self._sides)
 
     def close(self) -> float:
-        """Write what is left, finish the WAV header and close the file; the seconds recorded."""
+        """Write what is left, finish the WAV header and close the file; the seconds recorded
+        (OSError: the file could not be written). Waits for the writer: see `finish`."""
+        try:
+            return self.finish().result()
+        except OSError:
+            self.failed = True
+            raise
+
+    def finish(self) -> Future[float]:
+        """Hand what is left to the writer, which finishes the WAV header and closes the file:
+        the seconds recorded once the file is whole (an OSError: it could not be written)."""
+        done: Future[float] = Future()
         if self.closed:
-            return self.written / RATE
+            done.set_result(self.written / RATE)
+            return done
         self._drain()
         if self.closed:  # the disk failed meanwhile
-            return self.written / RATE
+            done.set_result(self.written / RATE)
+            return done
         self.closed = True
         try:
             held = max(len(s.codes) for s in self._sides)
             self._flush(max(self._now(), self.written + held))
-            self.file.seek(0)
-            self.file.write(wav_header(self.written))
         finally:
-            self.file.close()
-        return self.written / RATE
+            _WRITER.put(lambda: self._finish(self.written, done), now=True)
+        return done
 
     def discard(self) -> None:
         if not self.closed:
             self.closed = True
-            self.file.close()
+            _WRITER.put(self.file.close)
         self.path.unlink(missing_ok=True)
