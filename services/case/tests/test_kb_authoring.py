@@ -11,9 +11,12 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case.adapters import keyring, orm
+from switchboard.case import customers
+from switchboard.case.adapters import backfill, keyring, orm
+from switchboard.case.adapters.crypto import ERASED
 from switchboard.case.devtools.report_sample import T0, seed
 from switchboard.case.entrypoints.kb_reports_rpc import KnowledgeReportRpcs, build_kb_reports
 from switchboard.core import auth, stores
@@ -248,3 +251,94 @@ async def test_draft_from_a_resolved_case(
         # The agents' replies, not the customer's messages.
         assert a.body == "환불은 영업일 3일 안에 처리됩니다."
         await denied(stranger.DraftArticleFromCase(by_ref, timeout=10), grpc.StatusCode.NOT_FOUND)
+
+
+async def test_drafts_are_sealed_at_rest_and_published_text_stays_searchable(
+    port: int, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed(sessions)
+    reply = "환불 계좌는 신한 110-123-456 으로 보냈습니다."
+    async with sessions.begin() as s:
+        keys = keyring.of(s)
+        s.add(
+            orm.Message(
+                message_id="m2", contact_id="e1", tenant="acme",
+                author=contact_pb2.AUTHOR_AGENT, agent_id="a1",
+                text=keys.seal(s, "acme", "k1", reply),
+                content_type="text/plain", sent_at=T0 + timedelta(hours=3),
+            )
+        )  # fmt: skip
+        case = await s.get(orm.Case, "case1")
+        assert case is not None
+        case.status = case_pb2.CASE_STATUS_RESOLVED
+
+    async def raw(article_id: str) -> list[tuple[str, str, str]]:
+        async with sessions() as s:
+            rows = await s.execute(
+                text(
+                    "SELECT title, body, review_comment FROM kb_article_versions "
+                    "WHERE article_id = :a ORDER BY version"
+                ),
+                {"a": article_id},
+            )
+            return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    ch, agent = stub_for(port, "agent")
+    ch2, lead = stub_for(port, "supervisor")
+    async with ch, ch2:
+        by_ref = case_pb2.DraftArticleFromCaseRequest(reference="c-aaaaaa", language="ko")
+        drafted = await agent.DraftArticleFromCase(by_ref, timeout=10)
+        await agent.SetArticleState(move(drafted.article_id, REVIEW), timeout=10)
+        await lead.SetArticleState(
+            move(drafted.article_id, DRAFT, "110-123-456 지워 주세요"), timeout=10
+        )
+        [(title, body, comment)] = await raw(drafted.article_id)
+        for stored in (title, body, comment):
+            assert stored.startswith("sb1e:")
+        assert "110-123-456" not in body + comment and "refund" not in title
+        back = await agent.GetArticle(
+            case_pb2.GetArticleRequest(article_id=drafted.article_id), timeout=10
+        )
+        assert (back.title, back.body, back.review_comment) == (
+            "refund", reply, "110-123-456 지워 주세요"
+        )  # fmt: skip
+
+        # Written before sealing: read as it is.
+        async with sessions.begin() as s:
+            await s.execute(
+                text(
+                    "UPDATE kb_article_versions SET body = 'clear old body' WHERE article_id = :a"
+                ),
+                {"a": drafted.article_id},
+            )
+        back = await agent.GetArticle(
+            case_pb2.GetArticleRequest(article_id=drafted.article_id), timeout=10
+        )
+        assert back.body == "clear old body" and back.title == "refund"
+        # The service seals it as it starts, with the key of the case's customer.
+        await backfill.seal_existing(sessions)
+        [(_, body, _)] = await raw(drafted.article_id)
+        assert body.startswith("sb1e:") and "clear" not in body
+
+        # A published article is public: sealed with the tenant's key, found by CJK search,
+        # and not erased with the customer whose case it came from.
+        public = await agent.DraftArticleFromCase(by_ref, timeout=10)
+        await agent.SetArticleState(move(public.article_id, REVIEW), timeout=10)
+        await lead.SetArticleState(move(public.article_id, PUBLISHED), timeout=10)
+        [(title, body, _)] = await raw(public.article_id)
+        assert body.startswith("sb1e:") and "환불" not in body
+        found = await agent.SearchKnowledge(
+            case_pb2.SearchKnowledgeRequest(query="계좌"), timeout=10
+        )
+        assert [h.article.article_id for h in found.hits] == [public.article_id]
+
+        async with sessions.begin() as s:
+            await customers.erase(s, "acme", "k1", "admin-1", orm.utc_now())
+        gone = await agent.GetArticle(
+            case_pb2.GetArticleRequest(article_id=drafted.article_id), timeout=10
+        )
+        assert (gone.title, gone.body, gone.review_comment) == (ERASED, ERASED, ERASED)
+        kept = await agent.GetArticle(
+            case_pb2.GetArticleRequest(article_id=public.article_id), timeout=10
+        )
+        assert (kept.title, kept.body) == ("refund", reply)

@@ -12,10 +12,12 @@ import grpc
 import pytest
 import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchboard.case import audit
-from switchboard.case.adapters import keyring, orm
+from switchboard.case import audit, customers
+from switchboard.case.adapters import backfill, keyring, orm
+from switchboard.case.adapters.crypto import ERASED
 from switchboard.case.entrypoints.kb_reports_rpc import KnowledgeReportRpcs, build_kb_reports
 from switchboard.case.reports.orm import CsatRating
 from switchboard.case.sla import policy
@@ -452,3 +454,74 @@ async def test_the_scorecards_days_are_the_tenants_days(
         await acme.channel.close()
         await globex.channel.close()
         await server.stop(0.5)
+
+
+async def test_evaluation_free_text_is_sealed_at_rest(
+    callers: Any, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    qa, a1 = callers("qa-1", "qa"), callers("a1", "agent")
+    scored = await qa.stub.SubmitQaScore(
+        case_pb2.SubmitQaScoreRequest(contact_id="long", items=items(("compliance",)),
+                                      comment="read the card 4111 aloud"),
+        timeout=10,
+    )  # fmt: skip
+    await a1.stub.DisputeQaEvaluation(
+        case_pb2.DisputeQaEvaluationRequest(
+            evaluation_id=scored.evaluation_id, reason="Ana asked me to repeat 4111"
+        ),
+        timeout=10,
+    )
+    await callers("sup-1", "supervisor").stub.DecideQaDispute(
+        case_pb2.DecideQaDisputeRequest(
+            evaluation_id=scored.evaluation_id, uphold=True, note="4111 is card data"
+        ),
+        timeout=10,
+    )
+
+    async def raw() -> tuple[str, str, str]:
+        async with sessions() as s:
+            row = (
+                await s.execute(
+                    text(
+                        "SELECT comment, dispute_reason, decision_note FROM qa_evaluations "
+                        "WHERE id = :id"
+                    ),
+                    {"id": scored.evaluation_id},
+                )
+            ).one()
+        return row[0], row[1], row[2]
+
+    for stored in await raw():
+        assert stored.startswith("sb1e:") and "4111" not in stored
+
+    async def read() -> Any:
+        listed = await qa.stub.ListQaEvaluations(
+            case_pb2.ListQaEvaluationsRequest(agent_id="a1"), timeout=10
+        )
+        [e] = listed.evaluations
+        return e
+
+    e = await read()
+    assert (e.comment, e.dispute_reason, e.decision_note) == (
+        "read the card 4111 aloud", "Ana asked me to repeat 4111", "4111 is card data"
+    )  # fmt: skip
+
+    # Written before sealing: read as it is.
+    async with sessions.begin() as s:
+        await s.execute(
+            text("UPDATE qa_evaluations SET comment = 'clear old comment' WHERE id = :id"),
+            {"id": scored.evaluation_id},
+        )
+    assert (await read()).comment == "clear old comment"
+    # The service seals it as it starts, with the key of the case's customer.
+    await backfill.seal_existing(sessions)
+    comment, _, _ = await raw()
+    assert comment.startswith("sb1e:") and "clear" not in comment
+    assert (await read()).comment == "clear old comment"
+
+    # The customer's erasure reaches what was sealed with their key; the score stays.
+    async with sessions.begin() as s:
+        await customers.erase(s, "acme", "k1", "admin-1", orm.utc_now())
+    e = await read()
+    assert (e.comment, e.dispute_reason, e.decision_note) == (ERASED, ERASED, ERASED)
+    assert e.status == "upheld" and e.fatal_errors == 1

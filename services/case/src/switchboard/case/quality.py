@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case import audit
-from switchboard.case.adapters import orm
+from switchboard.case.adapters import keyring, orm
 from switchboard.case.adapters.orm import new_id, utc_now
 from switchboard.case.reports.orm import CsatRating, QaEvaluation, QaForm
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
@@ -470,7 +470,7 @@ class Quality:
                 fatal_errors=fatal,
                 non_fatal_errors=non_fatal,
                 answers=dict(answers),
-                comment=comment,
+                comment=await _seal(session, tenant, contact, comment),
                 scored_at=now,
                 status="scored",
             )
@@ -523,8 +523,9 @@ class Quality:
             if e.status != "scored":
                 raise FailedPrecondition(f"evaluation {evaluation_id} is {e.status}, not scored")
             now = self._clock()
-            e.status, e.dispute_reason, e.disputed_at = "disputed", reason, now
             contact = await session.get(orm.Contact, e.contact_id)
+            e.status, e.disputed_at = "disputed", now
+            e.dispute_reason = await _seal(session, tenant, contact, reason)
             await self._audit(session, contact, agent_id, "qa_disputed", e, now, reason=reason)
             return e
 
@@ -560,7 +561,9 @@ class Quality:
                     "a dispute is decided by a second evaluator, not the one who scored it"
                 )
             now = self._clock()
-            e.decided_by, e.decided_at, e.decision_note = decider, now, note
+            contact = await session.get(orm.Contact, e.contact_id)
+            e.decided_by, e.decided_at = decider, now
+            e.decision_note = await _seal(session, tenant, contact, note)
             if rescored is None:
                 e.status = "upheld"
             else:
@@ -568,7 +571,6 @@ class Quality:
                 e.score, e.fatal_errors, e.non_fatal_errors = rescored
                 e.answers = dict(answers)
                 e.status = "changed"
-            contact = await session.get(orm.Contact, e.contact_id)
             await self._audit(session, contact, decider, "qa_decided", e, now, note=note)
             return e
 
@@ -645,6 +647,14 @@ class Quality:
         await audit.append(
             session, case.tenant, audit.CASE, case.id, actor, action, data, at, case.customer_id
         )
+
+
+async def _seal(session: AsyncSession, tenant: str, contact: orm.Contact | None, text: str) -> str:
+    """An evaluation's free text, sealed with the key of the customer of the evaluated contact's
+    case (as its audit entries are): it may quote them, and is erased with them."""
+    case = await session.get(orm.Case, contact.case_id) if contact is not None else None
+    customer = case.customer_id if case is not None and case.tenant == tenant else keyring.TENANT
+    return keyring.of(session).seal(session, tenant, customer, text)
 
 
 def _stored(row: QaForm) -> ScoringForm:

@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from switchboard.case.adapters.crypto import SealedText
 from switchboard.case.adapters.orm import EXTERNAL_ID, ID, Base, UTCDateTime, new_id, utc_now
 
 DRAFT, REVIEW, PUBLISHED, RETIRED = "draft", "review", "published", "retired"
@@ -36,15 +37,20 @@ class KbArticle(Base):
 
 
 class KbArticleVersion(Base):
-    """One version of an article's text; versions are never edited, only moved through states."""
+    """One version of an article's text; versions are never edited, only moved through states.
+
+    Its text is sealed (docs/security.md, "Personal data at rest"): a draft made from a case may
+    hold what the customer wrote, so until it is published it is sealed with that customer's
+    key (the tenant's for other articles); publishing seals it again with the tenant's key, as
+    public text whose search tokens (KbSearchDocument) are kept in clear."""
 
     __tablename__ = "kb_article_versions"
 
     article_id: Mapped[str] = mapped_column(ForeignKey("kb_articles.id"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(63))
-    title: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(SealedText)
+    body: Mapped[str] = mapped_column(SealedText)
     language: Mapped[str] = mapped_column(String(35), default="")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     state: Mapped[str] = mapped_column(String(16))  # draft, review, published, retired
@@ -53,7 +59,7 @@ class KbArticleVersion(Base):
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     state_changed_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
     category: Mapped[str] = mapped_column(String(64), default="")
-    review_comment: Mapped[str] = mapped_column(Text, default="")  # why it was sent back
+    review_comment: Mapped[str] = mapped_column(SealedText, default="")  # why it was sent back
 
 
 class KbVote(Base):

@@ -13,9 +13,11 @@ from typing import Protocol
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 
+from switchboard.case.adapters import keyring
 from switchboard.case.adapters.database import insert_ignore
-from switchboard.case.adapters.orm import EXTERNAL_ID, new_id, utc_now
+from switchboard.case.adapters.orm import EXTERNAL_ID, Case, new_id, utc_now
 from switchboard.case.knowledge import search as fts
 from switchboard.case.knowledge import tokens
 from switchboard.case.knowledge.orm import (
@@ -162,6 +164,14 @@ class KnowledgeBase:
             raise NotFound("article", article_id)
         return row
 
+    async def _owner(self, session: AsyncSession, tenant: str, source_case_id: str) -> str:
+        """Whose key seals an article's unpublished text: the customer of the case it was
+        drafted from (erased with them), else the tenant (keyring.TENANT)."""
+        source = await session.get(Case, source_case_id) if source_case_id else None
+        if source is None or source.tenant != tenant:
+            return keyring.TENANT
+        return source.customer_id
+
     async def _votes(self, session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         if not ids:
             return {}
@@ -246,20 +256,30 @@ class KnowledgeBase:
             )
             session.add(article)
             await session.flush()
-            version = self._new_version(tenant, article.id, 1, author, d, now)
+            owner = await self._owner(session, tenant, source_case_id)
+            version = self._new_version(session, tenant, owner, article.id, 1, author, d, now)
             session.add(version)
         logger.info("article %s created", article.id)
         return self._view(article, version)
 
     def _new_version(
-        self, tenant: str, article_id: str, number: int, author: str, d: Draft, now: datetime
+        self,
+        session: AsyncSession,
+        tenant: str,
+        owner: str,
+        article_id: str,
+        number: int,
+        author: str,
+        d: Draft,
+        now: datetime,
     ) -> KbArticleVersion:
+        keys = keyring.of(session)
         return KbArticleVersion(
             article_id=article_id,
             version=number,
             tenant=tenant,
-            title=d.title,
-            body=d.body,
+            title=keys.seal(session, tenant, owner, d.title),
+            body=keys.seal(session, tenant, owner, d.body),
             language=d.language,
             tags=list(d.tags),
             category=d.category,
@@ -280,7 +300,9 @@ class KnowledgeBase:
             article = await self._article(session, tenant, article_id)
             article.latest_version += 1
             article.updated_at = now
-            version = self._new_version(tenant, article.id, article.latest_version, author, d, now)
+            owner = await self._owner(session, tenant, article.source_case_id)
+            number = article.latest_version
+            version = self._new_version(session, tenant, owner, article.id, number, author, d, now)
             session.add(version)
             attachments = await self._attachments(session, article.id)
         return self._view(article, version, attachments=attachments)
@@ -317,6 +339,7 @@ class KnowledgeBase:
                         old.state, old.state_changed_at, old.state_changed_by = RETIRED, now, actor
                 article.published_version = number
                 await self._index(session, article, row)
+                self._seal_public(session, tenant, row)
             elif row.state == PUBLISHED:  # retired: no longer found
                 article.published_version = None
                 doc = await session.scalar(
@@ -327,7 +350,8 @@ class KnowledgeBase:
             if row.state == REVIEW and state == DRAFT:
                 if not comment:
                     raise InvalidArgument("comment", "say why the version goes back to draft")
-                row.review_comment = comment
+                owner = await self._owner(session, tenant, article.source_case_id)
+                row.review_comment = keyring.of(session).seal(session, tenant, owner, comment)
             elif state == REVIEW:
                 row.review_comment = ""
             row.state, row.state_changed_at, row.state_changed_by = state, now, actor
@@ -336,6 +360,16 @@ class KnowledgeBase:
             attachments = await self._attachments(session, article.id)
         logger.info("article %s version %d is %s", article_id, number, state)
         return self._view(article, row, votes, attachments)
+
+    def _seal_public(self, session: AsyncSession, tenant: str, row: KbArticleVersion) -> None:
+        """A published version is public text: sealed again with the tenant's key, so that the
+        erasure of the customer whose case it was drafted from leaves it readable."""
+        keys = keyring.of(session)
+        for attribute in ("title", "body", "review_comment"):
+            value = getattr(row, attribute)
+            if value:
+                setattr(row, attribute, keys.seal(session, tenant, keyring.TENANT, value))
+                flag_modified(row, attribute)  # the same text: written again, under a new key
 
     async def _index(self, session: AsyncSession, article: KbArticle, v: KbArticleVersion) -> None:
         doc = await session.scalar(

@@ -67,17 +67,19 @@ class QaEvaluation(Base):
     fatal_errors: Mapped[int] = mapped_column(Integer)
     non_fatal_errors: Mapped[int] = mapped_column(Integer)
     answers: Mapped[dict[str, bool]] = mapped_column(JSON, default=dict)  # item id -> passed
-    comment: Mapped[str] = mapped_column(Text, default="")
+    # The free text may quote the customer: sealed with the key of the contact's customer
+    # (docs/security.md), so the customer's erasure reaches it.
+    comment: Mapped[str] = mapped_column(SealedText, default="")
     scored_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # The version of the form it was scored on (migration 0007), and its dispute: scored ->
     # disputed (by the agent) -> upheld or changed (by a second evaluator).
     form_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16), default="scored", server_default="scored")
-    dispute_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    dispute_reason: Mapped[str] = mapped_column(SealedText, default="", server_default="")
     disputed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     decided_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="", server_default="")
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    decision_note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    decision_note: Mapped[str] = mapped_column(SealedText, default="", server_default="")
     original_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     original_fatal_errors: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
