@@ -408,8 +408,9 @@ async def erase(
     sender_key: bytes | None = None,
 ) -> tuple[Customer, int]:
     """Destroy the data keys of a customer and of every customer merged into it, and forget their
-    identities' blind indexes: their names, identities, messages, subjects, notes and audit data
-    read as "[erased]" from now on, everywhere the store's rows are (backups too). The objects
+    identities' blind indexes: their names, identities, messages, subjects, notes, audit data, the
+    QA text on their contacts and the unpublished articles drafted from their cases read as
+    "[erased]" from now on, everywhere the store's rows are (backups too). The objects
     their contacts left in the object stores are staged for deletion in the same transaction
     (object_erasure), and so is CustomerErased, for the channels to forget the contacts in their
     own stores; it names their identities by sender key (switchboard.core.sender_keys, keyed
