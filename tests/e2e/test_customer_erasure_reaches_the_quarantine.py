@@ -1,8 +1,9 @@
 """Erasing a customer reaches what the fax channel quarantined from them, across services: the
 case service names the customer's identities by sender key in CustomerErased (keyed with the
 shared secret), and the fax channel, which indexed its quarantined fax by the same key, deletes
-it; another caller's quarantined fax stays (real case, router, chat and fax apps; NATS anonymous
-and with each service as its own user)."""
+it, and its events on the bus, so that no stored message names her number; another caller's
+quarantined fax stays (real case, router, chat and fax apps; NATS anonymous and with each service
+as its own user)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from switchboard.fax.bootstrap import FaxApp
 from switchboard.fax.intake import accept
 from switchboard.fax.notifier import FaxNotifier
 from switchboard.fax.settings import FaxSettings
+from switchboard.testing.streams import stored_payloads
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2, fax_pb2
 
@@ -98,6 +100,18 @@ async def test_erasing_a_customer_deletes_the_fax_quarantined_from_their_number(
 
         await eventually(anas_gone, "the fax channel deleting Ana's quarantined fax")
         assert {"demo/fax-bo/original.pdf", "demo/fax-bo/reason.txt"} <= await quarantined(bus)
+
+        async def number_on_the_bus(number: str) -> bool:
+            stored = [m for s in ("EVENTS", "DEADLETTER") for m in await stored_payloads(bus, s)]
+            return any(number.encode() in m for m in stored)
+
+        # Nothing on the bus names her number any more: her contact's events (the case
+        # service's stream erasure), her fax as received and its quarantine (the fax channel's).
+        async def anas_number_gone() -> bool:
+            return not await number_on_the_bus(ANA)
+
+        await eventually(anas_number_gone, "Ana's number erased from the streams")
+        assert await number_on_the_bus(BO)
     finally:
         await fax.stop()
     if nats_access != "anonymous":  # every step within the services' own grants

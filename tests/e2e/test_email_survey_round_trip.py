@@ -18,6 +18,8 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from sqlalchemy import select
 
+from switchboard.case import csat
+from switchboard.case.adapters import orm
 from switchboard.case.reports.orm import CsatRating
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
@@ -181,3 +183,39 @@ async def test_a_reply_to_the_survey_mail_rates_the_case(
         await eventually(queued, "the reply with words queued")
         assert first in engine.contacts
         assert answer not in engine.contacts
+
+
+async def test_a_bare_rating_naming_an_unknown_case_is_kept_and_ended(
+    platform: Platform, mail_channel: EmailApp
+) -> None:
+    """A bare rating in answer to a survey of a case the case service does not know (another
+    deployment's, or one long gone): the router offers it to no agent, and the case service ends
+    it as it arrives, keeping the customer's message in a case of its own, resolved; it does not
+    stay queued."""
+    await send(
+        mail_channel,
+        customer_mail("RE: How did we do? [#C-7K3M9Q] [CSAT]", "5", "<kim-9@example.kr>"),
+    )
+    assert platform.case.sessions is not None
+
+    async def ended() -> orm.Contact | None:
+        async with platform.case.sessions() as session:
+            rows = list(await session.scalars(select(orm.Contact)))
+        return rows[0] if len(rows) == 1 and rows[0].status == "ended" else None
+
+    contact = await eventually(ended, "the answer ended")
+    assert contact.wrap_up_code == csat.SURVEY_REPLY_UNMATCHED
+    token = auth.mint(platform.secret, "demo", "agent-1", ["agent"])
+    async with sb_grpc.channel(platform.case_target, token) as ch:
+        stub: Any = case_pb2_grpc.CaseServiceStub(ch)
+        case = await stub.GetCase(case_pb2.GetCaseRequest(case_id=contact.case_id))
+        assert case.status == case_pb2.CASE_STATUS_RESOLVED
+        [kept] = case.contacts
+        assert kept.contact_id == contact.contact_id
+    async with platform.case.sessions() as session:
+        [message] = await session.scalars(select(orm.Message))
+        assert message.contact_id == contact.contact_id
+    async with platform.case.sessions() as session:
+        assert list(await session.scalars(select(CsatRating))) == []
+    assert platform.router.router is not None
+    assert contact.contact_id not in platform.router.router.engine.contacts

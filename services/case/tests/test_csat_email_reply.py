@@ -267,6 +267,61 @@ async def test_a_rating_of_a_closed_case_opens_no_new_case(
     assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_CLOSED
 
 
+async def test_a_rating_naming_an_unknown_case_is_kept_and_ended_not_left_queued(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    """The channel read nothing but a rating, in a thread naming a case this service does not
+    know (another deployment's, or one long gone): it is no work for an agent (the router does
+    not queue it), so it ends as it arrives, with a code of its own; the customer's message stays
+    in the record, in their open case; nothing is rated."""
+    await handlers.on_contact_created(created("c-1", "My invoice is wrong"))
+    reply = created(
+        "c-2", "5", case_id="C-7K3M9Q", subject="RE: How did we do?", minute=30, survey_answer=5
+    )
+    await handlers.on_contact_created(reply)
+    await handlers.on_contact_created(reply)  # redelivered: recorded once
+    assert await ratings(sessions) == []
+    async with sessions() as session:
+        first = await session.get(orm.Contact, "c-1")
+        contact = await session.get(orm.Contact, "c-2")
+        assert first is not None and contact is not None
+        assert contact.case_id == first.case_id
+        assert (contact.status, contact.wrap_up_code) == ("ended", csat.SURVEY_REPLY_UNMATCHED)
+        assert contact.ended_at is not None
+        [message] = await session.scalars(
+            select(orm.Message).where(orm.Message.contact_id == "c-2")
+        )
+        assert message.text  # sealed, kept
+        assert first.status == "queued"  # the request itself still waits for an agent
+        assert await status_of(sessions, first.case_id) == case_pb2.CASE_STATUS_NEW
+        audit = await session.scalars(
+            select(orm.AuditEntry).where(orm.AuditEntry.action == "survey_answer_unmatched")
+        )
+        assert [a.entity_id for a in audit] == [first.case_id]
+
+
+async def test_a_rating_naming_an_unknown_case_with_no_open_case_is_kept_in_a_resolved_case(
+    sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
+) -> None:
+    """With no open case to join, the rating's message is kept in a case of its own, resolved
+    as it opens (nothing to do for an agent, no response due) and not surveyed in turn."""
+    reply = created("c-1", "4", case_id="C-7K3M9Q", minute=30, survey_answer=4)
+    await handlers.on_contact_created(reply)
+    await handlers.on_contact_created(reply)  # redelivered: recorded once
+    assert await ratings(sessions) == []
+    async with sessions() as session:
+        contact = await session.get(orm.Contact, "c-1")
+        assert contact is not None
+        assert (contact.status, contact.wrap_up_code) == ("ended", csat.SURVEY_REPLY_UNMATCHED)
+        [case] = await session.scalars(select(orm.Case))
+        assert contact.case_id == case.id
+        assert [m.contact_id for m in await session.scalars(select(orm.Message))] == ["c-1"]
+    assert await status_of(sessions, case.id) == case_pb2.CASE_STATUS_RESOLVED
+    publisher = Published()
+    assert await Csat(sessions, publisher, "case").send_survey("acme", case.id) == ""
+    assert publisher.events == []
+
+
 async def test_a_case_awaiting_the_customers_confirmation_is_rated_or_disputed_by_mail(
     sessions: async_sessionmaker[AsyncSession], handlers: CaseHandlers
 ) -> None:

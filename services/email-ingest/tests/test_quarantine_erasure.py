@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from switchboard.core import events, sender_keys, stores
 from switchboard.core.bus import Bus
 from switchboard.core.settings import DEV_AUTH_SECRET
-from switchboard.testing.streams import EventCollector
+from switchboard.testing.streams import EventCollector, stored_payloads
 from switchboard.testing.waiting import eventually, until
 from switchboard.v1 import case_events_pb2, contact_pb2, email_pb2
 
@@ -86,6 +86,12 @@ async def test_erasing_a_customer_deletes_their_quarantined_mail_and_its_imap_co
 
     await eventually(alices_gone)
     assert deleted() == 1
+    # Nothing on the bus names her address any more (her EmailQuarantined is securely deleted);
+    # Bob's is still there.
+    for stream in ("EVENTS", "DEADLETTER"):
+        stored = b"\n".join(await stored_payloads(bus, stream))
+        assert b"Alice@Example.com" not in stored and b"alice@example.com" not in stored, stream
+    assert b"bob@example.com" in b"\n".join(await stored_payloads(bus, "EVENTS"))
     # Bob's mail and the unknown sender's stay, flagged.
     assert await dovecot.uids() == [2, 3]
     assert await dovecot.uids(criteria="KEYWORD $SwitchboardQuarantined") == [2, 3]

@@ -21,6 +21,7 @@ from switchboard.fax.bootstrap import FaxApp
 from switchboard.fax.intake import accept
 from switchboard.fax.notifier import FaxNotifier
 from switchboard.fax.settings import FaxSettings
+from switchboard.testing.streams import stored_payloads
 from switchboard.testing.waiting import eventually
 from switchboard.v1 import case_events_pb2, contact_pb2, fax_pb2
 
@@ -102,6 +103,14 @@ async def test_erasing_a_customer_deletes_their_quarantined_faxes(
 
         await eventually(alices_gone)
         assert deleted() == 1
+        # Nothing on the bus names her number any more (the fax as received and its quarantine
+        # event are securely deleted); Bob's are still there.
+        for stream in ("EVENTS", "DEADLETTER"):
+            demo = [m for m in await stored_payloads(bus, stream) if b".demo." in m.split()[0]]
+            assert not [m for m in demo if ALICE.encode() in m], stream
+        stored = await stored_payloads(bus, "EVENTS")
+        assert [m for m in stored if BOB.encode() in m]
+        assert [m for m in stored if b".acme." in m.split()[0] and ALICE.encode() in m]
         # Hers is gone everywhere: the file, its reason, the document as received, the index.
         assert "demo/fax-alice/original.pdf" not in await names(bus, "fax-documents")
         index = await bus.js.key_value(QUARANTINE_INDEX)

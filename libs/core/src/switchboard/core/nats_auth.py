@@ -154,6 +154,8 @@ SERVICES: dict[str, Grant] = {
         ),
         objects=("email",),
         reads_objects=("chat_files", "fax-documents"),
+        # An erased sender's or expired quarantined mail's EmailQuarantined (stream_erasure).
+        erases=("EVENTS", "DEADLETTER"),
     ),
     "fax": Grant(
         publishes=(_channel("fax"),),
@@ -166,6 +168,8 @@ SERVICES: dict[str, Grant] = {
         buckets=("fax-jobs", "fax_quarantine_index"),
         objects=("fax-documents", "fax-quarantine"),
         reads_objects=("email", "chat_files"),
+        # An erased sender's or expired quarantined fax's FaxReceived and FaxQuarantined.
+        erases=("EVENTS", "DEADLETTER"),
     ),
 }
 

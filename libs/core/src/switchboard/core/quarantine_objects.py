@@ -7,9 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from switchboard.core import stores
+from switchboard.core import stores, stream_erasure
 from switchboard.core.quarantine import Kept, QuarantineIndex, Retention
 
 logger = logging.getLogger(__name__)
@@ -30,8 +32,9 @@ async def _nothing_elsewhere(kept: Kept) -> None:
 
 
 class QuarantineEraser:
-    """Deletes quarantined items: their objects (`bucket/name` each), what `elsewhere` keeps, and
-    then their index keys, so that an interrupted deletion is done again on redelivery."""
+    """Deletes quarantined items: their objects (`bucket/name` each), what `elsewhere` keeps, their
+    events on the bus, and then their index keys, so that an interrupted deletion is done again
+    on redelivery."""
 
     def __init__(
         self,
@@ -40,8 +43,14 @@ class QuarantineEraser:
         retention: Retention,
         elsewhere: ForgetElsewhere = _nothing_elsewhere,
         channel: str = "",
+        js: JetStreamContext | None = None,
+        event_types: tuple[type[Message], ...] = (),
     ) -> None:
-        """`channel` labels the deletions counted (switchboard_quarantine_deleted_total)."""
+        """`channel` labels the deletions counted (switchboard_quarantine_deleted_total). With
+        `js`, an item's events of `event_types` (switchboard.core.stream_erasure.ITEM_OF: those
+        naming the item, which carry its sender) are securely deleted from the bus with it."""
+        self.js = js
+        self.event_types = event_types
         self.channel = channel
         self.index = index
         self.objects = objects
@@ -59,6 +68,10 @@ class QuarantineEraser:
                     bucket, _, name = path.partition("/")
                     await self.objects.delete(bucket, name)
                 await self.elsewhere(kept)
+                if self.js is not None and self.event_types:
+                    await stream_erasure.erase_items(
+                        self.js, kept.tenant, self.event_types, [kept.item]
+                    )
                 await self.index.forget(kept)
                 DELETED.labels(self.channel, reason).inc()
             except Exception as exc:

@@ -32,6 +32,9 @@ Not erased here, and why:
   out; the snapshot is one object the router rewrites. Erasing there is the router's to do.
 - Object stores (attachments, raw mail, fax documents): erased with the customer's files, not
   here.
+- What a channel quarantined (a fax as received and its FaxQuarantined, an EmailQuarantined):
+  never a contact, so no contact id finds it. The channel that quarantined it deletes its events
+  with `erase_items` when it deletes the item (its sender's erasure, or its retention).
 """
 
 from __future__ import annotations
@@ -103,6 +106,14 @@ NO_CONTACT: frozenset[type[Message]] = frozenset(
         case_events_pb2.CustomerErased,
     }
 )
+
+# The events of an item a channel quarantined, by the item's id: the channel deletes them with
+# the item (erase_items). They carry the sender's address or number.
+ITEM_OF: dict[type[Message], Callable[[Any], str]] = {
+    fax_pb2.FaxReceived: attrgetter("fax_id"),
+    fax_pb2.FaxQuarantined: attrgetter("fax_id"),
+    email_pb2.EmailQuarantined: attrgetter("quarantine_id"),
+}
 
 # JetStream's answers to a message delete.
 _NOT_FOUND = 10043  # deleting a sequence that is not there (any more)
@@ -285,3 +296,55 @@ async def secure_delete(js: JetStreamContext, stream: str, seq: int) -> bool:
         except NotFoundError:
             return False
         raise
+
+
+def _item_filters(types: tuple[type[Message], ...], stream: str) -> Filters:
+    def filters(tenant: str, _: frozenset[str]) -> list[str]:
+        subjects = [events.spec_for(t).template.format(tenant=tenant, channel="*") for t in types]
+        if stream == deadletter.STREAM:
+            return [deadletter.parked_subject("*", s) for s in subjects]
+        return subjects
+
+    return filters
+
+
+def _item_match(types: tuple[type[Message], ...]) -> Match:
+    def match(msg: Any, tenant: str, items: frozenset[str]) -> bool:
+        spec = events.spec_by_name((msg.headers or {}).get(events.TYPE_HEADER, ""))
+        if spec is None or spec.type not in types:
+            return False
+        try:
+            event = spec.type.FromString(msg.data or b"")
+        except DecodeError:
+            return False
+        if event.meta.tenant != tenant:  # type: ignore[attr-defined]
+            return False
+        return ITEM_OF[spec.type](event) in items
+
+    return match
+
+
+async def erase_items(
+    js: JetStreamContext, tenant: str, types: Iterable[type[Message]], items: Iterable[str]
+) -> int:
+    """Securely delete `tenant`'s events of `types` (keys of ITEM_OF) that name one of `items`
+    (quarantined items' ids), from EVENTS and, parked, from DEADLETTER; return how many were
+    deleted (0 when run again). Only the types' own subjects are read."""
+    events.validate_tenant(tenant)
+    kinds = tuple(types)
+    wanted = frozenset(i for i in items if i)
+    if not wanted or not kinds:
+        return 0
+    erased = 0
+    for stream in ("EVENTS", deadletter.STREAM):
+        store = Store(stream, _item_filters(kinds, stream), _item_match(kinds))
+        try:
+            state = (await js.stream_info(stream)).state
+        except NotFoundError:
+            continue
+        scans = [
+            _erase_in(js, store, subject, state.first_seq, state.last_seq, tenant, wanted)
+            for subject in store.filters(tenant, wanted)
+        ]
+        erased += sum(await asyncio.gather(*scans))
+    return erased

@@ -33,6 +33,26 @@ async def published(bus: Bus, subject: str, event_type: type[T], stream: str = "
     return out
 
 
+async def stored_payloads(bus: Bus, stream: str) -> list[bytes]:
+    """Every message still stored in `stream` (its subject, headers and payload, in one), read one
+    at a time by sequence: what a look at the stream's store would find."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        state = (await bus.js.stream_info(stream)).state
+    except NotFoundError:
+        return []
+    out: list[bytes] = []
+    for seq in range(max(state.first_seq, 1), state.last_seq + 1):
+        try:
+            raw = await bus.js.get_msg(stream, seq)
+        except NotFoundError:  # deleted
+            continue
+        headers = "".join(f"{k}:{v}" for k, v in (raw.headers or {}).items())
+        out.append(f"{raw.subject} {headers} ".encode() + (raw.data or b""))
+    return out
+
+
 class EventCollector:
     """Every event on `subject` of `stream` (from the stream's start), decoded, in order, as it
     arrives: an ordered consumer of its own, which takes nothing from the services' consumers."""

@@ -79,6 +79,12 @@ def survey_mail(language: str, reference: str) -> tuple[str, str]:
 
 # The wrap-up code of a contact that was a rating in answer to the survey (not a request).
 SURVEY_REPLY = "csat_reply"
+# The wrap-up code of a contact the email channel read as nothing but a rating, in a thread naming
+# a case this service does not know: nothing to rate and no work for an agent (the router does not
+# queue it), so it ends as it arrives; its message stays in the customer's case.
+SURVEY_REPLY_UNMATCHED = "csat_reply_unmatched"
+# Contacts that are ratings, not requests: no agent serves them, and reports do not count them.
+SURVEY_REPLIES = frozenset({SURVEY_REPLY, SURVEY_REPLY_UNMATCHED})
 
 
 def answers_survey(contact: contact_pb2.Contact, command_id: str) -> bool:
@@ -192,7 +198,9 @@ class Csat:
                 .order_by(orm.Contact.created_at.desc(), orm.Contact.contact_id.desc())
                 .limit(1)
             )
-            if last is None:
+            if last is None or last.wrap_up_code == SURVEY_REPLY_UNMATCHED:
+                # No contact, or a case opened for a rating of a case not known here: a
+                # survey would answer a rating with a survey.
                 return ""
             channel = channel_name(last.channel)
             # `value` is the blind index: one address, the same one each time.

@@ -741,10 +741,13 @@ class CaseHandlers:
             rated = await self._rated_by_reply(session, tenant, c)
             case, how = await self._join_or_open_case(session, customer, c, created, actor)
             score = c.survey_answer if how == RATING else None
-            if c.survey_answer and how != RATING:
-                # The channel threaded it into a case this service does not know: no agent was
-                # offered it, so it is kept as a message for whoever opens the case.
+            # The channel threaded a bare rating into a case this service does not know: no
+            # agent will be offered it (the router does not queue it), so it ends as it arrives,
+            # its message kept in the case it joined, and rates nothing.
+            unmatched = bool(c.survey_answer) and how != RATING
+            if unmatched:
                 logger.warning("survey answer %s names no known case", c.contact_id)
+            ends = score is not None or unmatched
             keys = keyring.of(session)
             bulk.new(
                 session,
@@ -760,9 +763,13 @@ class CaseHandlers:
                     "subject": keys.seal(session, tenant, customer.id, c.subject),
                     "agent_id": "",
                     # A rating needs no agent: it ends as it arrives.
-                    "status": QUEUED if score is None else ENDED,
-                    "ended_at": None if score is None else created,
-                    "wrap_up_code": "" if score is None else csat.SURVEY_REPLY,
+                    "status": ENDED if ends else QUEUED,
+                    "ended_at": created if ends else None,
+                    "wrap_up_code": csat.SURVEY_REPLY_UNMATCHED
+                    if unmatched
+                    else csat.SURVEY_REPLY
+                    if score is not None
+                    else "",
                     "created_at": created,
                     # Who wrote, which may differ from the case's customer in a shared thread.
                     "customer_id": customer.id,
@@ -814,6 +821,26 @@ class CaseHandlers:
                     {"contact_id": c.contact_id, "score": score, "channel": "email"},
                     created,
                 )
+            elif unmatched:
+                await self.records.audit(
+                    session,
+                    case,
+                    actor,
+                    "survey_answer_unmatched",
+                    {"contact_id": c.contact_id, "named_case": c.case_id},
+                    created,
+                )
+                if how == "opened":
+                    # A case of its own keeps the message; it holds nothing to do, so it is
+                    # resolved as it opens (and not surveyed: its only contact is a rating).
+                    await self.records.change_status(
+                        session,
+                        case,
+                        lifecycle.RESOLVED,
+                        actor,
+                        created,
+                        reason="a survey rating for a case this service does not know",
+                    )
             elif how != "opened":
                 await self._customer_wrote(session, case, created)
             if rated is not None:
@@ -1109,7 +1136,7 @@ class CaseHandlers:
                 contact.status = ASSIGNED
             case = await self._case(session, contact)
             # A rating in answer to the survey is no request: it does not take the case.
-            if case.status != lifecycle.CLOSED and contact.wrap_up_code != csat.SURVEY_REPLY:
+            if case.status != lifecycle.CLOSED and contact.wrap_up_code not in csat.SURVEY_REPLIES:
                 await self.records.assign(
                     session, case, event.agent_id, f"router:{event.agent_id}", assigned
                 )

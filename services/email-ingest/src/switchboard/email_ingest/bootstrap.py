@@ -93,6 +93,9 @@ class EmailApp(Service):
                 s.quarantine_retention,
                 imap_deleter(self.config, s.imap_timeout_seconds),
                 channel="email",
+                # EmailQuarantined names the sender's address and the subject.
+                js=bus.js,
+                event_types=(email_pb2.EmailQuarantined,),
             ),
             s.quarantine_sweep_seconds,
         )

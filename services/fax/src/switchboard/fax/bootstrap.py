@@ -69,7 +69,15 @@ class FaxApp(Service):
         objects = Objects(bus.js, s.nats_stream_replicas)
         index = await QuarantineIndex.open(bus.js, QUARANTINE_INDEX, s.nats_stream_replicas)
         self.quarantine = FaxQuarantine(
-            QuarantineEraser(index, objects.stores, s.quarantine_retention, channel="fax"),
+            QuarantineEraser(
+                index,
+                objects.stores,
+                s.quarantine_retention,
+                channel="fax",
+                # The fax as received and its FaxQuarantined name the caller's number.
+                js=bus.js,
+                event_types=(fax_pb2.FaxReceived, fax_pb2.FaxQuarantined),
+            ),
             s.quarantine_sweep_seconds,
         )
         notifier = FaxNotifier(bus)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import orm
 from switchboard.case.adapters.orm import utc_now
-from switchboard.case.csat import SURVEY_REPLY
+from switchboard.case.csat import SURVEY_REPLIES
 from switchboard.case.quality import channel_name
 from switchboard.case.reports import kpi
 from switchboard.case.reports.business_time import BusinessClock
@@ -206,7 +206,7 @@ class Reports:
                     c.created_at >= start,
                     c.created_at < end,
                     # A rating given in answer to the survey is no contact to serve or repeat.
-                    c.wrap_up_code != SURVEY_REPLY,
+                    c.wrap_up_code.not_in(SURVEY_REPLIES),
                 )
             )
         )
