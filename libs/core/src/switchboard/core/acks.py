@@ -136,21 +136,11 @@ class AckPublisher:
             return
         if future is None or future.done():
             return
-        if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
-            future.set_exception(nats.js.errors.NoStreamResponseError())
-            return
-        try:
-            resp = json.loads(msg.data)
-        except ValueError as exc:
-            future.set_exception(nats.errors.Error(f"unreadable JetStream ack: {exc}"))
-            return
-        if "error" in resp:
-            try:
-                nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
-            except nats.js.errors.APIError as err:
-                future.set_exception(err)
-            return
-        future.set_result(api.PubAck.from_response(resp))
+        resp = _reply(msg)
+        if isinstance(resp, Exception):
+            future.set_exception(resp)
+        else:
+            future.set_result(api.PubAck.from_response(resp))
 
     def _settle(self, batch: _Batch, token: str, msg: Msg) -> None:
         future = batch.future
@@ -158,19 +148,9 @@ class AckPublisher:
         if n is None or future.done():
             return
         self._futures.pop(token, None)
-        if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
-            future.set_exception(nats.js.errors.NoStreamResponseError())
-            return
-        try:
-            resp = json.loads(msg.data)
-        except ValueError as exc:
-            future.set_exception(nats.errors.Error(f"unreadable JetStream ack: {exc}"))
-            return
-        if "error" in resp:
-            try:
-                nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
-            except nats.js.errors.APIError as err:
-                future.set_exception(err)
+        resp = _reply(msg)
+        if isinstance(resp, Exception):
+            future.set_exception(resp)
             return
         batch.acks[n] = api.PubAck(
             stream=resp["stream"],
@@ -215,3 +195,19 @@ class _Batch:
 def _expire(future: asyncio.Future[api.PubAck], subject: str, seconds: float) -> None:
     if not future.done():
         future.set_exception(AckUnknown(subject, seconds))
+
+
+def _reply(msg: Msg) -> dict[str, Any] | Exception:
+    """A JetStream publish reply read: the ack's fields, or the error it stands for."""
+    if msg.headers and msg.headers.get(api.Header.STATUS) == "503":
+        return nats.js.errors.NoStreamResponseError()
+    try:
+        resp: dict[str, Any] = json.loads(msg.data)
+    except ValueError as exc:
+        return nats.errors.Error(f"unreadable JetStream ack: {exc}")
+    if "error" in resp:
+        try:
+            nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
+        except nats.js.errors.APIError as err:
+            return err
+    return resp

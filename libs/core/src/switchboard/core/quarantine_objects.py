@@ -3,6 +3,8 @@ when its tenant's retention has passed (switchboard.core.quarantine names the it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -13,6 +15,7 @@ from prometheus_client import Counter
 
 from switchboard.core import stores, stream_erasure
 from switchboard.core.quarantine import Kept, QuarantineIndex, Retention
+from switchboard.v1 import case_events_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +95,41 @@ class QuarantineEraser:
         if deleted:
             logger.info("deleted %d quarantined items past their retention", deleted)
         return deleted
+
+
+class Quarantine:
+    """A channel's quarantine kept within bounds: an erased customer's items deleted when
+    CustomerErased names their sender, and every item past its tenant's retention deleted by a
+    sweep every `sweep_seconds`, whatever its sender."""
+
+    def __init__(self, eraser: QuarantineEraser, sweep_seconds: float, items: str) -> None:
+        self.eraser = eraser
+        self.sweep_seconds = sweep_seconds
+        self.items = items  # what the channel quarantines, for the log: "mails", "faxes"
+        self._sweeping: asyncio.Task[None] | None = None
+
+    async def on_customer_erased(self, event: case_events_pb2.CustomerErased) -> None:
+        """Delete the erased customer's quarantined items (none when delivered again)."""
+        deleted = await self.eraser.erase_senders(event.meta.tenant, list(event.sender_keys))
+        if deleted:
+            logger.info("deleted %d quarantined %s of an erased customer", deleted, self.items)
+
+    def start(self) -> None:
+        self._sweeping = asyncio.create_task(
+            self._sweep(), name=f"quarantine-retention-{self.items}"
+        )
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                await self.eraser.sweep()
+            except Exception:  # the next round tries again
+                logger.exception("the quarantine's retention sweep of %s failed", self.items)
+            await asyncio.sleep(self.sweep_seconds)
+
+    async def stop(self) -> None:
+        task, self._sweeping = self._sweeping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -14,7 +14,7 @@ from switchboard.core import language, sender_keys, stores, tls
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.publishing import Publisher
 from switchboard.core.quarantine import QuarantineIndex
-from switchboard.core.quarantine_objects import QuarantineEraser
+from switchboard.core.quarantine_objects import Quarantine, QuarantineEraser
 from switchboard.core.service import Service, Servicers
 from switchboard.email_ingest import config as email_config
 from switchboard.email_ingest.acknowledge import Acknowledger
@@ -27,7 +27,7 @@ from switchboard.email_ingest.ingest import Ingestor, Limits
 from switchboard.email_ingest.leasing import MailboxLeases
 from switchboard.email_ingest.notifier import EmailNotifier
 from switchboard.email_ingest.outbound import Relay, Sender
-from switchboard.email_ingest.quarantine import MailQuarantine, imap_deleter
+from switchboard.email_ingest.quarantine import imap_deleter
 from switchboard.email_ingest.settings import EmailIngestSettings
 from switchboard.v1 import case_events_pb2, email_pb2, events_pb2
 
@@ -53,7 +53,7 @@ class EmailApp(Service):
     decoder: Decoder | None = None
     sender: Sender | None = None
     acknowledger: Acknowledger | None = None
-    quarantine: MailQuarantine | None = None
+    quarantine: Quarantine | None = None
     watchers: list[MailboxWatcher] = field(default_factory=list)
     receivers: list[ReceiveServer] = field(default_factory=list)
     leases: MailboxLeases | None = None
@@ -86,7 +86,7 @@ class EmailApp(Service):
         self.notifier = EmailNotifier(publisher)
         limits = Limits(s.max_message_bytes, s.max_attachment_bytes, s.max_attachments)
         index = await QuarantineIndex.open(bus.js, QUARANTINE_INDEX, replicas)
-        self.quarantine = MailQuarantine(
+        self.quarantine = Quarantine(
             QuarantineEraser(
                 index,
                 stores.ObjectStores(bus.js, replicas),
@@ -98,6 +98,7 @@ class EmailApp(Service):
                 event_types=(email_pb2.EmailQuarantined,),
             ),
             s.quarantine_sweep_seconds,
+            "mails",
         )
         self.ingestor = Ingestor(
             self.config,

@@ -10,7 +10,7 @@ from typing import ClassVar
 from switchboard.core import sender_keys, tls
 from switchboard.core.bus import Bus
 from switchboard.core.quarantine import QuarantineIndex
-from switchboard.core.quarantine_objects import QuarantineEraser
+from switchboard.core.quarantine_objects import Quarantine, QuarantineEraser
 from switchboard.core.service import Service, Servicers
 from switchboard.fax.adapters.hylafax import HylaFaxConfig
 from switchboard.fax.adapters.jobs import Jobs
@@ -25,7 +25,6 @@ from switchboard.fax.handlers import FaxReader, ReadingConfig
 from switchboard.fax.intake import accept
 from switchboard.fax.notifier import FaxNotifier
 from switchboard.fax.outbound import FaxSender, ReplyConfig
-from switchboard.fax.quarantine import FaxQuarantine
 from switchboard.fax.settings import FaxSettings
 from switchboard.v1 import fax_pb2
 
@@ -58,7 +57,7 @@ class FaxApp(Service):
     http: HttpServer | None = None
     http_port: int = 0
     book: rules.RuleBook | None = None  # read before connecting: a bad file stops the start
-    quarantine: FaxQuarantine | None = None
+    quarantine: Quarantine | None = None
 
     async def _load(self) -> None:
         self.book = rules.load(self.settings.rules_file)
@@ -68,7 +67,7 @@ class FaxApp(Service):
         book = self.book or rules.load(s.rules_file)
         objects = Objects(bus.js, s.nats_stream_replicas)
         index = await QuarantineIndex.open(bus.js, QUARANTINE_INDEX, s.nats_stream_replicas)
-        self.quarantine = FaxQuarantine(
+        self.quarantine = Quarantine(
             QuarantineEraser(
                 index,
                 objects.stores,
@@ -79,6 +78,7 @@ class FaxApp(Service):
                 event_types=(fax_pb2.FaxReceived, fax_pb2.FaxQuarantined),
             ),
             s.quarantine_sweep_seconds,
+            "faxes",
         )
         notifier = FaxNotifier(bus)
         ocr = Tesseract(

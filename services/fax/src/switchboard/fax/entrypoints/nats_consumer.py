@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from switchboard.core.bus import Bus, ConsumerOptions
+from switchboard.core.quarantine_objects import Quarantine
 from switchboard.fax.handlers import FaxReader
 from switchboard.fax.outbound import FaxSender
-from switchboard.fax.quarantine import FaxQuarantine
 from switchboard.v1 import case_events_pb2, email_pb2, events_pb2, fax_pb2
 
 # One fax at a time per replica (its pages are read in parallel); OCR of a long fax takes a while,
@@ -18,7 +18,7 @@ def subscribe(
     bus: Bus,
     reader: FaxReader,
     sender: FaxSender,
-    quarantine: FaxQuarantine,
+    quarantine: Quarantine,
     durable: str,
     email: bool,
 ) -> None:
