@@ -444,3 +444,47 @@ async def test_the_composition_root_runs_on_the_adapters_it_is_given() -> None:
         await app.stop()
     assert not lease.held and consumer.drained and bus.drained
     assert app.readiness.reasons() == {"leader": "stopping"}
+
+
+async def test_a_lone_input_is_decided_in_its_callers_own_step(desk: Desk) -> None:
+    """With nothing else in flight, an input is decided by the task that brought it (the bus
+    handler), not handed to another task first: its first step routes the contact."""
+    await desk.agent("ko-1", {"ko": 4})
+
+    handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
+    await asyncio.sleep(0)  # the handler's first step, and nothing after it
+
+    contact = desk.router.engine.contacts.get("c1")
+    assert contact is not None and contact.agent_id == "" and contact.offer_id
+    await handling
+    assert [o.contact.contact_id for o in desk.offers_to("ko-1")] == ["c1"]
+    assert desk.offered() == [("c1", "ko-1")]
+
+
+class WatchingBus(FakeBus):
+    """A FakeBus that notes, as each event is handed to it, what `watch` says then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watch: Any = lambda: None
+        self.seen: list[tuple[str, Any]] = []
+
+    async def publish_async(self, event: Any, traceparent: str = "") -> asyncio.Future[bool]:
+        self.seen.append((type(event).__name__, self.watch()))
+        return await super().publish_async(event, traceparent)
+
+
+async def test_the_offer_is_on_the_agents_stream_before_its_events_are_sent(desk: Desk) -> None:
+    """Once the journal holds the decision, the offer is handed to the agent's stream first and
+    the decision's events are sent right after it."""
+    desk.bus = desk.router.notifier.bus = watching = WatchingBus()  # type: ignore[assignment]
+    nats_consumer.subscribe(watching, desk.router, "router")  # type: ignore[arg-type]
+    await desk.agent("ko-1", {"ko": 4})
+    stream = desk.streams["ko-1"]
+    watching.watch = stream.qsize  # offers waiting on the agent's stream
+    watching.seen.clear()
+
+    assert await watching.deliver(created("c1", event_id="ev-c1")) == FakeBus.ACK
+
+    assert watching.seen == [("ContactQueued", 1), ("ContactOffered", 1)]
+    assert desk.offered() == [("c1", "ko-1")]
