@@ -488,3 +488,39 @@ async def test_the_offer_is_on_the_agents_stream_before_its_events_are_sent(desk
 
     assert watching.seen == [("ContactQueued", 1), ("ContactOffered", 1)]
     assert desk.offered() == [("c1", "ko-1")]
+
+
+class AckedLaterJournal(MemoryJournal):
+    """A MemoryJournal whose acknowledgements come when the test gives them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unacked: list[asyncio.Future[int]] = []
+
+    async def append(self, commands: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[int]:
+        await super().append(commands)
+        written: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.unacked.append(written)
+        return written
+
+
+async def test_the_offer_is_handed_to_the_stream_right_as_the_journal_acknowledges(
+    desk: Desk,
+) -> None:
+    """Nothing stands between the journal's acknowledgement and the offer's delivery: the task
+    waiting for the acknowledgement puts the offer on the agent's stream when it wakes."""
+    await desk.agent("ko-1", {"ko": 4})
+    desk.router.journal = journal = AckedLaterJournal()  # type: ignore[assignment]
+    stream = desk.streams["ko-1"]
+
+    handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
+    for _ in range(20):  # until every task waits for the journal
+        await asyncio.sleep(0)
+    assert len(journal.unacked) == 1 and stream.empty()
+
+    journal.unacked[0].set_result(1)
+    await asyncio.sleep(0)  # one turn of the loop
+
+    assert stream.qsize() == 1
+    await handling
+    assert desk.offered() == [("c1", "ko-1")]

@@ -383,8 +383,12 @@ class Router:
         try:
             if previous_delivered is not None:
                 await asyncio.wait({previous_delivered})
-            if written is not None:
-                await asyncio.wait({written})  # its failure steps down (`_publish_in_order`)
+            if written is not None and not written.done():
+                # Awaited directly: the offer goes out in the loop's turn the acknowledgement
+                # wakes this task in (asyncio.wait would take one more). Nothing cancels this
+                # task but the loop's end. A failure steps down in `_publish_in_order`.
+                with contextlib.suppress(Exception):
+                    await written
             durable = written is None or (not written.cancelled() and written.exception() is None)
             if durable and term == self._term:  # a replica that stepped down delivers nothing
                 for d in decided:
