@@ -524,3 +524,24 @@ async def test_the_offer_is_handed_to_the_stream_right_as_the_journal_acknowledg
     assert stream.qsize() == 1
     await handling
     assert desk.offered() == [("c1", "ko-1")]
+
+
+async def test_a_lone_input_whose_caller_gives_up_is_carried_through(desk: Desk) -> None:
+    """Decided in its caller's step, the input is journaled, offered and published even though
+    the caller stops waiting right after."""
+    await desk.agent("ko-1", {"ko": 4})
+
+    handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
+    await asyncio.sleep(0)
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+
+    offer = await asyncio.wait_for(desk.streams["ko-1"].get(), 10)
+    assert offer is not None and offer.contact.contact_id == "c1"
+    assert desk.journal.calls()[-1] == "add_contact"
+    for _ in range(100):
+        if desk.offered():
+            break
+        await asyncio.sleep(0.01)
+    assert desk.offered() == [("c1", "ko-1")]

@@ -210,11 +210,12 @@ class Router:
         if not self.leader:
             raise Unavailable("this router replica is the standby; the leader takes requests")
         item = _Input(name, args, when, self._term, asyncio.get_running_loop().create_future())
-        if self._idle():
+        if self._idle() and not self._lock.locked():
             # Nothing else in flight: decided here, in the caller's own step, rather than by a
             # task started for it; its journal write and the rest go on in that task, which
             # carries it through even if the caller stops waiting. (The lock is free, so
-            # acquiring it does not wait.)
+            # acquiring it hardly ever waits; if it does, whatever comes meanwhile came later,
+            # and is decided after this input, which holds its place in the lock's queue.)
             await self._lock.acquire()
             try:
                 decided = self._decide([item])
@@ -225,10 +226,18 @@ class Router:
                 self._committer = asyncio.ensure_future(self._commit_loop(decided))
             else:  # refused or skipped: nothing to write
                 self._lock.release()
-        else:
-            self._inputs.append(item)
-            if self._committer is None or self._committer.done():
-                self._committer = asyncio.ensure_future(self._commit_loop())
+            return await self._outcome(item)
+        return await self._queued(item)
+
+    async def _queued(self, item: _Input) -> Any:
+        """Queue `item` for the next engine pass and wait for its outcome."""
+        self._inputs.append(item)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_loop())
+        return await self._outcome(item)
+
+    @staticmethod
+    async def _outcome(item: _Input) -> Any:
         try:
             return await asyncio.shield(item.outcome)
         except asyncio.CancelledError:
@@ -236,12 +245,11 @@ class Router:
             raise
 
     def _idle(self) -> bool:
-        """Nothing is waiting to be decided, being decided, or being written to the journal."""
+        """No input waits to be decided, and no journal entry is being written."""
         return (
             not self._inputs
             and (self._committer is None or self._committer.done())
             and (self._writing is None or self._writing.done())
-            and not self._lock.locked()
         )
 
     async def _commit_loop(self, first: _Batch | None = None) -> None:
