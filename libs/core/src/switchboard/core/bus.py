@@ -485,7 +485,10 @@ class Bus:
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         consumer.started = started
         self._track(
-            consumer, len(msgs), self._deliver_concurrently(consumer, msgs, previous, started), started
+            consumer,
+            len(msgs),
+            self._deliver_concurrently(consumer, msgs, previous, started),
+            started,
         )
 
     @staticmethod
