@@ -573,6 +573,37 @@ async def test_a_concurrent_consumer_fetches_on_while_a_batch_waits_and_drains_t
         await consumer_bus.drain()
 
 
+async def test_a_concurrent_consumer_hands_a_lone_event_straight_to_its_handler(
+    nats_url: str, bus: Bus
+) -> None:
+    """A lone event fetched while nothing else waits is handled in the one task the consumer
+    starts for it (no batch task in between), and then settled as any other."""
+    handled_in: list[bool] = []
+
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer = None
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        assert consumer is not None
+        handled_in.append(asyncio.current_task() in consumer.batches)
+
+    consumer_bus.subscribe(
+        "alone",
+        events_pb2.ContactCreated,
+        handler,
+        ConsumerOptions(concurrent=True, fetch_timeout=0.2),
+    )
+    consumer = consumer_bus._consumers[("alone", "EVENTS")]
+    await consumer_bus.start()
+    try:
+        for i in range(3):
+            await bus.publish(created(f"c{i}"))
+            await until(lambda i=i: consumer_bus.stats()["alone"]["processed"] == i + 1, "acked")
+        assert handled_in == [True, True, True]
+    finally:
+        await consumer_bus.drain()
+
+
 async def test_draining_a_concurrent_consumer_waits_for_the_batches_in_flight(
     nats_url: str, bus: Bus
 ) -> None:

@@ -444,3 +444,104 @@ async def test_the_composition_root_runs_on_the_adapters_it_is_given() -> None:
         await app.stop()
     assert not lease.held and consumer.drained and bus.drained
     assert app.readiness.reasons() == {"leader": "stopping"}
+
+
+async def test_a_lone_input_is_decided_in_its_callers_own_step(desk: Desk) -> None:
+    """With nothing else in flight, an input is decided by the task that brought it (the bus
+    handler), not handed to another task first: its first step routes the contact."""
+    await desk.agent("ko-1", {"ko": 4})
+
+    handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
+    await asyncio.sleep(0)  # the handler's first step, and nothing after it
+
+    contact = desk.router.engine.contacts.get("c1")
+    assert contact is not None and contact.agent_id == "" and contact.offer_id
+    await handling
+    assert [o.contact.contact_id for o in desk.offers_to("ko-1")] == ["c1"]
+    assert desk.offered() == [("c1", "ko-1")]
+
+
+class WatchingBus(FakeBus):
+    """A FakeBus that notes, as each event is handed to it, what `watch` says then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watch: Any = lambda: None
+        self.seen: list[tuple[str, Any]] = []
+
+    async def publish_async(self, event: Any, traceparent: str = "") -> asyncio.Future[bool]:
+        self.seen.append((type(event).__name__, self.watch()))
+        return await super().publish_async(event, traceparent)
+
+
+async def test_the_offer_is_on_the_agents_stream_before_its_events_are_sent(desk: Desk) -> None:
+    """Once the journal holds the decision, the offer is handed to the agent's stream first and
+    the decision's events are sent right after it."""
+    desk.bus = desk.router.notifier.bus = watching = WatchingBus()  # type: ignore[assignment]
+    nats_consumer.subscribe(watching, desk.router, "router")  # type: ignore[arg-type]
+    await desk.agent("ko-1", {"ko": 4})
+    stream = desk.streams["ko-1"]
+    watching.watch = stream.qsize  # offers waiting on the agent's stream
+    watching.seen.clear()
+
+    assert await watching.deliver(created("c1", event_id="ev-c1")) == FakeBus.ACK
+
+    assert watching.seen == [("ContactQueued", 1), ("ContactOffered", 1)]
+    assert desk.offered() == [("c1", "ko-1")]
+
+
+class AckedLaterJournal(MemoryJournal):
+    """A MemoryJournal whose acknowledgements come when the test gives them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unacked: list[asyncio.Future[int]] = []
+
+    async def append(self, commands: list[router_journal_pb2.RouterCommand]) -> asyncio.Future[int]:
+        await super().append(commands)
+        written: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.unacked.append(written)
+        return written
+
+
+async def test_the_offer_is_handed_to_the_stream_right_as_the_journal_acknowledges(
+    desk: Desk,
+) -> None:
+    """Nothing stands between the journal's acknowledgement and the offer's delivery: the task
+    waiting for the acknowledgement puts the offer on the agent's stream when it wakes."""
+    await desk.agent("ko-1", {"ko": 4})
+    desk.router.journal = journal = AckedLaterJournal()  # type: ignore[assignment]
+    stream = desk.streams["ko-1"]
+
+    handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
+    for _ in range(20):  # until every task waits for the journal
+        await asyncio.sleep(0)
+    assert len(journal.unacked) == 1 and stream.empty()
+
+    journal.unacked[0].set_result(1)
+    await asyncio.sleep(0)  # one turn of the loop
+
+    assert stream.qsize() == 1
+    await handling
+    assert desk.offered() == [("c1", "ko-1")]
+
+
+async def test_a_lone_input_whose_caller_gives_up_is_carried_through(desk: Desk) -> None:
+    """Decided in its caller's step, the input is journaled, offered and published even though
+    the caller stops waiting right after."""
+    await desk.agent("ko-1", {"ko": 4})
+
+    handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
+    await asyncio.sleep(0)
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+
+    offer = await asyncio.wait_for(desk.streams["ko-1"].get(), 10)
+    assert offer is not None and offer.contact.contact_id == "c1"
+    assert desk.journal.calls()[-1] == "add_contact"
+    for _ in range(100):
+        if desk.offered():
+            break
+        await asyncio.sleep(0.01)
+    assert desk.offered() == [("c1", "ko-1")]

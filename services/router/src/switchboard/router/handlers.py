@@ -1,6 +1,6 @@
 """The router's application layer: every input goes through `Router.run`, which runs the engine
-under one lock, appends the input to the journal, publishes the decisions as events, and then —
-once JetStream has the journal entry — hands offers to the agents' streams.
+under one lock and appends the input to the journal; once JetStream has the journal entry, it
+hands the offers to the agents' streams and then publishes the decisions as events.
 
 A replica is either the leader (it takes inputs) or a hot standby (it replays the leader's journal
 as it is written and refuses inputs with UNAVAILABLE). See ``switchboard.router.journal``.
@@ -112,6 +112,19 @@ class _Decided:
     at: float
 
 
+@dataclass
+class _Batch:
+    """One engine pass: what it decided, and the journal's commands for it."""
+
+    decided: list[_Decided]
+    commands: list[commands_pb.RouterCommand]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _fail(decided: list[_Decided], why: str) -> None:
     for d in decided:
         if not d.item.outcome.done():
@@ -181,9 +194,10 @@ class Router:
         then decided together in one engine pass and written as the next entry. An input's
         events go out only once JetStream has its journal entry, in decision order, so nothing
         is ever published that a replay of the journal would not decide again. Its offers are
-        delivered once its journal entry is acknowledged, beside the sending of its events
-        (recovery publishes again what a dead leader had not got acknowledged); the call returns
-        once JetStream has acknowledged its events too.
+        delivered once its journal entry is acknowledged, before its events are sent (recovery
+        publishes again what a dead leader had not got acknowledged); the call returns once
+        JetStream has acknowledged its events too. An input that arrives while nothing else is
+        in flight is decided at once, in the caller's own step.
 
         A caller may stop waiting (a gRPC deadline cancels its handler), but an input once
         queued is carried through to the end: cancelled half-way, the engine would have decided
@@ -196,76 +210,94 @@ class Router:
         if not self.leader:
             raise Unavailable("this router replica is the standby; the leader takes requests")
         item = _Input(name, args, when, self._term, asyncio.get_running_loop().create_future())
+        if self._idle() and not self._lock.locked():
+            # Nothing else in flight: decided here, in the caller's own step, rather than by a
+            # task started for it; its journal write and the rest go on in that task, which
+            # carries it through even if the caller stops waiting. (The lock is free, so
+            # acquiring it hardly ever waits; if it does, whatever comes meanwhile came later,
+            # and is decided after this input, which holds its place in the lock's queue.)
+            await self._lock.acquire()
+            try:
+                decided = self._decide([item])
+            except BaseException:
+                self._lock.release()
+                raise
+            if decided.decided:
+                self._committer = asyncio.ensure_future(self._commit_loop(decided))
+            else:  # refused or skipped: nothing to write
+                self._lock.release()
+            return await self._outcome(item)
+        return await self._queued(item)
+
+    async def _queued(self, item: _Input) -> Any:
+        """Queue `item` for the next engine pass and wait for its outcome."""
         self._inputs.append(item)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.ensure_future(self._commit_loop())
+        return await self._outcome(item)
+
+    @staticmethod
+    async def _outcome(item: _Input) -> Any:
         try:
             return await asyncio.shield(item.outcome)
         except asyncio.CancelledError:
             item.outcome.add_done_callback(_outcome_unheard)
             raise
 
-    async def _commit_loop(self) -> None:
+    def _idle(self) -> bool:
+        """No input waits to be decided, and no journal entry is being written."""
+        return (
+            not self._inputs
+            and (self._committer is None or self._committer.done())
+            and (self._writing is None or self._writing.done())
+        )
+
+    async def _commit_loop(self, first: _Batch | None = None) -> None:
+        """Write `first` (decided by its caller, which holds the lock for it), then decide and
+        write what waits, one journal entry at a time."""
+        if first is not None:
+            await self._commit_guarded([d.item for d in first.decided], first)
         while self._inputs:
             writing = self._writing
             if writing is not None and not writing.done():
                 # Group commit: one entry in flight; what arrives meanwhile goes in the next.
                 await asyncio.wait({writing})
             batch, self._inputs = self._inputs, []
-            try:
-                await self._commit(batch)
-            except BaseException as exc:  # the loop itself stopping: nobody is left waiting
-                for item in batch:
-                    if not item.outcome.done():
-                        item.outcome.set_exception(
-                            Unavailable("the router stopped before deciding; try again")
-                        )
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                logger.exception("router commit failed")
+            await self._commit_guarded(batch)
 
-    async def _commit(self, batch: list[_Input]) -> None:
-        """Decide `batch` in one engine pass, write it as one journal entry, and hand its
-        publication and completion to tasks of their own."""
-        decided: list[_Decided] = []
-        async with self._lock:
-            unavailable = self._unavailable()
-            commands: list[commands_pb.RouterCommand] = []
+    async def _commit_guarded(self, batch: list[_Input], decided: _Batch | None = None) -> None:
+        try:
+            await self._commit(batch, decided)
+        except BaseException as exc:  # the loop itself stopping: nobody is left waiting
             for item in batch:
-                if unavailable is None and item.term != self._term:
-                    unavailable = "this router replica stepped down; the leader takes requests"
-                if unavailable is not None:
-                    item.outcome.set_exception(Unavailable(unavailable))
-                    continue
-                if item.when is not None and not item.when(self.engine):
-                    item.outcome.set_result(None)
-                    continue
-                try:
-                    # Encoded before the engine runs it: a call the journal cannot hold is
-                    # refused while it has changed nothing.
-                    command = (
-                        encode_command(item.name, 0.0, item.args)
-                        if self.journal is not None
-                        else None
+                if not item.outcome.done():
+                    item.outcome.set_exception(
+                        Unavailable("the router stopped before deciding; try again")
                     )
-                    self.clock.advance(self.wall())
-                    at = self.clock.now
-                    result = getattr(self.engine, item.name)(*item.args)
-                except Exception as exc:  # a DomainError here changed nothing
-                    item.outcome.set_exception(exc)
-                    continue
-                effects: list[eng.Effect] = result[1] if isinstance(result, tuple) else result
-                if command is not None:
-                    command.at = at
-                    command.check.extend(decision_check(effects))
-                    commands.append(command)
-                decided.append(_Decided(item, result, effects, at))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            logger.exception("router commit failed")
+
+    async def _commit(self, batch: list[_Input], prepared: _Batch | None = None) -> None:
+        """Decide `batch` in one engine pass (unless `prepared`: decided already, under the
+        lock, which is then held), write it as one journal entry, and hand its publication and
+        completion to tasks of their own."""
+        if prepared is None:
+            await self._lock.acquire()
+            try:
+                prepared = self._decide(batch)
+            except BaseException:
+                self._lock.release()
+                raise
+        decided = prepared.decided
+        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
             if not decided:
                 return
             written: asyncio.Future[Any] | None = None
             if self.journal is not None:
                 try:
-                    written = await self.journal.append(commands)
+                    written = await self.journal.append(prepared.commands)
                 except Exception as exc:  # the engine moved on without its journal entry
                     self.step_down(f"journal append failed: {exc!r}")
                     _fail(decided, "this router replica lost its journal; try again")
@@ -273,10 +305,11 @@ class Router:
                 self.entries_since_snapshot += 1
             self._writing = written
             publication = asyncio.ensure_future(
-                self._publish_in_order(self._published, written, decided, self._term)
+                self._publish_in_order(self._published, written, delivered, decided, self._term)
             )
             self._published = publication
-        delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        finally:
+            self._lock.release()
         self._completed = asyncio.ensure_future(
             self._complete(
                 decided,
@@ -288,7 +321,45 @@ class Router:
                 self._term,
             )
         )
+        # Set however the completion ends (cancelled before its first step, say): the
+        # publication waits for it.
+        self._completed.add_done_callback(lambda _: _resolve(delivered))
         self._delivered = delivered
+
+    def _decide(self, batch: list[_Input]) -> _Batch:
+        """Run `batch` through the engine (the caller holds the lock): what it decided, and
+        the journal's commands for it."""
+        decided: list[_Decided] = []
+        unavailable = self._unavailable()
+        commands: list[commands_pb.RouterCommand] = []
+        for item in batch:
+            if unavailable is None and item.term != self._term:
+                unavailable = "this router replica stepped down; the leader takes requests"
+            if unavailable is not None:
+                item.outcome.set_exception(Unavailable(unavailable))
+                continue
+            if item.when is not None and not item.when(self.engine):
+                item.outcome.set_result(None)
+                continue
+            try:
+                # Encoded before the engine runs it: a call the journal cannot hold is
+                # refused while it has changed nothing.
+                command = (
+                    encode_command(item.name, 0.0, item.args) if self.journal is not None else None
+                )
+                self.clock.advance(self.wall())
+                at = self.clock.now
+                result = getattr(self.engine, item.name)(*item.args)
+            except Exception as exc:  # a DomainError here changed nothing
+                item.outcome.set_exception(exc)
+                continue
+            effects: list[eng.Effect] = result[1] if isinstance(result, tuple) else result
+            if command is not None:
+                command.at = at
+                command.check.extend(decision_check(effects))
+                commands.append(command)
+            decided.append(_Decided(item, result, effects, at))
+        return _Batch(decided, commands)
 
     def _unavailable(self) -> str | None:
         if not self.leader:
@@ -311,7 +382,7 @@ class Router:
         """Carry a batch through to its agents and its callers.
 
         Its offers go to the agents' streams as soon as JetStream has its journal entry (after
-        the batch before it's offers), while its events are still being sent: the journal makes
+        the batch before it's offers), before its events are sent: the journal makes
         the decision durable, and a router that dies before the events are acknowledged
         publishes them again when it recovers (`republish_recent`, with the same event ids, so
         JetStream keeps each once). Its callers get their results, and its contact events are
@@ -320,8 +391,12 @@ class Router:
         try:
             if previous_delivered is not None:
                 await asyncio.wait({previous_delivered})
-            if written is not None:
-                await asyncio.wait({written})  # its failure steps down (`_publish_in_order`)
+            if written is not None and not written.done():
+                # Awaited directly: the offer goes out in the loop's turn the acknowledgement
+                # wakes this task in (asyncio.wait would take one more). Nothing cancels this
+                # task but the loop's end. A failure steps down in `_publish_in_order`.
+                with contextlib.suppress(Exception):
+                    await written
             durable = written is None or (not written.cancelled() and written.exception() is None)
             if durable and term == self._term:  # a replica that stepped down delivers nothing
                 for d in decided:
@@ -352,9 +427,13 @@ class Router:
         self,
         previous: asyncio.Future[Any] | None,
         written: asyncio.Future[Any] | None,
+        delivered: asyncio.Future[None],
         decided: list[_Decided],
         term: int,
     ) -> list[asyncio.Future[Any]]:
+        """Send the events of `decided` once the journal holds them, after those of the entry
+        before, and once its offers are on the agents' streams (the agents need not wait for
+        the events' sending)."""
         if written is not None:
             try:
                 await written
@@ -373,6 +452,8 @@ class Router:
                 if term == self._term:
                     self.step_down("an earlier decision was not published")
                 raise Unavailable("an earlier decision was not published; try again")
+        if not delivered.done():
+            await asyncio.wait({delivered})
         if term != self._term:
             raise Unavailable("this router replica stepped down; try again")
         for d in decided:
