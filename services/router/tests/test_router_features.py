@@ -17,6 +17,7 @@ from switchboard.core.bus import Bus
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.agents import AgentClient, SessionAgentClient
+from switchboard.testing.waiting import eventually
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 SECRET = "router-features-secret"
@@ -363,6 +364,12 @@ async def test_preview_names_who_would_be_offered_and_why_not_the_others(
     zh = await agent(router, "zh-tech", {"zh": 5}, technical=5)
     waiting = created("preview-waits", language="ja", queue="slow")
     await bus.publish(waiting)
+
+    async def queued() -> bool:
+        stats = await stub(router).GetQueueStats(router_pb2.GetQueueStatsRequest())
+        return {q.queue: q.waiting for q in stats.queues}.get("slow") == 1
+
+    await eventually(queued, "the real contact waits in slow")
     sample = router_pb2.PreviewRoutingRequest(
         channel=contact_pb2.CHANNEL_CHAT, language="ko", skills=["billing"], queue="slow"
     )
