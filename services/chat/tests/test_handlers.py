@@ -438,16 +438,16 @@ async def test_a_message_shown_before_a_failed_publish_is_published_again_with_i
     monkeypatch.setattr("switchboard.chat.handlers.PUBLISH_RETRY_DELAY", 0.0, raising=False)
     first = await chat.customer_message(PROFILE, "v1", CustomerMessage("hello"))
     await chat.on_contact_assigned(assigned(first.contact_id))
-    publish = bus.publish
+    publish = bus.publish_async
     attempts: list[str] = []
 
-    async def flaky(event: Any) -> bool:
+    async def flaky(event: Any, traceparent: str = "") -> asyncio.Future[bool]:
         attempts.append(event.meta.event_id)
         if len(attempts) == 1:
             raise TimeoutError("no JetStream ack")
-        return await publish(event)
+        return await publish(event, traceparent)
 
-    monkeypatch.setattr(bus, "publish", flaky)
+    monkeypatch.setattr(bus, "publish_async", flaky)
     sent = await chat.customer_message(PROFILE, "v1", CustomerMessage("still there?"))
     assert attempts == [sent.message_id, sent.message_id]
     stored = [e for e in bus.events if isinstance(e, events_pb2.MessageAdded)]

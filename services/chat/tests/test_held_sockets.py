@@ -65,3 +65,32 @@ async def test_heartbeat_keeps_a_held_socket_alive(chat: ChatApp, connect: Any) 
     assert customer.sio.connected and not socket.closed
     ack = await customer.call("message", {"text": "아직 있어요"})
     assert ack["ok"], ack
+
+
+def _reading_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks that wait for a socket's next incoming packet apart from the socket's own loop."""
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "").endswith("websocket_wait")
+    ]
+
+
+async def test_a_socket_reads_its_packets_without_a_task_for_each(
+    chat: ChatApp, connect: Any
+) -> None:
+    customers = [await connect.customer() for _ in range(3)]
+    for customer in customers:
+        await customer.next("session")
+    assert _reading_tasks() == []
+    for n, customer in enumerate(customers):
+        ack = await customer.call("message", {"text": f"메시지 {n}"})
+        assert ack["ok"], ack
+        assert _reading_tasks() == []
+    await customers[0].close()
+    assert chat.sio is not None
+    for _ in range(200):  # the server sees the socket go
+        if len(chat.sio.eio.sockets) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(chat.sio.eio.sockets) == 2

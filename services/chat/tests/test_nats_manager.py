@@ -148,7 +148,7 @@ async def test_an_emit_is_queued_on_every_local_socket_without_waiting_for_the_l
     ours = NatsClientManager(nc=nats)  # type: ignore[arg-type]
     server = recording_server(ours)
     stock = recording_server(AsyncManager())
-    for data in ({"text": "안녕하세요", "seq": 3}, None, ("a", 2)):
+    for data in ({"text": "안녕하세요", "seq": 3}, None, ("a", 2), ()):
         emit = ours.emit("message", data, namespace=NS, room="visitor:acme:v1")
         try:
             emit.send(None)
@@ -161,4 +161,61 @@ async def test_an_emit_is_queued_on_every_local_socket_without_waiting_for_the_l
     # The same packets python-socketio's own manager sends; the closed socket missed them only.
     assert server.sent == stock.sent
     assert sorted({sid for sid, _ in server.sent}) == ["e1", "e3"]
-    assert len(nats.published) == 3  # and each went to the other replicas
+    assert len(nats.published) == 4  # and each went to the other replicas
+
+
+async def test_an_emit_is_json_encoded_once_for_its_local_sockets_and_the_other_replicas(
+    monkeypatch: Any,
+) -> None:
+    import json
+
+    from engineio import json as socketio_json
+    from socketio.async_manager import AsyncManager
+
+    nats = PublishingNats()
+    ours = NatsClientManager(nc=nats)  # type: ignore[arg-type]
+    server = recording_server(ours)
+    stock = recording_server(AsyncManager())
+    dumps = json.dumps
+    encoded: list[Any] = []
+
+    def counting(obj: Any, *args: Any, **kwargs: Any) -> str:
+        encoded.append(obj)
+        return dumps(obj, *args, **kwargs)
+
+    data = {"text": '안녕하세요 "quoted"', "seq": 3}
+    for module in (json, socketio_json):  # python-socketio's packets encode with the latter
+        monkeypatch.setattr(module, "dumps", counting)
+    await ours.emit("message", data, namespace=NS, room="visitor:acme:v1", skip_sid="s9")
+    monkeypatch.undo()
+    assert len(encoded) == 1  # one encoding for both sockets here and the other replicas
+
+    await stock.manager.emit("message", data, namespace=NS, room="visitor:acme:v1")
+    assert server.sent == stock.sent
+    ((_subject, body),) = nats.published
+    # The other replicas read python-socketio's own message, this replica's id last.
+    assert json.loads(body) == {
+        "method": "emit",
+        "event": "message",
+        "data": [data],
+        "binary": False,
+        "namespace": NS,
+        "room": "visitor:acme:v1",
+        "skip_sid": "s9",
+        "callback": None,
+        "host_id": ours.host_id,
+    }
+    assert body.endswith(ours._own_tail)
+
+
+async def test_an_emit_of_bytes_still_goes_as_a_binary_event() -> None:
+    from socketio.async_manager import AsyncManager
+
+    nats = PublishingNats()
+    ours = NatsClientManager(nc=nats)  # type: ignore[arg-type]
+    server = recording_server(ours)
+    stock = recording_server(AsyncManager())
+    await ours.emit("file", {"bytes": b"\x00\x01"}, namespace=NS, room="visitor:acme:v1")
+    await stock.manager.emit("file", {"bytes": b"\x00\x01"}, namespace=NS, room="visitor:acme:v1")
+    assert server.sent == stock.sent
+    assert len(nats.published) == 1

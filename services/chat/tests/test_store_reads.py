@@ -179,3 +179,38 @@ async def test_the_watch_works_with_the_chats_nats_permissions(secured_nats: Sec
         for bus in buses:
             await bus.drain()
     assert secured_nats.violations() == []
+
+
+async def test_history_appends_are_pipelined_not_one_request_each(bus: Bus) -> None:
+    """Each append is sent and its ack awaited on the connection's one reply subscription (no
+    request, with its own reply inbox and timeout, per message); the history still stores each
+    message once, in order, and a message sent again is a duplicate."""
+    import asyncio
+
+    store = await JetStreamConversations.open(bus.js)
+    conversation = Conversation("acme", "c-9", "v-9", "Kim Minsu", "ko")
+    await store.add(conversation)
+    requests = 0
+    request = bus.nc.request
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal requests
+        requests += 1
+        return await request(*args, **kwargs)
+
+    bus.nc.request = counting  # type: ignore[method-assign]
+    try:
+        messages = [_message("c-9", f"메시지 {n}") for n in range(5)]
+        stored = await asyncio.gather(
+            *(store.append("acme", "c-9", m, conversation) for m in messages)
+        )
+        again = await store.append("acme", "c-9", messages[0], conversation)
+    finally:
+        bus.nc.request = request  # type: ignore[method-assign]
+    assert requests == 0
+    assert all(s is not None for s in stored)
+    assert len({s.seq for s in stored if s is not None}) == 5
+    assert again is None  # the same message id: stored once
+    history = await store.history("acme", "c-9")
+    assert sorted(m.text for m in history) == sorted(m.text for m in messages)
+    await store.close()

@@ -140,8 +140,10 @@ class ChatNotifier:
         await self.bus.publish(events_pb2.ContactCreated(meta=meta, contact=contact))
 
     async def publish(self, event: Message) -> None:
-        """Publish an event built here (returns once JetStream has stored it)."""
-        await self.bus.publish(event)
+        """Publish an event built here (returns once JetStream has stored it; raises if it did
+        not, AckUnknown at the deadline). Pipelined: the event goes out at once and its ack
+        comes on the bus's one reply subscription, not a request of its own per message."""
+        await (await self.bus.publish_async(event))
 
     async def satisfaction_rated(
         self, tenant: str, contact_id: str, score: int, comment: str

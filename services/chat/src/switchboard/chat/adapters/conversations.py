@@ -20,6 +20,7 @@ again from the last change it saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,7 @@ from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundE
 
 from switchboard.chat.domain.model import ChatMessage, Conversation
 from switchboard.core import stores
+from switchboard.core.acks import AckPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +226,9 @@ class JetStreamConversations:
     def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
+        # History appends go out pipelined, their acks awaited on one reply subscription.
+        nc = getattr(js, "_nc", None)
+        self._acks = AckPublisher(nc) if nc is not None else None
         # Records read here, kept while the watch says nobody changed them (see `watch`).
         self._kept: OrderedDict[str, tuple[Conversation, int]] = OrderedDict()  # and revision
         self._absent: OrderedDict[str, None] = OrderedDict()  # visitors' pointers not there
@@ -282,6 +287,9 @@ class JetStreamConversations:
                 await watch.unsubscribe()
             except Exception:  # the connection is closing: the consumer goes with it
                 pass
+        if self._acks is not None:
+            with contextlib.suppress(Exception):  # as the watch
+                await self._acks.close()
 
     def _connection_reconnects(self) -> int:
         nc = getattr(self.js, "_nc", None)
@@ -463,12 +471,16 @@ class JetStreamConversations:
     ) -> ChatMessage | None:
         if conversation is None and await self._read(_ckey(tenant, contact_id)) is None:
             return None
-        ack = await self.js.publish(
-            _subject(tenant, contact_id),
-            json.dumps(message.to_record()).encode(),
-            stream=HISTORY_STREAM,
-            headers={"Nats-Msg-Id": f"{contact_id}:{message.message_id}"},
-        )
+        subject = _subject(tenant, contact_id)
+        data = json.dumps(message.to_record()).encode()
+        headers = {
+            "Nats-Msg-Id": f"{contact_id}:{message.message_id}",
+            "Nats-Expected-Stream": HISTORY_STREAM,  # as js.publish(stream=...) sends it
+        }
+        if self._acks is None:
+            ack = await self.js.publish(subject, data, headers=headers)
+        else:
+            ack = await (await self._acks.publish(subject, data, headers))
         if ack.duplicate:
             return None
         return dataclasses.replace(message, seq=int(ack.seq))

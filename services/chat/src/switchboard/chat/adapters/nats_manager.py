@@ -14,6 +14,10 @@ An emit reaches this replica's sockets at once: python-socketio starts a task fo
 and waits for them all, so every message shown waited a turn of the event loop (several
 milliseconds with thousands of sockets busy) before its sender went on; here the packet, encoded
 once, is put on each recipient's send queue in turn, which never waits.
+
+An emit is JSON-encoded once: the encoded arguments make both this replica's Socket.IO packet and
+the message to the other replicas (python-socketio's own, byte for byte). Arguments that are not
+JSON (bytes: a binary event) take python-socketio's own way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from engineio import packet as eio_packet
@@ -34,6 +39,16 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 logger = logging.getLogger(__name__)
 
 DEFAULT_SUBJECT = "switchboard.chat.socketio"
+
+
+def _dumps(value: Any) -> str:
+    """A name, room or id as JSON (a str or None; a list of sids to skip), as json.dumps
+    writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)  # type: ignore[no-any-return]
+    return json.dumps(value, separators=(",", ":"))
 
 
 class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
@@ -83,10 +98,49 @@ class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
     def get_rooms(self, sid: str, namespace: str) -> list[str]:
         return [r for r in self._rooms_of.get((namespace, sid), ()) if r is not None]
 
-    # ---- emits to this replica's sockets -----------------------------------------------------
+    # ---- emits ---------------------------------------------------------------------------------
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: str | None = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """python-socketio's emit (to the sockets here, then to the other replicas), with the
+        arguments JSON-encoded once for both."""
+        room = to or room
+        args = list(data) if isinstance(data, tuple) else [data]
+        if callback is not None or kwargs.get("ignore_queue"):
+            return await super().emit(  # type: ignore[no-any-return]
+                event, data, namespace, room, skip_sid, callback, **kwargs
+            )
+        try:
+            encoded_event = json.dumps([event, *args], separators=(",", ":"))
+        except TypeError:  # bytes: a binary event, python-socketio's own way
+            return await super().emit(  # type: ignore[no-any-return]
+                event, data, namespace, room, skip_sid, callback, **kwargs
+            )
+        namespace = namespace or "/"
+        # '[event,*args]' -> the message's "data" '[*args]' and the packet's '[event,*args]'
+        head = "[" + _dumps(event)
+        encoded_args = "[" + encoded_event[len(head) + 1 :] if args else "[]"
+        shown = encoded_event if args != [None] else head + "]"
+        prefix = "2" if namespace == "/" else f"2{namespace},"
+        await self._emit_here(namespace, room, skip_sid, [prefix + shown])
+        await self._publish_encoded(
+            f'{{"method":"emit","event":{_dumps(event)},"data":{encoded_args},"binary":false,'
+            f'"namespace":{_dumps(namespace)},"room":{_dumps(room)},'
+            f'"skip_sid":{_dumps(skip_sid)},"callback":null,"host_id":{_dumps(self.host_id)}}}'
+        )
+        return None
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
-        """An emit (this replica's or another's) to the sockets connected here."""
+        """An emit (another replica's) to the sockets connected here."""
         if message.get("callback") is not None or message.get("binary"):
             await super()._handle_emit(message)  # rare: python-socketio's own way
             return
@@ -97,22 +151,29 @@ class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
         args = list(data) if isinstance(data, list) else [data]
         if args == [None]:  # python-socketio sends an emit of None with no argument
             args = []
-        skip = message.get("skip_sid")
-        skipped = set(skip) if isinstance(skip, list) else {skip}
-        recipients = [
-            eio_sid
-            for sid, eio_sid in self.get_participants(namespace, message.get("room"))
-            if sid not in skipped
-        ]
-        if not recipients:
-            return
         encoded = self.server.packet_class(
             packet.EVENT, namespace=namespace, data=[message["event"], *args]
         ).encode()
-        frames = [
-            eio_packet.Packet(eio_packet.MESSAGE, p)
-            for p in (encoded if isinstance(encoded, list) else [encoded])
+        await self._emit_here(
+            namespace,
+            message.get("room"),
+            message.get("skip_sid"),
+            encoded if isinstance(encoded, list) else [encoded],
+        )
+
+    async def _emit_here(
+        self, namespace: str, room: str | None, skip: Any, encoded: list[Any]
+    ) -> None:
+        """Queue an encoded Socket.IO packet on each socket here in `room` but `skip`."""
+        if namespace not in self.rooms:
+            return
+        skipped = set(skip) if isinstance(skip, list) else {skip}
+        recipients = [
+            eio_sid for sid, eio_sid in self.get_participants(namespace, room) if sid not in skipped
         ]
+        if not recipients:
+            return
+        frames = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
         for eio_sid in recipients:
             for frame in frames:
                 try:
@@ -136,8 +197,11 @@ class NatsClientManager(AsyncPubSubManager):  # type: ignore[misc]
             self._queue.put_nowait(msg.data)
 
     async def _publish(self, data: Any) -> None:
+        await self._publish_encoded(json.dumps(data, separators=(",", ":")))
+
+    async def _publish_encoded(self, message: str) -> None:
         try:
-            await self.nc.publish(self.channel, json.dumps(data, separators=(",", ":")).encode())
+            await self.nc.publish(self.channel, message.encode())
         except Exception as exc:  # a lost cross-replica emit is recovered by the resume replay
             logger.warning("socket.io pub/sub publish failed: %s", exc)
 

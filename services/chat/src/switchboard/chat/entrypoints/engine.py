@@ -6,7 +6,9 @@ wait in one more task. Each task brings its coroutine, context, futures and hand
 garbage collector walks for every socket held, thousands of them with thousands of sockets.
 
 ``LeanSocket`` schedules the heartbeat as a plain timer and waits for outgoing packets under
-``asyncio.timeout`` (no extra task); the protocol on the wire is the same. ``LeanServer`` turns
+``asyncio.timeout`` (no extra task); it reads a WebSocket's incoming packets the same way, where
+Engine.IO starts a task (and a ``wait_for``) for every packet received and keeps one waiting for
+every socket held; the protocol on the wire is the same. ``LeanServer`` turns
 each new socket into one, before Engine.IO schedules its first ping.
 """
 
@@ -23,6 +25,8 @@ from engineio import async_socket, exceptions, packet
 
 class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     last_ping: float | None
+    connected: bool
+    upgraded: bool
 
     async def poll(self) -> list[packet.Packet]:
         """Wait for packets to send to the client (as Engine.IO's own, without a task)."""
@@ -46,6 +50,55 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                 break
             packets.append(pkt)
         return packets
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        """Engine.IO's WebSocket loop, reading each packet under a timeout, not in a task."""
+        if self.connected:  # an upgrade from long-polling: Engine.IO's own (rare)
+            await super()._websocket_handler(ws)
+            return
+        self.connected = True
+        self.upgraded = True
+
+        async def writer() -> None:
+            while True:
+                try:
+                    packets = await self.poll()
+                except exceptions.QueueEmpty:
+                    break
+                if not packets:  # the connection is closing
+                    break
+                try:
+                    for pkt in packets:
+                        await ws.send(pkt.encode())
+                except Exception:
+                    break
+            await ws.close()
+
+        writer_task = asyncio.ensure_future(writer())
+        server = self.server
+        while True:
+            try:
+                async with asyncio.timeout(server.ping_interval + server.ping_timeout):
+                    data = await ws.wait()
+            except (asyncio.CancelledError, Exception):  # as Engine.IO's: the socket ends
+                break
+            if data is None:  # closed by the client
+                break
+            if len(data) > server.max_http_buffer_size:  # Engine.IO's "packet is too large"
+                break
+            try:
+                pkt = packet.Packet(encoded_packet=data)
+                await self.receive(pkt)
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                server.logger.info("Receive error -- socket is closed")
+                break
+            except Exception:
+                server.logger.exception("Unknown receive error")
+        await self.queue.put(None)  # the writer ends
+        await writer_task
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
 
     def schedule_ping(self) -> None:
         # As Engine.IO's: only once the previous ping was answered (or on connect).
