@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -163,6 +163,14 @@ class _Writer:
 _WRITER = _Writer()
 
 
+class Sealing(Protocol):
+    """What seals a recording as it is written (switchboard.core.recording_seal.Sealer)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self, head: bytes = b"") -> None: ...
+
+
 class _Side:
     __slots__ = ("anchor_pos", "anchor_ts", "channels", "codecs", "codes", "packets", "pt", "ssrc")
 
@@ -182,20 +190,28 @@ class _Side:
 
 class Recorder:
     """One call's recording, written to a temporary WAV file (by the process's writer thread)
-    until `close`."""
+    until `close`. With `seal` (a Sealer of the file, switchboard.core.recording_seal) the file
+    holds the recording sealed, by the writer thread as it writes: what is stored at the call's
+    end, with no plaintext on disk and nothing left to seal."""
 
     def __init__(
         self,
         folder: str | None = None,
         paused: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        seal: Callable[[BinaryIO], Sealing] | None = None,
     ) -> None:
         self._clock = clock
         self._start = clock()
         fd, name = tempfile.mkstemp(prefix="recording-", suffix=".wav", dir=folder)
         self.path = Path(name)
         self.file: BinaryIO = os.fdopen(fd, "wb")
-        self.file.write(wav_header(0))
+        self.sealed = seal is not None
+        self._sealer = seal(self.file) if seal is not None else None
+        if self._sealer is None:  # (a sealer's header waits for the writer thread)
+            self.file.write(wav_header(0))
+        else:
+            _WRITER.put(lambda: self._write(wav_header(0)))
         self.written = 0  # frames in the file
         self._sides = [_Side(), _Side()]  # the caller's and the agent's, then supervisors'
         self._extra: dict[Hashable, int] = {}  # a supervisor's key -> its side
@@ -409,14 +425,16 @@ class Recorder:
         """(In the writer thread.)"""
         if self._error is None:
             try:
-                self.file.write(frames)
+                (self._sealer or self.file).write(frames)
             except OSError as exc:
                 self._error = exc
 
     def _finish(self, frames: int, done: Future[float]) -> None:
         """(In the writer thread.) The header for `frames` written and the file closed."""
         try:
-            if self._error is None:
+            if self._error is None and self._sealer is not None:
+                self._sealer.finish(wav_header(frames))
+            elif self._error is None:
                 self.file.seek(0)
                 self.file.write(wav_header(frames))
         except OSError as exc:
