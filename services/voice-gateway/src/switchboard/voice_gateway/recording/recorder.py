@@ -208,10 +208,6 @@ class Recorder:
         self.file: BinaryIO = os.fdopen(fd, "wb")
         self.sealed = seal is not None
         self._sealer = seal(self.file) if seal is not None else None
-        if self._sealer is None:  # (a sealer's header waits for the writer thread)
-            self.file.write(wav_header(0))
-        else:
-            _WRITER.put(lambda: self._write(wav_header(0)))
         self.written = 0  # frames in the file
         self._sides = [_Side(), _Side()]  # the caller's and the agent's, then supervisors'
         self._extra: dict[Hashable, int] = {}  # a supervisor's key -> its side
@@ -227,6 +223,10 @@ class Recorder:
         self.failed = False  # the file could not be written: nothing is stored
         self._error: OSError | None = None  # the writer's, taken up on the next batch
         self._keys = ""
+        if self._sealer is None:
+            self.file.write(wav_header(0))
+        else:  # sealed by the writer thread, as everything after it
+            _WRITER.put(lambda: self._write(wav_header(0)))
 
     def _now(self) -> int:
         return int((self._clock() - self._start) * RATE)
