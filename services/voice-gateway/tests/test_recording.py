@@ -216,6 +216,34 @@ def test_a_recording_is_written_to_its_file_by_another_thread(tmp_path: Path) ->
     assert heard[0] == list(struct.unpack("<24000h", decode(g711.encode(pcm, 0), 0)))
 
 
+def test_the_writer_thread_sleeps_while_nothing_is_handed_over() -> None:
+    """The recorders' writer takes what is handed over every WAKE seconds, and with nothing
+    handed over it is not woken at all (a gateway recording no call pays nothing for it)."""
+    import time
+
+    from switchboard.voice_gateway.recording import recorder as recorder_module
+
+    wakes: list[float] = []
+
+    class Counted(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            wakes.append(time.monotonic())
+            return super().wait(timeout)
+
+    writer = recorder_module._Writer()
+    writer.WAKE = 0.001
+    writer._wake = Counted()
+    done = threading.Event()
+    writer.put(done.set)
+    assert done.wait(10)
+    before = len(wakes)
+    time.sleep(0.2)  # two hundred WAKEs with nothing to do
+    assert len(wakes) - before <= 1
+    again = threading.Event()
+    writer.put(again.set, now=True)
+    assert again.wait(10)
+
+
 async def test_the_end_of_a_call_does_not_wait_for_its_recording_to_be_written(
     tmp_path: Path,
 ) -> None:

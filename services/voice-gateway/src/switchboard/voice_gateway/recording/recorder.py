@@ -129,13 +129,15 @@ class _Writer:
     over: a write that waits on a busy disk holds up that thread, never the event loop and the
     calls' audio relayed by it. It takes what was handed over every WAKE seconds (waking the
     thread for each call's second would cost more than the write), or at once when asked to
-    (a recording being closed)."""
+    (a recording being closed); with nothing handed over it sleeps until something is (a
+    process recording few calls, or none, is not woken ten times a second for nothing)."""
 
     WAKE = 0.1
 
     def __init__(self) -> None:
         self._jobs: collections.deque[Callable[[], None]] = collections.deque()
         self._wake = threading.Event()
+        self._work = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -150,12 +152,15 @@ class _Writer:
         self._jobs.append(job)
         if now:
             self._wake.set()
+        self._work.set()
 
     def _run(self) -> None:
         jobs = self._jobs
         while True:
-            self._wake.wait(self.WAKE)
+            self._work.wait()  # something was handed over
+            self._wake.wait(self.WAKE)  # and what comes with it
             self._wake.clear()
+            self._work.clear()  # (before the jobs are taken: one handed over now is seen)
             while jobs:
                 jobs.popleft()()
 
