@@ -12,8 +12,9 @@ refuses calls. CPU is the gateway process's utime + stime from /proc/<pid>/stat 
 Recording's cost: the gateway's RTP relay (its MediaEngine and RtpSession legs, bridged in pairs
 as a connected call is) in a process of its own, carrying N calls' audio both ways from separate
 sender processes, once unrecorded and once with each call's recorder tapped on both legs; the
-recorded figure adds the CPU of closing and sealing each recording at the call's end, per
-recorded second. The same calls and window each time, pairs run alternately, each in a fresh
+recorded figure adds the CPU of closing each recording at the call's end, per recorded second
+(each recorder seals its file as it writes it, as the gateway's do, so the sealing is within the
+window). The same calls and window each time, pairs run alternately, each in a fresh
 relay process, and the CPU is that process's alone; the ratio is the median of the pairs'
 recorded over unrecorded CPU per call-second.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import multiprocessing
 import os
 import pathlib
@@ -541,15 +543,14 @@ async def _relay(conn: Any) -> None:
     """The gateway's RTP relay (MediaEngine legs bridged in pairs, as a connected call is) in a
     process of its own, so that its CPU is the relay's alone. Commands: ("open", (n, recorded)):
     n calls, the ports of their 2n legs; ("cpu", None): this process's CPU seconds;
-    ("close", None): the recordings closed and sealed (CPU seconds, seconds recorded), the legs
-    closed."""
+    ("close", None): the recordings closed, each sealed as it was written (CPU seconds, seconds
+    recorded), the legs closed."""
+    from switchboard.core.recording_seal import Sealer
     from switchboard.voice_gateway.media.rtp import MediaEngine
-    from switchboard.voice_gateway.recording import sealing
     from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, Recorder
 
     # Loaded before any window, as a gateway loads it at its start: importing the sealing (and
     # cryptography) once per process is no cost of a recorded call-second.
-    assert sealing.seal is not None
     engine = MediaEngine("127.0.0.1")
     folder = pathlib.Path(tempfile.mkdtemp(prefix="switchboard-bench-recordings-"))
     legs: list[Any] = []
@@ -563,7 +564,9 @@ async def _relay(conn: Any) -> None:
                 caller, agent = legs[2 * i], legs[2 * i + 1]
                 caller.bridge, agent.bridge = agent, caller
                 if recorded:
-                    recorder = Recorder(str(folder))
+                    # Sealed as it is written, as the gateway's recordings are (calls.py).
+                    seal = functools.partial(Sealer, bytes(32), "bench", f"call-{i}")
+                    recorder = Recorder(str(folder), seal=seal)
                     caller.tap, agent.tap = recorder.taps[CALLER], recorder.taps[AGENT]
                     recorders.append(recorder)
             conn.send([leg.port for leg in legs])
@@ -583,14 +586,11 @@ async def _relay(conn: Any) -> None:
 
 
 def _close_recordings(recorders: list[Any], folder: pathlib.Path, remove: bool = False) -> float:
-    """Close and seal each recording as the gateway does at a call's end; the seconds recorded."""
-    from switchboard.voice_gateway.recording import sealing
-
+    """Close each recording as the gateway does at a call's end (its file is then the sealed
+    recording the store puts); the seconds recorded."""
     seconds = 0.0
     for recorder in recorders:
         seconds += recorder.close()
-        with recorder.path.open("rb") as src, tempfile.TemporaryFile(dir=folder) as dst:
-            sealing.seal(bytes(32), "bench", recorder.path.name, src, dst)
         recorder.path.unlink()
     if remove:
         folder.rmdir()
@@ -653,7 +653,7 @@ class _Rig:
 
 async def _relayed(rig: _Rig, n: int, recorded: bool, window: float = WINDOW) -> dict[str, float]:
     """`n` calls relayed both ways at 50 packets/s by the rig's relay process, fed by its sender
-    processes; the relay's CPU per call-second (recorded: the closing and sealing of each
+    processes; the relay's CPU per call-second (recorded: the closing of each sealed
     recording included, per recorded second), its CPU utilisation, the share of the packets
     sent in the window that came back relayed, the share of those late, and the streams'
     interarrival jitter."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import math
 import struct
 import threading
@@ -215,6 +216,34 @@ def test_a_recording_is_written_to_its_file_by_another_thread(tmp_path: Path) ->
     assert heard[0] == list(struct.unpack("<24000h", decode(g711.encode(pcm, 0), 0)))
 
 
+def test_the_writer_thread_sleeps_while_nothing_is_handed_over() -> None:
+    """The recorders' writer takes what is handed over every WAKE seconds, and with nothing
+    handed over it is not woken at all (a gateway recording no call pays nothing for it)."""
+    import time
+
+    from switchboard.voice_gateway.recording import recorder as recorder_module
+
+    wakes: list[float] = []
+
+    class Counted(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            wakes.append(time.monotonic())
+            return super().wait(timeout)
+
+    writer = recorder_module._Writer()
+    writer.WAKE = 0.001
+    writer._wake = Counted()
+    done = threading.Event()
+    writer.put(done.set)
+    assert done.wait(10)
+    before = len(wakes)
+    time.sleep(0.2)  # two hundred WAKEs with nothing to do
+    assert len(wakes) - before <= 1
+    again = threading.Event()
+    writer.put(again.set, now=True)
+    assert again.wait(10)
+
+
 async def test_the_end_of_a_call_does_not_wait_for_its_recording_to_be_written(
     tmp_path: Path,
 ) -> None:
@@ -225,7 +254,9 @@ async def test_the_end_of_a_call_does_not_wait_for_its_recording_to_be_written(
     stored: list[tuple[str, str, bytes, float]] = []
 
     class Store:  # the part of RecordingStore the calls' recordings use
-        async def store(self, tenant: str, contact_id: str, wav: Path, seconds: float) -> None:
+        async def store(
+            self, tenant: str, contact_id: str, wav: Path, seconds: float, sealed: bool = False
+        ) -> None:
             data = await asyncio.to_thread(wav.read_bytes)
             stored.append((tenant, contact_id, data[:4], seconds))
 
@@ -245,6 +276,127 @@ async def test_the_end_of_a_call_does_not_wait_for_its_recording_to_be_written(
     await recordings.drain()
     assert freed == [True]
     assert stored == [("acme", "c1", b"RIFF", 1.0)]
+
+
+@pytest.mark.parametrize("seconds", [0.5, 2, 5])  # one chunk, just over one, several
+def test_a_recording_is_sealed_by_the_writer_thread_as_it_is_written(
+    tmp_path: Path, seconds: float
+) -> None:
+    """With a Sealer the recorder's file holds the recording sealed, written by the writer
+    thread as it goes (no plaintext on disk, nothing to seal at the call's end): it opens to
+    the very bytes of the same call recorded unsealed."""
+    from switchboard.core.recording_seal import Sealer
+
+    sealers: set[int] = set()
+
+    class Watched(Sealer):
+        def write(self, data: bytes) -> None:
+            sealers.add(threading.get_ident())
+            super().write(data)
+
+    def record(folder: Path, sealed: bool) -> Recorder:
+        folder.mkdir()
+        clock = Clock()
+        seal = (lambda f: Watched(KEY, "acme", "c7", f)) if sealed else None
+        rec = Recorder(str(folder), clock=clock, seal=seal)
+        n = int(seconds * 50)
+        caller, agent = tone(440, 160 * n), tone(1000, 160 * n)
+        for i in range(n):
+            clock.now = 100.0 + i * 0.02
+            frames = slice(320 * i, 320 * (i + 1))
+            rec.tap(CALLER, packet(g711.encode(caller[frames], 0), 160 * i, 1))
+            rec.tap(AGENT, packet(g711.encode(agent[frames], 8), 160 * i, 2, 8))
+        clock.now += 0.3
+        rec.close()
+        return rec
+
+    plain = record(tmp_path / "plain", sealed=False).path.read_bytes()
+    rec = record(tmp_path / "sealed", sealed=True)
+    data = rec.path.read_bytes()
+    assert data.startswith(sealing.MAGIC) and b"RIFF" not in data
+    assert sealers and threading.get_ident() not in sealers
+    out = io.BytesIO()
+    sealing.open_sealed(KEY, "acme", "c7", io.BytesIO(data), out)
+    assert out.getvalue() == plain
+    assert len(plain) > 44 + 4 * RATE * seconds  # the whole call (and its last 300 ms)
+    with pytest.raises(sealing.SealError):
+        sealing.open_sealed(KEY, "acme", "c8", io.BytesIO(data), io.BytesIO())
+
+
+def test_a_sealer_seals_as_seal_does_and_its_recordings_open_a_range_at_a_time() -> None:
+    """Written a piece at a time, with its head rewritten at the end: the same layout as `seal`
+    (every reader opens it, byte ranges included), whatever the pieces' sizes."""
+    from switchboard.core.recording_seal import CHUNK, SealedRecording, Sealer
+
+    body = bytes(range(256)) * (3 * CHUNK // 256) + b"tail"
+    for pieces in ([44, len(body)], [CHUNK - 1, 2, CHUNK, 1, CHUNK], [7] * 40):
+        for total in (CHUNK - 10, CHUNK, CHUNK + 1, 2 * CHUNK, len(body)):
+            plain = b"HEAD" + body[: total - 4]
+            dst = io.BytesIO()
+            sealer = Sealer(KEY, "acme", "c1", dst)
+            sealer.write(b"\0\0\0\0")
+            pos = 4
+            for size in itertools.cycle(pieces):
+                if pos >= total:
+                    break
+                sealer.write(plain[pos : pos + size])
+                pos += size
+            sealer.finish(b"HEAD")
+            out = io.BytesIO()
+            sealing.open_sealed(KEY, "acme", "c1", io.BytesIO(dst.getvalue()), out)
+            assert out.getvalue() == plain
+            opened = SealedRecording(KEY, "acme", "c1", dst.getvalue())
+            assert opened.read(CHUNK - 3, CHUNK + 5) == plain[CHUNK - 3 : CHUNK + 5]
+            again = io.BytesIO()
+            sealing.seal(KEY, "acme", "c1", io.BytesIO(plain), again)
+            assert len(again.getvalue()) == len(dst.getvalue())
+
+
+async def test_a_calls_recording_is_stored_as_written_without_a_sealed_copy(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a recorded call puts the file its recorder sealed as it went: no temporary
+    file is made, and the recording fetched is the call's WAV, its size and digest named."""
+    import hashlib
+    import tempfile
+
+    from switchboard.voice_gateway.recording import store as store_module
+
+    def no_temporary_file(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a temporary copy of the recording")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_temporary_file)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_temporary_file)
+    monkeypatch.setattr(store_module.tempfile, "TemporaryFile", no_temporary_file)
+    nc = await nats.connect(nats_url)
+    try:
+        bus = FakePublisher()
+        store = RecordingStore(stores.ObjectStores(nc.jetstream()), bus, RecordingPolicy(), KEY)
+        recordings = CallRecordings(RecordingPolicy(), store, str(tmp_path))
+        call = SimpleNamespace(
+            contact_id="c5",
+            tenant="acme",
+            queue="sales",
+            caller=SimpleNamespace(rtp=SimpleNamespace(tap=None)),
+            agent=SimpleNamespace(rtp=SimpleNamespace(tap=None, on_dtmf=None)),
+        )
+        recordings.bridged(cast(Any, call))
+        rec = recordings.recorder("c5")
+        assert rec is not None
+        pcm = tone(440, 160 * 150)
+        for i in range(150):
+            call.caller.rtp.tap(packet(g711.encode(pcm[320 * i : 320 * (i + 1)], 0), 160 * i))
+        recordings.ended(cast(Any, call))
+        await recordings.drain()
+        assert not rec.path.exists()
+        wav = await store.fetch("acme", "c5")
+        with wave.open(io.BytesIO(wav)) as w:
+            assert w.getnchannels() == 2 and w.getnframes() > 0
+        sealed = await stores.ObjectStores(nc.jetstream()).get("recordings", "acme/c5.wav")
+        ref = bus.events[-1].message.attachments[0]
+        assert (ref.size_bytes, ref.sha256) == (len(sealed), hashlib.sha256(sealed).hexdigest())
+    finally:
+        await nc.close()
 
 
 def test_a_long_stretch_without_packets_is_silence_in_step(tmp_path: Path) -> None:

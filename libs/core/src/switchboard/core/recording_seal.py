@@ -16,7 +16,7 @@ The key id lets the master key change (`RecordingKeys`): new recordings are seal
 current key, and the ones sealed under an older key open with that key as long as it is listed
 among the old keys.
 
-The voice gateway seals; the chat's inbox opens a byte range of one (`SealedRecording`) to play
+The voice gateway seals (`Sealer`, as a call's recording is written); the chat's inbox opens a byte range of one (`SealedRecording`) to play
 it, and draws its waveform from `peaks`."""
 
 from __future__ import annotations
@@ -155,6 +155,81 @@ def seal(keys: Keys, tenant: str, contact_id: str, src: BinaryIO, dst: BinaryIO)
         if last:
             return
         chunk, index = following, index + 1
+
+
+class Sealer:
+    """`seal` as the plaintext is written, a piece at a time, into `dst` (a seekable file): the
+    same layout, so every reader opens it, without a plaintext copy on disk or a second pass.
+    The first chunk is held until `finish`, which may rewrite the plaintext's first bytes (a
+    WAV header whose sizes are known only at the end); a recording's file holds the sealed
+    bytes only, with room kept for that chunk."""
+
+    def __init__(self, keys: Keys, tenant: str, contact_id: str, dst: BinaryIO) -> None:
+        self._keys = keys
+        self._tenant = tenant
+        self._contact_id = contact_id
+        self._dst = dst
+        self._aead: AESGCM | None = None
+        self._prefix = b""
+        self._first_at = 0  # where the first chunk goes in `dst`
+        self._first: bytearray | None = None  # the first chunk, once more than it was written
+        self._buf = bytearray()
+        self._index = 1  # of the next chunk after the first
+
+    def _start(self) -> AESGCM:
+        master = _keys(self._keys).current
+        data_key = AESGCM.generate_key(bit_length=256)
+        wrap_nonce = os.urandom(_NONCE)
+        ad = f"{self._tenant}/{self._contact_id}".encode()
+        wrapped = wrap_nonce + AESGCM(tenant_key(master, self._tenant)).encrypt(
+            wrap_nonce, data_key, ad
+        )
+        self._prefix = os.urandom(_PREFIX)
+        kid = key_id(master)
+        head = MAGIC + bytes([len(kid)]) + kid + struct.pack("!H", len(wrapped)) + wrapped
+        self._dst.write(head + self._prefix)
+        self._first_at = self._dst.tell()
+        self._aead = AESGCM(data_key)
+        return self._aead
+
+    def _chunk(self, aead: AESGCM, index: int, plain: bytes | bytearray, last: bool) -> bytes:
+        nonce = self._prefix + struct.pack("!I", index)
+        body = aead.encrypt(nonce, bytes(plain), _aad(self._tenant, self._contact_id, index, last))
+        return struct.pack("!I", len(body)) + body
+
+    def write(self, data: bytes) -> None:
+        aead = self._aead or self._start()
+        buf = self._buf
+        buf += data
+        if self._first is None:
+            if len(buf) <= CHUNK:
+                return
+            self._first = buf[:CHUNK]
+            del buf[:CHUNK]
+            self._dst.write(bytes(4 + CHUNK + _TAG))  # the first chunk's room
+        if len(buf) <= CHUNK:
+            return
+        out = []
+        while len(buf) > CHUNK:  # more follows: none of these is the last
+            out.append(self._chunk(aead, self._index, buf[:CHUNK], False))
+            del buf[:CHUNK]
+            self._index += 1
+        self._dst.write(b"".join(out))
+
+    def finish(self, head: bytes = b"") -> None:
+        """Seal what is left, with `head` in place of the plaintext's first bytes."""
+        aead = self._aead or self._start()
+        if self._first is None:  # one chunk in all
+            first = self._buf
+            first[: len(head)] = head
+            self._dst.write(self._chunk(aead, 0, first, True))
+            return
+        self._dst.write(self._chunk(aead, self._index, self._buf, True))
+        end = self._dst.tell()
+        self._first[: len(head)] = head
+        self._dst.seek(self._first_at)
+        self._dst.write(self._chunk(aead, 0, self._first, False))
+        self._dst.seek(end)
 
 
 def _read(src: BinaryIO, n: int) -> bytes:

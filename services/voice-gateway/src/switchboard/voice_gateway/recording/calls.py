@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 
+from switchboard.core.recording_seal import Sealer
 from switchboard.voice_gateway.calls import Call
 from switchboard.voice_gateway.recording.policy import Mode, RecordingPolicy
 from switchboard.voice_gateway.recording.recorder import AGENT, CALLER, Recorder
@@ -37,7 +39,11 @@ class CallRecordings:
             recorder = None
             if mode is not Mode.OFF:
                 try:
-                    recorder = Recorder(self.folder, paused=mode is Mode.ON_DEMAND)
+                    # Sealed as it is written: the end of the call only puts the file.
+                    seal = functools.partial(
+                        Sealer, self.store.master_key, call.tenant, call.contact_id
+                    )
+                    recorder = Recorder(self.folder, paused=mode is Mode.ON_DEMAND, seal=seal)
                 except OSError as exc:  # no room for the file: the call is connected all the same
                     logger.error("call %s cannot be recorded: %s", call.contact_id, exc)
             self.active[call.contact_id] = recorder
@@ -84,7 +90,7 @@ class CallRecordings:
         if recorder.failed:
             recorder.discard()
             return
-        await store.store(tenant, contact_id, recorder.path, seconds)
+        await store.store(tenant, contact_id, recorder.path, seconds, sealed=recorder.sealed)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for the recordings being stored (a stopping gateway's last calls)."""

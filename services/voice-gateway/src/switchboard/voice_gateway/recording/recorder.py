@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -129,13 +129,15 @@ class _Writer:
     over: a write that waits on a busy disk holds up that thread, never the event loop and the
     calls' audio relayed by it. It takes what was handed over every WAKE seconds (waking the
     thread for each call's second would cost more than the write), or at once when asked to
-    (a recording being closed)."""
+    (a recording being closed); with nothing handed over it sleeps until something is (a
+    process recording few calls, or none, is not woken ten times a second for nothing)."""
 
     WAKE = 0.1
 
     def __init__(self) -> None:
         self._jobs: collections.deque[Callable[[], None]] = collections.deque()
         self._wake = threading.Event()
+        self._work = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -150,17 +152,28 @@ class _Writer:
         self._jobs.append(job)
         if now:
             self._wake.set()
+        self._work.set()
 
     def _run(self) -> None:
         jobs = self._jobs
         while True:
-            self._wake.wait(self.WAKE)
+            self._work.wait()  # something was handed over
+            self._wake.wait(self.WAKE)  # and what comes with it
             self._wake.clear()
+            self._work.clear()  # (before the jobs are taken: one handed over now is seen)
             while jobs:
                 jobs.popleft()()
 
 
 _WRITER = _Writer()
+
+
+class Sealing(Protocol):
+    """What seals a recording as it is written (switchboard.core.recording_seal.Sealer)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self, head: bytes = b"") -> None: ...
 
 
 class _Side:
@@ -182,20 +195,24 @@ class _Side:
 
 class Recorder:
     """One call's recording, written to a temporary WAV file (by the process's writer thread)
-    until `close`."""
+    until `close`. With `seal` (a Sealer of the file, switchboard.core.recording_seal) the file
+    holds the recording sealed, by the writer thread as it writes: what is stored at the call's
+    end, with no plaintext on disk and nothing left to seal."""
 
     def __init__(
         self,
         folder: str | None = None,
         paused: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        seal: Callable[[BinaryIO], Sealing] | None = None,
     ) -> None:
         self._clock = clock
         self._start = clock()
         fd, name = tempfile.mkstemp(prefix="recording-", suffix=".wav", dir=folder)
         self.path = Path(name)
         self.file: BinaryIO = os.fdopen(fd, "wb")
-        self.file.write(wav_header(0))
+        self.sealed = seal is not None
+        self._sealer = seal(self.file) if seal is not None else None
         self.written = 0  # frames in the file
         self._sides = [_Side(), _Side()]  # the caller's and the agent's, then supervisors'
         self._extra: dict[Hashable, int] = {}  # a supervisor's key -> its side
@@ -211,6 +228,10 @@ class Recorder:
         self.failed = False  # the file could not be written: nothing is stored
         self._error: OSError | None = None  # the writer's, taken up on the next batch
         self._keys = ""
+        if self._sealer is None:
+            self.file.write(wav_header(0))
+        else:  # sealed by the writer thread, as everything after it
+            _WRITER.put(lambda: self._write(wav_header(0)))
 
     def _now(self) -> int:
         return int((self._clock() - self._start) * RATE)
@@ -409,14 +430,16 @@ class Recorder:
         """(In the writer thread.)"""
         if self._error is None:
             try:
-                self.file.write(frames)
+                (self._sealer or self.file).write(frames)
             except OSError as exc:
                 self._error = exc
 
     def _finish(self, frames: int, done: Future[float]) -> None:
         """(In the writer thread.) The header for `frames` written and the file closed."""
         try:
-            if self._error is None:
+            if self._error is None and self._sealer is not None:
+                self._sealer.finish(wav_header(frames))
+            elif self._error is None:
                 self.file.seek(0)
                 self.file.write(wav_header(frames))
         except OSError as exc:

@@ -1,7 +1,7 @@
-"""Recordings in the object store, with the case: sealed at the call's end and put in the
-`recordings` bucket as `<tenant>/<contact id>.wav`, then named in a MessageAdded of the contact
-(author SYSTEM, the recording as its attachment), so the case service keeps it with the case and
-erases it with the customer. Read back only by the tenant that owns it; deleted after the
+"""Recordings in the object store, with the case: sealed as they are written (a call's Recorder)
+or at the call's end, put in the `recordings` bucket as `<tenant>/<contact id>.wav`, then named
+in a MessageAdded of the contact (author SYSTEM, the recording as its attachment), so the case
+service keeps it with the case and erases it with the customer. Read back only by the tenant that owns it; deleted after the
 tenant's retention."""
 
 from __future__ import annotations
@@ -57,13 +57,19 @@ class RecordingStore:
         self.clock = clock
         self.stored = 0
 
-    async def store(self, tenant: str, contact_id: str, wav: Path, seconds: float) -> None:
-        """Seal `wav`, put it and publish the MessageAdded naming it; retried until done (the
-        recording is never lost to a passing outage), then `wav` is removed."""
+    async def store(
+        self, tenant: str, contact_id: str, wav: Path, seconds: float, sealed: bool = False
+    ) -> None:
+        """Seal `wav` (unless it is `sealed` already: a Recorder's with a Sealer), put it and
+        publish the MessageAdded naming it; retried until done (the recording is never lost to
+        a passing outage), then `wav` is removed."""
         delay = FIRST_RETRY
         while True:
             try:
-                await self._store_once(tenant, contact_id, wav, seconds)
+                if sealed:
+                    await self._put(tenant, contact_id, wav, seconds)
+                else:
+                    await self._store_once(tenant, contact_id, wav, seconds)
                 break
             except Exception as exc:  # an outage of NATS or the disk: try again later
                 logger.warning(
@@ -78,17 +84,22 @@ class RecordingStore:
         self.stored += 1
 
     async def _store_once(self, tenant: str, contact_id: str, wav: Path, seconds: float) -> None:
-        name = object_name(tenant, contact_id)
-        with tempfile.TemporaryFile(dir=wav.parent) as sealed:
+        with tempfile.NamedTemporaryFile(dir=wav.parent) as sealed:
             await asyncio.to_thread(self._seal, tenant, contact_id, wav, sealed)
-            size = sealed.tell()
-            sealed.seek(0)
-            digest = await asyncio.to_thread(_sha256, sealed)
-            sealed.seek(0)
+            sealed.flush()
+            await self._put(tenant, contact_id, Path(sealed.name), seconds)
+
+    async def _put(self, tenant: str, contact_id: str, sealed: Path, seconds: float) -> None:
+        """Put the sealed recording and publish the MessageAdded naming it."""
+        name = object_name(tenant, contact_id)
+        with sealed.open("rb") as src:
+            reader = _Hashing(src)
             store = await self.objects.bucket(BUCKET, create=True)
             meta = js_api.ObjectMeta(name=name, description=f"{seconds:.1f}s call recording")
-            # nats.py reads a file object chunk by chunk: the recording is never all in memory.
-            await store.put(name, sealed, meta=meta)  # type: ignore[arg-type]
+            # nats.py reads a file object chunk by chunk: the recording is never all in memory,
+            # and its digest is taken as it is read.
+            await store.put(name, reader, meta=meta)  # type: ignore[arg-type]
+        size, digest = reader.size, reader.hash.hexdigest()
         ref = contact_pb2.AttachmentRef(
             bucket=BUCKET,
             object_name=name,
@@ -166,11 +177,20 @@ class RecordingStore:
             await asyncio.sleep(every)
 
 
-def _sha256(f: Any) -> str:
-    h = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 16), b""):
-        h.update(block)
-    return h.hexdigest()
+class _Hashing:
+    """A file read by the object store, hashed and counted as it is read."""
+
+    def __init__(self, src: Any) -> None:
+        self.src = src
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readinto(self, buffer: Any) -> int:
+        n: int = self.src.readinto(buffer)
+        if n:
+            self.hash.update(memoryview(buffer)[:n])
+            self.size += n
+        return n
 
 
 def _parse_time(text: str) -> datetime | None:
