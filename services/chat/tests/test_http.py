@@ -109,3 +109,29 @@ async def test_the_kb_screen_and_its_api_need_an_inbox_token(chat: ChatApp) -> N
     status, answer = await _post(chat, "/api/kb/attach", {"data": "not base64!"}, token)
     assert status == 400 and "base64" in answer["error"]
     assert (await _get(chat, "/api/kb/list"))[0] == 405
+
+
+async def test_websockets_are_served_by_the_websockets_library(chat: ChatApp, connect: Any) -> None:
+    """uvicorn speaks WebSocket through `websockets` (its C-accelerated framing), keeps the
+    size limit, and sends no pings of its own (Engine.IO's heartbeat does that job)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    customer = await connect.customer()
+    await customer.next("session")
+    assert chat.http is not None
+    [socket] = chat.http.websocket_connections()
+    assert isinstance(socket, WebSocketsSansIOProtocol)
+    assert socket.ping_interval is None and socket.ping_timer is None
+    ack = await customer.call("message", {"text": "안녕하세요"})
+    assert ack["ok"], ack
+
+
+async def test_a_websocket_frame_over_the_size_limit_closes_the_socket(chat: ChatApp) -> None:
+    url = f"ws://127.0.0.1:{chat.http_port}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        opened = await ws.receive_str()
+        assert opened.startswith("0{")  # Engine.IO OPEN
+        await ws.send_str("4" + "x" * (1024 * 1024))
+        closed = await asyncio.wait_for(ws.receive(), 10)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1009  # message too big

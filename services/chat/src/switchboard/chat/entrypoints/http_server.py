@@ -44,6 +44,9 @@ class HttpServer:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=max(1, int(grace_seconds)),
+            # The `websockets` library's sans-I/O protocol: its frame parsing and masking are
+            # C-accelerated, where wsproto (uvicorn's other choice) is pure Python per frame.
+            ws="websockets-sansio",
             ws_max_size=ws_max_size,
             # Engine.IO's own heartbeat (ping_interval/ping_timeout) already closes a socket
             # whose peer went away; uvicorn's WebSocket pings on top would cost each held socket
@@ -72,6 +75,13 @@ class HttpServer:
                 await asyncio.sleep(0.01)
         scheme = "HTTPS" if self._config.ssl_context_factory else "HTTP"
         logger.info("chat %s on %s:%d", scheme, self.host, self.port)
+
+    def websocket_connections(self) -> list[asyncio.Protocol]:
+        """The open WebSocket connections, each as uvicorn's protocol object."""
+        protocol = getattr(self._config, "ws_protocol_class", None)  # set once serving
+        if protocol is None:
+            return []
+        return [c for c in self._server.server_state.connections if isinstance(c, protocol)]
 
     async def stop(self) -> None:
         """Stop accepting, close connections, wait for uvicorn to finish."""
