@@ -165,10 +165,10 @@ class _Phones(asyncio.DatagramProtocol):
         call_id = f"reg-{user}-{uuid.uuid4().hex[:8]}"
         auth = ""
         status = 0
-        for cseq in (1, 2):
+        for cseq in range(1, 5):  # challenged, then again if the nonce went stale
             fut = asyncio.get_running_loop().create_future()
             self.waiting[call_id] = fut
-            self._send(
+            request = (
                 f"REGISTER {uri} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
                 "Max-Forwards: 70\r\n"
@@ -179,10 +179,17 @@ class _Phones(asyncio.DatagramProtocol):
                 f"Contact: <sip:{agent}@127.0.0.1:{self.port}>\r\n"
                 "Expires: 3600\r\n"
                 + (f"Authorization: {auth}\r\n" if auth else "")
-                + "Content-Length: 0\r\n\r\n",
-                self.gateway,
+                + "Content-Length: 0\r\n\r\n"
             )
-            start, headers = await asyncio.wait_for(fut, 10)
+            for _ in range(6):  # timer E-style retransmission, the same transaction
+                self._send(request, self.gateway)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), 1.0)
+                    break
+            if not fut.done():
+                self.waiting.pop(call_id, None)
+                return 0
+            start, headers = fut.result()
             status = int(start.split()[1])
             if status != 401:
                 break
@@ -321,9 +328,15 @@ async def _connected_load(gateway_port: int, phones: list[tuple[str, str, str]],
         while True:
             command, arg = await asyncio.to_thread(conn.recv)
             if command == "register":
-                statuses = await asyncio.gather(
-                    *(ph.register(agent, tenant, pw) for agent, tenant, pw in phones)
-                )
+                registering = asyncio.Semaphore(20)
+
+                async def register(
+                    agent: str, tenant: str, pw: str, gate: asyncio.Semaphore = registering
+                ) -> int:
+                    async with gate:
+                        return await ph.register(agent, tenant, pw)
+
+                statuses = await asyncio.gather(*(register(*phone) for phone in phones))
                 if any(s != 200 for s in statuses):
                     print(
                         f"voice bench connected: REGISTER answers {sorted(set(statuses))}",
