@@ -136,6 +136,8 @@ def _headers(text: str) -> tuple[str, dict[str, str], str]:
 
 
 class _Sip(asyncio.DatagramProtocol):
+    number = NUMBER  # the number its callers dial
+
     def __init__(self, gateway: tuple[str, int]) -> None:
         self.gateway = gateway
         self.transport: asyncio.DatagramTransport | None = None
@@ -154,7 +156,7 @@ class _Sip(asyncio.DatagramProtocol):
         return f"SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport"
 
     def invite(self, call: _Call) -> None:
-        uri = f"sip:{NUMBER}@{self.gateway[0]}:{self.gateway[1]}"
+        uri = f"sip:{self.number}@{self.gateway[0]}:{self.gateway[1]}"
         body = (
             "v=0\r\n"
             f"o=bench 1 1 IN IP4 127.0.0.1\r\ns=bench\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -177,7 +179,7 @@ class _Sip(asyncio.DatagramProtocol):
 
     def ack(self, call: _Call, ok: bool) -> None:
         # 2xx: a new transaction to the Contact; non-2xx: hop-by-hop, same branch.
-        uri = call.target if ok else f"sip:{NUMBER}@{self.gateway[0]}:{self.gateway[1]}"
+        uri = call.target if ok else f"sip:{self.number}@{self.gateway[0]}:{self.gateway[1]}"
         branch = "z9hG4bK" + uuid.uuid4().hex if ok else call.branch
         self.send(
             f"ACK {uri} SIP/2.0\r\n"
@@ -1043,4 +1045,13 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     for s in steps:
         figures[f"voice_cpu_ms_per_call_s_at_{s['calls']}"] = s["cpu_ms_per_call_s"]
         figures[f"voice_delivered_at_{s['calls']}"] = s["delivered_mean"]
+    figures.update(await _connected(work, nats_url))
     return figures
+
+
+async def _connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
+    """Connected calls through the gateway process, recorded and unrecorded
+    (bench/voice_connected.py)."""
+    from bench.voice_connected import run_connected
+
+    return await run_connected(work, nats_url)
