@@ -34,6 +34,7 @@ import uuid
 from typing import Any
 
 from bench.voice import (
+    CLK_TCK,
     CPU_SATURATED,
     PERIOD,
     PPS,
@@ -59,6 +60,18 @@ CONNECT_LIMIT = 40.0  # seconds for a step's new calls to be answered by the age
 REALM = "switchboard"
 # recorded -> (tenant, dialled number); the tenants' recording modes are set in `_config`.
 PHASES = {False: ("bench", "+15550301"), True: ("demo", "+15550300")}
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process's first thread: the one running its event loop (what is left of
+    the process's CPU is its other threads', such as the thread writing recordings)."""
+    return _cpu_seconds_of(f"/proc/{pid}/task/{pid}/stat")
+
+
+def _cpu_seconds_of(stat: str) -> float:
+    with open(stat) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def connected_steps(start: int, cap: int) -> list[int]:
@@ -545,9 +558,11 @@ async def run_connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
                 conn.send(("count", CONNECTED_WINDOW))
                 await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)  # "started"
                 cpu0, t0, box0 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
+                loop0 = loop_cpu_seconds(gateway.pid)
                 gen0 = _cpu_seconds(load.pid)
                 counted = await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)
                 cpu1, t1, box1 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
+                loop1 = loop_cpu_seconds(gateway.pid)
                 gen1 = _cpu_seconds(load.pid)
                 expected = counted["elapsed"] * PPS
                 n_calls = max(1, len(counted["to_caller"]))
@@ -559,6 +574,10 @@ async def run_connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
                     "to_caller": sum(counted["to_caller"]) / (n_calls * expected),
                     "to_agent": sum(counted["to_agent"]) / (n_calls * expected),
                     "cpu_util": (cpu1 - cpu0) / (t1 - t0),
+                    # Of it, the event loop's thread (relaying, placing packets) and the rest
+                    # (the recordings' writer thread sealing and writing, gRPC's threads).
+                    "loop_cpu_util": (loop1 - loop0) / (t1 - t0),
+                    "other_threads_cpu_util": ((cpu1 - cpu0) - (loop1 - loop0)) / (t1 - t0),
                     "cpu_ms_per_call_s": (cpu1 - cpu0) * 1000 / (placed["connected"] * (t1 - t0))
                     if placed["connected"]
                     else float("nan"),

@@ -4,13 +4,22 @@ and the digest its phones register with (checked by the gateway's own registrar)
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.voice_connected import common_ratio, connected_passes, connected_steps, digest
+from bench.voice import _cpu_seconds
+from bench.voice_connected import (
+    common_ratio,
+    connected_passes,
+    connected_steps,
+    digest,
+    loop_cpu_seconds,
+)
 from switchboard.voice_gateway.sip.message import parse_datagram
 from switchboard.voice_gateway.sip.registrar import Registrar
 
@@ -80,3 +89,22 @@ def test_the_phones_digest_registers_with_the_gateways_registrar() -> None:
     binding = registrar.lookup("bench", "bench-7")
     assert binding is not None and binding.contact == "sip:bench-7@127.0.0.1:40000"
     assert registrar.lookup("demo", "bench-7") is None
+
+
+def test_the_loops_cpu_leaves_out_the_other_threads() -> None:
+    """A step splits the gateway's CPU between its event loop's thread and the others (the
+    recordings' writer): work done by another thread counts for the process, not its loop."""
+    pid = os.getpid()
+    process0, loop0 = _cpu_seconds(pid), loop_cpu_seconds(pid)
+
+    def burn() -> None:
+        total = 0
+        for i in range(3_000_000):
+            total += i * i
+
+    thread = threading.Thread(target=burn)
+    thread.start()
+    thread.join()
+    process, loop = _cpu_seconds(pid) - process0, loop_cpu_seconds(pid) - loop0
+    assert process >= 0.05
+    assert loop <= process / 4
