@@ -6,6 +6,7 @@ Screenshots: admin-qa-*.png."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -110,3 +111,28 @@ async def test_a_supervisor_may_change_qa_forms_as_the_role_table_says(
         "버전 1"
     )  # sup-1 works in Korean
     assert pages.errors == []
+
+
+async def test_new_buttons_wait_until_the_console_knows_whether_the_user_may_change(
+    platform: Any, pages: Any
+) -> None:
+    """A "new" button shown before its list (and the right to change it) has loaded opened an
+    editor whose fields were read-only: the buttons stay hidden until the list says so."""
+    page = await pages.new(f"{platform.url}/admin", locale="en-US")
+    release = asyncio.Event()
+
+    async def hold(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r".*/(qa-forms|templates|sla-policies|recurring)(\?.*)?$"), hold)
+    await sign_in(page, "sup-1", "demo-sup-1")
+    await page.get_by_test_id("tab-policy").click()
+    for button in ("new-template", "new-sla", "new-task"):
+        await expect(page.get_by_test_id(button)).to_be_hidden()
+    await page.get_by_test_id("tab-qa").click()
+    await expect(page.get_by_test_id("new-qa-form")).to_be_hidden()
+    release.set()
+    await expect(page.get_by_test_id("new-qa-form")).to_be_visible()
+    await page.get_by_test_id("new-qa-form").click()
+    await expect(page.get_by_test_id("qa-editor").get_by_test_id("qa-title")).to_be_editable()
