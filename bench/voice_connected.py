@@ -14,6 +14,12 @@ unrecorded first, then recorded, until fewer than 95% of the packets come throug
 direction, a call is not connected, or the gateway process uses more than 90% of a core. CPU is
 the gateway process's utime + stime over the window, per connected call-second; the recording's
 cost at hang-up (closing and sealing each file) falls outside the window and is not counted.
+
+The recording's cost is then measured apart from the ramp: at the most calls both phases held,
+BENCH_VOICE_CONNECTED_PAIRS (3) alternating pairs, unrecorded then recorded, each placing its
+calls afresh and measuring over BENCH_VOICE_CONNECTED_PAIR_WINDOW_SECONDS (8 s); the ratio is the
+median of the pairs' (a ramp step's single 3 s window varies by a tenth or more, and the two
+ramps run minutes apart). The ramp's own ratio is printed beside it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import multiprocessing
 import os
 import pathlib
 import re
+import statistics
 import struct
 import sys
 import tempfile
@@ -56,6 +63,10 @@ from switchboard.testing.ports import free_tcp_and_udp_port
 CONNECTED_START = int(os.environ.get("BENCH_VOICE_CONNECTED_START", "25"))
 CONNECTED_CAP = int(os.environ.get("BENCH_VOICE_CONNECTED_CAP", "200"))
 CONNECTED_WINDOW = float(os.environ.get("BENCH_VOICE_CONNECTED_WINDOW_SECONDS", "3"))
+# Recorded against unrecorded: this many alternating pairs at the most calls both held, each
+# over this window.
+CONNECTED_PAIRS = int(os.environ.get("BENCH_VOICE_CONNECTED_PAIRS", "3"))
+CONNECTED_PAIR_WINDOW = float(os.environ.get("BENCH_VOICE_CONNECTED_PAIR_WINDOW_SECONDS", "8"))
 CONNECT_LIMIT = 40.0  # seconds for a step's new calls to be answered by the agents' phones
 REALM = "switchboard"
 # recorded -> (tenant, dialled number); the tenants' recording modes are set in `_config`.
@@ -490,6 +501,7 @@ async def run_connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
     conn: Any = None
     aconn: Any = None
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    pairs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     recordings = {False: 0, True: 0}
     nc: Any = None
     try:
@@ -550,65 +562,86 @@ async def run_connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
             f"voice bench connected: {signed_in} agents signed in, {registered} phones registered",
             file=sys.stderr,
         )
-        for recorded in (False, True):
-            tenant, number = PHASES[recorded]
-            for n in steps:
-                placed = await ask("calls", (number, n))
-                await asyncio.sleep(1.0)  # the bridges' first packets through
-                conn.send(("count", CONNECTED_WINDOW))
-                await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)  # "started"
-                cpu0, t0, box0 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
-                loop0 = loop_cpu_seconds(gateway.pid)
-                gen0 = _cpu_seconds(load.pid)
-                counted = await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)
-                cpu1, t1, box1 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
-                loop1 = loop_cpu_seconds(gateway.pid)
-                gen1 = _cpu_seconds(load.pid)
-                expected = counted["elapsed"] * PPS
-                n_calls = max(1, len(counted["to_caller"]))
-                step = {
-                    "calls": n,
-                    "answered": placed["answered"],
-                    "connected": placed["connected"],
-                    "setup_s": placed["setup_s"],
-                    "to_caller": sum(counted["to_caller"]) / (n_calls * expected),
-                    "to_agent": sum(counted["to_agent"]) / (n_calls * expected),
-                    "cpu_util": (cpu1 - cpu0) / (t1 - t0),
-                    # Of it, the event loop's thread (relaying, placing packets) and the rest
-                    # (the recordings' writer thread sealing and writing, gRPC's threads).
-                    "loop_cpu_util": (loop1 - loop0) / (t1 - t0),
-                    "other_threads_cpu_util": ((cpu1 - cpu0) - (loop1 - loop0)) / (t1 - t0),
-                    "cpu_ms_per_call_s": (cpu1 - cpu0) * 1000 / (placed["connected"] * (t1 - t0))
-                    if placed["connected"]
-                    else float("nan"),
-                    "load_generator_cpu_util": (gen1 - gen0) / (t1 - t0),
-                    "machine_busy": (box1[0] - box0[0]) / (box1[1] - box0[1]),
-                }
-                passed = connected_passes(step)
-                results[recorded].append(step)
-                shown = ", ".join(
-                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in step.items()
-                )
-                kind = "recorded" if recorded else "unrecorded"
-                print(
-                    f"voice bench connected {kind} {'pass' if passed else 'FAIL'}: {shown}",
-                    file=sys.stderr,
-                )
-                if not passed:
-                    break
+
+        async def measure(recorded: bool, n: int, window: float) -> dict[str, Any]:
+            """`n` calls of the phase's tenant up (placed up to `n`), CPU over `window`."""
+            placed = await ask("calls", (PHASES[recorded][1], n))
+            await asyncio.sleep(1.0)  # the bridges' first packets through
+            conn.send(("count", window))
+            await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)  # "started"
+            cpu0, t0, box0 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
+            loop0 = loop_cpu_seconds(gateway.pid)
+            gen0 = _cpu_seconds(load.pid)
+            counted = await asyncio.wait_for(asyncio.to_thread(conn.recv), 30 + window)
+            cpu1, t1, box1 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
+            loop1 = loop_cpu_seconds(gateway.pid)
+            gen1 = _cpu_seconds(load.pid)
+            expected = counted["elapsed"] * PPS
+            n_calls = max(1, len(counted["to_caller"]))
+            return {
+                "calls": n,
+                "answered": placed["answered"],
+                "connected": placed["connected"],
+                "setup_s": placed["setup_s"],
+                "to_caller": sum(counted["to_caller"]) / (n_calls * expected),
+                "to_agent": sum(counted["to_agent"]) / (n_calls * expected),
+                "cpu_util": (cpu1 - cpu0) / (t1 - t0),
+                # Of it, the event loop's thread (relaying, placing packets) and the rest
+                # (the recordings' writer thread sealing and writing, gRPC's threads).
+                "loop_cpu_util": (loop1 - loop0) / (t1 - t0),
+                "other_threads_cpu_util": ((cpu1 - cpu0) - (loop1 - loop0)) / (t1 - t0),
+                "cpu_ms_per_call_s": (cpu1 - cpu0) * 1000 / (placed["connected"] * (t1 - t0))
+                if placed["connected"]
+                else float("nan"),
+                "load_generator_cpu_util": (gen1 - gen0) / (t1 - t0),
+                "machine_busy": (box1[0] - box0[0]) / (box1[1] - box0[1]),
+            }
+
+        async def hang_up(recorded: bool, connected: int) -> None:
+            """Every call hung up; recorded: until the `connected` calls' recordings are stored."""
+            tenant = PHASES[recorded][0]
+            before = stored.get(tenant, 0)
             hung_up = await ask("hangup", None)
-            connected = max((st["connected"] for st in results[recorded]), default=0)
             for _ in range(100):  # the recordings closed, sealed and stored
-                if not recorded or stored.get(tenant, 0) >= connected:
+                if not recorded or stored.get(tenant, 0) - before >= connected:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)
-            recordings[recorded] = stored.get(tenant, 0)
+            recordings[recorded] += stored.get(tenant, 0) - before
             print(
                 f"voice bench connected: {hung_up} calls hung up,"
-                f" {recordings[recorded]} recordings stored",
+                f" {stored.get(tenant, 0) - before} recordings stored",
                 file=sys.stderr,
             )
+
+        def show(kind: str, step: dict[str, Any], passed: bool) -> None:
+            shown = ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in step.items()
+            )
+            print(
+                f"voice bench connected {kind} {'pass' if passed else 'FAIL'}: {shown}",
+                file=sys.stderr,
+            )
+
+        for recorded in (False, True):
+            for n in steps:
+                step = await measure(recorded, n, CONNECTED_WINDOW)
+                passed = connected_passes(step)
+                results[recorded].append(step)
+                show("recorded" if recorded else "unrecorded", step, passed)
+                if not passed:
+                    break
+            await hang_up(recorded, max((st["connected"] for st in results[recorded]), default=0))
+        # The recording's cost: alternating pairs at the most calls both phases held, each over
+        # a longer window (one 3 s step's CPU per call-second varies by a tenth or more).
+        n, _ = common_ratio(results[False], results[True])
+        for _ in range(CONNECTED_PAIRS if n else 0):
+            for recorded in (False, True):
+                step = await measure(recorded, n, CONNECTED_PAIR_WINDOW)
+                kind = "pair recorded" if recorded else "pair unrecorded"
+                show(kind, step, connected_passes(step))
+                pairs[recorded].append(step)
+                await hang_up(recorded, step["connected"])
     finally:
         if load is not None:
             with contextlib.suppress(Exception):
@@ -627,13 +660,25 @@ async def run_connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
         _stop(router)
         if nc is not None:
             await nc.close()
-    figures = _figures(results)
+    figures = _figures(results, pairs)
     figures["voice_connected_unrecorded_recordings_stored"] = float(recordings[False])
     figures["voice_connected_recorded_recordings_stored"] = float(recordings[True])
     return figures
 
 
-def _figures(results: dict[bool, list[dict[str, Any]]]) -> dict[str, Any]:
+def pair_ratios(pairs: dict[bool, list[dict[str, Any]]]) -> list[float]:
+    """Recorded over unrecorded CPU per call-second of each alternating pair both of whose steps
+    passed."""
+    return [
+        r["cpu_ms_per_call_s"] / p["cpu_ms_per_call_s"]
+        for p, r in zip(pairs[False], pairs[True], strict=False)
+        if connected_passes(p) and connected_passes(r)
+    ]
+
+
+def _figures(
+    results: dict[bool, list[dict[str, Any]]], pairs: dict[bool, list[dict[str, Any]]]
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for recorded, name in ((False, "unrecorded"), (True, "recorded")):
         passing = [s for s in results[recorded] if connected_passes(s)]
@@ -655,6 +700,12 @@ def _figures(results: dict[bool, list[dict[str, Any]]]) -> dict[str, Any]:
                 s["to_caller"], s["to_agent"]
             )
     n, ratio = common_ratio(results[False], results[True])
+    figures["voice_connected_ramp_recorded_over_unrecorded_cpu"] = ratio
+    ratios = pair_ratios(pairs)
+    if ratios:  # the median of the alternating pairs, over their longer windows
+        ratio = statistics.median(ratios)
+        figures["voice_connected_recorded_over_unrecorded_cpu_max"] = max(ratios)
+        figures["voice_connected_ratio_pairs"] = float(len(ratios))
     figures["voice_connected_recorded_over_unrecorded_cpu"] = ratio
     figures["voice_connected_ratio_at_calls"] = float(n)
     plain = figures["voice_connected_unrecorded_calls_per_gateway_process"]
@@ -665,7 +716,8 @@ def _figures(results: dict[bool, list[dict[str, Any]]]) -> dict[str, Any]:
         " gateway CPU per connected call-second unrecorded"
         f" {figures['voice_connected_unrecorded_cpu_ms_per_call_s_at_max']:.2f} ms,"
         f" recorded {figures['voice_connected_recorded_cpu_ms_per_call_s_at_max']:.2f} ms;"
-        f" recorded over unrecorded at {n} calls x{ratio:.2f}",
+        f" recorded over unrecorded at {n} calls x{ratio:.2f}"
+        + (f" (median of {len(ratios)} alternating pairs)" if ratios else " (one step each)"),
         flush=True,
     )
     return figures

@@ -19,6 +19,7 @@ from bench.voice_connected import (
     connected_steps,
     digest,
     loop_cpu_seconds,
+    pair_ratios,
 )
 from switchboard.voice_gateway.sip.message import parse_datagram
 from switchboard.voice_gateway.sip.registrar import Registrar
@@ -57,6 +58,15 @@ def test_ratio_is_taken_at_the_most_calls_both_passed() -> None:
     assert common_ratio(plain, recorded) == (50, 1.5)
     calls, ratio = common_ratio(plain, [_step(25, 3.0, connected=0)])
     assert calls == 0 and math.isnan(ratio)
+
+
+def test_pairs_count_only_where_both_steps_passed() -> None:
+    pairs = {
+        False: [_step(200, 1.0), _step(200, 1.0), _step(200, 1.0, connected=150)],
+        True: [_step(200, 1.25), _step(200, 1.5, to_caller=0.5), _step(200, 1.4)],
+    }
+    assert pair_ratios(pairs) == [1.25]
+    assert pair_ratios({False: [_step(200, 2.0)], True: []}) == []
 
 
 def _register(auth: str = "") -> bytes:
