@@ -4,6 +4,16 @@ under load, beside a raw Socket.IO echo on the same machine. The load runs in pr
 own (BENCH_CHAT_CLIENT_PROCESSES), so neither the chat process's event loop nor one load
 process's is what limits it: each opens its share of the sockets, and all start sending together
 once every socket is open.
+
+Two loads on the same sockets. Saturation: BENCH_CHAT_SENDERS (100) sockets each send
+BENCH_CHAT_MESSAGES (10) back to back, so the latency is mostly the queue those senders make
+(about senders / throughput). Paced: then every socket sends at random (Poisson) intervals of
+BENCH_CHAT_PACED_INTERVAL_SECONDS (5 s) on average for BENCH_CHAT_PACED_SECONDS (20 s), as
+customers typing do: the latency at a stated load (2,000 sockets: about 400 messages/s), in
+conversations already open (each socket's first message, which creates its contact, is sent
+before and not counted). The raw
+echo takes both loads the same way. The part runs in a process of its own on uvloop, as
+`switchboard-chat` does.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import gc
 import multiprocessing
 import os
 import pathlib
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -22,6 +33,11 @@ SOCKETS = int(os.environ.get("BENCH_CHAT_SOCKETS", "2000"))
 SENDERS = int(os.environ.get("BENCH_CHAT_SENDERS", "100"))
 CLIENT_PROCESSES = int(os.environ.get("BENCH_CHAT_CLIENT_PROCESSES", "4"))
 MESSAGES_PER_SENDER = int(os.environ.get("BENCH_CHAT_MESSAGES", "10"))
+# Then, on the same sockets, a paced load: every socket sends a message at random (Poisson)
+# intervals of this mean, as customers typing do, for PACED_SECONDS; latency at a stated load
+# rather than at saturation (2,000 sockets every 5 s: 400 messages/s).
+PACED_INTERVAL = float(os.environ.get("BENCH_CHAT_PACED_INTERVAL_SECONDS", "5"))
+PACED_SECONDS = float(os.environ.get("BENCH_CHAT_PACED_SECONDS", "20"))
 
 
 def _pct(samples: list[float], p: float) -> float:
@@ -71,37 +87,71 @@ async def _load(
     ready.put(held)
     await asyncio.to_thread(go.wait)
 
+    async def send(client: Any, n: int) -> float | None:
+        """One message sent: seconds until it came back (the echo; the chat: the message on
+        the socket), None if refused."""
+        t0 = time.perf_counter()
+        if raw:
+            await client.call("echo", {"text": f"메시지 {n}"}, namespace=ns, timeout=30)
+            return time.perf_counter() - t0
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        client_id = f"bench-{id(client)}-{n}"
+        ack = await client.call(
+            "message", {"text": f"메시지 {n}", "client_id": client_id}, namespace=ns, timeout=30
+        )
+        if not ack.get("ok"):
+            return None
+        message_id = ack["message_id"]
+        if message_id in arrived:
+            done = arrived[message_id]
+        else:
+            echoes[message_id] = fut
+            done = await asyncio.wait_for(fut, 30)
+        return done - t0
+
     async def send_loop(client: Any) -> list[float]:
         out = []
         for n in range(per_sender):
-            t0 = time.perf_counter()
-            if raw:
-                await client.call("echo", {"text": f"메시지 {n}"}, namespace=ns, timeout=30)
-                out.append(time.perf_counter() - t0)
-                continue
-            fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            client_id = f"bench-{id(client)}-{n}"
-            ack = await client.call(
-                "message", {"text": f"메시지 {n}", "client_id": client_id}, namespace=ns, timeout=30
-            )
-            if not ack.get("ok"):
-                continue
-            message_id = ack["message_id"]
-            if message_id in arrived:
-                done = arrived[message_id]
-            else:
-                echoes[message_id] = fut
-                done = await asyncio.wait_for(fut, 30)
-            out.append(done - t0)
+            took = await send(client, n)
+            if took is not None:
+                out.append(took)
         return out
+
+    async def paced_loop(client: Any, rng: random.Random, until: float) -> list[float]:
+        out: list[float] = []
+        due, n = time.perf_counter(), per_sender
+        while True:
+            due += rng.expovariate(1 / PACED_INTERVAL)
+            if due >= until:
+                return out
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            took = await send(client, n)
+            n += 1
+            if took is not None:
+                out.append(took)
 
     started = time.perf_counter()
     results = await asyncio.gather(*(send_loop(c) for c in clients[:senders]))
     elapsed = time.perf_counter() - started
     samples = [s for r in results for s in r]
+    paced: list[float] = []
+    if PACED_SECONDS > 0:
+        # Every other socket's first message (the one that creates its contact) before the
+        # paced load, which then measures messages in conversations already open.
+        opening = asyncio.Semaphore(25)
+
+        async def first(client: Any) -> None:
+            async with opening:
+                await send(client, 0)
+
+        await asyncio.gather(*(first(c) for c in clients[senders:]))
+        rng = random.Random(os.getpid())
+        until = time.perf_counter() + PACED_SECONDS
+        for r in await asyncio.gather(*(paced_loop(c, rng, until) for c in clients)):
+            paced += r
     for c in clients:
         await c.disconnect()
-    return {"held": held, "samples": samples, "elapsed": elapsed}
+    return {"held": held, "samples": samples, "elapsed": elapsed, "paced": paced}
 
 
 def _client_process(
@@ -189,12 +239,16 @@ async def _in_children(
         for proc in procs:
             await asyncio.to_thread(proc.join, 10)
     samples = [s for r in results for s in r["samples"]]
+    paced = [s for r in results for s in r["paced"]]
     elapsed = max(r["elapsed"] for r in results)
     return {
         "held": held,
         "p50_ms": _pct(samples, 0.5) * 1000,
         "p99_ms": _pct(samples, 0.99) * 1000,
         "per_s": len(samples) / elapsed if elapsed else 0.0,
+        "paced_p50_ms": _pct(paced, 0.5) * 1000,
+        "paced_p99_ms": _pct(paced, 0.99) * 1000,
+        "paced_per_s": len(paced) / PACED_SECONDS if PACED_SECONDS > 0 else 0.0,
     }
 
 
@@ -214,7 +268,7 @@ async def _raw_echo_server() -> tuple[Any, int]:
     return http, http.port
 
 
-async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
+async def _run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     from switchboard.chat import config as chat_config
     from switchboard.chat.bootstrap import ChatApp
     from switchboard.chat.settings import ChatSettings
@@ -264,14 +318,19 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     tracked: list[int] = []
     try:
         with GcPauses() as pauses:
+
+            def opened() -> None:
+                # Counted with every socket open, then only the messages' pauses are kept.
+                tracked.append(_tracked())
+                pauses.reset()
+
             chat = await _in_children(
                 f"http://127.0.0.1:{app.http_port}",
                 SOCKETS,
                 SENDERS,
                 MESSAGES_PER_SENDER,
                 False,
-                # Counted with every socket open, then only the messages' pauses are kept.
-                lambda: (tracked.append(_tracked()), pauses.reset()),
+                opened,
             )
     finally:
         await app.stop()
@@ -283,6 +342,15 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "raw_socketio_echo_p50_ms": raw["p50_ms"],
         "raw_socketio_echo_p99_ms": raw["p99_ms"],
         "chat_to_raw_p50_ratio": chat["p50_ms"] / raw["p50_ms"] if raw["p50_ms"] else float("nan"),
+        # The paced load: every socket sending at random intervals (PACED_INTERVAL on average).
+        "chat_paced_messages_per_s": chat["paced_per_s"],
+        "chat_paced_message_p50_ms": chat["paced_p50_ms"],
+        "chat_paced_message_p99_ms": chat["paced_p99_ms"],
+        "raw_socketio_paced_echo_p50_ms": raw["paced_p50_ms"],
+        "raw_socketio_paced_echo_p99_ms": raw["paced_p99_ms"],
+        "chat_paced_to_raw_p50_ratio": chat["paced_p50_ms"] / raw["paced_p50_ms"]
+        if raw["paced_p50_ms"]
+        else float("nan"),
         "chat_client_processes": float(min(CLIENT_PROCESSES, SENDERS, SOCKETS)),
         # Objects the collector tracks for each socket held (all open, none sent yet).
         "chat_gc_objects_per_socket": (tracked[0] - before) / max(1, chat["held"])
@@ -292,7 +360,32 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     }
 
 
+_SELF = str(pathlib.Path(__file__).resolve())
+
+
+async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
+    """The part in a process of its own on uvloop, as `switchboard-chat` runs the chat (the
+    bench's own process runs the default asyncio loop, and other parts' leftovers)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        _SELF,
+        nats_url,
+        str(work),
+        stdout=subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the chat bench's process ended with {proc.returncode}")
+    figures: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return figures
+
+
 if __name__ == "__main__":
+    import json
     import sys
     import tempfile
 
@@ -301,10 +394,13 @@ if __name__ == "__main__":
     from switchboard.core.embedded_nats import NatsServer
 
     use_uvloop()  # the chat process's loop, as `switchboard-chat` runs it (the raw echo's too)
-    with tempfile.TemporaryDirectory() as tmp:
-        server = NatsServer(pathlib.Path(tmp) / "nats").start()
-        try:
-            for k, v in asyncio.run(run(pathlib.Path(tmp), server.url)).items():
-                print(f"{k:28s} {v:10.2f}")
-        finally:
-            server.stop()
+    if len(sys.argv) == 3:  # from `run`: its NATS server and folder
+        print(json.dumps(asyncio.run(_run(pathlib.Path(sys.argv[2]), sys.argv[1]))), flush=True)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = NatsServer(pathlib.Path(tmp) / "nats").start()
+            try:
+                for k, v in asyncio.run(_run(pathlib.Path(tmp), server.url)).items():
+                    print(f"{k:28s} {v:10.2f}")
+            finally:
+                server.stop()

@@ -11,6 +11,8 @@ from switchboard.chat.bootstrap import ChatApp
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 
+from .conftest import chat_settings, config_for_tests
+
 
 async def _get(app: ChatApp, path: str) -> tuple[int, dict[str, str], bytes]:
     async with aiohttp.ClientSession() as session:
@@ -124,6 +126,35 @@ async def test_websockets_are_served_by_the_websockets_library(chat: ChatApp, co
     assert socket.ping_interval is None and socket.ping_timer is None
     ack = await customer.call("message", {"text": "안녕하세요"})
     assert ack["ok"], ack
+
+
+async def _offered_deflate(port: int) -> str:
+    """The Sec-WebSocket-Extensions the chat answers a client offering permessage-deflate with
+    (as every browser does)."""
+    url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, compress=15) as ws:
+        assert (await ws.receive_str()).startswith("0{")  # Engine.IO OPEN
+        extensions = ws._response.headers.get("Sec-WebSocket-Extensions", "")
+        await ws.send_str("1")  # Engine.IO CLOSE
+        return extensions
+
+
+async def test_websocket_compression_is_off_unless_configured(chat: ChatApp, nats_url: str) -> None:
+    """A browser's offer of permessage-deflate is declined by default (small JSON frames: the
+    CPU per frame and a zlib context per socket buy nothing) and accepted with
+    CHAT_WS_COMPRESSION."""
+    assert chat.http_port is not None
+    assert "permessage-deflate" not in await _offered_deflate(chat.http_port)
+    compressed = ChatApp(
+        chat_settings(nats_url, CHAT_WS_COMPRESSION=True, CHAT_CONSUMER="chat-deflate"),
+        config=config_for_tests(),
+    )
+    await compressed.start()
+    try:
+        assert compressed.http_port is not None
+        assert "permessage-deflate" in await _offered_deflate(compressed.http_port)
+    finally:
+        await compressed.stop()
 
 
 async def test_a_websocket_frame_over_the_size_limit_closes_the_socket(chat: ChatApp) -> None:

@@ -212,6 +212,7 @@ class ChatApp(Service):
             s.http_port,
             s.shutdown_grace_seconds,
             ws_max_size=buffer,
+            ws_compression=s.ws_compression,
             ssl=tls.server_context(s.tls_cert_file, s.tls_key_file),
         )
         # Health and reflection only, so `switchboard status` and probes can check the chat.

@@ -24,6 +24,9 @@ class ChatSettings(RouterGroupSettings):
     grpc_port: int = Field(50053, alias="CHAT_GRPC_PORT", ge=0, le=65535)
     consumer_name: str = Field("chat", alias="CHAT_CONSUMER")
     max_message_bytes: int = Field(4000, alias="CHAT_MAX_MESSAGE_BYTES", gt=0, le=512 * 1024)
+    # WebSocket permessage-deflate (RFC 7692) accepted when a client offers it: off by default
+    # (chat frames are small; compression costs CPU per frame and memory per socket).
+    ws_compression: bool = Field(False, alias="CHAT_WS_COMPRESSION")
     default_tenant: str = Field("demo", alias="CHAT_DEFAULT_TENANT")
     # How long an agent's `join` waits for a ContactAssigned this replica has not consumed yet.
     assignment_wait_seconds: float = Field(5.0, alias="CHAT_ASSIGNMENT_WAIT_SECONDS", ge=0)

@@ -32,6 +32,7 @@ class HttpServer:
         port: int,
         grace_seconds: float = 5.0,
         ws_max_size: int = 1024 * 1024,
+        ws_compression: bool = False,
         ssl: SSLContext | None = None,
     ) -> None:
         self.host = host
@@ -48,6 +49,11 @@ class HttpServer:
             # C-accelerated, where wsproto (uvicorn's other choice) is pure Python per frame.
             ws="websockets-sansio",
             ws_max_size=ws_max_size,
+            # permessage-deflate (RFC 7692), which browsers always offer, only where asked for:
+            # a chat frame is a few hundred bytes of JSON that deflate barely shrinks, while each
+            # socket would keep a zlib context both ways and every frame pay to compress and
+            # decompress (Socket.IO's own server has it off by default for the same reason).
+            ws_per_message_deflate=ws_compression,
             # Engine.IO's own heartbeat (ping_interval/ping_timeout) already closes a socket
             # whose peer went away; uvicorn's WebSocket pings on top would cost each held socket
             # a timer and a frame every 20 s for nothing.
