@@ -51,6 +51,27 @@ async def test_idle_delivers_new_mail_and_is_renewed(
     assert checkpoint is not None and checkpoint.last_uid == 1 and checkpoint.uidvalidity > 0
 
 
+async def test_a_mailbox_stopped_in_idle_leaves_no_wait_running(dovecot, make_app, make_config):
+    """Stopping the service while a mailbox is in IDLE ends its wait for the server's push too: a
+    wait left running would time out later with nobody to take its outcome ("Task exception was
+    never retrieved")."""
+    app = await make_app(make_config(dovecot), EMAIL_IDLE_RENEW_SECONDS=600)
+    await until(lambda: app.watchers[0].status.state == email_pb2.MAILBOX_STATE_IDLE)
+    await asyncio.sleep(0.2)  # in the wait for the server's push
+
+    def waiting() -> list[asyncio.Task[Any]]:
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if not t.done() and "wait_server_push" in repr(t.get_coro())
+        ]
+
+    assert waiting()
+    await asyncio.wait_for(app.stop(), 30)
+    await asyncio.sleep(0)
+    assert waiting() == []
+
+
 async def _kv(bus):
     state = await EmailState.open(bus.js)
     return state.checkpoints, state.threads, state.seen, state.sent

@@ -442,11 +442,16 @@ class MailboxWatcher:
             )
             lost = asyncio.ensure_future(self._lost.wait())
             wake = asyncio.ensure_future(self._wake.wait())
-            done, pending = await asyncio.wait(
-                {push, lost, wake}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for p in pending:
-                p.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    {push, lost, wake}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                # Also when this is cancelled (the service stopping): a wait left running would
+                # end later with nobody to take its outcome.
+                for p in (push, lost, wake):
+                    if not p.done():
+                        p.cancel()
             if lost in done:
                 raise ImapFailure("connection lost during IDLE")
             if wake in done:
