@@ -99,4 +99,4 @@ def write(session: Session, model: Any, rows: dict[Any, PlainRow]) -> None:
             groups.setdefault(tuple(sorted(k for k in values if k != "pk_0")), []).append(values)
     connection = session.connection()
     for changed, group in groups.items():
-        connection.execute(bulk.update_statement(mapper, changed), group)
+        bulk.executemany(connection, bulk.update_statement(mapper, changed), group)
