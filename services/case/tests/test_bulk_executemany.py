@@ -1,6 +1,6 @@
 """`bulk.executemany`, the case store's executemany of a batch's new and changed rows, writes what
-SQLAlchemy's own executemany writes, on every configured database (on SQLite it builds the rows'
-parameters itself), and the SQLite form of a UTC time is SQLAlchemy's DATETIME text."""
+SQLAlchemy's own executemany writes, on every configured database (it builds the rows' parameters
+itself), and the SQLite form of a UTC time is SQLAlchemy's DATETIME text."""
 
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ async def test_executemany_writes_what_sqlalchemy_writes(
             connection = sync.connection()
             bulk.executemany(connection, bulk._insert(Customer.__table__), ours)  # type: ignore[arg-type]
             bulk.executemany(connection, bulk._insert(AuditEntry.__table__), mine)  # type: ignore[arg-type]
-            if connection.dialect.name == "sqlite":  # built here, not by SQLAlchemy
-                keys = tuple(ours[0])
-                assert bulk._plan(bulk._insert(Customer.__table__), keys, connection.dialect)  # type: ignore[arg-type]
+            # Built here, not by SQLAlchemy.
+            keys = tuple(ours[0])
+            assert bulk._plan(bulk._insert(Customer.__table__), keys, connection.dialect)  # type: ignore[arg-type]
             connection.execute(insert(Customer.__table__), theirs)  # type: ignore[arg-type]
             connection.execute(insert(AuditEntry.__table__), others)  # type: ignore[arg-type]
             # And an UPDATE of changed columns, by primary key.

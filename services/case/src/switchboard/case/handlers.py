@@ -285,7 +285,8 @@ class _StatusRows:
     @classmethod
     async def load(cls, session: AsyncSession, contact_ids: set[str]) -> _StatusRows:
         table = Contact.__table__  # type: ignore[attr-defined]
-        result = await session.execute(
+        connection = await session.connection()  # plain rows: no ORM result (see rows.py)
+        result = await connection.execute(
             select(*(table.c[c] for c in _STATUS_COLUMNS))
             .where(table.c.contact_id.in_(contact_ids))
             .order_by(table.c.contact_id)

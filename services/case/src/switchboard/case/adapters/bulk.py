@@ -86,14 +86,14 @@ def executemany(
     connection: Connection, statement: Insert | Update, rows: list[dict[str, Any]]
 ) -> None:
     """`connection.execute(statement, rows)`: one INSERT or UPDATE, executemany, of rows that all
-    name the same keys. On SQLite, the statement is compiled once for those keys and each row's
-    parameters are taken from it positionally here, through the columns' bind processors, and
-    handed to the driver as they are: SQLAlchemy's own handling of an executemany builds every
-    row's parameters afresh (defaults, escaping, each bind name looked up), which costs more per
-    row than the database's insert. A statement whose rows need Python-side defaults filled in
+    name the same keys. The statement is compiled once for those keys (per dialect) and each
+    row's parameters are taken from it positionally here, through the columns' bind processors,
+    and handed to the driver as they are: SQLAlchemy's own handling of an executemany builds
+    every row's parameters afresh (defaults, escaping, each bind name looked up), which costs
+    more per row than SQLite's insert itself, and about twice what this does on PostgreSQL. A statement whose rows need Python-side defaults filled in
     (a column none of them names) goes SQLAlchemy's way. `statement` is built once (its plan is
     kept for it)."""
-    if len(rows) < 2 or connection.dialect.name != "sqlite":
+    if len(rows) < 2:
         connection.execute(statement, rows)
         return
     plan = _plan(statement, tuple(rows[0]), connection.dialect)
