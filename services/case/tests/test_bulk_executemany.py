@@ -1,6 +1,7 @@
 """`bulk.executemany`, the case store's executemany of a batch's new and changed rows, writes what
 SQLAlchemy's own executemany writes, on every configured database (it builds the rows' parameters
-itself), and the SQLite form of a UTC time is SQLAlchemy's DATETIME text."""
+itself); and on SQLite a UTC time is written as SQLAlchemy's DATETIME text and read back as
+SQLAlchemy reads it."""
 
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def test_sqlite_utc_time_is_sqlalchemys_datetime_text() -> None:
     assert ours(None) is None
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2025, 3, 4, 9, 0))
+
+
+def test_sqlite_utc_time_reads_back_as_sqlalchemy_reads_it() -> None:
+    dialect = sqlite.dialect()
+    ours = orm.UTCDateTime().result_processor(dialect, None)
+    parse = DateTime(timezone=True).dialect_impl(dialect).result_processor(dialect, None)
+    assert ours is not None and parse is not None
+    for text in (
+        "2025-03-04 09:00:00.000000",
+        "2025-03-04 09:00:00.123456",
+        "2025-03-04 09:00:00",  # CURRENT_TIMESTAMP's form
+        "0999-12-31 23:59:59.999999",
+    ):
+        assert ours(text) == parse(text).replace(tzinfo=UTC)
+        assert ours(text).tzinfo is UTC
+    assert ours(None) is None
 
 
 def _customers(session: AsyncSession, prefix: str) -> list[dict[str, Any]]:

@@ -76,6 +76,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         return process
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        # SQLAlchemy's DATETIME parsing and the offset restored, in one step.
+        parse = DateTime(timezone=True).dialect_impl(dialect).result_processor(dialect, coltype)
+        assert parse is not None
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            at: Any = parse(value)
+            return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
