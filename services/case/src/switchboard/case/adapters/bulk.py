@@ -113,7 +113,7 @@ def executemany(
     connection.exec_driver_sql(sql, params)
 
 
-_plans: dict[tuple[Any, tuple[str, ...], str], Any] = {}
+_plans: dict[tuple[Any, tuple[str, ...], tuple[str, str, str]], Any] = {}
 
 
 def _plan(
@@ -122,7 +122,8 @@ def _plan(
     """The SQL of `statement` for rows naming `keys`, a getter of a row's parameters in its
     order, and the bind processors to apply (by position); None if SQLAlchemy must fill in
     defaults or the statement binds anything but the rows' keys."""
-    found = _plans.get((statement, keys, dialect.name), False)
+    key = (statement, keys, (dialect.name, dialect.driver, dialect.paramstyle))
+    found = _plans.get(key, False)
     if found is not False:
         return found  # type: ignore[no-any-return]
     compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -144,7 +145,7 @@ def _plan(
             get if len(names) > 1 else (lambda row: (get(row),)),
             tuple((i, processors[n]) for i, n in enumerate(names) if n in processors),
         )
-    _plans[(statement, keys, dialect.name)] = plan
+    _plans[key] = plan
     return plan
 
 
