@@ -90,9 +90,9 @@ def executemany(
     row's parameters are taken from it positionally here, through the columns' bind processors,
     and handed to the driver as they are: SQLAlchemy's own handling of an executemany builds
     every row's parameters afresh (defaults, escaping, each bind name looked up), which costs
-    more per row than SQLite's insert itself, and about twice what this does on PostgreSQL. A statement whose rows need Python-side defaults filled in
-    (a column none of them names) goes SQLAlchemy's way. `statement` is built once (its plan is
-    kept for it)."""
+    more per row than SQLite's insert itself, and about twice what this does on PostgreSQL. A
+    statement whose rows need Python-side defaults filled in (a column none of them names) goes
+    SQLAlchemy's way. `statement` is built once (its plan is kept for it)."""
     if len(rows) < 2:
         connection.execute(statement, rows)
         return

@@ -16,7 +16,7 @@ BITS = 5  # per character: the alphabet has 2**5 letters, so each is equally lik
 def new_reference() -> str:
     # One draw of random bits for all six characters, five bits each.
     bits = secrets.randbits(BITS * LENGTH)
-    return "C-" + "".join(ALPHABET[(bits >> (BITS * i)) % 32] for i in range(LENGTH))
+    return "C-" + "".join(ALPHABET[(bits >> (BITS * i)) % len(ALPHABET)] for i in range(LENGTH))
 
 
 def looks_like_reference(value: str) -> bool:
