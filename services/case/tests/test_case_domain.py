@@ -49,6 +49,17 @@ def test_references() -> None:
     assert not reference.looks_like_reference("0123456789abcdef")
 
 
+def test_reference_letters_are_equally_likely_everywhere() -> None:
+    assert len(reference.ALPHABET) == 2**reference.BITS
+    refs = [reference.new_reference()[2:] for _ in range(4000)]
+    for position in range(reference.LENGTH):
+        counts = {c: 0 for c in reference.ALPHABET}
+        for r in refs:
+            counts[r[position]] += 1
+        # 125 expected each; a letter never or twice as often drawn would be a bias.
+        assert all(40 < n < 250 for n in counts.values()), (position, counts)
+
+
 def test_identities_normalise() -> None:
     phone, email = contact_pb2.IDENTITY_KIND_PHONE, contact_pb2.IDENTITY_KIND_EMAIL
     assert identity.normalise(phone, "+82 10-1234-5678") == "+821012345678"

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import cache
 from typing import cast
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -29,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from switchboard.case import audit, csat, customers, object_erasure
 from switchboard.case.adapters import bulk, collector, keyring, rows
@@ -283,7 +285,8 @@ class _StatusRows:
     @classmethod
     async def load(cls, session: AsyncSession, contact_ids: set[str]) -> _StatusRows:
         table = Contact.__table__  # type: ignore[attr-defined]
-        result = await session.execute(
+        connection = await session.connection()  # plain rows: no ORM result (see rows.py)
+        result = await connection.execute(
             select(*(table.c[c] for c in _STATUS_COLUMNS))
             .where(table.c.contact_id.in_(contact_ids))
             .order_by(table.c.contact_id)
@@ -318,30 +321,36 @@ async def _write_status_rows(session: AsyncSession) -> None:
     rows: _StatusRows | None = session.info.pop(_StatusRows.KEY, None)
     if rows is None:
         return
+    contacts, cases = _status_updates()
+    if rows.changed:
+        changed = [
+            {f"b_{k}": v for k, v in rows.loaded[i].items() if k not in ("tenant", "case_id")}
+            for i in sorted(rows.changed)
+        ]
+        await session.run_sync(lambda s: bulk.executemany(s.connection(), contacts, changed))
+    if rows.cases:
+        touched = [{"b_id": k, "b_updated_at": v} for k, v in sorted(rows.cases.items())]
+        await session.run_sync(lambda s: bulk.executemany(s.connection(), cases, touched))
+
+
+@cache
+def _status_updates() -> tuple[Update, Update]:
+    """The UPDATEs `_write_status_rows` runs (built once)."""
     contacts: Table = Contact.__table__  # type: ignore[assignment]
     cases: Table = Case.__table__  # type: ignore[assignment]
-    if rows.changed:
-        await session.execute(
-            update(contacts)
-            .where(contacts.c.contact_id == bindparam("b_contact_id"))
-            .values(
-                status=bindparam("b_status"),
-                queue=bindparam("b_queue"),
-                queued_at=bindparam("b_queued_at"),
-                offered_at=bindparam("b_offered_at"),
-            ),
-            [
-                {f"b_{k}": v for k, v in rows.loaded[i].items() if k not in ("tenant", "case_id")}
-                for i in sorted(rows.changed)
-            ],
-        )
-    if rows.cases:
-        await session.execute(
-            update(cases)
-            .where(cases.c.id == bindparam("b_id"))
-            .values(updated_at=bindparam("b_updated_at")),
-            [{"b_id": k, "b_updated_at": v} for k, v in sorted(rows.cases.items())],
-        )
+    return (
+        update(contacts)
+        .where(contacts.c.contact_id == bindparam("b_contact_id"))
+        .values(
+            status=bindparam("b_status"),
+            queue=bindparam("b_queue"),
+            queued_at=bindparam("b_queued_at"),
+            offered_at=bindparam("b_offered_at"),
+        ),
+        update(cases)
+        .where(cases.c.id == bindparam("b_id"))
+        .values(updated_at=bindparam("b_updated_at")),
+    )
 
 
 class _RoutedRows:

@@ -55,14 +55,20 @@ async def load_with_parent(
     extra: tuple[Any, ...] = (),
 ) -> tuple[dict[Any, PlainRow], dict[Any, PlainRow], dict[Any, tuple[Any, ...]]]:
     """The rows of `model` by `keys` and the `parent` rows they refer to by `foreign_key`, read
-    (and locked) with one joined SELECT in key order, as plain rows by primary key; with the
-    columns `extra` (correlated with the parent), by parent key."""
+    (and locked) with one joined Core SELECT in key order, before the batch changes anything, as
+    plain rows by primary key; with the columns `extra` (correlated with the parent), by parent
+    key."""
     own, theirs = columns(model), columns(parent)
     pk = model.__mapper__.primary_key[0]
     parent_pk = parent.__mapper__.primary_key[0]
-    result = await session.execute(
+    # On the session's connection: plain rows, without the ORM's handling of a result (or its
+    # autoflush: this reads before the batch changed or staged anything).
+    connection = await session.connection()
+    result = await connection.execute(
         select(*(c for _, c in own), *(c for _, c in theirs), *extra)
-        .join_from(model, parent, parent_pk == getattr(model, foreign_key))
+        .join_from(
+            model.__table__, parent.__table__, parent_pk == model.__mapper__.columns[foreign_key]
+        )
         .where(pk.in_(keys))
         .order_by(pk)
         .with_for_update()
@@ -99,4 +105,4 @@ def write(session: Session, model: Any, rows: dict[Any, PlainRow]) -> None:
             groups.setdefault(tuple(sorted(k for k in values if k != "pk_0")), []).append(values)
     connection = session.connection()
     for changed, group in groups.items():
-        connection.execute(bulk.update_statement(mapper, changed), group)
+        bulk.executemany(connection, bulk.update_statement(mapper, changed), group)

@@ -10,8 +10,13 @@ LENGTH = 6
 PATTERN = re.compile(rf"^C-[{ALPHABET}]{{{LENGTH}}}$")
 
 
+BITS = 5  # per character: the alphabet has 2**5 letters, so each is equally likely
+
+
 def new_reference() -> str:
-    return "C-" + "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
+    # One draw of random bits for all six characters, five bits each.
+    bits = secrets.randbits(BITS * LENGTH)
+    return "C-" + "".join(ALPHABET[(bits >> (BITS * i)) % len(ALPHABET)] for i in range(LENGTH))
 
 
 def looks_like_reference(value: str) -> bool:
