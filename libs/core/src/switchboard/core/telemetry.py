@@ -105,6 +105,12 @@ def setup_tracing(
     return _provider
 
 
+def exporting() -> bool:
+    """Whether spans are recorded (a processor or exporter was added to this process's
+    provider); until then a span would only carry ids that nothing ever sees."""
+    return _exporting
+
+
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
