@@ -134,3 +134,19 @@ def test_a_delivery_runs_in_the_events_trace_with_a_span_only_when_exported() ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_current_traceparent_is_what_the_propagator_writes() -> None:
+    from switchboard.core import telemetry
+
+    assert telemetry.current_traceparent() == ""
+    for parent in (
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    ):
+        with telemetry.continued({"traceparent": parent}):
+            assert telemetry.current_traceparent() == parent
+            assert telemetry.current_traceparent() == telemetry.inject({})["traceparent"]
+        with telemetry.continued({"traceparent": parent}):
+            with telemetry.tracer("probe").start_as_current_span("child"):
+                assert telemetry.current_traceparent() == telemetry.inject({})["traceparent"]
