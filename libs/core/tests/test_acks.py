@@ -88,3 +88,24 @@ async def test_publish_all_fails_at_its_deadline(nats_server: NatsServer) -> Non
     finally:
         os.kill(nats_server.proc.pid, signal.SIGCONT)
         await bus.drain()
+
+
+async def test_send_all_returns_at_once_one_future_for_every_ack(bus: Bus) -> None:
+    """The messages are sent without waiting; one future stands for all their acks (in order),
+    or for the first error."""
+    await bus.js.add_stream(api.StreamConfig(name="ACKS", subjects=["acks.>"]))
+    acks = AckPublisher(bus.nc, timeout=5)
+    future = await acks.send_all([(f"acks.{i}", str(i).encode(), None) for i in range(20)])
+    assert acks.pending == 20
+    stored = await asyncio.wait_for(future, 5)
+    assert [a.seq for a in stored] == list(range(1, 21))
+    assert acks.pending == 0
+    stale = await acks.send_all(
+        [("acks.x", b"1", None), ("acks.y", b"2", {"Nats-Expected-Last-Sequence": "0"})]
+    )
+    with pytest.raises(nats.js.errors.APIError) as err:
+        await asyncio.wait_for(stale, 5)
+    assert err.value.err_code == 10071  # wrong last sequence
+    await asyncio.sleep(0.2)  # the first message's ack, which nobody waits for any more
+    assert acks.pending == 0
+    assert (await acks.send_all([])).result() == []

@@ -37,7 +37,7 @@ from switchboard.router.domain import engine as eng
 from switchboard.router.handlers import Router, collect_young_only, new_engine
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.testing.fakes import FakePublisher
-from switchboard.v1 import contact_pb2, router_journal_pb2
+from switchboard.v1 import contact_pb2, events_pb2, router_journal_pb2
 
 FIXTURE = Path(__file__).parent / "fixtures" / "router_journal_v1.json"
 
@@ -635,3 +635,62 @@ async def test_a_durable_snapshot_trims_the_journal_and_stands_when_the_trim_fai
     assert await router.snapshot(snapshots) == 3  # type: ignore[arg-type]
     assert [seq for _, seq in snapshots.saved] == [2, 3]
     assert fake.trimmed == 2
+
+
+class BatchingBus(FakePublisher):
+    """A bus that sends a batch of events under one ack, as the Bus does
+    (`publish_batch_async`); the ack waits until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.release = asyncio.Event()
+
+    async def publish_async(self, event: Any, traceparent: str = "") -> asyncio.Future[Any]:
+        raise AssertionError("a batching bus is given whole batches")
+
+    async def publish_batch_async(self, batch: list[tuple[Any, str]]) -> asyncio.Future[Any]:
+        self.batches.append([f"{type(e).__name__}:{e.meta.event_id}" for e, _ in batch])
+
+        async def stored() -> list[bool]:
+            await self.release.wait()
+            return [await self._stored(event) for event, _ in batch]
+
+        return asyncio.ensure_future(stored())
+
+
+async def test_the_events_of_one_entry_go_out_as_one_batch_under_one_ack() -> None:
+    """A bus that sends batches is given each journal entry's events at once, in decision
+    order; the callers' results, and so the contact events' acks, wait for that batch's ack."""
+    bus = BatchingBus()
+    router = Router(new_engine(), RoutingNotifier(bus), FakeJournal(), Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    bus.release.set()
+    await router.run("apply_file_config", cfg.load_text(CONFIG))
+    chat = contact_pb2.CHANNEL_CHAT
+    await router.run(
+        "sign_in", "acme", "ko-1", "Kim", {"ko": 5}, {}, {chat: 2}, eng.Presence.AVAILABLE
+    )
+    await router.run("set_connected", "acme", "ko-1", True)
+    bus.release.clear()
+    sent = len(bus.batches)
+    first = asyncio.ensure_future(router.run("add_contact", contact("c1", "acme", "ko"), ""))
+    await turns()
+    second = asyncio.ensure_future(router.run("add_contact", contact("c2", "acme", "ko"), ""))
+    third = asyncio.ensure_future(router.run("add_contact", contact("c3", "acme", "ko"), ""))
+    await turns()
+    assert not (first.done() or second.done() or third.done())
+    new = bus.batches[sent:]
+    assert new == [
+        [
+            "ContactQueued:c1:queued",
+            f"ContactOffered:{router.engine.contacts['c1'].offer_id}:offered",
+        ],
+        ["ContactQueued:c2:queued"],  # ko-1 holds an offer: c2 and c3 wait
+        ["ContactQueued:c3:queued"],
+    ]
+    assert not [e for e in bus.of(events_pb2.ContactQueued) if e.contact_id in ("c1", "c2", "c3")]
+    bus.release.set()
+    await asyncio.wait_for(asyncio.gather(first, second, third), 5)
+    stored = [e.meta.event_id for e in bus.events]
+    assert stored[-4:] == [n.split(":", 1)[1] for batch in new for n in batch]

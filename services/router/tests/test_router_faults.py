@@ -461,7 +461,7 @@ async def test_a_new_term_publishes_again_only_what_the_duplicate_window_covers(
         async def publish(self, effect: Any, at: float) -> None:
             self.sent.append(at)
 
-        def take_pending(self) -> list[Any]:
+        async def flush(self) -> list[Any]:
             return []
 
     notifier = Recorder()

@@ -102,11 +102,29 @@ class AckPublisher:
         deadline (then some may be stored). One future and one deadline for the whole batch,
         where `publish` arms one of each per message: what a batch of many small writes (key-value
         entries, object chunks) costs on the event loop."""
+        future = await self.send_all(messages, timeout)
+        try:
+            return await future
+        finally:
+            if not future.done():
+                future.cancel()
+
+    async def send_all(
+        self,
+        messages: Sequence[tuple[str, bytes, dict[str, str] | None]],
+        timeout: float | None = None,
+    ) -> asyncio.Future[list[api.PubAck]]:
+        """Publish (subject, data, headers) messages pipelined without waiting: the one future
+        returned resolves with their PubAcks once JetStream has stored every one, or fails with
+        the first JetStream error, with AckUnknown at the deadline, or with the error of a send
+        that failed (nothing after it was sent). Cancelling it stops waiting for the acks."""
+        loop = asyncio.get_running_loop()
         if not messages:
-            return []
+            done: asyncio.Future[list[api.PubAck]] = loop.create_future()
+            done.set_result([])
+            return done
         await self._ensure()
         seconds = self.timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
         batch = _Batch(loop.create_future(), len(messages))
         tokens = [str(next(self._tokens)) for _ in messages]
         subjects: dict[str, str] = {}
@@ -115,18 +133,23 @@ class AckPublisher:
             batch.slots[token] = n
             subjects[token] = messages[n][0]
         timer = loop.call_later(seconds, batch.expire, subjects, seconds)
-        try:
-            # A failed send (closed connection, outbound buffer full) raises here: nothing after
-            # it was sent.
-            for token, (subject, data, headers) in zip(tokens, messages, strict=True):
-                await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
-            return await batch.future
-        finally:
+
+        def settled(_: asyncio.Future[list[api.PubAck]]) -> None:
             timer.cancel()
-            if not batch.future.done():
-                batch.future.cancel()
             for token in tokens:
                 self._futures.pop(token, None)
+
+        batch.future.add_done_callback(settled)
+        try:
+            for token, (subject, data, headers) in zip(tokens, messages, strict=True):
+                await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except Exception as exc:  # closed connection, outbound buffer full: the rest not sent
+            if not batch.future.done():
+                batch.future.set_exception(exc)
+        except BaseException:  # cancelled mid-way: nobody is left to wait for the acks
+            batch.future.cancel()
+            raise
+        return batch.future
 
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[len(self._prefix) :]

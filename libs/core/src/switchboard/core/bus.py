@@ -31,7 +31,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from switchboard.core import deadletter, events, metrics, telemetry
 from switchboard.core.acks import AckPublisher
@@ -173,6 +175,18 @@ def _published(event: str) -> Any:
     return metrics.EVENTS_PUBLISHED.labels(event)
 
 
+@functools.cache
+def _settled_counter(durable: str, event: str, outcome: str) -> Any:
+    """The settled-events counter of one consumer, event type and outcome."""
+    return metrics.EVENTS_SETTLED.labels(durable, event, outcome)
+
+
+@functools.cache
+def _handling_seconds(durable: str, event: str) -> Any:
+    """The handling-time histogram of one consumer and event type."""
+    return metrics.EVENT_SECONDS.labels(durable, event)
+
+
 def decode(msg: Msg) -> Message:
     """Decode a bus message into its event, or raise MalformedEvent saying why."""
     headers = msg.headers or {}
@@ -223,7 +237,7 @@ class _Consumer:
 
 
 class _TracedDelivery:
-    def __init__(self, consumer: _Consumer, msg: Msg, event: Message) -> None:
+    def __init__(self, consumer: str, msg: Msg, event: Message) -> None:
         self._trace = telemetry.continued(msg.headers)
         self._span = _tracer.start_as_current_span(
             f"process {type(event).__name__}",
@@ -231,7 +245,7 @@ class _TracedDelivery:
             attributes={
                 "messaging.system": "nats",
                 "messaging.destination.name": msg.subject,
-                "messaging.consumer.group.name": consumer.durable,
+                "messaging.consumer.group.name": consumer,
                 "messaging.message.id": event.meta.event_id,  # type: ignore[attr-defined]
                 "switchboard.delivery": msg.metadata.num_delivered or 1,
             },
@@ -246,6 +260,36 @@ class _TracedDelivery:
             self._span.__exit__(*exc)
         finally:
             self._trace.__exit__(*exc)
+
+
+class _ContinuedDelivery:
+    """A delivery's trace while nothing exports spans: the event's own trace context made
+    current, without a consumer span of its own (a non-recording span would only add an id that
+    nothing ever sees, at the cost of a sampler call and two context switches per event). What
+    the handler publishes then names the event's traceparent as its parent: still one trace."""
+
+    __slots__ = ("_headers", "_token")
+
+    def __init__(self, headers: dict[str, str] | None) -> None:
+        self._headers = headers
+        self._token: object = None
+
+    def __enter__(self) -> Any:
+        if self._headers:
+            self._token = otel_context.attach(propagate.extract(self._headers))
+        return INVALID_SPAN
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+def delivery_span(consumer: str, msg: Msg, event: Message) -> Any:
+    """The trace a delivery of `event` to `consumer` runs in: a CONSUMER span continuing the
+    event's trace while spans are exported, else the event's trace context alone."""
+    if not telemetry.exporting():
+        return _ContinuedDelivery(msg.headers)
+    return _TracedDelivery(consumer, msg, event)
 
 
 class Bus:
@@ -374,6 +418,20 @@ class Bus:
         future = await self.acks.publish(subject, data, headers)
         _published(type(event).__name__).inc()
         return future
+
+    async def publish_batch_async(
+        self, batch: Sequence[tuple[Message, str]]
+    ) -> asyncio.Future[list[js_api.PubAck]]:
+        """Send (event, traceparent) pairs pipelined, in order, without waiting: the one future
+        returned resolves once JetStream has stored every one, or fails as `publish_async`'s
+        would for the first that failed (see `AckPublisher.send_all`). Each event joins the
+        trace its traceparent names, or else the current one."""
+        messages = []
+        for event, traceparent in batch:
+            subject, headers, data = encode(event, traceparent)
+            messages.append((subject, data, headers))
+            _published(type(event).__name__).inc()
+        return await self.acks.send_all(messages)
 
     async def publish_many(self, batch: Iterable[Message]) -> list[js_api.PubAck]:
         """Publish several events pipelined, then wait for every ack (one wait for the batch,
@@ -636,15 +694,19 @@ class Bus:
 
     def _span(self, consumer: _Consumer, msg: Msg, event: Message) -> Any:
         """Continue the event's trace in a CONSUMER span (the handler runs inside it)."""
-        return _TracedDelivery(consumer, msg, event)
+        return delivery_span(consumer.durable, msg, event)
 
     async def _deliver(self, consumer: _Consumer, msg: Msg, event: Message) -> None:
         handler = consumer.handlers[type(event)]
-        delivered = msg.metadata.num_delivered or 1
         with self._span(consumer, msg, event) as span:
+            start = time.perf_counter()
             try:
-                with self._timed(consumer, event):
+                try:
                     await handler(event)
+                finally:  # what `_timed` does, without a generator per event
+                    _handling_seconds(consumer.durable, type(event).__name__).observe(
+                        time.perf_counter() - start
+                    )
             except (DomainError, Retry) as exc:
                 if not isinstance(exc, Retry | Unavailable):
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -654,6 +716,7 @@ class Bus:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 logger.exception("handler for %s failed", type(event).__name__)
+                delivered = msg.metadata.num_delivered or 1
                 await self._retry_or_park(consumer, msg, event, delivered, FAILED, repr(exc))
                 return
         await msg.ack()
@@ -687,7 +750,7 @@ class Bus:
 
     @staticmethod
     def _settled(consumer: _Consumer, event: Message, outcome: str) -> None:
-        metrics.EVENTS_SETTLED.labels(consumer.durable, type(event).__name__, outcome).inc()
+        _settled_counter(consumer.durable, type(event).__name__, outcome).inc()
 
     @staticmethod
     @contextlib.contextmanager
@@ -696,7 +759,7 @@ class Bus:
         try:
             yield
         finally:
-            metrics.EVENT_SECONDS.labels(consumer.durable, type(event).__name__).observe(
+            _handling_seconds(consumer.durable, type(event).__name__).observe(
                 time.perf_counter() - start
             )
 

@@ -105,6 +105,12 @@ def setup_tracing(
     return _provider
 
 
+def exporting() -> bool:
+    """Whether spans are recorded (a processor or exporter was added to this process's
+    provider); until then a span would only carry ids that nothing ever sees."""
+    return _exporting
+
+
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
@@ -116,7 +122,12 @@ def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
 
 
 def current_traceparent() -> str:
-    return inject({}).get("traceparent", "")
+    """The W3C traceparent of the current span, as the trace-context propagator writes it ('' in
+    no trace); read from the span itself, without running every propagator into a carrier."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return ""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 @contextmanager

@@ -456,10 +456,14 @@ class Router:
             await asyncio.wait({delivered})
         if term != self._term:
             raise Unavailable("this router replica stepped down; try again")
-        for d in decided:
-            for effect in d.effects:
-                await self.notifier.publish(effect, d.at)
-        return self.notifier.take_pending()
+        try:
+            for d in decided:
+                for effect in d.effects:
+                    await self.notifier.publish(effect, d.at)
+        except BaseException:
+            self.notifier.drop_unsent()  # not to go out with a later publication
+            raise
+        return await self.notifier.flush()
 
     def step_down(self, why: str, cause: str = "doubt") -> None:
         """Stop deciding: the journal or the bus may not hold what this replica believes."""
@@ -733,7 +737,7 @@ class Router:
                 effect, eng.Queued | eng.Offered | eng.Assigned | eng.Ended
             ):
                 await self.notifier.publish(effect, at)
-        acks = self.notifier.take_pending()
+        acks = await self.notifier.flush()
         if acks:
             await asyncio.gather(*acks)
 

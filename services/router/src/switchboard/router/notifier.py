@@ -43,25 +43,51 @@ def surge_event(effect: eng.SurgeChanged, at: float) -> events_pb2.SurgeLevelCha
 
 
 class RoutingNotifier:
-    """Sends events in decision order without waiting for each ack; the caller awaits the acks
-    (`take_pending`) once it no longer holds the router's lock."""
+    """Sends events in decision order without waiting for each ack; the caller sends what it
+    gave (`flush`) and awaits the acks once it no longer holds the router's lock.
+
+    A publisher that can send a batch under one ack (the Bus: `publish_batch_async`) is given
+    the events of one `flush` at once, and its one future stands for all of their acks (a future
+    and a deadline per event cost more on the router's loop than the sending itself); another
+    is given each event as it comes (`publish_async`)."""
 
     def __init__(self, bus: Publisher) -> None:
         self.bus = bus
         self.pending: list[asyncio.Future[Any]] = []
+        self._batch: (
+            Callable[[list[tuple[Message, str]]], Awaitable[asyncio.Future[Any]]] | None
+        ) = getattr(bus, "publish_batch_async", None)
+        self._unsent: list[tuple[Message, str]] = []
 
-    def take_pending(self) -> list[asyncio.Future[Any]]:
+    async def flush(self) -> list[asyncio.Future[Any]]:
+        """Send what was given since the last flush; the futures of every ack not taken yet."""
+        if self._unsent:
+            assert self._batch is not None
+            unsent, self._unsent = self._unsent, []
+            self.pending.append(await self._batch(unsent))
         pending, self.pending = self.pending, []
         return pending
+
+    def drop_unsent(self) -> None:
+        """Forget what was given since the last flush (its publication failed half-way)."""
+        self._unsent.clear()
 
     async def _send(self, event: Message, traceparent: str = "") -> None:
         # Decisions made outside the contact's own trace (a timer, a freed agent) still join it;
         # its traceparent goes into the event's headers as it is (no tracing work per event).
+        if self._batch is not None:
+            self._unsent.append((event, traceparent))  # validated as it is sent
+            return
         self.pending.append(await self.bus.publish_async(event, traceparent))
 
     @staticmethod
     def _meta(c: eng.Contact, event_id: str, at: float) -> Any:
-        meta = events.new_meta(c.tenant, c.channel, SOURCE, event_id)
+        meta = events_pb2.EventMeta(
+            event_id=event_id,
+            tenant=c.tenant,
+            channel=c.channel,  # type: ignore[arg-type]
+            source=SOURCE,
+        )
         meta.occurred_at.FromNanoseconds(int(at * 1e9))
         return meta
 
