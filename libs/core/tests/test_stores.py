@@ -82,3 +82,30 @@ def test_attachment_ref_carries_size_and_digest() -> None:
     assert ref.filename == "a.txt" and ref.content_type == "text/plain"
     assert ref.size_bytes == 5
     assert ref.sha256 == hashlib.sha256(b"hello").hexdigest()
+
+
+async def test_a_watch_that_ends_before_reading_what_the_bucket_holds_is_read_again(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats.py's watcher can signal "every key read" before the server's first messages are
+    read (nothing pending, nothing received yet: a busy process). A bucket holding keys must
+    not then list as empty: its keys are read one by one, deleted ones left out."""
+    from nats.js.kv import KeyValue
+
+    kv = await stores.key_value(bus.js, "watch_race")
+    await kv.put("a.1", b"one")
+    await kv.put("a.2", b"two")
+    await kv.put("b.1", b"gone")
+    await kv.delete("b.1")
+
+    async def ended_at_once(self: KeyValue, keys: str, **kwargs: object) -> object:
+        watcher = await original(self, "nothing.matches.this", **kwargs)
+        return watcher
+
+    original = KeyValue.watch
+    monkeypatch.setattr(KeyValue, "watch", ended_at_once)
+    assert sorted(await stores.keys(kv)) == ["a.1", "a.2"]
+    assert sorted(e.key for e in [e async for e in stores.current(kv)]) == ["a.1", "a.2"]
+    assert [e.value for e in await stores.missed_by_watch(kv, "a.*")] == [b"one", b"two"]
+    empty = await stores.key_value(bus.js, "watch_race_empty")
+    assert await stores.keys(empty) == []

@@ -130,6 +130,11 @@ class QuarantineIndex:
                     found.append(kept)
         finally:
             await watcher.stop()
+        if not found:  # or the watch ended before reading what was there
+            for entry in await stores.missed_by_watch(self.kv, pattern):
+                kept = Kept.decode(entry.value or b"")
+                if kept is not None:
+                    found.append(kept)
         return found
 
     async def of_senders(self, tenant: str, senders: Iterable[str]) -> list[Kept]:

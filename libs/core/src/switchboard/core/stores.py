@@ -149,9 +149,28 @@ async def value(kv: KeyValueBucket, key: str) -> bytes | None:
 async def keys(kv: KeyValueBucket) -> list[str]:
     """Every key the bucket holds (none is not an error)."""
     try:
-        return list(await kv.keys())
+        found = list(await kv.keys())
     except NoKeysError:
-        return []
+        found = []
+    if not found and isinstance(kv, KeyValue):
+        return [e.key for e in await missed_by_watch(kv, ">")]
+    return found
+
+
+async def missed_by_watch(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
+    """The current entries of the keys matching `pattern`, read key by key; for a watch of
+    `pattern` that found nothing. nats.py's watcher signals that every key has been read as
+    soon as its consumer has nothing pending and it has received nothing yet, which is also
+    true while the server's first messages are on their way (a busy process): a bucket that
+    holds keys then reads as empty. The stream's own count of messages per subject tells."""
+    info = await kv._js.stream_info(kv._stream, subjects_filter=f"{kv._pre}{pattern}")
+    found: list[KeyValue.Entry] = []
+    for subject in info.state.subjects or {}:
+        try:
+            found.append(await kv.get(subject[len(kv._pre) :]))
+        except KeyNotFoundError:  # deleted or purged (KeyDeletedError is one)
+            continue
+    return found
 
 
 async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:
@@ -160,13 +179,18 @@ async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:
     ends at the last key there when the scan began); another KeyValueBucket key by key."""
     if isinstance(kv, KeyValue):
         watcher = await kv.watchall(ignore_deletes=True)
+        seen = False
         try:
             async for found in watcher:
                 if found is None:  # every key there at the start has been read
-                    return
+                    break
+                seen = True
                 yield found
         finally:
             await watcher.stop()
+        if not seen:
+            for found in await missed_by_watch(kv, ">"):
+                yield found
         return
     for key in await keys(kv):
         found = await entry(kv, key)
