@@ -142,15 +142,21 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_meta(tenant: str, channel: int, source: str, event_id: str | None = None) -> Any:
-    """Return an EventMeta with a fresh id and the current time."""
+def new_meta(
+    tenant: str, channel: int, source: str, event_id: str | None = None, at: float | None = None
+) -> Any:
+    """Return an EventMeta with `event_id` (a fresh one if None) and the time it occurred: `at`
+    (seconds since the epoch), else the current time."""
     meta = events_pb2.EventMeta(
         event_id=event_id or new_id(),
         tenant=tenant,
         channel=channel,  # type: ignore[arg-type]
         source=source,
     )
-    meta.occurred_at.FromDatetime(datetime.now(UTC))
+    if at is None:
+        meta.occurred_at.FromDatetime(datetime.now(UTC))
+    else:
+        meta.occurred_at.FromNanoseconds(int(at * 1e9))
     return meta
 
 

@@ -119,23 +119,8 @@ class QuarantineIndex:
             await self.kv.put(key, data)
 
     async def _matching(self, pattern: str) -> list[Kept]:
-        found: list[Kept] = []
-        watcher = await self.kv.watch(pattern, ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:  # every key there at the start has been read
-                    break
-                kept = Kept.decode(entry.value or b"")
-                if kept is not None:
-                    found.append(kept)
-        finally:
-            await watcher.stop()
-        if not found:  # or the watch ended before reading what was there
-            for entry in await stores.missed_by_watch(self.kv, pattern):
-                kept = Kept.decode(entry.value or b"")
-                if kept is not None:
-                    found.append(kept)
-        return found
+        found = (Kept.decode(e.value or b"") for e in await stores.matching(self.kv, pattern))
+        return [kept for kept in found if kept is not None]
 
     async def of_senders(self, tenant: str, senders: Iterable[str]) -> list[Kept]:
         """`tenant`'s items from any of `senders` (sender keys), each once."""

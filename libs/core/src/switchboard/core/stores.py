@@ -157,6 +157,21 @@ async def keys(kv: KeyValueBucket) -> list[str]:
     return found
 
 
+async def matching(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
+    """The current entries of the keys matching `pattern` (deleted and purged ones left out), read
+    with one watch; key by key when the watch found nothing (`missed_by_watch`)."""
+    found: list[KeyValue.Entry] = []
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:  # every key there at the start has been read
+                break
+            found.append(entry)
+    finally:
+        await watcher.stop()
+    return found or await missed_by_watch(kv, pattern)
+
+
 async def missed_by_watch(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     """The current entries of the keys matching `pattern`, read key by key; for a watch of
     `pattern` that found nothing. nats.py's watcher signals that every key has been read as

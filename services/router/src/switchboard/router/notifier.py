@@ -27,9 +27,13 @@ def _duration(field: Any, seconds: float) -> None:
 
 def surge_event(effect: eng.SurgeChanged, at: float) -> events_pb2.SurgeLevelChanged:
     """The event a surge change is published as (and told to agents on their sessions)."""
-    meta = events.new_meta(effect.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
-    meta.occurred_at.FromNanoseconds(int(at * 1e9))
-    meta.event_id = f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}"
+    meta = events.new_meta(
+        effect.tenant,
+        contact_pb2.CHANNEL_UNSPECIFIED,
+        SOURCE,
+        f"surge:{effect.tenant}:{int(at * 1000)}:{effect.level}",
+        at,
+    )
     return events_pb2.SurgeLevelChanged(
         meta=meta,
         queue=effect.queue,
@@ -82,14 +86,7 @@ class RoutingNotifier:
 
     @staticmethod
     def _meta(c: eng.Contact, event_id: str, at: float) -> Any:
-        meta = events_pb2.EventMeta(
-            event_id=event_id,
-            tenant=c.tenant,
-            channel=c.channel,  # type: ignore[arg-type]
-            source=SOURCE,
-        )
-        meta.occurred_at.FromNanoseconds(int(at * 1e9))
-        return meta
+        return events.new_meta(c.tenant, c.channel, SOURCE, event_id, at)
 
     async def publish(self, effect: eng.Effect, at: float) -> None:
         """Publish what `effect` (decided at `at`) tells the platform; some effects tell
@@ -171,9 +168,13 @@ class RoutingNotifier:
 
     async def agent_changed(self, effect: eng.AgentChanged, at: float) -> None:
         a = effect.agent
-        meta = events.new_meta(a.tenant, contact_pb2.CHANNEL_UNSPECIFIED, SOURCE)
-        meta.occurred_at.FromNanoseconds(int(at * 1e9))
-        meta.event_id = f"agent:{a.tenant}:{a.agent_id}:{a.version}:{int(at * 1e6)}"
+        meta = events.new_meta(
+            a.tenant,
+            contact_pb2.CHANNEL_UNSPECIFIED,
+            SOURCE,
+            f"agent:{a.tenant}:{a.agent_id}:{a.version}:{int(at * 1e6)}",
+            at,
+        )
         await self._send(
             events_pb2.AgentStateChanged(
                 meta=meta, agent_id=a.agent_id, presence=int(a.presence), reason=effect.reason
