@@ -251,3 +251,128 @@ async def test_ending_a_chat_leaves_the_visitors_newer_chat_open() -> None:
         pytest.fail(f"ending c1 failed on the newer chat's visitor key: {exc}")
     assert ended is not None and ended.contact_id == "c1"
     assert kv.values()["v.acme.v-7"] == b'{"contact_id": "c2"}'
+
+
+# ---- two replicas: the one a message was sent on, and the one whose consumer the bus gives it --
+
+
+class Consumed(FakePublisher):
+    """The sending replica's bus, where the other replica's consumer takes each MessageAdded as
+    soon as JetStream has it: before the sender's own history append is done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.consumer: Chat | None = None
+        self.consumed = asyncio.Event()
+
+    async def _stored(self, event: Any) -> bool:
+        stored = await super()._stored(event)
+        if stored and self.consumer is not None and isinstance(event, events_pb2.MessageAdded):
+            await self.consumer.on_message_added(event)
+            self.consumed.set()
+        return stored
+
+
+class LateAppends(InMemoryConversations):
+    """The sending replica's view of the shared store: its history appends wait until the other
+    replica's consumer has appended the message first."""
+
+    def __init__(self, shared: InMemoryConversations, first: asyncio.Event) -> None:
+        self.shared, self.first = shared, first
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("append", "shared", "first"):
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "shared"), name)
+
+    async def append(self, *args: Any, **kwargs: Any) -> Any:
+        await self.first.wait()
+        return await self.shared.append(*args, **kwargs)
+
+
+@pytest.mark.parametrize("author", ["agent", "customer"])
+async def test_a_message_another_replica_stores_first_is_shown_to_each_side_once(
+    screens: Screens, author: str
+) -> None:
+    """A message is shown to the other side at once, then stored in the history and published in
+    parallel; another replica's consumer may store it from the bus first. Each side still sees
+    it once: the other side at once, the sender's side with its seq (seen in a two-replica run
+    as the customer shown an agent's reply twice)."""
+    shared = InMemoryConversations()
+    bus = Consumed()
+    consumer = Chat(shared, ChatNotifier(FakePublisher()), screens, LIMIT)
+    sender = Chat(LateAppends(shared, bus.consumed), ChatNotifier(bus), screens, LIMIT)
+    bus.consumer = consumer
+    first = await send(consumer, {"text": "청구서가 두 번 왔어요"})
+    contact_id = first.contact_id
+    await consumer.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "router"),
+            contact_id=contact_id,
+            agent_id="ko-agent",
+            agent_name="김지은",
+        )
+    )
+
+    if author == "agent":
+        sent = await sender.send_agent_message(
+            "acme", contact_id, "ko-agent", "확인해 드리겠습니다"
+        )
+    else:
+        sent = await send(sender, {"text": "3월분이에요"})
+
+    texts = {"agent": "확인해 드리겠습니다", "customer": "3월분이에요"}
+    customer_room = [d for e, d in screens.rooms[f"visitor:{VISITOR.visitor_id}"] if e == "message"]
+    agents_room = [d for e, d in screens.rooms[f"contact:{contact_id}"] if e == "message"]
+    for room in (customer_room, agents_room):
+        assert [d["text"] for d in room if d["message_id"] == sent.message_id] == [texts[author]]
+    senders_side = agents_room if author == "agent" else customer_room
+    [shown] = [d for d in senders_side if d["message_id"] == sent.message_id]
+    assert shown["seq"] > 0  # the sender's side learns where it is in the history
+
+
+class FailsOnce(Screens):
+    """Sockets whose first emit to a visitor fails (the replicas' fan-out away a moment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def to_customer(
+        self, tenant: str, visitor: str, event: str, data: dict[str, Any]
+    ) -> None:
+        if event == "message" and not self.failed:
+            self.failed = True
+            raise ConnectionError("fan-out unavailable")
+        await super().to_customer(tenant, visitor, event, data)
+
+
+@pytest.mark.parametrize("stored_by", ["the sending replica", "another replica"])
+async def test_a_message_not_shown_at_once_is_shown_to_the_other_side_when_stored(
+    stored_by: str,
+) -> None:
+    screens = FailsOnce()
+    shared = InMemoryConversations()
+    bus = Consumed()
+    consumer = Chat(shared, ChatNotifier(FakePublisher()), screens, LIMIT)
+    store: InMemoryConversations = shared
+    if stored_by == "another replica":
+        store, bus.consumer = LateAppends(shared, bus.consumed), consumer
+    sender = Chat(store, ChatNotifier(bus), screens, LIMIT)
+    contact_id = (await send(consumer, {"text": "안녕하세요"})).contact_id
+    screens.failed = False
+    await consumer.on_contact_assigned(
+        events_pb2.ContactAssigned(
+            meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "router"),
+            contact_id=contact_id,
+            agent_id="ko-agent",
+        )
+    )
+    sent = await sender.send_agent_message("acme", contact_id, "ko-agent", "확인해 드리겠습니다")
+
+    assert screens.failed
+    [added] = bus.of(events_pb2.MessageAdded)
+    assert not added.shown_to_other_side
+    customer_room = screens.rooms[f"visitor:{VISITOR.visitor_id}"]
+    shown = [d for e, d in customer_room if e == "message" and d["message_id"] == sent.message_id]
+    assert [(d["text"], d["seq"] > 0) for d in shown] == [("확인해 드리겠습니다", True)]

@@ -194,6 +194,12 @@ class MessageAdded(_message.Message):
 
     META_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    SHOWN_TO_OTHER_SIDE_FIELD_NUMBER: _builtins.int
+    shown_to_other_side: _builtins.bool
+    """Set by the chat when it showed the message to the other side of the conversation (the
+    agents of a customer's message, the customer of an agent's) before publishing it: a chat
+    replica that stores the message from the bus shows it to the sender's side only.
+    """
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
     @_builtins.property
@@ -203,10 +209,11 @@ class MessageAdded(_message.Message):
         *,
         meta: Global___EventMeta | None = ...,
         message: _contact_pb2.Message | None = ...,
+        shown_to_other_side: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "meta", b"meta"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "meta", b"meta", "shown_to_other_side", b"shown_to_other_side"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,6 +92,9 @@ class RecentIds:
         if len(self._ids) > self.keep:
             del self._ids[next(iter(self._ids))]
 
+    def discard(self, item: str) -> None:
+        self._ids.pop(item, None)
+
     def __contains__(self, item: str) -> bool:
         return item in self._ids
 
@@ -239,10 +242,13 @@ class Chat:
         duplicate). A failed publish of a message the other side has seen is tried again, with
         the same event id, before the sender is told. The bus's own delivery of the event later
         finds it in the history; one whose history append failed here is stored then, and shown
-        to the sender's side only."""
+        to the sender's side only. Which replica's consumer the bus gives it to, and whether
+        that is before this replica's append, is not known: the event says the other side was
+        shown, so that a replica storing it first shows it to the sender's side only."""
         tenant = event.meta.tenant
         message = self._chat_message(event, conversation)
-        await self._show_now(self._show_other_side(tenant, message, conversation), message)
+        shown = self._show_other_side(tenant, message, conversation)
+        event.shown_to_other_side = await self._show_now(shown, message)
         stored = asyncio.ensure_future(
             self._show_now(self._deliver(tenant, message, conversation), message)
         )
@@ -271,23 +277,31 @@ class Chat:
     async def _show_other_side(
         self, tenant: str, message: ChatMessage, conversation: Conversation
     ) -> None:
-        """Emit a message not stored yet (seq 0) to the side that did not write it, once."""
+        """Emit a message not stored yet (seq 0) to the side that did not write it, once. One
+        whose emit failed is left to be shown when it is stored."""
         key = f"{tenant}/{message.message_id}"
         if key in self._shown or key in self._done:
             return
         self._shown.add(key)
         wire = message.to_wire()
-        if message.author == "customer":
-            await self.delivery.to_agents(message.contact_id, "message", wire)
-        else:
-            await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
+        try:
+            if message.author == "customer":
+                await self.delivery.to_agents(message.contact_id, "message", wire)
+            else:
+                await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
+        except BaseException:
+            self._shown.discard(key)
+            raise
 
-    async def _show_now(self, showing: Awaitable[None], message: ChatMessage) -> None:
-        """Show a message while it is being published; if that fails, the bus shows it later."""
+    async def _show_now(self, showing: Awaitable[None], message: ChatMessage) -> bool:
+        """Show a message while it is being published: False if that failed, and the bus shows
+        it later."""
         try:
             await showing
         except Exception:
             logger.warning("chat message %s shown late", message.message_id, exc_info=True)
+            return False
+        return True
 
     def _lock(self, tenant: str, visitor_id: str) -> asyncio.Lock:
         key = (tenant, visitor_id)
@@ -317,7 +331,7 @@ class Chat:
             opening=text,
             opened_at=now.isoformat(),
         )
-        shown: asyncio.Future[None] | None = None
+        shown: asyncio.Future[bool] | None = None
         if not offline:
             await self.store.add(conversation)
             # The first message shows at once, as every later one does, while JetStream stores
@@ -710,7 +724,8 @@ class Chat:
             conversation = await self.store.get(tenant, m.contact_id)
         if conversation is None:
             return
-        await self._deliver(tenant, self._chat_message(event, conversation), conversation)
+        message = self._chat_message(event, conversation)
+        await self._deliver(tenant, message, conversation, event.shown_to_other_side)
 
     @staticmethod
     def _chat_message(event: events_pb2.MessageAdded, conversation: Conversation) -> ChatMessage:
@@ -741,8 +756,15 @@ class Chat:
         )
 
     async def _deliver(
-        self, tenant: str, message: ChatMessage, conversation: Conversation | None = None
+        self,
+        tenant: str,
+        message: ChatMessage,
+        conversation: Conversation | None = None,
+        shown: bool = False,
     ) -> None:
+        """Store `message` in the history and show it with its seq: to both sides, or to the
+        sender's side only when the other side was `shown` it before (here or on the replica
+        it was sent on)."""
         # Idempotent: a redelivered event is already in the history and is not emitted twice.
         stored = await self.store.append(tenant, message.contact_id, message, conversation)
         if conversation is not None:  # stored now or before: in the history either way
@@ -754,7 +776,7 @@ class Chat:
             return
         wire = stored.to_wire()
         # The side shown the message before it was stored sees it once.
-        shown = f"{tenant}/{message.message_id}" in self._shown
+        shown = shown or f"{tenant}/{message.message_id}" in self._shown
         if not (shown and message.author == "agent"):
             await self.delivery.to_customer(tenant, conversation.visitor_id, "message", wire)
         if not (shown and message.author == "customer"):
