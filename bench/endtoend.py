@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stats import percentile
+from bench.stats import cpu_seconds, machine_busy, percentile
 from switchboard.core import events, nats_auth
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
@@ -117,6 +117,11 @@ def _contact(cid: str, i: int) -> events_pb2.ContactCreated:
     )
 
 
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each named group of processes."""
+    return {name: sum(cpu_seconds(pid) for pid in group) for name, group in pids.items()}
+
+
 def _assigned(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
         row = conn.execute(
@@ -132,7 +137,12 @@ async def run(
     agents_per_language: int,
     latency_samples: int,
     security: Security | None = None,
+    nats_pid: int | None = None,
 ) -> dict[str, float]:
+    """The run's figures. Over the throughput phase each process's CPU is taken too (per
+    contact: the router, the case service, the agents' processes, this process publishing,
+    and the nats-server of `nats_pid`), with the machine's busy share: whether the phase was
+    held back by the cores the processes share."""
     db = workdir / "case.db"
     router_port, case_port = free_port(), free_port()
     env = {
@@ -207,6 +217,14 @@ async def run(
 
         # Throughput: every contact published at once; measured until the case store has
         # recorded every assignment.
+        pids = {
+            "router": [procs[0].pid],
+            "case": [procs[1].pid],
+            "agents": [w.pid for w in workers],
+            "bench": [os.getpid()],
+            "nats_server": [nats_pid] if nats_pid else [],
+        }
+        cpu0, box0 = _cpu(pids), machine_busy()
         start = time.monotonic()
         futures = []
         for i in range(contacts):
@@ -217,6 +235,7 @@ async def run(
         while _assigned(db) < contacts:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         elapsed = time.monotonic() - start
+        cpu1, box1 = _cpu(pids), machine_busy()
         routed = contacts / (max(offered.values()) - start)
         burst_p50 = percentile(offer_latency, 50)
         burst_p99 = percentile(offer_latency, 99)
@@ -248,6 +267,12 @@ async def run(
             "latency_samples": latency_samples,
             "offer_p50_ms": percentile(offer_latency, 50),
             "offer_p99_ms": percentile(offer_latency, 99),
+            **{
+                f"{name}_cpu_ms_per_contact": (cpu1[name] - cpu0[name]) * 1e3 / contacts
+                for name in pids
+                if pids[name]
+            },
+            "machine_busy_share": (box1[0] - box0[0]) / (box1[1] - box0[1]),
         }
     finally:
         for p in procs:

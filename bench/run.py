@@ -57,7 +57,12 @@ async def main() -> dict[str, object]:
             raw_grpc = await transport.grpc_stream_hop(RAW_MESSAGES)
             raw_grpc_tls = await transport.grpc_stream_hop(RAW_MESSAGES, grpc_tls(work / "tls"))
             e2e = await endtoend.run(
-                server.url, work, CONTACTS, AGENTS_PER_LANGUAGE, LATENCY_SAMPLES
+                server.url,
+                work,
+                CONTACTS,
+                AGENTS_PER_LANGUAGE,
+                LATENCY_SAMPLES,
+                nats_pid=server.proc.pid if server.proc else None,
             )
             # The same run as production makes it: NATS users over TLS, gRPC over mutual TLS.
             security = endtoend.Security.start(work / "secured")
@@ -69,6 +74,7 @@ async def main() -> dict[str, object]:
                     AGENTS_PER_LANGUAGE,
                     LATENCY_SAMPLES,
                     security,
+                    security.nats.server.proc.pid if security.nats.server.proc else None,
                 )
             finally:
                 security.stop()
@@ -183,6 +189,15 @@ def table(r: dict[str, dict[str, float]]) -> str:
             "  of which routed (last offer on a stream)",
             f"{e2e['offers_per_s']:,.0f} contacts/s",
             "the rest is the case store recording every event",
+        ),
+        (
+            "  CPU per contact over the throughput phase",
+            f"machine {e2e['machine_busy_share']:.0%} busy",
+            ", ".join(
+                f"{name} {e2e[f'{name}_cpu_ms_per_contact']:.2f} ms"
+                for name in ("router", "case", "nats_server", "agents", "bench")
+                if f"{name}_cpu_ms_per_contact" in e2e
+            ),
         ),
         (
             "the same, secured (NATS users over TLS, gRPC mutual TLS)",

@@ -44,7 +44,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.stats import percentile
+from bench.stats import cpu_seconds, machine_busy, percentile
 from switchboard.testing.ports import free_tcp_and_udp_port
 
 SIP_START = int(os.environ.get("BENCH_VOICE_START", "50"))  # calls at the gateway's first step
@@ -79,23 +79,6 @@ CONCURRENT_MEDIA_PATH = (
 JITTER_P99_MS = float(os.environ.get("BENCH_VOICE_JITTER_P99_MS", "20"))  # one frame
 SENDER_STREAMS = 100  # streams per sender process: the senders keep pace, not the relay's limit
 CPU_SATURATED = 0.9  # of one core: past it the relay process is saturated
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its reaped children are not counted)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
-
 
 # ---- the load generator (its own process) ------------------------------------------------------
 
@@ -522,11 +505,11 @@ async def _raw_baseline(n: int) -> dict[str, float]:
     try:
         assert proc.pid is not None
         await asyncio.wait_for(asyncio.to_thread(parent.recv), 30)
-        cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         for _, sink in sinks:
             sink.received = 0
         await asyncio.wait_for(asyncio.to_thread(parent.recv), 30)
-        cpu1, t1 = _cpu_seconds(proc.pid), time.monotonic()
+        cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
         received = sum(s.received for _, s in sinks)
     finally:
         await asyncio.to_thread(proc.join, 10)
@@ -800,9 +783,9 @@ async def _concurrent(recorded: bool) -> dict[str, float]:
     rig = _Rig(fresh_relay=False)  # one relay process for the ramp, as a gateway has one
     try:
         while (n := ramp.next(time.monotonic() - began)) is not None:
-            box0 = _machine_busy()
+            box0 = machine_busy()
             step = await _relayed(rig, n, recorded, RAMP_WINDOW)
-            box1 = _machine_busy()
+            box1 = machine_busy()
             step["machine_busy"] = (box1[0] - box0[0]) / (box1[1] - box0[1])
             passed = _keeps_up(step)
             ramp.record(n, passed)
@@ -956,11 +939,11 @@ async def run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
             await asyncio.sleep(WARMUP)
             conn.send(("count", WINDOW))
             await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)  # "started"
-            cpu0, t0 = _cpu_seconds(gateway.pid), time.monotonic()
-            gen0, router0, box0 = _cpu_seconds(load.pid), _cpu_seconds(router.pid), _machine_busy()
+            cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
+            gen0, router0, box0 = cpu_seconds(load.pid), cpu_seconds(router.pid), machine_busy()
             counted = await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)
-            cpu1, t1 = _cpu_seconds(gateway.pid), time.monotonic()
-            gen1, router1, box1 = _cpu_seconds(load.pid), _cpu_seconds(router.pid), _machine_busy()
+            cpu1, t1 = cpu_seconds(gateway.pid), time.monotonic()
+            gen1, router1, box1 = cpu_seconds(load.pid), cpu_seconds(router.pid), machine_busy()
             counts, elapsed = counted["counts"], counted["elapsed"]
             rates = sorted(c / (elapsed * PPS) for c in counts) or [0.0]
             step = {

@@ -40,17 +40,15 @@ import time
 import uuid
 from typing import Any
 
+from bench.stats import cpu_seconds, loop_cpu_seconds, machine_busy
 from bench.voice import (
-    CLK_TCK,
     CPU_SATURATED,
     PERIOD,
     PPS,
     SECRET,
     SUSTAINED,
     _Call,
-    _cpu_seconds,
     _headers,
-    _machine_busy,
     _Rtp,
     _Sip,
     _start,
@@ -71,18 +69,6 @@ CONNECT_LIMIT = 40.0  # seconds for a step's new calls to be answered by the age
 REALM = "switchboard"
 # recorded -> (tenant, dialled number); the tenants' recording modes are set in `_config`.
 PHASES = {False: ("bench", "+15550301"), True: ("demo", "+15550300")}
-
-
-def loop_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process's first thread: the one running its event loop (what is left of
-    the process's CPU is its other threads', such as the thread writing recordings)."""
-    return _cpu_seconds_of(f"/proc/{pid}/task/{pid}/stat")
-
-
-def _cpu_seconds_of(stat: str) -> float:
-    with open(stat) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def connected_steps(start: int, cap: int) -> list[int]:
@@ -569,13 +555,13 @@ async def run_connected(work: pathlib.Path, nats_url: str) -> dict[str, Any]:
             await asyncio.sleep(1.0)  # the bridges' first packets through
             conn.send(("count", window))
             await asyncio.wait_for(asyncio.to_thread(conn.recv), 30)  # "started"
-            cpu0, t0, box0 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
+            cpu0, t0, box0 = cpu_seconds(gateway.pid), time.monotonic(), machine_busy()
             loop0 = loop_cpu_seconds(gateway.pid)
-            gen0 = _cpu_seconds(load.pid)
+            gen0 = cpu_seconds(load.pid)
             counted = await asyncio.wait_for(asyncio.to_thread(conn.recv), 30 + window)
-            cpu1, t1, box1 = _cpu_seconds(gateway.pid), time.monotonic(), _machine_busy()
+            cpu1, t1, box1 = cpu_seconds(gateway.pid), time.monotonic(), machine_busy()
             loop1 = loop_cpu_seconds(gateway.pid)
-            gen1 = _cpu_seconds(load.pid)
+            gen1 = cpu_seconds(load.pid)
             expected = counted["elapsed"] * PPS
             n_calls = max(1, len(counted["to_caller"]))
             return {

@@ -12,13 +12,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.voice import _cpu_seconds
+from bench.stats import cpu_seconds, loop_cpu_seconds
 from bench.voice_connected import (
     common_ratio,
     connected_passes,
     connected_steps,
     digest,
-    loop_cpu_seconds,
     pair_ratios,
 )
 from switchboard.voice_gateway.sip.message import parse_datagram
@@ -105,7 +104,7 @@ def test_the_loops_cpu_leaves_out_the_other_threads() -> None:
     """A step splits the gateway's CPU between its event loop's thread and the others (the
     recordings' writer): work done by another thread counts for the process, not its loop."""
     pid = os.getpid()
-    process0, loop0 = _cpu_seconds(pid), loop_cpu_seconds(pid)
+    process0, loop0 = cpu_seconds(pid), loop_cpu_seconds(pid)
 
     def burn() -> None:
         total = 0
@@ -115,6 +114,6 @@ def test_the_loops_cpu_leaves_out_the_other_threads() -> None:
     thread = threading.Thread(target=burn)
     thread.start()
     thread.join()
-    process, loop = _cpu_seconds(pid) - process0, loop_cpu_seconds(pid) - loop0
+    process, loop = cpu_seconds(pid) - process0, loop_cpu_seconds(pid) - loop0
     assert process >= 0.05
     assert loop <= process / 4
