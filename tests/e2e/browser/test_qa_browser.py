@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
@@ -79,6 +79,20 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
 
     # The evaluator's sample: every contact at 100 %, the escalated one marked as targeted.
     qa = await pages.new(f"{platform.url}/qa")
+    # The list loaded on sign-in (5 % at random) is answered only after the evaluator's own
+    # load: the page shows the answer to its latest request.
+    answered, late, held = asyncio.Event(), asyncio.Event(), []
+
+    async def samples(route: Route) -> None:
+        first = not held
+        held.append(route)
+        if first:
+            await answered.wait()
+        response = await route.fetch()
+        await route.fulfill(response=response)
+        (late if first else answered).set()
+
+    await qa.route("**/api/qa/samples", samples)
     await sign_in(qa, "qa-1", "demo-qa-1")
     await expect(qa.get_by_test_id("tab-samples")).to_have_text("샘플")
     # Signed in (the tabs are shown): an evaluator has no "My evaluations".
@@ -89,6 +103,10 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
     await qa.get_by_test_id("s-load").click()
     rows = qa.get_by_test_id("sample")
     await expect(rows).to_have_count(2)
+    await asyncio.wait_for(late.wait(), 15)
+    await qa.wait_for_timeout(300)  # the sign-in's late answer is in the page, and not shown
+    await expect(rows).to_have_count(2)
+    await qa.unroute("**/api/qa/samples")
     targeted = rows.filter(has=qa.locator("[data-reason=escalated]"))
     await expect(targeted).to_have_count(1)
     await expect(targeted.locator("[data-reason=escalated]")).to_have_text("에스컬레이션")

@@ -367,20 +367,22 @@
       .catch(function () { /* a count, never in the customer's way */ });
   }
 
-  var suggestTimer = null;
+  var suggestTimer = null, suggestions = 0;
   function suggest() {
     clearTimeout(suggestTimer);
+    var mine = ++suggestions;  // what is typed now: an answer to earlier text is not shown
     suggestTimer = setTimeout(function () {
       var text = ($("request-subject").value + "\n" + $("request-text").value).trim();
       if (text.length < 2) { $("suggestions").hidden = true; return; }
       api("GET", "kb/suggest?tenant=" + encodeURIComponent(tenant) + "&text=" + encodeURIComponent(text))
         .then(function (data) {
+          if (mine !== suggestions) return;
           var list = $("suggestion-list");
           list.textContent = "";
           data.hits.forEach(function (h) { list.appendChild(article(h, "suggestion")); });
           $("suggestions").hidden = data.hits.length === 0;
           if (data.hits.length) seen("shown");
-        }, function () { $("suggestions").hidden = true; });
+        }, function () { if (mine === suggestions) $("suggestions").hidden = true; });
     }, 300);
   }
   $("request-subject").addEventListener("input", suggest);

@@ -37,6 +37,19 @@
   function dayEnd(id) { var p = $(id).value.split("-"); return new Date(+p[0], +p[1] - 1, +p[2] + 1).getTime(); }
 
   var api = window.SBPage.api("api/qa/", KEY, function () { return state.token; });
+  // Each view shows the answer to its latest request only: an earlier request answered late (the
+  // list loaded on sign-in, then again with the evaluator's filter) must not replace it.
+  var asked = {};
+  function latest(view, request) {
+    var n = (asked[view] = (asked[view] || 0) + 1);
+    var superseded = function () { return asked[view] !== n; };
+    return request.then(function (res) {
+      return superseded() ? new Promise(function () {}) : res;  // superseded: never settles
+    }, function (err) {
+      if (superseded()) return new Promise(function () {});
+      throw err;
+    });
+  }
   function failed(err) { error(err && err.message ? err.message : String(err)); }
 
   // ---- sign-in ----------------------------------------------------------------------------------
@@ -93,10 +106,10 @@
   function loadSamples() {
     var targets = Array.prototype.map.call(document.querySelectorAll("input[name=target]:checked"), function (c) { return c.value; });
     var rate = Math.max(0, Math.min(100, Number($("s-rate").value) || 0)) / 100;
-    api("samples", {
+    latest("samples", api("samples", {
       from: dayStart("s-from"), to: dayEnd("s-to"), agent_id: $("s-agent").value.trim(),
       channel: $("s-channel").value, targets: targets, rate: rate,
-    }).then(function (res) {
+    })).then(function (res) {
       var body = $("samples");
       clear(body);
       res.samples.forEach(function (s) {
@@ -135,7 +148,7 @@
     disputeInfo(evaluation);
     clear($("transcript")); clear($("form-items"));
     showRecording(null);
-    api("contact", { contact_id: contactId }).then(renderTranscript).catch(failed);
+    latest("transcript", api("contact", { contact_id: contactId })).then(renderTranscript).catch(failed);
     var formReady = evaluation
       ? api("form", { form_id: evaluation.form_id, version: evaluation.form_version })
       : loadFormList().then(function (forms) {
@@ -144,7 +157,7 @@
         forms.forEach(function (f) { sel.appendChild(el("option", { value: f.form_id, text: (f.title || f.form_id) + " (v" + f.version + ")" })); });
         return forms[0];
       });
-    formReady.then(function (form) { renderForm(form, evaluation ? evaluation.items : null); }).catch(failed);
+    latest("review-form", formReady).then(function (form) { renderForm(form, evaluation ? evaluation.items : null); }).catch(failed);
   }
 
   $("form-select").addEventListener("change", function () {
@@ -272,7 +285,7 @@
   // ---- disputes and the agent's own evaluations -------------------------------------------------
 
   function loadDisputes() {
-    api("evaluations", { status: "disputed" }).then(function (res) {
+    latest("disputes", api("evaluations", { status: "disputed" })).then(function (res) {
       var body = $("disputes");
       clear(body);
       res.evaluations.forEach(function (e) {
@@ -287,7 +300,7 @@
   }
 
   function loadMine() {
-    api("evaluations", { agent_id: state.agent.agent_id }).then(function (res) {
+    latest("mine", api("evaluations", { agent_id: state.agent.agent_id })).then(function (res) {
       var body = $("mine");
       clear(body);
       res.evaluations.forEach(function (e) {
@@ -308,7 +321,7 @@
   $("card-filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadCard(); });
 
   function loadCard() {
-    api("scorecard", { from: dayStart("c-from"), to: dayEnd("c-to"), team: $("c-team").value.trim(), agent_id: $("c-agent").value.trim() })
+    latest("scorecard", api("scorecard", { from: dayStart("c-from"), to: dayEnd("c-to"), team: $("c-team").value.trim(), agent_id: $("c-agent").value.trim() }))
       .then(function (card) { state.card = card; renderCard(); }).catch(failed);
   }
 
