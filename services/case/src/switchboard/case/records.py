@@ -65,9 +65,12 @@ class CaseRecords:
     ) -> None:
         """Stage a case event; `key` makes its id deterministic, so a retried change re-stages
         the same event rather than a second one."""
-        meta = events_pb2.EventMeta(event_id=key[:255], tenant=case.tenant, source="case")
+        meta: events_pb2.EventMeta = event.meta  # type: ignore[attr-defined]
+        meta.Clear()
+        meta.event_id = key[:255]
+        meta.tenant = case.tenant
+        meta.source = "case"
         meta.occurred_at.FromDatetime(at)
-        event.meta.CopyFrom(meta)  # type: ignore[attr-defined]
         outbox.stage(session, event)
 
     async def mail(
