@@ -4,6 +4,7 @@ its text holds: the chains written before stay verifiable."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -42,3 +43,21 @@ def by_the_definition(prev: str, *fields: object) -> str:
 def test_an_entry_hashes_as_its_canonical_json(text: str, at: datetime) -> None:
     fields = ("acme", "case", f"id-{text}", 12345, at, f"agent:{text}", text, f"sealed:{text}")
     assert entry_hash("ab" * 32, *fields) == by_the_definition("ab" * 32, *fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"b": 1, "a": [1, 2.5, None, True, False], "c": {"z": "", "y": -0.0}},
+        {"identities": [["IDENTITY_KIND_EMAIL", "a@example.com"]], "named_case": "C-7K3M9Q"},
+        *({"text": text, text: [text]} for text in TEXTS),
+        "a string alone",
+        12345,
+        [1e300, 1e-300, float("inf"), float("-inf")],
+    ],
+)
+def test_canonical_json_is_the_sorted_compact_json_of_the_value(value: object) -> None:
+    assert canonical(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )

@@ -20,10 +20,31 @@ GENESIS = "0" * 64
 # json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), without building
 # an encoder per call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# The C encoder `_CANONICAL.encode` makes on every call (with the same settings), made once; it
+# does not look for circular references, which no entry's data holds (one would recurse until
+# RecursionError rather than raise ValueError).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_CANONICAL = (
+    _c_make_encoder(
+        None,
+        _CANONICAL.default,
+        json.encoder.encode_basestring,  # type: ignore[attr-defined]
+        None,
+        ":",
+        ",",
+        True,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+    if _c_make_encoder is not None
+    else None
+)
 
 
 def canonical(value: Any) -> str:
-    return _CANONICAL.encode(value)
+    if _C_CANONICAL is None:
+        return _CANONICAL.encode(value)
+    return "".join(_C_CANONICAL(value, 0))
 
 
 def utc(at: datetime) -> datetime:

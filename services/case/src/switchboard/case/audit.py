@@ -52,7 +52,10 @@ async def append(
     The chain's head is read once per transaction; later appends in it extend the head kept in
     the session (forgotten when the transaction or a savepoint ends), so a batch of events
     touching one case reads its chain once."""
-    heads: dict[tuple[str, str], tuple[int, str]] = session.info.setdefault("audit_heads", {})
+    info = session.info
+    heads: dict[tuple[str, str], tuple[int, str]] | None = info.get("audit_heads")
+    if heads is None:
+        heads = info["audit_heads"] = {}
     head = heads.get((entity, entity_id))
     if head is None:
         last = (
@@ -65,9 +68,10 @@ async def append(
         ).first()
         head = (last.seq, last.hash) if last is not None else (0, GENESIS)
     seq, prev = head[0] + 1, head[1]
-    keys = keyring.of(session)
+    keys: keyring.Keyring = info[keyring.KEY]
     payload = crypto.seal(keys.key_id(session, tenant, owner), canonical(data))
-    at = at.astimezone(UTC)
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
     hash_ = entry_hash(prev, tenant, entity, entity_id, seq, at, actor, action, payload)
     # Written with the next query or flush, or the commit.
     bulk.add_row(

@@ -3,12 +3,13 @@ Merges and splits are recorded in each customer's own audit chain and in every m
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -89,12 +90,7 @@ async def preload(session: AsyncSession, tenant: str, identities: Sequence[Ident
     if not wanted:
         return set()
     # One expanding IN of (kind, blind index) pairs: compiled once, whatever the batch's size.
-    rows = await session.execute(
-        select(CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id).where(
-            CustomerIdentity.tenant == tenant,
-            tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(sorted(wanted)),
-        )
-    )
+    rows = await session.execute(_owners_of(), {"tenant": tenant, "identities": sorted(wanted)})
     owners: set[str] = set()
     for kind, value, customer_id in rows:
         cache[(tenant, kind, value)] = customer_id
@@ -103,6 +99,20 @@ async def preload(session: AsyncSession, tenant: str, identities: Sequence[Ident
         cache.setdefault((tenant, kind, value), None)
     await preload_locked(session, Customer, owners)
     return owners
+
+
+@functools.cache
+def _owners_of() -> Select[int, str, str]:
+    """The customers of `tenant` whose identities are among the (kind, blind index) pairs
+    `identities` (built once: every batch of new contacts runs it)."""
+    return select(
+        CustomerIdentity.kind, CustomerIdentity.value, CustomerIdentity.customer_id
+    ).where(
+        CustomerIdentity.tenant == bindparam("tenant"),
+        tuple_(CustomerIdentity.kind, CustomerIdentity.value).in_(
+            bindparam("identities", expanding=True)
+        ),
+    )
 
 
 def _index(session: AsyncSession, tenant: str, value: str) -> str:

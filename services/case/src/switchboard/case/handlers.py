@@ -21,13 +21,13 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Table, bindparam, delete, or_, select, update
+from sqlalchemy import Select, Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
@@ -284,15 +284,9 @@ class _StatusRows:
 
     @classmethod
     async def load(cls, session: AsyncSession, contact_ids: set[str]) -> _StatusRows:
-        table = Contact.__table__  # type: ignore[attr-defined]
         connection = await session.connection()  # plain rows: no ORM result (see rows.py)
-        result = await connection.execute(
-            select(*(table.c[c] for c in _STATUS_COLUMNS))
-            .where(table.c.contact_id.in_(contact_ids))
-            .order_by(table.c.contact_id)
-            .with_for_update()
-        )
-        return cls({r.contact_id: dict(r._mapping) for r in result})
+        result = await connection.execute(_status_select(), {"ids": sorted(contact_ids)})
+        return cls({r[0]: dict(zip(_STATUS_COLUMNS, r, strict=True)) for r in result})
 
     def apply(
         self, tenant: str, contact_id: str, status: str, queue: str, at: datetime, now: datetime
@@ -315,6 +309,18 @@ class _StatusRows:
             return
         row["status"] = status
         self.cases[row["case_id"]] = now  # type: ignore[index]
+
+
+@cache
+def _status_select() -> Select[Any]:
+    """The SELECT `_StatusRows.load` runs, of the contacts `ids` (built once)."""
+    table: Table = Contact.__table__  # type: ignore[assignment]
+    return (
+        select(*(table.c[c] for c in _STATUS_COLUMNS))
+        .where(table.c.contact_id.in_(bindparam("ids", expanding=True)))
+        .order_by(table.c.contact_id)
+        .with_for_update()
+    )
 
 
 async def _write_status_rows(session: AsyncSession) -> None:
@@ -382,6 +388,28 @@ class _RoutedRows:
             raise Retry("a contact or case of the batch was read as a plain row and an object")
         rows.write(session, Contact, self.contacts)
         rows.write(session, Case, self.cases)
+
+
+@cache
+def _open_cases_of() -> Select[Case]:
+    """The open cases of the customers `ids`, locked (built once, as the batch's other reads)."""
+    return (
+        select(Case)
+        .where(
+            Case.customer_id.in_(bindparam("ids", expanding=True)),
+            Case.status.not_in(CLOSED_CASE),
+        )
+        .order_by(Case.id)
+        .with_for_update()
+    )
+
+
+@cache
+def _stored_messages() -> Select[str]:
+    """Which of the message ids `ids` are stored."""
+    return select(Message.message_id).where(
+        Message.message_id.in_(bindparam("ids", expanding=True))
+    )
 
 
 def default_records(clock: Clock) -> CaseRecords:
@@ -568,12 +596,7 @@ class CaseHandlers:
             # `_join_or_open_case` to choose from; customers and cases new in the batch join.
             index: dict[str, list[Case]] = session.info.setdefault("open_cases", {})
         if owners:
-            open_cases = await session.scalars(
-                select(Case)
-                .where(Case.customer_id.in_(owners), Case.status.not_in(CLOSED_CASE))
-                .order_by(Case.id)
-                .with_for_update()
-            )
+            open_cases = await session.scalars(_open_cases_of(), {"ids": sorted(owners)})
             locked: dict[tuple[object, object], object] = session.info.setdefault("locked_rows", {})
             for owner in owners:
                 index.setdefault(owner, [])
@@ -591,11 +614,7 @@ class CaseHandlers:
                     wanted[e.meta.tenant] = wanted.get(e.meta.tenant, 0) + 1
             await self.records.reserve_references(session, wanted)
         if message_ids:
-            stored = set(
-                await session.scalars(
-                    select(Message.message_id).where(Message.message_id.in_(message_ids))
-                )
-            )
+            stored = set(await session.scalars(_stored_messages(), {"ids": sorted(message_ids)}))
             session.info["message_ids"] = {i: i in stored for i in message_ids}
         # The keyring looked at the data keys when the transaction began. Another replica may
         # have committed since then a customer read above, with its key: look again, so that

@@ -4,13 +4,14 @@ transaction and take the time of the change explicitly."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case import audit, mail_outbox, outbox
@@ -27,6 +28,15 @@ logger = logging.getLogger(__name__)
 
 SYSTEM = "system"
 REFERENCE_ATTEMPTS = 8
+
+
+@functools.cache
+def _references_taken() -> Select[str]:
+    """Which of `references` a case of `tenant` has (built once: every batch checks its own)."""
+    return select(Case.reference).where(
+        Case.tenant == bindparam("tenant"),
+        Case.reference.in_(bindparam("references", expanding=True)),
+    )
 
 
 class CaseRecords:
@@ -55,9 +65,12 @@ class CaseRecords:
     ) -> None:
         """Stage a case event; `key` makes its id deterministic, so a retried change re-stages
         the same event rather than a second one."""
-        meta = events_pb2.EventMeta(event_id=key[:255], tenant=case.tenant, source="case")
+        meta: events_pb2.EventMeta = event.meta  # type: ignore[attr-defined]
+        meta.Clear()
+        meta.event_id = key[:255]
+        meta.tenant = case.tenant
+        meta.source = "case"
         meta.occurred_at.FromDatetime(at)
-        event.meta.CopyFrom(meta)  # type: ignore[attr-defined]
         outbox.stage(session, event)
 
     async def mail(
@@ -167,7 +180,7 @@ class CaseRecords:
             fresh = {new_reference() for _ in range(n)}
             taken = set(
                 await session.scalars(
-                    select(Case.reference).where(Case.tenant == tenant, Case.reference.in_(fresh))
+                    _references_taken(), {"tenant": tenant, "references": sorted(fresh)}
                 )
             )
             pools.setdefault(tenant, []).extend(sorted(fresh - taken))

@@ -49,8 +49,10 @@ class BulkInserts:
         model: Any = type(obj)
         mapper = _mapper(model)
         _complete(mapper, obj)
-        key = mapper.primary_key_from_instance(obj)
-        self._objects[(type(obj), key[0] if len(key) == 1 else tuple(key))] = obj
+        state = obj.__dict__  # the primary key's attributes, as the ORM would read them
+        keys = _primary_key(mapper)
+        key = state[keys[0]] if len(keys) == 1 else tuple(state[k] for k in keys)
+        self._objects[(model, key)] = obj
 
     def get(self, model: type, key: Any) -> Any:
         """The staged, not yet written object of `model` with primary key `key`, if any."""
@@ -173,6 +175,12 @@ def _complete(mapper: Mapper[Any], obj: Any) -> None:
     for key, default, call in _defaults(mapper):
         if key not in state:
             state[key] = default(None) if call else default
+
+
+@cache
+def _primary_key(mapper: Mapper[Any]) -> tuple[str, ...]:
+    """The attribute keys of `mapper`'s primary key columns, in order."""
+    return tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
 
 
 @cache

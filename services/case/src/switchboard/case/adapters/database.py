@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite import aiosqlite as sa_aiosqlite
 from sqlalchemy.engine import Connection, make_url
@@ -462,7 +462,10 @@ def sessionmaker(engine: AsyncEngine, keys: keyring.Keyring | None = None) -> Se
 
 
 def _insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
+    return _insert_of(session.get_bind().dialect.name)
+
+
+def _insert_of(dialect: str) -> Any:
     if dialect == "postgresql":
         return postgresql.insert
     if dialect == "sqlite":
@@ -494,10 +497,7 @@ async def preload_locked(
     if not keys:
         return []
     pk = model.__mapper__.primary_key[0]
-    stmt = select(model).where(pk.in_(keys)).order_by(pk).with_for_update()
-    if unsealed:
-        stmt = stmt.options(*_unsealed(model))
-    rows = list(await session.scalars(stmt))
+    rows = list(await session.scalars(_locked(model, unsealed), {"keys": sorted(keys)}))
     # The session's identity map holds rows weakly: these references keep them for the
     # transaction.
     locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
@@ -532,11 +532,7 @@ async def preload_locked_with(
     pk = model.__mapper__.primary_key[0]
     parent_pk = parent.__mapper__.primary_key[0]
     result = await session.execute(
-        select(model, parent, *extra)
-        .join(parent, parent_pk == getattr(model, foreign_key))
-        .where(pk.in_(keys))
-        .order_by(pk)
-        .options(*_unsealed(model), *_unsealed(parent))
+        _locked_with(model, parent, foreign_key, tuple(extra)), {"keys": sorted(keys)}
     )
     locked: dict[tuple[Any, Any], Any] = session.info.setdefault("locked_rows", {})
     absent: set[tuple[Any, Any]] = session.info.setdefault("absent_rows", set())
@@ -554,6 +550,35 @@ async def preload_locked_with(
         absent.discard((parent, key))
     absent.update((model, k) for k in keys if (model, k) not in locked)
     return rows, list(found.values()), values
+
+
+@functools.cache
+def _locked(model: Any, unsealed: bool) -> Any:
+    """The SELECT of `preload_locked`, of the rows whose keys are bound as `keys` (built once: a
+    batch runs it with each)."""
+    pk = model.__mapper__.primary_key[0]
+    stmt = (
+        select(model)
+        .where(pk.in_(bindparam("keys", expanding=True)))
+        .order_by(pk)
+        .with_for_update()
+    )
+    return stmt.options(*_unsealed(model)) if unsealed else stmt
+
+
+@functools.cache
+def _locked_with(model: Any, parent: Any, foreign_key: str, extra: tuple[Any, ...]) -> Any:
+    """The joined SELECT of `preload_locked_with` on SQLite, of the rows whose keys are bound as
+    `keys` (built once: a batch runs it with each)."""
+    pk = model.__mapper__.primary_key[0]
+    parent_pk = parent.__mapper__.primary_key[0]
+    return (
+        select(model, parent, *extra)
+        .join(parent, parent_pk == getattr(model, foreign_key))
+        .where(pk.in_(bindparam("keys", expanding=True)))
+        .order_by(pk)
+        .options(*_unsealed(model), *_unsealed(parent))
+    )
 
 
 @functools.cache
@@ -621,11 +646,16 @@ async def insert_ignore_many(
     """INSERT every row unless one with the same `keys` exists, in one statement; the first key
     of each row this call inserted. (An executemany of one cached statement: the driver sends
     the rows as one multi-row INSERT … RETURNING, without compiling a new one per batch.)"""
-    keys = list(keys)
+    stmt = _insert_ignoring(session.get_bind().dialect.name, model, tuple(keys))
+    return list((await session.execute(stmt, rows)).scalars())
+
+
+@functools.cache
+def _insert_ignoring(dialect: str, model: Any, keys: tuple[str, ...]) -> Any:
+    """The statement of `insert_ignore_many` (built once per model and keys)."""
     table = model.__table__
-    stmt = (
-        _insert(session)(table)
-        .on_conflict_do_nothing(index_elements=keys)
+    return (
+        _insert_of(dialect)(table)
+        .on_conflict_do_nothing(index_elements=list(keys))
         .returning(table.c[keys[0]])
     )
-    return list((await session.execute(stmt, rows)).scalars())

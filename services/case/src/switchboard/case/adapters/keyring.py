@@ -10,6 +10,7 @@ and, more to the point, no key is used that was never stored.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, or_, select, update
+from sqlalchemy import Select, bindparam, delete, event, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
@@ -110,19 +111,12 @@ class Keyring:
         """Learn the keys added (or destroyed) since the last look, in the order they were."""
         now = time.monotonic()
         self._gaps = {s: t for s, t in self._gaps.items() if now - t < GAP_SECONDS}
-        newer = DataKey.seq > self._seq
-        rows = connection.execute(
-            select(
-                DataKey.seq,
-                DataKey.id,
-                DataKey.tenant,
-                DataKey.customer_id,
-                DataKey.wrapped,
-                DataKey.wrapped_by,
+        if self._gaps:
+            rows = connection.execute(
+                _keys_newer_or_in(), {"seq": self._seq, "gaps": sorted(self._gaps)}
             )
-            .where(or_(newer, DataKey.seq.in_(list(self._gaps))) if self._gaps else newer)
-            .order_by(DataKey.seq)
-        )
+        else:
+            rows = connection.execute(_keys_newer(), {"seq": self._seq})
         for seq, key_id, tenant, customer_id, wrapped, wrapped_by in rows:
             if seq > self._seq:
                 skipped = range(max(self._seq + 1, seq - GAP_SPAN), seq)
@@ -288,6 +282,34 @@ class Keyring:
         if rows:
             logger.info("%d tenant keys wrapped with master key %s", len(rows), current_id)
         return len(rows)
+
+
+_KEY_COLUMNS = (
+    DataKey.seq,
+    DataKey.id,
+    DataKey.tenant,
+    DataKey.customer_id,
+    DataKey.wrapped,
+    DataKey.wrapped_by,
+)
+
+
+@functools.cache
+def _keys_newer() -> Select[int, str, str, str, bytes | None, str]:
+    """The keys after number `seq` (built once: every transaction begins with it)."""
+    return select(*_KEY_COLUMNS).where(DataKey.seq > bindparam("seq")).order_by(DataKey.seq)
+
+
+@functools.cache
+def _keys_newer_or_in() -> Select[int, str, str, str, bytes | None, str]:
+    """The keys after number `seq`, and those numbered in `gaps`."""
+    return (
+        select(*_KEY_COLUMNS)
+        .where(
+            or_(DataKey.seq > bindparam("seq"), DataKey.seq.in_(bindparam("gaps", expanding=True)))
+        )
+        .order_by(DataKey.seq)
+    )
 
 
 def _aad(tenant: str, customer_id: str, key_id: str) -> bytes:

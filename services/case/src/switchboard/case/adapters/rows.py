@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import Select, bindparam, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, Session
 
@@ -60,18 +60,11 @@ async def load_with_parent(
     key."""
     own, theirs = columns(model), columns(parent)
     pk = model.__mapper__.primary_key[0]
-    parent_pk = parent.__mapper__.primary_key[0]
     # On the session's connection: plain rows, without the ORM's handling of a result (or its
     # autoflush: this reads before the batch changed or staged anything).
     connection = await session.connection()
     result = await connection.execute(
-        select(*(c for _, c in own), *(c for _, c in theirs), *extra)
-        .join_from(
-            model.__table__, parent.__table__, parent_pk == model.__mapper__.columns[foreign_key]
-        )
-        .where(pk.in_(keys))
-        .order_by(pk)
-        .with_for_update()
+        _with_parent(model, parent, foreign_key, extra), {"keys": sorted(keys)}
     )
     rows: dict[Any, PlainRow] = {}
     parents: dict[Any, PlainRow] = {}
@@ -85,6 +78,23 @@ async def load_with_parent(
             parents[key] = PlainRow({k: r[n + i] for i, (k, _) in enumerate(theirs)})
             values[key] = tuple(r[m:])
     return rows, parents, values
+
+
+@cache
+def _with_parent(model: Any, parent: Any, foreign_key: str, extra: tuple[Any, ...]) -> Select[Any]:
+    """The SELECT of `load_with_parent`, of the rows whose keys are bound as `keys` (built once:
+    a batch runs it with each)."""
+    pk = model.__mapper__.primary_key[0]
+    parent_pk = parent.__mapper__.primary_key[0]
+    return (
+        select(*(c for _, c in columns(model)), *(c for _, c in columns(parent)), *extra)
+        .join_from(
+            model.__table__, parent.__table__, parent_pk == model.__mapper__.columns[foreign_key]
+        )
+        .where(pk.in_(bindparam("keys", expanding=True)))
+        .order_by(pk)
+        .with_for_update()
+    )
 
 
 def also_in_session(session: Session, model: Any, keys: Any) -> bool:

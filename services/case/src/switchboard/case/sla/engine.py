@@ -7,13 +7,14 @@ The engine does no I/O of its own, and none happens while the transaction holds 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard.case.adapters.orm import Case, SlaTimer
@@ -140,6 +141,17 @@ def _write(row: SlaTimer, timer: Timer) -> None:
         row.fired = list(timer.fired)
 
 
+@functools.cache
+def _timers_of() -> Select[SlaTimer]:
+    """The timers of the cases `ids`, locked (built once: every batch reads its cases')."""
+    return (
+        select(SlaTimer)
+        .where(SlaTimer.case_id.in_(bindparam("ids", expanding=True)))
+        .order_by(SlaTimer.case_id, SlaTimer.metric)
+        .with_for_update()
+    )
+
+
 class SlaEngine:
     def __init__(self, policies: Policies, mail: bool = False) -> None:
         """`mail`: whether an SMTP server is configured; without one, escalation emails are
@@ -176,12 +188,7 @@ class SlaEngine:
         wanted = case_ids - known.keys()
         if not wanted:
             return
-        rows = await session.scalars(
-            select(SlaTimer)
-            .where(SlaTimer.case_id.in_(wanted))
-            .order_by(SlaTimer.case_id, SlaTimer.metric)
-            .with_for_update()
-        )
+        rows = await session.scalars(_timers_of(), {"ids": sorted(wanted)})
         for case_id in wanted:
             known[case_id] = {}
         for t in rows:
