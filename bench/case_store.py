@@ -1,9 +1,9 @@
 """The case store's unit of work beside a raw ceiling measured in the same run.
 
 Contacts' lifecycles (created, queued, offered, assigned, an agent's reply, ended), interleaved
-as the bus delivers them, go through CaseHandlers in batches of 64, exactly as the case service's
-consumer drives them (one transaction per batch, claims and preloads up front). The ceiling is
-SQLAlchemy Core inserting the very rows that run left behind, executemany, in one transaction,
+as the bus delivers them, go through CaseHandlers in batches of CASE_CONSUMER_BATCH's default
+(256), exactly as the case service's consumer drives a backlog (one transaction per batch,
+claims and preloads up front). The ceiling is SQLAlchemy Core inserting the very rows that run left behind, executemany, in one transaction,
 on a fresh database of the same kind. Figures: events/s of each, their
 ratio, CPU ms and SQL statements per contact, and of that CPU what sealing personal data took
 (AES-256-GCM, key wrapping and blind indexes, timed around the case store's own crypto calls).
@@ -29,11 +29,12 @@ from switchboard.case.adapters.crypto import SealedText
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.migrate import migrate
+from switchboard.case.settings import CaseSettings
 from switchboard.core import events
 from switchboard.v1 import contact_pb2, events_pb2
 
 CONTACTS = int(os.environ.get("BENCH_CASE_CONTACTS", "1000"))
-BATCH = 64
+BATCH = CaseSettings.model_fields["consumer_batch"].default
 TENANT = "bench"
 
 

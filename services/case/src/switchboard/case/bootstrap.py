@@ -107,7 +107,9 @@ class CaseApp(Service):
         self.handlers = CaseHandlers(
             self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
         )
-        nats_consumer.subscribe(bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds)
+        nats_consumer.subscribe(
+            bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds, s.consumer_batch
+        )
         kb_reports = build_kb_reports(
             self.sessions,
             bus,

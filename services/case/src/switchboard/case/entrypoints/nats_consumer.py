@@ -30,8 +30,10 @@ def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Await
     }
 
 
-def subscribe(bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0) -> None:
-    # Each fetched batch is one transaction (see CaseHandlers.batch).
-    options = ConsumerOptions(ack_wait=ack_wait, batch_scope=handlers.batch)
+def subscribe(
+    bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0, batch: int = 256
+) -> None:
+    # Each fetched batch, up to `batch` events, is one transaction (see CaseHandlers.batch).
+    options = ConsumerOptions(batch=batch, ack_wait=ack_wait, batch_scope=handlers.batch)
     for event_type, handler in handlers_by_type(handlers).items():
         bus.subscribe(durable, event_type, handler, options)
