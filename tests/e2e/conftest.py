@@ -66,6 +66,7 @@ class Customer:
         self.sio = socketio.AsyncClient()
         self.token = ""
         self.last_seq = 0
+        self.seen: dict[str, str] = {}  # the messages shown, by id (the widget shows each once)
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.statuses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sessions: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -78,6 +79,7 @@ class Customer:
 
     async def _message(self, message: dict[str, Any]) -> None:
         self.last_seq = max(self.last_seq, int(message.get("seq") or 0))
+        self.seen[str(message.get("message_id"))] = str(message.get("text"))
         self.messages.put_nowait(message)
 
     async def connect(self, url: str, tenant: str, **auth_fields: str) -> None:
