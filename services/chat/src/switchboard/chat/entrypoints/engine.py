@@ -9,7 +9,9 @@ garbage collector walks for every socket held, thousands of them with thousands 
 ``asyncio.timeout`` (no extra task); it reads a WebSocket's incoming packets the same way, where
 Engine.IO starts a task (and a ``wait_for``) for every packet received and keeps one waiting for
 every socket held; the protocol on the wire is the same. ``LeanServer`` turns
-each new socket into one, before Engine.IO schedules its first ping.
+each new socket into one, before Engine.IO schedules its first ping. Packets that are waiting
+together (a message and its ack) go to the server's WebSocket protocol in one ASGI message
+(``SEND_MANY``), which writes them to the socket at once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import engineio
 import socketio
 from engineio import async_socket, exceptions, packet
+
+from switchboard.chat.entrypoints.http_server import SEND_MANY
 
 
 class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
@@ -51,6 +55,13 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
+    _together = False  # the server writes frames sent in one ASGI message at once
+
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        scope = environ.get("asgi.scope") or {}
+        self._together = SEND_MANY in scope.get("extensions", {})
+        return await super()._upgrade_websocket(environ)
+
     async def _websocket_handler(self, ws: Any) -> None:
         """Engine.IO's WebSocket loop, reading each packet under a timeout, not in a task."""
         if self.connected:  # an upgrade from long-polling: Engine.IO's own (rare)
@@ -58,6 +69,7 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             return
         self.connected = True
         self.upgraded = True
+        together = self._together
 
         async def writer() -> None:
             while True:
@@ -67,9 +79,13 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                     break
                 if not packets:  # the connection is closing
                     break
+                encoded = [pkt.encode() for pkt in packets]
                 try:
-                    for pkt in packets:
-                        await ws.send(pkt.encode())
+                    if together and len(encoded) > 1 and all(type(e) is str for e in encoded):
+                        await ws.asgi_send({"type": SEND_MANY, "texts": encoded})
+                        continue
+                    for data in encoded:
+                        await ws.send(data)
                 except Exception:
                     break
             await ws.close()
