@@ -55,12 +55,8 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
-    _together = False  # the server writes frames sent in one ASGI message at once
-
-    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
-        scope = environ.get("asgi.scope") or {}
-        self._together = SEND_MANY in scope.get("extensions", {})
-        return await super()._upgrade_websocket(environ)
+    # The server's WebSocket protocol writes frames sent in one ASGI message at once.
+    together = False
 
     async def _websocket_handler(self, ws: Any) -> None:
         """Engine.IO's WebSocket loop, reading each packet under a timeout, not in a task."""
@@ -69,7 +65,6 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             return
         self.connected = True
         self.upgraded = True
-        together = self._together
 
         async def writer() -> None:
             while True:
@@ -79,13 +74,8 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                     break
                 if not packets:  # the connection is closing
                     break
-                encoded = [pkt.encode() for pkt in packets]
                 try:
-                    if together and len(encoded) > 1 and all(type(e) is str for e in encoded):
-                        await ws.asgi_send({"type": SEND_MANY, "texts": encoded})
-                        continue
-                    for data in encoded:
-                        await ws.send(data)
+                    await self._send(ws, packets)
                 except Exception:
                     break
             await ws.close()
@@ -116,6 +106,16 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         await writer_task
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
 
+    async def _send(self, ws: Any, packets: list[packet.Packet]) -> None:
+        """Send `packets` on `ws`: those waiting together in one ASGI message where the server
+        takes it (nothing of them stays referenced while the writer waits for the next)."""
+        encoded = [pkt.encode() for pkt in packets]
+        if self.together and len(encoded) > 1 and all(type(e) is str for e in encoded):
+            await ws.asgi_send({"type": SEND_MANY, "texts": encoded})
+            return
+        for data in encoded:
+            await ws.send(data)
+
     def schedule_ping(self) -> None:
         # As Engine.IO's: only once the previous ping was answered (or on connect).
         if self.last_ping:
@@ -134,6 +134,9 @@ class LeanEngine(engineio.AsyncServer):  # type: ignore[misc]
             s = self.sockets.get(args[0])
             if type(s) is async_socket.AsyncSocket:
                 s.__class__ = LeanSocket
+                scope = args[1].get("asgi.scope") or {}
+                if SEND_MANY in scope.get("extensions", ()):
+                    s.together = True
         return await super()._trigger_event(event, *args, **kwargs)
 
 
