@@ -130,6 +130,17 @@ async def test_packets_waiting_together_are_written_to_the_socket_at_once(
             assert (await customer.next("typing", lambda d, n=n: d.get("n") == n))["n"] == n
         assert len(counted.writes) == 1
         assert all(f'{{"n":{n}}}'.encode() in counted.writes[0] for n in range(3))
+        # One queued a turn of the event loop after another (a message's ack after the
+        # message): written with it.
+        loop = asyncio.get_running_loop()
+        socket.queue.put_nowait(packet.Packet(packet.MESSAGE, '2/customer,["typing",{"n":3}]'))
+        loop.call_soon(
+            socket.queue.put_nowait,
+            packet.Packet(packet.MESSAGE, '2/customer,["typing",{"n":4}]'),
+        )
+        for n in (3, 4):
+            assert (await customer.next("typing", lambda d, n=n: d.get("n") == n))["n"] == n
+        assert len(counted.writes) == 2 and b'{"n":4}' in counted.writes[1]
         ack = await customer.call("message", {"text": "하나씩"})  # one at a time as before
         assert ack["ok"], ack
         await customer.next("message")

@@ -42,6 +42,10 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             raise exceptions.QueueEmpty() from None
         if first is None:
             return []
+        if self.together:
+            # One turn of the event loop for the packets queued right behind this one: a
+            # message shown to its sender is followed by its ack, written with it.
+            await asyncio.sleep(0)
         packets = [first]
         while True:
             try:
