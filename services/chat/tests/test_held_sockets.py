@@ -94,3 +94,55 @@ async def test_a_socket_reads_its_packets_without_a_task_for_each(
             break
         await asyncio.sleep(0.01)
     assert len(chat.sio.eio.sockets) == 2
+
+
+class _CountedWrites:
+    """A socket's transport that keeps what is written to it (and passes everything on)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_packets_waiting_together_are_written_to_the_socket_at_once(
+    chat: ChatApp, connect: Any
+) -> None:
+    customer = await connect.customer()
+    await customer.next("session")
+    assert chat.http is not None and chat.sio is not None
+    [protocol] = chat.http.websocket_connections()
+    counted = _CountedWrites(protocol.transport)
+    protocol.transport = counted
+    try:
+        [socket] = chat.sio.eio.sockets.values()
+        for n in range(3):  # queued in one go, as a message shown and its ack are
+            socket.queue.put_nowait(
+                packet.Packet(packet.MESSAGE, f'2/customer,["typing",{{"n":{n}}}]')
+            )
+        for n in range(3):
+            assert (await customer.next("typing", lambda d, n=n: d.get("n") == n))["n"] == n
+        assert len(counted.writes) == 1
+        assert all(f'{{"n":{n}}}'.encode() in counted.writes[0] for n in range(3))
+        # One queued a turn of the event loop after another (a message's ack after the
+        # message): written with it.
+        loop = asyncio.get_running_loop()
+        socket.queue.put_nowait(packet.Packet(packet.MESSAGE, '2/customer,["typing",{"n":3}]'))
+        loop.call_soon(
+            socket.queue.put_nowait,
+            packet.Packet(packet.MESSAGE, '2/customer,["typing",{"n":4}]'),
+        )
+        for n in (3, 4):
+            assert (await customer.next("typing", lambda d, n=n: d.get("n") == n))["n"] == n
+        assert len(counted.writes) == 2 and b'{"n":4}' in counted.writes[1]
+        ack = await customer.call("message", {"text": "하나씩"})  # one at a time as before
+        assert ack["ok"], ack
+        await customer.next("message")
+    finally:
+        protocol.transport = counted._transport
