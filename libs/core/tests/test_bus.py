@@ -58,29 +58,6 @@ async def test_failing_handler_is_retried_then_succeeds(nats_url: str, bus: Bus)
     await consumer_bus.drain()
 
 
-async def test_events_the_consumer_says_it_has_handled_are_acked_without_their_handler(
-    nats_url: str, bus: Bus
-) -> None:
-    consumer_bus = await Bus.connect(nats_url, source="consumer")
-    own, other = created("c1"), created("c2")
-    handled_here = {own.meta.event_id}
-    seen: list[str] = []
-
-    async def handle(event: events_pb2.ContactCreated) -> None:
-        seen.append(event.contact.contact_id)
-
-    options = ConsumerOptions(handled=lambda msg: msg.headers["Nats-Msg-Id"] in handled_here)
-    consumer_bus.subscribe("own", events_pb2.ContactCreated, handle, options)
-    await consumer_bus.start()
-    await bus.publish(own)
-    await bus.publish(other)
-    await until(lambda: consumer_bus.stats()["own"]["processed"] == 2, "both settled")
-    assert seen == ["c2"]
-    info = await consumer_bus.js.consumer_info("EVENTS", "own")
-    assert info.num_ack_pending == 0 and info.num_pending == 0  # both acknowledged
-    await consumer_bus.drain()
-
-
 async def test_an_event_that_is_never_ready_is_parked_with_its_reason_and_not_redelivered(
     nats_url: str, bus: Bus
 ) -> None:

@@ -20,7 +20,7 @@ from switchboard.chat.domain.commands import Rating
 from switchboard.chat.domain.model import Conversation, CustomerProfile, MessageTooLarge
 from switchboard.chat.entrypoints import payloads
 from switchboard.chat.handlers import Chat
-from switchboard.chat.notifier import ChatNotifier, message_event
+from switchboard.chat.notifier import ChatNotifier
 from switchboard.core import events
 from switchboard.core.errors import FailedPrecondition, InvalidArgument
 from switchboard.testing.fakes import FakeKeyValue, FakeObjectStore, FakePublisher
@@ -376,38 +376,3 @@ async def test_a_message_not_shown_at_once_is_shown_to_the_other_side_when_store
     customer_room = screens.rooms[f"visitor:{VISITOR.visitor_id}"]
     shown = [d for e, d in customer_room if e == "message" and d["message_id"] == sent.message_id]
     assert [(d["text"], d["seq"] > 0) for d in shown] == [("확인해 드리겠습니다", True)]
-
-
-async def test_a_message_stored_here_is_known_on_its_way_back_from_its_headers_alone(
-    bus: FakePublisher, screens: Screens
-) -> None:
-    from nats.aio.msg import Msg
-
-    from switchboard.chat.entrypoints.nats_consumer import _handled_here
-    from switchboard.core.bus import encode
-
-    chat = Chat(InMemoryConversations(), ChatNotifier(bus), screens, LIMIT)
-    handled = _handled_here(chat)
-
-    def delivered(event: Any) -> Msg:
-        subject, headers, data = encode(event)
-        return Msg(None, subject=subject, headers=headers, data=data)  # type: ignore[arg-type]
-
-    first = await send(chat, {"text": "안녕하세요"})
-    await send(chat, {"text": "두 번째예요"})
-    created, added = bus.events
-    assert handled(delivered(added))  # stored and shown here: nothing left to do
-    assert not handled(delivered(created))  # another event type: handled as ever
-    other = message_event(
-        "acme",
-        first.contact_id,
-        "from-another-replica",
-        contact_pb2.AUTHOR_AGENT,
-        "네, 확인해 드릴게요",
-        added.message.sent_at.ToDatetime(),
-    )
-    assert not handled(delivered(other))  # sent elsewhere (or not stored here yet)
-    elsewhere = events_pb2.MessageAdded()
-    elsewhere.CopyFrom(added)
-    elsewhere.meta.tenant = "globex"
-    assert not handled(delivered(elsewhere))  # the same id in another tenant

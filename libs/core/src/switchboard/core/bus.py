@@ -143,11 +143,6 @@ class ConsumerOptions:
     # Only these tenants' events (the consumer's subject filters name each tenant): a router
     # group consumes its own tenants' contacts. None: every tenant's.
     tenants: frozenset[str] | None = None
-    # Says, from a fetched message's subject and headers alone, that its event needs nothing
-    # more from this consumer (one its own process published and has already done the work of
-    # handling): such an event is acknowledged as handled, without being decoded or handed to
-    # its handler. None: every event is handled.
-    handled: Callable[[Msg], bool] | None = None
 
     @property
     def policy(self) -> RetryPolicy:
@@ -524,14 +519,6 @@ class Bus:
                 logger.warning("fetch for %s failed: %r", consumer.durable, exc)
                 await asyncio.sleep(0.5)
                 continue
-            if consumer.options.handled is not None:
-                consumer.busy = True
-                try:
-                    msgs = await self._settle_handled(consumer, msgs)
-                finally:
-                    consumer.busy = False
-                if not msgs:
-                    continue
             if concurrent:
                 # Handled while the next batch is fetched (drain waits for it).
                 self._start_batch(consumer, msgs)
@@ -541,21 +528,6 @@ class Bus:
                 await self._deliver_batch(consumer, msgs)
             finally:
                 consumer.busy = False
-
-    async def _settle_handled(self, consumer: _Consumer, msgs: list[Msg]) -> list[Msg]:
-        """Acknowledge the events `consumer.options.handled` says need nothing more; the rest."""
-        handled = consumer.options.handled
-        assert handled is not None
-        rest: list[Msg] = []
-        for msg in msgs:
-            if not handled(msg):
-                rest.append(msg)
-                continue
-            await msg.ack()
-            name = (msg.headers or {}).get(events.TYPE_HEADER, "").rsplit(".", 1)[-1]
-            _settled_counter(consumer.durable, name, "ack").inc()
-            consumer.processed += 1
-        return rest
 
     def _start_batch(self, consumer: _Consumer, msgs: list[Msg]) -> None:
         previous = consumer.started

@@ -712,12 +712,6 @@ class Chat:
         )
         await self._deliver(tenant, message)
 
-    def message_done(self, tenant: str, message_id: str) -> bool:
-        """Whether this replica has stored and shown the message `message_id` of `tenant`: its
-        MessageAdded, which the bus brings back (a chat message's event id is its message id),
-        needs nothing more (`on_message_added` would return at once)."""
-        return f"{tenant}/{message_id}" in self._done
-
     async def on_message_added(
         self, event: events_pb2.MessageAdded, conversation: Conversation | None = None
     ) -> None:

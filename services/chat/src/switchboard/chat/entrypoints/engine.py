@@ -9,9 +9,7 @@ garbage collector walks for every socket held, thousands of them with thousands 
 ``asyncio.timeout`` (no extra task); it reads a WebSocket's incoming packets the same way, where
 Engine.IO starts a task (and a ``wait_for``) for every packet received and keeps one waiting for
 every socket held; the protocol on the wire is the same. ``LeanServer`` turns
-each new socket into one, before Engine.IO schedules its first ping. Packets that are waiting
-together (a message and its ack) go to the server's WebSocket protocol in one ASGI message
-(``SEND_MANY``), which writes them to the socket at once.
+each new socket into one, before Engine.IO schedules its first ping.
 """
 
 from __future__ import annotations
@@ -23,8 +21,6 @@ from typing import Any
 import engineio
 import socketio
 from engineio import async_socket, exceptions, packet
-
-from switchboard.chat.entrypoints.http_server import SEND_MANY
 
 
 class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
@@ -42,10 +38,6 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             raise exceptions.QueueEmpty() from None
         if first is None:
             return []
-        if self.together:
-            # One turn of the event loop for the packets queued right behind this one: a
-            # message shown to its sender is followed by its ack, written with it.
-            await asyncio.sleep(0)
         packets = [first]
         while True:
             try:
@@ -58,9 +50,6 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                 break
             packets.append(pkt)
         return packets
-
-    # The server's WebSocket protocol writes frames sent in one ASGI message at once.
-    together = False
 
     async def _websocket_handler(self, ws: Any) -> None:
         """Engine.IO's WebSocket loop, reading each packet under a timeout, not in a task."""
@@ -79,7 +68,8 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                 if not packets:  # the connection is closing
                     break
                 try:
-                    await self._send(ws, packets)
+                    for pkt in packets:
+                        await ws.send(pkt.encode())
                 except Exception:
                     break
             await ws.close()
@@ -110,16 +100,6 @@ class LeanSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         await writer_task
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
 
-    async def _send(self, ws: Any, packets: list[packet.Packet]) -> None:
-        """Send `packets` on `ws`: those waiting together in one ASGI message where the server
-        takes it (nothing of them stays referenced while the writer waits for the next)."""
-        encoded = [pkt.encode() for pkt in packets]
-        if self.together and len(encoded) > 1 and all(type(e) is str for e in encoded):
-            await ws.asgi_send({"type": SEND_MANY, "texts": encoded})
-            return
-        for data in encoded:
-            await ws.send(data)
-
     def schedule_ping(self) -> None:
         # As Engine.IO's: only once the previous ping was answered (or on connect).
         if self.last_ping:
@@ -138,9 +118,6 @@ class LeanEngine(engineio.AsyncServer):  # type: ignore[misc]
             s = self.sockets.get(args[0])
             if type(s) is async_socket.AsyncSocket:
                 s.__class__ = LeanSocket
-                scope = args[1].get("asgi.scope") or {}
-                if SEND_MANY in scope.get("extensions", ()):
-                    s.together = True
         return await super()._trigger_event(event, *args, **kwargs)
 
 

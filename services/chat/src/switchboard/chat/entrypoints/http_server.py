@@ -11,46 +11,10 @@ from ssl import SSLContext
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.utils import ClientDisconnected
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
 
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_SECONDS = 10.0
-
-# An ASGI extension of the WebSocket protocol below: the scope's "extensions" name it, and the
-# app may then send {"type": SEND_MANY, "texts": [...]}, text frames written to the socket at once.
-SEND_MANY = "switchboard.websocket.send_many"
-
-
-class WebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
-    """uvicorn's sans-I/O WebSocket protocol that also takes several text frames in one ASGI
-    message (`SEND_MANY`) and writes them together: one system call for all, where a
-    `websocket.send` each costs one apiece. Engine.IO sends each of its packets as a frame, and a
-    chat message's sender is sent two at a time (the message, stored, and its ack)."""
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)  # none for a refused handshake
-        if scope is not None:
-            scope["extensions"][SEND_MANY] = {}
-
-    async def send(self, message: Any) -> None:
-        if message["type"] != SEND_MANY:
-            await super().send(message)
-            return
-        await self.writable.wait()
-        if self.disconnected:
-            raise ClientDisconnected()
-        if not self.handshake_complete or self.close_sent or self.initial_response is not None:
-            raise RuntimeError(f"Unexpected ASGI message '{SEND_MANY}' on a socket not open.")
-        try:
-            for text in message["texts"]:
-                self.conn.send_text(text.encode())
-        except InvalidState:
-            raise ClientDisconnected() from None
-        self.transport.write(b"".join(self.conn.data_to_send()))
 
 
 class _Server(uvicorn.Server):
@@ -82,9 +46,8 @@ class HttpServer:
             server_header=False,
             timeout_graceful_shutdown=max(1, int(grace_seconds)),
             # The `websockets` library's sans-I/O protocol: its frame parsing and masking are
-            # C-accelerated, where wsproto (uvicorn's other choice) is pure Python per frame
-            # (with frames sent together written at once).
-            ws=WebSocketProtocol,
+            # C-accelerated, where wsproto (uvicorn's other choice) is pure Python per frame.
+            ws="websockets-sansio",
             ws_max_size=ws_max_size,
             # permessage-deflate (RFC 7692), which browsers always offer, only where asked for:
             # a chat frame is a few hundred bytes of JSON that deflate barely shrinks, while each

@@ -4,34 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from nats.aio.msg import Msg
-
 from switchboard.chat.handlers import Chat
 from switchboard.chat.inbox.service import Inbox
-from switchboard.core import events
-from switchboard.core.bus import Bus, ConsumerOptions
+from switchboard.core.bus import Bus
 from switchboard.v1 import case_events_pb2, events_pb2
-
-MESSAGE_ADDED = events.spec_for(events_pb2.MessageAdded).type_name
-
-
-def _handled_here(chat: Chat) -> Callable[[Msg], bool]:
-    """A chat message this replica published, stored and showed, on its way back from the bus
-    (subject contact.<tenant>.chat.message_added, event id = message id): acknowledged without
-    being decoded. Every other event, and a message stored elsewhere or not yet, is handled."""
-
-    def handled(msg: Msg) -> bool:
-        headers = msg.headers
-        if not headers or headers.get(events.TYPE_HEADER) != MESSAGE_ADDED:
-            return False
-        parts = msg.subject.split(".")
-        return (
-            len(parts) == 4
-            and parts[2] == "chat"
-            and chat.message_done(parts[1], headers.get("Nats-Msg-Id", ""))
-        )
-
-    return handled
 
 
 def _contact_ended(
@@ -62,8 +38,7 @@ def _contact_assigned(
 
 
 def subscribe(bus: Bus, chat: Chat, durable: str, inbox: Inbox | None = None) -> None:
-    options = ConsumerOptions(handled=_handled_here(chat))
-    bus.subscribe(durable, events_pb2.ContactCreated, chat.on_contact_created, options)
+    bus.subscribe(durable, events_pb2.ContactCreated, chat.on_contact_created)
     bus.subscribe(durable, events_pb2.MessageAdded, chat.on_message_added)
     bus.subscribe(durable, events_pb2.ContactQueued, chat.on_contact_queued)
     bus.subscribe(durable, events_pb2.ContactAssigned, _contact_assigned(chat, inbox))
