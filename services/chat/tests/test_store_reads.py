@@ -214,3 +214,45 @@ async def test_history_appends_are_pipelined_not_one_request_each(bus: Bus) -> N
     history = await store.history("acme", "c-9")
     assert sorted(m.text for m in history) == sorted(m.text for m in messages)
     await store.close()
+
+
+class UncountedJs:
+    """JetStream whose new consumers count nothing pending at first, as a consumer created while
+    the server is busy can."""
+
+    def __init__(self, js: Any) -> None:
+        self.js = js
+
+    async def pull_subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        sub = await self.js.pull_subscribe(*args, **kwargs)
+        real = sub.consumer_info
+
+        async def consumer_info() -> Any:
+            info = await real()
+            info.num_pending = 0
+            return info
+
+        sub.consumer_info = consumer_info
+        return sub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.js, name)
+
+
+async def test_a_history_is_read_whole_when_a_new_consumer_counts_nothing_pending(
+    bus: Bus,
+) -> None:
+    opened = await JetStreamConversations.open(bus.js)
+    await opened.close()
+    store = JetStreamConversations(UncountedJs(bus.js), opened.kv)  # type: ignore[arg-type]
+    conversation = Conversation("acme", "c-9", "v-9", "Kim Minsu", "ko")
+    await store.add(conversation)
+    texts = ["청구서가 두 번 왔어요", "확인해 드리겠습니다", "3월분이에요"]
+    seqs = [
+        (await store.append("acme", "c-9", _message("c-9", t), conversation)).seq  # type: ignore[union-attr]
+        for t in texts
+    ]
+    assert [m.text for m in await store.history("acme", "c-9")] == texts
+    assert [m.text for m in await store.history("acme", "c-9", seqs[0])] == texts[1:]
+    assert await store.history("acme", "c-9", seqs[-1]) == []
+    assert await store.history("acme", "c-other") == []
