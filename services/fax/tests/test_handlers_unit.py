@@ -141,11 +141,17 @@ async def test_a_fax_whose_original_is_not_stored_is_refused_naming_it(parts: Pa
     assert not parts.bus.of(events_pb2.ContactCreated)
 
 
-def mail(to: str, *attachments: contact_pb2.AttachmentRef) -> email_pb2.EmailReceived:
+def mail(
+    to: str,
+    *attachments: contact_pb2.AttachmentRef,
+    sender: str = "scanner@acme.example",
+    subject: str = "",
+) -> email_pb2.EmailReceived:
     return email_pb2.EmailReceived(
         meta=new_meta("demo", contact_pb2.CHANNEL_EMAIL, "email-ingest", "mail-1:email"),
-        from_address="scanner@acme.example",
+        from_address=sender,
         to=[to],
+        subject=subject,
         attachments=attachments,
     )
 
@@ -166,6 +172,64 @@ async def test_a_fax_attachment_mailed_to_the_fax_address_is_accepted(parts: Par
     assert received.origin.received_by == FAX_ADDRESS
     assert received.origin.filename == "order.pdf"
     assert parts.stored(DOCUMENTS)[received.original.object_name] == pdf
+
+
+async def test_a_fax_mailed_by_a_customer_is_theirs_by_their_address(parts: Parts) -> None:
+    """A document mailed to the fax address comes from the mail's sender: the contact (and the
+    index an erasure finds it by) names the sender's address, as an email contact would."""
+    pdf = samples.pdf([samples.fax_page(["ORDER"])])
+    attached = await parts.objects.put("email", "demo/a/1", pdf, "order.pdf", "application/pdf")
+    await parts.reader.on_email_received(
+        mail(FAX_ADDRESS, attached, sender="Kim.Minji@Customer.example")
+    )
+
+    [received] = parts.bus.of(fax_pb2.FaxReceived)
+    assert received.origin.sender_address == "kim.minji@customer.example"
+    await parts.reader.on_fax_received(received)
+    [created] = parts.bus.of(events_pb2.ContactCreated)
+    assert [(i.kind, i.value) for i in created.contact.identities] == [
+        (contact_pb2.IDENTITY_KIND_EMAIL, "kim.minji@customer.example")
+    ]
+    [processed] = parts.bus.of(fax_pb2.FaxProcessed)
+    assert list(processed.identities) == list(created.contact.identities)
+
+
+async def test_a_fax_from_a_fax_to_email_gateway_is_the_callers_by_the_number_it_names(
+    parts: Parts,
+) -> None:
+    """A fax-to-email gateway sends every fax from its own address (one of the fax addresses),
+    naming the caller in the subject: the caller's number is the contact's identity, and the
+    gateway's address is nobody's."""
+    pdf = samples.pdf([samples.fax_page(["ORDER"])])
+    attached = await parts.objects.put("email", "demo/a/1", pdf, "order.pdf", "application/pdf")
+    gateway = mail(
+        "support@demo.example",
+        attached,
+        sender=FAX_ADDRESS,
+        subject="New fax from (415) 555-0100, 1 page",
+    )
+    await parts.reader.on_email_received(gateway)
+
+    [received] = parts.bus.of(fax_pb2.FaxReceived)
+    assert received.origin.sender_address == "" and received.origin.caller_id_name == ""
+    assert received.origin.caller_id_number == "+14155550100"
+    await parts.reader.on_fax_received(received)
+    [created] = parts.bus.of(events_pb2.ContactCreated)
+    assert [(i.kind, i.value) for i in created.contact.identities] == [
+        (contact_pb2.IDENTITY_KIND_PHONE, "+14155550100")
+    ]
+
+
+async def test_a_gateways_fax_naming_no_number_has_no_identity(parts: Parts) -> None:
+    pdf = samples.pdf([samples.fax_page(["ORDER"])])
+    attached = await parts.objects.put("email", "demo/a/1", pdf, "order.pdf", "application/pdf")
+    await parts.reader.on_email_received(
+        mail("support@demo.example", attached, sender=FAX_ADDRESS, subject="Fax received 12")
+    )
+    [received] = parts.bus.of(fax_pb2.FaxReceived)
+    await parts.reader.on_fax_received(received)
+    [created] = parts.bus.of(events_pb2.ContactCreated)
+    assert list(created.contact.identities) == []
 
 
 async def test_the_reply_jobs_still_to_follow_are_those_not_final() -> None:

@@ -70,6 +70,7 @@ class FaxOrigin(_message.Message):
     RECEIVED_BY_FIELD_NUMBER: _builtins.int
     REPORTED_PAGES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    SENDER_ADDRESS_FIELD_NUMBER: _builtins.int
     intake: Global___FaxIntake.ValueType
     reference: _builtins.str
     """the source's own id: qfile, spool file, provider fax id, email event id"""
@@ -92,6 +93,10 @@ class FaxOrigin(_message.Message):
     """the page count the fax server reported (0: unknown)"""
     status: _builtins.str
     """the fax server's message (e.g. a receive error)"""
+    sender_address: _builtins.str
+    """FAX_INTAKE_EMAIL: the address the mail came from, lower-cased, when that is the sender's
+    own ("" for a fax-to-email gateway's, which names the caller's number in caller_id_number).
+    """
     def __init__(
         self,
         *,
@@ -107,10 +112,11 @@ class FaxOrigin(_message.Message):
         received_by: _builtins.str = ...,
         reported_pages: _builtins.int = ...,
         status: _builtins.str = ...,
+        sender_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_id_name", b"caller_id_name", "caller_id_number", b"caller_id_number", "comm_id", b"comm_id", "csid", b"csid", "destination", b"destination", "device", b"device", "filename", b"filename", "intake", b"intake", "received_by", b"received_by", "reference", b"reference", "reported_pages", b"reported_pages", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_id_name", b"caller_id_name", "caller_id_number", b"caller_id_number", "comm_id", b"comm_id", "csid", b"csid", "destination", b"destination", "device", b"device", "filename", b"filename", "intake", b"intake", "received_by", b"received_by", "reference", b"reference", "reported_pages", b"reported_pages", "sender_address", b"sender_address", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

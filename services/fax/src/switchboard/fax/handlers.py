@@ -96,7 +96,7 @@ class FaxReader:
         prefix = f"{tenant}/{event.fax_id}"
         if self.index is not None:
             origin = event.origin
-            who = identity.identities(origin.caller_id_number, origin.csid, self.config.region)
+            who = identity.of_origin(origin, self.config.region)
             senders = [
                 sender_keys.sender_key(self.config.sender_key, tenant, i.kind, i.value) for i in who
             ]
@@ -184,7 +184,7 @@ class FaxReader:
         lang, probability = language.detect(full_text)
         decision = self.rules.for_tenant(tenant).decide(full_text, lang)
         origin = event.origin
-        who = identity.identities(origin.caller_id_number, origin.csid, self.config.region)
+        who = identity.of_origin(origin, self.config.region)
         contact = contact_pb2.Contact(
             contact_id=fax_id,
             tenant=tenant,
@@ -240,7 +240,12 @@ class FaxReader:
         if not self._is_fax_mail(addresses):
             return
         await self._email_attachments(
-            event.meta, list(event.attachments), event.from_address, event.from_name, addresses
+            event.meta,
+            list(event.attachments),
+            event.from_address,
+            event.from_name,
+            addresses,
+            event.subject,
         )
 
     async def _email_attachments(
@@ -250,9 +255,18 @@ class FaxReader:
         sender: str,
         name: str,
         addresses: set[str],
+        subject: str,
     ) -> None:
         wanted = self.config.email_addresses
         received_by = next(iter(sorted(wanted & addresses)), "") if wanted else ""
+        # Who sent it: a mail from a fax address is a fax-to-email gateway's, which names the
+        # caller's number in its subject; any other is from the sender, by their own address.
+        sender = sender.lower()
+        if sender in wanted:
+            caller, sender_address = identity.number_in(subject, self.config.region), ""
+            name = ""  # the gateway's own
+        else:
+            caller, sender_address, name = "", sender, name or sender
         for ref in refs:
             if not _is_fax_attachment(ref):
                 continue
@@ -263,7 +277,9 @@ class FaxReader:
                 reference=meta.event_id,
                 filename=ref.filename,
                 received_by=received_by or sender,
-                caller_id_name=name or sender,
+                caller_id_name=name,
+                caller_id_number=caller,
+                sender_address=sender_address,
             )
             await accept(
                 self.objects, self.notifier, self.config.bucket, meta.tenant, fax_id, data, origin

@@ -1,4 +1,5 @@
-"""Who sent the fax: the caller id and the CSID (the sender's TSI) as E.164 phone identities."""
+"""Who sent the fax: the caller id and the CSID (the sender's TSI) as E.164 phone identities, and
+for a fax mailed in by its sender, their email address."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 
 import phonenumbers
 
-from switchboard.v1 import contact_pb2
+from switchboard.v1 import contact_pb2, fax_pb2
 
 _DIALLABLE = re.compile(r"^[+\d][\d\s().\-/]{4,}$")
 
@@ -39,3 +40,25 @@ def identities(caller_id: str, csid: str, region: str) -> list[contact_pb2.Custo
     return [
         contact_pb2.CustomerIdentity(kind=contact_pb2.IDENTITY_KIND_PHONE, value=n) for n in seen
     ]
+
+
+def of_origin(origin: fax_pb2.FaxOrigin, region: str) -> list[contact_pb2.CustomerIdentity]:
+    """The identities a received fax names: its numbers (caller id first), then the address of
+    the sender who mailed it in."""
+    found = identities(origin.caller_id_number, origin.csid, region)
+    if origin.sender_address:
+        found.append(
+            contact_pb2.CustomerIdentity(
+                kind=contact_pb2.IDENTITY_KIND_EMAIL, value=origin.sender_address.lower()
+            )
+        )
+    return found
+
+
+def number_in(text: str, region: str) -> str:
+    """The first valid phone number written in `text` (a fax-to-email gateway's subject, "New
+    fax from (415) 555-0100"), as E.164; "" when it names none."""
+    for match in phonenumbers.PhoneNumberMatcher(text or "", region or None):
+        if phonenumbers.is_valid_number(match.number):
+            return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+    return ""
