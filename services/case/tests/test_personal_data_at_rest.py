@@ -18,8 +18,10 @@ from switchboard.case.adapters import backfill, crypto, database, keyring, orm
 from switchboard.case.commands import CaseCommands
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
+from switchboard.case.knowledge.orm import KbArticle, KbArticleVersion
 from switchboard.case.migrate import migrate
 from switchboard.case.records import CaseRecords
+from switchboard.case.reports.orm import CsatRating, QaEvaluation
 from switchboard.case.settings import CaseSettings
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.sla.policy import parse
@@ -382,6 +384,73 @@ async def test_what_a_split_moves_is_erased_with_the_new_customer(
             select(orm.CustomerIdentity).where(orm.CustomerIdentity.customer_id == original)
         )
         assert [i.sealed for i in identities] == [PHONE_NORMALISED]
+
+
+async def test_the_ratings_evaluations_and_drafts_of_a_split_case_go_with_its_new_customer(
+    store: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    """What else is sealed with the case's customer's key, because it may quote them: a rating's
+    comment, a QA evaluation's free text, an article drafted from the case (until published, when
+    it is the tenant's). A split seals them again with the new customer's key, so erasing the new
+    customer reaches them, and a published version, the tenant's, stays readable."""
+    _url, sessions = store
+    commands = await run_contacts(sessions)
+    case_id = await case_of(sessions, "call-1")
+    original = (await CaseViews(sessions).get_case("acme", case_id)).customer.customer_id
+    at = orm.utc_now()
+    async with sessions.begin() as session:  # type: ignore[attr-defined]
+        keys = keyring.of(session)
+
+        def theirs(text: str) -> str:
+            return keys.seal(session, "acme", original, text)
+
+        session.add(
+            CsatRating(
+                tenant="acme", case_id=case_id, contact_id="call-1", event_id="rating-1",
+                score=2, comment=theirs("Park was upset"), rated_at=at,
+            )
+        )  # fmt: skip
+        session.add(
+            QaEvaluation(
+                tenant="acme", contact_id="call-1", agent_id="agent-7", form_id="default",
+                evaluator="qa-1", score=50.0, fatal_errors=0, non_fatal_errors=1, answers={},
+                comment=theirs("the customer said 010-1234-5678"), scored_at=at,
+                dispute_reason=theirs("they asked twice"), decision_note=theirs("upheld"),
+            )
+        )  # fmt: skip
+        article = KbArticle(tenant="acme", source_case_id=case_id, latest_version=2)
+        session.add(article)
+        await session.flush()
+        session.add_all(
+            [
+                KbArticleVersion(
+                    article_id=article.id, version=1, tenant="acme", state="published",
+                    title=keys.seal(session, "acme", keyring.TENANT, "Refunds"),
+                    body=keys.seal(session, "acme", keyring.TENANT, "How refunds work"),
+                ),
+                KbArticleVersion(
+                    article_id=article.id, version=2, tenant="acme", state="draft",
+                    title=theirs("Refunds for Park"), body=theirs("Park's order 77"),
+                    review_comment=theirs("name removed?"),
+                ),
+            ]
+        )  # fmt: skip
+    _, new_id = await commands.split("acme", "admin-1", original, [], [case_id], "Park J.")
+
+    await commands.erase("acme", "admin-1", new_id)
+
+    async with sessions() as session:
+        [rating] = await session.scalars(select(CsatRating))
+        [evaluation] = await session.scalars(select(QaEvaluation))
+        versions = list(await session.scalars(select(KbArticleVersion)))
+    assert rating.comment == crypto.ERASED
+    assert (evaluation.comment, evaluation.dispute_reason, evaluation.decision_note) == (
+        crypto.ERASED,
+    ) * 3
+    assert sorted((v.version, v.title, v.body, v.review_comment) for v in versions) == [
+        (1, "Refunds", "How refunds work", ""),
+        (2, crypto.ERASED, crypto.ERASED, crypto.ERASED),
+    ]
 
 
 async def test_a_customer_recorded_by_another_replica_after_this_batch_began_keeps_one_key(

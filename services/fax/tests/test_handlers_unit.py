@@ -180,7 +180,12 @@ async def test_a_fax_mailed_by_a_customer_is_theirs_by_their_address(parts: Part
     pdf = samples.pdf([samples.fax_page(["ORDER"])])
     attached = await parts.objects.put("email", "demo/a/1", pdf, "order.pdf", "application/pdf")
     await parts.reader.on_email_received(
-        mail(FAX_ADDRESS, attached, sender="Kim.Minji@Customer.example")
+        mail(
+            FAX_ADDRESS,
+            attached,
+            sender="Kim.Minji@Customer.example",
+            subject="Order 2026-11-0123 (415) 555-0100",  # numbers, but no caller named
+        )
     )
 
     [received] = parts.bus.of(fax_pb2.FaxReceived)
@@ -194,20 +199,25 @@ async def test_a_fax_mailed_by_a_customer_is_theirs_by_their_address(parts: Part
     assert list(processed.identities) == list(created.contact.identities)
 
 
+@pytest.mark.parametrize(
+    ("to", "sender", "subject"),
+    [
+        # From its own address, listed as a fax address.
+        ("support@demo.example", FAX_ADDRESS, "New fax from (415) 555-0100, 1 page"),
+        # From a carrier's address, to the fax address, naming the caller.
+        (FAX_ADDRESS, "message@inbound.carrier.example", 'eFax message from "+1 415 555 0100"'),
+    ],
+)
 async def test_a_fax_from_a_fax_to_email_gateway_is_the_callers_by_the_number_it_names(
-    parts: Parts,
+    parts: Parts, to: str, sender: str, subject: str
 ) -> None:
-    """A fax-to-email gateway sends every fax from its own address (one of the fax addresses),
-    naming the caller in the subject: the caller's number is the contact's identity, and the
-    gateway's address is nobody's."""
+    """A fax-to-email gateway sends every fax from its own address, naming the caller in the
+    subject: the caller's number is the contact's identity, and the gateway's address and name
+    are nobody's."""
     pdf = samples.pdf([samples.fax_page(["ORDER"])])
     attached = await parts.objects.put("email", "demo/a/1", pdf, "order.pdf", "application/pdf")
-    gateway = mail(
-        "support@demo.example",
-        attached,
-        sender=FAX_ADDRESS,
-        subject="New fax from (415) 555-0100, 1 page",
-    )
+    gateway = mail(to, attached, sender=sender, subject=subject)
+    gateway.from_name = "Carrier fax gateway"
     await parts.reader.on_email_received(gateway)
 
     [received] = parts.bus.of(fax_pb2.FaxReceived)
@@ -218,6 +228,7 @@ async def test_a_fax_from_a_fax_to_email_gateway_is_the_callers_by_the_number_it
     assert [(i.kind, i.value) for i in created.contact.identities] == [
         (contact_pb2.IDENTITY_KIND_PHONE, "+14155550100")
     ]
+    assert created.contact.customer_name == ""
 
 
 async def test_a_gateways_fax_naming_no_number_has_no_identity(parts: Parts) -> None:

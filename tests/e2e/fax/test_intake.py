@@ -250,7 +250,12 @@ async def test_email_with_a_fax_attachment_becomes_a_fax_contact(platform: FaxPl
     fax = await processed(platform, reference="mail-77:email")
     assert fax.origin.intake == fax_pb2.FAX_INTAKE_EMAIL
     assert fax.origin.received_by == "fax@demo.example"
-    assert fax.origin.caller_id_name == "Carrier fax gateway"
+    # The carrier's gateway names the caller in its subject: the fax is the caller's.
+    assert (fax.origin.caller_id_number, fax.origin.caller_id_name) == ("+82212345678", "")
+    assert fax.origin.sender_address == ""
+    assert [(i.kind, i.value) for i in fax.identities] == [
+        (contact_pb2.IDENTITY_KIND_PHONE, "+82212345678")
+    ]
     assert fax.language == "ko"
     offer = await offer_for(platform.agents["ko"], fax.contact_id)
     assert offer.contact.channel == contact_pb2.CHANNEL_FAX

@@ -26,7 +26,9 @@ from switchboard.case.adapters.orm import (
     new_id,
 )
 from switchboard.case.domain import identity as identity_rules
+from switchboard.case.knowledge.orm import KbArticle, KbArticleVersion
 from switchboard.case.records import CaseRecords
+from switchboard.case.reports.orm import CsatRating, QaEvaluation
 from switchboard.core import sender_keys
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
@@ -270,10 +272,14 @@ async def _reseal(
     case_ids: Sequence[str],
 ) -> None:
     """Seal what a split moved with its new customer's key, so that erasing that customer
-    reaches it (and erasing the original does not). Audit entries stay as they were written:
-    their hashes cover their ciphertext."""
+    reaches it (and erasing the original does not): the identities, and of the cases their
+    subjects, contacts, notes and messages, and what may quote the customer beside them (the
+    ratings' comments, the QA evaluations' free text, the articles drafted from the cases while
+    they are the customer's, not yet published as the tenant's). Audit entries stay as they
+    were written: their hashes cover their ciphertext."""
     keys = keyring.of(session)
     rows: list[tuple[Any, str]] = [(i, "sealed") for i in identities]
+    tenants = keys.key_id(session, tenant)  # the tenant's own key: a published article's
     if case_ids:
         rows += [
             (c, "subject") for c in await session.scalars(select(Case).where(Case.id.in_(case_ids)))
@@ -291,8 +297,39 @@ async def _reseal(
                 select(Message).where(Message.contact_id.in_(contact_ids))
             )
         ]
+        rows += [
+            (r, "comment")
+            for r in await session.scalars(
+                select(CsatRating).where(
+                    CsatRating.tenant == tenant, CsatRating.case_id.in_(case_ids)
+                )
+            )
+        ]
+        evaluations = await session.scalars(
+            select(QaEvaluation).where(
+                QaEvaluation.tenant == tenant, QaEvaluation.contact_id.in_(contact_ids)
+            )
+        )
+        rows += [
+            (e, attribute)
+            for e in evaluations
+            for attribute in ("comment", "dispute_reason", "decision_note")
+        ]
+        drafted = (
+            select(KbArticle.id)
+            .where(KbArticle.tenant == tenant, KbArticle.source_case_id.in_(case_ids))
+            .scalar_subquery()
+        )
+        versions = await session.scalars(
+            select(KbArticleVersion).where(KbArticleVersion.article_id.in_(drafted))
+        )
+        rows += [
+            (v, attribute) for v in versions for attribute in ("title", "body", "review_comment")
+        ]
     for row, attribute in rows:
         value = getattr(row, attribute)
+        if isinstance(row, KbArticleVersion) and getattr(value, "key_id", None) == tenants:
+            continue  # a published version: the tenant's, not the customer's
         if value and value != crypto.ERASED:
             setattr(row, attribute, keys.seal(session, tenant, customer_id, value))
             flag_modified(row, attribute)  # the same text: written again, under the new key

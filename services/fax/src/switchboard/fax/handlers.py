@@ -259,14 +259,16 @@ class FaxReader:
     ) -> None:
         wanted = self.config.email_addresses
         received_by = next(iter(sorted(wanted & addresses)), "") if wanted else ""
-        # Who sent it: a mail from a fax address is a fax-to-email gateway's, which names the
-        # caller's number in its subject; any other is from the sender, by their own address.
+        # Who sent it. A fax-to-email gateway's mail (one from a fax address, or one whose
+        # subject names the caller: "Fax from +82 2 1234 5678") is the caller's, by that number;
+        # the gateway's own address and name are nobody's. Any other mail is from the sender,
+        # by their own address.
         sender = sender.lower()
-        if sender in wanted:
-            caller, sender_address = identity.number_in(subject, self.config.region), ""
-            name = ""  # the gateway's own
+        caller = identity.caller_in(subject, self.config.region)
+        if caller or sender in wanted:
+            sender_address, name = "", ""
         else:
-            caller, sender_address, name = "", sender, name or sender
+            sender_address, name = sender, name or sender
         for ref in refs:
             if not _is_fax_attachment(ref):
                 continue

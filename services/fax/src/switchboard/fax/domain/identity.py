@@ -55,10 +55,16 @@ def of_origin(origin: fax_pb2.FaxOrigin, region: str) -> list[contact_pb2.Custom
     return found
 
 
-def number_in(text: str, region: str) -> str:
-    """The first valid phone number written in `text` (a fax-to-email gateway's subject, "New
-    fax from (415) 555-0100"), as E.164; "" when it names none."""
-    for match in phonenumbers.PhoneNumberMatcher(text or "", region or None):
-        if phonenumbers.is_valid_number(match.number):
-            return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+# A fax-to-email gateway's subject names the caller after "from": "Fax from +82 2 1234 5678",
+# "New fax from (415) 555-0100, 1 page", 'eFax message from "+1 555 0100"'.
+_FROM_NUMBER = re.compile(r"\bfrom\W{0,3}(\+?[\d(][\d\s().\-/]{4,}\d)", re.IGNORECASE)
+
+
+def caller_in(subject: str, region: str) -> str:
+    """The caller's number a fax-to-email gateway's subject names after "from", as E.164; ""
+    when it names none that is a valid number."""
+    for match in _FROM_NUMBER.finditer(subject or ""):
+        number = to_e164(match.group(1), region)
+        if number:
+            return number
     return ""
