@@ -279,7 +279,6 @@ async def _reseal(
     were written: their hashes cover their ciphertext."""
     keys = keyring.of(session)
     rows: list[tuple[Any, str]] = [(i, "sealed") for i in identities]
-    tenants = keys.key_id(session, tenant)  # the tenant's own key: a published article's
     if case_ids:
         rows += [
             (c, "subject") for c in await session.scalars(select(Case).where(Case.id.in_(case_ids)))
@@ -323,13 +322,16 @@ async def _reseal(
         versions = await session.scalars(
             select(KbArticleVersion).where(KbArticleVersion.article_id.in_(drafted))
         )
+        # A published version is sealed with the tenant's own key: not the customer's.
+        published = keys.key_id(session, tenant)
         rows += [
-            (v, attribute) for v in versions for attribute in ("title", "body", "review_comment")
+            (v, attribute)
+            for v in versions
+            for attribute in ("title", "body", "review_comment")
+            if getattr(getattr(v, attribute), "key_id", None) != published
         ]
     for row, attribute in rows:
         value = getattr(row, attribute)
-        if isinstance(row, KbArticleVersion) and getattr(value, "key_id", None) == tenants:
-            continue  # a published version: the tenant's, not the customer's
         if value and value != crypto.ERASED:
             setattr(row, attribute, keys.seal(session, tenant, customer_id, value))
             flag_modified(row, attribute)  # the same text: written again, under the new key

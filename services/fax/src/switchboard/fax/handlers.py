@@ -23,7 +23,7 @@ from switchboard.fax.domain.document import Document, Limits, Page, Rejected, no
 from switchboard.fax.domain.rules import RuleBook
 from switchboard.fax.intake import accept, fax_id_for, kind_of
 from switchboard.fax.notifier import FaxNotifier
-from switchboard.v1 import contact_pb2, email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import contact_pb2, email_pb2, fax_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -239,37 +239,23 @@ class FaxReader:
         addresses = {a.lower() for a in (event.from_address, *event.to, *event.cc) if a}
         if not self._is_fax_mail(addresses):
             return
-        await self._email_attachments(
-            event.meta,
-            list(event.attachments),
-            event.from_address,
-            event.from_name,
-            addresses,
-            event.subject,
-        )
+        await self._email_attachments(event, addresses)
 
-    async def _email_attachments(
-        self,
-        meta: events_pb2.EventMeta,
-        refs: list[contact_pb2.AttachmentRef],
-        sender: str,
-        name: str,
-        addresses: set[str],
-        subject: str,
-    ) -> None:
+    async def _email_attachments(self, event: email_pb2.EmailReceived, addresses: set[str]) -> None:
+        meta = event.meta
         wanted = self.config.email_addresses
         received_by = next(iter(sorted(wanted & addresses)), "") if wanted else ""
         # Who sent it. A fax-to-email gateway's mail (one from a fax address, or one whose
         # subject names the caller: "Fax from +82 2 1234 5678") is the caller's, by that number;
         # the gateway's own address and name are nobody's. Any other mail is from the sender,
         # by their own address.
-        sender = sender.lower()
-        caller = identity.caller_in(subject, self.config.region)
+        sender = event.from_address.lower()
+        caller = identity.caller_in(event.subject, self.config.region)
         if caller or sender in wanted:
             sender_address, name = "", ""
         else:
-            sender_address, name = sender, name or sender
-        for ref in refs:
+            sender_address, name = sender, event.from_name or sender
+        for ref in event.attachments:
             if not _is_fax_attachment(ref):
                 continue
             data = await self.objects.get(ref)

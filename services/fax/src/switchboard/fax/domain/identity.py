@@ -49,7 +49,7 @@ def of_origin(origin: fax_pb2.FaxOrigin, region: str) -> list[contact_pb2.Custom
     if origin.sender_address:
         found.append(
             contact_pb2.CustomerIdentity(
-                kind=contact_pb2.IDENTITY_KIND_EMAIL, value=origin.sender_address.lower()
+                kind=contact_pb2.IDENTITY_KIND_EMAIL, value=origin.sender_address
             )
         )
     return found
