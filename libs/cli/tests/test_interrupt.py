@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 
 def start_agent(run_dir: Path, router: str) -> subprocess.Popen[str]:
     (run_dir / "endpoints.json").write_text(
@@ -71,3 +73,31 @@ def test_ctrl_c_while_the_command_loads(tmp_path: Path) -> None:
         code, output = interrupted(proc)
     assert code == 130, output
     assert "Traceback" not in output, output
+
+
+async def test_ctrl_c_as_the_agents_input_ends_is_still_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C and the end of input arrive together (a terminal closing, or a pipe closed right
+    after the signal): the session may already be signing out when the signal lands, and may
+    finish on its own. It was still interrupted: 130, not 0."""
+    import argparse
+    import asyncio
+
+    from switchboard.cli import agent
+
+    signed_out: list[bool] = []
+
+    async def session(directory: Path, args: argparse.Namespace) -> int:
+        # The input has ended: the session signs out, and Ctrl-C lands meanwhile (its
+        # cancellation is absorbed where the session waits for its offers' task to end).
+        os.kill(os.getpid(), signal.SIGINT)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)
+        signed_out.append(True)
+        return 0
+
+    monkeypatch.setattr(agent, "_session", session)
+    code = await agent.run(tmp_path, argparse.Namespace())
+    assert signed_out == [True]
+    assert code == agent.INTERRUPTED

@@ -47,29 +47,35 @@ INTERRUPTED = 128 + signal.SIGINT
 
 
 async def run(directory: Path, args: argparse.Namespace) -> int:
-    """The terminal agent until /quit, end of input, or Ctrl-C (which signs out all the same)."""
+    """The terminal agent until /quit, end of input, or Ctrl-C (which signs out all the same).
+
+    The session runs as its own task, and Ctrl-C cancels that task: however the session then
+    ends (cancelled, or finishing on its own because its input ended at the same moment and it
+    was already signing out), an interrupted agent exits with 130, and this task is never left
+    with a cancellation pending.
+    """
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
+    session = asyncio.create_task(_session(directory, args))
     interrupted = False
 
     def interrupt() -> None:
         nonlocal interrupted
         if not interrupted:
             interrupted = True
-            task.cancel()
+            session.cancel()
 
     loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
-        return await _session(directory, args)
+        code = await session
     except asyncio.CancelledError:
-        if not interrupted:
+        if not (interrupted and session.cancelled()):
             raise
-        task.uncancel()
-        print("stopped.")
-        return INTERRUPTED
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+    if interrupted:
+        print("stopped.")
+        return INTERRUPTED
+    return code
 
 
 async def _session(directory: Path, args: argparse.Namespace) -> int:
