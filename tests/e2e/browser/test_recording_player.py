@@ -86,6 +86,13 @@ async def test_the_agent_plays_and_seeks_a_calls_recording_in_the_case_panel(
     # Play: the time moves on; pause: it stops.
     play = player.get_by_test_id("rec-play")
     await expect(play).to_have_text("재생")
+    # Until then the recording is not fetched: a player shown is no playback (the first request
+    # of its audio is the one audited on the case).
+    await expect(play).to_be_enabled()
+    audio = player.get_by_test_id("rec-audio")
+    assert await audio.evaluate("a => a.preload") == "none"
+    assert await audio.evaluate("a => a.readyState") == 0
+    assert statuses == []
     await play.click()
     await expect(play).to_have_attribute("data-state", "playing")
     await eventually(lambda: _moved(inbox, 0.3), "the recording playing on")

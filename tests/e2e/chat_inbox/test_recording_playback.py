@@ -9,6 +9,7 @@ import json
 import logging
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import pytest
@@ -92,12 +93,14 @@ async def test_the_agent_plays_its_calls_recording_by_ranges_with_its_waveform(
     # The caller speaks loudly first, the agent more softly last: the peaks say so per channel.
     assert min(customer[: n // 4]) > 0.5 and max(customer[-n // 4 :]) == 0
     assert max(agent_peaks[: n // 4]) == 0 and 0.3 < min(agent_peaks[-n // 4 :]) < 0.5
-    assert f"contact={contact_id} by=ko-1" in caplog.text
+    # A player shown is no playback yet.
+    assert f"contact={contact_id} by=ko-1" not in caplog.text
 
     # The <audio> element's URL carries the ticket: the whole file, unsealed, as audio/wav.
     url = player["url"]
     status, headers, data = await get(inbox.url, url)
     assert (status, headers["Content-Type"], data) == (200, "audio/wav", wav)
+    assert f"contact={contact_id} by=ko-1 (agent) via=player" in caplog.text
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["Content-Length"] == str(len(wav))
     # A seek: a range across two sealed chunks (64 KiB each) is 206 with its bytes only.
@@ -218,15 +221,21 @@ async def test_every_playback_is_audited_on_the_case_once_not_per_range(
     await store_recording(inbox.bus, SECRET, "demo", contact_id, wav)
     await recorded_in_case(inbox, contact_id)
 
-    # A QA evaluator opens the player and plays it: the whole file, then seeks twice.
+    # A QA evaluator opens the player and plays it: the whole file, then seeks twice, then plays
+    # it again from the start.
     qa = auth.mint(SECRET, "demo", "eva", ["qa"])
     status, _, data = await get(inbox.url, "api/agent/recording/player", qa, contact_id=contact_id)
     assert status == 200, data
     url = json.loads(data)["url"]
+    # A supervisor is shown the player (the case opened) and never plays it: no playback.
+    boss = auth.mint(SECRET, "demo", "boss", ["supervisor"])
+    status, _, data = await get(
+        inbox.url, "api/agent/recording/player", boss, contact_id=contact_id
+    )
+    assert status == 200, data
     for wanted in ("bytes=0-", "bytes=65530-65545", "bytes=90000-", "bytes=0-"):
         assert (await get(inbox.url, url, range=wanted))[0] == 206
-    # Then a supervisor downloads it with its token.
-    boss = auth.mint(SECRET, "demo", "boss", ["supervisor"])
+    # Then the supervisor downloads it with its token.
     status, _, data = await get(inbox.url, "api/agent/recording", boss, contact_id=contact_id)
     assert (status, data) == (200, wav)
 
@@ -243,13 +252,54 @@ async def test_every_playback_is_audited_on_the_case_once_not_per_range(
     assert json.loads(plays[0].data_json)["contact_id"] == contact_id
     assert json.loads(plays[0].data_json)["roles"] == ["qa"]
 
+    # Another replica serving the same ticket's first request announces the same playback, by
+    # the ticket's id: the case keeps it once.
+    assert inbox.chat.inbox is not None
+    ticket = inbox.chat.inbox.recordings.open_ticket(unquote(url.split("ticket=")[1]), contact_id)
+    await inbox.chat.chat.notifier.recording_played(
+        "demo", contact_id, "eva", ["qa"], "player", ticket.playback_id
+    )
+
     # A player refused (a colleague who did not take the call) is no playback.
     _, colleague = await signed_in(inbox, sockets, "zh-1")
     status, _, _ = await get(
         inbox.url, "api/agent/recording/player", colleague["token"], contact_id=contact_id
     )
     assert status == 403
-    status, _, _ = await get(inbox.url, "api/agent/recording/player", boss, contact_id=contact_id)
+    status, _, data = await get(
+        inbox.url, "api/agent/recording/player", boss, contact_id=contact_id
+    )
     assert status == 200
+    assert (await get(inbox.url, json.loads(data)["url"], range="bytes=0-"))[0] == 206
     entries = await audit_trail(inbox, contact_id, lambda es: len(played(es)) >= 3)
     assert [e.actor for e in played(entries)] == ["qa:eva", "supervisor:boss", "supervisor:boss"]
+
+
+async def test_a_playback_the_bus_does_not_take_is_not_served(
+    inbox: Inbox, sockets: list[AgentSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No playback goes unaudited: when its RecordingPlayed is not stored, the player's first
+    request is refused (503), and the player asking again once the bus takes it plays."""
+    agent, body = await signed_in(inbox, sockets)
+    contact_id = await answered_call(inbox, agent)
+    wav = stereo_wav(1.0)
+    await store_recording(inbox.bus, SECRET, "demo", contact_id, wav)
+    await recorded_in_case(inbox, contact_id)
+    status, _, data = await get(
+        inbox.url, "api/agent/recording/player", body["token"], contact_id=contact_id
+    )
+    assert status == 200, data
+    url = json.loads(data)["url"]
+
+    announce = inbox.chat.chat.notifier.recording_played
+
+    async def refused(*args: Any) -> Any:
+        raise RuntimeError("nats: no response from stream")
+
+    monkeypatch.setattr(inbox.chat.chat.notifier, "recording_played", refused)
+    status, _, data = await get(inbox.url, url)
+    assert status == 503, data
+    assert b"could not be audited" in data
+    monkeypatch.setattr(inbox.chat.chat.notifier, "recording_played", announce)
+    status, _, data = await get(inbox.url, url)
+    assert (status, data) == (200, wav)

@@ -268,11 +268,18 @@ class ChatNotifier:
         return event
 
     async def recording_played(
-        self, tenant: str, contact_id: str, player_id: str, roles: list[str], via: str
+        self,
+        tenant: str,
+        contact_id: str,
+        player_id: str,
+        roles: list[str],
+        via: str,
+        event_id: str | None = None,
     ) -> events_pb2.RecordingPlayed:
-        """Someone started playing a call's recording, for the case service to audit."""
+        """Someone started playing a call's recording, for the case service to audit (one
+        playback announced twice with its `event_id` is kept once)."""
         event = events_pb2.RecordingPlayed(
-            meta=events.new_meta(tenant, contact_pb2.CHANNEL_VOICE, SOURCE),
+            meta=events.new_meta(tenant, contact_pb2.CHANNEL_VOICE, SOURCE, event_id),
             contact_id=contact_id,
             player_id=player_id,
             roles=roles,

@@ -16,8 +16,9 @@
   the case service (inbox/kb.py), made with the caller's token.
 - ``GET /api/agent/recording/player?contact_id=`` (Bearer inbox token) -> {url, expires_at,
   duration, channels, peaks}: what the case panel's player needs to play a call recording (the
-  `url` carries a ticket for an hour; `peaks` per channel, customer then agent, 0 to 1). Each
-  player issued is one playback, audited on the contact's case (a ``RecordingPlayed`` event).
+  `url` carries a ticket for an hour; `peaks` per channel, customer then agent, 0 to 1). A
+  player's playback is audited on the contact's case (a ``RecordingPlayed`` event) when its audio
+  is first asked for with the ticket, not when the player is shown.
 - ``GET /api/agent/recording?contact_id=`` (Bearer inbox token, or ``&ticket=``): the recording as
   ``audio/wav``, with ``Range: bytes=`` requests answered 206 (a player seeking). 403 for a role
   that may not hear it, 404 when the tenant has no recording of that contact (inbox/recordings.py).
@@ -361,20 +362,26 @@ class InboxHttp:
         await self.inbox.recordings.check_access(principal, token, contact_id, on_desk)
         return principal
 
-    async def _audit_playback(self, principal: Any, contact_id: str, via: str) -> None:
+    async def _audit_playback(
+        self, who: Any, contact_id: str, via: str, event_id: str | None = None
+    ) -> None:
         """Log a playback starting and announce it for the case's audit trail: once per ticket
-        the player is given (or per download), never per byte range. A playback that cannot be
-        audited is not served (the bus refuses: the error goes back to the user)."""
-        self.inbox.recordings.played(principal, contact_id, via)
+        (`event_id`, the ticket's playback id, the same from every replica), or per download;
+        never per byte range. A playback that cannot be audited is not served (the bus refuses:
+        the error goes back to the user, whose player asks again)."""
+        self.inbox.recordings.played(who, contact_id, via)
         try:
             await self.inbox.chat.notifier.recording_played(
-                principal.tenant, contact_id, principal.subject, sorted(principal.roles), via
+                who.tenant, contact_id, who.subject, sorted(who.roles), via, event_id
             )
         except Exception as exc:  # the bus did not store it (down, timed out, refused)
             logger.warning("playback of %s not audited: %r", contact_id, exc)
             raise Unavailable("the playback could not be audited: try again") from exc
 
     async def _player(self, scope: Scope, send: Send) -> None:
+        """What a player shows (the waveform, the duration) and the URL it plays from. Showing a
+        player is no playback: the inbox shows one on every recorded call it opens. The playback
+        is audited when the audio is first asked for with the URL's ticket."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         contact_id = recordings.check_contact_id((query.get("contact_id") or [""])[0])
         principal = await self._may_hear(scope, contact_id)
@@ -385,7 +392,6 @@ class InboxHttp:
             f"{RECORDING[1:]}?contact_id={quote(contact_id, safe='')}"
             f"&ticket={quote(rec.seal_ticket(ticket), safe='')}"
         )
-        await self._audit_playback(principal, contact_id, "player")
         body = {
             "url": url,
             "expires_at": ticket.expires_at,
@@ -451,7 +457,10 @@ class InboxHttp:
             status = 206
             headers.append((b"content-range", f"bytes {start}-{stop - 1}/{size}".encode()))
         if isinstance(who, recordings.Ticket):
-            if start == 0:  # the player starting (a seek asks from further on): audited already
+            if not rec.audited(who):  # the player's first request: its playback starts
+                await self._audit_playback(who, contact_id, "player", who.playback_id)
+                rec.mark_audited(who)
+            elif start == 0:  # played again from the start: the same playback, logged
                 rec.played(who, contact_id, "ticket")
         elif start == 0:  # a download by a tool: a playback session of its own
             await self._audit_playback(who, contact_id, "download")

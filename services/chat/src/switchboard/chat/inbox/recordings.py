@@ -6,15 +6,19 @@ A recording is `<tenant>/<contact id>.wav`, sealed for that tenant and contact
 (switchboard.core.recording_seal): the tenant always comes from the caller's token, so another
 tenant's recording is never found. Supervisors, team leads, QA evaluators and admins of the tenant
 hear any of its recordings; an agent only those of the contacts it handled (on its desk, or the
-case service names it as the contact's agent). Every playback is logged (`PLAYBACK_LOGGER`) and,
-once per player issued (or download), audited on the contact's case (inbox/http.py)."""
+case service names it as the contact's agent). Every playback is logged (`PLAYBACK_LOGGER`) and
+audited on the contact's case (inbox/http.py): a download when it is served, a player when its
+audio is first asked for with its ticket (a player shown but never played is no playback), once
+per ticket on every replica alike (the audit event's id is the ticket's)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -52,6 +56,8 @@ CONTACT_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CACHED = 4
 CACHE_BYTES = 256 * 1024 * 1024
 CACHE_SECONDS = 120.0
+# Tickets whose playback this replica has had audited, until they expire (at most this many).
+AUDITED_KEPT = 10_000
 
 
 object_name = recording_seal.object_name
@@ -70,10 +76,27 @@ class Ticket:
     contact_id: str
     expires_at: int
     issued_at: int = 0  # of the token it was given for: revoking that token revokes the ticket
+    roles: tuple[str, ...] = ()  # the holder's, for the audit trail
+    nonce: str = ""  # tells apart two tickets given in the same second
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.tenant, self.subject, frozenset(), issued_at=self.issued_at)
+        return Principal(self.tenant, self.subject, frozenset(self.roles), issued_at=self.issued_at)
+
+    @property
+    def playback_id(self) -> str:
+        """The id of the playback this ticket is for: its audit event's id, the same on every
+        replica, so that the bus and the case store keep one entry however often, and wherever,
+        the player's first requests are served."""
+        fields = (
+            self.tenant,
+            self.subject,
+            self.contact_id,
+            str(self.expires_at),
+            str(self.issued_at),
+            self.nonce,
+        )
+        return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
 
 
 class Recordings:
@@ -94,6 +117,7 @@ class Recordings:
         )
         self._opened: OrderedDict[tuple[str, str], tuple[float, recording_seal.SealedRecording]]
         self._opened = OrderedDict()
+        self._audited: OrderedDict[str, int] = OrderedDict()  # playback id -> ticket expiry
 
     # ---- who may hear it ----------------------------------------------------------------------
 
@@ -139,7 +163,15 @@ class Recordings:
         expires = int(time.time()) + TICKET_SECONDS
         if token_expires:
             expires = min(expires, token_expires)
-        return Ticket(principal.tenant, principal.subject, contact_id, expires, principal.issued_at)
+        return Ticket(
+            principal.tenant,
+            principal.subject,
+            contact_id,
+            expires,
+            principal.issued_at,
+            tuple(sorted(principal.roles)),
+            secrets.token_hex(8),
+        )
 
     def seal_ticket(self, ticket: Ticket) -> str:
         body = {
@@ -148,6 +180,8 @@ class Recordings:
             "c": ticket.contact_id,
             "e": ticket.expires_at,
             "i": ticket.issued_at,
+            "r": list(ticket.roles),
+            "n": ticket.nonce,
         }
         return self._tickets.seal(json.dumps(body, separators=(",", ":")).encode())
 
@@ -156,7 +190,13 @@ class Recordings:
         try:
             body = json.loads(self._tickets.open(text))
             ticket = Ticket(
-                str(body["t"]), str(body["s"]), str(body["c"]), int(body["e"]), int(body["i"])
+                str(body["t"]),
+                str(body["s"]),
+                str(body["c"]),
+                int(body["e"]),
+                int(body["i"]),
+                tuple(str(r) for r in body.get("r", ())),
+                str(body.get("n", "")),
             )
         except (signing.TokenError, ValueError, KeyError, TypeError):
             raise Unauthenticated("the recording's ticket is not valid") from None
@@ -165,6 +205,18 @@ class Recordings:
         if ticket.contact_id != contact_id:
             raise PermissionDenied("the ticket is for another recording")
         return ticket
+
+    def audited(self, ticket: Ticket) -> bool:
+        """Whether this replica has had `ticket`'s playback audited already."""
+        now = time.time()
+        while self._audited and next(iter(self._audited.values())) < now:
+            self._audited.popitem(last=False)
+        return ticket.playback_id in self._audited
+
+    def mark_audited(self, ticket: Ticket) -> None:
+        self._audited[ticket.playback_id] = ticket.expires_at
+        while len(self._audited) > AUDITED_KEPT:
+            self._audited.popitem(last=False)
 
     # ---- the recording ------------------------------------------------------------------------
 
@@ -211,7 +263,7 @@ class Recordings:
     def played(principal_or_ticket: Principal | Ticket, contact_id: str, how: str) -> None:
         p = principal_or_ticket
         who = p.subject
-        what = ",".join(sorted(p.roles)) if isinstance(p, Principal) else "ticket"
+        what = ",".join(sorted(p.roles)) or "ticket"  # a ticket from before it held roles
         playback_log.info(
             "recording played: tenant=%s contact=%s by=%s (%s) via=%s",
             p.tenant,

@@ -2,8 +2,10 @@
    a recording's waveform (the server's peaks, customer above, agent below) on a canvas,
    play/pause, seeking by clicking the waveform (←/→ move 5 s when it has focus), the time played
    and the duration. The <audio> element fetches the recording itself, by byte ranges, with the
-   ticket in the URL that GET api/agent/recording/player gives (each player opened is one audited
-   playback). All text is set with textContent.
+   ticket in the URL that GET api/agent/recording/player gives. It fetches nothing before the
+   user plays (preload "none"; the duration and waveform come with the ticket): the playback is
+   audited on the case when the audio is first asked for, so a player shown is no playback.
+   All text is set with textContent.
 
    SBRecording.player(contactId, { token: function () { return bearerToken; },
                                   when: function (ms) { return localisedTime; } })
@@ -34,7 +36,8 @@
   // <audio> element fetches the recording itself, by byte ranges, with the URL's ticket.
   function recordingPlayer(contactId, opts) {
     var fmtTime = opts.when || function (ms) { return ms ? new Date(ms).toLocaleString(window.SBI18n.current()) : ""; };
-    var audio = el("audio", { preload: "metadata", "data-testid": "rec-audio" });
+    // Nothing fetched until played: the first request of the audio is the audited playback.
+    var audio = el("audio", { preload: "none", "data-testid": "rec-audio" });
     var play = el("button", { type: "button", cls: "rec-play", "data-testid": "rec-play", "data-state": "paused", disabled: "" });
     var time = el("span", { cls: "rec-time", "data-testid": "rec-time", text: "0:00 / 0:00" });
     var title = el("span", { cls: "rec-title" });
