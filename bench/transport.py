@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import nats
@@ -11,6 +14,8 @@ from nats.js import api as js_api
 
 from bench.stats import percentile
 from switchboard.core.tls import GrpcTls
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 async def jetstream_publish_consume(url: str, count: int, size: int = 400) -> float:
@@ -50,6 +55,68 @@ async def jetstream_publish_consume(url: str, count: int, size: int = 400) -> fl
     await js.delete_stream("BENCHRAW")
     await nc.close()
     return count / elapsed
+
+
+async def jetstream_hop(url: str, count: int, size: int = 400) -> dict[str, float]:
+    """One message at a time, from this process to a pull consumer in another process (as a
+    contact goes from its channel to the router): published -> fetched, p50/p99 ms. The floor of
+    the published->offer path's first hop; that path has two more (the router's journal write,
+    acknowledged, and the offer over gRPC)."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.add_stream(name="BENCHHOP", subjects=["benchhop.>"])
+    repo = REPO
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.transport",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert consumer.stdout is not None
+    try:
+        if (await consumer.stdout.readline()).strip() != b"ready":
+            raise RuntimeError("the JetStream hop's consumer did not start")
+        payload = b"x" * size
+        latencies = []
+        for i in range(count):
+            published = time.monotonic()
+            ack = asyncio.ensure_future(
+                js.publish(f"benchhop.{i % 16}", payload, headers={"Nats-Msg-Id": f"h{i}"})
+            )
+            fetched = float((await consumer.stdout.readline()).split()[1])
+            await ack
+            latencies.append((fetched - published) * 1e3)
+    finally:
+        consumer.kill()
+        await consumer.wait()
+    await js.delete_stream("BENCHHOP")
+    await nc.close()
+    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+async def _hop_consumer(url: str) -> None:
+    """The JetStream hop's other side: fetches, acknowledges, and prints "<msg id> <time>"
+    (CLOCK_MONOTONIC, the same clock in every process of the machine)."""
+    nc = await nats.connect(url)
+    sub = await nc.jetstream().pull_subscribe(
+        "benchhop.>",
+        durable="hop",
+        stream="BENCHHOP",
+        config=js_api.ConsumerConfig(ack_policy=js_api.AckPolicy.EXPLICIT),
+    )
+    print("ready", flush=True)
+    while True:
+        try:
+            msgs = await sub.fetch(256, timeout=5)
+        except nats.errors.TimeoutError:
+            continue
+        fetched = time.monotonic()
+        for m in msgs:
+            await m.ack()
+            print(f"{(m.headers or {}).get('Nats-Msg-Id')} {fetched}", flush=True)
 
 
 async def grpc_stream_hop(
@@ -95,3 +162,7 @@ async def grpc_stream_hop(
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
     }
+
+
+if __name__ == "__main__":
+    asyncio.run(_hop_consumer(sys.argv[1]))
