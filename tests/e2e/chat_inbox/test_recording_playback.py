@@ -233,6 +233,15 @@ async def test_every_playback_is_audited_on_the_case_once_not_per_range(
         inbox.url, "api/agent/recording/player", boss, contact_id=contact_id
     )
     assert status == 200, data
+    # Asking for its headers only (HEAD) is no playback either.
+    async with aiohttp.ClientSession() as http:
+        async with http.head(f"{inbox.url}/{url}") as r:
+            assert r.status == 200 and r.headers["Content-Length"] == str(len(wav))
+        async with http.head(
+            f"{inbox.url}/api/agent/recording?contact_id={contact_id}",
+            headers={"Authorization": f"Bearer {boss}"},
+        ) as r:
+            assert r.status == 200
     for wanted in ("bytes=0-", "bytes=65530-65545", "bytes=90000-", "bytes=0-"):
         assert (await get(inbox.url, url, range=wanted))[0] == 206
     # Then the supervisor downloads it with its token.
@@ -271,8 +280,18 @@ async def test_every_playback_is_audited_on_the_case_once_not_per_range(
     )
     assert status == 200
     assert (await get(inbox.url, json.loads(data)["url"], range="bytes=0-"))[0] == 206
-    entries = await audit_trail(inbox, contact_id, lambda es: len(played(es)) >= 3)
-    assert [e.actor for e in played(entries)] == ["qa:eva", "supervisor:boss", "supervisor:boss"]
+    # Last, a team lead's download: once it is on the trail, everything before it is too.
+    lead = auth.mint(SECRET, "demo", "lena", ["team_lead"])
+    assert (await get(inbox.url, "api/agent/recording", lead, contact_id=contact_id))[0] == 200
+    entries = await audit_trail(
+        inbox, contact_id, lambda es: any(e.actor == "team_lead:lena" for e in played(es))
+    )
+    assert [e.actor for e in played(entries)] == [
+        "qa:eva",
+        "supervisor:boss",
+        "supervisor:boss",
+        "team_lead:lena",
+    ]
 
 
 async def test_a_playback_the_bus_does_not_take_is_not_served(

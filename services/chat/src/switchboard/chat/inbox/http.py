@@ -456,7 +456,9 @@ class InboxHttp:
                 return
             status = 206
             headers.append((b"content-range", f"bytes {start}-{stop - 1}/{size}".encode()))
-        if isinstance(who, recordings.Ticket):
+        if scope.get("method") == "HEAD":  # its headers only: nothing heard
+            pass
+        elif isinstance(who, recordings.Ticket):
             if not rec.audited(who):  # the player's first request: its playback starts
                 await self._audit_playback(who, contact_id, "player", who.playback_id)
                 rec.mark_audited(who)
