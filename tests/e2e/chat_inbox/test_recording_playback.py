@@ -280,6 +280,13 @@ async def test_every_playback_is_audited_on_the_case_once_not_per_range(
     )
     assert status == 200
     assert (await get(inbox.url, json.loads(data)["url"], range="bytes=0-"))[0] == 206
+    # A tool fetching by ranges from past the start, with one token: one playback.
+    tool = auth.mint(SECRET, "demo", "tool", ["admin"])
+    for wanted in ("bytes=100-199", "bytes=200-", "bytes=-50"):
+        status, _, data = await get(
+            inbox.url, "api/agent/recording", tool, contact_id=contact_id, range=wanted
+        )
+        assert status == 206, data
     # Last, a team lead's download: once it is on the trail, everything before it is too.
     lead = auth.mint(SECRET, "demo", "lena", ["team_lead"])
     assert (await get(inbox.url, "api/agent/recording", lead, contact_id=contact_id))[0] == 200
@@ -290,6 +297,7 @@ async def test_every_playback_is_audited_on_the_case_once_not_per_range(
         "qa:eva",
         "supervisor:boss",
         "supervisor:boss",
+        "admin:tool",
         "team_lead:lena",
     ]
 

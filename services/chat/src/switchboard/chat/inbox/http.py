@@ -466,6 +466,10 @@ class InboxHttp:
                 rec.played(who, contact_id, "ticket")
         elif start == 0:  # a download by a tool: a playback session of its own
             await self._audit_playback(who, contact_id, "download")
+        else:  # a tool fetching by ranges: one playback for that token and recording
+            await self._audit_playback(
+                who, contact_id, "download", recordings.ranged_download_id(who, contact_id)
+            )
         headers.append((b"content-length", str(stop - start).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if scope.get("method") == "HEAD":

@@ -99,6 +99,13 @@ class Ticket:
         return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
 
 
+def ranged_download_id(principal: Principal, contact_id: str) -> str:
+    """The audit event id of a tool's ranged download of `contact_id` with one token: its
+    requests from past the start are one playback (a request from the start is one of its own)."""
+    fields = (principal.tenant, principal.subject, contact_id, str(principal.issued_at), "ranges")
+    return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
+
+
 class Recordings:
     def __init__(
         self,
