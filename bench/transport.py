@@ -65,15 +65,14 @@ async def jetstream_hop(url: str, count: int, size: int = 400) -> dict[str, floa
     nc = await nats.connect(url)
     js = nc.jetstream()
     await js.add_stream(name="BENCHHOP", subjects=["benchhop.>"])
-    repo = REPO
     consumer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.transport",
         url,
         stdout=asyncio.subprocess.PIPE,
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": str(repo)},
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert consumer.stdout is not None
     try:

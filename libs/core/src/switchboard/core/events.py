@@ -6,6 +6,7 @@ Subjects follow DESIGN.md: ``contact.<tenant>.<channel>.<event>`` for channel ev
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -140,6 +141,12 @@ def validate_tenant(tenant: str) -> None:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def derived_id(*parts: str) -> str:
+    """An event id made from `parts` (as long as `new_id`'s): whoever makes it from the same
+    parts makes the same id, so JetStream and the consumers keep the event once."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 def new_meta(

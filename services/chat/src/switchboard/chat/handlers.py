@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import uuid
 import weakref
@@ -58,6 +57,7 @@ from switchboard.chat.domain.model import (
     not_assigned,
 )
 from switchboard.chat.notifier import DEFAULT_QUEUE, ChatNotifier, message_event
+from switchboard.core import events
 from switchboard.core.auth import Principal
 from switchboard.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from switchboard.v1 import case_events_pb2, contact_pb2, events_pb2
@@ -153,7 +153,7 @@ def file_url(tenant: str, object_name: str, filename: str) -> str:
 def client_message_id(tenant: str, visitor_id: str, client_id: str) -> str:
     """A message id derived from the widget's own id, so a message re-sent after a network drop
     is the same message (de-duplicated) rather than a second one."""
-    return hashlib.sha256(f"{tenant}\0{visitor_id}\0{client_id}".encode()).hexdigest()[:32]
+    return events.derived_id(tenant, visitor_id, client_id)
 
 
 class Chat:

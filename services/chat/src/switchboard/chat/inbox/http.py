@@ -456,7 +456,8 @@ class InboxHttp:
                 return
             status = 206
             headers.append((b"content-range", f"bytes {start}-{stop - 1}/{size}".encode()))
-        if scope.get("method") == "HEAD":  # its headers only: nothing heard
+        heard = scope.get("method") != "HEAD"  # a HEAD asks for the headers only
+        if not heard:
             pass
         elif isinstance(who, recordings.Ticket):
             if not rec.audited(who):  # the player's first request: its playback starts

@@ -14,7 +14,6 @@ per ticket on every replica alike (the audit event's id is the ticket's)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
@@ -23,9 +22,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
+from switchboard.core import events, recording_seal, roles, signing, stores
 from switchboard.core import grpc as sb_grpc
-from switchboard.core import recording_seal, roles, signing, stores
 from switchboard.core.auth import Principal
 from switchboard.core.errors import (
     DomainError,
@@ -83,12 +83,12 @@ class Ticket:
     def principal(self) -> Principal:
         return Principal(self.tenant, self.subject, frozenset(self.roles), issued_at=self.issued_at)
 
-    @property
+    @cached_property
     def playback_id(self) -> str:
         """The id of the playback this ticket is for: its audit event's id, the same on every
         replica, so that the bus and the case store keep one entry however often, and wherever,
         the player's first requests are served."""
-        fields = (
+        return events.derived_id(
             self.tenant,
             self.subject,
             self.contact_id,
@@ -96,14 +96,14 @@ class Ticket:
             str(self.issued_at),
             self.nonce,
         )
-        return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
 
 
 def ranged_download_id(principal: Principal, contact_id: str) -> str:
     """The audit event id of a tool's ranged download of `contact_id` with one token: its
     requests from past the start are one playback (a request from the start is one of its own)."""
-    fields = (principal.tenant, principal.subject, contact_id, str(principal.issued_at), "ranges")
-    return hashlib.sha256("\0".join(fields).encode()).hexdigest()[:32]
+    return events.derived_id(
+        principal.tenant, principal.subject, contact_id, str(principal.issued_at), "ranges"
+    )
 
 
 class Recordings:
