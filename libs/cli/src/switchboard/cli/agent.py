@@ -3,6 +3,13 @@
 Signs in to the router over gRPC, takes offers from StreamOffers, joins accepted chats over the
 chat service's /agent Socket.IO namespace, and sends what you type. Commands: /accept, /decline,
 /wrap CODE, /quit. Ctrl-C signs out as /quit does and exits with status 130.
+
+When the offers stream ends (the router restarts or fails over to another replica) the agent says
+so and opens it again every RETRY_SECONDS until the router answers; the router then sends again
+an offer still outstanding. A router that no longer knows the agent (signed out by a supervisor)
+or refuses its token ends the session with status 1. A command the router or the chat cannot
+take now (a restart in progress, an offer already gone) is answered with the reason; the agent
+goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import socketio
 from switchboard.cli.endpoints import Endpoints, auth_secret
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.grpc import OFFERS_OPEN
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 
@@ -44,6 +52,26 @@ async def _lines() -> Any:
 
 # The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 128 + signal.SIGINT
+
+# How long the agent waits before opening its offers stream again after it ended.
+RETRY_SECONDS = 1.0
+
+# The offers stream's refusals that opening it again cannot mend.
+_FINAL = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name} {exc.details() or ''}".strip()
+    return str(exc) or type(exc).__name__
+
+
+class _Refused(Exception):
+    """The router refused the offers stream for good (see _FINAL)."""
 
 
 async def run(directory: Path, args: argparse.Namespace) -> int:
@@ -126,20 +154,83 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                 print(f"[{offer.contact.contact_id[:8]}] {m['author']}: {m['text']}")
 
         async def offers() -> None:
-            async for offer in stub.StreamOffers(
-                router_pb2.StreamOffersRequest(agent_id=args.agent_id)
-            ):
-                c = offer.contact
-                print(
-                    f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} ({c.language}) "
-                    f"skills={list(c.skills)}"
-                    + ("" if args.auto_accept else " — /accept or /decline")
-                )
-                state["offer"] = offer
-                if args.auto_accept:
-                    await accept(offer)
+            lost = False
+            while True:
+                call = stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id=args.agent_id))
+                try:
+                    # The router sends the stream's headers once it has it open (a refused
+                    # stream ends with its status and no headers).
+                    opened = OFFERS_OPEN in (await call.initial_metadata() or ())
+                    if lost and opened:
+                        print("offers stream open again; waiting for offers.")
+                        lost = False
+                    async for offer in call:
+                        c = offer.contact
+                        print(
+                            f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} "
+                            f"({c.language}) skills={list(c.skills)}"
+                            + ("" if args.auto_accept else " — /accept or /decline")
+                        )
+                        state["offer"] = offer
+                        if args.auto_accept:
+                            await command("accepted", accept(offer))
+                    why = "ended by the router"
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() in _FINAL:
+                        raise _Refused(_why(exc)) from None
+                    why = _why(exc)
+                finally:
+                    call.cancel()
+                if not lost:
+                    print(f"offers stream lost ({why}); opening it again.")
+                    lost = True
+                await asyncio.sleep(RETRY_SECONDS)
 
-        offer_task: asyncio.Task[None] | None = None
+        async def command(done: str, action: Any) -> None:
+            """Run one command; one the router or the chat cannot take now is answered with
+            the reason, and the agent goes on."""
+            try:
+                await action
+            except (grpc.aio.AioRpcError, socketio.exceptions.SocketIOError) as exc:
+                print(f"not {done}: {_why(exc)}")
+
+        async def decline(offer: router_pb2.Offer) -> None:
+            await stub.DeclineOffer(
+                router_pb2.DeclineOfferRequest(agent_id=args.agent_id, offer_id=offer.offer_id)
+            )
+            state["offer"] = None
+
+        async def wrap_up(contact_id: str, code: str) -> None:
+            await stub.WrapUp(
+                router_pb2.WrapUpRequest(
+                    agent_id=args.agent_id, contact_id=contact_id, wrap_up_code=code
+                )
+            )
+            print("wrapped up")
+            state["contact"] = None
+
+        async def send(contact_id: str, text: str) -> None:
+            reply = await sio.call(
+                "message", {"contact_id": contact_id, "text": text}, namespace="/agent"
+            )
+            if not reply.get("ok"):
+                print(f"not sent: {reply.get('error')}")
+
+        async def typed() -> None:
+            async for line in _lines():
+                if line == "/quit":
+                    return
+                if line == "/accept" and state["offer"]:
+                    await command("accepted", accept(state["offer"]))
+                elif line == "/decline" and state["offer"]:
+                    await command("declined", decline(state["offer"]))
+                elif line.startswith("/wrap") and state["contact"]:
+                    await command("wrapped up", wrap_up(state["contact"], line[5:].strip()))
+                elif line and state["contact"]:
+                    await command("sent", send(state["contact"], line))
+
+        code = 0
+        tasks: list[asyncio.Task[None]] = []
         try:  # signed in from here on: whatever happens, sign out
             await sio.connect(
                 ep.http["chat"],
@@ -148,48 +239,25 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                 transports=["websocket"],
             )
             print(f"signed in as {args.agent_id} ({tenant}); waiting for offers. /quit to leave.")
-            offer_task = asyncio.create_task(offers())
-            async for line in _lines():
-                if line == "/quit":
-                    break
-                if line == "/accept" and state["offer"]:
-                    await accept(state["offer"])
-                elif line == "/decline" and state["offer"]:
-                    await stub.DeclineOffer(
-                        router_pb2.DeclineOfferRequest(
-                            agent_id=args.agent_id, offer_id=state["offer"].offer_id
-                        )
-                    )
-                    state["offer"] = None
-                elif line.startswith("/wrap") and state["contact"]:
-                    await stub.WrapUp(
-                        router_pb2.WrapUpRequest(
-                            agent_id=args.agent_id,
-                            contact_id=state["contact"],
-                            wrap_up_code=line[5:].strip(),
-                        )
-                    )
-                    print("wrapped up")
-                    state["contact"] = None
-                elif line and state["contact"]:
-                    reply = await sio.call(
-                        "message",
-                        {"contact_id": state["contact"], "text": line},
-                        namespace="/agent",
-                    )
-                    if not reply.get("ok"):
-                        print(f"not sent: {reply.get('error')}")
+            offer_task, input_task = asyncio.create_task(offers()), asyncio.create_task(typed())
+            tasks = [offer_task, input_task]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if offer_task.done():
+                exc = offer_task.exception()
+                print(f"offers stopped: {exc}")
+                code = 1
+            else:
+                await input_task  # its own error, if any, is the session's
         finally:
-            if offer_task is not None:
-                offer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    try:
-                        await offer_task
-                    except Exception as exc:  # the offers stream ended with an error: say so
-                        print(f"offers stopped: {exc}")
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             # Also after Ctrl-C (a second one does not cancel again): the router must not keep
             # offering contacts to an agent who left.
             await _sign_out(stub, sio, args.agent_id)
+    return code
     return 0
 
 

@@ -440,6 +440,11 @@ class _CallDetails:
         )
 
 
+# The header the router sends on an agent's StreamOffers or AgentSession as soon as the stream is
+# open, before any offer: a client that reconnected knows offers can reach it again.
+OFFERS_OPEN = "switchboard-offers-open"
+
+
 # grpc.aio files an interceptor under the first interceptor type it is, so one class per kind.
 class _UnaryUnary(_CallDetails, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:

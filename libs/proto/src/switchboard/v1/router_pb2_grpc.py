@@ -140,7 +140,11 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamOffers(self, request, context):
-        """Streams offers to one agent for as long as the call stays open.
+        """Streams offers to one agent for as long as the call stays open. The router sends the header
+        switchboard-offers-open once the stream is open, before any offer (AgentSession likewise,
+        after its open message). A stream ends with a restart or failover of the router, or when a
+        newer stream for the agent replaces it: open it again, and an offer still outstanding is
+        sent again on it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,12 @@ class RouterServiceStub:
     SignOut: _grpc.UnaryUnaryMultiCallable[_router_pb2.SignOutRequest, _router_pb2.Agent]
     SetPresence: _grpc.UnaryUnaryMultiCallable[_router_pb2.SetPresenceRequest, _router_pb2.Agent]
     StreamOffers: _grpc.UnaryStreamMultiCallable[_router_pb2.StreamOffersRequest, _router_pb2.Offer]
-    """Streams offers to one agent for as long as the call stays open."""
+    """Streams offers to one agent for as long as the call stays open. The router sends the header
+    switchboard-offers-open once the stream is open, before any offer (AgentSession likewise,
+    after its open message). A stream ends with a restart or failover of the router, or when a
+    newer stream for the agent replaces it: open it again, and an offer still outstanding is
+    sent again on it.
+    """
     AgentSession: _grpc.StreamStreamMultiCallable[_router_pb2.AgentSessionRequest, _router_pb2.AgentSessionEvent]
     """An agent's desktop on one bidirectional stream: the first message opens it for an agent
     (as StreamOffers does), offers come down it, and the agent's accepts, declines and wrap-ups
@@ -79,7 +84,12 @@ class RouterServiceAsyncStub(RouterServiceStub):
     SignOut: _aio.UnaryUnaryMultiCallable[_router_pb2.SignOutRequest, _router_pb2.Agent]  # type: ignore[assignment]
     SetPresence: _aio.UnaryUnaryMultiCallable[_router_pb2.SetPresenceRequest, _router_pb2.Agent]  # type: ignore[assignment]
     StreamOffers: _aio.UnaryStreamMultiCallable[_router_pb2.StreamOffersRequest, _router_pb2.Offer]  # type: ignore[assignment]
-    """Streams offers to one agent for as long as the call stays open."""
+    """Streams offers to one agent for as long as the call stays open. The router sends the header
+    switchboard-offers-open once the stream is open, before any offer (AgentSession likewise,
+    after its open message). A stream ends with a restart or failover of the router, or when a
+    newer stream for the agent replaces it: open it again, and an offer still outstanding is
+    sent again on it.
+    """
     AgentSession: _aio.StreamStreamMultiCallable[_router_pb2.AgentSessionRequest, _router_pb2.AgentSessionEvent]  # type: ignore[assignment]
     """An agent's desktop on one bidirectional stream: the first message opens it for an agent
     (as StreamOffers does), offers come down it, and the agent's accepts, declines and wrap-ups
@@ -138,7 +148,12 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_pb2.StreamOffersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_router_pb2.Offer], _abc.AsyncIterator[_router_pb2.Offer]]:
-        """Streams offers to one agent for as long as the call stays open."""
+        """Streams offers to one agent for as long as the call stays open. The router sends the header
+        switchboard-offers-open once the stream is open, before any offer (AgentSession likewise,
+        after its open message). A stream ends with a restart or failover of the router, or when a
+        newer stream for the agent replaces it: open it again, and an offer still outstanding is
+        sent again on it.
+        """
 
     @_abc_1.abstractmethod
     def AgentSession(

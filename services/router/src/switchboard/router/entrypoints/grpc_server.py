@@ -11,7 +11,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.core import roles
 from switchboard.core.errors import DomainError, InvalidArgument
-from switchboard.core.grpc import acting_for, for_anyone, principal, require, status_for
+from switchboard.core.grpc import (
+    OFFERS_OPEN,
+    acting_for,
+    for_anyone,
+    principal,
+    require,
+    status_for,
+)
 from switchboard.core.service_level import Outcomes
 from switchboard.router import metrics
 from switchboard.router.domain import config as cfg
@@ -216,6 +223,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         tenant = self._acting(request.agent_id)
         queue = await self.router.connect(tenant, request.agent_id)
         try:
+            # Headers now, not with the first offer: the client knows the stream is open.
+            await context.send_initial_metadata(((OFFERS_OPEN, "1"),))
             while True:
                 offer = await queue.get()
                 if offer is None:
@@ -247,6 +256,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         # A team lead's or supervisor's own desk is told of every surge change.
         lead = caller.subject == agent_id and caller.has_any(roles.TEAM_LEAD, roles.SUPERVISOR)
         offers = await self.router.connect(tenant, agent_id, lead=lead)
+        await context.send_initial_metadata(((OFFERS_OPEN, "1"),))
         out: asyncio.Queue[router_pb2.AgentSessionEvent | None] = asyncio.Queue()
         pending: set[asyncio.Future[None]] = set()
 

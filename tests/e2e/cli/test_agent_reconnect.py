@@ -1,0 +1,170 @@
+"""`switchboard agent` keeps taking offers across a router restart: its offers stream ends with
+the router, the agent says so, opens it again once the router is back (a real router app
+restarted on the same port, recovering from its journal on a real nats-server) and the next
+contact's offer reaches it. A command the router cannot take meanwhile is answered with the
+reason, and the agent goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from switchboard.chat.bootstrap import ChatApp
+from switchboard.chat.settings import ChatSettings
+from switchboard.cli.endpoints import Endpoints
+from switchboard.core.bus import Bus
+from switchboard.router.bootstrap import RouterApp
+from switchboard.router.settings import RouterSettings
+from switchboard.testing.contacts import chat_contact_created as created
+from switchboard.testing.ports import free_tcp_and_udp_port
+
+SECRET = "agent-reconnect-secret"
+
+
+def router_app(nats_url: str, port: int, secret: str = SECRET) -> RouterApp:
+    return RouterApp(
+        RouterSettings(
+            NATS_URL=nats_url,
+            ROUTER_GRPC_PORT=port,
+            SWITCHBOARD_AUTH_SECRET=secret,
+            ROUTER_ACCEPT_TIMEOUT_SECONDS=60,
+        )
+    )
+
+
+@pytest.fixture
+async def chat(nats_url: str) -> AsyncIterator[ChatApp]:
+    app = ChatApp(
+        ChatSettings(
+            NATS_URL=nats_url,
+            SWITCHBOARD_AUTH_SECRET=SECRET,
+            CHAT_GRPC_PORT=0,
+            CHAT_HTTP_PORT=0,
+            CHAT_ROUTER_ADDR="127.0.0.1:1",
+            CHAT_CASE_ADDR="127.0.0.1:1",
+            CHAT_CONSUMER="chat-agent-reconnect",
+            SHUTDOWN_GRACE_SECONDS=1.0,
+        )
+    )
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+class Terminal:
+    """The agent's process, its output read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.seen: list[str] = []
+
+    async def line_with(self, text: str, timeout: float = 60) -> str:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while line := (await self.proc.stdout.readline()).decode():
+                self.seen.append(line)
+                if text in line:
+                    return line
+        raise AssertionError(f"the agent ended without printing {text!r}: {self.seen}")
+
+    async def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+
+@contextlib.asynccontextmanager
+async def terminal_agent(run_dir: Path, router: str, chat_url: str) -> AsyncIterator[Terminal]:
+    Endpoints(
+        nats_url="nats://127.0.0.1:1",
+        grpc={"router": router},
+        http={"chat": chat_url},
+        tenant="acme",
+    ).save(run_dir / "endpoints.json")
+    (run_dir / "auth-secret").write_text(SECRET)
+    env = {**os.environ, "SWITCHBOARD_RUN_DIR": str(run_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("SWITCHBOARD_AUTH_SECRET", None)
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "switchboard.cli", "agent", "--id", "ko-1", "--language", "ko:5"),
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield Terminal(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_the_agent_takes_offers_again_after_the_router_restarts(
+    nats_url: str, bus: Bus, chat: ChatApp, tmp_path: Path
+) -> None:
+    port = free_tcp_and_udp_port()
+    router = router_app(nats_url, port)
+    await router.start()
+    try:
+        async with terminal_agent(
+            tmp_path, f"127.0.0.1:{port}", f"http://127.0.0.1:{chat.http_port}"
+        ) as agent:
+            await agent.line_with("waiting for offers")
+            await bus.publish(created("before", language="ko"))
+            first = await agent.line_with("offer ")
+            assert "(ko)" in first
+
+            await router.stop()
+            await agent.line_with("offers stream lost")
+            # With no router, /decline is answered with the reason; the agent goes on.
+            await agent.type("/decline")
+            assert "UNAVAILABLE" in await agent.line_with("not declined")
+
+            router = router_app(nats_url, port)
+            await router.start()
+            await agent.line_with("offers stream open again")
+            # The offer made before the restart is still the agent's: it is sent again.
+            assert (await agent.line_with("offer ")) == first
+            await agent.type("/decline")
+            await bus.publish(created("after", language="ko"))
+            # The agent takes offers on the new stream: the next one is another offer.
+            assert (await agent.line_with("offer ")) != first
+            await agent.type("/quit")
+            assert await agent.proc.wait() == 0
+            reopened = next(i for i, line in enumerate(agent.seen) if "open again" in line)
+            after_restart = agent.seen[reopened:]
+            assert not any("not declined" in line for line in after_restart), agent.seen
+            assert not any("Traceback" in line for line in agent.seen), agent.seen
+    finally:
+        await router.stop()
+
+
+async def test_a_router_that_refuses_the_agents_token_ends_the_session(
+    nats_url: str, chat: ChatApp, tmp_path: Path
+) -> None:
+    port = free_tcp_and_udp_port()
+    router = router_app(nats_url, port)
+    await router.start()
+    try:
+        async with terminal_agent(
+            tmp_path, f"127.0.0.1:{port}", f"http://127.0.0.1:{chat.http_port}"
+        ) as agent:
+            await agent.line_with("waiting for offers")
+            await router.stop()
+            await agent.line_with("offers stream lost")
+            # The router comes back with another secret: opening the stream again cannot mend
+            # a refused token, so the agent stops and says why.
+            router = router_app(nats_url, port, secret="rotated-secret")
+            await router.start()
+            assert "UNAUTHENTICATED" in await agent.line_with("offers stopped")
+            assert await agent.proc.wait() == 1
+    finally:
+        await router.stop()
