@@ -6,7 +6,7 @@ chat service's /agent Socket.IO namespace, and sends what you type. Commands: /a
 
 When the offers stream ends (the router restarts or fails over to another replica) the agent says
 so and opens it again every RETRY_SECONDS until the router answers; the router then sends again
-an offer still outstanding. A router that no longer knows the agent (signed out by a supervisor)
+an offer still outstanding. A router that does not know the agent (its state started afresh)
 or refuses its token ends the session with status 1. A command the router or the chat cannot
 take now (a restart in progress, an offer already gone) is answered with the reason; the agent
 goes on.
