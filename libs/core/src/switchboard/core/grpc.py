@@ -326,7 +326,7 @@ async def start_server(
                 tenant_gate,
             )
         ],
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0), *_keepalive(), *_server_pings()],
     )
     names = [reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     served = []
@@ -364,7 +364,7 @@ async def start_health_server(
 ) -> tuple[grpc.aio.Server, int]:
     """A plaintext server of the health service alone, following `readiness`: for probes that
     cannot speak TLS (Kubernetes' gRPC probes) while the service's own server requires it."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *_server_pings()])
     health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
@@ -469,6 +469,36 @@ class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
 # of a minute later. Capped, they are back within about a second of it.
 RECONNECT_BACKOFF_MAX_MS = 1000
 
+# Keepalive: each end of a connection with a call open (an agent's offers stream, a wallboard's
+# watch) pings the other every KEEPALIVE_TIME_MS and drops the connection when a ping is not
+# answered within KEEPALIVE_TIMEOUT_MS. A peer that vanished without closing its connection (its
+# machine died, its network was cut) is found out within their sum: an idle stream sends
+# nothing, so without pings neither end would ever know.
+KEEPALIVE_TIME_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+
+
+def _keepalive() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # The wait for a ping's answer that gRPC core enforces (its default is a minute; the
+        # keepalive timeout alone does not shorten it).
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # However long the stream stays quiet (an agent waiting an hour for an offer).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def _server_pings() -> list[tuple[str, Any]]:
+    """What a server lets its clients do: ping it as often as every half of KEEPALIVE_TIME_MS.
+    gRPC's default takes one ping in five minutes without data and drops a client that pings
+    more often (GOAWAY "too_many_pings"): with it, every quiet stream would end after 30 s."""
+    return [
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
 
 def _open_channel(
     target: str,
@@ -476,7 +506,10 @@ def _open_channel(
     interceptors: list[Any] | None = None,
     server_name: str = "",
 ) -> grpc.aio.Channel:
-    options: list[tuple[str, Any]] = [("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS)]
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+        *_keepalive(),
+    ]
     credentials = tls.channel_credentials() if tls else None
     if credentials is None:
         return grpc.aio.insecure_channel(target, options, interceptors=interceptors)
