@@ -1,7 +1,7 @@
 """A NATS server that vanishes without closing its connections (its node died, its network was
 cut) is found out by the bus within a few pings, and the bus goes on through another server of
 the cluster. nats-py's defaults ping every two minutes and give up after two unanswered pings:
-a service would publish into the void for four to six minutes before it looked elsewhere.
+a service would publish into the void for six minutes before it looked elsewhere.
 
 The vanished server is a TCP proxy in front of a real nats-server that falls silent; the other
 server named in the URL is the same nats-server reached directly."""

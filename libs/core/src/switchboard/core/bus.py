@@ -51,10 +51,10 @@ MAX_EVENT_BYTES = 1024 * 1024
 
 
 # The bus pings its NATS server every NATS_PING_INTERVAL_SECONDS and takes the connection for
-# dead when more than NATS_MAX_OUTSTANDING_PINGS go unanswered: a server that vanished without
-# closing the connection (its node died, its network was cut) is found out in 15 s, and the bus
-# reconnects to another server of the cluster. nats-py's defaults (120 s, 2) take four to six
-# minutes, all that time publishing into the void.
+# dead when a ping falls due with NATS_MAX_OUTSTANDING_PINGS still unanswered: a server that
+# vanished without closing the connection (its node died, its network was cut) is found out in
+# 15 s, and the bus reconnects to another server of the cluster. nats-py's defaults (120 s, 2)
+# take six minutes, all that time publishing into the void.
 NATS_PING_INTERVAL_SECONDS = 5
 NATS_MAX_OUTSTANDING_PINGS = 2
 
