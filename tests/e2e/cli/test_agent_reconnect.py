@@ -27,15 +27,39 @@ from switchboard.testing.ports import free_tcp_and_udp_port
 SECRET = "agent-reconnect-secret"
 
 
-def router_app(nats_url: str, port: int, secret: str = SECRET) -> RouterApp:
-    return RouterApp(
-        RouterSettings(
-            NATS_URL=nats_url,
-            ROUTER_GRPC_PORT=port,
-            SWITCHBOARD_AUTH_SECRET=secret,
-            ROUTER_ACCEPT_TIMEOUT_SECONDS=60,
+class Router:
+    """The router app on one port, stopped and started again as a restart does."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.port = free_tcp_and_udp_port()
+        self.app: RouterApp | None = None
+
+    async def start(self, secret: str = SECRET) -> None:
+        self.app = RouterApp(
+            RouterSettings(
+                NATS_URL=self.nats_url,
+                ROUTER_GRPC_PORT=self.port,
+                SWITCHBOARD_AUTH_SECRET=secret,
+                ROUTER_ACCEPT_TIMEOUT_SECONDS=60,
+            )
         )
-    )
+        await self.app.start()
+
+    async def stop(self) -> None:
+        if self.app is not None:
+            await self.app.stop()
+            self.app = None
+
+
+@pytest.fixture
+async def router(nats_url: str) -> AsyncIterator[Router]:
+    router = Router(nats_url)
+    await router.start()
+    try:
+        yield router
+    finally:
+        await router.stop()
 
 
 @pytest.fixture
@@ -107,64 +131,50 @@ async def terminal_agent(run_dir: Path, router: str, chat_url: str) -> AsyncIter
         await proc.wait()
 
 
+@pytest.fixture
+async def agent(router: Router, chat: ChatApp, tmp_path: Path) -> AsyncIterator[Terminal]:
+    """`switchboard agent` signed in to `router`, waiting for offers."""
+    chat_url = f"http://127.0.0.1:{chat.http_port}"
+    async with terminal_agent(tmp_path, f"127.0.0.1:{router.port}", chat_url) as agent:
+        await agent.line_with("waiting for offers")
+        yield agent
+
+
 async def test_the_agent_takes_offers_again_after_the_router_restarts(
-    nats_url: str, bus: Bus, chat: ChatApp, tmp_path: Path
+    bus: Bus, router: Router, agent: Terminal
 ) -> None:
-    port = free_tcp_and_udp_port()
-    router = router_app(nats_url, port)
+    await bus.publish(created("before", language="ko"))
+    first = await agent.line_with("offer ")
+    assert "(ko)" in first
+
+    await router.stop()
+    await agent.line_with("offers stream lost")
+    # With no router, /decline is answered with the reason; the agent goes on.
+    await agent.type("/decline")
+    assert "UNAVAILABLE" in await agent.line_with("not declined")
+
     await router.start()
-    try:
-        async with terminal_agent(
-            tmp_path, f"127.0.0.1:{port}", f"http://127.0.0.1:{chat.http_port}"
-        ) as agent:
-            await agent.line_with("waiting for offers")
-            await bus.publish(created("before", language="ko"))
-            first = await agent.line_with("offer ")
-            assert "(ko)" in first
-
-            await router.stop()
-            await agent.line_with("offers stream lost")
-            # With no router, /decline is answered with the reason; the agent goes on.
-            await agent.type("/decline")
-            assert "UNAVAILABLE" in await agent.line_with("not declined")
-
-            router = router_app(nats_url, port)
-            await router.start()
-            await agent.line_with("offers stream open again")
-            # The offer made before the restart is still the agent's: it is sent again.
-            assert (await agent.line_with("offer ")) == first
-            await agent.type("/decline")
-            await bus.publish(created("after", language="ko"))
-            # The agent takes offers on the new stream: the next one is another offer.
-            assert (await agent.line_with("offer ")) != first
-            await agent.type("/quit")
-            assert await agent.proc.wait() == 0
-            reopened = next(i for i, line in enumerate(agent.seen) if "open again" in line)
-            after_restart = agent.seen[reopened:]
-            assert not any("not declined" in line for line in after_restart), agent.seen
-            assert not any("Traceback" in line for line in agent.seen), agent.seen
-    finally:
-        await router.stop()
+    await agent.line_with("offers stream open again")
+    # The offer made before the restart is still the agent's: it is sent again.
+    assert (await agent.line_with("offer ")) == first
+    await agent.type("/decline")
+    await bus.publish(created("after", language="ko"))
+    # The agent takes offers on the new stream: the next one is another offer.
+    assert (await agent.line_with("offer ")) != first
+    await agent.type("/quit")
+    assert await agent.proc.wait() == 0
+    reopened = next(i for i, line in enumerate(agent.seen) if "open again" in line)
+    assert not any("not declined" in line for line in agent.seen[reopened:]), agent.seen
+    assert not any("Traceback" in line for line in agent.seen), agent.seen
 
 
 async def test_a_router_that_refuses_the_agents_token_ends_the_session(
-    nats_url: str, chat: ChatApp, tmp_path: Path
+    router: Router, agent: Terminal
 ) -> None:
-    port = free_tcp_and_udp_port()
-    router = router_app(nats_url, port)
-    await router.start()
-    try:
-        async with terminal_agent(
-            tmp_path, f"127.0.0.1:{port}", f"http://127.0.0.1:{chat.http_port}"
-        ) as agent:
-            await agent.line_with("waiting for offers")
-            await router.stop()
-            await agent.line_with("offers stream lost")
-            # The router comes back with another secret: opening the stream again cannot mend
-            # a refused token, so the agent stops and says why.
-            router = router_app(nats_url, port, secret="rotated-secret")
-            await router.start()
-            assert "UNAUTHENTICATED" in await agent.line_with("offers stopped")
-            assert await agent.proc.wait() == 1
-    finally:
-        await router.stop()
+    await router.stop()
+    await agent.line_with("offers stream lost")
+    # The router comes back with another secret: opening the stream again cannot mend a refused
+    # token, so the agent stops and says why.
+    await router.start(secret="rotated-secret")
+    assert "UNAUTHENTICATED" in await agent.line_with("offers stopped")
+    assert await agent.proc.wait() == 1
