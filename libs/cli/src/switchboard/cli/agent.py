@@ -258,7 +258,6 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
             # offering contacts to an agent who left.
             await _sign_out(stub, sio, args.agent_id)
     return code
-    return 0
 
 
 async def _sign_out(

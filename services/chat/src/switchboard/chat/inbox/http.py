@@ -362,6 +362,22 @@ class InboxHttp:
         await self.inbox.recordings.check_access(principal, token, contact_id, on_desk)
         return principal
 
+    async def _audit_request(self, who: Any, contact_id: str, start: int) -> None:
+        """Audit a request for a recording's audio, from byte `start`, as the playback it is."""
+        rec = self.inbox.recordings
+        if isinstance(who, recordings.Ticket):
+            if not rec.audited(who):  # the player's first request: its playback starts
+                await self._audit_playback(who, contact_id, "player", who.playback_id)
+                rec.mark_audited(who)
+            elif start == 0:  # played again from the start: the same playback, logged
+                rec.played(who, contact_id, "ticket")
+        elif start == 0:  # a download by a tool: a playback session of its own
+            await self._audit_playback(who, contact_id, "download")
+        else:  # a tool fetching by ranges: one playback for that token and recording
+            await self._audit_playback(
+                who, contact_id, "download", recordings.ranged_download_id(who, contact_id)
+            )
+
     async def _audit_playback(
         self, who: Any, contact_id: str, via: str, event_id: str | None = None
     ) -> None:
@@ -456,24 +472,12 @@ class InboxHttp:
                 return
             status = 206
             headers.append((b"content-range", f"bytes {start}-{stop - 1}/{size}".encode()))
-        heard = scope.get("method") != "HEAD"  # a HEAD asks for the headers only
-        if not heard:
-            pass
-        elif isinstance(who, recordings.Ticket):
-            if not rec.audited(who):  # the player's first request: its playback starts
-                await self._audit_playback(who, contact_id, "player", who.playback_id)
-                rec.mark_audited(who)
-            elif start == 0:  # played again from the start: the same playback, logged
-                rec.played(who, contact_id, "ticket")
-        elif start == 0:  # a download by a tool: a playback session of its own
-            await self._audit_playback(who, contact_id, "download")
-        else:  # a tool fetching by ranges: one playback for that token and recording
-            await self._audit_playback(
-                who, contact_id, "download", recordings.ranged_download_id(who, contact_id)
-            )
+        head = scope.get("method") == "HEAD"  # its headers only: nothing heard
+        if not head:
+            await self._audit_request(who, contact_id, start)
         headers.append((b"content-length", str(stop - start).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        if scope.get("method") == "HEAD":
+        if head:
             await send({"type": "http.response.body", "body": b""})
             return
         pos = start
