@@ -20,7 +20,7 @@ from switchboard.router.bootstrap import bootstrap
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain.model import Presence
 from switchboard.router.entrypoints import nats_consumer
-from switchboard.router.handlers import Router, new_engine
+from switchboard.router.handlers import Router, StreamItem, StreamQueue, new_engine
 from switchboard.router.notifier import RoutingNotifier
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.fakes import FakeBus, FakeClock
@@ -109,7 +109,7 @@ class Desk:
     bus: FakeBus
     journal: MemoryJournal
     clock: FakeClock[float]
-    streams: dict[str, asyncio.Queue[router_pb2.Offer | None]]
+    streams: dict[str, StreamQueue]
 
     async def agent(self, agent_id: str, languages: dict[str, int]) -> None:
         """Sign an agent in, available, with its AgentSession stream open."""
@@ -118,12 +118,23 @@ class Desk:
 
     def offers_to(self, agent_id: str) -> list[router_pb2.Offer]:
         """The offers on the agent's stream since the last look."""
-        queue, offers = self.streams[agent_id], []
+        return [i for i in self.told(agent_id) if isinstance(i, router_pb2.Offer)]
+
+    async def next_offer(self, agent_id: str) -> router_pb2.Offer | None:
+        """The next offer on the agent's stream (None: it closed), waiting up to 10 s."""
+        while True:
+            item = await asyncio.wait_for(self.streams[agent_id].get(), 10)
+            if item is None or isinstance(item, router_pb2.Offer):
+                return item
+
+    def told(self, agent_id: str) -> list[StreamItem]:
+        """Everything on the agent's stream since the last look."""
+        queue, items = self.streams[agent_id], []
         while not queue.empty():
-            offer = queue.get_nowait()
-            assert offer is not None, "the stream was closed"
-            offers.append(offer)
-        return offers
+            item = queue.get_nowait()
+            assert item is not None, "the stream was closed"
+            items.append(item)
+        return items
 
     def offered(self) -> list[tuple[str, str]]:
         """(contact, agent) of every ContactOffered published."""
@@ -311,7 +322,7 @@ async def held_offer(desk: Desk, agent_id: str) -> tuple[router_pb2.Offer, async
     stream, and the contact event's delivery (not yet settled)."""
     desk.bus.hold = asyncio.Event()
     delivery = asyncio.ensure_future(desk.bus.deliver(created("c1", event_id="ev-c1")))
-    offer = await asyncio.wait_for(desk.streams[agent_id].get(), 10)
+    offer = await desk.next_offer(agent_id)
     assert offer is not None
     return offer, delivery
 
@@ -360,7 +371,7 @@ async def test_the_offer_does_not_wait_for_its_events_to_be_sent(desk: Desk) -> 
     stalled.flowing.clear()
 
     delivery = asyncio.ensure_future(stalled.deliver(created("c1", event_id="ev-c1")))
-    offer = await asyncio.wait_for(desk.streams["ko-1"].get(), 10)
+    offer = await desk.next_offer("ko-1")
 
     assert offer is not None and offer.contact.contact_id == "c1"
     assert desk.journal.calls()[-1] == "add_contact"
@@ -435,8 +446,9 @@ async def test_the_composition_root_runs_on_the_adapters_it_is_given() -> None:
 
         assert await consumer.deliver(created("c1")) == FakeBus.ACK
 
-        offer = stream.get_nowait()
-        assert offer is not None and offer.contact.contact_id == "c1"
+        state, offer = stream.get_nowait(), stream.get_nowait()
+        assert isinstance(state, router_pb2.Agent) and state.agent_id == "ko-1"  # as it opened
+        assert isinstance(offer, router_pb2.Offer) and offer.contact.contact_id == "c1"
         [offered] = bus.of(events_pb2.ContactOffered)
         assert (offered.contact_id, offered.agent_id) == ("c1", "ko-1")
         assert {call.at for entry in log.entries for call in entry.calls} == {1000.0}  # its clock
@@ -481,6 +493,8 @@ async def test_the_offer_is_on_the_agents_stream_before_its_events_are_sent(desk
     nats_consumer.subscribe(watching, desk.router, "router")  # type: ignore[arg-type]
     await desk.agent("ko-1", {"ko": 4})
     stream = desk.streams["ko-1"]
+    [opened] = desk.told("ko-1")  # the agent's state as its stream opened
+    assert isinstance(opened, router_pb2.Agent)
     watching.watch = stream.qsize  # offers waiting on the agent's stream
     watching.seen.clear()
 
@@ -512,6 +526,7 @@ async def test_the_offer_is_handed_to_the_stream_right_as_the_journal_acknowledg
     await desk.agent("ko-1", {"ko": 4})
     desk.router.journal = journal = AckedLaterJournal()  # type: ignore[assignment]
     stream = desk.streams["ko-1"]
+    desk.told("ko-1")  # the agent's state as its stream opened
 
     handling = asyncio.ensure_future(desk.router.on_contact_created(created("c1")))
     for _ in range(20):  # until every task waits for the journal
@@ -537,7 +552,7 @@ async def test_a_lone_input_whose_caller_gives_up_is_carried_through(desk: Desk)
     with pytest.raises(asyncio.CancelledError):
         await handling
 
-    offer = await asyncio.wait_for(desk.streams["ko-1"].get(), 10)
+    offer = await desk.next_offer("ko-1")
     assert offer is not None and offer.contact.contact_id == "c1"
     assert desk.journal.calls()[-1] == "add_contact"
     for _ in range(100):

@@ -240,6 +240,71 @@ async def test_an_agent_session_carries_offers_down_and_actions_up(
     await other.close()
 
 
+async def test_an_agent_session_is_told_what_others_change_about_the_agent(
+    router: RouterApp, bus: Bus
+) -> None:
+    """The agent's own state comes down its session whoever changed it (a supervisor, the
+    router's missed-offers rule), and so does every offer of its that is no longer open."""
+    ko = SessionAgentClient(f"127.0.0.1:{router.port}", SECRET, "acme", "ko-1")
+    await ko.sign_in({"ko": 5})
+
+    async def state() -> router_pb2.Agent:
+        return await asyncio.wait_for(ko.states.get(), 15)
+
+    async def withdrawn() -> router_pb2.OfferWithdrawn:
+        return await asyncio.wait_for(ko.withdrawn.get(), 15)
+
+    opened = await state()  # as the session opened
+    assert (opened.agent_id, opened.presence) == ("ko-1", router_pb2.PRESENCE_AVAILABLE)
+    channel, supervisor = router_stub(router, auth.mint(SECRET, "acme", "sup-1", ["supervisor"]))
+    async with channel:
+        # A contact offered to the agent ends while it is offered: the offer is withdrawn.
+        await bus.publish(created("w-1"))
+        offer = await ko.next_offer()
+        await bus.publish(
+            events_pb2.ContactAbandoned(
+                meta=events.new_meta("acme", contact_pb2.CHANNEL_CHAT, "test"), contact_id="w-1"
+            )
+        )
+        gone = await withdrawn()
+        assert gone.offer_id == offer.offer_id and gone.reason
+
+        # A supervisor puts the agent on a break: the offer on the table goes, the agent is told.
+        await bus.publish(created("w-2"))
+        offer = await ko.next_offer()
+        await supervisor.SetPresence(
+            router_pb2.SetPresenceRequest(
+                agent_id="ko-1", presence=router_pb2.PRESENCE_BREAK, reason="coaching"
+            )
+        )
+        assert (await withdrawn()).offer_id == offer.offer_id
+        told = await state()
+        assert (told.presence, told.presence_reason) == (router_pb2.PRESENCE_BREAK, "coaching")
+
+        # Back to available, the agent lets three offers time out (the 1 s accept timeout):
+        # each is withdrawn, and the router sets the agent not responding and says so.
+        await supervisor.SetPresence(
+            router_pb2.SetPresenceRequest(agent_id="ko-1", presence=router_pb2.PRESENCE_AVAILABLE)
+        )
+        assert (await state()).presence == router_pb2.PRESENCE_AVAILABLE
+        for n in range(3):
+            await bus.publish(created(f"w-{3 + n}"))
+            offer = await ko.next_offer()
+            gone = await withdrawn()
+            assert (gone.offer_id, gone.reason) == (offer.offer_id, "accept timeout")
+        told = await state()
+        assert told.presence == router_pb2.PRESENCE_NOT_RESPONDING
+        assert told.presence_reason == "missed 3 offers in a row"
+        assert told.missed_offers == 3
+
+        # A supervisor signs the agent out.
+        await supervisor.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
+        told = await state()
+        assert (told.presence, told.presence_reason) == (router_pb2.PRESENCE_OFFLINE, "signed out")
+    assert ko.states.empty() and ko.withdrawn.empty() and ko.offers.empty()
+    await ko.close()
+
+
 async def test_an_agent_session_is_authenticated_and_opened_first(router: RouterApp) -> None:
     target = f"127.0.0.1:{router.port}"
     ko = AgentClient(target, SECRET, "acme", "ko-1")

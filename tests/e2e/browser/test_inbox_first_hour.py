@@ -1,6 +1,6 @@
 """The agent inbox in chromium as an agent meets it in the first hour: drafts per conversation,
-shortcuts that never type into the reply, offers that leave when they expire, email delivery
-status, the rating's score, wrap-up resolving the case, a human and localised case panel, the
+shortcuts that never type into the reply, offers that leave when they expire or the customer
+leaves, a presence a supervisor sets, email delivery status, the rating's score, wrap-up resolving the case, a human and localised case panel, the
 UI language's dates and strings, the email SLA of an offline chat message, and knowledge search
 across languages."""
 
@@ -17,7 +17,14 @@ from playwright.async_api import expect
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
 from switchboard.testing.contacts import contact_created
-from switchboard.v1 import case_pb2, case_pb2_grpc, contact_pb2, events_pb2
+from switchboard.v1 import (
+    case_pb2,
+    case_pb2_grpc,
+    contact_pb2,
+    events_pb2,
+    router_pb2,
+    router_pb2_grpc,
+)
 
 from .conftest import SECRET, Platform
 from .test_inbox_browser import sign_in, start_chat
@@ -151,6 +158,37 @@ async def test_expired_offers_leave_and_errors_are_human(platform: Platform, pag
     await pages.shot(inbox, "inbox-error")
     await inbox.clock.run_for(11_000)
     await expect(problem).to_be_hidden()
+    assert pages.errors == []
+
+
+async def test_an_offer_the_customer_left_goes_and_a_supervisors_break_shows(
+    platform: Platform, pages: Any
+) -> None:
+    """What others change reaches the page at once: the customer ends the chat while it is
+    offered (the offer leaves, long before its 30 s run out), a supervisor puts the agent on a
+    break, then signs the agent out."""
+    inbox = await agent(pages, platform)
+    customer = await pages.new(f"{platform.url}/?tenant=demo")
+    await start_chat(customer, "김민지", "요금이 두 번 청구되었어요")
+    offer = inbox.get_by_test_id("offer")
+    await expect(offer).to_have_count(1)
+    await customer.locator("#end").click()
+    await expect(offer).to_have_count(0)
+
+    token = auth.mint(SECRET, "demo", "sup-1", ["supervisor"])
+    presence = inbox.get_by_test_id("presence")
+    async with sb_grpc.channel(platform.running.router_target, token) as ch:
+        router = router_pb2_grpc.RouterServiceStub(ch)
+        await router.SetPresence(
+            router_pb2.SetPresenceRequest(
+                agent_id="ko-1", presence=router_pb2.PRESENCE_BREAK, reason="training"
+            )
+        )
+        await expect(presence).to_have_attribute("data-presence", "break")
+        await expect(presence).to_have_value("break:training")
+        await pages.shot(inbox, "inbox-break-by-supervisor")
+        await router.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
+        await expect(presence).to_have_attribute("data-presence", "offline")
     assert pages.errors == []
 
 

@@ -764,6 +764,33 @@ async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_r
         assert late["error"] == unary.value.details()
 
 
+async def test_the_desk_is_told_what_the_router_and_a_supervisor_change(
+    nats_url: str, database_url: str, sockets: list[AgentSocket]
+) -> None:
+    """An offer that runs out leaves the desk at once (not when the agent next clicks it), and
+    a presence set by a supervisor reaches the agent's desk."""
+    async with platform(nats_url, database_url, ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0) as inbox:
+        agent, _ = await signed_in(inbox, sockets)
+        contact_id = await email_contact(inbox.bus)
+        offer = await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+        await agent.next("offer_gone", lambda g: g["offer_id"] == offer["offer_id"])
+
+        token = auth.mint(SECRET, "demo", "sup-1", ["supervisor"])
+        async with sb_grpc.channel(f"127.0.0.1:{inbox.router_port}", token) as ch:
+            router = router_pb2_grpc.RouterServiceStub(ch)
+            await router.SetPresence(
+                router_pb2.SetPresenceRequest(
+                    agent_id="ko-1", presence=router_pb2.PRESENCE_BREAK, reason="training"
+                )
+            )
+            told = await agent.next("presence", lambda p: p["presence"] != "available")
+            assert told == {"presence": "break", "reason": "training"}
+            await router.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
+            told = await agent.next("presence", lambda p: p["presence"] == "offline")
+            assert told == {"presence": "offline", "reason": "signed out"}
+        assert (await agent.call("sign_in"))["presence"] == told
+
+
 async def test_the_desk_opens_its_session_again_after_a_router_restart_with_the_offer_it_had(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:

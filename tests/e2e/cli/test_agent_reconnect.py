@@ -2,7 +2,8 @@
 the router, the agent says so, opens it again once the router is back (a real router app
 restarted on the same port, recovering from its journal on a real nats-server) and the next
 contact's offer reaches it. A command the router cannot take meanwhile is answered with the
-reason, and the agent goes on."""
+reason, and the agent goes on. What a supervisor or the router changes about the agent (its
+presence, an offer withdrawn, a sign-out) is told on the agent's session."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ import pytest
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.settings import ChatSettings
 from switchboard.cli.endpoints import Endpoints
+from switchboard.core import auth
+from switchboard.core import grpc as sb_grpc
 from switchboard.core.bus import Bus
 from switchboard.router.bootstrap import RouterApp
 from switchboard.router.settings import RouterSettings
 from switchboard.testing.contacts import chat_contact_created as created
 from switchboard.testing.ports import free_tcp_and_udp_port
+from switchboard.v1 import router_pb2, router_pb2_grpc
 
 SECRET = "agent-reconnect-secret"
 
@@ -178,3 +182,33 @@ async def test_a_router_that_refuses_the_agents_token_ends_the_session(
     await router.start(secret="rotated-secret")
     assert "UNAUTHENTICATED" in await agent.line_with("offers stopped")
     assert await agent.proc.wait() == 1
+
+
+async def test_the_agent_is_told_what_a_supervisor_changes_and_signed_out_it_leaves(
+    bus: Bus, router: Router, agent: Terminal
+) -> None:
+    await bus.publish(created("told", language="ko"))
+    offer_id = (await agent.line_with("offer ")).split()[1].rstrip(":")
+    token = auth.mint(SECRET, "acme", "sup-1", ["supervisor"])
+    async with sb_grpc.channel(f"127.0.0.1:{router.port}", token) as ch:
+        supervisor = router_pb2_grpc.RouterServiceStub(ch)
+        await supervisor.SetPresence(
+            router_pb2.SetPresenceRequest(
+                agent_id="ko-1", presence=router_pb2.PRESENCE_BREAK, reason="training"
+            )
+        )
+        withdrawn = await agent.line_with(" withdrawn")
+        assert withdrawn.strip() == f"offer {offer_id} withdrawn (agent went break)"
+        assert (await agent.line_with("presence:")).strip() == "presence: break (training)"
+        # The agent's own commands: back to available, then a break of its own.
+        await agent.type("/available")
+        assert (await agent.line_with("presence:")).strip() == "presence: available"
+        await agent.type("/break lunch")
+        assert (await agent.line_with("presence:")).strip() == "presence: break (lunch)"
+        await agent.type("/break lunch")
+        assert (await agent.line_with("presence:")).strip() == "presence: break (lunch) (unchanged)"
+        await supervisor.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
+        left = await agent.line_with("signed out by someone else")
+        assert "offline (signed out)" in left
+    assert await agent.proc.wait() == 0
+    assert not any("Traceback" in line for line in agent.seen), agent.seen

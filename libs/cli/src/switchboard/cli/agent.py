@@ -1,15 +1,21 @@
 """`switchboard agent`: a terminal agent for trying the platform before the browser inbox.
 
-Signs in to the router over gRPC, takes offers from StreamOffers, joins accepted chats over the
-chat service's /agent Socket.IO namespace, and sends what you type. Commands: /accept, /decline,
-/wrap CODE, /quit. Ctrl-C signs out as /quit does and exits with status 130.
+Signs in to the router over gRPC, takes offers on its AgentSession stream, joins accepted chats
+over the chat service's /agent Socket.IO namespace, and sends what you type. Commands: /accept,
+/decline, /wrap CODE, /break [REASON], /available, /quit. Ctrl-C signs out as /quit does and exits
+with status 130.
 
-When the offers stream ends (the router restarts or fails over to another replica) the agent says
-so and opens it again every RETRY_SECONDS until the router answers; the router then sends again
-an offer still outstanding. A router that does not know the agent (its state started afresh)
-or refuses its token ends the session with status 1. A command the router or the chat cannot
-take now (a restart in progress, an offer already gone) is answered with the reason; the agent
-goes on.
+The session also tells the agent what others change: an offer withdrawn (the customer left, it
+timed out), a presence set by a supervisor or by the router (not responding after missed offers;
+wrap-up), a surge notice. Signed out by someone else (a supervisor), the agent says so and ends
+with status 0.
+
+When the stream ends (the router restarts or fails over to another replica) the agent says so
+and opens it again every RETRY_SECONDS until the router answers; the router then sends again an
+offer still outstanding. A router that does not know the agent (its state started afresh) or
+refuses its token ends the session with status 1. A command the router or the chat cannot take
+now (a restart in progress, an offer already gone) is answered with the reason; the agent goes
+on.
 """
 
 from __future__ import annotations
@@ -74,6 +80,15 @@ class _Refused(Exception):
     """The router refused the offers stream for good (see _FINAL)."""
 
 
+class _SignedOut(Exception):
+    """Someone else (a supervisor) signed the agent out."""
+
+
+def _presence(agent: router_pb2.Agent) -> str:
+    name = router_pb2.Presence.Name(agent.presence).removeprefix("PRESENCE_").lower()
+    return f"{name} ({agent.presence_reason})" if agent.presence_reason else name
+
+
 async def run(directory: Path, args: argparse.Namespace) -> int:
     """The terminal agent until /quit, end of input, or Ctrl-C (which signs out all the same).
 
@@ -129,7 +144,7 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
 
     async with http, sb_grpc.channel(ep.router(tenant), token, tls=ep.grpc_tls()) as ch:
         stub = router_pb2_grpc.RouterServiceStub(ch)
-        await stub.SignIn(
+        signed_in = await stub.SignIn(
             router_pb2.SignInRequest(
                 agent_id=args.agent_id,
                 display_name=args.name or args.agent_id,
@@ -140,6 +155,7 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                 skills=[router_pb2.Skill(name=n, proficiency=p) for n, p in _pairs(args.skill)],
             )
         )
+        state["presence"] = _presence(signed_in)
 
         async def accept(offer: router_pb2.Offer) -> None:
             await stub.AcceptOffer(
@@ -153,32 +169,69 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
             for m in joined.get("messages", []):
                 print(f"[{offer.contact.contact_id[:8]}] {m['author']}: {m['text']}")
 
+        def presence_is(agent: router_pb2.Agent) -> None:
+            """Say the agent's presence when it changed (told on the session, or answered to
+            the agent's own command, whichever comes first)."""
+            presence = _presence(agent)
+            if presence != state["presence"]:
+                state["presence"] = presence
+                hint = ""
+                if agent.presence == router_pb2.PRESENCE_NOT_RESPONDING:
+                    hint = " — /available to take offers again"
+                print(f"presence: {presence}{hint}")
+
+        async def on_event(event: router_pb2.AgentSessionEvent) -> None:
+            kind = event.WhichOneof("event")
+            if kind == "offer":
+                offer = event.offer
+                c = offer.contact
+                print(
+                    f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} "
+                    f"({c.language}) skills={list(c.skills)}"
+                    + ("" if args.auto_accept else " — /accept or /decline")
+                )
+                state["offer"] = offer
+                if args.auto_accept:
+                    await command("accepted", accept(offer))
+            elif kind == "withdrawn":
+                offer = state["offer"]
+                if offer is not None and offer.offer_id == event.withdrawn.offer_id:
+                    print(f"offer {offer.offer_id[:8]} withdrawn ({event.withdrawn.reason})")
+                    state["offer"] = None
+            elif kind == "agent":
+                if event.agent.presence == router_pb2.PRESENCE_OFFLINE:
+                    raise _SignedOut(_presence(event.agent))
+                presence_is(event.agent)
+            elif kind == "surge":
+                s = event.surge
+                where = f"queue {s.queue}" if s.queue else "all queues"
+                print(f"surge level {s.level} in {where}" + (f": {s.reason}" if s.reason else ""))
+
         async def offers() -> None:
             lost = False
             while True:
-                call = stub.StreamOffers(router_pb2.StreamOffersRequest(agent_id=args.agent_id))
+                call = stub.AgentSession()
                 try:
+                    await call.write(
+                        router_pb2.AgentSessionRequest(
+                            open=router_pb2.StreamOffersRequest(agent_id=args.agent_id)
+                        )
+                    )
                     # The router sends the stream's headers once it has it open (a refused
                     # stream ends with its status and no headers).
                     opened = OFFERS_OPEN in (await call.initial_metadata() or ())
                     if lost and opened:
                         print("offers stream open again; waiting for offers.")
                         lost = False
-                    async for offer in call:
-                        c = offer.contact
-                        print(
-                            f"offer {offer.offer_id[:8]}: {c.customer_name or 'customer'} "
-                            f"({c.language}) skills={list(c.skills)}"
-                            + ("" if args.auto_accept else " — /accept or /decline")
-                        )
-                        state["offer"] = offer
-                        if args.auto_accept:
-                            await command("accepted", accept(offer))
+                    while (event := await call.read()) is not grpc.aio.EOF:
+                        await on_event(event)
                     why = "ended by the router"
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in _FINAL:
                         raise _Refused(_why(exc)) from None
                     why = _why(exc)
+                except asyncio.InvalidStateError:  # the open message met a call that had ended
+                    why = "ended before it opened"
                 finally:
                     call.cancel()
                 if not lost:
@@ -209,6 +262,19 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
             print("wrapped up")
             state["contact"] = None
 
+        async def set_presence(presence: int, reason: str) -> None:
+            before = state["presence"]
+            agent = await stub.SetPresence(
+                router_pb2.SetPresenceRequest(
+                    agent_id=args.agent_id,
+                    presence=presence,  # type: ignore[arg-type]
+                    reason=reason,
+                )
+            )
+            presence_is(agent)
+            if state["presence"] == before:
+                print(f"presence: {before} (unchanged)")
+
         async def send(contact_id: str, text: str) -> None:
             reply = await sio.call(
                 "message", {"contact_id": contact_id, "text": text}, namespace="/agent"
@@ -226,6 +292,11 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
                     await command("declined", decline(state["offer"]))
                 elif line.startswith("/wrap") and state["contact"]:
                     await command("wrapped up", wrap_up(state["contact"], line[5:].strip()))
+                elif line == "/available":
+                    await command("available", set_presence(router_pb2.PRESENCE_AVAILABLE, ""))
+                elif line == "/break" or line.startswith("/break "):
+                    reason = line[6:].strip()
+                    await command("on break", set_presence(router_pb2.PRESENCE_BREAK, reason))
                 elif line and state["contact"]:
                     await command("sent", send(state["contact"], line))
 
@@ -244,8 +315,11 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if offer_task.done():
                 exc = offer_task.exception()
-                print(f"offers stopped: {exc}")
-                code = 1
+                if isinstance(exc, _SignedOut):
+                    print(f"signed out by someone else: {exc}; leaving.")
+                else:
+                    print(f"offers stopped: {exc}")
+                    code = 1
             else:
                 await input_task  # its own error, if any, is the session's
         finally:

@@ -51,7 +51,13 @@ def parser() -> argparse.ArgumentParser:
         help="seconds (at most SWITCHBOARD_TOKEN_MAX_LIFETIME_SECONDS, 30 days unless set; "
         "0: never expires, only where that is 0 too)",
     )
-    a = sub.add_parser("agent", help="a terminal agent: sign in, take offers, chat")
+    a = sub.add_parser(
+        "agent",
+        help="a terminal agent: sign in, take offers, chat",
+        description="A terminal agent: signs in, takes offers, chats. Type to reply; commands: "
+        "/accept, /decline, /wrap CODE, /break [REASON], /available, /quit (Ctrl-C signs out "
+        "too).",
+    )
     a.add_argument("--id", required=True, dest="agent_id")
     a.add_argument("--name", default="")
     a.add_argument("--tenant", default=None)

@@ -385,6 +385,8 @@ class AgentSessionEvent(_message.Message):
     WRAPPED_UP_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SURGE_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """empty on offers"""
     @_builtins.property
@@ -403,6 +405,22 @@ class AgentSessionEvent(_message.Message):
         supervisors (sessions opened with their own token) when the level has notify_agents.
         """
 
+    @_builtins.property
+    def agent(self) -> Global___Agent:
+        """The agent's own state (presence and its reason) as the router holds it: sent once as the
+        session opens, then whenever it changes, whoever changed it: the agent (here or on another
+        desk), a supervisor (SetPresence, SignOut), or the router itself (wrap-up begun or ended;
+        NOT_RESPONDING after missed offers). Carries agent_id, tenant and the presence fields
+        (presence, presence_reason, presence_since, wrap_up_until, missed_offers) only.
+        """
+
+    @_builtins.property
+    def withdrawn(self) -> Global___OfferWithdrawn:
+        """An offer made on this session that is no longer open: the contact ended or was taken
+        elsewhere while offered, the offer timed out, or the agent's presence changed. Not sent
+        for the offer an accept on this session answered.
+        """
+
     def __init__(
         self,
         *,
@@ -413,16 +431,41 @@ class AgentSessionEvent(_message.Message):
         wrapped_up: Global___WrapUpResponse | None = ...,
         error: Global___ActionError | None = ...,
         surge: _events_pb2.SurgeLevelChanged | None = ...,
+        agent: Global___Agent | None = ...,
+        withdrawn: Global___OfferWithdrawn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "surge", b"surge", "wrapped_up", b"wrapped_up"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "surge", b"surge", "withdrawn", b"withdrawn", "wrapped_up", b"wrapped_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "request_id", b"request_id", "surge", b"surge", "wrapped_up", b"wrapped_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "assigned", b"assigned", "declined", b"declined", "error", b"error", "event", b"event", "offer", b"offer", "request_id", b"request_id", "surge", b"surge", "withdrawn", b"withdrawn", "wrapped_up", b"wrapped_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["offer", "assigned", "declined", "wrapped_up", "error", "surge"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["offer", "assigned", "declined", "wrapped_up", "error", "surge", "agent", "withdrawn"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___AgentSessionEvent: _TypeAlias = AgentSessionEvent  # noqa: Y015
+
+@_typing.final
+class OfferWithdrawn(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    reason: _builtins.str
+    """e.g. "accept timeout", "agent went break", "contact abandoned" """
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offer_id", b"offer_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfferWithdrawn: _TypeAlias = OfferWithdrawn  # noqa: Y015
 
 @_typing.final
 class ActionError(_message.Message):

@@ -142,6 +142,9 @@ class SessionAgentClient(AgentClient):
     ) -> None:
         super().__init__(target, secret, tenant, agent_id, tls, roles)
         self.surges: asyncio.Queue[events_pb2.SurgeLevelChanged] = asyncio.Queue()
+        # The agent's own state as the router tells it, and its offers withdrawn.
+        self.states: asyncio.Queue[router_pb2.Agent] = asyncio.Queue()
+        self.withdrawn: asyncio.Queue[router_pb2.OfferWithdrawn] = asyncio.Queue()
         self._answers: dict[str, asyncio.Future[router_pb2.AgentSessionEvent]] = {}
         self._ids = itertools.count(1)
 
@@ -166,6 +169,12 @@ class SessionAgentClient(AgentClient):
                     continue
                 if event.WhichOneof("event") == "surge":
                     self.surges.put_nowait(event.surge)
+                    continue
+                if event.WhichOneof("event") == "agent":
+                    self.states.put_nowait(event.agent)
+                    continue
+                if event.WhichOneof("event") == "withdrawn":
+                    self.withdrawn.put_nowait(event.withdrawn)
                     continue
                 answer = self._answers.pop(event.request_id, None)
                 if answer is not None and not answer.done():

@@ -37,8 +37,12 @@ from switchboard.v1 import router_journal_pb2 as commands_pb
 
 logger = logging.getLogger(__name__)
 
-# An agent's stream: offers, surge notices (AgentSession only), None when it is to end.
-StreamQueue = asyncio.Queue[router_pb2.Offer | events_pb2.SurgeLevelChanged | None]
+# An agent's stream: offers; on an AgentSession also surge notices, the agent's own state and
+# its offers withdrawn; None when it is to end.
+StreamItem = (
+    router_pb2.Offer | events_pb2.SurgeLevelChanged | router_pb2.Agent | router_pb2.OfferWithdrawn
+)
+StreamQueue = asyncio.Queue[StreamItem | None]
 
 REPUBLISH = 2000  # decisions a new leader publishes again, in case the old one died mid-way
 NO_FULL_COLLECTIONS = 2**31 - 1  # gc threshold: young collections before a full one (never)
@@ -135,6 +139,45 @@ def _ts(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
+
+
+def presence_message(agent: eng.Agent) -> router_pb2.Agent:
+    """What an agent's session is told of its state: who, and its presence (the rest of the
+    profile is the agent's own, from its sign-in)."""
+    return router_pb2.Agent(
+        agent_id=agent.agent_id,
+        tenant=agent.tenant,
+        presence=int(agent.presence),  # type: ignore[arg-type]
+        presence_reason=agent.presence_reason,
+        presence_since=_ts(agent.presence_since),
+        wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
+        missed_offers=agent.missed,
+    )
+
+
+def agent_message(agent: eng.Agent) -> router_pb2.Agent:
+    return router_pb2.Agent(
+        agent_id=agent.agent_id,
+        tenant=agent.tenant,
+        display_name=agent.display_name,
+        languages=[
+            router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in agent.languages.items()
+        ],
+        skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in agent.skills.items()],
+        capacity=[
+            router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
+            for ch, n in sorted(agent.capacity.items())
+        ],
+        presence=int(agent.presence),  # type: ignore[arg-type]
+        presence_reason=agent.presence_reason,
+        active_contact_ids=sorted(agent.active),
+        idle_since=_ts(agent.idle_since),
+        has_pending_offer=agent.offer_id is not None,
+        connected=agent.connected,
+        presence_since=_ts(agent.presence_since),
+        wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
+        missed_offers=agent.missed,
+    )
 
 
 class Router:
@@ -484,6 +527,16 @@ class Router:
         for effect in effects:
             if isinstance(effect, eng.Offered):
                 self._push_offer(effect.offer, effect.contact)
+            elif isinstance(effect, eng.OfferWithdrawn):
+                self._push(
+                    effect.offer.tenant,
+                    effect.offer.agent_id,
+                    router_pb2.OfferWithdrawn(offer_id=effect.offer.offer_id, reason=effect.reason),
+                )
+            elif isinstance(effect, eng.AgentChanged):
+                # Its state now (a later change in the same pass is told again: the last wins).
+                agent = effect.agent
+                self._push(agent.tenant, agent.agent_id, presence_message(agent))
             elif isinstance(effect, eng.SurgeChanged) and "notify_agents" in (
                 effect.actions | self._lowered_actions(effect)
             ):
@@ -506,6 +559,11 @@ class Router:
             queue = self._streams.get(key)
             if queue is not None:
                 queue.put_nowait(notice)
+
+    def _push(self, tenant: str, agent_id: str, item: StreamItem) -> None:
+        queue = self._streams.get((tenant, agent_id))
+        if queue is not None:
+            queue.put_nowait(item)
 
     def _push_offer(self, offer: eng.Offer, c: eng.Contact) -> None:
         queue = self._streams.get((offer.tenant, offer.agent_id))
@@ -616,6 +674,8 @@ class Router:
             self._leads.add((tenant, agent_id))
         else:
             self._leads.discard((tenant, agent_id))
+        # The agent's state as the stream opens, before anything else on it; its changes follow.
+        queue.put_nowait(presence_message(self.engine.agent(tenant, agent_id)))
         pending = self.engine.agent(tenant, agent_id).offer_id
         await self.run("set_connected", tenant, agent_id, True)
         if pending and pending in self.engine.offers:

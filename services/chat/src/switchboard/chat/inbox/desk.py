@@ -345,10 +345,22 @@ class Desk:
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _on_event(self, event: router_pb2.AgentSessionEvent) -> None:
-        if event.WhichOneof("event") == "offer":
+        kind = event.WhichOneof("event")
+        if kind == "offer":
             data = wire.offer(event.offer)
             self.offers[event.offer.offer_id] = data
             await self.emit("offer", data)
+            return
+        if kind == "withdrawn":
+            # The contact ended or went elsewhere, the offer timed out, or the presence changed.
+            if self.offers.pop(event.withdrawn.offer_id, None) is not None:
+                await self.emit("offer_gone", {"offer_id": event.withdrawn.offer_id})
+            return
+        if kind == "agent":
+            # Whoever changed it: a supervisor, the router (not responding, wrap-up), another tab.
+            before = dict(self.presence)
+            if self._set_presence(event.agent) != before:
+                await self.emit("presence", dict(self.presence))
             return
         waiting = self._answers.get(event.request_id)
         if waiting is not None and not waiting[1].done():

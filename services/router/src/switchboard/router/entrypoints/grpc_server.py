@@ -24,7 +24,7 @@ from switchboard.router import metrics
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.model import Attempt
-from switchboard.router.handlers import Router
+from switchboard.router.handlers import Router, agent_message
 from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
 
 
@@ -36,31 +36,6 @@ def _ts(seconds: float) -> Timestamp:
 
 def _dur(field: object, seconds: float) -> None:
     field.FromNanoseconds(int(max(0.0, seconds) * 1e9))  # type: ignore[attr-defined]
-
-
-def agent_message(agent: eng.Agent) -> router_pb2.Agent:
-    return router_pb2.Agent(
-        agent_id=agent.agent_id,
-        tenant=agent.tenant,
-        display_name=agent.display_name,
-        languages=[
-            router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in agent.languages.items()
-        ],
-        skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in agent.skills.items()],
-        capacity=[
-            router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
-            for ch, n in sorted(agent.capacity.items())
-        ],
-        presence=int(agent.presence),  # type: ignore[arg-type]
-        presence_reason=agent.presence_reason,
-        active_contact_ids=sorted(agent.active),
-        idle_since=_ts(agent.idle_since),
-        has_pending_offer=agent.offer_id is not None,
-        connected=agent.connected,
-        presence_since=_ts(agent.presence_since),
-        wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
-        missed_offers=agent.missed,
-    )
 
 
 def _assignment(assigned: eng.Assigned, agent_id: str) -> router_pb2.Assignment:
@@ -229,7 +204,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 offer = await queue.get()
                 if offer is None:
                     return
-                if isinstance(offer, router_pb2.Offer):  # surge notices go on sessions only
+                if isinstance(offer, router_pb2.Offer):  # the rest goes on sessions only
                     yield offer
         finally:
             await self.router.disconnect(tenant, request.agent_id, queue)
@@ -264,6 +239,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             while (item := await offers.get()) is not None:
                 if isinstance(item, router_pb2.Offer):
                     out.put_nowait(router_pb2.AgentSessionEvent(offer=item))
+                elif isinstance(item, router_pb2.Agent):
+                    out.put_nowait(router_pb2.AgentSessionEvent(agent=item))
+                elif isinstance(item, router_pb2.OfferWithdrawn):
+                    out.put_nowait(router_pb2.AgentSessionEvent(withdrawn=item))
                 else:
                     out.put_nowait(router_pb2.AgentSessionEvent(surge=item))
             out.put_nowait(None)  # a newer stream replaced this one, or the router stopped
