@@ -764,6 +764,32 @@ async def test_an_accept_the_router_refuses_on_the_session_shows_the_agent_its_r
         assert late["error"] == unary.value.details()
 
 
+def list_agents_calls() -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "switchboard_grpc_requests_total"
+        and sample.labels["method"] == "ListAgents"
+    )
+
+
+async def test_a_desk_is_ready_when_the_router_says_its_session_is_open(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    """Signing in waits for the router's headers on the agent's session, not for the agent
+    to appear as connected in ListAgents (asked every 20 ms, the whole tenant's list each
+    time, at every sign-in); the one ListAgents left asks whether a break is in force."""
+    _, body = await login(inbox.url, "ko-1", "demo-ko-1")
+    agent = await connect(inbox.url, body["token"], sockets)
+    before = list_agents_calls()
+    assert (await agent.call("sign_in"))["ok"]
+    assert list_agents_calls() - before == 1
+    # Ready means ready: a contact published now is offered to the desk.
+    contact_id = await email_contact(inbox.bus)
+    await agent.next("offer", lambda o: o["contact"]["contact_id"] == contact_id)
+
+
 async def test_the_desk_is_told_what_the_router_and_a_supervisor_change(
     nats_url: str, database_url: str, sockets: list[AgentSocket]
 ) -> None:

@@ -31,6 +31,7 @@ from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import TIMEOUT_SECONDS, Backends
 from switchboard.chat.inbox.directory import AgentProfile
 from switchboard.core.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from switchboard.core.grpc import OFFERS_OPEN
 from switchboard.core.service_client import call, domain_error
 from switchboard.v1 import case_pb2, contact_pb2, router_pb2
 
@@ -41,6 +42,9 @@ RETRY_SECONDS = 1.0
 ACTION_SECONDS = TIMEOUT_SECONDS  # an action's answer, like a unary call's deadline
 RESTORE_ATTEMPTS = 30  # about two minutes of looking for contacts the case has not recorded yet
 SURGE_POLL_SECONDS = 5.0
+CONNECT_SECONDS = (
+    5.0  # for the router to open the session at sign-in before the desk is ready anyway
+)
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -110,6 +114,9 @@ class Desk:
         # sent on it that wait for their answer, by request id: (the unary call's name, answer).
         self._session: Any = None
         self._session_open = asyncio.Event()
+        # Set while the router has the session open (it said so with its headers): offers
+        # reach the agent.
+        self._receiving = asyncio.Event()
         self._answers: dict[str, tuple[str, asyncio.Future[router_pb2.AgentSessionEvent]]] = {}
         self._request_ids = itertools.count(1)
         # Set when the router refused the agent's session (a token it does not take).
@@ -276,15 +283,13 @@ class Desk:
         return missing
 
     async def _wait_connected(self) -> None:
-        # Offers reach the agent once the router has the stream open: report ready only then.
-        for _ in range(250):
-            listed = await call(
-                "ListAgents", self.backends.router.ListAgents(router_pb2.ListAgentsRequest())
-            )
-            if any(a.agent_id == self.agent_id and a.connected for a in listed.agents):
-                return
-            await asyncio.sleep(0.02)
-        logger.warning("router has not seen %s's session yet", self.agent_id)
+        """Offers reach the agent once the router has its session open: report ready only then
+        (the router's headers say so; nothing is asked of it)."""
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                await self._receiving.wait()
+        except TimeoutError:
+            logger.warning("router has not opened %s's session yet", self.agent_id)
 
     def attach(self, sid: str) -> None:
         self.sockets.add(sid)
@@ -320,6 +325,10 @@ class Desk:
                 # Actions written from now on follow the open message on the stream.
                 self._session = session
                 self._session_open.set()
+                # The router sends the session's headers once it has it open; a refused session
+                # ends with its status and none.
+                if OFFERS_OPEN in (await session.initial_metadata() or ()):
+                    self._receiving.set()
                 while (event := await session.read()) is not grpc.aio.EOF:
                     await self._on_event(event)
                 logger.info("session of %s ended; reopening", self.agent_id)
@@ -339,6 +348,7 @@ class Desk:
                 logger.info("session of %s ended before it opened; reopening", self.agent_id)
             finally:
                 self._session_open.clear()
+                self._receiving.clear()
                 self._session = None
                 session.cancel()
                 self._unanswered()
