@@ -7,6 +7,9 @@ about a second of the service answering again. gRPC's own default backs off up t
 between attempts (1 s, 1.6 s, 2.6 s, 4.1 s...), so a client could stay away many seconds after
 the service was back.
 
+A connection attempt that never completes (an address that drops packets: a dead node's pod, a
+cut network) is given up after 5 s and another made, where gRPC's default waits 20 s.
+
 Channels ping the service while a call is open (keepalive, so a vanished peer is found out:
 tests/e2e/test_grpc_dead_peer.py), and the platform's servers take those pings: gRPC's default
 server answers a client pinging more than once in five minutes with GOAWAY "too_many_pings",
@@ -55,6 +58,36 @@ async def test_a_channel_tries_again_about_every_second_while_its_service_is_awa
     assert len(attempts) >= WATCH_SECONDS / 2, attempts
     # One second apart, give or take gRPC's jitter (a fifth) and a loaded machine.
     assert max(gaps) < 2.5, [round(g, 2) for g in gaps]
+
+
+async def test_a_connection_attempt_that_never_completes_is_given_up_after_five_seconds() -> None:
+    attempts: list[float] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(time.monotonic())
+        held.append(writer)  # open and silent: no HTTP/2 settings ever come back
+
+    # A port that takes each connection and never answers on it: to the channel, an attempt
+    # that does not complete, as to an address whose packets are dropped.
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, sb_grpc.channel(f"127.0.0.1:{port}") as channel:
+        waiting = asyncio.ensure_future(
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=20, wait_for_ready=True
+            )
+        )
+        await asyncio.sleep(12)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await waiting
+    for writer in held:
+        writer.close()
+    gaps = [round(later - earlier, 2) for earlier, later in itertools.pairwise(attempts)]
+    # Every 5 s (gRPC's default: one attempt in these 12 s, the next at 20 s).
+    assert len(attempts) >= 2, attempts
+    assert all(4.0 < gap < 7.0 for gap in gaps), gaps
 
 
 async def test_a_quiet_stream_outlives_many_keepalive_pings(

@@ -469,6 +469,13 @@ class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
 # of a minute later. Capped, they are back within about a second of it.
 RECONNECT_BACKOFF_MAX_MS = 1000
 
+# How long one connection attempt may take before it is given up and another made. gRPC's own
+# default is 20 s: an attempt to an address that drops packets rather than refusing them (the
+# pod of a node that died, still behind its Service until the endpoints change, or a cut
+# network) held the client for 20 s, and the attempt after it, to the new leader, came only then.
+# Inside a cluster a connection (TLS included) takes milliseconds.
+CONNECT_TIMEOUT_MS = 5000
+
 # Keepalive: each end of a connection with a call open (an agent's offers stream, a wallboard's
 # watch) pings the other every KEEPALIVE_TIME_MS and drops the connection when a ping is not
 # answered within KEEPALIVE_TIMEOUT_MS. A peer that vanished without closing its connection (its
@@ -508,6 +515,8 @@ def _open_channel(
 ) -> grpc.aio.Channel:
     options: list[tuple[str, Any]] = [
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+        # gRPC core's name for the shortest connection attempt ("min connect timeout").
+        ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
         *_keepalive(),
     ]
     credentials = tls.channel_credentials() if tls else None
