@@ -1,5 +1,5 @@
 """The supervisors' wallboard in chromium against the real platform: who counts as available,
-who counts as waiting, the day in the tenant's time zone, a board that fits a 1600×1000 screen,
+who counts as waiting, an agent made available or signed out from the board, the day in the tenant's time zone, a board that fits a 1600×1000 screen,
 and the day's charts read from the record (they survive a restart of the chat service).
 
 The demo tenant is a Seoul centre (the chat's default configuration gives it Asia/Seoul)."""
@@ -102,6 +102,36 @@ async def test_agent_with_open_contacts_is_not_available(platform: Any, pages: A
     await expect(row.locator("td").nth(1)).to_have_attribute("class", "state-busy")
     await expect(row.locator("td").nth(2)).to_have_text("3")
     await pages.shot(board, "wallboard-agent-at-capacity")
+    assert pages.errors == []
+
+
+async def test_a_supervisor_makes_an_agent_available_and_signs_the_agent_out(
+    platform: Any, pages: Any
+) -> None:
+    board = await open_board(pages, platform.url)
+    inbox = await pages.new(f"{platform.url}/inbox")
+    await sign_in(inbox, "ko-1", "demo-ko-1")
+    presence = inbox.get_by_test_id("presence")
+    await expect(presence).to_have_attribute("data-presence", "available")
+    row = board.get_by_test_id("wb-agents").locator('tr[data-agent="ko-1"]')
+    # Available: nothing to make available, only a sign-out.
+    await expect(row.get_by_test_id("wb-agent-sign-out")).to_have_count(1)
+    await expect(row.get_by_test_id("wb-agent-available")).to_have_count(0)
+
+    await presence.select_option("break:lunch")
+    await expect(row.get_by_test_id("wb-agent-state")).to_have_attribute("class", "state-break")
+    await pages.shot(board, "wallboard-agent-on-break")
+    await row.get_by_test_id("wb-agent-available").click()
+    # The agent's own desk shows it at once, and so does the board.
+    await expect(presence).to_have_attribute("data-presence", "available")
+    await expect(row.get_by_test_id("wb-agent-state")).to_have_attribute("class", "state-available")
+    await expect(row.get_by_test_id("wb-agent-available")).to_have_count(0)
+
+    await row.get_by_test_id("wb-agent-sign-out").click()
+    await expect(presence).to_have_attribute("data-presence", "offline")
+    await expect(row.get_by_test_id("wb-agent-state")).to_have_attribute("class", "state-offline")
+    await expect(row.get_by_test_id("wb-agent-sign-out")).to_have_count(0)
+    await expect(board.get_by_test_id("board-error")).to_be_hidden()
     assert pages.errors == []
 
 

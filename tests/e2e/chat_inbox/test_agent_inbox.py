@@ -257,6 +257,38 @@ async def test_supervisors_watch_live_statistics_and_agents_may_not(
     assert refused_watch["ok"] is False and "supervisor" in refused_watch["error"]
 
 
+async def test_a_supervisor_sets_an_agent_available_or_signed_out_and_others_may_not(
+    inbox: Inbox, sockets: list[AgentSocket]
+) -> None:
+    agent, _ = await signed_in(inbox, sockets)
+    assert (await agent.call("presence", {"presence": "break", "reason": "lunch"}))["ok"]
+    _, sup = await login(inbox.url, "sup-1", "demo-sup-1")
+    board = await connect(inbox.url, sup["token"], sockets)
+
+    # Neither the agent nor a team lead of no team of the agent's may; nonsense is named.
+    lead = await connect(inbox.url, auth.mint(SECRET, "demo", "lead-9", ["team_lead"]), sockets)
+    for who, asked, words in (
+        (agent, {"agent_id": "ko-1", "presence": "available"}, "supervisor"),
+        (lead, {"agent_id": "ko-1", "presence": "available"}, "teams they lead"),
+        (board, {"agent_id": "ko-1", "presence": "break"}, "presence"),
+        (board, {"agent_id": "", "presence": "offline"}, "agent_id"),
+        (board, {"agent_id": "nobody", "presence": "offline"}, "nobody"),
+    ):
+        refused = await who.call("agent_presence", asked)
+        assert refused["ok"] is False and words in refused["error"], (asked, refused)
+
+    made = await board.call("agent_presence", {"agent_id": "ko-1", "presence": "available"})
+    assert made["ok"] and made["agent"] == {
+        "agent_id": "ko-1",
+        "presence": "available",
+        "reason": "",
+    }, made
+    await agent.next("presence", lambda p: p["presence"] == "available")
+    made = await board.call("agent_presence", {"agent_id": "ko-1", "presence": "offline"})
+    assert made["ok"] and made["agent"]["presence"] == "offline", made
+    await agent.next("presence", lambda p: p["presence"] == "offline")
+
+
 async def test_supervisors_see_their_tenants_live_chats_and_watch_them(
     inbox: Inbox, sockets: list[AgentSocket]
 ) -> None:

@@ -307,6 +307,13 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         return await self._run("watch", sid, watch)
 
+    async def on_agent_presence(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def set_presence(p: sb_auth.Principal) -> dict[str, Any]:
+            token: str = (await self.get_session(sid))["token"]
+            return {"agent": await self._inbox().supervision.set_agent_presence(p, token, data)}
+
+        return await self._run("agent_presence", sid, set_presence)
+
     # ---- supervision of live chats --------------------------------------------------------------
 
     async def _supervising(self, sid: str) -> set[str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchboard.chat.adapters.conversations import could_be_chat
 from switchboard.chat.domain.model import Conversation, check_text
+from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.desk import _now_ms
 from switchboard.core import auth as sb_auth
 from switchboard.core import roles
@@ -168,3 +169,50 @@ class Supervision:
         }
         await self.inbox.to_agent(principal.tenant, conversation.agent_id, "supervisor_note", note)
         return note
+
+    async def set_agent_presence(
+        self, principal: sb_auth.Principal, token: str, data: Any
+    ) -> dict[str, Any]:
+        """From the wallboard: make an agent available again (after a break, or "not
+        responding" after offers in a row ran out) or sign the agent out (gone home signed in).
+        A supervisor may for any agent of the tenant, a team lead for the agents of the teams
+        they lead. The router makes the change with the caller's token, and the agent's desk is
+        told on its session."""
+        check_supervisor(principal)
+        data = data if isinstance(data, dict) else {}
+        agent_id, presence = data.get("agent_id"), data.get("presence")
+        if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 128:
+            raise InvalidArgument("agent_id")
+        if presence not in ("available", "offline"):
+            raise InvalidArgument("presence", "must be available or offline")
+        if not principal.has_any(roles.SUPERVISOR, roles.ADMIN):
+            profile = self.inbox.directory.profile(principal.tenant, agent_id)
+            led = self.inbox.directory.led_by(principal.tenant, principal.subject)
+            if profile is None or profile.team not in led:
+                raise PermissionDenied(
+                    "a team lead may change only the agents of the teams they lead"
+                )
+        backends = self.inbox._backends(token, principal.tenant)
+        try:
+            router = backends.router
+            if presence == "available":
+                agent = await call(
+                    "SetPresence",
+                    router.SetPresence(
+                        router_pb2.SetPresenceRequest(
+                            agent_id=agent_id, presence=router_pb2.PRESENCE_AVAILABLE
+                        )
+                    ),
+                )
+            else:
+                agent = await call(
+                    "SignOut", router.SignOut(router_pb2.SignOutRequest(agent_id=agent_id))
+                )
+        finally:
+            await backends.close()
+        logger.info("%s set %s %s", principal.subject, agent_id, presence)
+        return {
+            "agent_id": agent.agent_id,
+            "presence": wire.PRESENCES.get(agent.presence, "offline"),
+            "reason": agent.presence_reason,
+        }

@@ -352,6 +352,18 @@
     clear(states);
     stateBars(states, counts);
     var agents = $("wb-agents");
+    // Rows are rebuilt only when an agent's state changes (a button being pressed is not lost
+    // to the every-second refresh); the durations tick in place.
+    var key = JSON.stringify([s.teams || [], shown.map(function (a) {
+      return [a.agent_id, a.name, a.team, a.state, a.presence, a.reason, a.active, a.since];
+    })]);
+    if (agents.getAttribute("data-key") === key) {
+      Array.prototype.forEach.call(agents.querySelectorAll("[data-since]"), function (td) {
+        td.textContent = secs((Date.now() - Number(td.getAttribute("data-since"))) / 1000);
+      });
+      return;
+    }
+    agents.setAttribute("data-key", key);
     clear(agents);
     // Under their team (the directory's), when the tenant has teams.
     var groups = (s.teams || []).map(function (tm) { return { id: tm.id, name: tm.name }; });
@@ -360,16 +372,42 @@
       var members = shown.filter(function (a) { return (a.team || "") === g.id; });
       if (!members.length) return;
       if ((s.teams || []).length) {
-        agents.appendChild(el("tr", { cls: "team-row", "data-team": g.id }, el("th", { colspan: "4", text: g.name })));
+        agents.appendChild(el("tr", { cls: "team-row", "data-team": g.id }, el("th", { colspan: "5", text: g.name })));
       }
       members.forEach(function (a) {
         agents.appendChild(el("tr", { "data-agent": a.agent_id, "data-team": a.team || "" },
           el("td", { text: a.name || a.agent_id }),
-          el("td", { cls: "state-" + a.state, text: t(a.state) + (a.reason ? " — " + a.reason : "") }),
+          el("td", { cls: "state-" + a.state, "data-testid": "wb-agent-state", text: t(a.state) + (a.reason ? " — " + a.reason : "") }),
           el("td", { text: String(a.active) }),
-          el("td", { text: a.since ? secs((Date.now() - a.since) / 1000) : "" })));
+          a.since ? el("td", { "data-since": String(a.since), text: secs((Date.now() - a.since) / 1000) }) : el("td", { text: "" }),
+          agentActions(a)));
       });
     });
+  }
+
+  // What a supervisor (or the team's lead) may do for an agent: make available again one on a
+  // break or not responding (missed offers in a row), sign out one still signed in.
+  function agentActions(a) {
+    var cell = el("td", { cls: "agent-actions" });
+    if (a.presence === "break" || a.presence === "not_responding") {
+      cell.appendChild(agentButton(a, "available", "wb-agent-available", t("makeAvailable")));
+    }
+    if (a.presence && a.presence !== "offline") {
+      cell.appendChild(agentButton(a, "offline", "wb-agent-sign-out", t("signOutAgent")));
+    }
+    return cell;
+  }
+
+  function agentButton(a, presence, testid, label) {
+    var button = el("button", { type: "button", cls: "secondary", "data-testid": testid, text: label });
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      state.socket.emit("agent_presence", { agent_id: a.agent_id, presence: presence }, function (ack) {
+        button.disabled = false;
+        error(ack && ack.ok ? "" : problem(ack || {}));
+      });
+    });
+    return button;
   }
 
   // The agents shown: a team lead's own team by default, every agent for a supervisor; the
