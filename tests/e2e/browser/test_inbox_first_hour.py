@@ -16,6 +16,7 @@ from playwright.async_api import expect
 
 from switchboard.core import auth, events
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.bus import Bus
 from switchboard.testing.contacts import contact_created
 from switchboard.v1 import (
     case_pb2,
@@ -26,6 +27,7 @@ from switchboard.v1 import (
     router_pb2_grpc,
 )
 
+from ..conftest import korean_email, running_platform
 from .conftest import SECRET, Platform
 from .test_inbox_browser import sign_in, start_chat
 
@@ -187,8 +189,47 @@ async def test_an_offer_the_customer_left_goes_and_a_supervisors_break_shows(
         await expect(presence).to_have_attribute("data-presence", "break")
         await expect(presence).to_have_value("break:training")
         await pages.shot(inbox, "inbox-break-by-supervisor")
+        notice = inbox.get_by_test_id("presence-notice")
+        await expect(notice).to_be_hidden()  # a break says nothing more
         await router.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
         await expect(presence).to_have_attribute("data-presence", "offline")
+        # Signed out by someone else, the agent is told so in the page's language.
+        await expect(notice).to_contain_text("로그아웃되었습니다")
+    await presence.select_option("available")
+    await expect(notice).to_be_hidden()
+    assert pages.errors == []
+
+
+async def test_an_agent_whose_offers_ran_out_is_told_why_no_more_come(
+    nats_url: str, database_url: str, pages: Any
+) -> None:
+    """After offers in a row run out, the router stops offering the agent contacts (not
+    responding); the page says why and how to take them again, in the agent's language."""
+    async with running_platform(
+        nats_url, database_url, SECRET, ROUTER_ACCEPT_TIMEOUT_SECONDS=1.0
+    ) as made:
+        bus = await Bus.connect(nats_url, source="test")
+        try:
+            inbox = await pages.new(f"{made.chat_url}/inbox")
+            await sign_in(inbox, "ko-1", "demo-ko-1")
+            presence = inbox.get_by_test_id("presence")
+            await expect(presence).to_have_attribute("data-presence", "available")
+            # Three waiting contacts, each offered to the agent in turn and run out (1 s): three
+            # missed in a row (the demo tenant's autopause_after) and the router stops.
+            for n in range(3):
+                await bus.publish(
+                    korean_email(
+                        "demo", f"c{n}@example.com", "고객", "문의", "안녕하세요", f"<{n}@x>"
+                    )
+                )
+            await expect(presence).to_have_attribute("data-presence", "not_responding")
+            notice = inbox.get_by_test_id("presence-notice")
+            await expect(notice).to_contain_text("대기 중")
+            await pages.shot(inbox, "inbox-not-responding")
+            await presence.select_option("available")
+            await expect(notice).to_be_hidden()
+        finally:
+            await bus.drain()
     assert pages.errors == []
 
 

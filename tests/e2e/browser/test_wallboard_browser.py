@@ -120,6 +120,7 @@ async def test_a_supervisor_makes_an_agent_available_and_signs_the_agent_out(
 
     await presence.select_option("break:lunch")
     await expect(row.get_by_test_id("wb-agent-state")).to_have_attribute("class", "state-break")
+    await expect(row.get_by_test_id("wb-agent-state")).to_have_text("휴식 — 점심")  # localised
     await pages.shot(board, "wallboard-agent-on-break")
     await row.get_by_test_id("wb-agent-available").click()
     # The agent's own desk shows it at once, and so does the board.

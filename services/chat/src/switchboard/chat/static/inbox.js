@@ -285,10 +285,20 @@
     var p = state.presence || { presence: "offline" };
     var value = p.presence === "break" ? "break:" + p.reason : p.presence;
     if (!Array.prototype.some.call(sel.options, function (o) { return o.value === value; })) {
-      sel.appendChild(el("option", { value: value, text: t(p.presence) + (p.reason ? " — " + p.reason : "") }));
+      // A break's reason is the tenant's own word; the router's reasons for the states it sets
+      // (not responding, wrap-up) are not in the agent's language: the notice below says why.
+      var reason = p.presence === "break" && p.reason ? " — " + p.reason : "";
+      sel.appendChild(el("option", { value: value, text: t(p.presence) + reason }));
     }
     sel.value = value;
     sel.setAttribute("data-presence", p.presence);
+    // Set by the router or a supervisor, not by the agent: say why no contacts come, and how to
+    // take them again (the router's reason is not in the agent's language).
+    var notice = "";
+    if (p.presence === "not_responding") notice = t("notRespondingNotice");
+    else if (p.presence === "offline" && p.reason === "signed out") notice = t("signedOutNotice");
+    $("presence-notice").textContent = notice;
+    show($("presence-notice"), !!notice);
   }
 
   $("presence").addEventListener("change", function () {

@@ -377,12 +377,21 @@
       members.forEach(function (a) {
         agents.appendChild(el("tr", { "data-agent": a.agent_id, "data-team": a.team || "" },
           el("td", { text: a.name || a.agent_id }),
-          el("td", { cls: "state-" + a.state, "data-testid": "wb-agent-state", text: t(a.state) + (a.reason ? " — " + a.reason : "") }),
+          el("td", { cls: "state-" + a.state, "data-testid": "wb-agent-state", text: t(a.state) + stateReason(a) }),
           el("td", { text: String(a.active) }),
           a.since ? el("td", { "data-since": String(a.since), text: secs((Date.now() - a.since) / 1000) }) : el("td", { text: "" }),
           agentActions(a)));
       });
     });
+  }
+
+  // A break's reason in the board's language (the tenant's own word when it has no
+  // translation); the router's reasons for the states it sets are English and say no more
+  // than the state.
+  function stateReason(a) {
+    if (a.presence !== "break" || !a.reason) return "";
+    var key = "br_" + a.reason, text = t(key);
+    return " — " + (text === key ? a.reason : text);
   }
 
   // What a supervisor (or the team's lead) may do for an agent: make available again one on a
