@@ -1,7 +1,7 @@
 """Teams in a real browser on the real platform: an administrator adds a team lead, makes a team
 led by them (a lead from no tenant refused with the field) and puts an agent in it; the lead
-signs in to the wallboard and sees that agent under the team, and only the team, by default; a
-supervisor sees every team and picks one. Screenshots: teams-*.png."""
+signs in to the wallboard and sees that agent under the team, and only the team, by default, and
+may sign out its members only; a supervisor sees every team and picks one. Screenshots: teams-*.png."""
 
 from __future__ import annotations
 
@@ -74,6 +74,17 @@ async def test_a_team_lead_sees_the_team_an_admin_made_on_the_wallboard(
     await expect(agents.locator("tr[data-agent=lead-1]")).to_have_count(0)  # leads no team
     await expect(agents.locator("tr[data-agent=en-1]")).to_have_count(0)
     await pages.shot(board, "teams-wallboard-lead")
+    # The lead may sign out its own team's members, and no one else's.
+    await expect(member.get_by_test_id("wb-agent-sign-out")).to_have_count(1)
+    await board.get_by_test_id("wb-team").select_option("*")
+    other = agents.locator("tr[data-agent=en-1]")
+    await expect(other).to_be_visible()
+    await expect(other.get_by_test_id("wb-agent-sign-out")).to_have_count(0)
+    await member.get_by_test_id("wb-agent-sign-out").click()
+    await expect(member.get_by_test_id("wb-agent-state")).to_have_attribute(
+        "class", "state-offline"
+    )
+    await expect(board.get_by_test_id("board-error")).to_be_hidden()
 
     # A supervisor sees every agent, by team, and may pick one.
     sup = await pages.new(f"{platform.url}/wallboard")

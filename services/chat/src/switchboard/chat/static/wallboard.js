@@ -354,7 +354,7 @@
     var agents = $("wb-agents");
     // Rows are rebuilt only when an agent's state changes (a button being pressed is not lost
     // to the every-second refresh); the durations tick in place.
-    var key = JSON.stringify([s.teams || [], shown.map(function (a) {
+    var key = JSON.stringify([s.teams || [], s.my_teams || [], shown.map(function (a) {
       return [a.agent_id, a.name, a.team, a.state, a.presence, a.reason, a.active, a.since];
     })]);
     if (agents.getAttribute("data-key") === key) {
@@ -380,7 +380,7 @@
           el("td", { cls: "state-" + a.state, "data-testid": "wb-agent-state", text: t(a.state) + stateReason(a) }),
           el("td", { text: String(a.active) }),
           a.since ? el("td", { "data-since": String(a.since), text: secs((Date.now() - a.since) / 1000) }) : el("td", { text: "" }),
-          agentActions(a)));
+          agentActions(a, mayChange(s, a))));
       });
     });
   }
@@ -396,8 +396,9 @@
 
   // What a supervisor (or the team's lead) may do for an agent: make available again one on a
   // break or not responding (missed offers in a row), sign out one still signed in.
-  function agentActions(a) {
+  function agentActions(a, allowed) {
     var cell = el("td", { cls: "agent-actions" });
+    if (!allowed) return cell;
     if (a.presence === "break" || a.presence === "not_responding") {
       cell.appendChild(agentButton(a, "available", "wb-agent-available", t("makeAvailable")));
     }
@@ -405,6 +406,12 @@
       cell.appendChild(agentButton(a, "offline", "wb-agent-sign-out", t("signOutAgent")));
     }
     return cell;
+  }
+
+  // A supervisor may change any agent; a team lead those of the teams it leads.
+  function mayChange(s, a) {
+    if (state.agent.role !== "team_lead") return true;
+    return !!a.team && (s.my_teams || []).indexOf(a.team) >= 0;
   }
 
   function agentButton(a, presence, testid, label) {
