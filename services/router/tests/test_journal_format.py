@@ -174,8 +174,8 @@ CALLS: list[tuple[str, tuple[Any, ...]]] = [
             eng.Presence.BREAK,
         ),
     ),
-    ("sign_out", ("acme", "ko-1")),
-    ("set_presence", ("acme", "ko-1", eng.Presence.BREAK, "lunch", False)),
+    ("sign_out", ("acme", "ko-1", "sup-1")),
+    ("set_presence", ("acme", "ko-1", eng.Presence.BREAK, "lunch", False, "sup-1")),
     ("tick", ()),
     ("begin_term", (7,)),
     ("disconnect_all", ()),
@@ -322,7 +322,7 @@ async def record() -> tuple[list[bytes], dict[str, Any]]:
         cfg.load_tenant_text("globex", "languages: [zh, en]\nqueues:\n  - name: general\n"),
     )
     await at(100, "tick")
-    await at(1, "sign_out", "globex", "zh-1")
+    await at(1, "sign_out", "globex", "zh-1", "")
     await router.settled()
     return fake.entries, summary(router.engine)
 

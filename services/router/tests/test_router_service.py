@@ -280,6 +280,7 @@ async def test_an_agent_session_is_told_what_others_change_about_the_agent(
         assert (await withdrawn()).offer_id == offer.offer_id
         told = await state()
         assert (told.presence, told.presence_reason) == (router_pb2.PRESENCE_BREAK, "coaching")
+        assert told.presence_set_by == "sup-1"  # who, when it was not the agent
 
         # Back to available, the agent lets three offers time out (the 1 s accept timeout):
         # each is withdrawn, and the router sets the agent not responding and says so.
@@ -295,13 +296,29 @@ async def test_an_agent_session_is_told_what_others_change_about_the_agent(
         told = await state()
         assert told.presence == router_pb2.PRESENCE_NOT_RESPONDING
         assert told.presence_reason == "missed 3 offers in a row"
-        assert told.missed_offers == 3
+        assert told.missed_offers == 3 and told.presence_set_by == ""  # the router's own
 
         # A supervisor signs the agent out.
         await supervisor.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
         told = await state()
         assert (told.presence, told.presence_reason) == (router_pb2.PRESENCE_OFFLINE, "signed out")
+        assert told.presence_set_by == "sup-1"
     assert ko.states.empty() and ko.withdrawn.empty() and ko.offers.empty()
+    # The agent's own change names no one; the event published for each change says who.
+    back = await ko.stub.SetPresence(
+        router_pb2.SetPresenceRequest(agent_id="ko-1", presence=router_pb2.PRESENCE_AVAILABLE)
+    )
+    assert back.presence_set_by == ""
+    assert (await state()).presence == router_pb2.PRESENCE_AVAILABLE  # told on the session too
+    changes = [
+        events_pb2.AgentStateChanged.FromString(data)
+        for data in await routing_events(bus, "agent_state", 6)
+    ]
+    assert [(c.presence, c.changed_by) for c in changes[-3:]] == [
+        (router_pb2.PRESENCE_NOT_RESPONDING, ""),
+        (router_pb2.PRESENCE_OFFLINE, "sup-1"),
+        (router_pb2.PRESENCE_AVAILABLE, ""),
+    ]
     await ko.close()
 
 

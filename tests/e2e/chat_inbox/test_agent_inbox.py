@@ -509,7 +509,11 @@ async def test_the_surge_protocol_locks_breaks_and_the_desk_says_why(
         agent = await connect(url, auth.mint(SECRET, "surge", "ko-9", ["agent"]), sockets)
         assert (await agent.call("sign_in"))["ok"]
         first = await agent.call("presence", {"presence": "break", "reason": "lunch"})
-        assert first["ok"] and first["presence"] == {"presence": "break", "reason": "lunch"}
+        assert first["ok"] and first["presence"] == {
+            "presence": "break",
+            "reason": "lunch",
+            "by": "",
+        }
         assert (await agent.call("presence", {"presence": "available"}))["ok"]
         # A contact nobody can take (French) waits past the surge threshold.
         contact = contact_pb2.Contact(
@@ -842,10 +846,10 @@ async def test_the_desk_is_told_what_the_router_and_a_supervisor_change(
                 )
             )
             told = await agent.next("presence", lambda p: p["presence"] != "available")
-            assert told == {"presence": "break", "reason": "training"}
+            assert told == {"presence": "break", "reason": "training", "by": "sup-1"}
             await router.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
             told = await agent.next("presence", lambda p: p["presence"] == "offline")
-            assert told == {"presence": "offline", "reason": "signed out"}
+            assert told == {"presence": "offline", "reason": "signed out", "by": "sup-1"}
         assert (await agent.call("sign_in"))["presence"] == told
 
 

@@ -199,7 +199,8 @@ async def test_the_agent_is_told_what_a_supervisor_changes_and_signed_out_it_lea
         )
         withdrawn = await agent.line_with(" withdrawn")
         assert withdrawn.strip() == f"offer {offer_id} withdrawn (agent went break)"
-        assert (await agent.line_with("presence:")).strip() == "presence: break (training)"
+        told = await agent.line_with("presence:")
+        assert told.strip() == "presence: break (training), set by sup-1"
         # The agent's own commands: back to available, then a break of its own.
         await agent.type("/available")
         assert (await agent.line_with("presence:")).strip() == "presence: available"
@@ -209,6 +210,6 @@ async def test_the_agent_is_told_what_a_supervisor_changes_and_signed_out_it_lea
         assert (await agent.line_with("presence:")).strip() == "presence: break (lunch) (unchanged)"
         await supervisor.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
         left = await agent.line_with("signed out by someone else")
-        assert "offline (signed out)" in left
+        assert "offline (signed out), set by sup-1" in left
     assert await agent.proc.wait() == 0
     assert not any("Traceback" in line for line in agent.seen), agent.seen

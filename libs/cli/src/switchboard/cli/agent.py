@@ -86,7 +86,8 @@ class _SignedOut(Exception):
 
 def _presence(agent: router_pb2.Agent) -> str:
     name = router_pb2.Presence.Name(agent.presence).removeprefix("PRESENCE_").lower()
-    return f"{name} ({agent.presence_reason})" if agent.presence_reason else name
+    said = f"{name} ({agent.presence_reason})" if agent.presence_reason else name
+    return f"{said}, set by {agent.presence_set_by}" if agent.presence_set_by else said
 
 
 async def run(directory: Path, args: argparse.Namespace) -> int:

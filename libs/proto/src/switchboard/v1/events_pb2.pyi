@@ -682,10 +682,15 @@ class AgentStateChanged(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     PRESENCE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     presence: _builtins.int
     """switchboard.v1.Presence"""
     reason: _builtins.str
+    changed_by: _builtins.str
+    """Who set it when it was neither the agent itself nor the router: the supervisor's or team
+    lead's id (SetPresence, SignOut for another agent).
+    """
     @_builtins.property
     def meta(self) -> Global___EventMeta: ...
     def __init__(
@@ -695,10 +700,11 @@ class AgentStateChanged(_message.Message):
         agent_id: _builtins.str = ...,
         presence: _builtins.int = ...,
         reason: _builtins.str = ...,
+        changed_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "meta", b"meta", "presence", b"presence", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "changed_by", b"changed_by", "meta", b"meta", "presence", b"presence", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -370,17 +370,21 @@ class RouterCommand(_message.Message):
 
         TENANT_FIELD_NUMBER: _builtins.int
         AGENT_ID_FIELD_NUMBER: _builtins.int
+        BY_FIELD_NUMBER: _builtins.int
         tenant: _builtins.str
         agent_id: _builtins.str
+        by: _builtins.str
+        """who signed the agent out, when not the agent itself"""
         def __init__(
             self,
             *,
             tenant: _builtins.str = ...,
             agent_id: _builtins.str = ...,
+            by: _builtins.str = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "tenant", b"tenant"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "by", b"by", "tenant", b"tenant"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -393,11 +397,14 @@ class RouterCommand(_message.Message):
         PRESENCE_FIELD_NUMBER: _builtins.int
         REASON_FIELD_NUMBER: _builtins.int
         FORCE_FIELD_NUMBER: _builtins.int
+        BY_FIELD_NUMBER: _builtins.int
         tenant: _builtins.str
         agent_id: _builtins.str
         presence: _builtins.int
         reason: _builtins.str
         force: _builtins.bool
+        by: _builtins.str
+        """who set it, when not the agent itself (a supervisor's id)"""
         def __init__(
             self,
             *,
@@ -406,10 +413,11 @@ class RouterCommand(_message.Message):
             presence: _builtins.int = ...,
             reason: _builtins.str = ...,
             force: _builtins.bool = ...,
+            by: _builtins.str = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "force", b"force", "presence", b"presence", "reason", b"reason", "tenant", b"tenant"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "by", b"by", "force", b"force", "presence", b"presence", "reason", b"reason", "tenant", b"tenant"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 

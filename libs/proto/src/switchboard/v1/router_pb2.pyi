@@ -175,6 +175,7 @@ class Agent(_message.Message):
     PRESENCE_SINCE_FIELD_NUMBER: _builtins.int
     WRAP_UP_UNTIL_FIELD_NUMBER: _builtins.int
     MISSED_OFFERS_FIELD_NUMBER: _builtins.int
+    PRESENCE_SET_BY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     tenant: _builtins.str
     display_name: _builtins.str
@@ -185,6 +186,10 @@ class Agent(_message.Message):
     """has an open StreamOffers call: offers can reach it"""
     missed_offers: _builtins.int
     """consecutive offers not answered"""
+    presence_set_by: _builtins.str
+    """Who set the presence in force when it was neither the agent itself nor the router: a
+    supervisor's or team lead's id.
+    """
     @_builtins.property
     def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageSkill]: ...
     @_builtins.property
@@ -219,10 +224,11 @@ class Agent(_message.Message):
         presence_since: _timestamp_pb2.Timestamp | None = ...,
         wrap_up_until: _timestamp_pb2.Timestamp | None = ...,
         missed_offers: _builtins.int = ...,
+        presence_set_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["idle_since", b"idle_since", "presence_since", b"presence_since", "wrap_up_until", b"wrap_up_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_contact_ids", b"active_contact_ids", "agent_id", b"agent_id", "capacity", b"capacity", "connected", b"connected", "display_name", b"display_name", "has_pending_offer", b"has_pending_offer", "idle_since", b"idle_since", "languages", b"languages", "missed_offers", b"missed_offers", "presence", b"presence", "presence_reason", b"presence_reason", "presence_since", b"presence_since", "skills", b"skills", "tenant", b"tenant", "wrap_up_until", b"wrap_up_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_contact_ids", b"active_contact_ids", "agent_id", b"agent_id", "capacity", b"capacity", "connected", b"connected", "display_name", b"display_name", "has_pending_offer", b"has_pending_offer", "idle_since", b"idle_since", "languages", b"languages", "missed_offers", b"missed_offers", "presence", b"presence", "presence_reason", b"presence_reason", "presence_set_by", b"presence_set_by", "presence_since", b"presence_since", "skills", b"skills", "tenant", b"tenant", "wrap_up_until", b"wrap_up_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -107,6 +107,7 @@ def _set_presence(c: Command, a: tuple[Any, ...]) -> None:
     m = c.set_presence
     m.tenant, m.agent_id, m.presence, m.reason = tenant, agent_id, int(presence), reason
     m.force = bool(rest[0]) if rest else False
+    m.by = rest[1] if len(rest) > 1 else ""
 
 
 def _set_file_config(c: Command, a: tuple[Any, ...]) -> None:
@@ -170,7 +171,7 @@ _CODECS: dict[str, tuple[str, _Encode, _Decode]] = {
             Presence(c.sign_in.presence),
         ),
     ),
-    "sign_out": ("sign_out", *_fields("sign_out", "tenant", "agent_id")),
+    "sign_out": ("sign_out", *_fields("sign_out", "tenant", "agent_id", "by")),
     "set_presence": (
         "set_presence",
         _set_presence,
@@ -180,6 +181,7 @@ _CODECS: dict[str, tuple[str, _Encode, _Decode]] = {
             Presence(c.set_presence.presence),
             c.set_presence.reason,
             c.set_presence.force,
+            c.set_presence.by,
         ),
     ),
     "tick": ("tick", *_fields("tick")),

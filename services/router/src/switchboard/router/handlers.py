@@ -152,6 +152,7 @@ def presence_message(agent: eng.Agent) -> router_pb2.Agent:
         presence_since=_ts(agent.presence_since),
         wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
         missed_offers=agent.missed,
+        presence_set_by=agent.presence_by,
     )
 
 
@@ -177,6 +178,7 @@ def agent_message(agent: eng.Agent) -> router_pb2.Agent:
         presence_since=_ts(agent.presence_since),
         wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
         missed_offers=agent.missed,
+        presence_set_by=agent.presence_by,
     )
 
 
@@ -714,14 +716,16 @@ class Router:
         )
         return agent  # type: ignore[no-any-return]
 
-    async def sign_out(self, tenant: str, agent_id: str) -> eng.Agent:
-        agent, _ = await self.run("sign_out", tenant, agent_id)
+    async def sign_out(self, tenant: str, agent_id: str, by: str = "") -> eng.Agent:
+        """`by`: who signs the agent out when not the agent itself (a supervisor's id)."""
+        agent, _ = await self.run("sign_out", tenant, agent_id, by)
         return agent  # type: ignore[no-any-return]
 
     async def set_presence(
-        self, tenant: str, agent_id: str, presence: eng.Presence, reason: str
+        self, tenant: str, agent_id: str, presence: eng.Presence, reason: str, by: str = ""
     ) -> eng.Agent:
-        agent, _ = await self.run("set_presence", tenant, agent_id, presence, reason)
+        """`by`: who sets it when not the agent itself (a supervisor's id)."""
+        agent, _ = await self.run("set_presence", tenant, agent_id, presence, reason, False, by)
         return agent  # type: ignore[no-any-return]
 
     async def decline(self, tenant: str, agent_id: str, offer_id: str, reason: str) -> None:

@@ -177,7 +177,11 @@ class RoutingNotifier:
         )
         await self._send(
             events_pb2.AgentStateChanged(
-                meta=meta, agent_id=a.agent_id, presence=int(a.presence), reason=effect.reason
+                meta=meta,
+                agent_id=a.agent_id,
+                presence=int(a.presence),
+                reason=effect.reason,
+                changed_by=effect.by,
             )
         )
 

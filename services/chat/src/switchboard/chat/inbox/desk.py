@@ -103,7 +103,7 @@ class Desk:
         self.surge_of = surge_of
         self.offers: dict[str, dict[str, Any]] = {}
         self.contacts: dict[str, DeskContact] = {}
-        self.presence: dict[str, Any] = {"presence": "offline", "reason": ""}
+        self.presence: dict[str, Any] = {"presence": "offline", "reason": "", "by": ""}
         self.surge: dict[str, Any] = {"level": 0, "queue": ""}
         self.sockets: set[str] = set()
         self.started = False
@@ -178,7 +178,7 @@ class Desk:
         with contextlib.suppress(DomainError):
             router = self.backends.router
             await call("SignOut", router.SignOut(router_pb2.SignOutRequest(agent_id=self.agent_id)))
-        self.presence = {"presence": "offline", "reason": ""}
+        self.presence = {"presence": "offline", "reason": "", "by": ""}
         await self.emit("presence", dict(self.presence))
 
     async def start(self) -> None:
@@ -437,6 +437,8 @@ class Desk:
         self.presence = {
             "presence": wire.PRESENCES.get(agent.presence, "offline"),
             "reason": agent.presence_reason,
+            # Who set it when neither the agent nor the router did (a supervisor's id).
+            "by": agent.presence_set_by,
         }
         return self.presence
 

@@ -406,12 +406,21 @@ class Engine(Index, Explain, Surge, Stats):
         self._refresh(agent)
         return agent, [AgentChanged(agent, "signed in"), *self._match_agent(agent)]
 
-    def sign_out(self, tenant: str, agent_id: str) -> tuple[Agent, list[Effect]]:
-        return self.set_presence(tenant, agent_id, Presence.OFFLINE, "signed out", force=True)
+    def sign_out(self, tenant: str, agent_id: str, by: str = "") -> tuple[Agent, list[Effect]]:
+        return self.set_presence(
+            tenant, agent_id, Presence.OFFLINE, "signed out", force=True, by=by
+        )
 
     def set_presence(
-        self, tenant: str, agent_id: str, presence: Presence, reason: str, force: bool = False
+        self,
+        tenant: str,
+        agent_id: str,
+        presence: Presence,
+        reason: str,
+        force: bool = False,
+        by: str = "",
     ) -> tuple[Agent, list[Effect]]:
+        """`by`: who set it when not the agent itself (a supervisor's id), told with the change."""
         agent = self.agent(tenant, agent_id)
         state = self.tenant(tenant)
         if presence == Presence.BREAK and not force:
@@ -431,14 +440,16 @@ class Engine(Index, Explain, Surge, Stats):
         if presence != Presence.AVAILABLE and agent.offer_id:
             effects += self._withdraw(agent.offer_id, f"agent went {presence.name.lower()}")
         self._change_presence(agent, presence, reason)
+        agent.presence_by = by
         if presence == Presence.AVAILABLE:
             agent.missed = 0
-        effects.append(AgentChanged(agent, reason or presence.name.lower()))
+        effects.append(AgentChanged(agent, reason or presence.name.lower(), by))
         effects += self._match_agent(agent)
         return agent, effects
 
     def _change_presence(self, agent: Agent, presence: Presence, reason: str) -> None:
         now = self.clock()
+        agent.presence_by = ""  # the router's, or the agent's own (set_presence names another)
         if presence != agent.presence:
             self._set_presence_count(agent, None)
             if presence == Presence.AVAILABLE:

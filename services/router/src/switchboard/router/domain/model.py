@@ -156,6 +156,9 @@ class Agent:
     # The capacity the agent signed in with, over the tenant's defaults (kept through a change of
     # the tenant's configuration); None: the defaults only (and agents of older snapshots).
     own_capacity: dict[int, int] | None = None
+    # Who set the presence in force when neither the agent itself nor the router did (a
+    # supervisor's id); "" otherwise (and for agents of older snapshots).
+    presence_by: str = ""
 
     def used(self, channel: int) -> int:
         return sum(1 for ch in self.active.values() if ch == channel)
@@ -528,6 +531,7 @@ class SurgeChanged:
 class AgentChanged:
     agent: Agent
     reason: str
+    by: str = ""  # who made the change when neither the agent nor the router did
 
 
 @dataclass(frozen=True)

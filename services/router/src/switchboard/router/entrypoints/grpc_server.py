@@ -180,16 +180,25 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         )
         return agent_message(agent)
 
+    @staticmethod
+    def _by(agent_id: str) -> tuple[str, str]:
+        """The caller's tenant, and who it is when it acts for another agent than itself (a
+        supervisor, a partner): "" for the agent itself."""
+        caller = acting_for(agent_id)
+        return caller.tenant, "" if caller.subject == agent_id else caller.subject
+
     async def SignOut(self, request, context):  # type: ignore[no-untyped-def]
-        tenant = self._acting(request.agent_id)
-        agent = await self.router.sign_out(tenant, request.agent_id)
+        tenant, by = self._by(request.agent_id)
+        agent = await self.router.sign_out(tenant, request.agent_id, by)
         return agent_message(agent)
 
     async def SetPresence(self, request, context):  # type: ignore[no-untyped-def]
-        tenant = self._acting(request.agent_id)
+        tenant, by = self._by(request.agent_id)
         require(request, "presence")
         presence = _presence(request.presence, "presence")
-        agent = await self.router.set_presence(tenant, request.agent_id, presence, request.reason)
+        agent = await self.router.set_presence(
+            tenant, request.agent_id, presence, request.reason, by
+        )
         return agent_message(agent)
 
     async def StreamOffers(  # type: ignore[no-untyped-def]
