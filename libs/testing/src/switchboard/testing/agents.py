@@ -145,6 +145,12 @@ class SessionAgentClient(AgentClient):
         # The agent's own state as the router tells it, and its offers withdrawn.
         self.states: asyncio.Queue[router_pb2.Agent] = asyncio.Queue()
         self.withdrawn: asyncio.Queue[router_pb2.OfferWithdrawn] = asyncio.Queue()
+        self._told: dict[str, asyncio.Queue[Any]] = {
+            "offer": self.offers,
+            "surge": self.surges,
+            "agent": self.states,
+            "withdrawn": self.withdrawn,
+        }
         self._answers: dict[str, asyncio.Future[router_pb2.AgentSessionEvent]] = {}
         self._ids = itertools.count(1)
 
@@ -164,17 +170,10 @@ class SessionAgentClient(AgentClient):
                 event = await self._stream.read()
                 if event is grpc.aio.EOF:
                     break
-                if event.WhichOneof("event") == "offer":
-                    self.offers.put_nowait(event.offer)
-                    continue
-                if event.WhichOneof("event") == "surge":
-                    self.surges.put_nowait(event.surge)
-                    continue
-                if event.WhichOneof("event") == "agent":
-                    self.states.put_nowait(event.agent)
-                    continue
-                if event.WhichOneof("event") == "withdrawn":
-                    self.withdrawn.put_nowait(event.withdrawn)
+                # Told on the session, to its queue; the rest answers an action.
+                told = self._told.get(kind := event.WhichOneof("event"))
+                if told is not None:
+                    told.put_nowait(getattr(event, kind))
                     continue
                 answer = self._answers.pop(event.request_id, None)
                 if answer is not None and not answer.done():

@@ -157,29 +157,22 @@ def presence_message(agent: eng.Agent) -> router_pb2.Agent:
 
 
 def agent_message(agent: eng.Agent) -> router_pb2.Agent:
-    return router_pb2.Agent(
-        agent_id=agent.agent_id,
-        tenant=agent.tenant,
-        display_name=agent.display_name,
-        languages=[
-            router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in agent.languages.items()
-        ],
-        skills=[router_pb2.Skill(name=k, proficiency=v) for k, v in agent.skills.items()],
-        capacity=[
-            router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
-            for ch, n in sorted(agent.capacity.items())
-        ],
-        presence=int(agent.presence),  # type: ignore[arg-type]
-        presence_reason=agent.presence_reason,
-        active_contact_ids=sorted(agent.active),
-        idle_since=_ts(agent.idle_since),
-        has_pending_offer=agent.offer_id is not None,
-        connected=agent.connected,
-        presence_since=_ts(agent.presence_since),
-        wrap_up_until=_ts(agent.wrap_up_until) if agent.wrap_up_until else None,
-        missed_offers=agent.missed,
-        presence_set_by=agent.presence_by,
+    """The whole agent: its presence (as its session is told it) and its profile and work."""
+    message = presence_message(agent)
+    message.display_name = agent.display_name
+    message.languages.extend(
+        router_pb2.LanguageSkill(language=k, proficiency=v) for k, v in agent.languages.items()
     )
+    message.skills.extend(router_pb2.Skill(name=k, proficiency=v) for k, v in agent.skills.items())
+    message.capacity.extend(
+        router_pb2.ChannelCapacity(channel=ch, max_contacts=n)  # type: ignore[arg-type]
+        for ch, n in sorted(agent.capacity.items())
+    )
+    message.active_contact_ids.extend(sorted(agent.active))
+    message.idle_since.CopyFrom(_ts(agent.idle_since))
+    message.has_pending_offer = agent.offer_id is not None
+    message.connected = agent.connected
+    return message
 
 
 class Router:
@@ -557,10 +550,8 @@ class Router:
         notice = surge_event(effect, at)
         told = {(effect.tenant, a) for a in effect.on_break}
         told |= {lead for lead in self._leads if lead[0] == effect.tenant}
-        for key in sorted(told):
-            queue = self._streams.get(key)
-            if queue is not None:
-                queue.put_nowait(notice)
+        for tenant, agent_id in sorted(told):
+            self._push(tenant, agent_id, notice)
 
     def _push(self, tenant: str, agent_id: str, item: StreamItem) -> None:
         queue = self._streams.get((tenant, agent_id))

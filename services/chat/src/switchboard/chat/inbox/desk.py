@@ -42,9 +42,9 @@ RETRY_SECONDS = 1.0
 ACTION_SECONDS = TIMEOUT_SECONDS  # an action's answer, like a unary call's deadline
 RESTORE_ATTEMPTS = 30  # about two minutes of looking for contacts the case has not recorded yet
 SURGE_POLL_SECONDS = 5.0
-CONNECT_SECONDS = (
-    5.0  # for the router to open the session at sign-in before the desk is ready anyway
-)
+# How long a sign-in waits for the router to open the agent's session before it reports the
+# desk ready anyway.
+CONNECT_SECONDS = 5.0
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -103,7 +103,7 @@ class Desk:
         self.surge_of = surge_of
         self.offers: dict[str, dict[str, Any]] = {}
         self.contacts: dict[str, DeskContact] = {}
-        self.presence: dict[str, Any] = {"presence": "offline", "reason": "", "by": ""}
+        self.presence: dict[str, Any] = dict(wire.SIGNED_OUT)
         self.surge: dict[str, Any] = {"level": 0, "queue": ""}
         self.sockets: set[str] = set()
         self.started = False
@@ -178,7 +178,7 @@ class Desk:
         with contextlib.suppress(DomainError):
             router = self.backends.router
             await call("SignOut", router.SignOut(router_pb2.SignOutRequest(agent_id=self.agent_id)))
-        self.presence = {"presence": "offline", "reason": "", "by": ""}
+        self.presence = dict(wire.SIGNED_OUT)
         await self.emit("presence", dict(self.presence))
 
     async def start(self) -> None:
@@ -434,12 +434,7 @@ class Desk:
     # ---- presence and offers -------------------------------------------------------------------
 
     def _set_presence(self, agent: router_pb2.Agent) -> dict[str, Any]:
-        self.presence = {
-            "presence": wire.PRESENCES.get(agent.presence, "offline"),
-            "reason": agent.presence_reason,
-            # Who set it when neither the agent nor the router did (a supervisor's id).
-            "by": agent.presence_set_by,
-        }
+        self.presence = wire.presence(agent)
         return self.presence
 
     async def set_presence(self, name: Any, reason: Any) -> dict[str, Any]:

@@ -169,6 +169,20 @@ def offer(o: router_pb2.Offer) -> dict[str, Any]:
     }
 
 
+# The presence of an agent the desk has not signed in (or that was signed out).
+SIGNED_OUT = {"presence": "offline", "reason": "", "by": ""}
+
+
+def presence(a: router_pb2.Agent) -> dict[str, Any]:
+    """An agent's presence as its pages show it; `by`: who set it when neither the agent nor the
+    router did (a supervisor's id)."""
+    return {
+        "presence": PRESENCES.get(a.presence, "offline"),
+        "reason": a.presence_reason,
+        "by": a.presence_set_by,
+    }
+
+
 def board_state(a: router_pb2.Agent) -> str:
     """The agent's state on the wallboard: "available" only when signed in as available with no
     open contact and no outstanding offer (free to take a contact now); an available agent

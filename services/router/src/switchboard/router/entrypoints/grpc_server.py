@@ -25,7 +25,7 @@ from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.model import Attempt
 from switchboard.router.handlers import Router, agent_message
-from switchboard.v1 import contact_pb2, router_pb2, router_pb2_grpc
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 
 def _ts(seconds: float) -> Timestamp:
@@ -36,6 +36,15 @@ def _ts(seconds: float) -> Timestamp:
 
 def _dur(field: object, seconds: float) -> None:
     field.FromNanoseconds(int(max(0.0, seconds) * 1e9))  # type: ignore[attr-defined]
+
+
+# The AgentSessionEvent field each item of an agent's stream goes down a session in.
+_SESSION_EVENT = {
+    router_pb2.Offer: "offer",
+    events_pb2.SurgeLevelChanged: "surge",
+    router_pb2.Agent: "agent",
+    router_pb2.OfferWithdrawn: "withdrawn",
+}
 
 
 def _assignment(assigned: eng.Assigned, agent_id: str) -> router_pb2.Assignment:
@@ -246,14 +255,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
         async def deliver_offers() -> None:
             while (item := await offers.get()) is not None:
-                if isinstance(item, router_pb2.Offer):
-                    out.put_nowait(router_pb2.AgentSessionEvent(offer=item))
-                elif isinstance(item, router_pb2.Agent):
-                    out.put_nowait(router_pb2.AgentSessionEvent(agent=item))
-                elif isinstance(item, router_pb2.OfferWithdrawn):
-                    out.put_nowait(router_pb2.AgentSessionEvent(withdrawn=item))
-                else:
-                    out.put_nowait(router_pb2.AgentSessionEvent(surge=item))
+                field = _SESSION_EVENT[type(item)]
+                out.put_nowait(router_pb2.AgentSessionEvent(**{field: item}))  # type: ignore[arg-type]
             out.put_nowait(None)  # a newer stream replaced this one, or the router stopped
 
         async def take_actions() -> None:
