@@ -322,6 +322,7 @@ def _with_contact(cid: str) -> dict[type[Message], Callable[[], Message]]:
                 events_pb2.ContactAbandoned,
                 events_pb2.ContactQueued,
                 events_pb2.ContactOffered,
+                events_pb2.ContactOfferWithdrawn,
                 events_pb2.ContactAssigned,
                 events_pb2.ContactHeld,
                 events_pb2.ContactTransferred,

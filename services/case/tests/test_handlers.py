@@ -228,6 +228,57 @@ async def test_contact_assigned_sets_agent_and_status(
     assert contact.HasField("ended_at")
 
 
+def withdrawn(contact_id: str, offer_id: str, requeued: bool) -> events_pb2.ContactOfferWithdrawn:
+    return events_pb2.ContactOfferWithdrawn(
+        meta=meta(),
+        contact_id=contact_id,
+        agent_id="agent-1",
+        offer_id=offer_id,
+        reason="accept timeout",
+        requeued=requeued,
+    )
+
+
+async def test_a_contact_whose_offer_is_withdrawn_is_recorded_as_waiting_again(
+    handlers: CaseHandlers, views: CaseViews, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """An offer that ran out (or that the agent declined, or left on a break) puts the contact
+    back in its queue: the record says queued, not offered, until the next offer; one at a time
+    and in a batch alike. A withdrawal that does not requeue (the contact ended) changes nothing,
+    and none undoes an assignment."""
+    await handlers.on_contact_created(created("c-1", (EMAIL, "ana@example.com")))
+    await handlers.on_contact_created(created("c-2", (EMAIL, "bo@example.com")))
+
+    async def status(contact_id: str) -> str:
+        case = await views.get_case("acme", await case_of(sessions, contact_id))
+        return str(case.contacts[0].status)
+
+    offered = events_pb2.ContactOffered(
+        meta=meta(), contact_id="c-1", agent_id="agent-1", offer_id="o-1"
+    )
+    await handlers.on_contact_offered(offered)
+    await handlers.on_contact_offer_withdrawn(withdrawn("c-1", "o-1", requeued=True))
+    assert await status("c-1") == "queued"
+    # In one batch (plain rows), in the stream's order: offered, withdrawn; offered again.
+    offered_2 = events_pb2.ContactOffered(
+        meta=meta(), contact_id="c-2", agent_id="agent-1", offer_id="o-2"
+    )
+    await run_batch(handlers, [offered_2, withdrawn("c-2", "o-2", requeued=True)])
+    assert await status("c-2") == "queued"
+    offered_3 = events_pb2.ContactOffered(
+        meta=meta(), contact_id="c-2", agent_id="agent-2", offer_id="o-3"
+    )
+    await run_batch(handlers, [offered_3])
+    assert await status("c-2") == "offered"
+    await handlers.on_contact_offer_withdrawn(withdrawn("c-2", "o-3", requeued=False))
+    assert await status("c-2") == "offered"
+    await handlers.on_contact_assigned(assigned("c-1"))
+    await handlers.on_contact_offer_withdrawn(withdrawn("c-1", "o-1", requeued=True))
+    assert await status("c-1") == "assigned"
+    with pytest.raises(InvalidArgument):
+        await handlers.on_contact_offer_withdrawn(withdrawn("", "o-9", requeued=True))
+
+
 def ended(contact_id: str, code: str = "") -> events_pb2.ContactEnded:
     return events_pb2.ContactEnded(
         meta=meta(), contact_id=contact_id, agent_id="agent-1", wrap_up_code=code

@@ -9,7 +9,7 @@ from switchboard.router import notifier
 from switchboard.router.domain import engine as eng
 
 
-def test_every_effect_but_a_withdrawn_offer_is_published() -> None:
-    # A withdrawn offer is the router's own bookkeeping: the offer's expiry or its re-offer is
-    # what the platform hears.
-    assert set(notifier._PUBLISHERS) == set(typing.get_args(eng.Effect)) - {eng.OfferWithdrawn}
+def test_every_effect_is_published() -> None:
+    # A withdrawn offer too: the channel presenting it stops (a ringing phone), and the case
+    # record shows the contact waiting again.
+    assert set(notifier._PUBLISHERS) == set(typing.get_args(eng.Effect))

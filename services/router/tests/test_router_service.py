@@ -251,8 +251,12 @@ async def test_an_agent_session_is_told_what_others_change_about_the_agent(
     async def state() -> router_pb2.Agent:
         return await asyncio.wait_for(ko.states.get(), 15)
 
+    told_withdrawn: list[tuple[str, str]] = []
+
     async def withdrawn() -> router_pb2.OfferWithdrawn:
-        return await asyncio.wait_for(ko.withdrawn.get(), 15)
+        gone = await asyncio.wait_for(ko.withdrawn.get(), 15)
+        told_withdrawn.append((gone.offer_id, gone.reason))
+        return gone
 
     opened = await state()  # as the session opened
     assert (opened.agent_id, opened.presence) == ("ko-1", router_pb2.PRESENCE_AVAILABLE)
@@ -319,6 +323,19 @@ async def test_an_agent_session_is_told_what_others_change_about_the_agent(
         (router_pb2.PRESENCE_OFFLINE, "sup-1"),
         (router_pb2.PRESENCE_AVAILABLE, ""),
     ]
+    # Each withdrawal is published as well, for the channel presenting the offer (the voice
+    # gateway stops the agent's phone ringing) and the case record (the contact waits again).
+    published = [
+        events_pb2.ContactOfferWithdrawn.FromString(data)
+        for data in await routing_events(bus, "offer_withdrawn", 5)
+    ]
+    assert [(w.offer_id, w.reason) for w in published] == told_withdrawn
+    assert [(w.contact_id, w.agent_id, w.requeued) for w in published[:2]] == [
+        ("w-1", "ko-1", False),  # abandoned: no longer waiting
+        ("w-2", "ko-1", True),  # waits for the next agent
+    ]
+    assert all(w.agent_id == "ko-1" and w.requeued for w in published[2:])
+    assert {w.meta.channel for w in published} == {contact_pb2.CHANNEL_CHAT}
     await ko.close()
 
 

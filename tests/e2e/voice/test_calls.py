@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 from typing import Any as Voice
 
-from switchboard.v1 import contact_pb2, events_pb2
+from switchboard.v1 import contact_pb2, events_pb2, router_pb2
 from switchboard.voice_gateway.calls import State
 
 HOTLINE = "+8215880001"
@@ -110,6 +110,42 @@ async def test_unanswered_phone_goes_to_the_next_agent_and_caller_stays(voice: V
     await relayed_both_ways(voice, contact_id, packets=10)
     assert caller.count("CALL_CLOSED") == 0  # never dropped
     assert not voice.events.of("ContactAbandoned", contact_id)
+
+
+async def test_an_agent_who_goes_on_a_break_while_the_phone_rings_stops_ringing(
+    voice: Voice,
+) -> None:
+    """The agent takes a break (at its desk, or a supervisor puts it on one) while its phone
+    rings for a caller: the router withdraws the offer, the gateway stops the phone ringing at
+    once rather than at the ring timeout (15 s), and the next agent's phone rings for the caller,
+    who stays on the line."""
+    ko = await voice.agent("agent-ko", {"ko": 5}, {"billing": 3})
+    phone_ko = await voice.phone("agent-ko")
+    phone_ko2 = await voice.phone("agent-ko2")
+    caller, contact_id = await dial_korean_billing(voice, "caller", "+821012345678")
+    await phone_ko.wait_event("CALL_INCOMING")
+    await voice.agent("agent-ko2", {"ko": 5}, {"billing": 3})  # free once agent-ko's offer goes
+    await ko.stub.SetPresence(
+        router_pb2.SetPresenceRequest(
+            agent_id="agent-ko", presence=router_pb2.PRESENCE_BREAK, reason="training"
+        )
+    )
+    withdrawn = (await voice.events.wait("ContactOfferWithdrawn", contact_id))[0]
+    assert (withdrawn.agent_id, withdrawn.reason, withdrawn.requeued) == (
+        "agent-ko",
+        "agent went break",
+        True,
+    )
+    await phone_ko.wait_event("CALL_CLOSED", timeout=5)  # cancelled, not rung out
+    await answer_next(phone_ko2)
+    assigned = (await voice.events.wait("ContactAssigned", contact_id))[0]
+    assert assigned.agent_id == "agent-ko2"
+    await relayed_both_ways(voice, contact_id, packets=10)
+    assert caller.count("CALL_CLOSED") == 0
+    # The gateway took the next offer: it did not decline it as "call busy".
+    assert [w.agent_id for w in voice.events.of("ContactOfferWithdrawn", contact_id)] == [
+        "agent-ko"
+    ]
 
 
 async def test_callback_keeps_its_place_in_the_queue(voice: Voice) -> None:

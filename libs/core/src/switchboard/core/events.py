@@ -89,6 +89,7 @@ for _spec in (
     EventSpec(events_pb2.ContactAbandoned, "contact.{tenant}.{channel}.abandoned"),
     EventSpec(events_pb2.ContactQueued, "routing.{tenant}.queued"),
     EventSpec(events_pb2.ContactOffered, "routing.{tenant}.offered"),
+    EventSpec(events_pb2.ContactOfferWithdrawn, "routing.{tenant}.offer_withdrawn"),
     EventSpec(events_pb2.ContactAssigned, "routing.{tenant}.assigned"),
     EventSpec(events_pb2.ContactHeld, "contact.{tenant}.{channel}.held"),
     EventSpec(events_pb2.ContactTransferred, "contact.{tenant}.{channel}.transferred"),

@@ -69,6 +69,7 @@ CONTACT_OF: dict[type[Message], Callable[[Any], str]] = {
     events_pb2.ContactAbandoned: _CONTACT_ID,
     events_pb2.ContactQueued: _CONTACT_ID,
     events_pb2.ContactOffered: _CONTACT_ID,
+    events_pb2.ContactOfferWithdrawn: _CONTACT_ID,
     events_pb2.ContactAssigned: _CONTACT_ID,
     events_pb2.ContactHeld: _CONTACT_ID,
     events_pb2.ContactTransferred: _CONTACT_ID,

@@ -287,6 +287,50 @@ class ContactOffered(_message.Message):
 Global___ContactOffered: _TypeAlias = ContactOffered  # noqa: Y015
 
 @_typing.final
+class ContactOfferWithdrawn(_message.Message):
+    """routing.<tenant>.offer_withdrawn
+    An offer no longer open that was not accepted: the accept timed out, the agent declined it,
+    went on a break, signed out or lost its stream, or the contact ended or was transferred. The
+    channel holding the contact stops presenting it to the agent (the voice gateway stops the
+    agent's phone ringing).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEUED_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    agent_id: _builtins.str
+    offer_id: _builtins.str
+    reason: _builtins.str
+    """e.g. "accept timeout", "agent went break", "declined: busy" """
+    requeued: _builtins.bool
+    """the contact waits in its queue again (false: it ended or moved on)"""
+    @_builtins.property
+    def meta(self) -> Global___EventMeta: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___EventMeta | None = ...,
+        contact_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        offer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requeued: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "contact_id", b"contact_id", "meta", b"meta", "offer_id", b"offer_id", "reason", b"reason", "requeued", b"requeued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactOfferWithdrawn: _TypeAlias = ContactOfferWithdrawn  # noqa: Y015
+
+@_typing.final
 class ContactAssigned(_message.Message):
     """routing.<tenant>.assigned"""
 

@@ -266,7 +266,11 @@ def _claims_on_sqlite(
 _IDS_PER_STATEMENT = 500  # 1,500 parameters, well under SQLite's limit on a statement's
 
 
-_STATUS_EVENTS = (events_pb2.ContactQueued, events_pb2.ContactOffered)
+_STATUS_EVENTS = (
+    events_pb2.ContactQueued,
+    events_pb2.ContactOffered,
+    events_pb2.ContactOfferWithdrawn,
+)
 _STATUS_COLUMNS = ("contact_id", "tenant", "case_id", "status", "queue", "queued_at", "offered_at")
 
 
@@ -1116,6 +1120,13 @@ class CaseHandlers:
     async def on_contact_offered(self, event: events_pb2.ContactOffered) -> None:
         _text(event.contact_id, "contact_id", required=True)
         await self._set_status(event, event.contact_id, OFFERED)
+
+    async def on_contact_offer_withdrawn(self, event: events_pb2.ContactOfferWithdrawn) -> None:
+        """An offer not accepted (timed out, declined, the agent went away): a contact that waits
+        in its queue again is recorded as queued, not as offered to someone it is not."""
+        _text(event.contact_id, "contact_id", required=True)
+        if event.requeued:
+            await self._set_status(event, event.contact_id, QUEUED)
 
     async def _set_status(
         self, event: ProtoMessage, contact_id: str, status: str, queue: str = ""

@@ -120,6 +120,23 @@ class RoutingNotifier:
         offered.expires_at.FromNanoseconds(int(offer.expires_at * 1e9))
         await self._send(offered, c.traceparent)
 
+    async def withdrawn(self, effect: eng.OfferWithdrawn, at: float) -> None:
+        offer, c = effect.offer, effect.contact
+        channel = c.channel if c is not None else contact_pb2.CHANNEL_UNSPECIFIED
+        await self._send(
+            events_pb2.ContactOfferWithdrawn(
+                meta=events.new_meta(
+                    offer.tenant, channel, SOURCE, f"{offer.offer_id}:withdrawn", at
+                ),
+                contact_id=offer.contact_id,
+                agent_id=offer.agent_id,
+                offer_id=offer.offer_id,
+                reason=effect.reason,
+                requeued=effect.requeued,
+            ),
+            c.traceparent if c is not None else "",
+        )
+
     async def assigned(self, effect: eng.Assigned, at: float) -> None:
         c = effect.contact
         assigned = events_pb2.ContactAssigned(
@@ -214,6 +231,7 @@ class RoutingNotifier:
 _PUBLISHERS: dict[type, Callable[[RoutingNotifier, Any, float], Awaitable[None]]] = {
     eng.Queued: RoutingNotifier.queued,
     eng.Offered: RoutingNotifier.offered,
+    eng.OfferWithdrawn: RoutingNotifier.withdrawn,
     eng.Assigned: RoutingNotifier.assigned,
     eng.Ended: RoutingNotifier.ended,
     eng.StepApplied: RoutingNotifier.step_applied,

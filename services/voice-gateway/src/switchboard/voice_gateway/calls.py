@@ -72,6 +72,8 @@ class Call:
     holds: int = 0
     transfers: int = 0
     handled_offers: set[str] = field(default_factory=set)
+    # The offers this call rings an agent for, each resolved when the router withdraws it.
+    withdrawals: dict[str, asyncio.Future[str]] = field(default_factory=dict)
     supervisors: dict[str, Supervisor] = field(default_factory=dict)  # by supervision id
 
     @property

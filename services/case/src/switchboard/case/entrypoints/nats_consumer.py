@@ -17,6 +17,7 @@ def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Await
         events_pb2.MessageAdded: handlers.on_message_added,
         events_pb2.ContactQueued: handlers.on_contact_queued,
         events_pb2.ContactOffered: handlers.on_contact_offered,
+        events_pb2.ContactOfferWithdrawn: handlers.on_contact_offer_withdrawn,
         events_pb2.ContactAssigned: handlers.on_contact_assigned,
         events_pb2.ContactEnded: handlers.on_contact_ended,
         events_pb2.ContactAbandoned: handlers.on_contact_abandoned,

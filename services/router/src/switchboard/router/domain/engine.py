@@ -837,9 +837,9 @@ class Engine(Index, Explain, Surge, Stats):
     ) -> list[Effect]:
         offer = self.offers.pop(offer_id)
         self._remember_offer(offer_id, reason)
-        effects: list[Effect] = [OfferWithdrawn(offer, reason)]
         agent = self.agents.get((offer.tenant, offer.agent_id))
         c = self.contacts.get(offer.contact_id)
+        effects: list[Effect] = [OfferWithdrawn(offer, reason, c, requeue and c is not None)]
         if c is not None:
             self._outcome(
                 c, offer_id, "timed_out" if missed else ("declined" if requeue else "withdrawn")

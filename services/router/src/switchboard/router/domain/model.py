@@ -483,6 +483,8 @@ class Offered:
 class OfferWithdrawn:
     offer: Offer
     reason: str
+    contact: Contact | None = None  # None: the contact is no longer the router's
+    requeued: bool = False  # the contact waits in its queue again
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The gateway's subscriptions: the router's offers for the calls this replica holds, and the
-other replicas' questions for the call an agent is on."""
+"""The gateway's subscriptions: the router's offers for the calls this replica holds and their
+withdrawals, and the other replicas' questions for the call an agent is on."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from switchboard.voice_gateway.handlers.supervision import Supervision
 
 def subscribe(bus: Bus, agent_leg: AgentLeg, durable: str) -> None:
     bus.subscribe(durable, events_pb2.ContactOffered, agent_leg.on_offered)
+    bus.subscribe(durable, events_pb2.ContactOfferWithdrawn, agent_leg.on_withdrawn)
 
 
 async def answer_replicas(replicas: NatsReplicas, supervision: Supervision) -> None:

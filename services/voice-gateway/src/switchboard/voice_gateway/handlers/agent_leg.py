@@ -39,14 +39,67 @@ class AgentLeg:
         if call is None or event.offer_id in call.handled_offers:
             return  # not a call of this replica, or a redelivery
         call.handled_offers.add(event.offer_id)
-        if not ringing.can_ring(call.state):
+        # A phone still ringing for an offer the router withdrew (its CANCEL on the way) rings no
+        # more: the next offer rings once it has stopped.
+        previous = call.ring_task
+        stopping = (
+            call.state is State.RINGING
+            and previous is not None
+            and not previous.done()
+            and all(w.done() for w in call.withdrawals.values())
+        )
+        if not ringing.can_ring(call.state) and not stopping:
             await self.gw.router.decline(call.tenant, event.agent_id, event.offer_id, "call busy")
             return
         expires = event.expires_at.ToNanoseconds() / 1e9 if event.HasField("expires_at") else 0
         timeout = ringing.ring_timeout(self.gw.ring_timeout, expires, time.time())
-        call.ring_task = call.spawn(self._ring(call, event.agent_id, event.offer_id, timeout))
+        withdrawn = call.withdrawals[event.offer_id] = asyncio.get_running_loop().create_future()
+        call.ring_task = call.spawn(
+            self._ring(
+                call,
+                event.agent_id,
+                event.offer_id,
+                timeout,
+                withdrawn,
+                previous if stopping else None,
+            )
+        )
 
-    async def _ring(self, call: Call, agent_id: str, offer_id: str, timeout: float) -> None:
+    async def on_withdrawn(self, event: events_pb2.ContactOfferWithdrawn) -> None:
+        """The router withdrew an offer this replica rings a phone for (the agent went on a
+        break or signed out, the accept timed out): the phone stops ringing now."""
+        call = self.gw.calls.get(event.contact_id)
+        withdrawn = call.withdrawals.get(event.offer_id) if call is not None else None
+        if withdrawn is not None and not withdrawn.done():
+            withdrawn.set_result(event.reason)
+
+    async def _ring(
+        self,
+        call: Call,
+        agent_id: str,
+        offer_id: str,
+        timeout: float,
+        withdrawn: asyncio.Future[str],
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        try:
+            if after is not None:  # the withdrawn offer's ring, stopping
+                await asyncio.wait({after}, timeout=timeout)
+                if not ringing.can_ring(call.state):
+                    await self.gw.router.decline(call.tenant, agent_id, offer_id, "call busy")
+                    return
+            await self._ring_offer(call, agent_id, offer_id, timeout, withdrawn)
+        finally:
+            call.withdrawals.pop(offer_id, None)
+
+    async def _ring_offer(
+        self,
+        call: Call,
+        agent_id: str,
+        offer_id: str,
+        timeout: float,
+        withdrawn: asyncio.Future[str],
+    ) -> None:
         gw = self.gw
         binding = gw.registrar.lookup(call.tenant, agent_id)
         if binding is None:
@@ -58,6 +111,10 @@ class AgentLeg:
         was_callback = call.state is State.CALLBACK
         call.state = ringing.ringing(call.state)
         rtp = await gw.media.open()
+        if withdrawn.done():  # before the phone rang
+            rtp.close()
+            call.state = ringing.unanswered(call.state)
+            return
         rtp.payload_type = call.payload_type
         leg_call_id = uuid.uuid4().hex
         invite = SipMessage(method="INVITE", uri=binding.contact)
@@ -76,10 +133,13 @@ class AgentLeg:
         call.ringing = tx
         answered: SipMessage | None = None
         try:
-            try:
-                resp = await asyncio.wait_for(asyncio.shield(tx.future), timeout)
-            except TimeoutError:
-                # A CANCEL may only follow a provisional response (section 9.1).
+            either: set[asyncio.Future[Any]] = {tx.future, withdrawn}
+            await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if tx.future.done():
+                resp = tx.future.result()
+            else:
+                # Not answered in time, or the offer withdrawn: CANCEL, which may only follow a
+                # provisional response (section 9.1).
                 provisional = asyncio.ensure_future(tx.provisional.wait())
                 pending: list[asyncio.Future[Any]] = [provisional, tx.future]
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -99,9 +159,12 @@ class AgentLeg:
         if answered is None or call.agent is None:
             gw.by_dialog.pop(leg_call_id, None)
             rtp.close()
+            call.state = ringing.unanswered(call.state)
+            if withdrawn.done():
+                logger.info("offer %s to %s withdrawn: %s", offer_id, agent_id, withdrawn.result())
+                return  # the router has it back already
             reason = ringing.decline_reason(resp.status)
             logger.info("offer %s to %s: %s", offer_id, agent_id, reason)
-            call.state = ringing.unanswered(call.state)
             await gw.router.decline(call.tenant, agent_id, offer_id, reason)
             return
         if call.state not in (State.RINGING, State.CALLBACK):
