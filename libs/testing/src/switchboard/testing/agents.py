@@ -13,6 +13,7 @@ import grpc
 
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
+from switchboard.core.grpc import OFFERS_OPEN
 from switchboard.core.tls import GrpcTls
 from switchboard.v1 import events_pb2, router_pb2, router_pb2_grpc
 
@@ -70,15 +71,18 @@ class AgentClient:
         await self._connected()
 
     async def _connected(self) -> None:
-        """Offers reach the agent once the router has its stream open; wait until it says so."""
-        for _ in range(500):
-            agents = await self.stub.ListAgents(router_pb2.ListAgentsRequest())
-            if any(a.agent_id == self.agent_id and a.connected for a in agents.agents):
-                return
-            if self.stream_error is not None:
-                raise self.stream_error
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"the router never saw {self.agent_id}'s offer stream")
+        """Offers reach the agent once the router has its stream open: it says so with the
+        `switchboard-offers-open` header, before any offer."""
+        metadata = await asyncio.wait_for(self._stream.initial_metadata(), 15)
+        if OFFERS_OPEN in (metadata or ()):
+            return
+        # Refused (or ended) before it opened: the pump has the reason.
+        assert self._task is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), 5)
+        raise self.stream_error or ConnectionError(
+            f"the router ended {self.agent_id}'s offer stream before opening it"
+        )
 
     async def _pump(self) -> None:
         try:
