@@ -67,7 +67,7 @@ system-deps: ## install the Debian packages the channels need, if missing
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 test: sync system-deps ## run every test (real nats-server, gRPC, SQLite; PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is set)
-	@$(UV) run --locked pytest $(PYTEST_ARGS)
+	@$(UV) run --locked pytest --durations=25 $(PYTEST_ARGS)
 
 test-packages: uv system-deps ## each package's tests with only that package installed (PACKAGE_DIRS)
 	@set -e; for dir in $(PACKAGE_DIRS); do \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -294,3 +295,54 @@ def test_deflection_counts_drafts_opened_and_not_sent() -> None:
     }
     # Nothing opened: no rate (undefined), not 0 %.
     assert deflection(drafts[2:])["deflection_rate"] is None
+
+
+def test_agent_states_are_time_in_each_presence_split_at_interval_boundaries() -> None:
+    """A period counts in each interval for its part inside; breaks, not-responding periods and
+    changes made by others count where they began; availability = available / signed in; an
+    agent signed out is in no interval it does not change in."""
+    from switchboard.case.reports.kpi import agent_periods
+
+    m = timedelta(minutes=1)
+    changes = [
+        ("acme", "ko-1", "wrap_up", "", "", T0 + 50 * m),
+        ("acme", "ko-1", "available", "", "", T0 - 10 * m),  # in force as the report begins
+        ("acme", "ko-1", "break", "lunch", "sup-1", T0 + 10 * m),
+        ("acme", "ko-1", "available", "", "", T0 + 40 * m),
+        ("acme", "ko-1", "available", "", "", T0 + 55 * m),
+        ("acme", "ko-1", "offline", "", "", T0 + 80 * m),
+        ("acme", "ko-2", "offline", "", "", T0 - 30 * m),  # signed out throughout
+    ]
+    periods = agent_periods(changes, T0 + 600 * m)
+    ko_1 = sorted((p.presence, p.start, p.end) for p in periods if p.agent_id == "ko-1")
+    assert ko_1[0] == ("available", T0 - 10 * m, T0 + 10 * m)
+    assert ("offline", T0 + 80 * m, T0 + 600 * m) in ko_1  # the last lasts until `until`
+    spec = ReportSpec(T0, T0 + 90 * m, Interval.HOUR, ZoneInfo("UTC"), group_by=("agent",))
+    rows = compute(ReportFacts(agent_periods=periods), spec, T0 + 600 * m, ("agent_states",))
+    assert [(r.start, dict(r.group)["agent"]) for r in rows] == [
+        (T0, "ko-1"),
+        (T0 + 60 * m, "ko-1"),
+    ]
+    assert rows[0].metrics == {
+        "signed_in_s": 3600.0,
+        "available_s": 1500.0,  # 09:00-09:10, 09:40-09:50, 09:55-10:00
+        "busy_s": 0.0,
+        "wrap_up_s": 300.0,
+        "break_s": 1800.0,
+        "not_responding_s": 0.0,
+        "breaks": 1.0,
+        "not_responding": 0.0,
+        "changed_by_others": 1.0,  # the break, set by sup-1
+        "availability": 1500 / 3600,
+    }
+    assert rows[1].metrics["available_s"] == 1200.0  # 10:00-10:20, then signed out
+    assert rows[1].metrics["signed_in_s"] == 1200.0 and rows[1].metrics["availability"] == 1.0
+    # Cut at the report's end (10:30), not the interval's (11:00): an agent still available.
+    still = agent_periods([("acme", "ko-3", "available", "", "", T0 + 70 * m)], T0 + 600 * m)
+    [row] = compute(
+        ReportFacts(agent_periods=still), replace(spec, start=T0 + 60 * m), T0, ("agent_states",)
+    )
+    assert row.metrics["available_s"] == 1200.0
+    # Nobody signed in: one row per interval with no availability (undefined, not 0).
+    [empty] = compute(ReportFacts(), replace(spec, group_by=()), T0, ("agent_states",))[:1]
+    assert empty.metrics["signed_in_s"] == 0 and empty.metrics["availability"] is None

@@ -94,3 +94,59 @@ async def test_switchboard_report_prints_portal_deflection(
         "deflection_rate",
     ]
     assert table[1].split() == ["2025-03-03", "00:00", "3", "3", "1", "1", "50.0%"]
+
+
+async def test_switchboard_report_prints_agents_time_in_each_state(
+    case_service: CaseApp,
+    sessions: async_sessionmaker[AsyncSession],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    case_secret: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A supervisor's view of the morning: each agent's hours signed in, available, in wrap-up
+    and on a break, as h:mm:ss, and the availability."""
+    from datetime import UTC, datetime, timedelta
+
+    from switchboard.case.reports.orm import AgentStateChange
+
+    t0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+    changes = [
+        ("ko-1", "available", "", 0),
+        ("ko-1", "break", "lunch", 30),
+        ("ko-1", "available", "", 75),
+        ("ko-1", "offline", "signed out", 120),
+        ("zh-1", "available", "", 60),
+    ]
+    async with sessions.begin() as session:
+        for n, (agent_id, presence, reason, minutes) in enumerate(changes):
+            session.add(
+                AgentStateChange(
+                    event_id=f"state-{n}",
+                    tenant="acme",
+                    agent_id=agent_id,
+                    presence=presence,
+                    reason=reason,
+                    changed_at=t0 + timedelta(minutes=minutes),
+                )
+            )
+    Endpoints(
+        nats_url="nats://unused",
+        grpc={"case": f"127.0.0.1:{case_service.grpc_port}"},
+        tenant="acme",
+    ).save(tmp_path / "endpoints.json")
+    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
+    argv = ["report", "--kind", "agent_states", "--interval", "day", "--group-by", "agent",
+            "--from", "2025-03-03T09:00:00+00:00", "--to", "2025-03-03T12:00:00+00:00"]  # fmt: skip
+    assert await run(tmp_path, parser().parse_args(argv)) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == [
+        "interval", "agent", "signed_in_s", "available_s", "busy_s", "wrap_up_s", "break_s",
+        "not_responding_s", "breaks", "not_responding", "changed_by_others", "availability",
+    ]  # fmt: skip
+    assert table[1].split() == [
+        "2025-03-03", "00:00", "ko-1", "2:00:00", "1:15:00", "0:00:00", "0:00:00", "0:45:00",
+        "0:00:00", "1", "0", "0", "62.5%",
+    ]  # fmt: skip
+    # zh-1 still available: until the report's end, 12:00.
+    assert table[2].split()[2:5] == ["zh-1", "2:00:00", "2:00:00"]

@@ -75,12 +75,15 @@ def request_from(args: argparse.Namespace, now: datetime) -> case_pb2.GetReportR
     return req
 
 
-def _format(value: case_pb2.ReportValue, name: str) -> str:
+def _format(value: case_pb2.ReportValue, name: str, kind: str = "") -> str:
     if not value.defined:
         return "-"
     if name.endswith("_rate") or name in ("service_level", "service_level_2", "csat",
-                                          "email_service_level"):  # fmt: skip
+                                          "email_service_level", "availability"):  # fmt: skip
         return f"{value.value * 100:.1f}%"
+    if name.endswith("_s") and kind == "agent_states":  # hours of a shift: h:mm:ss
+        minutes, seconds = divmod(round(value.value), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
     if name.endswith("_s"):
         return f"{value.value:.1f}s"
     return f"{value.value:g}"
@@ -101,7 +104,7 @@ def table(report: case_pb2.Report, kind: str) -> str:
                  "agent": row.agent_id}  # fmt: skip
         start = row.interval_start.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M")
         lines.append([start, *(group[d] or "-" for d in dims),
-                      *(_format(values[n], n) for n in shown)])  # fmt: skip
+                      *(_format(values[n], n, kind) for n in shown)])  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) if i <= len(dims) else cell.rjust(w)

@@ -170,6 +170,8 @@ class _ReportKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportKind
     """open cases and their age at each interval's end"""
     REPORT_KIND_DEFLECTION: _ReportKind.ValueType  # 9
     """portal suggestions shown, opened, deflected, submitted"""
+    REPORT_KIND_AGENT_STATES: _ReportKind.ValueType  # 10
+    """agents' time signed in, available, in wrap-up, on break"""
 
 class ReportKind(_ReportKind, metaclass=_ReportKindEnumTypeWrapper): ...
 
@@ -191,6 +193,8 @@ REPORT_KIND_BACKLOG: ReportKind.ValueType  # 8
 """open cases and their age at each interval's end"""
 REPORT_KIND_DEFLECTION: ReportKind.ValueType  # 9
 """portal suggestions shown, opened, deflected, submitted"""
+REPORT_KIND_AGENT_STATES: ReportKind.ValueType  # 10
+"""agents' time signed in, available, in wrap-up, on break"""
 Global___ReportKind: _TypeAlias = ReportKind  # noqa: Y015
 
 @_typing.final

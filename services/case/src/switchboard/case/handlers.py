@@ -60,12 +60,13 @@ from switchboard.case.commands import MAX_NOTE_CHARS
 from switchboard.case.domain import lifecycle
 from switchboard.case.domain.reference import looks_like_reference, normalise
 from switchboard.case.records import SYSTEM, CaseRecords
+from switchboard.case.reports.orm import AgentStateChange
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.unit_of_work import Conflict, UnitOfWork
 from switchboard.core import roles
 from switchboard.core.errors import DomainError, InvalidArgument, Retry, RetryUntouched
-from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2
+from switchboard.v1 import case_pb2, contact_pb2, email_pb2, events_pb2, fax_pb2, router_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,14 @@ SUPERVISION_MODES = {
 }
 # The role an audited playback names its player by, the first the player has.
 PLAYER_ROLES = (roles.ADMIN, roles.SUPERVISOR, roles.QA, roles.TEAM_LEAD, roles.AGENT)
+
+
+# A presence as the agent-states report names it: router_pb2.PRESENCE_BREAK -> "break".
+PRESENCE_NAMES: dict[int, str] = {
+    value: name.removeprefix("PRESENCE_").lower()
+    for name, value in router_pb2.Presence.items()
+    if value != router_pb2.PRESENCE_UNSPECIFIED
+}
 
 
 def _text(value: str, field: str, limit: int = EXTERNAL_ID, required: bool = False) -> str:
@@ -1396,6 +1405,30 @@ class CaseHandlers:
             await self.records.audit(
                 session, case, f"{actor_role}:{event.player_id}", "recording_played", data, at
             )
+
+        await self._apply(event, work)
+
+    # ---- agents' states (the agent-states report) ---------------------------------------------
+
+    async def on_agent_state_changed(self, event: events_pb2.AgentStateChanged) -> None:
+        """An agent's presence changed (signed in or out, available, wrap-up, a break, not
+        responding): kept as it is, each change lasting until the agent's next."""
+        _text(event.agent_id, "agent_id", required=True)
+        presence = PRESENCE_NAMES.get(event.presence)
+        if presence is None:
+            raise InvalidArgument("presence", f"{event.presence} is not a presence")
+        values = {
+            "event_id": event.meta.event_id,
+            "tenant": event.meta.tenant,
+            "agent_id": event.agent_id,
+            "presence": presence,
+            "reason": _text(event.reason, "reason"),
+            "changed_by": _text(event.changed_by, "changed_by"),
+            "changed_at": _when(event.meta.occurred_at) or self._clock(),
+        }
+
+        async def work(session: AsyncSession) -> None:
+            bulk.add_row(session, AgentStateChange, values)
 
         await self._apply(event, work)
 

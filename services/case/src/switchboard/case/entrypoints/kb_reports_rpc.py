@@ -69,6 +69,7 @@ _KINDS = {
     case_pb2.REPORT_KIND_QUALITY: "quality",
     case_pb2.REPORT_KIND_BACKLOG: "backlog",
     case_pb2.REPORT_KIND_DEFLECTION: "deflection",
+    case_pb2.REPORT_KIND_AGENT_STATES: "agent_states",
 }
 
 

@@ -25,6 +25,7 @@ def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Await
         events_pb2.ContactTransferred: handlers.on_contact_transferred,
         events_pb2.ContactSupervised: handlers.on_contact_supervised,
         events_pb2.RecordingPlayed: handlers.on_recording_played,
+        events_pb2.AgentStateChanged: handlers.on_agent_state_changed,
         # Only the objects they name, for erasure (object_erasure).
         email_pb2.EmailReceived: handlers.on_email_received,
         fax_pb2.FaxProcessed: handlers.on_fax_processed,

@@ -135,6 +135,24 @@ class DraftFacts:
     agent_id: str = ""
 
 
+@dataclass(frozen=True)
+class AgentStateFacts:
+    """A period of one presence of an agent: from a state change to the agent's next (or to the
+    report's `as_of`, for its present state)."""
+
+    tenant: str
+    agent_id: str
+    presence: str  # available, busy, wrap_up, break, not_responding, offline
+    start: datetime
+    end: datetime
+    reason: str = ""
+    by_other: bool = False  # set by someone else (a supervisor), not the agent or the router
+
+    # Agents' states have no queue or channel: grouped by those they fall under "".
+    queue: str = ""
+    channel: str = ""
+
+
 Metrics = dict[str, float | None]
 
 
@@ -322,6 +340,55 @@ def deflection(drafts: Iterable[DraftFacts]) -> Metrics:
     }
 
 
+# Time in each presence, in the agent-states report (offline is the time not signed in).
+AGENT_PRESENCES = ("available", "busy", "wrap_up", "break", "not_responding")
+
+
+def agent_states(periods: Iterable[AgentStateFacts], start: datetime, end: datetime) -> Metrics:
+    """Agents' time in each presence within [start, end) (a period counts for the part of it
+    inside), signed in (any presence but offline); the breaks and not-responding periods that
+    began in it, and the changes someone else made; availability = available / signed in."""
+    seconds = dict.fromkeys(AGENT_PRESENCES, 0.0)
+    breaks = not_responding = by_others = 0
+    for p in periods:
+        inside = (min(p.end, end) - max(p.start, start)).total_seconds()
+        if inside > 0 and p.presence in seconds:
+            seconds[p.presence] += inside
+        if start <= p.start < end:
+            breaks += p.presence == "break"
+            not_responding += p.presence == "not_responding"
+            by_others += p.by_other
+    signed_in = sum(seconds.values())
+    return {
+        "signed_in_s": signed_in,
+        **{f"{presence}_s": value for presence, value in seconds.items()},
+        "breaks": float(breaks),
+        "not_responding": float(not_responding),
+        "changed_by_others": float(by_others),
+        "availability": seconds["available"] / signed_in if signed_in else None,
+    }
+
+
+def agent_periods(
+    changes: Iterable[tuple[str, str, str, str, str, datetime]], until: datetime
+) -> list[AgentStateFacts]:
+    """The periods of agents' presences from their state changes (tenant, agent, presence,
+    reason, changed by, at), in any order: each lasts until the same agent's next change, the
+    last until `until`."""
+    by_agent: dict[tuple[str, str], list[tuple[datetime, str, str, str]]] = defaultdict(list)
+    for tenant, agent_id, presence, reason, changed_by, at in changes:
+        by_agent[(tenant, agent_id)].append((at, presence, reason, changed_by))
+    periods = []
+    for (tenant, agent_id), seq in by_agent.items():
+        seq.sort(key=lambda change: change[0])
+        ends = [change[0] for change in seq[1:]] + [max(until, seq[-1][0])]
+        for (at, presence, reason, changed_by), ended in zip(seq, ends, strict=True):
+            periods.append(
+                AgentStateFacts(tenant, agent_id, presence, at, ended, reason, bool(changed_by))
+            )
+    return periods
+
+
 # ---- a report: the KPIs per interval and group -----------------------------------------------
 
 
@@ -344,9 +411,10 @@ class ReportFacts:
     evaluations: Sequence[EvaluationFacts] = ()
     cases: Sequence[CaseFacts] = ()
     drafts: Sequence[DraftFacts] = ()
+    agent_periods: Sequence[AgentStateFacts] = ()
 
 
-Fact = ContactFacts | RatingFacts | EvaluationFacts | CaseFacts | DraftFacts
+Fact = ContactFacts | RatingFacts | EvaluationFacts | CaseFacts | DraftFacts | AgentStateFacts
 
 
 def _key(fact: Fact, dims: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -407,6 +475,20 @@ def compute(
             g = _key(d, spec.group_by)
             groups.add(g)
             drafts[(slot_of(d.shown_at)[0], g)].append(d)
+    periods: dict[tuple, list[AgentStateFacts]] = defaultdict(list)  # type: ignore[type-arg]
+    for p in facts.agent_periods:
+        first, last = max(p.start, spec.start), min(p.end, spec.end)
+        if p.presence != "offline" and first < last:
+            slot_starts = [s for s, _ in intervals(first, last, spec.interval, spec.tz)]
+        elif in_range(p.start):
+            # A sign-out (no time counted) or a moment's state: where it began, for its counts.
+            slot_starts = [slot_of(p.start)[0]]
+        else:
+            continue
+        g = _key(p, spec.group_by)
+        groups.add(g)
+        for slot_start in slot_starts:
+            periods[(slot_start, g)].append(p)
     if "backlog" in sections:
         for k in facts.cases:
             g = _key(k, spec.group_by)
@@ -440,5 +522,8 @@ def compute(
                     metrics.update(dict.fromkeys(BACKLOG_METRICS))
             if "deflection" in sections:
                 metrics.update(deflection(drafts.get((start, g), [])))
+            if "agent_states" in sections:
+                within = max(start, spec.start), min(end, spec.end)
+                metrics.update(agent_states(periods.get((start, g), []), *within))
             rows.append(Row(start, end, g, metrics))
     return rows

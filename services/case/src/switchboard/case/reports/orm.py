@@ -1,6 +1,7 @@
 """Tables of customer satisfaction and quality assurance (migration 0003_kb_reports), and of the
 customer portal: sign-in codes and what was done with suggested articles
-(migration 0009_portal_codes_deflection)."""
+(migration 0009_portal_codes_deflection), and of agents' state changes (migration
+0010_agent_state_changes)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,24 @@ class SuggestionDraft(Base):
     opened: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AgentStateChange(Base):
+    """An agent's presence as the router changed it (AgentStateChanged): signed in, available,
+    wrap-up, on a break (with its reason), not responding, signed out; for the agent-states
+    report. Each lasts until the agent's next change."""
+
+    __tablename__ = "agent_state_changes"
+    __table_args__ = (
+        Index("ix_agent_state_changes_tenant_at", "tenant", "changed_at"),
+        Index("ix_agent_state_changes_tenant_agent_at", "tenant", "agent_id", "changed_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(EXTERNAL_ID), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    agent_id: Mapped[str] = mapped_column(String(EXTERNAL_ID))
+    presence: Mapped[str] = mapped_column(String(16))  # available, break, offline, ...
+    reason: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+    # Who made the change when it was neither the agent nor the router (a supervisor).
+    changed_by: Mapped[str] = mapped_column(String(EXTERNAL_ID), default="")
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)

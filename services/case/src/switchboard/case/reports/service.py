@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchboard.case.adapters import orm
@@ -18,7 +18,12 @@ from switchboard.case.csat import SURVEY_REPLIES
 from switchboard.case.quality import channel_name
 from switchboard.case.reports import kpi
 from switchboard.case.reports.business_time import BusinessClock
-from switchboard.case.reports.orm import CsatRating, QaEvaluation, SuggestionDraft
+from switchboard.case.reports.orm import (
+    AgentStateChange,
+    CsatRating,
+    QaEvaluation,
+    SuggestionDraft,
+)
 from switchboard.core.errors import InvalidArgument
 from switchboard.v1 import case_pb2
 
@@ -38,6 +43,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "quality": ("quality",),
     "backlog": ("backlog",),
     "deflection": ("deflection",),
+    "agent_states": ("agent_states",),
 }
 # Out of the backlog: resolved (also while awaiting a reviewer or the customer) or closed.
 CLOSED = (
@@ -120,7 +126,7 @@ class Reports:
             spec = replace(spec, options=replace(spec.options, email_clock=calendar))
         sections = SECTIONS[kind]
         as_of = self._clock()
-        facts = await self._facts(tenant, spec, sections)
+        facts = await self._facts(tenant, spec, sections, as_of)
         rows = kpi.compute(facts, spec, as_of, sections)
         if len(rows) > MAX_ROWS:
             raise InvalidArgument(
@@ -137,7 +143,7 @@ class Reports:
         return ReportTable(["interval_start", "interval_end", *dims, *metrics], rows, as_of)
 
     async def _facts(
-        self, tenant: str, spec: kpi.ReportSpec, sections: Sequence[str]
+        self, tenant: str, spec: kpi.ReportSpec, sections: Sequence[str], as_of: datetime
     ) -> kpi.ReportFacts:
         facts = kpi.ReportFacts()
         async with self._sessions() as session:
@@ -191,7 +197,36 @@ class Reports:
                         )
                     )
                 ]
+            if "agent_states" in sections:
+                facts.agent_periods = kpi.agent_periods(
+                    await self._agent_state_changes(session, tenant, spec), as_of
+                )
         return facts
+
+    @staticmethod
+    async def _agent_state_changes(
+        session: AsyncSession, tenant: str, spec: kpi.ReportSpec
+    ) -> list[tuple[str, str, str, str, str, datetime]]:
+        """The tenant's agents' state changes in the report's period, and each agent's last
+        one before it (the state the period begins in)."""
+        a = AgentStateChange
+        columns = (a.tenant, a.agent_id, a.presence, a.reason, a.changed_by, a.changed_at)
+        last = (
+            select(a.agent_id, func.max(a.changed_at).label("at"))
+            .where(a.tenant == tenant, a.changed_at < spec.start)
+            .group_by(a.agent_id)
+            .subquery()
+        )
+        before = (
+            select(*columns)
+            .join(last, and_(a.agent_id == last.c.agent_id, a.changed_at == last.c.at))
+            .where(a.tenant == tenant)
+        )
+        inside = select(*columns).where(
+            a.tenant == tenant, a.changed_at >= spec.start, a.changed_at < spec.end
+        )
+        found = [*await session.execute(before), *await session.execute(inside)]
+        return [tuple(row) for row in found]  # type: ignore[misc]
 
     async def _contacts(
         self, session: AsyncSession, tenant: str, start: datetime, end: datetime
