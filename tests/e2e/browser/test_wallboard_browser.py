@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from playwright.async_api import expect
 
 from switchboard.case.adapters import keyring, orm
 from switchboard.chat.bootstrap import ChatApp
+from switchboard.chat.inbox import service as inbox_service
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.v1 import case_pb2, contact_pb2, router_pb2, router_pb2_grpc
@@ -106,8 +108,9 @@ async def test_agent_with_open_contacts_is_not_available(platform: Any, pages: A
 
 
 async def test_a_supervisor_makes_an_agent_available_and_signs_the_agent_out(
-    platform: Any, pages: Any
+    platform: Any, pages: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(inbox_service, "REPORT_SECONDS", 0.5)  # the day report, every minute
     board = await open_board(pages, platform.url)
     inbox = await pages.new(f"{platform.url}/inbox")
     await sign_in(inbox, "ko-1", "demo-ko-1")
@@ -127,6 +130,10 @@ async def test_a_supervisor_makes_an_agent_available_and_signs_the_agent_out(
     await expect(presence).to_have_attribute("data-presence", "available")
     await expect(row.get_by_test_id("wb-agent-state")).to_have_attribute("class", "state-available")
     await expect(row.get_by_test_id("wb-agent-available")).to_have_count(0)
+    # The agent's day from the record: signed in, and one break taken.
+    await expect(row.get_by_test_id("wb-agent-break-today")).to_contain_text("(1)")
+    await expect(row.get_by_test_id("wb-agent-signed-in-today")).not_to_have_text("–")
+    await pages.shot(board, "wallboard-agent-day")
 
     await row.get_by_test_id("wb-agent-sign-out").click()
     await expect(presence).to_have_attribute("data-presence", "offline")

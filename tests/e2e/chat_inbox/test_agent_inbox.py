@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from switchboard.case.adapters import orm
 from switchboard.chat.bootstrap import ChatApp
+from switchboard.chat.inbox import service as inbox_service
 from switchboard.chat.settings import ChatSettings
 from switchboard.core import auth, events, stores
 from switchboard.core import grpc as sb_grpc
@@ -255,6 +256,24 @@ async def test_supervisors_watch_live_statistics_and_agents_may_not(
     agent = await connect(inbox.url, agent_login["token"], sockets)
     refused_watch = await agent.call("watch")
     assert refused_watch["ok"] is False and "supervisor" in refused_watch["error"]
+
+
+async def test_the_boards_day_report_carries_each_agents_day_from_the_record(
+    inbox: Inbox, sockets: list[AgentSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wallboard's day report (every minute) carries each agent's day so far, from the case
+    service's agent-states report: time signed in and on a break, the breaks taken."""
+    monkeypatch.setattr(inbox_service, "REPORT_SECONDS", 0.2)
+    agent, _ = await signed_in(inbox, sockets)
+    assert (await agent.call("presence", {"presence": "break", "reason": "lunch"}))["ok"]
+    _, sup = await login(inbox.url, "sup-1", "demo-sup-1")
+    board = await connect(inbox.url, sup["token"], sockets)
+    assert (await board.call("watch"))["ok"]
+    day = await board.next("day", lambda d: d["agents"].get("ko-1", {}).get("breaks") == 1)
+    ko = day["agents"]["ko-1"]
+    assert set(ko) == {"signed_in_s", "break_s", "breaks", "availability"}
+    assert 0 < ko["signed_in_s"] and 0 <= ko["break_s"] <= ko["signed_in_s"]
+    assert 0 <= ko["availability"] < 1  # part of the day on the break
 
 
 async def test_a_supervisor_sets_an_agent_available_or_signed_out_and_others_may_not(

@@ -725,6 +725,35 @@ class Inbox:
             "date": start.date().isoformat(),
             "quarters": quarters,
             "hours": [hours[h] for h in sorted(hours)],
+            "agents": await self._agents_today(backends, tz_name, start),
+        }
+
+    async def _agents_today(
+        self, backends: Backends, tz_name: str, start: datetime
+    ) -> dict[str, dict[str, float | None]]:
+        """Each agent's day so far from the record (the agent-states report): time signed in
+        and on a break, the breaks taken, the availability. Empty where the case service cannot
+        say (the board's live figures go on)."""
+        request = case_pb2.GetReportRequest(
+            kind=case_pb2.REPORT_KIND_AGENT_STATES,
+            interval="day",
+            time_zone=tz_name,
+            group_by=["agent"],
+        )
+        getattr(request, "from").FromDatetime(start.astimezone(UTC))
+        request.to.FromDatetime((start + timedelta(days=1)).astimezone(UTC))
+        try:
+            report = await call("GetReport", backends.case.GetReport(request))
+        except DomainError as exc:
+            logger.info("wallboard agents' day: %s", exc)
+            return {}
+        shown = ("signed_in_s", "break_s", "breaks", "availability")
+        return {
+            row.agent_id: {
+                v.name: (v.value if v.defined else None) for v in row.values if v.name in shown
+            }
+            for row in report.rows
+            if row.agent_id
         }
 
     async def _watch(

@@ -62,7 +62,7 @@
     });
     setInterval(function () { pollLive(); pollCalls(); }, LIVE_SECONDS * 1000);
     socket.on("connect_error", function (err) { error(err && err.message); });
-    socket.on("day", function (d) { state.day = d; drawCharts(); });
+    socket.on("day", function (d) { state.day = d; drawCharts(); fillToday(); });
     socket.on("stats", function (s) {
       if (s.error) { error(s.error); return; }
       var target = state.last ? state.last.total.sl_target : null;
@@ -372,7 +372,7 @@
       var members = shown.filter(function (a) { return (a.team || "") === g.id; });
       if (!members.length) return;
       if ((s.teams || []).length) {
-        agents.appendChild(el("tr", { cls: "team-row", "data-team": g.id }, el("th", { colspan: "5", text: g.name })));
+        agents.appendChild(el("tr", { cls: "team-row", "data-team": g.id }, el("th", { colspan: "7", text: g.name })));
       }
       members.forEach(function (a) {
         agents.appendChild(el("tr", { "data-agent": a.agent_id, "data-team": a.team || "" },
@@ -380,8 +380,23 @@
           el("td", { cls: "state-" + a.state, "data-testid": "wb-agent-state", text: t(a.state) + stateReason(a) }),
           el("td", { text: String(a.active) }),
           a.since ? el("td", { "data-since": String(a.since), text: secs((Date.now() - a.since) / 1000) }) : el("td", { text: "" }),
+          el("td", { "data-today": "signed_in", "data-testid": "wb-agent-signed-in-today" }),
+          el("td", { "data-today": "break", "data-testid": "wb-agent-break-today" }),
           agentActions(a, mayChange(s, a))));
       });
+    });
+    fillToday();
+  }
+
+  // Each agent's day so far, from the case service's record (the "day" report, every minute):
+  // time signed in, and on a break with the number of breaks.
+  function fillToday() {
+    var today = (state.day && state.day.agents) || {};
+    Array.prototype.forEach.call($("wb-agents").querySelectorAll("tr[data-agent]"), function (tr) {
+      var d = today[tr.getAttribute("data-agent")];
+      var signedIn = tr.querySelector('[data-today="signed_in"]'), onBreak = tr.querySelector('[data-today="break"]');
+      signedIn.textContent = d ? secs(d.signed_in_s) : "–";
+      onBreak.textContent = d ? secs(d.break_s) + (d.breaks ? " (" + d.breaks + ")" : "") : "–";
     });
   }
 
