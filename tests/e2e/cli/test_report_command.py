@@ -16,6 +16,19 @@ from switchboard.cli.endpoints import Endpoints
 from switchboard.cli.report import run
 
 
+def use_case_service(
+    case_service: CaseApp, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    """The CLI's endpoints file names the case service; its operator token is signed with the
+    service's secret."""
+    Endpoints(
+        nats_url="nats://unused",
+        grpc={"case": f"127.0.0.1:{case_service.grpc_port}"},
+        tenant="acme",
+    ).save(tmp_path / "endpoints.json")
+    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", secret)
+
+
 async def test_switchboard_report_command(
     case_service: CaseApp,
     sessions: async_sessionmaker[AsyncSession],
@@ -25,11 +38,7 @@ async def test_switchboard_report_command(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await seed(sessions)
-    port = case_service.grpc_port
-    Endpoints(nats_url="nats://unused", grpc={"case": f"127.0.0.1:{port}"}, tenant="acme").save(
-        tmp_path / "endpoints.json"
-    )
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
+    use_case_service(case_service, tmp_path, monkeypatch, case_secret)
     argv = ["report", "--kind", "service_level", "--interval", "hour", "--from", "2025-03-03",
             "--to", "2025-03-03T11:00:00+00:00"]  # fmt: skip
     assert await run(tmp_path, parser().parse_args([*argv, "--csv"])) == 0
@@ -75,12 +84,7 @@ async def test_switchboard_report_prints_portal_deflection(
         # Another tenant's drafts are not in acme's report.
         session.add(SuggestionDraft(tenant="demo", draft_id="d-demo-01", customer_id="c2",
                                     shown_at=at, opened=1))  # fmt: skip
-    Endpoints(
-        nats_url="nats://unused",
-        grpc={"case": f"127.0.0.1:{case_service.grpc_port}"},
-        tenant="acme",
-    ).save(tmp_path / "endpoints.json")
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
+    use_case_service(case_service, tmp_path, monkeypatch, case_secret)
     argv = ["report", "--kind", "deflection", "--interval", "day", "--from", "2025-03-03",
             "--to", "2025-03-04"]  # fmt: skip
     assert await run(tmp_path, parser().parse_args(argv)) == 0
@@ -130,12 +134,7 @@ async def test_switchboard_report_prints_agents_time_in_each_state(
                     changed_at=t0 + timedelta(minutes=minutes),
                 )
             )
-    Endpoints(
-        nats_url="nats://unused",
-        grpc={"case": f"127.0.0.1:{case_service.grpc_port}"},
-        tenant="acme",
-    ).save(tmp_path / "endpoints.json")
-    monkeypatch.setenv("SWITCHBOARD_AUTH_SECRET", case_secret)
+    use_case_service(case_service, tmp_path, monkeypatch, case_secret)
     argv = ["report", "--kind", "agent_states", "--interval", "day", "--group-by", "agent",
             "--from", "2025-03-03T09:00:00+00:00", "--to", "2025-03-03T12:00:00+00:00"]  # fmt: skip
     assert await run(tmp_path, parser().parse_args(argv)) == 0

@@ -53,17 +53,14 @@ class AgentLeg:
             return
         expires = event.expires_at.ToNanoseconds() / 1e9 if event.HasField("expires_at") else 0
         timeout = ringing.ring_timeout(self.gw.ring_timeout, expires, time.time())
-        withdrawn = call.withdrawals[event.offer_id] = asyncio.get_running_loop().create_future()
+        offer_id = event.offer_id
+        withdrawn = call.withdrawals[offer_id] = asyncio.get_running_loop().create_future()
         call.ring_task = call.spawn(
             self._ring(
-                call,
-                event.agent_id,
-                event.offer_id,
-                timeout,
-                withdrawn,
-                previous if stopping else None,
+                call, event.agent_id, offer_id, timeout, withdrawn, previous if stopping else None
             )
         )
+        call.ring_task.add_done_callback(lambda _: call.withdrawals.pop(offer_id, None))
 
     async def on_withdrawn(self, event: events_pb2.ContactOfferWithdrawn) -> None:
         """The router withdrew an offer this replica rings a phone for (the agent went on a
@@ -82,25 +79,12 @@ class AgentLeg:
         withdrawn: asyncio.Future[str],
         after: asyncio.Task[None] | None = None,
     ) -> None:
-        try:
-            if after is not None:  # the withdrawn offer's ring, stopping
-                await asyncio.wait({after}, timeout=timeout)
-                if not ringing.can_ring(call.state):
-                    await self.gw.router.decline(call.tenant, agent_id, offer_id, "call busy")
-                    return
-            await self._ring_offer(call, agent_id, offer_id, timeout, withdrawn)
-        finally:
-            call.withdrawals.pop(offer_id, None)
-
-    async def _ring_offer(
-        self,
-        call: Call,
-        agent_id: str,
-        offer_id: str,
-        timeout: float,
-        withdrawn: asyncio.Future[str],
-    ) -> None:
         gw = self.gw
+        if after is not None:  # the withdrawn offer's ring, stopping
+            await asyncio.wait({after}, timeout=timeout)
+            if not ringing.can_ring(call.state):
+                await gw.router.decline(call.tenant, agent_id, offer_id, "call busy")
+                return
         binding = gw.registrar.lookup(call.tenant, agent_id)
         if binding is None:
             logger.info(
