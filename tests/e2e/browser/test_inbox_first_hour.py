@@ -191,10 +191,10 @@ async def test_an_offer_the_customer_left_goes_and_a_supervisors_break_shows(
         await pages.shot(inbox, "inbox-break-by-supervisor")
         # Set by someone else, the agent is told who, in the page's language.
         notice = inbox.get_by_test_id("presence-notice")
-        await expect(notice).to_contain_text("sup-1 님이 휴식으로 전환했습니다")
+        await expect(notice).to_contain_text("박지훈 님이 휴식으로 전환했습니다")
         await router.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
         await expect(presence).to_have_attribute("data-presence", "offline")
-        await expect(notice).to_contain_text("sup-1 님이 로그아웃시켰습니다")
+        await expect(notice).to_contain_text("박지훈 님이 로그아웃시켰습니다")
     await presence.select_option("available")
     await expect(notice).to_be_hidden()
     assert pages.errors == []

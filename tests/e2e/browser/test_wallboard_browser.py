@@ -137,7 +137,7 @@ async def test_a_supervisor_makes_an_agent_available_and_signs_the_agent_out(
 
     await row.get_by_test_id("wb-agent-sign-out").click()
     await expect(presence).to_have_attribute("data-presence", "offline")
-    await expect(inbox.get_by_test_id("presence-notice")).to_contain_text("sup-1")
+    await expect(inbox.get_by_test_id("presence-notice")).to_contain_text("박지훈")
     await expect(row.get_by_test_id("wb-agent-state")).to_have_attribute("class", "state-offline")
     await expect(row.get_by_test_id("wb-agent-sign-out")).to_have_count(0)
     await expect(board.get_by_test_id("board-error")).to_be_hidden()

@@ -532,6 +532,7 @@ async def test_the_surge_protocol_locks_breaks_and_the_desk_says_why(
             "presence": "break",
             "reason": "lunch",
             "by": "",
+            "by_name": "",
         }
         assert (await agent.call("presence", {"presence": "available"}))["ok"]
         # A contact nobody can take (French) waits past the surge threshold.
@@ -865,10 +866,20 @@ async def test_the_desk_is_told_what_the_router_and_a_supervisor_change(
                 )
             )
             told = await agent.next("presence", lambda p: p["presence"] != "available")
-            assert told == {"presence": "break", "reason": "training", "by": "sup-1"}
+            assert told == {
+                "presence": "break",
+                "reason": "training",
+                "by": "sup-1",
+                "by_name": "박지훈",  # as the directory names the supervisor
+            }
             await router.SignOut(router_pb2.SignOutRequest(agent_id="ko-1"))
             told = await agent.next("presence", lambda p: p["presence"] == "offline")
-            assert told == {"presence": "offline", "reason": "signed out", "by": "sup-1"}
+            assert told == {
+                "presence": "offline",
+                "reason": "signed out",
+                "by": "sup-1",
+                "by_name": "박지훈",
+            }
         assert (await agent.call("sign_in"))["presence"] == told
 
 

@@ -95,9 +95,16 @@ SurgeOf = Callable[[str], Awaitable[dict[str, Any]]]
 
 class Desk:
     def __init__(
-        self, profile: AgentProfile, backends: Backends, emit: Emit, surge_of: SurgeOf
+        self,
+        profile: AgentProfile,
+        backends: Backends,
+        emit: Emit,
+        surge_of: SurgeOf,
+        name_of: Callable[[str], str] = str,
     ) -> None:
+        """`name_of` names a colleague (a supervisor who changed the agent's presence) by id."""
         self.profile = profile
+        self.name_of = name_of
         self.backends = backends
         self.emit = emit
         self.surge_of = surge_of
@@ -434,7 +441,7 @@ class Desk:
     # ---- presence and offers -------------------------------------------------------------------
 
     def _set_presence(self, agent: router_pb2.Agent) -> dict[str, Any]:
-        self.presence = wire.presence(agent)
+        self.presence = wire.presence(agent, self.name_of)
         return self.presence
 
     async def set_presence(self, name: Any, reason: Any) -> dict[str, Any]:

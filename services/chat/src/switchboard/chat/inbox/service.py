@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -277,7 +278,9 @@ class Inbox:
                     await self._emit(profile.tenant, profile.agent_id, event, data)
 
             backends = self._backends(token, principal.tenant)
-            desk = self.desks[key] = Desk(profile, backends, emit, self.surge_of)
+            desk = self.desks[key] = Desk(
+                profile, backends, emit, self.surge_of, partial(self.name_of, principal.tenant)
+            )
         desk.attach(sid)
         try:
             await desk.start()
@@ -680,6 +683,11 @@ class Inbox:
                 }
             )
         return agents
+
+    def name_of(self, tenant: str, user_id: str) -> str:
+        """A user's display name in the directory (its id when it has none there)."""
+        profile = self.directory.profile(tenant, user_id)
+        return profile.name if profile is not None and profile.name else user_id
 
     def board_teams(self, tenant: str) -> list[dict[str, Any]]:
         return [t.to_yaml() for t in self.directory.teams_of(tenant)]

@@ -5,6 +5,7 @@ Every string here may come from a customer; the page renders them as text only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -170,16 +171,18 @@ def offer(o: router_pb2.Offer) -> dict[str, Any]:
 
 
 # The presence of an agent the desk has not signed in (or that was signed out).
-SIGNED_OUT = {"presence": "offline", "reason": "", "by": ""}
+SIGNED_OUT = {"presence": "offline", "reason": "", "by": "", "by_name": ""}
 
 
-def presence(a: router_pb2.Agent) -> dict[str, Any]:
+def presence(a: router_pb2.Agent, name_of: Callable[[str], str] = str) -> dict[str, Any]:
     """An agent's presence as its pages show it; `by`: who set it when neither the agent nor the
-    router did (a supervisor's id)."""
+    router did (a supervisor's id), and `by_name` as the agent knows them (`name_of` the id)."""
+    by = a.presence_set_by
     return {
         "presence": PRESENCES.get(a.presence, "offline"),
         "reason": a.presence_reason,
-        "by": a.presence_set_by,
+        "by": by,
+        "by_name": name_of(by) if by else "",
     }
 
 

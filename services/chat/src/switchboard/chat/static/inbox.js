@@ -296,9 +296,9 @@
     // take them again (the router's reason is not in the agent's language).
     var notice = "";
     if (p.presence === "not_responding") notice = t("notRespondingNotice");
-    else if (p.presence === "offline" && p.by) notice = t("signedOutByNotice", { by: p.by });
+    else if (p.presence === "offline" && p.by) notice = t("signedOutByNotice", { by: p.by_name || p.by });
     else if (p.presence === "offline" && p.reason === "signed out") notice = t("signedOutNotice");
-    else if (p.presence === "break" && p.by) notice = t("breakByNotice", { by: p.by });
+    else if (p.presence === "break" && p.by) notice = t("breakByNotice", { by: p.by_name || p.by });
     $("presence-notice").textContent = notice;
     show($("presence-notice"), !!notice);
   }
