@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,34 @@ def test_ctrl_c_while_the_command_loads(tmp_path: Path) -> None:
         code, output = interrupted(proc)
     assert code == 130, output
     assert "Traceback" not in output, output
+
+
+def test_ctrl_c_that_an_extension_module_turns_into_an_import_error_is_still_an_interrupt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interrupted while a Cython extension initialises (gRPC's), the interrupt comes out of the
+    import as that module's ImportError ("cannot initialise module strings"): still 130."""
+    import importlib.abc
+
+    from switchboard.cli import __main__ as cli_main
+
+    class InterruptedExtension(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object, target: object = None) -> None:
+            if name == "switchboard.cli.app":
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the module initialises
+                    time.sleep(1)  # its handler runs here
+                except BaseException as exc:
+                    raise ImportError("cannot initialise module strings") from exc
+                raise AssertionError("the interrupt never arrived")
+
+    monkeypatch.delitem(sys.modules, "switchboard.cli.app", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [InterruptedExtension(), *sys.meta_path])
+    monkeypatch.setattr(cli_main, "_signalled", [], raising=False)
+    with pytest.raises(SystemExit) as ended:
+        cli_main.main(["--help"])
+    assert ended.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 async def test_ctrl_c_as_the_agents_input_ends_is_still_an_interrupt(

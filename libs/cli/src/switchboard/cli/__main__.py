@@ -11,9 +11,11 @@ from types import FrameType
 from typing import Any
 
 INTERRUPTED = 128 + signal.SIGINT
+_signalled: list[int] = []  # the Ctrl-C received while the commands load
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
+    _signalled.append(signum)
     raise SystemExit(INTERRUPTED)
 
 
@@ -25,6 +27,12 @@ def main(argv: list[str] | None = None) -> None:
         ours = False
     try:
         from switchboard.cli import app
+    except BaseException:
+        # An extension module interrupted while it initialises (gRPC's, a Cython module) turns
+        # the interrupt into an ImportError of its own: still an interrupt.
+        if _signalled:
+            sys.exit(INTERRUPTED)
+        raise
     finally:
         if ours:  # Python's own again: KeyboardInterrupt, which asyncio.run knows
             signal.signal(signal.SIGINT, signal.default_int_handler)
