@@ -95,7 +95,11 @@ def test_ctrl_c_that_an_extension_module_turns_into_an_import_error_is_still_an_
                     raise ImportError("cannot initialise module strings") from exc
                 raise AssertionError("the interrupt never arrived")
 
+    import switchboard.cli
+
+    # Imported again (another test may have loaded the commands already).
     monkeypatch.delitem(sys.modules, "switchboard.cli.app", raising=False)
+    monkeypatch.delattr(switchboard.cli, "app", raising=False)
     monkeypatch.setattr(sys, "meta_path", [InterruptedExtension(), *sys.meta_path])
     monkeypatch.setattr(cli_main, "_signalled", [], raising=False)
     with pytest.raises(SystemExit) as ended:
