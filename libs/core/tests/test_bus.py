@@ -13,7 +13,7 @@ import pytest
 from switchboard.core import deadletter, events, telemetry
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.errors import InvalidArgument, Retry, RetryUntouched, Unavailable
-from switchboard.testing.waiting import until
+from switchboard.testing.waiting import eventually, until
 from switchboard.v1 import contact_pb2, events_pb2
 
 
@@ -683,3 +683,47 @@ async def test_an_idle_consumer_logs_no_warning_while_its_fetches_time_out(
     await consumer_bus.drain()
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [], [r.getMessage() for r in warnings]
+
+
+async def test_a_batch_consumer_fetches_its_next_batch_while_one_is_handled_and_gives_it_back(
+    nats_url: str, bus: Bus
+) -> None:
+    """Working through a backlog, the next batch is fetched while the current one is handled
+    (no round trip between batches), yet handled only after it; stopped meanwhile, what was
+    fetched ahead goes back to the server at once, not after the ack wait."""
+    uow = UnitOfWork()
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(event: events_pb2.ContactCreated) -> None:
+        await release.wait()
+        handled.append(event.contact.contact_id)
+        uow.write(event.contact.contact_id)
+
+    await bus.publish_many([created(f"c{i}") for i in range(10)])
+    options = ConsumerOptions(batch=4, batch_scope=uow.batch, ack_wait=30.0)
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe("ahead", events_pb2.ContactCreated, handler, options)
+    await consumer_bus.start()
+
+    async def fetched_ahead() -> bool:
+        info = await bus.js.consumer_info("EVENTS", "ahead")
+        return info.num_ack_pending == 8  # the batch held in the handler, and the next one
+
+    await eventually(fetched_ahead, "the next batch fetched while the first is handled")
+    draining = asyncio.create_task(consumer_bus.drain())
+    await asyncio.sleep(0.2)
+    release.set()
+    await draining
+    assert handled == [f"c{i}" for i in range(4)]
+
+    # The next process takes the rest at once (well within the 30 s ack wait), in order.
+    consumer_bus = await Bus.connect(nats_url, source="consumer")
+    consumer_bus.subscribe("ahead", events_pb2.ContactCreated, handler, options)
+    await consumer_bus.start()
+    try:
+        await until(lambda: len(handled) == 10, "the rest handled", seconds=10)
+        assert handled == [f"c{i}" for i in range(10)]
+        assert uow.committed == handled
+    finally:
+        await consumer_bus.drain()

@@ -510,35 +510,70 @@ class Bus:
 
     async def _consume(self, consumer: _Consumer) -> None:
         concurrent = consumer.options.concurrent
-        while not self._stopping.is_set():
-            size = consumer.options.batch
-            if concurrent:
-                room = consumer.options.max_in_flight - consumer.in_flight
-                if room <= 0:
-                    await asyncio.wait(set(consumer.batches), return_when=asyncio.FIRST_COMPLETED)
+        # A batch consumer's next fetch, sent while it handles a full batch (a backlog).
+        ahead: asyncio.Task[list[Msg]] | None = None
+        try:
+            while not self._stopping.is_set():
+                size = consumer.options.batch
+                if concurrent:
+                    room = consumer.options.max_in_flight - consumer.in_flight
+                    if room <= 0:
+                        await asyncio.wait(
+                            set(consumer.batches), return_when=asyncio.FIRST_COMPLETED
+                        )
+                        continue
+                    size = min(size, room)
+                try:
+                    if ahead is not None:
+                        fetching, ahead = ahead, None
+                        msgs = await fetching
+                    else:
+                        msgs = await consumer.sub.fetch(
+                            size, timeout=consumer.options.fetch_timeout
+                        )
+                except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                     continue
-                size = min(size, room)
-            try:
-                msgs = await consumer.sub.fetch(size, timeout=consumer.options.fetch_timeout)
-            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection blips: back off and try again
-                if self._stopping.is_set():
-                    return
-                logger.warning("fetch for %s failed: %r", consumer.durable, exc)
-                await asyncio.sleep(0.5)
-                continue
-            if concurrent:
-                # Handled while the next batch is fetched (drain waits for it).
-                self._start_batch(consumer, msgs)
-                continue
-            consumer.busy = True
-            try:
-                await self._deliver_batch(consumer, msgs)
-            finally:
-                consumer.busy = False
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # connection blips: back off and try again
+                    if self._stopping.is_set():
+                        return
+                    logger.warning("fetch for %s failed: %r", consumer.durable, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if concurrent:
+                    # Handled while the next batch is fetched (drain waits for it).
+                    self._start_batch(consumer, msgs)
+                    continue
+                if len(msgs) >= size:
+                    # More is likely waiting: the next batch travels while this one is handled
+                    # (handled only after it, so stream order holds), instead of a round trip
+                    # to the server between batches.
+                    ahead = asyncio.ensure_future(
+                        consumer.sub.fetch(size, timeout=consumer.options.fetch_timeout)
+                    )
+                consumer.busy = True
+                try:
+                    await self._deliver_batch(consumer, msgs)
+                finally:
+                    consumer.busy = False
+        finally:
+            if ahead is not None:
+                await self._give_back(ahead)
+
+    @staticmethod
+    async def _give_back(ahead: asyncio.Task[list[Msg]]) -> None:
+        """A fetch sent ahead that will not be handled: what it brought goes back to the server
+        at once (NAK), not after the ack wait."""
+        if not ahead.done():
+            ahead.cancel()
+        try:
+            msgs = await ahead
+        except (asyncio.CancelledError, Exception):  # cancelled, or nothing came
+            return
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.nak()
 
     def _start_batch(self, consumer: _Consumer, msgs: list[Msg]) -> None:
         previous = consumer.started
