@@ -2,7 +2,7 @@
 
 Contacts' lifecycles (created, queued, offered, assigned, an agent's reply, ended), interleaved
 as the bus delivers them, go through CaseHandlers in batches of CASE_CONSUMER_BATCH's default
-(256), exactly as the case service's consumer drives a backlog (one transaction per batch,
+(1,024), exactly as the case service's consumer drives a backlog (one transaction per batch,
 claims and preloads up front). The ceiling is SQLAlchemy Core inserting the very rows that run left behind, executemany, in one transaction,
 on a fresh database of the same kind. Figures: events/s of each, their
 ratio, CPU ms and SQL statements per contact, and of that CPU what sealing personal data took

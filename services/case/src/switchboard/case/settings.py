@@ -14,7 +14,7 @@ class CaseSettings(ServiceSettings):
     consumer_ack_wait_seconds: float = Field(30.0, gt=0, alias="CASE_CONSUMER_ACK_WAIT_SECONDS")
     # Events fetched at once, recorded in one transaction: a backlog costs less CPU per event in
     # larger units (one fetch, one commit, a few preloading reads for all of them).
-    consumer_batch: int = Field(256, gt=0, le=1024, alias="CASE_CONSUMER_BATCH")
+    consumer_batch: int = Field(1024, gt=0, le=4096, alias="CASE_CONSUMER_BATCH")
     # SLA policies, calendars, escalation, templates, recurring tasks (YAML); empty: the embedded
     # default for the demo tenant.
     policy_file: str = Field("", alias="CASE_POLICY_FILE")

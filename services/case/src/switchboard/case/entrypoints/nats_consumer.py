@@ -33,9 +33,15 @@ def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Await
 
 
 def subscribe(
-    bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0, batch: int = 256
+    bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0, batch: int = 1024
 ) -> None:
     # Each fetched batch, up to `batch` events, is one transaction (see CaseHandlers.batch).
-    options = ConsumerOptions(batch=batch, ack_wait=ack_wait, batch_scope=handlers.batch)
+    # Unacknowledged: the batch being recorded and the next one, fetched meanwhile.
+    options = ConsumerOptions(
+        batch=batch,
+        ack_wait=ack_wait,
+        batch_scope=handlers.batch,
+        max_ack_pending=max(ConsumerOptions.max_ack_pending, 2 * batch),
+    )
     for event_type, handler in handlers_by_type(handlers).items():
         bus.subscribe(durable, event_type, handler, options)
