@@ -701,7 +701,7 @@ async def test_a_batch_consumer_fetches_its_next_batch_while_one_is_handled_and_
         uow.write(event.contact.contact_id)
 
     await bus.publish_many([created(f"c{i}") for i in range(10)])
-    options = ConsumerOptions(batch=4, batch_scope=uow.batch, ack_wait=30.0)
+    options = ConsumerOptions(batch=4, batch_scope=uow.batch, ack_wait=30.0, fetch_ahead=True)
     consumer_bus = await Bus.connect(nats_url, source="consumer")
     consumer_bus.subscribe("ahead", events_pb2.ContactCreated, handler, options)
     await consumer_bus.start()
@@ -727,3 +727,38 @@ async def test_a_batch_consumer_fetches_its_next_batch_while_one_is_handled_and_
         assert uow.committed == handled
     finally:
         await consumer_bus.drain()
+
+
+async def test_a_consumer_with_slow_handlers_leaves_what_it_is_not_handling_to_other_replicas(
+    nats_url: str, bus: Bus
+) -> None:
+    """Without `fetch_ahead` (a fax's OCR, a mail's processing: one at a time), a replica busy
+    with one event fetches no other, so a second replica takes the next at once."""
+    release = asyncio.Event()
+    taken: dict[str, str] = {}
+
+    def handler_of(replica: str) -> Any:
+        async def handler(event: events_pb2.ContactCreated) -> None:
+            taken[event.contact.contact_id] = replica
+            await release.wait()
+
+        return handler
+
+    options = ConsumerOptions(batch=1, ack_wait=30.0)
+    first = await Bus.connect(nats_url, source="first")
+    first.subscribe("slow", events_pb2.ContactCreated, handler_of("first"), options)
+    await first.start()
+    second: Bus | None = None
+    try:
+        await bus.publish_many([created("c0"), created("c1")])
+        await until(lambda: "c0" in taken, "the first replica busy with c0")
+        second = await Bus.connect(nats_url, source="second")
+        second.subscribe("slow", events_pb2.ContactCreated, handler_of("second"), options)
+        await second.start()
+        await until(lambda: taken.get("c1") == "second", "the second replica given c1", seconds=10)
+        assert taken == {"c0": "first", "c1": "second"}
+    finally:
+        release.set()
+        await first.drain()
+        if second is not None:
+            await second.drain()

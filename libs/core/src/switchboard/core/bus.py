@@ -141,6 +141,10 @@ class ConsumerOptions:
     # event the unit's `each` isolated that was not ready, unavailable or invalid is settled on
     # its own; any other failure rolls the batch back and each event is handled again alone.
     batch_scope: BatchScope | None = None
+    # Fetch the next batch while one that came full is handled (it is handled after it): for a
+    # consumer that works through backlogs in batches, not one whose slow handlers other
+    # replicas should share (what it fetched ahead waits for it alone).
+    fetch_ahead: bool = False
     # Run the handlers of a fetched batch concurrently, started in stream order, each settled
     # on its own: for a handler that serialises its own decisions in arrival order and mostly
     # waits on I/O (the router: a decision under its lock, then the journal's and the events'
@@ -545,7 +549,7 @@ class Bus:
                     # Handled while the next batch is fetched (drain waits for it).
                     self._start_batch(consumer, msgs)
                     continue
-                if len(msgs) >= size:
+                if consumer.options.fetch_ahead and len(msgs) >= size:
                     # More is likely waiting: the next batch travels while this one is handled
                     # (handled only after it, so stream order holds), instead of a round trip
                     # to the server between batches.

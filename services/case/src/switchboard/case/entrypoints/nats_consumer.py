@@ -41,6 +41,7 @@ def subscribe(
         batch=batch,
         ack_wait=ack_wait,
         batch_scope=handlers.batch,
+        fetch_ahead=True,
         max_ack_pending=max(ConsumerOptions.max_ack_pending, 2 * batch),
     )
     for event_type, handler in handlers_by_type(handlers).items():
