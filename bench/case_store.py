@@ -2,7 +2,7 @@
 
 Contacts' lifecycles (created, queued, offered, assigned, an agent's reply, ended), interleaved
 as the bus delivers them, go through CaseHandlers in batches of CASE_CONSUMER_BATCH's default
-(1,024), exactly as the case service's consumer drives a backlog (one transaction per batch,
+(1,024 on SQLite, 256 on PostgreSQL), exactly as the case service's consumer drives a backlog (one transaction per batch,
 claims and preloads up front). The ceiling is SQLAlchemy Core inserting the very rows that run left behind, executemany, in one transaction,
 on a fresh database of the same kind. Figures: events/s of each, their
 ratio, CPU ms and SQL statements per contact, and of that CPU what sealing personal data took
@@ -29,12 +29,11 @@ from switchboard.case.adapters.crypto import SealedText
 from switchboard.case.entrypoints.nats_consumer import handlers_by_type
 from switchboard.case.handlers import CaseHandlers
 from switchboard.case.migrate import migrate
-from switchboard.case.settings import CaseSettings
+from switchboard.case.settings import SHARED_BATCH, SQLITE_BATCH
 from switchboard.core import events
 from switchboard.v1 import contact_pb2, events_pb2
 
 CONTACTS = int(os.environ.get("BENCH_CASE_CONTACTS", "1000"))
-BATCH = CaseSettings.model_fields["consumer_batch"].default
 TENANT = "bench"
 
 
@@ -143,14 +142,15 @@ async def measure(url: str, scratch_url: str, n: int) -> dict[str, float]:
         statements[0] += 1
 
     sessions = database.sessionmaker(engine)
+    batch = SQLITE_BATCH if engine.dialect.name == "sqlite" else SHARED_BATCH  # the default
     h = CaseHandlers(sessions, "case")
     by_type = handlers_by_type(h)
     evs = lifecycles(n)
     ridden = database.ridden_statements[0]  # run in SQLite's thread beside the statements above
     with CryptoTimer() as sealing:
         wall, cpu = time.perf_counter(), time.process_time()
-        for k in range(0, len(evs), BATCH):
-            chunk = evs[k : k + BATCH]
+        for k in range(0, len(evs), batch):
+            chunk = evs[k : k + batch]
             async with h.batch(chunk, isolate=False):
                 for e in chunk:
                     await by_type[type(e)](e)

@@ -108,7 +108,11 @@ class CaseApp(Service):
             self.sessions, s.consumer_name, self.clock, self.records, self.relay.wake
         )
         nats_consumer.subscribe(
-            bus, self.handlers, s.consumer_name, s.consumer_ack_wait_seconds, s.consumer_batch
+            bus,
+            self.handlers,
+            s.consumer_name,
+            s.consumer_ack_wait_seconds,
+            s.batch_for(self.engine.dialect.name),
         )
         kb_reports = build_kb_reports(
             self.sessions,

@@ -4,6 +4,9 @@ from pydantic import Field
 
 from switchboard.core.settings import PRODUCTION, ServiceSettings, UnsafeSettings
 
+SQLITE_BATCH = 1024  # the consumer's batch on SQLite (one process)
+SHARED_BATCH = 256  # ... on a database replicas share
+
 
 class CaseSettings(ServiceSettings):
     database_url: str = Field("sqlite+aiosqlite:///.run/case.db", alias="CASE_DATABASE_URL")
@@ -13,8 +16,19 @@ class CaseSettings(ServiceSettings):
     # another; events waiting for it are retried for longer than twice this (RetryPolicy).
     consumer_ack_wait_seconds: float = Field(30.0, gt=0, alias="CASE_CONSUMER_ACK_WAIT_SECONDS")
     # Events fetched at once, recorded in one transaction: a backlog costs less CPU per event in
-    # larger units (one fetch, one commit, a few preloading reads for all of them).
-    consumer_batch: int = Field(1024, gt=0, le=4096, alias="CASE_CONSUMER_BATCH")
+    # larger units (one fetch, one commit, a few preloading reads for all of them). 0: by the
+    # database (see `batch_for`).
+    consumer_batch: int = Field(0, ge=0, le=4096, alias="CASE_CONSUMER_BATCH")
+
+    def batch_for(self, dialect: str) -> int:
+        """The consumer's batch: CASE_CONSUMER_BATCH, else 1,024 on SQLite, whose one process is
+        the only consumer, and 256 elsewhere, where replicas share the stream: larger batches
+        there take a contact's later events to one replica while another still records its
+        first, and those wait for a redelivery."""
+        if self.consumer_batch:
+            return self.consumer_batch
+        return SQLITE_BATCH if dialect == "sqlite" else SHARED_BATCH
+
     # SLA policies, calendars, escalation, templates, recurring tasks (YAML); empty: the embedded
     # default for the demo tenant.
     policy_file: str = Field("", alias="CASE_POLICY_FILE")

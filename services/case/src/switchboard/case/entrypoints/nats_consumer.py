@@ -33,7 +33,7 @@ def handlers_by_type(handlers: CaseHandlers) -> dict[type, Callable[[Any], Await
 
 
 def subscribe(
-    bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0, batch: int = 1024
+    bus: Bus, handlers: CaseHandlers, durable: str, ack_wait: float = 30.0, batch: int = 256
 ) -> None:
     # Each fetched batch, up to `batch` events, is one transaction (see CaseHandlers.batch).
     # Unacknowledged: the batch being recorded and the next one, fetched meanwhile.
