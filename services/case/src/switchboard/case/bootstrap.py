@@ -88,7 +88,7 @@ class CaseApp(Service):
 
     async def _build(self, bus: Bus) -> Servicers:
         s = self.settings
-        assert self.sessions is not None and self.policies is not None
+        assert self.sessions is not None and self.policies is not None and self.engine is not None
         eraser = ObjectEraser(
             self.sessions,
             stores.ObjectStores(bus.js),
