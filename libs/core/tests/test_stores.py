@@ -109,3 +109,37 @@ async def test_a_watch_that_ends_before_reading_what_the_bucket_holds_is_read_ag
     assert [e.value for e in await stores.missed_by_watch(kv, "a.*")] == [b"one", b"two"]
     empty = await stores.key_value(bus.js, "watch_race_empty")
     assert await stores.keys(empty) == []
+
+
+async def test_a_keys_history_is_read_whole_even_when_a_watch_would_end_at_once(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race in nats.py's `history` (a watcher): a key with revisions read as having
+    none. `stores.history` counts the key's messages first and reads that many."""
+    from nats.js.errors import NoKeysError
+    from nats.js.kv import KeyValue
+
+    kv = await stores.key_value(bus.js, "history_race", history=10)
+    for value in (b"one", b"two", b"three"):
+        await kv.put("agents.acme", value)
+    await kv.delete("agents.acme")
+    await kv.put("agents.other", b"not this key")
+
+    async def ended_at_once(self: KeyValue, keys: str, **kwargs: object) -> object:
+        return await original(self, "nothing.matches.this", **kwargs)
+
+    original = KeyValue.watch
+    monkeypatch.setattr(KeyValue, "watch", ended_at_once)
+    with pytest.raises(NoKeysError):
+        await kv.history("agents.acme")  # what the race does to nats.py's own
+
+    history = await stores.history(kv, "agents.acme")
+    assert [(e.value, e.operation) for e in history] == [
+        (b"one", None),
+        (b"two", None),
+        (b"three", None),
+        (b"", "DEL"),
+    ]
+    assert [e.revision for e in history] == sorted(e.revision for e in history)
+    assert all(e.key == "agents.acme" and e.bucket == "history_race" for e in history)
+    assert await stores.history(kv, "agents.nobody") == []

@@ -188,6 +188,47 @@ async def missed_by_watch(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     return found
 
 
+async def history(kv: KeyValue, key: str) -> list[KeyValue.Entry]:
+    """Every revision the bucket keeps of `key` (deletes and purges included), oldest first; none
+    is an empty list. nats.py's `history` ends where its watcher signals that everything has been
+    read, which comes too early while the server's first messages are on their way (see
+    `missed_by_watch`), and a key with revisions then has none. Here a pull consumer of the key's
+    subject is asked how many messages it has, and that many are read."""
+    sub = await kv._js.pull_subscribe(
+        f"{kv._pre}{key}",
+        stream=kv._stream,
+        config=js_api.ConsumerConfig(
+            ack_policy=js_api.AckPolicy.NONE,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            inactive_threshold=30.0,
+        ),
+    )
+    found: list[KeyValue.Entry] = []
+    try:
+        pending = (await sub.consumer_info()).num_pending or 0
+        while pending > 0:
+            for msg in await sub.fetch(min(pending, 256), timeout=5.0):
+                meta = msg.metadata
+                found.append(
+                    KeyValue.Entry(
+                        bucket=kv._name,
+                        key=key,
+                        value=msg.data,
+                        revision=meta.sequence.stream,
+                        delta=meta.num_pending,
+                        created=meta.timestamp,  # type: ignore[arg-type]  # as nats.py fills it
+                        operation=(msg.headers or {}).get("KV-Operation"),
+                    )
+                )
+                pending = meta.num_pending
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # the ephemeral consumer expires by itself
+            pass
+    return found
+
+
 async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:
     """Every key's current entry (deleted and purged keys left out), as the scan reaches it. A
     JetStream bucket is read in one pass (an ordered consumer of each key's last revision, which

@@ -32,7 +32,7 @@ from typing import Any
 
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError, BucketNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from switchboard.core import audit, stores
@@ -183,10 +183,7 @@ class AdminStore:
         published: list[AuditRecord] = []
         oldest = time.time() - AUDIT_MAX_AGE_SECONDS + 24 * 3600
         for name in tenants:
-            try:
-                history = await kv.history(name)
-            except NoKeysError:
-                continue
+            history = await stores.history(kv, name)
             revisions = [int(e.revision or 0) for e in history if e.operation in (None, "PUT")]
             if not revisions:
                 continue
