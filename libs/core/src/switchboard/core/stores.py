@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+from nats.aio.msg import Msg
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
@@ -188,45 +189,69 @@ async def missed_by_watch(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     return found
 
 
-async def history(kv: KeyValue, key: str) -> list[KeyValue.Entry]:
-    """Every revision the bucket keeps of `key` (deletes and purges included), oldest first; none
-    is an empty list. nats.py's `history` ends where its watcher signals that everything has been
-    read, which comes too early while the server's first messages are on their way (see
-    `missed_by_watch`), and a key with revisions then has none. Here a pull consumer of the key's
-    subject is asked how many messages it has, and that many are read."""
-    sub = await kv._js.pull_subscribe(
-        f"{kv._pre}{key}",
-        stream=kv._stream,
-        config=js_api.ConsumerConfig(
-            ack_policy=js_api.AckPolicy.NONE,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-            inactive_threshold=30.0,
+async def subject_messages(
+    js: JetStreamContext, stream: str, subject: str, since_seq: int = 0
+) -> list[Msg]:
+    """Every message of `subject` in `stream` after stream sequence `since_seq`, oldest first,
+    read by an ephemeral pull consumer: it is asked how many messages it has, and that many are
+    read. A new consumer may count none while the subject holds messages (seen under load); then
+    it reads up to the subject's last message, so a subject with messages never reads as empty."""
+    config = js_api.ConsumerConfig(
+        ack_policy=js_api.AckPolicy.NONE,
+        inactive_threshold=30.0,
+        **(
+            {
+                "deliver_policy": js_api.DeliverPolicy.BY_START_SEQUENCE,
+                "opt_start_seq": since_seq + 1,
+            }
+            if since_seq > 0
+            else {"deliver_policy": js_api.DeliverPolicy.ALL}
         ),
     )
-    found: list[KeyValue.Entry] = []
+    sub = await js.pull_subscribe(subject, stream=stream, config=config)
+    out: list[Msg] = []
     try:
         pending = (await sub.consumer_info()).num_pending or 0
-        while pending > 0:
-            for msg in await sub.fetch(min(pending, 256), timeout=5.0):
-                meta = msg.metadata
-                found.append(
-                    KeyValue.Entry(
-                        bucket=kv._name,
-                        key=key,
-                        value=msg.data,
-                        revision=meta.sequence.stream,
-                        delta=meta.num_pending,
-                        created=meta.timestamp,  # type: ignore[arg-type]  # as nats.py fills it
-                        operation=(msg.headers or {}).get("KV-Operation"),
-                    )
-                )
-                pending = meta.num_pending
+        last = 0 if pending else await _last_seq(js, stream, subject)
+        while pending > 0 or (
+            last > since_seq and (not out or out[-1].metadata.sequence.stream < last)
+        ):
+            for msg in await sub.fetch(min(max(pending, 1), 256), timeout=5.0):
+                out.append(msg)
+                pending = msg.metadata.num_pending
     finally:
         try:
             await sub.unsubscribe()
         except Exception:  # the ephemeral consumer expires by itself
             pass
-    return found
+    return out
+
+
+async def _last_seq(js: JetStreamContext, stream: str, subject: str) -> int:
+    """The stream sequence of `subject`'s last message, 0 if none."""
+    try:
+        return int((await js.get_last_msg(stream, subject)).seq or 0)
+    except NotFoundError:
+        return 0
+
+
+async def history(kv: KeyValue, key: str) -> list[KeyValue.Entry]:
+    """Every revision the bucket keeps of `key` (deletes and purges included), oldest first; none
+    is an empty list. nats.py's `history` ends where its watcher signals that everything has been
+    read, which comes too early while the server's first messages are on their way (see
+    `missed_by_watch`), and a key with revisions then has none; `subject_messages` counts first."""
+    return [
+        KeyValue.Entry(
+            bucket=kv._name,
+            key=key,
+            value=msg.data,
+            revision=msg.metadata.sequence.stream,
+            delta=msg.metadata.num_pending,
+            created=msg.metadata.timestamp,  # type: ignore[arg-type]  # as nats.py fills it
+            operation=(msg.headers or {}).get("KV-Operation"),
+        )
+        for msg in await subject_messages(kv._js, kv._stream, f"{kv._pre}{key}")
+    ]
 
 
 async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:

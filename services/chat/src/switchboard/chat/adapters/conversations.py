@@ -486,47 +486,13 @@ class JetStreamConversations:
         return dataclasses.replace(message, seq=int(ack.seq))
 
     async def history(self, tenant: str, contact_id: str, since_seq: int = 0) -> list[ChatMessage]:
-        config = js_api.ConsumerConfig(
-            ack_policy=js_api.AckPolicy.NONE,
-            inactive_threshold=30.0,
-            **(
-                {
-                    "deliver_policy": js_api.DeliverPolicy.BY_START_SEQUENCE,
-                    "opt_start_seq": since_seq + 1,
-                }
-                if since_seq > 0
-                else {"deliver_policy": js_api.DeliverPolicy.ALL}
-            ),
+        msgs = await stores.subject_messages(
+            self.js, HISTORY_STREAM, _subject(tenant, contact_id), since_seq
         )
-        sub = await self.js.pull_subscribe(
-            _subject(tenant, contact_id), stream=HISTORY_STREAM, config=config
-        )
-        out: list[ChatMessage] = []
-        try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            # Read until the subject's last message when the new consumer counts nothing
-            # pending: a count of 0 while the subject holds messages would read as an empty
-            # history (the conversation lost on a page load).
-            last = 0 if pending else await self._last_seq(_subject(tenant, contact_id))
-            while pending > 0 or (last > since_seq and (not out or out[-1].seq < last)):
-                msgs = await sub.fetch(min(max(pending, 1), 256), timeout=5.0)
-                for msg in msgs:
-                    seq = msg.metadata.sequence.stream
-                    out.append(ChatMessage.from_record(json.loads(msg.data), seq))
-                    pending = msg.metadata.num_pending
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # the ephemeral consumer expires by itself
-                pass
-        return out
-
-    async def _last_seq(self, subject: str) -> int:
-        """The stream sequence of `subject`'s last message in the history, 0 if none."""
-        try:
-            return int((await self.js.get_last_msg(HISTORY_STREAM, subject)).seq or 0)
-        except NotFoundError:
-            return 0
+        return [
+            ChatMessage.from_record(json.loads(msg.data), msg.metadata.sequence.stream)
+            for msg in msgs
+        ]
 
     async def update(self, tenant: str, contact_id: str, mutate: Mutation) -> Conversation | None:
         key = _ckey(tenant, contact_id)

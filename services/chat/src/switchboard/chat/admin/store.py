@@ -214,28 +214,8 @@ class AdminStore:
 
     async def _records(self, tenant: str) -> list[AuditRecord]:
         """Every audit record of `tenant`, oldest first."""
-        sub = await self.js.pull_subscribe(
-            f"admin.audit.{tenant}",
-            stream=AUDIT_STREAM,
-            config=js_api.ConsumerConfig(
-                ack_policy=js_api.AckPolicy.NONE,
-                deliver_policy=js_api.DeliverPolicy.ALL,
-                inactive_threshold=30.0,
-            ),
-        )
-        out: list[AuditRecord] = []
-        try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            while pending > 0:
-                for msg in await sub.fetch(min(pending, 256), timeout=5.0):
-                    out.append(AuditRecord(**json.loads(msg.data)))
-                    pending = msg.metadata.num_pending
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # the ephemeral consumer expires by itself
-                pass
-        return out
+        msgs = await stores.subject_messages(self.js, AUDIT_STREAM, f"admin.audit.{tenant}")
+        return [AuditRecord(**json.loads(msg.data)) for msg in msgs]
 
 
 def message_id(entry: AuditRecord) -> str | None:
