@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import DateTime, Text, insert, select, type_coerce
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -175,3 +176,71 @@ async def test_executemany_leaves_defaults_to_sqlalchemy(
         made = list(await session.scalars(select(Customer).order_by(Customer.id)))
     assert [c.id for c in made] == ["d0", "d1", "d2"]
     assert all(c.created_at is not None and c.display_name == "" for c in made)
+
+
+async def test_a_keyed_update_of_many_rows_writes_the_last_row_of_each_key(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Rows of one UPDATE by primary key, some naming the same key: each row ends as the last of
+    its rows set it, as if they ran one after another. On PostgreSQL they go as one statement
+    over arrays of their values (an executemany there is one statement per row)."""
+    sent: list[str] = []
+
+    async with sessions.begin() as session:
+        rows = _customers(session, "k-")
+        # Sealed (personal data) and time columns through their bind processors; NULLs kept.
+        changes = [
+            {
+                "pk_0": f"k-{i % 3}",
+                "display_name": keyring.of(session).seal(
+                    session, "acme", keyring.TENANT, f"바뀐 이름 {i}"
+                ),
+                "created_at": (T0 + timedelta(hours=i)).astimezone(KST),
+                "merged_into": None if i % 2 else f"k-{i}",
+            }
+            for i in range(7)
+        ]
+
+        def write(sync: Session) -> None:
+            connection = sync.connection()
+            bulk.executemany(connection, bulk._insert(Customer.__table__), rows)  # type: ignore[arg-type]
+            changed = bulk.update_statement(
+                Customer.__mapper__, ("created_at", "display_name", "merged_into")
+            )
+
+            def seen(_c: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+                sent.append(statement)
+
+            sa_event.listen(connection, "before_cursor_execute", seen)
+            try:
+                bulk.executemany(connection, changed, changes)
+            finally:
+                sa_event.remove(connection, "before_cursor_execute", seen)
+            dialect = connection.dialect.name
+
+            assert len(sent) == 1
+            if dialect == "postgresql":
+                assert "unnest(" in sent[0]
+            else:
+                assert "unnest(" not in sent[0]
+
+        await session.run_sync(write)
+
+    async with sessions() as session:
+        found = {c.id: c for c in await session.scalars(select(Customer))}
+    # k-0 was last set by row 6, k-1 by row 4, k-2 by row 5; k-3 and k-4 untouched.
+    for key, last in (("k-0", 6), ("k-1", 4), ("k-2", 5)):
+        assert found[key].display_name == f"바뀐 이름 {last}"
+        assert found[key].created_at == T0 + timedelta(hours=last)
+        assert found[key].merged_into == (None if last % 2 else f"k-{last}")
+    assert found["k-3"].display_name == "이름 3" and found["k-3"].merged_into is None
+    assert found["k-4"].created_at == T0 + timedelta(seconds=4, microseconds=28)
+
+
+def test_a_keyed_update_names_every_column_it_sets() -> None:
+    """Rows that leave out a column of the UPDATE are refused before anything is sent."""
+    from sqlalchemy.dialects import postgresql
+
+    changed = bulk.update_statement(Customer.__mapper__, ("created_at", "merged_into"))
+    with pytest.raises(ValueError, match="the UPDATE binds"):
+        bulk._array_update_sql(changed, ("pk_0", "created_at"), postgresql.asyncpg.dialect())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from switchboard.case import __main__ as cli
 from switchboard.case.adapters import database
@@ -57,3 +57,31 @@ def test_migrate_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         engine.dispose()
     assert {"customers", "customer_identities", "cases", "contacts", "messages"} <= tables
     assert "processed_events" in tables
+
+
+async def test_cases_and_contacts_leave_room_on_their_pages_for_updates(database_url: str) -> None:
+    """On PostgreSQL, cases and contacts are filled to 70% a page, so the updates of a contact's
+    life stay on its page and touch no index (heap-only updates); other tables fill their pages."""
+    await migrate(database_url)
+    engine = database.create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                pytest.skip("SQLite updates rows in place")
+            options = {
+                name: reloptions
+                for name, reloptions in await conn.execute(
+                    text(
+                        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:names)"
+                        " AND relkind = 'r'"
+                    ),
+                    {"names": ["cases", "contacts", "messages"]},
+                )
+            }
+    finally:
+        await engine.dispose()
+    assert options == {
+        "cases": ["fillfactor=70"],
+        "contacts": ["fillfactor=70"],
+        "messages": None,
+    }

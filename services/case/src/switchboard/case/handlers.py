@@ -27,7 +27,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Select, Table, bindparam, delete, or_, select, update
+from sqlalchemy import Select, Table, bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
@@ -358,17 +358,12 @@ def _status_updates() -> tuple[Update, Update]:
     contacts: Table = Contact.__table__  # type: ignore[assignment]
     cases: Table = Case.__table__  # type: ignore[assignment]
     return (
-        update(contacts)
-        .where(contacts.c.contact_id == bindparam("b_contact_id"))
-        .values(
-            status=bindparam("b_status"),
-            queue=bindparam("b_queue"),
-            queued_at=bindparam("b_queued_at"),
-            offered_at=bindparam("b_offered_at"),
+        bulk.keyed_update(
+            contacts,
+            {"b_contact_id": contacts.c.contact_id},
+            {f"b_{k}": contacts.c[k] for k in ("status", "queue", "queued_at", "offered_at")},
         ),
-        update(cases)
-        .where(cases.c.id == bindparam("b_id"))
-        .values(updated_at=bindparam("b_updated_at")),
+        bulk.keyed_update(cases, {"b_id": cases.c.id}, {"b_updated_at": cases.c.updated_at}),
     )
 
 
