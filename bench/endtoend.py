@@ -16,11 +16,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from bench.stats import cpu_seconds, machine_busy, percentile
+from switchboard.case.adapters import database as case_database
 from switchboard.core import events, nats_auth
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import free_port
@@ -122,12 +127,38 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(cpu_seconds(pid) for pid in group) for name, group in pids.items()}
 
 
+ASSIGNED = "SELECT count(*) FROM contacts WHERE agent_id IS NOT NULL AND agent_id != ''"
+
+
 def _assigned(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM contacts WHERE agent_id IS NOT NULL AND agent_id != ''"
-        ).fetchone()
+        row = conn.execute(ASSIGNED).fetchone()
     return int(row[0])
+
+
+@contextlib.asynccontextmanager
+async def _assigned_counter(
+    database_url: str | None, db: Path
+) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """How many contacts the case store (another process) has recorded as assigned: read from
+    its SQLite file `db`, or from the PostgreSQL database `database_url`."""
+    if database_url is None:
+
+        async def from_file() -> int:
+            return _assigned(db)
+
+        yield from_file
+        return
+    engine = create_async_engine(case_database.async_url(database_url))
+
+    async def from_server() -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(ASSIGNED))).scalar_one())
+
+    try:
+        yield from_server
+    finally:
+        await engine.dispose()
 
 
 async def run(
@@ -138,11 +169,14 @@ async def run(
     latency_samples: int,
     security: Security | None = None,
     nats_pid: int | None = None,
+    database_url: str | None = None,
 ) -> dict[str, float]:
     """The run's figures. Over the throughput phase each process's CPU is taken too (per
     contact: the router, the case service, the agents' processes, this process publishing,
     and the nats-server of `nats_pid`), with the machine's busy share: whether the phase was
-    held back by the cores the processes share."""
+    held back by the cores the processes share. The case store is SQLite in `workdir`, or the
+    (empty) PostgreSQL database `database_url`."""
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     db = workdir / "case.db"
     router_port, case_port = free_port(), free_port()
     env = {
@@ -152,7 +186,7 @@ async def run(
         "LOG_LEVEL": "WARNING",
         "ROUTER_GRPC_PORT": str(router_port),
         "CASE_GRPC_PORT": str(case_port),
-        "CASE_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "CASE_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{db}",
         "CASE_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "ROUTER_ACCEPT_TIMEOUT_SECONDS": "30",
     }
@@ -232,8 +266,9 @@ async def run(
             futures.append(await bus.publish_async(_contact(f"bench-{i}", i)))
         await asyncio.gather(*futures)
         # The case store is another process: polling its table is how we see "recorded".
-        while _assigned(db) < contacts:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        async with _assigned_counter(database_url, db) as assigned:
+            while await assigned() < contacts:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         elapsed = time.monotonic() - start
         cpu1, box1 = _cpu(pids), machine_busy()
         routed = contacts / (max(offered.values()) - start)

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import endtoend, transport
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing.databases import POSTGRES_ENV, postgres_database
 from switchboard.testing.tls import grpc_tls
 
 # Each part's module has `async def run(work, nats_url) -> dict[str, float]` and measures its own
@@ -65,6 +66,25 @@ async def main() -> dict[str, object]:
                 LATENCY_SAMPLES,
                 nats_pid=server.proc.pid if server.proc else None,
             )
+            # The same run with the case store on PostgreSQL, when a server is named (on a
+            # nats-server of its own, as the secured run: the streams and the router's journal
+            # start empty).
+            e2e_postgresql: dict[str, float] | None = None
+            if os.environ.get(POSTGRES_ENV):
+                pg_nats = NatsServer(work / "postgresql" / "nats").start()
+                try:
+                    async with postgres_database() as database_url:
+                        e2e_postgresql = await endtoend.run(
+                            pg_nats.url,
+                            work / "postgresql",
+                            CONTACTS,
+                            AGENTS_PER_LANGUAGE,
+                            LATENCY_SAMPLES,
+                            nats_pid=pg_nats.proc.pid if pg_nats.proc else None,
+                            database_url=database_url,
+                        )
+                finally:
+                    pg_nats.stop()
             # The same run as production makes it: NATS users over TLS, gRPC over mutual TLS.
             security = endtoend.Security.start(work / "secured")
             try:
@@ -100,9 +120,18 @@ async def main() -> dict[str, object]:
         },
         "end_to_end": e2e,
         "end_to_end_secured": e2e_secured,
+        **({"end_to_end_postgresql": e2e_postgresql} if e2e_postgresql else {}),
         "parts": parts,
         "ratios": {
             "contacts_per_s_over_raw_jetstream": e2e["contacts_per_s"] / raw_js,
+            **(
+                {
+                    "postgresql_contacts_per_s_over_raw_jetstream": e2e_postgresql["contacts_per_s"]
+                    / raw_js
+                }
+                if e2e_postgresql
+                else {}
+            ),
             "routed_per_s_over_raw_jetstream": e2e["offers_per_s"] / raw_js,
             "offer_p50_over_raw_grpc_hop_p50": e2e["offer_p50_ms"] / raw_grpc["p50_ms"],
             "offer_p99_over_raw_grpc_hop_p99": e2e["offer_p99_ms"] / raw_grpc["p99_ms"],
@@ -221,6 +250,23 @@ def table(r: dict[str, dict[str, float]]) -> str:
             f"{ratio['contacts_per_s_over_raw_jetstream']:.3f}",
             "",
         ),
+    ]
+    if "end_to_end_postgresql" in r:
+        pg = r["end_to_end_postgresql"]
+        rows += [
+            (
+                "end to end, the case store on PostgreSQL",
+                f"{pg['contacts_per_s']:,.0f} contacts/s",
+                f"case {pg['case_cpu_ms_per_contact']:.2f} ms CPU per contact,"
+                f" machine {pg['machine_busy_share']:.0%} busy (PostgreSQL's own CPU not counted)",
+            ),
+            (
+                "ratio: the same ÷ raw JetStream msgs/s",
+                f"{ratio['postgresql_contacts_per_s_over_raw_jetstream']:.3f}",
+                "",
+            ),
+        ]
+    rows += [
         (
             "ratio: offer p50 ÷ raw gRPC hop p50",
             f"{ratio['offer_p50_over_raw_grpc_hop_p50']:.1f}",
