@@ -192,6 +192,39 @@ def test_every_journaled_input_round_trips_to_the_same_call(
     assert (call.name, call.at, call.args, call.check) == (name, 1234.5, args, ("o:x:y",))
 
 
+def test_an_input_leaving_out_arguments_the_engine_defaults_is_journaled_with_them() -> None:
+    """`router.run("sign_out", tenant, agent)` calls the engine with its default `by`: the command
+    records the call the engine made, and replays it the same; an argument the engine needs is
+    refused by name before anything is journaled."""
+    command = commands.encode_command("sign_out", 5.0, ("acme", "ko-1"))
+    assert commands.decode_command(command).args == ("acme", "ko-1", "")
+    command = commands.encode_command(
+        "set_presence", 5.0, ("acme", "ko-1", eng.Presence.BREAK, "lunch")
+    )
+    assert commands.decode_command(command).args == (
+        "acme",
+        "ko-1",
+        eng.Presence.BREAK,
+        "lunch",
+        False,
+        "",
+    )
+    with pytest.raises(TypeError, match="missing offer_id"):
+        commands.encode_command("accept", 5.0, ("acme", "ko-1"))
+
+
+async def test_a_router_runs_an_input_without_its_defaulted_arguments() -> None:
+    """Refused before today's fix ("zip() argument 2 is shorter than argument 1")."""
+    fake = FakeJournal()
+    router = Router(new_engine(), RoutingNotifier(FakePublisher()), fake, Wall(1000.0))  # type: ignore[arg-type]
+    router.leader = True
+    await router.run("sign_in", "acme", "ko-1", "Kim", {"ko": 5}, {})
+    agent, _ = await router.run("sign_out", "acme", "ko-1")
+    assert agent.agent_id == "ko-1"
+    assert summary(replay(fake.entries).engine) == summary(router.engine)
+    assert summary(router.engine)["agents"] == {"acme/ko-1": [int(eng.Presence.OFFLINE), [], False]}
+
+
 def test_every_input_the_router_runs_can_be_journaled() -> None:
     names = {name for name, _ in CALLS} | {"apply_file_config", "apply_tenant_config"}
     assert all(commands.journaled(n) for n in names)

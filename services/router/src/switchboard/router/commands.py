@@ -12,12 +12,14 @@ timeouts the deployment's settings impose over it), and parsed again on replay.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 from switchboard.router.domain import config as cfg
-from switchboard.router.domain.engine import Presence
+from switchboard.router.domain.engine import Engine, Presence
 from switchboard.v1 import router_journal_pb2 as pb
 
 Command = pb.RouterCommand
@@ -215,8 +217,26 @@ def encode_command(
     except KeyError:
         raise ValueError(f"{name!r} is not a journaled router input") from None
     command = Command(at=at, check=check)
-    fill(command, args)
+    fill(command, _with_defaults(name, args))
     return command
+
+
+@cache
+def _defaults(name: str) -> tuple[inspect.Parameter, ...]:
+    """The parameters of the engine method `name`, after self."""
+    return tuple(inspect.signature(getattr(Engine, name)).parameters.values())[1:]
+
+
+def _with_defaults(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`args` with the engine method's defaults for the trailing arguments a caller left out: the
+    command records what the engine is called with, and replay calls it with all of them."""
+    params = _defaults(name)
+    if len(args) >= len(params):
+        return args
+    missing = params[len(args) :]
+    if any(p.default is inspect.Parameter.empty for p in missing):
+        raise TypeError(f"{name}() is missing {', '.join(p.name for p in missing)}")
+    return (*args, *(p.default for p in missing))
 
 
 def decode_command(command: Command) -> Call:
