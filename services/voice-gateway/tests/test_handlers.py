@@ -105,3 +105,21 @@ async def test_a_callback_does_not_count_against_the_call_limit(parts: Any) -> N
     a_call(gw, State.CALLBACK, "c2")
     a_call(gw, State.IVR, "c3")
     assert gw.live_calls() == 2
+
+
+async def test_an_offer_withdrawn_before_it_arrives_never_rings(parts: Any) -> None:
+    """The withdrawal handled first (the offer's ContactOffered redelivered after it): the
+    phone does not ring and nothing is declined; the call stays queued for the next offer."""
+    gw, _, leg, router, _ = parts
+    call = a_call(gw, State.QUEUED)
+    await leg.on_withdrawn(
+        events_pb2.ContactOfferWithdrawn(contact_id="c1", offer_id="o1", reason="accept timeout")
+    )
+    await leg.on_offered(offer())
+    assert call.ring_task is None and call.withdrawals == {}
+    assert router.declined == [] and call.state is State.QUEUED
+    # The next offer rings (here: declined, the agent has no phone registered).
+    await leg.on_offered(offer(offer_id="o2"))
+    assert call.ring_task is not None
+    await call.ring_task
+    assert router.declined == [("demo", "agent-ko", "o2", "phone not registered")]

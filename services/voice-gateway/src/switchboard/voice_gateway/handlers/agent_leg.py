@@ -66,9 +66,14 @@ class AgentLeg:
         """The router withdrew an offer this replica rings a phone for (the agent went on a
         break or signed out, the accept timed out): the phone stops ringing now."""
         call = self.gw.calls.get(event.contact_id)
-        withdrawn = call.withdrawals.get(event.offer_id) if call is not None else None
+        if call is None:
+            return  # not a call of this replica
+        withdrawn = call.withdrawals.get(event.offer_id)
         if withdrawn is not None and not withdrawn.done():
             withdrawn.set_result(event.reason)
+        # Handled: an offer withdrawn before it came here (its ContactOffered redelivered after
+        # the withdrawal) never rings; the router has the contact back already.
+        call.handled_offers.add(event.offer_id)
 
     async def _ring(
         self,
