@@ -243,4 +243,4 @@ def test_a_keyed_update_names_every_column_it_sets() -> None:
 
     changed = bulk.update_statement(Customer.__mapper__, ("created_at", "merged_into"))
     with pytest.raises(ValueError, match="the UPDATE binds"):
-        bulk._array_update_sql(changed, ("pk_0", "created_at"), postgresql.asyncpg.dialect())
+        bulk._array_update(changed, ("pk_0", "created_at"), postgresql.asyncpg.dialect())

@@ -222,7 +222,7 @@ def encode_command(
 
 
 @cache
-def _defaults(name: str) -> tuple[inspect.Parameter, ...]:
+def _parameters(name: str) -> tuple[inspect.Parameter, ...]:
     """The parameters of the engine method `name`, after self."""
     return tuple(inspect.signature(getattr(Engine, name)).parameters.values())[1:]
 
@@ -230,7 +230,7 @@ def _defaults(name: str) -> tuple[inspect.Parameter, ...]:
 def _with_defaults(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """`args` with the engine method's defaults for the trailing arguments a caller left out: the
     command records what the engine is called with, and replay calls it with all of them."""
-    params = _defaults(name)
+    params = _parameters(name)
     if len(args) >= len(params):
         return args
     missing = params[len(args) :]

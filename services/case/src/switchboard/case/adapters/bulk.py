@@ -103,11 +103,9 @@ def executemany(
         connection.execute(statement, rows)
         return
     sql, get, processors = plan
-    if isinstance(statement, Update) and _arrays(connection.dialect):
-        keyed = _keyed.get(statement)
-        if keyed is not None:
-            _update_from_arrays(connection, statement, keyed, tuple(rows[0]), rows)
-            return
+    if isinstance(statement, Update) and statement in _keyed and _arrays(connection.dialect):
+        _update_from_arrays(connection, statement, tuple(rows[0]), rows)
+        return
     if not processors:
         params: list[Any] = [get(r) for r in rows]
     else:
@@ -148,11 +146,7 @@ def _arrays(dialect: Dialect) -> bool:
 
 
 def _update_from_arrays(
-    connection: Connection,
-    statement: Update,
-    keyed: tuple[dict[str, _Column], dict[str, _Column]],
-    names: tuple[str, ...],
-    rows: list[dict[str, Any]],
+    connection: Connection, statement: Update, names: tuple[str, ...], rows: list[dict[str, Any]]
 ) -> None:
     """Many rows of a keyed UPDATE as one statement: `UPDATE t SET c = v.c ... FROM unnest(the
     columns' values as arrays) AS v WHERE t.key = v.key`. PostgreSQL runs an executemany as one
@@ -160,33 +154,27 @@ def _update_from_arrays(
     is written, as it would be if they were run one after another (each sets its columns to
     its own values, none reads them). Values go through the columns' bind processors first,
     as they would for the statement itself."""
-    keys, values = keyed
-    dialect = connection.dialect
-    sql, order = _array_update_sql(statement, names, dialect)
-    columns_of = {**keys, **values}
-    processors = {
-        name: p for name in names if (p := columns_of[name].type._cached_bind_processor(dialect))
-    }
+    sql, keys, params = _array_update(statement, names, connection.dialect)
     last = {tuple(r[k] for k in keys): r for r in rows}
     columns: list[list[Any]] = []
-    for name in order:
-        process = processors.get(name)
+    for name, process in params:
         column = [r[name] for r in last.values()]
         columns.append(column if process is None else [process(v) for v in column])
     connection.exec_driver_sql(sql, tuple(columns))
 
 
 @cache
-def _array_update_sql(
+def _array_update(
     statement: Update, names: tuple[str, ...], dialect: Dialect
-) -> tuple[str, tuple[str, ...]]:
-    """The SQL `_update_from_arrays` sends for rows naming `names`, and the parameters' order."""
+) -> tuple[str, tuple[str, ...], tuple[tuple[str, Any], ...]]:
+    """What `_update_from_arrays` sends for rows naming `names`: the SQL, the key parameters, and
+    each array's parameter with its column's bind processor (None: none), in the SQL's order."""
     keys, values = _keyed[statement]
     if set(names) != set(keys) | set(values):
         raise ValueError(f"rows name {sorted(names)}, the UPDATE binds {sorted(keys | values)}")
     quote = dialect.identifier_preparer.quote
-    order = (*keys, *(n for n in names if n not in keys))
     columns = {**keys, **values}
+    order = (*keys, *(n for n in names if n not in keys))
     arrays = ", ".join(
         f"${i}::{columns[n].type.compile(dialect=dialect)}[]" for i, n in enumerate(order, 1)
     )
@@ -198,7 +186,9 @@ def _array_update_sql(
     where = " AND ".join(
         f"{table}.{quote(keys[n].name)} = v.p{i}" for i, n in enumerate(order) if n in keys
     )
-    return f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({aliases}) WHERE {where}", order
+    sql = f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({aliases}) WHERE {where}"
+    params = tuple((n, columns[n].type._cached_bind_processor(dialect)) for n in order)
+    return sql, tuple(keys), params
 
 
 def _plan(
