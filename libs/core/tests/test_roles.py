@@ -7,6 +7,7 @@ partner scopes the rule lists, whatever the RPC's kind.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import pkgutil
 from collections.abc import AsyncIterator, Callable
@@ -130,9 +131,8 @@ async def _call(target: str, token: str, name: str, m: MethodDescriptor) -> grpc
     io = {"request_serializer": type(request).SerializeToString,
           "response_deserializer": response.FromString}  # fmt: skip
     async with sb_grpc.channel(target, token) as ch:
-        # A request stream is closed without a message: the interceptor decides before any is
-        # read, and a client write racing the server's refusal turns the refusal into INTERNAL
-        # on the client's side (grpcio's own bug, grpc/grpc#36066).
+        # A request stream is closed without a message: a refusal then comes at once (one the
+        # client writes to first comes once that message is in, see below).
         try:
             if m.client_streaming and m.server_streaming:
                 call = ch.stream_stream(name, **io)()
@@ -196,3 +196,69 @@ async def test_a_method_without_a_rule_is_refused(target: str) -> None:
         assert "no access rule" in (err.value.details() or "")
     finally:
         await server.stop(0)
+
+
+# ---- a refused request stream ----------------------------------------------------------------
+
+SESSION = "/switchboard.v1.RouterService/AgentSession"
+
+
+def _session(ch: grpc.aio.Channel) -> Any:
+    m = methods()[SESSION]
+    return ch.stream_stream(
+        SESSION,
+        request_serializer=message_factory.GetMessageClass(m.input_type).SerializeToString,
+        response_deserializer=message_factory.GetMessageClass(m.output_type).FromString,
+    )()
+
+
+def _open() -> Any:
+    return message_factory.GetMessageClass(methods()[SESSION].input_type)()
+
+
+async def test_a_refused_request_stream_is_ended_once_its_first_message_is_in(target: str) -> None:
+    """A client opens a session by writing its first message and then reading. Were the refusal
+    sent as the call starts, it would race that write: grpc.aio then reports the failed write
+    (INTERNAL "Failed execute_batch", or the status raised from write) instead of the server's
+    PERMISSION_DENIED, and a desk told INTERNAL retries where one told it may not stops."""
+    token = auth.mint(SECRET, "acme", "partner-1", [roles.PARTNER])
+    async with sb_grpc.channel(target, token) as ch:
+        call = _session(ch)
+        await call.wait_for_connection()
+        await asyncio.sleep(0.5)
+        assert not call.done()  # the refusal waits for what the client writes first
+        await call.write(_open())
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "AgentSession is not allowed to partner" in (err.value.details() or "")
+        # Many in a row, each written then read: every one reads the server's own status.
+        codes = []
+        for _ in range(100):
+            call = _session(ch)
+            try:
+                await call.write(_open())
+                await call.read()
+                codes.append("OK")
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code().name)
+        assert set(codes) == {"PERMISSION_DENIED"}
+
+
+async def test_a_refused_request_stream_that_sends_nothing_is_still_refused(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sb_grpc, "REFUSAL_FIRST_MESSAGE_WAIT", 0.2)
+    token = auth.mint(SECRET, "acme", "partner-1", [roles.PARTNER])
+    async with sb_grpc.channel(target, token) as ch:
+        call = _session(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()  # nothing written, the request stream left open
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    forged = auth.mint("another-secret", "acme", "ko-1", ["agent"])
+    async with sb_grpc.channel(target, forged) as ch:
+        call = _session(ch)
+        await call.write(_open())
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -15,6 +15,7 @@ every kind:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -171,14 +172,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         interceptor = self
 
-        def scope(context: grpc.aio.ServicerContext, stream: bool = False) -> _RpcScope:
-            return _RpcScope(interceptor, method, metadata, context, stream)
+        def scope(
+            context: grpc.aio.ServicerContext, stream: bool = False, requests: Any = None
+        ) -> _RpcScope:
+            return _RpcScope(interceptor, method, metadata, context, stream, requests)
 
-        # Every kind of RPC, by whether its response is a stream.
+        # Every kind of RPC, by whether its request and its response are streams.
         for kind, make, streamed in _KINDS:
             inner = getattr(handler, kind)
             if inner:
-                wrapped = _streaming(inner, scope) if streamed else _answering(inner, scope)
+                streams_requests = kind.startswith("stream_")
+                wrapped = (
+                    _streaming(inner, scope, streams_requests)
+                    if streamed
+                    else _answering(inner, scope, streams_requests)
+                )
                 return make(  # type: ignore[no-any-return]
                     wrapped,
                     request_deserializer=handler.request_deserializer,
@@ -196,25 +204,34 @@ _KINDS = (
 Scope = Callable[..., "_RpcScope"]
 
 
-def _answering(inner: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+def _answering(
+    inner: Callable[..., Any], scope: Scope, streams_requests: bool
+) -> Callable[..., Any]:
     """`inner` (one response) inside the RPC's scope; its request may be a stream."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with scope(context):
+        async with scope(context, requests=request if streams_requests else None):
             return await inner(request, context)
 
     return call
 
 
-def _streaming(inner: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+def _streaming(
+    inner: Callable[..., Any], scope: Scope, streams_requests: bool
+) -> Callable[..., Any]:
     """`inner` (a stream of responses) inside the RPC's scope, for as long as it streams."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with scope(context, stream=True):
+        async with scope(context, stream=True, requests=request if streams_requests else None):
             async for item in inner(request, context):
                 yield item
 
     return call
+
+
+# How long a refused RPC whose requests are a stream waits for the caller's first message before
+# its status is sent (see _RpcScope._refuse); a caller that writes first never waits.
+REFUSAL_FIRST_MESSAGE_WAIT = 5.0
 
 
 class _RpcScope:
@@ -227,9 +244,11 @@ class _RpcScope:
         metadata: dict[str, str],
         context: grpc.aio.ServicerContext,
         stream: bool = False,
+        requests: AsyncIterator[Any] | None = None,
     ) -> None:
         self.i = interceptor
         self.stream = stream
+        self.requests = requests
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self.method = method
@@ -250,7 +269,7 @@ class _RpcScope:
             self._token = _caller.set(self.i._admit(self.method, self.metadata))
         except DomainError as exc:
             try:
-                await self._abort(exc)
+                await self._refuse(exc)
             finally:
                 self._measure()
                 self._close()
@@ -279,6 +298,19 @@ class _RpcScope:
     def _close(self) -> None:
         while self._stack:
             self._stack.pop().__exit__(None, None, None)
+
+    async def _refuse(self, exc: DomainError) -> None:
+        """End an RPC its caller may not make. One whose requests are a stream is ended once its
+        first message (or the end of its requests) has arrived, not before: a grpc.aio client
+        writing that message while the refusal comes in loses the status to its failed write (it
+        reads INTERNAL "Failed execute_batch" instead of, say, PERMISSION_DENIED, or its write
+        raises), and a client told its session is refused stops, where one told INTERNAL retries."""
+        if self.requests is not None:
+            with contextlib.suppress(Exception):  # whatever the caller sent, it is refused
+                await asyncio.wait_for(
+                    anext(aiter(self.requests), None), REFUSAL_FIRST_MESSAGE_WAIT
+                )
+        await self._abort(exc)
 
     async def _abort(self, exc: DomainError) -> None:
         code = status_for(exc)
