@@ -202,12 +202,11 @@ async def measure(url: str, scratch_url: str, n: int) -> dict[str, float]:
 def median_round(rounds: list[dict[str, float]]) -> dict[str, float]:
     """The figures of the round whose ratio to its ceiling is the median, with the lowest and
     highest ratio of all rounds beside them."""
-    ratios = sorted(r["ratio_events_per_s_over_raw"] for r in rounds)
-    middle = sorted(rounds, key=lambda r: r["ratio_events_per_s_over_raw"])[len(rounds) // 2]
-    return middle | {
-        "rounds": float(len(rounds)),
-        "ratio_lowest": ratios[0],
-        "ratio_highest": ratios[-1],
+    ranked = sorted(rounds, key=lambda r: r["ratio_events_per_s_over_raw"])
+    return ranked[len(ranked) // 2] | {
+        "rounds": float(len(ranked)),
+        "ratio_lowest": ranked[0]["ratio_events_per_s_over_raw"],
+        "ratio_highest": ranked[-1]["ratio_events_per_s_over_raw"],
     }
 
 

@@ -177,16 +177,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ) -> _RpcScope:
             return _RpcScope(interceptor, method, metadata, context, stream, requests)
 
-        # Every kind of RPC, by whether its request and its response are streams.
-        for kind, make, streamed in _KINDS:
+        # Every kind of RPC, by whether its requests and its responses are streams.
+        for kind, make, streams_requests, streamed in _KINDS:
             inner = getattr(handler, kind)
             if inner:
-                streams_requests = kind.startswith("stream_")
-                wrapped = (
-                    _streaming(inner, scope, streams_requests)
-                    if streamed
-                    else _answering(inner, scope, streams_requests)
-                )
+                wrap = _streaming if streamed else _answering
+                wrapped = wrap(inner, scope, streams_requests)
                 return make(  # type: ignore[no-any-return]
                     wrapped,
                     request_deserializer=handler.request_deserializer,
@@ -196,10 +192,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 _KINDS = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, False, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, True, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
 )
 Scope = Callable[..., "_RpcScope"]
 

@@ -98,14 +98,14 @@ def executemany(
     if len(rows) < 2:
         connection.execute(statement, rows)
         return
+    if isinstance(statement, Update) and statement in _keyed and _arrays(connection.dialect):
+        _update_from_arrays(connection, statement, tuple(rows[0]), rows)
+        return
     plan = _plan(statement, tuple(rows[0]), connection.dialect)
     if plan is None:
         connection.execute(statement, rows)
         return
     sql, get, processors = plan
-    if isinstance(statement, Update) and statement in _keyed and _arrays(connection.dialect):
-        _update_from_arrays(connection, statement, tuple(rows[0]), rows)
-        return
     if not processors:
         params: list[Any] = [get(r) for r in rows]
     else:
