@@ -318,7 +318,7 @@ async def test_drafts_are_sealed_at_rest_and_published_text_stays_searchable(
         # The service seals it as it starts, with the key of the case's customer.
         await backfill.seal_existing(sessions)
         [(_, body, _)] = await raw(drafted.article_id)
-        assert body.startswith("sb1e:") and "clear" not in body
+        assert body.startswith("sb1e:") and "clear old body" not in body
 
         # A published article is public: sealed with the tenant's key, found by CJK search,
         # and not erased with the customer whose case it came from.

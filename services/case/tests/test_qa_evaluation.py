@@ -491,8 +491,11 @@ async def test_evaluation_free_text_is_sealed_at_rest(
             ).one()
         return row[0], row[1], row[2]
 
+    # What was written is nowhere in what is stored (a fragment such as "4111" may turn up by
+    # chance in the envelope's hex key id or its base64; a whole phrase, with its spaces, cannot).
+    written = ("read the card 4111 aloud", "Ana asked me to repeat 4111", "4111 is card data")
     for stored in await raw():
-        assert stored.startswith("sb1e:") and "4111" not in stored
+        assert stored.startswith("sb1e:") and not any(w in stored for w in written)
 
     async def read() -> Any:
         listed = await qa.stub.ListQaEvaluations(
@@ -516,7 +519,7 @@ async def test_evaluation_free_text_is_sealed_at_rest(
     # The service seals it as it starts, with the key of the case's customer.
     await backfill.seal_existing(sessions)
     comment, _, _ = await raw()
-    assert comment.startswith("sb1e:") and "clear" not in comment
+    assert comment.startswith("sb1e:") and "clear old comment" not in comment
     assert (await read()).comment == "clear old comment"
 
     # The customer's erasure reaches what was sealed with their key; the score stays.
