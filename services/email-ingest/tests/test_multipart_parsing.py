@@ -5,13 +5,14 @@ as the rest of the parse), and with exactly the stdlib's result."""
 from __future__ import annotations
 
 import email
+import pathlib
 import re
 from email import policy
 from email.message import EmailMessage, Message
 
 import pytest
 
-from switchboard.email_ingest.domain import feedparse, mime
+from switchboard.email_ingest.domain import feedparse, headers, mime
 
 
 def _multipart(i: int, boundary: str) -> bytes:
@@ -95,3 +96,107 @@ def test_multipart_structure_is_exactly_the_stdlib_parsers(boundary: str, linese
     assert _shape(parsed) == _shape(expected)
     assert len(_shape(parsed)) == 5  # mixed, alternative, plain, html, pdf
     assert _defects(parsed) == _defects(expected)
+
+
+# ---- header look-ups through the index ---------------------------------------------------------
+
+_FIXTURES = sorted((pathlib.Path(__file__).parent / "fixtures" / "malformed").glob("*.eml"))
+_ASKED = (
+    "content-type",
+    "Content-Type",
+    "CONTENT-DISPOSITION",
+    "content-transfer-encoding",
+    "from",
+    "to",
+    "subject",
+    "message-id",
+    "received",
+    "x-absent",
+)
+
+
+def _lookups(msg: Message) -> list[object]:
+    """What the decoder asks of each part's headers, answered."""
+    out: list[object] = []
+    for part in msg.walk():
+        for name in _ASKED:
+            out += [
+                name in part,
+                part.get(name),
+                part.get_all(name),
+                part.get_params(header=name),
+                part.get_params(header=name, unquote=False),
+                part.get_param("charset", header=name),
+                part.get_param("name", header=name),
+                part.get_param("filename", header=name),
+            ]
+        out += [
+            part.get_content_type(),
+            part.get_content_charset(),
+            part.get_filename(),
+            part.get_boundary(),
+            part.items(),
+        ]
+    return out
+
+
+@pytest.mark.parametrize("path", _FIXTURES, ids=lambda p: p.stem)
+def test_indexed_header_lookups_answer_as_the_stdlib_message(path: pathlib.Path) -> None:
+    raw = path.read_bytes()
+    expected = email.message_from_bytes(raw, policy=policy.compat32)
+
+    parsed = feedparse.message_from_bytes(raw)
+
+    assert all(isinstance(p, feedparse.IndexedMessage) for p in parsed.walk())
+    assert _lookups(parsed) == _lookups(expected)
+    assert headers.raw_all(parsed, "Received") == [
+        str(v) for k, v in expected.raw_items() if k.lower() == "received"
+    ]
+
+
+def test_indexed_header_lookups_follow_every_change_to_the_headers() -> None:
+    raw = _multipart(3, "b1")
+    parsed = feedparse.message_from_bytes(raw)
+    expected = email.message_from_bytes(raw, policy=policy.compat32)
+    changes = [
+        lambda m: m.replace_header("Subject", "Changed in place"),
+        lambda m: m.__delitem__("to"),
+        lambda m: m.__setitem__("X-Added", "one"),
+        lambda m: m.add_header("X-Added", "two", kind="second"),
+        lambda m: m.set_param("charset", "euc-kr"),
+        lambda m: m.set_param("boundary", "b2"),
+        lambda m: m.del_param("boundary"),
+        lambda m: m.set_type("text/plain"),
+        lambda m: m.set_raw("Content-Type", "text/html; charset=utf-8"),
+    ]
+    for change in changes:
+        parsed_before = _lookups(parsed)  # the index and the parameters are built, then changed
+        change(parsed)
+        change(expected)
+        assert _lookups(parsed) == _lookups(expected)
+        assert _lookups(parsed) != parsed_before
+    assert headers.raw_all(parsed, "x-added") == ["one", 'two; kind="second"']
+
+
+def test_a_parts_parameters_are_parsed_once_however_often_they_are_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decoder asks a part's Content-Type for its type, charset, name and boundary several
+    times over: the parameter list is parsed once a part and header."""
+    import email.message as stdlib_message
+
+    parsed_lists: list[str] = []
+    real = stdlib_message._parseparam
+
+    def counting(s: str) -> list[str]:
+        parsed_lists.append(s)
+        return real(s)  # type: ignore[no-any-return]
+
+    mail = _multipart(5, "=====boundary-5=====")
+    monkeypatch.setattr(stdlib_message, "_parseparam", counting)
+    decoded = mime.parse(mail)
+    monkeypatch.undo()
+
+    assert decoded.attachments[0].filename == "a.pdf"
+    assert "invoice 5" in decoded.body
+    assert len(parsed_lists) == len(set(parsed_lists)) > 0, parsed_lists

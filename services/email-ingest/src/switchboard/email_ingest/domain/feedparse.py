@@ -1,4 +1,5 @@
-"""The stdlib's MIME parser (compat32) without a regular expression compiled per multipart.
+"""The stdlib's MIME parser (compat32) without a regular expression compiled per multipart, and
+its messages' header look-ups through an index.
 
 `email.feedparser` compiles a pattern for each multipart's boundary. A mail's boundary is unique
 to it, so every compile misses the `re` cache, and at a few hundred microseconds it cost a small
@@ -6,6 +7,12 @@ multipart mail as much as the rest of its parse. This module runs a private copy
 feed parser whose boundary patterns are a prefix test and one pattern compiled once: the same
 matches, the same groups, so the same messages. Any pattern of another shape (a later Python's
 parser changed) is compiled as before. The stdlib's own module is left as it is.
+
+compat32's `Message` finds a header by lower-casing and comparing every header's name, and parses
+a parameter list (Content-Type's charset, boundary and name) again each time it is asked; a mail's
+decoding asks a few dozen times. The messages parsed here (`IndexedMessage`) answer from an index
+by lower-cased name and keep each header's parsed parameters, both rebuilt whenever the header
+list is no longer the one they were built from.
 """
 
 from __future__ import annotations
@@ -57,6 +64,49 @@ class _Re:
         return re.compile(pattern, flags)
 
 
+class IndexedMessage(Message):
+    """compat32's `Message`, its header look-ups answered from an index of its header list."""
+
+    # The header list the index was built from (a copy: compared with the list at each look-up,
+    # so that any change, in place or not, rebuilds it).
+    _indexed: list[tuple[str, Any]] | None = None
+    _by_name: dict[str, list[tuple[str, Any]]]
+    _params: dict[str, list[tuple[str, Any]]]
+
+    def _index(self) -> dict[str, list[tuple[str, Any]]]:
+        headers = self._headers  # type: ignore[attr-defined]
+        if self._indexed != headers:
+            by_name: dict[str, list[tuple[str, Any]]] = {}
+            for name, value in headers:
+                by_name.setdefault(name.lower(), []).append((name, value))
+            self._by_name = by_name
+            self._params = {}
+            self._indexed = list(headers)
+        return self._by_name
+
+    def raw_values(self, name: str) -> list[Any]:
+        """Every value of the header `name`, as stored (no policy applied), in order."""
+        return [value for _, value in self._index().get(name.lower(), ())]
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        found = self._index().get(name.lower())
+        if not found:
+            return failobj
+        return self.policy.header_fetch_parse(*found[0])
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index()
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        key = header.lower()
+        if key not in self._index():
+            return failobj
+        params = self._params.get(key)
+        if params is None:
+            params = self._params[key] = super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+        return list(params)  # the caller's own list, as the stdlib's is
+
+
 def _parser_copy() -> types.ModuleType:
     spec = importlib.util.find_spec("email.feedparser")
     assert spec is not None and spec.loader is not None
@@ -72,9 +122,10 @@ _feedparser = _parser_copy()
 
 
 def message_from_bytes(raw: bytes) -> Message:
-    """`email.message_from_bytes(raw, policy=policy.compat32)`, fed the same way."""
+    """`email.message_from_bytes(raw, policy=policy.compat32)`, fed the same way; the message and
+    its parts are `IndexedMessage`s."""
     text = raw.decode("ascii", "surrogateescape")
-    parser = _feedparser.FeedParser(policy=policy.compat32)
+    parser = _feedparser.FeedParser(IndexedMessage, policy=policy.compat32)
     for i in range(0, len(text), 8192):  # email.parser.Parser's reads
         parser.feed(text[i : i + 8192])
     msg: Message = parser.close()

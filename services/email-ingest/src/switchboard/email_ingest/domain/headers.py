@@ -16,6 +16,7 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 
 from switchboard.email_ingest.domain import charsets
+from switchboard.email_ingest.domain.feedparse import IndexedMessage
 
 MAX_HEADER_CHARS = 16 * 1024
 
@@ -109,6 +110,8 @@ def decode_header(
 def raw_all(msg: Message, name: str) -> list[str]:
     """A header's values as received (8-bit bytes as surrogate escapes): compat32's own getters
     wrap such values in Header objects that have already guessed their charset."""
+    if isinstance(msg, IndexedMessage):
+        return [str(v) for v in msg.raw_values(name)]
     lower = name.lower()
     return [str(v) for k, v in getattr(msg, "_headers", []) if k.lower() == lower]
 
