@@ -14,7 +14,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from switchboard.chat.adapters.conversations import KV_BUCKET, JetStreamConversations
 from switchboard.chat.bootstrap import ChatApp
 from switchboard.chat.domain.model import ChatMessage, Conversation
-from switchboard.core import events, stream_erasure
+from switchboard.core import events, stores, stream_erasure
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.waiting import eventually
@@ -84,7 +84,7 @@ async def test_customer_erased_purges_the_conversation_records(chat: ChatApp, bu
     await store.add(_conversation("demo", "c-2", "v-2", "Kept Customer"))
     await store.add(_conversation("acme", "c-1", "v-1", "Other Tenant"))
     erased_keys = ["c.demo.c-1", "v.demo.v-1"]
-    revisions = [e.revision for k in erased_keys for e in await store.kv.history(k)]
+    revisions = [e.revision for k in erased_keys for e in await stores.history(store.kv, k)]
     assert len(revisions) == 2  # the record and the pointer (the bucket keeps one revision)
 
     # The case service's event, naming the customer's contacts of every channel.
@@ -99,7 +99,7 @@ async def test_customer_erased_purges_the_conversation_records(chat: ChatApp, bu
         with pytest.raises(KeyNotFoundError):
             await store.kv.get(key)
         # Purged: only the marker is left, no earlier revision.
-        assert [e.operation for e in await store.kv.history(key)] == ["PURGE"]
+        assert [e.operation for e in await stores.history(store.kv, key)] == ["PURGE"]
     for revision in revisions:
         with pytest.raises(NotFoundError):
             await bus.js.get_msg(f"KV_{KV_BUCKET}", revision)

@@ -77,7 +77,7 @@ async def test_customer_erased_purges_the_customers_thread_index_entries(
     for key, revision in alices.items():
         with pytest.raises(KeyNotFoundError):
             await index.get(key)
-        assert [e.operation for e in await index.history(key)] == ["PURGE"]
+        assert [e.operation for e in await stores.history(index, key)] == ["PURGE"]
         with pytest.raises(NotFoundError):
             await bus.js.get_msg(f"KV_{THREADS}", revision)
     assert await keys_of(bob) == bobs  # another customer's threads stay

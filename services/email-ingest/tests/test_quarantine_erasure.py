@@ -105,8 +105,8 @@ async def test_erasing_a_customer_deletes_their_quarantined_mail_and_its_imap_co
     }
     assert [
         e.operation
-        for e in await index.history(
-            f"{key_of('alice@example.com')}.{quarantined[1].quarantine_id}"
+        for e in await stores.history(
+            index, f"{key_of('alice@example.com')}.{quarantined[1].quarantine_id}"
         )
     ] == ["PURGE"]
 

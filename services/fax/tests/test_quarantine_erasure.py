@@ -117,7 +117,7 @@ async def test_erasing_a_customer_deletes_their_quarantined_faxes(
         keys = set(await stores.keys(index))
         assert f"{key_of('+82212345678')}.fax-alice" not in keys
         assert [
-            e.operation for e in await index.history(f"{key_of('+82212345678')}.fax-alice")
+            e.operation for e in await stores.history(index, f"{key_of('+82212345678')}.fax-alice")
         ] == ["PURGE"]
         # The others are indexed by their sender keys, the unknown sender's under "none".
         assert keys == {

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
-from switchboard.core import events
+from switchboard.core import events, stores
 from switchboard.core.bus import Bus
 from switchboard.fax.adapters.jobs import BUCKET as JOBS
 from switchboard.fax.adapters.jobs import Job, Jobs
@@ -298,7 +298,7 @@ async def test_customer_erased_purges_the_customers_reply_jobs(
         key = hashlib.sha256(command_id.encode()).hexdigest()[:40]
         with pytest.raises(KeyNotFoundError):
             await jobs.kv.get(key)
-        assert [e.operation for e in await jobs.kv.history(key)] == ["PURGE"]
+        assert [e.operation for e in await stores.history(jobs.kv, key)] == ["PURGE"]
         for revision in stored:
             with pytest.raises(NotFoundError):
                 await bus.js.get_msg(f"KV_{JOBS}", revision)
