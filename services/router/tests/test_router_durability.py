@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -291,3 +292,94 @@ async def test_kill_9_mid_batch_recovers_from_the_typed_journal_and_assigns_none
         for agent in agents:
             await agent.close()
         router.stop()
+
+
+async def test_read_views_show_only_what_the_journal_has_acknowledged(
+    nats_url: str, bus: Bus
+) -> None:
+    """Queue statistics, the agents, a contact's position and its decision are answered only
+    once JetStream has acknowledged the journal entry of every decision they show: a supervisor
+    or a customer never sees a contact waiting (or an agent's state) that the router dying before
+    that acknowledgement would undo. An entry that failed makes them UNAVAILABLE."""
+    app = RouterApp(
+        RouterSettings(
+            NATS_URL=nats_url,
+            ROUTER_GRPC_PORT=0,
+            SWITCHBOARD_AUTH_SECRET=SECRET,
+            SWITCHBOARD_REPLICA_ID="router-a",
+        )
+    )
+    await app.start()
+    try:
+        assert app.router is not None and app.journal is not None
+        real_append = app.journal.append
+        held: list[tuple[asyncio.Future[int], asyncio.Future[int]]] = []
+        holding = [True]
+
+        async def append(commands: list[Any]) -> asyncio.Future[int]:
+            """The real write; its acknowledgement handed to the router when the test says."""
+            written = await real_append(commands)
+            if not holding[0]:
+                return written
+            told: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            held.append((written, told))
+            return told
+
+        app.journal.append = append  # type: ignore[method-assign]
+        sup = router_pb2_grpc.RouterServiceStub(
+            sb_grpc.channel(
+                f"127.0.0.1:{app.port}", auth.mint(SECRET, "acme", "sup", ["supervisor"])
+            )
+        )
+
+        async def waiting() -> int:
+            stats = await sup.GetQueueStats(router_pb2.GetQueueStatsRequest(queue="general"))
+            return stats.queues[0].waiting
+
+        await bus.publish(created("c1"))
+        for _ in range(200):  # decided: the engine has it, its journal entry is unacknowledged
+            if held:
+                break
+            await asyncio.sleep(0.05)
+        assert len(held) == 1 and "c1" in app.router.engine.contacts
+        reads = [
+            asyncio.ensure_future(waiting()),
+            asyncio.ensure_future(sup.ListAgents(router_pb2.ListAgentsRequest())),
+            asyncio.ensure_future(
+                sup.GetContactPosition(router_pb2.GetContactPositionRequest(contact_id="c1"))
+            ),
+            asyncio.ensure_future(
+                sup.ExplainDecision(router_pb2.ExplainDecisionRequest(contact_id="c1"))
+            ),
+        ]
+        done, _ = await asyncio.wait(reads, timeout=1.0)
+        assert not done, "a read answered before the journal acknowledged what it shows"
+        written, told = held.pop()
+        told.set_result(await written)
+        stats, _agents, position, decision = await asyncio.gather(*reads)
+        assert stats == 1
+        assert (position.contact_id, position.position) == ("c1", 1)
+        assert decision.contact_id == "c1"
+
+        await bus.publish(created("c2"))
+        for _ in range(200):
+            if held:
+                break
+            await asyncio.sleep(0.05)
+        read = asyncio.ensure_future(waiting())
+        done, _ = await asyncio.wait({read}, timeout=1.0)
+        assert not done
+        written, told = held.pop()
+        await written
+        holding[0] = False  # the replica steps down, then leads again with the real journal
+        told.set_exception(TimeoutError("the journal's acknowledgement did not come"))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await read
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Stopped during the step-down that follows, the replica stops: it does not go on to
+        # lead again while the service stops.
+        replica = app._replica_task
+        await app.stop()
+        assert replica is not None and replica.done()
+    finally:
+        await app.stop()

@@ -397,11 +397,18 @@ class RouterApp(Service):
 
 
 async def _bounded(step: Awaitable[object], seconds: float, what: str) -> None:
+    """Wait for `step` for at most `seconds`, whatever it ends with; a cancellation of the task
+    waiting (the service stopping while a replica steps down) goes on up: swallowed here, that
+    replica went on to lead again while its process stopped, and the stop waited it out."""
     try:
         await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(step)), seconds)
     except TimeoutError:
         logger.warning("router stop: %s did not finish in %.0fs; going on", what, seconds)
-    except (asyncio.CancelledError, Exception):
+    except asyncio.CancelledError:
+        waiting = asyncio.current_task()
+        if waiting is not None and waiting.cancelling():
+            raise
+    except Exception:
         pass
 
 

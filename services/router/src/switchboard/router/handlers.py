@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -36,6 +36,8 @@ from switchboard.v1 import events_pb2, router_pb2
 from switchboard.v1 import router_journal_pb2 as commands_pb
 
 logger = logging.getLogger(__name__)
+
+_V = TypeVar("_V")
 
 # An agent's stream: offers; on an AgentSession also surge notices, the agent's own state and
 # its offers withdrawn; None when it is to end.
@@ -266,6 +268,25 @@ class Router:
                 self._lock.release()
             return await self._outcome(item)
         return await self._queued(item)
+
+    async def durable(self, view: Callable[[], _V]) -> _V:
+        """`view` of the engine's state, returned once JetStream holds the journal entry of every
+        decision it shows: a read (queue statistics, the agents, a contact's position or its
+        decision) never shows what a replica dying before that entry was acknowledged would undo.
+
+        The view is taken when no decided input is waiting for its journal entry to be sent
+        (between engine passes: the decision lock is free), then the last entry sent is awaited
+        (about one JetStream round trip; decisions go on meanwhile). Unavailable if that entry
+        was not written: the replica steps down and recovers from the journal."""
+        async with self._lock:
+            shown = view()
+            written = self._writing
+        if written is not None:
+            if not written.done():
+                await asyncio.wait({written})  # not cancelled with the reader
+            if written.cancelled() or written.exception() is not None:
+                raise Unavailable("this router replica could not journal its state; try again")
+        return shown
 
     async def _queued(self, item: _Input) -> Any:
         """Queue `item` for the next engine pass and wait for its outcome."""

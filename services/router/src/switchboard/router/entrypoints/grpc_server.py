@@ -334,7 +334,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return router_pb2.WrapUpResponse()
 
     async def GetQueueStats(self, request, context):  # type: ignore[no-untyped-def]
-        snap = snapshot(self.router, principal().tenant, request.queue)
+        tenant = principal().tenant
+        snap = await self.router.durable(lambda: snapshot(self.router, tenant, request.queue))
         return router_pb2.GetQueueStatsResponse(queues=list(snap.queues))
 
     async def WatchQueueStats(  # type: ignore[no-untyped-def]
@@ -345,22 +346,29 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         if interval < 0.1:
             raise InvalidArgument("interval", "must be at least 100 ms")
         while True:
-            yield snapshot(self.router, tenant, request.queue)
+            yield await self.router.durable(lambda: snapshot(self.router, tenant, request.queue))
             await asyncio.sleep(interval)
 
     async def ListAgents(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
-        agents = sorted(
-            (a for a in self.engine.agents.values() if a.tenant == tenant),
-            key=lambda a: a.agent_id,
-        )
-        return router_pb2.ListAgentsResponse(agents=[agent_message(a) for a in agents])
+
+        def view() -> router_pb2.ListAgentsResponse:
+            agents = sorted(
+                (a for a in self.engine.agents.values() if a.tenant == tenant),
+                key=lambda a: a.agent_id,
+            )
+            return router_pb2.ListAgentsResponse(agents=[agent_message(a) for a in agents])
+
+        return await self.router.durable(view)
 
     async def ExplainDecision(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         require(request, "contact_id")
+        return await self.router.durable(lambda: self._explain(tenant, request.contact_id))
+
+    def _explain(self, tenant: str, contact_id: str) -> router_pb2.Decision:
         self.router.now()
-        c, state, live = self.engine.explain(tenant, request.contact_id)
+        c, state, live = self.engine.explain(tenant, contact_id)
         out = router_pb2.Decision(
             contact_id=c.contact_id,
             tenant=c.tenant,
@@ -379,8 +387,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def GetContactPosition(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
         require(request, "contact_id")
+        return await self.router.durable(lambda: self._position(tenant, request.contact_id))
+
+    def _position(self, tenant: str, contact_id: str) -> router_pb2.ContactPosition:
         self.router.now()
-        c, position, waiting, estimate = self.engine.position(tenant, request.contact_id)
+        c, position, waiting, estimate = self.engine.position(tenant, contact_id)
         state = eng.STATUS_NAMES.get(c.status, "")
         out = router_pb2.ContactPosition(
             contact_id=c.contact_id, queue=c.queue, position=position, waiting=waiting, state=state
@@ -450,7 +461,8 @@ class RouterAdminServicer(router_pb2_grpc.RouterAdminServiceServicer):
         )
 
     async def GetConfig(self, request, context):  # type: ignore[no-untyped-def]
-        return self._message(principal().tenant)
+        tenant = principal().tenant
+        return await self.router.durable(lambda: self._message(tenant))
 
     async def ApplyConfig(self, request, context):  # type: ignore[no-untyped-def]
         tenant = principal().tenant
