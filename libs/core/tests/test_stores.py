@@ -143,3 +143,45 @@ async def test_a_keys_history_is_read_whole_even_when_a_watch_would_end_at_once(
     assert [e.revision for e in history] == sorted(e.revision for e in history)
     assert all(e.key == "agents.acme" and e.bucket == "history_race" for e in history)
     assert await stores.history(kv, "agents.nobody") == []
+
+
+async def test_stop_following_passes_on_its_callers_own_cancellation() -> None:
+    """A task stopping a follower, itself cancelled while the follower winds down, ends
+    cancelled: a service stopping then stops, and does not go on as if nothing was asked."""
+    winding_down = asyncio.Event()
+    release = asyncio.Event()
+
+    async def follower() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            winding_down.set()
+            await release.wait()  # a slow end (a drain, say)
+            raise
+
+    task = asyncio.ensure_future(follower())
+    await asyncio.sleep(0)
+    went_on = asyncio.Event()
+
+    async def stopper() -> None:
+        await stores.stop_following(task)
+        went_on.set()
+
+    stopping = asyncio.ensure_future(stopper())
+    await winding_down.wait()
+    stopping.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert not went_on.is_set()
+    assert task.cancelled()
+
+    # Its own follower's cancellation, or failure, is not the caller's: stop_following returns.
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("the watcher broke")
+
+    broken = asyncio.ensure_future(failing())
+    await asyncio.sleep(0)
+    await stores.stop_following(broken)
+    await stores.stop_following(asyncio.ensure_future(asyncio.Event().wait()))

@@ -307,13 +307,18 @@ async def follow(kv: KeyValue, on_value: OnValue, name: str) -> asyncio.Task[Non
 
 
 async def stop_following(task: asyncio.Task[None] | None) -> None:
-    """Cancel a `follow` task and wait for it to end."""
+    """Cancel a `follow` task and wait for it to end. The caller being cancelled meanwhile is
+    cancelled (the task's own cancellation or failure is not its concern)."""
     if task is None:
         return
     task.cancel()
     try:
         await task
-    except (asyncio.CancelledError, Exception):
+    except asyncio.CancelledError:
+        waiting = asyncio.current_task()
+        if waiting is not None and waiting.cancelling():
+            raise
+    except Exception:
         pass
 
 
