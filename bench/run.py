@@ -54,7 +54,7 @@ async def main() -> dict[str, object]:
         work = Path(tmp)
         server = NatsServer(work / "nats").start()
         try:
-            raw_js = await transport.jetstream_publish_consume(server.url, RAW_MESSAGES)
+            raw_js_before = await transport.jetstream_publish_consume(server.url, RAW_MESSAGES)
             raw_hop = await transport.jetstream_hop(server.url, LATENCY_SAMPLES)
             raw_grpc = await transport.grpc_stream_hop(RAW_MESSAGES)
             raw_grpc_tls = await transport.grpc_stream_hop(RAW_MESSAGES, grpc_tls(work / "tls"))
@@ -66,13 +66,19 @@ async def main() -> dict[str, object]:
                 LATENCY_SAMPLES,
                 nats_pid=server.proc.pid if server.proc else None,
             )
+            # The machine's speed drifts within minutes: the raw figure is taken on each side of
+            # the run it is the ratio's denominator for, and the two averaged.
+            raw_js_after = await transport.jetstream_publish_consume(server.url, RAW_MESSAGES)
+            raw_js = (raw_js_before + raw_js_after) / 2
             # The same run with the case store on PostgreSQL, when a server is named (on a
             # nats-server of its own, as the secured run: the streams and the router's journal
             # start empty).
             e2e_postgresql: dict[str, float] | None = None
+            raw_js_postgresql = (0.0, 0.0)
             if os.environ.get(POSTGRES_ENV):
                 pg_nats = NatsServer(work / "postgresql" / "nats").start()
                 try:
+                    before = await transport.jetstream_publish_consume(pg_nats.url, RAW_MESSAGES)
                     async with postgres_database() as database_url:
                         e2e_postgresql = await endtoend.run(
                             pg_nats.url,
@@ -83,6 +89,8 @@ async def main() -> dict[str, object]:
                             nats_pid=pg_nats.proc.pid if pg_nats.proc else None,
                             database_url=database_url,
                         )
+                    after = await transport.jetstream_publish_consume(pg_nats.url, RAW_MESSAGES)
+                    raw_js_postgresql = (before, after)
                 finally:
                     pg_nats.stop()
             # The same run as production makes it: NATS users over TLS, gRPC over mutual TLS.
@@ -106,7 +114,19 @@ async def main() -> dict[str, object]:
         "when": _now(),
         "machine": _machine(),
         "raw": {
+            # the mean of the figures taken right before and right after the end-to-end run
             "jetstream_publish_consume_msgs_per_s": raw_js,
+            "jetstream_publish_consume_before_msgs_per_s": raw_js_before,
+            "jetstream_publish_consume_after_msgs_per_s": raw_js_after,
+            **(
+                {
+                    # on the PostgreSQL run's own nats-server, on each side of that run
+                    "postgresql_run_jetstream_before_msgs_per_s": raw_js_postgresql[0],
+                    "postgresql_run_jetstream_after_msgs_per_s": raw_js_postgresql[1],
+                }
+                if e2e_postgresql
+                else {}
+            ),
             # one message at a time to another process's pull consumer: published -> fetched
             "jetstream_hop_p50_ms": raw_hop["p50_ms"],
             "jetstream_hop_p99_ms": raw_hop["p99_ms"],
@@ -127,7 +147,7 @@ async def main() -> dict[str, object]:
             **(
                 {
                     "postgresql_contacts_per_s_over_raw_jetstream": e2e_postgresql["contacts_per_s"]
-                    / raw_js
+                    / (sum(raw_js_postgresql) / 2)
                 }
                 if e2e_postgresql
                 else {}
@@ -193,7 +213,8 @@ def table(r: dict[str, dict[str, float]]) -> str:
         (
             "raw JetStream publish+consume",
             f"{raw['jetstream_publish_consume_msgs_per_s']:,.0f} msgs/s",
-            "",
+            f"the mean of {raw['jetstream_publish_consume_before_msgs_per_s']:,.0f} before"
+            f" and {raw['jetstream_publish_consume_after_msgs_per_s']:,.0f} after the end-to-end run",
         ),
         (
             "raw JetStream hop, one at a time, to another process",
@@ -263,7 +284,9 @@ def table(r: dict[str, dict[str, float]]) -> str:
             (
                 "ratio: the same ÷ raw JetStream msgs/s",
                 f"{ratio['postgresql_contacts_per_s_over_raw_jetstream']:.3f}",
-                "",
+                f"raw on that run's nats-server:"
+                f" {raw['postgresql_run_jetstream_before_msgs_per_s']:,.0f} before,"
+                f" {raw['postgresql_run_jetstream_after_msgs_per_s']:,.0f} after",
             ),
         ]
     rows += [
