@@ -219,7 +219,7 @@ async def test_desk_events_reach_the_replica_that_holds_the_desk(nats_url: str) 
     be on another. Two replicas on one real NATS: events taken by A show on B's desk."""
     import nats
 
-    from switchboard.testing.waiting import eventually
+    from switchboard.testing.waiting import eventually, subscriptions_active
 
     emitted: list[tuple[str, dict[str, Any]]] = []
     desk = desk_of(emitted)
@@ -241,7 +241,7 @@ async def test_desk_events_reach_the_replica_that_holds_the_desk(nats_url: str) 
     try:
         await holder.follow(ncs[0], "switchboard.chat.socketio.desks")
         await taker.follow(ncs[1], "switchboard.chat.socketio.desks")
-        await ncs[0].flush()
+        await subscriptions_active(ncs[0])
         await taker.on_delivery_status(
             events_pb2.DeliveryStatus(
                 meta=events_pb2.EventMeta(tenant="demo"),

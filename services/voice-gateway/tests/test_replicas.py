@@ -6,6 +6,7 @@ import json
 
 import nats
 
+from switchboard.testing.waiting import subscriptions_active
 from switchboard.voice_gateway.adapters.replicas import SUBJECT, NatsReplicas
 from switchboard.voice_gateway.domain.supervision import SipAddress
 
@@ -20,7 +21,7 @@ async def test_only_the_replica_holding_the_call_answers_and_silence_is_none(nat
         await other.answer(lambda t, a: None)
         await asking.answer(lambda t, a: None)
         for nc in connections:
-            await nc.flush()
+            await subscriptions_active(nc)
 
         assert await asking.find("demo", "a1") == HOLDER
         # Another tenant's agent of the same id, and an agent on no call: nobody answers.
@@ -37,7 +38,7 @@ async def test_a_replica_answers_only_on_the_replicas_answer_subjects(nats_url: 
     holder_nc, probe = await nats.connect(nats_url), await nats.connect(nats_url)
     try:
         await NatsReplicas(holder_nc, timeout=0.5).answer(lambda t, a: HOLDER)
-        await holder_nc.flush()
+        await subscriptions_active(holder_nc)
         elsewhere = await probe.subscribe("switchboard.voice.elsewhere")
         question = json.dumps({"tenant": "demo", "agent_id": "a1"}).encode()
         await probe.publish(SUBJECT, question, reply="switchboard.voice.elsewhere")

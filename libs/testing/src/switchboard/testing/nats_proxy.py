@@ -1,7 +1,9 @@
 """A TCP proxy in front of nats-server that can withhold a client's JetStream acknowledgements:
 with `hold_acks` set, every message the client publishes to `$JS.ACK.…` (an ack, nak or term) is
 dropped, and everything else passes both ways untouched. A service connected through it commits
-its work and never settles the messages, as if it died between its commit and its acks."""
+its work and never settles the messages, as if it died between its commit and its acks. It also
+notes the client's operations in the order they reach the server (`ops`: "PING", "SUB subject",
+"PUB subject", ...)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ class NatsProxy(TcpProxy):
         super().__init__(upstream_host, upstream_port)
         self.hold_acks = False
         self.held = 0  # acknowledgements dropped
+        self.ops: list[str] = []  # the client's operations, as forwarded (the first two words)
 
     @property
     def url(self) -> str:
@@ -37,5 +40,7 @@ class NatsProxy(TcpProxy):
                 if self.hold_acks and words[1].startswith(ACK_PREFIX):
                     self.held += 1
                     continue
+            if words:
+                self.ops.append(" ".join(w.decode(errors="replace") for w in words[:2]))
             writer.write(line + payload)
             await writer.drain()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -39,3 +39,18 @@ async def until(
         return predicate()
 
     await eventually(check, what, seconds)
+
+
+async def subscriptions_active(nc: Any, seconds: float = 10.0) -> None:
+    """Return once nats-server holds every subscription `nc` has made so far.
+
+    nats-py's `flush()` is no such barrier: it writes its PING straight to the socket, while a
+    SUB made just before still waits in the client's buffer for the flusher task, so the PONG
+    can come back before the server has the subscription (a message published meanwhile from
+    another connection is then not delivered, or, with a reply subject, answered by the server's
+    "no responders" status). Here a message to a fresh inbox, subscribed and published after
+    everything else on this connection, comes back only once the server has read all of it."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
+    await nc.publish(inbox, b"")
+    await sub.next_msg(timeout=seconds)
