@@ -28,6 +28,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from switchboard.core import tasks
 from switchboard.core.errors import Erased, NotFound
 from switchboard.v1 import contact_pb2
 
@@ -315,8 +316,7 @@ async def stop_following(task: asyncio.Task[None] | None) -> None:
     try:
         await task
     except asyncio.CancelledError:
-        waiting = asyncio.current_task()
-        if waiting is not None and waiting.cancelling():
+        if tasks.cancelling():
             raise
     except Exception:
         pass

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
-from switchboard.core import events
+from switchboard.core import events, tasks
 from switchboard.core.bus import Bus, ConsumerOptions
 from switchboard.core.errors import Unavailable
 from switchboard.core.service import Service, Servicers
@@ -405,8 +405,7 @@ async def _bounded(step: Awaitable[object], seconds: float, what: str) -> None:
     except TimeoutError:
         logger.warning("router stop: %s did not finish in %.0fs; going on", what, seconds)
     except asyncio.CancelledError:
-        waiting = asyncio.current_task()
-        if waiting is not None and waiting.cancelling():
+        if tasks.cancelling():
             raise
     except Exception:
         pass
