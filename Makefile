@@ -5,6 +5,10 @@ SHELL := /bin/bash
 # uv itself comes from PyPI when it is not installed yet.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
+# `make test`'s worker processes (pytest-xdist), each test module whole on one worker: most of the
+# suite waits on servers, timers and browsers rather than the CPU, so two workers overlap those
+# waits even on two cores. PYTEST_WORKERS=0 runs it in this process alone.
+PYTEST_WORKERS ?= 2
 # `make chaos`: every fault, single server and three-node cluster (see tests/chaos/run.py --help).
 CHAOS_ARGS ?= --contacts 3000 --rate 100 --agents 16 --cluster
 # `make test-packages`: each of these runs its own tests with only itself installed (uv sync
@@ -67,7 +71,7 @@ system-deps: ## install the Debian packages the channels need, if missing
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 test: sync system-deps ## run every test (real nats-server, gRPC, SQLite; PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is set)
-	@$(UV) run --locked pytest --durations=25 $(PYTEST_ARGS)
+	@$(UV) run --locked pytest --durations=25 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-packages: uv system-deps ## each package's tests with only that package installed (PACKAGE_DIRS)
 	@set -e; for dir in $(PACKAGE_DIRS); do \
