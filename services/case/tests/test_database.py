@@ -223,3 +223,20 @@ async def test_work_riding_with_the_next_statement_costs_no_hop_of_its_own(
     finally:
         monkeypatch.undo()
         await engine.dispose()
+
+
+async def test_a_sqlite_commit_is_on_disk_before_it_returns(tmp_path: Path) -> None:
+    """The consumer acknowledges a batch to JetStream once its transaction commits: in WAL mode
+    only synchronous=FULL syncs the log at each commit (NORMAL leaves the last commits to a power
+    cut or a kernel crash, after JetStream has let go of their events)."""
+    url = f"sqlite:///{tmp_path}/case.db"
+    await migrate(url)
+    engine = database.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            mode = await connection.exec_driver_sql("PRAGMA journal_mode")
+            assert mode.scalar() == "wal"
+            synchronous = await connection.exec_driver_sql("PRAGMA synchronous")
+            assert synchronous.scalar() == 2  # FULL
+    finally:
+        await engine.dispose()

@@ -394,7 +394,9 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # A commit is on disk when it returns: the batch it holds is acknowledged to
+            # JetStream next (in WAL mode NORMAL syncs only at checkpoints).
+            cursor.execute("PRAGMA synchronous=FULL")
         finally:
             cursor.close()
 
