@@ -18,6 +18,7 @@ import time
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from bench import service_loop
 from switchboard.core.tls import GrpcTls
 from switchboard.testing.agents import SessionAgentClient
 from switchboard.v1 import contact_pb2
@@ -54,4 +55,4 @@ async def main(target: str, secret: str, tenant: str, capacity: int, agents: lis
 
 if __name__ == "__main__":
     target, secret, tenant, capacity, *names = sys.argv[1:]
-    asyncio.run(main(target, secret, tenant, int(capacity), names))
+    service_loop.run(main(target, secret, tenant, int(capacity), names))

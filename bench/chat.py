@@ -390,17 +390,19 @@ if __name__ == "__main__":
     import tempfile
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-    from switchboard.chat.__main__ import use_uvloop
+    from switchboard.core import runtime
     from switchboard.core.embedded_nats import NatsServer
 
-    use_uvloop()  # the chat process's loop, as `switchboard-chat` runs it (the raw echo's too)
-    if len(sys.argv) == 3:  # from `run`: its NATS server and folder
-        print(json.dumps(asyncio.run(_run(pathlib.Path(sys.argv[2]), sys.argv[1]))), flush=True)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            server = NatsServer(pathlib.Path(tmp) / "nats").start()
-            try:
-                for k, v in asyncio.run(_run(pathlib.Path(tmp), server.url)).items():
-                    print(f"{k:28s} {v:10.2f}")
-            finally:
-                server.stop()
+    # The chat process's loop, as `switchboard-chat` runs it (the raw echo's too).
+    with asyncio.Runner(loop_factory=runtime.loop_factory()) as runner:
+        if len(sys.argv) == 3:  # from `run`: its NATS server and folder
+            figures = runner.run(_run(pathlib.Path(sys.argv[2]), sys.argv[1]))
+            print(json.dumps(figures), flush=True)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                server = NatsServer(pathlib.Path(tmp) / "nats").start()
+                try:
+                    for k, v in runner.run(_run(pathlib.Path(tmp), server.url)).items():
+                        print(f"{k:28s} {v:10.2f}")
+                finally:
+                    server.stop()

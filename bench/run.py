@@ -5,7 +5,6 @@ Prints a table and writes the same figures to bench-results.json.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import endtoend, transport
+from bench import endtoend, service_loop, transport
 from switchboard.core.embedded_nats import NatsServer
 from switchboard.testing.databases import POSTGRES_ENV, postgres_database
 from switchboard.testing.tls import grpc_tls
@@ -311,7 +310,7 @@ def table(r: dict[str, dict[str, float]]) -> str:
 
 
 if __name__ == "__main__":
-    results = asyncio.run(main())
+    results = service_loop.run(main())
     if "end_to_end" in results:
         print(table(results))  # type: ignore[arg-type]
     print(parts_table(results["parts"]))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import grpc
 import nats
 from nats.js import api as js_api
 
+from bench import service_loop
 from bench.stats import percentile
 from switchboard.core.tls import GrpcTls
 
@@ -164,4 +165,4 @@ async def grpc_stream_hop(
 
 
 if __name__ == "__main__":
-    asyncio.run(_hop_consumer(sys.argv[1]))
+    service_loop.run(_hop_consumer(sys.argv[1]))

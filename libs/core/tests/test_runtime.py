@@ -109,3 +109,65 @@ def test_development_mode_or_a_secret_of_its_own_starts(env: dict[str, str]) -> 
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+LOOP = textwrap.dedent(
+    """
+    import asyncio
+    from switchboard.core import runtime
+
+    class Service:
+        async def start(self):
+            loop = asyncio.get_running_loop()
+            print(type(loop).__module__, flush=True)
+
+        async def stop(self):
+            pass
+
+    async def factory():
+        return Service()
+
+    runtime.run(factory, "looped")
+    """
+)
+
+
+def run_loop_service(**env: str) -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_EVENT_LOOP"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOOP],
+        env={**base, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        if first:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, err = proc.communicate()
+    return code, first, err
+
+
+def test_a_service_runs_on_uvloop_unless_asked_for_asyncios_own_loop() -> None:
+    code, loop_module, _ = run_loop_service()
+    assert code == 0
+    assert loop_module == "uvloop"
+    code, loop_module, _ = run_loop_service(SWITCHBOARD_EVENT_LOOP="asyncio")
+    assert code == 0
+    assert loop_module.startswith("asyncio.")  # asyncio.unix_events: the standard library's
+
+
+def test_an_unknown_event_loop_is_refused_with_what_is_accepted() -> None:
+    code, printed, err = run_loop_service(SWITCHBOARD_EVENT_LOOP="trio")
+    assert code == 2
+    assert printed == ""
+    assert (
+        "looped refuses to start: SWITCHBOARD_EVENT_LOOP must be uvloop or asyncio, not 'trio'"
+        in err
+    )
