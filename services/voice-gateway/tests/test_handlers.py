@@ -3,6 +3,7 @@ the agent's leg declines without ringing, and a caller leaving the queue."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from switchboard.testing.fakes import FakePublisher
 from switchboard.v1 import events_pb2
-from switchboard.voice_gateway.calls import Call, State
+from switchboard.voice_gateway.calls import Call, Leg, State
 from switchboard.voice_gateway.config import NumberPlan, VoiceConfig
 from switchboard.voice_gateway.handlers.agent_leg import AgentLeg
 from switchboard.voice_gateway.handlers.call_flow import CallFlow
@@ -123,3 +124,63 @@ async def test_an_offer_withdrawn_before_it_arrives_never_rings(parts: Any) -> N
     assert call.ring_task is not None
     await call.ring_task
     assert router.declined == [("demo", "agent-ko", "o2", "phone not registered")]
+
+
+class FakePrompts:
+    def sequence(self, names: list[str], payload_type: int, language: str = "en") -> bytes:
+        return b"\xff" * 160 * len(names)
+
+
+class FakeRtp:
+    """A leg's media as `Gateway.play` uses it: a prompt's future, cancelled when stopped."""
+
+    def __init__(self) -> None:
+        self.playing: asyncio.Future[None] | None = None
+
+    def play(self, audio: bytes, loop: bool = False) -> asyncio.Future[None]:
+        self.stop_playing()
+        self.playing = asyncio.get_running_loop().create_future()
+        return self.playing
+
+    def stop_playing(self) -> None:
+        if self.playing is not None and not self.playing.done():
+            self.playing.cancel()
+
+
+def a_call_hearing_prompts(gw: Gateway) -> tuple[Call, FakeRtp, list[str]]:
+    gw.prompts = FakePrompts()  # type: ignore[assignment]
+    call = a_call(gw, State.IVR)
+    rtp = FakeRtp()
+    call.caller = Leg(None, rtp)  # type: ignore[arg-type]
+    return call, rtp, []
+
+
+async def test_a_prompt_stopped_or_replaced_ends_and_the_call_flow_goes_on(parts: Any) -> None:
+    gw = parts[0]
+    call, rtp, steps = a_call_hearing_prompts(gw)
+
+    async def flow() -> None:
+        await gw.play(call, ["welcome"])
+        steps.append("menu")
+
+    task = call.spawn(flow())
+    await asyncio.sleep(0)
+    rtp.stop_playing()  # a key pressed over the prompt, or another prompt replacing it
+    await task
+    assert steps == ["menu"]
+
+
+async def test_a_call_task_cancelled_during_a_prompt_stops_there(parts: Any) -> None:
+    gw = parts[0]
+    call, _, steps = a_call_hearing_prompts(gw)
+
+    async def flow() -> None:
+        await gw.play(call, ["welcome"])
+        steps.append("menu")  # a caller who hung up must not hear the menu, nor be queued
+
+    task = call.spawn(flow())
+    await asyncio.sleep(0)
+    call.cancel_tasks()  # what the caller hanging up, or the gateway stopping, does
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps == []

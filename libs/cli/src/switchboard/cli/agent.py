@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import ssl
 import sys
@@ -37,6 +36,7 @@ from switchboard.cli.endpoints import Endpoints, auth_secret
 from switchboard.core import auth
 from switchboard.core import grpc as sb_grpc
 from switchboard.core.grpc import OFFERS_OPEN
+from switchboard.core.tasks import cancel_and_wait
 from switchboard.v1 import router_pb2, router_pb2_grpc
 
 
@@ -324,11 +324,7 @@ async def _session(directory: Path, args: argparse.Namespace) -> int:
             else:
                 await input_task  # its own error, if any, is the session's
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*tasks)
             # Also after Ctrl-C (a second one does not cancel again): the router must not keep
             # offering contacts to an agent who left.
             await _sign_out(stub, sio, args.agent_id)

@@ -17,7 +17,7 @@ import time
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from switchboard.core import auth, stores
+from switchboard.core import auth, stores, tasks
 from switchboard.core.errors import Unauthenticated
 from switchboard.core.events import validate_tenant
 
@@ -93,7 +93,4 @@ class Revocations:
             with contextlib.suppress(Exception):
                 await watcher.stop()
         task, self._watching = self._watching, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await tasks.cancel_and_wait(task)

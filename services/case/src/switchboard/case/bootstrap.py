@@ -34,7 +34,7 @@ from switchboard.case.sla import live as live_policies
 from switchboard.case.sla import policy as sla_policy
 from switchboard.case.sla.engine import SlaEngine
 from switchboard.case.views import CaseViews
-from switchboard.core import sender_keys, stores, stream_erasure
+from switchboard.core import sender_keys, stores, stream_erasure, tasks
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.v1 import case_pb2, case_pb2_grpc
@@ -162,11 +162,11 @@ class CaseApp(Service):
         self._stop.set()
         if self.relay:
             self.relay.wake()
-        for task in self._tasks:
-            # Past the grace, wait_for cancels the task: a relay waiting on an ack or a lock
+        if self._tasks:
+            # Past the grace, what is left is cancelled: a relay waiting on an ack or a lock
             # must not hold the shutdown (the outbox keeps what it had not published).
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, self.settings.shutdown_grace_seconds)
+            await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_seconds)
+            await tasks.cancel_and_wait(*self._tasks)  # those done: their errors logged
         self._tasks.clear()
 
     async def _flush(self) -> None:

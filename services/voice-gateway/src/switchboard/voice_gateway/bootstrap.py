@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from switchboard.core import stores
+from switchboard.core import stores, tasks
 from switchboard.core.bus import Bus
 from switchboard.core.service import Service, Servicers
 from switchboard.voice_gateway import config as voice_config
@@ -31,7 +31,6 @@ from switchboard.voice_gateway.settings import VoiceGatewaySettings
 from switchboard.voice_gateway.sip.keepalive import Keepalive
 from switchboard.voice_gateway.sip.registrar import Registrar
 from switchboard.voice_gateway.sip.transactions import TransactionLayer
-from switchboard.voice_gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ class VoiceGatewayApp(Service):
         self.gateway = self.sip = self.media = self.keepalive = None
         if keepalive is not None:
             await keepalive.stop()
-        await cancel_and_wait(self._purging)
+        await tasks.cancel_and_wait(self._purging)
         if gateway is not None:
             await gateway.stop()
         if sip is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from switchboard.chat.domain.rate_limit import Limiter
+from switchboard.core import tasks
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,7 @@ class SharedSpending:
     async def stop(self) -> None:
         self.limiter.share = None
         task, self._flushing = self._flushing, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await tasks.cancel_and_wait(task)
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):

@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 
+from switchboard.core import tasks
+
 logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_SECONDS = 10.0
@@ -99,7 +101,5 @@ class HttpServer:
             await asyncio.wait_for(asyncio.shield(self._task), grace + 2)
         except TimeoutError:
             self._server.force_exit = True
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.cancel_and_wait(self._task)
         self._task = None

@@ -30,6 +30,7 @@ import grpc
 from switchboard.chat.inbox import wire
 from switchboard.chat.inbox.backends import TIMEOUT_SECONDS, Backends
 from switchboard.chat.inbox.directory import AgentProfile
+from switchboard.core import tasks
 from switchboard.core.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from switchboard.core.grpc import OFFERS_OPEN
 from switchboard.core.service_client import call, domain_error
@@ -310,11 +311,7 @@ class Desk:
             self._closing = asyncio.get_running_loop().call_later(grace, on_idle)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await tasks.cancel_and_wait(*self._tasks)
         self._tasks = []
         await self.backends.close()
 

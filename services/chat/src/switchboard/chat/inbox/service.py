@@ -36,7 +36,7 @@ from switchboard.chat.inbox.recordings import Recordings
 from switchboard.chat.inbox.supervision import Supervision
 from switchboard.chat.portal.used_links import InMemoryUsedLinks
 from switchboard.core import auth as sb_auth
-from switchboard.core import recording_seal, roles, stores
+from switchboard.core import recording_seal, roles, stores, tasks
 from switchboard.core.bus import Bus
 from switchboard.core.errors import (
     DomainError,
@@ -804,9 +804,7 @@ class Inbox:
                     await send("stats", {"error": str(exc)})
                 await asyncio.sleep(1.0)
         finally:
-            report_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await report_task
+            await tasks.cancel_and_wait(report_task)
             await backends.close()
 
     async def _report_loop(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from switchboard.core import tasks
 from switchboard.fax.intake import fax_id_for
 from switchboard.v1 import fax_pb2
 
@@ -67,10 +68,7 @@ class SpoolWatcher:
         self._task = asyncio.create_task(self._run(), name="fax-spool")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from switchboard.core import tasks
 from switchboard.voice_gateway.adapters import RouterClient
 from switchboard.voice_gateway.calls import Call, Leg, State, Supervisor
 from switchboard.voice_gateway.config import VoiceConfig
@@ -138,7 +139,7 @@ class Gateway:
         tx = self.sip.request(bye, leg.dialog.peer)
         if close:
             leg.rtp.close()
-        with contextlib.suppress(asyncio.CancelledError):
+        with tasks.suppress_foreign_cancel():  # given up; a call task cancelled stops here
             await tx.future
         if leg is not call.caller:
             self.by_dialog.pop(leg.dialog.call_id, None)
@@ -215,7 +216,9 @@ class Gateway:
         if call.caller is None:
             return
         audio = self.prompts.sequence(names, call.payload_type, call.language)
-        with contextlib.suppress(asyncio.CancelledError):
+        # A prompt stopped or replaced is over and the call goes on; the call's task cancelled
+        # (the caller hung up, the gateway stops) stops here.
+        with tasks.suppress_foreign_cancel():
             await call.caller.rtp.play(audio, loop)
 
     def hold_music(self, call: Call) -> None:

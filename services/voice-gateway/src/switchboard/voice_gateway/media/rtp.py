@@ -12,8 +12,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from switchboard.core import tasks
 from switchboard.voice_gateway.media.mixer import Mixer
-from switchboard.voice_gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class MediaEngine:
         self._task = asyncio.create_task(self._clock())
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await tasks.cancel_and_wait(self._task)
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,10 +7,10 @@ import asyncio
 import logging
 import uuid
 
+from switchboard.core import tasks
 from switchboard.voice_gateway.sip.message import SipMessage
 from switchboard.voice_gateway.sip.registrar import Binding, Registrar
 from switchboard.voice_gateway.sip.transactions import TIMEOUT, TransactionLayer, new_tag
-from switchboard.voice_gateway.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Keepalive:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await tasks.cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:
