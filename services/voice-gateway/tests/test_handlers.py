@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -146,12 +147,15 @@ class FakeRtp:
         if self.playing is not None and not self.playing.done():
             self.playing.cancel()
 
+    def close(self) -> None:
+        self.stop_playing()
+
 
 def a_call_hearing_prompts(gw: Gateway) -> tuple[Call, FakeRtp, list[str]]:
     gw.prompts = FakePrompts()  # type: ignore[assignment]
     call = a_call(gw, State.IVR)
     rtp = FakeRtp()
-    call.caller = Leg(None, rtp)  # type: ignore[arg-type]
+    call.caller = Leg(SimpleNamespace(call_id="caller-dialog"), rtp)  # type: ignore[arg-type]
     return call, rtp, []
 
 
@@ -184,3 +188,20 @@ async def test_a_call_task_cancelled_during_a_prompt_stops_there(parts: Any) -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert steps == []
+
+
+async def test_a_callback_chosen_is_kept_when_the_gateway_stops_during_its_confirmation(
+    parts: Any,
+) -> None:
+    gw, flow, _, _, bus = parts
+    call, _, _ = a_call_hearing_prompts(gw)
+    call.state = State.QUEUED
+    task = call.spawn(flow._choose_callback(call))
+    await asyncio.sleep(0)  # "you will be called back; goodbye" is playing
+    call.cancel_tasks()  # the gateway stops: it hangs up on the caller and cancels the call
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [event] = bus.events
+    assert isinstance(event, events_pb2.ContactCreated)
+    assert event.contact.contact_id == "c1" and event.contact.callback
+    assert call.caller is None

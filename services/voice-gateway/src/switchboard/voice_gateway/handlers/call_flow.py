@@ -198,12 +198,16 @@ class CallFlow:
 
     async def _choose_callback(self, call: Call) -> None:
         call.state = State.CALLBACK
-        await self.gw.play(call, ["callback-confirmed", "goodbye"])
-        await self.gw.bye_leg(call, call.caller)
-        self.gw.drop_caller(call)
-        # The contact keeps its place in the router's queue; this marks it as a callback.
-        await self._contact_created(call, callback=True)
-        logger.info("call %s becomes a callback to %s", call.contact_id, call.caller_number)
+        try:
+            await self.gw.play(call, ["callback-confirmed", "goodbye"])
+            await self.gw.bye_leg(call, call.caller)
+        finally:
+            # The caller chose it: the callback is kept also when the confirmation is cut short
+            # (the gateway stopping hangs up on them and cancels the call's tasks).
+            self.gw.drop_caller(call)
+            # The contact keeps its place in the router's queue; this marks it as a callback.
+            await self._contact_created(call, callback=True)
+            logger.info("call %s becomes a callback to %s", call.contact_id, call.caller_number)
 
     async def call_back(self, call: Call) -> None:
         """The callback's turn: the agent's phone answered; now ring the customer."""
