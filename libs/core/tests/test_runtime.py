@@ -35,22 +35,33 @@ SERVICE = textwrap.dedent(
 )
 
 
-def test_a_stopped_service_exits_although_a_library_thread_is_left_running() -> None:
+def run_service(script: str, **env: str) -> tuple[int, str, str]:
+    """Run `script` as a service's process until the first line it prints, then stop it with
+    SIGTERM (one that printed nothing has ended): its exit code, that line and its stderr."""
+    base = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_EVENT_LOOP"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVICE],
+        [sys.executable, "-c", script],
+        env={**base, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "started"
-        proc.send_signal(signal.SIGTERM)
+        first = proc.stdout.readline().strip()
+        if first:
+            proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     _, err = proc.communicate()
+    return code, first, err
+
+
+def test_a_stopped_service_exits_although_a_library_thread_is_left_running() -> None:
+    code, first, err = run_service(SERVICE)
+    assert first == "started"
     assert code == 0
     assert "leaky stopped" in err
     assert "leaky exits with threads still running: leaked-driver" in err
@@ -132,39 +143,17 @@ LOOP = textwrap.dedent(
 )
 
 
-def run_loop_service(**env: str) -> tuple[int, str, str]:
-    base = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_EVENT_LOOP"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", LOOP],
-        env={**base, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().strip()
-        if first:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    _, err = proc.communicate()
-    return code, first, err
-
-
 def test_a_service_runs_on_uvloop_unless_asked_for_asyncios_own_loop() -> None:
-    code, loop_module, _ = run_loop_service()
+    code, loop_module, _ = run_service(LOOP)
     assert code == 0
     assert loop_module == "uvloop"
-    code, loop_module, _ = run_loop_service(SWITCHBOARD_EVENT_LOOP="asyncio")
+    code, loop_module, _ = run_service(LOOP, SWITCHBOARD_EVENT_LOOP="asyncio")
     assert code == 0
     assert loop_module.startswith("asyncio.")  # asyncio.unix_events: the standard library's
 
 
 def test_an_unknown_event_loop_is_refused_with_what_is_accepted() -> None:
-    code, printed, err = run_loop_service(SWITCHBOARD_EVENT_LOOP="trio")
+    code, printed, err = run_service(LOOP, SWITCHBOARD_EVENT_LOOP="trio")
     assert code == 2
     assert printed == ""
     assert (
