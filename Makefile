@@ -5,9 +5,9 @@ SHELL := /bin/bash
 # uv itself comes from PyPI when it is not installed yet.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
-# `make test`'s worker processes (pytest-xdist), each test module whole on one worker: most of the
-# suite waits on servers, timers and browsers rather than the CPU, so two workers overlap those
-# waits even on two cores. PYTEST_WORKERS=0 runs it in this process alone.
+# `make test`'s and `make test-packages`' worker processes (pytest-xdist), each test module whole
+# on one worker: most of the suite waits on servers, timers and browsers rather than the CPU, so
+# two workers overlap those waits even on two cores. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 # `make chaos`: every fault, single server and three-node cluster (see tests/chaos/run.py --help).
 CHAOS_ARGS ?= --contacts 3000 --rate 100 --agents 16 --cluster
@@ -78,7 +78,7 @@ test-packages: uv system-deps ## each package's tests with only that package ins
 	  name=switchboard-$$(basename $$dir); venv=.venv-packages/$$name; \
 	  echo "== $$name: $$dir/tests with only $$name installed"; \
 	  UV_PROJECT_ENVIRONMENT=$$venv $(UV) sync --locked --quiet --package $$name; \
-	  $$venv/bin/python -m pytest $$dir/tests $(PYTEST_ARGS); \
+	  $$venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $$dir/tests $(PYTEST_ARGS); \
 	done
 
 run: sync system-deps ## start the whole platform on the embedded defaults
