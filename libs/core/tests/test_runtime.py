@@ -3,6 +3,7 @@ deployment with the public development secret does not start."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -160,3 +161,18 @@ def test_an_unknown_event_loop_is_refused_with_what_is_accepted() -> None:
         "looped refuses to start: SWITCHBOARD_EVENT_LOOP must be uvloop or asyncio, not 'trio'"
         in err
     )
+
+
+def test_asyncios_notice_of_a_tls_connection_closing_is_dropped_and_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from switchboard.core import runtime
+
+    runtime.configure_logging("INFO")
+    runtime.configure_logging("INFO")  # once is enough: the filter is not installed twice
+    asyncio_logger = logging.getLogger("asyncio")
+    assert sum(isinstance(f, runtime._TlsEofNotice) for f in asyncio_logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        asyncio_logger.warning("returning true from eof_received() has no effect when using ssl")
+        asyncio_logger.warning("Executing <Task ...> took 0.5 seconds")
+    assert [r.getMessage() for r in caplog.records] == ["Executing <Task ...> took 0.5 seconds"]

@@ -19,7 +19,7 @@ from switchboard.cli import (
     routing,
 )
 from switchboard.cli.endpoints import auth_secret, run_dir, token_max_lifetime
-from switchboard.core import auth
+from switchboard.core import auth, runtime
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    runtime.quiet_tls_eof_notice()
     directory = run_dir()
     if args.command == "run":
         from switchboard.cli import supervisor

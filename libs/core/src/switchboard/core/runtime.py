@@ -26,7 +26,29 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+TLS_EOF_NOTICE = "returning true from eof_received() has no effect when using ssl"
+
+
+class _TlsEofNotice(logging.Filter):
+    """Drops asyncio's warning that a stream protocol's `eof_received` answer has no effect over
+    TLS, logged each time a NATS connection over TLS is closed: nats-py upgrades its stream with
+    `loop.start_tls` without telling the stream's protocol that it now runs over TLS
+    (nats-io/nats.py#574), so the protocol answers an EOF as over plain TCP, which asyncio then
+    ignores as it should. Nothing is wrong with the connection; the line would only alarm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != TLS_EOF_NOTICE
+
+
+def quiet_tls_eof_notice() -> None:
+    """Install `_TlsEofNotice` on asyncio's logger (once)."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNotice) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_TlsEofNotice())
+
+
 def configure_logging(level: str = "INFO") -> None:
+    quiet_tls_eof_notice()
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
