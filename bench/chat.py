@@ -390,19 +390,18 @@ if __name__ == "__main__":
     import tempfile
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-    from switchboard.core import runtime
+    from bench import service_loop
     from switchboard.core.embedded_nats import NatsServer
 
     # The chat process's loop, as `switchboard-chat` runs it (the raw echo's too).
-    with asyncio.Runner(loop_factory=runtime.loop_factory()) as runner:
-        if len(sys.argv) == 3:  # from `run`: its NATS server and folder
-            figures = runner.run(_run(pathlib.Path(sys.argv[2]), sys.argv[1]))
-            print(json.dumps(figures), flush=True)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                server = NatsServer(pathlib.Path(tmp) / "nats").start()
-                try:
-                    for k, v in runner.run(_run(pathlib.Path(tmp), server.url)).items():
-                        print(f"{k:28s} {v:10.2f}")
-                finally:
-                    server.stop()
+    if len(sys.argv) == 3:  # from `run`: its NATS server and folder
+        figures = service_loop.run(_run(pathlib.Path(sys.argv[2]), sys.argv[1]))
+        print(json.dumps(figures), flush=True)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = NatsServer(pathlib.Path(tmp) / "nats").start()
+            try:
+                for k, v in service_loop.run(_run(pathlib.Path(tmp), server.url)).items():
+                    print(f"{k:28s} {v:10.2f}")
+            finally:
+                server.stop()

@@ -77,8 +77,8 @@ EVENT_LOOP_ENV = "SWITCHBOARD_EVENT_LOOP"
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop a service runs on: uvloop where it is installed (a service's work is
-    mostly the loop's: NATS frames, gRPC calls, sockets, and asyncio's own loop spends about
-    twice uvloop's CPU on them), unless `SWITCHBOARD_EVENT_LOOP=asyncio` asks for the standard
+    mostly the loop's: NATS frames, gRPC calls, sockets, which uvloop carries on less CPU than
+    asyncio's own loop), unless `SWITCHBOARD_EVENT_LOOP=asyncio` asks for the standard
     library's (None), for instance to debug with asyncio's debug mode."""
     chosen = os.environ.get(EVENT_LOOP_ENV, "uvloop").strip().lower() or "uvloop"
     if chosen == "asyncio":

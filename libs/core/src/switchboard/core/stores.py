@@ -310,16 +310,7 @@ async def follow(kv: KeyValue, on_value: OnValue, name: str) -> asyncio.Task[Non
 async def stop_following(task: asyncio.Task[None] | None) -> None:
     """Cancel a `follow` task and wait for it to end. The caller being cancelled meanwhile is
     cancelled (the task's own cancellation or failure is not its concern)."""
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        if tasks.cancelling():
-            raise
-    except Exception:
-        pass
+    await tasks.cancel_and_wait(task)
 
 
 def attachment_ref(

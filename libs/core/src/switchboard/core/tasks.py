@@ -34,8 +34,9 @@ def suppress_foreign_cancel() -> Iterator[None]:
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
     """Cancel `tasks` (None: none; one already done is left as it is) and return once every
     one has finished. What a task ended with is taken, not raised: an error is logged, and its
-    `CancelledError` is not the caller's. Unlike `task.cancel()` then awaiting it under `suppress(CancelledError)`, the
-    caller's own cancellation, arriving while it waits, is not swallowed: it goes on up."""
+    `CancelledError` is not the caller's. Unlike `task.cancel()` then awaiting it under
+    `suppress(CancelledError)`, the caller's own cancellation, arriving while it waits, is not
+    swallowed: it goes on up."""
     live = [task for task in tasks if task is not None]
     for task in live:
         task.cancel()
