@@ -1,7 +1,8 @@
 """A process of bench agents: signs its agents in to the router, accepts every offer on the
 agent's own session stream (AgentSession: offers down, accepts up), and reports
 each offer on stdout as "<contact id> <time.monotonic()>" (CLOCK_MONOTONIC, the same clock in
-every process of the machine), so the bench's own process is not what limits the agents.
+every process of the machine), then "<contact id> accepted" once the router has answered the
+accept, so the bench's own process is not what limits the agents.
 
     python -m bench.agent_worker <router host:port> <secret> <tenant> <capacity> <agent>...
 
@@ -48,6 +49,8 @@ async def main(target: str, secret: str, tenant: str, capacity: int, agents: lis
             out.write(f"{offer.contact.contact_id} {time.monotonic()}\n")
             out.flush()
             await client.accept(offer)
+            out.write(f"{offer.contact.contact_id} accepted\n")
+            out.flush()
 
     print("ready", flush=True)
     await asyncio.gather(*(work(c) for c in clients))

@@ -209,6 +209,7 @@ async def run(
         published: dict[str, float] = {}
         offered: dict[str, float] = {}
         waiting: dict[str, asyncio.Future[None]] = {}
+        accepting: dict[str, asyncio.Future[None]] = {}
         offer_latency: list[float] = []
         names = [f"{lang}-{i}" for lang in LANGUAGES for i in range(agents_per_language)]
         processes = max(1, min(AGENT_PROCESSES, len(names)))
@@ -234,6 +235,11 @@ async def run(
             assert worker.stdout is not None
             while line := await worker.stdout.readline():
                 cid, at = line.decode().split()
+                if at == "accepted":
+                    settled = accepting.pop(cid, None)
+                    if settled is not None and not settled.done():
+                        settled.set_result(None)
+                    continue
                 offered[cid] = float(at)
                 offer_latency.append((float(at) - published[cid]) * 1e3)
                 done = waiting.pop(cid, None)
@@ -275,16 +281,21 @@ async def run(
         burst_p50 = percentile(offer_latency, 50)
         burst_p99 = percentile(offer_latency, 99)
 
-        # Latency: one contact in flight at a time, so no queueing is measured.
+        # Latency: one contact in flight at a time, so no queueing is measured: the next is
+        # published once the router has answered the agent's accept of the one before (the
+        # router handles that accept while nothing else is in flight, not while it routes the
+        # next contact).
         offer_latency.clear()
         loop = asyncio.get_running_loop()
         for i in range(latency_samples):
             cid = f"latency-{i}"
             offered_now = waiting[cid] = loop.create_future()
+            accepted = accepting[cid] = loop.create_future()
             published[cid] = time.monotonic()
             await bus.publish(_contact(cid, i))
             # The offer may come back before the publish's ack does.
             await asyncio.wait_for(offered_now, 30)
+            await asyncio.wait_for(accepted, 30)
         for r in readers:
             r.cancel()
         for worker in workers:
