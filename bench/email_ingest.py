@@ -24,6 +24,10 @@ FETCH_BATCH = int(
         "BENCH_EMAIL_FETCH_BATCH", EmailIngestSettings.model_fields["fetch_batch"].default
     )
 )
+# Every second mail from the REPLY_GAP-th on answers the mail REPLY_GAP before it (In-Reply-To,
+# References, a "Re:" subject), as customers' replies do: it is threaded by the thread index, into
+# which the mail it answers was written one or more batches earlier.
+REPLY_GAP = 2 * FETCH_BATCH
 _TEXTS = [
     "안녕하세요. 주문한 상품이 아직 도착하지 않았습니다. 확인 부탁드립니다.",
     "你好，我的订单还没有到。请帮忙查询退款。",
@@ -34,10 +38,17 @@ _TEXTS = [
 
 def _mail(i: int) -> bytes:
     msg = EmailMessage()
-    msg["From"] = f"Customer {i} <customer{i}@example.com>"
+    answered = i - REPLY_GAP if i >= REPLY_GAP and i % 2 else None
+    customer = i if answered is None else answered
+    msg["From"] = f"Customer {customer} <customer{customer}@example.com>"
     msg["To"] = "support@bench.example"
-    msg["Subject"] = f"Question {i}"
     msg["Message-ID"] = f"<bench-{i}@example.com>"
+    if answered is None:
+        msg["Subject"] = f"Question {i}"
+    else:
+        msg["Subject"] = f"Re: Question {answered}"
+        msg["In-Reply-To"] = f"<bench-{answered}@example.com>"
+        msg["References"] = f"<bench-{answered}@example.com>"
     text = _TEXTS[i % len(_TEXTS)] + "\n\n-- \nCustomer"
     msg.set_content(text)
     if i % 2:

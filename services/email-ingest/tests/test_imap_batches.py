@@ -15,7 +15,7 @@ from switchboard.core import bus as core_bus
 from switchboard.core import stores
 from switchboard.core.acks import AckPublisher
 from switchboard.email_ingest.adapters import jetstream
-from switchboard.email_ingest.adapters.jetstream import SEEN, EmailState
+from switchboard.email_ingest.adapters.jetstream import SEEN, THREADS, EmailState
 from switchboard.email_ingest.entrypoints import imap
 from switchboard.testing.waiting import until
 from switchboard.v1 import email_pb2, events_pb2
@@ -70,6 +70,62 @@ async def test_a_batch_costs_a_bounded_number_of_imap_commands_and_lookups(
     objects = [s for s in requests if "OBJ_email" in s and ".GET." in s]
     assert seen == [f"$JS.API.DIRECT.GET.KV_{SEEN}"] * batches, seen
     assert objects == ["$JS.API.DIRECT.GET.OBJ_email"] * batches, objects
+
+
+async def test_replies_in_a_batch_find_their_threads_with_one_lookup(
+    dovecot, make_app, make_config, make_mail, nats_url, collector
+):
+    """Replies to earlier mail (another batch's, already in the thread index) are threaded
+    with one thread-index request per batch, not one per reply."""
+    first, batch = 30, 10
+    await dovecot.append(
+        [
+            make_mail(f"Order {i}", f"Where is order {i}?", message_id=f"<order-{i}@example.com>")
+            for i in range(first)
+        ]
+    )
+    app = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=batch)
+    await until(lambda: app.watchers[0].status.last_uid == first, seconds=60)
+    await until(lambda: len(collector.of(events_pb2.ContactCreated)) == first)
+    original = {e.contact.subject: e.contact for e in collector.of(events_pb2.ContactCreated)}
+
+    spy = await nats.connect(nats_url)
+    requests: list[str] = []
+
+    async def seen_request(msg) -> None:
+        requests.append(msg.subject)
+
+    await spy.subscribe("$JS.API.>", cb=seen_request)
+    try:
+        await dovecot.append(
+            [
+                make_mail(
+                    f"Re: Order {i}",
+                    f"Any news about order {i}?",
+                    message_id=f"<reply-{i}@example.com>",
+                    **{
+                        "In-Reply-To": f"<order-{i}@example.com>",
+                        "References": f"<order-{i}@example.com>",
+                    },
+                )
+                for i in range(first)
+            ]
+        )
+        app.watchers[0].wake()
+        await until(lambda: app.watchers[0].status.last_uid == 2 * first, seconds=60)
+        await spy.flush()
+    finally:
+        await spy.close()
+    await until(lambda: len(collector.of(events_pb2.ContactCreated)) == 2 * first)
+    replies = [
+        e.contact for e in collector.of(events_pb2.ContactCreated) if e.contact.subject[:3] == "Re:"
+    ]
+    assert len(replies) == first
+    for reply in replies:
+        # Each reply is in the conversation of the mail it answers.
+        assert reply.conversation_id == original[reply.subject[4:]].conversation_id
+    threads = [s for s in requests if "KV_email_threads" in s and ".GET." in s]
+    assert threads == ["$JS.API.DIRECT.GET.KV_email_threads"] * (first // batch), threads
 
 
 class Killed(BaseException):
@@ -238,3 +294,23 @@ async def test_seen_lookups_of_a_batch_read_present_missing_and_deleted_keys(bus
     assert await state.seen_ids(keys) == ["", "contact-1", "", "q:mail-2"] + [""] * 300
     assert (state.seen_lookup is not None and state.seen_lookup.available) is direct
     assert await stores.value(state.seen, "present") == b"contact-1"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["batch-get", "one-at-a-time"])
+async def test_thread_lookups_of_a_batch_read_present_missing_and_purged_keys(bus, direct):
+    state = await EmailState.open(bus.js)
+    if not direct:
+        info = await bus.js.stream_info(f"KV_{THREADS}")
+        info.config.allow_direct = False
+        await bus.js.update_stream(info.config)
+        state.threads_lookup = jetstream.LastValues(bus.nc, f"KV_{THREADS}", timeout=2)
+    entry = email_pb2.ThreadEntry(tenant="demo", conversation_id="conv-1", contact_id="c-1")
+    await state.put_threads(["present", "gone", "erased"], entry)
+    await state.threads.delete("gone")
+    await state.threads.purge("erased")  # as erasure does
+    keys = ["missing", "present", "gone", "erased"] + [f"k{i}" for i in range(300)]
+    found = await state.threads_of(keys)
+    assert list(found) == keys
+    assert found["present"] is not None and found["present"].conversation_id == "conv-1"
+    assert [k for k, v in found.items() if v is not None] == ["present"]
+    assert (state.threads_lookup is not None and state.threads_lookup.available) is direct

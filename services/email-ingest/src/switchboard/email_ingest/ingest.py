@@ -116,10 +116,26 @@ class Ingestor:
             # Every seen-set look-up at once; threading still runs in the batch's order, so a
             # reply finds the mail it answers when both are in this batch.
             seen = await self.state.seen_ids([r.key for r in reads])
+            # Every thread-index key the batch's new mail is threaded by, at once too (each
+            # answer stands for the index before this batch; what the batch itself adds is
+            # found in the pending entries first).
+            routes: dict[int, routing.RouteDecision] = {}
+            lookups: dict[str, None] = {}
+            for n, (read, seen_as) in enumerate(zip(reads, seen, strict=True)):
+                if not seen_as and not read.quarantine:
+                    routes[n] = route = self._route(read.incoming, read.mail)
+                    lookups.update(
+                        dict.fromkeys(
+                            k for k, _, _ in thread_lookups(route.tenant, read.mail, read.incoming)
+                        )
+                    )
+            looked_up = await self.state.threads_of(list(lookups))
             first: dict[str, str] = {}
-            for read, seen_as in zip(reads, seen, strict=True):
+            for n, (read, seen_as) in enumerate(zip(reads, seen, strict=True)):
                 # The same mail twice in one batch is published once.
-                p = await self._decide(read, seen_as or first.get(read.key, ""))
+                p = await self._decide(
+                    read, seen_as or first.get(read.key, ""), routes.get(n), looked_up
+                )
                 if not p.duplicate:
                     first[read.key] = ("q:" if p.quarantined else "") + p.contact_id
                 prepared.append(p)
@@ -137,9 +153,17 @@ class Ingestor:
                         del self._pending_threads[k]
         return prepared
 
-    async def _thread_entry(self, key: str) -> email_pb2.ThreadEntry | None:
+    async def _thread_entry(
+        self, key: str, looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None
+    ) -> email_pb2.ThreadEntry | None:
+        """The thread index's entry of `key`: one of a mail prepared but not committed yet, or
+        the index's (from `looked_up`, the batch's look-ups, when it has the key)."""
         pending = self._pending_threads.get(key)
-        return pending if pending is not None else await self.state.thread(key)
+        if pending is not None:
+            return pending
+        if looked_up is not None and key in looked_up:
+            return looked_up[key]
+        return await self.state.thread(key)
 
     async def index_quarantined(self, prepared: list[Prepared]) -> None:
         """Name the batch's quarantined mails in the quarantine index before anything of them is
@@ -190,7 +214,13 @@ class Ingestor:
             for inc, d in zip(batch, decoded, strict=True)
         ]
 
-    async def _decide(self, read: Read, seen: str) -> Prepared:
+    async def _decide(
+        self,
+        read: Read,
+        seen: str,
+        route: routing.RouteDecision | None = None,
+        looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
+    ) -> Prepared:
         if seen:
             return Prepared(
                 read.incoming,
@@ -200,7 +230,9 @@ class Ingestor:
             )
         if read.quarantine:
             return self._quarantine(read.incoming, read.key, read.mail, read.quarantine)
-        return await self._contact(read.incoming, read.key, read.raw_hash, read.mail, read.language)
+        return await self._contact(
+            read.incoming, read.key, read.raw_hash, read.mail, read.language, route, looked_up
+        )
 
     def _quarantine(self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str) -> Prepared:
         tenant = inc.mailbox.tenant
@@ -252,38 +284,28 @@ class Ingestor:
         )
 
     async def _thread(
-        self, tenant: str, mail: mime.ParsedMail, recipients: list[str]
+        self,
+        tenant: str,
+        mail: mime.ParsedMail,
+        inc: Incoming,
+        looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
     ) -> tuple[email_pb2.ThreadEntry | None, str, str]:
         """(thread entry, how it was found, case reference from a token)."""
-        for mid, how in (
-            [(mail.in_reply_to, "in-reply-to")]
-            + [(m, "references") for m in reversed(mail.references)]
-            + [(m, "bounced-message") for m in mail.embedded_message_ids]
-        ):
-            if not mid:
-                continue
-            entry = await self._thread_entry(threads.key("mid", tenant, mid))
-            if entry is not None:
+        for key, how, reference in thread_lookups(tenant, mail, inc):
+            entry = await self._thread_entry(key, looked_up)
+            if reference:  # a case named by a token: its thread, or a new one of that case
+                return entry, how, reference
+            if entry is not None and (
+                how != "subject"
+                or datetime.now(UTC) - entry.updated_at.ToDatetime(UTC) < SUBJECT_THREAD_WINDOW
+            ):
                 return entry, how, ""
-        reference, how = threads.plus_token(recipients + mail.to + mail.cc), "plus-address"
-        if not reference:
-            reference, how = threads.subject_token(mail.subject), "case-token"
-        if reference:
-            entry = await self._thread_entry(threads.key("case", tenant, reference))
-            return entry, how, reference
-        if mail.from_address and (
-            mail.in_reply_to or mail.references or threads.is_reply_subject(mail.subject)
-        ):
-            normalised = threads.normalise_subject(mail.subject)
-            if normalised:
-                entry = await self._thread_entry(
-                    threads.key("subj", tenant, mail.from_address, normalised)
-                )
-                if entry is not None and (
-                    datetime.now(UTC) - entry.updated_at.ToDatetime(UTC) < SUBJECT_THREAD_WINDOW
-                ):
-                    return entry, "subject", ""
         return None, "new", ""
+
+    @staticmethod
+    def _route(inc: Incoming, mail: mime.ParsedMail) -> routing.RouteDecision:
+        recipients = list(inc.recipients) or mail.to + mail.cc
+        return routing.route(inc.mailbox, recipients, mail.subject, mail.new_text or mail.body)
 
     async def _survey_answer(self, tenant: str, mail: mime.ParsedMail) -> int:
         """The rating (1..5) of a mail that answers a satisfaction survey with nothing but it;
@@ -306,13 +328,14 @@ class Ingestor:
         raw_hash: str,
         mail: mime.ParsedMail,
         detected: tuple[str, float] | None = None,
+        route: routing.RouteDecision | None = None,
+        looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
     ) -> Prepared:
         mailbox = inc.mailbox
-        recipients = list(inc.recipients) or mail.to + mail.cc
-        decision = routing.route(mailbox, recipients, mail.subject, mail.new_text or mail.body)
+        decision = route or self._route(inc, mail)
         tenant = decision.tenant
         contact_id = key[:32]
-        entry, threaded_by, reference = await self._thread(tenant, mail, list(inc.recipients))
+        entry, threaded_by, reference = await self._thread(tenant, mail, inc, looked_up)
         conversation_id = (
             entry.conversation_id if entry else (f"case-{reference}" if reference else contact_id)
         )
@@ -440,3 +463,33 @@ class Ingestor:
             entry=new_entry,
             objects=objects,
         )
+
+
+def thread_lookups(tenant: str, mail: mime.ParsedMail, inc: Incoming) -> list[tuple[str, str, str]]:
+    """The thread-index keys a mail is threaded by, in the order they are tried: (key, how,
+    case reference). Its Message-IDs first (In-Reply-To, References from the latest, those of a
+    bounced message); then a case named by a plus address or a token in the subject; failing
+    that, a reply's sender and subject (within SUBJECT_THREAD_WINDOW of the thread's last mail)."""
+    lookups = [
+        (threads.key("mid", tenant, mid), how, "")
+        for mid, how in (
+            [(mail.in_reply_to, "in-reply-to")]
+            + [(m, "references") for m in reversed(mail.references)]
+            + [(m, "bounced-message") for m in mail.embedded_message_ids]
+        )
+        if mid
+    ]
+    reference, how = threads.plus_token(list(inc.recipients) + mail.to + mail.cc), "plus-address"
+    if not reference:
+        reference, how = threads.subject_token(mail.subject), "case-token"
+    if reference:
+        lookups.append((threads.key("case", tenant, reference), how, reference))
+    elif mail.from_address and (
+        mail.in_reply_to or mail.references or threads.is_reply_subject(mail.subject)
+    ):
+        normalised = threads.normalise_subject(mail.subject)
+        if normalised:
+            lookups.append(
+                (threads.key("subj", tenant, mail.from_address, normalised), "subject", "")
+            )
+    return lookups

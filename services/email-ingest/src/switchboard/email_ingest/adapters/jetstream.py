@@ -112,6 +112,25 @@ class LastValuesUnavailable(Exception):
     """The server cannot answer a batch direct get: look the subjects up one at a time."""
 
 
+async def _values(
+    lookup: LastValues | None, bucket: str, keys: list[str]
+) -> dict[str, bytes | None] | None:
+    """The current value of each key of key-value `bucket` (None where it has none or it was
+    deleted or purged), in one request; None if `lookup` cannot answer so."""
+    if lookup is None or not keys:
+        return None if keys else {}
+    try:
+        found = await lookup.get([f"$KV.{bucket}.{k}" for k in keys])
+    except LastValuesUnavailable:
+        return None
+    values: dict[str, bytes | None] = {}
+    for k in keys:
+        headers, data = found.get(f"$KV.{bucket}.{k}", ({}, b""))
+        deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
+        values[k] = None if deleted or not data else data
+    return values
+
+
 async def allow_direct(js: JetStreamContext, stream: str) -> bool:
     """Let `stream` answer direct gets (which `LastValues` needs); False where it cannot."""
     try:
@@ -137,6 +156,7 @@ class EmailState:
         sent: stores.KeyValueBucket,
         acks: AckPublisher | None = None,
         seen_lookup: LastValues | None = None,
+        threads_lookup: LastValues | None = None,
     ) -> None:
         self.checkpoints = checkpoints
         self.threads = threads
@@ -144,22 +164,26 @@ class EmailState:
         self.sent = sent
         # Pipelines a batch's key-value writes (one wait for all their acks) when given.
         self.acks = acks
-        # Looks a batch's seen-set keys up in one request when given.
+        # Look a batch's seen-set keys, and its thread-index keys, up in one request when given.
         self.seen_lookup = seen_lookup
+        self.threads_lookup = threads_lookup
 
     @classmethod
     async def open(
         cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
     ) -> EmailState:
         seen = await stores.key_value(js, SEEN, replicas=replicas)
-        direct = await allow_direct(js, f"KV_{SEEN}")
+        threads = await stores.key_value(js, THREADS, replicas=replicas)
         return cls(
             await stores.key_value(js, CHECKPOINTS, history=5, replicas=replicas),
-            await stores.key_value(js, THREADS, replicas=replicas),
+            threads,
             seen,
             await stores.key_value(js, SENT, replicas=replicas),
             acks,
-            LastValues(js._nc, f"KV_{SEEN}") if direct else None,
+            LastValues(js._nc, f"KV_{SEEN}") if await allow_direct(js, f"KV_{SEEN}") else None,
+            LastValues(js._nc, f"KV_{THREADS}")
+            if await allow_direct(js, f"KV_{THREADS}")
+            else None,
         )
 
     async def _put_all(
@@ -197,18 +221,9 @@ class EmailState:
 
     async def seen_ids(self, keys: list[str]) -> list[str]:
         """`seen_id` of each key: one request for the whole batch where the server can."""
-        if self.seen_lookup is not None and keys:
-            try:
-                found = await self.seen_lookup.get([f"$KV.{SEEN}.{k}" for k in keys])
-            except LastValuesUnavailable:
-                pass
-            else:
-                ids = []
-                for k in keys:
-                    headers, data = found.get(f"$KV.{SEEN}.{k}", ({}, b""))
-                    deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
-                    ids.append("" if deleted or not data else data.decode())
-                return ids
+        found = await _values(self.seen_lookup, SEEN, keys)
+        if found is not None:
+            return [(found.get(k) or b"").decode() for k in keys]
         return list(await asyncio.gather(*(self.seen_id(k) for k in keys)))
 
     async def mark_seen(self, key: str, contact_id: str) -> None:
@@ -234,6 +249,14 @@ class EmailState:
     async def thread(self, key: str) -> email_pb2.ThreadEntry | None:
         data = await stores.value(self.threads, key)
         return email_pb2.ThreadEntry.FromString(data) if data else None
+
+    async def threads_of(self, keys: list[str]) -> dict[str, email_pb2.ThreadEntry | None]:
+        """`thread` of each key: one request for the whole batch where the server can."""
+        found = await _values(self.threads_lookup, THREADS, keys)
+        if found is None:
+            entries = await asyncio.gather(*(self.thread(k) for k in keys))
+            return dict(zip(keys, entries, strict=True))
+        return {k: email_pb2.ThreadEntry.FromString(v) if v else None for k, v in found.items()}
 
     async def put_threads(self, keys: list[str], entry: email_pb2.ThreadEntry) -> None:
         entry.updated_at.FromDatetime(datetime.now(UTC))
