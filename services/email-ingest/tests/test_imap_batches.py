@@ -5,7 +5,9 @@ seen-set record and its flags publishes nothing again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import nats
@@ -34,6 +36,23 @@ class CountingClient(imap._Client):
         return await super().uid(command, *criteria)
 
 
+@contextlib.asynccontextmanager
+async def api_requests(nats_url: str) -> AsyncIterator[list[str]]:
+    """The subject of every JetStream API request made meanwhile, as the server receives it."""
+    spy = await nats.connect(nats_url)
+    requests: list[str] = []
+
+    async def seen_request(msg) -> None:
+        requests.append(msg.subject)
+
+    await spy.subscribe("$JS.API.>", cb=seen_request)
+    try:
+        yield requests
+        await spy.flush()
+    finally:
+        await spy.close()
+
+
 async def test_a_batch_costs_a_bounded_number_of_imap_commands_and_lookups(
     dovecot, make_app, make_config, make_mail, nats_url, monkeypatch
 ):
@@ -46,20 +65,9 @@ async def test_a_batch_costs_a_bounded_number_of_imap_commands_and_lookups(
     )
     CountingClient.sent = Counter()
     monkeypatch.setattr(imap, "_Client", CountingClient)
-    # Every JetStream API request the service makes, as the server receives it.
-    spy = await nats.connect(nats_url)
-    requests: list[str] = []
-
-    async def seen_request(msg) -> None:
-        requests.append(msg.subject)
-
-    await spy.subscribe("$JS.API.>", cb=seen_request)
-    try:
+    async with api_requests(nats_url) as requests:
         app = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=batch)
         await until(lambda: app.watchers[0].status.last_uid == total, seconds=60)
-        await spy.flush()
-    finally:
-        await spy.close()
     batches = total // batch
     # IMAP: one body FETCH and one STORE per batch, whatever the number of mails in it.
     assert CountingClient.sent["FETCH BODY"] == batches
@@ -89,14 +97,7 @@ async def test_replies_in_a_batch_find_their_threads_with_one_lookup(
     await until(lambda: len(collector.of(events_pb2.ContactCreated)) == first)
     original = {e.contact.subject: e.contact for e in collector.of(events_pb2.ContactCreated)}
 
-    spy = await nats.connect(nats_url)
-    requests: list[str] = []
-
-    async def seen_request(msg) -> None:
-        requests.append(msg.subject)
-
-    await spy.subscribe("$JS.API.>", cb=seen_request)
-    try:
+    async with api_requests(nats_url) as requests:
         await dovecot.append(
             [
                 make_mail(
@@ -113,9 +114,6 @@ async def test_replies_in_a_batch_find_their_threads_with_one_lookup(
         )
         app.watchers[0].wake()
         await until(lambda: app.watchers[0].status.last_uid == 2 * first, seconds=60)
-        await spy.flush()
-    finally:
-        await spy.close()
     await until(lambda: len(collector.of(events_pb2.ContactCreated)) == 2 * first)
     replies = [
         e.contact for e in collector.of(events_pb2.ContactCreated) if e.contact.subject[:3] == "Re:"
@@ -276,16 +274,21 @@ async def test_killed_after_the_seen_record_before_the_flags_publishes_nothing_t
     assert await dovecot.uids(criteria="KEYWORD $Switchboard") == list(range(1, 26))
 
 
+async def without_direct_gets(bus, bucket: str) -> jetstream.LastValues:
+    """A bucket whose stream answers no direct gets (an older server's or operator's choice),
+    and a batch lookup on it: the batch get is refused, and the keys are looked up one at a
+    time with the same answers."""
+    info = await bus.js.stream_info(f"KV_{bucket}")
+    info.config.allow_direct = False
+    await bus.js.update_stream(info.config)
+    return jetstream.LastValues(bus.nc, f"KV_{bucket}", timeout=2)
+
+
 @pytest.mark.parametrize("direct", [True, False], ids=["batch-get", "one-at-a-time"])
 async def test_seen_lookups_of_a_batch_read_present_missing_and_deleted_keys(bus, direct):
     state = await EmailState.open(bus.js)
     if not direct:
-        # A stream without direct gets (an older server's or operator's choice): the batch
-        # get is refused, and the keys are looked up one at a time with the same answers.
-        info = await bus.js.stream_info(f"KV_{SEEN}")
-        info.config.allow_direct = False
-        await bus.js.update_stream(info.config)
-        state.seen_lookup = jetstream.LastValues(bus.nc, f"KV_{SEEN}", timeout=2)
+        state.seen_lookup = await without_direct_gets(bus, SEEN)
     await state.seen.put("present", b"contact-1")
     await state.seen.put("quarantined", b"q:mail-2")
     await state.seen.put("gone", b"contact-3")
@@ -300,10 +303,7 @@ async def test_seen_lookups_of_a_batch_read_present_missing_and_deleted_keys(bus
 async def test_thread_lookups_of_a_batch_read_present_missing_and_purged_keys(bus, direct):
     state = await EmailState.open(bus.js)
     if not direct:
-        info = await bus.js.stream_info(f"KV_{THREADS}")
-        info.config.allow_direct = False
-        await bus.js.update_stream(info.config)
-        state.threads_lookup = jetstream.LastValues(bus.nc, f"KV_{THREADS}", timeout=2)
+        state.threads_lookup = await without_direct_gets(bus, THREADS)
     entry = email_pb2.ThreadEntry(tenant="demo", conversation_id="conv-1", contact_id="c-1")
     await state.put_threads(["present", "gone", "erased"], entry)
     await state.threads.delete("gone")
