@@ -1,5 +1,6 @@
 """Email ingest from a real Dovecot: the channel's messages/s beside the raw aioimaplib fetch rate
-of the same mailbox, measured in the same run."""
+of the same mailbox, measured in the same run. Part of the mail is customers' replies to earlier
+mail (see REPLY_GAP), threaded through the thread index as in a real mailbox."""
 
 from __future__ import annotations
 
