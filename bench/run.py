@@ -56,6 +56,7 @@ async def main() -> dict[str, object]:
             raw_js_before = await transport.jetstream_publish_consume(server.url, RAW_MESSAGES)
             raw_hop = await transport.jetstream_hop(server.url, LATENCY_SAMPLES)
             raw_grpc = await transport.grpc_stream_hop(RAW_MESSAGES)
+            raw_grpc_hop = await transport.grpc_hop(LATENCY_SAMPLES)
             raw_grpc_tls = await transport.grpc_stream_hop(RAW_MESSAGES, grpc_tls(work / "tls"))
             e2e = await endtoend.run(
                 server.url,
@@ -132,6 +133,9 @@ async def main() -> dict[str, object]:
             "grpc_stream_msgs_per_s": raw_grpc["msgs_per_s"],
             "grpc_stream_p50_ms": raw_grpc["p50_ms"],
             "grpc_stream_p99_ms": raw_grpc["p99_ms"],
+            # one message at a time down a server stream to another process: pushed -> read
+            "grpc_hop_p50_ms": raw_grpc_hop["p50_ms"],
+            "grpc_hop_p99_ms": raw_grpc_hop["p99_ms"],
             # the same hop over mutual TLS (what GRPC_TLS_* and `switchboard run` use)
             "grpc_mtls_stream_msgs_per_s": raw_grpc_tls["msgs_per_s"],
             "grpc_mtls_stream_p50_ms": raw_grpc_tls["p50_ms"],
@@ -155,6 +159,8 @@ async def main() -> dict[str, object]:
             "offer_p50_over_raw_grpc_hop_p50": e2e["offer_p50_ms"] / raw_grpc["p50_ms"],
             "offer_p99_over_raw_grpc_hop_p99": e2e["offer_p99_ms"] / raw_grpc["p99_ms"],
             "offer_p99_over_raw_jetstream_hop_p99": e2e["offer_p99_ms"] / raw_hop["p99_ms"],
+            "offer_p99_over_raw_cross_process_grpc_hop_p99": e2e["offer_p99_ms"]
+            / raw_grpc_hop["p99_ms"],
             "grpc_mtls_over_plain_msgs_per_s": raw_grpc_tls["msgs_per_s"] / raw_grpc["msgs_per_s"],
             "grpc_mtls_over_plain_p50": raw_grpc_tls["p50_ms"] / raw_grpc["p50_ms"],
             "secured_over_plain_contacts_per_s": e2e_secured["contacts_per_s"]
@@ -233,6 +239,11 @@ def table(r: dict[str, dict[str, float]]) -> str:
             f" (x{ratio['grpc_mtls_over_plain_msgs_per_s']:.2f} the plain hop's msgs/s)",
         ),
         (
+            "raw gRPC hop, one at a time, to another process",
+            f"p50 {raw['grpc_hop_p50_ms']:.2f} ms",
+            f"p99 {raw['grpc_hop_p99_ms']:.2f} ms (pushed on a server stream -> read)",
+        ),
+        (
             f"end to end ({e2e['contacts']:.0f} contacts, {e2e['agents']:.0f} agents"
             f" in {e2e['agent_processes']:.0f} processes)",
             f"{e2e['contacts_per_s']:,.0f} contacts/s",
@@ -303,6 +314,11 @@ def table(r: dict[str, dict[str, float]]) -> str:
             "ratio: offer p99 ÷ raw JetStream hop p99",
             f"{ratio['offer_p99_over_raw_jetstream_hop_p99']:.1f}",
             "the path: that hop, the journal's acknowledged write, the offer over gRPC",
+        ),
+        (
+            "ratio: offer p99 ÷ raw gRPC hop p99, one at a time to another process",
+            f"{ratio['offer_p99_over_raw_cross_process_grpc_hop_p99']:.1f}",
+            "",
         ),
     ]
     w = max(len(a) for a, _, _ in rows)

@@ -119,6 +119,62 @@ async def _hop_consumer(url: str) -> None:
             print(f"{(m.headers or {}).get('Nats-Msg-Id')} {fetched}", flush=True)
 
 
+WARM_UP = 20  # messages sent before the timed ones: the stream's setup is not a hop
+
+
+async def grpc_hop(count: int, size: int = 300) -> dict[str, float]:
+    """One message at a time from this process down a grpc.aio server stream to its reader in
+    another process (as an offer goes from the router to an agent's process): pushed -> read,
+    p50/p99 ms. The floor of the published->offer path's last hop, measured as that path is
+    (one at a time, across processes), where `grpc_stream_hop` is a burst within one process."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        while True:
+            yield await queue.get()
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Hop", {"Stream": grpc.unary_stream_rpc_method_handler(stream)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.transport",
+        "grpc-reader",
+        f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert reader.stdout is not None
+    latencies = []
+    try:
+        for i in range(WARM_UP + count):
+            pushed = time.monotonic()
+            queue.put_nowait(i.to_bytes(8, "big") + b"y" * size)
+            n, read = (await reader.stdout.readline()).split()
+            assert int(n) == i, f"read {n!r} for message {i}"
+            if i >= WARM_UP:
+                latencies.append((float(read) - pushed) * 1e3)
+    finally:
+        reader.kill()
+        await reader.wait()
+        await server.stop(0)
+    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+async def _grpc_reader(target: str) -> None:
+    """The gRPC hop's other side: reads the stream and prints "<n> <time>" for each message
+    (CLOCK_MONOTONIC, the same clock in every process of the machine)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        async for item in channel.unary_stream("/bench.Hop/Stream")(b""):
+            print(f"{int.from_bytes(item[:8], 'big')} {time.monotonic()}", flush=True)
+
+
 async def grpc_stream_hop(
     count: int, tls: tuple[GrpcTls, GrpcTls] | None = None
 ) -> dict[str, float]:
@@ -165,4 +221,7 @@ async def grpc_stream_hop(
 
 
 if __name__ == "__main__":
-    service_loop.run(_hop_consumer(sys.argv[1]))
+    if sys.argv[1] == "grpc-reader":
+        service_loop.run(_grpc_reader(sys.argv[2]))
+    else:
+        service_loop.run(_hop_consumer(sys.argv[1]))
