@@ -316,7 +316,7 @@ def table(r: dict[str, dict[str, float]]) -> str:
             "the path: that hop, the journal's acknowledged write, the offer over gRPC",
         ),
         (
-            "ratio: offer p99 ÷ raw gRPC hop p99, one at a time to another process",
+            "ratio: offer p99 ÷ raw gRPC hop p99, across processes",
             f"{ratio['offer_p99_over_raw_cross_process_grpc_hop_p99']:.1f}",
             "",
         ),
