@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.agent_worker import ONE_AT_A_TIME
 from bench.stats import cpu_seconds, machine_busy, percentile
 from switchboard.case.adapters import database as case_database
 from switchboard.core import events, nats_auth
@@ -288,7 +289,7 @@ async def run(
         offer_latency.clear()
         loop = asyncio.get_running_loop()
         for i in range(latency_samples):
-            cid = f"latency-{i}"
+            cid = f"{ONE_AT_A_TIME}{i}"
             offered_now = waiting[cid] = loop.create_future()
             accepted = accepting[cid] = loop.create_future()
             published[cid] = time.monotonic()

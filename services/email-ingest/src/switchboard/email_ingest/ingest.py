@@ -57,6 +57,21 @@ class Read:
     language: tuple[str, float] | None = None  # detected while decoding, when it says none
 
 
+@dataclass(frozen=True)
+class Threading:
+    """A new mail's route and the thread-index keys it is threaded by (`thread_lookups`), worked
+    out once: for the batch's look-up, then for the mail's own threading."""
+
+    route: routing.RouteDecision
+    lookups: list[tuple[str, str, str]]
+
+    @classmethod
+    def of(cls, inc: Incoming, mail: mime.ParsedMail) -> Threading:
+        recipients = list(inc.recipients) or mail.to + mail.cc
+        route = routing.route(inc.mailbox, recipients, mail.subject, mail.new_text or mail.body)
+        return cls(route, thread_lookups(route.tenant, mail, inc))
+
+
 @dataclass
 class Prepared:
     incoming: Incoming
@@ -119,22 +134,17 @@ class Ingestor:
             # Every thread-index key the batch's new mail is threaded by, at once too (each
             # answer stands for the index before this batch; what the batch itself adds is
             # found in the pending entries first).
-            routes: dict[int, routing.RouteDecision] = {}
-            lookups: dict[str, None] = {}
+            plans: dict[int, Threading] = {}
             for n, (read, seen_as) in enumerate(zip(reads, seen, strict=True)):
                 if not seen_as and not read.quarantine:
-                    routes[n] = route = self._route(read.incoming, read.mail)
-                    lookups.update(
-                        dict.fromkeys(
-                            k for k, _, _ in thread_lookups(route.tenant, read.mail, read.incoming)
-                        )
-                    )
-            looked_up = await self.state.threads_of(list(lookups))
+                    plans[n] = Threading.of(read.incoming, read.mail)
+            keys = dict.fromkeys(k for plan in plans.values() for k, _, _ in plan.lookups)
+            looked_up = await self.state.threads_of(list(keys))
             first: dict[str, str] = {}
             for n, (read, seen_as) in enumerate(zip(reads, seen, strict=True)):
                 # The same mail twice in one batch is published once.
                 p = await self._decide(
-                    read, seen_as or first.get(read.key, ""), routes.get(n), looked_up
+                    read, seen_as or first.get(read.key, ""), plans.get(n), looked_up
                 )
                 if not p.duplicate:
                     first[read.key] = ("q:" if p.quarantined else "") + p.contact_id
@@ -218,7 +228,7 @@ class Ingestor:
         self,
         read: Read,
         seen: str,
-        route: routing.RouteDecision | None = None,
+        plan: Threading | None = None,
         looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
     ) -> Prepared:
         if seen:
@@ -231,7 +241,7 @@ class Ingestor:
         if read.quarantine:
             return self._quarantine(read.incoming, read.key, read.mail, read.quarantine)
         return await self._contact(
-            read.incoming, read.key, read.raw_hash, read.mail, read.language, route, looked_up
+            read.incoming, read.key, read.raw_hash, read.mail, read.language, plan, looked_up
         )
 
     def _quarantine(self, inc: Incoming, key: str, mail: mime.ParsedMail, reason: str) -> Prepared:
@@ -285,13 +295,12 @@ class Ingestor:
 
     async def _thread(
         self,
-        tenant: str,
-        mail: mime.ParsedMail,
-        inc: Incoming,
+        lookups: list[tuple[str, str, str]],
         looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
     ) -> tuple[email_pb2.ThreadEntry | None, str, str]:
-        """(thread entry, how it was found, case reference from a token)."""
-        for key, how, reference in thread_lookups(tenant, mail, inc):
+        """(thread entry, how it was found, case reference from a token), by `lookups` (see
+        `thread_lookups`) tried in order."""
+        for key, how, reference in lookups:
             entry = await self._thread_entry(key, looked_up)
             if reference:  # a case named by a token: its thread, or a new one of that case
                 return entry, how, reference
@@ -301,11 +310,6 @@ class Ingestor:
             ):
                 return entry, how, ""
         return None, "new", ""
-
-    @staticmethod
-    def _route(inc: Incoming, mail: mime.ParsedMail) -> routing.RouteDecision:
-        recipients = list(inc.recipients) or mail.to + mail.cc
-        return routing.route(inc.mailbox, recipients, mail.subject, mail.new_text or mail.body)
 
     async def _survey_answer(self, tenant: str, mail: mime.ParsedMail) -> int:
         """The rating (1..5) of a mail that answers a satisfaction survey with nothing but it;
@@ -328,14 +332,15 @@ class Ingestor:
         raw_hash: str,
         mail: mime.ParsedMail,
         detected: tuple[str, float] | None = None,
-        route: routing.RouteDecision | None = None,
+        plan: Threading | None = None,
         looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
     ) -> Prepared:
         mailbox = inc.mailbox
-        decision = route or self._route(inc, mail)
+        plan = plan or Threading.of(inc, mail)
+        decision = plan.route
         tenant = decision.tenant
         contact_id = key[:32]
-        entry, threaded_by, reference = await self._thread(tenant, mail, inc, looked_up)
+        entry, threaded_by, reference = await self._thread(plan.lookups, looked_up)
         conversation_id = (
             entry.conversation_id if entry else (f"case-{reference}" if reference else contact_id)
         )

@@ -117,8 +117,10 @@ async def _values(
 ) -> dict[str, bytes | None] | None:
     """The current value of each key of key-value `bucket` (None where it has none or it was
     deleted or purged), in one request; None if `lookup` cannot answer so."""
-    if lookup is None or not keys:
-        return None if keys else {}
+    if not keys:
+        return {}
+    if lookup is None:
+        return None
     try:
         found = await lookup.get([f"$KV.{bucket}.{k}" for k in keys])
     except LastValuesUnavailable:
@@ -131,8 +133,8 @@ async def _values(
     return values
 
 
-async def allow_direct(js: JetStreamContext, stream: str) -> bool:
-    """Let `stream` answer direct gets (which `LastValues` needs); False where it cannot."""
+async def batch_lookup(js: JetStreamContext, stream: str) -> LastValues | None:
+    """Let `stream` answer direct gets and return its `LastValues`; None where it cannot."""
     try:
         info = await js.stream_info(stream)
         if not info.config.allow_direct:
@@ -141,8 +143,8 @@ async def allow_direct(js: JetStreamContext, stream: str) -> bool:
             await js.update_stream(config)
     except Exception as exc:
         logger.info("stream %s: direct gets not enabled (%r)", stream, exc)
-        return False
-    return True
+        return None
+    return LastValues(js._nc, stream)
 
 
 class EmailState:
@@ -180,10 +182,8 @@ class EmailState:
             seen,
             await stores.key_value(js, SENT, replicas=replicas),
             acks,
-            LastValues(js._nc, f"KV_{SEEN}") if await allow_direct(js, f"KV_{SEEN}") else None,
-            LastValues(js._nc, f"KV_{THREADS}")
-            if await allow_direct(js, f"KV_{THREADS}")
-            else None,
+            await batch_lookup(js, f"KV_{SEEN}"),
+            await batch_lookup(js, f"KV_{THREADS}"),
         )
 
     async def _put_all(
@@ -324,8 +324,7 @@ class EmailObjects:
         cls, js: JetStreamContext, replicas: int = 1, acks: AckPublisher | None = None
     ) -> EmailObjects:
         obs = await stores.object_store(js, OBJECTS, replicas=replicas)
-        direct = await allow_direct(js, f"OBJ_{OBJECTS}")
-        return cls(obs, acks, LastValues(js._nc, f"OBJ_{OBJECTS}") if direct else None)
+        return cls(obs, acks, await batch_lookup(js, f"OBJ_{OBJECTS}"))
 
     @staticmethod
     def _meta_subject(name: str) -> str:
