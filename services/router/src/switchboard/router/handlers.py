@@ -39,10 +39,15 @@ logger = logging.getLogger(__name__)
 
 _V = TypeVar("_V")
 
-# An agent's stream: offers; on an AgentSession also surge notices, the agent's own state and
-# its offers withdrawn; None when it is to end.
+# An agent's stream: offers; on an AgentSession also surge notices, the agent's own state, its
+# offers withdrawn and the answers to its actions (put there by the session); None when it is
+# to end.
 StreamItem = (
-    router_pb2.Offer | events_pb2.SurgeLevelChanged | router_pb2.Agent | router_pb2.OfferWithdrawn
+    router_pb2.Offer
+    | events_pb2.SurgeLevelChanged
+    | router_pb2.Agent
+    | router_pb2.OfferWithdrawn
+    | router_pb2.AgentSessionEvent
 )
 StreamQueue = asyncio.Queue[StreamItem | None]
 

@@ -24,7 +24,7 @@ from switchboard.router import metrics
 from switchboard.router.domain import config as cfg
 from switchboard.router.domain import engine as eng
 from switchboard.router.domain.model import Attempt
-from switchboard.router.handlers import Router, agent_message
+from switchboard.router.handlers import Router, StreamQueue, agent_message
 from switchboard.v1 import contact_pb2, events_pb2, router_pb2, router_pb2_grpc
 
 
@@ -248,41 +248,40 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         tenant = caller.tenant
         # A team lead's or supervisor's own desk is told of every surge change.
         lead = caller.subject == agent_id and caller.has_any(roles.TEAM_LEAD, roles.SUPERVISOR)
-        offers = await self.router.connect(tenant, agent_id, lead=lead)
+        # One queue carries the session's whole output: what the router pushes (offers, surge
+        # notices, the agent's state) and the answers to the agent's actions, in that order.
+        stream = await self.router.connect(tenant, agent_id, lead=lead)
         await context.send_initial_metadata(((OFFERS_OPEN, "1"),))
-        out: asyncio.Queue[router_pb2.AgentSessionEvent | None] = asyncio.Queue()
         pending: set[asyncio.Future[None]] = set()
-
-        async def deliver_offers() -> None:
-            while (item := await offers.get()) is not None:
-                field = _SESSION_EVENT[type(item)]
-                out.put_nowait(router_pb2.AgentSessionEvent(**{field: item}))  # type: ignore[arg-type]
-            out.put_nowait(None)  # a newer stream replaced this one, or the router stopped
 
         async def take_actions() -> None:
             async for request in actions:
                 # Started in arrival order: the router decides them in that order.
-                task = asyncio.ensure_future(self._act(tenant, agent_id, request, out))
+                task = asyncio.ensure_future(self._act(tenant, agent_id, request, stream))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             await asyncio.gather(*pending, return_exceptions=True)
-            out.put_nowait(None)  # the agent closed its side, and every action is answered
+            stream.put_nowait(None)  # the agent closed its side, and every action is answered
 
-        workers = [asyncio.ensure_future(deliver_offers()), asyncio.ensure_future(take_actions())]
+        # None from the router: a newer stream replaced this one, or the router stopped.
+        worker = asyncio.ensure_future(take_actions())
         try:
-            while (event := await out.get()) is not None:
-                yield event
+            while (item := await stream.get()) is not None:
+                if type(item) is router_pb2.AgentSessionEvent:
+                    yield item
+                else:
+                    field = _SESSION_EVENT[type(item)]
+                    yield router_pb2.AgentSessionEvent(**{field: item})  # type: ignore[arg-type]
         finally:
-            for worker in workers:
-                worker.cancel()
-            await self.router.disconnect(tenant, agent_id, offers)
+            worker.cancel()
+            await self.router.disconnect(tenant, agent_id, stream)
 
     async def _act(
         self,
         tenant: str,
         agent_id: str,
         request: router_pb2.AgentSessionRequest,
-        out: asyncio.Queue[router_pb2.AgentSessionEvent | None],
+        out: StreamQueue,
     ) -> None:
         """One action of an agent's session, answered on it (an error does not end it)."""
         event = router_pb2.AgentSessionEvent(request_id=request.request_id)
