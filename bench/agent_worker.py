@@ -1,8 +1,8 @@
 """A process of bench agents: signs its agents in to the router, accepts every offer on the
-agent's own session stream (AgentSession: offers down, accepts up), and reports
-each offer on stdout as "<contact id> <time.monotonic()>" (CLOCK_MONOTONIC, the same clock in
-every process of the machine), so the bench's own process is not what limits the agents; a
-contact published one at a time (its id starts with "latency-") is reported again, as
+agent's own session stream (AgentSession: offers down, accepts up), and reports each offer on
+stdout as "<contact id> <time.monotonic()>" as it is read off the stream (CLOCK_MONOTONIC, the
+same clock in every process of the machine), so the bench's own process is not what limits the
+agents; a contact published one at a time (its id starts with "latency-") is reported again, as
 "<contact id> accepted", once the router has answered the accept.
 
     python -m bench.agent_worker <router host:port> <secret> <tenant> <capacity> <agent>...
@@ -23,7 +23,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from bench import service_loop
 from switchboard.core.tls import GrpcTls
 from switchboard.testing.agents import SessionAgentClient
-from switchboard.v1 import contact_pb2
+from switchboard.v1 import contact_pb2, router_pb2
 
 ONE_AT_A_TIME = "latency-"  # the ids of the contacts bench.endtoend publishes one at a time
 
@@ -39,18 +39,23 @@ async def main(target: str, secret: str, tenant: str, capacity: int, agents: lis
         if os.environ.get("BENCH_TLS_CA_FILE")
         else None
     )
+    out = sys.stdout
+
+    def arrived(offer: router_pb2.Offer) -> None:
+        # Timed as the offer is read off the agent's stream, before the client queues it.
+        out.write(f"{offer.contact.contact_id} {time.monotonic()}\n")
+        out.flush()
+
     for agent in agents:
         client = SessionAgentClient(target, secret, tenant, agent, tls)
+        client.on_offer = arrived
         language = agent.split("-", 1)[0]
         await client.sign_in({language: 4}, capacity={contact_pb2.CHANNEL_CHAT: capacity})
         clients.append(client)
-    out = sys.stdout
 
     async def work(client: SessionAgentClient) -> None:
         while True:
             offer = await client.offers.get()
-            out.write(f"{offer.contact.contact_id} {time.monotonic()}\n")
-            out.flush()
             await client.accept(offer)
             if offer.contact.contact_id.startswith(ONE_AT_A_TIME):
                 out.write(f"{offer.contact.contact_id} accepted\n")

@@ -204,12 +204,15 @@ async def test_an_agent_session_carries_offers_down_and_actions_up(
 ) -> None:
     target = f"127.0.0.1:{router.port}"
     ko = SessionAgentClient(target, SECRET, "acme", "ko-1")
+    read: list[str] = []  # what the client saw as each offer was read off the stream
+    ko.on_offer = lambda offer: read.append(offer.offer_id)
     await ko.sign_in({"ko": 5})
     other = SessionAgentClient(target, SECRET, "acme", "ko-2")
     await other.sign_in({"ko": 3})
     await bus.publish(created("s-1"))
     offer = await ko.next_offer()
     assert offer.contact.contact_id == "s-1"
+    assert read == [offer.offer_id]
     assignment = await ko.accept(offer)
     assert (assignment.contact_id, assignment.agent_id) == ("s-1", "ko-1")
     assert assignment.contact.customer_name == "고객"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -157,6 +158,8 @@ class SessionAgentClient(AgentClient):
         }
         self._answers: dict[str, asyncio.Future[router_pb2.AgentSessionEvent]] = {}
         self._ids = itertools.count(1)
+        # Called with each offer as it is read off the stream, before it is queued.
+        self.on_offer: Callable[[router_pb2.Offer], None] | None = None
 
     async def open_stream(self) -> None:
         self._stream = self.stub.AgentSession()
@@ -176,6 +179,8 @@ class SessionAgentClient(AgentClient):
                     break
                 # Told on the session, to its queue; the rest answers an action.
                 told = self._told.get(kind := event.WhichOneof("event"))
+                if kind == "offer" and self.on_offer is not None:
+                    self.on_offer(event.offer)
                 if told is not None:
                     told.put_nowait(getattr(event, kind))
                     continue
