@@ -243,6 +243,9 @@ async def _in_children(
     elapsed = max(r["elapsed"] for r in results)
     return {
         "held": held,
+        # Every message sent once the sockets were open: both loads, and the first message of
+        # each socket that did not send in the first load (which opens its contact).
+        "sent": len(samples) + len(paced) + (sockets - senders if PACED_SECONDS > 0 else 0),
         "p50_ms": _pct(samples, 0.5) * 1000,
         "p99_ms": _pct(samples, 0.99) * 1000,
         "per_s": len(samples) / elapsed if elapsed else 0.0,
@@ -316,6 +319,7 @@ async def _run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
     await app.start()
     before = _tracked()
     tracked: list[int] = []
+    cpu: list[float] = []  # this process's CPU time (the chat's) when the loads start, and end
     try:
         with GcPauses() as pauses:
 
@@ -323,6 +327,7 @@ async def _run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 # Counted with every socket open, then only the messages' pauses are kept.
                 tracked.append(_tracked())
                 pauses.reset()
+                cpu.append(time.process_time())
 
             chat = await _in_children(
                 f"http://127.0.0.1:{app.http_port}",
@@ -332,6 +337,7 @@ async def _run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
                 False,
                 opened,
             )
+            cpu.append(time.process_time())
     finally:
         await app.stop()
     return {
@@ -351,6 +357,8 @@ async def _run(work: pathlib.Path, nats_url: str) -> dict[str, float]:
         "chat_paced_to_raw_p50_ratio": chat["paced_p50_ms"] / raw["paced_p50_ms"]
         if raw["paced_p50_ms"]
         else float("nan"),
+        # The chat's CPU per message over both loads (its process runs nothing else meanwhile).
+        "chat_cpu_ms_per_message": (cpu[1] - cpu[0]) * 1e3 / max(1, chat["sent"]),
         "chat_client_processes": float(min(CLIENT_PROCESSES, SENDERS, SOCKETS)),
         # Objects the collector tracks for each socket held (all open, none sent yet).
         "chat_gc_objects_per_socket": (tracked[0] - before) / max(1, chat["held"])
