@@ -18,6 +18,7 @@ from switchboard.core import stores
 from switchboard.core.acks import AckPublisher
 from switchboard.email_ingest.adapters import jetstream
 from switchboard.email_ingest.adapters.jetstream import SEEN, THREADS, EmailState
+from switchboard.email_ingest.domain import threads
 from switchboard.email_ingest.entrypoints import imap
 from switchboard.testing.waiting import until
 from switchboard.v1 import email_pb2, events_pb2
@@ -124,6 +125,49 @@ async def test_replies_in_a_batch_find_their_threads_with_one_lookup(
         assert reply.conversation_id == original[reply.subject[4:]].conversation_id
     threads = [s for s in requests if "KV_email_threads" in s and ".GET." in s]
     assert threads == ["$JS.API.DIRECT.GET.KV_email_threads"] * (first // batch), threads
+
+
+async def test_survey_answers_in_a_batch_find_their_surveys_with_one_lookup(
+    dovecot, make_app, make_config, make_mail, nats_url, collector
+):
+    """Bare ratings answering surveys (sent earlier, in the thread index) are known as answers
+    with the batch's one thread-index request, not one more per rating."""
+    answers, batch = 30, 10
+    await dovecot.append([make_mail("Hello", "A question", message_id="<first@example.com>")])
+    app = await make_app(make_config(dovecot), EMAIL_FETCH_BATCH=batch)
+    await until(lambda: len(collector.of(events_pb2.ContactCreated)) == 1, seconds=60)
+    tenant = collector.of(events_pb2.ContactCreated)[0].meta.tenant
+    for i in range(answers):  # what sending each case's survey put in the index
+        survey = email_pb2.ThreadEntry(
+            tenant=tenant, conversation_id=f"case-C-{i}", case_id=f"case-{i}"
+        )
+        mid = f"survey-{i}@example.com"
+        await app.state.put_threads(
+            [threads.key("mid", tenant, mid), threads.key("survey", tenant, mid)], survey
+        )
+
+    async with api_requests(nats_url) as requests:
+        await dovecot.append(
+            [
+                make_mail(
+                    "Re: How did we do?",
+                    "4\n\n-- \nKim",
+                    message_id=f"<rating-{i}@example.com>",
+                    **{"In-Reply-To": f"<survey-{i}@example.com>"},
+                )
+                for i in range(answers)
+            ]
+        )
+        app.watchers[0].wake()
+        await until(lambda: app.watchers[0].status.last_uid == 1 + answers, seconds=60)
+    await until(lambda: len(collector.of(events_pb2.ContactCreated)) == 1 + answers)
+    ratings = {
+        e.contact.case_id: e.contact.survey_answer
+        for e in collector.of(events_pb2.ContactCreated)[1:]
+    }
+    assert ratings == {f"case-{i}": 4 for i in range(answers)}
+    lookups = [s for s in requests if "KV_email_threads" in s and ".GET." in s]
+    assert lookups == ["$JS.API.DIRECT.GET.KV_email_threads"] * (answers // batch), lookups
 
 
 class Killed(BaseException):

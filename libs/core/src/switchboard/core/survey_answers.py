@@ -85,6 +85,8 @@ def bare_rating(text: str) -> int | None:
             break
         if stripped and not stripped.startswith(">"):
             words.append(stripped)
+            if len(words) > 1:
+                return None  # more than a rating (read no further into a long mail)
     if len(words) != 1:
         return None
     found = _rating(_normalised(words[0]))

@@ -59,17 +59,24 @@ class Read:
 
 @dataclass(frozen=True)
 class Threading:
-    """A new mail's route and the thread-index keys it is threaded by (`thread_lookups`), worked
-    out once: for the batch's look-up, then for the mail's own threading."""
+    """A new mail's route, the thread-index keys it is threaded by (`thread_lookups`) and the
+    one that says whether it answers a survey (`survey_lookup`), worked out once: for the
+    batch's look-up, then for the mail's own threading."""
 
     route: routing.RouteDecision
     lookups: list[tuple[str, str, str]]
+    survey: str = ""
 
     @classmethod
     def of(cls, inc: Incoming, mail: mime.ParsedMail) -> Threading:
         recipients = list(inc.recipients) or mail.to + mail.cc
         route = routing.route(inc.mailbox, recipients, mail.subject, mail.new_text or mail.body)
-        return cls(route, thread_lookups(route.tenant, mail, inc))
+        tenant = route.tenant
+        return cls(route, thread_lookups(tenant, mail, inc), survey_lookup(tenant, mail))
+
+    def keys(self) -> list[str]:
+        """Every thread-index key this mail may be looked up by."""
+        return [key for key, _, _ in self.lookups] + ([self.survey] if self.survey else [])
 
 
 @dataclass
@@ -138,7 +145,7 @@ class Ingestor:
             for n, (read, seen_as) in enumerate(zip(reads, seen, strict=True)):
                 if not seen_as and not read.quarantine:
                     plans[n] = Threading.of(read.incoming, read.mail)
-            keys = dict.fromkeys(k for plan in plans.values() for k, _, _ in plan.lookups)
+            keys = dict.fromkeys(k for plan in plans.values() for k in plan.keys())
             looked_up = await self.state.threads_of(list(keys))
             first: dict[str, str] = {}
             for n, (read, seen_as) in enumerate(zip(reads, seen, strict=True)):
@@ -311,17 +318,21 @@ class Ingestor:
                 return entry, how, ""
         return None, "new", ""
 
-    async def _survey_answer(self, tenant: str, mail: mime.ParsedMail) -> int:
+    async def _survey_answer(
+        self,
+        mail: mime.ParsedMail,
+        survey: str,
+        looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
+    ) -> int:
         """The rating (1..5) of a mail that answers a satisfaction survey with nothing but it;
         0 for any other mail, which is routed (a reply with more to say is a request). Only a mail
-        threaded into a case is asked: the survey is about one."""
+        threaded into a case is asked: the survey is about one. `survey`: its `survey_lookup`."""
         score = survey_answers.bare_rating(mail.new_text or mail.body)
         if score is None:
             return 0
         if survey_answers.SURVEY_TOKEN.lower() in mail.subject.lower():
             return score
-        answered = mail.in_reply_to or (mail.references[-1] if mail.references else "")
-        if answered and await self._thread_entry(threads.key("survey", tenant, answered)):
+        if survey and await self._thread_entry(survey, looked_up):
             return score
         return 0
 
@@ -352,7 +363,11 @@ class Ingestor:
                 f"{mail.subject}\n{mail.new_text or mail.body}"
             )
         automated = loops.automated(mail, self.config.own_addresses)
-        survey_answer = await self._survey_answer(tenant, mail) if case_id and not automated else 0
+        survey_answer = (
+            await self._survey_answer(mail, plan.survey, looked_up)
+            if case_id and not automated
+            else 0
+        )
 
         raw_ref = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
         objects = [(raw_ref, inc.raw)]
@@ -468,6 +483,17 @@ class Ingestor:
             entry=new_entry,
             objects=objects,
         )
+
+
+def survey_lookup(tenant: str, mail: mime.ParsedMail) -> str:
+    """The thread-index key of the survey a bare rating answers (the survey mail it replies to),
+    "" for a mail that is not one, or whose subject names the survey already."""
+    if survey_answers.bare_rating(mail.new_text or mail.body) is None:
+        return ""
+    if survey_answers.SURVEY_TOKEN.lower() in mail.subject.lower():
+        return ""
+    answered = mail.in_reply_to or (mail.references[-1] if mail.references else "")
+    return threads.key("survey", tenant, answered) if answered else ""
 
 
 def thread_lookups(tenant: str, mail: mime.ParsedMail, inc: Incoming) -> list[tuple[str, str, str]]:
