@@ -110,3 +110,53 @@ async def test_a_quiet_stream_outlives_many_keepalive_pings(
                 await read
     finally:
         await server.stop(None)
+
+
+async def test_a_bidirectional_stream_carries_the_token_without_a_task_per_message() -> None:
+    """The token (and trace context) go with a bidirectional call as it is made, not through
+    grpc.aio's interceptor, which relays every message written through a queue and a task of its
+    own: an agent's session, which carries each offer's accept, costs no task per message."""
+    seen: list[tuple[tuple[str, str], ...]] = []
+
+    async def chat(requests, context):  # type: ignore[no-untyped-def]
+        seen.append(tuple((m.key, m.value) for m in context.invocation_metadata()))
+        async for request in requests:
+            yield request
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Echo", {"Chat": grpc.stream_stream_rpc_method_handler(chat)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    loop = asyncio.get_running_loop()
+    created = itertools.count()
+
+    def counting(loop, coro, **kwargs):  # type: ignore[no-untyped-def]
+        next(created)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    try:
+        async with sb_grpc.channel(f"127.0.0.1:{port}", "the-token") as channel:
+            call = channel.stream_stream("/test.Echo/Chat")()
+            await call.write(b"first")
+            assert await call.read() == b"first"
+            assert ("authorization", "Bearer the-token") in seen[0]
+            messages = 30
+            before = next(created)
+            loop.set_task_factory(counting)
+            try:
+                for n in range(messages):
+                    await call.write(b"%d" % n)
+                    assert await call.read() == b"%d" % n
+            finally:
+                loop.set_task_factory(None)
+            tasks = next(created) - before - 1
+            assert tasks < messages, tasks  # none, in fact
+            await call.done_writing()
+    finally:
+        await server.stop(None)

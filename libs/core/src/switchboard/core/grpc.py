@@ -451,18 +451,21 @@ class _CallDetails:
         self._token = token
         self._timeout = default_timeout
 
-    def _details(self, details: Any) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    def _metadata(self, given: Any) -> grpc.aio.Metadata:
+        metadata = grpc.aio.Metadata(*(given or ()))
         token = self._token() if callable(self._token) else self._token
         if token and "authorization" not in metadata:
             metadata.add("authorization", f"Bearer {token}")
         if "traceparent" not in metadata:
             for key, value in telemetry.inject({}).items():
                 metadata.add(key, value)
+        return metadata
+
+    def _details(self, details: Any) -> grpc.aio.ClientCallDetails:
         return grpc.aio.ClientCallDetails(
             details.method,
             details.timeout if details.timeout is not None else self._timeout,
-            metadata,
+            self._metadata(details.metadata),
             details.credentials,
             details.wait_for_ready,
         )
@@ -484,11 +487,80 @@ class _UnaryStream(_CallDetails, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(details), request)
 
 
-class _StreamStream(_CallDetails, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(
-        self, continuation: Any, details: Any, request_iterator: Any
+class _StreamingRequests:
+    """A client-streaming or bidirectional call that carries the token and trace context as it
+    is made. Not an interceptor: grpc.aio relays every message of an intercepted streaming call
+    through a queue and a task of its own (with a wait on two tasks for each message written),
+    which cost an agent's session more than the messages themselves."""
+
+    def __init__(self, call: Any, details: _CallDetails) -> None:
+        self._call = call
+        self._with = details
+
+    def __call__(
+        self,
+        request_iterator: Any = None,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
     ) -> Any:
-        return await continuation(self._details(details), request_iterator)
+        return self._call(
+            request_iterator,
+            timeout=timeout if timeout is not None else self._with._timeout,
+            metadata=self._with._metadata(metadata),
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
+
+
+class _StreamStream(_StreamingRequests, grpc.aio.StreamStreamMultiCallable):  # type: ignore[misc]
+    pass
+
+
+class _StreamUnary(_StreamingRequests, grpc.aio.StreamUnaryMultiCallable):  # type: ignore[misc]
+    pass
+
+
+class _Channel(grpc.aio.Channel):
+    """A channel whose every call carries the token and trace context: unary requests through
+    interceptors, streaming requests as they are made (see `_StreamingRequests`)."""
+
+    def __init__(self, inner: grpc.aio.Channel, streams: _CallDetails) -> None:
+        self._inner = inner
+        self._streams = streams
+
+    async def __aenter__(self) -> _Channel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.close(None)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._inner.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._inner.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._inner.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._inner.channel_ready()
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.unary_unary(*args, **kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.unary_stream(*args, **kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _StreamUnary(self._inner.stream_unary(*args, **kwargs), self._streams)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _StreamStream(self._inner.stream_stream(*args, **kwargs), self._streams)
 
 
 # The longest pause between a channel's attempts to reach a service that went away. gRPC's own
@@ -567,16 +639,10 @@ def channel(
     and trace context, with deadlines; over TLS when `tls` has a CA (mutual TLS with its
     certificate, checked against `server_name` when given: `target` is then an address)."""
     # Streams such as StreamOffers live as long as the agent is signed in: no default deadline.
-    return _open_channel(
-        target,
-        tls,
-        [
-            _UnaryUnary(token, default_timeout),
-            _UnaryStream(token, None),
-            _StreamStream(token, None),
-        ],
-        server_name,
+    inner = _open_channel(
+        target, tls, [_UnaryUnary(token, default_timeout), _UnaryStream(token, None)], server_name
     )
+    return _Channel(inner, _CallDetails(token, None))
 
 
 async def check_health(
