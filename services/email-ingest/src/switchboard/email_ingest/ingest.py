@@ -59,12 +59,14 @@ class Read:
 
 @dataclass(frozen=True)
 class Threading:
-    """A new mail's route, the thread-index keys it is threaded by (`thread_lookups`) and the
-    one that says whether it answers a survey (`survey_lookup`), worked out once: for the
-    batch's look-up, then for the mail's own threading."""
+    """A new mail's route, the thread-index keys it is threaded by (`thread_lookups`), its
+    rating when it is nothing but one, and the key that says whether that rating answers a
+    survey (`survey_lookup`), worked out once: for the batch's look-up, then for the mail's own
+    threading."""
 
     route: routing.RouteDecision
     lookups: list[tuple[str, str, str]]
+    rating: int | None = None
     survey: str = ""
 
     @classmethod
@@ -72,7 +74,9 @@ class Threading:
         recipients = list(inc.recipients) or mail.to + mail.cc
         route = routing.route(inc.mailbox, recipients, mail.subject, mail.new_text or mail.body)
         tenant = route.tenant
-        return cls(route, thread_lookups(tenant, mail, inc), survey_lookup(tenant, mail))
+        rating = survey_answers.bare_rating(mail.new_text or mail.body)
+        survey = survey_lookup(tenant, mail) if rating is not None else ""
+        return cls(route, thread_lookups(tenant, mail, inc), rating, survey)
 
     def keys(self) -> list[str]:
         """Every thread-index key this mail may be looked up by."""
@@ -321,19 +325,19 @@ class Ingestor:
     async def _survey_answer(
         self,
         mail: mime.ParsedMail,
-        survey: str,
+        plan: Threading,
         looked_up: dict[str, email_pb2.ThreadEntry | None] | None = None,
     ) -> int:
-        """The rating (1..5) of a mail that answers a satisfaction survey with nothing but it;
-        0 for any other mail, which is routed (a reply with more to say is a request). Only a mail
-        threaded into a case is asked: the survey is about one. `survey`: its `survey_lookup`."""
-        score = survey_answers.bare_rating(mail.new_text or mail.body)
-        if score is None:
+        """The rating (1..5) of a mail that answers a satisfaction survey with nothing but it (its
+        subject keeps the survey's token, or it replies to the survey mail); 0 for any other mail,
+        which is routed (a reply with more to say is a request). Only a mail threaded into a case
+        is asked: the survey is about one."""
+        if plan.rating is None:
             return 0
-        if survey_answers.SURVEY_TOKEN.lower() in mail.subject.lower():
-            return score
-        if survey and await self._thread_entry(survey, looked_up):
-            return score
+        if has_survey_token(mail):
+            return plan.rating
+        if plan.survey and await self._thread_entry(plan.survey, looked_up):
+            return plan.rating
         return 0
 
     async def _contact(
@@ -364,9 +368,7 @@ class Ingestor:
             )
         automated = loops.automated(mail, self.config.own_addresses)
         survey_answer = (
-            await self._survey_answer(mail, plan.survey, looked_up)
-            if case_id and not automated
-            else 0
+            await self._survey_answer(mail, plan, looked_up) if case_id and not automated else 0
         )
 
         raw_ref = self.objects.ref(tenant, "raw", "message.eml", "message/rfc822", inc.raw)
@@ -485,12 +487,15 @@ class Ingestor:
         )
 
 
+def has_survey_token(mail: mime.ParsedMail) -> bool:
+    """The mail's subject keeps the survey's token (a reply to the survey mail's subject)."""
+    return survey_answers.SURVEY_TOKEN.lower() in mail.subject.lower()
+
+
 def survey_lookup(tenant: str, mail: mime.ParsedMail) -> str:
     """The thread-index key of the survey a bare rating answers (the survey mail it replies to),
-    "" for a mail that is not one, or whose subject names the survey already."""
-    if survey_answers.bare_rating(mail.new_text or mail.body) is None:
-        return ""
-    if survey_answers.SURVEY_TOKEN.lower() in mail.subject.lower():
+    "" for a mail whose subject names the survey already, or that replies to no mail."""
+    if has_survey_token(mail):
         return ""
     answered = mail.in_reply_to or (mail.references[-1] if mail.references else "")
     return threads.key("survey", tenant, answered) if answered else ""
