@@ -5,8 +5,10 @@ through Playwright. No browser is downloaded: PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +97,67 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on the test, for fixtures that explain a failure (`pages`)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 class Pages:
-    """Browser contexts (one per person) with console errors collected, and screenshots."""
+    """Browser contexts (one per person) with console errors collected, and screenshots. What
+    each page did (its console, its API requests with their status and time, its errors) is
+    kept, and printed when the test fails: a failure on a loaded CI machine explains itself."""
 
     def __init__(self, browser: Any) -> None:
         self.browser = browser
         self.contexts: list[Any] = []
         self.errors: list[str] = []
+        self.log: list[str] = []
+        self._started = time.monotonic()
+        self._pages: list[Any] = []
+
+    def _note(self, who: str, what: str) -> None:
+        self.log.append(f"{time.monotonic() - self._started:8.3f}s {who}: {what}")
+
+    def _watch(self, page: Any) -> None:
+        who = f"page {len(self._pages) + 1}"
+        self._pages.append(page)
+        self._note(who, "opened")
+
+        def error(exc: Any) -> None:
+            self.errors.append(str(exc))
+            self._note(who, f"error {exc}")
+
+        def console(message: Any) -> None:
+            if message.type != "verbose":
+                self._note(who, f"console.{message.type} {message.text}")
+
+        def navigated(frame: Any) -> None:
+            if frame == page.main_frame:
+                self._note(who, f"at {frame.url}")
+
+        def failed(request: Any) -> None:
+            self._note(who, f"{request.method} {request.url} failed: {request.failure}")
+
+        def sent(request: Any) -> None:
+            if "/api/" in request.url:
+                self._note(who, f"{request.method} {request.url}")
+
+        def answered(response: Any) -> None:
+            if "/api/" in response.url or response.status >= 400:
+                self._note(who, f"{response.status} {response.url}")
+
+        for name, handler in (
+            ("pageerror", error),
+            ("console", console),
+            ("framenavigated", navigated),
+            ("requestfailed", failed),
+            ("request", sent),
+            ("response", answered),
+        ):
+            page.on(name, handler)
 
     async def new(self, url: str, locale: str = "ko-KR") -> Any:
         context = await self.browser.new_context(
@@ -109,10 +165,23 @@ class Pages:
         )
         context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
+        context.on("page", self._watch)  # this page, and the popups it opens
         page = await context.new_page()
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         await page.goto(url)
         return page
+
+    async def explain(self) -> None:
+        """What the pages did, and a screenshot of each as it is now (test-artifacts)."""
+        print("---- the browser pages' log ----")
+        print("\n".join(self.log))
+        for n, page in enumerate(self._pages, 1):
+            if page.is_closed():
+                continue
+            with contextlib.suppress(Exception):
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                path = SCREENSHOTS / f"failed-page-{n}.png"
+                await page.screenshot(path=str(path), full_page=True, timeout=5_000)
+                print(f"page {n} ({page.url}): {path}")
 
     async def shot(self, page: Any, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -124,9 +193,12 @@ class Pages:
 
 
 @pytest.fixture
-async def pages(browser: Any) -> AsyncIterator[Pages]:
+async def pages(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Pages]:
     p = Pages(browser)
     try:
         yield p
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            await p.explain()
     finally:
         await p.close()
