@@ -143,6 +143,29 @@ async def test_second_contact_of_same_customer_joins_open_case(
     assert await case_of(sessions, "c-3") != case_id
 
 
+async def test_a_customers_chain_starts_with_its_identities_and_records_those_added_later(
+    handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await handlers.on_contact_created(created("c-1", (EMAIL, "ana@example.com")))
+    await handlers.on_contact_created(
+        created("c-2", (PHONE, "+821012345678"), (EMAIL, "ana@example.com"))
+    )
+    await handlers.on_contact_created(created("c-3", (EMAIL, "ana@example.com")))
+    async with sessions() as session:
+        customer_id = await session.scalar(select(orm.Customer.id))
+        assert customer_id is not None
+        trail = await audit.trail(session, audit.CUSTOMER, customer_id)
+        entries = [(e.action, audit.data_json(e)) for e in trail]
+        _, breaks = await audit.verify(session)
+    # One entry as the customer is created, naming what it was created with; one for the
+    # identity a later contact added; none for a contact that brought nothing new.
+    assert entries == [
+        ("created", '{"identities":[["IDENTITY_KIND_EMAIL","ana@example.com"]]}'),
+        ("identities_added", '{"identities":[["IDENTITY_KIND_PHONE","+821012345678"]]}'),
+    ]
+    assert breaks == []
+
+
 async def test_resolved_case_is_not_joined(
     handlers: CaseHandlers, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -175,10 +175,16 @@ async def resolve(
     keys = keyring.of(session)
     indexed = {(k, _index(session, tenant, v)): (k, v) for k, v in identities}
     known = await _known(session, tenant, list(indexed))
+    added = [(key, identity) for key, identity in indexed.items() if key not in known]
+    # A new customer's chain starts with one entry naming the identities it was created with;
+    # identities added later to a known customer are an entry of their own.
+    listed = {"identities": [[_kind_name(k), v] for _, (k, v) in added]} if added else {}
     if known:
         customer = await _oldest(session, set(known.values()))
         if name and not customer.display_name:
             customer.display_name = keys.seal(session, tenant, customer.id, name)
+        if added:
+            await _audit(session, customer, actor, "identities_added", listed, at)
     else:
         customer_id = new_id()
         customer = bulk.new(
@@ -197,8 +203,7 @@ async def resolve(
         index = session.info.get("open_cases")
         if index is not None:
             index[customer.id] = []  # it has no case yet
-        await _audit(session, customer, actor, "created", {}, at)
-    added = [(key, identity) for key, identity in indexed.items() if key not in known]
+        await _audit(session, customer, actor, "created", listed, at)
     cache: dict[tuple[str, int, str], str | None] | None = session.info.get("identities")
     for (kind, index), (_, value) in added:
         bulk.add_row(
@@ -214,15 +219,6 @@ async def resolve(
         )
         if cache is not None:
             cache[(tenant, kind, index)] = customer.id
-    if added:
-        await _audit(
-            session,
-            customer,
-            actor,
-            "identities_added",
-            {"identities": [[_kind_name(k), v] for _, (k, v) in added]},
-            at,
-        )
     return customer
 
 
