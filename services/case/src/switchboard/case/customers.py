@@ -178,7 +178,9 @@ async def resolve(
     added = [(key, identity) for key, identity in indexed.items() if key not in known]
     # A new customer's chain starts with one entry naming the identities it was created with;
     # identities added later to a known customer are an entry of their own.
-    listed = {"identities": [[_kind_name(k), v] for _, (k, v) in added]} if added else {}
+    listed: dict[str, object] = {}
+    if added:
+        listed["identities"] = [[_kind_name(k), v] for _, (k, v) in added]
     if known:
         customer = await _oldest(session, set(known.values()))
         if name and not customer.display_name:
