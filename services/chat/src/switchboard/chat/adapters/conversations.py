@@ -409,11 +409,10 @@ class JetStreamConversations:
         try:
             # The record and the visitor's pointer together: a pointer to a record not there
             # yet is no open contact (and a later contact overwrites it).
-            revision, _ = await asyncio.gather(
-                self.kv.put(key, json.dumps(conversation.to_record()).encode()),
-                self.kv.put(
-                    _vkey(t, conversation.visitor_id), json.dumps({"contact_id": c}).encode()
-                ),
+            record = json.dumps(conversation.to_record()).encode()
+            pointer = json.dumps({"contact_id": c}).encode()
+            revision = await self._put_both(
+                (key, record), (_vkey(t, conversation.visitor_id), pointer)
             )
             self._keep(key, conversation, int(revision), read)
             self._drop(_vkey(t, conversation.visitor_id))
@@ -423,6 +422,19 @@ class JetStreamConversations:
         finally:
             self._end(key, read)
         self._hint((t, conversation.visitor_id), c)
+
+    async def _put_both(self, first: tuple[str, bytes], second: tuple[str, bytes]) -> int:
+        """Put two keys, pipelined, and return the first's revision once both are stored: one
+        wait on the bus's pipelined acks where two key-value puts would each make a request of
+        their own (a conversation's first message waits for this before it is shown)."""
+        if self._acks is None:
+            revision, _ = await asyncio.gather(self.kv.put(*first), self.kv.put(*second))
+            return int(revision)
+        prefix = getattr(self.kv, "_pre", f"$KV.{KV_BUCKET}.")
+        acks = await self._acks.publish_all(
+            [(prefix + first[0], first[1], None), (prefix + second[0], second[1], None)]
+        )
+        return int(acks[0].seq)
 
     async def discard(self, tenant: str, contact_id: str) -> None:
         conversation = await self.get(tenant, contact_id)
