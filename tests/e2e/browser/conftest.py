@@ -106,9 +106,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class Pages:
-    """Browser contexts (one per person) with console errors collected, and screenshots. What
-    each page did (its console, its API requests with their status and time, its errors) is
-    kept, and printed when the test fails: a failure on a loaded CI machine explains itself."""
+    """Browser contexts (one per person) with every page's script errors collected (popups
+    too), and screenshots. What each page did (its console, its API requests with their status
+    and time, its errors) is kept, and printed when the test fails: a failure on a loaded CI
+    machine explains itself."""
 
     def __init__(self, browser: Any) -> None:
         self.browser = browser
@@ -178,14 +179,15 @@ class Pages:
             if page.is_closed():
                 continue
             with contextlib.suppress(Exception):
-                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                path = SCREENSHOTS / f"failed-page-{n}.png"
-                await page.screenshot(path=str(path), full_page=True, timeout=5_000)
-                print(f"page {n} ({page.url}): {path}")
+                name = f"failed-page-{n}"
+                await self.shot(page, name, timeout=5_000)
+                print(f"page {n} ({page.url}): {SCREENSHOTS / name}.png")
 
-    async def shot(self, page: Any, name: str) -> None:
+    async def shot(self, page: Any, name: str, timeout: float | None = None) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        await page.screenshot(
+            path=str(SCREENSHOTS / f"{name}.png"), full_page=True, timeout=timeout
+        )
 
     async def close(self) -> None:
         for context in self.contexts:

@@ -143,7 +143,6 @@ async def test_score_dispute_decide_and_the_scorecard(platform: Platform, pages:
     async with inbox.expect_popup() as popup:
         await inbox.get_by_test_id("qa-link").click()
     mine = await popup.value
-    mine.on("pageerror", lambda exc: pages.errors.append(str(exc)))
     evaluations = mine.get_by_test_id("my-evaluation")
     await expect(evaluations).to_have_count(2)
     await expect(mine.get_by_test_id("tab-samples")).to_be_hidden()

@@ -226,6 +226,8 @@ class JetStreamConversations:
     def __init__(self, js: JetStreamContext, kv: stores.KeyValueBucket) -> None:
         self.js = js
         self.kv = kv
+        # Where the bucket's keys are written and watched ($KV.<bucket>.<key>).
+        self._kv_prefix: str = getattr(kv, "_pre", f"$KV.{KV_BUCKET}.")
         # History appends go out pipelined, their acks awaited on one reply subscription.
         nc = getattr(js, "_nc", None)
         self._acks = AckPublisher(nc) if nc is not None else None
@@ -265,7 +267,7 @@ class JetStreamConversations:
         """Keep the records read from now on, each until a change to it arrives."""
         if self._watch is not None:
             return
-        prefix = getattr(self.kv, "_pre", f"$KV.{KV_BUCKET}.")
+        prefix = self._kv_prefix
         self._prefix_len = len(prefix)
         self._reconnects = self._connection_reconnects()
         self._watch = await self.js.subscribe(
@@ -430,7 +432,7 @@ class JetStreamConversations:
         if self._acks is None:
             revision, _ = await asyncio.gather(self.kv.put(*first), self.kv.put(*second))
             return int(revision)
-        prefix = getattr(self.kv, "_pre", f"$KV.{KV_BUCKET}.")
+        prefix = self._kv_prefix
         acks = await self._acks.publish_all(
             [(prefix + first[0], first[1], None), (prefix + second[0], second[1], None)]
         )
