@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from switchboard.core.bus import Bus
 from switchboard.core.embedded_nats import NatsServer
+from switchboard.testing import hangs
 from switchboard.testing.databases import backends, postgres_database, sqlite_url
 from switchboard.testing.secured_nats import SecuredNats
 from switchboard.testing.tracing import memory_exporter
@@ -64,3 +66,29 @@ def span_exporter():  # type: ignore[no-untyped-def]
     exporter.clear()
     yield exporter
     exporter.clear()
+
+
+# When the test's setup started (pytest-timeout's budget covers setup, call and teardown).
+_SETUP_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    item.stash[_SETUP_STARTED] = time.monotonic()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """An asyncio test that hangs fails saying which await it was in (see `hangs`)."""
+    started = item.stash.get(_SETUP_STARTED, None)
+    seconds = hangs.deadline_for(item, started) if started is not None else None
+    if seconds is None or not hangs.is_plain_coroutine_test(item):
+        return (yield)
+    assert isinstance(item, pytest.Function)
+    test = item.obj
+    item.obj = hangs.bounded(test, seconds, item.config.rootpath)
+    try:
+        return (yield)
+    finally:
+        item.obj = test
