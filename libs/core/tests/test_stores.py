@@ -111,6 +111,42 @@ async def test_a_watch_that_ends_before_reading_what_the_bucket_holds_is_read_ag
     assert await stores.keys(empty) == []
 
 
+async def test_a_scan_whose_watch_never_signals_its_end_still_reads_every_key(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch that delivers some keys and then neither the next one nor its sign that every key
+    has been read (an ordered consumer that lost its place) must not hold a scan for ever: after
+    SCAN_STALL_SECONDS without an entry, the rest is read key by key, each key once."""
+    from nats.js.kv import KeyValue
+
+    kv = await stores.key_value(bus.js, "watch_stall")
+    for key in ("a.1", "a.2", "a.3"):
+        await kv.put(key, key.encode())
+    await kv.put("b.1", b"gone")
+    await kv.delete("b.1")
+
+    async def stalls_after_one(self: KeyValue, keys: str, **kwargs: object) -> object:
+        watcher = await original(self, keys, **kwargs)
+        first = await watcher.updates(timeout=5)
+        stalled: asyncio.Queue[object] = asyncio.Queue()
+        stalled.put_nowait(first)  # one key, then nothing more, and no end sign
+        watcher._updates = stalled  # type: ignore[assignment]
+        return watcher
+
+    original = KeyValue.watch
+    monkeypatch.setattr(KeyValue, "watch", stalls_after_one)
+    monkeypatch.setattr(stores, "SCAN_STALL_SECONDS", 0.2)
+    async with asyncio.timeout(20):
+        scanned = [e async for e in stores.current(kv)]
+        matched = await stores.matching(kv, "a.*")
+    assert sorted((e.key, e.value) for e in scanned) == [
+        ("a.1", b"a.1"),
+        ("a.2", b"a.2"),
+        ("a.3", b"a.3"),
+    ]
+    assert sorted(e.key for e in matched) == ["a.1", "a.2", "a.3"]
+
+
 async def test_a_keys_history_is_read_whole_even_when_a_watch_would_end_at_once(
     bus: Bus, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api as js_api
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
@@ -33,6 +34,9 @@ from switchboard.core.errors import Erased, NotFound
 from switchboard.v1 import contact_pb2
 
 logger = logging.getLogger(__name__)
+
+# How long a bucket's scan waits for its watch's next entry before reading the rest key by key.
+SCAN_STALL_SECONDS = 5.0
 
 
 class KeyValueBucket(Protocol):
@@ -161,17 +165,46 @@ async def keys(kv: KeyValueBucket) -> list[str]:
 
 async def matching(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
     """The current entries of the keys matching `pattern` (deleted and purged ones left out), read
-    with one watch; key by key when the watch found nothing (`missed_by_watch`)."""
-    found: list[KeyValue.Entry] = []
+    with one watch (see `_scan`)."""
+    return [found async for found in _scan(kv, pattern)]
+
+
+async def _scan(kv: KeyValue, pattern: str) -> AsyncIterator[KeyValue.Entry]:
+    """The current entry of each key matching `pattern` (deleted and purged ones left out), as one
+    watch of each key's last revision delivers them, up to the watch's sign that every key there at
+    the start has been read. A watch that found nothing, or that went `SCAN_STALL_SECONDS` without
+    delivering its next entry or that sign, is finished key by key (`missed_by_watch`): a scan
+    never waits for ever on an ordered consumer that lost its place."""
     watcher = await kv.watch(pattern, ignore_deletes=True)
+    seen: set[str] = set()
+    stalled = False
     try:
-        async for entry in watcher:
-            if entry is None:  # every key there at the start has been read
+        while True:
+            try:
+                found = watcher._updates.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    found = await watcher.updates(timeout=SCAN_STALL_SECONDS)
+                except NatsTimeoutError:
+                    stalled = True
+                    logger.warning(
+                        "reading %s (%s): the watch stalled after %d keys; reading the rest key by"
+                        " key",
+                        kv._name,
+                        pattern,
+                        len(seen),
+                    )
+                    break
+            if not isinstance(found, KeyValue.Entry):  # None: every key there has been read
                 break
-            found.append(entry)
+            seen.add(found.key)
+            yield found
     finally:
         await watcher.stop()
-    return found or await missed_by_watch(kv, pattern)
+    if stalled or not seen:
+        for found in await missed_by_watch(kv, pattern):
+            if found.key not in seen:
+                yield found
 
 
 async def missed_by_watch(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
@@ -260,19 +293,8 @@ async def current(kv: KeyValueBucket) -> AsyncIterator[KeyValue.Entry]:
     JetStream bucket is read in one pass (an ordered consumer of each key's last revision, which
     ends at the last key there when the scan began); another KeyValueBucket key by key."""
     if isinstance(kv, KeyValue):
-        watcher = await kv.watchall(ignore_deletes=True)
-        seen = False
-        try:
-            async for found in watcher:
-                if found is None:  # every key there at the start has been read
-                    break
-                seen = True
-                yield found
-        finally:
-            await watcher.stop()
-        if not seen:
-            for found in await missed_by_watch(kv, ">"):
-                yield found
+        async for scanned in _scan(kv, ">"):
+            yield scanned
         return
     for key in await keys(kv):
         found = await entry(kv, key)
