@@ -10,12 +10,16 @@ of awaits it was suspended in, innermost last, e.g.
       tests/e2e/browser/test_wallboard_browser.py:233 in test_day_charts_…
       services/chat/src/switchboard/chat/bootstrap.py:98 in _start
       …
+
+A hang pytest-timeout ends itself (in an async fixture's setup or teardown) fails the same way:
+the event loop's running task is found in the interrupted thread's frames, and its chain named.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import inspect
 import os
 import time
@@ -80,14 +84,25 @@ def awaiting(task: asyncio.Task[Any], root: Path) -> list[str]:
         seen.add(id(current))
         awaited: Any = current.get_coro()
         while awaited is not None:
-            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            frame = (
+                getattr(awaited, "cr_frame", None)
+                or getattr(awaited, "gi_frame", None)
+                or getattr(awaited, "ag_frame", None)
+            )
             if frame is not None and frame.f_code.co_filename != __file__:
                 lines.append(_frame_line(frame, root))
             following = getattr(awaited, "cr_await", None)
             if following is None:
                 following = getattr(awaited, "gi_yieldfrom", None)
+            if following is None:
+                following = getattr(awaited, "ag_await", None)
             if following is None and frame is None:
-                break
+                # An async generator's `asend` (a fixture's `yield`) names its generator only to
+                # the collector.
+                generator = next(filter(inspect.isasyncgen, gc.get_referents(awaited)), None)
+                if generator is None:
+                    break
+                following = generator
             awaited = following
         inner = _awaited_by(current)
         if inner is None and awaited is not None and type(awaited).__name__ != "FutureIter":
@@ -126,6 +141,34 @@ def bounded(
         )
 
     return run
+
+
+def runner_task(frame: FrameType | None) -> asyncio.Task[Any] | None:
+    """The task asyncio's `Runner.run` is running on the interrupted thread, if it is in one (a
+    test's, or a fixture's setup or teardown, as pytest-asyncio runs them)."""
+    runners = os.path.abspath(asyncio.runners.__file__)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "run" and os.path.abspath(code.co_filename) == runners:
+            task = frame.f_locals.get("task")
+            if isinstance(task, asyncio.Task):
+                return task
+        frame = frame.f_back
+    return None
+
+
+def on_timeout(item: pytest.Item, timeout: float, frame: FrameType | None) -> None:
+    """pytest-timeout's failure, saying where the event loop's test or fixture task waited when
+    the interrupted thread runs one (a hang in a fixture's setup or teardown)."""
+    __tracebackhide__ = True
+    task = runner_task(frame)
+    if task is None:
+        return
+    where = "\n  ".join(awaiting(task, item.config.rootpath) or ["(no frames)"])
+    pytest.fail(
+        f"Timeout (>{timeout}s) from pytest-timeout: the event loop's task was waiting at\n  {where}",
+        pytrace=False,
+    )
 
 
 def is_plain_coroutine_test(item: pytest.Item) -> bool:
