@@ -34,25 +34,10 @@ import pytest
 TEARDOWN_SECONDS = 15.0
 
 
-def timeout_of(item: pytest.Item) -> float | None:
-    """The test's pytest-timeout budget in seconds (its marker, the option, the environment or
-    the ini file, as pytest-timeout reads them); None or 0: no limit."""
-    marker = item.get_closest_marker("timeout")
-    if marker is not None:
-        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
-    else:
-        value = item.config.getoption("timeout", None)
-        if value is None:
-            value = os.environ.get("PYTEST_TIMEOUT") or item.config.getini("timeout") or None
-    return float(value) if value else None
-
-
-def deadline_for(item: pytest.Item, started: float) -> float | None:
-    """Seconds the test's body may run: its budget less what setup used and the teardown's room."""
-    budget = timeout_of(item)
-    if not budget:
-        return None
-    left = budget - (time.monotonic() - started) - min(TEARDOWN_SECONDS, budget / 4)
+def deadline_for(ends: float, budget: float) -> float | None:
+    """Seconds the test's body may run: up to `ends`, pytest-timeout's timer's end (monotonic),
+    less the teardown's room out of its `budget`; None when nothing is left."""
+    left = ends - time.monotonic() - min(TEARDOWN_SECONDS, budget / 4)
     return left if left > 0 else None
 
 

@@ -72,21 +72,16 @@ def span_exporter():  # type: ignore[no-untyped-def]
     exporter.clear()
 
 
-# When the test's setup started (pytest-timeout's budget covers setup, call and teardown).
-_SETUP_STARTED = pytest.StashKey[float]()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    item.stash[_SETUP_STARTED] = time.monotonic()
-    return (yield)
+# When pytest-timeout's timer for the test ends (monotonic), and its budget in seconds: the
+# budget covers setup, call and teardown.
+_TIMER = pytest.StashKey[tuple[float, float]]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """An asyncio test that hangs fails saying which await it was in (see `hangs`)."""
-    started = item.stash.get(_SETUP_STARTED, None)
-    seconds = hangs.deadline_for(item, started) if started is not None else None
+    timer = item.stash.get(_TIMER, None)
+    seconds = hangs.deadline_for(*timer) if timer is not None else None
     if seconds is None or not hangs.is_plain_coroutine_test(item):
         return (yield)
     assert isinstance(item, pytest.Function)
@@ -101,7 +96,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
     """pytest-timeout's signal timer, whose failure names where the event loop's task waited
-    (`hangs.on_timeout`); its own otherwise (a thread's hang, or its thread method)."""
+    (`hangs.on_timeout`); its own otherwise (a thread's hang, or its thread method). Either way
+    the timer's end is kept for the test's own deadline."""
+    item.stash[_TIMER] = (time.monotonic() + settings.timeout, settings.timeout)
     if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
         return None
     import pytest_timeout
